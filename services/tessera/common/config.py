@@ -1,0 +1,173 @@
+"""Configuration from environment variables, validated at start-up.
+
+Every service reads its settings through :class:`Env`, which names the variable
+and the expected form in the error when a value is bad, so a misconfigured pod
+fails fast with a message an operator can act on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import NoReturn, TypeVar
+
+T = TypeVar("T")
+
+PREFIX = "TESSERA_"
+
+
+class ConfigError(ValueError):
+    """A configuration variable has a value outside its expected form."""
+
+    def __init__(self, variable: str, value: str, expected: str) -> None:
+        super().__init__(f"{variable}={value!r} is invalid: expected {expected}")
+        self.variable = variable
+        self.value = value
+        self.expected = expected
+
+
+class Env:
+    """Typed access to environment variables named ``TESSERA_<NAME>``."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None, prefix: str = PREFIX) -> None:
+        self._environ = os.environ if environ is None else environ
+        self._prefix = prefix
+
+    def _raw(self, name: str) -> tuple[str, str | None]:
+        variable = self._prefix + name
+        value = self._environ.get(variable)
+        return variable, (value.strip() if value is not None and value.strip() != "" else None)
+
+    def _parse(self, name: str, default: T, expected: str, parse: Callable[[str], T]) -> T:
+        variable, raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            return parse(raw)
+        except (ValueError, TypeError):
+            raise ConfigError(variable, raw, expected) from None
+
+    def string(self, name: str, default: str, *, pattern: str | None = None) -> str:
+        """A string, optionally matching a regular expression (fully)."""
+        variable, raw = self._raw(name)
+        if raw is None:
+            return default
+        if pattern is not None and re.fullmatch(pattern, raw) is None:
+            raise ConfigError(variable, raw, f"a string matching {pattern}")
+        return raw
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        """One of a fixed set of strings (case-insensitive)."""
+        expected = "one of " + ", ".join(choices)
+
+        def parse(raw: str) -> str:
+            if raw.lower() not in choices:
+                raise ValueError(raw)
+            return raw.lower()
+
+        return self._parse(name, default, expected, parse)
+
+    def integer(
+        self, name: str, default: int, *, lo: int | None = None, hi: int | None = None
+    ) -> int:
+        """An integer within [lo, hi]."""
+        expected = "an integer" + _range_text(lo, hi)
+
+        def parse(raw: str) -> int:
+            value = int(raw, 10)
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                raise ValueError(raw)
+            return value
+
+        return self._parse(name, default, expected, parse)
+
+    def number(
+        self, name: str, default: float, *, lo: float | None = None, hi: float | None = None
+    ) -> float:
+        """A finite number within [lo, hi]."""
+        expected = "a number" + _range_text(lo, hi)
+
+        def parse(raw: str) -> float:
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError(raw)
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                raise ValueError(raw)
+            return value
+
+        return self._parse(name, default, expected, parse)
+
+    def flag(self, name: str, default: bool) -> bool:
+        """true/false, yes/no, on/off or 1/0."""
+        truth = {"1": True, "true": True, "yes": True, "on": True}
+        falsity = {"0": False, "false": False, "no": False, "off": False}
+
+        def parse(raw: str) -> bool:
+            key = raw.lower()
+            if key in truth:
+                return truth[key]
+            if key in falsity:
+                return falsity[key]
+            raise ValueError(raw)
+
+        return self._parse(name, default, "true or false", parse)
+
+    def redis_url(self, name: str, default: str) -> str:
+        """A redis:// or rediss:// URL (or unix:// socket path)."""
+        return self.string(name, default, pattern=r"(rediss?|unix)://\S+")
+
+
+def _range_text(lo: object, hi: object) -> str:
+    if lo is not None and hi is not None:
+        return f" from {lo} to {hi}"
+    if lo is not None:
+        return f" >= {lo}"
+    if hi is not None:
+        return f" <= {hi}"
+    return ""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Settings every gRPC service shares."""
+
+    name: str
+    host: str
+    grpc_port: int
+    metrics_port: int
+    redis_url: str
+    log_level: str
+    shutdown_grace_s: float
+
+    @classmethod
+    def from_env(cls, name: str, env: Env | None = None, *, grpc_port: int = 50051) -> ServerConfig:
+        env = env or Env()
+        return cls(
+            name=name,
+            host=env.string("HOST", "0.0.0.0"),
+            grpc_port=env.integer("GRPC_PORT", grpc_port, lo=0, hi=65535),
+            metrics_port=env.integer("METRICS_PORT", 9090, lo=0, hi=65535),
+            redis_url=env.redis_url("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            log_level=env.choice(
+                "LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
+            ),
+            shutdown_grace_s=env.number("SHUTDOWN_GRACE_S", 10.0, lo=0.0, hi=3600.0),
+        )
+
+
+def load_or_exit(load: Callable[[], T]) -> T:
+    """Run a config loader; on a bad value print the reason and exit with status 2."""
+    try:
+        return load()
+    except ConfigError as err:
+        fail(f"configuration error: {err}")
+
+
+def fail(message: str) -> NoReturn:
+    """Print a start-up error and exit with status 2."""
+    print(message, file=sys.stderr, flush=True)
+    raise SystemExit(2)

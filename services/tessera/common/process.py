@@ -1,0 +1,144 @@
+"""Child processes for Tessera services: start, find their ports, stop cleanly.
+
+Used by the operator's local runtime, the demo, the benchmarks and the
+integration tests. Children get PR_SET_PDEATHSIG on Linux, so they die with
+their parent and never outlive a demo or a test run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ServiceProcess:
+    """A service started as ``python -m <module>`` (or ``python <file.py>``) whose
+    JSON logs are parsed.
+
+    :meth:`wait_serving` blocks until the service logs its ``serving`` line and
+    records the ports it bound (``grpc_port``, ``metrics_port``).
+    """
+
+    def __init__(
+        self,
+        module: str,
+        env: Mapping[str, str] | None = None,
+        *,
+        args: Sequence[str] = (),
+        name: str | None = None,
+        keep_lines: int = 2000,
+    ) -> None:
+        self.module = module
+        self.name = name or module
+        self.env = {**os.environ, **(env or {})}
+        self.args = list(args)
+        self.proc: subprocess.Popen[str] | None = None
+        self.lines: deque[str] = deque(maxlen=keep_lines)
+        self.ports: dict[str, int] = {}
+        self._serving = threading.Event()
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> ServiceProcess:
+        self._serving.clear()
+        self.ports = {}
+        self.proc = subprocess.Popen(
+            [sys.executable, *self._target(), *self.args],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            # Only calls prctl(2), so it is safe between fork and exec.
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
+        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self._reader.start()
+        return self
+
+    def _target(self) -> list[str]:
+        return [self.module] if self.module.endswith(".py") else ["-m", self.module]
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+            record = _parse(line)
+            if record.get("msg") == "serving":
+                self.ports = {k: int(v) for k, v in record.items() if k.endswith("_port")}
+                self._serving.set()
+
+    def wait_serving(self, timeout_s: float = 20.0) -> dict[str, int]:
+        """Wait for the ``serving`` log line; raise with the log tail if it never comes."""
+        deadline = time.monotonic() + timeout_s
+        while not self._serving.wait(0.05):
+            if self.proc is None or self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{self.name} did not start:\n" + "\n".join(list(self.lines)[-30:])
+                )
+        return self.ports
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.ports['grpc_port']}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self, timeout_s: float = 15.0) -> int:
+        """SIGTERM, wait; SIGKILL if it does not exit in time. Returns the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            code = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._join_reader()
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL (a crash)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._join_reader()
+
+    def _join_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.join(timeout=2)
+
+    def records(self) -> list[dict[str, Any]]:
+        """The JSON log records seen so far."""
+        return [r for r in (_parse(line) for line in list(self.lines)) if r]
+
+
+def _parse(line: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}

@@ -1,0 +1,32 @@
+"""A minimal service built with the shared bootstrap, for runtime tests.
+
+``/tessera.test.Sleepy/Sleep`` takes seconds as ASCII and answers b"done" after
+sleeping that long; it proves in-flight calls survive a graceful shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from tessera.common.config import ServerConfig
+from tessera.common.server import GrpcService, main
+
+
+async def _sleep(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+    await asyncio.sleep(float(request.decode()))
+    return b"done"
+
+
+async def build(config: ServerConfig) -> GrpcService:
+    service = GrpcService(config)
+    handler = grpc.method_handlers_generic_handler(
+        "tessera.test.Sleepy", {"Sleep": grpc.unary_unary_rpc_method_handler(_sleep)}
+    )
+    service.add_generic(handler, "tessera.test.Sleepy")
+    return service
+
+
+if __name__ == "__main__":
+    main("sleepy", build)

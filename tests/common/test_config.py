@@ -1,0 +1,57 @@
+"""Environment configuration parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from tessera.common.config import ConfigError, Env, ServerConfig
+
+
+def env(**values: str) -> Env:
+    return Env({"TESSERA_" + k: v for k, v in values.items()})
+
+
+def test_defaults_when_unset_or_blank() -> None:
+    e = env(GRPC_PORT="  ")
+    assert e.integer("GRPC_PORT", 7, lo=0, hi=10) == 7
+    assert e.string("MISSING", "x") == "x"
+
+
+@pytest.mark.parametrize("raw", ["1", "true", "YES", "on"])
+def test_bool_truthy(raw: str) -> None:
+    assert env(FLAG=raw).flag("FLAG", False) is True
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda e: e.integer("N", 0, lo=1, hi=5),
+            "TESSERA_N='9' is invalid: expected an integer from 1 to 5",
+        ),
+        (lambda e: e.number("N", 0.0, hi=1.0), "expected a number <= 1.0"),
+        (lambda e: e.flag("N", False), "expected true or false"),
+        (lambda e: e.choice("N", "a", ("a", "b")), "expected one of a, b"),
+    ],
+)
+def test_errors_name_variable_and_form(call, message: str) -> None:  # type: ignore[no-untyped-def]
+    e = env(N="9")
+    with pytest.raises(ConfigError) as info:
+        call(e)
+    assert info.value.variable == "TESSERA_N"
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf"])
+def test_float_rejects_non_finite(raw: str) -> None:
+    with pytest.raises(ConfigError):
+        env(X=raw).number("X", 1.0)
+
+
+def test_server_config_from_env() -> None:
+    config = ServerConfig.from_env(
+        "zone", env(GRPC_PORT="0", REDIS_URL="redis://r:6379/1", LOG_LEVEL="DEBUG")
+    )
+    assert config.grpc_port == 0
+    assert config.redis_url == "redis://r:6379/1"
+    assert config.log_level == "debug"

@@ -1,0 +1,89 @@
+"""The shared bootstrap, tested on a real service process."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tessera.common.process import ServiceProcess
+
+SLEEPY = str(Path(__file__).with_name("sleepy_service.py"))
+ENV = {"TESSERA_GRPC_PORT": "0", "TESSERA_METRICS_PORT": "0", "TESSERA_HOST": "127.0.0.1"}
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def sleepy() -> Iterator[ServiceProcess]:
+    proc = ServiceProcess(SLEEPY, ENV, name="sleepy").start()
+    proc.wait_serving()
+    yield proc
+    proc.kill()
+
+
+async def test_health_reflection_and_metrics(sleepy: ServiceProcess) -> None:
+    async with grpc.aio.insecure_channel(sleepy.grpc_address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "tessera.test.Sleepy"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        names = set()
+        async for response in call:
+            names = {s.name for s in response.list_services_response.service}
+        assert {"grpc.health.v1.Health", "tessera.test.Sleepy"} <= names
+
+    url = f"http://127.0.0.1:{sleepy.ports['metrics_port']}/metrics"
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+    assert b"process_cpu_seconds_total" in body or b"python_info" in body
+
+
+async def test_sigterm_finishes_in_flight_call_and_exits_zero(sleepy: ServiceProcess) -> None:
+    async with grpc.aio.insecure_channel(sleepy.grpc_address) as channel:
+        sleep = channel.unary_unary("/tessera.test.Sleepy/Sleep", None, None)
+        call = sleep(b"1.5")
+        await asyncio.sleep(0.3)  # the call is in flight
+        started = time.monotonic()
+        assert sleepy.proc is not None
+        sleepy.proc.send_signal(signal.SIGTERM)
+        assert await call == b"done"
+        code = await asyncio.to_thread(sleepy.proc.wait, 5)
+    assert code == 0
+    assert time.monotonic() - started < 5
+    messages = [r.get("msg") for r in sleepy.records()]
+    assert messages[-2:] == ["stopping", "stopped"] or "stopped" in messages
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("TESSERA_GRPC_PORT", "abc", "an integer from 0 to 65535"),
+        ("TESSERA_GRPC_PORT", "70000", "an integer from 0 to 65535"),
+        ("TESSERA_REDIS_URL", "localhost:6379", "a string matching"),
+        ("TESSERA_LOG_LEVEL", "loud", "one of debug"),
+    ],
+)
+def test_bad_env_value_exits_non_zero_naming_the_variable(
+    variable: str, value: str, expected: str
+) -> None:
+    proc = ServiceProcess(SLEEPY, {**ENV, variable: value}, name="sleepy").start()
+    assert proc.proc is not None
+    code = proc.proc.wait(timeout=20)
+    proc.terminate()
+    assert code == 2
+    output = "\n".join(proc.lines)
+    assert variable in output
+    assert expected in output
