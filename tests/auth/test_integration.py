@@ -83,7 +83,7 @@ async def test_register_login_call_refresh_reuse_revokes_within_one_second(
         grpc.aio.insecure_channel(protected) as game_channel,
     ):
         auth = auth_pb2_grpc.AuthStub(auth_channel)
-        whoami = game_channel.unary_unary("/tessera.test.Game/WhoAmI")
+        whoami = game_channel.unary_unary("/tessera.test.Game/WhoAmI", None, None)
         registered = await auth.Register(
             auth_pb2.RegisterRequest(username="Player.One", password=PASSWORD)
         )

@@ -362,3 +362,16 @@ async def test_forged_tokens_are_unauthenticated(auth: RunningAuth) -> None:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+async def test_login_rehashes_after_argon2_parameters_change(
+    start_auth: StartAuth, redis: Any
+) -> None:
+    weak = await start_auth()
+    session = await register(weak, "judy")
+    key = f"tessera:{{auth}}:account:{session.account_id}"
+    assert b"m=64,t=1" in await redis.hget(key, "password")
+    stronger = await start_auth(AUTH_ARGON2_MEMORY_KIB="128", AUTH_ARGON2_TIME_COST="2")
+    await login(stronger, "judy")
+    assert b"m=128,t=2" in await redis.hget(key, "password")
+    assert (await login(stronger, "judy")).account_id == session.account_id

@@ -256,6 +256,9 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         if not ok or account is None:
             await self._failed(context, "password", username, address)
         await self.store.clear_failures(username)
+        if self.hasher.needs_rehash(account.password_hash):
+            new_hash = await self._in_pool(self.hasher.hash, request.password)
+            await self.store.set_password(account.account_id, new_hash)
         metrics.LOGINS.labels("password", "ok").inc()
         roles = sessions.roles_for(username, self.config.admin_users)
         return await self._new_session(account.account_id, roles, "password")

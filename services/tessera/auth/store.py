@@ -268,6 +268,10 @@ class AuthStore:
             kind=fields.get("kind", ""),
         )
 
+    async def set_password(self, account_id: str, password_hash: str) -> None:
+        """Replace a password hash (a rehash after the argon2 parameters changed)."""
+        await self.redis.hset(account_key(account_id), "password", password_hash)
+
     async def device_account(self, device_hash: str) -> str | None:
         value = await self.redis.hget(DEVICES, device_hash)
         return None if value is None else _text(value)
