@@ -245,10 +245,16 @@ async def test_logout_revokes_the_session_only(auth: RunningAuth) -> None:
     assert refreshed.session_id == two.session_id
 
 
-async def test_admin_revokes_all_sessions(auth: RunningAuth) -> None:
+async def test_admin_revokes_all_sessions(auth: RunningAuth, start_auth: StartAuth) -> None:
+    registered = await register(auth, "root-admin")
+    assert registered.roles == ["player"]  # a name alone never makes an admin
+    await auth.stub.Logout(
+        auth_pb2.LogoutRequest(), metadata=bearer_metadata(registered.access_token)
+    )
+    auth = await start_auth(AUTH_ADMIN_ACCOUNTS=registered.account_id)
+    admin = await login(auth, "root-admin")
     player = await register(auth, "grace")
     await login(auth, "grace")
-    admin = await register(auth, "root-admin")
     assert admin.roles == ["player", "admin"]
     request = auth_pb2.RevokeSessionsRequest(account_id=player.account_id)
     err = await fails(

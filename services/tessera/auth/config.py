@@ -149,7 +149,7 @@ class AuthConfig:
     registration_window_s: int
     relays: dict[str, tuple[str, ...]]
     service_clients: dict[str, str]
-    admin_users: frozenset[str]
+    admin_accounts: frozenset[str]
     sealing_key: bytes
 
     @classmethod
@@ -165,7 +165,7 @@ class AuthConfig:
                 "a directory of <activation>.pem Ed25519 keys "
                 "(or TESSERA_AUTH_GENERATE_KEYS=true for local runs)",
             )
-        admins = env.string("AUTH_ADMIN_USERS", "")
+        admins = env.string("AUTH_ADMIN_ACCOUNTS", "")
         return cls(
             issuer=env.string("AUTH_ISSUER", "tessera"),
             audience=env.string("AUTH_AUDIENCE", "tessera"),
@@ -194,6 +194,6 @@ class AuthConfig:
             registration_window_s=env.integer("AUTH_REGISTRATION_WINDOW_S", 3600, lo=1),
             relays=parse_relays(env.string("AUTH_RELAYS", "default=127.0.0.1:7777")),
             service_clients=parse_service_clients(env.string("AUTH_SERVICE_CLIENTS", "")),
-            admin_users=frozenset(u.strip().lower() for u in admins.split(",") if u.strip()),
+            admin_accounts=frozenset(a.strip() for a in admins.split(",") if a.strip()),
             sealing_key=connect_sealing_key(env),
         )
