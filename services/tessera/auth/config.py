@@ -132,6 +132,7 @@ class AuthConfig:
     audience: str
     access_ttl_s: int
     refresh_ttl_s: int
+    reuse_window_s: int
     connect_ttl_s: int
     connect_timeout_s: int
     leeway_s: int
@@ -171,6 +172,7 @@ class AuthConfig:
             audience=env.string("AUTH_AUDIENCE", "tessera"),
             access_ttl_s=access_ttl,
             refresh_ttl_s=env.integer("AUTH_REFRESH_TTL_S", 30 * 86_400, lo=60, hi=365 * 86_400),
+            reuse_window_s=env.integer("AUTH_REFRESH_REUSE_WINDOW_S", 7 * 86_400, lo=60),
             connect_ttl_s=connect_ttl,
             connect_timeout_s=env.integer("AUTH_CONNECT_TIMEOUT_S", 10, lo=1, hi=3600),
             leeway_s=env.integer("AUTH_LEEWAY_S", 5, lo=0, hi=300),

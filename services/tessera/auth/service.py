@@ -315,6 +315,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
             ttl_s=self.config.refresh_ttl_s,
             revoke_until=self._horizon(now),
             now=now,
+            reuse_window_s=self.config.reuse_window_s,
         )
         metrics.REFRESHES.labels(rotation.status.lower()).inc()
         if rotation.status == "REUSED":
