@@ -69,7 +69,7 @@ class KeySource:
             return
         try:
             ring = self._load()
-        except KeyRingError as err:
+        except (KeyRingError, OSError) as err:
             log.error("key reload failed; keeping the previous keys", extra={"error": str(err)})
             return
         if [k.kid for k in ring.keys] != [k.kid for k in self.ring.keys]:
