@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from tessera.auth import tokens
-from tessera.auth.keys import SigningKey
+from tessera.auth.keys import SigningKey, b64url, raw_public_bytes
 from tessera.auth.store import AuthStore
 from tessera.auth.tokens import Claims, TokenError
 from tessera.auth.verifier import (
@@ -21,10 +21,12 @@ from tessera.auth.verifier import (
     bearer_metadata,
     bearer_token,
     current_claims,
+    keys_from_proto,
 )
 from tessera.common import errors
 from tessera.common import store as common_store
 from tessera.common.localredis import LocalRedis
+from tessera.v1 import auth_pb2
 
 KEY = SigningKey.generate()
 NOW = 1_700_000_000.0
@@ -298,3 +300,18 @@ async def _eventually(condition: Callable[[], bool], timeout_s: float) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
+
+
+def test_keys_from_proto_rejects_foreign_keys() -> None:
+    good = auth_pb2.PublicKey(
+        kid=KEY.kid, alg="EdDSA", crv="Ed25519", x=b64url(raw_public_bytes(KEY.public_key))
+    )
+    assert list(keys_from_proto(auth_pb2.PublicKeySet(keys=[good]))) == [KEY.kid]
+    for bad in (
+        auth_pb2.PublicKey(kid="k", alg="RS256", crv="Ed25519", x=good.x),
+        auth_pb2.PublicKey(kid="k", alg="EdDSA", crv="Ed448", x=good.x),
+        auth_pb2.PublicKey(kid="", alg="EdDSA", crv="Ed25519", x=good.x),
+        auth_pb2.PublicKey(kid="k", alg="EdDSA", crv="Ed25519", x=good.x[:20]),
+    ):
+        with pytest.raises(ValueError):
+            keys_from_proto(auth_pb2.PublicKeySet(keys=[bad]))
