@@ -6,6 +6,7 @@ import asyncio
 import math
 from collections.abc import AsyncIterator, Iterator
 from contextlib import suppress
+from typing import Any
 
 import grpc
 import numpy as np
@@ -64,7 +65,8 @@ class Relay:
         self.welcome = asyncio.Event()
         self.quant = Quantization()
         self.seq: dict[str, int] = {}
-        self.call = stub.ZoneLink(self._upstream())
+        # grpc-stubs types the generated stub as synchronous; this is the aio call.
+        self.call: Any = stub.ZoneLink(self._upstream())  # type: ignore[arg-type]
         self.task = asyncio.create_task(self._downstream())
         self.up.put_nowait(zone_pb2.ZoneLinkUp(hello=zone_pb2.LinkHello(relay_id="test-relay")))
 
@@ -112,7 +114,8 @@ class Relay:
 
     def position(self, viewer: str, entity_id: int) -> np.ndarray:
         table = self.receivers[viewer].table()
-        return table.positions(self.quant)[table.index(entity_id)]
+        out: np.ndarray = table.positions(self.quant)[table.index(entity_id)]
+        return out
 
     async def close(self) -> None:
         self.call.cancel()
