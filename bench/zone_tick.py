@@ -92,7 +92,7 @@ def run(players: int, *, ticks: int, warmup: int, hz: int, npcs: int, seed: int)
     rows = np.array([sim.ents.index[npcs + 1 + i] for i in range(players)])
 
     pending: list[tuple[list[str], np.ndarray, np.ndarray]] = []
-    tick_ms, aoi_ms, encode_ms, input_ms = [], [], [], []
+    tick_ms, cpu_ms, aoi_ms, encode_ms, input_ms = [], [], [], [], []
     delta_bytes = full_bytes = 0
     total_bytes = snapshots = visible = 0
     for t in range(warmup + ticks):
@@ -110,12 +110,14 @@ def run(players: int, *, ticks: int, warmup: int, hz: int, npcs: int, seed: int)
             for i in range(players)
         ]
         began = time.perf_counter()
+        cpu = time.thread_time()
         now = time.monotonic()
         for m in msgs:
             sim.submit(m, now)
         submitted = time.perf_counter()
         frame = sim.step()
         ended = time.perf_counter()
+        cpu_used = time.thread_time() - cpu
         rows = np.array([sim.ents.index[npcs + 1 + i] for i in range(players)])
         batch = frame.batch
         pending.append((frame.players, batch.stream, batch.sequence))
@@ -126,6 +128,7 @@ def run(players: int, *, ticks: int, warmup: int, hz: int, npcs: int, seed: int)
         if t < warmup:
             continue
         tick_ms.append((ended - began) * 1000)
+        cpu_ms.append(cpu_used * 1000)
         input_ms.append((submitted - began) * 1000)
         aoi_ms.append(frame.aoi_s * 1000)
         encode_ms.append(frame.encode_s * 1000)
@@ -144,6 +147,8 @@ def run(players: int, *, ticks: int, warmup: int, hz: int, npcs: int, seed: int)
         "ticks": ticks,
         "tick_ms_p50": round(float(np.percentile(tick_ms, 50)), 3),
         "tick_ms_p99": round(float(np.percentile(tick_ms, 99)), 3),
+        "tick_cpu_ms_p50": round(float(np.percentile(cpu_ms, 50)), 3),
+        "tick_cpu_ms_p99": round(float(np.percentile(cpu_ms, 99)), 3),
         "input_ms_p50": round(float(np.percentile(input_ms, 50)), 3),
         "aoi_ms_p50": round(float(np.percentile(aoi_ms, 50)), 3),
         "encode_ms_p50": round(float(np.percentile(encode_ms, 50)), 3),
@@ -168,7 +173,7 @@ def main() -> None:
     records = []
     header = (
         f"{'players':>7} {'hz':>3} {'tick p50':>9} {'tick p99':>9} {'aoi p50':>8} "
-        f"{'enc p50':>8} {'visible':>7} {'B/client/s':>10} {'delta/full':>10}"
+        f"{'enc p50':>8} {'cpu p50':>8} {'visible':>7} {'B/client/s':>10} {'delta/full':>10}"
     )
     print(header)
     for n in (int(p) for p in args.players.split(",")):
@@ -177,7 +182,8 @@ def main() -> None:
         print(
             f"{r['players']:>7} {r['tick_hz']:>3} {r['tick_ms_p50']:>9.2f} "
             f"{r['tick_ms_p99']:>9.2f} {r['aoi_ms_p50']:>8.2f} {r['encode_ms_p50']:>8.2f} "
-            f"{r['visible_per_client']:>7.1f} {r['bytes_per_client_per_s']:>10.0f} "
+            f"{r['tick_cpu_ms_p50']:>8.2f} {r['visible_per_client']:>7.1f} "
+            f"{r['bytes_per_client_per_s']:>10.0f} "
             f"{r['delta_vs_full_ratio']:>10.3f}",
             flush=True,
         )
