@@ -69,13 +69,16 @@ class Crowd:
         return yaw, forward, actions
 
 
-def run(players: int, *, ticks: int, warmup: int, hz: int, npcs: int, seed: int) -> dict[str, Any]:
+def run(
+    players: int, *, ticks: int, warmup: int, hz: int, npcs: int, seed: int, every: int
+) -> dict[str, Any]:
     half = 500.0
     cfg = ZoneConfig.from_env(
         Env(
             {
                 "TESSERA_ZONE_BOUNDS": f"{-half},{-half},{half},{half}",
                 "TESSERA_TICK_HZ": str(hz),
+                "TESSERA_SNAPSHOT_EVERY": str(every),
             }
         )
     )
@@ -144,6 +147,7 @@ def run(players: int, *, ticks: int, warmup: int, hz: int, npcs: int, seed: int)
         "players": players,
         "npcs": npcs,
         "tick_hz": hz,
+        "snapshot_hz": round(hz / every, 2),
         "ticks": ticks,
         "tick_ms_p50": round(float(np.percentile(tick_ms, 50)), 3),
         "tick_ms_p99": round(float(np.percentile(tick_ms, 99)), 3),
@@ -153,7 +157,7 @@ def run(players: int, *, ticks: int, warmup: int, hz: int, npcs: int, seed: int)
         "aoi_ms_p50": round(float(np.percentile(aoi_ms, 50)), 3),
         "encode_ms_p50": round(float(np.percentile(encode_ms, 50)), 3),
         "visible_per_client": round(visible / max(snapshots, 1), 1),
-        "bytes_per_client_per_s": round(total_bytes / max(snapshots, 1) * hz, 1),
+        "bytes_per_client_per_s": round(total_bytes / max(snapshots, 1) * hz / every, 1),
         "delta_vs_full_ratio": round(delta_bytes / max(full_bytes, 1), 4),
     }
 
@@ -167,20 +171,31 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=150)
     parser.add_argument("--quick", action="store_true", help="fewer ticks (smoke run)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--snapshot-every",
+        default="1,2",
+        help="snapshot every Nth tick per client (comma-separated: one run each)",
+    )
     args = parser.parse_args()
     ticks = 45 if args.quick else args.ticks
     warmup = 15 if args.quick else 30
     records = []
     header = (
-        f"{'players':>7} {'hz':>3} {'tick p50':>9} {'tick p99':>9} {'aoi p50':>8} "
+        f"{'players':>7} {'hz':>3} {'snap':>4} {'tick p50':>9} {'tick p99':>9} {'aoi p50':>8} "
         f"{'enc p50':>8} {'cpu p50':>8} {'visible':>7} {'B/client/s':>10} {'delta/full':>10}"
     )
     print(header)
-    for n in (int(p) for p in args.players.split(",")):
-        r = run(n, ticks=ticks, warmup=warmup, hz=args.hz, npcs=args.npcs, seed=args.seed)
+    runs = [
+        (int(e), int(p)) for e in args.snapshot_every.split(",") for p in args.players.split(",")
+    ]
+    for every, n in runs:
+        r = run(
+            n, ticks=ticks, warmup=warmup, hz=args.hz, npcs=args.npcs, seed=args.seed, every=every
+        )
         records.append(r)
         print(
-            f"{r['players']:>7} {r['tick_hz']:>3} {r['tick_ms_p50']:>9.2f} "
+            f"{r['players']:>7} {r['tick_hz']:>3} {r['snapshot_hz']:>4.0f} "
+            f"{r['tick_ms_p50']:>9.2f} "
             f"{r['tick_ms_p99']:>9.2f} {r['aoi_ms_p50']:>8.2f} {r['encode_ms_p50']:>8.2f} "
             f"{r['tick_cpu_ms_p50']:>8.2f} {r['visible_per_client']:>7.1f} "
             f"{r['bytes_per_client_per_s']:>10.0f} "

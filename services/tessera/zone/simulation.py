@@ -387,16 +387,18 @@ class Simulation:
 
     def _snapshots(self, events: list[Event]) -> Frame:
         e, n, tiers, views = self.ents, self.ents.n, self.cfg.tiers, self.views
-        players = [p for p in self.attached if p in e.players]
+        every = self.cfg.snapshot_every
+        beat = self.tick // every  # snapshots sent to each client so far
+        players = [p for p, row in self.attached.items() if (row + self.tick) % every == 0]
         c = len(players)
         clients = np.fromiter((self.attached[p] for p in players), np.int64, c)
         viewer_rows = np.fromiter((e.index[e.players[p]] for p in players), np.int64, c)
         started = time.perf_counter()
         viewers = e.pos[viewer_rows][:, [0, 2]]
-        refresh = (clients + self.tick) % tiers.refresh_every == 0
+        refresh = (clients + beat) % tiers.refresh_every == 0
         if self.fresh:
             refresh |= np.isin(clients, np.fromiter(self.fresh, np.int64, len(self.fresh)))
-            self.fresh.clear()
+            self.fresh.difference_update(clients.tolist())
         if refresh.any() and n:
             tree = cKDTree(e.pos[:n][:, [0, 2]])
             boost = np.where(self.now_s - e.combat_at[:n] < 2.0, tiers.combat_bonus_m, 0.0)
@@ -409,7 +411,7 @@ class Simulation:
         safe = np.where(valid, rows, 0)
         gap = e.pos[:, [0, 2]][safe] - viewers[:, None, :] if n else np.zeros((c, tiers.cap, 2))
         dist = np.sqrt(np.einsum("ijk,ijk->ij", gap, gap))
-        due = interest.due(dist, ids, self.tick, tiers=tiers) | ~views.known[clients]
+        due = interest.due(dist, ids, beat, tiers=tiers) | ~views.known[clients]
         aoi_s = time.perf_counter() - started
         started = time.perf_counter()
         table = quantize(
