@@ -358,15 +358,13 @@ def _sections(
     masks = mask[where]
     owner = where // k
     out.append(_grouped(masks, np.bincount(owner, minlength=c)))
-    ch_d, ch_vals = d[where], vals[where]
     for bit, dtype, cols in FIELDS:
-        sel = (masks & bit) != 0
-        source = ch_d if bit in (POS8, POS16) else ch_vals
-        picked = source[sel]
-        packed = np.empty(picked.shape[0], dtype)
+        sel = where[(masks & bit) != 0]
+        source = d if bit in (POS8, POS16) else vals
+        packed = np.empty(sel.size, dtype)
         for name, col in zip(dtype.names or (), cols, strict=True):
-            packed[name] = picked[:, col]
-        out.append(_grouped(packed, np.bincount(owner[sel], minlength=c)))
+            packed[name] = source[sel, col]
+        out.append(_grouped(packed, np.bincount(sel // k, minlength=c)))
     return out
 
 
