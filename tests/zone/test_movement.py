@@ -53,6 +53,20 @@ def test_guard_clamps_teleports(old: np.ndarray, new: np.ndarray) -> None:
     np.testing.assert_array_equal(out[~clamped], new[~clamped])
 
 
+def test_entities_outside_a_shrunk_area_are_moved_onto_it_without_a_teleport() -> None:
+    pos = np.array([[80.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    new, _, clamped = integrate(
+        pos,
+        np.zeros((2, 3)),
+        np.zeros((2, 2)),
+        np.zeros(2, bool),
+        limits=LIMITS,
+        dt=DT,
+        area=AREA,
+    )
+    assert not clamped.any() and new[0, 0] < 50.0 and new[1, 0] == 0.0
+
+
 def test_forward_follows_yaw() -> None:
     v = desired_velocity(np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([np.pi / 2, 0.0]), 2.0)
     np.testing.assert_allclose(v, [[2.0, 0.0], [2.0, 0.0]], atol=1e-12)

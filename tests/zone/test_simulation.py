@@ -39,6 +39,8 @@ def test_inputs_are_dropped_by_reason_without_touching_state() -> None:
     assert sim.ents.move[0].tolist() == [0.0, 1.0] and sim.ents.last_seq[0] == 2
     assert sim.counts["drop:nan"] == 1 and sim.counts["drop:duplicate"] == 1
     assert [e.detail for e in sim.events] == ["nan"]
+    sim.submit(inp("a", 3, move_x=math.inf), 0.0)  # told at most once per second
+    assert [e.detail for e in sim.events] == ["nan"] and sim.counts["drop:nan"] == 2
 
 
 def test_more_than_twice_the_tick_rate_is_dropped() -> None:

@@ -74,6 +74,7 @@ class Simulation:
         self.tick = 0
         self.events: list[Event] = []
         self.counts: Counter[str] = Counter()
+        self._told: dict[tuple[str, str], float] = {}
         self.rng = np.random.default_rng(seed)
 
     @property
@@ -128,6 +129,7 @@ class Simulation:
         """Remove a player and its snapshot state."""
         self.detach(player_id)
         self.remove_entity(self.ents.players[player_id])
+        self._told = {k: v for k, v in self._told.items() if k[0] != player_id}
 
     def remove_entity(self, entity_id: int) -> None:
         """Remove any entity; views referencing it drop it."""
@@ -216,8 +218,11 @@ class Simulation:
         return None
 
     def _drop(self, player_id: str, reason: str, *, event: bool = True) -> str:
+        """Count a dropped input; tell the player at most once per reason per second."""
         self.counts["drop:" + reason] += 1
-        if event:
+        key = (player_id, reason)
+        if event and self.now_s - self._told.get(key, -1e9) >= 1.0:
+            self._told[key] = self.now_s
             self.events.append(Event(player_id, Kind.INPUT_DROPPED, detail=reason))
         return reason
 
