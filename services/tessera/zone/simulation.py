@@ -414,7 +414,7 @@ class Simulation:
         rows = views.rows[clients]
         valid = rows >= 0
         safe = np.where(valid, rows, 0)
-        gap = e.pos[:, [0, 2]][safe] - viewers[:, None, :] if n else np.zeros((c, tiers.cap, 2))
+        gap = e.pos[:n][:, [0, 2]][safe] - viewers[:, None, :] if n else np.zeros((c, tiers.cap, 2))
         dist = np.sqrt(np.einsum("ijk,ijk->ij", gap, gap))
         due = interest.due(dist, ids, beat, tiers=tiers) | ~views.known[clients]
         aoi_s = time.perf_counter() - started
@@ -429,8 +429,9 @@ class Simulation:
             kind=e.kind[:n],
             team=e.team[:n],
         )
-        current = table[safe] if n else np.zeros((c, tiers.cap, COLUMNS), np.int32)
-        vals = np.where(due[:, :, None], current, views.sent[clients])
+        vals = views.sent[clients]
+        if n:
+            vals[due] = table[safe[due]]
         views.sent[clients] = vals
         views.known[clients] = valid
         batch = self.encoder.encode(

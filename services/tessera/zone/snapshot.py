@@ -216,7 +216,6 @@ class SnapshotEncoder:
         bvals = self.vals[rows, bslot].reshape(c * k, COLUMNS)
 
         # Default: the baseline lines up slot by slot (same membership version).
-        bp = np.arange(c * k)
         bm = valid & bvalid
         still = bm.copy()
         moved = has_base.copy()
@@ -230,15 +229,15 @@ class SnapshotEncoder:
             bk = (rowkey | bids).ravel()
             flat = (sub[:, None] * k + np.arange(k)).ravel()
             pos, found = _match(bk, ck)
-            bp[flat] = sub[pos // k] * k + pos % k
-            bm[flat] = found & valid[flat] & bvalid[bp[flat]]
+            bp = sub[pos // k] * k + pos % k
+            bm[flat] = found & valid[flat] & bvalid[bp]
+            bvals[flat] = bvals[bp]  # a fresh gather, not the history; the read precedes the write
             back, back_found = _match(ck, bk)
             still[flat] = back_found & valid[sub[back // k] * k + back % k]
         removed = bvalid & ~still
         added = valid & ~bm
 
-        base_rows = bvals[bp]
-        d = vals - base_rows
+        d = vals - bvals
         mask = _change_mask(d, added, valid)
 
         sections = _sections(
