@@ -220,6 +220,9 @@ async def test_bad_requests_get_clear_statuses(zone: ServiceProcess, redis: Redi
         await stub.Leave(zone_pb2.LeaveRequest(player_id="carol"))
         assert await redis.hget(keys.routes, "carol") is None
         assert await redis.hexists(keys.checkpoints, "carol")
+        back = await stub.Join(zone_pb2.JoinRequest(player_id="carol"))
+        assert back.restored and back.entity_id == joined.entity_id and back.epoch == 6
+        await stub.Leave(zone_pb2.LeaveRequest(player_id="carol"))
         drained = await stub.Drain(zone_pb2.DrainRequest())
         assert drained.remaining == 0
         status = await stub.GetStatus(zone_pb2.GetStatusRequest())

@@ -411,7 +411,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             )
         checkpoint = (await self.store.load_checkpoints([player])).get(player)
         new_id = None if checkpoint is not None else (await self.store.next_ids(1))[0]
-        epoch = (route.epoch if route else 0) + 1
+        # Epochs only grow: after a leave the route is gone but the checkpoint remembers.
+        epoch = max(route.epoch if route else 0, checkpoint.epoch if checkpoint else 0) + 1
         if not await self.store.claim_route(player, route.raw if route else "", epoch):
             await abort(
                 context,
