@@ -37,9 +37,6 @@ class Rect:
     max_x: float
     max_z: float
 
-    def contains(self, x: F64, z: F64) -> Bools:
-        return (x >= self.min_x) & (x < self.max_x) & (z >= self.min_z) & (z < self.max_z)
-
 
 def desired_velocity(move: F64, yaw: F64, max_speed: float) -> F64:
     """World-space ground velocity (n, 2) as (vx, vz) for local move intents.
