@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from redis.exceptions import RedisError
 
 from tessera.common.errors import abort
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
@@ -311,6 +312,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                     metrics.LINK_ERRORS.labels("unexpected_" + str(which)).inc()
         except (asyncio.CancelledError, grpc.aio.AioRpcError):
             pass
+        except Exception:
+            log.exception("link reader failed", extra={"link": link.id})
         finally:
             with contextlib.suppress(asyncio.QueueFull):
                 link.queue.put_nowait(None)
@@ -382,7 +385,10 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 field="spawn",
             )
         if player not in self.sim.ents.players:
-            await self._join_new(request, context)
+            try:
+                await self._join_new(request, context)
+            except RedisError as err:
+                await _unavailable(context, err)
         eid = self.sim.ents.players[player]
         extra = self.sim.ents.extra[eid]
         extra.relay_id = request.relay_id or extra.relay_id
@@ -450,13 +456,17 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 reason="UNKNOWN_PLAYER",
                 field="player_id",
             )
-        state = self.sim.export_player(player, self.cfg.zone)
-        link_id = self.player_link.pop(player, None)
-        if link_id is not None and link_id in self.links:
-            self.links[link_id].players.discard(player)
-        self.sim.remove_player(player)
-        await self.store.save_checkpoints([state])
-        await self.store.release_route(player)
+        # Durable first: if Redis fails, the player stays and the caller may retry.
+        try:
+            await self.store.save_checkpoints([self.sim.export_player(player, self.cfg.zone)])
+            await self.store.release_route(player)
+        except RedisError as err:
+            await _unavailable(context, err)
+        if player in self.sim.ents.players:
+            link_id = self.player_link.pop(player, None)
+            if link_id is not None and link_id in self.links:
+                self.links[link_id].players.discard(player)
+            self.sim.remove_player(player)
         return zone_pb2.LeaveResponse()
 
     async def GetStatus(
@@ -506,3 +516,13 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         if self.state == State.ZONE_STATE_DRAINING and not self.sim.ents.players:
             self.state = State.ZONE_STATE_DRAINED
         return zone_pb2.DrainResponse(remaining=len(self.sim.ents.players))
+
+
+async def _unavailable(context: Context, err: RedisError) -> None:
+    await abort(
+        context,
+        grpc.StatusCode.UNAVAILABLE,
+        f"state store unavailable: {err}",
+        reason="STORE_UNAVAILABLE",
+        retry_after_s=1.0,
+    )
