@@ -25,7 +25,6 @@ from tessera.common.errors import abort
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.zone import inputs, metrics
 from tessera.zone.config import ZoneConfig
-from tessera.zone.entities import spawn_state
 from tessera.zone.movement import Rect
 from tessera.zone.simulation import Frame, Simulation
 from tessera.zone.store import ZoneStore
@@ -129,20 +128,10 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         for player, state in states.items():
             if player in self.sim.ents.players or state.entity_id in self.sim.ents.index:
                 continue
-            self._spawn(state, epoch=routed[player])
+            self.sim.adopt(state, epoch=routed[player], now=time.monotonic())
         if states:
             log.info("restored players", extra={"players": len(states)})
         return len(states)
-
-    def _spawn(self, state: zone_pb2.EntityState, *, epoch: int) -> int:
-        x, z = self.sim.clamp_xz(state.position.x, state.position.z)
-        state.position.x, state.position.z = x, z
-        row = spawn_state(self.sim.ents, state, now_s=self.sim.now_s)
-        extra = self.sim.ents.extra[state.entity_id]
-        extra.restored, extra.epoch = True, epoch
-        self.sim.ents.home[row] = (x, z)
-        self.sim.ents.tokens_at[row] = time.monotonic()
-        return row
 
     # --- loops -------------------------------------------------------------
 
@@ -430,7 +419,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         if player in self.sim.ents.players:
             return  # a concurrent join of the same player finished first
         if checkpoint is not None and checkpoint.entity_id not in self.sim.ents.index:
-            self._spawn(checkpoint, epoch=epoch)
+            self.sim.adopt(checkpoint, epoch=epoch, now=time.monotonic())
         else:
             spawn = request.spawn
             pos = (spawn.x, spawn.y, spawn.z) if request.HasField("spawn") else None

@@ -23,7 +23,15 @@ from tessera.client.snapshot import COLUMNS, Quantization
 from tessera.v1 import zone_pb2
 from tessera.zone import combat, inputs, interest
 from tessera.zone.config import ZoneConfig
-from tessera.zone.entities import DEAD, MAX_HEALTH, NPC, PLAYER, Entities, export_state
+from tessera.zone.entities import (
+    DEAD,
+    MAX_HEALTH,
+    NPC,
+    PLAYER,
+    Entities,
+    export_state,
+    spawn_state,
+)
 from tessera.zone.movement import Rect, desired_velocity, integrate
 from tessera.zone.npc import think
 from tessera.zone.snapshot import PAD, EncodedBatch, SnapshotEncoder, quantize
@@ -124,6 +132,18 @@ class Simulation:
             tokens=self.cfg.tick_hz / 2,
             tokens_at=time.monotonic(),
         )
+
+    def adopt(self, state: zone_pb2.EntityState, *, epoch: int, now: float) -> int:
+        """Instantiate an entity from its durable state (checkpoint restore, and the
+        hook for handoff PREPARE); its position is clamped into the area."""
+        x, z = self.clamp_xz(state.position.x, state.position.z)
+        state.position.x, state.position.z = x, z
+        row = spawn_state(self.ents, state, now_s=self.now_s)
+        extra = self.ents.extra[state.entity_id]
+        extra.restored, extra.epoch = True, epoch
+        self.ents.home[row] = (x, z)
+        self.ents.tokens_at[row] = now
+        return row
 
     def remove_player(self, player_id: str) -> None:
         """Remove a player and its snapshot state."""
