@@ -434,9 +434,9 @@ class Simulation:
         rows = views.rows[clients]
         valid = rows >= 0
         safe = np.where(valid, rows, 0)
-        gap = e.pos[:n][:, [0, 2]][safe] - viewers[:, None, :] if n else np.zeros((c, tiers.cap, 2))
-        dist = np.sqrt(np.einsum("ijk,ijk->ij", gap, gap))
-        due = interest.due(dist, ids, beat, tiers=tiers) | ~views.known[clients]
+        dx = e.pos[:n, 0][safe] - viewers[:, 0, None] if n else np.zeros(safe.shape)
+        dz = e.pos[:n, 2][safe] - viewers[:, 1, None] if n else np.zeros(safe.shape)
+        due = interest.due(dx * dx + dz * dz, ids, beat, tiers=tiers) | ~views.known[clients]
         aoi_s = time.perf_counter() - started
         started = time.perf_counter()
         table = quantize(
@@ -451,7 +451,7 @@ class Simulation:
         )
         vals = views.sent[clients]
         if n:
-            vals[due] = table[safe[due]]
+            np.copyto(vals, table[safe], where=due[:, :, None])
         views.sent[clients] = vals
         views.known[clients] = valid
         batch = self.encoder.encode(
