@@ -47,6 +47,7 @@ class GrpcService:
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         ]
         self._shutdown_hooks: list[ShutdownHook] = []
+        self._stopping_hooks: list[Callable[[], None]] = []
         self._stopping = asyncio.Event()
         self.grpc_port = 0
         self.metrics_port = 0
@@ -62,6 +63,11 @@ class GrpcService:
         """Register a generic handler (services without generated stubs)."""
         self.server.add_generic_rpc_handlers((handler,))
         self._service_names.append(name)
+
+    def on_stopping(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` as soon as a stop begins, before the grace period: end
+        long-lived streams here so the grace is not spent waiting on them."""
+        self._stopping_hooks.append(hook)
 
     def on_shutdown(self, hook: ShutdownHook) -> None:
         """Run ``hook`` after the server has stopped, in reverse order of registration."""
@@ -101,8 +107,11 @@ class GrpcService:
         await self.stop()
 
     async def stop(self) -> None:
-        """Graceful stop: NOT_SERVING, finish in-flight RPCs within the grace, run hooks."""
+        """Graceful stop: stopping hooks, NOT_SERVING, finish in-flight RPCs within the
+        grace, then the shutdown hooks."""
         log.info("stopping", extra={"grace_s": self.config.shutdown_grace_s})
+        for begin in self._stopping_hooks:
+            begin()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.shutdown_grace_s)
         for hook in reversed(self._shutdown_hooks):
