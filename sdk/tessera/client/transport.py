@@ -104,8 +104,7 @@ class UdpTransport(asyncio.DatagramProtocol):
     # asyncio protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if self.channel is None or not data or data[0] != DATA:

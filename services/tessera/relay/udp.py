@@ -62,8 +62,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._tasks: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
 
     def error_received(self, exc: Exception) -> None:
         self.counters.drop("socket_error")
