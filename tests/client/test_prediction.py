@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ def test_step_world_frame_at_zero_yaw_and_clamped() -> None:
 def test_predicts_before_server_and_reconciles_without_error() -> None:
     predictor = Predictor(Motion(speed_mps=1.0))
     predictor.apply(1, 1.0, 0.0, 0.0, 1.0)  # no server position yet: ignored
-    assert predictor.position is None
+    assert predictor.pending == deque()
     predictor.reconcile(np.zeros(3), 0)
     for seq in (1, 2, 3):
         predictor.apply(seq, 1.0, 0.0, 0.0, 1.0)

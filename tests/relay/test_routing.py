@@ -39,7 +39,9 @@ def test_cache_newest_epoch_wins() -> None:
     assert cache.get("p") is None
 
 
-def status(zone: str, players: int, state: int = ACTIVE, address: str = "") -> zone_pb2.ZoneStatus:
+def status(
+    zone: str, players: int, state: zone_pb2.ZoneState.ValueType = ACTIVE, address: str = ""
+) -> zone_pb2.ZoneStatus:
     return zone_pb2.ZoneStatus(
         zone=common_pb2.ZoneRef(world="w", zone=zone),
         players=players,
