@@ -10,17 +10,26 @@ import pytest
 
 from tessera.client.prediction import Motion, Predictor, step
 
+# Instant acceleration keeps the arithmetic of these tests obvious.
+SNAPPY = Motion(max_speed=1.0, accel=1e9)
 
-def test_step_world_frame_at_zero_yaw_and_clamped() -> None:
-    motion = Motion(speed_mps=4.0)
-    pos = step(np.zeros(3), 1.0, 0.0, 0.0, dt=0.5, motion=motion)
-    assert pos.tolist() == pytest.approx([2.0, 0.0, 0.0])
-    diag = step(np.zeros(3), 1.0, 1.0, 0.0, dt=1.0, motion=motion)
+
+def test_step_frame_acceleration_and_cap() -> None:
+    motion = Motion(max_speed=4.0, accel=8.0)
+    pos, vel = step((np.zeros(3), np.zeros(3)), 0.0, 1.0, 0.0, dt=0.25, motion=motion)
+    # yaw 0 faces +z; velocity reached 2 m/s after 0.25 s at 8 m/s².
+    assert vel.tolist() == pytest.approx([0.0, 0.0, 2.0])
+    assert pos.tolist() == pytest.approx([0.0, 0.0, 0.5])
+    pos, vel = step((pos, vel), 0.0, 1.0, math.pi / 2, dt=10.0, motion=motion)
+    # Facing +x now: full speed along x, capped at max_speed.
+    assert math.hypot(vel[0], vel[2]) == pytest.approx(4.0)
+    assert vel[0] == pytest.approx(4.0)
+    _, diag = step((np.zeros(3), np.zeros(3)), 1.0, 1.0, 0.0, dt=10.0, motion=motion)
     assert math.hypot(diag[0], diag[2]) == pytest.approx(4.0)
 
 
 def test_predicts_before_server_and_reconciles_without_error() -> None:
-    predictor = Predictor(Motion(speed_mps=1.0))
+    predictor = Predictor(SNAPPY)
     predictor.apply(1, 1.0, 0.0, 0.0, 1.0)  # no server position yet: ignored
     assert predictor.pending == deque()
     predictor.reconcile(np.zeros(3), 0)
@@ -35,7 +44,7 @@ def test_predicts_before_server_and_reconciles_without_error() -> None:
 
 
 def test_server_correction_is_measured_and_adopted() -> None:
-    predictor = Predictor(Motion(speed_mps=1.0))
+    predictor = Predictor(SNAPPY)
     predictor.reconcile(np.zeros(3), 0)
     for seq in (1, 2):
         predictor.apply(seq, 1.0, 0.0, 0.0, 1.0)

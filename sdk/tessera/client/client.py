@@ -145,9 +145,9 @@ class GameClient:
         if self.clock_offset_ms is None or offset < self.clock_offset_ms:
             self.clock_offset_ms = offset
         self.transport.send(world.ack())
-        own = world.own_position()
+        own = world.own_state()
         if own is not None and snap.sequence == world.latest_sequence:
-            self.predictor.reconcile(own, world.last_input_seq)
+            self.predictor.reconcile(own[0], world.last_input_seq, own[1])
 
     def others(self) -> dict[int, object]:
         """Interpolated positions of the other visible entities, now."""

@@ -93,6 +93,15 @@ class WorldView:
         pos: npt.NDArray[np.float64] = table.positions(self.quant)[i]
         return pos
 
+    def own_state(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+        """The server's latest position and velocity of this client's own entity."""
+        table = self.latest
+        try:
+            i = table.index(self.entity_id)
+        except KeyError:
+            return None
+        return table.positions(self.quant)[i], table.velocities(self.quant)[i]
+
     def others(self) -> dict[int, npt.NDArray[np.float64]]:
         """Latest positions of every other visible entity."""
         table = self.latest
