@@ -1,0 +1,367 @@
+"""Relay benchmark: N simulated UDP clients (in separate processes) through one
+relay process into one zone, with auth issuing the connect tokens.
+
+    python bench/relay.py --json PATH [--clients 500] [--procs 4] [--duration 10]
+
+Reports packets forwarded per second (client packets in + out), the same per
+relay CPU-second ("per relay core"), the relay's added latency (client packet in
+-> written to the zone link, and zone snapshot batch in -> datagram sent; from
+the relay's own histogram, so the zone's tick time is excluded), and relay CPU
+milliseconds per 1000 packets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import multiprocessing as mp
+import os
+import socket
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from tessera.common.localredis import LocalRedis
+from tessera.common.process import ServiceProcess
+from tessera.relay.packet import DATA, Channel, PacketError, encode_handshake
+from tessera.v1 import auth_pb2, auth_pb2_grpc, relay_pb2, relay_pb2_grpc
+
+WORLD = "bench"
+SECRET = "bench-secret-0123456789"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_stack(
+    tmp: Path, *, tick_hz: int, extra_relay_env: dict[str, str] | None = None
+) -> tuple[LocalRedis, dict[str, ServiceProcess], int]:
+    """redis-server, auth, one zone and one relay, all real processes."""
+    redis = LocalRedis(tmp / "redis")
+    redis.start()
+    connect_key = base64.b64encode(os.urandom(32)).decode()
+    udp_port = free_udp_port()
+    common = {
+        "TESSERA_REDIS_URL": redis.url,
+        "TESSERA_GRPC_PORT": "0",
+        "TESSERA_METRICS_PORT": "0",
+        "TESSERA_HOST": "127.0.0.1",
+        "TESSERA_LOG_LEVEL": "warning",
+        "TESSERA_WORLD": WORLD,
+    }
+    auth = ServiceProcess(
+        "tessera.auth",
+        {
+            **common,
+            "TESSERA_AUTH_GENERATE_KEYS": "true",
+            "TESSERA_CONNECT_KEY": connect_key,
+            "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{udp_port}",
+            "TESSERA_AUTH_SERVICE_CLIENTS": f"bench={SECRET}",
+            "TESSERA_AUTH_CONNECT_TTL_S": "300",
+            "TESSERA_LOG_LEVEL": "info",
+        },
+        name="auth",
+    ).start()
+    auth.wait_serving()
+    zone = ServiceProcess(
+        "tessera.zone",
+        {
+            **common,
+            "TESSERA_ZONE": "zone-0",
+            "TESSERA_ZONE_BOUNDS": "-500,-500,500,500",
+            "TESSERA_WORLD_BOUNDS": "-500,-500,500,500",
+            "TESSERA_TICK_HZ": str(tick_hz),
+            "TESSERA_LOG_LEVEL": "info",
+        },
+        name="zone",
+    ).start()
+    zone.wait_serving()
+    relay = ServiceProcess(
+        "tessera.relay",
+        {
+            **common,
+            "TESSERA_UDP_HOST": "127.0.0.1",
+            "TESSERA_UDP_PORT": str(udp_port),
+            "TESSERA_AUTH_ADDRESS": auth.grpc_address,
+            "TESSERA_CONNECT_KEY": connect_key,
+            "TESSERA_LOG_LEVEL": "info",
+            **(extra_relay_env or {}),
+        },
+        name="relay",
+    ).start()
+    relay.wait_serving()
+    return redis, {"auth": auth, "zone": zone, "relay": relay}, udp_port
+
+
+async def issue_tokens(auth_address: str, n: int) -> list[bytes]:
+    """Connect tokens for players bench-0..n-1, issued by auth on their behalf."""
+    async with grpc.aio.insecure_channel(auth_address) as channel:
+        stub: Any = auth_pb2_grpc.AuthStub(channel)
+        session = await stub.ServiceLogin(
+            auth_pb2.ServiceLoginRequest(client_id="bench", client_secret=SECRET)
+        )
+        metadata = (("authorization", f"Bearer {session.access_token}"),)
+        sem = asyncio.Semaphore(64)
+
+        async def one(i: int) -> bytes:
+            async with sem:
+                token = await stub.IssueConnectToken(
+                    auth_pb2.ConnectTokenRequest(player_id=f"bench-{i}"), metadata=metadata
+                )
+                return bytes(token.SerializeToString())
+
+        return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+# -- client processes ------------------------------------------------------
+
+
+class BenchClient(asyncio.DatagramProtocol):
+    """A minimal protocol client: handshake, inputs at a fixed rate, acks."""
+
+    def __init__(self, token: auth_pb2.ConnectToken) -> None:
+        self.token = token
+        self.channel = Channel(token.client_to_server_key, token.server_to_client_key)
+        self.transport: Any = None
+        self.accepted = asyncio.Event()
+        self.disconnected = False
+        self.snapshots = 0
+        self.received = 0
+        self.ack: tuple[int, int] | None = None
+        self.sequence = 0
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if not data or data[0] != DATA:
+            return
+        try:
+            opened = self.channel.open(data)
+        except PacketError:
+            return
+        self.received += 1
+        if not opened.message:
+            return
+        message = relay_pb2.ServerMessage.FromString(opened.message)
+        kind = message.WhichOneof("msg")
+        if kind == "snapshot":
+            self.snapshots += 1
+            self.ack = (message.snapshot.stream, message.snapshot.sequence)
+        elif kind == "accepted":
+            self.accepted.set()
+        elif kind == "disconnected":
+            self.disconnected = True
+
+    def send(self, message: relay_pb2.ClientMessage) -> None:
+        self.transport.sendto(self.channel.seal(message.SerializeToString())[1])
+
+    def tick(self, step: float) -> None:
+        self.sequence += 1
+        item = relay_pb2.ClientInput(
+            sequence=self.sequence, move_x=0.5, move_z=0.5, client_time_ms=time.time() * 1e3
+        )
+        self.send(relay_pb2.ClientMessage(inputs=relay_pb2.ClientInputs(inputs=[item])))
+        if self.ack is not None:
+            stream, seq = self.ack
+            self.ack = None
+            self.send(relay_pb2.ClientMessage(ack=relay_pb2.ClientAck(stream=stream, sequence=seq)))
+
+
+async def _client_main(
+    tokens: list[bytes], address: tuple[str, int], rate: float, start_at: float, stop_at: float
+) -> dict[str, int]:
+    loop = asyncio.get_running_loop()
+    clients: list[BenchClient] = []
+    for raw in tokens:
+        token = auth_pb2.ConnectToken.FromString(raw)
+        _, client = await loop.create_datagram_endpoint(
+            lambda t=token: BenchClient(t), remote_addr=address
+        )
+        clients.append(client)
+
+    async def handshake(c: BenchClient) -> None:
+        packet = encode_handshake(c.token.token)
+        for _ in range(40):
+            c.transport.sendto(packet)
+            try:
+                await asyncio.wait_for(c.accepted.wait(), 0.5)
+                return
+            except TimeoutError:
+                continue
+
+    await asyncio.gather(*(handshake(c) for c in clients))
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    period = 1.0 / rate
+    next_at = loop.time()
+    offset = 0
+    while time.time() < stop_at:
+        # Spread the clients over the period instead of sending in one burst.
+        for c in clients[offset::4]:
+            c.tick(period)
+        offset = (offset + 1) % 4
+        next_at += period / 4
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+    return {
+        "connected": sum(c.accepted.is_set() for c in clients),
+        "disconnected": sum(c.disconnected for c in clients),
+        "snapshots": sum(c.snapshots for c in clients),
+        "received": sum(c.received for c in clients),
+    }
+
+
+def client_process(
+    tokens: list[bytes],
+    address: tuple[str, int],
+    rate: float,
+    start_at: float,
+    stop_at: float,
+    out: Any,
+) -> None:
+    out.put(asyncio.run(_client_main(tokens, address, rate, start_at, stop_at)))
+
+
+# -- measurement -------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def latency_buckets(metrics_port: int) -> dict[float, float]:
+    """Cumulative bucket counts of both added-latency paths, summed."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
+    out: dict[float, float] = {}
+    for line in text.decode().splitlines():
+        if line.startswith("tessera_relay_added_latency_seconds_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            bound = float("inf") if le == "+Inf" else float(le)
+            out[bound] = out.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """Quantile (seconds) of the observations between two scrapes, interpolated
+    linearly inside the bucket like Prometheus' histogram_quantile."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1]
+    if total <= 0:
+        return float("nan")
+    rank = q * total
+    prev_bound, prev_count = 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if bound == float("inf"):
+                return prev_bound
+            width = count - prev_count
+            frac = 0.0 if width <= 0 else (rank - prev_count) / width
+            return prev_bound + (bound - prev_bound) * frac
+        prev_bound, prev_count = bound, count
+    return prev_bound
+
+
+async def relay_status(address: str) -> relay_pb2.RelayStatus:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub: Any = relay_pb2_grpc.RelayStub(channel)
+        status: relay_pb2.RelayStatus = await stub.GetStatus(relay_pb2.GetRelayStatusRequest())
+        return status
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        redis, procs, udp_port = start_stack(Path(tmp), tick_hz=args.tick_hz)
+        try:
+            tokens = asyncio.run(issue_tokens(procs["auth"].grpc_address, args.clients))
+            ctx = mp.get_context("spawn")
+            out = ctx.Queue()
+            warmup_s = 3.0 + args.clients / 400
+            start_at = time.time() + warmup_s
+            stop_at = start_at + args.duration + 1.0
+            workers = [
+                ctx.Process(
+                    target=client_process,
+                    args=(
+                        tokens[i :: args.procs],
+                        ("127.0.0.1", udp_port),
+                        args.rate,
+                        start_at,
+                        stop_at,
+                        out,
+                    ),
+                )
+                for i in range(args.procs)
+            ]
+            for w in workers:
+                w.start()
+            relay = procs["relay"]
+            time.sleep(max(0.0, start_at + 1.0 - time.time()))
+            s0 = asyncio.run(relay_status(relay.grpc_address))
+            c0, t0 = cpu_seconds(relay.pid), time.perf_counter()
+            h0 = latency_buckets(relay.ports["metrics_port"])
+            time.sleep(args.duration)
+            s1 = asyncio.run(relay_status(relay.grpc_address))
+            c1, t1 = cpu_seconds(relay.pid), time.perf_counter()
+            h1 = latency_buckets(relay.ports["metrics_port"])
+            results = [out.get(timeout=60) for _ in workers]
+            for w in workers:
+                w.join(timeout=10)
+        finally:
+            for p in reversed(list(procs.values())):
+                p.terminate()
+            redis.stop()
+    packets = (s1.packets_in - s0.packets_in) + (s1.packets_out - s0.packets_out)
+    elapsed = t1 - t0
+    cpu = c1 - c0
+    return {
+        "clients": args.clients,
+        "client_processes": args.procs,
+        "input_rate_hz": args.rate,
+        "zone_tick_hz": args.tick_hz,
+        "duration_s": round(elapsed, 2),
+        "connected": sum(r["connected"] for r in results),
+        "disconnected": sum(r["disconnected"] for r in results),
+        "packets_in_per_s": round((s1.packets_in - s0.packets_in) / elapsed),
+        "packets_out_per_s": round((s1.packets_out - s0.packets_out) / elapsed),
+        "packets_per_s": round(packets / elapsed),
+        "relay_cpu_utilization": round(cpu / elapsed, 3),
+        "packets_per_relay_cpu_s": round(packets / cpu) if cpu > 0 else None,
+        "cpu_ms_per_1k_packets": round(cpu * 1e6 / packets, 3) if packets else None,
+        "added_latency_ms_p50": round(quantile(h0, h1, 0.50) * 1e3, 3),
+        "added_latency_ms_p99": round(quantile(h0, h1, 0.99) * 1e3, 3),
+        "drops": dict(s1.drops),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, required=True, help="write results here")
+    parser.add_argument("--clients", type=int, default=500)
+    parser.add_argument("--procs", type=int, default=4, help="client processes")
+    parser.add_argument("--rate", type=float, default=10.0, help="input ticks per second")
+    parser.add_argument("--tick-hz", type=int, default=10, help="zone tick rate")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
+    args = parser.parse_args()
+    result = run(args)
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if result["connected"] < args.clients:
+        print(f"only {result['connected']} of {args.clients} clients connected", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
