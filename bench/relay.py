@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -186,7 +187,7 @@ async def _client_main(
     for raw in tokens:
         token = auth_pb2.ConnectToken.FromString(raw)
         _, client = await loop.create_datagram_endpoint(
-            lambda t=token: BenchClient(t), remote_addr=address
+            functools.partial(BenchClient, token), remote_addr=address
         )
         clients.append(client)
 
@@ -220,15 +221,9 @@ async def _client_main(
     }
 
 
-def client_process(
-    tokens: list[bytes],
-    address: tuple[str, int],
-    rate: float,
-    start_at: float,
-    stop_at: float,
-    out: Any,
-) -> None:
-    out.put(asyncio.run(_client_main(tokens, address, rate, start_at, stop_at)))
+def client_process(job: dict[str, Any], out: Any) -> None:
+    """Entry of a client process: run its share of clients, report counts."""
+    out.put(asyncio.run(_client_main(**job)))
 
 
 # -- measurement -------------------------------------------------------------
