@@ -240,6 +240,8 @@ class ZoneLink:
                     "zone link broken",
                     extra={"zone": self.zone, "address": self.address, "code": err.code().name},
                 )
+            except (ConnectionError, TimeoutError, OSError) as err:
+                log.warning("zone link unavailable", extra={"zone": self.zone, "error": str(err)})
             except Exception:
                 log.exception("zone link failed", extra={"zone": self.zone})
             finally:
