@@ -58,7 +58,7 @@ def add_session(gw: Gateway, player: str, zone: str, epoch: int) -> tuple[Sessio
 def outbox_kinds(gw: Gateway, zone: str) -> list[str]:
     link = gw.links[zone]
     link._close_batch()
-    return [m.WhichOneof("msg") for m in link._outbox]
+    return [str(m.WhichOneof("msg")) for m in link._outbox]
 
 
 def inputs_message(*seqs: int) -> relay_pb2.ClientMessage:
@@ -135,6 +135,7 @@ async def test_stalled_link_reroutes_from_redis_then_times_out(
     assert moved.zone == "zone-b" and stuck.zone == "zone-a"
     later = link.down_since + gateway.config.upstream_timeout_s + 1
     moved.last_seen = stuck.last_seen = later  # the clients keep sending
+    gateway.links["zone-b"].down_since = later  # zone-b's link is only just starting
     await gateway.sweep(later, time.time())
     assert stuck.closed and "bob" not in gateway.sessions.by_player
     goodbye = relay_pb2.ServerMessage.FromString(stuck_sent[-1])
