@@ -48,6 +48,7 @@ def start_stack(
     tmp: Path, *, tick_hz: int, extra_relay_env: dict[str, str] | None = None
 ) -> tuple[LocalRedis, dict[str, ServiceProcess], int]:
     """redis-server, auth, one zone and one relay, all real processes."""
+    (tmp / "redis").mkdir()
     redis = LocalRedis(tmp / "redis")
     redis.start()
     connect_key = base64.b64encode(os.urandom(32)).decode()

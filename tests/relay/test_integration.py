@@ -73,6 +73,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("relay-stack")
+    (tmp / "redis").mkdir()
     redis = LocalRedis(tmp / "redis")
     redis.start()
     key_dir = tmp / "keys"

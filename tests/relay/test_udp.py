@@ -21,6 +21,7 @@ from tessera.relay.gateway import Gateway, GatewayConfig
 from tessera.relay.metrics import Counters
 from tessera.relay.store import RelayStore
 from tessera.relay.udp import UdpEndpoint, UdpLimits
+from tessera.v1 import relay_pb2
 
 SEALING_KEY = os.urandom(32)
 
@@ -173,7 +174,19 @@ async def test_valid_token_without_zone_is_refused_and_released(relay: Relay) ->
     assert relay.counters.handshakes == {"no_zone": 1}
     assert relay.gateway.used_tokens == {}
     assert relay.endpoint.pending == {}
-    assert await client.nothing(0.05)
+    # The holder of the token learns why, sealed with its server-to-client key.
+    answer = await asyncio.wait_for(client.received.get(), 2.0)
+    assert len(answer) < packet.HANDSHAKE_SIZE
+    grant = verify(
+        raw,
+        public_keys={relay.signing_key.kid: relay.signing_key.public_key},
+        sealing_key=SEALING_KEY,
+        relay_address=relay.address,
+        now=time.time(),
+    )
+    channel = packet.Channel(grant.client_to_server_key, grant.server_to_client_key)
+    message = relay_pb2.ServerMessage.FromString(channel.open(answer).message)
+    assert message.disconnected.reason == "NO_ZONE"
 
 
 async def test_handshake_rate_limited(relay: Relay) -> None:

@@ -216,6 +216,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self.gateway.release(grant)
             reason = err.reason if isinstance(err, Rejected) else "error"
             self.counters.handshakes[reason] += 1
+            self._refuse(grant, addr, reason, str(err))
             log.warning(
                 "session refused",
                 extra={"player": grant.player_id, "reason": reason, "detail": str(err)},
@@ -224,6 +225,20 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         session.accepted = relay_pb2.ServerMessage(accepted=accepted).SerializeToString()
         self.counters.handshakes["accepted"] += 1
         session.send(session.accepted)
+
+    def _refuse(self, grant: Grant, addr: Address, reason: str, detail: str) -> None:
+        """Tell a client with a genuine token why no session opened (sealed, so only
+        the token's holder can read it; far smaller than its handshake)."""
+        if self.transport is None:
+            return
+        channel = Channel(grant.server_to_client_key, grant.client_to_server_key)
+        goodbye = relay_pb2.ServerMessage(
+            disconnected=relay_pb2.Disconnected(reason=reason.upper(), message=detail[:200])
+        )
+        packet = channel.seal(goodbye.SerializeToString())[1]
+        self.transport.sendto(packet, addr)
+        self.counters.packets_out += 1
+        self.counters.bytes_out += len(packet)
 
     def _forget(self, addr: Address, token: bytes) -> None:
         if self.pending.get(addr) == token:
