@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tessera.client.snapshot import COLUMNS, X, Z, EntityTable, Quantization
+from tessera.client.snapshot import COLUMNS, EntityTable, Quantization, X, Z
 from tessera.client.world import Frame, WorldView, interpolate
 from tessera.v1 import relay_pb2
 
