@@ -136,7 +136,7 @@ class BenchClient(asyncio.DatagramProtocol):
         self.channel = Channel(token.client_to_server_key, token.server_to_client_key)
         self.transport: Any = None
         self.accepted = asyncio.Event()
-        self.disconnected = False
+        self.disconnected = ""
         self.snapshots = 0
         self.received = 0
         self.ack: tuple[int, int] | None = None
@@ -162,8 +162,9 @@ class BenchClient(asyncio.DatagramProtocol):
             self.ack = (message.snapshot.stream, message.snapshot.sequence)
         elif kind == "accepted":
             self.accepted.set()
-        elif kind == "disconnected":
-            self.disconnected = True
+        elif kind == "disconnected" and self.accepted.is_set():
+            # (Before Accepted it is a refused attempt; the handshake is retried.)
+            self.disconnected = message.disconnected.reason or "?"
 
     def send(self, message: relay_pb2.ClientMessage) -> None:
         self.transport.sendto(self.channel.seal(message.SerializeToString())[1])
@@ -182,7 +183,7 @@ class BenchClient(asyncio.DatagramProtocol):
 
 async def _client_main(
     tokens: list[bytes], address: tuple[str, int], rate: float, start_at: float, stop_at: float
-) -> dict[str, int]:
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     clients: list[BenchClient] = []
     for raw in tokens:
@@ -192,18 +193,33 @@ async def _client_main(
         )
         clients.append(client)
 
+    connecting = asyncio.Semaphore(50)
+    ticking = asyncio.Event()
+
     async def handshake(c: BenchClient) -> None:
         packet = encode_handshake(c.token.token)
-        for _ in range(40):
-            c.transport.sendto(packet)
-            try:
-                await asyncio.wait_for(c.accepted.wait(), 0.5)
-                return
-            except TimeoutError:
-                continue
+        async with connecting:
+            for _ in range(60):
+                c.transport.sendto(packet)
+                try:
+                    await asyncio.wait_for(c.accepted.wait(), 0.5)
+                    return
+                except TimeoutError:
+                    continue
 
+    async def keep_alive() -> None:
+        """Keep-alives for the connected clients until the measured traffic starts."""
+        while not ticking.is_set():
+            for c in clients:
+                if c.accepted.is_set():
+                    c.transport.sendto(c.channel.seal(b"")[1])
+            await asyncio.sleep(0.5)
+
+    keeper = asyncio.create_task(keep_alive())
     await asyncio.gather(*(handshake(c) for c in clients))
     await asyncio.sleep(max(0.0, start_at - time.time()))
+    ticking.set()
+    await keeper
     period = 1.0 / rate
     next_at = loop.time()
     offset = 0
@@ -216,7 +232,8 @@ async def _client_main(
         await asyncio.sleep(max(0.0, next_at - loop.time()))
     return {
         "connected": sum(c.accepted.is_set() for c in clients),
-        "disconnected": sum(c.disconnected for c in clients),
+        "disconnected": sum(bool(c.disconnected) for c in clients),
+        "reasons": sorted({c.disconnected for c in clients if c.disconnected}),
         "snapshots": sum(c.snapshots for c in clients),
         "received": sum(c.received for c in clients),
     }
@@ -235,15 +252,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def latency_buckets(metrics_port: int) -> dict[float, float]:
-    """Cumulative bucket counts of both added-latency paths, summed."""
+def latency_buckets(metrics_port: int, path: str | None = None) -> dict[float, float]:
+    """Cumulative bucket counts of the added-latency histogram (one path, or both summed)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
     out: dict[float, float] = {}
     for line in text.decode().splitlines():
-        if line.startswith("tessera_relay_added_latency_seconds_bucket"):
-            le = line.split('le="')[1].split('"')[0]
-            bound = float("inf") if le == "+Inf" else float(le)
-            out[bound] = out.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+        if not line.startswith("tessera_relay_added_latency_seconds_bucket"):
+            continue
+        if path is not None and f'path="{path}"' not in line:
+            continue
+        le = line.split('le="')[1].split('"')[0]
+        bound = float("inf") if le == "+Inf" else float(le)
+        out[bound] = out.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
     return out
 
 
@@ -268,6 +288,15 @@ def quantile(before: dict[float, float], after: dict[float, float], q: float) ->
     return prev_bound
 
 
+def both(histograms: dict[str, dict[float, float]]) -> dict[float, float]:
+    """The up and down histograms summed bucket by bucket."""
+    out: dict[float, float] = {}
+    for buckets in histograms.values():
+        for bound, count in buckets.items():
+            out[bound] = out.get(bound, 0.0) + count
+    return out
+
+
 async def relay_status(address: str) -> relay_pb2.RelayStatus:
     async with grpc.aio.insecure_channel(address) as channel:
         stub: Any = relay_pb2_grpc.RelayStub(channel)
@@ -277,7 +306,11 @@ async def relay_status(address: str) -> relay_pb2.RelayStatus:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        redis, procs, udp_port = start_stack(Path(tmp), tick_hz=args.tick_hz)
+        redis, procs, udp_port = start_stack(
+            Path(tmp),
+            tick_hz=args.tick_hz,
+            extra_relay_env={"TESSERA_RELAY_BATCH_MS": str(args.batch_ms)},
+        )
         try:
             tokens = asyncio.run(issue_tokens(procs["auth"].grpc_address, args.clients))
             ctx = mp.get_context("spawn")
@@ -289,11 +322,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ctx.Process(
                     target=client_process,
                     args=(
-                        tokens[i :: args.procs],
-                        ("127.0.0.1", udp_port),
-                        args.rate,
-                        start_at,
-                        stop_at,
+                        {
+                            "tokens": tokens[i :: args.procs],
+                            "address": ("127.0.0.1", udp_port),
+                            "rate": args.rate,
+                            "start_at": start_at,
+                            "stop_at": stop_at,
+                        },
                         out,
                     ),
                 )
@@ -305,15 +340,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(max(0.0, start_at + 1.0 - time.time()))
             s0 = asyncio.run(relay_status(relay.grpc_address))
             c0, t0 = cpu_seconds(relay.pid), time.perf_counter()
-            h0 = latency_buckets(relay.ports["metrics_port"])
+            port = relay.ports["metrics_port"]
+            h0 = {p: latency_buckets(port, p) for p in ("up", "down")}
             time.sleep(args.duration)
             s1 = asyncio.run(relay_status(relay.grpc_address))
             c1, t1 = cpu_seconds(relay.pid), time.perf_counter()
-            h1 = latency_buckets(relay.ports["metrics_port"])
+            h1 = {p: latency_buckets(port, p) for p in ("up", "down")}
             results = [out.get(timeout=60) for _ in workers]
             for w in workers:
                 w.join(timeout=10)
         finally:
+            if os.environ.get("BENCH_LOGS"):
+                for name, proc in procs.items():
+                    for line in list(proc.lines)[-15:]:
+                        print(f"[{name}] {line[:400]}", file=sys.stderr)
             for p in reversed(list(procs.values())):
                 p.terminate()
             redis.stop()
@@ -325,17 +365,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "client_processes": args.procs,
         "input_rate_hz": args.rate,
         "zone_tick_hz": args.tick_hz,
+        "relay_batch_ms": args.batch_ms,
         "duration_s": round(elapsed, 2),
         "connected": sum(r["connected"] for r in results),
         "disconnected": sum(r["disconnected"] for r in results),
+        "disconnect_reasons": sorted({x for r in results for x in r["reasons"]}),
         "packets_in_per_s": round((s1.packets_in - s0.packets_in) / elapsed),
         "packets_out_per_s": round((s1.packets_out - s0.packets_out) / elapsed),
         "packets_per_s": round(packets / elapsed),
         "relay_cpu_utilization": round(cpu / elapsed, 3),
         "packets_per_relay_cpu_s": round(packets / cpu) if cpu > 0 else None,
         "cpu_ms_per_1k_packets": round(cpu * 1e6 / packets, 3) if packets else None,
-        "added_latency_ms_p50": round(quantile(h0, h1, 0.50) * 1e3, 3),
-        "added_latency_ms_p99": round(quantile(h0, h1, 0.99) * 1e3, 3),
+        # A message's added latency is its path's; both paths together:
+        "added_latency_ms_p50": round(quantile(both(h0), both(h1), 0.50) * 1e3, 3),
+        "added_latency_ms_p99": round(quantile(both(h0), both(h1), 0.99) * 1e3, 3),
+        "up_latency_ms_p50": round(quantile(h0["up"], h1["up"], 0.50) * 1e3, 3),
+        "up_latency_ms_p99": round(quantile(h0["up"], h1["up"], 0.99) * 1e3, 3),
+        "down_latency_ms_p50": round(quantile(h0["down"], h1["down"], 0.50) * 1e3, 3),
+        "down_latency_ms_p99": round(quantile(h0["down"], h1["down"], 0.99) * 1e3, 3),
         "drops": dict(s1.drops),
     }
 
@@ -348,6 +395,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="input ticks per second")
     parser.add_argument("--tick-hz", type=int, default=10, help="zone tick rate")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
+    parser.add_argument("--batch-ms", type=float, default=1.0, help="relay input batch window")
     args = parser.parse_args()
     result = run(args)
     width = max(len(k) for k in result)

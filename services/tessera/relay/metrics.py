@@ -46,6 +46,15 @@ ADDED_LATENCY = Histogram(
 )
 UP_LATENCY = ADDED_LATENCY.labels("up")
 DOWN_LATENCY = ADDED_LATENCY.labels("down")
+# Every SAMPLE_EVERY-th message of a batch is observed: a per-message distribution
+# (early and late messages of a batch alike) at a fraction of the cost.
+SAMPLE_EVERY = 8
+
+
+def observe_sampled(histogram: Histogram, starts: list[float], end: float) -> None:
+    """Observe ``end - start`` for every SAMPLE_EVERY-th start."""
+    for start in starts[::SAMPLE_EVERY]:
+        histogram.observe(end - start)
 
 
 @dataclass

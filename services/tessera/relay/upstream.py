@@ -20,12 +20,14 @@ from typing import Any, Protocol
 
 import grpc
 
-from tessera.relay.metrics import UP_LATENCY
+from tessera.relay.metrics import UP_LATENCY, observe_sampled
 from tessera.v1 import relay_pb2, zone_pb2, zone_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH_INPUTS = 4096
+# Concurrent Join calls per zone.
+MAX_JOINS = 32
 # Inputs kept per player while a link is down (clients resend about as many).
 REPLAY_INPUTS = 8
 
@@ -109,10 +111,12 @@ class ZoneLink:
         self._batch = zone_pb2.InputBatch()
         self._wake = asyncio.Event()
         self._flush_scheduled = False
-        self._pending_since: float | None = None
+        # Receive times (perf_counter) of the client packets in the pending batch.
+        self._received: list[float] = []
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.up = asyncio.Event()
+        self._joins = asyncio.Semaphore(MAX_JOINS)
 
     # -- the relay's side -------------------------------------------------
 
@@ -152,14 +156,15 @@ class ZoneLink:
         self._note(received)
 
     def _note(self, received: float) -> None:
-        if self._pending_since is None:
-            self._pending_since = received
+        self._received.append(received)
         self._schedule()
 
     async def join(self, request: zone_pb2.JoinRequest) -> zone_pb2.JoinResponse:
-        """The zone's Join RPC over this link's channel."""
+        """The zone's Join RPC over this link's channel (at most MAX_JOINS at a time,
+        so a crowd connecting at once queues here instead of timing out at the zone)."""
         stub = await self._ready_stub()
-        response: zone_pb2.JoinResponse = await stub.Join(request, timeout=self.rpc_timeout_s)
+        async with self._joins:
+            response: zone_pb2.JoinResponse = await stub.Join(request, timeout=self.rpc_timeout_s)
         return response
 
     async def leave(self, player: str) -> None:
@@ -218,7 +223,7 @@ class ZoneLink:
     def _buffer_for_replay(self) -> None:
         """On a broken stream keep only recent inputs and acks; control is redone."""
         self._close_batch()
-        self._pending_since = None
+        self._received = []
         batches = [m.inputs for m in self._outbox if m.WhichOneof("msg") == "inputs"]
         self._outbox = []
         if batches:
@@ -303,11 +308,10 @@ class ZoneLink:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            since, self._pending_since = self._pending_since, None
+            received, self._received = self._received, []
             for message in self._take_outbox():
                 await call.write(message)
-            if since is not None:
-                UP_LATENCY.observe(time.perf_counter() - since)
+            observe_sampled(UP_LATENCY, received, time.perf_counter())
 
     def _schedule_if_pending(self) -> None:
         if self._outbox or self._batch.inputs or self._batch.acks:
