@@ -96,6 +96,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "TESSERA_AUTH_KEY_DIR": str(key_dir),
             "TESSERA_CONNECT_KEY": connect_b64,
             "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{udp_port}",
+            "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "1000",
         },
         name="auth",
     ).start()
@@ -147,11 +148,20 @@ async def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
+async def eventually(check: Any, timeout_s: float, what: str) -> None:
+    """Poll the async predicate ``check`` until it holds."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
 @pytest.fixture
 async def bots(stack: Stack) -> AsyncIterator[list[Bot]]:
     made = [
         await connect_bot(stack, f"b{i}", hotspot((0.0, 0.0), 8.0) if i % 2 else random_walk, i)
-        for i in range(6)
+        for i in range(10)
     ]
     yield made
     for bot in made:
@@ -204,8 +214,13 @@ async def test_play_transport_and_ping(stack: Stack) -> None:
     client.start(lambda _client: Intent(move_x=1.0))
     await wait_for(lambda: client.snapshots >= 5, 10.0, "snapshots over Play")
     status = await stack.status()
-    assert status.sessions["grpc"] >= 1
+    assert status.sessions["grpc"] == 1
     await client.close()
+
+    async def grpc_sessions_are(n: int) -> bool:
+        return (await stack.status()).sessions["grpc"] == n
+
+    await eventually(lambda: grpc_sessions_are(0), 5.0, "the Play session to end")
 
 
 def mint(stack: Stack, *, expires_in: int, key: SigningKey | None = None) -> bytes:
@@ -276,7 +291,16 @@ async def test_bad_tokens_and_garbage_rejected_and_counted(stack: Stack) -> None
     assert after["replayed"] == before["replayed"] + 1
     assert after["accepted"] == before["accepted"] + 1
     assert client.connected
-    await client.close()
+    player = token.player_id
+    await client.close()  # a clean goodbye ends the session at once, not after the timeout
+
+    async def no_session() -> bool:
+        async with grpc.aio.insecure_channel(stack.relay.grpc_address) as channel:
+            stub: Any = relay_pb2_grpc.RelayStub(channel)
+            listing = await stub.ListSessions(relay_pb2.ListSessionsRequest())
+        return all(s.player_id != player for s in listing.sessions)
+
+    await eventually(no_session, 3.0, "the UDP session to end")
 
 
 async def test_zone_restart_under_load_disconnects_nobody(stack: Stack, bots: list[Bot]) -> None:
