@@ -40,7 +40,7 @@ def add_session(gw: Gateway, player: str, zone: str, epoch: int) -> tuple[Sessio
     now = time.monotonic()
     session = Session(
         player_id=player,
-        transport="grpc",
+        transport="udp",
         token_id=b"t",
         timeout_s=10.0,
         created=now,

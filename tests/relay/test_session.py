@@ -36,8 +36,9 @@ def test_one_session_per_player_and_address_index() -> None:
 
 def test_idle_sessions() -> None:
     table = SessionTable()
-    table.add(make("old", last_seen=0.0))
-    table.add(make("new", last_seen=5.0))
+    table.add(make("old", ("127.0.0.1", 1), last_seen=0.0))
+    table.add(make("new", ("127.0.0.1", 2), last_seen=5.0))
+    table.add(make("stream", last_seen=0.0))  # gRPC: ended by the stream, not a timer
     assert [s.player_id for s in table.idle(now=12.0)] == ["old"]
 
 

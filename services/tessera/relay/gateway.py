@@ -129,6 +129,8 @@ class Gateway:
         old = self.sessions.add(session)
         if old is not None:
             self._end(old, "REPLACED", "a newer session of this player connected", leave=False)
+            if old.zone != link.zone and old.zone in self.links:
+                self.links[old.zone].detach(player)
         self.routes.update(player, Route(link.zone, response.epoch))
         link.attach(player)
         accepted = relay_pb2.Accepted(

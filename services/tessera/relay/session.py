@@ -149,5 +149,10 @@ class SessionTable:
         return counts
 
     def idle(self, now: float) -> list[Session]:
-        """Sessions silent for longer than their timeout."""
-        return [s for s in self.by_player.values() if now - s.last_seen > s.timeout_s]
+        """UDP sessions silent for longer than their timeout (a gRPC stream's end,
+        or its HTTP/2 keep-alive failing, is what ends a Play session)."""
+        return [
+            s
+            for s in self.by_player.values()
+            if s.transport == "udp" and now - s.last_seen > s.timeout_s
+        ]
