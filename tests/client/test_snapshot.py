@@ -27,7 +27,8 @@ def _encode(
     padded[0, : len(ids)] = ids
     vals = np.zeros((1, cap, COLUMNS), np.int32)
     vals[0, : len(ids)] = rows
-    b = enc.encode(np.array([row]), padded, vals, np.ones((1, cap), bool), np.zeros(1, np.int64))
+    valid = padded != (1 << 40) - 1
+    b = enc.encode(np.array([row]), padded, valid, vals, last_input_seq=np.zeros(1, np.int64))
     return int(b.stream[0]), int(b.sequence[0]), int(b.baseline[0]), b.payloads[0]
 
 

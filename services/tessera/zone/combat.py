@@ -92,8 +92,8 @@ class History:
 
 def rewind_ticks(rtt_ms: float, interp_ms: float, *, tick_ms: float, max_rewind_ms: float) -> int:
     """How many ticks back the attacker saw the world: one-way latency + interpolation."""
-    behind = min(rtt_ms / 2 + interp_ms, max_rewind_ms)
-    return max(0, round(behind / tick_ms))
+    cap = int(max_rewind_ms / tick_ms + 1e-9)  # never rewind past max_rewind_ms
+    return max(0, min(round((rtt_ms / 2 + interp_ms) / tick_ms), cap))
 
 
 def melee_targets(origin: F64, yaw: float, targets: F64, weapons: Weapons) -> Bools:

@@ -45,6 +45,7 @@ class ZoneConfig:
     max_rewind_ms: float
     history_s: float
     snapshot_history: int
+    snapshot_every: int
     link_queue: int
     id_block: int
     seed: int
@@ -87,6 +88,7 @@ class ZoneConfig:
             max_rewind_ms=env.number("MAX_REWIND_MS", 250.0, lo=0.0, hi=1000.0),
             history_s=env.number("HISTORY_S", 1.0, lo=1.0, hi=10.0),
             snapshot_history=env.integer("SNAPSHOT_HISTORY", 32, lo=32, hi=256),
+            snapshot_every=env.integer("SNAPSHOT_EVERY", 1, lo=1, hi=6),
             link_queue=env.integer("LINK_QUEUE", 64, lo=2, hi=10_000),
             id_block=env.integer("ID_BLOCK", 1024, lo=1, hi=1_000_000),
             seed=env.integer("SEED", 0, lo=0),

@@ -73,3 +73,64 @@ def due(dist: F64, ids: U64, tick: int, *, tiers: Tiers) -> Bools:
     mid_due = phase % tiers.mid_every == 0
     far_due = phase % tiers.far_every == 0
     return np.where(dist <= tiers.near, True, np.where(dist <= tiers.mid, mid_due, far_due))
+
+
+class Views:
+    """Each client's current view: member ids (ascending), their entity rows, the
+    values last sent for them, and a membership version.
+
+    Members are recomputed every ``refresh_every`` ticks per client; between
+    refreshes the set is fixed and only the values change. An entity removed
+    from the zone stays in place as an invalid member (row -1) until then.
+    """
+
+    def __init__(self, cap: int, columns: int, pad: np.uint64, rows: int = 16) -> None:
+        self.cap, self.columns, self.pad = cap, columns, pad
+        self.ids = np.full((rows, cap), pad, np.uint64)
+        self.rows = np.full((rows, cap), -1, np.int64)
+        self.sent = np.zeros((rows, cap, columns), np.int32)
+        self.known = np.zeros((rows, cap), np.bool_)
+        self.version = np.zeros(rows, np.int64)
+
+    def reset(self, row: int) -> None:
+        """Empty a client's view (grows the arrays to hold ``row``)."""
+        if row >= self.ids.shape[0]:
+            size = max(row + 1, self.ids.shape[0] * 2)
+            for name in ("ids", "rows", "sent", "known", "version"):
+                old = getattr(self, name)
+                grown = np.zeros((size, *old.shape[1:]), old.dtype)
+                grown[: old.shape[0]] = old
+                setattr(self, name, grown)
+        self.ids[row] = self.pad
+        self.rows[row] = -1
+        self.known[row] = False
+        self.version[row] += 1
+
+    def refresh(self, clients: I64, ids: U64, rows: I64) -> None:
+        """New members for some clients; values already sent carry over."""
+        order = np.argsort(ids, axis=1)
+        ids = np.take_along_axis(ids, order, axis=1)
+        rows = np.take_along_axis(rows, order, axis=1)
+        old_ids = self.ids[clients]
+        changed = np.any(ids != old_ids, axis=1)
+        if not changed.any():
+            return
+        clients, ids, rows = clients[changed], ids[changed], rows[changed]
+        old_ids = old_ids[changed]
+        c, k = ids.shape
+        rowkey = (np.arange(c, dtype=np.uint64) << np.uint64(40))[:, None]
+        hay = (rowkey | old_ids).ravel()
+        needles = (rowkey | ids).ravel()
+        pos = np.minimum(np.searchsorted(hay, needles), hay.size - 1)
+        found = (hay[pos] == needles) & self.known[clients].ravel()[pos]
+        self.sent[clients] = self.sent[clients].reshape(c * k, -1)[pos].reshape(c, k, -1)
+        self.known[clients] = found.reshape(c, k) & (ids != self.pad)
+        self.ids[clients] = ids
+        self.rows[clients] = rows
+        self.version[clients] += 1
+
+    def removed(self, row: int, last: int) -> None:
+        """Entity ``row`` was swap-removed: it vanishes, the last row moves into its place."""
+        self.rows[self.rows == row] = -1
+        if last != row:
+            self.rows[self.rows == last] = row

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.spatial import cKDTree
 
-from tessera.client.snapshot import Quantization
+from tessera.client.snapshot import COLUMNS, Quantization
 from tessera.v1 import zone_pb2
 from tessera.zone import combat, inputs, interest
 from tessera.zone.config import ZoneConfig
@@ -68,7 +68,7 @@ class Simulation:
         self.ents = Entities()
         self.history = combat.History(math.ceil(cfg.history_s * cfg.tick_hz) + 1)
         self.encoder = SnapshotEncoder(cfg.tiers.cap, history=cfg.snapshot_history)
-        self.members = np.full((16, cfg.tiers.cap), PAD, np.uint64)
+        self.views = interest.Views(cfg.tiers.cap, COLUMNS, PAD)
         self.attached: dict[str, int] = {}
         self.fresh: set[int] = set()
         self.tick = 0
@@ -127,7 +127,12 @@ class Simulation:
     def remove_player(self, player_id: str) -> None:
         """Remove a player and its snapshot state."""
         self.detach(player_id)
-        self.ents.remove(self.ents.players[player_id])
+        self.remove_entity(self.ents.players[player_id])
+
+    def remove_entity(self, entity_id: int) -> None:
+        """Remove any entity; views referencing it drop it."""
+        self.views.removed(self.ents.index[entity_id], self.ents.n - 1)
+        self.ents.remove(entity_id)
 
     def export_player(self, player_id: str, zone: str) -> zone_pb2.EntityState:
         """The durable state of a present player."""
@@ -144,11 +149,7 @@ class Simulation:
             return False
         self.detach(player_id)
         row = self.encoder.open()
-        if row >= self.members.shape[0]:
-            grown = np.full((self.encoder.ids.shape[0], self.cfg.tiers.cap), PAD, np.uint64)
-            grown[: self.members.shape[0]] = self.members
-            self.members = grown
-        self.members[row] = PAD
+        self.views.reset(row)
         self.attached[player_id] = row
         self.fresh.add(row)
         return True
@@ -385,30 +386,32 @@ class Simulation:
         )
 
     def _snapshots(self, events: list[Event]) -> Frame:
-        e, n, tiers = self.ents, self.ents.n, self.cfg.tiers
-        players = [p for p in self.attached if p in e.players]
+        e, n, tiers, views = self.ents, self.ents.n, self.cfg.tiers, self.views
+        every = self.cfg.snapshot_every
+        beat = self.tick // every  # snapshots sent to each client so far
+        players = [p for p, row in self.attached.items() if (row + self.tick) % every == 0]
         c = len(players)
-        enc_rows = np.fromiter((self.attached[p] for p in players), np.int64, c)
+        clients = np.fromiter((self.attached[p] for p in players), np.int64, c)
         viewer_rows = np.fromiter((e.index[e.players[p]] for p in players), np.int64, c)
         started = time.perf_counter()
-        viewers = e.pos[viewer_rows]
-        refresh = (enc_rows + self.tick) % tiers.refresh_every == 0
+        viewers = e.pos[viewer_rows][:, [0, 2]]
+        refresh = (clients + beat) % tiers.refresh_every == 0
         if self.fresh:
-            refresh |= np.isin(enc_rows, np.fromiter(self.fresh, np.int64, len(self.fresh)))
-            self.fresh.clear()
+            refresh |= np.isin(clients, np.fromiter(self.fresh, np.int64, len(self.fresh)))
+            self.fresh.difference_update(clients.tolist())
         if refresh.any() and n:
             tree = cKDTree(e.pos[:n][:, [0, 2]])
             boost = np.where(self.now_s - e.combat_at[:n] < 2.0, tiers.combat_bonus_m, 0.0)
-            idx, _ = interest.visible(tree, viewers[refresh][:, [0, 2]], n, boost, tiers=tiers)
+            idx, _ = interest.visible(tree, viewers[refresh], n, boost, tiers=tiers)
             ids_all = np.append(e.id[:n], PAD)
-            self.members[enc_rows[refresh]] = ids_all[idx]
-        ids = self.members[enc_rows] if c else np.zeros((0, tiers.cap), np.uint64)
-        rows = self._rows_of(ids)
-        gone = rows < 0
-        ids = np.where(gone, PAD, ids)
-        safe = np.maximum(rows, 0)
-        dist = np.linalg.norm(e.pos[safe][:, :, [0, 2]] - viewers[:, None, [0, 2]], axis=2)
-        due = interest.due(dist, ids, self.tick, tiers=tiers)
+            views.refresh(clients[refresh], ids_all[idx], np.where(idx < n, idx, -1))
+        ids = views.ids[clients]
+        rows = views.rows[clients]
+        valid = rows >= 0
+        safe = np.where(valid, rows, 0)
+        gap = e.pos[:, [0, 2]][safe] - viewers[:, None, :] if n else np.zeros((c, tiers.cap, 2))
+        dist = np.sqrt(np.einsum("ijk,ijk->ij", gap, gap))
+        due = interest.due(dist, ids, beat, tiers=tiers) | ~views.known[clients]
         aoi_s = time.perf_counter() - started
         started = time.perf_counter()
         table = quantize(
@@ -421,8 +424,18 @@ class Simulation:
             kind=e.kind[:n],
             team=e.team[:n],
         )
-        vals = table[safe] if n else np.zeros((c, tiers.cap, table.shape[1]), np.int32)
-        batch = self.encoder.encode(enc_rows, ids, vals, due, e.last_seq[viewer_rows])
+        current = table[safe] if n else np.zeros((c, tiers.cap, COLUMNS), np.int32)
+        vals = np.where(due[:, :, None], current, views.sent[clients])
+        views.sent[clients] = vals
+        views.known[clients] = valid
+        batch = self.encoder.encode(
+            clients,
+            ids,
+            valid,
+            vals,
+            last_input_seq=e.last_seq[viewer_rows],
+            version=views.version[clients],
+        )
         return Frame(
             tick=self.tick,
             players=players,
@@ -430,5 +443,5 @@ class Simulation:
             events=events,
             aoi_s=aoi_s,
             encode_s=time.perf_counter() - started,
-            aoi_pairs=int((~gone).sum()),
+            aoi_pairs=int(valid.sum()),
         )

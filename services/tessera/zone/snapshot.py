@@ -43,6 +43,7 @@ from tessera.client.snapshot import (
     VERSION,
     VITALS,
     VX,
+    VY,
     VZ,
     YAW,
     Quantization,
@@ -124,6 +125,8 @@ class SnapshotEncoder:
 
     def _alloc(self, rows: int) -> None:
         self.ids = np.full((rows, self.history, self.cap), PAD, np.uint64)
+        self.valid = np.zeros((rows, self.history, self.cap), np.bool_)
+        self.version = np.zeros((rows, self.history), np.int64)
         self.vals = np.zeros((rows, self.history, self.cap, COLUMNS), np.int32)
         self.seq_at = np.zeros((rows, self.history), np.int64)
         self.next_seq = np.ones(rows, np.int64)
@@ -159,6 +162,7 @@ class SnapshotEncoder:
             self._grow()
         row = self._free.pop()
         self.ids[row] = PAD
+        self.valid[row] = False
         self.seq_at[row] = 0
         self.next_seq[row] = 1
         self.acked[row] = 0
@@ -178,50 +182,58 @@ class SnapshotEncoder:
         return True
 
     def encode(
-        self, rows: I64, ids: U64, vals: I32, due: Bools, last_input_seq: I64
+        self,
+        rows: I64,
+        ids: U64,
+        valid: Bools,
+        vals: I32,
+        *,
+        last_input_seq: I64,
+        version: I64 | None = None,
     ) -> EncodedBatch:
         """Encode one snapshot for each client row.
 
-        ``ids`` (C, cap) are the visible entity ids (PAD where empty), ``vals``
-        (C, cap, COLUMNS) their current quantized rows, ``due`` whether each
-        entity's tier refreshes this tick (otherwise the client keeps the value
-        it was last sent).
+        ``ids`` (C, cap) are each client's visible entity ids, ascending per row
+        (PAD-padded), ``valid`` marks the entries to send (an entity that
+        vanished keeps its place but is invalid), ``vals`` (C, cap, COLUMNS) the
+        quantized rows the client should hold after this snapshot. ``version``
+        (C,) numbers each client's membership: while it is unchanged since the
+        baseline, entries line up slot by slot and no matching is needed
+        (None: always match by id).
         """
         c, k, h = rows.size, self.cap, self.history
         if c == 0:
             empty = np.zeros(0, np.int64)
             return EncodedBatch([], np.zeros(0, np.uint32), empty, empty, empty != 0, empty, 0, 0)
-        order = np.argsort(ids, axis=1)
-        ids = np.take_along_axis(ids, order, axis=1)
-        vals = np.take_along_axis(vals, order[:, :, None], axis=1).reshape(c * k, COLUMNS)
-        due = np.take_along_axis(due, order, axis=1).ravel()
-        valid = (ids != PAD).ravel()
+        vals = vals.reshape(c * k, COLUMNS)
+        valid = valid.ravel()
 
         seq = self.next_seq[rows]
         acked = self.acked[rows]
         bslot = acked % h
         has_base = (acked > 0) & (self.seq_at[rows, bslot] == acked) & (seq - acked < h)
-        bids = np.where(has_base[:, None], self.ids[rows, bslot], PAD)
+        bvalid = (self.valid[rows, bslot] & has_base[:, None]).ravel()
         bvals = self.vals[rows, bslot].reshape(c * k, COLUMNS)
-        pslot = (seq - 1) % h
-        has_prev = (seq > 1) & (self.seq_at[rows, pslot] == seq - 1)
-        pids = np.where(has_prev[:, None], self.ids[rows, pslot], PAD)
 
-        rowkey = (np.arange(c, dtype=np.uint64) << _ROW_SHIFT)[:, None]
-        ck = (rowkey | ids).ravel()
-        bk = (rowkey | bids).ravel()
-        pk = (rowkey | pids).ravel()
-
-        # Entities not due this tick keep the value the client was last sent.
-        pp, pm = _match(pk, ck)
-        hold = pm & valid & ~due
-        if hold.any():
-            vals[hold] = self.vals[rows, pslot].reshape(c * k, COLUMNS)[pp[hold]]
-
-        bp, bm = _match(bk, ck)
-        bm &= valid
-        _, still = _match(ck, bk)
-        bvalid = bids.ravel() != PAD
+        # Default: the baseline lines up slot by slot (same membership version).
+        bp = np.arange(c * k)
+        bm = valid & bvalid
+        still = bm.copy()
+        moved = has_base.copy()
+        if version is not None:
+            moved &= self.version[rows, bslot] != version
+        if moved.any():
+            sub = np.flatnonzero(moved)
+            rowkey = (np.arange(sub.size, dtype=np.uint64) << _ROW_SHIFT)[:, None]
+            bids = self.ids[rows[sub], bslot[sub]]
+            ck = (rowkey | ids[sub]).ravel()
+            bk = (rowkey | bids).ravel()
+            flat = (sub[:, None] * k + np.arange(k)).ravel()
+            pos, found = _match(bk, ck)
+            bp[flat] = sub[pos // k] * k + pos % k
+            bm[flat] = found & valid[flat] & bvalid[bp[flat]]
+            back, back_found = _match(ck, bk)
+            still[flat] = back_found & valid[sub[back // k] * k + back % k]
         removed = bvalid & ~still
         added = valid & ~bm
 
@@ -260,6 +272,8 @@ class SnapshotEncoder:
 
         slot = seq % h
         self.ids[rows, slot] = ids
+        self.valid[rows, slot] = valid.reshape(c, k)
+        self.version[rows, slot] = -1 if version is None else version
         self.vals[rows, slot] = vals.reshape(c, k, COLUMNS)
         self.seq_at[rows, slot] = seq
         self.next_seq[rows] = seq + 1
@@ -282,24 +296,26 @@ def _match(hay: U64, needles: U64) -> tuple[I64, Bools]:
 
 
 def _change_mask(d: I32, added: Bools, valid: Bools) -> npt.NDArray[np.uint8]:
+    nz = d != 0
     big = np.maximum(np.abs(d[:, X]), np.abs(d[:, Z]))
-    mask = np.where(
-        big == 0, 0, np.where(big <= 127, POS8, np.where(big <= 32767, POS16, POS32))
-    ).astype(np.uint8)
-    mask |= np.where(d[:, Y] != 0, HEIGHT, 0).astype(np.uint8)
-    mask |= np.where(d[:, YAW] != 0, FACING, 0).astype(np.uint8)
-    mask |= np.where(np.any(d[:, VX : VZ + 1] != 0, axis=1), MOTION, 0).astype(np.uint8)
-    mask |= np.where((d[:, HEALTH] != 0) | (d[:, FLAGS] != 0), VITALS, 0).astype(np.uint8)
-    mask |= np.where((d[:, KIND] != 0) | (d[:, TEAM] != 0), IDENT, 0).astype(np.uint8)
+    mask = (nz[:, X] | nz[:, Z]).astype(np.uint8) * np.uint8(POS8)
+    mask[big > 127] = POS16
+    mask[big > 32767] = POS32
+    mask |= nz[:, Y].astype(np.uint8) * np.uint8(HEIGHT)
+    mask |= nz[:, YAW].astype(np.uint8) * np.uint8(FACING)
+    mask |= (nz[:, VX] | nz[:, VY] | nz[:, VZ]).astype(np.uint8) * np.uint8(MOTION)
+    mask |= (nz[:, HEALTH] | nz[:, FLAGS]).astype(np.uint8) * np.uint8(VITALS)
+    mask |= (nz[:, KIND] | nz[:, TEAM]).astype(np.uint8) * np.uint8(IDENT)
     mask[added] = FULL_MASK
     mask[~valid] = 0
-    return mask
+    out: npt.NDArray[np.uint8] = mask
+    return out
 
 
 Section = tuple[npt.NDArray[np.uint8], npt.NDArray[np.integer], npt.NDArray[np.integer]]
 
 
-def _grouped(data: npt.NDArray[np.void] | npt.NDArray[np.uint64], counts: I64) -> Section:
+def _grouped(data: npt.NDArray[Any], counts: I64) -> Section:
     """A section whose values are contiguous per client, in client order."""
     lengths = counts * data.dtype.itemsize
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
@@ -324,7 +340,7 @@ def _sections(
     out: list[Section] = []
     out.append(
         (
-            np.packbits(removed.reshape(c, k), axis=1, bitorder="little").ravel(),
+            np.packbits(_compact(removed, bvalid, c, k), axis=1, bitorder="little").ravel(),
             rowstart,
             (bvalid.reshape(c, k).sum(1) + 7) // 8,
         )
@@ -333,20 +349,36 @@ def _sections(
     changed = mask != 0
     out.append(
         (
-            np.packbits(changed.reshape(c, k), axis=1, bitorder="little").ravel(),
+            np.packbits(_compact(changed, valid, c, k), axis=1, bitorder="little").ravel(),
             rowstart,
             (valid.reshape(c, k).sum(1) + 7) // 8,
         )
     )
-    out.append(_grouped(mask[changed], changed.reshape(c, k).sum(1)))
+    where = np.flatnonzero(changed)
+    masks = mask[where]
+    owner = where // k
+    out.append(_grouped(masks, np.bincount(owner, minlength=c)))
+    ch_d, ch_vals = d[where], vals[where]
     for bit, dtype, cols in FIELDS:
-        sel = (mask & bit) != 0
-        source = d if bit in (POS8, POS16) else vals
+        sel = (masks & bit) != 0
+        source = ch_d if bit in (POS8, POS16) else ch_vals
         picked = source[sel]
         packed = np.empty(picked.shape[0], dtype)
         for name, col in zip(dtype.names or (), cols, strict=True):
             packed[name] = picked[:, col]
-        out.append(_grouped(packed, sel.reshape(c, k).sum(1)))
+        out.append(_grouped(packed, np.bincount(owner[sel], minlength=c)))
+    return out
+
+
+def _compact(flags: Bools, present: Bools, c: int, k: int) -> Bools:
+    """Per client, ``flags`` of the present entries only, moved to the front of the row."""
+    grid = present.reshape(c, k)
+    if grid.all():
+        return flags.reshape(c, k)
+    out = np.zeros((c, k), np.bool_)
+    rank = np.cumsum(grid, axis=1) - 1
+    row = np.broadcast_to(np.arange(c)[:, None], (c, k))
+    out[row[grid], rank[grid]] = flags.reshape(c, k)[grid]
     return out
 
 
