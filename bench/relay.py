@@ -45,7 +45,11 @@ def free_udp_port() -> int:
 
 
 def start_stack(
-    tmp: Path, *, tick_hz: int, extra_relay_env: dict[str, str] | None = None
+    tmp: Path,
+    *,
+    tick_hz: int,
+    snapshot_every: int = 1,
+    extra_relay_env: dict[str, str] | None = None,
 ) -> tuple[LocalRedis, dict[str, ServiceProcess], int]:
     """redis-server, auth, one zone and one relay, all real processes."""
     (tmp / "redis").mkdir()
@@ -83,6 +87,7 @@ def start_stack(
             "TESSERA_ZONE_BOUNDS": "-500,-500,500,500",
             "TESSERA_WORLD_BOUNDS": "-500,-500,500,500",
             "TESSERA_TICK_HZ": str(tick_hz),
+            "TESSERA_SNAPSHOT_EVERY": str(snapshot_every),
             "TESSERA_LOG_LEVEL": "info",
         },
         name="zone",
@@ -309,6 +314,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         redis, procs, udp_port = start_stack(
             Path(tmp),
             tick_hz=args.tick_hz,
+            snapshot_every=args.snapshot_every,
             extra_relay_env={"TESSERA_RELAY_BATCH_MS": str(args.batch_ms)},
         )
         try:
@@ -365,6 +371,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "client_processes": args.procs,
         "input_rate_hz": args.rate,
         "zone_tick_hz": args.tick_hz,
+        "zone_snapshot_every": args.snapshot_every,
         "relay_batch_ms": args.batch_ms,
         "duration_s": round(elapsed, 2),
         "connected": sum(r["connected"] for r in results),
@@ -393,8 +400,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=500)
     parser.add_argument("--procs", type=int, default=4, help="client processes")
     parser.add_argument("--rate", type=float, default=10.0, help="input ticks per second")
-    parser.add_argument("--tick-hz", type=int, default=10, help="zone tick rate")
+    parser.add_argument("--tick-hz", type=int, default=30, help="zone tick rate")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
+    parser.add_argument(
+        "--snapshot-every", type=int, default=3, help="zone ticks per snapshot (staggered)"
+    )
     parser.add_argument("--batch-ms", type=float, default=1.0, help="relay input batch window")
     args = parser.parse_args()
     result = run(args)
