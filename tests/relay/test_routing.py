@@ -21,6 +21,7 @@ DRAINING = zone_pb2.ZONE_STATE_DRAINING
 def test_parse() -> None:
     assert parse_route(b"zone-a|7") == Route("zone-a", 7)
     assert parse_route_change(b"alice|zone-b|8") == ("alice", Route("zone-b", 8))
+    assert parse_route_change("alice||0") == ("alice", None)
     for bad in ("zone", "|3", "zone|x"):
         with pytest.raises(ValueError):
             parse_route(bad)

@@ -91,7 +91,8 @@ class RelayStore:
                     except ValueError:
                         log.warning("bad route change", extra={"data": repr(message["data"])})
                         continue
-                    on_change(player, route)
+                    if route is not None:
+                        on_change(player, route)
             except asyncio.CancelledError:
                 raise
             except Exception:
