@@ -64,6 +64,7 @@ def start_stack(
         "TESSERA_HOST": "127.0.0.1",
         "TESSERA_LOG_LEVEL": "warning",
         "TESSERA_WORLD": WORLD,
+        "TESSERA_SHUTDOWN_GRACE_S": "1",
     }
     auth = ServiceProcess(
         "tessera.auth",

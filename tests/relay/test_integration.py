@@ -26,7 +26,7 @@ from tessera.client.transport import PlayTransport, UdpTransport, ping
 from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
 from tessera.relay import packet
-from tessera.v1 import relay_pb2, relay_pb2_grpc
+from tessera.v1 import relay_pb2, relay_pb2_grpc, zone_pb2, zone_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -88,6 +88,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "TESSERA_METRICS_PORT": "0",
         "TESSERA_HOST": "127.0.0.1",
         "TESSERA_WORLD": WORLD,
+        "TESSERA_SHUTDOWN_GRACE_S": "1",
     }
     auth = ServiceProcess(
         "tessera.auth",
@@ -318,3 +319,52 @@ async def test_zone_restart_under_load_disconnects_nobody(stack: Stack, bots: li
     assert stack.metric("tessera_relay_upstream_reconnects_total", zone="zone-a") >= 1
     status = await stack.status()
     assert status.sessions["udp"] >= len(bots)
+
+
+async def test_route_change_reroutes_without_disconnect(stack: Stack) -> None:
+    """Move a connected player to a second zone through the zones' own API
+    (Leave on zone-a, Join on zone-b, which claims the route and publishes the
+    change, as a committed handoff does): the relay switches the upstream, the
+    client only sees snapshots of a new stream."""
+    zone_b = ServiceProcess(
+        "tessera.zone", {**stack.zone_env, "TESSERA_ZONE": "zone-b"}, name="zone-b"
+    ).start()
+    try:
+        zone_b.wait_serving()
+        bot = await connect_bot(stack, "mover", random_walk, 99)
+        client = bot.client
+        assert client.accepted is not None and client.world is not None
+        player = client.accepted.player_id
+        await wait_for(lambda: client.snapshots > 5, 10.0, "snapshots from zone-a")
+        stream_a = client.world.stream
+        reroutes = stack.metric("tessera_relay_reroutes_total")
+        async with (
+            grpc.aio.insecure_channel(stack.zone.grpc_address) as a,
+            grpc.aio.insecure_channel(zone_b.grpc_address) as b,
+        ):
+            stub_a: Any = zone_pb2_grpc.ZoneStub(a)
+            stub_b: Any = zone_pb2_grpc.ZoneStub(b)
+            await stub_a.Leave(zone_pb2.LeaveRequest(player_id=player))
+            joined = await stub_b.Join(zone_pb2.JoinRequest(player_id=player, relay_id="x"))
+        assert joined.zone.zone == "zone-b" and joined.restored
+        await wait_for(
+            lambda: (
+                client.world is not None
+                and client.world.stream != stream_a
+                and client.snapshots > 0
+            ),
+            10.0,
+            "snapshots from zone-b",
+        )
+        before = client.snapshots
+        await wait_for(lambda: client.snapshots > before + 5, 10.0, "a steady zone-b stream")
+        assert client.connected
+        assert client.world.own_position() is not None
+        assert stack.metric("tessera_relay_reroutes_total") == reroutes + 1
+        async with grpc.aio.insecure_channel(stack.relay.grpc_address) as channel:
+            stub: Any = relay_pb2_grpc.RelayStub(channel)
+            listing = await stub.ListSessions(relay_pb2.ListSessionsRequest())
+        assert {s.player_id: s.zone.zone for s in listing.sessions}[player] == "zone-b"
+        await client.close()
+    finally:
+        zone_b.terminate()
