@@ -305,6 +305,9 @@ class Gateway:
                 if session is not None:
                     session.entity_id = result.entity_id
 
+    def on_shed(self, link: ZoneLink, inputs: int) -> None:
+        self.counters.drops["upstream_backlog"] += inputs
+
     def on_link_down(self, link: ZoneLink) -> None:
         log.warning("zone link down", extra={"zone": link.zone, "players": len(link.attached)})
 

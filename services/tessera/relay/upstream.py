@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH_INPUTS = 4096
 # Concurrent Join calls per zone.
 MAX_JOINS = 32
+# Queued upstream messages before old inputs are shed (a zone not reading).
+MAX_OUTBOX = 256
 # Inputs kept per player while a link is down (clients resend about as many).
 REPLAY_INPUTS = 8
 
@@ -53,6 +55,9 @@ class LinkHandler(Protocol):
 
     def on_link_down(self, link: ZoneLink) -> None:
         """The stream broke."""
+
+    def on_shed(self, link: ZoneLink, inputs: int) -> None:
+        """``inputs`` stale inputs were dropped because the zone was not reading."""
 
 
 def keep_recent(batches: list[zone_pb2.InputBatch], per_player: int) -> zone_pb2.InputBatch:
@@ -101,6 +106,7 @@ class ZoneLink:
         self.connected = False
         self.ever_connected = False
         self.reconnects = 0
+        self.shed_inputs = 0
         self.down_since: float | None = time.monotonic()
         self.attached: set[str] = set()
         self.welcome: zone_pb2.LinkWelcome | None = None
@@ -205,6 +211,19 @@ class ZoneLink:
         if self._batch.inputs or self._batch.acks:
             self._outbox.append(zone_pb2.ZoneLinkUp(inputs=self._batch))
             self._batch = zone_pb2.InputBatch()
+            if len(self._outbox) > MAX_OUTBOX:
+                self._shed()
+
+    def _shed(self) -> None:
+        """A zone that stopped reading: merge the queued input batches down to the
+        recent inputs of each player (older ones are stale anyway), keep control."""
+        batches = [m.inputs for m in self._outbox if m.WhichOneof("msg") == "inputs"]
+        control = [m for m in self._outbox if m.WhichOneof("msg") != "inputs"]
+        merged = keep_recent(batches, REPLAY_INPUTS)
+        shed = sum(len(b.inputs) for b in batches) - len(merged.inputs)
+        self.shed_inputs += shed
+        self.handler.on_shed(self, shed)
+        self._outbox = [*control, zone_pb2.ZoneLinkUp(inputs=merged)]
 
     def _schedule(self) -> None:
         if not self._flush_scheduled and self.connected:
