@@ -99,6 +99,7 @@ class UdpTransport(asyncio.DatagramProtocol):
         self.last_sent = 0.0
         self.last_received = time.monotonic()
         self.closed = False
+        self.timeout_s = 10.0
         self._keepalive: asyncio.Task[None] | None = None
 
     # asyncio protocol
@@ -164,6 +165,7 @@ class UdpTransport(asyncio.DatagramProtocol):
             if message is None or message.WhichOneof("msg") == "disconnected":
                 raise ConnectError(str(message.disconnected) if message else "closed")
             if message.WhichOneof("msg") == "accepted":
+                self.timeout_s = float(message.accepted.timeout_s or self.timeout_s)
                 self._keepalive = asyncio.create_task(self._keep_alive())
                 return message.accepted
         await self.close("handshake timeout")
@@ -184,9 +186,22 @@ class UdpTransport(asyncio.DatagramProtocol):
         self.stats.bytes_out += len(packet)
 
     async def _keep_alive(self) -> None:
+        """Keep-alives while idle; a relay silent for ``timeout_s`` is gone (it sends
+        keep-alives itself, even while the player's zone is restarting)."""
         while not self.closed:
             await asyncio.sleep(KEEPALIVE_S / 2)
-            if time.monotonic() - self.last_sent >= KEEPALIVE_S:
+            now = time.monotonic()
+            if now - self.last_received > self.timeout_s:
+                self.inbox.put_nowait(
+                    relay_pb2.ServerMessage(
+                        disconnected=relay_pb2.Disconnected(
+                            reason="TIMEOUT", message="no packet from the relay"
+                        )
+                    )
+                )
+                self._mark_closed()
+                return
+            if now - self.last_sent >= KEEPALIVE_S:
                 self._send(b"")
 
     async def recv(self) -> relay_pb2.ServerMessage | None:
