@@ -49,10 +49,12 @@ class Stack:
     connect_key: bytes
     signing_key: SigningKey
 
-    def restart_zone(self) -> None:
+    async def restart_zone(self) -> None:
+        """kill -9 the zone and start it again. The child is forked from this
+        (the main) thread: children die with the thread that forked them."""
         self.zone.kill()
         self.zone = ServiceProcess("tessera.zone", self.zone_env, name="zone").start()
-        self.zone.wait_serving()
+        await asyncio.to_thread(self.zone.wait_serving)
 
     def metric(self, name: str, **labels: str) -> float:
         url = f"http://127.0.0.1:{self.relay.ports['metrics_port']}/metrics"
@@ -307,7 +309,7 @@ async def test_bad_tokens_and_garbage_rejected_and_counted(stack: Stack) -> None
 async def test_zone_restart_under_load_disconnects_nobody(stack: Stack, bots: list[Bot]) -> None:
     await wait_for(lambda: all(b.client.snapshots > 5 for b in bots), 10.0, "snapshots")
     streams = {id(b): b.client.world.stream for b in bots}  # type: ignore[union-attr]
-    stack.restart_zone()
+    await stack.restart_zone()  # the bots keep playing meanwhile
     counts = {id(b): b.client.snapshots for b in bots}
     await wait_for(
         lambda: all(b.client.snapshots > counts[id(b)] + 10 for b in bots),
@@ -326,13 +328,14 @@ async def test_route_change_reroutes_without_disconnect(stack: Stack) -> None:
     (Leave on zone-a, Join on zone-b, which claims the route and publishes the
     change, as a committed handoff does): the relay switches the upstream, the
     client only sees snapshots of a new stream."""
+    # Connected while zone-a is the only zone, so it is placed there.
+    bot = await connect_bot(stack, "mover", random_walk, 99)
+    client = bot.client
     zone_b = ServiceProcess(
         "tessera.zone", {**stack.zone_env, "TESSERA_ZONE": "zone-b"}, name="zone-b"
     ).start()
     try:
-        zone_b.wait_serving()
-        bot = await connect_bot(stack, "mover", random_walk, 99)
-        client = bot.client
+        await asyncio.to_thread(zone_b.wait_serving)
         assert client.accepted is not None and client.world is not None
         player = client.accepted.player_id
         await wait_for(lambda: client.snapshots > 5, 10.0, "snapshots from zone-a")
