@@ -406,7 +406,7 @@ def main() -> None:
     parser.add_argument(
         "--snapshot-every", type=int, default=3, help="zone ticks per snapshot (staggered)"
     )
-    parser.add_argument("--batch-ms", type=float, default=1.0, help="relay input batch window")
+    parser.add_argument("--batch-ms", type=float, default=0.5, help="relay input batch window")
     args = parser.parse_args()
     result = run(args)
     width = max(len(k) for k in result)

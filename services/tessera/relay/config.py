@@ -38,7 +38,7 @@ class RelayConfig:
             public_address=env.string("RELAY_PUBLIC_ADDRESS", "", pattern=r"\S+:\d{1,5}"),
             auth_address=env.string("AUTH_ADDRESS", "127.0.0.1:50051", pattern=r"\S+:\d{1,5}"),
             connect_key=_connect_key(env),
-            batch_ms=env.number("RELAY_BATCH_MS", 1.0, lo=0.0, hi=100.0),
+            batch_ms=env.number("RELAY_BATCH_MS", 0.5, lo=0.0, hi=100.0),
             upstream_timeout_s=env.number("RELAY_UPSTREAM_TIMEOUT_S", 10.0, lo=0.5, hi=600.0),
             default_timeout_s=env.number("RELAY_IDLE_TIMEOUT_S", 10.0, lo=1.0, hi=600.0),
             packets_per_s=env.number("RELAY_PACKETS_PER_S", 200.0, lo=1.0),

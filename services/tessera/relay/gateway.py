@@ -62,7 +62,7 @@ TokenOpener = Callable[[bytes, float], Grant]
 class GatewayConfig:
     relay_id: str
     world: str
-    batch_s: float = 0.001
+    batch_s: float = 0.0005
     upstream_timeout_s: float = 10.0
     default_timeout_s: float = 10.0
 

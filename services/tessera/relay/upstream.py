@@ -91,7 +91,7 @@ class ZoneLink:
         relay_id: str,
         resolve: Callable[[str], Awaitable[str | None]],
         handler: LinkHandler,
-        batch_s: float = 0.001,
+        batch_s: float = 0.0005,
         backoff_s: tuple[float, float] = (0.05, 1.0),
         rpc_timeout_s: float = 3.0,
     ) -> None:
