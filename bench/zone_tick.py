@@ -45,6 +45,7 @@ class Crowd:
         self.target = self._near(self.group)
         self.start = self._near(self.group)
         self.seq = np.zeros(n, np.int64)
+        self.idle = rng.random(n) < 0.2
 
     def _near(self, group: np.ndarray) -> np.ndarray:
         out: np.ndarray = self.centres[group] + self.rng.normal(0.0, 25.0, (group.size, 2))
@@ -62,8 +63,10 @@ class Crowd:
             self.group[roam] = self.rng.integers(0, HOTSPOTS, int(roam.sum()))
             self.target[roam] = self._near(self.group[roam])
         yaw = np.arctan2(d[:, 0], d[:, 1])
-        forward = np.where(self.rng.random(self.group.size) < 0.2, 0.0, 1.0)  # some idle
-        forward = np.where(dist < 5.0, 0.5, forward)
+        # a fifth of the crowd stands around at any time, switching every few seconds
+        flip = self.rng.random(self.group.size) < 0.3 * dt
+        self.idle ^= flip
+        forward = np.where(self.idle, 0.0, np.where(dist < 5.0, 0.5, 1.0))
         actions = np.where(self.rng.random(self.group.size) < 0.01, 2, 0)
         self.seq += 1
         return yaw, forward, actions

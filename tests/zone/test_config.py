@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from tessera.common.config import ConfigError, Env
@@ -31,3 +35,15 @@ def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> Non
     with pytest.raises(ConfigError) as err:
         ZoneConfig.from_env(Env(env))
     assert err.value.variable == variable
+
+
+def test_the_process_exits_2_naming_a_bad_variable() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tessera.zone"],
+        env={**os.environ, "TESSERA_TICK_HZ": "5"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 2 and "TESSERA_TICK_HZ" in proc.stderr

@@ -33,5 +33,5 @@ def test_tiers_refresh_every_tick_third_and_sixth() -> None:
     dist = np.array([[10.0] * 6, [70.0] * 6, [150.0] * 6])
     counts = np.zeros(3)
     for tick in range(6):
-        counts += due(dist, ids, tick, tiers=tiers).sum(axis=1)
+        counts += due(dist**2, ids, tick, tiers=tiers).sum(axis=1)
     assert counts.tolist() == [36, 12, 6]

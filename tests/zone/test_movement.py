@@ -36,7 +36,8 @@ def test_no_entity_ever_moves_faster_than_allowed(
         assert np.all(np.linalg.norm(new_vel[:, [0, 2]], axis=1) <= LIMITS.max_speed + 1e-9)
         dv = np.linalg.norm(new_vel[:, [0, 2]] - vel[:, [0, 2]], axis=1)
         assert np.all(dv <= LIMITS.accel * DT + 1e-9)
-        assert np.all(AREA.contains(new[:, 0], new[:, 2]))
+        assert np.all((new[:, 0] >= AREA.min_x) & (new[:, 0] < AREA.max_x))
+        assert np.all((new[:, 2] >= AREA.min_z) & (new[:, 2] < AREA.max_z))
         assert np.all(new[:, 1] >= 0.0)
         pos, vel = new, new_vel
 
@@ -51,6 +52,20 @@ def test_guard_clamps_teleports(old: np.ndarray, new: np.ndarray) -> None:
     step = np.linalg.norm(out[:, [0, 2]] - old[:, [0, 2]], axis=1)
     assert np.all(step <= 0.2 * (1 + 1e-6) + 1e-6)
     np.testing.assert_array_equal(out[~clamped], new[~clamped])
+
+
+def test_entities_outside_a_shrunk_area_are_moved_onto_it_without_a_teleport() -> None:
+    pos = np.array([[80.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    new, _, clamped = integrate(
+        pos,
+        np.zeros((2, 3)),
+        np.zeros((2, 2)),
+        np.zeros(2, bool),
+        limits=LIMITS,
+        dt=DT,
+        area=AREA,
+    )
+    assert not clamped.any() and new[0, 0] < 50.0 and new[1, 0] == 0.0
 
 
 def test_forward_follows_yaw() -> None:

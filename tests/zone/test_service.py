@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import suppress
 from typing import Any
@@ -219,6 +220,9 @@ async def test_bad_requests_get_clear_statuses(zone: ServiceProcess, redis: Redi
         await stub.Leave(zone_pb2.LeaveRequest(player_id="carol"))
         assert await redis.hget(keys.routes, "carol") is None
         assert await redis.hexists(keys.checkpoints, "carol")
+        back = await stub.Join(zone_pb2.JoinRequest(player_id="carol"))
+        assert back.restored and back.entity_id == joined.entity_id and back.epoch == 6
+        await stub.Leave(zone_pb2.LeaveRequest(player_id="carol"))
         drained = await stub.Drain(zone_pb2.DrainRequest())
         assert drained.remaining == 0
         status = await stub.GetStatus(zone_pb2.GetStatusRequest())
@@ -269,3 +273,37 @@ async def test_kill_and_restart_restores_players_from_checkpoint(
             assert np.abs(after - before).max() < 0.1
     finally:
         restarted.kill()
+
+
+async def test_bad_inputs_on_the_link_are_dropped_counted_and_reported(
+    zone: ServiceProcess, redis: Redis
+) -> None:
+    async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+        stub = zone_pb2_grpc.ZoneStub(channel)
+        joined = await stub.Join(zone_pb2.JoinRequest(player_id="frank", spawn=vec(0, 0)))
+        relay = Relay(stub)
+        try:
+            await asyncio.wait_for(relay.welcome.wait(), 5)
+            relay.attach("frank")
+            await until(lambda: relay.sees("frank", joined.entity_id), what="own snapshot")
+            bad = [
+                zone_pb2.PlayerInput(player_id="frank", sequence=1, move_x=math.nan),
+                zone_pb2.PlayerInput(player_id="frank", sequence=2, move_z=9.0),
+                zone_pb2.PlayerInput(player_id="stranger", sequence=1),
+            ]
+            relay.up.put_nowait(zone_pb2.ZoneLinkUp(inputs=zone_pb2.InputBatch(inputs=bad)))
+            huge = [zone_pb2.PlayerInput(player_id="frank", sequence=i) for i in range(3, 4100)]
+            relay.up.put_nowait(zone_pb2.ZoneLinkUp(inputs=zone_pb2.InputBatch(inputs=huge)))
+            kinds = {zone_pb2.PlayerEvent.INPUT_DROPPED, zone_pb2.PlayerEvent.SPEED_CLAMPED}
+            await until(lambda: {e.kind for e in relay.events} >= kinds, what="events")
+            assert {e.detail for e in relay.events} >= {"nan", "move"}
+            # The link and the tick loop live on: the clamped move still walks frank.
+            await until(lambda: relay.position("frank", joined.entity_id)[2] > 3.0, what="movement")
+        finally:
+            await relay.close()
+    url = f"http://127.0.0.1:{zone.ports['metrics_port']}/metrics"
+    body = (await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())).decode()
+    assert 'tessera_zone_inputs_rejected_total{reason="oversized"} 4097.0' in body
+    assert 'tessera_zone_inputs_rejected_total{reason="unknown_player"} 1.0' in body
+    assert 'tessera_zone_inputs_rejected_total{reason="nan"} 1.0' in body
+    assert "tessera_zone_speed_clamped_total 1.0" in body

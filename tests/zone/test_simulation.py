@@ -9,7 +9,7 @@ import pytest
 
 from tessera.client.snapshot import SnapshotReceiver
 from tessera.common.config import Env
-from tessera.v1 import zone_pb2
+from tessera.v1 import common_pb2, zone_pb2
 from tessera.zone import inputs
 from tessera.zone.config import ZoneConfig
 from tessera.zone.entities import DEAD
@@ -39,6 +39,8 @@ def test_inputs_are_dropped_by_reason_without_touching_state() -> None:
     assert sim.ents.move[0].tolist() == [0.0, 1.0] and sim.ents.last_seq[0] == 2
     assert sim.counts["drop:nan"] == 1 and sim.counts["drop:duplicate"] == 1
     assert [e.detail for e in sim.events] == ["nan"]
+    sim.submit(inp("a", 3, move_x=math.inf), 0.0)  # told at most once per second
+    assert [e.detail for e in sim.events] == ["nan"] and sim.counts["drop:nan"] == 2
 
 
 def test_more_than_twice_the_tick_rate_is_dropped() -> None:
@@ -130,3 +132,20 @@ def test_npcs_wander_chase_and_show_up_in_snapshots() -> None:
     assert (moved > 0.5).sum() >= 5
     assert 100 in rec.table().ids.tolist() and 1 in rec.table().ids.tolist()
     assert sim.ents.health[sim.ents.index[1]] < 100.0  # and hit it
+
+
+def test_adopt_restores_state_clamped_into_the_area() -> None:
+    sim = make()
+    state = zone_pb2.EntityState(
+        entity_id=77,
+        kind=zone_pb2.ENTITY_KIND_PLAYER,
+        player_id="h",
+        position=common_pb2.Vec3(x=500.0, y=0.0, z=-20.0),
+        health=40.0,
+        last_input_seq=12,
+    )
+    row = sim.adopt(state, epoch=4, now=0.0)
+    assert sim.ents.pos[row, 0] < 100.0 and sim.ents.pos[row, 2] == -20.0
+    assert sim.ents.extra[77].epoch == 4 and sim.ents.extra[77].restored
+    assert sim.submit(inp("h", 12), 0.0) == inputs.DUPLICATE
+    assert sim.export_player("h", "z").health == 40.0

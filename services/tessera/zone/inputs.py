@@ -58,8 +58,11 @@ def check(
     client_time_ms: float,
 ) -> Command | str:
     """A clamped Command, or the reason ``nan`` / ``range`` for rejecting it."""
-    values = (move_x, move_z, yaw, pitch, rtt_ms, interp_ms, client_time_ms)
-    if not all(math.isfinite(v) for v in values):
+    # NaN and inf survive a sum; float32 wire values cannot overflow a double sum.
+    if not (
+        math.isfinite(move_x + move_z + yaw + pitch + rtt_ms + interp_ms)
+        and math.isfinite(client_time_ms)
+    ):
         return NAN
     if (
         abs(yaw) > 2 * math.pi + 1e-6

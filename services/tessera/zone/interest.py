@@ -67,12 +67,16 @@ def visible(
     return idx, dist
 
 
-def due(dist: F64, ids: U64, tick: int, *, tiers: Tiers) -> Bools:
-    """Whether each visible entity's state refreshes in this tick's snapshot."""
+def due(dist2: F64, ids: U64, tick: int, *, tiers: Tiers) -> Bools:
+    """Whether each visible entity (at squared distance ``dist2``) refreshes in this
+    tick's snapshot."""
     phase = (ids + np.uint64(tick)).astype(np.int64)
-    mid_due = phase % tiers.mid_every == 0
-    far_due = phase % tiers.far_every == 0
-    return np.where(dist <= tiers.near, True, np.where(dist <= tiers.mid, mid_due, far_due))
+    out: Bools = (
+        (dist2 <= tiers.near**2)
+        | ((dist2 <= tiers.mid**2) & (phase % tiers.mid_every == 0))
+        | (phase % tiers.far_every == 0)
+    )
+    return out
 
 
 class Views:

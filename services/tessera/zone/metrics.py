@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from tessera.zone.inputs import REASONS
 from tessera.zone.simulation import Frame
 
 PLAYERS = Gauge("tessera_zone_players", "Players owned by the zone")
@@ -24,6 +25,8 @@ SNAPSHOT_BYTES = Counter("tessera_zone_snapshot_bytes_total", "Snapshot payload 
 SNAPSHOTS = Counter("tessera_zone_snapshots_total", "Snapshots produced", ["kind"])
 INPUTS = Counter("tessera_zone_inputs_total", "Inputs accepted")
 INPUTS_REJECTED = Counter("tessera_zone_inputs_rejected_total", "Inputs dropped", ["reason"])
+for _reason in REASONS:  # every reason is exported from the start, at 0
+    INPUTS_REJECTED.labels(_reason)
 SPEED_CLAMPED = Counter("tessera_zone_speed_clamped_total", "Move intents clamped to max speed")
 TELEPORTS = Counter("tessera_zone_teleports_rejected_total", "Position jumps clamped")
 HITS = Counter("tessera_zone_hits_total", "Validated combat hits")

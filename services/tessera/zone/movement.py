@@ -37,9 +37,6 @@ class Rect:
     max_x: float
     max_z: float
 
-    def contains(self, x: F64, z: F64) -> Bools:
-        return (x >= self.min_x) & (x < self.max_x) & (z >= self.min_z) & (z < self.max_z)
-
 
 def desired_velocity(move: F64, yaw: F64, max_speed: float) -> F64:
     """World-space ground velocity (n, 2) as (vx, vz) for local move intents.
@@ -57,7 +54,12 @@ def integrate(
     pos: F64, vel: F64, desired: F64, jump: Bools, *, limits: Limits, dt: float, area: Rect
 ) -> tuple[F64, F64, Bools]:
     """One step for n entities; returns new positions, velocities and a mask of
-    entities whose step had to be clamped by the teleport guard."""
+    entities whose step had to be clamped by the teleport guard.
+
+    Entities outside ``area`` (after the zone's bounds shrank) are first moved
+    onto its edge; that move is not a teleport.
+    """
+    pos = clamp(pos, area)
     vel = vel.copy()
     ground = vel[:, [0, 2]]
     dv = desired - ground
@@ -78,10 +80,16 @@ def integrate(
     landed = new[:, 1] <= 0.0
     new[landed, 1] = 0.0
     vel[landed, 1] = 0.0
-    new[:, 0] = np.clip(new[:, 0], area.min_x, np.nextafter(area.max_x, area.min_x))
-    new[:, 2] = np.clip(new[:, 2], area.min_z, np.nextafter(area.max_z, area.min_z))
-    new, clamped = guard(pos, new, limits.max_speed * dt)
+    new, clamped = guard(pos, clamp(new, area), limits.max_speed * dt)
     return new, vel, clamped
+
+
+def clamp(pos: F64, area: Rect) -> F64:
+    """Positions moved onto the half-open rectangle (x and z only)."""
+    out = pos.copy()
+    out[:, 0] = np.clip(pos[:, 0], area.min_x, np.nextafter(area.max_x, area.min_x))
+    out[:, 2] = np.clip(pos[:, 2], area.min_z, np.nextafter(area.max_z, area.min_z))
+    return out
 
 
 def guard(old: F64, new: F64, max_step: float) -> tuple[F64, Bools]:

@@ -19,12 +19,12 @@ from typing import Any
 
 import grpc
 import numpy as np
+from redis.exceptions import RedisError
 
 from tessera.common.errors import abort
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.zone import inputs, metrics
 from tessera.zone.config import ZoneConfig
-from tessera.zone.entities import spawn_state
 from tessera.zone.movement import Rect
 from tessera.zone.simulation import Frame, Simulation
 from tessera.zone.store import ZoneStore
@@ -128,20 +128,10 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         for player, state in states.items():
             if player in self.sim.ents.players or state.entity_id in self.sim.ents.index:
                 continue
-            self._spawn(state, epoch=routed[player])
+            self.sim.adopt(state, epoch=routed[player], now=time.monotonic())
         if states:
             log.info("restored players", extra={"players": len(states)})
         return len(states)
-
-    def _spawn(self, state: zone_pb2.EntityState, *, epoch: int) -> int:
-        x, z = self.sim.clamp_xz(state.position.x, state.position.z)
-        state.position.x, state.position.z = x, z
-        row = spawn_state(self.sim.ents, state, now_s=self.sim.now_s)
-        extra = self.sim.ents.extra[state.entity_id]
-        extra.restored, extra.epoch = True, epoch
-        self.sim.ents.home[row] = (x, z)
-        self.sim.ents.tokens_at[row] = time.monotonic()
-        return row
 
     # --- loops -------------------------------------------------------------
 
@@ -311,6 +301,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                     metrics.LINK_ERRORS.labels("unexpected_" + str(which)).inc()
         except (asyncio.CancelledError, grpc.aio.AioRpcError):
             pass
+        except Exception:
+            log.exception("link reader failed", extra={"link": link.id})
         finally:
             with contextlib.suppress(asyncio.QueueFull):
                 link.queue.put_nowait(None)
@@ -382,7 +374,10 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 field="spawn",
             )
         if player not in self.sim.ents.players:
-            await self._join_new(request, context)
+            try:
+                await self._join_new(request, context)
+            except RedisError as err:
+                await _unavailable(context, err)
         eid = self.sim.ents.players[player]
         extra = self.sim.ents.extra[eid]
         extra.relay_id = request.relay_id or extra.relay_id
@@ -411,7 +406,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             )
         checkpoint = (await self.store.load_checkpoints([player])).get(player)
         new_id = None if checkpoint is not None else (await self.store.next_ids(1))[0]
-        epoch = (route.epoch if route else 0) + 1
+        # Epochs only grow: after a leave the route is gone but the checkpoint remembers.
+        epoch = max(route.epoch if route else 0, checkpoint.epoch if checkpoint else 0) + 1
         if not await self.store.claim_route(player, route.raw if route else "", epoch):
             await abort(
                 context,
@@ -423,7 +419,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         if player in self.sim.ents.players:
             return  # a concurrent join of the same player finished first
         if checkpoint is not None and checkpoint.entity_id not in self.sim.ents.index:
-            self._spawn(checkpoint, epoch=epoch)
+            self.sim.adopt(checkpoint, epoch=epoch, now=time.monotonic())
         else:
             spawn = request.spawn
             pos = (spawn.x, spawn.y, spawn.z) if request.HasField("spawn") else None
@@ -449,13 +445,17 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 reason="UNKNOWN_PLAYER",
                 field="player_id",
             )
-        state = self.sim.export_player(player, self.cfg.zone)
-        link_id = self.player_link.pop(player, None)
-        if link_id is not None and link_id in self.links:
-            self.links[link_id].players.discard(player)
-        self.sim.remove_player(player)
-        await self.store.save_checkpoints([state])
-        await self.store.release_route(player)
+        # Durable first: if Redis fails, the player stays and the caller may retry.
+        try:
+            await self.store.save_checkpoints([self.sim.export_player(player, self.cfg.zone)])
+            await self.store.release_route(player)
+        except RedisError as err:
+            await _unavailable(context, err)
+        if player in self.sim.ents.players:
+            link_id = self.player_link.pop(player, None)
+            if link_id is not None and link_id in self.links:
+                self.links[link_id].players.discard(player)
+            self.sim.remove_player(player)
         return zone_pb2.LeaveResponse()
 
     async def GetStatus(
@@ -505,3 +505,13 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         if self.state == State.ZONE_STATE_DRAINING and not self.sim.ents.players:
             self.state = State.ZONE_STATE_DRAINED
         return zone_pb2.DrainResponse(remaining=len(self.sim.ents.players))
+
+
+async def _unavailable(context: Context, err: RedisError) -> None:
+    await abort(
+        context,
+        grpc.StatusCode.UNAVAILABLE,
+        f"state store unavailable: {err}",
+        reason="STORE_UNAVAILABLE",
+        retry_after_s=1.0,
+    )

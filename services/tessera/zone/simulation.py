@@ -23,7 +23,15 @@ from tessera.client.snapshot import COLUMNS, Quantization
 from tessera.v1 import zone_pb2
 from tessera.zone import combat, inputs, interest
 from tessera.zone.config import ZoneConfig
-from tessera.zone.entities import DEAD, MAX_HEALTH, NPC, PLAYER, Entities, export_state
+from tessera.zone.entities import (
+    DEAD,
+    MAX_HEALTH,
+    NPC,
+    PLAYER,
+    Entities,
+    export_state,
+    spawn_state,
+)
 from tessera.zone.movement import Rect, desired_velocity, integrate
 from tessera.zone.npc import think
 from tessera.zone.snapshot import PAD, EncodedBatch, SnapshotEncoder, quantize
@@ -74,6 +82,7 @@ class Simulation:
         self.tick = 0
         self.events: list[Event] = []
         self.counts: Counter[str] = Counter()
+        self._told: dict[tuple[str, str], float] = {}
         self.rng = np.random.default_rng(seed)
 
     @property
@@ -124,10 +133,23 @@ class Simulation:
             tokens_at=time.monotonic(),
         )
 
+    def adopt(self, state: zone_pb2.EntityState, *, epoch: int, now: float) -> int:
+        """Instantiate an entity from its durable state (checkpoint restore, and the
+        hook for handoff PREPARE); its position is clamped into the area."""
+        x, z = self.clamp_xz(state.position.x, state.position.z)
+        state.position.x, state.position.z = x, z
+        row = spawn_state(self.ents, state, now_s=self.now_s)
+        extra = self.ents.extra[state.entity_id]
+        extra.restored, extra.epoch = True, epoch
+        self.ents.home[row] = (x, z)
+        self.ents.tokens_at[row] = now
+        return row
+
     def remove_player(self, player_id: str) -> None:
         """Remove a player and its snapshot state."""
         self.detach(player_id)
         self.remove_entity(self.ents.players[player_id])
+        self._told = {k: v for k, v in self._told.items() if k[0] != player_id}
 
     def remove_entity(self, entity_id: int) -> None:
         """Remove any entity; views referencing it drop it."""
@@ -216,8 +238,11 @@ class Simulation:
         return None
 
     def _drop(self, player_id: str, reason: str, *, event: bool = True) -> str:
+        """Count a dropped input; tell the player at most once per reason per second."""
         self.counts["drop:" + reason] += 1
-        if event:
+        key = (player_id, reason)
+        if event and self.now_s - self._told.get(key, -1e9) >= 1.0:
+            self._told[key] = self.now_s
             self.events.append(Event(player_id, Kind.INPUT_DROPPED, detail=reason))
         return reason
 
@@ -409,9 +434,9 @@ class Simulation:
         rows = views.rows[clients]
         valid = rows >= 0
         safe = np.where(valid, rows, 0)
-        gap = e.pos[:, [0, 2]][safe] - viewers[:, None, :] if n else np.zeros((c, tiers.cap, 2))
-        dist = np.sqrt(np.einsum("ijk,ijk->ij", gap, gap))
-        due = interest.due(dist, ids, beat, tiers=tiers) | ~views.known[clients]
+        dx = e.pos[:n, 0][safe] - viewers[:, 0, None] if n else np.zeros(safe.shape)
+        dz = e.pos[:n, 2][safe] - viewers[:, 1, None] if n else np.zeros(safe.shape)
+        due = interest.due(dx * dx + dz * dz, ids, beat, tiers=tiers) | ~views.known[clients]
         aoi_s = time.perf_counter() - started
         started = time.perf_counter()
         table = quantize(
@@ -424,8 +449,9 @@ class Simulation:
             kind=e.kind[:n],
             team=e.team[:n],
         )
-        current = table[safe] if n else np.zeros((c, tiers.cap, COLUMNS), np.int32)
-        vals = np.where(due[:, :, None], current, views.sent[clients])
+        vals = views.sent[clients]
+        if n:
+            np.copyto(vals, table[safe], where=due[:, :, None])
         views.sent[clients] = vals
         views.known[clients] = valid
         batch = self.encoder.encode(

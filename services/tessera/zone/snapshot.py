@@ -216,7 +216,6 @@ class SnapshotEncoder:
         bvals = self.vals[rows, bslot].reshape(c * k, COLUMNS)
 
         # Default: the baseline lines up slot by slot (same membership version).
-        bp = np.arange(c * k)
         bm = valid & bvalid
         still = bm.copy()
         moved = has_base.copy()
@@ -230,15 +229,15 @@ class SnapshotEncoder:
             bk = (rowkey | bids).ravel()
             flat = (sub[:, None] * k + np.arange(k)).ravel()
             pos, found = _match(bk, ck)
-            bp[flat] = sub[pos // k] * k + pos % k
-            bm[flat] = found & valid[flat] & bvalid[bp[flat]]
+            bp = sub[pos // k] * k + pos % k
+            bm[flat] = found & valid[flat] & bvalid[bp]
+            bvals[flat] = bvals[bp]  # a fresh gather, not the history; the read precedes the write
             back, back_found = _match(ck, bk)
             still[flat] = back_found & valid[sub[back // k] * k + back % k]
         removed = bvalid & ~still
         added = valid & ~bm
 
-        base_rows = bvals[bp]
-        d = vals - base_rows
+        d = vals - bvals
         mask = _change_mask(d, added, valid)
 
         sections = _sections(
@@ -358,15 +357,13 @@ def _sections(
     masks = mask[where]
     owner = where // k
     out.append(_grouped(masks, np.bincount(owner, minlength=c)))
-    ch_d, ch_vals = d[where], vals[where]
     for bit, dtype, cols in FIELDS:
-        sel = (masks & bit) != 0
-        source = ch_d if bit in (POS8, POS16) else ch_vals
-        picked = source[sel]
-        packed = np.empty(picked.shape[0], dtype)
+        sel = where[(masks & bit) != 0]
+        source = d if bit in (POS8, POS16) else vals
+        packed = np.empty(sel.size, dtype)
         for name, col in zip(dtype.names or (), cols, strict=True):
-            packed[name] = picked[:, col]
-        out.append(_grouped(packed, np.bincount(owner[sel], minlength=c)))
+            packed[name] = source[sel, col]
+        out.append(_grouped(packed, np.bincount(sel // k, minlength=c)))
     return out
 
 
