@@ -371,3 +371,61 @@ async def test_route_change_reroutes_without_disconnect(stack: Stack) -> None:
         await client.close()
     finally:
         zone_b.terminate()
+
+
+async def test_raw_protocol_retransmit_rate_limit_and_replay(stack: Stack) -> None:
+    """Speak the wire protocol by hand: a retransmitted handshake is answered
+    again, a flood is cut by the per-connection limit, a replayed DATA packet
+    and a tampered one are dropped, and each drop is counted."""
+    token = await guest_connect_token(stack.auth.grpc_address, "device-raw-0123456789")
+    host, port = stack.udp_address.split(":")
+    loop = asyncio.get_running_loop()
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Proto(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            got.put_nowait(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Proto, remote_addr=(host, int(port)))
+    channel = packet.Channel(token.client_to_server_key, token.server_to_client_key)
+
+    async def next_message() -> relay_pb2.ServerMessage:
+        while True:
+            opened = channel.open(await asyncio.wait_for(got.get(), 5.0))
+            if opened.message:
+                return relay_pb2.ServerMessage.FromString(opened.message)
+
+    try:
+        handshake = packet.encode_handshake(token.token)
+        transport.sendto(handshake)
+        first = await next_message()
+        assert first.WhichOneof("msg") == "accepted"
+        transport.sendto(handshake)  # as if the Accepted had been lost
+        again = await next_message()
+        assert again.accepted.entity_id == first.accepted.entity_id
+
+        names = ("replay", "decrypt", "rate_packets")
+        before = {n: stack.metric("tessera_relay_drops_total", reason=n) for n in names}
+        _, data = channel.seal(b"")
+        transport.sendto(data)
+        transport.sendto(data)  # replayed
+        _, other = channel.seal(b"")
+        transport.sendto(other[:-1] + bytes([other[-1] ^ 0xFF]))  # tampered
+        for _ in range(40):  # 800 packets in well under a second: beyond 200/s, 2 s burst
+            for _ in range(20):
+                transport.sendto(channel.seal(b"")[1])
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.5)
+        after = {n: stack.metric("tessera_relay_drops_total", reason=n) for n in names}
+        assert after["replay"] == before["replay"] + 1
+        assert after["decrypt"] == before["decrypt"] + 1
+        assert after["rate_packets"] > before["rate_packets"]
+        transport.sendto(
+            channel.seal(
+                relay_pb2.ClientMessage(
+                    disconnect=relay_pb2.Disconnect(reason="done")
+                ).SerializeToString()
+            )[1]
+        )
+    finally:
+        transport.close()
