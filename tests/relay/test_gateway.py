@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.common.store import WorldKeys
-from tessera.relay.gateway import Gateway, GatewayConfig, Rejected
+from tessera.relay.gateway import Gateway, GatewayConfig, Grant, Rejected
 from tessera.relay.metrics import Counters
 from tessera.relay.routing import Route
 from tessera.relay.session import Session
@@ -19,7 +19,7 @@ from tessera.relay.store import RelayStore
 from tessera.v1 import relay_pb2, zone_pb2
 
 
-def refuse(token: bytes, now: float) -> object:
+def refuse(token: bytes, now: float) -> Grant:
     raise Rejected("malformed", "not used here")
 
 
@@ -28,7 +28,7 @@ async def gateway(redis: Redis) -> AsyncIterator[Gateway]:
     gw = Gateway(
         GatewayConfig(relay_id="r1", world="w"),
         store=RelayStore(redis, "w"),
-        opener=refuse,  # type: ignore[arg-type]
+        opener=refuse,
         counters=Counters(),
     )
     yield gw

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from tessera.auth.connect import ConnectGrant, issue_connect_token, new_token_id
@@ -23,6 +25,7 @@ from tessera.client.bot import Bot, hotspot, random_walk
 from tessera.client.client import GameClient, Intent
 from tessera.client.login import guest_connect_token
 from tessera.client.transport import PlayTransport, UdpTransport, ping
+from tessera.client.world import WorldView
 from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
 from tessera.relay import packet
@@ -171,25 +174,33 @@ async def bots(stack: Stack) -> AsyncIterator[list[Bot]]:
         await bot.client.close()
 
 
+def world_of(bot: Bot) -> WorldView:
+    assert bot.client.world is not None
+    return bot.client.world
+
+
+def accepted_of(bot: Bot) -> relay_pb2.Accepted:
+    assert bot.client.accepted is not None
+    return bot.client.accepted
+
+
+def own_position(bot: Bot) -> npt.NDArray[np.float64]:
+    position = world_of(bot).own_position()
+    assert position is not None
+    return position
+
+
 async def test_bots_move_and_see_each_other(stack: Stack, bots: list[Bot]) -> None:
-    ids = {b.client.accepted.entity_id for b in bots if b.client.accepted}
+    ids = {accepted_of(b).entity_id for b in bots}
     assert len(ids) == len(bots)
 
     def everyone_sees_everyone() -> bool:
-        return all(
-            b.client.world is not None
-            and ids - {b.client.accepted.entity_id}  # type: ignore[union-attr]
-            <= set(b.client.world.others())
-            for b in bots
-        )
+        return all(ids - {accepted_of(b).entity_id} <= set(world_of(b).others()) for b in bots)
 
     await wait_for(everyone_sees_everyone, 10.0, "bots to see each other")
-    start = {id(b): b.client.world.own_position().copy() for b in bots}  # type: ignore[union-attr]
+    start = {id(b): own_position(b).copy() for b in bots}
     await asyncio.sleep(1.5)
-    moved = [
-        float(((b.client.world.own_position() - start[id(b)]) ** 2).sum()) ** 0.5  # type: ignore[union-attr, operator]
-        for b in bots
-    ]
+    moved = [float(np.linalg.norm(own_position(b) - start[id(b)])) for b in bots]
     assert min(moved) > 0.5, moved
     # Inputs are acknowledged (reconciliation ran) and the prediction stays close.
     for b in bots:
@@ -202,7 +213,7 @@ async def test_bots_move_and_see_each_other(stack: Stack, bots: list[Bot]) -> No
         listing = await stub.ListSessions(relay_pb2.ListSessionsRequest())
     infos = {s.player_id: s for s in listing.sessions}
     for b in bots:
-        info = infos[b.client.accepted.player_id]  # type: ignore[union-attr]
+        info = infos[accepted_of(b).player_id]
         assert info.transport == "udp" and info.zone.zone == "zone-a"
         assert info.packets_in > 10 and info.packets_out > 10 and info.rtt_ms > 0
         assert info.bytes_in > 0 and info.bytes_out > 0 and 0 <= info.loss < 0.5
@@ -308,7 +319,7 @@ async def test_bad_tokens_and_garbage_rejected_and_counted(stack: Stack) -> None
 
 async def test_zone_restart_under_load_disconnects_nobody(stack: Stack, bots: list[Bot]) -> None:
     await wait_for(lambda: all(b.client.snapshots > 5 for b in bots), 10.0, "snapshots")
-    streams = {id(b): b.client.world.stream for b in bots}  # type: ignore[union-attr]
+    streams = {id(b): world_of(b).stream for b in bots}
     await stack.restart_zone()  # the bots keep playing meanwhile
     counts = {id(b): b.client.snapshots for b in bots}
     await wait_for(
@@ -317,7 +328,7 @@ async def test_zone_restart_under_load_disconnects_nobody(stack: Stack, bots: li
         "snapshots after the zone restart",
     )
     assert all(b.client.connected for b in bots), [b.client.disconnected for b in bots]
-    assert all(b.client.world.stream != streams[id(b)] for b in bots)  # type: ignore[union-attr]
+    assert all(world_of(b).stream != streams[id(b)] for b in bots)
     assert stack.metric("tessera_relay_upstream_reconnects_total", zone="zone-a") >= 1
     status = await stack.status()
     assert status.sessions["udp"] >= len(bots)
