@@ -147,6 +147,7 @@ class BenchClient(asyncio.DatagramProtocol):
         self.received = 0
         self.ack: tuple[int, int] | None = None
         self.sequence = 0
+        self.ping_rtts_ms: list[float] = []
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -166,6 +167,8 @@ class BenchClient(asyncio.DatagramProtocol):
         if kind == "snapshot":
             self.snapshots += 1
             self.ack = (message.snapshot.stream, message.snapshot.sequence)
+        elif kind == "pong":
+            self.ping_rtts_ms.append(time.perf_counter() * 1e3 - message.pong.client_time_ms)
         elif kind == "accepted":
             self.accepted.set()
         elif kind == "disconnected" and self.accepted.is_set():
@@ -175,8 +178,14 @@ class BenchClient(asyncio.DatagramProtocol):
     def send(self, message: relay_pb2.ClientMessage) -> None:
         self.transport.sendto(self.channel.seal(message.SerializeToString())[1])
 
-    def tick(self, step: float) -> None:
+    def tick(self, ping: bool) -> None:
         self.sequence += 1
+        if ping:
+            self.send(
+                relay_pb2.ClientMessage(
+                    ping=relay_pb2.Ping(id=self.sequence, client_time_ms=time.perf_counter() * 1e3)
+                )
+            )
         item = relay_pb2.ClientInput(
             sequence=self.sequence, move_x=0.5, move_z=0.5, client_time_ms=time.time() * 1e3
         )
@@ -229,11 +238,15 @@ async def _client_main(
     period = 1.0 / rate
     next_at = loop.time()
     offset = 0
+    ticks = 0
     while time.time() < stop_at:
-        # Spread the clients over the period instead of sending in one burst.
+        # Spread the clients over the period instead of sending in one burst; each
+        # client pings once a second.
+        ping = (ticks // 4) % max(1, round(rate)) == 0
         for c in clients[offset::4]:
-            c.tick(period)
+            c.tick(ping)
         offset = (offset + 1) % 4
+        ticks += 1
         next_at += period / 4
         await asyncio.sleep(max(0.0, next_at - loop.time()))
     return {
@@ -242,6 +255,7 @@ async def _client_main(
         "reasons": sorted({c.disconnected for c in clients if c.disconnected}),
         "snapshots": sum(c.snapshots for c in clients),
         "received": sum(c.received for c in clients),
+        "ping_rtts_ms": [r for c in clients for r in c.ping_rtts_ms],
     }
 
 
@@ -292,6 +306,14 @@ def quantile(before: dict[float, float], after: dict[float, float], q: float) ->
             return prev_bound + (bound - prev_bound) * frac
         prev_bound, prev_count = bound, count
     return prev_bound
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (nearest rank) of sorted ``values``, ms rounded."""
+    if not values:
+        return None
+    rank = min(len(values) - 1, max(0, round(q / 100 * len(values)) - 1))
+    return round(values[rank], 3)
 
 
 def both(histograms: dict[str, dict[float, float]]) -> dict[float, float]:
@@ -364,6 +386,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for p in reversed(list(procs.values())):
                 p.terminate()
             redis.stop()
+    pings = sorted(r for result in results for r in result["ping_rtts_ms"])
     packets = (s1.packets_in - s0.packets_in) + (s1.packets_out - s0.packets_out)
     elapsed = t1 - t0
     cpu = c1 - c0
@@ -391,6 +414,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "up_latency_ms_p99": round(quantile(h0["up"], h1["up"], 0.99) * 1e3, 3),
         "down_latency_ms_p50": round(quantile(h0["down"], h1["down"], 0.50) * 1e3, 3),
         "down_latency_ms_p99": round(quantile(h0["down"], h1["down"], 0.99) * 1e3, 3),
+        # Client -> relay -> client in-session ping, socket buffers and the client
+        # processes' own scheduling included (no zone involved).
+        "ping_rtt_ms_p50": percentile(pings, 50),
+        "ping_rtt_ms_p99": percentile(pings, 99),
         "drops": dict(s1.drops),
     }
 
