@@ -11,6 +11,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from tessera.client.prediction import Motion, Predictor
 from tessera.client.snapshot import Quantization
 from tessera.client.transport import Transport
@@ -149,12 +152,12 @@ class GameClient:
         if own is not None and snap.sequence == world.latest_sequence:
             self.predictor.reconcile(own[0], world.last_input_seq, own[1])
 
-    def others(self) -> dict[int, object]:
+    def others(self) -> dict[int, npt.NDArray[np.float64]]:
         """Interpolated positions of the other visible entities, now."""
         if self.world is None:
             return {}
         server_now = time.time() * 1000.0 + (self.clock_offset_ms or 0.0)
-        return dict(self.world.interpolated(server_now))
+        return self.world.interpolated(server_now)
 
     async def close(self, reason: str = "bye") -> None:
         for task in self._tasks:
