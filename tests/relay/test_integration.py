@@ -202,6 +202,9 @@ async def test_bots_move_and_see_each_other(stack: Stack, bots: list[Bot]) -> No
     await asyncio.sleep(1.5)
     moved = [float(np.linalg.norm(own_position(b) - start[id(b)])) for b in bots]
     assert min(moved) > 0.5, moved
+    # Interpolated (100 ms in the past) positions cover the same entities.
+    for b in bots:
+        assert ids - {accepted_of(b).entity_id} <= set(b.client.others())
     # Inputs are acknowledged (reconciliation ran) and the prediction stays close.
     for b in bots:
         assert b.client.world is not None and b.client.world.last_input_seq > 0
