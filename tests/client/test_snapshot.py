@@ -11,6 +11,7 @@ from hypothesis.extra import numpy as hnp
 from tessera.client.snapshot import (
     COLUMNS,
     HEADER,
+    EntityTable,
     SnapshotError,
     SnapshotReceiver,
     decode,
@@ -100,3 +101,30 @@ def test_receiver_drops_baselines_on_new_stream_and_rejects_unknown_baseline() -
     _, _, _, full = _encode([1], np.ones((1, COLUMNS), np.int32), fresh, fresh.open())
     rec.apply(s + 1, 1, 0, full)
     assert list(rec.tables) == [1] and len(rec.table()) == 1
+
+
+def test_the_worked_example_of_the_protocol_document() -> None:
+    base = EntityTable(np.array([5, 9], np.uint64), np.zeros((2, COLUMNS), np.int32))
+    payload = (
+        bytes([1, 0, 2, 0, 2, 0, 1, 0, 2, 0])
+        + (7).to_bytes(4, "little")  # header
+        + bytes([0x02])  # removed: entry 1 (id 9)
+        + (12).to_bytes(8, "little")  # added id 12
+        + bytes([0x03])  # changed: both entries of [5, 12]
+        + bytes([0x01, 0xFC])  # masks
+        + bytes([0x03, 0xFE])  # POS8 for 5: +3, -2
+        + (1000).to_bytes(4, "little", signed=True)
+        + (-5).to_bytes(4, "little", signed=True)
+        + (50).to_bytes(2, "little", signed=True)  # HEIGHT
+        + (1024).to_bytes(2, "little")  # FACING
+        + bytes(6)  # MOTION
+        + (100).to_bytes(2, "little")
+        + bytes([0])  # VITALS
+        + bytes([2])
+        + (3).to_bytes(2, "little")  # IDENT
+    )
+    out = decode(payload, base)
+    assert out.table.ids.tolist() == [5, 12] and out.last_input_seq == 7
+    assert out.table.rows[0, :2].tolist() == [3, -2]
+    assert out.table.rows[1].tolist() == [1000, -5, 50, 1024, 0, 0, 0, 100, 0, 2, 3]
+    assert out.entered.tolist() == [12] and out.left.tolist() == [9]

@@ -307,3 +307,27 @@ async def test_bad_inputs_on_the_link_are_dropped_counted_and_reported(
     assert 'tessera_zone_inputs_rejected_total{reason="unknown_player"} 1.0' in body
     assert 'tessera_zone_inputs_rejected_total{reason="nan"} 1.0' in body
     assert "tessera_zone_speed_clamped_total 1.0" in body
+
+
+async def test_sigterm_ends_links_checkpoints_and_exits_zero(
+    redis_server: LocalRedis, redis: Redis
+) -> None:
+    proc = ServiceProcess("tessera.zone", zone_env(redis_server.url), name="zone").start()
+    proc.wait_serving()
+    try:
+        async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
+            stub = zone_pb2_grpc.ZoneStub(channel)
+            await stub.Join(zone_pb2.JoinRequest(player_id="gina", spawn=vec(1, 1)))
+            relay = Relay(stub)
+            await asyncio.wait_for(relay.welcome.wait(), 5)
+            relay.attach("gina")
+            await until(lambda: "gina" in relay.receivers, what="a snapshot")
+            await redis.hdel(WorldKeys(WORLD).checkpoints, "gina")
+            started = asyncio.get_running_loop().time()
+            code = await asyncio.to_thread(proc.terminate)
+            assert code == 0
+            assert asyncio.get_running_loop().time() - started < 5.0
+            await asyncio.wait_for(relay.task, 5)  # the link ended from the zone's side
+            assert await redis.hexists(WorldKeys(WORLD).checkpoints, "gina")
+    finally:
+        proc.kill()

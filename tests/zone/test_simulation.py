@@ -63,7 +63,7 @@ def test_speed_hack_is_clamped_and_reported() -> None:
     for _ in range(59):
         sim.step()
     assert sim.ents.pos[0, 2] <= sim.cfg.limits.max_speed * 2.0 + 1e-6
-    assert sim.counts["speed_clamped"] == 1
+    assert sim.counts["speed_clamped"] == 1 and sim.ents.extra[1].speed_clamps == 1
 
 
 def test_ranged_hit_is_validated_at_the_attackers_view_time() -> None:

@@ -43,4 +43,5 @@ async def test_ticker_runs_at_rate_and_survives_failing_steps() -> None:
     await asyncio.sleep(0.5)
     ticker.stop()
     await task
-    assert 15 <= len(calls) <= 30 and ticker.errors == 1
+    # 25 due in 0.5 s; a loaded machine may skip some slots, never run extra ones
+    assert 5 <= len(calls) <= 26 and ticker.errors == 1

@@ -62,6 +62,8 @@ class Extra:
     relay_id: str = ""
     restored: bool = False
     epoch: int = 0
+    speed_clamps: int = 0  # per-player tallies of clamped cheats, for anti-cheat review
+    teleports: int = 0
 
 
 class Entities:

@@ -52,9 +52,9 @@ def desired_velocity(move: F64, yaw: F64, max_speed: float) -> F64:
 
 def integrate(
     pos: F64, vel: F64, desired: F64, jump: Bools, *, limits: Limits, dt: float, area: Rect
-) -> tuple[F64, F64, Bools]:
-    """One step for n entities; returns new positions, velocities and a mask of
-    entities whose step had to be clamped by the teleport guard.
+) -> tuple[F64, F64, F64]:
+    """One step for n entities; returns new positions, velocities and, per entity,
+    the metres the teleport guard had to cut from its step (0 when none).
 
     Entities outside ``area`` (after the zone's bounds shrank) are first moved
     onto its edge; that move is not a teleport.
@@ -80,8 +80,8 @@ def integrate(
     landed = new[:, 1] <= 0.0
     new[landed, 1] = 0.0
     vel[landed, 1] = 0.0
-    new, clamped = guard(pos, clamp(new, area), limits.max_speed * dt)
-    return new, vel, clamped
+    new, excess = guard(pos, clamp(new, area), limits.max_speed * dt)
+    return new, vel, excess
 
 
 def clamp(pos: F64, area: Rect) -> F64:
@@ -92,14 +92,16 @@ def clamp(pos: F64, area: Rect) -> F64:
     return out
 
 
-def guard(old: F64, new: F64, max_step: float) -> tuple[F64, Bools]:
-    """Clamp horizontal steps longer than ``max_step`` back onto the allowed circle."""
+def guard(old: F64, new: F64, max_step: float) -> tuple[F64, F64]:
+    """Clamp horizontal steps longer than ``max_step`` back onto the allowed circle;
+    also returns the metres cut from each step."""
     step = new[:, [0, 2]] - old[:, [0, 2]]
     length = np.linalg.norm(step, axis=1)
     clamped = length > max_step * (1 + 1e-9)
+    excess = np.where(clamped, length - max_step, 0.0)
     if clamped.any():
         new = new.copy()
         k = (max_step / length[clamped])[:, None]
         new[clamped, 0] = old[clamped, 0] + step[clamped, 0] * k[:, 0]
         new[clamped, 2] = old[clamped, 2] + step[clamped, 1] * k[:, 0]
-    return new, clamped
+    return new, excess

@@ -104,6 +104,13 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             asyncio.create_task(self._checkpoints()),
         ]
 
+    def close_links(self) -> None:
+        """End every ZoneLink stream (relays reconnect elsewhere or later)."""
+        for link in self.links.values():
+            while not link.queue.empty():  # a slow relay loses its backlog, not the close
+                link.queue.get_nowait()
+            link.queue.put_nowait(None)
+
     async def stop(self) -> None:
         """Stop the loops, write a final checkpoint, end every link."""
         self.ticker.stop()
@@ -112,8 +119,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.checkpoint()
-        for link in self.links.values():
-            link.queue.put_nowait(None)
+        self.close_links()
 
     async def _activate(self) -> None:
         self.state = State.ZONE_STATE_ACTIVE

@@ -232,6 +232,7 @@ class Simulation:
         self.counts["accepted"] += 1
         if cmd.speed_excess > 0:
             self.counts["speed_clamped"] += 1
+            e.extra[int(e.id[row])].speed_clamps += 1
             self.events.append(
                 Event(inp.player_id, Kind.SPEED_CLAMPED, amount=cmd.speed_excess, detail="move")
             )
@@ -304,15 +305,15 @@ class Simulation:
         desired = desired_velocity(e.move[:n], e.yaw[:n], cfg.limits.max_speed)
         desired[~alive] = 0.0
         jump = alive & ((e.actions[:n] & inputs.ACTION_JUMP) != 0)
-        pos, vel, clamped = integrate(
+        pos, vel, excess = integrate(
             e.pos[:n], e.vel[:n], desired, jump, limits=cfg.limits, dt=cfg.dt, area=self.area
         )
-        moved = np.linalg.norm(pos[:, [0, 2]] - e.pos[:n, [0, 2]], axis=1)
         e.pos[:n], e.vel[:n] = pos, vel
-        for row in np.flatnonzero(clamped & (e.kind[:n] == PLAYER)).tolist():
+        for row in np.flatnonzero((excess > 0) & (e.kind[:n] == PLAYER)).tolist():
             self.counts["teleport_rejected"] += 1
-            player = e.extra[int(e.id[row])].player_id
-            events.append(Event(player, Kind.TELEPORT_REJECTED, amount=float(moved[row])))
+            extra = e.extra[int(e.id[row])]
+            extra.teleports += 1
+            events.append(Event(extra.player_id, Kind.TELEPORT_REJECTED, amount=float(excess[row])))
 
     def _fight(self, alive: npt.NDArray[np.bool_], now: float, events: list[Event]) -> None:
         e, n, w = self.ents, self.ents.n, self.cfg.weapons

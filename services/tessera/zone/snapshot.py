@@ -358,12 +358,13 @@ def _sections(
     owner = where // k
     out.append(_grouped(masks, np.bincount(owner, minlength=c)))
     for bit, dtype, cols in FIELDS:
-        sel = where[(masks & bit) != 0]
+        hit = (masks & bit) != 0
+        sel = where[hit]
         source = d if bit in (POS8, POS16) else vals
         packed = np.empty(sel.size, dtype)
         for name, col in zip(dtype.names or (), cols, strict=True):
             packed[name] = source[sel, col]
-        out.append(_grouped(packed, np.bincount(sel // k, minlength=c)))
+        out.append(_grouped(packed, np.bincount(owner[hit], minlength=c)))
     return out
 
 
@@ -392,10 +393,13 @@ def _assemble(sections: list[Section], c: int) -> list[bytes]:
         if count == 0:
             continue
         run_start = np.concatenate(([0], np.cumsum(length)[:-1]))
-        step = np.arange(count) - np.repeat(run_start, length)
-        src = np.repeat(np.asarray(src_start, np.int64), length) + step
-        dst = np.repeat(client_off + dst_rel, length) + step
-        buf[dst] = data[src]
+        dst = np.repeat(client_off + dst_rel - run_start, length) + np.arange(count)
+        if np.array_equal(src_start, run_start):  # packed back to back: copy as is
+            buf[dst] = data[:count]
+        else:
+            buf[dst] = data[
+                np.repeat(np.asarray(src_start, np.int64) - run_start, length) + np.arange(count)
+            ]
     raw = buf.tobytes()
     ends = client_off + totals
     return [raw[a:b] for a, b in zip(client_off.tolist(), ends.tolist(), strict=True)]
