@@ -35,6 +35,9 @@ from tessera.relay.packet import DATA, Channel, PacketError, encode_handshake
 from tessera.v1 import auth_pb2, auth_pb2_grpc, relay_pb2, relay_pb2_grpc
 
 WORLD = "bench"
+# Lightly loaded clients that only ping through the loaded relay.
+PROBES = 4
+PROBE_HZ = 20.0
 SECRET = "bench-secret-0123456789"
 
 
@@ -178,14 +181,16 @@ class BenchClient(asyncio.DatagramProtocol):
     def send(self, message: relay_pb2.ClientMessage) -> None:
         self.transport.sendto(self.channel.seal(message.SerializeToString())[1])
 
-    def tick(self, ping: bool) -> None:
+    def ping(self) -> None:
         self.sequence += 1
-        if ping:
-            self.send(
-                relay_pb2.ClientMessage(
-                    ping=relay_pb2.Ping(id=self.sequence, client_time_ms=time.perf_counter() * 1e3)
-                )
+        self.send(
+            relay_pb2.ClientMessage(
+                ping=relay_pb2.Ping(id=self.sequence, client_time_ms=time.perf_counter() * 1e3)
             )
+        )
+
+    def tick(self) -> None:
+        self.sequence += 1
         item = relay_pb2.ClientInput(
             sequence=self.sequence, move_x=0.5, move_z=0.5, client_time_ms=time.time() * 1e3
         )
@@ -197,8 +202,17 @@ class BenchClient(asyncio.DatagramProtocol):
 
 
 async def _client_main(
-    tokens: list[bytes], address: tuple[str, int], rate: float, start_at: float, stop_at: float
+    *,
+    tokens: list[bytes],
+    address: tuple[str, int],
+    rate: float,
+    start_at: float,
+    stop_at: float,
+    probe: bool = False,
 ) -> dict[str, Any]:
+    """Run clients until ``stop_at``. Load clients send inputs and acks; probe
+    clients (a lightly loaded process) only ping, to time the path through the
+    loaded relay without the load generator's own delays."""
     loop = asyncio.get_running_loop()
     clients: list[BenchClient] = []
     for raw in tokens:
@@ -238,15 +252,14 @@ async def _client_main(
     period = 1.0 / rate
     next_at = loop.time()
     offset = 0
-    ticks = 0
     while time.time() < stop_at:
-        # Spread the clients over the period instead of sending in one burst; each
-        # client pings once a second.
-        ping = (ticks // 4) % max(1, round(rate)) == 0
+        # Spread the clients over the period instead of sending in one burst.
         for c in clients[offset::4]:
-            c.tick(ping)
+            if probe:
+                c.ping()
+            else:
+                c.tick()
         offset = (offset + 1) % 4
-        ticks += 1
         next_at += period / 4
         await asyncio.sleep(max(0.0, next_at - loop.time()))
     return {
@@ -256,6 +269,7 @@ async def _client_main(
         "snapshots": sum(c.snapshots for c in clients),
         "received": sum(c.received for c in clients),
         "ping_rtts_ms": [r for c in clients for r in c.ping_rtts_ms],
+        "probe": probe,
     }
 
 
@@ -265,6 +279,13 @@ def client_process(job: dict[str, Any], out: Any) -> None:
 
 
 # -- measurement -------------------------------------------------------------
+
+
+def udp_rcvbuf_errors() -> int:
+    """Datagrams the kernel dropped for full receive buffers (machine-wide)."""
+    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()]
+    names, values = (line for line in lines if line[0] == "Udp:")
+    return int(values[names.index("RcvbufErrors")])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -341,7 +362,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             extra_relay_env={"TESSERA_RELAY_BATCH_MS": str(args.batch_ms)},
         )
         try:
-            tokens = asyncio.run(issue_tokens(procs["auth"].grpc_address, args.clients))
+            tokens = asyncio.run(issue_tokens(procs["auth"].grpc_address, args.clients + PROBES))
+            probe_tokens, tokens = tokens[:PROBES], tokens[PROBES:]
             ctx = mp.get_context("spawn")
             out = ctx.Queue()
             warmup_s = 3.0 + args.clients / 400
@@ -363,17 +385,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 for i in range(args.procs)
             ]
+            workers.append(
+                ctx.Process(
+                    target=client_process,
+                    args=(
+                        {
+                            "tokens": probe_tokens,
+                            "address": ("127.0.0.1", udp_port),
+                            "rate": PROBE_HZ,
+                            "start_at": start_at,
+                            "stop_at": stop_at,
+                            "probe": True,
+                        },
+                        out,
+                    ),
+                )
+            )
             for w in workers:
                 w.start()
             relay = procs["relay"]
             time.sleep(max(0.0, start_at + 1.0 - time.time()))
             s0 = asyncio.run(relay_status(relay.grpc_address))
             c0, t0 = cpu_seconds(relay.pid), time.perf_counter()
+            k0 = udp_rcvbuf_errors()
             port = relay.ports["metrics_port"]
             h0 = {p: latency_buckets(port, p) for p in ("up", "down")}
             time.sleep(args.duration)
             s1 = asyncio.run(relay_status(relay.grpc_address))
             c1, t1 = cpu_seconds(relay.pid), time.perf_counter()
+            k1 = udp_rcvbuf_errors()
             h1 = {p: latency_buckets(port, p) for p in ("up", "down")}
             results = [out.get(timeout=60) for _ in workers]
             for w in workers:
@@ -387,6 +427,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 p.terminate()
             redis.stop()
     pings = sorted(r for result in results for r in result["ping_rtts_ms"])
+    results = [r for r in results if not r["probe"]]
     packets = (s1.packets_in - s0.packets_in) + (s1.packets_out - s0.packets_out)
     elapsed = t1 - t0
     cpu = c1 - c0
@@ -414,11 +455,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "up_latency_ms_p99": round(quantile(h0["up"], h1["up"], 0.99) * 1e3, 3),
         "down_latency_ms_p50": round(quantile(h0["down"], h1["down"], 0.50) * 1e3, 3),
         "down_latency_ms_p99": round(quantile(h0["down"], h1["down"], 0.99) * 1e3, 3),
-        # Client -> relay -> client in-session ping, socket buffers and the client
-        # processes' own scheduling included (no zone involved).
+        # Probe client -> loaded relay -> probe client, in-session Ping/Pong: socket
+        # buffers and the relay's loop included, no zone involved.
         "ping_rtt_ms_p50": percentile(pings, 50),
         "ping_rtt_ms_p99": percentile(pings, 99),
         "drops": dict(s1.drops),
+        # Full socket buffers anywhere on the machine (relay or clients) during the window.
+        "kernel_udp_rcvbuf_drops": k1 - k0,
     }
 
 

@@ -45,7 +45,7 @@ class RelayConfig:
             packets_per_s=env.number("RELAY_PACKETS_PER_S", 200.0, lo=1.0),
             bytes_per_s=env.number("RELAY_BYTES_PER_S", 64_000.0, lo=100.0),
             handshakes_per_s=env.number("RELAY_HANDSHAKES_PER_S", 2_000.0, lo=1.0),
-            udp_buffer_bytes=env.integer("UDP_BUFFER_BYTES", 4 << 20, lo=65_536, hi=1 << 30),
+            udp_buffer_bytes=env.integer("UDP_BUFFER_BYTES", 0, lo=0, hi=1 << 30),
         )
 
 

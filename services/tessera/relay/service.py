@@ -58,11 +58,13 @@ async def build(server_config: ServerConfig) -> GrpcService:
     udp, _ = await loop.create_datagram_endpoint(
         lambda: endpoint, local_addr=(config.udp_host, config.udp_port)
     )
-    sock = udp.get_extra_info("socket")
-    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        # Bursts of small datagrams overflow the default buffer; the kernel caps
-        # this at net.core.rmem_max / wmem_max.
-        sock.setsockopt(socket.SOL_SOCKET, option, config.udp_buffer_bytes)
+    if config.udp_buffer_bytes:
+        # A bigger receive buffer absorbs bursts but, when the relay falls behind,
+        # turns into queueing delay (stale inputs); the kernel default keeps that
+        # short. The kernel caps the value at net.core.rmem_max / wmem_max.
+        sock = udp.get_extra_info("socket")
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            sock.setsockopt(socket.SOL_SOCKET, option, config.udp_buffer_bytes)
     udp_port = int(udp.get_extra_info("sockname")[1])
     if not config.public_address:
         admission.relay_address = f"127.0.0.1:{udp_port}"
