@@ -147,26 +147,44 @@ class Gateway:
         return session, accepted
 
     async def _join(self, player: str) -> tuple[zone_pb2.JoinResponse, ZoneLink]:
+        """Join the zone the route names or, without a route, the least-loaded
+        active zone; a chosen zone that turns out unreachable (its heartbeat not yet
+        expired) is skipped for the next choice."""
         request = zone_pb2.JoinRequest(player_id=player, relay_id=self.config.relay_id)
+        unreachable: set[str] = set()
         for _attempt in range(3):
             route = await self.store.route(player)
-            zone = route.zone if route is not None else await self._pick_zone()
+            zone = route.zone if route is not None else await self._pick_zone(unreachable)
             if zone is None:
                 raise Rejected("no_zone", "no active zone in this world")
             link = self.link(zone)
             try:
                 return await link.join(request), link
             except UpstreamUnavailable as err:
-                raise Rejected("zone_unavailable", str(err)) from None
+                if route is not None:
+                    raise Rejected("zone_unavailable", str(err)) from None
+                unreachable.add(zone)
             except grpc.aio.AioRpcError as err:
-                if err.code() != grpc.StatusCode.FAILED_PRECONDITION:
-                    raise Rejected("join_failed", err.details() or err.code().name) from None
-                # Routed elsewhere meanwhile, or draining: look the route up again.
-                await asyncio.sleep(0.05)
-        raise Rejected("join_failed", "the player's zone kept changing")
+                code = err.code()
+                if code == grpc.StatusCode.UNAVAILABLE and route is None:
+                    unreachable.add(zone)
+                elif code != grpc.StatusCode.FAILED_PRECONDITION:
+                    raise Rejected("join_failed", err.details() or code.name) from None
+                else:
+                    # Routed elsewhere meanwhile, or draining: look the route up again.
+                    await asyncio.sleep(0.05)
+        raise Rejected("join_failed", "no zone accepted the player")
 
-    async def _pick_zone(self) -> str | None:
-        return pick_zone(await self.store.zone_map(), await self.store.zone_statuses())
+    async def _pick_zone(self, skip: set[str]) -> str | None:
+        statuses = await self.store.zone_statuses()
+        for zone in skip:
+            statuses.pop(zone, None)
+        zone_map = await self.store.zone_map()
+        if zone_map is not None and skip:
+            kept = [e for e in zone_map.zones if e.zone not in skip]
+            del zone_map.zones[:]
+            zone_map.zones.extend(kept)
+        return pick_zone(zone_map, statuses)
 
     def link(self, zone: str) -> ZoneLink:
         link = self.links.get(zone)
