@@ -25,15 +25,20 @@ def test_generated_code_matches_protos(tmp_path: Path) -> None:
         cwd=ROOT,
     )
     generated = ROOT / "protos/gen"
-    fresh = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    current = {
-        p.relative_to(generated): p.read_bytes()
-        for p in generated.rglob("*")
-        if p.is_file() and p.name != ".stamp"
-    }
+    fresh = _files(out)
+    current = _files(generated)
     assert fresh.keys() == current.keys(), "run `make protos`"
     stale = [str(name) for name, data in fresh.items() if current[name] != data]
     assert not stale, f"stale generated code (run `make protos`): {stale}"
+
+
+def _files(root: Path) -> dict[Path, bytes]:
+    """Generated files under root (not the make stamp, not bytecode caches)."""
+    return {
+        p.relative_to(root): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and p.name != ".stamp" and "__pycache__" not in p.parts
+    }
 
 
 @pytest.mark.parametrize("module", ["common", "auth", "zone", "matchmaking", "relay"])
