@@ -8,7 +8,7 @@ the operator (see docs/MATCHMAKING.md, "Destinations").
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tessera.v1 import zone_pb2
@@ -21,6 +21,7 @@ class ZoneLoad:
     zone: str
     active: bool
     players: int
+    updated_at_ms: float = 0.0
 
 
 def zone_loads(statuses: Mapping[str, bytes | None]) -> list[ZoneLoad]:
@@ -33,7 +34,8 @@ def zone_loads(statuses: Mapping[str, bytes | None]) -> list[ZoneLoad]:
             status = zone_pb2.ZoneStatus.FromString(raw)
         except Exception:  # a corrupt heartbeat is treated as absent
             continue
-        out.append(ZoneLoad(zone, status.state == zone_pb2.ZONE_STATE_ACTIVE, status.players))
+        active = status.state == zone_pb2.ZONE_STATE_ACTIVE
+        out.append(ZoneLoad(zone, active, status.players, status.updated_at_ms))
     return out
 
 
@@ -57,3 +59,15 @@ def pick_zone(
 def instance_zone(match_id: str) -> str:
     """The name of the dedicated instance zone of a match (a DNS label)."""
     return "inst-" + match_id[:24].lower()
+
+
+def pending_players(
+    sent: Sequence[tuple[str, float, int]], loads: Sequence[ZoneLoad]
+) -> dict[str, int]:
+    """Players sent to each zone after its last heartbeat, from ``(zone, sent_at_ms, n)``."""
+    seen = {load.zone: load.updated_at_ms for load in loads}
+    out: dict[str, int] = {}
+    for zone, at_ms, n in sent:
+        if at_ms >= seen.get(zone, 0.0):
+            out[zone] = out.get(zone, 0) + n
+    return out

@@ -346,6 +346,33 @@ def fill_backfills(
     return proposals
 
 
+def valid_proposals(
+    proposals: Sequence[Proposal], tickets: Sequence[Candidate], mode: Mode
+) -> tuple[list[Proposal], int]:
+    """Proposals a (pluggable) match function may commit, and how many were refused:
+    every ticket searching in this mode, used once, and seated with exactly its players."""
+    by_id = {t.id: t for t in tickets}
+    used: set[str] = set()
+    out = []
+    for p in proposals:
+        ids = set(p.ticket_ids)
+        players = sorted(s.player_id for s in p.seats)
+        expected = sorted(pl for i in p.ticket_ids if i in by_id for pl in by_id[i].players)
+        if (
+            p.mode != mode.name
+            or len(ids) != len(p.ticket_ids)
+            or not ids
+            or not ids <= by_id.keys()
+            or ids & used
+            or players != expected
+            or any(s.ticket_id not in ids or not 0 <= s.team < mode.teams for s in p.seats)
+        ):
+            continue
+        used |= ids
+        out.append(p)
+    return out, len(proposals) - len(out)
+
+
 REGISTRY: dict[str, MatchFunction] = {"teams": match_teams}
 
 

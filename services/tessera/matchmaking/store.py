@@ -33,7 +33,6 @@ from redis.exceptions import WatchError
 from tessera.common.store import WorldKeys
 from tessera.matchmaking import rating
 from tessera.matchmaking.destination import ZoneLoad, zone_loads
-from tessera.matchmaking.matching import OpenBackfill
 from tessera.matchmaking.ticket import Candidate, candidate
 from tessera.v1 import matchmaking_pb2 as pb
 
@@ -336,9 +335,7 @@ class Store:
 
     async def searching(self, snapshot: Snapshot, now_ms: float) -> list[Candidate]:
         """The mode's searching, unexpired tickets; only new ones are read in full."""
-        raw: list[bytes] = await self.redis.zrangebyscore(
-            self.pool_key(snapshot.mode), int(now_ms), "+inf"
-        )
+        raw: Any = await self.redis.zrangebyscore(self.pool_key(snapshot.mode), int(now_ms), "+inf")
         ids = [i.decode() for i in raw]
         known = snapshot.tickets
         fresh = [i for i in ids if i not in known]
@@ -431,7 +428,7 @@ class Store:
     async def get_backfill(self, backfill_id: str) -> pb.Backfill | None:
         return _backfill(await self.redis.hgetall(self.backfill_key(backfill_id)))
 
-    async def open_backfills(self, mode: str) -> list[OpenBackfill]:
+    async def open_backfills(self, mode: str) -> list[pb.Backfill]:
         """Backfills of the mode that still have open slots (vanished ones are dropped)."""
         ids = [_text(i) for i in await self.redis.smembers(self.backfills_key(mode))]
         if not ids:
@@ -446,15 +443,7 @@ class Store:
             if backfill is None:
                 await self.redis.srem(self.backfills_key(mode), backfill_id)
                 continue
-            out.append(
-                OpenBackfill(
-                    id=backfill.id,
-                    mode=backfill.mode,
-                    region=backfill.region,
-                    open_slots=dict(backfill.open_slots),
-                    created_at_ms=backfill.created_at_ms,
-                )
-            )
+            out.append(backfill)
         return out
 
     async def zone_loads(self, world: str) -> list[ZoneLoad]:
