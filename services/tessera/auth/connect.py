@@ -1,0 +1,228 @@
+"""Connect tokens: a relay's admission ticket for one client connection.
+
+Pure functions, no I/O. A token is a signed binary record (Ed25519, the same
+key ring as access tokens, ``kid`` inside) binding the player, the session, the
+relay addresses that may accept it, its lifetime and a random token id (the
+relay's replay key). The per-connection ChaCha20-Poly1305 keys travel inside
+the token *sealed* with ChaCha20-Poly1305 under a 32-byte key shared by auth
+and the relays, so an eavesdropper who sees the token learns nothing about the
+channel keys. The client receives the same keys in clear from
+``Auth.IssueConnectToken`` over its own authenticated connection.
+
+The byte layout is specified in docs/protocol/tokens.md; keep them in step.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from tessera.auth.keys import SigningKey
+
+MAGIC = b"TSCT"
+VERSION = 1
+TOKEN_ID_BYTES = 16
+KEY_BYTES = 32
+NONCE_BYTES = 12
+TAG_BYTES = 16
+SIGNATURE_BYTES = 64
+SEALED_BYTES = 2 * KEY_BYTES + TAG_BYTES
+MAX_TOKEN_BYTES = 1024
+MAX_RELAYS = 8
+MAX_ID_BYTES = 128
+CLOCK_SKEW_S = 5.0
+_TIMES = struct.Struct(">QQI")
+# magic, version, kid length, 1-byte kid, token id, times, two 1-byte ids, one
+# 1-byte relay address, nonce, sealed keys, signature.
+MIN_TOKEN_BYTES = (
+    4 + 1 + 1 + 1 + TOKEN_ID_BYTES + _TIMES.size + 3 + 3 + 3 + NONCE_BYTES
+    + SEALED_BYTES + SIGNATURE_BYTES
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ConnectGrant:
+    """What a connect token grants; ``issued_at``/``expires_at`` are Unix seconds."""
+
+    token_id: bytes
+    player_id: str
+    session_id: str
+    relay_addresses: tuple[str, ...]
+    client_to_server_key: bytes
+    server_to_client_key: bytes
+    issued_at: int
+    expires_at: int
+    timeout_s: int
+
+
+class ConnectTokenError(Exception):
+    """A connect token was rejected. ``reason``: MALFORMED, BAD_SIGNATURE, EXPIRED, WRONG_RELAY."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def new_token_id() -> bytes:
+    """A fresh random token id."""
+    return os.urandom(TOKEN_ID_BYTES)
+
+
+def new_channel_key() -> bytes:
+    """A fresh random 32-byte ChaCha20-Poly1305 key."""
+    return os.urandom(KEY_BYTES)
+
+
+def _short(value: bytes, what: str, limit: int) -> bytes:
+    if not value or len(value) > limit:
+        raise ValueError(f"connect token {what} must be 1-{limit} bytes")
+    return value
+
+
+def _public_part(grant: ConnectGrant, kid: str) -> bytes:
+    if len(grant.token_id) != TOKEN_ID_BYTES:
+        raise ValueError(f"token_id must be {TOKEN_ID_BYTES} bytes")
+    if not 1 <= len(grant.relay_addresses) <= MAX_RELAYS:
+        raise ValueError(f"a connect token names 1-{MAX_RELAYS} relay addresses")
+    if not 0 <= grant.issued_at <= grant.expires_at or not 0 <= grant.timeout_s < 2**32:
+        raise ValueError("connect token times out of range")
+    out = bytearray(MAGIC)
+    kid_bytes = _short(kid.encode("ascii"), "kid", 255)
+    out += bytes((VERSION, len(kid_bytes))) + kid_bytes + grant.token_id
+    out += _TIMES.pack(grant.issued_at, grant.expires_at, grant.timeout_s)
+    for text, what in ((grant.player_id, "player id"), (grant.session_id, "session id")):
+        raw = _short(text.encode("utf-8"), what, MAX_ID_BYTES)
+        out += struct.pack(">H", len(raw)) + raw
+    out.append(len(grant.relay_addresses))
+    for address in grant.relay_addresses:
+        raw = _short(address.encode("ascii"), "relay address", 255)
+        out += bytes((len(raw),)) + raw
+    return bytes(out)
+
+
+def issue_connect_token(
+    grant: ConnectGrant, *, signing_key: SigningKey, sealing_key: bytes
+) -> bytes:
+    """Encode, seal and sign ``grant``; raises ValueError for out-of-range fields."""
+    if len(sealing_key) != KEY_BYTES or len(grant.client_to_server_key) != KEY_BYTES:
+        raise ValueError("sealing and channel keys must be 32 bytes")
+    if len(grant.server_to_client_key) != KEY_BYTES:
+        raise ValueError("sealing and channel keys must be 32 bytes")
+    public = _public_part(grant, signing_key.kid)
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = ChaCha20Poly1305(sealing_key).encrypt(
+        nonce, grant.client_to_server_key + grant.server_to_client_key, public
+    )
+    body = public + nonce + sealed
+    token = body + signing_key.private_key.sign(body)
+    if len(token) > MAX_TOKEN_BYTES:
+        raise ValueError(f"connect token would exceed {MAX_TOKEN_BYTES} bytes")
+    return token
+
+
+class _Reader:
+    """Bounds-checked reads; any overrun is a MALFORMED token."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise ConnectTokenError("MALFORMED", "connect token is truncated")
+        out = self.data[self.pos : end]
+        self.pos = end
+        return out
+
+    def byte(self) -> int:
+        return self.take(1)[0]
+
+    def text(self, length: int, what: str, encoding: str) -> str:
+        if length == 0:
+            raise ConnectTokenError("MALFORMED", f"connect token has an empty {what}")
+        try:
+            return self.take(length).decode(encoding)
+        except UnicodeDecodeError:
+            raise ConnectTokenError(
+                "MALFORMED", f"connect token {what} is not {encoding}"
+            ) from None
+
+
+def open_connect_token(
+    token: bytes,
+    *,
+    public_keys: Mapping[str, Ed25519PublicKey],
+    sealing_key: bytes,
+    relay_address: str,
+    now: float,
+) -> ConnectGrant:
+    """Verify ``token`` for the relay at ``relay_address`` and unseal its channel keys.
+
+    Checks, in order: size and layout (MALFORMED), key id and Ed25519 signature
+    (BAD_SIGNATURE, also for an unknown ``kid`` or a seal that does not open),
+    lifetime (EXPIRED), relay address (WRONG_RELAY). Replay (a token id seen
+    before) is the relay's check.
+    """
+    if not MIN_TOKEN_BYTES <= len(token) <= MAX_TOKEN_BYTES:
+        raise ConnectTokenError("MALFORMED", f"connect token size {len(token)} out of range")
+    reader = _Reader(token)
+    if reader.take(4) != MAGIC:
+        raise ConnectTokenError("MALFORMED", "not a Tessera connect token")
+    version = reader.byte()
+    if version != VERSION:
+        raise ConnectTokenError("MALFORMED", f"unsupported connect token version {version}")
+    kid = reader.text(reader.byte(), "kid", "ascii")
+    token_id = reader.take(TOKEN_ID_BYTES)
+    issued_at, expires_at, timeout_s = _TIMES.unpack(reader.take(_TIMES.size))
+    player_id = reader.text(struct.unpack(">H", reader.take(2))[0], "player id", "utf-8")
+    session_id = reader.text(struct.unpack(">H", reader.take(2))[0], "session id", "utf-8")
+    count = reader.byte()
+    if not 1 <= count <= MAX_RELAYS:
+        raise ConnectTokenError("MALFORMED", f"connect token names {count} relays")
+    relays = tuple(reader.text(reader.byte(), "relay address", "ascii") for _ in range(count))
+    public_end = reader.pos
+    nonce = reader.take(NONCE_BYTES)
+    sealed = reader.take(SEALED_BYTES)
+    body_end = reader.pos
+    signature = reader.take(SIGNATURE_BYTES)
+    if reader.pos != len(token):
+        raise ConnectTokenError("MALFORMED", "connect token has trailing bytes")
+
+    key = public_keys.get(kid)
+    if key is None:
+        raise ConnectTokenError("BAD_SIGNATURE", f"connect token signed with unknown key {kid!r}")
+    try:
+        key.verify(signature, token[:body_end])
+    except InvalidSignature:
+        raise ConnectTokenError("BAD_SIGNATURE", "connect token signature is invalid") from None
+    if now >= expires_at:
+        raise ConnectTokenError("EXPIRED", f"connect token expired {int(now - expires_at)} s ago")
+    if issued_at > now + CLOCK_SKEW_S:
+        raise ConnectTokenError("EXPIRED", "connect token is not valid yet (check clocks)")
+    if relay_address not in relays:
+        raise ConnectTokenError("WRONG_RELAY", f"connect token is not valid for {relay_address}")
+    try:
+        keys = ChaCha20Poly1305(sealing_key).decrypt(nonce, sealed, token[:public_end])
+    except InvalidTag:
+        raise ConnectTokenError(
+            "BAD_SIGNATURE", "connect token seal does not open (sealing key mismatch?)"
+        ) from None
+    return ConnectGrant(
+        token_id=token_id,
+        player_id=player_id,
+        session_id=session_id,
+        relay_addresses=relays,
+        client_to_server_key=keys[:KEY_BYTES],
+        server_to_client_key=keys[KEY_BYTES:],
+        issued_at=issued_at,
+        expires_at=expires_at,
+        timeout_s=timeout_s,
+    )

@@ -1,0 +1,41 @@
+"""Prometheus metrics of the auth service and of the verifier library."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+LOGINS = Counter(
+    "tessera_auth_logins_total",
+    "Login attempts by kind (password, guest, service, register) and result.",
+    ["kind", "result"],
+)
+TOKENS_ISSUED = Counter(
+    "tessera_auth_tokens_issued_total",
+    "Tokens issued by kind (access, refresh, connect).",
+    ["kind"],
+)
+VERIFICATIONS = Counter(
+    "tessera_auth_verifications_total",
+    "Access-token verifications by result (ok or the rejection reason).",
+    ["result"],
+)
+LOCKOUTS = Counter(
+    "tessera_auth_lockouts_total",
+    "Lockouts started after repeated failed logins, by scope (account, address).",
+    ["scope"],
+)
+REFRESHES = Counter(
+    "tessera_auth_refreshes_total",
+    "Refresh-token exchanges by result (ok, unknown, revoked, reused).",
+    ["result"],
+)
+REVOCATIONS = Counter(
+    "tessera_auth_revoked_sessions_total",
+    "Sessions revoked, by cause (logout, admin, reuse).",
+    ["cause"],
+)
+PASSWORD_HASH_SECONDS = Histogram(
+    "tessera_auth_password_hash_seconds",
+    "Time spent in argon2id hashing or verification.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)

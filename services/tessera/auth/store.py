@@ -1,0 +1,392 @@
+"""The only code of auth (and of its verifier library) that touches Redis.
+
+Keys, all under the service-wide hash tag ``{auth}`` so multi-key scripts run in
+one Redis Cluster slot (prefix ``tessera:{auth}:`` left out below):
+
+- ``usernames`` HASH: normalized username -> account id (HSETNX makes it unique).
+- ``devices`` HASH: SHA-256(device id) hex -> guest account id.
+- ``account:<id>`` HASH: ``username``, ``password`` (argon2id PHC string),
+  ``roles`` (comma-separated), ``kind`` (password, guest), ``created_at``.
+- ``account:<id>:sessions`` SET: the account's session ids (for RevokeSessions).
+- ``session:<sid>`` HASH: ``account``, ``roles``, ``kind``, ``refresh`` (SHA-256
+  of the live refresh token); TTL = refresh-token lifetime, renewed on rotation.
+- ``refresh:<sha256>`` STRING: the session id of a refresh token, live or spent
+  (a spent one is kept until its TTL so its reuse is recognised).
+- ``revoked`` ZSET: revoked session id -> Unix time until which its access
+  tokens could still verify (entries older than that are pruned).
+- ``revocations`` pub/sub: ``<sid> <until>`` published on every revocation.
+- ``fails:account:<username>``, ``fails:address:<ip>`` STRING counters of failed
+  logins, TTL = the counting window.
+- ``lock:account:<username>``, ``lock:address:<ip>`` STRING, present (with TTL)
+  while locked out.
+- ``registrations:<ip>`` STRING counter of accounts created from an address.
+
+Secrets are never stored: passwords as argon2id hashes, refresh tokens and
+device ids as SHA-256 digests (both are 256-bit random or client-chosen ids
+whose digest is only a lookup key).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+PREFIX = "tessera:{auth}:"
+USERNAMES = PREFIX + "usernames"
+DEVICES = PREFIX + "devices"
+REVOKED = PREFIX + "revoked"
+REVOCATIONS = PREFIX + "revocations"
+
+
+def account_key(account_id: str) -> str:
+    return f"{PREFIX}account:{account_id}"
+
+
+def account_sessions_key(account_id: str) -> str:
+    return f"{PREFIX}account:{account_id}:sessions"
+
+
+def session_key(session_id: str) -> str:
+    return f"{PREFIX}session:{session_id}"
+
+
+def refresh_key(refresh_hash: str) -> str:
+    return f"{PREFIX}refresh:{refresh_hash}"
+
+
+def parse_revocation(message: bytes | str) -> tuple[str, float] | None:
+    """``b"<sid> <until>"`` -> (sid, until); None for anything else."""
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+    sid, _, until = text.partition(" ")
+    try:
+        return (sid, float(until)) if sid else None
+    except ValueError:
+        return None
+
+
+async def revoked_sessions(redis: Redis, now: float) -> dict[str, float]:
+    """Session id -> until, for every revocation that still matters at ``now``."""
+    rows: Any = await redis.zrangebyscore(REVOKED, now, "+inf", withscores=True)
+    return {_text(sid): float(until) for sid, until in rows}
+
+
+# Revokes one session: delete it, drop it from its account, remember and announce it.
+# KEYS: revoked zset; ARGV: prefix, sid, until, now, channel. Returns 1 if the session existed.
+_REVOKE_BODY = """
+local function revoke(prefix, sid, until, now, channel)
+  local skey = prefix .. 'session:' .. sid
+  local account = redis.call('HGET', skey, 'account')
+  local existed = redis.call('DEL', skey)
+  if account then
+    redis.call('SREM', prefix .. 'account:' .. account .. ':sessions', sid)
+  end
+  redis.call('ZADD', prefix .. 'revoked', until, sid)
+  redis.call('ZREMRANGEBYSCORE', prefix .. 'revoked', '-inf', now)
+  redis.call('PUBLISH', channel, sid .. ' ' .. until)
+  return existed
+end
+"""
+
+_REVOKE = (
+    _REVOKE_BODY
+    + """
+return revoke(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+"""
+)
+
+_REVOKE_ACCOUNT = (
+    _REVOKE_BODY
+    + """
+local prefix = ARGV[1]
+local sids = redis.call('SMEMBERS', KEYS[1])
+local count = 0
+for _, sid in ipairs(sids) do
+  count = count + revoke(prefix, sid, ARGV[2], ARGV[3], ARGV[4])
+end
+redis.call('DEL', KEYS[1])
+return count
+"""
+)
+
+# Rotates a refresh token. KEYS[1] = refresh:<old hash>.
+# ARGV: prefix, old hash, new hash, ttl, until, now, channel.
+# Returns {status, sid, account, roles, kind}; status OK, UNKNOWN, GONE or REUSED
+# (a spent token came back: the whole session is revoked).
+_ROTATE = (
+    _REVOKE_BODY
+    + """
+local prefix = ARGV[1]
+local sid = redis.call('GET', KEYS[1])
+if not sid then return {'UNKNOWN'} end
+local skey = prefix .. 'session:' .. sid
+local fields = redis.call('HMGET', skey, 'refresh', 'account', 'roles', 'kind')
+if not fields[1] then return {'GONE', sid} end
+if fields[1] ~= ARGV[2] then
+  revoke(prefix, sid, ARGV[5], ARGV[6], ARGV[7])
+  return {'REUSED', sid, fields[2]}
+end
+redis.call('HSET', skey, 'refresh', ARGV[3])
+redis.call('EXPIRE', skey, ARGV[4])
+redis.call('EXPIRE', prefix .. 'account:' .. fields[2] .. ':sessions', ARGV[4])
+redis.call('SET', prefix .. 'refresh:' .. ARGV[3], sid, 'EX', ARGV[4])
+return {'OK', sid, fields[2], fields[3], fields[4]}
+"""
+)
+
+# KEYS: usernames hash, account key. ARGV: username, account id, then field/value pairs.
+_CREATE_ACCOUNT = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+return 1
+"""
+
+# KEYS: devices hash. ARGV: prefix, device hash, new account id, field/value pairs.
+# Returns {account id, created (0/1)}.
+_GUEST_ACCOUNT = """
+local existing = redis.call('HGET', KEYS[1], ARGV[2])
+if existing then return {existing, 0} end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('HSET', ARGV[1] .. 'account:' .. ARGV[3], unpack(ARGV, 4))
+return {ARGV[3], 1}
+"""
+
+# KEYS: lock:account, lock:address. Returns the longer remaining lockout (ms), 0 if none.
+_LOCKED_FOR = """
+local a = redis.call('PTTL', KEYS[1])
+local b = redis.call('PTTL', KEYS[2])
+return math.max(a, b, 0)
+"""
+
+# KEYS: fails:account, fails:address, lock:account, lock:address.
+# ARGV: account limit, address limit, window s, lockout s. Returns {account locked, address locked}.
+_RECORD_FAILURE = """
+local locked = {0, 0}
+local limits = {tonumber(ARGV[1]), tonumber(ARGV[2])}
+for i = 1, 2 do
+  local n = redis.call('INCR', KEYS[i])
+  if n == 1 then redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+  if n >= limits[i] then
+    redis.call('SET', KEYS[i + 2], '1', 'EX', ARGV[4])
+    redis.call('DEL', KEYS[i])
+    locked[i] = 1
+  end
+end
+return locked
+"""
+
+# KEYS: registrations:<ip>. ARGV: limit, window s. Returns 0 if allowed, else ms to wait.
+_COUNT_REGISTRATION = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if n > tonumber(ARGV[1]) then return math.max(redis.call('PTTL', KEYS[1]), 1) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Account:
+    """An account record."""
+
+    account_id: str
+    username: str
+    password_hash: str
+    roles: tuple[str, ...]
+    kind: str
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """The outcome of presenting a refresh token."""
+
+    status: str  # OK, UNKNOWN, GONE or REUSED
+    session_id: str = ""
+    account_id: str = ""
+    roles: tuple[str, ...] = ()
+    kind: str = ""
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _roles(value: bytes | str | None) -> tuple[str, ...]:
+    return tuple(r for r in _text(value).split(",") if r)
+
+
+class AuthStore:
+    """Accounts, sessions, refresh tokens, revocations and rate-limit counters."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._revoke = redis.register_script(_REVOKE)
+        self._revoke_account = redis.register_script(_REVOKE_ACCOUNT)
+        self._rotate = redis.register_script(_ROTATE)
+        self._create_account = redis.register_script(_CREATE_ACCOUNT)
+        self._guest_account = redis.register_script(_GUEST_ACCOUNT)
+        self._locked_for = redis.register_script(_LOCKED_FOR)
+        self._record_failure = redis.register_script(_RECORD_FAILURE)
+        self._count_registration = redis.register_script(_COUNT_REGISTRATION)
+
+    # accounts
+
+    async def username_taken(self, username: str) -> bool:
+        return bool(await self.redis.hexists(USERNAMES, username))
+
+    async def create_account(self, account: Account, *, now: float) -> bool:
+        """Create a password account; False if the username is taken (atomic)."""
+        fields = {
+            "username": account.username,
+            "password": account.password_hash,
+            "roles": ",".join(account.roles),
+            "kind": account.kind,
+            "created_at": str(int(now)),
+        }
+        args = [account.username, account.account_id, *_flatten(fields)]
+        created = await self._create_account(
+            keys=[USERNAMES, account_key(account.account_id)], args=args
+        )
+        return bool(created)
+
+    async def account_by_username(self, username: str) -> Account | None:
+        account_id = await self.redis.hget(USERNAMES, username)
+        return None if account_id is None else await self.account(_text(account_id))
+
+    async def account(self, account_id: str) -> Account | None:
+        raw = await self.redis.hgetall(account_key(account_id))
+        if not raw:
+            return None
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        return Account(
+            account_id=account_id,
+            username=fields.get("username", ""),
+            password_hash=fields.get("password", ""),
+            roles=_roles(fields.get("roles")),
+            kind=fields.get("kind", ""),
+        )
+
+    async def device_account(self, device_hash: str) -> str | None:
+        value = await self.redis.hget(DEVICES, device_hash)
+        return None if value is None else _text(value)
+
+    async def guest_account(
+        self, device_hash: str, new_account_id: str, roles: tuple[str, ...], *, now: float
+    ) -> tuple[str, bool]:
+        """The device's account, creating it atomically; returns (account id, created)."""
+        fields = {"roles": ",".join(roles), "kind": "guest", "created_at": str(int(now))}
+        account_id, created = await self._guest_account(
+            keys=[DEVICES], args=[PREFIX, device_hash, new_account_id, *_flatten(fields)]
+        )
+        return _text(account_id), bool(created)
+
+    # sessions
+
+    async def create_session(
+        self,
+        *,
+        session_id: str,
+        account_id: str,
+        roles: tuple[str, ...],
+        kind: str,
+        refresh_hash: str,
+        ttl_s: int,
+    ) -> None:
+        """Store a new session (and its first refresh token, if any) atomically."""
+        fields: dict[Any, Any] = {
+            "account": account_id,
+            "roles": ",".join(roles),
+            "kind": kind,
+        }
+        if refresh_hash:
+            fields["refresh"] = refresh_hash
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(session_key(session_id), mapping=fields)
+            pipe.expire(session_key(session_id), ttl_s)
+            if refresh_hash:
+                pipe.set(refresh_key(refresh_hash), session_id, ex=ttl_s)
+            pipe.sadd(account_sessions_key(account_id), session_id)
+            pipe.expire(account_sessions_key(account_id), ttl_s, gt=True)
+            pipe.expire(account_sessions_key(account_id), ttl_s, nx=True)
+            await pipe.execute()
+
+    async def rotate_refresh(
+        self, old_hash: str, new_hash: str, *, ttl_s: int, revoke_until: float, now: float
+    ) -> Rotation:
+        """Spend ``old_hash`` and make ``new_hash`` the session's live refresh token."""
+        reply = await self._rotate(
+            keys=[refresh_key(old_hash)],
+            args=[PREFIX, old_hash, new_hash, ttl_s, revoke_until, now, REVOCATIONS],
+        )
+        values = [_text(v) for v in reply]
+        status = values[0]
+        if status == "OK":
+            return Rotation(status, values[1], values[2], _roles(values[3]), values[4])
+        return Rotation(
+            status, values[1] if len(values) > 1 else "", values[2] if len(values) > 2 else ""
+        )
+
+    async def revoke_session(self, session_id: str, *, until: float, now: float) -> bool:
+        """Revoke one session; True if it still existed."""
+        existed = await self._revoke(
+            keys=[REVOKED], args=[PREFIX, session_id, until, now, REVOCATIONS]
+        )
+        return bool(existed)
+
+    async def revoke_account(self, account_id: str, *, until: float, now: float) -> int:
+        """Revoke every session of an account; returns how many were live."""
+        count = await self._revoke_account(
+            keys=[account_sessions_key(account_id), REVOKED],
+            args=[PREFIX, until, now, REVOCATIONS],
+        )
+        return int(count)
+
+    # rate limits
+
+    async def locked_for(self, username: str, address: str) -> float:
+        """Seconds left on a lockout of the username or the address (0 if none)."""
+        ms = await self._locked_for(
+            keys=[
+                f"{PREFIX}lock:account:{username}",
+                f"{PREFIX}lock:address:{address}",
+            ]
+        )
+        return int(ms) / 1000.0
+
+    async def record_failure(
+        self,
+        username: str,
+        address: str,
+        *,
+        account_limit: int,
+        address_limit: int,
+        window_s: int,
+        lockout_s: int,
+    ) -> tuple[bool, bool]:
+        """Count a failed login; returns (username locked now, address locked now)."""
+        locked = await self._record_failure(
+            keys=[
+                f"{PREFIX}fails:account:{username}",
+                f"{PREFIX}fails:address:{address}",
+                f"{PREFIX}lock:account:{username}",
+                f"{PREFIX}lock:address:{address}",
+            ],
+            args=[account_limit, address_limit, window_s, lockout_s],
+        )
+        return bool(locked[0]), bool(locked[1])
+
+    async def clear_failures(self, username: str) -> None:
+        await self.redis.delete(f"{PREFIX}fails:account:{username}")
+
+    async def count_registration(self, address: str, *, limit: int, window_s: int) -> float:
+        """Count an account creation from ``address``; seconds to wait if over the limit."""
+        ms = await self._count_registration(
+            keys=[f"{PREFIX}registrations:{address}"], args=[limit, window_s]
+        )
+        return int(ms) / 1000.0
+
+
+def _flatten(fields: dict[str, str]) -> list[str]:
+    return [item for pair in fields.items() for item in pair]

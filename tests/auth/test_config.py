@@ -1,0 +1,83 @@
+"""Auth configuration parsing and the shared sealing-key loader."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from tessera.auth.config import AuthConfig, connect_sealing_key, parse_relays, parse_service_clients
+from tessera.common.config import ConfigError, Env
+
+KEY_B64 = base64.b64encode(b"k" * 32).decode()
+
+
+def env(**values: str) -> Env:
+    return Env({f"TESSERA_{k}": v for k, v in values.items()})
+
+
+def test_defaults_with_generated_keys() -> None:
+    config = AuthConfig.from_env(env(AUTH_GENERATE_KEYS="true", CONNECT_KEY=KEY_B64))
+    assert config.access_ttl_s == 900
+    assert config.connect_ttl_s == 30
+    assert config.key_dir is None
+    assert config.relays == {"default": ("127.0.0.1:7777",)}
+    assert config.sealing_key == b"k" * 32
+    assert config.argon2.memory_kib == 19_456
+
+
+def test_keys_must_be_configured() -> None:
+    with pytest.raises(ConfigError) as info:
+        AuthConfig.from_env(env(CONNECT_KEY=KEY_B64))
+    assert info.value.variable == "TESSERA_AUTH_KEY_DIR"
+
+
+def test_relays() -> None:
+    assert parse_relays("default=127.0.0.1:7777;eu-west=h1:7777,h2:7777") == {
+        "default": ("127.0.0.1:7777",),
+        "eu-west": ("h1:7777", "h2:7777"),
+    }
+    for bad in ("eu=h:1", "default=h", "default=h:0", "default=:1", "default=h:1;default=h:2", "x"):
+        with pytest.raises(ConfigError) as info:
+            parse_relays(bad)
+        assert info.value.variable == "TESSERA_AUTH_RELAYS"
+
+
+def test_service_clients() -> None:
+    assert parse_service_clients("matchmaking=0123456789abcdef=x, relay=fedcba9876543210") == {
+        "matchmaking": "0123456789abcdef=x",
+        "relay": "fedcba9876543210",
+    }
+    assert parse_service_clients("") == {}
+    with pytest.raises(ConfigError) as info:
+        parse_service_clients("matchmaking=short")
+    assert "short" not in str(info.value)  # secrets are not echoed
+    with pytest.raises(ConfigError):
+        parse_service_clients("matchmaking")
+
+
+def test_sealing_key_sources(tmp_path: Path) -> None:
+    assert connect_sealing_key(env(CONNECT_KEY=KEY_B64)) == b"k" * 32
+    raw = tmp_path / "raw"
+    raw.write_bytes(b"r" * 32)
+    assert connect_sealing_key(env(CONNECT_KEY_FILE=str(raw))) == b"r" * 32
+    text = tmp_path / "text"
+    text.write_text(KEY_B64 + "\n")
+    assert connect_sealing_key(env(CONNECT_KEY_FILE=str(text))) == b"k" * 32
+    with pytest.raises(ConfigError) as info:
+        connect_sealing_key(env())
+    assert info.value.variable == "TESSERA_CONNECT_KEY"
+    with pytest.raises(ConfigError):
+        connect_sealing_key(env(CONNECT_KEY=base64.b64encode(b"short").decode()))
+    with pytest.raises(ConfigError):
+        connect_sealing_key(env(CONNECT_KEY_FILE=str(tmp_path / "missing")))
+
+
+def test_sealing_key_generated_only_when_allowed(tmp_path: Path) -> None:
+    path = tmp_path / "connect.key"
+    first = connect_sealing_key(env(CONNECT_KEY_FILE=str(path), CONNECT_KEY_GENERATE="true"))
+    assert path.stat().st_mode & 0o777 == 0o600
+    again = connect_sealing_key(env(CONNECT_KEY_FILE=str(path), CONNECT_KEY_GENERATE="true"))
+    assert first == again and len(first) == 32
+    assert connect_sealing_key(env(CONNECT_KEY_GENERATE="true")) != first

@@ -1,0 +1,156 @@
+"""Connect tokens: round trip, confidentiality and every rejection reason."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tessera.auth import connect
+from tessera.auth.connect import ConnectGrant, ConnectTokenError
+from tessera.auth.keys import SigningKey
+
+KEY = SigningKey.generate()
+KEYS = {KEY.kid: KEY.public_key}
+SEAL = os.urandom(32)
+NOW = 1_700_000_000
+
+
+def grant(**changes: object) -> ConnectGrant:
+    base: dict[str, object] = {
+        "token_id": bytes(range(16)),
+        "player_id": "player-1",
+        "session_id": "sess-1",
+        "relay_addresses": ("10.0.0.1:7777", "10.0.0.2:7777"),
+        "client_to_server_key": b"\x01" * 32,
+        "server_to_client_key": b"\x02" * 32,
+        "issued_at": NOW,
+        "expires_at": NOW + 30,
+        "timeout_s": 10,
+    }
+    base.update(changes)
+    return ConnectGrant(**base)  # type: ignore[arg-type]
+
+
+def issue(g: ConnectGrant | None = None, key: SigningKey = KEY) -> bytes:
+    return connect.issue_connect_token(g or grant(), signing_key=key, sealing_key=SEAL)
+
+
+def open_(token: bytes, **kw: object) -> ConnectGrant:
+    args: dict[str, object] = {
+        "public_keys": KEYS,
+        "sealing_key": SEAL,
+        "relay_address": "10.0.0.2:7777",
+        "now": NOW + 1,
+    }
+    args.update(kw)
+    return connect.open_connect_token(token, **args)  # type: ignore[arg-type]
+
+
+def reason(token: bytes, **kw: object) -> str:
+    with pytest.raises(ConnectTokenError) as info:
+        open_(token, **kw)
+    assert str(info.value)
+    return info.value.reason
+
+
+def test_round_trip() -> None:
+    g = grant(player_id="spieler-ä")
+    assert open_(issue(g)) == g
+
+
+def test_channel_keys_are_not_visible_in_the_token() -> None:
+    g = grant(client_to_server_key=os.urandom(32), server_to_client_key=os.urandom(32))
+    token = issue(g)
+    assert g.client_to_server_key not in token
+    assert g.server_to_client_key not in token
+    assert g.client_to_server_key[:8] not in token
+
+
+def test_same_grant_seals_differently_each_time() -> None:
+    assert issue() != issue()
+
+
+def test_expired() -> None:
+    token = issue()
+    assert reason(token, now=NOW + 30) == "EXPIRED"
+    assert reason(token, now=NOW - 60) == "EXPIRED"  # issued in the future
+
+
+def test_wrong_relay() -> None:
+    assert reason(issue(), relay_address="10.0.0.3:7777") == "WRONG_RELAY"
+
+
+def test_wrong_signing_key_or_unknown_kid() -> None:
+    other = SigningKey.generate()
+    assert reason(issue(key=other)) == "BAD_SIGNATURE"  # unknown kid
+    assert reason(issue(key=other), public_keys={other.kid: KEY.public_key}) == "BAD_SIGNATURE"
+
+
+def test_every_flipped_byte_is_rejected() -> None:
+    token = issue()
+    for i in range(len(token)):
+        forged = bytearray(token)
+        forged[i] ^= 0x01
+        with pytest.raises(ConnectTokenError) as info:
+            open_(bytes(forged))
+        assert info.value.reason in {"MALFORMED", "BAD_SIGNATURE"}, i
+
+
+def test_wrong_sealing_key() -> None:
+    assert reason(issue(), sealing_key=os.urandom(32)) == "BAD_SIGNATURE"
+
+
+def test_truncated_trailing_and_garbage_are_malformed() -> None:
+    token = issue()
+    assert reason(token[:-1]) == "MALFORMED"
+    assert reason(token + b"\x00") == "MALFORMED"
+    assert reason(b"") == "MALFORMED"
+    assert reason(b"\x00" * 2000) == "MALFORMED"
+    assert reason(b"XXXX" + token[4:]) == "MALFORMED"
+    assert reason(token[:4] + b"\x02" + token[5:]) == "MALFORMED"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=400))
+def test_random_bytes_never_crash(data: bytes) -> None:
+    with pytest.raises(ConnectTokenError):
+        open_(data)
+
+
+def test_issue_refuses_out_of_range_fields() -> None:
+    with pytest.raises(ValueError):
+        issue(grant(token_id=b"short"))
+    with pytest.raises(ValueError):
+        issue(grant(relay_addresses=()))
+    with pytest.raises(ValueError):
+        issue(grant(relay_addresses=tuple(f"h{i}:1" for i in range(9))))
+    with pytest.raises(ValueError):
+        issue(grant(player_id=""))
+    with pytest.raises(ValueError):
+        issue(grant(player_id="x" * 200))
+    with pytest.raises(ValueError):
+        issue(grant(expires_at=NOW - 1))
+    with pytest.raises(ValueError):
+        connect.issue_connect_token(grant(), signing_key=KEY, sealing_key=b"short")
+
+
+def test_layout_matches_the_documented_offsets() -> None:
+    g = grant(relay_addresses=("r:1",), player_id="p", session_id="s")
+    token = issue(g)
+    kid = KEY.kid.encode()
+    assert token[:4] == b"TSCT" and token[4] == 1 and token[5] == len(kid)
+    pos = 6 + len(kid)
+    assert token[6:pos] == kid
+    assert token[pos : pos + 16] == g.token_id
+    pos += 16
+    assert struct.unpack(">QQI", token[pos : pos + 20]) == (NOW, NOW + 30, 10)
+    pos += 20
+    assert token[pos : pos + 3] == b"\x00\x01p"
+    assert token[pos + 3 : pos + 6] == b"\x00\x01s"
+    assert token[pos + 6 : pos + 11] == b"\x01\x03r:1"
+    assert len(token) == pos + 11 + 12 + 80 + 64
+    assert len(token) == connect.MIN_TOKEN_BYTES + len(kid) - 1 + 2
