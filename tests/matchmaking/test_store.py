@@ -250,3 +250,17 @@ async def test_zone_loads_from_registry(store: Store, redis: Redis) -> None:
     (load,) = await store.zone_loads("main")
     assert (load.zone, load.active, load.players) == ("z1", True, 12)
     assert await store.zone_loads("empty") == []
+
+
+async def test_create_many_stores_each_ticket_atomically(store: Store, redis: Redis) -> None:
+    await redis.hset(store.ratings_key("duel"), "b", "31.5:4.0")
+    first = make_ticket("a")
+    results = await store.create_many(
+        [first, make_ticket("b"), make_ticket("c", "a"), make_ticket("d")], NOW
+    )
+    assert [type(r).__name__ for r in results] == ["Ticket", "Ticket", "PlayerBusy", "Ticket"]
+    busy = results[2]
+    assert isinstance(busy, PlayerBusy) and busy.ticket_id == first.id
+    assert await redis.exists(store.player_key("c")) == 0
+    mus = {c.players[0]: c.ratings for c in await store.searching(Snapshot("duel"), NOW)}
+    assert mus == {"a": (25.0,), "b": (31.5,), "d": (25.0,)}

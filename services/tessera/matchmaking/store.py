@@ -43,22 +43,31 @@ ASSIGNED = pb.TICKET_STATE_ASSIGNED
 CANCELLED = pb.TICKET_STATE_CANCELLED
 EXPIRED = pb.TICKET_STATE_EXPIRED
 
-# KEYS: ticket, pool, player keys...; ARGV: id, blob, players, ratings, expires, now, retention
+# KEYS: ticket, pool, ratings, player keys...; ARGV: id, blob, players, expires, now,
+# retention, prefix, default mu. Returns {0} or {index of the busy player, its ticket id}.
 CREATE = """
-local now = tonumber(ARGV[6])
-for i = 3, #KEYS do
+local now = tonumber(ARGV[5])
+for i = 4, #KEYS do
   local owner = redis.call('GET', KEYS[i])
   if owner then
-    local st = redis.call('HMGET', ARGV[8] .. 'ticket:' .. owner, 's', 'e')
-    if st[1] == '1' and tonumber(st[2]) >= now then return {i - 2, owner} end
+    local st = redis.call('HMGET', ARGV[7] .. 'ticket:' .. owner, 's', 'e')
+    if st[1] == '1' and tonumber(st[2]) >= now then return {i - 3, owner} end
   end
 end
-local expires = tonumber(ARGV[5])
-redis.call('HSET', KEYS[1], 't', ARGV[2], 'p', ARGV[3], 'r', ARGV[4], 's', 1, 'e', ARGV[5])
-redis.call('PEXPIREAT', KEYS[1], expires + tonumber(ARGV[7]))
+local players = {}
+for player in string.gmatch(ARGV[3], '[^\\31]+') do players[#players + 1] = player end
+local mus = {}
+for i, r in ipairs(redis.call('HMGET', KEYS[3], unpack(players))) do
+  if r then mus[i] = string.match(r, '^[^:]+') else mus[i] = ARGV[8] end
+end
+local expires = tonumber(ARGV[4])
+local retention = tonumber(ARGV[6])
+redis.call('HSET', KEYS[1], 't', ARGV[2], 'p', ARGV[3], 'r', table.concat(mus, ','),
+           's', 1, 'e', ARGV[4])
+redis.call('PEXPIREAT', KEYS[1], expires + retention)
 redis.call('ZADD', KEYS[2], expires, ARGV[1])
-for i = 3, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[1], 'PXAT', expires + tonumber(ARGV[7]))
+for i = 4, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[1], 'PXAT', expires + retention)
 end
 return {0}
 """
@@ -262,31 +271,49 @@ class Store:
 
     async def create(self, ticket: pb.Ticket, now_ms: float) -> pb.Ticket:
         """Store a new searching ticket; raise PlayerBusy if a player has one already."""
-        players = [p.player_id for p in ticket.players]
-        mus = [r[0] for r in await self.ratings(ticket.mode, players)]
+        (result,) = await self.create_many([ticket], now_ms)
+        if isinstance(result, PlayerBusy):
+            raise result
+        return result
+
+    async def create_many(
+        self, tickets: Sequence[pb.Ticket], now_ms: float
+    ) -> list[pb.Ticket | PlayerBusy]:
+        """Store new searching tickets in one round trip (each one atomically), with
+        their players' current ratings; a ticket with a busy player is not stored."""
         expires = int(now_ms) + self.ttl_ms
-        keys = [
-            self.ticket_key(ticket.id),
-            self.pool_key(ticket.mode),
-            *(self.player_key(p) for p in players),
-        ]
-        args: list[Any] = [
-            ticket.id,
-            ticket.SerializeToString(),
-            SEP.join(players),
-            ",".join(repr(m) for m in mus),
-            expires,
-            int(now_ms),
-            self.retention_ms,
-            PREFIX,
-        ]
-        result = await self._create(keys=keys, args=args)
-        if int(result[0]) != 0:
-            raise PlayerBusy(players[int(result[0]) - 1], _text(result[1]))
-        out = pb.Ticket()
-        out.CopyFrom(ticket)
-        out.state = SEARCHING
-        out.expires_at_ms = float(expires)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for ticket in tickets:
+                players = [p.player_id for p in ticket.players]
+                keys = [
+                    self.ticket_key(ticket.id),
+                    self.pool_key(ticket.mode),
+                    self.ratings_key(ticket.mode),
+                    *(self.player_key(p) for p in players),
+                ]
+                args: list[Any] = [
+                    ticket.id,
+                    ticket.SerializeToString(),
+                    SEP.join(players),
+                    expires,
+                    int(now_ms),
+                    self.retention_ms,
+                    PREFIX,
+                    repr(rating.DEFAULT[0]),
+                ]
+                await self._create(keys=keys, args=args, client=pipe)
+            results = await pipe.execute()
+        out: list[pb.Ticket | PlayerBusy] = []
+        for ticket, result in zip(tickets, results, strict=True):
+            if int(result[0]) != 0:
+                player = ticket.players[int(result[0]) - 1].player_id
+                out.append(PlayerBusy(player, _text(result[1])))
+                continue
+            created = pb.Ticket()
+            created.CopyFrom(ticket)
+            created.state = SEARCHING
+            created.expires_at_ms = float(expires)
+            out.append(created)
         return out
 
     async def get(self, ticket_id: str, now_ms: float) -> pb.Ticket | None:
