@@ -243,3 +243,16 @@ def test_resolve_imports_dotted_functions() -> None:
         matching.resolve("nope")
     with pytest.raises(ValueError, match="cannot be imported"):
         matching.resolve("tessera.nope:f")
+
+
+def test_share_splits_fresh_tickets_and_opens_old_ones() -> None:
+    fresh = [ticket(25, created=1_000.0) for _ in range(200)]
+    old = [ticket(25, created=0.0) for _ in range(10)]
+    shares = [matching.share([*fresh, *old], 1_100.0, i, 3, 500.0) for i in range(3)]
+    all_fresh = {t.id for t in fresh}
+    fresh_ids = [{t.id for t in s if t.id in all_fresh} for s in shares]
+    assert set.union(*fresh_ids) == all_fresh
+    assert sum(len(s) for s in fresh_ids) == len(fresh)
+    assert all(len(s) > 30 for s in fresh_ids)
+    assert all({t.id for t in old} <= {t.id for t in s} for s in shares)
+    assert matching.share(fresh, 0.0, 0, 1, 500.0) == fresh

@@ -31,6 +31,7 @@ from tessera.matchmaking.matching import (
     Proposal,
     fill_backfills,
     resolve,
+    share,
     valid_proposals,
 )
 from tessera.matchmaking.modes import INSTANCE, Mode
@@ -79,22 +80,32 @@ class Director:
     interval_s: float = 0.02
     expire_every_s: float = 1.0
     clock: Callable[[], float] = wall_ms
+    replica_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Fresh tickets are split between live replicas by hash; older ones are open to all.
+    steal_after_ms: float = 200.0
+    replica_ttl_s: float = 3.0
+    _share: tuple[int, int] = (0, 1)
+    _last_share_ms: float = 0.0
     _snapshots: dict[str, Snapshot] = field(default_factory=dict)
     _sent: list[tuple[str, float, int]] = field(default_factory=list)
     _last_expire_ms: float = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until ``stop`` is set; a failing tick is logged and retried."""
-        while not stop.is_set():
-            started = time.perf_counter()
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("matching tick failed")
-            elapsed = time.perf_counter() - started
-            metrics.TICK.observe(elapsed)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(0.0, self.interval_s - elapsed))
+        try:
+            while not stop.is_set():
+                started = time.perf_counter()
+                try:
+                    await self.tick()
+                except Exception:
+                    log.exception("matching tick failed")
+                elapsed = time.perf_counter() - started
+                metrics.TICK.observe(elapsed)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), max(0.0, self.interval_s - elapsed))
+        finally:
+            with contextlib.suppress(Exception):
+                await self.store.leave(self.replica_id)
 
     async def tick(self) -> TickResult:
         result = TickResult()
@@ -107,6 +118,10 @@ class Director:
                     metrics.EXPIRED.labels(mode.name).inc(expired)
                     metrics.TICKETS.labels(mode.name, "expired").inc(expired)
                 result.expired += expired
+        if now - self._last_share_ms >= self.replica_ttl_s * 1000.0 / 6:
+            self._last_share_ms = now
+            members = await self.store.replicas(self.replica_id, now, self.replica_ttl_s * 1000.0)
+            self._share = (members.index(self.replica_id), len(members))
         self._sent = [s for s in self._sent if now - s[1] < _SENT_MEMORY_MS]
         loads: dict[str, list[ZoneLoad]] = {}
         for mode in self.modes.values():
@@ -118,9 +133,10 @@ class Director:
     ) -> None:
         now = self.clock()
         snapshot = self._snapshots.setdefault(mode.name, Snapshot(mode.name))
-        tickets = await self.store.searching(snapshot, now)
-        metrics.SEARCHING.labels(mode.name).set(len(tickets))
-        result.searching += len(tickets)
+        searching = await self.store.searching(snapshot, now)
+        metrics.SEARCHING.labels(mode.name).set(len(searching))
+        result.searching += len(searching)
+        tickets = share(searching, now, *self._share, self.steal_after_ms)
         if not tickets:
             return
         backfills = {b.id: b for b in await self.store.open_backfills(mode.name)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import importlib
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -371,6 +372,21 @@ def valid_proposals(
         used |= ids
         out.append(p)
     return out, len(proposals) - len(out)
+
+
+def share(
+    tickets: Sequence[Candidate], now_ms: float, index: int, count: int, steal_after_ms: float
+) -> list[Candidate]:
+    """The tickets replica ``index`` of ``count`` considers: its hash share of the fresh
+    ones plus every ticket older than ``steal_after_ms``. Replicas then rarely propose
+    the same ticket, and a ticket whose replica died is still matched soon after."""
+    if count <= 1:
+        return list(tickets)
+    return [
+        t
+        for t in tickets
+        if zlib.crc32(t.id.encode()) % count == index or now_ms - t.created_at_ms >= steal_after_ms
+    ]
 
 
 REGISTRY: dict[str, MatchFunction] = {"teams": match_teams}

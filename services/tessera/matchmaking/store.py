@@ -14,6 +14,7 @@ Keys (all under the ``{mm}`` hash tag, so every script is single-slot in Redis C
   SET of open backfill ids.
 - ``tessera:{mm}:instances`` STREAM instance-zone requests (``match``, ``request`` = Destination
   plus player ids as an Assignment), for whatever starts instance zones.
+- ``tessera:{mm}:replicas`` ZSET matching-loop replica id -> last seen (ms), to share work.
 - ``tessera:{mm}:events`` pub/sub ``"<state> <id> <id> ..."`` on every ticket state change.
 
 Every state change of a ticket is one Lua script, so a ticket is never half-written
@@ -268,6 +269,20 @@ class Store:
 
     events_channel = PREFIX + "events"
     instances_key = PREFIX + "instances"
+    replicas_key = PREFIX + "replicas"
+
+    async def replicas(self, replica_id: str, now_ms: float, ttl_ms: float) -> list[str]:
+        """Mark this replica alive; the ids of all replicas seen within ``ttl_ms``, sorted."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.replicas_key, {replica_id: now_ms})
+            pipe.zremrangebyscore(self.replicas_key, "-inf", now_ms - ttl_ms)
+            pipe.zrange(self.replicas_key, 0, -1)
+            *_, members = await pipe.execute()
+        return sorted(_text(m) for m in members)
+
+    async def leave(self, replica_id: str) -> None:
+        """Stop counting this replica (its share passes to the others at once)."""
+        await self.redis.zrem(self.replicas_key, replica_id)
 
     async def create(self, ticket: pb.Ticket, now_ms: float) -> pb.Ticket:
         """Store a new searching ticket; raise PlayerBusy if a player has one already."""
