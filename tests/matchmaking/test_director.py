@@ -200,6 +200,11 @@ async def test_racing_directors_never_share_a_ticket(
         # Ticks interleave at every await; claims decide who gets each ticket.
         results = await asyncio.gather(*(d.tick() for d in directors))
         matched += sum(r.matches for r in results)
+        clock.now += 100.0
+    for _ in range(5):
+        clock.now += 300.0
+        results = await asyncio.gather(*(d.tick() for d in directors))
+        matched += sum(r.matches for r in results)
     assert matched == 60
     tickets = await store.get_many(ids, clock.now)
     matches: dict[str, int] = {}
