@@ -75,16 +75,16 @@ async def revoked_sessions(redis: Redis, now: float) -> dict[str, float]:
 # Revokes one session: delete it, drop it from its account, remember and announce it.
 # KEYS: revoked zset; ARGV: prefix, sid, until, now, channel. Returns 1 if the session existed.
 _REVOKE_BODY = """
-local function revoke(prefix, sid, until, now, channel)
+local function revoke(prefix, sid, horizon, now, channel)
   local skey = prefix .. 'session:' .. sid
   local account = redis.call('HGET', skey, 'account')
   local existed = redis.call('DEL', skey)
   if account then
     redis.call('SREM', prefix .. 'account:' .. account .. ':sessions', sid)
   end
-  redis.call('ZADD', prefix .. 'revoked', until, sid)
+  redis.call('ZADD', prefix .. 'revoked', horizon, sid)
   redis.call('ZREMRANGEBYSCORE', prefix .. 'revoked', '-inf', now)
-  redis.call('PUBLISH', channel, sid .. ' ' .. until)
+  redis.call('PUBLISH', channel, sid .. ' ' .. horizon)
   return existed
 end
 """
@@ -267,6 +267,10 @@ class AuthStore:
             roles=_roles(fields.get("roles")),
             kind=fields.get("kind", ""),
         )
+
+    async def set_password(self, account_id: str, password_hash: str) -> None:
+        """Replace a password hash (a rehash after the argon2 parameters changed)."""
+        await self.redis.hset(account_key(account_id), "password", password_hash)
 
     async def device_account(self, device_hash: str) -> str | None:
         value = await self.redis.hget(DEVICES, device_hash)

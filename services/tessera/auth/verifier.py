@@ -179,29 +179,45 @@ class Verifier:
         subscribed (retrying for up to ``timeout_s``); call :meth:`close` at shutdown.
         """
         verifier = cls(issuer=issuer, audience=audience, leeway_s=leeway_s)
-        verifier._loop = asyncio.get_running_loop()
-        verifier._wake_keys = asyncio.Event()
-        verifier._channel = grpc.aio.insecure_channel(auth_address)
-        verifier._redis = common_store.connect(redis_url)
-        keys_ready = asyncio.Event()
+        await verifier.start(redis_url, auth_address=auth_address, timeout_s=timeout_s)
+        return verifier
+
+    async def start(
+        self, redis_url: str, *, auth_address: str | None = None, timeout_s: float = 30.0
+    ) -> None:
+        """Start the background feeds and wait until they have delivered once.
+
+        Revocations always come from Redis; keys come from the auth service at
+        ``auth_address`` or, without one, from the owner calling :meth:`set_keys`
+        (auth itself does that with its own key ring).
+        """
+        self._loop = asyncio.get_running_loop()
+        self._redis = common_store.connect(redis_url)
         revocations_ready = asyncio.Event()
-        verifier._tasks = [
-            asyncio.create_task(verifier._refresh_keys(keys_ready), name="verifier-keys"),
+        waits = [revocations_ready]
+        self._tasks = [
             asyncio.create_task(
-                verifier._watch_revocations(revocations_ready), name="verifier-revocations"
-            ),
+                self._watch_revocations(revocations_ready), name="verifier-revocations"
+            )
         ]
+        if auth_address is not None:
+            self._wake_keys = asyncio.Event()
+            self._channel = grpc.aio.insecure_channel(auth_address)
+            keys_ready = asyncio.Event()
+            waits.append(keys_ready)
+            self._tasks.append(
+                asyncio.create_task(self._refresh_keys(keys_ready), name="verifier-keys")
+            )
         try:
             async with asyncio.timeout(timeout_s):
-                await keys_ready.wait()
-                await revocations_ready.wait()
+                for event in waits:
+                    await event.wait()
         except TimeoutError:
-            await verifier.close()
+            await self.close()
             raise ConnectionError(
                 f"verifier could not load keys from auth at {auth_address} "
                 f"and revocations from Redis within {timeout_s} s"
             ) from None
-        return verifier
 
     async def close(self) -> None:
         """Stop the background tasks and close the connections."""

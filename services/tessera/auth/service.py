@@ -1,0 +1,554 @@
+"""The ``tessera.v1.Auth`` gRPC servicer and the service's assembly.
+
+A thin shell: input rules live in :mod:`accounts`, token rules in :mod:`tokens`,
+:mod:`sessions` and :mod:`connect`, Redis in :mod:`store`. Password hashing runs
+in a bounded thread pool (argon2 releases the GIL) so it never blocks the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from tessera.auth import accounts, connect, metrics, sessions, tokens
+from tessera.auth.accounts import InputError
+from tessera.auth.config import AuthConfig
+from tessera.auth.keys import KeyRing, KeyRingError, b64url, raw_public_bytes
+from tessera.auth.passwords import PasswordHasher
+from tessera.auth.store import Account, AuthStore
+from tessera.auth.verifier import AuthInterceptor, Verifier, current_claims
+from tessera.common import errors
+from tessera.common import store as common_store
+from tessera.common.config import PREFIX, ConfigError, ServerConfig, load_or_exit
+from tessera.common.server import GrpcService
+from tessera.v1 import auth_pb2, auth_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE = "tessera.v1.Auth"
+PUBLIC_METHODS = tuple(
+    f"/{SERVICE}/{m}"
+    for m in ("Register", "Login", "GuestLogin", "ServiceLogin", "Refresh", "GetPublicKeys")
+)
+METHOD_ROLES = {
+    f"/{SERVICE}/RevokeSessions": ("admin",),
+    f"/{SERVICE}/IssueConnectToken": ("player", "service"),
+    f"/{SERVICE}/Logout": (),
+}
+INVALID_CREDENTIALS = "invalid username or password"
+
+Context = grpc.aio.ServicerContext[Any, Any]
+T = TypeVar("T")
+
+
+class KeySource:
+    """The key ring in use: generated once, or re-read from the key directory."""
+
+    def __init__(self, config: AuthConfig) -> None:
+        self.config = config
+        self.ring = self._load()
+
+    def _load(self) -> KeyRing:
+        if self.config.key_dir is None:
+            return KeyRing.generate(overlap_s=self.config.key_overlap_s)
+        return KeyRing.from_directory(self.config.key_dir, overlap_s=self.config.key_overlap_s)
+
+    def reload(self) -> None:
+        """Re-read the directory (a Kubernetes Secret update); keep the old ring on error."""
+        if self.config.key_dir is None:
+            return
+        try:
+            ring = self._load()
+        except KeyRingError as err:
+            log.error("key reload failed; keeping the previous keys", extra={"error": str(err)})
+            return
+        if [k.kid for k in ring.keys] != [k.kid for k in self.ring.keys]:
+            log.info("signing keys reloaded", extra={"kids": [k.kid for k in ring.keys]})
+        self.ring = ring
+
+
+class AuthServicer(auth_pb2_grpc.AuthServicer):
+    """Accounts, sessions and tokens."""
+
+    def __init__(
+        self,
+        config: AuthConfig,
+        auth_store: AuthStore,
+        keys: KeySource,
+        *,
+        hash_workers: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = auth_store
+        self.keys = keys
+        self.clock = clock
+        self.hasher = PasswordHasher(config.argon2)
+        self.pool = ThreadPoolExecutor(max_workers=hash_workers, thread_name_prefix="argon2")
+
+    async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:
+        started = time.perf_counter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        finally:
+            metrics.PASSWORD_HASH_SECONDS.observe(time.perf_counter() - started)
+
+    # sessions
+
+    async def _new_session(
+        self, account_id: str, roles: tuple[str, ...], kind: str, *, refresh: bool = True
+    ) -> auth_pb2.Session:
+        now = self.clock()
+        session_id = sessions.new_session_id()
+        refresh_token = sessions.new_refresh_token() if refresh else ""
+        ttl = self.config.refresh_ttl_s if refresh else self.config.access_ttl_s
+        await self.store.create_session(
+            session_id=session_id,
+            account_id=account_id,
+            roles=roles,
+            kind=kind,
+            refresh_hash=sessions.digest(refresh_token) if refresh else "",
+            ttl_s=ttl,
+        )
+        return self._session_message(account_id, session_id, roles, refresh_token, now)
+
+    def _session_message(
+        self,
+        account_id: str,
+        session_id: str,
+        roles: tuple[str, ...],
+        refresh_token: str,
+        now: float,
+    ) -> auth_pb2.Session:
+        key = self.keys.ring.current(now)
+        claims = sessions.access_claims(
+            account_id=account_id,
+            session_id=session_id,
+            roles=roles,
+            kid=key.kid,
+            issuer=self.config.issuer,
+            audience=self.config.audience,
+            now=now,
+            ttl_s=self.config.access_ttl_s,
+        )
+        metrics.TOKENS_ISSUED.labels("access").inc()
+        if refresh_token:
+            metrics.TOKENS_ISSUED.labels("refresh").inc()
+        return auth_pb2.Session(
+            account_id=account_id,
+            session_id=session_id,
+            access_token=tokens.encode(claims, key.private_key),
+            access_expires_at=claims.exp,
+            refresh_token=refresh_token,
+            refresh_expires_at=int(now) + self.config.refresh_ttl_s if refresh_token else 0,
+            roles=list(roles),
+        )
+
+    def _horizon(self, now: float) -> float:
+        return sessions.revocation_horizon(
+            now, access_ttl_s=self.config.access_ttl_s, leeway_s=self.config.leeway_s
+        )
+
+    # rate limits
+
+    async def _check_lock(self, context: Context, kind: str, username: str, address: str) -> None:
+        wait = await self.store.locked_for(username, address)
+        if wait > 0:
+            metrics.LOGINS.labels(kind, "locked").inc()
+            await errors.abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many failed logins; retry in {int(wait) + 1} s",
+                reason="LOGIN_LOCKED",
+                retry_after_s=wait,
+            )
+
+    async def _failed(self, context: Context, kind: str, username: str, address: str) -> NoReturn:
+        account_locked, address_locked = await self.store.record_failure(
+            username,
+            address,
+            account_limit=self.config.login_fails_per_account,
+            address_limit=self.config.login_fails_per_address,
+            window_s=self.config.login_fail_window_s,
+            lockout_s=self.config.lockout_s,
+        )
+        if account_locked:
+            metrics.LOCKOUTS.labels("account").inc()
+        if address_locked:
+            metrics.LOCKOUTS.labels("address").inc()
+        metrics.LOGINS.labels(kind, "invalid").inc()
+        message = INVALID_CREDENTIALS if kind == "password" else "invalid client credentials"
+        await errors.abort(
+            context, grpc.StatusCode.UNAUTHENTICATED, message, reason="INVALID_CREDENTIALS"
+        )
+
+    async def _count_registration(self, context: Context, kind: str, address: str) -> None:
+        wait = await self.store.count_registration(
+            address,
+            limit=self.config.registrations_per_address,
+            window_s=self.config.registration_window_s,
+        )
+        if wait > 0:
+            metrics.LOGINS.labels(kind, "rate_limited").inc()
+            await errors.abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many new accounts from this address; retry in {int(wait) + 1} s",
+                reason="REGISTRATION_RATE_LIMITED",
+                retry_after_s=wait,
+            )
+
+    # RPCs
+
+    async def Register(
+        self, request: auth_pb2.RegisterRequest, context: Context
+    ) -> auth_pb2.Session:
+        try:
+            username = accounts.normalize_username(request.username)
+            accounts.check_new_password(
+                request.password,
+                username=username,
+                min_length=self.config.password_min_length,
+            )
+        except InputError as err:
+            await _invalid(context, err)
+        address = sessions.client_address(context.peer())
+        await self._count_registration(context, "register", address)
+        if await self.store.username_taken(username):
+            await _taken(context)
+        account = Account(
+            account_id=sessions.new_account_id(),
+            username=username,
+            password_hash=await self._in_pool(self.hasher.hash, request.password),
+            roles=("player",),
+            kind="password",
+        )
+        if not await self.store.create_account(account, now=self.clock()):
+            await _taken(context)
+        metrics.LOGINS.labels("register", "ok").inc()
+        log.info("account registered", extra={"account": account.account_id})
+        roles = sessions.roles_for(username, self.config.admin_users)
+        return await self._new_session(account.account_id, roles, "password")
+
+    async def Login(self, request: auth_pb2.LoginRequest, context: Context) -> auth_pb2.Session:
+        try:
+            username = accounts.normalize_username(request.username)
+            accounts.check_password_size(request.password)
+        except InputError as err:
+            await _invalid(context, err)
+        address = sessions.client_address(context.peer())
+        await self._check_lock(context, "password", username, address)
+        account = await self.store.account_by_username(username)
+        if account is None:
+            ok = await self._in_pool(self.hasher.dummy_verify, request.password)
+        else:
+            ok = await self._in_pool(self.hasher.verify, account.password_hash, request.password)
+        if not ok or account is None:
+            await self._failed(context, "password", username, address)
+        await self.store.clear_failures(username)
+        if self.hasher.needs_rehash(account.password_hash):
+            new_hash = await self._in_pool(self.hasher.hash, request.password)
+            await self.store.set_password(account.account_id, new_hash)
+        metrics.LOGINS.labels("password", "ok").inc()
+        roles = sessions.roles_for(username, self.config.admin_users)
+        return await self._new_session(account.account_id, roles, "password")
+
+    async def GuestLogin(
+        self, request: auth_pb2.GuestLoginRequest, context: Context
+    ) -> auth_pb2.Session:
+        try:
+            device_id = accounts.check_device_id(request.device_id)
+        except InputError as err:
+            await _invalid(context, err)
+        device_hash = sessions.digest(device_id)
+        account_id = await self.store.device_account(device_hash)
+        if account_id is None:
+            address = sessions.client_address(context.peer())
+            await self._count_registration(context, "guest", address)
+            account_id, _created = await self.store.guest_account(
+                device_hash, sessions.new_account_id(), ("player",), now=self.clock()
+            )
+        metrics.LOGINS.labels("guest", "ok").inc()
+        return await self._new_session(account_id, ("player",), "guest")
+
+    async def ServiceLogin(
+        self, request: auth_pb2.ServiceLoginRequest, context: Context
+    ) -> auth_pb2.Session:
+        try:
+            client_id = accounts.check_secret_size(request.client_id, "client_id")
+            secret = accounts.check_secret_size(request.client_secret, "client_secret")
+        except InputError as err:
+            await _invalid(context, err)
+        address = sessions.client_address(context.peer())
+        subject = f"service:{client_id}"
+        await self._check_lock(context, "service", subject, address)
+        expected = self.config.service_clients.get(client_id)
+        # Compare fixed-size digests in constant time, also for an unknown client id.
+        given_digest = hashlib.sha256(secret.encode()).digest()
+        expected_digest = hashlib.sha256((expected or os.urandom(16).hex()).encode()).digest()
+        if not hmac.compare_digest(given_digest, expected_digest) or expected is None:
+            await self._failed(context, "service", subject, address)
+        metrics.LOGINS.labels("service", "ok").inc()
+        return await self._new_session(subject, ("service",), "service", refresh=False)
+
+    async def Refresh(self, request: auth_pb2.RefreshRequest, context: Context) -> auth_pb2.Session:
+        try:
+            presented = accounts.check_secret_size(request.refresh_token, "refresh_token")
+        except InputError as err:
+            await _invalid(context, err)
+        now = self.clock()
+        new_token = sessions.new_refresh_token()
+        rotation = await self.store.rotate_refresh(
+            sessions.digest(presented),
+            sessions.digest(new_token),
+            ttl_s=self.config.refresh_ttl_s,
+            revoke_until=self._horizon(now),
+            now=now,
+        )
+        metrics.REFRESHES.labels(rotation.status.lower()).inc()
+        if rotation.status == "REUSED":
+            metrics.REVOCATIONS.labels("reuse").inc()
+            log.warning(
+                "refresh token reused; session revoked",
+                extra={"session": rotation.session_id, "account": rotation.account_id},
+            )
+            await errors.abort(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                "refresh token was already used; the session has been revoked",
+                reason="REFRESH_TOKEN_REUSED",
+            )
+        if rotation.status == "GONE":
+            await errors.abort(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                "the session has ended (logged out, revoked or expired)",
+                reason="SESSION_REVOKED",
+            )
+        if rotation.status != "OK":
+            await errors.abort(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                "refresh token is invalid or expired",
+                reason="REFRESH_TOKEN_INVALID",
+            )
+        return self._session_message(
+            rotation.account_id, rotation.session_id, rotation.roles, new_token, now
+        )
+
+    async def Logout(
+        self, request: auth_pb2.LogoutRequest, context: Context
+    ) -> auth_pb2.LogoutResponse:
+        claims = current_claims()
+        now = self.clock()
+        await self.store.revoke_session(claims.sid, until=self._horizon(now), now=now)
+        metrics.REVOCATIONS.labels("logout").inc()
+        return auth_pb2.LogoutResponse()
+
+    async def RevokeSessions(
+        self, request: auth_pb2.RevokeSessionsRequest, context: Context
+    ) -> auth_pb2.RevokeSessionsResponse:
+        if not request.account_id or len(request.account_id) > 128:
+            await errors.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "account_id is required (at most 128 characters)",
+                reason="INVALID_ARGUMENT",
+                field="account_id",
+            )
+        now = self.clock()
+        count = await self.store.revoke_account(
+            request.account_id, until=self._horizon(now), now=now
+        )
+        metrics.REVOCATIONS.labels("admin").inc(count)
+        log.info(
+            "sessions revoked by admin",
+            extra={"account": request.account_id, "count": count, "by": current_claims().sub},
+        )
+        return auth_pb2.RevokeSessionsResponse(revoked=count)
+
+    async def GetPublicKeys(
+        self, request: auth_pb2.GetPublicKeysRequest, context: Context
+    ) -> auth_pb2.PublicKeySet:
+        return public_key_set(self.keys.ring, self.clock(), self.config.keys_max_age_s)
+
+    async def IssueConnectToken(
+        self, request: auth_pb2.ConnectTokenRequest, context: Context
+    ) -> auth_pb2.ConnectToken:
+        claims = current_claims()
+        player_id, session_id = claims.sub, claims.sid
+        if "service" in claims.roles:
+            if not request.player_id:
+                await errors.abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "player_id is required when a service asks for a connect token",
+                    reason="INVALID_ARGUMENT",
+                    field="player_id",
+                )
+            player_id, session_id = request.player_id, request.session_id or claims.sid
+        elif request.player_id and request.player_id != claims.sub:
+            await errors.abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                "only role service may ask for another player's connect token",
+                reason="FORBIDDEN",
+                field="player_id",
+            )
+        region = request.region or "default"
+        relays = self.config.relays.get(region)
+        if relays is None:
+            await errors.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"unknown relay region {region!r}; known: {', '.join(sorted(self.config.relays))}",
+                reason="UNKNOWN_REGION",
+                field="region",
+            )
+        now = int(self.clock())
+        grant = connect.ConnectGrant(
+            token_id=connect.new_token_id(),
+            player_id=player_id,
+            session_id=session_id,
+            relay_addresses=relays,
+            client_to_server_key=connect.new_channel_key(),
+            server_to_client_key=connect.new_channel_key(),
+            issued_at=now,
+            expires_at=now + self.config.connect_ttl_s,
+            timeout_s=self.config.connect_timeout_s,
+        )
+        try:
+            token = connect.issue_connect_token(
+                grant, signing_key=self.keys.ring.current(now), sealing_key=self.config.sealing_key
+            )
+        except ValueError as err:
+            await errors.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"cannot issue a connect token: {err}",
+                reason="INVALID_ARGUMENT",
+                field="player_id",
+            )
+        metrics.TOKENS_ISSUED.labels("connect").inc()
+        return auth_pb2.ConnectToken(
+            token=token,
+            relay_addresses=list(relays),
+            client_to_server_key=grant.client_to_server_key,
+            server_to_client_key=grant.server_to_client_key,
+            expires_at=grant.expires_at,
+            timeout_s=grant.timeout_s,
+            player_id=player_id,
+        )
+
+
+def public_key_set(ring: KeyRing, now: float, max_age_s: int) -> auth_pb2.PublicKeySet:
+    """The PublicKeySet message for ``ring`` at ``now``."""
+    return auth_pb2.PublicKeySet(
+        keys=[
+            auth_pb2.PublicKey(
+                kid=k.kid,
+                alg=tokens.ALGORITHM,
+                crv="Ed25519",
+                x=b64url(raw_public_bytes(k.public_key)),
+                retired_at=k.retired_at,
+            )
+            for k in ring.published(now)
+        ],
+        max_age_s=max_age_s,
+    )
+
+
+async def _invalid(context: Context, err: InputError) -> NoReturn:
+    metrics.LOGINS.labels("input", "invalid_argument").inc()
+    await errors.abort(
+        context,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        err.message,
+        reason=err.reason,
+        field=err.field,
+    )
+
+
+async def _taken(context: Context) -> NoReturn:
+    metrics.LOGINS.labels("register", "taken").inc()
+    await errors.abort(
+        context,
+        grpc.StatusCode.ALREADY_EXISTS,
+        "username is taken",
+        reason="USERNAME_TAKEN",
+        field="username",
+    )
+
+
+async def _keep_keys_fresh(keys: KeySource, verifier: Verifier, period_s: float) -> None:
+    """Re-read the key directory and re-derive the accepted keys (retirements lapse)."""
+    while True:
+        await asyncio.sleep(period_s)
+        keys.reload()
+        published = keys.ring.public_keys(time.time())
+        if published.keys() != verifier.public_keys.keys():
+            verifier.set_keys(published)
+
+
+async def build(server_config: ServerConfig) -> GrpcService:
+    """Assemble the auth service from the environment."""
+    return await assemble(server_config, load_or_exit(AuthConfig.from_env))
+
+
+async def assemble(server_config: ServerConfig, config: AuthConfig) -> GrpcService:
+    """The auth service, ready to start: servicer, interceptor, key refresh, hooks."""
+    try:
+        keys = KeySource(config)
+    except KeyRingError as err:
+        raise ConfigError(PREFIX + "AUTH_KEY_DIR", str(config.key_dir), str(err)) from None
+    redis = common_store.connect(server_config.redis_url)
+    verifier = Verifier(
+        keys.ring.public_keys(time.time()),
+        issuer=config.issuer,
+        audience=config.audience,
+        leeway_s=config.leeway_s,
+    )
+    try:
+        await verifier.start(server_config.redis_url)
+    except ConnectionError as err:
+        await redis.aclose()
+        log.error("cannot start: Redis unreachable", extra={"error": str(err)})
+        raise SystemExit(1) from None
+    interceptor = AuthInterceptor(verifier, allow=PUBLIC_METHODS, roles=METHOD_ROLES)
+    servicer = AuthServicer(
+        config, AuthStore(redis), keys, hash_workers=max(1, os.cpu_count() or 1)
+    )
+    service = GrpcService(server_config, interceptors=[interceptor])
+    service.add(auth_pb2_grpc.add_AuthServicer_to_server, servicer, SERVICE)
+    refresher = asyncio.create_task(_keep_keys_fresh(keys, verifier, config.key_reload_s))
+    log.info(
+        "auth configured",
+        extra={
+            "kids": [k.kid for k in keys.ring.keys],
+            "generated_keys": config.key_dir is None,
+            "argon2": vars(config.argon2),
+            "regions": sorted(config.relays),
+            "service_clients": sorted(config.service_clients),
+        },
+    )
+
+    async def shutdown() -> None:
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+        await verifier.close()
+        await redis.aclose()
+        servicer.pool.shutdown(wait=False, cancel_futures=True)
+
+    service.on_shutdown(shutdown)
+    return service

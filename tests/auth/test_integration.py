@@ -1,0 +1,221 @@
+"""End to end with real processes: the auth service (``python -m tessera.auth``), a
+protected gRPC service using the verifier library, and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tessera.auth import keys, tokens
+from tessera.auth.tokens import TokenError
+from tessera.auth.verifier import AuthInterceptor, Verifier, bearer_metadata, current_claims
+from tessera.common import errors
+from tessera.common.localredis import LocalRedis
+from tessera.common.process import ServiceProcess
+from tessera.v1 import auth_pb2, auth_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+ENV = {
+    "TESSERA_HOST": "127.0.0.1",
+    "TESSERA_GRPC_PORT": "0",
+    "TESSERA_METRICS_PORT": "0",
+    "TESSERA_CONNECT_KEY": base64.b64encode(os.urandom(32)).decode(),
+    "TESSERA_AUTH_ARGON2_TIME_COST": "1",
+    "TESSERA_AUTH_ARGON2_MEMORY_KIB": "64",
+    "TESSERA_SHUTDOWN_GRACE_S": "1",
+}
+PASSWORD = "integration test password"
+
+
+def start_auth(redis_server: LocalRedis, **env: str) -> ServiceProcess:
+    proc = ServiceProcess(
+        "tessera.auth", {**ENV, "TESSERA_REDIS_URL": redis_server.url, **env}, name="auth"
+    ).start()
+    proc.wait_serving()
+    return proc
+
+
+@pytest.fixture
+def auth_process(redis_server: LocalRedis, redis: Any) -> Iterator[ServiceProcess]:
+    proc = start_auth(redis_server, TESSERA_AUTH_GENERATE_KEYS="true")
+    yield proc
+    proc.terminate()
+
+
+async def _whoami(request: bytes, context: Any) -> bytes:
+    return current_claims().sub.encode()
+
+
+@pytest.fixture
+async def protected(auth_process: ServiceProcess, redis_server: LocalRedis) -> AsyncIterator[str]:
+    """A separate protected gRPC service that verifies tokens with the library."""
+    verifier = await Verifier.connect(auth_process.grpc_address, redis_server.url)
+    server = grpc.aio.server(interceptors=[AuthInterceptor(verifier)])
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "tessera.test.Game", {"WhoAmI": grpc.unary_unary_rpc_method_handler(_whoami)}
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(None)
+    await verifier.close()
+
+
+async def test_register_login_call_refresh_reuse_revokes_within_one_second(
+    auth_process: ServiceProcess, protected: str
+) -> None:
+    async with (
+        grpc.aio.insecure_channel(auth_process.grpc_address) as auth_channel,
+        grpc.aio.insecure_channel(protected) as game_channel,
+    ):
+        auth = auth_pb2_grpc.AuthStub(auth_channel)
+        whoami = game_channel.unary_unary("/tessera.test.Game/WhoAmI", None, None)
+        registered = await auth.Register(
+            auth_pb2.RegisterRequest(username="Player.One", password=PASSWORD)
+        )
+        session = await auth.Login(auth_pb2.LoginRequest(username="player.one", password=PASSWORD))
+        assert session.account_id == registered.account_id
+        me = await whoami(b"", metadata=bearer_metadata(session.access_token))
+        assert me == session.account_id.encode()
+
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await whoami(b"")
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        refreshed = await auth.Refresh(auth_pb2.RefreshRequest(refresh_token=session.refresh_token))
+        assert await whoami(b"", metadata=bearer_metadata(refreshed.access_token)) == me
+
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await auth.Refresh(auth_pb2.RefreshRequest(refresh_token=session.refresh_token))
+        revoked_at = time.monotonic()
+        assert errors.detail_of(info.value).reason == "REFRESH_TOKEN_REUSED"
+
+        # Both access tokens of the family must now be refused by the other service.
+        for token in (refreshed.access_token, session.access_token):
+            while True:
+                try:
+                    await whoami(b"", metadata=bearer_metadata(token))
+                except grpc.aio.AioRpcError as err:
+                    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+                    assert errors.detail_of(err).reason == "TOKEN_REVOKED"
+                    assert "revoked" in (err.details() or "")
+                    break
+                assert time.monotonic() - revoked_at < 1.0, "revocation took longer than 1 s"
+                await asyncio.sleep(0.01)
+        assert time.monotonic() - revoked_at < 1.0
+
+    url = f"http://127.0.0.1:{auth_process.ports['metrics_port']}/metrics"
+    body = (await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())).decode()
+    assert 'tessera_auth_logins_total{kind="password",result="ok"} 1.0' in body
+    assert 'tessera_auth_refreshes_total{result="reused"} 1.0' in body
+    assert 'tessera_auth_tokens_issued_total{kind="access"}' in body
+    assert 'tessera_auth_verifications_total{result="REVOKED"}' in body
+
+
+async def test_key_rotation_from_a_key_directory(
+    redis_server: LocalRedis, redis: Any, tmp_path: Path
+) -> None:
+    keys.write_key(tmp_path, 0)
+    proc = start_auth(
+        redis_server, TESSERA_AUTH_KEY_DIR=str(tmp_path), TESSERA_AUTH_KEY_RELOAD_S="0.1"
+    )
+    verifier = await Verifier.connect(proc.grpc_address, redis_server.url)
+    try:
+        async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
+            auth = auth_pb2_grpc.AuthStub(channel)
+            old = await auth.GuestLogin(
+                auth_pb2.GuestLoginRequest(device_id="rotation-device-0001")
+            )
+            old_kid = verifier.verify(old.access_token).kid
+
+            # Pre-publish a key that activates in the future: listed, not signing yet.
+            upcoming = keys.write_key(tmp_path, int(time.time()) + 3600)
+            await _until(lambda: _kids(auth), lambda kids: len(kids) == 2)
+            upcoming.unlink()
+            # Rotate now: a key activating at once.
+            keys.write_key(tmp_path, int(time.time()))
+
+            async def new_token() -> str:
+                s = await auth.GuestLogin(
+                    auth_pb2.GuestLoginRequest(device_id="rotation-device-0001")
+                )
+                return str(s.access_token)
+
+            token = await _until(new_token, lambda t: _kid(t) != old_kid)
+            # The verifier learns the new kid by itself (unknown kid -> immediate fetch).
+            claims = await _until(lambda: _try_verify(verifier, token), lambda c: c is not None)
+            assert claims is not None and claims.kid != old_kid
+            assert verifier.verify(old.access_token).kid == old_kid  # overlap window
+            key_set = await auth.GetPublicKeys(auth_pb2.GetPublicKeysRequest())
+            retired = {k.kid: k.retired_at for k in key_set.keys}
+            assert key_set.keys[0].kid == claims.kid
+            assert retired[old_kid] > 0
+    finally:
+        await verifier.close()
+        assert proc.terminate() == 0
+
+
+async def _kids(auth: Any) -> list[str]:
+    key_set = await auth.GetPublicKeys(auth_pb2.GetPublicKeysRequest())
+    return [k.kid for k in key_set.keys]
+
+
+def _kid(token: str) -> str:
+    return tokens.read_header(token)
+
+
+async def _try_verify(verifier: Verifier, token: str) -> Any:
+    try:
+        return verifier.verify(token)
+    except TokenError:
+        return None
+
+
+async def _until(produce: Any, accept: Any, timeout_s: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await produce()
+        if accept(value):
+            return value
+        assert time.monotonic() < deadline, f"condition not met: last value {value!r}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"TESSERA_AUTH_GENERATE_KEYS": "true", "TESSERA_AUTH_RELAYS": "nowhere"}, "AUTH_RELAYS"),
+        ({"TESSERA_AUTH_KEY_DIR": "/nonexistent/keys"}, "TESSERA_AUTH_KEY_DIR"),
+        ({}, "TESSERA_AUTH_KEY_DIR"),
+        (
+            {"TESSERA_AUTH_GENERATE_KEYS": "true", "TESSERA_CONNECT_KEY": "dG9vIHNob3J0"},
+            "TESSERA_CONNECT_KEY",
+        ),
+        ({"TESSERA_AUTH_GENERATE_KEYS": "yes", "TESSERA_AUTH_ACCESS_TTL_S": "0"}, "ACCESS_TTL"),
+    ],
+)
+def test_bad_configuration_exits_2_naming_the_variable(
+    redis_server: LocalRedis, env: dict[str, str], variable: str
+) -> None:
+    proc = ServiceProcess(
+        "tessera.auth", {**ENV, "TESSERA_REDIS_URL": redis_server.url, **env}, name="auth"
+    ).start()
+    assert proc.proc is not None
+    code = proc.proc.wait(timeout=20)
+    proc.terminate()
+    assert code == 2
+    assert variable in "\n".join(proc.lines)

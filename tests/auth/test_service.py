@@ -1,0 +1,377 @@
+"""The Auth service on a real grpc.aio server with real Redis: every RPC, good and bad."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import statistics
+import time
+from typing import Any
+
+import grpc
+import pytest
+
+from tessera.auth import connect
+from tessera.auth.keys import b64url
+from tessera.auth.verifier import Verifier, bearer_metadata, keys_from_proto
+from tessera.common import errors
+from tessera.v1 import auth_pb2
+
+from .conftest import SEALING_KEY, RunningAuth, StartAuth
+
+pytestmark = pytest.mark.integration
+PASSWORD = "correct horse battery"
+
+
+async def fails(call: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    return info.value
+
+
+async def register(auth: RunningAuth, username: str, password: str = PASSWORD) -> auth_pb2.Session:
+    return await auth.stub.Register(auth_pb2.RegisterRequest(username=username, password=password))
+
+
+async def login(auth: RunningAuth, username: str, password: str = PASSWORD) -> auth_pb2.Session:
+    return await auth.stub.Login(auth_pb2.LoginRequest(username=username, password=password))
+
+
+async def verifier_for(auth: RunningAuth) -> Verifier:
+    keys = keys_from_proto(await auth.stub.GetPublicKeys(auth_pb2.GetPublicKeysRequest()))
+    return Verifier(keys)
+
+
+async def test_register_login_and_tokens_verify(auth: RunningAuth) -> None:
+    session = await register(auth, "Alice")
+    assert session.roles == ["player"]
+    assert session.refresh_token and session.access_expires_at > time.time() + 800
+    verifier = await verifier_for(auth)
+    claims = verifier.verify(session.access_token)
+    assert (claims.sub, claims.sid) == (session.account_id, session.session_id)
+    again = await login(auth, "ALICE")
+    assert again.account_id == session.account_id
+    assert again.session_id != session.session_id
+
+
+async def test_usernames_are_normalized_and_unique(auth: RunningAuth) -> None:
+    await register(auth, "alice")
+    err = await fails(register(auth, "ＡＬＩＣＥ"))  # full-width: NFKC folds it
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert errors.detail_of(err).reason == "USERNAME_TAKEN"
+    assert (await login(auth, "Ａｌｉｃｅ")).roles == ["player"]
+
+
+async def test_concurrent_registrations_of_one_name_create_one_account(auth: RunningAuth) -> None:
+    results = await asyncio.gather(
+        *(register(auth, "racer", f"{PASSWORD} {i}") for i in range(12)), return_exceptions=True
+    )
+    ok = [r for r in results if isinstance(r, auth_pb2.Session)]
+    taken = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(ok) == 1
+    assert len(taken) == 11
+    assert {e.code() for e in taken} == {grpc.StatusCode.ALREADY_EXISTS}
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "field", "reason"),
+    [
+        ("ab", PASSWORD, "username", "USERNAME_INVALID"),
+        ("a" * 33, PASSWORD, "username", "USERNAME_INVALID"),
+        ("bad name", PASSWORD, "username", "USERNAME_INVALID"),
+        ("ällo", PASSWORD, "username", "USERNAME_INVALID"),
+        ("раураl", PASSWORD, "username", "USERNAME_INVALID"),  # Cyrillic look-alikes
+        ("x" * 100_000, PASSWORD, "username", "USERNAME_INVALID"),
+        ("", PASSWORD, "username", "USERNAME_INVALID"),
+        ("bob", "short", "password", "PASSWORD_TOO_SHORT"),
+        ("bob", "password123", "password", "PASSWORD_TOO_COMMON"),
+        ("bob", "Qwertyuiop123", "password", "PASSWORD_TOO_COMMON"),
+        ("bob", "aaaaaaaaaaaa", "password", "PASSWORD_TOO_COMMON"),
+        ("bobby", "my name is bobby!", "password", "PASSWORD_CONTAINS_USERNAME"),
+        ("bob", "p" * 257, "password", "PASSWORD_TOO_LONG"),
+        ("bob", "", "password", "PASSWORD_INVALID"),
+    ],
+)
+async def test_registration_input_rules(
+    auth: RunningAuth, username: str, password: str, field: str, reason: str
+) -> None:
+    err = await fails(register(auth, username, password))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    detail = errors.detail_of(err)
+    assert (detail.field, detail.reason) == (field, reason)
+    assert err.details()
+
+
+async def test_over_long_login_inputs_are_rejected_before_hashing(auth: RunningAuth) -> None:
+    for username, password in (("alice", "p" * 100_000), ("a" * 100_000, "pw")):
+        err = await fails(login(auth, username, password))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    err = await fails(auth.stub.Refresh(auth_pb2.RefreshRequest(refresh_token="r" * 10_000)))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_no_user_enumeration(start_auth: StartAuth) -> None:
+    # Heavier argon2 here so the hash dominates and timing differences would show.
+    auth = await start_auth(AUTH_ARGON2_MEMORY_KIB="4096", AUTH_LOGIN_FAILS_PER_ACCOUNT="1000")
+    await register(auth, "known")
+    wrong = await fails(login(auth, "known", "wrong password!"))
+    unknown = await fails(login(auth, "nobody", "wrong password!"))
+    assert wrong.code() == unknown.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert wrong.details() == unknown.details() == "invalid username or password"
+    assert errors.detail_of(wrong) == errors.detail_of(unknown)
+
+    async def timed(username: str) -> float:
+        started = time.perf_counter()
+        await fails(login(auth, username, "wrong password!"))
+        return time.perf_counter() - started
+
+    known_times, unknown_times = [], []
+    for _ in range(8):
+        known_times.append(await timed("known"))
+        unknown_times.append(await timed("nobody"))
+    known, unknown_ = statistics.median(known_times), statistics.median(unknown_times)
+    assert 0.6 < unknown_ / known < 1.6, (known, unknown_)
+
+
+async def test_account_lockout_with_retry_after(start_auth: StartAuth) -> None:
+    auth = await start_auth(AUTH_LOGIN_FAILS_PER_ACCOUNT="3", AUTH_LOCKOUT_S="1")
+    await register(auth, "carol")
+    for _ in range(3):
+        err = await fails(login(auth, "carol", "not the password"))
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    err = await fails(login(auth, "carol"))  # even the right password
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    detail = errors.detail_of(err)
+    assert detail.reason == "LOGIN_LOCKED"
+    assert 0 < detail.retry_after_s <= 1.0
+    # An unknown username locks the same way: lockouts reveal nothing either.
+    for _ in range(3):
+        await fails(login(auth, "ghost", "not the password"))
+    assert (await fails(login(auth, "ghost", "x"))).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    await asyncio.sleep(detail.retry_after_s + 0.05)
+    assert (await login(auth, "carol")).roles == ["player"]
+
+
+async def test_address_lockout_spans_usernames(start_auth: StartAuth) -> None:
+    auth = await start_auth(AUTH_LOGIN_FAILS_PER_ADDRESS="4", AUTH_LOCKOUT_S="5")
+    for i in range(4):
+        await fails(login(auth, f"user{i}", "not the password"))
+    err = await fails(login(auth, "someone-else", "whatever pw"))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert errors.detail_of(err).retry_after_s > 1
+
+
+async def test_lockout_is_shared_across_replicas(start_auth: StartAuth) -> None:
+    one = await start_auth(AUTH_LOGIN_FAILS_PER_ACCOUNT="2", AUTH_LOCKOUT_S="5")
+    two = await start_auth(AUTH_LOGIN_FAILS_PER_ACCOUNT="2", AUTH_LOCKOUT_S="5")
+    await register(one, "dave")
+    await fails(login(one, "dave", "not the password"))
+    await fails(login(two, "dave", "not the password"))
+    assert (await fails(login(one, "dave"))).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_registrations_per_address(start_auth: StartAuth) -> None:
+    auth = await start_auth(AUTH_REGISTRATIONS_PER_ADDRESS="2")
+    await register(auth, "first")
+    await auth.stub.GuestLogin(auth_pb2.GuestLoginRequest(device_id="device-0123456789abcdef"))
+    err = await fails(register(auth, "third"))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    detail = errors.detail_of(err)
+    assert detail.reason == "REGISTRATION_RATE_LIMITED" and detail.retry_after_s > 0
+
+
+async def test_guest_login(auth: RunningAuth) -> None:
+    device = "device-0123456789abcdef"
+    first = await auth.stub.GuestLogin(auth_pb2.GuestLoginRequest(device_id=device))
+    again = await auth.stub.GuestLogin(auth_pb2.GuestLoginRequest(device_id=device))
+    other = await auth.stub.GuestLogin(auth_pb2.GuestLoginRequest(device_id=device + "x"))
+    assert first.account_id == again.account_id != other.account_id
+    assert first.roles == ["player"] and first.refresh_token
+    for bad in ("short", "has spaces in it here!", "x" * 129, "ü" * 20):
+        err = await fails(auth.stub.GuestLogin(auth_pb2.GuestLoginRequest(device_id=bad)))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert errors.detail_of(err).field == "device_id"
+
+
+async def test_service_login(auth: RunningAuth) -> None:
+    session = await auth.stub.ServiceLogin(
+        auth_pb2.ServiceLoginRequest(client_id="matchmaking", client_secret="mm-secret-0123456789")
+    )
+    assert session.roles == ["service"] and not session.refresh_token
+    assert session.account_id == "service:matchmaking"
+    for client_id, secret in (("matchmaking", "wrong-secret-01234"), ("nobody", "whatever")):
+        err = await fails(
+            auth.stub.ServiceLogin(
+                auth_pb2.ServiceLoginRequest(client_id=client_id, client_secret=secret)
+            )
+        )
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert err.details() == "invalid client credentials"
+
+
+async def test_refresh_rotation_and_reuse_revokes_the_family(auth: RunningAuth) -> None:
+    session = await register(auth, "erin")
+    first = await auth.stub.Refresh(auth_pb2.RefreshRequest(refresh_token=session.refresh_token))
+    assert first.session_id == session.session_id
+    assert first.refresh_token != session.refresh_token
+    second = await auth.stub.Refresh(auth_pb2.RefreshRequest(refresh_token=first.refresh_token))
+    # The first token comes back: theft. The whole session dies, including `second`.
+    err = await fails(auth.stub.Refresh(auth_pb2.RefreshRequest(refresh_token=first.refresh_token)))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert errors.detail_of(err).reason == "REFRESH_TOKEN_REUSED"
+    err = await fails(
+        auth.stub.Refresh(auth_pb2.RefreshRequest(refresh_token=second.refresh_token))
+    )
+    assert errors.detail_of(err).reason == "SESSION_REVOKED"
+    err = await fails(
+        auth.stub.Logout(auth_pb2.LogoutRequest(), metadata=bearer_metadata(second.access_token))
+    )
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert errors.detail_of(err).reason == "TOKEN_REVOKED"
+    err = await fails(auth.stub.Refresh(auth_pb2.RefreshRequest(refresh_token="made-up-token")))
+    assert errors.detail_of(err).reason == "REFRESH_TOKEN_INVALID"
+
+
+async def test_logout_revokes_the_session_only(auth: RunningAuth) -> None:
+    one = await register(auth, "frank")
+    two = await login(auth, "frank")
+    await auth.stub.Logout(auth_pb2.LogoutRequest(), metadata=bearer_metadata(one.access_token))
+    err = await fails(auth.stub.Refresh(auth_pb2.RefreshRequest(refresh_token=one.refresh_token)))
+    assert errors.detail_of(err).reason == "SESSION_REVOKED"
+    refreshed = await auth.stub.Refresh(auth_pb2.RefreshRequest(refresh_token=two.refresh_token))
+    assert refreshed.session_id == two.session_id
+
+
+async def test_admin_revokes_all_sessions(auth: RunningAuth) -> None:
+    player = await register(auth, "grace")
+    await login(auth, "grace")
+    admin = await register(auth, "root-admin")
+    assert admin.roles == ["player", "admin"]
+    request = auth_pb2.RevokeSessionsRequest(account_id=player.account_id)
+    err = await fails(
+        auth.stub.RevokeSessions(request, metadata=bearer_metadata(player.access_token))
+    )
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    reply = await auth.stub.RevokeSessions(request, metadata=bearer_metadata(admin.access_token))
+    assert reply.revoked == 2
+    err = await fails(
+        auth.stub.Refresh(auth_pb2.RefreshRequest(refresh_token=player.refresh_token))
+    )
+    assert errors.detail_of(err).reason == "SESSION_REVOKED"
+    err = await fails(
+        auth.stub.RevokeSessions(
+            auth_pb2.RevokeSessionsRequest(), metadata=bearer_metadata(admin.access_token)
+        )
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_public_keys(auth: RunningAuth) -> None:
+    key_set = await auth.stub.GetPublicKeys(auth_pb2.GetPublicKeysRequest())
+    assert key_set.max_age_s == 60
+    assert len(key_set.keys) == 1
+    key = key_set.keys[0]
+    assert (key.alg, key.crv, key.retired_at) == ("EdDSA", "Ed25519", 0)
+    assert len(keys_from_proto(key_set)[key.kid].public_bytes_raw()) == 32
+
+
+async def test_connect_tokens(auth: RunningAuth) -> None:
+    session = await register(auth, "heidi")
+    md = bearer_metadata(session.access_token)
+    reply = await auth.stub.IssueConnectToken(auth_pb2.ConnectTokenRequest(), metadata=md)
+    assert reply.relay_addresses == ["127.0.0.1:7777"]
+    assert reply.player_id == session.account_id
+    assert 25 <= reply.expires_at - time.time() <= 31
+    verifier = await verifier_for(auth)
+    grant = connect.open_connect_token(
+        reply.token,
+        public_keys=verifier.public_keys,
+        sealing_key=SEALING_KEY,
+        relay_address="127.0.0.1:7777",
+        now=time.time(),
+    )
+    assert grant.client_to_server_key == reply.client_to_server_key
+    assert grant.server_to_client_key == reply.server_to_client_key
+    assert (grant.player_id, grant.session_id) == (session.account_id, session.session_id)
+    assert reply.client_to_server_key not in reply.token
+
+    eu = await auth.stub.IssueConnectToken(
+        auth_pb2.ConnectTokenRequest(region="eu-west"), metadata=md
+    )
+    assert eu.relay_addresses == ["10.0.0.1:7777", "10.0.0.2:7777"]
+    err = await fails(
+        auth.stub.IssueConnectToken(auth_pb2.ConnectTokenRequest(region="mars"), metadata=md)
+    )
+    assert errors.detail_of(err).reason == "UNKNOWN_REGION"
+    err = await fails(
+        auth.stub.IssueConnectToken(auth_pb2.ConnectTokenRequest(player_id="other"), metadata=md)
+    )
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    err = await fails(auth.stub.IssueConnectToken(auth_pb2.ConnectTokenRequest()))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_service_issues_connect_tokens_on_behalf_of_players(auth: RunningAuth) -> None:
+    service = await auth.stub.ServiceLogin(
+        auth_pb2.ServiceLoginRequest(client_id="matchmaking", client_secret="mm-secret-0123456789")
+    )
+    md = bearer_metadata(service.access_token)
+    reply = await auth.stub.IssueConnectToken(
+        auth_pb2.ConnectTokenRequest(player_id="p-42", session_id="s-42"), metadata=md
+    )
+    assert reply.player_id == "p-42"
+    verifier = await verifier_for(auth)
+    grant = connect.open_connect_token(
+        reply.token,
+        public_keys=verifier.public_keys,
+        sealing_key=SEALING_KEY,
+        relay_address="127.0.0.1:7777",
+        now=time.time(),
+    )
+    assert (grant.player_id, grant.session_id) == ("p-42", "s-42")
+    err = await fails(auth.stub.IssueConnectToken(auth_pb2.ConnectTokenRequest(), metadata=md))
+    assert errors.detail_of(err).field == "player_id"
+
+
+async def test_forged_tokens_are_unauthenticated(auth: RunningAuth) -> None:
+    session = await register(auth, "ivan")
+    header_b64, payload_b64, _ = session.access_token.split(".")
+    header = json.loads(_unb64(header_b64))
+    key_set = await auth.stub.GetPublicKeys(auth_pb2.GetPublicKeysRequest())
+    public = _unb64(key_set.keys[0].x)
+    forged_header = b64url(json.dumps({**header, "alg": "HS256"}).encode())
+    mac = hmac.new(public, f"{forged_header}.{payload_b64}".encode(), hashlib.sha256).digest()
+    none_header = b64url(json.dumps({**header, "alg": "none"}).encode())
+    for token, reason in (
+        (f"{forged_header}.{payload_b64}.{b64url(mac)}", "TOKEN_BAD_SIGNATURE"),
+        (f"{none_header}.{payload_b64}.", "TOKEN_BAD_SIGNATURE"),
+        ("garbage", "TOKEN_MALFORMED"),
+    ):
+        err = await fails(
+            auth.stub.IssueConnectToken(
+                auth_pb2.ConnectTokenRequest(), metadata=bearer_metadata(token)
+            )
+        )
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert errors.detail_of(err).reason == reason
+        assert err.details()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+async def test_login_rehashes_after_argon2_parameters_change(
+    start_auth: StartAuth, redis: Any
+) -> None:
+    weak = await start_auth()
+    session = await register(weak, "judy")
+    key = f"tessera:{{auth}}:account:{session.account_id}"
+    assert b"m=64,t=1" in await redis.hget(key, "password")
+    stronger = await start_auth(AUTH_ARGON2_MEMORY_KIB="128", AUTH_ARGON2_TIME_COST="2")
+    await login(stronger, "judy")
+    assert b"m=128,t=2" in await redis.hget(key, "password")
+    assert (await login(stronger, "judy")).account_id == session.account_id
