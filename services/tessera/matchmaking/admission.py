@@ -2,7 +2,8 @@
 
 The matchmaker logs in to auth with client credentials (role ``service``) and
 asks ``Auth.IssueConnectToken`` on behalf of each assigned player. The access
-token is renewed before it expires, and once more if auth rejects it.
+token is renewed before it expires, and once more if auth rejects it. A match
+region auth has no relays for falls back to auth's default relays.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 import grpc
 
 from tessera.auth.verifier import bearer_metadata
+from tessera.common import errors
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 
 # Renew the service session this long before its access token expires.
@@ -52,6 +54,14 @@ class AuthIssuer:
 
     async def issue(self, player_id: str, region: str) -> auth_pb2.ConnectToken:
         request = auth_pb2.ConnectTokenRequest(region=region, player_id=player_id)
+        try:
+            return await self._issue(request)
+        except grpc.aio.AioRpcError as err:
+            if errors.detail_of(err).reason != "UNKNOWN_REGION":
+                raise
+        return await self._issue(auth_pb2.ConnectTokenRequest(player_id=player_id))
+
+    async def _issue(self, request: auth_pb2.ConnectTokenRequest) -> auth_pb2.ConnectToken:
         token = await self._access_token()
         try:
             return await self.stub.IssueConnectToken(
