@@ -80,6 +80,8 @@ class Director:
     interval_s: float = 0.02
     expire_every_s: float = 1.0
     clock: Callable[[], float] = wall_ms
+    # Tickets one tick considers per mode; bounds a tick's work when a backlog builds up.
+    pool_limit: int = 20_000
     replica_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Fresh tickets are split between live replicas by hash; older ones are open to all.
     steal_after_ms: float = 200.0
@@ -133,7 +135,7 @@ class Director:
     ) -> None:
         now = self.clock()
         snapshot = self._snapshots.setdefault(mode.name, Snapshot(mode.name))
-        searching = await self.store.searching(snapshot, now)
+        searching = await self.store.searching(snapshot, now, self.pool_limit)
         metrics.SEARCHING.labels(mode.name).set(len(searching))
         result.searching += len(searching)
         tickets = share(searching, now, *self._share, self.steal_after_ms)
@@ -260,6 +262,7 @@ class Director:
         out = {}
         for (player, _), token in zip(seats, issued, strict=True):
             if isinstance(token, BaseException):
+                metrics.TOKEN_FAILURES.inc()
                 log.warning("connect token refused", extra={"player": player, "error": str(token)})
                 continue
             out[player] = token

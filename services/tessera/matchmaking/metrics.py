@@ -44,6 +44,10 @@ NO_DESTINATION = Counter(
     "Proposals dropped because no zone had room for them.",
     ["mode"],
 )
+TOKEN_FAILURES = Counter(
+    "tessera_matchmaking_connect_token_failures_total",
+    "Connect tokens auth did not issue; their proposals wait for the next tick.",
+)
 TICK = Histogram(
     "tessera_matchmaking_tick_seconds",
     "Duration of one matching tick over all modes.",

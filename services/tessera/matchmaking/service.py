@@ -45,6 +45,8 @@ class Settings:
     ticket_ttl_s: float
     retention_s: float
     tick_interval_s: float
+    pool_limit: int
+    steal_after_ms: float
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -84,6 +86,8 @@ class Settings:
             ticket_ttl_s=env.number("MM_TICKET_TTL_S", 30.0, lo=1.0, hi=3600.0),
             retention_s=env.number("MM_RETENTION_S", 600.0, lo=1.0, hi=7 * 86_400.0),
             tick_interval_s=env.number("MM_TICK_INTERVAL_S", 0.02, lo=0.001, hi=10.0),
+            pool_limit=env.integer("MM_POOL_LIMIT", 20_000, lo=10, hi=10_000_000),
+            steal_after_ms=env.number("MM_STEAL_AFTER_MS", 200.0, lo=0.0, hi=600_000.0),
         )
 
 
@@ -115,7 +119,12 @@ async def build(config: ServerConfig) -> GrpcService:
             issuer = AuthIssuer(settings.auth_address, settings.client_id, settings.client_secret)
             await issuer.login()
         director = Director(
-            store, settings.modes, issuer=issuer, interval_s=settings.tick_interval_s
+            store,
+            settings.modes,
+            issuer=issuer,
+            interval_s=settings.tick_interval_s,
+            pool_limit=settings.pool_limit,
+            steal_after_ms=settings.steal_after_ms,
         )
         tasks.append(asyncio.create_task(director.run(stop), name="mm-director"))
     log.info(

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, NoReturn, Protocol
 
 import grpc
+from redis.exceptions import RedisError
 
 from tessera.common.errors import abort
 from tessera.matchmaking import metrics
@@ -24,6 +26,8 @@ from tessera.matchmaking.store import SEARCHING, PlayerBusy, Store
 from tessera.matchmaking.ticket import MAX_ID_LEN, InvalidTicket, validate
 from tessera.v1 import matchmaking_pb2 as pb
 from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 TRUSTED = ("service", "admin")
@@ -65,10 +69,16 @@ class Watchers:
             for event in self._waiting.get(ticket_id, ()):
                 event.set()
 
-    async def follow(self, store: Store) -> None:
-        """Feed from the store's event channel until cancelled."""
-        async for _state, ids in store.events():
-            self.notify(ids)
+    async def follow(self, store: Store, retry_s: float = 1.0) -> None:
+        """Feed from the store's event channel until cancelled, resubscribing after a
+        Redis failure (meanwhile watchers fall back to polling)."""
+        while True:
+            try:
+                async for _state, ids in store.events():
+                    self.notify(ids)
+            except RedisError:
+                log.warning("ticket event subscription lost; resubscribing", exc_info=True)
+            await asyncio.sleep(retry_s)
 
 
 class MatchmakerServicer(pb_grpc.MatchmakerServicer):

@@ -375,9 +375,14 @@ class Store:
         )
         return len(ended)
 
-    async def searching(self, snapshot: Snapshot, now_ms: float) -> list[Candidate]:
-        """The mode's searching, unexpired tickets; only new ones are read in full."""
-        raw: Any = await self.redis.zrangebyscore(self.pool_key(snapshot.mode), int(now_ms), "+inf")
+    async def searching(
+        self, snapshot: Snapshot, now_ms: float, limit: int = 20_000
+    ) -> list[Candidate]:
+        """The mode's searching, unexpired tickets (at most ``limit``, soonest to expire
+        first); only tickets not seen before are read in full."""
+        raw: Any = await self.redis.zrangebyscore(
+            self.pool_key(snapshot.mode), int(now_ms), "+inf", start=0, num=limit
+        )
         ids = [i.decode() for i in raw]
         known = snapshot.tickets
         fresh = [i for i in ids if i not in known]
