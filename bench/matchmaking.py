@@ -7,6 +7,10 @@ those of the matching loop and its claims, not of gRPC. Assignments are observed
 on the ticket event channel that WatchAssignment streams are fed from.
 
     python bench/matchmaking.py --json PATH [--rate 5000] [--duration 8] [--replicas 1,2]
+                                [--token-rate 1000]
+
+The last scenario also issues every assigned player a connect token through a real
+auth process (one IssueConnectToken call per player), at ``--token-rate``.
 """
 
 from __future__ import annotations
@@ -60,16 +64,44 @@ def scrape(process: ServiceProcess) -> dict[str, float]:
     return out
 
 
-def matcher(redis_url: str, index: int) -> ServiceProcess:
+SECRET = "bench-secret-0123456789"
+
+
+def auth_service(redis_url: str) -> ServiceProcess:
     return ServiceProcess(
-        "tessera.matchmaking",
+        "tessera.auth",
         {
             "TESSERA_REDIS_URL": redis_url,
             "TESSERA_HOST": "127.0.0.1",
             "TESSERA_GRPC_PORT": "0",
             "TESSERA_METRICS_PORT": "0",
+            "TESSERA_AUTH_GENERATE_KEYS": "true",
+            "TESSERA_CONNECT_KEY_GENERATE": "true",
+            "TESSERA_AUTH_SERVICE_CLIENTS": f"matchmaking={SECRET}",
+        },
+        name="auth",
+    )
+
+
+def matcher(redis_url: str, index: int, auth: ServiceProcess | None) -> ServiceProcess:
+    tokens = (
+        {
+            "TESSERA_MM_CONNECT_TOKENS": "true",
+            "TESSERA_AUTH_ADDRESS": auth.grpc_address,
+            "TESSERA_MM_CLIENT_SECRET": SECRET,
+        }
+        if auth is not None
+        else {"TESSERA_MM_CONNECT_TOKENS": "false"}
+    )
+    return ServiceProcess(
+        "tessera.matchmaking",
+        {
+            **tokens,
+            "TESSERA_REDIS_URL": redis_url,
+            "TESSERA_HOST": "127.0.0.1",
+            "TESSERA_GRPC_PORT": "0",
+            "TESSERA_METRICS_PORT": "0",
             "TESSERA_MM_FRONTEND": "false",
-            "TESSERA_MM_CONNECT_TOKENS": "false",
             "TESSERA_MM_MODES": json.dumps(MODES),
             "TESSERA_MM_TICK_INTERVAL_S": "0.01",
         },
@@ -169,7 +201,7 @@ class Run:
 
 
 async def scenario(
-    redis_server: LocalRedis, replicas: int, rate: float, duration_s: float
+    redis_server: LocalRedis, replicas: int, rate: float, duration_s: float, *, tokens: bool
 ) -> dict[str, Any]:
     redis = common_store.connect(redis_server.url, max_connections=32)
     await redis.flushall()
@@ -179,7 +211,10 @@ async def scenario(
     )
     await redis.sadd(keys.zones, "z1")
     await redis.set(keys.zone_status("z1"), status.SerializeToString())
-    processes = [matcher(redis_server.url, i).start() for i in range(replicas)]
+    auth = auth_service(redis_server.url).start() if tokens else None
+    if auth is not None:
+        await asyncio.to_thread(auth.wait_serving)
+    processes = [matcher(redis_server.url, i, auth).start() for i in range(replicas)]
     for p in processes:
         await asyncio.to_thread(p.wait_serving)
     run = Run(redis, rate, duration_s, seed=replicas)
@@ -193,6 +228,8 @@ async def scenario(
     metrics = [scrape(p) for p in processes]
     for p in processes:
         p.terminate()
+    if auth is not None:
+        auth.terminate()
     listener.cancel()
     broken = await run.broken_matches()
     await redis.aclose()
@@ -208,6 +245,7 @@ async def scenario(
 
     out: dict[str, Any] = {
         "replicas": replicas,
+        "connect_tokens": tokens,
         "offered_tickets_per_s": round(len(run.created) / elapsed, 1),
         "tickets_per_s": round(len(run.assigned_at) / elapsed, 1),
         "tickets_created": len(run.created),
@@ -243,6 +281,7 @@ async def scenario(
 def table(results: list[dict[str, Any]]) -> str:
     rows = [
         ("replicas", "replicas"),
+        ("connect tokens from auth", "connect_tokens"),
         ("offered tickets/s", "offered_tickets_per_s"),
         ("matched tickets/s", "tickets_per_s"),
         ("backlog after 1 s", "backlog_after_1s"),
@@ -267,9 +306,13 @@ def table(results: list[dict[str, Any]]) -> str:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with LocalRedis() as redis_server:
         results = [
-            await scenario(redis_server, int(n), args.rate, args.duration)
+            await scenario(redis_server, int(n), args.rate, args.duration, tokens=False)
             for n in args.replicas.split(",")
         ]
+        if args.token_rate > 0:
+            results.append(
+                await scenario(redis_server, 1, args.token_rate, args.duration, tokens=True)
+            )
     return {
         "benchmark": "matchmaking",
         "rate": args.rate,
@@ -291,6 +334,12 @@ def main() -> None:
         "--duration", type=float, default=8.0, help="seconds of arrivals per scenario"
     )
     parser.add_argument("--replicas", default="1,2", help="matchmaker process counts to run")
+    parser.add_argument(
+        "--token-rate",
+        type=float,
+        default=1000.0,
+        help="offered tickets/s of a last scenario that issues connect tokens via auth (0 = skip)",
+    )
     args = parser.parse_args()
     report = asyncio.run(main_async(args))
     print(table(report["scenarios"]))
