@@ -11,8 +11,10 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.common.store import WorldKeys
+from tessera.matchmaking import matching
 from tessera.matchmaking.director import Director
-from tessera.matchmaking.modes import INSTANCE, Curve, Mode
+from tessera.matchmaking.matching import Proposal, Seat
+from tessera.matchmaking.modes import DEFAULT_MODES, INSTANCE, Curve, Mode
 from tessera.matchmaking.store import Store
 from tessera.v1 import auth_pb2, common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
@@ -212,3 +214,34 @@ async def test_racing_directors_never_share_a_ticket(
         assert t is not None and t.state == pb.TICKET_STATE_ASSIGNED
         matches[t.assignment.match_id] = matches.get(t.assignment.match_id, 0) + 1
     assert set(matches.values()) == {2}
+
+
+def _steal_everything(tickets: Any, now_ms: float, mode: Mode) -> list[Proposal]:
+    """A broken match function: seats a player that is not on the ticket."""
+    return [
+        Proposal(mode.name, "eu", (t.id,), (Seat(t.id, "somebody-else", 0),), 0.0) for t in tickets
+    ]
+
+
+async def test_invalid_proposals_of_a_custom_function_are_refused(
+    store: Store, redis: Redis, clock: Clock
+) -> None:
+    await add_zone(redis, "main", "z", 0)
+    matching.register("steal-everything", _steal_everything)
+    mode = Mode(name="duel", match_function="steal-everything")
+    director = Director(store, {"duel": mode}, clock=clock)
+    t = await store.create(make_ticket("duel", "alice", clock=clock), clock.now)
+    result = await director.tick()
+    assert (result.refused, result.matches) == (1, 0)
+    got = await store.get(t.id, clock.now)
+    assert got is not None and got.state == pb.TICKET_STATE_SEARCHING
+
+
+async def test_open_world_solo_is_placed_at_once(store: Store, redis: Redis, clock: Clock) -> None:
+    await add_zone(redis, "main", "z", 0)
+    (open_world,) = [m for m in DEFAULT_MODES if m.name == "open-world"]
+    director = Director(store, {"open-world": open_world}, clock=clock)
+    t = await store.create(make_ticket("open-world", "wanderer", clock=clock), clock.now)
+    assert (await director.tick()).matches == 1
+    got = await store.get(t.id, clock.now)
+    assert got is not None and got.assignment.destination.zone == "z"
