@@ -245,14 +245,25 @@ def test_resolve_imports_dotted_functions() -> None:
         matching.resolve("tessera.nope:f")
 
 
-def test_share_splits_fresh_tickets_and_opens_old_ones() -> None:
-    fresh = [ticket(25, created=1_000.0) for _ in range(200)]
-    old = [ticket(25, created=0.0) for _ in range(10)]
-    shares = [matching.share([*fresh, *old], 1_100.0, i, 3, 500.0) for i in range(3)]
-    all_fresh = {t.id for t in fresh}
-    fresh_ids = [{t.id for t in s if t.id in all_fresh} for s in shares]
-    assert set.union(*fresh_ids) == all_fresh
-    assert sum(len(s) for s in fresh_ids) == len(fresh)
-    assert all(len(s) > 30 for s in fresh_ids)
-    assert all({t.id for t in old} <= {t.id for t in s} for s in shares)
-    assert matching.share(fresh, 0.0, 0, 1, 500.0) == fresh
+def test_share_deals_each_ticket_to_one_replica_and_rotates() -> None:
+    tickets = [ticket(25, created=1_000.0) for _ in range(300)]
+
+    def owners(now_ms: float) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for i in range(3):
+            for t in matching.share(tickets, now_ms, i, 3, 200.0):
+                assert t.id not in out
+                out[t.id] = i
+        return out
+
+    first = owners(1_050.0)
+    assert set(first) == {t.id for t in tickets}
+    assert all(n > 60 for n in Counter(first.values()).values())
+    assert owners(1_150.0) == first
+    moved = owners(1_250.0)
+    assert set(moved) == set(first)
+    assert 100 < sum(first[i] != moved[i] for i in first) < 300
+    # Old tickets are open to every replica; one replica sees everything.
+    late = 1_000.0 + 200.0 * matching.OPEN_AFTER_ROTATIONS
+    assert all(len(matching.share(tickets, late, i, 3, 200.0)) == 300 for i in range(3))
+    assert matching.share(tickets, 0.0, 0, 1, 200.0) == tickets

@@ -83,8 +83,8 @@ class Director:
     # Tickets one tick considers per mode; bounds a tick's work when a backlog builds up.
     pool_limit: int = 20_000
     replica_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    # Fresh tickets are split between live replicas by hash; older ones are open to all.
-    steal_after_ms: float = 200.0
+    # Tickets are split between live replicas by hash, re-dealt every rotate_ms.
+    rotate_ms: float = 200.0
     replica_ttl_s: float = 3.0
     _share: tuple[int, int] = (0, 1)
     _last_share_ms: float = 0.0
@@ -138,7 +138,7 @@ class Director:
         searching = await self.store.searching(snapshot, now, self.pool_limit)
         metrics.SEARCHING.labels(mode.name).set(len(searching))
         result.searching += len(searching)
-        tickets = share(searching, now, *self._share, self.steal_after_ms)
+        tickets = share(searching, now, *self._share, self.rotate_ms)
         if not tickets:
             return
         backfills = {b.id: b for b in await self.store.open_backfills(mode.name)}

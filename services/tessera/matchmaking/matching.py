@@ -374,19 +374,30 @@ def valid_proposals(
     return out, len(proposals) - len(out)
 
 
+# After this many rotations a ticket is open to every replica (a backstop; by then
+# it has been in most replicas' shares anyway).
+OPEN_AFTER_ROTATIONS = 10
+
+
 def share(
-    tickets: Sequence[Candidate], now_ms: float, index: int, count: int, steal_after_ms: float
+    tickets: Sequence[Candidate], now_ms: float, index: int, count: int, rotate_ms: float
 ) -> list[Candidate]:
-    """The tickets replica ``index`` of ``count`` considers: its hash share of the fresh
-    ones plus every ticket older than ``steal_after_ms``. Replicas then rarely propose
-    the same ticket, and a ticket whose replica died is still matched soon after."""
-    if count <= 1:
+    """The tickets replica ``index`` of ``count`` considers now.
+
+    Each ticket belongs to one replica, by a hash of its id and of how many
+    ``rotate_ms`` periods it has waited, so replicas rarely propose the same
+    ticket, and a ticket moves to another replica's pool (meeting tickets of
+    other shares) every period. Tickets older than ``OPEN_AFTER_ROTATIONS``
+    periods are open to all replicas.
+    """
+    if count <= 1 or rotate_ms <= 0:
         return list(tickets)
-    return [
-        t
-        for t in tickets
-        if zlib.crc32(t.id.encode()) % count == index or now_ms - t.created_at_ms >= steal_after_ms
-    ]
+    out = []
+    for t in tickets:
+        epoch = int((now_ms - t.created_at_ms) // rotate_ms)
+        if epoch >= OPEN_AFTER_ROTATIONS or zlib.crc32(f"{t.id}:{epoch}".encode()) % count == index:
+            out.append(t)
+    return out
 
 
 REGISTRY: dict[str, MatchFunction] = {"teams": match_teams}

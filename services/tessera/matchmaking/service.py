@@ -46,7 +46,7 @@ class Settings:
     retention_s: float
     tick_interval_s: float
     pool_limit: int
-    steal_after_ms: float
+    rotate_ms: float
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -87,7 +87,7 @@ class Settings:
             retention_s=env.number("MM_RETENTION_S", 600.0, lo=1.0, hi=7 * 86_400.0),
             tick_interval_s=env.number("MM_TICK_INTERVAL_S", 0.02, lo=0.001, hi=10.0),
             pool_limit=env.integer("MM_POOL_LIMIT", 20_000, lo=10, hi=10_000_000),
-            steal_after_ms=env.number("MM_STEAL_AFTER_MS", 200.0, lo=0.0, hi=600_000.0),
+            rotate_ms=env.number("MM_SHARE_ROTATE_MS", 200.0, lo=0.0, hi=600_000.0),
         )
 
 
@@ -124,7 +124,7 @@ async def build(config: ServerConfig) -> GrpcService:
             issuer=issuer,
             interval_s=settings.tick_interval_s,
             pool_limit=settings.pool_limit,
-            steal_after_ms=settings.steal_after_ms,
+            rotate_ms=settings.rotate_ms,
         )
         tasks.append(asyncio.create_task(director.run(stop), name="mm-director"))
     log.info(
