@@ -11,11 +11,10 @@ propose the same ticket and only one wins.
 
 from __future__ import annotations
 
-import bisect
 import importlib
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -83,36 +82,75 @@ def pools(
     return out
 
 
+class _SortedPool:
+    """A pool sorted by rating as a doubly linked list, so tickets taken by earlier
+    proposals are unlinked once and never scanned again."""
+
+    def __init__(self, pool: Sequence[Candidate]) -> None:
+        self.tickets = sorted(pool, key=lambda t: t.rating)
+        n = len(self.tickets)
+        self.position = {t.id: i for i, t in enumerate(self.tickets)}
+        self.next = list(range(1, n + 1))
+        self.prev = list(range(-1, n - 1))
+
+    def unlink(self, i: int) -> None:
+        before, after = self.prev[i], self.next[i]
+        if before >= 0:
+            self.next[before] = after
+        if after < len(self.tickets):
+            self.prev[after] = before
+
+    def nearest(
+        self, anchor: Candidate, used: set[str], window: float, limit: int
+    ) -> Iterator[Candidate]:
+        """Unused tickets within ``window`` of the anchor, closest rating first."""
+        center = anchor.rating
+        me = self.position[anchor.id]
+        lo, hi, n = self.prev[me], self.next[me], len(self.tickets)
+        found = 0
+        while found < limit:
+            while lo >= 0 and self.tickets[lo].id in used:
+                self.unlink(lo)
+                lo = self.prev[lo]
+            while hi < n and self.tickets[hi].id in used:
+                self.unlink(hi)
+                hi = self.next[hi]
+            down = self.tickets[lo] if lo >= 0 else None
+            up = self.tickets[hi] if hi < n else None
+            if down is not None and center - down.rating > window:
+                down = None
+            if up is not None and up.rating - center > window:
+                up = None
+            if down is None and up is None:
+                return
+            if up is None or (down is not None and center - down.rating <= up.rating - center):
+                assert down is not None
+                pick, lo = down, self.prev[lo]
+            else:
+                pick, hi = up, self.next[hi]
+            found += 1
+            yield pick
+
+
 def match_teams(tickets: Sequence[Candidate], now_ms: float, mode: Mode) -> list[Proposal]:
     """The default match function: skill-windowed, team-balanced, party- and role-aware."""
     used: set[str] = set()
     proposals: list[Proposal] = []
     for (region, _attrs), pool in sorted(pools(tickets, now_ms, mode).items()):
-        by_rating = sorted(pool, key=lambda t: t.rating)
-        keys = [t.rating for t in by_rating]
+        ring = _SortedPool(pool)
         for anchor in sorted(pool, key=lambda t: t.created_at_ms):
             if anchor.id in used:
                 continue
-            proposal = _match_anchor(
-                anchor,
-                by_rating=by_rating,
-                keys=keys,
-                used=used,
-                now_ms=now_ms,
-                mode=mode,
-                region=region,
-            )
+            proposal = _match_anchor(anchor, ring, used, now_ms, mode, region)
             if proposal is not None:
                 used.update(proposal.ticket_ids)
                 proposals.append(proposal)
     return proposals
 
 
-def _match_anchor(
+def _match_anchor(  # noqa: PLR0917 - private helper of match_teams
     anchor: Candidate,
-    *,
-    by_rating: list[Candidate],
-    keys: list[float],
+    ring: _SortedPool,
     used: set[str],
     now_ms: float,
     mode: Mode,
@@ -124,9 +162,7 @@ def _match_anchor(
     group = [anchor]
     players = anchor.size
     role_counts = _fixed_roles([anchor])
-    for other in _nearest(
-        anchor, by_rating=by_rating, keys=keys, used=used, window=window, limit=need * _SCAN_FACTOR
-    ):
+    for other in ring.nearest(anchor, used, window, need * _SCAN_FACTOR):
         if players + other.size > need or not _roles_fit(role_counts, other, mode):
             continue
         group.append(other)
@@ -149,35 +185,6 @@ def _match_anchor(
         if teams is not None:
             return _proposal(mode, region, teams)
     return None
-
-
-def _nearest(
-    anchor: Candidate,
-    *,
-    by_rating: list[Candidate],
-    keys: list[float],
-    used: set[str],
-    window: float,
-    limit: int,
-) -> Iterable[Candidate]:
-    """Unused tickets within ``window`` of the anchor, closest rating first."""
-    center = anchor.rating
-    lo = bisect.bisect_left(keys, center) - 1
-    hi = lo + 1
-    found = 0
-    while found < limit:
-        down = by_rating[lo] if lo >= 0 and center - keys[lo] <= window else None
-        up = by_rating[hi] if hi < len(by_rating) and keys[hi] - center <= window else None
-        if down is None and up is None:
-            return
-        if up is None or (down is not None and center - down.rating <= up.rating - center):
-            pick, lo = down, lo - 1
-        else:
-            pick, hi = up, hi + 1
-        assert pick is not None
-        if pick.id != anchor.id and pick.id not in used:
-            found += 1
-            yield pick
 
 
 def _fixed_roles(group: Iterable[Candidate]) -> defaultdict[str, int]:

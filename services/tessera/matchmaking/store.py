@@ -202,6 +202,17 @@ return results
 """
 
 
+# Reads what a matcher needs of many tickets in one command. ARGV: prefix, ids...
+# Returns, per id, {request blob, ratings, state} (false for a vanished ticket).
+READ = """
+local out = {}
+for i = 2, #ARGV do
+  out[i - 1] = redis.call('HMGET', ARGV[1] .. 'ticket:' .. ARGV[i], 't', 'r', 's')
+end
+return out
+"""
+
+
 class PlayerBusy(Exception):
     """A player of a new ticket already has an active one."""
 
@@ -242,6 +253,7 @@ class Store:
         self._heartbeat = redis.register_script(HEARTBEAT)
         self._end = redis.register_script(END)
         self._claim = redis.register_script(CLAIM)
+        self._read = redis.register_script(READ)
 
     @staticmethod
     def ticket_key(ticket_id: str) -> str:
@@ -386,12 +398,10 @@ class Store:
         ids = [i.decode() for i in raw]
         known = snapshot.tickets
         fresh = [i for i in ids if i not in known]
-        if fresh:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for ticket_id in fresh:
-                    pipe.hmget(self.ticket_key(ticket_id), ["t", "r", "s"])
-                rows = await pipe.execute()
-            for ticket_id, (blob, mus, state) in zip(fresh, rows, strict=True):
+        for start in range(0, len(fresh), 5000):
+            chunk = fresh[start : start + 5000]
+            rows = await self._read(args=[PREFIX, *chunk])
+            for ticket_id, (blob, mus, state) in zip(chunk, rows, strict=True):
                 if blob is None or state is None or int(state) != SEARCHING:
                     continue
                 ticket = pb.Ticket.FromString(blob)
