@@ -200,3 +200,44 @@ async def test_two_processes_race_without_double_assignment(
     # Both replicas did real work.
     assert all(m > 0 for m in matches_per_process), matches_per_process
     assert sum(matches_per_process) == len(players_by_match)
+
+
+@pytest.mark.integration
+async def test_matching_loop_survives_a_redis_restart(
+    redis_server: LocalRedis, redis: Redis
+) -> None:
+    keys = WorldKeys("main")
+    status = zone_pb2.ZoneStatus(
+        zone=common_pb2.ZoneRef(world="main", zone="z1"), state=zone_pb2.ZONE_STATE_ACTIVE
+    ).SerializeToString()
+    process = matcher(redis_server, "mm-restart").start()
+    try:
+        await asyncio.to_thread(process.wait_serving)
+        await asyncio.to_thread(redis_server.restart)
+        await redis.sadd(keys.zones, "z1")
+        await redis.set(keys.zone_status("z1"), status)
+        store = Store(redis, ticket_ttl_s=60.0)
+        now = time.time() * 1000
+        tickets = [
+            pb.Ticket(
+                id=uuid.uuid4().hex,
+                mode="duel",
+                players=[pb.TicketPlayer(player_id=p)],
+                regions=[pb.RegionLatency(region="eu", latency_ms=5)],
+                created_at_ms=now,
+            )
+            for p in ("after-1", "after-2")
+        ]
+        await store.create_many(tickets, now)
+        deadline = time.monotonic() + 15
+        states: list[int] = []
+        while time.monotonic() < deadline:
+            got = await store.get_many([t.id for t in tickets], time.time() * 1000)
+            states = [t.state if t is not None else 0 for t in got]
+            if states == [pb.TICKET_STATE_ASSIGNED] * 2:
+                break
+            await asyncio.sleep(0.1)
+        assert states == [pb.TICKET_STATE_ASSIGNED] * 2
+        assert process.alive()
+    finally:
+        assert process.terminate() == 0

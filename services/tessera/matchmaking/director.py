@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 # Zone players sent by this replica are remembered this long (a few zone heartbeats).
 _SENT_MEMORY_MS = 10_000.0
+# After a failed tick (e.g. Redis unreachable) the loop waits this long before the next.
+_RETRY_S = 0.5
 
 
 class TokenIssuer(Protocol):
@@ -97,14 +99,16 @@ class Director:
         try:
             while not stop.is_set():
                 started = time.perf_counter()
+                pause = self.interval_s
                 try:
                     await self.tick()
                 except Exception:
                     log.exception("matching tick failed")
+                    pause = max(pause, _RETRY_S)
                 elapsed = time.perf_counter() - started
                 metrics.TICK.observe(elapsed)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), max(0.0, self.interval_s - elapsed))
+                    await asyncio.wait_for(stop.wait(), max(0.0, pause - elapsed))
         finally:
             with contextlib.suppress(Exception):
                 await self.store.leave(self.replica_id)
