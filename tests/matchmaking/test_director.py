@@ -192,7 +192,8 @@ async def test_racing_directors_never_share_a_ticket(
 ) -> None:
     await add_zone(redis, "main", "z", 0)
     big = Mode(name="duel", zone_capacity=10_000)
-    directors = [Director(store, {"duel": big}, clock=clock) for _ in range(3)]
+    # rotate_ms=0: no dealing, every director sees every ticket.
+    directors = [Director(store, {"duel": big}, clock=clock, rotate_ms=0) for _ in range(3)]
     ids: list[str] = []
     matched = 0
     for round_ in range(10):

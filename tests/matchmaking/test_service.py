@@ -93,7 +93,7 @@ def test_bad_config_exits_2_naming_the_variable(redis_server: LocalRedis) -> Non
     assert "TESSERA_MM_TICK_INTERVAL_S" in proc.stderr
 
 
-def matcher(redis_server: LocalRedis, name: str) -> ServiceProcess:
+def matcher(redis_server: LocalRedis, name: str, rotate_ms: float = 200.0) -> ServiceProcess:
     return ServiceProcess(
         "tessera.matchmaking",
         {
@@ -105,6 +105,7 @@ def matcher(redis_server: LocalRedis, name: str) -> ServiceProcess:
             "TESSERA_MM_CONNECT_TOKENS": "false",
             "TESSERA_MM_MODES": MODES,
             "TESSERA_MM_TICK_INTERVAL_S": "0.005",
+            "TESSERA_MM_SHARE_ROTATE_MS": str(rotate_ms),
         },
         name=name,
     )
@@ -122,8 +123,9 @@ def metric(process: ServiceProcess, name: str) -> float:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("rotate_ms", [0.0, 200.0], ids=["full-race", "dealt"])
 async def test_two_processes_race_without_double_assignment(
-    redis_server: LocalRedis, redis: Redis
+    redis_server: LocalRedis, redis: Redis, rotate_ms: float
 ) -> None:
     keys = WorldKeys("main")
     status = zone_pb2.ZoneStatus(
@@ -144,10 +146,14 @@ async def test_two_processes_race_without_double_assignment(
                     assigned.update(ids)
 
     listener = asyncio.create_task(listen())
-    processes = [matcher(redis_server, f"mm-{i}").start() for i in range(2)]
+    processes = [matcher(redis_server, f"mm-{i}", rotate_ms).start() for i in range(2)]
     try:
         for p in processes:
             await asyncio.to_thread(p.wait_serving)
+        # Both loops registered and have refreshed their view of the replicas.
+        while await redis.zcard(Store.replicas_key) < 2:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.6)
         rng = random.Random(11)
         tickets: dict[str, pb.Ticket] = {}
         for burst in range(40):
