@@ -25,7 +25,13 @@ class AuthIssuer:
     """Connect tokens from the auth service at ``address``."""
 
     def __init__(
-        self, address: str, client_id: str, client_secret: str, *, timeout_s: float = 5.0
+        self,
+        address: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        timeout_s: float = 5.0,
+        in_flight: int = 64,
     ) -> None:
         self.channel = grpc.aio.insecure_channel(address)
         self.stub = auth_pb2_grpc.AuthStub(self.channel)
@@ -34,6 +40,7 @@ class AuthIssuer:
         self.timeout_s = timeout_s
         self._session: auth_pb2.Session | None = None
         self._lock = asyncio.Lock()
+        self._in_flight = asyncio.Semaphore(in_flight)
 
     async def _access_token(self, *, renew: bool = False) -> str:
         async with self._lock:
@@ -62,6 +69,10 @@ class AuthIssuer:
         return await self._issue(auth_pb2.ConnectTokenRequest(player_id=player_id))
 
     async def _issue(self, request: auth_pb2.ConnectTokenRequest) -> auth_pb2.ConnectToken:
+        async with self._in_flight:
+            return await self._issue_now(request)
+
+    async def _issue_now(self, request: auth_pb2.ConnectTokenRequest) -> auth_pb2.ConnectToken:
         token = await self._access_token()
         try:
             return await self.stub.IssueConnectToken(

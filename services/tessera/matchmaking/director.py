@@ -84,6 +84,9 @@ class Director:
     clock: Callable[[], float] = wall_ms
     # Tickets one tick considers per mode; bounds a tick's work when a backlog builds up.
     pool_limit: int = 20_000
+    # Connect tokens asked of auth per tick and mode (oldest proposals first); the rest
+    # wait a tick, so a backlog cannot flood auth into timeouts.
+    tokens_per_tick: int = 256
     replica_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Tickets are split between live replicas by hash, re-dealt every rotate_ms.
     rotate_ms: float = 200.0
@@ -246,6 +249,8 @@ class Director:
                     region=proposal.region,
                 )
             placed.append((proposal, match_id, destination))
+        if self.issuer is not None:
+            placed = _first_seats(placed, self.tokens_per_tick)
         tokens = await self._tokens(placed)
         return [
             (proposal, self._claim(proposal, match_id, destination, tokens, now))
@@ -318,3 +323,17 @@ class Director:
             slots=slots,
             instance_request=request,
         )
+
+
+def _first_seats(
+    placed: list[tuple[Proposal, str, pb.Destination]], limit: int
+) -> list[tuple[Proposal, str, pb.Destination]]:
+    """The leading proposals whose seats add up to at most ``limit`` (at least one)."""
+    out: list[tuple[Proposal, str, pb.Destination]] = []
+    seats = 0
+    for entry in placed:
+        seats += len(entry[0].seats)
+        if out and seats > limit:
+            break
+        out.append(entry)
+    return out
