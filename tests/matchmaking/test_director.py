@@ -246,3 +246,20 @@ async def test_open_world_solo_is_placed_at_once(store: Store, redis: Redis, clo
     assert (await director.tick()).matches == 1
     got = await store.get(t.id, clock.now)
     assert got is not None and got.assignment.destination.zone == "z"
+
+
+async def test_tokens_per_tick_spreads_issuance_over_ticks(
+    store: Store, redis: Redis, clock: Clock
+) -> None:
+    await add_zone(redis, "main", "z", 0)
+    issuer = Issuer()
+    director = Director(
+        store, {"duel": Mode(name="duel")}, issuer=issuer, clock=clock, tokens_per_tick=3
+    )
+    for i in range(6):
+        await store.create(make_ticket("duel", f"p{i}", clock=clock), clock.now)
+    assert (await director.tick()).matches == 1
+    assert len(issuer.players) == 2
+    assert (await director.tick()).matches == 1
+    assert (await director.tick()).matches == 1
+    assert len(issuer.players) == 6
