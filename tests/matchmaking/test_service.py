@@ -151,7 +151,9 @@ async def test_two_processes_race_without_double_assignment(
         for p in processes:
             await asyncio.to_thread(p.wait_serving)
         # Both loops registered and have refreshed their view of the replicas.
-        while await redis.zcard(Store.replicas_key) < 2:
+        for _ in range(100):
+            if await redis.zcard(Store.replicas_key) == 2:
+                break
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.6)
         rng = random.Random(11)
