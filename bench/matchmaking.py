@@ -9,14 +9,17 @@ on the ticket event channel that WatchAssignment streams are fed from.
     python bench/matchmaking.py --json PATH [--rate 5000] [--duration 8] [--replicas 1,2]
                                 [--token-rate 1000]
 
-The last scenario also issues every assigned player a connect token through a real
-auth process (one IssueConnectToken call per player), at ``--token-rate``.
+The token scenario also issues every assigned player a connect token through a real
+auth process (one IssueConnectToken call per player), at ``--token-rate``. A last
+scenario measures gRPC ``CreateTicket`` itself: ``--workers`` concurrent callers with
+real access tokens against one process serving the API and matching.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import random
 import statistics
@@ -27,15 +30,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import grpc
 from redis.asyncio import Redis
 
+from tessera.auth.verifier import bearer_metadata
 from tessera.common import store as common_store
 from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
 from tessera.matchmaking.store import Store
-from tessera.v1 import common_pb2, zone_pb2
+from tessera.v1 import auth_pb2, auth_pb2_grpc, common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
+from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
 
 MODES = [
     {"name": "duel", "zone_capacity": 10**9},
@@ -278,6 +284,84 @@ async def scenario(
     return out
 
 
+async def frontend(redis_server: LocalRedis, duration_s: float, workers: int) -> dict[str, Any]:
+    """Closed-loop CreateTicket calls over gRPC (real auth tokens) against one process
+    serving the API and matching, to show what the front end sustains."""
+    redis = common_store.connect(redis_server.url, max_connections=32)
+    await redis.flushall()
+    keys = WorldKeys("main")
+    status = zone_pb2.ZoneStatus(
+        zone=common_pb2.ZoneRef(world="main", zone="z1"), state=zone_pb2.ZONE_STATE_ACTIVE
+    )
+    await redis.sadd(keys.zones, "z1")
+    await redis.set(keys.zone_status("z1"), status.SerializeToString())
+    auth = auth_service(redis_server.url)
+    auth.env["TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS"] = "1000000"
+    auth.start()
+    await asyncio.to_thread(auth.wait_serving)
+    mm = matcher(redis_server.url, 0, None)
+    mm.env.update({"TESSERA_MM_FRONTEND": "true", "TESSERA_AUTH_ADDRESS": auth.grpc_address})
+    mm.start()
+    await asyncio.to_thread(mm.wait_serving)
+    latencies: list[float] = []
+    failures: Counter[str] = Counter()
+    async with (
+        grpc.aio.insecure_channel(auth.grpc_address) as auth_channel,
+        grpc.aio.insecure_channel(mm.grpc_address) as mm_channel,
+    ):
+        auth_stub = auth_pb2_grpc.AuthStub(auth_channel)
+        sessions = await asyncio.gather(
+            *(
+                auth_stub.GuestLogin(auth_pb2.GuestLoginRequest(device_id=f"bench-device-{i:08d}"))
+                for i in range(workers * 8)
+            )
+        )
+        players = collections.deque((time.monotonic(), s) for s in sessions)
+        mm_stub = pb_grpc.MatchmakerStub(mm_channel)
+        started = time.monotonic()
+
+        async def worker() -> None:
+            while time.monotonic() - started < duration_s:
+                ready, session = players.popleft()
+                await asyncio.sleep(max(0.0, ready - time.monotonic()))
+                request = pb.CreateTicketRequest(
+                    mode="duel",
+                    players=[pb.TicketPlayer(player_id=session.account_id)],
+                    regions=[pb.RegionLatency(region="eu", latency_ms=20.0)],
+                )
+                t0 = time.perf_counter()
+                try:
+                    await mm_stub.CreateTicket(
+                        request, metadata=bearer_metadata(session.access_token), timeout=10
+                    )
+                    latencies.append((time.perf_counter() - t0) * 1000.0)
+                except grpc.aio.AioRpcError as err:
+                    failures[err.code().name] += 1
+                # The ticket is matched within milliseconds; queue the player again later.
+                players.append((time.monotonic() + 0.5, session))
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        elapsed = time.monotonic() - started
+    metrics = scrape(mm)
+    mm.terminate()
+    auth.terminate()
+    await redis.aclose()
+    assigned = sum(
+        v
+        for k, v in metrics.items()
+        if k.startswith("tessera_matchmaking_tickets_total{") and 'state="assigned"' in k
+    )
+    return {
+        "scenario": "grpc CreateTicket",
+        "workers": workers,
+        "create_ticket_per_s": round(len(latencies) / elapsed, 1),
+        "create_ticket_ms_p50": round(percentile(latencies, 0.5), 2),
+        "create_ticket_ms_p99": round(percentile(latencies, 0.99), 2),
+        "failures": dict(failures),
+        "assigned_per_s": round(assigned / elapsed, 1),
+    }
+
+
 def table(results: list[dict[str, Any]]) -> str:
     rows = [
         ("replicas", "replicas"),
@@ -313,6 +397,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             results.append(
                 await scenario(redis_server, 1, args.token_rate, args.duration, tokens=True)
             )
+        grpc_front = (
+            await frontend(redis_server, args.duration, args.workers) if args.workers > 0 else None
+        )
     return {
         "benchmark": "matchmaking",
         "rate": args.rate,
@@ -323,6 +410,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "double_assignments": 0,
         },
         "scenarios": results,
+        "frontend": grpc_front,
     }
 
 
@@ -340,9 +428,23 @@ def main() -> None:
         default=1000.0,
         help="offered tickets/s of a last scenario that issues connect tokens via auth (0 = skip)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=64,
+        help="concurrent gRPC CreateTicket callers of the front-end scenario (0 = skip)",
+    )
     args = parser.parse_args()
     report = asyncio.run(main_async(args))
     print(table(report["scenarios"]))
+    if report["frontend"] is not None:
+        front = report["frontend"]
+        print(
+            f"\ngRPC CreateTicket, 1 process, {front['workers']} concurrent callers: "
+            f"{front['create_ticket_per_s']}/s, p50 {front['create_ticket_ms_p50']} ms, "
+            f"p99 {front['create_ticket_ms_p99']} ms, failures {front['failures']}, "
+            f"assigned {front['assigned_per_s']}/s"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
 
