@@ -73,6 +73,22 @@ def scrape(process: ServiceProcess) -> dict[str, float]:
 SECRET = "bench-secret-0123456789"
 
 
+def start(process: ServiceProcess, attempts: int = 3) -> ServiceProcess:
+    """Start and wait for ``serving``, retrying grpcio's fork crash (grpc/grpc#43055:
+    a child may die between fork and exec with "epoll_wait error")."""
+    for attempt in range(attempts):
+        process.start()
+        try:
+            process.wait_serving()
+            return process
+        except RuntimeError:
+            crashed = any("epoll_wait error" in line for line in process.lines)
+            process.kill()
+            if not crashed or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def auth_service(redis_url: str) -> ServiceProcess:
     return ServiceProcess(
         "tessera.auth",
@@ -217,12 +233,10 @@ async def scenario(
     )
     await redis.sadd(keys.zones, "z1")
     await redis.set(keys.zone_status("z1"), status.SerializeToString())
-    auth = auth_service(redis_server.url).start() if tokens else None
-    if auth is not None:
-        await asyncio.to_thread(auth.wait_serving)
-    processes = [matcher(redis_server.url, i, auth).start() for i in range(replicas)]
+    auth = await asyncio.to_thread(start, auth_service(redis_server.url)) if tokens else None
+    processes = [matcher(redis_server.url, i, auth) for i in range(replicas)]
     for p in processes:
-        await asyncio.to_thread(p.wait_serving)
+        await asyncio.to_thread(start, p)
     run = Run(redis, rate, duration_s, seed=replicas)
     ready = asyncio.Event()
     listener = asyncio.create_task(run.listen(ready))
@@ -297,12 +311,10 @@ async def frontend(redis_server: LocalRedis, duration_s: float, workers: int) ->
     await redis.set(keys.zone_status("z1"), status.SerializeToString())
     auth = auth_service(redis_server.url)
     auth.env["TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS"] = "1000000"
-    auth.start()
-    await asyncio.to_thread(auth.wait_serving)
+    await asyncio.to_thread(start, auth)
     mm = matcher(redis_server.url, 0, None)
     mm.env.update({"TESSERA_MM_FRONTEND": "true", "TESSERA_AUTH_ADDRESS": auth.grpc_address})
-    mm.start()
-    await asyncio.to_thread(mm.wait_serving)
+    await asyncio.to_thread(start, mm)
     latencies: list[float] = []
     failures: Counter[str] = Counter()
     async with (

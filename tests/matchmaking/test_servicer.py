@@ -8,7 +8,7 @@ import base64
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +50,9 @@ class Stack:
 
 @pytest.fixture
 def processes(
-    redis_server: LocalRedis, redis: Redis
+    redis_server: LocalRedis,
+    redis: Redis,
+    start_service: Callable[[ServiceProcess], ServiceProcess],
 ) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
     auth = ServiceProcess(
         "tessera.auth",
@@ -65,8 +67,8 @@ def processes(
             "TESSERA_AUTH_RELAYS": f"default={RELAY};eu=127.0.0.1:7778",
         },
         name="auth",
-    ).start()
-    auth.wait_serving()
+    )
+    start_service(auth)
     mm = ServiceProcess(
         "tessera.matchmaking",
         {
@@ -78,9 +80,9 @@ def processes(
             "TESSERA_MM_TICK_INTERVAL_S": "0.02",
         },
         name="matchmaking",
-    ).start()
+    )
     try:
-        mm.wait_serving()
+        start_service(mm)
         yield auth, mm
     finally:
         assert mm.terminate() == 0
