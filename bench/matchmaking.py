@@ -322,12 +322,14 @@ async def frontend(redis_server: LocalRedis, duration_s: float, workers: int) ->
         grpc.aio.insecure_channel(mm.grpc_address) as mm_channel,
     ):
         auth_stub = auth_pb2_grpc.AuthStub(auth_channel)
-        sessions = await asyncio.gather(
-            *(
-                auth_stub.GuestLogin(auth_pb2.GuestLoginRequest(device_id=f"bench-device-{i:08d}"))
-                for i in range(workers * 8)
+        sessions: list[auth_pb2.Session] = []
+        for batch in range(0, workers * 32, 256):
+            sessions += await asyncio.gather(
+                *(
+                    auth_stub.GuestLogin(auth_pb2.GuestLoginRequest(device_id=f"bench-{i:010d}"))
+                    for i in range(batch, min(batch + 256, workers * 32))
+                )
             )
-        )
         players = collections.deque((time.monotonic(), s) for s in sessions)
         mm_stub = pb_grpc.MatchmakerStub(mm_channel)
         started = time.monotonic()
@@ -350,7 +352,7 @@ async def frontend(redis_server: LocalRedis, duration_s: float, workers: int) ->
                 except grpc.aio.AioRpcError as err:
                     failures[err.code().name] += 1
                 # The ticket is matched within milliseconds; queue the player again later.
-                players.append((time.monotonic() + 0.5, session))
+                players.append((time.monotonic() + 0.25, session))
 
         await asyncio.gather(*(worker() for _ in range(workers)))
         elapsed = time.monotonic() - started
