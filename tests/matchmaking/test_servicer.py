@@ -193,6 +193,15 @@ async def test_duel_assignment_with_connect_tokens_and_result(stack: Stack) -> N
         ],
     )
     gs_md = await gameserver(stack)
+    forged = pb.MatchResult()
+    forged.CopyFrom(result)
+    forged.teams[1].player_ids.append("mallory")
+    message = await expect_error(
+        stack.mm_stub.ReportMatchResult(forged, metadata=gs_md),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "PLAYER_NOT_IN_MATCH",
+    )
+    assert "mallory" in message
     first = await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)
     second = await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)
     assert (first.applied, second.applied) == (True, False)

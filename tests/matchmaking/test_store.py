@@ -264,3 +264,13 @@ async def test_create_many_stores_each_ticket_atomically(store: Store, redis: Re
     assert await redis.exists(store.player_key("c")) == 0
     mus = {c.players[0]: c.ratings for c in await store.searching(Snapshot("duel"), NOW)}
     assert mus == {"a": (25.0,), "b": (31.5,), "d": (25.0,)}
+
+
+async def test_match_players_are_recorded_for_results(store: Store) -> None:
+    a = await store.create(make_ticket("a"), NOW)
+    b = await store.create(make_ticket("b", "c"), NOW)
+    claim = Claim("m7", [(a.id, assignment("m7", "a")), (b.id, assignment("m7", "b"))])
+    assert await store.claim("duel", [claim], NOW) == [None]
+    assert await store.outsiders("m7", ["a", "b", "c"]) == []
+    assert await store.outsiders("m7", ["a", "mallory"]) == ["mallory"]
+    assert await store.outsiders("made-elsewhere", ["anyone"]) == []

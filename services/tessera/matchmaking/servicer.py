@@ -203,6 +203,14 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
                         f"teams[{i}].player_ids",
                     )
                 seen.add(player)
+        outsiders = await self.store.outsiders(request.match_id, sorted(seen))
+        if outsiders:
+            await _invalid(
+                context,
+                f"players {outsiders[:5]} were not assigned to match {request.match_id!r}",
+                "PLAYER_NOT_IN_MATCH",
+                "teams",
+            )
         applied = await self.store.apply_result(
             request.match_id,
             request.mode,

@@ -8,6 +8,8 @@ Keys (all under the ``{mm}`` hash tag, so every script is single-slot in Redis C
 - ``tessera:{mm}:pool:<mode>`` ZSET searching ticket id -> expiry (ms).
 - ``tessera:{mm}:player:<player>`` STRING the player's active ticket id.
 - ``tessera:{mm}:ratings:<mode>`` HASH player -> ``mu:sigma``.
+- ``tessera:{mm}:match:<match>`` SET the players assigned to the match (a day), to check
+  reported results.
 - ``tessera:{mm}:result:<match>`` STRING marker: the match's result was applied.
 - ``tessera:{mm}:backfill:<id>`` HASH ``b`` Backfill (protobuf, without slots and tickets),
   ``slot:<team>`` open slots, ``tickets`` ids joined by ','; ``tessera:{mm}:backfills:<mode>``
@@ -39,6 +41,8 @@ from tessera.v1 import matchmaking_pb2 as pb
 
 PREFIX = "tessera:{mm}:"
 SEP = "\x1f"
+# How long the players of a match are remembered, to check reported results.
+MATCH_TTL_S = 86_400
 SEARCHING = pb.TICKET_STATE_SEARCHING
 ASSIGNED = pb.TICKET_STATE_ASSIGNED
 CANCELLED = pb.TICKET_STATE_CANCELLED
@@ -119,17 +123,17 @@ return ended
 """
 
 # Claims proposals, each all-or-nothing. KEYS: pool; ARGV: now, retention, prefix, channel,
-# mode, count, then per proposal: match id, backfill id, instance request, ticket count,
+# mode, match record TTL (s), count, then per proposal: match id, backfill id, instance request, ticket count,
 # (ticket id, assignment)..., slot count, (team, slots)...
 # Returns per proposal 1, or the id of the first ticket that was no longer searching.
 CLAIM = """
 local now = tonumber(ARGV[1])
 local retention = tonumber(ARGV[2])
 local prefix = ARGV[3]
-local i = 7
+local i = 8
 local results = {}
 local assigned = {}
-for p = 1, tonumber(ARGV[6]) do
+for p = 1, tonumber(ARGV[7]) do
   local match_id, backfill, instance = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local nt = tonumber(ARGV[i + 3])
   i = i + 4
@@ -162,6 +166,7 @@ for p = 1, tonumber(ARGV[6]) do
     results[p] = bad
   else
     local ids = {}
+    local mkey = prefix .. 'match:' .. match_id
     for _, ticket in ipairs(tickets) do
       local id = ticket[1]
       local key = prefix .. 'ticket:' .. id
@@ -172,6 +177,7 @@ for p = 1, tonumber(ARGV[6]) do
       for player in string.gmatch(players, '[^\\31]+') do
         local pkey = prefix .. 'player:' .. player
         if redis.call('GET', pkey) == id then redis.call('DEL', pkey) end
+        redis.call('SADD', mkey, player)
       end
       assigned[#assigned + 1] = id
       ids[#ids + 1] = id
@@ -190,6 +196,7 @@ for p = 1, tonumber(ARGV[6]) do
       end
       if open <= 0 then redis.call('SREM', prefix .. 'backfills:' .. ARGV[5], backfill) end
     end
+    redis.call('EXPIRE', mkey, ARGV[6])
     if instance ~= '' then
       redis.call('XADD', prefix .. 'instances', 'MAXLEN', '~', 10000, '*',
                  'match', match_id, 'request', instance)
@@ -423,6 +430,7 @@ class Store:
             PREFIX,
             self.events_channel,
             mode,
+            MATCH_TTL_S,
             len(claims),
         ]
         for c in claims:
@@ -438,6 +446,18 @@ class Store:
     async def ratings(self, mode: str, players: Sequence[str]) -> list[rating.Rating]:
         raw = await self.redis.hmget(self.ratings_key(mode), list(players))
         return [rating.decode(r) for r in raw]
+
+    async def outsiders(self, match_id: str, players: Sequence[str]) -> list[str]:
+        """Reported players this service did not assign to the match; empty when it has
+        no record of the match (made elsewhere, or over a day ago)."""
+        key = f"{PREFIX}match:{match_id}"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(key)
+            pipe.smismember(key, list(players))
+            exists, member = await pipe.execute()
+        if not exists:
+            return []
+        return [p for p, known in zip(players, member, strict=True) if not known]
 
     async def apply_result(
         self,
