@@ -30,7 +30,6 @@ BASE = {
     "CONNECT_KEY": base64.b64encode(SEALING_KEY).decode(),
     "AUTH_RELAYS": "default=127.0.0.1:7777;eu-west=10.0.0.1:7777,10.0.0.2:7777",
     "AUTH_SERVICE_CLIENTS": "matchmaking=mm-secret-0123456789",
-    "AUTH_ADMIN_USERS": "root-admin",
     "AUTH_LOGIN_FAILS_PER_ADDRESS": "1000",
     "AUTH_REGISTRATIONS_PER_ADDRESS": "1000",
     **CHEAP,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import struct
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -154,3 +156,21 @@ def test_layout_matches_the_documented_offsets() -> None:
     assert token[pos + 6 : pos + 11] == b"\x01\x03r:1"
     assert len(token) == pos + 11 + 12 + 80 + 64
     assert len(token) == connect.MIN_TOKEN_BYTES + len(kid) - 1 + 2
+
+
+def test_the_documented_example_opens() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "protocol" / "tokens.md").read_text()
+    hex_token = doc.split("```\n")[-2].strip()  # the last code block: the example token
+    key = SigningKey.from_private(Ed25519PrivateKey.from_private_bytes(bytes(range(32))), 0)
+    assert key.kid == "1IG2tMH7J2wbJZnO"
+    g = connect.open_connect_token(
+        bytes.fromhex(hex_token),
+        public_keys={key.kid: key.public_key},
+        sealing_key=bytes(range(100, 132)),
+        relay_address="127.0.0.1:7777",
+        now=1_800_000_001,
+    )
+    assert g.client_to_server_key == b"\x11" * 32
+    assert g.server_to_client_key == b"\x22" * 32
+    assert (g.player_id, g.session_id, g.timeout_s) == ("player-1", "sess-1", 10)
+    assert g.token_id == bytes(range(0xA0, 0xB0))

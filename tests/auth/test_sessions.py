@@ -34,9 +34,9 @@ def test_access_claims_and_horizon() -> None:
 
 
 def test_roles() -> None:
-    admins = frozenset({"root"})
-    assert sessions.roles_for("root", admins) == ("player", "admin")
-    assert sessions.roles_for("bob", admins) == ("player",)
+    admins = frozenset({"acc-root"})
+    assert sessions.roles_for("acc-root", admins) == ("player", "admin")
+    assert sessions.roles_for("acc-bob", admins) == ("player",)
 
 
 def test_client_address() -> None:

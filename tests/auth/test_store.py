@@ -145,3 +145,14 @@ def test_parse_revocation() -> None:
     assert store.parse_revocation("sid x") is None
     assert store.parse_revocation(b"") is None
     assert store.parse_revocation(b"\xff\xfe") is None
+
+
+async def test_spent_tokens_are_kept_for_the_reuse_window_only(redis: Redis) -> None:
+    s = AuthStore(redis)
+    await session(s, "s1", "h0")
+    rotation = await s.rotate_refresh(
+        "h0", "h1", ttl_s=100, revoke_until=NOW, now=NOW, reuse_window_s=10
+    )
+    assert rotation.status == "OK"
+    assert 0 < await redis.ttl(store.refresh_key("h0")) <= 10
+    assert 90 < await redis.ttl(store.refresh_key("h1")) <= 100

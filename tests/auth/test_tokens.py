@@ -10,6 +10,8 @@ import json
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tessera.auth import tokens
 from tessera.auth.keys import SigningKey, b64url, raw_public_bytes
@@ -224,3 +226,13 @@ def test_non_ascii_base64_padding_variants_are_rejected() -> None:
         "MALFORMED",
         "BAD_SIGNATURE",
     }
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(max_size=300)
+    | st.from_regex(r"[A-Za-z0-9_-]{0,80}\.[A-Za-z0-9_-]{0,80}\.[A-Za-z0-9_-]{0,90}")
+)
+def test_arbitrary_strings_only_ever_raise_token_error(token: str) -> None:
+    with pytest.raises(TokenError):
+        decode(token)

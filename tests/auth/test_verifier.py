@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
 from tessera.auth import tokens
-from tessera.auth.keys import SigningKey
+from tessera.auth.keys import SigningKey, b64url, raw_public_bytes
+from tessera.auth.store import AuthStore
 from tessera.auth.tokens import Claims, TokenError
 from tessera.auth.verifier import (
     AuthInterceptor,
@@ -17,8 +21,12 @@ from tessera.auth.verifier import (
     bearer_metadata,
     bearer_token,
     current_claims,
+    keys_from_proto,
 )
 from tessera.common import errors
+from tessera.common import store as common_store
+from tessera.common.localredis import LocalRedis
+from tessera.v1 import auth_pb2
 
 KEY = SigningKey.generate()
 NOW = 1_700_000_000.0
@@ -265,3 +273,45 @@ async def test_bad_expired_revoked_and_forbidden(
 def test_current_claims_outside_an_rpc() -> None:
     with pytest.raises(RuntimeError, match="allow-list"):
         current_claims()
+
+
+@pytest.mark.integration
+async def test_revocation_feed_survives_a_redis_restart(tmp_path: Path) -> None:
+    server = LocalRedis(tmp_path)
+    server.start()
+    verifier = Verifier({KEY.kid: KEY.public_key})
+    client = common_store.connect(server.url)
+    try:
+        await verifier.start(server.url, timeout_s=10)
+        auth_store = AuthStore(client)
+        await auth_store.revoke_session("before", until=time.time() + 60, now=time.time())
+        await _eventually(lambda: verifier.is_revoked("before"), 2.0)
+        server.restart()
+        await auth_store.revoke_session("after", until=time.time() + 60, now=time.time())
+        await _eventually(lambda: verifier.is_revoked("after"), 10.0)
+    finally:
+        await verifier.close()
+        await client.aclose()
+        server.stop()
+
+
+async def _eventually(condition: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def test_keys_from_proto_rejects_foreign_keys() -> None:
+    good = auth_pb2.PublicKey(
+        kid=KEY.kid, alg="EdDSA", crv="Ed25519", x=b64url(raw_public_bytes(KEY.public_key))
+    )
+    assert list(keys_from_proto(auth_pb2.PublicKeySet(keys=[good]))) == [KEY.kid]
+    for bad in (
+        auth_pb2.PublicKey(kid="k", alg="RS256", crv="Ed25519", x=good.x),
+        auth_pb2.PublicKey(kid="k", alg="EdDSA", crv="Ed448", x=good.x),
+        auth_pb2.PublicKey(kid="", alg="EdDSA", crv="Ed25519", x=good.x),
+        auth_pb2.PublicKey(kid="k", alg="EdDSA", crv="Ed25519", x=good.x[:20]),
+    ):
+        with pytest.raises(ValueError):
+            keys_from_proto(auth_pb2.PublicKeySet(keys=[bad]))

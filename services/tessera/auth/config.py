@@ -132,6 +132,7 @@ class AuthConfig:
     audience: str
     access_ttl_s: int
     refresh_ttl_s: int
+    reuse_window_s: int
     connect_ttl_s: int
     connect_timeout_s: int
     leeway_s: int
@@ -149,7 +150,7 @@ class AuthConfig:
     registration_window_s: int
     relays: dict[str, tuple[str, ...]]
     service_clients: dict[str, str]
-    admin_users: frozenset[str]
+    admin_accounts: frozenset[str]
     sealing_key: bytes
 
     @classmethod
@@ -165,12 +166,13 @@ class AuthConfig:
                 "a directory of <activation>.pem Ed25519 keys "
                 "(or TESSERA_AUTH_GENERATE_KEYS=true for local runs)",
             )
-        admins = env.string("AUTH_ADMIN_USERS", "")
+        admins = env.string("AUTH_ADMIN_ACCOUNTS", "")
         return cls(
             issuer=env.string("AUTH_ISSUER", "tessera"),
             audience=env.string("AUTH_AUDIENCE", "tessera"),
             access_ttl_s=access_ttl,
             refresh_ttl_s=env.integer("AUTH_REFRESH_TTL_S", 30 * 86_400, lo=60, hi=365 * 86_400),
+            reuse_window_s=env.integer("AUTH_REFRESH_REUSE_WINDOW_S", 7 * 86_400, lo=60),
             connect_ttl_s=connect_ttl,
             connect_timeout_s=env.integer("AUTH_CONNECT_TIMEOUT_S", 10, lo=1, hi=3600),
             leeway_s=env.integer("AUTH_LEEWAY_S", 5, lo=0, hi=300),
@@ -194,6 +196,6 @@ class AuthConfig:
             registration_window_s=env.integer("AUTH_REGISTRATION_WINDOW_S", 3600, lo=1),
             relays=parse_relays(env.string("AUTH_RELAYS", "default=127.0.0.1:7777")),
             service_clients=parse_service_clients(env.string("AUTH_SERVICE_CLIENTS", "")),
-            admin_users=frozenset(u.strip().lower() for u in admins.split(",") if u.strip()),
+            admin_accounts=frozenset(a.strip() for a in admins.split(",") if a.strip()),
             sealing_key=connect_sealing_key(env),
         )

@@ -69,7 +69,7 @@ class KeySource:
             return
         try:
             ring = self._load()
-        except KeyRingError as err:
+        except (KeyRingError, OSError) as err:
             log.error("key reload failed; keeping the previous keys", extra={"error": str(err)})
             return
         if [k.kid for k in ring.keys] != [k.kid for k in self.ring.keys]:
@@ -237,7 +237,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
             await _taken(context)
         metrics.LOGINS.labels("register", "ok").inc()
         log.info("account registered", extra={"account": account.account_id})
-        roles = sessions.roles_for(username, self.config.admin_users)
+        roles = sessions.roles_for(account.account_id, self.config.admin_accounts)
         return await self._new_session(account.account_id, roles, "password")
 
     async def Login(self, request: auth_pb2.LoginRequest, context: Context) -> auth_pb2.Session:
@@ -260,7 +260,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
             new_hash = await self._in_pool(self.hasher.hash, request.password)
             await self.store.set_password(account.account_id, new_hash)
         metrics.LOGINS.labels("password", "ok").inc()
-        roles = sessions.roles_for(username, self.config.admin_users)
+        roles = sessions.roles_for(account.account_id, self.config.admin_accounts)
         return await self._new_session(account.account_id, roles, "password")
 
     async def GuestLogin(
@@ -279,7 +279,8 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
                 device_hash, sessions.new_account_id(), ("player",), now=self.clock()
             )
         metrics.LOGINS.labels("guest", "ok").inc()
-        return await self._new_session(account_id, ("player",), "guest")
+        roles = sessions.roles_for(account_id, self.config.admin_accounts)
+        return await self._new_session(account_id, roles, "guest")
 
     async def ServiceLogin(
         self, request: auth_pb2.ServiceLoginRequest, context: Context
@@ -314,6 +315,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
             ttl_s=self.config.refresh_ttl_s,
             revoke_until=self._horizon(now),
             now=now,
+            reuse_window_s=self.config.reuse_window_s,
         )
         metrics.REFRESHES.labels(rotation.status.lower()).inc()
         if rotation.status == "REUSED":

@@ -66,9 +66,13 @@ def revocation_horizon(now: float, *, access_ttl_s: int, leeway_s: int) -> float
     return float(int(now) + access_ttl_s + leeway_s + 1)
 
 
-def roles_for(username: str, admin_users: frozenset[str]) -> tuple[str, ...]:
-    """Roles of a password account: ``player``, plus ``admin`` if configured as one."""
-    return ("player", "admin") if username in admin_users else ("player",)
+def roles_for(account_id: str, admin_accounts: frozenset[str]) -> tuple[str, ...]:
+    """Roles of an account: ``player``, plus ``admin`` if its id is configured as one.
+
+    Admins are named by account id, never by username: a username that is not
+    registered yet could be claimed by anyone.
+    """
+    return ("player", "admin") if account_id in admin_accounts else ("player",)
 
 
 def client_address(peer: str) -> str:

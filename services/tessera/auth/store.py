@@ -10,8 +10,9 @@ one Redis Cluster slot (prefix ``tessera:{auth}:`` left out below):
 - ``account:<id>:sessions`` SET: the account's session ids (for RevokeSessions).
 - ``session:<sid>`` HASH: ``account``, ``roles``, ``kind``, ``refresh`` (SHA-256
   of the live refresh token); TTL = refresh-token lifetime, renewed on rotation.
-- ``refresh:<sha256>`` STRING: the session id of a refresh token, live or spent
-  (a spent one is kept until its TTL so its reuse is recognised).
+- ``refresh:<sha256>`` STRING: the session id of a refresh token, live or spent.
+  A live one expires with the session; a spent one is kept for the reuse
+  window (so its reuse is recognised), then forgotten.
 - ``revoked`` ZSET: revoked session id -> Unix time until which its access
   tokens could still verify (entries older than that are pruned).
 - ``revocations`` pub/sub: ``<sid> <until>`` published on every revocation.
@@ -111,7 +112,7 @@ return count
 )
 
 # Rotates a refresh token. KEYS[1] = refresh:<old hash>.
-# ARGV: prefix, old hash, new hash, ttl, until, now, channel.
+# ARGV: prefix, old hash, new hash, ttl, until, now, channel, reuse window.
 # Returns {status, sid, account, roles, kind}; status OK, UNKNOWN, GONE or REUSED
 # (a spent token came back: the whole session is revoked).
 _ROTATE = (
@@ -131,6 +132,7 @@ redis.call('HSET', skey, 'refresh', ARGV[3])
 redis.call('EXPIRE', skey, ARGV[4])
 redis.call('EXPIRE', prefix .. 'account:' .. fields[2] .. ':sessions', ARGV[4])
 redis.call('SET', prefix .. 'refresh:' .. ARGV[3], sid, 'EX', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[8], 'LT')
 return {'OK', sid, fields[2], fields[3], fields[4]}
 """
 )
@@ -317,12 +319,23 @@ class AuthStore:
             await pipe.execute()
 
     async def rotate_refresh(
-        self, old_hash: str, new_hash: str, *, ttl_s: int, revoke_until: float, now: float
+        self,
+        old_hash: str,
+        new_hash: str,
+        *,
+        ttl_s: int,
+        revoke_until: float,
+        now: float,
+        reuse_window_s: int | None = None,
     ) -> Rotation:
-        """Spend ``old_hash`` and make ``new_hash`` the session's live refresh token."""
+        """Spend ``old_hash`` and make ``new_hash`` the session's live refresh token.
+
+        The spent token is remembered for ``reuse_window_s`` (default: ``ttl_s``).
+        """
+        window = ttl_s if reuse_window_s is None else min(reuse_window_s, ttl_s)
         reply = await self._rotate(
             keys=[refresh_key(old_hash)],
-            args=[PREFIX, old_hash, new_hash, ttl_s, revoke_until, now, REVOCATIONS],
+            args=[PREFIX, old_hash, new_hash, ttl_s, revoke_until, now, REVOCATIONS, window],
         )
         values = [_text(v) for v in reply]
         status = values[0]

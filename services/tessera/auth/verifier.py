@@ -56,6 +56,7 @@ _REASONS = (
 )
 _COUNTERS = {reason: metrics.VERIFICATIONS.labels(reason) for reason in [*_REASONS, "ok"]}
 MIN_KEY_REFRESH_S = 1.0
+REVOCATION_RELOAD_S = 30.0
 
 
 def keys_from_proto(key_set: auth_pb2.PublicKeySet) -> dict[str, Ed25519PublicKey]:
@@ -280,12 +281,20 @@ class Verifier:
                     self.revoke(sid, until)
                 ready.set()
                 backoff = 0.1
+                reload_at = time.monotonic() + REVOCATION_RELOAD_S
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
                         parsed = store.parse_revocation(message["data"])
                         if parsed is not None:
                             self.revoke(*parsed)
+                    if time.monotonic() >= reload_at:
+                        # Belt and braces: a reconnect inside the client could drop messages.
+                        revoked = await store.revoked_sessions(self._redis, self.clock())
+                        for sid, until in revoked.items():
+                            self.revoke(sid, until)
+                        self.prune()
+                        reload_at = time.monotonic() + REVOCATION_RELOAD_S
             except (RedisError, OSError) as err:
                 log.warning("revocation feed interrupted", extra={"error": str(err)})
                 await asyncio.sleep(backoff)

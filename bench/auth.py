@@ -1,0 +1,221 @@
+"""Auth benchmark: local token verification, login and refresh throughput.
+
+    python bench/auth.py --json PATH [--seconds S] [--logins N]
+
+- ``verify_per_s``: ``Verifier.verify`` on one core for tokens already seen (the
+  hot path of every service: a client presents the same access token for 15 min).
+- ``verify_cold_per_s``: full verification with the Ed25519 signature every time
+  (a token seen for the first time); ``pyjwt_verify_per_s`` for comparison.
+- ``login_per_s`` / ``login_ms_p99`` / ``refresh_per_s``: a real auth process and
+  a real redis-server on this machine, driven over gRPC by concurrent clients,
+  with the configured argon2 parameters (``TESSERA_AUTH_ARGON2_*``, default
+  t=2, m=19 MiB, p=1). ``hash_ms`` is one argon2id hash at those parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jwt
+
+from tessera.auth import connect, tokens
+from tessera.auth.config import Argon2Params
+from tessera.auth.keys import SigningKey
+from tessera.auth.passwords import PasswordHasher
+from tessera.auth.tokens import Claims
+from tessera.auth.verifier import Verifier
+from tessera.common.config import Env
+from tessera.common.localredis import LocalRedis
+from tessera.common.process import ServiceProcess
+from tessera.v1 import auth_pb2, auth_pb2_grpc
+
+PASSWORD = "benchmark password 1"
+
+
+def rate(fn: Callable[[int], object], seconds: float) -> float:
+    """Calls of ``fn(i)`` per second over about ``seconds``."""
+    done, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        for i in range(done, done + 500):
+            fn(i)
+        done += 500
+    return done / elapsed
+
+
+def verification(seconds: float) -> dict[str, float]:
+    key = SigningKey.generate()
+    now = int(time.time())
+
+    def token(i: int) -> str:
+        claims = Claims(
+            f"acc{i}", f"s{i}", ("player",), now, now + 900, "tessera", "tessera", key.kid
+        )
+        return tokens.encode(claims, key.private_key)
+
+    pool = [token(i) for i in range(1000)]
+    verifier = Verifier({key.kid: key.public_key})
+    for i in range(100):
+        verifier.revoke(f"revoked{i}", now + 900)  # a realistic revocation set
+    keys = {key.kid: key.public_key}
+    hot = rate(lambda i: verifier.verify(pool[i % 1000], roles=("player",)), seconds)
+    cold = rate(
+        lambda i: tokens.decode(
+            pool[i % 1000], public_keys=keys, issuer="tessera", audience="tessera", now=now
+        ),
+        seconds,
+    )
+    pyjwt = rate(
+        lambda i: jwt.decode(
+            pool[i % 1000], key.public_key, algorithms=["EdDSA"], audience="tessera"
+        ),
+        seconds,
+    )
+    sign = rate(token, seconds / 2)
+    grant = connect.ConnectGrant(
+        connect.new_token_id(), "p", "s", ("127.0.0.1:7777",), b"a" * 32, b"b" * 32,
+        now, now + 30, 10,
+    )  # fmt: skip
+    sealing = os.urandom(32)
+    ct = connect.issue_connect_token(grant, signing_key=key, sealing_key=sealing)
+    connect_open = rate(
+        lambda i: connect.open_connect_token(
+            ct, public_keys=keys, sealing_key=sealing, relay_address="127.0.0.1:7777", now=now
+        ),
+        seconds / 2,
+    )
+    return {
+        "verify_per_s": hot,
+        "verify_cold_per_s": cold,
+        "pyjwt_verify_per_s": pyjwt,
+        "sign_per_s": sign,
+        "connect_open_per_s": connect_open,
+    }
+
+
+def argon2_params() -> Argon2Params:
+    env = Env()
+    return Argon2Params(
+        time_cost=env.integer("AUTH_ARGON2_TIME_COST", 2, lo=1),
+        memory_kib=env.integer("AUTH_ARGON2_MEMORY_KIB", 19_456, lo=8),
+        parallelism=env.integer("AUTH_ARGON2_PARALLELISM", 1, lo=1),
+    )
+
+
+def hash_cost(params: Argon2Params) -> float:
+    hasher = PasswordHasher(params)
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        hasher.hash(PASSWORD)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+async def service_figures(params: Argon2Params, logins: int, seconds: float) -> dict[str, float]:
+    with LocalRedis() as redis:
+        env = {
+            "TESSERA_HOST": "127.0.0.1",
+            "TESSERA_GRPC_PORT": "0",
+            "TESSERA_METRICS_PORT": "0",
+            "TESSERA_REDIS_URL": redis.url,
+            "TESSERA_AUTH_GENERATE_KEYS": "true",
+            "TESSERA_CONNECT_KEY": base64.b64encode(os.urandom(32)).decode(),
+            "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "1000000",
+            "TESSERA_AUTH_ARGON2_TIME_COST": str(params.time_cost),
+            "TESSERA_AUTH_ARGON2_MEMORY_KIB": str(params.memory_kib),
+            "TESSERA_AUTH_ARGON2_PARALLELISM": str(params.parallelism),
+        }
+        proc = ServiceProcess("tessera.auth", env, name="auth").start()
+        try:
+            proc.wait_serving()
+            async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
+                stub = auth_pb2_grpc.AuthStub(channel)
+                return await _drive(stub, logins, seconds)
+        finally:
+            proc.terminate()
+
+
+async def _drive(stub: Any, logins: int, seconds: float) -> dict[str, float]:
+    users = [f"bench{i}" for i in range(16)]
+    sessions = await asyncio.gather(
+        *(stub.Register(auth_pb2.RegisterRequest(username=u, password=PASSWORD)) for u in users)
+    )
+    concurrency = 2 * (os.cpu_count() or 1)
+    latencies: list[float] = []
+    counter = iter(range(logins))
+
+    async def login_worker() -> None:
+        for i in counter:
+            started = time.perf_counter()
+            await stub.Login(auth_pb2.LoginRequest(username=users[i % 16], password=PASSWORD))
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(login_worker() for _ in range(concurrency)))
+    login_elapsed = time.perf_counter() - started
+
+    rotations = 0
+    deadline = time.perf_counter() + seconds
+
+    async def refresh_worker(token: str) -> None:
+        nonlocal rotations
+        while time.perf_counter() < deadline:
+            session = await stub.Refresh(auth_pb2.RefreshRequest(refresh_token=token))
+            token = session.refresh_token
+            rotations += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(refresh_worker(s.refresh_token) for s in sessions))
+    refresh_elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "login_per_s": logins / login_elapsed,
+        "login_ms_p50": latencies[len(latencies) // 2] * 1000,
+        "login_ms_p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "refresh_per_s": rotations / refresh_elapsed,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, required=True, help="write the results here")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per micro-benchmark")
+    parser.add_argument("--logins", type=int, default=120, help="logins to time")
+    args = parser.parse_args()
+
+    params = argon2_params()
+    results: dict[str, Any] = verification(args.seconds)
+    results["hash_ms"] = hash_cost(params)
+    results.update(asyncio.run(service_figures(params, args.logins, args.seconds)))
+    results["argon2"] = {
+        "time_cost": params.time_cost,
+        "memory_kib": params.memory_kib,
+        "parallelism": params.parallelism,
+    }
+    results["cpu_count"] = os.cpu_count()
+
+    print(f"{'metric':<22}{'value':>14}")
+    for name, value in results.items():
+        if isinstance(value, float):
+            print(f"{name:<22}{value:>14,.1f}")
+    print(
+        f"argon2id t={params.time_cost} m={params.memory_kib} KiB p={params.parallelism}: "
+        f"{results['hash_ms']:.1f} ms per hash; target verify_per_s >= 20,000 "
+        f"({'met' if results['verify_per_s'] >= 20_000 else 'NOT met'})"
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
