@@ -123,8 +123,8 @@ return ended
 """
 
 # Claims proposals, each all-or-nothing. KEYS: pool; ARGV: now, retention, prefix, channel,
-# mode, match record TTL (s), count, then per proposal: match id, backfill id, instance request, ticket count,
-# (ticket id, assignment)..., slot count, (team, slots)...
+# mode, match record TTL (s), count, then per proposal: match id, backfill id, instance
+# request, ticket count, (ticket id, assignment)..., slot count, (team, slots)...
 # Returns per proposal 1, or the id of the first ticket that was no longer searching.
 CLAIM = """
 local now = tonumber(ARGV[1])
