@@ -37,9 +37,13 @@ class Issuer:
 
     def __init__(self) -> None:
         self.players: list[str] = []
+        self.sessions: list[str] = []
 
-    async def issue(self, player_id: str, region: str) -> auth_pb2.ConnectToken:
+    async def issue(
+        self, player_id: str, region: str, session_id: str = ""
+    ) -> auth_pb2.ConnectToken:
         self.players.append(player_id)
+        self.sessions.append(session_id)
         return auth_pb2.ConnectToken(token=f"{player_id}@{region}".encode(), player_id=player_id)
 
 
@@ -83,10 +87,14 @@ async def test_duel_goes_to_least_loaded_zone_with_tokens(
     await add_zone(redis, "main", "draining", 0, active=False)
     issuer = Issuer()
     director = Director(store, {"duel": DUEL}, issuer=issuer, clock=clock)
-    a = await store.create(make_ticket("duel", "alice", clock=clock), clock.now)
+    a = await store.create(make_ticket("duel", "alice", clock=clock), clock.now, "alice-sid")
     b = await store.create(make_ticket("duel", "bob", clock=clock), clock.now)
     result = await director.tick()
     assert (result.matches, result.assigned, result.conflicts) == (1, 2, 0)
+    assert dict(zip(issuer.players, issuer.sessions, strict=True)) == {
+        "alice": "alice-sid",
+        "bob": "",
+    }
     got_a, got_b = await store.get_many([a.id, b.id], clock.now)
     assert got_a is not None and got_b is not None
     assert got_a.state == got_b.state == pb.TICKET_STATE_ASSIGNED

@@ -115,10 +115,14 @@ async def stack(
         )
 
 
-async def guest(stack: Stack) -> tuple[str, tuple[tuple[str, str], ...]]:
-    session = await stack.auth_stub.GuestLogin(
+async def guest_session(stack: Stack) -> auth_pb2.Session:
+    return await stack.auth_stub.GuestLogin(
         auth_pb2.GuestLoginRequest(device_id=f"device-{uuid.uuid4().hex}")
     )
+
+
+async def guest(stack: Stack) -> tuple[str, tuple[tuple[str, str], ...]]:
+    session = await guest_session(stack)
     return session.account_id, bearer_metadata(session.access_token)
 
 
@@ -148,7 +152,8 @@ async def watch_until_done(stack: Stack, ticket_id: str, metadata: Any) -> list[
 
 
 async def test_duel_assignment_with_connect_tokens_and_result(stack: Stack) -> None:
-    alice, alice_md = await guest(stack)
+    alice_session = await guest_session(stack)
+    alice, alice_md = alice_session.account_id, bearer_metadata(alice_session.access_token)
     bob, bob_md = await guest(stack)
     a = await stack.mm_stub.CreateTicket(request("duel", alice), metadata=alice_md)
     assert a.state == pb.TICKET_STATE_SEARCHING and a.expires_at_ms > a.created_at_ms
@@ -179,7 +184,8 @@ async def test_duel_assignment_with_connect_tokens_and_result(stack: Stack) -> N
         )
     finally:
         await verifier.close()
-    assert grant.player_id == alice
+    # Bound to Alice's own session, so revoking it also voids this admission.
+    assert (grant.player_id, grant.session_id) == (alice, alice_session.session_id)
     # Once assigned, the player may queue again.
     again = await stack.mm_stub.CreateTicket(request("duel", alice), metadata=alice_md)
     await stack.mm_stub.CancelTicket(pb.CancelTicketRequest(ticket_id=again.id), metadata=alice_md)

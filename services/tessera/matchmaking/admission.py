@@ -59,14 +59,20 @@ class AuthIssuer:
         """Log in now, so bad credentials fail at start-up rather than at the first match."""
         await self._access_token(renew=True)
 
-    async def issue(self, player_id: str, region: str) -> auth_pb2.ConnectToken:
-        request = auth_pb2.ConnectTokenRequest(region=region, player_id=player_id)
+    async def issue(
+        self, player_id: str, region: str, session_id: str = ""
+    ) -> auth_pb2.ConnectToken:
+        request = auth_pb2.ConnectTokenRequest(
+            region=region, player_id=player_id, session_id=session_id
+        )
         try:
             return await self._issue(request)
         except grpc.aio.AioRpcError as err:
             if errors.detail_of(err).reason != "UNKNOWN_REGION":
                 raise
-        return await self._issue(auth_pb2.ConnectTokenRequest(player_id=player_id))
+        return await self._issue(
+            auth_pb2.ConnectTokenRequest(player_id=player_id, session_id=session_id)
+        )
 
     async def _issue(self, request: auth_pb2.ConnectTokenRequest) -> auth_pb2.ConnectToken:
         async with self._in_flight:

@@ -49,9 +49,12 @@ _RETRY_S = 0.5
 
 
 class TokenIssuer(Protocol):
-    """Gets a relay connect token for a player (the auth service, on their behalf)."""
+    """Gets a relay connect token for a player (the auth service, on their behalf),
+    bound to the player's session when it is known."""
 
-    async def issue(self, player_id: str, region: str) -> auth_pb2.ConnectToken: ...
+    async def issue(
+        self, player_id: str, region: str, session_id: str = ""
+    ) -> auth_pb2.ConnectToken: ...
 
 
 def wall_ms() -> float:
@@ -172,7 +175,13 @@ class Director:
         if mode.destination != INSTANCE and mode.world not in loads:
             loads[mode.world] = await self.store.zone_loads(mode.world)
         prepared = await self._prepare(
-            mode, proposals=proposals, backfills=backfills, loads=loads, now=now, result=result
+            mode,
+            proposals=proposals,
+            sessions={t.players[0]: t.owner_session for t in tickets if t.owner_session},
+            backfills=backfills,
+            loads=loads,
+            now=now,
+            result=result,
         )
         outcomes = await self.store.claim(mode.name, [c for _, c in prepared], now)
         by_id = {t.id: t for t in tickets}
@@ -214,6 +223,7 @@ class Director:
         mode: Mode,
         *,
         proposals: Sequence[Proposal],
+        sessions: Mapping[str, str],
         backfills: Mapping[str, pb.Backfill],
         loads: Mapping[str, list[ZoneLoad]],
         now: float,
@@ -251,7 +261,7 @@ class Director:
             placed.append((proposal, match_id, destination))
         if self.issuer is not None:
             placed = _first_seats(placed, self.tokens_per_tick)
-        tokens = await self._tokens(placed)
+        tokens = await self._tokens(placed, sessions)
         return [
             (proposal, self._claim(proposal, match_id, destination, tokens, now))
             for proposal, match_id, destination in placed
@@ -259,14 +269,17 @@ class Director:
         ]
 
     async def _tokens(
-        self, placed: Sequence[tuple[Proposal, str, pb.Destination]]
+        self,
+        placed: Sequence[tuple[Proposal, str, pb.Destination]],
+        sessions: Mapping[str, str],
     ) -> dict[str, auth_pb2.ConnectToken]:
         if self.issuer is None or not placed:
             return {}
         issuer = self.issuer
         seats = [(s.player_id, p.region) for p, _, _ in placed for s in p.seats]
         issued = await asyncio.gather(
-            *(issuer.issue(player, region) for player, region in seats), return_exceptions=True
+            *(issuer.issue(player, region, sessions.get(player, "")) for player, region in seats),
+            return_exceptions=True,
         )
         out = {}
         for (player, _), token in zip(seats, issued, strict=True):

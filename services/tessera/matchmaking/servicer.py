@@ -42,6 +42,9 @@ class Caller(Protocol):
     def sub(self) -> str: ...
 
     @property
+    def sid(self) -> str: ...
+
+    @property
     def roles(self) -> tuple[str, ...]: ...
 
 
@@ -121,7 +124,7 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
             created_at_ms=now,
         )
         try:
-            created = await self.store.create(ticket, now)
+            created = await self.store.create(ticket, now, caller.sid)
         except PlayerBusy as err:
             await abort(
                 context,

@@ -4,7 +4,8 @@ Keys (all under the ``{mm}`` hash tag, so every script is single-slot in Redis C
 
 - ``tessera:{mm}:ticket:<id>`` HASH ``t`` Ticket (request part, protobuf), ``p`` player
   ids joined by U+001F, ``r`` their ratings (mu, comma-joined), ``s`` state (TicketState
-  number), ``e`` expiry (ms), ``a`` Assignment (protobuf). Kept ``retention`` after it ends.
+  number), ``e`` expiry (ms), ``a`` Assignment (protobuf), ``o`` the creator's session
+  id. Kept ``retention`` after it ends.
 - ``tessera:{mm}:pool:<mode>`` ZSET searching ticket id -> expiry (ms).
 - ``tessera:{mm}:player:<player>`` STRING the player's active ticket id.
 - ``tessera:{mm}:ratings:<mode>`` HASH player -> ``mu:sigma``.
@@ -49,7 +50,8 @@ CANCELLED = pb.TICKET_STATE_CANCELLED
 EXPIRED = pb.TICKET_STATE_EXPIRED
 
 # KEYS: ticket, pool, ratings, player keys...; ARGV: id, blob, players, expires, now,
-# retention, prefix, default mu. Returns {0} or {index of the busy player, its ticket id}.
+# retention, prefix, default mu, owner's session id.
+# Returns {0} or {index of the busy player, its ticket id}.
 CREATE = """
 local now = tonumber(ARGV[5])
 for i = 4, #KEYS do
@@ -68,7 +70,7 @@ end
 local expires = tonumber(ARGV[4])
 local retention = tonumber(ARGV[6])
 redis.call('HSET', KEYS[1], 't', ARGV[2], 'p', ARGV[3], 'r', table.concat(mus, ','),
-           's', 1, 'e', ARGV[4])
+           's', 1, 'e', ARGV[4], 'o', ARGV[9])
 redis.call('PEXPIREAT', KEYS[1], expires + retention)
 redis.call('ZADD', KEYS[2], expires, ARGV[1])
 for i = 4, #KEYS do
@@ -210,11 +212,11 @@ return results
 
 
 # Reads what a matcher needs of many tickets in one command. ARGV: prefix, ids...
-# Returns, per id, {request blob, ratings, state} (false for a vanished ticket).
+# Returns, per id, {request blob, ratings, state, owner's session} (nils if vanished).
 READ = """
 local out = {}
 for i = 2, #ARGV do
-  out[i - 1] = redis.call('HMGET', ARGV[1] .. 'ticket:' .. ARGV[i], 't', 'r', 's')
+  out[i - 1] = redis.call('HMGET', ARGV[1] .. 'ticket:' .. ARGV[i], 't', 'r', 's', 'o')
 end
 return out
 """
@@ -303,21 +305,22 @@ class Store:
         """Stop counting this replica (its share passes to the others at once)."""
         await self.redis.zrem(self.replicas_key, replica_id)
 
-    async def create(self, ticket: pb.Ticket, now_ms: float) -> pb.Ticket:
-        """Store a new searching ticket; raise PlayerBusy if a player has one already."""
-        (result,) = await self.create_many([ticket], now_ms)
+    async def create(self, ticket: pb.Ticket, now_ms: float, session_id: str = "") -> pb.Ticket:
+        """Store a new searching ticket created in the owner's session ``session_id``;
+        raise PlayerBusy if a player has one already."""
+        (result,) = await self.create_many([ticket], now_ms, [session_id])
         if isinstance(result, PlayerBusy):
             raise result
         return result
 
     async def create_many(
-        self, tickets: Sequence[pb.Ticket], now_ms: float
+        self, tickets: Sequence[pb.Ticket], now_ms: float, sessions: Sequence[str] = ()
     ) -> list[pb.Ticket | PlayerBusy]:
         """Store new searching tickets in one round trip (each one atomically), with
         their players' current ratings; a ticket with a busy player is not stored."""
         expires = int(now_ms) + self.ttl_ms
         async with self.redis.pipeline(transaction=False) as pipe:
-            for ticket in tickets:
+            for i, ticket in enumerate(tickets):
                 players = [p.player_id for p in ticket.players]
                 keys = [
                     self.ticket_key(ticket.id),
@@ -334,6 +337,7 @@ class Store:
                     self.retention_ms,
                     PREFIX,
                     repr(rating.DEFAULT[0]),
+                    sessions[i] if i < len(sessions) else "",
                 ]
                 await self._create(keys=keys, args=args, client=pipe)
             results = await pipe.execute()
@@ -408,12 +412,12 @@ class Store:
         for start in range(0, len(fresh), 5000):
             chunk = fresh[start : start + 5000]
             rows = await self._read(args=[PREFIX, *chunk])
-            for ticket_id, (blob, mus, state) in zip(chunk, rows, strict=True):
+            for ticket_id, (blob, mus, state, session) in zip(chunk, rows, strict=True):
                 if blob is None or state is None or int(state) != SEARCHING:
                     continue
                 ticket = pb.Ticket.FromString(blob)
                 ratings = tuple(float(m) for m in mus.split(b","))
-                known[ticket_id] = candidate(ticket, ratings)
+                known[ticket_id] = candidate(ticket, ratings, _text(session or b""))
         alive = set(ids)
         for ticket_id in [i for i in known if i not in alive]:
             del known[ticket_id]

@@ -44,6 +44,7 @@ class Candidate:
     regions: tuple[tuple[str, float], ...]  # sorted by latency, best first
     strings: Mapping[str, str]
     created_at_ms: float
+    owner_session: str = ""  # the creator's session id, for its connect token
 
     @property
     def size(self) -> int:
@@ -177,7 +178,7 @@ def _check_attributes(request: pb.CreateTicketRequest) -> None:
             )
 
 
-def candidate(ticket: pb.Ticket, ratings: tuple[float, ...]) -> Candidate:
+def candidate(ticket: pb.Ticket, ratings: tuple[float, ...], owner_session: str = "") -> Candidate:
     """The matcher's view of a stored ticket with its players' ratings."""
     return Candidate(
         id=ticket.id,
@@ -190,4 +191,5 @@ def candidate(ticket: pb.Ticket, ratings: tuple[float, ...]) -> Candidate:
         ),
         strings=dict(ticket.string_attributes),
         created_at_ms=ticket.created_at_ms,
+        owner_session=owner_session,
     )
