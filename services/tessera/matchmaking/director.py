@@ -94,11 +94,11 @@ class Director:
     # Tickets are split between live replicas by hash, re-dealt every rotate_ms.
     rotate_ms: float = 200.0
     replica_ttl_s: float = 3.0
-    _share: tuple[int, int] = (0, 1)
-    _last_share_ms: float = 0.0
-    _snapshots: dict[str, Snapshot] = field(default_factory=dict)
-    _sent: list[tuple[str, float, int]] = field(default_factory=list)
-    _last_expire_ms: float = 0.0
+    _share: tuple[int, int] = field(default=(0, 1), init=False)
+    _last_share_ms: float = field(default=0.0, init=False)
+    _snapshots: dict[str, Snapshot] = field(default_factory=dict, init=False)
+    _sent: list[tuple[str, float, int]] = field(default_factory=list, init=False)
+    _last_expire_ms: float = field(default=0.0, init=False)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until ``stop`` is set; a failing tick is logged and retried."""
