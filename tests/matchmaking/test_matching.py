@@ -33,6 +33,7 @@ def ticket(
     regions: tuple[tuple[str, float], ...] = (("eu", 20.0),),
     roles: tuple[str, ...] | None = None,
     strings: dict[str, str] | None = None,
+    numbers: dict[str, float] | None = None,
     mode: str = "duel",
 ) -> Candidate:
     ratings = tuple(rating) if isinstance(rating, list) else (rating,)
@@ -46,6 +47,7 @@ def ticket(
         regions=regions,
         strings=strings or {},
         created_at_ms=created,
+        numbers=numbers or {},
     )
 
 
@@ -267,3 +269,12 @@ def test_share_deals_each_ticket_to_one_replica_and_rotates() -> None:
     late = 1_000.0 + 200.0 * matching.OPEN_AFTER_ROTATIONS
     assert all(len(matching.share(tickets, late, i, 3, 200.0)) == 300 for i in range(3))
     assert matching.share(tickets, 0.0, 0, 1, 200.0) == tickets
+
+
+def test_number_spreads_bound_attributes_within_a_match() -> None:
+    mode = Mode(name="duel", number_spreads={"level": 5.0})
+
+    low, high, near = (ticket(25, numbers={"level": n}) for n in (10.0, 30.0, 13.0))
+    (proposal,) = matching.match_teams([low, high, near], 0.0, mode)
+    assert set(proposal.ticket_ids) == {low.id, near.id}
+    assert matching.match_teams([low, high], 0.0, mode) == []

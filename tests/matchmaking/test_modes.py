@@ -35,6 +35,7 @@ def test_parse_modes_round_trip() -> None:
                 "roles": {"tank": 1, "dps": 2},
                 "skill_window": [[0, 1], [30, 10]],
                 "match_attributes": ["map"],
+                "number_spreads": {"level": 5},
                 "destination": "instance",
                 "world": "arena",
             }
@@ -45,6 +46,7 @@ def test_parse_modes_round_trip() -> None:
     assert mode.roles == {"tank": 1, "dps": 2}
     assert mode.skill_window(15.0) == pytest.approx(5.5)
     assert mode.match_attributes == ("map",)
+    assert mode.number_spreads == {"level": 5.0}
 
 
 @pytest.mark.parametrize(
@@ -57,6 +59,7 @@ def test_parse_modes_round_trip() -> None:
         ({"name": "x", "world": "Bad_World"}, "DNS label"),
         ({"name": "x", "colour": "red"}, "unknown keys"),
         ({"name": "x", "max_latency_ms": -1}, "finite"),
+        ({"name": "x", "number_spreads": {"level": -1}}, "finite"),
         ({"name": "x", "min_team_size": 2}, "min_team_size"),
     ],
 )

@@ -1,10 +1,11 @@
 """Match functions: pure ``(tickets, now_ms, mode) -> proposals``, one registered per mode.
 
 The default, :func:`match_teams`, pools tickets by region (and by the mode's
-``match_attributes``), takes the oldest ticket as the anchor, gathers the
-nearest ratings inside the anchor's skill window (which widens with its
-waiting time), and splits the group into teams with the smallest rating gap
-that keeps parties together and fills the role composition. A proposal is
+``match_attributes``; ``number_spreads`` bound number attributes), takes the
+oldest ticket as the anchor, gathers the nearest ratings inside the anchor's
+skill window (which widens with its waiting time), and splits the group into
+teams with the smallest rating gap that keeps parties together and fills the
+role composition. A proposal is
 only a wish: the store claims its tickets all-or-nothing, so two replicas may
 propose the same ticket and only one wins.
 """
@@ -165,6 +166,8 @@ def _match_anchor(  # noqa: PLR0917 - private helper of match_teams
     for other in ring.nearest(anchor, used, window, need * _SCAN_FACTOR):
         if players + other.size > need or not _roles_fit(role_counts, other, mode):
             continue
+        if mode.number_spreads and not _numbers_fit(group, other, mode):
+            continue
         group.append(other)
         players += other.size
         for role in other.roles:
@@ -185,6 +188,16 @@ def _match_anchor(  # noqa: PLR0917 - private helper of match_teams
         if teams is not None:
             return _proposal(mode, region, teams)
     return None
+
+
+def _numbers_fit(group: Sequence[Candidate], other: Candidate, mode: Mode) -> bool:
+    """Whether ``other`` keeps every spread-limited number attribute of the group in range."""
+    for key, spread in mode.number_spreads.items():
+        values = [t.numbers.get(key, 0.0) for t in group]
+        value = other.numbers.get(key, 0.0)
+        if max(*values, value) - min(*values, value) > spread:
+            return False
+    return True
 
 
 def _fixed_roles(group: Iterable[Candidate]) -> defaultdict[str, int]:

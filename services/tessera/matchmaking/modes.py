@@ -69,6 +69,9 @@ class Mode:
     max_latency_ms: float = 150.0
     # String attributes that must be equal within a match (e.g. "map").
     match_attributes: tuple[str, ...] = ()
+    # Number attributes that may differ by at most this much within a match
+    # (e.g. {"level": 5}); a ticket without the attribute counts as 0.
+    number_spreads: Mapping[str, float] = field(default_factory=dict)
     destination: str = OPEN_WORLD
     world: str = "main"
     zone_capacity: int = 200
@@ -132,6 +135,7 @@ _KEYS = {
     "region_widen_after_s",
     "max_latency_ms",
     "match_attributes",
+    "number_spreads",
     "destination",
     "world",
     "zone_capacity",
@@ -155,6 +159,10 @@ def mode_from_dict(item: Any, index: int = 0) -> Mode:
             )
         if "match_attributes" in kwargs:
             kwargs["match_attributes"] = tuple(str(a) for a in kwargs["match_attributes"])
+        if "number_spreads" in kwargs:
+            kwargs["number_spreads"] = {
+                str(k): float(v) for k, v in dict(kwargs["number_spreads"]).items()
+            }
         if "roles" in kwargs:
             kwargs["roles"] = {str(k): int(v) for k, v in dict(kwargs["roles"]).items()}
         mode = Mode(**kwargs)
@@ -183,6 +191,11 @@ def check_mode(mode: Mode) -> None:
     check_name("world", mode.world)
     if mode.zone_capacity < 1:
         raise ValueError("zone_capacity must be >= 1")
-    for value in (mode.partial_after_s, mode.region_widen_after_s, mode.max_latency_ms):
+    for value in (
+        mode.partial_after_s,
+        mode.region_widen_after_s,
+        mode.max_latency_ms,
+        *mode.number_spreads.values(),
+    ):
         if not (math.isfinite(value) and value >= 0):
-            raise ValueError("times and latencies must be finite and >= 0")
+            raise ValueError("times, latencies and spreads must be finite and >= 0")

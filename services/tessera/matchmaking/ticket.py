@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tessera.matchmaking.modes import Mode
 from tessera.v1 import matchmaking_pb2 as pb
@@ -45,6 +45,9 @@ class Candidate:
     strings: Mapping[str, str]
     created_at_ms: float
     owner_session: str = ""  # the creator's session id, for its connect token
+    numbers: Mapping[str, float] = field(
+        default_factory=dict
+    )  # the creator's session id, for its connect token
 
     @property
     def size(self) -> int:
@@ -192,4 +195,5 @@ def candidate(ticket: pb.Ticket, ratings: tuple[float, ...], owner_session: str 
         strings=dict(ticket.string_attributes),
         created_at_ms=ticket.created_at_ms,
         owner_session=owner_session,
+        numbers=dict(ticket.number_attributes),
     )
