@@ -1,0 +1,467 @@
+"""Matchmaking throughput: a steady arrival of 1v1 and 5v5 (party) tickets against one
+and two matchmaker processes sharing one Redis.
+
+Tickets are written with the store's pipelined ``create_many`` (what the
+CreateTicket front end does per request, batched per 10 ms), so the figures are
+those of the matching loop and its claims, not of gRPC. Assignments are observed
+on the ticket event channel that WatchAssignment streams are fed from.
+
+    python bench/matchmaking.py --json PATH [--rate 5000] [--duration 8] [--replicas 1,2]
+                                [--token-rate 1000]
+
+The token scenario also issues every assigned player a connect token through a real
+auth process (one IssueConnectToken call per player), at ``--token-rate``. A last
+scenario measures gRPC ``CreateTicket`` itself: ``--workers`` concurrent callers with
+real access tokens against one process serving the API and matching.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import random
+import statistics
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import grpc
+from redis.asyncio import Redis
+
+from tessera.auth.verifier import bearer_metadata
+from tessera.common import store as common_store
+from tessera.common.localredis import LocalRedis
+from tessera.common.process import ServiceProcess
+from tessera.common.store import WorldKeys
+from tessera.matchmaking.store import Store
+from tessera.v1 import auth_pb2, auth_pb2_grpc, common_pb2, zone_pb2
+from tessera.v1 import matchmaking_pb2 as pb
+from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
+
+MODES = [
+    {"name": "duel", "zone_capacity": 10**9},
+    {"name": "5v5", "team_size": 5, "max_party": 5, "zone_capacity": 10**9},
+]
+PARTY_SIZES = [1, 1, 1, 1, 1, 1, 2, 2, 3, 5]
+BATCH_S = 0.01
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def scrape(process: ServiceProcess) -> dict[str, float]:
+    url = f"http://127.0.0.1:{process.ports['metrics_port']}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("tessera_matchmaking_") and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = out.get(name, 0.0) + float(value)
+    return out
+
+
+SECRET = "bench-secret-0123456789"
+
+
+def start(process: ServiceProcess, attempts: int = 3) -> ServiceProcess:
+    """Start and wait for ``serving``, retrying grpcio's fork crash (grpc/grpc#43055:
+    a child may die between fork and exec with "epoll_wait error")."""
+    for attempt in range(attempts):
+        process.start()
+        try:
+            process.wait_serving()
+            return process
+        except RuntimeError:
+            crashed = any("epoll_wait error" in line for line in process.lines)
+            process.kill()
+            if not crashed or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def auth_service(redis_url: str) -> ServiceProcess:
+    return ServiceProcess(
+        "tessera.auth",
+        {
+            "TESSERA_REDIS_URL": redis_url,
+            "TESSERA_HOST": "127.0.0.1",
+            "TESSERA_GRPC_PORT": "0",
+            "TESSERA_METRICS_PORT": "0",
+            "TESSERA_AUTH_GENERATE_KEYS": "true",
+            "TESSERA_CONNECT_KEY_GENERATE": "true",
+            "TESSERA_AUTH_SERVICE_CLIENTS": f"matchmaking={SECRET}",
+        },
+        name="auth",
+    )
+
+
+def matcher(redis_url: str, index: int, auth: ServiceProcess | None) -> ServiceProcess:
+    tokens = (
+        {
+            "TESSERA_MM_CONNECT_TOKENS": "true",
+            "TESSERA_AUTH_ADDRESS": auth.grpc_address,
+            "TESSERA_MM_CLIENT_SECRET": SECRET,
+        }
+        if auth is not None
+        else {"TESSERA_MM_CONNECT_TOKENS": "false"}
+    )
+    return ServiceProcess(
+        "tessera.matchmaking",
+        {
+            **tokens,
+            "TESSERA_REDIS_URL": redis_url,
+            "TESSERA_HOST": "127.0.0.1",
+            "TESSERA_GRPC_PORT": "0",
+            "TESSERA_METRICS_PORT": "0",
+            "TESSERA_MM_FRONTEND": "false",
+            "TESSERA_MM_MODES": json.dumps(MODES),
+            "TESSERA_MM_TICK_INTERVAL_S": "0.01",
+        },
+        name=f"matchmaker-{index}",
+    )
+
+
+class Run:
+    """One scenario: generator, listener and the bookkeeping of what was assigned."""
+
+    def __init__(self, redis: Redis, rate: float, duration_s: float, seed: int) -> None:
+        self.redis = redis
+        self.store = Store(redis, ticket_ttl_s=60.0)
+        self.rate = rate
+        self.duration_s = duration_s
+        self.rng = random.Random(seed)
+        self.created: dict[str, tuple[str, float]] = {}
+        self.assigned_at: dict[str, float] = {}
+        self.assigned_count: Counter[str] = Counter()
+        self.players = 0
+
+    def ticket(self, mode: str, now_ms: float) -> tuple[pb.Ticket, dict[str, str]]:
+        size = 1 if mode == "duel" else self.rng.choice(PARTY_SIZES)
+        ratings = {}
+        players = []
+        base = self.rng.gauss(25.0, 6.0)
+        for _ in range(size):
+            self.players += 1
+            player = f"p{self.players}"
+            players.append(pb.TicketPlayer(player_id=player))
+            ratings[player] = f"{base + self.rng.gauss(0, 1.5)!r}:3.0"
+        ticket = pb.Ticket(
+            id=uuid.uuid4().hex,
+            mode=mode,
+            players=players,
+            regions=[pb.RegionLatency(region="eu", latency_ms=20.0)],
+            created_at_ms=now_ms,
+        )
+        return ticket, ratings
+
+    async def generate(self) -> float:
+        started = time.perf_counter()
+        sent = 0
+        while (elapsed := time.perf_counter() - started) < self.duration_s:
+            due = int(self.rate * elapsed) - sent
+            if due > 0:
+                now_ms = time.time() * 1000.0
+                tickets = []
+                ratings: dict[str, dict[str, str]] = {"duel": {}, "5v5": {}}
+                for i in range(due):
+                    mode = "duel" if (sent + i) % 2 == 0 else "5v5"
+                    ticket, rs = self.ticket(mode, now_ms)
+                    tickets.append(ticket)
+                    ratings[mode].update(rs)
+                    self.created[ticket.id] = (mode, now_ms)
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for mode, mapping in ratings.items():
+                        if mapping:
+                            pipe.hset(Store.ratings_key(mode), mapping=mapping)  # type: ignore[arg-type]
+                    await pipe.execute()
+                await self.store.create_many(tickets, now_ms)
+                sent += due
+            await asyncio.sleep(BATCH_S)
+        return time.perf_counter() - started
+
+    async def listen(self, ready: asyncio.Event) -> None:
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(Store.events_channel)
+        ready.set()
+        try:
+            async for message in pubsub.listen():
+                if message["type"] != "message":
+                    continue
+                now_ms = time.time() * 1000.0
+                state, *ids = message["data"].decode().split(" ")
+                if int(state) != pb.TICKET_STATE_ASSIGNED:
+                    continue
+                for ticket_id in ids:
+                    self.assigned_count[ticket_id] += 1
+                    self.assigned_at.setdefault(ticket_id, now_ms)
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def broken_matches(self) -> int:
+        """Matches whose stored tickets do not add up to one whole match."""
+        ids = list(self.assigned_at)
+        players: Counter[str] = Counter()
+        modes: dict[str, str] = {}
+        for i in range(0, len(ids), 2000):
+            for ticket in await self.store.get_many(ids[i : i + 2000], time.time() * 1000):
+                if ticket is None or ticket.state != pb.TICKET_STATE_ASSIGNED:
+                    continue
+                players[ticket.assignment.match_id] += len(ticket.players)
+                modes[ticket.assignment.match_id] = ticket.mode
+        size = {"duel": 2, "5v5": 10}
+        return sum(1 for m, n in players.items() if n != size[modes[m]])
+
+
+async def scenario(
+    redis_server: LocalRedis, replicas: int, rate: float, duration_s: float, *, tokens: bool
+) -> dict[str, Any]:
+    redis = common_store.connect(redis_server.url, max_connections=32)
+    await redis.flushall()
+    keys = WorldKeys("main")
+    status = zone_pb2.ZoneStatus(
+        zone=common_pb2.ZoneRef(world="main", zone="z1"), state=zone_pb2.ZONE_STATE_ACTIVE
+    )
+    await redis.sadd(keys.zones, "z1")
+    await redis.set(keys.zone_status("z1"), status.SerializeToString())
+    auth = await asyncio.to_thread(start, auth_service(redis_server.url)) if tokens else None
+    processes = [matcher(redis_server.url, i, auth) for i in range(replicas)]
+    for p in processes:
+        await asyncio.to_thread(start, p)
+    run = Run(redis, rate, duration_s, seed=replicas)
+    ready = asyncio.Event()
+    listener = asyncio.create_task(run.listen(ready))
+    await ready.wait()
+    elapsed = await run.generate()
+    # Let the loop finish what arrived in the last moments.
+    await asyncio.sleep(1.0)
+    backlog = {m["name"]: await redis.zcard(Store.pool_key(str(m["name"]))) for m in MODES}
+    metrics = [scrape(p) for p in processes]
+    for p in processes:
+        p.terminate()
+    if auth is not None:
+        auth.terminate()
+    listener.cancel()
+    broken = await run.broken_matches()
+    await redis.aclose()
+
+    def total(name: str, only: list[dict[str, float]] | None = None) -> float:
+        """A metric summed over replicas and over label sets not named in ``name``."""
+        return sum(
+            value
+            for m in (metrics if only is None else only)
+            for key, value in m.items()
+            if key == name or (key.startswith(name + "{") and "{" not in name)
+        )
+
+    out: dict[str, Any] = {
+        "replicas": replicas,
+        "connect_tokens": tokens,
+        "offered_tickets_per_s": round(len(run.created) / elapsed, 1),
+        "tickets_per_s": round(len(run.assigned_at) / elapsed, 1),
+        "tickets_created": len(run.created),
+        "tickets_assigned": len(run.assigned_at),
+        "backlog_after_1s": backlog,
+        "double_assignments": sum(1 for n in run.assigned_count.values() if n > 1) + broken,
+        "claims_conflicted": int(total("tessera_matchmaking_claims_conflicted_total")),
+        "matches_per_replica": [
+            int(total("tessera_matchmaking_matches_total", [m])) for m in metrics
+        ],
+    }
+    gaps = []
+    for mode in ("duel", "5v5"):
+        waits = [
+            run.assigned_at[t] - created
+            for t, (m, created) in run.created.items()
+            if m == mode and t in run.assigned_at
+        ]
+        label = "1v1" if mode == "duel" else "5v5"
+        out[f"time_to_match_ms_p50_{label}"] = round(percentile(waits, 0.5), 1)
+        out[f"time_to_match_ms_p99_{label}"] = round(percentile(waits, 0.99), 1)
+        gap_sum = total(f'tessera_matchmaking_rating_gap_sum{{mode="{mode}"}}')
+        gap_count = total(f'tessera_matchmaking_rating_gap_count{{mode="{mode}"}}')
+        mean_gap = gap_sum / gap_count if gap_count else float("nan")
+        out[f"mean_rating_gap_{label}"] = round(mean_gap, 3)
+        gaps.append(mean_gap)
+    out["time_to_match_ms_p50"] = out["time_to_match_ms_p50_1v1"]
+    out["time_to_match_ms_p99"] = out["time_to_match_ms_p99_1v1"]
+    out["mean_rating_gap"] = round(statistics.fmean(gaps), 3)
+    return out
+
+
+async def frontend(redis_server: LocalRedis, duration_s: float, workers: int) -> dict[str, Any]:
+    """Closed-loop CreateTicket calls over gRPC (real auth tokens) against one process
+    serving the API and matching, to show what the front end sustains."""
+    redis = common_store.connect(redis_server.url, max_connections=32)
+    await redis.flushall()
+    keys = WorldKeys("main")
+    status = zone_pb2.ZoneStatus(
+        zone=common_pb2.ZoneRef(world="main", zone="z1"), state=zone_pb2.ZONE_STATE_ACTIVE
+    )
+    await redis.sadd(keys.zones, "z1")
+    await redis.set(keys.zone_status("z1"), status.SerializeToString())
+    auth = auth_service(redis_server.url)
+    auth.env["TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS"] = "1000000"
+    await asyncio.to_thread(start, auth)
+    mm = matcher(redis_server.url, 0, None)
+    mm.env.update({"TESSERA_MM_FRONTEND": "true", "TESSERA_AUTH_ADDRESS": auth.grpc_address})
+    await asyncio.to_thread(start, mm)
+    latencies: list[float] = []
+    failures: Counter[str] = Counter()
+    async with (
+        grpc.aio.insecure_channel(auth.grpc_address) as auth_channel,
+        grpc.aio.insecure_channel(mm.grpc_address) as mm_channel,
+    ):
+        auth_stub = auth_pb2_grpc.AuthStub(auth_channel)
+        sessions: list[auth_pb2.Session] = []
+        for batch in range(0, workers * 32, 256):
+            sessions += await asyncio.gather(
+                *(
+                    auth_stub.GuestLogin(auth_pb2.GuestLoginRequest(device_id=f"bench-{i:010d}"))
+                    for i in range(batch, min(batch + 256, workers * 32))
+                )
+            )
+        players = collections.deque((time.monotonic(), s) for s in sessions)
+        mm_stub = pb_grpc.MatchmakerStub(mm_channel)
+        started = time.monotonic()
+
+        async def worker() -> None:
+            while time.monotonic() - started < duration_s:
+                ready, session = players.popleft()
+                await asyncio.sleep(max(0.0, ready - time.monotonic()))
+                request = pb.CreateTicketRequest(
+                    mode="duel",
+                    players=[pb.TicketPlayer(player_id=session.account_id)],
+                    regions=[pb.RegionLatency(region="eu", latency_ms=20.0)],
+                )
+                t0 = time.perf_counter()
+                try:
+                    await mm_stub.CreateTicket(
+                        request, metadata=bearer_metadata(session.access_token), timeout=10
+                    )
+                    latencies.append((time.perf_counter() - t0) * 1000.0)
+                except grpc.aio.AioRpcError as err:
+                    failures[err.code().name] += 1
+                # The ticket is matched within milliseconds; queue the player again later.
+                players.append((time.monotonic() + 0.25, session))
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        elapsed = time.monotonic() - started
+    metrics = scrape(mm)
+    mm.terminate()
+    auth.terminate()
+    await redis.aclose()
+    assigned = sum(
+        v
+        for k, v in metrics.items()
+        if k.startswith("tessera_matchmaking_tickets_total{") and 'state="assigned"' in k
+    )
+    return {
+        "scenario": "grpc CreateTicket",
+        "workers": workers,
+        "create_ticket_per_s": round(len(latencies) / elapsed, 1),
+        "create_ticket_ms_p50": round(percentile(latencies, 0.5), 2),
+        "create_ticket_ms_p99": round(percentile(latencies, 0.99), 2),
+        "failures": dict(failures),
+        "assigned_per_s": round(assigned / elapsed, 1),
+    }
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    rows = [
+        ("replicas", "replicas"),
+        ("connect tokens from auth", "connect_tokens"),
+        ("offered tickets/s", "offered_tickets_per_s"),
+        ("matched tickets/s", "tickets_per_s"),
+        ("backlog after 1 s", "backlog_after_1s"),
+        ("time to match p50 1v1 (ms)", "time_to_match_ms_p50_1v1"),
+        ("time to match p99 1v1 (ms)", "time_to_match_ms_p99_1v1"),
+        ("time to match p50 5v5 (ms)", "time_to_match_ms_p50_5v5"),
+        ("time to match p99 5v5 (ms)", "time_to_match_ms_p99_5v5"),
+        ("mean rating gap 1v1 (mu)", "mean_rating_gap_1v1"),
+        ("mean rating gap 5v5 (mu)", "mean_rating_gap_5v5"),
+        ("claims conflicted", "claims_conflicted"),
+        ("matches per replica", "matches_per_replica"),
+        ("double assignments", "double_assignments"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    lines = []
+    for label, key in rows:
+        cells = "  ".join(f"{r[key]!s:>22}" for r in results)
+        lines.append(f"{label:<{width}}  {cells}")
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    with LocalRedis() as redis_server:
+        results = [
+            await scenario(redis_server, int(n), args.rate, args.duration, tokens=False)
+            for n in args.replicas.split(",")
+        ]
+        if args.token_rate > 0:
+            results.append(
+                await scenario(redis_server, 1, args.token_rate, args.duration, tokens=True)
+            )
+        grpc_front = (
+            await frontend(redis_server, args.duration, args.workers) if args.workers > 0 else None
+        )
+    return {
+        "benchmark": "matchmaking",
+        "rate": args.rate,
+        "duration_s": args.duration,
+        "targets": {
+            "tickets_per_s": 5000,
+            "time_to_match_ms_p50_1v1": 150,
+            "double_assignments": 0,
+        },
+        "scenarios": results,
+        "frontend": grpc_front,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, required=True, help="write results here")
+    parser.add_argument("--rate", type=float, default=5000.0, help="offered tickets per second")
+    parser.add_argument(
+        "--duration", type=float, default=8.0, help="seconds of arrivals per scenario"
+    )
+    parser.add_argument("--replicas", default="1,2", help="matchmaker process counts to run")
+    parser.add_argument(
+        "--token-rate",
+        type=float,
+        default=1000.0,
+        help="offered tickets/s of a last scenario that issues connect tokens via auth (0 = skip)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=64,
+        help="concurrent gRPC CreateTicket callers of the front-end scenario (0 = skip)",
+    )
+    args = parser.parse_args()
+    report = asyncio.run(main_async(args))
+    print(table(report["scenarios"]))
+    if report["frontend"] is not None:
+        front = report["frontend"]
+        print(
+            f"\ngRPC CreateTicket, 1 process, {front['workers']} concurrent callers: "
+            f"{front['create_ticket_per_s']}/s, p50 {front['create_ticket_ms_p50']} ms, "
+            f"p99 {front['create_ticket_ms_p99']} ms, failures {front['failures']}, "
+            f"assigned {front['assigned_per_s']}/s"
+        )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

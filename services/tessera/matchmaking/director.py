@@ -1,0 +1,352 @@
+"""The matching loop: read pools, run match functions, pick destinations, claim.
+
+Every replica runs one. A tick, per mode: read the searching tickets (only new
+ones in full), refill open backfills, run the mode's match function, give each
+proposal a destination and its players connect tokens, then commit all of the
+mode's proposals in one claim script. A proposal that loses a race to another
+replica is simply dropped; its tickets that are still searching are proposed
+again next tick. Expired tickets are reaped about once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tessera.matchmaking import metrics
+from tessera.matchmaking.destination import (
+    ZoneLoad,
+    instance_zone,
+    pending_players,
+    pick_zone,
+)
+from tessera.matchmaking.matching import (
+    OpenBackfill,
+    Proposal,
+    fill_backfills,
+    resolve,
+    share,
+    valid_proposals,
+)
+from tessera.matchmaking.modes import INSTANCE, Mode
+from tessera.matchmaking.store import Claim, Snapshot, Store
+from tessera.matchmaking.ticket import Candidate
+from tessera.v1 import auth_pb2
+from tessera.v1 import matchmaking_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+# Zone players sent by this replica are remembered this long (a few zone heartbeats).
+_SENT_MEMORY_MS = 10_000.0
+# After a failed tick (e.g. Redis unreachable) the loop waits this long before the next.
+_RETRY_S = 0.5
+
+
+class TokenIssuer(Protocol):
+    """Gets a relay connect token for a player (the auth service, on their behalf),
+    bound to the player's session when it is known."""
+
+    async def issue(
+        self, player_id: str, region: str, session_id: str = ""
+    ) -> auth_pb2.ConnectToken: ...
+
+
+def wall_ms() -> float:
+    return time.time() * 1000.0
+
+
+@dataclass
+class TickResult:
+    """What one tick did, summed over modes."""
+
+    searching: int = 0
+    proposals: int = 0
+    matches: int = 0
+    assigned: int = 0
+    conflicts: int = 0
+    refused: int = 0
+    no_destination: int = 0
+    expired: int = 0
+
+
+@dataclass
+class Director:
+    """One replica's matching loop."""
+
+    store: Store
+    modes: Mapping[str, Mode]
+    issuer: TokenIssuer | None = None
+    interval_s: float = 0.02
+    expire_every_s: float = 1.0
+    clock: Callable[[], float] = wall_ms
+    # Tickets one tick considers per mode; bounds a tick's work when a backlog builds up.
+    pool_limit: int = 20_000
+    # Connect tokens asked of auth per tick and mode (oldest proposals first); the rest
+    # wait a tick, so a backlog cannot flood auth into timeouts.
+    tokens_per_tick: int = 256
+    replica_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Tickets are split between live replicas by hash, re-dealt every rotate_ms.
+    rotate_ms: float = 200.0
+    replica_ttl_s: float = 3.0
+    _share: tuple[int, int] = field(default=(0, 1), init=False)
+    _last_share_ms: float = field(default=0.0, init=False)
+    _snapshots: dict[str, Snapshot] = field(default_factory=dict, init=False)
+    _sent: list[tuple[str, float, int]] = field(default_factory=list, init=False)
+    _last_expire_ms: float = field(default=0.0, init=False)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick until ``stop`` is set; a failing tick is logged and retried."""
+        try:
+            while not stop.is_set():
+                started = time.perf_counter()
+                pause = self.interval_s
+                try:
+                    await self.tick()
+                except Exception:
+                    log.exception("matching tick failed")
+                    pause = max(pause, _RETRY_S)
+                elapsed = time.perf_counter() - started
+                metrics.TICK.observe(elapsed)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), max(0.0, pause - elapsed))
+        finally:
+            with contextlib.suppress(Exception):
+                await self.store.leave(self.replica_id)
+
+    async def tick(self) -> TickResult:
+        result = TickResult()
+        now = self.clock()
+        if now - self._last_expire_ms >= self.expire_every_s * 1000.0:
+            self._last_expire_ms = now
+            for mode in self.modes.values():
+                expired = await self.store.expire(mode.name, now)
+                if expired:
+                    metrics.EXPIRED.labels(mode.name).inc(expired)
+                    metrics.TICKETS.labels(mode.name, "expired").inc(expired)
+                result.expired += expired
+        if now - self._last_share_ms >= self.replica_ttl_s * 1000.0 / 6:
+            self._last_share_ms = now
+            members = await self.store.replicas(self.replica_id, now, self.replica_ttl_s * 1000.0)
+            self._share = (members.index(self.replica_id), len(members))
+        self._sent = [s for s in self._sent if now - s[1] < _SENT_MEMORY_MS]
+        loads: dict[str, list[ZoneLoad]] = {}
+        for mode in self.modes.values():
+            await self._tick_mode(mode, loads, result)
+        return result
+
+    async def _tick_mode(
+        self, mode: Mode, loads: dict[str, list[ZoneLoad]], result: TickResult
+    ) -> None:
+        now = self.clock()
+        snapshot = self._snapshots.setdefault(mode.name, Snapshot(mode.name))
+        searching = await self.store.searching(snapshot, now, self.pool_limit)
+        metrics.SEARCHING.labels(mode.name).set(len(searching))
+        result.searching += len(searching)
+        tickets = share(searching, now, *self._share, self.rotate_ms)
+        if not tickets:
+            return
+        backfills = {b.id: b for b in await self.store.open_backfills(mode.name)}
+        proposals = fill_backfills(
+            [
+                OpenBackfill(b.id, b.mode, b.region, dict(b.open_slots), b.created_at_ms)
+                for b in backfills.values()
+            ],
+            tickets,
+            now,
+            mode,
+        )
+        taken = {i for p in proposals for i in p.ticket_ids}
+        rest = [t for t in tickets if t.id not in taken]
+        try:
+            proposals += resolve(mode.match_function)(rest, now, mode)
+        except Exception:
+            log.exception("match function failed", extra={"mode": mode.name})
+        proposals, refused = valid_proposals(proposals, tickets, mode)
+        if refused:
+            log.warning("refused invalid proposals", extra={"mode": mode.name, "count": refused})
+        result.refused += refused
+        result.proposals += len(proposals)
+        if mode.destination != INSTANCE and mode.world not in loads:
+            loads[mode.world] = await self.store.zone_loads(mode.world)
+        prepared = await self._prepare(
+            mode,
+            proposals=proposals,
+            sessions={t.players[0]: t.owner_session for t in tickets if t.owner_session},
+            backfills=backfills,
+            loads=loads,
+            now=now,
+            result=result,
+        )
+        outcomes = await self.store.claim(mode.name, [c for _, c in prepared], now)
+        by_id = {t.id: t for t in tickets}
+        for (proposal, claim), conflict in zip(prepared, outcomes, strict=True):
+            if conflict is not None:
+                result.conflicts += 1
+                metrics.CLAIMS_CONFLICTED.labels(mode.name).inc()
+                snapshot.tickets.pop(conflict, None)
+                continue
+            self._committed(
+                mode, proposal=proposal, claim=claim, by_id=by_id, now=now, result=result
+            )
+
+    def _committed(
+        self,
+        mode: Mode,
+        *,
+        proposal: Proposal,
+        claim: Claim,
+        by_id: Mapping[str, Candidate],
+        now: float,
+        result: TickResult,
+    ) -> None:
+        result.matches += 1
+        result.assigned += len(proposal.ticket_ids)
+        kind = "backfill" if proposal.backfill_id else "new"
+        metrics.MATCHES.labels(mode.name, kind).inc()
+        metrics.TICKETS.labels(mode.name, "assigned").inc(len(proposal.ticket_ids))
+        metrics.RATING_GAP.labels(mode.name).observe(proposal.rating_gap)
+        histogram = metrics.TIME_TO_MATCH.labels(mode.name)
+        for ticket_id in proposal.ticket_ids:
+            histogram.observe(max(0.0, now - by_id[ticket_id].created_at_ms) / 1000.0)
+        destination = pb.Assignment.FromString(claim.tickets[0][1]).destination
+        if destination.kind == pb.DESTINATION_KIND_OPEN_WORLD:
+            self._sent.append((destination.zone, now, len(proposal.seats)))
+
+    async def _prepare(
+        self,
+        mode: Mode,
+        *,
+        proposals: Sequence[Proposal],
+        sessions: Mapping[str, str],
+        backfills: Mapping[str, pb.Backfill],
+        loads: Mapping[str, list[ZoneLoad]],
+        now: float,
+        result: TickResult,
+    ) -> list[tuple[Proposal, Claim]]:
+        placed: list[tuple[Proposal, str, pb.Destination]] = []
+        pending = pending_players(self._sent, loads.get(mode.world, []))
+        for proposal in proposals:
+            match_id = uuid.uuid4().hex
+            if proposal.backfill_id:
+                destination = pb.Destination()
+                destination.CopyFrom(backfills[proposal.backfill_id].destination)
+                match_id = backfills[proposal.backfill_id].match_id
+            elif mode.destination == INSTANCE:
+                destination = pb.Destination(
+                    kind=pb.DESTINATION_KIND_INSTANCE,
+                    world=mode.world,
+                    zone=instance_zone(match_id),
+                    region=proposal.region,
+                )
+            else:
+                needed = len(proposal.seats)
+                zone = pick_zone(loads[mode.world], pending, needed, mode.zone_capacity)
+                if zone is None:
+                    result.no_destination += 1
+                    metrics.NO_DESTINATION.labels(mode.name).inc()
+                    continue
+                pending[zone] = pending.get(zone, 0) + needed
+                destination = pb.Destination(
+                    kind=pb.DESTINATION_KIND_OPEN_WORLD,
+                    world=mode.world,
+                    zone=zone,
+                    region=proposal.region,
+                )
+            placed.append((proposal, match_id, destination))
+        if self.issuer is not None:
+            placed = _first_seats(placed, self.tokens_per_tick)
+        tokens = await self._tokens(placed, sessions)
+        return [
+            (proposal, self._claim(proposal, match_id, destination, tokens, now))
+            for proposal, match_id, destination in placed
+            if all(s.player_id in tokens for s in proposal.seats) or self.issuer is None
+        ]
+
+    async def _tokens(
+        self,
+        placed: Sequence[tuple[Proposal, str, pb.Destination]],
+        sessions: Mapping[str, str],
+    ) -> dict[str, auth_pb2.ConnectToken]:
+        if self.issuer is None or not placed:
+            return {}
+        issuer = self.issuer
+        seats = [(s.player_id, p.region) for p, _, _ in placed for s in p.seats]
+        issued = await asyncio.gather(
+            *(issuer.issue(player, region, sessions.get(player, "")) for player, region in seats),
+            return_exceptions=True,
+        )
+        out = {}
+        for (player, _), token in zip(seats, issued, strict=True):
+            if isinstance(token, BaseException):
+                metrics.TOKEN_FAILURES.inc()
+                log.warning("connect token refused", extra={"player": player, "error": str(token)})
+                continue
+            out[player] = token
+        return out
+
+    @staticmethod
+    def _claim(
+        proposal: Proposal,
+        match_id: str,
+        destination: pb.Destination,
+        tokens: Mapping[str, auth_pb2.ConnectToken],
+        now: float,
+    ) -> Claim:
+        tickets = []
+        for ticket_id in proposal.ticket_ids:
+            assignment = pb.Assignment(
+                match_id=match_id,
+                destination=destination,
+                rating_gap=proposal.rating_gap,
+                assigned_at_ms=now,
+            )
+            for seat in proposal.seats:
+                if seat.ticket_id == ticket_id:
+                    player = assignment.players.add(
+                        player_id=seat.player_id, team=seat.team, role=seat.role
+                    )
+                    if seat.player_id in tokens:
+                        player.connect_token.CopyFrom(tokens[seat.player_id])
+            tickets.append((ticket_id, assignment.SerializeToString()))
+        slots: dict[int, int] = {}
+        if proposal.backfill_id:
+            for seat in proposal.seats:
+                slots[seat.team] = slots.get(seat.team, 0) + 1
+        request = b""
+        if destination.kind == pb.DESTINATION_KIND_INSTANCE:
+            everyone = pb.Assignment(
+                match_id=match_id,
+                destination=destination,
+                rating_gap=proposal.rating_gap,
+                assigned_at_ms=now,
+            )
+            for seat in proposal.seats:
+                everyone.players.add(player_id=seat.player_id, team=seat.team, role=seat.role)
+            request = everyone.SerializeToString()
+        return Claim(
+            match_id=match_id,
+            tickets=tickets,
+            backfill_id=proposal.backfill_id,
+            slots=slots,
+            instance_request=request,
+        )
+
+
+def _first_seats(
+    placed: list[tuple[Proposal, str, pb.Destination]], limit: int
+) -> list[tuple[Proposal, str, pb.Destination]]:
+    """The leading proposals whose seats add up to at most ``limit`` (at least one)."""
+    out: list[tuple[Proposal, str, pb.Destination]] = []
+    seats = 0
+    for entry in placed:
+        seats += len(entry[0].seats)
+        if out and seats > limit:
+            break
+        out.append(entry)
+    return out

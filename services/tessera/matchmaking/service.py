@@ -1,0 +1,155 @@
+"""Assembly of the matchmaking process: settings, store, auth, servicer and matching loop.
+
+A process serves the Matchmaker API (``TESSERA_MM_FRONTEND``, needs auth to
+verify callers) and/or runs the matching loop (``TESSERA_MM_MATCHING``); every
+replica may do both, and any number of replicas may share one Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tessera.auth.verifier import AuthInterceptor, Verifier, current_claims
+from tessera.common import store as common_store
+from tessera.common.config import ConfigError, Env, ServerConfig
+from tessera.common.server import GrpcService
+from tessera.matchmaking.admission import AuthIssuer
+from tessera.matchmaking.director import Director
+from tessera.matchmaking.matching import resolve
+from tessera.matchmaking.modes import DEFAULT_MODES, Mode, parse_modes
+from tessera.matchmaking.servicer import TRUSTED, MatchmakerServicer, Watchers
+from tessera.matchmaking.store import Store
+from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "tessera.v1.Matchmaker"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Matchmaker settings (``TESSERA_MM_*``, ``TESSERA_AUTH_ADDRESS``)."""
+
+    modes: Mapping[str, Mode]
+    frontend: bool
+    matching: bool
+    auth_address: str
+    client_id: str
+    client_secret: str
+    connect_tokens: bool
+    ticket_ttl_s: float
+    retention_s: float
+    tick_interval_s: float
+    pool_limit: int
+    rotate_ms: float
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> Settings:
+        env = env or Env()
+        text = env.string("MM_MODES", "")
+        try:
+            modes = parse_modes(text) if text else DEFAULT_MODES
+            for mode in modes:
+                resolve(mode.match_function)
+        except ValueError as err:
+            raise ConfigError("TESSERA_MM_MODES", text[:80], f"valid modes ({err})") from None
+        frontend = env.flag("MM_FRONTEND", True)
+        connect_tokens = env.flag("MM_CONNECT_TOKENS", True)
+        auth_address = env.string("AUTH_ADDRESS", "", pattern=r"\S+:\d+")
+        secret = env.string("MM_CLIENT_SECRET", "")
+        if (frontend or connect_tokens) and not auth_address:
+            raise ConfigError(
+                "TESSERA_AUTH_ADDRESS",
+                "",
+                "host:port of the auth service (needed to verify "
+                "callers and to issue connect tokens)",
+            )
+        if connect_tokens and not secret:
+            raise ConfigError(
+                "TESSERA_MM_CLIENT_SECRET",
+                "",
+                "the secret auth knows for this client id (or TESSERA_MM_CONNECT_TOKENS=false)",
+            )
+        return cls(
+            modes={m.name: m for m in modes},
+            frontend=frontend,
+            matching=env.flag("MM_MATCHING", True),
+            auth_address=auth_address,
+            client_id=env.string("MM_CLIENT_ID", "matchmaking"),
+            client_secret=secret,
+            connect_tokens=connect_tokens,
+            ticket_ttl_s=env.number("MM_TICKET_TTL_S", 30.0, lo=1.0, hi=3600.0),
+            retention_s=env.number("MM_RETENTION_S", 600.0, lo=1.0, hi=7 * 86_400.0),
+            tick_interval_s=env.number("MM_TICK_INTERVAL_S", 0.02, lo=0.001, hi=10.0),
+            pool_limit=env.integer("MM_POOL_LIMIT", 20_000, lo=10, hi=10_000_000),
+            rotate_ms=env.number("MM_SHARE_ROTATE_MS", 200.0, lo=0.0, hi=600_000.0),
+        )
+
+
+async def build(config: ServerConfig) -> GrpcService:
+    """The matchmaking service for ``python -m tessera.matchmaking``."""
+    settings = Settings.from_env(Env())
+    redis = common_store.connect(config.redis_url, max_connections=256)
+    store = Store(redis, ticket_ttl_s=settings.ticket_ttl_s, retention_s=settings.retention_s)
+    interceptors = []
+    verifier: Verifier | None = None
+    if settings.frontend:
+        verifier = await Verifier.connect(settings.auth_address, config.redis_url)
+        trusted = {
+            f"/{SERVICE_NAME}/{method}": TRUSTED
+            for method in ("ReportMatchResult", "CreateBackfill", "GetBackfill")
+        }
+        interceptors.append(AuthInterceptor(verifier, roles=trusted))
+    service = GrpcService(config, interceptors=interceptors)
+    tasks: list[asyncio.Task[None]] = []
+    if settings.frontend:
+        watchers = Watchers()
+        servicer = MatchmakerServicer(store, settings.modes, current_claims, watchers)
+        service.add(pb_grpc.add_MatchmakerServicer_to_server, servicer, SERVICE_NAME)
+        tasks.append(asyncio.create_task(watchers.follow(store), name="mm-watchers"))
+    issuer: AuthIssuer | None = None
+    stop = asyncio.Event()
+    if settings.matching:
+        if settings.connect_tokens:
+            issuer = AuthIssuer(settings.auth_address, settings.client_id, settings.client_secret)
+            await issuer.login()
+        director = Director(
+            store,
+            settings.modes,
+            issuer=issuer,
+            interval_s=settings.tick_interval_s,
+            pool_limit=settings.pool_limit,
+            rotate_ms=settings.rotate_ms,
+        )
+        tasks.append(asyncio.create_task(director.run(stop), name="mm-director"))
+    log.info(
+        "matchmaker configured",
+        extra={
+            "modes": sorted(settings.modes),
+            "frontend": settings.frontend,
+            "matching": settings.matching,
+            "connect_tokens": settings.connect_tokens,
+            "pid": os.getpid(),
+        },
+    )
+
+    async def shutdown() -> None:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if issuer is not None:
+            await issuer.close()
+        if verifier is not None:
+            await verifier.close()
+        await redis.aclose()
+
+    service.on_shutdown(shutdown)
+    return service

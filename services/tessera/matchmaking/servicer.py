@@ -1,0 +1,314 @@
+"""The ``tessera.v1.Matchmaker`` gRPC servicer: checks callers and input, then the store.
+
+Callers are authenticated by the auth interceptor in front of it; this module
+decides what an authenticated caller may do: a player handles tickets that name
+them (creating only tickets they lead), services and admins everything, and only
+services and admins report results and ask for backfills.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, NoReturn, Protocol
+
+import grpc
+from redis.exceptions import RedisError
+
+from tessera.common.errors import abort
+from tessera.matchmaking import metrics
+from tessera.matchmaking.director import wall_ms
+from tessera.matchmaking.modes import Mode
+from tessera.matchmaking.store import SEARCHING, PlayerBusy, Store
+from tessera.matchmaking.ticket import MAX_ID_LEN, InvalidTicket, validate
+from tessera.v1 import matchmaking_pb2 as pb
+from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+TRUSTED = ("service", "admin")
+# A watcher re-reads its ticket at least this often, in case an event was missed.
+WATCH_POLL_S = 2.0
+
+
+class Caller(Protocol):
+    """The verified identity of an RPC's caller (tessera.auth.tokens.Claims)."""
+
+    @property
+    def sub(self) -> str: ...
+
+    @property
+    def sid(self) -> str: ...
+
+    @property
+    def roles(self) -> tuple[str, ...]: ...
+
+
+class Watchers:
+    """Wakes the WatchAssignment streams of this replica when any replica publishes
+    a change of their ticket (one Redis subscription per process)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[asyncio.Event]] = {}
+
+    def add(self, ticket_id: str) -> asyncio.Event:
+        event = asyncio.Event()
+        self._waiting.setdefault(ticket_id, set()).add(event)
+        return event
+
+    def remove(self, ticket_id: str, event: asyncio.Event) -> None:
+        events = self._waiting.get(ticket_id)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self._waiting[ticket_id]
+
+    def notify(self, ticket_ids: list[str]) -> None:
+        for ticket_id in ticket_ids:
+            for event in self._waiting.get(ticket_id, ()):
+                event.set()
+
+    async def follow(self, store: Store, retry_s: float = 1.0) -> None:
+        """Feed from the store's event channel until cancelled, resubscribing after a
+        Redis failure (meanwhile watchers fall back to polling)."""
+        while True:
+            try:
+                async for _state, ids in store.events():
+                    self.notify(ids)
+            except RedisError:
+                log.warning("ticket event subscription lost; resubscribing", exc_info=True)
+            await asyncio.sleep(retry_s)
+
+
+class MatchmakerServicer(pb_grpc.MatchmakerServicer):
+    """Tickets, results and backfills over gRPC."""
+
+    def __init__(
+        self,
+        store: Store,
+        modes: Mapping[str, Mode],
+        caller: Callable[[], Caller],
+        watchers: Watchers,
+        *,
+        clock: Callable[[], float] = wall_ms,
+    ) -> None:
+        self.store = store
+        self.modes = modes
+        self.caller = caller
+        self.watchers = watchers
+        self.clock = clock
+
+    async def CreateTicket(self, request: pb.CreateTicketRequest, context: Context) -> pb.Ticket:
+        caller = self.caller()
+        try:
+            mode = validate(request, self.modes, caller.sub)
+        except InvalidTicket as err:
+            code = (
+                grpc.StatusCode.PERMISSION_DENIED
+                if err.permission
+                else grpc.StatusCode.INVALID_ARGUMENT
+            )
+            await abort(context, code, str(err), reason=err.reason, field=err.field)
+        now = self.clock()
+        ticket = pb.Ticket(
+            id=uuid.uuid4().hex,
+            mode=mode.name,
+            players=request.players,
+            regions=request.regions,
+            string_attributes=request.string_attributes,
+            number_attributes=request.number_attributes,
+            created_at_ms=now,
+        )
+        try:
+            created = await self.store.create(ticket, now, caller.sid)
+        except PlayerBusy as err:
+            await abort(
+                context,
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"{err}; cancel it or wait until it is assigned or expires",
+                reason="TICKET_EXISTS",
+                field="players",
+            )
+        metrics.TICKETS.labels(mode.name, "created").inc()
+        return created
+
+    async def GetTicket(self, request: pb.GetTicketRequest, context: Context) -> pb.Ticket:
+        return await self._own_ticket(request.ticket_id, context)
+
+    async def HeartbeatTicket(
+        self, request: pb.HeartbeatTicketRequest, context: Context
+    ) -> pb.Ticket:
+        ticket = await self._own_ticket(request.ticket_id, context)
+        if ticket.state != SEARCHING:
+            return ticket
+        return await self._still(await self.store.heartbeat(ticket, self.clock()), context)
+
+    async def CancelTicket(
+        self, request: pb.CancelTicketRequest, context: Context
+    ) -> pb.CancelTicketResponse:
+        ticket = await self._own_ticket(request.ticket_id, context)
+        if ticket.state != SEARCHING:
+            await abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"ticket {ticket.id!r} is {pb.TicketState.Name(ticket.state)}, not searching",
+                reason="TICKET_NOT_SEARCHING",
+                field="ticket_id",
+            )
+        cancelled = await self._still(await self.store.cancel(ticket, self.clock()), context)
+        if cancelled.state == pb.TICKET_STATE_CANCELLED:
+            metrics.TICKETS.labels(ticket.mode, "cancelled").inc()
+        return pb.CancelTicketResponse(ticket=cancelled)
+
+    async def WatchAssignment(
+        self, request: pb.WatchAssignmentRequest, context: Context
+    ) -> AsyncIterator[pb.Ticket]:
+        ticket = await self._own_ticket(request.ticket_id, context)
+        event = self.watchers.add(ticket.id)
+        try:
+            yield ticket
+            last = ticket.state
+            while last == SEARCHING:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), WATCH_POLL_S)
+                event.clear()
+                ticket = await self._still(await self.store.get(ticket.id, self.clock()), context)
+                if ticket.state != last:
+                    last = ticket.state
+                    yield ticket
+        finally:
+            self.watchers.remove(ticket.id, event)
+
+    async def ReportMatchResult(
+        self, request: pb.MatchResult, context: Context
+    ) -> pb.ReportMatchResultResponse:
+        await self._trusted(context)
+        if not request.match_id or len(request.match_id) > MAX_ID_LEN:
+            await _invalid(context, "match_id must be 1-128 characters", "BAD_MATCH_ID", "match_id")
+        if request.mode not in self.modes:
+            await _invalid(context, f"unknown mode {request.mode!r}", "UNKNOWN_MODE", "mode")
+        if len(request.teams) < 2:
+            await _invalid(context, "a result needs at least two teams", "TOO_FEW_TEAMS", "teams")
+        seen: set[str] = set()
+        for i, team in enumerate(request.teams):
+            if not team.player_ids:
+                await _invalid(context, f"team {i} has no players", "EMPTY_TEAM", f"teams[{i}]")
+            for player in team.player_ids:
+                if not player or player in seen:
+                    await _invalid(
+                        context,
+                        f"player {player!r} is empty or on two teams",
+                        "DUPLICATE_PLAYER",
+                        f"teams[{i}].player_ids",
+                    )
+                seen.add(player)
+        outsiders = await self.store.outsiders(request.match_id, sorted(seen))
+        if outsiders:
+            await _invalid(
+                context,
+                f"players {outsiders[:5]} were not assigned to match {request.match_id!r}",
+                "PLAYER_NOT_IN_MATCH",
+                "teams",
+            )
+        applied = await self.store.apply_result(
+            request.match_id,
+            request.mode,
+            [list(t.player_ids) for t in request.teams],
+            [t.rank for t in request.teams],
+        )
+        return pb.ReportMatchResultResponse(applied=applied)
+
+    async def CreateBackfill(
+        self, request: pb.CreateBackfillRequest, context: Context
+    ) -> pb.Backfill:
+        await self._trusted(context)
+        mode = self.modes.get(request.mode)
+        if mode is None:
+            await _invalid(context, f"unknown mode {request.mode!r}", "UNKNOWN_MODE", "mode")
+        if not request.match_id or len(request.match_id) > MAX_ID_LEN:
+            await _invalid(context, "match_id must be 1-128 characters", "BAD_MATCH_ID", "match_id")
+        if not request.region:
+            await _invalid(context, "region is required", "NO_REGION", "region")
+        if not request.open_slots or sum(request.open_slots.values()) == 0:
+            await _invalid(context, "no open slots", "NO_OPEN_SLOTS", "open_slots")
+        for team, n in request.open_slots.items():
+            if team >= mode.teams or n > mode.team_size:
+                await _invalid(
+                    context,
+                    f"team {team} with {n} open slots does not fit mode {mode.name!r} "
+                    f"({mode.teams} teams of {mode.team_size})",
+                    "BAD_SLOTS",
+                    f"open_slots[{team}]",
+                )
+        if not request.destination.zone:
+            await _invalid(context, "destination.zone is required", "NO_DESTINATION", "destination")
+        backfill = pb.Backfill(
+            id=uuid.uuid4().hex,
+            match_id=request.match_id,
+            mode=mode.name,
+            region=request.region,
+            open_slots=request.open_slots,
+            destination=request.destination,
+            created_at_ms=self.clock(),
+        )
+        await self.store.create_backfill(backfill)
+        return backfill
+
+    async def GetBackfill(self, request: pb.GetBackfillRequest, context: Context) -> pb.Backfill:
+        await self._trusted(context)
+        backfill = await self.store.get_backfill(request.backfill_id)
+        if backfill is None:
+            await abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"no backfill {request.backfill_id!r}",
+                reason="BACKFILL_NOT_FOUND",
+                field="backfill_id",
+            )
+        return backfill
+
+    async def _own_ticket(self, ticket_id: str, context: Context) -> pb.Ticket:
+        """The ticket, if it exists and names the caller (or the caller is trusted)."""
+        caller = self.caller()
+        ticket = await self.store.get(ticket_id, self.clock()) if ticket_id else None
+        ticket = await self._still(ticket, context, ticket_id)
+        if caller.sub not in {p.player_id for p in ticket.players} and not set(caller.roles) & set(
+            TRUSTED
+        ):
+            await abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"ticket {ticket_id!r} does not name the caller ({caller.sub!r})",
+                reason="NOT_TICKET_PLAYER",
+                field="ticket_id",
+            )
+        return ticket
+
+    @staticmethod
+    async def _still(ticket: pb.Ticket | None, context: Context, ticket_id: str = "") -> pb.Ticket:
+        if ticket is None:
+            await abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"no ticket {ticket_id!r} (unknown, or ended longer ago than the retention)",
+                reason="TICKET_NOT_FOUND",
+                field="ticket_id",
+            )
+        return ticket
+
+    async def _trusted(self, context: Context) -> None:
+        if not set(self.caller().roles) & set(TRUSTED):
+            await abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                "only services and admins may do this (role 'service' or 'admin')",
+                reason="FORBIDDEN",
+            )
+
+
+async def _invalid(context: Context, message: str, reason: str, field: str) -> NoReturn:
+    await abort(context, grpc.StatusCode.INVALID_ARGUMENT, message, reason=reason, field=field)

@@ -1,0 +1,581 @@
+"""The matchmaking store: the only code that touches Redis.
+
+Keys (all under the ``{mm}`` hash tag, so every script is single-slot in Redis Cluster):
+
+- ``tessera:{mm}:ticket:<id>`` HASH ``t`` Ticket (request part, protobuf), ``p`` player
+  ids joined by U+001F, ``r`` their ratings (mu, comma-joined), ``s`` state (TicketState
+  number), ``e`` expiry (ms), ``a`` Assignment (protobuf), ``o`` the creator's session
+  id. Kept ``retention`` after it ends.
+- ``tessera:{mm}:pool:<mode>`` ZSET searching ticket id -> expiry (ms).
+- ``tessera:{mm}:player:<player>`` STRING the player's active ticket id.
+- ``tessera:{mm}:ratings:<mode>`` HASH player -> ``mu:sigma``.
+- ``tessera:{mm}:match:<match>`` SET the players assigned to the match (a day), to check
+  reported results.
+- ``tessera:{mm}:result:<match>`` STRING marker: the match's result was applied.
+- ``tessera:{mm}:backfill:<id>`` HASH ``b`` Backfill (protobuf, without slots and tickets),
+  ``slot:<team>`` open slots, ``tickets`` ids joined by ','; ``tessera:{mm}:backfills:<mode>``
+  SET of open backfill ids.
+- ``tessera:{mm}:instances`` STREAM instance-zone requests (``match``, ``request`` = Destination
+  plus player ids as an Assignment), for whatever starts instance zones.
+- ``tessera:{mm}:replicas`` ZSET matching-loop replica id -> last seen (ms), to share work.
+- ``tessera:{mm}:events`` pub/sub ``"<state> <id> <id> ..."`` on every ticket state change.
+
+Every state change of a ticket is one Lua script, so a ticket is never half-written
+and two replicas never assign the same ticket: :data:`CLAIM` takes all tickets of a
+proposal or none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from tessera.common.store import WorldKeys
+from tessera.matchmaking import rating
+from tessera.matchmaking.destination import ZoneLoad, zone_loads
+from tessera.matchmaking.ticket import Candidate, candidate
+from tessera.v1 import matchmaking_pb2 as pb
+
+PREFIX = "tessera:{mm}:"
+SEP = "\x1f"
+# How long the players of a match are remembered, to check reported results.
+MATCH_TTL_S = 86_400
+SEARCHING = pb.TICKET_STATE_SEARCHING
+ASSIGNED = pb.TICKET_STATE_ASSIGNED
+CANCELLED = pb.TICKET_STATE_CANCELLED
+EXPIRED = pb.TICKET_STATE_EXPIRED
+
+# KEYS: ticket, pool, ratings, player keys...; ARGV: id, blob, players, expires, now,
+# retention, prefix, default mu, owner's session id.
+# Returns {0} or {index of the busy player, its ticket id}.
+CREATE = """
+local now = tonumber(ARGV[5])
+for i = 4, #KEYS do
+  local owner = redis.call('GET', KEYS[i])
+  if owner then
+    local st = redis.call('HMGET', ARGV[7] .. 'ticket:' .. owner, 's', 'e')
+    if st[1] == '1' and tonumber(st[2]) >= now then return {i - 3, owner} end
+  end
+end
+local players = {}
+for player in string.gmatch(ARGV[3], '[^\\31]+') do players[#players + 1] = player end
+local mus = {}
+for i, r in ipairs(redis.call('HMGET', KEYS[3], unpack(players))) do
+  if r then mus[i] = string.match(r, '^[^:]+') else mus[i] = ARGV[8] end
+end
+local expires = tonumber(ARGV[4])
+local retention = tonumber(ARGV[6])
+redis.call('HSET', KEYS[1], 't', ARGV[2], 'p', ARGV[3], 'r', table.concat(mus, ','),
+           's', 1, 'e', ARGV[4], 'o', ARGV[9])
+redis.call('PEXPIREAT', KEYS[1], expires + retention)
+redis.call('ZADD', KEYS[2], expires, ARGV[1])
+for i = 4, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[1], 'PXAT', expires + retention)
+end
+return {0}
+"""
+
+# KEYS: ticket, pool; ARGV: id, now, ttl, retention, prefix
+HEARTBEAT = """
+local st = redis.call('HMGET', KEYS[1], 's', 'e', 'p')
+if not st[1] then return -1 end
+if st[1] ~= '1' or tonumber(st[2]) < tonumber(ARGV[2]) then return -2 end
+local expires = tonumber(ARGV[2]) + tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'e', expires)
+redis.call('ZADD', KEYS[2], 'XX', expires, ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], expires + tonumber(ARGV[4]))
+for player in string.gmatch(st[3], '[^\\31]+') do
+  redis.call('PEXPIREAT', ARGV[5] .. 'player:' .. player, expires + tonumber(ARGV[4]))
+end
+return expires
+"""
+
+# Ends searching tickets: a cancel (one id) or the reaper (expired ids of a pool).
+# KEYS: pool; ARGV: state, now, retention, prefix, channel, limit, ids...
+# With no ids, the pool's tickets whose expiry has passed are ended as EXPIRED.
+END = """
+local ids = {}
+for i = 7, #ARGV do ids[#ids + 1] = ARGV[i] end
+if #ids == 0 then
+  ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[6]))
+end
+local ended = {}
+for _, id in ipairs(ids) do
+  local key = ARGV[4] .. 'ticket:' .. id
+  local st = redis.call('HMGET', key, 's', 'p')
+  if st[1] == '1' then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HSET', key, 's', ARGV[1])
+    redis.call('PEXPIRE', key, tonumber(ARGV[3]))
+    for player in string.gmatch(st[2], '[^\\31]+') do
+      local pkey = ARGV[4] .. 'player:' .. player
+      if redis.call('GET', pkey) == id then redis.call('DEL', pkey) end
+    end
+    ended[#ended + 1] = id
+  elseif not st[1] then
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+if #ended > 0 then redis.call('PUBLISH', ARGV[5], ARGV[1] .. ' ' .. table.concat(ended, ' ')) end
+return ended
+"""
+
+# Claims proposals, each all-or-nothing. KEYS: pool; ARGV: now, retention, prefix, channel,
+# mode, match record TTL (s), count, then per proposal: match id, backfill id, instance
+# request, ticket count, (ticket id, assignment)..., slot count, (team, slots)...
+# Returns per proposal 1, or the id of the first ticket that was no longer searching.
+CLAIM = """
+local now = tonumber(ARGV[1])
+local retention = tonumber(ARGV[2])
+local prefix = ARGV[3]
+local i = 8
+local results = {}
+local assigned = {}
+for p = 1, tonumber(ARGV[7]) do
+  local match_id, backfill, instance = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local nt = tonumber(ARGV[i + 3])
+  i = i + 4
+  local tickets = {}
+  local bad = nil
+  for t = 1, nt do
+    local id = ARGV[i]
+    tickets[t] = {id, ARGV[i + 1]}
+    i = i + 2
+    if not bad then
+      local score = redis.call('ZSCORE', KEYS[1], id)
+      if (not score) or tonumber(score) < now then bad = id end
+    end
+  end
+  local slots = {}
+  for s = 1, tonumber(ARGV[i]) do
+    slots[s] = {ARGV[i + 1 + 2 * (s - 1)], tonumber(ARGV[i + 2 + 2 * (s - 1)])}
+  end
+  i = i + 1 + 2 * #slots
+  local bkey = prefix .. 'backfill:' .. backfill
+  if not bad and backfill ~= '' then
+    if redis.call('EXISTS', bkey) == 0 then bad = 'backfill:' .. backfill end
+    for _, slot in ipairs(slots) do
+      if tonumber(redis.call('HGET', bkey, 'slot:' .. slot[1]) or '0') < slot[2] then
+        bad = 'backfill:' .. backfill
+      end
+    end
+  end
+  if bad then
+    results[p] = bad
+  else
+    local ids = {}
+    local mkey = prefix .. 'match:' .. match_id
+    for _, ticket in ipairs(tickets) do
+      local id = ticket[1]
+      local key = prefix .. 'ticket:' .. id
+      redis.call('ZREM', KEYS[1], id)
+      local players = redis.call('HGET', key, 'p')
+      redis.call('HSET', key, 's', 2, 'a', ticket[2])
+      redis.call('PEXPIRE', key, retention)
+      for player in string.gmatch(players, '[^\\31]+') do
+        local pkey = prefix .. 'player:' .. player
+        if redis.call('GET', pkey) == id then redis.call('DEL', pkey) end
+        redis.call('SADD', mkey, player)
+      end
+      assigned[#assigned + 1] = id
+      ids[#ids + 1] = id
+    end
+    if backfill ~= '' then
+      local open = 0
+      for _, slot in ipairs(slots) do
+        redis.call('HINCRBY', bkey, 'slot:' .. slot[1], -slot[2])
+      end
+      local have = redis.call('HGET', bkey, 'tickets') or ''
+      if have ~= '' then have = have .. ',' end
+      redis.call('HSET', bkey, 'tickets', have .. table.concat(ids, ','))
+      local fields = redis.call('HGETALL', bkey)
+      for f = 1, #fields, 2 do
+        if string.sub(fields[f], 1, 5) == 'slot:' then open = open + tonumber(fields[f + 1]) end
+      end
+      if open <= 0 then redis.call('SREM', prefix .. 'backfills:' .. ARGV[5], backfill) end
+    end
+    redis.call('EXPIRE', mkey, ARGV[6])
+    if instance ~= '' then
+      redis.call('XADD', prefix .. 'instances', 'MAXLEN', '~', 10000, '*',
+                 'match', match_id, 'request', instance)
+    end
+    results[p] = 1
+  end
+end
+if #assigned > 0 then redis.call('PUBLISH', ARGV[4], '2 ' .. table.concat(assigned, ' ')) end
+return results
+"""
+
+
+# Reads what a matcher needs of many tickets in one command. ARGV: prefix, ids...
+# Returns, per id, {request blob, ratings, state, owner's session} (nils if vanished).
+READ = """
+local out = {}
+for i = 2, #ARGV do
+  out[i - 1] = redis.call('HMGET', ARGV[1] .. 'ticket:' .. ARGV[i], 't', 'r', 's', 'o')
+end
+return out
+"""
+
+
+class PlayerBusy(Exception):
+    """A player of a new ticket already has an active one."""
+
+    def __init__(self, player: str, ticket_id: str) -> None:
+        super().__init__(f"player {player!r} already has an active ticket {ticket_id!r}")
+        self.player = player
+        self.ticket_id = ticket_id
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A proposal ready to commit: every ticket with its final assignment."""
+
+    match_id: str
+    tickets: Sequence[tuple[str, bytes]]
+    backfill_id: str = ""
+    slots: Mapping[int, int] = field(default_factory=dict)
+    instance_request: bytes = b""
+
+
+@dataclass
+class Snapshot:
+    """A replica's cache of the searching tickets of one mode (tickets never change
+    while they search, so each is read from Redis once)."""
+
+    mode: str
+    tickets: dict[str, Candidate] = field(default_factory=dict)
+
+
+class Store:
+    """Ticket, rating, backfill and zone-registry access for the matchmaker."""
+
+    def __init__(self, redis: Redis, *, ticket_ttl_s: float = 30.0, retention_s: float = 600.0):
+        self.redis = redis
+        self.ttl_ms = int(ticket_ttl_s * 1000)
+        self.retention_ms = int(retention_s * 1000)
+        self._create = redis.register_script(CREATE)
+        self._heartbeat = redis.register_script(HEARTBEAT)
+        self._end = redis.register_script(END)
+        self._claim = redis.register_script(CLAIM)
+        self._read = redis.register_script(READ)
+
+    @staticmethod
+    def ticket_key(ticket_id: str) -> str:
+        return f"{PREFIX}ticket:{ticket_id}"
+
+    @staticmethod
+    def pool_key(mode: str) -> str:
+        return f"{PREFIX}pool:{mode}"
+
+    @staticmethod
+    def player_key(player: str) -> str:
+        return f"{PREFIX}player:{player}"
+
+    @staticmethod
+    def ratings_key(mode: str) -> str:
+        return f"{PREFIX}ratings:{mode}"
+
+    @staticmethod
+    def backfill_key(backfill_id: str) -> str:
+        return f"{PREFIX}backfill:{backfill_id}"
+
+    @staticmethod
+    def backfills_key(mode: str) -> str:
+        return f"{PREFIX}backfills:{mode}"
+
+    events_channel = PREFIX + "events"
+    instances_key = PREFIX + "instances"
+    replicas_key = PREFIX + "replicas"
+
+    async def replicas(self, replica_id: str, now_ms: float, ttl_ms: float) -> list[str]:
+        """Mark this replica alive; the ids of all replicas seen within ``ttl_ms``, sorted."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.replicas_key, {replica_id: now_ms})
+            pipe.zremrangebyscore(self.replicas_key, "-inf", now_ms - ttl_ms)
+            pipe.zrange(self.replicas_key, 0, -1)
+            *_, members = await pipe.execute()
+        return sorted(_text(m) for m in members)
+
+    async def leave(self, replica_id: str) -> None:
+        """Stop counting this replica (its share passes to the others at once)."""
+        await self.redis.zrem(self.replicas_key, replica_id)
+
+    async def create(self, ticket: pb.Ticket, now_ms: float, session_id: str = "") -> pb.Ticket:
+        """Store a new searching ticket created in the owner's session ``session_id``;
+        raise PlayerBusy if a player has one already."""
+        (result,) = await self.create_many([ticket], now_ms, [session_id])
+        if isinstance(result, PlayerBusy):
+            raise result
+        return result
+
+    async def create_many(
+        self, tickets: Sequence[pb.Ticket], now_ms: float, sessions: Sequence[str] = ()
+    ) -> list[pb.Ticket | PlayerBusy]:
+        """Store new searching tickets in one round trip (each one atomically), with
+        their players' current ratings; a ticket with a busy player is not stored."""
+        expires = int(now_ms) + self.ttl_ms
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for i, ticket in enumerate(tickets):
+                players = [p.player_id for p in ticket.players]
+                keys = [
+                    self.ticket_key(ticket.id),
+                    self.pool_key(ticket.mode),
+                    self.ratings_key(ticket.mode),
+                    *(self.player_key(p) for p in players),
+                ]
+                args: list[Any] = [
+                    ticket.id,
+                    ticket.SerializeToString(),
+                    SEP.join(players),
+                    expires,
+                    int(now_ms),
+                    self.retention_ms,
+                    PREFIX,
+                    repr(rating.DEFAULT[0]),
+                    sessions[i] if i < len(sessions) else "",
+                ]
+                await self._create(keys=keys, args=args, client=pipe)
+            results = await pipe.execute()
+        out: list[pb.Ticket | PlayerBusy] = []
+        for ticket, result in zip(tickets, results, strict=True):
+            if int(result[0]) != 0:
+                player = ticket.players[int(result[0]) - 1].player_id
+                out.append(PlayerBusy(player, _text(result[1])))
+                continue
+            created = pb.Ticket()
+            created.CopyFrom(ticket)
+            created.state = SEARCHING
+            created.expires_at_ms = float(expires)
+            out.append(created)
+        return out
+
+    async def get(self, ticket_id: str, now_ms: float) -> pb.Ticket | None:
+        """The ticket with its current state (EXPIRED once past its expiry), or None."""
+        raw = await self.redis.hmget(self.ticket_key(ticket_id), ["t", "s", "e", "a"])
+        return _ticket(raw, now_ms)
+
+    async def get_many(self, ticket_ids: Sequence[str], now_ms: float) -> list[pb.Ticket | None]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for ticket_id in ticket_ids:
+                pipe.hmget(self.ticket_key(ticket_id), ["t", "s", "e", "a"])
+            rows = await pipe.execute()
+        return [_ticket(raw, now_ms) for raw in rows]
+
+    async def heartbeat(self, ticket: pb.Ticket, now_ms: float) -> pb.Ticket | None:
+        """Extend a searching ticket's life; the ticket as it is now (None if gone)."""
+        await self._heartbeat(
+            keys=[self.ticket_key(ticket.id), self.pool_key(ticket.mode)],
+            args=[ticket.id, int(now_ms), self.ttl_ms, self.retention_ms, PREFIX],
+        )
+        return await self.get(ticket.id, now_ms)
+
+    async def cancel(self, ticket: pb.Ticket, now_ms: float) -> pb.Ticket | None:
+        """Cancel a searching ticket (no effect on an ended one); the ticket as it is now."""
+        await self._end(
+            keys=[self.pool_key(ticket.mode)],
+            args=[
+                CANCELLED,
+                int(now_ms),
+                self.retention_ms,
+                PREFIX,
+                self.events_channel,
+                0,
+                ticket.id,
+            ],
+        )
+        return await self.get(ticket.id, now_ms)
+
+    async def expire(self, mode: str, now_ms: float, limit: int = 1000) -> int:
+        """Mark up to ``limit`` tickets of the mode's pool past their expiry EXPIRED."""
+        ended = await self._end(
+            keys=[self.pool_key(mode)],
+            args=[EXPIRED, int(now_ms), self.retention_ms, PREFIX, self.events_channel, limit],
+        )
+        return len(ended)
+
+    async def searching(
+        self, snapshot: Snapshot, now_ms: float, limit: int = 20_000
+    ) -> list[Candidate]:
+        """The mode's searching, unexpired tickets (at most ``limit``, soonest to expire
+        first); only tickets not seen before are read in full."""
+        raw: Any = await self.redis.zrangebyscore(
+            self.pool_key(snapshot.mode), int(now_ms), "+inf", start=0, num=limit
+        )
+        ids = [i.decode() for i in raw]
+        known = snapshot.tickets
+        fresh = [i for i in ids if i not in known]
+        for start in range(0, len(fresh), 5000):
+            chunk = fresh[start : start + 5000]
+            rows = await self._read(args=[PREFIX, *chunk])
+            for ticket_id, (blob, mus, state, session) in zip(chunk, rows, strict=True):
+                if blob is None or state is None or int(state) != SEARCHING:
+                    continue
+                ticket = pb.Ticket.FromString(blob)
+                ratings = tuple(float(m) for m in mus.split(b","))
+                known[ticket_id] = candidate(ticket, ratings, _text(session or b""))
+        alive = set(ids)
+        for ticket_id in [i for i in known if i not in alive]:
+            del known[ticket_id]
+        return [known[i] for i in ids if i in known]
+
+    async def claim(self, mode: str, claims: Sequence[Claim], now_ms: float) -> list[str | None]:
+        """Commit proposals of one mode, each all-or-nothing: None for a claimed one,
+        else the id of the ticket (or ``backfill:<id>``) that was no longer available."""
+        if not claims:
+            return []
+        args: list[Any] = [
+            int(now_ms),
+            self.retention_ms,
+            PREFIX,
+            self.events_channel,
+            mode,
+            MATCH_TTL_S,
+            len(claims),
+        ]
+        for c in claims:
+            args += [c.match_id, c.backfill_id, c.instance_request, len(c.tickets)]
+            for ticket_id, assignment in c.tickets:
+                args += [ticket_id, assignment]
+            args.append(len(c.slots))
+            for team, n in c.slots.items():
+                args += [team, n]
+        results = await self._claim(keys=[self.pool_key(mode)], args=args)
+        return [None if r == 1 else _text(r) for r in results]
+
+    async def ratings(self, mode: str, players: Sequence[str]) -> list[rating.Rating]:
+        raw = await self.redis.hmget(self.ratings_key(mode), list(players))
+        return [rating.decode(r) for r in raw]
+
+    async def outsiders(self, match_id: str, players: Sequence[str]) -> list[str]:
+        """Reported players this service did not assign to the match; empty when it has
+        no record of the match (made elsewhere, or over a day ago)."""
+        key = f"{PREFIX}match:{match_id}"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(key)
+            pipe.smismember(key, list(players))
+            exists, member = await pipe.execute()
+        if not exists:
+            return []
+        return [p for p, known in zip(players, member, strict=True) if not known]
+
+    async def apply_result(
+        self,
+        match_id: str,
+        mode: str,
+        teams: Sequence[Sequence[str]],
+        ranks: Sequence[int],
+        *,
+        keep_s: int = 30 * 86400,
+    ) -> bool:
+        """Rate a match once per match id; False if it had been applied already."""
+        marker = f"{PREFIX}result:{match_id}"
+        key = self.ratings_key(mode)
+        players = [p for team in teams for p in team]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(marker, key)
+                    if await pipe.exists(marker):
+                        return False
+                    raw = await pipe.hmget(key, players)
+                    current = {p: rating.decode(r) for p, r in zip(players, raw, strict=True)}
+                    new = rating.rate(teams, ranks, current)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(marker, b"1", ex=keep_s)
+                    pipe.hset(key, mapping={p: rating.encode(r) for p, r in new.items()})
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    continue
+
+    async def create_backfill(self, backfill: pb.Backfill, *, ttl_s: int = 3600) -> None:
+        base = pb.Backfill()
+        base.CopyFrom(backfill)
+        base.ClearField("open_slots")
+        base.ClearField("ticket_ids")
+        mapping: dict[Any, Any] = {"b": base.SerializeToString(), "tickets": ""}
+        mapping.update({f"slot:{team}": n for team, n in backfill.open_slots.items()})
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.backfill_key(backfill.id), mapping=mapping)
+            pipe.expire(self.backfill_key(backfill.id), ttl_s)
+            pipe.sadd(self.backfills_key(backfill.mode), backfill.id)
+            await pipe.execute()
+
+    async def get_backfill(self, backfill_id: str) -> pb.Backfill | None:
+        return _backfill(await self.redis.hgetall(self.backfill_key(backfill_id)))
+
+    async def open_backfills(self, mode: str) -> list[pb.Backfill]:
+        """Backfills of the mode that still have open slots (vanished ones are dropped)."""
+        ids = [_text(i) for i in await self.redis.smembers(self.backfills_key(mode))]
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for backfill_id in ids:
+                pipe.hgetall(self.backfill_key(backfill_id))
+            rows = await pipe.execute()
+        out = []
+        for backfill_id, row in zip(ids, rows, strict=True):
+            backfill = _backfill(row)
+            if backfill is None:
+                await self.redis.srem(self.backfills_key(mode), backfill_id)
+                continue
+            out.append(backfill)
+        return out
+
+    async def zone_loads(self, world: str) -> list[ZoneLoad]:
+        """Heartbeats of the world's registered zones."""
+        keys = WorldKeys(world)
+        zones = sorted(_text(z) for z in await self.redis.smembers(keys.zones))
+        if not zones:
+            return []
+        raw: list[Any] = await self.redis.mget([keys.zone_status(z) for z in zones])
+        return zone_loads(dict(zip(zones, raw, strict=True)))
+
+    async def events(self) -> AsyncIterator[tuple[int, list[str]]]:
+        """Ticket state changes published by any replica: (state, ticket ids)."""
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(self.events_channel)
+        try:
+            async for message in pubsub.listen():
+                if message.get("type") != "message":
+                    continue
+                data: bytes = message["data"]
+                state, *ids = data.decode().split(" ")
+                yield int(state), ids
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _ticket(raw: Sequence[Any], now_ms: float) -> pb.Ticket | None:
+    blob, state, expires, assignment = raw
+    if blob is None or state is None or expires is None:
+        return None
+    ticket = pb.Ticket.FromString(blob)
+    ticket.state = int(state)  # type: ignore[assignment]
+    ticket.expires_at_ms = float(expires)
+    if ticket.state == SEARCHING and ticket.expires_at_ms < now_ms:
+        ticket.state = EXPIRED
+    if assignment:
+        ticket.assignment.ParseFromString(assignment)
+    return ticket
+
+
+def _backfill(row: Mapping[Any, Any]) -> pb.Backfill | None:
+    if b"b" not in row:
+        return None
+    backfill = pb.Backfill.FromString(row[b"b"])
+    for key, value in row.items():
+        if key.startswith(b"slot:"):
+            backfill.open_slots[int(key[5:])] = max(0, int(value))
+    tickets = row.get(b"tickets", b"")
+    backfill.ticket_ids.extend(t for t in _text(tickets).split(",") if t)
+    return backfill

@@ -1,0 +1,199 @@
+"""Tickets: validation of a CreateTicket request and the plain form matchers see.
+
+:func:`validate` is the only gate into the pool: every rule about what a ticket
+may contain lives here, and each refusal names the field and a stable reason.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from tessera.matchmaking.modes import Mode
+from tessera.v1 import matchmaking_pb2 as pb
+
+REGION_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+MAX_ID_LEN = 128
+MAX_REGIONS = 16
+MAX_ATTRIBUTES = 32
+MAX_KEY_LEN = 64
+MAX_VALUE_LEN = 256
+
+
+class InvalidTicket(ValueError):
+    """A request the service refuses; ``permission`` marks an ownership problem."""
+
+    def __init__(self, message: str, *, reason: str, field: str, permission: bool = False):
+        super().__init__(message)
+        self.reason = reason
+        self.field = field
+        self.permission = permission
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A searching ticket as match functions see it (ratings already attached)."""
+
+    id: str
+    mode: str
+    players: tuple[str, ...]
+    roles: tuple[str, ...]
+    ratings: tuple[float, ...]
+    regions: tuple[tuple[str, float], ...]  # sorted by latency, best first
+    strings: Mapping[str, str]
+    created_at_ms: float
+    owner_session: str = ""  # the creator's session id, for its connect token
+    numbers: Mapping[str, float] = field(
+        default_factory=dict
+    )  # the creator's session id, for its connect token
+
+    @property
+    def size(self) -> int:
+        return len(self.players)
+
+    @property
+    def rating(self) -> float:
+        """The party aggregate: the mean of its members' ratings."""
+        return sum(self.ratings) / len(self.ratings)
+
+    @property
+    def total(self) -> float:
+        return sum(self.ratings)
+
+
+def validate(request: pb.CreateTicketRequest, modes: Mapping[str, Mode], caller: str) -> Mode:
+    """Check a CreateTicket request for ``caller``; return its mode or raise InvalidTicket."""
+    mode = modes.get(request.mode)
+    if mode is None:
+        known = ", ".join(sorted(modes))
+        raise InvalidTicket(
+            f"unknown mode {request.mode!r}; registered modes: {known}",
+            reason="UNKNOWN_MODE",
+            field="mode",
+        )
+    players = request.players
+    if not players:
+        raise InvalidTicket(
+            "a ticket needs at least one player", reason="EMPTY_PARTY", field="players"
+        )
+    if len(players) > mode.max_party:
+        raise InvalidTicket(
+            f"party of {len(players)} exceeds mode {mode.name!r} limit of {mode.max_party}",
+            reason="PARTY_TOO_LARGE",
+            field="players",
+        )
+    seen: set[str] = set()
+    for i, player in enumerate(players):
+        pid = player.player_id
+        if not pid or len(pid) > MAX_ID_LEN or not pid.isprintable() or " " in pid:
+            raise InvalidTicket(
+                f"player_id must be 1-{MAX_ID_LEN} printable characters without spaces",
+                reason="BAD_PLAYER_ID",
+                field=f"players[{i}].player_id",
+            )
+        if player.player_id in seen:
+            raise InvalidTicket(
+                f"player {player.player_id!r} appears twice",
+                reason="DUPLICATE_PLAYER",
+                field=f"players[{i}].player_id",
+            )
+        seen.add(player.player_id)
+        if player.role and player.role not in mode.roles:
+            allowed = ", ".join(sorted(mode.roles)) or "none (leave role empty)"
+            raise InvalidTicket(
+                f"role {player.role!r} is not a role of mode {mode.name!r}; allowed: {allowed}",
+                reason="UNKNOWN_ROLE",
+                field=f"players[{i}].role",
+            )
+    if players[0].player_id != caller:
+        raise InvalidTicket(
+            f"the caller ({caller!r}) must be the first player of the ticket",
+            reason="NOT_TICKET_OWNER",
+            field="players[0].player_id",
+            permission=True,
+        )
+    _check_regions(request)
+    _check_attributes(request)
+    return mode
+
+
+def _check_regions(request: pb.CreateTicketRequest) -> None:
+    if not request.regions:
+        raise InvalidTicket("at least one region is required", reason="NO_REGION", field="regions")
+    if len(request.regions) > MAX_REGIONS:
+        raise InvalidTicket(
+            f"at most {MAX_REGIONS} regions", reason="TOO_MANY_REGIONS", field="regions"
+        )
+    names: set[str] = set()
+    for i, region in enumerate(request.regions):
+        if REGION_RE.fullmatch(region.region) is None:
+            raise InvalidTicket(
+                f"region {region.region!r} must be a DNS label",
+                reason="BAD_REGION",
+                field=f"regions[{i}].region",
+            )
+        if region.region in names:
+            raise InvalidTicket(
+                f"region {region.region!r} appears twice",
+                reason="DUPLICATE_REGION",
+                field=f"regions[{i}].region",
+            )
+        names.add(region.region)
+        if not (math.isfinite(region.latency_ms) and region.latency_ms >= 0):
+            raise InvalidTicket(
+                f"latency_ms must be finite and >= 0, got {region.latency_ms}",
+                reason="BAD_LATENCY",
+                field=f"regions[{i}].latency_ms",
+            )
+
+
+def _check_attributes(request: pb.CreateTicketRequest) -> None:
+    for name, attributes in (
+        ("string_attributes", request.string_attributes),
+        ("number_attributes", request.number_attributes),
+    ):
+        if len(attributes) > MAX_ATTRIBUTES:
+            raise InvalidTicket(
+                f"at most {MAX_ATTRIBUTES} {name}", reason="TOO_MANY_ATTRIBUTES", field=name
+            )
+        for key in attributes:
+            if not key or len(key) > MAX_KEY_LEN:
+                raise InvalidTicket(
+                    f"attribute names must be 1-{MAX_KEY_LEN} characters",
+                    reason="BAD_ATTRIBUTE",
+                    field=f"{name}[{key!r}]",
+                )
+    for key, text in request.string_attributes.items():
+        if len(text) > MAX_VALUE_LEN:
+            raise InvalidTicket(
+                f"string attribute {key!r} is longer than {MAX_VALUE_LEN} characters",
+                reason="BAD_ATTRIBUTE",
+                field=f"string_attributes[{key!r}]",
+            )
+    for key, number in request.number_attributes.items():
+        if not math.isfinite(number):
+            raise InvalidTicket(
+                f"number attribute {key!r} must be finite, got {number}",
+                reason="NON_FINITE_ATTRIBUTE",
+                field=f"number_attributes[{key!r}]",
+            )
+
+
+def candidate(ticket: pb.Ticket, ratings: tuple[float, ...], owner_session: str = "") -> Candidate:
+    """The matcher's view of a stored ticket with its players' ratings."""
+    return Candidate(
+        id=ticket.id,
+        mode=ticket.mode,
+        players=tuple(p.player_id for p in ticket.players),
+        roles=tuple(p.role for p in ticket.players),
+        ratings=ratings,
+        regions=tuple(
+            sorted(((r.region, r.latency_ms) for r in ticket.regions), key=lambda r: r[1])
+        ),
+        strings=dict(ticket.string_attributes),
+        created_at_ms=ticket.created_at_ms,
+        owner_session=owner_session,
+        numbers=dict(ticket.number_attributes),
+    )

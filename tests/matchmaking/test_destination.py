@@ -1,0 +1,52 @@
+"""Destinations: least-loaded active zone under capacity, pending players, instance names."""
+
+from __future__ import annotations
+
+from tessera.common.store import check_name
+from tessera.matchmaking.destination import (
+    ZoneLoad,
+    instance_zone,
+    pending_players,
+    pick_zone,
+    zone_loads,
+)
+from tessera.v1 import common_pb2, zone_pb2
+
+
+def test_pick_least_loaded_active_zone_with_room() -> None:
+    loads = [
+        ZoneLoad("a", True, 50),
+        ZoneLoad("b", True, 10),
+        ZoneLoad("c", False, 0),
+        ZoneLoad("d", True, 95),
+    ]
+    assert pick_zone(loads, {}, 10, 100) == "b"
+    assert pick_zone(loads, {"b": 45}, 10, 100) == "a"
+    assert pick_zone(loads, {"a": 45, "b": 85}, 10, 100) is None
+    assert pick_zone([], {}, 1, 100) is None
+
+
+def test_pending_counts_only_players_sent_after_the_heartbeat() -> None:
+    loads = [ZoneLoad("a", True, 5, updated_at_ms=1_000.0)]
+    sent = [("a", 900.0, 4), ("a", 1_100.0, 2), ("b", 50.0, 3)]
+    assert pending_players(sent, loads) == {"a": 2, "b": 3}
+
+
+def test_zone_loads_parse_heartbeats_and_skip_bad_ones() -> None:
+    good = zone_pb2.ZoneStatus(
+        zone=common_pb2.ZoneRef(world="w", zone="z1"),
+        state=zone_pb2.ZONE_STATE_ACTIVE,
+        players=7,
+        updated_at_ms=5.0,
+    ).SerializeToString()
+    draining = zone_pb2.ZoneStatus(state=zone_pb2.ZONE_STATE_DRAINING).SerializeToString()
+    loads = zone_loads({"z1": good, "z2": draining, "z3": None, "z4": b"\xff\xff\xff"})
+    assert ZoneLoad("z1", True, 7, 5.0) in loads
+    assert ZoneLoad("z2", False, 0, 0.0) in loads
+    assert {load.zone for load in loads} <= {"z1", "z2", "z4"}
+    assert "z3" not in {load.zone for load in loads}
+
+
+def test_instance_zone_is_a_dns_label() -> None:
+    name = instance_zone("0123456789abcdef0123456789abcdef")
+    assert check_name("zone", name) == name

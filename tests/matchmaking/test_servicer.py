@@ -1,0 +1,354 @@
+"""End to end with real processes: auth (``python -m tessera.auth``), the matchmaker
+(``python -m tessera.matchmaking``, API + matching loop + connect tokens) and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from redis.asyncio import Redis
+
+from tessera.auth.connect import open_connect_token
+from tessera.auth.verifier import Verifier, bearer_metadata
+from tessera.common import errors
+from tessera.common.localredis import LocalRedis
+from tessera.common.process import ServiceProcess
+from tessera.common.store import WorldKeys
+from tessera.matchmaking.store import Store
+from tessera.v1 import auth_pb2, auth_pb2_grpc, common_pb2, zone_pb2
+from tessera.v1 import matchmaking_pb2 as pb
+from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.integration
+
+SEALING_KEY = os.urandom(32)
+COMMON = {
+    "TESSERA_HOST": "127.0.0.1",
+    "TESSERA_GRPC_PORT": "0",
+    "TESSERA_METRICS_PORT": "0",
+    "TESSERA_SHUTDOWN_GRACE_S": "1",
+}
+RELAY = "127.0.0.1:7777"
+
+
+@dataclass
+class Stack:
+    auth: ServiceProcess
+    mm: ServiceProcess
+    auth_stub: auth_pb2_grpc.AuthAsyncStub
+    mm_stub: pb_grpc.MatchmakerAsyncStub
+    redis: Redis
+
+
+@pytest.fixture
+def processes(
+    redis_server: LocalRedis,
+    redis: Redis,
+    start_service: Callable[[ServiceProcess], ServiceProcess],
+) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    auth = ServiceProcess(
+        "tessera.auth",
+        {
+            **COMMON,
+            "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_AUTH_GENERATE_KEYS": "true",
+            "TESSERA_CONNECT_KEY": base64.b64encode(SEALING_KEY).decode(),
+            "TESSERA_AUTH_SERVICE_CLIENTS": (
+                "matchmaking=mm-secret-0123456789,gameserver=gs-secret-0123456789"
+            ),
+            "TESSERA_AUTH_RELAYS": f"default={RELAY};eu=127.0.0.1:7778",
+        },
+        name="auth",
+    )
+    start_service(auth)
+    mm = ServiceProcess(
+        "tessera.matchmaking",
+        {
+            **COMMON,
+            "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_AUTH_ADDRESS": auth.grpc_address,
+            "TESSERA_MM_CLIENT_SECRET": "mm-secret-0123456789",
+            "TESSERA_MM_TICKET_TTL_S": "1.5",
+            "TESSERA_MM_TICK_INTERVAL_S": "0.02",
+        },
+        name="matchmaking",
+    )
+    try:
+        start_service(mm)
+        yield auth, mm
+    finally:
+        assert mm.terminate() == 0
+        auth.terminate()
+
+
+@pytest.fixture
+async def stack(
+    processes: tuple[ServiceProcess, ServiceProcess], redis: Redis
+) -> AsyncIterator[Stack]:
+    auth, mm = processes
+    keys = WorldKeys("main")
+    status = zone_pb2.ZoneStatus(
+        zone=common_pb2.ZoneRef(world="main", zone="z1"),
+        state=zone_pb2.ZONE_STATE_ACTIVE,
+        players=3,
+    )
+    await redis.sadd(keys.zones, "z1")
+    await redis.set(keys.zone_status("z1"), status.SerializeToString())
+    async with (
+        grpc.aio.insecure_channel(auth.grpc_address) as auth_channel,
+        grpc.aio.insecure_channel(mm.grpc_address) as mm_channel,
+    ):
+        yield Stack(
+            auth,
+            mm,
+            auth_pb2_grpc.AuthStub(auth_channel),
+            pb_grpc.MatchmakerStub(mm_channel),
+            redis,
+        )
+
+
+async def guest_session(stack: Stack) -> auth_pb2.Session:
+    return await stack.auth_stub.GuestLogin(
+        auth_pb2.GuestLoginRequest(device_id=f"device-{uuid.uuid4().hex}")
+    )
+
+
+async def guest(stack: Stack) -> tuple[str, tuple[tuple[str, str], ...]]:
+    session = await guest_session(stack)
+    return session.account_id, bearer_metadata(session.access_token)
+
+
+async def gameserver(stack: Stack) -> tuple[tuple[str, str], ...]:
+    session = await stack.auth_stub.ServiceLogin(
+        auth_pb2.ServiceLoginRequest(client_id="gameserver", client_secret="gs-secret-0123456789")
+    )
+    return bearer_metadata(session.access_token)
+
+
+def request(mode: str, *players: str, region: str = "eu") -> pb.CreateTicketRequest:
+    return pb.CreateTicketRequest(
+        mode=mode,
+        players=[pb.TicketPlayer(player_id=p) for p in players],
+        regions=[pb.RegionLatency(region=region, latency_ms=12.0)],
+    )
+
+
+async def watch_until_done(stack: Stack, ticket_id: str, metadata: Any) -> list[pb.Ticket]:
+    seen = []
+    call = stack.mm_stub.WatchAssignment(
+        pb.WatchAssignmentRequest(ticket_id=ticket_id), metadata=metadata, timeout=15
+    )
+    async for ticket in call:
+        seen.append(ticket)
+    return seen
+
+
+async def test_duel_assignment_with_connect_tokens_and_result(stack: Stack) -> None:
+    alice_session = await guest_session(stack)
+    alice, alice_md = alice_session.account_id, bearer_metadata(alice_session.access_token)
+    bob, bob_md = await guest(stack)
+    a = await stack.mm_stub.CreateTicket(request("duel", alice), metadata=alice_md)
+    assert a.state == pb.TICKET_STATE_SEARCHING and a.expires_at_ms > a.created_at_ms
+    watch_a = asyncio.create_task(watch_until_done(stack, a.id, alice_md))
+    await asyncio.sleep(0.2)
+    b = await stack.mm_stub.CreateTicket(request("duel", bob), metadata=bob_md)
+    watch_b = asyncio.create_task(watch_until_done(stack, b.id, bob_md))
+    seen_a, seen_b = await asyncio.gather(watch_a, watch_b)
+    assert [t.state for t in seen_a] == [pb.TICKET_STATE_SEARCHING, pb.TICKET_STATE_ASSIGNED]
+    final_a, final_b = seen_a[-1], seen_b[-1]
+    assert final_b.state == pb.TICKET_STATE_ASSIGNED
+    assert final_a.assignment.match_id == final_b.assignment.match_id
+    destination = final_a.assignment.destination
+    assert (destination.world, destination.zone, destination.region) == ("main", "z1", "eu")
+    (player,) = final_a.assignment.players
+    assert player.player_id == alice
+    assert player.connect_token.player_id == alice
+    assert list(player.connect_token.relay_addresses) == ["127.0.0.1:7778"]
+    # The token is a real one: it opens at the relay with the auth service's keys.
+    verifier = await Verifier.connect(stack.auth.grpc_address, _redis_url(stack))
+    try:
+        grant = open_connect_token(
+            player.connect_token.token,
+            public_keys=verifier.public_keys,
+            sealing_key=SEALING_KEY,
+            relay_address="127.0.0.1:7778",
+            now=time.time(),
+        )
+    finally:
+        await verifier.close()
+    # Bound to Alice's own session, so revoking it also voids this admission.
+    assert (grant.player_id, grant.session_id) == (alice, alice_session.session_id)
+    # Once assigned, the player may queue again.
+    again = await stack.mm_stub.CreateTicket(request("duel", alice), metadata=alice_md)
+    await stack.mm_stub.CancelTicket(pb.CancelTicketRequest(ticket_id=again.id), metadata=alice_md)
+
+    result = pb.MatchResult(
+        match_id=final_a.assignment.match_id,
+        mode="duel",
+        teams=[
+            pb.TeamResult(player_ids=[alice], rank=0),
+            pb.TeamResult(player_ids=[bob], rank=1),
+        ],
+    )
+    gs_md = await gameserver(stack)
+    forged = pb.MatchResult()
+    forged.CopyFrom(result)
+    forged.teams[1].player_ids.append("mallory")
+    message = await expect_error(
+        stack.mm_stub.ReportMatchResult(forged, metadata=gs_md),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "PLAYER_NOT_IN_MATCH",
+    )
+    assert "mallory" in message
+    first = await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)
+    second = await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)
+    assert (first.applied, second.applied) == (True, False)
+    ratings = Store(stack.redis)
+    (ra, rb) = await ratings.ratings("duel", [alice, bob])
+    assert ra[0] > 25.0 > rb[0]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stack.mm_stub.ReportMatchResult(result, metadata=alice_md)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def _redis_url(stack: Stack) -> str:
+    kwargs = stack.redis.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/0"
+
+
+async def expect_error(call: Any, code: grpc.StatusCode, reason: str) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    assert err.value.code() == code, err.value.details()
+    assert errors.detail_of(err.value).reason == reason
+    return err.value.details() or ""
+
+
+async def test_bad_input_gets_clear_errors(stack: Stack) -> None:
+    alice, md = await guest(stack)
+    bob, bob_md = await guest(stack)
+    stub = stack.mm_stub
+    bad = grpc.StatusCode.INVALID_ARGUMENT
+    message = await expect_error(
+        stub.CreateTicket(request("chess", alice), metadata=md), bad, "UNKNOWN_MODE"
+    )
+    assert "duel" in message
+    await expect_error(stub.CreateTicket(request("duel"), metadata=md), bad, "EMPTY_PARTY")
+    await expect_error(
+        stub.CreateTicket(request("duel", alice, bob), metadata=md), bad, "PARTY_TOO_LARGE"
+    )
+    nan = request("duel", alice)
+    nan.number_attributes["level"] = float("nan")
+    await expect_error(stub.CreateTicket(nan, metadata=md), bad, "NON_FINITE_ATTRIBUTE")
+    await expect_error(
+        stub.CreateTicket(request("5v5", bob, alice), metadata=md),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "NOT_TICKET_OWNER",
+    )
+    ticket = await stub.CreateTicket(request("5v5", alice, bob), metadata=md)
+    message = await expect_error(
+        stub.CreateTicket(request("duel", bob), metadata=bob_md),
+        grpc.StatusCode.ALREADY_EXISTS,
+        "TICKET_EXISTS",
+    )
+    assert ticket.id in message
+    # Bob is on the party ticket, so he may read it; a stranger may not.
+    assert (await stub.GetTicket(pb.GetTicketRequest(ticket_id=ticket.id), metadata=bob_md)).id
+    _, stranger = await guest(stack)
+    await expect_error(
+        stub.GetTicket(pb.GetTicketRequest(ticket_id=ticket.id), metadata=stranger),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "NOT_TICKET_PLAYER",
+    )
+    await expect_error(
+        stub.GetTicket(pb.GetTicketRequest(ticket_id="nope"), metadata=md),
+        grpc.StatusCode.NOT_FOUND,
+        "TICKET_NOT_FOUND",
+    )
+    await expect_error(
+        stub.GetTicket(pb.GetTicketRequest(ticket_id=ticket.id)),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "TOKEN_MISSING",
+    )
+    gs_md = await gameserver(stack)
+    await expect_error(
+        stub.ReportMatchResult(
+            pb.MatchResult(match_id="m", mode="duel", teams=[pb.TeamResult(player_ids=["x"])]),
+            metadata=gs_md,
+        ),
+        bad,
+        "TOO_FEW_TEAMS",
+    )
+    await expect_error(
+        stub.CreateBackfill(
+            pb.CreateBackfillRequest(match_id="m", mode="duel", region="eu", open_slots={7: 1}),
+            metadata=gs_md,
+        ),
+        bad,
+        "BAD_SLOTS",
+    )
+
+
+async def test_heartbeat_cancel_and_expiry(stack: Stack) -> None:
+    alice, md = await guest(stack)
+    stub = stack.mm_stub
+    ticket = await stub.CreateTicket(request("5v5", alice), metadata=md)
+    await asyncio.sleep(1.0)
+    beat = await stub.HeartbeatTicket(pb.HeartbeatTicketRequest(ticket_id=ticket.id), metadata=md)
+    assert beat.state == pb.TICKET_STATE_SEARCHING
+    assert beat.expires_at_ms > ticket.expires_at_ms + 500
+    watch = asyncio.create_task(watch_until_done(stack, ticket.id, md))
+    await asyncio.sleep(0.2)
+    cancelled = await stub.CancelTicket(pb.CancelTicketRequest(ticket_id=ticket.id), metadata=md)
+    assert cancelled.ticket.state == pb.TICKET_STATE_CANCELLED
+    assert [t.state for t in await watch] == [
+        pb.TICKET_STATE_SEARCHING,
+        pb.TICKET_STATE_CANCELLED,
+    ]
+    await expect_error(
+        stub.CancelTicket(pb.CancelTicketRequest(ticket_id=ticket.id), metadata=md),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "TICKET_NOT_SEARCHING",
+    )
+    # Abandoned: never heartbeated, it expires on its own and frees the player.
+    abandoned = await stub.CreateTicket(request("5v5", alice), metadata=md)
+    states = [t.state for t in await watch_until_done(stack, abandoned.id, md)]
+    assert states == [pb.TICKET_STATE_SEARCHING, pb.TICKET_STATE_EXPIRED]
+    assert await stub.CreateTicket(request("5v5", alice), metadata=md)
+
+
+async def test_backfill_takes_new_tickets(stack: Stack) -> None:
+    gs_md = await gameserver(stack)
+    destination = pb.Destination(
+        kind=pb.DESTINATION_KIND_INSTANCE, world="arena", zone="inst-running", region="eu"
+    )
+    backfill = await stack.mm_stub.CreateBackfill(
+        pb.CreateBackfillRequest(
+            match_id="running-1",
+            mode="5v5",
+            region="eu",
+            open_slots={1: 1},
+            destination=destination,
+        ),
+        metadata=gs_md,
+    )
+    alice, md = await guest(stack)
+    ticket = await stack.mm_stub.CreateTicket(request("5v5", alice), metadata=md)
+    final = (await watch_until_done(stack, ticket.id, md))[-1]
+    assert final.state == pb.TICKET_STATE_ASSIGNED
+    assert final.assignment.match_id == "running-1"
+    assert final.assignment.destination == destination
+    assert final.assignment.players[0].team == 1
+    assert final.assignment.players[0].connect_token.player_id == alice
+    got = await stack.mm_stub.GetBackfill(
+        pb.GetBackfillRequest(backfill_id=backfill.id), metadata=gs_md
+    )
+    assert list(got.ticket_ids) == [ticket.id] and dict(got.open_slots) == {1: 0}
