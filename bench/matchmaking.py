@@ -73,20 +73,10 @@ def scrape(process: ServiceProcess) -> dict[str, float]:
 SECRET = "bench-secret-0123456789"
 
 
-def start(process: ServiceProcess, attempts: int = 3) -> ServiceProcess:
-    """Start and wait for ``serving``, retrying grpcio's fork crash (grpc/grpc#43055:
-    a child may die between fork and exec with "epoll_wait error")."""
-    for attempt in range(attempts):
-        process.start()
-        try:
-            process.wait_serving()
-            return process
-        except RuntimeError:
-            crashed = any("epoll_wait error" in line for line in process.lines)
-            process.kill()
-            if not crashed or attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
+def start(process: ServiceProcess) -> ServiceProcess:
+    """Start and wait for ``serving``."""
+    process.start().wait_serving()
+    return process
 
 
 def auth_service(redis_url: str) -> ServiceProcess:

@@ -1,8 +1,14 @@
 """Child processes for Tessera services: start, find their ports, stop cleanly.
 
 Used by the operator's local runtime, the demo, the benchmarks and the
-integration tests. Children get PR_SET_PDEATHSIG on Linux, so they die with
-their parent and never outlive a demo or a test run.
+integration tests. Children are told their parent's pid (``TESSERA_PARENT_PID``)
+and call :func:`die_with_parent` first thing, so on Linux they get SIGTERM when the
+parent dies and never outlive a demo or a test run.
+
+The child sets PR_SET_PDEATHSIG itself, after exec, rather than in a
+``preexec_fn``: a ``preexec_fn`` forces a plain fork that runs grpcio's fork
+handlers, which can crash the child when the parent has live gRPC state
+(grpc/grpc#43055). Without it CPython spawns with vfork and no handlers run.
 """
 
 from __future__ import annotations
@@ -20,12 +26,21 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
+PARENT_PID = "TESSERA_PARENT_PID"
 
 
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def die_with_parent() -> None:
+    """If started by :class:`ServiceProcess`, get SIGTERM when the parent dies.
+
+    Exits at once if the parent is already gone (it died before this ran).
+    """
+    parent = os.environ.get(PARENT_PID)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):
+        raise SystemExit(1)
 
 
 class ServiceProcess:
@@ -60,13 +75,11 @@ class ServiceProcess:
         self.ports = {}
         self.proc = subprocess.Popen(
             [sys.executable, *self._target(), *self.args],
-            env=self.env,
+            env={**self.env, PARENT_PID: str(os.getpid())},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            # Only calls prctl(2), so it is safe between fork and exec.
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
         )
         self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
         self._reader.start()

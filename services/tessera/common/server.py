@@ -19,7 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from tessera.common import logs, metrics
+from tessera.common import logs, metrics, process
 from tessera.common.config import ConfigError, ServerConfig, fail, load_or_exit
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ def main(name: str, build: Callable[[ServerConfig], Awaitable[GrpcService]]) -> 
     ``build`` turns the validated config into a ready (not yet started) service;
     it may raise :class:`~tessera.common.config.ConfigError` for its own settings.
     """
+    process.die_with_parent()
     config = load_or_exit(lambda: ServerConfig.from_env(name))
     logs.setup(name, config.log_level)
 
