@@ -184,8 +184,18 @@ async def test_load_over_the_threshold_splits_a_zone(
         what="parent re-bounded",
     )
     assert cluster.objects("tessera.io/v1alpha1/zoneservers")["earth-0"]["spec"]["depth"] == 1
-    events = list(cluster.objects("v1/events").values())
-    split = [e for e in events if e["reason"] == "Split"]
+
+    def split_events() -> list[dict[str, Any]]:
+        return [e for e in cluster.objects("v1/events").values() if e["reason"] == "Split"]
+
+    await eventually(split_events, what="Split event")
+    await eventually(
+        lambda: (
+            cluster.objects("tessera.io/v1alpha1/worlds")["earth"]["status"].get("pending") == []
+        ),
+        what="pass finished",
+    )
+    split = split_events()
     assert len(split) == 1 and "100 players > 40" in split[0]["message"]
     assert split[0]["involvedObject"]["name"] == "earth"
     world_status = cluster.objects("tessera.io/v1alpha1/worlds")["earth"]["status"]
