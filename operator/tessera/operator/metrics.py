@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from tessera.operator.planner import Action, Delete, Drain, Rebound
 
 ZONES = Gauge(
     "tessera_operator_zones",
@@ -30,3 +34,19 @@ RECONCILE_ERRORS = Counter(
     "Reconcile passes or steps that failed, by stage.",
     ["stage"],
 )
+
+
+def count(
+    world: str, actions: Sequence[Action], drain_since: Mapping[str, float], now: float
+) -> None:
+    """Count carried-out actions: decisions, splits, merges, drain durations."""
+    for action in actions:
+        DECISIONS.labels(action.decision).inc()
+        if isinstance(action, Delete) and action.zone in drain_since:
+            DRAIN_SECONDS.labels(str(action.forced).lower()).observe(
+                max(0.0, now - drain_since[action.zone])
+            )
+        if isinstance(action, Rebound) and action.decision == "Split":
+            SPLITS.labels(world).inc()
+        if isinstance(action, Drain) and action.decision == "Merge":
+            MERGES.labels(world).inc()

@@ -32,7 +32,6 @@ from tessera.operator.planner import (
     AssignStandby,
     CreateZone,
     Delete,
-    Desired,
     Drain,
     Memory,
     Plan,
@@ -78,7 +77,7 @@ async def apply_action(deps: Deps, world_obj: Mapping[str, Any], action: Action)
         await deps.kube.delete_zoneserver(namespace, action.zone)
 
 
-def _order(actions: Sequence[Action]) -> list[Action]:
+def order(actions: Sequence[Action]) -> list[Action]:
     """New zones first, then re-bounds, drains and deletions, so the layout never
     has a gap (it may briefly overlap while a split is carried out)."""
     rank = {CreateZone: 0, AssignStandby: 0, Rebound: 1, Drain: 2, Delete: 3}
@@ -110,7 +109,7 @@ async def reconcile_world(
     started = time.perf_counter()
     result = plan(world, views, now, Memory.from_dict(previous.get("planner")))
     metrics.PLANNER_SECONDS.observe(time.perf_counter() - started)
-    actions = _order(result.actions)
+    actions = order(result.actions)
     if actions:
         await deps.kube.patch_world_status(
             namespace,
@@ -129,8 +128,13 @@ async def reconcile_world(
     )
     targets = {o["metadata"]["name"]: (o.get("spec") or {}).get("drainTarget") for o in objs}
     targets.update({a.zone: a.target for a in actions if isinstance(a, Drain)})
-    await _command_zones(
-        deps, world=world, zones=after, statuses=statuses, targets=targets, version=version
+    await deps.zones.converge(
+        world.name,
+        after,
+        statuses=statuses,
+        targets=targets,
+        version=version,
+        drain_deadline_s=world.drain_timeout_s,
     )
     await _record(
         deps,
@@ -180,38 +184,6 @@ def _count_phases(world: str, views: Sequence[ZoneView]) -> None:
         metrics.ZONES.labels(world, phase).set(counts.get(phase, 0))
 
 
-async def _command_zones(
-    deps: Deps,
-    *,
-    world: WorldSpec,
-    zones: Sequence[ZoneView],
-    statuses: Mapping[str, zone_pb2.ZoneStatus],
-    targets: Mapping[str, str | None],
-    version: int,
-) -> None:
-    """Tell zones what the map already says, when their heartbeat shows they
-    have not acted on it yet."""
-    for z in zones:
-        status = statuses.get(z.name)
-        if status is None or not status.address:
-            continue
-        if z.desired == Desired.ACTIVE and z.bounds is not None:
-            if not status.HasField("bounds") or status.bounds != resources.bounds_proto(z.bounds):
-                await deps.zones.set_bounds(
-                    status.address, resources.bounds_proto(z.bounds), version
-                )
-        elif z.desired == Desired.DRAINING and status.state not in (
-            zone_pb2.ZONE_STATE_DRAINING,
-            zone_pb2.ZONE_STATE_DRAINED,
-        ):
-            await deps.zones.drain(
-                status.address,
-                world=world.name,
-                target=targets.get(z.name),
-                deadline_s=world.drain_timeout_s,
-            )
-
-
 async def _record(
     deps: Deps,
     *,
@@ -224,16 +196,8 @@ async def _record(
     """Events, the Redis event stream and counters for the decisions taken."""
     seen: set[tuple[str, str]] = set()
     namespace = world_obj["metadata"]["namespace"]
+    metrics.count(world.name, actions, before.drain_since, now)
     for action in actions:
-        metrics.DECISIONS.labels(action.decision).inc()
-        if isinstance(action, Delete) and action.zone in before.drain_since:
-            metrics.DRAIN_SECONDS.labels(str(action.forced).lower()).observe(
-                max(0.0, now - before.drain_since[action.zone])
-            )
-        if isinstance(action, Rebound) and action.decision == "Split":
-            metrics.SPLITS.labels(world.name).inc()
-        if isinstance(action, Drain) and action.decision == "Merge":
-            metrics.MERGES.labels(world.name).inc()
         key = (action.decision, action.reason)
         if key in seen:
             continue

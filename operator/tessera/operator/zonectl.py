@@ -10,9 +10,11 @@ their next pass until the zone's heartbeat shows the change.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 
 import grpc
 
+from tessera.operator.planner import Desired, Rect, ZoneView
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,42 @@ class ZoneControl:
             return None
         return int(response.remaining)
 
+    async def converge(
+        self,
+        world: str,
+        zones: Sequence[ZoneView],
+        *,
+        statuses: Mapping[str, zone_pb2.ZoneStatus],
+        targets: Mapping[str, str | None],
+        version: int,
+        drain_deadline_s: float,
+    ) -> None:
+        """Tell zones what the zone map already says, when their heartbeat shows
+        they have not acted on it yet: new bounds, or drain."""
+        for z in zones:
+            status = statuses.get(z.name)
+            if status is None or not status.address:
+                continue
+            if z.desired == Desired.ACTIVE and z.bounds is not None:
+                wanted = _bounds(z.bounds)
+                if not status.HasField("bounds") or status.bounds != wanted:
+                    await self.set_bounds(status.address, wanted, version)
+            elif z.desired == Desired.DRAINING and status.state not in (
+                zone_pb2.ZONE_STATE_DRAINING,
+                zone_pb2.ZONE_STATE_DRAINED,
+            ):
+                await self.drain(
+                    status.address,
+                    world=world,
+                    target=targets.get(z.name),
+                    deadline_s=drain_deadline_s,
+                )
+
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close(None)
         self._channels.clear()
+
+
+def _bounds(rect: Rect) -> common_pb2.Bounds:
+    return common_pb2.Bounds(min_x=rect.min_x, min_z=rect.min_z, max_x=rect.max_x, max_z=rect.max_z)
