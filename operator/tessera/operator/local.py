@@ -52,7 +52,7 @@ from tessera.operator.reconcile import order
 from tessera.operator.store import OperatorStore
 from tessera.operator.zonectl import ZoneControl
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tessera.operator.local")
 
 
 @dataclass
