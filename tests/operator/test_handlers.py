@@ -11,7 +11,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from tessera.common.store import WorldKeys
+from tessera.operator import resources
 from tessera.operator.handlers import OperatorConfig
+from tessera.operator.planner import CreateZone, Rect
 from tessera.v1 import common_pb2, zone_pb2
 
 from .conftest import Cluster, eventually
@@ -279,3 +281,31 @@ async def test_deleting_a_zoneserver_waits_until_it_reports_drained(
     published = await zone_map(redis)
     assert published is not None
     assert sorted(e.zone for e in published.zones) == ["earth-0", "earth-2"]
+
+
+async def test_an_interrupted_pass_is_finished_from_the_intent_log(
+    cluster: Cluster, operator: OperatorConfig, redis: Redis
+) -> None:
+    """A World whose status still holds actions of a pass that stopped halfway
+    (operator crash, leader change): the next pass carries them out first."""
+    obj = world()
+    pending = resources.action_dict(
+        CreateZone("earth-7", Rect(0, 0, 1024, 512), None, 0, 0, "Initial", "initial layout")
+    )
+    obj["status"] = {"pending": [pending], "planner": {"nextId": 8}}
+    await cluster.apply(WORLDS, obj)
+    await eventually(
+        lambda: "earth-7" in cluster.objects("tessera.io/v1alpha1/zoneservers"), what="replayed"
+    )
+    await eventually(
+        lambda: (
+            cluster.objects("tessera.io/v1alpha1/worlds")["earth"]["status"].get("pending") == []
+        ),
+        what="log cleared",
+    )
+    await asyncio.sleep(1.0)
+    # The replayed zone covers the world, so the planner creates nothing else.
+    assert sorted(cluster.objects("tessera.io/v1alpha1/zoneservers")) == ["earth-7"]
+    assert (
+        cluster.objects("tessera.io/v1alpha1/worlds")["earth"]["status"]["planner"]["nextId"] == 8
+    )
