@@ -192,4 +192,3 @@ async def operator(cluster: Cluster, redis_server: LocalRedis) -> AsyncIterator[
     await asyncio.to_thread(thread.join, 20)
     assert not thread.is_alive(), "the operator did not stop"
     assert not [e for e in errors if not isinstance(e, asyncio.CancelledError)], errors
-
