@@ -129,3 +129,41 @@ async def test_split_then_merge_with_real_zone_processes(
     finally:
         await runtime.close()
     assert not parent.alive()
+
+
+async def test_a_killed_zone_process_is_started_again(
+    redis_server: LocalRedis, redis: Redis
+) -> None:
+    runtime = LocalRuntime(WORLD, redis_server.url, zone_env={"TESSERA_HEARTBEAT_S": "0.2"})
+    try:
+        await passes_until(
+            runtime,
+            lambda: (
+                "earth-0" in runtime.zones and runtime.zones["earth-0"].view.phase == Phase.READY
+            ),
+            "the first zone",
+        )
+        first = runtime.zones["earth-0"].process
+        first.kill()
+        await passes_until(
+            runtime,
+            lambda: (
+                runtime.zones["earth-0"].process is not first
+                and runtime.zones["earth-0"].process.alive()
+            ),
+            "the restart",
+        )
+        second = runtime.zones["earth-0"].process
+        address = "127.0.0.1:{}".format(second.wait_serving(20)["grpc_port"])
+        status = zone_pb2.ZoneStatus()
+        for _ in range(50):  # the new process's own heartbeat (the old one expires)
+            data = await redis.get(WorldKeys("earth").zone_status("earth-0"))
+            status = zone_pb2.ZoneStatus.FromString(data) if isinstance(data, bytes) else status
+            if status.address == address:
+                break
+            await asyncio.sleep(0.1)
+        assert status.address == address
+        assert (status.bounds.max_x, status.bounds.max_z) == (1024, 512)
+        assert list(runtime.zones) == ["earth-0"]
+    finally:
+        await runtime.close()

@@ -8,9 +8,9 @@ is in Redis (heartbeats in, the zone map and scaling events out, as on
 Kubernetes); zones are told their bounds and to drain over gRPC. Without
 ``--redis-url`` a redis-server is started on a free loopback port.
 
-Each pass: read heartbeats, plan, carry out the actions (start, re-bound, drain,
-stop processes), publish the zone map, converge zones over gRPC. The planner
-memory lives in this process.
+Each pass: restart zone processes that died, read heartbeats, plan, carry out
+the actions (start, re-bound, drain, stop processes), publish the zone map,
+converge zones over gRPC. The planner memory lives in this process.
 """
 
 from __future__ import annotations
@@ -146,9 +146,22 @@ class LocalRuntime:
             del self.zones[action.zone]
             await asyncio.to_thread(zone.process.terminate)
 
+    def _restart_crashed(self) -> None:
+        """Start again a zone whose process died while it should run (what the
+        Deployment does on Kubernetes); it recovers its players from Redis."""
+        for name, zone in self.zones.items():
+            if zone.process.alive() or zone.view.desired == Desired.DRAINING:
+                continue
+            log.warning("zone process died; restarting", extra={"zone": name})
+            metrics.ZONE_RESTARTS.inc()
+            zone.process = ServiceProcess(
+                "tessera.zone", self._env(name, zone.view), name=name
+            ).start()
+
     async def step(self, now: float | None = None) -> Plan:
         """One pass: observe, plan, act, publish the map, converge the zones."""
         now = time.time() if now is None else now
+        self._restart_crashed()
         statuses = await self.store.zone_statuses(self.world.name, sorted(self.zones))
         for name, zone in self.zones.items():
             status = statuses.get(name)

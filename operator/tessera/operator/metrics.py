@@ -29,6 +29,10 @@ DRAIN_SECONDS = Histogram(
     ["forced"],
     buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600),
 )
+ZONE_RESTARTS = Counter(
+    "tessera_operator_zone_restarts_total",
+    "Zone processes the local runtime started again after they died.",
+)
 RECONCILE_ERRORS = Counter(
     "tessera_operator_reconcile_errors_total",
     "Reconcile passes or steps that failed, by stage.",
