@@ -4,6 +4,7 @@ events and the intent log."""
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Any
 
@@ -256,9 +257,20 @@ def test_zone_status_and_bounds_condition() -> None:
     assert "outside the world" in out["conditions"][0]["message"]
     assert out["drainStartedAt"] == "2026-01-01T00:00:00+00:00"
     obj["status"] = out
-    again = resources.zone_status(obj, view, status, spec, "2026-01-01T00:01:00+00:00")
+    again = resources.zone_status(obj, view, status, spec, "2026-01-01T00:00:05+00:00")
     assert "conditions" not in again and "drainStartedAt" not in again
-    assert not resources.changed(out, again)
+    t0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC).timestamp()
+    assert not resources.status_due(out, again, t0 + 5)
+
+
+def test_status_writes_are_throttled_unless_urgent() -> None:
+    t0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC).timestamp()
+    previous = {"phase": "Ready", "players": 5, "updatedAt": "2026-01-01T00:00:00+00:00"}
+    assert not resources.status_due(previous, {**previous, "players": 6}, t0 + 14)
+    assert resources.status_due(previous, {**previous, "players": 6}, t0 + 15)
+    assert resources.status_due(previous, {**previous, "phase": "Draining"}, t0 + 1)
+    assert resources.status_due({}, {"phase": "Pending", "updatedAt": "x"}, t0)
+    assert resources.status_due({"players": 1}, {"players": 2}, t0)  # never written by us
 
 
 def test_world_status_and_event() -> None:

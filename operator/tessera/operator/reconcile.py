@@ -102,7 +102,7 @@ async def reconcile_world(
     statuses = await deps.store.zone_statuses(name, [o["metadata"]["name"] for o in objs])
     views = [resources.zone_view(o, statuses.get(o["metadata"]["name"])) for o in objs]
     await _patch_zone_statuses(
-        deps, world=world, objs=objs, views=views, statuses=statuses, stamp=stamp
+        deps, world=world, objs=objs, views=views, statuses=statuses, stamp=stamp, now=now
     )
     _count_phases(world.name, views)
 
@@ -163,10 +163,11 @@ async def _patch_zone_statuses(
     views: Sequence[ZoneView],
     statuses: Mapping[str, zone_pb2.ZoneStatus],
     stamp: str,
+    now: float,
 ) -> None:
     for obj, view in zip(objs, views, strict=True):
         patch = resources.zone_status(obj, view, statuses.get(view.name), world, stamp)
-        if resources.changed(obj.get("status") or {}, patch):
+        if resources.status_due(obj.get("status") or {}, patch, now):
             try:
                 await deps.kube.patch_zoneserver_status(
                     obj["metadata"]["namespace"], view.name, patch

@@ -4,6 +4,7 @@ Events the operator writes. Pure functions; kube.py sends what they build."""
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -378,12 +379,31 @@ def zone_status(
         out["mapVersion"] = int(status.map_version)
     if view.desired == Desired.DRAINING and not previous.get("drainStartedAt"):
         out["drainStartedAt"] = now
+    out["updatedAt"] = now
     return out
 
 
-def changed(previous: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
-    """Whether merging ``patch`` into ``previous`` would change anything."""
-    return any(previous.get(k) != v for k, v in patch.items())
+# Status fields written as soon as they change; the rest (players, density,
+# tick time) at most every STATUS_PERIOD_S, so a large world does not turn every
+# heartbeat into an API write per zone.
+URGENT_STATUS = frozenset(
+    {"phase", "endpoint", "boundsText", "conditions", "drainStartedAt", "drainRemaining"}
+)
+STATUS_PERIOD_S = 15.0
+
+
+def status_due(previous: Mapping[str, Any], patch: Mapping[str, Any], now: float) -> bool:
+    """Whether a ZoneServer status patch should be written now."""
+    moved = {k for k, v in patch.items() if k != "updatedAt" and previous.get(k) != v}
+    if moved & URGENT_STATUS:
+        return True
+    if not moved:
+        return False
+    try:
+        last = datetime.datetime.fromisoformat(str(previous.get("updatedAt"))).timestamp()
+    except ValueError:
+        return True
+    return now - last >= STATUS_PERIOD_S
 
 
 def world_status(
