@@ -294,13 +294,21 @@ def partition_errors(world: Rect, rects: Iterable[Rect]) -> list[str]:
     ]
     if errors:
         return errors
-    xs = np.unique([world.min_x, world.max_x, *(v for r in rects for v in (r.min_x, r.max_x))])
-    zs = np.unique([world.min_z, world.max_z, *(v for r in rects for v in (r.min_z, r.max_z))])
-    cover = np.zeros((len(xs) - 1, len(zs) - 1), dtype=np.int32)
-    for r in rects:
-        x0, x1 = np.searchsorted(xs, [r.min_x, r.max_x])
-        z0, z1 = np.searchsorted(zs, [r.min_z, r.max_z])
-        cover[x0:x1, z0:z1] += 1
+    if not rects:
+        return ["no zones"]
+    coords = np.array([(r.min_x, r.min_z, r.max_x, r.max_z) for r in rects], dtype=np.float64)
+    xs = np.unique(np.concatenate(([world.min_x, world.max_x], coords[:, 0], coords[:, 2])))
+    zs = np.unique(np.concatenate(([world.min_z, world.max_z], coords[:, 1], coords[:, 3])))
+    x0, x1 = np.searchsorted(xs, coords[:, 0]), np.searchsorted(xs, coords[:, 2])
+    z0, z1 = np.searchsorted(zs, coords[:, 1]), np.searchsorted(zs, coords[:, 3])
+    # Each rectangle adds 1 to its cells of the compressed grid: a 2-D difference
+    # array, summed up along both axes.
+    diff = np.zeros((len(xs), len(zs)), dtype=np.int32)
+    np.add.at(diff, (x0, z0), 1)
+    np.add.at(diff, (x1, z0), -1)
+    np.add.at(diff, (x0, z1), -1)
+    np.add.at(diff, (x1, z1), 1)
+    cover = diff.cumsum(axis=0).cumsum(axis=1)[:-1, :-1]
     if (cover == 0).any():
         errors.append(f"{int((cover == 0).sum())} cells of the world belong to no zone")
     if (cover > 1).any():
