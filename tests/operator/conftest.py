@@ -144,51 +144,71 @@ async def cluster(kmock: kmock.KubernetesEmulator) -> AsyncIterator[Cluster]:
         yield Cluster(kmock, session)
 
 
-@pytest.fixture
-async def operator(cluster: Cluster, redis_server: LocalRedis) -> AsyncIterator[OperatorConfig]:
+class OperatorThread:
     """The operator against the emulator and the real Redis, in a thread with
     its own event loop (as in production: kopf owns its loop and, on stop,
     cancels every task it did not find at start-up)."""
-    config = OperatorConfig(
-        redis_url=redis_server.url,
-        zone_redis_url="redis://redis.games.svc:6379/0",
-        interval_s=0.3,
-        instance="test-operator",
-        standalone=True,
-    )
-    stop = threading.Event()
-    errors: list[BaseException] = []
 
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=cluster.url, insecure=True)
+    def __init__(self, cluster: Cluster, config: OperatorConfig) -> None:
+        self.cluster = cluster
+        self.config = config
+        self.stop_flag = threading.Event()
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._main, name=config.instance, daemon=True)
 
-    async def run() -> None:
-        redis = store.connect(config.redis_url)
-        runtime = Runtime(config, redis)
+    def _login(self, **_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=self.cluster.url, insecure=True)
+
+    async def _run(self) -> None:
+        redis = store.connect(self.config.redis_url)
+        runtime = Runtime(self.config, redis)
         runtime.zones.timeout_s = 0.2
         settings = kopf.OperatorSettings()
-        configure(settings, config)
+        configure(settings, self.config)
+        settings.peering.lifetime = 5
         try:
             await kopf.operator(
-                registry=build_registry(runtime, login),
+                registry=build_registry(runtime, self._login),
                 settings=settings,
                 clusterwide=True,
-                standalone=True,
-                stop_flag=stop,
+                standalone=self.config.standalone,
+                stop_flag=self.stop_flag,
             )
         finally:
             await redis.aclose()
 
-    def main() -> None:
+    def _main(self) -> None:
         try:
-            asyncio.run(run())
-        except BaseException as err:  # reported to the test below
-            errors.append(err)
+            asyncio.run(self._run())
+        except BaseException as err:  # reported by stop()
+            self.errors.append(err)
 
-    thread = threading.Thread(target=main, name="operator", daemon=True)
-    thread.start()
-    yield config
-    stop.set()
-    await asyncio.to_thread(thread.join, 20)
-    assert not thread.is_alive(), "the operator did not stop"
-    assert not [e for e in errors if not isinstance(e, asyncio.CancelledError)], errors
+    def start(self) -> OperatorThread:
+        self.thread.start()
+        return self
+
+    async def stop(self) -> None:
+        self.stop_flag.set()
+        await asyncio.to_thread(self.thread.join, 20)
+        assert not self.thread.is_alive(), "the operator did not stop"
+        errors = [e for e in self.errors if not isinstance(e, asyncio.CancelledError)]
+        assert not errors, errors
+
+
+def operator_config(redis_url: str, **overrides: Any) -> OperatorConfig:
+    base: dict[str, Any] = {
+        "redis_url": redis_url,
+        "zone_redis_url": "redis://redis.games.svc:6379/0",
+        "interval_s": 0.3,
+        "instance": "test-operator",
+        "standalone": True,
+    }
+    return OperatorConfig(**{**base, **overrides})
+
+
+@pytest.fixture
+async def operator(cluster: Cluster, redis_server: LocalRedis) -> AsyncIterator[OperatorConfig]:
+    """One standalone operator (no peering)."""
+    running = OperatorThread(cluster, operator_config(redis_server.url)).start()
+    yield running.config
+    await running.stop()

@@ -38,6 +38,8 @@ def test_config_from_env() -> None:
         Env({"TESSERA_REDIS_URL": "redis://r:1/0", "TESSERA_STANDALONE": "yes"})
     )
     assert config.zone_redis_url == "redis://r:1/0" and config.standalone
+    assert config.priority > 0  # drawn at random: equal priorities would pause both replicas
+    assert OperatorConfig.from_env(Env({"TESSERA_PEERING_PRIORITY": "7"})).priority == 7
     with pytest.raises(ConfigError, match="TESSERA_PEERING"):
         OperatorConfig.from_env(Env({"TESSERA_PEERING": "Bad Name"}))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,9 @@ class OperatorConfig:
     interval_s: float = 2.0
     instance: str = "tessera-operator"
     peering: str = "tessera"
+    # The replica with the highest priority leads; equal priorities would pause
+    # both, so each replica draws a random one unless TESSERA_PEERING_PRIORITY is set.
+    priority: int = 0
     standalone: bool = False
     zone_service_account: str | None = None
     metrics_port: int = 9090
@@ -66,6 +70,8 @@ class OperatorConfig:
             interval_s=env.number("OPERATOR_INTERVAL_S", 2.0, lo=0.1, hi=300.0),
             instance=env.string("POD_NAME", "tessera-operator"),
             peering=env.string("PEERING", "tessera", pattern=r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"),
+            priority=env.integer("PEERING_PRIORITY", 0, lo=0, hi=2**31 - 1)
+            or secrets.randbelow(2**31 - 2) + 1,
             standalone=env.flag("STANDALONE", False),
             zone_service_account=account or None,
             metrics_port=env.integer("METRICS_PORT", 9090, lo=0, hi=65535),
@@ -86,6 +92,7 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
         prefix="tessera.io", key="last-handled-configuration"
     )
     settings.peering.name = config.peering
+    settings.peering.priority = config.priority
     settings.peering.clusterwide = True
     settings.peering.mandatory = not config.standalone
     settings.posting.level = logging.WARNING
