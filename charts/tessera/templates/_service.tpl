@@ -9,6 +9,9 @@ The objects one stateless gRPC service needs: Deployment, Service, HPA, PDB.
 {{- $cfg := .cfg -}}
 {{- $sel := dict "root" $root "component" .component -}}
 {{- $name := printf "%s-%s" (include "tessera.fullname" $root) .component -}}
+{{- if and $cfg.autoscaling.enabled (lt (int $cfg.autoscaling.maxReplicas) (int $cfg.autoscaling.minReplicas)) -}}
+{{- fail (printf "%s.autoscaling.maxReplicas (%v) must be >= %s.autoscaling.minReplicas (%v)" .component $cfg.autoscaling.maxReplicas .component $cfg.autoscaling.minReplicas) -}}
+{{- end -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
