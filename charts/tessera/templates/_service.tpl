@@ -195,7 +195,7 @@ metadata:
   labels:
     {{- include "tessera.labels" $sel | nindent 4 }}
 spec:
-  {{- if hasKey $cfg.podDisruptionBudget "minAvailable" }}
+  {{- if not (kindIs "invalid" $cfg.podDisruptionBudget.minAvailable) }}
   minAvailable: {{ $cfg.podDisruptionBudget.minAvailable }}
   {{- else }}
   maxUnavailable: {{ $cfg.podDisruptionBudget.maxUnavailable }}
