@@ -44,4 +44,3 @@ def render(chart: helm_python.Chart) -> Render:
         return parse_manifests(rendered)
 
     return run
-

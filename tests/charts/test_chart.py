@@ -39,11 +39,20 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         }
     },
     "policies-and-monitors": {
-        "networkPolicy": {"enabled": True, "metricsNamespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+        "networkPolicy": {
+            "enabled": True,
+            "metricsNamespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+            },
+        },
         "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prom"}},
     },
     "custom-resources": {
-        "image": {"repository": "registry.example.com/tessera", "tag": "1.2.3", "pullPolicy": "Always"},
+        "image": {
+            "repository": "registry.example.com/tessera",
+            "tag": "1.2.3",
+            "pullPolicy": "Always",
+        },
         "imagePullSecrets": [{"name": "regcred"}],
         "logLevel": "debug",
         "operator": {"replicas": 3, "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}},
@@ -53,14 +62,24 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "podDisruptionBudget": {"enabled": True, "minAvailable": 2},
             "signingKey": {"existingSecret": "my-signing-keys"},
             "serviceClients": {"existingSecret": "my-clients"},
-            "resources": {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"cpu": 2, "memory": "1Gi"}},
+            "resources": {
+                "requests": {"cpu": "1", "memory": "512Mi"},
+                "limits": {"cpu": 2, "memory": "1Gi"},
+            },
         },
-        "matchmaking": {"podDisruptionBudget": {"enabled": False}, "extraEnv": [{"name": "TESSERA_MM_TICK_S", "value": "0.5"}]},
+        "matchmaking": {
+            "podDisruptionBudget": {"enabled": False},
+            "extraEnv": [{"name": "TESSERA_MM_TICK_S", "value": "0.5"}],
+        },
         "relay": {
             "udpPort": 9000,
             "publicAddress": "play.example.com:30900",
             "service": {"type": "NodePort", "nodePort": 30900, "externalTrafficPolicy": "Cluster"},
-            "autoscaling": {"minReplicas": 3, "maxReplicas": 50, "targetCPUUtilizationPercentage": 50},
+            "autoscaling": {
+                "minReplicas": 3,
+                "maxReplicas": 50,
+                "targetCPUUtilizationPercentage": 50,
+            },
             "nodeSelector": {"node-role/edge": "true"},
             "tolerations": [{"key": "edge", "operator": "Exists", "effect": "NoSchedule"}],
         },
@@ -100,7 +119,10 @@ SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
                     "type": "object",
                     "additionalProperties": False,
                     "properties": {
-                        "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}
+                        "matchLabels": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string"},
+                        }
                     },
                 },
                 "namespaceSelector": {
@@ -182,7 +204,9 @@ def test_every_object_valid(render: Render, values: dict[str, Any]) -> None:
             try:
                 kubernetes_validate.validate(obj, version, strict=True)
             except kubernetes_validate.ValidationError as err:
-                pytest.fail(f"{where} invalid for Kubernetes {version}: {err.message} at {list(err.path)}")
+                pytest.fail(
+                    f"{where} invalid for Kubernetes {version}: {err.message} at {list(err.path)}"
+                )
 
 
 def test_default_objects(render: Render) -> None:
@@ -296,7 +320,9 @@ def test_relay_udp_service_type(render: Render) -> None:
     assert {"name": "udp", "containerPort": 9000, "protocol": "UDP"} in container["ports"]
     auth = find(objs, "Deployment", "tessera-auth")
     (auth_container,) = auth["spec"]["template"]["spec"]["containers"]
-    assert env_of(auth_container)["TESSERA_AUTH_RELAY_ADDRESSES"]["value"] == "play.example.com:30900"
+    assert (
+        env_of(auth_container)["TESSERA_AUTH_RELAY_ADDRESSES"]["value"] == "play.example.com:30900"
+    )
 
 
 def test_bundled_redis_is_persistent_with_aof(render: Render) -> None:
@@ -370,13 +396,18 @@ def test_network_policies(render: Render) -> None:
     objs = render(VALUE_SETS["policies-and-monitors"])
     redis_policy = find(objs, "NetworkPolicy", "tessera-redis")
     redis = find(objs, "StatefulSet", "tessera-redis")
-    assert redis_policy["spec"]["podSelector"]["matchLabels"] == redis["spec"]["selector"]["matchLabels"]
+    assert (
+        redis_policy["spec"]["podSelector"]["matchLabels"]
+        == redis["spec"]["selector"]["matchLabels"]
+    )
     (rule,) = redis_policy["spec"]["ingress"]
     (peer,) = rule["from"]
     allowed = peer["podSelector"]["matchExpressions"][0]["values"]
     assert set(allowed) == {"operator", "auth", "matchmaking", "relay", "zone"}
     for name in (*SERVICES, "operator"):
-        labels = find(objs, "Deployment", f"tessera-{name}")["spec"]["template"]["metadata"]["labels"]
+        labels = find(objs, "Deployment", f"tessera-{name}")["spec"]["template"]["metadata"][
+            "labels"
+        ]
         assert labels["app.kubernetes.io/part-of"] == "tessera"
         assert labels["app.kubernetes.io/component"] in allowed
     zones = find(objs, "NetworkPolicy", "tessera-zones")
@@ -414,16 +445,24 @@ def test_custom_values_applied(render: Render) -> None:
             assert pod["containers"][0]["image"] == "registry.example.com/tessera:1.2.3"
     auth = find(objs, "Deployment", "tessera-auth")
     assert auth["spec"]["replicas"] == 4
-    assert not any(o["kind"] == "HorizontalPodAutoscaler" and o["metadata"]["name"] == "tessera-auth" for o in objs)
+    assert not any(
+        o["kind"] == "HorizontalPodAutoscaler" and o["metadata"]["name"] == "tessera-auth"
+        for o in objs
+    )
     assert find(objs, "PodDisruptionBudget", "tessera-auth")["spec"] == {
         "minAvailable": 2,
         "selector": auth["spec"]["selector"],
     }
-    assert not any(o["kind"] == "PodDisruptionBudget" and o["metadata"]["name"] == "tessera-matchmaking" for o in objs)
+    assert not any(
+        o["kind"] == "PodDisruptionBudget" and o["metadata"]["name"] == "tessera-matchmaking"
+        for o in objs
+    )
     assert find(objs, "Deployment", "tessera-operator")["spec"]["replicas"] == 3
     hpa = find(objs, "HorizontalPodAutoscaler", "tessera-relay")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 50)
-    (mm,) = find(objs, "Deployment", "tessera-matchmaking")["spec"]["template"]["spec"]["containers"]
+    (mm,) = find(objs, "Deployment", "tessera-matchmaking")["spec"]["template"]["spec"][
+        "containers"
+    ]
     assert env_of(mm)["TESSERA_MM_TICK_S"] == {"name": "TESSERA_MM_TICK_S", "value": "0.5"}
     assert env_of(mm)["TESSERA_LOG_LEVEL"]["value"] == "debug"
     relay_pod = find(objs, "Deployment", "tessera-relay")["spec"]["template"]["spec"]

@@ -14,16 +14,28 @@ BAD_VALUES: list[tuple[dict[str, Any], list[str]]] = [
     ({"oprator": {"replicas": 2}}, ["additional properties 'oprator' not allowed"]),
     ({"auth": {"replica": 3}}, ["/auth", "additional properties 'replica' not allowed"]),
     ({"logLevel": "verbose"}, ["/logLevel", "debug", "critical"]),
-    ({"relay": {"service": {"type": "ClusterIP"}}}, ["/relay/service/type", "LoadBalancer", "NodePort"]),
+    (
+        {"relay": {"service": {"type": "ClusterIP"}}},
+        ["/relay/service/type", "LoadBalancer", "NodePort"],
+    ),
     ({"relay": {"service": {"nodePort": 80}}}, ["/relay/service/nodePort"]),
     ({"relay": {"udpPort": 70000}}, ["/relay/udpPort", "maximum"]),
     ({"relay": {"publicAddress": "no-port"}}, ["/relay/publicAddress"]),
     ({"auth": {"grpcPort": "50051"}}, ["/auth/grpcPort", "want integer"]),
-    ({"matchmaking": {"autoscaling": {"minReplicas": 0}}}, ["/matchmaking/autoscaling/minReplicas", "minimum"]),
-    ({"auth": {"autoscaling": {"targetCPUUtilizationPercentage": 150}}}, ["targetCPUUtilizationPercentage", "maximum"]),
+    (
+        {"matchmaking": {"autoscaling": {"minReplicas": 0}}},
+        ["/matchmaking/autoscaling/minReplicas", "minimum"],
+    ),
+    (
+        {"auth": {"autoscaling": {"targetCPUUtilizationPercentage": 150}}},
+        ["targetCPUUtilizationPercentage", "maximum"],
+    ),
     ({"operator": {"replicas": 0}}, ["/operator/replicas", "minimum"]),
     ({"auth": {"resources": {"requests": {"cpu": "lots"}}}}, ["/auth/resources/requests/cpu"]),
-    ({"redis": {"external": {"enabled": True}}}, ["/redis/external/url", "/redis/external/password"]),
+    (
+        {"redis": {"external": {"enabled": True}}},
+        ["/redis/external/url", "/redis/external/password"],
+    ),
     (
         {"redis": {"external": {"enabled": True, "url": "redis://r:6379/0"}}},
         ["/redis/external/existingSecret", "/redis/external/password"],
@@ -34,15 +46,16 @@ BAD_VALUES: list[tuple[dict[str, Any], list[str]]] = [
     ),
     ({"redis": {"persistence": {"size": "lots"}}}, ["/redis/persistence/size"]),
     ({"redis": {"appendfsync": "sometimes"}}, ["/redis/appendfsync"]),
-    ({"auth": {"signingKey": {"existingSecret": "Not_A_Name"}}}, ["/auth/signingKey/existingSecret"]),
+    (
+        {"auth": {"signingKey": {"existingSecret": "Not_A_Name"}}},
+        ["/auth/signingKey/existingSecret"],
+    ),
     ({"serviceMonitor": {"interval": "30 seconds"}}, ["/serviceMonitor/interval"]),
     ({"auth": {"extraEnv": [{"value": "x"}]}}, ["/auth/extraEnv/0", "name"]),
 ]
 
 
-@pytest.mark.parametrize(
-    ("values", "expected"), BAD_VALUES, ids=[str(v) for v, _ in BAD_VALUES]
-)
+@pytest.mark.parametrize(("values", "expected"), BAD_VALUES, ids=[str(v) for v, _ in BAD_VALUES])
 def test_bad_values_rejected(
     chart: helm_python.Chart, values: dict[str, Any], expected: list[str]
 ) -> None:
@@ -67,8 +80,17 @@ def test_defaults_pass(chart: helm_python.Chart) -> None:
     chart.validate_schema(chart.values)
     chart.validate_schema(
         {
-            "redis": {"external": {"enabled": True, "url": "rediss://cache:6380/1", "existingSecret": "cache"}},
-            "relay": {"publicAddress": "203.0.113.7:7777", "service": {"type": "NodePort", "nodePort": 31777}},
+            "redis": {
+                "external": {
+                    "enabled": True,
+                    "url": "rediss://cache:6380/1",
+                    "existingSecret": "cache",
+                }
+            },
+            "relay": {
+                "publicAddress": "203.0.113.7:7777",
+                "service": {"type": "NodePort", "nodePort": 31777},
+            },
             "auth": {"podDisruptionBudget": {"enabled": True, "minAvailable": "50%"}},
         }
     )

@@ -55,8 +55,14 @@ def rect(bounds: dict[str, float]) -> Rect:
 def static_zone_errors(docs: list[dict[str, Any]]) -> list[str]:
     """The operator's check for a Static world: its zones partition the world."""
     (world,) = [d for d in docs if d["kind"] == "World"]
-    zones = [d for d in docs if d["kind"] == "ZoneServer" and d["spec"]["world"] == world["metadata"]["name"]]
-    return partition_errors(rect(world["spec"]["bounds"]), [rect(z["spec"]["bounds"]) for z in zones])
+    zones = [
+        d
+        for d in docs
+        if d["kind"] == "ZoneServer" and d["spec"]["world"] == world["metadata"]["name"]
+    ]
+    return partition_errors(
+        rect(world["spec"]["bounds"]), [rect(z["spec"]["bounds"]) for z in zones]
+    )
 
 
 @pytest.mark.parametrize("path", example_files(), ids=lambda p: p.name)
@@ -114,9 +120,27 @@ REJECTED = [
     ("small-world.yaml", 0, "spec.bounds.maxX", -5, "minX < maxX"),
     ("small-world.yaml", 0, "spec.bounds.maxZ", _DELETE, "'maxZ' is a required property"),
     ("small-world.yaml", 0, "spec.autoscaling.minZones", 9, "minZones must be <= maxZones"),
-    ("small-world.yaml", 0, "spec.autoscaling.mergeThreshold", 300, "mergeThreshold < targetPlayersPerZone"),
-    ("small-world.yaml", 0, "spec.autoscaling.splitThreshold", 150, "targetPlayersPerZone < splitThreshold"),
-    ("small-world.yaml", 0, "spec.autoscaling.minZoneSize", 5000, "at least autoscaling.minZoneSize"),
+    (
+        "small-world.yaml",
+        0,
+        "spec.autoscaling.mergeThreshold",
+        300,
+        "mergeThreshold < targetPlayersPerZone",
+    ),
+    (
+        "small-world.yaml",
+        0,
+        "spec.autoscaling.splitThreshold",
+        150,
+        "targetPlayersPerZone < splitThreshold",
+    ),
+    (
+        "small-world.yaml",
+        0,
+        "spec.autoscaling.minZoneSize",
+        5000,
+        "at least autoscaling.minZoneSize",
+    ),
     ("small-world.yaml", 0, "spec.zoneTemplate.image", _DELETE, "'image' is a required property"),
     ("small-world.yaml", 0, "spec.zoneTemplate.tickRate", 0, "less than the minimum of 1"),
     ("large-world.yaml", 0, "spec.layout", "Dynamic", "is not one of"),
@@ -126,7 +150,13 @@ REJECTED = [
     ("large-world.yaml", 0, "spec.zoneTemplate.env", [{"name": "1BAD"}], "does not match"),
     ("static-zone.yaml", 1, "spec.bounds.minX", 600, "minX < maxX"),
     ("static-zone.yaml", 1, "spec.desiredState", "Paused", "is not one of"),
-    ("static-zone.yaml", 1, "spec.bounds", _DELETE, "bounds are required unless desiredState is Standby"),
+    (
+        "static-zone.yaml",
+        1,
+        "spec.bounds",
+        _DELETE,
+        "bounds are required unless desiredState is Standby",
+    ),
     ("static-zone.yaml", 2, "spec.world", "Arena_2", "does not match"),
 ]
 
@@ -136,7 +166,9 @@ REJECTED = [
     REJECTED,
     ids=[f"{f}:{p}={'<deleted>' if v is _DELETE else v}" for f, _, p, v, _ in REJECTED],
 )
-def test_broken_example_rejected(file: str, index: int, path: str, value: Any, message: str) -> None:
+def test_broken_example_rejected(
+    file: str, index: int, path: str, value: Any, message: str
+) -> None:
     doc = _set(example(file)[index], path, value)
     errors = validate(doc)
     assert any(message in e for e in errors), errors

@@ -1,0 +1,162 @@
+"""The image's service entry points start with exactly the configuration the
+chart gives them: each Deployment's env (Secrets resolved from the rendered
+chart, secret volumes written to a directory, `$(VAR)` expanded as the kubelet
+does) is handed to a real `python -m tessera.<service>` process, against a real
+redis-server that requires the chart's generated password. The process must log
+`serving`, answer gRPC health SERVING and exit 0 on SIGTERM.
+
+The operator and zone entry points are not started here: the operator needs a
+Kubernetes API (tests/operator runs it against KMock) and zones are configured
+by the operator, not by the chart; test_dockerfile.py checks their modules exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import helm_python
+import pytest
+import redis
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tessera.common.localredis import LocalRedis, free_port
+from tessera.common.process import ServiceProcess
+
+from .dockerfile import ROOT
+
+NAMESPACE = "games"
+REDIS_HOST = f"tessera-redis.{NAMESPACE}.svc:6379"
+# Started in this order: later services may call earlier ones (matchmaking -> auth).
+SERVICES = ("auth", "matchmaking", "relay")
+
+Obj = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def objects() -> list[Obj]:
+    with helm_python.Chart.load(ROOT / "charts" / "tessera") as chart:
+        rendered = chart.render({}, name="tessera", namespace=NAMESPACE, is_install=True)
+    return [
+        obj
+        for path, text in rendered.items()
+        if path.endswith(".yaml")
+        for obj in yaml.safe_load_all(text)
+        if obj
+    ]
+
+
+@pytest.fixture(scope="module")
+def secrets(objects: list[Obj]) -> dict[str, dict[str, bytes]]:
+    return {
+        o["metadata"]["name"]: {k: base64.b64decode(v) for k, v in o["data"].items()}
+        for o in objects
+        if o["kind"] == "Secret"
+    }
+
+
+@pytest.fixture(scope="module")
+def chart_redis(
+    tmp_path_factory: pytest.TempPathFactory, secrets: dict[str, dict[str, bytes]]
+) -> Iterator[LocalRedis]:
+    """A redis-server that, like the chart's, requires the generated password."""
+    server = LocalRedis(tmp_path_factory.mktemp("chart-redis"))
+    server.start()
+    client = redis.Redis(host="127.0.0.1", port=server.port)
+    client.config_set("requirepass", secrets["tessera-redis"]["password"].decode())
+    client.close()
+    yield server
+    server.stop()
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion over the variables defined so far."""
+    return re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), value)
+
+
+def pod_env(
+    deployment: Obj,
+    secrets: dict[str, dict[str, bytes]],
+    directory: Path,
+    replace: dict[str, str],
+) -> dict[str, str]:
+    """The container's environment as the kubelet would build it, with the
+    in-cluster addresses in ``replace`` mapped to local ones."""
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+    for volume in pod.get("volumes", []):
+        if "secret" in volume:
+            local = directory / volume["name"]
+            local.mkdir()
+            for key, data in secrets[volume["secret"]["secretName"]].items():
+                (local / key).write_bytes(data)
+            replace[mounts[volume["name"]]] = str(local)
+    fields = {"metadata.name": "test-pod-0", "metadata.namespace": NAMESPACE}
+    env: dict[str, str] = {}
+    for entry in container["env"]:
+        if "value" in entry:
+            value = expand(entry["value"], env)
+        elif "secretKeyRef" in entry["valueFrom"]:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            value = secrets[ref["name"]][ref["key"]].decode()
+        else:
+            value = fields[entry["valueFrom"]["fieldRef"]["fieldPath"]]
+        for old, new in replace.items():
+            value = value.replace(old, new)
+        env[entry["name"]] = value
+    return env
+
+
+def health(address: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        status: int = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+        return status
+
+
+def test_services_start_with_the_charts_configuration(
+    objects: list[Obj],
+    secrets: dict[str, dict[str, bytes]],
+    chart_redis: LocalRedis,
+    tmp_path: Path,
+) -> None:
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    replace = {REDIS_HOST: f"127.0.0.1:{chart_redis.port}"}
+    started: list[ServiceProcess] = []
+    try:
+        for name in SERVICES:
+            deployment = deployments[f"tessera-{name}"]
+            (container,) = deployment["spec"]["template"]["spec"]["containers"]
+            directory = tmp_path / name
+            directory.mkdir()
+            env = pod_env(deployment, secrets, directory, dict(replace))
+            assert env["TESSERA_REDIS_URL"].startswith("redis://:")
+            env |= {
+                "TESSERA_HOST": "127.0.0.1",
+                "TESSERA_GRPC_PORT": "0",
+                "TESSERA_METRICS_PORT": "0",
+            }
+            # Other listening ports (the relay's UDP) move to free local ports.
+            for port in container["ports"]:
+                if port["name"] not in ("grpc", "metrics"):
+                    for key, value in env.items():
+                        if value == str(port["containerPort"]):
+                            env[key] = str(free_port())
+            module = container["command"][-1]
+            service = ServiceProcess(module, env, name=name).start()
+            started.append(service)
+            service.wait_serving(timeout_s=30)
+            assert health(service.grpc_address) == health_pb2.HealthCheckResponse.SERVING
+            grpc_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
+            replace[f"tessera-{name}:{grpc_port}"] = service.grpc_address
+        for service in reversed(started):
+            assert service.terminate() == 0, "\n".join(list(service.lines)[-20:])
+    finally:
+        for service in started:
+            service.kill()
