@@ -13,6 +13,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from .conftest import CHART_DIR, NAMESPACE, Obj, Render
 
@@ -371,9 +373,6 @@ def test_generated_secrets_are_kept(render: Render, chart: helm_python.Chart) ->
     key = find(objs, "Secret", "tessera-auth-signing-keys")
     pem = base64.b64decode(key["data"]["k1.pem"]).decode()
     assert pem.startswith("-----BEGIN PRIVATE KEY-----")
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
     assert isinstance(load_pem_private_key(pem.encode(), None), Ed25519PrivateKey)
     connect = base64.b64decode(find(objs, "Secret", "tessera-connect-key")["data"]["connect-key"])
     assert len(base64.b64decode(connect)) == 32
