@@ -320,10 +320,14 @@ def test_relay_udp_service_type(render: Render) -> None:
     relay = find(objs, "Deployment", "tessera-relay")
     (container,) = relay["spec"]["template"]["spec"]["containers"]
     assert {"name": "udp", "containerPort": 9000, "protocol": "UDP"} in container["ports"]
+    relay_env = env_of(container)
+    assert relay_env["TESSERA_UDP_PORT"]["value"] == "9000"
+    assert relay_env["TESSERA_RELAY_PUBLIC_ADDRESS"]["value"] == "play.example.com:30900"
+    assert relay_env["TESSERA_AUTH_ADDRESS"]["value"] == "tessera-auth:50051"
     auth = find(objs, "Deployment", "tessera-auth")
     (auth_container,) = auth["spec"]["template"]["spec"]["containers"]
     assert (
-        env_of(auth_container)["TESSERA_AUTH_RELAY_ADDRESSES"]["value"] == "play.example.com:30900"
+        env_of(auth_container)["TESSERA_AUTH_RELAYS"]["value"] == "default=play.example.com:30900"
     )
 
 
@@ -371,11 +375,17 @@ def test_external_redis(render: Render) -> None:
 def test_generated_secrets_are_kept(render: Render, chart: helm_python.Chart) -> None:
     objs = render({})
     key = find(objs, "Secret", "tessera-auth-signing-keys")
-    pem = base64.b64decode(key["data"]["k1.pem"]).decode()
+    pem = base64.b64decode(key["data"]["0.pem"]).decode()
     assert pem.startswith("-----BEGIN PRIVATE KEY-----")
     assert isinstance(load_pem_private_key(pem.encode(), None), Ed25519PrivateKey)
     connect = base64.b64decode(find(objs, "Secret", "tessera-connect-key")["data"]["connect-key"])
-    assert len(base64.b64decode(connect)) == 32
+    assert len(base64.b64decode(connect, validate=True)) == 32
+    clients = find(objs, "Secret", "tessera-auth-service-clients")["data"]
+    client_id, secret = (
+        base64.b64decode(clients[k]).decode() for k in ("client-id", "client-secret")
+    )
+    assert base64.b64decode(clients["clients"]).decode() == f"{client_id}={secret}"
+    assert len(secret) >= 16
     for name in ("tessera-auth-signing-keys", "tessera-connect-key", "tessera-redis"):
         secret = find(objs, "Secret", name)
         assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
