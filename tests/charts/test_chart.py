@@ -286,10 +286,10 @@ def test_service_workloads(render: Render, name: str) -> None:
     assert env["TESSERA_GRPC_PORT"]["value"] == str(ports["grpc"])
     assert env["TESSERA_METRICS_PORT"]["value"] == str(ports["metrics"])
     assert env["TESSERA_REDIS_URL"]["value"] == (
-        f"redis://:$(TESSERA_REDIS_PASSWORD)@tessera-redis.{NAMESPACE}.svc:6379/0"
+        f"redis://:$(REDIS_PASSWORD)@tessera-redis.{NAMESPACE}.svc:6379/0"
     )
     names = [e["name"] for e in container["env"]]
-    assert names.index("TESSERA_REDIS_PASSWORD") < names.index("TESSERA_REDIS_URL"), (
+    assert names.index("REDIS_PASSWORD") < names.index("TESSERA_REDIS_URL"), (
         "$(VAR) expansion needs the password defined first"
     )
     hpa = find(objs, "HorizontalPodAutoscaler", f"tessera-{name}")
@@ -360,9 +360,9 @@ def test_external_redis(render: Render) -> None:
         ]
         env = env_of(container)
         assert env["TESSERA_REDIS_URL"]["value"] == (
-            "rediss://:$(TESSERA_REDIS_PASSWORD)@redis.example.net:6380/2"
+            "rediss://:$(REDIS_PASSWORD)@redis.example.net:6380/2"
         )
-        assert env["TESSERA_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
             "name": "redis-credentials",
             "key": "redis-password",
         }

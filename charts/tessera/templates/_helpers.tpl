@@ -87,20 +87,20 @@ password
 {{- end -}}
 
 {{/*
-TESSERA_REDIS_PASSWORD from the Secret, then TESSERA_REDIS_URL with the password
+REDIS_PASSWORD from the Secret, then TESSERA_REDIS_URL with the password
 spliced in by Kubernetes' $(VAR) expansion, so the password never sits in a spec.
 */}}
 {{- define "tessera.redisEnv" -}}
 {{- $address := include "tessera.redisAddress" . -}}
 {{- $scheme := ternary "rediss" "redis" (hasPrefix "rediss://" $address) -}}
 {{- $rest := trimPrefix (printf "%s://" $scheme) $address -}}
-- name: TESSERA_REDIS_PASSWORD
+- name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ include "tessera.redisSecretName" . }}
       key: {{ include "tessera.redisSecretKey" . }}
 - name: TESSERA_REDIS_URL
-  value: {{ printf "%s://:$(TESSERA_REDIS_PASSWORD)@%s" $scheme $rest | quote }}
+  value: {{ printf "%s://:$(REDIS_PASSWORD)@%s" $scheme $rest | quote }}
 {{- end -}}
 
 {{- define "tessera.connectKeySecretName" -}}
