@@ -381,14 +381,14 @@ def test_generated_secrets_are_kept(render: Render, chart: helm_python.Chart) ->
     connect = base64.b64decode(find(objs, "Secret", "tessera-connect-key")["data"]["connect-key"])
     assert len(base64.b64decode(connect, validate=True)) == 32
     clients = find(objs, "Secret", "tessera-auth-service-clients")["data"]
-    client_id, secret = (
+    client_id, client_secret = (
         base64.b64decode(clients[k]).decode() for k in ("client-id", "client-secret")
     )
-    assert base64.b64decode(clients["clients"]).decode() == f"{client_id}={secret}"
-    assert len(secret) >= 16
+    assert base64.b64decode(clients["clients"]).decode() == f"{client_id}={client_secret}"
+    assert len(client_secret) >= 16
     for name in ("tessera-auth-signing-keys", "tessera-connect-key", "tessera-redis"):
-        secret = find(objs, "Secret", name)
-        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        annotations = find(objs, "Secret", name)["metadata"]["annotations"]
+        assert annotations["helm.sh/resource-policy"] == "keep"
     # Offline, `lookup` finds nothing, so each render generates anew; on a cluster
     # the templates reuse the stored values. Check the templates ask for them.
     sources = {t["name"]: t["data"] for t in chart.templates}
