@@ -92,10 +92,16 @@ def pod_env(
     mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
     for volume in pod.get("volumes", []):
         if "secret" in volume:
+            # The kubelet's layout: files in a timestamped directory, `..data`
+            # pointing at it, and one symlink per key through `..data`.
             local = directory / volume["name"]
-            local.mkdir()
+            stamped = local / "..2026_01_01_00_00_00.000000001"
+            stamped.mkdir(parents=True)
+            (local / "..data").symlink_to(stamped.name)
             for key, data in secrets[volume["secret"]["secretName"]].items():
-                (local / key).write_bytes(data)
+                (stamped / key).write_bytes(data)
+                (stamped / key).chmod(volume["secret"]["defaultMode"])
+                (local / key).symlink_to(f"..data/{key}")
             replace[mounts[volume["name"]]] = str(local)
     fields = {"metadata.name": "test-pod-0", "metadata.namespace": NAMESPACE}
     env: dict[str, str] = {}
