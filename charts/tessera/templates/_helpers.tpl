@@ -128,3 +128,9 @@ there is one (so upgrades keep it), else the freshly generated candidate.
 {{- .candidate | b64enc -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Labels the operator puts on every zone pod and zone Service. */}}
+{{- define "tessera.zoneSelectorLabels" -}}
+app.kubernetes.io/name: tessera-zone
+app.kubernetes.io/managed-by: tessera-operator
+{{- end -}}
