@@ -3,12 +3,15 @@ key and the constraint; good values (the defaults, the documented examples) pass
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import helm_python
+import jsonschema
 import pytest
+import yaml
 
-from .conftest import NAMESPACE
+from .conftest import CHART_DIR, NAMESPACE
 
 BAD_VALUES: list[tuple[dict[str, Any], list[str]]] = [
     ({"oprator": {"replicas": 2}}, ["additional properties 'oprator' not allowed"]),
@@ -93,4 +96,14 @@ def test_defaults_pass(chart: helm_python.Chart) -> None:
             },
             "auth": {"podDisruptionBudget": {"enabled": True, "minAvailable": "50%"}},
         }
+    )
+
+
+def test_schema_is_draft7_and_accepts_values_yaml() -> None:
+    """Draft-07, so Helm 3 (gojsonschema) and Helm 4 read it alike."""
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.Draft7Validator(schema).validate(
+        yaml.safe_load((CHART_DIR / "values.yaml").read_text())
     )
