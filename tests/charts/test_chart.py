@@ -464,8 +464,8 @@ def test_notes(chart: helm_python.Chart) -> None:
     notes = chart.render({}, name="tessera", namespace=NAMESPACE, is_install=True)[
         "tessera/templates/NOTES.txt"
     ]
-    assert "kubectl get worlds,zoneservers" in notes
-    assert "kubectl apply -f manifests/examples/small-world.yaml" in notes
+    assert f"kubectl get worlds,zoneservers -n {NAMESPACE} --watch" in notes
+    assert f"kubectl apply -n {NAMESPACE} -f manifests/examples/small-world.yaml" in notes
     assert (ROOT / "manifests" / "examples" / "small-world.yaml").exists()
 
 
