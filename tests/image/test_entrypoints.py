@@ -5,14 +5,17 @@ does) is handed to a real `python -m tessera.<service>` process, against a real
 redis-server that requires the chart's generated password. The process must log
 `serving`, answer gRPC health SERVING and exit 0 on SIGTERM.
 
-The operator and zone entry points are not started here: the operator needs a
-Kubernetes API (tests/operator runs it against KMock) and zones are configured
-by the operator, not by the chart; test_dockerfile.py checks their modules exist.
+Zone pods are built by the operator, not the chart: the zone entry point is
+started with the environment of the Deployment tessera.operator.resources makes
+for the static example zone. The operator entry point is not started here (it
+needs a Kubernetes API; tests/operator runs it against KMock);
+test_dockerfile.py checks that its module exists.
 """
 
 from __future__ import annotations
 
 import base64
+import importlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,7 +106,11 @@ def pod_env(
                 (stamped / key).chmod(volume["secret"]["defaultMode"])
                 (local / key).symlink_to(f"..data/{key}")
             replace[mounts[volume["name"]]] = str(local)
-    fields = {"metadata.name": "test-pod-0", "metadata.namespace": NAMESPACE}
+    fields = {
+        "metadata.name": "test-pod-0",
+        "metadata.namespace": NAMESPACE,
+        "status.podIP": "127.0.0.1",
+    }
     env: dict[str, str] = {}
     for entry in container["env"]:
         if "value" in entry:
@@ -117,6 +124,17 @@ def pod_env(
             value = value.replace(old, new)
         env[entry["name"]] = value
     return env
+
+
+def start_and_stop(module: str, env: dict[str, str], name: str) -> None:
+    """Start, wait for `serving` and health SERVING, then SIGTERM and exit 0."""
+    service = ServiceProcess(module, env, name=name).start()
+    try:
+        service.wait_serving(timeout_s=30)
+        assert health(service.grpc_address) == health_pb2.HealthCheckResponse.SERVING
+        assert service.terminate() == 0, "\n".join(list(service.lines)[-20:])
+    finally:
+        service.kill()
 
 
 def health(address: str) -> int:
@@ -166,3 +184,31 @@ def test_services_start_with_the_charts_configuration(
     finally:
         for service in started:
             service.kill()
+
+
+def test_zone_starts_with_the_operators_configuration(
+    secrets: dict[str, dict[str, bytes]], chart_redis: LocalRedis, tmp_path: Path
+) -> None:
+    resources = importlib.import_module("tessera.operator.resources")
+    example = ROOT / "manifests" / "examples" / "static-zone.yaml"
+    docs = [d for d in yaml.safe_load_all(example.read_text()) if d]
+    world = next(d for d in docs if d["kind"] == "World")
+    zone = next(d for d in docs if d["kind"] == "ZoneServer")
+    for doc in (world, zone):
+        doc["metadata"] |= {"namespace": NAMESPACE, "uid": f"uid-{doc['metadata']['name']}"}
+    password = secrets["tessera-redis"]["password"].decode()
+    redis_url = f"redis://:{password}@{REDIS_HOST}/0"
+    deployment = resources.deployment(zone, world, resources.WorkloadSettings(redis_url))
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    grpc_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
+    local_port = free_port()
+    env = pod_env(
+        deployment,
+        secrets,
+        tmp_path,
+        {REDIS_HOST: f"127.0.0.1:{chart_redis.port}", f":{grpc_port}": f":{local_port}"},
+    )
+    env |= {"TESSERA_HOST": "127.0.0.1", "TESSERA_GRPC_PORT": str(local_port)}
+    env["TESSERA_METRICS_PORT"] = "0"
+    assert container["command"] == ["python", "-m", "tessera.zone"]
+    start_and_stop(container["command"][-1], env, "zone")
