@@ -5,24 +5,29 @@ does) is handed to a real `python -m tessera.<service>` process, against a real
 redis-server that requires the chart's generated password. The process must log
 `serving`, answer gRPC health SERVING and exit 0 on SIGTERM.
 
-Zone pods are built by the operator, not the chart: the zone entry point is
-started with the environment of the Deployment tessera.operator.resources makes
-for the static example zone. The operator entry point is not started here (it
-needs a Kubernetes API; tests/operator runs it against KMock);
-test_dockerfile.py checks that its module exists.
+The operator is started the same way, against KMock's Kubernetes emulator
+(through a kubeconfig): it must serve kopf's /healthz and /metrics and exit 0 on
+SIGTERM. Zone pods are built by the operator, not the chart: the zone entry point
+is started with the environment of the Deployment tessera.operator.resources
+makes for the static example zone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib
+import os
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import helm_python
+import kmock as kmock_lib
 import pytest
 import redis
 import yaml
@@ -212,3 +217,97 @@ def test_zone_starts_with_the_operators_configuration(
     env["TESSERA_METRICS_PORT"] = "0"
     assert container["command"] == ["python", "-m", "tessera.zone"]
     start_and_stop(container["command"][-1], env, "zone")
+
+
+async def test_operator_starts_with_the_charts_configuration(
+    objects: list[Obj],
+    secrets: dict[str, dict[str, bytes]],
+    chart_redis: LocalRedis,
+    kmock: kmock_lib.KubernetesEmulator,
+    tmp_path: Path,
+) -> None:
+    for resource, kind, namespaced in [
+        ("kopf.dev/v1/clusterkopfpeerings", "ClusterKopfPeering", False),
+        ("tessera.io/v1alpha1/worlds", "World", True),
+        ("tessera.io/v1alpha1/zoneservers", "ZoneServer", True),
+        ("v1/events", "Event", True),
+    ]:
+        kmock.resources[resource] = kmock_lib.ResourceInfo(
+            kind=kind, namespaced=namespaced, verbs=["get", "list", "watch", "patch", "create"]
+        )
+    url = str(kmock.url).rstrip("/")
+    (peering,) = [o for o in objects if o["kind"] == "ClusterKopfPeering"]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/apis/kopf.dev/v1/clusterkopfpeerings", json=peering) as rsp,
+    ):
+        assert rsp.status < 300, await rsp.text()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": url}}],
+                "users": [{"name": "test", "user": {}}],
+                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
+                "current-context": "kmock",
+            }
+        )
+    )
+    (deployment,) = [
+        o
+        for o in objects
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "tessera-operator"
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = pod_env(deployment, secrets, tmp_path, {REDIS_HOST: f"127.0.0.1:{chart_redis.port}"})
+    health_port, metrics_port = free_port(), free_port()
+    env |= {
+        "TESSERA_HEALTH_PORT": str(health_port),
+        "TESSERA_METRICS_PORT": str(metrics_port),
+        "KUBECONFIG": str(kubeconfig),
+    }
+    assert container["command"][:2] == ["python", "-m"]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        container["command"][-1],
+        env={**os.environ, **env},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        probe = next(p for p in container["ports"] if p["name"] == "health")
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+        assert probe["containerPort"] == int(deployment_env(container)["TESSERA_HEALTH_PORT"])
+        async with aiohttp.ClientSession() as session:
+            status = await poll(session, f"http://127.0.0.1:{health_port}/healthz")
+            assert status == 200
+            async with session.get(f"http://127.0.0.1:{metrics_port}/metrics") as rsp:
+                assert rsp.status == 200
+        proc.terminate()
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+        assert proc.returncode == 0, stderr.decode()[-3000:]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def deployment_env(container: Obj) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+async def poll(session: aiohttp.ClientSession, url: str, timeout_s: float = 30.0) -> int:
+    """The first HTTP status ``url`` answers with, waiting for it to listen."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            async with session.get(url) as rsp:
+                return rsp.status
+        except aiohttp.ClientConnectionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
