@@ -188,7 +188,7 @@ async def test_load_over_the_threshold_splits_a_zone(
     def split_events() -> list[dict[str, Any]]:
         return [e for e in cluster.objects("v1/events").values() if e["reason"] == "Split"]
 
-    await eventually(split_events, what="Split event")
+    await eventually(lambda: bool(split_events()), what="Split event")
     await eventually(
         lambda: (
             cluster.objects("tessera.io/v1alpha1/worlds")["earth"]["status"].get("pending") == []

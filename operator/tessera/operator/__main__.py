@@ -8,6 +8,7 @@ only one replica acts; a liveness endpoint on ``TESSERA_HEALTH_PORT``
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import kopf
@@ -15,6 +16,8 @@ import kopf
 from tessera.common import logs, metrics, store
 from tessera.common.config import load_or_exit
 from tessera.operator.handlers import OperatorConfig, Runtime, build_registry, configure
+
+log = logging.getLogger("tessera.operator")
 
 
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -33,7 +36,6 @@ async def run(config: OperatorConfig) -> None:
             settings=settings,
             clusterwide=True,
             standalone=config.standalone,
-            peering_name=config.peering,
             liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz",
         )
     finally:
@@ -43,7 +45,11 @@ async def run(config: OperatorConfig) -> None:
 def main() -> None:
     config = load_or_exit(OperatorConfig.from_env)
     logs.setup("operator", config.log_level)
-    metrics.serve("0.0.0.0", config.metrics_port)
+    metrics_port = metrics.serve("0.0.0.0", config.metrics_port)
+    log.info(
+        "serving",
+        extra={"metrics_port": metrics_port, "health_port": config.health_port},
+    )
     asyncio.run(run(config))
 
 

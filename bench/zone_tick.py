@@ -1,0 +1,214 @@
+"""Zone tick benchmark: N players (plus NPCs) in crowds, every player receiving snapshots.
+
+Runs the zone's real simulation (tessera.zone.simulation) in-process: inputs
+are validated and applied, NPCs think, movement, combat, AOI and the batched
+delta encoder run every tick, and every player acknowledges its snapshots
+three ticks later (about 100 ms of round trip at 30 Hz), as a relay would.
+
+Players gather around a few points of interest (town squares, a fight, a
+queue), wander between waypoints near their crowd's centre and now and then
+walk over to another crowd, so densities are uneven and views stay full.
+
+    python bench/zone_tick.py --json PATH [--quick] [--players 250,500,1000,2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tessera.client.snapshot import full_size
+from tessera.common.config import Env
+from tessera.v1 import zone_pb2
+from tessera.zone.config import ZoneConfig
+from tessera.zone.simulation import Simulation
+
+ACK_LAG_TICKS = 3
+HOTSPOTS = 8
+
+
+class Crowd:
+    """Bots gathered around hotspots; produce one input per bot per tick."""
+
+    def __init__(self, n: int, half: float, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.centres = rng.uniform(-half * 0.6, half * 0.6, (HOTSPOTS, 2))
+        weights = rng.dirichlet(np.ones(HOTSPOTS) * 2.0)
+        self.group = rng.choice(HOTSPOTS, n, p=weights)
+        self.target = self._near(self.group)
+        self.start = self._near(self.group)
+        self.seq = np.zeros(n, np.int64)
+        self.idle = rng.random(n) < 0.2
+
+    def _near(self, group: np.ndarray) -> np.ndarray:
+        out: np.ndarray = self.centres[group] + self.rng.normal(0.0, 25.0, (group.size, 2))
+        return out
+
+    def inputs(self, pos: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Yaw, forward intent and action bits for every bot."""
+        d = self.target - pos
+        dist = np.linalg.norm(d, axis=1)
+        arrived = dist < 2.0
+        if arrived.any():
+            self.target[arrived] = self._near(self.group[arrived])
+        roam = self.rng.random(self.group.size) < 0.02 * dt  # ~ every 50 s
+        if roam.any():
+            self.group[roam] = self.rng.integers(0, HOTSPOTS, int(roam.sum()))
+            self.target[roam] = self._near(self.group[roam])
+        yaw = np.arctan2(d[:, 0], d[:, 1])
+        # a fifth of the crowd stands around at any time, switching every few seconds
+        flip = self.rng.random(self.group.size) < 0.3 * dt
+        self.idle ^= flip
+        forward = np.where(self.idle, 0.0, np.where(dist < 5.0, 0.5, 1.0))
+        actions = np.where(self.rng.random(self.group.size) < 0.01, 2, 0)
+        self.seq += 1
+        return yaw, forward, actions
+
+
+def run(
+    players: int, *, ticks: int, warmup: int, hz: int, npcs: int, seed: int, every: int
+) -> dict[str, Any]:
+    half = 500.0
+    cfg = ZoneConfig.from_env(
+        Env(
+            {
+                "TESSERA_ZONE_BOUNDS": f"{-half},{-half},{half},{half}",
+                "TESSERA_TICK_HZ": str(hz),
+                "TESSERA_SNAPSHOT_EVERY": str(every),
+            }
+        )
+    )
+    assert cfg.bounds is not None
+    sim = Simulation(cfg, area=cfg.bounds, seed=seed)
+    rng = np.random.default_rng(seed)
+    crowd = Crowd(players, half, rng)
+    sim.spawn_npcs(list(range(1, npcs + 1)))
+    names = [f"bot-{i}" for i in range(players)]
+    for i, name in enumerate(names):
+        x, z = crowd.start[i]
+        sim.add_player(entity_id=npcs + 1 + i, player_id=name, pos=(x, 0.0, z), team=0)
+        sim.attach(name)
+    rows = np.array([sim.ents.index[npcs + 1 + i] for i in range(players)])
+
+    pending: list[tuple[list[str], np.ndarray, np.ndarray]] = []
+    tick_ms, cpu_ms, aoi_ms, encode_ms, input_ms = [], [], [], [], []
+    delta_bytes = full_bytes = 0
+    total_bytes = snapshots = visible = 0
+    for t in range(warmup + ticks):
+        yaw, forward, actions = crowd.inputs(sim.ents.pos[rows][:, [0, 2]], cfg.dt)
+        msgs = [
+            zone_pb2.PlayerInput(
+                player_id=names[i],
+                sequence=int(crowd.seq[i]),
+                move_z=float(forward[i]),
+                yaw=float(yaw[i]),
+                actions=int(actions[i]),
+                rtt_ms=100.0,
+                interp_delay_ms=100.0,
+            )
+            for i in range(players)
+        ]
+        began = time.perf_counter()
+        cpu = time.thread_time()
+        now = time.monotonic()
+        for m in msgs:
+            sim.submit(m, now)
+        submitted = time.perf_counter()
+        frame = sim.step()
+        ended = time.perf_counter()
+        cpu_used = time.thread_time() - cpu
+        rows = np.array([sim.ents.index[npcs + 1 + i] for i in range(players)])
+        batch = frame.batch
+        pending.append((frame.players, batch.stream, batch.sequence))
+        if len(pending) > ACK_LAG_TICKS:
+            acked_players, streams, seqs = pending.pop(0)
+            for p, s, q in zip(acked_players, streams.tolist(), seqs.tolist(), strict=True):
+                sim.ack(p, s, q)
+        if t < warmup:
+            continue
+        tick_ms.append((ended - began) * 1000)
+        cpu_ms.append(cpu_used * 1000)
+        input_ms.append((submitted - began) * 1000)
+        aoi_ms.append(frame.aoi_s * 1000)
+        encode_ms.append(frame.encode_s * 1000)
+        sizes = np.array([len(p) for p in batch.payloads])
+        total_bytes += int(sizes.sum())
+        snapshots += sizes.size
+        visible += int(batch.entities.sum())
+        delta = ~batch.full
+        delta_bytes += int(sizes[delta].sum())
+        full_bytes += sum(full_size(int(n)) for n in batch.entities[delta].tolist())
+        sim.counts.clear()
+    return {
+        "players": players,
+        "npcs": npcs,
+        "tick_hz": hz,
+        "snapshot_hz": round(hz / every, 2),
+        "ticks": ticks,
+        "tick_ms_p50": round(float(np.percentile(tick_ms, 50)), 3),
+        "tick_ms_p99": round(float(np.percentile(tick_ms, 99)), 3),
+        "tick_cpu_ms_p50": round(float(np.percentile(cpu_ms, 50)), 3),
+        "tick_cpu_ms_p99": round(float(np.percentile(cpu_ms, 99)), 3),
+        "input_ms_p50": round(float(np.percentile(input_ms, 50)), 3),
+        "aoi_ms_p50": round(float(np.percentile(aoi_ms, 50)), 3),
+        "encode_ms_p50": round(float(np.percentile(encode_ms, 50)), 3),
+        "visible_per_client": round(visible / max(snapshots, 1), 1),
+        "bytes_per_client_per_s": round(total_bytes / max(snapshots, 1) * hz / every, 1),
+        "delta_vs_full_ratio": round(delta_bytes / max(full_bytes, 1), 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, required=True, help="where to write the records")
+    parser.add_argument("--players", default="250,500,1000,2000")
+    parser.add_argument("--hz", type=int, default=30)
+    parser.add_argument("--npcs", type=int, default=200)
+    parser.add_argument("--ticks", type=int, default=150)
+    parser.add_argument("--quick", action="store_true", help="fewer ticks (smoke run)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--snapshot-every",
+        default="1,2",
+        help="snapshot every Nth tick per client (comma-separated: one run each)",
+    )
+    args = parser.parse_args()
+    ticks = 45 if args.quick else args.ticks
+    warmup = 15 if args.quick else 30
+    records = []
+    header = (
+        f"{'players':>7} {'hz':>3} {'snap':>4} {'tick p50':>9} {'tick p99':>9} {'aoi p50':>8} "
+        f"{'enc p50':>8} {'cpu p50':>8} {'visible':>7} {'B/client/s':>10} {'delta/full':>10}"
+    )
+    print(header)
+    runs = [
+        (int(e), int(p)) for e in args.snapshot_every.split(",") for p in args.players.split(",")
+    ]
+    for every, n in runs:
+        r = run(
+            n, ticks=ticks, warmup=warmup, hz=args.hz, npcs=args.npcs, seed=args.seed, every=every
+        )
+        records.append(r)
+        print(
+            f"{r['players']:>7} {r['tick_hz']:>3} {r['snapshot_hz']:>4.0f} "
+            f"{r['tick_ms_p50']:>9.2f} "
+            f"{r['tick_ms_p99']:>9.2f} {r['aoi_ms_p50']:>8.2f} {r['encode_ms_p50']:>8.2f} "
+            f"{r['tick_cpu_ms_p50']:>8.2f} {r['visible_per_client']:>7.1f} "
+            f"{r['bytes_per_client_per_s']:>10.0f} "
+            f"{r['delta_vs_full_ratio']:>10.3f}",
+            flush=True,
+        )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"python": sys.version.split()[0], "machine": platform.machine()}
+    args.json.write_text(json.dumps({"bench": "zone_tick", **meta, "records": records}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Zone service: one authoritative simulation process owning one rectangle of a world."""

@@ -1,0 +1,108 @@
+"""Zone settings from ``TESSERA_*`` environment variables (documented in docs/ZONE.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tessera.common.config import ConfigError, Env
+from tessera.common.store import NAME_RE
+from tessera.zone.combat import Weapons
+from tessera.zone.interest import Tiers
+from tessera.zone.movement import Limits, Rect
+from tessera.zone.npc import Behaviour
+
+DNS_LABEL = NAME_RE.pattern
+
+
+def parse_rect(variable: str, raw: str) -> Rect:
+    """``min_x,min_z,max_x,max_z`` with min < max, all finite."""
+    expected = "min_x,min_z,max_x,max_z with min < max"
+    try:
+        parts = [float(p) for p in raw.split(",")]
+    except ValueError:
+        raise ConfigError(variable, raw, expected) from None
+    if len(parts) != 4 or not all(abs(p) < 1e7 for p in parts):
+        raise ConfigError(variable, raw, expected)
+    rect = Rect(*parts)
+    if rect.min_x >= rect.max_x or rect.min_z >= rect.max_z:
+        raise ConfigError(variable, raw, expected)
+    return rect
+
+
+@dataclass(frozen=True)
+class ZoneConfig:
+    """Everything a zone process needs besides the common server settings."""
+
+    world: str
+    zone: str
+    bounds: Rect | None
+    world_bounds: Rect
+    tick_hz: int
+    advertise_address: str
+    npcs: int
+    heartbeat_s: float
+    checkpoint_s: float
+    max_rewind_ms: float
+    history_s: float
+    snapshot_history: int
+    snapshot_every: int
+    link_queue: int
+    id_block: int
+    seed: int
+    tiers: Tiers
+    limits: Limits
+    weapons: Weapons
+    behaviour: Behaviour
+
+    @property
+    def dt(self) -> float:
+        return 1.0 / self.tick_hz
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> ZoneConfig:
+        env = env or Env()
+        world_raw = env.string("WORLD_BOUNDS", "-1000,-1000,1000,1000")
+        world_bounds = parse_rect("TESSERA_WORLD_BOUNDS", world_raw)
+        bounds_raw = env.string("ZONE_BOUNDS", "")
+        bounds = parse_rect("TESSERA_ZONE_BOUNDS", bounds_raw) if bounds_raw else None
+        if bounds is not None and not (
+            world_bounds.min_x <= bounds.min_x
+            and world_bounds.min_z <= bounds.min_z
+            and bounds.max_x <= world_bounds.max_x
+            and bounds.max_z <= world_bounds.max_z
+        ):
+            raise ConfigError("TESSERA_ZONE_BOUNDS", bounds_raw, "a rectangle inside the world")
+        near = env.number("AOI_NEAR_M", 50.0, lo=1.0, hi=10_000.0)
+        mid = env.number("AOI_MID_M", 100.0, lo=near, hi=10_000.0)
+        far = env.number("AOI_FAR_M", 200.0, lo=mid, hi=10_000.0)
+        return cls(
+            world=env.string("WORLD", "default", pattern=DNS_LABEL),
+            zone=env.string("ZONE", "zone-0", pattern=DNS_LABEL),
+            bounds=bounds,
+            world_bounds=world_bounds,
+            tick_hz=env.integer("TICK_HZ", 30, lo=10, hi=60),
+            advertise_address=env.string("ADVERTISE_ADDRESS", "", pattern=r"[^\s:]+:\d{1,5}"),
+            npcs=env.integer("NPCS", 0, lo=0, hi=100_000),
+            heartbeat_s=env.number("HEARTBEAT_S", 1.0, lo=0.05, hi=60.0),
+            checkpoint_s=env.number("CHECKPOINT_S", 1.0, lo=0.05, hi=60.0),
+            max_rewind_ms=env.number("MAX_REWIND_MS", 250.0, lo=0.0, hi=1000.0),
+            history_s=env.number("HISTORY_S", 1.0, lo=1.0, hi=10.0),
+            snapshot_history=env.integer("SNAPSHOT_HISTORY", 32, lo=32, hi=256),
+            snapshot_every=env.integer("SNAPSHOT_EVERY", 1, lo=1, hi=6),
+            link_queue=env.integer("LINK_QUEUE", 64, lo=2, hi=10_000),
+            id_block=env.integer("ID_BLOCK", 1024, lo=1, hi=1_000_000),
+            seed=env.integer("SEED", 0, lo=0),
+            tiers=Tiers(
+                near=near,
+                mid=mid,
+                far=far,
+                cap=env.integer("AOI_CAP", 100, lo=1, hi=1024),
+                refresh_every=env.integer("AOI_REFRESH_TICKS", 3, lo=1, hi=60),
+            ),
+            limits=Limits(
+                max_speed=env.number("MAX_SPEED_MPS", 6.0, lo=0.1, hi=100.0),
+                accel=env.number("ACCEL_MPS2", 40.0, lo=0.1, hi=1000.0),
+            ),
+            weapons=Weapons(),
+            behaviour=Behaviour(),
+        )

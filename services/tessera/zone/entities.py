@@ -1,0 +1,209 @@
+"""Entity state as a structure of numpy arrays.
+
+Entities live in dense arrays (index ``0..n-1``) so every system is a vector
+operation; removal swaps the last entity into the hole. Entity ids are 64-bit,
+world-unique and never reused (allocated by :mod:`tessera.zone.store`); ``index``
+maps an id to its current row. Data that systems never vectorize over (account
+id, opaque blob, relay) lives in dicts keyed by entity id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tessera.v1 import common_pb2, zone_pb2
+
+PLAYER = zone_pb2.ENTITY_KIND_PLAYER
+NPC = zone_pb2.ENTITY_KIND_NPC
+DEAD = 1  # flag bit: dead, waiting to respawn
+MAX_HEALTH = 100.0
+
+# name -> (dtype, trailing shape, initial value)
+_FIELDS: dict[str, tuple[type[np.generic], tuple[int, ...], float]] = {
+    "id": (np.uint64, (), 0),
+    "kind": (np.int32, (), 0),
+    "pos": (np.float64, (3,), 0.0),
+    "vel": (np.float64, (3,), 0.0),
+    "yaw": (np.float64, (), 0.0),
+    "pitch": (np.float64, (), 0.0),
+    "health": (np.float64, (), MAX_HEALTH),
+    "team": (np.int32, (), 0),
+    "flags": (np.int32, (), 0),
+    "last_seq": (np.int64, (), 0),
+    # latest intent from inputs (players) or AI (NPCs)
+    "move": (np.float64, (2,), 0.0),
+    "actions": (np.int32, (), 0),
+    "rtt_ms": (np.float64, (), 0.0),
+    "interp_ms": (np.float64, (), 100.0),
+    # input rate limiting (token bucket)
+    "tokens": (np.float64, (), 0.0),
+    "tokens_at": (np.float64, (), 0.0),
+    # combat timers, seconds of simulation time
+    "melee_ready": (np.float64, (), 0.0),
+    "ranged_ready": (np.float64, (), 0.0),
+    "combat_at": (np.float64, (), -1e9),
+    "respawn_at": (np.float64, (), 0.0),
+    # NPC behaviour
+    "home": (np.float64, (2,), 0.0),
+    "waypoint": (np.float64, (2,), 0.0),
+}
+
+
+@dataclass
+class Extra:
+    """Per-entity data that is not simulated."""
+
+    player_id: str = ""
+    blob: bytes = b""
+    relay_id: str = ""
+    restored: bool = False
+    epoch: int = 0
+
+
+class Entities:
+    """Dense SoA storage with swap-remove and an id -> row map."""
+
+    id: npt.NDArray[np.uint64]
+    kind: npt.NDArray[np.int32]
+    pos: npt.NDArray[np.float64]
+    vel: npt.NDArray[np.float64]
+    yaw: npt.NDArray[np.float64]
+    pitch: npt.NDArray[np.float64]
+    health: npt.NDArray[np.float64]
+    team: npt.NDArray[np.int32]
+    flags: npt.NDArray[np.int32]
+    last_seq: npt.NDArray[np.int64]
+    move: npt.NDArray[np.float64]
+    actions: npt.NDArray[np.int32]
+    rtt_ms: npt.NDArray[np.float64]
+    interp_ms: npt.NDArray[np.float64]
+    tokens: npt.NDArray[np.float64]
+    tokens_at: npt.NDArray[np.float64]
+    melee_ready: npt.NDArray[np.float64]
+    ranged_ready: npt.NDArray[np.float64]
+    combat_at: npt.NDArray[np.float64]
+    respawn_at: npt.NDArray[np.float64]
+    home: npt.NDArray[np.float64]
+    waypoint: npt.NDArray[np.float64]
+
+    def __init__(self, capacity: int = 256) -> None:
+        self.n = 0
+        self.capacity = 0
+        self.index: dict[int, int] = {}
+        self.players: dict[str, int] = {}
+        self.extra: dict[int, Extra] = {}
+        self._resize(max(capacity, 1))
+
+    def _resize(self, capacity: int) -> None:
+        for name, (dtype, shape, init) in _FIELDS.items():
+            arr = np.full((capacity, *shape), init, dtype)
+            if self.capacity:
+                arr[: self.n] = getattr(self, name)[: self.n]
+            setattr(self, name, arr)
+        self.capacity = capacity
+
+    def __len__(self) -> int:
+        return self.n
+
+    def add(self, entity_id: int, kind: int, pos: tuple[float, float, float], **values: Any) -> int:
+        """Append an entity; returns its row. ``values`` set other fields by name."""
+        if entity_id in self.index:
+            raise ValueError(f"entity {entity_id} already exists")
+        if self.n == self.capacity:
+            self._resize(self.capacity * 2)
+        i = self.n
+        for name, (_dtype, _shape, init) in _FIELDS.items():
+            getattr(self, name)[i] = init
+        self.id[i] = entity_id
+        self.kind[i] = kind
+        self.pos[i] = pos
+        for name, value in values.items():
+            getattr(self, name)[i] = value
+        self.n += 1
+        self.index[entity_id] = i
+        return i
+
+    def remove(self, entity_id: int) -> None:
+        """Swap-remove an entity (the last row moves into its place)."""
+        i = self.index.pop(entity_id)
+        last = self.n - 1
+        if i != last:
+            for name in _FIELDS:
+                arr = getattr(self, name)
+                arr[i] = arr[last]
+            self.index[int(self.id[i])] = i
+        self.n = last
+        extra = self.extra.pop(entity_id, None)
+        if extra is not None and extra.player_id:
+            self.players.pop(extra.player_id, None)
+
+    def add_player(
+        self, entity_id: int, player_id: str, pos: tuple[float, float, float], **values: Any
+    ) -> int:
+        """Append a player entity with its account id."""
+        if player_id in self.players:
+            raise ValueError(f"player {player_id!r} already exists")
+        i = self.add(entity_id, PLAYER, pos, **values)
+        self.players[player_id] = entity_id
+        self.extra[entity_id] = Extra(player_id=player_id)
+        return i
+
+    def row_of_player(self, player_id: str) -> int | None:
+        """Current row of a player, or None."""
+        eid = self.players.get(player_id)
+        return None if eid is None else self.index[eid]
+
+
+def export_state(ents: Entities, row: int, *, zone: str, epoch: int) -> zone_pb2.EntityState:
+    """The durable state of one entity (checkpoint record and handoff payload)."""
+    eid = int(ents.id[row])
+    extra = ents.extra.get(eid, Extra())
+    x, y, z = (float(v) for v in ents.pos[row])
+    vx, vy, vz = (float(v) for v in ents.vel[row])
+    return zone_pb2.EntityState(
+        entity_id=eid,
+        kind=int(ents.kind[row]),  # type: ignore[arg-type]
+        player_id=extra.player_id,
+        position=common_pb2.Vec3(x=x, y=y, z=z),
+        velocity=common_pb2.Vec3(x=vx, y=vy, z=vz),
+        yaw=float(ents.yaw[row]),
+        health=float(ents.health[row]),
+        team=int(ents.team[row]),
+        flags=int(ents.flags[row]),
+        last_input_seq=int(ents.last_seq[row]),
+        blob=extra.blob,
+        relay_id=extra.relay_id,
+        zone=zone,
+        epoch=epoch,
+    )
+
+
+def spawn_state(ents: Entities, state: zone_pb2.EntityState, *, now_s: float) -> int:
+    """Instantiate an entity from its durable state (restore or handoff); returns its row."""
+    p, v = state.position, state.velocity
+    values: dict[str, Any] = {
+        "vel": (v.x, v.y, v.z),
+        "yaw": state.yaw,
+        "health": min(max(state.health, 0.0), MAX_HEALTH),
+        "team": state.team,
+        "flags": state.flags & DEAD,
+        "last_seq": state.last_input_seq,
+        "tokens_at": now_s,
+        "home": (p.x, p.z),
+        "waypoint": (p.x, p.z),
+    }
+    if state.flags & DEAD:
+        values["respawn_at"] = now_s
+    pos = (p.x, p.y, p.z)
+    if state.kind == zone_pb2.ENTITY_KIND_PLAYER:
+        row = ents.add_player(state.entity_id, state.player_id, pos, **values)
+    else:
+        row = ents.add(state.entity_id, NPC, pos, **values)
+        ents.extra[state.entity_id] = Extra()
+    ents.extra[state.entity_id].blob = state.blob
+    ents.extra[state.entity_id].relay_id = state.relay_id
+    return row

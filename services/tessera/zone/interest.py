@@ -1,0 +1,136 @@
+"""Area of interest: which entities each client sees, and how often each refreshes.
+
+Uses scipy's cKDTree: one tree over all entities per tick, then a batched
+k-nearest query (k = cap plus slack, bounded by the far radius) for the clients
+whose membership is due. The query is C code returning a dense (clients, k)
+matrix, which is exactly the per-client cap; a numpy grid needs a ragged
+gather plus a per-client top-k over every entity within 200 m, which measured
+slower at crowd densities (docs/ZONE.md). Priority is distance, minus a bonus
+for entities in combat recently, so fights near the edge of a crowded view are
+not the ones dropped.
+
+Tiers: near entities refresh in every snapshot, mid every ``mid_every``-th tick
+and far every ``far_every``-th tick (staggered by entity id so far updates are
+spread over ticks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.spatial import cKDTree
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
+Bools = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class Tiers:
+    """AOI radii, refresh rates and the per-client cap."""
+
+    near: float = 50.0
+    mid: float = 100.0
+    far: float = 200.0
+    mid_every: int = 3
+    far_every: int = 6
+    cap: int = 100
+    combat_bonus_m: float = 30.0
+    refresh_every: int = 3
+
+
+def visible(
+    tree: cKDTree, viewers: F64, n_entities: int, boost: F64, *, tiers: Tiers
+) -> tuple[I64, F64]:
+    """Rows (C, cap) of the entities each viewer sees (``n_entities`` where empty)
+    and their distances, chosen by priority among the nearest candidates."""
+    c = viewers.shape[0]
+    if c == 0 or n_entities == 0:
+        return np.full((c, tiers.cap), n_entities, np.int64), np.full((c, tiers.cap), np.inf)
+    k = min(n_entities, tiers.cap + tiers.cap // 4)
+    dist, idx = tree.query(viewers, k=k, distance_upper_bound=tiers.far)
+    dist = np.asarray(dist, np.float64).reshape(c, k)
+    idx = np.asarray(idx, np.int64).reshape(c, k)
+    if k > tiers.cap:
+        found = idx < n_entities
+        score = np.where(found, dist - boost[np.minimum(idx, n_entities - 1)], np.inf)
+        keep = np.argpartition(score, tiers.cap - 1, axis=1)[:, : tiers.cap]
+        idx = np.take_along_axis(idx, keep, axis=1)
+        dist = np.take_along_axis(dist, keep, axis=1)
+    if idx.shape[1] < tiers.cap:
+        pad = tiers.cap - idx.shape[1]
+        idx = np.pad(idx, ((0, 0), (0, pad)), constant_values=n_entities)
+        dist = np.pad(dist, ((0, 0), (0, pad)), constant_values=np.inf)
+    return idx, dist
+
+
+def due(dist: F64, ids: U64, tick: int, *, tiers: Tiers) -> Bools:
+    """Whether each visible entity's state refreshes in this tick's snapshot."""
+    phase = (ids + np.uint64(tick)).astype(np.int64)
+    mid_due = phase % tiers.mid_every == 0
+    far_due = phase % tiers.far_every == 0
+    return np.where(dist <= tiers.near, True, np.where(dist <= tiers.mid, mid_due, far_due))
+
+
+class Views:
+    """Each client's current view: member ids (ascending), their entity rows, the
+    values last sent for them, and a membership version.
+
+    Members are recomputed every ``refresh_every`` ticks per client; between
+    refreshes the set is fixed and only the values change. An entity removed
+    from the zone stays in place as an invalid member (row -1) until then.
+    """
+
+    def __init__(self, cap: int, columns: int, pad: np.uint64, rows: int = 16) -> None:
+        self.cap, self.columns, self.pad = cap, columns, pad
+        self.ids = np.full((rows, cap), pad, np.uint64)
+        self.rows = np.full((rows, cap), -1, np.int64)
+        self.sent = np.zeros((rows, cap, columns), np.int32)
+        self.known = np.zeros((rows, cap), np.bool_)
+        self.version = np.zeros(rows, np.int64)
+
+    def reset(self, row: int) -> None:
+        """Empty a client's view (grows the arrays to hold ``row``)."""
+        if row >= self.ids.shape[0]:
+            size = max(row + 1, self.ids.shape[0] * 2)
+            for name in ("ids", "rows", "sent", "known", "version"):
+                old = getattr(self, name)
+                grown = np.zeros((size, *old.shape[1:]), old.dtype)
+                grown[: old.shape[0]] = old
+                setattr(self, name, grown)
+        self.ids[row] = self.pad
+        self.rows[row] = -1
+        self.known[row] = False
+        self.version[row] += 1
+
+    def refresh(self, clients: I64, ids: U64, rows: I64) -> None:
+        """New members for some clients; values already sent carry over."""
+        order = np.argsort(ids, axis=1)
+        ids = np.take_along_axis(ids, order, axis=1)
+        rows = np.take_along_axis(rows, order, axis=1)
+        old_ids = self.ids[clients]
+        changed = np.any(ids != old_ids, axis=1)
+        if not changed.any():
+            return
+        clients, ids, rows = clients[changed], ids[changed], rows[changed]
+        old_ids = old_ids[changed]
+        c, k = ids.shape
+        rowkey = (np.arange(c, dtype=np.uint64) << np.uint64(40))[:, None]
+        hay = (rowkey | old_ids).ravel()
+        needles = (rowkey | ids).ravel()
+        pos = np.minimum(np.searchsorted(hay, needles), hay.size - 1)
+        found = (hay[pos] == needles) & self.known[clients].ravel()[pos]
+        self.sent[clients] = self.sent[clients].reshape(c * k, -1)[pos].reshape(c, k, -1)
+        self.known[clients] = found.reshape(c, k) & (ids != self.pad)
+        self.ids[clients] = ids
+        self.rows[clients] = rows
+        self.version[clients] += 1
+
+    def removed(self, row: int, last: int) -> None:
+        """Entity ``row`` was swap-removed: it vanishes, the last row moves into its place."""
+        self.rows[self.rows == row] = -1
+        if last != row:
+            self.rows[self.rows == last] = row

@@ -1,0 +1,68 @@
+"""Prometheus metrics of the zone (``tessera_zone_*``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from tessera.zone.simulation import Frame
+
+PLAYERS = Gauge("tessera_zone_players", "Players owned by the zone")
+ENTITIES = Gauge("tessera_zone_entities", "Entities (players and NPCs) owned by the zone")
+TICK = Histogram(
+    "tessera_zone_tick_duration_seconds",
+    "Duration of one simulation tick",
+    buckets=(0.001, 0.002, 0.004, 0.008, 0.012, 0.016, 0.025, 0.033, 0.05, 0.1, 0.25),
+)
+OVERLOADED = Gauge("tessera_zone_overloaded", "1 when the p99 tick exceeds the tick budget")
+TICKS_SKIPPED = Counter("tessera_zone_ticks_skipped_total", "Tick slots skipped when late")
+TICK_ERRORS = Counter("tessera_zone_tick_errors_total", "Ticks that raised")
+AOI_PAIRS = Gauge("tessera_zone_aoi_pairs", "Viewer-entity pairs in this tick's snapshots")
+AOI_CHANGES = Counter(
+    "tessera_zone_aoi_changes_total", "Entities entering/leaving views", ["change"]
+)
+SNAPSHOT_BYTES = Counter("tessera_zone_snapshot_bytes_total", "Snapshot payload bytes produced")
+SNAPSHOTS = Counter("tessera_zone_snapshots_total", "Snapshots produced", ["kind"])
+INPUTS = Counter("tessera_zone_inputs_total", "Inputs accepted")
+INPUTS_REJECTED = Counter("tessera_zone_inputs_rejected_total", "Inputs dropped", ["reason"])
+SPEED_CLAMPED = Counter("tessera_zone_speed_clamped_total", "Move intents clamped to max speed")
+TELEPORTS = Counter("tessera_zone_teleports_rejected_total", "Position jumps clamped")
+HITS = Counter("tessera_zone_hits_total", "Validated combat hits")
+DEATHS = Counter("tessera_zone_deaths_total", "Entities killed")
+CHECKPOINT = Histogram(
+    "tessera_zone_checkpoint_duration_seconds",
+    "Duration of one checkpoint round (all players, pipelined)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+CHECKPOINT_ERRORS = Counter("tessera_zone_checkpoint_errors_total", "Failed checkpoint rounds")
+LINK_DROPS = Counter(
+    "tessera_zone_link_dropped_total", "Messages not delivered to a slow relay link", ["what"]
+)
+LINK_ERRORS = Counter("tessera_zone_link_errors_total", "Bad link messages", ["reason"])
+
+_COUNTS = {
+    "speed_clamped": SPEED_CLAMPED,
+    "teleport_rejected": TELEPORTS,
+    "hits": HITS,
+    "deaths": DEATHS,
+}
+
+
+def observe(frame: Frame, counts: dict[str, int], *, players: int, entities: int) -> None:
+    """Record one tick's frame and the simulation's accumulated counters (then cleared)."""
+    PLAYERS.set(players)
+    ENTITIES.set(entities)
+    AOI_PAIRS.set(frame.aoi_pairs)
+    batch = frame.batch
+    SNAPSHOT_BYTES.inc(batch.bytes_total)
+    full = int(batch.full.sum())
+    SNAPSHOTS.labels("full").inc(full)
+    SNAPSHOTS.labels("delta").inc(len(batch.payloads) - full)
+    AOI_CHANGES.labels("enter").inc(batch.entered)
+    AOI_CHANGES.labels("leave").inc(batch.left)
+    for key, value in counts.items():
+        if key.startswith("drop:"):
+            INPUTS_REJECTED.labels(key[5:]).inc(value)
+        elif key == "accepted":
+            INPUTS.inc(value)
+        elif key in _COUNTS:
+            _COUNTS[key].inc(value)

@@ -1,0 +1,507 @@
+"""The zone's gRPC adapter (tessera.v1.Zone) and its background loops.
+
+Owns the glue between the simulation, relays (ZoneLink streams), Redis (via
+:class:`~tessera.zone.store.ZoneStore`) and metrics: the tick loop runs the
+simulation and fans the frame out to links, a heartbeat loop registers the
+zone, a checkpoint loop saves every player's durable state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+
+from tessera.common.errors import abort
+from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
+from tessera.zone import inputs, metrics
+from tessera.zone.config import ZoneConfig
+from tessera.zone.entities import spawn_state
+from tessera.zone.movement import Rect
+from tessera.zone.simulation import Frame, Simulation
+from tessera.zone.store import ZoneStore
+from tessera.zone.tick import Ticker
+
+log = logging.getLogger(__name__)
+
+State = zone_pb2.ZoneState
+Context = grpc.aio.ServicerContext[Any, Any]
+MAX_PLAYER_ID = 128
+
+
+@dataclass
+class Link:
+    """One relay's ZoneLink stream."""
+
+    id: int
+    relay_id: str
+    queue: asyncio.Queue[zone_pb2.ZoneLinkDown | None]
+    players: set[str] = field(default_factory=set)
+
+
+def rect_of(bounds: common_pb2.Bounds) -> Rect:
+    return Rect(bounds.min_x, bounds.min_z, bounds.max_x, bounds.max_z)
+
+
+def bounds_of(rect: Rect) -> common_pb2.Bounds:
+    return common_pb2.Bounds(min_x=rect.min_x, min_z=rect.min_z, max_x=rect.max_x, max_z=rect.max_z)
+
+
+class ZoneServicer(zone_pb2_grpc.ZoneServicer):
+    """tessera.v1.Zone over one Simulation."""
+
+    def __init__(self, cfg: ZoneConfig, store: ZoneStore) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.bounds = cfg.bounds
+        self.sim = Simulation(cfg, area=cfg.bounds or cfg.world_bounds, seed=cfg.seed)
+        self.state = State.ZONE_STATE_STARTING
+        self.map_version = 0
+        self.address = cfg.advertise_address
+        self.links: dict[int, Link] = {}
+        self.player_link: dict[str, int] = {}
+        self._link_ids = itertools.count(1)
+        self.ticker = Ticker(cfg.tick_hz, self.tick)
+        self.ticker.on_skip = metrics.TICKS_SKIPPED.inc
+        self.ticker.on_error = metrics.TICK_ERRORS.inc
+        self._tasks: list[asyncio.Task[None]] = []
+        self._npcs_spawned = False
+
+    @property
+    def zone_ref(self) -> common_pb2.ZoneRef:
+        return common_pb2.ZoneRef(world=self.cfg.world, zone=self.cfg.zone)
+
+    @property
+    def quantization(self) -> common_pb2.Quantization:
+        q = self.sim.quant
+        return common_pb2.Quantization(
+            position_step_m=q.position_step_m,
+            yaw_bits=q.yaw_bits,
+            velocity_step_mps=q.velocity_step_mps,
+            origin=common_pb2.Vec3(x=q.origin[0], y=q.origin[1], z=q.origin[2]),
+        )
+
+    # --- lifecycle --------------------------------------------------------
+
+    async def start(self, port: Callable[[], int]) -> None:
+        """Restore routed players, then run the tick, heartbeat and checkpoint loops."""
+        if self.bounds is not None:
+            await self._activate()
+            await self.restore()
+        else:
+            self.state = State.ZONE_STATE_STANDBY
+        self._tasks = [
+            asyncio.create_task(self.ticker.run()),
+            asyncio.create_task(self._heartbeats(port)),
+            asyncio.create_task(self._checkpoints()),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the loops, write a final checkpoint, end every link."""
+        self.ticker.stop()
+        for task in self._tasks[1:]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.checkpoint()
+        for link in self.links.values():
+            link.queue.put_nowait(None)
+
+    async def _activate(self) -> None:
+        self.state = State.ZONE_STATE_ACTIVE
+        if not self._npcs_spawned and self.cfg.npcs:
+            self.sim.spawn_npcs(await self.store.next_ids(self.cfg.npcs))
+            self._npcs_spawned = True
+
+    async def restore(self) -> int:
+        """Re-create every player whose route names this zone from its checkpoint."""
+        routed = await self.store.routes_here()
+        states = await self.store.load_checkpoints(sorted(routed))
+        for player, state in states.items():
+            if player in self.sim.ents.players or state.entity_id in self.sim.ents.index:
+                continue
+            self._spawn(state, epoch=routed[player])
+        if states:
+            log.info("restored players", extra={"players": len(states)})
+        return len(states)
+
+    def _spawn(self, state: zone_pb2.EntityState, *, epoch: int) -> int:
+        x, z = self.sim.clamp_xz(state.position.x, state.position.z)
+        state.position.x, state.position.z = x, z
+        row = spawn_state(self.sim.ents, state, now_s=self.sim.now_s)
+        extra = self.sim.ents.extra[state.entity_id]
+        extra.restored, extra.epoch = True, epoch
+        self.sim.ents.home[row] = (x, z)
+        self.sim.ents.tokens_at[row] = time.monotonic()
+        return row
+
+    # --- loops -------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One simulation step, fanned out to the links."""
+        frame = self.sim.step()
+        counts, self.sim.counts = self.sim.counts, type(self.sim.counts)()
+        metrics.observe(frame, counts, players=len(self.sim.ents.players), entities=self.sim.ents.n)
+        metrics.TICK.observe(frame.step_s)
+        metrics.OVERLOADED.set(1 if self.ticker.stats.overloaded else 0)
+        self.publish(frame)
+        if self.state == State.ZONE_STATE_DRAINING and not self.sim.ents.players:
+            self.state = State.ZONE_STATE_DRAINED
+
+    def publish(self, frame: Frame) -> None:
+        """Group the frame's snapshots and events per link and queue them."""
+        batch = frame.batch
+        per_link: dict[int, list[zone_pb2.PlayerSnapshot]] = {}
+        streams = batch.stream.tolist()
+        seqs = batch.sequence.tolist()
+        bases = batch.baseline.tolist()
+        for i, player in enumerate(frame.players):
+            link_id = self.player_link.get(player)
+            if link_id is None:
+                continue
+            per_link.setdefault(link_id, []).append(
+                zone_pb2.PlayerSnapshot(
+                    player_id=player,
+                    stream=streams[i],
+                    sequence=seqs[i],
+                    baseline=bases[i],
+                    tick=frame.tick,
+                    payload=batch.payloads[i],
+                )
+            )
+        now_ms = time.time() * 1000.0
+        for link_id, snaps in per_link.items():
+            msg = zone_pb2.ZoneLinkDown(
+                snapshots=zone_pb2.SnapshotBatch(
+                    tick=frame.tick, server_time_ms=now_ms, snapshots=snaps
+                )
+            )
+            self._send(self.links[link_id], msg, "snapshots")
+        for ev in frame.events:
+            link_id = self.player_link.get(ev.player_id)
+            if link_id is not None:
+                event = zone_pb2.PlayerEvent(
+                    player_id=ev.player_id,
+                    kind=ev.kind,  # type: ignore[arg-type]
+                    other_entity_id=ev.other,
+                    amount=ev.amount,
+                    detail=ev.detail,
+                )
+                self._send(self.links[link_id], zone_pb2.ZoneLinkDown(event=event), "event")
+
+    def _send(self, link: Link, msg: zone_pb2.ZoneLinkDown, what: str) -> None:
+        try:
+            link.queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            metrics.LINK_DROPS.labels(what).inc()
+
+    def status(self) -> zone_pb2.ZoneStatus:
+        """The zone's current ZoneStatus (also its heartbeat)."""
+        e = self.sim.ents
+        stats = self.ticker.stats
+        players = [e.index[eid] for eid in e.players.values()]
+        if len(players) > 512:
+            players = self.sim.rng.choice(players, 512, replace=False).tolist()
+        status = zone_pb2.ZoneStatus(
+            zone=self.zone_ref,
+            address=self.address,
+            state=self.state,
+            players=len(e.players),
+            npcs=e.n - len(e.players),
+            tick_hz=self.cfg.tick_hz,
+            tick_p50_ms=stats.percentile(50) * 1000,
+            tick_p99_ms=stats.percentile(99) * 1000,
+            overloaded=stats.overloaded,
+            drain_remaining=len(e.players) if self.state == State.ZONE_STATE_DRAINING else 0,
+            map_version=self.map_version,
+            updated_at_ms=time.time() * 1000,
+            sample_x=e.pos[players, 0].tolist(),
+            sample_z=e.pos[players, 2].tolist(),
+        )
+        if self.bounds is not None:
+            status.bounds.CopyFrom(bounds_of(self.bounds))
+        return status
+
+    async def _heartbeats(self, port: Callable[[], int]) -> None:
+        while not self.address:
+            if port():
+                self.address = f"127.0.0.1:{port()}"
+                break
+            await asyncio.sleep(0.02)
+        while True:
+            try:
+                await self.store.heartbeat(self.status(), ttl_s=3 * self.cfg.heartbeat_s)
+            except Exception:
+                log.exception("heartbeat failed")
+            await asyncio.sleep(self.cfg.heartbeat_s)
+
+    async def checkpoint(self) -> int:
+        """Save every player's durable state in one Redis command."""
+        states = [self.sim.export_player(p, self.cfg.zone) for p in list(self.sim.ents.players)]
+        began = time.perf_counter()
+        await self.store.save_checkpoints(states)
+        metrics.CHECKPOINT.observe(time.perf_counter() - began)
+        return len(states)
+
+    async def _checkpoints(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.checkpoint_s)
+            try:
+                await self.checkpoint()
+            except Exception:
+                metrics.CHECKPOINT_ERRORS.inc()
+                log.exception("checkpoint failed")
+
+    # --- ZoneLink ------------------------------------------------------------
+
+    async def ZoneLink(
+        self, request_iterator: AsyncIterator[zone_pb2.ZoneLinkUp], context: Context
+    ) -> AsyncIterator[zone_pb2.ZoneLinkDown]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("msg") != "hello":
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "the first ZoneLink message must be hello",
+                reason="LINK_HELLO_REQUIRED",
+                field="hello",
+            )
+        link = Link(next(self._link_ids), first.hello.relay_id, asyncio.Queue(self.cfg.link_queue))
+        self.links[link.id] = link
+        log.info("link opened", extra={"link": link.id, "relay": link.relay_id})
+        reader = asyncio.create_task(self._read(link, request_iterator))
+        try:
+            yield zone_pb2.ZoneLinkDown(
+                welcome=zone_pb2.LinkWelcome(
+                    zone=self.zone_ref,
+                    tick_hz=self.cfg.tick_hz,
+                    quantization=self.quantization,
+                    bounds=bounds_of(self.bounds or self.cfg.world_bounds),
+                )
+            )
+            while (msg := await link.queue.get()) is not None:
+                yield msg
+        finally:
+            reader.cancel()
+            for player in list(link.players):
+                self._detach(link, player)
+            self.links.pop(link.id, None)
+            log.info("link closed", extra={"link": link.id, "relay": link.relay_id})
+
+    async def _read(self, link: Link, upstream: AsyncIterator[zone_pb2.ZoneLinkUp]) -> None:
+        try:
+            async for up in upstream:
+                which = up.WhichOneof("msg")
+                if which == "inputs":
+                    self._inputs(link, up.inputs)
+                elif which == "attach":
+                    self._attach(link, up.attach.player_id)
+                elif which == "detach":
+                    if up.detach.player_id in link.players:
+                        self._detach(link, up.detach.player_id)
+                else:
+                    metrics.LINK_ERRORS.labels("unexpected_" + str(which)).inc()
+        except (asyncio.CancelledError, grpc.aio.AioRpcError):
+            pass
+        finally:
+            with contextlib.suppress(asyncio.QueueFull):
+                link.queue.put_nowait(None)
+
+    def _inputs(self, link: Link, batch: zone_pb2.InputBatch) -> None:
+        if len(batch.inputs) > inputs.MAX_BATCH:
+            metrics.INPUTS_REJECTED.labels(inputs.OVERSIZED).inc(len(batch.inputs))
+            log.warning("oversized input batch", extra={"link": link.id, "n": len(batch.inputs)})
+            return
+        now = time.monotonic()
+        for inp in batch.inputs:
+            if inp.player_id not in link.players:
+                reason = (
+                    inputs.NOT_ATTACHED
+                    if inp.player_id in self.sim.ents.players
+                    else inputs.UNKNOWN_PLAYER
+                )
+                metrics.INPUTS_REJECTED.labels(reason).inc()
+                continue
+            self.sim.submit(inp, now)
+        for ack in batch.acks:
+            if ack.player_id in link.players:
+                self.sim.ack(ack.player_id, ack.stream, ack.sequence)
+
+    def _attach(self, link: Link, player: str) -> None:
+        if not self.sim.attach(player):
+            metrics.LINK_ERRORS.labels("attach_unknown_player").inc()
+            return
+        old = self.player_link.get(player)
+        if old is not None and old in self.links:
+            self.links[old].players.discard(player)
+        self.player_link[player] = link.id
+        link.players.add(player)
+
+    def _detach(self, link: Link, player: str) -> None:
+        link.players.discard(player)
+        if self.player_link.get(player) == link.id:
+            del self.player_link[player]
+            self.sim.detach(player)
+
+    # --- unary RPCs ----------------------------------------------------------------
+
+    async def Join(self, request: zone_pb2.JoinRequest, context: Context) -> zone_pb2.JoinResponse:
+        player = request.player_id
+        if not 0 < len(player) <= MAX_PLAYER_ID or "|" in player or not player.isprintable():
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"player_id must be 1-{MAX_PLAYER_ID} printable characters without '|'",
+                reason="BAD_PLAYER_ID",
+                field="player_id",
+            )
+        if self.state != State.ZONE_STATE_ACTIVE:
+            name = State.Name(self.state)
+            await abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"zone {self.cfg.zone} does not accept joins while {name}",
+                reason="ZONE_NOT_ACTIVE",
+            )
+        if request.HasField("spawn") and not all(
+            np.isfinite((request.spawn.x, request.spawn.y, request.spawn.z))
+        ):
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "spawn must be finite",
+                reason="BAD_SPAWN",
+                field="spawn",
+            )
+        if player not in self.sim.ents.players:
+            await self._join_new(request, context)
+        eid = self.sim.ents.players[player]
+        extra = self.sim.ents.extra[eid]
+        extra.relay_id = request.relay_id or extra.relay_id
+        x, y, z = (float(v) for v in self.sim.ents.pos[self.sim.ents.index[eid]])
+        return zone_pb2.JoinResponse(
+            entity_id=eid,
+            position=common_pb2.Vec3(x=x, y=y, z=z),
+            restored=extra.restored,
+            zone=self.zone_ref,
+            epoch=extra.epoch,
+            quantization=self.quantization,
+            tick_hz=self.cfg.tick_hz,
+        )
+
+    async def _join_new(self, request: zone_pb2.JoinRequest, context: Context) -> None:
+        player = request.player_id
+        route = await self.store.route(player)
+        elsewhere = route is not None and route.zone != self.cfg.zone
+        if elsewhere and route is not None and await self.store.zone_alive(route.zone):
+            await abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"player {player} is owned by live zone {route.zone}",
+                reason="ROUTED_ELSEWHERE",
+                field="player_id",
+            )
+        checkpoint = (await self.store.load_checkpoints([player])).get(player)
+        new_id = None if checkpoint is not None else (await self.store.next_ids(1))[0]
+        epoch = (route.epoch if route else 0) + 1
+        if not await self.store.claim_route(player, route.raw if route else "", epoch):
+            await abort(
+                context,
+                grpc.StatusCode.ABORTED,
+                f"route of {player} changed during the join; retry",
+                reason="ROUTE_CHANGED",
+                retry_after_s=0.1,
+            )
+        if player in self.sim.ents.players:
+            return  # a concurrent join of the same player finished first
+        if checkpoint is not None and checkpoint.entity_id not in self.sim.ents.index:
+            self._spawn(checkpoint, epoch=epoch)
+        else:
+            spawn = request.spawn
+            pos = (spawn.x, spawn.y, spawn.z) if request.HasField("spawn") else None
+            self.sim.add_player(
+                entity_id=new_id if new_id is not None else (await self.store.next_ids(1))[0],
+                player_id=player,
+                pos=pos or self.sim.spawn_point(),
+                team=request.team,
+            )
+            self.sim.ents.extra[self.sim.ents.players[player]].epoch = epoch
+        self.sim.ents.extra[self.sim.ents.players[player]].relay_id = request.relay_id
+        await self.store.save_checkpoints([self.sim.export_player(player, self.cfg.zone)])
+
+    async def Leave(
+        self, request: zone_pb2.LeaveRequest, context: Context
+    ) -> zone_pb2.LeaveResponse:
+        player = request.player_id
+        if player not in self.sim.ents.players:
+            await abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"player {player!r} is not in zone {self.cfg.zone}",
+                reason="UNKNOWN_PLAYER",
+                field="player_id",
+            )
+        state = self.sim.export_player(player, self.cfg.zone)
+        link_id = self.player_link.pop(player, None)
+        if link_id is not None and link_id in self.links:
+            self.links[link_id].players.discard(player)
+        self.sim.remove_player(player)
+        await self.store.save_checkpoints([state])
+        await self.store.release_route(player)
+        return zone_pb2.LeaveResponse()
+
+    async def GetStatus(
+        self, request: zone_pb2.GetStatusRequest, context: Context
+    ) -> zone_pb2.ZoneStatus:
+        return self.status()
+
+    async def SetBounds(
+        self, request: zone_pb2.SetBoundsRequest, context: Context
+    ) -> zone_pb2.SetBoundsResponse:
+        b, w = request.bounds, self.cfg.world_bounds
+        values = (b.min_x, b.min_z, b.max_x, b.max_z)
+        if not (
+            request.HasField("bounds")
+            and all(np.isfinite(values))
+            and w.min_x <= b.min_x < b.max_x <= w.max_x
+            and w.min_z <= b.min_z < b.max_z <= w.max_z
+        ):
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "bounds must be a non-empty rectangle inside the world bounds",
+                reason="BAD_BOUNDS",
+                field="bounds",
+            )
+        if request.map_version < self.map_version:
+            await abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"map version {request.map_version} is older than {self.map_version}",
+                reason="STALE_MAP_VERSION",
+                field="map_version",
+            )
+        self.map_version = request.map_version
+        self.bounds = rect_of(b)
+        self.sim.area = self.bounds
+        if self.state in (State.ZONE_STATE_STANDBY, State.ZONE_STATE_STARTING):
+            await self._activate()
+        log.info("bounds set", extra={"bounds": values, "map_version": self.map_version})
+        return zone_pb2.SetBoundsResponse(handoffs_started=0)
+
+    async def Drain(
+        self, request: zone_pb2.DrainRequest, context: Context
+    ) -> zone_pb2.DrainResponse:
+        if self.state in (State.ZONE_STATE_ACTIVE, State.ZONE_STATE_STANDBY):
+            self.state = State.ZONE_STATE_DRAINING
+        if self.state == State.ZONE_STATE_DRAINING and not self.sim.ents.players:
+            self.state = State.ZONE_STATE_DRAINED
+        return zone_pb2.DrainResponse(remaining=len(self.sim.ents.players))

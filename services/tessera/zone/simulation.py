@@ -1,0 +1,452 @@
+"""One zone's simulation: the data flow of a tick.
+
+inputs (validated on arrival) -> NPC behaviour -> movement -> position history
+-> combat -> respawn / regeneration -> interest -> quantize -> delta encode.
+
+Everything here is plain Python and numpy; the servicer feeds inputs in and
+ships the :class:`Frame` a tick produces. Counters are accumulated in
+``counts`` and flushed to Prometheus by the caller.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.spatial import cKDTree
+
+from tessera.client.snapshot import COLUMNS, Quantization
+from tessera.v1 import zone_pb2
+from tessera.zone import combat, inputs, interest
+from tessera.zone.config import ZoneConfig
+from tessera.zone.entities import DEAD, MAX_HEALTH, NPC, PLAYER, Entities, export_state
+from tessera.zone.movement import Rect, desired_velocity, integrate
+from tessera.zone.npc import think
+from tessera.zone.snapshot import PAD, EncodedBatch, SnapshotEncoder, quantize
+
+Kind = zone_pb2.PlayerEvent.Kind
+I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something to tell one player (becomes a PlayerEvent)."""
+
+    player_id: str
+    kind: int
+    other: int = 0
+    amount: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class Frame:
+    """What one tick produced."""
+
+    tick: int
+    players: list[str]
+    batch: EncodedBatch
+    events: list[Event]
+    aoi_s: float = 0.0
+    encode_s: float = 0.0
+    step_s: float = 0.0
+    aoi_pairs: int = 0
+
+
+class Simulation:
+    """Entities, systems and per-client snapshot state of one zone."""
+
+    def __init__(self, cfg: ZoneConfig, *, area: Rect, seed: int = 0) -> None:
+        self.cfg = cfg
+        self.area = area
+        self.quant = Quantization(origin=(cfg.world_bounds.min_x, 0.0, cfg.world_bounds.min_z))
+        self.ents = Entities()
+        self.history = combat.History(math.ceil(cfg.history_s * cfg.tick_hz) + 1)
+        self.encoder = SnapshotEncoder(cfg.tiers.cap, history=cfg.snapshot_history)
+        self.views = interest.Views(cfg.tiers.cap, COLUMNS, PAD)
+        self.attached: dict[str, int] = {}
+        self.fresh: set[int] = set()
+        self.tick = 0
+        self.events: list[Event] = []
+        self.counts: Counter[str] = Counter()
+        self._told: dict[tuple[str, str], float] = {}
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def now_s(self) -> float:
+        """Simulation time: ticks elapsed times the tick length."""
+        return self.tick * self.cfg.dt
+
+    @property
+    def tick_ms(self) -> float:
+        return 1000.0 * self.cfg.dt
+
+    # --- entities -------------------------------------------------------
+
+    def spawn_point(self) -> tuple[float, float, float]:
+        """A random point within 20 m of the area's centre."""
+        a = self.area
+        cx, cz = (a.min_x + a.max_x) / 2, (a.min_z + a.max_z) / 2
+        x, z = self.clamp_xz(cx + self.rng.uniform(-20, 20), cz + self.rng.uniform(-20, 20))
+        return (x, 0.0, z)
+
+    def clamp_xz(self, x: float, z: float) -> tuple[float, float]:
+        a = self.area
+        return (
+            float(min(max(x, a.min_x), math.nextafter(a.max_x, a.min_x))),
+            float(min(max(z, a.min_z), math.nextafter(a.max_z, a.min_z))),
+        )
+
+    def spawn_npcs(self, ids: list[int]) -> None:
+        """Add NPCs at random points of the area, each wandering around its spawn point."""
+        a = self.area
+        for eid in ids:
+            x = float(self.rng.uniform(a.min_x, a.max_x))
+            z = float(self.rng.uniform(a.min_z, a.max_z))
+            self.ents.add(eid, NPC, (x, 0.0, z), home=(x, z), waypoint=(x, z))
+
+    def add_player(
+        self, *, entity_id: int, player_id: str, pos: tuple[float, float, float], team: int
+    ) -> int:
+        """Spawn a new player at ``pos`` (clamped into the area)."""
+        x, z = self.clamp_xz(pos[0], pos[2])
+        return self.ents.add_player(
+            entity_id,
+            player_id,
+            (x, max(pos[1], 0.0), z),
+            team=team,
+            home=(x, z),
+            tokens=self.cfg.tick_hz / 2,
+            tokens_at=time.monotonic(),
+        )
+
+    def remove_player(self, player_id: str) -> None:
+        """Remove a player and its snapshot state."""
+        self.detach(player_id)
+        self.remove_entity(self.ents.players[player_id])
+        self._told = {k: v for k, v in self._told.items() if k[0] != player_id}
+
+    def remove_entity(self, entity_id: int) -> None:
+        """Remove any entity; views referencing it drop it."""
+        self.views.removed(self.ents.index[entity_id], self.ents.n - 1)
+        self.ents.remove(entity_id)
+
+    def export_player(self, player_id: str, zone: str) -> zone_pb2.EntityState:
+        """The durable state of a present player."""
+        eid = self.ents.players[player_id]
+        return export_state(
+            self.ents, self.ents.index[eid], zone=zone, epoch=self.ents.extra[eid].epoch
+        )
+
+    # --- links ----------------------------------------------------------
+
+    def attach(self, player_id: str) -> bool:
+        """Start snapshots for a present player (a new stream, full snapshot first)."""
+        if player_id not in self.ents.players:
+            return False
+        self.detach(player_id)
+        row = self.encoder.open()
+        self.views.reset(row)
+        self.attached[player_id] = row
+        self.fresh.add(row)
+        return True
+
+    def detach(self, player_id: str) -> None:
+        row = self.attached.pop(player_id, None)
+        if row is not None:
+            self.encoder.close(row)
+            self.fresh.discard(row)
+
+    def ack(self, player_id: str, stream: int, sequence: int) -> bool:
+        row = self.attached.get(player_id)
+        return row is not None and self.encoder.ack(row, stream, sequence)
+
+    # --- inputs ---------------------------------------------------------
+
+    def submit(self, inp: zone_pb2.PlayerInput, now_s: float) -> str | None:
+        """Validate and apply one input; returns the drop reason or None."""
+        row = self.ents.row_of_player(inp.player_id)
+        if row is None:
+            return self._drop(inp.player_id, inputs.UNKNOWN_PLAYER, event=False)
+        cmd = inputs.check(
+            sequence=inp.sequence,
+            move_x=inp.move_x,
+            move_z=inp.move_z,
+            yaw=inp.yaw,
+            pitch=inp.pitch,
+            actions=inp.actions,
+            rtt_ms=inp.rtt_ms,
+            interp_ms=inp.interp_delay_ms,
+            client_time_ms=inp.client_time_ms,
+        )
+        if isinstance(cmd, str):
+            return self._drop(inp.player_id, cmd)
+        e = self.ents
+        stale = inputs.order(cmd.sequence, int(e.last_seq[row]))
+        if stale is not None:
+            return self._drop(inp.player_id, stale, event=False)
+        tokens = inputs.refill(
+            float(e.tokens[row]),
+            float(e.tokens_at[row]),
+            now_s,
+            rate=2.0 * self.cfg.tick_hz,
+            burst=self.cfg.tick_hz / 2,
+        )
+        e.tokens_at[row] = now_s
+        if tokens < 1.0:
+            e.tokens[row] = tokens
+            return self._drop(inp.player_id, inputs.RATE)
+        e.tokens[row] = tokens - 1.0
+        e.last_seq[row] = cmd.sequence
+        e.move[row] = (cmd.move_x, cmd.move_z)
+        e.yaw[row] = cmd.yaw
+        e.pitch[row] = cmd.pitch
+        e.actions[row] |= cmd.actions
+        e.rtt_ms[row] = cmd.rtt_ms
+        e.interp_ms[row] = cmd.interp_ms
+        self.counts["accepted"] += 1
+        if cmd.speed_excess > 0:
+            self.counts["speed_clamped"] += 1
+            self.events.append(
+                Event(inp.player_id, Kind.SPEED_CLAMPED, amount=cmd.speed_excess, detail="move")
+            )
+        return None
+
+    def _drop(self, player_id: str, reason: str, *, event: bool = True) -> str:
+        """Count a dropped input; tell the player at most once per reason per second."""
+        self.counts["drop:" + reason] += 1
+        key = (player_id, reason)
+        if event and self.now_s - self._told.get(key, -1e9) >= 1.0:
+            self._told[key] = self.now_s
+            self.events.append(Event(player_id, Kind.INPUT_DROPPED, detail=reason))
+        return reason
+
+    # --- the tick -------------------------------------------------------
+
+    def step(self) -> Frame:
+        """Advance one tick and encode every attached player's snapshot."""
+        started = time.perf_counter()
+        self.tick += 1
+        e, n, now = self.ents, self.ents.n, self.now_s
+        events, self.events = self.events, []
+        if n:
+            alive = (e.flags[:n] & DEAD) == 0
+            self._think(alive)
+            self._move(alive, events)
+        self.history.record(self.tick, e.id[:n], e.pos[:n])
+        if n:
+            order = np.argsort(e.id[:n])
+            self._sorted_ids, self._sorted_rows = e.id[:n][order], order
+            self._fight(alive, now, events)
+            self._recover(now, events)
+            e.actions[:n] = 0
+        else:
+            self._sorted_ids, self._sorted_rows = np.zeros(0, np.uint64), np.zeros(0, np.int64)
+        frame = self._snapshots(events)
+        frame.step_s = time.perf_counter() - started
+        return frame
+
+    def _rows_of(self, ids: U64) -> I64:
+        """Current rows of entity ids; -1 for ids that are gone (or PAD)."""
+        if self._sorted_ids.size == 0:
+            return np.full(ids.shape, -1, np.int64)
+        pos = np.minimum(np.searchsorted(self._sorted_ids, ids), self._sorted_ids.size - 1)
+        found = self._sorted_ids[pos] == ids
+        return np.where(found, self._sorted_rows[pos], -1)
+
+    def _think(self, alive: npt.NDArray[np.bool_]) -> None:
+        e, n = self.ents, self.ents.n
+        npc = alive & (e.kind[:n] == NPC)
+        if not npc.any():
+            return
+        players = alive & (e.kind[:n] == PLAYER)
+        move, yaw, waypoint, actions = think(
+            e.pos[:n][npc],
+            e.home[:n][npc],
+            e.waypoint[:n][npc],
+            e.pos[:n][players],
+            self.rng,
+            behaviour=self.cfg.behaviour,
+        )
+        rows = np.flatnonzero(npc)
+        e.move[rows] = move
+        e.yaw[rows] = yaw
+        e.waypoint[rows] = waypoint
+        e.actions[rows] |= actions
+
+    def _move(self, alive: npt.NDArray[np.bool_], events: list[Event]) -> None:
+        e, n, cfg = self.ents, self.ents.n, self.cfg
+        desired = desired_velocity(e.move[:n], e.yaw[:n], cfg.limits.max_speed)
+        desired[~alive] = 0.0
+        jump = alive & ((e.actions[:n] & inputs.ACTION_JUMP) != 0)
+        pos, vel, clamped = integrate(
+            e.pos[:n], e.vel[:n], desired, jump, limits=cfg.limits, dt=cfg.dt, area=self.area
+        )
+        moved = np.linalg.norm(pos[:, [0, 2]] - e.pos[:n, [0, 2]], axis=1)
+        e.pos[:n], e.vel[:n] = pos, vel
+        for row in np.flatnonzero(clamped & (e.kind[:n] == PLAYER)).tolist():
+            self.counts["teleport_rejected"] += 1
+            player = e.extra[int(e.id[row])].player_id
+            events.append(Event(player, Kind.TELEPORT_REJECTED, amount=float(moved[row])))
+
+    def _fight(self, alive: npt.NDArray[np.bool_], now: float, events: list[Event]) -> None:
+        e, n, w = self.ents, self.ents.n, self.cfg.weapons
+        wants = alive & ((e.actions[:n] & (combat.MELEE | combat.RANGED)) != 0)
+        for row in np.flatnonzero(wants).tolist():
+            if e.flags[row] & DEAD:
+                continue
+            for attack, ready, cooldown in (
+                (combat.MELEE, e.melee_ready, w.melee_cooldown_s),
+                (combat.RANGED, e.ranged_ready, w.ranged_cooldown_s),
+            ):
+                if not e.actions[row] & attack or ready[row] > now + 1e-9:
+                    continue
+                ready[row] = now + cooldown
+                e.combat_at[row] = now
+                self._attack(row, attack, now, events)
+
+    def _attack(self, row: int, attack: int, now: float, events: list[Event]) -> None:
+        e, cfg = self.ents, self.cfg
+        back = 0
+        if e.kind[row] == PLAYER:
+            back = combat.rewind_ticks(
+                float(e.rtt_ms[row]),
+                float(e.interp_ms[row]),
+                tick_ms=self.tick_ms,
+                max_rewind_ms=cfg.max_rewind_ms,
+            )
+        ids, pos = self.history.at(self.tick - back)
+        rows = self._rows_of(ids)
+        safe = np.maximum(rows, 0)
+        team = int(e.team[row])
+        eligible = (
+            (rows >= 0)
+            & (rows != row)
+            & ((e.flags[safe] & DEAD) == 0)
+            & ((team == 0) | (e.team[safe] != team))
+        )
+        if e.kind[row] == NPC:
+            eligible &= e.kind[safe] == PLAYER
+        hit = combat.resolve(
+            attacker=int(e.id[row]),
+            attack=attack,
+            origin=e.pos[row],
+            yaw=float(e.yaw[row]),
+            pitch=float(e.pitch[row]),
+            candidate_ids=ids,
+            candidate_pos=pos,
+            eligible=eligible,
+            weapons=cfg.weapons,
+        )
+        if hit is None:
+            return
+        self.counts["hits"] += 1
+        target = e.index[hit.target]
+        e.health[target] = max(0.0, float(e.health[target]) - hit.damage)
+        e.combat_at[target] = now
+        attacker_player = e.extra.get(hit.attacker)
+        target_player = e.extra.get(hit.target)
+        if attacker_player and attacker_player.player_id:
+            events.append(Event(attacker_player.player_id, Kind.HIT_DEALT, hit.target, hit.damage))
+        if target_player and target_player.player_id:
+            events.append(Event(target_player.player_id, Kind.HIT_TAKEN, hit.attacker, hit.damage))
+        if e.health[target] <= 0.0:
+            e.flags[target] |= DEAD
+            e.vel[target] = 0.0
+            e.respawn_at[target] = now + cfg.weapons.respawn_s
+            self.counts["deaths"] += 1
+            if target_player and target_player.player_id:
+                events.append(Event(target_player.player_id, Kind.DIED, hit.attacker))
+
+    def _recover(self, now: float, events: list[Event]) -> None:
+        e, n, w = self.ents, self.ents.n, self.cfg.weapons
+        dead = (e.flags[:n] & DEAD) != 0
+        back = np.flatnonzero(dead & (e.respawn_at[:n] <= now + 1e-9))
+        if back.size:
+            e.flags[back] &= ~DEAD
+            e.health[back] = MAX_HEALTH
+            e.pos[back, 0] = e.home[back, 0]
+            e.pos[back, 1] = 0.0
+            e.pos[back, 2] = e.home[back, 1]
+            e.vel[back] = 0.0
+            e.combat_at[back] = -1e9
+            for row in back.tolist():
+                extra = e.extra.get(int(e.id[row]))
+                if extra and extra.player_id:
+                    events.append(Event(extra.player_id, Kind.RESPAWNED))
+            dead[back] = False
+        e.health[:n] = combat.regenerate(
+            e.health[:n],
+            dead,
+            e.combat_at[:n],
+            now_s=now,
+            dt=self.cfg.dt,
+            weapons=w,
+            max_health=MAX_HEALTH,
+        )
+
+    def _snapshots(self, events: list[Event]) -> Frame:
+        e, n, tiers, views = self.ents, self.ents.n, self.cfg.tiers, self.views
+        every = self.cfg.snapshot_every
+        beat = self.tick // every  # snapshots sent to each client so far
+        players = [p for p, row in self.attached.items() if (row + self.tick) % every == 0]
+        c = len(players)
+        clients = np.fromiter((self.attached[p] for p in players), np.int64, c)
+        viewer_rows = np.fromiter((e.index[e.players[p]] for p in players), np.int64, c)
+        started = time.perf_counter()
+        viewers = e.pos[viewer_rows][:, [0, 2]]
+        refresh = (clients + beat) % tiers.refresh_every == 0
+        if self.fresh:
+            refresh |= np.isin(clients, np.fromiter(self.fresh, np.int64, len(self.fresh)))
+            self.fresh.difference_update(clients.tolist())
+        if refresh.any() and n:
+            tree = cKDTree(e.pos[:n][:, [0, 2]])
+            boost = np.where(self.now_s - e.combat_at[:n] < 2.0, tiers.combat_bonus_m, 0.0)
+            idx, _ = interest.visible(tree, viewers[refresh], n, boost, tiers=tiers)
+            ids_all = np.append(e.id[:n], PAD)
+            views.refresh(clients[refresh], ids_all[idx], np.where(idx < n, idx, -1))
+        ids = views.ids[clients]
+        rows = views.rows[clients]
+        valid = rows >= 0
+        safe = np.where(valid, rows, 0)
+        gap = e.pos[:, [0, 2]][safe] - viewers[:, None, :] if n else np.zeros((c, tiers.cap, 2))
+        dist = np.sqrt(np.einsum("ijk,ijk->ij", gap, gap))
+        due = interest.due(dist, ids, beat, tiers=tiers) | ~views.known[clients]
+        aoi_s = time.perf_counter() - started
+        started = time.perf_counter()
+        table = quantize(
+            self.quant,
+            pos=e.pos[:n],
+            vel=e.vel[:n],
+            yaw=e.yaw[:n],
+            health=e.health[:n],
+            flags=e.flags[:n],
+            kind=e.kind[:n],
+            team=e.team[:n],
+        )
+        current = table[safe] if n else np.zeros((c, tiers.cap, COLUMNS), np.int32)
+        vals = np.where(due[:, :, None], current, views.sent[clients])
+        views.sent[clients] = vals
+        views.known[clients] = valid
+        batch = self.encoder.encode(
+            clients,
+            ids,
+            valid,
+            vals,
+            last_input_seq=e.last_seq[viewer_rows],
+            version=views.version[clients],
+        )
+        return Frame(
+            tick=self.tick,
+            players=players,
+            batch=batch,
+            events=events,
+            aoi_s=aoi_s,
+            encode_s=time.perf_counter() - started,
+            aoi_pairs=int(valid.sum()),
+        )

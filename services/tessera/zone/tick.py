@@ -1,0 +1,94 @@
+"""Fixed-rate, drift-free tick scheduling and tick-duration statistics.
+
+Tick ``n`` is due at ``start + n * period`` on the monotonic clock, so a late
+tick never shifts later ones; when the loop falls more than a whole period
+behind, the missed slots are skipped (and counted) instead of run back to back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def schedule(start: float, period: float, n: int, now: float) -> tuple[int, float, int]:
+    """The next tick after tick ``n``: (index, due time, slots skipped)."""
+    nxt = n + 1
+    due = start + nxt * period
+    skipped = 0
+    if now - due >= period:
+        skipped = math.floor((now - due) / period)
+        nxt += skipped
+        due = start + nxt * period
+    return nxt, due, skipped
+
+
+class TickStats:
+    """Rolling window of tick durations with percentiles and the overload signal."""
+
+    def __init__(self, budget_s: float, window: int = 300) -> None:
+        self.budget_s = budget_s
+        self.durations: deque[float] = deque(maxlen=window)
+
+    def add(self, seconds: float) -> None:
+        self.durations.append(seconds)
+
+    def percentile(self, q: float) -> float:
+        """Duration percentile in seconds (0 with no samples)."""
+        if not self.durations:
+            return 0.0
+        return float(np.percentile(np.fromiter(self.durations, float), q))
+
+    @property
+    def overloaded(self) -> bool:
+        """True when the p99 tick exceeds the budget (one period)."""
+        return self.percentile(99) > self.budget_s
+
+
+class Ticker:
+    """Runs ``step`` at ``hz`` until stopped; a failing step is logged, never fatal."""
+
+    def __init__(self, hz: int, step: Callable[[], None]) -> None:
+        self.period = 1.0 / hz
+        self.step = step
+        self.stats = TickStats(self.period)
+        self.skipped = 0
+        self.errors = 0
+        self.on_skip: Callable[[int], None] = lambda _n: None
+        self.on_error: Callable[[], None] = lambda: None
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        start = time.monotonic()
+        n = 0
+        while not self._stop.is_set():
+            n, due, skipped = schedule(start, self.period, n, time.monotonic())
+            if skipped:
+                self.skipped += skipped
+                self.on_skip(skipped)
+            delay = due - time.monotonic()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                    break
+                except TimeoutError:
+                    pass
+            began = time.perf_counter()
+            try:
+                self.step()
+            except Exception:
+                self.errors += 1
+                self.on_error()
+                log.exception("tick failed")
+            self.stats.add(time.perf_counter() - began)

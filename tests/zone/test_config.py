@@ -1,0 +1,33 @@
+"""Zone settings: defaults, standby, and errors that name the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from tessera.common.config import ConfigError, Env
+from tessera.zone.config import ZoneConfig
+
+
+def test_defaults_and_standby() -> None:
+    cfg = ZoneConfig.from_env(Env({}))
+    assert cfg.bounds is None and cfg.tick_hz == 30 and cfg.max_rewind_ms == 250.0
+    assert (cfg.tiers.near, cfg.tiers.mid, cfg.tiers.far) == (50.0, 100.0, 200.0)
+    assert cfg.snapshot_history >= 32 and cfg.history_s >= 1.0
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"TESSERA_TICK_HZ": "61"}, "TESSERA_TICK_HZ"),
+        ({"TESSERA_ZONE_BOUNDS": "1,2,3"}, "TESSERA_ZONE_BOUNDS"),
+        ({"TESSERA_ZONE_BOUNDS": "5,0,1,10"}, "TESSERA_ZONE_BOUNDS"),
+        ({"TESSERA_ZONE_BOUNDS": "0,0,5000,10"}, "TESSERA_ZONE_BOUNDS"),
+        ({"TESSERA_WORLD_BOUNDS": "a,b,c,d"}, "TESSERA_WORLD_BOUNDS"),
+        ({"TESSERA_ZONE": "Bad_Name"}, "TESSERA_ZONE"),
+        ({"TESSERA_AOI_MID_M": "10"}, "TESSERA_AOI_MID_M"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        ZoneConfig.from_env(Env(env))
+    assert err.value.variable == variable

@@ -1,0 +1,37 @@
+"""Area of interest: cap, radius, priority and tier refresh rates."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from tessera.zone.interest import Tiers, due, visible
+
+
+def test_nearest_within_far_radius_up_to_the_cap() -> None:
+    pts = np.array([[0.0, 0.0], [10.0, 0.0], [30.0, 0.0], [250.0, 0.0], [5.0, 0.0]])
+    tiers = Tiers(cap=3)
+    idx, dist = visible(cKDTree(pts), pts[:1], 5, np.zeros(5), tiers=tiers)
+    assert sorted(idx[0].tolist()) == [0, 1, 4]
+    tiers = Tiers(cap=8)
+    idx, dist = visible(cKDTree(pts), pts[:1], 5, np.zeros(5), tiers=tiers)
+    assert sorted(i for i in idx[0].tolist() if i < 5) == [0, 1, 2, 4]  # 250 m is too far
+    assert (idx[0] == 5).sum() == 4 and np.isinf(dist[0][idx[0] == 5]).all()
+
+
+def test_recent_combat_outranks_a_closer_idle_entity() -> None:
+    pts = np.array([[float(d), 0.0] for d in range(10)])
+    boost = np.zeros(10)
+    boost[9] = 30.0
+    idx, _ = visible(cKDTree(pts), pts[:1], 10, boost, tiers=Tiers(cap=8))
+    assert sorted(idx[0].tolist()) == [0, 1, 2, 3, 4, 5, 6, 9]
+
+
+def test_tiers_refresh_every_tick_third_and_sixth() -> None:
+    tiers = Tiers()
+    ids = np.arange(6, dtype=np.uint64)[None, :].repeat(3, axis=0)
+    dist = np.array([[10.0] * 6, [70.0] * 6, [150.0] * 6])
+    counts = np.zeros(3)
+    for tick in range(6):
+        counts += due(dist, ids, tick, tiers=tiers).sum(axis=1)
+    assert counts.tolist() == [36, 12, 6]

@@ -1,0 +1,306 @@
+"""The zone as a real process with a real Redis: join, ZoneLink, snapshots, restart."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from contextlib import suppress
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from redis.asyncio import Redis
+
+from tessera.client.snapshot import Quantization, SnapshotReceiver
+from tessera.common.errors import detail_of
+from tessera.common.localredis import LocalRedis
+from tessera.common.process import ServiceProcess
+from tessera.common.store import WorldKeys
+from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+WORLD, ZONE = "w1", "z1"
+
+
+def zone_env(redis_url: str, **extra: str) -> dict[str, str]:
+    return {
+        "TESSERA_GRPC_PORT": "0",
+        "TESSERA_METRICS_PORT": "0",
+        "TESSERA_HOST": "127.0.0.1",
+        "TESSERA_REDIS_URL": redis_url,
+        "TESSERA_WORLD": WORLD,
+        "TESSERA_ZONE": ZONE,
+        "TESSERA_ZONE_BOUNDS": "-500,-500,500,500",
+        "TESSERA_WORLD_BOUNDS": "-1000,-1000,1000,1000",
+        "TESSERA_AOI_NEAR_M": "10",
+        "TESSERA_AOI_MID_M": "15",
+        "TESSERA_AOI_FAR_M": "20",
+        "TESSERA_AOI_REFRESH_TICKS": "1",
+        "TESSERA_MAX_SPEED_MPS": "30",
+        "TESSERA_ACCEL_MPS2": "300",
+        "TESSERA_CHECKPOINT_S": "0.2",
+        "TESSERA_HEARTBEAT_S": "0.2",
+        **extra,
+    }
+
+
+@pytest.fixture
+def zone(redis_server: LocalRedis, redis: Redis) -> Iterator[ServiceProcess]:
+    proc = ServiceProcess("tessera.zone", zone_env(redis_server.url), name="zone").start()
+    proc.wait_serving()
+    yield proc
+    proc.kill()
+
+
+class Relay:
+    """A minimal relay: one ZoneLink, decodes and acks every player's snapshots."""
+
+    def __init__(self, stub: zone_pb2_grpc.ZoneStub) -> None:
+        self.up: asyncio.Queue[zone_pb2.ZoneLinkUp] = asyncio.Queue()
+        self.receivers: dict[str, SnapshotReceiver] = {}
+        self.events: list[zone_pb2.PlayerEvent] = []
+        self.welcome = asyncio.Event()
+        self.quant = Quantization()
+        self.seq: dict[str, int] = {}
+        # grpc-stubs types the generated stub as synchronous; this is the aio call.
+        self.call: Any = stub.ZoneLink(self._upstream())  # type: ignore[arg-type]
+        self.task = asyncio.create_task(self._downstream())
+        self.up.put_nowait(zone_pb2.ZoneLinkUp(hello=zone_pb2.LinkHello(relay_id="test-relay")))
+
+    async def _upstream(self) -> AsyncIterator[zone_pb2.ZoneLinkUp]:
+        while True:
+            yield await self.up.get()
+
+    async def _downstream(self) -> None:
+        with suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
+            async for down in self.call:
+                which = down.WhichOneof("msg")
+                if which == "welcome":
+                    self.quant = Quantization.from_proto(down.welcome.quantization)
+                    self.welcome.set()
+                elif which == "event":
+                    self.events.append(down.event)
+                elif which == "snapshots":
+                    acks = []
+                    for snap in down.snapshots.snapshots:
+                        rec = self.receivers.setdefault(snap.player_id, SnapshotReceiver())
+                        rec.apply(snap.stream, snap.sequence, snap.baseline, snap.payload)
+                        acks.append(
+                            zone_pb2.SnapshotAck(
+                                player_id=snap.player_id, stream=snap.stream, sequence=snap.sequence
+                            )
+                        )
+                    self.up.put_nowait(zone_pb2.ZoneLinkUp(inputs=zone_pb2.InputBatch(acks=acks)))
+
+    def attach(self, player: str) -> None:
+        self.up.put_nowait(zone_pb2.ZoneLinkUp(attach=zone_pb2.Attach(player_id=player)))
+
+    def move(self, player: str, *, yaw: float, forward: float) -> None:
+        self.seq[player] = self.seq.get(player, 0) + 1
+        inp = zone_pb2.PlayerInput(
+            player_id=player, sequence=self.seq[player], move_z=forward, yaw=yaw, rtt_ms=20
+        )
+        self.up.put_nowait(zone_pb2.ZoneLinkUp(inputs=zone_pb2.InputBatch(inputs=[inp])))
+
+    def sees(self, viewer: str, entity_id: int) -> bool:
+        rec = self.receivers.get(viewer)
+        if rec is None:
+            return False
+        table = rec.table()
+        return bool(np.any(table.ids == np.uint64(entity_id)))
+
+    def position(self, viewer: str, entity_id: int) -> np.ndarray:
+        table = self.receivers[viewer].table()
+        out: np.ndarray = table.positions(self.quant)[table.index(entity_id)]
+        return out
+
+    async def close(self) -> None:
+        self.call.cancel()
+        self.task.cancel()
+        with suppress(asyncio.CancelledError):
+            await self.task
+
+
+async def until(predicate: object, timeout_s: float = 10.0, what: str = "") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():  # type: ignore[operator]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.03)
+
+
+def vec(x: float, z: float) -> common_pb2.Vec3:
+    return common_pb2.Vec3(x=x, y=0.0, z=z)
+
+
+async def test_players_appear_and_disappear_with_distance(
+    zone: ServiceProcess, redis: Redis
+) -> None:
+    async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+        stub = zone_pb2_grpc.ZoneStub(channel)
+        alice = await stub.Join(zone_pb2.JoinRequest(player_id="alice", spawn=vec(0, 0)))
+        bob = await stub.Join(zone_pb2.JoinRequest(player_id="bob", spawn=vec(5, 0)))
+        assert alice.epoch == 1 and not alice.restored and alice.entity_id != bob.entity_id
+        keys = WorldKeys(WORLD)
+        assert await redis.hget(keys.routes, "alice") == f"{ZONE}|1".encode()
+
+        relay = Relay(stub)
+        try:
+            await asyncio.wait_for(relay.welcome.wait(), 5)
+            relay.attach("alice")
+            relay.attach("bob")
+            await until(lambda: relay.sees("alice", bob.entity_id), what="bob in alice's view")
+            assert relay.sees("alice", alice.entity_id)
+            assert abs(relay.position("alice", bob.entity_id)[0] - 5.0) < 0.05
+
+            # bob walks east (yaw pi/2) out of alice's 20 m far radius ...
+            async def walk(yaw: float, stop: object) -> None:
+                while not stop():  # type: ignore[operator]
+                    relay.move("bob", yaw=yaw, forward=1.0)
+                    await asyncio.sleep(1 / 30)
+
+            await asyncio.wait_for(
+                walk(math.pi / 2, lambda: not relay.sees("alice", bob.entity_id)), 10
+            )
+            assert relay.position("bob", bob.entity_id)[0] > 20.0
+            # ... and back west into it.
+            await asyncio.wait_for(
+                walk(-math.pi / 2, lambda: relay.sees("alice", bob.entity_id)), 10
+            )
+            seen = relay.position("alice", bob.entity_id)
+            assert seen[0] <= 20.5 and abs(seen[2]) < 0.5
+        finally:
+            await relay.close()
+
+
+async def test_bad_requests_get_clear_statuses(zone: ServiceProcess, redis: Redis) -> None:
+    async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+        stub = zone_pb2_grpc.ZoneStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Join(zone_pb2.JoinRequest(player_id=""))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert detail_of(err.value).reason == "BAD_PLAYER_ID"
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Leave(zone_pb2.LeaveRequest(player_id="nobody"))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+        # A player routed to another zone that is alive cannot join here.
+        keys = WorldKeys(WORLD)
+        await redis.hset(keys.routes, "carol", "other|4")
+        await redis.set(keys.zone_status("other"), b"x", px=5000)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Join(zone_pb2.JoinRequest(player_id="carol"))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert detail_of(err.value).reason == "ROUTED_ELSEWHERE"
+        # Once that zone is dead, the join takes the route over with the next epoch.
+        await redis.delete(keys.zone_status("other"))
+        joined = await stub.Join(zone_pb2.JoinRequest(player_id="carol"))
+        assert joined.epoch == 5
+
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.SetBounds(
+                zone_pb2.SetBoundsRequest(
+                    bounds=common_pb2.Bounds(min_x=10, min_z=0, max_x=5, max_z=10)
+                )
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+        # The first link message must be hello.
+        call = stub.ZoneLink(iter([zone_pb2.ZoneLinkUp(attach=zone_pb2.Attach(player_id="x"))]))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in call:
+                pass
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+        # Leave checkpoints and removes the route; drain then reports DRAINED.
+        await stub.Leave(zone_pb2.LeaveRequest(player_id="carol"))
+        assert await redis.hget(keys.routes, "carol") is None
+        assert await redis.hexists(keys.checkpoints, "carol")
+        drained = await stub.Drain(zone_pb2.DrainRequest())
+        assert drained.remaining == 0
+        status = await stub.GetStatus(zone_pb2.GetStatusRequest())
+        assert status.state == zone_pb2.ZONE_STATE_DRAINED
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Join(zone_pb2.JoinRequest(player_id="dave"))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_kill_and_restart_restores_players_from_checkpoint(
+    redis_server: LocalRedis, redis: Redis
+) -> None:
+    env = zone_env(redis_server.url)
+    proc = ServiceProcess("tessera.zone", env, name="zone").start()
+    proc.wait_serving()
+    try:
+        async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
+            stub = zone_pb2_grpc.ZoneStub(channel)
+            joined = await stub.Join(zone_pb2.JoinRequest(player_id="erin", spawn=vec(40, 40)))
+            relay = Relay(stub)
+            await asyncio.wait_for(relay.welcome.wait(), 5)
+            relay.attach("erin")
+            for _ in range(30):
+                relay.move("erin", yaw=0.0, forward=1.0)  # north, +z
+                await asyncio.sleep(1 / 30)
+            relay.move("erin", yaw=0.0, forward=0.0)  # stop; intents persist until changed
+            await until(lambda: relay.sees("erin", joined.entity_id), what="own snapshot")
+            await asyncio.sleep(0.6)  # at least two checkpoint rounds after stopping
+            before = relay.position("erin", joined.entity_id)
+            assert before[2] > 45.0
+            await relay.close()
+        status_key = WorldKeys(WORLD).zone_status(ZONE)
+        assert await redis.exists(status_key)
+    finally:
+        proc.kill()
+
+    restarted = ServiceProcess("tessera.zone", env, name="zone").start()
+    restarted.wait_serving()
+    try:
+        async with grpc.aio.insecure_channel(restarted.grpc_address) as channel:
+            stub = zone_pb2_grpc.ZoneStub(channel)
+            status = await stub.GetStatus(zone_pb2.GetStatusRequest())
+            assert status.players == 1  # restored before any relay came back
+            again = await stub.Join(zone_pb2.JoinRequest(player_id="erin"))
+            assert again.restored and again.entity_id == joined.entity_id
+            assert again.epoch == joined.epoch
+            after = np.array([again.position.x, again.position.y, again.position.z])
+            assert np.abs(after - before).max() < 0.1
+    finally:
+        restarted.kill()
+
+
+async def test_bad_inputs_on_the_link_are_dropped_counted_and_reported(
+    zone: ServiceProcess, redis: Redis
+) -> None:
+    async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+        stub = zone_pb2_grpc.ZoneStub(channel)
+        joined = await stub.Join(zone_pb2.JoinRequest(player_id="frank", spawn=vec(0, 0)))
+        relay = Relay(stub)
+        try:
+            await asyncio.wait_for(relay.welcome.wait(), 5)
+            relay.attach("frank")
+            await until(lambda: relay.sees("frank", joined.entity_id), what="own snapshot")
+            bad = [
+                zone_pb2.PlayerInput(player_id="frank", sequence=1, move_x=math.nan),
+                zone_pb2.PlayerInput(player_id="frank", sequence=2, move_z=9.0),
+                zone_pb2.PlayerInput(player_id="stranger", sequence=1),
+            ]
+            relay.up.put_nowait(zone_pb2.ZoneLinkUp(inputs=zone_pb2.InputBatch(inputs=bad)))
+            huge = [zone_pb2.PlayerInput(player_id="frank", sequence=i) for i in range(3, 4100)]
+            relay.up.put_nowait(zone_pb2.ZoneLinkUp(inputs=zone_pb2.InputBatch(inputs=huge)))
+            kinds = {zone_pb2.PlayerEvent.INPUT_DROPPED, zone_pb2.PlayerEvent.SPEED_CLAMPED}
+            await until(lambda: {e.kind for e in relay.events} >= kinds, what="events")
+            assert {e.detail for e in relay.events} >= {"nan", "move"}
+            # The link and the tick loop live on: the clamped move still walks frank.
+            await until(lambda: relay.position("frank", joined.entity_id)[2] > 3.0, what="movement")
+        finally:
+            await relay.close()
+    url = f"http://127.0.0.1:{zone.ports['metrics_port']}/metrics"
+    body = (await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())).decode()
+    assert 'tessera_zone_inputs_rejected_total{reason="oversized"} 4097.0' in body
+    assert 'tessera_zone_inputs_rejected_total{reason="unknown_player"} 1.0' in body
+    assert 'tessera_zone_inputs_rejected_total{reason="nan"} 1.0' in body
+    assert "tessera_zone_speed_clamped_total 1.0" in body

@@ -1,0 +1,46 @@
+"""Drift-free scheduling and tick statistics."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tessera.zone.tick import Ticker, TickStats, schedule
+
+
+def test_schedule_stays_on_the_grid_and_skips_whole_missed_periods() -> None:
+    n, due, skipped = schedule(0.0, 0.1, 0, 0.05)
+    assert (n, skipped) == (1, 0) and due == pytest.approx(0.1)
+    # a late tick (ran at 0.17 instead of 0.1) does not shift tick 2
+    n, due, skipped = schedule(0.0, 0.1, 1, 0.17)
+    assert (n, skipped) == (2, 0) and due == pytest.approx(0.2)
+    # 0.35 s behind: ticks 2, 3 and 4 are skipped, tick 5 (due at 0.5) runs now
+    n, due, skipped = schedule(0.0, 0.1, 1, 0.55)
+    assert (n, skipped) == (5, 3) and due == pytest.approx(0.5)
+
+
+def test_overload_when_p99_exceeds_budget() -> None:
+    stats = TickStats(budget_s=0.01, window=100)
+    for _ in range(100):
+        stats.add(0.005)
+    assert not stats.overloaded and stats.percentile(50) == pytest.approx(0.005)
+    for _ in range(5):
+        stats.add(0.02)
+    assert stats.overloaded
+
+
+async def test_ticker_runs_at_rate_and_survives_failing_steps() -> None:
+    calls: list[int] = []
+
+    def step() -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+
+    ticker = Ticker(50, step)
+    task = asyncio.create_task(ticker.run())
+    await asyncio.sleep(0.5)
+    ticker.stop()
+    await task
+    assert 15 <= len(calls) <= 30 and ticker.errors == 1
