@@ -1,0 +1,136 @@
+{{/* Names, labels and the pod-level pieces every Tessera workload shares. */}}
+
+{{- define "tessera.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Release-scoped base name; component objects append "-<component>". */}}
+{{- define "tessera.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "auth"). */}}
+{{- define "tessera.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tessera.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "tessera.labels" -}}
+{{ include "tessera.selectorLabels" . }}
+app.kubernetes.io/part-of: tessera
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "tessera.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* Pod security: non-root (the image's uid 10001), RuntimeDefault seccomp. */}}
+{{- define "tessera.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .uid | default 10001 }}
+runAsGroup: {{ .uid | default 10001 }}
+fsGroup: {{ .uid | default 10001 }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "tessera.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Secret names. */}}
+{{- define "tessera.redisSecretName" -}}
+{{- if .Values.redis.external.enabled -}}
+{{- default (printf "%s-redis" (include "tessera.fullname" .)) .Values.redis.external.existingSecret -}}
+{{- else -}}
+{{- default (printf "%s-redis" (include "tessera.fullname" .)) .Values.redis.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tessera.redisSecretKey" -}}
+{{- if and .Values.redis.external.enabled .Values.redis.external.existingSecret -}}
+{{- .Values.redis.external.existingSecretKey -}}
+{{- else -}}
+password
+{{- end -}}
+{{- end -}}
+
+{{/* Redis URL without credentials: the bundled Service or the external URL. */}}
+{{- define "tessera.redisAddress" -}}
+{{- if .Values.redis.external.enabled -}}
+{{- .Values.redis.external.url -}}
+{{- else -}}
+{{- printf "redis://%s-redis.%s.svc:6379/0" (include "tessera.fullname" .) .Release.Namespace -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+REDIS_PASSWORD from the Secret, then TESSERA_REDIS_URL with the password
+spliced in by Kubernetes' $(VAR) expansion, so the password never sits in a spec.
+*/}}
+{{- define "tessera.redisEnv" -}}
+{{- $address := include "tessera.redisAddress" . -}}
+{{- $scheme := ternary "rediss" "redis" (hasPrefix "rediss://" $address) -}}
+{{- $rest := trimPrefix (printf "%s://" $scheme) $address -}}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "tessera.redisSecretName" . }}
+      key: {{ include "tessera.redisSecretKey" . }}
+- name: TESSERA_REDIS_URL
+  value: {{ printf "%s://:$(REDIS_PASSWORD)@%s" $scheme $rest | quote }}
+{{- end -}}
+
+{{- define "tessera.connectKeySecretName" -}}
+{{- default (printf "%s-connect-key" (include "tessera.fullname" .)) .Values.connectKey.existingSecret -}}
+{{- end -}}
+
+{{- define "tessera.signingKeySecretName" -}}
+{{- default (printf "%s-auth-signing-keys" (include "tessera.fullname" .)) .Values.auth.signingKey.existingSecret -}}
+{{- end -}}
+
+{{- define "tessera.serviceClientsSecretName" -}}
+{{- default (printf "%s-auth-service-clients" (include "tessera.fullname" .)) .Values.auth.serviceClients.existingSecret -}}
+{{- end -}}
+
+{{/*
+The value of a chart-generated Secret key: the one already in the cluster when
+there is one (so upgrades keep it), else the freshly generated candidate.
+(dict "root" $ "name" secretName "key" dataKey "candidate" plainValue)
+*/}}
+{{- define "tessera.keptSecretValue" -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .name -}}
+{{- if and $existing $existing.data (hasKey $existing.data .key) -}}
+{{- index $existing.data .key -}}
+{{- else -}}
+{{- .candidate | b64enc -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels the operator puts on every zone pod and zone Service. */}}
+{{- define "tessera.zoneSelectorLabels" -}}
+app.kubernetes.io/name: tessera-zone
+app.kubernetes.io/managed-by: tessera-operator
+{{- end -}}
