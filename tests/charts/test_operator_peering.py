@@ -1,6 +1,6 @@
 """The chart runs two operator replicas that elect a leader through kopf peering.
 kopf pauses *every* peer when two share a priority, so the replicas must get
-distinct priorities from the operator's settings (per pod, from its name)."""
+distinct priorities (each replica draws one at start-up)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from types import ModuleType
 
 import kopf
 import pytest
+
+from tessera.common.config import Env
 
 from .conftest import Render
 
@@ -34,11 +36,7 @@ def test_chart_runs_peered_replicas(render: Render) -> None:
 def test_replicas_get_distinct_peering_priorities(handlers: ModuleType) -> None:
     priorities = set()
     for pod in ("tessera-operator-7d9f8-abcde", "tessera-operator-7d9f8-fghij"):
-        config = handlers.OperatorConfig(
-            redis_url="redis://127.0.0.1:6379/0",
-            zone_redis_url="redis://127.0.0.1:6379/0",
-            instance=pod,
-        )
+        config = handlers.OperatorConfig.from_env(Env({"TESSERA_POD_NAME": pod}))
         settings = kopf.OperatorSettings()
         handlers.configure(settings, config)
         assert settings.peering.mandatory and settings.peering.clusterwide

@@ -82,10 +82,6 @@ class WorldKeys:
         """Pub/sub channel: ghost batches published by the zone for its neighbours."""
         return self.key("zone", zone, "ghosts")
 
-    def zone_control(self, zone: str) -> str:
-        """Pub/sub channel: control messages for the zone (bounds, drain)."""
-        return self.key("zone", zone, "control")
-
     @property
     def zone_map(self) -> str:
         """STRING: the serialized ZoneMap (bounds and addresses of all zones)."""
