@@ -23,6 +23,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class PortTaken(RuntimeError):
+    """redis-server could not serve on its port (exited at start-up)."""
+
+
 class LocalRedis:
     """Start, kill and restart one redis-server bound to 127.0.0.1."""
 
@@ -35,6 +39,8 @@ class LocalRedis:
         self.binary = binary
         self.dir = directory or Path(tempfile.mkdtemp(prefix="tessera-redis-"))
         self.port = port or free_port()
+        self._port_chosen = port is None
+        self._started_once = False
         self.appendonly = appendonly
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -43,7 +49,23 @@ class LocalRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> None:
-        """Start the server and wait until it answers PING."""
+        """Start the server and wait until it answers, checking it is this process
+        (not another server that took the port between choosing and binding it).
+
+        On its first start, a server whose free port was taken meanwhile moves to
+        another free port; restarts keep the port, as clients expect.
+        """
+        for attempt in range(3):
+            try:
+                self._start(timeout_s)
+                self._started_once = True
+                return
+            except PortTaken:
+                if self._started_once or not self._port_chosen or attempt == 2:
+                    raise
+                self.port = free_port()
+
+    def _start(self, timeout_s: float) -> None:
         args = [
             self.binary,
             "--port", str(self.port),
@@ -62,9 +84,9 @@ class LocalRedis:
         try:
             while True:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+                    raise PortTaken(f"redis-server on port {self.port} exited")
                 try:
-                    if client.ping():
+                    if client.info("server")["process_id"] == self.proc.pid:
                         return
                 except redis.exceptions.ConnectionError:
                     pass
