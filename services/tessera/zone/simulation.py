@@ -450,10 +450,13 @@ class Simulation:
             kind=e.kind[:n],
             team=e.team[:n],
         )
-        vals = views.sent[clients]
+        # Only due pairs take fresh values; the rest keep what the client was sent.
+        sent = views.sent.reshape(-1, COLUMNS)
+        pairs = (clients[:, None] * views.cap + np.arange(views.cap)).ravel()
+        fresh = np.flatnonzero(due & valid)
         if n:
-            np.copyto(vals, table[safe], where=due[:, :, None])
-        views.sent[clients] = vals
+            sent[pairs[fresh]] = np.take(table, safe.ravel()[fresh], axis=0)
+        vals = np.take(sent, pairs, axis=0).reshape(c, views.cap, COLUMNS)
         views.known[clients] = valid
         batch = self.encoder.encode(
             clients,

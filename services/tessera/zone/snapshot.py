@@ -137,6 +137,8 @@ class SnapshotEncoder:
         old = self.ids.shape[0]
         saved: list[npt.NDArray[Any]] = [
             self.ids,
+            self.valid,
+            self.version,
             self.vals,
             self.seq_at,
             self.next_seq,
@@ -146,6 +148,8 @@ class SnapshotEncoder:
         self._alloc(old * 2)
         fresh: list[npt.NDArray[Any]] = [
             self.ids,
+            self.valid,
+            self.version,
             self.vals,
             self.seq_at,
             self.next_seq,
@@ -212,10 +216,11 @@ class SnapshotEncoder:
         acked = self.acked[rows]
         bslot = acked % h
         has_base = (acked > 0) & (self.seq_at[rows, bslot] == acked) & (seq - acked < h)
-        bvalid = (self.valid[rows, bslot] & has_base[:, None]).ravel()
-        bvals = self.vals[rows, bslot].reshape(c * k, COLUMNS)
-
-        # Default: the baseline lines up slot by slot (same membership version).
+        # Flat index of each pair's baseline entry: slot by slot by default (same
+        # membership version), re-pointed by id for clients whose members changed.
+        bstart = (rows * h + bslot) * k
+        bidx = (bstart[:, None] + np.arange(k)).ravel()
+        bvalid = np.take(self.valid.reshape(-1), bidx) & np.repeat(has_base, k)
         bm = valid & bvalid
         still = bm.copy()
         moved = has_base.copy()
@@ -223,17 +228,22 @@ class SnapshotEncoder:
             moved &= self.version[rows, bslot] != version
         if moved.any():
             sub = np.flatnonzero(moved)
-            rowkey = (np.arange(sub.size, dtype=np.uint64) << _ROW_SHIFT)[:, None]
-            bids = self.ids[rows[sub], bslot[sub]]
-            ck = (rowkey | ids[sub]).ravel()
-            bk = (rowkey | bids).ravel()
             flat = (sub[:, None] * k + np.arange(k)).ravel()
-            pos, found = _match(bk, ck)
-            bp = sub[pos // k] * k + pos % k
-            bm[flat] = found & valid[flat] & bvalid[bp]
-            bvals[flat] = bvals[bp]  # a fresh gather, not the history; the read precedes the write
-            back, back_found = _match(ck, bk)
-            still[flat] = back_found & valid[sub[back // k] * k + back % k]
+            rowkey = (np.arange(sub.size, dtype=np.uint64) << _ROW_SHIFT)[:, None]
+            ck = (rowkey | ids[sub]).ravel()
+            bk = (rowkey | np.take(self.ids.reshape(-1), bidx[flat]).reshape(sub.size, k)).ravel()
+            cur, base = _merge_match(ck, bk)
+            sub_bvalid = bvalid[flat]
+            target = bidx[flat]
+            target[cur] = target[base]  # read before write: a fresh array
+            bidx[flat] = target
+            keep = np.zeros(flat.size, np.bool_)
+            keep[cur] = valid[flat][cur] & sub_bvalid[base]
+            bm[flat] = keep
+            stay = np.zeros(flat.size, np.bool_)
+            stay[base] = valid[flat][cur]
+            still[flat] = stay
+        bvals = np.take(self.vals.reshape(-1, COLUMNS), bidx, axis=0)
         removed = bvalid & ~still
         added = valid & ~bm
 
@@ -288,10 +298,19 @@ class SnapshotEncoder:
         )
 
 
-def _match(hay: U64, needles: U64) -> tuple[I64, Bools]:
-    """Positions of ``needles`` in the sorted ``hay`` and whether each was found."""
-    pos = np.minimum(np.searchsorted(hay, needles), hay.size - 1)
-    return pos, hay[pos] == needles
+def _merge_match(a: U64, b: U64) -> tuple[I64, I64]:
+    """Index pairs (i, j) with ``a[i] == b[j]`` of two ascending key arrays whose
+    keys are unique except for repeats of one padding key (matched at most once).
+
+    A stable sort of the concatenation is a single merge of two runs (timsort),
+    cheaper than two binary searches."""
+    n = a.size
+    both = np.concatenate((a, b))
+    order = np.argsort(both, kind="stable")
+    s = both[order]
+    first, second = order[:-1], order[1:]
+    hit = (s[1:] == s[:-1]) & (first < n) & (second >= n)
+    return first[hit], second[hit] - n
 
 
 def _change_mask(d: I32, added: Bools, valid: Bools) -> npt.NDArray[np.uint8]:
