@@ -190,9 +190,11 @@ class Simulation:
 
     def submit(self, inp: zone_pb2.PlayerInput, now_s: float) -> str | None:
         """Validate and apply one input; returns the drop reason or None."""
-        row = self.ents.row_of_player(inp.player_id)
+        player = inp.player_id
+        e = self.ents
+        row = e.row_of_player(player)
         if row is None:
-            return self._drop(inp.player_id, inputs.UNKNOWN_PLAYER, event=False)
+            return self._drop(player, inputs.UNKNOWN_PLAYER, event=False)
         cmd = inputs.check(
             sequence=inp.sequence,
             move_x=inp.move_x,
@@ -205,36 +207,36 @@ class Simulation:
             client_time_ms=inp.client_time_ms,
         )
         if isinstance(cmd, str):
-            return self._drop(inp.player_id, cmd)
-        e = self.ents
-        stale = inputs.order(cmd.sequence, int(e.last_seq[row]))
+            return self._drop(player, cmd)
+        # Scalar reads with .item() and one write per element: this runs per input.
+        stale = inputs.order(cmd.sequence, e.last_seq.item(row))
         if stale is not None:
-            return self._drop(inp.player_id, stale, event=False)
+            return self._drop(player, stale, event=False)
+        hz = self.cfg.tick_hz
         tokens = inputs.refill(
-            float(e.tokens[row]),
-            float(e.tokens_at[row]),
-            now_s,
-            rate=2.0 * self.cfg.tick_hz,
-            burst=self.cfg.tick_hz / 2,
+            e.tokens.item(row), e.tokens_at.item(row), now_s, rate=2.0 * hz, burst=hz / 2
         )
         e.tokens_at[row] = now_s
         if tokens < 1.0:
             e.tokens[row] = tokens
-            return self._drop(inp.player_id, inputs.RATE)
+            return self._drop(player, inputs.RATE)
         e.tokens[row] = tokens - 1.0
         e.last_seq[row] = cmd.sequence
-        e.move[row] = (cmd.move_x, cmd.move_z)
+        move = e.move
+        move[row, 0] = cmd.move_x
+        move[row, 1] = cmd.move_z
         e.yaw[row] = cmd.yaw
         e.pitch[row] = cmd.pitch
-        e.actions[row] |= cmd.actions
+        if cmd.actions:
+            e.actions[row] |= cmd.actions
         e.rtt_ms[row] = cmd.rtt_ms
         e.interp_ms[row] = cmd.interp_ms
         self.counts["accepted"] += 1
         if cmd.speed_excess > 0:
             self.counts["speed_clamped"] += 1
-            e.extra[int(e.id[row])].speed_clamps += 1
+            e.extra[e.id.item(row)].speed_clamps += 1
             self.events.append(
-                Event(inp.player_id, Kind.SPEED_CLAMPED, amount=cmd.speed_excess, detail="move")
+                Event(player, Kind.SPEED_CLAMPED, amount=cmd.speed_excess, detail="move")
             )
         return None
 
