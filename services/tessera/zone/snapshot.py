@@ -335,9 +335,9 @@ Section = tuple[npt.NDArray[np.uint8], npt.NDArray[np.integer], npt.NDArray[np.i
 
 def _grouped(data: npt.NDArray[Any], counts: I64) -> Section:
     """A section whose values are contiguous per client, in client order."""
-    lengths = counts * data.dtype.itemsize
+    lengths = counts * (data.dtype.itemsize * math.prod(data.shape[1:]))
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    return np.ascontiguousarray(data).view(np.uint8), starts, lengths
+    return np.ascontiguousarray(data).view(np.uint8).ravel(), starts, lengths
 
 
 def _sections(
@@ -380,11 +380,21 @@ def _sections(
         hit = (masks & bit) != 0
         sel = where[hit]
         source = d if bit in (POS8, POS16) else vals
-        packed = np.empty(sel.size, dtype)
-        for name, col in zip(dtype.names or (), cols, strict=True):
-            packed[name] = source[sel, col]
-        out.append(_grouped(packed, np.bincount(owner[hit], minlength=c)))
+        out.append(_grouped(_pack(source, sel, dtype, cols), np.bincount(owner[hit], minlength=c)))
     return out
+
+
+def _pack(source: I32, sel: I64, dtype: np.dtype[np.void], cols: tuple[int, ...]) -> Any:
+    """Wire structs of rows ``sel``: one gather of the adjacent columns, then a cast
+    (or per-field copies when the struct mixes widths)."""
+    block = source[sel, cols[0] : cols[-1] + 1]
+    widths = {dtype.fields[name][0] for name in dtype.names or ()} if dtype.fields else set()
+    if len(widths) == 1 and len(cols) == cols[-1] - cols[0] + 1:
+        return block.astype(widths.pop())
+    packed = np.empty(sel.size, dtype)
+    for name, col in zip(dtype.names or (), cols, strict=True):
+        packed[name] = block[:, col - cols[0]]
+    return packed
 
 
 def _compact(flags: Bools, present: Bools, c: int, k: int) -> Bools:
