@@ -67,15 +67,15 @@ def visible(
     return idx, dist
 
 
-def due(dist2: F64, ids: U64, tick: int, *, tiers: Tiers) -> Bools:
-    """Whether each visible entity (at squared distance ``dist2``) refreshes in this
-    tick's snapshot."""
-    phase = (ids + np.uint64(tick)).astype(np.int64)
-    out: Bools = (
-        (dist2 <= tiers.near**2)
-        | ((dist2 <= tiers.mid**2) & (phase % tiers.mid_every == 0))
-        | (phase % tiers.far_every == 0)
-    )
+def due(dist2: F64, rows: I64, entity_ids: U64, tick: int, *, tiers: Tiers) -> Bools:
+    """Whether each visible entity (entity row ``rows``, at squared distance
+    ``dist2``) refreshes in this tick's snapshot. The id-staggered phases are
+    computed once per entity, then gathered per pair."""
+    phase = (entity_ids + np.uint64(tick)).astype(np.int64)
+    code = ((phase % tiers.mid_every == 0) | ((phase % tiers.far_every == 0) << 1)).astype(np.uint8)
+    pair = code[rows]
+    out: Bools = (dist2 <= tiers.near**2) | (pair >= 2)
+    out |= (dist2 <= tiers.mid**2) & ((pair & 1) != 0)
     return out
 
 

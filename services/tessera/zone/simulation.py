@@ -439,7 +439,8 @@ class Simulation:
         safe = np.where(valid, rows, 0)
         dx = e.pos[:n, 0][safe] - viewers[:, 0, None] if n else np.zeros(safe.shape)
         dz = e.pos[:n, 2][safe] - viewers[:, 1, None] if n else np.zeros(safe.shape)
-        due = interest.due(dx * dx + dz * dz, ids, beat, tiers=tiers) | ~views.known[clients]
+        due = interest.due(dx * dx + dz * dz, safe, e.id[:n], beat, tiers=tiers)
+        due |= ~views.known[clients]
         aoi_s = time.perf_counter() - started
         started = time.perf_counter()
         table = quantize(

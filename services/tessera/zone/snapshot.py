@@ -262,10 +262,10 @@ class SnapshotEncoder:
             bvalid=bvalid,
             valid=valid,
         )
-        n_base = bvalid.reshape(c, k).sum(1)
-        n = valid.reshape(c, k).sum(1)
-        n_added = added.reshape(c, k).sum(1)
-        n_changed = (mask != 0).reshape(c, k).sum(1)
+        n_base = np.count_nonzero(bvalid.reshape(c, k), axis=1)
+        n = np.count_nonzero(valid.reshape(c, k), axis=1)
+        n_added = np.count_nonzero(added.reshape(c, k), axis=1)
+        n_changed = np.count_nonzero(mask.reshape(c, k), axis=1)
         head = np.zeros(c, HEADER)
         head["version"] = VERSION
         head["flags"] = np.where(has_base, 0, FLAG_FULL)
@@ -360,16 +360,18 @@ def _sections(
         (
             np.packbits(_compact(removed, bvalid, c, k), axis=1, bitorder="little").ravel(),
             rowstart,
-            (bvalid.reshape(c, k).sum(1) + 7) // 8,
+            (np.count_nonzero(bvalid.reshape(c, k), axis=1) + 7) // 8,
         )
     )
-    out.append(_grouped(ids.ravel()[added].astype("<u8"), added.reshape(c, k).sum(1)))
+    out.append(
+        _grouped(ids.ravel()[added].astype("<u8"), np.count_nonzero(added.reshape(c, k), axis=1))
+    )
     changed = mask != 0
     out.append(
         (
             np.packbits(_compact(changed, valid, c, k), axis=1, bitorder="little").ravel(),
             rowstart,
-            (valid.reshape(c, k).sum(1) + 7) // 8,
+            (np.count_nonzero(valid.reshape(c, k), axis=1) + 7) // 8,
         )
     )
     where = np.flatnonzero(changed)
