@@ -353,27 +353,12 @@ def _sections(
     bvalid: Bools,
     valid: Bools,
 ) -> list[Section]:
-    stride = (k + 7) // 8
-    rowstart = np.arange(c) * stride
-    out: list[Section] = []
-    out.append(
-        (
-            np.packbits(_compact(removed, bvalid, c, k), axis=1, bitorder="little").ravel(),
-            rowstart,
-            (np.count_nonzero(bvalid.reshape(c, k), axis=1) + 7) // 8,
-        )
-    )
+    out: list[Section] = [_bitmap(removed, bvalid, c, k)]
     out.append(
         _grouped(ids.ravel()[added].astype("<u8"), np.count_nonzero(added.reshape(c, k), axis=1))
     )
     changed = mask != 0
-    out.append(
-        (
-            np.packbits(_compact(changed, valid, c, k), axis=1, bitorder="little").ravel(),
-            rowstart,
-            (np.count_nonzero(valid.reshape(c, k), axis=1) + 7) // 8,
-        )
-    )
+    out.append(_bitmap(changed, valid, c, k))
     where = np.flatnonzero(changed)
     masks = mask[where]
     owner = where // k
@@ -399,38 +384,34 @@ def _pack(source: I32, sel: I64, dtype: np.dtype[np.void], cols: tuple[int, ...]
     return packed
 
 
-def _compact(flags: Bools, present: Bools, c: int, k: int) -> Bools:
-    """Per client, ``flags`` of the present entries only, moved to the front of the row."""
+def _bitmap(flags: Bools, present: Bools, c: int, k: int) -> Section:
+    """Per client, ``flags`` of its present entries as an LSB-first bitmap padded
+    to whole bytes; all clients' bitmaps back to back."""
     grid = present.reshape(c, k)
     if grid.all():
-        return flags.reshape(c, k)
-    out = np.zeros((c, k), np.bool_)
-    rank = np.cumsum(grid, axis=1) - 1
-    row = np.broadcast_to(np.arange(c)[:, None], (c, k))
-    out[row[grid], rank[grid]] = flags.reshape(c, k)[grid]
-    return out
+        packed = np.packbits(flags.reshape(c, k), axis=1, bitorder="little")
+        return packed.ravel(), np.arange(c) * packed.shape[1], np.full(c, packed.shape[1])
+    counts = np.count_nonzero(grid, axis=1)
+    nbytes = (counts + 7) // 8
+    starts = np.concatenate(([0], np.cumsum(nbytes)[:-1]))
+    first = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    bits = np.zeros(int(nbytes.sum()) * 8, np.bool_)
+    at = np.repeat(starts * 8 - first, counts) + np.arange(int(counts.sum()))
+    bits[at] = flags[present]
+    return np.packbits(bits, bitorder="little"), starts, nbytes
 
 
 def _assemble(sections: list[Section], c: int) -> list[bytes]:
-    """Scatter every section's per-client slices into one buffer; split per client."""
+    """Interleave the sections' per-client runs client by client into one buffer
+    (a single gather of runs); split it per client."""
     lengths = np.stack([s[2] for s in sections]).astype(np.int64)  # (S, C)
-    totals = lengths.sum(0)
-    client_off = np.concatenate(([0], np.cumsum(totals)[:-1]))
-    within = np.cumsum(lengths, axis=0) - lengths
-    buf = np.empty(int(totals.sum()), np.uint8)
-    for (data, src_start, raw_length), dst_rel in zip(sections, within, strict=True):
-        length = raw_length.astype(np.int64)
-        count = int(length.sum())
-        if count == 0:
-            continue
-        run_start = np.concatenate(([0], np.cumsum(length)[:-1]))
-        dst = np.repeat(client_off + dst_rel - run_start, length) + np.arange(count)
-        if np.array_equal(src_start, run_start):  # packed back to back: copy as is
-            buf[dst] = data[:count]
-        else:
-            buf[dst] = data[
-                np.repeat(np.asarray(src_start, np.int64) - run_start, length) + np.arange(count)
-            ]
-    raw = buf.tobytes()
-    ends = client_off + totals
-    return [raw[a:b] for a, b in zip(client_off.tolist(), ends.tolist(), strict=True)]
+    base = np.cumsum([0] + [s[0].size for s in sections[:-1]])
+    src = np.stack([np.asarray(s[1], np.int64) for s in sections]) + base[:, None]
+    run_len = lengths.T.ravel()  # runs in output order: client-major
+    run_src = src.T.ravel()
+    run_dst = np.cumsum(run_len) - run_len
+    total = int(run_len.sum())
+    data = np.concatenate([s[0] for s in sections])
+    raw = data[np.repeat(run_src - run_dst, run_len) + np.arange(total)].tobytes()
+    bounds = np.append(run_dst[:: len(sections)], total).tolist()
+    return [raw[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
