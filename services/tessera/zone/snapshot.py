@@ -15,6 +15,7 @@ every payload is scattered into one byte buffer. Entity ids must stay below
 
 from __future__ import annotations
 
+import itertools
 import math
 import secrets
 from dataclasses import dataclass
@@ -414,4 +415,4 @@ def _assemble(sections: list[Section], c: int) -> list[bytes]:
     data = np.concatenate([s[0] for s in sections])
     raw = data[np.repeat(run_src - run_dst, run_len) + np.arange(total)].tobytes()
     bounds = np.append(run_dst[:: len(sections)], total).tolist()
-    return [raw[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [raw[a:b] for a, b in itertools.pairwise(bounds)]
