@@ -127,7 +127,9 @@ class Views:
         needles = (rowkey | ids).ravel()
         pos = np.minimum(np.searchsorted(hay, needles), hay.size - 1)
         found = (hay[pos] == needles) & self.known[clients].ravel()[pos]
-        self.sent[clients] = self.sent[clients].reshape(c * k, -1)[pos].reshape(c, k, -1)
+        rows_of = np.dtype((np.void, self.columns * self.sent.itemsize))  # one element per row
+        carried = np.take(self.sent[clients].reshape(c * k, -1).view(rows_of).ravel(), pos)
+        self.sent[clients] = carried.view(self.sent.dtype).reshape(c, k, -1)
         self.known[clients] = found.reshape(c, k) & (ids != self.pad)
         self.ids[clients] = ids
         self.rows[clients] = rows

@@ -15,7 +15,6 @@ every payload is scattered into one byte buffer. Entity ids must stay below
 
 from __future__ import annotations
 
-import itertools
 import math
 import secrets
 from dataclasses import dataclass
@@ -365,10 +364,10 @@ def _sections(
     owner = where // k
     out.append(_grouped(masks, np.bincount(owner, minlength=c)))
     for bit, dtype, cols in FIELDS:
-        hit = (masks & bit) != 0
-        sel = where[hit]
+        hit = np.flatnonzero(masks & bit)
         source = d if bit in (POS8, POS16) else vals
-        out.append(_grouped(_pack(source, sel, dtype, cols), np.bincount(owner[hit], minlength=c)))
+        counts = np.bincount(owner[hit], minlength=c)
+        out.append(_grouped(_pack(source, where[hit], dtype, cols), counts))
     return out
 
 
@@ -403,16 +402,25 @@ def _bitmap(flags: Bools, present: Bools, c: int, k: int) -> Section:
 
 
 def _assemble(sections: list[Section], c: int) -> list[bytes]:
-    """Interleave the sections' per-client runs client by client into one buffer
-    (a single gather of runs); split it per client."""
+    """Scatter every section's per-client slices into one buffer; split per client."""
     lengths = np.stack([s[2] for s in sections]).astype(np.int64)  # (S, C)
-    base = np.cumsum([0] + [s[0].size for s in sections[:-1]])
-    src = np.stack([np.asarray(s[1], np.int64) for s in sections]) + base[:, None]
-    run_len = lengths.T.ravel()  # runs in output order: client-major
-    run_src = src.T.ravel()
-    run_dst = np.cumsum(run_len) - run_len
-    total = int(run_len.sum())
-    data = np.concatenate([s[0] for s in sections])
-    raw = data[np.repeat(run_src - run_dst, run_len) + np.arange(total)].tobytes()
-    bounds = np.append(run_dst[:: len(sections)], total).tolist()
-    return [raw[a:b] for a, b in itertools.pairwise(bounds)]
+    totals = lengths.sum(0)
+    client_off = np.concatenate(([0], np.cumsum(totals)[:-1]))
+    within = np.cumsum(lengths, axis=0) - lengths
+    buf = np.empty(int(totals.sum()), np.uint8)
+    for (data, src_start, raw_length), dst_rel in zip(sections, within, strict=True):
+        length = raw_length.astype(np.int64)
+        count = int(length.sum())
+        if count == 0:
+            continue
+        run_start = np.concatenate(([0], np.cumsum(length)[:-1]))
+        dst = np.repeat(client_off + dst_rel - run_start, length) + np.arange(count)
+        if np.array_equal(src_start, run_start):  # packed back to back: copy as is
+            buf[dst] = data[:count]
+        else:
+            buf[dst] = data[
+                np.repeat(np.asarray(src_start, np.int64) - run_start, length) + np.arange(count)
+            ]
+    raw = buf.tobytes()
+    ends = client_off + totals
+    return [raw[a:b] for a, b in zip(client_off.tolist(), ends.tolist(), strict=True)]
