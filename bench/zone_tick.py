@@ -118,8 +118,7 @@ def run(
         began = time.perf_counter()
         cpu = time.thread_time()
         now = time.monotonic()
-        for m in msgs:
-            sim.submit(m, now)
+        sim.submit_many(msgs, now)
         submitted = time.perf_counter()
         frame = sim.step()
         ended = time.perf_counter()
