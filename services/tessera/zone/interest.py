@@ -22,6 +22,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.spatial import cKDTree
 
+from tessera.zone.snapshot import row_view
+
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
@@ -127,8 +129,7 @@ class Views:
         needles = (rowkey | ids).ravel()
         pos = np.minimum(np.searchsorted(hay, needles), hay.size - 1)
         found = (hay[pos] == needles) & self.known[clients].ravel()[pos]
-        rows_of = np.dtype((np.void, self.columns * self.sent.itemsize))  # one element per row
-        carried = np.take(self.sent[clients].reshape(c * k, -1).view(rows_of).ravel(), pos)
+        carried = np.take(row_view(self.sent[clients].reshape(c * k, -1)), pos)
         self.sent[clients] = carried.view(self.sent.dtype).reshape(c, k, -1)
         self.known[clients] = found.reshape(c, k) & (ids != self.pad)
         self.ids[clients] = ids

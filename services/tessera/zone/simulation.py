@@ -35,7 +35,7 @@ from tessera.zone.entities import (
 )
 from tessera.zone.movement import Rect, desired_velocity, integrate
 from tessera.zone.npc import think
-from tessera.zone.snapshot import PAD, EncodedBatch, SnapshotEncoder, quantize
+from tessera.zone.snapshot import PAD, EncodedBatch, SnapshotEncoder, quantize, row_view
 
 Kind = zone_pb2.PlayerEvent.Kind
 I64 = npt.NDArray[np.int64]
@@ -549,7 +549,7 @@ class Simulation:
         pairs = (clients[:, None] * views.cap + np.arange(views.cap)).ravel()
         fresh = np.flatnonzero(due & valid)
         if n:
-            sent[pairs[fresh]] = np.take(table, safe.ravel()[fresh], axis=0)
+            row_view(sent)[pairs[fresh]] = np.take(row_view(table), safe.ravel()[fresh])
         vals = np.take(sent, pairs, axis=0).reshape(c, views.cap, COLUMNS)
         views.known[clients] = valid
         batch = self.encoder.encode(

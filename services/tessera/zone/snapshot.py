@@ -94,6 +94,14 @@ def quantize(
     return out
 
 
+def row_view(a: npt.NDArray[Any]) -> npt.NDArray[np.void]:
+    """A C-contiguous array's rows (first axis) as single opaque elements: moving
+    whole rows by fancy index is then one copy per row instead of per value."""
+    width = a.itemsize * math.prod(a.shape[1:])
+    out: npt.NDArray[np.void] = a.reshape(a.shape[0], -1).view(np.dtype((np.void, width)))
+    return out.reshape(a.shape[0])
+
+
 @dataclass(frozen=True)
 class EncodedBatch:
     """Payloads of one tick, aligned with the client rows passed in."""
@@ -372,15 +380,25 @@ def _sections(
 
 
 def _pack(source: I32, sel: I64, dtype: np.dtype[np.void], cols: tuple[int, ...]) -> Any:
-    """Wire structs of rows ``sel``: one gather of the adjacent columns, then a cast
-    (or per-field copies when the struct mixes widths)."""
-    block = source[sel, cols[0] : cols[-1] + 1]
+    """Wire structs of rows ``sel``: the adjacent columns of each row gathered as
+    one opaque element (a strided void view), then cast (or copied per field
+    when the struct mixes widths)."""
+    first, width = cols[0], cols[-1] - cols[0] + 1
+    source = np.ascontiguousarray(source)
+    view: npt.NDArray[np.void] = np.ndarray(
+        (source.shape[0],),
+        dtype=np.dtype((np.void, width * source.itemsize)),
+        buffer=source,
+        offset=first * source.itemsize,
+        strides=(source.strides[0],),
+    )
+    block = np.take(view, sel).view(source.dtype).reshape(sel.size, width)
     widths = {dtype.fields[name][0] for name in dtype.names or ()} if dtype.fields else set()
-    if len(widths) == 1 and len(cols) == cols[-1] - cols[0] + 1:
+    if len(widths) == 1 and len(cols) == width:
         return block.astype(widths.pop())
     packed = np.empty(sel.size, dtype)
     for name, col in zip(dtype.names or (), cols, strict=True):
-        packed[name] = block[:, col - cols[0]]
+        packed[name] = block[:, col - first]
     return packed
 
 
