@@ -185,7 +185,8 @@ def main() -> None:
     records = []
     header = (
         f"{'players':>7} {'hz':>3} {'snap':>4} {'tick p50':>9} {'tick p99':>9} {'aoi p50':>8} "
-        f"{'enc p50':>8} {'cpu p50':>8} {'cpu p99':>8} {'visible':>7} {'B/client/s':>10} {'delta/full':>10}"
+        f"{'enc p50':>8} {'cpu p50':>8} {'cpu p99':>8} {'visible':>7} "
+        f"{'B/client/s':>10} {'delta/full':>10}"
     )
     print(header)
     runs = [
