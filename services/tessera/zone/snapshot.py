@@ -371,7 +371,12 @@ def _sections(
     masks = mask[where]
     owner = where // k
     out.append(_grouped(masks, np.bincount(owner, minlength=c)))
+    present = int(np.bitwise_or.reduce(masks)) if masks.size else 0
+    none = np.zeros(c, np.int64)
     for bit, dtype, cols in FIELDS:
+        if not present & bit:  # no client has this field group this tick
+            out.append((np.zeros(0, np.uint8), none, none))
+            continue
         hit = np.flatnonzero(masks & bit)
         source = d if bit in (POS8, POS16) else vals
         counts = np.bincount(owner[hit], minlength=c)
