@@ -247,31 +247,26 @@ class Simulation:
         input per player per tick: the normal batch); otherwise one at a time."""
         e = self.ents
         players, index = e.players, e.index
-        fields = [
-            (
-                i.player_id,
-                i.sequence,
-                i.actions,
-                i.move_x,
-                i.move_z,
-                i.yaw,
-                i.pitch,
-                i.rtt_ms,
-                i.interp_delay_ms,
-                i.client_time_ms,
-            )
-            for i in batch
-        ]
-        rows = [index.get(players.get(f[0], -1), -1) for f in fields]
-        if not fields or -1 in rows or len(set(rows)) < len(rows):
+        # One flat list per field, not a tuple per input: thousands of live tuples
+        # would trigger a garbage collection pass inside every tick.
+        names = [i.player_id for i in batch]
+        rows = [index.get(players.get(name, -1), -1) for name in names]
+        if not names or -1 in rows or len(set(rows)) < len(rows):
             for one in batch:
                 self.submit(one, now_s)
             return
-        cols = list(zip(*fields, strict=True))
         r = np.array(rows, np.int64)
-        seq = np.array(cols[1], np.int64)
-        actions = np.array(cols[2], np.int64)
-        mx, mz, yaw, pitch, rtt, interp, client_ms = np.array(cols[3:], np.float64)
+        seq = np.array([i.sequence for i in batch], np.int64)
+        actions = np.array([i.actions for i in batch], np.int64)
+        mx, mz, yaw, pitch, rtt, interp, client_ms = (
+            np.array([i.move_x for i in batch], np.float64),
+            np.array([i.move_z for i in batch], np.float64),
+            np.array([i.yaw for i in batch], np.float64),
+            np.array([i.pitch for i in batch], np.float64),
+            np.array([i.rtt_ms for i in batch], np.float64),
+            np.array([i.interp_delay_ms for i in batch], np.float64),
+            np.array([i.client_time_ms for i in batch], np.float64),
+        )
         nan = ~(np.isfinite(mx + mz + yaw + pitch + rtt + interp) & np.isfinite(client_ms))
         bad = nan | (
             (np.abs(yaw) > 2 * math.pi + 1e-6)
@@ -320,7 +315,7 @@ class Simulation:
                 reason[i] = inputs.DUPLICATE if seq[i] == last[i] else inputs.OUT_OF_ORDER
         excess = dict(zip(ok[over].tolist(), (length[over] - 1.0).tolist(), strict=True))
         for i in sorted(reason.keys() | excess.keys()):
-            player = fields[i][0]
+            player = names[i]
             if i in reason:
                 why = reason[i]
                 self._drop(player, why, event=why not in (inputs.DUPLICATE, inputs.OUT_OF_ORDER))
