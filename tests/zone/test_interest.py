@@ -29,9 +29,10 @@ def test_recent_combat_outranks_a_closer_idle_entity() -> None:
 
 def test_tiers_refresh_every_tick_third_and_sixth() -> None:
     tiers = Tiers()
-    ids = np.arange(6, dtype=np.uint64)[None, :].repeat(3, axis=0)
+    ids = np.arange(6, dtype=np.uint64) + np.uint64(1000)
+    rows = np.arange(6)[None, :].repeat(3, axis=0)
     dist = np.array([[10.0] * 6, [70.0] * 6, [150.0] * 6])
     counts = np.zeros(3)
     for tick in range(6):
-        counts += due(dist**2, ids, tick, tiers=tiers).sum(axis=1)
+        counts += due(dist**2, rows, ids, tick, tiers=tiers).sum(axis=1)
     assert counts.tolist() == [36, 12, 6]

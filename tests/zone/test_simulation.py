@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tessera.client.snapshot import SnapshotReceiver
 from tessera.common.config import Env
@@ -149,3 +151,50 @@ def test_adopt_restores_state_clamped_into_the_area() -> None:
     assert sim.ents.extra[77].epoch == 4 and sim.ents.extra[77].restored
     assert sim.submit(inp("h", 12), 0.0) == inputs.DUPLICATE
     assert sim.export_player("h", "z").health == 40.0
+
+
+_INTENTS = ("last_seq", "move", "yaw", "pitch", "actions", "rtt_ms", "interp_ms", "tokens")
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), duplicates=st.booleans())
+def test_submit_many_matches_one_at_a_time(seed: int, duplicates: bool) -> None:
+    rng = np.random.default_rng(seed)
+    one, many = make(), make()
+    names = [f"p{i}" for i in range(6)]
+    for sim in (one, many):
+        for i, name in enumerate(names):
+            sim.add_player(entity_id=i + 1, player_id=name, pos=(0.0, 0.0, 0.0), team=0)
+        sim.ents.tokens[:] = 1.2  # a nearly empty bucket, so the rate limit is exercised
+    specials = [math.nan, math.inf, -7.0, 1.5, 0.0, 3.0, 2 * math.pi + 1.0]
+    now = 100.0
+    for tick in range(8):
+        now += float(rng.choice([0.0, 0.0, 0.001, 0.034, 1.0]))
+        chosen = rng.choice(names, int(rng.integers(1, 7)), replace=duplicates)
+        batch = []
+        for name in chosen.tolist():
+            vals = rng.uniform(-1.2, 1.2, 6)
+            odd = rng.random(6) < 0.1
+            vals[odd] = rng.choice(specials, int(odd.sum()))
+            batch.append(
+                zone_pb2.PlayerInput(
+                    player_id=name,
+                    sequence=int(rng.integers(0, 4) + 2 * tick),
+                    move_x=vals[0],
+                    move_z=vals[1],
+                    yaw=vals[2] * 5,
+                    pitch=vals[3],
+                    rtt_ms=abs(vals[4]) * 200,
+                    interp_delay_ms=float(rng.choice([0.0, 100.0, -1.0])),
+                    actions=int(rng.choice([0, 1, 2, 4, 8])),
+                    client_time_ms=vals[5],
+                )
+            )
+        for item in batch:
+            one.submit(item, now)
+        many.submit_many(batch, now)
+        for name in _INTENTS:
+            np.testing.assert_array_equal(getattr(many.ents, name), getattr(one.ents, name))
+        assert many.counts == one.counts
+        assert many.events == one.events
+    assert one.counts["accepted"] > 0

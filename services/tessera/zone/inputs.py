@@ -44,6 +44,9 @@ class Command(NamedTuple):
     speed_excess: float  # how far |move| exceeded 1 before clamping (0 if it did not)
 
 
+_command = Command._make  # positional construction: a third of the cost of keywords
+
+
 def check(
     *,
     sequence: int,
@@ -77,16 +80,18 @@ def check(
     if length > 1.0 + 1e-6:
         excess = length - 1.0
         move_x, move_z = move_x / length, move_z / length
-    return Command(
-        sequence=sequence,
-        move_x=move_x,
-        move_z=move_z,
-        yaw=math.remainder(yaw, 2 * math.pi),
-        pitch=pitch,
-        actions=actions,
-        rtt_ms=rtt_ms,
-        interp_ms=interp_ms or 100.0,
-        speed_excess=excess,
+    return _command(
+        (
+            sequence,
+            move_x,
+            move_z,
+            math.remainder(yaw, 2 * math.pi),
+            pitch,
+            actions,
+            rtt_ms,
+            interp_ms or 100.0,
+            excess,
+        )
     )
 
 

@@ -22,6 +22,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.spatial import cKDTree
 
+from tessera.zone.snapshot import row_view
+
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
@@ -67,15 +69,15 @@ def visible(
     return idx, dist
 
 
-def due(dist2: F64, ids: U64, tick: int, *, tiers: Tiers) -> Bools:
-    """Whether each visible entity (at squared distance ``dist2``) refreshes in this
-    tick's snapshot."""
-    phase = (ids + np.uint64(tick)).astype(np.int64)
-    out: Bools = (
-        (dist2 <= tiers.near**2)
-        | ((dist2 <= tiers.mid**2) & (phase % tiers.mid_every == 0))
-        | (phase % tiers.far_every == 0)
-    )
+def due(dist2: F64, rows: I64, entity_ids: U64, tick: int, *, tiers: Tiers) -> Bools:
+    """Whether each visible entity (entity row ``rows``, at squared distance
+    ``dist2``) refreshes in this tick's snapshot. The id-staggered phases are
+    computed once per entity, then gathered per pair."""
+    phase = (entity_ids + np.uint64(tick)).astype(np.int64)
+    code = ((phase % tiers.mid_every == 0) | ((phase % tiers.far_every == 0) << 1)).astype(np.uint8)
+    pair = code[rows]
+    out: Bools = (dist2 <= tiers.near**2) | (pair >= 2)
+    out |= (dist2 <= tiers.mid**2) & ((pair & 1) != 0)
     return out
 
 
@@ -127,7 +129,8 @@ class Views:
         needles = (rowkey | ids).ravel()
         pos = np.minimum(np.searchsorted(hay, needles), hay.size - 1)
         found = (hay[pos] == needles) & self.known[clients].ravel()[pos]
-        self.sent[clients] = self.sent[clients].reshape(c * k, -1)[pos].reshape(c, k, -1)
+        carried = np.take(row_view(self.sent[clients].reshape(c * k, -1)), pos)
+        self.sent[clients] = carried.view(self.sent.dtype).reshape(c, k, -1)
         self.known[clients] = found.reshape(c, k) & (ids != self.pad)
         self.ids[clients] = ids
         self.rows[clients] = rows

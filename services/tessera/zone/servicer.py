@@ -319,6 +319,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             log.warning("oversized input batch", extra={"link": link.id, "n": len(batch.inputs)})
             return
         now = time.monotonic()
+        attached = []
         for inp in batch.inputs:
             if inp.player_id not in link.players:
                 reason = (
@@ -328,7 +329,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 )
                 metrics.INPUTS_REJECTED.labels(reason).inc()
                 continue
-            self.sim.submit(inp, now)
+            attached.append(inp)
+        self.sim.submit_many(attached, now)
         for ack in batch.acks:
             if ack.player_id in link.players:
                 self.sim.ack(ack.player_id, ack.stream, ack.sequence)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +35,7 @@ from tessera.zone.entities import (
 )
 from tessera.zone.movement import Rect, desired_velocity, integrate
 from tessera.zone.npc import think
-from tessera.zone.snapshot import PAD, EncodedBatch, SnapshotEncoder, quantize
+from tessera.zone.snapshot import PAD, EncodedBatch, SnapshotEncoder, quantize, row_view
 
 Kind = zone_pb2.PlayerEvent.Kind
 I64 = npt.NDArray[np.int64]
@@ -190,9 +191,11 @@ class Simulation:
 
     def submit(self, inp: zone_pb2.PlayerInput, now_s: float) -> str | None:
         """Validate and apply one input; returns the drop reason or None."""
-        row = self.ents.row_of_player(inp.player_id)
+        player = inp.player_id
+        e = self.ents
+        row = e.row_of_player(player)
         if row is None:
-            return self._drop(inp.player_id, inputs.UNKNOWN_PLAYER, event=False)
+            return self._drop(player, inputs.UNKNOWN_PLAYER, event=False)
         cmd = inputs.check(
             sequence=inp.sequence,
             move_x=inp.move_x,
@@ -205,38 +208,123 @@ class Simulation:
             client_time_ms=inp.client_time_ms,
         )
         if isinstance(cmd, str):
-            return self._drop(inp.player_id, cmd)
-        e = self.ents
-        stale = inputs.order(cmd.sequence, int(e.last_seq[row]))
+            return self._drop(player, cmd)
+        # Scalar reads with .item() and one write per element: this runs per input.
+        stale = inputs.order(cmd.sequence, e.last_seq.item(row))
         if stale is not None:
-            return self._drop(inp.player_id, stale, event=False)
+            return self._drop(player, stale, event=False)
+        hz = self.cfg.tick_hz
         tokens = inputs.refill(
-            float(e.tokens[row]),
-            float(e.tokens_at[row]),
-            now_s,
-            rate=2.0 * self.cfg.tick_hz,
-            burst=self.cfg.tick_hz / 2,
+            e.tokens.item(row), e.tokens_at.item(row), now_s, rate=2.0 * hz, burst=hz / 2
         )
         e.tokens_at[row] = now_s
         if tokens < 1.0:
             e.tokens[row] = tokens
-            return self._drop(inp.player_id, inputs.RATE)
+            return self._drop(player, inputs.RATE)
         e.tokens[row] = tokens - 1.0
         e.last_seq[row] = cmd.sequence
-        e.move[row] = (cmd.move_x, cmd.move_z)
+        move = e.move
+        move[row, 0] = cmd.move_x
+        move[row, 1] = cmd.move_z
         e.yaw[row] = cmd.yaw
         e.pitch[row] = cmd.pitch
-        e.actions[row] |= cmd.actions
+        if cmd.actions:
+            e.actions[row] |= cmd.actions
         e.rtt_ms[row] = cmd.rtt_ms
         e.interp_ms[row] = cmd.interp_ms
         self.counts["accepted"] += 1
         if cmd.speed_excess > 0:
             self.counts["speed_clamped"] += 1
-            e.extra[int(e.id[row])].speed_clamps += 1
+            e.extra[e.id.item(row)].speed_clamps += 1
             self.events.append(
-                Event(inp.player_id, Kind.SPEED_CLAMPED, amount=cmd.speed_excess, detail="move")
+                Event(player, Kind.SPEED_CLAMPED, amount=cmd.speed_excess, detail="move")
             )
         return None
+
+    def submit_many(self, batch: Sequence[zone_pb2.PlayerInput], now_s: float) -> None:
+        """Validate and apply inputs with the same outcome as ``submit`` on each in
+        order. Vectorised when every input names a different present player (one
+        input per player per tick: the normal batch); otherwise one at a time."""
+        e = self.ents
+        players, index = e.players, e.index
+        # One flat list per field, not a tuple per input: thousands of live tuples
+        # would trigger a garbage collection pass inside every tick.
+        names = [i.player_id for i in batch]
+        rows = [index.get(players.get(name, -1), -1) for name in names]
+        if not names or -1 in rows or len(set(rows)) < len(rows):
+            for one in batch:
+                self.submit(one, now_s)
+            return
+        r = np.array(rows, np.int64)
+        seq = np.array([i.sequence for i in batch], np.int64)
+        actions = np.array([i.actions for i in batch], np.int64)
+        mx, mz, yaw, pitch, rtt, interp, client_ms = (
+            np.array([i.move_x for i in batch], np.float64),
+            np.array([i.move_z for i in batch], np.float64),
+            np.array([i.yaw for i in batch], np.float64),
+            np.array([i.pitch for i in batch], np.float64),
+            np.array([i.rtt_ms for i in batch], np.float64),
+            np.array([i.interp_delay_ms for i in batch], np.float64),
+            np.array([i.client_time_ms for i in batch], np.float64),
+        )
+        nan = ~(np.isfinite(mx + mz + yaw + pitch + rtt + interp) & np.isfinite(client_ms))
+        bad = nan | (
+            (np.abs(yaw) > 2 * math.pi + 1e-6)
+            | (np.abs(pitch) > math.pi / 2 + 1e-6)
+            | ((actions & ~inputs.ACTIONS) != 0)
+            | ~((rtt >= 0.0) & (rtt <= inputs.MAX_RTT_MS))
+            | ~((interp >= 0.0) & (interp <= inputs.MAX_INTERP_MS))
+            | (seq <= 0)
+        )
+        last = e.last_seq[r]
+        stale = ~bad & (seq <= last)
+        reach = np.flatnonzero(~bad & ~stale)  # inputs that get to the token bucket
+        hz = self.cfg.tick_hz
+        rr = r[reach]
+        tokens = np.minimum(
+            hz / 2, e.tokens[rr] + np.maximum(0.0, now_s - e.tokens_at[rr]) * (2.0 * hz)
+        )
+        e.tokens_at[rr] = now_s
+        starved = tokens < 1.0
+        e.tokens[rr] = np.where(starved, tokens, tokens - 1.0)
+        ok = reach[~starved]
+        ra = r[ok]
+        length = np.hypot(mx[ok], mz[ok])
+        over = length > 1.0 + 1e-6
+        for j in np.flatnonzero(over).tolist():  # rare: the scalar path's exact hypot
+            length[j] = math.hypot(mx[ok[j]], mz[ok[j]])
+        scale = np.where(over, length, 1.0)
+        e.last_seq[ra] = seq[ok]
+        e.move[ra, 0] = mx[ok] / scale
+        e.move[ra, 1] = mz[ok] / scale
+        turn = 2 * math.pi
+        e.yaw[ra] = yaw[ok] - turn * np.rint(yaw[ok] / turn)  # math.remainder, exact here
+        e.pitch[ra] = pitch[ok]
+        e.actions[ra] |= actions[ok].astype(e.actions.dtype)
+        e.rtt_ms[ra] = rtt[ok]
+        e.interp_ms[ra] = np.where(interp[ok] == 0.0, 100.0, interp[ok])
+        self.counts["accepted"] += int(ok.size)
+        # The rare outcomes (drops, clamped speed) one by one, in input order.
+        reason: dict[int, str] = {int(i): inputs.RATE for i in reach[starved]}
+        for i in np.flatnonzero(bad | stale).tolist():
+            if nan[i]:
+                reason[i] = inputs.NAN
+            elif bad[i]:
+                reason[i] = inputs.RANGE
+            else:
+                reason[i] = inputs.DUPLICATE if seq[i] == last[i] else inputs.OUT_OF_ORDER
+        excess = dict(zip(ok[over].tolist(), (length[over] - 1.0).tolist(), strict=True))
+        for i in sorted(reason.keys() | excess.keys()):
+            player = names[i]
+            if i in reason:
+                why = reason[i]
+                self._drop(player, why, event=why not in (inputs.DUPLICATE, inputs.OUT_OF_ORDER))
+            else:
+                self.counts["speed_clamped"] += 1
+                e.extra[e.id.item(rows[i])].speed_clamps += 1
+                self.events.append(
+                    Event(player, Kind.SPEED_CLAMPED, amount=excess[i], detail="move")
+                )
 
     def _drop(self, player_id: str, reason: str, *, event: bool = True) -> str:
         """Count a dropped input; tell the player at most once per reason per second."""
@@ -437,7 +525,8 @@ class Simulation:
         safe = np.where(valid, rows, 0)
         dx = e.pos[:n, 0][safe] - viewers[:, 0, None] if n else np.zeros(safe.shape)
         dz = e.pos[:n, 2][safe] - viewers[:, 1, None] if n else np.zeros(safe.shape)
-        due = interest.due(dx * dx + dz * dz, ids, beat, tiers=tiers) | ~views.known[clients]
+        due = interest.due(dx * dx + dz * dz, safe, e.id[:n], beat, tiers=tiers)
+        due |= ~views.known[clients]
         aoi_s = time.perf_counter() - started
         started = time.perf_counter()
         table = quantize(
@@ -450,10 +539,13 @@ class Simulation:
             kind=e.kind[:n],
             team=e.team[:n],
         )
-        vals = views.sent[clients]
+        # Only due pairs take fresh values; the rest keep what the client was sent.
+        sent = views.sent.reshape(-1, COLUMNS)
+        pairs = (clients[:, None] * views.cap + np.arange(views.cap)).ravel()
+        fresh = np.flatnonzero(due & valid)
         if n:
-            np.copyto(vals, table[safe], where=due[:, :, None])
-        views.sent[clients] = vals
+            row_view(sent)[pairs[fresh]] = np.take(row_view(table), safe.ravel()[fresh])
+        vals = np.take(sent, pairs, axis=0).reshape(c, views.cap, COLUMNS)
         views.known[clients] = valid
         batch = self.encoder.encode(
             clients,

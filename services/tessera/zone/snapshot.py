@@ -94,6 +94,14 @@ def quantize(
     return out
 
 
+def row_view(a: npt.NDArray[Any]) -> npt.NDArray[np.void]:
+    """A C-contiguous array's rows (first axis) as single opaque elements: moving
+    whole rows by fancy index is then one copy per row instead of per value."""
+    width = a.itemsize * math.prod(a.shape[1:])
+    out: npt.NDArray[np.void] = a.reshape(a.shape[0], -1).view(np.dtype((np.void, width)))
+    return out.reshape(a.shape[0])
+
+
 @dataclass(frozen=True)
 class EncodedBatch:
     """Payloads of one tick, aligned with the client rows passed in."""
@@ -137,6 +145,8 @@ class SnapshotEncoder:
         old = self.ids.shape[0]
         saved: list[npt.NDArray[Any]] = [
             self.ids,
+            self.valid,
+            self.version,
             self.vals,
             self.seq_at,
             self.next_seq,
@@ -146,6 +156,8 @@ class SnapshotEncoder:
         self._alloc(old * 2)
         fresh: list[npt.NDArray[Any]] = [
             self.ids,
+            self.valid,
+            self.version,
             self.vals,
             self.seq_at,
             self.next_seq,
@@ -212,10 +224,11 @@ class SnapshotEncoder:
         acked = self.acked[rows]
         bslot = acked % h
         has_base = (acked > 0) & (self.seq_at[rows, bslot] == acked) & (seq - acked < h)
-        bvalid = (self.valid[rows, bslot] & has_base[:, None]).ravel()
-        bvals = self.vals[rows, bslot].reshape(c * k, COLUMNS)
-
-        # Default: the baseline lines up slot by slot (same membership version).
+        # Flat index of each pair's baseline entry: slot by slot by default (same
+        # membership version), re-pointed by id for clients whose members changed.
+        bstart = (rows * h + bslot) * k
+        bidx = (bstart[:, None] + np.arange(k)).ravel()
+        bvalid = np.take(self.valid.reshape(-1), bidx) & np.repeat(has_base, k)
         bm = valid & bvalid
         still = bm.copy()
         moved = has_base.copy()
@@ -223,17 +236,22 @@ class SnapshotEncoder:
             moved &= self.version[rows, bslot] != version
         if moved.any():
             sub = np.flatnonzero(moved)
-            rowkey = (np.arange(sub.size, dtype=np.uint64) << _ROW_SHIFT)[:, None]
-            bids = self.ids[rows[sub], bslot[sub]]
-            ck = (rowkey | ids[sub]).ravel()
-            bk = (rowkey | bids).ravel()
             flat = (sub[:, None] * k + np.arange(k)).ravel()
-            pos, found = _match(bk, ck)
-            bp = sub[pos // k] * k + pos % k
-            bm[flat] = found & valid[flat] & bvalid[bp]
-            bvals[flat] = bvals[bp]  # a fresh gather, not the history; the read precedes the write
-            back, back_found = _match(ck, bk)
-            still[flat] = back_found & valid[sub[back // k] * k + back % k]
+            rowkey = (np.arange(sub.size, dtype=np.uint64) << _ROW_SHIFT)[:, None]
+            ck = (rowkey | ids[sub]).ravel()
+            bk = (rowkey | np.take(self.ids.reshape(-1), bidx[flat]).reshape(sub.size, k)).ravel()
+            cur, base = _merge_match(ck, bk)
+            sub_bvalid = bvalid[flat]
+            target = bidx[flat]
+            target[cur] = target[base]  # read before write: a fresh array
+            bidx[flat] = target
+            keep = np.zeros(flat.size, np.bool_)
+            keep[cur] = valid[flat][cur] & sub_bvalid[base]
+            bm[flat] = keep
+            stay = np.zeros(flat.size, np.bool_)
+            stay[base] = valid[flat][cur]
+            still[flat] = stay
+        bvals = np.take(self.vals.reshape(-1, COLUMNS), bidx, axis=0)
         removed = bvalid & ~still
         added = valid & ~bm
 
@@ -252,10 +270,10 @@ class SnapshotEncoder:
             bvalid=bvalid,
             valid=valid,
         )
-        n_base = bvalid.reshape(c, k).sum(1)
-        n = valid.reshape(c, k).sum(1)
-        n_added = added.reshape(c, k).sum(1)
-        n_changed = (mask != 0).reshape(c, k).sum(1)
+        n_base = np.count_nonzero(bvalid.reshape(c, k), axis=1)
+        n = np.count_nonzero(valid.reshape(c, k), axis=1)
+        n_added = np.count_nonzero(added.reshape(c, k), axis=1)
+        n_changed = np.count_nonzero(mask.reshape(c, k), axis=1)
         head = np.zeros(c, HEADER)
         head["version"] = VERSION
         head["flags"] = np.where(has_base, 0, FLAG_FULL)
@@ -288,10 +306,19 @@ class SnapshotEncoder:
         )
 
 
-def _match(hay: U64, needles: U64) -> tuple[I64, Bools]:
-    """Positions of ``needles`` in the sorted ``hay`` and whether each was found."""
-    pos = np.minimum(np.searchsorted(hay, needles), hay.size - 1)
-    return pos, hay[pos] == needles
+def _merge_match(a: U64, b: U64) -> tuple[I64, I64]:
+    """Index pairs (i, j) with ``a[i] == b[j]`` of two ascending key arrays whose
+    keys are unique except for repeats of one padding key (matched at most once).
+
+    A stable sort of the concatenation is a single merge of two runs (timsort),
+    cheaper than two binary searches."""
+    n = a.size
+    both = np.concatenate((a, b))
+    order = np.argsort(both, kind="stable")
+    s = both[order]
+    first, second = order[:-1], order[1:]
+    hit = (s[1:] == s[:-1]) & (first < n) & (second >= n)
+    return first[hit], second[hit] - n
 
 
 def _change_mask(d: I32, added: Bools, valid: Bools) -> npt.NDArray[np.uint8]:
@@ -316,9 +343,9 @@ Section = tuple[npt.NDArray[np.uint8], npt.NDArray[np.integer], npt.NDArray[np.i
 
 def _grouped(data: npt.NDArray[Any], counts: I64) -> Section:
     """A section whose values are contiguous per client, in client order."""
-    lengths = counts * data.dtype.itemsize
+    lengths = counts * (data.dtype.itemsize * math.prod(data.shape[1:]))
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    return np.ascontiguousarray(data).view(np.uint8), starts, lengths
+    return np.ascontiguousarray(data).view(np.uint8).ravel(), starts, lengths
 
 
 def _sections(
@@ -334,50 +361,67 @@ def _sections(
     bvalid: Bools,
     valid: Bools,
 ) -> list[Section]:
-    stride = (k + 7) // 8
-    rowstart = np.arange(c) * stride
-    out: list[Section] = []
+    out: list[Section] = [_bitmap(removed, bvalid, c, k)]
     out.append(
-        (
-            np.packbits(_compact(removed, bvalid, c, k), axis=1, bitorder="little").ravel(),
-            rowstart,
-            (bvalid.reshape(c, k).sum(1) + 7) // 8,
-        )
+        _grouped(ids.ravel()[added].astype("<u8"), np.count_nonzero(added.reshape(c, k), axis=1))
     )
-    out.append(_grouped(ids.ravel()[added].astype("<u8"), added.reshape(c, k).sum(1)))
     changed = mask != 0
-    out.append(
-        (
-            np.packbits(_compact(changed, valid, c, k), axis=1, bitorder="little").ravel(),
-            rowstart,
-            (valid.reshape(c, k).sum(1) + 7) // 8,
-        )
-    )
+    out.append(_bitmap(changed, valid, c, k))
     where = np.flatnonzero(changed)
     masks = mask[where]
     owner = where // k
     out.append(_grouped(masks, np.bincount(owner, minlength=c)))
+    present = int(np.bitwise_or.reduce(masks)) if masks.size else 0
+    none = np.zeros(c, np.int64)
     for bit, dtype, cols in FIELDS:
-        hit = (masks & bit) != 0
-        sel = where[hit]
+        if not present & bit:  # no client has this field group this tick
+            out.append((np.zeros(0, np.uint8), none, none))
+            continue
+        hit = np.flatnonzero(masks & bit)
         source = d if bit in (POS8, POS16) else vals
-        packed = np.empty(sel.size, dtype)
-        for name, col in zip(dtype.names or (), cols, strict=True):
-            packed[name] = source[sel, col]
-        out.append(_grouped(packed, np.bincount(owner[hit], minlength=c)))
+        counts = np.bincount(owner[hit], minlength=c)
+        out.append(_grouped(_pack(source, where[hit], dtype, cols), counts))
     return out
 
 
-def _compact(flags: Bools, present: Bools, c: int, k: int) -> Bools:
-    """Per client, ``flags`` of the present entries only, moved to the front of the row."""
+def _pack(source: I32, sel: I64, dtype: np.dtype[np.void], cols: tuple[int, ...]) -> Any:
+    """Wire structs of rows ``sel``: the adjacent columns of each row gathered as
+    one opaque element (a strided void view), then cast (or copied per field
+    when the struct mixes widths)."""
+    first, width = cols[0], cols[-1] - cols[0] + 1
+    source = np.ascontiguousarray(source)
+    view: npt.NDArray[np.void] = np.ndarray(
+        (source.shape[0],),
+        dtype=np.dtype((np.void, width * source.itemsize)),
+        buffer=source,
+        offset=first * source.itemsize,
+        strides=(source.strides[0],),
+    )
+    block = np.take(view, sel).view(source.dtype).reshape(sel.size, width)
+    widths = {dtype.fields[name][0] for name in dtype.names or ()} if dtype.fields else set()
+    if len(widths) == 1 and len(cols) == width:
+        return block.astype(widths.pop())
+    packed = np.empty(sel.size, dtype)
+    for name, col in zip(dtype.names or (), cols, strict=True):
+        packed[name] = block[:, col - first]
+    return packed
+
+
+def _bitmap(flags: Bools, present: Bools, c: int, k: int) -> Section:
+    """Per client, ``flags`` of its present entries as an LSB-first bitmap padded
+    to whole bytes; all clients' bitmaps back to back."""
     grid = present.reshape(c, k)
     if grid.all():
-        return flags.reshape(c, k)
-    out = np.zeros((c, k), np.bool_)
-    rank = np.cumsum(grid, axis=1) - 1
-    row = np.broadcast_to(np.arange(c)[:, None], (c, k))
-    out[row[grid], rank[grid]] = flags.reshape(c, k)[grid]
-    return out
+        packed = np.packbits(flags.reshape(c, k), axis=1, bitorder="little")
+        return packed.ravel(), np.arange(c) * packed.shape[1], np.full(c, packed.shape[1])
+    counts = np.count_nonzero(grid, axis=1)
+    nbytes = (counts + 7) // 8
+    starts = np.concatenate(([0], np.cumsum(nbytes)[:-1]))
+    first = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    bits = np.zeros(int(nbytes.sum()) * 8, np.bool_)
+    at = np.repeat(starts * 8 - first, counts) + np.arange(int(counts.sum()))
+    bits[at] = flags[present]
+    return np.packbits(bits, bitorder="little"), starts, nbytes
 
 
 def _assemble(sections: list[Section], c: int) -> list[bytes]:
