@@ -5,7 +5,9 @@ registration and heartbeat (``zones`` set, ``zone:<z>:status`` with a TTL),
 routes (``routes`` hash ``player -> <zone>|<epoch>``, changes published on
 ``routes:changed`` as ``<player>|<zone>|<epoch>``; a removal publishes
 ``<player>||0``), checkpoints (``checkpoints`` hash ``player -> EntityState``)
-and entity ids (``entity-ids`` counter, handed out in blocks).
+entity ids (``entity-ids`` counter, handed out in blocks), the zone map
+(``map``) and the handoff inbox (``zone:<z>:inbox`` stream, consumer group
+``zone``; a handoff commits with one script: route CAS + checkpoint + COMMIT).
 """
 
 from __future__ import annotations
@@ -239,6 +241,20 @@ class ZoneStore:
             ],
         )
         return bool(done)
+
+
+async def read_routes(redis: Redis, world: str) -> dict[str, Route]:
+    """The whole routing table of a world (for invariant scans)."""
+    raw = await redis.hgetall(WorldKeys(world).routes)
+    routes = {_text(k): parse_route(_text(v)) for k, v in raw.items()}
+    return {k: r for k, r in routes.items() if r is not None}
+
+
+async def write_zone_map(redis: Redis, zone_map: zone_pb2.ZoneMap) -> None:
+    """Store a world's zone map and announce its version (tests, tools)."""
+    keys = WorldKeys(zone_map.world)
+    await redis.set(keys.zone_map, zone_map.SerializeToString())
+    await redis.publish(keys.zone_map_changed, str(zone_map.version))
 
 
 def _entries(reply: Any) -> list[tuple[str, zone_pb2.InboxMessage | None]]:

@@ -121,7 +121,7 @@ def outside(xz: F64, r: Rect, margin: float) -> npt.NDArray[np.bool_]:
 def movement_area(own: Rect, topo: Topology | None, zone: str, reach: float) -> Rect:
     """Where movement may take this zone's entities: its bounds grown by ``reach``
     (clipped to the world) when it has neighbours to hand them to, else its bounds."""
-    if topo is None or not topo.neighbours(zone, 0.0):
+    if topo is None or not topo.neighbours(zone, 1.0):
         return own
     return clip(expand(own, reach), topo.world)
 
