@@ -14,10 +14,14 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
+
 from tessera.v1 import common_pb2, zone_pb2
-from tessera.zone import metrics, topology
-from tessera.zone.entities import export_state
+from tessera.zone import ghosts, metrics, topology
+from tessera.zone.entities import DEAD, Extra, export_state
 from tessera.zone.handoff import Handoffs, Outgoing, source
+from tessera.zone.movement import Rect
 from tessera.zone.topology import Topology
 
 if TYPE_CHECKING:
@@ -41,6 +45,18 @@ class Border:
         self.drain_deadline = 0.0
         self.drain_started = 0.0
         self.durations_ms: list[float] = []
+        self.ghost_src: dict[int, tuple[str, float]] = {}  # ghost id -> (owner, last seen)
+
+    def owned(self) -> npt.NDArray[np.bool_]:
+        """Rows this zone is authoritative for (everything but ghosts)."""
+        e = self.zone.sim.ents
+        mask: npt.NDArray[np.bool_] = (e.flags[: e.n] & ghosts.GHOST) == 0
+        return mask
+
+    def neighbour_rects(self, margin: float) -> list[tuple[str, Rect]]:
+        if self.topo is None:
+            return []
+        return [(a.zone, a.rect) for a in self.topo.neighbours(self.cfg.zone, margin)]
 
     # --- zone map ------------------------------------------------------------
 
@@ -88,7 +104,8 @@ class Border:
         if own is None or (topo is None and not self.drain_target):
             return []
         e = z.sim.ents
-        xz = e.pos[: e.n][:, [0, 2]]
+        rows = np.flatnonzero(self.owned())
+        xz = e.pos[rows][:, [0, 2]]
         found = topology.departures(
             xz,
             own,
@@ -100,7 +117,7 @@ class Border:
         )
         if self.strict and not found:
             self.strict = False
-        return [(int(e.id[row]), target) for row, target in found if target != self.cfg.zone]
+        return [(int(e.id[rows[i]]), target) for i, target in found if target != self.cfg.zone]
 
     async def scan(self) -> None:
         """Start handoffs for departing entities, abort timed-out ones, force the
@@ -225,6 +242,8 @@ class Border:
             self._on_commit(msg.commit)
         elif which == "abort":
             self.flight.drop(msg.abort.entity_id, msg.abort.epoch)
+        elif which == "hit":
+            self._on_hit(msg.hit)
         else:
             metrics.INBOX.labels("unknown").inc()
             return
@@ -236,7 +255,9 @@ class Border:
         reason = ""
         if z.state != State.ZONE_STATE_ACTIVE:
             reason = "not-active"
-        elif ent.entity_id in e.index or (ent.player_id and ent.player_id in e.players):
+        elif (ent.entity_id in e.index and ent.entity_id not in self.ghost_src) or (
+            ent.player_id and ent.player_id in e.players
+        ):
             reason = "present"
         elif prep.epoch < 1 or ent.entity_id == 0:
             reason = "invalid"
@@ -252,6 +273,8 @@ class Border:
         held = self.flight.take(commit.entity_id, commit.epoch)
         state = commit.entity if commit.HasField("entity") else (held.state if held else None)
         e = self.zone.sim.ents
+        if commit.entity_id in self.ghost_src:  # it was shown here as a ghost: now it is ours
+            self._drop_ghost(commit.entity_id)
         if state is None or commit.entity_id in e.index:
             metrics.INBOX.labels("stale_commit").inc()
             return
@@ -259,6 +282,150 @@ class Border:
             metrics.INBOX.labels("stale_commit").inc()
             return
         self.zone.receive(state, commit.epoch)
+
+    def _on_hit(self, hit: zone_pb2.ForwardedHit) -> None:
+        """A neighbour's hit on one of our entities it shows as a ghost: validate, apply."""
+        sim = self.zone.sim
+        e = sim.ents
+        row = e.index.get(hit.target_id)
+        if row is None or hit.target_id in self.ghost_src or e.flags[row] & DEAD:
+            metrics.HITS_FORWARDED.labels("gone").inc()
+            return
+        a = hit.attacker_position
+        ok = ghosts.hit_plausible(
+            attack=hit.attack,
+            damage=hit.damage,
+            attacker=(a.x, a.z),
+            target=(float(e.pos[row, 0]), float(e.pos[row, 2])),
+            weapons=self.cfg.weapons,
+            slack_m=2.0 * self.cfg.limits.max_speed * 0.5,
+        )
+        if not ok:
+            metrics.HITS_FORWARDED.labels("rejected").inc()
+            return
+        metrics.HITS_FORWARDED.labels("applied").inc()
+        sim.take_hit(row, hit.attacker_id, hit.damage, sim.now_s, sim.events)
+
+    async def forward_hits(self) -> None:
+        """Send hits on ghosts that the last ticks produced to the ghosts' owners."""
+        hits, self.zone.sim.forwarded = self.zone.sim.forwarded, []
+        for target, attacker, attack, damage, x, z in hits:
+            owner = self.ghost_src.get(target)
+            if owner is None:
+                metrics.HITS_FORWARDED.labels("no_owner").inc()
+                continue
+            msg = zone_pb2.ForwardedHit(
+                attacker_id=attacker,
+                target_id=target,
+                damage=damage,
+                attacker_position=common_pb2.Vec3(x=x, y=0.0, z=z),
+                view_time_ms=time.time() * 1000,
+                attack=attack,
+            )
+            await self.store.send(owner[0], zone_pb2.InboxMessage(hit=msg))
+            metrics.HITS_FORWARDED.labels("sent").inc()
+
+    # --- ghosts ------------------------------------------------------------------
+
+    def ghost_batch(self) -> tuple[bytes, int]:
+        """This zone's aura as one ghost batch, and its row count."""
+        e = self.zone.sim.ents
+        rows = np.flatnonzero(self.owned())
+        near = [r for _z, r in self.neighbour_rects(self.cfg.aura_m)]
+        if near and rows.size:
+            rows = rows[ghosts.aura(e.pos[rows][:, [0, 2]], near, self.cfg.aura_m)]
+        else:
+            rows = rows[:0]
+        payload = ghosts.encode(
+            ids=e.id[rows],
+            pos=e.pos[rows],
+            vel=e.vel[rows],
+            yaw=e.yaw[rows],
+            health=e.health[rows],
+            team=e.team[rows],
+            kind=e.kind[rows],
+            flags=e.flags[rows],
+            map_version=self.topo.version if self.topo else 0,
+            sent_ms=time.time() * 1000,
+        )
+        return payload, int(rows.size)
+
+    def apply_ghosts(self, sender: str, payload: bytes, now: float) -> int:
+        """Insert or refresh the sender's ghosts near us; drop its ghosts not in the batch."""
+        own = self.zone.bounds
+        try:
+            _version, _sent, rows = ghosts.decode(payload)
+        except ghosts.GhostFormatError:
+            metrics.GHOST_BATCHES_REJECTED.inc()
+            return 0
+        if own is None:
+            return 0
+        rows = ghosts.relevant(rows, own, self.cfg.aura_m)
+        e = self.zone.sim.ents
+        seen: set[int] = set()
+        for r in rows.tolist():
+            eid, x, y, z, vx, vy, vz, yaw, health, team, kind, flags = r
+            row = e.index.get(eid)
+            if row is not None and eid not in self.ghost_src:
+                continue  # ours (a handoff to us finished before the sender's batch)
+            if row is None:
+                row = e.add(eid, kind, (x, y, z))
+                e.extra[eid] = Extra()
+            e.pos[row] = (x, y, z)
+            e.vel[row] = (vx, vy, vz)
+            e.yaw[row], e.health[row], e.team[row] = yaw, health, team
+            e.flags[row] = (flags & DEAD) | ghosts.GHOST
+            self.ghost_src[eid] = (sender, now)
+            seen.add(eid)
+        for eid in [
+            i for i, (src, _t) in self.ghost_src.items() if src == sender and i not in seen
+        ]:
+            self._drop_ghost(eid)
+        metrics.GHOSTS_IN.inc(len(seen))
+        return len(seen)
+
+    def expire_ghosts(self, now: float) -> None:
+        ttl = self.cfg.ghost_ttl_s
+        for eid in [i for i, (_s, t) in self.ghost_src.items() if now - t > ttl]:
+            self._drop_ghost(eid)
+        metrics.GHOSTS.set(len(self.ghost_src))
+
+    def _drop_ghost(self, eid: int) -> None:
+        self.ghost_src.pop(eid, None)
+        if eid in self.zone.sim.ents.index:
+            self.zone.sim.remove_entity(eid)
+
+    async def run_ghosts_out(self) -> None:
+        period = 1.0 / self.cfg.ghost_hz
+        while True:
+            began = time.monotonic()
+            try:
+                if self.zone.bounds is not None and self.neighbour_rects(self.cfg.aura_m):
+                    payload, count = self.ghost_batch()
+                    await self.store.publish_ghosts(payload)
+                    metrics.GHOSTS_OUT.inc(count)
+            except Exception:
+                log.exception("ghost publish failed")
+            await asyncio.sleep(max(0.0, period - (time.monotonic() - began)))
+
+    async def run_ghosts_in(self) -> None:
+        feed = self.store.ghost_feed()
+        try:
+            while True:
+                try:
+                    await feed.follow({z for z, _r in self.neighbour_rects(self.cfg.aura_m)})
+                    got = await feed.next(0.05)
+                    now = time.monotonic()
+                    if got is not None:
+                        self.apply_ghosts(got[0], got[1], now)
+                    self.expire_ghosts(now)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("ghost feed failed")
+                    await asyncio.sleep(0.5)
+        finally:
+            await feed.close()
 
     def expire(self) -> None:
         for held in self.flight.expire(time.monotonic()):
@@ -276,6 +443,7 @@ class Border:
                     last_map = now
                     await self.refresh_map()
                 await self.scan()
+                await self.forward_hits()
                 self.expire()
             except Exception:
                 log.exception("handoff scan failed")

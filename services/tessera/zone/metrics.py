@@ -57,6 +57,15 @@ RECOVERY = Histogram(
     "Start-up restore of routed players from their checkpoints",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+GHOSTS = Gauge("tessera_zone_ghosts", "Ghosts (neighbours' entities) held by the zone")
+GHOSTS_OUT = Counter("tessera_zone_ghosts_out_total", "Ghost rows published to neighbours")
+GHOSTS_IN = Counter("tessera_zone_ghosts_in_total", "Ghost rows received and applied")
+GHOST_BATCHES_REJECTED = Counter(
+    "tessera_zone_ghost_batches_rejected_total", "Ghost batches that did not parse"
+)
+HITS_FORWARDED = Counter(
+    "tessera_zone_hits_forwarded_total", "Hits on ghosts, by outcome", ["outcome"]
+)
 LINK_DROPS = Counter(
     "tessera_zone_link_dropped_total", "Messages not delivered to a slow relay link", ["what"]
 )

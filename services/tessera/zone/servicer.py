@@ -110,6 +110,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             asyncio.create_task(self._checkpoints()),
             asyncio.create_task(self.border.run_scan()),
             asyncio.create_task(self.border.run_inbox()),
+            asyncio.create_task(self.border.run_ghosts_out()),
+            asyncio.create_task(self.border.run_ghosts_in()),
         ]
 
     def close_links(self) -> None:
@@ -166,7 +168,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         take them)."""
         e, border = self.sim.ents, self.border
         neighbours = border.topo is not None and border.topo.neighbours(self.cfg.zone, 1.0)
-        left = e.n if (neighbours or border.drain_target) else len(e.players)
+        owned = int(border.owned().sum())
+        left = owned if (neighbours or border.drain_target) else len(e.players)
         if not left and not border.flight.outgoing:
             self.state = State.ZONE_STATE_DRAINED
             log.info(
@@ -263,7 +266,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             address=self.address,
             state=self.state,
             players=len(e.players),
-            npcs=e.n - len(e.players),
+            npcs=e.n - len(e.players) - len(self.border.ghost_src),
+            ghosts=len(self.border.ghost_src),
             tick_hz=self.cfg.tick_hz,
             tick_p50_ms=stats.percentile(50) * 1000,
             tick_p99_ms=stats.percentile(99) * 1000,
@@ -276,7 +280,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             handoffs_pending=len(self.border.flight.outgoing),
         )
         if entities:
-            ids = e.id[: e.n].tolist()
+            ids = e.id[: e.n][self.border.owned()].tolist()
             status.entity_ids.extend(ids)
             status.entity_players.extend(e.extra[i].player_id if i in e.extra else "" for i in ids)
         if self.bounds is not None:

@@ -12,6 +12,7 @@ entity ids (``entity-ids`` counter, handed out in blocks), the zone map
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,6 +213,12 @@ class ZoneStore:
                 pipe.xdel(stream, *ids)
                 await pipe.execute()
 
+    async def publish_ghosts(self, payload: bytes) -> None:
+        await self.redis.publish(self.keys.zone_ghosts(self.zone), payload)
+
+    def ghost_feed(self) -> GhostFeed:
+        return GhostFeed(self.redis, self.keys)
+
     async def commit_handoff(
         self,
         *,
@@ -241,6 +248,40 @@ class ZoneStore:
             ],
         )
         return bool(done)
+
+
+class GhostFeed:
+    """Subscription to the ghost channels of a set of zones (the neighbours)."""
+
+    def __init__(self, redis: Redis, keys: WorldKeys) -> None:
+        self.keys = keys
+        self.pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        self.zones: set[str] = set()
+        self._by_channel: dict[str, str] = {}
+
+    async def follow(self, zones: set[str]) -> None:
+        """Subscribe to exactly these zones' ghost channels."""
+        gone, new = self.zones - zones, zones - self.zones
+        if gone:
+            await self.pubsub.unsubscribe(*(self.keys.zone_ghosts(z) for z in gone))
+        if new:
+            await self.pubsub.subscribe(*(self.keys.zone_ghosts(z) for z in new))
+        self.zones = set(zones)
+        self._by_channel = {self.keys.zone_ghosts(z): z for z in zones}
+
+    async def next(self, timeout_s: float) -> tuple[str, bytes] | None:
+        """The next batch as ``(sender zone, payload)``, or None after ``timeout_s``."""
+        if not self.zones:
+            await asyncio.sleep(timeout_s)
+            return None
+        msg = await self.pubsub.get_message(timeout=timeout_s)
+        if msg is None or msg.get("type") != "message":
+            return None
+        zone = self._by_channel.get(_text(msg["channel"]))
+        return None if zone is None else (zone, _raw(msg["data"]))
+
+    async def close(self) -> None:
+        await self.pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 async def read_routes(redis: Redis, world: str) -> dict[str, Route]:

@@ -116,7 +116,8 @@ class World:
         await write_zone_map(self.redis, zone_map)
         return self.version
 
-    def stub(self, name: str) -> tuple[grpc.aio.Channel, zone_pb2_grpc.ZoneStub]:
+    def stub(self, name: str) -> tuple[grpc.aio.Channel, Any]:
+        """A channel and an aio stub (grpc-stubs types stubs as synchronous)."""
         channel = grpc.aio.insecure_channel(self.procs[name].grpc_address)
         return channel, zone_pb2_grpc.ZoneStub(channel)
 
@@ -201,7 +202,7 @@ class Driver:
             return existing
         address = self.world.procs[zone].grpc_address
         channel = grpc.aio.insecure_channel(address)
-        stub = zone_pb2_grpc.ZoneStub(channel)
+        stub: Any = zone_pb2_grpc.ZoneStub(channel)
         up: asyncio.Queue[zone_pb2.ZoneLinkUp] = asyncio.Queue()
         up.put_nowait(zone_pb2.ZoneLinkUp(hello=zone_pb2.LinkHello(relay_id=self.relay_id)))
 
@@ -209,7 +210,7 @@ class Driver:
             while True:
                 yield await up.get()
 
-        call: Any = stub.ZoneLink(upstream())  # type: ignore[arg-type]
+        call: Any = stub.ZoneLink(upstream())
         link = _Link(zone, up, call, asyncio.create_task(asyncio.sleep(0)), channel)
         link.task = asyncio.create_task(self._down(link))
         self.links[zone] = link
@@ -343,4 +344,4 @@ class Driver:
             link.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await link.task
-            await link.channel.close()
+            await link.channel.close(None)
