@@ -1,1 +1,1 @@
-"""Tessera client SDK."""
+"""Tessera client SDK: login, connect to a relay, play, and bots built on it."""

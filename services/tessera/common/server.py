@@ -51,6 +51,8 @@ class GrpcService:
         self._stopping = asyncio.Event()
         self.grpc_port = 0
         self.metrics_port = 0
+        # Extra fields for the `serving` log line (e.g. a UDP port bound by the service).
+        self.serving_fields: dict[str, Any] = {}
 
     def add(
         self, add_to_server: Callable[[S, grpc.aio.Server], None], servicer: S, name: str
@@ -90,6 +92,7 @@ class GrpcService:
                 "grpc_port": self.grpc_port,
                 "metrics_port": self.metrics_port,
                 "services": self._service_names,
+                **self.serving_fields,
             },
         )
 

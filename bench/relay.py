@@ -1,0 +1,492 @@
+"""Relay benchmark: N simulated UDP clients (in separate processes) through one
+relay process into one zone, with auth issuing the connect tokens.
+
+    python bench/relay.py --json PATH [--clients 500] [--procs 4] [--duration 10]
+
+Reports packets forwarded per second (client packets in + out), the same per
+relay CPU-second ("per relay core"), the relay's added latency (client packet in
+-> written to the zone link, and zone snapshot batch in -> datagram sent; from
+the relay's own histogram, so the zone's tick time is excluded), and relay CPU
+milliseconds per 1000 packets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import functools
+import json
+import multiprocessing as mp
+import os
+import socket
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from tessera.common.localredis import LocalRedis
+from tessera.common.process import ServiceProcess
+from tessera.relay.packet import DATA, Channel, PacketError, encode_handshake
+from tessera.v1 import auth_pb2, auth_pb2_grpc, relay_pb2, relay_pb2_grpc
+
+WORLD = "bench"
+# Lightly loaded clients that only ping through the loaded relay.
+PROBES = 4
+PROBE_HZ = 20.0
+SECRET = "bench-secret-0123456789"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_stack(
+    tmp: Path,
+    *,
+    tick_hz: int,
+    snapshot_every: int = 1,
+    extra_relay_env: dict[str, str] | None = None,
+) -> tuple[LocalRedis, dict[str, ServiceProcess], int]:
+    """redis-server, auth, one zone and one relay, all real processes."""
+    (tmp / "redis").mkdir()
+    redis = LocalRedis(tmp / "redis")
+    redis.start()
+    connect_key = base64.b64encode(os.urandom(32)).decode()
+    udp_port = free_udp_port()
+    common = {
+        "TESSERA_REDIS_URL": redis.url,
+        "TESSERA_GRPC_PORT": "0",
+        "TESSERA_METRICS_PORT": "0",
+        "TESSERA_HOST": "127.0.0.1",
+        "TESSERA_LOG_LEVEL": "warning",
+        "TESSERA_WORLD": WORLD,
+        "TESSERA_SHUTDOWN_GRACE_S": "1",
+    }
+    auth = ServiceProcess(
+        "tessera.auth",
+        {
+            **common,
+            "TESSERA_AUTH_GENERATE_KEYS": "true",
+            "TESSERA_CONNECT_KEY": connect_key,
+            "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{udp_port}",
+            "TESSERA_AUTH_SERVICE_CLIENTS": f"bench={SECRET}",
+            "TESSERA_AUTH_CONNECT_TTL_S": "300",
+            "TESSERA_LOG_LEVEL": "info",
+        },
+        name="auth",
+    ).start()
+    auth.wait_serving()
+    zone = ServiceProcess(
+        "tessera.zone",
+        {
+            **common,
+            "TESSERA_ZONE": "zone-0",
+            "TESSERA_ZONE_BOUNDS": "-500,-500,500,500",
+            "TESSERA_WORLD_BOUNDS": "-500,-500,500,500",
+            "TESSERA_TICK_HZ": str(tick_hz),
+            "TESSERA_SNAPSHOT_EVERY": str(snapshot_every),
+            "TESSERA_LOG_LEVEL": "info",
+        },
+        name="zone",
+    ).start()
+    zone.wait_serving()
+    relay = ServiceProcess(
+        "tessera.relay",
+        {
+            **common,
+            "TESSERA_UDP_HOST": "127.0.0.1",
+            "TESSERA_UDP_PORT": str(udp_port),
+            "TESSERA_AUTH_ADDRESS": auth.grpc_address,
+            "TESSERA_CONNECT_KEY": connect_key,
+            "TESSERA_LOG_LEVEL": "info",
+            **(extra_relay_env or {}),
+        },
+        name="relay",
+    ).start()
+    relay.wait_serving()
+    return redis, {"auth": auth, "zone": zone, "relay": relay}, udp_port
+
+
+async def issue_tokens(auth_address: str, n: int) -> list[bytes]:
+    """Connect tokens for players bench-0..n-1, issued by auth on their behalf."""
+    async with grpc.aio.insecure_channel(auth_address) as channel:
+        stub: Any = auth_pb2_grpc.AuthStub(channel)
+        session = await stub.ServiceLogin(
+            auth_pb2.ServiceLoginRequest(client_id="bench", client_secret=SECRET)
+        )
+        metadata = (("authorization", f"Bearer {session.access_token}"),)
+        sem = asyncio.Semaphore(64)
+
+        async def one(i: int) -> bytes:
+            async with sem:
+                token = await stub.IssueConnectToken(
+                    auth_pb2.ConnectTokenRequest(player_id=f"bench-{i}"), metadata=metadata
+                )
+                return bytes(token.SerializeToString())
+
+        return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+# -- client processes ------------------------------------------------------
+
+
+class BenchClient(asyncio.DatagramProtocol):
+    """A minimal protocol client: handshake, inputs at a fixed rate, acks."""
+
+    def __init__(self, token: auth_pb2.ConnectToken) -> None:
+        self.token = token
+        self.channel = Channel(token.client_to_server_key, token.server_to_client_key)
+        self.transport: Any = None
+        self.accepted = asyncio.Event()
+        self.disconnected = ""
+        self.snapshots = 0
+        self.received = 0
+        self.ack: tuple[int, int] | None = None
+        self.sequence = 0
+        self.ping_rtts_ms: list[float] = []
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if not data or data[0] != DATA:
+            return
+        try:
+            opened = self.channel.open(data)
+        except PacketError:
+            return
+        self.received += 1
+        if not opened.message:
+            return
+        message = relay_pb2.ServerMessage.FromString(opened.message)
+        kind = message.WhichOneof("msg")
+        if kind == "snapshot":
+            self.snapshots += 1
+            self.ack = (message.snapshot.stream, message.snapshot.sequence)
+        elif kind == "pong":
+            self.ping_rtts_ms.append(time.perf_counter() * 1e3 - message.pong.client_time_ms)
+        elif kind == "accepted":
+            self.accepted.set()
+        elif kind == "disconnected" and self.accepted.is_set():
+            # (Before Accepted it is a refused attempt; the handshake is retried.)
+            self.disconnected = message.disconnected.reason or "?"
+
+    def send(self, message: relay_pb2.ClientMessage) -> None:
+        self.transport.sendto(self.channel.seal(message.SerializeToString())[1])
+
+    def ping(self) -> None:
+        self.sequence += 1
+        self.send(
+            relay_pb2.ClientMessage(
+                ping=relay_pb2.Ping(id=self.sequence, client_time_ms=time.perf_counter() * 1e3)
+            )
+        )
+
+    def tick(self) -> None:
+        self.sequence += 1
+        item = relay_pb2.ClientInput(
+            sequence=self.sequence, move_x=0.5, move_z=0.5, client_time_ms=time.time() * 1e3
+        )
+        self.send(relay_pb2.ClientMessage(inputs=relay_pb2.ClientInputs(inputs=[item])))
+        if self.ack is not None:
+            stream, seq = self.ack
+            self.ack = None
+            self.send(relay_pb2.ClientMessage(ack=relay_pb2.ClientAck(stream=stream, sequence=seq)))
+
+
+async def _client_main(
+    *,
+    tokens: list[bytes],
+    address: tuple[str, int],
+    rate: float,
+    start_at: float,
+    stop_at: float,
+    probe: bool = False,
+) -> dict[str, Any]:
+    """Run clients until ``stop_at``. Load clients send inputs and acks; probe
+    clients (a lightly loaded process) only ping, to time the path through the
+    loaded relay without the load generator's own delays."""
+    loop = asyncio.get_running_loop()
+    clients: list[BenchClient] = []
+    for raw in tokens:
+        token = auth_pb2.ConnectToken.FromString(raw)
+        _, client = await loop.create_datagram_endpoint(
+            functools.partial(BenchClient, token), remote_addr=address
+        )
+        clients.append(client)
+
+    connecting = asyncio.Semaphore(50)
+    ticking = asyncio.Event()
+
+    async def handshake(c: BenchClient) -> None:
+        packet = encode_handshake(c.token.token)
+        async with connecting:
+            for _ in range(60):
+                c.transport.sendto(packet)
+                try:
+                    await asyncio.wait_for(c.accepted.wait(), 0.5)
+                    return
+                except TimeoutError:
+                    continue
+
+    async def keep_alive() -> None:
+        """Keep-alives for the connected clients until the measured traffic starts."""
+        while not ticking.is_set():
+            for c in clients:
+                if c.accepted.is_set():
+                    c.transport.sendto(c.channel.seal(b"")[1])
+            await asyncio.sleep(0.5)
+
+    keeper = asyncio.create_task(keep_alive())
+    await asyncio.gather(*(handshake(c) for c in clients))
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    ticking.set()
+    await keeper
+    period = 1.0 / rate
+    next_at = loop.time()
+    offset = 0
+    while time.time() < stop_at:
+        # Spread the clients over the period instead of sending in one burst.
+        for c in clients[offset::4]:
+            if probe:
+                c.ping()
+            else:
+                c.tick()
+        offset = (offset + 1) % 4
+        next_at += period / 4
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+    return {
+        "connected": sum(c.accepted.is_set() for c in clients),
+        "disconnected": sum(bool(c.disconnected) for c in clients),
+        "reasons": sorted({c.disconnected for c in clients if c.disconnected}),
+        "snapshots": sum(c.snapshots for c in clients),
+        "received": sum(c.received for c in clients),
+        "ping_rtts_ms": [r for c in clients for r in c.ping_rtts_ms],
+        "probe": probe,
+    }
+
+
+def client_process(job: dict[str, Any], out: Any) -> None:
+    """Entry of a client process: run its share of clients, report counts."""
+    out.put(asyncio.run(_client_main(**job)))
+
+
+# -- measurement -------------------------------------------------------------
+
+
+def udp_rcvbuf_errors() -> int:
+    """Datagrams the kernel dropped for full receive buffers (machine-wide)."""
+    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()]
+    names, values = (line for line in lines if line[0] == "Udp:")
+    return int(values[names.index("RcvbufErrors")])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def latency_buckets(metrics_port: int, path: str | None = None) -> dict[float, float]:
+    """Cumulative bucket counts of the added-latency histogram (one path, or both summed)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
+    out: dict[float, float] = {}
+    for line in text.decode().splitlines():
+        if not line.startswith("tessera_relay_added_latency_seconds_bucket"):
+            continue
+        if path is not None and f'path="{path}"' not in line:
+            continue
+        le = line.split('le="')[1].split('"')[0]
+        bound = float("inf") if le == "+Inf" else float(le)
+        out[bound] = out.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """Quantile (seconds) of the observations between two scrapes, interpolated
+    linearly inside the bucket like Prometheus' histogram_quantile."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1]
+    if total <= 0:
+        return float("nan")
+    rank = q * total
+    prev_bound, prev_count = 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if bound == float("inf"):
+                return prev_bound
+            width = count - prev_count
+            frac = 0.0 if width <= 0 else (rank - prev_count) / width
+            return prev_bound + (bound - prev_bound) * frac
+        prev_bound, prev_count = bound, count
+    return prev_bound
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (nearest rank) of sorted ``values``, ms rounded."""
+    if not values:
+        return None
+    rank = min(len(values) - 1, max(0, round(q / 100 * len(values)) - 1))
+    return round(values[rank], 3)
+
+
+def both(histograms: dict[str, dict[float, float]]) -> dict[float, float]:
+    """The up and down histograms summed bucket by bucket."""
+    out: dict[float, float] = {}
+    for buckets in histograms.values():
+        for bound, count in buckets.items():
+            out[bound] = out.get(bound, 0.0) + count
+    return out
+
+
+async def relay_status(address: str) -> relay_pb2.RelayStatus:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub: Any = relay_pb2_grpc.RelayStub(channel)
+        status: relay_pb2.RelayStatus = await stub.GetStatus(relay_pb2.GetRelayStatusRequest())
+        return status
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        redis, procs, udp_port = start_stack(
+            Path(tmp),
+            tick_hz=args.tick_hz,
+            snapshot_every=args.snapshot_every,
+            extra_relay_env={"TESSERA_RELAY_BATCH_MS": str(args.batch_ms)},
+        )
+        try:
+            tokens = asyncio.run(issue_tokens(procs["auth"].grpc_address, args.clients + PROBES))
+            probe_tokens, tokens = tokens[:PROBES], tokens[PROBES:]
+            ctx = mp.get_context("spawn")
+            out = ctx.Queue()
+            warmup_s = 3.0 + args.clients / 400
+            start_at = time.time() + warmup_s
+            stop_at = start_at + args.duration + 1.0
+            workers = [
+                ctx.Process(
+                    target=client_process,
+                    args=(
+                        {
+                            "tokens": tokens[i :: args.procs],
+                            "address": ("127.0.0.1", udp_port),
+                            "rate": args.rate,
+                            "start_at": start_at,
+                            "stop_at": stop_at,
+                        },
+                        out,
+                    ),
+                )
+                for i in range(args.procs)
+            ]
+            workers.append(
+                ctx.Process(
+                    target=client_process,
+                    args=(
+                        {
+                            "tokens": probe_tokens,
+                            "address": ("127.0.0.1", udp_port),
+                            "rate": PROBE_HZ,
+                            "start_at": start_at,
+                            "stop_at": stop_at,
+                            "probe": True,
+                        },
+                        out,
+                    ),
+                )
+            )
+            for w in workers:
+                w.start()
+            relay = procs["relay"]
+            time.sleep(max(0.0, start_at + 1.0 - time.time()))
+            s0 = asyncio.run(relay_status(relay.grpc_address))
+            c0, t0 = cpu_seconds(relay.pid), time.perf_counter()
+            k0 = udp_rcvbuf_errors()
+            port = relay.ports["metrics_port"]
+            h0 = {p: latency_buckets(port, p) for p in ("up", "down")}
+            time.sleep(args.duration)
+            s1 = asyncio.run(relay_status(relay.grpc_address))
+            c1, t1 = cpu_seconds(relay.pid), time.perf_counter()
+            k1 = udp_rcvbuf_errors()
+            h1 = {p: latency_buckets(port, p) for p in ("up", "down")}
+            results = [out.get(timeout=60) for _ in workers]
+            for w in workers:
+                w.join(timeout=10)
+        finally:
+            if os.environ.get("BENCH_LOGS"):
+                for name, proc in procs.items():
+                    for line in list(proc.lines)[-15:]:
+                        print(f"[{name}] {line[:400]}", file=sys.stderr)
+            for p in reversed(list(procs.values())):
+                p.terminate()
+            redis.stop()
+    pings = sorted(r for result in results for r in result["ping_rtts_ms"])
+    results = [r for r in results if not r["probe"]]
+    packets = (s1.packets_in - s0.packets_in) + (s1.packets_out - s0.packets_out)
+    elapsed = t1 - t0
+    cpu = c1 - c0
+    return {
+        "clients": args.clients,
+        "client_processes": args.procs,
+        "input_rate_hz": args.rate,
+        "zone_tick_hz": args.tick_hz,
+        "zone_snapshot_every": args.snapshot_every,
+        "relay_batch_ms": args.batch_ms,
+        "duration_s": round(elapsed, 2),
+        "connected": sum(r["connected"] for r in results),
+        "disconnected": sum(r["disconnected"] for r in results),
+        "disconnect_reasons": sorted({x for r in results for x in r["reasons"]}),
+        "packets_in_per_s": round((s1.packets_in - s0.packets_in) / elapsed),
+        "packets_out_per_s": round((s1.packets_out - s0.packets_out) / elapsed),
+        "packets_per_s": round(packets / elapsed),
+        "relay_cpu_utilization": round(cpu / elapsed, 3),
+        "packets_per_relay_cpu_s": round(packets / cpu) if cpu > 0 else None,
+        "cpu_ms_per_1k_packets": round(cpu * 1e6 / packets, 3) if packets else None,
+        # A message's added latency is its path's; both paths together:
+        "added_latency_ms_p50": round(quantile(both(h0), both(h1), 0.50) * 1e3, 3),
+        "added_latency_ms_p99": round(quantile(both(h0), both(h1), 0.99) * 1e3, 3),
+        "up_latency_ms_p50": round(quantile(h0["up"], h1["up"], 0.50) * 1e3, 3),
+        "up_latency_ms_p99": round(quantile(h0["up"], h1["up"], 0.99) * 1e3, 3),
+        "down_latency_ms_p50": round(quantile(h0["down"], h1["down"], 0.50) * 1e3, 3),
+        "down_latency_ms_p99": round(quantile(h0["down"], h1["down"], 0.99) * 1e3, 3),
+        # Probe client -> loaded relay -> probe client, in-session Ping/Pong: socket
+        # buffers and the relay's loop included, no zone involved.
+        "ping_rtt_ms_p50": percentile(pings, 50),
+        "ping_rtt_ms_p99": percentile(pings, 99),
+        "drops": dict(s1.drops),
+        # Full socket buffers anywhere on the machine (relay or clients) during the window.
+        "kernel_udp_rcvbuf_drops": k1 - k0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, required=True, help="write results here")
+    parser.add_argument("--clients", type=int, default=500)
+    parser.add_argument("--procs", type=int, default=4, help="client processes")
+    parser.add_argument("--rate", type=float, default=10.0, help="input ticks per second")
+    parser.add_argument("--tick-hz", type=int, default=30, help="zone tick rate")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
+    parser.add_argument(
+        "--snapshot-every", type=int, default=3, help="zone ticks per snapshot (staggered)"
+    )
+    parser.add_argument("--batch-ms", type=float, default=0.5, help="relay input batch window")
+    args = parser.parse_args()
+    result = run(args)
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if result["connected"] < args.clients:
+        print(f"only {result['connected']} of {args.clients} clients connected", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The relay: encrypted UDP (and gRPC Play) client sessions routed to zones."""

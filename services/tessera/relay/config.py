@@ -1,0 +1,62 @@
+"""Relay settings from TESSERA_* environment variables (docs/RELAY.md)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import socket
+from dataclasses import dataclass
+
+from tessera.common.config import ConfigError, Env
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    world: str
+    relay_id: str
+    udp_host: str
+    udp_port: int
+    public_address: str
+    auth_address: str
+    connect_key: bytes
+    batch_ms: float
+    upstream_timeout_s: float
+    default_timeout_s: float
+    packets_per_s: float
+    bytes_per_s: float
+    handshakes_per_s: float
+    udp_buffer_bytes: int
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> RelayConfig:
+        env = env or Env()
+        udp_port = env.integer("UDP_PORT", 7777, lo=0, hi=65535)
+        return cls(
+            world=env.string("WORLD", "default", pattern=r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"),
+            relay_id=env.string("RELAY_ID", socket.gethostname()),
+            udp_host=env.string("UDP_HOST", "0.0.0.0"),
+            udp_port=udp_port,
+            public_address=env.string("RELAY_PUBLIC_ADDRESS", "", pattern=r"\S+:\d{1,5}"),
+            auth_address=env.string("AUTH_ADDRESS", "127.0.0.1:50051", pattern=r"\S+:\d{1,5}"),
+            connect_key=_connect_key(env),
+            batch_ms=env.number("RELAY_BATCH_MS", 0.5, lo=0.0, hi=100.0),
+            upstream_timeout_s=env.number("RELAY_UPSTREAM_TIMEOUT_S", 10.0, lo=0.5, hi=600.0),
+            default_timeout_s=env.number("RELAY_IDLE_TIMEOUT_S", 10.0, lo=1.0, hi=600.0),
+            packets_per_s=env.number("RELAY_PACKETS_PER_S", 200.0, lo=1.0),
+            bytes_per_s=env.number("RELAY_BYTES_PER_S", 64_000.0, lo=100.0),
+            handshakes_per_s=env.number("RELAY_HANDSHAKES_PER_S", 2_000.0, lo=1.0),
+            udp_buffer_bytes=env.integer("UDP_BUFFER_BYTES", 0, lo=0, hi=1 << 30),
+        )
+
+
+def _connect_key(env: Env) -> bytes:
+    """TESSERA_CONNECT_KEY: base64 of the 32-byte key auth seals channel keys with."""
+    raw = env.string("CONNECT_KEY", "")
+    expected = "base64 of exactly 32 bytes (the key shared with auth)"
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError("TESSERA_CONNECT_KEY", raw, expected) from None
+    if len(key) != 32:
+        raise ConfigError("TESSERA_CONNECT_KEY", "<hidden>" if raw else raw, expected)
+    return key

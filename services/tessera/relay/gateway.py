@@ -1,0 +1,473 @@
+"""The relay's core: admits connect tokens, opens sessions by joining the player's
+zone, forwards client messages upstream, fans snapshots out, re-routes players
+whose route changed, and closes sessions (goodbye, idle, kick, zone gone).
+
+Transports (UDP, gRPC Play) only frame bytes; everything a session means lives
+here, so both behave the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+
+from tessera.relay.metrics import DOWN_LATENCY, RTT, SAMPLE_EVERY, Counters
+from tessera.relay.routing import Route, RouteCache, pick_zone
+from tessera.relay.session import Session, SessionTable
+from tessera.relay.store import RelayStore
+from tessera.relay.upstream import UpstreamUnavailable, ZoneLink
+from tessera.v1 import relay_pb2, zone_pb2
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_S = 1.0
+
+
+class Grant(Protocol):
+    """What the relay uses from an opened connect token (auth's ConnectGrant)."""
+
+    @property
+    def token_id(self) -> bytes: ...
+    @property
+    def player_id(self) -> str: ...
+    @property
+    def client_to_server_key(self) -> bytes: ...
+    @property
+    def server_to_client_key(self) -> bytes: ...
+    @property
+    def expires_at(self) -> float: ...
+    @property
+    def timeout_s(self) -> float: ...
+
+
+class Rejected(Exception):
+    """A connect attempt refused; ``reason`` is the stable label counted and sent."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# Opens a connect token at time ``now``; raises Rejected with the reason.
+TokenOpener = Callable[[bytes, float], Grant]
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    relay_id: str
+    world: str
+    batch_s: float = 0.0005
+    upstream_timeout_s: float = 10.0
+    default_timeout_s: float = 10.0
+
+
+class Gateway:
+    """See the module docstring. One per relay process."""
+
+    def __init__(
+        self, config: GatewayConfig, *, store: RelayStore, opener: TokenOpener, counters: Counters
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.opener = opener
+        self.counters = counters
+        self.sessions = SessionTable()
+        self.links: dict[str, ZoneLink] = {}
+        self.routes = RouteCache()
+        self.used_tokens: dict[bytes, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- admission --------------------------------------------------------
+
+    def admit(self, token: bytes, now: float) -> Grant:
+        """Open and verify a connect token and spend it; Rejected if it is bad or used."""
+        grant = self.opener(token, now)
+        if grant.token_id in self.used_tokens:
+            raise Rejected("replayed", "connect token already used")
+        self.used_tokens[grant.token_id] = grant.expires_at
+        return grant
+
+    def release(self, grant: Grant) -> None:
+        """Make a token usable again after its session could not be opened."""
+        self.used_tokens.pop(grant.token_id, None)
+
+    async def open_session(
+        self,
+        grant: Grant,
+        *,
+        transport: str,
+        send: Callable[[bytes], None],
+        address: tuple[str, int] | None = None,
+        prepare: Callable[[Session], None] | None = None,
+    ) -> tuple[Session, relay_pb2.Accepted]:
+        """Join the player into its zone and register the session; Rejected on failure."""
+        player = grant.player_id
+        response, link = await self._join(player)
+        now = time.monotonic()
+        timeout = float(grant.timeout_s) or self.config.default_timeout_s
+        session = Session(
+            player_id=player,
+            transport=transport,
+            token_id=grant.token_id,
+            timeout_s=timeout,
+            created=now,
+            last_seen=now,
+            send=send,
+            address=address,
+            entity_id=response.entity_id,
+            zone=link.zone,
+            epoch=response.epoch,
+        )
+        if prepare is not None:
+            prepare(session)
+        old = self.sessions.add(session)
+        if old is not None:
+            self._end(old, "REPLACED", "a newer session of this player connected", leave=False)
+            if old.zone != link.zone and old.zone in self.links:
+                self.links[old.zone].detach(player)
+        self.routes.update(player, Route(link.zone, response.epoch))
+        link.attach(player)
+        accepted = relay_pb2.Accepted(
+            player_id=player,
+            entity_id=response.entity_id,
+            world=self.config.world,
+            quantization=response.quantization,
+            tick_hz=response.tick_hz,
+            timeout_s=round(timeout),
+        )
+        log.info(
+            "session opened", extra={"player": player, "transport": transport, "zone": link.zone}
+        )
+        return session, accepted
+
+    async def _join(self, player: str) -> tuple[zone_pb2.JoinResponse, ZoneLink]:
+        """Join the zone the route names or, without a route, the least-loaded
+        active zone; a chosen zone that turns out unreachable (its heartbeat not yet
+        expired) is skipped for the next choice."""
+        request = zone_pb2.JoinRequest(player_id=player, relay_id=self.config.relay_id)
+        unreachable: set[str] = set()
+        for _attempt in range(3):
+            route = await self.store.route(player)
+            zone = route.zone if route is not None else await self._pick_zone(unreachable)
+            if zone is None:
+                raise Rejected("no_zone", "no active zone in this world")
+            link = self.link(zone)
+            try:
+                return await link.join(request), link
+            except UpstreamUnavailable as err:
+                if route is not None:
+                    raise Rejected("zone_unavailable", str(err)) from None
+                unreachable.add(zone)
+            except grpc.aio.AioRpcError as err:
+                code = err.code()
+                if code == grpc.StatusCode.UNAVAILABLE and route is None:
+                    unreachable.add(zone)
+                elif code != grpc.StatusCode.FAILED_PRECONDITION:
+                    raise Rejected("join_failed", err.details() or code.name) from None
+                else:
+                    # Routed elsewhere meanwhile, or draining: look the route up again.
+                    await asyncio.sleep(0.05)
+        raise Rejected("join_failed", "no zone accepted the player")
+
+    async def _pick_zone(self, skip: set[str]) -> str | None:
+        statuses = await self.store.zone_statuses()
+        for zone in skip:
+            statuses.pop(zone, None)
+        zone_map = await self.store.zone_map()
+        if zone_map is not None and skip:
+            kept = [e for e in zone_map.zones if e.zone not in skip]
+            del zone_map.zones[:]
+            zone_map.zones.extend(kept)
+        return pick_zone(zone_map, statuses)
+
+    def link(self, zone: str) -> ZoneLink:
+        link = self.links.get(zone)
+        if link is None:
+            link = ZoneLink(
+                zone,
+                relay_id=self.config.relay_id,
+                resolve=self.store.zone_address,
+                handler=self,
+                batch_s=self.config.batch_s,
+            )
+            self.links[zone] = link
+            link.start()
+        return link
+
+    # -- client -> zone ---------------------------------------------------
+
+    def handle(self, session: Session, message: relay_pb2.ClientMessage, received: float) -> None:
+        """Act on one message of an open session."""
+        kind = message.WhichOneof("msg")
+        if kind == "inputs":
+            self._inputs(session, message.inputs, received)
+        elif kind == "ack":
+            link = self.links.get(session.zone)
+            if link is not None:
+                ack = zone_pb2.SnapshotAck(
+                    player_id=session.player_id,
+                    stream=message.ack.stream,
+                    sequence=message.ack.sequence,
+                )
+                link.send_ack(ack, received)
+        elif kind == "ping":
+            pong = relay_pb2.ServerMessage(
+                pong=relay_pb2.Pong(
+                    id=message.ping.id,
+                    client_time_ms=message.ping.client_time_ms,
+                    server_time_ms=time.time() * 1000.0,
+                )
+            )
+            session.send(pong.SerializeToString())
+        elif kind == "disconnect":
+            self._end(session, "CLIENT_DISCONNECT", message.disconnect.reason, notify=False)
+        else:
+            self.counters.drop("bad_message")
+
+    def _inputs(self, session: Session, inputs: relay_pb2.ClientInputs, received: float) -> None:
+        if len(inputs.inputs) > 8:
+            self.counters.drop("too_many_inputs")
+            return
+        link = self.links.get(session.zone)
+        if link is None:
+            return
+        if inputs.interp_delay_ms > 0:
+            session.interp_delay_ms = inputs.interp_delay_ms
+        player = session.player_id
+        rtt = session.stats.rtt_ms
+        delay = session.interp_delay_ms
+        link.send_inputs(
+            [
+                zone_pb2.PlayerInput(
+                    player_id=player,
+                    sequence=i.sequence,
+                    move_x=i.move_x,
+                    move_z=i.move_z,
+                    yaw=i.yaw,
+                    pitch=i.pitch,
+                    actions=i.actions,
+                    client_time_ms=i.client_time_ms,
+                    rtt_ms=rtt,
+                    interp_delay_ms=delay,
+                )
+                for i in inputs.inputs
+            ],
+            received,
+        )
+        session.recent_inputs = list(inputs.inputs)
+
+    def rtt_sample(self, session: Session, rtt_ms: float) -> None:
+        session.stats.add_rtt(rtt_ms)
+        RTT.observe(rtt_ms / 1000.0)
+
+    # -- zone -> client (LinkHandler) -------------------------------------
+
+    def on_snapshots(self, link: ZoneLink, batch: zone_pb2.SnapshotBatch, received: float) -> None:
+        by_player = self.sessions.by_player
+        zone = link.zone
+        tick = batch.tick
+        server_time = batch.server_time_ms
+        for i, snap in enumerate(batch.snapshots):
+            session = by_player.get(snap.player_id)
+            if session is None or session.zone != zone:
+                self.counters.drop("snapshot_unrouted")
+                continue
+            message = relay_pb2.ServerMessage(
+                snapshot=relay_pb2.Snapshot(
+                    stream=snap.stream,
+                    sequence=snap.sequence,
+                    baseline=snap.baseline,
+                    tick=tick,
+                    server_time_ms=server_time,
+                    payload=snap.payload,
+                )
+            )
+            session.send(message.SerializeToString())
+            if i % SAMPLE_EVERY == 0:
+                DOWN_LATENCY.observe(time.perf_counter() - received)
+
+    def on_event(self, link: ZoneLink, event: zone_pb2.PlayerEvent) -> None:
+        session = self.sessions.by_player.get(event.player_id)
+        if session is not None and session.zone == link.zone:
+            session.send(relay_pb2.ServerMessage(event=event).SerializeToString())
+
+    def on_handover(self, link: ZoneLink, handover: zone_pb2.Handover) -> None:
+        self.reroute(handover.player_id, Route(handover.to.zone, handover.epoch))
+
+    async def on_link_up(self, link: ZoneLink, reconnect: bool) -> None:
+        """After a reconnect, join the link's players again: a restarted zone
+        restores them from their checkpoints; one that never went away keeps them."""
+        if not reconnect or not link.attached:
+            return
+        players = sorted(link.attached)
+        results = await asyncio.gather(
+            *(
+                link.join(zone_pb2.JoinRequest(player_id=p, relay_id=self.config.relay_id))
+                for p in players
+            ),
+            return_exceptions=True,
+        )
+        for player, result in zip(players, results, strict=True):
+            if isinstance(result, BaseException):
+                # Probably routed elsewhere now; the route check moves the player.
+                link.attached.discard(player)
+                self._spawn(self._recheck_route(player))
+            else:
+                session = self.sessions.by_player.get(player)
+                if session is not None:
+                    session.entity_id = result.entity_id
+
+    def on_shed(self, link: ZoneLink, inputs: int) -> None:
+        self.counters.drops["upstream_backlog"] += inputs
+
+    def on_link_down(self, link: ZoneLink) -> None:
+        log.warning("zone link down", extra={"zone": link.zone, "players": len(link.attached)})
+
+    # -- routing ----------------------------------------------------------
+
+    def on_route_change(self, player: str, route: Route) -> None:
+        """A routes_changed notification (most players are not ours)."""
+        if player in self.sessions.by_player:
+            self.reroute(player, route)
+
+    def reroute(self, player: str, route: Route) -> None:
+        """Move ``player`` to the zone its route names, seamlessly: detach from the
+        old link, attach to the new one and replay the last inputs there."""
+        session = self.sessions.by_player.get(player)
+        if session is None or not self.routes.update(player, route):
+            return
+        if route.epoch < session.epoch or route.zone == session.zone:
+            session.epoch = max(session.epoch, route.epoch)
+            return
+        old = self.links.get(session.zone)
+        if old is not None:
+            old.detach(player)
+        session.zone = route.zone
+        session.epoch = route.epoch
+        new = self.link(route.zone)
+        new.attach(player)
+        if session.recent_inputs:
+            self._inputs(
+                session,
+                relay_pb2.ClientInputs(
+                    inputs=session.recent_inputs, interp_delay_ms=session.interp_delay_ms
+                ),
+                time.perf_counter(),
+            )
+        self.counters.reroutes += 1
+        log.info("rerouted", extra={"player": player, "zone": route.zone, "epoch": route.epoch})
+
+    async def _recheck_route(self, player: str) -> None:
+        route = await self.store.route(player)
+        if route is not None:
+            self.reroute(player, route)
+
+    # -- ending sessions --------------------------------------------------
+
+    def close(self, session: Session, reason: str, message: str, *, leave: bool = True) -> None:
+        """End a session from the relay's side, telling the client why."""
+        self._end(session, reason, message, leave=leave)
+
+    def _end(
+        self,
+        session: Session,
+        reason: str,
+        message: str,
+        *,
+        leave: bool = True,
+        notify: bool = True,
+    ) -> None:
+        if session.closed:
+            return
+        if notify:
+            goodbye = relay_pb2.ServerMessage(
+                disconnected=relay_pb2.Disconnected(reason=reason, message=message)
+            ).SerializeToString()
+            session.send(goodbye)
+        session.closed = True
+        session.on_close(reason)
+        current = self.sessions.remove(session)
+        if current:
+            self.routes.forget(session.player_id)
+            link = self.links.get(session.zone)
+            if link is not None:
+                link.detach(session.player_id)
+                if leave:
+                    self._spawn(self._leave(link, session.player_id))
+        log.info("session closed", extra={"player": session.player_id, "reason": reason})
+
+    async def _leave(self, link: ZoneLink, player: str) -> None:
+        try:
+            await link.leave(player)
+        except (grpc.aio.AioRpcError, UpstreamUnavailable) as err:
+            log.warning("leave failed", extra={"player": player, "error": str(err)})
+
+    def kick(self, player: str, reason: str) -> bool:
+        session = self.sessions.by_player.get(player)
+        if session is None:
+            return False
+        self._end(session, "KICKED", reason or "kicked by an operator")
+        return True
+
+    # -- housekeeping -----------------------------------------------------
+
+    async def maintain(self, interval_s: float = 0.25) -> None:
+        """Forever: keep-alives, idle timeouts, upstream stall handling, token expiry."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.sweep(time.monotonic(), time.time())
+            except Exception:
+                log.exception("housekeeping failed")
+
+    async def sweep(self, now: float, wall: float) -> None:
+        for session in self.sessions.idle(now):
+            self._end(session, "IDLE_TIMEOUT", f"no packet for {session.timeout_s:.0f} s")
+        for session in self.sessions:
+            if session.transport == "udp" and now - session.last_sent > KEEPALIVE_S:
+                session.send(b"")
+        for token_id, expires_at in list(self.used_tokens.items()):
+            if expires_at < wall:
+                del self.used_tokens[token_id]
+        for link in list(self.links.values()):
+            if link.connected or link.down_since is None:
+                continue
+            stalled = now - link.down_since
+            players = sorted(link.attached)
+            if players and stalled > 0.5:
+                for player, route in (await self.store.routes(players)).items():
+                    self.reroute(player, route)
+            if stalled > self.config.upstream_timeout_s:
+                for player in sorted(link.attached):
+                    stalled_session = self.sessions.by_player.get(player)
+                    if stalled_session is not None:
+                        self._end(
+                            stalled_session,
+                            "ZONE_UNAVAILABLE",
+                            f"zone {link.zone} unreachable for {stalled:.0f} s",
+                            leave=False,
+                        )
+                link.attached.clear()
+            if not link.attached and stalled > self.config.upstream_timeout_s:
+                del self.links[link.zone]
+                await link.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close_all(self) -> None:
+        for session in self.sessions:
+            self._end(session, "RELAY_SHUTDOWN", "the relay is stopping", leave=False)
+        for link in list(self.links.values()):
+            await link.close()
+        self.links.clear()
+        for task in list(self._tasks):
+            task.cancel()

@@ -1,0 +1,134 @@
+"""Relay metrics: plain counters on the packet path, exported by a collector.
+
+Incrementing a Prometheus child for every packet costs more than the rest of the
+path, so the packet path bumps attributes of :class:`Counters` and the collector
+turns them into ``tessera_relay_*`` series when /metrics is scraped. Latency and
+RTT use ordinary histograms (observed once per batch or per RTT sample).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import REGISTRY, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+RTT = Histogram(
+    "tessera_relay_rtt_seconds",
+    "Round-trip time samples of client connections.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
+)
+ADDED_LATENCY = Histogram(
+    "tessera_relay_added_latency_seconds",
+    "Time a message spends inside the relay: client packet in -> written to the zone "
+    "link (path=up), zone snapshot batch in -> last datagram sent (path=down).",
+    ["path"],
+    buckets=(
+        0.00005,
+        0.0001,
+        0.00025,
+        0.0005,
+        0.00075,
+        0.001,
+        0.0015,
+        0.002,
+        0.003,
+        0.005,
+        0.0075,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+    ),
+)
+UP_LATENCY = ADDED_LATENCY.labels("up")
+DOWN_LATENCY = ADDED_LATENCY.labels("down")
+# Every SAMPLE_EVERY-th message of a batch is observed: a per-message distribution
+# (early and late messages of a batch alike) at a fraction of the cost.
+SAMPLE_EVERY = 8
+
+
+def observe_sampled(histogram: Histogram, starts: list[float], end: float) -> None:
+    """Observe ``end - start`` for every SAMPLE_EVERY-th start."""
+    for start in starts[::SAMPLE_EVERY]:
+        histogram.observe(end - start)
+
+
+@dataclass
+class Counters:
+    """Relay-wide totals (also served by GetStatus)."""
+
+    packets_in: int = 0
+    packets_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    reroutes: int = 0
+    drops: Counter[str] = field(default_factory=Counter)
+    handshakes: Counter[str] = field(default_factory=Counter)
+
+    def drop(self, reason: str) -> None:
+        self.drops[reason] += 1
+
+
+class RelayCollector(Collector):
+    """Exports :class:`Counters`, session counts and upstream reconnects."""
+
+    def __init__(
+        self,
+        counters: Counters,
+        sessions: Callable[[], dict[str, int]],
+        reconnects: Callable[[], dict[str, int]],
+    ) -> None:
+        self.counters = counters
+        self.sessions = sessions
+        self.reconnects = reconnects
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.counters
+        sessions = GaugeMetricFamily(
+            "tessera_relay_sessions", "Open client sessions.", labels=["transport"]
+        )
+        counts = self.sessions()
+        for transport in ("udp", "grpc"):
+            sessions.add_metric([transport], counts.get(transport, 0))
+        yield sessions
+        packets = CounterMetricFamily(
+            "tessera_relay_packets", "Client packets by direction.", labels=["direction"]
+        )
+        packets.add_metric(["in"], c.packets_in)
+        packets.add_metric(["out"], c.packets_out)
+        yield packets
+        octets = CounterMetricFamily(
+            "tessera_relay_bytes", "Client bytes by direction.", labels=["direction"]
+        )
+        octets.add_metric(["in"], c.bytes_in)
+        octets.add_metric(["out"], c.bytes_out)
+        yield octets
+        drops = CounterMetricFamily(
+            "tessera_relay_drops", "Dropped client packets by reason.", labels=["reason"]
+        )
+        for reason, n in sorted(c.drops.items()):
+            drops.add_metric([reason], n)
+        yield drops
+        handshakes = CounterMetricFamily(
+            "tessera_relay_handshakes", "Session handshakes by result.", labels=["result"]
+        )
+        for result, n in sorted(c.handshakes.items()):
+            handshakes.add_metric([result], n)
+        yield handshakes
+        yield CounterMetricFamily(
+            "tessera_relay_reroutes", "Players switched to another zone.", value=c.reroutes
+        )
+        reconnects = CounterMetricFamily(
+            "tessera_relay_upstream_reconnects", "ZoneLink reconnects by zone.", labels=["zone"]
+        )
+        for zone, n in sorted(self.reconnects().items()):
+            reconnects.add_metric([zone], n)
+        yield reconnects
+
+
+def register(collector: RelayCollector) -> None:
+    REGISTRY.register(collector)

@@ -1,0 +1,99 @@
+"""Player -> zone routes: parsing the routing table, the relay's cache of it, and
+the choice of a zone for a player who has no route yet.
+
+Zones write ``routes`` entries "<zone>|<epoch>" and publish "<player>|<zone>|<epoch>"
+on ``routes_changed``; epochs only grow, so the cache keeps the entry with the
+highest epoch whatever order lookups and notifications arrive in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from tessera.v1 import zone_pb2
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The zone that owns a player, and the handoff epoch of that ownership."""
+
+    zone: str
+    epoch: int
+
+
+def parse_route(value: bytes | str) -> Route:
+    """Parse a routes hash value "<zone>|<epoch>"; ValueError if malformed."""
+    text = value.decode() if isinstance(value, bytes) else value
+    zone, sep, epoch = text.rpartition("|")
+    if not sep or not zone:
+        raise ValueError(f"malformed route {text!r}")
+    return Route(zone, int(epoch))
+
+
+def parse_route_change(message: bytes | str) -> tuple[str, Route | None]:
+    """Parse a routes_changed notification "<player>|<zone>|<epoch>"; the route is
+    None for a removal ("<player>||0", published when a player leaves)."""
+    text = message.decode() if isinstance(message, bytes) else message
+    player, sep, rest = text.partition("|")
+    if not sep or not player:
+        raise ValueError(f"malformed route change {text!r}")
+    if rest.startswith("|"):
+        return player, None
+    return player, parse_route(rest)
+
+
+class RouteCache:
+    """Routes of the players connected to this relay, newest epoch wins."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, Route] = {}
+
+    def get(self, player: str) -> Route | None:
+        return self._routes.get(player)
+
+    def update(self, player: str, route: Route) -> bool:
+        """Store ``route`` unless an equal or newer epoch is known; True if it changed."""
+        known = self._routes.get(player)
+        if known is not None and (route.epoch < known.epoch or route == known):
+            return False
+        self._routes[player] = route
+        return True
+
+    def forget(self, player: str) -> None:
+        self._routes.pop(player, None)
+
+
+def zone_addresses(
+    zone_map: zone_pb2.ZoneMap | None, statuses: Iterable[zone_pb2.ZoneStatus]
+) -> dict[str, str]:
+    """Zone name -> gRPC address; a heartbeat's address beats the map's (it is fresher)."""
+    addresses: dict[str, str] = {}
+    if zone_map is not None:
+        for entry in zone_map.zones:
+            if entry.address:
+                addresses[entry.zone] = entry.address
+    for status in statuses:
+        if status.address:
+            addresses[status.zone.zone] = status.address
+    return addresses
+
+
+def pick_zone(
+    zone_map: zone_pb2.ZoneMap | None, statuses: Mapping[str, zone_pb2.ZoneStatus]
+) -> str | None:
+    """The zone a player without a route joins: the least loaded active zone.
+
+    Zones in the map that are not ACTIVE (draining, standby) are skipped; without
+    a map, any active zone with a heartbeat will do. Ties break by name.
+    """
+    active = zone_pb2.ZONE_STATE_ACTIVE
+    names: list[str]
+    if zone_map is not None and zone_map.zones:
+        names = [e.zone for e in zone_map.zones if e.state in (active, 0)]
+        names = [n for n in names if n not in statuses or statuses[n].state == active]
+    else:
+        names = [n for n, s in statuses.items() if s.state == active]
+    if not names:
+        return None
+    return min(names, key=lambda n: (statuses[n].players if n in statuses else 0, n))

@@ -1,0 +1,158 @@
+"""Client sessions and their connection statistics (RTT, jitter, loss, traffic)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tessera.relay.limiter import ConnectionLimits
+from tessera.relay.packet import Channel
+
+# Send times of the last packets are kept in a ring this large, for RTT from acks.
+SENT_RING = 256
+
+
+@dataclass(slots=True)
+class LinkStats:
+    """Traffic and timing of one connection, updated on the packet path."""
+
+    packets_in: int = 0
+    packets_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    rtt_ms: float = 0.0
+    jitter_ms: float = 0.0
+    rtt_samples: int = 0
+    last_rtt_ms: float = 0.0
+
+    def add_rtt(self, sample_ms: float) -> None:
+        """Smooth RTT like TCP (1/8) and jitter like RFC 3550 (1/16)."""
+        if self.rtt_samples == 0:
+            self.rtt_ms = sample_ms
+        else:
+            self.rtt_ms += (sample_ms - self.rtt_ms) / 8.0
+            self.jitter_ms += (abs(sample_ms - self.last_rtt_ms) - self.jitter_ms) / 16.0
+        self.last_rtt_ms = sample_ms
+        self.rtt_samples += 1
+
+
+class SentTimes:
+    """When each recent outgoing sequence was sent, to turn acks into RTT samples."""
+
+    __slots__ = ("_seq", "_times", "acked")
+
+    def __init__(self) -> None:
+        self._seq = [0] * SENT_RING
+        self._times = [0.0] * SENT_RING
+        self.acked = 0
+
+    def sent(self, sequence: int, now: float) -> None:
+        slot = sequence % SENT_RING
+        self._seq[slot] = sequence
+        self._times[slot] = now
+
+    def ack(self, sequence: int, now: float) -> float | None:
+        """The RTT in ms if ``sequence`` is a newly acknowledged recent packet."""
+        if sequence <= self.acked:
+            return None
+        self.acked = sequence
+        slot = sequence % SENT_RING
+        if self._seq[slot] != sequence:
+            return None
+        return (now - self._times[slot]) * 1000.0
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    """One connected client, whichever transport it uses.
+
+    ``send`` delivers a serialized ServerMessage to the client (sealed into a
+    DATA packet for UDP, a stream write for gRPC).
+    """
+
+    player_id: str
+    transport: str
+    token_id: bytes
+    timeout_s: float
+    created: float
+    last_seen: float
+    send: Callable[[bytes], None]
+    address: tuple[str, int] | None = None
+    channel: Channel | None = None
+    limits: ConnectionLimits | None = None
+    entity_id: int = 0
+    zone: str = ""
+    epoch: int = 0
+    interp_delay_ms: float = 100.0
+    last_sent: float = 0.0
+    stats: LinkStats = field(default_factory=LinkStats)
+    sent_times: SentTimes = field(default_factory=SentTimes)
+    closed: bool = False
+    # The last ClientInput messages, replayed to the new zone on a re-route.
+    recent_inputs: list[Any] = field(default_factory=list)
+    # The serialized Accepted message, resent when a handshake is retransmitted.
+    accepted: bytes = b""
+    on_close: Callable[[str], None] = field(default=lambda _reason: None)
+
+    @property
+    def loss(self) -> float:
+        return 0.0 if self.channel is None else self.channel.window.loss
+
+    def idle_s(self, now: float) -> float:
+        return max(0.0, now - self.last_seen)
+
+
+class SessionTable:
+    """Sessions indexed by player and, for UDP, by source address.
+
+    A player has at most one session: a new one replaces the old, which the
+    caller closes.
+    """
+
+    def __init__(self) -> None:
+        self.by_player: dict[str, Session] = {}
+        self.by_address: dict[tuple[str, int], Session] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_player)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self.by_player.values()))
+
+    def add(self, session: Session) -> Session | None:
+        """Insert ``session``; return the player's previous session, if any."""
+        old = self.by_player.get(session.player_id)
+        if old is not None:
+            self._unindex(old)
+        self.by_player[session.player_id] = session
+        if session.address is not None:
+            self.by_address[session.address] = session
+        return old
+
+    def remove(self, session: Session) -> bool:
+        """Remove ``session`` if it is the player's current one."""
+        if self.by_player.get(session.player_id) is not session:
+            return False
+        self._unindex(session)
+        del self.by_player[session.player_id]
+        return True
+
+    def _unindex(self, session: Session) -> None:
+        if session.address is not None and self.by_address.get(session.address) is session:
+            del self.by_address[session.address]
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for session in self.by_player.values():
+            counts[session.transport] = counts.get(session.transport, 0) + 1
+        return counts
+
+    def idle(self, now: float) -> list[Session]:
+        """UDP sessions silent for longer than their timeout (a gRPC stream's end,
+        or its HTTP/2 keep-alive failing, is what ends a Play session)."""
+        return [
+            s
+            for s in self.by_player.values()
+            if s.transport == "udp" and now - s.last_seen > s.timeout_s
+        ]

@@ -1,0 +1,115 @@
+"""The relay's only Redis access: routes, the zone map, zone heartbeats, and the
+routes_changed subscription."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from tessera.common.store import WorldKeys
+from tessera.relay.routing import Route, parse_route, parse_route_change
+from tessera.v1 import zone_pb2
+
+log = logging.getLogger(__name__)
+
+
+class RelayStore:
+    """Reads of one world's routing state."""
+
+    def __init__(self, redis: Redis, world: str) -> None:
+        self.redis = redis
+        self.keys = WorldKeys(world)
+
+    async def route(self, player: str) -> Route | None:
+        raw = await self.redis.hget(self.keys.routes, player)
+        return _route_or_none(raw)
+
+    async def routes(self, players: list[str]) -> dict[str, Route]:
+        if not players:
+            return {}
+        values = await self.redis.hmget(self.keys.routes, players)
+        found: dict[str, Route] = {}
+        for player, raw in zip(players, values, strict=True):
+            route = _route_or_none(raw)
+            if route is not None:
+                found[player] = route
+        return found
+
+    async def zone_map(self) -> zone_pb2.ZoneMap | None:
+        raw = await self.redis.get(self.keys.zone_map)
+        return None if raw is None else zone_pb2.ZoneMap.FromString(_bytes(raw))
+
+    async def zone_statuses(self) -> dict[str, zone_pb2.ZoneStatus]:
+        """Heartbeats of the registered zones that are alive (key not expired)."""
+        names = sorted(
+            n.decode() if isinstance(n, bytes) else n
+            for n in await self.redis.smembers(self.keys.zones)
+        )
+        if not names:
+            return {}
+        values = await self.redis.mget([self.keys.zone_status(n) for n in names])
+        return {
+            n: zone_pb2.ZoneStatus.FromString(_bytes(v))
+            for n, v in zip(names, values, strict=True)
+            if v is not None
+        }
+
+    async def zone_address(self, zone: str) -> str | None:
+        """The zone's address from its heartbeat, else from the zone map."""
+        raw = await self.redis.get(self.keys.zone_status(zone))
+        if raw is not None:
+            status = zone_pb2.ZoneStatus.FromString(_bytes(raw))
+            if status.address:
+                return status.address
+        zone_map = await self.zone_map()
+        if zone_map is not None:
+            for entry in zone_map.zones:
+                if entry.zone == zone and entry.address:
+                    return entry.address
+        return None
+
+    async def watch_routes(
+        self, on_change: Callable[[str, Route], None], ready: asyncio.Event | None = None
+    ) -> None:
+        """Call ``on_change`` for every routes_changed notification, forever,
+        resubscribing after Redis errors."""
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.keys.routes_changed)
+                if ready is not None:
+                    ready.set()
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None or message.get("type") != "message":
+                        continue
+                    try:
+                        player, route = parse_route_change(message["data"])
+                    except ValueError:
+                        log.warning("bad route change", extra={"data": repr(message["data"])})
+                        continue
+                    if route is not None:
+                        on_change(player, route)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("route subscription lost; resubscribing", exc_info=True)
+                await asyncio.sleep(0.5)
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _route_or_none(raw: bytes | str | None) -> Route | None:
+    if raw is None:
+        return None
+    try:
+        return parse_route(raw)
+    except ValueError:
+        return None
+
+
+def _bytes(raw: bytes | str) -> bytes:
+    return raw.encode() if isinstance(raw, str) else raw

@@ -1,0 +1,351 @@
+"""Multiplexed ZoneLink streams, one per zone, shared by all of the relay's players.
+
+A :class:`ZoneLink` batches the inputs and acks of its players and writes them
+once per batch window, fans the zone's snapshot batches, events and handovers
+out to its :class:`LinkHandler`, and reconnects with jittered exponential backoff
+when the stream breaks (resolving the zone's address again, since a restarted
+zone may listen elsewhere). While it is down, inputs are kept (the last few per
+player) and replayed after the players are attached again; the client sessions
+stay open, and the gateway decides when a stall has lasted too long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import grpc
+
+from tessera.relay.metrics import UP_LATENCY, observe_sampled
+from tessera.v1 import relay_pb2, zone_pb2, zone_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_INPUTS = 4096
+# Concurrent Join calls per zone.
+MAX_JOINS = 32
+# Queued upstream messages before old inputs are shed (a zone not reading).
+MAX_OUTBOX = 256
+# Inputs kept per player while a link is down (clients resend about as many).
+REPLAY_INPUTS = 8
+
+
+class UpstreamUnavailable(Exception):
+    """The zone's link is not connected."""
+
+
+class LinkHandler(Protocol):
+    """What the gateway does with a link's traffic."""
+
+    def on_snapshots(self, link: ZoneLink, batch: zone_pb2.SnapshotBatch, received: float) -> None:
+        """Fan a tick's snapshots out to the players' sessions."""
+
+    def on_event(self, link: ZoneLink, event: zone_pb2.PlayerEvent) -> None:
+        """Forward a player event."""
+
+    def on_handover(self, link: ZoneLink, handover: zone_pb2.Handover) -> None:
+        """A player now belongs to another zone."""
+
+    async def on_link_up(self, link: ZoneLink, reconnect: bool) -> None:
+        """The stream is (again) up; re-join players if the zone restarted."""
+
+    def on_link_down(self, link: ZoneLink) -> None:
+        """The stream broke."""
+
+    def on_shed(self, link: ZoneLink, inputs: int) -> None:
+        """``inputs`` stale inputs were dropped because the zone was not reading."""
+
+
+def keep_recent(batches: list[zone_pb2.InputBatch], per_player: int) -> zone_pb2.InputBatch:
+    """Merge buffered batches, keeping the last ``per_player`` inputs of each player
+    (in arrival order) and the newest ack of each player and stream."""
+    inputs: list[zone_pb2.PlayerInput] = []
+    counts: dict[str, int] = {}
+    for batch in reversed(batches):
+        for item in reversed(batch.inputs):
+            n = counts.get(item.player_id, 0)
+            if n < per_player:
+                counts[item.player_id] = n + 1
+                inputs.append(item)
+    acks: dict[tuple[str, int], zone_pb2.SnapshotAck] = {}
+    for batch in batches:
+        for ack in batch.acks:
+            key = (ack.player_id, ack.stream)
+            if key not in acks or ack.sequence > acks[key].sequence:
+                acks[key] = ack
+    inputs.reverse()
+    return zone_pb2.InputBatch(inputs=inputs, acks=list(acks.values()))
+
+
+class ZoneLink:
+    """The relay's stream to one zone; see the module docstring."""
+
+    def __init__(
+        self,
+        zone: str,
+        *,
+        relay_id: str,
+        resolve: Callable[[str], Awaitable[str | None]],
+        handler: LinkHandler,
+        batch_s: float = 0.0005,
+        backoff_s: tuple[float, float] = (0.05, 1.0),
+        rpc_timeout_s: float = 3.0,
+    ) -> None:
+        self.zone = zone
+        self.relay_id = relay_id
+        self.resolve = resolve
+        self.handler = handler
+        self.batch_s = batch_s
+        self.backoff_s = backoff_s
+        self.rpc_timeout_s = rpc_timeout_s
+        self.address = ""
+        self.connected = False
+        self.ever_connected = False
+        self.reconnects = 0
+        self.shed_inputs = 0
+        self.down_since: float | None = time.monotonic()
+        self.attached: set[str] = set()
+        self.welcome: zone_pb2.LinkWelcome | None = None
+        self._channel: grpc.aio.Channel | None = None
+        # The generated aio stub is typed as the sync one by grpc-stubs.
+        self._stub: Any = None
+        self._outbox: list[zone_pb2.ZoneLinkUp] = []
+        self._batch = zone_pb2.InputBatch()
+        self._wake = asyncio.Event()
+        self._flush_scheduled = False
+        # Receive times (perf_counter) of the client packets in the pending batch.
+        self._received: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.up = asyncio.Event()
+        self._joins = asyncio.Semaphore(MAX_JOINS)
+
+    # -- the relay's side -------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"zonelink-{self.zone}")
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._channel is not None:
+            await self._channel.close(None)
+
+    def attach(self, player: str) -> None:
+        """Route ``player``'s snapshots over this link (queued in order with inputs)."""
+        self.attached.add(player)
+        self._control(zone_pb2.ZoneLinkUp(attach=zone_pb2.Attach(player_id=player)))
+
+    def detach(self, player: str) -> None:
+        """Stop ``player``'s snapshots on this link; no-op if not attached."""
+        if player in self.attached:
+            self.attached.discard(player)
+            if self.connected:
+                self._control(zone_pb2.ZoneLinkUp(detach=zone_pb2.Detach(player_id=player)))
+
+    def send_inputs(self, items: list[zone_pb2.PlayerInput], received: float) -> None:
+        """Queue a client's inputs; ``received`` (perf_counter) times the relay's delay."""
+        self._batch.inputs.extend(items)
+        if len(self._batch.inputs) >= MAX_BATCH_INPUTS:
+            self._close_batch()
+        self._note(received)
+
+    def send_ack(self, ack: zone_pb2.SnapshotAck, received: float) -> None:
+        self._batch.acks.append(ack)
+        self._note(received)
+
+    def _note(self, received: float) -> None:
+        self._received.append(received)
+        self._schedule()
+
+    async def join(self, request: zone_pb2.JoinRequest) -> zone_pb2.JoinResponse:
+        """The zone's Join RPC over this link's channel (at most MAX_JOINS at a time,
+        so a crowd connecting at once queues here instead of timing out at the zone)."""
+        stub = await self._ready_stub()
+        async with self._joins:
+            response: zone_pb2.JoinResponse = await stub.Join(request, timeout=self.rpc_timeout_s)
+        return response
+
+    async def leave(self, player: str) -> None:
+        stub = await self._ready_stub()
+        await stub.Leave(zone_pb2.LeaveRequest(player_id=player), timeout=self.rpc_timeout_s)
+
+    def status(self) -> relay_pb2.UpstreamLink:
+        return relay_pb2.UpstreamLink(
+            zone=self._zone_ref(),
+            address=self.address,
+            connected=self.connected,
+            players=len(self.attached),
+            reconnects=self.reconnects,
+        )
+
+    # -- internals --------------------------------------------------------
+
+    def _zone_ref(self) -> Any:
+        if self.welcome is not None:
+            return self.welcome.zone
+        return None
+
+    async def _ready_stub(self) -> Any:
+        if self._stub is None:
+            try:
+                await asyncio.wait_for(self.up.wait(), self.rpc_timeout_s)
+            except TimeoutError:
+                raise UpstreamUnavailable(f"zone {self.zone} is not reachable") from None
+        assert self._stub is not None
+        return self._stub
+
+    def _control(self, message: zone_pb2.ZoneLinkUp) -> None:
+        self._close_batch()
+        self._outbox.append(message)
+        self._schedule()
+
+    def _close_batch(self) -> None:
+        if self._batch.inputs or self._batch.acks:
+            self._outbox.append(zone_pb2.ZoneLinkUp(inputs=self._batch))
+            self._batch = zone_pb2.InputBatch()
+            if len(self._outbox) > MAX_OUTBOX:
+                self._shed()
+
+    def _shed(self) -> None:
+        """A zone that stopped reading: merge the queued input batches down to the
+        recent inputs of each player (older ones are stale anyway), keep control."""
+        batches = [m.inputs for m in self._outbox if m.WhichOneof("msg") == "inputs"]
+        control = [m for m in self._outbox if m.WhichOneof("msg") != "inputs"]
+        merged = keep_recent(batches, REPLAY_INPUTS)
+        shed = sum(len(b.inputs) for b in batches) - len(merged.inputs)
+        self.shed_inputs += shed
+        self.handler.on_shed(self, shed)
+        self._outbox = [*control, zone_pb2.ZoneLinkUp(inputs=merged)]
+
+    def _schedule(self) -> None:
+        if not self._flush_scheduled and self.connected:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_later(self.batch_s, self._wake_writer)
+
+    def _wake_writer(self) -> None:
+        self._flush_scheduled = False
+        self._wake.set()
+
+    def _take_outbox(self) -> list[zone_pb2.ZoneLinkUp]:
+        self._close_batch()
+        out, self._outbox = self._outbox, []
+        return out
+
+    def _buffer_for_replay(self) -> None:
+        """On a broken stream keep only recent inputs and acks; control is redone."""
+        self._close_batch()
+        self._received = []
+        batches = [m.inputs for m in self._outbox if m.WhichOneof("msg") == "inputs"]
+        self._outbox = []
+        if batches:
+            merged = keep_recent(batches, REPLAY_INPUTS)
+            if merged.inputs or merged.acks:
+                self._outbox.append(zone_pb2.ZoneLinkUp(inputs=merged))
+
+    async def _run(self) -> None:
+        low, high = self.backoff_s
+        delay = low
+        while not self._closed:
+            started = time.monotonic()
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as err:
+                log.warning(
+                    "zone link broken",
+                    extra={"zone": self.zone, "address": self.address, "code": err.code().name},
+                )
+            except (ConnectionError, TimeoutError, OSError) as err:
+                log.warning("zone link unavailable", extra={"zone": self.zone, "error": str(err)})
+            except Exception:
+                log.exception("zone link failed", extra={"zone": self.zone})
+            finally:
+                self._mark_down()
+            if time.monotonic() - started > 5.0:
+                delay = low
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(high, delay * 2)
+
+    def _mark_down(self) -> None:
+        was_connected = self.connected
+        self.connected = False
+        self.up.clear()
+        self._stub = None
+        self._buffer_for_replay()
+        if was_connected:
+            self.down_since = time.monotonic()
+            self.handler.on_link_down(self)
+
+    async def _session(self) -> None:
+        address = await self.resolve(self.zone)
+        if address is None:
+            raise ConnectionError(f"no address for zone {self.zone}")
+        if address != self.address or self._channel is None:
+            if self._channel is not None:
+                await self._channel.close(None)
+            self._channel = grpc.aio.insecure_channel(address)
+            self.address = address
+        stub: Any = zone_pb2_grpc.ZoneStub(self._channel)
+        call = stub.ZoneLink()
+        await call.write(zone_pb2.ZoneLinkUp(hello=zone_pb2.LinkHello(relay_id=self.relay_id)))
+        first = await asyncio.wait_for(call.read(), self.rpc_timeout_s)
+        if not isinstance(first, zone_pb2.ZoneLinkDown) or first.WhichOneof("msg") != "welcome":
+            raise ConnectionError(f"zone {self.zone} did not welcome the link")
+        self.welcome = first.welcome
+        reconnect = self.ever_connected
+        if reconnect:
+            self.reconnects += 1
+        self.ever_connected = True
+        self._stub = stub
+        self.up.set()
+        await self.handler.on_link_up(self, reconnect)
+        # Players first; the buffered inputs stay in the outbox, written after them.
+        for player in sorted(self.attached):
+            await call.write(zone_pb2.ZoneLinkUp(attach=zone_pb2.Attach(player_id=player)))
+        self.connected = True
+        self.down_since = None
+        log.info("zone link up", extra={"zone": self.zone, "address": self.address})
+        writer = asyncio.create_task(self._write_loop(call))
+        try:
+            await self._read_loop(call)
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            call.cancel()
+
+    async def _write_loop(self, call: Any) -> None:
+        self._schedule_if_pending()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            received, self._received = self._received, []
+            for message in self._take_outbox():
+                await call.write(message)
+            observe_sampled(UP_LATENCY, received, time.perf_counter())
+
+    def _schedule_if_pending(self) -> None:
+        if self._outbox or self._batch.inputs or self._batch.acks:
+            self._schedule()
+
+    async def _read_loop(self, call: Any) -> None:
+        handler = self.handler
+        while True:
+            down = await call.read()
+            if down is grpc.aio.EOF:  # type: ignore[attr-defined]
+                raise ConnectionError(f"zone {self.zone} closed the link")
+            kind = down.WhichOneof("msg")
+            if kind == "snapshots":
+                handler.on_snapshots(self, down.snapshots, time.perf_counter())
+            elif kind == "event":
+                handler.on_event(self, down.event)
+            elif kind == "handover":
+                handler.on_handover(self, down.handover)

@@ -1,0 +1,172 @@
+"""Gateway routing logic on a real Redis (no zone processes needed): re-routes
+move a player between links exactly once, replay its last inputs, and snapshots
+from a zone the player left are dropped."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from tessera.common.store import WorldKeys
+from tessera.relay.gateway import Gateway, GatewayConfig, Grant, Rejected
+from tessera.relay.metrics import Counters
+from tessera.relay.routing import Route
+from tessera.relay.session import Session
+from tessera.relay.store import RelayStore
+from tessera.v1 import relay_pb2, zone_pb2
+
+
+def refuse(token: bytes, now: float) -> Grant:
+    raise Rejected("malformed", "not used here")
+
+
+@pytest.fixture
+async def gateway(redis: Redis) -> AsyncIterator[Gateway]:
+    gw = Gateway(
+        GatewayConfig(relay_id="r1", world="w"),
+        store=RelayStore(redis, "w"),
+        opener=refuse,
+        counters=Counters(),
+    )
+    yield gw
+    await gw.close_all()
+
+
+def add_session(gw: Gateway, player: str, zone: str, epoch: int) -> tuple[Session, list[bytes]]:
+    sent: list[bytes] = []
+    now = time.monotonic()
+    session = Session(
+        player_id=player,
+        transport="udp",
+        token_id=b"t",
+        timeout_s=10.0,
+        created=now,
+        last_seen=now,
+        send=sent.append,
+        zone=zone,
+        epoch=epoch,
+    )
+    gw.sessions.add(session)
+    gw.routes.update(player, Route(zone, epoch))
+    gw.link(zone).attach(player)
+    return session, sent
+
+
+def outbox_kinds(gw: Gateway, zone: str) -> list[str]:
+    link = gw.links[zone]
+    link._close_batch()
+    return [str(m.WhichOneof("msg")) for m in link._outbox]
+
+
+def inputs_message(*seqs: int) -> relay_pb2.ClientMessage:
+    return relay_pb2.ClientMessage(
+        inputs=relay_pb2.ClientInputs(
+            inputs=[relay_pb2.ClientInput(sequence=s, move_x=1.0) for s in seqs]
+        )
+    )
+
+
+async def test_reroute_moves_player_once_and_replays_inputs(gateway: Gateway) -> None:
+    session, _ = add_session(gateway, "alice", "zone-a", 1)
+    gateway.handle(session, inputs_message(1, 2, 3), time.perf_counter())
+    gateway.reroute("alice", Route("zone-b", 2))
+    assert session.zone == "zone-b" and session.epoch == 2
+    assert "alice" not in gateway.links["zone-a"].attached
+    assert "alice" in gateway.links["zone-b"].attached
+    assert outbox_kinds(gateway, "zone-b") == ["attach", "inputs"]
+    replayed = gateway.links["zone-b"]._outbox[1].inputs.inputs
+    assert [i.sequence for i in replayed] == [1, 2, 3]
+    assert {i.player_id for i in replayed} == {"alice"}
+    assert gateway.counters.reroutes == 1
+    # The same change again (pub/sub after Handover) and an older one are no-ops.
+    gateway.reroute("alice", Route("zone-b", 2))
+    gateway.on_route_change("alice", Route("zone-a", 1))
+    assert session.zone == "zone-b" and gateway.counters.reroutes == 1
+    # Changes for players of other relays are ignored.
+    gateway.on_route_change("bob", Route("zone-a", 9))
+    assert "bob" not in gateway.sessions.by_player
+
+
+async def test_snapshots_only_from_the_current_zone(gateway: Gateway) -> None:
+    _, sent = add_session(gateway, "alice", "zone-a", 1)
+    batch = zone_pb2.SnapshotBatch(
+        tick=7,
+        server_time_ms=1.0,
+        snapshots=[zone_pb2.PlayerSnapshot(player_id="alice", stream=3, sequence=1, payload=b"x")],
+    )
+    gateway.on_snapshots(gateway.links["zone-a"], batch, time.perf_counter())
+    assert len(sent) == 1
+    message = relay_pb2.ServerMessage.FromString(sent[0])
+    assert (message.snapshot.tick, message.snapshot.stream, message.snapshot.payload) == (
+        7,
+        3,
+        b"x",
+    )
+    gateway.reroute("alice", Route("zone-b", 2))
+    gateway.on_snapshots(gateway.links["zone-a"], batch, time.perf_counter())
+    assert len(sent) == 1
+    assert gateway.counters.drops["snapshot_unrouted"] == 1
+    gateway.on_snapshots(gateway.links["zone-b"], batch, time.perf_counter())
+    assert len(sent) == 2
+
+
+async def test_handover_message_reroutes(gateway: Gateway) -> None:
+    session, _ = add_session(gateway, "alice", "zone-a", 4)
+    handover = zone_pb2.Handover(player_id="alice", epoch=5)
+    handover.to.world, handover.to.zone = "w", "zone-c"
+    gateway.on_handover(gateway.links["zone-a"], handover)
+    assert session.zone == "zone-c"
+
+
+async def test_stalled_link_reroutes_from_redis_then_times_out(
+    gateway: Gateway, redis: Redis
+) -> None:
+    keys = WorldKeys("w")
+    moved, _ = add_session(gateway, "alice", "zone-a", 1)
+    stuck, stuck_sent = add_session(gateway, "bob", "zone-a", 1)
+    link = gateway.links["zone-a"]
+    assert not link.connected and link.down_since is not None
+    await redis.hset(keys.routes, "alice", "zone-b|2")
+    now = link.down_since + 1.0
+    await gateway.sweep(now, time.time())
+    assert moved.zone == "zone-b" and stuck.zone == "zone-a"
+    later = link.down_since + gateway.config.upstream_timeout_s + 1
+    moved.last_seen = stuck.last_seen = later  # the clients keep sending
+    gateway.links["zone-b"].down_since = later  # zone-b's link is only just starting
+    await gateway.sweep(later, time.time())
+    assert stuck.closed and "bob" not in gateway.sessions.by_player
+    goodbye = relay_pb2.ServerMessage.FromString(stuck_sent[-1])
+    assert goodbye.disconnected.reason == "ZONE_UNAVAILABLE"
+    assert not moved.closed
+
+
+async def test_idle_sessions_closed_and_kick(gateway: Gateway) -> None:
+    idle, idle_sent = add_session(gateway, "idle", "zone-a", 1)
+    _, kicked_sent = add_session(gateway, "kicked", "zone-a", 1)
+    idle.last_seen -= 60
+    await gateway.sweep(time.monotonic(), time.time())
+    assert idle.closed
+    assert relay_pb2.ServerMessage.FromString(idle_sent[-1]).disconnected.reason == "IDLE_TIMEOUT"
+    assert gateway.kick("kicked", "cheating")
+    assert not gateway.kick("nobody", "")
+    assert relay_pb2.ServerMessage.FromString(kicked_sent[-1]).disconnected.message == "cheating"
+    assert len(gateway.sessions) == 0
+    assert gateway.links["zone-a"].attached == set()
+
+
+async def test_too_many_inputs_dropped(gateway: Gateway) -> None:
+    session, _ = add_session(gateway, "alice", "zone-a", 1)
+    gateway.handle(session, inputs_message(*range(1, 10)), time.perf_counter())
+    assert gateway.counters.drops["too_many_inputs"] == 1
+    assert outbox_kinds(gateway, "zone-a") == ["attach"]
+
+
+async def test_ping_answered_in_session(gateway: Gateway) -> None:
+    session, sent = add_session(gateway, "alice", "zone-a", 1)
+    ping = relay_pb2.ClientMessage(ping=relay_pb2.Ping(id=9, client_time_ms=5.0))
+    gateway.handle(session, ping, time.perf_counter())
+    pong = relay_pb2.ServerMessage.FromString(sent[-1]).pong
+    assert (pong.id, pong.client_time_ms) == (9, 5.0) and pong.server_time_ms > 0

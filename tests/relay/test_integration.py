@@ -1,0 +1,450 @@
+"""Auth + zone + relay as real processes on a real Redis: bots log in, connect
+over UDP, move and see each other; bad tokens and garbage are refused and
+counted; a zone killed and restarted under load disconnects nobody."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from tessera.auth.connect import ConnectGrant, issue_connect_token, new_token_id
+from tessera.auth.keys import KeyRing, SigningKey, write_key
+from tessera.client.bot import Bot, hotspot, random_walk
+from tessera.client.client import GameClient, Intent
+from tessera.client.login import guest_connect_token
+from tessera.client.transport import PlayTransport, UdpTransport, ping
+from tessera.client.world import WorldView
+from tessera.common.localredis import LocalRedis
+from tessera.common.process import ServiceProcess
+from tessera.relay import packet
+from tessera.v1 import relay_pb2, relay_pb2_grpc, zone_pb2, zone_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+WORLD = "itest"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    auth: ServiceProcess
+    zone: ServiceProcess
+    relay: ServiceProcess
+    zone_env: dict[str, str]
+    udp_address: str
+    connect_key: bytes
+    signing_key: SigningKey
+
+    async def restart_zone(self) -> None:
+        """kill -9 the zone and start it again. The child is forked from this
+        (the main) thread: children die with the thread that forked them."""
+        self.zone.kill()
+        self.zone = ServiceProcess("tessera.zone", self.zone_env, name="zone").start()
+        await asyncio.to_thread(self.zone.wait_serving)
+
+    def metric(self, name: str, **labels: str) -> float:
+        url = f"http://127.0.0.1:{self.relay.ports['metrics_port']}/metrics"
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        for line in text.splitlines():
+            if line.startswith(name) and (not want or "{" + want + "}" in line):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    async def status(self) -> relay_pb2.RelayStatus:
+        async with grpc.aio.insecure_channel(self.relay.grpc_address) as channel:
+            stub: Any = relay_pb2_grpc.RelayStub(channel)
+            status: relay_pb2.RelayStatus = await stub.GetStatus(relay_pb2.GetRelayStatusRequest())
+            return status
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("relay-stack")
+    (tmp / "redis").mkdir()
+    redis = LocalRedis(tmp / "redis")
+    redis.start()
+    key_dir = tmp / "keys"
+    write_key(key_dir, 0)
+    signing_key = KeyRing.from_directory(key_dir, overlap_s=3600).current(time.time())
+    connect_key = os.urandom(32)
+    connect_b64 = base64.b64encode(connect_key).decode()
+    udp_port = free_udp_port()
+    common = {
+        "TESSERA_REDIS_URL": redis.url,
+        "TESSERA_GRPC_PORT": "0",
+        "TESSERA_METRICS_PORT": "0",
+        "TESSERA_HOST": "127.0.0.1",
+        "TESSERA_WORLD": WORLD,
+        "TESSERA_SHUTDOWN_GRACE_S": "1",
+    }
+    auth = ServiceProcess(
+        "tessera.auth",
+        {
+            **common,
+            "TESSERA_AUTH_KEY_DIR": str(key_dir),
+            "TESSERA_CONNECT_KEY": connect_b64,
+            "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{udp_port}",
+            "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "1000",
+        },
+        name="auth",
+    ).start()
+    zone_env = {
+        **os.environ,
+        **common,
+        "TESSERA_ZONE": "zone-a",
+        "TESSERA_ZONE_BOUNDS": "-100,-100,100,100",
+        "TESSERA_WORLD_BOUNDS": "-100,-100,100,100",
+        "TESSERA_TICK_HZ": "20",
+        "TESSERA_CHECKPOINT_S": "0.2",
+    }
+    zone = ServiceProcess("tessera.zone", zone_env, name="zone").start()
+    auth.wait_serving()
+    zone.wait_serving()
+    relay = ServiceProcess(
+        "tessera.relay",
+        {
+            **common,
+            "TESSERA_UDP_HOST": "127.0.0.1",
+            "TESSERA_UDP_PORT": str(udp_port),
+            "TESSERA_AUTH_ADDRESS": auth.grpc_address,
+            "TESSERA_CONNECT_KEY": connect_b64,
+        },
+        name="relay",
+    ).start()
+    relay.wait_serving()
+    s = Stack(auth, zone, relay, zone_env, f"127.0.0.1:{udp_port}", connect_key, signing_key)
+    yield s
+    for proc in (s.relay, s.zone, s.auth):
+        proc.terminate()
+    redis.stop()
+
+
+async def connect_bot(stack: Stack, name: str, pattern: Any, seed: int) -> Bot:
+    token = await guest_connect_token(stack.auth.grpc_address, f"device-{name}-0123456789")
+    client = GameClient(UdpTransport())
+    await client.connect(token)
+    bot = Bot(client, pattern, seed=seed)
+    bot.start()
+    return bot
+
+
+async def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def eventually(check: Any, timeout_s: float, what: str) -> None:
+    """Poll the async predicate ``check`` until it holds."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def bots(stack: Stack) -> AsyncIterator[list[Bot]]:
+    made = [
+        await connect_bot(stack, f"b{i}", hotspot((0.0, 0.0), 8.0) if i % 2 else random_walk, i)
+        for i in range(10)
+    ]
+    yield made
+    for bot in made:
+        await bot.client.close()
+
+
+def world_of(bot: Bot) -> WorldView:
+    assert bot.client.world is not None
+    return bot.client.world
+
+
+def accepted_of(bot: Bot) -> relay_pb2.Accepted:
+    assert bot.client.accepted is not None
+    return bot.client.accepted
+
+
+def own_position(bot: Bot) -> npt.NDArray[np.float64]:
+    position = world_of(bot).own_position()
+    assert position is not None
+    return position
+
+
+async def test_bots_move_and_see_each_other(stack: Stack, bots: list[Bot]) -> None:
+    ids = {accepted_of(b).entity_id for b in bots}
+    assert len(ids) == len(bots)
+
+    def everyone_sees_everyone() -> bool:
+        return all(ids - {accepted_of(b).entity_id} <= set(world_of(b).others()) for b in bots)
+
+    await wait_for(everyone_sees_everyone, 10.0, "bots to see each other")
+    start = {id(b): own_position(b).copy() for b in bots}
+    await asyncio.sleep(1.5)
+    moved = [float(np.linalg.norm(own_position(b) - start[id(b)])) for b in bots]
+    assert min(moved) > 0.5, moved
+    # Interpolated (100 ms in the past) positions cover the same entities.
+    for b in bots:
+        assert ids - {accepted_of(b).entity_id} <= set(b.client.others())
+    # Inputs are acknowledged (reconciliation ran) and the prediction stays close.
+    for b in bots:
+        assert b.client.world is not None and b.client.world.last_input_seq > 0
+        assert b.client.predictor.error_stats()["samples"] > 0
+        assert b.client.predictor.error_stats()["p95_m"] < 2.0
+    # Per-connection statistics are measured from acks.
+    async with grpc.aio.insecure_channel(stack.relay.grpc_address) as channel:
+        stub: Any = relay_pb2_grpc.RelayStub(channel)
+        listing = await stub.ListSessions(relay_pb2.ListSessionsRequest())
+    infos = {s.player_id: s for s in listing.sessions}
+    for b in bots:
+        info = infos[accepted_of(b).player_id]
+        assert info.transport == "udp" and info.zone.zone == "zone-a"
+        assert info.packets_in > 10 and info.packets_out > 10 and info.rtt_ms > 0
+        assert info.bytes_in > 0 and info.bytes_out > 0 and 0 <= info.loss < 0.5
+
+
+async def test_play_transport_and_ping(stack: Stack) -> None:
+    result = await ping(stack.udp_address)
+    assert result.rtt_ms < 1000
+    token = await guest_connect_token(stack.auth.grpc_address, "device-play-0123456789")
+    client = GameClient(PlayTransport(stack.relay.grpc_address))
+    await client.connect(token)
+    client.start(lambda _client: Intent(move_x=1.0))
+    await wait_for(lambda: client.snapshots >= 5, 10.0, "snapshots over Play")
+    status = await stack.status()
+    assert status.sessions["grpc"] == 1
+    await client.close()
+
+    async def grpc_sessions_are(n: int) -> bool:
+        return (await stack.status()).sessions["grpc"] == n
+
+    await eventually(lambda: grpc_sessions_are(0), 5.0, "the Play session to end")
+
+
+def mint(stack: Stack, *, expires_in: int, key: SigningKey | None = None) -> bytes:
+    now = int(time.time())
+    grant = ConnectGrant(
+        token_id=new_token_id(),
+        player_id="mallory",
+        session_id="s",
+        relay_addresses=(stack.udp_address,),
+        client_to_server_key=os.urandom(32),
+        server_to_client_key=os.urandom(32),
+        issued_at=now - 100,
+        expires_at=now + expires_in,
+        timeout_s=10,
+    )
+    return issue_connect_token(
+        grant, signing_key=key or stack.signing_key, sealing_key=stack.connect_key
+    )
+
+
+async def raw_handshake(stack: Stack, token: bytes) -> bool:
+    """Send a handshake from a fresh socket; True if anything came back."""
+    host, port = stack.udp_address.split(":")
+    loop = asyncio.get_running_loop()
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Proto(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            got.put_nowait(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Proto, remote_addr=(host, int(port)))
+    try:
+        transport.sendto(packet.encode_handshake(token))
+        await asyncio.sleep(0.5)
+        return not got.empty()
+    finally:
+        transport.close()
+
+
+async def test_bad_tokens_and_garbage_rejected_and_counted(stack: Stack) -> None:
+    before = {
+        r: stack.metric("tessera_relay_handshakes_total", result=r)
+        for r in ("bad_signature", "expired", "replayed", "accepted")
+    }
+    assert not await raw_handshake(stack, mint(stack, expires_in=60, key=SigningKey.generate()))
+    assert not await raw_handshake(stack, mint(stack, expires_in=-5))
+    # A real token, used once by a real client, then replayed from elsewhere.
+    token = await guest_connect_token(stack.auth.grpc_address, "device-replay-0123456789")
+    client = GameClient(UdpTransport())
+    await client.connect(token)
+    assert not await raw_handshake(stack, token.token)
+    # Garbage from an unknown address: no reply, counted.
+    unknown = stack.metric("tessera_relay_drops_total", reason="unknown_address")
+    host, port = stack.udp_address.split(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.3)
+        for _ in range(20):
+            s.sendto(b"\x02" + os.urandom(100), (host, int(port)))
+        with pytest.raises(TimeoutError):
+            s.recvfrom(2048)
+    assert stack.metric("tessera_relay_drops_total", reason="unknown_address") >= unknown + 20
+    after = {
+        r: stack.metric("tessera_relay_handshakes_total", result=r)
+        for r in ("bad_signature", "expired", "replayed", "accepted")
+    }
+    assert after["bad_signature"] == before["bad_signature"] + 1
+    assert after["expired"] == before["expired"] + 1
+    assert after["replayed"] == before["replayed"] + 1
+    assert after["accepted"] == before["accepted"] + 1
+    assert client.connected
+    player = token.player_id
+    await client.close()  # a clean goodbye ends the session at once, not after the timeout
+
+    async def no_session() -> bool:
+        async with grpc.aio.insecure_channel(stack.relay.grpc_address) as channel:
+            stub: Any = relay_pb2_grpc.RelayStub(channel)
+            listing = await stub.ListSessions(relay_pb2.ListSessionsRequest())
+        return all(s.player_id != player for s in listing.sessions)
+
+    await eventually(no_session, 3.0, "the UDP session to end")
+
+
+async def test_zone_restart_under_load_disconnects_nobody(stack: Stack, bots: list[Bot]) -> None:
+    await wait_for(lambda: all(b.client.snapshots > 5 for b in bots), 10.0, "snapshots")
+    streams = {id(b): world_of(b).stream for b in bots}
+    await stack.restart_zone()  # the bots keep playing meanwhile
+    counts = {id(b): b.client.snapshots for b in bots}
+    await wait_for(
+        lambda: all(b.client.snapshots > counts[id(b)] + 10 for b in bots),
+        15.0,
+        "snapshots after the zone restart",
+    )
+    assert all(b.client.connected for b in bots), [b.client.disconnected for b in bots]
+    assert all(world_of(b).stream != streams[id(b)] for b in bots)
+    assert stack.metric("tessera_relay_upstream_reconnects_total", zone="zone-a") >= 1
+    status = await stack.status()
+    assert status.sessions["udp"] >= len(bots)
+
+
+async def test_route_change_reroutes_without_disconnect(stack: Stack) -> None:
+    """Move a connected player to a second zone through the zones' own API
+    (Leave on zone-a, Join on zone-b, which claims the route and publishes the
+    change, as a committed handoff does): the relay switches the upstream, the
+    client only sees snapshots of a new stream."""
+    # Connected while zone-a is the only zone, so it is placed there.
+    bot = await connect_bot(stack, "mover", random_walk, 99)
+    client = bot.client
+    zone_b = ServiceProcess(
+        "tessera.zone", {**stack.zone_env, "TESSERA_ZONE": "zone-b"}, name="zone-b"
+    ).start()
+    try:
+        await asyncio.to_thread(zone_b.wait_serving)
+        assert client.accepted is not None and client.world is not None
+        player = client.accepted.player_id
+        await wait_for(lambda: client.snapshots > 5, 10.0, "snapshots from zone-a")
+        stream_a = client.world.stream
+        reroutes = stack.metric("tessera_relay_reroutes_total")
+        async with (
+            grpc.aio.insecure_channel(stack.zone.grpc_address) as a,
+            grpc.aio.insecure_channel(zone_b.grpc_address) as b,
+        ):
+            stub_a: Any = zone_pb2_grpc.ZoneStub(a)
+            stub_b: Any = zone_pb2_grpc.ZoneStub(b)
+            await stub_a.Leave(zone_pb2.LeaveRequest(player_id=player))
+            joined = await stub_b.Join(zone_pb2.JoinRequest(player_id=player, relay_id="x"))
+        assert joined.zone.zone == "zone-b" and joined.restored
+        await wait_for(
+            lambda: (
+                client.world is not None
+                and client.world.stream != stream_a
+                and client.snapshots > 0
+            ),
+            10.0,
+            "snapshots from zone-b",
+        )
+        before = client.snapshots
+        await wait_for(lambda: client.snapshots > before + 5, 10.0, "a steady zone-b stream")
+        assert client.connected
+        assert client.world.own_position() is not None
+        assert stack.metric("tessera_relay_reroutes_total") == reroutes + 1
+        async with grpc.aio.insecure_channel(stack.relay.grpc_address) as channel:
+            stub: Any = relay_pb2_grpc.RelayStub(channel)
+            listing = await stub.ListSessions(relay_pb2.ListSessionsRequest())
+        assert {s.player_id: s.zone.zone for s in listing.sessions}[player] == "zone-b"
+        await client.close()
+    finally:
+        zone_b.terminate()
+
+
+async def test_raw_protocol_retransmit_rate_limit_and_replay(stack: Stack) -> None:
+    """Speak the wire protocol by hand: a retransmitted handshake is answered
+    again, a flood is cut by the per-connection limit, a replayed DATA packet
+    and a tampered one are dropped, and each drop is counted."""
+    token = await guest_connect_token(stack.auth.grpc_address, "device-raw-0123456789")
+    host, port = stack.udp_address.split(":")
+    loop = asyncio.get_running_loop()
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Proto(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            got.put_nowait(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Proto, remote_addr=(host, int(port)))
+    channel = packet.Channel(token.client_to_server_key, token.server_to_client_key)
+
+    async def next_message() -> relay_pb2.ServerMessage:
+        while True:
+            opened = channel.open(await asyncio.wait_for(got.get(), 5.0))
+            if opened.message:
+                return relay_pb2.ServerMessage.FromString(opened.message)
+
+    try:
+        handshake = packet.encode_handshake(token.token)
+        transport.sendto(handshake)
+        first = await next_message()
+        while first.WhichOneof("msg") == "disconnected":
+            # Refused but not spent (e.g. the zone it picked was just stopped): retry.
+            await asyncio.sleep(0.2)
+            transport.sendto(handshake)
+            first = await next_message()
+        assert first.WhichOneof("msg") == "accepted"
+        transport.sendto(handshake)  # as if the Accepted had been lost
+        again = await next_message()
+        assert again.accepted.entity_id == first.accepted.entity_id
+
+        names = ("replay", "decrypt", "rate_packets")
+        before = {n: stack.metric("tessera_relay_drops_total", reason=n) for n in names}
+        _, data = channel.seal(b"")
+        transport.sendto(data)
+        transport.sendto(data)  # replayed
+        _, other = channel.seal(b"")
+        transport.sendto(other[:-1] + bytes([other[-1] ^ 0xFF]))  # tampered
+        for _ in range(40):  # 800 packets in well under a second: beyond 200/s, 2 s burst
+            for _ in range(20):
+                transport.sendto(channel.seal(b"")[1])
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.5)
+        after = {n: stack.metric("tessera_relay_drops_total", reason=n) for n in names}
+        assert after["replay"] == before["replay"] + 1
+        assert after["decrypt"] == before["decrypt"] + 1
+        assert after["rate_packets"] > before["rate_packets"]
+        transport.sendto(
+            channel.seal(
+                relay_pb2.ClientMessage(
+                    disconnect=relay_pb2.Disconnect(reason="done")
+                ).SerializeToString()
+            )[1]
+        )
+    finally:
+        transport.close()

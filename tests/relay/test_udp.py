@@ -1,0 +1,199 @@
+"""The UDP endpoint on a real socket with real connect tokens and a real Redis:
+sessionless traffic, abuse handling and handshake rejections (no zone needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from tessera.auth.connect import ConnectGrant, issue_connect_token, new_token_id
+from tessera.auth.keys import SigningKey
+from tessera.relay import packet
+from tessera.relay.admission import verify
+from tessera.relay.gateway import Gateway, GatewayConfig
+from tessera.relay.metrics import Counters
+from tessera.relay.store import RelayStore
+from tessera.relay.udp import UdpEndpoint, UdpLimits
+from tessera.v1 import relay_pb2
+
+SEALING_KEY = os.urandom(32)
+
+
+@dataclass
+class Relay:
+    endpoint: UdpEndpoint
+    gateway: Gateway
+    counters: Counters
+    address: str
+    signing_key: SigningKey
+
+
+class Client(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: asyncio.Queue[bytes] = asyncio.Queue()
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.received.put_nowait(data)
+
+    async def nothing(self, wait_s: float = 0.2) -> bool:
+        await asyncio.sleep(wait_s)
+        return self.received.empty()
+
+
+@pytest.fixture
+async def relay(redis: Redis) -> AsyncIterator[Relay]:
+    key = SigningKey.generate()
+    counters = Counters()
+    holder: list[str] = []
+
+    def opener(token: bytes, now: float) -> ConnectGrant:
+        return verify(
+            token,
+            public_keys={key.kid: key.public_key},
+            sealing_key=SEALING_KEY,
+            relay_address=holder[0],
+            now=now,
+        )
+
+    gateway = Gateway(
+        GatewayConfig(relay_id="r1", world="w"),
+        store=RelayStore(redis, "w"),
+        opener=opener,
+        counters=counters,
+    )
+    endpoint = UdpEndpoint(gateway, counters, UdpLimits(handshakes_per_s=50.0))
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: endpoint, local_addr=("127.0.0.1", 0)
+    )
+    holder.append(f"127.0.0.1:{transport.get_extra_info('sockname')[1]}")
+    yield Relay(endpoint, gateway, counters, holder[0], key)
+    await gateway.close_all()
+    transport.close()
+
+
+async def client_for(relay: Relay) -> Client:
+    host, port = relay.address.split(":")
+    _, proto = await asyncio.get_running_loop().create_datagram_endpoint(
+        Client, remote_addr=(host, int(port))
+    )
+    return proto
+
+
+def token(
+    relay: Relay, *, expires_in: int = 60, address: str | None = None, key: SigningKey | None = None
+) -> bytes:
+    now = int(time.time())
+    grant = ConnectGrant(
+        token_id=new_token_id(),
+        player_id="alice",
+        session_id="s1",
+        relay_addresses=(address or relay.address,),
+        client_to_server_key=os.urandom(32),
+        server_to_client_key=os.urandom(32),
+        issued_at=now - 120,
+        expires_at=now + expires_in,
+        timeout_s=10,
+    )
+    return issue_connect_token(grant, signing_key=key or relay.signing_key, sealing_key=SEALING_KEY)
+
+
+async def test_ping_answered_with_smaller_pong(relay: Relay) -> None:
+    client = await client_for(relay)
+    ping = packet.encode_ping(42, 1234.5, size=40)
+    client.transport.sendto(ping)
+    pong = await asyncio.wait_for(client.received.get(), 2.0)
+    assert len(pong) <= len(ping)
+    ping_id, client_ms, server_ms = packet.decode_pong(pong)
+    assert (ping_id, client_ms) == (42, 1234.5)
+    assert abs(server_ms - time.time() * 1000) < 5000
+    client.transport.sendto(ping[:20])  # too small to be answered
+    assert await client.nothing()
+    assert relay.counters.drops["ping_size"] == 1
+
+
+async def test_garbage_dropped_silently_and_counted(relay: Relay) -> None:
+    client = await client_for(relay)
+    client.transport.sendto(b"\x02" + os.urandom(60))  # DATA without a session
+    client.transport.sendto(b"\x7f garbage")
+    client.transport.sendto(os.urandom(1500))
+    client.transport.sendto(b"\x01\x01\x10\x00short")  # handshake not padded
+    assert await client.nothing()
+    drops = relay.counters.drops
+    assert drops["unknown_address"] == 2
+    assert drops["too_large"] == 1
+    assert drops["handshake_size"] == 1
+    assert relay.counters.packets_in == 4 and relay.counters.packets_out == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("forged", "bad_signature"),
+        ("expired", "expired"),
+        ("other_relay", "wrong_relay"),
+        ("garbage", "malformed"),
+    ],
+)
+async def test_bad_tokens_rejected_without_reply(relay: Relay, kind: str, reason: str) -> None:
+    client = await client_for(relay)
+    if kind == "forged":
+        raw = token(relay, key=SigningKey.generate())
+    elif kind == "expired":
+        raw = token(relay, expires_in=-1)
+    elif kind == "other_relay":
+        raw = token(relay, address="10.0.0.1:7777")
+    else:
+        raw = os.urandom(300)
+    client.transport.sendto(packet.encode_handshake(raw))
+    assert await client.nothing()
+    assert relay.counters.handshakes == {reason: 1}
+    assert relay.counters.drops["handshake_rejected"] == 1
+    assert len(relay.gateway.sessions) == 0
+
+
+async def test_valid_token_without_zone_is_refused_and_released(relay: Relay) -> None:
+    client = await client_for(relay)
+    raw = token(relay)
+    client.transport.sendto(packet.encode_handshake(raw))
+    for _ in range(50):
+        if relay.counters.handshakes:
+            break
+        await asyncio.sleep(0.02)
+    assert relay.counters.handshakes == {"no_zone": 1}
+    assert relay.gateway.used_tokens == {}
+    assert relay.endpoint.pending == {}
+    # The holder of the token learns why, sealed with its server-to-client key.
+    answer = await asyncio.wait_for(client.received.get(), 2.0)
+    assert len(answer) < packet.HANDSHAKE_SIZE
+    grant = verify(
+        raw,
+        public_keys={relay.signing_key.kid: relay.signing_key.public_key},
+        sealing_key=SEALING_KEY,
+        relay_address=relay.address,
+        now=time.time(),
+    )
+    channel = packet.Channel(grant.client_to_server_key, grant.server_to_client_key)
+    message = relay_pb2.ServerMessage.FromString(channel.open(answer).message)
+    assert message.disconnected.reason == "NO_ZONE"
+
+
+async def test_handshake_rate_limited(relay: Relay) -> None:
+    client = await client_for(relay)
+    forged = packet.encode_handshake(os.urandom(200))
+    for _ in range(80):
+        client.transport.sendto(forged)
+    await asyncio.sleep(0.3)
+    assert relay.counters.drops["handshake_rate"] >= 20
+    assert relay.counters.handshakes["malformed"] <= 60
