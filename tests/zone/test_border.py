@@ -105,7 +105,7 @@ async def test_split_then_merge_under_load(world: World) -> None:
         walk = asyncio.create_task(driver.pace(players, (-30.0, 30.0), 60.0))
         # Split: a keeps the west half, a standby zone b gets the east half.
         world.bounds["b"] = EAST
-        await asyncio.to_thread(world.start, "b", None)
+        await world.start("b", None)
         await world.publish_map()
         channel, stub = world.stub("b")
         async with channel:
@@ -184,7 +184,7 @@ async def test_kill_9_mid_handoff(world: World, victim: str) -> None:
         assert driver.handovers > 0
         world.kill(victim)  # in the middle of continuous handoffs
         await asyncio.sleep(0.3)
-        await asyncio.to_thread(world.start, victim, world.bounds[victim])
+        await world.start(victim, world.bounds[victim])
         await world.publish_map()
         await driver.resync()
         await asyncio.sleep(1.0)
