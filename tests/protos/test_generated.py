@@ -29,7 +29,7 @@ def test_generated_code_matches_protos(tmp_path: Path) -> None:
     current = {
         p.relative_to(generated): p.read_bytes()
         for p in generated.rglob("*")
-        if p.is_file() and p.name != ".stamp"
+        if p.is_file() and p.name != ".stamp" and "__pycache__" not in p.parts
     }
     assert fresh.keys() == current.keys(), "run `make protos`"
     stale = [str(name) for name, data in fresh.items() if current[name] != data]
