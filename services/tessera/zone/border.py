@@ -45,7 +45,6 @@ class Border:
         self.drain_target = ""
         self.drain_deadline = 0.0
         self.drain_started = 0.0
-        self.durations_ms: list[float] = []
         self.ghost_src: dict[int, tuple[str, float]] = {}  # ghost id -> (owner, last seen)
 
     def owned(self) -> npt.NDArray[np.bool_]:
@@ -232,11 +231,8 @@ class Border:
             self.flight.finish(eid, now)
             if eid in e.index:
                 z.release(eid, out.target, out.epoch)
-            took = (now - out.sent_at) * 1000.0
-            self.durations_ms.append(took)
-            metrics.HANDOFF_DURATION.observe(took / 1000.0)
+            metrics.HANDOFF_DURATION.observe(now - out.sent_at)
             metrics.HANDOFFS.labels(result).inc()
-        del self.durations_ms[:-10_000]
         await self.store.send_many(aborts)
 
     # --- inbox ------------------------------------------------------------
