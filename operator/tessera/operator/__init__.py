@@ -1,0 +1,2 @@
+"""The Tessera operator: World and ZoneServer CRDs, the pure zone planner, the
+kopf operator (Kubernetes runtime) and the local process runtime."""

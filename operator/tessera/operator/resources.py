@@ -1,0 +1,536 @@
+"""Kubernetes objects in and out, as plain dicts: World and ZoneServer resources
+read into planner types, and the ZoneServers, Deployments, Services, statuses and
+Events the operator writes. Pure functions; kube.py sends what they build."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tessera.common.store import check_name
+from tessera.operator.planner import (
+    Action,
+    AssignStandby,
+    CreateZone,
+    Delete,
+    Desired,
+    Drain,
+    Phase,
+    Plan,
+    Policy,
+    Rebound,
+    Rect,
+    WorldSpec,
+    ZoneView,
+)
+from tessera.v1 import common_pb2, zone_pb2
+
+API_VERSION = "tessera.io/v1alpha1"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+OPERATOR = "tessera-operator"
+WORLD_LABEL = "tessera.io/world"
+ZONE_LABEL = "tessera.io/zone"
+GRPC_PORT = 50051
+METRICS_PORT = 9090
+# Extra time the pod gets after the drain deadline for the last handoffs and exit.
+TERMINATION_MARGIN_S = 30
+
+_STATE_PHASE = {
+    zone_pb2.ZONE_STATE_STARTING: Phase.STARTING,
+    zone_pb2.ZONE_STATE_STANDBY: Phase.READY,
+    zone_pb2.ZONE_STATE_ACTIVE: Phase.READY,
+    zone_pb2.ZONE_STATE_DRAINING: Phase.DRAINING,
+    zone_pb2.ZONE_STATE_DRAINED: Phase.DRAINED,
+}
+
+
+class SpecError(ValueError):
+    """A World or ZoneServer spec the operator cannot act on."""
+
+
+def rect_of(raw: Mapping[str, Any]) -> Rect:
+    try:
+        rect = Rect(float(raw["minX"]), float(raw["minZ"]), float(raw["maxX"]), float(raw["maxZ"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise SpecError(f"bounds need numeric minX, minZ, maxX, maxZ: {err}") from None
+    if not all(math.isfinite(v) for v in (rect.min_x, rect.min_z, rect.max_x, rect.max_z)):
+        raise SpecError("bounds must be finite")
+    if not (rect.min_x < rect.max_x and rect.min_z < rect.max_z):
+        raise SpecError("bounds must have minX < maxX and minZ < maxZ")
+    return rect
+
+
+def bounds_dict(rect: Rect) -> dict[str, float]:
+    return {"minX": rect.min_x, "minZ": rect.min_z, "maxX": rect.max_x, "maxZ": rect.max_z}
+
+
+def bounds_proto(rect: Rect) -> common_pb2.Bounds:
+    return common_pb2.Bounds(min_x=rect.min_x, min_z=rect.min_z, max_x=rect.max_x, max_z=rect.max_z)
+
+
+def world_spec(obj: Mapping[str, Any]) -> WorldSpec:
+    """The planner's view of a World, with the CRD's defaults and rules (the API
+    server enforces them too; they are repeated here for hand-made objects)."""
+    name = obj["metadata"]["name"]
+    spec = obj.get("spec") or {}
+    auto = spec.get("autoscaling") or {}
+    d = Policy()
+    policy = Policy(
+        enabled=bool(auto.get("enabled", d.enabled)),
+        mode=str(auto.get("mode", d.mode)),
+        target_players=int(auto.get("targetPlayersPerZone", d.target_players)),
+        split_threshold=int(auto.get("splitThreshold", d.split_threshold)),
+        merge_threshold=int(auto.get("mergeThreshold", d.merge_threshold)),
+        split_window_s=float(auto.get("splitStabilizationSeconds", d.split_window_s)),
+        merge_window_s=float(auto.get("mergeStabilizationSeconds", d.merge_window_s)),
+        cooldown_s=float(auto.get("cooldownSeconds", d.cooldown_s)),
+        min_zones=int(auto.get("minZones", d.min_zones)),
+        max_zones=int(auto.get("maxZones", d.max_zones)),
+        min_zone_size=float(auto.get("minZoneSize", d.min_zone_size)),
+        max_depth=int(auto.get("maxDepth", d.max_depth)),
+    )
+    bounds = rect_of(spec.get("bounds") or {})
+    if not policy.merge_threshold < policy.target_players < policy.split_threshold:
+        raise SpecError("need mergeThreshold < targetPlayersPerZone < splitThreshold")
+    if policy.min_zones > policy.max_zones:
+        raise SpecError("minZones must be <= maxZones")
+    if min(bounds.width, bounds.height) < policy.min_zone_size:
+        raise SpecError("the world must be at least autoscaling.minZoneSize on each axis")
+    replicas = spec.get("replicas")
+    if policy.mode == "External" and replicas is None:
+        raise SpecError("spec.replicas is required when autoscaling.mode is External")
+    if not (spec.get("zoneTemplate") or {}).get("image"):
+        raise SpecError("spec.zoneTemplate.image is required")
+    return WorldSpec(
+        name=check_name("world", name),
+        bounds=bounds,
+        policy=policy,
+        layout=str(spec.get("layout", "Managed")),
+        standby=int(spec.get("standby", 0)),
+        drain_timeout_s=float(spec.get("drainTimeoutSeconds", 60)),
+        replicas=int(replicas) if replicas is not None else None,
+    )
+
+
+def phase_of(status: zone_pb2.ZoneStatus | None, previous: str | None) -> Phase:
+    """A zone's phase from its heartbeat. No heartbeat: Pending before the zone
+    was ever seen, Failed after (it stopped heartbeating), Drained stays Drained."""
+    if status is None:
+        if previous in (None, "", Phase.PENDING.value):
+            return Phase.PENDING
+        return Phase.DRAINED if previous == Phase.DRAINED.value else Phase.FAILED
+    return _STATE_PHASE.get(status.state, Phase.STARTING)
+
+
+def is_managed(obj: Mapping[str, Any]) -> bool:
+    return (obj["metadata"].get("labels") or {}).get(MANAGED_BY) == OPERATOR
+
+
+def zone_view(obj: Mapping[str, Any], status: zone_pb2.ZoneStatus | None) -> ZoneView:
+    """The planner's view of one ZoneServer and its heartbeat."""
+    spec = obj.get("spec") or {}
+    raw_bounds = spec.get("bounds")
+    desired = Desired(spec.get("desiredState", Desired.ACTIVE.value))
+    return ZoneView(
+        name=obj["metadata"]["name"],
+        desired=desired,
+        bounds=rect_of(raw_bounds) if raw_bounds else None,
+        parent=spec.get("parent"),
+        depth=int(spec.get("depth", 0)),
+        split_depth=int(spec.get("splitDepth", spec.get("depth", 0))),
+        phase=phase_of(status, (obj.get("status") or {}).get("phase")),
+        players=int(status.players) if status else 0,
+        sample_x=tuple(status.sample_x) if status else (),
+        sample_z=tuple(status.sample_z) if status else (),
+        managed=is_managed(obj),
+        deleting=bool(obj["metadata"].get("deletionTimestamp")),
+    )
+
+
+def owner_reference(obj: Mapping[str, Any], *, controller: bool = True) -> dict[str, Any]:
+    meta = obj["metadata"]
+    return {
+        "apiVersion": obj.get("apiVersion", API_VERSION),
+        "kind": obj["kind"],
+        "name": meta["name"],
+        "uid": meta.get("uid", ""),
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }
+
+
+def labels(world: str, zone: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "tessera-zone",
+        MANAGED_BY: OPERATOR,
+        WORLD_LABEL: world,
+        ZONE_LABEL: zone,
+    }
+
+
+def zoneserver(world_obj: Mapping[str, Any], action: CreateZone) -> dict[str, Any]:
+    """A new ZoneServer owned by the World."""
+    world = world_obj["metadata"]["name"]
+    spec: dict[str, Any] = {
+        "world": world,
+        "desiredState": (Desired.ACTIVE if action.bounds else Desired.STANDBY).value,
+        "depth": action.depth,
+        "splitDepth": action.split_depth,
+    }
+    if action.bounds is not None:
+        spec["bounds"] = bounds_dict(action.bounds)
+    if action.parent:
+        spec["parent"] = action.parent
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ZoneServer",
+        "metadata": {
+            "name": action.zone,
+            "namespace": world_obj["metadata"]["namespace"],
+            "labels": labels(world, action.zone),
+            "ownerReferences": [owner_reference(world_obj)],
+        },
+        "spec": spec,
+    }
+
+
+def zoneserver_patch(action: AssignStandby | Rebound | Drain) -> dict[str, Any]:
+    """The spec change that carries out an action on an existing ZoneServer."""
+    if isinstance(action, AssignStandby):
+        spec: dict[str, Any] = {
+            "desiredState": Desired.ACTIVE.value,
+            "bounds": bounds_dict(action.bounds),
+            "depth": action.depth,
+            "splitDepth": action.split_depth,
+        }
+        if action.parent:
+            spec["parent"] = action.parent
+        return {"spec": spec}
+    if isinstance(action, Rebound):
+        return {"spec": {"bounds": bounds_dict(action.bounds), "depth": action.depth}}
+    return {"spec": {"desiredState": Desired.DRAINING.value, "drainTarget": action.target}}
+
+
+@dataclass(frozen=True)
+class WorkloadSettings:
+    """What every zone pod gets besides the World's zone template."""
+
+    redis_url: str
+    service_account: str | None = None
+
+
+def deployment(
+    zs: Mapping[str, Any], world_obj: Mapping[str, Any], settings: WorkloadSettings
+) -> dict[str, Any]:
+    """The one-pod Deployment running a ZoneServer's zone process."""
+    meta = zs["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    spec = zs.get("spec") or {}
+    wspec = world_obj.get("spec") or {}
+    template = wspec.get("zoneTemplate") or {}
+    world = spec["world"]
+    world_rect = rect_of(wspec["bounds"])
+    bounds = rect_of(spec["bounds"]).text() if spec.get("bounds") else ""
+    drain_timeout = int(wspec.get("drainTimeoutSeconds", 60))
+    env = [
+        {"name": "TESSERA_WORLD", "value": world},
+        {"name": "TESSERA_ZONE", "value": name},
+        {"name": "TESSERA_WORLD_BOUNDS", "value": world_rect.text()},
+        {"name": "TESSERA_ZONE_BOUNDS", "value": bounds},
+        {"name": "TESSERA_REDIS_URL", "value": settings.redis_url},
+        {"name": "TESSERA_TICK_HZ", "value": str(template.get("tickRate", 30))},
+        {"name": "TESSERA_GRPC_PORT", "value": str(GRPC_PORT)},
+        {"name": "TESSERA_METRICS_PORT", "value": str(METRICS_PORT)},
+        {"name": "TESSERA_DRAIN_TIMEOUT_S", "value": str(drain_timeout)},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "TESSERA_ADVERTISE_ADDRESS", "value": f"$(POD_IP):{GRPC_PORT}"},
+        *({"name": e["name"], "value": e.get("value", "")} for e in template.get("env", [])),
+    ]
+    probe = {"grpc": {"port": GRPC_PORT}, "periodSeconds": 5, "failureThreshold": 3}
+    container: dict[str, Any] = {
+        "name": "zone",
+        "image": spec.get("image") or template["image"],
+        "imagePullPolicy": template.get("imagePullPolicy", "IfNotPresent"),
+        "command": ["python", "-m", "tessera.zone"],
+        "env": env,
+        "ports": [
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": probe,
+        "livenessProbe": {**probe, "initialDelaySeconds": 10, "failureThreshold": 6},
+        "lifecycle": {
+            "preStop": {
+                "exec": {
+                    "command": [
+                        "python",
+                        "-m",
+                        "tessera.operator.prestop",
+                        "--address",
+                        f"127.0.0.1:{GRPC_PORT}",
+                        "--timeout",
+                        str(drain_timeout),
+                    ]
+                }
+            }
+        },
+    }
+    if template.get("resources"):
+        container["resources"] = template["resources"]
+    pod_labels = labels(world, name)
+    pod_spec: dict[str, Any] = {
+        "terminationGracePeriodSeconds": drain_timeout + TERMINATION_MARGIN_S,
+        "containers": [container],
+    }
+    if settings.service_account:
+        pod_spec["serviceAccountName"] = settings.service_account
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": pod_labels,
+            "ownerReferences": [owner_reference(zs)],
+        },
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": {WORLD_LABEL: world, ZONE_LABEL: name}},
+            "template": {
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(METRICS_PORT),
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def service(zs: Mapping[str, Any]) -> dict[str, Any]:
+    """The ClusterIP Service in front of a zone pod (gRPC and metrics)."""
+    meta = zs["metadata"]
+    world = zs["spec"]["world"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": labels(world, meta["name"]),
+            "ownerReferences": [owner_reference(zs)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {WORLD_LABEL: world, ZONE_LABEL: meta["name"]},
+            "ports": [
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"},
+            ],
+        },
+    }
+
+
+def condition(kind: str, ok: bool, reason: str, message: str, now: str) -> dict[str, str]:
+    return {
+        "type": kind,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now,
+    }
+
+
+def zone_status(
+    obj: Mapping[str, Any],
+    view: ZoneView,
+    status: zone_pb2.ZoneStatus | None,
+    world: WorldSpec,
+    now: str,
+) -> dict[str, Any]:
+    """The ZoneServer status for a heartbeat (only fields the zone reported)."""
+    previous = obj.get("status") or {}
+    out: dict[str, Any] = {"phase": view.phase.value, "players": view.players}
+    if view.bounds is not None:
+        out["boundsText"] = view.bounds.text()
+        km2 = view.bounds.area / 1e6
+        out["density"] = round(view.players / km2, 3) if km2 > 0 else 0.0
+        inside = view.bounds.inside(world.bounds)
+        message = "inside the world" if inside else f"outside the world {world.bounds.text()}"
+        ok_before = any(
+            c.get("type") == "BoundsValid" and c.get("status") == ("True" if inside else "False")
+            for c in previous.get("conditions", [])
+        )
+        if not ok_before:
+            out["conditions"] = [
+                condition("BoundsValid", inside, "Bounds", message, now),
+            ]
+    if status is not None:
+        out["endpoint"] = status.address
+        out["tickP99Ms"] = round(status.tick_p99_ms, 3)
+        out["drainRemaining"] = int(status.drain_remaining)
+        out["mapVersion"] = int(status.map_version)
+    if view.desired == Desired.DRAINING and not previous.get("drainStartedAt"):
+        out["drainStartedAt"] = now
+    out["updatedAt"] = now
+    return out
+
+
+# Status fields written as soon as they change; the rest (players, density,
+# tick time) at most every STATUS_PERIOD_S, so a large world does not turn every
+# heartbeat into an API write per zone.
+URGENT_STATUS = frozenset(
+    {"phase", "endpoint", "boundsText", "conditions", "drainStartedAt", "drainRemaining"}
+)
+STATUS_PERIOD_S = 15.0
+
+
+def status_due(previous: Mapping[str, Any], patch: Mapping[str, Any], now: float) -> bool:
+    """Whether a ZoneServer status patch should be written now."""
+    moved = {k for k, v in patch.items() if k != "updatedAt" and previous.get(k) != v}
+    if moved & URGENT_STATUS:
+        return True
+    if not moved:
+        return False
+    try:
+        last = datetime.datetime.fromisoformat(str(previous.get("updatedAt"))).timestamp()
+    except ValueError:
+        return True
+    return now - last >= STATUS_PERIOD_S
+
+
+def world_status(
+    world: WorldSpec,
+    views: Sequence[ZoneView],
+    result: Plan,
+    *,
+    map_version: int,
+    previous: Mapping[str, Any],
+    now: str,
+) -> dict[str, Any]:
+    """The World status after a planning pass."""
+    active = [z for z in views if z.desired == Desired.ACTIVE]
+    phases: dict[str, int] = {}
+    for z in views:
+        phases[z.phase.value] = phases.get(z.phase.value, 0) + 1
+    players = sum(z.players for z in views)
+    problems = [n for n in result.notes if "do not partition" in n]
+    out: dict[str, Any] = {
+        "replicas": len(active),
+        "selector": f"{WORLD_LABEL}={world.name}",
+        "zonesByPhase": phases,
+        "standbyZones": sum(1 for z in views if z.desired == Desired.STANDBY),
+        "totalPlayers": players,
+        "recommendedZones": max(1, math.ceil(players / world.policy.target_players)),
+        "mapVersion": map_version,
+        "planner": result.memory.to_dict(),
+        "conditions": [
+            condition(
+                "Partitioned",
+                not problems,
+                "Layout",
+                problems[0] if problems else "the zones partition the world exactly",
+                now,
+            )
+        ],
+    }
+    if result.actions:
+        last = result.actions[-1]
+        out["lastDecision"] = {
+            "time": now,
+            "action": last.decision,
+            "zone": last.zone,
+            "reason": last.reason,
+        }
+    old = [c for c in previous.get("conditions", []) if c.get("type") == "Partitioned"]
+    if old and old[0].get("status") == out["conditions"][0]["status"]:
+        out["conditions"][0]["lastTransitionTime"] = old[0].get("lastTransitionTime", now)
+    return out
+
+
+def event(
+    world_obj: Mapping[str, Any], action: Action, now: str, *, instance: str
+) -> dict[str, Any]:
+    """A core/v1 Event on the World for one scaling decision."""
+    meta = world_obj["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "generateName": f"{meta['name']}.",
+            "namespace": meta["namespace"],
+        },
+        "involvedObject": {
+            "apiVersion": world_obj.get("apiVersion", API_VERSION),
+            "kind": "World",
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid", ""),
+        },
+        "type": "Warning" if action.decision == "DrainTimeout" else "Normal",
+        "reason": action.decision,
+        "message": action.reason[:1024],
+        "source": {"component": OPERATOR},
+        "reportingComponent": OPERATOR,
+        "reportingInstance": instance,
+        "action": type(action).__name__,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+
+
+def map_entries(
+    world: WorldSpec, views: Sequence[ZoneView], statuses: Mapping[str, zone_pb2.ZoneStatus]
+) -> list[zone_pb2.ZoneMapEntry]:
+    """The zone map: every zone that owns bounds (managed ones in a Managed world)."""
+    out = []
+    for z in views:
+        if z.desired != Desired.ACTIVE or z.bounds is None:
+            continue
+        if world.layout == "Managed" and not z.managed:
+            continue
+        status = statuses.get(z.name)
+        out.append(
+            zone_pb2.ZoneMapEntry(
+                zone=z.name,
+                address=status.address if status else "",
+                bounds=bounds_proto(z.bounds),
+                state=status.state if status else zone_pb2.ZONE_STATE_STARTING,
+            )
+        )
+    return out
+
+
+_ACTIONS: dict[str, type[Action]] = {
+    cls.__name__: cls for cls in (CreateZone, AssignStandby, Rebound, Drain, Delete)
+}
+
+
+def action_dict(action: Action) -> dict[str, Any]:
+    """An action as JSON (the World's intent log, ``status.pending``)."""
+    out: dict[str, Any] = {"type": type(action).__name__}
+    for key, value in vars(action).items():
+        out[key] = bounds_dict(value) if isinstance(value, Rect) else value
+    return out
+
+
+def action_of(data: Mapping[str, Any]) -> Action:
+    """The inverse of :func:`action_dict`; SpecError if it is not one."""
+    cls = _ACTIONS.get(str(data.get("type")))
+    if cls is None:
+        raise SpecError(f"unknown action {data.get('type')!r}")
+    fields = {k: v for k, v in data.items() if k != "type"}
+    if isinstance(fields.get("bounds"), Mapping):
+        fields["bounds"] = rect_of(fields["bounds"])
+    try:
+        return cls(**fields)
+    except TypeError as err:
+        raise SpecError(f"bad {cls.__name__}: {err}") from None

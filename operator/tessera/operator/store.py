@@ -1,0 +1,93 @@
+"""The operator's only Redis access: zone heartbeats in, the zone map and scaling
+events out (keys in tessera.common.store.WorldKeys)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+from redis.typing import EncodableT, FieldT
+
+from tessera.common.store import WorldKeys
+from tessera.v1 import common_pb2, zone_pb2
+
+EVENTS_MAXLEN = 1000
+
+
+def _bytes(data: bytes | str) -> bytes:
+    return data if isinstance(data, bytes) else data.encode()
+
+
+class OperatorStore:
+    """Reads zone statuses, publishes zone maps, appends scaling events."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def zone_statuses(
+        self, world: str, zones: Sequence[str]
+    ) -> dict[str, zone_pb2.ZoneStatus]:
+        """The latest heartbeat of each zone that has a live one (TTL not expired).
+        A heartbeat that does not parse is left out, as if missing."""
+        if not zones:
+            return {}
+        keys = WorldKeys(world)
+        raw = await self.redis.mget([keys.zone_status(z) for z in zones])
+        out: dict[str, zone_pb2.ZoneStatus] = {}
+        for zone, data in zip(zones, raw, strict=True):
+            if data is None:
+                continue
+            status = zone_pb2.ZoneStatus()
+            try:
+                status.ParseFromString(_bytes(data))
+            except Exception:  # protobuf raises DecodeError (a bare Exception subclass)
+                continue
+            out[zone] = status
+        return out
+
+    async def zone_map(self, world: str) -> zone_pb2.ZoneMap | None:
+        data = await self.redis.get(WorldKeys(world).zone_map)
+        return None if data is None else zone_pb2.ZoneMap.FromString(_bytes(data))
+
+    async def publish_zone_map(
+        self,
+        world: str,
+        world_bounds: common_pb2.Bounds,
+        entries: Iterable[zone_pb2.ZoneMapEntry],
+    ) -> int:
+        """Store the zone map if it differs from the stored one, with the next
+        version, and announce it on ``zone_map_changed``. Returns the version now
+        in Redis. Optimistic (WATCH): a concurrent writer makes it retry."""
+        keys = WorldKeys(world)
+        wanted = sorted(entries, key=lambda e: e.zone)
+        while True:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(keys.zone_map)
+                    data = await pipe.get(keys.zone_map)
+                    current = zone_pb2.ZoneMap.FromString(_bytes(data)) if data else None
+                    if (
+                        current is not None
+                        and current.world_bounds == world_bounds
+                        and list(current.zones) == wanted
+                    ):
+                        return int(current.version)
+                    version = (current.version if current else 0) + 1
+                    new = zone_pb2.ZoneMap(
+                        world=world, version=version, world_bounds=world_bounds, zones=wanted
+                    )
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(keys.zone_map, new.SerializeToString())
+                    pipe.publish(keys.zone_map_changed, str(version))
+                    await pipe.execute()
+                    return version
+                except WatchError:
+                    continue
+
+    async def append_event(self, world: str, fields: Mapping[str, str]) -> None:
+        """Add a scaling event to the world's capped event stream."""
+        entry: dict[FieldT, EncodableT] = {k: v for k, v in fields.items()}
+        await self.redis.xadd(
+            WorldKeys(world).events, entry, maxlen=EVENTS_MAXLEN, approximate=True
+        )

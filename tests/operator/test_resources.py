@@ -1,0 +1,342 @@
+"""Kubernetes objects in and out: World parsing (defaults equal to the CRD's,
+the CRD's rules repeated), ZoneServer views and phases, the workload, statuses,
+events and the intent log."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tessera.operator import resources
+from tessera.operator.planner import (
+    AssignStandby,
+    CreateZone,
+    Delete,
+    Desired,
+    Drain,
+    Memory,
+    Phase,
+    Plan,
+    Policy,
+    Rebound,
+    Rect,
+    ZoneView,
+)
+from tessera.operator.resources import SpecError, WorkloadSettings
+from tessera.v1 import common_pb2, zone_pb2
+
+CRD = Path(__file__).resolve().parents[2] / "manifests" / "crds" / "worlds.tessera.io.yaml"
+
+
+def world_obj(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "tessera.io/v1alpha1",
+        "kind": "World",
+        "metadata": {"name": "earth", "namespace": "games", "uid": "w-uid"},
+        "spec": {
+            "bounds": {"minX": 0, "minZ": 0, "maxX": 1024, "maxZ": 1024},
+            "zoneTemplate": {"image": "tessera:1"},
+            **spec,
+        },
+    }
+
+
+def test_policy_defaults_match_the_crd() -> None:
+    crd = yaml.safe_load(CRD.read_text())
+    props = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"
+    ]
+    auto = {k: v.get("default") for k, v in props["autoscaling"]["properties"].items()}
+    parsed = resources.world_spec(world_obj())
+    p = parsed.policy
+    assert (p.enabled, p.mode, p.target_players) == (
+        auto["enabled"],
+        auto["mode"],
+        auto["targetPlayersPerZone"],
+    )
+    assert (p.split_threshold, p.merge_threshold) == (
+        auto["splitThreshold"],
+        auto["mergeThreshold"],
+    )
+    assert (p.split_window_s, p.merge_window_s, p.cooldown_s) == (
+        auto["splitStabilizationSeconds"],
+        auto["mergeStabilizationSeconds"],
+        auto["cooldownSeconds"],
+    )
+    assert (p.min_zones, p.max_zones, p.min_zone_size, p.max_depth) == (
+        auto["minZones"],
+        auto["maxZones"],
+        auto["minZoneSize"],
+        auto["maxDepth"],
+    )
+    assert parsed.standby == props["standby"]["default"]
+    assert parsed.drain_timeout_s == props["drainTimeoutSeconds"]["default"]
+    assert parsed.layout == props["layout"]["default"]
+    assert p == Policy()
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"bounds": {"minX": 5, "minZ": 0, "maxX": 5, "maxZ": 10}}, "minX < maxX"),
+        ({"bounds": {"minX": "a", "minZ": 0, "maxX": 5, "maxZ": 10}}, "numeric"),
+        ({"bounds": {"minX": 0, "minZ": 0, "maxX": float("inf"), "maxZ": 10}}, "finite"),
+        ({"autoscaling": {"minZones": 3, "maxZones": 2}}, "minZones must be <= maxZones"),
+        ({"autoscaling": {"mergeThreshold": 500}}, "mergeThreshold < targetPlayersPerZone"),
+        ({"autoscaling": {"minZoneSize": 2000}}, "at least autoscaling.minZoneSize"),
+        ({"autoscaling": {"mode": "External"}}, "spec.replicas is required"),
+        ({"zoneTemplate": {}}, "zoneTemplate.image is required"),
+    ],
+)
+def test_bad_worlds(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        resources.world_spec(world_obj(**spec))
+
+
+def test_world_name_must_be_a_dns_label() -> None:
+    obj = world_obj()
+    obj["metadata"]["name"] = "Earth"
+    with pytest.raises(ValueError, match="DNS label"):
+        resources.world_spec(obj)
+
+
+@pytest.mark.parametrize(
+    ("state", "previous", "phase"),
+    [
+        (None, None, Phase.PENDING),
+        (None, "Pending", Phase.PENDING),
+        (None, "Ready", Phase.FAILED),
+        (None, "Drained", Phase.DRAINED),
+        (zone_pb2.ZONE_STATE_STARTING, None, Phase.STARTING),
+        (zone_pb2.ZONE_STATE_STANDBY, None, Phase.READY),
+        (zone_pb2.ZONE_STATE_ACTIVE, "Failed", Phase.READY),
+        (zone_pb2.ZONE_STATE_DRAINING, None, Phase.DRAINING),
+        (zone_pb2.ZONE_STATE_DRAINED, None, Phase.DRAINED),
+        (zone_pb2.ZONE_STATE_UNSPECIFIED, None, Phase.STARTING),
+    ],
+)
+def test_phase_of(state: Any, previous: str | None, phase: Phase) -> None:
+    status = None if state is None else zone_pb2.ZoneStatus(state=state)
+    assert resources.phase_of(status, previous) == phase
+
+
+def zs_obj(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "tessera.io/v1alpha1",
+        "kind": "ZoneServer",
+        "metadata": {
+            "name": "earth-1",
+            "namespace": "games",
+            "uid": "z-uid",
+            "labels": resources.labels("earth", "earth-1"),
+        },
+        "spec": {
+            "world": "earth",
+            "bounds": {"minX": 512, "minZ": 0, "maxX": 1024, "maxZ": 1024},
+            **spec,
+        },
+    }
+
+
+def test_zone_view_reads_spec_and_heartbeat() -> None:
+    status = zone_pb2.ZoneStatus(
+        state=zone_pb2.ZONE_STATE_ACTIVE, players=7, sample_x=[600.0], sample_z=[10.0]
+    )
+    obj = zs_obj(parent="earth-0", depth=2, splitDepth=1, desiredState="Draining")
+    obj["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    view = resources.zone_view(obj, status)
+    assert view == ZoneView(
+        "earth-1",
+        Desired.DRAINING,
+        Rect(512, 0, 1024, 1024),
+        "earth-0",
+        2,
+        1,
+        Phase.READY,
+        7,
+        (600.0,),
+        (10.0,),
+        managed=True,
+        deleting=True,
+    )
+    hand_made = zs_obj()
+    hand_made["metadata"]["labels"] = {}
+    assert not resources.zone_view(hand_made, None).managed
+
+
+def test_zoneserver_for_a_split_and_patches() -> None:
+    world = world_obj()
+    body = resources.zoneserver(
+        world, CreateZone("earth-1", Rect(512, 0, 1024, 1024), "earth-0", 1, 1, "Split", "r")
+    )
+    assert body["spec"] == {
+        "world": "earth",
+        "desiredState": "Active",
+        "depth": 1,
+        "splitDepth": 1,
+        "bounds": {"minX": 512, "minZ": 0, "maxX": 1024, "maxZ": 1024},
+        "parent": "earth-0",
+    }
+    assert body["metadata"]["ownerReferences"][0]["uid"] == "w-uid"
+    assert body["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "tessera-operator"
+    standby = resources.zoneserver(world, CreateZone("earth-2", None, None, 0, 0, "Standby", "r"))
+    assert standby["spec"]["desiredState"] == "Standby" and "bounds" not in standby["spec"]
+    assert resources.zoneserver_patch(
+        Rebound("earth-0", Rect(0, 0, 512, 1024), 1, "Split", "r")
+    ) == {"spec": {"bounds": {"minX": 0, "minZ": 0, "maxX": 512, "maxZ": 1024}, "depth": 1}}
+    assert resources.zoneserver_patch(Drain("earth-1", "earth-0", "Merge", "r")) == {
+        "spec": {"desiredState": "Draining", "drainTarget": "earth-0"}
+    }
+    assign = resources.zoneserver_patch(
+        AssignStandby("earth-2", Rect(0, 0, 1, 1), "earth-0", 3, 3, "Split", "r")
+    )
+    assert assign["spec"]["desiredState"] == "Active" and assign["spec"]["parent"] == "earth-0"
+
+
+def test_deployment_of_a_zone() -> None:
+    world = world_obj(
+        drainTimeoutSeconds=90,
+        zoneTemplate={
+            "image": "tessera:1",
+            "tickRate": 20,
+            "resources": {"limits": {"cpu": "2"}},
+            "env": [{"name": "TESSERA_NPCS", "value": "50"}],
+        },
+    )
+    deployment = resources.deployment(
+        zs_obj(image="tessera:2"), world, WorkloadSettings("redis://r:6379/0", "zones")
+    )
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 120
+    assert pod["serviceAccountName"] == "zones"
+    (container,) = pod["containers"]
+    assert container["image"] == "tessera:2"
+    assert container["resources"] == {"limits": {"cpu": "2"}}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["TESSERA_NPCS"] == "50"
+    assert env["TESSERA_ADVERTISE_ADDRESS"] == "$(POD_IP):50051"
+    assert env["TESSERA_DRAIN_TIMEOUT_S"] == "90"
+    assert container["lifecycle"]["preStop"]["exec"]["command"][-2:] == ["--timeout", "90"]
+    assert deployment["spec"]["selector"]["matchLabels"] == {
+        "tessera.io/world": "earth",
+        "tessera.io/zone": "earth-1",
+    }
+    standby = resources.deployment(
+        zs_obj(bounds=None, desiredState="Standby"), world, WorkloadSettings("redis://r:6379/0")
+    )
+    env = {
+        e["name"]: e.get("value")
+        for e in standby["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["TESSERA_ZONE_BOUNDS"] == ""
+
+
+def test_zone_status_and_bounds_condition() -> None:
+    spec = resources.world_spec(world_obj())
+    status = zone_pb2.ZoneStatus(
+        address="10.0.0.5:50051",
+        state=zone_pb2.ZONE_STATE_DRAINING,
+        players=3,
+        drain_remaining=3,
+        tick_p99_ms=12.3456,
+        map_version=4,
+    )
+    obj = zs_obj(
+        bounds={"minX": 512, "minZ": 0, "maxX": 2048, "maxZ": 1024}, desiredState="Draining"
+    )
+    view = resources.zone_view(obj, status)
+    out = resources.zone_status(obj, view, status, spec, "2026-01-01T00:00:00+00:00")
+    assert out["phase"] == "Draining" and out["drainRemaining"] == 3
+    assert out["endpoint"] == "10.0.0.5:50051" and out["tickP99Ms"] == 12.346
+    assert out["density"] == round(3 / (1536 * 1024 / 1e6), 3)
+    assert out["conditions"][0]["status"] == "False"
+    assert "outside the world" in out["conditions"][0]["message"]
+    assert out["drainStartedAt"] == "2026-01-01T00:00:00+00:00"
+    obj["status"] = out
+    again = resources.zone_status(obj, view, status, spec, "2026-01-01T00:00:05+00:00")
+    assert "conditions" not in again and "drainStartedAt" not in again
+    t0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC).timestamp()
+    assert not resources.status_due(out, again, t0 + 5)
+
+
+def test_status_writes_are_throttled_unless_urgent() -> None:
+    t0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC).timestamp()
+    previous = {"phase": "Ready", "players": 5, "updatedAt": "2026-01-01T00:00:00+00:00"}
+    assert not resources.status_due(previous, {**previous, "players": 6}, t0 + 14)
+    assert resources.status_due(previous, {**previous, "players": 6}, t0 + 15)
+    assert resources.status_due(previous, {**previous, "phase": "Draining"}, t0 + 1)
+    assert resources.status_due({}, {"phase": "Pending", "updatedAt": "x"}, t0)
+    assert resources.status_due({"players": 1}, {"players": 2}, t0)  # never written by us
+
+
+def test_world_status_and_event() -> None:
+    spec = resources.world_spec(world_obj())
+    views = [
+        ZoneView("earth-0", Desired.ACTIVE, Rect(0, 0, 1024, 1024), phase=Phase.READY, players=450),
+        ZoneView("earth-9", Desired.STANDBY, phase=Phase.READY),
+    ]
+    split = Rebound("earth-0", Rect(0, 0, 512, 1024), 1, "Split", "split earth-0")
+    result = Plan((split,), (), Memory(next_id=10))
+    out = resources.world_status(spec, views, result, map_version=3, previous={}, now="t")
+    assert out["replicas"] == 1 and out["standbyZones"] == 1
+    assert out["zonesByPhase"] == {"Ready": 2}
+    assert out["totalPlayers"] == 450 and out["recommendedZones"] == 3
+    assert out["lastDecision"] == {
+        "time": "t",
+        "action": "Split",
+        "zone": "earth-0",
+        "reason": "split earth-0",
+    }
+    assert out["planner"]["nextId"] == 10
+    assert (
+        out["conditions"][0]["type"] == "Partitioned" and out["conditions"][0]["status"] == "True"
+    )
+    event = resources.event(world_obj(), split, "t", instance="op-1")
+    assert event["reason"] == "Split" and event["type"] == "Normal"
+    assert event["involvedObject"]["uid"] == "w-uid"
+    timeout = Delete("earth-3", True, "DrainTimeout", "slow")
+    assert resources.event(world_obj(), timeout, "t", instance="op-1")["type"] == "Warning"
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        CreateZone("a", Rect(0, 0, 1, 2), "p", 1, 1, "Split", "r"),
+        CreateZone("a", None, None, 0, 0, "Standby", "r"),
+        AssignStandby("a", Rect(0, 0, 1, 2), None, 0, 0, "Replace", "r"),
+        Rebound("a", Rect(0, 0, 1, 2), 3, "Merge", "r"),
+        Drain("a", None, "Delete", "r"),
+        Delete("a", True, "DrainTimeout", "r"),
+    ],
+)
+def test_intent_log_round_trip(action: Any) -> None:
+    assert resources.action_of(resources.action_dict(action)) == action
+
+
+def test_intent_log_rejects_garbage() -> None:
+    with pytest.raises(SpecError):
+        resources.action_of({"type": "Explode"})
+    with pytest.raises(SpecError):
+        resources.action_of({"type": "Drain", "zone": "a"})
+
+
+def test_map_entries_list_zones_with_bounds() -> None:
+    spec = resources.world_spec(world_obj())
+    views = [
+        ZoneView("a", Desired.ACTIVE, Rect(0, 0, 512, 1024), managed=True),
+        ZoneView("b", Desired.ACTIVE, Rect(512, 0, 1024, 1024), managed=True),
+        ZoneView("c", Desired.DRAINING, Rect(512, 0, 1024, 1024), managed=True),
+        ZoneView("d", Desired.STANDBY, managed=True),
+        ZoneView("e", Desired.ACTIVE, Rect(0, 0, 1, 1), managed=False),
+    ]
+    statuses = {"a": zone_pb2.ZoneStatus(address="h:1", state=zone_pb2.ZONE_STATE_ACTIVE)}
+    entries = resources.map_entries(spec, views, statuses)
+    assert [(e.zone, e.address, e.state) for e in entries] == [
+        ("a", "h:1", zone_pb2.ZONE_STATE_ACTIVE),
+        ("b", "", zone_pb2.ZONE_STATE_STARTING),
+    ]
+    assert entries[0].bounds == common_pb2.Bounds(min_x=0, min_z=0, max_x=512, max_z=1024)
