@@ -37,6 +37,35 @@ CHECKPOINT = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 CHECKPOINT_ERRORS = Counter("tessera_zone_checkpoint_errors_total", "Failed checkpoint rounds")
+HANDOFFS = Counter(
+    "tessera_zone_handoffs_total",
+    "Handoffs this zone started, by result (committed, forced, refused, timeout, cas_failed, ...)",
+    ["result"],
+)
+HANDOFF_DURATION = Histogram(
+    "tessera_zone_handoff_duration_seconds",
+    "PREPARE sent to routing switched, for committed handoffs",
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0),
+)
+HANDOFFS_PENDING = Gauge("tessera_zone_handoffs_pending", "Handoffs started, not yet finished")
+HANDOFFS_RECEIVED = Counter("tessera_zone_handoffs_received_total", "Entities handed to this zone")
+INBOX = Counter("tessera_zone_inbox_messages_total", "Inbox messages handled, by kind", ["kind"])
+DRAINS = Counter("tessera_zone_drains_total", "Drains started")
+DRAIN_REMAINING = Gauge("tessera_zone_drain_remaining", "Players still to hand away while draining")
+RECOVERY = Histogram(
+    "tessera_zone_recovery_duration_seconds",
+    "Start-up restore of routed players from their checkpoints",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+GHOSTS = Gauge("tessera_zone_ghosts", "Ghosts (neighbours' entities) held by the zone")
+GHOSTS_OUT = Counter("tessera_zone_ghosts_out_total", "Ghost rows published to neighbours")
+GHOSTS_IN = Counter("tessera_zone_ghosts_in_total", "Ghost rows received and applied")
+GHOST_BATCHES_REJECTED = Counter(
+    "tessera_zone_ghost_batches_rejected_total", "Ghost batches that did not parse"
+)
+HITS_FORWARDED = Counter(
+    "tessera_zone_hits_forwarded_total", "Hits on ghosts, by outcome", ["outcome"]
+)
 LINK_DROPS = Counter(
     "tessera_zone_link_dropped_total", "Messages not delivered to a slow relay link", ["what"]
 )

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from tessera.common.errors import abort
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.zone import inputs, metrics
+from tessera.zone.border import Border
 from tessera.zone.config import ZoneConfig
 from tessera.zone.movement import Rect
 from tessera.zone.simulation import Frame, Simulation
@@ -74,6 +75,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         self.ticker.on_error = metrics.TICK_ERRORS.inc
         self._tasks: list[asyncio.Task[None]] = []
         self._npcs_spawned = False
+        self.border = Border(self)
+        self.pending_attach: dict[str, tuple[int, float]] = {}
 
     @property
     def zone_ref(self) -> common_pb2.ZoneRef:
@@ -94,14 +97,21 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     async def start(self, port: Callable[[], int]) -> None:
         """Restore routed players, then run the tick, heartbeat and checkpoint loops."""
         if self.bounds is not None:
+            began = time.perf_counter()
             await self._activate()
             await self.restore()
+            metrics.RECOVERY.observe(time.perf_counter() - began)
         else:
             self.state = State.ZONE_STATE_STANDBY
+        await self.border.refresh_map()
         self._tasks = [
             asyncio.create_task(self.ticker.run()),
             asyncio.create_task(self._heartbeats(port)),
             asyncio.create_task(self._checkpoints()),
+            asyncio.create_task(self.border.run_scan()),
+            asyncio.create_task(self.border.run_inbox()),
+            asyncio.create_task(self.border.run_ghosts_out()),
+            asyncio.create_task(self.border.run_ghosts_in()),
         ]
 
     def close_links(self) -> None:
@@ -149,8 +159,52 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         metrics.TICK.observe(frame.step_s)
         metrics.OVERLOADED.set(1 if self.ticker.stats.overloaded else 0)
         self.publish(frame)
-        if self.state == State.ZONE_STATE_DRAINING and not self.sim.ents.players:
+        if self.state == State.ZONE_STATE_DRAINING:
+            metrics.DRAIN_REMAINING.set(len(self.sim.ents.players))
+            self._maybe_drained()
+
+    def _maybe_drained(self) -> None:
+        """DRAINED once no entity is left to hand away (NPCs stay only if no zone can
+        take them)."""
+        e, border = self.sim.ents, self.border
+        neighbours = border.topo is not None and border.topo.neighbours(self.cfg.zone, 1.0)
+        owned = int(border.owned().sum())
+        left = owned if (neighbours or border.drain_target) else len(e.players)
+        if not left and not border.flight.outgoing:
             self.state = State.ZONE_STATE_DRAINED
+            log.info(
+                "drained",
+                extra={"seconds": round(time.monotonic() - border.drain_started, 3)},
+            )
+
+    def release(self, entity_id: int, target: str, epoch: int) -> None:
+        """A committed handoff: the entity now belongs to ``target``; tell the relay."""
+        extra = self.sim.ents.extra.get(entity_id)
+        player = extra.player_id if extra else ""
+        if not player:
+            self.sim.remove_entity(entity_id)
+            return
+        link_id = self.player_link.pop(player, None)
+        if link_id is not None and link_id in self.links:
+            link = self.links[link_id]
+            link.players.discard(player)
+            handover = zone_pb2.Handover(
+                player_id=player,
+                to=common_pb2.ZoneRef(world=self.cfg.world, zone=target),
+                epoch=epoch,
+            )
+            self._send(link, zone_pb2.ZoneLinkDown(handover=handover), "handover")
+        self.sim.remove_player(player)
+
+    def receive(self, state: zone_pb2.EntityState, epoch: int) -> None:
+        """A committed handoff to this zone: the entity becomes authoritative here."""
+        self.sim.adopt(state, epoch=epoch, now=time.monotonic())
+        metrics.HANDOFFS_RECEIVED.inc()
+        player = state.player_id
+        if player:
+            waiting = self.pending_attach.pop(player, None)
+            if waiting is not None and waiting[0] in self.links:
+                self._attach(self.links[waiting[0]], player)
 
     def publish(self, frame: Frame) -> None:
         """Group the frame's snapshots and events per link and queue them."""
@@ -199,8 +253,9 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         except asyncio.QueueFull:
             metrics.LINK_DROPS.labels(what).inc()
 
-    def status(self) -> zone_pb2.ZoneStatus:
-        """The zone's current ZoneStatus (also its heartbeat)."""
+    def status(self, *, entities: bool = False) -> zone_pb2.ZoneStatus:
+        """The zone's current ZoneStatus (also its heartbeat); ``entities`` lists
+        every owned entity too."""
         e = self.sim.ents
         stats = self.ticker.stats
         players = [e.index[eid] for eid in e.players.values()]
@@ -211,7 +266,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             address=self.address,
             state=self.state,
             players=len(e.players),
-            npcs=e.n - len(e.players),
+            npcs=e.n - len(e.players) - len(self.border.ghost_src),
+            ghosts=len(self.border.ghost_src),
             tick_hz=self.cfg.tick_hz,
             tick_p50_ms=stats.percentile(50) * 1000,
             tick_p99_ms=stats.percentile(99) * 1000,
@@ -221,7 +277,12 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             updated_at_ms=time.time() * 1000,
             sample_x=e.pos[players, 0].tolist(),
             sample_z=e.pos[players, 2].tolist(),
+            handoffs_pending=len(self.border.flight.outgoing),
         )
+        if entities:
+            ids = e.id[: e.n][self.border.owned()].tolist()
+            status.entity_ids.extend(ids)
+            status.entity_players.extend(e.extra[i].player_id if i in e.extra else "" for i in ids)
         if self.bounds is not None:
             status.bounds.CopyFrom(bounds_of(self.bounds))
         return status
@@ -335,8 +396,14 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
 
     def _attach(self, link: Link, player: str) -> None:
         if not self.sim.attach(player):
+            # The relay may follow a route change before the COMMIT is read here.
+            now = time.monotonic()
+            self.pending_attach = {p: w for p, w in self.pending_attach.items() if now - w[1] < 5.0}
+            if len(self.pending_attach) < 100_000:
+                self.pending_attach[player] = (link.id, now)
             metrics.LINK_ERRORS.labels("attach_unknown_player").inc()
             return
+        self.pending_attach.pop(player, None)
         old = self.player_link.get(player)
         if old is not None and old in self.links:
             self.links[old].players.discard(player)
@@ -345,6 +412,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
 
     def _detach(self, link: Link, player: str) -> None:
         link.players.discard(player)
+        self.pending_attach.pop(player, None)
         if self.player_link.get(player) == link.id:
             del self.player_link[player]
             self.sim.detach(player)
@@ -467,7 +535,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     async def GetStatus(
         self, request: zone_pb2.GetStatusRequest, context: Context
     ) -> zone_pb2.ZoneStatus:
-        return self.status()
+        return self.status(entities=request.include_entities)
 
     async def SetBounds(
         self, request: zone_pb2.SetBoundsRequest, context: Context
@@ -498,18 +566,45 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         self.map_version = request.map_version
         self.bounds = rect_of(b)
         self.sim.area = self.bounds
+        with contextlib.suppress(RedisError):
+            await self.border.refresh_map()
+        self.border.rebound()
         if self.state in (State.ZONE_STATE_STANDBY, State.ZONE_STATE_STARTING):
             await self._activate()
-        log.info("bounds set", extra={"bounds": values, "map_version": self.map_version})
-        return zone_pb2.SetBoundsResponse(handoffs_started=0)
+        leaving = len(self.border.departures())
+        log.info(
+            "bounds set",
+            extra={"bounds": values, "map_version": self.map_version, "leaving": leaving},
+        )
+        return zone_pb2.SetBoundsResponse(handoffs_started=leaving)
 
     async def Drain(
         self, request: zone_pb2.DrainRequest, context: Context
     ) -> zone_pb2.DrainResponse:
+        if not np.isfinite(request.deadline_s) or request.deadline_s < 0:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "deadline_s must be a finite number >= 0",
+                reason="BAD_DEADLINE",
+                field="deadline_s",
+            )
+        target = request.target.zone
+        if target == self.cfg.zone:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "a zone cannot drain into itself",
+                reason="BAD_TARGET",
+                field="target",
+            )
         if self.state in (State.ZONE_STATE_ACTIVE, State.ZONE_STATE_STANDBY):
             self.state = State.ZONE_STATE_DRAINING
-        if self.state == State.ZONE_STATE_DRAINING and not self.sim.ents.players:
-            self.state = State.ZONE_STATE_DRAINED
+        if self.state == State.ZONE_STATE_DRAINING:
+            self.border.drain(target, request.deadline_s)
+            with contextlib.suppress(RedisError):
+                await self.border.refresh_map()
+            self._maybe_drained()
         return zone_pb2.DrainResponse(remaining=len(self.sim.ents.players))
 
 

@@ -32,6 +32,7 @@ from tessera.zone.entities import (
     export_state,
     spawn_state,
 )
+from tessera.zone.ghosts import GHOST
 from tessera.zone.movement import Rect, desired_velocity, integrate
 from tessera.zone.npc import think
 from tessera.zone.snapshot import PAD, EncodedBatch, SnapshotEncoder, quantize
@@ -84,6 +85,8 @@ class Simulation:
         self.counts: Counter[str] = Counter()
         self._told: dict[tuple[str, str], float] = {}
         self.rng = np.random.default_rng(seed)
+        # hits on ghosts, forwarded to their owners: (target, attacker, attack, damage, x, z)
+        self.forwarded: list[tuple[int, int, int, float, float, float]] = []
 
     @property
     def now_s(self) -> float:
@@ -256,7 +259,8 @@ class Simulation:
         e, n, now = self.ents, self.ents.n, self.now_s
         events, self.events = self.events, []
         if n:
-            alive = (e.flags[:n] & DEAD) == 0
+            ghost = (e.flags[:n] & GHOST) != 0  # neighbours' entities: shown, not simulated
+            alive = ((e.flags[:n] & DEAD) == 0) & ~ghost
             self._think(alive)
             self._move(alive, events)
         self.history.record(self.tick, e.id[:n], e.pos[:n])
@@ -264,7 +268,7 @@ class Simulation:
             order = np.argsort(e.id[:n])
             self._sorted_ids, self._sorted_rows = e.id[:n][order], order
             self._fight(alive, now, events)
-            self._recover(now, events)
+            self._recover(now, events, ghost)
             e.actions[:n] = 0
         else:
             self._sorted_ids, self._sorted_rows = np.zeros(0, np.uint64), np.zeros(0, np.int64)
@@ -308,6 +312,8 @@ class Simulation:
         pos, vel, excess = integrate(
             e.pos[:n], e.vel[:n], desired, jump, limits=cfg.limits, dt=cfg.dt, area=self.area
         )
+        ghost = (e.flags[:n] & GHOST) != 0
+        pos[ghost], vel[ghost] = e.pos[:n][ghost], e.vel[:n][ghost]
         e.pos[:n], e.vel[:n] = pos, vel
         for row in np.flatnonzero((excess > 0) & (e.kind[:n] == PLAYER)).tolist():
             self.counts["teleport_rejected"] += 1
@@ -368,25 +374,40 @@ class Simulation:
             return
         self.counts["hits"] += 1
         target = e.index[hit.target]
-        e.health[target] = max(0.0, float(e.health[target]) - hit.damage)
+        if e.flags[target] & GHOST:
+            x, _, z = (float(v) for v in e.pos[row])
+            self.forwarded.append((hit.target, hit.attacker, attack, hit.damage, x, z))
+            attacker = e.extra.get(hit.attacker)
+            if attacker and attacker.player_id:
+                events.append(Event(attacker.player_id, Kind.HIT_DEALT, hit.target, hit.damage))
+            return
+        self.take_hit(target, hit.attacker, hit.damage, now, events)
+
+    def take_hit(
+        self, target: int, attacker_id: int, damage: float, now: float, events: list[Event]
+    ) -> None:
+        """Apply validated damage to an owned entity (local or forwarded hit)."""
+        e, cfg = self.ents, self.cfg
+        e.health[target] = max(0.0, float(e.health[target]) - damage)
         e.combat_at[target] = now
-        attacker_player = e.extra.get(hit.attacker)
-        target_player = e.extra.get(hit.target)
+        target_id = int(e.id[target])
+        attacker_player = e.extra.get(attacker_id)
+        target_player = e.extra.get(target_id)
         if attacker_player and attacker_player.player_id:
-            events.append(Event(attacker_player.player_id, Kind.HIT_DEALT, hit.target, hit.damage))
+            events.append(Event(attacker_player.player_id, Kind.HIT_DEALT, target_id, damage))
         if target_player and target_player.player_id:
-            events.append(Event(target_player.player_id, Kind.HIT_TAKEN, hit.attacker, hit.damage))
+            events.append(Event(target_player.player_id, Kind.HIT_TAKEN, attacker_id, damage))
         if e.health[target] <= 0.0:
             e.flags[target] |= DEAD
             e.vel[target] = 0.0
             e.respawn_at[target] = now + cfg.weapons.respawn_s
             self.counts["deaths"] += 1
             if target_player and target_player.player_id:
-                events.append(Event(target_player.player_id, Kind.DIED, hit.attacker))
+                events.append(Event(target_player.player_id, Kind.DIED, attacker_id))
 
-    def _recover(self, now: float, events: list[Event]) -> None:
+    def _recover(self, now: float, events: list[Event], ghost: npt.NDArray[np.bool_]) -> None:
         e, n, w = self.ents, self.ents.n, self.cfg.weapons
-        dead = (e.flags[:n] & DEAD) != 0
+        dead = ((e.flags[:n] & DEAD) != 0) & ~ghost
         back = np.flatnonzero(dead & (e.respawn_at[:n] <= now + 1e-9))
         if back.size:
             e.flags[back] &= ~DEAD
@@ -401,14 +422,18 @@ class Simulation:
                 if extra and extra.player_id:
                     events.append(Event(extra.player_id, Kind.RESPAWNED))
             dead[back] = False
-        e.health[:n] = combat.regenerate(
+        e.health[:n] = np.where(
+            ghost,
             e.health[:n],
-            dead,
-            e.combat_at[:n],
-            now_s=now,
-            dt=self.cfg.dt,
-            weapons=w,
-            max_health=MAX_HEALTH,
+            combat.regenerate(
+                e.health[:n],
+                dead,
+                e.combat_at[:n],
+                now_s=now,
+                dt=self.cfg.dt,
+                weapons=w,
+                max_health=MAX_HEALTH,
+            ),
         )
 
     def _snapshots(self, events: list[Event]) -> Frame:

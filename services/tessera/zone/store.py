@@ -5,14 +5,20 @@ registration and heartbeat (``zones`` set, ``zone:<z>:status`` with a TTL),
 routes (``routes`` hash ``player -> <zone>|<epoch>``, changes published on
 ``routes:changed`` as ``<player>|<zone>|<epoch>``; a removal publishes
 ``<player>||0``), checkpoints (``checkpoints`` hash ``player -> EntityState``)
-and entity ids (``entity-ids`` counter, handed out in blocks).
+entity ids (``entity-ids`` counter, handed out in blocks), the zone map
+(``map``) and the handoff inbox (``zone:<z>:inbox`` stream, consumer group
+``zone``; a handoff commits with one script: route CAS + checkpoint + COMMIT).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from typing import Any
 
+from google.protobuf.message import DecodeError
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from tessera.common.store import WorldKeys
 from tessera.v1 import zone_pb2
@@ -35,6 +41,25 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('PUBLISH', KEYS[2], ARGV[1] .. '||0')
 return 1
 """
+
+
+# Commit a handoff atomically: compare-and-set the route on the owner's epoch,
+# store the entity's new checkpoint, publish the change and queue the COMMIT in
+# the target's inbox. NPCs (no player id) have no route: only the COMMIT.
+_COMMIT = """
+if ARGV[1] ~= '' then
+  local cur = redis.call('HGET', KEYS[1], ARGV[1])
+  if (cur or '') ~= ARGV[2] then return 0 end
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+  redis.call('PUBLISH', KEYS[2], ARGV[1] .. '|' .. ARGV[3])
+end
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'm', ARGV[5])
+return 1
+"""
+
+GROUP = "zone"
+INBOX_MAXLEN = 100_000
 
 
 @dataclass(frozen=True)
@@ -65,6 +90,8 @@ class ZoneStore:
         self._ids: list[int] = []
         self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
+        self._commit = redis.register_script(_COMMIT)
+        self._inbox_ready = False
 
     async def heartbeat(self, status: zone_pb2.ZoneStatus, ttl_s: float) -> None:
         """Register the zone and store its status with a TTL (one round trip)."""
@@ -138,6 +165,152 @@ class ZoneStore:
             self._ids.extend(range(end - block + 1, end + 1))
         out, self._ids = self._ids[:count], self._ids[count:]
         return out
+
+    # --- zone map and handoff inbox ------------------------------------------
+
+    async def zone_map(self) -> zone_pb2.ZoneMap | None:
+        raw = await self.redis.get(self.keys.zone_map)
+        return None if raw is None else zone_pb2.ZoneMap.FromString(_raw(raw))
+
+    async def send(self, zone: str, msg: zone_pb2.InboxMessage) -> None:
+        """Append a message to another zone's inbox stream."""
+        await self.redis.xadd(
+            self.keys.zone_inbox(zone),
+            {"m": msg.SerializeToString()},
+            maxlen=INBOX_MAXLEN,
+            approximate=True,
+        )
+
+    async def receive(
+        self, *, count: int = 512, block_ms: int = 50
+    ) -> list[tuple[str, zone_pb2.InboxMessage | None]]:
+        """The next inbox entries for this zone (consumer group ``zone``): first any
+        delivered before a crash and never acknowledged, then new ones. Entries that
+        do not parse come back as None (the caller counts and acknowledges them)."""
+        stream = self.keys.zone_inbox(self.zone)
+        if not self._inbox_ready:
+            try:
+                await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except ResponseError as err:
+                if "BUSYGROUP" not in str(err):
+                    raise
+            self._inbox_ready = True
+            pending: Any = await self.redis.xreadgroup(GROUP, self.zone, {stream: "0"}, count=count)
+            found = _entries(pending)
+            if found:
+                return found
+        fresh = await self.redis.xreadgroup(
+            GROUP, self.zone, {stream: ">"}, count=count, block=block_ms
+        )
+        return _entries(fresh)
+
+    async def done(self, ids: list[str]) -> None:
+        """Acknowledge processed inbox entries and delete them."""
+        if ids:
+            stream = self.keys.zone_inbox(self.zone)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xack(stream, GROUP, *ids)
+                pipe.xdel(stream, *ids)
+                await pipe.execute()
+
+    async def publish_ghosts(self, payload: bytes) -> None:
+        await self.redis.publish(self.keys.zone_ghosts(self.zone), payload)
+
+    def ghost_feed(self) -> GhostFeed:
+        return GhostFeed(self.redis, self.keys)
+
+    async def commit_handoff(
+        self,
+        *,
+        target: str,
+        player_id: str,
+        expected: str,
+        epoch: int,
+        state: zone_pb2.EntityState,
+        commit: zone_pb2.InboxMessage,
+    ) -> bool:
+        """Switch the entity's route from ``expected`` to ``<target>|<epoch>``, store
+        its checkpoint and queue the COMMIT, all or nothing."""
+        done = await self._commit(
+            keys=[
+                self.keys.routes,
+                self.keys.routes_changed,
+                self.keys.checkpoints,
+                self.keys.zone_inbox(target),
+            ],
+            args=[
+                player_id,
+                expected,
+                f"{target}|{epoch}",
+                state.SerializeToString(),
+                commit.SerializeToString(),
+                INBOX_MAXLEN,
+            ],
+        )
+        return bool(done)
+
+
+class GhostFeed:
+    """Subscription to the ghost channels of a set of zones (the neighbours)."""
+
+    def __init__(self, redis: Redis, keys: WorldKeys) -> None:
+        self.keys = keys
+        self.pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        self.zones: set[str] = set()
+        self._by_channel: dict[str, str] = {}
+
+    async def follow(self, zones: set[str]) -> None:
+        """Subscribe to exactly these zones' ghost channels."""
+        gone, new = self.zones - zones, zones - self.zones
+        if gone:
+            await self.pubsub.unsubscribe(*(self.keys.zone_ghosts(z) for z in gone))
+        if new:
+            await self.pubsub.subscribe(*(self.keys.zone_ghosts(z) for z in new))
+        self.zones = set(zones)
+        self._by_channel = {self.keys.zone_ghosts(z): z for z in zones}
+
+    async def next(self, timeout_s: float) -> tuple[str, bytes] | None:
+        """The next batch as ``(sender zone, payload)``, or None after ``timeout_s``."""
+        if not self.zones:
+            await asyncio.sleep(timeout_s)
+            return None
+        msg = await self.pubsub.get_message(timeout=timeout_s)
+        if msg is None or msg.get("type") != "message":
+            return None
+        zone = self._by_channel.get(_text(msg["channel"]))
+        return None if zone is None else (zone, _raw(msg["data"]))
+
+    async def close(self) -> None:
+        await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def read_routes(redis: Redis, world: str) -> dict[str, Route]:
+    """The whole routing table of a world (for invariant scans)."""
+    raw = await redis.hgetall(WorldKeys(world).routes)
+    routes = {_text(k): parse_route(_text(v)) for k, v in raw.items()}
+    return {k: r for k, r in routes.items() if r is not None}
+
+
+async def write_zone_map(redis: Redis, zone_map: zone_pb2.ZoneMap) -> None:
+    """Store a world's zone map and announce its version (tests, tools)."""
+    keys = WorldKeys(zone_map.world)
+    await redis.set(keys.zone_map, zone_map.SerializeToString())
+    await redis.publish(keys.zone_map_changed, str(zone_map.version))
+
+
+def _entries(reply: Any) -> list[tuple[str, zone_pb2.InboxMessage | None]]:
+    out: list[tuple[str, zone_pb2.InboxMessage | None]] = []
+    for _stream, entries in reply or []:
+        for entry_id, fields in entries:
+            raw = (fields or {}).get(b"m", (fields or {}).get("m"))
+            msg: zone_pb2.InboxMessage | None = None
+            if raw is not None:
+                try:
+                    msg = zone_pb2.InboxMessage.FromString(_raw(raw))
+                except DecodeError:
+                    msg = None
+            out.append((_text(entry_id), msg))
+    return out
 
 
 def _text(value: bytes | str) -> str:
