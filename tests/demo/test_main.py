@@ -93,7 +93,9 @@ def no_survivors(pids: set[int]) -> list[int]:
 
 
 def test_short_demo_splits_merges_and_loses_nobody(tmp_path: Path) -> None:
-    proc = start_demo(tmp_path, "--bots", "60", "--duration", "40", "--world-size", "1000", "--speed", "60")
+    proc = start_demo(
+        tmp_path, "--bots", "60", "--duration", "40", "--world-size", "1000", "--speed", "60"
+    )
     watcher = Watcher(proc.pid)
     out, _ = proc.communicate(timeout=110)
     seen = watcher.stop()

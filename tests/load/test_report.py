@@ -8,12 +8,34 @@ from tessera.load.swarm import latest_stats, shares
 
 
 def test_combine_adds_up_workers() -> None:
-    a = {"bots": 3, "connected": 3, "connects": 3, "disconnects": 1, "reasons": {"ZONE_UNAVAILABLE": 1},
-         "rtt_ms": [1.0, 2.0, 0.0], "pred_p95_m": [0.1, 0.3], "bytes_per_s": [100.0, 300.0],
-         "bytes_in": 10, "bytes_out": 5, "phase": "spread", "done": True}
-    b = {"bots": 2, "connected": 1, "connects": 2, "logouts": 1, "connect_failures": 1,
-         "reasons": {"ZONE_UNAVAILABLE": 2}, "rtt_ms": [3.0], "pred_p95_m": [0.2],
-         "bytes_per_s": [200.0], "bytes_in": 1, "bytes_out": 1, "phase": "spread"}
+    a = {
+        "bots": 3,
+        "connected": 3,
+        "connects": 3,
+        "disconnects": 1,
+        "reasons": {"ZONE_UNAVAILABLE": 1},
+        "rtt_ms": [1.0, 2.0, 0.0],
+        "pred_p95_m": [0.1, 0.3],
+        "bytes_per_s": [100.0, 300.0],
+        "bytes_in": 10,
+        "bytes_out": 5,
+        "phase": "spread",
+        "done": True,
+    }
+    b = {
+        "bots": 2,
+        "connected": 1,
+        "connects": 2,
+        "logouts": 1,
+        "connect_failures": 1,
+        "reasons": {"ZONE_UNAVAILABLE": 2},
+        "rtt_ms": [3.0],
+        "pred_p95_m": [0.2],
+        "bytes_per_s": [200.0],
+        "bytes_in": 1,
+        "bytes_out": 1,
+        "phase": "spread",
+    }
     r = combine([a, b, {}], 3)
     assert (r.bots, r.connected, r.connects, r.disconnects, r.logouts) == (5, 4, 5, 1, 1)
     assert r.connect_failures == 1 and not r.ok
@@ -38,7 +60,14 @@ def test_shares_split_evenly() -> None:
 
 def test_latest_stats_picks_the_newest_stats_line() -> None:
     proc = ServiceProcess("tessera.load.worker")
-    proc.lines.extend(['{"msg": "serving"}', '{"msg": "stats", "bots": 1}', "not json \"stats\"",
-                       '{"msg": "stats", "bots": 2}', '{"msg": "other"}'])
+    proc.lines.extend(
+        [
+            '{"msg": "serving"}',
+            '{"msg": "stats", "bots": 1}',
+            'not json "stats"',
+            '{"msg": "stats", "bots": 2}',
+            '{"msg": "other"}',
+        ]
+    )
     assert latest_stats(proc)["bots"] == 2
     assert latest_stats(ServiceProcess("x")) == {}

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tessera.client.bot import BotState
+from tessera.client.bot import BotState, Pattern
 from tessera.load import scenario as sc
 
 WORLD = sc.Rect(0, 0, 1000, 1000)
@@ -22,7 +22,9 @@ def test_every_builtin_scenario_parses() -> None:
 
 
 def test_shares_are_normalised_and_phases_follow_time() -> None:
-    s = sc.parse({"phases": [{"pattern": "spread", "share": 1}, {"pattern": "hotspot", "share": 3}]})
+    s = sc.parse(
+        {"phases": [{"pattern": "spread", "share": 1}, {"pattern": "hotspot", "share": 3}]}
+    )
     assert [p.share for p in s.phases] == [0.25, 0.75]
     assert s.starts() == [0.0, 0.25]
     assert [s.phase_index(f) for f in (0.0, 0.24, 0.25, 0.99, 1.0, 1.5)] == [0, 0, 1, 1, 1, 1]
@@ -82,7 +84,7 @@ def test_homes_are_stable_spread_and_inside_the_world() -> None:
     assert 400 < xs.mean() < 600 and xs.std() > 200
 
 
-def path(pattern: sc.Pattern, start: tuple[float, float], steps: int = 1500) -> np.ndarray:
+def path(pattern: Pattern, start: tuple[float, float], steps: int = 1500) -> np.ndarray:
     """Integrate a pattern at 2 m per step; every position."""
     pos = np.array([start[0], 0.0, start[1]])
     state = BotState(random.Random(3))
@@ -94,8 +96,9 @@ def path(pattern: sc.Pattern, start: tuple[float, float], steps: int = 1500) -> 
     return np.array(out)
 
 
-def walk(pattern: sc.Pattern, start: tuple[float, float]) -> np.ndarray:
-    return path(pattern, start)[-1]
+def walk(pattern: Pattern, start: tuple[float, float]) -> np.ndarray:
+    end: np.ndarray = path(pattern, start)[-1]
+    return end
 
 
 def test_patterns_lead_where_the_phase_says() -> None:

@@ -54,7 +54,13 @@ def _env_number(name: str, default: float) -> float:
 
 
 async def watch(
-    stack: Stack, swarm: Swarm, settings: DemoSettings, output: Path, console: Console, live: bool
+    stack: Stack,
+    swarm: Swarm,
+    settings: DemoSettings,
+    *,
+    output: Path,
+    console: Console,
+    live: bool,
 ) -> Timeline:
     """Sample the world until the swarm is done; scan invariants on the way."""
     tl = Timeline()
@@ -80,13 +86,29 @@ async def watch(
             zones = await monitor.zones()
             tl.add_events(t, await monitor.events())
             tl.samples.append(
-                Sample(t, load.phase, zones, load.connected, load.disconnects, await monitor.relay_status())
+                Sample(
+                    t,
+                    load.phase,
+                    zones,
+                    load.connected,
+                    load.disconnects,
+                    await monitor.relay_status(),
+                    load.rtt_ms_p50,
+                )
             )
-            if 0 < t < settings.duration_s - 0.5 and t - last_scan >= SCAN_EVERY_S and (scan_task is None or scan_task.done()):
+            if (
+                0 < t < settings.duration_s - 0.5
+                and t - last_scan >= SCAN_EVERY_S
+                and (scan_task is None or scan_task.done())
+            ):
                 last_scan = t
                 scan_task = asyncio.create_task(scan(t))
             if view is not None:
-                view.update(dashboard.render(tl, bots=settings.bots, duration_s=settings.duration_s, output=str(output)))
+                view.update(
+                    dashboard.render(
+                        tl, bots=settings.bots, duration_s=settings.duration_s, output=str(output)
+                    )
+                )
             elif time.monotonic() - last_line >= PLAIN_EVERY_S:
                 last_line = time.monotonic()
                 print(dashboard.line(tl, bots=settings.bots), flush=True)
@@ -109,9 +131,13 @@ async def watch(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tessera.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tessera.demo", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--bots", type=int, default=int(_env_number("BOTS", 300)))
-    parser.add_argument("--duration", type=float, default=_env_number("DURATION", 150.0), help="seconds of scenario")
+    parser.add_argument(
+        "--duration", type=float, default=_env_number("DURATION", 150.0), help="seconds of scenario"
+    )
     parser.add_argument("--world-size", type=float, default=2000.0, help="metres (square world)")
     parser.add_argument("--speed", type=float, default=50.0, help="players' max speed, m/s")
     parser.add_argument("--processes", type=int, default=2, help="bot processes")
@@ -140,12 +166,15 @@ def main() -> None:
     swarm: Swarm | None = None
     code = 0
     try:
-        print("starting redis-server, auth, operator (local runtime), relay, matchmaking ...", flush=True)
+        print(
+            "starting redis-server, auth, operator (local runtime), relay, matchmaking ...",
+            flush=True,
+        )
         stack.start()
         print(
-            f"world {settings.world_m:g} m x {settings.world_m:g} m: split above {settings.split_threshold} "
-            f"players, merge below {settings.merge_threshold}; {settings.bots} bots for {settings.duration_s:g} s "
-            f"({scenario_path.stem} scenario)",
+            f"world {settings.world_m:g} m x {settings.world_m:g} m: split above "
+            f"{settings.split_threshold} players, merge below {settings.merge_threshold}; "
+            f"{settings.bots} bots for {settings.duration_s:g} s ({scenario_path.stem} scenario)",
             flush=True,
         )
         swarm = Swarm(
@@ -163,9 +192,13 @@ def main() -> None:
         )
         swarm.start()
         (output / "pids.json").write_text(json.dumps({"pids": stack.pids() + swarm.pids()}))
-        timeline = asyncio.run(watch(stack, swarm, settings, output, console, live))
+        timeline = asyncio.run(
+            watch(stack, swarm, settings, output=output, console=console, live=live)
+        )
         swarm.wait(20.0)
-        figures = summary(timeline, swarm.report().as_dict(), duration_s=settings.duration_s, bots=settings.bots)
+        figures = summary(
+            timeline, swarm.report().as_dict(), duration_s=settings.duration_s, bots=settings.bots
+        )
         (output / "summary.json").write_text(json.dumps(figures, indent=2))
         (output / "summary.txt").write_text(summary_text(figures) + "\n")
         picture.draw(timeline, output / "world.png", world_m=settings.world_m)

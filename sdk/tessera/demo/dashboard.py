@@ -9,8 +9,19 @@ from rich.text import Text
 
 from tessera.demo.timeline import Timeline
 
-STATE_STYLE = {"ACTIVE": "green", "DRAINING": "yellow", "STANDBY": "dim", "STARTING": "cyan", "DRAINED": "dim"}
-EVENT_STYLE = {"Split": "bold magenta", "Merge": "bold cyan", "Drained": "yellow", "DrainTimeout": "red"}
+STATE_STYLE = {
+    "ACTIVE": "green",
+    "DRAINING": "yellow",
+    "STANDBY": "dim",
+    "STARTING": "cyan",
+    "DRAINED": "dim",
+}
+EVENT_STYLE = {
+    "Split": "bold magenta",
+    "Merge": "bold cyan",
+    "Drained": "yellow",
+    "DrainTimeout": "red",
+}
 
 
 def _bounds(b: tuple[float, float, float, float] | None) -> str:
@@ -29,15 +40,25 @@ def render(tl: Timeline, *, bots: int, duration_s: float, output: str) -> Group:
         (s.phase or "-", "bold"),
         f"  bots {s.bots_connected}/{bots}  disconnects ",
         (str(s.disconnects), "bold red" if s.disconnects else "bold green"),
-        f"  relay {packets:,.0f} pkt/s  handoffs {handoffs:,.0f}/s ({s.relay.reroutes} total)",
+        f"  rtt p50 {s.rtt_ms:.0f} ms\nrelay {packets:,.0f} pkt/s  "
+        f"handoffs {handoffs:,.0f}/s ({s.relay.reroutes} total)",
     )
     zones = Table(expand=True, box=None, header_style="bold")
-    for col, just in (("zone", "left"), ("phase", "left"), ("bounds (m)", "left"), ("players", "right"), ("tick p99", "right")):
+    for col, just in (
+        ("zone", "left"),
+        ("phase", "left"),
+        ("bounds (m)", "left"),
+        ("players", "right"),
+        ("tick p99", "right"),
+    ):
         zones.add_column(col, justify=just)  # type: ignore[arg-type]
     for z in s.zones:
         zones.add_row(
             z.name,
-            Text(z.state + (f" ({z.drain_remaining} left)" if z.state == "DRAINING" else ""), STATE_STYLE.get(z.state, "")),
+            Text(
+                z.state + (f" ({z.drain_remaining} left)" if z.state == "DRAINING" else ""),
+                STATE_STYLE.get(z.state, ""),
+            ),
             _bounds(z.bounds),
             str(z.players),
             f"{z.tick_p99_ms:.1f} ms",
@@ -49,9 +70,13 @@ def render(tl: Timeline, *, bots: int, duration_s: float, output: str) -> Group:
         events.append(f" {e.reason}\n")
     lost, dups = len(tl.lost()), len(tl.duplicated())
     foot = Text.assemble(
-        f"splits {tl.splits}  merges {tl.merges}  drains {tl.drains_started} started / {tl.drains_finished} finished  ",
+        f"splits {tl.splits}  merges {tl.merges}  "
+        f"drains {tl.drains_started} started / {tl.drains_finished} finished  ",
         "invariants: ",
-        (f"{len(tl.scans)} scans, lost {lost}, duplicated {dups}", "bold red" if lost or dups else "green"),
+        (
+            f"{len(tl.scans)} scans, lost {lost}, duplicated {dups}",
+            "bold red" if lost or dups else "green",
+        ),
         f"\noutput: {output}",
     )
     return Group(
@@ -69,10 +94,13 @@ def line(tl: Timeline, *, bots: int) -> str:
     s = tl.samples[-1]
     packets, handoffs = tl.rates()
     zones = " ".join(
-        f"{z.name}[{z.state[:3]} {z.players}p p99={z.tick_p99_ms:.1f}ms]" for z in s.zones if z.state != "STANDBY"
+        f"{z.name}[{z.state[:3]} {z.players}p p99={z.tick_p99_ms:.1f}ms]"
+        for z in s.zones
+        if z.state != "STANDBY"
     )
     return (
         f"t={s.t:.0f}s phase={s.phase} bots={s.bots_connected}/{bots} disconnects={s.disconnects} "
-        f"splits={tl.splits} merges={tl.merges} handoffs={s.relay.reroutes} ({handoffs:.0f}/s) "
+        f"rtt={s.rtt_ms:.0f}ms splits={tl.splits} merges={tl.merges} "
+        f"handoffs={s.relay.reroutes} ({handoffs:.0f}/s) "
         f"relay={packets:.0f}pkt/s zones: {zones}"
     )

@@ -48,6 +48,10 @@ class RelaySample:
     reroutes: int = 0
 
 
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _zone(name: str, s: zone_pb2.ZoneStatus) -> ZoneSample:
     b = s.bounds if s.HasField("bounds") else None
     return ZoneSample(
@@ -72,11 +76,11 @@ class Monitor:
         self.world = world
         self.channel = grpc.aio.insecure_channel(relay_address)
         self.relay: Any = relay_pb2_grpc.RelayStub(self.channel)
-        self.event_id = "0-0"
+        self.event_id: str | None = None
 
     async def zones(self) -> list[ZoneSample]:
         """Every registered zone with a live heartbeat, by name."""
-        names = sorted(n.decode() if isinstance(n, bytes) else str(n) for n in await self.redis.smembers(self.keys.zones))
+        names = sorted(_text(n) for n in await self.redis.smembers(self.keys.zones))
         if not names:
             return []
         raw = await self.redis.mget([self.keys.zone_status(n) for n in names])
@@ -86,7 +90,7 @@ class Monitor:
                 continue
             status = zone_pb2.ZoneStatus()
             try:
-                status.ParseFromString(data)
+                status.ParseFromString(data if isinstance(data, bytes) else data.encode())
             except Exception:  # protobuf's DecodeError: a torn heartbeat is skipped
                 continue
             out.append(_zone(name, status))
@@ -94,16 +98,12 @@ class Monitor:
 
     async def events(self) -> list[dict[str, str]]:
         """Scaling events appended since the last call, oldest first."""
-        entries = await self.redis.xrange(self.keys.events, min=f"({self.event_id}", count=500) if self.event_id != "0-0" else await self.redis.xrange(self.keys.events, count=500)
+        start = "-" if self.event_id is None else f"({self.event_id}"
+        entries = await self.redis.xrange(self.keys.events, min=start, count=500) or []
         out = []
         for entry_id, fields in entries:
-            self.event_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-            out.append(
-                {
-                    (k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
-                    for k, v in fields.items()
-                }
-            )
+            self.event_id = _text(entry_id)
+            out.append({_text(k): _text(v) for k, v in (fields or {}).items()})
         return out
 
     async def relay_status(self) -> RelaySample:
@@ -132,5 +132,5 @@ class Monitor:
             await asyncio.sleep(0.1)
 
     async def close(self) -> None:
-        await self.channel.close()
+        await self.channel.close(None)
         await self.redis.aclose()

@@ -9,10 +9,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.patches import Rectangle
 
-from tessera.demo.timeline import Timeline, key_moments  # noqa: E402
+from tessera.demo.timeline import Timeline, key_moments
 
 COLOURS = plt.get_cmap("tab10")
 
@@ -38,12 +38,26 @@ def draw(tl: Timeline, path: Path, *, world_m: float, title: str = "") -> Path:
             x0, z0, x1, z1 = z.bounds
             ax.add_patch(
                 Rectangle(
-                    (x0, z0), x1 - x0, z1 - z0, fill=True, alpha=0.15, color=colour[z.name],
+                    (x0, z0),
+                    x1 - x0,
+                    z1 - z0,
+                    fill=True,
+                    alpha=0.15,
+                    color=colour[z.name],
                     linestyle="--" if z.state == "DRAINING" else "-",
                 )
             )
-            ax.add_patch(Rectangle((x0, z0), x1 - x0, z1 - z0, fill=False, lw=1.2, color=colour[z.name]))
-            ax.text(x0 + 10, z1 - 10, f"{z.name}\n{z.players}p", fontsize=6, va="top", color=colour[z.name])
+            ax.add_patch(
+                Rectangle((x0, z0), x1 - x0, z1 - z0, fill=False, lw=1.2, color=colour[z.name])
+            )
+            ax.text(
+                x0 + 10,
+                z1 - 10,
+                f"{z.name}\n{z.players}p",
+                fontsize=6,
+                va="top",
+                color=colour[z.name],
+            )
             ax.scatter(z.xs, z.zs, s=2, color=colour[z.name])
         ax.set_title(f"t={s.t:.0f}s  {s.phase}", fontsize=8)
     ax = fig.add_subplot(grid[1, :])
@@ -51,11 +65,20 @@ def draw(tl: Timeline, path: Path, *, world_m: float, title: str = "") -> Path:
     for name in names:
         series = [next((z.players for z in s.zones if z.name == name), 0) for s in tl.samples]
         ax.plot(times, series, label=name, color=colour[name], lw=1.2)
-    ax.plot(times, [s.bots_connected for s in tl.samples], label="bots connected", color="black", lw=1, ls=":")
+    ax.plot(
+        times,
+        [s.bots_connected for s in tl.samples],
+        label="bots connected",
+        color="black",
+        lw=1,
+        ls=":",
+    )
     for e in tl.events:
         if e.decision in ("Split", "Merge"):
             ax.axvline(e.t, color="magenta" if e.decision == "Split" else "teal", lw=0.8, alpha=0.6)
-            ax.text(e.t, ax.get_ylim()[1] * 0.98, e.decision.lower(), fontsize=6, rotation=90, va="top")
+            ax.text(
+                e.t, ax.get_ylim()[1] * 0.98, e.decision.lower(), fontsize=6, rotation=90, va="top"
+            )
     ax.set_xlabel("seconds")
     ax.set_ylabel("players per zone")
     ax.legend(fontsize=6, ncol=4, loc="upper right")

@@ -48,7 +48,9 @@ class Stack:
     def relay_address(self) -> str:
         return self.procs["relay"].grpc_address
 
-    def _start(self, name: str, module: str, env: dict[str, str], args: list[str] | None = None) -> None:
+    def _start(
+        self, name: str, module: str, env: dict[str, str], args: list[str] | None = None
+    ) -> None:
         proc = ServiceProcess(module, env, args=args or [], name=name).start()
         self.procs[name] = proc
         proc.wait_serving(30.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ class Sample:
     bots_connected: int
     disconnects: int
     relay: RelaySample
+    rtt_ms: float = 0.0
 
     @property
     def players(self) -> int:
@@ -117,7 +119,7 @@ def tick_p99_per_zone(samples: list[Sample]) -> dict[str, float]:
 def bytes_per_player_s(samples: list[Sample]) -> float:
     """Relay traffic (both directions) per connected player-second."""
     total, player_s = 0, 0.0
-    for a, b in zip(samples, samples[1:], strict=False):
+    for a, b in itertools.pairwise(samples):
         total += max(0, b.relay.bytes - a.relay.bytes)
         player_s += (b.t - a.t) * (a.relay.sessions + b.relay.sessions) / 2
     return total / player_s if player_s else 0.0
@@ -147,7 +149,9 @@ def summary(tl: Timeline, load: dict[str, Any], *, duration_s: float, bots: int)
         "bots": bots,
         "duration_s": duration_s,
         "peak_players": max((s.relay.sessions for s in tl.samples), default=0),
-        "peak_zones": max((sum(1 for z in s.zones if z.state == "ACTIVE") for s in tl.samples), default=0),
+        "peak_zones": max(
+            (sum(1 for z in s.zones if z.state == "ACTIVE") for s in tl.samples), default=0
+        ),
         "splits": tl.splits,
         "merges": tl.merges,
         "drains_started": tl.drains_started,
@@ -179,19 +183,22 @@ def summary_text(figures: dict[str, Any]) -> str:
     """The summary as readable text."""
     zones = ", ".join(f"{k} {v:.1f} ms" for k, v in figures["tick_p99_ms_per_zone"].items())
     load = figures["load"]
+    f = figures
     lines = [
-        f"bots                 {figures['bots']} for {figures['duration_s']:.0f} s",
-        f"peak players         {figures['peak_players']} (peak zones {figures['peak_zones']})",
-        f"splits / merges      {figures['splits']} / {figures['merges']}",
-        f"drains               {figures['drains_started']} started, {figures['drains_finished']} finished",
-        f"handoffs             {figures['handoffs']}",
-        f"disconnects          {figures['disconnects']} (connect failures {figures['connect_failures']})",
-        f"lost / duplicated    {figures['lost_entities']} / {figures['duplicated_entities']} entities "
-        f"({figures['invariant_scans']} invariant scans)",
+        f"bots                 {f['bots']} for {f['duration_s']:.0f} s",
+        f"peak players         {f['peak_players']} (peak zones {f['peak_zones']})",
+        f"splits / merges      {f['splits']} / {f['merges']}",
+        f"drains               {f['drains_started']} started, {f['drains_finished']} finished",
+        f"handoffs             {f['handoffs']}",
+        f"disconnects          {f['disconnects']} (connect failures {f['connect_failures']})",
+        f"lost / duplicated    {f['lost_entities']} / {f['duplicated_entities']} entities "
+        f"({f['invariant_scans']} invariant scans)",
         f"tick p99 per zone    {zones or '-'}",
-        f"bytes per player     {figures['bytes_per_player_s']:.0f} B/s at the relay, "
+        f"bytes per player     {f['bytes_per_player_s']:.0f} B/s at the relay, "
         f"{load.get('bytes_per_s_per_bot', 0.0):.0f} B/s measured by the bots",
-        f"rtt                  p50 {load.get('rtt_ms_p50', 0.0):.1f} ms, p99 {load.get('rtt_ms_p99', 0.0):.1f} ms",
-        f"prediction error     p95 per bot: median {load.get('prediction_error_p95_m_median', 0.0):.2f} m",
+        f"rtt                  p50 {load.get('rtt_ms_p50', 0.0):.1f} ms, "
+        f"p99 {load.get('rtt_ms_p99', 0.0):.1f} ms",
+        "prediction error     p95 per bot: median "
+        f"{load.get('prediction_error_p95_m_median', 0.0):.2f} m",
     ]
     return "\n".join(lines)

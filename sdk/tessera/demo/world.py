@@ -17,7 +17,7 @@ class DemoSettings:
     max_speed: float = 50.0
     tick_hz: int = 20
     processes: int = 2
-    input_hz: float = 10.0
+    input_hz: float = 5.0
 
     @property
     def split_threshold(self) -> int:
@@ -67,8 +67,8 @@ def world_resource(s: DemoSettings, name: str = "demo") -> dict[str, Any]:
                     {"name": "TESSERA_HEARTBEAT_S", "value": "0.5"},
                     {"name": "TESSERA_CHECKPOINT_S", "value": "0.5"},
                     {"name": "TESSERA_MAP_POLL_S", "value": "0.1"},
-                    {"name": "TESSERA_SNAPSHOT_EVERY", "value": "2"},
-                    {"name": "TESSERA_AOI_CAP", "value": "32"},
+                    {"name": "TESSERA_SNAPSHOT_EVERY", "value": "4"},
+                    {"name": "TESSERA_AOI_CAP", "value": "16"},
                     {"name": "TESSERA_LOG_LEVEL", "value": "warning"},
                 ],
             },

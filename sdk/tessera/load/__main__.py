@@ -36,15 +36,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--auth", required=True, help="auth gRPC address host:port")
     p.add_argument("--relay", default="", help="(informational) the relay tokens should name")
     p.add_argument("--bots", type=int, default=100)
-    p.add_argument("--scenario", default="spread", help=f"file or built-in: {', '.join(sc.names())}")
+    p.add_argument(
+        "--scenario", default="spread", help=f"file or built-in: {', '.join(sc.names())}"
+    )
     p.add_argument("--duration", type=float, default=60.0, help="seconds")
     p.add_argument("--processes", type=int, default=2, help="bot processes")
-    p.add_argument("--world", default="-1000,-1000,1000,1000", help="world bounds minX,minZ,maxX,maxZ")
+    p.add_argument(
+        "--world", default="-1000,-1000,1000,1000", help="world bounds minX,minZ,maxX,maxZ"
+    )
     p.add_argument("--max-speed", type=float, default=6.0, help="the zones' max speed (prediction)")
     p.add_argument("--input-hz", type=float, default=10.0)
     p.add_argument("--ramp", type=float, default=5.0, help="seconds over which bots connect")
-    p.add_argument("--service-client", default="", help="id=secret: tokens issued by auth for the bots")
-    p.add_argument("--prefix", default="load", help="device id prefix (accounts are reused per prefix)")
+    p.add_argument(
+        "--service-client", default="", help="id=secret: tokens issued by auth for the bots"
+    )
+    p.add_argument(
+        "--prefix", default="load", help="device id prefix (accounts are reused per prefix)"
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", type=Path, default=None, help="write the report here")
     args = p.parse_args(argv)
@@ -95,11 +103,18 @@ def main(argv: list[str] | None = None) -> int:
             last_line = 0.0
             while not swarm.finished():
                 r = swarm.report()
-                info = f"connected {r.connected}/{args.bots}  disconnects {r.disconnects}  rtt p50 {r.rtt_ms_p50:.1f} ms"
+                info = (
+                    f"connected {r.connected}/{args.bots}  disconnects {r.disconnects}  "
+                    f"rtt p50 {r.rtt_ms_p50:.1f} ms"
+                )
                 progress.update(task, completed=swarm.elapsed_fraction(), phase=r.phase, info=info)
                 if not console.is_terminal and time.monotonic() - last_line > 5:
                     last_line = time.monotonic()
-                    print(f"{swarm.elapsed_fraction():4.0%} {r.phase} {info}", file=sys.stderr, flush=True)
+                    print(
+                        f"{swarm.elapsed_fraction():4.0%} {r.phase} {info}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 time.sleep(0.25)
     except KeyboardInterrupt:
         interrupted = True

@@ -50,7 +50,8 @@ class Report:
                 f"logouts            {self.logouts}",
                 f"rtt                p50 {self.rtt_ms_p50:.1f} ms, p99 {self.rtt_ms_p99:.1f} ms",
                 "prediction error   p95 per bot: median "
-                f"{self.prediction_error_p95_m_median:.3f} m, max {self.prediction_error_p95_m_max:.3f} m",
+                f"{self.prediction_error_p95_m_median:.3f} m, "
+                f"max {self.prediction_error_p95_m_max:.3f} m",
                 f"bytes/s per bot    {self.bytes_per_s_per_bot:.0f} (in+out)",
             ]
         )

@@ -131,7 +131,16 @@ def parse(obj: Any) -> Scenario:
         where = f"phases[{i}]"
         if not isinstance(raw, dict):
             raise ScenarioError(f"{where} must be a mapping")
-        unknown = set(raw) - {"name", "share", "pattern", "center", "radius", "x", "logout", "churn"}
+        unknown = set(raw) - {
+            "name",
+            "share",
+            "pattern",
+            "center",
+            "radius",
+            "x",
+            "logout",
+            "churn",
+        }
         if unknown:
             raise ScenarioError(f"{where}: unknown fields {sorted(unknown)}")
         pattern = raw.get("pattern")
@@ -148,7 +157,10 @@ def parse(obj: Any) -> Scenario:
                 name=str(raw.get("name", pattern)),
                 share=float(share),
                 pattern=pattern,
-                center=(_fraction(center[0], where + ".center"), _fraction(center[1], where + ".center")),
+                center=(
+                    _fraction(center[0], where + ".center"),
+                    _fraction(center[1], where + ".center"),
+                ),
                 radius=_fraction(raw.get("radius", 0.05), where + ".radius"),
                 x=_fraction(raw.get("x", 0.5), where + ".x"),
                 logout=_fraction(raw.get("logout", 0.0), where + ".logout"),
@@ -157,7 +169,9 @@ def parse(obj: Any) -> Scenario:
         )
     total = sum(p.share for p in phases)
     phases = [Phase(**{**p.__dict__, "share": p.share / total}) for p in phases]
-    return Scenario(str(obj.get("name", "scenario")), tuple(phases), str(obj.get("description", "")))
+    return Scenario(
+        str(obj.get("name", "scenario")), tuple(phases), str(obj.get("description", ""))
+    )
 
 
 def load(path: Path) -> Scenario:
