@@ -74,6 +74,7 @@ def test_key_moments_cover_events_peak_and_end() -> None:
     for i in range(10):
         tl.add_events(float(i * 5), [{"decision": "Split", "zone": "a", "reason": f"x{i}"}])
     assert len(key_moments(tl, most=6)) <= 6
+    assert len(key_moments(tl)) <= 8
     assert key_moments(Timeline()) == []
 
 

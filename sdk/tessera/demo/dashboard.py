@@ -64,10 +64,10 @@ def render(tl: Timeline, *, bots: int, duration_s: float, output: str) -> Group:
             f"{z.tick_p99_ms:.1f} ms",
         )
     events = Text()
-    for e in tl.events[-8:]:
-        events.append(f"{e.t:6.1f}s  ")
+    for i, e in enumerate(tl.events[-8:]):
+        events.append(("\n" if i else "") + f"{e.t:6.1f}s  ")
         events.append(f"{e.decision:<12}", EVENT_STYLE.get(e.decision, ""))
-        events.append(f" {e.reason}\n")
+        events.append(f" {e.reason}")
     lost, dups = len(tl.lost()), len(tl.duplicated())
     foot = Text.assemble(
         f"splits {tl.splits}  merges {tl.merges}  "

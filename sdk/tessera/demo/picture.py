@@ -23,7 +23,7 @@ def draw(tl: Timeline, path: Path, *, world_m: float, title: str = "") -> Path:
     names = sorted({z.name for s in tl.samples for z in s.zones})
     colour = {n: COLOURS(i % 10) for i, n in enumerate(names)}
     cols = max(1, len(moments))
-    fig = plt.figure(figsize=(3.2 * cols, 7.2), dpi=100)
+    fig = plt.figure(figsize=(max(12.0, 2.8 * cols), 6.8), dpi=100)
     grid = fig.add_gridspec(2, cols, height_ratios=[1.0, 0.9])
     for col, index in enumerate(moments):
         s = tl.samples[index]

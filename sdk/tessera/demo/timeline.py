@@ -125,7 +125,7 @@ def bytes_per_player_s(samples: list[Sample]) -> float:
     return total / player_s if player_s else 0.0
 
 
-def key_moments(tl: Timeline, most: int = 6) -> list[int]:
+def key_moments(tl: Timeline, most: int = 8) -> list[int]:
     """Sample indices worth a picture: spread out, each scaling event settled
     (4 s later), the peak, the end."""
     if not tl.samples:
