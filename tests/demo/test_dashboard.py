@@ -34,6 +34,7 @@ def test_render() -> None:
     for expected in (
         "phase converge",
         "bots 143/150",
+        "rtt p50 3 ms",
         "4,000 pkt/s",
         "handoffs 12/s",
         "demo-1",

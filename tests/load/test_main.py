@@ -46,6 +46,8 @@ def test_swarm_against_a_running_world(stack: Stack, tmp_path: Path) -> None:
             "0,0,1000,1000",
             "--max-speed",
             "50",
+            "--relay",
+            stack.relay_address,
             "--json",
             str(report),
         ],
@@ -60,6 +62,7 @@ def test_swarm_against_a_running_world(stack: Stack, tmp_path: Path) -> None:
     assert r["logouts"] == 8 and r["workers"] == 2 and r["workers_done"] == 2
     assert r["rtt_ms_p50"] > 0 and r["bytes_per_s_per_bot"] > 500
     assert r["bytes_in"] > 0 and r["bytes_out"] > 0
+    assert r["relay"]["packets_in"] > 0 and r["relay"]["reroutes"] > 0  # border walkers
     assert "connects           8 (failures 0)" in done.stdout
 
 

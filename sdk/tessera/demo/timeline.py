@@ -125,20 +125,23 @@ def bytes_per_player_s(samples: list[Sample]) -> float:
     return total / player_s if player_s else 0.0
 
 
-def key_moments(tl: Timeline, most: int = 8) -> list[int]:
-    """Sample indices worth a picture: spread out, each scaling event settled
-    (4 s later), the peak, the end."""
+def key_moments(tl: Timeline, most: int = 8, apart_s: float = 5.0) -> list[int]:
+    """Sample indices worth a picture, at least ``apart_s`` apart: each split and
+    merge once it has settled (4 s later), the end, the swarm fully connected,
+    the peak; in that order of priority, at most ``most``."""
     if not tl.samples:
         return []
     times = np.asarray([s.t for s in tl.samples])
     peak = max(tl.samples, key=lambda s: s.players)
-    wanted = [max(tl.samples, key=lambda s: s.bots_connected if s.t < peak.t + 1 else -1).t]
-    wanted += [e.t + 4.0 for e in tl.events if e.decision in ("Split", "Merge")]
-    wanted += [peak.t, tl.samples[-1].t]
-    picks = sorted({int(np.argmin(np.abs(times - t))) for t in wanted})
-    if len(picks) > most:
-        picks = sorted({picks[round(i * (len(picks) - 1) / (most - 1))] for i in range(most)})
-    return picks
+    connected = max(tl.samples, key=lambda s: s.bots_connected)
+    wanted = [e.t + 4.0 for e in tl.events if e.decision in ("Split", "Merge")]
+    wanted += [tl.samples[-1].t, connected.t, peak.t]
+    chosen: list[float] = []
+    for want in wanted:
+        t = float(min(want, times[-1]))
+        if len(chosen) < most and all(abs(t - c) >= apart_s for c in chosen):
+            chosen.append(t)
+    return sorted({int(np.argmin(np.abs(times - t))) for t in chosen})
 
 
 def summary(tl: Timeline, load: dict[str, Any], *, duration_s: float, bots: int) -> dict[str, Any]:

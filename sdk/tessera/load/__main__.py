@@ -1,7 +1,7 @@
 """``python -m tessera.load``: N bots against any Tessera endpoint.
 
     python -m tessera.load --auth HOST:PORT --bots 200 --scenario hotspot \\
-        [--duration 60] [--processes 2] [--world minX,minZ,maxX,maxZ] [--relay-status HOST:PORT]
+        [--duration 60] [--processes 2] [--world minX,minZ,maxX,maxZ] [--relay HOST:PORT]
 
 Bots log in at auth (guest accounts, or ``--service-client id=secret`` to have
 auth issue tokens on the players' behalf) and connect to the relay their
@@ -20,11 +20,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tessera.load import scenario as sc
 from tessera.load.swarm import Swarm, SwarmConfig
+from tessera.v1 import relay_pb2, relay_pb2_grpc
 
 
 def _stop(signum: int, frame: Any) -> None:
@@ -34,7 +36,7 @@ def _stop(signum: int, frame: Any) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tessera.load", description="Tessera bot swarm")
     p.add_argument("--auth", required=True, help="auth gRPC address host:port")
-    p.add_argument("--relay", default="", help="(informational) the relay tokens should name")
+    p.add_argument("--relay", default="", help="relay gRPC host:port: its counters in the report")
     p.add_argument("--bots", type=int, default=100)
     p.add_argument(
         "--scenario", default="spread", help=f"file or built-in: {', '.join(sc.names())}"
@@ -65,6 +67,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except sc.ScenarioError as err:
         p.error(str(err))
     return args
+
+
+def relay_counters(address: str) -> dict[str, Any]:
+    """The relay's own counters (``Relay.GetStatus``); {} if it cannot be asked."""
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub: Any = relay_pb2_grpc.RelayStub(channel)
+            s = stub.GetStatus(relay_pb2.GetRelayStatusRequest(), timeout=5.0)
+    except grpc.RpcError:
+        return {}
+    return {
+        "sessions": sum(s.sessions.values()),
+        "packets_in": s.packets_in,
+        "packets_out": s.packets_out,
+        "reroutes": s.reroutes,
+        "drops": dict(s.drops),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,8 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         swarm.stop()
     report = swarm.report()
     print(report.text())
+    result: dict[str, Any] = {"scenario": args.scenario, **report.as_dict()}
+    if args.relay:
+        result["relay"] = relay_counters(args.relay)
+        print(f"relay              {json.dumps(result['relay'])}")
     if args.json is not None:
-        args.json.write_text(json.dumps({"scenario": args.scenario, **report.as_dict()}, indent=2))
+        args.json.write_text(json.dumps(result, indent=2))
     if interrupted:
         return 130
     return 0 if report.ok else 1
