@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.common.localredis import LocalRedis
+from tessera.v1 import common_pb2, zone_pb2
 from tessera.zone import invariants
 from tessera.zone.movement import Rect
 from tessera.zone.testbed import Driver, World, ZoneSpec
@@ -58,7 +59,9 @@ async def test_walkers_cross_back_and_forth_and_see_across(world: World) -> None
         mover = players[0]
         await driver.pace([mover], (8.0, 12.0), 3.0)
         assert driver.zone_of[mover] == "east"
-        assert driver.sees(watcher, driver.entity[mover]), "the watcher does not see across the border"
+        assert driver.sees(watcher, driver.entity[mover]), (
+            "the watcher does not see across the border"
+        )
     finally:
         await driver.close()
 
@@ -87,5 +90,107 @@ async def test_four_zone_corner(world: World) -> None:
         zones_used = {driver.zone_of[p] for p in players}
         assert len(zones_used) >= 2, zones_used
         assert report.entities == len(players)
+    finally:
+        await driver.close()
+
+
+async def test_split_then_merge_under_load(world: World) -> None:
+    whole = Rect(-200, -200, 200, 200)
+    await world.start_all([ZoneSpec("a", whole)])
+    driver = Driver(world)
+    try:
+        players = [f"s{i}" for i in range(20)]
+        for i, p in enumerate(players):
+            await driver.join(p, "a", -30.0 + 3 * i, 2.0 * (i % 5))
+        walk = asyncio.create_task(driver.pace(players, (-30.0, 30.0), 60.0))
+        # Split: a keeps the west half, a standby zone b gets the east half.
+        world.bounds["b"] = EAST
+        await asyncio.to_thread(world.start, "b", None)
+        await world.publish_map()
+        channel, stub = world.stub("b")
+        async with channel:
+            await stub.SetBounds(
+                zone_pb2.SetBoundsRequest(
+                    bounds=common_pb2.Bounds(min_x=0, min_z=-200, max_x=200, max_z=200),
+                    map_version=world.version,
+                )
+            )
+        await world.set_bounds("a", WEST)
+        await asyncio.sleep(1.5)
+        report = await settled(world, set(players))
+        b = await world.status("b", entities=True)
+        assert b.players > 0 and report.players == len(players)
+        # Merge: a grows back to the whole world, b drains into it.
+        await world.set_bounds("a", whole)
+        await world.drain("b")
+        for _ in range(100):
+            if (await world.status("b")).state == 5:  # DRAINED
+                break
+            await asyncio.sleep(0.05)
+        b = await world.status("b", entities=True)
+        assert b.state == 5 and b.players == 0 and not b.entity_ids
+        report = await settled(world, set(players))
+        assert (await world.status("a")).players == len(players)
+        walk.cancel()
+        assert driver.max_gap_s < 1.5, driver.max_gap_s
+    finally:
+        await driver.close()
+
+
+async def test_drain_deadline_forces_handoffs_to_a_named_target(world: World) -> None:
+    await world.start_all([ZoneSpec("west", WEST), ZoneSpec("east", EAST)])
+    driver = Driver(world)
+    try:
+        players = [f"d{i}" for i in range(30)]
+        for i, p in enumerate(players):
+            await driver.join(p, "east", 10.0 + i, 0.0)
+        channel, stub = world.stub("east")
+        async with channel:
+            resp = await stub.Drain(
+                zone_pb2.DrainRequest(
+                    deadline_s=0.01, target=common_pb2.ZoneRef(world=world.world, zone="west")
+                )
+            )
+            assert resp.remaining == len(players)
+            with pytest.raises(Exception, match="cannot drain into itself"):
+                await stub.Drain(
+                    zone_pb2.DrainRequest(target=common_pb2.ZoneRef(world=world.world, zone="east"))
+                )
+            # Joins are refused while draining.
+            with pytest.raises(Exception, match="does not accept joins"):
+                await stub.Join(zone_pb2.JoinRequest(player_id="late"))
+        for _ in range(100):
+            status = await world.status("east")
+            if status.state == 5:
+                break
+            await asyncio.sleep(0.05)
+        assert status.state == 5 and status.drain_remaining == 0
+        await settled(world, set(players))
+        assert (await world.status("west")).players == len(players)
+    finally:
+        await driver.close()
+
+
+@pytest.mark.parametrize("victim", ["west", "east"])
+async def test_kill_9_mid_handoff(world: World, victim: str) -> None:
+    await world.start_all([ZoneSpec("west", WEST), ZoneSpec("east", EAST)])
+    driver = Driver(world)
+    try:
+        players = [f"k{i}" for i in range(16)]
+        for i, p in enumerate(players):
+            await driver.join(p, "west" if i % 2 else "east", -8.0 + i, 3.0 * i)
+        walk = asyncio.create_task(driver.pace(players, (-12.0, 12.0), 60.0))
+        await asyncio.sleep(1.5)
+        assert driver.handovers > 0
+        world.kill(victim)  # in the middle of continuous handoffs
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(world.start, victim, world.bounds[victim])
+        await world.publish_map()
+        await driver.resync()
+        await asyncio.sleep(1.0)
+        await driver.resync()
+        report = await settled(world, set(players))
+        assert report.entities == len(players)
+        walk.cancel()
     finally:
         await driver.close()

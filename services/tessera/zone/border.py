@@ -22,6 +22,7 @@ from tessera.zone import ghosts, metrics, topology
 from tessera.zone.entities import DEAD, Extra, export_state
 from tessera.zone.handoff import Handoffs, Outgoing, source
 from tessera.zone.movement import Rect
+from tessera.zone.store import Commit
 from tessera.zone.topology import Topology
 
 if TYPE_CHECKING:
@@ -121,24 +122,37 @@ class Border:
 
     async def scan(self) -> None:
         """Start handoffs for departing entities, abort timed-out ones, force the
-        rest after a drain deadline."""
+        rest after a drain deadline (each kind batched into one Redis round trip)."""
         now = time.monotonic()
+        outbox: list[tuple[str, zone_pb2.InboxMessage]] = []
         for out in self.flight.timed_out(now):
             metrics.HANDOFFS.labels("timeout").inc()
-            await self._abort(out, "timeout")
-        forced = (
+            outbox.append((out.target, self._abort_msg(out, "timeout")))
+        forced = bool(
             self.zone.state == State.ZONE_STATE_DRAINING
             and self.drain_deadline
             and now >= self.drain_deadline
         )
+        late: list[Outgoing] = []
         for eid, target in self.departures():
             if forced:
                 if eid not in self.flight.outgoing:
-                    late = self._begin(eid, target, now, ignore_rest=True)
-                    if late is not None:
-                        await self._commit(late, result="forced")
-            elif self._begin(eid, target, now) is not None:
-                await self._prepare(eid)
+                    forcing = self._begin(eid, target, now, ignore_rest=True)
+                    if forcing is not None:
+                        late.append(forcing)
+            else:
+                started = self._begin(eid, target, now)
+                if started is not None:
+                    outbox.append((target, self._prepare_msg(started)))
+        try:
+            await self.store.send_many(outbox)
+        except Exception:
+            log.exception("sending prepares failed")
+            for _target, msg in outbox:
+                if msg.HasField("prepare"):
+                    self.flight.finish(msg.prepare.entity.entity_id, now, aborted=True)
+                    metrics.HANDOFFS.labels("error").inc()
+        await self.commit(late, result="forced")
         metrics.HANDOFFS_PENDING.set(len(self.flight.outgoing))
 
     def _begin(
@@ -152,104 +166,114 @@ class Border:
             self.flight.resting.pop(eid, None)
         return self.flight.begin(eid, extra.player_id, target, extra.epoch + 1, now)
 
-    async def _prepare(self, eid: int) -> None:
-        out = self.flight.outgoing[eid]
-        state = self._export(eid, out.epoch)
+    def _prepare_msg(self, out: Outgoing) -> zone_pb2.InboxMessage:
         prep = zone_pb2.HandoffPrepare(
-            entity=state,
+            entity=self._export(out.entity_id, out.epoch),
             to=common_pb2.ZoneRef(world=self.cfg.world, zone=out.target),
             epoch=out.epoch,
             sent_at_ms=time.time() * 1000,
         )
         getattr(prep, "from").CopyFrom(self.zone.zone_ref)
-        try:
-            await self.store.send(out.target, zone_pb2.InboxMessage(prepare=prep))
-        except Exception:
-            log.exception("prepare failed", extra={"entity": eid, "target": out.target})
-            self.flight.finish(eid, time.monotonic(), aborted=True)
-            metrics.HANDOFFS.labels("error").inc()
+        return zone_pb2.InboxMessage(prepare=prep)
+
+    def _abort_msg(self, out: Outgoing, reason: str) -> zone_pb2.InboxMessage:
+        msg = zone_pb2.HandoffAbort(entity_id=out.entity_id, epoch=out.epoch, reason=reason)
+        return zone_pb2.InboxMessage(abort=msg)
 
     def _export(self, eid: int, epoch: int) -> zone_pb2.EntityState:
         e = self.zone.sim.ents
         return export_state(e, e.index[eid], zone=self.cfg.zone, epoch=epoch)
 
-    async def _commit(self, out: Outgoing, *, result: str = "committed") -> None:
-        """Switch the route and queue the COMMIT (one script), then let go of the entity."""
+    async def commit(self, outs: list[Outgoing], *, result: str = "committed") -> None:
+        """Switch the routes and queue the COMMITs (one script each, one round trip),
+        then let go of the entities whose commit succeeded; abort the others."""
         z, e = self.zone, self.zone.sim.ents
-        eid = out.entity_id
-        extra = e.extra.get(eid)
-        if extra is None or eid not in e.index:
-            self.flight.finish(eid, time.monotonic())
-            metrics.HANDOFFS.labels("vanished").inc()
-            return
-        state = self._export(eid, out.epoch)
-        state.zone = out.target
-        commit = zone_pb2.HandoffCommit(entity_id=eid, epoch=out.epoch, entity=state)
-        getattr(commit, "from").CopyFrom(z.zone_ref)
-        expected = f"{self.cfg.zone}|{extra.epoch}" if extra.player_id else ""
-        try:
-            ok = await self.store.commit_handoff(
-                target=out.target,
-                player_id=extra.player_id,
-                expected=expected,
-                epoch=out.epoch,
-                state=state,
-                commit=zone_pb2.InboxMessage(commit=commit),
-            )
-        except Exception:
-            log.exception("commit failed", extra={"entity": eid})
-            ok = False
         now = time.monotonic()
-        if not ok:
-            metrics.HANDOFFS.labels("cas_failed").inc()
-            await self._abort(out, "route-changed")
-            self.flight.finish(eid, now, aborted=True)
-            return
-        self.flight.finish(eid, now)
-        if eid in e.index:
-            z.release(eid, out.target, out.epoch)
-        took = (now - out.sent_at) * 1000.0
-        self.durations_ms.append(took)
-        del self.durations_ms[:-10_000]
-        metrics.HANDOFF_DURATION.observe(took / 1000.0)
-        metrics.HANDOFFS.labels(result).inc()
-
-    async def _abort(self, out: Outgoing, reason: str) -> None:
-        msg = zone_pb2.HandoffAbort(entity_id=out.entity_id, epoch=out.epoch, reason=reason)
+        todo: list[tuple[Outgoing, Commit]] = []
+        for out in outs:
+            eid = out.entity_id
+            extra = e.extra.get(eid)
+            if extra is None or eid not in e.index or eid in self.ghost_src:
+                self.flight.finish(eid, now)
+                metrics.HANDOFFS.labels("vanished").inc()
+                continue
+            state = self._export(eid, out.epoch)
+            state.zone = out.target
+            msg = zone_pb2.HandoffCommit(entity_id=eid, epoch=out.epoch, entity=state)
+            getattr(msg, "from").CopyFrom(z.zone_ref)
+            expected = f"{self.cfg.zone}|{extra.epoch}" if extra.player_id else ""
+            todo.append(
+                (
+                    out,
+                    Commit(
+                        out.target,
+                        extra.player_id,
+                        expected,
+                        out.epoch,
+                        state,
+                        zone_pb2.InboxMessage(commit=msg),
+                    ),
+                )
+            )
         try:
-            await self.store.send(out.target, zone_pb2.InboxMessage(abort=msg))
+            results = await self.store.commit_handoffs([c for _o, c in todo])
         except Exception:
-            log.exception("abort failed", extra={"entity": out.entity_id})
+            log.exception("commit failed", extra={"handoffs": len(todo)})
+            results = [False] * len(todo)
+        now = time.monotonic()
+        aborts: list[tuple[str, zone_pb2.InboxMessage]] = []
+        for (out, _c), ok in zip(todo, results, strict=True):
+            eid = out.entity_id
+            if not ok:
+                metrics.HANDOFFS.labels("cas_failed").inc()
+                aborts.append((out.target, self._abort_msg(out, "route-changed")))
+                self.flight.finish(eid, now, aborted=True)
+                continue
+            self.flight.finish(eid, now)
+            if eid in e.index:
+                z.release(eid, out.target, out.epoch)
+            took = (now - out.sent_at) * 1000.0
+            self.durations_ms.append(took)
+            metrics.HANDOFF_DURATION.observe(took / 1000.0)
+            metrics.HANDOFFS.labels(result).inc()
+        del self.durations_ms[:-10_000]
+        await self.store.send_many(aborts)
 
     # --- inbox ------------------------------------------------------------
 
-    async def handle(self, msg: zone_pb2.InboxMessage) -> None:
-        """One inbox message, idempotently."""
-        which = msg.WhichOneof("msg")
+    async def handle(self, msgs: list[zone_pb2.InboxMessage]) -> None:
+        """A batch of inbox messages, each idempotently; answers and commits are
+        sent in one round trip each."""
         now = time.monotonic()
-        if which == "prepare":
-            await self._on_prepare(msg.prepare, now)
-        elif which == "ack":
-            out = self.flight.on_ack(msg.ack)
-            if out is None:
-                metrics.INBOX.labels("stale_ack").inc()
-            elif msg.ack.accepted:
-                await self._commit(out)
+        answers: list[tuple[str, zone_pb2.InboxMessage]] = []
+        acked: list[Outgoing] = []
+        for msg in msgs:
+            which = msg.WhichOneof("msg")
+            if which == "prepare":
+                answers.append((source(msg.prepare), self._on_prepare(msg.prepare, now)))
+            elif which == "ack":
+                out = self.flight.on_ack(msg.ack)
+                if out is None:
+                    metrics.INBOX.labels("stale_ack").inc()
+                elif msg.ack.accepted:
+                    acked.append(out)
+                else:
+                    metrics.HANDOFFS.labels("refused").inc()
+                    self.flight.finish(out.entity_id, now, aborted=True)
+            elif which == "commit":
+                self._on_commit(msg.commit)
+            elif which == "abort":
+                self.flight.drop(msg.abort.entity_id, msg.abort.epoch)
+            elif which == "hit":
+                self._on_hit(msg.hit)
             else:
-                metrics.HANDOFFS.labels("refused").inc()
-                self.flight.finish(out.entity_id, now, aborted=True)
-        elif which == "commit":
-            self._on_commit(msg.commit)
-        elif which == "abort":
-            self.flight.drop(msg.abort.entity_id, msg.abort.epoch)
-        elif which == "hit":
-            self._on_hit(msg.hit)
-        else:
-            metrics.INBOX.labels("unknown").inc()
-            return
-        metrics.INBOX.labels(str(which)).inc()
+                metrics.INBOX.labels("unknown").inc()
+                continue
+            metrics.INBOX.labels(str(which)).inc()
+        await self.store.send_many(answers)
+        await self.commit(acked)
 
-    async def _on_prepare(self, prep: zone_pb2.HandoffPrepare, now: float) -> None:
+    def _on_prepare(self, prep: zone_pb2.HandoffPrepare, now: float) -> zone_pb2.InboxMessage:
         z, e = self.zone, self.zone.sim.ents
         ent = prep.entity
         reason = ""
@@ -267,7 +291,7 @@ class Border:
             entity_id=ent.entity_id, epoch=prep.epoch, accepted=not reason, reason=reason
         )
         getattr(ack, "from").CopyFrom(z.zone_ref)
-        await self.store.send(source(prep), zone_pb2.InboxMessage(ack=ack))
+        return zone_pb2.InboxMessage(ack=ack)
 
     def _on_commit(self, commit: zone_pb2.HandoffCommit) -> None:
         held = self.flight.take(commit.entity_id, commit.epoch)
@@ -309,6 +333,7 @@ class Border:
     async def forward_hits(self) -> None:
         """Send hits on ghosts that the last ticks produced to the ghosts' owners."""
         hits, self.zone.sim.forwarded = self.zone.sim.forwarded, []
+        outbox: list[tuple[str, zone_pb2.InboxMessage]] = []
         for target, attacker, attack, damage, x, z in hits:
             owner = self.ghost_src.get(target)
             if owner is None:
@@ -322,8 +347,9 @@ class Border:
                 view_time_ms=time.time() * 1000,
                 attack=attack,
             )
-            await self.store.send(owner[0], zone_pb2.InboxMessage(hit=msg))
+            outbox.append((owner[0], zone_pb2.InboxMessage(hit=msg)))
             metrics.HITS_FORWARDED.labels("sent").inc()
+        await self.store.send_many(outbox)
 
     # --- ghosts ------------------------------------------------------------------
 
@@ -453,15 +479,13 @@ class Border:
         while True:
             try:
                 entries = await self.store.receive()
-                for _entry, msg in entries:
-                    if msg is None:
-                        metrics.INBOX.labels("malformed").inc()
-                        continue
-                    try:
-                        await self.handle(msg)
-                    except Exception:
-                        metrics.INBOX.labels("error").inc()
-                        log.exception("inbox message failed")
+                msgs = [m for _e, m in entries if m is not None]
+                metrics.INBOX.labels("malformed").inc(len(entries) - len(msgs))
+                try:
+                    await self.handle(msgs)
+                except Exception:
+                    metrics.INBOX.labels("error").inc()
+                    log.exception("inbox batch failed")
                 await self.store.done([entry for entry, _ in entries])
             except asyncio.CancelledError:
                 raise

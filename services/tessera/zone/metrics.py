@@ -45,7 +45,25 @@ HANDOFFS = Counter(
 HANDOFF_DURATION = Histogram(
     "tessera_zone_handoff_duration_seconds",
     "PREPARE sent to routing switched, for committed handoffs",
-    buckets=(0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0),
+    buckets=(
+        0.001,
+        0.002,
+        0.003,
+        0.004,
+        0.005,
+        0.0075,
+        0.01,
+        0.015,
+        0.02,
+        0.03,
+        0.05,
+        0.075,
+        0.1,
+        0.15,
+        0.25,
+        0.5,
+        1.0,
+    ),
 )
 HANDOFFS_PENDING = Gauge("tessera_zone_handoffs_pending", "Handoffs started, not yet finished")
 HANDOFFS_RECEIVED = Counter("tessera_zone_handoffs_received_total", "Entities handed to this zone")

@@ -167,7 +167,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         """DRAINED once no entity is left to hand away (NPCs stay only if no zone can
         take them)."""
         e, border = self.sim.ents, self.border
-        neighbours = border.topo is not None and border.topo.neighbours(self.cfg.zone, 1.0)
+        topo = border.topo
+        neighbours = topo is not None and any(a.zone != self.cfg.zone for a in topo.zones)
         owned = int(border.owned().sum())
         left = owned if (neighbours or border.drain_target) else len(e.players)
         if not left and not border.flight.outgoing:

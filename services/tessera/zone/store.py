@@ -63,6 +63,18 @@ INBOX_MAXLEN = 100_000
 
 
 @dataclass(frozen=True)
+class Commit:
+    """One handoff commit: the route CAS, the checkpoint and the COMMIT message."""
+
+    target: str
+    player_id: str
+    expected: str
+    epoch: int
+    state: zone_pb2.EntityState
+    message: zone_pb2.InboxMessage
+
+
+@dataclass(frozen=True)
 class Route:
     """One routing-table entry."""
 
@@ -172,15 +184,6 @@ class ZoneStore:
         raw = await self.redis.get(self.keys.zone_map)
         return None if raw is None else zone_pb2.ZoneMap.FromString(_raw(raw))
 
-    async def send(self, zone: str, msg: zone_pb2.InboxMessage) -> None:
-        """Append a message to another zone's inbox stream."""
-        await self.redis.xadd(
-            self.keys.zone_inbox(zone),
-            {"m": msg.SerializeToString()},
-            maxlen=INBOX_MAXLEN,
-            approximate=True,
-        )
-
     async def receive(
         self, *, count: int = 512, block_ms: int = 50
     ) -> list[tuple[str, zone_pb2.InboxMessage | None]]:
@@ -219,35 +222,47 @@ class ZoneStore:
     def ghost_feed(self) -> GhostFeed:
         return GhostFeed(self.redis, self.keys)
 
-    async def commit_handoff(
-        self,
-        *,
-        target: str,
-        player_id: str,
-        expected: str,
-        epoch: int,
-        state: zone_pb2.EntityState,
-        commit: zone_pb2.InboxMessage,
-    ) -> bool:
-        """Switch the entity's route from ``expected`` to ``<target>|<epoch>``, store
-        its checkpoint and queue the COMMIT, all or nothing."""
-        done = await self._commit(
-            keys=[
-                self.keys.routes,
-                self.keys.routes_changed,
-                self.keys.checkpoints,
-                self.keys.zone_inbox(target),
-            ],
-            args=[
-                player_id,
-                expected,
-                f"{target}|{epoch}",
-                state.SerializeToString(),
-                commit.SerializeToString(),
-                INBOX_MAXLEN,
-            ],
-        )
-        return bool(done)
+    async def send_many(self, messages: list[tuple[str, zone_pb2.InboxMessage]]) -> None:
+        """Append messages to zones' inbox streams in one round trip."""
+        if not messages:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for zone, msg in messages:
+                pipe.xadd(
+                    self.keys.zone_inbox(zone),
+                    {"m": msg.SerializeToString()},
+                    maxlen=INBOX_MAXLEN,
+                    approximate=True,
+                )
+            await pipe.execute()
+
+    async def commit_handoffs(self, commits: list[Commit]) -> list[bool]:
+        """Run the commit script for each handoff (one round trip): switch the
+        entity's route from ``expected`` to ``<target>|<epoch>``, store its
+        checkpoint and queue the COMMIT, each all or nothing."""
+        if not commits:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for c in commits:
+                await self._commit(
+                    keys=[
+                        self.keys.routes,
+                        self.keys.routes_changed,
+                        self.keys.checkpoints,
+                        self.keys.zone_inbox(c.target),
+                    ],
+                    args=[
+                        c.player_id,
+                        c.expected,
+                        f"{c.target}|{c.epoch}",
+                        c.state.SerializeToString(),
+                        c.message.SerializeToString(),
+                        INBOX_MAXLEN,
+                    ],
+                    client=pipe,
+                )
+            results = await pipe.execute(raise_on_error=False)
+        return [r == 1 for r in results]
 
 
 class GhostFeed:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,6 +159,20 @@ class World:
                 zone_pb2.GetStatusRequest(include_entities=entities), timeout=2.0
             )
         return status
+
+    async def wait_status(
+        self, name: str, done: Callable[[zone_pb2.ZoneStatus], bool], timeout_s: float = 30.0
+    ) -> zone_pb2.ZoneStatus:
+        """Poll the zone's status until ``done`` holds; TimeoutError after ``timeout_s``."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                try:
+                    status = await self.status(name)
+                    if done(status):
+                        return status
+                except grpc.aio.AioRpcError:
+                    pass
+                await asyncio.sleep(0.01)
 
     def kill(self, name: str) -> None:
         """kill -9."""

@@ -149,13 +149,14 @@ def departures(
         return [(int(r), target) for r in rows.tolist()]
     owners = topo.owners(xz[rows], exclude=zone)
     if everything:
-        near = topo.neighbours(zone, 1.0)
+        near = [a for a in topo.zones if a.zone != zone]
         owners = [o or _nearest(near, xz[r]) for r, o in zip(rows.tolist(), owners, strict=True)]
     return [(int(r), o) for r, o in zip(rows.tolist(), owners, strict=True) if o is not None]
 
 
 def _nearest(areas: list[ZoneArea], p: F64) -> str | None:
-    """The zone whose rectangle is closest to the point (a drain with no map owner)."""
+    """The zone whose rectangle is closest to the point (a drain with no map owner,
+    e.g. the draining zone already left the map)."""
     best, best_d = None, float("inf")
     for a in areas:
         r = a.rect

@@ -1,0 +1,30 @@
+"""The ownership invariants over zone statuses and the routing table."""
+
+from __future__ import annotations
+
+from tessera.v1 import zone_pb2
+from tessera.zone.invariants import check
+from tessera.zone.store import Route
+
+
+def status(ids: list[int], players: list[str]) -> zone_pb2.ZoneStatus:
+    return zone_pb2.ZoneStatus(entity_ids=ids, entity_players=players)
+
+
+def routes(**zones: str) -> dict[str, Route]:
+    return {p: Route(z, 1, f"{z}|1") for p, z in zones.items()}
+
+
+def test_clean_world() -> None:
+    r = check({"a": status([1, 2], ["p1", ""]), "b": status([3], ["p3"])}, routes(p1="a", p3="b"))
+    assert r.ok and (r.entities, r.players) == (3, 2)
+
+
+def test_duplicates_lost_and_misrouted_are_reported() -> None:
+    zones = {"a": status([1, 9], ["p1", ""]), "b": status([1, 9], ["p1", ""])}
+    r = check(zones, routes(p1="a", p2="b"))
+    assert r.duplicates == [1, 9] and r.lost == ["p2"] and not r.ok
+    r = check({"a": status([1], ["p1"])}, routes(p1="b"))
+    assert r.misrouted == ["p1"]
+    r = check({"a": status([1], ["p1"])}, routes(p1="a"), expected_players={"p1", "p7"})
+    assert r.lost == ["p7"]
