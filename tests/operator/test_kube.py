@@ -7,6 +7,9 @@ import ast
 import inspect
 from typing import Any
 
+import kopf
+import pytest
+
 from tessera.common import store
 from tessera.operator import kube
 from tessera.operator.handlers import OperatorConfig, Runtime, build_registry
@@ -82,3 +85,12 @@ def test_paths() -> None:
     )
     assert _path("apps", "deployments", "games") == "/apis/apps/v1/namespaces/games/deployments"
     assert _path("", "events", "games") == "/api/v1/namespaces/games/events"
+
+
+async def test_undeclared_calls_are_refused() -> None:
+    client = kube.Kube(kopf.ConnectionInfo(server="http://127.0.0.1:1"))
+    try:
+        with pytest.raises(kube.KubeError, match="undeclared API call delete apps/deployments"):
+            await client._call("delete", "apps", "deployments", "games", "x")
+    finally:
+        await client.close()

@@ -606,3 +606,27 @@ def test_oscillation_around_the_split_mark_does_not_split() -> None:
         n = 320 if (t // 5) % 2 == 0 else 280  # above for 5 s, below for 5 s; window 10 s
         sim.step(crowd(n, 300, 300, spread=100))
     assert not any(a.decision in ("Split", "Merge") for _, a in sim.history)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    replicas=st.lists(st.integers(1, 12), min_size=1, max_size=6),
+    standby=st.integers(0, 2),
+    groups=crowds,
+)
+def test_external_mode_converges_to_replicas_within_limits(
+    replicas: list[int], standby: int, groups: list[tuple[int, float, float, float]]
+) -> None:
+    """With autoscaling.mode External the zone count follows spec.replicas
+    (clamped to the limits), one decision per zone per cooldown, and the
+    partition stays exact throughout."""
+    players = population(groups)
+    sim = Sim(
+        spec(mode="External", replicas=replicas[0], min_zones=2, max_zones=10, standby=standby)
+    )
+    for target in replicas:
+        sim.world = replace(sim.world, replicas=target)
+        for _ in range(40):
+            sim.step(players, dt=5.0)  # longer than the cooldown (20 s) every 4 steps
+            sim.check()
+        assert len(sim.active()) == min(max(target, 2), 10)

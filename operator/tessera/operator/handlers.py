@@ -39,6 +39,7 @@ Login = Callable[..., kopf.ConnectionInfo | None]
 FINALIZER = "tessera.io/drain"
 # Used when the World is gone and its drain timeout cannot be read.
 DEFAULT_DRAIN_TIMEOUT_S = 60.0
+_DONE = (zone_pb2.ZONE_STATE_DRAINING, zone_pb2.ZONE_STATE_DRAINED)
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,11 @@ async def hold_until_drained(
         timeout = float((world_obj.get("spec") or {}).get("drainTimeoutSeconds", 60))
         since = (zs.get("status") or {}).get("drainStartedAt") or meta.get("deletionTimestamp")
         if desired != Desired.DRAINING.value:
+            # The World normally reassigns the area within a pass; if it cannot
+            # (e.g. its layout is broken), the deletion still ends eventually.
+            if _seconds_since(meta.get("deletionTimestamp"), now) >= 2 * timeout:
+                log.warning("area never reassigned; releasing the zone", extra={"zone": name})
+                return
             raise kopf.TemporaryError(
                 f"waiting for World {world} to hand {name}'s area to another zone", delay=1
             )
@@ -233,9 +239,6 @@ async def hold_until_drained(
     raise kopf.TemporaryError(
         f"{name} is draining: {status.drain_remaining} entities left", delay=1
     )
-
-
-_DONE = (zone_pb2.ZONE_STATE_DRAINING, zone_pb2.ZONE_STATE_DRAINED)
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:
