@@ -2,7 +2,8 @@
 and the operator's local runtime (which runs the zones).
 
 Each service is a :class:`ServiceProcess` started from the main thread (children
-get SIGTERM when the thread that started them ends), stopped in reverse order.
+get SIGTERM when the thread that started them ends), stopped in reverse order;
+redis-server is wrapped by :mod:`tessera.demo.guard` so it dies with the demo too.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
+from tessera.demo.guard import guarded_redis
 from tessera.demo.world import DemoSettings, world_resource
 
 WORLD = "demo"
@@ -36,7 +37,8 @@ class Stack:
     def __init__(self, settings: DemoSettings, workdir: Path | None = None) -> None:
         self.settings = settings
         self.dir = workdir or Path(tempfile.mkdtemp(prefix="tessera-demo-"))
-        self.redis = LocalRedis(self.dir / "redis")
+        (self.dir / "redis").mkdir(parents=True, exist_ok=True)
+        self.redis = guarded_redis(self.dir / "redis")
         self.procs: dict[str, ServiceProcess] = {}
         self.udp_port = 0
 
@@ -57,7 +59,6 @@ class Stack:
 
     def start(self) -> None:
         """Start everything and wait until each process serves."""
-        (self.dir / "redis").mkdir(parents=True, exist_ok=True)
         self.redis.start()
         connect_key = base64.b64encode(os.urandom(32)).decode()
         mm_secret = secrets.token_urlsafe(24)
