@@ -106,13 +106,6 @@ class Swarm:
     def report(self) -> Report:
         return combine([latest_stats(p) for p in self.procs], len(self.procs))
 
-    def players(self) -> set[str]:
-        """Players the workers have connected right now."""
-        out: set[str] = set()
-        for proc in self.procs:
-            out.update(latest_stats(proc).get("players", []))
-        return out
-
     def stop(self, timeout_s: float = 15.0) -> list[int]:
         """SIGTERM every worker (their bots log out), wait; the exit codes."""
         for proc in self.procs:

@@ -79,12 +79,8 @@ class WorkerConfig:
 
 @dataclass
 class BotFigures:
-    """One bot's end state."""
+    """One session's figures when it ended."""
 
-    player: str = ""
-    connected: bool = False
-    left: bool = False
-    disconnect: str = ""
     rtt_ms: float = 0.0
     pred_p95_m: float = 0.0
     bytes_in: int = 0
@@ -111,7 +107,6 @@ class Stats:
     bytes_in: int = 0
     bytes_out: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
-    players: list[str] = field(default_factory=list)
     last_error: str = ""
     done: bool = False
 
@@ -165,7 +160,7 @@ class Worker:
         self.connected_at: dict[int, float] = {}
         self.generation: dict[int, int] = {}
         self.stats = Stats(worker=index, bots=cfg.bots)
-        self.figures: dict[int, BotFigures] = {}
+        self.ended: list[BotFigures] = []
         self.phase = -1
         self.rng = random.Random(cfg.seed * 7919 + index)
         self.stop = asyncio.Event()
@@ -218,23 +213,21 @@ class Worker:
         self.bots.pop(bot, None)
         if client is None:
             return
-        self._record(bot, client, left=True)
+        self._record(bot, client)
         self.stats.logouts += 1
         await client.close("logout")
 
-    def _record(self, bot: int, client: GameClient, *, left: bool) -> None:
+    def _record(self, bot: int, client: GameClient) -> None:
         stats = client.transport.stats if isinstance(client.transport, UdpTransport) else None
         started = self.connected_at.get(bot, time.monotonic())
-        self.figures[bot] = BotFigures(
-            player=client.accepted.player_id if client.accepted else "",
-            connected=client.connected,
-            left=left,
-            disconnect="" if left else (client.disconnected.reason if client.disconnected else ""),
-            rtt_ms=stats.rtt_ms if stats else 0.0,
-            pred_p95_m=client.predictor.error_stats()["p95_m"],
-            bytes_in=stats.bytes_in if stats else 0,
-            bytes_out=stats.bytes_out if stats else 0,
-            seconds=time.monotonic() - started,
+        self.ended.append(
+            BotFigures(
+                rtt_ms=stats.rtt_ms if stats else 0.0,
+                pred_p95_m=client.predictor.error_stats()["p95_m"],
+                bytes_in=stats.bytes_in if stats else 0,
+                bytes_out=stats.bytes_out if stats else 0,
+                seconds=time.monotonic() - started,
+            )
         )
 
     def steer(self) -> None:
@@ -278,13 +271,12 @@ class Worker:
                 secs = max(1e-3, now - self.connected_at.get(bot, now))
                 s.bytes_per_s.append(round((t.stats.bytes_in + t.stats.bytes_out) / secs, 1))
             s.pred_p95_m.append(round(client.predictor.error_stats()["p95_m"], 3))
-        for fig in self.figures.values():
+        for fig in self.ended:
             s.bytes_in += fig.bytes_in
             s.bytes_out += fig.bytes_out
             s.rtt_ms.append(round(fig.rtt_ms, 2))
             s.pred_p95_m.append(round(fig.pred_p95_m, 3))
             s.bytes_per_s.append(round((fig.bytes_in + fig.bytes_out) / max(1e-3, fig.seconds), 1))
-        s.players = sorted(c.accepted.player_id for c in self.clients.values() if c.accepted)
         return s
 
     def emit(self) -> None:
@@ -321,7 +313,7 @@ class Worker:
             client = self.clients[bot]
             if client.disconnected is None:
                 continue
-            self._record(bot, client, left=False)
+            self._record(bot, client)
             reason = client.disconnected.reason or "?"
             self.stats.disconnects += 1
             self.stats.reasons[reason] = self.stats.reasons.get(reason, 0) + 1
