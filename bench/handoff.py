@@ -147,7 +147,7 @@ async def drain_and_recover(
         await asyncio.sleep(0.5)  # one checkpoint interval after the drain
         killed = time.monotonic()
         world.kill("west")
-        await asyncio.to_thread(world.start, "west", WEST)
+        await world.start("west", WEST)
         print("kill -9 + restart", flush=True)
         await world.wait_status("west", lambda s: s.players >= players)
         recovery_s = time.monotonic() - killed

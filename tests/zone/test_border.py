@@ -66,6 +66,26 @@ async def test_walkers_cross_back_and_forth_and_see_across(world: World) -> None
         await driver.close()
 
 
+async def test_a_crowd_crosses_at_once(world: World) -> None:
+    await world.start_all([ZoneSpec("west", WEST), ZoneSpec("east", EAST)])
+    driver = Driver(world)
+    try:
+        crowd = [f"m{i}" for i in range(40)]
+        for i, p in enumerate(crowd):
+            await driver.join(p, "west", -15.0 + (i % 5), -20.0 + i)
+        end = asyncio.get_running_loop().time() + 2.5
+        while asyncio.get_running_loop().time() < end:  # everyone east at 20 m/s
+            for p in crowd:
+                driver.move(p, yaw=math.pi / 2)
+            await asyncio.sleep(1 / 30)
+        report = await settled(world, set(crowd))
+        east = await world.status("east", entities=True)
+        assert east.players == len(crowd) and report.entities == len(crowd)
+        assert all(driver.zone_of[p] == "east" for p in crowd)
+    finally:
+        await driver.close()
+
+
 async def test_four_zone_corner(world: World) -> None:
     quads = [
         ZoneSpec("sw", Rect(-200, -200, 0, 0)),
@@ -105,7 +125,7 @@ async def test_split_then_merge_under_load(world: World) -> None:
         walk = asyncio.create_task(driver.pace(players, (-30.0, 30.0), 60.0))
         # Split: a keeps the west half, a standby zone b gets the east half.
         world.bounds["b"] = EAST
-        await asyncio.to_thread(world.start, "b", None)
+        await world.start("b", None)
         await world.publish_map()
         channel, stub = world.stub("b")
         async with channel:
@@ -184,7 +204,7 @@ async def test_kill_9_mid_handoff(world: World, victim: str) -> None:
         assert driver.handovers > 0
         world.kill(victim)  # in the middle of continuous handoffs
         await asyncio.sleep(0.3)
-        await asyncio.to_thread(world.start, victim, world.bounds[victim])
+        await world.start(victim, world.bounds[victim])
         await world.publish_map()
         await driver.resync()
         await asyncio.sleep(1.0)

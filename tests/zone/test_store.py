@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from tessera.common.store import WorldKeys
 from tessera.v1 import common_pb2, zone_pb2
-from tessera.zone.store import ZoneStore, parse_route
+from tessera.zone.store import Commit, ZoneStore, parse_route
 
 
 async def test_routes_are_compare_and_set_and_published(redis: Redis) -> None:
@@ -57,3 +57,49 @@ async def test_checkpoints_ids_and_heartbeat(redis: Redis) -> None:
     assert await b.zone_alive("z1")
     await asyncio.sleep(0.3)
     assert not await b.zone_alive("z1")
+
+
+def commit(target: str, player: str, expected: str, epoch: int) -> Commit:
+    state = zone_pb2.EntityState(entity_id=9, player_id=player, zone=target, epoch=epoch)
+    msg = zone_pb2.InboxMessage(commit=zone_pb2.HandoffCommit(entity_id=9, epoch=epoch))
+    return Commit(target, player, expected, epoch, state, msg)
+
+
+async def test_handoff_commit_is_all_or_nothing(redis: Redis) -> None:
+    a = ZoneStore(redis, world="w", zone="a")
+    b = ZoneStore(redis, world="w", zone="b")
+    keys = WorldKeys("w")
+    await redis.hset(keys.routes, "p", "a|3")
+    # Wrong expected epoch: nothing is written, no COMMIT queued.
+    assert await a.commit_handoffs([commit("b", "p", "a|2", 4)]) == [False]
+    assert await redis.hget(keys.routes, "p") == b"a|3"
+    assert await redis.hget(keys.checkpoints, "p") is None
+    assert await b.receive(block_ms=10) == []
+    # Right epoch: route, checkpoint and COMMIT together; an NPC only queues the COMMIT.
+    ok = await a.commit_handoffs([commit("b", "p", "a|3", 4), commit("b", "", "", 1)])
+    assert ok == [True, True]
+    assert await redis.hget(keys.routes, "p") == b"b|4"
+    raw = await redis.hget(keys.checkpoints, "p")
+    assert isinstance(raw, bytes)
+    saved = zone_pb2.EntityState.FromString(raw)
+    assert (saved.zone, saved.epoch) == ("b", 4)
+    got = await b.receive(block_ms=10)
+    assert [m.commit.epoch for _id, m in got if m is not None] == [4, 1]
+    # Replaying the first commit cannot move the route again.
+    assert await a.commit_handoffs([commit("b", "p", "a|3", 4)]) == [False]
+
+
+async def test_inbox_redelivers_unacknowledged_entries_after_a_restart(redis: Redis) -> None:
+    sender = ZoneStore(redis, world="w", zone="a")
+    ping = zone_pb2.InboxMessage(abort=zone_pb2.HandoffAbort(entity_id=1, epoch=2))
+    await sender.send_many([("b", ping), ("b", ping)])
+    await redis.xadd(WorldKeys("w").zone_inbox("b"), {"m": b"\xff garbage"})
+    first = ZoneStore(redis, world="w", zone="b")
+    got = await first.receive(block_ms=10)
+    assert len(got) == 3 and got[2][1] is None  # malformed entries come back as None
+    await first.done([got[0][0]])
+    restarted = ZoneStore(redis, world="w", zone="b")  # the zone crashed before acking the rest
+    again = await restarted.receive(block_ms=10)
+    assert [i for i, _m in again] == [got[1][0], got[2][0]]
+    await restarted.done([i for i, _m in again])
+    assert await ZoneStore(redis, world="w", zone="b").receive(block_ms=10) == []

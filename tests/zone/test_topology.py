@@ -48,9 +48,12 @@ def test_owner_is_half_open_and_neighbours_include_corners() -> None:
     assert owners == [None, "nw", None]
 
 
-def test_empty_rectangles_are_ignored() -> None:
-    t = Topology.from_map(zmap(1, {"a": Rect(0, 0, 0, 10), "b": Rect(-100, -100, 100, 100)}))
+def test_empty_rectangles_and_draining_zones_own_nothing() -> None:
+    m = zmap(1, {"a": Rect(0, 0, 0, 10), "b": Rect(-100, -100, 100, 100), "c": QUADS["sw"]})
+    m.zones[2].state = zone_pb2.ZONE_STATE_DRAINING
+    t = Topology.from_map(m)
     assert [a.zone for a in t.zones] == ["b"]
+    assert t.owner(-50.0, -50.0) == "b"
 
 
 def test_movement_area_grows_only_towards_neighbours() -> None:

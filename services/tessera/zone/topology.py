@@ -19,6 +19,10 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 
+# Zones on their way out own nothing: entities are never handed to them.
+_LEAVING = (zone_pb2.ZONE_STATE_DRAINING, zone_pb2.ZONE_STATE_DRAINED)
+
+
 @dataclass(frozen=True)
 class ZoneArea:
     """One zone of the map."""
@@ -46,7 +50,9 @@ class Topology:
                 Rect(e.bounds.min_x, e.bounds.min_z, e.bounds.max_x, e.bounds.max_z),
             )
             for e in zone_map.zones
-            if e.bounds.max_x > e.bounds.min_x and e.bounds.max_z > e.bounds.min_z
+            if e.bounds.max_x > e.bounds.min_x
+            and e.bounds.max_z > e.bounds.min_z
+            and e.state not in _LEAVING
         )
         return cls(zone_map.version, Rect(b.min_x, b.min_z, b.max_x, b.max_z), areas)
 
