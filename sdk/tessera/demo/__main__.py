@@ -1,0 +1,224 @@
+"""``python -m tessera.demo`` (``make demo``): see docs/DEMO.md.
+
+Starts redis-server, auth, relay, matchmaking and the operator's local runtime
+(which runs the zones), then a bot swarm following the demo scenario; shows a
+live dashboard; writes a summary, a JSON file and a PNG to the output folder.
+Exits 1 if a bot was disconnected (or could not connect) or an entity was lost
+or duplicated, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+
+from tessera.demo import dashboard, picture
+from tessera.demo.monitor import Monitor
+from tessera.demo.stack import WORLD, Stack
+from tessera.demo.timeline import Sample, Scan, Timeline, failed, summary, summary_text
+from tessera.demo.world import DemoSettings
+from tessera.load import scenario as sc
+from tessera.load.swarm import Swarm, SwarmConfig
+
+SAMPLE_S = 0.5
+SCAN_EVERY_S = 5.0
+PLAIN_EVERY_S = 5.0
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM."""
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r}: expected a number") from None
+
+
+async def watch(
+    stack: Stack,
+    swarm: Swarm,
+    settings: DemoSettings,
+    *,
+    output: Path,
+    console: Console,
+    live: bool,
+) -> Timeline:
+    """Sample the world until the swarm is done; scan invariants on the way."""
+    tl = Timeline()
+    monitor = Monitor(stack.redis.url, WORLD, stack.relay_address)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    scan_task: asyncio.Task[None] | None = None
+    last_scan = last_line = 0.0
+
+    async def scan(t: float) -> None:
+        report = await monitor.invariants()
+        tl.scans.append(Scan(t, report.lost, report.duplicates, report.misrouted))
+
+    view = Live(console=console, refresh_per_second=4, transient=False) if live else None
+    try:
+        if view is not None:
+            view.start()
+        while not stop.is_set():
+            t = time.time() - swarm.start_at
+            load = swarm.report()
+            zones = await monitor.zones()
+            tl.add_events(t, await monitor.events())
+            tl.samples.append(
+                Sample(
+                    t,
+                    load.phase,
+                    zones,
+                    load.connected,
+                    load.disconnects,
+                    await monitor.relay_status(),
+                    load.rtt_ms_p50,
+                )
+            )
+            if (
+                0 < t < settings.duration_s - 0.5
+                and t - last_scan >= SCAN_EVERY_S
+                and (scan_task is None or scan_task.done())
+            ):
+                last_scan = t
+                scan_task = asyncio.create_task(scan(t))
+            if view is not None:
+                view.update(
+                    dashboard.render(
+                        tl, bots=settings.bots, duration_s=settings.duration_s, output=str(output)
+                    )
+                )
+            elif time.monotonic() - last_line >= PLAIN_EVERY_S:
+                last_line = time.monotonic()
+                print(dashboard.line(tl, bots=settings.bots), flush=True)
+            dead = stack.dead()
+            if dead:
+                raise RuntimeError(f"service process exited: {', '.join(dead)}")
+            if swarm.finished():
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SAMPLE_S)
+        if scan_task is not None:
+            await scan_task
+        if stop.is_set():
+            raise Interrupted("signal")
+        return tl
+    finally:
+        if view is not None:
+            view.stop()
+        await monitor.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tessera.demo", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--bots", type=int, default=int(_env_number("BOTS", 300)))
+    parser.add_argument(
+        "--duration", type=float, default=_env_number("DURATION", 150.0), help="seconds of scenario"
+    )
+    parser.add_argument("--world-size", type=float, default=2000.0, help="metres (square world)")
+    parser.add_argument("--speed", type=float, default=50.0, help="players' max speed, m/s")
+    parser.add_argument("--processes", type=int, default=2, help="bot processes")
+    parser.add_argument("--scenario", default="demo", help="scenario file or built-in name")
+    parser.add_argument("--output", type=Path, default=None, help="default demo-output/<timestamp>")
+    parser.add_argument("--plain", action="store_true", help="log lines instead of the dashboard")
+    args = parser.parse_args()
+    if args.bots < 2 or args.duration < 10:
+        raise SystemExit("need at least 2 bots and 10 s")
+    settings = DemoSettings(
+        bots=args.bots,
+        duration_s=args.duration,
+        world_m=args.world_size,
+        max_speed=args.speed,
+        processes=args.processes,
+    )
+    scenario_path = sc.resolve(args.scenario)
+    output = args.output or Path("demo-output") / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    output.mkdir(parents=True, exist_ok=True)
+    console = Console()
+    live = console.is_terminal and not args.plain
+    print(f"output folder: {output}", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    stack = Stack(settings)
+    swarm: Swarm | None = None
+    code = 0
+    try:
+        print(
+            "starting redis-server, auth, operator (local runtime), relay, matchmaking ...",
+            flush=True,
+        )
+        stack.start()
+        print(
+            f"world {settings.world_m:g} m x {settings.world_m:g} m: split above "
+            f"{settings.split_threshold} players, merge below {settings.merge_threshold}; "
+            f"{settings.bots} bots for {settings.duration_s:g} s ({scenario_path.stem} scenario)",
+            flush=True,
+        )
+        swarm = Swarm(
+            SwarmConfig(
+                auth=stack.auth_address,
+                scenario=str(scenario_path),
+                world=settings.bounds_text,
+                bots=settings.bots,
+                duration_s=settings.duration_s,
+                processes=settings.processes,
+                ramp_s=min(10.0, 0.08 * settings.duration_s),
+                max_speed=settings.max_speed,
+                input_hz=settings.input_hz,
+            )
+        )
+        swarm.start()
+        (output / "pids.json").write_text(json.dumps({"pids": stack.pids() + swarm.pids()}))
+        timeline = asyncio.run(
+            watch(stack, swarm, settings, output=output, console=console, live=live)
+        )
+        swarm.wait(20.0)
+        figures = summary(
+            timeline, swarm.report().as_dict(), duration_s=settings.duration_s, bots=settings.bots
+        )
+        (output / "summary.json").write_text(json.dumps(figures, indent=2))
+        (output / "summary.txt").write_text(summary_text(figures) + "\n")
+        picture.draw(timeline, output / "world.png", world_m=settings.world_m)
+        print(summary_text(figures), flush=True)
+        problems = failed(figures)
+        if problems:
+            print("FAILED: " + ", ".join(problems), flush=True)
+            code = 1
+    except Interrupted as why:
+        print(f"interrupted ({why}); stopping everything", flush=True)
+        code = 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if swarm is not None:
+            swarm.stop()
+        stack.stop()
+    print(f"outputs: {output}/summary.txt, summary.json, world.png", flush=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""What the demo watches (the only Redis access of the demo): zone heartbeats,
+the scaling event stream, the relay's counters and the ownership invariants."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from redis.asyncio import Redis
+
+from tessera.common import store
+from tessera.common.store import WorldKeys
+from tessera.v1 import relay_pb2, relay_pb2_grpc, zone_pb2
+from tessera.zone import invariants
+
+STATES = {
+    zone_pb2.ZONE_STATE_STARTING: "STARTING",
+    zone_pb2.ZONE_STATE_STANDBY: "STANDBY",
+    zone_pb2.ZONE_STATE_ACTIVE: "ACTIVE",
+    zone_pb2.ZONE_STATE_DRAINING: "DRAINING",
+    zone_pb2.ZONE_STATE_DRAINED: "DRAINED",
+}
+
+
+@dataclass
+class ZoneSample:
+    """One zone's heartbeat, reduced to what the demo shows."""
+
+    name: str
+    state: str
+    bounds: tuple[float, float, float, float] | None
+    players: int
+    tick_p99_ms: float
+    drain_remaining: int
+    address: str
+    xs: list[float] = field(default_factory=list)
+    zs: list[float] = field(default_factory=list)
+
+
+@dataclass
+class RelaySample:
+    sessions: int = 0
+    packets: int = 0
+    bytes: int = 0
+    reroutes: int = 0
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _zone(name: str, s: zone_pb2.ZoneStatus) -> ZoneSample:
+    b = s.bounds if s.HasField("bounds") else None
+    return ZoneSample(
+        name=name,
+        state=STATES.get(s.state, "UNKNOWN"),
+        bounds=(b.min_x, b.min_z, b.max_x, b.max_z) if b is not None else None,
+        players=int(s.players),
+        tick_p99_ms=float(s.tick_p99_ms),
+        drain_remaining=int(s.drain_remaining),
+        address=s.address,
+        xs=[round(float(x), 1) for x in s.sample_x],
+        zs=[round(float(z), 1) for z in s.sample_z],
+    )
+
+
+class Monitor:
+    """Reads the world's state from Redis and the relay."""
+
+    def __init__(self, redis_url: str, world: str, relay_address: str) -> None:
+        self.redis: Redis = store.connect(redis_url)
+        self.keys = WorldKeys(world)
+        self.world = world
+        self.channel = grpc.aio.insecure_channel(relay_address)
+        self.relay: Any = relay_pb2_grpc.RelayStub(self.channel)
+        self.event_id: str | None = None
+
+    async def zones(self) -> list[ZoneSample]:
+        """Every registered zone with a live heartbeat, by name."""
+        names = sorted(_text(n) for n in await self.redis.smembers(self.keys.zones))
+        if not names:
+            return []
+        raw = await self.redis.mget([self.keys.zone_status(n) for n in names])
+        out = []
+        for name, data in zip(names, raw, strict=True):
+            if data is None:
+                continue
+            status = zone_pb2.ZoneStatus()
+            try:
+                status.ParseFromString(data if isinstance(data, bytes) else data.encode())
+            except Exception:  # protobuf's DecodeError: a torn heartbeat is skipped
+                continue
+            out.append(_zone(name, status))
+        return out
+
+    async def events(self) -> list[dict[str, str]]:
+        """Scaling events appended since the last call, oldest first."""
+        start = "-" if self.event_id is None else f"({self.event_id}"
+        entries = await self.redis.xrange(self.keys.events, min=start, count=500) or []
+        out = []
+        for entry_id, fields in entries:
+            self.event_id = _text(entry_id)
+            out.append({_text(k): _text(v) for k, v in (fields or {}).items()})
+        return out
+
+    async def relay_status(self) -> RelaySample:
+        try:
+            s = await self.relay.GetStatus(relay_pb2.GetRelayStatusRequest(), timeout=2.0)
+        except grpc.aio.AioRpcError:
+            return RelaySample()
+        return RelaySample(
+            sessions=sum(s.sessions.values()),
+            packets=int(s.packets_in + s.packets_out),
+            bytes=int(s.bytes_in + s.bytes_out),
+            reroutes=int(s.reroutes),
+        )
+
+    async def invariants(self, timeout_s: float = 3.0) -> invariants.Report:
+        """Scan every zone against the routing table (``tessera.zone.invariants``),
+        again with fresh heartbeats for up to ``timeout_s`` while it finds
+        entities in flight: only a violation that persists is reported."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            zones = await self.zones()
+            addresses = {z.name: z.address for z in zones if z.address and z.state != "STANDBY"}
+            report = await invariants.scan(self.redis, self.world, addresses)
+            if report.ok or time.monotonic() >= deadline:
+                return report
+            await asyncio.sleep(0.1)
+
+    async def close(self) -> None:
+        await self.channel.close(None)
+        await self.redis.aclose()

@@ -1,0 +1,139 @@
+"""Every Tessera process of a demo run: redis-server, auth, relay, matchmaking
+and the operator's local runtime (which runs the zones).
+
+Each service is a :class:`ServiceProcess` started from the main thread (children
+get SIGTERM when the thread that started them ends), stopped in reverse order;
+redis-server is wrapped by :mod:`tessera.demo.guard` so it dies with the demo too.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import socket
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from tessera.common.process import ServiceProcess
+from tessera.demo.guard import guarded_redis
+from tessera.demo.world import DemoSettings, world_resource
+
+WORLD = "demo"
+MM_CLIENT = "matchmaking"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Stack:
+    """The services of one demo run."""
+
+    def __init__(self, settings: DemoSettings, workdir: Path | None = None) -> None:
+        self.settings = settings
+        self.dir = workdir or Path(tempfile.mkdtemp(prefix="tessera-demo-"))
+        (self.dir / "redis").mkdir(parents=True, exist_ok=True)
+        self.redis = guarded_redis(self.dir / "redis")
+        self.procs: dict[str, ServiceProcess] = {}
+        self.udp_port = 0
+
+    @property
+    def auth_address(self) -> str:
+        return self.procs["auth"].grpc_address
+
+    @property
+    def relay_address(self) -> str:
+        return self.procs["relay"].grpc_address
+
+    def _start(
+        self, name: str, module: str, env: dict[str, str], args: list[str] | None = None
+    ) -> None:
+        proc = ServiceProcess(module, env, args=args or [], name=name).start()
+        self.procs[name] = proc
+        proc.wait_serving(30.0)
+
+    def start(self) -> None:
+        """Start everything and wait until each process serves."""
+        self.redis.start()
+        connect_key = base64.b64encode(os.urandom(32)).decode()
+        mm_secret = secrets.token_urlsafe(24)
+        self.udp_port = free_udp_port()
+        common = {
+            "TESSERA_REDIS_URL": self.redis.url,
+            "TESSERA_HOST": "127.0.0.1",
+            "TESSERA_GRPC_PORT": "0",
+            "TESSERA_METRICS_PORT": "0",
+            "TESSERA_LOG_LEVEL": "warning",
+            "TESSERA_WORLD": WORLD,
+            "TESSERA_SHUTDOWN_GRACE_S": "2",
+        }
+        self._start(
+            "auth",
+            "tessera.auth",
+            {
+                **common,
+                "TESSERA_LOG_LEVEL": "info",
+                "TESSERA_AUTH_GENERATE_KEYS": "true",
+                "TESSERA_CONNECT_KEY": connect_key,
+                "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{self.udp_port}",
+                "TESSERA_AUTH_SERVICE_CLIENTS": f"{MM_CLIENT}={mm_secret}",
+                "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "1000000",
+                "TESSERA_AUTH_CONNECT_TTL_S": "120",
+            },
+        )
+        world_file = self.dir / "world.yaml"
+        world_file.write_text(yaml.safe_dump(world_resource(self.settings, WORLD)))
+        self._start(
+            "operator",
+            "tessera.demo.runtime",
+            {**common, "TESSERA_LOG_LEVEL": "info"},
+            ["--world", str(world_file), "--redis-url", self.redis.url, "--interval", "0.5"],
+        )
+        self._start(
+            "relay",
+            "tessera.relay",
+            {
+                **common,
+                "TESSERA_LOG_LEVEL": "info",
+                "TESSERA_UDP_HOST": "127.0.0.1",
+                "TESSERA_UDP_PORT": str(self.udp_port),
+                "TESSERA_AUTH_ADDRESS": self.auth_address,
+                "TESSERA_CONNECT_KEY": connect_key,
+                "TESSERA_RELAY_ID": "relay-0",
+            },
+        )
+        self._start(
+            "matchmaking",
+            "tessera.matchmaking",
+            {
+                **common,
+                "TESSERA_LOG_LEVEL": "info",
+                "TESSERA_AUTH_ADDRESS": self.auth_address,
+                "TESSERA_MM_CLIENT_ID": MM_CLIENT,
+                "TESSERA_MM_CLIENT_SECRET": mm_secret,
+                "TESSERA_MM_TICK_INTERVAL_S": "0.5",
+            },
+        )
+
+    def pids(self) -> list[int]:
+        """Every child process id (redis-server included)."""
+        out = [p.pid for p in self.procs.values() if p.proc is not None]
+        if self.redis.proc is not None:
+            out.append(self.redis.proc.pid)
+        return out
+
+    def dead(self) -> list[str]:
+        """Services whose process exited while the demo runs."""
+        return [name for name, p in self.procs.items() if not p.alive()]
+
+    def stop(self) -> None:
+        """SIGTERM in reverse start order (the runtime drains nothing: it stops its
+        zones), then redis-server."""
+        for proc in reversed(list(self.procs.values())):
+            proc.terminate(20.0)
+        self.redis.stop()

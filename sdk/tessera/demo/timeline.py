@@ -1,0 +1,207 @@
+"""What happened during a demo run, and the figures drawn from it (pure)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tessera.demo.monitor import RelaySample, ZoneSample
+
+
+@dataclass
+class Sample:
+    """The world at one moment (``t`` seconds after the bots started)."""
+
+    t: float
+    phase: str
+    zones: list[ZoneSample]
+    bots_connected: int
+    disconnects: int
+    relay: RelaySample
+    rtt_ms: float = 0.0
+
+    @property
+    def players(self) -> int:
+        return sum(z.players for z in self.zones)
+
+
+@dataclass
+class Event:
+    """A scaling decision (deduplicated: one per decision, not per action)."""
+
+    t: float
+    decision: str
+    zone: str
+    reason: str
+
+
+@dataclass
+class Scan:
+    """One settled invariant scan."""
+
+    t: float
+    lost: list[str]
+    duplicates: list[int]
+    misrouted: list[str]
+
+
+@dataclass
+class Timeline:
+    samples: list[Sample] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    scans: list[Scan] = field(default_factory=list)
+    _seen: set[tuple[str, str]] = field(default_factory=set)
+
+    def add_events(self, t: float, raw: list[dict[str, str]]) -> list[Event]:
+        """Record new events; several actions of one decision share its reason."""
+        new = []
+        for r in raw:
+            key = (r.get("decision", ""), r.get("reason", ""))
+            if key in self._seen:
+                continue
+            self._seen.add(key)
+            event = Event(t, key[0], r.get("zone", ""), key[1])
+            self.events.append(event)
+            new.append(event)
+        return new
+
+    def count(self, *decisions: str) -> int:
+        return sum(1 for e in self.events if e.decision in decisions)
+
+    @property
+    def splits(self) -> int:
+        return self.count("Split")
+
+    @property
+    def merges(self) -> int:
+        return self.count("Merge")
+
+    @property
+    def drains_started(self) -> int:
+        """Merges and deletions: each sends a zone draining."""
+        return self.count("Merge", "Delete")
+
+    @property
+    def drains_finished(self) -> int:
+        return self.count("Drained", "DrainTimeout")
+
+    def rates(self) -> tuple[float, float]:
+        """Relay packets/s and handoffs/s over the last two samples."""
+        if len(self.samples) < 2:
+            return 0.0, 0.0
+        a, b = self.samples[-2], self.samples[-1]
+        dt = max(1e-3, b.t - a.t)
+        return (
+            max(0, b.relay.packets - a.relay.packets) / dt,
+            max(0, b.relay.reroutes - a.relay.reroutes) / dt,
+        )
+
+    def lost(self) -> set[str]:
+        return {p for s in self.scans for p in s.lost}
+
+    def duplicated(self) -> set[int]:
+        return {e for s in self.scans for e in s.duplicates}
+
+
+def tick_p99_per_zone(samples: list[Sample]) -> dict[str, float]:
+    """The worst windowed tick p99 each zone reported while it simulated."""
+    out: dict[str, float] = {}
+    for s in samples:
+        for z in s.zones:
+            if z.state in ("ACTIVE", "DRAINING"):
+                out[z.name] = round(max(out.get(z.name, 0.0), z.tick_p99_ms), 2)
+    return dict(sorted(out.items()))
+
+
+def bytes_per_player_s(samples: list[Sample]) -> float:
+    """Relay traffic (both directions) per connected player-second."""
+    total, player_s = 0, 0.0
+    for a, b in itertools.pairwise(samples):
+        total += max(0, b.relay.bytes - a.relay.bytes)
+        player_s += (b.t - a.t) * (a.relay.sessions + b.relay.sessions) / 2
+    return total / player_s if player_s else 0.0
+
+
+def key_moments(tl: Timeline, most: int = 8, apart_s: float = 5.0) -> list[int]:
+    """Sample indices worth a picture, at least ``apart_s`` apart: each split and
+    merge once it has settled (4 s later), the end, the swarm fully connected,
+    the peak; in that order of priority, at most ``most``."""
+    if not tl.samples:
+        return []
+    times = np.asarray([s.t for s in tl.samples])
+    peak = max(tl.samples, key=lambda s: s.players)
+    connected = max(tl.samples, key=lambda s: s.bots_connected)
+    wanted = [e.t + 4.0 for e in tl.events if e.decision in ("Split", "Merge")]
+    wanted += [tl.samples[-1].t, connected.t, peak.t]
+    chosen: list[float] = []
+    for want in wanted:
+        t = float(min(want, times[-1]))
+        if len(chosen) < most and all(abs(t - c) >= apart_s for c in chosen):
+            chosen.append(t)
+    return sorted({int(np.argmin(np.abs(times - t))) for t in chosen})
+
+
+def summary(tl: Timeline, load: dict[str, Any], *, duration_s: float, bots: int) -> dict[str, Any]:
+    """The run's figures (also the JSON output)."""
+    last = tl.samples[-1] if tl.samples else None
+    handoffs = last.relay.reroutes if last else 0
+    return {
+        "bots": bots,
+        "duration_s": duration_s,
+        "peak_players": max((s.relay.sessions for s in tl.samples), default=0),
+        "peak_zones": max(
+            (sum(1 for z in s.zones if z.state == "ACTIVE") for s in tl.samples), default=0
+        ),
+        "splits": tl.splits,
+        "merges": tl.merges,
+        "drains_started": tl.drains_started,
+        "drains_finished": tl.drains_finished,
+        "handoffs": handoffs,
+        "disconnects": int(load.get("disconnects", 0)),
+        "connect_failures": int(load.get("connect_failures", 0)),
+        "lost_entities": len(tl.lost()),
+        "duplicated_entities": len(tl.duplicated()),
+        "misrouted_players": len({p for s in tl.scans for p in s.misrouted}),
+        "invariant_scans": len(tl.scans),
+        "tick_p99_ms_per_zone": tick_p99_per_zone(tl.samples),
+        "bytes_per_player_s": round(bytes_per_player_s(tl.samples), 1),
+        "load": load,
+        "events": [e.__dict__ for e in tl.events],
+    }
+
+
+def failed(figures: dict[str, Any]) -> list[str]:
+    """Why the run failed (empty: it passed)."""
+    out = []
+    for key in ("disconnects", "connect_failures", "lost_entities", "duplicated_entities"):
+        if figures.get(key, 0):
+            out.append(f"{key}={figures[key]}")
+    return out
+
+
+def summary_text(figures: dict[str, Any]) -> str:
+    """The summary as readable text."""
+    zones = ", ".join(f"{k} {v:.1f} ms" for k, v in figures["tick_p99_ms_per_zone"].items())
+    load = figures["load"]
+    f = figures
+    lines = [
+        f"bots                 {f['bots']} for {f['duration_s']:.0f} s",
+        f"peak players         {f['peak_players']} (peak zones {f['peak_zones']})",
+        f"splits / merges      {f['splits']} / {f['merges']}",
+        f"drains               {f['drains_started']} started, {f['drains_finished']} finished",
+        f"handoffs             {f['handoffs']}",
+        f"disconnects          {f['disconnects']} (connect failures {f['connect_failures']})",
+        f"lost / duplicated    {f['lost_entities']} / {f['duplicated_entities']} entities "
+        f"({f['invariant_scans']} invariant scans)",
+        f"tick p99 per zone    {zones or '-'}",
+        f"bytes per player     {f['bytes_per_player_s']:.0f} B/s at the relay, "
+        f"{load.get('bytes_per_s_per_bot', 0.0):.0f} B/s measured by the bots",
+        f"rtt                  p50 {load.get('rtt_ms_p50', 0.0):.1f} ms, "
+        f"p99 {load.get('rtt_ms_p99', 0.0):.1f} ms",
+        "prediction error     p95 per bot: median "
+        f"{load.get('prediction_error_p95_m_median', 0.0):.2f} m",
+    ]
+    return "\n".join(lines)

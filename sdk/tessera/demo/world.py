@@ -1,0 +1,92 @@
+"""The demo's World resource and timings, sized to the number of bots (pure)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Every knob of a demo run."""
+
+    bots: int = 300
+    duration_s: float = 150.0
+    world_m: float = 2000.0
+    max_speed: float = 50.0
+    tick_hz: int = 20
+    processes: int = 2
+    input_hz: float = 5.0
+
+    @property
+    def split_threshold(self) -> int:
+        """A zone holding more than 60 % of the bots splits."""
+        return max(3, math.ceil(0.6 * self.bots))
+
+    @property
+    def merge_threshold(self) -> int:
+        """A sibling pair holding fewer than 55 % of the bots merges."""
+        return max(1, min(self.split_threshold - 2, math.floor(0.55 * self.bots)))
+
+    @property
+    def target(self) -> int:
+        return (self.split_threshold + self.merge_threshold) // 2
+
+    @property
+    def split_window_s(self) -> float:
+        return max(2.0, round(0.02 * self.duration_s, 1))
+
+    @property
+    def merge_window_s(self) -> float:
+        return max(3.0, round(0.04 * self.duration_s, 1))
+
+    @property
+    def cooldown_s(self) -> float:
+        return max(5.0, round(0.06 * self.duration_s, 1))
+
+    @property
+    def bounds_text(self) -> str:
+        return f"0,0,{self.world_m:g},{self.world_m:g}"
+
+
+def world_resource(s: DemoSettings, name: str = "demo") -> dict[str, Any]:
+    """The World the local runtime runs: one root zone, autoscaling on, one standby."""
+    return {
+        "apiVersion": "tessera.io/v1alpha1",
+        "kind": "World",
+        "metadata": {"name": name, "namespace": "local"},
+        "spec": {
+            "layout": "Managed",
+            "bounds": {"minX": 0, "minZ": 0, "maxX": s.world_m, "maxZ": s.world_m},
+            "zoneTemplate": {
+                "image": "local",
+                "tickRate": s.tick_hz,
+                "env": [
+                    {"name": "TESSERA_MAX_SPEED_MPS", "value": f"{s.max_speed:g}"},
+                    {"name": "TESSERA_HEARTBEAT_S", "value": "0.5"},
+                    {"name": "TESSERA_CHECKPOINT_S", "value": "0.5"},
+                    {"name": "TESSERA_MAP_POLL_S", "value": "0.1"},
+                    {"name": "TESSERA_SNAPSHOT_EVERY", "value": "4"},
+                    {"name": "TESSERA_AOI_CAP", "value": "16"},
+                    {"name": "TESSERA_LOG_LEVEL", "value": "warning"},
+                ],
+            },
+            "standby": 1,
+            "drainTimeoutSeconds": 30,
+            "autoscaling": {
+                "enabled": True,
+                "mode": "Density",
+                "targetPlayersPerZone": s.target,
+                "splitThreshold": s.split_threshold,
+                "mergeThreshold": s.merge_threshold,
+                "splitStabilizationSeconds": s.split_window_s,
+                "mergeStabilizationSeconds": s.merge_window_s,
+                "cooldownSeconds": s.cooldown_s,
+                "minZones": 1,
+                "maxZones": 8,
+                "minZoneSize": 100,
+                "maxDepth": 4,
+            },
+        },
+    }

@@ -1,0 +1,1 @@
+"""Tessera load tool: bot swarms following scripted scenarios against any endpoint."""

@@ -1,0 +1,150 @@
+"""``python -m tessera.demo`` end to end: a short run of the demo scenario with
+real processes (redis-server, auth, relay, matchmaking, the operator's local
+runtime and its zones, bot processes), and an interrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below ``root`` (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    out: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
+
+
+def alive(pid: int) -> bool:
+    """Running (not a zombie waiting to be reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class Watcher:
+    """Collects every descendant of a process while it runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.seen: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self.seen |= descendants(self.pid)
+
+    def stop(self) -> set[int]:
+        self._stop.set()
+        self._thread.join()
+        return self.seen
+
+
+def start_demo(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tessera.demo", "--output", str(tmp_path / "out"), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def no_survivors(pids: set[int]) -> list[int]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = [p for p in pids if alive(p)]
+        if not left:
+            return []
+        time.sleep(0.1)
+    return left
+
+
+def test_short_demo_splits_merges_and_loses_nobody(tmp_path: Path) -> None:
+    proc = start_demo(
+        tmp_path, "--bots", "60", "--duration", "40", "--world-size", "1000", "--speed", "60"
+    )
+    watcher = Watcher(proc.pid)
+    out, _ = proc.communicate(timeout=110)
+    seen = watcher.stop()
+    assert proc.returncode == 0, out[-4000:]
+    figures = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert figures["splits"] >= 1, out[-3000:]
+    assert figures["merges"] >= 1, out[-3000:]
+    assert figures["disconnects"] == 0
+    assert figures["connect_failures"] == 0
+    assert figures["lost_entities"] == 0
+    assert figures["duplicated_entities"] == 0
+    assert figures["invariant_scans"] >= 5
+    assert figures["peak_players"] == 60
+    assert figures["handoffs"] > 0
+    assert (tmp_path / "out" / "summary.txt").read_text().startswith("bots")
+    png = (tmp_path / "out" / "world.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    # The plain (non-terminal) dashboard lines were printed.
+    assert "splits=" in out and "zones: " in out
+    # redis, 4 services, the zones, 2 bot processes at least.
+    assert len(seen) >= 9
+    assert no_survivors(seen) == []
+
+
+def run_until_connected(tmp_path: Path) -> tuple[subprocess.Popen[str], Watcher]:
+    proc = start_demo(tmp_path, "--bots", "10", "--duration", "60", "--world-size", "1000")
+    watcher = Watcher(proc.pid)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("t=") and "bots=10/10" in line:
+            break
+    return proc, watcher
+
+
+def test_interrupt_stops_everything(tmp_path: Path) -> None:
+    proc, watcher = run_until_connected(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=45)
+    seen = watcher.stop()
+    assert proc.returncode == 130, out
+    assert "interrupted" in out
+    assert len(seen) >= 8
+    assert no_survivors(seen) == []
+
+
+def test_killed_demo_leaves_nothing_behind(tmp_path: Path) -> None:
+    proc, watcher = run_until_connected(tmp_path)
+    proc.kill()
+    proc.communicate(timeout=10)
+    seen = watcher.stop()
+    assert len(seen) >= 8  # redis-server, services, zones, bot processes
+    assert no_survivors(seen) == []

@@ -1,0 +1,98 @@
+"""The run's figures from samples, events and scans (pure)."""
+
+from __future__ import annotations
+
+from tessera.demo.monitor import RelaySample, ZoneSample
+from tessera.demo.timeline import (
+    Sample,
+    Scan,
+    Timeline,
+    bytes_per_player_s,
+    failed,
+    key_moments,
+    summary,
+    summary_text,
+    tick_p99_per_zone,
+)
+
+
+def zone(name: str, players: int, p99: float = 2.0, state: str = "ACTIVE") -> ZoneSample:
+    return ZoneSample(name, state, (0, 0, 10, 10), players, p99, 0, "127.0.0.1:1")
+
+
+def sample(t: float, zones: list[ZoneSample], sessions: int, *counters: int) -> Sample:
+    """A sample; ``counters`` are the relay's packets, bytes and reroutes."""
+    packets, bytes_, reroutes = (*counters, 0, 0, 0)[:3]
+    return Sample(t, "spread", zones, sessions, 0, RelaySample(sessions, packets, bytes_, reroutes))
+
+
+def test_events_are_deduplicated_per_decision() -> None:
+    tl = Timeline()
+    split = {"decision": "Split", "zone": "a", "reason": "split a at x=5"}
+    new = tl.add_events(
+        1.0, [split, {**split, "zone": "b"}, {"decision": "Initial", "zone": "a", "reason": "init"}]
+    )
+    assert [e.decision for e in new] == ["Split", "Initial"]
+    tl.add_events(
+        2.0,
+        [
+            split,
+            {"decision": "Merge", "zone": "b", "reason": "merge b"},
+            {"decision": "Merge", "zone": "a", "reason": "merge b"},
+            {"decision": "Drained", "zone": "b", "reason": "b drained"},
+        ],
+    )
+    assert (tl.splits, tl.merges, tl.drains_started, tl.drains_finished) == (1, 1, 1, 1)
+
+
+def test_rates_and_bytes_per_player() -> None:
+    tl = Timeline()
+    assert tl.rates() == (0.0, 0.0)
+    tl.samples = [sample(0, [], 10, 0, 0, 0), sample(2, [], 10, 1000, 20_000, 6)]
+    assert tl.rates() == (500.0, 3.0)
+    assert bytes_per_player_s(tl.samples) == 1000.0  # 20 kB over 10 players x 2 s
+    assert bytes_per_player_s([]) == 0.0
+
+
+def test_tick_p99_is_the_worst_while_simulating() -> None:
+    samples = [
+        sample(0, [zone("a", 1, 3.0), zone("s", 0, 50.0, "STANDBY")], 1),
+        sample(1, [zone("a", 1, 5.0), zone("b", 1, 1.25)], 2),
+        sample(2, [zone("a", 1, 4.0)], 1),
+    ]
+    assert tick_p99_per_zone(samples) == {"a": 5.0, "b": 1.25}
+
+
+def test_key_moments_cover_events_peak_and_end() -> None:
+    tl = Timeline()
+    tl.samples = [sample(t, [zone("a", min(t, 10))], min(t, 10)) for t in range(60)]
+    tl.add_events(20.0, [{"decision": "Split", "zone": "a", "reason": "s"}])
+    tl.add_events(40.0, [{"decision": "Merge", "zone": "a", "reason": "m"}])
+    picks = key_moments(tl)
+    assert picks == sorted(picks) and picks[-1] == 59
+    assert 24 in picks and 44 in picks and 10 in picks
+    for i in range(10):
+        tl.add_events(float(i * 5), [{"decision": "Split", "zone": "a", "reason": f"x{i}"}])
+    assert len(key_moments(tl, most=6)) <= 6
+    assert len(key_moments(tl)) <= 8
+    assert key_moments(Timeline()) == []
+
+
+def test_summary_and_failure() -> None:
+    tl = Timeline()
+    tl.samples = [
+        sample(0, [zone("a", 3)], 3, 0, 0, 0),
+        sample(1, [zone("a", 2), zone("b", 2)], 4, 10, 400, 2),
+    ]
+    tl.add_events(0.5, [{"decision": "Split", "zone": "a", "reason": "s"}])
+    tl.scans = [Scan(1.0, [], [], []), Scan(2.0, ["p1"], [7], [])]
+    load = {"disconnects": 0, "connect_failures": 0, "bytes_per_s_per_bot": 120.0}
+    f = summary(tl, load, duration_s=10, bots=4)
+    assert (f["peak_players"], f["peak_zones"], f["splits"], f["handoffs"]) == (4, 2, 1, 2)
+    assert (f["lost_entities"], f["duplicated_entities"], f["invariant_scans"]) == (1, 1, 2)
+    assert failed(f) == ["lost_entities=1", "duplicated_entities=1"]
+    assert "splits / merges      1 / 0" in summary_text(f)
+    tl.scans = []
+    assert failed(summary(tl, {**load, "disconnects": 2}, duration_s=10, bots=4)) == [
+        "disconnects=2"
+    ]
