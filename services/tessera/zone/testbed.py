@@ -74,16 +74,8 @@ class World:
     async def start(self, name: str, bounds: Rect | None) -> ServiceProcess:
         """Start (or restart) a zone process and wait until it serves. The child is
         forked from the event loop's thread: it dies with the thread that forked it."""
-        for attempt in range(3):
-            proc = ServiceProcess("tessera.zone", self.zone_env(name, bounds), name=name).start()
-            try:
-                await asyncio.to_thread(proc.wait_serving)
-                break
-            except RuntimeError:
-                # A child forked while gRPC threads run here can die between fork and
-                # exec (before logging anything); that is this harness, not the zone.
-                if proc.alive() or proc.records() or attempt == 2:
-                    raise
+        proc = ServiceProcess("tessera.zone", self.zone_env(name, bounds), name=name).start()
+        await asyncio.to_thread(proc.wait_serving)
         self.procs[name] = proc
         if bounds is not None:
             self.bounds[name] = bounds
