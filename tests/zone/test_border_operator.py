@@ -14,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.common.localredis import LocalRedis
+from tessera.common.store import WorldKeys
 from tessera.operator.local import LocalRuntime
 from tessera.operator.planner import Phase
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
@@ -77,6 +78,13 @@ async def test_split_and_merge_hand_players_over(redis_server: LocalRedis, redis
                         spawn=common_pb2.Vec3(x=100 + 10 * i, z=100),
                     )
                 )
+        # Plan from a heartbeat that has all 12 (one with 11 would split at x=150).
+        status_key = WorldKeys("earth").zone_status("earth-0")
+        for _ in range(100):
+            raw = await redis.get(status_key)
+            if raw is not None and zone_pb2.ZoneStatus.FromString(raw).players == 12:
+                break
+            await asyncio.sleep(0.05)
         await passes_until(runtime, lambda: "earth-1" in runtime.zones, "the split")
         await passes_until(
             runtime, lambda: runtime.zones["earth-1"].view.phase == Phase.READY, "the new zone"
