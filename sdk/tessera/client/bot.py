@@ -91,11 +91,19 @@ def hotspot(center: tuple[float, float], radius_m: float = 5.0) -> Pattern:
 
 
 class Bot:
-    """A :class:`GameClient` steered by a pattern."""
+    """A :class:`GameClient` steered by a pattern.
 
-    def __init__(self, client: GameClient, pattern: Pattern, *, seed: int = 0) -> None:
+    ``sees_others=False`` hands patterns an empty list instead of the other
+    entities' positions, which a swarm of hundreds of bots per process cannot
+    afford to build on every input; only follow-the-crowd needs them.
+    """
+
+    def __init__(
+        self, client: GameClient, pattern: Pattern, *, seed: int = 0, sees_others: bool = True
+    ) -> None:
         self.client = client
         self.pattern = pattern
+        self.sees_others = sees_others
         self.state = BotState(random.Random(seed))
 
     def __call__(self, client: GameClient) -> Intent:
@@ -104,7 +112,9 @@ class Bot:
             position = client.world.own_position()
         if position is None:
             return Intent()
-        others = list(client.world.others().values()) if client.world is not None else []
+        others: Sequence[Vec] = ()
+        if self.sees_others and client.world is not None:
+            others = list(client.world.others().values())
         return self.pattern(self.state, position, others)
 
     def start(self) -> None:

@@ -24,8 +24,8 @@ from typing import Any
 
 import grpc
 
-from tessera.client.bot import BotState, Pattern
-from tessera.client.client import GameClient, Intent
+from tessera.client.bot import Bot
+from tessera.client.client import GameClient
 from tessera.client.prediction import Motion
 from tessera.client.transport import UdpTransport
 from tessera.common.process import die_with_parent
@@ -33,27 +33,6 @@ from tessera.load import scenario as sc
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 
 CONNECT_ATTEMPTS = 3
-
-
-class Steer:
-    """A bot's controller: the phase's pattern from the predicted position.
-
-    Unlike :class:`tessera.client.bot.Bot` it never builds the list of other
-    entities (no scenario pattern looks at them), which keeps a few hundred
-    bots per process affordable.
-    """
-
-    def __init__(self, pattern: Pattern, seed: int) -> None:
-        self.pattern = pattern
-        self.state = BotState(random.Random(seed))
-
-    def __call__(self, client: GameClient) -> Intent:
-        position = client.predictor.position
-        if position is None and client.world is not None:
-            position = client.world.own_position()
-        if position is None:
-            return Intent()
-        return self.pattern(self.state, position, ())
 
 
 @dataclass
@@ -156,7 +135,7 @@ class Worker:
         self.world = sc.Rect.parse(cfg.world)
         self.tokens = Tokens(cfg.auth, cfg.service_client)
         self.clients: dict[int, GameClient] = {}
-        self.bots: dict[int, Steer] = {}
+        self.bots: dict[int, Bot] = {}
         self.connected_at: dict[int, float] = {}
         self.generation: dict[int, int] = {}
         self.stats = Stats(worker=index, bots=cfg.bots)
@@ -199,8 +178,9 @@ class Worker:
                 await client.close("logout")
                 return
             phase = self.scenario.phases[max(self.phase, 0)]
-            handle = Steer(sc.pattern_for(phase, self.world, self.cfg.seed, bot), seed=bot)
-            client.start(handle)
+            pattern = sc.pattern_for(phase, self.world, self.cfg.seed, bot)
+            handle = Bot(client, pattern, seed=bot, sees_others=False)
+            handle.start()
             self.clients[bot] = client
             self.bots[bot] = handle
             self.connected_at[bot] = time.monotonic()
