@@ -141,29 +141,24 @@ class SnapshotEncoder:
         self.acked = np.zeros(rows, np.int64)
         self.stream = np.zeros(rows, np.uint32)
 
+    def _arrays(self) -> list[npt.NDArray[Any]]:
+        """Every per-client array, in one order (what _grow copies)."""
+        return [
+            self.ids,
+            self.valid,
+            self.version,
+            self.vals,
+            self.seq_at,
+            self.next_seq,
+            self.acked,
+            self.stream,
+        ]
+
     def _grow(self) -> None:
         old = self.ids.shape[0]
-        saved: list[npt.NDArray[Any]] = [
-            self.ids,
-            self.valid,
-            self.version,
-            self.vals,
-            self.seq_at,
-            self.next_seq,
-            self.acked,
-            self.stream,
-        ]
+        saved = self._arrays()
         self._alloc(old * 2)
-        fresh: list[npt.NDArray[Any]] = [
-            self.ids,
-            self.valid,
-            self.version,
-            self.vals,
-            self.seq_at,
-            self.next_seq,
-            self.acked,
-            self.stream,
-        ]
+        fresh = self._arrays()
         for new, prev in zip(fresh, saved, strict=True):
             new[:old] = prev
         self._free.extend(range(old * 2 - 1, old - 1, -1))
