@@ -94,6 +94,11 @@ async def test_split_then_merge_with_real_zone_processes(
                         player_id=player, relay_id="r", spawn=common_pb2.Vec3(x=100 + 10 * i, z=100)
                     )
                 )
+            # Plan from a heartbeat that has all 12 (one with 11 would split at x=150).
+            for _ in range(100):
+                if (await heartbeat(redis, "earth-0")).players == len(players):
+                    break
+                await asyncio.sleep(0.05)
             await passes_until(runtime, lambda: "earth-1" in runtime.zones, "the split")
             for player in players:
                 await stub.Leave(zone_pb2.LeaveRequest(player_id=player))

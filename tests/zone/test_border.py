@@ -55,12 +55,10 @@ async def test_walkers_cross_back_and_forth_and_see_across(world: World) -> None
         assert east.players + west.players == len(players) + 1
         # Every walker kept receiving snapshots wherever it went (no long stall).
         assert driver.max_gap_s < 1.0, driver.max_gap_s
-        # A walker standing just across the border is mirrored on the other side:
+        # A walker standing just across the border is seen from the other side:
         # walk it into the east (however long a loaded machine takes), stop it there;
-        # the west must then hold a ghost of every east entity (all are within the
-        # aura). Known bug (docs/HANDOFF.md, "Known issues"): after repeated
-        # crossings a nearby player's snapshots can still omit some of those ghosts,
-        # so the watcher's view is not asserted here.
+        # the west then holds a ghost of every east entity (all within the aura) and
+        # the watcher sees the walker in its snapshots.
         mover = players[0]
         deadline = asyncio.get_running_loop().time() + 10.0
         while not (
@@ -73,7 +71,11 @@ async def test_walkers_cross_back_and_forth_and_see_across(world: World) -> None
         while True:
             west = await world.status("west")
             east = await world.status("east", entities=True)
-            if driver.entity[mover] in east.entity_ids and west.ghosts == len(east.entity_ids):
+            if (
+                driver.entity[mover] in east.entity_ids
+                and west.ghosts == len(east.entity_ids)
+                and driver.sees(watcher, driver.entity[mover])
+            ):
                 break
             assert asyncio.get_running_loop().time() < deadline, (west.ghosts, east.entity_ids)
             await asyncio.sleep(0.05)

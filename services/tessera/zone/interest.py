@@ -118,7 +118,9 @@ class Views:
         ids = np.take_along_axis(ids, order, axis=1)
         rows = np.take_along_axis(rows, order, axis=1)
         old_ids = self.ids[clients]
-        changed = np.any(ids != old_ids, axis=1)
+        # Rows matter too: an entity that left (row -1) and came back under the same
+        # id (handed away, then mirrored here as a ghost) must get its new row.
+        changed = np.any(ids != old_ids, axis=1) | np.any(rows != self.rows[clients], axis=1)
         if not changed.any():
             return
         clients, ids, rows = clients[changed], ids[changed], rows[changed]
