@@ -25,7 +25,9 @@ then all but 60 leave and the siblings merge (merge threshold 100, window 1 s):
   that decided the merge to every remaining route pointing at the survivor /
   the drained zone's process having exited / both;
 - ``lost`` / ``duplicated``: the most lost players and duplicated entities any
-  ``invariants.settle`` scan after a runtime pass found (expected 0).
+  ``invariants.settle`` scan after a runtime pass found (expected 0);
+  ``invariant_scans_unsettled``: scans that still failed any invariant
+  (including misrouted or unreachable) when settle gave up after 2 s.
 
 Players are joined directly over gRPC, not through relays, so client
 disconnects are not measured here (tests/zone/test_border_relay.py and the
@@ -193,6 +195,7 @@ class Cycle:
     moved_on_split: int = 0
     moved_on_merge: int = 0
     scans: int = 0
+    unsettled: int = 0  # scans still failing (any invariant) after settle's 2 s
     lost: int = 0
     duplicated: int = 0
 
@@ -223,6 +226,7 @@ class Driver:
             self.runtime.redis, "bench", self.addresses(), set(self.players), timeout_s=2.0
         )
         self.cycle.scans += 1
+        self.cycle.unsettled += not report.ok
         self.cycle.lost = max(self.cycle.lost, len(report.lost))
         self.cycle.duplicated = max(self.cycle.duplicated, len(report.duplicates))
         return list(result.actions)
@@ -331,7 +335,8 @@ async def split_and_merge(redis_url: str, standby: int, players: int, pass_s: fl
         )
         child = action.zone
         bounds = runtime.zones[child].view.bounds
-        assert bounds is not None
+        if bounds is None:
+            raise RuntimeError(f"the split gave {child} no bounds")
         side = {
             p
             for p, (x, z) in driver.players.items()
@@ -353,7 +358,8 @@ async def split_and_merge(redis_url: str, standby: int, players: int, pass_s: fl
         await driver.leave(set(driver.players) - stay)
         driver.cycle.moved_on_merge = len(stay & side)
         decided, drain = await driver.until_decided(Drain, "merge")
-        assert isinstance(drain, Drain) and drain.zone == child and drain.target is not None
+        if not isinstance(drain, Drain) or drain.zone != child or drain.target is None:
+            raise RuntimeError(f"expected {child} to drain into its parent, got {drain}")
         survivor, process = drain.target, runtime.zones[child].process
 
         async def handed_back() -> bool:
@@ -396,6 +402,7 @@ def run_local(players: int, pass_s: float) -> dict[str, object]:
         "merge_drain_s": round(max(warm.merge_handback_s, warm.merge_retire_s), 3),
         "merge_drain_s_cold": round(max(cold.merge_handback_s, cold.merge_retire_s), 3),
         "invariant_scans": warm.scans + cold.scans,
+        "invariant_scans_unsettled": warm.unsettled + cold.unsettled,
         "lost": max(warm.lost, cold.lost),
         "duplicated": max(warm.duplicated, cold.duplicated),
         "disconnects": DISCONNECTS,
@@ -415,9 +422,9 @@ def main() -> None:
         parser.error(f"--players must be above the split threshold ({SPLIT_AT})")
     results = run(args.zones, args.rounds, args.seed)
     results.update(run_local(args.players, args.pass_interval))
-    print(f"{'metric':<24} value")
+    print(f"{'metric':<26} value")
     for key, value in results.items():
-        print(f"{key:<24} {value}")
+        print(f"{key:<26} {value}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"bench": "autoscale", **results}, indent=2) + "\n")
 
