@@ -82,7 +82,7 @@ async def test_split_and_merge_hand_players_over(redis_server: LocalRedis, redis
         status_key = WorldKeys("earth").zone_status("earth-0")
         for _ in range(100):
             raw = await redis.get(status_key)
-            if raw is not None and zone_pb2.ZoneStatus.FromString(raw).players == 12:
+            if isinstance(raw, bytes) and zone_pb2.ZoneStatus.FromString(raw).players == 12:
                 break
             await asyncio.sleep(0.05)
         await passes_until(runtime, lambda: "earth-1" in runtime.zones, "the split")
