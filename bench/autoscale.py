@@ -43,6 +43,7 @@ import json
 import random
 import statistics
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -220,8 +221,13 @@ class Driver:
         }
 
     async def step(self) -> list[Action]:
-        """One runtime pass, then the invariant scan over every running zone."""
+        """One runtime pass, then the invariant scan."""
         result = await self.runtime.step()
+        await self.audit()
+        return list(result.actions)
+
+    async def audit(self) -> None:
+        """``invariants.settle`` over every running zone and the routing table."""
         report = await invariants.settle(
             self.runtime.redis, "bench", self.addresses(), set(self.players), timeout_s=2.0
         )
@@ -229,31 +235,39 @@ class Driver:
         self.cycle.unsettled += not report.ok
         self.cycle.lost = max(self.cycle.lost, len(report.lost))
         self.cycle.duplicated = max(self.cycle.duplicated, len(report.duplicates))
-        return list(result.actions)
 
     async def passes_until(self, done: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + 30.0
         while not done():
             if time.monotonic() > deadline:
-                raise RuntimeError(f"local runtime: no {what} in 30 s")
+                routes = await read_routes(self.runtime.redis, "bench")
+                owners = Counter(r.zone for p, r in routes.items() if p in self.players)
+                zones = [(n, z.view.phase, z.view.players) for n, z in self.runtime.zones.items()]
+                raise RuntimeError(
+                    f"local runtime: no {what} in 30 s; routes per zone {dict(owners)},"
+                    f" zones (name, phase, heartbeat players) {zones}"
+                )
             await self.step()
             await asyncio.sleep(self.pass_s)
 
     async def until_decided(self, decision: type[Action], what: str) -> tuple[float, Action]:
-        """Pass until one pass decides ``decision``: (when that pass started, action)."""
+        """Pass until one pass decides ``decision``: (when that pass started, action).
+        That pass's invariant scan is left to :meth:`watch`, which starts timing first."""
         deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline:
             started = time.monotonic()
-            for action in await self.step():
+            result = await self.runtime.step()
+            for action in result.actions:
                 if isinstance(action, decision):
                     return started, action
+            await self.audit()
             await asyncio.sleep(self.pass_s)
         raise RuntimeError(f"local runtime: no {what} in 30 s")
 
     async def watch(self, decided: float, checks: dict[str, Callable[[], Awaitable[bool]]]) -> None:
-        """Pass until every check holds; each one's time since ``decided`` into the cycle
-        (checks are polled every 20 ms beside the passes, so the pass interval does
-        not round the figures)."""
+        """Scan, then pass until every check holds; each one's time since ``decided``
+        into the cycle (checks are polled every 20 ms beside the scans and passes, so
+        neither rounds the figures)."""
         left = dict(checks)
 
         async def poll() -> None:
@@ -266,6 +280,7 @@ class Driver:
 
         poller = asyncio.create_task(poll())
         try:
+            await self.audit()  # the deciding pass's scan
             await self.passes_until(poller.done, "/".join(checks))
             await poller
         finally:
