@@ -193,6 +193,7 @@ class Cycle:
     split_reaction_s: float = -1.0
     merge_handback_s: float = -1.0
     merge_retire_s: float = -1.0
+    split_to_standby: bool = False
     moved_on_split: int = 0
     moved_on_merge: int = 0
     scans: int = 0
@@ -242,23 +243,25 @@ class Driver:
             if time.monotonic() > deadline:
                 routes = await read_routes(self.runtime.redis, "bench")
                 owners = Counter(r.zone for p, r in routes.items() if p in self.players)
-                zones = [(n, z.view.phase, z.view.players) for n, z in self.runtime.zones.items()]
+                zones = [(n, z.view.desired, z.view.bounds) for n, z in self.runtime.zones.items()]
                 raise RuntimeError(
                     f"local runtime: no {what} in 30 s; routes per zone {dict(owners)},"
-                    f" zones (name, phase, heartbeat players) {zones}"
+                    f" zones (name, desired, bounds) {zones}"
                 )
             await self.step()
             await asyncio.sleep(self.pass_s)
 
-    async def until_decided(self, decision: type[Action], what: str) -> tuple[float, Action]:
-        """Pass until one pass decides ``decision``: (when that pass started, action).
+    async def until_decided(
+        self, decision: Callable[[Action], bool], what: str
+    ) -> tuple[float, Action]:
+        """Pass until one pass takes a ``decision`` action: (when that pass started, it).
         That pass's invariant scan is left to :meth:`watch`, which starts timing first."""
         deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline:
             started = time.monotonic()
             result = await self.runtime.step()
             for action in result.actions:
-                if isinstance(action, decision):
+                if decision(action):
                     return started, action
             await self.audit()
             await asyncio.sleep(self.pass_s)
@@ -346,9 +349,10 @@ async def split_and_merge(redis_url: str, standby: int, players: int, pass_s: fl
         )
         await driver.join("bench-0", players, random.Random(players))
         decided, action = await driver.until_decided(
-            AssignStandby if standby else CreateZone, "split"
+            lambda a: a.decision == "Split" and isinstance(a, AssignStandby | CreateZone), "split"
         )
         child = action.zone
+        driver.cycle.split_to_standby = isinstance(action, AssignStandby)
         bounds = runtime.zones[child].view.bounds
         if bounds is None:
             raise RuntimeError(f"the split gave {child} no bounds")
@@ -372,7 +376,7 @@ async def split_and_merge(redis_url: str, standby: int, players: int, pass_s: fl
         stay = set(sorted(side)[:40]) | set(sorted(set(driver.players) - side)[:20])
         await driver.leave(set(driver.players) - stay)
         driver.cycle.moved_on_merge = len(stay & side)
-        decided, drain = await driver.until_decided(Drain, "merge")
+        decided, drain = await driver.until_decided(lambda a: isinstance(a, Drain), "merge")
         if not isinstance(drain, Drain) or drain.zone != child or drain.target is None:
             raise RuntimeError(f"expected {child} to drain into its parent, got {drain}")
         survivor, process = drain.target, runtime.zones[child].process
@@ -406,6 +410,9 @@ def run_local(players: int, pass_s: float) -> dict[str, object]:
     return {
         "pass_interval_s": pass_s,
         "players": players,
+        # False when the standby was not ready at the deciding pass and the split
+        # started a process instead (then split_*_standby are cold figures too).
+        "split_to_standby": warm.split_to_standby,
         "moved_on_split": warm.moved_on_split,
         "moved_on_merge": warm.moved_on_merge,
         "split_ready_s_standby": round(warm.split_ready_s, 3),
