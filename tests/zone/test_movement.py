@@ -55,18 +55,19 @@ def test_guard_clamps_teleports(old: np.ndarray, new: np.ndarray) -> None:
     np.testing.assert_array_equal(out[~clamped], new[~clamped])
 
 
-def test_entities_outside_a_shrunk_area_are_moved_onto_it_without_a_teleport() -> None:
-    pos = np.array([[80.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+def test_entities_outside_a_shrunk_area_stay_and_cannot_go_further_out() -> None:
+    # Entity 0 is past the area's east edge (a split gave the zone smaller bounds):
+    # standing still it stays put (to be handed to the zone owning its position),
+    # walking east it is held where it is, walking west it comes back in.
+    pos = np.array([[80.0, 0.0, 0.0], [80.0, 0.0, 0.0], [80.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    vel = np.array([[0.0, 0.0, 0.0], [5.0, 0.0, 0.0], [-5.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    desired = vel[:, [0, 2]]
     new, _, excess = integrate(
-        pos,
-        np.zeros((2, 3)),
-        np.zeros((2, 2)),
-        np.zeros(2, bool),
-        limits=LIMITS,
-        dt=DT,
-        area=AREA,
+        pos, vel, desired, np.zeros(4, bool), limits=LIMITS, dt=DT, area=AREA
     )
-    assert not excess.any() and new[0, 0] < 50.0 and new[1, 0] == 0.0
+    assert not excess.any()
+    assert new[0, 0] == 80.0 and new[1, 0] == 80.0 and new[2, 0] < 80.0
+    assert new[3, 0] == 0.0
 
 
 def test_forward_follows_yaw() -> None:

@@ -56,10 +56,11 @@ def integrate(
     """One step for n entities; returns new positions, velocities and, per entity,
     the metres the teleport guard had to cut from its step (0 when none).
 
-    Entities outside ``area`` (after the zone's bounds shrank) are first moved
-    onto its edge; that move is not a teleport.
+    Entities already outside ``area`` (the zone's bounds shrank in a split) stay
+    where they are and may not move further out, only back in: pulling them onto
+    the edge would put them inside this zone's bounds, and they would never be
+    handed to the zone that now owns their position.
     """
-    pos = clamp(pos, area)
     vel = vel.copy()
     ground = vel[:, [0, 2]]
     dv = desired - ground
@@ -80,15 +81,19 @@ def integrate(
     landed = new[:, 1] <= 0.0
     new[landed, 1] = 0.0
     vel[landed, 1] = 0.0
-    new, excess = guard(pos, clamp(new, area), limits.max_speed * dt)
+    new, excess = guard(pos, clamp(new, area, pos), limits.max_speed * dt)
     return new, vel, excess
 
 
-def clamp(pos: F64, area: Rect) -> F64:
-    """Positions moved onto the half-open rectangle (x and z only)."""
+def clamp(pos: F64, area: Rect, old: F64) -> F64:
+    """Positions kept on the half-open rectangle (x and z only), each grown to hold
+    the entity's old position: an entity outside may stay but not go further out."""
     out = pos.copy()
-    out[:, 0] = np.clip(pos[:, 0], area.min_x, np.nextafter(area.max_x, area.min_x))
-    out[:, 2] = np.clip(pos[:, 2], area.min_z, np.nextafter(area.max_z, area.min_z))
+    for axis, lo, hi in ((0, area.min_x, area.max_x), (2, area.min_z, area.max_z)):
+        top = np.nextafter(hi, lo)
+        out[:, axis] = np.clip(
+            pos[:, axis], np.minimum(lo, old[:, axis]), np.maximum(top, old[:, axis])
+        )
     return out
 
 
