@@ -9,30 +9,20 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from tessera.common.process import ServiceProcess
 from tessera.load.report import Report, combine
-from tessera.load.worker import WorkerConfig
+from tessera.load.worker import BotSettings, WorkerConfig
 
 
-@dataclass
-class SwarmConfig:
+@dataclass(kw_only=True)
+class SwarmConfig(BotSettings):
     """The whole swarm; bots are numbered 0..bots-1 and split over ``processes``."""
 
-    auth: str
-    scenario: str
-    world: str
     bots: int
-    duration_s: float
     processes: int = 2
-    ramp_s: float = 5.0
-    max_speed: float = 6.0
-    input_hz: float = 10.0
-    seed: int = 1
-    prefix: str = "bot"
-    service_client: str = ""
     start_delay_s: float = 1.0
 
 
@@ -75,21 +65,9 @@ class Swarm:
         cfg = self.cfg
         self.start_at = time.time() + cfg.start_delay_s
         for index, (first, n) in enumerate(shares(cfg.bots, cfg.processes)):
+            shared = {f.name: getattr(cfg, f.name) for f in fields(BotSettings)}
             wcfg = WorkerConfig(
-                auth=cfg.auth,
-                scenario=cfg.scenario,
-                world=cfg.world,
-                bots=n,
-                first=first,
-                total=cfg.bots,
-                start_at=self.start_at,
-                duration_s=cfg.duration_s,
-                ramp_s=cfg.ramp_s,
-                max_speed=cfg.max_speed,
-                input_hz=cfg.input_hz,
-                seed=cfg.seed,
-                prefix=cfg.prefix,
-                service_client=cfg.service_client,
+                **shared, bots=n, first=first, total=cfg.bots, start_at=self.start_at
             )
             arg = json.dumps({**asdict(wcfg), "index": index})
             proc = ServiceProcess("tessera.load.worker", args=[arg], name=f"bots-{index}")

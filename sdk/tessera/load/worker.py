@@ -35,17 +35,13 @@ from tessera.v1 import auth_pb2, auth_pb2_grpc
 CONNECT_ATTEMPTS = 3
 
 
-@dataclass
-class WorkerConfig:
-    """What one worker runs (passed as JSON on the command line)."""
+@dataclass(kw_only=True)
+class BotSettings:
+    """What every bot of a swarm shares: the swarm's settings and each worker's."""
 
     auth: str
     scenario: str
     world: str
-    bots: int
-    first: int
-    total: int
-    start_at: float
     duration_s: float
     ramp_s: float = 5.0
     max_speed: float = 6.0
@@ -53,6 +49,17 @@ class WorkerConfig:
     seed: int = 1
     prefix: str = "bot"
     service_client: str = ""
+
+
+@dataclass(kw_only=True)
+class WorkerConfig(BotSettings):
+    """What one worker runs (passed as JSON on the command line): bots
+    ``first .. first + bots - 1`` of ``total``, from ``start_at``."""
+
+    bots: int
+    first: int
+    total: int
+    start_at: float
     connect_timeout_s: float = 5.0
 
 
