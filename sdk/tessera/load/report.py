@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
 
 @dataclass
-class Report:
-    """Totals over every worker."""
+class Counters:
+    """Counts each worker reports and the report adds up."""
 
     bots: int = 0
     connected: int = 0
@@ -19,14 +19,20 @@ class Report:
     connect_failures: int = 0
     disconnects: int = 0
     logouts: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@dataclass
+class Report(Counters):
+    """Totals over every worker."""
+
     phase: str = ""
     rtt_ms_p50: float = 0.0
     rtt_ms_p99: float = 0.0
     prediction_error_p95_m_median: float = 0.0
     prediction_error_p95_m_max: float = 0.0
     bytes_per_s_per_bot: float = 0.0
-    bytes_in: int = 0
-    bytes_out: int = 0
     disconnect_reasons: dict[str, int] = field(default_factory=dict)
     workers_done: int = 0
     workers: int = 0
@@ -68,14 +74,9 @@ def combine(stats: Iterable[Mapping[str, Any]], workers: int) -> Report:
     pred: list[float] = []
     rate: list[float] = []
     for s in stats:
-        out.bots += int(s.get("bots", 0))
-        out.connected += int(s.get("connected", 0))
-        out.connects += int(s.get("connects", 0))
-        out.connect_failures += int(s.get("connect_failures", 0))
-        out.disconnects += int(s.get("disconnects", 0))
-        out.logouts += int(s.get("logouts", 0))
-        out.bytes_in += int(s.get("bytes_in", 0))
-        out.bytes_out += int(s.get("bytes_out", 0))
+        for counter in fields(Counters):
+            name = counter.name
+            setattr(out, name, getattr(out, name) + int(s.get(name, 0)))
         out.phase = str(s.get("phase", out.phase)) or out.phase
         out.workers_done += 1 if s.get("done") else 0
         rtt += [float(v) for v in s.get("rtt_ms", []) if v > 0]

@@ -30,6 +30,7 @@ from tessera.client.prediction import Motion
 from tessera.client.transport import UdpTransport
 from tessera.common.process import die_with_parent
 from tessera.load import scenario as sc
+from tessera.load.report import Counters
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 
 CONNECT_ATTEMPTS = 3
@@ -75,23 +76,15 @@ class BotFigures:
 
 
 @dataclass
-class Stats:
+class Stats(Counters):
     """A worker's figures, printed as one JSON line."""
 
     msg: str = "stats"
     worker: int = 0
-    bots: int = 0
-    connected: int = 0
-    connects: int = 0
-    connect_failures: int = 0
-    disconnects: int = 0
-    logouts: int = 0
     phase: str = ""
     rtt_ms: list[float] = field(default_factory=list)
     pred_p95_m: list[float] = field(default_factory=list)
     bytes_per_s: list[float] = field(default_factory=list)
-    bytes_in: int = 0
-    bytes_out: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
     done: bool = False
