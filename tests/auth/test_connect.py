@@ -1,4 +1,4 @@
-"""Connect tokens: round trip, confidentiality and every rejection reason."""
+"""Connect tokens: round trip, confidentiality, destinations and every rejection reason."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,6 +63,58 @@ def reason(token: bytes, **kw: object) -> str:
 def test_round_trip() -> None:
     g = grant(player_id="spieler-ä")
     assert open_(issue(g)) == g
+    assert (g.world, g.zone) == ("", "")
+
+
+@pytest.mark.parametrize(
+    ("world", "zone"),
+    [("main", "inst-0123456789abcdef01234567"), ("main", ""), ("", "zone-b"), ("w" * 63, "z" * 63)],
+)
+def test_round_trip_with_destination(world: str, zone: str) -> None:
+    g = grant(world=world, zone=zone)
+    opened = open_(issue(g))
+    assert opened == g and (opened.world, opened.zone) == (world, zone)
+
+
+@pytest.mark.parametrize(
+    "name", ["Main", "zone_b", "-zone", "zone-", "z" * 64, "zöne", "a.b", " zone", "zone\n"]
+)
+def test_issue_refuses_a_destination_that_is_not_a_dns_label(name: str) -> None:
+    with pytest.raises(ValueError, match="DNS label"):
+        issue(grant(world=name))
+    with pytest.raises(ValueError, match="DNS label"):
+        issue(grant(zone=name))
+
+
+def sign(public: bytes, key: SigningKey = KEY) -> bytes:
+    """Seal and sign an arbitrary public part, as a (compromised) issuer could."""
+    nonce = os.urandom(12)
+    sealed = ChaCha20Poly1305(SEAL).encrypt(nonce, b"\x01" * 32 + b"\x02" * 32, public)
+    body = public + nonce + sealed
+    return body + key.private_key.sign(body)
+
+
+def public_part(token: bytes) -> bytes:
+    return token[: -(12 + 80 + 64)]
+
+
+@pytest.mark.parametrize("bad", [b"MAIN", b"ma_n", b"-ain", b"m\xe4in", b"m" * 64])
+def test_a_signed_destination_that_is_not_a_dns_label_is_malformed(bad: bytes) -> None:
+    token = issue(grant(world="main", zone="main"))
+    public = public_part(token)
+    assert public.endswith(b"\x04main\x04main")
+    head = public[: -len(b"\x04main\x04main")]
+    assert open_(sign(public)).world == "main"  # the forging itself is sound
+    as_world = head + bytes((len(bad),)) + bad + b"\x04main"
+    as_zone = head + b"\x04main" + bytes((len(bad),)) + bad
+    assert reason(sign(as_world)) == "MALFORMED"
+    assert reason(sign(as_zone)) == "MALFORMED"
+
+
+def test_a_destination_running_past_the_end_is_malformed() -> None:
+    public = public_part(issue(grant(world="main", zone="")))
+    # A zone length that swallows the nonce, sealed keys and signature.
+    assert reason(sign(public[:-1] + b"\x3f")) == "MALFORMED"
 
 
 def test_channel_keys_are_not_visible_in_the_token() -> None:
@@ -113,7 +166,8 @@ def test_truncated_trailing_and_garbage_are_malformed() -> None:
     assert reason(b"") == "MALFORMED"
     assert reason(b"\x00" * 2000) == "MALFORMED"
     assert reason(b"XXXX" + token[4:]) == "MALFORMED"
-    assert reason(token[:4] + b"\x02" + token[5:]) == "MALFORMED"
+    assert reason(token[:4] + b"\x01" + token[5:]) == "MALFORMED"  # version 1: gone
+    assert reason(token[:4] + b"\x03" + token[5:]) == "MALFORMED"
 
 
 @settings(max_examples=300, deadline=None)
@@ -137,6 +191,8 @@ def test_issue_refuses_out_of_range_fields() -> None:
     with pytest.raises(ValueError):
         issue(grant(expires_at=NOW - 1))
     with pytest.raises(ValueError):
+        issue(grant(zone="Zone-B"))
+    with pytest.raises(ValueError):
         connect.issue_connect_token(grant(), signing_key=KEY, sealing_key=b"short")
 
 
@@ -144,7 +200,7 @@ def test_layout_matches_the_documented_offsets() -> None:
     g = grant(relay_addresses=("r:1",), player_id="p", session_id="s")
     token = issue(g)
     kid = KEY.kid.encode()
-    assert token[:4] == b"TSCT" and token[4] == 1 and token[5] == len(kid)
+    assert token[:4] == b"TSCT" and token[4] == 2 and token[5] == len(kid)
     pos = 6 + len(kid)
     assert token[6:pos] == kid
     assert token[pos : pos + 16] == g.token_id
@@ -154,8 +210,14 @@ def test_layout_matches_the_documented_offsets() -> None:
     assert token[pos : pos + 3] == b"\x00\x01p"
     assert token[pos + 3 : pos + 6] == b"\x00\x01s"
     assert token[pos + 6 : pos + 11] == b"\x01\x03r:1"
-    assert len(token) == pos + 11 + 12 + 80 + 64
+    assert token[pos + 11 : pos + 13] == b"\x00\x00"  # no world, no zone
+    assert len(token) == pos + 13 + 12 + 80 + 64
     assert len(token) == connect.MIN_TOKEN_BYTES + len(kid) - 1 + 2
+    routed = issue(
+        grant(relay_addresses=("r:1",), player_id="p", session_id="s", world="w1", zone="z")
+    )
+    assert routed[pos + 11 : pos + 16] == b"\x02w1\x01z"
+    assert len(routed) == len(token) + 3
 
 
 def test_the_documented_example_opens() -> None:
@@ -173,4 +235,10 @@ def test_the_documented_example_opens() -> None:
     assert g.client_to_server_key == b"\x11" * 32
     assert g.server_to_client_key == b"\x22" * 32
     assert (g.player_id, g.session_id, g.timeout_s) == ("player-1", "sess-1", 10)
+    assert (g.world, g.zone) == ("main", "inst-5f2a9c1e0b7d4e3f8a6b1c2d")
+    assert (g.issued_at, g.expires_at, g.relay_addresses) == (
+        1_800_000_000,
+        1_800_000_030,
+        ("127.0.0.1:7777",),
+    )
     assert g.token_id == bytes(range(0xA0, 0xB0))

@@ -343,6 +343,96 @@ async def test_service_issues_connect_tokens_on_behalf_of_players(auth: RunningA
     assert errors.detail_of(err).field == "player_id"
 
 
+async def open_reply(auth: RunningAuth, reply: auth_pb2.ConnectToken) -> connect.ConnectGrant:
+    verifier = await verifier_for(auth)
+    return connect.open_connect_token(
+        reply.token,
+        public_keys=verifier.public_keys,
+        sealing_key=SEALING_KEY,
+        relay_address="127.0.0.1:7777",
+        now=time.time(),
+    )
+
+
+async def test_a_service_names_the_destination(auth: RunningAuth) -> None:
+    service = await auth.stub.ServiceLogin(
+        auth_pb2.ServiceLoginRequest(client_id="matchmaking", client_secret="mm-secret-0123456789")
+    )
+    md = bearer_metadata(service.access_token)
+    zone = "inst-0123456789abcdef01234567"
+    reply = await auth.stub.IssueConnectToken(
+        auth_pb2.ConnectTokenRequest(player_id="p-7", world="main", zone=zone), metadata=md
+    )
+    assert (reply.world, reply.zone) == ("main", zone)
+    grant = await open_reply(auth, reply)
+    assert (grant.player_id, grant.world, grant.zone) == ("p-7", "main", zone)
+    # A world alone (the relay picks the zone) is fine too; no destination stays empty.
+    only_world = await auth.stub.IssueConnectToken(
+        auth_pb2.ConnectTokenRequest(player_id="p-7", world="main"), metadata=md
+    )
+    assert ((await open_reply(auth, only_world)).world, only_world.zone) == ("main", "")
+    plain = await auth.stub.IssueConnectToken(
+        auth_pb2.ConnectTokenRequest(player_id="p-7"), metadata=md
+    )
+    assert (plain.world, plain.zone) == ("", "")
+    grant = await open_reply(auth, plain)
+    assert (grant.world, grant.zone) == ("", "")
+
+
+@pytest.mark.parametrize(
+    ("world", "zone", "field"),
+    [
+        ("Main", "", "world"),
+        ("main", "zone_b", "zone"),
+        ("main", "z" * 64, "zone"),
+        ("-main", "zone-b", "world"),
+        ("main", "zone-b.", "zone"),
+    ],
+)
+async def test_a_destination_must_be_dns_labels(
+    auth: RunningAuth, world: str, zone: str, field: str
+) -> None:
+    service = await auth.stub.ServiceLogin(
+        auth_pb2.ServiceLoginRequest(client_id="matchmaking", client_secret="mm-secret-0123456789")
+    )
+    request = auth_pb2.ConnectTokenRequest(player_id="p-7", world=world, zone=zone)
+    err = await fails(
+        auth.stub.IssueConnectToken(request, metadata=bearer_metadata(service.access_token))
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    detail = errors.detail_of(err)
+    assert (detail.reason, detail.field) == ("INVALID_ARGUMENT", field)
+    assert "DNS label" in (err.details() or "")
+
+
+async def test_only_services_and_admins_name_a_destination(
+    auth: RunningAuth, start_auth: StartAuth
+) -> None:
+    player = await register(auth, "judy")
+    md = bearer_metadata(player.access_token)
+    for request in (
+        auth_pb2.ConnectTokenRequest(zone="inst-0123456789abcdef01234567"),
+        auth_pb2.ConnectTokenRequest(world="main"),
+        # Even an invalid name: permission is checked first, so nothing is revealed.
+        auth_pb2.ConnectTokenRequest(world="main", zone="Not A Label"),
+    ):
+        err = await fails(auth.stub.IssueConnectToken(request, metadata=md))
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert errors.detail_of(err).reason == "DESTINATION_NOT_ALLOWED"
+    # The same player without a destination is fine.
+    assert (await auth.stub.IssueConnectToken(auth_pb2.ConnectTokenRequest(), metadata=md)).token
+    # An admin may send themselves somewhere (e.g. to inspect an instance).
+    auth = await start_auth(AUTH_ADMIN_ACCOUNTS=player.account_id)
+    admin = await login(auth, "judy")
+    assert "admin" in admin.roles
+    reply = await auth.stub.IssueConnectToken(
+        auth_pb2.ConnectTokenRequest(world="main", zone="zone-b"),
+        metadata=bearer_metadata(admin.access_token),
+    )
+    grant = await open_reply(auth, reply)
+    assert (grant.player_id, grant.world, grant.zone) == (player.account_id, "main", "zone-b")
+
+
 async def test_forged_tokens_are_unauthenticated(auth: RunningAuth) -> None:
     session = await register(auth, "ivan")
     header_b64, payload_b64, _ = session.access_token.split(".")

@@ -2,8 +2,9 @@
 
 Pure functions, no I/O. A token is a signed binary record (Ed25519, the same
 key ring as access tokens, ``kid`` inside) binding the player, the session, the
-relay addresses that may accept it, its lifetime and a random token id (the
-relay's replay key). The per-connection ChaCha20-Poly1305 keys travel inside
+relay addresses that may accept it, its lifetime, a random token id (the
+relay's replay key) and optionally the destination world and zone the relay must
+join the player into. The per-connection ChaCha20-Poly1305 keys travel inside
 the token *sealed* with ChaCha20-Poly1305 under a 32-byte key shared by auth
 and the relays, so an eavesdropper who sees the token learns nothing about the
 channel keys. The client receives the same keys in clear from
@@ -24,9 +25,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from tessera.auth.keys import SigningKey
+from tessera.common.store import NAME_RE
 
 MAGIC = b"TSCT"
-VERSION = 1
+VERSION = 2
 TOKEN_ID_BYTES = 16
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -36,19 +38,21 @@ SEALED_BYTES = 2 * KEY_BYTES + TAG_BYTES
 MAX_TOKEN_BYTES = 1024
 MAX_RELAYS = 8
 MAX_ID_BYTES = 128
+MAX_NAME_BYTES = 63
 CLOCK_SKEW_S = 5.0
 _TIMES = struct.Struct(">QQI")
 # magic, version, kid length, 1-byte kid, token id, times, two 1-byte ids, one
-# 1-byte relay address, nonce, sealed keys, signature.
+# 1-byte relay address, empty world and zone, nonce, sealed keys, signature.
 MIN_TOKEN_BYTES = (
-    4 + 1 + 1 + 1 + TOKEN_ID_BYTES + _TIMES.size + 3 + 3 + 3 + NONCE_BYTES
+    4 + 1 + 1 + 1 + TOKEN_ID_BYTES + _TIMES.size + 3 + 3 + 3 + 1 + 1 + NONCE_BYTES
     + SEALED_BYTES + SIGNATURE_BYTES
 )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class ConnectGrant:
-    """What a connect token grants; ``issued_at``/``expires_at`` are Unix seconds."""
+    """What a connect token grants; ``issued_at``/``expires_at`` are Unix seconds.
+    ``world``/``zone`` name the destination ("" = the relay's world / choice)."""
 
     token_id: bytes
     player_id: str
@@ -59,6 +63,13 @@ class ConnectGrant:
     issued_at: int
     expires_at: int
     timeout_s: int
+    world: str = ""
+    zone: str = ""
+
+
+def is_destination_name(name: str) -> bool:
+    """Whether ``name`` may be a token's destination world or zone ("" or a DNS label)."""
+    return not name or NAME_RE.fullmatch(name) is not None
 
 
 class ConnectTokenError(Exception):
@@ -104,6 +115,10 @@ def _public_part(grant: ConnectGrant, kid: str) -> bytes:
     for address in grant.relay_addresses:
         raw = _short(address.encode("ascii"), "relay address", 255)
         out += bytes((len(raw),)) + raw
+    for name, what in ((grant.world, "world"), (grant.zone, "zone")):
+        if not is_destination_name(name):
+            raise ValueError(f"connect token {what} {name!r} must be empty or a DNS label")
+        out += bytes((len(name),)) + name.encode("ascii")
     return bytes(out)
 
 
@@ -155,6 +170,16 @@ class _Reader:
                 "MALFORMED", f"connect token {what} is not {encoding}"
             ) from None
 
+    def name(self, what: str) -> str:
+        """A destination name: u8 length (0-63) + a DNS label, or empty."""
+        length = self.byte()
+        if length == 0:
+            return ""
+        raw = self.take(length)
+        if length > MAX_NAME_BYTES or NAME_RE.fullmatch(raw.decode("latin-1")) is None:
+            raise ConnectTokenError("MALFORMED", f"connect token {what} is not a DNS label")
+        return raw.decode("ascii")
+
 
 def open_connect_token(
     token: bytes,
@@ -166,7 +191,8 @@ def open_connect_token(
 ) -> ConnectGrant:
     """Verify ``token`` for the relay at ``relay_address`` and unseal its channel keys.
 
-    Checks, in order: size and layout (MALFORMED), key id and Ed25519 signature
+    Checks, in order: size and layout, including a destination world or zone
+    that is not a DNS label (MALFORMED), key id and Ed25519 signature
     (BAD_SIGNATURE, also for an unknown ``kid`` or a seal that does not open),
     lifetime (EXPIRED), relay address (WRONG_RELAY). Replay (a token id seen
     before) is the relay's check.
@@ -188,6 +214,7 @@ def open_connect_token(
     if not 1 <= count <= MAX_RELAYS:
         raise ConnectTokenError("MALFORMED", f"connect token names {count} relays")
     relays = tuple(reader.text(reader.byte(), "relay address", "ascii") for _ in range(count))
+    world, zone = reader.name("world"), reader.name("zone")
     public_end = reader.pos
     nonce = reader.take(NONCE_BYTES)
     sealed = reader.take(SEALED_BYTES)
@@ -225,4 +252,6 @@ def open_connect_token(
         issued_at=issued_at,
         expires_at=expires_at,
         timeout_s=timeout_s,
+        world=world,
+        zone=zone,
     )

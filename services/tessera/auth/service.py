@@ -14,7 +14,7 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn, TypeVar
 
@@ -46,6 +46,8 @@ METHOD_ROLES = {
     f"/{SERVICE}/Logout": (),
 }
 INVALID_CREDENTIALS = "invalid username or password"
+# Callers that may name a connect token's destination world and zone.
+DESTINATION_ROLES = frozenset({"service", "admin"})
 
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
@@ -407,6 +409,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
                 reason="FORBIDDEN",
                 field="player_id",
             )
+        await _check_destination(request, claims.roles, context)
         region = request.region or "default"
         relays = self.config.relays.get(region)
         if relays is None:
@@ -428,6 +431,8 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
             issued_at=now,
             expires_at=now + self.config.connect_ttl_s,
             timeout_s=self.config.connect_timeout_s,
+            world=request.world,
+            zone=request.zone,
         )
         try:
             token = connect.issue_connect_token(
@@ -450,7 +455,35 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
             expires_at=grant.expires_at,
             timeout_s=grant.timeout_s,
             player_id=player_id,
+            world=grant.world,
+            zone=grant.zone,
         )
+
+
+async def _check_destination(
+    request: auth_pb2.ConnectTokenRequest, roles: Sequence[str], context: Context
+) -> None:
+    """A destination (world, zone) is for Tessera's services and admins only, and
+    must name DNS labels; aborts otherwise."""
+    if not (request.world or request.zone):
+        return
+    if not DESTINATION_ROLES.intersection(roles):
+        await errors.abort(
+            context,
+            grpc.StatusCode.PERMISSION_DENIED,
+            "only roles service and admin may name a destination world or zone",
+            reason="DESTINATION_NOT_ALLOWED",
+            field="zone" if request.zone else "world",
+        )
+    for field, name in (("world", request.world), ("zone", request.zone)):
+        if not connect.is_destination_name(name):
+            await errors.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{field} {name!r} must be a DNS label (a-z, 0-9, '-', at most 63)",
+                reason="INVALID_ARGUMENT",
+                field=field,
+            )
 
 
 def public_key_set(ring: KeyRing, now: float, max_age_s: int) -> auth_pb2.PublicKeySet:
