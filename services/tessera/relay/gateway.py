@@ -1,6 +1,7 @@
 """The relay's core: admits connect tokens, opens sessions by joining the player's
-zone, forwards client messages upstream, fans snapshots out, re-routes players
-whose route changed, and closes sessions (goodbye, idle, kick, zone gone).
+zone (or the zone the token names, moving the player there), forwards client
+messages upstream, fans snapshots out, re-routes players whose route changed, and
+closes sessions (goodbye, idle, kick, zone gone).
 
 Transports (UDP, gRPC Play) only frame bytes; everything a session means lives
 here, so both behave the same.
@@ -44,6 +45,10 @@ class Grant(Protocol):
     def expires_at(self) -> float: ...
     @property
     def timeout_s(self) -> float: ...
+    @property
+    def world(self) -> str: ...
+    @property
+    def zone(self) -> str: ...
 
 
 class Rejected(Exception):
@@ -86,8 +91,14 @@ class Gateway:
     # -- admission --------------------------------------------------------
 
     def admit(self, token: bytes, now: float) -> Grant:
-        """Open and verify a connect token and spend it; Rejected if it is bad or used."""
+        """Open and verify a connect token and spend it; Rejected if it is bad, names
+        another world, or was used."""
         grant = self.opener(token, now)
+        if grant.world and grant.world != self.config.world:
+            raise Rejected(
+                "wrong_world",
+                f"connect token is for world {grant.world}, this relay serves {self.config.world}",
+            )
         if grant.token_id in self.used_tokens:
             raise Rejected("replayed", "connect token already used")
         self.used_tokens[grant.token_id] = grant.expires_at
@@ -106,9 +117,13 @@ class Gateway:
         address: tuple[str, int] | None = None,
         prepare: Callable[[Session], None] | None = None,
     ) -> tuple[Session, relay_pb2.Accepted]:
-        """Join the player into its zone and register the session; Rejected on failure."""
+        """Join the player into its zone (the token's zone, if it names one) and
+        register the session; Rejected on failure."""
         player = grant.player_id
-        response, link = await self._join(player)
+        if grant.zone:
+            response, link = await self._join_destination(player, grant.zone)
+        else:
+            response, link = await self._join(player)
         now = time.monotonic()
         timeout = float(grant.timeout_s) or self.config.default_timeout_s
         session = Session(
@@ -174,6 +189,70 @@ class Gateway:
                     # Routed elsewhere meanwhile, or draining: look the route up again.
                     await asyncio.sleep(0.05)
         raise Rejected("join_failed", "no zone accepted the player")
+
+    async def _join_destination(
+        self, player: str, zone: str
+    ) -> tuple[zone_pb2.JoinResponse, ZoneLink]:
+        """Join the zone a connect token names. A player owned by another live zone
+        leaves it first (its checkpoint saved, its route released) and ``zone``
+        adopts the checkpoint: the player keeps their state and is never in two
+        zones. Nothing is left before ``zone`` is known to be up; a join that fails
+        after the leave puts the player back where they were."""
+        status = await self.store.zone_status(zone)
+        if status is None or status.state != zone_pb2.ZONE_STATE_ACTIVE:
+            raise Rejected("zone_unavailable", f"zone {zone} is not up")
+        link = self.link(zone)
+        try:
+            await link.ready()
+        except UpstreamUnavailable as err:
+            raise Rejected("zone_unavailable", str(err)) from None
+        request = zone_pb2.JoinRequest(player_id=player, relay_id=self.config.relay_id)
+        for _attempt in range(3):
+            route = await self.store.route(player)
+            source = None
+            elsewhere = route.zone if route is not None and route.zone != zone else None
+            if elsewhere is not None and await self.store.zone_status(elsewhere) is not None:
+                source = self.link(elsewhere)
+                await self._leave_for_transfer(source, player)
+            try:
+                response = await link.join(request)
+            except (UpstreamUnavailable, grpc.aio.AioRpcError) as err:
+                reason = _join_failure(err)
+                if source is not None:
+                    await self._rejoin(source, request)
+                elif reason == "retry":
+                    # Routed elsewhere meanwhile (a handoff): look the route up again.
+                    await asyncio.sleep(0.05)
+                    continue
+                raise Rejected(
+                    "join_failed" if reason == "join_failed" else "zone_unavailable", _why(err)
+                ) from None
+            if source is not None:
+                self.counters.transfers += 1
+                log.info("transferred", extra={"player": player, "from": source.zone, "zone": zone})
+            return response, link
+        raise Rejected("zone_unavailable", f"zone {zone} did not accept the player")
+
+    async def _leave_for_transfer(self, source: ZoneLink, player: str) -> None:
+        """Leave ``source`` before joining another zone; Rejected if it fails (the
+        player then stays in ``source``)."""
+        try:
+            await source.leave(player)
+        except (UpstreamUnavailable, grpc.aio.AioRpcError) as err:
+            raise Rejected(
+                "zone_unavailable", f"cannot leave zone {source.zone}: {_why(err)}"
+            ) from None
+
+    async def _rejoin(self, source: ZoneLink, request: zone_pb2.JoinRequest) -> None:
+        """Undo a transfer's leave: ``source`` adopts the checkpoint it just saved."""
+        try:
+            await source.join(request)
+        except (UpstreamUnavailable, grpc.aio.AioRpcError) as err:
+            # The checkpoint stays; the player's next connection restores it.
+            log.error(
+                "transfer rollback failed",
+                extra={"player": request.player_id, "zone": source.zone, "error": _why(err)},
+            )
 
     async def _pick_zone(self, skip: set[str]) -> str | None:
         statuses = await self.store.zone_statuses()
@@ -471,3 +550,23 @@ class Gateway:
         self.links.clear()
         for task in list(self._tasks):
             task.cancel()
+
+
+def _join_failure(err: Exception) -> str:
+    """What a failed Join means: "retry" (the route moved, or the zone is between
+    states), "zone_unavailable" (unreachable), or "join_failed" (refused)."""
+    if not isinstance(err, grpc.aio.AioRpcError):
+        return "zone_unavailable"
+    code = err.code()
+    if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED):
+        return "retry"
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return "zone_unavailable"
+    return "join_failed"
+
+
+def _why(err: Exception) -> str:
+    """A short reason for a failed zone call."""
+    if isinstance(err, grpc.aio.AioRpcError):
+        return err.details() or err.code().name
+    return str(err)

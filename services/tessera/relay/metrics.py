@@ -66,6 +66,7 @@ class Counters:
     bytes_in: int = 0
     bytes_out: int = 0
     reroutes: int = 0
+    transfers: int = 0
     drops: Counter[str] = field(default_factory=Counter)
     handshakes: Counter[str] = field(default_factory=Counter)
 
@@ -121,6 +122,11 @@ class RelayCollector(Collector):
         yield handshakes
         yield CounterMetricFamily(
             "tessera_relay_reroutes", "Players switched to another zone.", value=c.reroutes
+        )
+        yield CounterMetricFamily(
+            "tessera_relay_transfers",
+            "Players moved into the zone their connect token names (Leave, then Join).",
+            value=c.transfers,
         )
         reconnects = CounterMetricFamily(
             "tessera_relay_upstream_reconnects", "ZoneLink reconnects by zone.", labels=["zone"]

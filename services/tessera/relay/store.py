@@ -57,13 +57,16 @@ class RelayStore:
             if v is not None
         }
 
+    async def zone_status(self, zone: str) -> zone_pb2.ZoneStatus | None:
+        """The zone's heartbeat; None when it has expired (the zone is not alive)."""
+        raw = await self.redis.get(self.keys.zone_status(zone))
+        return None if raw is None else zone_pb2.ZoneStatus.FromString(_bytes(raw))
+
     async def zone_address(self, zone: str) -> str | None:
         """The zone's address from its heartbeat, else from the zone map."""
-        raw = await self.redis.get(self.keys.zone_status(zone))
-        if raw is not None:
-            status = zone_pb2.ZoneStatus.FromString(_bytes(raw))
-            if status.address:
-                return status.address
+        status = await self.zone_status(zone)
+        if status is not None and status.address:
+            return status.address
         zone_map = await self.zone_map()
         if zone_map is not None:
             for entry in zone_map.zones:

@@ -173,6 +173,10 @@ class ZoneLink:
             response: zone_pb2.JoinResponse = await stub.Join(request, timeout=self.rpc_timeout_s)
         return response
 
+    async def ready(self) -> None:
+        """Wait until the link is up; UpstreamUnavailable after ``rpc_timeout_s``."""
+        await self._ready_stub()
+
     async def leave(self, player: str) -> None:
         stub = await self._ready_stub()
         await stub.Leave(zone_pb2.LeaveRequest(player_id=player), timeout=self.rpc_timeout_s)
