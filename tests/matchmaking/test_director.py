@@ -38,12 +38,14 @@ class Issuer:
     def __init__(self) -> None:
         self.players: list[str] = []
         self.sessions: list[str] = []
+        self.destinations: list[tuple[str, str]] = []
 
     async def issue(
-        self, player_id: str, region: str, session_id: str = ""
+        self, player_id: str, region: str, session_id: str = "", *, world: str = "", zone: str = ""
     ) -> auth_pb2.ConnectToken:
         self.players.append(player_id)
         self.sessions.append(session_id)
+        self.destinations.append((world, zone))
         return auth_pb2.ConnectToken(token=f"{player_id}@{region}".encode(), player_id=player_id)
 
 
@@ -111,6 +113,7 @@ async def test_duel_goes_to_least_loaded_zone_with_tokens(
     assert player.player_id == "alice" and player.connect_token.token == b"alice@eu"
     assert {got_a.assignment.players[0].team, got_b.assignment.players[0].team} == {0, 1}
     assert sorted(issuer.players) == ["alice", "bob"]
+    assert issuer.destinations == [("main", "quiet")] * 2
 
 
 async def test_zone_capacity_counts_players_sent_since_heartbeat(

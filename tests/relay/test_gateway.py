@@ -1,6 +1,7 @@
 """Gateway routing logic on a real Redis (no zone processes needed): re-routes
 move a player between links exactly once, replay its last inputs, and snapshots
-from a zone the player left are dropped."""
+from a zone the player left are dropped; tokens for another world or for a zone
+that is not up are refused before anything moves."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from tessera.auth.connect import ConnectGrant, new_token_id
 from tessera.common.store import WorldKeys
 from tessera.relay.gateway import Gateway, GatewayConfig, Grant, Rejected
 from tessera.relay.metrics import Counters
@@ -170,3 +172,56 @@ async def test_ping_answered_in_session(gateway: Gateway) -> None:
     gateway.handle(session, ping, time.perf_counter())
     pong = relay_pb2.ServerMessage.FromString(sent[-1]).pong
     assert (pong.id, pong.client_time_ms) == (9, 5.0) and pong.server_time_ms > 0
+
+
+def grant_for(world: str = "", zone: str = "") -> ConnectGrant:
+    now = int(time.time())
+    return ConnectGrant(
+        token_id=new_token_id(),
+        player_id="alice",
+        session_id="s",
+        relay_addresses=("127.0.0.1:7777",),
+        client_to_server_key=b"\x01" * 32,
+        server_to_client_key=b"\x02" * 32,
+        issued_at=now,
+        expires_at=now + 30,
+        timeout_s=10,
+        world=world,
+        zone=zone,
+    )
+
+
+async def test_a_token_for_another_world_is_refused_and_not_spent(redis: Redis) -> None:
+    grants = {b"here": grant_for("w"), b"any": grant_for(""), b"there": grant_for("elsewhere")}
+    gw = Gateway(
+        GatewayConfig(relay_id="r1", world="w"),
+        store=RelayStore(redis, "w"),
+        opener=lambda token, now: grants[token],
+        counters=Counters(),
+    )
+    assert gw.admit(b"here", time.time()) is grants[b"here"]
+    assert gw.admit(b"any", time.time()) is grants[b"any"]
+    with pytest.raises(Rejected) as info:
+        gw.admit(b"there", time.time())
+    assert info.value.reason == "wrong_world" and "elsewhere" in str(info.value)
+    assert grants[b"there"].token_id not in gw.used_tokens
+    assert len(gw.used_tokens) == 2
+
+
+async def test_a_destination_zone_that_is_not_up_is_refused_before_anything_moves(
+    gateway: Gateway, redis: Redis
+) -> None:
+    keys = WorldKeys("w")
+    await redis.hset(keys.routes, "alice", "zone-a|3")
+    draining = zone_pb2.ZoneStatus(state=zone_pb2.ZONE_STATE_DRAINING, address="127.0.0.1:1")
+    await redis.set(keys.zone_status("inst-draining"), draining.SerializeToString())
+    for zone in ("inst-missing", "inst-draining"):
+        with pytest.raises(Rejected) as info:
+            await gateway.open_session(
+                grant_for("w", zone), transport="udp", send=lambda _payload: None
+            )
+        assert info.value.reason == "zone_unavailable" and zone in str(info.value)
+    # No link was opened, no session made, the route is untouched.
+    assert gateway.links == {} and len(gateway.sessions) == 0
+    assert await redis.hget(keys.routes, "alice") == b"zone-a|3"
+    assert gateway.counters.transfers == 0

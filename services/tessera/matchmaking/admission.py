@@ -1,9 +1,10 @@
 """Admission: relay connect tokens for assigned players, issued by the auth service.
 
 The matchmaker logs in to auth with client credentials (role ``service``) and
-asks ``Auth.IssueConnectToken`` on behalf of each assigned player. The access
-token is renewed before it expires, and once more if auth rejects it. A match
-region auth has no relays for falls back to auth's default relays.
+asks ``Auth.IssueConnectToken`` on behalf of each assigned player, naming the
+match's destination world and zone so the relay joins the player there. The
+access token is renewed before it expires, and once more if auth rejects it. A
+match region auth has no relays for falls back to auth's default relays.
 """
 
 from __future__ import annotations
@@ -60,19 +61,20 @@ class AuthIssuer:
         await self._access_token(renew=True)
 
     async def issue(
-        self, player_id: str, region: str, session_id: str = ""
+        self, player_id: str, region: str, session_id: str = "", *, world: str = "", zone: str = ""
     ) -> auth_pb2.ConnectToken:
+        """A token admitting ``player_id`` to a relay of ``region`` that joins them
+        into ``zone`` of ``world`` (empty: the relay's choice)."""
         request = auth_pb2.ConnectTokenRequest(
-            region=region, player_id=player_id, session_id=session_id
+            region=region, player_id=player_id, session_id=session_id, world=world, zone=zone
         )
         try:
             return await self._issue(request)
         except grpc.aio.AioRpcError as err:
             if errors.detail_of(err).reason != "UNKNOWN_REGION":
                 raise
-        return await self._issue(
-            auth_pb2.ConnectTokenRequest(player_id=player_id, session_id=session_id)
-        )
+        request.ClearField("region")
+        return await self._issue(request)
 
     async def _issue(self, request: auth_pb2.ConnectTokenRequest) -> auth_pb2.ConnectToken:
         async with self._in_flight:

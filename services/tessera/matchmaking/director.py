@@ -50,10 +50,10 @@ _RETRY_S = 0.5
 
 class TokenIssuer(Protocol):
     """Gets a relay connect token for a player (the auth service, on their behalf),
-    bound to the player's session when it is known."""
+    bound to the player's session when it is known and to the match's destination."""
 
     async def issue(
-        self, player_id: str, region: str, session_id: str = ""
+        self, player_id: str, region: str, session_id: str = "", *, world: str = "", zone: str = ""
     ) -> auth_pb2.ConnectToken: ...
 
 
@@ -276,13 +276,16 @@ class Director:
         if self.issuer is None or not placed:
             return {}
         issuer = self.issuer
-        seats = [(s.player_id, p.region) for p, _, _ in placed for s in p.seats]
+        seats = [(s.player_id, p.region, d) for p, _, d in placed for s in p.seats]
         issued = await asyncio.gather(
-            *(issuer.issue(player, region, sessions.get(player, "")) for player, region in seats),
+            *(
+                issuer.issue(player, region, sessions.get(player, ""), world=d.world, zone=d.zone)
+                for player, region, d in seats
+            ),
             return_exceptions=True,
         )
         out = {}
-        for (player, _), token in zip(seats, issued, strict=True):
+        for (player, _, _), token in zip(seats, issued, strict=True):
             if isinstance(token, BaseException):
                 metrics.TOKEN_FAILURES.inc()
                 log.warning("connect token refused", extra={"player": player, "error": str(token)})
