@@ -1,6 +1,8 @@
 """Auth + zone + relay as real processes on a real Redis: bots log in, connect
 over UDP, move and see each other; bad tokens and garbage are refused and
-counted; a zone killed and restarted under load disconnects nobody."""
+counted; a zone killed and restarted under load disconnects nobody; a token that
+names a zone moves the player there with their state, and tokens for another
+world or for a zone that is not running change nothing."""
 
 from __future__ import annotations
 
@@ -24,16 +26,21 @@ from tessera.auth.keys import KeyRing, SigningKey, write_key
 from tessera.client.bot import Bot, hotspot, random_walk
 from tessera.client.client import GameClient, Intent
 from tessera.client.login import guest_connect_token
-from tessera.client.transport import PlayTransport, UdpTransport, ping
+from tessera.client.transport import ConnectError, PlayTransport, UdpTransport, ping
 from tessera.client.world import WorldView
 from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
+from tessera.common.store import WorldKeys
+from tessera.common.store import connect as redis_connect
+from tessera.matchmaking.admission import AuthIssuer
 from tessera.relay import packet
-from tessera.v1 import relay_pb2, relay_pb2_grpc, zone_pb2, zone_pb2_grpc
+from tessera.v1 import auth_pb2, relay_pb2, relay_pb2_grpc, zone_pb2, zone_pb2_grpc
+from tessera.zone.invariants import settle
 
 pytestmark = pytest.mark.integration
 
 WORLD = "itest"
+SERVICE_SECRET = "relay-itest-secret-0123456789"
 
 
 def free_udp_port() -> int:
@@ -51,6 +58,7 @@ class Stack:
     udp_address: str
     connect_key: bytes
     signing_key: SigningKey
+    redis_url: str
 
     async def restart_zone(self) -> None:
         """kill -9 the zone and start it again. The child is forked from this
@@ -103,6 +111,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "TESSERA_CONNECT_KEY": connect_b64,
             "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{udp_port}",
             "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "1000",
+            "TESSERA_AUTH_SERVICE_CLIENTS": f"matchmaking={SERVICE_SECRET}",
         },
         name="auth",
     ).start()
@@ -130,7 +139,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         name="relay",
     ).start()
     relay.wait_serving()
-    s = Stack(auth, zone, relay, zone_env, f"127.0.0.1:{udp_port}", connect_key, signing_key)
+    s = Stack(
+        auth,
+        zone,
+        relay,
+        zone_env,
+        f"127.0.0.1:{udp_port}",
+        connect_key,
+        signing_key,
+        redis.url,
+    )
     yield s
     for proc in (s.relay, s.zone, s.auth):
         proc.terminate()
@@ -448,3 +466,160 @@ async def test_raw_protocol_retransmit_rate_limit_and_replay(stack: Stack) -> No
         )
     finally:
         transport.close()
+
+
+async def service_token(
+    stack: Stack, player: str, *, world: str, zone: str
+) -> auth_pb2.ConnectToken:
+    """A token naming a destination, issued as the matchmaker issues them."""
+    issuer = AuthIssuer(stack.auth.grpc_address, "matchmaking", SERVICE_SECRET)
+    try:
+        return await issuer.issue(player, "default", world=world, zone=zone)
+    finally:
+        await issuer.close()
+
+
+async def sessions_by_player(stack: Stack) -> dict[str, list[relay_pb2.SessionInfo]]:
+    async with grpc.aio.insecure_channel(stack.relay.grpc_address) as channel:
+        stub: Any = relay_pb2_grpc.RelayStub(channel)
+        listing = await stub.ListSessions(relay_pb2.ListSessionsRequest())
+    found: dict[str, list[relay_pb2.SessionInfo]] = {}
+    for info in listing.sessions:
+        found.setdefault(info.player_id, []).append(info)
+    return found
+
+
+async def zone_players(address: str) -> set[str]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub: Any = zone_pb2_grpc.ZoneStub(channel)
+        status = await stub.GetStatus(zone_pb2.GetStatusRequest(include_entities=True))
+    return {p for p in status.entity_players if p}
+
+
+async def connect_walker(stack: Stack, device: str) -> tuple[GameClient, list[bool]]:
+    """A client that walks along +x while ``moving[0]`` and stands still after."""
+    token = await guest_connect_token(stack.auth.grpc_address, device)
+    client = GameClient(UdpTransport())
+    await client.connect(token)
+    moving = [True]
+    client.start(lambda _client: Intent(move_x=1.0 if moving[0] else 0.0))
+    return client, moving
+
+
+INSTANCE = "inst-0123456789abcdef01234567"
+
+
+async def test_a_token_naming_a_zone_moves_the_player_there(stack: Stack) -> None:
+    """The player is live in zone-a; a token naming the instance zone (as the
+    matchmaker issues it) makes the relay Leave zone-a and Join the instance, which
+    adopts the checkpoint: same entity, same place, one owner, one session, the
+    replaced session detached from zone-a's link."""
+    # Connected while zone-a is the only zone, so it is placed there.
+    old, moving = await connect_walker(stack, "device-traveller-0123456789")
+    assert old.accepted is not None and old.world is not None
+    player, entity = old.accepted.player_id, old.accepted.entity_id
+    instance = ServiceProcess(
+        "tessera.zone", {**stack.zone_env, "TESSERA_ZONE": INSTANCE}, name="instance"
+    ).start()
+    redis = redis_connect(stack.redis_url, decode_responses=True)
+    try:
+        await asyncio.to_thread(instance.wait_serving)
+        await wait_for(lambda: old.snapshots > 10, 10.0, "snapshots from zone-a")
+        moving[0] = False
+        await asyncio.sleep(0.5)  # standing still: the position is final
+        before = own_position_of(old)
+        assert abs(float(before[0])) > 0.5  # it did walk
+        transfers = stack.metric("tessera_relay_transfers_total")
+        token = await service_token(stack, player, world=WORLD, zone=INSTANCE)
+        assert (token.world, token.zone) == (WORLD, INSTANCE)
+
+        new = GameClient(UdpTransport())
+        await new.connect(token)
+        assert new.accepted is not None and new.accepted.entity_id == entity
+        await wait_for(lambda: new.snapshots > 5, 10.0, "snapshots from the instance")
+        after = own_position_of(new)
+        assert float(np.linalg.norm(after - before)) < 0.5, (before, after)
+        await wait_for(lambda: old.disconnected is not None, 5.0, "the old session to end")
+        assert old.disconnected is not None and old.disconnected.reason == "REPLACED"
+        assert stack.metric("tessera_relay_transfers_total") == transfers + 1
+
+        # Exactly one zone owns the player: the instance, which its route names.
+        addresses = {"zone-a": stack.zone.grpc_address, INSTANCE: instance.grpc_address}
+        report = await settle(redis, WORLD, addresses, {player})
+        assert report.ok, report
+        assert player not in await zone_players(stack.zone.grpc_address)
+        assert player in await zone_players(instance.grpc_address)
+        route = await redis.hget(WorldKeys(WORLD).routes, player)
+        assert isinstance(route, str) and route.startswith(f"{INSTANCE}|")
+        # One session, in the instance; each link carries exactly its sessions' players.
+        (info,) = (await sessions_by_player(stack))[player]
+        assert info.zone.zone == INSTANCE
+        sessions = [i for infos in (await sessions_by_player(stack)).values() for i in infos]
+        status = await stack.status()
+        for link in status.upstreams:
+            attached = sum(1 for i in sessions if i.zone.zone == link.zone.zone)
+            assert link.players == attached, (link.zone.zone, link.players, attached)
+        # The player plays on in the instance.
+        new.start(lambda _client: Intent(move_z=1.0))
+        await asyncio.sleep(1.0)
+        assert float(np.linalg.norm(own_position_of(new) - after)) > 0.5
+        assert new.connected
+        await new.close()
+    finally:
+        await old.close()
+        instance.terminate()
+        await redis.aclose()
+
+
+def own_position_of(client: GameClient) -> npt.NDArray[np.float64]:
+    assert client.world is not None
+    position = client.world.own_position()
+    assert position is not None
+    return position.copy()
+
+
+async def test_a_token_for_another_world_is_refused(stack: Stack) -> None:
+    token = await service_token(stack, "stranger", world="elsewhere", zone="zone-a")
+    refused = stack.metric("tessera_relay_handshakes_total", result="wrong_world")
+    assert not await raw_handshake(stack, token.token)  # UDP: no answer
+    with pytest.raises(ConnectError, match="UNAUTHENTICATED"):
+        await GameClient(PlayTransport(stack.relay.grpc_address)).connect(token)
+    assert stack.metric("tessera_relay_handshakes_total", result="wrong_world") == refused + 2
+    assert "stranger" not in await sessions_by_player(stack)
+    redis = redis_connect(stack.redis_url, decode_responses=True)
+    try:
+        assert await redis.hget(WorldKeys(WORLD).routes, "stranger") is None
+    finally:
+        await redis.aclose()
+
+
+async def test_a_token_naming_a_zone_not_running_changes_nothing(stack: Stack) -> None:
+    client, moving = await connect_walker(stack, "device-stayer-0123456789")
+    assert client.accepted is not None
+    player = client.accepted.player_id
+    moving[0] = False
+    redis = redis_connect(stack.redis_url, decode_responses=True)
+    try:
+        await wait_for(lambda: client.snapshots > 5, 10.0, "snapshots from zone-a")
+        route = await redis.hget(WorldKeys(WORLD).routes, player)
+        assert isinstance(route, str) and route.startswith("zone-a|")
+        refused = stack.metric("tessera_relay_handshakes_total", result="zone_unavailable")
+        transfers = stack.metric("tessera_relay_transfers_total")
+        token = await service_token(stack, player, world=WORLD, zone="inst-gone")
+        with pytest.raises(ConnectError, match="ZONE_UNAVAILABLE"):
+            await GameClient(UdpTransport()).connect(token)
+        assert stack.metric("tessera_relay_handshakes_total", result="zone_unavailable") == (
+            refused + 1
+        )
+        assert stack.metric("tessera_relay_transfers_total") == transfers
+        # The player is still live in zone-a, on the same route and session.
+        assert await redis.hget(WorldKeys(WORLD).routes, player) == route
+        assert player in await zone_players(stack.zone.grpc_address)
+        (info,) = (await sessions_by_player(stack))[player]
+        assert info.zone.zone == "zone-a"
+        count = client.snapshots
+        await wait_for(lambda: client.snapshots > count + 5, 5.0, "snapshots after the refusal")
+        assert client.connected
+    finally:
+        await client.close()
+        await redis.aclose()

@@ -148,6 +148,11 @@ class GameClient:
         if self.clock_offset_ms is None or offset < self.clock_offset_ms:
             self.clock_offset_ms = offset
         self.transport.send(world.ack())
+        if world.last_input_seq > self.sequence:
+            # The zone restored the player with an earlier connection's inputs (a
+            # reconnect, a transfer): continue above them, or ours count as old.
+            self.sequence = world.last_input_seq
+            self.recent.clear()
         own = world.own_state()
         if own is not None and snap.sequence == world.latest_sequence:
             self.predictor.reconcile(own[0], world.last_input_seq, own[1])
