@@ -83,7 +83,7 @@ def verification(seconds: float) -> dict[str, float]:
     sign = rate(token, seconds / 2)
     grant = connect.ConnectGrant(
         connect.new_token_id(), "p", "s", ("127.0.0.1:7777",), b"a" * 32, b"b" * 32,
-        now, now + 30, 10,
+        now, now + 30, 10, world="main", zone="inst-0123456789abcdef01234567",
     )  # fmt: skip
     sealing = os.urandom(32)
     ct = connect.issue_connect_token(grant, signing_key=key, sealing_key=sealing)
