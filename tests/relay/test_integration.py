@@ -623,3 +623,66 @@ async def test_a_token_naming_a_zone_not_running_changes_nothing(stack: Stack) -
     finally:
         await client.close()
         await redis.aclose()
+
+
+async def test_a_join_refused_after_the_leave_puts_the_player_back(stack: Stack) -> None:
+    """The destination's heartbeat still says ACTIVE but the zone has just been
+    drained: its Join is refused after the player left zone-a, so the relay joins
+    them back into zone-a (same entity) and the live session keeps playing there."""
+    client, moving = await connect_walker(stack, "device-bouncer-0123456789")
+    assert client.accepted is not None
+    player, entity = client.accepted.player_id, client.accepted.entity_id
+    moving[0] = False
+    closing_zone = "inst-closing"
+    closing = ServiceProcess(
+        "tessera.zone",
+        {**stack.zone_env, "TESSERA_ZONE": closing_zone, "TESSERA_HEARTBEAT_S": "30"},
+        name="closing",
+    ).start()
+    redis = redis_connect(stack.redis_url)
+    keys = WorldKeys(WORLD)
+    try:
+        await asyncio.to_thread(closing.wait_serving)
+        await wait_for(lambda: client.snapshots > 5, 10.0, "snapshots from zone-a")
+
+        async def heartbeat() -> bool:
+            return bool(await redis.exists(keys.zone_status(closing_zone)))
+
+        await eventually(heartbeat, 5.0, "the closing zone's heartbeat")
+        async with grpc.aio.insecure_channel(closing.grpc_address) as channel:
+            stub: Any = zone_pb2_grpc.ZoneStub(channel)
+            await stub.Drain(zone_pb2.DrainRequest())
+        # A heartbeat that has not caught up with the drain yet.
+        raw = await redis.get(keys.zone_status(closing_zone))
+        assert isinstance(raw, bytes)
+        stale = zone_pb2.ZoneStatus.FromString(raw)
+        stale.state = zone_pb2.ZONE_STATE_ACTIVE
+        await redis.set(keys.zone_status(closing_zone), stale.SerializeToString(), keepttl=True)
+        before = await redis.hget(keys.routes, player)
+        assert isinstance(before, bytes) and before.startswith(b"zone-a|")
+        transfers = stack.metric("tessera_relay_transfers_total")
+
+        token = await service_token(stack, player, world=WORLD, zone=closing_zone)
+        with pytest.raises(ConnectError, match="ZONE_UNAVAILABLE"):
+            await GameClient(UdpTransport()).connect(token)
+
+        # Back in zone-a under a newer epoch, one owner, the same session playing on.
+        after = await redis.hget(keys.routes, player)
+        assert isinstance(after, bytes) and after.startswith(b"zone-a|")
+        assert int(after.split(b"|")[1]) > int(before.split(b"|")[1])
+        addresses = {"zone-a": stack.zone.grpc_address, closing_zone: closing.grpc_address}
+        report = await settle(redis, WORLD, addresses, {player})
+        assert report.ok, report
+        assert player not in await zone_players(closing.grpc_address)
+        assert stack.metric("tessera_relay_transfers_total") == transfers
+        count = client.snapshots
+        await wait_for(lambda: client.snapshots > count + 5, 5.0, "snapshots after the rollback")
+        assert client.connected and client.accepted.entity_id == entity
+        moving[0] = True
+        start = own_position_of(client)
+        await asyncio.sleep(1.0)
+        assert float(np.linalg.norm(own_position_of(client) - start)) > 0.5
+    finally:
+        await client.close()
+        closing.terminate()
+        await redis.aclose()

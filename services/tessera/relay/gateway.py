@@ -244,15 +244,20 @@ class Gateway:
             ) from None
 
     async def _rejoin(self, source: ZoneLink, request: zone_pb2.JoinRequest) -> None:
-        """Undo a transfer's leave: ``source`` adopts the checkpoint it just saved."""
+        """Undo a transfer's leave: ``source`` adopts the checkpoint it just saved,
+        and a session of the player still on its link is attached there again."""
+        player = request.player_id
         try:
             await source.join(request)
         except (UpstreamUnavailable, grpc.aio.AioRpcError) as err:
             # The checkpoint stays; the player's next connection restores it.
             log.error(
                 "transfer rollback failed",
-                extra={"player": request.player_id, "zone": source.zone, "error": _why(err)},
+                extra={"player": player, "zone": source.zone, "error": _why(err)},
             )
+            return
+        if player in source.attached:
+            source.attach(player)
 
     async def _pick_zone(self, skip: set[str]) -> str | None:
         statuses = await self.store.zone_statuses()
