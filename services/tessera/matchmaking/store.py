@@ -641,6 +641,8 @@ class Store:
             return []
         raw: list[Any] = await self.redis.mget([keys.zone_status(z) for z in zones])
         loads = zone_loads(dict(zip(zones, raw, strict=True)))
+        if not loads:
+            return []
         async with self.redis.pipeline(transaction=True) as pipe:
             for load in loads:
                 sent = self.sent_key(world, load.zone)
