@@ -3,6 +3,8 @@ since its heartbeat; instance zones are never destinations; instance names."""
 
 from __future__ import annotations
 
+import math
+
 from tessera.common.store import check_name
 from tessera.matchmaking.destination import (
     ZoneLoad,
@@ -45,12 +47,23 @@ def test_zone_loads_parse_heartbeats_and_skip_bad_ones() -> None:
     instance = zone_pb2.ZoneStatus(
         state=zone_pb2.ZONE_STATE_ACTIVE, instance="0123456789abcdef"
     ).SerializeToString()
+    odd_clock = zone_pb2.ZoneStatus(
+        state=zone_pb2.ZONE_STATE_ACTIVE, updated_at_ms=math.nan
+    ).SerializeToString()
     loads = zone_loads(
-        {"z1": good, "z2": draining, "z3": None, "z4": b"\xff\xff\xff", "inst-0123": instance}
+        {
+            "z1": good,
+            "z2": draining,
+            "z3": None,
+            "z4": b"\xff\xff\xff",
+            "inst-0123": instance,
+            "z5": odd_clock,
+        }
     )
+    assert ZoneLoad("z5", True, 0, 0.0) in loads
     assert ZoneLoad("z1", True, 7, 5.0) in loads
     assert ZoneLoad("z2", False, 0, 0.0) in loads
-    assert {load.zone for load in loads} <= {"z1", "z2", "z4"}
+    assert {load.zone for load in loads} <= {"z1", "z2", "z4", "z5"}
     assert "z3" not in {load.zone for load in loads}
 
 

@@ -10,6 +10,7 @@ docs/MATCHMAKING.md, "Destinations").
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -42,7 +43,9 @@ def zone_loads(statuses: Mapping[str, bytes | None]) -> list[ZoneLoad]:
         if status.instance:
             continue
         active = status.state == zone_pb2.ZONE_STATE_ACTIVE
-        out.append(ZoneLoad(zone, active, status.players, status.updated_at_ms))
+        # A non-finite clock counts every player sent in the store's window.
+        updated = status.updated_at_ms if math.isfinite(status.updated_at_ms) else 0.0
+        out.append(ZoneLoad(zone, active, status.players, updated))
     return out
 
 

@@ -137,10 +137,10 @@ return ended
 
 # Claims proposals, each all-or-nothing. KEYS: pool; ARGV: now, retention, prefix, channel,
 # mode, match record TTL (s), count, sent window start (ms), sent window (ms), instance
-# stream length, then per
-# proposal: match id, backfill id, instance world, instance zone, instance request, booked
-# world, booked zone, booked players, zone players at its heartbeat, heartbeat ms, capacity
-# ('' = no check), ticket count, (ticket id, assignment)..., slot count, (team, slots)...
+# stream length, then per proposal: match id, backfill id, instance world, instance zone,
+# instance request, booked world, booked zone, booked players, zone players at its
+# heartbeat, heartbeat ms, capacity ('' = no check), ticket count, (ticket id,
+# assignment)..., slot count, (team, slots)...
 # Returns per proposal 1, or the id of the first ticket that was no longer searching
 # (``backfill:<id>`` for a full backfill, ``zone:<zone>`` for a zone without room).
 CLAIM = """
