@@ -669,16 +669,6 @@ class Store:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
-def sent_since(last: Sequence[bytes], first: Sequence[bytes]) -> int:
-    """Players in a zone's sent ZSET from ``first`` (the oldest entry at or after a
-    heartbeat, or none) to ``last`` (the newest entry, or none): running totals."""
-    if not last or not first:
-        return 0
-    total = int(_text(last[0]).split(":", 1)[0])
-    cum, n, _ = _text(first[0]).split(":", 2)
-    return total - int(cum) + int(n)
-
-
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -707,3 +697,13 @@ def _backfill(row: Mapping[Any, Any]) -> pb.Backfill | None:
     tickets = row.get(b"tickets", b"")
     backfill.ticket_ids.extend(t for t in _text(tickets).split(",") if t)
     return backfill
+
+
+def sent_since(last: Sequence[bytes], first: Sequence[bytes]) -> int:
+    """Players in a zone's sent ZSET from ``first`` (the oldest entry at or after a
+    heartbeat, or none) to ``last`` (the newest entry, or none): running totals."""
+    if not last or not first:
+        return 0
+    total = int(_text(last[0]).split(":", 1)[0])
+    cum, n, _ = _text(first[0]).split(":", 2)
+    return total - int(cum) + int(n)
