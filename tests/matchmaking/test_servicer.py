@@ -22,7 +22,7 @@ from tessera.common import errors
 from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
-from tessera.matchmaking.store import Store
+from tessera.matchmaking.store import Claim, Instance, Store
 from tessera.v1 import auth_pb2, auth_pb2_grpc, common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
 from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
@@ -217,6 +217,20 @@ async def test_duel_assignment_with_connect_tokens_and_result(stack: Stack) -> N
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stack.mm_stub.ReportMatchResult(result, metadata=alice_md)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # A match played in an instance zone: its first applied result ends the instance.
+    instance = Instance("arenas", "inst-arena-match", b"")
+    assert await ratings.claim("arena", [Claim("arena-match", [], instance=instance)], 0.0) == [
+        None
+    ]
+    result.match_id = "arena-match"
+    assert (await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)).applied
+    assert not (await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)).applied
+    entries: Any = await stack.redis.xrange(Store.instances_key("arenas"))
+    assert [(f[b"kind"], f[b"match"], f[b"zone"]) for _, f in entries] == [
+        (b"create", b"arena-match", b"inst-arena-match"),
+        (b"end", b"arena-match", b"inst-arena-match"),
+    ]
+    assert abs(int(entries[1][1][b"at_ms"]) - time.time() * 1000) < 60_000
 
 
 def _redis_url(stack: Stack) -> str:
