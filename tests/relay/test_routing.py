@@ -68,6 +68,22 @@ def test_pick_least_loaded_active_zone() -> None:
     assert pick_zone(None, {}) is None
 
 
+def test_pick_never_an_instance_zone() -> None:
+    instance = status("inst-0123", 0)
+    instance.instance = "0123"
+    statuses = {"inst-0123": instance, "open": status("open", 50)}
+    assert pick_zone(None, statuses) == "open"
+    zone_map = zone_pb2.ZoneMap(
+        world="w",
+        zones=[
+            zone_pb2.ZoneMapEntry(zone="inst-0123", state=ACTIVE),
+            zone_pb2.ZoneMapEntry(zone="open", state=ACTIVE),
+        ],
+    )
+    assert pick_zone(zone_map, statuses) == "open"
+    assert pick_zone(None, {"inst-0123": instance}) is None
+
+
 def test_addresses_prefer_heartbeat() -> None:
     zone_map = zone_pb2.ZoneMap(
         zones=[

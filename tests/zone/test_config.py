@@ -17,6 +17,12 @@ def test_defaults_and_standby() -> None:
     assert cfg.bounds is None and cfg.tick_hz == 30 and cfg.max_rewind_ms == 250.0
     assert (cfg.tiers.near, cfg.tiers.mid, cfg.tiers.far) == (50.0, 100.0, 200.0)
     assert cfg.snapshot_history >= 32 and cfg.history_s >= 1.0
+    assert cfg.instance == ""
+
+
+def test_instance_zone() -> None:
+    cfg = ZoneConfig.from_env(Env({"TESSERA_ZONE_INSTANCE": "9f86d081884c7d65"}))
+    assert cfg.instance == "9f86d081884c7d65"
 
 
 @pytest.mark.parametrize(
@@ -28,6 +34,8 @@ def test_defaults_and_standby() -> None:
         ({"TESSERA_ZONE_BOUNDS": "0,0,5000,10"}, "TESSERA_ZONE_BOUNDS"),
         ({"TESSERA_WORLD_BOUNDS": "a,b,c,d"}, "TESSERA_WORLD_BOUNDS"),
         ({"TESSERA_ZONE": "Bad_Name"}, "TESSERA_ZONE"),
+        ({"TESSERA_ZONE_INSTANCE": "Match/1"}, "TESSERA_ZONE_INSTANCE"),
+        ({"TESSERA_ZONE_INSTANCE": "x" * 64}, "TESSERA_ZONE_INSTANCE"),
         ({"TESSERA_AOI_MID_M": "10"}, "TESSERA_AOI_MID_M"),
     ],
 )

@@ -85,7 +85,9 @@ def pick_zone(
     """The zone a player without a route joins: the least loaded active zone.
 
     Zones in the map that are not ACTIVE (draining, standby) are skipped; without
-    a map, any active zone with a heartbeat will do. Ties break by name.
+    a map, any active zone with a heartbeat will do. Instance zones (heartbeat
+    with ``instance`` set) are private to their match: never picked, map or not.
+    Ties break by name.
     """
     active = zone_pb2.ZONE_STATE_ACTIVE
     names: list[str]
@@ -94,6 +96,7 @@ def pick_zone(
         names = [n for n in names if n not in statuses or statuses[n].state == active]
     else:
         names = [n for n, s in statuses.items() if s.state == active]
+    names = [n for n in names if n not in statuses or not statuses[n].instance]
     if not names:
         return None
     return min(names, key=lambda n: (statuses[n].players if n in statuses else 0, n))

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.zone import ghosts, metrics, topology
-from tessera.zone.entities import DEAD, Extra, export_state
+from tessera.zone.entities import DEAD, PLAYER, Extra, export_state
 from tessera.zone.handoff import Handoffs, Outgoing, source
 from tessera.zone.movement import Rect
 from tessera.zone.store import Commit
@@ -103,8 +103,12 @@ class Border:
         draining = z.state == State.ZONE_STATE_DRAINING
         if own is None or (topo is None and not self.drain_target):
             return []
+        if self.cfg.instance and not draining:
+            return []  # an instance zone is outside the partition: it hands over only at its end
         e = z.sim.ents
         rows = np.flatnonzero(self.owned())
+        if self.cfg.instance:
+            rows = rows[e.kind[rows] == PLAYER]  # an instance's NPCs end with it
         xz = e.pos[rows][:, [0, 2]]
         found = topology.departures(
             xz,

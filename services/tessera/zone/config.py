@@ -61,6 +61,8 @@ class ZoneConfig:
     aura_m: float = 50.0
     ghost_hz: float = 15.0
     ghost_ttl_s: float = 0.5
+    # Match id when this is an instance zone (never in the zone map), else "".
+    instance: str = ""
 
     @property
     def dt(self) -> float:
@@ -123,4 +125,5 @@ class ZoneConfig:
             ),
             ghost_hz=env.number("GHOST_HZ", 15.0, lo=10.0, hi=60.0),
             ghost_ttl_s=env.number("GHOST_TTL_S", 0.5, lo=0.1, hi=10.0),
+            instance=env.string("ZONE_INSTANCE", "", pattern=DNS_LABEL),
         )

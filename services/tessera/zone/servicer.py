@@ -165,12 +165,13 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
 
     def _maybe_drained(self) -> None:
         """DRAINED once no entity is left to hand away (NPCs stay only if no zone can
-        take them)."""
+        take them, or if this is an instance zone: its NPCs end with it)."""
         e, border = self.sim.ents, self.border
         topo = border.topo
         neighbours = topo is not None and any(a.zone != self.cfg.zone for a in topo.zones)
         owned = int(border.owned().sum())
-        left = owned if (neighbours or border.drain_target) else len(e.players)
+        npcs_leave = bool(neighbours or border.drain_target) and not self.cfg.instance
+        left = owned if npcs_leave else len(e.players)
         if not left and not border.flight.outgoing:
             self.state = State.ZONE_STATE_DRAINED
             log.info(
@@ -279,6 +280,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             sample_x=e.pos[players, 0].tolist(),
             sample_z=e.pos[players, 2].tolist(),
             handoffs_pending=len(self.border.flight.outgoing),
+            instance=self.cfg.instance,
         )
         if entities:
             ids = e.id[: e.n][self.border.owned()].tolist()

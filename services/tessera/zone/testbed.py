@@ -81,6 +81,21 @@ class World:
             self.bounds[name] = bounds
         return proc
 
+    async def start_instance(
+        self, name: str, match: str, env: dict[str, str] | None = None
+    ) -> ServiceProcess:
+        """Start an instance zone of ``match`` over the whole world, outside the map."""
+        wb = self.world_bounds
+        zone_env = {
+            **self.zone_env(name, wb),
+            "TESSERA_ZONE_INSTANCE": match,
+            **(env or {}),
+        }
+        proc = ServiceProcess("tessera.zone", zone_env, name=name).start()
+        await asyncio.to_thread(proc.wait_serving)
+        self.procs[name] = proc
+        return proc
+
     async def start_all(self, zones: list[ZoneSpec]) -> None:
         """Write the map first (so zones see their neighbours at once), then start them."""
         for z in zones:
