@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from tessera.common.store import WorldKeys
-from tessera.operator.store import OperatorStore
+from tessera.operator import store as operator_store
+from tessera.operator.store import OperatorStore, instances_key
 from tessera.v1 import common_pb2, zone_pb2
 
 WORLD = common_pb2.Bounds(min_x=0, min_z=0, max_x=100, max_z=100)
@@ -65,3 +67,62 @@ async def test_events_are_appended_to_a_capped_stream(redis: Redis) -> None:
     assert [fields for _, fields in entries] == [
         {b"decision": b"Split", b"zone": b"earth-0", b"reason": b"r"}
     ]
+
+
+async def xadd(redis: Redis, kind: str, match: str) -> str:
+    """An entry as the matchmaker writes it (the contract's fields)."""
+    entry_id = await redis.xadd(
+        instances_key("earth"),
+        {"kind": kind, "match": match, "zone": f"inst-{match}", "at_ms": "1000"},
+        maxlen=10000,
+        approximate=True,
+    )
+    return entry_id.decode()
+
+
+async def test_instance_entries_pending_first_then_new_until_acknowledged(redis: Redis) -> None:
+    store = OperatorStore(redis)
+    assert instances_key("earth") == "tessera:{mm}:instances:earth"
+    assert await store.instance_entries("earth") == []  # creates the group (MKSTREAM)
+    groups: Any = await redis.xinfo_groups(instances_key("earth"))
+    assert [g["name"] for g in groups] == [b"tessera-operator"]
+    a = await xadd(redis, "create", "a")
+    b = await xadd(redis, "create", "b")
+    first = await store.instance_entries("earth")
+    assert [i for i, _ in first] == [a, b]
+    assert first[0][1] == {
+        b"kind": b"create",
+        b"match": b"a",
+        b"zone": b"inst-a",
+        b"at_ms": b"1000",
+    }
+    c = await xadd(redis, "end", "a")
+    await store.ack_instances("earth", [a])
+    # b was read but not acknowledged: it comes again, before the new c.
+    assert [i for i, _ in await store.instance_entries("earth")] == [b, c]
+    await store.ack_instances("earth", [b, c])
+    await store.ack_instances("earth", [])
+    assert await store.instance_entries("earth") == []
+    # A second store (a newly elected operator) sees what the first left pending.
+    d = await xadd(redis, "create", "d")
+    assert [i for i, _ in await store.instance_entries("earth")] == [d]
+    assert [i for i, _ in await OperatorStore(redis).instance_entries("earth")] == [d]
+
+
+async def test_instance_entries_page_through_pending_and_survive_a_lost_group(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(operator_store, "INSTANCES_PAGE", 2)
+    store = OperatorStore(redis)
+    ids = [await xadd(redis, "create", f"m{i}") for i in range(5)]
+    assert [i for i, _ in await store.instance_entries("earth")] == ids[:2]  # one page of new
+    assert [i for i, _ in await store.instance_entries("earth")] == ids[:4]
+    assert [i for i, _ in await store.instance_entries("earth")] == ids
+    # An entry trimmed away while pending comes back with no fields.
+    await redis.xdel(instances_key("earth"), ids[0])
+    entries = await store.instance_entries("earth")
+    assert entries[0] == (ids[0], {}) and len(entries) == 5
+    await redis.delete(instances_key("earth"))  # e.g. Redis lost its data: a new group
+    assert await store.instance_entries("earth") == []
+    e = await xadd(redis, "end", "x")
+    assert [i for i, _ in await store.instance_entries("earth")] == [e]
