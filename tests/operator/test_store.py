@@ -71,13 +71,13 @@ async def test_events_are_appended_to_a_capped_stream(redis: Redis) -> None:
 
 async def xadd(redis: Redis, kind: str, match: str) -> str:
     """An entry as the matchmaker writes it (the contract's fields)."""
-    entry_id = await redis.xadd(
+    entry_id: Any = await redis.xadd(
         instances_key("earth"),
         {"kind": kind, "match": match, "zone": f"inst-{match}", "at_ms": "1000"},
         maxlen=10000,
         approximate=True,
     )
-    return entry_id.decode()
+    return str(entry_id.decode())
 
 
 async def test_instance_entries_pending_first_then_new_until_acknowledged(redis: Redis) -> None:
