@@ -391,7 +391,8 @@ def test_instance_zoneserver_view_and_workload() -> None:
 
 
 def test_instances_stay_out_of_the_map_and_the_replica_count() -> None:
-    spec = resources.world_spec(world_obj())
+    policy = {"targetPlayersPerZone": 2, "mergeThreshold": 1, "splitThreshold": 3}
+    spec = resources.world_spec(world_obj(autoscaling=policy))
     views = [
         ZoneView("a", Desired.ACTIVE, Rect(0, 0, 1024, 1024), phase=Phase.READY, players=3),
         ZoneView(ZONE, Desired.ACTIVE, Rect(0, 0, 1024, 1024), instance=MATCH, players=4),
@@ -402,6 +403,7 @@ def test_instances_stay_out_of_the_map_and_the_replica_count() -> None:
         spec, views, Plan((), (), Memory()), map_version=1, previous={}, now="t"
     )
     assert (status["replicas"], status["instances"], status["totalPlayers"]) == (1, 1, 7)
+    assert status["recommendedZones"] == 2  # from the open world's 3 players only
 
 
 def assignment(**destination: Any) -> bytes:

@@ -457,6 +457,7 @@ def world_status(
     for z in views:
         phases[z.phase.value] = phases.get(z.phase.value, 0) + 1
     players = sum(z.players for z in views)
+    open_world = sum(z.players for z in views if z.instance is None)
     problems = [n for n in result.notes if "do not partition" in n]
     out: dict[str, Any] = {
         "replicas": len(active),
@@ -465,7 +466,7 @@ def world_status(
         "standbyZones": sum(1 for z in views if z.desired == Desired.STANDBY),
         "instances": sum(1 for z in views if z.instance is not None),
         "totalPlayers": players,
-        "recommendedZones": max(1, math.ceil(players / world.policy.target_players)),
+        "recommendedZones": max(1, math.ceil(open_world / world.policy.target_players)),
         "mapVersion": map_version,
         "planner": result.memory.to_dict(),
         "conditions": [
