@@ -1,4 +1,5 @@
-"""Destinations: least-loaded active zone under capacity, pending players, instance names."""
+"""Destinations: least-loaded active open-world zone under capacity, counting players sent
+since its heartbeat; instance zones are never destinations; instance names."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from tessera.common.store import check_name
 from tessera.matchmaking.destination import (
     ZoneLoad,
     instance_zone,
-    pending_players,
     pick_zone,
     zone_loads,
 )
@@ -26,10 +26,12 @@ def test_pick_least_loaded_active_zone_with_room() -> None:
     assert pick_zone([], {}, 1, 100) is None
 
 
-def test_pending_counts_only_players_sent_after_the_heartbeat() -> None:
-    loads = [ZoneLoad("a", True, 5, updated_at_ms=1_000.0)]
-    sent = [("a", 900.0, 4), ("a", 1_100.0, 2), ("b", 50.0, 3)]
-    assert pending_players(sent, loads) == {"a": 2, "b": 3}
+def test_players_sent_since_the_heartbeat_count_as_there() -> None:
+    loads = [ZoneLoad("a", True, 5, sent=4), ZoneLoad("b", True, 7)]
+    assert pick_zone(loads, {}, 1, 10) == "b"  # a has 9 (5 + 4 sent), b 7
+    assert pick_zone(loads, {"b": 2}, 1, 10) == "a"
+    assert pick_zone(loads, {"b": 2}, 2, 10) is None
+    assert pick_zone([ZoneLoad("a", True, 0, sent=10)], {}, 1, 10) is None
 
 
 def test_zone_loads_parse_heartbeats_and_skip_bad_ones() -> None:
@@ -40,7 +42,12 @@ def test_zone_loads_parse_heartbeats_and_skip_bad_ones() -> None:
         updated_at_ms=5.0,
     ).SerializeToString()
     draining = zone_pb2.ZoneStatus(state=zone_pb2.ZONE_STATE_DRAINING).SerializeToString()
-    loads = zone_loads({"z1": good, "z2": draining, "z3": None, "z4": b"\xff\xff\xff"})
+    instance = zone_pb2.ZoneStatus(
+        state=zone_pb2.ZONE_STATE_ACTIVE, instance="0123456789abcdef"
+    ).SerializeToString()
+    loads = zone_loads(
+        {"z1": good, "z2": draining, "z3": None, "z4": b"\xff\xff\xff", "inst-0123": instance}
+    )
     assert ZoneLoad("z1", True, 7, 5.0) in loads
     assert ZoneLoad("z2", False, 0, 0.0) in loads
     assert {load.zone for load in loads} <= {"z1", "z2", "z4"}

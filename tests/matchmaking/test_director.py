@@ -57,13 +57,23 @@ def make_ticket(mode: str, *players: str, clock: Clock, rating_region: str = "eu
     )
 
 
-async def add_zone(redis: Redis, world: str, zone: str, players: int, active: bool = True) -> None:
+async def add_zone(
+    redis: Redis,
+    world: str,
+    zone: str,
+    players: int,
+    active: bool = True,
+    *,
+    updated_at_ms: float = 0.0,
+    instance: str = "",
+) -> None:
     keys = WorldKeys(world)
     status = zone_pb2.ZoneStatus(
         zone=common_pb2.ZoneRef(world=world, zone=zone),
         state=zone_pb2.ZONE_STATE_ACTIVE if active else zone_pb2.ZONE_STATE_DRAINING,
         players=players,
-        updated_at_ms=0.0,
+        updated_at_ms=updated_at_ms,
+        instance=instance,
     )
     await redis.sadd(keys.zones, zone)
     await redis.set(keys.zone_status(zone), status.SerializeToString())
@@ -85,6 +95,7 @@ async def test_duel_goes_to_least_loaded_zone_with_tokens(
     await add_zone(redis, "main", "busy", 5)
     await add_zone(redis, "main", "quiet", 1)
     await add_zone(redis, "main", "draining", 0, active=False)
+    await add_zone(redis, "main", "inst-empty", 0, instance="0123abcd")
     issuer = Issuer()
     director = Director(store, {"duel": DUEL}, issuer=issuer, clock=clock)
     a = await store.create(make_ticket("duel", "alice", clock=clock), clock.now, "alice-sid")
@@ -125,6 +136,49 @@ async def test_zone_capacity_counts_players_sent_since_heartbeat(
     assert (result.matches, result.no_destination) == (2, 1)
     again = await director.tick()
     assert (again.matches, again.no_destination) == (0, 1)
+    # Another replica counts them too.
+    other = Director(store, {"duel": DUEL}, clock=clock, rotate_ms=0)
+    late = await other.tick()
+    assert (late.matches, late.no_destination) == (0, 1)
+    # A newer heartbeat counts players from then on (here: the zone emptied).
+    clock.now += 1.0
+    await add_zone(redis, "main", "z1", 0, updated_at_ms=clock.now)
+    assert (await other.tick()).matches == 1
+
+
+async def test_racing_directors_never_overfill_a_zone(
+    store: Store, redis: Redis, clock: Clock
+) -> None:
+    """Two replicas with their own connections and disjoint ticket shares both read the
+    zone's load, then both claim: the claim script admits a match only while the zone
+    has room, whoever placed it (each replica alone would fill it)."""
+    await add_zone(redis, "main", "z", 4, updated_at_ms=clock.now - 1.0)
+    port = redis.connection_pool.connection_kwargs["port"]
+    other = Store(Redis.from_url(f"redis://127.0.0.1:{port}/0"), ticket_ttl_s=10.0)
+    # A fixed dealing (tickets never rotate): each replica matches its own half.
+    directors = [Director(s, {"duel": DUEL}, clock=clock, rotate_ms=1e9) for s in (store, other)]
+    try:
+        for _ in range(2):  # both register, then both see two replicas
+            await asyncio.gather(*(d.tick() for d in directors))
+            clock.now += 600.0
+        ids = []
+        for i in range(24):
+            ticket = make_ticket("duel", f"p{i}", clock=clock)
+            ids.append((await store.create(ticket, clock.now)).id)
+        matched = refused = 0
+        for _ in range(3):
+            results = await asyncio.gather(*(d.tick() for d in directors))
+            matched += sum(r.matches for r in results)
+            refused += sum(r.no_destination for r in results)
+            assert sum(r.conflicts for r in results) == 0  # disjoint shares
+            clock.now += 50.0
+    finally:
+        await other.redis.aclose()
+    tickets = [t for t in await store.get_many(ids, clock.now) if t is not None]
+    sent = sum(len(t.assignment.players) for t in tickets if t.state == pb.TICKET_STATE_ASSIGNED)
+    assert sent == 2 * matched == 6  # capacity 10, 4 there: room for three duels exactly
+    assert refused > 0
+    assert all(t.assignment.destination.zone == "z" for t in tickets if t.assignment.match_id)
 
 
 async def test_instance_mode_names_a_zone_and_requests_it(
@@ -143,11 +197,18 @@ async def test_instance_mode_names_a_zone_and_requests_it(
     got_party = tickets[0]
     assert got_party is not None
     assert len({p.team for p in got_party.assignment.players}) == 1
-    entries: Any = await redis.xrange(store.instances_key)
-    (_, fields) = entries[0]
+    entries: Any = await redis.xrange(store.instances_key("arenas"))
+    ((_, fields),) = entries
+    assert (fields[b"kind"], fields[b"zone"], fields[b"at_ms"]) == (
+        b"create",
+        zone.encode(),
+        str(int(clock.now)).encode(),
+    )
     request = pb.Assignment.FromString(fields[b"request"])
+    assert fields[b"match"].decode() == request.match_id == got_party.assignment.match_id
     assert request.destination.zone == zone and request.destination.world == "arenas"
     assert sorted(p.player_id for p in request.players) == ["a", "b", "c", "d"]
+    assert not any(p.HasField("connect_token") for p in request.players)
 
 
 async def test_backfill_refills_running_match_first(
@@ -182,6 +243,8 @@ async def test_backfill_refills_running_match_first(
         assert t.assignment.players[0].team == 1
     backfill = await store.get_backfill("bf")
     assert backfill is not None and dict(backfill.open_slots) == {1: 0}
+    # The running match's instance exists already: no new one is requested.
+    assert await redis.xlen(store.instances_key("w")) == 0
 
 
 async def test_expired_tickets_are_reaped(store: Store, clock: Clock) -> None:

@@ -11,7 +11,16 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.common.store import WorldKeys
-from tessera.matchmaking.store import Claim, PlayerBusy, Snapshot, Store
+from tessera.matchmaking.destination import ZoneLoad
+from tessera.matchmaking.store import (
+    SENT_WINDOW_MS,
+    Booking,
+    Claim,
+    Instance,
+    PlayerBusy,
+    Snapshot,
+    Store,
+)
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
 
@@ -185,15 +194,15 @@ async def test_searching_reads_new_tickets_once(store: Store, now: float) -> Non
 
 
 async def test_ratings_applied_once_per_match(store: Store, now: float) -> None:
-    assert await store.apply_result("m1", "duel", [["a"], ["b"]], [0, 1])
-    assert not await store.apply_result("m1", "duel", [["a"], ["b"]], [1, 0])
+    assert await store.apply_result("m1", "duel", [["a"], ["b"]], [0, 1], now_ms=now)
+    assert not await store.apply_result("m1", "duel", [["a"], ["b"]], [1, 0], now_ms=now)
     (a, b) = await store.ratings("duel", ["a", "b"])
     assert a[0] > 25.0 > b[0]
     assert (await store.ratings("5v5", ["a"]))[0] == (25.0, 25.0 / 3)
     # Concurrent results for different matches of the same players both land.
     await asyncio.gather(
-        store.apply_result("m2", "duel", [["a"], ["b"]], [0, 1]),
-        store.apply_result("m3", "duel", [["a"], ["b"]], [0, 1]),
+        store.apply_result("m2", "duel", [["a"], ["b"]], [0, 1], now_ms=now),
+        store.apply_result("m3", "duel", [["a"], ["b"]], [0, 1], now_ms=now),
     )
     (a3, _) = await store.ratings("duel", ["a", "b"])
     assert a3[1] < a[1]
@@ -237,15 +246,108 @@ async def test_backfill_slots_are_claimed_atomically(
     assert await store.open_backfills("5v5") == []
 
 
-async def test_instance_request_is_streamed(store: Store, redis: Redis, now: float) -> None:
+async def test_instance_lifecycle_is_streamed_per_world(
+    store: Store, redis: Redis, now: float
+) -> None:
     a = await store.create(make_ticket("a"), now)
+    b = await store.create(make_ticket("b"), now)
+    gone = await store.create(make_ticket("gone"), now)
+    await store.cancel(gone, now)
     request = pb.Assignment(match_id="m9").SerializeToString()
-    assert await store.claim(
-        "duel", [Claim("m9", [(a.id, b"")], instance_request=request)], now
-    ) == [None]
-    entries: Any = await redis.xrange(store.instances_key)
-    ((_, fields),) = entries
-    assert fields == {b"match": b"m9", b"request": request}
+    instance = Instance("arenas", "inst-m9", request)
+    claims = [
+        Claim("m9", [(a.id, b""), (b.id, b"")], instance=instance),
+        Claim("m8", [(gone.id, b"")], instance=Instance("arenas", "inst-m8", request)),
+    ]
+    assert await store.claim("duel", claims, now) == [None, gone.id]
+    entries: Any = await redis.xrange(store.instances_key("arenas"))
+    ((_, fields),) = entries  # nothing for the claim that failed
+    assert fields == {
+        b"kind": b"create",
+        b"match": b"m9",
+        b"zone": b"inst-m9",
+        b"request": request,
+        b"at_ms": str(int(now)).encode(),
+    }
+    assert await redis.get(store.instance_key("m9")) == b"arenas inst-m9"
+    assert 86_000 < await redis.ttl(store.instance_key("m9")) <= 86_400
+    assert await redis.exists(store.instance_key("m8")) == 0
+    # The result ends the instance, once, in the same transaction as the ratings.
+    assert await store.apply_result("m9", "duel", [["a"], ["b"]], [0, 1], now_ms=now + 5)
+    assert not await store.apply_result("m9", "duel", [["a"], ["b"]], [1, 0], now_ms=now + 9)
+    assert await store.apply_result("open-world-match", "duel", [["a"], ["b"]], [0, 1], now_ms=now)
+    entries = await redis.xrange(store.instances_key("arenas"))
+    assert len(entries) == 2
+    assert entries[1][1] == {
+        b"kind": b"end",
+        b"match": b"m9",
+        b"zone": b"inst-m9",
+        b"at_ms": str(int(now) + 5).encode(),
+    }
+    assert await redis.keys(store.instances_key("*")) == [store.instances_key("arenas").encode()]
+
+
+async def test_zone_room_is_checked_in_the_claim_across_replicas(
+    store: Store, redis: Redis, now: float
+) -> None:
+    """Two stores (as two replicas) book one zone concurrently: the claim script admits
+    players only while the zone has room, counting every booking since the heartbeat."""
+    port = redis.connection_pool.connection_kwargs["port"]
+    other = Store(Redis.from_url(f"redis://127.0.0.1:{port}/0"))
+    tickets = [await store.create(make_ticket(f"p{i}"), now) for i in range(40)]
+
+    def booked(i: int, players: int) -> Claim:
+        booking = Booking(
+            "main", "z", players, capacity=25, heartbeat_players=5, heartbeat_ms=now - 100.0
+        )
+        return Claim(f"m{i}", [(tickets[i].id, b"")], booking=booking)
+
+    results = await asyncio.gather(
+        *(s.claim("duel", [booked(i, 1 + i % 3)], now) for i, s in enumerate([store, other] * 20))
+    )
+    await other.redis.aclose()
+    admitted = [i for i, (r,) in enumerate(results) if r is None]
+    refused = [r for (r,) in results if r is not None]
+    assert sum(1 + i % 3 for i in admitted) <= 20 and sum(1 + i % 3 for i in admitted) >= 18
+    assert refused and set(refused) == {"zone:z"}
+    # A refused proposal changed nothing: its ticket still searches.
+    left = await store.get_many([t.id for i, t in enumerate(tickets) if i not in admitted], now)
+    assert all(t is not None and t.state == pb.TICKET_STATE_SEARCHING for t in left)
+    (load,) = await store_loads(store, redis, players=5, updated_at_ms=now - 100.0)
+    assert load.sent == sum(1 + i % 3 for i in admitted)
+    # After a newer heartbeat only later bookings count; a backfill (no capacity)
+    # is recorded even into a full zone.
+    (load,) = await store_loads(store, redis, players=25, updated_at_ms=now + 50.0)
+    assert load.sent == 0
+    spare = next(t for i, t in enumerate(tickets) if i not in admitted)
+    backfill = Claim("bf", [(spare.id, b"")], booking=Booking("main", "z", 2))
+    assert await store.claim("duel", [backfill], now + 60) == [None]
+    (load,) = await store_loads(store, redis, players=25, updated_at_ms=now + 50.0)
+    assert load.sent == 2
+    sent = store.sent_key("main", "z")
+    assert 0 < await redis.pttl(sent) <= SENT_WINDOW_MS
+    # Entries older than the window are pruned by the next booking.
+    count = await redis.zcard(sent)
+    late = await store.create(make_ticket("late"), now + SENT_WINDOW_MS + 1_000)
+    claim = Claim("late", [(late.id, b"")], booking=Booking("main", "z", 1))
+    assert await store.claim("duel", [claim], now + SENT_WINDOW_MS + 1_000) == [None]
+    assert count > 1 and await redis.zcard(sent) == 1
+
+
+async def store_loads(
+    store: Store, redis: Redis, *, players: int, updated_at_ms: float
+) -> list[ZoneLoad]:
+    """Register zone z of world main with a heartbeat, then read the loads."""
+    keys = WorldKeys("main")
+    status = zone_pb2.ZoneStatus(
+        zone=common_pb2.ZoneRef(world="main", zone="z"),
+        state=zone_pb2.ZONE_STATE_ACTIVE,
+        players=players,
+        updated_at_ms=updated_at_ms,
+    )
+    await redis.sadd(keys.zones, "z")
+    await redis.set(keys.zone_status("z"), status.SerializeToString())
+    return await store.zone_loads("main")
 
 
 async def test_zone_loads_from_registry(store: Store, redis: Redis) -> None:
@@ -255,10 +357,12 @@ async def test_zone_loads_from_registry(store: Store, redis: Redis) -> None:
         state=zone_pb2.ZONE_STATE_ACTIVE,
         players=12,
     )
-    await redis.sadd(keys.zones, "z1", "z2")
+    instance = zone_pb2.ZoneStatus(state=zone_pb2.ZONE_STATE_ACTIVE, instance="m1")
+    await redis.sadd(keys.zones, "z1", "z2", "inst-m1")
     await redis.set(keys.zone_status("z1"), status.SerializeToString())
+    await redis.set(keys.zone_status("inst-m1"), instance.SerializeToString())
     (load,) = await store.zone_loads("main")
-    assert (load.zone, load.active, load.players) == ("z1", True, 12)
+    assert (load.zone, load.active, load.players, load.sent) == ("z1", True, 12, 0)
     assert await store.zone_loads("empty") == []
 
 

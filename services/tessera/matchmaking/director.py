@@ -20,12 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from tessera.matchmaking import metrics
-from tessera.matchmaking.destination import (
-    ZoneLoad,
-    instance_zone,
-    pending_players,
-    pick_zone,
-)
+from tessera.matchmaking.destination import ZoneLoad, instance_zone, pick_zone
 from tessera.matchmaking.matching import (
     OpenBackfill,
     Proposal,
@@ -35,15 +30,13 @@ from tessera.matchmaking.matching import (
     valid_proposals,
 )
 from tessera.matchmaking.modes import INSTANCE, Mode
-from tessera.matchmaking.store import Claim, Snapshot, Store
+from tessera.matchmaking.store import Booking, Claim, Instance, Snapshot, Store
 from tessera.matchmaking.ticket import Candidate
 from tessera.v1 import auth_pb2
 from tessera.v1 import matchmaking_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-# Zone players sent by this replica are remembered this long (a few zone heartbeats).
-_SENT_MEMORY_MS = 10_000.0
 # After a failed tick (e.g. Redis unreachable) the loop waits this long before the next.
 _RETRY_S = 0.5
 
@@ -97,7 +90,6 @@ class Director:
     _share: tuple[int, int] = field(default=(0, 1), init=False)
     _last_share_ms: float = field(default=0.0, init=False)
     _snapshots: dict[str, Snapshot] = field(default_factory=dict, init=False)
-    _sent: list[tuple[str, float, int]] = field(default_factory=list, init=False)
     _last_expire_ms: float = field(default=0.0, init=False)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -134,7 +126,6 @@ class Director:
             self._last_share_ms = now
             members = await self.store.replicas(self.replica_id, now, self.replica_ttl_s * 1000.0)
             self._share = (members.index(self.replica_id), len(members))
-        self._sent = [s for s in self._sent if now - s[1] < _SENT_MEMORY_MS]
         loads: dict[str, list[ZoneLoad]] = {}
         for mode in self.modes.values():
             await self._tick_mode(mode, loads, result)
@@ -185,22 +176,24 @@ class Director:
         )
         outcomes = await self.store.claim(mode.name, [c for _, c in prepared], now)
         by_id = {t.id: t for t in tickets}
-        for (proposal, claim), conflict in zip(prepared, outcomes, strict=True):
+        for (proposal, _), conflict in zip(prepared, outcomes, strict=True):
+            if conflict is not None and conflict.startswith("zone:"):
+                # Other replicas filled the zone since its heartbeat was read.
+                result.no_destination += 1
+                metrics.NO_DESTINATION.labels(mode.name).inc()
+                continue
             if conflict is not None:
                 result.conflicts += 1
                 metrics.CLAIMS_CONFLICTED.labels(mode.name).inc()
                 snapshot.tickets.pop(conflict, None)
                 continue
-            self._committed(
-                mode, proposal=proposal, claim=claim, by_id=by_id, now=now, result=result
-            )
+            self._committed(mode, proposal=proposal, by_id=by_id, now=now, result=result)
 
     def _committed(
         self,
         mode: Mode,
         *,
         proposal: Proposal,
-        claim: Claim,
         by_id: Mapping[str, Candidate],
         now: float,
         result: TickResult,
@@ -214,9 +207,6 @@ class Director:
         histogram = metrics.TIME_TO_MATCH.labels(mode.name)
         for ticket_id in proposal.ticket_ids:
             histogram.observe(max(0.0, now - by_id[ticket_id].created_at_ms) / 1000.0)
-        destination = pb.Assignment.FromString(claim.tickets[0][1]).destination
-        if destination.kind == pb.DESTINATION_KIND_OPEN_WORLD:
-            self._sent.append((destination.zone, now, len(proposal.seats)))
 
     async def _prepare(
         self,
@@ -230,7 +220,10 @@ class Director:
         result: TickResult,
     ) -> list[tuple[Proposal, Claim]]:
         placed: list[tuple[Proposal, str, pb.Destination]] = []
-        pending = pending_players(self._sent, loads.get(mode.world, []))
+        # Players placed this tick, not claimed yet (claims of other ticks and
+        # replicas are in the loads).
+        pending: dict[str, int] = {}
+        by_zone = {load.zone: load for load in loads.get(mode.world, [])}
         for proposal in proposals:
             match_id = uuid.uuid4().hex
             if proposal.backfill_id:
@@ -263,7 +256,17 @@ class Director:
             placed = _first_seats(placed, self.tokens_per_tick)
         tokens = await self._tokens(placed, sessions)
         return [
-            (proposal, self._claim(proposal, match_id, destination, tokens, now))
+            (
+                proposal,
+                self._claim(
+                    proposal,
+                    match_id,
+                    destination,
+                    tokens,
+                    now,
+                    booking=_booking(proposal, destination, by_zone.get(destination.zone), mode),
+                ),
+            )
             for proposal, match_id, destination in placed
             if all(s.player_id in tokens for s in proposal.seats) or self.issuer is None
         ]
@@ -297,6 +300,8 @@ class Director:
         destination: pb.Destination,
         tokens: Mapping[str, auth_pb2.ConnectToken],
         now: float,
+        *,
+        booking: Booking | None,
     ) -> Claim:
         tickets = []
         for ticket_id in proposal.ticket_ids:
@@ -318,8 +323,8 @@ class Director:
         if proposal.backfill_id:
             for seat in proposal.seats:
                 slots[seat.team] = slots.get(seat.team, 0) + 1
-        request = b""
-        if destination.kind == pb.DESTINATION_KIND_INSTANCE:
+        instance = None
+        if destination.kind == pb.DESTINATION_KIND_INSTANCE and not proposal.backfill_id:
             everyone = pb.Assignment(
                 match_id=match_id,
                 destination=destination,
@@ -328,14 +333,35 @@ class Director:
             )
             for seat in proposal.seats:
                 everyone.players.add(player_id=seat.player_id, team=seat.team, role=seat.role)
-            request = everyone.SerializeToString()
+            instance = Instance(destination.world, destination.zone, everyone.SerializeToString())
         return Claim(
             match_id=match_id,
             tickets=tickets,
             backfill_id=proposal.backfill_id,
             slots=slots,
-            instance_request=request,
+            instance=instance,
+            booking=booking,
         )
+
+
+def _booking(
+    proposal: Proposal, destination: pb.Destination, load: ZoneLoad | None, mode: Mode
+) -> Booking | None:
+    """What a match sends to an open-world zone: a new match only if the zone still
+    has room when claimed; a backfill joins its running match whatever the load."""
+    if destination.kind != pb.DESTINATION_KIND_OPEN_WORLD:
+        return None
+    players = len(proposal.seats)
+    if proposal.backfill_id or load is None:
+        return Booking(destination.world, destination.zone, players)
+    return Booking(
+        destination.world,
+        destination.zone,
+        players,
+        capacity=mode.zone_capacity,
+        heartbeat_players=load.players,
+        heartbeat_ms=load.updated_at_ms,
+    )
 
 
 def _first_seats(

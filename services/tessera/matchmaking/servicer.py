@@ -219,6 +219,7 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
             request.mode,
             [list(t.player_ids) for t in request.teams],
             [t.rank for t in request.teams],
+            now_ms=self.clock(),
         )
         return pb.ReportMatchResultResponse(applied=applied)
 

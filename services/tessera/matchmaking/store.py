@@ -15,8 +15,14 @@ Keys (all under the ``{mm}`` hash tag, so every script is single-slot in Redis C
 - ``tessera:{mm}:backfill:<id>`` HASH ``b`` Backfill (protobuf, without slots and tickets),
   ``slot:<team>`` open slots, ``tickets`` ids joined by ','; ``tessera:{mm}:backfills:<mode>``
   SET of open backfill ids.
-- ``tessera:{mm}:instances`` STREAM instance-zone requests (``match``, ``request`` = Destination
-  plus player ids as an Assignment), for whatever starts instance zones.
+- ``tessera:{mm}:instances:<world>`` STREAM the world's instance-zone lifecycle for the
+  operator: ``kind`` (``create`` | ``end``), ``match``, ``zone``, ``at_ms`` and, for ``create``,
+  ``request`` (an Assignment with the destination and every player, no tokens).
+- ``tessera:{mm}:instance:<match>`` STRING ``<world> <zone>`` of an instance match (a day), so a
+  reported result can end its instance.
+- ``tessera:{mm}:sent:<world>:<zone>`` ZSET players sent to an open-world zone by any replica:
+  ``<running total, 15 digits>:<players>:<match>`` -> assigned ms (never decreasing), kept
+  :data:`SENT_WINDOW_MS`; the claim script admits a match only if the zone has room.
 - ``tessera:{mm}:replicas`` ZSET matching-loop replica id -> last seen (ms), to share work.
 - ``tessera:{mm}:events`` pub/sub ``"<state> <id> <id> ..."`` on every ticket state change.
 
@@ -28,7 +34,7 @@ proposal or none.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redis.asyncio import Redis
@@ -44,6 +50,11 @@ PREFIX = "tessera:{mm}:"
 SEP = "\x1f"
 # How long the players of a match are remembered, to check reported results.
 MATCH_TTL_S = 86_400
+# Players sent to a zone are remembered this long: longer than any heartbeat lives
+# (3 x TESSERA_HEARTBEAT_S, at most 60 s), so every readable heartbeat is covered.
+SENT_WINDOW_MS = 180_000
+# Entries of a world's instance stream kept (approximately).
+INSTANCES_MAXLEN = 10_000
 SEARCHING = pb.TICKET_STATE_SEARCHING
 ASSIGNED = pb.TICKET_STATE_ASSIGNED
 CANCELLED = pb.TICKET_STATE_CANCELLED
@@ -125,20 +136,27 @@ return ended
 """
 
 # Claims proposals, each all-or-nothing. KEYS: pool; ARGV: now, retention, prefix, channel,
-# mode, match record TTL (s), count, then per proposal: match id, backfill id, instance
-# request, ticket count, (ticket id, assignment)..., slot count, (team, slots)...
-# Returns per proposal 1, or the id of the first ticket that was no longer searching.
+# mode, match record TTL (s), count, sent window start (ms), sent window (ms), instance
+# stream length, then per
+# proposal: match id, backfill id, instance world, instance zone, instance request, booked
+# world, booked zone, booked players, zone players at its heartbeat, heartbeat ms, capacity
+# ('' = no check), ticket count, (ticket id, assignment)..., slot count, (team, slots)...
+# Returns per proposal 1, or the id of the first ticket that was no longer searching
+# (``backfill:<id>`` for a full backfill, ``zone:<zone>`` for a zone without room).
 CLAIM = """
 local now = tonumber(ARGV[1])
 local retention = tonumber(ARGV[2])
 local prefix = ARGV[3]
-local i = 8
+local i = 11
 local results = {}
 local assigned = {}
 for p = 1, tonumber(ARGV[7]) do
-  local match_id, backfill, instance = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local nt = tonumber(ARGV[i + 3])
-  i = i + 4
+  local match_id, backfill = ARGV[i], ARGV[i + 1]
+  local iworld, izone, request = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local bworld, bzone, booked = ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7])
+  local zplayers, beat, capacity = tonumber(ARGV[i + 8]), ARGV[i + 9], ARGV[i + 10]
+  local nt = tonumber(ARGV[i + 11])
+  i = i + 12
   local tickets = {}
   local bad = nil
   for t = 1, nt do
@@ -162,6 +180,25 @@ for p = 1, tonumber(ARGV[7]) do
       if tonumber(redis.call('HGET', bkey, 'slot:' .. slot[1]) or '0') < slot[2] then
         bad = 'backfill:' .. backfill
       end
+    end
+  end
+  local skey, total, top = nil, 0, now
+  if bworld ~= '' then
+    skey = prefix .. 'sent:' .. bworld .. ':' .. bzone
+    redis.call('ZREMRANGEBYSCORE', skey, '-inf', '(' .. ARGV[8])
+    local last = redis.call('ZRANGE', skey, -1, -1, 'WITHSCORES')
+    if #last > 0 then
+      total = tonumber(string.match(last[1], '^(%d+):'))
+      top = math.max(now, tonumber(last[2]))
+    end
+    if not bad and capacity ~= '' then
+      local since = 0
+      local first = redis.call('ZRANGEBYSCORE', skey, beat, '+inf', 'LIMIT', 0, 1)
+      if #first > 0 then
+        local cum, n = string.match(first[1], '^(%d+):(%d+):')
+        since = total - tonumber(cum) + tonumber(n)
+      end
+      if zplayers + since + booked > tonumber(capacity) then bad = 'zone:' .. bzone end
     end
   end
   if bad then
@@ -199,9 +236,15 @@ for p = 1, tonumber(ARGV[7]) do
       if open <= 0 then redis.call('SREM', prefix .. 'backfills:' .. ARGV[5], backfill) end
     end
     redis.call('EXPIRE', mkey, ARGV[6])
-    if instance ~= '' then
-      redis.call('XADD', prefix .. 'instances', 'MAXLEN', '~', 10000, '*',
-                 'match', match_id, 'request', instance)
+    if skey then
+      redis.call('ZADD', skey, top, string.format('%015d:%d:%s', total + booked, booked, match_id))
+      redis.call('PEXPIRE', skey, ARGV[9])
+    end
+    if izone ~= '' then
+      redis.call('SET', prefix .. 'instance:' .. match_id, iworld .. ' ' .. izone, 'EX', ARGV[6])
+      redis.call('XADD', prefix .. 'instances:' .. iworld, 'MAXLEN', '~', ARGV[10], '*',
+                 'kind', 'create', 'match', match_id, 'zone', izone, 'request', request,
+                 'at_ms', ARGV[1])
     end
     results[p] = 1
   end
@@ -232,6 +275,30 @@ class PlayerBusy(Exception):
 
 
 @dataclass(frozen=True)
+class Instance:
+    """A new match's instance zone, to be created by the operator."""
+
+    world: str
+    zone: str
+    # Assignment with the destination and every player, no tokens.
+    request: bytes
+
+
+@dataclass(frozen=True)
+class Booking:
+    """Players a match sends to an open-world zone, recorded for every replica. With
+    a ``capacity`` the claim fails unless they fit: the zone's players at its
+    heartbeat of ``heartbeat_ms``, plus every replica's players sent since, plus these."""
+
+    world: str
+    zone: str
+    players: int
+    capacity: int | None = None
+    heartbeat_players: int = 0
+    heartbeat_ms: float = 0.0
+
+
+@dataclass(frozen=True)
 class Claim:
     """A proposal ready to commit: every ticket with its final assignment."""
 
@@ -239,7 +306,8 @@ class Claim:
     tickets: Sequence[tuple[str, bytes]]
     backfill_id: str = ""
     slots: Mapping[int, int] = field(default_factory=dict)
-    instance_request: bytes = b""
+    instance: Instance | None = None
+    booking: Booking | None = None
 
 
 @dataclass
@@ -288,8 +356,19 @@ class Store:
     def backfills_key(mode: str) -> str:
         return f"{PREFIX}backfills:{mode}"
 
+    @staticmethod
+    def instances_key(world: str) -> str:
+        return f"{PREFIX}instances:{world}"
+
+    @staticmethod
+    def instance_key(match_id: str) -> str:
+        return f"{PREFIX}instance:{match_id}"
+
+    @staticmethod
+    def sent_key(world: str, zone: str) -> str:
+        return f"{PREFIX}sent:{world}:{zone}"
+
     events_channel = PREFIX + "events"
-    instances_key = PREFIX + "instances"
     replicas_key = PREFIX + "replicas"
 
     async def replicas(self, replica_id: str, now_ms: float, ttl_ms: float) -> list[str]:
@@ -425,7 +504,8 @@ class Store:
 
     async def claim(self, mode: str, claims: Sequence[Claim], now_ms: float) -> list[str | None]:
         """Commit proposals of one mode, each all-or-nothing: None for a claimed one,
-        else the id of the ticket (or ``backfill:<id>``) that was no longer available."""
+        else the id of the ticket (or ``backfill:<id>``) that was no longer available,
+        or ``zone:<zone>`` when its booked zone had no room left."""
         if not claims:
             return []
         args: list[Any] = [
@@ -436,9 +516,21 @@ class Store:
             mode,
             MATCH_TTL_S,
             len(claims),
+            int(now_ms) - SENT_WINDOW_MS,
+            SENT_WINDOW_MS,
+            INSTANCES_MAXLEN,
         ]
         for c in claims:
-            args += [c.match_id, c.backfill_id, c.instance_request, len(c.tickets)]
+            i, b = c.instance, c.booking
+            args += [c.match_id, c.backfill_id]
+            args += [i.world, i.zone, i.request] if i else ["", "", b""]
+            if b is None:
+                args += ["", "", 0, 0, 0, ""]
+            else:
+                capacity = "" if b.capacity is None else b.capacity
+                args += [b.world, b.zone, b.players, b.heartbeat_players]
+                args += [repr(b.heartbeat_ms), capacity]
+            args.append(len(c.tickets))
             for ticket_id, assignment in c.tickets:
                 args += [ticket_id, assignment]
             args.append(len(c.slots))
@@ -470,9 +562,12 @@ class Store:
         teams: Sequence[Sequence[str]],
         ranks: Sequence[int],
         *,
+        now_ms: float,
         keep_s: int = 30 * 86400,
     ) -> bool:
-        """Rate a match once per match id; False if it had been applied already."""
+        """Rate a match once per match id; False if it had been applied already. The
+        first time, a match played in an instance zone also gets its ``end`` entry on
+        the world's instance stream, in the same transaction."""
         marker = f"{PREFIX}result:{match_id}"
         key = self.ratings_key(mode)
         players = [p for team in teams for p in team]
@@ -483,11 +578,21 @@ class Store:
                     if await pipe.exists(marker):
                         return False
                     raw = await pipe.hmget(key, players)
+                    instance = await pipe.get(self.instance_key(match_id))
                     current = {p: rating.decode(r) for p, r in zip(players, raw, strict=True)}
                     new = rating.rate(teams, ranks, current)
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(marker, b"1", ex=keep_s)
                     pipe.hset(key, mapping={p: rating.encode(r) for p, r in new.items()})
+                    if instance:
+                        world, _, zone = _text(instance).partition(" ")
+                        end = {"kind": "end", "match": match_id, "zone": zone, "at_ms": int(now_ms)}
+                        pipe.xadd(
+                            self.instances_key(world),
+                            end,  # type: ignore[arg-type]
+                            maxlen=INSTANCES_MAXLEN,
+                            approximate=True,
+                        )
                     await pipe.execute()
                     return True
                 except WatchError:
@@ -528,13 +633,24 @@ class Store:
         return out
 
     async def zone_loads(self, world: str) -> list[ZoneLoad]:
-        """Heartbeats of the world's registered zones."""
+        """Heartbeats of the world's registered open-world zones, each with the players
+        any replica sent there after it."""
         keys = WorldKeys(world)
         zones = sorted(_text(z) for z in await self.redis.smembers(keys.zones))
         if not zones:
             return []
         raw: list[Any] = await self.redis.mget([keys.zone_status(z) for z in zones])
-        return zone_loads(dict(zip(zones, raw, strict=True)))
+        loads = zone_loads(dict(zip(zones, raw, strict=True)))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for load in loads:
+                sent = self.sent_key(world, load.zone)
+                pipe.zrange(sent, -1, -1)
+                pipe.zrangebyscore(sent, repr(load.updated_at_ms), "+inf", start=0, num=1)
+            rows = await pipe.execute()
+        return [
+            replace(load, sent=sent_since(rows[2 * n], rows[2 * n + 1]))
+            for n, load in enumerate(loads)
+        ]
 
     async def events(self) -> AsyncIterator[tuple[int, list[str]]]:
         """Ticket state changes published by any replica: (state, ticket ids)."""
@@ -549,6 +665,16 @@ class Store:
                 yield int(state), ids
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def sent_since(last: Sequence[bytes], first: Sequence[bytes]) -> int:
+    """Players in a zone's sent ZSET from ``first`` (the oldest entry at or after a
+    heartbeat, or none) to ``last`` (the newest entry, or none): running totals."""
+    if not last or not first:
+        return 0
+    total = int(_text(last[0]).split(":", 1)[0])
+    cum, n, _ = _text(first[0]).split(":", 2)
+    return total - int(cum) + int(n)
 
 
 def _text(value: bytes | str) -> str:
