@@ -267,6 +267,10 @@ async def test_instance_zones_start_on_request_and_end_without_losing_players(
                 break
             await asyncio.sleep(0.1)
         assert (await heartbeat(redis, "earth-0")).players == 1
+        async with grpc.aio.insecure_channel(runtime.zones["earth-0"].process.grpc_address) as ch:
+            stub = zone_pb2_grpc.ZoneStub(ch)
+            await stub.Leave(zone_pb2.LeaveRequest(player_id="ann"))  # earth-0 owns her
+        assert await redis.hget(WorldKeys("earth").routes, "ann") is None
         events = await redis.xrange(WorldKeys("earth").events)
         ends = [
             (fields[b"zone"], fields[b"reason"])  # type: ignore[index]
