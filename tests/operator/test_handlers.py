@@ -452,3 +452,37 @@ async def test_instances_wait_for_room_and_bad_entries_are_dropped(
     await asyncio.sleep(1.0)  # several passes: the request keeps waiting
     assert await unacknowledged(redis) == 1
     assert INSTANCE not in cluster.objects("tessera.io/v1alpha1/zoneservers")
+
+
+async def test_deleting_an_instance_zoneserver_drains_it_with_no_target(
+    cluster: Cluster, operator: OperatorConfig, redis: Redis
+) -> None:
+    await cluster.apply(WORLDS, world())
+    await request_instance(redis, "create", time.time() * 1000)
+    await eventually(
+        lambda: INSTANCE in cluster.objects("tessera.io/v1alpha1/zoneservers"), what="instance"
+    )
+    whole = {"minX": 0, "minZ": 0, "maxX": 1024, "maxZ": 512}
+    await heartbeat(redis, INSTANCE, whole, players=2, instance=MATCH)
+    await cluster.delete(f"{ZONES}/{INSTANCE}")
+
+    def spec() -> dict[str, Any]:
+        obj = cluster.objects("tessera.io/v1alpha1/zoneservers").get(INSTANCE, {})
+        return dict(obj.get("spec") or {})
+
+    await eventually(lambda: spec().get("desiredState") == "Draining", what="drain ordered")
+    assert spec().get("drainTarget") is None
+    # Held by the finalizer while players are still being handed back.
+    await heartbeat(
+        redis, INSTANCE, whole, state=zone_pb2.ZONE_STATE_DRAINING, remaining=2, instance=MATCH
+    )
+    await asyncio.sleep(1.0)
+    assert INSTANCE in cluster.objects("tessera.io/v1alpha1/zoneservers")
+    await heartbeat(redis, INSTANCE, whole, state=zone_pb2.ZONE_STATE_DRAINED, instance=MATCH)
+    await eventually(
+        lambda: INSTANCE not in cluster.objects("tessera.io/v1alpha1/zoneservers"),
+        what="released",
+    )
+    assert "earth-0" in cluster.objects("tessera.io/v1alpha1/zoneservers")
+    reasons = {e["reason"]: e["message"] for e in cluster.objects("v1/events").values()}
+    assert reasons["InstanceEnd"] == f"end instance {INSTANCE}: the ZoneServer is being deleted"
