@@ -162,6 +162,13 @@ def test_minimal_world_is_accepted_and_defaulted() -> None:
     assert spec["autoscaling"]["splitThreshold"] == 300
     assert spec["autoscaling"]["mergeThreshold"] == 100
     assert spec["autoscaling"]["mode"] == "Density"
+    assert spec["instances"] == {
+        "maxInstances": 100,
+        "startTimeoutSeconds": 120,
+        "idleSeconds": 30,
+        "endGraceSeconds": 10,
+        "maxLifetimeSeconds": 3600,
+    }
 
 
 def test_full_world_is_accepted() -> None:
@@ -189,6 +196,13 @@ def test_full_world_is_accepted() -> None:
             "minZoneSize": 64,
             "maxDepth": 10,
         },
+        instances={
+            "maxInstances": 20,
+            "startTimeoutSeconds": 60,
+            "idleSeconds": 15,
+            "endGraceSeconds": 5,
+            "maxLifetimeSeconds": 1800,
+        },
     )
     assert validate(WORLDS, obj) == []
 
@@ -207,6 +221,13 @@ def test_full_world_is_accepted() -> None:
         ({"standby": -1}, "less than the minimum"),
         ({"drainTimeoutSeconds": 0}, "less than the minimum"),
         ({"layout": "Random"}, "is not one of"),
+        ({"instances": {"maxInstances": -1}}, "less than the minimum"),
+        ({"instances": {"maxInstances": 5000}}, "greater than the maximum"),
+        ({"instances": {"startTimeoutSeconds": 0}}, "less than the minimum"),
+        ({"instances": {"idleSeconds": 100000}}, "greater than the maximum"),
+        ({"instances": {"endGraceSeconds": -1}}, "less than the minimum"),
+        ({"instances": {"maxLifetimeSeconds": 0}}, "less than the minimum"),
+        ({"instances": {"maxInstances": "many"}}, "is not of type 'integer'"),
         ({"zoneTemplate": {"image": ""}}, "should be non-empty"),
         ({"zoneTemplate": {"image": "x", "tickRate": 1000}}, "greater than the maximum"),
         ({"zoneTemplate": {"image": "x", "env": [{"name": "1BAD"}]}}, "does not match"),
@@ -232,6 +253,8 @@ def test_zoneservers_are_accepted_and_defaulted() -> None:
     assert validate(ZONES, standby) == []
     child = zone(parent="earth-0", depth=3, desiredState="Draining", drainTarget="earth-0")
     assert validate(ZONES, child) == []
+    instance = zone(instance={"match": "0f3c9a1e5b7d4c2a8e6f1b3d5c7a9e0f"})
+    assert validate(ZONES, instance) == []
 
 
 @pytest.mark.parametrize(
@@ -243,6 +266,11 @@ def test_zoneservers_are_accepted_and_defaulted() -> None:
         ({"parent": "earth-0", "depth": 0}, "depth >= 1"),
         ({"depth": 99}, "greater than the maximum"),
         ({"bounds": {"minX": 0, "minZ": 0, "maxX": 2.0e7, "maxZ": 5}}, "greater than the maximum"),
+        ({"instance": {}}, "'match' is a required property"),
+        ({"instance": {"match": ""}}, "does not match"),
+        ({"instance": {"match": "a b"}}, "does not match"),
+        ({"instance": {"match": "m1"}, "desiredState": "Standby"}, "never a standby"),
+        ({"instance": {"match": "m1"}, "parent": "earth-0", "depth": 1}, "has no parent"),
     ],
 )
 def test_bad_zoneservers_are_rejected(spec: dict[str, Any], message: str) -> None:
@@ -254,6 +282,16 @@ def test_active_zoneserver_needs_bounds() -> None:
     obj = zone()
     del obj["spec"]["bounds"]
     assert "bounds are required unless desiredState is Standby" in validate(ZONES, obj)
+
+
+def test_instance_is_immutable() -> None:
+    schema = schema_of(load_crd(ZONES))
+    spec_rules = [r["rule"] for r in schema["properties"]["spec"]["x-kubernetes-validations"]]
+    assert "has(self.instance) == has(oldSelf.instance)" in spec_rules
+    instance = schema["properties"]["spec"]["properties"]["instance"]
+    assert instance["x-kubernetes-validations"] == [
+        {"rule": "self == oldSelf", "message": "instance is immutable"}
+    ]
 
 
 def test_status_fields_of_zoneserver_validate() -> None:

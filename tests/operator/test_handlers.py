@@ -5,6 +5,7 @@ Redis: zones are simulated only through their real interface, heartbeats
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +15,8 @@ from tessera.common.store import WorldKeys
 from tessera.operator import resources
 from tessera.operator.handlers import OperatorConfig
 from tessera.operator.planner import CreateZone, Rect
-from tessera.v1 import common_pb2, zone_pb2
+from tessera.operator.store import INSTANCES_GROUP, instances_key
+from tessera.v1 import common_pb2, matchmaking_pb2, zone_pb2
 
 from .conftest import Cluster, eventually
 
@@ -56,6 +58,7 @@ async def heartbeat(
     players: int = 0,
     remaining: int = 0,
     world: str = "earth",
+    instance: str = "",
 ) -> None:
     """What a zone process writes every heartbeat (address: a closed port)."""
     xs = [bounds["minX"] + 150.0 + i for i in range(players)]
@@ -72,6 +75,7 @@ async def heartbeat(
         tick_p99_ms=4.5,
         sample_x=xs,
         sample_z=[bounds["minZ"] + 5.0] * players,
+        instance=instance,
     )
     await redis.set(WorldKeys(world).zone_status(zone), status.SerializeToString())
 
@@ -309,3 +313,176 @@ async def test_an_interrupted_pass_is_finished_from_the_intent_log(
     assert (
         cluster.objects("tessera.io/v1alpha1/worlds")["earth"]["status"]["planner"]["nextId"] == 8
     )
+
+
+MATCH = "7d2f0c4b9a8e4f1d8c3b2a1908f7e6d5"
+INSTANCE = "inst-7d2f0c4b9a8e4f1d8c3b2a19"
+
+
+async def request_instance(redis: Redis, kind: str, at_ms: float) -> None:
+    """What the matchmaker writes to the world's instance stream (the contract)."""
+    fields: dict[str, str | bytes] = {
+        "kind": kind,
+        "match": MATCH,
+        "zone": INSTANCE,
+        "at_ms": str(int(at_ms)),
+    }
+    if kind == "create":
+        fields["request"] = matchmaking_pb2.Assignment(
+            match_id=MATCH,
+            destination=matchmaking_pb2.Destination(
+                kind=matchmaking_pb2.DESTINATION_KIND_INSTANCE, world="earth", zone=INSTANCE
+            ),
+            players=[matchmaking_pb2.PlayerAssignment(player_id=p) for p in ("ann", "bob")],
+        ).SerializeToString()
+    await redis.xadd(instances_key("earth"), fields, maxlen=10000, approximate=True)  # type: ignore[arg-type]
+
+
+async def unacknowledged(redis: Redis) -> int:
+    info: Any = await redis.xpending(instances_key("earth"), INSTANCES_GROUP)
+    return int(info["pending"])
+
+
+async def test_instance_is_created_on_request_and_ended_after_the_result(
+    cluster: Cluster, operator: OperatorConfig, redis: Redis
+) -> None:
+    obj = world()
+    obj["spec"]["instances"] = {"endGraceSeconds": 1, "idleSeconds": 600}
+    await cluster.apply(WORLDS, obj)
+    await eventually(
+        lambda: "earth-0" in cluster.objects("tessera.io/v1alpha1/zoneservers"), what="zone"
+    )
+    whole = {"minX": 0, "minZ": 0, "maxX": 1024, "maxZ": 512}
+    await heartbeat(redis, "earth-0", whole, players=3)
+    await request_instance(redis, "create", time.time() * 1000)
+
+    await eventually(
+        lambda: INSTANCE in cluster.objects("tessera.io/v1alpha1/zoneservers"), what="instance"
+    )
+    zs = cluster.objects("tessera.io/v1alpha1/zoneservers")[INSTANCE]
+    assert zs["spec"]["instance"] == {"match": MATCH}
+    assert zs["spec"]["bounds"] == whole and "parent" not in zs["spec"]
+    assert zs["spec"]["desiredState"] == "Active"
+    await eventually(
+        lambda: INSTANCE in cluster.objects("apps/v1/deployments"), what="instance deployment"
+    )
+    (container,) = cluster.objects("apps/v1/deployments")[INSTANCE]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["TESSERA_ZONE_INSTANCE"] == MATCH
+    assert env["TESSERA_ZONE_BOUNDS"] == env["TESSERA_WORLD_BOUNDS"] == "0,0,1024,512"
+
+    async def acknowledged() -> bool:
+        return await unacknowledged(redis) == 0
+
+    await eventually(acknowledged, what="create acknowledged")
+    await heartbeat(redis, INSTANCE, whole, players=2, instance=MATCH)
+    await eventually(
+        lambda: (
+            cluster.objects("tessera.io/v1alpha1/zoneservers")[INSTANCE]
+            .get("status", {})
+            .get("phase")
+            == "Ready"
+        ),
+        what="instance ready",
+    )
+    published = await zone_map(redis)
+    assert published is not None and [e.zone for e in published.zones] == ["earth-0"]
+    world_status = cluster.objects("tessera.io/v1alpha1/worlds")["earth"]["status"]
+    assert world_status["replicas"] == 1
+    await eventually(
+        lambda: cluster.objects("tessera.io/v1alpha1/worlds")["earth"]["status"]["instances"] == 1,
+        what="instances counted",
+    )
+    await asyncio.sleep(1.0)  # the instance lives on while its match runs
+    assert (
+        cluster.objects("tessera.io/v1alpha1/zoneservers")[INSTANCE]["spec"]["desiredState"]
+        == "Active"
+    )
+
+    ended_at = time.time()
+    await request_instance(redis, "end", ended_at * 1000)
+    await eventually(
+        lambda: (
+            cluster.objects("tessera.io/v1alpha1/zoneservers")[INSTANCE]["spec"]["desiredState"]
+            == "Draining"
+        ),
+        what="instance drained",
+    )
+    assert time.time() - ended_at >= 1.0  # not before endGraceSeconds
+    assert (
+        cluster.objects("tessera.io/v1alpha1/zoneservers")[INSTANCE]["spec"].get("drainTarget")
+        is None
+    )  # its players go to the open-world zone that owns their position
+    await eventually(acknowledged, what="end acknowledged")
+    await heartbeat(redis, INSTANCE, whole, state=zone_pb2.ZONE_STATE_DRAINED, instance=MATCH)
+    await eventually(
+        lambda: INSTANCE not in cluster.objects("tessera.io/v1alpha1/zoneservers"),
+        what="instance deleted",
+    )
+    assert sorted(cluster.objects("tessera.io/v1alpha1/zoneservers")) == ["earth-0"]
+    reasons = [e["reason"] for e in cluster.objects("v1/events").values()]
+    assert {"Instance", "InstanceEnd", "Drained"} <= set(reasons)
+    end_event = next(
+        e for e in cluster.objects("v1/events").values() if e["reason"] == "InstanceEnd"
+    )
+    assert f"match {MATCH} was reported" in end_event["message"]
+    stream: Any = await redis.xrange(WorldKeys("earth").events)
+    decisions = [fields[b"decision"] for _, fields in stream]
+    assert decisions.count(b"Instance") == 1 and decisions.count(b"InstanceEnd") == 1
+
+
+async def test_instances_wait_for_room_and_bad_entries_are_dropped(
+    cluster: Cluster, operator: OperatorConfig, redis: Redis
+) -> None:
+    obj = world()
+    obj["spec"]["instances"] = {"maxInstances": 0}
+    await cluster.apply(WORLDS, obj)
+    await redis.xadd(instances_key("earth"), {"kind": "explode", "match": "x"})
+    await request_instance(redis, "create", time.time() * 1000)
+    await eventually(
+        lambda: "earth-0" in cluster.objects("tessera.io/v1alpha1/zoneservers"), what="zone"
+    )
+
+    async def only_the_request_waits() -> bool:
+        return await unacknowledged(redis) == 1
+
+    await eventually(only_the_request_waits, what="bad entry dropped")
+    await asyncio.sleep(1.0)  # several passes: the request keeps waiting
+    assert await unacknowledged(redis) == 1
+    assert INSTANCE not in cluster.objects("tessera.io/v1alpha1/zoneservers")
+
+
+async def test_deleting_an_instance_zoneserver_drains_it_with_no_target(
+    cluster: Cluster, operator: OperatorConfig, redis: Redis
+) -> None:
+    await cluster.apply(WORLDS, world())
+    await request_instance(redis, "create", time.time() * 1000)
+    await eventually(
+        lambda: INSTANCE in cluster.objects("tessera.io/v1alpha1/zoneservers"), what="instance"
+    )
+    whole = {"minX": 0, "minZ": 0, "maxX": 1024, "maxZ": 512}
+    await heartbeat(redis, INSTANCE, whole, players=2, instance=MATCH)
+    await cluster.delete(f"{ZONES}/{INSTANCE}")
+
+    def spec() -> dict[str, Any]:
+        obj = cluster.objects("tessera.io/v1alpha1/zoneservers").get(INSTANCE, {})
+        return dict(obj.get("spec") or {})
+
+    await eventually(lambda: spec().get("desiredState") == "Draining", what="drain ordered")
+    assert spec().get("drainTarget") is None
+    # Held by the finalizer while players are still being handed back.
+    await heartbeat(
+        redis, INSTANCE, whole, state=zone_pb2.ZONE_STATE_DRAINING, remaining=2, instance=MATCH
+    )
+    await asyncio.sleep(1.0)
+    assert INSTANCE in cluster.objects("tessera.io/v1alpha1/zoneservers")
+    await heartbeat(redis, INSTANCE, whole, state=zone_pb2.ZONE_STATE_DRAINED, instance=MATCH)
+    await eventually(
+        lambda: INSTANCE not in cluster.objects("tessera.io/v1alpha1/zoneservers"),
+        what="released",
+    )
+    assert "earth-0" in cluster.objects("tessera.io/v1alpha1/zoneservers")
+    reasons = {e["reason"]: e["message"] for e in cluster.objects("v1/events").values()}
+    assert reasons["InstanceEnd"] == f"end instance {INSTANCE}: the ZoneServer is being deleted"

@@ -18,6 +18,8 @@ from tessera.operator.planner import (
     Delete,
     Desired,
     Drain,
+    InstancePolicy,
+    InstanceRequest,
     Memory,
     Phase,
     Plan,
@@ -27,7 +29,7 @@ from tessera.operator.planner import (
     ZoneView,
 )
 from tessera.operator.resources import SpecError, WorkloadSettings
-from tessera.v1 import common_pb2, zone_pb2
+from tessera.v1 import common_pb2, matchmaking_pb2, zone_pb2
 
 CRD = Path(__file__).resolve().parents[2] / "manifests" / "crds" / "worlds.tessera.io.yaml"
 
@@ -77,6 +79,18 @@ def test_policy_defaults_match_the_crd() -> None:
     assert parsed.drain_timeout_s == props["drainTimeoutSeconds"]["default"]
     assert parsed.layout == props["layout"]["default"]
     assert p == Policy()
+    inst = {k: v.get("default") for k, v in props["instances"]["properties"].items()}
+    i = parsed.instances
+    assert (i.max_instances, i.start_timeout_s, i.idle_s, i.end_grace_s, i.max_lifetime_s) == (
+        inst["maxInstances"],
+        inst["startTimeoutSeconds"],
+        inst["idleSeconds"],
+        inst["endGraceSeconds"],
+        inst["maxLifetimeSeconds"],
+    )
+    assert i == InstancePolicy()
+    custom = resources.world_spec(world_obj(instances={"maxInstances": 3, "idleSeconds": 5}))
+    assert custom.instances == InstancePolicy(max_instances=3, idle_s=5)
 
 
 @pytest.mark.parametrize(
@@ -340,3 +354,105 @@ def test_map_entries_list_zones_with_bounds() -> None:
         ("b", "", zone_pb2.ZONE_STATE_STARTING),
     ]
     assert entries[0].bounds == common_pb2.Bounds(min_x=0, min_z=0, max_x=512, max_z=1024)
+
+
+MATCH = "0f3c9a1e5b7d4c2a8e6f1b3d5c7a9e0f"
+ZONE = "inst-0f3c9a1e5b7d4c2a8e6f1b3d"
+
+
+def test_instance_zoneserver_view_and_workload() -> None:
+    world = world_obj()
+    body = resources.zoneserver(
+        world,
+        CreateZone(ZONE, Rect(0, 0, 1024, 1024), None, 0, 0, "Instance", "r", instance=MATCH),
+    )
+    assert body["spec"]["instance"] == {"match": MATCH}
+    assert body["spec"]["bounds"] == {"minX": 0, "minZ": 0, "maxX": 1024, "maxZ": 1024}
+    assert "parent" not in body["spec"]
+    body["metadata"]["creationTimestamp"] = "2026-01-01T00:00:10Z"
+    view = resources.zone_view(body, None)
+    assert view.instance == MATCH
+    assert view.created == datetime.datetime(2026, 1, 1, 0, 0, 10, tzinfo=datetime.UTC).timestamp()
+    assert resources.zone_view(zs_obj(), None).instance is None
+    env = {
+        e["name"]: e.get("value")
+        for e in resources.deployment(body, world, WorkloadSettings("redis://r:6379/0"))["spec"][
+            "template"
+        ]["spec"]["containers"][0]["env"]
+    }
+    assert env["TESSERA_ZONE_INSTANCE"] == MATCH
+    assert env["TESSERA_ZONE_BOUNDS"] == env["TESSERA_WORLD_BOUNDS"] == "0,0,1024,1024"
+    plain = resources.deployment(zs_obj(), world, WorkloadSettings("redis://r:6379/0"))
+    names = {e["name"] for e in plain["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "TESSERA_ZONE_INSTANCE" not in names
+    action = CreateZone(ZONE, Rect(0, 0, 1, 1), None, 0, 0, "Instance", "r", instance=MATCH)
+    assert resources.action_of(resources.action_dict(action)) == action
+    assert resources.timestamp("yesterday") is None and resources.timestamp(None) is None
+
+
+def test_instances_stay_out_of_the_map_and_the_replica_count() -> None:
+    policy = {"targetPlayersPerZone": 2, "mergeThreshold": 1, "splitThreshold": 3}
+    spec = resources.world_spec(world_obj(autoscaling=policy))
+    views = [
+        ZoneView("a", Desired.ACTIVE, Rect(0, 0, 1024, 1024), phase=Phase.READY, players=3),
+        ZoneView(ZONE, Desired.ACTIVE, Rect(0, 0, 1024, 1024), instance=MATCH, players=4),
+    ]
+    statuses = {ZONE: zone_pb2.ZoneStatus(address="h:2", instance=MATCH)}
+    assert [e.zone for e in resources.map_entries(spec, views, statuses)] == ["a"]
+    status = resources.world_status(
+        spec, views, Plan((), (), Memory()), map_version=1, previous={}, now="t"
+    )
+    assert (status["replicas"], status["instances"], status["totalPlayers"]) == (1, 1, 7)
+    assert status["recommendedZones"] == 2  # from the open world's 3 players only
+
+
+def assignment(**destination: Any) -> bytes:
+    dest = {
+        "kind": matchmaking_pb2.DESTINATION_KIND_INSTANCE,
+        "world": "earth",
+        "zone": ZONE,
+        **destination,
+    }
+    return matchmaking_pb2.Assignment(
+        match_id=MATCH,
+        destination=matchmaking_pb2.Destination(**dest),
+        players=[matchmaking_pb2.PlayerAssignment(player_id=p) for p in ("ann", "bob")],
+    ).SerializeToString()
+
+
+def fields(**kw: Any) -> dict[bytes, bytes]:
+    base = {"kind": "create", "match": MATCH, "zone": ZONE, "at_ms": "1700000000500"}
+    base.update(kw)
+    out = {k.encode(): (v.encode() if isinstance(v, str) else v) for k, v in base.items()}
+    out.setdefault(b"request", assignment())
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def test_instance_request_decodes_the_contract_format() -> None:
+    assert resources.instance_request("earth", "1-0", fields()) == InstanceRequest(
+        "1-0", "create", MATCH, ZONE, 1700000000.5, ("ann", "bob")
+    )
+    end = {k: v for k, v in fields(kind="end").items() if k != b"request"}
+    assert resources.instance_request("earth", "2-0", end) == InstanceRequest(
+        "2-0", "end", MATCH, ZONE, 1700000000.5
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({}, "kind must be create or end"),
+        (fields(kind="start"), "kind must be create or end"),
+        (fields(match="a b"), "bad match id"),
+        (fields(match=""), "bad match id"),
+        (fields(zone="earth-0"), "not the instance zone"),
+        (fields(at_ms="soon"), "at_ms must be a number"),
+        (fields(at_ms="inf"), "at_ms must be finite"),
+        (fields(request=b"\xff\xff"), "not a serialized Assignment"),
+        (fields(request=assignment(world="mars")), "not 0f3c"),
+        (fields(request=assignment(kind=1)), "not an instance"),
+    ],
+)
+def test_bad_instance_requests(entry: dict[bytes, bytes], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        resources.instance_request("earth", "1-0", entry)

@@ -8,9 +8,10 @@ is in Redis (heartbeats in, the zone map and scaling events out, as on
 Kubernetes); zones are told their bounds and to drain over gRPC. Without
 ``--redis-url`` a redis-server is started on a free loopback port.
 
-Each pass: restart zone processes that died, read heartbeats, plan, carry out
-the actions (start, re-bound, drain, stop processes), publish the zone map,
-converge zones over gRPC. The planner memory lives in this process.
+Each pass: restart zone processes that died, read heartbeats and the
+matchmaker's instance requests, plan, carry out the actions (start, re-bound,
+drain, stop processes), acknowledge the requests taken care of, publish the zone
+map, converge zones over gRPC. The planner memory lives in this process.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from tessera.operator.planner import (
     advance,
     plan,
 )
-from tessera.operator.reconcile import order
+from tessera.operator.reconcile import count_instances, instance_requests, order
 from tessera.operator.store import OperatorStore
 from tessera.operator.zonectl import ZoneControl
 
@@ -110,9 +111,10 @@ class LocalRuntime:
             "TESSERA_GRPC_PORT": "0",
             "TESSERA_METRICS_PORT": "0",
             "TESSERA_DRAIN_TIMEOUT_S": f"{self.world.drain_timeout_s:g}",
+            **({"TESSERA_ZONE_INSTANCE": view.instance} if view.instance else {}),
         }
 
-    async def _apply(self, action: Action) -> None:
+    async def _apply(self, action: Action, now: float) -> None:
         if isinstance(action, CreateZone):
             view = ZoneView(
                 action.zone,
@@ -121,6 +123,8 @@ class LocalRuntime:
                 action.parent,
                 action.depth,
                 action.split_depth,
+                instance=action.instance,
+                created=now,
             )
             process = ServiceProcess("tessera.zone", self._env(action.zone, view), name=action.zone)
             self.zones[action.zone] = LocalZone(view, process.start())
@@ -176,13 +180,17 @@ class LocalRuntime:
                 sample_z=tuple(status.sample_z) if status else (),
             )
         views = [z.view for z in self.zones.values()]
+        name = self.world.name
+        requests, bad = instance_requests(name, await self.store.instance_entries(name))
+        await self.store.ack_instances(name, bad)
         started = time.perf_counter()
-        result = plan(self.world, views, now, self.memory)
+        result = plan(self.world, views, now, self.memory, requests)
         metrics.PLANNER_SECONDS.observe(time.perf_counter() - started)
         before, self.memory = self.memory, result.memory
         actions = order(result.actions)
         for action in actions:
-            await self._apply(action)
+            await self._apply(action, now)
+        await self.store.ack_instances(name, result.done)
         metrics.count(self.world.name, actions, before.drain_since, now)
         for action in actions:
             log.info(action.reason, extra={"decision": action.decision, "zone": action.zone})
@@ -191,6 +199,7 @@ class LocalRuntime:
                 {"decision": action.decision, "zone": action.zone, "reason": action.reason},
             )
         after = advance(views, actions)
+        count_instances(name, after, requests, result)
         self.map_version = await self.store.publish_zone_map(
             self.world.name,
             resources.bounds_proto(self.world.bounds),

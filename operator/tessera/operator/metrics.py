@@ -33,6 +33,20 @@ ZONE_RESTARTS = Counter(
     "tessera_operator_zone_restarts_total",
     "Zone processes the local runtime started again after they died.",
 )
+INSTANCES = Gauge(
+    "tessera_operator_instances",
+    "Instance zones by world (draining ones included).",
+    ["world"],
+)
+INSTANCE_REQUESTS_WAITING = Gauge(
+    "tessera_operator_instance_requests_waiting",
+    "Instance create requests held back by maxInstances, by world.",
+    ["world"],
+)
+INSTANCE_REQUESTS_DROPPED = Counter(
+    "tessera_operator_instance_requests_dropped_total",
+    "Instance stream entries acknowledged unused because they were malformed.",
+)
 RECONCILE_ERRORS = Counter(
     "tessera_operator_reconcile_errors_total",
     "Reconcile passes or steps that failed, by stage.",

@@ -15,6 +15,13 @@ deeper. A zone merges only with the zone it was split from while both still sit
 at its ``split_depth``, i.e. after every later split of either has been merged
 back, so a merge always restores the parent's earlier rectangle and the zones
 keep partitioning the world exactly.
+
+Instance zones (a private copy of the world's area for one match) stand outside
+that tree: the planner creates them from the matchmaker's requests it is given
+(at most ``maxInstances`` at once), ends them by the rules of
+:class:`InstancePolicy` (drained with no target, so their players go back to the
+open-world zone that owns their position) and leaves them out of the partition,
+the sibling pairs, autoscaling, deletions and the standby pool.
 """
 
 from __future__ import annotations
@@ -113,6 +120,17 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class InstancePolicy:
+    """Instance zone limits and timers (World ``spec.instances``); defaults match the CRD."""
+
+    max_instances: int = 100
+    start_timeout_s: float = 120.0
+    idle_s: float = 30.0
+    end_grace_s: float = 10.0
+    max_lifetime_s: float = 3600.0
+
+
+@dataclass(frozen=True)
 class WorldSpec:
     """What the planner needs of a World; defaults match the CRD."""
 
@@ -123,6 +141,7 @@ class WorldSpec:
     standby: int = 0
     drain_timeout_s: float = 60.0
     replicas: int | None = None
+    instances: InstancePolicy = field(default_factory=InstancePolicy)
 
 
 @dataclass(frozen=True)
@@ -141,6 +160,28 @@ class ZoneView:
     sample_z: Sequence[float] = ()
     managed: bool = True
     deleting: bool = False
+    # The match id of an instance zone (None: an open-world zone).
+    instance: str | None = None
+    # When the zone was created (seconds since the epoch), if known.
+    created: float | None = None
+
+
+@dataclass(frozen=True)
+class InstanceRequest:
+    """One entry of the matchmaker's instance stream of this world: ``create`` an
+    instance zone for a match, or ``end`` it (the match result was reported)."""
+
+    id: str
+    kind: str
+    match: str
+    zone: str
+    at: float
+    players: tuple[str, ...] = ()
+
+
+def instance_zone(match: str) -> str:
+    """The name of a match's instance zone (the matchmaker names it the same way)."""
+    return "inst-" + match[:24].lower()
 
 
 @dataclass(frozen=True)
@@ -153,6 +194,10 @@ class Memory:
     under_since: Mapping[str, float] = field(default_factory=dict)
     cooldown_until: Mapping[str, float] = field(default_factory=dict)
     drain_since: Mapping[str, float] = field(default_factory=dict)
+    # Instance zones: first seen with players, empty since, end requested at.
+    joined: Mapping[str, float] = field(default_factory=dict)
+    idle_since: Mapping[str, float] = field(default_factory=dict)
+    end_at: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -161,6 +206,9 @@ class Memory:
             "underSince": dict(self.under_since),
             "cooldownUntil": dict(self.cooldown_until),
             "drainSince": dict(self.drain_since),
+            "instanceJoined": dict(self.joined),
+            "instanceIdleSince": dict(self.idle_since),
+            "instanceEndAt": dict(self.end_at),
         }
 
     @classmethod
@@ -180,12 +228,16 @@ class Memory:
             under_since=floats("underSince"),
             cooldown_until=floats("cooldownUntil"),
             drain_since=floats("drainSince"),
+            joined=floats("instanceJoined"),
+            idle_since=floats("instanceIdleSince"),
+            end_at=floats("instanceEndAt"),
         )
 
 
 @dataclass(frozen=True)
 class CreateZone:
-    """Start a new zone with these bounds (None: a warm standby)."""
+    """Start a new zone with these bounds (None: a warm standby); ``instance``:
+    the match id of an instance zone."""
 
     zone: str
     bounds: Rect | None
@@ -194,6 +246,7 @@ class CreateZone:
     split_depth: int
     decision: str
     reason: str
+    instance: str | None = None
 
 
 @dataclass(frozen=True)
@@ -245,12 +298,15 @@ Action = CreateZone | AssignStandby | Rebound | Drain | Delete
 
 @dataclass(frozen=True)
 class Plan:
-    """Actions in the order to carry them out, notes on what was held back, and
-    the memory for the next call."""
+    """Actions in the order to carry them out, notes on what was held back, the
+    memory for the next call, and the ids of the instance requests this plan has
+    taken care of (acknowledge them once its actions are carried out and its
+    memory kept; the others must be given again)."""
 
     actions: tuple[Action, ...]
     notes: tuple[str, ...]
     memory: Memory
+    done: tuple[str, ...] = ()
 
 
 def zone_name(world: str, number: int) -> str:
@@ -332,6 +388,8 @@ def _siblings(zones: Mapping[str, ZoneView]) -> list[tuple[ZoneView, ZoneView, R
             or child.depth != child.split_depth
             or child.split_depth == 0
             or not (child.managed and parent.managed)
+            or child.instance is not None
+            or parent.instance is not None
         ):
             continue
         union = parent.bounds.union(child.bounds)
@@ -354,6 +412,10 @@ class _Builder:
         self.under_since = dict(memory.under_since)
         self.cooldown_until = dict(memory.cooldown_until)
         self.drain_since = dict(memory.drain_since)
+        self.joined = dict(memory.joined)
+        self.idle_since = dict(memory.idle_since)
+        self.end_at = dict(memory.end_at)
+        self.done: list[str] = []
         self.standby = sorted(
             z.name
             for z in zones.values()
@@ -405,25 +467,42 @@ class _Builder:
             under_since={k: v for k, v in self.under_since.items() if k in alive},
             cooldown_until={k: v for k, v in self.cooldown_until.items() if k in alive and v > now},
             drain_since={k: v for k, v in self.drain_since.items() if k in alive},
+            joined={k: v for k, v in self.joined.items() if k in alive},
+            idle_since={k: v for k, v in self.idle_since.items() if k in alive},
+            end_at={k: v for k, v in self.end_at.items() if k in alive},
         )
+
+    def plan(self, now: float) -> Plan:
+        return Plan(tuple(self.actions), tuple(self.notes), self.memory(now), tuple(self.done))
 
 
 def plan(
-    world: WorldSpec, zones: Sequence[ZoneView], now: float, memory: Memory | None = None
+    world: WorldSpec,
+    zones: Sequence[ZoneView],
+    now: float,
+    memory: Memory | None = None,
+    requests: Sequence[InstanceRequest] = (),
 ) -> Plan:
-    """Decide what to do with the world's zones at time ``now`` (seconds)."""
+    """Decide what to do with the world's zones at time ``now`` (seconds), given
+    the instance requests not yet taken care of (oldest first)."""
     by_name = {z.name: z for z in sorted(zones, key=lambda z: z.name)}
     b = _Builder(world, by_name, memory or Memory())
     _finish_drains(b, now)
+    _instances(b, requests, now)
     if world.layout == "Static":
         for z in by_name.values():
-            if z.deleting and z.desired != Desired.DRAINING:
+            if z.deleting and z.desired != Desired.DRAINING and z.instance is None:
                 b.actions.append(Drain(z.name, None, "Delete", f"{z.name} is being deleted"))
                 b.drain_since[z.name] = now
-        return Plan(tuple(b.actions), tuple(b.notes), b.memory(now))
+        return b.plan(now)
 
-    active = [z for z in by_name.values() if z.desired == Desired.ACTIVE and z.managed]
-    if not active and not any(z.desired == Desired.DRAINING for z in by_name.values()):
+    active = [
+        z
+        for z in by_name.values()
+        if z.desired == Desired.ACTIVE and z.managed and z.instance is None
+    ]
+    draining = any(z.desired == Desired.DRAINING and z.instance is None for z in by_name.values())
+    if not active and not draining:
         _initial_layout(b)
     else:
         errors = partition_errors(world.bounds, [z.bounds for z in active if z.bounds])
@@ -434,7 +513,7 @@ def plan(
             if world.policy.enabled:
                 _autoscale(b, active, now)
     _standby_pool(b)
-    return Plan(tuple(b.actions), tuple(b.notes), b.memory(now))
+    return b.plan(now)
 
 
 def _finish_drains(b: _Builder, now: float) -> None:
@@ -459,6 +538,79 @@ def _finish_drains(b: _Builder, now: float) -> None:
                 )
             )
         b.busy.add(z.name)
+
+
+def _instances(b: _Builder, requests: Sequence[InstanceRequest], now: float) -> None:
+    """Create the requested instance zones (oldest first, up to ``maxInstances``
+    at once; the rest wait, un-acknowledged, for a later plan), record the ends
+    of reported matches, and end instances by the rules of the world's policy."""
+    policy = b.world.instances
+    present = {z.name: z for z in b.zones.values() if z.instance is not None}
+    ended = {r.zone for r in requests if r.kind == "end"}
+    for r in requests:
+        if r.kind == "end":
+            if r.zone in present:
+                b.end_at.setdefault(r.zone, min(r.at, now))
+            b.done.append(r.id)
+    count = len(present)
+    waiting = 0
+    for r in requests:
+        if r.kind != "create":
+            continue
+        if r.zone in present or r.zone in ended or r.zone in b.busy:
+            # Already created, a repeated request, or its match is already over.
+            b.done.append(r.id)
+            continue
+        if r.zone in b.zones:
+            b.notes.append(f"instance {r.zone} of match {r.match}: an open-world zone has its name")
+            b.done.append(r.id)
+            continue
+        if count >= policy.max_instances:
+            waiting += 1
+            continue
+        reason = f"match {r.match}: instance zone for {len(r.players)} players"
+        b.actions.append(
+            CreateZone(r.zone, b.world.bounds, None, 0, 0, "Instance", reason, instance=r.match)
+        )
+        b.busy.add(r.zone)
+        b.done.append(r.id)
+        count += 1
+    if waiting:
+        b.notes.append(f"{waiting} instance requests wait: maxInstances={policy.max_instances}")
+    for z in present.values():
+        if z.desired == Desired.DRAINING or z.name in b.busy:
+            continue
+        why = _instance_end(b, z, now)
+        if why is not None:
+            b.actions.append(Drain(z.name, None, "InstanceEnd", f"end instance {z.name}: {why}"))
+            b.drain_since[z.name] = now
+            b.busy.add(z.name)
+
+
+def _instance_end(b: _Builder, z: ZoneView, now: float) -> str | None:
+    """Why instance ``z`` ends now (None: it goes on); updates its timers."""
+    policy = b.world.instances
+    if z.phase == Phase.READY:  # players are only known from a live heartbeat
+        if z.players > 0:
+            b.joined.setdefault(z.name, now)
+            b.idle_since.pop(z.name, None)
+        elif z.name in b.joined:
+            b.idle_since.setdefault(z.name, now)
+    if z.deleting:
+        return "the ZoneServer is being deleted"
+    end_at = b.end_at.get(z.name)
+    if end_at is not None and now - end_at >= policy.end_grace_s:
+        return f"match {z.instance} was reported {now - end_at:g}s ago"
+    idle = b.idle_since.get(z.name)
+    if idle is not None and now - idle >= policy.idle_s:
+        return f"no players for {now - idle:g}s"
+    if z.created is not None:
+        age = now - z.created
+        if z.name not in b.joined and age >= policy.start_timeout_s:
+            return f"no player joined within {age:g}s"
+        if age >= policy.max_lifetime_s:
+            return f"{age:g}s old, maxLifetimeSeconds={policy.max_lifetime_s:g}"
+    return None
 
 
 def _initial_layout(b: _Builder) -> None:
@@ -496,7 +648,11 @@ def _initial_layout(b: _Builder) -> None:
 def _deletions(b: _Builder, now: float) -> None:
     """A zone being deleted hands its area to its sibling (a merge) or, when that
     is impossible or would go below min_zones, to a replacement zone."""
-    active = [z for z in b.zones.values() if z.desired == Desired.ACTIVE and z.managed]
+    active = [
+        z
+        for z in b.zones.values()
+        if z.desired == Desired.ACTIVE and z.managed and z.instance is None
+    ]
     count = len(active)
     pairs = _siblings(b.zones)
     for z in active:
@@ -533,7 +689,11 @@ def _deletions(b: _Builder, now: float) -> None:
 def _autoscale(b: _Builder, active: list[ZoneView], now: float) -> None:
     policy = b.world.policy
     count = len([z for z in active if not z.deleting]) + sum(
-        1 for a in b.actions if isinstance(a, CreateZone | AssignStandby) and a.bounds is not None
+        1
+        for a in b.actions
+        if isinstance(a, CreateZone | AssignStandby)
+        and a.bounds is not None
+        and not (isinstance(a, CreateZone) and a.instance is not None)
     )
     external = policy.mode == "External" and b.world.replicas is not None
     target = min(max(b.world.replicas or 0, policy.min_zones), policy.max_zones)
@@ -696,7 +856,9 @@ def advance(zones: Sequence[ZoneView], actions: Iterable[Action]) -> list[ZoneVi
     for a in actions:
         if isinstance(a, CreateZone):
             desired = Desired.ACTIVE if a.bounds is not None else Desired.STANDBY
-            out[a.zone] = ZoneView(a.zone, desired, a.bounds, a.parent, a.depth, a.split_depth)
+            out[a.zone] = ZoneView(
+                a.zone, desired, a.bounds, a.parent, a.depth, a.split_depth, instance=a.instance
+            )
         elif isinstance(a, AssignStandby):
             out[a.zone] = replace(
                 out[a.zone],

@@ -2,7 +2,7 @@
 
 1. Re-apply the intent log (``status.pending``) of a pass that stopped halfway.
 2. Read the World's ZoneServers and their heartbeats from Redis; patch each
-   ZoneServer's status.
+   ZoneServer's status. Read the matchmaker's instance requests of the world.
 3. Run the planner; record the actions as the intent log with the planner's
    memory in the World's status, then carry them out: ZoneServers created,
    re-bounded, told to drain, deleted.
@@ -10,7 +10,8 @@
    bounds or to drain over gRPC (best effort, repeated every pass until the
    heartbeat shows it).
 5. Post an Event per decision, append it to the world's Redis event stream,
-   count it, and write the World's status.
+   count it, and write the World's status; then acknowledge the instance
+   requests the plan took care of (its memory, e.g. an end's time, is kept).
 
 Every step is idempotent (create tolerates "exists", delete "not found"), so
 a pass cut short by an error or a leader change is finished by the next one.
@@ -33,6 +34,7 @@ from tessera.operator.planner import (
     CreateZone,
     Delete,
     Drain,
+    InstanceRequest,
     Memory,
     Plan,
     Rebound,
@@ -41,7 +43,7 @@ from tessera.operator.planner import (
     advance,
     plan,
 )
-from tessera.operator.store import OperatorStore
+from tessera.operator.store import Entry, OperatorStore
 from tessera.operator.zonectl import ZoneControl
 from tessera.v1 import zone_pb2
 
@@ -77,6 +79,35 @@ async def apply_action(deps: Deps, world_obj: Mapping[str, Any], action: Action)
         await deps.kube.delete_zoneserver(namespace, action.zone)
 
 
+def instance_requests(
+    world: str, entries: Sequence[Entry]
+) -> tuple[list[InstanceRequest], list[str]]:
+    """The usable instance requests, and the ids of malformed entries (logged and
+    counted; acknowledge them at once, they can never be used)."""
+    requests, bad = [], []
+    for entry_id, fields in entries:
+        try:
+            requests.append(resources.instance_request(world, entry_id, fields))
+        except resources.SpecError as err:
+            metrics.INSTANCE_REQUESTS_DROPPED.inc()
+            log.warning(
+                "instance request dropped",
+                extra={"world": world, "entry": entry_id, "error": str(err)},
+            )
+            bad.append(entry_id)
+    return requests, bad
+
+
+def count_instances(
+    world: str, views: Sequence[ZoneView], requests: Sequence[InstanceRequest], result: Plan
+) -> None:
+    """The instance gauges after a plan."""
+    metrics.INSTANCES.labels(world).set(sum(1 for z in views if z.instance is not None))
+    done = set(result.done)
+    waiting = sum(1 for r in requests if r.kind == "create" and r.id not in done)
+    metrics.INSTANCE_REQUESTS_WAITING.labels(world).set(waiting)
+
+
 def order(actions: Sequence[Action]) -> list[Action]:
     """New zones first, then re-bounds, drains and deletions, so the layout never
     has a gap (it may briefly overlap while a split is carried out)."""
@@ -105,9 +136,11 @@ async def reconcile_world(
         deps, world=world, objs=objs, views=views, statuses=statuses, stamp=stamp, now=now
     )
     _count_phases(world.name, views)
+    requests, bad = instance_requests(name, await deps.store.instance_entries(name))
+    await deps.store.ack_instances(name, bad)
 
     started = time.perf_counter()
-    result = plan(world, views, now, Memory.from_dict(previous.get("planner")))
+    result = plan(world, views, now, Memory.from_dict(previous.get("planner")), requests)
     metrics.PLANNER_SECONDS.observe(time.perf_counter() - started)
     actions = order(result.actions)
     if actions:
@@ -150,6 +183,8 @@ async def reconcile_world(
     )
     status["pending"] = []
     await deps.kube.patch_world_status(namespace, name, status)
+    await deps.store.ack_instances(name, result.done)
+    count_instances(name, after, requests, result)
     for note in result.notes:
         log.info("planner note", extra={"world": name, "note": note})
     return result

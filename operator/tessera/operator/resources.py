@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ from tessera.operator.planner import (
     Delete,
     Desired,
     Drain,
+    InstancePolicy,
+    InstanceRequest,
     Phase,
     Plan,
     Policy,
@@ -25,8 +28,9 @@ from tessera.operator.planner import (
     Rect,
     WorldSpec,
     ZoneView,
+    instance_zone,
 )
-from tessera.v1 import common_pb2, zone_pb2
+from tessera.v1 import common_pb2, matchmaking_pb2, zone_pb2
 
 API_VERSION = "tessera.io/v1alpha1"
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -35,6 +39,8 @@ WORLD_LABEL = "tessera.io/world"
 ZONE_LABEL = "tessera.io/zone"
 GRPC_PORT = 50051
 METRICS_PORT = 9090
+# A match id as the ZoneServer CRD accepts it (spec.instance.match).
+MATCH_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 # Extra time the pod gets after the drain deadline for the last handoffs and exit.
 TERMINATION_MARGIN_S = 30
 
@@ -104,6 +110,15 @@ def world_spec(obj: Mapping[str, Any]) -> WorldSpec:
         raise SpecError("spec.replicas is required when autoscaling.mode is External")
     if not (spec.get("zoneTemplate") or {}).get("image"):
         raise SpecError("spec.zoneTemplate.image is required")
+    raw = spec.get("instances") or {}
+    i = InstancePolicy()
+    instances = InstancePolicy(
+        max_instances=int(raw.get("maxInstances", i.max_instances)),
+        start_timeout_s=float(raw.get("startTimeoutSeconds", i.start_timeout_s)),
+        idle_s=float(raw.get("idleSeconds", i.idle_s)),
+        end_grace_s=float(raw.get("endGraceSeconds", i.end_grace_s)),
+        max_lifetime_s=float(raw.get("maxLifetimeSeconds", i.max_lifetime_s)),
+    )
     return WorldSpec(
         name=check_name("world", name),
         bounds=bounds,
@@ -112,6 +127,7 @@ def world_spec(obj: Mapping[str, Any]) -> WorldSpec:
         standby=int(spec.get("standby", 0)),
         drain_timeout_s=float(spec.get("drainTimeoutSeconds", 60)),
         replicas=int(replicas) if replicas is not None else None,
+        instances=instances,
     )
 
 
@@ -129,9 +145,20 @@ def is_managed(obj: Mapping[str, Any]) -> bool:
     return (obj["metadata"].get("labels") or {}).get(MANAGED_BY) == OPERATOR
 
 
+def timestamp(text: str | None) -> float | None:
+    """Seconds since the epoch of a Kubernetes timestamp (None if absent or bad)."""
+    if not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def zone_view(obj: Mapping[str, Any], status: zone_pb2.ZoneStatus | None) -> ZoneView:
     """The planner's view of one ZoneServer and its heartbeat."""
     spec = obj.get("spec") or {}
+    match = (spec.get("instance") or {}).get("match")
     raw_bounds = spec.get("bounds")
     desired = Desired(spec.get("desiredState", Desired.ACTIVE.value))
     return ZoneView(
@@ -147,6 +174,8 @@ def zone_view(obj: Mapping[str, Any], status: zone_pb2.ZoneStatus | None) -> Zon
         sample_z=tuple(status.sample_z) if status else (),
         managed=is_managed(obj),
         deleting=bool(obj["metadata"].get("deletionTimestamp")),
+        instance=str(match) if match else None,
+        created=timestamp(obj["metadata"].get("creationTimestamp")),
     )
 
 
@@ -184,6 +213,8 @@ def zoneserver(world_obj: Mapping[str, Any], action: CreateZone) -> dict[str, An
         spec["bounds"] = bounds_dict(action.bounds)
     if action.parent:
         spec["parent"] = action.parent
+    if action.instance:
+        spec["instance"] = {"match": action.instance}
     return {
         "apiVersion": API_VERSION,
         "kind": "ZoneServer",
@@ -245,6 +276,11 @@ def deployment(
         {"name": "TESSERA_GRPC_PORT", "value": str(GRPC_PORT)},
         {"name": "TESSERA_METRICS_PORT", "value": str(METRICS_PORT)},
         {"name": "TESSERA_DRAIN_TIMEOUT_S", "value": str(drain_timeout)},
+        *(
+            [{"name": "TESSERA_ZONE_INSTANCE", "value": str(spec["instance"]["match"])}]
+            if spec.get("instance")
+            else []
+        ),
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "TESSERA_ADVERTISE_ADDRESS", "value": f"$(POD_IP):{GRPC_PORT}"},
         *({"name": e["name"], "value": e.get("value", "")} for e in template.get("env", [])),
@@ -416,19 +452,21 @@ def world_status(
     now: str,
 ) -> dict[str, Any]:
     """The World status after a planning pass."""
-    active = [z for z in views if z.desired == Desired.ACTIVE]
+    active = [z for z in views if z.desired == Desired.ACTIVE and z.instance is None]
     phases: dict[str, int] = {}
     for z in views:
         phases[z.phase.value] = phases.get(z.phase.value, 0) + 1
     players = sum(z.players for z in views)
+    open_world = sum(z.players for z in views if z.instance is None)
     problems = [n for n in result.notes if "do not partition" in n]
     out: dict[str, Any] = {
         "replicas": len(active),
         "selector": f"{WORLD_LABEL}={world.name}",
         "zonesByPhase": phases,
         "standbyZones": sum(1 for z in views if z.desired == Desired.STANDBY),
+        "instances": sum(1 for z in views if z.instance is not None),
         "totalPlayers": players,
-        "recommendedZones": max(1, math.ceil(players / world.policy.target_players)),
+        "recommendedZones": max(1, math.ceil(open_world / world.policy.target_players)),
         "mapVersion": map_version,
         "planner": result.memory.to_dict(),
         "conditions": [
@@ -490,10 +528,11 @@ def event(
 def map_entries(
     world: WorldSpec, views: Sequence[ZoneView], statuses: Mapping[str, zone_pb2.ZoneStatus]
 ) -> list[zone_pb2.ZoneMapEntry]:
-    """The zone map: every zone that owns bounds (managed ones in a Managed world)."""
+    """The zone map: every zone that owns bounds (managed ones in a Managed world);
+    never an instance zone (it is not part of the world's partition)."""
     out = []
     for z in views:
-        if z.desired != Desired.ACTIVE or z.bounds is None:
+        if z.desired != Desired.ACTIVE or z.bounds is None or z.instance is not None:
             continue
         if world.layout == "Managed" and not z.managed:
             continue
@@ -534,3 +573,42 @@ def action_of(data: Mapping[str, Any]) -> Action:
         return cls(**fields)
     except TypeError as err:
         raise SpecError(f"bad {cls.__name__}: {err}") from None
+
+
+def instance_request(world: str, entry_id: str, fields: Mapping[bytes, bytes]) -> InstanceRequest:
+    """One entry of the matchmaker's instance stream of ``world`` (fields ``kind``,
+    ``match``, ``zone``, ``at_ms``, and ``request``, a serialized Assignment, for
+    ``create``); SpecError says why an entry cannot be used."""
+    text = {k.decode(errors="replace"): v for k, v in fields.items()}
+    kind = text.get("kind", b"").decode(errors="replace")
+    match = text.get("match", b"").decode(errors="replace")
+    zone = text.get("zone", b"").decode(errors="replace")
+    if kind not in ("create", "end"):
+        raise SpecError(f"kind must be create or end, not {kind!r}")
+    if MATCH_RE.fullmatch(match) is None:
+        raise SpecError(f"bad match id {match!r}")
+    if zone != instance_zone(match):
+        raise SpecError(f"zone {zone!r} is not the instance zone of match {match}")
+    try:
+        at = float(text.get("at_ms", b"")) / 1000.0
+    except ValueError:
+        raise SpecError("at_ms must be a number") from None
+    if not math.isfinite(at):
+        raise SpecError("at_ms must be finite")
+    players: tuple[str, ...] = ()
+    if kind == "create":
+        assignment = matchmaking_pb2.Assignment()
+        try:
+            assignment.ParseFromString(text.get("request", b""))
+        except Exception:  # protobuf raises DecodeError (a bare Exception subclass)
+            raise SpecError("request is not a serialized Assignment") from None
+        destination = assignment.destination
+        if destination.kind != matchmaking_pb2.DESTINATION_KIND_INSTANCE:
+            raise SpecError("request's destination is not an instance")
+        if assignment.match_id != match or (destination.world, destination.zone) != (world, zone):
+            raise SpecError(
+                f"request names match {assignment.match_id!r} in "
+                f"{destination.world}/{destination.zone}, not {match} in {world}/{zone}"
+            )
+        players = tuple(p.player_id for p in assignment.players)
+    return InstanceRequest(entry_id, kind, match, zone, at, players)

@@ -1,18 +1,37 @@
-"""The operator's only Redis access: zone heartbeats in, the zone map and scaling
-events out (keys in tessera.common.store.WorldKeys)."""
+"""The operator's only Redis access: zone heartbeats and the matchmaker's
+instance requests in, the zone map and scaling events out (world keys in
+tessera.common.store.WorldKeys).
+
+Instance requests: the stream ``tessera:{mm}:instances:<world>`` (written by the
+matchmaker), read through the consumer group ``tessera-operator`` with one fixed
+consumer name, so an operator replica elected after another one reads the
+entries its predecessor left unacknowledged."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
+from redis.exceptions import ResponseError, WatchError
 from redis.typing import EncodableT, FieldT
 
 from tessera.common.store import WorldKeys
 from tessera.v1 import common_pb2, zone_pb2
 
 EVENTS_MAXLEN = 1000
+INSTANCES_GROUP = "tessera-operator"
+INSTANCES_CONSUMER = "operator"
+# Entries read per XREADGROUP call; pending ones are paged through up to PENDING_MAX.
+INSTANCES_PAGE = 500
+PENDING_MAX = 20000
+
+Entry = tuple[str, dict[bytes, bytes]]
+
+
+def instances_key(world: str) -> str:
+    """The matchmaker's instance request stream of a world."""
+    return f"tessera:{{mm}}:instances:{WorldKeys(world).world}"
 
 
 def _bytes(data: bytes | str) -> bytes:
@@ -91,3 +110,46 @@ class OperatorStore:
         await self.redis.xadd(
             WorldKeys(world).events, entry, maxlen=EVENTS_MAXLEN, approximate=True
         )
+
+    async def instance_entries(self, world: str) -> list[Entry]:
+        """Instance requests not yet acknowledged, oldest first: the group's
+        pending entries (read before, not yet taken care of), then new ones. An
+        entry trimmed from the stream while pending comes with no fields."""
+        key = instances_key(world)
+        try:
+            return await self._read_instances(key)
+        except ResponseError as err:
+            if "NOGROUP" not in str(err):
+                raise
+        try:
+            await self.redis.xgroup_create(key, INSTANCES_GROUP, id="0", mkstream=True)
+        except ResponseError as err:
+            if "BUSYGROUP" not in str(err):  # another pass created it meanwhile
+                raise
+        return await self._read_instances(key)
+
+    async def _read_instances(self, key: str) -> list[Entry]:
+        out: list[Entry] = []
+        after = "0"
+        while len(out) < PENDING_MAX:
+            page = await self._read_group(key, after)
+            out += page
+            if len(page) < INSTANCES_PAGE:
+                break
+            after = page[-1][0]
+        return out + await self._read_group(key, ">")
+
+    async def _read_group(self, key: str, after: str) -> list[Entry]:
+        reply: Any = await self.redis.xreadgroup(
+            INSTANCES_GROUP, INSTANCES_CONSUMER, {key: after}, count=INSTANCES_PAGE
+        )
+        out: list[Entry] = []
+        for _, entries in reply or []:
+            for entry_id, fields in entries:
+                out.append((_bytes(entry_id).decode(), dict(fields or {})))
+        return out
+
+    async def ack_instances(self, world: str, ids: Sequence[str]) -> None:
+        """Acknowledge instance requests that have been taken care of."""
+        if ids:
+            await self.redis.xack(instances_key(world), INSTANCES_GROUP, *ids)
