@@ -9,6 +9,7 @@ redis-server is wrapped by :mod:`tessera.demo.guard` so it dies with the demo to
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import socket
@@ -19,7 +20,7 @@ import yaml
 
 from tessera.common.process import ServiceProcess
 from tessera.demo.guard import guarded_redis
-from tessera.demo.world import DemoSettings, world_resource
+from tessera.demo.world import DemoSettings, demo_modes, world_resource
 
 WORLD = "demo"
 MM_CLIENT = "matchmaking"
@@ -41,6 +42,8 @@ class Stack:
         self.redis = guarded_redis(self.dir / "redis")
         self.procs: dict[str, ServiceProcess] = {}
         self.udp_port = 0
+        # The matchmaker's client credentials at auth (also for reporting results).
+        self.mm_secret = secrets.token_urlsafe(24)
 
     @property
     def auth_address(self) -> str:
@@ -61,7 +64,6 @@ class Stack:
         """Start everything and wait until each process serves."""
         self.redis.start()
         connect_key = base64.b64encode(os.urandom(32)).decode()
-        mm_secret = secrets.token_urlsafe(24)
         self.udp_port = free_udp_port()
         common = {
             "TESSERA_REDIS_URL": self.redis.url,
@@ -81,7 +83,7 @@ class Stack:
                 "TESSERA_AUTH_GENERATE_KEYS": "true",
                 "TESSERA_CONNECT_KEY": connect_key,
                 "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{self.udp_port}",
-                "TESSERA_AUTH_SERVICE_CLIENTS": f"{MM_CLIENT}={mm_secret}",
+                "TESSERA_AUTH_SERVICE_CLIENTS": f"{MM_CLIENT}={self.mm_secret}",
                 "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "1000000",
                 "TESSERA_AUTH_CONNECT_TTL_S": "120",
             },
@@ -115,7 +117,8 @@ class Stack:
                 "TESSERA_LOG_LEVEL": "info",
                 "TESSERA_AUTH_ADDRESS": self.auth_address,
                 "TESSERA_MM_CLIENT_ID": MM_CLIENT,
-                "TESSERA_MM_CLIENT_SECRET": mm_secret,
+                "TESSERA_MM_CLIENT_SECRET": self.mm_secret,
+                "TESSERA_MM_MODES": json.dumps(demo_modes(WORLD)),
                 "TESSERA_MM_TICK_INTERVAL_S": "0.5",
             },
         )

@@ -74,6 +74,15 @@ def world_resource(s: DemoSettings, name: str = "demo") -> dict[str, Any]:
             },
             "standby": 1,
             "drainTimeoutSeconds": 30,
+            # Arena matches (see demo_modes) get instance zones that close soon
+            # after their result, or when empty, handing anyone left back.
+            "instances": {
+                "maxInstances": 16,
+                "startTimeoutSeconds": 30,
+                "idleSeconds": 10,
+                "endGraceSeconds": 2,
+                "maxLifetimeSeconds": 300,
+            },
             "autoscaling": {
                 "enabled": True,
                 "mode": "Density",
@@ -90,3 +99,12 @@ def world_resource(s: DemoSettings, name: str = "demo") -> dict[str, Any]:
             },
         },
     }
+
+
+def demo_modes(world: str = "demo") -> list[dict[str, Any]]:
+    """The matchmaker's modes in a demo: 1v1 duels in the open world (a zone with
+    room) and 1v1 arena matches, each in an instance zone of its own."""
+    return [
+        {"name": "duel", "teams": 2, "team_size": 1, "world": world},
+        {"name": "arena", "teams": 2, "team_size": 1, "world": world, "destination": "instance"},
+    ]
