@@ -15,6 +15,9 @@ def timeline() -> Timeline:
         ZoneSample("demo-0", "ACTIVE", (0, 0, 1000, 2000), 140, 4.5, 0, "a"),
         ZoneSample("demo-1", "DRAINING", (1000, 0, 2000, 2000), 3, 2.0, 3, "b"),
         ZoneSample("demo-2", "STANDBY", None, 0, 0.5, 0, "c"),
+        ZoneSample(
+            "inst-0a1b2c3d", "ACTIVE", (0, 0, 2000, 2000), 2, 1.0, 0, "d", instance="0a1b2c3d9f"
+        ),
     ]
     tl.samples = [
         Sample(0.0, "spread", zones, 143, 0, RelaySample(143, 0, 0, 0)),
@@ -45,6 +48,8 @@ def test_render() -> None:
         "split demo-0 at x=1000",
         "lost 0, duplicated 0",
         "demo-output/x",
+        "inst-0a1b2c3d",
+        "instance of match 0a1b2c3d",
     ):
         assert expected in text, expected
     empty = Console(width=80, record=True)

@@ -96,3 +96,17 @@ def test_summary_and_failure() -> None:
     assert failed(summary(tl, {**load, "disconnects": 2}, duration_s=10, bots=4)) == [
         "disconnects=2"
     ]
+
+
+def test_instance_zones_and_arena_matches_in_the_summary() -> None:
+    tl = Timeline()
+    inst = ZoneSample("inst-1", "ACTIVE", (0, 0, 10, 10), 2, 1.0, 0, "x", instance="m1")
+    tl.samples = [sample(0, [zone("a", 3), inst], 5, 0, 0, 0)]
+    load = {"disconnects": 0, "connect_failures": 0}
+    arena = {"matches": 3, "failed": 1, "disconnects": 0, "entities_changed": 0}
+    f = summary(tl, load, duration_s=10, bots=4, arena=arena)
+    assert (f["peak_zones"], f["peak_instances"]) == (1, 1)
+    assert failed(f) == ["arena failed=1"]
+    assert "arena matches        3 played in instance zones (peak 1 at once; 1 failed" in (
+        summary_text(f)
+    )

@@ -1,7 +1,8 @@
 """``python -m tessera.demo`` (``make demo``): see docs/DEMO.md.
 
 Starts redis-server, auth, relay, matchmaking and the operator's local runtime
-(which runs the zones), then a bot swarm following the demo scenario; shows a
+(which runs the zones), then a bot swarm following the demo scenario and, beside
+it, arena matches played in instance zones (:mod:`tessera.demo.arena`); shows a
 live dashboard; writes a summary, a JSON file and a PNG to the output folder.
 Exits 1 if a bot was disconnected (or could not connect) or an entity was lost
 or duplicated, 130 when interrupted.
@@ -25,8 +26,9 @@ from rich.console import Console
 from rich.live import Live
 
 from tessera.demo import dashboard, picture
+from tessera.demo.arena import Arena
 from tessera.demo.monitor import Monitor
-from tessera.demo.stack import WORLD, Stack
+from tessera.demo.stack import MM_CLIENT, WORLD, Stack
 from tessera.demo.timeline import Sample, Scan, Timeline, failed, summary, summary_text
 from tessera.demo.world import DemoSettings
 from tessera.load import scenario as sc
@@ -56,6 +58,7 @@ def _env_number(name: str, default: float) -> float:
 async def watch(
     stack: Stack,
     swarm: Swarm,
+    arena: Arena,
     settings: DemoSettings,
     *,
     output: Path,
@@ -66,6 +69,8 @@ async def watch(
     tl = Timeline()
     monitor = Monitor(stack.redis.url, WORLD, stack.relay_address)
     stop = asyncio.Event()
+    arena_stop = asyncio.Event()
+    arena_task = asyncio.create_task(arena.run(arena_stop))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -121,10 +126,13 @@ async def watch(
                 await asyncio.wait_for(stop.wait(), SAMPLE_S)
         if scan_task is not None:
             await scan_task
+        arena_stop.set()
+        await arena_task
         if stop.is_set():
             raise Interrupted("signal")
         return tl
     finally:
+        arena_task.cancel()
         if view is not None:
             view.stop()
         await monitor.close()
@@ -192,12 +200,24 @@ def main() -> None:
         )
         swarm.start()
         (output / "pids.json").write_text(json.dumps({"pids": stack.pids() + swarm.pids()}))
+        arena = Arena(
+            auth=stack.auth_address,
+            matchmaking=stack.procs["matchmaking"].grpc_address,
+            redis_url=stack.redis.url,
+            world=WORLD,
+            client_id=MM_CLIENT,
+            client_secret=stack.mm_secret,
+        )
         timeline = asyncio.run(
-            watch(stack, swarm, settings, output=output, console=console, live=live)
+            watch(stack, swarm, arena, settings, output=output, console=console, live=live)
         )
         swarm.wait(20.0)
         figures = summary(
-            timeline, swarm.report().as_dict(), duration_s=settings.duration_s, bots=settings.bots
+            timeline,
+            swarm.report().as_dict(),
+            duration_s=settings.duration_s,
+            bots=settings.bots,
+            arena=arena.figures(),
         )
         (output / "summary.json").write_text(json.dumps(figures, indent=2))
         (output / "summary.txt").write_text(summary_text(figures) + "\n")

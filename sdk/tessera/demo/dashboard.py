@@ -21,6 +21,8 @@ EVENT_STYLE = {
     "Merge": "bold cyan",
     "Drained": "yellow",
     "DrainTimeout": "red",
+    "Instance": "bold green",
+    "InstanceEnd": "green",
 }
 
 
@@ -59,7 +61,7 @@ def render(tl: Timeline, *, bots: int, duration_s: float, output: str) -> Group:
                 z.state + (f" ({z.drain_remaining} left)" if z.state == "DRAINING" else ""),
                 STATE_STYLE.get(z.state, ""),
             ),
-            _bounds(z.bounds),
+            f"instance of match {z.instance[:8]}" if z.instance else _bounds(z.bounds),
             str(z.players),
             f"{z.tick_p99_ms:.1f} ms",
         )

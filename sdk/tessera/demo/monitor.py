@@ -38,6 +38,7 @@ class ZoneSample:
     address: str
     xs: list[float] = field(default_factory=list)
     zs: list[float] = field(default_factory=list)
+    instance: str = ""  # the match of an instance zone
 
 
 @dataclass
@@ -62,6 +63,7 @@ def _zone(name: str, s: zone_pb2.ZoneStatus) -> ZoneSample:
         tick_p99_ms=float(s.tick_p99_ms),
         drain_remaining=int(s.drain_remaining),
         address=s.address,
+        instance=s.instance,
         xs=[round(float(x), 1) for x in s.sample_x],
         zs=[round(float(z), 1) for z in s.sample_z],
     )

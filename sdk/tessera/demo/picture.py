@@ -33,7 +33,7 @@ def draw(tl: Timeline, path: Path, *, world_m: float, title: str = "") -> Path:
         ax.set_aspect("equal")
         ax.tick_params(labelsize=6)
         for z in s.zones:
-            if z.bounds is None or z.state not in ("ACTIVE", "DRAINING"):
+            if z.bounds is None or z.instance or z.state not in ("ACTIVE", "DRAINING"):
                 continue
             x0, z0, x1, z1 = z.bounds
             ax.add_patch(

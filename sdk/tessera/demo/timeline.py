@@ -144,7 +144,14 @@ def key_moments(tl: Timeline, most: int = 8, apart_s: float = 5.0) -> list[int]:
     return sorted({int(np.argmin(np.abs(times - t))) for t in chosen})
 
 
-def summary(tl: Timeline, load: dict[str, Any], *, duration_s: float, bots: int) -> dict[str, Any]:
+def summary(
+    tl: Timeline,
+    load: dict[str, Any],
+    *,
+    duration_s: float,
+    bots: int,
+    arena: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The run's figures (also the JSON output)."""
     last = tl.samples[-1] if tl.samples else None
     handoffs = last.relay.reroutes if last else 0
@@ -153,7 +160,11 @@ def summary(tl: Timeline, load: dict[str, Any], *, duration_s: float, bots: int)
         "duration_s": duration_s,
         "peak_players": max((s.relay.sessions for s in tl.samples), default=0),
         "peak_zones": max(
-            (sum(1 for z in s.zones if z.state == "ACTIVE") for s in tl.samples), default=0
+            (sum(1 for z in s.zones if z.state == "ACTIVE" and not z.instance) for s in tl.samples),
+            default=0,
+        ),
+        "peak_instances": max(
+            (sum(1 for z in s.zones if z.instance) for s in tl.samples), default=0
         ),
         "splits": tl.splits,
         "merges": tl.merges,
@@ -168,6 +179,7 @@ def summary(tl: Timeline, load: dict[str, Any], *, duration_s: float, bots: int)
         "invariant_scans": len(tl.scans),
         "tick_p99_ms_per_zone": tick_p99_per_zone(tl.samples),
         "bytes_per_player_s": round(bytes_per_player_s(tl.samples), 1),
+        "arena": arena or {},
         "load": load,
         "events": [e.__dict__ for e in tl.events],
     }
@@ -179,6 +191,10 @@ def failed(figures: dict[str, Any]) -> list[str]:
     for key in ("disconnects", "connect_failures", "lost_entities", "duplicated_entities"):
         if figures.get(key, 0):
             out.append(f"{key}={figures[key]}")
+    arena = figures.get("arena") or {}
+    for key in ("disconnects", "failed", "entities_changed"):
+        if arena.get(key, 0):
+            out.append(f"arena {key}={arena[key]}")
     return out
 
 
@@ -186,6 +202,7 @@ def summary_text(figures: dict[str, Any]) -> str:
     """The summary as readable text."""
     zones = ", ".join(f"{k} {v:.1f} ms" for k, v in figures["tick_p99_ms_per_zone"].items())
     load = figures["load"]
+    arena = figures.get("arena") or {}
     f = figures
     lines = [
         f"bots                 {f['bots']} for {f['duration_s']:.0f} s",
@@ -193,6 +210,9 @@ def summary_text(figures: dict[str, Any]) -> str:
         f"splits / merges      {f['splits']} / {f['merges']}",
         f"drains               {f['drains_started']} started, {f['drains_finished']} finished",
         f"handoffs             {f['handoffs']}",
+        f"arena matches        {arena.get('matches', 0)} played in instance zones "
+        f"(peak {f['peak_instances']} at once; {arena.get('failed', 0)} failed, "
+        f"{arena.get('disconnects', 0)} disconnects)",
         f"disconnects          {f['disconnects']} (connect failures {f['connect_failures']})",
         f"lost / duplicated    {f['lost_entities']} / {f['duplicated_entities']} entities "
         f"({f['invariant_scans']} invariant scans)",
