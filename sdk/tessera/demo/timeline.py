@@ -81,8 +81,8 @@ class Timeline:
 
     @property
     def drains_started(self) -> int:
-        """Merges and deletions: each sends a zone draining."""
-        return self.count("Merge", "Delete")
+        """Merges, deletions and instance ends: each sends a zone draining."""
+        return self.count("Merge", "Delete", "InstanceEnd")
 
     @property
     def drains_finished(self) -> int:
