@@ -108,7 +108,9 @@ def test_short_demo_splits_merges_and_loses_nobody(tmp_path: Path) -> None:
     assert figures["lost_entities"] == 0
     assert figures["duplicated_entities"] == 0
     assert figures["invariant_scans"] >= 5
-    assert figures["peak_players"] == 60
+    assert 60 <= figures["peak_players"] <= 62  # the bots and an arena match's two players
+    assert figures["arena"]["matches"] >= 1, figures["arena"]
+    assert figures["arena"]["failed"] == figures["arena"]["disconnects"] == 0
     assert figures["handoffs"] > 0
     assert (tmp_path / "out" / "summary.txt").read_text().startswith("bots")
     png = (tmp_path / "out" / "world.png").read_bytes()
