@@ -66,8 +66,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def scrape(process: ServiceProcess) -> dict[str, float]:
-    url = f"http://127.0.0.1:{process.ports['metrics_port']}/metrics"
+def scrape(process: ServiceProcess, port: int | None = None) -> dict[str, float]:
+    """The process's ``tessera_matchmaking_*`` metrics (from ``port`` if given)."""
+    url = f"http://127.0.0.1:{port or process.ports['metrics_port']}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
     out: dict[str, float] = {}
@@ -402,15 +403,18 @@ async def frontend(
     await asyncio.to_thread(start, mm)
     serving = next(r for r in mm.records() if r.get("msg") == "serving")
     server_pids = [mm.pid, *serving.get("frontend_worker_pids", [])]
+    metrics_ports = [mm.ports["metrics_port"]] + [
+        r["metrics_port"] for r in mm.records() if r.get("msg") == "frontend worker serving"
+    ]
     players: list[tuple[str, str]] = []
     async with grpc.aio.insecure_channel(auth.grpc_address) as auth_channel:
         auth_stub = auth_pb2_grpc.AuthStub(auth_channel)
         wanted = callers * PLAYERS_PER_CALLER
-        for batch in range(0, wanted, 256):
+        for batch in range(0, wanted, 64):
             sessions = await asyncio.gather(
                 *(
                     auth_stub.GuestLogin(auth_pb2.GuestLoginRequest(device_id=f"bench-{i:010d}"))
-                    for i in range(batch, min(batch + 256, wanted))
+                    for i in range(batch, min(batch + 64, wanted))
                 )
             )
             players += [(s.account_id, s.access_token) for s in sessions]
@@ -451,6 +455,14 @@ async def frontend(
         client.join()
     await asyncio.sleep(1.0)  # the last tickets' assignments
     metrics = scrape(mm)
+    served = [
+        sum(
+            v
+            for k, v in scrape(mm, port).items()
+            if k.startswith("tessera_matchmaking_tickets_total{") and 'state="created"' in k
+        )
+        for port in metrics_ports
+    ]
     mm.terminate()
     auth.terminate()
     listener.cancel()
@@ -492,6 +504,11 @@ async def frontend(
         "assigned_per_s": round(assigned / elapsed, 1),
         "server_cpu_us_per_call": round(sum(server_cpu) * per_call),
         "server_cpu_cores": [round(c / elapsed, 2) for c in server_cpu],
+        # Per process, the first serving the API and running the matching loop.
+        "calls_per_process": [int(n) for n in served],
+        "cpu_us_per_call_per_process": [
+            round(c * 1e6 / n) if n else None for c, n in zip(server_cpu, served, strict=True)
+        ],
         "redis_cpu_us_per_call": round(redis_cpu * per_call),
         "client_cpu_us_per_call": round(client_cpu * per_call),
         "client_cpu_cores": round(client_cpu / elapsed, 2),
@@ -595,7 +612,9 @@ def main() -> None:
             f"p99 {front['grpc_call_ms_p99']} ms, time to match p50 "
             f"{front['time_to_match_ms_p50']} ms, p99 {front['time_to_match_ms_p99']} ms, "
             f"failures {front['failures']}\n  CPU per call: server "
-            f"{front['server_cpu_us_per_call']} us (cores {front['server_cpu_cores']}), "
+            f"{front['server_cpu_us_per_call']} us (cores {front['server_cpu_cores']}, per "
+            f"process {front['cpu_us_per_call_per_process']} us for "
+            f"{front['calls_per_process']} calls), "
             f"Redis {front['redis_cpu_us_per_call']} us, clients "
             f"{front['client_cpu_us_per_call']} us ({front['client_cpu_cores']} cores); "
             f"load average {front['load_average_1m']}"
