@@ -7,12 +7,16 @@ those of the matching loop and its claims, not of gRPC. Assignments are observed
 on the ticket event channel that WatchAssignment streams are fed from.
 
     python bench/matchmaking.py --json PATH [--rate 5000] [--duration 8] [--replicas 1,2]
-                                [--token-rate 1000]
+                                [--token-rate 1000] [--workers 64]
+                                [--frontend-workers 1,2] [--client-processes 2]
 
 The token scenario also issues every assigned player a connect token through a real
-auth process (one IssueConnectToken call per player), at ``--token-rate``. A last
-scenario measures gRPC ``CreateTicket`` itself: ``--workers`` concurrent callers with
-real access tokens against one process serving the API and matching.
+auth process (one IssueConnectToken call per player), at ``--token-rate``. The last
+scenarios measure gRPC ``CreateTicket`` itself: ``--workers`` closed-loop callers with
+real access tokens, spread over ``--client-processes`` processes, against one
+matchmaker with each ``--frontend-workers`` count of front-end processes (the first
+also runs the matching loop); besides calls/s, latency and time to match they report
+the CPU per call of every server process, of Redis and of the clients.
 """
 
 from __future__ import annotations
