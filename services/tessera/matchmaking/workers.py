@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from tessera.common.process import ServiceProcess
 from tessera.matchmaking import metrics
@@ -79,13 +79,12 @@ class FrontendWorkers:
         grpc_port: int,
         metrics_port: int,
         *,
-        env: Mapping[str, str] | None = None,
         write: Callable[[str], None] = _stderr,
     ) -> None:
         self.children = [
             ServiceProcess(
                 "tessera.matchmaking",
-                {**(env or {}), **worker_env(grpc_port, metrics_port, number)},
+                worker_env(grpc_port, metrics_port, number),
                 name=f"matchmaking-frontend-{number}",
                 echo=relay(number, write),
             )
