@@ -60,7 +60,7 @@ BATCH_S = 0.01
 # (its duel ticket is matched within milliseconds), connections per client process.
 PLAYERS_PER_CALLER = 24
 PLAYER_REUSE_S = 0.5
-CHANNELS_PER_CLIENT = 4
+CHANNELS_PER_CLIENT = 8
 
 
 def percentile(values: list[float], q: float) -> float:
