@@ -7,12 +7,16 @@ those of the matching loop and its claims, not of gRPC. Assignments are observed
 on the ticket event channel that WatchAssignment streams are fed from.
 
     python bench/matchmaking.py --json PATH [--rate 5000] [--duration 8] [--replicas 1,2]
-                                [--token-rate 1000]
+                                [--token-rate 1000] [--workers 64]
+                                [--frontend-workers 1,2] [--client-processes 2]
 
 The token scenario also issues every assigned player a connect token through a real
-auth process (one IssueConnectToken call per player), at ``--token-rate``. A last
-scenario measures gRPC ``CreateTicket`` itself: ``--workers`` concurrent callers with
-real access tokens against one process serving the API and matching.
+auth process (one IssueConnectToken call per player), at ``--token-rate``. The last
+scenarios measure gRPC ``CreateTicket`` itself: ``--workers`` closed-loop callers with
+real access tokens, spread over ``--client-processes`` processes, against one
+matchmaker with each ``--frontend-workers`` count of front-end processes (the first
+also runs the matching loop); besides calls/s, latency and time to match they report
+the CPU per call of every server process, of Redis and of the clients.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ import argparse
 import asyncio
 import collections
 import json
+import multiprocessing
+import os
 import random
 import statistics
 import time
 import urllib.request
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +56,11 @@ MODES = [
 ]
 PARTY_SIZES = [1, 1, 1, 1, 1, 1, 2, 2, 3, 5]
 BATCH_S = 0.01
+# gRPC scenario: players per concurrent caller, seconds before a player queues again
+# (its duel ticket is matched within milliseconds), connections per client process.
+PLAYERS_PER_CALLER = 24
+PLAYER_REUSE_S = 0.5
+CHANNELS_PER_CLIENT = 8
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -58,8 +70,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def scrape(process: ServiceProcess) -> dict[str, float]:
-    url = f"http://127.0.0.1:{process.ports['metrics_port']}/metrics"
+def scrape(process: ServiceProcess, port: int | None = None) -> dict[str, float]:
+    """The process's ``tessera_matchmaking_*`` metrics (from ``port`` if given)."""
+    url = f"http://127.0.0.1:{port or process.ports['metrics_port']}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
     out: dict[str, float] = {}
@@ -288,9 +301,90 @@ async def scenario(
     return out
 
 
-async def frontend(redis_server: LocalRedis, duration_s: float, workers: int) -> dict[str, Any]:
-    """Closed-loop CreateTicket calls over gRPC (real auth tokens) against one process
-    serving the API and matching, to show what the front end sustains."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class CallerPlan:
+    """What one client process of the gRPC scenario does."""
+
+    address: str
+    players: list[tuple[str, str]]  # (account id, access token)
+    callers: int
+    channels: int
+    duration_s: float
+
+
+def caller_process(plan: CallerPlan, out: Any) -> None:
+    """One client process: ``plan.callers`` closed-loop CreateTicket callers over
+    ``plan.channels`` connections (each its own, so SO_REUSEPORT can spread them over
+    front ends); puts its report on ``out``."""
+
+    async def run() -> dict[str, Any]:
+        latencies: list[float] = []
+        created: list[tuple[str, float]] = []
+        failures: Counter[str] = Counter()
+        queue = collections.deque((0.0, player) for player in plan.players)
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        opened = [
+            grpc.aio.insecure_channel(plan.address, options=options) for _ in range(plan.channels)
+        ]
+        stubs = [pb_grpc.MatchmakerStub(channel) for channel in opened]
+        started = time.monotonic()
+
+        async def caller(index: int) -> None:
+            stub = stubs[index % len(stubs)]
+            while time.monotonic() - started < plan.duration_s:
+                ready, (player, token) = queue.popleft()
+                await asyncio.sleep(max(0.0, ready - time.monotonic()))
+                request = pb.CreateTicketRequest(
+                    mode="duel",
+                    players=[pb.TicketPlayer(player_id=player)],
+                    regions=[pb.RegionLatency(region="eu", latency_ms=20.0)],
+                )
+                t0 = time.perf_counter()
+                try:
+                    ticket = await stub.CreateTicket(
+                        request, metadata=bearer_metadata(token), timeout=10
+                    )
+                    latencies.append((time.perf_counter() - t0) * 1000.0)
+                    created.append((ticket.id, ticket.created_at_ms))
+                except grpc.aio.AioRpcError as err:
+                    failures[err.code().name] += 1
+                # The ticket is matched within milliseconds; queue the player again later.
+                queue.append((time.monotonic() + PLAYER_REUSE_S, (player, token)))
+
+        await asyncio.gather(*(caller(i) for i in range(plan.callers)))
+        elapsed = time.monotonic() - started
+        for channel in opened:
+            await channel.close(None)
+        times = os.times()
+        return {
+            "calls": len(latencies),
+            "elapsed": elapsed,
+            "latencies": latencies,
+            "created": created,
+            "failures": dict(failures),
+            "cpu_s": times.user + times.system,
+        }
+
+    out.put(asyncio.run(run()))
+
+
+async def frontend(
+    redis_server: LocalRedis,
+    duration_s: float,
+    callers: int,
+    front_workers: int,
+    client_processes: int,
+) -> dict[str, Any]:
+    """Closed-loop CreateTicket calls over gRPC (real access tokens) from
+    ``client_processes`` processes against one matchmaker with ``front_workers``
+    front-end processes (the first also runs the matching loop)."""
     redis = common_store.connect(redis_server.url, max_connections=32)
     await redis.flushall()
     keys = WorldKeys("main")
@@ -303,66 +397,126 @@ async def frontend(redis_server: LocalRedis, duration_s: float, workers: int) ->
     auth.env["TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS"] = "1000000"
     await asyncio.to_thread(start, auth)
     mm = matcher(redis_server.url, 0, None)
-    mm.env.update({"TESSERA_MM_FRONTEND": "true", "TESSERA_AUTH_ADDRESS": auth.grpc_address})
+    mm.env.update(
+        {
+            "TESSERA_MM_FRONTEND": "true",
+            "TESSERA_AUTH_ADDRESS": auth.grpc_address,
+            "TESSERA_MM_FRONTEND_WORKERS": str(front_workers),
+        }
+    )
     await asyncio.to_thread(start, mm)
-    latencies: list[float] = []
-    failures: Counter[str] = Counter()
-    async with (
-        grpc.aio.insecure_channel(auth.grpc_address) as auth_channel,
-        grpc.aio.insecure_channel(mm.grpc_address) as mm_channel,
-    ):
+    serving = next(r for r in mm.records() if r.get("msg") == "serving")
+    server_pids = [mm.pid, *serving.get("frontend_worker_pids", [])]
+    metrics_ports = [mm.ports["metrics_port"]] + [
+        r["metrics_port"] for r in mm.records() if r.get("msg") == "frontend worker serving"
+    ]
+    players: list[tuple[str, str]] = []
+    async with grpc.aio.insecure_channel(auth.grpc_address) as auth_channel:
         auth_stub = auth_pb2_grpc.AuthStub(auth_channel)
-        sessions: list[auth_pb2.Session] = []
-        for batch in range(0, workers * 32, 256):
-            sessions += await asyncio.gather(
+        wanted = callers * PLAYERS_PER_CALLER
+        for batch in range(0, wanted, 64):
+            sessions = await asyncio.gather(
                 *(
                     auth_stub.GuestLogin(auth_pb2.GuestLoginRequest(device_id=f"bench-{i:010d}"))
-                    for i in range(batch, min(batch + 256, workers * 32))
+                    for i in range(batch, min(batch + 64, wanted))
                 )
             )
-        players = collections.deque((time.monotonic(), s) for s in sessions)
-        mm_stub = pb_grpc.MatchmakerStub(mm_channel)
-        started = time.monotonic()
-
-        async def worker() -> None:
-            while time.monotonic() - started < duration_s:
-                ready, session = players.popleft()
-                await asyncio.sleep(max(0.0, ready - time.monotonic()))
-                request = pb.CreateTicketRequest(
-                    mode="duel",
-                    players=[pb.TicketPlayer(player_id=session.account_id)],
-                    regions=[pb.RegionLatency(region="eu", latency_ms=20.0)],
-                )
-                t0 = time.perf_counter()
-                try:
-                    await mm_stub.CreateTicket(
-                        request, metadata=bearer_metadata(session.access_token), timeout=10
-                    )
-                    latencies.append((time.perf_counter() - t0) * 1000.0)
-                except grpc.aio.AioRpcError as err:
-                    failures[err.code().name] += 1
-                # The ticket is matched within milliseconds; queue the player again later.
-                players.append((time.monotonic() + 0.25, session))
-
-        await asyncio.gather(*(worker() for _ in range(workers)))
-        elapsed = time.monotonic() - started
+            players += [(s.account_id, s.access_token) for s in sessions]
+    run = Run(redis, 0.0, duration_s, seed=0)
+    ready = asyncio.Event()
+    listener = asyncio.create_task(run.listen(ready))
+    await ready.wait()
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    clients = [
+        context.Process(
+            target=caller_process,
+            args=(
+                CallerPlan(
+                    mm.grpc_address,
+                    players[i::client_processes],
+                    callers // client_processes,
+                    CHANNELS_PER_CLIENT,
+                    duration_s,
+                ),
+                out,
+            ),
+        )
+        for i in range(client_processes)
+    ]
+    server_cpu = [cpu_seconds(pid) for pid in server_pids]
+    assert redis_server.proc is not None
+    redis_cpu = cpu_seconds(redis_server.proc.pid)
+    for client in clients:
+        client.start()
+    reports = [await asyncio.to_thread(out.get) for _ in clients]
+    server_cpu = [
+        cpu_seconds(pid) - before for pid, before in zip(server_pids, server_cpu, strict=True)
+    ]
+    assert redis_server.proc is not None
+    redis_cpu = cpu_seconds(redis_server.proc.pid) - redis_cpu
+    for client in clients:
+        client.join()
+    await asyncio.sleep(1.0)  # the last tickets' assignments
     metrics = scrape(mm)
+    served = [
+        sum(
+            v
+            for k, v in scrape(mm, port).items()
+            if k.startswith("tessera_matchmaking_tickets_total{") and 'state="created"' in k
+        )
+        for port in metrics_ports
+    ]
     mm.terminate()
     auth.terminate()
+    listener.cancel()
     await redis.aclose()
+    elapsed = max(r["elapsed"] for r in reports)
+    calls = sum(r["calls"] for r in reports)
+    latencies = [x for r in reports for x in r["latencies"]]
+    waits = [
+        run.assigned_at[ticket_id] - created_ms
+        for r in reports
+        for ticket_id, created_ms in r["created"]
+        if ticket_id in run.assigned_at
+    ]
+    failures: Counter[str] = Counter()
+    for r in reports:
+        failures.update(r["failures"])
+    client_cpu = sum(r["cpu_s"] for r in reports)
     assigned = sum(
         v
         for k, v in metrics.items()
         if k.startswith("tessera_matchmaking_tickets_total{") and 'state="assigned"' in k
     )
+    per_call = 1e6 / max(calls, 1)
     return {
         "scenario": "grpc CreateTicket",
-        "workers": workers,
-        "create_ticket_per_s": round(len(latencies) / elapsed, 1),
+        "frontend_workers": front_workers,
+        "workers": callers,
+        "client_processes": client_processes,
+        "grpc_tickets_per_s": round(calls / elapsed, 1),
+        "create_ticket_per_s": round(calls / elapsed, 1),
+        "grpc_call_ms_p50": round(percentile(latencies, 0.5), 2),
+        "grpc_call_ms_p99": round(percentile(latencies, 0.99), 2),
         "create_ticket_ms_p50": round(percentile(latencies, 0.5), 2),
         "create_ticket_ms_p99": round(percentile(latencies, 0.99), 2),
+        "time_to_match_ms_p50": round(percentile(waits, 0.5), 1),
+        "time_to_match_ms_p99": round(percentile(waits, 0.99), 1),
+        "tickets_matched": len(waits),
         "failures": dict(failures),
         "assigned_per_s": round(assigned / elapsed, 1),
+        "server_cpu_us_per_call": round(sum(server_cpu) * per_call),
+        "server_cpu_cores": [round(c / elapsed, 2) for c in server_cpu],
+        # Per process, the first serving the API and running the matching loop.
+        "calls_per_process": [int(n) for n in served],
+        "cpu_us_per_call_per_process": [
+            round(c * 1e6 / n) if n else None for c, n in zip(server_cpu, served, strict=True)
+        ],
+        "redis_cpu_us_per_call": round(redis_cpu * per_call),
+        "client_cpu_us_per_call": round(client_cpu * per_call),
+        "client_cpu_cores": round(client_cpu / elapsed, 2),
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -401,9 +555,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             results.append(
                 await scenario(redis_server, 1, args.token_rate, args.duration, tokens=True)
             )
-        grpc_front = (
-            await frontend(redis_server, args.duration, args.workers) if args.workers > 0 else None
-        )
+        fronts = [
+            await frontend(redis_server, args.duration, args.workers, int(n), args.client_processes)
+            for n in (args.frontend_workers.split(",") if args.workers > 0 else [])
+        ]
     return {
         "benchmark": "matchmaking",
         "rate": args.rate,
@@ -414,7 +569,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "double_assignments": 0,
         },
         "scenarios": results,
-        "frontend": grpc_front,
+        "frontend": fronts[0] if fronts else None,
+        "frontends": fronts,
     }
 
 
@@ -438,16 +594,34 @@ def main() -> None:
         default=64,
         help="concurrent gRPC CreateTicket callers of the front-end scenario (0 = skip)",
     )
+    parser.add_argument(
+        "--frontend-workers",
+        default="1,2",
+        help="front-end process counts (TESSERA_MM_FRONTEND_WORKERS) of the gRPC scenario",
+    )
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=2,
+        help="processes the gRPC scenario's callers are spread over",
+    )
     args = parser.parse_args()
     report = asyncio.run(main_async(args))
     print(table(report["scenarios"]))
-    if report["frontend"] is not None:
-        front = report["frontend"]
+    for front in report["frontends"]:
         print(
-            f"\ngRPC CreateTicket, 1 process, {front['workers']} concurrent callers: "
-            f"{front['create_ticket_per_s']}/s, p50 {front['create_ticket_ms_p50']} ms, "
-            f"p99 {front['create_ticket_ms_p99']} ms, failures {front['failures']}, "
-            f"assigned {front['assigned_per_s']}/s"
+            f"\ngRPC CreateTicket, {front['frontend_workers']} front-end process(es), "
+            f"{front['workers']} callers in {front['client_processes']} client processes: "
+            f"{front['grpc_tickets_per_s']}/s, call p50 {front['grpc_call_ms_p50']} ms, "
+            f"p99 {front['grpc_call_ms_p99']} ms, time to match p50 "
+            f"{front['time_to_match_ms_p50']} ms, p99 {front['time_to_match_ms_p99']} ms, "
+            f"failures {front['failures']}\n  CPU per call: server "
+            f"{front['server_cpu_us_per_call']} us (cores {front['server_cpu_cores']}, per "
+            f"process {front['cpu_us_per_call_per_process']} us for "
+            f"{front['calls_per_process']} calls), "
+            f"Redis {front['redis_cpu_us_per_call']} us, clients "
+            f"{front['client_cpu_us_per_call']} us ({front['client_cpu_cores']} cores); "
+            f"load average {front['load_average_1m']}"
         )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
@@ -59,6 +59,7 @@ class ServiceProcess:
         args: Sequence[str] = (),
         name: str | None = None,
         keep_lines: int = 2000,
+        echo: Callable[[str], None] | None = None,
     ) -> None:
         self.module = module
         self.name = name or module
@@ -66,6 +67,8 @@ class ServiceProcess:
         self.args = list(args)
         self.proc: subprocess.Popen[str] | None = None
         self.lines: deque[str] = deque(maxlen=keep_lines)
+        # Also called with every log line of the child (e.g. to pass it on).
+        self.echo = echo
         self.ports: dict[str, int] = {}
         self._serving = threading.Event()
         self._reader: threading.Thread | None = None
@@ -92,6 +95,8 @@ class ServiceProcess:
         assert proc.stderr is not None
         for line in proc.stderr:
             self.lines.append(line.rstrip("\n"))
+            if self.echo is not None:
+                self.echo(line)
             record = _parse(line)
             if record.get("msg") == "serving":
                 self.ports = {k: int(v) for k, v in record.items() if k.endswith("_port")}

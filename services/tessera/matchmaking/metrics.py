@@ -53,3 +53,7 @@ TICK = Histogram(
     "Duration of one matching tick over all modes.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
 )
+FRONTEND_WORKER_RESTARTS = Counter(
+    "tessera_matchmaking_frontend_worker_restarts_total",
+    "Front-end worker processes started again after exiting on their own.",
+)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from tessera.auth.verifier import AuthInterceptor, Verifier, current_claims
 from tessera.common import store as common_store
 from tessera.common.config import ConfigError, Env, ServerConfig
+from tessera.common.localredis import free_port
 from tessera.common.server import GrpcService
 from tessera.matchmaking.admission import AuthIssuer
 from tessera.matchmaking.director import Director
@@ -24,6 +26,7 @@ from tessera.matchmaking.matching import resolve
 from tessera.matchmaking.modes import DEFAULT_MODES, Mode, parse_modes
 from tessera.matchmaking.servicer import TRUSTED, MatchmakerServicer, Watchers
 from tessera.matchmaking.store import Store
+from tessera.matchmaking.workers import FrontendWorkers
 from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ class Settings:
 
     modes: Mapping[str, Mode]
     frontend: bool
+    frontend_workers: int
     matching: bool
     auth_address: str
     client_id: str
@@ -59,6 +63,11 @@ class Settings:
         except ValueError as err:
             raise ConfigError("TESSERA_MM_MODES", text[:80], f"valid modes ({err})") from None
         frontend = env.flag("MM_FRONTEND", True)
+        workers = env.integer("MM_FRONTEND_WORKERS", 1, lo=1, hi=64)
+        if workers > 1 and not frontend:
+            raise ConfigError(
+                "TESSERA_MM_FRONTEND_WORKERS", str(workers), "1 when TESSERA_MM_FRONTEND=false"
+            )
         connect_tokens = env.flag("MM_CONNECT_TOKENS", True)
         auth_address = env.string("AUTH_ADDRESS", "", pattern=r"\S+:\d+")
         secret = env.string("MM_CLIENT_SECRET", "")
@@ -78,6 +87,7 @@ class Settings:
         return cls(
             modes={m.name: m for m in modes},
             frontend=frontend,
+            frontend_workers=workers,
             matching=env.flag("MM_MATCHING", True),
             auth_address=auth_address,
             client_id=env.string("MM_CLIENT_ID", "matchmaking"),
@@ -105,7 +115,15 @@ async def build(config: ServerConfig) -> GrpcService:
             for method in ("ReportMatchResult", "CreateBackfill", "GetBackfill")
         }
         interceptors.append(AuthInterceptor(verifier, roles=trusted))
-    service = GrpcService(config, interceptors=interceptors)
+    workers: FrontendWorkers | None = None
+    options: list[tuple[str, int]] = []
+    if settings.frontend_workers > 1:
+        # Every front-end process binds the same port; the kernel spreads connections.
+        options.append(("grpc.so_reuseport", 1))
+        if config.grpc_port == 0:
+            config = dataclasses.replace(config, grpc_port=free_port())
+        workers = FrontendWorkers(settings.frontend_workers, config.grpc_port, config.metrics_port)
+    service = GrpcService(config, interceptors=interceptors, options=options)
     tasks: list[asyncio.Task[None]] = []
     if settings.frontend:
         watchers = Watchers()
@@ -127,11 +145,17 @@ async def build(config: ServerConfig) -> GrpcService:
             rotate_ms=settings.rotate_ms,
         )
         tasks.append(asyncio.create_task(director.run(stop), name="mm-director"))
+    if workers is not None:
+        await workers.start()
+        tasks.append(asyncio.create_task(workers.watch(), name="mm-frontend-workers"))
+        service.on_stopping(workers.begin_stop)
+        service.serving_fields["frontend_worker_pids"] = workers.pids
     log.info(
         "matchmaker configured",
         extra={
             "modes": sorted(settings.modes),
             "frontend": settings.frontend,
+            "frontend_workers": settings.frontend_workers,
             "matching": settings.matching,
             "connect_tokens": settings.connect_tokens,
             "pid": os.getpid(),
@@ -145,6 +169,8 @@ async def build(config: ServerConfig) -> GrpcService:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if workers is not None:
+            await workers.stop()
         if issuer is not None:
             await issuer.close()
         if verifier is not None:

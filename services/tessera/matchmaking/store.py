@@ -59,6 +59,7 @@ SEARCHING = pb.TICKET_STATE_SEARCHING
 ASSIGNED = pb.TICKET_STATE_ASSIGNED
 CANCELLED = pb.TICKET_STATE_CANCELLED
 EXPIRED = pb.TICKET_STATE_EXPIRED
+_DEFAULT_MU = repr(rating.DEFAULT[0])
 
 # KEYS: ticket, pool, ratings, player keys...; ARGV: id, blob, players, expires, now,
 # retention, prefix, default mu, owner's session id.
@@ -386,11 +387,15 @@ class Store:
 
     async def create(self, ticket: pb.Ticket, now_ms: float, session_id: str = "") -> pb.Ticket:
         """Store a new searching ticket created in the owner's session ``session_id``;
-        raise PlayerBusy if a player has one already."""
-        (result,) = await self.create_many([ticket], now_ms, [session_id])
-        if isinstance(result, PlayerBusy):
-            raise result
-        return result
+        raise PlayerBusy if a player has one already.
+
+        One EVALSHA round trip (a pipeline would add a SCRIPT EXISTS round trip per
+        call); ``ticket`` itself becomes the stored ticket and is returned.
+        """
+        expires = int(now_ms) + self.ttl_ms
+        keys, args = self._create_call(ticket, expires, now_ms, session_id)
+        result = await self._create(keys=keys, args=args)
+        return _created(ticket, result, expires)
 
     async def create_many(
         self, tickets: Sequence[pb.Ticket], now_ms: float, sessions: Sequence[str] = ()
@@ -400,38 +405,43 @@ class Store:
         expires = int(now_ms) + self.ttl_ms
         async with self.redis.pipeline(transaction=False) as pipe:
             for i, ticket in enumerate(tickets):
-                players = [p.player_id for p in ticket.players]
-                keys = [
-                    self.ticket_key(ticket.id),
-                    self.pool_key(ticket.mode),
-                    self.ratings_key(ticket.mode),
-                    *(self.player_key(p) for p in players),
-                ]
-                args: list[Any] = [
-                    ticket.id,
-                    ticket.SerializeToString(),
-                    SEP.join(players),
-                    expires,
-                    int(now_ms),
-                    self.retention_ms,
-                    PREFIX,
-                    repr(rating.DEFAULT[0]),
-                    sessions[i] if i < len(sessions) else "",
-                ]
+                session = sessions[i] if i < len(sessions) else ""
+                keys, args = self._create_call(ticket, expires, now_ms, session)
                 await self._create(keys=keys, args=args, client=pipe)
             results = await pipe.execute()
         out: list[pb.Ticket | PlayerBusy] = []
         for ticket, result in zip(tickets, results, strict=True):
-            if int(result[0]) != 0:
-                player = ticket.players[int(result[0]) - 1].player_id
-                out.append(PlayerBusy(player, _text(result[1])))
-                continue
             created = pb.Ticket()
             created.CopyFrom(ticket)
-            created.state = SEARCHING
-            created.expires_at_ms = float(expires)
-            out.append(created)
+            try:
+                out.append(_created(created, result, expires))
+            except PlayerBusy as busy:
+                out.append(busy)
         return out
+
+    def _create_call(
+        self, ticket: pb.Ticket, expires: int, now_ms: float, session_id: str
+    ) -> tuple[list[str], list[Any]]:
+        """Keys and arguments of the :data:`CREATE` script for one ticket."""
+        players = [p.player_id for p in ticket.players]
+        keys = [
+            self.ticket_key(ticket.id),
+            self.pool_key(ticket.mode),
+            self.ratings_key(ticket.mode),
+            *(self.player_key(p) for p in players),
+        ]
+        args: list[Any] = [
+            ticket.id,
+            ticket.SerializeToString(),
+            SEP.join(players),
+            expires,
+            int(now_ms),
+            self.retention_ms,
+            PREFIX,
+            _DEFAULT_MU,
+            session_id,
+        ]
+        return keys, args
 
     async def get(self, ticket_id: str, now_ms: float) -> pb.Ticket | None:
         """The ticket with its current state (EXPIRED once past its expiry), or None."""
@@ -667,6 +677,16 @@ class Store:
                 yield int(state), ids
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _created(ticket: pb.Ticket, result: Sequence[Any], expires: int) -> pb.Ticket:
+    """``ticket`` marked searching until ``expires``, or PlayerBusy from the script's result."""
+    if int(result[0]) != 0:
+        player = ticket.players[int(result[0]) - 1].player_id
+        raise PlayerBusy(player, _text(result[1]))
+    ticket.state = SEARCHING
+    ticket.expires_at_ms = float(expires)
+    return ticket
 
 
 def _text(value: bytes | str) -> str:
