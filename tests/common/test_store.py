@@ -60,3 +60,13 @@ async def test_client_reconnects_after_kill_and_restart(tmp_path) -> None:  # ty
         await client.aclose()
         await asyncio.sleep(0)
         server.stop()
+
+
+def test_instance_zone_and_stream_names() -> None:
+    assert (
+        store.instance_zone("0f3c9a1e5b7d4c2a8e6f1b3d5c7a9e0f") == "inst-0f3c9a1e5b7d4c2a8e6f1b3d"
+    )
+    assert store.instance_zone("ABC") == "inst-abc"
+    assert store.instances_stream("earth") == "tessera:{mm}:instances:earth"
+    with pytest.raises(ValueError, match="DNS label"):
+        store.instances_stream("Earth")

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from tessera.common.store import WorldKeys
 from tessera.demo.arena import Arena
-from tessera.demo.stack import MM_CLIENT, WORLD, Stack
+from tessera.demo.stack import WORLD, Stack
 from tessera.demo.world import DemoSettings
 
 pytestmark = pytest.mark.integration
@@ -35,16 +35,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
 async def test_an_arena_match_plays_in_its_instance_zone_and_returns_to_the_open_world(
     stack: Stack,
 ) -> None:
-    arena = Arena(
-        auth=stack.auth_address,
-        matchmaking=stack.procs["matchmaking"].grpc_address,
-        redis_url=stack.redis.url,
-        world=WORLD,
-        client_id=MM_CLIENT,
-        client_secret=stack.mm_secret,
-        play_s=1.0,
-    )
-    record = await arena.play("test")
+    record = await Arena.for_stack(stack, play_s=1.0).play("test")
 
     assert record.instance.startswith("inst-") and record.match_id.startswith(record.instance[5:])
     assert record.same_entities

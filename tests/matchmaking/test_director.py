@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tessera.common.store import WorldKeys
+from tessera.common.store import WorldKeys, instances_stream
 from tessera.matchmaking import matching
 from tessera.matchmaking.director import Director
 from tessera.matchmaking.matching import Proposal, Seat
@@ -200,7 +200,7 @@ async def test_instance_mode_names_a_zone_and_requests_it(
     got_party = tickets[0]
     assert got_party is not None
     assert len({p.team for p in got_party.assignment.players}) == 1
-    entries: Any = await redis.xrange(store.instances_key("arenas"))
+    entries: Any = await redis.xrange(instances_stream("arenas"))
     ((_, fields),) = entries
     assert (fields[b"kind"], fields[b"zone"], fields[b"at_ms"]) == (
         b"create",
@@ -247,7 +247,7 @@ async def test_backfill_refills_running_match_first(
     backfill = await store.get_backfill("bf")
     assert backfill is not None and dict(backfill.open_slots) == {1: 0}
     # The running match's instance exists already: no new one is requested.
-    assert await redis.xlen(store.instances_key("w")) == 0
+    assert await redis.xlen(instances_stream("w")) == 0
 
 
 async def test_expired_tickets_are_reaped(store: Store, clock: Clock) -> None:

@@ -21,7 +21,7 @@ from tessera.auth.verifier import Verifier, bearer_metadata
 from tessera.common import errors
 from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
-from tessera.common.store import WorldKeys
+from tessera.common.store import WorldKeys, instances_stream
 from tessera.matchmaking.store import Claim, Instance, Store
 from tessera.v1 import auth_pb2, auth_pb2_grpc, common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
@@ -225,7 +225,7 @@ async def test_duel_assignment_with_connect_tokens_and_result(stack: Stack) -> N
     result.match_id = "arena-match"
     assert (await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)).applied
     assert not (await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)).applied
-    entries: Any = await stack.redis.xrange(Store.instances_key("arenas"))
+    entries: Any = await stack.redis.xrange(instances_stream("arenas"))
     assert [(f[b"kind"], f[b"match"], f[b"zone"]) for _, f in entries] == [
         (b"create", b"arena-match", b"inst-arena-match"),
         (b"end", b"arena-match", b"inst-arena-match"),

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tessera.common.store import WorldKeys
+from tessera.common.store import WorldKeys, instances_stream
 from tessera.matchmaking.destination import ZoneLoad
 from tessera.matchmaking.store import (
     SENT_WINDOW_MS,
@@ -260,7 +260,7 @@ async def test_instance_lifecycle_is_streamed_per_world(
         Claim("m8", [(gone.id, b"")], instance=Instance("arenas", "inst-m8", request)),
     ]
     assert await store.claim("duel", claims, now) == [None, gone.id]
-    entries: Any = await redis.xrange(store.instances_key("arenas"))
+    entries: Any = await redis.xrange(instances_stream("arenas"))
     ((_, fields),) = entries  # nothing for the claim that failed
     assert fields == {
         b"kind": b"create",
@@ -276,7 +276,7 @@ async def test_instance_lifecycle_is_streamed_per_world(
     assert await store.apply_result("m9", "duel", [["a"], ["b"]], [0, 1], now_ms=now + 5)
     assert not await store.apply_result("m9", "duel", [["a"], ["b"]], [1, 0], now_ms=now + 9)
     assert await store.apply_result("open-world-match", "duel", [["a"], ["b"]], [0, 1], now_ms=now)
-    entries = await redis.xrange(store.instances_key("arenas"))
+    entries = await redis.xrange(instances_stream("arenas"))
     assert len(entries) == 2
     assert entries[1][1] == {
         b"kind": b"end",
@@ -284,7 +284,7 @@ async def test_instance_lifecycle_is_streamed_per_world(
         b"zone": b"inst-m9",
         b"at_ms": str(int(now) + 5).encode(),
     }
-    assert await redis.keys(store.instances_key("*")) == [store.instances_key("arenas").encode()]
+    assert await redis.keys("tessera:{mm}:instances:*") == [instances_stream("arenas").encode()]
 
 
 async def test_zone_room_is_checked_in_the_claim_across_replicas(

@@ -11,11 +11,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from tessera.common.store import WorldKeys
+from tessera.common.store import WorldKeys, instances_stream
 from tessera.operator import resources
 from tessera.operator.handlers import OperatorConfig
 from tessera.operator.planner import CreateZone, Rect
-from tessera.operator.store import INSTANCES_GROUP, instances_key
+from tessera.operator.store import INSTANCES_GROUP
 from tessera.v1 import common_pb2, matchmaking_pb2, zone_pb2
 
 from .conftest import Cluster, eventually
@@ -335,11 +335,11 @@ async def request_instance(redis: Redis, kind: str, at_ms: float) -> None:
             ),
             players=[matchmaking_pb2.PlayerAssignment(player_id=p) for p in ("ann", "bob")],
         ).SerializeToString()
-    await redis.xadd(instances_key("earth"), fields, maxlen=10000, approximate=True)  # type: ignore[arg-type]
+    await redis.xadd(instances_stream("earth"), fields, maxlen=10000, approximate=True)  # type: ignore[arg-type]
 
 
 async def unacknowledged(redis: Redis) -> int:
-    info: Any = await redis.xpending(instances_key("earth"), INSTANCES_GROUP)
+    info: Any = await redis.xpending(instances_stream("earth"), INSTANCES_GROUP)
     return int(info["pending"])
 
 
@@ -439,7 +439,7 @@ async def test_instances_wait_for_room_and_bad_entries_are_dropped(
     obj = world()
     obj["spec"]["instances"] = {"maxInstances": 0}
     await cluster.apply(WORLDS, obj)
-    await redis.xadd(instances_key("earth"), {"kind": "explode", "match": "x"})
+    await redis.xadd(instances_stream("earth"), {"kind": "explode", "match": "x"})
     await request_instance(redis, "create", time.time() * 1000)
     await eventually(
         lambda: "earth-0" in cluster.objects("tessera.io/v1alpha1/zoneservers"), what="zone"

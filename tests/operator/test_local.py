@@ -23,11 +23,11 @@ import yaml
 from redis.asyncio import Redis
 
 from tessera.common.localredis import LocalRedis
-from tessera.common.store import WorldKeys
+from tessera.common.store import WorldKeys, instance_zone, instances_stream
 from tessera.operator.local import LocalRuntime, load_world
-from tessera.operator.planner import Phase, instance_zone
+from tessera.operator.planner import Phase
 from tessera.operator.resources import SpecError
-from tessera.operator.store import INSTANCES_GROUP, instances_key
+from tessera.operator.store import INSTANCES_GROUP
 from tessera.v1 import common_pb2, matchmaking_pb2, zone_pb2, zone_pb2_grpc
 
 WORLD: dict[str, Any] = {
@@ -196,7 +196,7 @@ async def request_instance(redis: Redis, kind: str, match: str) -> None:
             ),
             players=[matchmaking_pb2.PlayerAssignment(player_id="ann")],
         ).SerializeToString()
-    await redis.xadd(instances_key("earth"), fields, maxlen=10000, approximate=True)  # type: ignore[arg-type]
+    await redis.xadd(instances_stream("earth"), fields, maxlen=10000, approximate=True)  # type: ignore[arg-type]
 
 
 async def test_instance_zones_start_on_request_and_end_without_losing_players(
@@ -228,7 +228,7 @@ async def test_instance_zones_start_on_request_and_end_without_losing_players(
         assert status.instance == arena and status.state == zone_pb2.ZONE_STATE_ACTIVE
         assert (status.bounds.max_x, status.bounds.max_z) == (1024, 512)  # the world's
         assert (await heartbeat(redis, "earth-0")).instance == ""
-        pending: Any = await redis.xpending(instances_key("earth"), INSTANCES_GROUP)
+        pending: Any = await redis.xpending(instances_stream("earth"), INSTANCES_GROUP)
         assert pending["pending"] == 0
         zone_map = await runtime.store.zone_map("earth")
         assert zone_map is not None and [e.zone for e in zone_map.zones] == ["earth-0"]

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tessera.matchmaking import destination
+from tessera.common.store import instance_zone
 from tessera.operator.planner import (
     Action,
     AssignStandby,
@@ -34,7 +34,6 @@ from tessera.operator.planner import (
     WorldSpec,
     ZoneView,
     advance,
-    instance_zone,
     partition_errors,
     plan,
     split_rect,
@@ -663,12 +662,6 @@ def instance(match: str, players: int = 0, created: float = 0.0, **kw: object) -
 
 
 OPEN = [ready("earth-0", WORLD, 10)]
-
-
-def test_instance_zone_name_is_the_matchmakers() -> None:
-    assert instance_zone(MATCH) == "inst-0f3c9a1e5b7d4c2a8e6f1b3d"
-    assert instance_zone(MATCH) == destination.instance_zone(MATCH)
-    assert instance_zone("ABC") == destination.instance_zone("ABC") == "inst-abc"
 
 
 def test_requested_instance_is_created_with_the_world_bounds() -> None:

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tessera.common.store import WorldKeys
+from tessera.common.store import WorldKeys, instances_stream
 from tessera.matchmaking.director import Director
 from tessera.matchmaking.modes import INSTANCE, Mode
 from tessera.matchmaking.store import Store
 from tessera.operator import store as operator_store
 from tessera.operator.planner import CreateZone, Rect, WorldSpec, plan
 from tessera.operator.reconcile import instance_requests
-from tessera.operator.store import OperatorStore, instances_key
+from tessera.operator.store import OperatorStore
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
 
@@ -80,7 +80,7 @@ async def test_events_are_appended_to_a_capped_stream(redis: Redis) -> None:
 async def xadd(redis: Redis, kind: str, match: str) -> str:
     """An entry as the matchmaker writes it (the contract's fields)."""
     entry_id: Any = await redis.xadd(
-        instances_key("earth"),
+        instances_stream("earth"),
         {"kind": kind, "match": match, "zone": f"inst-{match}", "at_ms": "1000"},
         maxlen=10000,
         approximate=True,
@@ -90,9 +90,9 @@ async def xadd(redis: Redis, kind: str, match: str) -> str:
 
 async def test_instance_entries_pending_first_then_new_until_acknowledged(redis: Redis) -> None:
     store = OperatorStore(redis)
-    assert instances_key("earth") == "tessera:{mm}:instances:earth"
+    assert instances_stream("earth") == "tessera:{mm}:instances:earth"
     assert await store.instance_entries("earth") == []  # creates the group (MKSTREAM)
-    groups: Any = await redis.xinfo_groups(instances_key("earth"))
+    groups: Any = await redis.xinfo_groups(instances_stream("earth"))
     assert [g["name"] for g in groups] == [b"tessera-operator"]
     a = await xadd(redis, "create", "a")
     b = await xadd(redis, "create", "b")
@@ -127,10 +127,10 @@ async def test_instance_entries_page_through_pending_and_survive_a_lost_group(
     assert [i for i, _ in await store.instance_entries("earth")] == ids[:4]
     assert [i for i, _ in await store.instance_entries("earth")] == ids
     # An entry trimmed away while pending comes back with no fields.
-    await redis.xdel(instances_key("earth"), ids[0])
+    await redis.xdel(instances_stream("earth"), ids[0])
     entries = await store.instance_entries("earth")
     assert entries[0] == (ids[0], {}) and len(entries) == 5
-    await redis.delete(instances_key("earth"))  # e.g. Redis lost its data: a new group
+    await redis.delete(instances_stream("earth"))  # e.g. Redis lost its data: a new group
     assert await store.instance_entries("earth") == []
     e = await xadd(redis, "end", "x")
     assert [i for i, _ in await store.instance_entries("earth")] == [e]
@@ -154,7 +154,6 @@ async def test_instance_requests_written_by_the_matchmaker_are_planned(redis: Re
         )
         await mm.create(ticket, now_ms)
     assert (await director.tick()).matches == 1
-    assert mm.instances_key("earth") == instances_key("earth")
 
     store = OperatorStore(redis)
     entries = await store.instance_entries("earth")

@@ -179,11 +179,6 @@ class InstanceRequest:
     players: tuple[str, ...] = ()
 
 
-def instance_zone(match: str) -> str:
-    """The name of a match's instance zone (the matchmaker names it the same way)."""
-    return "inst-" + match[:24].lower()
-
-
 @dataclass(frozen=True)
 class Memory:
     """What the planner remembers between calls (kept by the runtime, e.g. in the

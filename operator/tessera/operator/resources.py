@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tessera.common.store import check_name
+from tessera.common.store import check_name, instance_zone
 from tessera.operator.planner import (
     Action,
     AssignStandby,
@@ -28,7 +28,6 @@ from tessera.operator.planner import (
     Rect,
     WorldSpec,
     ZoneView,
-    instance_zone,
 )
 from tessera.v1 import common_pb2, matchmaking_pb2, zone_pb2
 

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError, WatchError
 from redis.typing import EncodableT, FieldT
 
-from tessera.common.store import WorldKeys
+from tessera.common.store import WorldKeys, instances_stream
 from tessera.v1 import common_pb2, zone_pb2
 
 EVENTS_MAXLEN = 1000
@@ -27,11 +27,6 @@ INSTANCES_PAGE = 500
 PENDING_MAX = 20000
 
 Entry = tuple[str, dict[bytes, bytes]]
-
-
-def instances_key(world: str) -> str:
-    """The matchmaker's instance request stream of a world."""
-    return f"tessera:{{mm}}:instances:{WorldKeys(world).world}"
 
 
 def _bytes(data: bytes | str) -> bytes:
@@ -115,7 +110,7 @@ class OperatorStore:
         """Instance requests not yet acknowledged, oldest first: the group's
         pending entries (read before, not yet taken care of), then new ones. An
         entry trimmed from the stream while pending comes with no fields."""
-        key = instances_key(world)
+        key = instances_stream(world)
         try:
             return await self._read_instances(key)
         except ResponseError as err:
@@ -152,4 +147,4 @@ class OperatorStore:
     async def ack_instances(self, world: str, ids: Sequence[str]) -> None:
         """Acknowledge instance requests that have been taken care of."""
         if ids:
-            await self.redis.xack(instances_key(world), INSTANCES_GROUP, *ids)
+            await self.redis.xack(instances_stream(world), INSTANCES_GROUP, *ids)

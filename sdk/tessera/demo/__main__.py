@@ -28,7 +28,7 @@ from rich.live import Live
 from tessera.demo import dashboard, picture
 from tessera.demo.arena import Arena
 from tessera.demo.monitor import Monitor
-from tessera.demo.stack import MM_CLIENT, WORLD, Stack
+from tessera.demo.stack import WORLD, Stack
 from tessera.demo.timeline import Sample, Scan, Timeline, failed, summary, summary_text
 from tessera.demo.world import DemoSettings
 from tessera.load import scenario as sc
@@ -200,14 +200,7 @@ def main() -> None:
         )
         swarm.start()
         (output / "pids.json").write_text(json.dumps({"pids": stack.pids() + swarm.pids()}))
-        arena = Arena(
-            auth=stack.auth_address,
-            matchmaking=stack.procs["matchmaking"].grpc_address,
-            redis_url=stack.redis.url,
-            world=WORLD,
-            client_id=MM_CLIENT,
-            client_secret=stack.mm_secret,
-        )
+        arena = Arena.for_stack(stack)
         timeline = asyncio.run(
             watch(stack, swarm, arena, settings, output=output, console=console, live=live)
         )

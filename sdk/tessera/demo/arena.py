@@ -21,6 +21,7 @@ from tessera.client.login import connect_token, guest_login
 from tessera.client.transport import ConnectError, UdpTransport
 from tessera.common import store
 from tessera.common.store import WorldKeys
+from tessera.demo.stack import MM_CLIENT, WORLD, Stack
 from tessera.v1 import auth_pb2, auth_pb2_grpc, matchmaking_pb2, matchmaking_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,19 @@ class Arena:
     play_s: float = 3.0
     records: list[MatchRecord] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+    @classmethod
+    def for_stack(cls, stack: Stack, *, play_s: float = 3.0) -> Arena:
+        """An arena against the demo's running stack."""
+        return cls(
+            auth=stack.auth_address,
+            matchmaking=stack.procs["matchmaking"].grpc_address,
+            redis_url=stack.redis.url,
+            world=WORLD,
+            client_id=MM_CLIENT,
+            client_secret=stack.mm_secret,
+            play_s=play_s,
+        )
 
     def figures(self) -> dict[str, Any]:
         """The matches so far, for the demo's summary."""
@@ -113,9 +127,9 @@ class Arena:
             moved = [await _connect(a.players[0].connect_token) for a in assignments]
             opened += moved
             await _until(lambda: all_in(players, instance), 15, f"routes to {instance}")
-            same = [c.accepted.entity_id for c in moved if c.accepted] == [
-                c.accepted.entity_id for c in opened[:2] if c.accepted
-            ]
+            before = [c.accepted.entity_id for c in opened[:2] if c.accepted]
+            after = [c.accepted.entity_id for c in moved if c.accepted]
+            same = len(before) == len(after) == 2 and before == after
             await asyncio.sleep(self.play_s)
             await self._report(match, players)
             await _until(lambda: all_in(players, f"{self.world}-"), 30, "the way back")

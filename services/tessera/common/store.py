@@ -53,6 +53,18 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def instance_zone(match_id: str) -> str:
+    """The instance zone of a match (a DNS label): the matchmaker names it in the
+    assignment and the connect tokens, the operator creates it."""
+    return "inst-" + match_id[:24].lower()
+
+
+def instances_stream(world: str) -> str:
+    """STREAM of a world's instance-zone requests (``kind`` create/end), written by
+    the matchmaker (under its ``{mm}`` hash tag), read by the operator."""
+    return f"tessera:{{mm}}:instances:{check_name('world', world)}"
+
+
 @dataclass(frozen=True)
 class WorldKeys:
     """Keys of one world; all share the ``{world}`` hash tag."""

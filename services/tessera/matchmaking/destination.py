@@ -63,8 +63,3 @@ def pick_zone(
         if best is None or (players, load.zone) < best:
             best = (players, load.zone)
     return None if best is None else best[1]
-
-
-def instance_zone(match_id: str) -> str:
-    """The name of the dedicated instance zone of a match (a DNS label)."""
-    return "inst-" + match_id[:24].lower()

@@ -19,8 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from tessera.common.store import instance_zone
 from tessera.matchmaking import metrics
-from tessera.matchmaking.destination import ZoneLoad, instance_zone, pick_zone
+from tessera.matchmaking.destination import ZoneLoad, pick_zone
 from tessera.matchmaking.matching import (
     OpenBackfill,
     Proposal,

@@ -40,7 +40,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from tessera.common.store import WorldKeys
+from tessera.common.store import WorldKeys, instances_stream
 from tessera.matchmaking import rating
 from tessera.matchmaking.destination import ZoneLoad, zone_loads
 from tessera.matchmaking.ticket import Candidate, candidate
@@ -358,10 +358,6 @@ class Store:
         return f"{PREFIX}backfills:{mode}"
 
     @staticmethod
-    def instances_key(world: str) -> str:
-        return f"{PREFIX}instances:{world}"
-
-    @staticmethod
     def instance_key(match_id: str) -> str:
         return f"{PREFIX}instance:{match_id}"
 
@@ -598,7 +594,7 @@ class Store:
                         world, _, zone = _text(instance).partition(" ")
                         end = {"kind": "end", "match": match_id, "zone": zone, "at_ms": int(now_ms)}
                         pipe.xadd(
-                            self.instances_key(world),
+                            instances_stream(world),
                             end,  # type: ignore[arg-type]
                             maxlen=INSTANCES_MAXLEN,
                             approximate=True,
