@@ -445,6 +445,7 @@ def test_instance_request_decodes_the_contract_format() -> None:
         (fields(kind="start"), "kind must be create or end"),
         (fields(match="a b"), "bad match id"),
         (fields(match=""), "bad match id"),
+        (fields(match="Match_1"), "bad match id"),  # the zone needs a DNS label
         (fields(zone="earth-0"), "not the instance zone"),
         (fields(at_ms="soon"), "at_ms must be a number"),
         (fields(at_ms="inf"), "at_ms must be finite"),

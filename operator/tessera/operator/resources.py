@@ -39,7 +39,9 @@ ZONE_LABEL = "tessera.io/zone"
 GRPC_PORT = 50051
 METRICS_PORT = 9090
 # A match id as the ZoneServer CRD accepts it (spec.instance.match).
-MATCH_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# Match ids are DNS labels (the matchmaker makes uuid4 hex ids): the zone takes
+# its match in TESSERA_ZONE_INSTANCE, which must be one.
+MATCH_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 # Extra time the pod gets after the drain deadline for the last handoffs and exit.
 TERMINATION_MARGIN_S = 30
 
