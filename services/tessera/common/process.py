@@ -96,7 +96,10 @@ class ServiceProcess:
         for line in proc.stderr:
             self.lines.append(line.rstrip("\n"))
             if self.echo is not None:
-                self.echo(line)
+                try:
+                    self.echo(line)
+                except Exception:  # never stop reading: a full pipe would hang the child
+                    self.echo = None
             record = _parse(line)
             if record.get("msg") == "serving":
                 self.ports = {k: int(v) for k, v in record.items() if k.endswith("_port")}

@@ -116,10 +116,10 @@ async def build(config: ServerConfig) -> GrpcService:
         }
         interceptors.append(AuthInterceptor(verifier, roles=trusted))
     workers: FrontendWorkers | None = None
-    options: list[tuple[str, int]] = []
+    # Front-end workers bind the same port (SO_REUSEPORT; grpc's default on Linux,
+    # set here so a worker never depends on it); the kernel spreads connections.
+    options = [("grpc.so_reuseport", 1)]
     if settings.frontend_workers > 1:
-        # Every front-end process binds the same port; the kernel spreads connections.
-        options.append(("grpc.so_reuseport", 1))
         if config.grpc_port == 0:
             config = dataclasses.replace(config, grpc_port=free_port())
         workers = FrontendWorkers(settings.frontend_workers, config.grpc_port, config.metrics_port)

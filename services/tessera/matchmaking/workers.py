@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 # How often the parent checks that its children are alive.
 WATCH_INTERVAL_S = 1.0
+# A child that keeps exiting is started again after 1, 2, 4 ... up to 30 s; one
+# that has run for RESTART_RESET_S since its last start is back to 1 s.
+RESTART_MAX_DELAY_S = 30.0
+RESTART_RESET_S = 60.0
 
 
 def worker_env(grpc_port: int, metrics_port: int, number: int) -> dict[str, str]:
@@ -91,6 +95,8 @@ class FrontendWorkers:
             for number in range(1, count)
         ]
         self._stopping = False
+        self._delay = [0.0] * len(self.children)
+        self._started = [0.0] * len(self.children)
 
     async def start(self, timeout_s: float = 30.0) -> None:
         """Start every child and wait until each serves (raises if one does not)."""
@@ -104,11 +110,20 @@ class FrontendWorkers:
             raise
 
     async def watch(self) -> None:
-        """Start again any child that exited on its own, until cancelled."""
+        """Start again any child that exited on its own (backing off while it keeps
+        exiting), until cancelled."""
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
-            for child in self.children:
-                if self._stopping or child.alive():
+            now = loop.time()
+            for i, child in enumerate(self.children):
+                if self._stopping:
+                    return
+                if child.alive():
+                    if now - self._started[i] >= RESTART_RESET_S:
+                        self._delay[i] = 0.0
+                    continue
+                if now < self._started[i] + self._delay[i]:
                     continue
                 assert child.proc is not None
                 log.error(
@@ -116,7 +131,12 @@ class FrontendWorkers:
                     extra={"worker": child.name, "exit_code": child.proc.returncode},
                 )
                 metrics.FRONTEND_WORKER_RESTARTS.inc()
-                child.start()
+                self._delay[i] = min(RESTART_MAX_DELAY_S, max(1.0, 2 * self._delay[i]))
+                self._started[i] = now
+                try:
+                    child.start()
+                except OSError:
+                    log.exception("starting a frontend worker failed", extra={"worker": child.name})
 
     def begin_stop(self) -> None:
         """SIGTERM every child, so they drain their calls while the parent drains its own."""
