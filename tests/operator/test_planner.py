@@ -710,6 +710,13 @@ def test_instances_are_capped_and_the_rest_wait_unacknowledged() -> None:
     assert plan(inst_policy(max_instances=0), OPEN, now=5, requests=requests).done == ()
 
 
+def test_a_request_that_waited_past_the_start_timeout_is_dropped() -> None:
+    requests = [create("m2", at=0.0), create("m3", at=50.0)]
+    result = plan(inst_policy(max_instances=0, start_timeout_s=100), OPEN, 120, requests=requests)
+    assert result.actions == () and result.done == ("c-m2",)
+    assert any("inst-m2 of match m2 dropped: requested 120s ago" in n for n in result.notes)
+
+
 def test_an_end_before_the_create_cancels_it() -> None:
     result = plan(inst_policy(), OPEN, now=5, requests=[create("m1"), end("m1")])
     assert result.actions == ()
@@ -810,12 +817,12 @@ def test_instances_stay_out_of_the_partition_and_scaling() -> None:
     assert kinds(result.actions) == ["Rebound", "Drain"]
     assert {a.zone for a in result.actions} == {"earth-0", "earth-1"}
     # No open-world zone at all: the initial layout is still made.
-    result = plan(w, [crowded], now=9991, requests=[create("m3")])
+    result = plan(w, [crowded], now=9991, requests=[create("m3", at=9990)])
     assert sorted(a.decision for a in result.actions) == ["Initial", "Instance", "Standby"]
     # maxZones counts open-world zones only.
     w1 = replace(w, policy=replace(w.policy, max_zones=2, split_window_s=0))
     one = [ready("earth-0", WORLD, 5000), crowded]
-    result = plan(w1, one, now=9991, memory=Memory(next_id=6), requests=[create("m3")])
+    result = plan(w1, one, now=9991, memory=Memory(next_id=6), requests=[create("m3", at=9990)])
     assert "Split" in {a.decision for a in result.actions}
 
 

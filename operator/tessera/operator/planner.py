@@ -560,6 +560,15 @@ def _instances(b: _Builder, requests: Sequence[InstanceRequest], now: float) -> 
             b.notes.append(f"instance {r.zone} of match {r.match}: an open-world zone has its name")
             b.done.append(r.id)
             continue
+        if now - r.at >= policy.start_timeout_s:
+            # Waited too long: its players' connect tokens have expired and their
+            # instance would only idle out; they queue again.
+            b.notes.append(
+                f"instance {r.zone} of match {r.match} dropped: requested {now - r.at:g}s ago, "
+                f"startTimeoutSeconds={policy.start_timeout_s:g}"
+            )
+            b.done.append(r.id)
+            continue
         if count >= policy.max_instances:
             waiting += 1
             continue
