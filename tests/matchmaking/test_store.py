@@ -285,6 +285,14 @@ async def test_instance_lifecycle_is_streamed_per_world(
         b"at_ms": str(int(now) + 5).encode(),
     }
     assert await redis.keys("tessera:{mm}:instances:*") == [instances_stream("arenas").encode()]
+    # A one-team (cooperative) result rates nobody but still ends its instance.
+    coop = Claim("m7", [], instance=Instance("arenas", "inst-m7", request))
+    assert await store.claim("dungeon", [coop], now) == [None]
+    before = await store.ratings("dungeon", ["a", "b"])
+    assert await store.apply_result("m7", "dungeon", [["a", "b"]], [0], now_ms=now + 1)
+    assert await store.ratings("dungeon", ["a", "b"]) == before
+    entries = await redis.xrange(instances_stream("arenas"))
+    assert (entries[-1][1][b"kind"], entries[-1][1][b"match"]) == (b"end", b"m7")
 
 
 async def test_zone_room_is_checked_in_the_claim_across_replicas(

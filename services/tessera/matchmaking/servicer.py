@@ -191,8 +191,16 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
             await _invalid(context, "match_id must be 1-128 characters", "BAD_MATCH_ID", "match_id")
         if request.mode not in self.modes:
             await _invalid(context, f"unknown mode {request.mode!r}", "UNKNOWN_MODE", "mode")
-        if len(request.teams) < 2:
-            await _invalid(context, "a result needs at least two teams", "TOO_FEW_TEAMS", "teams")
+        # One-team modes (a dungeon party) report an outcome without ratings, which
+        # still ends their instance; every other mode needs two teams to rate.
+        least = 1 if self.modes[request.mode].teams == 1 else 2
+        if len(request.teams) < least:
+            await _invalid(
+                context,
+                f"a {request.mode} result needs {least} or more teams",
+                "TOO_FEW_TEAMS",
+                "teams",
+            )
         seen: set[str] = set()
         for i, team in enumerate(request.teams):
             if not team.player_ids:

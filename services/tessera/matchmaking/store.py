@@ -573,7 +573,8 @@ class Store:
     ) -> bool:
         """Rate a match once per match id; False if it had been applied already. The
         first time, a match played in an instance zone also gets its ``end`` entry on
-        the world's instance stream, in the same transaction."""
+        the world's instance stream, in the same transaction. A one-team result (a
+        cooperative mode) changes no rating."""
         marker = f"{PREFIX}result:{match_id}"
         key = self.ratings_key(mode)
         players = [p for team in teams for p in team]
@@ -586,10 +587,11 @@ class Store:
                     raw = await pipe.hmget(key, players)
                     instance = await pipe.get(self.instance_key(match_id))
                     current = {p: rating.decode(r) for p, r in zip(players, raw, strict=True)}
-                    new = rating.rate(teams, ranks, current)
+                    new = rating.rate(teams, ranks, current) if len(teams) > 1 else {}
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(marker, b"1", ex=keep_s)
-                    pipe.hset(key, mapping={p: rating.encode(r) for p, r in new.items()})
+                    if new:
+                        pipe.hset(key, mapping={p: rating.encode(r) for p, r in new.items()})
                     if instance:
                         world, _, zone = _text(instance).partition(" ")
                         end = {"kind": "end", "match": match_id, "zone": zone, "at_ms": int(now_ms)}
