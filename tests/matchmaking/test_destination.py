@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from tessera.matchmaking.destination import (
+    ARRIVAL_GRACE_MS,
     ZoneLoad,
     pick_zone,
     zone_loads,
@@ -39,7 +40,7 @@ def test_zone_loads_parse_heartbeats_and_skip_bad_ones() -> None:
         zone=common_pb2.ZoneRef(world="w", zone="z1"),
         state=zone_pb2.ZONE_STATE_ACTIVE,
         players=7,
-        updated_at_ms=5.0,
+        updated_at_ms=9_000.0,
     ).SerializeToString()
     draining = zone_pb2.ZoneStatus(state=zone_pb2.ZONE_STATE_DRAINING).SerializeToString()
     instance = zone_pb2.ZoneStatus(
@@ -59,7 +60,8 @@ def test_zone_loads_parse_heartbeats_and_skip_bad_ones() -> None:
         }
     )
     assert ZoneLoad("z5", True, 0, 0.0) in loads
-    assert ZoneLoad("z1", True, 7, 5.0) in loads
+    # Bookings count from ARRIVAL_GRACE_MS before the heartbeat (players in transit).
+    assert ZoneLoad("z1", True, 7, 9_000.0 - ARRIVAL_GRACE_MS) in loads
     assert ZoneLoad("z2", False, 0, 0.0) in loads
     assert {load.zone for load in loads} <= {"z1", "z2", "z4", "z5"}
     assert "z3" not in {load.zone for load in loads}

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.common.store import WorldKeys, instances_stream
-from tessera.matchmaking.destination import ZoneLoad
+from tessera.matchmaking.destination import ARRIVAL_GRACE_MS, ZoneLoad
 from tessera.matchmaking.store import (
     SENT_WINDOW_MS,
     Booking,
@@ -323,14 +323,19 @@ async def test_zone_room_is_checked_in_the_claim_across_replicas(
     assert all(t is not None and t.state == pb.TICKET_STATE_SEARCHING for t in left)
     (load,) = await store_loads(store, redis, players=5, updated_at_ms=now - 100.0)
     assert load.sent == sum(1 + i % 3 for i in admitted)
-    # After a newer heartbeat only later bookings count; a backfill (no capacity)
-    # is recorded even into a full zone.
+    # A heartbeat right after the bookings may not include their players yet (still
+    # connecting): they keep counting for ARRIVAL_GRACE_MS.
     (load,) = await store_loads(store, redis, players=25, updated_at_ms=now + 50.0)
+    assert load.sent == sum(1 + i % 3 for i in admitted)
+    # After that only later bookings count; a backfill (no capacity) is recorded
+    # even into a full zone.
+    later = now + 50.0 + ARRIVAL_GRACE_MS
+    (load,) = await store_loads(store, redis, players=25, updated_at_ms=later)
     assert load.sent == 0
     spare = next(t for i, t in enumerate(tickets) if i not in admitted)
     backfill = Claim("bf", [(spare.id, b"")], booking=Booking("main", "z", 2))
     assert await store.claim("duel", [backfill], now + 60) == [None]
-    (load,) = await store_loads(store, redis, players=25, updated_at_ms=now + 50.0)
+    (load,) = await store_loads(store, redis, players=25, updated_at_ms=later)
     assert load.sent == 2
     sent = store.sent_key("main", "z")
     assert 0 < await redis.pttl(sent) <= SENT_WINDOW_MS

@@ -16,16 +16,22 @@ from dataclasses import dataclass
 
 from tessera.v1 import zone_pb2
 
+# Players booked shortly before a heartbeat may still be connecting when it is
+# taken, so bookings are counted from this long before it: a zone's room is
+# overcounted a little, never undercounted.
+ARRIVAL_GRACE_MS = 5_000.0
+
 
 @dataclass(frozen=True, slots=True)
 class ZoneLoad:
     """What the zone registry says about one open-world zone, plus the players any
-    replica sent there after that heartbeat (``sent``, from the store)."""
+    replica booked there from ``counted_from_ms`` on (``sent``, from the store):
+    the heartbeat's time less :data:`ARRIVAL_GRACE_MS`."""
 
     zone: str
     active: bool
     players: int
-    updated_at_ms: float = 0.0
+    counted_from_ms: float = 0.0
     sent: int = 0
 
 
@@ -45,7 +51,7 @@ def zone_loads(statuses: Mapping[str, bytes | None]) -> list[ZoneLoad]:
         active = status.state == zone_pb2.ZONE_STATE_ACTIVE
         # A non-finite clock counts every player sent in the store's window.
         updated = status.updated_at_ms if math.isfinite(status.updated_at_ms) else 0.0
-        out.append(ZoneLoad(zone, active, status.players, updated))
+        out.append(ZoneLoad(zone, active, status.players, max(0.0, updated - ARRIVAL_GRACE_MS)))
     return out
 
 

@@ -364,7 +364,7 @@ def _booking(
         players,
         capacity=mode.zone_capacity,
         heartbeat_players=load.players,
-        heartbeat_ms=load.updated_at_ms,
+        heartbeat_ms=load.counted_from_ms,
     )
 
 

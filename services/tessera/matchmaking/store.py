@@ -51,8 +51,9 @@ SEP = "\x1f"
 # How long the players of a match are remembered, to check reported results.
 MATCH_TTL_S = 86_400
 # Players sent to a zone are remembered this long: longer than any heartbeat lives
-# (3 x TESSERA_HEARTBEAT_S, at most 60 s), so every readable heartbeat is covered.
-SENT_WINDOW_MS = 180_000
+# (3 x TESSERA_HEARTBEAT_S, at most 60 s) plus the arrival grace, so the bookings
+# counted against every readable heartbeat are still there.
+SENT_WINDOW_MS = 200_000
 # Entries of a world's instance stream kept (approximately).
 INSTANCES_MAXLEN = 10_000
 SEARCHING = pb.TICKET_STATE_SEARCHING
@@ -288,8 +289,9 @@ class Instance:
 @dataclass(frozen=True)
 class Booking:
     """Players a match sends to an open-world zone, recorded for every replica. With
-    a ``capacity`` the claim fails unless they fit: the zone's players at its
-    heartbeat of ``heartbeat_ms``, plus every replica's players sent since, plus these."""
+    a ``capacity`` the claim fails unless they fit: the zone's players at its last
+    heartbeat, plus every replica's players booked from ``heartbeat_ms`` on (the
+    heartbeat's time less the arrival grace), plus these."""
 
     world: str
     zone: str
@@ -655,7 +657,7 @@ class Store:
             for load in loads:
                 sent = self.sent_key(world, load.zone)
                 pipe.zrange(sent, -1, -1)
-                pipe.zrangebyscore(sent, repr(load.updated_at_ms), "+inf", start=0, num=1)
+                pipe.zrangebyscore(sent, repr(load.counted_from_ms), "+inf", start=0, num=1)
             rows = await pipe.execute()
         return [
             replace(load, sent=sent_since(rows[2 * n], rows[2 * n + 1]))
