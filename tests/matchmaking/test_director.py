@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -147,6 +148,23 @@ async def test_zone_capacity_counts_players_sent_since_heartbeat(
     clock.now += 1.0
     await add_zone(redis, "main", "z1", 0, updated_at_ms=clock.now)
     assert (await other.tick()).matches == 1
+
+
+async def test_modes_of_one_tick_see_each_others_bookings(
+    store: Store, redis: Redis, clock: Clock
+) -> None:
+    await add_zone(redis, "main", "z1", 6)
+    issuer = Issuer()
+    other_duel = replace(DUEL, name="duel-2")
+    director = Director(store, {"duel": DUEL, "duel-2": other_duel}, issuer=issuer, clock=clock)
+    for i in range(4):
+        await store.create(make_ticket("duel", f"a{i}", clock=clock), clock.now)
+        await store.create(make_ticket("duel-2", f"b{i}", clock=clock), clock.now)
+    result = await director.tick()
+    # Room for 4 under capacity 10: the first mode fills it; the second mode knows
+    # before asking auth for tokens (none are issued for matches that cannot fit).
+    assert (result.matches, result.no_destination) == (2, 2)
+    assert sorted(issuer.players) == ["a0", "a1", "a2", "a3"]
 
 
 async def test_racing_directors_never_overfill_a_zone(

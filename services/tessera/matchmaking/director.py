@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from tessera.common.store import instance_zone
@@ -176,6 +176,16 @@ class Director:
             result=result,
         )
         outcomes = await self.store.claim(mode.name, [c for _, c in prepared], now)
+        booked: dict[str, int] = {}
+        for (_, c), conflict in zip(prepared, outcomes, strict=True):
+            if conflict is None and c.booking is not None:
+                booked[c.booking.zone] = booked.get(c.booking.zone, 0) + c.booking.players
+        if booked and mode.world in loads:
+            # Later modes of this tick in the same world see these players too.
+            loads[mode.world] = [
+                replace(load, sent=load.sent + booked.get(load.zone, 0))
+                for load in loads[mode.world]
+            ]
         by_id = {t.id: t for t in tickets}
         for (proposal, _), conflict in zip(prepared, outcomes, strict=True):
             if conflict is not None and conflict.startswith("zone:"):
