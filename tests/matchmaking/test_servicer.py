@@ -366,3 +366,118 @@ async def test_backfill_takes_new_tickets(stack: Stack) -> None:
         pb.GetBackfillRequest(backfill_id=backfill.id), metadata=gs_md
     )
     assert list(got.ticket_ids) == [ticket.id] and dict(got.open_slots) == {1: 0}
+
+
+@pytest.fixture
+async def bulk(
+    redis_server: LocalRedis,
+    redis: Redis,
+    start_service: Callable[[ServiceProcess], ServiceProcess],
+) -> AsyncIterator[Stack]:
+    """Auth and a matchmaker (API + loop, no connect tokens, 30 s tickets), for streams."""
+    auth = start_service(
+        ServiceProcess(
+            "tessera.auth",
+            {
+                **COMMON,
+                "TESSERA_REDIS_URL": redis_server.url,
+                "TESSERA_AUTH_GENERATE_KEYS": "true",
+                "TESSERA_CONNECT_KEY_GENERATE": "true",
+                "TESSERA_AUTH_SERVICE_CLIENTS": "gameserver=gs-secret-0123456789",
+            },
+            name="auth",
+        )
+    )
+    mm = ServiceProcess(
+        "tessera.matchmaking",
+        {
+            **COMMON,
+            "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_AUTH_ADDRESS": auth.grpc_address,
+            "TESSERA_MM_CONNECT_TOKENS": "false",
+            "TESSERA_MM_TICK_INTERVAL_S": "0.01",
+        },
+        name="matchmaking",
+    )
+    try:
+        start_service(mm)
+        keys = WorldKeys("main")
+        status = zone_pb2.ZoneStatus(
+            zone=common_pb2.ZoneRef(world="main", zone="z1"), state=zone_pb2.ZONE_STATE_ACTIVE
+        )
+        await redis.sadd(keys.zones, "z1")
+        await redis.set(keys.zone_status("z1"), status.SerializeToString())
+        async with (
+            grpc.aio.insecure_channel(auth.grpc_address) as auth_channel,
+            grpc.aio.insecure_channel(mm.grpc_address) as mm_channel,
+        ):
+            yield Stack(
+                auth,
+                mm,
+                auth_pb2_grpc.AuthStub(auth_channel),
+                pb_grpc.MatchmakerStub(mm_channel),
+                redis,
+            )
+    finally:
+        assert mm.terminate() == 0
+        auth.terminate()
+
+
+async def stream(
+    stack: Stack, requests: list[pb.CreateTicketRequest], metadata: Any
+) -> list[pb.CreateTicketResult]:
+    return [r async for r in stack.mm_stub.CreateTickets(iter(requests), metadata=metadata)]
+
+
+async def test_create_tickets_answers_every_request_in_order(bulk: Stack) -> None:
+    gs_md = await gameserver(bulk)
+    (earlier,) = await stream(bulk, [request("5v5", "busy")], gs_md)
+    taken = earlier.ticket
+    nan = request("duel", "n1")
+    nan.number_attributes["level"] = float("inf")
+    requests = [
+        request("5v5", "a1"),
+        request("chess", "c1"),
+        request("5v5"),
+        request("duel", "d1", "d2"),
+        request("5v5", "leader", "member"),  # a party the back end names, led by anyone
+        request("5v5", "a1"),  # a1 is on the first ticket of this stream
+        nan,
+        request("5v5", "bad id"),
+        request("5v5", "x", "x"),
+        request("5v5", "busy"),
+        request("5v5", "late", region="EU WEST"),
+        request("5v5", "a2"),
+    ]
+    results = await stream(bulk, requests, gs_md)
+    bad, exists = grpc.StatusCode.INVALID_ARGUMENT.value[0], grpc.StatusCode.ALREADY_EXISTS.value[0]
+    assert [(r.code, r.error.reason) for r in results] == [
+        (0, ""),
+        (bad, "UNKNOWN_MODE"),
+        (bad, "EMPTY_PARTY"),
+        (bad, "PARTY_TOO_LARGE"),
+        (0, ""),
+        (exists, "TICKET_EXISTS"),
+        (bad, "NON_FINITE_ATTRIBUTE"),
+        (bad, "BAD_PLAYER_ID"),
+        (bad, "DUPLICATE_PLAYER"),
+        (exists, "TICKET_EXISTS"),
+        (bad, "BAD_REGION"),
+        (0, ""),
+    ]
+    # The same messages and fields as the unary call's.
+    assert "duel" in results[1].message and results[1].error.field == "mode"
+    assert results[5].ticket.id == "" and results[0].ticket.id in results[5].message
+    assert taken.id in results[9].message and results[9].error.field == "players"
+    assert results[8].error.field == "players[1].player_id"
+    created = [r.ticket for r in results if r.code == 0]
+    assert [[p.player_id for p in t.players] for t in created] == [
+        ["a1"],
+        ["leader", "member"],
+        ["a2"],
+    ]
+    for ticket in created:
+        assert ticket.state == pb.TICKET_STATE_SEARCHING and ticket.expires_at_ms > 0
+        got = await bulk.mm_stub.GetTicket(pb.GetTicketRequest(ticket_id=ticket.id), metadata=gs_md)
+        assert got.players == ticket.players
+    assert len(await bulk.redis.keys(Store.ticket_key("*"))) == 4  # 3 + the earlier one
