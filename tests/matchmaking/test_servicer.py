@@ -1,27 +1,35 @@
 """End to end with real processes: auth (``python -m tessera.auth``), the matchmaker
-(``python -m tessera.matchmaking``, API + matching loop + connect tokens) and Redis."""
+(``python -m tessera.matchmaking``, API + matching loop + connect tokens) and Redis;
+and CreateTickets batching in the servicer itself against Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import time
+import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from tessera.auth.connect import open_connect_token
+from tessera.auth.tokens import Claims
 from tessera.auth.verifier import Verifier, bearer_metadata
 from tessera.common import errors
 from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
+from tessera.matchmaking.modes import parse_modes
+from tessera.matchmaking.servicer import MatchmakerServicer, Watchers
 from tessera.matchmaking.store import Claim, Instance, Store
 from tessera.v1 import auth_pb2, auth_pb2_grpc, common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
@@ -368,6 +376,13 @@ async def test_backfill_takes_new_tickets(stack: Stack) -> None:
     assert list(got.ticket_ids) == [ticket.id] and dict(got.open_slots) == {1: 0}
 
 
+# Zones with room for every player of a large stream.
+BULK_MODES = [
+    {"name": "duel", "zone_capacity": 10**9},
+    {"name": "5v5", "team_size": 5, "max_party": 5, "zone_capacity": 10**9},
+]
+
+
 @pytest.fixture
 async def bulk(
     redis_server: LocalRedis,
@@ -396,6 +411,7 @@ async def bulk(
             "TESSERA_AUTH_ADDRESS": auth.grpc_address,
             "TESSERA_MM_CONNECT_TOKENS": "false",
             "TESSERA_MM_TICK_INTERVAL_S": "0.01",
+            "TESSERA_MM_MODES": json.dumps(BULK_MODES),
         },
         name="matchmaking",
     )
@@ -481,3 +497,113 @@ async def test_create_tickets_answers_every_request_in_order(bulk: Stack) -> Non
         got = await bulk.mm_stub.GetTicket(pb.GetTicketRequest(ticket_id=ticket.id), metadata=gs_md)
         assert got.players == ticket.players
     assert len(await bulk.redis.keys(Store.ticket_key("*"))) == 4  # 3 + the earlier one
+
+
+async def test_create_tickets_is_for_services_only(bulk: Stack) -> None:
+    alice, md = await guest(bulk)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stream(bulk, [request("duel", alice)], md)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert errors.detail_of(err.value).reason == "FORBIDDEN"
+    assert await bulk.redis.keys(Store.ticket_key("*")) == []
+
+
+async def test_a_large_stream_all_lands_and_is_matched(bulk: Stack) -> None:
+    gs_md = await gameserver(bulk)
+    requests = [request("duel", f"player-{i}") for i in range(5000)]
+    pubsub = bulk.redis.pubsub()
+    await pubsub.subscribe(Store.events_channel)
+    results = await stream(bulk, requests, gs_md)
+    assert [r.code for r in results] == [0] * 5000
+    assert [r.ticket.players[0].player_id for r in results] == [f"player-{i}" for i in range(5000)]
+    waiting = {r.ticket.id for r in results}
+    deadline = time.monotonic() + 20
+    while waiting and time.monotonic() < deadline:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        if message is not None:
+            state, *ids = message["data"].decode().split(" ")
+            if int(state) == pb.TICKET_STATE_ASSIGNED:
+                waiting -= set(ids)
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert not waiting
+    # Written in batches: fewer round trips than tickets.
+    batches = scrape_metric(bulk.mm, "tessera_matchmaking_create_batch_tickets_count")
+    assert 0 < batches < 5000
+
+
+def scrape_metric(process: ServiceProcess, name: str) -> float:
+    url = f"http://127.0.0.1:{process.ports['metrics_port']}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name + " "))
+
+
+async def test_a_cancelled_stream_leaves_only_whole_tickets(bulk: Stack) -> None:
+    gs_md = await gameserver(bulk)
+    requests = [request("5v5", f"player-{i}") for i in range(3000)]
+    call = bulk.mm_stub.CreateTickets(iter(requests), metadata=gs_md)
+    received = []
+    async for result in call:
+        received.append(result)
+        if len(received) == 100:
+            call.cancel()
+            break
+    await asyncio.sleep(0.5)
+    keys = await bulk.redis.keys(Store.ticket_key("*"))
+    assert 100 <= len(keys) <= 3000
+    pooled: list[bytes] = await bulk.redis.zrange(Store.pool_key("5v5"), 0, -1)  # type: ignore[assignment]
+    pool = {Store.ticket_key(t.decode()).encode() for t in pooled}
+    states: Counter[int] = Counter()
+    for key in keys:
+        fields: dict[bytes, bytes] = await bulk.redis.hgetall(key)  # type: ignore[assignment]
+        assert {b"t", b"p", b"r", b"s", b"e", b"o"} <= fields.keys()
+        ticket = pb.Ticket.FromString(fields[b"t"])
+        (player,) = ticket.players
+        assert fields[b"p"].decode() == player.player_id
+        state = int(fields[b"s"])
+        states[state] += 1
+        owner = await bulk.redis.get(Store.player_key(player.player_id))
+        if state == pb.TICKET_STATE_SEARCHING:  # waiting: pooled, holding its player
+            assert key in pool and owner == ticket.id.encode()
+        else:  # matched meanwhile: out of the pool, with its assignment
+            assert state == pb.TICKET_STATE_ASSIGNED and b"a" in fields
+            assert key not in pool and owner is None
+    assert pool <= set(keys) and states[pb.TICKET_STATE_ASSIGNED] % 10 == 0
+    # The service goes on.
+    later = await stream(bulk, [request("5v5", f"later-{i}") for i in range(100)], gs_md)
+    assert [r.code for r in later] == [0] * 100
+    assert bulk.mm.alive()
+
+
+async def test_a_player_twice_in_one_batch_gets_one_ticket(redis: Redis) -> None:
+    """In the servicer itself (real Redis, no network): requests that are all available
+    at once are read before the first write, so they form one batch."""
+    service = Claims("backend", "sid", ("service",), 0, 0, "", "", "")
+    servicer = MatchmakerServicer(
+        Store(redis),
+        {m.name: m for m in parse_modes(json.dumps(BULK_MODES))},
+        lambda: service,
+        Watchers(),
+    )
+    before = batch_sizes()
+
+    async def requests() -> AsyncIterator[pb.CreateTicketRequest]:
+        for player in ("a", "b", "a", "c", "b"):
+            yield request("duel", player)
+
+    context: Any = None  # a trusted caller's stream never touches its context
+    results = [r async for r in servicer.CreateTickets(requests(), context)]
+    exists = grpc.StatusCode.ALREADY_EXISTS.value[0]
+    assert [r.code for r in results] == [0, 0, exists, 0, exists]
+    assert results[0].ticket.id in results[2].message
+    assert results[2].error.reason == results[4].error.reason == "TICKET_EXISTS"
+    assert len(await redis.keys(Store.ticket_key("*"))) == 3
+    after = batch_sizes()
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 5)  # one write of 5 tickets
+
+
+def batch_sizes() -> tuple[float, float]:
+    """This process's CreateTickets writes so far: (count, tickets)."""
+    count = REGISTRY.get_sample_value("tessera_matchmaking_create_batch_tickets_count")
+    total = REGISTRY.get_sample_value("tessera_matchmaking_create_batch_tickets_sum")
+    return count or 0.0, total or 0.0
