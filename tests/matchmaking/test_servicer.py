@@ -529,6 +529,8 @@ async def test_a_large_stream_all_lands_and_is_matched(bulk: Stack) -> None:
     # Written in batches: fewer round trips than tickets.
     batches = scrape_metric(bulk.mm, "tessera_matchmaking_create_batch_tickets_count")
     assert 0 < batches < 5000
+    created = 'tessera_matchmaking_tickets_total{mode="duel",state="created"}'
+    assert scrape_metric(bulk.mm, created) == 5000
 
 
 def scrape_metric(process: ServiceProcess, name: str) -> float:

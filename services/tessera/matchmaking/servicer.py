@@ -10,6 +10,7 @@ services and admins report results, ask for backfills and stream ticket creation
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import uuid
@@ -214,6 +215,7 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
         if tickets:
             metrics.CREATE_BATCH.observe(len(tickets))
         results = []
+        modes: collections.Counter[str] = collections.Counter()
         for item in items:
             outcome = item if isinstance(item, Refusal) else next(stored)
             if isinstance(outcome, Refusal):
@@ -221,8 +223,10 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
             elif isinstance(outcome, PlayerBusy):
                 results.append(Refusal.busy(outcome).result())
             else:
-                metrics.TICKETS.labels(outcome.mode, "created").inc()
+                modes[outcome.mode] += 1
                 results.append(pb.CreateTicketResult(ticket=outcome))
+        for mode, n in modes.items():
+            metrics.TICKETS.labels(mode, "created").inc(n)
         return results
 
     def _admit(
