@@ -543,13 +543,14 @@ async def frontend(
         client.join()
     await asyncio.sleep(1.0)  # the last tickets' assignments
     metrics = scrape(mm)
+    per_process = [scrape(mm, port) for port in metrics_ports]
     served = [
         sum(
             v
-            for k, v in scrape(mm, port).items()
+            for k, v in m.items()
             if k.startswith("tessera_matchmaking_tickets_total{") and 'state="created"' in k
         )
-        for port in metrics_ports
+        for m in per_process
     ]
     mm.terminate()
     auth.terminate()
@@ -575,8 +576,11 @@ async def frontend(
     )
     per_call = 1e6 / max(calls, 1)
     if window:
-        stream_batches = sum(
-            v for k, v in metrics.items() if k == "tessera_matchmaking_create_batch_tickets_count"
+        batches = sum(
+            m.get("tessera_matchmaking_create_batch_tickets_count", 0.0) for m in per_process
+        )
+        batched = sum(
+            m.get("tessera_matchmaking_create_batch_tickets_sum", 0.0) for m in per_process
         )
         kind: dict[str, Any] = {
             "scenario": "grpc CreateTickets stream",
@@ -585,12 +589,7 @@ async def frontend(
             "grpc_stream_tickets_per_s": round(calls / elapsed, 1),
             "grpc_stream_time_to_match_ms_p50": round(percentile(waits, 0.5), 1),
             "grpc_stream_time_to_match_ms_p99": round(percentile(waits, 0.99), 1),
-            # Of the first process only (the one that also runs the matching loop).
-            "mean_batch_tickets": round(
-                metrics.get("tessera_matchmaking_create_batch_tickets_sum", 0.0)
-                / max(stream_batches, 1),
-                1,
-            ),
+            "mean_batch_tickets": round(batched / max(batches, 1), 1),
         }
     else:
         kind = {
