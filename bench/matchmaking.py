@@ -11,12 +11,18 @@ on the ticket event channel that WatchAssignment streams are fed from.
                                 [--frontend-workers 1,2] [--client-processes 2]
 
 The token scenario also issues every assigned player a connect token through a real
-auth process (one IssueConnectToken call per player), at ``--token-rate``. The last
+auth process (one IssueConnectToken call per player), at ``--token-rate``. The gRPC
 scenarios measure gRPC ``CreateTicket`` itself: ``--workers`` closed-loop callers with
 real access tokens, spread over ``--client-processes`` processes, against one
 matchmaker with each ``--frontend-workers`` count of front-end processes (the first
 also runs the matching loop); besides calls/s, latency and time to match they report
-the CPU per call of every server process, of Redis and of the clients.
+the CPU per call of every server process, of Redis and of the clients. The stream
+scenarios do the same for ``CreateTickets``, a game back end's bidirectional stream:
+``--streams`` streams (each on its own connection, at most ``--stream-window``
+tickets unanswered) spread over the client processes, with a service's access token.
+
+    python bench/matchmaking.py --json PATH [--streams 4] [--stream-window 64]
+                                [--stream-frontend-workers 1,2]
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ BATCH_S = 0.01
 PLAYERS_PER_CALLER = 24
 PLAYER_REUSE_S = 0.5
 CHANNELS_PER_CLIENT = 8
+CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -102,7 +109,7 @@ def auth_service(redis_url: str) -> ServiceProcess:
             "TESSERA_METRICS_PORT": "0",
             "TESSERA_AUTH_GENERATE_KEYS": "true",
             "TESSERA_CONNECT_KEY_GENERATE": "true",
-            "TESSERA_AUTH_SERVICE_CLIENTS": f"matchmaking={SECRET}",
+            "TESSERA_AUTH_SERVICE_CLIENTS": f"matchmaking={SECRET},backend={SECRET}",
         },
         name="auth",
     )
@@ -375,16 +382,85 @@ def caller_process(plan: CallerPlan, out: Any) -> None:
     out.put(asyncio.run(run()))
 
 
+@dataclass(frozen=True)
+class StreamPlan:
+    """What one client process of the stream scenario does."""
+
+    address: str
+    token: str  # a service's access token
+    name: str  # prefix of this process's player ids
+    streams: int
+    window: int
+    duration_s: float
+
+
+def stream_process(plan: StreamPlan, out: Any) -> None:
+    """One client process: ``plan.streams`` CreateTickets streams, each on its own
+    connection, each keeping up to ``plan.window`` duel tickets unanswered; puts its
+    report on ``out``."""
+
+    async def one(index: int, created: list[tuple[str, float]], failures: Counter[str]) -> int:
+        room = asyncio.Semaphore(plan.window)
+        started = time.monotonic()
+
+        async def requests() -> Any:
+            n = 0
+            while time.monotonic() - started < plan.duration_s:
+                await room.acquire()
+                n += 1
+                yield pb.CreateTicketRequest(
+                    mode="duel",
+                    players=[pb.TicketPlayer(player_id=f"{plan.name}-{index}-{n}")],
+                    regions=[pb.RegionLatency(region="eu", latency_ms=20.0)],
+                )
+
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        async with grpc.aio.insecure_channel(plan.address, options=options) as channel:
+            stub = pb_grpc.MatchmakerStub(channel)
+            results = 0
+            async for result in stub.CreateTickets(
+                requests(), metadata=bearer_metadata(plan.token)
+            ):
+                room.release()
+                results += 1
+                if result.code == 0:
+                    created.append((result.ticket.id, result.ticket.created_at_ms))
+                else:
+                    failures[CODE_NAMES.get(result.code, str(result.code))] += 1
+        return results
+
+    async def run() -> dict[str, Any]:
+        created: list[tuple[str, float]] = []
+        failures: Counter[str] = Counter()
+        started = time.monotonic()
+        counts = await asyncio.gather(*(one(i, created, failures) for i in range(plan.streams)))
+        elapsed = time.monotonic() - started
+        times = os.times()
+        return {
+            "calls": sum(counts),
+            "elapsed": elapsed,
+            "latencies": [],
+            "created": created,
+            "failures": dict(failures),
+            "cpu_s": times.user + times.system,
+        }
+
+    out.put(asyncio.run(run()))
+
+
 async def frontend(
     redis_server: LocalRedis,
     duration_s: float,
     callers: int,
     front_workers: int,
     client_processes: int,
+    *,
+    window: int = 0,
 ) -> dict[str, Any]:
     """Closed-loop CreateTicket calls over gRPC (real access tokens) from
     ``client_processes`` processes against one matchmaker with ``front_workers``
-    front-end processes (the first also runs the matching loop)."""
+    front-end processes (the first also runs the matching loop). With a ``window``,
+    ``callers`` CreateTickets streams of that window instead, as a service."""
     redis = common_store.connect(redis_server.url, max_connections=32)
     await redis.flushall()
     keys = WorldKeys("main")
@@ -413,7 +489,10 @@ async def frontend(
     players: list[tuple[str, str]] = []
     async with grpc.aio.insecure_channel(auth.grpc_address) as auth_channel:
         auth_stub = auth_pb2_grpc.AuthStub(auth_channel)
-        wanted = callers * PLAYERS_PER_CALLER
+        backend = await auth_stub.ServiceLogin(
+            auth_pb2.ServiceLoginRequest(client_id="backend", client_secret=SECRET)
+        )
+        wanted = 0 if window else callers * PLAYERS_PER_CALLER
         for batch in range(0, wanted, 64):
             sessions = await asyncio.gather(
                 *(
@@ -428,22 +507,27 @@ async def frontend(
     await ready.wait()
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
-    clients = [
-        context.Process(
-            target=caller_process,
-            args=(
-                CallerPlan(
-                    mm.grpc_address,
-                    players[i::client_processes],
-                    callers // client_processes,
-                    CHANNELS_PER_CLIENT,
-                    duration_s,
-                ),
-                out,
-            ),
+    plans: list[Any] = [
+        StreamPlan(
+            mm.grpc_address,
+            backend.access_token,
+            f"c{i}",
+            callers // client_processes,
+            window,
+            duration_s,
+        )
+        if window
+        else CallerPlan(
+            mm.grpc_address,
+            players[i::client_processes],
+            callers // client_processes,
+            CHANNELS_PER_CLIENT,
+            duration_s,
         )
         for i in range(client_processes)
     ]
+    target = stream_process if window else caller_process
+    clients = [context.Process(target=target, args=(plan, out)) for plan in plans]
     server_cpu = [cpu_seconds(pid) for pid in server_pids]
     assert redis_server.proc is not None
     redis_cpu = cpu_seconds(redis_server.proc.pid)
@@ -459,13 +543,14 @@ async def frontend(
         client.join()
     await asyncio.sleep(1.0)  # the last tickets' assignments
     metrics = scrape(mm)
+    per_process = [scrape(mm, port) for port in metrics_ports]
     served = [
         sum(
             v
-            for k, v in scrape(mm, port).items()
+            for k, v in m.items()
             if k.startswith("tessera_matchmaking_tickets_total{") and 'state="created"' in k
         )
-        for port in metrics_ports
+        for m in per_process
     ]
     mm.terminate()
     auth.terminate()
@@ -490,17 +575,37 @@ async def frontend(
         if k.startswith("tessera_matchmaking_tickets_total{") and 'state="assigned"' in k
     )
     per_call = 1e6 / max(calls, 1)
+    if window:
+        batches = sum(
+            m.get("tessera_matchmaking_create_batch_tickets_count", 0.0) for m in per_process
+        )
+        batched = sum(
+            m.get("tessera_matchmaking_create_batch_tickets_sum", 0.0) for m in per_process
+        )
+        kind: dict[str, Any] = {
+            "scenario": "grpc CreateTickets stream",
+            "streams": callers,
+            "stream_window": window,
+            "grpc_stream_tickets_per_s": round(calls / elapsed, 1),
+            "grpc_stream_time_to_match_ms_p50": round(percentile(waits, 0.5), 1),
+            "grpc_stream_time_to_match_ms_p99": round(percentile(waits, 0.99), 1),
+            "mean_batch_tickets": round(batched / max(batches, 1), 1),
+        }
+    else:
+        kind = {
+            "scenario": "grpc CreateTicket",
+            "workers": callers,
+            "grpc_tickets_per_s": round(calls / elapsed, 1),
+            "create_ticket_per_s": round(calls / elapsed, 1),
+            "grpc_call_ms_p50": round(percentile(latencies, 0.5), 2),
+            "grpc_call_ms_p99": round(percentile(latencies, 0.99), 2),
+            "create_ticket_ms_p50": round(percentile(latencies, 0.5), 2),
+            "create_ticket_ms_p99": round(percentile(latencies, 0.99), 2),
+        }
     return {
-        "scenario": "grpc CreateTicket",
+        **kind,
         "frontend_workers": front_workers,
-        "workers": callers,
         "client_processes": client_processes,
-        "grpc_tickets_per_s": round(calls / elapsed, 1),
-        "create_ticket_per_s": round(calls / elapsed, 1),
-        "grpc_call_ms_p50": round(percentile(latencies, 0.5), 2),
-        "grpc_call_ms_p99": round(percentile(latencies, 0.99), 2),
-        "create_ticket_ms_p50": round(percentile(latencies, 0.5), 2),
-        "create_ticket_ms_p99": round(percentile(latencies, 0.99), 2),
         "time_to_match_ms_p50": round(percentile(waits, 0.5), 1),
         "time_to_match_ms_p99": round(percentile(waits, 0.99), 1),
         "tickets_matched": len(waits),
@@ -559,6 +664,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await frontend(redis_server, args.duration, args.workers, int(n), args.client_processes)
             for n in (args.frontend_workers.split(",") if args.workers > 0 else [])
         ]
+        streams = [
+            await frontend(
+                redis_server,
+                args.duration,
+                args.streams,
+                int(n),
+                args.client_processes,
+                window=args.stream_window,
+            )
+            for n in (args.stream_frontend_workers.split(",") if args.streams > 0 else [])
+        ]
     return {
         "benchmark": "matchmaking",
         "rate": args.rate,
@@ -571,6 +687,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "scenarios": results,
         "frontend": fronts[0] if fronts else None,
         "frontends": fronts,
+        "stream": streams[0] if streams else None,
+        "streams": streams,
     }
 
 
@@ -605,6 +723,23 @@ def main() -> None:
         default=2,
         help="processes the gRPC scenario's callers are spread over",
     )
+    parser.add_argument(
+        "--streams",
+        type=int,
+        default=4,
+        help="CreateTickets streams of the stream scenario, over the client processes (0 = skip)",
+    )
+    parser.add_argument(
+        "--stream-window",
+        type=int,
+        default=64,
+        help="tickets each stream keeps unanswered at most",
+    )
+    parser.add_argument(
+        "--stream-frontend-workers",
+        default="1,2",
+        help="front-end process counts (TESSERA_MM_FRONTEND_WORKERS) of the stream scenario",
+    )
     args = parser.parse_args()
     report = asyncio.run(main_async(args))
     print(table(report["scenarios"]))
@@ -619,6 +754,23 @@ def main() -> None:
             f"{front['server_cpu_us_per_call']} us (cores {front['server_cpu_cores']}, per "
             f"process {front['cpu_us_per_call_per_process']} us for "
             f"{front['calls_per_process']} calls), "
+            f"Redis {front['redis_cpu_us_per_call']} us, clients "
+            f"{front['client_cpu_us_per_call']} us ({front['client_cpu_cores']} cores); "
+            f"load average {front['load_average_1m']}"
+        )
+    for front in report["streams"]:
+        print(
+            f"\ngRPC CreateTickets, {front['frontend_workers']} front-end process(es), "
+            f"{front['streams']} streams (window {front['stream_window']}) in "
+            f"{front['client_processes']} client processes: "
+            f"{front['grpc_stream_tickets_per_s']}/s, time to match p50 "
+            f"{front['grpc_stream_time_to_match_ms_p50']} ms, p99 "
+            f"{front['grpc_stream_time_to_match_ms_p99']} ms, matched "
+            f"{front['tickets_matched']}, failures {front['failures']}, mean batch "
+            f"{front['mean_batch_tickets']}\n  CPU per ticket: server "
+            f"{front['server_cpu_us_per_call']} us (cores {front['server_cpu_cores']}, per "
+            f"process {front['cpu_us_per_call_per_process']} us for "
+            f"{front['calls_per_process']} tickets), "
             f"Redis {front['redis_cpu_us_per_call']} us, clients "
             f"{front['client_cpu_us_per_call']} us ({front['client_cpu_cores']} cores); "
             f"load average {front['load_average_1m']}"

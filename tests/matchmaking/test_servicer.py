@@ -1,27 +1,35 @@
 """End to end with real processes: auth (``python -m tessera.auth``), the matchmaker
-(``python -m tessera.matchmaking``, API + matching loop + connect tokens) and Redis."""
+(``python -m tessera.matchmaking``, API + matching loop + connect tokens) and Redis;
+and CreateTickets batching in the servicer itself against Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import time
+import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from tessera.auth.connect import open_connect_token
+from tessera.auth.tokens import Claims
 from tessera.auth.verifier import Verifier, bearer_metadata
 from tessera.common import errors
 from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys, instances_stream
+from tessera.matchmaking.modes import parse_modes
+from tessera.matchmaking.servicer import MatchmakerServicer, Watchers
 from tessera.matchmaking.store import Claim, Instance, Store
 from tessera.v1 import auth_pb2, auth_pb2_grpc, common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
@@ -366,3 +374,238 @@ async def test_backfill_takes_new_tickets(stack: Stack) -> None:
         pb.GetBackfillRequest(backfill_id=backfill.id), metadata=gs_md
     )
     assert list(got.ticket_ids) == [ticket.id] and dict(got.open_slots) == {1: 0}
+
+
+# Zones with room for every player of a large stream.
+BULK_MODES = [
+    {"name": "duel", "zone_capacity": 10**9},
+    {"name": "5v5", "team_size": 5, "max_party": 5, "zone_capacity": 10**9},
+]
+
+
+@pytest.fixture
+async def bulk(
+    redis_server: LocalRedis,
+    redis: Redis,
+    start_service: Callable[[ServiceProcess], ServiceProcess],
+) -> AsyncIterator[Stack]:
+    """Auth and a matchmaker (API + loop, no connect tokens, 30 s tickets), for streams."""
+    auth = start_service(
+        ServiceProcess(
+            "tessera.auth",
+            {
+                **COMMON,
+                "TESSERA_REDIS_URL": redis_server.url,
+                "TESSERA_AUTH_GENERATE_KEYS": "true",
+                "TESSERA_CONNECT_KEY_GENERATE": "true",
+                "TESSERA_AUTH_SERVICE_CLIENTS": "gameserver=gs-secret-0123456789",
+            },
+            name="auth",
+        )
+    )
+    mm = ServiceProcess(
+        "tessera.matchmaking",
+        {
+            **COMMON,
+            "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_AUTH_ADDRESS": auth.grpc_address,
+            "TESSERA_MM_CONNECT_TOKENS": "false",
+            "TESSERA_MM_TICK_INTERVAL_S": "0.01",
+            "TESSERA_MM_MODES": json.dumps(BULK_MODES),
+        },
+        name="matchmaking",
+    )
+    try:
+        start_service(mm)
+        keys = WorldKeys("main")
+        status = zone_pb2.ZoneStatus(
+            zone=common_pb2.ZoneRef(world="main", zone="z1"), state=zone_pb2.ZONE_STATE_ACTIVE
+        )
+        await redis.sadd(keys.zones, "z1")
+        await redis.set(keys.zone_status("z1"), status.SerializeToString())
+        async with (
+            grpc.aio.insecure_channel(auth.grpc_address) as auth_channel,
+            grpc.aio.insecure_channel(mm.grpc_address) as mm_channel,
+        ):
+            yield Stack(
+                auth,
+                mm,
+                auth_pb2_grpc.AuthStub(auth_channel),
+                pb_grpc.MatchmakerStub(mm_channel),
+                redis,
+            )
+    finally:
+        assert mm.terminate() == 0
+        auth.terminate()
+
+
+async def stream(
+    stack: Stack, requests: list[pb.CreateTicketRequest], metadata: Any
+) -> list[pb.CreateTicketResult]:
+    return [r async for r in stack.mm_stub.CreateTickets(iter(requests), metadata=metadata)]
+
+
+async def test_create_tickets_answers_every_request_in_order(bulk: Stack) -> None:
+    gs_md = await gameserver(bulk)
+    (earlier,) = await stream(bulk, [request("5v5", "busy")], gs_md)
+    taken = earlier.ticket
+    nan = request("duel", "n1")
+    nan.number_attributes["level"] = float("inf")
+    requests = [
+        request("5v5", "a1"),
+        request("chess", "c1"),
+        request("5v5"),
+        request("duel", "d1", "d2"),
+        request("5v5", "leader", "member"),  # a party the back end names, led by anyone
+        request("5v5", "a1"),  # a1 is on the first ticket of this stream
+        nan,
+        request("5v5", "bad id"),
+        request("5v5", "x", "x"),
+        request("5v5", "busy"),
+        request("5v5", "late", region="EU WEST"),
+        request("5v5", "a2"),
+    ]
+    results = await stream(bulk, requests, gs_md)
+    bad, exists = grpc.StatusCode.INVALID_ARGUMENT.value[0], grpc.StatusCode.ALREADY_EXISTS.value[0]
+    assert [(r.code, r.error.reason) for r in results] == [
+        (0, ""),
+        (bad, "UNKNOWN_MODE"),
+        (bad, "EMPTY_PARTY"),
+        (bad, "PARTY_TOO_LARGE"),
+        (0, ""),
+        (exists, "TICKET_EXISTS"),
+        (bad, "NON_FINITE_ATTRIBUTE"),
+        (bad, "BAD_PLAYER_ID"),
+        (bad, "DUPLICATE_PLAYER"),
+        (exists, "TICKET_EXISTS"),
+        (bad, "BAD_REGION"),
+        (0, ""),
+    ]
+    # The same messages and fields as the unary call's.
+    assert "duel" in results[1].message and results[1].error.field == "mode"
+    assert results[5].ticket.id == "" and results[0].ticket.id in results[5].message
+    assert taken.id in results[9].message and results[9].error.field == "players"
+    assert results[8].error.field == "players[1].player_id"
+    created = [r.ticket for r in results if r.code == 0]
+    assert [[p.player_id for p in t.players] for t in created] == [
+        ["a1"],
+        ["leader", "member"],
+        ["a2"],
+    ]
+    for ticket in created:
+        assert ticket.state == pb.TICKET_STATE_SEARCHING and ticket.expires_at_ms > 0
+        got = await bulk.mm_stub.GetTicket(pb.GetTicketRequest(ticket_id=ticket.id), metadata=gs_md)
+        assert got.players == ticket.players
+    assert len(await bulk.redis.keys(Store.ticket_key("*"))) == 4  # 3 + the earlier one
+
+
+async def test_create_tickets_is_for_services_only(bulk: Stack) -> None:
+    alice, md = await guest(bulk)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stream(bulk, [request("duel", alice)], md)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert errors.detail_of(err.value).reason == "FORBIDDEN"
+    assert await bulk.redis.keys(Store.ticket_key("*")) == []
+
+
+async def test_a_large_stream_all_lands_and_is_matched(bulk: Stack) -> None:
+    gs_md = await gameserver(bulk)
+    requests = [request("duel", f"player-{i}") for i in range(5000)]
+    pubsub = bulk.redis.pubsub()
+    await pubsub.subscribe(Store.events_channel)
+    results = await stream(bulk, requests, gs_md)
+    assert [r.code for r in results] == [0] * 5000
+    assert [r.ticket.players[0].player_id for r in results] == [f"player-{i}" for i in range(5000)]
+    waiting = {r.ticket.id for r in results}
+    deadline = time.monotonic() + 20
+    while waiting and time.monotonic() < deadline:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        if message is not None:
+            state, *ids = message["data"].decode().split(" ")
+            if int(state) == pb.TICKET_STATE_ASSIGNED:
+                waiting -= set(ids)
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert not waiting
+    # Written in batches: fewer round trips than tickets.
+    batches = scrape_metric(bulk.mm, "tessera_matchmaking_create_batch_tickets_count")
+    assert 0 < batches < 5000
+    created = 'tessera_matchmaking_tickets_total{mode="duel",state="created"}'
+    assert scrape_metric(bulk.mm, created) == 5000
+
+
+def scrape_metric(process: ServiceProcess, name: str) -> float:
+    url = f"http://127.0.0.1:{process.ports['metrics_port']}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name + " "))
+
+
+async def test_a_cancelled_stream_leaves_only_whole_tickets(bulk: Stack) -> None:
+    gs_md = await gameserver(bulk)
+    requests = [request("5v5", f"player-{i}") for i in range(3000)]
+    call = bulk.mm_stub.CreateTickets(iter(requests), metadata=gs_md)
+    received = []
+    async for result in call:
+        received.append(result)
+        if len(received) == 100:
+            call.cancel()
+            break
+    await asyncio.sleep(0.5)
+    keys = await bulk.redis.keys(Store.ticket_key("*"))
+    assert 100 <= len(keys) <= 3000
+    pooled: list[bytes] = await bulk.redis.zrange(Store.pool_key("5v5"), 0, -1)  # type: ignore[assignment]
+    pool = {Store.ticket_key(t.decode()).encode() for t in pooled}
+    states: Counter[int] = Counter()
+    for key in keys:
+        fields: dict[bytes, bytes] = await bulk.redis.hgetall(key)  # type: ignore[assignment]
+        assert {b"t", b"p", b"r", b"s", b"e", b"o"} <= fields.keys()
+        ticket = pb.Ticket.FromString(fields[b"t"])
+        (player,) = ticket.players
+        assert fields[b"p"].decode() == player.player_id
+        state = int(fields[b"s"])
+        states[state] += 1
+        owner = await bulk.redis.get(Store.player_key(player.player_id))
+        if state == pb.TICKET_STATE_SEARCHING:  # waiting: pooled, holding its player
+            assert key in pool and owner == ticket.id.encode()
+        else:  # matched meanwhile: out of the pool, with its assignment
+            assert state == pb.TICKET_STATE_ASSIGNED and b"a" in fields
+            assert key not in pool and owner is None
+    assert pool <= set(keys) and states[pb.TICKET_STATE_ASSIGNED] % 10 == 0
+    # The service goes on.
+    later = await stream(bulk, [request("5v5", f"later-{i}") for i in range(100)], gs_md)
+    assert [r.code for r in later] == [0] * 100
+    assert bulk.mm.alive()
+
+
+async def test_a_player_twice_in_one_batch_gets_one_ticket(redis: Redis) -> None:
+    """In the servicer itself (real Redis, no network): requests that are all available
+    at once are read before the first write, so they form one batch."""
+    service = Claims("backend", "sid", ("service",), 0, 0, "", "", "")
+    servicer = MatchmakerServicer(
+        Store(redis),
+        {m.name: m for m in parse_modes(json.dumps(BULK_MODES))},
+        lambda: service,
+        Watchers(),
+    )
+    before = batch_sizes()
+
+    async def requests() -> AsyncIterator[pb.CreateTicketRequest]:
+        for player in ("a", "b", "a", "c", "b"):
+            yield request("duel", player)
+
+    context: Any = None  # a trusted caller's stream never touches its context
+    results = [r async for r in servicer.CreateTickets(requests(), context)]
+    exists = grpc.StatusCode.ALREADY_EXISTS.value[0]
+    assert [r.code for r in results] == [0, 0, exists, 0, exists]
+    assert results[0].ticket.id in results[2].message
+    assert results[2].error.reason == results[4].error.reason == "TICKET_EXISTS"
+    assert len(await redis.keys(Store.ticket_key("*"))) == 3
+    after = batch_sizes()
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 5)  # one write of 5 tickets
+
+
+def batch_sizes() -> tuple[float, float]:
+    """This process's CreateTickets writes so far: (count, tickets)."""
+    count = REGISTRY.get_sample_value("tessera_matchmaking_create_batch_tickets_count")
+    total = REGISTRY.get_sample_value("tessera_matchmaking_create_batch_tickets_sum")
+    return count or 0.0, total or 0.0

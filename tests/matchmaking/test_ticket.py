@@ -102,6 +102,14 @@ def test_caller_must_lead_the_ticket() -> None:
     assert err.value.reason == "NOT_TICKET_OWNER"
 
 
+def test_a_trusted_back_end_creates_for_any_players_under_the_same_rules() -> None:
+    party = [pb.TicketPlayer(player_id="bob"), pb.TicketPlayer(player_id="alice")]
+    assert validate(request(players=party), MODES, None).name == "5v5"
+    with pytest.raises(InvalidTicket) as err:
+        validate(request(players=[*party, party[0]]), MODES, None)
+    assert err.value.reason == "DUPLICATE_PLAYER"
+
+
 def test_roles_of_role_modes_are_accepted() -> None:
     players = [pb.TicketPlayer(player_id="alice", role="healer")]
     assert validate(request(mode="5v5-roles", players=players), MODES, "alice")

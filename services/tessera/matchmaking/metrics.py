@@ -14,6 +14,11 @@ SEARCHING = Gauge(
     "Tickets searching in the pool at this replica's last tick, by mode.",
     ["mode"],
 )
+CREATE_BATCH = Histogram(
+    "tessera_matchmaking_create_batch_tickets",
+    "Tickets a CreateTickets stream wrote to Redis in one round trip.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 TIME_TO_MATCH = Histogram(
     "tessera_matchmaking_time_to_match_seconds",
     "Time from ticket creation to assignment.",

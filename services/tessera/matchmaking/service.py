@@ -112,7 +112,7 @@ async def build(config: ServerConfig) -> GrpcService:
         verifier = await Verifier.connect(settings.auth_address, config.redis_url)
         trusted = {
             f"/{SERVICE_NAME}/{method}": TRUSTED
-            for method in ("ReportMatchResult", "CreateBackfill", "GetBackfill")
+            for method in ("CreateTickets", "ReportMatchResult", "CreateBackfill", "GetBackfill")
         }
         interceptors.append(AuthInterceptor(verifier, roles=trusted))
     workers: FrontendWorkers | None = None

@@ -3,16 +3,19 @@
 Callers are authenticated by the auth interceptor in front of it; this module
 decides what an authenticated caller may do: a player handles tickets that name
 them (creating only tickets they lead), services and admins everything, and only
-services and admins report results and ask for backfills.
+services and admins report results, ask for backfills and stream ticket creation
+(``CreateTickets``, a game back end creating tickets for the players it serves).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 import grpc
@@ -24,6 +27,7 @@ from tessera.matchmaking.director import wall_ms
 from tessera.matchmaking.modes import Mode
 from tessera.matchmaking.store import SEARCHING, PlayerBusy, Store
 from tessera.matchmaking.ticket import MAX_ID_LEN, InvalidTicket, validate
+from tessera.v1 import common_pb2
 from tessera.v1 import matchmaking_pb2 as pb
 from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
 
@@ -33,6 +37,49 @@ Context = grpc.aio.ServicerContext[Any, Any]
 TRUSTED = ("service", "admin")
 # A watcher re-reads its ticket at least this often, in case an event was missed.
 WATCH_POLL_S = 2.0
+# CreateTickets: requests written to Redis per round trip at most, and requests read
+# but not yet answered per stream (past it the stream is not read: flow control).
+STREAM_BATCH = 256
+STREAM_PENDING = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a ticket was not created: the status CreateTicket fails with, which a
+    CreateTickets stream sends as that request's result instead."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    field: str
+
+    @classmethod
+    def invalid(cls, err: InvalidTicket) -> Refusal:
+        code = (
+            grpc.StatusCode.PERMISSION_DENIED
+            if err.permission
+            else grpc.StatusCode.INVALID_ARGUMENT
+        )
+        return cls(code, str(err), err.reason, err.field)
+
+    @classmethod
+    def busy(cls, err: PlayerBusy) -> Refusal:
+        return cls(
+            grpc.StatusCode.ALREADY_EXISTS,
+            f"{err}; cancel it or wait until it is assigned or expires",
+            "TICKET_EXISTS",
+            "players",
+        )
+
+    async def abort(self, context: Context) -> NoReturn:
+        await abort(context, self.code, self.message, reason=self.reason, field=self.field)
+
+    def result(self) -> pb.CreateTicketResult:
+        return pb.CreateTicketResult(
+            code=self.code.value[0],
+            message=self.message,
+            error=common_pb2.ErrorDetail(reason=self.reason, field=self.field),
+        )
 
 
 class Caller(Protocol):
@@ -104,17 +151,94 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
 
     async def CreateTicket(self, request: pb.CreateTicketRequest, context: Context) -> pb.Ticket:
         caller = self.caller()
-        try:
-            mode = validate(request, self.modes, caller.sub)
-        except InvalidTicket as err:
-            code = (
-                grpc.StatusCode.PERMISSION_DENIED
-                if err.permission
-                else grpc.StatusCode.INVALID_ARGUMENT
-            )
-            await abort(context, code, str(err), reason=err.reason, field=err.field)
         now = self.clock()
-        ticket = pb.Ticket(
+        ticket = self._admit(request, caller.sub, now)
+        if isinstance(ticket, Refusal):
+            await ticket.abort(context)
+        try:
+            created = await self.store.create(ticket, now, caller.sid)
+        except PlayerBusy as err:
+            await Refusal.busy(err).abort(context)
+        metrics.TICKETS.labels(created.mode, "created").inc()
+        return created
+
+    async def CreateTickets(
+        self, request_iterator: AsyncIterable[pb.CreateTicketRequest], context: Context
+    ) -> AsyncIterator[pb.CreateTicketResult]:
+        """One result per request, in order. Requests are checked as they are read;
+        those that arrive while a write is in flight go to Redis together in the next
+        pipelined ``create_many`` (the unary script, so each ticket stays atomic)."""
+        await self._trusted(context)
+        pending: asyncio.Queue[pb.Ticket | Refusal | None] = asyncio.Queue()
+        room = asyncio.Semaphore(STREAM_PENDING)
+        reader = asyncio.create_task(self._read(request_iterator, pending, room))
+        try:
+            while True:
+                batch = [await pending.get()]
+                while len(batch) < STREAM_BATCH and not pending.empty():
+                    batch.append(pending.get_nowait())
+                ended = batch[-1] is None
+                items = [item for item in batch if item is not None]
+                for result in await self._write(items):
+                    yield result
+                    room.release()
+                if ended:
+                    break
+            await reader  # a failed read fails the call
+        finally:
+            reader.cancel()
+
+    async def _read(
+        self,
+        requests: AsyncIterable[pb.CreateTicketRequest],
+        pending: asyncio.Queue[pb.Ticket | Refusal | None],
+        room: asyncio.Semaphore,
+    ) -> None:
+        """Check each request of a CreateTickets stream as it arrives, while at most
+        STREAM_PENDING are unanswered; None marks the end (also of a failed read)."""
+        try:
+            iterator = aiter(requests)
+            while True:
+                await room.acquire()
+                try:
+                    request = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                pending.put_nowait(self._admit(request, None, self.clock()))
+        finally:
+            pending.put_nowait(None)
+
+    async def _write(self, items: list[pb.Ticket | Refusal]) -> list[pb.CreateTicketResult]:
+        """Store the batch's admitted tickets in one round trip; results in order."""
+        tickets = [item for item in items if isinstance(item, pb.Ticket)]
+        stored = iter(await self.store.create_many(tickets, self.clock()) if tickets else ())
+        if tickets:
+            metrics.CREATE_BATCH.observe(len(tickets))
+        results = []
+        modes: collections.Counter[str] = collections.Counter()
+        for item in items:
+            outcome = item if isinstance(item, Refusal) else next(stored)
+            if isinstance(outcome, Refusal):
+                results.append(outcome.result())
+            elif isinstance(outcome, PlayerBusy):
+                results.append(Refusal.busy(outcome).result())
+            else:
+                modes[outcome.mode] += 1
+                results.append(pb.CreateTicketResult(ticket=outcome))
+        for mode, n in modes.items():
+            metrics.TICKETS.labels(mode, "created").inc(n)
+        return results
+
+    def _admit(
+        self, request: pb.CreateTicketRequest, owner: str | None, now: float
+    ) -> pb.Ticket | Refusal:
+        """The new ticket for a valid request led by ``owner`` (None: any players, for
+        a trusted back end), or why it is refused."""
+        try:
+            mode = validate(request, self.modes, owner)
+        except InvalidTicket as err:
+            return Refusal.invalid(err)
+        return pb.Ticket(
             id=uuid.uuid4().hex,
             mode=mode.name,
             players=request.players,
@@ -123,18 +247,6 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
             number_attributes=request.number_attributes,
             created_at_ms=now,
         )
-        try:
-            created = await self.store.create(ticket, now, caller.sid)
-        except PlayerBusy as err:
-            await abort(
-                context,
-                grpc.StatusCode.ALREADY_EXISTS,
-                f"{err}; cancel it or wait until it is assigned or expires",
-                reason="TICKET_EXISTS",
-                field="players",
-            )
-        metrics.TICKETS.labels(mode.name, "created").inc()
-        return created
 
     async def GetTicket(self, request: pb.GetTicketRequest, context: Context) -> pb.Ticket:
         return await self._own_ticket(request.ticket_id, context)

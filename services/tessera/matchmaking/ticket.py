@@ -63,8 +63,14 @@ class Candidate:
         return sum(self.ratings)
 
 
-def validate(request: pb.CreateTicketRequest, modes: Mapping[str, Mode], caller: str) -> Mode:
-    """Check a CreateTicket request for ``caller``; return its mode or raise InvalidTicket."""
+def validate(
+    request: pb.CreateTicketRequest, modes: Mapping[str, Mode], caller: str | None
+) -> Mode:
+    """Check a CreateTicket request for ``caller``; return its mode or raise InvalidTicket.
+
+    ``caller`` must lead the ticket (be its first player); None is a trusted back end
+    creating tickets on its players' behalf, for which every other rule still holds.
+    """
     mode = modes.get(request.mode)
     if mode is None:
         known = ", ".join(sorted(modes))
@@ -107,7 +113,7 @@ def validate(request: pb.CreateTicketRequest, modes: Mapping[str, Mode], caller:
                 reason="UNKNOWN_ROLE",
                 field=f"players[{i}].role",
             )
-    if players[0].player_id != caller:
+    if caller is not None and players[0].player_id != caller:
         raise InvalidTicket(
             f"the caller ({caller!r}) must be the first player of the ticket",
             reason="NOT_TICKET_OWNER",
