@@ -9,7 +9,7 @@ import signal
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -98,11 +98,11 @@ def created_count(metrics_port: int) -> float:
     )
 
 
-@pytest.mark.integration
-async def test_workers_share_the_port_restart_and_stop_with_the_parent(
+@pytest.fixture
+def auth(
     redis_server: LocalRedis, start_service: Callable[[ServiceProcess], ServiceProcess]
-) -> None:
-    auth = start_service(
+) -> Iterator[ServiceProcess]:
+    proc = start_service(
         ServiceProcess(
             "tessera.auth",
             {
@@ -115,17 +115,32 @@ async def test_workers_share_the_port_restart_and_stop_with_the_parent(
             name="auth",
         )
     )
-    mm = ServiceProcess(
+    yield proc
+    proc.terminate()
+
+
+def matchmaker(redis_server: LocalRedis, auth: ServiceProcess, **env: str) -> ServiceProcess:
+    """A matchmaker (not started) with front-end workers, without connect tokens."""
+    return ServiceProcess(
         "tessera.matchmaking",
         {
             **COMMON,
             "TESSERA_REDIS_URL": redis_server.url,
             "TESSERA_AUTH_ADDRESS": auth.grpc_address,
             "TESSERA_MM_CONNECT_TOKENS": "false",
-            "TESSERA_MM_FRONTEND_WORKERS": "3",
+            **env,
         },
         name="matchmaking",
     )
+
+
+@pytest.mark.integration
+async def test_workers_share_the_port_restart_and_stop_with_the_parent(
+    redis_server: LocalRedis,
+    auth: ServiceProcess,
+    start_service: Callable[[ServiceProcess], ServiceProcess],
+) -> None:
+    mm = matchmaker(redis_server, auth, TESSERA_MM_FRONTEND_WORKERS="3")
     try:
         start_service(mm)
         serving = next(r for r in mm.records() if r.get("msg") == "serving")
@@ -189,36 +204,16 @@ async def test_workers_share_the_port_restart_and_stop_with_the_parent(
         assert not any(running(pid) for pid in children)
     finally:
         mm.kill()
-        auth.terminate()
 
 
 @pytest.mark.integration
 def test_workers_die_with_a_killed_parent(
-    redis_server: LocalRedis, start_service: Callable[[ServiceProcess], ServiceProcess]
+    redis_server: LocalRedis,
+    auth: ServiceProcess,
+    start_service: Callable[[ServiceProcess], ServiceProcess],
 ) -> None:
-    auth = start_service(
-        ServiceProcess(
-            "tessera.auth",
-            {
-                **COMMON,
-                "TESSERA_REDIS_URL": redis_server.url,
-                "TESSERA_AUTH_GENERATE_KEYS": "true",
-                "TESSERA_CONNECT_KEY_GENERATE": "true",
-            },
-            name="auth",
-        )
-    )
-    mm = ServiceProcess(
-        "tessera.matchmaking",
-        {
-            **COMMON,
-            "TESSERA_REDIS_URL": redis_server.url,
-            "TESSERA_AUTH_ADDRESS": auth.grpc_address,
-            "TESSERA_MM_CONNECT_TOKENS": "false",
-            "TESSERA_MM_MATCHING": "false",
-            "TESSERA_MM_FRONTEND_WORKERS": "2",
-        },
-        name="matchmaking",
+    mm = matchmaker(
+        redis_server, auth, TESSERA_MM_MATCHING="false", TESSERA_MM_FRONTEND_WORKERS="2"
     )
     try:
         start_service(mm)
@@ -229,4 +224,3 @@ def test_workers_die_with_a_killed_parent(
         wait_until(lambda: not running(child))
     finally:
         mm.kill()
-        auth.terminate()
