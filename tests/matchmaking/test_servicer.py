@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import time
@@ -102,11 +103,21 @@ async def stack(
     processes: tuple[ServiceProcess, ServiceProcess], redis: Redis
 ) -> AsyncIterator[Stack]:
     auth, mm = processes
+    async with open_stack(auth, mm, redis, zone_players=3) as opened:
+        yield opened
+
+
+@contextlib.asynccontextmanager
+async def open_stack(
+    auth: ServiceProcess, mm: ServiceProcess, redis: Redis, *, zone_players: int = 0
+) -> AsyncIterator[Stack]:
+    """Channels to running auth and matchmaking processes, with zone z1 of world
+    main registered (active, ``zone_players`` players)."""
     keys = WorldKeys("main")
     status = zone_pb2.ZoneStatus(
         zone=common_pb2.ZoneRef(world="main", zone="z1"),
         state=zone_pb2.ZONE_STATE_ACTIVE,
-        players=3,
+        players=zone_players,
     )
     await redis.sadd(keys.zones, "z1")
     await redis.set(keys.zone_status("z1"), status.SerializeToString())
@@ -417,23 +428,8 @@ async def bulk(
     )
     try:
         start_service(mm)
-        keys = WorldKeys("main")
-        status = zone_pb2.ZoneStatus(
-            zone=common_pb2.ZoneRef(world="main", zone="z1"), state=zone_pb2.ZONE_STATE_ACTIVE
-        )
-        await redis.sadd(keys.zones, "z1")
-        await redis.set(keys.zone_status("z1"), status.SerializeToString())
-        async with (
-            grpc.aio.insecure_channel(auth.grpc_address) as auth_channel,
-            grpc.aio.insecure_channel(mm.grpc_address) as mm_channel,
-        ):
-            yield Stack(
-                auth,
-                mm,
-                auth_pb2_grpc.AuthStub(auth_channel),
-                pb_grpc.MatchmakerStub(mm_channel),
-                redis,
-            )
+        async with open_stack(auth, mm, redis) as opened:
+            yield opened
     finally:
         assert mm.terminate() == 0
         auth.terminate()
