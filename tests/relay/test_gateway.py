@@ -115,6 +115,41 @@ async def test_snapshots_only_from_the_current_zone(gateway: Gateway) -> None:
     assert len(sent) == 2
 
 
+async def test_a_route_removal_by_another_connection_ends_the_session(
+    gateway: Gateway,
+) -> None:
+    """A removal ("<player>||0") is published only by a zone's Leave. One this
+    relay did not ask for means the player left through another connection: the
+    session here ends with REPLACED and its zone link no longer carries the
+    player, so the route change that follows cannot attach it anywhere."""
+    stale, sent = add_session(gateway, "alice", "zone-a", 4)
+    gateway.on_route_change("alice", None)
+    assert stale.closed and "alice" not in gateway.sessions.by_player
+    goodbye = relay_pb2.ServerMessage.FromString(sent[-1]).disconnected
+    assert goodbye.reason == "REPLACED"
+    assert gateway.links["zone-a"].attached == set()
+    gateway.on_route_change("alice", Route("inst-x", 5))
+    assert "inst-x" not in gateway.links
+    gateway.on_route_change("nobody", None)  # not ours
+
+
+async def test_a_route_removal_of_this_relays_own_leave_ends_nothing(
+    gateway: Gateway,
+) -> None:
+    """This relay's own Leave (a transfer, or a session it ends) announces a removal
+    too, possibly after a newer session of the player opened: it ends nothing."""
+    ended, _ = add_session(gateway, "alice", "zone-a", 4)
+    gateway.close(ended, "KICKED", "bye")  # its Leave is under way
+    current, sent = add_session(gateway, "alice", "zone-a", 5)
+    gateway.on_route_change("alice", None)
+    assert not current.closed and sent == []
+    gateway.own_leaves.expect("alice", time.monotonic())  # a transfer's Leave
+    gateway.on_route_change("alice", None)
+    assert not current.closed
+    gateway.on_route_change("alice", None)  # nothing expected any more
+    assert current.closed
+
+
 async def test_handover_message_reroutes(gateway: Gateway) -> None:
     session, _ = add_session(gateway, "alice", "zone-a", 4)
     handover = zone_pb2.Handover(player_id="alice", epoch=5)

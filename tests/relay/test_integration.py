@@ -1,8 +1,12 @@
 """Auth + zone + relay as real processes on a real Redis: bots log in, connect
 over UDP, move and see each other; bad tokens and garbage are refused and
-counted; a zone killed and restarted under load disconnects nobody; a token that
-names a zone moves the player there with their state, and tokens for another
-world or for a zone that is not running change nothing."""
+counted; a zone killed and restarted under load disconnects nobody; a handoff
+re-routes without a disconnect; a token that names an instance zone moves the
+player there with their state (also through a second relay, whose transfer ends
+the first relay's stale session), one naming an open-world zone only places
+newcomers, tokens for another world or for a zone that is not running change
+nothing, and a transfer that cannot be undone in the zone it left still leaves
+the player in exactly one zone (or their session ended)."""
 
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ from tessera.common.store import WorldKeys
 from tessera.common.store import connect as redis_connect
 from tessera.matchmaking.admission import AuthIssuer
 from tessera.relay import packet
-from tessera.v1 import auth_pb2, relay_pb2, relay_pb2_grpc, zone_pb2, zone_pb2_grpc
+from tessera.v1 import auth_pb2, common_pb2, relay_pb2, relay_pb2_grpc, zone_pb2, zone_pb2_grpc
 from tessera.zone.invariants import settle
 
 pytestmark = pytest.mark.integration
@@ -55,7 +59,10 @@ class Stack:
     zone: ServiceProcess
     relay: ServiceProcess
     zone_env: dict[str, str]
+    relay_env: dict[str, str]
     udp_address: str
+    # A second relay's UDP address, also in auth's relay list (started by a test).
+    spare_udp_address: str
     connect_key: bytes
     signing_key: SigningKey
     redis_url: str
@@ -68,19 +75,27 @@ class Stack:
         await asyncio.to_thread(self.zone.wait_serving)
 
     def metric(self, name: str, **labels: str) -> float:
-        url = f"http://127.0.0.1:{self.relay.ports['metrics_port']}/metrics"
-        text = urllib.request.urlopen(url, timeout=5).read().decode()
-        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        for line in text.splitlines():
-            if line.startswith(name) and (not want or "{" + want + "}" in line):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+        return relay_metric(self.relay, name, **labels)
 
     async def status(self) -> relay_pb2.RelayStatus:
-        async with grpc.aio.insecure_channel(self.relay.grpc_address) as channel:
-            stub: Any = relay_pb2_grpc.RelayStub(channel)
-            status: relay_pb2.RelayStatus = await stub.GetStatus(relay_pb2.GetRelayStatusRequest())
-            return status
+        return await relay_status(self.relay)
+
+
+def relay_metric(relay: ServiceProcess, name: str, **labels: str) -> float:
+    url = f"http://127.0.0.1:{relay.ports['metrics_port']}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(name) and (not want or "{" + want + "}" in line):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def relay_status(relay: ServiceProcess) -> relay_pb2.RelayStatus:
+    async with grpc.aio.insecure_channel(relay.grpc_address) as channel:
+        stub: Any = relay_pb2_grpc.RelayStub(channel)
+        status: relay_pb2.RelayStatus = await stub.GetStatus(relay_pb2.GetRelayStatusRequest())
+        return status
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +110,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     connect_key = os.urandom(32)
     connect_b64 = base64.b64encode(connect_key).decode()
     udp_port = free_udp_port()
+    spare_udp_port = free_udp_port()
     common = {
         "TESSERA_REDIS_URL": redis.url,
         "TESSERA_GRPC_PORT": "0",
@@ -109,7 +125,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             **common,
             "TESSERA_AUTH_KEY_DIR": str(key_dir),
             "TESSERA_CONNECT_KEY": connect_b64,
-            "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{udp_port}",
+            "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{udp_port},127.0.0.1:{spare_udp_port}",
             "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "1000",
             "TESSERA_AUTH_SERVICE_CLIENTS": f"matchmaking={SERVICE_SECRET}",
         },
@@ -127,24 +143,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     zone = ServiceProcess("tessera.zone", zone_env, name="zone").start()
     auth.wait_serving()
     zone.wait_serving()
-    relay = ServiceProcess(
-        "tessera.relay",
-        {
-            **common,
-            "TESSERA_UDP_HOST": "127.0.0.1",
-            "TESSERA_UDP_PORT": str(udp_port),
-            "TESSERA_AUTH_ADDRESS": auth.grpc_address,
-            "TESSERA_CONNECT_KEY": connect_b64,
-        },
-        name="relay",
-    ).start()
+    relay_env = {
+        **common,
+        "TESSERA_UDP_HOST": "127.0.0.1",
+        "TESSERA_UDP_PORT": str(udp_port),
+        "TESSERA_AUTH_ADDRESS": auth.grpc_address,
+        "TESSERA_CONNECT_KEY": connect_b64,
+    }
+    relay = ServiceProcess("tessera.relay", relay_env, name="relay").start()
     relay.wait_serving()
     s = Stack(
         auth,
         zone,
         relay,
         zone_env,
+        relay_env,
         f"127.0.0.1:{udp_port}",
+        f"127.0.0.1:{spare_udp_port}",
         connect_key,
         signing_key,
         redis.url,
@@ -355,54 +370,100 @@ async def test_zone_restart_under_load_disconnects_nobody(stack: Stack, bots: li
     assert status.sessions["udp"] >= len(bots)
 
 
-async def test_route_change_reroutes_without_disconnect(stack: Stack) -> None:
-    """Move a connected player to a second zone through the zones' own API
-    (Leave on zone-a, Join on zone-b, which claims the route and publishes the
-    change, as a committed handoff does): the relay switches the upstream, the
-    client only sees snapshots of a new stream."""
-    # Connected while zone-a is the only zone, so it is placed there.
-    bot = await connect_bot(stack, "mover", random_walk, 99)
-    client = bot.client
-    zone_b = ServiceProcess(
-        "tessera.zone", {**stack.zone_env, "TESSERA_ZONE": "zone-b"}, name="zone-b"
-    ).start()
+async def test_a_handoff_reroutes_without_disconnect(stack: Stack) -> None:
+    """A real handoff: the player is in zone-b, which drains into zone-c (the route
+    moves from zone to zone by compare-and-set, it is never removed; zone-b sends
+    a Handover on the link): the relay switches the upstream, the client only sees
+    snapshots of a new stream."""
+    zone_b, zone_c = start_zone(stack, "zone-b"), start_zone(stack, "zone-c")
+    redis = redis_connect(stack.redis_url, decode_responses=True)
+    client = GameClient(UdpTransport())
     try:
-        await asyncio.to_thread(zone_b.wait_serving)
-        assert client.accepted is not None and client.world is not None
-        player = client.accepted.player_id
-        await wait_for(lambda: client.snapshots > 5, 10.0, "snapshots from zone-a")
-        stream_a = client.world.stream
+        await zones_up(stack, zone_b, zone_c)
+        # A newcomer whose token names an open-world zone starts there.
+        await client.connect(await service_token(stack, "mover", world=WORLD, zone="zone-b"))
+        client.start(lambda _client: Intent(move_x=0.5))
+        await wait_for(lambda: client.snapshots > 5, 10.0, "snapshots from zone-b")
+        assert client.world is not None
+        ((info,),) = [(await sessions_by_player(stack))["mover"]]
+        assert info.zone.zone == "zone-b"
+        stream_b = client.world.stream
         reroutes = stack.metric("tessera_relay_reroutes_total")
-        async with (
-            grpc.aio.insecure_channel(stack.zone.grpc_address) as a,
-            grpc.aio.insecure_channel(zone_b.grpc_address) as b,
-        ):
-            stub_a: Any = zone_pb2_grpc.ZoneStub(a)
-            stub_b: Any = zone_pb2_grpc.ZoneStub(b)
-            await stub_a.Leave(zone_pb2.LeaveRequest(player_id=player))
-            joined = await stub_b.Join(zone_pb2.JoinRequest(player_id=player, relay_id="x"))
-        assert joined.zone.zone == "zone-b" and joined.restored
+        transfers = stack.metric("tessera_relay_transfers_total")
+        async with grpc.aio.insecure_channel(zone_b.grpc_address) as channel:
+            stub: Any = zone_pb2_grpc.ZoneStub(channel)
+            target = common_pb2.ZoneRef(world=WORLD, zone="zone-c")
+            await stub.Drain(zone_pb2.DrainRequest(target=target))
         await wait_for(
-            lambda: (
-                client.world is not None
-                and client.world.stream != stream_a
-                and client.snapshots > 0
-            ),
+            lambda: client.world is not None and client.world.stream != stream_b,
             10.0,
-            "snapshots from zone-b",
+            "snapshots from zone-c",
         )
         before = client.snapshots
-        await wait_for(lambda: client.snapshots > before + 5, 10.0, "a steady zone-b stream")
-        assert client.connected
+        await wait_for(lambda: client.snapshots > before + 5, 10.0, "a steady zone-c stream")
+        assert client.connected, client.disconnected
         assert client.world.own_position() is not None
         assert stack.metric("tessera_relay_reroutes_total") == reroutes + 1
-        async with grpc.aio.insecure_channel(stack.relay.grpc_address) as channel:
-            stub: Any = relay_pb2_grpc.RelayStub(channel)
-            listing = await stub.ListSessions(relay_pb2.ListSessionsRequest())
-        assert {s.player_id: s.zone.zone for s in listing.sessions}[player] == "zone-b"
-        await client.close()
+        assert stack.metric("tessera_relay_transfers_total") == transfers
+        ((info,),) = [(await sessions_by_player(stack))["mover"]]
+        assert info.zone.zone == "zone-c"
+        addresses = {"zone-b": zone_b.grpc_address, "zone-c": zone_c.grpc_address}
+        report = await settle(redis, WORLD, addresses, {"mover"})
+        assert report.ok, report
     finally:
-        zone_b.terminate()
+        await client.close()
+        await stop_zones(stack, zone_b, zone_c)
+        await redis.aclose()
+
+
+def start_zone(stack: Stack, zone: str, *, instance: bool = False, **env: str) -> ServiceProcess:
+    """Start another zone of the world (an instance zone reports its match id)."""
+    extra = {"TESSERA_ZONE": zone, **env}
+    if instance:
+        extra["TESSERA_ZONE_INSTANCE"] = zone.removeprefix("inst-")
+    return ServiceProcess("tessera.zone", {**stack.zone_env, **extra}, name=zone).start()
+
+
+async def zone_states(stack: Stack, *zones: str) -> list[zone_pb2.ZoneState.ValueType]:
+    """The state each zone's heartbeat reports (UNSPECIFIED without a heartbeat)."""
+    redis = redis_connect(stack.redis_url)
+    try:
+        raws = await redis.mget([WorldKeys(WORLD).zone_status(z) for z in zones])
+    finally:
+        await redis.aclose()
+    return [
+        zone_pb2.ZONE_STATE_UNSPECIFIED
+        if raw is None
+        else zone_pb2.ZoneStatus.FromString(raw if isinstance(raw, bytes) else raw.encode()).state
+        for raw in raws
+    ]
+
+
+async def zones_in_state(
+    stack: Stack, states: set[zone_pb2.ZoneState.ValueType], *zones: str
+) -> None:
+    async def reached() -> bool:
+        return all(s in states for s in await zone_states(stack, *zones))
+
+    await eventually(reached, 5.0, f"zones {zones} to report a state in {states}")
+
+
+async def zones_up(stack: Stack, *zones: ServiceProcess) -> None:
+    """Wait until the zones serve and their heartbeats say ACTIVE."""
+    await asyncio.gather(*(asyncio.to_thread(z.wait_serving) for z in zones))
+    await zones_in_state(stack, {zone_pb2.ZONE_STATE_ACTIVE}, *(z.name for z in zones))
+
+
+async def stop_zones(stack: Stack, *zones: ServiceProcess) -> None:
+    """Stop the zones and drop their heartbeats at once (instead of after their
+    TTL), so later tests do not try to place players in them."""
+    for zone in zones:
+        zone.terminate()
+    redis = redis_connect(stack.redis_url)
+    try:
+        await redis.delete(*(WorldKeys(WORLD).zone_status(z.name) for z in zones))
+    finally:
+        await redis.aclose()
 
 
 async def test_raw_protocol_retransmit_rate_limit_and_replay(stack: Stack) -> None:
@@ -479,8 +540,10 @@ async def service_token(
         await issuer.close()
 
 
-async def sessions_by_player(stack: Stack) -> dict[str, list[relay_pb2.SessionInfo]]:
-    async with grpc.aio.insecure_channel(stack.relay.grpc_address) as channel:
+async def sessions_by_player(
+    stack: Stack, relay: ServiceProcess | None = None
+) -> dict[str, list[relay_pb2.SessionInfo]]:
+    async with grpc.aio.insecure_channel((relay or stack.relay).grpc_address) as channel:
         stub: Any = relay_pb2_grpc.RelayStub(channel)
         listing = await stub.ListSessions(relay_pb2.ListSessionsRequest())
     found: dict[str, list[relay_pb2.SessionInfo]] = {}
@@ -518,9 +581,7 @@ async def test_a_token_naming_a_zone_moves_the_player_there(stack: Stack) -> Non
     old, moving = await connect_walker(stack, "device-traveller-0123456789")
     assert old.accepted is not None and old.world is not None
     player, entity = old.accepted.player_id, old.accepted.entity_id
-    instance = ServiceProcess(
-        "tessera.zone", {**stack.zone_env, "TESSERA_ZONE": INSTANCE}, name="instance"
-    ).start()
+    instance = start_zone(stack, INSTANCE, instance=True)
     redis = redis_connect(stack.redis_url, decode_responses=True)
     try:
         await asyncio.to_thread(instance.wait_serving)
@@ -567,7 +628,7 @@ async def test_a_token_naming_a_zone_moves_the_player_there(stack: Stack) -> Non
         await new.close()
     finally:
         await old.close()
-        instance.terminate()
+        await stop_zones(stack, instance)
         await redis.aclose()
 
 
@@ -634,11 +695,7 @@ async def test_a_join_refused_after_the_leave_puts_the_player_back(stack: Stack)
     player, entity = client.accepted.player_id, client.accepted.entity_id
     moving[0] = False
     closing_zone = "inst-closing"
-    closing = ServiceProcess(
-        "tessera.zone",
-        {**stack.zone_env, "TESSERA_ZONE": closing_zone, "TESSERA_HEARTBEAT_S": "30"},
-        name="closing",
-    ).start()
+    closing = start_zone(stack, closing_zone, instance=True, TESSERA_HEARTBEAT_S="30")
     redis = redis_connect(stack.redis_url)
     keys = WorldKeys(WORLD)
     try:
@@ -684,5 +741,223 @@ async def test_a_join_refused_after_the_leave_puts_the_player_back(stack: Stack)
         assert float(np.linalg.norm(own_position_of(client) - start)) > 0.5
     finally:
         await client.close()
-        closing.terminate()
+        await stop_zones(stack, closing)
+        await redis.aclose()
+
+
+def via(token: auth_pb2.ConnectToken, address: str) -> auth_pb2.ConnectToken:
+    """The same token, presented to the relay at ``address`` (one of those it names)."""
+    assert address in token.relay_addresses
+    moved = auth_pb2.ConnectToken()
+    moved.CopyFrom(token)
+    del moved.relay_addresses[:]
+    moved.relay_addresses.append(address)
+    return moved
+
+
+async def test_a_transfer_through_another_relay_ends_the_stale_session(stack: Stack) -> None:
+    """The player is live on relay A in zone-a; a token naming an instance zone is
+    presented to relay B, which makes the player leave zone-a and join the
+    instance. Relay A sees the route removed by a Leave it did not make: its
+    session is stale and ends with REPLACED instead of following the route into
+    the instance (where its attach would steal the snapshots from B's session)."""
+    zone = "inst-twohop0123456789abcdef01"
+    instance = start_zone(stack, zone, instance=True)
+    port_b = stack.spare_udp_address.rsplit(":", 1)[1]
+    relay_b = ServiceProcess(
+        "tessera.relay",
+        {**stack.relay_env, "TESSERA_UDP_PORT": port_b, "TESSERA_RELAY_ID": "relay-b"},
+        name="relay-b",
+    ).start()
+    old, moving = await connect_walker(stack, "device-twohop-0123456789")
+    new = GameClient(UdpTransport())
+    redis = redis_connect(stack.redis_url, decode_responses=True)
+    try:
+        assert old.accepted is not None
+        player, entity = old.accepted.player_id, old.accepted.entity_id
+        await zones_up(stack, instance)
+        await asyncio.to_thread(relay_b.wait_serving)
+        await wait_for(lambda: old.snapshots > 5, 10.0, "snapshots from zone-a")
+        moving[0] = False
+        route = await redis.hget(WorldKeys(WORLD).routes, player)
+        assert isinstance(route, str) and route.startswith("zone-a|")
+        transfers_a = stack.metric("tessera_relay_transfers_total")
+
+        token = await service_token(stack, player, world=WORLD, zone=zone)
+        await new.connect(via(token, stack.spare_udp_address))
+        assert new.accepted is not None and new.accepted.entity_id == entity
+        await wait_for(lambda: old.disconnected is not None, 5.0, "relay A's session to end")
+        assert old.disconnected is not None and old.disconnected.reason == "REPLACED"
+        # B's session keeps receiving the player's snapshots from the instance.
+        await wait_for(lambda: new.snapshots > 5, 10.0, "snapshots through relay B")
+        count = new.snapshots
+        await wait_for(lambda: new.snapshots > count + 20, 5.0, "a steady stream through B")
+        assert new.connected
+        assert relay_metric(relay_b, "tessera_relay_transfers_total") == 1
+        assert stack.metric("tessera_relay_transfers_total") == transfers_a
+
+        # Exactly one zone owns the player: the instance.
+        addresses = {"zone-a": stack.zone.grpc_address, zone: instance.grpc_address}
+        report = await settle(redis, WORLD, addresses, {player})
+        assert report.ok, report
+        assert player in await zone_players(instance.grpc_address)
+        assert player not in await zone_players(stack.zone.grpc_address)
+        # Relay A has no session of the player, and no link of A carries them.
+        assert player not in await sessions_by_player(stack)
+        for link in (await stack.status()).upstreams:
+            if link.zone.zone == zone:
+                assert link.players == 0
+        ((info,),) = [(await sessions_by_player(stack, relay_b))[player]]
+        assert info.zone.zone == zone
+    finally:
+        await new.close()
+        await old.close()
+        relay_b.terminate()
+        await stop_zones(stack, instance)
+        await redis.aclose()
+
+
+async def test_an_open_world_destination_only_places_newcomers(stack: Stack) -> None:
+    """The matchmaker's tokens name a zone for open-world matches too. A player
+    with no live zone starts in the named one; a player live in another zone
+    stays there (no Leave, no Join elsewhere, no transfer): the named zone would
+    only adopt their old position and hand them straight back."""
+    open_zone = start_zone(stack, "zone-open")
+    redis = redis_connect(stack.redis_url, decode_responses=True)
+    keys = WorldKeys(WORLD)
+    clients: list[GameClient] = []
+    try:
+        await zones_up(stack, open_zone)
+        transfers = stack.metric("tessera_relay_transfers_total")
+        # Newcomers land in the zone their token names.
+        for player, zone in (("newcomer-open", "zone-open"), ("newcomer-a", "zone-a")):
+            client = GameClient(UdpTransport())
+            clients.append(client)
+            await client.connect(await service_token(stack, player, world=WORLD, zone=zone))
+            route = await redis.hget(keys.routes, player)
+            assert isinstance(route, str) and route.startswith(f"{zone}|"), (player, route)
+            ((info,),) = [(await sessions_by_player(stack))[player]]
+            assert info.zone.zone == zone
+        assert "newcomer-open" in await zone_players(open_zone.grpc_address)
+        assert "newcomer-a" in await zone_players(stack.zone.grpc_address)
+
+        # newcomer-a is live in zone-a: a token naming zone-open keeps them there.
+        old = clients[1]
+        assert old.accepted is not None
+        await wait_for(lambda: old.snapshots > 5, 10.0, "snapshots from zone-a")
+        route = await redis.hget(keys.routes, "newcomer-a")
+        new = GameClient(UdpTransport())
+        clients.append(new)
+        await new.connect(await service_token(stack, "newcomer-a", world=WORLD, zone="zone-open"))
+        assert new.accepted is not None and new.accepted.entity_id == old.accepted.entity_id
+        await wait_for(lambda: old.disconnected is not None, 5.0, "the old session to end")
+        assert old.disconnected is not None and old.disconnected.reason == "REPLACED"
+        await wait_for(lambda: new.snapshots > 5, 10.0, "snapshots for the new session")
+        assert await redis.hget(keys.routes, "newcomer-a") == route  # same zone, same epoch
+        ((info,),) = [(await sessions_by_player(stack))["newcomer-a"]]
+        assert info.zone.zone == "zone-a"
+        assert "newcomer-a" not in await zone_players(open_zone.grpc_address)
+        assert stack.metric("tessera_relay_transfers_total") == transfers
+        addresses = {"zone-a": stack.zone.grpc_address, "zone-open": open_zone.grpc_address}
+        report = await settle(redis, WORLD, addresses, {"newcomer-a", "newcomer-open"})
+        assert report.ok, report
+    finally:
+        for client in clients:
+            await client.close()
+        await stop_zones(stack, open_zone)
+        await redis.aclose()
+
+
+async def test_a_failed_rollback_moves_the_live_session_or_ends_it(stack: Stack) -> None:
+    """The instance zone refuses the join after the player left their zone, and
+    that zone refuses them back (it is draining: with no zone map and no drain
+    target its players stay, but it takes no joins). The relay then joins the
+    player the ordinary way (the least-loaded active zone adopts the checkpoint)
+    and moves the live session there. When no zone can take them either, the
+    live session ends with ZONE_UNAVAILABLE and the checkpoint waits for the
+    reconnection. Runs last: it drains and restarts zone-a."""
+    source = start_zone(stack, "zone-src", TESSERA_HEARTBEAT_S="0.2")
+    dest_zone = "inst-refuses0123456789abcdef"
+    dest = start_zone(stack, dest_zone, instance=True, TESSERA_HEARTBEAT_S="30")
+    redis = redis_connect(stack.redis_url)
+    keys = WorldKeys(WORLD)
+    clients: list[GameClient] = []
+    try:
+        await zones_up(stack, source, dest)
+        moving = [True]
+        for player in ("fallback-p", "fallback-q"):
+            client = GameClient(UdpTransport())
+            clients.append(client)
+            await client.connect(await service_token(stack, player, world=WORLD, zone="zone-src"))
+            client.start(lambda _client: Intent(move_x=1.0 if moving[0] else 0.0))
+        p_client, q_client = clients
+        await wait_for(lambda: p_client.snapshots > 5 and q_client.snapshots > 5, 10.0, "snapshots")
+        moving[0] = False
+        assert p_client.accepted is not None and q_client.accepted is not None
+        # The destination is drained but its (slow) heartbeat still says ACTIVE.
+        for zone in (dest, source):
+            async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+                stub: Any = zone_pb2_grpc.ZoneStub(channel)
+                await stub.Drain(zone_pb2.DrainRequest(deadline_s=60))
+        raw = await redis.get(keys.zone_status(dest_zone))
+        assert isinstance(raw, bytes)
+        stale = zone_pb2.ZoneStatus.FromString(raw)
+        stale.state = zone_pb2.ZONE_STATE_ACTIVE
+        await redis.set(keys.zone_status(dest_zone), stale.SerializeToString(), keepttl=True)
+        await zones_in_state(stack, {zone_pb2.ZONE_STATE_DRAINING}, "zone-src")
+        transfers = stack.metric("tessera_relay_transfers_total")
+
+        # P: the ordinary join path takes them to zone-a, the live session follows.
+        token = await service_token(stack, "fallback-p", world=WORLD, zone=dest_zone)
+        with pytest.raises(ConnectError, match="ZONE_UNAVAILABLE"):
+            await GameClient(UdpTransport()).connect(token)
+        route = await redis.hget(keys.routes, "fallback-p")
+        assert isinstance(route, bytes) and route.startswith(b"zone-a|")
+        addresses = {
+            "zone-a": stack.zone.grpc_address,
+            "zone-src": source.grpc_address,
+            dest_zone: dest.grpc_address,
+        }
+        report = await settle(redis, WORLD, addresses, {"fallback-p"})
+        assert report.ok, report
+        assert "fallback-p" in await zone_players(stack.zone.grpc_address)
+        ((info,),) = [(await sessions_by_player(stack))["fallback-p"]]
+        assert info.zone.zone == "zone-a"
+        count = p_client.snapshots
+        await wait_for(lambda: p_client.snapshots > count + 10, 5.0, "snapshots from zone-a")
+        assert p_client.connected
+        assert p_client.world is not None and p_client.world.own_position() is not None
+        assert stack.metric("tessera_relay_transfers_total") == transfers
+        await p_client.close()
+
+        # Q: zone-a is draining too, so no zone takes them: the session ends at once.
+        async with grpc.aio.insecure_channel(stack.zone.grpc_address) as channel:
+            stub = zone_pb2_grpc.ZoneStub(channel)
+            await stub.Drain(zone_pb2.DrainRequest(deadline_s=60))
+        # Draining, or already drained if P was its last player.
+        refusing = {zone_pb2.ZONE_STATE_DRAINING, zone_pb2.ZONE_STATE_DRAINED}
+        await zones_in_state(stack, refusing, "zone-a")
+        token = await service_token(stack, "fallback-q", world=WORLD, zone=dest_zone)
+        with pytest.raises(ConnectError, match="ZONE_UNAVAILABLE"):
+            await GameClient(UdpTransport()).connect(token)
+        await wait_for(lambda: q_client.disconnected is not None, 5.0, "Q's session to end")
+        assert q_client.disconnected is not None
+        assert q_client.disconnected.reason == "ZONE_UNAVAILABLE"
+        assert "fallback-q" not in await sessions_by_player(stack)
+        assert await redis.hget(keys.routes, "fallback-q") is None
+        assert await redis.hexists(keys.checkpoints, "fallback-q")
+
+        # Reconnecting once a zone is up again restores the player from the checkpoint.
+        await stack.restart_zone()
+        await zones_in_state(stack, {zone_pb2.ZONE_STATE_ACTIVE}, "zone-a")
+        again = GameClient(UdpTransport())
+        clients.append(again)
+        await again.connect(await service_token(stack, "fallback-q", world=WORLD, zone=""))
+        assert again.accepted is not None
+        assert again.accepted.entity_id == q_client.accepted.entity_id
+        await wait_for(lambda: again.snapshots > 5, 10.0, "snapshots after reconnecting")
+    finally:
+        for client in clients:
+            await client.close()
+        await stop_zones(stack, source, dest)
         await redis.aclose()

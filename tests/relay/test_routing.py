@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tessera.relay.routing import (
+    OwnLeaves,
     Route,
     RouteCache,
     parse_route,
@@ -38,6 +39,24 @@ def test_cache_newest_epoch_wins() -> None:
     assert cache.get("p") == Route("b", 3)
     cache.forget("p")
     assert cache.get("p") is None
+
+
+def test_own_leaves_are_claimed_once_and_lapse() -> None:
+    own = OwnLeaves(ttl_s=5.0)
+    assert not own.claim("p", 0.0)  # nothing expected: another connection's removal
+    own.expect("p", 0.0)
+    own.expect("p", 1.0)
+    assert own.claim("p", 2.0) and own.claim("p", 2.0)
+    assert not own.claim("p", 2.0)
+    own.expect("p", 0.0)
+    own.cancel("p")  # the Leave failed
+    assert not own.claim("p", 1.0)
+    own.expect("p", 0.0)
+    assert not own.claim("p", 5.1)  # never published (the zone held no route): lapsed
+    own.expect("q", 0.0)
+    own.expect("r", 4.0)
+    own.prune(6.0)
+    assert not own.claim("q", 6.0) and own.claim("r", 6.0)
 
 
 def status(

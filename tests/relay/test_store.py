@@ -41,19 +41,19 @@ async def test_routes_and_addresses(redis: Redis) -> None:
 
 async def test_watch_routes_delivers_changes(redis: Redis) -> None:
     store = RelayStore(redis, "w")
-    seen: list[tuple[str, Route]] = []
+    seen: list[tuple[str, Route | None]] = []
     ready = asyncio.Event()
     task = asyncio.create_task(store.watch_routes(lambda p, r: seen.append((p, r)), ready))
     await asyncio.wait_for(ready.wait(), 5)
     await redis.publish(KEYS.routes_changed, "alice|zone-b|4")
-    await redis.publish(KEYS.routes_changed, "alice||0")  # removal: ignored
+    await redis.publish(KEYS.routes_changed, "alice||0")  # removal: delivered as None
     await redis.publish(KEYS.routes_changed, "nonsense")  # malformed: ignored
     await redis.publish(KEYS.routes_changed, "bob|zone-a|1")
     for _ in range(100):
-        if len(seen) >= 2:
+        if len(seen) >= 3:
             break
         await asyncio.sleep(0.02)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    assert seen == [("alice", Route("zone-b", 4)), ("bob", Route("zone-a", 1))]
+    assert seen == [("alice", Route("zone-b", 4)), ("alice", None), ("bob", Route("zone-a", 1))]

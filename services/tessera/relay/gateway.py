@@ -1,7 +1,8 @@
 """The relay's core: admits connect tokens, opens sessions by joining the player's
-zone (or the zone the token names, moving the player there), forwards client
-messages upstream, fans snapshots out, re-routes players whose route changed, and
-closes sessions (goodbye, idle, kick, zone gone).
+zone (or the zone the token names, moving the player into an instance zone),
+forwards client messages upstream, fans snapshots out, re-routes players whose
+route changed, and closes sessions (goodbye, idle, kick, zone gone, the player
+taken over by another connection).
 
 Transports (UDP, gRPC Play) only frame bytes; everything a session means lives
 here, so both behave the same.
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 import grpc
 
 from tessera.relay.metrics import DOWN_LATENCY, RTT, SAMPLE_EVERY, Counters
-from tessera.relay.routing import Route, RouteCache, pick_zone
+from tessera.relay.routing import OwnLeaves, Route, RouteCache, pick_zone
 from tessera.relay.session import Session, SessionTable
 from tessera.relay.store import RelayStore
 from tessera.relay.upstream import UpstreamUnavailable, ZoneLink
@@ -85,6 +86,7 @@ class Gateway:
         self.sessions = SessionTable()
         self.links: dict[str, ZoneLink] = {}
         self.routes = RouteCache()
+        self.own_leaves = OwnLeaves()
         self.used_tokens: dict[bytes, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -193,14 +195,19 @@ class Gateway:
     async def _join_destination(
         self, player: str, zone: str
     ) -> tuple[zone_pb2.JoinResponse, ZoneLink]:
-        """Join the zone a connect token names. A player owned by another live zone
-        leaves it first (its checkpoint saved, its route released) and ``zone``
-        adopts the checkpoint: the player keeps their state and is never in two
-        zones. Nothing is left before ``zone`` is known to be up; a join that fails
-        after the leave puts the player back where they were."""
+        """Join the zone a connect token names. Into an instance zone, a player owned
+        by another live zone leaves it first (its checkpoint saved, its route
+        released) and ``zone`` adopts the checkpoint: the player keeps their state
+        and is never in two zones. An open-world zone is only where a player with
+        no live zone starts; one live elsewhere joins where their route says.
+        Nothing is left before ``zone`` is known to be up; a join that fails after
+        the leave puts the player back (see ``_roll_back``)."""
         status = await self.store.zone_status(zone)
         if status is None or status.state != zone_pb2.ZONE_STATE_ACTIVE:
             raise Rejected("zone_unavailable", f"zone {zone} is not up")
+        instance = bool(status.instance)
+        if not instance and await self._live_elsewhere(player, zone) is not None:
+            return await self._join(player)
         link = self.link(zone)
         try:
             await link.ready()
@@ -208,10 +215,11 @@ class Gateway:
             raise Rejected("zone_unavailable", str(err)) from None
         request = zone_pb2.JoinRequest(player_id=player, relay_id=self.config.relay_id)
         for _attempt in range(3):
-            route = await self.store.route(player)
             source = None
-            elsewhere = route.zone if route is not None and route.zone != zone else None
-            if elsewhere is not None and await self.store.zone_status(elsewhere) is not None:
+            elsewhere = await self._live_elsewhere(player, zone)
+            if elsewhere is not None:
+                if not instance:
+                    return await self._join(player)
                 source = self.link(elsewhere)
                 await self._leave_for_transfer(source, player)
             try:
@@ -219,7 +227,7 @@ class Gateway:
             except (UpstreamUnavailable, grpc.aio.AioRpcError) as err:
                 reason = _join_failure(err)
                 if source is not None:
-                    await self._rejoin(source, request)
+                    await self._roll_back(source, request)
                 elif reason == "retry":
                     # Routed elsewhere meanwhile (a handoff): look the route up again.
                     await asyncio.sleep(0.05)
@@ -233,31 +241,68 @@ class Gateway:
             return response, link
         raise Rejected("zone_unavailable", f"zone {zone} did not accept the player")
 
+    async def _live_elsewhere(self, player: str, zone: str) -> str | None:
+        """The other zone the player's route names, if that zone is alive."""
+        route = await self.store.route(player)
+        if route is None or route.zone == zone:
+            return None
+        return route.zone if await self.store.zone_status(route.zone) is not None else None
+
     async def _leave_for_transfer(self, source: ZoneLink, player: str) -> None:
         """Leave ``source`` before joining another zone; Rejected if it fails (the
-        player then stays in ``source``)."""
+        player then stays in ``source``). The route removal it publishes is this
+        relay's own: it does not end the player's live session here."""
+        self.own_leaves.expect(player, time.monotonic())
         try:
             await source.leave(player)
         except (UpstreamUnavailable, grpc.aio.AioRpcError) as err:
+            self.own_leaves.cancel(player)
             raise Rejected(
                 "zone_unavailable", f"cannot leave zone {source.zone}: {_why(err)}"
             ) from None
 
-    async def _rejoin(self, source: ZoneLink, request: zone_pb2.JoinRequest) -> None:
-        """Undo a transfer's leave: ``source`` adopts the checkpoint it just saved,
-        and a session of the player still on its link is attached there again."""
+    async def _roll_back(self, source: ZoneLink, request: zone_pb2.JoinRequest) -> None:
+        """Undo a transfer's leave after the destination refused the player:
+        ``source`` adopts the checkpoint it just saved; if it refuses too (e.g. it
+        is draining), the ordinary join path (the player's route, else the
+        least-loaded active zone) adopts it. A live session of the player here
+        follows; if no zone takes the player, it ends with ``ZONE_UNAVAILABLE`` so
+        the client reconnects at once (the checkpoint stays for that)."""
         player = request.player_id
         try:
             await source.join(request)
         except (UpstreamUnavailable, grpc.aio.AioRpcError) as err:
-            # The checkpoint stays; the player's next connection restores it.
-            log.error(
-                "transfer rollback failed",
+            log.warning(
+                "transfer rollback refused",
                 extra={"player": player, "zone": source.zone, "error": _why(err)},
             )
+        else:
+            if player in source.attached:
+                source.attach(player)
             return
-        if player in source.attached:
-            source.attach(player)
+        try:
+            response, link = await self._join(player)
+        except Rejected as err:
+            log.error("transfer rollback failed", extra={"player": player, "error": str(err)})
+            session = self.sessions.by_player.get(player)
+            if session is not None:
+                self._end(
+                    session,
+                    "ZONE_UNAVAILABLE",
+                    f"no zone took the player back: {err}",
+                    leave=False,
+                )
+            return
+        log.info("transfer rolled back elsewhere", extra={"player": player, "zone": link.zone})
+        session = self.sessions.by_player.get(player)
+        if session is None:
+            return
+        self.reroute(player, Route(link.zone, response.epoch))
+        if session.zone == link.zone:
+            # The zone dropped the player's attachment on the leave (attaching
+            # twice, if the re-route just did, is harmless).
+            link.attach(player)
+            session.entity_id = response.entity_id
 
     async def _pick_zone(self, skip: set[str]) -> str | None:
         statuses = await self.store.zone_statuses()
@@ -415,10 +460,20 @@ class Gateway:
 
     # -- routing ----------------------------------------------------------
 
-    def on_route_change(self, player: str, route: Route) -> None:
-        """A routes_changed notification (most players are not ours)."""
-        if player in self.sessions.by_player:
-            self.reroute(player, route)
+    def on_route_change(self, player: str, route: Route | None) -> None:
+        """A routes_changed notification (most players are not ours). A removal that
+        this relay did not cause means another connection (e.g. a transfer made by
+        another relay) took the player out of its zone: the session here is stale
+        and ends with ``REPLACED``. No Leave: the player already left."""
+        if route is not None:
+            if player in self.sessions.by_player:
+                self.reroute(player, route)
+            return
+        if self.own_leaves.claim(player, time.monotonic()):
+            return
+        session = self.sessions.by_player.get(player)
+        if session is not None:
+            self._end(session, "REPLACED", "the player moved to another connection", leave=False)
 
     def reroute(self, player: str, route: Route) -> None:
         """Move ``player`` to the zone its route names, seamlessly: detach from the
@@ -483,6 +538,7 @@ class Gateway:
             if link is not None:
                 link.detach(session.player_id)
                 if leave:
+                    self.own_leaves.expect(session.player_id, time.monotonic())
                     self._spawn(self._leave(link, session.player_id))
         log.info("session closed", extra={"player": session.player_id, "reason": reason})
 
@@ -490,6 +546,7 @@ class Gateway:
         try:
             await link.leave(player)
         except (grpc.aio.AioRpcError, UpstreamUnavailable) as err:
+            self.own_leaves.cancel(player)
             log.warning("leave failed", extra={"player": player, "error": str(err)})
 
     def kick(self, player: str, reason: str) -> bool:
@@ -519,6 +576,7 @@ class Gateway:
         for token_id, expires_at in list(self.used_tokens.items()):
             if expires_at < wall:
                 del self.used_tokens[token_id]
+        self.own_leaves.prune(now)
         for link in list(self.links.values()):
             if link.connected or link.down_since is None:
                 continue

@@ -3,7 +3,9 @@ the choice of a zone for a player who has no route yet.
 
 Zones write ``routes`` entries "<zone>|<epoch>" and publish "<player>|<zone>|<epoch>"
 on ``routes_changed``; epochs only grow, so the cache keeps the entry with the
-highest epoch whatever order lookups and notifications arrive in.
+highest epoch whatever order lookups and notifications arrive in. A route is
+removed ("<player>||0") only by a zone's ``Leave``, i.e. by a relay: the relay
+tells its own removals (:class:`OwnLeaves`) from those of another connection.
 """
 
 from __future__ import annotations
@@ -41,6 +43,53 @@ def parse_route_change(message: bytes | str) -> tuple[str, Route | None]:
     if rest.startswith("|"):
         return player, None
     return player, parse_route(rest)
+
+
+class OwnLeaves:
+    """The route removals this relay's own ``Leave`` calls cause, until their
+    notification arrives: a removal that is not one of these means the player
+    left its zone through another connection. An expectation that is never met
+    (the zone did not hold the route) lapses after ``ttl_s``."""
+
+    def __init__(self, ttl_s: float = 5.0) -> None:
+        self.ttl_s = ttl_s
+        self._expected: dict[str, list[float]] = {}
+
+    def expect(self, player: str, now: float) -> None:
+        """A Leave of ``player`` is about to be called."""
+        self._expected.setdefault(player, []).append(now + self.ttl_s)
+
+    def cancel(self, player: str) -> None:
+        """A Leave failed: it may have removed nothing."""
+        self._pop(player)
+
+    def claim(self, player: str, now: float) -> bool:
+        """A removal of ``player`` was published: True (and consumed) if it is one
+        of this relay's own."""
+        deadlines = self._expected.get(player)
+        if deadlines is not None:
+            deadlines[:] = [d for d in deadlines if d >= now]
+        if not deadlines:
+            self._expected.pop(player, None)
+            return False
+        self._pop(player)
+        return True
+
+    def prune(self, now: float) -> None:
+        """Drop lapsed expectations."""
+        for player in list(self._expected):
+            kept = [d for d in self._expected[player] if d >= now]
+            if kept:
+                self._expected[player] = kept
+            else:
+                del self._expected[player]
+
+    def _pop(self, player: str) -> None:
+        deadlines = self._expected.get(player)
+        if deadlines:
+            deadlines.pop(0)
+        if not deadlines:
+            self._expected.pop(player, None)
 
 
 class RouteCache:

@@ -75,10 +75,10 @@ class RelayStore:
         return None
 
     async def watch_routes(
-        self, on_change: Callable[[str, Route], None], ready: asyncio.Event | None = None
+        self, on_change: Callable[[str, Route | None], None], ready: asyncio.Event | None = None
     ) -> None:
-        """Call ``on_change`` for every routes_changed notification, forever,
-        resubscribing after Redis errors."""
+        """Call ``on_change`` for every routes_changed notification (route None for a
+        removal), forever, resubscribing after Redis errors."""
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
@@ -94,8 +94,7 @@ class RelayStore:
                     except ValueError:
                         log.warning("bad route change", extra={"data": repr(message["data"])})
                         continue
-                    if route is not None:
-                        on_change(player, route)
+                    on_change(player, route)
             except asyncio.CancelledError:
                 raise
             except Exception:
