@@ -84,7 +84,7 @@ class Director:
     # Connect tokens asked of auth per tick and mode (oldest proposals first), in one
     # IssueConnectTokens call (auth takes up to 512); the rest wait a tick, so a
     # backlog cannot flood auth into timeouts.
-    tokens_per_tick: int = 512
+    tokens_per_tick: int = 4096
     replica_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Tickets are split between live replicas by hash, re-dealt every rotate_ms.
     rotate_ms: float = 200.0
