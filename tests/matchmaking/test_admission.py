@@ -186,6 +186,20 @@ async def test_a_failed_call_fails_each_of_its_requests() -> None:
         await issuer.close()
 
 
+async def test_one_token_alone(auth: ServiceProcess) -> None:
+    issuer, recorder = recording_issuer(auth.grpc_address)
+    try:
+        token = await issuer.issue("player-9", "mars", "s-9", world="main", zone="zone-b")
+        grant = await open_at(issuer, token, DEFAULT_RELAY)
+        assert (grant.player_id, grant.session_id, grant.zone) == ("player-9", "s-9", "zone-b")
+        with pytest.raises(TokenRefused) as refused:
+            await issuer.issue("player-9", "eu-west", world="Main")
+        assert (refused.value.reason, refused.value.field) == ("INVALID_ARGUMENT", "world")
+        assert recorder.batches() == [1, 1, 1]
+    finally:
+        await issuer.close()
+
+
 async def test_wrong_secret_fails_at_login(auth: ServiceProcess) -> None:
     issuer = AuthIssuer(auth.grpc_address, "matchmaking", "not-the-secret-0123456789")
     try:

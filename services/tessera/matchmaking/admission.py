@@ -97,6 +97,25 @@ class AuthIssuer:
                 results[i] = result
         return results
 
+    async def issue(
+        self, player_id: str, region: str, session_id: str = "", *, world: str = "", zone: str = ""
+    ) -> auth_pb2.ConnectToken:
+        """One player's token (a batch of one); raises auth's refusal or the call's error."""
+        (result,) = await self.issue_many(
+            [
+                auth_pb2.ConnectTokenRequest(
+                    player_id=player_id,
+                    region=region,
+                    session_id=session_id,
+                    world=world,
+                    zone=zone,
+                )
+            ]
+        )
+        if isinstance(result, Exception):
+            raise result
+        return result
+
     async def _batches(
         self, requests: Sequence[auth_pb2.ConnectTokenRequest]
     ) -> list[TokenOrError]:
