@@ -1,6 +1,6 @@
 """Auth benchmark: local token verification, login and refresh throughput.
 
-    python bench/auth.py --json PATH [--seconds S] [--logins N]
+    python bench/auth.py --json PATH [--seconds S] [--logins N] [--batch-sizes 1,64,256]
 
 - ``verify_per_s``: ``Verifier.verify`` on one core for tokens already seen (the
   hot path of every service: a client presents the same access token for 15 min).
@@ -10,6 +10,11 @@
   a real redis-server on this machine, driven over gRPC by concurrent clients,
   with the configured argon2 parameters (``TESSERA_AUTH_ARGON2_*``, default
   t=2, m=19 MiB, p=1). ``hash_ms`` is one argon2id hash at those parameters.
+- ``connect_tokens``: connect tokens per second a real auth process issues to a
+  service (role ``service``, on behalf of players, with a destination) through
+  ``IssueConnectToken`` (one call per token, ``single``) and through
+  ``IssueConnectTokens`` with each of ``--batch-sizes`` requests per call, 16
+  concurrent callers each; also the auth process's CPU per token (from /proc).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +38,15 @@ from tessera.auth.config import Argon2Params
 from tessera.auth.keys import SigningKey
 from tessera.auth.passwords import PasswordHasher
 from tessera.auth.tokens import Claims
-from tessera.auth.verifier import Verifier
+from tessera.auth.verifier import Verifier, bearer_metadata
 from tessera.common.config import Env
 from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 
 PASSWORD = "benchmark password 1"
+SERVICE_SECRET = "bench-secret-0123456789"
+CONNECT_CALLERS = 16
 
 
 def rate(fn: Callable[[int], object], seconds: float) -> float:
@@ -121,7 +128,9 @@ def hash_cost(params: Argon2Params) -> float:
     return statistics.median(times) * 1000
 
 
-async def service_figures(params: Argon2Params, logins: int, seconds: float) -> dict[str, float]:
+async def service_figures(
+    params: Argon2Params, logins: int, seconds: float, batch_sizes: list[int]
+) -> dict[str, Any]:
     with LocalRedis() as redis:
         env = {
             "TESSERA_HOST": "127.0.0.1",
@@ -134,13 +143,16 @@ async def service_figures(params: Argon2Params, logins: int, seconds: float) -> 
             "TESSERA_AUTH_ARGON2_TIME_COST": str(params.time_cost),
             "TESSERA_AUTH_ARGON2_MEMORY_KIB": str(params.memory_kib),
             "TESSERA_AUTH_ARGON2_PARALLELISM": str(params.parallelism),
+            "TESSERA_AUTH_SERVICE_CLIENTS": f"matchmaking={SERVICE_SECRET}",
         }
         proc = ServiceProcess("tessera.auth", env, name="auth").start()
         try:
             proc.wait_serving()
             async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
                 stub = auth_pb2_grpc.AuthStub(channel)
-                return await _drive(stub, logins, seconds)
+                out: dict[str, Any] = await _drive(stub, logins, seconds)
+                out["connect_tokens"] = await _connect_tokens(stub, proc.pid, seconds, batch_sizes)
+                return out
         finally:
             proc.terminate()
 
@@ -186,17 +198,79 @@ async def _drive(stub: Any, logins: int, seconds: float) -> dict[str, float]:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _connect_tokens(
+    stub: Any, pid: int, seconds: float, batch_sizes: list[int]
+) -> dict[str, dict[str, float]]:
+    """Tokens/s and auth CPU per token: single calls, then batches of each size."""
+    service = await stub.ServiceLogin(
+        auth_pb2.ServiceLoginRequest(client_id="matchmaking", client_secret=SERVICE_SECRET)
+    )
+    metadata = bearer_metadata(service.access_token)
+
+    def request(i: int) -> auth_pb2.ConnectTokenRequest:
+        return auth_pb2.ConnectTokenRequest(
+            player_id=f"player-{i}", session_id=f"session-{i}", world="main", zone="zone-1"
+        )
+
+    async def single() -> int:
+        await stub.IssueConnectToken(request(0), metadata=metadata)
+        return 1
+
+    def batcher(size: int) -> Callable[[], Awaitable[int]]:
+        batch = auth_pb2.IssueConnectTokensRequest(requests=[request(i) for i in range(size)])
+
+        async def call() -> int:
+            reply = await stub.IssueConnectTokens(batch, metadata=metadata)
+            return sum(1 for r in reply.results if r.HasField("token"))
+
+        return call
+
+    out = {}
+    for name, call in [("single", single)] + [(f"batch_{n}", batcher(n)) for n in batch_sizes]:
+        await call()  # warm up
+        cpu, started = cpu_seconds(pid), time.perf_counter()
+        counts = await asyncio.gather(
+            *(_keep_calling(call, started + seconds) for _ in range(CONNECT_CALLERS))
+        )
+        elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu
+        issued = sum(counts)
+        out[name] = {
+            "tokens_per_s": issued / elapsed,
+            "auth_cpu_us_per_token": cpu / issued * 1e6,
+            "auth_cores": cpu / elapsed,
+        }
+    return out
+
+
+async def _keep_calling(call: Callable[[], Awaitable[int]], deadline: float) -> int:
+    """Call ``call`` back to back until ``deadline``; the tokens it issued."""
+    issued = 0
+    while time.perf_counter() < deadline:
+        issued += await call()
+    return issued
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, required=True, help="write the results here")
     parser.add_argument("--seconds", type=float, default=3.0, help="per micro-benchmark")
     parser.add_argument("--logins", type=int, default=120, help="logins to time")
+    parser.add_argument(
+        "--batch-sizes", default="1,64,256", help="IssueConnectTokens requests per call to time"
+    )
     args = parser.parse_args()
 
     params = argon2_params()
     results: dict[str, Any] = verification(args.seconds)
     results["hash_ms"] = hash_cost(params)
-    results.update(asyncio.run(service_figures(params, args.logins, args.seconds)))
+    sizes = [int(n) for n in args.batch_sizes.split(",") if n]
+    results.update(asyncio.run(service_figures(params, args.logins, args.seconds, sizes)))
     results["argon2"] = {
         "time_cost": params.time_cost,
         "memory_kib": params.memory_kib,
@@ -208,6 +282,12 @@ def main() -> None:
     for name, value in results.items():
         if isinstance(value, float):
             print(f"{name:<22}{value:>14,.1f}")
+    for name, figures in results["connect_tokens"].items():
+        print(
+            f"connect tokens, {name:<10} {figures['tokens_per_s']:>10,.0f} /s, auth "
+            f"{figures['auth_cpu_us_per_token']:>6,.1f} us CPU per token "
+            f"({figures['auth_cores']:.2f} cores)"
+        )
     print(
         f"argon2id t={params.time_cost} m={params.memory_kib} KiB p={params.parallelism}: "
         f"{results['hash_ms']:.1f} ms per hash; target verify_per_s >= 20,000 "

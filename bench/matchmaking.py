@@ -7,11 +7,12 @@ those of the matching loop and its claims, not of gRPC. Assignments are observed
 on the ticket event channel that WatchAssignment streams are fed from.
 
     python bench/matchmaking.py --json PATH [--rate 5000] [--duration 8] [--replicas 1,2]
-                                [--token-rate 1000] [--workers 64]
+                                [--token-rate 5000] [--workers 64]
                                 [--frontend-workers 1,2] [--client-processes 2]
 
 The token scenario also issues every assigned player a connect token through a real
-auth process (one IssueConnectToken call per player), at ``--token-rate``. The gRPC
+auth process (IssueConnectTokens batches: one call per tick and mode, split at 512
+players), at ``--token-rate``. The gRPC
 scenarios measure gRPC ``CreateTicket`` itself: ``--workers`` closed-loop callers with
 real access tokens, spread over ``--client-processes`` processes, against one
 matchmaker with each ``--frontend-workers`` count of front-end processes (the first
@@ -251,7 +252,12 @@ async def scenario(
     ready = asyncio.Event()
     listener = asyncio.create_task(run.listen(ready))
     await ready.wait()
+    busy = [p.pid for p in processes] + ([auth.pid] if auth is not None else [])
+    cpu_before = [cpu_seconds(pid) for pid in busy]
     elapsed = await run.generate()
+    cpu = [
+        round((cpu_seconds(pid) - c) / elapsed, 2) for pid, c in zip(busy, cpu_before, strict=True)
+    ]
     # Let the loop finish what arrived in the last moments.
     await asyncio.sleep(1.0)
     backlog = {m["name"]: await redis.zcard(Store.pool_key(str(m["name"]))) for m in MODES}
@@ -286,6 +292,9 @@ async def scenario(
         "matches_per_replica": [
             int(total("tessera_matchmaking_matches_total", [m])) for m in metrics
         ],
+        # Cores used while tickets arrived: each matchmaker, then auth (token scenario).
+        "cpu_cores": cpu,
+        "connect_token_failures": int(total("tessera_matchmaking_connect_token_failures_total")),
     }
     gaps = []
     for mode in ("duel", "5v5"):
@@ -641,6 +650,8 @@ def table(results: list[dict[str, Any]]) -> str:
         ("claims conflicted", "claims_conflicted"),
         ("matches per replica", "matches_per_replica"),
         ("double assignments", "double_assignments"),
+        ("cores: matchmakers, auth", "cpu_cores"),
+        ("connect token failures", "connect_token_failures"),
     ]
     width = max(len(label) for label, _ in rows)
     lines = []
@@ -703,7 +714,7 @@ def main() -> None:
     parser.add_argument(
         "--token-rate",
         type=float,
-        default=1000.0,
+        default=5000.0,
         help="offered tickets/s of a last scenario that issues connect tokens via auth (0 = skip)",
     )
     parser.add_argument(

@@ -472,3 +472,108 @@ async def test_login_rehashes_after_argon2_parameters_change(
     await login(stronger, "judy")
     assert b"m=128,t=2" in await redis.hget(key, "password")
     assert (await login(stronger, "judy")).account_id == session.account_id
+
+
+async def service_metadata(auth: RunningAuth) -> tuple[tuple[str, str], ...]:
+    service = await auth.stub.ServiceLogin(
+        auth_pb2.ServiceLoginRequest(client_id="matchmaking", client_secret="mm-secret-0123456789")
+    )
+    return bearer_metadata(service.access_token)
+
+
+async def test_a_batch_gives_each_request_its_own_result_in_order(auth: RunningAuth) -> None:
+    md = await service_metadata(auth)
+    zone = "inst-0123456789abcdef01234567"
+    requests = [
+        auth_pb2.ConnectTokenRequest(player_id="p-1", session_id="s-1", world="main", zone=zone),
+        auth_pb2.ConnectTokenRequest(player_id="p-2", region="mars"),
+        auth_pb2.ConnectTokenRequest(player_id="p-3", region="eu-west", world="main"),
+        auth_pb2.ConnectTokenRequest(player_id=""),
+        auth_pb2.ConnectTokenRequest(player_id="p-5", world="main", zone="Not_A_Label"),
+        auth_pb2.ConnectTokenRequest(player_id="p-6"),
+    ]
+    reply = await auth.stub.IssueConnectTokens(
+        auth_pb2.IssueConnectTokensRequest(requests=requests), metadata=md
+    )
+    kinds = [r.WhichOneof("result") for r in reply.results]
+    assert kinds == ["token", "error", "token", "error", "error", "token"]
+    # Every refusal is what the single call answers for that request alone.
+    for request, result in zip(requests, reply.results, strict=True):
+        if result.WhichOneof("result") != "error":
+            continue
+        err = await fails(auth.stub.IssueConnectToken(request, metadata=md))
+        assert result.error.code == err.code().value[0]
+        assert result.error.message == err.details()
+        assert result.error.detail == errors.detail_of(err)
+    unknown, no_player, bad_zone = (reply.results[i].error for i in (1, 3, 4))
+    assert (unknown.code, unknown.detail.reason, unknown.detail.field) == (
+        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        "UNKNOWN_REGION",
+        "region",
+    )
+    assert (no_player.detail.reason, no_player.detail.field) == ("INVALID_ARGUMENT", "player_id")
+    assert (bad_zone.detail.reason, bad_zone.detail.field) == ("INVALID_ARGUMENT", "zone")
+    first, third, sixth = (reply.results[i].token for i in (0, 2, 5))
+    grant = await open_reply(auth, first)
+    assert (grant.player_id, grant.session_id, grant.world, grant.zone) == (
+        "p-1",
+        "s-1",
+        "main",
+        zone,
+    )
+    assert list(third.relay_addresses) == ["10.0.0.1:7777", "10.0.0.2:7777"]
+    assert (third.player_id, third.world, third.zone) == ("p-3", "main", "")
+    assert (await open_reply(auth, sixth)).player_id == "p-6"
+    # Fresh channel keys and token ids for every token.
+    assert len({t.client_to_server_key for t in (first, third, sixth)}) == 3
+    assert len({t.token[:40] for t in (first, third, sixth)}) == 3
+    empty = await auth.stub.IssueConnectTokens(auth_pb2.IssueConnectTokensRequest(), metadata=md)
+    assert list(empty.results) == []
+
+
+async def test_a_batch_is_for_services_and_admins_only(
+    auth: RunningAuth, start_auth: StartAuth
+) -> None:
+    player = await register(auth, "mallory")
+    own = auth_pb2.IssueConnectTokensRequest(requests=[auth_pb2.ConnectTokenRequest()])
+    err = await fails(
+        auth.stub.IssueConnectTokens(own, metadata=bearer_metadata(player.access_token))
+    )
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    err = await fails(auth.stub.IssueConnectTokens(own))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    # An admin may batch, under the single call's rules: for themselves (also with a
+    # destination), never for another player (that needs role service).
+    auth = await start_auth(AUTH_ADMIN_ACCOUNTS=player.account_id)
+    admin = await login(auth, "mallory")
+    reply = await auth.stub.IssueConnectTokens(
+        auth_pb2.IssueConnectTokensRequest(
+            requests=[
+                auth_pb2.ConnectTokenRequest(world="main", zone="zone-b"),
+                auth_pb2.ConnectTokenRequest(player_id="someone-else"),
+            ]
+        ),
+        metadata=bearer_metadata(admin.access_token),
+    )
+    mine, other = reply.results
+    grant = await open_reply(auth, mine.token)
+    assert (grant.player_id, grant.zone) == (player.account_id, "zone-b")
+    assert other.error.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    assert (other.error.detail.reason, other.error.detail.field) == ("FORBIDDEN", "player_id")
+
+
+async def test_a_batch_holds_at_most_512_requests(auth: RunningAuth) -> None:
+    md = await service_metadata(auth)
+
+    def batch(n: int) -> auth_pb2.IssueConnectTokensRequest:
+        return auth_pb2.IssueConnectTokensRequest(
+            requests=[auth_pb2.ConnectTokenRequest(player_id=f"p-{i}") for i in range(n)]
+        )
+
+    full = await auth.stub.IssueConnectTokens(batch(512), metadata=md)
+    assert [r.token.player_id for r in full.results] == [f"p-{i}" for i in range(512)]
+    err = await fails(auth.stub.IssueConnectTokens(batch(513), metadata=md))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    detail = errors.detail_of(err)
+    assert (detail.reason, detail.field) == ("BATCH_TOO_LARGE", "requests")
+    assert "512" in (err.details() or "")

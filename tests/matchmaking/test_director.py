@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -40,14 +41,20 @@ class Issuer:
         self.players: list[str] = []
         self.sessions: list[str] = []
         self.destinations: list[tuple[str, str]] = []
+        self.batches: list[int] = []
 
-    async def issue(
-        self, player_id: str, region: str, session_id: str = "", *, world: str = "", zone: str = ""
-    ) -> auth_pb2.ConnectToken:
-        self.players.append(player_id)
-        self.sessions.append(session_id)
-        self.destinations.append((world, zone))
-        return auth_pb2.ConnectToken(token=f"{player_id}@{region}".encode(), player_id=player_id)
+    async def issue_many(
+        self, requests: Sequence[auth_pb2.ConnectTokenRequest]
+    ) -> list[auth_pb2.ConnectToken | Exception]:
+        self.batches.append(len(requests))
+        out: list[auth_pb2.ConnectToken | Exception] = []
+        for r in requests:
+            self.players.append(r.player_id)
+            self.sessions.append(r.session_id)
+            self.destinations.append((r.world, r.zone))
+            token = f"{r.player_id}@{r.region}".encode()
+            out.append(auth_pb2.ConnectToken(token=token, player_id=r.player_id))
+        return out
 
 
 def make_ticket(mode: str, *players: str, clock: Clock, rating_region: str = "eu") -> pb.Ticket:
@@ -126,6 +133,7 @@ async def test_duel_goes_to_least_loaded_zone_with_tokens(
     assert {got_a.assignment.players[0].team, got_b.assignment.players[0].team} == {0, 1}
     assert sorted(issuer.players) == ["alice", "bob"]
     assert issuer.destinations == [("main", "quiet")] * 2
+    assert issuer.batches == [2]
 
 
 async def test_zone_capacity_counts_players_sent_since_heartbeat(
@@ -355,3 +363,4 @@ async def test_tokens_per_tick_spreads_issuance_over_ticks(
     assert (await director.tick()).matches == 1
     assert (await director.tick()).matches == 1
     assert len(issuer.players) == 6
+    assert issuer.batches == [2, 2, 2]

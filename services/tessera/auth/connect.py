@@ -15,6 +15,7 @@ The byte layout is specified in docs/protocol/tokens.md; keep them in step.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from collections.abc import Mapping
@@ -122,6 +123,12 @@ def _public_part(grant: ConnectGrant, kid: str) -> bytes:
     return bytes(out)
 
 
+@functools.lru_cache(maxsize=4)
+def _sealer(sealing_key: bytes) -> ChaCha20Poly1305:
+    """The cipher for ``sealing_key``, made once (a process seals with one key)."""
+    return ChaCha20Poly1305(sealing_key)
+
+
 def issue_connect_token(
     grant: ConnectGrant, *, signing_key: SigningKey, sealing_key: bytes
 ) -> bytes:
@@ -132,7 +139,7 @@ def issue_connect_token(
         raise ValueError("sealing and channel keys must be 32 bytes")
     public = _public_part(grant, signing_key.kid)
     nonce = os.urandom(NONCE_BYTES)
-    sealed = ChaCha20Poly1305(sealing_key).encrypt(
+    sealed = _sealer(sealing_key).encrypt(
         nonce, grant.client_to_server_key + grant.server_to_client_key, public
     )
     body = public + nonce + sealed

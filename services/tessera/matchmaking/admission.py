@@ -1,38 +1,51 @@
 """Admission: relay connect tokens for assigned players, issued by the auth service.
 
 The matchmaker logs in to auth with client credentials (role ``service``) and
-asks ``Auth.IssueConnectToken`` on behalf of each assigned player, naming the
-match's destination world and zone so the relay joins the player there. The
-access token is renewed before it expires, and once more if auth rejects it. A
-match region auth has no relays for falls back to auth's default relays.
+asks ``Auth.IssueConnectTokens`` for all of a tick's players at once (in calls of
+at most :data:`BATCH` requests, sent concurrently), on behalf of each player and
+naming the match's destination world and zone so the relay joins the player
+there. Auth answers every request on its own: a token, or the refusal the single
+``IssueConnectToken`` call would give. The access token is renewed before it
+expires, and once more if auth rejects it. Requests for a match region auth has
+no relays for are asked again, in one more call, for auth's default relays.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 import grpc
 
 from tessera.auth.verifier import bearer_metadata
-from tessera.common import errors
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 
 # Renew the service session this long before its access token expires.
 RENEW_BEFORE_S = 60.0
+# Requests per IssueConnectTokens call: auth's limit.
+BATCH = 512
+
+
+class TokenRefused(Exception):
+    """Auth issued no token for one request of a batch: its status, message and reason."""
+
+    def __init__(self, error: auth_pb2.ConnectTokenError) -> None:
+        super().__init__(error.message)
+        self.code = error.code
+        self.message = error.message
+        self.reason = error.detail.reason
+        self.field = error.detail.field
+
+
+TokenOrError = auth_pb2.ConnectToken | Exception
 
 
 class AuthIssuer:
     """Connect tokens from the auth service at ``address``."""
 
     def __init__(
-        self,
-        address: str,
-        client_id: str,
-        client_secret: str,
-        *,
-        timeout_s: float = 5.0,
-        in_flight: int = 64,
+        self, address: str, client_id: str, client_secret: str, *, timeout_s: float = 5.0
     ) -> None:
         self.channel = grpc.aio.insecure_channel(address)
         self.stub = auth_pb2_grpc.AuthStub(self.channel)
@@ -41,7 +54,6 @@ class AuthIssuer:
         self.timeout_s = timeout_s
         self._session: auth_pb2.Session | None = None
         self._lock = asyncio.Lock()
-        self._in_flight = asyncio.Semaphore(in_flight)
 
     async def _access_token(self, *, renew: bool = False) -> str:
         async with self._lock:
@@ -60,39 +72,91 @@ class AuthIssuer:
         """Log in now, so bad credentials fail at start-up rather than at the first match."""
         await self._access_token(renew=True)
 
+    async def issue_many(
+        self, requests: Sequence[auth_pb2.ConnectTokenRequest]
+    ) -> list[TokenOrError]:
+        """One result per request, in order: the token, or why there is none
+        (:class:`TokenRefused` for auth's answer to that request, the call's error
+        when a whole call failed)."""
+        results = await self._batches(requests)
+        retry = [
+            i
+            for i, result in enumerate(results)
+            if isinstance(result, TokenRefused)
+            and result.reason == "UNKNOWN_REGION"
+            and requests[i].region
+        ]
+        if retry:
+            fallback = []
+            for i in retry:
+                request = auth_pb2.ConnectTokenRequest()
+                request.CopyFrom(requests[i])
+                request.ClearField("region")
+                fallback.append(request)
+            for i, result in zip(retry, await self._batches(fallback), strict=True):
+                results[i] = result
+        return results
+
     async def issue(
         self, player_id: str, region: str, session_id: str = "", *, world: str = "", zone: str = ""
     ) -> auth_pb2.ConnectToken:
-        """A token admitting ``player_id`` to a relay of ``region`` that joins them
-        into ``zone`` of ``world`` (empty: the relay's choice)."""
-        request = auth_pb2.ConnectTokenRequest(
-            region=region, player_id=player_id, session_id=session_id, world=world, zone=zone
+        """One player's token (a batch of one); raises auth's refusal or the call's error."""
+        (result,) = await self.issue_many(
+            [
+                auth_pb2.ConnectTokenRequest(
+                    player_id=player_id,
+                    region=region,
+                    session_id=session_id,
+                    world=world,
+                    zone=zone,
+                )
+            ]
         )
-        try:
-            return await self._issue(request)
-        except grpc.aio.AioRpcError as err:
-            if errors.detail_of(err).reason != "UNKNOWN_REGION":
-                raise
-        request.ClearField("region")
-        return await self._issue(request)
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    async def _issue(self, request: auth_pb2.ConnectTokenRequest) -> auth_pb2.ConnectToken:
-        async with self._in_flight:
-            return await self._issue_now(request)
+    async def _batches(
+        self, requests: Sequence[auth_pb2.ConnectTokenRequest]
+    ) -> list[TokenOrError]:
+        chunks = [requests[i : i + BATCH] for i in range(0, len(requests), BATCH)]
+        replies = await asyncio.gather(*(self._call(c) for c in chunks), return_exceptions=True)
+        out: list[TokenOrError] = []
+        for chunk, reply in zip(chunks, replies, strict=True):
+            if isinstance(reply, auth_pb2.IssueConnectTokensResponse):
+                if len(reply.results) == len(chunk):
+                    out += [_result(r) for r in reply.results]
+                else:
+                    short = RuntimeError(f"auth answered {len(reply.results)} of {len(chunk)}")
+                    out += [short] * len(chunk)
+            elif isinstance(reply, Exception):
+                out += [reply] * len(chunk)
+            else:
+                raise reply  # cancelled
+        return out
 
-    async def _issue_now(self, request: auth_pb2.ConnectTokenRequest) -> auth_pb2.ConnectToken:
+    async def _call(
+        self, chunk: Sequence[auth_pb2.ConnectTokenRequest]
+    ) -> auth_pb2.IssueConnectTokensResponse:
+        request = auth_pb2.IssueConnectTokensRequest(requests=chunk)
         token = await self._access_token()
         try:
-            return await self.stub.IssueConnectToken(
+            return await self.stub.IssueConnectTokens(
                 request, metadata=bearer_metadata(token), timeout=self.timeout_s
             )
         except grpc.aio.AioRpcError as err:
             if err.code() != grpc.StatusCode.UNAUTHENTICATED:
                 raise
         token = await self._access_token(renew=True)
-        return await self.stub.IssueConnectToken(
+        return await self.stub.IssueConnectTokens(
             request, metadata=bearer_metadata(token), timeout=self.timeout_s
         )
 
     async def close(self) -> None:
         await self.channel.close(None)
+
+
+def _result(result: auth_pb2.ConnectTokenResult) -> TokenOrError:
+    if result.WhichOneof("result") == "token":
+        return result.token
+    return TokenRefused(result.error)

@@ -43,12 +43,13 @@ _RETRY_S = 0.5
 
 
 class TokenIssuer(Protocol):
-    """Gets a relay connect token for a player (the auth service, on their behalf),
-    bound to the player's session when it is known and to the match's destination."""
+    """Gets relay connect tokens for players (the auth service, on their behalf), each
+    bound to the player's session when it is known and to the match's destination:
+    one result per request, in order, a token or why there is none."""
 
-    async def issue(
-        self, player_id: str, region: str, session_id: str = "", *, world: str = "", zone: str = ""
-    ) -> auth_pb2.ConnectToken: ...
+    async def issue_many(
+        self, requests: Sequence[auth_pb2.ConnectTokenRequest]
+    ) -> Sequence[auth_pb2.ConnectToken | Exception]: ...
 
 
 def wall_ms() -> float:
@@ -81,9 +82,10 @@ class Director:
     clock: Callable[[], float] = wall_ms
     # Tickets one tick considers per mode; bounds a tick's work when a backlog builds up.
     pool_limit: int = 20_000
-    # Connect tokens asked of auth per tick and mode (oldest proposals first); the rest
-    # wait a tick, so a backlog cannot flood auth into timeouts.
-    tokens_per_tick: int = 256
+    # Connect tokens asked of auth per tick and mode (oldest proposals first), in one
+    # IssueConnectTokens call (auth takes up to 512); the rest wait a tick, so a
+    # backlog cannot flood auth into timeouts.
+    tokens_per_tick: int = 4096
     replica_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Tickets are split between live replicas by hash, re-dealt every rotate_ms.
     rotate_ms: float = 200.0
@@ -289,22 +291,35 @@ class Director:
     ) -> dict[str, auth_pb2.ConnectToken]:
         if self.issuer is None or not placed:
             return {}
-        issuer = self.issuer
-        seats = [(s.player_id, p.region, d) for p, _, d in placed for s in p.seats]
-        issued = await asyncio.gather(
-            *(
-                issuer.issue(player, region, sessions.get(player, ""), world=d.world, zone=d.zone)
-                for player, region, d in seats
-            ),
-            return_exceptions=True,
-        )
+        requests = [
+            auth_pb2.ConnectTokenRequest(
+                player_id=s.player_id,
+                region=p.region,
+                session_id=sessions.get(s.player_id, ""),
+                world=d.world,
+                zone=d.zone,
+            )
+            for p, _, d in placed
+            for s in p.seats
+        ]
+        issued = await self.issuer.issue_many(requests)
         out = {}
-        for (player, _, _), token in zip(seats, issued, strict=True):
-            if isinstance(token, BaseException):
-                metrics.TOKEN_FAILURES.inc()
-                log.warning("connect token refused", extra={"player": player, "error": str(token)})
+        refused: list[tuple[str, Exception]] = []
+        for request, token in zip(requests, issued, strict=True):
+            if isinstance(token, Exception):
+                refused.append((request.player_id, token))
                 continue
-            out[player] = token
+            out[request.player_id] = token
+        if refused:
+            metrics.TOKEN_FAILURES.inc(len(refused))
+            log.warning(
+                "connect tokens refused",
+                extra={
+                    "count": len(refused),
+                    "players": [player for player, _ in refused[:10]],
+                    "error": str(refused[0][1]),
+                },
+            )
         return out
 
     @staticmethod
