@@ -405,6 +405,19 @@ async def test_a_destination_must_be_dns_labels(
     assert "DNS label" in (err.details() or "")
 
 
+async def test_a_destination_zone_needs_its_world(auth: RunningAuth) -> None:
+    service = await auth.stub.ServiceLogin(
+        auth_pb2.ServiceLoginRequest(client_id="matchmaking", client_secret="mm-secret-0123456789")
+    )
+    request = auth_pb2.ConnectTokenRequest(player_id="p-7", zone="inst-0123456789abcdef01234567")
+    err = await fails(
+        auth.stub.IssueConnectToken(request, metadata=bearer_metadata(service.access_token))
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert errors.detail_of(err).field == "world"
+    assert "needs its world" in (err.details() or "")
+
+
 async def test_only_services_and_admins_name_a_destination(
     auth: RunningAuth, start_auth: StartAuth
 ) -> None:

@@ -533,6 +533,14 @@ def _check_destination(request: auth_pb2.ConnectTokenRequest, roles: Sequence[st
             reason="DESTINATION_NOT_ALLOWED",
             field="zone" if request.zone else "world",
         )
+    if request.zone and not request.world:
+        # Zone names are only unique within a world: a relay of any world would take it.
+        raise TokenRefused(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "a destination zone needs its world",
+            reason="INVALID_ARGUMENT",
+            field="world",
+        )
     for field, name in (("world", request.world), ("zone", request.zone)):
         if not connect.is_destination_name(name):
             raise TokenRefused(
