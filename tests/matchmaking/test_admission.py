@@ -134,6 +134,14 @@ async def test_a_batch_with_region_fallback_and_refusals_in_order(auth: ServiceP
         )
         # One call for the batch, one more for the two requests of an unknown region.
         assert recorder.batches() == [4, 2]
+        # The unknown region is remembered: its next requests go to the default at once.
+        (again,) = await issuer.issue_many(
+            [auth_pb2.ConnectTokenRequest(player_id="player-5", region="mars")]
+        )
+        assert isinstance(again, auth_pb2.ConnectToken)
+        assert list(again.relay_addresses) == [DEFAULT_RELAY]
+        assert recorder.batches() == [4, 2, 1]
+        assert recorder.calls[-1][1].requests[0].region == ""
     finally:
         await issuer.close()
 

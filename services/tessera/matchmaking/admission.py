@@ -7,7 +7,9 @@ naming the match's destination world and zone so the relay joins the player
 there. Auth answers every request on its own: a token, or the refusal the single
 ``IssueConnectToken`` call would give. The access token is renewed before it
 expires, and once more if auth rejects it. Requests for a match region auth has
-no relays for are asked again, in one more call, for auth's default relays.
+no relays for are asked again, in one more call, for auth's default relays; such
+a region is remembered for a minute, and its requests go to the default relays
+at once.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from tessera.v1 import auth_pb2, auth_pb2_grpc
 RENEW_BEFORE_S = 60.0
 # Requests per IssueConnectTokens call: auth's limit.
 BATCH = 512
+# How long a region auth knows no relays for is asked for the default relays directly.
+UNKNOWN_REGION_TTL_S = 60.0
 
 
 class TokenRefused(Exception):
@@ -54,6 +58,7 @@ class AuthIssuer:
         self.timeout_s = timeout_s
         self._session: auth_pb2.Session | None = None
         self._lock = asyncio.Lock()
+        self._unknown_regions: dict[str, float] = {}  # region -> until (monotonic)
 
     async def _access_token(self, *, renew: bool = False) -> str:
         async with self._lock:
@@ -78,6 +83,11 @@ class AuthIssuer:
         """One result per request, in order: the token, or why there is none
         (:class:`TokenRefused` for auth's answer to that request, the call's error
         when a whole call failed)."""
+        now = time.monotonic()
+        self._unknown_regions = {r: t for r, t in self._unknown_regions.items() if t > now}
+        requests = [
+            _without_region(r) if r.region in self._unknown_regions else r for r in requests
+        ]
         results = await self._batches(requests)
         retry = [
             i
@@ -87,12 +97,9 @@ class AuthIssuer:
             and requests[i].region
         ]
         if retry:
-            fallback = []
             for i in retry:
-                request = auth_pb2.ConnectTokenRequest()
-                request.CopyFrom(requests[i])
-                request.ClearField("region")
-                fallback.append(request)
+                self._unknown_regions[requests[i].region] = now + UNKNOWN_REGION_TTL_S
+            fallback = [_without_region(requests[i]) for i in retry]
             for i, result in zip(retry, await self._batches(fallback), strict=True):
                 results[i] = result
         return results
@@ -160,3 +167,11 @@ def _result(result: auth_pb2.ConnectTokenResult) -> TokenOrError:
     if result.WhichOneof("result") == "token":
         return result.token
     return TokenRefused(result.error)
+
+
+def _without_region(request: auth_pb2.ConnectTokenRequest) -> auth_pb2.ConnectTokenRequest:
+    """The request for auth's default relays."""
+    out = auth_pb2.ConnectTokenRequest()
+    out.CopyFrom(request)
+    out.ClearField("region")
+    return out
