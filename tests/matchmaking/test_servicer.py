@@ -385,6 +385,38 @@ async def test_backfill_takes_new_tickets(stack: Stack) -> None:
         pb.GetBackfillRequest(backfill_id=backfill.id), metadata=gs_md
     )
     assert list(got.ticket_ids) == [ticket.id] and dict(got.open_slots) == {1: 0}
+    # A destination its tokens could not name is refused up front; a missing world
+    # is the mode's.
+    for bad_destination, field in (
+        (pb.Destination(world="arena", zone="Inst_Running"), "zone"),
+        (pb.Destination(world="-arena", zone="inst-running"), "world"),
+    ):
+        message = await expect_error(
+            stack.mm_stub.CreateBackfill(
+                pb.CreateBackfillRequest(
+                    match_id="running-2",
+                    mode="5v5",
+                    region="eu",
+                    open_slots={1: 1},
+                    destination=bad_destination,
+                ),
+                metadata=gs_md,
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "BAD_DESTINATION",
+        )
+        assert message.startswith(f"destination.{field} ")
+    defaulted = await stack.mm_stub.CreateBackfill(
+        pb.CreateBackfillRequest(
+            match_id="running-3",
+            mode="5v5",
+            region="eu",
+            open_slots={1: 1},
+            destination=pb.Destination(zone="z1"),
+        ),
+        metadata=gs_md,
+    )
+    assert (defaulted.destination.world, defaulted.destination.zone) == ("main", "z1")
 
 
 # Zones with room for every player of a large stream.

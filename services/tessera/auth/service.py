@@ -50,7 +50,7 @@ METHOD_ROLES = {
 INVALID_CREDENTIALS = "invalid username or password"
 # Callers that may name a connect token's destination world and zone.
 DESTINATION_ROLES = frozenset({"service", "admin"})
-# Connect-token requests per IssueConnectTokens call: ~20-40 ms of signing.
+# Connect-token requests per IssueConnectTokens call: ~20 ms of signing on a quiet core.
 MAX_CONNECT_BATCH = 512
 
 Context = grpc.aio.ServicerContext[Any, Any]

@@ -60,10 +60,17 @@ class AuthIssuer:
         self._lock = asyncio.Lock()
         self._unknown_regions: dict[str, float] = {}  # region -> until (monotonic)
 
-    async def _access_token(self, *, renew: bool = False) -> str:
+    async def _access_token(self, *, renew: bool = False, rejected: str = "") -> str:
+        """The service's access token, logging in again when it is due, when asked
+        to, or when it is still the ``rejected`` one (so concurrent calls that were
+        all refused log in once)."""
         async with self._lock:
             session = self._session
-            if renew or session is None or session.access_expires_at - RENEW_BEFORE_S < time.time():
+            if (
+                session is None
+                or session.access_expires_at - RENEW_BEFORE_S < time.time()
+                or (renew and rejected in ("", session.access_token))
+            ):
                 session = await self.stub.ServiceLogin(
                     auth_pb2.ServiceLoginRequest(
                         client_id=self.client_id, client_secret=self.client_secret
@@ -154,7 +161,7 @@ class AuthIssuer:
         except grpc.aio.AioRpcError as err:
             if err.code() != grpc.StatusCode.UNAUTHENTICATED:
                 raise
-        token = await self._access_token(renew=True)
+        token = await self._access_token(renew=True, rejected=token)
         return await self.stub.IssueConnectTokens(
             request, metadata=bearer_metadata(token), timeout=self.timeout_s
         )

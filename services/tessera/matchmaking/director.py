@@ -82,9 +82,9 @@ class Director:
     clock: Callable[[], float] = wall_ms
     # Tickets one tick considers per mode; bounds a tick's work when a backlog builds up.
     pool_limit: int = 20_000
-    # Connect tokens asked of auth per tick and mode (oldest proposals first), in one
-    # IssueConnectTokens call (auth takes up to 512); the rest wait a tick, so a
-    # backlog cannot flood auth into timeouts.
+    # Connect tokens asked of auth per tick and mode (oldest proposals first), in
+    # concurrent IssueConnectTokens calls of up to 512 (auth's limit); the rest wait
+    # a tick, so a backlog cannot flood auth into timeouts.
     tokens_per_tick: int = 4096
     replica_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Tickets are split between live replicas by hash, re-dealt every rotate_ms.

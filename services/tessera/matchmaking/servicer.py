@@ -22,6 +22,7 @@ import grpc
 from redis.exceptions import RedisError
 
 from tessera.common.errors import abort
+from tessera.common.store import NAME_RE
 from tessera.matchmaking import metrics
 from tessera.matchmaking.director import wall_ms
 from tessera.matchmaking.modes import Mode
@@ -187,6 +188,8 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
             await reader  # a failed read fails the call
         finally:
             reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader  # never leave its outcome unretrieved
 
     async def _read(
         self,
@@ -367,13 +370,25 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
                 )
         if not request.destination.zone:
             await _invalid(context, "destination.zone is required", "NO_DESTINATION", "destination")
+        destination = pb.Destination()
+        destination.CopyFrom(request.destination)
+        # The backfill's tokens name this world and zone: both must be DNS labels.
+        destination.world = destination.world or mode.world
+        for field in ("world", "zone"):
+            if NAME_RE.fullmatch(getattr(destination, field)) is None:
+                await _invalid(
+                    context,
+                    f"destination.{field} {getattr(destination, field)!r} must be a DNS label",
+                    "BAD_DESTINATION",
+                    f"destination.{field}",
+                )
         backfill = pb.Backfill(
             id=uuid.uuid4().hex,
             match_id=request.match_id,
             mode=mode.name,
             region=request.region,
             open_slots=request.open_slots,
-            destination=request.destination,
+            destination=destination,
             created_at_ms=self.clock(),
         )
         await self.store.create_backfill(backfill)
