@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -36,15 +35,11 @@ from tessera.v1 import auth_pb2, auth_pb2_grpc, common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
 from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
 
+from .conftest import COMMON, scrape
+
 pytestmark = pytest.mark.integration
 
 SEALING_KEY = os.urandom(32)
-COMMON = {
-    "TESSERA_HOST": "127.0.0.1",
-    "TESSERA_GRPC_PORT": "0",
-    "TESSERA_METRICS_PORT": "0",
-    "TESSERA_SHUTDOWN_GRACE_S": "1",
-}
 RELAY = "127.0.0.1:7777"
 
 
@@ -430,22 +425,10 @@ BULK_MODES = [
 async def bulk(
     redis_server: LocalRedis,
     redis: Redis,
+    auth: ServiceProcess,
     start_service: Callable[[ServiceProcess], ServiceProcess],
 ) -> AsyncIterator[Stack]:
     """Auth and a matchmaker (API + loop, no connect tokens, 30 s tickets), for streams."""
-    auth = start_service(
-        ServiceProcess(
-            "tessera.auth",
-            {
-                **COMMON,
-                "TESSERA_REDIS_URL": redis_server.url,
-                "TESSERA_AUTH_GENERATE_KEYS": "true",
-                "TESSERA_CONNECT_KEY_GENERATE": "true",
-                "TESSERA_AUTH_SERVICE_CLIENTS": "gameserver=gs-secret-0123456789",
-            },
-            name="auth",
-        )
-    )
     mm = ServiceProcess(
         "tessera.matchmaking",
         {
@@ -464,7 +447,6 @@ async def bulk(
             yield opened
     finally:
         assert mm.terminate() == 0
-        auth.terminate()
 
 
 async def stream(
@@ -555,17 +537,11 @@ async def test_a_large_stream_all_lands_and_is_matched(bulk: Stack) -> None:
     await pubsub.aclose()  # type: ignore[no-untyped-call]
     assert not waiting
     # Written in batches: fewer round trips than tickets.
-    batches = scrape_metric(bulk.mm, "tessera_matchmaking_create_batch_tickets_count")
+    port = bulk.mm.ports["metrics_port"]
+    batches = scrape(port, "tessera_matchmaking_create_batch_tickets_count")
     assert 0 < batches < 5000
-    created = 'tessera_matchmaking_tickets_total{mode="duel",state="created"}'
-    assert scrape_metric(bulk.mm, created) == 5000
-
-
-def scrape_metric(process: ServiceProcess, name: str) -> float:
-    url = f"http://127.0.0.1:{process.ports['metrics_port']}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        lines = response.read().decode().splitlines()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name + " "))
+    created = scrape(port, "tessera_matchmaking_tickets_total", 'mode="duel"', 'state="created"')
+    assert created == 5000
 
 
 async def test_a_cancelled_stream_leaves_only_whole_tickets(bulk: Stack) -> None:

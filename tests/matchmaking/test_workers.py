@@ -7,9 +7,8 @@ import json
 import os
 import signal
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -24,12 +23,7 @@ from tessera.v1 import auth_pb2, auth_pb2_grpc
 from tessera.v1 import matchmaking_pb2 as pb
 from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
 
-COMMON = {
-    "TESSERA_HOST": "127.0.0.1",
-    "TESSERA_GRPC_PORT": "0",
-    "TESSERA_METRICS_PORT": "0",
-    "TESSERA_SHUTDOWN_GRACE_S": "1",
-}
+from .conftest import COMMON, scrape
 
 
 def test_relay_tags_child_lines_and_renames_its_serving_line() -> None:
@@ -85,38 +79,6 @@ def wait_until(check: Callable[[], bool], timeout_s: float = 15.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.1)
-
-
-def created_count(metrics_port: int) -> float:
-    url = f"http://127.0.0.1:{metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("tessera_matchmaking_tickets_total{") and 'state="created"' in line
-    )
-
-
-@pytest.fixture
-def auth(
-    redis_server: LocalRedis, start_service: Callable[[ServiceProcess], ServiceProcess]
-) -> Iterator[ServiceProcess]:
-    proc = start_service(
-        ServiceProcess(
-            "tessera.auth",
-            {
-                **COMMON,
-                "TESSERA_REDIS_URL": redis_server.url,
-                "TESSERA_AUTH_GENERATE_KEYS": "true",
-                "TESSERA_CONNECT_KEY_GENERATE": "true",
-                "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "1000",
-            },
-            name="auth",
-        )
-    )
-    yield proc
-    proc.terminate()
 
 
 def matchmaker(redis_server: LocalRedis, auth: ServiceProcess, **env: str) -> ServiceProcess:
@@ -185,7 +147,10 @@ async def test_workers_share_the_port_restart_and_stop_with_the_parent(
         for channel in channels:
             await channel.close(None)
         assert all(t.state == pb.TICKET_STATE_SEARCHING for t in tickets)
-        counts = [created_count(port) for port in metrics_ports]
+        counts = [
+            scrape(port, "tessera_matchmaking_tickets_total", 'state="created"')
+            for port in metrics_ports
+        ]
         assert sum(counts) == 16
         assert sum(1 for n in counts if n > 0) >= 2, counts
 
