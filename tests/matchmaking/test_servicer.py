@@ -353,19 +353,20 @@ async def test_heartbeat_cancel_and_expiry(stack: Stack) -> None:
     assert await stub.CreateTicket(request("5v5", alice), metadata=md)
 
 
+def backfill_request(match_id: str, destination: pb.Destination) -> pb.CreateBackfillRequest:
+    """One open slot on team 1 of a running 5v5 match in region eu."""
+    return pb.CreateBackfillRequest(
+        match_id=match_id, mode="5v5", region="eu", open_slots={1: 1}, destination=destination
+    )
+
+
 async def test_backfill_takes_new_tickets(stack: Stack) -> None:
     gs_md = await gameserver(stack)
     destination = pb.Destination(
         kind=pb.DESTINATION_KIND_INSTANCE, world="arena", zone="inst-running", region="eu"
     )
     backfill = await stack.mm_stub.CreateBackfill(
-        pb.CreateBackfillRequest(
-            match_id="running-1",
-            mode="5v5",
-            region="eu",
-            open_slots={1: 1},
-            destination=destination,
-        ),
+        backfill_request("running-1", destination),
         metadata=gs_md,
     )
     alice, md = await guest(stack)
@@ -388,13 +389,7 @@ async def test_backfill_takes_new_tickets(stack: Stack) -> None:
     ):
         message = await expect_error(
             stack.mm_stub.CreateBackfill(
-                pb.CreateBackfillRequest(
-                    match_id="running-2",
-                    mode="5v5",
-                    region="eu",
-                    open_slots={1: 1},
-                    destination=bad_destination,
-                ),
+                backfill_request("running-2", bad_destination),
                 metadata=gs_md,
             ),
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -402,13 +397,7 @@ async def test_backfill_takes_new_tickets(stack: Stack) -> None:
         )
         assert message.startswith(f"destination.{field} ")
     defaulted = await stack.mm_stub.CreateBackfill(
-        pb.CreateBackfillRequest(
-            match_id="running-3",
-            mode="5v5",
-            region="eu",
-            open_slots={1: 1},
-            destination=pb.Destination(zone="z1"),
-        ),
+        backfill_request("running-3", pb.Destination(zone="z1")),
         metadata=gs_md,
     )
     assert (defaulted.destination.world, defaulted.destination.zone) == ("main", "z1")
