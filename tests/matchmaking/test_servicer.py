@@ -546,6 +546,9 @@ async def test_a_cancelled_stream_leaves_only_whole_tickets(bulk: Stack) -> None
     await asyncio.sleep(0.5)
     keys = await bulk.redis.keys(Store.ticket_key("*"))
     assert 100 <= len(keys) <= 3000
+    # The server stopped with the call: nothing more is created afterwards.
+    await asyncio.sleep(0.5)
+    assert len(await bulk.redis.keys(Store.ticket_key("*"))) == len(keys)
     pooled: list[bytes] = await bulk.redis.zrange(Store.pool_key("5v5"), 0, -1)  # type: ignore[assignment]
     pool = {Store.ticket_key(t.decode()).encode() for t in pooled}
     states: Counter[int] = Counter()
