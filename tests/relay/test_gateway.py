@@ -1,7 +1,10 @@
 """Gateway routing logic on a real Redis (no zone processes needed): re-routes
 move a player between links exactly once, replay its last inputs, and snapshots
 from a zone the player left are dropped; tokens for another world or for a zone
-that is not up are refused before anything moves."""
+that is not up are refused before anything moves; route removals of this
+relay's own Leaves end nothing, a reconnection waits for the ended session's
+Leave, and an expected removal is forgotten only when its Leave surely did
+nothing."""
 
 from __future__ import annotations
 
@@ -191,7 +194,7 @@ async def test_a_new_session_joins_only_after_the_leave_of_the_one_that_ended(
 def rpc_error(code: grpc.StatusCode, reason: str = "") -> grpc.aio.AioRpcError:
     detail = common_pb2.ErrorDetail(reason=reason).SerializeToString()
     trailers = grpc.aio.Metadata((DETAIL_KEY, detail)) if reason else grpc.aio.Metadata()
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailers, "x")
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailers, "x", "")
 
 
 def test_only_a_leave_that_surely_did_nothing_forgets_its_removal() -> None:

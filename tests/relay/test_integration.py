@@ -5,8 +5,10 @@ re-routes without a disconnect; a token that names an instance zone moves the
 player there with their state (also through a second relay, whose transfer ends
 the first relay's stale session), one naming an open-world zone only places
 newcomers, tokens for another world or for a zone that is not running change
-nothing, and a transfer that cannot be undone in the zone it left still leaves
-the player in exactly one zone (or their session ended)."""
+nothing, a stale session's Leave through another relay spares the live
+session, a reconnection to the same relay waits for the old session's Leave,
+and a transfer that cannot be undone in the zone it left still leaves the
+player in exactly one zone (or their session ended)."""
 
 from __future__ import annotations
 
