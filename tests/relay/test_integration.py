@@ -917,6 +917,14 @@ async def test_a_stale_sessions_leave_through_another_relay_spares_the_live_one(
         assert player not in await sessions_by_player(stack)
         ((info,),) = [(await sessions_by_player(stack, relay_b))[player]]
         assert info.zone.zone == "zone-a"
+        # B's session ends and its Leave is accepted; B stops only after it ran.
+        await new.close()
+
+        async def left() -> bool:
+            return player not in await zone_players(stack.zone.grpc_address)
+
+        await eventually(left, 5.0, "relay B's Leave")
+        assert await redis.hget(WorldKeys(WORLD).routes, player) is None
     finally:
         await new.close()
         await old.close()
