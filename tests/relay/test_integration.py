@@ -5,14 +5,17 @@ re-routes without a disconnect; a token that names an instance zone moves the
 player there with their state (also through a second relay, whose transfer ends
 the first relay's stale session), one naming an open-world zone only places
 newcomers, tokens for another world or for a zone that is not running change
-nothing, and a transfer that cannot be undone in the zone it left still leaves
-the player in exactly one zone (or their session ended)."""
+nothing, a stale session's Leave through another relay spares the live
+session, a reconnection to the same relay waits for the old session's Leave,
+and a transfer that cannot be undone in the zone it left still leaves the
+player in exactly one zone (or their session ended)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import os
+import signal
 import socket
 import time
 import urllib.request
@@ -865,6 +868,108 @@ async def test_an_open_world_destination_only_places_newcomers(stack: Stack) -> 
         for client in clients:
             await client.close()
         await stop_zones(stack, open_zone)
+        await redis.aclose()
+
+
+async def test_a_stale_sessions_leave_through_another_relay_spares_the_live_one(
+    stack: Stack,
+) -> None:
+    """The player is live on relay A in zone-a and connects again through relay B
+    with an ordinary token: B joins them where their route says (zone-a; no
+    Leave) and serves them. A's session is stale; when A ends it (here by an
+    operator's Kick, as an idle timeout would), its Leave names relay A, which no
+    longer serves the player: zone-a refuses it, so the player stays in zone-a
+    and B's session plays on (it is not ended as REPLACED)."""
+    port_b = stack.spare_udp_address.rsplit(":", 1)[1]
+    relay_b = ServiceProcess(
+        "tessera.relay",
+        {**stack.relay_env, "TESSERA_UDP_PORT": port_b, "TESSERA_RELAY_ID": "relay-b"},
+        name="relay-b",
+    ).start()
+    device = "device-stale-leave-0123456789"
+    old = GameClient(UdpTransport())
+    new = GameClient(UdpTransport())
+    redis = redis_connect(stack.redis_url, decode_responses=True)
+    try:
+        token = await guest_connect_token(stack.auth.grpc_address, device)
+        await old.connect(via(token, stack.udp_address))
+        assert old.accepted is not None
+        player, entity = old.accepted.player_id, old.accepted.entity_id
+        await wait_for(lambda: old.snapshots > 5, 10.0, "snapshots through relay A")
+        await asyncio.to_thread(relay_b.wait_serving)
+        token = await guest_connect_token(stack.auth.grpc_address, device)
+        await new.connect(via(token, stack.spare_udp_address))
+        assert new.accepted is not None and new.accepted.entity_id == entity
+        await wait_for(lambda: new.snapshots > 5, 10.0, "snapshots through relay B")
+        route = await redis.hget(WorldKeys(WORLD).routes, player)
+        assert isinstance(route, str) and route.startswith("zone-a|")
+
+        async with grpc.aio.insecure_channel(stack.relay.grpc_address) as channel:
+            stub: Any = relay_pb2_grpc.RelayStub(channel)
+            await stub.Kick(relay_pb2.KickRequest(player_id=player, reason="idle"))
+        await wait_for(lambda: old.disconnected is not None, 5.0, "relay A's session to end")
+        count = new.snapshots
+        await asyncio.sleep(1.0)
+        assert new.disconnected is None and new.connected
+        assert new.snapshots > count + 10
+        assert player in await zone_players(stack.zone.grpc_address)
+        assert await redis.hget(WorldKeys(WORLD).routes, player) == route
+        assert player not in await sessions_by_player(stack)
+        ((info,),) = [(await sessions_by_player(stack, relay_b))[player]]
+        assert info.zone.zone == "zone-a"
+        # B's session ends and its Leave is accepted; B stops only after it ran.
+        await new.close()
+
+        async def left() -> bool:
+            return player not in await zone_players(stack.zone.grpc_address)
+
+        await eventually(left, 5.0, "relay B's Leave")
+        assert await redis.hget(WorldKeys(WORLD).routes, player) is None
+    finally:
+        await new.close()
+        await old.close()
+        relay_b.terminate()
+        await redis.aclose()
+
+
+async def test_a_reconnection_to_the_same_relay_waits_for_the_old_sessions_leave(
+    stack: Stack,
+) -> None:
+    """The player disconnects and at once connects again to the same relay while
+    the old session's Leave is still on its way (the zone is paused, so that
+    Leave and the new session's Join would reach it together). The relay joins
+    the new session only after the Leave: the zone adopts the checkpoint the
+    Leave saved and the new session plays on. (Joined first, it would find the
+    player still in the zone, and the Leave would then take them away from it.)"""
+    device = "device-rejoin-0123456789"
+    old, _moving = await connect_walker(stack, device)
+    new = GameClient(UdpTransport())
+    redis = redis_connect(stack.redis_url, decode_responses=True)
+    try:
+        assert old.accepted is not None
+        player, entity = old.accepted.player_id, old.accepted.entity_id
+        await wait_for(lambda: old.snapshots > 5, 10.0, "snapshots for the old session")
+        token = await guest_connect_token(stack.auth.grpc_address, device)
+        os.kill(stack.zone.pid, signal.SIGSTOP)
+        try:
+            await old.close()  # the relay ends the session; its Leave waits on the zone
+            await asyncio.sleep(0.3)
+            connecting = asyncio.create_task(new.connect(token))
+            await asyncio.sleep(0.5)
+        finally:
+            os.kill(stack.zone.pid, signal.SIGCONT)
+        await connecting
+        assert new.accepted is not None
+        assert (new.accepted.player_id, new.accepted.entity_id) == (player, entity)
+        await wait_for(lambda: new.snapshots > 5, 5.0, "snapshots for the new session")
+        assert player in await zone_players(stack.zone.grpc_address)
+        route = await redis.hget(WorldKeys(WORLD).routes, player)
+        assert isinstance(route, str) and route.startswith("zone-a|")
+        ((info,),) = [(await sessions_by_player(stack))[player]]
+        assert info.zone.zone == "zone-a"
+    finally:
+        await new.close()
+        await old.close()
         await redis.aclose()
 
 

@@ -232,6 +232,32 @@ async def test_bad_requests_get_clear_statuses(zone: ServiceProcess, redis: Redi
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+async def test_a_leave_from_a_relay_not_serving_the_player_changes_nothing(
+    zone: ServiceProcess, redis: Redis
+) -> None:
+    """The player's last Join came through relay-b: a Leave naming relay-a (a
+    stale session there) is refused and the player stays; relay-b's Leave and a
+    Leave naming no relay (admin tools) remove them."""
+    keys = WorldKeys(WORLD)
+    async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+        stub = zone_pb2_grpc.ZoneStub(channel)
+        await stub.Join(zone_pb2.JoinRequest(player_id="erin", relay_id="relay-a"))
+        joined = await stub.Join(zone_pb2.JoinRequest(player_id="erin", relay_id="relay-b"))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Leave(zone_pb2.LeaveRequest(player_id="erin", relay_id="relay-a"))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert detail_of(err.value).reason == "SERVED_BY_OTHER_RELAY"
+        route = await redis.hget(keys.routes, "erin")
+        assert route == f"{ZONE}|{joined.epoch}".encode()
+        status = await stub.GetStatus(zone_pb2.GetStatusRequest(include_entities=True))
+        assert "erin" in status.entity_players
+        await stub.Leave(zone_pb2.LeaveRequest(player_id="erin", relay_id="relay-b"))
+        assert await redis.hget(keys.routes, "erin") is None
+        await stub.Join(zone_pb2.JoinRequest(player_id="erin", relay_id="relay-a"))
+        await stub.Leave(zone_pb2.LeaveRequest(player_id="erin"))
+        assert await redis.hget(keys.routes, "erin") is None
+
+
 async def test_kill_and_restart_restores_players_from_checkpoint(
     redis_server: LocalRedis, redis: Redis
 ) -> None:

@@ -19,16 +19,19 @@ from typing import Any, Protocol
 
 import grpc
 
+from tessera.common.errors import detail_of
 from tessera.relay.metrics import DOWN_LATENCY, RTT, SAMPLE_EVERY, Counters
 from tessera.relay.routing import OwnLeaves, Route, RouteCache, pick_zone
 from tessera.relay.session import Session, SessionTable
 from tessera.relay.store import RelayStore
-from tessera.relay.upstream import UpstreamUnavailable, ZoneLink
+from tessera.relay.upstream import UpstreamUnavailable, ZoneLink, call_bound_s
 from tessera.v1 import relay_pb2, zone_pb2
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 1.0
+# How long after its Leave returns a route removal may take to arrive (pub/sub).
+REMOVAL_MARGIN_S = 2.0
 
 
 class Grant(Protocol):
@@ -71,6 +74,8 @@ class GatewayConfig:
     batch_s: float = 0.0005
     upstream_timeout_s: float = 10.0
     default_timeout_s: float = 10.0
+    # Each zone call's bound: the wait for its link, then the RPC.
+    rpc_timeout_s: float = 3.0
 
 
 class Gateway:
@@ -86,7 +91,10 @@ class Gateway:
         self.sessions = SessionTable()
         self.links: dict[str, ZoneLink] = {}
         self.routes = RouteCache()
-        self.own_leaves = OwnLeaves()
+        # An expected removal lives as long as its Leave can take, plus delivery.
+        self.own_leaves = OwnLeaves(call_bound_s(config.rpc_timeout_s) + REMOVAL_MARGIN_S)
+        # Leaves of sessions this relay ended, still running, by player.
+        self.leaving: dict[str, asyncio.Task[None]] = {}
         self.used_tokens: dict[bytes, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -122,6 +130,7 @@ class Gateway:
         """Join the player into its zone (the token's zone, if it names one) and
         register the session; Rejected on failure."""
         player = grant.player_id
+        await self._await_leave(player)
         if grant.zone:
             response, link = await self._join_destination(player, grant.zone)
         else:
@@ -162,6 +171,14 @@ class Gateway:
             "session opened", extra={"player": player, "transport": transport, "zone": link.zone}
         )
         return session, accepted
+
+    async def _await_leave(self, player: str) -> None:
+        """Let this relay's own Leave of ``player`` (a session it just ended) finish
+        before joining them again: a Join first would find the player still in the
+        zone (a no-op) and the Leave would then take them from the new session."""
+        pending = self.leaving.get(player)
+        if pending is not None:
+            await asyncio.wait({pending}, timeout=call_bound_s(self.config.rpc_timeout_s))
 
     async def _join(self, player: str) -> tuple[zone_pb2.JoinResponse, ZoneLink]:
         """Join the zone the route names or, without a route, the least-loaded
@@ -251,12 +268,22 @@ class Gateway:
     async def _leave_for_transfer(self, source: ZoneLink, player: str) -> None:
         """Leave ``source`` before joining another zone; Rejected if it fails (the
         player then stays in ``source``). The route removal it publishes is this
-        relay's own: it does not end the player's live session here."""
+        relay's own: it does not end the player's live session here. If the player's
+        last Join came through another relay (their old connection), the newest
+        connection is this one: it claims the player with a Join, then leaves."""
         self.own_leaves.expect(player, time.monotonic())
         try:
-            await source.leave(player)
+            try:
+                await source.leave(player)
+            except grpc.aio.AioRpcError as err:
+                if not served_by_other_relay(err):
+                    raise
+                claim = zone_pb2.JoinRequest(player_id=player, relay_id=self.config.relay_id)
+                await source.join(claim)
+                await source.leave(player)
         except (UpstreamUnavailable, grpc.aio.AioRpcError) as err:
-            self.own_leaves.cancel(player)
+            if leave_removed_nothing(err):
+                self.own_leaves.cancel(player)
             raise Rejected(
                 "zone_unavailable", f"cannot leave zone {source.zone}: {_why(err)}"
             ) from None
@@ -324,6 +351,7 @@ class Gateway:
                 resolve=self.store.zone_address,
                 handler=self,
                 batch_s=self.config.batch_s,
+                rpc_timeout_s=self.config.rpc_timeout_s,
             )
             self.links[zone] = link
             link.start()
@@ -538,16 +566,36 @@ class Gateway:
             if link is not None:
                 link.detach(session.player_id)
                 if leave:
-                    self.own_leaves.expect(session.player_id, time.monotonic())
-                    self._spawn(self._leave(link, session.player_id))
+                    self._start_leave(link, session.player_id)
         log.info("session closed", extra={"player": session.player_id, "reason": reason})
+
+    def _start_leave(self, link: ZoneLink, player: str) -> None:
+        """Leave the zone of a session that ended, in the background; a new session
+        of the player waits for it (see ``_await_leave``)."""
+        self.own_leaves.expect(player, time.monotonic())
+        task = self._spawn(self._leave(link, player))
+        self.leaving[player] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            if self.leaving.get(player) is finished:
+                del self.leaving[player]
+
+        task.add_done_callback(done)
 
     async def _leave(self, link: ZoneLink, player: str) -> None:
         try:
             await link.leave(player)
         except (grpc.aio.AioRpcError, UpstreamUnavailable) as err:
-            self.own_leaves.cancel(player)
-            log.warning("leave failed", extra={"player": player, "error": str(err)})
+            # Forget the expected removal only if surely none comes; else it lapses.
+            if leave_removed_nothing(err):
+                self.own_leaves.cancel(player)
+            if served_by_other_relay(err):
+                log.info(
+                    "nothing to leave: another relay serves the player",
+                    extra={"player": player, "zone": link.zone},
+                )
+            else:
+                log.warning("leave failed", extra={"player": player, "error": _why(err)})
 
     def kick(self, player: str, reason: str) -> bool:
         session = self.sessions.by_player.get(player)
@@ -600,10 +648,11 @@ class Gateway:
                 del self.links[link.zone]
                 await link.close()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def close_all(self) -> None:
         for session in self.sessions:
@@ -626,6 +675,24 @@ def _join_failure(err: Exception) -> str:
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return "zone_unavailable"
     return "join_failed"
+
+
+def leave_removed_nothing(err: Exception) -> bool:
+    """Whether a failed Leave surely removed nothing: never sent (the link was
+    down), or answered NOT_FOUND / FAILED_PRECONDITION (e.g. SERVED_BY_OTHER_RELAY).
+    A timeout or a lost connection may come after the zone released the route."""
+    if not isinstance(err, grpc.aio.AioRpcError):
+        return True
+    return err.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
+
+
+def served_by_other_relay(err: Exception) -> bool:
+    """Whether a Leave was refused because another relay serves the player."""
+    return (
+        isinstance(err, grpc.aio.AioRpcError)
+        and err.code() == grpc.StatusCode.FAILED_PRECONDITION
+        and detail_of(err).reason == "SERVED_BY_OTHER_RELAY"
+    )
 
 
 def _why(err: Exception) -> str:

@@ -49,9 +49,10 @@ class OwnLeaves:
     """The route removals this relay's own ``Leave`` calls cause, until their
     notification arrives: a removal that is not one of these means the player
     left its zone through another connection. An expectation that is never met
-    (the zone did not hold the route) lapses after ``ttl_s``."""
+    (the zone did not hold the route) lapses after ``ttl_s``, which must outlast
+    the slowest Leave plus the notification's delivery."""
 
-    def __init__(self, ttl_s: float = 5.0) -> None:
+    def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
         self._expected: dict[str, list[float]] = {}
 
@@ -60,7 +61,7 @@ class OwnLeaves:
         self._expected.setdefault(player, []).append(now + self.ttl_s)
 
     def cancel(self, player: str) -> None:
-        """A Leave failed: it may have removed nothing."""
+        """A Leave surely removed nothing (never sent, or refused by the zone)."""
         self._pop(player)
 
     def claim(self, player: str, now: float) -> bool:

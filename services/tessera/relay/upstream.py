@@ -34,6 +34,12 @@ MAX_OUTBOX = 256
 REPLAY_INPUTS = 8
 
 
+def call_bound_s(rpc_timeout_s: float) -> float:
+    """The longest a Join or Leave over a link can take: waiting for the link to
+    come up, then the RPC itself, each bounded by ``rpc_timeout_s``."""
+    return 2 * rpc_timeout_s
+
+
 class UpstreamUnavailable(Exception):
     """The zone's link is not connected."""
 
@@ -178,8 +184,12 @@ class ZoneLink:
         await self._ready_stub()
 
     async def leave(self, player: str) -> None:
+        """The zone's Leave RPC, naming this relay: a zone whose player another
+        relay now serves refuses it (FAILED_PRECONDITION, SERVED_BY_OTHER_RELAY).
+        UpstreamUnavailable means nothing was sent."""
         stub = await self._ready_stub()
-        await stub.Leave(zone_pb2.LeaveRequest(player_id=player), timeout=self.rpc_timeout_s)
+        request = zone_pb2.LeaveRequest(player_id=player, relay_id=self.relay_id)
+        await stub.Leave(request, timeout=self.rpc_timeout_s)
 
     def status(self) -> relay_pb2.UpstreamLink:
         return relay_pb2.UpstreamLink(

@@ -524,6 +524,15 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 reason="UNKNOWN_PLAYER",
                 field="player_id",
             )
+        serving = self.sim.ents.extra[self.sim.ents.players[player]].relay_id
+        if request.relay_id and serving and serving != request.relay_id:
+            await abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"player {player!r} is served by relay {serving!r}, not {request.relay_id!r}",
+                reason="SERVED_BY_OTHER_RELAY",
+                field="relay_id",
+            )
         # Durable first: if Redis fails, the player stays and the caller may retry.
         try:
             await self.store.save_checkpoints([self.sim.export_player(player, self.cfg.zone)])
