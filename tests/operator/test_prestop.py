@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from redis.asyncio import Redis
 
 from tessera.common.localredis import LocalRedis, free_port
 from tessera.common.process import ServiceProcess
@@ -14,7 +15,9 @@ from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 
 
 @pytest.fixture
-def zone(redis_server: LocalRedis) -> Iterator[ServiceProcess]:
+def zone(redis_server: LocalRedis, redis: Redis) -> Iterator[ServiceProcess]:
+    """A zone of world earth on an emptied Redis (``redis`` flushes it), so routes
+    other tests left for earth-0 do not restore players into it."""
     process = ServiceProcess(
         "tessera.zone",
         {
