@@ -24,7 +24,8 @@ def test_draw_writes_a_png(tmp_path: Path) -> None:
             [300.0, 400.0],
         )
         b = ZoneSample("b", "ACTIVE", (500, 0, 1000, 1000), 10, 2.0, 0, "y", [700.0], [700.0])
-        zones = [a, b] if t >= 10 else [a]
+        arena = ZoneSample("inst-1", "ACTIVE", (0, 0, 1000, 1000), 2, 1.0, 0, "z", instance="m1")
+        zones = [a, b, arena] if t >= 10 else [a]
         tl.samples.append(Sample(float(t), "spread", zones, 30, 0, RelaySample(30, 0, 0, 0)))
     tl.add_events(9.0, [{"decision": "Split", "zone": "a", "reason": "split"}])
     out = picture.draw(tl, tmp_path / "w.png", world_m=1000)

@@ -20,7 +20,8 @@ COLOURS = plt.get_cmap("tab10")
 def draw(tl: Timeline, path: Path, *, world_m: float, title: str = "") -> Path:
     """Write the picture to ``path``."""
     moments = key_moments(tl)
-    names = sorted({z.name for s in tl.samples for z in s.zones})
+    # Instance zones (one per arena match) share one line: players in any of them.
+    names = sorted({z.name for s in tl.samples for z in s.zones if not z.instance})
     colour = {n: COLOURS(i % 10) for i, n in enumerate(names)}
     cols = max(1, len(moments))
     fig = plt.figure(figsize=(max(12.0, 2.8 * cols), 6.8), dpi=100)
@@ -65,6 +66,9 @@ def draw(tl: Timeline, path: Path, *, world_m: float, title: str = "") -> Path:
     for name in names:
         series = [next((z.players for z in s.zones if z.name == name), 0) for s in tl.samples]
         ax.plot(times, series, label=name, color=colour[name], lw=1.2)
+    instanced = [sum(z.players for z in s.zones if z.instance) for s in tl.samples]
+    if any(instanced):
+        ax.plot(times, instanced, label="in instance zones", color="grey", lw=1.0, ls="--")
     ax.plot(
         times,
         [s.bots_connected for s in tl.samples],
