@@ -62,6 +62,15 @@ async def passes_until(
         await asyncio.sleep(0.2)
 
 
+async def first_zone_ready(runtime: LocalRuntime) -> None:
+    """Run passes until the world's first zone, earth-0, is READY."""
+    await passes_until(
+        runtime,
+        lambda: "earth-0" in runtime.zones and runtime.zones["earth-0"].view.phase == Phase.READY,
+        "the first zone",
+    )
+
+
 async def heartbeat(redis: Redis, zone: str) -> zone_pb2.ZoneStatus:
     data = await redis.get(WorldKeys("earth").zone_status(zone))
     assert isinstance(data, bytes)
@@ -82,13 +91,7 @@ async def test_split_then_merge_with_real_zone_processes(
 ) -> None:
     runtime = LocalRuntime(WORLD, redis_server.url, zone_env={"TESSERA_HEARTBEAT_S": "0.2"})
     try:
-        await passes_until(
-            runtime,
-            lambda: (
-                "earth-0" in runtime.zones and runtime.zones["earth-0"].view.phase == Phase.READY
-            ),
-            "the first zone",
-        )
+        await first_zone_ready(runtime)
         parent = runtime.zones["earth-0"].process
         async with grpc.aio.insecure_channel(parent.grpc_address) as channel:
             stub: zone_pb2_grpc.ZoneAsyncStub = zone_pb2_grpc.ZoneStub(channel)
@@ -146,13 +149,7 @@ async def test_a_killed_zone_process_is_started_again(
 ) -> None:
     runtime = LocalRuntime(WORLD, redis_server.url, zone_env={"TESSERA_HEARTBEAT_S": "0.2"})
     try:
-        await passes_until(
-            runtime,
-            lambda: (
-                "earth-0" in runtime.zones and runtime.zones["earth-0"].view.phase == Phase.READY
-            ),
-            "the first zone",
-        )
+        await first_zone_ready(runtime)
         first = runtime.zones["earth-0"].process
         first.kill()
         await passes_until(
@@ -207,13 +204,7 @@ async def test_instance_zones_start_on_request_and_end_without_losing_players(
     runtime = LocalRuntime(world, redis_server.url, zone_env={"TESSERA_HEARTBEAT_S": "0.2"})
     arena, dungeon = "a1" * 16, "d2" * 16
     try:
-        await passes_until(
-            runtime,
-            lambda: (
-                "earth-0" in runtime.zones and runtime.zones["earth-0"].view.phase == Phase.READY
-            ),
-            "the first zone",
-        )
+        await first_zone_ready(runtime)
         await request_instance(redis, "create", arena)
         await request_instance(redis, "create", dungeon)
         a, d = instance_zone(arena), instance_zone(dungeon)
