@@ -9,16 +9,16 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml ./
-# Runtime dependencies only: the [project] list of pyproject.toml.
+COPY locks/ locks/
+# Runtime dependencies only, exactly as locked (versions and hashes; `make lock`).
 RUN python -m venv /opt/venv \
- && python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > requirements.txt \
- && /opt/venv/bin/pip install -r requirements.txt
-# Code generation runs in its own venv, which the final stage never sees.
+ && /opt/venv/bin/pip install --require-hashes --no-deps -r locks/runtime.txt
+# Code generation runs in its own venv (the dev lock: same versions as `make
+# protos`), which the final stage never sees.
 COPY scripts/gen_protos.sh scripts/
 COPY protos/tessera/ protos/tessera/
 RUN python -m venv /opt/protoc \
- && /opt/protoc/bin/pip install "grpcio-tools>=1.70" "mypy-protobuf>=3.6" \
+ && /opt/protoc/bin/pip install --require-hashes --no-deps -r locks/dev.txt \
  && bash scripts/gen_protos.sh /opt/protoc/bin/python protos protos/gen
 COPY services/ services/
 COPY operator/ operator/

@@ -11,15 +11,25 @@ PROTO_OUT := protos/gen
 PROTO_STAMP := $(PROTO_OUT)/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: install protos lint typecheck test bench demo image clean
+.PHONY: install lock protos lint typecheck test bench demo image clean
 
 install: $(STAMP) $(PROTO_STAMP)
 
-# The virtualenv holds third-party packages only; our source roots are put on its
-# path by a .pth file, so the checkout is importable as `tessera` without building it.
-$(STAMP): pyproject.toml scripts/install.sh
+# The virtualenv holds exactly locks/dev.txt (third-party packages only); our source
+# roots are put on its path by a .pth file, so the checkout is importable as
+# `tessera` without building it. install.sh rebuilds a venv that is not a finished
+# install of the current lock.
+$(STAMP): locks/dev.txt scripts/install.sh scripts/lockcheck.py
 	@PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install.sh
 	@touch $@
+
+# Regenerate locks/ from pyproject.toml on purpose (docs/DEPENDENCIES.md):
+#   make lock                     keep locked versions, add/remove what pyproject changed
+#   make lock UPGRADE=1           every package to its newest allowed release
+#   make lock UPGRADE_PACKAGE=x   only package x (several: "x y")
+lock: $(STAMP)
+	@UV=$(VENV)/bin/uv UPGRADE=$(UPGRADE) UPGRADE_PACKAGE="$(UPGRADE_PACKAGE)" bash scripts/lock.sh
+	@$(MAKE) --no-print-directory install
 
 protos: $(PROTO_STAMP)
 
@@ -32,7 +42,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 typecheck: install
-	$(VENV)/bin/mypy $(shell find services operator sdk tests bench -name "*.py" -not -path "*/gen/*" 2>/dev/null)
+	$(VENV)/bin/mypy $(shell find services operator sdk tests bench scripts -name "*.py" -not -path "*/gen/*" 2>/dev/null)
 
 test: lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)

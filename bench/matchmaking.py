@@ -216,7 +216,7 @@ class Run:
                     self.assigned_count[ticket_id] += 1
                     self.assigned_at.setdefault(ticket_id, now_ms)
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     async def broken_matches(self) -> int:
         """Matches whose stored tickets do not add up to one whole match."""

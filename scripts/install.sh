@@ -1,29 +1,44 @@
 #!/usr/bin/env bash
-# Create the virtualenv, install the dependencies declared in pyproject.toml, put
-# the source roots on the venv's path, and make sure a redis-server is available.
+# Build the virtualenv from the lock (locks/dev.txt: exact versions, sha256 hashes,
+# nothing resolved here), put the source roots on its path, and make sure a
+# redis-server is available.
+#
+# The venv is rebuilt from nothing whenever it is not a finished install of the
+# current lock: a missing or different stamp means an interrupted install, an
+# older lock or a venv made by hand, and pip is never asked to repair one.
 set -euo pipefail
 PYTHON=${PYTHON:-python3.11}
 VENV=${VENV:-.venv}
+LOCK=${LOCK:-locks/dev.txt}
 root=$(pwd)
+stamp="$VENV/.lock-sha256"
 
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
   echo "error: $PYTHON not found; Tessera needs Python 3.11 (set PYTHON=/path/to/python3.11)" >&2
   exit 1
 fi
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+if ! "$PYTHON" -c 'import sys; sys.exit(not ((3, 11, 3) <= sys.version_info[:3] < (3, 12)))'; then
+  echo "error: $PYTHON is $("$PYTHON" -V 2>&1); the lock is made for CPython 3.11.3 or newer 3.11" >&2
+  exit 1
+fi
 
-# Dependencies come from pyproject.toml ([project] + the dev extra); the project
-# itself is not built: see the .pth file below.
-mapfile -t deps < <("$VENV/bin/python" - <<'PY'
-import tomllib
-p = tomllib.load(open("pyproject.toml", "rb"))["project"]
-print(*p["dependencies"], *p["optional-dependencies"]["dev"], sep="\n")
-PY
-)
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${deps[@]}"
-
-site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-printf '%s\n' "$root/services" "$root/operator" "$root/sdk" "$root/protos/gen" > "$site/tessera-src.pth"
+want=$(sha256sum "$LOCK" | cut -d' ' -f1)
+if [ -d "$VENV" ] && [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "rebuilding $VENV: it is not a finished install of $LOCK"
+  rm -rf "$VENV"
+fi
+if [ ! -f "$stamp" ]; then
+  "$PYTHON" -m venv "$VENV"
+  # --no-deps: the lock already lists every package; --require-hashes: a file whose
+  # hash is not in the lock is refused.
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --require-hashes --no-deps -r "$LOCK"
+  # The project itself is not built: its source roots go on the path instead.
+  site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  printf '%s\n' "$root/services" "$root/operator" "$root/sdk" "$root/protos/gen" > "$site/tessera-src.pth"
+  "$VENV/bin/python" scripts/lockcheck.py installed "$LOCK"
+  echo "$want" > "$stamp"
+fi
 
 if ! command -v redis-server >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

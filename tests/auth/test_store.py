@@ -97,7 +97,7 @@ async def test_revocation_is_published_and_stored(redis: Redis) -> None:
             break
     assert message is not None
     assert store.parse_revocation(message["data"]) == ("s1", NOW + 30)
-    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    await pubsub.aclose()
     assert await store.revoked_sessions(redis, NOW + 31) == {}  # past the horizon
 
 

@@ -60,10 +60,13 @@ def test_protos_generated_in_builder_and_shipped() -> None:
     assert any("/src/protos/gen /app/protos/gen" in c.args for c in FINAL.ops("COPY"))
 
 
-def test_runtime_dependencies_are_pyprojects() -> None:
-    runs = " ".join(r.args for r in BUILDER.ops("RUN"))
-    assert '["project"]["dependencies"]' in runs, "the venv installs pyproject's own list"
-    assert "optional-dependencies" not in runs, "dev tools stay out of the image"
+def test_runtime_dependencies_are_the_runtime_lock() -> None:
+    venv_installs = [r.args for r in BUILDER.ops("RUN") if "/opt/venv/bin/pip install" in r.args]
+    assert len(venv_installs) == 1
+    install = venv_installs[0].split("/opt/venv/bin/pip install", 1)[1].split("&&")[0].split()
+    assert "--require-hashes" in install and "--no-deps" in install, "nothing resolved at build"
+    assert install[-2:] == ["-r", "locks/runtime.txt"], "dev tools stay out of the image"
+    assert any(c.words()[0] == "locks/" for c in BUILDER.ops("COPY"))
 
 
 def test_source_roots_match_pyproject() -> None:

@@ -189,7 +189,7 @@ async def test_two_processes_race_without_double_assignment(
         # Claims made while the loops shut down are still published; let them arrive.
         await asyncio.sleep(0.5)
         listener.cancel()
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
 
     # No ticket was published as assigned twice ...
     assert assigned and max(assigned.values()) == 1

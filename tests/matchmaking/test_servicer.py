@@ -523,7 +523,7 @@ async def test_a_large_stream_all_lands_and_is_matched(bulk: Stack) -> None:
             state, *ids = message["data"].decode().split(" ")
             if int(state) == pb.TICKET_STATE_ASSIGNED:
                 waiting -= set(ids)
-    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    await pubsub.aclose()
     assert not waiting
     # Written in batches: fewer round trips than tickets.
     port = bulk.mm.ports["metrics_port"]

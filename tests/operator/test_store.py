@@ -47,7 +47,7 @@ async def test_zone_map_versions_only_change_with_content(redis: Redis) -> None:
         assert message is not None
         messages.append(message["data"])
     assert messages == [b"1", b"2"]
-    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    await pubsub.aclose()
 
 
 async def test_concurrent_publishers_never_reuse_a_version(redis: Redis) -> None:

@@ -32,7 +32,7 @@ async def test_routes_are_compare_and_set_and_published(redis: Redis) -> None:
         if msg:
             messages.append(msg["data"])
     assert messages == [b"p|z1|1", b"p|z1|2", b"p||0"]
-    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    await pubsub.aclose()
     assert parse_route("bad") is None
 
 

@@ -676,7 +676,7 @@ class Store:
                 state, *ids = data.decode().split(" ")
                 yield int(state), ids
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
 
 def _created(ticket: pb.Ticket, result: Sequence[Any], expires: int) -> pb.Ticket:

@@ -101,7 +101,7 @@ class RelayStore:
                 log.warning("route subscription lost; resubscribing", exc_info=True)
                 await asyncio.sleep(0.5)
             finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
 
 def _route_or_none(raw: bytes | str | None) -> Route | None:

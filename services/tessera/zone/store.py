@@ -296,7 +296,7 @@ class GhostFeed:
         return None if zone is None else (zone, _raw(msg["data"]))
 
     async def close(self) -> None:
-        await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self.pubsub.aclose()
 
 
 async def read_routes(redis: Redis, world: str) -> dict[str, Route]:
