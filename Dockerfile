@@ -20,10 +20,11 @@ COPY protos/tessera/ protos/tessera/
 RUN python -m venv /opt/protoc \
  && /opt/protoc/bin/pip install --require-hashes --no-deps -r locks/dev.txt \
  && bash scripts/gen_protos.sh /opt/protoc/bin/python protos protos/gen
+COPY wire/ wire/
 COPY services/ services/
 COPY operator/ operator/
 COPY sdk/ sdk/
-RUN /opt/venv/bin/python -m compileall -q services operator sdk protos/gen
+RUN /opt/venv/bin/python -m compileall -q wire services operator sdk protos/gen
 
 # --- final: the venv and the source roots, no compilers, no pip caches, non-root --
 FROM ${PYTHON_IMAGE}
@@ -34,12 +35,13 @@ LABEL org.opencontainers.image.title="tessera" \
 RUN groupadd --system --gid 10001 tessera \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tessera
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /src/wire /app/wire
 COPY --from=builder /src/services /app/services
 COPY --from=builder /src/operator /app/operator
 COPY --from=builder /src/sdk /app/sdk
 COPY --from=builder /src/protos/gen /app/protos/gen
 ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONPATH=/app/services:/app/operator:/app/sdk:/app/protos/gen \
+    PYTHONPATH=/app/wire:/app/services:/app/operator:/app/sdk:/app/protos/gen \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 WORKDIR /app

@@ -42,7 +42,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 typecheck: install
-	$(VENV)/bin/mypy $(shell find services operator sdk tests bench scripts -name "*.py" -not -path "*/gen/*" 2>/dev/null)
+	$(VENV)/bin/mypy $(shell find wire services operator sdk tests bench scripts -name "*.py" -not -path "*/gen/*" 2>/dev/null)
 
 test: lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)

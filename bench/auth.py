@@ -33,7 +33,7 @@ from typing import Any
 import grpc
 import jwt
 
-from tessera.auth import connect, tokens
+from tessera.auth import tokens
 from tessera.auth.config import Argon2Params
 from tessera.auth.keys import SigningKey
 from tessera.auth.passwords import PasswordHasher
@@ -43,6 +43,7 @@ from tessera.common.config import Env
 from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
 from tessera.v1 import auth_pb2, auth_pb2_grpc
+from tessera.wire import connect_token
 
 PASSWORD = "benchmark password 1"
 SERVICE_SECRET = "bench-secret-0123456789"
@@ -88,14 +89,14 @@ def verification(seconds: float) -> dict[str, float]:
         seconds,
     )
     sign = rate(token, seconds / 2)
-    grant = connect.ConnectGrant(
-        connect.new_token_id(), "p", "s", ("127.0.0.1:7777",), b"a" * 32, b"b" * 32,
+    grant = connect_token.ConnectGrant(
+        connect_token.new_token_id(), "p", "s", ("127.0.0.1:7777",), b"a" * 32, b"b" * 32,
         now, now + 30, 10, world="main", zone="inst-0123456789abcdef01234567",
     )  # fmt: skip
     sealing = os.urandom(32)
-    ct = connect.issue_connect_token(grant, signing_key=key, sealing_key=sealing)
+    ct = connect_token.issue_connect_token(grant, signing_key=key, sealing_key=sealing)
     connect_open = rate(
-        lambda i: connect.open_connect_token(
+        lambda i: connect_token.open_connect_token(
             ct, public_keys=keys, sealing_key=sealing, relay_address="127.0.0.1:7777", now=now
         ),
         seconds / 2,

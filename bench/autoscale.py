@@ -62,13 +62,13 @@ from tessera.operator.planner import (
     Memory,
     Phase,
     Policy,
-    Rect,
     WorldSpec,
     ZoneView,
     advance,
     plan,
 )
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
+from tessera.wire.geometry import Rect
 from tessera.zone import invariants
 from tessera.zone.store import read_routes
 

@@ -25,8 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from tessera.common.localredis import LocalRedis
+from tessera.wire.geometry import Rect
 from tessera.zone import invariants
-from tessera.zone.movement import Rect
 from tessera.zone.testbed import Driver, World, ZoneSpec
 
 WEST, EAST = Rect(-500, -500, 0, 500), Rect(0, -500, 500, 500)

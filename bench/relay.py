@@ -31,8 +31,8 @@ import grpc
 
 from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
-from tessera.relay.packet import DATA, Channel, PacketError, encode_handshake
 from tessera.v1 import auth_pb2, auth_pb2_grpc, relay_pb2, relay_pb2_grpc
+from tessera.wire.packet import DATA, Channel, PacketError, encode_handshake
 
 WORLD = "bench"
 # Lightly loaded clients that only ping through the loaded relay.

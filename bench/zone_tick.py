@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from tessera.client.snapshot import full_size
 from tessera.common.config import Env
 from tessera.v1 import zone_pb2
+from tessera.wire.snapshot import full_size
 from tessera.zone.config import ZoneConfig
 from tessera.zone.simulation import Simulation
 

@@ -33,12 +33,12 @@ if [ ! -f "$stamp" ]; then
   # hash is not in the lock is refused.
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
     --require-hashes --no-deps -r "$LOCK"
-  # The project itself is not built: its source roots go on the path instead.
-  site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  printf '%s\n' "$root/services" "$root/operator" "$root/sdk" "$root/protos/gen" > "$site/tessera-src.pth"
   "$VENV/bin/python" scripts/lockcheck.py installed "$LOCK"
   echo "$want" > "$stamp"
 fi
+# The project itself is not built: its source roots go on the path instead.
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+printf '%s\n' "$root/wire" "$root/services" "$root/operator" "$root/sdk" "$root/protos/gen" > "$site/tessera-src.pth"
 
 if ! command -v redis-server >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -14,11 +14,11 @@ from typing import Any
 import grpc
 import pytest
 
-from tessera.auth import connect
 from tessera.auth.keys import b64url
 from tessera.auth.verifier import Verifier, bearer_metadata, keys_from_proto
 from tessera.common import errors
 from tessera.v1 import auth_pb2
+from tessera.wire import connect_token
 
 from .conftest import SEALING_KEY, RunningAuth, StartAuth
 
@@ -293,7 +293,7 @@ async def test_connect_tokens(auth: RunningAuth) -> None:
     assert reply.player_id == session.account_id
     assert 25 <= reply.expires_at - time.time() <= 31
     verifier = await verifier_for(auth)
-    grant = connect.open_connect_token(
+    grant = connect_token.open_connect_token(
         reply.token,
         public_keys=verifier.public_keys,
         sealing_key=SEALING_KEY,
@@ -331,7 +331,7 @@ async def test_service_issues_connect_tokens_on_behalf_of_players(auth: RunningA
     )
     assert reply.player_id == "p-42"
     verifier = await verifier_for(auth)
-    grant = connect.open_connect_token(
+    grant = connect_token.open_connect_token(
         reply.token,
         public_keys=verifier.public_keys,
         sealing_key=SEALING_KEY,
@@ -343,9 +343,9 @@ async def test_service_issues_connect_tokens_on_behalf_of_players(auth: RunningA
     assert errors.detail_of(err).field == "player_id"
 
 
-async def open_reply(auth: RunningAuth, reply: auth_pb2.ConnectToken) -> connect.ConnectGrant:
+async def open_reply(auth: RunningAuth, reply: auth_pb2.ConnectToken) -> connect_token.ConnectGrant:
     verifier = await verifier_for(auth)
-    return connect.open_connect_token(
+    return connect_token.open_connect_token(
         reply.token,
         public_keys=verifier.public_keys,
         sealing_key=SEALING_KEY,

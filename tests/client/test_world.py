@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tessera.client.snapshot import COLUMNS, EntityTable, Quantization, X, Z
 from tessera.client.world import Frame, WorldView, interpolate
 from tessera.v1 import relay_pb2
+from tessera.wire.snapshot import COLUMNS, EntityTable, Quantization, X, Z
 
 QUANT = Quantization(position_step_m=0.5)
 

@@ -10,8 +10,9 @@ import pytest
 
 from tessera.client.bot import BotState, Pattern
 from tessera.load import scenario as sc
+from tessera.wire.geometry import Rect
 
-WORLD = sc.Rect(0, 0, 1000, 1000)
+WORLD = Rect(0, 0, 1000, 1000)
 
 
 def test_every_builtin_scenario_parses() -> None:
@@ -70,10 +71,10 @@ def test_load_and_resolve(tmp_path: Path) -> None:
 
 
 def test_rect_parse() -> None:
-    assert sc.Rect.parse("0,0,10,20").at(0.5, 0.5) == (5.0, 10.0)
+    assert sc.parse_rect("0,0,10,20").at(0.5, 0.5) == (5.0, 10.0)
     for bad in ("1,2,3", "0,0,0,1", "a,b,c,d"):
         with pytest.raises(sc.ScenarioError):
-            sc.Rect.parse(bad)
+            sc.parse_rect(bad)
 
 
 def test_homes_are_stable_spread_and_inside_the_world() -> None:

@@ -15,7 +15,6 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from tessera.auth.connect import ConnectGrant, open_connect_token
 from tessera.auth.verifier import keys_from_proto
 from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
@@ -26,6 +25,7 @@ from tessera.matchmaking.modes import Mode
 from tessera.matchmaking.store import Store
 from tessera.v1 import auth_pb2, auth_pb2_grpc, common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
+from tessera.wire.connect_token import ConnectGrant, open_connect_token
 
 pytestmark = pytest.mark.integration
 

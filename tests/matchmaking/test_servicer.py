@@ -21,7 +21,6 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from tessera.auth.connect import open_connect_token
 from tessera.auth.tokens import Claims
 from tessera.auth.verifier import Verifier, bearer_metadata
 from tessera.common import errors
@@ -34,6 +33,7 @@ from tessera.matchmaking.store import Claim, Instance, Store
 from tessera.v1 import auth_pb2, auth_pb2_grpc, common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
 from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
+from tessera.wire.connect_token import open_connect_token
 
 from .conftest import COMMON, scrape
 

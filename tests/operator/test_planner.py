@@ -30,7 +30,6 @@ from tessera.operator.planner import (
     Plan,
     Policy,
     Rebound,
-    Rect,
     WorldSpec,
     ZoneView,
     advance,
@@ -38,6 +37,7 @@ from tessera.operator.planner import (
     plan,
     split_rect,
 )
+from tessera.wire.geometry import Rect
 
 WORLD = Rect(0, 0, 1024, 1024)
 Point = tuple[float, float]

@@ -25,11 +25,11 @@ from tessera.operator.planner import (
     Plan,
     Policy,
     Rebound,
-    Rect,
     ZoneView,
 )
 from tessera.operator.resources import SpecError, WorkloadSettings
 from tessera.v1 import common_pb2, matchmaking_pb2, zone_pb2
+from tessera.wire.geometry import Rect
 
 CRD = Path(__file__).resolve().parents[2] / "manifests" / "crds" / "worlds.tessera.io.yaml"
 

@@ -15,11 +15,12 @@ from tessera.matchmaking.director import Director
 from tessera.matchmaking.modes import INSTANCE, Mode
 from tessera.matchmaking.store import Store
 from tessera.operator import store as operator_store
-from tessera.operator.planner import CreateZone, Rect, WorldSpec, plan
+from tessera.operator.planner import CreateZone, WorldSpec, plan
 from tessera.operator.reconcile import instance_requests
 from tessera.operator.store import OperatorStore
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
+from tessera.wire.geometry import Rect
 
 WORLD = common_pb2.Bounds(min_x=0, min_z=0, max_x=100, max_z=100)
 

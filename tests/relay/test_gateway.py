@@ -15,7 +15,6 @@ import grpc
 import pytest
 from redis.asyncio import Redis
 
-from tessera.auth.connect import ConnectGrant, new_token_id
 from tessera.common.errors import DETAIL_KEY
 from tessera.common.store import WorldKeys
 from tessera.relay.gateway import (
@@ -32,6 +31,7 @@ from tessera.relay.session import Session
 from tessera.relay.store import RelayStore
 from tessera.relay.upstream import UpstreamUnavailable, call_bound_s
 from tessera.v1 import common_pb2, relay_pb2, zone_pb2
+from tessera.wire.connect_token import ConnectGrant, new_token_id
 
 
 def refuse(token: bytes, now: float) -> Grant:

@@ -28,7 +28,6 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tessera.auth.connect import ConnectGrant, issue_connect_token, new_token_id
 from tessera.auth.keys import KeyRing, SigningKey, write_key
 from tessera.client.bot import Bot, hotspot, random_walk
 from tessera.client.client import GameClient, Intent
@@ -40,8 +39,9 @@ from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
 from tessera.common.store import connect as redis_connect
 from tessera.matchmaking.admission import AuthIssuer
-from tessera.relay import packet
 from tessera.v1 import auth_pb2, common_pb2, relay_pb2, relay_pb2_grpc, zone_pb2, zone_pb2_grpc
+from tessera.wire import packet
+from tessera.wire.connect_token import ConnectGrant, issue_connect_token, new_token_id
 from tessera.zone.invariants import settle
 
 pytestmark = pytest.mark.integration

@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tessera.auth.connect import ConnectGrant, issue_connect_token, new_token_id
 from tessera.auth.keys import SigningKey
-from tessera.relay import packet
 from tessera.relay.admission import verify
 from tessera.relay.gateway import Gateway, GatewayConfig
 from tessera.relay.metrics import Counters
 from tessera.relay.store import RelayStore
 from tessera.relay.udp import UdpEndpoint, UdpLimits
 from tessera.v1 import relay_pb2
+from tessera.wire import packet
+from tessera.wire.connect_token import ConnectGrant, issue_connect_token, new_token_id
 
 SEALING_KEY = os.urandom(32)
 

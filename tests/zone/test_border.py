@@ -12,8 +12,8 @@ from redis.asyncio import Redis
 
 from tessera.common.localredis import LocalRedis
 from tessera.v1 import common_pb2, zone_pb2
+from tessera.wire.geometry import Rect
 from tessera.zone import invariants
-from tessera.zone.movement import Rect
 from tessera.zone.testbed import Driver, World, ZoneSpec
 
 pytestmark = pytest.mark.integration

@@ -24,8 +24,8 @@ from tessera.client.login import guest_connect_token
 from tessera.client.transport import UdpTransport
 from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
+from tessera.wire.geometry import Rect
 from tessera.zone import invariants
-from tessera.zone.movement import Rect
 from tessera.zone.store import read_routes
 from tessera.zone.testbed import World, ZoneSpec
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tessera.wire.geometry import Rect
 from tessera.zone import ghosts
 from tessera.zone.combat import Weapons
-from tessera.zone.movement import Rect
 
 
 def batch(n: int) -> bytes:

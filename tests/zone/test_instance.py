@@ -16,8 +16,8 @@ from tessera.common.errors import detail_of
 from tessera.common.localredis import LocalRedis
 from tessera.common.store import WorldKeys
 from tessera.v1 import common_pb2, zone_pb2
+from tessera.wire.geometry import Rect
 from tessera.zone import invariants
-from tessera.zone.movement import Rect
 from tessera.zone.store import read_routes
 from tessera.zone.testbed import Driver, World, ZoneSpec
 

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tessera.zone.movement import Limits, Rect, desired_velocity, guard, integrate
+from tessera.wire.geometry import Rect
+from tessera.zone.movement import Limits, desired_velocity, guard, integrate
 
 LIMITS = Limits(max_speed=6.0, accel=40.0)
 AREA = Rect(-50.0, -50.0, 50.0, 50.0)

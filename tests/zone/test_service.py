@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from tessera.client.snapshot import Quantization, SnapshotReceiver
 from tessera.common.errors import detail_of
 from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
+from tessera.wire.snapshot import Quantization, SnapshotReceiver
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tessera.client.snapshot import SnapshotReceiver
 from tessera.common.config import Env
 from tessera.v1 import common_pb2, zone_pb2
+from tessera.wire.snapshot import SnapshotReceiver
 from tessera.zone import inputs
 from tessera.zone.config import ZoneConfig
 from tessera.zone.entities import DEAD

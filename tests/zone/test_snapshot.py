@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tessera.client.snapshot import (
+from tessera.wire.snapshot import (
     COLUMNS,
     FULL_MASK,
     HEADER,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from tessera.v1 import common_pb2, zone_pb2
+from tessera.wire.geometry import Rect
 from tessera.zone import topology
-from tessera.zone.movement import Rect
 from tessera.zone.topology import Topology
 
 

@@ -52,6 +52,7 @@ from tessera.operator.planner import (
 from tessera.operator.reconcile import count_instances, instance_requests, order
 from tessera.operator.store import OperatorStore
 from tessera.operator.zonectl import ZoneControl
+from tessera.wire.geometry import to_bounds
 
 log = logging.getLogger("tessera.operator.local")
 
@@ -202,7 +203,7 @@ class LocalRuntime:
         count_instances(name, after, requests, result)
         self.map_version = await self.store.publish_zone_map(
             self.world.name,
-            resources.bounds_proto(self.world.bounds),
+            to_bounds(self.world.bounds),
             resources.map_entries(self.world, after, statuses),
         )
         await self.control.converge(

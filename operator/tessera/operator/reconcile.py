@@ -46,6 +46,7 @@ from tessera.operator.planner import (
 from tessera.operator.store import Entry, OperatorStore
 from tessera.operator.zonectl import ZoneControl
 from tessera.v1 import zone_pb2
+from tessera.wire.geometry import to_bounds
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ async def reconcile_world(
 
     after = advance(views, actions)
     version = await deps.store.publish_zone_map(
-        name, resources.bounds_proto(world.bounds), resources.map_entries(world, after, statuses)
+        name, to_bounds(world.bounds), resources.map_entries(world, after, statuses)
     )
     targets = {o["metadata"]["name"]: (o.get("spec") or {}).get("drainTarget") for o in objs}
     targets.update({a.zone: a.target for a in actions if isinstance(a, Drain)})

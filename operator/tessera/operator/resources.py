@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tessera.common.store import check_name, instance_zone
+from tessera.common.store import instance_zone
 from tessera.operator.planner import (
     Action,
     AssignStandby,
@@ -25,11 +25,12 @@ from tessera.operator.planner import (
     Plan,
     Policy,
     Rebound,
-    Rect,
     WorldSpec,
     ZoneView,
 )
-from tessera.v1 import common_pb2, matchmaking_pb2, zone_pb2
+from tessera.v1 import matchmaking_pb2, zone_pb2
+from tessera.wire.geometry import Rect, to_bounds
+from tessera.wire.names import check_name
 
 API_VERSION = "tessera.io/v1alpha1"
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -72,10 +73,6 @@ def rect_of(raw: Mapping[str, Any]) -> Rect:
 
 def bounds_dict(rect: Rect) -> dict[str, float]:
     return {"minX": rect.min_x, "minZ": rect.min_z, "maxX": rect.max_x, "maxZ": rect.max_z}
-
-
-def bounds_proto(rect: Rect) -> common_pb2.Bounds:
-    return common_pb2.Bounds(min_x=rect.min_x, min_z=rect.min_z, max_x=rect.max_x, max_z=rect.max_z)
 
 
 def world_spec(obj: Mapping[str, Any]) -> WorldSpec:
@@ -542,7 +539,7 @@ def map_entries(
             zone_pb2.ZoneMapEntry(
                 zone=z.name,
                 address=status.address if status else "",
-                bounds=bounds_proto(z.bounds),
+                bounds=to_bounds(z.bounds),
                 state=status.state if status else zone_pb2.ZONE_STATE_STARTING,
             )
         )

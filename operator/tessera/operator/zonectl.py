@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 
-from tessera.operator.planner import Desired, Rect, ZoneView
+from tessera.operator.planner import Desired, ZoneView
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
+from tessera.wire.geometry import to_bounds
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class ZoneControl:
             if status is None or not status.address:
                 continue
             if z.desired == Desired.ACTIVE and z.bounds is not None:
-                wanted = _bounds(z.bounds)
+                wanted = to_bounds(z.bounds)
                 if not status.HasField("bounds") or status.bounds != wanted:
                     await self.set_bounds(status.address, wanted, version)
             elif z.desired == Desired.DRAINING and status.state not in (
@@ -102,7 +103,3 @@ class ZoneControl:
         for channel in self._channels.values():
             await channel.close(None)
         self._channels.clear()
-
-
-def _bounds(rect: Rect) -> common_pb2.Bounds:
-    return common_pb2.Bounds(min_x=rect.min_x, min_z=rect.min_z, max_x=rect.max_x, max_z=rect.max_z)

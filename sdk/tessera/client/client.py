@@ -15,10 +15,10 @@ import numpy as np
 import numpy.typing as npt
 
 from tessera.client.prediction import Motion, Predictor
-from tessera.client.snapshot import Quantization
 from tessera.client.transport import Transport
 from tessera.client.world import WorldView
 from tessera.v1 import auth_pb2, relay_pb2
+from tessera.wire.snapshot import Quantization
 
 # Inputs repeated in every packet, so a lost packet costs nothing.
 REDUNDANT_INPUTS = 4

@@ -16,7 +16,9 @@ from typing import Any, Protocol
 
 import grpc
 
-from tessera.relay.packet import (
+from tessera.v1 import auth_pb2, relay_pb2, relay_pb2_grpc
+from tessera.wire.link import LinkStats, SentTimes
+from tessera.wire.packet import (
     DATA,
     PONG,
     Channel,
@@ -25,8 +27,6 @@ from tessera.relay.packet import (
     encode_handshake,
     encode_ping,
 )
-from tessera.relay.session import LinkStats, SentTimes
-from tessera.v1 import auth_pb2, relay_pb2, relay_pb2_grpc
 
 HANDSHAKE_RETRY_S = 0.25
 KEEPALIVE_S = 1.0

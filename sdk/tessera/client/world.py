@@ -1,7 +1,7 @@
 """The client's view of the world: decoded snapshots, baselines for deltas,
 acks, and interpolation of other entities (100 ms behind by default).
 
-Pure bookkeeping over :mod:`tessera.client.snapshot`; no I/O.
+Pure bookkeeping over :mod:`tessera.wire.snapshot`; no I/O.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from tessera.client.snapshot import Decoded, EntityTable, Quantization, SnapshotError, decode
 from tessera.v1 import relay_pb2
+from tessera.wire.snapshot import Decoded, EntityTable, Quantization, SnapshotError, decode
 
 BASELINES = 64
 HISTORY = 32

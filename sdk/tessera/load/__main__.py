@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     try:
         args.scenario_path = sc.resolve(args.scenario)
         sc.load(args.scenario_path)
-        sc.Rect.parse(args.world)
+        sc.parse_rect(args.world)
     except sc.ScenarioError as err:
         p.error(str(err))
     return args

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from tessera.client.bot import Pattern, hotspot, random_walk, waypoints
+from tessera.wire.geometry import Rect
 
 PATTERNS = ("spread", "hotspot", "border", "wander")
 
@@ -33,36 +34,15 @@ class ScenarioError(ValueError):
     """A scenario file that does not describe a valid scenario."""
 
 
-@dataclass(frozen=True)
-class Rect:
-    """A world rectangle, metres."""
-
-    min_x: float
-    min_z: float
-    max_x: float
-    max_z: float
-
-    def at(self, fx: float, fz: float) -> tuple[float, float]:
-        """The point at fractions (fx, fz) of the rectangle."""
-        return (
-            self.min_x + fx * (self.max_x - self.min_x),
-            self.min_z + fz * (self.max_z - self.min_z),
-        )
-
-    @property
-    def size(self) -> float:
-        return min(self.max_x - self.min_x, self.max_z - self.min_z)
-
-    @classmethod
-    def parse(cls, text: str) -> Rect:
-        """``minX,minZ,maxX,maxZ``."""
-        try:
-            a, b, c, d = (float(v) for v in text.split(","))
-        except ValueError:
-            raise ScenarioError(f"bounds {text!r}: expected minX,minZ,maxX,maxZ") from None
-        if not (a < c and b < d):
-            raise ScenarioError(f"bounds {text!r}: empty rectangle")
-        return cls(a, b, c, d)
+def parse_rect(text: str) -> Rect:
+    """A world rectangle from ``minX,minZ,maxX,maxZ``."""
+    try:
+        a, b, c, d = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ScenarioError(f"bounds {text!r}: expected minX,minZ,maxX,maxZ") from None
+    if not (a < c and b < d):
+        raise ScenarioError(f"bounds {text!r}: empty rectangle")
+    return Rect(a, b, c, d)
 
 
 @dataclass(frozen=True)
@@ -212,7 +192,7 @@ def home(world: Rect, seed: int, bot: int) -> tuple[float, float]:
 
 def pattern_for(phase: Phase, world: Rect, seed: int, bot: int) -> Pattern:
     """The movement pattern of bot ``bot`` during ``phase``."""
-    radius_m = max(1.0, phase.radius * world.size)
+    radius_m = max(1.0, phase.radius * min(world.width, world.height))
     if phase.pattern == "spread":
         return hotspot(home(world, seed, bot), radius_m)
     if phase.pattern == "hotspot":

@@ -132,7 +132,7 @@ class Worker:
         self.cfg = cfg
         self.index = index
         self.scenario = sc.load(Path(cfg.scenario))
-        self.world = sc.Rect.parse(cfg.world)
+        self.world = sc.parse_rect(cfg.world)
         self.tokens = Tokens(cfg.auth, cfg.service_client)
         self.clients: dict[int, GameClient] = {}
         self.bots: dict[int, Bot] = {}

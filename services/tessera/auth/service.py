@@ -1,7 +1,7 @@
 """The ``tessera.v1.Auth`` gRPC servicer and the service's assembly.
 
 A thin shell: input rules live in :mod:`accounts`, token rules in :mod:`tokens`,
-:mod:`sessions` and :mod:`connect`, Redis in :mod:`store`. Password hashing runs
+:mod:`sessions` and :mod:`tessera.wire.connect_token`, Redis in :mod:`store`. Password hashing runs
 in a bounded thread pool (argon2 releases the GIL) so it never blocks the loop.
 """
 
@@ -20,7 +20,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from tessera.auth import accounts, connect, metrics, sessions, tokens
+from tessera.auth import accounts, metrics, sessions, tokens
 from tessera.auth.accounts import InputError
 from tessera.auth.config import AuthConfig
 from tessera.auth.keys import KeyRing, KeyRingError, SigningKey, b64url, raw_public_bytes
@@ -33,6 +33,7 @@ from tessera.common import store as common_store
 from tessera.common.config import PREFIX, ConfigError, ServerConfig, load_or_exit
 from tessera.common.server import GrpcService
 from tessera.v1 import auth_pb2, auth_pb2_grpc
+from tessera.wire import connect_token
 
 log = logging.getLogger(__name__)
 
@@ -472,13 +473,13 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
                 reason="UNKNOWN_REGION",
                 field="region",
             )
-        grant = connect.ConnectGrant(
-            token_id=connect.new_token_id(),
+        grant = connect_token.ConnectGrant(
+            token_id=connect_token.new_token_id(),
             player_id=player_id,
             session_id=session_id,
             relay_addresses=relays,
-            client_to_server_key=connect.new_channel_key(),
-            server_to_client_key=connect.new_channel_key(),
+            client_to_server_key=connect_token.new_channel_key(),
+            server_to_client_key=connect_token.new_channel_key(),
             issued_at=now,
             expires_at=now + self.config.connect_ttl_s,
             timeout_s=self.config.connect_timeout_s,
@@ -486,7 +487,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
             zone=request.zone,
         )
         try:
-            token = connect.issue_connect_token(
+            token = connect_token.issue_connect_token(
                 grant, signing_key=key, sealing_key=self.config.sealing_key
             )
         except ValueError as err:
@@ -542,7 +543,7 @@ def _check_destination(request: auth_pb2.ConnectTokenRequest, roles: Sequence[st
             field="world",
         )
     for field, name in (("world", request.world), ("zone", request.zone)):
-        if not connect.is_destination_name(name):
+        if not connect_token.is_destination_name(name):
             raise TokenRefused(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{field} {name!r} must be a DNS label (a-z, 0-9, '-', at most 63)",

@@ -101,7 +101,7 @@ class Verifier:
 
     @property
     def public_keys(self) -> Mapping[str, Ed25519PublicKey]:
-        """kid -> public key, e.g. for :func:`tessera.auth.connect.open_connect_token`."""
+        """kid -> public key, e.g. for :func:`tessera.wire.connect_token.open_connect_token`."""
         return self._keys
 
     def set_keys(self, public_keys: Mapping[str, Ed25519PublicKey]) -> None:

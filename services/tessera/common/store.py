@@ -8,7 +8,6 @@ The layout is documented in docs/ARCHITECTURE.md ("Redis keys").
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -17,7 +16,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+from tessera.wire.names import check_name
 
 
 def connect(
@@ -44,13 +43,6 @@ def connect(
         max_connections=max_connections,
         decode_responses=decode_responses,
     )
-
-
-def check_name(kind: str, name: str) -> str:
-    """Validate a world or zone name (a DNS label); raise ValueError otherwise."""
-    if NAME_RE.fullmatch(name) is None:
-        raise ValueError(f"{kind} name {name!r} must be a DNS label (a-z, 0-9, '-', <= 63)")
-    return name
 
 
 def instance_zone(match_id: str) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tessera.common.store import check_name
+from tessera.wire.names import check_name
 
 OPEN_WORLD = "open-world"
 INSTANCE = "instance"

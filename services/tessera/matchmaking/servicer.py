@@ -22,7 +22,6 @@ import grpc
 from redis.exceptions import RedisError
 
 from tessera.common.errors import abort
-from tessera.common.store import NAME_RE
 from tessera.matchmaking import metrics
 from tessera.matchmaking.director import wall_ms
 from tessera.matchmaking.modes import Mode
@@ -31,6 +30,7 @@ from tessera.matchmaking.ticket import MAX_ID_LEN, InvalidTicket, validate
 from tessera.v1 import common_pb2
 from tessera.v1 import matchmaking_pb2 as pb
 from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
+from tessera.wire.names import NAME_RE
 
 log = logging.getLogger(__name__)
 

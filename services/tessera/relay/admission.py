@@ -17,9 +17,9 @@ from typing import Any
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from tessera.auth.connect import ConnectGrant, ConnectTokenError, open_connect_token
 from tessera.relay.gateway import Rejected
 from tessera.v1 import auth_pb2, auth_pb2_grpc
+from tessera.wire.connect_token import ConnectGrant, ConnectTokenError, open_connect_token
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,9 @@ from google.protobuf.message import DecodeError
 from tessera.relay.gateway import Gateway, Grant, Rejected
 from tessera.relay.limiter import ConnectionLimits, TokenBucket
 from tessera.relay.metrics import Counters
-from tessera.relay.packet import (
+from tessera.relay.session import Session
+from tessera.v1 import relay_pb2
+from tessera.wire.packet import (
     DATA,
     HANDSHAKE,
     MAX_PACKET,
@@ -31,8 +33,6 @@ from tessera.relay.packet import (
     decode_ping,
     encode_pong,
 )
-from tessera.relay.session import Session
-from tessera.v1 import relay_pb2
 
 log = logging.getLogger(__name__)
 

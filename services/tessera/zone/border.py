@@ -18,10 +18,10 @@ import numpy as np
 import numpy.typing as npt
 
 from tessera.v1 import common_pb2, zone_pb2
+from tessera.wire.geometry import Rect
 from tessera.zone import ghosts, metrics, topology
 from tessera.zone.entities import DEAD, PLAYER, Extra, export_state
 from tessera.zone.handoff import Handoffs, Outgoing, source
-from tessera.zone.movement import Rect
 from tessera.zone.store import Commit
 from tessera.zone.topology import Topology
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tessera.common.config import ConfigError, Env
-from tessera.common.store import NAME_RE
+from tessera.wire.geometry import Rect
+from tessera.wire.names import NAME_RE
 from tessera.zone.combat import Weapons
 from tessera.zone.interest import Tiers
-from tessera.zone.movement import Limits, Rect
+from tessera.zone.movement import Limits
 from tessera.zone.npc import Behaviour
 
 DNS_LABEL = NAME_RE.pattern

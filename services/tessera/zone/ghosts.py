@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from tessera.wire.geometry import Rect
 from tessera.zone.combat import Weapons
-from tessera.zone.movement import Rect
 
 F64 = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]

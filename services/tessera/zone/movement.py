@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from tessera.wire.geometry import Rect
+
 F64 = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
 
@@ -26,16 +28,6 @@ class Limits:
     accel: float = 40.0
     jump_speed: float = 5.0
     gravity: float = 9.81
-
-
-@dataclass(frozen=True)
-class Rect:
-    """Half-open ground rectangle [min_x, max_x) x [min_z, max_z)."""
-
-    min_x: float
-    min_z: float
-    max_x: float
-    max_z: float
 
 
 def desired_velocity(move: F64, yaw: F64, max_speed: float) -> F64:

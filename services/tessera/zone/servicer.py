@@ -23,10 +23,10 @@ from redis.exceptions import RedisError
 
 from tessera.common.errors import abort
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
+from tessera.wire.geometry import from_bounds, to_bounds
 from tessera.zone import inputs, metrics
 from tessera.zone.border import Border
 from tessera.zone.config import ZoneConfig
-from tessera.zone.movement import Rect
 from tessera.zone.simulation import Frame, Simulation
 from tessera.zone.store import ZoneStore
 from tessera.zone.tick import Ticker
@@ -46,14 +46,6 @@ class Link:
     relay_id: str
     queue: asyncio.Queue[zone_pb2.ZoneLinkDown | None]
     players: set[str] = field(default_factory=set)
-
-
-def rect_of(bounds: common_pb2.Bounds) -> Rect:
-    return Rect(bounds.min_x, bounds.min_z, bounds.max_x, bounds.max_z)
-
-
-def bounds_of(rect: Rect) -> common_pb2.Bounds:
-    return common_pb2.Bounds(min_x=rect.min_x, min_z=rect.min_z, max_x=rect.max_x, max_z=rect.max_z)
 
 
 class ZoneServicer(zone_pb2_grpc.ZoneServicer):
@@ -287,7 +279,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             status.entity_ids.extend(ids)
             status.entity_players.extend(e.extra[i].player_id if i in e.extra else "" for i in ids)
         if self.bounds is not None:
-            status.bounds.CopyFrom(bounds_of(self.bounds))
+            status.bounds.CopyFrom(to_bounds(self.bounds))
         return status
 
     async def _heartbeats(self, port: Callable[[], int]) -> None:
@@ -344,7 +336,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                     zone=self.zone_ref,
                     tick_hz=self.cfg.tick_hz,
                     quantization=self.quantization,
-                    bounds=bounds_of(self.bounds or self.cfg.world_bounds),
+                    bounds=to_bounds(self.bounds or self.cfg.world_bounds),
                 )
             )
             while (msg := await link.queue.get()) is not None:
@@ -578,7 +570,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 field="map_version",
             )
         self.map_version = request.map_version
-        self.bounds = rect_of(b)
+        self.bounds = from_bounds(b)
         self.sim.area = self.bounds
         with contextlib.suppress(RedisError):
             await self.border.refresh_map()

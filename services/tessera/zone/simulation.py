@@ -20,8 +20,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy.spatial import cKDTree
 
-from tessera.client.snapshot import COLUMNS, Quantization
 from tessera.v1 import zone_pb2
+from tessera.wire.geometry import Rect
+from tessera.wire.snapshot import COLUMNS, Quantization
 from tessera.zone import combat, inputs, interest
 from tessera.zone.config import ZoneConfig
 from tessera.zone.entities import (
@@ -34,7 +35,7 @@ from tessera.zone.entities import (
     spawn_state,
 )
 from tessera.zone.ghosts import GHOST
-from tessera.zone.movement import Rect, desired_velocity, integrate
+from tessera.zone.movement import desired_velocity, integrate
 from tessera.zone.npc import think
 from tessera.zone.snapshot import PAD, EncodedBatch, SnapshotEncoder, quantize, row_view
 

@@ -4,7 +4,7 @@ Each client has a ring of its last ``history`` snapshots (sorted entity ids and
 the quantized rows the client holds after decoding them). A new snapshot is
 encoded against the newest snapshot the client acknowledged, or in full when
 that baseline is unknown or has fallen out of the ring. The wire layout is
-defined in :mod:`tessera.client.snapshot` and docs/protocol/snapshot.md.
+defined in :mod:`tessera.wire.snapshot` and docs/protocol/snapshot.md.
 
 All clients are processed together: per-client rows are combined with the
 client's row number into one sorted 64-bit key space (row << 40 | entity id), so
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tessera.client.snapshot import (
+from tessera.wire.snapshot import (
     COLUMNS,
     FACING,
     FIELDS,

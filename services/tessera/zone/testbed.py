@@ -22,10 +22,10 @@ import grpc
 import numpy as np
 from redis.asyncio import Redis
 
-from tessera.client.snapshot import Quantization, SnapshotReceiver
 from tessera.common.process import ServiceProcess
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
-from tessera.zone.movement import Rect
+from tessera.wire.geometry import Rect
+from tessera.wire.snapshot import Quantization, SnapshotReceiver
 from tessera.zone.store import read_routes, write_zone_map
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tessera.v1 import zone_pb2
-from tessera.zone.movement import Rect
+from tessera.wire.geometry import Rect
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]

@@ -20,13 +20,13 @@ import os
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from tessera.auth.keys import SigningKey
-from tessera.common.store import NAME_RE
+from tessera.wire.names import NAME_RE
 
 MAGIC = b"TSCT"
 VERSION = 2
@@ -129,9 +129,16 @@ def _sealer(sealing_key: bytes) -> ChaCha20Poly1305:
     return ChaCha20Poly1305(sealing_key)
 
 
-def issue_connect_token(
-    grant: ConnectGrant, *, signing_key: SigningKey, sealing_key: bytes
-) -> bytes:
+class Signer(Protocol):
+    """A signing key with its id (auth's ``SigningKey`` is one)."""
+
+    @property
+    def kid(self) -> str: ...
+    @property
+    def private_key(self) -> Ed25519PrivateKey: ...
+
+
+def issue_connect_token(grant: ConnectGrant, *, signing_key: Signer, sealing_key: bytes) -> bytes:
     """Encode, seal and sign ``grant``; raises ValueError for out-of-range fields."""
     if len(sealing_key) != KEY_BYTES or len(grant.client_to_server_key) != KEY_BYTES:
         raise ValueError("sealing and channel keys must be 32 bytes")

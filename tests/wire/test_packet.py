@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tessera.relay import packet
-from tessera.relay.packet import Channel, PacketError, ReplayWindow
+from tessera.wire import packet
+from tessera.wire.packet import Channel, PacketError, ReplayWindow
 
 
 def pair() -> tuple[Channel, Channel]:

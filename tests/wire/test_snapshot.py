@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tessera.client.snapshot import (
+from tessera.wire.snapshot import (
     COLUMNS,
     HEADER,
     EntityTable,

@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tessera.auth import connect
-from tessera.auth.connect import ConnectGrant, ConnectTokenError
 from tessera.auth.keys import SigningKey
+from tessera.wire import connect_token
+from tessera.wire.connect_token import ConnectGrant, ConnectTokenError
 
 KEY = SigningKey.generate()
 KEYS = {KEY.kid: KEY.public_key}
@@ -39,7 +39,7 @@ def grant(**changes: object) -> ConnectGrant:
 
 
 def issue(g: ConnectGrant | None = None, key: SigningKey = KEY) -> bytes:
-    return connect.issue_connect_token(g or grant(), signing_key=key, sealing_key=SEAL)
+    return connect_token.issue_connect_token(g or grant(), signing_key=key, sealing_key=SEAL)
 
 
 def open_(token: bytes, **kw: object) -> ConnectGrant:
@@ -50,7 +50,7 @@ def open_(token: bytes, **kw: object) -> ConnectGrant:
         "now": NOW + 1,
     }
     args.update(kw)
-    return connect.open_connect_token(token, **args)  # type: ignore[arg-type]
+    return connect_token.open_connect_token(token, **args)  # type: ignore[arg-type]
 
 
 def reason(token: bytes, **kw: object) -> str:
@@ -193,7 +193,7 @@ def test_issue_refuses_out_of_range_fields() -> None:
     with pytest.raises(ValueError):
         issue(grant(zone="Zone-B"))
     with pytest.raises(ValueError):
-        connect.issue_connect_token(grant(), signing_key=KEY, sealing_key=b"short")
+        connect_token.issue_connect_token(grant(), signing_key=KEY, sealing_key=b"short")
 
 
 def test_layout_matches_the_documented_offsets() -> None:
@@ -212,7 +212,7 @@ def test_layout_matches_the_documented_offsets() -> None:
     assert token[pos + 6 : pos + 11] == b"\x01\x03r:1"
     assert token[pos + 11 : pos + 13] == b"\x00\x00"  # no world, no zone
     assert len(token) == pos + 13 + 12 + 80 + 64
-    assert len(token) == connect.MIN_TOKEN_BYTES + len(kid) - 1 + 2
+    assert len(token) == connect_token.MIN_TOKEN_BYTES + len(kid) - 1 + 2
     routed = issue(
         grant(relay_addresses=("r:1",), player_id="p", session_id="s", world="w1", zone="z")
     )
@@ -225,7 +225,7 @@ def test_the_documented_example_opens() -> None:
     hex_token = doc.split("```\n")[-2].strip()  # the last code block: the example token
     key = SigningKey.from_private(Ed25519PrivateKey.from_private_bytes(bytes(range(32))), 0)
     assert key.kid == "1IG2tMH7J2wbJZnO"
-    g = connect.open_connect_token(
+    g = connect_token.open_connect_token(
         bytes.fromhex(hex_token),
         public_keys={key.kid: key.public_key},
         sealing_key=bytes(range(100, 132)),
