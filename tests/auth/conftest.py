@@ -11,8 +11,8 @@ import grpc
 import pytest
 from redis.asyncio import Redis
 
+from tessera.auth.__main__ import assemble
 from tessera.auth.config import AuthConfig
-from tessera.auth.service import assemble
 from tessera.common.config import Env, ServerConfig
 from tessera.common.localredis import LocalRedis
 from tessera.common.server import GrpcService

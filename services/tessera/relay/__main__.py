@@ -1,7 +1,128 @@
-"""Entry point: ``python -m tessera.relay``."""
+"""Entry point and wiring: ``python -m tessera.relay`` (Redis, auth keys, the gateway,
+the UDP socket and the gRPC servicer)."""
 
-from tessera.common.server import main
-from tessera.relay.service import build
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+from tessera.common import store as common_store
+from tessera.common.config import ServerConfig
+from tessera.common.server import GrpcService, main
+from tessera.relay import metrics
+from tessera.relay.admission import Admission
+from tessera.relay.config import RelayConfig
+from tessera.relay.gateway import Gateway, GatewayConfig
+from tessera.relay.servicer import RelayServicer
+from tessera.relay.store import RelayStore
+from tessera.relay.udp import UdpEndpoint, UdpLimits
+from tessera.v1 import relay_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+async def build(server_config: ServerConfig) -> GrpcService:
+    """The relay service, its UDP socket bound and its background tasks started."""
+    config = RelayConfig.from_env()
+    redis = common_store.connect(server_config.redis_url)
+    relay_store = RelayStore(redis, config.world)
+    counters = metrics.Counters()
+    loop = asyncio.get_running_loop()
+    admission = Admission(
+        auth_address=config.auth_address,
+        sealing_key=config.connect_key,
+        relay_address=config.public_address,
+    )
+    gateway = Gateway(
+        GatewayConfig(
+            relay_id=config.relay_id,
+            world=config.world,
+            batch_s=config.batch_ms / 1000.0,
+            upstream_timeout_s=config.upstream_timeout_s,
+            default_timeout_s=config.default_timeout_s,
+        ),
+        store=relay_store,
+        opener=admission.open,
+        counters=counters,
+    )
+    endpoint = UdpEndpoint(
+        gateway,
+        counters,
+        UdpLimits(
+            packets_per_s=config.packets_per_s,
+            bytes_per_s=config.bytes_per_s,
+            handshakes_per_s=config.handshakes_per_s,
+        ),
+    )
+    udp, _ = await loop.create_datagram_endpoint(
+        lambda: endpoint, local_addr=(config.udp_host, config.udp_port)
+    )
+    if config.udp_buffer_bytes:
+        # A bigger receive buffer absorbs bursts but, when the relay falls behind,
+        # turns into queueing delay (stale inputs); the kernel default keeps that
+        # short. The kernel caps the value at net.core.rmem_max / wmem_max.
+        sock = udp.get_extra_info("socket")
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            sock.setsockopt(socket.SOL_SOCKET, option, config.udp_buffer_bytes)
+    udp_port = int(udp.get_extra_info("sockname")[1])
+    if not config.public_address:
+        admission.relay_address = f"127.0.0.1:{udp_port}"
+    try:
+        await admission.refresh()
+    except Exception as err:
+        # Keep starting; the key task retries, and handshakes fail until it succeeds.
+        log.warning("auth keys unavailable", extra={"error": str(err)})
+    metrics.register(
+        metrics.RelayCollector(
+            counters,
+            gateway.sessions.counts,
+            lambda: {zone: link.reconnects for zone, link in gateway.links.items()},
+        )
+    )
+    service = GrpcService(server_config)
+    service.add(
+        relay_pb2_grpc.add_RelayServicer_to_server,
+        RelayServicer(gateway, counters),
+        "tessera.v1.Relay",
+    )
+    service.serving_fields = {"udp_port": udp_port, "relay_address": admission.relay_address}
+    ready = asyncio.Event()
+    tasks = [
+        asyncio.create_task(gateway.maintain(), name="relay-maintain"),
+        asyncio.create_task(
+            relay_store.watch_routes(gateway.on_route_change, ready), name="relay-routes"
+        ),
+        asyncio.create_task(_refresh_keys(admission), name="relay-keys"),
+    ]
+    await asyncio.wait_for(ready.wait(), 10.0)
+
+    async def shutdown() -> None:
+        await gateway.close_all()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        udp.close()
+        await admission.close()
+        await redis.aclose()
+
+    service.on_shutdown(shutdown)
+    return service
+
+
+async def _refresh_keys(admission: Admission) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(1.0)
+        if admission.due(loop.time()):
+            try:
+                await admission.refresh()
+            except Exception as err:
+                log.warning("auth key refresh failed", extra={"error": str(err)})
+
 
 if __name__ == "__main__":
     main("relay", build)

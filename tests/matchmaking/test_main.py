@@ -20,7 +20,7 @@ from tessera.common.config import ConfigError, Env
 from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
-from tessera.matchmaking.service import Settings
+from tessera.matchmaking.config import Settings
 from tessera.matchmaking.store import Store
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
