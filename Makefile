@@ -40,9 +40,11 @@ $(PROTO_STAMP): $(PROTO_SRC) scripts/gen_protos.sh $(STAMP)
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: install
-	$(VENV)/bin/mypy $(shell find wire services operator sdk tests bench scripts -name "*.py" -not -path "*/gen/*" 2>/dev/null)
+	@echo "mypy (strict): wire services operator sdk tests bench scripts"
+	@$(VENV)/bin/mypy $(shell find wire services operator sdk tests bench scripts -name "*.py" -not -path "*/gen/*" 2>/dev/null)
 
 test: lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)

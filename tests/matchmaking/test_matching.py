@@ -9,9 +9,8 @@ from collections import Counter
 import pytest
 
 from tessera.matchmaking import matching
-from tessera.matchmaking.matching import OpenBackfill, Proposal, Seat
+from tessera.matchmaking.matching import Candidate, OpenBackfill, Proposal, Seat
 from tessera.matchmaking.modes import Curve, Mode
-from tessera.matchmaking.ticket import Candidate
 
 DUEL = Mode(name="duel", skill_window=Curve(((0.0, 2.0), (10.0, 12.0))))
 FIVES = Mode(name="5v5", team_size=5, max_party=5, skill_window=Curve(((0.0, 100.0),)))

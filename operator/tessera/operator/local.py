@@ -52,7 +52,7 @@ from tessera.operator.planner import (
 from tessera.operator.reconcile import count_instances, instance_requests, order
 from tessera.operator.store import OperatorStore
 from tessera.operator.zonectl import ZoneControl
-from tessera.wire.geometry import to_bounds
+from tessera.wire.bounds import to_bounds
 
 log = logging.getLogger("tessera.operator.local")
 

@@ -46,7 +46,7 @@ from tessera.operator.planner import (
 from tessera.operator.store import Entry, OperatorStore
 from tessera.operator.zonectl import ZoneControl
 from tessera.v1 import zone_pb2
-from tessera.wire.geometry import to_bounds
+from tessera.wire.bounds import to_bounds
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,8 @@ from tessera.operator.planner import (
     ZoneView,
 )
 from tessera.v1 import matchmaking_pb2, zone_pb2
-from tessera.wire.geometry import Rect, to_bounds
+from tessera.wire.bounds import to_bounds
+from tessera.wire.geometry import Rect
 from tessera.wire.names import check_name
 
 API_VERSION = "tessera.io/v1alpha1"

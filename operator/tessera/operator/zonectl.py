@@ -16,7 +16,7 @@ import grpc
 
 from tessera.operator.planner import Desired, ZoneView
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
-from tessera.wire.geometry import to_bounds
+from tessera.wire.bounds import to_bounds
 
 log = logging.getLogger(__name__)
 

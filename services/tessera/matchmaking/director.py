@@ -23,6 +23,7 @@ from tessera.common.store import instance_zone
 from tessera.matchmaking import metrics
 from tessera.matchmaking.destination import ZoneLoad, pick_zone
 from tessera.matchmaking.matching import (
+    Candidate,
     OpenBackfill,
     Proposal,
     fill_backfills,
@@ -32,7 +33,6 @@ from tessera.matchmaking.matching import (
 )
 from tessera.matchmaking.modes import INSTANCE, Mode
 from tessera.matchmaking.store import Booking, Claim, Instance, Snapshot, Store
-from tessera.matchmaking.ticket import Candidate
 from tessera.v1 import auth_pb2
 from tessera.v1 import matchmaking_pb2 as pb
 

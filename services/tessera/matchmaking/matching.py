@@ -16,11 +16,39 @@ import importlib
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 
 from tessera.matchmaking.modes import Mode
-from tessera.matchmaking.ticket import Candidate
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A searching ticket as match functions see it (ratings already attached)."""
+
+    id: str
+    mode: str
+    players: tuple[str, ...]
+    roles: tuple[str, ...]
+    ratings: tuple[float, ...]
+    regions: tuple[tuple[str, float], ...]  # sorted by latency, best first
+    strings: Mapping[str, str]
+    created_at_ms: float
+    owner_session: str = ""  # the creator's session id, for its connect token
+    numbers: Mapping[str, float] = field(default_factory=dict)  # number attributes
+
+    @property
+    def size(self) -> int:
+        return len(self.players)
+
+    @property
+    def rating(self) -> float:
+        """The party aggregate: the mean of its members' ratings."""
+        return sum(self.ratings) / len(self.ratings)
+
+    @property
+    def total(self) -> float:
+        return sum(self.ratings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,8 @@ from redis.exceptions import WatchError
 from tessera.common.store import WorldKeys, instances_stream
 from tessera.matchmaking import rating
 from tessera.matchmaking.destination import ZoneLoad, zone_loads
-from tessera.matchmaking.ticket import Candidate, candidate
+from tessera.matchmaking.matching import Candidate
+from tessera.matchmaking.ticket import candidate
 from tessera.v1 import matchmaking_pb2 as pb
 
 PREFIX = "tessera:{mm}:"

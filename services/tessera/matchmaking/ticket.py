@@ -1,4 +1,5 @@
-"""Tickets: validation of a CreateTicket request and the plain form matchers see.
+"""Tickets at the edge: validation of a CreateTicket request, and a stored ticket
+turned into the plain :class:`~tessera.matchmaking.matching.Candidate` matchers see.
 
 :func:`validate` is the only gate into the pool: every rule about what a ticket
 may contain lives here, and each refusal names the field and a stable reason.
@@ -9,8 +10,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
+from tessera.matchmaking.matching import Candidate
 from tessera.matchmaking.modes import Mode
 from tessera.v1 import matchmaking_pb2 as pb
 
@@ -30,37 +31,6 @@ class InvalidTicket(ValueError):
         self.reason = reason
         self.field = field
         self.permission = permission
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A searching ticket as match functions see it (ratings already attached)."""
-
-    id: str
-    mode: str
-    players: tuple[str, ...]
-    roles: tuple[str, ...]
-    ratings: tuple[float, ...]
-    regions: tuple[tuple[str, float], ...]  # sorted by latency, best first
-    strings: Mapping[str, str]
-    created_at_ms: float
-    owner_session: str = ""  # the creator's session id, for its connect token
-    numbers: Mapping[str, float] = field(
-        default_factory=dict
-    )  # the creator's session id, for its connect token
-
-    @property
-    def size(self) -> int:
-        return len(self.players)
-
-    @property
-    def rating(self) -> float:
-        """The party aggregate: the mean of its members' ratings."""
-        return sum(self.ratings) / len(self.ratings)
-
-    @property
-    def total(self) -> float:
-        return sum(self.ratings)
 
 
 def validate(

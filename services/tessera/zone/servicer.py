@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from tessera.common.errors import abort
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
-from tessera.wire.geometry import from_bounds, to_bounds
+from tessera.wire.bounds import from_bounds, to_bounds
 from tessera.zone import inputs, metrics
 from tessera.zone.border import Border
 from tessera.zone.config import ZoneConfig

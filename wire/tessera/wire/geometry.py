@@ -1,14 +1,12 @@
-"""The ground rectangle every layer speaks of, and its one protobuf converter.
+"""The ground rectangle every layer speaks of (pure; its protobuf form is in :mod:`.bounds`).
 
 Zones own rectangles, the operator splits and merges them, the load tool places
-bots in them, and ``tessera.v1.Bounds`` carries them between processes.
+bots in them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from tessera.v1 import common_pb2
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +58,3 @@ class Rect:
 
     def text(self) -> str:
         return f"{self.min_x:g},{self.min_z:g},{self.max_x:g},{self.max_z:g}"
-
-
-def to_bounds(rect: Rect) -> common_pb2.Bounds:
-    return common_pb2.Bounds(min_x=rect.min_x, min_z=rect.min_z, max_x=rect.max_x, max_z=rect.max_z)
-
-
-def from_bounds(bounds: common_pb2.Bounds) -> Rect:
-    return Rect(bounds.min_x, bounds.min_z, bounds.max_x, bounds.max_z)
