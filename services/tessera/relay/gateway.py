@@ -333,14 +333,7 @@ class Gateway:
 
     async def _pick_zone(self, skip: set[str]) -> str | None:
         statuses = await self.store.zone_statuses()
-        for zone in skip:
-            statuses.pop(zone, None)
-        zone_map = await self.store.zone_map()
-        if zone_map is not None and skip:
-            kept = [e for e in zone_map.zones if e.zone not in skip]
-            del zone_map.zones[:]
-            zone_map.zones.extend(kept)
-        return pick_zone(zone_map, statuses)
+        return pick_zone(await self.store.zone_map(), statuses, skip=skip)
 
     def link(self, zone: str) -> ZoneLink:
         link = self.links.get(zone)
