@@ -17,11 +17,11 @@ from redis.asyncio import Redis
 
 from tessera.common.errors import DETAIL_KEY
 from tessera.common.store import WorldKeys
+from tessera.relay.errors import Rejected
 from tessera.relay.gateway import (
     Gateway,
     GatewayConfig,
     Grant,
-    Rejected,
     leave_removed_nothing,
     served_by_other_relay,
 )

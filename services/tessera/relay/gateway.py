@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import grpc
 
 from tessera.common.errors import detail_of
+from tessera.relay.errors import Rejected
 from tessera.relay.metrics import DOWN_LATENCY, RTT, SAMPLE_EVERY, Counters
 from tessera.relay.routing import OwnLeaves, Route, RouteCache, pick_zone
 from tessera.relay.session import Session, SessionTable
@@ -53,14 +54,6 @@ class Grant(Protocol):
     def world(self) -> str: ...
     @property
     def zone(self) -> str: ...
-
-
-class Rejected(Exception):
-    """A connect attempt refused; ``reason`` is the stable label counted and sent."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 # Opens a connect token at time ``now``; raises Rejected with the reason.
