@@ -437,6 +437,7 @@ class Gateway:
                 log.exception("housekeeping failed")
 
     async def sweep(self, now: float, wall: float) -> None:
+        """One housekeeping pass at ``now`` (monotonic) and ``wall`` (epoch) time."""
         for session in self.sessions.idle(now):
             self._end(session, "IDLE_TIMEOUT", f"no packet for {session.timeout_s:.0f} s")
         for session in self.sessions:
@@ -447,27 +448,31 @@ class Gateway:
                 del self.used_tokens[token_id]
         self.placement.prune(now)
         for link in list(self.links.values()):
-            if link.connected or link.down_since is None:
-                continue
-            stalled = now - link.down_since
-            players = sorted(link.attached)
-            if players and stalled > 0.5:
-                for player, route in (await self.store.routes(players)).items():
-                    self.reroute(player, route)
-            if stalled > self.config.upstream_timeout_s:
-                for player in sorted(link.attached):
-                    stalled_session = self.sessions.by_player.get(player)
-                    if stalled_session is not None:
-                        self._end(
-                            stalled_session,
-                            "ZONE_UNAVAILABLE",
-                            f"zone {link.zone} unreachable for {stalled:.0f} s",
-                            leave=False,
-                        )
-                link.attached.clear()
-            if not link.attached and stalled > self.config.upstream_timeout_s:
-                del self.links[link.zone]
-                await link.close()
+            if not link.connected and link.down_since is not None:
+                await self._stalled_link(link, now - link.down_since)
+
+    async def _stalled_link(self, link: ZoneLink, stalled: float) -> None:
+        """A link down for ``stalled`` seconds: after 0.5 s its players follow the
+        routing table (their zone may have handed them on); after the upstream
+        timeout those left end with ``ZONE_UNAVAILABLE`` and the link closes."""
+        players = sorted(link.attached)
+        if players and stalled > 0.5:
+            for player, route in (await self.store.routes(players)).items():
+                self.reroute(player, route)
+        if stalled > self.config.upstream_timeout_s:
+            for player in sorted(link.attached):
+                stalled_session = self.sessions.by_player.get(player)
+                if stalled_session is not None:
+                    self._end(
+                        stalled_session,
+                        "ZONE_UNAVAILABLE",
+                        f"zone {link.zone} unreachable for {stalled:.0f} s",
+                        leave=False,
+                    )
+            link.attached.clear()
+        if not link.attached and stalled > self.config.upstream_timeout_s:
+            del self.links[link.zone]
+            await link.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
