@@ -2,9 +2,10 @@
 relay calls to put them there.
 
 A session opens in the zone the player's route names, else in the least-loaded
-active zone, or in the zone its connect token names: into an instance zone the
-player is *transferred* (Leave the zone they are live in, then Join), and a
-transfer whose Join fails is undone (:data:`Rollback`). The relay's own Leaves (a
+active zone, or in the zone its connect token names: an open-world zone only
+for a player live in no other zone; into an instance zone the player is
+*transferred* (Leave the zone they are live in, then Join), and a transfer whose
+Join fails is undone (:data:`Rollback`). The relay's own Leaves (a
 transfer's, and those of the sessions it ends) are remembered, so that a new
 session of the player waits for them and their route removals are told apart
 from another connection's.
