@@ -40,8 +40,8 @@ from tessera.auth.passwords import PasswordHasher
 from tessera.auth.tokens import Claims
 from tessera.auth.verifier import Verifier, bearer_metadata
 from tessera.common.config import Env
-from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
+from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 from tessera.wire import connect_token
 

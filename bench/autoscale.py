@@ -50,8 +50,8 @@ from pathlib import Path
 
 import grpc
 
-from tessera.common.localredis import LocalRedis
 from tessera.common.store import WorldKeys
+from tessera.harness.redis import LocalRedis
 from tessera.operator.local import LocalRuntime
 from tessera.operator.planner import (
     Action,

@@ -24,10 +24,10 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from tessera.common.localredis import LocalRedis
+from tessera.harness.redis import LocalRedis
+from tessera.harness.zones import Driver, World, ZoneSpec
 from tessera.wire.geometry import Rect
 from tessera.zone import invariants
-from tessera.zone.testbed import Driver, World, ZoneSpec
 
 WEST, EAST = Rect(-500, -500, 0, 500), Rect(0, -500, 500, 500)
 ENV = {

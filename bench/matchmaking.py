@@ -49,9 +49,9 @@ from redis.asyncio import Redis
 
 from tessera.auth.verifier import bearer_metadata
 from tessera.common import store as common_store
-from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
+from tessera.harness.redis import LocalRedis
 from tessera.matchmaking.store import Store
 from tessera.v1 import auth_pb2, auth_pb2_grpc, common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb

@@ -29,8 +29,8 @@ from typing import Any
 
 import grpc
 
-from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
+from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2, auth_pb2_grpc, relay_pb2, relay_pb2_grpc
 from tessera.wire.packet import DATA, Channel, PacketError, encode_handshake
 

@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.common import store
-from tessera.common.localredis import LocalRedis
+from tessera.harness.redis import LocalRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 

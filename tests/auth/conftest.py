@@ -14,8 +14,8 @@ from redis.asyncio import Redis
 from tessera.auth.__main__ import assemble
 from tessera.auth.config import AuthConfig
 from tessera.common.config import Env, ServerConfig
-from tessera.common.localredis import LocalRedis
 from tessera.common.server import GrpcService
+from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2_grpc
 
 SEALING_KEY = os.urandom(32)

@@ -19,8 +19,8 @@ from tessera.auth import keys, tokens
 from tessera.auth.tokens import TokenError
 from tessera.auth.verifier import AuthInterceptor, Verifier, bearer_metadata, current_claims
 from tessera.common import errors
-from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
+from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 
 pytestmark = pytest.mark.integration

@@ -25,7 +25,7 @@ from tessera.auth.verifier import (
 )
 from tessera.common import errors
 from tessera.common import store as common_store
-from tessera.common.localredis import LocalRedis
+from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2
 
 KEY = SigningKey.generate()

@@ -9,7 +9,7 @@ import pytest
 from redis import exceptions as redis_errors
 
 from tessera.common import store
-from tessera.common.localredis import LocalRedis
+from tessera.harness.redis import LocalRedis
 
 
 def test_world_keys_share_one_hash_tag() -> None:

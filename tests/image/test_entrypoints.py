@@ -33,8 +33,8 @@ import redis
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tessera.common.localredis import LocalRedis, free_port
-from tessera.common.process import ServiceProcess
+from tessera.common.process import ServiceProcess, free_port
+from tessera.harness.redis import LocalRedis
 
 from .dockerfile import ROOT
 

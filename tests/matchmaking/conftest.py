@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
+from tessera.harness.redis import LocalRedis
 
 COMMON = {
     "TESSERA_HOST": "127.0.0.1",

@@ -16,9 +16,9 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from tessera.auth.verifier import keys_from_proto
-from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
+from tessera.harness.redis import LocalRedis
 from tessera.matchmaking.admission import AuthIssuer, TokenRefused
 from tessera.matchmaking.director import Director
 from tessera.matchmaking.modes import Mode

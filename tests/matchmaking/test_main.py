@@ -17,9 +17,9 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.common.config import ConfigError, Env
-from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
+from tessera.harness.redis import LocalRedis
 from tessera.matchmaking.config import Settings
 from tessera.matchmaking.store import Store
 from tessera.v1 import common_pb2, zone_pb2

@@ -24,9 +24,9 @@ from redis.asyncio import Redis
 from tessera.auth.tokens import Claims
 from tessera.auth.verifier import Verifier, bearer_metadata
 from tessera.common import errors
-from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys, instances_stream
+from tessera.harness.redis import LocalRedis
 from tessera.matchmaking.modes import parse_modes
 from tessera.matchmaking.servicer import MatchmakerServicer, Watchers
 from tessera.matchmaking.store import Claim, Instance, Store

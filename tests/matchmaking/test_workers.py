@@ -15,8 +15,8 @@ import pytest
 
 from tessera.auth.verifier import bearer_metadata
 from tessera.common.config import ConfigError, Env
-from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
+from tessera.harness.redis import LocalRedis
 from tessera.matchmaking.config import Settings
 from tessera.matchmaking.workers import relay, worker_env
 from tessera.v1 import auth_pb2, auth_pb2_grpc

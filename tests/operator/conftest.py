@@ -20,7 +20,7 @@ import kopf
 import pytest
 
 from tessera.common import store
-from tessera.common.localredis import LocalRedis
+from tessera.harness.redis import LocalRedis
 from tessera.operator.handlers import OperatorConfig, Runtime, build_registry, configure
 
 _versions = itertools.count(1)

@@ -11,8 +11,8 @@ import kopf
 import pytest
 from redis.asyncio import Redis
 
-from tessera.common.localredis import LocalRedis
 from tessera.common.store import WorldKeys
+from tessera.harness.redis import LocalRedis
 from tessera.operator.handlers import Runtime, hold_until_drained
 from tessera.v1 import zone_pb2
 

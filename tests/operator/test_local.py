@@ -22,8 +22,8 @@ import pytest
 import yaml
 from redis.asyncio import Redis
 
-from tessera.common.localredis import LocalRedis
 from tessera.common.store import WorldKeys, instance_zone, instances_stream
+from tessera.harness.redis import LocalRedis
 from tessera.operator.local import LocalRuntime, load_world
 from tessera.operator.planner import Phase
 from tessera.operator.resources import SpecError

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from tessera.common.config import ConfigError, Env
-from tessera.common.localredis import LocalRedis, free_port
-from tessera.common.process import ServiceProcess
+from tessera.common.process import ServiceProcess, free_port
+from tessera.harness.redis import LocalRedis
 from tessera.operator.handlers import OperatorConfig
 
 from .conftest import Cluster, eventually

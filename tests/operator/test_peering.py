@@ -8,7 +8,7 @@ from typing import Any
 
 import kmock
 
-from tessera.common.localredis import LocalRedis
+from tessera.harness.redis import LocalRedis
 
 from .conftest import Cluster, OperatorThread, eventually, operator_config
 

@@ -8,8 +8,8 @@ import grpc
 import pytest
 from redis.asyncio import Redis
 
-from tessera.common.localredis import LocalRedis, free_port
-from tessera.common.process import ServiceProcess
+from tessera.common.process import ServiceProcess, free_port
+from tessera.harness.redis import LocalRedis
 from tessera.operator.prestop import should_wait, wait_for_drain
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 

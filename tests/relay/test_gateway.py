@@ -2,35 +2,26 @@
 move a player between links exactly once, replay its last inputs, and snapshots
 from a zone the player left are dropped; tokens for another world or for a zone
 that is not up are refused before anything moves; route removals of this
-relay's own Leaves end nothing, a reconnection waits for the ended session's
-Leave, and an expected removal is forgotten only when its Leave surely did
-nothing."""
+relay's own Leaves end nothing, and a reconnection waits for the ended session's
+Leave."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
 
-import grpc
 import pytest
 from redis.asyncio import Redis
 
-from tessera.common.errors import DETAIL_KEY
 from tessera.common.store import WorldKeys
-from tessera.relay.gateway import (
-    Gateway,
-    GatewayConfig,
-    Grant,
-    Rejected,
-    leave_removed_nothing,
-    served_by_other_relay,
-)
+from tessera.relay.errors import Rejected
+from tessera.relay.gateway import Gateway, GatewayConfig, Grant
 from tessera.relay.metrics import Counters
 from tessera.relay.routing import Route
 from tessera.relay.session import Session
 from tessera.relay.store import RelayStore
-from tessera.relay.upstream import UpstreamUnavailable, call_bound_s
-from tessera.v1 import common_pb2, relay_pb2, zone_pb2
+from tessera.relay.upstream import call_bound_s
+from tessera.v1 import relay_pb2, zone_pb2
 from tessera.wire.connect_token import ConnectGrant, new_token_id
 
 
@@ -153,7 +144,7 @@ async def test_a_route_removal_of_this_relays_own_leave_ends_nothing(
     player's session here lives on (it moves to the destination): that removal
     ends nothing; the next one, not expected, does."""
     current, sent = add_session(gateway, "alice", "zone-a", 5)
-    gateway.own_leaves.expect("alice", time.monotonic())  # a transfer's Leave
+    gateway.placement.own_leaves.expect("alice", time.monotonic())  # a transfer's Leave
     gateway.on_route_change("alice", None)
     assert not current.closed and sent == []
     gateway.on_route_change("alice", None)  # nothing expected any more
@@ -178,40 +169,17 @@ async def test_a_new_session_joins_only_after_the_leave_of_the_one_that_ended(
         await redis.hset(WorldKeys("w").routes, "alice", "zone-a|4")
         ended, _ = add_session(gw, "alice", "zone-a", 4)
         gw.close(ended, "IDLE_TIMEOUT", "idle")
-        leave = gw.leaving["alice"]
+        leave = gw.placement.leaving["alice"]
         started = time.monotonic()
         with pytest.raises(Rejected) as info:
             await gw.open_session(grant_for(), transport="udp", send=lambda _payload: None)
         assert info.value.reason == "zone_unavailable"
         assert time.monotonic() - started >= 0.35
-        assert leave.done() and "alice" not in gw.leaving
+        assert leave.done() and "alice" not in gw.placement.leaving
         # That Leave was never sent: no removal is expected of it any more.
-        assert not gw.own_leaves.claim("alice", time.monotonic())
+        assert not gw.placement.own_leaves.claim("alice", time.monotonic())
     finally:
         await gw.close_all()
-
-
-def rpc_error(code: grpc.StatusCode, reason: str = "") -> grpc.aio.AioRpcError:
-    detail = common_pb2.ErrorDetail(reason=reason).SerializeToString()
-    trailers = grpc.aio.Metadata((DETAIL_KEY, detail)) if reason else grpc.aio.Metadata()
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailers, "x", "")
-
-
-def test_only_a_leave_that_surely_did_nothing_forgets_its_removal() -> None:
-    """A Leave never sent, or answered NOT_FOUND / FAILED_PRECONDITION, removed
-    nothing. One that timed out or lost its connection may have released the
-    route: its expected removal stays (and lapses), so the removal, when it
-    comes, is not taken for another connection's."""
-    served = rpc_error(grpc.StatusCode.FAILED_PRECONDITION, "SERVED_BY_OTHER_RELAY")
-    assert leave_removed_nothing(UpstreamUnavailable("down"))
-    assert leave_removed_nothing(rpc_error(grpc.StatusCode.NOT_FOUND, "UNKNOWN_PLAYER"))
-    assert leave_removed_nothing(served)
-    assert not leave_removed_nothing(rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED))
-    assert not leave_removed_nothing(rpc_error(grpc.StatusCode.UNAVAILABLE))
-    assert not leave_removed_nothing(rpc_error(grpc.StatusCode.CANCELLED))
-    assert served_by_other_relay(served)
-    assert not served_by_other_relay(rpc_error(grpc.StatusCode.FAILED_PRECONDITION))
-    assert not served_by_other_relay(UpstreamUnavailable("down"))
 
 
 async def test_an_expected_removal_outlives_the_slowest_leave(gateway: Gateway) -> None:
@@ -219,9 +187,9 @@ async def test_an_expected_removal_outlives_the_slowest_leave(gateway: Gateway) 
     timeout: its removal stays expected longer than that."""
     slowest = call_bound_s(gateway.config.rpc_timeout_s)
     assert slowest == 2 * gateway.config.rpc_timeout_s
-    assert gateway.own_leaves.ttl_s > slowest
-    gateway.own_leaves.expect("alice", 0.0)
-    assert gateway.own_leaves.claim("alice", slowest + 1.0)
+    assert gateway.placement.own_leaves.ttl_s > slowest
+    gateway.placement.own_leaves.expect("alice", 0.0)
+    assert gateway.placement.own_leaves.claim("alice", slowest + 1.0)
 
 
 async def test_handover_message_reroutes(gateway: Gateway) -> None:

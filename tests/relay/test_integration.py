@@ -34,10 +34,10 @@ from tessera.client.client import GameClient, Intent
 from tessera.client.login import guest_connect_token
 from tessera.client.transport import ConnectError, PlayTransport, UdpTransport, ping
 from tessera.client.world import WorldView
-from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
 from tessera.common.store import connect as redis_connect
+from tessera.harness.redis import LocalRedis
 from tessera.matchmaking.admission import AuthIssuer
 from tessera.v1 import auth_pb2, common_pb2, relay_pb2, relay_pb2_grpc, zone_pb2, zone_pb2_grpc
 from tessera.wire import packet

@@ -103,6 +103,26 @@ def test_pick_never_an_instance_zone() -> None:
     assert pick_zone(None, {"inst-0123": instance}) is None
 
 
+def test_pick_skips_unreachable_zones_as_if_never_named() -> None:
+    zone_map = zone_pb2.ZoneMap(
+        world="w",
+        zones=[
+            zone_pb2.ZoneMapEntry(zone="a", state=ACTIVE),
+            zone_pb2.ZoneMapEntry(zone="b", state=ACTIVE),
+        ],
+    )
+    statuses = {"a": status("a", 1), "b": status("b", 5), "c": status("c", 0)}
+    assert pick_zone(zone_map, statuses) == "a"
+    assert pick_zone(zone_map, statuses, skip={"a"}) == "b"
+    # A map whose zones are all skipped counts as no map: any active heartbeat.
+    assert pick_zone(zone_map, statuses, skip={"a", "b"}) == "c"
+    assert pick_zone(zone_map, statuses, skip={"a", "b", "c"}) is None
+    assert pick_zone(None, statuses, skip={"c"}) == "a"
+    # a draining: skipping b leaves nothing; skipping a leaves b (in the map, no heartbeat).
+    assert pick_zone(zone_map, {"a": status("a", 0, DRAINING)}, skip={"b"}) is None
+    assert pick_zone(zone_map, {"a": status("a", 0, DRAINING)}, skip={"a"}) == "b"
+
+
 def test_addresses_prefer_heartbeat() -> None:
     zone_map = zone_pb2.ZoneMap(
         zones=[

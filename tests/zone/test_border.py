@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from tessera.common.localredis import LocalRedis
+from tessera.harness.redis import LocalRedis
+from tessera.harness.zones import Driver, World, ZoneSpec
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.geometry import Rect
 from tessera.zone import invariants
-from tessera.zone.testbed import Driver, World, ZoneSpec
 
 pytestmark = pytest.mark.integration
 

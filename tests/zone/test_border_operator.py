@@ -13,8 +13,8 @@ import grpc
 import pytest
 from redis.asyncio import Redis
 
-from tessera.common.localredis import LocalRedis
 from tessera.common.store import WorldKeys
+from tessera.harness.redis import LocalRedis
 from tessera.operator.local import LocalRuntime
 from tessera.operator.planner import Phase
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc

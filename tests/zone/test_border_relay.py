@@ -22,12 +22,12 @@ from tessera.client.bot import Bot, waypoints
 from tessera.client.client import GameClient
 from tessera.client.login import guest_connect_token
 from tessera.client.transport import UdpTransport
-from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
+from tessera.harness.redis import LocalRedis
+from tessera.harness.zones import World, ZoneSpec
 from tessera.wire.geometry import Rect
 from tessera.zone import invariants
 from tessera.zone.store import read_routes
-from tessera.zone.testbed import World, ZoneSpec
 
 pytestmark = pytest.mark.integration
 

@@ -13,13 +13,13 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.common.errors import detail_of
-from tessera.common.localredis import LocalRedis
 from tessera.common.store import WorldKeys
+from tessera.harness.redis import LocalRedis
+from tessera.harness.zones import Driver, World, ZoneSpec
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.geometry import Rect
 from tessera.zone import invariants
 from tessera.zone.store import read_routes
-from tessera.zone.testbed import Driver, World, ZoneSpec
 
 pytestmark = pytest.mark.integration
 

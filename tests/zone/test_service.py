@@ -15,9 +15,9 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.common.errors import detail_of
-from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
+from tessera.harness.redis import LocalRedis
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.snapshot import Quantization, SnapshotReceiver
 

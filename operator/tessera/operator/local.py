@@ -30,8 +30,8 @@ from typing import Any
 import yaml
 
 from tessera.common import logs, store
-from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
+from tessera.harness.redis import LocalRedis
 from tessera.operator import metrics, resources
 from tessera.operator.planner import (
     Action,

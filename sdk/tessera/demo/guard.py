@@ -13,8 +13,8 @@ import stat
 import sys
 from pathlib import Path
 
-from tessera.common.localredis import LocalRedis
 from tessera.common.process import PARENT_PID, die_with_parent
+from tessera.harness.redis import LocalRedis
 
 
 def guarded_redis(directory: Path) -> LocalRedis:

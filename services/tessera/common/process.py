@@ -1,9 +1,11 @@
 """Child processes for Tessera services: start, find their ports, stop cleanly.
 
-Used by the operator's local runtime, the demo, the benchmarks and the
-integration tests. Children are told their parent's pid (``TESSERA_PARENT_PID``)
-and call :func:`die_with_parent` first thing, so on Linux they get SIGTERM when the
-parent dies and never outlive a demo or a test run.
+Runtime code, not only a test aid: the operator's local runtime and matchmaking's
+front-end workers supervise their children with it (and :func:`free_port` picks
+the port those workers share); the harnesses, the demo, the benchmarks and the
+integration tests use it too. Children are told their parent's pid
+(``TESSERA_PARENT_PID``) and call :func:`die_with_parent` first thing, so on Linux
+they get SIGTERM when the parent dies and never outlive a demo or a test run.
 
 The child sets PR_SET_PDEATHSIG itself, after exec, rather than in a
 ``preexec_fn``: a ``preexec_fn`` forces a plain fork that runs grpcio's fork
@@ -17,6 +19,7 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +30,13 @@ from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 PARENT_PID = "TESSERA_PARENT_PID"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def die_with_parent() -> None:

@@ -19,7 +19,7 @@ import uvloop
 from tessera.auth.verifier import AuthInterceptor, Verifier, current_claims
 from tessera.common import store as common_store
 from tessera.common.config import Env, ServerConfig
-from tessera.common.localredis import free_port
+from tessera.common.process import free_port
 from tessera.common.server import GrpcService, main
 from tessera.matchmaking.admission import AuthIssuer
 from tessera.matchmaking.config import Settings

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from tessera.relay.gateway import Rejected
+from tessera.relay.errors import Rejected
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 from tessera.wire.connect_token import ConnectGrant, ConnectTokenError, open_connect_token
 

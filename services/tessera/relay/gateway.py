@@ -1,11 +1,11 @@
-"""The relay's core: admits connect tokens, opens sessions by joining the player's
-zone (or the zone the token names, moving the player into an instance zone),
-forwards client messages upstream, fans snapshots out, re-routes players whose
-route changed, and closes sessions (goodbye, idle, kick, zone gone, the player
-taken over by another connection).
+"""The relay's data plane: admits connect tokens, opens and ends sessions, forwards
+client messages to their zone, fans snapshots out to clients, follows route
+changes and keeps the session table and the zone links healthy.
 
-Transports (UDP, gRPC Play) only frame bytes; everything a session means lives
-here, so both behave the same.
+Which zone a session joins, and every Join and Leave that puts it there, is
+:mod:`tessera.relay.placement`; the gateway acts on what it returns. Transports
+(UDP, gRPC Play) only frame bytes; everything a session means lives here, so both
+behave the same.
 """
 
 from __future__ import annotations
@@ -17,21 +17,18 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import grpc
-
-from tessera.common.errors import detail_of
+from tessera.relay.errors import Rejected
 from tessera.relay.metrics import DOWN_LATENCY, RTT, SAMPLE_EVERY, Counters
-from tessera.relay.routing import OwnLeaves, Route, RouteCache, pick_zone
+from tessera.relay.placement import Placement, Returned, Rollback, Stranded, TransferUndone
+from tessera.relay.routing import Route, RouteCache
 from tessera.relay.session import Session, SessionTable
 from tessera.relay.store import RelayStore
-from tessera.relay.upstream import UpstreamUnavailable, ZoneLink, call_bound_s
+from tessera.relay.upstream import ZoneLink
 from tessera.v1 import relay_pb2, zone_pb2
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 1.0
-# How long after its Leave returns a route removal may take to arrive (pub/sub).
-REMOVAL_MARGIN_S = 2.0
 
 
 class Grant(Protocol):
@@ -53,14 +50,6 @@ class Grant(Protocol):
     def world(self) -> str: ...
     @property
     def zone(self) -> str: ...
-
-
-class Rejected(Exception):
-    """A connect attempt refused; ``reason`` is the stable label counted and sent."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 # Opens a connect token at time ``now``; raises Rejected with the reason.
@@ -91,10 +80,13 @@ class Gateway:
         self.sessions = SessionTable()
         self.links: dict[str, ZoneLink] = {}
         self.routes = RouteCache()
-        # An expected removal lives as long as its Leave can take, plus delivery.
-        self.own_leaves = OwnLeaves(call_bound_s(config.rpc_timeout_s) + REMOVAL_MARGIN_S)
-        # Leaves of sessions this relay ended, still running, by player.
-        self.leaving: dict[str, asyncio.Task[None]] = {}
+        self.placement = Placement(
+            relay_id=config.relay_id,
+            rpc_timeout_s=config.rpc_timeout_s,
+            store=store,
+            link=self.link,
+            counters=counters,
+        )
         self.used_tokens: dict[bytes, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -118,6 +110,8 @@ class Gateway:
         """Make a token usable again after its session could not be opened."""
         self.used_tokens.pop(grant.token_id, None)
 
+    # -- opening sessions -------------------------------------------------
+
     async def open_session(
         self,
         grant: Grant,
@@ -127,14 +121,16 @@ class Gateway:
         address: tuple[str, int] | None = None,
         prepare: Callable[[Session], None] | None = None,
     ) -> tuple[Session, relay_pb2.Accepted]:
-        """Join the player into its zone (the token's zone, if it names one) and
-        register the session; Rejected on failure."""
+        """Join the player into the zone placement chooses (the token's zone, if it
+        names one) and register the session; Rejected on failure."""
         player = grant.player_id
-        await self._await_leave(player)
-        if grant.zone:
-            response, link = await self._join_destination(player, grant.zone)
-        else:
-            response, link = await self._join(player)
+        await self.placement.await_leave(player)
+        try:
+            placed = await self.placement.place(player, grant.zone)
+        except TransferUndone as undone:
+            self._follow_rollback(player, undone.rollback)
+            raise
+        link, response = placed.link, placed.response
         now = time.monotonic()
         timeout = float(grant.timeout_s) or self.config.default_timeout_s
         session = Session(
@@ -172,158 +168,28 @@ class Gateway:
         )
         return session, accepted
 
-    async def _await_leave(self, player: str) -> None:
-        """Let this relay's own Leave of ``player`` (a session it just ended) finish
-        before joining them again: a Join first would find the player still in the
-        zone (a no-op) and the Leave would then take them from the new session."""
-        pending = self.leaving.get(player)
-        if pending is not None:
-            await asyncio.wait({pending}, timeout=call_bound_s(self.config.rpc_timeout_s))
-
-    async def _join(self, player: str) -> tuple[zone_pb2.JoinResponse, ZoneLink]:
-        """Join the zone the route names or, without a route, the least-loaded
-        active zone; a chosen zone that turns out unreachable (its heartbeat not yet
-        expired) is skipped for the next choice."""
-        request = zone_pb2.JoinRequest(player_id=player, relay_id=self.config.relay_id)
-        unreachable: set[str] = set()
-        for _attempt in range(3):
-            route = await self.store.route(player)
-            zone = route.zone if route is not None else await self._pick_zone(unreachable)
-            if zone is None:
-                raise Rejected("no_zone", "no active zone in this world")
-            link = self.link(zone)
-            try:
-                return await link.join(request), link
-            except UpstreamUnavailable as err:
-                if route is not None:
-                    raise Rejected("zone_unavailable", str(err)) from None
-                unreachable.add(zone)
-            except grpc.aio.AioRpcError as err:
-                code = err.code()
-                if code == grpc.StatusCode.UNAVAILABLE and route is None:
-                    unreachable.add(zone)
-                elif code != grpc.StatusCode.FAILED_PRECONDITION:
-                    raise Rejected("join_failed", err.details() or code.name) from None
-                else:
-                    # Routed elsewhere meanwhile, or draining: look the route up again.
-                    await asyncio.sleep(0.05)
-        raise Rejected("join_failed", "no zone accepted the player")
-
-    async def _join_destination(
-        self, player: str, zone: str
-    ) -> tuple[zone_pb2.JoinResponse, ZoneLink]:
-        """Join the zone a connect token names. Into an instance zone, a player owned
-        by another live zone leaves it first (its checkpoint saved, its route
-        released) and ``zone`` adopts the checkpoint: the player keeps their state
-        and is never in two zones. An open-world zone is only where a player with
-        no live zone starts; one live elsewhere joins where their route says.
-        Nothing is left before ``zone`` is known to be up; a join that fails after
-        the leave puts the player back (see ``_roll_back``)."""
-        status = await self.store.zone_status(zone)
-        if status is None or status.state != zone_pb2.ZONE_STATE_ACTIVE:
-            raise Rejected("zone_unavailable", f"zone {zone} is not up")
-        instance = bool(status.instance)
-        if not instance and await self._live_elsewhere(player, zone) is not None:
-            return await self._join(player)
-        link = self.link(zone)
-        try:
-            await link.ready()
-        except UpstreamUnavailable as err:
-            raise Rejected("zone_unavailable", str(err)) from None
-        request = zone_pb2.JoinRequest(player_id=player, relay_id=self.config.relay_id)
-        for _attempt in range(3):
-            source = None
-            elsewhere = await self._live_elsewhere(player, zone)
-            if elsewhere is not None:
-                if not instance:
-                    return await self._join(player)
-                source = self.link(elsewhere)
-                await self._leave_for_transfer(source, player)
-            try:
-                response = await link.join(request)
-            except (UpstreamUnavailable, grpc.aio.AioRpcError) as err:
-                reason = _join_failure(err)
-                if source is not None:
-                    await self._roll_back(source, request)
-                elif reason == "retry":
-                    # Routed elsewhere meanwhile (a handoff): look the route up again.
-                    await asyncio.sleep(0.05)
-                    continue
-                raise Rejected(
-                    "join_failed" if reason == "join_failed" else "zone_unavailable", _why(err)
-                ) from None
-            if source is not None:
-                self.counters.transfers += 1
-                log.info("transferred", extra={"player": player, "from": source.zone, "zone": zone})
-            return response, link
-        raise Rejected("zone_unavailable", f"zone {zone} did not accept the player")
-
-    async def _live_elsewhere(self, player: str, zone: str) -> str | None:
-        """The other zone the player's route names, if that zone is alive."""
-        route = await self.store.route(player)
-        if route is None or route.zone == zone:
-            return None
-        return route.zone if await self.store.zone_status(route.zone) is not None else None
-
-    async def _leave_for_transfer(self, source: ZoneLink, player: str) -> None:
-        """Leave ``source`` before joining another zone; Rejected if it fails (the
-        player then stays in ``source``). The route removal it publishes is this
-        relay's own: it does not end the player's live session here. If the player's
-        last Join came through another relay (their old connection), the newest
-        connection is this one: it claims the player with a Join, then leaves."""
-        self.own_leaves.expect(player, time.monotonic())
-        try:
-            try:
-                await source.leave(player)
-            except grpc.aio.AioRpcError as err:
-                if not served_by_other_relay(err):
-                    raise
-                claim = zone_pb2.JoinRequest(player_id=player, relay_id=self.config.relay_id)
-                await source.join(claim)
-                await source.leave(player)
-        except (UpstreamUnavailable, grpc.aio.AioRpcError) as err:
-            if leave_removed_nothing(err):
-                self.own_leaves.cancel(player)
-            raise Rejected(
-                "zone_unavailable", f"cannot leave zone {source.zone}: {_why(err)}"
-            ) from None
-
-    async def _roll_back(self, source: ZoneLink, request: zone_pb2.JoinRequest) -> None:
-        """Undo a transfer's leave after the destination refused the player:
-        ``source`` adopts the checkpoint it just saved; if it refuses too (e.g. it
-        is draining), the ordinary join path (the player's route, else the
-        least-loaded active zone) adopts it. A live session of the player here
-        follows; if no zone takes the player, it ends with ``ZONE_UNAVAILABLE`` so
-        the client reconnects at once (the checkpoint stays for that)."""
-        player = request.player_id
-        try:
-            await source.join(request)
-        except (UpstreamUnavailable, grpc.aio.AioRpcError) as err:
-            log.warning(
-                "transfer rollback refused",
-                extra={"player": player, "zone": source.zone, "error": _why(err)},
-            )
-        else:
-            if player in source.attached:
-                source.attach(player)
+    def _follow_rollback(self, player: str, rollback: Rollback) -> None:
+        """Move a live session of ``player`` to where a failed transfer left them:
+        attached again in the zone they left, re-routed to the zone that adopted
+        them, or, if no zone took them, ended with ``ZONE_UNAVAILABLE`` so the
+        client reconnects at once (the checkpoint restores the player)."""
+        if isinstance(rollback, Returned):
+            # The zone dropped the player's attachment on the leave.
+            if player in rollback.link.attached:
+                rollback.link.attach(player)
             return
-        try:
-            response, link = await self._join(player)
-        except Rejected as err:
-            log.error("transfer rollback failed", extra={"player": player, "error": str(err)})
-            session = self.sessions.by_player.get(player)
-            if session is not None:
-                self._end(
-                    session,
-                    "ZONE_UNAVAILABLE",
-                    f"no zone took the player back: {err}",
-                    leave=False,
-                )
-            return
-        log.info("transfer rolled back elsewhere", extra={"player": player, "zone": link.zone})
         session = self.sessions.by_player.get(player)
         if session is None:
             return
+        if isinstance(rollback, Stranded):
+            self._end(
+                session,
+                "ZONE_UNAVAILABLE",
+                f"no zone took the player back: {rollback.why}",
+                leave=False,
+            )
+            return
+        link, response = rollback.placed.link, rollback.placed.response
         self.reroute(player, Route(link.zone, response.epoch))
         if session.zone == link.zone:
             # The zone dropped the player's attachment on the leave (attaching
@@ -331,18 +197,8 @@ class Gateway:
             link.attach(player)
             session.entity_id = response.entity_id
 
-    async def _pick_zone(self, skip: set[str]) -> str | None:
-        statuses = await self.store.zone_statuses()
-        for zone in skip:
-            statuses.pop(zone, None)
-        zone_map = await self.store.zone_map()
-        if zone_map is not None and skip:
-            kept = [e for e in zone_map.zones if e.zone not in skip]
-            del zone_map.zones[:]
-            zone_map.zones.extend(kept)
-        return pick_zone(zone_map, statuses)
-
     def link(self, zone: str) -> ZoneLink:
+        """The link to ``zone``, started on first use."""
         link = self.links.get(zone)
         if link is None:
             link = ZoneLink(
@@ -458,27 +314,20 @@ class Gateway:
         self.reroute(handover.player_id, Route(handover.to.zone, handover.epoch))
 
     async def on_link_up(self, link: ZoneLink, reconnect: bool) -> None:
-        """After a reconnect, join the link's players again: a restarted zone
-        restores them from their checkpoints; one that never went away keeps them."""
+        """After a reconnect, placement joins the link's players again; one the zone
+        refused leaves the link and follows its route."""
         if not reconnect or not link.attached:
             return
-        players = sorted(link.attached)
-        results = await asyncio.gather(
-            *(
-                link.join(zone_pb2.JoinRequest(player_id=p, relay_id=self.config.relay_id))
-                for p in players
-            ),
-            return_exceptions=True,
-        )
-        for player, result in zip(players, results, strict=True):
-            if isinstance(result, BaseException):
+        rejoined = await self.placement.rejoin(link, sorted(link.attached))
+        for player, response in rejoined.items():
+            if response is None:
                 # Probably routed elsewhere now; the route check moves the player.
                 link.attached.discard(player)
                 self._spawn(self._recheck_route(player))
             else:
                 session = self.sessions.by_player.get(player)
                 if session is not None:
-                    session.entity_id = result.entity_id
+                    session.entity_id = response.entity_id
 
     def on_shed(self, link: ZoneLink, inputs: int) -> None:
         self.counters.drops["upstream_backlog"] += inputs
@@ -486,7 +335,7 @@ class Gateway:
     def on_link_down(self, link: ZoneLink) -> None:
         log.warning("zone link down", extra={"zone": link.zone, "players": len(link.attached)})
 
-    # -- routing ----------------------------------------------------------
+    # -- following routes ------------------------------------------------
 
     def on_route_change(self, player: str, route: Route | None) -> None:
         """A routes_changed notification (most players are not ours). A removal that
@@ -497,7 +346,7 @@ class Gateway:
             if player in self.sessions.by_player:
                 self.reroute(player, route)
             return
-        if self.own_leaves.claim(player, time.monotonic()):
+        if self.placement.own_removal(player, time.monotonic()):
             return
         session = self.sessions.by_player.get(player)
         if session is not None:
@@ -566,36 +415,8 @@ class Gateway:
             if link is not None:
                 link.detach(session.player_id)
                 if leave:
-                    self._start_leave(link, session.player_id)
+                    self.placement.start_leave(link, session.player_id)
         log.info("session closed", extra={"player": session.player_id, "reason": reason})
-
-    def _start_leave(self, link: ZoneLink, player: str) -> None:
-        """Leave the zone of a session that ended, in the background; a new session
-        of the player waits for it (see ``_await_leave``)."""
-        self.own_leaves.expect(player, time.monotonic())
-        task = self._spawn(self._leave(link, player))
-        self.leaving[player] = task
-
-        def done(finished: asyncio.Task[None]) -> None:
-            if self.leaving.get(player) is finished:
-                del self.leaving[player]
-
-        task.add_done_callback(done)
-
-    async def _leave(self, link: ZoneLink, player: str) -> None:
-        try:
-            await link.leave(player)
-        except (grpc.aio.AioRpcError, UpstreamUnavailable) as err:
-            # Forget the expected removal only if surely none comes; else it lapses.
-            if leave_removed_nothing(err):
-                self.own_leaves.cancel(player)
-            if served_by_other_relay(err):
-                log.info(
-                    "nothing to leave: another relay serves the player",
-                    extra={"player": player, "zone": link.zone},
-                )
-            else:
-                log.warning("leave failed", extra={"player": player, "error": _why(err)})
 
     def kick(self, player: str, reason: str) -> bool:
         session = self.sessions.by_player.get(player)
@@ -616,6 +437,7 @@ class Gateway:
                 log.exception("housekeeping failed")
 
     async def sweep(self, now: float, wall: float) -> None:
+        """One housekeeping pass at ``now`` (monotonic) and ``wall`` (epoch) time."""
         for session in self.sessions.idle(now):
             self._end(session, "IDLE_TIMEOUT", f"no packet for {session.timeout_s:.0f} s")
         for session in self.sessions:
@@ -624,29 +446,33 @@ class Gateway:
         for token_id, expires_at in list(self.used_tokens.items()):
             if expires_at < wall:
                 del self.used_tokens[token_id]
-        self.own_leaves.prune(now)
+        self.placement.prune(now)
         for link in list(self.links.values()):
-            if link.connected or link.down_since is None:
-                continue
-            stalled = now - link.down_since
-            players = sorted(link.attached)
-            if players and stalled > 0.5:
-                for player, route in (await self.store.routes(players)).items():
-                    self.reroute(player, route)
-            if stalled > self.config.upstream_timeout_s:
-                for player in sorted(link.attached):
-                    stalled_session = self.sessions.by_player.get(player)
-                    if stalled_session is not None:
-                        self._end(
-                            stalled_session,
-                            "ZONE_UNAVAILABLE",
-                            f"zone {link.zone} unreachable for {stalled:.0f} s",
-                            leave=False,
-                        )
-                link.attached.clear()
-            if not link.attached and stalled > self.config.upstream_timeout_s:
-                del self.links[link.zone]
-                await link.close()
+            if not link.connected and link.down_since is not None:
+                await self._stalled_link(link, now - link.down_since)
+
+    async def _stalled_link(self, link: ZoneLink, stalled: float) -> None:
+        """A link down for ``stalled`` seconds: after 0.5 s its players follow the
+        routing table (their zone may have handed them on); after the upstream
+        timeout those left end with ``ZONE_UNAVAILABLE`` and the link closes."""
+        players = sorted(link.attached)
+        if players and stalled > 0.5:
+            for player, route in (await self.store.routes(players)).items():
+                self.reroute(player, route)
+        if stalled > self.config.upstream_timeout_s:
+            for player in sorted(link.attached):
+                stalled_session = self.sessions.by_player.get(player)
+                if stalled_session is not None:
+                    self._end(
+                        stalled_session,
+                        "ZONE_UNAVAILABLE",
+                        f"zone {link.zone} unreachable for {stalled:.0f} s",
+                        leave=False,
+                    )
+            link.attached.clear()
+        if not link.attached and stalled > self.config.upstream_timeout_s:
+            del self.links[link.zone]
+            await link.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
@@ -662,41 +488,4 @@ class Gateway:
         self.links.clear()
         for task in list(self._tasks):
             task.cancel()
-
-
-def _join_failure(err: Exception) -> str:
-    """What a failed Join means: "retry" (the route moved, or the zone is between
-    states), "zone_unavailable" (unreachable), or "join_failed" (refused)."""
-    if not isinstance(err, grpc.aio.AioRpcError):
-        return "zone_unavailable"
-    code = err.code()
-    if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED):
-        return "retry"
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return "zone_unavailable"
-    return "join_failed"
-
-
-def leave_removed_nothing(err: Exception) -> bool:
-    """Whether a failed Leave surely removed nothing: never sent (the link was
-    down), or answered NOT_FOUND / FAILED_PRECONDITION (e.g. SERVED_BY_OTHER_RELAY).
-    A timeout or a lost connection may come after the zone released the route."""
-    if not isinstance(err, grpc.aio.AioRpcError):
-        return True
-    return err.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
-
-
-def served_by_other_relay(err: Exception) -> bool:
-    """Whether a Leave was refused because another relay serves the player."""
-    return (
-        isinstance(err, grpc.aio.AioRpcError)
-        and err.code() == grpc.StatusCode.FAILED_PRECONDITION
-        and detail_of(err).reason == "SERVED_BY_OTHER_RELAY"
-    )
-
-
-def _why(err: Exception) -> str:
-    """A short reason for a failed zone call."""
-    if isinstance(err, grpc.aio.AioRpcError):
-        return err.details() or err.code().name
-    return str(err)
+        self.placement.cancel()

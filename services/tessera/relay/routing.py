@@ -10,7 +10,7 @@ tells its own removals (:class:`OwnLeaves`) from those of another connection.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from tessera.v1 import zone_pb2
@@ -130,23 +130,29 @@ def zone_addresses(
 
 
 def pick_zone(
-    zone_map: zone_pb2.ZoneMap | None, statuses: Mapping[str, zone_pb2.ZoneStatus]
+    zone_map: zone_pb2.ZoneMap | None,
+    statuses: Mapping[str, zone_pb2.ZoneStatus],
+    *,
+    skip: Collection[str] = (),
 ) -> str | None:
     """The zone a player without a route joins: the least loaded active zone.
 
     Zones in the map that are not ACTIVE (draining, standby) are skipped; without
     a map, any active zone with a heartbeat will do. Instance zones (heartbeat
     with ``instance`` set) are private to their match: never picked, map or not.
-    Ties break by name.
+    Zones in ``skip`` (found unreachable) count as named by neither the map nor a
+    heartbeat. Ties break by name.
     """
     active = zone_pb2.ZONE_STATE_ACTIVE
+    alive = {n: s for n, s in statuses.items() if n not in skip}
+    entries = [e for e in zone_map.zones if e.zone not in skip] if zone_map is not None else []
     names: list[str]
-    if zone_map is not None and zone_map.zones:
-        names = [e.zone for e in zone_map.zones if e.state in (active, 0)]
-        names = [n for n in names if n not in statuses or statuses[n].state == active]
+    if entries:
+        names = [e.zone for e in entries if e.state in (active, 0)]
+        names = [n for n in names if n not in alive or alive[n].state == active]
     else:
-        names = [n for n, s in statuses.items() if s.state == active]
-    names = [n for n in names if n not in statuses or not statuses[n].instance]
+        names = [n for n, s in alive.items() if s.state == active]
+    names = [n for n in names if n not in alive or not alive[n].instance]
     if not names:
         return None
-    return min(names, key=lambda n: (statuses[n].players if n in statuses else 0, n))
+    return min(names, key=lambda n: (alive[n].players if n in alive else 0, n))

@@ -12,7 +12,8 @@ from typing import Any
 import grpc
 
 from tessera.common.errors import abort
-from tessera.relay.gateway import Gateway, Rejected
+from tessera.relay.errors import Rejected
+from tessera.relay.gateway import Gateway
 from tessera.relay.metrics import Counters
 from tessera.relay.session import Session
 from tessera.v1 import common_pb2, relay_pb2, relay_pb2_grpc

@@ -17,7 +17,8 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from tessera.relay.gateway import Gateway, Grant, Rejected
+from tessera.relay.errors import Rejected
+from tessera.relay.gateway import Gateway, Grant
 from tessera.relay.limiter import ConnectionLimits, TokenBucket
 from tessera.relay.metrics import Counters
 from tessera.relay.session import Session

@@ -1,13 +1,13 @@
 """A local ``redis-server`` process on a free loopback port.
 
-Used by the tests (one per session), the demo and the benchmarks. It can be
-killed and restarted on the same port to exercise reconnects and recovery.
+Used by the tests (one per session), the demo, the benchmarks and the
+operator's local runtime. It can be killed and restarted on the same port to
+exercise reconnects and recovery.
 """
 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,12 +15,7 @@ from pathlib import Path
 
 import redis
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tessera.common.process import free_port
 
 
 class PortTaken(RuntimeError):

@@ -1,4 +1,4 @@
-"""A local world of real zone processes, for integration tests, benchmarks and demos.
+"""A local world of real zone processes, for integration tests and benchmarks.
 
 :class:`World` starts ``python -m tessera.zone`` processes against a Redis,
 writes the zone map and restarts or kills zones; :class:`Driver` is a minimal
