@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from tessera.auth.verifier import keys_from_proto
+from tessera.authclient.keys import keys_from_proto
 from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys

@@ -16,7 +16,7 @@ import os
 
 import uvloop
 
-from tessera.auth.verifier import AuthInterceptor, Verifier, current_claims
+from tessera.authclient.verifier import AuthInterceptor, Verifier, current_claims
 from tessera.common import store as common_store
 from tessera.common.config import Env, ServerConfig
 from tessera.common.localredis import free_port

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from tessera.auth.verifier import bearer_metadata
+from tessera.authclient.bearer import bearer_metadata
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 
 # Renew the service session this long before its access token expires.
