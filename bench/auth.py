@@ -33,17 +33,17 @@ from typing import Any
 import grpc
 import jwt
 
-from tessera.auth import tokens
 from tessera.auth.config import Argon2Params
 from tessera.auth.keys import SigningKey
 from tessera.auth.passwords import PasswordHasher
-from tessera.auth.tokens import Claims
-from tessera.auth.verifier import Verifier, bearer_metadata
+from tessera.authclient.bearer import bearer_metadata
+from tessera.authclient.verifier import Verifier
 from tessera.common.config import Env
 from tessera.common.process import ServiceProcess
 from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2, auth_pb2_grpc
-from tessera.wire import connect_token
+from tessera.wire import access_token, connect_token
+from tessera.wire.access_token import Claims
 
 PASSWORD = "benchmark password 1"
 SERVICE_SECRET = "bench-secret-0123456789"
@@ -68,7 +68,7 @@ def verification(seconds: float) -> dict[str, float]:
         claims = Claims(
             f"acc{i}", f"s{i}", ("player",), now, now + 900, "tessera", "tessera", key.kid
         )
-        return tokens.encode(claims, key.private_key)
+        return access_token.encode(claims, key.private_key)
 
     pool = [token(i) for i in range(1000)]
     verifier = Verifier({key.kid: key.public_key})
@@ -77,7 +77,7 @@ def verification(seconds: float) -> dict[str, float]:
     keys = {key.kid: key.public_key}
     hot = rate(lambda i: verifier.verify(pool[i % 1000], roles=("player",)), seconds)
     cold = rate(
-        lambda i: tokens.decode(
+        lambda i: access_token.decode(
             pool[i % 1000], public_keys=keys, issuer="tessera", audience="tessera", now=now
         ),
         seconds,

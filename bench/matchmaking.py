@@ -47,7 +47,7 @@ from typing import Any
 import grpc
 from redis.asyncio import Redis
 
-from tessera.auth.verifier import bearer_metadata
+from tessera.authclient.bearer import bearer_metadata
 from tessera.common import store as common_store
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys

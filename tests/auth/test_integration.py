@@ -15,13 +15,15 @@ from typing import Any
 import grpc
 import pytest
 
-from tessera.auth import keys, tokens
-from tessera.auth.tokens import TokenError
-from tessera.auth.verifier import AuthInterceptor, Verifier, bearer_metadata, current_claims
+from tessera.auth import keys
+from tessera.authclient.bearer import bearer_metadata
+from tessera.authclient.verifier import AuthInterceptor, Verifier, current_claims
 from tessera.common import errors
 from tessera.common.process import ServiceProcess
 from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2, auth_pb2_grpc
+from tessera.wire import access_token
+from tessera.wire.access_token import TokenError
 
 pytestmark = pytest.mark.integration
 
@@ -175,7 +177,7 @@ async def _kids(auth: Any) -> list[str]:
 
 
 def _kid(token: str) -> str:
-    return tokens.read_header(token)
+    return access_token.read_header(token)
 
 
 async def _try_verify(verifier: Verifier, token: str) -> Any:

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_pri
 
 from tessera.auth import keys
 from tessera.auth.keys import KeyRing, KeyRingError, SigningKey
+from tessera.authclient.keys import public_key_from_raw
 
 
 def test_kid_is_stable_and_derived_from_the_public_key() -> None:
@@ -23,7 +24,7 @@ def test_kid_is_stable_and_derived_from_the_public_key() -> None:
 def test_kid_matches_rfc8037_thumbprint_example() -> None:
     # RFC 8037 appendix A.3: the thumbprint of the example public key.
     raw = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
-    public = keys.public_key_from_raw(raw)
+    public = public_key_from_raw(raw)
     assert keys.kid_for(public) == "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"[:16]
 
 

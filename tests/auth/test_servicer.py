@@ -14,11 +14,13 @@ from typing import Any
 import grpc
 import pytest
 
-from tessera.auth.keys import b64url
-from tessera.auth.verifier import Verifier, bearer_metadata, keys_from_proto
+from tessera.authclient.bearer import bearer_metadata
+from tessera.authclient.keys import keys_from_proto
+from tessera.authclient.verifier import Verifier
 from tessera.common import errors
 from tessera.v1 import auth_pb2
 from tessera.wire import connect_token
+from tessera.wire.access_token import b64url
 
 from .conftest import SEALING_KEY, RunningAuth, StartAuth
 

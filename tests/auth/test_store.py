@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from tessera.auth import store
 from tessera.auth.store import Account, AuthStore
+from tessera.authclient import store as client_store
 
 pytestmark = pytest.mark.integration
 NOW = time.time()
@@ -67,7 +68,7 @@ async def test_rotation_reuse_and_unknown(redis: Redis) -> None:
     assert gone.status == "GONE"
     unknown = await s.rotate_refresh("nope", "h4", ttl_s=100, revoke_until=NOW + 60, now=NOW)
     assert unknown.status == "UNKNOWN"
-    assert await store.revoked_sessions(redis, NOW) == {"s1": NOW + 60}
+    assert await client_store.revoked_sessions(redis, NOW) == {"s1": NOW + 60}
     assert not await redis.exists(store.refresh_key("h9"))  # no token minted on reuse
 
 
@@ -86,7 +87,7 @@ async def test_concurrent_rotation_of_one_token_revokes(redis: Redis) -> None:
 async def test_revocation_is_published_and_stored(redis: Redis) -> None:
     s = AuthStore(redis)
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(store.REVOCATIONS)
+    await pubsub.subscribe(client_store.REVOCATIONS)
     await session(s, "s1", "h1")
     assert await s.revoke_session("s1", until=NOW + 30, now=NOW)
     assert not await s.revoke_session("s1", until=NOW + 30, now=NOW)  # already gone
@@ -96,9 +97,9 @@ async def test_revocation_is_published_and_stored(redis: Redis) -> None:
         if message:
             break
     assert message is not None
-    assert store.parse_revocation(message["data"]) == ("s1", NOW + 30)
+    assert client_store.parse_revocation(message["data"]) == ("s1", NOW + 30)
     await pubsub.aclose()
-    assert await store.revoked_sessions(redis, NOW + 31) == {}  # past the horizon
+    assert await client_store.revoked_sessions(redis, NOW + 31) == {}  # past the horizon
 
 
 async def test_revoke_account_counts_live_sessions(redis: Redis) -> None:
@@ -108,7 +109,7 @@ async def test_revoke_account_counts_live_sessions(redis: Redis) -> None:
     await session(s, "c", "hc", "acc2")
     assert await s.revoke_account("acc1", until=NOW + 30, now=NOW) == 2
     assert await s.revoke_account("acc1", until=NOW + 30, now=NOW) == 0
-    assert set(await store.revoked_sessions(redis, NOW)) == {"a", "b"}
+    assert set(await client_store.revoked_sessions(redis, NOW)) == {"a", "b"}
     assert (await s.rotate_refresh("hc", "hd", ttl_s=9, revoke_until=NOW, now=NOW)).status == "OK"
 
 
@@ -138,13 +139,6 @@ async def test_registration_window(redis: Redis) -> None:
     assert await s.count_registration("1.2.3.4", limit=2, window_s=60) == 0
     assert 59 < await s.count_registration("1.2.3.4", limit=2, window_s=60) <= 60
     assert await s.count_registration("5.6.7.8", limit=2, window_s=60) == 0
-
-
-def test_parse_revocation() -> None:
-    assert store.parse_revocation(b"sid 12.5") == ("sid", 12.5)
-    assert store.parse_revocation("sid x") is None
-    assert store.parse_revocation(b"") is None
-    assert store.parse_revocation(b"\xff\xfe") is None
 
 
 async def test_spent_tokens_are_kept_for_the_reuse_window_only(redis: Redis) -> None:

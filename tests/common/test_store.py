@@ -1,15 +1,21 @@
-"""Redis connection factory, key layout and the real-Redis fixture."""
+"""Redis connection factory, key layout, the shared readers (heartbeats, routes,
+events) and the real-Redis fixture."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from redis import exceptions as redis_errors
+from redis.asyncio import Redis
 
 from tessera.common import store
 from tessera.harness.redis import LocalRedis
+from tessera.v1 import common_pb2, zone_pb2
 
 
 def test_world_keys_share_one_hash_tag() -> None:
@@ -70,3 +76,72 @@ def test_instance_zone_and_stream_names() -> None:
     assert store.instances_stream("earth") == "tessera:{mm}:instances:earth"
     with pytest.raises(ValueError, match="DNS label"):
         store.instances_stream("Earth")
+
+
+def heartbeat(zone: str, players: int = 0, **fields: Any) -> zone_pb2.ZoneStatus:
+    return zone_pb2.ZoneStatus(
+        zone=common_pb2.ZoneRef(world="alpha", zone=zone), players=players, **fields
+    )
+
+
+def test_parse_heartbeat_reads_bytes_and_str_and_drops_the_rest() -> None:
+    status = heartbeat("z1", 7, state=zone_pb2.ZONE_STATE_ACTIVE, address="10.0.0.1:50051")
+    raw = status.SerializeToString()
+    assert store.parse_heartbeat(raw) == status
+    assert store.parse_heartbeat(b"") == zone_pb2.ZoneStatus()  # an empty message is one
+    assert store.parse_heartbeat(None) is None
+    assert store.parse_heartbeat(b"\xff\xff not a protobuf") is None
+    assert store.parse_heartbeat(raw[:-3]) is None  # torn
+
+
+@given(st.binary(max_size=64))
+def test_parse_heartbeat_never_raises(raw: bytes) -> None:
+    status = store.parse_heartbeat(raw)
+    assert status is None or isinstance(status, zone_pb2.ZoneStatus)
+
+
+@pytest.mark.integration
+async def test_read_heartbeats_of_registered_or_named_zones(redis: Redis) -> None:
+    keys = store.WorldKeys("alpha")
+    b, a = heartbeat("b", 2), heartbeat("a", 1)
+    await redis.sadd(keys.zones, "b", "a", "expired", "garbage")
+    await redis.set(keys.zone_status("b"), b.SerializeToString())
+    await redis.set(keys.zone_status("a"), a.SerializeToString())
+    await redis.set(keys.zone_status("garbage"), b"\xff\xff not a protobuf")
+    await redis.set(keys.zone_status("unregistered"), a.SerializeToString())
+    assert await store.registered_zones(redis, "alpha") == ["a", "b", "expired", "garbage"]
+    statuses = await store.read_heartbeats(redis, "alpha")
+    assert list(statuses) == ["a", "b"]  # by name; no heartbeat or no parse: left out
+    assert statuses == {"a": a, "b": b}
+    named = await store.read_heartbeats(redis, "alpha", ["unregistered", "b", "expired"])
+    assert list(named) == ["unregistered", "b"]  # in the order asked
+    assert await store.read_heartbeats(redis, "alpha", []) == {}
+    assert await store.read_heartbeats(redis, "empty") == {}
+    assert await store.read_heartbeat(redis, "alpha", "a") == a
+    assert await store.read_heartbeat(redis, "alpha", "expired") is None
+    assert await store.read_heartbeat(redis, "alpha", "garbage") is None
+
+
+@pytest.mark.integration
+async def test_read_route_zone(redis: Redis) -> None:
+    keys = store.WorldKeys("alpha")
+    await redis.hset(keys.routes, mapping={"p1": "alpha-1|7", "p2": "inst-abc|1"})
+    assert await store.read_route_zone(redis, "alpha", "p1") == "alpha-1"
+    assert await store.read_route_zone(redis, "alpha", "p2") == "inst-abc"
+    assert await store.read_route_zone(redis, "alpha", "nobody") == ""
+
+
+@pytest.mark.integration
+async def test_read_events_pages_after_an_entry(redis: Redis) -> None:
+    keys = store.WorldKeys("alpha")
+    for i in range(5):
+        await redis.xadd(keys.events, {"kind": f"e{i}", "zone": "z"}, id=f"{i + 1}-0")
+    first = await store.read_events(redis, "alpha", count=2)
+    assert first == [
+        ("1-0", {"kind": "e0", "zone": "z"}),
+        ("2-0", {"kind": "e1", "zone": "z"}),
+    ]
+    rest = await store.read_events(redis, "alpha", after=first[-1][0])
+    assert [fields["kind"] for _, fields in rest] == ["e2", "e3", "e4"]
+    assert await store.read_events(redis, "alpha", after=rest[-1][0]) == []
+    assert await store.read_events(redis, "empty") == []

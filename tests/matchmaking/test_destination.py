@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from tessera.common.store import parse_heartbeat
 from tessera.matchmaking.destination import (
     ARRIVAL_GRACE_MS,
     ZoneLoad,
@@ -12,6 +13,13 @@ from tessera.matchmaking.destination import (
     zone_loads,
 )
 from tessera.v1 import common_pb2, zone_pb2
+
+
+def parsed(values: dict[str, bytes | None]) -> dict[str, zone_pb2.ZoneStatus]:
+    """Stored heartbeats as the shared reader returns them (missing and unreadable
+    ones left out)."""
+    statuses = {zone: parse_heartbeat(value) for zone, value in values.items()}
+    return {zone: status for zone, status in statuses.items() if status is not None}
 
 
 def test_pick_least_loaded_active_zone_with_room() -> None:
@@ -50,14 +58,16 @@ def test_zone_loads_parse_heartbeats_and_skip_bad_ones() -> None:
         state=zone_pb2.ZONE_STATE_ACTIVE, updated_at_ms=math.nan
     ).SerializeToString()
     loads = zone_loads(
-        {
-            "z1": good,
-            "z2": draining,
-            "z3": None,
-            "z4": b"\xff\xff\xff",
-            "inst-0123": instance,
-            "z5": odd_clock,
-        }
+        parsed(
+            {
+                "z1": good,
+                "z2": draining,
+                "z3": None,
+                "z4": b"\xff\xff\xff",
+                "inst-0123": instance,
+                "z5": odd_clock,
+            }
+        )
     )
     assert ZoneLoad("z5", True, 0, 0.0) in loads
     # Bookings count from ARRIVAL_GRACE_MS before the heartbeat (players in transit).

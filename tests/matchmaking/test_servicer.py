@@ -21,8 +21,8 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from tessera.auth.tokens import Claims
-from tessera.auth.verifier import Verifier, bearer_metadata
+from tessera.authclient.bearer import bearer_metadata
+from tessera.authclient.verifier import Verifier
 from tessera.common import errors
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys, instances_stream
@@ -33,6 +33,7 @@ from tessera.matchmaking.store import Claim, Instance, Store
 from tessera.v1 import auth_pb2, auth_pb2_grpc, common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
 from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
+from tessera.wire.access_token import Claims
 from tessera.wire.connect_token import open_connect_token
 
 from .conftest import COMMON, scrape

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 
-from tessera.auth.verifier import bearer_metadata
+from tessera.authclient.bearer import bearer_metadata
 from tessera.common.config import ConfigError, Env
 from tessera.common.process import ServiceProcess
 from tessera.harness.redis import LocalRedis

@@ -29,6 +29,7 @@ import numpy.typing as npt
 import pytest
 
 from tessera.auth.keys import KeyRing, SigningKey, write_key
+from tessera.authclient.issuer import AuthIssuer
 from tessera.client.bot import Bot, hotspot, random_walk
 from tessera.client.client import GameClient, Intent
 from tessera.client.login import guest_connect_token
@@ -38,7 +39,6 @@ from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
 from tessera.common.store import connect as redis_connect
 from tessera.harness.redis import LocalRedis
-from tessera.matchmaking.admission import AuthIssuer
 from tessera.v1 import auth_pb2, common_pb2, relay_pb2, relay_pb2_grpc, zone_pb2, zone_pb2_grpc
 from tessera.wire import packet
 from tessera.wire.connect_token import ConnectGrant, issue_connect_token, new_token_id

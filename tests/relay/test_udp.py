@@ -14,14 +14,19 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.auth.keys import SigningKey
-from tessera.relay.admission import verify
+from tessera.relay.admission import rejecting
 from tessera.relay.gateway import Gateway, GatewayConfig
 from tessera.relay.metrics import Counters
 from tessera.relay.store import RelayStore
 from tessera.relay.udp import UdpEndpoint, UdpLimits
 from tessera.v1 import relay_pb2
 from tessera.wire import packet
-from tessera.wire.connect_token import ConnectGrant, issue_connect_token, new_token_id
+from tessera.wire.connect_token import (
+    ConnectGrant,
+    issue_connect_token,
+    new_token_id,
+    open_connect_token,
+)
 
 SEALING_KEY = os.urandom(32)
 
@@ -58,7 +63,7 @@ async def relay(redis: Redis) -> AsyncIterator[Relay]:
     holder: list[str] = []
 
     def opener(token: bytes, now: float) -> ConnectGrant:
-        return verify(
+        return open_connect_token(
             token,
             public_keys={key.kid: key.public_key},
             sealing_key=SEALING_KEY,
@@ -69,7 +74,7 @@ async def relay(redis: Redis) -> AsyncIterator[Relay]:
     gateway = Gateway(
         GatewayConfig(relay_id="r1", world="w"),
         store=RelayStore(redis, "w"),
-        opener=opener,
+        opener=rejecting(opener),
         counters=counters,
     )
     endpoint = UdpEndpoint(gateway, counters, UdpLimits(handshakes_per_s=50.0))
@@ -177,7 +182,7 @@ async def test_valid_token_without_zone_is_refused_and_released(relay: Relay) ->
     # The holder of the token learns why, sealed with its server-to-client key.
     answer = await asyncio.wait_for(client.received.get(), 2.0)
     assert len(answer) < packet.HANDSHAKE_SIZE
-    grant = verify(
+    grant = open_connect_token(
         raw,
         public_keys={relay.signing_key.kid: relay.signing_key.public_key},
         sealing_key=SEALING_KEY,

@@ -1,6 +1,6 @@
-"""The operator's only Redis access: zone heartbeats and the matchmaker's
-instance requests in, the zone map and scaling events out (world keys in
-tessera.common.store.WorldKeys).
+"""The operator's only Redis access: zone heartbeats (through the shared reader
+in tessera.common.store) and the matchmaker's instance requests in, the zone map
+and scaling events out (world keys in tessera.common.store.WorldKeys).
 
 Instance requests: the stream ``tessera:{mm}:instances:<world>`` (written by the
 matchmaker), read through the consumer group ``tessera-operator`` with one fixed
@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError, WatchError
 from redis.typing import EncodableT, FieldT
 
-from tessera.common.store import WorldKeys, instances_stream
+from tessera.common.store import WorldKeys, instances_stream, read_heartbeats
 from tessera.v1 import common_pb2, zone_pb2
 
 EVENTS_MAXLEN = 1000
@@ -44,21 +44,7 @@ class OperatorStore:
     ) -> dict[str, zone_pb2.ZoneStatus]:
         """The latest heartbeat of each zone that has a live one (TTL not expired).
         A heartbeat that does not parse is left out, as if missing."""
-        if not zones:
-            return {}
-        keys = WorldKeys(world)
-        raw = await self.redis.mget([keys.zone_status(z) for z in zones])
-        out: dict[str, zone_pb2.ZoneStatus] = {}
-        for zone, data in zip(zones, raw, strict=True):
-            if data is None:
-                continue
-            status = zone_pb2.ZoneStatus()
-            try:
-                status.ParseFromString(_bytes(data))
-            except Exception:  # protobuf raises DecodeError (a bare Exception subclass)
-                continue
-            out[zone] = status
-        return out
+        return await read_heartbeats(self.redis, world, zones)
 
     async def zone_map(self, world: str) -> zone_pb2.ZoneMap | None:
         data = await self.redis.get(WorldKeys(world).zone_map)

@@ -20,7 +20,6 @@ from tessera.client.client import GameClient, Intent
 from tessera.client.login import connect_token, guest_login
 from tessera.client.transport import ConnectError, UdpTransport
 from tessera.common import store
-from tessera.common.store import WorldKeys
 from tessera.demo.stack import MM_CLIENT, WORLD, Stack
 from tessera.v1 import auth_pb2, auth_pb2_grpc, matchmaking_pb2, matchmaking_pb2_grpc
 
@@ -103,12 +102,9 @@ class Arena:
         """One match, from the open world to the instance and back."""
         started = time.monotonic()
         redis = store.connect(self.redis_url)
-        keys = WorldKeys(self.world)
 
         async def zone_of(player: str) -> str:
-            raw = await redis.hget(keys.routes, player)
-            text = raw.decode() if isinstance(raw, bytes) else raw or ""
-            return text.split("|")[0]
+            return await store.read_route_zone(redis, self.world, player)
 
         async def all_in(players: list[str], prefix: str) -> bool:
             return all([(await zone_of(p)).startswith(prefix) for p in players])

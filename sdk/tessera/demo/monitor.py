@@ -1,5 +1,6 @@
-"""What the demo watches (the only Redis access of the demo): zone heartbeats,
-the scaling event stream, the relay's counters and the ownership invariants."""
+"""What the demo watches: zone heartbeats and the scaling event stream (read
+with the shared readers of tessera.common.store), the relay's counters and the
+ownership invariants."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import grpc
 from redis.asyncio import Redis
 
 from tessera.common import store
-from tessera.common.store import WorldKeys
 from tessera.v1 import relay_pb2, relay_pb2_grpc, zone_pb2
 from tessera.zone import invariants
 
@@ -49,10 +49,6 @@ class RelaySample:
     reroutes: int = 0
 
 
-def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _zone(name: str, s: zone_pb2.ZoneStatus) -> ZoneSample:
     b = s.bounds if s.HasField("bounds") else None
     return ZoneSample(
@@ -74,7 +70,6 @@ class Monitor:
 
     def __init__(self, redis_url: str, world: str, relay_address: str) -> None:
         self.redis: Redis = store.connect(redis_url)
-        self.keys = WorldKeys(world)
         self.world = world
         self.channel = grpc.aio.insecure_channel(relay_address)
         self.relay: Any = relay_pb2_grpc.RelayStub(self.channel)
@@ -82,31 +77,15 @@ class Monitor:
 
     async def zones(self) -> list[ZoneSample]:
         """Every registered zone with a live heartbeat, by name."""
-        names = sorted(_text(n) for n in await self.redis.smembers(self.keys.zones))
-        if not names:
-            return []
-        raw = await self.redis.mget([self.keys.zone_status(n) for n in names])
-        out = []
-        for name, data in zip(names, raw, strict=True):
-            if data is None:
-                continue
-            status = zone_pb2.ZoneStatus()
-            try:
-                status.ParseFromString(data if isinstance(data, bytes) else data.encode())
-            except Exception:  # protobuf's DecodeError: a torn heartbeat is skipped
-                continue
-            out.append(_zone(name, status))
-        return out
+        statuses = await store.read_heartbeats(self.redis, self.world)
+        return [_zone(name, status) for name, status in statuses.items()]
 
     async def events(self) -> list[dict[str, str]]:
         """Scaling events appended since the last call, oldest first."""
-        start = "-" if self.event_id is None else f"({self.event_id}"
-        entries = await self.redis.xrange(self.keys.events, min=start, count=500) or []
-        out = []
-        for entry_id, fields in entries:
-            self.event_id = _text(entry_id)
-            out.append({_text(k): _text(v) for k, v in (fields or {}).items()})
-        return out
+        entries = await store.read_events(self.redis, self.world, after=self.event_id)
+        if entries:
+            self.event_id = entries[-1][0]
+        return [fields for _, fields in entries]
 
     async def relay_status(self) -> RelaySample:
         try:

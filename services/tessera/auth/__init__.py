@@ -1,2 +1,2 @@
 """Auth: accounts, sessions, signed access tokens, refresh rotation, revocation and
-relay connect tokens; plus the verifier library every other service uses."""
+relay connect tokens. Other services trust and call it through ``tessera.authclient``."""

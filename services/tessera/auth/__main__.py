@@ -12,7 +12,7 @@ from tessera.auth.config import AuthConfig
 from tessera.auth.keys import KeyRingError
 from tessera.auth.servicer import METHOD_ROLES, PUBLIC_METHODS, SERVICE, AuthServicer, KeySource
 from tessera.auth.store import AuthStore
-from tessera.auth.verifier import AuthInterceptor, Verifier
+from tessera.authclient.verifier import AuthInterceptor, Verifier
 from tessera.common import store as common_store
 from tessera.common.config import PREFIX, ConfigError, ServerConfig, load_or_exit
 from tessera.common.server import GrpcService, main

@@ -21,7 +21,6 @@ shortened), so every replica computes the same ``kid`` from the same file.
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import json
 import os
@@ -37,17 +36,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from tessera.wire.access_token import b64url
+
 KEY_FILE_RE = re.compile(r"(\d{1,12})(?:-[A-Za-z0-9_.-]{1,64})?\.pem")
 KID_CHARS = 16
 
 
 class KeyRingError(ValueError):
     """The key directory is missing, empty or holds an unusable file."""
-
-
-def b64url(data: bytes) -> str:
-    """Base64url without padding (as in JWS and JWK)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def raw_public_bytes(public_key: Ed25519PublicKey) -> bytes:
@@ -63,13 +59,6 @@ def kid_for(public_key: Ed25519PublicKey) -> str:
         sort_keys=True,
     )
     return b64url(hashlib.sha256(jwk.encode()).digest())[:KID_CHARS]
-
-
-def public_key_from_raw(raw: bytes) -> Ed25519PublicKey:
-    """An Ed25519 public key from its raw 32 bytes (raises ValueError otherwise)."""
-    if len(raw) != 32:
-        raise ValueError(f"an Ed25519 public key has 32 bytes, not {len(raw)}")
-    return Ed25519PublicKey.from_public_bytes(raw)
 
 
 @dataclass(frozen=True)

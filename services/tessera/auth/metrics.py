@@ -1,4 +1,4 @@
-"""Prometheus metrics of the auth service and of the verifier library."""
+"""Prometheus metrics of the auth service (verifications: ``tessera.authclient.metrics``)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,6 @@ TOKENS_ISSUED = Counter(
     "tessera_auth_tokens_issued_total",
     "Tokens issued by kind (access, refresh, connect).",
     ["kind"],
-)
-VERIFICATIONS = Counter(
-    "tessera_auth_verifications_total",
-    "Access-token verifications by result (ok or the rejection reason).",
-    ["result"],
 )
 LOCKOUTS = Counter(
     "tessera_auth_lockouts_total",

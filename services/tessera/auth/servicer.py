@@ -19,17 +19,17 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from tessera.auth import accounts, metrics, sessions, tokens
+from tessera.auth import accounts, metrics, sessions
 from tessera.auth.accounts import InputError
 from tessera.auth.config import AuthConfig
-from tessera.auth.keys import KeyRing, KeyRingError, SigningKey, b64url, raw_public_bytes
+from tessera.auth.keys import KeyRing, KeyRingError, SigningKey, raw_public_bytes
 from tessera.auth.passwords import PasswordHasher
 from tessera.auth.store import Account, AuthStore
-from tessera.auth.tokens import Claims
-from tessera.auth.verifier import current_claims
+from tessera.authclient.verifier import current_claims
 from tessera.common import errors
 from tessera.v1 import auth_pb2, auth_pb2_grpc
-from tessera.wire import connect_token
+from tessera.wire import access_token, connect_token
+from tessera.wire.access_token import Claims, b64url
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         return auth_pb2.Session(
             account_id=account_id,
             session_id=session_id,
-            access_token=tokens.encode(claims, key.private_key),
+            access_token=access_token.encode(claims, key.private_key),
             access_expires_at=claims.exp,
             refresh_token=refresh_token,
             refresh_expires_at=int(now) + self.config.refresh_ttl_s if refresh_token else 0,
@@ -554,7 +554,7 @@ def public_key_set(ring: KeyRing, now: float, max_age_s: int) -> auth_pb2.Public
         keys=[
             auth_pb2.PublicKey(
                 kid=k.kid,
-                alg=tokens.ALGORITHM,
+                alg=access_token.ALGORITHM,
                 crv="Ed25519",
                 x=b64url(raw_public_bytes(k.public_key)),
                 retired_at=k.retired_at,

@@ -11,7 +11,7 @@ import hashlib
 import secrets
 import uuid
 
-from tessera.auth.tokens import Claims
+from tessera.wire.access_token import Claims
 
 REFRESH_TOKEN_BYTES = 32
 

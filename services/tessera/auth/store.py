@@ -1,4 +1,4 @@
-"""The only code of auth (and of its verifier library) that touches Redis.
+"""The only code of the auth service that touches Redis.
 
 Keys, all under the service-wide hash tag ``{auth}`` so multi-key scripts run in
 one Redis Cluster slot (prefix ``tessera:{auth}:`` left out below):
@@ -16,6 +16,8 @@ one Redis Cluster slot (prefix ``tessera:{auth}:`` left out below):
 - ``revoked`` ZSET: revoked session id -> Unix time until which its access
   tokens could still verify (entries older than that are pruned).
 - ``revocations`` pub/sub: ``<sid> <until>`` published on every revocation.
+  These two are read by every verifier; their names and format are defined in
+  ``tessera.authclient.store``.
 - ``fails:account:<username>``, ``fails:address:<ip>`` STRING counters of failed
   logins, TTL = the counting window.
 - ``lock:account:<username>``, ``lock:address:<ip>`` STRING, present (with TTL)
@@ -34,11 +36,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-PREFIX = "tessera:{auth}:"
+from tessera.authclient.store import PREFIX, REVOCATIONS, REVOKED
+
 USERNAMES = PREFIX + "usernames"
 DEVICES = PREFIX + "devices"
-REVOKED = PREFIX + "revoked"
-REVOCATIONS = PREFIX + "revocations"
 
 
 def account_key(account_id: str) -> str:
@@ -55,22 +56,6 @@ def session_key(session_id: str) -> str:
 
 def refresh_key(refresh_hash: str) -> str:
     return f"{PREFIX}refresh:{refresh_hash}"
-
-
-def parse_revocation(message: bytes | str) -> tuple[str, float] | None:
-    """``b"<sid> <until>"`` -> (sid, until); None for anything else."""
-    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
-    sid, _, until = text.partition(" ")
-    try:
-        return (sid, float(until)) if sid else None
-    except ValueError:
-        return None
-
-
-async def revoked_sessions(redis: Redis, now: float) -> dict[str, float]:
-    """Session id -> until, for every revocation that still matters at ``now``."""
-    rows: Any = await redis.zrangebyscore(REVOKED, now, "+inf", withscores=True)
-    return {_text(sid): float(until) for sid, until in rows}
 
 
 # Revokes one session: delete it, drop it from its account, remember and announce it.

@@ -1,21 +1,30 @@
-"""Redis connection factory and the key layout shared by all services.
+"""Redis connection factory, the key layout shared by all services, and the
+readers of world state that one component writes and many read.
 
 Every key starts with ``tessera:`` and carries a hash tag (``{world}`` for world
 state, ``{auth}`` / ``{mm}`` for service-wide state) so each world's keys live in
 one Redis Cluster slot and multi-key scripts keep working when Redis is sharded.
 The layout is documented in docs/ARCHITECTURE.md ("Redis keys").
+
+Zone heartbeats are written by the zone (``tessera.zone.store``) and read here
+only: :func:`read_heartbeats` / :func:`read_heartbeat` serve the relay,
+matchmaking, the operator and the demo, which also reads routes and scaling
+events through :func:`read_route_zone` and :func:`read_events`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tessera.v1 import zone_pb2
 from tessera.wire.names import check_name
 
 
@@ -120,3 +129,67 @@ class WorldKeys:
     def events(self) -> str:
         """STREAM: scaling and lifecycle events (split, merge, drain), capped."""
         return self.key("events")
+
+
+def parse_heartbeat(raw: bytes | str | None) -> zone_pb2.ZoneStatus | None:
+    """A zone's heartbeat from its stored value (a serialized ZoneStatus); None when
+    it is missing or does not parse, so a torn or foreign value counts as no
+    heartbeat."""
+    if raw is None:
+        return None
+    try:
+        return zone_pb2.ZoneStatus.FromString(raw.encode() if isinstance(raw, str) else raw)
+    except DecodeError:
+        return None
+
+
+async def registered_zones(redis: Redis, world: str) -> list[str]:
+    """The names of the zones that ever registered in ``world`` (alive or not), sorted."""
+    return sorted(_text(name) for name in await redis.smembers(WorldKeys(world).zones))
+
+
+async def read_heartbeats(
+    redis: Redis, world: str, zones: Sequence[str] | None = None
+) -> dict[str, zone_pb2.ZoneStatus]:
+    """Zone -> heartbeat for each of ``zones`` (default: every registered zone, by
+    name) whose heartbeat is alive (its key has not expired) and parses."""
+    names = await registered_zones(redis, world) if zones is None else list(zones)
+    if not names:
+        return {}
+    keys = WorldKeys(world)
+    values = await redis.mget([keys.zone_status(name) for name in names])
+    out: dict[str, zone_pb2.ZoneStatus] = {}
+    for name, value in zip(names, values, strict=True):
+        status = parse_heartbeat(value)
+        if status is not None:
+            out[name] = status
+    return out
+
+
+async def read_heartbeat(redis: Redis, world: str, zone: str) -> zone_pb2.ZoneStatus | None:
+    """The zone's heartbeat; None when it has expired (the zone is not alive) or does
+    not parse."""
+    return parse_heartbeat(await redis.get(WorldKeys(world).zone_status(zone)))
+
+
+async def read_route_zone(redis: Redis, world: str, player: str) -> str:
+    """The zone the player's route (``<zone>|<epoch>``) names; "" without a route."""
+    raw = await redis.hget(WorldKeys(world).routes, player)
+    return "" if raw is None else _text(raw).partition("|")[0]
+
+
+async def read_events(
+    redis: Redis, world: str, *, after: str | None = None, count: int = 500
+) -> list[tuple[str, dict[str, str]]]:
+    """Up to ``count`` scaling events of ``world`` after the entry id ``after`` (from
+    the first when None), oldest first, as (entry id, fields)."""
+    start = "-" if after is None else f"({after}"
+    entries = await redis.xrange(WorldKeys(world).events, min=start, count=count) or []
+    return [
+        (_text(entry_id), {_text(k): _text(v) for k, v in (fields or {}).items()})
+        for entry_id, fields in entries
+    ]
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

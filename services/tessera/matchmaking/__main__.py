@@ -16,12 +16,12 @@ import os
 
 import uvloop
 
-from tessera.auth.verifier import AuthInterceptor, Verifier, current_claims
+from tessera.authclient.issuer import AuthIssuer
+from tessera.authclient.verifier import AuthInterceptor, Verifier, current_claims
 from tessera.common import store as common_store
 from tessera.common.config import Env, ServerConfig
 from tessera.common.process import free_port
 from tessera.common.server import GrpcService, main
-from tessera.matchmaking.admission import AuthIssuer
 from tessera.matchmaking.config import Settings
 from tessera.matchmaking.director import Director
 from tessera.matchmaking.servicer import TRUSTED, MatchmakerServicer, Watchers

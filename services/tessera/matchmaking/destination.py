@@ -35,17 +35,12 @@ class ZoneLoad:
     sent: int = 0
 
 
-def zone_loads(statuses: Mapping[str, bytes | None]) -> list[ZoneLoad]:
-    """Parse zone heartbeats (serialized ZoneStatus); missing or corrupt ones and
-    instance zones (``instance`` set) are skipped."""
+def zone_loads(statuses: Mapping[str, zone_pb2.ZoneStatus]) -> list[ZoneLoad]:
+    """The open-world zones' loads from their live heartbeats (zone -> ZoneStatus,
+    as :func:`tessera.common.store.read_heartbeats` reads them); instance zones
+    (``instance`` set) are skipped."""
     out = []
-    for zone, raw in statuses.items():
-        if raw is None:
-            continue
-        try:
-            status = zone_pb2.ZoneStatus.FromString(raw)
-        except Exception:  # a corrupt heartbeat is treated as absent
-            continue
+    for zone, status in statuses.items():
         if status.instance:
             continue
         active = status.state == zone_pb2.ZONE_STATE_ACTIVE

@@ -84,7 +84,7 @@ class Refusal:
 
 
 class Caller(Protocol):
-    """The verified identity of an RPC's caller (tessera.auth.tokens.Claims)."""
+    """The verified identity of an RPC's caller (tessera.wire.access_token.Claims)."""
 
     @property
     def sub(self) -> str: ...

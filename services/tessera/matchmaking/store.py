@@ -1,4 +1,5 @@
-"""The matchmaking store: the only code that touches Redis.
+"""The matchmaking store: the only code that touches Redis (zone heartbeats are read
+with the shared reader, :func:`tessera.common.store.read_heartbeats`).
 
 Keys (all under the ``{mm}`` hash tag, so every script is single-slot in Redis Cluster):
 
@@ -40,7 +41,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from tessera.common.store import WorldKeys, instances_stream
+from tessera.common.store import instances_stream, read_heartbeats
 from tessera.matchmaking import rating
 from tessera.matchmaking.destination import ZoneLoad, zone_loads
 from tessera.matchmaking.matching import Candidate
@@ -646,12 +647,7 @@ class Store:
     async def zone_loads(self, world: str) -> list[ZoneLoad]:
         """Heartbeats of the world's registered open-world zones, each with the players
         any replica sent there after it."""
-        keys = WorldKeys(world)
-        zones = sorted(_text(z) for z in await self.redis.smembers(keys.zones))
-        if not zones:
-            return []
-        raw: list[Any] = await self.redis.mget([keys.zone_status(z) for z in zones])
-        loads = zone_loads(dict(zip(zones, raw, strict=True)))
+        loads = zone_loads(await read_heartbeats(self.redis, world))
         if not loads:
             return []
         async with self.redis.pipeline(transaction=True) as pipe:

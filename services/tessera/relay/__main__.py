@@ -8,11 +8,12 @@ import contextlib
 import logging
 import socket
 
+from tessera.authclient.connect import ConnectTokenOpener
 from tessera.common import store as common_store
 from tessera.common.config import ServerConfig
 from tessera.common.server import GrpcService, main
 from tessera.relay import metrics
-from tessera.relay.admission import Admission
+from tessera.relay.admission import rejecting
 from tessera.relay.config import RelayConfig
 from tessera.relay.gateway import Gateway, GatewayConfig
 from tessera.relay.servicer import RelayServicer
@@ -30,7 +31,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
     relay_store = RelayStore(redis, config.world)
     counters = metrics.Counters()
     loop = asyncio.get_running_loop()
-    admission = Admission(
+    tokens = ConnectTokenOpener(
         auth_address=config.auth_address,
         sealing_key=config.connect_key,
         relay_address=config.public_address,
@@ -44,7 +45,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
             default_timeout_s=config.default_timeout_s,
         ),
         store=relay_store,
-        opener=admission.open,
+        opener=rejecting(tokens.open),
         counters=counters,
     )
     endpoint = UdpEndpoint(
@@ -68,9 +69,9 @@ async def build(server_config: ServerConfig) -> GrpcService:
             sock.setsockopt(socket.SOL_SOCKET, option, config.udp_buffer_bytes)
     udp_port = int(udp.get_extra_info("sockname")[1])
     if not config.public_address:
-        admission.relay_address = f"127.0.0.1:{udp_port}"
+        tokens.relay_address = f"127.0.0.1:{udp_port}"
     try:
-        await admission.refresh()
+        await tokens.refresh()
     except Exception as err:
         # Keep starting; the key task retries, and handshakes fail until it succeeds.
         log.warning("auth keys unavailable", extra={"error": str(err)})
@@ -87,14 +88,14 @@ async def build(server_config: ServerConfig) -> GrpcService:
         RelayServicer(gateway, counters),
         "tessera.v1.Relay",
     )
-    service.serving_fields = {"udp_port": udp_port, "relay_address": admission.relay_address}
+    service.serving_fields = {"udp_port": udp_port, "relay_address": tokens.relay_address}
     ready = asyncio.Event()
     tasks = [
         asyncio.create_task(gateway.maintain(), name="relay-maintain"),
         asyncio.create_task(
             relay_store.watch_routes(gateway.on_route_change, ready), name="relay-routes"
         ),
-        asyncio.create_task(_refresh_keys(admission), name="relay-keys"),
+        asyncio.create_task(tokens.keep_fresh(), name="relay-keys"),
     ]
     await asyncio.wait_for(ready.wait(), 10.0)
 
@@ -106,22 +107,11 @@ async def build(server_config: ServerConfig) -> GrpcService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         udp.close()
-        await admission.close()
+        await tokens.close()
         await redis.aclose()
 
     service.on_shutdown(shutdown)
     return service
-
-
-async def _refresh_keys(admission: Admission) -> None:
-    loop = asyncio.get_running_loop()
-    while True:
-        await asyncio.sleep(1.0)
-        if admission.due(loop.time()):
-            try:
-                await admission.refresh()
-            except Exception as err:
-                log.warning("auth key refresh failed", extra={"error": str(err)})
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The relay's only Redis access: routes, the zone map, zone heartbeats, and the
-routes_changed subscription."""
+"""The relay's only Redis access: routes, the zone map, zone heartbeats (through
+the shared reader in tessera.common.store), and the routes_changed subscription."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from tessera.common.store import WorldKeys
+from tessera.common.store import WorldKeys, read_heartbeat, read_heartbeats
 from tessera.relay.routing import Route, parse_route, parse_route_change
 from tessera.v1 import zone_pb2
 
@@ -43,24 +43,12 @@ class RelayStore:
         return None if raw is None else zone_pb2.ZoneMap.FromString(_bytes(raw))
 
     async def zone_statuses(self) -> dict[str, zone_pb2.ZoneStatus]:
-        """Heartbeats of the registered zones that are alive (key not expired)."""
-        names = sorted(
-            n.decode() if isinstance(n, bytes) else n
-            for n in await self.redis.smembers(self.keys.zones)
-        )
-        if not names:
-            return {}
-        values = await self.redis.mget([self.keys.zone_status(n) for n in names])
-        return {
-            n: zone_pb2.ZoneStatus.FromString(_bytes(v))
-            for n, v in zip(names, values, strict=True)
-            if v is not None
-        }
+        """Heartbeats of the registered zones that are alive (key not expired), by name."""
+        return await read_heartbeats(self.redis, self.keys.world)
 
     async def zone_status(self, zone: str) -> zone_pb2.ZoneStatus | None:
         """The zone's heartbeat; None when it has expired (the zone is not alive)."""
-        raw = await self.redis.get(self.keys.zone_status(zone))
-        return None if raw is None else zone_pb2.ZoneStatus.FromString(_bytes(raw))
+        return await read_heartbeat(self.redis, self.keys.world, zone)
 
     async def zone_address(self, zone: str) -> str | None:
         """The zone's address from its heartbeat, else from the zone map."""

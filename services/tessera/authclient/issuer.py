@@ -1,12 +1,12 @@
-"""Admission: relay connect tokens for assigned players, issued by the auth service.
+"""Relay connect tokens for other players, issued by the auth service to a service.
 
-The matchmaker logs in to auth with client credentials (role ``service``) and
-asks ``Auth.IssueConnectTokens`` for all of a tick's players at once (in calls of
-at most :data:`BATCH` requests, sent concurrently), on behalf of each player and
-naming the match's destination world and zone so the relay joins the player
+A service (the matchmaker) logs in to auth with client credentials (role
+``service``) and asks ``Auth.IssueConnectTokens`` for many players at once (in
+calls of at most :data:`BATCH` requests, sent concurrently), on behalf of each
+player and naming the destination world and zone so the relay joins the player
 there. Auth answers every request on its own: a token, or the refusal the single
 ``IssueConnectToken`` call would give. The access token is renewed before it
-expires, and once more if auth rejects it. Requests for a match region auth has
+expires, and once more if auth rejects it. Requests for a region auth has
 no relays for are asked again, in one more call, for auth's default relays; such
 a region is remembered for a minute, and its requests go to the default relays
 at once.
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from tessera.auth.verifier import bearer_metadata
+from tessera.authclient.bearer import bearer_metadata
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 
 # Renew the service session this long before its access token expires.

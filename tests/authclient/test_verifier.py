@@ -11,22 +11,15 @@ from typing import Any
 import grpc
 import pytest
 
-from tessera.auth import tokens
-from tessera.auth.keys import SigningKey, b64url, raw_public_bytes
+from tessera.auth.keys import SigningKey
 from tessera.auth.store import AuthStore
-from tessera.auth.tokens import Claims, TokenError
-from tessera.auth.verifier import (
-    AuthInterceptor,
-    Verifier,
-    bearer_metadata,
-    bearer_token,
-    current_claims,
-    keys_from_proto,
-)
+from tessera.authclient.bearer import bearer_metadata
+from tessera.authclient.verifier import AuthInterceptor, Verifier, current_claims
 from tessera.common import errors
 from tessera.common import store as common_store
 from tessera.harness.redis import LocalRedis
-from tessera.v1 import auth_pb2
+from tessera.wire import access_token
+from tessera.wire.access_token import Claims, TokenError
 
 KEY = SigningKey.generate()
 NOW = 1_700_000_000.0
@@ -51,7 +44,7 @@ def token_for(sid: str = "s1", roles: tuple[str, ...] = ("player",), exp: int = 
         aud="tessera",
         kid=KEY.kid,
     )
-    return tokens.encode(claims, KEY.private_key)
+    return access_token.encode(claims, KEY.private_key)
 
 
 @pytest.fixture
@@ -117,20 +110,6 @@ def test_cache_is_bounded(clock: Clock) -> None:
     for i in range(10):
         verifier.verify(token_for(sid=f"s{i}"))
     assert len(verifier._cache) <= 3
-
-
-def test_bearer_parsing() -> None:
-    assert bearer_token([("x", "y"), ("authorization", "Bearer abc")]) == "abc"
-    assert bearer_token([("authorization", "bearer abc ")]) == "abc"
-    for metadata, expected in (
-        ([], "MISSING"),
-        (None, "MISSING"),
-        ([("authorization", "Basic abc")], "MALFORMED"),
-        ([("authorization", "Bearer ")], "MALFORMED"),
-    ):
-        with pytest.raises(TokenError) as info:
-            bearer_token(metadata)
-        assert info.value.reason == expected
 
 
 # A protected test service with all four method kinds, plus one open method.
@@ -300,18 +279,3 @@ async def _eventually(condition: Callable[[], bool], timeout_s: float) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
-
-
-def test_keys_from_proto_rejects_foreign_keys() -> None:
-    good = auth_pb2.PublicKey(
-        kid=KEY.kid, alg="EdDSA", crv="Ed25519", x=b64url(raw_public_bytes(KEY.public_key))
-    )
-    assert list(keys_from_proto(auth_pb2.PublicKeySet(keys=[good]))) == [KEY.kid]
-    for bad in (
-        auth_pb2.PublicKey(kid="k", alg="RS256", crv="Ed25519", x=good.x),
-        auth_pb2.PublicKey(kid="k", alg="EdDSA", crv="Ed448", x=good.x),
-        auth_pb2.PublicKey(kid="", alg="EdDSA", crv="Ed25519", x=good.x),
-        auth_pb2.PublicKey(kid="k", alg="EdDSA", crv="Ed25519", x=good.x[:20]),
-    ):
-        with pytest.raises(ValueError):
-            keys_from_proto(auth_pb2.PublicKeySet(keys=[bad]))

@@ -1,6 +1,7 @@
 """Access tokens: compact JWS (JWT) signed with Ed25519, encoded and checked here.
 
-Pure functions over plain data, no I/O. The verification is written against
+The format auth signs and every verifier (``tessera.authclient``) checks. Pure
+functions over plain data, no I/O. The verification is written against
 ``cryptography`` directly rather than a generic JWT library so that exactly one
 algorithm is accepted: the header must say ``"alg": "EdDSA"``, which rules out
 ``alg: none`` and the HMAC-with-the-public-key confusion by construction. The
@@ -24,11 +25,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from tessera.auth.keys import b64url
-
 ALGORITHM = "EdDSA"
 MAX_TOKEN_CHARS = 4096
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def b64url(data: bytes) -> str:
+    """Base64url without padding (as in JWS and JWK)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Connect tokens from a real auth process, on behalf of players, naming the
-match's destination, in IssueConnectTokens batches."""
+match's destination, in IssueConnectTokens batches; and a matchmaker tick that
+issues its tokens through the issuer."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import base64
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -15,11 +16,11 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from tessera.auth.verifier import keys_from_proto
+from tessera.authclient.issuer import AuthIssuer, TokenRefused
+from tessera.authclient.keys import keys_from_proto
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
 from tessera.harness.redis import LocalRedis
-from tessera.matchmaking.admission import AuthIssuer, TokenRefused
 from tessera.matchmaking.director import Director
 from tessera.matchmaking.modes import Mode
 from tessera.matchmaking.store import Store
@@ -35,11 +36,7 @@ DEFAULT_RELAY, EU_RELAY = "127.0.0.1:7000", "127.0.0.1:7001"
 
 
 @pytest.fixture
-def auth(
-    redis_server: LocalRedis,
-    redis: Redis,
-    start_service: Callable[[ServiceProcess], ServiceProcess],
-) -> Iterator[ServiceProcess]:
+def auth(redis_server: LocalRedis, redis: Redis) -> Iterator[ServiceProcess]:
     process = ServiceProcess(
         "tessera.auth",
         {
@@ -54,7 +51,7 @@ def auth(
         },
         name="auth",
     )
-    start_service(process)
+    process.start().wait_serving()
     yield process
     process.terminate()
 

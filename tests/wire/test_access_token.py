@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tessera.auth import tokens
-from tessera.auth.keys import SigningKey, b64url, raw_public_bytes
-from tessera.auth.tokens import Claims, TokenError
+from tessera.auth.keys import SigningKey, raw_public_bytes
+from tessera.wire import access_token
+from tessera.wire.access_token import Claims, TokenError, b64url
 
 KEY = SigningKey.generate()
 KEYS = {KEY.kid: KEY.public_key}
@@ -45,7 +45,7 @@ def decode(token: str, **kw: object) -> Claims:
         "now": NOW + 1,
     }
     args.update(kw)
-    return tokens.decode(token, **args)  # type: ignore[arg-type]
+    return access_token.decode(token, **args)  # type: ignore[arg-type]
 
 
 def reason(token: str, **kw: object) -> str:
@@ -75,11 +75,11 @@ def payload_of(c: Claims) -> dict[str, object]:
 
 def test_round_trip() -> None:
     c = claims(roles=("player", "admin"))
-    assert decode(tokens.encode(c, KEY.private_key)) == c
+    assert decode(access_token.encode(c, KEY.private_key)) == c
 
 
 def test_tokens_are_standard_jwts_pyjwt_accepts() -> None:
-    token = tokens.encode(claims(), KEY.private_key)
+    token = access_token.encode(claims(), KEY.private_key)
     header = jwt.get_unverified_header(token)
     assert header == {"alg": "EdDSA", "typ": "JWT", "kid": KEY.kid}
     decoded = jwt.decode(
@@ -101,13 +101,13 @@ def test_pyjwt_made_eddsa_token_is_accepted() -> None:
 
 
 def test_expired_and_leeway() -> None:
-    token = tokens.encode(claims(exp=NOW + 10), KEY.private_key)
+    token = access_token.encode(claims(exp=NOW + 10), KEY.private_key)
     assert decode(token, now=NOW + 12, leeway_s=5).sub == "acc1"  # within leeway
     assert reason(token, now=NOW + 15, leeway_s=5) == "EXPIRED"
 
 
 def test_not_yet_valid() -> None:
-    assert reason(tokens.encode(claims(iat=NOW + 60), KEY.private_key)) == "NOT_YET_VALID"
+    assert reason(access_token.encode(claims(iat=NOW + 60), KEY.private_key)) == "NOT_YET_VALID"
     token = forge(
         {"alg": "EdDSA", "kid": KEY.kid},
         {**payload_of(claims()), "nbf": NOW + 60},
@@ -120,9 +120,9 @@ def test_not_yet_valid() -> None:
 
 def test_wrong_signature_key_and_tampering() -> None:
     other = Ed25519PrivateKey.generate()
-    token = tokens.encode(claims(), other)  # same kid, different key
+    token = access_token.encode(claims(), other)  # same kid, different key
     assert reason(token) == "BAD_SIGNATURE"
-    good = tokens.encode(claims(), KEY.private_key)
+    good = access_token.encode(claims(), KEY.private_key)
     h, p, s = good.split(".")
     evil = b64url(json.dumps({**payload_of(claims()), "roles": ["admin"]}).encode())
     assert reason(f"{h}.{evil}.{s}") == "BAD_SIGNATURE"
@@ -130,7 +130,7 @@ def test_wrong_signature_key_and_tampering() -> None:
 
 
 def test_unknown_kid() -> None:
-    assert reason(tokens.encode(claims(kid="nope"), KEY.private_key)) == "UNKNOWN_KEY"
+    assert reason(access_token.encode(claims(kid="nope"), KEY.private_key)) == "UNKNOWN_KEY"
 
 
 def test_alg_none_is_rejected() -> None:
@@ -153,8 +153,8 @@ def test_hmac_with_the_public_key_is_rejected() -> None:
 
 
 def test_wrong_audience_and_issuer() -> None:
-    assert reason(tokens.encode(claims(aud="other"), KEY.private_key)) == "WRONG_AUDIENCE"
-    assert reason(tokens.encode(claims(iss="evil"), KEY.private_key)) == "WRONG_ISSUER"
+    assert reason(access_token.encode(claims(aud="other"), KEY.private_key)) == "WRONG_AUDIENCE"
+    assert reason(access_token.encode(claims(iss="evil"), KEY.private_key)) == "WRONG_ISSUER"
 
 
 def test_audience_list_is_accepted() -> None:
@@ -168,7 +168,7 @@ def test_audience_list_is_accepted() -> None:
 
 
 def test_roles_any_of() -> None:
-    token = tokens.encode(claims(roles=("player",)), KEY.private_key)
+    token = access_token.encode(claims(roles=("player",)), KEY.private_key)
     assert decode(token, roles=("player", "service")).sub == "acc1"
     assert reason(token, roles=("admin",)) == "FORBIDDEN"
 
@@ -219,7 +219,7 @@ def test_signed_but_ill_typed_claims_are_malformed(payload: dict[str, object]) -
 
 
 def test_non_ascii_base64_padding_variants_are_rejected() -> None:
-    good = tokens.encode(claims(), KEY.private_key)
+    good = access_token.encode(claims(), KEY.private_key)
     h, p, s = good.split(".")
     assert reason(f"{h}=.{p}.{s}") == "MALFORMED"
     assert reason(f"{h}.{p}.{base64.b64encode(b'x' * 64).decode()}") in {

@@ -1,11 +1,12 @@
-"""The verifier library every Tessera service uses to check access tokens locally.
+"""Access-token verification, local to every Tessera service that accepts tokens.
 
 :class:`Verifier` checks signature, ``exp``/``nbf``/``iat`` (with a small clock
 skew leeway), ``iss``, ``aud``, roles and revocation with no I/O on the hot path:
 the public keys come from ``Auth.GetPublicKeys`` (refreshed every ``max_age_s``
 and at once when a token names an unknown ``kid``), revoked session ids arrive
-over Redis pub/sub into a local set (so a revoked token is rejected within
-about a second everywhere).
+over Redis pub/sub into a local set (:func:`.store.follow_revocations`, so a
+revoked token is rejected within about a second everywhere). The token rules
+themselves are :mod:`tessera.wire.access_token`.
 
 Ed25519 verification costs tens of microseconds, so tokens whose signature and
 static claims already checked out are remembered (bounded cache keyed by the
@@ -19,32 +20,25 @@ allow-list and exposes the verified :class:`Claims` via :func:`current_claims`.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
-    Mapping,
-    Sequence,
-)
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from tessera.auth import metrics, store, tokens
-from tessera.auth.keys import public_key_from_raw
-from tessera.auth.tokens import Claims, TokenError
+from tessera.authclient import metrics, store
+from tessera.authclient.bearer import bearer_token
+from tessera.authclient.keys import keys_from_proto
 from tessera.common import errors
 from tessera.common import store as common_store
 from tessera.v1 import auth_pb2, auth_pb2_grpc
+from tessera.wire import access_token
+from tessera.wire.access_token import Claims, TokenError
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +50,6 @@ _REASONS = (
 )
 _COUNTERS = {reason: metrics.VERIFICATIONS.labels(reason) for reason in [*_REASONS, "ok"]}
 MIN_KEY_REFRESH_S = 1.0
-REVOCATION_RELOAD_S = 30.0
-
-
-def keys_from_proto(key_set: auth_pb2.PublicKeySet) -> dict[str, Ed25519PublicKey]:
-    """kid -> public key from a PublicKeySet; raises ValueError on a bad entry."""
-    out: dict[str, Ed25519PublicKey] = {}
-    for key in key_set.keys:
-        if key.alg != tokens.ALGORITHM or key.crv != "Ed25519" or not key.kid:
-            raise ValueError(f"unsupported public key {key.kid!r}: {key.alg}/{key.crv}")
-        raw = base64.urlsafe_b64decode(key.x + "=" * (-len(key.x) % 4))
-        out[key.kid] = public_key_from_raw(raw)
-    return out
 
 
 class Verifier:
@@ -138,12 +120,12 @@ class Verifier:
         claims = self._cache.get(token)
         if claims is None:
             try:
-                kid, payload = tokens.verify_signature(token, self._keys)
+                kid, payload = access_token.verify_signature(token, self._keys)
             except TokenError as err:
                 if err.reason == "UNKNOWN_KEY":
                     self._request_key_refresh()
                 raise
-            claims = tokens.claims_from_payload(
+            claims = access_token.claims_from_payload(
                 kid,
                 payload,
                 issuer=self.issuer,
@@ -155,10 +137,10 @@ class Verifier:
                 self._cache.clear()
             self._cache[token] = claims
         else:
-            tokens.check_expiry(claims, now=now, leeway_s=self.leeway_s)
+            access_token.check_expiry(claims, now=now, leeway_s=self.leeway_s)
         if claims.sid in self._revoked:
             raise TokenError("REVOKED", "access token's session has been revoked")
-        tokens.check_roles(claims, roles)
+        access_token.check_roles(claims, roles)
         return claims
 
     # background refresh
@@ -193,12 +175,19 @@ class Verifier:
         (auth itself does that with its own key ring).
         """
         self._loop = asyncio.get_running_loop()
-        self._redis = common_store.connect(redis_url)
+        self._redis = redis = common_store.connect(redis_url)
         revocations_ready = asyncio.Event()
         waits = [revocations_ready]
         self._tasks = [
             asyncio.create_task(
-                self._watch_revocations(revocations_ready), name="verifier-revocations"
+                store.follow_revocations(
+                    redis,
+                    revoke=self.revoke,
+                    prune=self.prune,
+                    ready=revocations_ready,
+                    clock=self.clock,
+                ),
+                name="verifier-revocations",
             )
         ]
         if auth_address is not None:
@@ -265,44 +254,6 @@ class Verifier:
                     await self._wake_keys.wait()
             await asyncio.sleep(MIN_KEY_REFRESH_S)  # at most one unknown-kid fetch a second
 
-    async def _watch_revocations(self, ready: asyncio.Event) -> None:
-        """Subscribe, then load the revoked set (no gap), then apply messages.
-
-        On any Redis error: back off, resubscribe and reload, so revocations
-        published while disconnected are not missed.
-        """
-        assert self._redis is not None
-        backoff = 0.1
-        while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(store.REVOCATIONS)
-                for sid, until in (await store.revoked_sessions(self._redis, self.clock())).items():
-                    self.revoke(sid, until)
-                ready.set()
-                backoff = 0.1
-                reload_at = time.monotonic() + REVOCATION_RELOAD_S
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and message.get("type") == "message":
-                        parsed = store.parse_revocation(message["data"])
-                        if parsed is not None:
-                            self.revoke(*parsed)
-                    if time.monotonic() >= reload_at:
-                        # Belt and braces: a reconnect inside the client could drop messages.
-                        revoked = await store.revoked_sessions(self._redis, self.clock())
-                        for sid, until in revoked.items():
-                            self.revoke(sid, until)
-                        self.prune()
-                        reload_at = time.monotonic() + REVOCATION_RELOAD_S
-            except (RedisError, OSError) as err:
-                log.warning("revocation feed interrupted", extra={"error": str(err)})
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
-
 
 def current_claims() -> Claims:
     """The verified claims of the RPC being handled (set by :class:`AuthInterceptor`)."""
@@ -313,23 +264,6 @@ def current_claims() -> Claims:
             "no verified access token here: the method is on the interceptor's allow-list "
             "or runs outside an RPC"
         ) from None
-
-
-def bearer_metadata(access_token: str) -> tuple[tuple[str, str], ...]:
-    """Call metadata carrying ``access_token`` for an authenticated RPC."""
-    return (("authorization", f"Bearer {access_token}"),)
-
-
-def bearer_token(metadata: Sequence[tuple[str, Any]] | None) -> str:
-    """The token of the ``authorization: Bearer <token>`` entry; raise MISSING otherwise."""
-    for key, value in metadata or ():
-        if key == "authorization":
-            text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-            scheme, _, token = text.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-            raise TokenError("MALFORMED", "authorization metadata is not 'Bearer <token>'")
-    raise TokenError("MISSING", "missing 'authorization: Bearer <access token>' metadata")
 
 
 DEFAULT_ALLOW = (

@@ -1,0 +1,56 @@
+"""Auth's public keys as verifiers read them from ``Auth.GetPublicKeys``.
+
+Two readings of a ``PublicKeySet``: :func:`keys_from_proto` for access tokens
+(a bad entry fails the whole answer, so the verifier keeps its last good set)
+and :func:`usable_keys` for connect tokens (entries of another algorithm or size
+are skipped, so the relay keeps admitting with the keys it understands).
+"""
+
+from __future__ import annotations
+
+import base64
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from tessera.v1 import auth_pb2
+from tessera.wire.access_token import ALGORITHM
+
+CURVE = "Ed25519"
+RAW_KEY_BYTES = 32
+
+
+def public_key_from_raw(raw: bytes) -> Ed25519PublicKey:
+    """An Ed25519 public key from its raw 32 bytes (raises ValueError otherwise)."""
+    if len(raw) != RAW_KEY_BYTES:
+        raise ValueError(f"an Ed25519 public key has 32 bytes, not {len(raw)}")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def _supported(key: auth_pb2.PublicKey) -> bool:
+    return key.alg == ALGORITHM and key.crv == CURVE
+
+
+def _raw(key: auth_pb2.PublicKey) -> bytes:
+    return base64.urlsafe_b64decode(key.x + "=" * (-len(key.x) % 4))
+
+
+def keys_from_proto(key_set: auth_pb2.PublicKeySet) -> dict[str, Ed25519PublicKey]:
+    """kid -> public key from a PublicKeySet; raises ValueError on a bad entry."""
+    out: dict[str, Ed25519PublicKey] = {}
+    for key in key_set.keys:
+        if not _supported(key) or not key.kid:
+            raise ValueError(f"unsupported public key {key.kid!r}: {key.alg}/{key.crv}")
+        out[key.kid] = public_key_from_raw(_raw(key))
+    return out
+
+
+def usable_keys(key_set: auth_pb2.PublicKeySet) -> dict[str, Ed25519PublicKey]:
+    """kid -> Ed25519 public key for every usable entry of a PublicKeySet."""
+    keys: dict[str, Ed25519PublicKey] = {}
+    for key in key_set.keys:
+        if not _supported(key):
+            continue
+        raw = _raw(key)
+        if len(raw) == RAW_KEY_BYTES:
+            keys[key.kid] = Ed25519PublicKey.from_public_bytes(raw)
+    return keys
