@@ -29,9 +29,10 @@ import grpc
 from tessera.common.errors import detail_of
 from tessera.relay.errors import Rejected
 from tessera.relay.metrics import Counters
-from tessera.relay.routing import OwnLeaves, pick_zone
+from tessera.relay.routing import OwnLeaves
 from tessera.relay.store import RelayStore
 from tessera.relay.upstream import UpstreamUnavailable, ZoneLink, call_bound_s
+from tessera.relay.zones import pick_zone
 from tessera.v1 import zone_pb2
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,4 @@
-"""Player -> zone routes: parsing the routing table, the relay's cache of it, and
-the choice of a zone for a player who has no route yet.
+"""Player -> zone routes: parsing the routing table and the relay's cache of it.
 
 Zones write ``routes`` entries "<zone>|<epoch>" and publish "<player>|<zone>|<epoch>"
 on ``routes_changed``; epochs only grow, so the cache keeps the entry with the
@@ -10,10 +9,7 @@ tells its own removals (:class:`OwnLeaves`) from those of another connection.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-
-from tessera.v1 import zone_pb2
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,47 +108,3 @@ class RouteCache:
 
     def forget(self, player: str) -> None:
         self._routes.pop(player, None)
-
-
-def zone_addresses(
-    zone_map: zone_pb2.ZoneMap | None, statuses: Iterable[zone_pb2.ZoneStatus]
-) -> dict[str, str]:
-    """Zone name -> gRPC address; a heartbeat's address beats the map's (it is fresher)."""
-    addresses: dict[str, str] = {}
-    if zone_map is not None:
-        for entry in zone_map.zones:
-            if entry.address:
-                addresses[entry.zone] = entry.address
-    for status in statuses:
-        if status.address:
-            addresses[status.zone.zone] = status.address
-    return addresses
-
-
-def pick_zone(
-    zone_map: zone_pb2.ZoneMap | None,
-    statuses: Mapping[str, zone_pb2.ZoneStatus],
-    *,
-    skip: Collection[str] = (),
-) -> str | None:
-    """The zone a player without a route joins: the least loaded active zone.
-
-    Zones in the map that are not ACTIVE (draining, standby) are skipped; without
-    a map, any active zone with a heartbeat will do. Instance zones (heartbeat
-    with ``instance`` set) are private to their match: never picked, map or not.
-    Zones in ``skip`` (found unreachable) count as named by neither the map nor a
-    heartbeat. Ties break by name.
-    """
-    active = zone_pb2.ZONE_STATE_ACTIVE
-    alive = {n: s for n, s in statuses.items() if n not in skip}
-    entries = [e for e in zone_map.zones if e.zone not in skip] if zone_map is not None else []
-    names: list[str]
-    if entries:
-        names = [e.zone for e in entries if e.state in (active, 0)]
-        names = [n for n in names if n not in alive or alive[n].state == active]
-    else:
-        names = [n for n, s in alive.items() if s.state == active]
-    names = [n for n in names if n not in alive or not alive[n].instance]
-    if not names:
-        return None
-    return min(names, key=lambda n: (alive[n].players if n in alive else 0, n))
