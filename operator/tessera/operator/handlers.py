@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from tessera.common.config import Env
 from tessera.operator import metrics, resources
 from tessera.operator.kube import GROUP, VERSION, Kube
-from tessera.operator.planner import Desired
+from tessera.operator.planner.model import Desired
 from tessera.operator.reconcile import Deps, reconcile_world
 from tessera.operator.resources import SpecError, WorkloadSettings
 from tessera.operator.store import OperatorStore

@@ -33,22 +33,18 @@ from tessera.common import logs, store
 from tessera.common.localredis import LocalRedis
 from tessera.common.process import ServiceProcess
 from tessera.operator import metrics, resources
-from tessera.operator.planner import (
+from tessera.operator.planner.actions import (
     Action,
     AssignStandby,
     CreateZone,
     Delete,
-    Desired,
     Drain,
-    Memory,
-    Phase,
     Plan,
     Rebound,
-    WorldSpec,
-    ZoneView,
     advance,
-    plan,
 )
+from tessera.operator.planner.model import Desired, Memory, Phase, WorldSpec, ZoneView
+from tessera.operator.planner.rules import plan
 from tessera.operator.reconcile import count_instances, instance_requests, order
 from tessera.operator.store import OperatorStore
 from tessera.operator.zonectl import ZoneControl

@@ -28,21 +28,18 @@ from typing import Any
 
 from tessera.operator import metrics, resources
 from tessera.operator.kube import Kube, KubeError
-from tessera.operator.planner import (
+from tessera.operator.planner.actions import (
     Action,
     AssignStandby,
     CreateZone,
     Delete,
     Drain,
-    InstanceRequest,
-    Memory,
     Plan,
     Rebound,
-    WorldSpec,
-    ZoneView,
     advance,
-    plan,
 )
+from tessera.operator.planner.model import InstanceRequest, Memory, WorldSpec, ZoneView
+from tessera.operator.planner.rules import plan
 from tessera.operator.store import Entry, OperatorStore
 from tessera.operator.zonectl import ZoneControl
 from tessera.v1 import zone_pb2
