@@ -53,20 +53,9 @@ import grpc
 from tessera.common.store import WorldKeys
 from tessera.harness.redis import LocalRedis
 from tessera.operator.local import LocalRuntime
-from tessera.operator.planner import (
-    Action,
-    AssignStandby,
-    CreateZone,
-    Desired,
-    Drain,
-    Memory,
-    Phase,
-    Policy,
-    WorldSpec,
-    ZoneView,
-    advance,
-    plan,
-)
+from tessera.operator.planner.actions import Action, AssignStandby, CreateZone, Drain, advance
+from tessera.operator.planner.model import Desired, Memory, Phase, Policy, WorldSpec, ZoneView
+from tessera.operator.planner.rules import plan
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.geometry import Rect
 from tessera.zone import invariants

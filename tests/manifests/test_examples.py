@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tessera.operator.planner import partition_errors
+from tessera.operator.planner.geometry import partition_errors
 from tessera.wire.geometry import Rect
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from tessera.common.store import WorldKeys, instances_stream
 from tessera.operator import resources
 from tessera.operator.handlers import OperatorConfig
-from tessera.operator.planner import CreateZone
+from tessera.operator.planner.actions import CreateZone
 from tessera.operator.store import INSTANCES_GROUP
 from tessera.v1 import common_pb2, matchmaking_pb2, zone_pb2
 from tessera.wire.geometry import Rect

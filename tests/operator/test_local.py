@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from tessera.common.store import WorldKeys, instance_zone, instances_stream
 from tessera.harness.redis import LocalRedis
 from tessera.operator.local import LocalRuntime, load_world
-from tessera.operator.planner import Phase
+from tessera.operator.planner.model import Phase
 from tessera.operator.resources import SpecError
 from tessera.operator.store import INSTANCES_GROUP
 from tessera.v1 import common_pb2, matchmaking_pb2, zone_pb2, zone_pb2_grpc

@@ -12,19 +12,14 @@ import pytest
 import yaml
 
 from tessera.operator import resources
-from tessera.operator.planner import (
-    AssignStandby,
-    CreateZone,
-    Delete,
+from tessera.operator.planner.actions import AssignStandby, CreateZone, Delete, Drain, Plan, Rebound
+from tessera.operator.planner.model import (
     Desired,
-    Drain,
     InstancePolicy,
     InstanceRequest,
     Memory,
     Phase,
-    Plan,
     Policy,
-    Rebound,
     ZoneView,
 )
 from tessera.operator.resources import SpecError, WorkloadSettings

@@ -15,7 +15,9 @@ from tessera.matchmaking.director import Director
 from tessera.matchmaking.modes import INSTANCE, Mode
 from tessera.matchmaking.store import Store
 from tessera.operator import store as operator_store
-from tessera.operator.planner import CreateZone, WorldSpec, plan
+from tessera.operator.planner.actions import CreateZone
+from tessera.operator.planner.model import WorldSpec
+from tessera.operator.planner.rules import plan
 from tessera.operator.reconcile import instance_requests
 from tessera.operator.store import OperatorStore
 from tessera.v1 import common_pb2, zone_pb2

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from tessera.common.store import WorldKeys
 from tessera.harness.redis import LocalRedis
 from tessera.operator.local import LocalRuntime
-from tessera.operator.planner import Phase
+from tessera.operator.planner.model import Phase
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.zone import invariants
 from tessera.zone.store import read_routes

@@ -1,6 +1,6 @@
 """The kopf handlers of the Kubernetes runtime (the imperative shell).
 
-- World: a timer runs :func:`tessera.operator.reconcile.reconcile_world` every
+- World: a timer runs :func:`tessera.operator.zoneservers.reconcile_world` every
   ``interval_s`` on the elected operator replica (kopf peering).
 - ZoneServer created or resumed: its Deployment and Service (owned by it).
 - ZoneServer deleted: a finalizer holds the deletion until the World has handed
@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import logging
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,11 +27,11 @@ from redis.asyncio import Redis
 from tessera.common.config import Env
 from tessera.operator import metrics, resources
 from tessera.operator.kube import GROUP, VERSION, Kube
-from tessera.operator.planner import Desired
-from tessera.operator.reconcile import Deps, reconcile_world
+from tessera.operator.planner.model import Desired
 from tessera.operator.resources import SpecError, WorkloadSettings
 from tessera.operator.store import OperatorStore
 from tessera.operator.zonectl import ZoneControl
+from tessera.operator.zoneservers import reconcile_world
 from tessera.v1 import zone_pb2
 
 log = logging.getLogger(__name__)
@@ -126,9 +127,6 @@ class Runtime:
             self._kube, self._kube_info = Kube(self._info), self._info
         return self._kube
 
-    async def deps(self) -> Deps:
-        return Deps(await self.kube(), self.store, self.zones, self.config.instance)
-
     async def close(self) -> None:
         if self._kube is not None:
             await self._kube.close()
@@ -164,7 +162,14 @@ def build_registry(runtime: Runtime, login: Login) -> kopf.OperatorRegistry:
     @kopf.timer(GROUP, VERSION, "worlds", interval=config.interval_s, registry=registry)
     async def _world(body: kopf.Body, **_: Any) -> None:
         try:
-            await reconcile_world(_plain(body), await runtime.deps())
+            await reconcile_world(
+                _plain(body),
+                kube=await runtime.kube(),
+                store=runtime.store,
+                zones=runtime.zones,
+                instance=config.instance,
+                now=time.time(),
+            )
         except SpecError as err:
             metrics.RECONCILE_ERRORS.labels("spec").inc()
             raise kopf.PermanentError(f"invalid World: {err}") from err

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from tessera.operator.planner import Action, Delete, Drain, Rebound
+from tessera.operator.planner.actions import Action, Delete, Drain, Rebound
 
 ZONES = Gauge(
     "tessera_operator_zones",

@@ -1,17 +1,20 @@
-"""One reconcile pass over a World (the kopf timer's body): observe, plan, act.
+"""One reconcile pass over a World, the same for both runtimes. The runtime is
+a :class:`Workloads`: ZoneServer resources on Kubernetes
+(:mod:`tessera.operator.zoneservers`), zone processes on this machine
+(:mod:`tessera.operator.processes`).
 
-1. Re-apply the intent log (``status.pending``) of a pass that stopped halfway.
-2. Read the World's ZoneServers and their heartbeats from Redis; patch each
-   ZoneServer's status. Read the matchmaker's instance requests of the world.
-3. Run the planner; record the actions as the intent log with the planner's
-   memory in the World's status, then carry them out: ZoneServers created,
-   re-bounded, told to drain, deleted.
+1. Finish what an interrupted pass left (:meth:`Workloads.resume`).
+2. Observe the zones and their heartbeats; read the matchmaker's instance
+   requests of the world.
+3. Run the planner; keep its memory and the actions as the intent
+   (:meth:`Workloads.intend`), then carry them out: new zones first, then
+   re-bounds, drains and deletions (:func:`order`).
 4. Publish the zone map of the resulting layout to Redis; tell zones their new
    bounds or to drain over gRPC (best effort, repeated every pass until the
    heartbeat shows it).
-5. Post an Event per decision, append it to the world's Redis event stream,
-   count it, and write the World's status; then acknowledge the instance
-   requests the plan took care of (its memory, e.g. an end's time, is kept).
+5. Announce each decision (and append it to the world's Redis event stream),
+   count it, report the World's status; then acknowledge the instance requests
+   the plan took care of (its memory, e.g. an end's time, is kept).
 
 Every step is idempotent (create tolerates "exists", delete "not found"), so
 a pass cut short by an error or a leader change is finished by the next one.
@@ -19,30 +22,25 @@ a pass cut short by an error or a leader change is finished by the next one.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 from tessera.operator import metrics, resources
-from tessera.operator.kube import Kube, KubeError
-from tessera.operator.planner import (
+from tessera.operator.planner.actions import (
     Action,
     AssignStandby,
     CreateZone,
     Delete,
     Drain,
-    InstanceRequest,
-    Memory,
     Plan,
     Rebound,
-    WorldSpec,
-    ZoneView,
     advance,
-    plan,
 )
+from tessera.operator.planner.model import InstanceRequest, Memory, WorldSpec, ZoneView
+from tessera.operator.planner.rules import plan
 from tessera.operator.store import Entry, OperatorStore
 from tessera.operator.zonectl import ZoneControl
 from tessera.v1 import zone_pb2
@@ -52,32 +50,97 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Deps:
-    """The adapters a pass works through."""
+class Observation:
+    """A World's zones as a pass finds them."""
 
-    kube: Kube
-    store: OperatorStore
-    zones: ZoneControl
-    instance: str
+    # Each zone's spec and load, as the planner sees it.
+    views: Sequence[ZoneView]
+    # The live heartbeat of each zone that has one.
+    statuses: Mapping[str, zone_pb2.ZoneStatus]
+    # The zone each draining zone was told to drain into (None: by position).
+    drain_targets: Mapping[str, str | None]
+    # The planner memory the previous pass kept.
+    memory: Memory
 
 
-def iso(now: float) -> str:
-    return datetime.datetime.fromtimestamp(now, tz=datetime.UTC).isoformat(timespec="seconds")
+class Workloads(Protocol):
+    """Where a World's zones run: all a pass needs of its runtime."""
+
+    async def resume(self, now: float) -> None:
+        """Bring the workloads back to what was decided: carry out the intent a
+        pass left unfinished, restart a zone that died while it should run."""
+
+    async def observe(self, store: OperatorStore, now: float) -> Observation:
+        """The zones, their heartbeats (read through ``store``) and what the
+        runtime kept from the last pass."""
+
+    async def intend(self, memory: Memory, actions: Sequence[Action]) -> None:
+        """Keep the planner memory, and the actions about to be carried out so
+        that the next pass can finish them if this one stops halfway."""
+
+    async def apply(self, action: Action, now: float) -> None:
+        """Carry out one action: start, re-bound, drain or remove a zone."""
+
+    async def announce(self, action: Action, now: float) -> None:
+        """Tell the world's operators about one decision."""
+
+    async def report(
+        self, zones: Sequence[ZoneView], result: Plan, *, map_version: int, now: float
+    ) -> None:
+        """Record the World's state after the pass (the intent is carried out)."""
 
 
-async def apply_action(deps: Deps, world_obj: Mapping[str, Any], action: Action) -> None:
-    """Carry out one planner action on the Kubernetes objects."""
-    namespace = world_obj["metadata"]["namespace"]
-    if isinstance(action, CreateZone):
-        try:
-            await deps.kube.create_zoneserver(namespace, resources.zoneserver(world_obj, action))
-        except KubeError as err:
-            if err.status != 409:  # already created by an earlier, interrupted pass
-                raise
-    elif isinstance(action, AssignStandby | Rebound | Drain):
-        await deps.kube.patch_zoneserver(namespace, action.zone, resources.zoneserver_patch(action))
-    else:
-        await deps.kube.delete_zoneserver(namespace, action.zone)
+async def reconcile(
+    world: WorldSpec,
+    *,
+    workloads: Workloads,
+    store: OperatorStore,
+    zones: ZoneControl,
+    now: float,
+) -> Plan:
+    """One pass over the World; returns the plan it carried out."""
+    await workloads.resume(now)
+    seen = await workloads.observe(store, now)
+    _count_phases(world.name, seen.views)
+    requests = await _read_instance_requests(store, world.name)
+
+    started = time.perf_counter()
+    result = plan(world, seen.views, now, seen.memory, requests)
+    metrics.PLANNER_SECONDS.observe(time.perf_counter() - started)
+    actions = order(result.actions)
+    await workloads.intend(result.memory, actions)
+    for action in actions:
+        await workloads.apply(action, now)
+
+    after = advance(seen.views, actions)
+    version = await store.publish_zone_map(
+        world.name, to_bounds(world.bounds), resources.map_entries(world, after, seen.statuses)
+    )
+    targets = {**seen.drain_targets, **{a.zone: a.target for a in actions if isinstance(a, Drain)}}
+    await zones.converge(
+        world.name,
+        after,
+        statuses=seen.statuses,
+        targets=targets,
+        version=version,
+        drain_deadline_s=world.drain_timeout_s,
+    )
+    await _record(
+        world.name, actions, workloads=workloads, store=store, before=seen.memory, now=now
+    )
+    await workloads.report(after, result, map_version=version, now=now)
+    await store.ack_instances(world.name, result.done)
+    _count_instances(world.name, after, requests, result)
+    for note in result.notes:
+        log.info("planner note", extra={"world": world.name, "note": note})
+    return result
+
+
+def order(actions: Sequence[Action]) -> list[Action]:
+    """New zones first, then re-bounds, drains and deletions, so the layout never
+    has a gap (it may briefly overlap while a split is carried out)."""
+    rank = {CreateZone: 0, AssignStandby: 0, Rebound: 1, Drain: 2, Delete: 3}
+    return sorted(actions, key=lambda a: rank[type(a)])
 
 
 def instance_requests(
@@ -99,121 +162,41 @@ def instance_requests(
     return requests, bad
 
 
-def count_instances(
-    world: str, views: Sequence[ZoneView], requests: Sequence[InstanceRequest], result: Plan
-) -> None:
-    """The instance gauges after a plan."""
-    metrics.INSTANCES.labels(world).set(sum(1 for z in views if z.instance is not None))
-    done = set(result.done)
-    waiting = sum(1 for r in requests if r.kind == "create" and r.id not in done)
-    metrics.INSTANCE_REQUESTS_WAITING.labels(world).set(waiting)
+async def _read_instance_requests(store: OperatorStore, world: str) -> list[InstanceRequest]:
+    """The world's instance requests not yet taken care of; malformed entries are
+    acknowledged at once."""
+    requests, bad = instance_requests(world, await store.instance_entries(world))
+    await store.ack_instances(world, bad)
+    return requests
 
 
-def order(actions: Sequence[Action]) -> list[Action]:
-    """New zones first, then re-bounds, drains and deletions, so the layout never
-    has a gap (it may briefly overlap while a split is carried out)."""
-    rank = {CreateZone: 0, AssignStandby: 0, Rebound: 1, Drain: 2, Delete: 3}
-    return sorted(actions, key=lambda a: rank[type(a)])
-
-
-async def reconcile_world(
-    world_obj: Mapping[str, Any], deps: Deps, now: float | None = None
-) -> Plan:
-    """One pass over the World; returns the plan it carried out."""
-    now = time.time() if now is None else now
-    stamp = iso(now)
-    meta = world_obj["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
-    previous: dict[str, Any] = dict(world_obj.get("status") or {})
-    world = resources.world_spec(world_obj)
-
-    for raw in previous.get("pending") or []:
-        await apply_action(deps, world_obj, resources.action_of(raw))
-
-    objs = await deps.kube.list_zoneservers(namespace, name)
-    statuses = await deps.store.zone_statuses(name, [o["metadata"]["name"] for o in objs])
-    views = [resources.zone_view(o, statuses.get(o["metadata"]["name"])) for o in objs]
-    await _patch_zone_statuses(
-        deps, world=world, objs=objs, views=views, statuses=statuses, stamp=stamp, now=now
-    )
-    _count_phases(world.name, views)
-    requests, bad = instance_requests(name, await deps.store.instance_entries(name))
-    await deps.store.ack_instances(name, bad)
-
-    started = time.perf_counter()
-    result = plan(world, views, now, Memory.from_dict(previous.get("planner")), requests)
-    metrics.PLANNER_SECONDS.observe(time.perf_counter() - started)
-    actions = order(result.actions)
-    if actions:
-        await deps.kube.patch_world_status(
-            namespace,
-            name,
-            {
-                "planner": result.memory.to_dict(),
-                "pending": [resources.action_dict(a) for a in actions],
-            },
-        )
-        for action in actions:
-            await apply_action(deps, world_obj, action)
-
-    after = advance(views, actions)
-    version = await deps.store.publish_zone_map(
-        name, to_bounds(world.bounds), resources.map_entries(world, after, statuses)
-    )
-    targets = {o["metadata"]["name"]: (o.get("spec") or {}).get("drainTarget") for o in objs}
-    targets.update({a.zone: a.target for a in actions if isinstance(a, Drain)})
-    await deps.zones.converge(
-        world.name,
-        after,
-        statuses=statuses,
-        targets=targets,
-        version=version,
-        drain_deadline_s=world.drain_timeout_s,
-    )
-    await _record(
-        deps,
-        world_obj=world_obj,
-        world=world,
-        actions=actions,
-        before=Memory.from_dict(previous.get("planner")),
-        now=now,
-    )
-
-    status = resources.world_status(
-        world, after, result, map_version=version, previous=previous, now=stamp
-    )
-    status["pending"] = []
-    await deps.kube.patch_world_status(namespace, name, status)
-    await deps.store.ack_instances(name, result.done)
-    count_instances(name, after, requests, result)
-    for note in result.notes:
-        log.info("planner note", extra={"world": name, "note": note})
-    return result
-
-
-async def _patch_zone_statuses(
-    deps: Deps,
+async def _record(
+    world: str,
+    actions: Sequence[Action],
     *,
-    world: WorldSpec,
-    objs: Sequence[Mapping[str, Any]],
-    views: Sequence[ZoneView],
-    statuses: Mapping[str, zone_pb2.ZoneStatus],
-    stamp: str,
+    workloads: Workloads,
+    store: OperatorStore,
+    before: Memory,
     now: float,
 ) -> None:
-    for obj, view in zip(objs, views, strict=True):
-        patch = resources.zone_status(obj, view, statuses.get(view.name), world, stamp)
-        if resources.status_due(obj.get("status") or {}, patch, now):
-            try:
-                await deps.kube.patch_zoneserver_status(
-                    obj["metadata"]["namespace"], view.name, patch
-                )
-            except KubeError as err:
-                if err.status != 404:  # deleted meanwhile
-                    raise
+    """Counters for the actions carried out; one announcement and one entry in
+    the world's event stream per decision (the actions of one split or merge
+    share their reason)."""
+    metrics.count(world, actions, before.drain_since, now)
+    seen: set[tuple[str, str]] = set()
+    for action in actions:
+        key = (action.decision, action.reason)
+        if key in seen:
+            continue
+        seen.add(key)
+        await workloads.announce(action, now)
+        await store.append_event(
+            world, {"decision": action.decision, "zone": action.zone, "reason": action.reason}
+        )
 
 
 def _count_phases(world: str, views: Sequence[ZoneView]) -> None:
+    """The zone gauge by phase."""
     counts: dict[str, int] = {}
     for z in views:
         counts[z.phase.value] = counts.get(z.phase.value, 0) + 1
@@ -221,32 +204,11 @@ def _count_phases(world: str, views: Sequence[ZoneView]) -> None:
         metrics.ZONES.labels(world, phase).set(counts.get(phase, 0))
 
 
-async def _record(
-    deps: Deps,
-    *,
-    world_obj: Mapping[str, Any],
-    world: WorldSpec,
-    actions: Sequence[Action],
-    before: Memory,
-    now: float,
+def _count_instances(
+    world: str, views: Sequence[ZoneView], requests: Sequence[InstanceRequest], result: Plan
 ) -> None:
-    """Events, the Redis event stream and counters for the decisions taken."""
-    seen: set[tuple[str, str]] = set()
-    namespace = world_obj["metadata"]["namespace"]
-    metrics.count(world.name, actions, before.drain_since, now)
-    for action in actions:
-        key = (action.decision, action.reason)
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            await deps.kube.post_event(
-                namespace, resources.event(world_obj, action, iso(now), instance=deps.instance)
-            )
-        except KubeError:
-            metrics.RECONCILE_ERRORS.labels("event").inc()
-            log.exception("posting an event failed", extra={"world": world.name})
-        await deps.store.append_event(
-            world.name,
-            {"decision": action.decision, "zone": action.zone, "reason": action.reason},
-        )
+    """The instance gauges after a plan."""
+    metrics.INSTANCES.labels(world).set(sum(1 for z in views if z.instance is not None))
+    done = set(result.done)
+    waiting = sum(1 for r in requests if r.kind == "create" and r.id not in done)
+    metrics.INSTANCE_REQUESTS_WAITING.labels(world).set(waiting)

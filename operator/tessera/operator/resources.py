@@ -12,19 +12,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from tessera.common.store import instance_zone
-from tessera.operator.planner import (
+from tessera.operator.planner.actions import (
     Action,
     AssignStandby,
     CreateZone,
     Delete,
-    Desired,
     Drain,
+    Plan,
+    Rebound,
+)
+from tessera.operator.planner.model import (
+    Desired,
     InstancePolicy,
     InstanceRequest,
     Phase,
-    Plan,
     Policy,
-    Rebound,
     WorldSpec,
     ZoneView,
 )

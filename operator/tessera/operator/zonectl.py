@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 
-from tessera.operator.planner import Desired, ZoneView
+from tessera.operator.planner.model import Desired, ZoneView
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.bounds import to_bounds
 

@@ -1,0 +1,133 @@
+"""The layout rules besides autoscaling: drained zones go, a new managed world
+gets its first zones, a deleted zone hands its area on, a Static world only
+drains what is deleted, and the standby pool is kept at its size."""
+
+from __future__ import annotations
+
+from tessera.operator.planner.actions import AssignStandby, CreateZone, Delete, Drain, Rebound
+from tessera.operator.planner.draft import Draft
+from tessera.operator.planner.geometry import Pair, sibling_pairs, split_rect
+from tessera.operator.planner.model import Desired, Phase, ZoneView
+from tessera.wire.geometry import Rect
+
+
+def finish_drains(draft: Draft, now: float) -> None:
+    """Delete a draining zone once it reports Drained or has no heartbeat left
+    (nothing to hand away), or once the world's drain timeout has passed."""
+    timeout = draft.world.drain_timeout_s
+    for z in draft.zones.values():
+        if z.desired != Desired.DRAINING:
+            continue
+        since = draft.drain_since.setdefault(z.name, now)
+        if z.phase in (Phase.DRAINED, Phase.PENDING, Phase.FAILED):
+            why = (
+                "drained"
+                if z.phase == Phase.DRAINED
+                else f"{z.phase.value.lower()}, nothing to drain"
+            )
+            draft.actions.append(Delete(z.name, False, "Drained", f"{z.name} {why}"))
+        elif now - since >= timeout:
+            reason = f"{z.name} still draining after {timeout:g}s; removed"
+            draft.actions.append(Delete(z.name, True, "DrainTimeout", reason))
+        draft.busy.add(z.name)
+
+
+def static_drains(draft: Draft, now: float) -> None:
+    """A Static world's zones are the user's: only a deleted one is told to drain."""
+    for z in draft.zones.values():
+        if z.deleting and z.desired != Desired.DRAINING and z.instance is None:
+            draft.actions.append(Drain(z.name, None, "Delete", f"{z.name} is being deleted"))
+            draft.drain_since[z.name] = now
+
+
+def initial_layout(draft: Draft) -> None:
+    """The first zones of a managed world: the whole world, halved at the middle
+    (largest zone first) until there are ``min_zones`` (``spec.replicas`` in
+    External mode, if more) or nothing can be cut."""
+    policy = draft.world.policy
+    want = (
+        max(policy.min_zones, draft.world.replicas or 0)
+        if policy.mode == "External"
+        else policy.min_zones
+    )
+    want = min(want, policy.max_zones)
+    root = draft.new_name()
+    # name -> (bounds, parent, depth, split depth)
+    layout: dict[str, tuple[Rect, str | None, int, int]] = {root: (draft.world.bounds, None, 0, 0)}
+    while len(layout) < want:
+        for name, (rect, parent, depth, born) in sorted(
+            layout.items(), key=lambda item: (-item[1][0].area, item[0])
+        ):
+            halves = split_rect(rect, policy.min_zone_size, (), ())
+            if halves is not None and depth < policy.max_depth:
+                child = draft.new_name()
+                layout[name] = (halves[0], parent, depth + 1, born)
+                layout[child] = (halves[1], name, depth + 1, depth + 1)
+                break
+        else:
+            draft.notes.append(f"only {len(layout)} of {want} initial zones fit the minimum size")
+            break
+    for name, (rect, parent, depth, born) in layout.items():
+        reason = f"initial layout: {name} at {rect.text()}"
+        draft.actions.append(CreateZone(name, rect, parent, depth, born, "Initial", reason))
+        draft.busy.add(name)
+
+
+def deletions(draft: Draft, active: list[ZoneView], now: float) -> None:
+    """A zone being deleted hands its area to its sibling (a merge) or, when that
+    is impossible or would go below ``min_zones``, to a replacement zone; then it
+    drains into that zone."""
+    count = len(active)
+    pairs = sibling_pairs(draft.zones)
+    for z in active:
+        if not z.deleting or z.name in draft.busy or z.bounds is None:
+            continue
+        partner = _free_sibling(draft, z, pairs)
+        if partner is not None and count - 1 >= draft.world.policy.min_zones:
+            other, union = partner
+            reason = f"{z.name} is being deleted; {other.name} absorbs {z.bounds.text()}"
+            draft.actions.append(Rebound(other.name, union, other.depth - 1, "Merge", reason))
+            target = other.name
+            count -= 1
+        else:
+            reason = f"{z.name} is being deleted; a new zone takes over {z.bounds.text()}"
+            target = draft.place(
+                z.bounds,
+                parent=z.parent,
+                depth=z.depth,
+                split_depth=z.split_depth,
+                decision="Replace",
+                reason=reason,
+            )
+        draft.actions.append(Drain(z.name, target, "Delete", reason))
+        draft.drain_since[z.name] = now
+        draft.busy.update({z.name, target})
+        draft.cool(now, target)
+
+
+def _free_sibling(draft: Draft, z: ZoneView, pairs: list[Pair]) -> tuple[ZoneView, Rect] | None:
+    """The sibling ``z`` can merge with (not being deleted, not used yet), and their union."""
+    for child, parent, union in pairs:
+        other = parent if child.name == z.name else child if parent.name == z.name else None
+        if other is not None and not other.deleting and other.name not in draft.busy:
+            return other, union
+    return None
+
+
+def standby_pool(draft: Draft) -> None:
+    """Keep ``standby`` idle zones: start more, or remove the surplus."""
+    zones = draft.zones.values()
+    pool = [z.name for z in zones if z.desired == Desired.STANDBY and not z.deleting]
+    assigned = {a.zone for a in draft.actions if isinstance(a, AssignStandby)}
+    left = [name for name in pool if name not in assigned]
+    for _ in range(draft.world.standby - len(left)):
+        name = draft.new_name()
+        draft.actions.append(
+            CreateZone(name, None, None, 0, 0, "Standby", "refill the standby pool")
+        )
+    for name in sorted(left, reverse=True)[: max(0, len(left) - draft.world.standby)]:
+        draft.actions.append(Delete(name, False, "Standby", "standby pool above its size"))
+    for z in zones:
+        if z.desired == Desired.STANDBY and z.deleting and z.name not in assigned:
+            reason = f"standby {z.name} is being deleted"
+            draft.actions.append(Delete(z.name, False, "Delete", reason))

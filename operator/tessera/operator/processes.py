@@ -1,0 +1,155 @@
+"""A World's zones as ``python -m tessera.zone`` child processes: the local
+runtime's :class:`~tessera.operator.reconcile.Workloads`.
+
+What Kubernetes keeps in resources is kept here in memory: each zone's spec (a
+:class:`ZoneView`), the drain target it was given, and the planner memory. A
+zone process that dies while it should run is started again (what its
+Deployment does on Kubernetes); it recovers its players from Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from tessera.common.process import ServiceProcess
+from tessera.operator import metrics, resources
+from tessera.operator.planner.actions import (
+    Action,
+    AssignStandby,
+    CreateZone,
+    Delete,
+    Drain,
+    Plan,
+    Rebound,
+)
+from tessera.operator.planner.model import Desired, Memory, Phase, WorldSpec, ZoneView
+from tessera.operator.reconcile import Observation
+from tessera.operator.store import OperatorStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LocalZone:
+    """One zone process and what the runtime wants of it."""
+
+    view: ZoneView
+    process: ServiceProcess
+    drain_target: str | None = None
+
+
+class ZoneProcesses:
+    """The zone processes of one World."""
+
+    def __init__(self, world: WorldSpec, *, redis_url: str, env: Mapping[str, str]) -> None:
+        self.world = world
+        self.redis_url = redis_url
+        # What every zone process gets besides its own variables.
+        self.env = dict(env)
+        self.zones: dict[str, LocalZone] = {}
+        self.memory = Memory()
+
+    def _start(self, name: str, view: ZoneView) -> ServiceProcess:
+        env = {
+            **self.env,
+            "TESSERA_WORLD": self.world.name,
+            "TESSERA_ZONE": name,
+            "TESSERA_WORLD_BOUNDS": self.world.bounds.text(),
+            "TESSERA_ZONE_BOUNDS": view.bounds.text() if view.bounds else "",
+            "TESSERA_REDIS_URL": self.redis_url,
+            "TESSERA_GRPC_PORT": "0",
+            "TESSERA_METRICS_PORT": "0",
+            "TESSERA_DRAIN_TIMEOUT_S": f"{self.world.drain_timeout_s:g}",
+            **({"TESSERA_ZONE_INSTANCE": view.instance} if view.instance else {}),
+        }
+        return ServiceProcess("tessera.zone", env, name=name).start()
+
+    async def resume(self, now: float) -> None:
+        """Start again a zone whose process died while it should run."""
+        for name, zone in self.zones.items():
+            if zone.process.alive() or zone.view.desired == Desired.DRAINING:
+                continue
+            log.warning("zone process died; restarting", extra={"zone": name})
+            metrics.ZONE_RESTARTS.inc()
+            zone.process = self._start(name, zone.view)
+
+    async def observe(self, store: OperatorStore, now: float) -> Observation:
+        """Each zone's load and phase from its heartbeat; a zone whose process is
+        gone has Failed (unless it drained)."""
+        statuses = await store.zone_statuses(self.world.name, sorted(self.zones))
+        for name, zone in self.zones.items():
+            status = statuses.get(name)
+            phase = resources.phase_of(status, zone.view.phase.value)
+            if not zone.process.alive() and phase != Phase.DRAINED:
+                phase = Phase.FAILED
+            zone.view = replace(
+                zone.view,
+                phase=phase,
+                players=int(status.players) if status else 0,
+                sample_x=tuple(status.sample_x) if status else (),
+                sample_z=tuple(status.sample_z) if status else (),
+            )
+        return Observation(
+            views=[z.view for z in self.zones.values()],
+            statuses=statuses,
+            drain_targets={name: z.drain_target for name, z in self.zones.items()},
+            memory=self.memory,
+        )
+
+    async def intend(self, memory: Memory, actions: Sequence[Action]) -> None:
+        """Keep the planner memory (the actions are carried out at once, in this process)."""
+        self.memory = memory
+
+    async def apply(self, action: Action, now: float) -> None:
+        """Start, re-bound, drain or stop a zone process."""
+        if isinstance(action, CreateZone):
+            view = ZoneView(
+                action.zone,
+                Desired.ACTIVE if action.bounds else Desired.STANDBY,
+                action.bounds,
+                action.parent,
+                action.depth,
+                action.split_depth,
+                instance=action.instance,
+                created=now,
+            )
+            self.zones[action.zone] = LocalZone(view, self._start(action.zone, view))
+            return
+        zone = self.zones.get(action.zone)
+        if zone is None:
+            return
+        if isinstance(action, AssignStandby):
+            zone.view = replace(
+                zone.view,
+                desired=Desired.ACTIVE,
+                bounds=action.bounds,
+                parent=action.parent,
+                depth=action.depth,
+                split_depth=action.split_depth,
+            )
+        elif isinstance(action, Rebound):
+            zone.view = replace(zone.view, bounds=action.bounds, depth=action.depth)
+        elif isinstance(action, Drain):
+            zone.view = replace(zone.view, desired=Desired.DRAINING)
+            zone.drain_target = action.target
+        elif isinstance(action, Delete):
+            del self.zones[action.zone]
+            await asyncio.to_thread(zone.process.terminate)
+
+    async def announce(self, action: Action, now: float) -> None:
+        """A log line."""
+        log.info(action.reason, extra={"decision": action.decision, "zone": action.zone})
+
+    async def report(
+        self, zones: Sequence[ZoneView], result: Plan, *, map_version: int, now: float
+    ) -> None:
+        """Nothing to record: the state is in this process (and the zone map in Redis)."""
+
+    async def close(self) -> None:
+        """Stop every zone process."""
+        zones = list(self.zones.values())
+        self.zones.clear()
+        await asyncio.gather(*(asyncio.to_thread(z.process.terminate) for z in zones))

@@ -1,0 +1,127 @@
+"""Drains, the initial layout, deletions, a Static world and the standby pool
+(tessera.operator.planner.layout), through plan()."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from tessera.operator.planner.actions import AssignStandby, CreateZone, Delete, Drain
+from tessera.operator.planner.model import Desired, Memory, Phase, ZoneView
+from tessera.operator.planner.rules import plan
+from tessera.wire.geometry import Rect
+
+from .conftest import WORLD, kinds, ready, siblings, spec
+
+
+@pytest.mark.parametrize(
+    ("min_zones", "expected_bounds"),
+    [
+        (1, [WORLD]),
+        (2, [Rect(0, 0, 512, 1024), Rect(512, 0, 1024, 1024)]),
+        (
+            4,
+            [
+                Rect(0, 0, 512, 512),
+                Rect(512, 0, 1024, 512),
+                Rect(0, 512, 512, 1024),
+                Rect(512, 512, 1024, 1024),
+            ],
+        ),
+    ],
+)
+def test_initial_layout(min_zones: int, expected_bounds: list[Rect]) -> None:
+    result = plan(spec(min_zones=min_zones), [], now=0)
+    creates = [a for a in result.actions if isinstance(a, CreateZone)]
+    bounds = [a.bounds for a in creates if a.bounds is not None]
+    assert sorted(bounds, key=lambda r: (r.min_z, r.min_x)) == expected_bounds
+    assert [a.zone for a in creates] == [f"earth-{i}" for i in range(min_zones)]
+    assert result.memory.next_id == min_zones
+    assert all(a.decision == "Initial" for a in creates)
+
+
+def test_initial_layout_is_capped_by_the_minimum_size() -> None:
+    world = replace(
+        spec(min_zones=64),
+        bounds=Rect(0, 0, 256, 128),
+        policy=replace(spec().policy, min_zones=64, min_zone_size=64),
+    )
+    result = plan(world, [], now=0)
+    assert len(result.actions) == 8  # 4 x 2 cells of 64 m
+    assert any("initial zones fit" in n for n in result.notes)
+
+
+def test_drained_zone_is_deleted_and_timeout_forces_it() -> None:
+    world = spec()
+    draining = ZoneView(
+        "earth-1", Desired.DRAINING, Rect(512, 0, 1024, 1024), phase=Phase.DRAINING, players=5
+    )
+    zones = [ready("earth-0", WORLD), draining]
+    m = plan(world, zones, now=0, memory=Memory(next_id=2)).memory
+    assert m.drain_since == {"earth-1": 0}
+    assert plan(world, zones, now=59, memory=m).actions == ()
+    forced = plan(world, zones, now=60, memory=m).actions
+    assert forced == (Delete("earth-1", True, "DrainTimeout", forced[0].reason),)
+    done = plan(world, [zones[0], replace(draining, phase=Phase.DRAINED)], now=1, memory=m)
+    assert kinds(done.actions) == ["Delete"] and not done.actions[0].forced  # type: ignore[union-attr]
+
+
+def test_deleting_a_zone_merges_it_into_its_sibling() -> None:
+    zones = siblings(200, 200)
+    zones[1] = replace(zones[1], deleting=True)
+    result = plan(spec(), zones, now=0, memory=Memory(next_id=2))
+    assert kinds(result.actions) == ["Rebound", "Drain"]
+    assert result.actions[0].zone == "earth-0" and result.actions[0].bounds == WORLD  # type: ignore[union-attr]
+    assert result.actions[1] == Drain("earth-1", "earth-0", "Delete", result.actions[1].reason)
+
+
+def test_deleting_a_zone_at_min_zones_replaces_it() -> None:
+    zones = siblings(200, 200)
+    zones[1] = replace(zones[1], deleting=True)
+    result = plan(spec(min_zones=2), zones, now=0, memory=Memory(next_id=2))
+    assert kinds(result.actions) == ["CreateZone", "Drain"]
+    create, drain = result.actions
+    assert isinstance(create, CreateZone) and create.zone == "earth-2"
+    assert create.bounds == Rect(512, 0, 1024, 1024) and create.parent == "earth-0"
+    assert drain == Drain("earth-1", "earth-2", "Delete", drain.reason)
+
+
+def test_standby_pool_is_filled_used_and_refilled() -> None:
+    world = spec(standby=2)
+    first = plan(world, [], now=0)
+    assert [(type(a).__name__, a.bounds) for a in first.actions] == [  # type: ignore[union-attr]
+        ("CreateZone", WORLD),
+        ("CreateZone", None),
+        ("CreateZone", None),
+    ]
+    zones = [
+        ready("earth-0", WORLD, 400),
+        ZoneView("earth-1", Desired.STANDBY, phase=Phase.READY),
+        ZoneView("earth-2", Desired.STANDBY, phase=Phase.READY),
+    ]
+    m = plan(world, zones, now=0, memory=first.memory).memory
+    result = plan(world, zones, now=10, memory=m)
+    assert kinds(result.actions) == ["Rebound", "AssignStandby", "CreateZone"]
+    assign = result.actions[1]
+    assert isinstance(assign, AssignStandby) and assign.zone == "earth-1"
+    assert assign.parent == "earth-0" and assign.depth == 1
+    assert result.actions[2].bounds is None  # type: ignore[union-attr]
+
+
+def test_standby_surplus_is_removed() -> None:
+    zones = [ready("earth-0", WORLD)] + [
+        ZoneView(f"earth-{i}", Desired.STANDBY, phase=Phase.READY) for i in (1, 2)
+    ]
+    result = plan(spec(standby=1), zones, now=0, memory=Memory(next_id=3))
+    assert result.actions == (Delete("earth-2", False, "Standby", "standby pool above its size"),)
+
+
+def test_static_layout_only_drains_deleted_zones() -> None:
+    world = replace(spec(), layout="Static")
+    zones = [
+        ready("a", Rect(0, 0, 512, 1024), 5000),
+        ready("b", Rect(512, 0, 1024, 1024), deleting=True),
+    ]
+    result = plan(world, zones, now=0)
+    assert result.actions == (Drain("b", None, "Delete", "b is being deleted"),)
