@@ -20,7 +20,7 @@ import numpy.typing as npt
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.geometry import Rect
 from tessera.zone import ghosts, metrics, topology
-from tessera.zone.entities import DEAD, PLAYER, Extra, export_state
+from tessera.zone.entities import DEAD, GHOST, PLAYER, Extra, export_state, owned
 from tessera.zone.handoff import Handoffs, Outgoing, source
 from tessera.zone.store import Commit
 from tessera.zone.topology import Topology
@@ -49,9 +49,7 @@ class Border:
 
     def owned(self) -> npt.NDArray[np.bool_]:
         """Rows this zone is authoritative for (everything but ghosts)."""
-        e = self.zone.sim.ents
-        mask: npt.NDArray[np.bool_] = (e.flags[: e.n] & ghosts.GHOST) == 0
-        return mask
+        return owned(self.zone.sim.ents)
 
     def neighbour_rects(self, margin: float) -> list[tuple[str, Rect]]:
         if self.topo is None:
@@ -400,7 +398,7 @@ class Border:
             e.pos[row] = (x, y, z)
             e.vel[row] = (vx, vy, vz)
             e.yaw[row], e.health[row], e.team[row] = yaw, health, team
-            e.flags[row] = (flags & DEAD) | ghosts.GHOST
+            e.flags[row] = (flags & DEAD) | GHOST
             self.ghost_src[eid] = (sender, now)
             seen.add(eid)
         for eid in [

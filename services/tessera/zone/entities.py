@@ -20,6 +20,7 @@ from tessera.v1 import common_pb2, zone_pb2
 PLAYER = zone_pb2.ENTITY_KIND_PLAYER
 NPC = zone_pb2.ENTITY_KIND_NPC
 DEAD = 1  # flag bit: dead, waiting to respawn
+GHOST = 2  # flag bit: a read-only copy of a neighbour's entity (tessera.zone.ghosts)
 MAX_HEALTH = 100.0
 
 # name -> (dtype, trailing shape, initial value)
@@ -158,6 +159,12 @@ class Entities:
         """Current row of a player, or None."""
         eid = self.players.get(player_id)
         return None if eid is None else self.index[eid]
+
+
+def owned(ents: Entities) -> npt.NDArray[np.bool_]:
+    """Rows this zone is authoritative for (everything but ghosts)."""
+    mask: npt.NDArray[np.bool_] = (ents.flags[: ents.n] & GHOST) == 0
+    return mask
 
 
 def export_state(ents: Entities, row: int, *, zone: str, epoch: int) -> zone_pb2.EntityState:

@@ -27,6 +27,7 @@ from tessera.zone import combat, inputs, interest
 from tessera.zone.config import ZoneConfig
 from tessera.zone.entities import (
     DEAD,
+    GHOST,
     MAX_HEALTH,
     NPC,
     PLAYER,
@@ -34,25 +35,22 @@ from tessera.zone.entities import (
     export_state,
     spawn_state,
 )
-from tessera.zone.ghosts import GHOST
+from tessera.zone.events import (
+    DIED,
+    HIT_DEALT,
+    HIT_TAKEN,
+    INPUT_DROPPED,
+    RESPAWNED,
+    SPEED_CLAMPED,
+    TELEPORT_REJECTED,
+    Event,
+)
 from tessera.zone.movement import desired_velocity, integrate
 from tessera.zone.npc import think
 from tessera.zone.snapshot import PAD, EncodedBatch, SnapshotEncoder, quantize, row_view
 
-Kind = zone_pb2.PlayerEvent.Kind
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something to tell one player (becomes a PlayerEvent)."""
-
-    player_id: str
-    kind: int
-    other: int = 0
-    amount: float = 0.0
-    detail: str = ""
 
 
 @dataclass
@@ -240,9 +238,7 @@ class Simulation:
         if cmd.speed_excess > 0:
             self.counts["speed_clamped"] += 1
             e.extra[e.id.item(row)].speed_clamps += 1
-            self.events.append(
-                Event(player, Kind.SPEED_CLAMPED, amount=cmd.speed_excess, detail="move")
-            )
+            self.events.append(Event(player, SPEED_CLAMPED, amount=cmd.speed_excess, detail="move"))
         return None
 
     def submit_many(self, batch: Sequence[zone_pb2.PlayerInput], now_s: float) -> None:
@@ -326,9 +322,7 @@ class Simulation:
             else:
                 self.counts["speed_clamped"] += 1
                 e.extra[e.id.item(rows[i])].speed_clamps += 1
-                self.events.append(
-                    Event(player, Kind.SPEED_CLAMPED, amount=excess[i], detail="move")
-                )
+                self.events.append(Event(player, SPEED_CLAMPED, amount=excess[i], detail="move"))
 
     def _drop(self, player_id: str, reason: str, *, event: bool = True) -> str:
         """Count a dropped input; tell the player at most once per reason per second."""
@@ -336,7 +330,7 @@ class Simulation:
         key = (player_id, reason)
         if event and self.now_s - self._told.get(key, -1e9) >= 1.0:
             self._told[key] = self.now_s
-            self.events.append(Event(player_id, Kind.INPUT_DROPPED, detail=reason))
+            self.events.append(Event(player_id, INPUT_DROPPED, detail=reason))
         return reason
 
     # --- the tick -------------------------------------------------------
@@ -408,7 +402,7 @@ class Simulation:
             self.counts["teleport_rejected"] += 1
             extra = e.extra[int(e.id[row])]
             extra.teleports += 1
-            events.append(Event(extra.player_id, Kind.TELEPORT_REJECTED, amount=float(excess[row])))
+            events.append(Event(extra.player_id, TELEPORT_REJECTED, amount=float(excess[row])))
 
     def _fight(self, alive: npt.NDArray[np.bool_], now: float, events: list[Event]) -> None:
         e, n, w = self.ents, self.ents.n, self.cfg.weapons
@@ -468,7 +462,7 @@ class Simulation:
             self.forwarded.append((hit.target, hit.attacker, attack, hit.damage, x, z))
             attacker = e.extra.get(hit.attacker)
             if attacker and attacker.player_id:
-                events.append(Event(attacker.player_id, Kind.HIT_DEALT, hit.target, hit.damage))
+                events.append(Event(attacker.player_id, HIT_DEALT, hit.target, hit.damage))
             return
         self.take_hit(target, hit.attacker, hit.damage, now, events)
 
@@ -483,16 +477,16 @@ class Simulation:
         attacker_player = e.extra.get(attacker_id)
         target_player = e.extra.get(target_id)
         if attacker_player and attacker_player.player_id:
-            events.append(Event(attacker_player.player_id, Kind.HIT_DEALT, target_id, damage))
+            events.append(Event(attacker_player.player_id, HIT_DEALT, target_id, damage))
         if target_player and target_player.player_id:
-            events.append(Event(target_player.player_id, Kind.HIT_TAKEN, attacker_id, damage))
+            events.append(Event(target_player.player_id, HIT_TAKEN, attacker_id, damage))
         if e.health[target] <= 0.0:
             e.flags[target] |= DEAD
             e.vel[target] = 0.0
             e.respawn_at[target] = now + cfg.weapons.respawn_s
             self.counts["deaths"] += 1
             if target_player and target_player.player_id:
-                events.append(Event(target_player.player_id, Kind.DIED, attacker_id))
+                events.append(Event(target_player.player_id, DIED, attacker_id))
 
     def _recover(self, now: float, events: list[Event], ghost: npt.NDArray[np.bool_]) -> None:
         e, n, w = self.ents, self.ents.n, self.cfg.weapons
@@ -509,7 +503,7 @@ class Simulation:
             for row in back.tolist():
                 extra = e.extra.get(int(e.id[row]))
                 if extra and extra.player_id:
-                    events.append(Event(extra.player_id, Kind.RESPAWNED))
+                    events.append(Event(extra.player_id, RESPAWNED))
             dead[back] = False
         e.health[:n] = np.where(
             ghost,
