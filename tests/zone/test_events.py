@@ -7,6 +7,6 @@ from tessera.zone import events
 
 
 def test_kinds_match_the_wire_enum() -> None:
-    for name in zone_pb2.PlayerEvent.Kind.keys():
+    for name, value in zone_pb2.PlayerEvent.Kind.items():
         if name != "KIND_UNSPECIFIED":
-            assert getattr(events, name) == zone_pb2.PlayerEvent.Kind.Value(name)
+            assert getattr(events, name) == value

@@ -326,7 +326,7 @@ class Border:
             metrics.HITS_FORWARDED.labels("rejected").inc()
             return
         metrics.HITS_FORWARDED.labels("applied").inc()
-        sim.take_hit(row, hit.attacker_id, hit.damage, sim.now_s, sim.events)
+        sim.take_hit(row, hit.attacker_id, hit.damage)
 
     async def forward_hits(self) -> None:
         """Send hits on ghosts that the last ticks produced to the ghosts' owners."""

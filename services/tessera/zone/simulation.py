@@ -28,7 +28,6 @@ from tessera.zone.config import ZoneConfig
 from tessera.zone.entities import (
     DEAD,
     GHOST,
-    MAX_HEALTH,
     NPC,
     PLAYER,
     Entities,
@@ -36,11 +35,7 @@ from tessera.zone.entities import (
     spawn_state,
 )
 from tessera.zone.events import (
-    DIED,
-    HIT_DEALT,
-    HIT_TAKEN,
     INPUT_DROPPED,
-    RESPAWNED,
     SPEED_CLAMPED,
     TELEPORT_REJECTED,
     Event,
@@ -85,8 +80,7 @@ class Simulation:
         self.counts: Counter[str] = Counter()
         self._told: dict[tuple[str, str], float] = {}
         self.rng = np.random.default_rng(seed)
-        # hits on ghosts, forwarded to their owners: (target, attacker, attack, damage, x, z)
-        self.forwarded: list[tuple[int, int, int, float, float, float]] = []
+        self.forwarded: list[combat.Forwarded] = []  # hits on ghosts, for their owners
 
     @property
     def now_s(self) -> float:
@@ -339,7 +333,7 @@ class Simulation:
         """Advance one tick and encode every attached player's snapshot."""
         started = time.perf_counter()
         self.tick += 1
-        e, n, now = self.ents, self.ents.n, self.now_s
+        e, n, now, cfg = self.ents, self.ents.n, self.now_s, self.cfg
         events, self.events = self.events, []
         if n:
             ghost = (e.flags[:n] & GHOST) != 0  # neighbours' entities: shown, not simulated
@@ -348,24 +342,12 @@ class Simulation:
             self._move(alive, events)
         self.history.record(self.tick, e.id[:n], e.pos[:n])
         if n:
-            order = np.argsort(e.id[:n])
-            self._sorted_ids, self._sorted_rows = e.id[:n][order], order
             self._fight(alive, now, events)
-            self._recover(now, events, ghost)
+            combat.recover(e, ghost, now=now, dt=cfg.dt, weapons=cfg.weapons, events=events)
             e.actions[:n] = 0
-        else:
-            self._sorted_ids, self._sorted_rows = np.zeros(0, np.uint64), np.zeros(0, np.int64)
         frame = self._snapshots(events)
         frame.step_s = time.perf_counter() - started
         return frame
-
-    def _rows_of(self, ids: U64) -> I64:
-        """Current rows of entity ids; -1 for ids that are gone (or PAD)."""
-        if self._sorted_ids.size == 0:
-            return np.full(ids.shape, -1, np.int64)
-        pos = np.minimum(np.searchsorted(self._sorted_ids, ids), self._sorted_ids.size - 1)
-        found = self._sorted_ids[pos] == ids
-        return np.where(found, self._sorted_rows[pos], -1)
 
     def _think(self, alive: npt.NDArray[np.bool_]) -> None:
         e, n = self.ents, self.ents.n
@@ -404,119 +386,32 @@ class Simulation:
             extra.teleports += 1
             events.append(Event(extra.player_id, TELEPORT_REJECTED, amount=float(excess[row])))
 
+    def take_hit(self, target: int, attacker_id: int, damage: float) -> None:
+        """Apply a validated hit forwarded by a neighbour (told to players next tick)."""
+        combat.take_hit(
+            self.ents,
+            target,
+            attacker_id,
+            damage,
+            now=self.now_s,
+            respawn_s=self.cfg.weapons.respawn_s,
+            events=self.events,
+            counts=self.counts,
+        )
+
     def _fight(self, alive: npt.NDArray[np.bool_], now: float, events: list[Event]) -> None:
-        e, n, w = self.ents, self.ents.n, self.cfg.weapons
-        wants = alive & ((e.actions[:n] & (combat.MELEE | combat.RANGED)) != 0)
-        for row in np.flatnonzero(wants).tolist():
-            if e.flags[row] & DEAD:
-                continue
-            for attack, ready, cooldown in (
-                (combat.MELEE, e.melee_ready, w.melee_cooldown_s),
-                (combat.RANGED, e.ranged_ready, w.ranged_cooldown_s),
-            ):
-                if not e.actions[row] & attack or ready[row] > now + 1e-9:
-                    continue
-                ready[row] = now + cooldown
-                e.combat_at[row] = now
-                self._attack(row, attack, now, events)
-
-    def _attack(self, row: int, attack: int, now: float, events: list[Event]) -> None:
-        e, cfg = self.ents, self.cfg
-        back = 0
-        if e.kind[row] == PLAYER:
-            back = combat.rewind_ticks(
-                float(e.rtt_ms[row]),
-                float(e.interp_ms[row]),
-                tick_ms=self.tick_ms,
-                max_rewind_ms=cfg.max_rewind_ms,
-            )
-        ids, pos = self.history.at(self.tick - back)
-        rows = self._rows_of(ids)
-        safe = np.maximum(rows, 0)
-        team = int(e.team[row])
-        eligible = (
-            (rows >= 0)
-            & (rows != row)
-            & ((e.flags[safe] & DEAD) == 0)
-            & ((team == 0) | (e.team[safe] != team))
-        )
-        if e.kind[row] == NPC:
-            eligible &= e.kind[safe] == PLAYER
-        hit = combat.resolve(
-            attacker=int(e.id[row]),
-            attack=attack,
-            origin=e.pos[row],
-            yaw=float(e.yaw[row]),
-            pitch=float(e.pitch[row]),
-            candidate_ids=ids,
-            candidate_pos=pos,
-            eligible=eligible,
+        cfg = self.cfg
+        self.forwarded += combat.fight(
+            self.ents,
+            alive,
+            tick=self.tick,
+            now=now,
+            tick_ms=self.tick_ms,
+            history=self.history,
             weapons=cfg.weapons,
-        )
-        if hit is None:
-            return
-        self.counts["hits"] += 1
-        target = e.index[hit.target]
-        if e.flags[target] & GHOST:
-            x, _, z = (float(v) for v in e.pos[row])
-            self.forwarded.append((hit.target, hit.attacker, attack, hit.damage, x, z))
-            attacker = e.extra.get(hit.attacker)
-            if attacker and attacker.player_id:
-                events.append(Event(attacker.player_id, HIT_DEALT, hit.target, hit.damage))
-            return
-        self.take_hit(target, hit.attacker, hit.damage, now, events)
-
-    def take_hit(
-        self, target: int, attacker_id: int, damage: float, now: float, events: list[Event]
-    ) -> None:
-        """Apply validated damage to an owned entity (local or forwarded hit)."""
-        e, cfg = self.ents, self.cfg
-        e.health[target] = max(0.0, float(e.health[target]) - damage)
-        e.combat_at[target] = now
-        target_id = int(e.id[target])
-        attacker_player = e.extra.get(attacker_id)
-        target_player = e.extra.get(target_id)
-        if attacker_player and attacker_player.player_id:
-            events.append(Event(attacker_player.player_id, HIT_DEALT, target_id, damage))
-        if target_player and target_player.player_id:
-            events.append(Event(target_player.player_id, HIT_TAKEN, attacker_id, damage))
-        if e.health[target] <= 0.0:
-            e.flags[target] |= DEAD
-            e.vel[target] = 0.0
-            e.respawn_at[target] = now + cfg.weapons.respawn_s
-            self.counts["deaths"] += 1
-            if target_player and target_player.player_id:
-                events.append(Event(target_player.player_id, DIED, attacker_id))
-
-    def _recover(self, now: float, events: list[Event], ghost: npt.NDArray[np.bool_]) -> None:
-        e, n, w = self.ents, self.ents.n, self.cfg.weapons
-        dead = ((e.flags[:n] & DEAD) != 0) & ~ghost
-        back = np.flatnonzero(dead & (e.respawn_at[:n] <= now + 1e-9))
-        if back.size:
-            e.flags[back] &= ~DEAD
-            e.health[back] = MAX_HEALTH
-            e.pos[back, 0] = e.home[back, 0]
-            e.pos[back, 1] = 0.0
-            e.pos[back, 2] = e.home[back, 1]
-            e.vel[back] = 0.0
-            e.combat_at[back] = -1e9
-            for row in back.tolist():
-                extra = e.extra.get(int(e.id[row]))
-                if extra and extra.player_id:
-                    events.append(Event(extra.player_id, RESPAWNED))
-            dead[back] = False
-        e.health[:n] = np.where(
-            ghost,
-            e.health[:n],
-            combat.regenerate(
-                e.health[:n],
-                dead,
-                e.combat_at[:n],
-                now_s=now,
-                dt=self.cfg.dt,
-                weapons=w,
-                max_health=MAX_HEALTH,
-            ),
+            max_rewind_ms=cfg.max_rewind_ms,
+            events=events,
+            counts=self.counts,
         )
 
     def _snapshots(self, events: list[Event]) -> Frame:
