@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from tessera.common.errors import abort
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.geometry import from_bounds, to_bounds
-from tessera.zone import inputs, metrics
+from tessera.zone import inputs, messages, metrics
 from tessera.zone.border import Border
 from tessera.zone.config import ZoneConfig
 from tessera.zone.simulation import Frame, Simulation
@@ -386,7 +386,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 metrics.INPUTS_REJECTED.labels(reason).inc()
                 continue
             attached.append(inp)
-        self.sim.submit_many(attached, now)
+        self.sim.submit_many(messages.inputs(attached), now)
         for ack in batch.acks:
             if ack.player_id in link.players:
                 self.sim.ack(ack.player_id, ack.stream, ack.sequence)

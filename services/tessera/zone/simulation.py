@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,7 +125,7 @@ class Simulation:
             (x, max(pos[1], 0.0), z),
             team=team,
             home=(x, z),
-            tokens=self.cfg.tick_hz / 2,
+            tokens=inputs.BURST_S * self.cfg.tick_hz,
             tokens_at=time.monotonic(),
         )
 
@@ -185,147 +184,36 @@ class Simulation:
 
     # --- inputs ---------------------------------------------------------
 
-    def submit(self, inp: zone_pb2.PlayerInput, now_s: float) -> str | None:
+    def submit(self, one: inputs.Input, now_s: float) -> str | None:
         """Validate and apply one input; returns the drop reason or None."""
-        player = inp.player_id
-        e = self.ents
-        row = e.row_of_player(player)
-        if row is None:
-            return self._drop(player, inputs.UNKNOWN_PLAYER, event=False)
-        cmd = inputs.check(
-            sequence=inp.sequence,
-            move_x=inp.move_x,
-            move_z=inp.move_z,
-            yaw=inp.yaw,
-            pitch=inp.pitch,
-            actions=inp.actions,
-            rtt_ms=inp.rtt_ms,
-            interp_ms=inp.interp_delay_ms,
-            client_time_ms=inp.client_time_ms,
-        )
-        if isinstance(cmd, str):
-            return self._drop(player, cmd)
-        # Scalar reads with .item() and one write per element: this runs per input.
-        stale = inputs.order(cmd.sequence, e.last_seq.item(row))
-        if stale is not None:
-            return self._drop(player, stale, event=False)
-        hz = self.cfg.tick_hz
-        tokens = inputs.refill(
-            e.tokens.item(row), e.tokens_at.item(row), now_s, rate=2.0 * hz, burst=hz / 2
-        )
-        e.tokens_at[row] = now_s
-        if tokens < 1.0:
-            e.tokens[row] = tokens
-            return self._drop(player, inputs.RATE)
-        e.tokens[row] = tokens - 1.0
-        e.last_seq[row] = cmd.sequence
-        move = e.move
-        move[row, 0] = cmd.move_x
-        move[row, 1] = cmd.move_z
-        e.yaw[row] = cmd.yaw
-        e.pitch[row] = cmd.pitch
-        if cmd.actions:
-            e.actions[row] |= cmd.actions
-        e.rtt_ms[row] = cmd.rtt_ms
-        e.interp_ms[row] = cmd.interp_ms
-        self.counts["accepted"] += 1
-        if cmd.speed_excess > 0:
+        return self._apply(inputs.Inputs.of([one]), now_s).get(0)
+
+    def submit_many(self, batch: inputs.Inputs, now_s: float) -> None:
+        """Validate and apply a relay's batch of inputs, in order."""
+        self._apply(batch, now_s)
+
+    def _apply(self, batch: inputs.Inputs, now_s: float) -> dict[int, str]:
+        """Apply the inputs, then count and report the rare outcomes in input order."""
+        out = inputs.apply(self.ents, batch, now_s, hz=self.cfg.tick_hz)
+        self.counts["accepted"] += out.accepted
+        for i in sorted(out.drops.keys() | out.clamped.keys()):
+            player = batch.players[i]
+            if i in out.drops:
+                why = out.drops[i]
+                self._drop(player, why, event=why not in inputs.QUIET)
+                continue
             self.counts["speed_clamped"] += 1
-            e.extra[e.id.item(row)].speed_clamps += 1
-            self.events.append(Event(player, SPEED_CLAMPED, amount=cmd.speed_excess, detail="move"))
-        return None
+            self.ents.extra[self.ents.players[player]].speed_clamps += 1
+            self.events.append(Event(player, SPEED_CLAMPED, amount=out.clamped[i], detail="move"))
+        return out.drops
 
-    def submit_many(self, batch: Sequence[zone_pb2.PlayerInput], now_s: float) -> None:
-        """Validate and apply inputs with the same outcome as ``submit`` on each in
-        order. Vectorised when every input names a different present player (one
-        input per player per tick: the normal batch); otherwise one at a time."""
-        e = self.ents
-        players, index = e.players, e.index
-        # One flat list per field, not a tuple per input: thousands of live tuples
-        # would trigger a garbage collection pass inside every tick.
-        names = [i.player_id for i in batch]
-        rows = [index.get(players.get(name, -1), -1) for name in names]
-        if not names or -1 in rows or len(set(rows)) < len(rows):
-            for one in batch:
-                self.submit(one, now_s)
-            return
-        r = np.array(rows, np.int64)
-        seq = np.array([i.sequence for i in batch], np.int64)
-        actions = np.array([i.actions for i in batch], np.int64)
-        mx, mz, yaw, pitch, rtt, interp, client_ms = (
-            np.array([i.move_x for i in batch], np.float64),
-            np.array([i.move_z for i in batch], np.float64),
-            np.array([i.yaw for i in batch], np.float64),
-            np.array([i.pitch for i in batch], np.float64),
-            np.array([i.rtt_ms for i in batch], np.float64),
-            np.array([i.interp_delay_ms for i in batch], np.float64),
-            np.array([i.client_time_ms for i in batch], np.float64),
-        )
-        nan = ~(np.isfinite(mx + mz + yaw + pitch + rtt + interp) & np.isfinite(client_ms))
-        bad = nan | (
-            (np.abs(yaw) > 2 * math.pi + 1e-6)
-            | (np.abs(pitch) > math.pi / 2 + 1e-6)
-            | ((actions & ~inputs.ACTIONS) != 0)
-            | ~((rtt >= 0.0) & (rtt <= inputs.MAX_RTT_MS))
-            | ~((interp >= 0.0) & (interp <= inputs.MAX_INTERP_MS))
-            | (seq <= 0)
-        )
-        last = e.last_seq[r]
-        stale = ~bad & (seq <= last)
-        reach = np.flatnonzero(~bad & ~stale)  # inputs that get to the token bucket
-        hz = self.cfg.tick_hz
-        rr = r[reach]
-        tokens = np.minimum(
-            hz / 2, e.tokens[rr] + np.maximum(0.0, now_s - e.tokens_at[rr]) * (2.0 * hz)
-        )
-        e.tokens_at[rr] = now_s
-        starved = tokens < 1.0
-        e.tokens[rr] = np.where(starved, tokens, tokens - 1.0)
-        ok = reach[~starved]
-        ra = r[ok]
-        length = np.hypot(mx[ok], mz[ok])
-        over = length > 1.0 + 1e-6
-        for j in np.flatnonzero(over).tolist():  # rare: the scalar path's exact hypot
-            length[j] = math.hypot(mx[ok[j]], mz[ok[j]])
-        scale = np.where(over, length, 1.0)
-        e.last_seq[ra] = seq[ok]
-        e.move[ra, 0] = mx[ok] / scale
-        e.move[ra, 1] = mz[ok] / scale
-        turn = 2 * math.pi
-        e.yaw[ra] = yaw[ok] - turn * np.rint(yaw[ok] / turn)  # math.remainder, exact here
-        e.pitch[ra] = pitch[ok]
-        e.actions[ra] |= actions[ok].astype(e.actions.dtype)
-        e.rtt_ms[ra] = rtt[ok]
-        e.interp_ms[ra] = np.where(interp[ok] == 0.0, 100.0, interp[ok])
-        self.counts["accepted"] += int(ok.size)
-        # The rare outcomes (drops, clamped speed) one by one, in input order.
-        reason: dict[int, str] = {int(i): inputs.RATE for i in reach[starved]}
-        for i in np.flatnonzero(bad | stale).tolist():
-            if nan[i]:
-                reason[i] = inputs.NAN
-            elif bad[i]:
-                reason[i] = inputs.RANGE
-            else:
-                reason[i] = inputs.DUPLICATE if seq[i] == last[i] else inputs.OUT_OF_ORDER
-        excess = dict(zip(ok[over].tolist(), (length[over] - 1.0).tolist(), strict=True))
-        for i in sorted(reason.keys() | excess.keys()):
-            player = names[i]
-            if i in reason:
-                why = reason[i]
-                self._drop(player, why, event=why not in (inputs.DUPLICATE, inputs.OUT_OF_ORDER))
-            else:
-                self.counts["speed_clamped"] += 1
-                e.extra[e.id.item(rows[i])].speed_clamps += 1
-                self.events.append(Event(player, SPEED_CLAMPED, amount=excess[i], detail="move"))
-
-    def _drop(self, player_id: str, reason: str, *, event: bool = True) -> str:
+    def _drop(self, player_id: str, reason: str, *, event: bool) -> None:
         """Count a dropped input; tell the player at most once per reason per second."""
         self.counts["drop:" + reason] += 1
         key = (player_id, reason)
         if event and self.now_s - self._told.get(key, -1e9) >= 1.0:
             self._told[key] = self.now_s
             self.events.append(Event(player_id, INPUT_DROPPED, detail=reason))
-        return reason
 
     # --- the tick -------------------------------------------------------
 
