@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tessera.common.config import Env
-from tessera.v1 import common_pb2, zone_pb2
+from tessera.v1 import zone_pb2
 from tessera.wire.snapshot import SnapshotReceiver
 from tessera.zone import inputs
 from tessera.zone.config import ZoneConfig
-from tessera.zone.entities import DEAD
+from tessera.zone.entities import DEAD, PLAYER, Record
 from tessera.zone.simulation import Simulation
 
 Kind = zone_pb2.PlayerEvent.Kind
@@ -140,11 +140,11 @@ def test_npcs_wander_chase_and_show_up_in_snapshots() -> None:
 
 def test_adopt_restores_state_clamped_into_the_area() -> None:
     sim = make()
-    state = zone_pb2.EntityState(
+    state = Record(
         entity_id=77,
-        kind=zone_pb2.ENTITY_KIND_PLAYER,
+        kind=PLAYER,
         player_id="h",
-        position=common_pb2.Vec3(x=500.0, y=0.0, z=-20.0),
+        position=(500.0, 0.0, -20.0),
         health=40.0,
         last_input_seq=12,
     )

@@ -19,9 +19,9 @@ import numpy.typing as npt
 
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.geometry import Rect
-from tessera.zone import ghosts, metrics, topology
+from tessera.zone import ghosts, messages, metrics, topology
 from tessera.zone.entities import DEAD, GHOST, PLAYER, Extra, export_state, owned
-from tessera.zone.handoff import Handoffs, Outgoing, source
+from tessera.zone.handoff import Handoffs, Outgoing
 from tessera.zone.store import Commit
 from tessera.zone.topology import Topology
 
@@ -62,7 +62,7 @@ class Border:
         """Adopt a newer zone map; True if it changed anything."""
         if self.topo is not None and zone_map.version <= self.topo.version:
             return False
-        self.topo = Topology.from_map(zone_map)
+        self.topo = messages.topology(zone_map)
         self.zone.map_version = max(self.zone.map_version, zone_map.version)
         self.update_area()
         return True
@@ -183,7 +183,7 @@ class Border:
 
     def _export(self, eid: int, epoch: int) -> zone_pb2.EntityState:
         e = self.zone.sim.ents
-        return export_state(e, e.index[eid], zone=self.cfg.zone, epoch=epoch)
+        return messages.entity_state(export_state(e, e.index[eid], zone=self.cfg.zone, epoch=epoch))
 
     async def commit(self, outs: list[Outgoing], *, result: str = "committed") -> None:
         """Switch the routes and queue the COMMITs (one script each, one round trip),
@@ -248,9 +248,9 @@ class Border:
         for msg in msgs:
             which = msg.WhichOneof("msg")
             if which == "prepare":
-                answers.append((source(msg.prepare), self._on_prepare(msg.prepare, now)))
+                answers.append((messages.source(msg.prepare), self._on_prepare(msg.prepare, now)))
             elif which == "ack":
-                out = self.flight.on_ack(msg.ack)
+                out = self.flight.on_ack(messages.ack(msg.ack))
                 if out is None:
                     metrics.INBOX.labels("stale_ack").inc()
                 elif msg.ack.accepted:
@@ -284,7 +284,7 @@ class Border:
         elif prep.epoch < 1 or ent.entity_id == 0:
             reason = "invalid"
         if not reason:
-            self.flight.offer(prep, now)
+            self.flight.offer(messages.prepare(prep), now)
         ack = zone_pb2.HandoffAck(
             entity_id=ent.entity_id, epoch=prep.epoch, accepted=not reason, reason=reason
         )
@@ -293,7 +293,8 @@ class Border:
 
     def _on_commit(self, commit: zone_pb2.HandoffCommit) -> None:
         held = self.flight.take(commit.entity_id, commit.epoch)
-        state = commit.entity if commit.HasField("entity") else (held.state if held else None)
+        state = messages.record(commit.entity) if commit.HasField("entity") else None
+        state = state or (held.state if held else None)
         e = self.zone.sim.ents
         if commit.entity_id in self.ghost_src:  # it was shown here as a ghost: now it is ours
             self._drop_ghost(commit.entity_id)

@@ -15,10 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tessera.v1 import common_pb2, zone_pb2
-
-PLAYER = zone_pb2.ENTITY_KIND_PLAYER
-NPC = zone_pb2.ENTITY_KIND_NPC
+PLAYER = 1  # entity kinds: the values of tessera.v1.EntityKind
+NPC = 2
 DEAD = 1  # flag bit: dead, waiting to respawn
 GHOST = 2  # flag bit: a read-only copy of a neighbour's entity (tessera.zone.ghosts)
 MAX_HEALTH = 100.0
@@ -167,18 +165,39 @@ def owned(ents: Entities) -> npt.NDArray[np.bool_]:
     return mask
 
 
-def export_state(ents: Entities, row: int, *, zone: str, epoch: int) -> zone_pb2.EntityState:
+@dataclass(frozen=True)
+class Record:
+    """An entity's durable state: the checkpoint record and the handoff payload
+    (``EntityState`` on the wire)."""
+
+    entity_id: int
+    kind: int = 0
+    player_id: str = ""
+    position: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    velocity: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    yaw: float = 0.0
+    health: float = 0.0
+    team: int = 0
+    flags: int = 0
+    last_input_seq: int = 0
+    blob: bytes = b""
+    relay_id: str = ""
+    zone: str = ""  # the zone that wrote it
+    epoch: int = 0  # the routing epoch when written
+
+
+def export_state(ents: Entities, row: int, *, zone: str, epoch: int) -> Record:
     """The durable state of one entity (checkpoint record and handoff payload)."""
     eid = int(ents.id[row])
     extra = ents.extra.get(eid, Extra())
     x, y, z = (float(v) for v in ents.pos[row])
     vx, vy, vz = (float(v) for v in ents.vel[row])
-    return zone_pb2.EntityState(
+    return Record(
         entity_id=eid,
-        kind=int(ents.kind[row]),  # type: ignore[arg-type]
+        kind=int(ents.kind[row]),
         player_id=extra.player_id,
-        position=common_pb2.Vec3(x=x, y=y, z=z),
-        velocity=common_pb2.Vec3(x=vx, y=vy, z=vz),
+        position=(x, y, z),
+        velocity=(vx, vy, vz),
         yaw=float(ents.yaw[row]),
         health=float(ents.health[row]),
         team=int(ents.team[row]),
@@ -191,27 +210,26 @@ def export_state(ents: Entities, row: int, *, zone: str, epoch: int) -> zone_pb2
     )
 
 
-def spawn_state(ents: Entities, state: zone_pb2.EntityState, *, now_s: float) -> int:
+def spawn_state(ents: Entities, state: Record, *, now_s: float) -> int:
     """Instantiate an entity from its durable state (restore or handoff); returns its row."""
-    p, v = state.position, state.velocity
+    p = state.position
     values: dict[str, Any] = {
-        "vel": (v.x, v.y, v.z),
+        "vel": state.velocity,
         "yaw": state.yaw,
         "health": min(max(state.health, 0.0), MAX_HEALTH),
         "team": state.team,
         "flags": state.flags & DEAD,
         "last_seq": state.last_input_seq,
         "tokens_at": now_s,
-        "home": (p.x, p.z),
-        "waypoint": (p.x, p.z),
+        "home": (p[0], p[2]),
+        "waypoint": (p[0], p[2]),
     }
     if state.flags & DEAD:
         values["respawn_at"] = now_s
-    pos = (p.x, p.y, p.z)
-    if state.kind == zone_pb2.ENTITY_KIND_PLAYER:
-        row = ents.add_player(state.entity_id, state.player_id, pos, **values)
+    if state.kind == PLAYER:
+        row = ents.add_player(state.entity_id, state.player_id, p, **values)
     else:
-        row = ents.add(state.entity_id, NPC, pos, **values)
+        row = ents.add(state.entity_id, NPC, p, **values)
         ents.extra[state.entity_id] = Extra()
     ents.extra[state.entity_id].blob = state.blob
     ents.extra[state.entity_id].relay_id = state.relay_id

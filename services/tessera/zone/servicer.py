@@ -27,6 +27,7 @@ from tessera.wire.geometry import from_bounds, to_bounds
 from tessera.zone import inputs, messages, metrics
 from tessera.zone.border import Border
 from tessera.zone.config import ZoneConfig
+from tessera.zone.entities import Record
 from tessera.zone.simulation import Frame, Simulation
 from tessera.zone.store import ZoneStore
 from tessera.zone.tick import Ticker
@@ -136,7 +137,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         for player, state in states.items():
             if player in self.sim.ents.players or state.entity_id in self.sim.ents.index:
                 continue
-            self.sim.adopt(state, epoch=routed[player], now=time.monotonic())
+            self.sim.adopt(messages.record(state), epoch=routed[player], now=time.monotonic())
         if states:
             log.info("restored players", extra={"players": len(states)})
         return len(states)
@@ -190,7 +191,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             self._send(link, zone_pb2.ZoneLinkDown(handover=handover), "handover")
         self.sim.remove_player(player)
 
-    def receive(self, state: zone_pb2.EntityState, epoch: int) -> None:
+    def receive(self, state: Record, epoch: int) -> None:
         """A committed handoff to this zone: the entity becomes authoritative here."""
         self.sim.adopt(state, epoch=epoch, now=time.monotonic())
         metrics.HANDOFFS_RECEIVED.inc()
@@ -297,11 +298,14 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
 
     async def checkpoint(self) -> int:
         """Save every player's durable state in one Redis command."""
-        states = [self.sim.export_player(p, self.cfg.zone) for p in list(self.sim.ents.players)]
+        states = [self._checkpoint_of(p) for p in list(self.sim.ents.players)]
         began = time.perf_counter()
         await self.store.save_checkpoints(states)
         metrics.CHECKPOINT.observe(time.perf_counter() - began)
         return len(states)
+
+    def _checkpoint_of(self, player: str) -> zone_pb2.EntityState:
+        return messages.entity_state(self.sim.export_player(player, self.cfg.zone))
 
     async def _checkpoints(self) -> None:
         while True:
@@ -490,7 +494,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         if player in self.sim.ents.players:
             return  # a concurrent join of the same player finished first
         if checkpoint is not None and checkpoint.entity_id not in self.sim.ents.index:
-            self.sim.adopt(checkpoint, epoch=epoch, now=time.monotonic())
+            self.sim.adopt(messages.record(checkpoint), epoch=epoch, now=time.monotonic())
         else:
             spawn = request.spawn
             pos = (spawn.x, spawn.y, spawn.z) if request.HasField("spawn") else None
@@ -502,7 +506,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             )
             self.sim.ents.extra[self.sim.ents.players[player]].epoch = epoch
         self.sim.ents.extra[self.sim.ents.players[player]].relay_id = request.relay_id
-        await self.store.save_checkpoints([self.sim.export_player(player, self.cfg.zone)])
+        await self.store.save_checkpoints([self._checkpoint_of(player)])
 
     async def Leave(
         self, request: zone_pb2.LeaveRequest, context: Context
@@ -527,7 +531,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             )
         # Durable first: if Redis fails, the player stays and the caller may retry.
         try:
-            await self.store.save_checkpoints([self.sim.export_player(player, self.cfg.zone)])
+            await self.store.save_checkpoints([self._checkpoint_of(player)])
             await self.store.release_route(player)
         except RedisError as err:
             await _unavailable(context, err)

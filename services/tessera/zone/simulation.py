@@ -13,13 +13,12 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 from scipy.spatial import cKDTree
 
-from tessera.v1 import zone_pb2
 from tessera.wire.geometry import Rect
 from tessera.wire.snapshot import COLUMNS, Quantization
 from tessera.zone import combat, inputs, interest
@@ -30,6 +29,7 @@ from tessera.zone.entities import (
     NPC,
     PLAYER,
     Entities,
+    Record,
     export_state,
     spawn_state,
 )
@@ -129,12 +129,12 @@ class Simulation:
             tokens_at=time.monotonic(),
         )
 
-    def adopt(self, state: zone_pb2.EntityState, *, epoch: int, now: float) -> int:
-        """Instantiate an entity from its durable state (checkpoint restore, and the
-        hook for handoff PREPARE); its position is clamped into the area."""
-        x, z = self.clamp_xz(state.position.x, state.position.z)
-        state.position.x, state.position.z = x, z
-        row = spawn_state(self.ents, state, now_s=self.now_s)
+    def adopt(self, state: Record, *, epoch: int, now: float) -> int:
+        """Instantiate an entity from its durable state (checkpoint restore, and a
+        committed handoff); its position is clamped into the area."""
+        x, y, z = state.position
+        x, z = self.clamp_xz(x, z)
+        row = spawn_state(self.ents, replace(state, position=(x, y, z)), now_s=self.now_s)
         extra = self.ents.extra[state.entity_id]
         extra.restored, extra.epoch = True, epoch
         self.ents.home[row] = (x, z)
@@ -152,7 +152,7 @@ class Simulation:
         self.views.removed(self.ents.index[entity_id], self.ents.n - 1)
         self.ents.remove(entity_id)
 
-    def export_player(self, player_id: str, zone: str) -> zone_pb2.EntityState:
+    def export_player(self, player_id: str, zone: str) -> Record:
         """The durable state of a present player."""
         eid = self.ents.players[player_id]
         return export_state(
