@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from tessera.common.localredis import LocalRedis
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.geometry import Rect
-from tessera.zone import invariants
+from tessera.zone import audit, invariants
 from tessera.zone.testbed import Driver, World, ZoneSpec
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ async def world(redis_server: LocalRedis, redis: Redis) -> AsyncIterator[World]:
 
 
 async def settled(world: World, players: set[str]) -> invariants.Report:
-    report = await invariants.settle(world.redis, world.world, world.addresses(), players)
+    report = await audit.settle(world.redis, world.world, world.addresses(), players)
     assert report.ok, report
     assert report.players == len(players)
     return report
