@@ -13,6 +13,7 @@ import numpy as np
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.geometry import from_bounds
 from tessera.zone.entities import Record
+from tessera.zone.events import Event
 from tessera.zone.handoff import Ack, Prepare
 from tessera.zone.inputs import Inputs
 from tessera.zone.topology import Topology, ZoneArea
@@ -77,6 +78,16 @@ def entity_state(r: Record) -> zone_pb2.EntityState:
         relay_id=r.relay_id,
         zone=r.zone,
         epoch=r.epoch,
+    )
+
+
+def player_event(ev: Event) -> zone_pb2.PlayerEvent:
+    return zone_pb2.PlayerEvent(
+        player_id=ev.player_id,
+        kind=ev.kind,  # type: ignore[arg-type]
+        other_entity_id=ev.other,
+        amount=ev.amount,
+        detail=ev.detail,
     )
 
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -24,11 +22,12 @@ from redis.exceptions import RedisError
 from tessera.common.errors import abort
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.geometry import from_bounds, to_bounds
-from tessera.zone import inputs, messages, metrics
+from tessera.zone import messages, metrics
 from tessera.zone.border import Border
 from tessera.zone.config import ZoneConfig
 from tessera.zone.entities import Record
-from tessera.zone.simulation import Frame, Simulation
+from tessera.zone.links import Links
+from tessera.zone.simulation import Simulation
 from tessera.zone.store import ZoneStore
 from tessera.zone.tick import Ticker
 
@@ -37,16 +36,6 @@ log = logging.getLogger(__name__)
 State = zone_pb2.ZoneState
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_PLAYER_ID = 128
-
-
-@dataclass
-class Link:
-    """One relay's ZoneLink stream."""
-
-    id: int
-    relay_id: str
-    queue: asyncio.Queue[zone_pb2.ZoneLinkDown | None]
-    players: set[str] = field(default_factory=set)
 
 
 class ZoneServicer(zone_pb2_grpc.ZoneServicer):
@@ -60,16 +49,13 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         self.state = State.ZONE_STATE_STARTING
         self.map_version = 0
         self.address = cfg.advertise_address
-        self.links: dict[int, Link] = {}
-        self.player_link: dict[str, int] = {}
-        self._link_ids = itertools.count(1)
+        self.links = Links(sim=self.sim, world=cfg.world, queue_size=cfg.link_queue)
         self.ticker = Ticker(cfg.tick_hz, self.tick)
         self.ticker.on_skip = metrics.TICKS_SKIPPED.inc
         self.ticker.on_error = metrics.TICK_ERRORS.inc
         self._tasks: list[asyncio.Task[None]] = []
         self._npcs_spawned = False
         self.border = Border(self)
-        self.pending_attach: dict[str, tuple[int, float]] = {}
 
     @property
     def zone_ref(self) -> common_pb2.ZoneRef:
@@ -107,13 +93,6 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             asyncio.create_task(self.border.run_ghosts_in()),
         ]
 
-    def close_links(self) -> None:
-        """End every ZoneLink stream (relays reconnect elsewhere or later)."""
-        for link in self.links.values():
-            while not link.queue.empty():  # a slow relay loses its backlog, not the close
-                link.queue.get_nowait()
-            link.queue.put_nowait(None)
-
     async def stop(self) -> None:
         """Stop the loops, write a final checkpoint, end every link."""
         self.ticker.stop()
@@ -122,7 +101,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.checkpoint()
-        self.close_links()
+        self.links.close()
 
     async def _activate(self) -> None:
         self.state = State.ZONE_STATE_ACTIVE
@@ -151,7 +130,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         metrics.observe(frame, counts, players=len(self.sim.ents.players), entities=self.sim.ents.n)
         metrics.TICK.observe(frame.step_s)
         metrics.OVERLOADED.set(1 if self.ticker.stats.overloaded else 0)
-        self.publish(frame)
+        self.links.publish(frame)
         if self.state == State.ZONE_STATE_DRAINING:
             metrics.DRAIN_REMAINING.set(len(self.sim.ents.players))
             self._maybe_drained()
@@ -179,74 +158,15 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         if not player:
             self.sim.remove_entity(entity_id)
             return
-        link_id = self.player_link.pop(player, None)
-        if link_id is not None and link_id in self.links:
-            link = self.links[link_id]
-            link.players.discard(player)
-            handover = zone_pb2.Handover(
-                player_id=player,
-                to=common_pb2.ZoneRef(world=self.cfg.world, zone=target),
-                epoch=epoch,
-            )
-            self._send(link, zone_pb2.ZoneLinkDown(handover=handover), "handover")
+        self.links.handover(player, target, epoch)
         self.sim.remove_player(player)
 
     def receive(self, state: Record, epoch: int) -> None:
         """A committed handoff to this zone: the entity becomes authoritative here."""
         self.sim.adopt(state, epoch=epoch, now=time.monotonic())
         metrics.HANDOFFS_RECEIVED.inc()
-        player = state.player_id
-        if player:
-            waiting = self.pending_attach.pop(player, None)
-            if waiting is not None and waiting[0] in self.links:
-                self._attach(self.links[waiting[0]], player)
-
-    def publish(self, frame: Frame) -> None:
-        """Group the frame's snapshots and events per link and queue them."""
-        batch = frame.batch
-        per_link: dict[int, list[zone_pb2.PlayerSnapshot]] = {}
-        streams = batch.stream.tolist()
-        seqs = batch.sequence.tolist()
-        bases = batch.baseline.tolist()
-        for i, player in enumerate(frame.players):
-            link_id = self.player_link.get(player)
-            if link_id is None:
-                continue
-            per_link.setdefault(link_id, []).append(
-                zone_pb2.PlayerSnapshot(
-                    player_id=player,
-                    stream=streams[i],
-                    sequence=seqs[i],
-                    baseline=bases[i],
-                    tick=frame.tick,
-                    payload=batch.payloads[i],
-                )
-            )
-        now_ms = time.time() * 1000.0
-        for link_id, snaps in per_link.items():
-            msg = zone_pb2.ZoneLinkDown(
-                snapshots=zone_pb2.SnapshotBatch(
-                    tick=frame.tick, server_time_ms=now_ms, snapshots=snaps
-                )
-            )
-            self._send(self.links[link_id], msg, "snapshots")
-        for ev in frame.events:
-            link_id = self.player_link.get(ev.player_id)
-            if link_id is not None:
-                event = zone_pb2.PlayerEvent(
-                    player_id=ev.player_id,
-                    kind=ev.kind,  # type: ignore[arg-type]
-                    other_entity_id=ev.other,
-                    amount=ev.amount,
-                    detail=ev.detail,
-                )
-                self._send(self.links[link_id], zone_pb2.ZoneLinkDown(event=event), "event")
-
-    def _send(self, link: Link, msg: zone_pb2.ZoneLinkDown, what: str) -> None:
-        try:
-            link.queue.put_nowait(msg)
-        except asyncio.QueueFull:
-            metrics.LINK_DROPS.labels(what).inc()
+        if state.player_id:
+            self.links.arrived(state.player_id)
 
     def status(self, *, entities: bool = False) -> zone_pb2.ZoneStatus:
         """The zone's current ZoneStatus (also its heartbeat); ``entities`` lists
@@ -330,10 +250,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 reason="LINK_HELLO_REQUIRED",
                 field="hello",
             )
-        link = Link(next(self._link_ids), first.hello.relay_id, asyncio.Queue(self.cfg.link_queue))
-        self.links[link.id] = link
-        log.info("link opened", extra={"link": link.id, "relay": link.relay_id})
-        reader = asyncio.create_task(self._read(link, request_iterator))
+        link = self.links.open(first.hello.relay_id, request_iterator)
         try:
             yield zone_pb2.ZoneLinkDown(
                 welcome=zone_pb2.LinkWelcome(
@@ -346,77 +263,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             while (msg := await link.queue.get()) is not None:
                 yield msg
         finally:
-            reader.cancel()
-            for player in list(link.players):
-                self._detach(link, player)
-            self.links.pop(link.id, None)
-            log.info("link closed", extra={"link": link.id, "relay": link.relay_id})
-
-    async def _read(self, link: Link, upstream: AsyncIterator[zone_pb2.ZoneLinkUp]) -> None:
-        try:
-            async for up in upstream:
-                which = up.WhichOneof("msg")
-                if which == "inputs":
-                    self._inputs(link, up.inputs)
-                elif which == "attach":
-                    self._attach(link, up.attach.player_id)
-                elif which == "detach":
-                    if up.detach.player_id in link.players:
-                        self._detach(link, up.detach.player_id)
-                else:
-                    metrics.LINK_ERRORS.labels("unexpected_" + str(which)).inc()
-        except (asyncio.CancelledError, grpc.aio.AioRpcError):
-            pass
-        except Exception:
-            log.exception("link reader failed", extra={"link": link.id})
-        finally:
-            with contextlib.suppress(asyncio.QueueFull):
-                link.queue.put_nowait(None)
-
-    def _inputs(self, link: Link, batch: zone_pb2.InputBatch) -> None:
-        if len(batch.inputs) > inputs.MAX_BATCH:
-            metrics.INPUTS_REJECTED.labels(inputs.OVERSIZED).inc(len(batch.inputs))
-            log.warning("oversized input batch", extra={"link": link.id, "n": len(batch.inputs)})
-            return
-        now = time.monotonic()
-        attached = []
-        for inp in batch.inputs:
-            if inp.player_id not in link.players:
-                reason = (
-                    inputs.NOT_ATTACHED
-                    if inp.player_id in self.sim.ents.players
-                    else inputs.UNKNOWN_PLAYER
-                )
-                metrics.INPUTS_REJECTED.labels(reason).inc()
-                continue
-            attached.append(inp)
-        self.sim.submit_many(messages.inputs(attached), now)
-        for ack in batch.acks:
-            if ack.player_id in link.players:
-                self.sim.ack(ack.player_id, ack.stream, ack.sequence)
-
-    def _attach(self, link: Link, player: str) -> None:
-        if not self.sim.attach(player):
-            # The relay may follow a route change before the COMMIT is read here.
-            now = time.monotonic()
-            self.pending_attach = {p: w for p, w in self.pending_attach.items() if now - w[1] < 5.0}
-            if len(self.pending_attach) < 100_000:
-                self.pending_attach[player] = (link.id, now)
-            metrics.LINK_ERRORS.labels("attach_unknown_player").inc()
-            return
-        self.pending_attach.pop(player, None)
-        old = self.player_link.get(player)
-        if old is not None and old in self.links:
-            self.links[old].players.discard(player)
-        self.player_link[player] = link.id
-        link.players.add(player)
-
-    def _detach(self, link: Link, player: str) -> None:
-        link.players.discard(player)
-        self.pending_attach.pop(player, None)
-        if self.player_link.get(player) == link.id:
-            del self.player_link[player]
-            self.sim.detach(player)
+            self.links.end(link)
 
     # --- unary RPCs ----------------------------------------------------------------
 
@@ -536,9 +383,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         except RedisError as err:
             await _unavailable(context, err)
         if player in self.sim.ents.players:
-            link_id = self.player_link.pop(player, None)
-            if link_id is not None and link_id in self.links:
-                self.links[link_id].players.discard(player)
+            self.links.forget(player)
             self.sim.remove_player(player)
         return zone_pb2.LeaveResponse()
 
