@@ -12,6 +12,7 @@ import numpy as np
 
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.geometry import from_bounds
+from tessera.wire.snapshot import Quantization
 from tessera.zone.entities import Record
 from tessera.zone.events import Event
 from tessera.zone.handoff import Ack, Prepare
@@ -88,6 +89,15 @@ def player_event(ev: Event) -> zone_pb2.PlayerEvent:
         other_entity_id=ev.other,
         amount=ev.amount,
         detail=ev.detail,
+    )
+
+
+def quantization(q: Quantization) -> common_pb2.Quantization:
+    return common_pb2.Quantization(
+        position_step_m=q.position_step_m,
+        yaw_bits=q.yaw_bits,
+        velocity_step_mps=q.velocity_step_mps,
+        origin=common_pb2.Vec3(x=q.origin[0], y=q.origin[1], z=q.origin[2]),
     )
 
 

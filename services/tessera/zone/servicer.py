@@ -1,9 +1,13 @@
 """The zone's gRPC adapter (tessera.v1.Zone) and its background loops.
 
-Owns the glue between the simulation, relays (ZoneLink streams), Redis (via
-:class:`~tessera.zone.store.ZoneStore`) and metrics: the tick loop runs the
-simulation and fans the frame out to links, a heartbeat loop registers the
-zone, a checkpoint loop saves every player's durable state.
+Wires the zone's parts together and runs them: the :class:`~tessera.zone.simulation.Simulation`
+(the core), its relay :class:`~tessera.zone.links.Links`, the
+:class:`~tessera.zone.border.Border` (zone map, handoffs, drain), the ghost
+exchange with the :class:`~tessera.zone.neighbours.Neighbours` and the
+:class:`~tessera.zone.store.ZoneStore`. The tick loop runs the simulation and
+fans the frame out to the links; the border loops apply the border's releases
+and receipts to the links; a heartbeat loop registers the zone, a checkpoint
+loop saves every player's durable state.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from tessera.common.errors import abort
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.geometry import from_bounds, to_bounds
 from tessera.zone import messages, metrics
-from tessera.zone.border import Border
+from tessera.zone.border import Border, Release
 from tessera.zone.config import ZoneConfig
-from tessera.zone.entities import Record
+from tessera.zone.entities import owned
 from tessera.zone.links import Links
+from tessera.zone.neighbours import Neighbours
 from tessera.zone.simulation import Simulation
 from tessera.zone.store import ZoneStore
+from tessera.zone.territory import Territory
 from tessera.zone.tick import Ticker
 
 log = logging.getLogger(__name__)
@@ -44,53 +50,45 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     def __init__(self, cfg: ZoneConfig, store: ZoneStore) -> None:
         self.cfg = cfg
         self.store = store
-        self.bounds = cfg.bounds
+        self.territory = Territory(cfg.zone, cfg.world_bounds, cfg.bounds)
         self.sim = Simulation(cfg, area=cfg.bounds or cfg.world_bounds, seed=cfg.seed)
-        self.state = State.ZONE_STATE_STARTING
-        self.map_version = 0
         self.address = cfg.advertise_address
         self.links = Links(sim=self.sim, world=cfg.world, queue_size=cfg.link_queue)
+        self.neighbours = Neighbours(cfg=cfg, store=store, sim=self.sim, territory=self.territory)
+        self.border = Border(
+            cfg=cfg, store=store, sim=self.sim, territory=self.territory, neighbours=self.neighbours
+        )
         self.ticker = Ticker(cfg.tick_hz, self.tick)
         self.ticker.on_skip = metrics.TICKS_SKIPPED.inc
         self.ticker.on_error = metrics.TICK_ERRORS.inc
         self._tasks: list[asyncio.Task[None]] = []
         self._npcs_spawned = False
-        self.border = Border(self)
 
     @property
     def zone_ref(self) -> common_pb2.ZoneRef:
         return common_pb2.ZoneRef(world=self.cfg.world, zone=self.cfg.zone)
 
-    @property
-    def quantization(self) -> common_pb2.Quantization:
-        q = self.sim.quant
-        return common_pb2.Quantization(
-            position_step_m=q.position_step_m,
-            yaw_bits=q.yaw_bits,
-            velocity_step_mps=q.velocity_step_mps,
-            origin=common_pb2.Vec3(x=q.origin[0], y=q.origin[1], z=q.origin[2]),
-        )
-
     # --- lifecycle --------------------------------------------------------
 
     async def start(self, port: Callable[[], int]) -> None:
-        """Restore routed players, then run the tick, heartbeat and checkpoint loops."""
-        if self.bounds is not None:
+        """Restore routed players, then run the tick, heartbeat, checkpoint, border
+        and ghost loops."""
+        if self.territory.bounds is not None:
             began = time.perf_counter()
             await self._activate()
             await self.restore()
             metrics.RECOVERY.observe(time.perf_counter() - began)
         else:
-            self.state = State.ZONE_STATE_STANDBY
-        await self.border.refresh_map()
+            self.territory.state = State.ZONE_STATE_STANDBY
+        await self._refresh_map()
         self._tasks = [
             asyncio.create_task(self.ticker.run()),
             asyncio.create_task(self._heartbeats(port)),
             asyncio.create_task(self._checkpoints()),
-            asyncio.create_task(self.border.run_scan()),
-            asyncio.create_task(self.border.run_inbox()),
-            asyncio.create_task(self.border.run_ghosts_out()),
-            asyncio.create_task(self.border.run_ghosts_in()),
+            asyncio.create_task(self._scans()),
+            asyncio.create_task(self._inbox()),
+            asyncio.create_task(self.neighbours.run_out()),
+            asyncio.create_task(self.neighbours.run_in()),
         ]
 
     async def stop(self) -> None:
@@ -104,7 +102,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         self.links.close()
 
     async def _activate(self) -> None:
-        self.state = State.ZONE_STATE_ACTIVE
+        self.territory.state = State.ZONE_STATE_ACTIVE
         if not self._npcs_spawned and self.cfg.npcs:
             self.sim.spawn_npcs(await self.store.next_ids(self.cfg.npcs))
             self._npcs_spawned = True
@@ -131,64 +129,95 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         metrics.TICK.observe(frame.step_s)
         metrics.OVERLOADED.set(1 if self.ticker.stats.overloaded else 0)
         self.links.publish(frame)
-        if self.state == State.ZONE_STATE_DRAINING:
+        if self.territory.state == State.ZONE_STATE_DRAINING:
             metrics.DRAIN_REMAINING.set(len(self.sim.ents.players))
             self._maybe_drained()
 
     def _maybe_drained(self) -> None:
-        """DRAINED once no entity is left to hand away (NPCs stay only if no zone can
-        take them, or if this is an instance zone: its NPCs end with it)."""
-        e, border = self.sim.ents, self.border
-        topo = border.topo
-        neighbours = topo is not None and any(a.zone != self.cfg.zone for a in topo.zones)
-        owned = int(border.owned().sum())
-        npcs_leave = bool(neighbours or border.drain_target) and not self.cfg.instance
-        left = owned if npcs_leave else len(e.players)
-        if not left and not border.flight.outgoing:
-            self.state = State.ZONE_STATE_DRAINED
-            log.info(
-                "drained",
-                extra={"seconds": round(time.monotonic() - border.drain_started, 3)},
-            )
+        if self.border.drained():
+            self.territory.state = State.ZONE_STATE_DRAINED
+            seconds = round(time.monotonic() - self.border.drain_started, 3)
+            log.info("drained", extra={"seconds": seconds})
 
-    def release(self, entity_id: int, target: str, epoch: int) -> None:
-        """A committed handoff: the entity now belongs to ``target``; tell the relay."""
-        extra = self.sim.ents.extra.get(entity_id)
-        player = extra.player_id if extra else ""
-        if not player:
-            self.sim.remove_entity(entity_id)
-            return
-        self.links.handover(player, target, epoch)
-        self.sim.remove_player(player)
+    # --- the border ---------------------------------------------------------
 
-    def receive(self, state: Record, epoch: int) -> None:
-        """A committed handoff to this zone: the entity becomes authoritative here."""
-        self.sim.adopt(state, epoch=epoch, now=time.monotonic())
-        metrics.HANDOFFS_RECEIVED.inc()
-        if state.player_id:
-            self.links.arrived(state.player_id)
+    async def _scans(self) -> None:
+        """Between ticks: the zone map, handoffs to start, time out or force, hits on
+        ghosts to forward, offers to expire."""
+        last_map = 0.0
+        while True:
+            try:
+                now = time.monotonic()
+                if now - last_map >= self.cfg.map_poll_s:
+                    last_map = now
+                    await self._refresh_map()
+                self._release(await self.border.scan())
+                await self.neighbours.forward_hits()
+                self.border.expire()
+            except Exception:
+                log.exception("handoff scan failed")
+            await asyncio.sleep(self.cfg.handoff_scan_s)
+
+    async def _inbox(self) -> None:
+        """Between ticks: handoff messages and forwarded hits from other zones."""
+        while True:
+            try:
+                entries = await self.store.receive()
+                msgs = [m for _e, m in entries if m is not None]
+                metrics.INBOX.labels("malformed").inc(len(entries) - len(msgs))
+                try:
+                    inbox = self.border.take(msgs)
+                    for receipt in inbox.receipts:
+                        self.links.arrived(receipt.player_id)
+                    self._release(await self.border.reply(inbox))
+                except Exception:
+                    metrics.INBOX.labels("error").inc()
+                    log.exception("inbox batch failed")
+                await self.store.done([entry for entry, _ in entries])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("inbox read failed")
+                await asyncio.sleep(0.5)
+
+    def _release(self, releases: list[Release]) -> None:
+        """Players now owned by another zone: their relays follow them there."""
+        for r in releases:
+            self.links.handover(r.player_id, r.target, r.epoch)
+
+    async def _refresh_map(self) -> None:
+        if await self.border.refresh_map():
+            self._fit_area()
+
+    def _fit_area(self) -> None:
+        area = self.border.movement_area()
+        if area is not None:
+            self.sim.area = area
+
+    # --- status and durability ------------------------------------------------
 
     def status(self, *, entities: bool = False) -> zone_pb2.ZoneStatus:
         """The zone's current ZoneStatus (also its heartbeat); ``entities`` lists
         every owned entity too."""
         e = self.sim.ents
         stats = self.ticker.stats
+        draining = self.territory.state == State.ZONE_STATE_DRAINING
         players = [e.index[eid] for eid in e.players.values()]
         if len(players) > 512:
             players = self.sim.rng.choice(players, 512, replace=False).tolist()
         status = zone_pb2.ZoneStatus(
             zone=self.zone_ref,
             address=self.address,
-            state=self.state,
+            state=self.territory.state,
             players=len(e.players),
-            npcs=e.n - len(e.players) - len(self.border.ghost_src),
-            ghosts=len(self.border.ghost_src),
+            npcs=e.n - len(e.players) - len(self.neighbours.ghosts),
+            ghosts=len(self.neighbours.ghosts),
             tick_hz=self.cfg.tick_hz,
             tick_p50_ms=stats.percentile(50) * 1000,
             tick_p99_ms=stats.percentile(99) * 1000,
             overloaded=stats.overloaded,
-            drain_remaining=len(e.players) if self.state == State.ZONE_STATE_DRAINING else 0,
-            map_version=self.map_version,
+            drain_remaining=len(e.players) if draining else 0,
+            map_version=self.territory.map_version,
             updated_at_ms=time.time() * 1000,
             sample_x=e.pos[players, 0].tolist(),
             sample_z=e.pos[players, 2].tolist(),
@@ -196,11 +225,11 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             instance=self.cfg.instance,
         )
         if entities:
-            ids = e.id[: e.n][self.border.owned()].tolist()
+            ids = e.id[: e.n][owned(e)].tolist()
             status.entity_ids.extend(ids)
             status.entity_players.extend(e.extra[i].player_id if i in e.extra else "" for i in ids)
-        if self.bounds is not None:
-            status.bounds.CopyFrom(to_bounds(self.bounds))
+        if self.territory.bounds is not None:
+            status.bounds.CopyFrom(to_bounds(self.territory.bounds))
         return status
 
     async def _heartbeats(self, port: Callable[[], int]) -> None:
@@ -256,8 +285,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 welcome=zone_pb2.LinkWelcome(
                     zone=self.zone_ref,
                     tick_hz=self.cfg.tick_hz,
-                    quantization=self.quantization,
-                    bounds=to_bounds(self.bounds or self.cfg.world_bounds),
+                    quantization=messages.quantization(self.sim.quant),
+                    bounds=to_bounds(self.territory.bounds or self.cfg.world_bounds),
                 )
             )
             while (msg := await link.queue.get()) is not None:
@@ -277,8 +306,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 reason="BAD_PLAYER_ID",
                 field="player_id",
             )
-        if self.state != State.ZONE_STATE_ACTIVE:
-            name = State.Name(self.state)
+        if self.territory.state != State.ZONE_STATE_ACTIVE:
+            name = State.Name(self.territory.state)
             await abort(
                 context,
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -310,7 +339,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             restored=extra.restored,
             zone=self.zone_ref,
             epoch=extra.epoch,
-            quantization=self.quantization,
+            quantization=messages.quantization(self.sim.quant),
             tick_hz=self.cfg.tick_hz,
         )
 
@@ -410,26 +439,28 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 reason="BAD_BOUNDS",
                 field="bounds",
             )
-        if request.map_version < self.map_version:
+        here = self.territory
+        if request.map_version < here.map_version:
             await abort(
                 context,
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"map version {request.map_version} is older than {self.map_version}",
+                f"map version {request.map_version} is older than {here.map_version}",
                 reason="STALE_MAP_VERSION",
                 field="map_version",
             )
-        self.map_version = request.map_version
-        self.bounds = from_bounds(b)
-        self.sim.area = self.bounds
+        here.bounds_version = request.map_version
+        here.bounds = from_bounds(b)
+        self.sim.area = here.bounds  # until the zone map says where movement may reach
         with contextlib.suppress(RedisError):
-            await self.border.refresh_map()
+            await self._refresh_map()
         self.border.rebound()
-        if self.state in (State.ZONE_STATE_STANDBY, State.ZONE_STATE_STARTING):
+        self._fit_area()
+        if here.state in (State.ZONE_STATE_STANDBY, State.ZONE_STATE_STARTING):
             await self._activate()
         leaving = len(self.border.departures())
         log.info(
             "bounds set",
-            extra={"bounds": values, "map_version": self.map_version, "leaving": leaving},
+            extra={"bounds": values, "map_version": here.map_version, "leaving": leaving},
         )
         return zone_pb2.SetBoundsResponse(handoffs_started=leaving)
 
@@ -453,12 +484,13 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 reason="BAD_TARGET",
                 field="target",
             )
-        if self.state in (State.ZONE_STATE_ACTIVE, State.ZONE_STATE_STANDBY):
-            self.state = State.ZONE_STATE_DRAINING
-        if self.state == State.ZONE_STATE_DRAINING:
+        here = self.territory
+        if here.state in (State.ZONE_STATE_ACTIVE, State.ZONE_STATE_STANDBY):
+            here.state = State.ZONE_STATE_DRAINING
+        if here.state == State.ZONE_STATE_DRAINING:
             self.border.drain(target, request.deadline_s)
             with contextlib.suppress(RedisError):
-                await self.border.refresh_map()
+                await self._refresh_map()
             self._maybe_drained()
         return zone_pb2.DrainResponse(remaining=len(self.sim.ents.players))
 
