@@ -44,7 +44,20 @@ from tessera.zone.npc import think
 from tessera.zone.snapshot import PAD, EncodedBatch, SnapshotEncoder, quantize, row_view
 
 I64 = npt.NDArray[np.int64]
-U64 = npt.NDArray[np.uint64]
+Bools = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class Sight:
+    """This tick's snapshot recipients and what they see (per client, per view slot)."""
+
+    players: list[str]
+    clients: I64  # their snapshot rows
+    viewer_rows: I64  # their entity rows
+    valid: Bools  # the view slot holds an entity
+    safe: I64  # its entity row (0 where not valid)
+    due: Bools  # its value is refreshed in this snapshot
+    aoi_s: float
 
 
 @dataclass
@@ -215,14 +228,38 @@ class Simulation:
             self._told[key] = self.now_s
             self.events.append(Event(player_id, INPUT_DROPPED, detail=reason))
 
+    # --- hits forwarded by neighbours -----------------------------------
+
+    def take_hit(self, target: int, attacker_id: int, damage: float) -> None:
+        """Apply a validated hit forwarded by a neighbour (told to players next tick)."""
+        combat.take_hit(
+            self.ents,
+            target,
+            attacker_id,
+            damage,
+            now=self.now_s,
+            respawn_s=self.cfg.weapons.respawn_s,
+            events=self.events,
+            counts=self.counts,
+        )
+
     # --- the tick -------------------------------------------------------
 
     def step(self) -> Frame:
-        """Advance one tick and encode every attached player's snapshot."""
+        """Advance one tick: the systems act on the intents inputs set since the last
+        one, then each attached player's view is refreshed and its snapshot encoded."""
         started = time.perf_counter()
         self.tick += 1
+        events, self.events = self.events, []  # told by inputs and hits since the last tick
+        self._systems(events)
+        sight = self._interest()
+        frame = self._encode(sight, events)
+        frame.step_s = time.perf_counter() - started
+        return frame
+
+    def _systems(self, events: list[Event]) -> None:
+        """NPC behaviour -> movement -> position history -> combat -> respawn / regeneration."""
         e, n, now, cfg = self.ents, self.ents.n, self.now_s, self.cfg
-        events, self.events = self.events, []
         if n:
             ghost = (e.flags[:n] & GHOST) != 0  # neighbours' entities: shown, not simulated
             alive = ((e.flags[:n] & DEAD) == 0) & ~ghost
@@ -233,9 +270,6 @@ class Simulation:
             self._fight(alive, now, events)
             combat.recover(e, ghost, now=now, dt=cfg.dt, weapons=cfg.weapons, events=events)
             e.actions[:n] = 0
-        frame = self._snapshots(events)
-        frame.step_s = time.perf_counter() - started
-        return frame
 
     def _think(self, alive: npt.NDArray[np.bool_]) -> None:
         e, n = self.ents, self.ents.n
@@ -274,19 +308,6 @@ class Simulation:
             extra.teleports += 1
             events.append(Event(extra.player_id, TELEPORT_REJECTED, amount=float(excess[row])))
 
-    def take_hit(self, target: int, attacker_id: int, damage: float) -> None:
-        """Apply a validated hit forwarded by a neighbour (told to players next tick)."""
-        combat.take_hit(
-            self.ents,
-            target,
-            attacker_id,
-            damage,
-            now=self.now_s,
-            respawn_s=self.cfg.weapons.respawn_s,
-            events=self.events,
-            counts=self.counts,
-        )
-
     def _fight(self, alive: npt.NDArray[np.bool_], now: float, events: list[Event]) -> None:
         cfg = self.cfg
         self.forwarded += combat.fight(
@@ -302,7 +323,9 @@ class Simulation:
             counts=self.counts,
         )
 
-    def _snapshots(self, events: list[Event]) -> Frame:
+    def _interest(self) -> Sight:
+        """Who gets a snapshot this tick, and what each of them sees: views refreshed
+        when due (or new), and which of the entities in view are due a fresh value."""
         e, n, tiers, views = self.ents, self.ents.n, self.cfg.tiers, self.views
         every = self.cfg.snapshot_every
         beat = self.tick // every  # snapshots sent to each client so far
@@ -322,7 +345,6 @@ class Simulation:
             idx, _ = interest.visible(tree, viewers[refresh], n, boost, tiers=tiers)
             ids_all = np.append(e.id[:n], PAD)
             views.refresh(clients[refresh], ids_all[idx], np.where(idx < n, idx, -1))
-        ids = views.ids[clients]
         rows = views.rows[clients]
         valid = rows >= 0
         safe = np.where(valid, rows, 0)
@@ -330,7 +352,12 @@ class Simulation:
         dz = e.pos[:n, 2][safe] - viewers[:, 1, None] if n else np.zeros(safe.shape)
         due = interest.due(dx * dx + dz * dz, safe, e.id[:n], beat, tiers=tiers)
         due |= ~views.known[clients]
-        aoi_s = time.perf_counter() - started
+        return Sight(players, clients, viewer_rows, valid, safe, due, time.perf_counter() - started)
+
+    def _encode(self, sight: Sight, events: list[Event]) -> Frame:
+        """Quantize, take fresh values for the due pairs, delta-encode every snapshot."""
+        e, n, views = self.ents, self.ents.n, self.views
+        clients, valid, safe = sight.clients, sight.valid, sight.safe
         started = time.perf_counter()
         table = quantize(
             self.quant,
@@ -345,25 +372,25 @@ class Simulation:
         # Only due pairs take fresh values; the rest keep what the client was sent.
         sent = views.sent.reshape(-1, COLUMNS)
         pairs = (clients[:, None] * views.cap + np.arange(views.cap)).ravel()
-        fresh = np.flatnonzero(due & valid)
+        fresh = np.flatnonzero(sight.due & valid)
         if n:
             row_view(sent)[pairs[fresh]] = np.take(row_view(table), safe.ravel()[fresh])
-        vals = np.take(sent, pairs, axis=0).reshape(c, views.cap, COLUMNS)
+        vals = np.take(sent, pairs, axis=0).reshape(len(clients), views.cap, COLUMNS)
         views.known[clients] = valid
         batch = self.encoder.encode(
             clients,
-            ids,
+            views.ids[clients],
             valid,
             vals,
-            last_input_seq=e.last_seq[viewer_rows],
+            last_input_seq=e.last_seq[sight.viewer_rows],
             version=views.version[clients],
         )
         return Frame(
             tick=self.tick,
-            players=players,
+            players=sight.players,
             batch=batch,
             events=events,
-            aoi_s=aoi_s,
+            aoi_s=sight.aoi_s,
             encode_s=time.perf_counter() - started,
             aoi_pairs=int(valid.sum()),
         )
