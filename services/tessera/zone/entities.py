@@ -4,7 +4,8 @@ Entities live in dense arrays (index ``0..n-1``) so every system is a vector
 operation; removal swaps the last entity into the hole. Entity ids are 64-bit,
 world-unique and never reused (allocated by :mod:`tessera.zone.store`); ``index``
 maps an id to its current row. Data that systems never vectorize over (account
-id, opaque blob, relay) lives in dicts keyed by entity id.
+id, opaque blob, relay) lives in dicts keyed by entity id. What outlives a zone
+(checkpoints, handoffs) is an entity's :class:`Record`.
 """
 
 from __future__ import annotations
