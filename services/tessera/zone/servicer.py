@@ -119,7 +119,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             log.info("restored players", extra={"players": len(states)})
         return len(states)
 
-    # --- loops -------------------------------------------------------------
+    # --- the tick ----------------------------------------------------------
 
     def tick(self) -> None:
         """One simulation step, fanned out to the links."""
