@@ -25,7 +25,7 @@ then all but 60 leave and the siblings merge (merge threshold 100, window 1 s):
   that decided the merge to every remaining route pointing at the survivor /
   the drained zone's process having exited / both;
 - ``lost`` / ``duplicated``: the most lost players and duplicated entities any
-  ``invariants.settle`` scan after a runtime pass found (expected 0);
+  ``audit.settle`` scan after a runtime pass found (expected 0);
   ``invariant_scans_unsettled``: scans that still failed any invariant
   (including misrouted or unreachable) when settle gave up after 2 s.
 
@@ -58,7 +58,7 @@ from tessera.operator.planner.model import Desired, Memory, Phase, Policy, World
 from tessera.operator.planner.rules import plan
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.geometry import Rect
-from tessera.zone import invariants
+from tessera.zone import audit
 from tessera.zone.store import read_routes
 
 
@@ -217,8 +217,8 @@ class Driver:
         return list(result.actions)
 
     async def audit(self) -> None:
-        """``invariants.settle`` over every running zone and the routing table."""
-        report = await invariants.settle(
+        """``audit.settle`` over every running zone and the routing table."""
+        report = await audit.settle(
             self.runtime.redis, "bench", self.addresses(), set(self.players), timeout_s=2.0
         )
         self.cycle.scans += 1

@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from tessera.harness.redis import LocalRedis
 from tessera.harness.zones import Driver, World, ZoneSpec
 from tessera.wire.geometry import Rect
-from tessera.zone import invariants
+from tessera.zone import audit, invariants
 
 WEST, EAST = Rect(-500, -500, 0, 500), Rect(0, -500, 500, 500)
 ENV = {
@@ -80,7 +80,7 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float:
 
 
 async def check(world: World, players: set[str], totals: dict[str, int]) -> invariants.Report:
-    report = await invariants.settle(world.redis, world.world, world.addresses(), players)
+    report = await audit.settle(world.redis, world.world, world.addresses(), players)
     totals["lost"] += len(report.lost)
     totals["duplicate"] += len(report.duplicates)
     totals["misrouted"] += len(report.misrouted)

@@ -28,6 +28,7 @@ import numpy as np
 from tessera.common.config import Env
 from tessera.v1 import zone_pb2
 from tessera.wire.snapshot import full_size
+from tessera.zone import messages
 from tessera.zone.config import ZoneConfig
 from tessera.zone.simulation import Simulation
 
@@ -119,7 +120,7 @@ def run(
         began = time.perf_counter()
         cpu = time.thread_time()
         now = time.monotonic()
-        sim.submit_many(msgs, now)
+        sim.submit_many(messages.inputs(msgs), now)
         submitted = time.perf_counter()
         frame = sim.step()
         ended = time.perf_counter()

@@ -42,7 +42,7 @@ from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2, common_pb2, relay_pb2, relay_pb2_grpc, zone_pb2, zone_pb2_grpc
 from tessera.wire import packet
 from tessera.wire.connect_token import ConnectGrant, issue_connect_token, new_token_id
-from tessera.zone.invariants import settle
+from tessera.zone.audit import settle
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from tessera.harness.redis import LocalRedis
 from tessera.operator.local import LocalRuntime
 from tessera.operator.planner.model import Phase
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
-from tessera.zone import invariants
+from tessera.zone import audit
 from tessera.zone.store import read_routes
 
 pytestmark = pytest.mark.integration
@@ -91,7 +91,7 @@ async def test_split_and_merge_hand_players_over(redis_server: LocalRedis, redis
         )
 
         async def owners() -> dict[str, str]:
-            report = await invariants.settle(redis, "earth", addresses(runtime), players)
+            report = await audit.settle(redis, "earth", addresses(runtime), players)
             assert report.ok, report
             return {p: r.zone for p, r in (await read_routes(redis, "earth")).items()}
 

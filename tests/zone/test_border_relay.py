@@ -26,7 +26,7 @@ from tessera.common.process import ServiceProcess
 from tessera.harness.redis import LocalRedis
 from tessera.harness.zones import World, ZoneSpec
 from tessera.wire.geometry import Rect
-from tessera.zone import invariants
+from tessera.zone import audit
 from tessera.zone.store import read_routes
 
 pytestmark = pytest.mark.integration
@@ -120,7 +120,7 @@ async def test_bots_cross_and_survive_a_zone_crash(stack: Stack) -> None:
         world = stack.world
 
         async def check() -> None:
-            report = await invariants.settle(world.redis, world.world, world.addresses(), players)
+            report = await audit.settle(world.redis, world.world, world.addresses(), players)
             assert report.ok, report
             assert all(b.client.connected for b in bots), [b.client.disconnected for b in bots]
 

@@ -1,12 +1,15 @@
-"""Combat geometry, the position history and rewind limits."""
+"""Combat geometry, the position history, rewind limits and combat applied to entities."""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 
 from tessera.zone import combat
+from tessera.zone.entities import DEAD, GHOST, MAX_HEALTH, NPC, Entities, Extra
+from tessera.zone.events import DIED, HIT_DEALT, HIT_TAKEN, RESPAWNED, Event
 
 W = combat.Weapons()
 
@@ -80,3 +83,87 @@ def test_regeneration_only_out_of_combat() -> None:
     combat_at = np.array([0.0, 8.0, 0.0, 0.0])
     out = combat.regenerate(health, dead, combat_at, now_s=10.0, dt=1.0, weapons=W, max_health=100)
     assert out.tolist() == [55.0, 50.0, 100.0, 0.0]
+
+
+def arena() -> tuple[Entities, combat.History]:
+    """Player 1 facing north at the origin, player 2 one metre in front, NPC 3 behind."""
+    ents = Entities()
+    ents.add_player(1, "a", (0.0, 0.0, 0.0))
+    ents.add_player(2, "b", (0.0, 0.0, 1.0))
+    ents.add(3, NPC, (0.0, 0.0, -10.0))
+    ents.extra[3] = Extra()
+    history = combat.History(4)
+    history.record(1, ents.id[: ents.n], ents.pos[: ents.n])
+    return ents, history
+
+
+def fight(
+    ents: Entities,
+    history: combat.History,
+    now: float,
+    events: list[Event],
+    counts: Counter[str],
+) -> list[combat.Forwarded]:
+    alive = (ents.flags[: ents.n] & DEAD) == 0
+    return combat.fight(
+        ents,
+        alive,
+        tick=1,
+        now=now,
+        tick_ms=1000 / 30,
+        history=history,
+        weapons=W,
+        max_rewind_ms=250.0,
+        events=events,
+        counts=counts,
+    )
+
+
+def test_fight_applies_melee_once_per_cooldown() -> None:
+    ents, history = arena()
+    ents.actions[0] = combat.MELEE
+    events: list[Event] = []
+    counts: Counter[str] = Counter()
+    assert fight(ents, history, 10.0, events, counts) == []
+    assert ents.health[1] == 100.0 - W.melee_damage and ents.melee_ready[0] == 10.5
+    assert [(e.player_id, e.kind, e.other) for e in events] == [
+        ("a", HIT_DEALT, 2),
+        ("b", HIT_TAKEN, 1),
+    ]
+    fight(ents, history, 10.1, events, counts)  # still cooling down
+    assert counts["hits"] == 1 and ents.health[1] == 100.0 - W.melee_damage
+
+
+def test_hits_on_ghosts_are_forwarded_not_applied() -> None:
+    ents, history = arena()
+    ents.flags[1] |= GHOST
+    ents.actions[0] = combat.MELEE
+    events: list[Event] = []
+    out = fight(ents, history, 0.0, events, Counter())
+    assert out == [combat.Forwarded(2, 1, combat.MELEE, W.melee_damage, 0.0, 0.0)]
+    assert ents.health[1] == 100.0 and [(e.player_id, e.kind) for e in events] == [("a", HIT_DEALT)]
+
+
+def test_take_hit_kills_then_recover_respawns_at_home() -> None:
+    ents, _ = arena()
+    ents.home[1] = (5.0, 6.0)
+    events: list[Event] = []
+    counts: Counter[str] = Counter()
+    combat.take_hit(ents, 1, 3, 150.0, now=2.0, respawn_s=3.0, events=events, counts=counts)
+    assert ents.flags[1] & DEAD and ents.health[1] == 0.0 and ents.respawn_at[1] == 5.0
+    assert [(e.kind, e.other) for e in events] == [(HIT_TAKEN, 3), (DIED, 3)]  # NPCs get no events
+    assert counts["deaths"] == 1
+    ghost = np.zeros(ents.n, bool)
+    combat.recover(ents, ghost, now=4.9, dt=0.1, weapons=W, events=events)
+    assert ents.flags[1] & DEAD
+    combat.recover(ents, ghost, now=5.0, dt=0.1, weapons=W, events=events)
+    assert not ents.flags[1] & DEAD and ents.health[1] == MAX_HEALTH
+    assert ents.pos[1].tolist() == [5.0, 0.0, 6.0] and events[-1].kind == RESPAWNED
+
+
+def test_recover_leaves_ghosts_alone() -> None:
+    ents, _ = arena()
+    ents.health[:3] = 50.0
+    ghost = np.array([False, True, False])
+    combat.recover(ents, ghost, now=100.0, dt=1.0, weapons=W, events=[])
+    assert ents.health[:3].tolist() == [55.0, 50.0, 55.0]

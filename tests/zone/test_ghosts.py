@@ -8,6 +8,7 @@ import pytest
 from tessera.wire.geometry import Rect
 from tessera.zone import ghosts
 from tessera.zone.combat import Weapons
+from tessera.zone.entities import GHOST
 
 
 def batch(n: int) -> bytes:
@@ -20,7 +21,7 @@ def batch(n: int) -> bytes:
         health=np.full(n, 80.0),
         team=np.full(n, 2, np.int32),
         kind=np.ones(n, np.int32),
-        flags=np.full(n, 1 | ghosts.GHOST, np.int32),
+        flags=np.full(n, 1 | GHOST, np.int32),
         map_version=7,
         sent_ms=123.5,
     )

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from tessera.v1 import common_pb2, zone_pb2
-from tessera.zone.handoff import Handoffs, source
+from tessera.zone.entities import Record
+from tessera.zone.handoff import Ack, Handoffs, Prepare
 
 
-def ack(eid: int, epoch: int, frm: str, accepted: bool = True) -> zone_pb2.HandoffAck:
-    msg = zone_pb2.HandoffAck(entity_id=eid, epoch=epoch, accepted=accepted)
-    getattr(msg, "from").CopyFrom(common_pb2.ZoneRef(world="w", zone=frm))
-    return msg
+def ack(eid: int, epoch: int, frm: str, accepted: bool = True) -> Ack:
+    return Ack(eid, epoch, frm, accepted)
 
 
-def prepare(eid: int, epoch: int, frm: str = "a") -> zone_pb2.HandoffPrepare:
-    msg = zone_pb2.HandoffPrepare(
-        entity=zone_pb2.EntityState(entity_id=eid, player_id=f"p{eid}"), epoch=epoch
-    )
-    getattr(msg, "from").CopyFrom(common_pb2.ZoneRef(world="w", zone=frm))
-    return msg
+def prepare(eid: int, epoch: int, frm: str = "a") -> Prepare:
+    return Prepare(Record(entity_id=eid, player_id=f"p{eid}"), frm, epoch)
 
 
 def test_one_handoff_per_entity_and_acks_must_match() -> None:
@@ -60,7 +54,3 @@ def test_offers_are_idempotent_and_epoch_keyed() -> None:
     assert h.drop(6, 1) and h.incoming == {}
     h.offer(prepare(9, 1), now=0.0)
     assert h.expire(4.9) == [] and [x.state.entity_id for x in h.expire(5.0)] == [9]
-
-
-def test_source_reads_the_from_field() -> None:
-    assert source(prepare(1, 1, frm="zz")) == "zz"

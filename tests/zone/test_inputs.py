@@ -1,4 +1,4 @@
-"""Input validation: rejected values, clamping, ordering, the rate bucket."""
+"""Input validation: rejected values, clamping, ordering, the rate bucket, applying a batch."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tessera.zone import inputs
+from tessera.zone.entities import Entities
 
 
 def cmd(**over: Any) -> inputs.Command | str:
@@ -59,3 +62,114 @@ def test_order_and_rate() -> None:
     assert inputs.order(6, 5) is None
     assert inputs.refill(0.0, 0.0, 0.5, rate=60.0, burst=15.0) == 15.0
     assert inputs.refill(2.0, 1.0, 1.05, rate=60.0, burst=15.0) == pytest.approx(5.0)
+
+
+def reference(
+    *,
+    sequence: int,
+    move_x: float,
+    move_z: float,
+    yaw: float,
+    pitch: float,
+    actions: int,
+    rtt_ms: float,
+    interp_ms: float,
+    client_time_ms: float,
+) -> inputs.Command | str:
+    """The rules written for one input with the math module (an independent oracle)."""
+    if not all(map(math.isfinite, (move_x, move_z, yaw, pitch, rtt_ms, interp_ms))):
+        return inputs.NAN
+    if not math.isfinite(client_time_ms):
+        return inputs.NAN
+    if (
+        abs(yaw) > 2 * math.pi + 1e-6
+        or abs(pitch) > math.pi / 2 + 1e-6
+        or actions & ~inputs.ACTIONS
+        or not 0.0 <= rtt_ms <= inputs.MAX_RTT_MS
+        or not 0.0 <= interp_ms <= inputs.MAX_INTERP_MS
+        or sequence <= 0
+    ):
+        return inputs.RANGE
+    length = math.hypot(move_x, move_z)
+    excess = length - 1.0 if length > 1.0 + 1e-6 else 0.0
+    if excess:
+        move_x, move_z = move_x / length, move_z / length
+    yaw = math.remainder(yaw, 2 * math.pi)
+    return inputs.Command(
+        sequence, move_x, move_z, yaw, pitch, actions, rtt_ms, interp_ms or 100.0, excess
+    )
+
+
+values = st.one_of(
+    st.floats(-8.0, 8.0),
+    st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0, math.pi, 2 * math.pi]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kw=st.fixed_dictionaries(
+        {
+            "sequence": st.integers(0, 3),
+            "move_x": values,
+            "move_z": values,
+            "yaw": values,
+            "pitch": values,
+            "actions": st.sampled_from([0, 1, 2, 4, 7, 8]),
+            "rtt_ms": st.one_of(values, st.floats(0.0, 6000.0)),
+            "interp_ms": st.one_of(values, st.floats(0.0, 1200.0)),
+            "client_time_ms": values,
+        }
+    )
+)
+def test_the_column_rules_match_the_scalar_rules(kw: dict[str, Any]) -> None:
+    assert inputs.check(**kw) == reference(**kw)
+
+
+def test_screen_and_clamp_work_on_columns() -> None:
+    batch = inputs.Inputs.of(
+        [
+            inputs.Input("a", 1, move_x=3.0, move_z=4.0, yaw=4.0),
+            inputs.Input("b", 1, move_x=math.nan),
+            inputs.Input("c", 0),
+            inputs.Input("d", 1, interp_ms=0.0, rtt_ms=10.0),
+        ]
+    )
+    nan, wrong = inputs.screen(batch)
+    assert nan.tolist() == [False, True, False, False]
+    assert wrong.tolist() == [False, False, True, False]
+    c = inputs.clamp(batch, ~(nan | wrong))
+    assert c.move_x.tolist() == [0.6, 0.0, 0.0, 0.0] and c.excess.tolist() == [4.0, 0, 0, 0]
+    assert c.yaw[0] == pytest.approx(4.0 - 2 * math.pi)
+    assert c.interp_ms[3] == inputs.DEFAULT_INTERP_MS
+
+
+def test_apply_takes_a_players_inputs_in_order() -> None:
+    ents = Entities()
+    ents.add_player(1, "a", (0.0, 0.0, 0.0), tokens=15.0)
+    ents.add_player(2, "b", (0.0, 0.0, 0.0), tokens=1.0, tokens_at=10.0)
+    batch = inputs.Inputs.of(
+        [
+            inputs.Input("a", 2, move_z=1.0),
+            inputs.Input("a", 2),  # a resend
+            inputs.Input("nobody", 1),
+            inputs.Input("b", 1, actions=1),
+            inputs.Input("a", 1),  # older
+            inputs.Input("a", 5, move_x=2.0, actions=4),
+            inputs.Input("b", 2, yaw=9.0),  # out of range: never reaches the bucket
+            inputs.Input("b", 3),  # the bucket is empty
+        ]
+    )
+    out = inputs.apply(ents, batch, 10.0, hz=30)
+    assert out.accepted == 3
+    assert out.drops == {
+        1: inputs.DUPLICATE,
+        2: inputs.UNKNOWN_PLAYER,
+        4: inputs.OUT_OF_ORDER,
+        6: inputs.RANGE,
+        7: inputs.RATE,
+    }
+    assert out.clamped == {5: 1.0}
+    assert ents.last_seq[:2].tolist() == [5, 1]
+    assert ents.move[0].tolist() == [1.0, 0.0] and ents.actions[:2].tolist() == [4, 1]
+    assert ents.tokens[:2].tolist() == [13.0, 0.0]

@@ -18,7 +18,7 @@ from tessera.harness.redis import LocalRedis
 from tessera.harness.zones import Driver, World, ZoneSpec
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.geometry import Rect
-from tessera.zone import invariants
+from tessera.zone import audit
 from tessera.zone.store import read_routes
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,7 @@ async def test_instance_stays_apart_then_drains_into_the_open_world(world: World
         # its border, east only the west player.
         assert (await world.status("west")).ghosts == 0
         assert (await world.status("east")).ghosts == 1
-        report = await invariants.settle(world.redis, world.world, world.addresses(), everyone)
+        report = await audit.settle(world.redis, world.world, world.addresses(), everyone)
         assert report.ok, report
         # A player owned by a live open-world zone joins the instance only after
         # leaving there; it keeps its entity.
@@ -120,7 +120,7 @@ async def test_instance_stays_apart_then_drains_into_the_open_world(world: World
             INSTANCE, lambda s: s.state == zone_pb2.ZONE_STATE_DRAINED, 15.0
         )
         assert done.players == 0 and done.drain_remaining == 0
-        report = await invariants.settle(world.redis, world.world, world.addresses(), everyone)
+        report = await audit.settle(world.redis, world.world, world.addresses(), everyone)
         assert report.ok, report
         assert report.players == len(everyone) and not report.duplicates and not report.lost
         west_status = await world.status("west", entities=True)

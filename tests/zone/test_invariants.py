@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from tessera.v1 import zone_pb2
 from tessera.zone.invariants import check
-from tessera.zone.store import Route
 
 
-def status(ids: list[int], players: list[str]) -> zone_pb2.ZoneStatus:
-    return zone_pb2.ZoneStatus(entity_ids=ids, entity_players=players)
+def status(ids: list[int], players: list[str]) -> list[tuple[int, str]]:
+    return list(zip(ids, players, strict=True))
 
 
-def routes(**zones: str) -> dict[str, Route]:
-    return {p: Route(z, 1, f"{z}|1") for p, z in zones.items()}
+def routes(**zones: str) -> dict[str, str]:
+    return zones
 
 
 def test_clean_world() -> None:

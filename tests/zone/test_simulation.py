@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tessera.common.config import Env
-from tessera.v1 import common_pb2, zone_pb2
+from tessera.v1 import zone_pb2
 from tessera.wire.snapshot import SnapshotReceiver
 from tessera.zone import inputs
 from tessera.zone.config import ZoneConfig
-from tessera.zone.entities import DEAD
+from tessera.zone.entities import DEAD, PLAYER, Record
 from tessera.zone.simulation import Simulation
 
 Kind = zone_pb2.PlayerEvent.Kind
@@ -26,8 +26,10 @@ def make(**env: str) -> Simulation:
     return Simulation(cfg, area=cfg.bounds)
 
 
-def inp(player: str, seq: int, **kw: float) -> zone_pb2.PlayerInput:
-    return zone_pb2.PlayerInput(player_id=player, sequence=seq, **kw)  # type: ignore[arg-type]
+def inp(player: str, seq: int, **kw: float) -> inputs.Input:
+    if "interp_delay_ms" in kw:
+        kw["interp_ms"] = kw.pop("interp_delay_ms")
+    return inputs.Input(player, seq, **kw)  # type: ignore[arg-type]
 
 
 def test_inputs_are_dropped_by_reason_without_touching_state() -> None:
@@ -138,11 +140,11 @@ def test_npcs_wander_chase_and_show_up_in_snapshots() -> None:
 
 def test_adopt_restores_state_clamped_into_the_area() -> None:
     sim = make()
-    state = zone_pb2.EntityState(
+    state = Record(
         entity_id=77,
-        kind=zone_pb2.ENTITY_KIND_PLAYER,
+        kind=PLAYER,
         player_id="h",
-        position=common_pb2.Vec3(x=500.0, y=0.0, z=-20.0),
+        position=(500.0, 0.0, -20.0),
         health=40.0,
         last_input_seq=12,
     )
@@ -177,7 +179,7 @@ def test_submit_many_matches_one_at_a_time(seed: int, duplicates: bool) -> None:
             odd = rng.random(6) < 0.1
             vals[odd] = rng.choice(specials, int(odd.sum()))
             batch.append(
-                zone_pb2.PlayerInput(
+                inputs.Input(
                     player_id=name,
                     sequence=int(rng.integers(0, 4) + 2 * tick),
                     move_x=vals[0],
@@ -185,14 +187,14 @@ def test_submit_many_matches_one_at_a_time(seed: int, duplicates: bool) -> None:
                     yaw=vals[2] * 5,
                     pitch=vals[3],
                     rtt_ms=abs(vals[4]) * 200,
-                    interp_delay_ms=float(rng.choice([0.0, 100.0, -1.0])),
+                    interp_ms=float(rng.choice([0.0, 100.0, -1.0])),
                     actions=int(rng.choice([0, 1, 2, 4, 8])),
                     client_time_ms=vals[5],
                 )
             )
         for item in batch:
             one.submit(item, now)
-        many.submit_many(batch, now)
+        many.submit_many(inputs.Inputs.of(batch), now)
         for name in _INTENTS:
             np.testing.assert_array_equal(getattr(many.ents, name), getattr(one.ents, name))
         assert many.counts == one.counts

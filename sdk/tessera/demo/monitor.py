@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from tessera.common import store
 from tessera.v1 import relay_pb2, relay_pb2_grpc, zone_pb2
-from tessera.zone import invariants
+from tessera.zone import audit, invariants
 
 STATES = {
     zone_pb2.ZONE_STATE_STARTING: "STARTING",
@@ -100,14 +100,14 @@ class Monitor:
         )
 
     async def invariants(self, timeout_s: float = 3.0) -> invariants.Report:
-        """Scan every zone against the routing table (``tessera.zone.invariants``),
+        """Scan every zone against the routing table (``tessera.zone.audit``),
         again with fresh heartbeats for up to ``timeout_s`` while it finds
         entities in flight: only a violation that persists is reported."""
         deadline = time.monotonic() + timeout_s
         while True:
             zones = await self.zones()
             addresses = {z.name: z.address for z in zones if z.address and z.state != "STANDBY"}
-            report = await invariants.scan(self.redis, self.world, addresses)
+            report = await audit.scan(self.redis, self.world, addresses)
             if report.ok or time.monotonic() >= deadline:
                 return report
             await asyncio.sleep(0.1)

@@ -26,7 +26,7 @@ async def build(config: ServerConfig) -> GrpcService:
     service.on_shutdown(redis.aclose)
     service.on_shutdown(servicer.stop)
     # ZoneLink streams never end on their own: close them when the stop begins.
-    service.on_stopping(servicer.close_links)
+    service.on_stopping(servicer.links.close)
     return service
 
 

@@ -4,7 +4,8 @@ Entities live in dense arrays (index ``0..n-1``) so every system is a vector
 operation; removal swaps the last entity into the hole. Entity ids are 64-bit,
 world-unique and never reused (allocated by :mod:`tessera.zone.store`); ``index``
 maps an id to its current row. Data that systems never vectorize over (account
-id, opaque blob, relay) lives in dicts keyed by entity id.
+id, opaque blob, relay) lives in dicts keyed by entity id. What outlives a zone
+(checkpoints, handoffs) is an entity's :class:`Record`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tessera.v1 import common_pb2, zone_pb2
-
-PLAYER = zone_pb2.ENTITY_KIND_PLAYER
-NPC = zone_pb2.ENTITY_KIND_NPC
+PLAYER = 1  # entity kinds: the values of tessera.v1.EntityKind
+NPC = 2
 DEAD = 1  # flag bit: dead, waiting to respawn
+GHOST = 2  # flag bit: a read-only copy of a neighbour's entity (tessera.zone.ghosts)
 MAX_HEALTH = 100.0
 
 # name -> (dtype, trailing shape, initial value)
@@ -160,18 +160,45 @@ class Entities:
         return None if eid is None else self.index[eid]
 
 
-def export_state(ents: Entities, row: int, *, zone: str, epoch: int) -> zone_pb2.EntityState:
+def owned(ents: Entities) -> npt.NDArray[np.bool_]:
+    """Rows this zone is authoritative for (everything but ghosts)."""
+    mask: npt.NDArray[np.bool_] = (ents.flags[: ents.n] & GHOST) == 0
+    return mask
+
+
+@dataclass(frozen=True)
+class Record:
+    """An entity's durable state: the checkpoint record and the handoff payload
+    (``EntityState`` on the wire)."""
+
+    entity_id: int
+    kind: int = 0
+    player_id: str = ""
+    position: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    velocity: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    yaw: float = 0.0
+    health: float = 0.0
+    team: int = 0
+    flags: int = 0
+    last_input_seq: int = 0
+    blob: bytes = b""
+    relay_id: str = ""
+    zone: str = ""  # the zone that wrote it
+    epoch: int = 0  # the routing epoch when written
+
+
+def export_state(ents: Entities, row: int, *, zone: str, epoch: int) -> Record:
     """The durable state of one entity (checkpoint record and handoff payload)."""
     eid = int(ents.id[row])
     extra = ents.extra.get(eid, Extra())
     x, y, z = (float(v) for v in ents.pos[row])
     vx, vy, vz = (float(v) for v in ents.vel[row])
-    return zone_pb2.EntityState(
+    return Record(
         entity_id=eid,
-        kind=int(ents.kind[row]),  # type: ignore[arg-type]
+        kind=int(ents.kind[row]),
         player_id=extra.player_id,
-        position=common_pb2.Vec3(x=x, y=y, z=z),
-        velocity=common_pb2.Vec3(x=vx, y=vy, z=vz),
+        position=(x, y, z),
+        velocity=(vx, vy, vz),
         yaw=float(ents.yaw[row]),
         health=float(ents.health[row]),
         team=int(ents.team[row]),
@@ -184,27 +211,26 @@ def export_state(ents: Entities, row: int, *, zone: str, epoch: int) -> zone_pb2
     )
 
 
-def spawn_state(ents: Entities, state: zone_pb2.EntityState, *, now_s: float) -> int:
+def spawn_state(ents: Entities, state: Record, *, now_s: float) -> int:
     """Instantiate an entity from its durable state (restore or handoff); returns its row."""
-    p, v = state.position, state.velocity
+    p = state.position
     values: dict[str, Any] = {
-        "vel": (v.x, v.y, v.z),
+        "vel": state.velocity,
         "yaw": state.yaw,
         "health": min(max(state.health, 0.0), MAX_HEALTH),
         "team": state.team,
         "flags": state.flags & DEAD,
         "last_seq": state.last_input_seq,
         "tokens_at": now_s,
-        "home": (p.x, p.z),
-        "waypoint": (p.x, p.z),
+        "home": (p[0], p[2]),
+        "waypoint": (p[0], p[2]),
     }
     if state.flags & DEAD:
         values["respawn_at"] = now_s
-    pos = (p.x, p.y, p.z)
-    if state.kind == zone_pb2.ENTITY_KIND_PLAYER:
-        row = ents.add_player(state.entity_id, state.player_id, pos, **values)
+    if state.kind == PLAYER:
+        row = ents.add_player(state.entity_id, state.player_id, p, **values)
     else:
-        row = ents.add(state.entity_id, NPC, pos, **values)
+        row = ents.add(state.entity_id, NPC, p, **values)
         ents.extra[state.entity_id] = Extra()
     ents.extra[state.entity_id].blob = state.blob
     ents.extra[state.entity_id].relay_id = state.relay_id

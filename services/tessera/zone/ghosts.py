@@ -14,13 +14,13 @@ import numpy.typing as npt
 
 from tessera.wire.geometry import Rect
 from tessera.zone.combat import Weapons
+from tessera.zone.entities import GHOST
 
 F64 = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
 
 MAGIC = b"TG"
 VERSION = 1
-GHOST = 2  # entity flag bit: a read-only copy of a neighbour's entity
 
 HEADER = np.dtype(
     [

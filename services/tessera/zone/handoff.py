@@ -12,7 +12,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tessera.v1 import zone_pb2
+from tessera.zone.entities import Record
+
+
+@dataclass(frozen=True)
+class Prepare:
+    """A PREPARE as plain data: the entity offered, the zone offering it, the new epoch."""
+
+    state: Record
+    source: str
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Ack:
+    """An ACK as plain data: the target's answer to a PREPARE."""
+
+    entity_id: int
+    epoch: int
+    source: str
+    accepted: bool
 
 
 @dataclass
@@ -32,7 +51,7 @@ class Outgoing:
 class Incoming:
     """An entity offered to this zone, inactive until committed."""
 
-    state: zone_pb2.EntityState
+    state: Record
     source: str
     epoch: int
     expires: float
@@ -59,10 +78,10 @@ class Handoffs:
         self.outgoing[entity_id] = out
         return out
 
-    def on_ack(self, ack: zone_pb2.HandoffAck) -> Outgoing | None:
+    def on_ack(self, ack: Ack) -> Outgoing | None:
         """The handoff an ACK answers (None for a stale or repeated ACK)."""
         out = self.outgoing.get(ack.entity_id)
-        if out is None or out.epoch != ack.epoch or out.acked or out.target != source(ack):
+        if out is None or out.epoch != ack.epoch or out.acked or out.target != ack.source:
             return None
         out.acked = True
         return out
@@ -81,14 +100,13 @@ class Handoffs:
         self.resting = {k: v for k, v in self.resting.items() if v > now}
         return late
 
-    def offer(self, prep: zone_pb2.HandoffPrepare, now: float) -> None:
+    def offer(self, prep: Prepare, now: float) -> None:
         """Hold a PREPARE's entity (a replay or a newer epoch replaces the older offer)."""
-        held = self.incoming.get(prep.entity.entity_id)
+        eid = prep.state.entity_id
+        held = self.incoming.get(eid)
         if held is not None and held.epoch > prep.epoch:
             return
-        self.incoming[prep.entity.entity_id] = Incoming(
-            prep.entity, source(prep), prep.epoch, now + self.hold_s
-        )
+        self.incoming[eid] = Incoming(prep.state, prep.source, prep.epoch, now + self.hold_s)
 
     def take(self, entity_id: int, epoch: int) -> Incoming | None:
         """Remove and return the held offer a COMMIT activates."""
@@ -111,9 +129,3 @@ class Handoffs:
         for h in old:
             del self.incoming[h.state.entity_id]
         return old
-
-
-def source(msg: zone_pb2.HandoffPrepare | zone_pb2.HandoffAck | zone_pb2.HandoffCommit) -> str:
-    """The sending zone of a message (its field is named ``from``, a Python keyword)."""
-    ref = getattr(msg, "from")
-    return str(ref.zone)

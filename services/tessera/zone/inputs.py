@@ -1,14 +1,29 @@
-"""Validation of player input commands before anything touches entity state.
+"""The input system: validation of player inputs and their application to intents.
 
-A command is checked completely (finite values, ranges, sequence, rate) and only
-then applied, so a rejected command never leaves half-written state. Every
+An input is checked completely (finite values, ranges, sequence, rate) and only
+then applied, so a rejected input never leaves half-written state. Every
 rejection has a reason, counted in metrics and reported to the player.
+
+The rules are written once, over columns: :func:`screen` (values), :func:`clamp`
+(what an accepted input writes), :func:`order` and :func:`refill` (sequence and
+rate), all applied by :func:`apply`; :func:`check` is the value rules on one input.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from tessera.zone.entities import Entities
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
 
 ACTION_MELEE = 1
 ACTION_RANGED = 2
@@ -24,14 +39,75 @@ UNKNOWN_PLAYER = "unknown_player"
 NOT_ATTACHED = "not_attached"
 OVERSIZED = "oversized"
 REASONS = (NAN, RANGE, DUPLICATE, OUT_OF_ORDER, RATE, UNKNOWN_PLAYER, NOT_ATTACHED, OVERSIZED)
+QUIET = frozenset({DUPLICATE, OUT_OF_ORDER, UNKNOWN_PLAYER})  # counted, not told to the player
 
 MAX_BATCH = 4096
 MAX_RTT_MS = 5000.0
 MAX_INTERP_MS = 1000.0
+MAX_YAW = 2 * math.pi + 1e-6
+MAX_PITCH = math.pi / 2 + 1e-6
+MAX_MOVE = 1.0 + 1e-6  # a longer move vector is a speed hack: scaled to length 1
+DEFAULT_INTERP_MS = 100.0  # what an interpolation delay of 0 means
+RATE_PER_HZ = 2.0  # sustained inputs per second, per tick per second
+BURST_S = 0.5  # seconds of inputs at the tick rate a player may save up
+TURN = 2 * math.pi
+
+Num = TypeVar("Num", float, F64)
+
+
+class Input(NamedTuple):
+    """One player input (the values of a PlayerInput)."""
+
+    player_id: str
+    sequence: int
+    move_x: float = 0.0
+    move_z: float = 0.0
+    yaw: float = 0.0
+    pitch: float = 0.0
+    actions: int = 0
+    rtt_ms: float = 0.0
+    interp_ms: float = 0.0
+    client_time_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Player inputs in arrival order, one array per field (the servicer builds them
+    from a relay's PlayerInput batch)."""
+
+    players: list[str]
+    sequence: I64
+    move_x: F64
+    move_z: F64
+    yaw: F64
+    pitch: F64
+    actions: I64
+    rtt_ms: F64
+    interp_ms: F64
+    client_time_ms: F64
+
+    def __len__(self) -> int:
+        return len(self.players)
+
+    @classmethod
+    def of(cls, items: Sequence[Input]) -> Inputs:
+        """The columns of separate inputs."""
+        return cls(
+            players=[i.player_id for i in items],
+            sequence=np.array([i.sequence for i in items], np.int64),
+            move_x=np.array([i.move_x for i in items], np.float64),
+            move_z=np.array([i.move_z for i in items], np.float64),
+            yaw=np.array([i.yaw for i in items], np.float64),
+            pitch=np.array([i.pitch for i in items], np.float64),
+            actions=np.array([i.actions for i in items], np.int64),
+            rtt_ms=np.array([i.rtt_ms for i in items], np.float64),
+            interp_ms=np.array([i.interp_ms for i in items], np.float64),
+            client_time_ms=np.array([i.client_time_ms for i in items], np.float64),
+        )
 
 
 class Command(NamedTuple):
-    """A validated input, ready to apply (a tuple: thousands are built per tick)."""
+    """One validated input, ready to apply (the result of :func:`check`)."""
 
     sequence: int
     move_x: float
@@ -44,7 +120,60 @@ class Command(NamedTuple):
     speed_excess: float  # how far |move| exceeded 1 before clamping (0 if it did not)
 
 
-_command = Command._make  # positional construction: a third of the cost of keywords
+@dataclass(frozen=True)
+class Clamped:
+    """What valid inputs write, per input (0 where an input is not valid)."""
+
+    move_x: F64
+    move_z: F64
+    yaw: F64  # in [-pi, pi]
+    interp_ms: F64
+    excess: F64  # how far |move| exceeded 1 before clamping (0 if it did not)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What :func:`apply` did with a batch."""
+
+    accepted: int
+    drops: dict[int, str]  # input index -> reason
+    clamped: dict[int, float]  # input index -> speed excess, for accepted inputs scaled down
+
+
+def screen(b: Inputs) -> tuple[Bools, Bools]:
+    """Per input: any value non-finite (``nan``); finite but out of range (``range``)."""
+    # NaN and inf survive a sum; float32 wire values cannot overflow a double sum.
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN, which is what we look for
+        finite = np.isfinite(b.move_x + b.move_z + b.yaw + b.pitch + b.rtt_ms + b.interp_ms)
+    nan = ~(finite & np.isfinite(b.client_time_ms))
+    wrong = (
+        (np.abs(b.yaw) > MAX_YAW)
+        | (np.abs(b.pitch) > MAX_PITCH)
+        | ((b.actions & ~ACTIONS) != 0)
+        | ~((b.rtt_ms >= 0.0) & (b.rtt_ms <= MAX_RTT_MS))
+        | ~((b.interp_ms >= 0.0) & (b.interp_ms <= MAX_INTERP_MS))
+        | (b.sequence <= 0)
+    )
+    return nan, ~nan & wrong
+
+
+def clamp(b: Inputs, valid: Bools) -> Clamped:
+    """The values the ``valid`` inputs write: the move vector scaled to length 1 when
+    longer, yaw normalized into [-pi, pi], an interpolation delay of 0 as the default."""
+    mx, mz = np.where(valid, b.move_x, 0.0), np.where(valid, b.move_z, 0.0)
+    yaw, interp = np.where(valid, b.yaw, 0.0), np.where(valid, b.interp_ms, 0.0)
+    length = np.hypot(mx, mz)
+    over = length > MAX_MOVE
+    for j in np.flatnonzero(over).tolist():  # rare: math.hypot, exactly as for one input
+        length[j] = math.hypot(mx[j], mz[j])
+    scale = np.where(over, length, 1.0)
+    return Clamped(
+        move_x=mx / scale,
+        move_z=mz / scale,
+        yaw=yaw - TURN * np.rint(yaw / TURN),  # math.remainder(yaw, 2 pi): exact for |yaw| <= 2 pi
+        interp_ms=np.where(interp == 0.0, DEFAULT_INTERP_MS, interp),
+        excess=np.where(over, length - 1.0, 0.0),
+    )
 
 
 def check(
@@ -59,39 +188,23 @@ def check(
     interp_ms: float,
     client_time_ms: float,
 ) -> Command | str:
-    """A clamped Command, or the reason ``nan`` / ``range`` for rejecting it."""
-    # NaN and inf survive a sum; float32 wire values cannot overflow a double sum.
-    if not (
-        math.isfinite(move_x + move_z + yaw + pitch + rtt_ms + interp_ms)
-        and math.isfinite(client_time_ms)
-    ):
-        return NAN
-    if (
-        abs(yaw) > 2 * math.pi + 1e-6
-        or abs(pitch) > math.pi / 2 + 1e-6
-        or actions & ~ACTIONS
-        or not 0.0 <= rtt_ms <= MAX_RTT_MS
-        or not 0.0 <= interp_ms <= MAX_INTERP_MS
-        or sequence <= 0
-    ):
-        return RANGE
-    length = math.hypot(move_x, move_z)
-    excess = 0.0
-    if length > 1.0 + 1e-6:
-        excess = length - 1.0
-        move_x, move_z = move_x / length, move_z / length
-    return _command(
-        (
-            sequence,
-            move_x,
-            move_z,
-            math.remainder(yaw, 2 * math.pi),
-            pitch,
-            actions,
-            rtt_ms,
-            interp_ms or 100.0,
-            excess,
-        )
+    """One input's clamped Command, or the reason ``nan`` / ``range`` for rejecting it."""
+    values = (move_x, move_z, yaw, pitch, actions, rtt_ms, interp_ms, client_time_ms)
+    one = Inputs.of([Input("", sequence, *values)])
+    nan, wrong = screen(one)
+    if nan[0] or wrong[0]:
+        return NAN if nan[0] else RANGE
+    c = clamp(one, ~nan)
+    return Command(
+        sequence,
+        float(c.move_x[0]),
+        float(c.move_z[0]),
+        float(c.yaw[0]),
+        pitch,
+        actions,
+        rtt_ms,
+        float(c.interp_ms[0]),
+        float(c.excess[0]),
     )
 
 
@@ -104,6 +217,85 @@ def order(sequence: int, last: int) -> str | None:
     return None
 
 
-def refill(tokens: float, since_s: float, now_s: float, *, rate: float, burst: float) -> float:
+def refill(tokens: Num, since_s: Num, now_s: float, *, rate: float, burst: float) -> Num:
     """Token bucket: ``rate`` inputs per second sustained, at most ``burst`` saved up."""
-    return min(burst, tokens + max(0.0, now_s - since_s) * rate)
+    out: Num = np.minimum(burst, tokens + np.maximum(0.0, now_s - since_s) * rate)
+    return out
+
+
+def apply(ents: Entities, batch: Inputs, now_s: float, *, hz: int) -> Outcome:
+    """Validate the batch and write what passes into the players' intents, with the
+    outcome of taking its inputs one at a time in order. Vectorised in passes: the
+    first takes every player's first valid input, the next their second, and so on,
+    so a player's inputs still apply in order (one pass in the normal batch)."""
+    players, index = ents.players, ents.index
+    rows = np.array([index.get(players.get(p, -1), -1) for p in batch.players], np.int64)
+    nan, wrong = screen(batch)
+    known = rows >= 0
+    valid = known & ~nan & ~wrong
+    drops = {int(i): UNKNOWN_PLAYER for i in np.flatnonzero(~known)}
+    drops |= {int(i): NAN for i in np.flatnonzero(known & nan)}
+    drops |= {int(i): RANGE for i in np.flatnonzero(known & wrong)}
+    values = clamp(batch, valid)
+    accepted, clamped = 0, dict[int, float]()
+    for wave in _passes(rows, valid):
+        ok = _admit(ents, batch, wave, rows, now_s, hz=hz, drops=drops)
+        r = rows[ok]
+        ents.last_seq[r] = batch.sequence[ok]
+        ents.move[r, 0] = values.move_x[ok]
+        ents.move[r, 1] = values.move_z[ok]
+        ents.yaw[r] = values.yaw[ok]
+        ents.pitch[r] = batch.pitch[ok]
+        ents.actions[r] |= batch.actions[ok].astype(ents.actions.dtype)
+        ents.rtt_ms[r] = batch.rtt_ms[ok]
+        ents.interp_ms[r] = values.interp_ms[ok]
+        accepted += int(ok.size)
+        over = values.excess[ok] > 0.0
+        clamped |= dict(zip(ok[over].tolist(), values.excess[ok][over].tolist(), strict=True))
+    return Outcome(accepted, drops, clamped)
+
+
+def _passes(rows: I64, valid: Bools) -> list[I64]:
+    """Indices of the valid inputs, split so each pass holds one input per player."""
+    idx = np.flatnonzero(valid)
+    if idx.size == 0:
+        return []
+    # Rank each input among its player's: sort by player (stable keeps input order),
+    # then count from the start of each player's run.
+    order = np.argsort(rows[idx], kind="stable")
+    grouped = rows[idx][order]
+    start = np.r_[True, grouped[1:] != grouped[:-1]]
+    first = np.maximum.accumulate(np.where(start, np.arange(idx.size), 0))
+    rank = np.empty(idx.size, np.int64)
+    rank[order] = np.arange(idx.size) - first
+    return [idx[rank == k] for k in range(int(rank.max()) + 1)]
+
+
+def _admit(
+    ents: Entities,
+    batch: Inputs,
+    wave: I64,
+    rows: I64,
+    now_s: float,
+    *,
+    hz: int,
+    drops: dict[int, str],
+) -> I64:
+    """The inputs of one pass that are newer than their player's last and within its
+    rate (the bucket is charged); the others are added to ``drops``."""
+    seq, last = batch.sequence[wave], ents.last_seq[rows[wave]]
+    stale = seq <= last
+    for j in np.flatnonzero(stale).tolist():
+        if why := order(seq.item(j), last.item(j)):
+            drops[wave.item(j)] = why
+    reach = wave[~stale]
+    r = rows[reach]
+    tokens = refill(
+        ents.tokens[r], ents.tokens_at[r], now_s, rate=RATE_PER_HZ * hz, burst=BURST_S * hz
+    )
+    ents.tokens_at[r] = now_s
+    starved = tokens < 1.0
+    ents.tokens[r] = np.where(starved, tokens, tokens - 1.0)
+    drops |= {int(i): RATE for i in reach[starved]}
+    ok: I64 = reach[~starved]
+    return ok

@@ -1,20 +1,22 @@
 """The zone's gRPC adapter (tessera.v1.Zone) and its background loops.
 
-Owns the glue between the simulation, relays (ZoneLink streams), Redis (via
-:class:`~tessera.zone.store.ZoneStore`) and metrics: the tick loop runs the
-simulation and fans the frame out to links, a heartbeat loop registers the
-zone, a checkpoint loop saves every player's durable state.
+Wires the zone's parts together and runs them: the :class:`~tessera.zone.simulation.Simulation`
+(the core), its relay :class:`~tessera.zone.links.Links`, the
+:class:`~tessera.zone.border.Border` (zone map, handoffs, drain), the ghost
+exchange with the :class:`~tessera.zone.neighbours.Neighbours` and the
+:class:`~tessera.zone.store.ZoneStore`. The tick loop runs the simulation and
+fans the frame out to the links; the border loops apply the border's releases
+and receipts to the links; a heartbeat loop registers the zone, a checkpoint
+loop saves every player's durable state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -24,11 +26,15 @@ from redis.exceptions import RedisError
 from tessera.common.errors import abort
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.bounds import from_bounds, to_bounds
-from tessera.zone import inputs, metrics
-from tessera.zone.border import Border
+from tessera.zone import messages, metrics
+from tessera.zone.border import Border, Release
 from tessera.zone.config import ZoneConfig
-from tessera.zone.simulation import Frame, Simulation
+from tessera.zone.entities import owned
+from tessera.zone.links import Links
+from tessera.zone.neighbours import Neighbours
+from tessera.zone.simulation import Simulation
 from tessera.zone.store import ZoneStore
+from tessera.zone.territory import Territory
 from tessera.zone.tick import Ticker
 
 log = logging.getLogger(__name__)
@@ -38,80 +44,52 @@ Context = grpc.aio.ServicerContext[Any, Any]
 MAX_PLAYER_ID = 128
 
 
-@dataclass
-class Link:
-    """One relay's ZoneLink stream."""
-
-    id: int
-    relay_id: str
-    queue: asyncio.Queue[zone_pb2.ZoneLinkDown | None]
-    players: set[str] = field(default_factory=set)
-
-
 class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     """tessera.v1.Zone over one Simulation."""
 
     def __init__(self, cfg: ZoneConfig, store: ZoneStore) -> None:
         self.cfg = cfg
         self.store = store
-        self.bounds = cfg.bounds
+        self.territory = Territory(cfg.zone, cfg.world_bounds, cfg.bounds)
         self.sim = Simulation(cfg, area=cfg.bounds or cfg.world_bounds, seed=cfg.seed)
-        self.state = State.ZONE_STATE_STARTING
-        self.map_version = 0
         self.address = cfg.advertise_address
-        self.links: dict[int, Link] = {}
-        self.player_link: dict[str, int] = {}
-        self._link_ids = itertools.count(1)
+        self.links = Links(sim=self.sim, world=cfg.world, queue_size=cfg.link_queue)
+        self.neighbours = Neighbours(cfg=cfg, store=store, sim=self.sim, territory=self.territory)
+        self.border = Border(
+            cfg=cfg, store=store, sim=self.sim, territory=self.territory, neighbours=self.neighbours
+        )
         self.ticker = Ticker(cfg.tick_hz, self.tick)
         self.ticker.on_skip = metrics.TICKS_SKIPPED.inc
         self.ticker.on_error = metrics.TICK_ERRORS.inc
         self._tasks: list[asyncio.Task[None]] = []
         self._npcs_spawned = False
-        self.border = Border(self)
-        self.pending_attach: dict[str, tuple[int, float]] = {}
 
     @property
     def zone_ref(self) -> common_pb2.ZoneRef:
         return common_pb2.ZoneRef(world=self.cfg.world, zone=self.cfg.zone)
 
-    @property
-    def quantization(self) -> common_pb2.Quantization:
-        q = self.sim.quant
-        return common_pb2.Quantization(
-            position_step_m=q.position_step_m,
-            yaw_bits=q.yaw_bits,
-            velocity_step_mps=q.velocity_step_mps,
-            origin=common_pb2.Vec3(x=q.origin[0], y=q.origin[1], z=q.origin[2]),
-        )
-
     # --- lifecycle --------------------------------------------------------
 
     async def start(self, port: Callable[[], int]) -> None:
-        """Restore routed players, then run the tick, heartbeat and checkpoint loops."""
-        if self.bounds is not None:
+        """Restore routed players, then run the tick, heartbeat, checkpoint, border
+        and ghost loops."""
+        if self.territory.bounds is not None:
             began = time.perf_counter()
             await self._activate()
             await self.restore()
             metrics.RECOVERY.observe(time.perf_counter() - began)
         else:
-            self.state = State.ZONE_STATE_STANDBY
-        await self.border.refresh_map()
+            self.territory.state = State.ZONE_STATE_STANDBY
+        await self._refresh_map()
         self._tasks = [
             asyncio.create_task(self.ticker.run()),
             asyncio.create_task(self._heartbeats(port)),
             asyncio.create_task(self._checkpoints()),
-            asyncio.create_task(self.border.run_scan()),
-            asyncio.create_task(self.border.run_inbox()),
-            asyncio.create_task(self.border.run_ghosts_out()),
-            asyncio.create_task(self.border.run_ghosts_in()),
+            asyncio.create_task(self._scans()),
+            asyncio.create_task(self._inbox()),
+            asyncio.create_task(self.neighbours.run_out()),
+            asyncio.create_task(self.neighbours.run_in()),
         ]
-
-    def close_links(self) -> None:
-        """End every ZoneLink stream (relays reconnect elsewhere or later)."""
-        for link in self.links.values():
-            while not link.queue.empty():  # a slow relay loses its backlog, not the close
-                link.queue.get_nowait()
-            link.queue.put_nowait(None)
 
     async def stop(self) -> None:
         """Stop the loops, write a final checkpoint, end every link."""
@@ -121,10 +99,10 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.checkpoint()
-        self.close_links()
+        self.links.close()
 
     async def _activate(self) -> None:
-        self.state = State.ZONE_STATE_ACTIVE
+        self.territory.state = State.ZONE_STATE_ACTIVE
         if not self._npcs_spawned and self.cfg.npcs:
             self.sim.spawn_npcs(await self.store.next_ids(self.cfg.npcs))
             self._npcs_spawned = True
@@ -136,12 +114,12 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         for player, state in states.items():
             if player in self.sim.ents.players or state.entity_id in self.sim.ents.index:
                 continue
-            self.sim.adopt(state, epoch=routed[player], now=time.monotonic())
+            self.sim.adopt(messages.record(state), epoch=routed[player], now=time.monotonic())
         if states:
             log.info("restored players", extra={"players": len(states)})
         return len(states)
 
-    # --- loops -------------------------------------------------------------
+    # --- the tick ----------------------------------------------------------
 
     def tick(self) -> None:
         """One simulation step, fanned out to the links."""
@@ -150,124 +128,96 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         metrics.observe(frame, counts, players=len(self.sim.ents.players), entities=self.sim.ents.n)
         metrics.TICK.observe(frame.step_s)
         metrics.OVERLOADED.set(1 if self.ticker.stats.overloaded else 0)
-        self.publish(frame)
-        if self.state == State.ZONE_STATE_DRAINING:
+        self.links.publish(frame)
+        if self.territory.state == State.ZONE_STATE_DRAINING:
             metrics.DRAIN_REMAINING.set(len(self.sim.ents.players))
             self._maybe_drained()
 
     def _maybe_drained(self) -> None:
-        """DRAINED once no entity is left to hand away (NPCs stay only if no zone can
-        take them, or if this is an instance zone: its NPCs end with it)."""
-        e, border = self.sim.ents, self.border
-        topo = border.topo
-        neighbours = topo is not None and any(a.zone != self.cfg.zone for a in topo.zones)
-        owned = int(border.owned().sum())
-        npcs_leave = bool(neighbours or border.drain_target) and not self.cfg.instance
-        left = owned if npcs_leave else len(e.players)
-        if not left and not border.flight.outgoing:
-            self.state = State.ZONE_STATE_DRAINED
-            log.info(
-                "drained",
-                extra={"seconds": round(time.monotonic() - border.drain_started, 3)},
-            )
+        if self.border.drained():
+            self.territory.state = State.ZONE_STATE_DRAINED
+            seconds = round(time.monotonic() - self.border.drain_started, 3)
+            log.info("drained", extra={"seconds": seconds})
 
-    def release(self, entity_id: int, target: str, epoch: int) -> None:
-        """A committed handoff: the entity now belongs to ``target``; tell the relay."""
-        extra = self.sim.ents.extra.get(entity_id)
-        player = extra.player_id if extra else ""
-        if not player:
-            self.sim.remove_entity(entity_id)
-            return
-        link_id = self.player_link.pop(player, None)
-        if link_id is not None and link_id in self.links:
-            link = self.links[link_id]
-            link.players.discard(player)
-            handover = zone_pb2.Handover(
-                player_id=player,
-                to=common_pb2.ZoneRef(world=self.cfg.world, zone=target),
-                epoch=epoch,
-            )
-            self._send(link, zone_pb2.ZoneLinkDown(handover=handover), "handover")
-        self.sim.remove_player(player)
+    # --- the border ---------------------------------------------------------
 
-    def receive(self, state: zone_pb2.EntityState, epoch: int) -> None:
-        """A committed handoff to this zone: the entity becomes authoritative here."""
-        self.sim.adopt(state, epoch=epoch, now=time.monotonic())
-        metrics.HANDOFFS_RECEIVED.inc()
-        player = state.player_id
-        if player:
-            waiting = self.pending_attach.pop(player, None)
-            if waiting is not None and waiting[0] in self.links:
-                self._attach(self.links[waiting[0]], player)
+    async def _scans(self) -> None:
+        """Between ticks: the zone map, handoffs to start, time out or force, hits on
+        ghosts to forward, offers to expire."""
+        last_map = 0.0
+        while True:
+            try:
+                now = time.monotonic()
+                if now - last_map >= self.cfg.map_poll_s:
+                    last_map = now
+                    await self._refresh_map()
+                self._release(await self.border.scan())
+                await self.neighbours.forward_hits()
+                self.border.expire()
+            except Exception:
+                log.exception("handoff scan failed")
+            await asyncio.sleep(self.cfg.handoff_scan_s)
 
-    def publish(self, frame: Frame) -> None:
-        """Group the frame's snapshots and events per link and queue them."""
-        batch = frame.batch
-        per_link: dict[int, list[zone_pb2.PlayerSnapshot]] = {}
-        streams = batch.stream.tolist()
-        seqs = batch.sequence.tolist()
-        bases = batch.baseline.tolist()
-        for i, player in enumerate(frame.players):
-            link_id = self.player_link.get(player)
-            if link_id is None:
-                continue
-            per_link.setdefault(link_id, []).append(
-                zone_pb2.PlayerSnapshot(
-                    player_id=player,
-                    stream=streams[i],
-                    sequence=seqs[i],
-                    baseline=bases[i],
-                    tick=frame.tick,
-                    payload=batch.payloads[i],
-                )
-            )
-        now_ms = time.time() * 1000.0
-        for link_id, snaps in per_link.items():
-            msg = zone_pb2.ZoneLinkDown(
-                snapshots=zone_pb2.SnapshotBatch(
-                    tick=frame.tick, server_time_ms=now_ms, snapshots=snaps
-                )
-            )
-            self._send(self.links[link_id], msg, "snapshots")
-        for ev in frame.events:
-            link_id = self.player_link.get(ev.player_id)
-            if link_id is not None:
-                event = zone_pb2.PlayerEvent(
-                    player_id=ev.player_id,
-                    kind=ev.kind,  # type: ignore[arg-type]
-                    other_entity_id=ev.other,
-                    amount=ev.amount,
-                    detail=ev.detail,
-                )
-                self._send(self.links[link_id], zone_pb2.ZoneLinkDown(event=event), "event")
+    async def _inbox(self) -> None:
+        """Between ticks: handoff messages and forwarded hits from other zones."""
+        while True:
+            try:
+                entries = await self.store.receive()
+                msgs = [m for _e, m in entries if m is not None]
+                metrics.INBOX.labels("malformed").inc(len(entries) - len(msgs))
+                try:
+                    inbox = self.border.take(msgs)
+                    for receipt in inbox.receipts:
+                        self.links.arrived(receipt.player_id)
+                    self._release(await self.border.reply(inbox))
+                except Exception:
+                    metrics.INBOX.labels("error").inc()
+                    log.exception("inbox batch failed")
+                await self.store.done([entry for entry, _ in entries])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("inbox read failed")
+                await asyncio.sleep(0.5)
 
-    def _send(self, link: Link, msg: zone_pb2.ZoneLinkDown, what: str) -> None:
-        try:
-            link.queue.put_nowait(msg)
-        except asyncio.QueueFull:
-            metrics.LINK_DROPS.labels(what).inc()
+    def _release(self, releases: list[Release]) -> None:
+        """Players now owned by another zone: their relays follow them there."""
+        for r in releases:
+            self.links.handover(r.player_id, r.target, r.epoch)
+
+    async def _refresh_map(self) -> None:
+        if await self.border.refresh_map():
+            self._fit_area()
+
+    def _fit_area(self) -> None:
+        area = self.border.movement_area()
+        if area is not None:
+            self.sim.area = area
+
+    # --- status and durability ------------------------------------------------
 
     def status(self, *, entities: bool = False) -> zone_pb2.ZoneStatus:
         """The zone's current ZoneStatus (also its heartbeat); ``entities`` lists
         every owned entity too."""
         e = self.sim.ents
         stats = self.ticker.stats
+        draining = self.territory.state == State.ZONE_STATE_DRAINING
         players = [e.index[eid] for eid in e.players.values()]
         if len(players) > 512:
             players = self.sim.rng.choice(players, 512, replace=False).tolist()
         status = zone_pb2.ZoneStatus(
             zone=self.zone_ref,
             address=self.address,
-            state=self.state,
+            state=self.territory.state,
             players=len(e.players),
-            npcs=e.n - len(e.players) - len(self.border.ghost_src),
-            ghosts=len(self.border.ghost_src),
+            npcs=e.n - len(e.players) - len(self.neighbours.ghosts),
+            ghosts=len(self.neighbours.ghosts),
             tick_hz=self.cfg.tick_hz,
             tick_p50_ms=stats.percentile(50) * 1000,
             tick_p99_ms=stats.percentile(99) * 1000,
             overloaded=stats.overloaded,
-            drain_remaining=len(e.players) if self.state == State.ZONE_STATE_DRAINING else 0,
-            map_version=self.map_version,
+            drain_remaining=len(e.players) if draining else 0,
+            map_version=self.territory.map_version,
             updated_at_ms=time.time() * 1000,
             sample_x=e.pos[players, 0].tolist(),
             sample_z=e.pos[players, 2].tolist(),
@@ -275,11 +225,11 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             instance=self.cfg.instance,
         )
         if entities:
-            ids = e.id[: e.n][self.border.owned()].tolist()
+            ids = e.id[: e.n][owned(e)].tolist()
             status.entity_ids.extend(ids)
             status.entity_players.extend(e.extra[i].player_id if i in e.extra else "" for i in ids)
-        if self.bounds is not None:
-            status.bounds.CopyFrom(to_bounds(self.bounds))
+        if self.territory.bounds is not None:
+            status.bounds.CopyFrom(to_bounds(self.territory.bounds))
         return status
 
     async def _heartbeats(self, port: Callable[[], int]) -> None:
@@ -297,11 +247,14 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
 
     async def checkpoint(self) -> int:
         """Save every player's durable state in one Redis command."""
-        states = [self.sim.export_player(p, self.cfg.zone) for p in list(self.sim.ents.players)]
+        states = [self._checkpoint_of(p) for p in list(self.sim.ents.players)]
         began = time.perf_counter()
         await self.store.save_checkpoints(states)
         metrics.CHECKPOINT.observe(time.perf_counter() - began)
         return len(states)
+
+    def _checkpoint_of(self, player: str) -> zone_pb2.EntityState:
+        return messages.entity_state(self.sim.export_player(player, self.cfg.zone))
 
     async def _checkpoints(self) -> None:
         while True:
@@ -326,93 +279,20 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 reason="LINK_HELLO_REQUIRED",
                 field="hello",
             )
-        link = Link(next(self._link_ids), first.hello.relay_id, asyncio.Queue(self.cfg.link_queue))
-        self.links[link.id] = link
-        log.info("link opened", extra={"link": link.id, "relay": link.relay_id})
-        reader = asyncio.create_task(self._read(link, request_iterator))
+        link = self.links.open(first.hello.relay_id, request_iterator)
         try:
             yield zone_pb2.ZoneLinkDown(
                 welcome=zone_pb2.LinkWelcome(
                     zone=self.zone_ref,
                     tick_hz=self.cfg.tick_hz,
-                    quantization=self.quantization,
-                    bounds=to_bounds(self.bounds or self.cfg.world_bounds),
+                    quantization=messages.quantization(self.sim.quant),
+                    bounds=to_bounds(self.territory.bounds or self.cfg.world_bounds),
                 )
             )
             while (msg := await link.queue.get()) is not None:
                 yield msg
         finally:
-            reader.cancel()
-            for player in list(link.players):
-                self._detach(link, player)
-            self.links.pop(link.id, None)
-            log.info("link closed", extra={"link": link.id, "relay": link.relay_id})
-
-    async def _read(self, link: Link, upstream: AsyncIterator[zone_pb2.ZoneLinkUp]) -> None:
-        try:
-            async for up in upstream:
-                which = up.WhichOneof("msg")
-                if which == "inputs":
-                    self._inputs(link, up.inputs)
-                elif which == "attach":
-                    self._attach(link, up.attach.player_id)
-                elif which == "detach":
-                    if up.detach.player_id in link.players:
-                        self._detach(link, up.detach.player_id)
-                else:
-                    metrics.LINK_ERRORS.labels("unexpected_" + str(which)).inc()
-        except (asyncio.CancelledError, grpc.aio.AioRpcError):
-            pass
-        except Exception:
-            log.exception("link reader failed", extra={"link": link.id})
-        finally:
-            with contextlib.suppress(asyncio.QueueFull):
-                link.queue.put_nowait(None)
-
-    def _inputs(self, link: Link, batch: zone_pb2.InputBatch) -> None:
-        if len(batch.inputs) > inputs.MAX_BATCH:
-            metrics.INPUTS_REJECTED.labels(inputs.OVERSIZED).inc(len(batch.inputs))
-            log.warning("oversized input batch", extra={"link": link.id, "n": len(batch.inputs)})
-            return
-        now = time.monotonic()
-        attached = []
-        for inp in batch.inputs:
-            if inp.player_id not in link.players:
-                reason = (
-                    inputs.NOT_ATTACHED
-                    if inp.player_id in self.sim.ents.players
-                    else inputs.UNKNOWN_PLAYER
-                )
-                metrics.INPUTS_REJECTED.labels(reason).inc()
-                continue
-            attached.append(inp)
-        self.sim.submit_many(attached, now)
-        for ack in batch.acks:
-            if ack.player_id in link.players:
-                self.sim.ack(ack.player_id, ack.stream, ack.sequence)
-
-    def _attach(self, link: Link, player: str) -> None:
-        if not self.sim.attach(player):
-            # The relay may follow a route change before the COMMIT is read here.
-            now = time.monotonic()
-            self.pending_attach = {p: w for p, w in self.pending_attach.items() if now - w[1] < 5.0}
-            if len(self.pending_attach) < 100_000:
-                self.pending_attach[player] = (link.id, now)
-            metrics.LINK_ERRORS.labels("attach_unknown_player").inc()
-            return
-        self.pending_attach.pop(player, None)
-        old = self.player_link.get(player)
-        if old is not None and old in self.links:
-            self.links[old].players.discard(player)
-        self.player_link[player] = link.id
-        link.players.add(player)
-
-    def _detach(self, link: Link, player: str) -> None:
-        link.players.discard(player)
-        self.pending_attach.pop(player, None)
-        if self.player_link.get(player) == link.id:
-            del self.player_link[player]
-            self.sim.detach(player)
+            self.links.end(link)
 
     # --- unary RPCs ----------------------------------------------------------------
 
@@ -426,8 +306,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 reason="BAD_PLAYER_ID",
                 field="player_id",
             )
-        if self.state != State.ZONE_STATE_ACTIVE:
-            name = State.Name(self.state)
+        if self.territory.state != State.ZONE_STATE_ACTIVE:
+            name = State.Name(self.territory.state)
             await abort(
                 context,
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -459,7 +339,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             restored=extra.restored,
             zone=self.zone_ref,
             epoch=extra.epoch,
-            quantization=self.quantization,
+            quantization=messages.quantization(self.sim.quant),
             tick_hz=self.cfg.tick_hz,
         )
 
@@ -490,7 +370,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         if player in self.sim.ents.players:
             return  # a concurrent join of the same player finished first
         if checkpoint is not None and checkpoint.entity_id not in self.sim.ents.index:
-            self.sim.adopt(checkpoint, epoch=epoch, now=time.monotonic())
+            self.sim.adopt(messages.record(checkpoint), epoch=epoch, now=time.monotonic())
         else:
             spawn = request.spawn
             pos = (spawn.x, spawn.y, spawn.z) if request.HasField("spawn") else None
@@ -502,7 +382,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             )
             self.sim.ents.extra[self.sim.ents.players[player]].epoch = epoch
         self.sim.ents.extra[self.sim.ents.players[player]].relay_id = request.relay_id
-        await self.store.save_checkpoints([self.sim.export_player(player, self.cfg.zone)])
+        await self.store.save_checkpoints([self._checkpoint_of(player)])
 
     async def Leave(
         self, request: zone_pb2.LeaveRequest, context: Context
@@ -527,14 +407,12 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             )
         # Durable first: if Redis fails, the player stays and the caller may retry.
         try:
-            await self.store.save_checkpoints([self.sim.export_player(player, self.cfg.zone)])
+            await self.store.save_checkpoints([self._checkpoint_of(player)])
             await self.store.release_route(player)
         except RedisError as err:
             await _unavailable(context, err)
         if player in self.sim.ents.players:
-            link_id = self.player_link.pop(player, None)
-            if link_id is not None and link_id in self.links:
-                self.links[link_id].players.discard(player)
+            self.links.forget(player)
             self.sim.remove_player(player)
         return zone_pb2.LeaveResponse()
 
@@ -561,26 +439,28 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 reason="BAD_BOUNDS",
                 field="bounds",
             )
-        if request.map_version < self.map_version:
+        here = self.territory
+        if request.map_version < here.map_version:
             await abort(
                 context,
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"map version {request.map_version} is older than {self.map_version}",
+                f"map version {request.map_version} is older than {here.map_version}",
                 reason="STALE_MAP_VERSION",
                 field="map_version",
             )
-        self.map_version = request.map_version
-        self.bounds = from_bounds(b)
-        self.sim.area = self.bounds
+        here.bounds_version = request.map_version
+        here.bounds = from_bounds(b)
+        self.sim.area = here.bounds  # until the zone map says where movement may reach
         with contextlib.suppress(RedisError):
-            await self.border.refresh_map()
+            await self._refresh_map()
         self.border.rebound()
-        if self.state in (State.ZONE_STATE_STANDBY, State.ZONE_STATE_STARTING):
+        self._fit_area()
+        if here.state in (State.ZONE_STATE_STANDBY, State.ZONE_STATE_STARTING):
             await self._activate()
         leaving = len(self.border.departures())
         log.info(
             "bounds set",
-            extra={"bounds": values, "map_version": self.map_version, "leaving": leaving},
+            extra={"bounds": values, "map_version": here.map_version, "leaving": leaving},
         )
         return zone_pb2.SetBoundsResponse(handoffs_started=leaving)
 
@@ -604,12 +484,13 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 reason="BAD_TARGET",
                 field="target",
             )
-        if self.state in (State.ZONE_STATE_ACTIVE, State.ZONE_STATE_STANDBY):
-            self.state = State.ZONE_STATE_DRAINING
-        if self.state == State.ZONE_STATE_DRAINING:
+        here = self.territory
+        if here.state in (State.ZONE_STATE_ACTIVE, State.ZONE_STATE_STANDBY):
+            here.state = State.ZONE_STATE_DRAINING
+        if here.state == State.ZONE_STATE_DRAINING:
             self.border.drain(target, request.deadline_s)
             with contextlib.suppress(RedisError):
-                await self.border.refresh_map()
+                await self._refresh_map()
             self._maybe_drained()
         return zone_pb2.DrainResponse(remaining=len(self.sim.ents.players))
 

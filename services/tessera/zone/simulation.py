@@ -13,46 +13,51 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 from scipy.spatial import cKDTree
 
-from tessera.v1 import zone_pb2
 from tessera.wire.geometry import Rect
 from tessera.wire.snapshot import COLUMNS, Quantization
 from tessera.zone import combat, inputs, interest
 from tessera.zone.config import ZoneConfig
 from tessera.zone.entities import (
     DEAD,
-    MAX_HEALTH,
+    GHOST,
     NPC,
     PLAYER,
     Entities,
+    Record,
     export_state,
     spawn_state,
 )
-from tessera.zone.ghosts import GHOST
+from tessera.zone.events import (
+    INPUT_DROPPED,
+    SPEED_CLAMPED,
+    TELEPORT_REJECTED,
+    Event,
+)
 from tessera.zone.movement import desired_velocity, integrate
 from tessera.zone.npc import think
 from tessera.zone.snapshot import PAD, EncodedBatch, SnapshotEncoder, quantize, row_view
 
-Kind = zone_pb2.PlayerEvent.Kind
 I64 = npt.NDArray[np.int64]
-U64 = npt.NDArray[np.uint64]
+Bools = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
-class Event:
-    """Something to tell one player (becomes a PlayerEvent)."""
+class Sight:
+    """This tick's snapshot recipients and what they see (per client, per view slot)."""
 
-    player_id: str
-    kind: int
-    other: int = 0
-    amount: float = 0.0
-    detail: str = ""
+    players: list[str]
+    clients: I64  # their snapshot rows
+    viewer_rows: I64  # their entity rows
+    valid: Bools  # the view slot holds an entity
+    safe: I64  # its entity row (0 where not valid)
+    due: Bools  # its value is refreshed in this snapshot
+    aoi_s: float
 
 
 @dataclass
@@ -87,8 +92,7 @@ class Simulation:
         self.counts: Counter[str] = Counter()
         self._told: dict[tuple[str, str], float] = {}
         self.rng = np.random.default_rng(seed)
-        # hits on ghosts, forwarded to their owners: (target, attacker, attack, damage, x, z)
-        self.forwarded: list[tuple[int, int, int, float, float, float]] = []
+        self.forwarded: list[combat.Forwarded] = []  # hits on ghosts, for their owners
 
     @property
     def now_s(self) -> float:
@@ -134,16 +138,16 @@ class Simulation:
             (x, max(pos[1], 0.0), z),
             team=team,
             home=(x, z),
-            tokens=self.cfg.tick_hz / 2,
+            tokens=inputs.BURST_S * self.cfg.tick_hz,
             tokens_at=time.monotonic(),
         )
 
-    def adopt(self, state: zone_pb2.EntityState, *, epoch: int, now: float) -> int:
-        """Instantiate an entity from its durable state (checkpoint restore, and the
-        hook for handoff PREPARE); its position is clamped into the area."""
-        x, z = self.clamp_xz(state.position.x, state.position.z)
-        state.position.x, state.position.z = x, z
-        row = spawn_state(self.ents, state, now_s=self.now_s)
+    def adopt(self, state: Record, *, epoch: int, now: float) -> int:
+        """Instantiate an entity from its durable state (checkpoint restore, and a
+        committed handoff); its position is clamped into the area."""
+        x, y, z = state.position
+        x, z = self.clamp_xz(x, z)
+        row = spawn_state(self.ents, replace(state, position=(x, y, z)), now_s=self.now_s)
         extra = self.ents.extra[state.entity_id]
         extra.restored, extra.epoch = True, epoch
         self.ents.home[row] = (x, z)
@@ -161,7 +165,7 @@ class Simulation:
         self.views.removed(self.ents.index[entity_id], self.ents.n - 1)
         self.ents.remove(entity_id)
 
-    def export_player(self, player_id: str, zone: str) -> zone_pb2.EntityState:
+    def export_player(self, player_id: str, zone: str) -> Record:
         """The durable state of a present player."""
         eid = self.ents.players[player_id]
         return export_state(
@@ -193,160 +197,69 @@ class Simulation:
 
     # --- inputs ---------------------------------------------------------
 
-    def submit(self, inp: zone_pb2.PlayerInput, now_s: float) -> str | None:
+    def submit(self, one: inputs.Input, now_s: float) -> str | None:
         """Validate and apply one input; returns the drop reason or None."""
-        player = inp.player_id
-        e = self.ents
-        row = e.row_of_player(player)
-        if row is None:
-            return self._drop(player, inputs.UNKNOWN_PLAYER, event=False)
-        cmd = inputs.check(
-            sequence=inp.sequence,
-            move_x=inp.move_x,
-            move_z=inp.move_z,
-            yaw=inp.yaw,
-            pitch=inp.pitch,
-            actions=inp.actions,
-            rtt_ms=inp.rtt_ms,
-            interp_ms=inp.interp_delay_ms,
-            client_time_ms=inp.client_time_ms,
-        )
-        if isinstance(cmd, str):
-            return self._drop(player, cmd)
-        # Scalar reads with .item() and one write per element: this runs per input.
-        stale = inputs.order(cmd.sequence, e.last_seq.item(row))
-        if stale is not None:
-            return self._drop(player, stale, event=False)
-        hz = self.cfg.tick_hz
-        tokens = inputs.refill(
-            e.tokens.item(row), e.tokens_at.item(row), now_s, rate=2.0 * hz, burst=hz / 2
-        )
-        e.tokens_at[row] = now_s
-        if tokens < 1.0:
-            e.tokens[row] = tokens
-            return self._drop(player, inputs.RATE)
-        e.tokens[row] = tokens - 1.0
-        e.last_seq[row] = cmd.sequence
-        move = e.move
-        move[row, 0] = cmd.move_x
-        move[row, 1] = cmd.move_z
-        e.yaw[row] = cmd.yaw
-        e.pitch[row] = cmd.pitch
-        if cmd.actions:
-            e.actions[row] |= cmd.actions
-        e.rtt_ms[row] = cmd.rtt_ms
-        e.interp_ms[row] = cmd.interp_ms
-        self.counts["accepted"] += 1
-        if cmd.speed_excess > 0:
+        return self._apply(inputs.Inputs.of([one]), now_s).get(0)
+
+    def submit_many(self, batch: inputs.Inputs, now_s: float) -> None:
+        """Validate and apply a relay's batch of inputs, in order."""
+        self._apply(batch, now_s)
+
+    def _apply(self, batch: inputs.Inputs, now_s: float) -> dict[int, str]:
+        """Apply the inputs, then count and report the rare outcomes in input order."""
+        out = inputs.apply(self.ents, batch, now_s, hz=self.cfg.tick_hz)
+        self.counts["accepted"] += out.accepted
+        for i in sorted(out.drops.keys() | out.clamped.keys()):
+            player = batch.players[i]
+            if i in out.drops:
+                why = out.drops[i]
+                self._drop(player, why, event=why not in inputs.QUIET)
+                continue
             self.counts["speed_clamped"] += 1
-            e.extra[e.id.item(row)].speed_clamps += 1
-            self.events.append(
-                Event(player, Kind.SPEED_CLAMPED, amount=cmd.speed_excess, detail="move")
-            )
-        return None
+            self.ents.extra[self.ents.players[player]].speed_clamps += 1
+            self.events.append(Event(player, SPEED_CLAMPED, amount=out.clamped[i], detail="move"))
+        return out.drops
 
-    def submit_many(self, batch: Sequence[zone_pb2.PlayerInput], now_s: float) -> None:
-        """Validate and apply inputs with the same outcome as ``submit`` on each in
-        order. Vectorised when every input names a different present player (one
-        input per player per tick: the normal batch); otherwise one at a time."""
-        e = self.ents
-        players, index = e.players, e.index
-        # One flat list per field, not a tuple per input: thousands of live tuples
-        # would trigger a garbage collection pass inside every tick.
-        names = [i.player_id for i in batch]
-        rows = [index.get(players.get(name, -1), -1) for name in names]
-        if not names or -1 in rows or len(set(rows)) < len(rows):
-            for one in batch:
-                self.submit(one, now_s)
-            return
-        r = np.array(rows, np.int64)
-        seq = np.array([i.sequence for i in batch], np.int64)
-        actions = np.array([i.actions for i in batch], np.int64)
-        mx, mz, yaw, pitch, rtt, interp, client_ms = (
-            np.array([i.move_x for i in batch], np.float64),
-            np.array([i.move_z for i in batch], np.float64),
-            np.array([i.yaw for i in batch], np.float64),
-            np.array([i.pitch for i in batch], np.float64),
-            np.array([i.rtt_ms for i in batch], np.float64),
-            np.array([i.interp_delay_ms for i in batch], np.float64),
-            np.array([i.client_time_ms for i in batch], np.float64),
-        )
-        nan = ~(np.isfinite(mx + mz + yaw + pitch + rtt + interp) & np.isfinite(client_ms))
-        bad = nan | (
-            (np.abs(yaw) > 2 * math.pi + 1e-6)
-            | (np.abs(pitch) > math.pi / 2 + 1e-6)
-            | ((actions & ~inputs.ACTIONS) != 0)
-            | ~((rtt >= 0.0) & (rtt <= inputs.MAX_RTT_MS))
-            | ~((interp >= 0.0) & (interp <= inputs.MAX_INTERP_MS))
-            | (seq <= 0)
-        )
-        last = e.last_seq[r]
-        stale = ~bad & (seq <= last)
-        reach = np.flatnonzero(~bad & ~stale)  # inputs that get to the token bucket
-        hz = self.cfg.tick_hz
-        rr = r[reach]
-        tokens = np.minimum(
-            hz / 2, e.tokens[rr] + np.maximum(0.0, now_s - e.tokens_at[rr]) * (2.0 * hz)
-        )
-        e.tokens_at[rr] = now_s
-        starved = tokens < 1.0
-        e.tokens[rr] = np.where(starved, tokens, tokens - 1.0)
-        ok = reach[~starved]
-        ra = r[ok]
-        length = np.hypot(mx[ok], mz[ok])
-        over = length > 1.0 + 1e-6
-        for j in np.flatnonzero(over).tolist():  # rare: the scalar path's exact hypot
-            length[j] = math.hypot(mx[ok[j]], mz[ok[j]])
-        scale = np.where(over, length, 1.0)
-        e.last_seq[ra] = seq[ok]
-        e.move[ra, 0] = mx[ok] / scale
-        e.move[ra, 1] = mz[ok] / scale
-        turn = 2 * math.pi
-        e.yaw[ra] = yaw[ok] - turn * np.rint(yaw[ok] / turn)  # math.remainder, exact here
-        e.pitch[ra] = pitch[ok]
-        e.actions[ra] |= actions[ok].astype(e.actions.dtype)
-        e.rtt_ms[ra] = rtt[ok]
-        e.interp_ms[ra] = np.where(interp[ok] == 0.0, 100.0, interp[ok])
-        self.counts["accepted"] += int(ok.size)
-        # The rare outcomes (drops, clamped speed) one by one, in input order.
-        reason: dict[int, str] = {int(i): inputs.RATE for i in reach[starved]}
-        for i in np.flatnonzero(bad | stale).tolist():
-            if nan[i]:
-                reason[i] = inputs.NAN
-            elif bad[i]:
-                reason[i] = inputs.RANGE
-            else:
-                reason[i] = inputs.DUPLICATE if seq[i] == last[i] else inputs.OUT_OF_ORDER
-        excess = dict(zip(ok[over].tolist(), (length[over] - 1.0).tolist(), strict=True))
-        for i in sorted(reason.keys() | excess.keys()):
-            player = names[i]
-            if i in reason:
-                why = reason[i]
-                self._drop(player, why, event=why not in (inputs.DUPLICATE, inputs.OUT_OF_ORDER))
-            else:
-                self.counts["speed_clamped"] += 1
-                e.extra[e.id.item(rows[i])].speed_clamps += 1
-                self.events.append(
-                    Event(player, Kind.SPEED_CLAMPED, amount=excess[i], detail="move")
-                )
-
-    def _drop(self, player_id: str, reason: str, *, event: bool = True) -> str:
+    def _drop(self, player_id: str, reason: str, *, event: bool) -> None:
         """Count a dropped input; tell the player at most once per reason per second."""
         self.counts["drop:" + reason] += 1
         key = (player_id, reason)
         if event and self.now_s - self._told.get(key, -1e9) >= 1.0:
             self._told[key] = self.now_s
-            self.events.append(Event(player_id, Kind.INPUT_DROPPED, detail=reason))
-        return reason
+            self.events.append(Event(player_id, INPUT_DROPPED, detail=reason))
+
+    # --- hits forwarded by neighbours -----------------------------------
+
+    def take_hit(self, target: int, attacker_id: int, damage: float) -> None:
+        """Apply a validated hit forwarded by a neighbour (told to players next tick)."""
+        combat.take_hit(
+            self.ents,
+            target,
+            attacker_id,
+            damage,
+            now=self.now_s,
+            respawn_s=self.cfg.weapons.respawn_s,
+            events=self.events,
+            counts=self.counts,
+        )
 
     # --- the tick -------------------------------------------------------
 
     def step(self) -> Frame:
-        """Advance one tick and encode every attached player's snapshot."""
+        """Advance one tick: the systems act on the intents inputs set since the last
+        one, then each attached player's view is refreshed and its snapshot encoded."""
         started = time.perf_counter()
         self.tick += 1
-        e, n, now = self.ents, self.ents.n, self.now_s
-        events, self.events = self.events, []
+        events, self.events = self.events, []  # told by inputs and hits since the last tick
+        self._systems(events)
+        sight = self._interest()
+        frame = self._encode(sight, events)
+        frame.step_s = time.perf_counter() - started
+        return frame
+
+    def _systems(self, events: list[Event]) -> None:
+        """NPC behaviour -> movement -> position history -> combat -> respawn / regeneration."""
+        e, n, now, cfg = self.ents, self.ents.n, self.now_s, self.cfg
         if n:
             ghost = (e.flags[:n] & GHOST) != 0  # neighbours' entities: shown, not simulated
             alive = ((e.flags[:n] & DEAD) == 0) & ~ghost
@@ -354,24 +267,9 @@ class Simulation:
             self._move(alive, events)
         self.history.record(self.tick, e.id[:n], e.pos[:n])
         if n:
-            order = np.argsort(e.id[:n])
-            self._sorted_ids, self._sorted_rows = e.id[:n][order], order
             self._fight(alive, now, events)
-            self._recover(now, events, ghost)
+            combat.recover(e, ghost, now=now, dt=cfg.dt, weapons=cfg.weapons, events=events)
             e.actions[:n] = 0
-        else:
-            self._sorted_ids, self._sorted_rows = np.zeros(0, np.uint64), np.zeros(0, np.int64)
-        frame = self._snapshots(events)
-        frame.step_s = time.perf_counter() - started
-        return frame
-
-    def _rows_of(self, ids: U64) -> I64:
-        """Current rows of entity ids; -1 for ids that are gone (or PAD)."""
-        if self._sorted_ids.size == 0:
-            return np.full(ids.shape, -1, np.int64)
-        pos = np.minimum(np.searchsorted(self._sorted_ids, ids), self._sorted_ids.size - 1)
-        found = self._sorted_ids[pos] == ids
-        return np.where(found, self._sorted_rows[pos], -1)
 
     def _think(self, alive: npt.NDArray[np.bool_]) -> None:
         e, n = self.ents, self.ents.n
@@ -408,124 +306,26 @@ class Simulation:
             self.counts["teleport_rejected"] += 1
             extra = e.extra[int(e.id[row])]
             extra.teleports += 1
-            events.append(Event(extra.player_id, Kind.TELEPORT_REJECTED, amount=float(excess[row])))
+            events.append(Event(extra.player_id, TELEPORT_REJECTED, amount=float(excess[row])))
 
     def _fight(self, alive: npt.NDArray[np.bool_], now: float, events: list[Event]) -> None:
-        e, n, w = self.ents, self.ents.n, self.cfg.weapons
-        wants = alive & ((e.actions[:n] & (combat.MELEE | combat.RANGED)) != 0)
-        for row in np.flatnonzero(wants).tolist():
-            if e.flags[row] & DEAD:
-                continue
-            for attack, ready, cooldown in (
-                (combat.MELEE, e.melee_ready, w.melee_cooldown_s),
-                (combat.RANGED, e.ranged_ready, w.ranged_cooldown_s),
-            ):
-                if not e.actions[row] & attack or ready[row] > now + 1e-9:
-                    continue
-                ready[row] = now + cooldown
-                e.combat_at[row] = now
-                self._attack(row, attack, now, events)
-
-    def _attack(self, row: int, attack: int, now: float, events: list[Event]) -> None:
-        e, cfg = self.ents, self.cfg
-        back = 0
-        if e.kind[row] == PLAYER:
-            back = combat.rewind_ticks(
-                float(e.rtt_ms[row]),
-                float(e.interp_ms[row]),
-                tick_ms=self.tick_ms,
-                max_rewind_ms=cfg.max_rewind_ms,
-            )
-        ids, pos = self.history.at(self.tick - back)
-        rows = self._rows_of(ids)
-        safe = np.maximum(rows, 0)
-        team = int(e.team[row])
-        eligible = (
-            (rows >= 0)
-            & (rows != row)
-            & ((e.flags[safe] & DEAD) == 0)
-            & ((team == 0) | (e.team[safe] != team))
-        )
-        if e.kind[row] == NPC:
-            eligible &= e.kind[safe] == PLAYER
-        hit = combat.resolve(
-            attacker=int(e.id[row]),
-            attack=attack,
-            origin=e.pos[row],
-            yaw=float(e.yaw[row]),
-            pitch=float(e.pitch[row]),
-            candidate_ids=ids,
-            candidate_pos=pos,
-            eligible=eligible,
+        cfg = self.cfg
+        self.forwarded += combat.fight(
+            self.ents,
+            alive,
+            tick=self.tick,
+            now=now,
+            tick_ms=self.tick_ms,
+            history=self.history,
             weapons=cfg.weapons,
-        )
-        if hit is None:
-            return
-        self.counts["hits"] += 1
-        target = e.index[hit.target]
-        if e.flags[target] & GHOST:
-            x, _, z = (float(v) for v in e.pos[row])
-            self.forwarded.append((hit.target, hit.attacker, attack, hit.damage, x, z))
-            attacker = e.extra.get(hit.attacker)
-            if attacker and attacker.player_id:
-                events.append(Event(attacker.player_id, Kind.HIT_DEALT, hit.target, hit.damage))
-            return
-        self.take_hit(target, hit.attacker, hit.damage, now, events)
-
-    def take_hit(
-        self, target: int, attacker_id: int, damage: float, now: float, events: list[Event]
-    ) -> None:
-        """Apply validated damage to an owned entity (local or forwarded hit)."""
-        e, cfg = self.ents, self.cfg
-        e.health[target] = max(0.0, float(e.health[target]) - damage)
-        e.combat_at[target] = now
-        target_id = int(e.id[target])
-        attacker_player = e.extra.get(attacker_id)
-        target_player = e.extra.get(target_id)
-        if attacker_player and attacker_player.player_id:
-            events.append(Event(attacker_player.player_id, Kind.HIT_DEALT, target_id, damage))
-        if target_player and target_player.player_id:
-            events.append(Event(target_player.player_id, Kind.HIT_TAKEN, attacker_id, damage))
-        if e.health[target] <= 0.0:
-            e.flags[target] |= DEAD
-            e.vel[target] = 0.0
-            e.respawn_at[target] = now + cfg.weapons.respawn_s
-            self.counts["deaths"] += 1
-            if target_player and target_player.player_id:
-                events.append(Event(target_player.player_id, Kind.DIED, attacker_id))
-
-    def _recover(self, now: float, events: list[Event], ghost: npt.NDArray[np.bool_]) -> None:
-        e, n, w = self.ents, self.ents.n, self.cfg.weapons
-        dead = ((e.flags[:n] & DEAD) != 0) & ~ghost
-        back = np.flatnonzero(dead & (e.respawn_at[:n] <= now + 1e-9))
-        if back.size:
-            e.flags[back] &= ~DEAD
-            e.health[back] = MAX_HEALTH
-            e.pos[back, 0] = e.home[back, 0]
-            e.pos[back, 1] = 0.0
-            e.pos[back, 2] = e.home[back, 1]
-            e.vel[back] = 0.0
-            e.combat_at[back] = -1e9
-            for row in back.tolist():
-                extra = e.extra.get(int(e.id[row]))
-                if extra and extra.player_id:
-                    events.append(Event(extra.player_id, Kind.RESPAWNED))
-            dead[back] = False
-        e.health[:n] = np.where(
-            ghost,
-            e.health[:n],
-            combat.regenerate(
-                e.health[:n],
-                dead,
-                e.combat_at[:n],
-                now_s=now,
-                dt=self.cfg.dt,
-                weapons=w,
-                max_health=MAX_HEALTH,
-            ),
+            max_rewind_ms=cfg.max_rewind_ms,
+            events=events,
+            counts=self.counts,
         )
 
-    def _snapshots(self, events: list[Event]) -> Frame:
+    def _interest(self) -> Sight:
+        """Who gets a snapshot this tick, and what each of them sees: views refreshed
+        when due (or new), and which of the entities in view are due a fresh value."""
         e, n, tiers, views = self.ents, self.ents.n, self.cfg.tiers, self.views
         every = self.cfg.snapshot_every
         beat = self.tick // every  # snapshots sent to each client so far
@@ -545,7 +345,6 @@ class Simulation:
             idx, _ = interest.visible(tree, viewers[refresh], n, boost, tiers=tiers)
             ids_all = np.append(e.id[:n], PAD)
             views.refresh(clients[refresh], ids_all[idx], np.where(idx < n, idx, -1))
-        ids = views.ids[clients]
         rows = views.rows[clients]
         valid = rows >= 0
         safe = np.where(valid, rows, 0)
@@ -553,7 +352,12 @@ class Simulation:
         dz = e.pos[:n, 2][safe] - viewers[:, 1, None] if n else np.zeros(safe.shape)
         due = interest.due(dx * dx + dz * dz, safe, e.id[:n], beat, tiers=tiers)
         due |= ~views.known[clients]
-        aoi_s = time.perf_counter() - started
+        return Sight(players, clients, viewer_rows, valid, safe, due, time.perf_counter() - started)
+
+    def _encode(self, sight: Sight, events: list[Event]) -> Frame:
+        """Quantize, take fresh values for the due pairs, delta-encode every snapshot."""
+        e, n, views = self.ents, self.ents.n, self.views
+        clients, valid, safe = sight.clients, sight.valid, sight.safe
         started = time.perf_counter()
         table = quantize(
             self.quant,
@@ -568,25 +372,25 @@ class Simulation:
         # Only due pairs take fresh values; the rest keep what the client was sent.
         sent = views.sent.reshape(-1, COLUMNS)
         pairs = (clients[:, None] * views.cap + np.arange(views.cap)).ravel()
-        fresh = np.flatnonzero(due & valid)
+        fresh = np.flatnonzero(sight.due & valid)
         if n:
             row_view(sent)[pairs[fresh]] = np.take(row_view(table), safe.ravel()[fresh])
-        vals = np.take(sent, pairs, axis=0).reshape(c, views.cap, COLUMNS)
+        vals = np.take(sent, pairs, axis=0).reshape(len(clients), views.cap, COLUMNS)
         views.known[clients] = valid
         batch = self.encoder.encode(
             clients,
-            ids,
+            views.ids[clients],
             valid,
             vals,
-            last_input_seq=e.last_seq[viewer_rows],
+            last_input_seq=e.last_seq[sight.viewer_rows],
             version=views.version[clients],
         )
         return Frame(
             tick=self.tick,
-            players=players,
+            players=sight.players,
             batch=batch,
             events=events,
-            aoi_s=aoi_s,
+            aoi_s=sight.aoi_s,
             encode_s=time.perf_counter() - started,
             aoi_pairs=int(valid.sum()),
         )

@@ -1,8 +1,9 @@
 """The world's zone map as plain data: who owns a point, who borders whom, and
 which entities must move to another zone.
 
-Pure functions over a :class:`Topology` built from a ``ZoneMap``; the servicer
-keeps the newest version it has seen and re-evaluates on every change.
+Pure functions over a :class:`Topology` (the shell builds it from a ``ZoneMap``:
+:func:`tessera.zone.messages.topology`); the zone keeps the newest version it
+has seen and re-evaluates on every change.
 """
 
 from __future__ import annotations
@@ -12,15 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from tessera.v1 import zone_pb2
 from tessera.wire.geometry import Rect
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
-
-
-# Zones on their way out own nothing: entities are never handed to them.
-_LEAVING = (zone_pb2.ZONE_STATE_DRAINING, zone_pb2.ZONE_STATE_DRAINED)
 
 
 @dataclass(frozen=True)
@@ -39,22 +35,6 @@ class Topology:
     version: int
     world: Rect
     zones: tuple[ZoneArea, ...]
-
-    @classmethod
-    def from_map(cls, zone_map: zone_pb2.ZoneMap) -> Topology:
-        b = zone_map.world_bounds
-        areas = tuple(
-            ZoneArea(
-                e.zone,
-                e.address,
-                Rect(e.bounds.min_x, e.bounds.min_z, e.bounds.max_x, e.bounds.max_z),
-            )
-            for e in zone_map.zones
-            if e.bounds.max_x > e.bounds.min_x
-            and e.bounds.max_z > e.bounds.min_z
-            and e.state not in _LEAVING
-        )
-        return cls(zone_map.version, Rect(b.min_x, b.min_z, b.max_x, b.max_z), areas)
 
     def area(self, zone: str) -> ZoneArea | None:
         return next((a for a in self.zones if a.zone == zone), None)

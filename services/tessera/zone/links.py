@@ -1,0 +1,221 @@
+"""The zone's relay links: ZoneLink fan-in and fan-out, one stream per relay.
+
+A relay multiplexes its players over one ZoneLink per zone. Upstream, a link
+carries input batches, snapshot acks and attach / detach requests; downstream,
+each tick's snapshot batch and events of its attached players, and a Handover
+when one of them now belongs to another zone. A player is attached to at most
+one link; a slow relay's queue overflows into a counted drop, never a stall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from tessera.v1 import common_pb2, zone_pb2
+from tessera.zone import inputs, messages, metrics
+from tessera.zone.simulation import Frame, Simulation
+
+log = logging.getLogger(__name__)
+
+PENDING_S = 5.0  # how long an attach for a player not (yet) here waits for its handoff
+PENDING_MAX = 100_000
+
+
+@dataclass
+class Link:
+    """One relay's ZoneLink stream."""
+
+    id: int
+    relay_id: str
+    queue: asyncio.Queue[zone_pb2.ZoneLinkDown | None]  # None ends the stream
+    players: set[str] = field(default_factory=set)
+    reader: asyncio.Task[None] | None = None
+
+
+class Links:
+    """Every relay link of one zone, and which link each player is attached to."""
+
+    def __init__(self, *, sim: Simulation, world: str, queue_size: int) -> None:
+        self.sim = sim
+        self.world = world
+        self.queue_size = queue_size
+        self.links: dict[int, Link] = {}
+        self.player_link: dict[str, int] = {}
+        self.pending_attach: dict[str, tuple[int, float]] = {}  # player -> (link id, since)
+        self._ids = itertools.count(1)
+
+    # --- streams -------------------------------------------------------------
+
+    def open(self, relay_id: str, upstream: AsyncIterator[zone_pb2.ZoneLinkUp]) -> Link:
+        """A relay's stream after its hello: register it and start reading it."""
+        link = Link(next(self._ids), relay_id, asyncio.Queue(self.queue_size))
+        self.links[link.id] = link
+        log.info("link opened", extra={"link": link.id, "relay": link.relay_id})
+        link.reader = asyncio.create_task(self._read(link, upstream))
+        return link
+
+    def end(self, link: Link) -> None:
+        """A stream is over: stop reading it and detach its players."""
+        if link.reader is not None:
+            link.reader.cancel()
+        for player in list(link.players):
+            self._detach(link, player)
+        self.links.pop(link.id, None)
+        log.info("link closed", extra={"link": link.id, "relay": link.relay_id})
+
+    def close(self) -> None:
+        """End every stream (relays reconnect elsewhere or later)."""
+        for link in self.links.values():
+            while not link.queue.empty():  # a slow relay loses its backlog, not the close
+                link.queue.get_nowait()
+            link.queue.put_nowait(None)
+
+    # --- fan-in ---------------------------------------------------------------
+
+    async def _read(self, link: Link, upstream: AsyncIterator[zone_pb2.ZoneLinkUp]) -> None:
+        try:
+            async for up in upstream:
+                which = up.WhichOneof("msg")
+                if which == "inputs":
+                    self._inputs(link, up.inputs)
+                elif which == "attach":
+                    self._attach(link, up.attach.player_id)
+                elif which == "detach":
+                    if up.detach.player_id in link.players:
+                        self._detach(link, up.detach.player_id)
+                else:
+                    metrics.LINK_ERRORS.labels("unexpected_" + str(which)).inc()
+        except (asyncio.CancelledError, grpc.aio.AioRpcError):
+            pass
+        except Exception:
+            log.exception("link reader failed", extra={"link": link.id})
+        finally:
+            with contextlib.suppress(asyncio.QueueFull):
+                link.queue.put_nowait(None)
+
+    def _inputs(self, link: Link, batch: zone_pb2.InputBatch) -> None:
+        """Inputs of players attached to this link go to the simulation; acks too."""
+        if len(batch.inputs) > inputs.MAX_BATCH:
+            metrics.INPUTS_REJECTED.labels(inputs.OVERSIZED).inc(len(batch.inputs))
+            log.warning("oversized input batch", extra={"link": link.id, "n": len(batch.inputs)})
+            return
+        now = time.monotonic()
+        attached = []
+        for inp in batch.inputs:
+            if inp.player_id not in link.players:
+                reason = (
+                    inputs.NOT_ATTACHED
+                    if inp.player_id in self.sim.ents.players
+                    else inputs.UNKNOWN_PLAYER
+                )
+                metrics.INPUTS_REJECTED.labels(reason).inc()
+                continue
+            attached.append(inp)
+        self.sim.submit_many(messages.inputs(attached), now)
+        for ack in batch.acks:
+            if ack.player_id in link.players:
+                self.sim.ack(ack.player_id, ack.stream, ack.sequence)
+
+    def _attach(self, link: Link, player: str) -> None:
+        if not self.sim.attach(player):
+            # The relay may follow a route change before the COMMIT is read here.
+            now = time.monotonic()
+            self.pending_attach = {
+                p: w for p, w in self.pending_attach.items() if now - w[1] < PENDING_S
+            }
+            if len(self.pending_attach) < PENDING_MAX:
+                self.pending_attach[player] = (link.id, now)
+            metrics.LINK_ERRORS.labels("attach_unknown_player").inc()
+            return
+        self.pending_attach.pop(player, None)
+        old = self.player_link.get(player)
+        if old is not None and old in self.links:
+            self.links[old].players.discard(player)
+        self.player_link[player] = link.id
+        link.players.add(player)
+
+    def _detach(self, link: Link, player: str) -> None:
+        link.players.discard(player)
+        self.pending_attach.pop(player, None)
+        if self.player_link.get(player) == link.id:
+            del self.player_link[player]
+            self.sim.detach(player)
+
+    # --- players arriving and leaving -----------------------------------------
+
+    def arrived(self, player: str) -> None:
+        """A player handed to this zone: attach it if its relay already asked."""
+        waiting = self.pending_attach.pop(player, None)
+        if waiting is not None and waiting[0] in self.links:
+            self._attach(self.links[waiting[0]], player)
+
+    def forget(self, player: str) -> Link | None:
+        """A player leaving this zone: no link serves it any more; the one that did."""
+        link_id = self.player_link.pop(player, None)
+        if link_id is None or link_id not in self.links:
+            return None
+        link = self.links[link_id]
+        link.players.discard(player)
+        return link
+
+    def handover(self, player: str, target: str, epoch: int) -> None:
+        """A player now owned by ``target``: tell the relay that served it."""
+        link = self.forget(player)
+        if link is not None:
+            handover = zone_pb2.Handover(
+                player_id=player,
+                to=common_pb2.ZoneRef(world=self.world, zone=target),
+                epoch=epoch,
+            )
+            self._send(link, zone_pb2.ZoneLinkDown(handover=handover), "handover")
+
+    # --- fan-out ----------------------------------------------------------------
+
+    def publish(self, frame: Frame) -> None:
+        """Group the frame's snapshots and events per link and queue them."""
+        batch = frame.batch
+        per_link: dict[int, list[zone_pb2.PlayerSnapshot]] = {}
+        streams = batch.stream.tolist()
+        seqs = batch.sequence.tolist()
+        bases = batch.baseline.tolist()
+        for i, player in enumerate(frame.players):
+            link_id = self.player_link.get(player)
+            if link_id is None:
+                continue
+            per_link.setdefault(link_id, []).append(
+                zone_pb2.PlayerSnapshot(
+                    player_id=player,
+                    stream=streams[i],
+                    sequence=seqs[i],
+                    baseline=bases[i],
+                    tick=frame.tick,
+                    payload=batch.payloads[i],
+                )
+            )
+        now_ms = time.time() * 1000.0
+        for link_id, snaps in per_link.items():
+            msg = zone_pb2.ZoneLinkDown(
+                snapshots=zone_pb2.SnapshotBatch(
+                    tick=frame.tick, server_time_ms=now_ms, snapshots=snaps
+                )
+            )
+            self._send(self.links[link_id], msg, "snapshots")
+        for ev in frame.events:
+            link_id = self.player_link.get(ev.player_id)
+            if link_id is not None:
+                event = messages.player_event(ev)
+                self._send(self.links[link_id], zone_pb2.ZoneLinkDown(event=event), "event")
+
+    def _send(self, link: Link, msg: zone_pb2.ZoneLinkDown, what: str) -> None:
+        try:
+            link.queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            metrics.LINK_DROPS.labels(what).inc()

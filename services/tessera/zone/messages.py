@@ -1,0 +1,128 @@
+"""The zone's edge: tessera.v1 messages turned into the core's plain data and back.
+
+The core (simulation, entities, inputs, handoff, topology, ...) never sees a
+protobuf message; the shell (servicer, links, border) converts here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from tessera.v1 import common_pb2, zone_pb2
+from tessera.wire.bounds import from_bounds
+from tessera.wire.snapshot import Quantization
+from tessera.zone.entities import Record
+from tessera.zone.events import Event
+from tessera.zone.handoff import Ack, Prepare
+from tessera.zone.inputs import Inputs
+from tessera.zone.topology import Topology, ZoneArea
+
+# Zones on their way out own nothing: entities are never handed to them.
+_LEAVING = (zone_pb2.ZONE_STATE_DRAINING, zone_pb2.ZONE_STATE_DRAINED)
+
+
+def inputs(batch: Sequence[zone_pb2.PlayerInput]) -> Inputs:
+    """A relay's inputs as columns (one list per field, not a tuple per input:
+    thousands of live tuples would trigger a garbage collection pass inside a tick)."""
+    return Inputs(
+        players=[i.player_id for i in batch],
+        sequence=np.array([i.sequence for i in batch], np.int64),
+        move_x=np.array([i.move_x for i in batch], np.float64),
+        move_z=np.array([i.move_z for i in batch], np.float64),
+        yaw=np.array([i.yaw for i in batch], np.float64),
+        pitch=np.array([i.pitch for i in batch], np.float64),
+        actions=np.array([i.actions for i in batch], np.int64),
+        rtt_ms=np.array([i.rtt_ms for i in batch], np.float64),
+        interp_ms=np.array([i.interp_delay_ms for i in batch], np.float64),
+        client_time_ms=np.array([i.client_time_ms for i in batch], np.float64),
+    )
+
+
+def record(state: zone_pb2.EntityState) -> Record:
+    """An EntityState (checkpoint or handoff payload) as the core's record."""
+    p, v = state.position, state.velocity
+    return Record(
+        entity_id=state.entity_id,
+        kind=state.kind,
+        player_id=state.player_id,
+        position=(p.x, p.y, p.z),
+        velocity=(v.x, v.y, v.z),
+        yaw=state.yaw,
+        health=state.health,
+        team=state.team,
+        flags=state.flags,
+        last_input_seq=state.last_input_seq,
+        blob=state.blob,
+        relay_id=state.relay_id,
+        zone=state.zone,
+        epoch=state.epoch,
+    )
+
+
+def entity_state(r: Record) -> zone_pb2.EntityState:
+    """The core's record as an EntityState."""
+    (x, y, z), (vx, vy, vz) = r.position, r.velocity
+    return zone_pb2.EntityState(
+        entity_id=r.entity_id,
+        kind=r.kind,  # type: ignore[arg-type]
+        player_id=r.player_id,
+        position=common_pb2.Vec3(x=x, y=y, z=z),
+        velocity=common_pb2.Vec3(x=vx, y=vy, z=vz),
+        yaw=r.yaw,
+        health=r.health,
+        team=r.team,
+        flags=r.flags,
+        last_input_seq=r.last_input_seq,
+        blob=r.blob,
+        relay_id=r.relay_id,
+        zone=r.zone,
+        epoch=r.epoch,
+    )
+
+
+def player_event(ev: Event) -> zone_pb2.PlayerEvent:
+    return zone_pb2.PlayerEvent(
+        player_id=ev.player_id,
+        kind=ev.kind,  # type: ignore[arg-type]
+        other_entity_id=ev.other,
+        amount=ev.amount,
+        detail=ev.detail,
+    )
+
+
+def quantization(q: Quantization) -> common_pb2.Quantization:
+    return common_pb2.Quantization(
+        position_step_m=q.position_step_m,
+        yaw_bits=q.yaw_bits,
+        velocity_step_mps=q.velocity_step_mps,
+        origin=common_pb2.Vec3(x=q.origin[0], y=q.origin[1], z=q.origin[2]),
+    )
+
+
+def source(msg: zone_pb2.HandoffPrepare | zone_pb2.HandoffAck | zone_pb2.HandoffCommit) -> str:
+    """The sending zone of a message (its field is named ``from``, a Python keyword)."""
+    ref = getattr(msg, "from")
+    return str(ref.zone)
+
+
+def prepare(msg: zone_pb2.HandoffPrepare) -> Prepare:
+    return Prepare(record(msg.entity), source(msg), msg.epoch)
+
+
+def ack(msg: zone_pb2.HandoffAck) -> Ack:
+    return Ack(msg.entity_id, msg.epoch, source(msg), msg.accepted)
+
+
+def topology(zone_map: zone_pb2.ZoneMap) -> Topology:
+    """The zone map as a Topology: zones with a non-empty rectangle that are not
+    on their way out."""
+    areas = tuple(
+        ZoneArea(e.zone, e.address, from_bounds(e.bounds))
+        for e in zone_map.zones
+        if e.bounds.max_x > e.bounds.min_x
+        and e.bounds.max_z > e.bounds.min_z
+        and e.state not in _LEAVING
+    )
+    return Topology(zone_map.version, from_bounds(zone_map.world_bounds), areas)

@@ -1,0 +1,196 @@
+"""The zone's ghost exchange with its neighbours.
+
+Publishes the zone's aura (owned entities near a neighbour) as ghost batches on
+its channel, shows the neighbours' batches here as read-only ghosts, drops the
+ghosts a neighbour stopped sending, sends hits on ghosts to their owners and
+applies the hits neighbours send about entities owned here. Runs as asyncio
+tasks in the zone's single thread, between ticks. Formats and the pure rules:
+:mod:`tessera.zone.ghosts`; docs/HANDOFF.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import numpy as np
+
+from tessera.v1 import common_pb2, zone_pb2
+from tessera.zone import ghosts, metrics
+from tessera.zone.config import ZoneConfig
+from tessera.zone.entities import DEAD, GHOST, Extra, owned
+from tessera.zone.simulation import Simulation
+from tessera.zone.store import ZoneStore
+from tessera.zone.territory import Territory
+
+log = logging.getLogger(__name__)
+
+
+class Neighbours:
+    """Ghosts shown here and shown of this zone, and hits across the border."""
+
+    def __init__(
+        self, *, cfg: ZoneConfig, store: ZoneStore, sim: Simulation, territory: Territory
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.sim = sim
+        self.territory = territory
+        self.ghosts: dict[int, tuple[str, float]] = {}  # ghost id -> (owner zone, last seen)
+
+    def is_ghost(self, entity_id: int) -> bool:
+        """True for a neighbour's entity shown here."""
+        return entity_id in self.ghosts
+
+    def drop(self, entity_id: int) -> None:
+        """Stop showing a ghost."""
+        self.ghosts.pop(entity_id, None)
+        if entity_id in self.sim.ents.index:
+            self.sim.remove_entity(entity_id)
+
+    # --- ghosts out ------------------------------------------------------------
+
+    def batch(self) -> tuple[bytes, int]:
+        """This zone's aura as one ghost batch, and its row count."""
+        e, aura_m = self.sim.ents, self.cfg.aura_m
+        rows = np.flatnonzero(owned(e))
+        near = [r for _z, r in self.territory.nearby(aura_m)]
+        if near and rows.size:
+            rows = rows[ghosts.aura(e.pos[rows][:, [0, 2]], near, aura_m)]
+        else:
+            rows = rows[:0]
+        topo = self.territory.topo
+        payload = ghosts.encode(
+            ids=e.id[rows],
+            pos=e.pos[rows],
+            vel=e.vel[rows],
+            yaw=e.yaw[rows],
+            health=e.health[rows],
+            team=e.team[rows],
+            kind=e.kind[rows],
+            flags=e.flags[rows],
+            map_version=topo.version if topo else 0,
+            sent_ms=time.time() * 1000,
+        )
+        return payload, int(rows.size)
+
+    async def run_out(self) -> None:
+        """Publish the aura ``ghost_hz`` times a second while there are neighbours."""
+        period = 1.0 / self.cfg.ghost_hz
+        while True:
+            began = time.monotonic()
+            try:
+                if self.territory.bounds is not None and self.territory.nearby(self.cfg.aura_m):
+                    payload, count = self.batch()
+                    await self.store.publish_ghosts(payload)
+                    metrics.GHOSTS_OUT.inc(count)
+            except Exception:
+                log.exception("ghost publish failed")
+            await asyncio.sleep(max(0.0, period - (time.monotonic() - began)))
+
+    # --- ghosts in ---------------------------------------------------------------
+
+    def apply(self, sender: str, payload: bytes, now: float) -> int:
+        """Insert or refresh the sender's ghosts near us; drop its ghosts not in the batch."""
+        own = self.territory.bounds
+        try:
+            _version, _sent, rows = ghosts.decode(payload)
+        except ghosts.GhostFormatError:
+            metrics.GHOST_BATCHES_REJECTED.inc()
+            return 0
+        if own is None:
+            return 0
+        rows = ghosts.relevant(rows, own, self.cfg.aura_m)
+        e = self.sim.ents
+        seen: set[int] = set()
+        for r in rows.tolist():
+            eid, x, y, z, vx, vy, vz, yaw, health, team, kind, flags = r
+            row = e.index.get(eid)
+            if row is not None and eid not in self.ghosts:
+                continue  # ours (a handoff to us finished before the sender's batch)
+            if row is None:
+                row = e.add(eid, kind, (x, y, z))
+                e.extra[eid] = Extra()
+            e.pos[row] = (x, y, z)
+            e.vel[row] = (vx, vy, vz)
+            e.yaw[row], e.health[row], e.team[row] = yaw, health, team
+            e.flags[row] = (flags & DEAD) | GHOST
+            self.ghosts[eid] = (sender, now)
+            seen.add(eid)
+        for eid in [i for i, (src, _t) in self.ghosts.items() if src == sender and i not in seen]:
+            self.drop(eid)
+        metrics.GHOSTS_IN.inc(len(seen))
+        return len(seen)
+
+    def expire(self, now: float) -> None:
+        """Drop ghosts their owner has not sent for ``ghost_ttl_s``."""
+        ttl = self.cfg.ghost_ttl_s
+        for eid in [i for i, (_s, t) in self.ghosts.items() if now - t > ttl]:
+            self.drop(eid)
+        metrics.GHOSTS.set(len(self.ghosts))
+
+    async def run_in(self) -> None:
+        """Follow the nearby zones' ghost channels and show what they send."""
+        feed = self.store.ghost_feed()
+        try:
+            while True:
+                try:
+                    await feed.follow({z for z, _r in self.territory.nearby(self.cfg.aura_m)})
+                    got = await feed.next(0.05)
+                    now = time.monotonic()
+                    if got is not None:
+                        self.apply(got[0], got[1], now)
+                    self.expire(now)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("ghost feed failed")
+                    await asyncio.sleep(0.5)
+        finally:
+            await feed.close()
+
+    # --- hits across the border -----------------------------------------------------
+
+    async def forward_hits(self) -> None:
+        """Send hits on ghosts that the last ticks produced to the ghosts' owners."""
+        hits, self.sim.forwarded = self.sim.forwarded, []
+        outbox: list[tuple[str, zone_pb2.InboxMessage]] = []
+        for hit in hits:
+            owner = self.ghosts.get(hit.target)
+            if owner is None:
+                metrics.HITS_FORWARDED.labels("no_owner").inc()
+                continue
+            msg = zone_pb2.ForwardedHit(
+                attacker_id=hit.attacker,
+                target_id=hit.target,
+                damage=hit.damage,
+                attacker_position=common_pb2.Vec3(x=hit.x, y=0.0, z=hit.z),
+                view_time_ms=time.time() * 1000,
+                attack=hit.attack,
+            )
+            outbox.append((owner[0], zone_pb2.InboxMessage(hit=msg)))
+            metrics.HITS_FORWARDED.labels("sent").inc()
+        await self.store.send_many(outbox)
+
+    def on_hit(self, hit: zone_pb2.ForwardedHit) -> None:
+        """A neighbour's hit on one of our entities it shows as a ghost: check, apply."""
+        e = self.sim.ents
+        row = e.index.get(hit.target_id)
+        if row is None or hit.target_id in self.ghosts or e.flags[row] & DEAD:
+            metrics.HITS_FORWARDED.labels("gone").inc()
+            return
+        a = hit.attacker_position
+        ok = ghosts.hit_plausible(
+            attack=hit.attack,
+            damage=hit.damage,
+            attacker=(a.x, a.z),
+            target=(float(e.pos[row, 0]), float(e.pos[row, 2])),
+            weapons=self.cfg.weapons,
+            slack_m=2.0 * self.cfg.limits.max_speed * 0.5,
+        )
+        if not ok:
+            metrics.HITS_FORWARDED.labels("rejected").inc()
+            return
+        metrics.HITS_FORWARDED.labels("applied").inc()
+        self.sim.take_hit(row, hit.attacker_id, hit.damage)

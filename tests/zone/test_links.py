@@ -1,0 +1,95 @@
+"""Relay links in-process: attach, inputs, fan-out per link, handovers, pending attaches."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from tessera.common.config import Env
+from tessera.v1 import zone_pb2
+from tessera.zone.config import ZoneConfig
+from tessera.zone.links import Links
+from tessera.zone.simulation import Simulation
+
+
+def make() -> tuple[Simulation, Links]:
+    cfg = ZoneConfig.from_env(Env({"TESSERA_ZONE_BOUNDS": "-100,-100,100,100"}))
+    assert cfg.bounds is not None
+    sim = Simulation(cfg, area=cfg.bounds)
+    for i, name in enumerate(("a", "b", "c")):
+        sim.add_player(entity_id=i + 1, player_id=name, pos=(0.0, 0.0, 0.0), team=0)
+    return sim, Links(sim=sim, world="w", queue_size=8)
+
+
+class Upstream:
+    """What a relay sends up a link."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[zone_pb2.ZoneLinkUp] = asyncio.Queue()
+
+    def send(self, **msg: object) -> None:
+        self.queue.put_nowait(zone_pb2.ZoneLinkUp(**msg))  # type: ignore[arg-type]
+
+    async def __aiter__(self) -> AsyncIterator[zone_pb2.ZoneLinkUp]:
+        while True:
+            yield await self.queue.get()
+
+
+def drain(queue: asyncio.Queue[zone_pb2.ZoneLinkDown | None]) -> list[str]:
+    out = []
+    while not queue.empty():
+        msg = queue.get_nowait()
+        out.append("end" if msg is None else str(msg.WhichOneof("msg")))
+    return out
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_inputs_count_only_from_attached_players_and_frames_fan_out_per_link() -> None:
+    sim, links = make()
+    up1, up2 = Upstream(), Upstream()
+    one = links.open("r1", aiter(up1))
+    two = links.open("r2", aiter(up2))
+    up1.send(attach=zone_pb2.Attach(player_id="a"))
+    up2.send(attach=zone_pb2.Attach(player_id="b"))
+    up2.send(attach=zone_pb2.Attach(player_id="nobody"))
+    await settle()
+    assert one.players == {"a"} and two.players == {"b"}
+    assert links.pending_attach.keys() == {"nobody"}
+    batch = zone_pb2.InputBatch(
+        inputs=[
+            zone_pb2.PlayerInput(player_id="a", sequence=1, move_z=1.0),
+            zone_pb2.PlayerInput(player_id="b", sequence=1, move_z=1.0),  # not on this link
+        ]
+    )
+    up1.send(inputs=batch)
+    await settle()
+    assert sim.ents.last_seq[:2].tolist() == [1, 0]
+    frame = sim.step()
+    links.publish(frame)
+    assert drain(one.queue) == ["snapshots"] and drain(two.queue) == ["snapshots"]
+    links.end(one)
+    assert links.player_link == {"b": two.id} and "a" not in sim.attached
+    links.close()
+    assert drain(two.queue) == ["end"]
+    links.end(two)
+
+
+async def test_handover_tells_the_serving_relay_and_arrivals_attach_when_asked() -> None:
+    sim, links = make()
+    up = Upstream()
+    link = links.open("r1", aiter(up))
+    up.send(attach=zone_pb2.Attach(player_id="a"))
+    up.send(attach=zone_pb2.Attach(player_id="d"))  # handed to us later
+    await settle()
+    links.handover("a", "east", 7)
+    msg = link.queue.get_nowait()
+    assert msg is not None and msg.handover.to.zone == "east" and msg.handover.epoch == 7
+    assert link.players == set() and links.forget("a") is None
+    sim.add_player(entity_id=4, player_id="d", pos=(0.0, 0.0, 0.0), team=0)
+    links.arrived("d")
+    assert link.players == {"d"} and "d" in sim.attached and not links.pending_attach
+    links.end(link)

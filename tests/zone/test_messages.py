@@ -1,0 +1,83 @@
+"""The zone's edge: tessera.v1 messages to the core's plain data and back."""
+
+from __future__ import annotations
+
+from tessera.v1 import common_pb2, zone_pb2
+from tessera.wire.bounds import to_bounds
+from tessera.wire.geometry import Rect
+from tessera.zone import messages
+from tessera.zone.entities import DEAD, PLAYER, Entities, Record, export_state, spawn_state
+from tessera.zone.handoff import Ack, Prepare
+from tessera.zone.topology import ZoneArea
+
+WORLD = Rect(-100, -100, 100, 100)
+
+
+def test_player_inputs_become_columns() -> None:
+    batch = [
+        zone_pb2.PlayerInput(player_id="a", sequence=3, move_x=0.5, actions=4, interp_delay_ms=80),
+        zone_pb2.PlayerInput(player_id="b", sequence=9, yaw=-1.0, rtt_ms=40, client_time_ms=7.5),
+    ]
+    cols = messages.inputs(batch)
+    assert cols.players == ["a", "b"] and len(cols) == 2
+    assert cols.sequence.tolist() == [3, 9] and cols.actions.tolist() == [4, 0]
+    assert cols.move_x.tolist() == [0.5, 0.0] and cols.yaw.tolist() == [0.0, -1.0]
+    assert cols.interp_ms.tolist() == [80.0, 0.0] and cols.rtt_ms.tolist() == [0.0, 40.0]
+    assert cols.client_time_ms.tolist() == [0.0, 7.5]
+    assert len(messages.inputs([])) == 0
+
+
+def test_entity_state_round_trips_through_the_record() -> None:
+    state = zone_pb2.EntityState(
+        entity_id=42,
+        kind=zone_pb2.ENTITY_KIND_PLAYER,
+        player_id="bo",
+        position=common_pb2.Vec3(x=3.25, y=1.0, z=-4.1),
+        velocity=common_pb2.Vec3(x=0.5, y=0.0, z=-2.0),
+        yaw=1.5,
+        health=55.5,
+        team=2,
+        flags=DEAD,
+        last_input_seq=9,
+        blob=b"inv",
+        relay_id="r1",
+        zone="z",
+        epoch=3,
+    )
+    rec = messages.record(state)
+    assert rec.kind == PLAYER and rec.position == (3.25, 1.0, -4.1) and rec.blob == b"inv"
+    assert messages.entity_state(rec) == state
+    ents = Entities()
+    row = spawn_state(ents, rec, now_s=0.0)
+    assert messages.entity_state(export_state(ents, row, zone="z", epoch=3)) == state
+    assert messages.record(zone_pb2.EntityState(entity_id=5)) == Record(entity_id=5)
+
+
+def prepare(frm: str) -> zone_pb2.HandoffPrepare:
+    msg = zone_pb2.HandoffPrepare(entity=zone_pb2.EntityState(entity_id=5, player_id="p5"), epoch=2)
+    getattr(msg, "from").CopyFrom(common_pb2.ZoneRef(world="w", zone=frm))
+    return msg
+
+
+def test_handoff_messages_name_their_sender() -> None:
+    assert messages.source(prepare("zz")) == "zz"
+    assert messages.prepare(prepare("a")) == Prepare(Record(entity_id=5, player_id="p5"), "a", 2)
+    ack = zone_pb2.HandoffAck(entity_id=7, epoch=3, accepted=False, reason="present")
+    getattr(ack, "from").CopyFrom(common_pb2.ZoneRef(world="w", zone="b"))
+    assert messages.ack(ack) == Ack(7, 3, "b", False)
+
+
+def zmap(version: int, zones: dict[str, Rect]) -> zone_pb2.ZoneMap:
+    m = zone_pb2.ZoneMap(world="w", version=version, world_bounds=to_bounds(WORLD))
+    for name, r in zones.items():
+        m.zones.append(zone_pb2.ZoneMapEntry(zone=name, bounds=to_bounds(r), address=name + ":1"))
+    return m
+
+
+def test_empty_rectangles_and_draining_zones_own_nothing() -> None:
+    m = zmap(1, {"a": Rect(0, 0, 0, 10), "b": WORLD, "c": Rect(-100, -100, 0, 0)})
+    m.zones[2].state = zone_pb2.ZONE_STATE_DRAINING
+    t = messages.topology(m)
+    assert [a.zone for a in t.zones] == ["b"] and t.version == 1
+    assert t.world == WORLD and t.zones[0] == ZoneArea("b", "b:1", WORLD)
+    assert t.owner(-50.0, -50.0) == "b"

@@ -1,0 +1,97 @@
+"""The ghost exchange in-process over a real Redis: ghosts shown and dropped, the aura
+published, hits forwarded to a ghost's owner and checked when they come back."""
+
+from __future__ import annotations
+
+import numpy as np
+from redis.asyncio import Redis
+
+from tessera.common.config import Env
+from tessera.v1 import common_pb2, zone_pb2
+from tessera.wire.geometry import Rect
+from tessera.zone import combat, ghosts
+from tessera.zone.config import ZoneConfig
+from tessera.zone.entities import DEAD, GHOST, NPC
+from tessera.zone.neighbours import Neighbours
+from tessera.zone.simulation import Simulation
+from tessera.zone.store import ZoneStore
+from tessera.zone.territory import Territory
+from tessera.zone.topology import Topology, ZoneArea
+
+WORLD = Rect(-200, -200, 200, 200)
+WEST, EAST = Rect(-200, -200, 0, 200), Rect(0, -200, 200, 200)
+
+
+def west(redis: Redis) -> tuple[Simulation, Neighbours]:
+    env = {"TESSERA_WORLD": "w", "TESSERA_ZONE": "west", "TESSERA_ZONE_BOUNDS": WEST.text()}
+    cfg = ZoneConfig.from_env(Env({**env, "TESSERA_WORLD_BOUNDS": WORLD.text()}))
+    sim = Simulation(cfg, area=WEST)
+    territory = Territory("west", WORLD, WEST, zone_pb2.ZONE_STATE_ACTIVE)
+    territory.adopt(Topology(2, WORLD, (ZoneArea("west", "", WEST), ZoneArea("east", "", EAST))))
+    store = ZoneStore(redis, world="w", zone="west")
+    return sim, Neighbours(cfg=cfg, store=store, sim=sim, territory=territory)
+
+
+def batch(ids: list[int], x: float) -> bytes:
+    n = len(ids)
+    return ghosts.encode(
+        ids=np.array(ids, np.uint64),
+        pos=np.tile([x, 0.0, 0.0], (n, 1)),
+        vel=np.zeros((n, 3)),
+        yaw=np.zeros(n),
+        health=np.full(n, 70.0),
+        team=np.zeros(n, np.int32),
+        kind=np.full(n, NPC, np.int32),
+        flags=np.zeros(n, np.int32),
+        map_version=2,
+        sent_ms=0.0,
+    )
+
+
+async def test_ghosts_are_shown_refreshed_dropped_and_expired(redis: Redis) -> None:
+    sim, nb = west(redis)
+    sim.add_player(entity_id=1, player_id="a", pos=(-5.0, 0.0, 0.0), team=0)
+    assert nb.apply("east", batch([10, 11, 1], 5.0), now=1.0) == 2  # 1 is ours: left alone
+    assert nb.is_ghost(10) and not nb.is_ghost(1)
+    assert sim.ents.flags[sim.ents.index[10]] & GHOST and sim.ents.health[0] == 100.0
+    assert nb.apply("east", batch([11], 6.0), now=1.2) == 1  # 10 no longer sent
+    assert set(nb.ghosts) == {11} and 10 not in sim.ents.index
+    assert nb.apply("east", batch([12], 500.0), now=1.3) == 0  # too far to matter
+    assert nb.apply("east", b"junk", now=1.3) == 0
+    nb.expire(now=1.3 + nb.cfg.ghost_ttl_s + 0.01)
+    assert nb.ghosts == {} and sim.ents.n == 1
+
+
+async def test_the_aura_holds_owned_entities_near_a_neighbour(redis: Redis) -> None:
+    sim, nb = west(redis)
+    sim.add_player(entity_id=1, player_id="a", pos=(-5.0, 0.0, 0.0), team=0)
+    sim.add_player(entity_id=2, player_id="b", pos=(-150.0, 0.0, 0.0), team=0)
+    nb.apply("east", batch([10], 5.0), now=1.0)
+    payload, count = nb.batch()
+    version, _sent, rows = ghosts.decode(payload)
+    assert (version, count, rows["id"].tolist()) == (2, 1, [1])
+
+
+async def test_hits_on_ghosts_go_to_their_owner_and_are_checked_there(redis: Redis) -> None:
+    sim, nb = west(redis)
+    sim.add_player(entity_id=1, player_id="a", pos=(-1.0, 0.0, 0.0), team=0)
+    nb.apply("east", batch([10], 1.0), now=1.0)
+    sim.forwarded = [
+        combat.Forwarded(10, 1, combat.MELEE, 25.0, -1.0, 0.0),
+        combat.Forwarded(99, 1, combat.MELEE, 25.0, -1.0, 0.0),  # no such ghost
+    ]
+    await nb.forward_hits()
+    east = ZoneStore(redis, world="w", zone="east")
+    [(_entry, msg)] = await east.receive(block_ms=1)
+    assert msg is not None and msg.hit.target_id == 10 and msg.hit.attacker_position.x == -1.0
+    at = common_pb2.Vec3(x=1.0, z=0.0)
+    hit = zone_pb2.ForwardedHit(
+        attacker_id=10, target_id=1, damage=25.0, attack=combat.MELEE, attacker_position=at
+    )
+    nb.on_hit(hit)
+    assert sim.ents.health[0] == 75.0
+    hit.damage = 500.0  # more than a melee hit does
+    nb.on_hit(hit)
+    hit.target_id = 10  # a ghost here: its owner applies hits
+    nb.on_hit(hit)
+    assert sim.ents.health[0] == 75.0 and not sim.ents.flags[0] & DEAD
