@@ -1,12 +1,15 @@
 """A minimal service built with the shared bootstrap, for runtime tests.
 
 ``/tessera.test.Sleepy/Sleep`` takes seconds as ASCII and answers b"done" after
-sleeping that long; it proves in-flight calls survive a graceful shutdown.
+sleeping that long; it proves in-flight calls survive a graceful shutdown. With
+``SLEEPY_STUCK_HOOK=1`` a shutdown hook never finishes, even when cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 
 import grpc
 
@@ -25,7 +28,16 @@ async def build(config: ServerConfig) -> GrpcService:
         "tessera.test.Sleepy", {"Sleep": grpc.unary_unary_rpc_method_handler(_sleep)}
     )
     service.add_generic(handler, "tessera.test.Sleepy")
+    if os.environ.get("SLEEPY_STUCK_HOOK") == "1":
+        service.on_shutdown(_stuck)
     return service
+
+
+async def _stuck() -> None:
+    """A hook that swallows its cancellation and waits forever."""
+    while True:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
 
 
 if __name__ == "__main__":

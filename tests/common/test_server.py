@@ -67,6 +67,27 @@ async def test_sigterm_finishes_in_flight_call_and_exits_zero(sleepy: ServicePro
     assert messages[-2:] == ["stopping", "stopped"] or "stopped" in messages
 
 
+def test_a_stop_stuck_in_a_hook_ends_with_status_1_after_its_limit() -> None:
+    env = {
+        **ENV,
+        "SLEEPY_STUCK_HOOK": "1",
+        "TESSERA_SHUTDOWN_GRACE_S": "0.2",
+        "TESSERA_SHUTDOWN_HOOKS_S": "0.5",
+    }
+    proc = ServiceProcess(SLEEPY, env, name="sleepy-stuck").start()
+    try:
+        proc.wait_serving()
+        assert proc.proc is not None
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.proc.wait(10) == 1
+        overdue = [
+            r for r in proc.records() if r.get("msg") == "stop did not finish in time; exiting"
+        ]
+        assert overdue and overdue[0]["limit_s"] == pytest.approx(0.7)
+    finally:
+        proc.kill()
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [

@@ -142,6 +142,7 @@ class ServerConfig:
     redis_url: str
     log_level: str
     shutdown_grace_s: float
+    shutdown_hooks_s: float = 10.0
 
     @classmethod
     def from_env(cls, name: str, env: Env | None = None, *, grpc_port: int = 50051) -> ServerConfig:
@@ -156,6 +157,7 @@ class ServerConfig:
                 "LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
             ),
             shutdown_grace_s=env.number("SHUTDOWN_GRACE_S", 10.0, lo=0.0, hi=3600.0),
+            shutdown_hooks_s=env.number("SHUTDOWN_HOOKS_S", 10.0, lo=0.1, hi=3600.0),
         )
 
 

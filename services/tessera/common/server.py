@@ -5,13 +5,17 @@ service, server reflection and a Prometheus ``/metrics`` endpoint, and shuts dow
 gracefully: on SIGTERM/SIGINT health turns NOT_SERVING, the server stops
 accepting calls, in-flight RPCs get ``shutdown_grace_s`` to finish, then the
 registered shutdown hooks run (stop loops, close Redis) and the process exits 0.
+A stop that has not finished ``shutdown_hooks_s`` after the grace (a hook stuck on
+a dead peer) ends the process with status 1 rather than leaving it running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -107,7 +111,13 @@ class GrpcService:
             loop.add_signal_handler(sig, self.request_stop)
         await self.start()
         await self._stopping.wait()
+        limit_s = self.config.shutdown_grace_s + self.config.shutdown_hooks_s
+        # A thread, not the loop: a stuck await (or a blocked loop) cannot stop it.
+        watchdog = threading.Timer(limit_s, _stop_overdue, (limit_s,))
+        watchdog.daemon = True
+        watchdog.start()
         await self.stop()
+        watchdog.cancel()
 
     async def stop(self) -> None:
         """Graceful stop: stopping hooks, NOT_SERVING, finish in-flight RPCs within the
@@ -123,6 +133,13 @@ class GrpcService:
             except Exception:
                 log.exception("shutdown hook failed")
         log.info("stopped")
+
+
+def _stop_overdue(limit_s: float) -> None:
+    """End a process whose graceful stop overran its limit (status 1)."""
+    log.error("stop did not finish in time; exiting", extra={"limit_s": limit_s})
+    logging.shutdown()
+    os._exit(1)
 
 
 def main(name: str, build: Callable[[ServerConfig], Awaitable[GrpcService]]) -> None:
