@@ -193,3 +193,21 @@ def test_the_rendered_object_and_its_runbook_links(render: Render) -> None:
     assert all(
         "runbook_url" not in a["annotations"] for a in alerts(rule_object(render(ENABLED))["spec"])
     )
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        (
+            {"prometheusRule": {"runbookBaseUrl": "docs/RUNBOOK.md"}},
+            "/prometheusRule/runbookBaseUrl",
+        ),
+        ({"prometheusRule": {"labels": {"release": 1}}}, "/prometheusRule/labels/release"),
+    ],
+)
+def test_bad_values_rejected(
+    chart: helm_python.Chart, values: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(helm_python.HelmValuesError, match="schema") as err:
+        chart.render(values, name="tessera", namespace=NAMESPACE, is_install=True)
+    assert fragment in str(err.value)

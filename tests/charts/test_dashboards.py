@@ -149,3 +149,19 @@ def test_the_new_metrics_have_panels(rendered: list[Obj]) -> None:
 )
 def test_metric_names_of_an_expression(expr: str, names: set[str]) -> None:
     assert metric_names(expr) == names
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({"grafanaDashboards": {"enabeld": True}}, "additional properties 'enabeld' not allowed"),
+        ({"grafanaDashboards": {"label": "not a label"}}, "/grafanaDashboards/label"),
+        ({"grafanaDashboards": {"namespace": "Monitoring"}}, "/grafanaDashboards/namespace"),
+    ],
+)
+def test_bad_values_rejected(
+    chart: helm_python.Chart, values: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(helm_python.HelmValuesError, match="schema") as err:
+        chart.render(values, name="tessera", namespace=NAMESPACE, is_install=True)
+    assert fragment in str(err.value)
