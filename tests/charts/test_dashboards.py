@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from typing import Any
 
 import helm_python
 import kubernetes_validate
 import pytest
+import yaml
 
 from .conftest import CHART_DIR, NAMESPACE, Obj, Render
 from .exported import REDIS_EXPORTER, metric_names, tessera_names
 
 ENABLED = {"grafanaDashboards": {"enabled": True}}
+PROMTOOL = shutil.which("promtool")
 DASHBOARDS = ("world", "zone", "handoff", "relay", "matchmaking", "auth", "redis")
 
 
@@ -125,6 +129,34 @@ def test_every_query_reads_metrics_that_really_exist(rendered: list[Obj]) -> Non
             used = metric_names(expr)
             assert used, (key, where, expr)
             assert used <= known, (key, where, sorted(used - known))
+
+
+def test_every_query_parses_as_promql(
+    rendered: list[Obj], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """promtool parses each query (Grafana's variables filled in as Grafana
+    would) as the expression of a recording rule."""
+    assert PROMTOOL, "promtool not found: make install puts Debian's prometheus package in"
+    fill = {"$__rate_interval": "5m", "$__range": "1h", "$instance": ".*", "$world": ".*"}
+    rules = []
+    for key, dash in dashboards(rendered).items():
+        for where, query in queries(dash):
+            expr = query
+            for variable, value in fill.items():
+                expr = expr.replace(variable, value)
+            assert "$" not in expr, (key, where, expr)
+            rules.append({"record": f"dashboard:query:{len(rules)}", "expr": expr})
+    path = tmp_path_factory.mktemp("dashboards") / "queries.rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    run = subprocess.run(
+        [PROMTOOL, "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in run.stdout
 
 
 def test_the_new_metrics_have_panels(rendered: list[Obj]) -> None:
