@@ -138,7 +138,7 @@ def test_every_query_parses_as_promql(
     would) as the expression of a recording rule."""
     assert PROMTOOL, "promtool not found: make install puts Debian's prometheus package in"
     fill = {"$__rate_interval": "5m", "$__range": "1h", "$instance": ".*", "$world": ".*"}
-    rules = []
+    rules: list[dict[str, str]] = []
     for key, dash in dashboards(rendered).items():
         for where, query in queries(dash):
             expr = query
