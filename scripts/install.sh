@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the virtualenv from the lock (locks/dev.txt: exact versions, sha256 hashes,
-# nothing resolved here), put the source roots on its path, and make sure a
-# redis-server is available.
+# nothing resolved here), put the source roots on its path, and make sure
+# redis-server and promtool (Debian's prometheus package: the alert-rule checks)
+# are available.
 #
 # The venv is rebuilt from nothing whenever it is not a finished install of the
 # current lock: a missing or different stamp means an interrupted install, an
@@ -48,6 +49,18 @@ if ! command -v redis-server >/dev/null 2>&1; then
   else
     echo "error: redis-server not found. Install it (Debian/Ubuntu: sudo apt-get install redis-server;" \
          "macOS: brew install redis) or put it on PATH, then run make again." >&2
+    exit 1
+  fi
+fi
+
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing prometheus (for promtool) with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "error: promtool not found. Install it (Debian/Ubuntu: sudo apt-get install prometheus;" \
+         "macOS: brew install prometheus) or put it on PATH, then run make again." >&2
     exit 1
   fi
 fi

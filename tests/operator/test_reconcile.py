@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from tessera.common.store import WorldKeys, instance_zone, instances_stream
@@ -184,6 +185,19 @@ async def test_instance_requests_are_acknowledged_after_the_report(redis: Redis)
     assert workloads.pending_at_report == 1  # the malformed one went at once, the create waits
     pending: Any = await redis.xpending(instances_stream("earth"), INSTANCES_GROUP)
     assert pending["pending"] == 0
+
+
+async def test_the_recommended_zone_count_is_exported_from_open_world_players(
+    redis: Redis,
+) -> None:
+    crowded = ZoneView("earth-0", bounds=WORLD.bounds, phase=Phase.READY, players=450)
+    arena = ZoneView("earth-i", phase=Phase.READY, players=300, instance="m1")
+    workloads = Recorder(redis, replace(observed(crowded, arena), memory=Memory(next_id=1)))
+    await reconcile(
+        WORLD, workloads=workloads, store=OperatorStore(redis), zones=Control(), now=100.0
+    )
+    sample = REGISTRY.get_sample_value("tessera_operator_recommended_zones", {"world": "earth"})
+    assert sample == 3  # ceil(450 / 200); the instance's players do not count
 
 
 def test_order_creates_before_rebounds_before_drains_before_deletes() -> None:

@@ -236,6 +236,18 @@ async def test_idle_sessions_closed_and_kick(gateway: Gateway) -> None:
     assert gateway.links["zone-a"].attached == set()
 
 
+async def test_session_ends_counted_once_by_reason(gateway: Gateway) -> None:
+    idle, _ = add_session(gateway, "idle", "zone-a", 1)
+    add_session(gateway, "kicked", "zone-a", 1)
+    idle.last_seen -= 60
+    await gateway.sweep(time.monotonic(), time.time())
+    await gateway.sweep(time.monotonic(), time.time())
+    assert gateway.kick("kicked", "cheating")
+    assert not gateway.kick("kicked", "again")
+    gateway.close(idle, "KICKED", "already closed")
+    assert gateway.counters.session_ends == {"IDLE_TIMEOUT": 1, "KICKED": 1}
+
+
 async def test_too_many_inputs_dropped(gateway: Gateway) -> None:
     session, _ = add_session(gateway, "alice", "zone-a", 1)
     gateway.handle(session, inputs_message(*range(1, 10)), time.perf_counter())

@@ -12,6 +12,7 @@ def test_collector_exports_counters() -> None:
     counters.drop("replay")
     counters.drop("replay")
     counters.handshakes["expired"] += 1
+    counters.session_ends["IDLE_TIMEOUT"] += 3
     registry = CollectorRegistry()
     registry.register(RelayCollector(counters, lambda: {"udp": 4}, lambda: {"zone-a": 1}))
     text = generate_latest(registry).decode()
@@ -22,6 +23,7 @@ def test_collector_exports_counters() -> None:
         'tessera_relay_bytes_total{direction="out"} 300.0',
         'tessera_relay_drops_total{reason="replay"} 2.0',
         'tessera_relay_handshakes_total{result="expired"} 1.0',
+        'tessera_relay_session_ends_total{reason="IDLE_TIMEOUT"} 3.0',
         "tessera_relay_reroutes_total 2.0",
         'tessera_relay_upstream_reconnects_total{zone="zone-a"} 1.0',
     ):

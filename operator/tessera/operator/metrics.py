@@ -33,6 +33,11 @@ ZONE_RESTARTS = Counter(
     "tessera_operator_zone_restarts_total",
     "Zone processes the local runtime started again after they died.",
 )
+RECOMMENDED_ZONES = Gauge(
+    "tessera_operator_recommended_zones",
+    "Zones the open world's players need at targetPlayersPerZone (status.recommendedZones).",
+    ["world"],
+)
 INSTANCES = Gauge(
     "tessera_operator_instances",
     "Instance zones by world (draining ones included).",

@@ -130,7 +130,7 @@ async def reconcile(
     )
     await workloads.report(after, result, map_version=version, now=now)
     await store.ack_instances(world.name, result.done)
-    _count_instances(world.name, after, requests, result)
+    _count_world(world, after, requests, result)
     for note in result.notes:
         log.info("planner note", extra={"world": world.name, "note": note})
     return result
@@ -204,10 +204,15 @@ def _count_phases(world: str, views: Sequence[ZoneView]) -> None:
         metrics.ZONES.labels(world, phase).set(counts.get(phase, 0))
 
 
-def _count_instances(
-    world: str, views: Sequence[ZoneView], requests: Sequence[InstanceRequest], result: Plan
+def _count_world(
+    spec: WorldSpec,
+    views: Sequence[ZoneView],
+    requests: Sequence[InstanceRequest],
+    result: Plan,
 ) -> None:
-    """The instance gauges after a plan."""
+    """The instance gauges and the recommended zone count after a plan."""
+    world = spec.name
+    metrics.RECOMMENDED_ZONES.labels(world).set(resources.recommended_zones(spec, views))
     metrics.INSTANCES.labels(world).set(sum(1 for z in views if z.instance is not None))
     done = set(result.done)
     waiting = sum(1 for r in requests if r.kind == "create" and r.id not in done)

@@ -443,6 +443,13 @@ def status_due(previous: Mapping[str, Any], patch: Mapping[str, Any], now: float
     return now - last >= STATUS_PERIOD_S
 
 
+def recommended_zones(world: WorldSpec, views: Sequence[ZoneView]) -> int:
+    """Zones the open world's players would need at ``targetPlayersPerZone`` each
+    (instances excluded): a sizing signal for HPA/KEDA users, never acted on here."""
+    open_world = sum(z.players for z in views if z.instance is None)
+    return max(1, math.ceil(open_world / world.policy.target_players))
+
+
 def world_status(
     world: WorldSpec,
     views: Sequence[ZoneView],
@@ -458,7 +465,6 @@ def world_status(
     for z in views:
         phases[z.phase.value] = phases.get(z.phase.value, 0) + 1
     players = sum(z.players for z in views)
-    open_world = sum(z.players for z in views if z.instance is None)
     problems = [n for n in result.notes if "do not partition" in n]
     out: dict[str, Any] = {
         "replicas": len(active),
@@ -467,7 +473,7 @@ def world_status(
         "standbyZones": sum(1 for z in views if z.desired == Desired.STANDBY),
         "instances": sum(1 for z in views if z.instance is not None),
         "totalPlayers": players,
-        "recommendedZones": max(1, math.ceil(open_world / world.policy.target_players)),
+        "recommendedZones": recommended_zones(world, views),
         "mapVersion": map_version,
         "planner": result.memory.to_dict(),
         "conditions": [

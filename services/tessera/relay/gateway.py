@@ -408,6 +408,7 @@ class Gateway:
             session.send(goodbye)
         session.closed = True
         session.on_close(reason)
+        self.counters.session_ends[reason] += 1
         current = self.sessions.remove(session)
         if current:
             self.routes.forget(session.player_id)

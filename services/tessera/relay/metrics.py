@@ -69,6 +69,7 @@ class Counters:
     transfers: int = 0
     drops: Counter[str] = field(default_factory=Counter)
     handshakes: Counter[str] = field(default_factory=Counter)
+    session_ends: Counter[str] = field(default_factory=Counter)
 
     def drop(self, reason: str) -> None:
         self.drops[reason] += 1
@@ -120,6 +121,15 @@ class RelayCollector(Collector):
         for result, n in sorted(c.handshakes.items()):
             handshakes.add_metric([result], n)
         yield handshakes
+        ends = CounterMetricFamily(
+            "tessera_relay_session_ends",
+            "Client sessions ended, by the reason the client was told (IDLE_TIMEOUT, "
+            "KICKED, CLIENT_DISCONNECT, REPLACED, ZONE_UNAVAILABLE, RELAY_SHUTDOWN, ...).",
+            labels=["reason"],
+        )
+        for reason, n in sorted(c.session_ends.items()):
+            ends.add_metric([reason], n)
+        yield ends
         yield CounterMetricFamily(
             "tessera_relay_reroutes", "Players switched to another zone.", value=c.reroutes
         )
