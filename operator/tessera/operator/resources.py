@@ -5,6 +5,8 @@ Events the operator writes. Pure functions; kube.py sends what they build."""
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -14,6 +16,7 @@ from typing import Any
 from tessera.common.store import instance_zone
 from tessera.operator.planner.actions import (
     Action,
+    Adopt,
     AssignStandby,
     CreateZone,
     Delete,
@@ -27,6 +30,7 @@ from tessera.operator.planner.model import (
     InstanceRequest,
     Phase,
     Policy,
+    Rollout,
     WorldSpec,
     ZoneView,
 )
@@ -78,6 +82,26 @@ def bounds_dict(rect: Rect) -> dict[str, float]:
     return {"minX": rect.min_x, "minZ": rect.min_z, "maxX": rect.max_x, "maxZ": rect.max_z}
 
 
+def template_revision(template: Mapping[str, Any]) -> str:
+    """A short hash of a zone template: zones whose template hashes differ from
+    the World's are replaced."""
+    text = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def rollout_of(raw: Mapping[str, Any]) -> Rollout:
+    """The World's ``spec.rollout`` with the CRD's defaults and limits."""
+    d = Rollout()
+    out = Rollout(
+        max_surge=int(raw.get("maxSurge", d.max_surge)),
+        max_unavailable=int(raw.get("maxUnavailable", d.max_unavailable)),
+        paused=bool(raw.get("paused", d.paused)),
+    )
+    if out.max_surge < 1 or out.max_unavailable < 1:
+        raise SpecError("rollout.maxSurge and rollout.maxUnavailable must be at least 1")
+    return out
+
+
 def world_spec(obj: Mapping[str, Any]) -> WorldSpec:
     """The planner's view of a World, with the CRD's defaults and rules (the API
     server enforces them too; they are repeated here for hand-made objects)."""
@@ -109,7 +133,8 @@ def world_spec(obj: Mapping[str, Any]) -> WorldSpec:
     replicas = spec.get("replicas")
     if policy.mode == "External" and replicas is None:
         raise SpecError("spec.replicas is required when autoscaling.mode is External")
-    if not (spec.get("zoneTemplate") or {}).get("image"):
+    template = spec.get("zoneTemplate") or {}
+    if not template.get("image"):
         raise SpecError("spec.zoneTemplate.image is required")
     raw = spec.get("instances") or {}
     i = InstancePolicy()
@@ -129,6 +154,8 @@ def world_spec(obj: Mapping[str, Any]) -> WorldSpec:
         drain_timeout_s=float(spec.get("drainTimeoutSeconds", 60)),
         replicas=int(replicas) if replicas is not None else None,
         instances=instances,
+        revision=template_revision(template),
+        rollout=rollout_of(spec.get("rollout") or {}),
     )
 
 
@@ -156,8 +183,11 @@ def timestamp(text: str | None) -> float | None:
         return None
 
 
-def zone_view(obj: Mapping[str, Any], status: zone_pb2.ZoneStatus | None) -> ZoneView:
-    """The planner's view of one ZoneServer and its heartbeat."""
+def zone_view(
+    obj: Mapping[str, Any], status: zone_pb2.ZoneStatus | None, *, evicting: bool = False
+) -> ZoneView:
+    """The planner's view of one ZoneServer and its heartbeat (``evicting``: its
+    pod's node is being drained)."""
     spec = obj.get("spec") or {}
     match = (spec.get("instance") or {}).get("match")
     raw_bounds = spec.get("bounds")
@@ -177,6 +207,8 @@ def zone_view(obj: Mapping[str, Any], status: zone_pb2.ZoneStatus | None) -> Zon
         deleting=bool(obj["metadata"].get("deletionTimestamp")),
         instance=str(match) if match else None,
         created=timestamp(obj["metadata"].get("creationTimestamp")),
+        revision=template_revision(spec["template"]) if spec.get("template") else "",
+        evicting=evicting,
     )
 
 
@@ -216,6 +248,7 @@ def zoneserver(world_obj: Mapping[str, Any], action: CreateZone) -> dict[str, An
         spec["parent"] = action.parent
     if action.instance:
         spec["instance"] = {"match": action.instance}
+    spec["template"] = dict((world_obj.get("spec") or {}).get("zoneTemplate") or {})
     return {
         "apiVersion": API_VERSION,
         "kind": "ZoneServer",
@@ -229,7 +262,7 @@ def zoneserver(world_obj: Mapping[str, Any], action: CreateZone) -> dict[str, An
     }
 
 
-def zoneserver_patch(action: AssignStandby | Rebound | Drain) -> dict[str, Any]:
+def zoneserver_patch(action: AssignStandby | Rebound | Adopt | Drain) -> dict[str, Any]:
     """The spec change that carries out an action on an existing ZoneServer."""
     if isinstance(action, AssignStandby):
         spec: dict[str, Any] = {
@@ -243,6 +276,8 @@ def zoneserver_patch(action: AssignStandby | Rebound | Drain) -> dict[str, Any]:
         return {"spec": spec}
     if isinstance(action, Rebound):
         return {"spec": {"bounds": bounds_dict(action.bounds), "depth": action.depth}}
+    if isinstance(action, Adopt):
+        return {"spec": {"parent": action.parent}}
     return {"spec": {"desiredState": Desired.DRAINING.value, "drainTarget": action.target}}
 
 
@@ -257,12 +292,13 @@ class WorkloadSettings:
 def deployment(
     zs: Mapping[str, Any], world_obj: Mapping[str, Any], settings: WorkloadSettings
 ) -> dict[str, Any]:
-    """The one-pod Deployment running a ZoneServer's zone process."""
+    """The one-pod Deployment running a ZoneServer's zone process, from the
+    template the ZoneServer was created with (else the World's)."""
     meta = zs["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     spec = zs.get("spec") or {}
     wspec = world_obj.get("spec") or {}
-    template = wspec.get("zoneTemplate") or {}
+    template = spec.get("template") or wspec.get("zoneTemplate") or {}
     world = spec["world"]
     world_rect = rect_of(wspec["bounds"])
     bounds = rect_of(spec["bounds"]).text() if spec.get("bounds") else ""
@@ -462,6 +498,7 @@ def world_status(
     problems = [n for n in result.notes if "do not partition" in n]
     out: dict[str, Any] = {
         "replicas": len(active),
+        "updatedZones": sum(1 for z in active if updated(z, world)),
         "selector": f"{WORLD_LABEL}={world.name}",
         "zonesByPhase": phases,
         "standbyZones": sum(1 for z in views if z.desired == Desired.STANDBY),
@@ -492,6 +529,11 @@ def world_status(
     if old and old[0].get("status") == out["conditions"][0]["status"]:
         out["conditions"][0]["lastTransitionTime"] = old[0].get("lastTransitionTime", now)
     return out
+
+
+def updated(zone: ZoneView, world: WorldSpec) -> bool:
+    """Whether a zone runs the World's current zone template."""
+    return not world.revision or zone.revision == world.revision
 
 
 def event(
@@ -550,7 +592,7 @@ def map_entries(
 
 
 _ACTIONS: dict[str, type[Action]] = {
-    cls.__name__: cls for cls in (CreateZone, AssignStandby, Rebound, Drain, Delete)
+    cls.__name__: cls for cls in (CreateZone, AssignStandby, Rebound, Adopt, Drain, Delete)
 }
 
 

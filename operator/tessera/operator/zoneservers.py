@@ -19,7 +19,15 @@ from typing import Any
 
 from tessera.operator import metrics, resources
 from tessera.operator.kube import Kube, KubeError
-from tessera.operator.planner.actions import Action, AssignStandby, CreateZone, Drain, Plan, Rebound
+from tessera.operator.planner.actions import (
+    Action,
+    Adopt,
+    AssignStandby,
+    CreateZone,
+    Drain,
+    Plan,
+    Rebound,
+)
 from tessera.operator.planner.model import Memory, WorldSpec, ZoneView
 from tessera.operator.reconcile import Observation, reconcile
 from tessera.operator.store import OperatorStore
@@ -92,7 +100,7 @@ class ZoneServers:
             except KubeError as err:
                 if err.status != 409:  # already created by an earlier, interrupted pass
                     raise
-        elif isinstance(action, AssignStandby | Rebound | Drain):
+        elif isinstance(action, AssignStandby | Rebound | Adopt | Drain):
             await self.kube.patch_zoneserver(
                 self.namespace, action.zone, resources.zoneserver_patch(action)
             )
