@@ -287,6 +287,28 @@ class WorkloadSettings:
 
     redis_url: str
     service_account: str | None = None
+    # A Secret in the World's namespace holding the Redis password: the pod gets
+    # it as REDIS_PASSWORD, and ``redis_url`` may name it as $(REDIS_PASSWORD).
+    redis_secret: str | None = None
+    redis_secret_key: str = "password"
+
+
+# The same as the chart's pods (tessera.podSecurityContext, tessera.containerSecurityContext).
+RUN_AS = 10001
+POD_SECURITY: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS,
+    "runAsGroup": RUN_AS,
+    "fsGroup": RUN_AS,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 def deployment(
@@ -308,6 +330,21 @@ def deployment(
         {"name": "TESSERA_ZONE", "value": name},
         {"name": "TESSERA_WORLD_BOUNDS", "value": world_rect.text()},
         {"name": "TESSERA_ZONE_BOUNDS", "value": bounds},
+        *(
+            [
+                {
+                    "name": "REDIS_PASSWORD",
+                    "valueFrom": {
+                        "secretKeyRef": {
+                            "name": settings.redis_secret,
+                            "key": settings.redis_secret_key,
+                        }
+                    },
+                }
+            ]
+            if settings.redis_secret
+            else []
+        ),
         {"name": "TESSERA_REDIS_URL", "value": settings.redis_url},
         {"name": "TESSERA_TICK_HZ", "value": str(template.get("tickRate", 30))},
         {"name": "TESSERA_GRPC_PORT", "value": str(GRPC_PORT)},
@@ -335,6 +372,8 @@ def deployment(
         ],
         "readinessProbe": probe,
         "livenessProbe": {**probe, "initialDelaySeconds": 10, "failureThreshold": 6},
+        "securityContext": CONTAINER_SECURITY,
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         "lifecycle": {
             "preStop": {
                 "exec": {
@@ -356,7 +395,20 @@ def deployment(
     pod_labels = labels(world, name)
     pod_spec: dict[str, Any] = {
         "terminationGracePeriodSeconds": drain_timeout + TERMINATION_MARGIN_S,
+        "automountServiceAccountToken": False,
+        "securityContext": POD_SECURITY,
         "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+        # One node's loss takes a bounded share of the world.
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": key,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {WORLD_LABEL: world}},
+            }
+            for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+        ],
     }
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
@@ -385,6 +437,75 @@ def deployment(
             },
         },
     }
+
+
+def guarded(zs: Mapping[str, Any]) -> bool:
+    """Whether a zone's pod gets a PodDisruptionBudget: zones the operator
+    replaces by handoff (managed open-world zones); an instance zone ends by its
+    own rules, a hand-applied zone is the user's."""
+    return is_managed(zs) and not (zs.get("spec") or {}).get("instance")
+
+
+def disruption_budget(zs: Mapping[str, Any]) -> dict[str, Any]:
+    """A PodDisruptionBudget that refuses every eviction of a zone's pod: a node
+    drain waits until the operator has replaced the zone by handoff (see
+    :func:`evicting`) and deleted it."""
+    meta = zs["metadata"]
+    world = zs["spec"]["world"]
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": labels(world, meta["name"]),
+            "ownerReferences": [owner_reference(zs)],
+        },
+        "spec": {
+            "maxUnavailable": 0,
+            "selector": {"matchLabels": {WORLD_LABEL: world, ZONE_LABEL: meta["name"]}},
+        },
+    }
+
+
+# Taints that announce a node's drain besides the cordon's own
+# (node.kubernetes.io/unschedulable comes with spec.unschedulable).
+DRAIN_TAINTS = frozenset(
+    {
+        "node.kubernetes.io/unschedulable",
+        "ToBeDeletedByClusterAutoscaler",
+        "karpenter.sh/disrupted",
+        "karpenter.sh/disruption",
+    }
+)
+
+
+def draining_node(node: Mapping[str, Any]) -> bool:
+    """A node being drained: cordoned, or tainted by a node autoscaler about to remove it."""
+    spec = node.get("spec") or {}
+    taints = {t.get("key") for t in spec.get("taints") or []}
+    return bool(spec.get("unschedulable")) or bool(taints & DRAIN_TAINTS)
+
+
+def evicting(
+    pods: Sequence[Mapping[str, Any]], nodes: Sequence[Mapping[str, Any]]
+) -> frozenset[str]:
+    """The zones whose pod is on a draining node or marked for disruption
+    (condition DisruptionTarget, set by the API server before an eviction or
+    preemption deletes the pod)."""
+    leaving = {n["metadata"]["name"] for n in nodes if draining_node(n)}
+    out = set()
+    for pod in pods:
+        zone = (pod["metadata"].get("labels") or {}).get(ZONE_LABEL)
+        if not zone or pod["metadata"].get("deletionTimestamp"):
+            continue
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        marked = any(
+            c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in conditions
+        )
+        if marked or (pod.get("spec") or {}).get("nodeName") in leaving:
+            out.add(zone)
+    return frozenset(out)
 
 
 def service(zs: Mapping[str, Any]) -> dict[str, Any]:

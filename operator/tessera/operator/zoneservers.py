@@ -62,11 +62,19 @@ class ZoneServers:
             await self.apply(resources.action_of(raw), now)
 
     async def observe(self, store: OperatorStore, now: float) -> Observation:
-        """List the World's ZoneServers, read their heartbeats, patch their statuses."""
+        """List the World's ZoneServers, read their heartbeats, find those whose
+        pod is on a draining node (pods and nodes listed), patch their statuses."""
         objs = await self.kube.list_zoneservers(self.namespace, self.world.name)
         names = [o["metadata"]["name"] for o in objs]
         statuses = await store.zone_statuses(self.world.name, names)
-        views = [resources.zone_view(o, statuses.get(o["metadata"]["name"])) for o in objs]
+        leaving = resources.evicting(
+            await self.kube.list_zone_pods(self.namespace, self.world.name),
+            await self.kube.list_nodes(),
+        )
+        views = [
+            resources.zone_view(o, statuses.get(name), evicting=name in leaving)
+            for o, name in zip(objs, names, strict=True)
+        ]
         await self._patch_zone_statuses(objs, views, statuses, now)
         return Observation(
             views=views,
