@@ -8,6 +8,7 @@ import datetime
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -518,3 +519,102 @@ def test_world_status_counts_updated_zones() -> None:
     assert resources.zoneserver_patch(Adopt("earth-1", "earth-2", "Rollout", "r")) == {
         "spec": {"parent": "earth-2"}
     }
+
+
+KUBE_VERSIONS = ("1.27.0", "1.30.0", "1.33.0")
+
+
+def test_zone_workload_is_hardened_and_valid() -> None:
+    world = world_obj(zoneTemplate={"image": "tessera:1", "resources": {"limits": {"cpu": "1"}}})
+    settings = WorkloadSettings(
+        "redis://:$(REDIS_PASSWORD)@redis.games:6379/0", None, "tessera-redis", "pw"
+    )
+    zs = zs_obj(template={"image": "tessera:1", "resources": {"limits": {"cpu": "1"}}})
+    objects = [
+        resources.deployment(zs, world, settings),
+        resources.service(zs),
+        resources.disruption_budget(zs),
+    ]
+    for obj in objects:
+        for version in KUBE_VERSIONS:
+            kubernetes_validate.validate(obj, version, strict=True)
+    pod = objects[0]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"] == {"limits": {"cpu": "1"}}
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    env = [e["name"] for e in container["env"]]
+    # The password comes from the Secret, before the URL that names it (kubelet expansion).
+    assert env.index("REDIS_PASSWORD") < env.index("TESSERA_REDIS_URL")
+    password = next(e for e in container["env"] if e["name"] == "REDIS_PASSWORD")
+    assert password["valueFrom"] == {"secretKeyRef": {"name": "tessera-redis", "key": "pw"}}
+    spread = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
+    assert spread == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    pdb = objects[2]
+    assert pdb["spec"] == {
+        "maxUnavailable": 0,
+        "selector": {"matchLabels": {"tessera.io/world": "earth", "tessera.io/zone": "earth-1"}},
+    }
+    # Without a Secret the URL is passed as it is.
+    plain = resources.deployment(zs, world, WorkloadSettings("redis://r:6379/0"))
+    names = [e["name"] for e in plain["spec"]["template"]["spec"]["containers"][0]["env"]]
+    assert "REDIS_PASSWORD" not in names
+
+
+def test_only_managed_open_world_zones_get_a_disruption_budget() -> None:
+    assert resources.guarded(zs_obj())
+    assert not resources.guarded(zs_obj(instance={"match": "m1"}))
+    hand_made = zs_obj()
+    hand_made["metadata"]["labels"] = {}
+    assert not resources.guarded(hand_made)
+
+
+def node(name: str, **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": spec}
+
+
+def pod(zone: str, node_name: str, **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "metadata": {"name": f"{zone}-x", "labels": {"tessera.io/zone": zone}},
+        "spec": {"nodeName": node_name},
+    }
+    out.update(extra)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("nodes", "pods", "expected"),
+    [
+        ([node("a"), node("b")], [pod("z0", "a"), pod("z1", "b")], set()),
+        ([node("a", unschedulable=True), node("b")], [pod("z0", "a"), pod("z1", "b")], {"z0"}),
+        (
+            [node("a", taints=[{"key": "ToBeDeletedByClusterAutoscaler", "effect": "NoSchedule"}])],
+            [pod("z0", "a")],
+            {"z0"},
+        ),
+        (
+            [node("a", taints=[{"key": "gpu", "effect": "NoSchedule"}])],
+            [pod("z0", "a")],
+            set(),
+        ),
+        (
+            [node("a")],
+            [
+                pod(
+                    "z0",
+                    "a",
+                    status={"conditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                )
+            ],
+            {"z0"},
+        ),
+        ([node("a", unschedulable=True)], [pod("z0", "b")], set()),
+    ],
+)
+def test_evicting(nodes: list[Any], pods: list[Any], expected: set[str]) -> None:
+    assert resources.evicting(pods, nodes) == expected
