@@ -132,7 +132,8 @@ def test_zone_pods_get_the_redis_password_from_the_charts_secret(
         for o in objs
         if o["kind"] == "Secret" and o["metadata"]["name"] == config.zone_redis_secret
     )
-    assert config.zone_redis_secret_key in secret.get("data", secret.get("stringData", {}))
+    stored: dict[str, str] = secret.get("data") or secret.get("stringData") or {}
+    assert config.zone_redis_secret_key in stored
     assert "$(REDIS_PASSWORD)@tessera-redis" in config.zone_redis_url
     runtime = handlers.Runtime(config, redis=None)
     docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]

@@ -16,8 +16,8 @@ from .conftest import Cluster, eventually
 from .test_handlers import NS, WORLDS, heartbeat, world
 
 ZS = "tessera.io/v1alpha1/zoneservers"
-WEST = {"minX": 0, "minZ": 0, "maxX": 512, "maxZ": 512}
-EAST = {"minX": 512, "minZ": 0, "maxX": 1024, "maxZ": 512}
+WEST: dict[str, float] = {"minX": 0, "minZ": 0, "maxX": 512, "maxZ": 512}
+EAST: dict[str, float] = {"minX": 512, "minZ": 0, "maxX": 1024, "maxZ": 512}
 
 
 def zones(cluster: Cluster) -> dict[str, dict[str, Any]]:
