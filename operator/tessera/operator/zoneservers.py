@@ -67,10 +67,7 @@ class ZoneServers:
         objs = await self.kube.list_zoneservers(self.namespace, self.world.name)
         names = [o["metadata"]["name"] for o in objs]
         statuses = await store.zone_statuses(self.world.name, names)
-        leaving = resources.evicting(
-            await self.kube.list_zone_pods(self.namespace, self.world.name),
-            await self.kube.list_nodes(),
-        )
+        leaving = await self._evicting()
         views = [
             resources.zone_view(o, statuses.get(name), evicting=name in leaving)
             for o, name in zip(objs, names, strict=True)
@@ -84,6 +81,20 @@ class ZoneServers:
             },
             memory=Memory.from_dict(self.previous.get("planner")),
         )
+
+    async def _evicting(self) -> frozenset[str]:
+        """The zones on draining nodes; none (logged, counted) when pods or nodes
+        cannot be listed, e.g. RBAC from an older chart: the world goes on."""
+        try:
+            pods = await self.kube.list_zone_pods(self.namespace, self.world.name)
+            nodes = await self.kube.list_nodes()
+        except KubeError as err:
+            if err.status != 403:
+                raise
+            metrics.RECONCILE_ERRORS.labels("nodes").inc()
+            log.warning("cannot list zone pods or nodes", extra={"error": str(err)})
+            return frozenset()
+        return resources.evicting(pods, nodes)
 
     async def intend(self, memory: Memory, actions: Sequence[Action]) -> None:
         """Write the planner memory and the actions as ``status.pending`` (when
