@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from tessera.operator.handlers import OperatorConfig
@@ -18,6 +19,10 @@ from .test_handlers import NS, WORLDS, heartbeat, world
 ZS = "tessera.io/v1alpha1/zoneservers"
 WEST: dict[str, float] = {"minX": 0, "minZ": 0, "maxX": 512, "maxZ": 512}
 EAST: dict[str, float] = {"minX": 512, "minZ": 0, "maxX": 1024, "maxZ": 512}
+
+
+def outdated() -> float | None:
+    return REGISTRY.get_sample_value("tessera_operator_zones_outdated", {"world": "earth"})
 
 
 def zones(cluster: Cluster) -> dict[str, dict[str, Any]]:
@@ -71,6 +76,7 @@ async def test_a_new_zone_template_replaces_the_zones_one_at_a_time(
         f"{WORLDS}/earth", {"spec": {"zoneTemplate": {"image": "tessera:v2", "tickRate": 40}}}
     )
     await eventually(lambda: world_status(cluster).get("updatedZones") == 0, what="outdated")
+    await eventually(lambda: outdated() == 2, what="the outdated gauge")
 
     await replaced(cluster, redis, old="earth-0", new="earth-2", bounds=WEST)
     # One at a time: earth-1 kept running while earth-0 handed over, and now
@@ -84,6 +90,7 @@ async def test_a_new_zone_template_replaces_the_zones_one_at_a_time(
     await eventually(lambda: world_status(cluster).get("updatedZones") == 2, what="2 of 2")
     assert sorted(zones(cluster)) == ["earth-2", "earth-3"]
     assert world_status(cluster)["replicas"] == 2
+    await eventually(lambda: outdated() == 0, what="the gauge at 0")
     pod = cluster.objects("apps/v1/deployments")["earth-3"]["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == "tessera:v2"
     assert {"name": "TESSERA_TICK_HZ", "value": "40"} in pod["containers"][0]["env"]
