@@ -17,7 +17,7 @@ from tessera.operator.planner.actions import (
     Drain,
     advance,
 )
-from tessera.operator.planner.geometry import partition_errors
+from tessera.operator.planner.geometry import partition_errors, sibling_pairs
 from tessera.operator.planner.model import Desired, Phase, Rollout, WorldSpec, ZoneView
 from tessera.operator.planner.replace import due, surge
 from tessera.operator.planner.rules import plan
@@ -195,6 +195,7 @@ def test_a_rolling_update_replaces_every_zone_one_at_a_time() -> None:
             split_depth=2,
         ),
     ]
+    mergeable = len(sibling_pairs({z.name: z for z in zones}))
     memory = None
     draining_for: dict[str, int] = {}
     for step in range(60):
@@ -227,3 +228,5 @@ def test_a_rolling_update_replaces_every_zone_one_at_a_time() -> None:
     assert len(zones) == 4 and {z.name for z in zones}.isdisjoint({f"earth-{i}" for i in range(4)})
     pairs = {(z.name, z.parent) for z in zones}
     assert sum(1 for _, parent in pairs if parent in {z.name for z in zones}) == 3
+    # The new zones inherited the lineage: the same pairs can merge as before.
+    assert mergeable > 0 and len(sibling_pairs({z.name: z for z in zones})) == mergeable
