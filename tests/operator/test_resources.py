@@ -559,6 +559,7 @@ def test_zone_workload_is_hardened_and_valid() -> None:
     assert pdb["spec"] == {
         "maxUnavailable": 0,
         "selector": {"matchLabels": {"tessera.io/world": "earth", "tessera.io/zone": "earth-1"}},
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
     }
     # Without a Secret the URL is passed as it is.
     plain = resources.deployment(zs, world, WorkloadSettings("redis://r:6379/0"))

@@ -447,8 +447,8 @@ def guarded(zs: Mapping[str, Any]) -> bool:
 
 
 def disruption_budget(zs: Mapping[str, Any]) -> dict[str, Any]:
-    """A PodDisruptionBudget that refuses every eviction of a zone's pod: a node
-    drain waits until the operator has replaced the zone by handoff (see
+    """A PodDisruptionBudget that refuses every eviction of a zone's Ready pod: a
+    node drain waits until the operator has replaced the zone by handoff (see
     :func:`evicting`) and deleted it."""
     meta = zs["metadata"]
     world = zs["spec"]["world"]
@@ -464,6 +464,9 @@ def disruption_budget(zs: Mapping[str, Any]) -> dict[str, Any]:
         "spec": {
             "maxUnavailable": 0,
             "selector": {"matchLabels": {WORLD_LABEL: world, ZONE_LABEL: meta["name"]}},
+            # A zone pod that is not Ready (crash-looping, restoring) is never
+            # replaced by handoff; its eviction must not hold a node drain forever.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
     }
 
