@@ -110,3 +110,41 @@ def test_zone_service_monitor_matches_zone_services(
     assert selects(monitor["spec"]["selector"], service["metadata"]["labels"])
     ports = {p["name"] for p in service["spec"]["ports"]}
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports
+
+
+def test_zone_pods_get_the_redis_password_from_the_charts_secret(
+    render: Render, resources: ModuleType
+) -> None:
+    """The operator's environment as the chart renders it (the kubelet turns
+    ``$$(`` into ``$(``), read by the operator's config, gives zone pods a Redis
+    URL naming ``$(REDIS_PASSWORD)`` and that variable from the chart's Secret."""
+    handlers = importlib.import_module("tessera.operator.handlers")
+    config_module = importlib.import_module("tessera.common.config")
+    objs = render({})
+    operator = next(
+        o for o in objs if (o["kind"], o["metadata"]["name"]) == ("Deployment", "tessera-operator")
+    )
+    (container,) = operator["spec"]["template"]["spec"]["containers"]
+    environ = {e["name"]: e["value"].replace("$$(", "$(") for e in container["env"] if "value" in e}
+    config = handlers.OperatorConfig.from_env(config_module.Env(environ))
+    secret = next(
+        o
+        for o in objs
+        if o["kind"] == "Secret" and o["metadata"]["name"] == config.zone_redis_secret
+    )
+    stored: dict[str, str] = secret.get("data") or secret.get("stringData") or {}
+    assert config.zone_redis_secret_key in stored
+    assert "$(REDIS_PASSWORD)@tessera-redis" in config.zone_redis_url
+    runtime = handlers.Runtime(config, redis=None)
+    docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
+    world = next(d for d in docs if d["kind"] == "World")
+    zone = next(d for d in docs if d["kind"] == "ZoneServer")
+    for doc in (world, zone):
+        doc["metadata"] |= {"namespace": NAMESPACE, "uid": "u"}
+    pod = resources.deployment(zone, world, runtime.workload)["spec"]["template"]["spec"]
+    env = pod["containers"][0]["env"]
+    names = [e["name"] for e in env]
+    assert names.index("REDIS_PASSWORD") < names.index("TESSERA_REDIS_URL")
+    ref = env[names.index("REDIS_PASSWORD")]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": secret["metadata"]["name"], "key": config.zone_redis_secret_key}
+    assert "$(REDIS_PASSWORD)" in env[names.index("TESSERA_REDIS_URL")]["value"]

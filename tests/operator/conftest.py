@@ -77,6 +77,13 @@ RESOURCES: dict[str, dict[str, Any]] = {
         "namespaced": True,
         "verbs": ["list", "get", "patch", "create", "delete"],
     },
+    "policy/v1/poddisruptionbudgets": {
+        "kind": "PodDisruptionBudget",
+        "namespaced": True,
+        "verbs": ["list", "get", "patch", "create", "delete"],
+    },
+    "v1/pods": {"kind": "Pod", "namespaced": True, "verbs": ["list", "get", "create", "patch"]},
+    "v1/nodes": {"kind": "Node", "namespaced": False, "verbs": ["list", "get", "create", "patch"]},
     "v1/events": {"kind": "Event", "namespaced": True, "verbs": ["create", "list"]},
     "v1/namespaces": {"kind": "Namespace", "namespaced": False, "verbs": ["list", "watch", "get"]},
     "apiextensions.k8s.io/v1/customresourcedefinitions": {
@@ -100,6 +107,12 @@ class Cluster:
             assert response.status < 300, await response.text()
             result: dict[str, Any] = await response.json()
             return result
+
+    async def patch(self, path: str, body: dict[str, Any]) -> None:
+        """A merge patch, as ``kubectl patch --type merge`` sends it."""
+        headers = {"Content-Type": "application/merge-patch+json"}
+        async with self.session.patch(self.url + path, json=body, headers=headers) as response:
+            assert response.status < 300, await response.text()
 
     async def delete(self, path: str) -> None:
         async with self.session.delete(self.url + path) as response:

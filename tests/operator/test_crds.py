@@ -319,3 +319,27 @@ def test_peering_crd_matches_kopf() -> None:
     assert version["name"] == "v1"
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
     assert status["x-kubernetes-preserve-unknown-fields"] is True
+
+
+def test_rollout_knobs_are_defaulted_and_bounded() -> None:
+    schema = schema_of(load_crd(WORLDS))
+    obj = apply_defaults(schema, copy.deepcopy(world()))
+    assert obj["spec"]["rollout"] == {"maxSurge": 1, "maxUnavailable": 1, "paused": False}
+    assert (
+        validate(WORLDS, world(rollout={"maxSurge": 4, "maxUnavailable": 2, "paused": True})) == []
+    )
+    assert validate(WORLDS, world(rollout={"maxUnavailable": 0}))
+    assert validate(WORLDS, world(rollout={"maxSurge": "all"}))
+    (version,) = load_crd(WORLDS)["spec"]["versions"]
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert columns["Updated"] == ".status.updatedZones"
+    assert "updatedZones" in schema["properties"]["status"]["properties"]
+
+
+def test_a_zoneserver_keeps_the_template_it_was_created_with() -> None:
+    template = {"image": "tessera:1", "tickRate": 20, "env": [{"name": "A", "value": "1"}]}
+    assert validate(ZONES, zone(template=template)) == []
+    assert validate(ZONES, zone(template={"tickRate": 20}))  # image is required
+    world_template = schema_of(load_crd(WORLDS))["properties"]["spec"]["properties"]["zoneTemplate"]
+    zone_template = schema_of(load_crd(ZONES))["properties"]["spec"]["properties"]["template"]
+    assert zone_template["properties"] == world_template["properties"]

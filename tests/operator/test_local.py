@@ -3,10 +3,8 @@ joined over the zone's gRPC API. Load over the high-water mark splits the zone
 (a new process starts, the parent takes its new bounds); when the players leave,
 the siblings merge and the drained zone's process exits. Instance requests in
 the world's stream start instance zone processes; ending one hands its players
-back to the open world.
-
-Handoff is not in yet, so players do not move between zones here: the test
-drives load by joining and leaving, not by walking bots across borders."""
+back to the open world. A new zone template and a drained node replace zones by
+handoff while 100 players walk, followed by a minimal relay (harness Driver)."""
 
 from __future__ import annotations
 
@@ -24,11 +22,15 @@ from redis.asyncio import Redis
 
 from tessera.common.store import WorldKeys, instance_zone, instances_stream
 from tessera.harness.redis import LocalRedis
+from tessera.harness.zones import Driver
+from tessera.harness.zones import World as HarnessWorld
 from tessera.operator.local import LocalRuntime, load_world
-from tessera.operator.planner.model import Phase
+from tessera.operator.planner.model import Desired, Phase
 from tessera.operator.resources import SpecError
 from tessera.operator.store import INSTANCES_GROUP
 from tessera.v1 import common_pb2, matchmaking_pb2, zone_pb2, zone_pb2_grpc
+from tessera.zone import audit
+from tessera.zone.store import read_routes
 
 WORLD: dict[str, Any] = {
     "apiVersion": "tessera.io/v1alpha1",
@@ -271,4 +273,111 @@ async def test_instance_zones_start_on_request_and_end_without_losing_players(
         assert [zone for zone, _ in ends] == [d.encode(), a.encode()]
         assert b"no players for" in ends[0][1] and b"was reported" in ends[1][1]
     finally:
+        await runtime.close()
+
+
+async def replaced_by_handoff(
+    runtime: LocalRuntime, world: HarnessWorld, driver: Driver, done: Callable[[], bool], what: str
+) -> None:
+    """Passes until ``done`` (and no zone draining), the relay following every
+    zone the runtime starts; then every player is owned exactly once, where its
+    route says, by the zone the relay attached it to, and gets snapshots."""
+
+    def settled() -> bool:
+        world.procs = {name: z.process for name, z in runtime.zones.items()}
+        return done() and all(z.view.desired == Desired.ACTIVE for z in runtime.zones.values())
+
+    await passes_until(runtime, settled, what, timeout_s=60)
+    players = set(driver.zone_of)
+    report = await audit.settle(world.redis, "earth", world.addresses(), players, timeout_s=10)
+    assert report.ok and report.duplicates == [] and report.lost == [], report
+    # A Handover still queued when the old zone exits is lost with its link; a
+    # relay then follows the routing table (routes:changed), as resync does.
+    await driver.resync()
+    routes = await read_routes(world.redis, "earth")
+    assert [p for p in players if driver.zone_of[p] != routes[p].zone] == []
+    # Every player hears from its zone again (a dropped one never would).
+    since = time.monotonic()
+    deadline = since + 5.0
+    while silent := [p for p in players if driver.last_snapshot.get(p, 0.0) <= since]:
+        assert time.monotonic() < deadline, (
+            what,
+            silent[:5],
+            [driver.zone_of[p] for p in silent[:5]],
+        )
+        await asyncio.sleep(0.05)
+
+
+async def test_template_change_and_node_drain_move_players_without_a_disconnect(
+    redis_server: LocalRedis, redis: Redis
+) -> None:
+    """Two zones with 100 walking players: a new zone template replaces both zones
+    by handoff, one at a time; then a zone whose node drains is replaced too."""
+    spec = copy.deepcopy(WORLD)
+    spec["spec"]["autoscaling"] |= {
+        "minZones": 2,
+        "splitThreshold": 1000,
+        "targetPlayersPerZone": 500,
+        "mergeThreshold": 1,
+    }
+    fast = {"TESSERA_HEARTBEAT_S": "0.2", "TESSERA_MAP_POLL_S": "0.1", "TESSERA_NPCS": "0"}
+    runtime = LocalRuntime(spec, redis_server.url, zone_env=fast)
+    world = HarnessWorld(redis, redis_server.url, world="earth")
+    driver = Driver(world, relay_id="relay-1")
+    walking: list[asyncio.Task[None]] = []
+    try:
+        await passes_until(
+            runtime,
+            lambda: (
+                len(runtime.zones) == 2
+                and all(z.view.phase == Phase.READY for z in runtime.zones.values())
+            ),
+            "two zones",
+        )
+        world.procs = {name: z.process for name, z in runtime.zones.items()}
+        west = [f"w{i}" for i in range(50)]
+        east = [f"e{i}" for i in range(50)]
+        for i, (w, e) in enumerate(zip(west, east, strict=True)):
+            await driver.join(w, "earth-0", 100 + 3 * i, 50 + 8 * i)
+            await driver.join(e, "earth-1", 700 + 3 * i, 50 + 8 * i)
+        walking = [
+            asyncio.create_task(driver.pace(west, (100.0, 300.0), 120)),
+            asyncio.create_task(driver.pace(east, (700.0, 900.0), 120)),
+        ]
+        old = runtime.world.revision
+        spec["spec"]["zoneTemplate"]["tickRate"] = 30
+        runtime.update(spec)
+        assert runtime.world.revision != old
+        draining_seen: set[int] = set()
+
+        def updated() -> bool:
+            draining_seen.add(
+                sum(1 for z in runtime.zones.values() if z.view.desired == Desired.DRAINING)
+            )
+            views = [z.view for z in runtime.zones.values()]
+            return len(views) == 2 and all(v.revision == runtime.world.revision for v in views)
+
+        await replaced_by_handoff(runtime, world, driver, updated, "the rollout")
+        assert max(draining_seen) == 1  # one zone at a time
+        assert sorted(runtime.zones) == ["earth-2", "earth-3"]
+        routes = await read_routes(redis, "earth")
+        assert {routes[p].zone for p in west + east} == {"earth-2", "earth-3"}
+        status = await heartbeat(redis, "earth-3")
+        assert status.tick_hz == 30  # the new template
+
+        moving = [p for p in west + east if routes[p].zone == "earth-2"]
+        runtime.processes.cordoned.add("earth-2")  # its node is drained
+        await replaced_by_handoff(
+            runtime, world, driver, lambda: "earth-2" not in runtime.zones, "the node drain"
+        )
+        assert sorted(runtime.zones) == ["earth-3", "earth-4"]
+        routes = await read_routes(redis, "earth")
+        assert moving and {routes[p].zone for p in moving} == {"earth-4"}
+        events = await redis.xrange(WorldKeys("earth").events)
+        decisions = [f[b"decision"] for _, f in events]  # type: ignore[index, union-attr]
+        assert decisions.count(b"Rollout") == 2 and decisions.count(b"NodeDrain") == 1
+    finally:
+        for task in walking:
+            task.cancel()
+        await driver.close()
         await runtime.close()

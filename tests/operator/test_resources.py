@@ -8,11 +8,20 @@ import datetime
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
 from tessera.operator import resources
-from tessera.operator.planner.actions import AssignStandby, CreateZone, Delete, Drain, Plan, Rebound
+from tessera.operator.planner.actions import (
+    Adopt,
+    AssignStandby,
+    CreateZone,
+    Delete,
+    Drain,
+    Plan,
+    Rebound,
+)
 from tessera.operator.planner.model import (
     Desired,
     InstancePolicy,
@@ -20,6 +29,7 @@ from tessera.operator.planner.model import (
     Memory,
     Phase,
     Policy,
+    Rollout,
     ZoneView,
 )
 from tessera.operator.resources import SpecError, WorkloadSettings
@@ -189,6 +199,7 @@ def test_zoneserver_for_a_split_and_patches() -> None:
         "splitDepth": 1,
         "bounds": {"minX": 512, "minZ": 0, "maxX": 1024, "maxZ": 1024},
         "parent": "earth-0",
+        "template": {"image": "tessera:1"},  # the World's zoneTemplate, kept
     }
     assert body["metadata"]["ownerReferences"][0]["uid"] == "w-uid"
     assert body["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "tessera-operator"
@@ -318,6 +329,7 @@ def test_world_status_and_event() -> None:
         CreateZone("a", None, None, 0, 0, "Standby", "r"),
         AssignStandby("a", Rect(0, 0, 1, 2), None, 0, 0, "Replace", "r"),
         Rebound("a", Rect(0, 0, 1, 2), 3, "Merge", "r"),
+        Adopt("a", "b", "Rollout", "r"),
         Drain("a", None, "Delete", "r"),
         Delete("a", True, "DrainTimeout", "r"),
     ],
@@ -452,3 +464,158 @@ def test_instance_request_decodes_the_contract_format() -> None:
 def test_bad_instance_requests(entry: dict[bytes, bytes], message: str) -> None:
     with pytest.raises(SpecError, match=message):
         resources.instance_request("earth", "1-0", entry)
+
+
+def test_rollout_and_template_revision() -> None:
+    crd = yaml.safe_load(CRD.read_text())
+    props = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"
+    ]["rollout"]["properties"]
+    default = resources.world_spec(world_obj())
+    assert default.rollout == Rollout(
+        props["maxSurge"]["default"], props["maxUnavailable"]["default"], props["paused"]["default"]
+    )
+    custom = resources.world_spec(world_obj(rollout={"maxSurge": 3, "paused": True}))
+    assert custom.rollout == Rollout(max_surge=3, max_unavailable=1, paused=True)
+    with pytest.raises(SpecError, match="at least 1"):
+        resources.world_spec(world_obj(rollout={"maxUnavailable": 0}))
+    # The revision follows the template's content, not its key order.
+    a = resources.world_spec(world_obj(zoneTemplate={"image": "tessera:1", "tickRate": 20}))
+    b = resources.world_spec(world_obj(zoneTemplate={"tickRate": 20, "image": "tessera:1"}))
+    c = resources.world_spec(world_obj(zoneTemplate={"image": "tessera:2", "tickRate": 20}))
+    assert a.revision == b.revision != c.revision and len(a.revision) == 12
+
+
+def test_a_zone_runs_and_reports_the_template_it_was_created_with() -> None:
+    old = world_obj(zoneTemplate={"image": "tessera:1", "tickRate": 20})
+    body = resources.zoneserver(old, CreateZone("earth-1", Rect(0, 0, 8, 8), None, 0, 0, "I", "r"))
+    body["metadata"]["uid"] = "z-uid"
+    new = world_obj(zoneTemplate={"image": "tessera:2", "tickRate": 40})
+    view = resources.zone_view(body, None, evicting=True)
+    assert view.revision == resources.world_spec(old).revision
+    assert view.revision != resources.world_spec(new).revision and view.evicting
+    # Re-rendering the workload after the World changed (a resumed operator)
+    # keeps the zone's own template: no restart behind the planner's back.
+    pod = resources.deployment(body, new, WorkloadSettings("redis://r"))["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == "tessera:1"
+    assert {"name": "TESSERA_TICK_HZ", "value": "20"} in container["env"]
+    # A ZoneServer without a template (hand-applied, or older) runs the World's.
+    assert resources.zone_view(zs_obj(), None).revision == ""
+    pod = resources.deployment(zs_obj(), new, WorkloadSettings("redis://r"))["spec"]["template"]
+    assert pod["spec"]["containers"][0]["image"] == "tessera:2"
+
+
+def test_world_status_counts_updated_zones() -> None:
+    world = resources.world_spec(world_obj())
+    zones = [
+        ZoneView("earth-0", bounds=Rect(0, 0, 512, 1024), revision=world.revision),
+        ZoneView("earth-1", bounds=Rect(512, 0, 1024, 1024), revision="old"),
+        ZoneView("earth-2", Desired.STANDBY, revision=world.revision),
+    ]
+    plan = Plan((), (), Memory())
+    out = resources.world_status(world, zones, plan, map_version=1, previous={}, now="t")
+    assert (out["replicas"], out["updatedZones"]) == (2, 1)
+    assert resources.zoneserver_patch(Adopt("earth-1", "earth-2", "Rollout", "r")) == {
+        "spec": {"parent": "earth-2"}
+    }
+
+
+KUBE_VERSIONS = ("1.27.0", "1.30.0", "1.33.0")
+
+
+def test_zone_workload_is_hardened_and_valid() -> None:
+    world = world_obj(zoneTemplate={"image": "tessera:1", "resources": {"limits": {"cpu": "1"}}})
+    settings = WorkloadSettings(
+        "redis://:$(REDIS_PASSWORD)@redis.games:6379/0", None, "tessera-redis", "pw"
+    )
+    zs = zs_obj(template={"image": "tessera:1", "resources": {"limits": {"cpu": "1"}}})
+    objects = [
+        resources.deployment(zs, world, settings),
+        resources.service(zs),
+        resources.disruption_budget(zs),
+    ]
+    for obj in objects:
+        for version in KUBE_VERSIONS:
+            kubernetes_validate.validate(obj, version, strict=True)
+    pod = objects[0]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"] == {"limits": {"cpu": "1"}}
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    env = [e["name"] for e in container["env"]]
+    # The password comes from the Secret, before the URL that names it (kubelet expansion).
+    assert env.index("REDIS_PASSWORD") < env.index("TESSERA_REDIS_URL")
+    password = next(e for e in container["env"] if e["name"] == "REDIS_PASSWORD")
+    assert password["valueFrom"] == {"secretKeyRef": {"name": "tessera-redis", "key": "pw"}}
+    spread = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
+    assert spread == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    pdb = objects[2]
+    assert pdb["spec"] == {
+        "maxUnavailable": 0,
+        "selector": {"matchLabels": {"tessera.io/world": "earth", "tessera.io/zone": "earth-1"}},
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+    }
+    # Without a Secret the URL is passed as it is.
+    plain = resources.deployment(zs, world, WorkloadSettings("redis://r:6379/0"))
+    names = [e["name"] for e in plain["spec"]["template"]["spec"]["containers"][0]["env"]]
+    assert "REDIS_PASSWORD" not in names
+
+
+def test_only_managed_open_world_zones_get_a_disruption_budget() -> None:
+    assert resources.guarded(zs_obj())
+    assert not resources.guarded(zs_obj(instance={"match": "m1"}))
+    hand_made = zs_obj()
+    hand_made["metadata"]["labels"] = {}
+    assert not resources.guarded(hand_made)
+
+
+def node(name: str, **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": spec}
+
+
+def pod(zone: str, node_name: str, **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "metadata": {"name": f"{zone}-x", "labels": {"tessera.io/zone": zone}},
+        "spec": {"nodeName": node_name},
+    }
+    out.update(extra)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("nodes", "pods", "expected"),
+    [
+        ([node("a"), node("b")], [pod("z0", "a"), pod("z1", "b")], set()),
+        ([node("a", unschedulable=True), node("b")], [pod("z0", "a"), pod("z1", "b")], {"z0"}),
+        (
+            [node("a", taints=[{"key": "ToBeDeletedByClusterAutoscaler", "effect": "NoSchedule"}])],
+            [pod("z0", "a")],
+            {"z0"},
+        ),
+        (
+            [node("a", taints=[{"key": "gpu", "effect": "NoSchedule"}])],
+            [pod("z0", "a")],
+            set(),
+        ),
+        (
+            [node("a")],
+            [
+                pod(
+                    "z0",
+                    "a",
+                    status={"conditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                )
+            ],
+            {"z0"},
+        ),
+        ([node("a", unschedulable=True)], [pod("z0", "b")], set()),
+    ],
+)
+def test_evicting(nodes: list[Any], pods: list[Any], expected: set[str]) -> None:
+    assert resources.evicting(pods, nodes) == expected

@@ -57,6 +57,9 @@ class OperatorConfig:
     priority: int = 0
     standalone: bool = False
     zone_service_account: str | None = None
+    # A Secret (in the World's namespace) with the Redis password for zone pods.
+    zone_redis_secret: str | None = None
+    zone_redis_secret_key: str = "password"
     metrics_port: int = 9090
     health_port: int = 8080
     log_level: str = "info"
@@ -66,6 +69,7 @@ class OperatorConfig:
         env = env or Env()
         redis_url = env.redis_url("REDIS_URL", "redis://127.0.0.1:6379/0")
         account = env.string("ZONE_SERVICE_ACCOUNT", "")
+        secret = env.string("ZONE_REDIS_SECRET", "")
         return cls(
             redis_url=redis_url,
             zone_redis_url=env.redis_url("ZONE_REDIS_URL", redis_url),
@@ -76,6 +80,8 @@ class OperatorConfig:
             or secrets.randbelow(2**31 - 2) + 1,
             standalone=env.flag("STANDALONE", False),
             zone_service_account=account or None,
+            zone_redis_secret=secret or None,
+            zone_redis_secret_key=env.string("ZONE_REDIS_SECRET_KEY", "password"),
             metrics_port=env.integer("METRICS_PORT", 9090, lo=0, hi=65535),
             health_port=env.integer("HEALTH_PORT", 8080, lo=1, hi=65535),
             log_level=env.choice(
@@ -110,7 +116,12 @@ class Runtime:
         self.config = config
         self.store = OperatorStore(redis)
         self.zones = ZoneControl()
-        self.workload = WorkloadSettings(config.zone_redis_url, config.zone_service_account)
+        self.workload = WorkloadSettings(
+            config.zone_redis_url,
+            config.zone_service_account,
+            config.zone_redis_secret,
+            config.zone_redis_secret_key,
+        )
         self._kube: Kube | None = None
         self._kube_info: kopf.ConnectionInfo | None = None
         self._info: kopf.ConnectionInfo | None = None
@@ -194,6 +205,8 @@ def build_registry(runtime: Runtime, login: Login) -> kopf.OperatorRegistry:
                 namespace, resources.deployment(zs, world, runtime.workload)
             )
             await kube.apply_service(namespace, resources.service(zs))
+            if resources.guarded(zs):
+                await kube.apply_disruption_budget(namespace, resources.disruption_budget(zs))
         except Exception:
             metrics.RECONCILE_ERRORS.labels("workload").inc()
             raise

@@ -37,6 +37,10 @@ API_CALLS: frozenset[tuple[str, str, str]] = frozenset(
         ("apps", "deployments", "patch"),
         ("", "services", "create"),
         ("", "services", "patch"),
+        ("policy", "poddisruptionbudgets", "create"),
+        ("policy", "poddisruptionbudgets", "patch"),
+        ("", "pods", "list"),
+        ("", "nodes", "list"),
         ("", "events", "create"),
     }
 )
@@ -90,7 +94,7 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
     return context
 
 
-API_VERSIONS = {GROUP: f"{GROUP}/{VERSION}", "apps": "apps/v1", "": "v1"}
+API_VERSIONS = {GROUP: f"{GROUP}/{VERSION}", "apps": "apps/v1", "policy": "policy/v1", "": "v1"}
 
 
 def _path(group: str, resource: str, namespace: str | None, name: str | None = None) -> str:
@@ -209,6 +213,27 @@ class Kube:
                 raise
             name = body["metadata"]["name"]
             await self._call("patch", "", "services", namespace, name, body=body)
+
+    async def apply_disruption_budget(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """Create the PodDisruptionBudget, or merge-patch it if it exists."""
+        try:
+            await self._call("create", "policy", "poddisruptionbudgets", namespace, body=body)
+        except KubeError as err:
+            if err.status != 409:
+                raise
+            name = body["metadata"]["name"]
+            await self._call("patch", "policy", "poddisruptionbudgets", namespace, name, body=body)
+
+    async def list_zone_pods(self, namespace: str, world: str) -> list[dict[str, Any]]:
+        data = await self._call(
+            "list", "", "pods", namespace, params={"labelSelector": f"tessera.io/world={world}"}
+        )
+        items: list[dict[str, Any]] = data.get("items", [])
+        return items
+
+    async def list_nodes(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = (await self._call("list", "", "nodes", None)).get("items", [])
+        return items
 
     async def post_event(self, namespace: str, body: Mapping[str, Any]) -> None:
         await self._call("create", "", "events", namespace, body=body)

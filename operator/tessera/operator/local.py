@@ -67,13 +67,23 @@ class LocalRuntime:
         self.redis = store.connect(redis_url)
         self.store = OperatorStore(self.redis)
         self.control = ZoneControl()
+        self.zone_env = dict(zone_env or {})
+        self.processes = ZoneProcesses(self.world, redis_url=redis_url, env=self._env(world_obj))
+
+    def _env(self, world_obj: Mapping[str, Any]) -> dict[str, str]:
+        """What every zone process gets from the World's zone template."""
         template = (world_obj.get("spec") or {}).get("zoneTemplate") or {}
-        env = {
+        return {
             "TESSERA_TICK_HZ": str(template.get("tickRate", 30)),
             **{e["name"]: str(e.get("value", "")) for e in template.get("env", [])},
-            **(zone_env or {}),
+            **self.zone_env,
         }
-        self.processes = ZoneProcesses(self.world, redis_url=redis_url, env=env)
+
+    def update(self, world_obj: Mapping[str, Any]) -> None:
+        """A changed World (e.g. its zone template): later passes plan with it,
+        replacing the zones that run an old template one by one."""
+        self.world = resources.world_spec(world_obj)
+        self.processes.update(self.world, self._env(world_obj))
 
     @property
     def zones(self) -> dict[str, LocalZone]:

@@ -29,6 +29,11 @@ DRAIN_SECONDS = Histogram(
     ["forced"],
     buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600),
 )
+ZONES_OUTDATED = Gauge(
+    "tessera_operator_zones_outdated",
+    "Zones with bounds that run an old zone template (a rollout's remaining work), by world.",
+    ["world"],
+)
 ZONE_RESTARTS = Counter(
     "tessera_operator_zone_restarts_total",
     "Zone processes the local runtime started again after they died.",

@@ -18,6 +18,7 @@ from tessera.common.process import ServiceProcess
 from tessera.operator import metrics, resources
 from tessera.operator.planner.actions import (
     Action,
+    Adopt,
     AssignStandby,
     CreateZone,
     Delete,
@@ -51,6 +52,14 @@ class ZoneProcesses:
         self.env = dict(env)
         self.zones: dict[str, LocalZone] = {}
         self.memory = Memory()
+        # Zones whose "node" is being drained (local drills of a node drain).
+        self.cordoned: set[str] = set()
+
+    def update(self, world: WorldSpec, env: Mapping[str, str]) -> None:
+        """A new World spec and zone environment: zones started from now on get
+        them; the running ones are replaced by the planner when the template changed."""
+        self.world = world
+        self.env = dict(env)
 
     def _start(self, name: str, view: ZoneView) -> ServiceProcess:
         env = {
@@ -91,6 +100,7 @@ class ZoneProcesses:
                 players=int(status.players) if status else 0,
                 sample_x=tuple(status.sample_x) if status else (),
                 sample_z=tuple(status.sample_z) if status else (),
+                evicting=name in self.cordoned,
             )
         return Observation(
             views=[z.view for z in self.zones.values()],
@@ -115,6 +125,7 @@ class ZoneProcesses:
                 action.split_depth,
                 instance=action.instance,
                 created=now,
+                revision=self.world.revision,
             )
             self.zones[action.zone] = LocalZone(view, self._start(action.zone, view))
             return
@@ -132,11 +143,14 @@ class ZoneProcesses:
             )
         elif isinstance(action, Rebound):
             zone.view = replace(zone.view, bounds=action.bounds, depth=action.depth)
+        elif isinstance(action, Adopt):
+            zone.view = replace(zone.view, parent=action.parent)
         elif isinstance(action, Drain):
             zone.view = replace(zone.view, desired=Desired.DRAINING)
             zone.drain_target = action.target
         elif isinstance(action, Delete):
             del self.zones[action.zone]
+            self.cordoned.discard(action.zone)
             await asyncio.to_thread(zone.process.terminate)
 
     async def announce(self, action: Action, now: float) -> None:

@@ -31,6 +31,7 @@ from typing import Protocol
 from tessera.operator import metrics, resources
 from tessera.operator.planner.actions import (
     Action,
+    Adopt,
     AssignStandby,
     CreateZone,
     Delete,
@@ -39,7 +40,7 @@ from tessera.operator.planner.actions import (
     Rebound,
     advance,
 )
-from tessera.operator.planner.model import InstanceRequest, Memory, WorldSpec, ZoneView
+from tessera.operator.planner.model import Desired, InstanceRequest, Memory, WorldSpec, ZoneView
 from tessera.operator.planner.rules import plan
 from tessera.operator.store import Entry, OperatorStore
 from tessera.operator.zonectl import ZoneControl
@@ -112,7 +113,7 @@ async def reconcile(
     for action in actions:
         await workloads.apply(action, now)
 
-    after = advance(seen.views, actions)
+    after = advance(seen.views, actions, world.revision)
     version = await store.publish_zone_map(
         world.name, to_bounds(world.bounds), resources.map_entries(world, after, seen.statuses)
     )
@@ -129,6 +130,15 @@ async def reconcile(
         world.name, actions, workloads=workloads, store=store, before=seen.memory, now=now
     )
     await workloads.report(after, result, map_version=version, now=now)
+    metrics.ZONES_OUTDATED.labels(world.name).set(
+        sum(
+            1
+            for z in after
+            if z.desired == Desired.ACTIVE
+            and z.instance is None
+            and not resources.updated(z, world)
+        )
+    )
     await store.ack_instances(world.name, result.done)
     _count_world(world, after, requests, result)
     for note in result.notes:
@@ -139,7 +149,7 @@ async def reconcile(
 def order(actions: Sequence[Action]) -> list[Action]:
     """New zones first, then re-bounds, drains and deletions, so the layout never
     has a gap (it may briefly overlap while a split is carried out)."""
-    rank = {CreateZone: 0, AssignStandby: 0, Rebound: 1, Drain: 2, Delete: 3}
+    rank = {CreateZone: 0, AssignStandby: 0, Rebound: 1, Adopt: 1, Drain: 2, Delete: 3}
     return sorted(actions, key=lambda a: rank[type(a)])
 
 

@@ -5,6 +5,8 @@ Events the operator writes. Pure functions; kube.py sends what they build."""
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -14,6 +16,7 @@ from typing import Any
 from tessera.common.store import instance_zone
 from tessera.operator.planner.actions import (
     Action,
+    Adopt,
     AssignStandby,
     CreateZone,
     Delete,
@@ -27,6 +30,7 @@ from tessera.operator.planner.model import (
     InstanceRequest,
     Phase,
     Policy,
+    Rollout,
     WorldSpec,
     ZoneView,
 )
@@ -78,6 +82,26 @@ def bounds_dict(rect: Rect) -> dict[str, float]:
     return {"minX": rect.min_x, "minZ": rect.min_z, "maxX": rect.max_x, "maxZ": rect.max_z}
 
 
+def template_revision(template: Mapping[str, Any]) -> str:
+    """A short hash of a zone template: zones whose template hashes differ from
+    the World's are replaced."""
+    text = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def rollout_of(raw: Mapping[str, Any]) -> Rollout:
+    """The World's ``spec.rollout`` with the CRD's defaults and limits."""
+    d = Rollout()
+    out = Rollout(
+        max_surge=int(raw.get("maxSurge", d.max_surge)),
+        max_unavailable=int(raw.get("maxUnavailable", d.max_unavailable)),
+        paused=bool(raw.get("paused", d.paused)),
+    )
+    if out.max_surge < 1 or out.max_unavailable < 1:
+        raise SpecError("rollout.maxSurge and rollout.maxUnavailable must be at least 1")
+    return out
+
+
 def world_spec(obj: Mapping[str, Any]) -> WorldSpec:
     """The planner's view of a World, with the CRD's defaults and rules (the API
     server enforces them too; they are repeated here for hand-made objects)."""
@@ -109,7 +133,8 @@ def world_spec(obj: Mapping[str, Any]) -> WorldSpec:
     replicas = spec.get("replicas")
     if policy.mode == "External" and replicas is None:
         raise SpecError("spec.replicas is required when autoscaling.mode is External")
-    if not (spec.get("zoneTemplate") or {}).get("image"):
+    template = spec.get("zoneTemplate") or {}
+    if not template.get("image"):
         raise SpecError("spec.zoneTemplate.image is required")
     raw = spec.get("instances") or {}
     i = InstancePolicy()
@@ -129,6 +154,8 @@ def world_spec(obj: Mapping[str, Any]) -> WorldSpec:
         drain_timeout_s=float(spec.get("drainTimeoutSeconds", 60)),
         replicas=int(replicas) if replicas is not None else None,
         instances=instances,
+        revision=template_revision(template),
+        rollout=rollout_of(spec.get("rollout") or {}),
     )
 
 
@@ -156,8 +183,11 @@ def timestamp(text: str | None) -> float | None:
         return None
 
 
-def zone_view(obj: Mapping[str, Any], status: zone_pb2.ZoneStatus | None) -> ZoneView:
-    """The planner's view of one ZoneServer and its heartbeat."""
+def zone_view(
+    obj: Mapping[str, Any], status: zone_pb2.ZoneStatus | None, *, evicting: bool = False
+) -> ZoneView:
+    """The planner's view of one ZoneServer and its heartbeat (``evicting``: its
+    pod's node is being drained)."""
     spec = obj.get("spec") or {}
     match = (spec.get("instance") or {}).get("match")
     raw_bounds = spec.get("bounds")
@@ -177,6 +207,8 @@ def zone_view(obj: Mapping[str, Any], status: zone_pb2.ZoneStatus | None) -> Zon
         deleting=bool(obj["metadata"].get("deletionTimestamp")),
         instance=str(match) if match else None,
         created=timestamp(obj["metadata"].get("creationTimestamp")),
+        revision=template_revision(spec["template"]) if spec.get("template") else "",
+        evicting=evicting,
     )
 
 
@@ -216,6 +248,7 @@ def zoneserver(world_obj: Mapping[str, Any], action: CreateZone) -> dict[str, An
         spec["parent"] = action.parent
     if action.instance:
         spec["instance"] = {"match": action.instance}
+    spec["template"] = dict((world_obj.get("spec") or {}).get("zoneTemplate") or {})
     return {
         "apiVersion": API_VERSION,
         "kind": "ZoneServer",
@@ -229,7 +262,7 @@ def zoneserver(world_obj: Mapping[str, Any], action: CreateZone) -> dict[str, An
     }
 
 
-def zoneserver_patch(action: AssignStandby | Rebound | Drain) -> dict[str, Any]:
+def zoneserver_patch(action: AssignStandby | Rebound | Adopt | Drain) -> dict[str, Any]:
     """The spec change that carries out an action on an existing ZoneServer."""
     if isinstance(action, AssignStandby):
         spec: dict[str, Any] = {
@@ -243,6 +276,8 @@ def zoneserver_patch(action: AssignStandby | Rebound | Drain) -> dict[str, Any]:
         return {"spec": spec}
     if isinstance(action, Rebound):
         return {"spec": {"bounds": bounds_dict(action.bounds), "depth": action.depth}}
+    if isinstance(action, Adopt):
+        return {"spec": {"parent": action.parent}}
     return {"spec": {"desiredState": Desired.DRAINING.value, "drainTarget": action.target}}
 
 
@@ -252,17 +287,40 @@ class WorkloadSettings:
 
     redis_url: str
     service_account: str | None = None
+    # A Secret in the World's namespace holding the Redis password: the pod gets
+    # it as REDIS_PASSWORD, and ``redis_url`` may name it as $(REDIS_PASSWORD).
+    redis_secret: str | None = None
+    redis_secret_key: str = "password"
+
+
+# The same as the chart's pods (tessera.podSecurityContext, tessera.containerSecurityContext).
+RUN_AS = 10001
+POD_SECURITY: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS,
+    "runAsGroup": RUN_AS,
+    "fsGroup": RUN_AS,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 def deployment(
     zs: Mapping[str, Any], world_obj: Mapping[str, Any], settings: WorkloadSettings
 ) -> dict[str, Any]:
-    """The one-pod Deployment running a ZoneServer's zone process."""
+    """The one-pod Deployment running a ZoneServer's zone process, from the
+    template the ZoneServer was created with (else the World's)."""
     meta = zs["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     spec = zs.get("spec") or {}
     wspec = world_obj.get("spec") or {}
-    template = wspec.get("zoneTemplate") or {}
+    template = spec.get("template") or wspec.get("zoneTemplate") or {}
     world = spec["world"]
     world_rect = rect_of(wspec["bounds"])
     bounds = rect_of(spec["bounds"]).text() if spec.get("bounds") else ""
@@ -272,6 +330,21 @@ def deployment(
         {"name": "TESSERA_ZONE", "value": name},
         {"name": "TESSERA_WORLD_BOUNDS", "value": world_rect.text()},
         {"name": "TESSERA_ZONE_BOUNDS", "value": bounds},
+        *(
+            [
+                {
+                    "name": "REDIS_PASSWORD",
+                    "valueFrom": {
+                        "secretKeyRef": {
+                            "name": settings.redis_secret,
+                            "key": settings.redis_secret_key,
+                        }
+                    },
+                }
+            ]
+            if settings.redis_secret
+            else []
+        ),
         {"name": "TESSERA_REDIS_URL", "value": settings.redis_url},
         {"name": "TESSERA_TICK_HZ", "value": str(template.get("tickRate", 30))},
         {"name": "TESSERA_GRPC_PORT", "value": str(GRPC_PORT)},
@@ -299,6 +372,8 @@ def deployment(
         ],
         "readinessProbe": probe,
         "livenessProbe": {**probe, "initialDelaySeconds": 10, "failureThreshold": 6},
+        "securityContext": CONTAINER_SECURITY,
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         "lifecycle": {
             "preStop": {
                 "exec": {
@@ -320,7 +395,20 @@ def deployment(
     pod_labels = labels(world, name)
     pod_spec: dict[str, Any] = {
         "terminationGracePeriodSeconds": drain_timeout + TERMINATION_MARGIN_S,
+        "automountServiceAccountToken": False,
+        "securityContext": POD_SECURITY,
         "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+        # One node's loss takes a bounded share of the world.
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": key,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {WORLD_LABEL: world}},
+            }
+            for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+        ],
     }
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
@@ -349,6 +437,78 @@ def deployment(
             },
         },
     }
+
+
+def guarded(zs: Mapping[str, Any]) -> bool:
+    """Whether a zone's pod gets a PodDisruptionBudget: zones the operator
+    replaces by handoff (managed open-world zones); an instance zone ends by its
+    own rules, a hand-applied zone is the user's."""
+    return is_managed(zs) and not (zs.get("spec") or {}).get("instance")
+
+
+def disruption_budget(zs: Mapping[str, Any]) -> dict[str, Any]:
+    """A PodDisruptionBudget that refuses every eviction of a zone's Ready pod: a
+    node drain waits until the operator has replaced the zone by handoff (see
+    :func:`evicting`) and deleted it."""
+    meta = zs["metadata"]
+    world = zs["spec"]["world"]
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": labels(world, meta["name"]),
+            "ownerReferences": [owner_reference(zs)],
+        },
+        "spec": {
+            "maxUnavailable": 0,
+            "selector": {"matchLabels": {WORLD_LABEL: world, ZONE_LABEL: meta["name"]}},
+            # A zone pod that is not Ready (crash-looping, restoring) is never
+            # replaced by handoff; its eviction must not hold a node drain forever.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+# Taints that announce a node's drain besides the cordon's own
+# (node.kubernetes.io/unschedulable comes with spec.unschedulable).
+DRAIN_TAINTS = frozenset(
+    {
+        "node.kubernetes.io/unschedulable",
+        "ToBeDeletedByClusterAutoscaler",
+        "karpenter.sh/disrupted",
+        "karpenter.sh/disruption",
+    }
+)
+
+
+def draining_node(node: Mapping[str, Any]) -> bool:
+    """A node being drained: cordoned, or tainted by a node autoscaler about to remove it."""
+    spec = node.get("spec") or {}
+    taints = {t.get("key") for t in spec.get("taints") or []}
+    return bool(spec.get("unschedulable")) or bool(taints & DRAIN_TAINTS)
+
+
+def evicting(
+    pods: Sequence[Mapping[str, Any]], nodes: Sequence[Mapping[str, Any]]
+) -> frozenset[str]:
+    """The zones whose pod is on a draining node or marked for disruption
+    (condition DisruptionTarget, set by the API server before an eviction or
+    preemption deletes the pod)."""
+    leaving = {n["metadata"]["name"] for n in nodes if draining_node(n)}
+    out = set()
+    for pod in pods:
+        zone = (pod["metadata"].get("labels") or {}).get(ZONE_LABEL)
+        if not zone or pod["metadata"].get("deletionTimestamp"):
+            continue
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        marked = any(
+            c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in conditions
+        )
+        if marked or (pod.get("spec") or {}).get("nodeName") in leaving:
+            out.add(zone)
+    return frozenset(out)
 
 
 def service(zs: Mapping[str, Any]) -> dict[str, Any]:
@@ -468,6 +628,7 @@ def world_status(
     problems = [n for n in result.notes if "do not partition" in n]
     out: dict[str, Any] = {
         "replicas": len(active),
+        "updatedZones": sum(1 for z in active if updated(z, world)),
         "selector": f"{WORLD_LABEL}={world.name}",
         "zonesByPhase": phases,
         "standbyZones": sum(1 for z in views if z.desired == Desired.STANDBY),
@@ -498,6 +659,11 @@ def world_status(
     if old and old[0].get("status") == out["conditions"][0]["status"]:
         out["conditions"][0]["lastTransitionTime"] = old[0].get("lastTransitionTime", now)
     return out
+
+
+def updated(zone: ZoneView, world: WorldSpec) -> bool:
+    """Whether a zone runs the World's current zone template."""
+    return not world.revision or zone.revision == world.revision
 
 
 def event(
@@ -556,7 +722,7 @@ def map_entries(
 
 
 _ACTIONS: dict[str, type[Action]] = {
-    cls.__name__: cls for cls in (CreateZone, AssignStandby, Rebound, Drain, Delete)
+    cls.__name__: cls for cls in (CreateZone, AssignStandby, Rebound, Adopt, Drain, Delete)
 }
 
 

@@ -19,7 +19,15 @@ from typing import Any
 
 from tessera.operator import metrics, resources
 from tessera.operator.kube import Kube, KubeError
-from tessera.operator.planner.actions import Action, AssignStandby, CreateZone, Drain, Plan, Rebound
+from tessera.operator.planner.actions import (
+    Action,
+    Adopt,
+    AssignStandby,
+    CreateZone,
+    Drain,
+    Plan,
+    Rebound,
+)
 from tessera.operator.planner.model import Memory, WorldSpec, ZoneView
 from tessera.operator.reconcile import Observation, reconcile
 from tessera.operator.store import OperatorStore
@@ -54,11 +62,16 @@ class ZoneServers:
             await self.apply(resources.action_of(raw), now)
 
     async def observe(self, store: OperatorStore, now: float) -> Observation:
-        """List the World's ZoneServers, read their heartbeats, patch their statuses."""
+        """List the World's ZoneServers, read their heartbeats, find those whose
+        pod is on a draining node (pods and nodes listed), patch their statuses."""
         objs = await self.kube.list_zoneservers(self.namespace, self.world.name)
         names = [o["metadata"]["name"] for o in objs]
         statuses = await store.zone_statuses(self.world.name, names)
-        views = [resources.zone_view(o, statuses.get(o["metadata"]["name"])) for o in objs]
+        leaving = await self._evicting()
+        views = [
+            resources.zone_view(o, statuses.get(name), evicting=name in leaving)
+            for o, name in zip(objs, names, strict=True)
+        ]
         await self._patch_zone_statuses(objs, views, statuses, now)
         return Observation(
             views=views,
@@ -68,6 +81,20 @@ class ZoneServers:
             },
             memory=Memory.from_dict(self.previous.get("planner")),
         )
+
+    async def _evicting(self) -> frozenset[str]:
+        """The zones on draining nodes; none (logged, counted) when pods or nodes
+        cannot be listed, e.g. RBAC from an older chart: the world goes on."""
+        try:
+            pods = await self.kube.list_zone_pods(self.namespace, self.world.name)
+            nodes = await self.kube.list_nodes()
+        except KubeError as err:
+            if err.status != 403:
+                raise
+            metrics.RECONCILE_ERRORS.labels("nodes").inc()
+            log.warning("cannot list zone pods or nodes", extra={"error": str(err)})
+            return frozenset()
+        return resources.evicting(pods, nodes)
 
     async def intend(self, memory: Memory, actions: Sequence[Action]) -> None:
         """Write the planner memory and the actions as ``status.pending`` (when
@@ -92,7 +119,7 @@ class ZoneServers:
             except KubeError as err:
                 if err.status != 409:  # already created by an earlier, interrupted pass
                     raise
-        elif isinstance(action, AssignStandby | Rebound | Drain):
+        elif isinstance(action, AssignStandby | Rebound | Adopt | Drain):
             await self.kube.patch_zoneserver(
                 self.namespace, action.zone, resources.zoneserver_patch(action)
             )

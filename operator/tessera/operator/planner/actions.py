@@ -51,6 +51,16 @@ class Rebound:
 
 
 @dataclass(frozen=True)
+class Adopt:
+    """Make ``parent`` the zone ``zone`` was split from (its old parent was replaced)."""
+
+    zone: str
+    parent: str
+    decision: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Drain:
     """Stop joins and hand every entity to ``target`` (None: the owner by position)."""
 
@@ -70,7 +80,7 @@ class Delete:
     reason: str
 
 
-Action = CreateZone | AssignStandby | Rebound | Drain | Delete
+Action = CreateZone | AssignStandby | Rebound | Adopt | Drain | Delete
 
 
 @dataclass(frozen=True)
@@ -86,15 +96,24 @@ class Plan:
     done: tuple[str, ...] = ()
 
 
-def advance(zones: Sequence[ZoneView], actions: Iterable[Action]) -> list[ZoneView]:
+def advance(
+    zones: Sequence[ZoneView], actions: Iterable[Action], revision: str = ""
+) -> list[ZoneView]:
     """The zones after carrying out ``actions`` (load and phases unchanged; new
-    zones start Pending). For simulations and tests."""
+    zones start Pending, running the template ``revision``)."""
     out = {z.name: z for z in zones}
     for a in actions:
         if isinstance(a, CreateZone):
             desired = Desired.ACTIVE if a.bounds is not None else Desired.STANDBY
             out[a.zone] = ZoneView(
-                a.zone, desired, a.bounds, a.parent, a.depth, a.split_depth, instance=a.instance
+                a.zone,
+                desired,
+                a.bounds,
+                a.parent,
+                a.depth,
+                a.split_depth,
+                instance=a.instance,
+                revision=revision,
             )
         elif isinstance(a, AssignStandby):
             out[a.zone] = replace(
@@ -107,6 +126,8 @@ def advance(zones: Sequence[ZoneView], actions: Iterable[Action]) -> list[ZoneVi
             )
         elif isinstance(a, Rebound):
             out[a.zone] = replace(out[a.zone], bounds=a.bounds, depth=a.depth)
+        elif isinstance(a, Adopt):
+            out[a.zone] = replace(out[a.zone], parent=a.parent)
         elif isinstance(a, Drain):
             out[a.zone] = replace(out[a.zone], desired=Desired.DRAINING)
         else:

@@ -248,7 +248,7 @@ def _min_zones_note(p: Pair, policy: Policy) -> str:
 
 def _zone_count(draft: Draft, active: Sequence[ZoneView]) -> int:
     """Open-world zones with bounds once the earlier rules are carried out: the
-    active ones not being deleted and the ones placed in their stead."""
+    active ones not being deleted or drained and the ones placed in their stead."""
     placed = sum(
         1
         for a in draft.actions
@@ -256,7 +256,8 @@ def _zone_count(draft: Draft, active: Sequence[ZoneView]) -> int:
         and a.bounds is not None
         and not (isinstance(a, CreateZone) and a.instance is not None)
     )
-    return len([z for z in active if not z.deleting]) + placed
+    drained = {a.zone for a in draft.actions if isinstance(a, Drain)}
+    return len([z for z in active if not z.deleting and z.name not in drained]) + placed
 
 
 def _splittable(draft: Draft, active: Sequence[ZoneView], now: float) -> list[ZoneView]:

@@ -19,6 +19,11 @@ def zone_name(world: str, number: int) -> str:
     return world[: 63 - len(suffix)] + suffix
 
 
+def fresh(z: ZoneView, world: WorldSpec) -> bool:
+    """Whether ``z`` runs the world's current zone template on a node that stays."""
+    return not z.evicting and (not world.revision or z.revision == world.revision)
+
+
 class Draft:
     """Actions, notes, memory updates and the zones already used (``busy``)."""
 
@@ -38,11 +43,17 @@ class Draft:
         self.end_at = dict(memory.end_at)
         # The ids of the instance requests taken care of.
         self.done: list[str] = []
+        # Ready standbys that run the current template on a node that stays.
         self.standby = sorted(
             z.name
             for z in zones.values()
-            if z.desired == Desired.STANDBY and z.phase == Phase.READY and not z.deleting
+            if z.desired == Desired.STANDBY
+            and z.phase == Phase.READY
+            and not z.deleting
+            and fresh(z, world)
         )
+        # Standbys a rollout wants beyond the pool's size (its surge).
+        self.surge = 0
 
     def new_name(self) -> str:
         """The next zone name no zone has."""

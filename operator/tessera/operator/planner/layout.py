@@ -5,7 +5,7 @@ drains what is deleted, and the standby pool is kept at its size."""
 from __future__ import annotations
 
 from tessera.operator.planner.actions import AssignStandby, CreateZone, Delete, Drain, Rebound
-from tessera.operator.planner.draft import Draft
+from tessera.operator.planner.draft import Draft, fresh
 from tessera.operator.planner.geometry import Pair, sibling_pairs, split_rect
 from tessera.operator.planner.model import Desired, Phase, ZoneView
 from tessera.wire.geometry import Rect
@@ -115,18 +115,31 @@ def _free_sibling(draft: Draft, z: ZoneView, pairs: list[Pair]) -> tuple[ZoneVie
 
 
 def standby_pool(draft: Draft) -> None:
-    """Keep ``standby`` idle zones: start more, or remove the surplus."""
+    """Keep ``standby`` idle zones (plus a rollout's surge) running the current
+    template: start more, remove the surplus and the out-of-date ones."""
     zones = draft.zones.values()
-    pool = [z.name for z in zones if z.desired == Desired.STANDBY and not z.deleting]
     assigned = {a.zone for a in draft.actions if isinstance(a, AssignStandby)}
-    left = [name for name in pool if name not in assigned]
-    for _ in range(draft.world.standby - len(left)):
+    pool = [
+        z
+        for z in zones
+        if z.desired == Desired.STANDBY and not z.deleting and z.name not in assigned
+    ]
+    left = [z.name for z in pool if fresh(z, draft.world)]
+    size = draft.world.standby + draft.surge
+    for _ in range(size - len(left)):
         name = draft.new_name()
         draft.actions.append(
             CreateZone(name, None, None, 0, 0, "Standby", "refill the standby pool")
         )
-    for name in sorted(left, reverse=True)[: max(0, len(left) - draft.world.standby)]:
+    for name in sorted(left, reverse=True)[: max(0, len(left) - size)]:
         draft.actions.append(Delete(name, False, "Standby", "standby pool above its size"))
+    for z in pool:
+        if z.evicting:
+            reason = f"standby {z.name} is on a draining node"
+            draft.actions.append(Delete(z.name, False, "NodeDrain", reason))
+        elif not fresh(z, draft.world):
+            reason = f"standby {z.name} runs an old zone template"
+            draft.actions.append(Delete(z.name, False, "Rollout", reason))
     for z in zones:
         if z.desired == Desired.STANDBY and z.deleting and z.name not in assigned:
             reason = f"standby {z.name} is being deleted"

@@ -61,6 +61,20 @@ class InstancePolicy:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """How zones are replaced when the zone template changes (World
+    ``spec.rollout``); defaults match the CRD."""
+
+    # Replacement zones started ahead of the handovers (extra zone pods at once,
+    # draining zones included).
+    max_surge: int = 1
+    # Zones handing their players over at once (any draining open-world zone counts).
+    max_unavailable: int = 1
+    # Holds template replacements (zones on draining nodes are still replaced).
+    paused: bool = False
+
+
+@dataclass(frozen=True)
 class WorldSpec:
     """What the planner needs of a World; defaults match the CRD."""
 
@@ -72,6 +86,9 @@ class WorldSpec:
     drain_timeout_s: float = 60.0
     replicas: int | None = None
     instances: InstancePolicy = field(default_factory=InstancePolicy)
+    # The zone template's revision ("": unknown, nothing is out of date).
+    revision: str = ""
+    rollout: Rollout = field(default_factory=Rollout)
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,10 @@ class ZoneView:
     instance: str | None = None
     # When the zone was created (seconds since the epoch), if known.
     created: float | None = None
+    # The revision of the zone template it runs.
+    revision: str = ""
+    # Its node is being drained (cordoned) or its pod is about to be evicted.
+    evicting: bool = False
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@
 3. a Static world only drains deleted zones; 4. a new managed world gets its
 initial layout; 5. if the active zones do not partition the world exactly,
 nothing scales; 6. deleted zones hand their area on (:mod:`.layout`);
-7. splits and merges (:mod:`.autoscale`); 8. the standby pool (:mod:`.layout`).
+7. zones on draining nodes or with an old template are replaced
+(:mod:`.replace`); 8. splits and merges (:mod:`.autoscale`); 9. the standby
+pool (:mod:`.layout`), with the replacements' surge.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tessera.operator.planner.layout import (
     static_drains,
 )
 from tessera.operator.planner.model import Desired, InstanceRequest, Memory, WorldSpec, ZoneView
+from tessera.operator.planner.replace import replacements
 
 
 def plan(
@@ -59,6 +62,7 @@ def plan(
             )
         else:
             deletions(draft, active, now)
+            replacements(draft, active, now)
             if world.policy.enabled:
                 autoscale(draft, active, now)
     standby_pool(draft)
