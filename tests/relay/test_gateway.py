@@ -210,12 +210,12 @@ async def test_stalled_link_reroutes_from_redis_then_times_out(
     assert not link.connected and link.down_since is not None
     await redis.hset(keys.routes, "alice", "zone-b|2")
     now = link.down_since + 1.0
-    await gateway.sweep(now, time.time())
+    await gateway.sweep(now)
     assert moved.zone == "zone-b" and stuck.zone == "zone-a"
     later = link.down_since + gateway.config.upstream_timeout_s + 1
     moved.last_seen = stuck.last_seen = later  # the clients keep sending
     gateway.links["zone-b"].down_since = later  # zone-b's link is only just starting
-    await gateway.sweep(later, time.time())
+    await gateway.sweep(later)
     assert stuck.closed and "bob" not in gateway.sessions.by_player
     goodbye = relay_pb2.ServerMessage.FromString(stuck_sent[-1])
     assert goodbye.disconnected.reason == "ZONE_UNAVAILABLE"
@@ -226,7 +226,7 @@ async def test_idle_sessions_closed_and_kick(gateway: Gateway) -> None:
     idle, idle_sent = add_session(gateway, "idle", "zone-a", 1)
     _, kicked_sent = add_session(gateway, "kicked", "zone-a", 1)
     idle.last_seen -= 60
-    await gateway.sweep(time.monotonic(), time.time())
+    await gateway.sweep(time.monotonic())
     assert idle.closed
     assert relay_pb2.ServerMessage.FromString(idle_sent[-1]).disconnected.reason == "IDLE_TIMEOUT"
     assert gateway.kick("kicked", "cheating")
@@ -276,13 +276,15 @@ async def test_a_token_for_another_world_is_refused_and_not_spent(redis: Redis) 
         opener=lambda token, now: grants[token],
         counters=Counters(),
     )
-    assert gw.admit(b"here", time.time()) is grants[b"here"]
-    assert gw.admit(b"any", time.time()) is grants[b"any"]
+    assert await gw.admit(b"here", time.time()) is grants[b"here"]
+    assert await gw.admit(b"any", time.time()) is grants[b"any"]
     with pytest.raises(Rejected) as info:
-        gw.admit(b"there", time.time())
+        await gw.admit(b"there", time.time())
     assert info.value.reason == "wrong_world" and "elsewhere" in str(info.value)
-    assert grants[b"there"].token_id not in gw.used_tokens
-    assert len(gw.used_tokens) == 2
+    store = gw.store
+    assert await redis.exists(store.spent_token_key(grants[b"there"].token_id)) == 0
+    for name in (b"here", b"any"):
+        assert await redis.exists(store.spent_token_key(grants[name].token_id)) == 1
 
 
 async def test_a_destination_zone_that_is_not_up_is_refused_before_anything_moves(
@@ -302,3 +304,37 @@ async def test_a_destination_zone_that_is_not_up_is_refused_before_anything_move
     assert gateway.links == {} and len(gateway.sessions) == 0
     assert await redis.hget(keys.routes, "alice") == b"zone-a|3"
     assert gateway.counters.transfers == 0
+
+
+async def test_revocation_ends_the_sessions_of_that_login_and_refuses_its_tokens(
+    redis: Redis,
+) -> None:
+    revoked = grant_for("w")  # issued in auth session "s"
+    gw = Gateway(
+        GatewayConfig(relay_id="r1", world="w"),
+        store=RelayStore(redis, "w"),
+        opener=lambda token, now: revoked,
+        counters=Counters(),
+    )
+    try:
+        session, sent = add_session(gw, "alice", "zone-a", 1)
+        session.session_id = "s"
+        other, other_sent = add_session(gw, "bob", "zone-a", 1)
+        other.session_id = "other"
+        gw.revoke("s", time.time() + 60)
+        assert session.closed and "alice" not in gw.sessions.by_player
+        goodbye = relay_pb2.ServerMessage.FromString(sent[-1])
+        assert goodbye.disconnected.reason == "REVOKED"
+        assert "alice" not in gw.links["zone-a"].attached
+        assert not other.closed and other_sent == []
+        with pytest.raises(Rejected) as info:
+            await gw.admit(b"revoked", time.time())
+        assert info.value.reason == "revoked"
+        # Refused before it was spent.
+        assert await redis.exists(gw.store.spent_token_key(revoked.token_id)) == 0
+        # Once no token of the session can verify any more, the revocation is forgotten.
+        gw.revoke("old", time.time() - 1)
+        gw.prune_revocations()
+        assert set(gw.revoked) == {"s"}
+    finally:
+        await gw.close_all()

@@ -32,14 +32,22 @@ from tessera.auth.keys import KeyRing, SigningKey, write_key
 from tessera.authclient.issuer import AuthIssuer
 from tessera.client.bot import Bot, hotspot, random_walk
 from tessera.client.client import GameClient, Intent
-from tessera.client.login import guest_connect_token
+from tessera.client.login import connect_token, guest_connect_token, guest_login
 from tessera.client.transport import ConnectError, PlayTransport, UdpTransport, ping
 from tessera.client.world import WorldView
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
 from tessera.common.store import connect as redis_connect
 from tessera.harness.redis import LocalRedis
-from tessera.v1 import auth_pb2, common_pb2, relay_pb2, relay_pb2_grpc, zone_pb2, zone_pb2_grpc
+from tessera.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    common_pb2,
+    relay_pb2,
+    relay_pb2_grpc,
+    zone_pb2,
+    zone_pb2_grpc,
+)
 from tessera.wire import packet
 from tessera.wire.connect_token import ConnectGrant, issue_connect_token, new_token_id
 from tessera.zone.audit import settle
@@ -152,6 +160,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "TESSERA_UDP_PORT": str(udp_port),
         "TESSERA_AUTH_ADDRESS": auth.grpc_address,
         "TESSERA_CONNECT_KEY": connect_b64,
+        "TESSERA_RELAY_CONNECT_TIMEOUT_S": "0.5",
     }
     relay = ServiceProcess("tessera.relay", relay_env, name="relay").start()
     relay.wait_serving()
@@ -294,9 +303,9 @@ def mint(stack: Stack, *, expires_in: int, key: SigningKey | None = None) -> byt
     )
 
 
-async def raw_handshake(stack: Stack, token: bytes) -> bool:
+async def raw_handshake(stack: Stack, token: bytes, address: str = "") -> bool:
     """Send a handshake from a fresh socket; True if anything came back."""
-    host, port = stack.udp_address.split(":")
+    host, port = (address or stack.udp_address).split(":")
     loop = asyncio.get_running_loop()
     got: asyncio.Queue[bytes] = asyncio.Queue()
 
@@ -1066,3 +1075,110 @@ async def test_a_failed_rollback_moves_the_live_session_or_ends_it(stack: Stack)
             await client.close()
         await stop_zones(stack, source, dest)
         await redis.aclose()
+
+
+def spare_relay(stack: Stack) -> ServiceProcess:
+    """A second relay of the world (relay B) on the spare UDP port auth also names."""
+    port_b = stack.spare_udp_address.rsplit(":", 1)[1]
+    return ServiceProcess(
+        "tessera.relay",
+        {**stack.relay_env, "TESSERA_UDP_PORT": port_b, "TESSERA_RELAY_ID": "relay-b"},
+        name="relay-b",
+    ).start()
+
+
+async def test_a_connect_token_is_spent_once_per_world_across_relays_and_restarts(
+    stack: Stack,
+) -> None:
+    """A token redeemed on relay A is refused by relay B; one redeemed on B is
+    still refused after B is killed (-9) and started again."""
+    relay_b = spare_relay(stack)
+    on_a, on_b = GameClient(UdpTransport()), GameClient(UdpTransport())
+    try:
+        await asyncio.to_thread(relay_b.wait_serving)
+        first = await guest_connect_token(stack.auth.grpc_address, "device-once-a-0123456789")
+        await on_a.connect(via(first, stack.udp_address))
+        assert not await raw_handshake(stack, first.token, stack.spare_udp_address)
+        assert relay_metric(relay_b, "tessera_relay_handshakes_total", result="replayed") == 1
+
+        second = await guest_connect_token(stack.auth.grpc_address, "device-once-b-0123456789")
+        await on_b.connect(via(second, stack.spare_udp_address))
+        relay_b.kill()
+        relay_b = spare_relay(stack)
+        await asyncio.to_thread(relay_b.wait_serving)
+        assert not await raw_handshake(stack, second.token, stack.spare_udp_address)
+        assert relay_metric(relay_b, "tessera_relay_handshakes_total", result="replayed") == 1
+        assert not await raw_handshake(stack, second.token)
+        assert on_a.connected
+    finally:
+        await on_a.close()
+        await on_b.close()
+        relay_b.terminate()
+
+
+async def test_a_revoked_login_is_dropped_by_every_relay_within_a_second(stack: Stack) -> None:
+    """Logout revokes the auth session: its players on relays A and B get
+    Disconnected(REVOKED) within 1 s, and its unused tokens are refused."""
+    relay_b = spare_relay(stack)
+    on_a, on_b = GameClient(UdpTransport()), GameClient(UdpTransport())
+    try:
+        await asyncio.to_thread(relay_b.wait_serving)
+        login_a = await guest_login(stack.auth.grpc_address, "device-revoke-a-0123456789")
+        login_b = await guest_login(stack.auth.grpc_address, "device-revoke-b-0123456789")
+        token_a = await connect_token(stack.auth.grpc_address, login_a.access_token)
+        unused = await connect_token(stack.auth.grpc_address, login_a.access_token)
+        token_b = await connect_token(stack.auth.grpc_address, login_b.access_token)
+        await on_a.connect(via(token_a, stack.udp_address))
+        await on_b.connect(via(token_b, stack.spare_udp_address))
+        bystander = await connect_bot(stack, "revoke-bystander", random_walk, seed=5)
+        await wait_for(lambda: on_a.snapshots > 2 and on_b.snapshots > 2, 10.0, "snapshots")
+
+        async with grpc.aio.insecure_channel(stack.auth.grpc_address) as channel:
+            auth: Any = auth_pb2_grpc.AuthStub(channel)
+            started = time.monotonic()
+            for login in (login_a, login_b):
+                await auth.Logout(
+                    auth_pb2.LogoutRequest(),
+                    metadata=(("authorization", f"Bearer {login.access_token}"),),
+                )
+        await wait_for(
+            lambda: on_a.disconnected is not None and on_b.disconnected is not None,
+            1.0,
+            "both revoked sessions to end",
+        )
+        assert time.monotonic() - started < 1.0
+        assert on_a.disconnected is not None and on_a.disconnected.reason == "REVOKED"
+        assert on_b.disconnected is not None and on_b.disconnected.reason == "REVOKED"
+        assert token_a.player_id not in await sessions_by_player(stack)
+        assert token_b.player_id not in await sessions_by_player(stack, relay_b)
+        # A token of the revoked session is refused (no reply), though never used.
+        assert not await raw_handshake(stack, unused.token)
+        assert stack.metric("tessera_relay_handshakes_total", result="revoked") >= 1
+        assert bystander.client.connected
+        await bystander.client.close()
+    finally:
+        await on_a.close()
+        await on_b.close()
+        relay_b.terminate()
+
+
+async def test_a_play_stream_that_never_connects_is_ended(stack: Stack) -> None:
+    """A Play stream that sends nothing is ended after the connect timeout (0.5 s
+    here), with DEADLINE_EXCEEDED / CONNECT_TIMEOUT, and counted."""
+    before = stack.metric("tessera_relay_drops_total", reason="connect_timeout")
+    outbox: asyncio.Queue[relay_pb2.ClientMessage] = asyncio.Queue()
+
+    async def silent() -> AsyncIterator[relay_pb2.ClientMessage]:
+        yield await outbox.get()  # never: the client holds the stream open
+
+    async with grpc.aio.insecure_channel(stack.relay.grpc_address) as channel:
+        stub: Any = relay_pb2_grpc.RelayStub(channel)
+        started = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for _ in stub.Play(silent(), timeout=10.0):
+                pass
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "connect" in (info.value.details() or "")
+        assert 0.4 < time.monotonic() - started < 3.0
+    after = stack.metric("tessera_relay_drops_total", reason="connect_timeout")
+    assert after == before + 1

@@ -55,6 +55,8 @@ async def build(server_config: ServerConfig) -> GrpcService:
             packets_per_s=config.packets_per_s,
             bytes_per_s=config.bytes_per_s,
             handshakes_per_s=config.handshakes_per_s,
+            pings_per_source_s=config.pings_per_source_s,
+            handshakes_per_source_s=config.handshakes_per_source_s,
         ),
     )
     udp, _ = await loop.create_datagram_endpoint(
@@ -85,19 +87,27 @@ async def build(server_config: ServerConfig) -> GrpcService:
     service = GrpcService(server_config)
     service.add(
         relay_pb2_grpc.add_RelayServicer_to_server,
-        RelayServicer(gateway, counters),
+        RelayServicer(gateway, counters, connect_timeout_s=config.connect_timeout_s),
         "tessera.v1.Relay",
     )
     service.serving_fields = {"udp_port": udp_port, "relay_address": tokens.relay_address}
     ready = asyncio.Event()
+    revocations_ready = asyncio.Event()
     tasks = [
         asyncio.create_task(gateway.maintain(), name="relay-maintain"),
         asyncio.create_task(
             relay_store.watch_routes(gateway.on_route_change, ready), name="relay-routes"
         ),
         asyncio.create_task(tokens.keep_fresh(), name="relay-keys"),
+        asyncio.create_task(
+            relay_store.follow_revocations(
+                revoke=gateway.revoke, prune=gateway.prune_revocations, ready=revocations_ready
+            ),
+            name="relay-revocations",
+        ),
     ]
     await asyncio.wait_for(ready.wait(), 10.0)
+    await asyncio.wait_for(revocations_ready.wait(), 10.0)
 
     async def shutdown() -> None:
         await gateway.close_all()

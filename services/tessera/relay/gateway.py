@@ -17,6 +17,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from redis.exceptions import RedisError
+
 from tessera.relay.errors import Rejected
 from tessera.relay.metrics import DOWN_LATENCY, RTT, SAMPLE_EVERY, Counters
 from tessera.relay.placement import Placement, Returned, Rollback, Stranded, TransferUndone
@@ -38,6 +40,8 @@ class Grant(Protocol):
     def token_id(self) -> bytes: ...
     @property
     def player_id(self) -> str: ...
+    @property
+    def session_id(self) -> str: ...
     @property
     def client_to_server_key(self) -> bytes: ...
     @property
@@ -87,28 +91,53 @@ class Gateway:
             link=self.link,
             counters=counters,
         )
-        self.used_tokens: dict[bytes, float] = {}
+        # Revoked auth sessions -> Unix time until which their tokens matter.
+        self.revoked: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- admission --------------------------------------------------------
 
-    def admit(self, token: bytes, now: float) -> Grant:
-        """Open and verify a connect token and spend it; Rejected if it is bad, names
-        another world, or was used."""
+    async def admit(self, token: bytes, now: float) -> Grant:
+        """Open and verify a connect token and spend it world-wide; Rejected if it is
+        bad, names another world, belongs to a revoked session, or was used on any
+        relay of the world."""
         grant = self.opener(token, now)
         if grant.world and grant.world != self.config.world:
             raise Rejected(
                 "wrong_world",
                 f"connect token is for world {grant.world}, this relay serves {self.config.world}",
             )
-        if grant.token_id in self.used_tokens:
+        if grant.session_id in self.revoked:
+            raise Rejected("revoked", "the connect token's session has been revoked")
+        try:
+            fresh = await self.store.spend_token(grant.token_id, grant.expires_at - now)
+        except (RedisError, OSError) as err:
+            raise Rejected("store_unavailable", f"cannot record the token as used: {err}") from err
+        if not fresh:
             raise Rejected("replayed", "connect token already used")
-        self.used_tokens[grant.token_id] = grant.expires_at
         return grant
 
-    def release(self, grant: Grant) -> None:
+    async def release(self, grant: Grant) -> None:
         """Make a token usable again after its session could not be opened."""
-        self.used_tokens.pop(grant.token_id, None)
+        try:
+            await self.store.unspend_token(grant.token_id)
+        except (RedisError, OSError) as err:
+            log.warning("token not released", extra={"player": grant.player_id, "error": str(err)})
+
+    # -- revocation -------------------------------------------------------
+
+    def revoke(self, session_id: str, until: float) -> None:
+        """Auth revoked ``session_id``: refuse its tokens until ``until`` and end the
+        sessions opened with them (``REVOKED``; the player leaves their zone)."""
+        self.revoked[session_id] = max(until, self.revoked.get(session_id, 0.0))
+        for session in self.sessions:
+            if session.session_id == session_id:
+                self._end(session, "REVOKED", "the player's login session was revoked")
+
+    def prune_revocations(self) -> None:
+        """Forget revocations after which no token of the session can verify."""
+        now = time.time()
+        self.revoked = {sid: until for sid, until in self.revoked.items() if until > now}
 
     # -- opening sessions -------------------------------------------------
 
@@ -145,6 +174,7 @@ class Gateway:
             entity_id=response.entity_id,
             zone=link.zone,
             epoch=response.epoch,
+            session_id=grant.session_id,
         )
         if prepare is not None:
             prepare(session)
@@ -155,6 +185,10 @@ class Gateway:
                 self.links[old.zone].detach(player)
         self.routes.update(player, Route(link.zone, response.epoch))
         link.attach(player)
+        if grant.session_id in self.revoked:
+            # Revoked while the Join was under way.
+            self._end(session, "REVOKED", "the player's login session was revoked")
+            raise Rejected("revoked", "the connect token's session has been revoked")
         accepted = relay_pb2.Accepted(
             player_id=player,
             entity_id=response.entity_id,
@@ -428,24 +462,21 @@ class Gateway:
     # -- housekeeping -----------------------------------------------------
 
     async def maintain(self, interval_s: float = 0.25) -> None:
-        """Forever: keep-alives, idle timeouts, upstream stall handling, token expiry."""
+        """Forever: keep-alives, idle timeouts, upstream stall handling."""
         while True:
             await asyncio.sleep(interval_s)
             try:
-                await self.sweep(time.monotonic(), time.time())
+                await self.sweep(time.monotonic())
             except Exception:
                 log.exception("housekeeping failed")
 
-    async def sweep(self, now: float, wall: float) -> None:
-        """One housekeeping pass at ``now`` (monotonic) and ``wall`` (epoch) time."""
+    async def sweep(self, now: float) -> None:
+        """One housekeeping pass at ``now`` (monotonic time)."""
         for session in self.sessions.idle(now):
             self._end(session, "IDLE_TIMEOUT", f"no packet for {session.timeout_s:.0f} s")
         for session in self.sessions:
             if session.transport == "udp" and now - session.last_sent > KEEPALIVE_S:
                 session.send(b"")
-        for token_id, expires_at in list(self.used_tokens.items()):
-            if expires_at < wall:
-                del self.used_tokens[token_id]
         self.placement.prune(now)
         for link in list(self.links.values()):
             if not link.connected and link.down_since is not None:

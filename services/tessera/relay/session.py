@@ -42,6 +42,8 @@ class Session:
     # The serialized Accepted message, resent when a handshake is retransmitted.
     accepted: bytes = b""
     on_close: Callable[[str], None] = field(default=lambda _reason: None)
+    # The auth session the connect token was issued in (revocation ends it).
+    session_id: str = ""
 
     @property
     def loss(self) -> float:

@@ -1,14 +1,17 @@
 """The relay's only Redis access: routes, the zone map, zone heartbeats (through
-the shared reader in tessera.common.store), and the routes_changed subscription."""
+the shared reader in tessera.common.store), the routes_changed subscription, the
+world's spent connect tokens and auth's revocation feed."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from redis.asyncio import Redis
 
+from tessera.authclient import store as auth_store
 from tessera.common.store import WorldKeys, read_heartbeat, read_heartbeats
 from tessera.relay.routing import Route, parse_route, parse_route_change
 from tessera.v1 import zone_pb2
@@ -37,6 +40,33 @@ class RelayStore:
             if route is not None:
                 found[player] = route
         return found
+
+    def spent_token_key(self, token_id: bytes) -> str:
+        """STRING with a TTL: a connect token id spent by some relay of the world."""
+        return self.keys.key("relay", "spent", token_id.hex())
+
+    async def spend_token(self, token_id: bytes, ttl_s: float) -> bool:
+        """Mark ``token_id`` spent for ``ttl_s`` (its remaining lifetime); False if
+        some relay of the world spent it already (SET NX: atomic across replicas)."""
+        ttl_ms = max(1, int(ttl_s * 1000.0))
+        done = await self.redis.set(self.spent_token_key(token_id), b"1", nx=True, px=ttl_ms)
+        return bool(done)
+
+    async def unspend_token(self, token_id: bytes) -> None:
+        """Make a token usable again (its session could not be opened)."""
+        await self.redis.delete(self.spent_token_key(token_id))
+
+    async def follow_revocations(
+        self,
+        *,
+        revoke: Callable[[str, float], None],
+        prune: Callable[[], None],
+        ready: asyncio.Event,
+    ) -> None:
+        """Auth's revocation feed (:func:`tessera.authclient.store.follow_revocations`), forever."""
+        await auth_store.follow_revocations(
+            self.redis, revoke=revoke, prune=prune, ready=ready, clock=time.time
+        )
 
     async def zone_map(self) -> zone_pb2.ZoneMap | None:
         raw = await self.redis.get(self.keys.zone_map)

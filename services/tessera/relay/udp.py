@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from google.protobuf.message import DecodeError
 
 from tessera.relay.errors import Rejected
 from tessera.relay.gateway import Gateway, Grant
-from tessera.relay.limiter import ConnectionLimits, TokenBucket
+from tessera.relay.limiter import ConnectionLimits, SourceLimits, TokenBucket
 from tessera.relay.metrics import Counters
 from tessera.relay.session import Session
 from tessera.v1 import relay_pb2
@@ -46,6 +47,13 @@ class UdpLimits:
     bytes_per_s: float = 64_000.0
     burst_s: float = 2.0
     handshakes_per_s: float = 2_000.0
+    # Per source host (burst: 2 s worth), checked before the relay-wide budget.
+    pings_per_source_s: float = 20.0
+    handshakes_per_source_s: float = 20.0
+
+
+# Rejected handshakes are logged as one summary line at most this often.
+REJECTION_LOG_S = 10.0
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
@@ -60,6 +68,13 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.handshakes = TokenBucket(
             limits.handshakes_per_s, limits.handshakes_per_s, time.monotonic()
         )
+        self.source_pings = SourceLimits(limits.pings_per_source_s, 2 * limits.pings_per_source_s)
+        self.source_handshakes = SourceLimits(
+            limits.handshakes_per_source_s, 2 * limits.handshakes_per_source_s
+        )
+        self.rejected: Counter[str] = Counter()
+        self.rejected_sources: set[str] = set()
+        self.rejections_logged_at = -REJECTION_LOG_S
         self._tasks: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -154,6 +169,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         except PacketError as err:
             self.counters.drops[err.reason] += 1
             return
+        if not self.source_pings.take(addr[0], time.monotonic()):
+            self.counters.drops["ping_rate"] += 1
+            return
         if self.transport is not None:
             pong = encode_pong(ping_id, client_ms, time.time() * 1000.0)
             self.transport.sendto(pong, addr)
@@ -178,23 +196,50 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             counters.drops["handshake_pending"] += 1
             return
         now = time.monotonic()
+        # The source's own budget first, so one source cannot spend everyone's.
+        if not self.source_handshakes.take(addr[0], now):
+            counters.drops["handshake_source_rate"] += 1
+            return
         if not self.handshakes.take(1.0, now):
             counters.drops["handshake_rate"] += 1
             return
-        try:
-            grant = self.gateway.admit(token, time.time())
-        except Rejected as err:
-            counters.handshakes[err.reason] += 1
-            counters.drops["handshake_rejected"] += 1
-            log.info(
-                "handshake rejected",
-                extra={"address": f"{addr[0]}:{addr[1]}", "reason": err.reason},
-            )
-            return
         self.pending[addr] = token
-        task = asyncio.create_task(self._open(grant, addr, token))
+        task = asyncio.create_task(self._admit(token, addr))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _admit(self, token: bytes, addr: Address) -> None:
+        try:
+            grant = await self.gateway.admit(token, time.time())
+        except Rejected as err:
+            self._forget(addr, token)
+            self.counters.handshakes[err.reason] += 1
+            self.counters.drops["handshake_rejected"] += 1
+            self._note_rejection(err.reason, addr)
+            return
+        await self._open(grant, addr, token)
+
+    def _note_rejection(self, reason: str, addr: Address) -> None:
+        """Count a rejected handshake for the summary log line: one line per
+        REJECTION_LOG_S with the counts by reason since the last one (a flood of bad
+        handshakes must not become a flood of log lines)."""
+        self.rejected[reason] += 1
+        if len(self.rejected_sources) < 1000:
+            self.rejected_sources.add(addr[0])
+        now = time.monotonic()
+        if now - self.rejections_logged_at < REJECTION_LOG_S:
+            return
+        log.warning(
+            "handshakes rejected",
+            extra={
+                "by_reason": dict(self.rejected),
+                "sources": len(self.rejected_sources),
+                "example_source": addr[0],
+            },
+        )
+        self.rejected.clear()
+        self.rejected_sources.clear()
+        self.rejections_logged_at = now
 
     async def _open(self, grant: Grant, addr: Address, token: bytes) -> None:
         def prepare(session: Session) -> None:
@@ -214,7 +259,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             )
         except Exception as err:
             self.pending.pop(addr, None)
-            self.gateway.release(grant)
+            await self.gateway.release(grant)
             reason = err.reason if isinstance(err, Rejected) else "error"
             self.counters.handshakes[reason] += 1
             self._refuse(grant, addr, reason, str(err))
