@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import time
+import tracemalloc
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +21,9 @@ from tessera.auth.keys import SigningKey
 from tessera.relay.admission import rejecting
 from tessera.relay.errors import Rejected
 from tessera.relay.gateway import Gateway, GatewayConfig
+from tessera.relay.limiter import ConnectionLimits
 from tessera.relay.metrics import Counters
+from tessera.relay.session import Session
 from tessera.relay.store import RelayStore
 from tessera.relay.udp import UdpEndpoint, UdpLimits
 from tessera.v1 import relay_pb2
@@ -290,3 +295,57 @@ async def test_a_token_spent_on_one_relay_is_refused_by_another(redis: Redis) ->
         assert (await second.admit(raw, time.time())).token_id == grant.token_id
         with pytest.raises(Rejected):
             await first.gateway.admit(raw, time.time())
+
+
+def udp_session(relay: Relay, player: str, port: int) -> Session:
+    """A UDP session wired as the endpoint wires one it opens (sealed sender,
+    limits, close hook), registered in the gateway (no zone needed)."""
+    now = time.monotonic()
+    session = Session(
+        player_id=player,
+        transport="udp",
+        token_id=os.urandom(16),
+        timeout_s=10.0,
+        created=now,
+        last_seen=now,
+        send=lambda _payload: None,
+        address=("127.0.0.1", port),
+    )
+    session.channel = packet.Channel(os.urandom(32), os.urandom(32))
+    session.limits = ConnectionLimits(packets_per_s=10, bytes_per_s=1000, burst_s=2, now=now)
+    session.send = relay.endpoint.sender(session)
+    session.on_close = lambda _reason: relay.endpoint._forget(("127.0.0.1", port), b"t")
+    relay.gateway.sessions.add(session)
+    return session
+
+
+async def test_a_closed_session_is_freed_at_once_and_churn_leaves_memory_flat(
+    relay: Relay,
+) -> None:
+    gc.collect()
+    gc.disable()
+    try:
+        session = udp_session(relay, "alice", 40000)
+        session.send(b"hello")  # the sender really is wired
+        ref = weakref.ref(session)
+        relay.gateway.close(session, "KICKED", "bye", leave=False)
+        del session
+        assert ref() is None  # freed by reference counting, no cycle left
+
+        def churn(rounds: int) -> None:
+            for i in range(rounds):
+                s = udp_session(relay, f"p{i}", 41000 + i % 1000)
+                s.send(b"x")
+                relay.gateway.close(s, "IDLE_TIMEOUT", "gone", leave=False)
+
+        tracemalloc.start()
+        churn(2000)
+        first = tracemalloc.get_traced_memory()[0]
+        churn(6000)
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        # 6000 more sessions opened and closed: a leak of even 100 B each is 600 kB.
+        assert after - first < 100_000, (first, after)
+        assert len(relay.gateway.sessions) == 0
+    finally:
+        gc.enable()

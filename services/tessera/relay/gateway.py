@@ -442,6 +442,7 @@ class Gateway:
             session.send(goodbye)
         session.closed = True
         session.on_close(reason)
+        session.release()
         current = self.sessions.remove(session)
         if current:
             self.routes.forget(session.player_id)

@@ -11,12 +11,15 @@ from tessera.wire.link import LinkStats, SentTimes
 from tessera.wire.packet import Channel
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, weakref_slot=True)
 class Session:
     """One connected client, whichever transport it uses.
 
     ``send`` delivers a serialized ServerMessage to the client (sealed into a
-    DATA packet for UDP, a stream write for gRPC).
+    DATA packet for UDP, a stream write for gRPC). The UDP sender closes over
+    its session, so :meth:`release` drops both callbacks when the session ends:
+    without that cycle a closed session is freed at once, not at the next full
+    garbage collection.
     """
 
     player_id: str
@@ -45,12 +48,21 @@ class Session:
     # The auth session the connect token was issued in (revocation ends it).
     session_id: str = ""
 
+    def release(self) -> None:
+        """Forget the callbacks (and what they hold) once the session has ended."""
+        self.send = _ended
+        self.on_close = _ended
+
     @property
     def loss(self) -> float:
         return 0.0 if self.channel is None else self.channel.window.loss
 
     def idle_s(self, now: float) -> float:
         return max(0.0, now - self.last_seen)
+
+
+def _ended(_value: object) -> None:
+    """A closed session's send / on_close: does nothing."""
 
 
 class SessionTable:
