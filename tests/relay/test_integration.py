@@ -161,6 +161,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "TESSERA_AUTH_ADDRESS": auth.grpc_address,
         "TESSERA_CONNECT_KEY": connect_b64,
         "TESSERA_RELAY_CONNECT_TIMEOUT_S": "0.5",
+        "TESSERA_RELAY_ZONE_SILENCE_S": "1.0",
     }
     relay = ServiceProcess("tessera.relay", relay_env, name="relay").start()
     relay.wait_serving()
@@ -1182,3 +1183,36 @@ async def test_a_play_stream_that_never_connects_is_ended(stack: Stack) -> None:
         assert 0.4 < time.monotonic() - started < 3.0
     after = stack.metric("tessera_relay_drops_total", reason="connect_timeout")
     assert after == before + 1
+
+
+async def test_a_frozen_zone_is_noticed_within_two_seconds_and_players_are_held(
+    stack: Stack,
+) -> None:
+    """SIGSTOP the zone: its link stays open, the ticks stop. The relay notices
+    the silence (no snapshot for 1 s with players attached), breaks the link and
+    tells the player ZONE_STALLED, holding the session; after SIGCONT the link
+    comes back, the player is told ZONE_RESUMED and plays on."""
+    client, _moving = await connect_walker(stack, "device-frozen-0123456789")
+    silences = stack.metric("tessera_relay_upstream_silences_total")
+    try:
+        await wait_for(lambda: client.snapshots > 5, 10.0, "snapshots")
+        os.kill(stack.zone.pid, signal.SIGSTOP)
+        try:
+            frozen_at = time.monotonic()
+            await wait_for(lambda: client.notices, 3.0, "a notice")
+            noticed = time.monotonic() - frozen_at
+            assert [n.code for n in client.notices] == ["ZONE_STALLED"]
+            assert noticed < 2.0, noticed
+            link = next(u for u in (await stack.status()).upstreams if u.zone.zone == "zone-a")
+            assert not link.connected
+            assert stack.metric("tessera_relay_upstream_silences_total") == silences + 1
+            assert client.connected
+        finally:
+            os.kill(stack.zone.pid, signal.SIGCONT)
+        await wait_for(lambda: len(client.notices) == 2, 10.0, "the resumed notice")
+        assert client.notices[1].code == "ZONE_RESUMED"
+        count = client.snapshots
+        await wait_for(lambda: client.snapshots > count + 5, 5.0, "snapshots again")
+        assert client.connected
+    finally:
+        await client.close()

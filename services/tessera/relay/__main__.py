@@ -43,6 +43,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
             batch_s=config.batch_ms / 1000.0,
             upstream_timeout_s=config.upstream_timeout_s,
             default_timeout_s=config.default_timeout_s,
+            zone_silence_s=config.zone_silence_s,
         ),
         store=relay_store,
         opener=rejecting(tokens.open),

@@ -69,6 +69,8 @@ class GatewayConfig:
     default_timeout_s: float = 10.0
     # Each zone call's bound: the wait for its link, then the RPC.
     rpc_timeout_s: float = 3.0
+    # A link whose zone sends its players nothing for this long is broken (frozen zone).
+    zone_silence_s: float = 1.0
 
 
 class Gateway:
@@ -242,6 +244,7 @@ class Gateway:
                 handler=self,
                 batch_s=self.config.batch_s,
                 rpc_timeout_s=self.config.rpc_timeout_s,
+                silence_s=self.config.zone_silence_s,
             )
             self.links[zone] = link
             link.start()
@@ -362,12 +365,29 @@ class Gateway:
                 session = self.sessions.by_player.get(player)
                 if session is not None:
                     session.entity_id = response.entity_id
+        self._notify(link, "ZONE_RESUMED", f"zone {link.zone} answers again")
 
     def on_shed(self, link: ZoneLink, inputs: int) -> None:
         self.counters.drops["upstream_backlog"] += inputs
 
     def on_link_down(self, link: ZoneLink) -> None:
-        log.warning("zone link down", extra={"zone": link.zone, "players": len(link.attached)})
+        """The sessions stay open (see :meth:`_stalled_link`); their clients are told."""
+        why = link.down_reason
+        log.warning(
+            "zone link down", extra={"zone": link.zone, "players": len(link.attached), "why": why}
+        )
+        if why == "silent":
+            self.counters.zone_silences += 1
+        self._notify(link, "ZONE_STALLED", f"zone {link.zone} is not answering ({why})")
+
+    def _notify(self, link: ZoneLink, code: str, message: str) -> None:
+        notice = relay_pb2.ServerMessage(
+            notice=relay_pb2.Notice(code=code, message=message)
+        ).SerializeToString()
+        for player in sorted(link.attached):
+            session = self.sessions.by_player.get(player)
+            if session is not None and session.zone == link.zone:
+                session.send(notice)
 
     # -- following routes ------------------------------------------------
 

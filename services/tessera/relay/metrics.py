@@ -67,6 +67,7 @@ class Counters:
     bytes_out: int = 0
     reroutes: int = 0
     transfers: int = 0
+    zone_silences: int = 0
     drops: Counter[str] = field(default_factory=Counter)
     handshakes: Counter[str] = field(default_factory=Counter)
 
@@ -127,6 +128,12 @@ class RelayCollector(Collector):
             "tessera_relay_transfers",
             "Players moved into the zone their connect token names (Leave, then Join).",
             value=c.transfers,
+        )
+        yield CounterMetricFamily(
+            "tessera_relay_upstream_silences",
+            "ZoneLinks broken because their zone sent nothing for the silence limit "
+            "while players were attached (a frozen zone).",
+            value=c.zone_silences,
         )
         reconnects = CounterMetricFamily(
             "tessera_relay_upstream_reconnects", "ZoneLink reconnects by zone.", labels=["zone"]
