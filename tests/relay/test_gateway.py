@@ -338,3 +338,29 @@ async def test_revocation_ends_the_sessions_of_that_login_and_refuses_its_tokens
         assert set(gw.revoked) == {"s"}
     finally:
         await gw.close_all()
+
+
+async def test_presence_records_sessions_and_takes_over_gone_relays(
+    gateway: Gateway, redis: Redis
+) -> None:
+    store = gateway.store
+    now = time.time()
+    # Left by this relay id's previous run, and by a relay silent for 100 s.
+    await redis.hset(store.relay_players_key("r1"), "zed", "zone-a")
+    await redis.hset(store.relays_key, mapping={"old": repr(now - 100), "live": repr(now - 1)})
+    await redis.hset(store.relay_players_key("old"), "bob", "zone-a")
+    await redis.hset(store.relay_players_key("live"), "carol", "zone-a")
+    session, _ = add_session(gateway, "alice", "zone-a", 1)
+    gateway.presence_changes["alice"] = "zone-a"
+    await gateway.presence(now)
+    assert gateway.leftovers == {"zed": now + gateway.config.orphan_grace_s}
+    assert await redis.hgetall(store.relay_players_key("r1")) == {b"alice": b"zone-a"}
+    # The silent relay's record is taken (bob has no route: nothing to release);
+    # the live one's is untouched.
+    assert await redis.exists(store.relay_players_key("old")) == 0
+    assert set(await store.relays_seen()) == {"r1", "live"}
+    assert await redis.hgetall(store.relay_players_key("live")) == {b"carol": b"zone-a"}
+    assert gateway.counters.orphans_released == 0
+    gateway.close(session, "KICKED", "bye", leave=False)
+    await gateway.presence(now + 1)
+    assert await redis.exists(store.relay_players_key("r1")) == 0

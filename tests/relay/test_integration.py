@@ -162,6 +162,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "TESSERA_CONNECT_KEY": connect_b64,
         "TESSERA_RELAY_CONNECT_TIMEOUT_S": "0.5",
         "TESSERA_RELAY_ZONE_SILENCE_S": "1.0",
+        "TESSERA_RELAY_ORPHAN_GRACE_S": "2",
     }
     relay = ServiceProcess("tessera.relay", relay_env, name="relay").start()
     relay.wait_serving()
@@ -1216,3 +1217,54 @@ async def test_a_frozen_zone_is_noticed_within_two_seconds_and_players_are_held(
         assert client.connected
     finally:
         await client.close()
+
+
+async def test_the_players_of_a_killed_relay_are_released_unless_they_come_back(
+    stack: Stack,
+) -> None:
+    """Relay B is killed (-9) with two players. One reconnects through relay A at
+    once and keeps their entity; the other never comes back, and after the grace
+    period (2 s here) relay A releases their entity (Leave naming B: the zone saves
+    the checkpoint and drops it), so it no longer counts in the zone."""
+    relay_b = spare_relay(stack)
+    gone, back, again = (GameClient(UdpTransport()) for _ in range(3))
+    released = stack.metric("tessera_relay_orphans_released_total")
+    try:
+        await asyncio.to_thread(relay_b.wait_serving)
+        for client, device in (
+            (gone, "device-orphan-0123456789"),
+            (back, "device-back-0123456789"),
+        ):
+            token = await guest_connect_token(stack.auth.grpc_address, device)
+            await client.connect(via(token, stack.spare_udp_address))
+        await wait_for(lambda: gone.snapshots > 3 and back.snapshots > 3, 10.0, "snapshots")
+        assert gone.accepted is not None and back.accepted is not None
+        orphan, returning = gone.accepted.player_id, back.accepted.player_id
+        await asyncio.sleep(1.2)  # B's presence heartbeat has named both players
+        assert {orphan, returning} <= await zone_players(stack.zone.grpc_address)
+        relay_b.kill()
+        killed_at = time.monotonic()
+        token = await guest_connect_token(stack.auth.grpc_address, "device-back-0123456789")
+        await again.connect(via(token, stack.udp_address))
+        assert again.accepted is not None and again.accepted.player_id == returning
+
+        async def orphan_released() -> bool:
+            return orphan not in await zone_players(stack.zone.grpc_address)
+
+        await eventually(orphan_released, 10.0, "the orphan's entity to be released")
+        # Not before the grace period (2 s of silence after B's last heartbeat).
+        assert time.monotonic() - killed_at > 1.0
+        assert returning in await zone_players(stack.zone.grpc_address)
+        count = again.snapshots
+        await wait_for(lambda: again.snapshots > count + 5, 5.0, "the returning player plays on")
+        assert again.connected
+        assert stack.metric("tessera_relay_orphans_released_total") == released + 1
+        redis = redis_connect(stack.redis_url, decode_responses=True)
+        try:
+            assert await redis.hget(WorldKeys(WORLD).routes, orphan) is None
+        finally:
+            await redis.aclose()
+    finally:
+        for client in (gone, back, again):
+            await client.close()
+        relay_b.terminate()

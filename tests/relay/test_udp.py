@@ -332,16 +332,18 @@ async def test_a_closed_session_is_freed_at_once_and_churn_leaves_memory_flat(
         del session
         assert ref() is None  # freed by reference counting, no cycle left
 
-        def churn(rounds: int) -> None:
+        async def churn(rounds: int) -> None:
             for i in range(rounds):
                 s = udp_session(relay, f"p{i}", 41000 + i % 1000)
                 s.send(b"x")
                 relay.gateway.close(s, "IDLE_TIMEOUT", "gone", leave=False)
+                if i % 500 == 499:  # the presence heartbeat, every second in a relay
+                    await relay.gateway.presence(time.time())
 
         tracemalloc.start()
-        churn(2000)
+        await churn(2000)
         first = tracemalloc.get_traced_memory()[0]
-        churn(6000)
+        await churn(6000)
         after = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
         # 6000 more sessions opened and closed: a leak of even 100 B each is 600 kB.

@@ -44,6 +44,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
             upstream_timeout_s=config.upstream_timeout_s,
             default_timeout_s=config.default_timeout_s,
             zone_silence_s=config.zone_silence_s,
+            orphan_grace_s=config.orphan_grace_s,
         ),
         store=relay_store,
         opener=rejecting(tokens.open),
@@ -96,6 +97,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
     revocations_ready = asyncio.Event()
     tasks = [
         asyncio.create_task(gateway.maintain(), name="relay-maintain"),
+        asyncio.create_task(gateway.keep_presence(), name="relay-presence"),
         asyncio.create_task(
             relay_store.watch_routes(gateway.on_route_change, ready), name="relay-routes"
         ),

@@ -11,6 +11,7 @@ behave the same.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -71,6 +72,8 @@ class GatewayConfig:
     rpc_timeout_s: float = 3.0
     # A link whose zone sends its players nothing for this long is broken (frozen zone).
     zone_silence_s: float = 1.0
+    # How long the players of a relay that stopped heartbeating keep their entities.
+    orphan_grace_s: float = 30.0
 
 
 class Gateway:
@@ -95,6 +98,12 @@ class Gateway:
         )
         # Revoked auth sessions -> Unix time until which their tokens matter.
         self.revoked: dict[str, float] = {}
+        # Session changes not yet in the relay's presence record: player -> zone
+        # ("" = the session ended).
+        self.presence_changes: dict[str, str] = {}
+        # Players of this relay id's previous run -> when to release them (Unix time);
+        # None until that run's record has been taken over.
+        self.leftovers: dict[str, float] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- admission --------------------------------------------------------
@@ -181,6 +190,7 @@ class Gateway:
         if prepare is not None:
             prepare(session)
         old = self.sessions.add(session)
+        self.presence_changes[player] = link.zone
         if old is not None:
             self._end(old, "REPLACED", "a newer session of this player connected", leave=False)
             if old.zone != link.zone and old.zone in self.links:
@@ -465,6 +475,7 @@ class Gateway:
         session.release()
         current = self.sessions.remove(session)
         if current:
+            self.presence_changes[session.player_id] = ""
             self.routes.forget(session.player_id)
             link = self.links.get(session.zone)
             if link is not None:
@@ -526,6 +537,60 @@ class Gateway:
             del self.links[link.zone]
             await link.close()
 
+    # -- presence and orphans ----------------------------------------------
+
+    async def keep_presence(self, interval_s: float = 1.0) -> None:
+        """Forever: heartbeat this relay and its players to Redis, and release the
+        zone entities of players whose relay is gone (see :meth:`presence`)."""
+        while True:
+            try:
+                await self.presence(time.time())
+            except Exception:
+                log.exception("presence update failed")
+            await asyncio.sleep(interval_s)
+
+    async def presence(self, now: float) -> None:
+        """One presence pass at ``now`` (Unix time): take over the record of this
+        relay id's previous run (its players are released after the grace period
+        unless they are back), heartbeat with the session changes, then release
+        the players of every relay silent for longer than the grace period (one
+        relay claims each). A released player's zone saves and drops the entity
+        (``Leave`` naming the gone relay, refused if they joined again elsewhere)."""
+        grace = self.config.orphan_grace_s
+        own = self.config.relay_id
+        if self.leftovers is None:
+            previous = await self.store.take_relay_players(own)
+            self.leftovers = {player: now + grace for player in previous}
+        changes, self.presence_changes = self.presence_changes, {}
+        try:
+            await self.store.relay_alive(own, now, changes)
+        except BaseException:
+            self.presence_changes = {**changes, **self.presence_changes}
+            raise
+        for relay_id, seen in (await self.store.relays_seen()).items():
+            if relay_id == own or now - seen <= grace:
+                continue
+            if not await self.store.claim_relay(relay_id, grace):
+                continue
+            players = await self.store.take_relay_players(relay_id)
+            log.warning(
+                "relay gone: releasing its players",
+                extra={"relay": relay_id, "players": len(players), "silent_s": round(now - seen)},
+            )
+            await self._release_orphans(list(players), relay_id)
+        due = [player for player, at in self.leftovers.items() if at <= now]
+        for player in due:
+            del self.leftovers[player]
+        if due:
+            await self._release_orphans(due, own)
+
+    async def _release_orphans(self, players: list[str], relay_id: str) -> None:
+        orphans = [p for p in players if p not in self.sessions.by_player]
+        released = await asyncio.gather(
+            *(self.placement.release_orphan(player, relay_id) for player in orphans)
+        )
+        self.counters.orphans_released += sum(released)
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
@@ -533,8 +598,19 @@ class Gateway:
         return task
 
     async def close_all(self) -> None:
+        stopped = [session.player_id for session in self.sessions]
         for session in self.sessions:
             self._end(session, "RELAY_SHUTDOWN", "the relay is stopping", leave=False)
+        # The presence record keeps the players stopped here: if they do not connect
+        # again elsewhere within the grace period, another relay releases them.
+        for player in stopped:
+            self.presence_changes.pop(player, None)
+        if self.presence_changes:
+            with contextlib.suppress(RedisError, OSError):
+                await self.store.relay_alive(
+                    self.config.relay_id, time.time(), self.presence_changes
+                )
+            self.presence_changes = {}
         for link in list(self.links.values()):
             await link.close()
         self.links.clear()

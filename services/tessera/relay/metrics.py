@@ -68,6 +68,7 @@ class Counters:
     reroutes: int = 0
     transfers: int = 0
     zone_silences: int = 0
+    orphans_released: int = 0
     drops: Counter[str] = field(default_factory=Counter)
     handshakes: Counter[str] = field(default_factory=Counter)
 
@@ -134,6 +135,12 @@ class RelayCollector(Collector):
             "ZoneLinks broken because their zone sent nothing for the silence limit "
             "while players were attached (a frozen zone).",
             value=c.zone_silences,
+        )
+        yield CounterMetricFamily(
+            "tessera_relay_orphans_released",
+            "Zone entities released because their relay was gone for the grace period "
+            "and the player did not come back.",
+            value=c.orphans_released,
         )
         reconnects = CounterMetricFamily(
             "tessera_relay_upstream_reconnects", "ZoneLink reconnects by zone.", labels=["zone"]

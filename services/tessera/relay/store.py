@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -67,6 +68,48 @@ class RelayStore:
         await auth_store.follow_revocations(
             self.redis, revoke=revoke, prune=prune, ready=ready, clock=time.time
         )
+
+    # -- relay presence (orphaned players of relays that are gone) ------------
+
+    @property
+    def relays_key(self) -> str:
+        """HASH relay id -> Unix time of its last presence heartbeat."""
+        return self.keys.key("relays")
+
+    def relay_players_key(self, relay_id: str) -> str:
+        """HASH player -> zone: the players the relay has a session for."""
+        return self.keys.key("relay", relay_id, "players")
+
+    async def relay_alive(self, relay_id: str, now: float, changes: dict[str, str]) -> None:
+        """Heartbeat ``relay_id`` and apply its session changes (player -> zone, or
+        "" for a session that ended), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(self.relays_key, relay_id, repr(now))
+        opened: dict[Any, Any] = {player: zone for player, zone in changes.items() if zone}
+        ended = [player for player, zone in changes.items() if not zone]
+        if opened:
+            pipe.hset(self.relay_players_key(relay_id), mapping=opened)
+        if ended:
+            pipe.hdel(self.relay_players_key(relay_id), *ended)
+        await pipe.execute()
+
+    async def relays_seen(self) -> dict[str, float]:
+        raw: dict[Any, Any] = await self.redis.hgetall(self.relays_key)
+        return {_text(k): float(v) for k, v in raw.items()}
+
+    async def claim_relay(self, relay_id: str, ttl_s: float) -> bool:
+        """Become the one relay that releases ``relay_id``'s orphans (SET NX)."""
+        key = self.keys.key("relay", relay_id, "reaper")
+        return bool(await self.redis.set(key, b"1", nx=True, px=max(1, int(ttl_s * 1000))))
+
+    async def take_relay_players(self, relay_id: str) -> dict[str, str]:
+        """``relay_id``'s players, removing them and the relay (atomically)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(self.relay_players_key(relay_id))
+        pipe.delete(self.relay_players_key(relay_id))
+        pipe.hdel(self.relays_key, relay_id)
+        raw, _, _ = await pipe.execute()
+        return {_text(k): _text(v) for k, v in raw.items()}
 
     async def zone_map(self) -> zone_pb2.ZoneMap | None:
         raw = await self.redis.get(self.keys.zone_map)
@@ -129,6 +172,10 @@ def _route_or_none(raw: bytes | str | None) -> Route | None:
         return parse_route(raw)
     except ValueError:
         return None
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 def _bytes(raw: bytes | str) -> bytes:

@@ -197,12 +197,13 @@ class ZoneLink:
         """Wait until the link is up; UpstreamUnavailable after ``rpc_timeout_s``."""
         await self._ready_stub()
 
-    async def leave(self, player: str) -> None:
-        """The zone's Leave RPC, naming this relay: a zone whose player another
-        relay now serves refuses it (FAILED_PRECONDITION, SERVED_BY_OTHER_RELAY).
-        UpstreamUnavailable means nothing was sent."""
+    async def leave(self, player: str, relay_id: str = "") -> None:
+        """The zone's Leave RPC, naming this relay (or ``relay_id``, a relay that is
+        gone): a zone whose player another relay now serves refuses it
+        (FAILED_PRECONDITION, SERVED_BY_OTHER_RELAY). UpstreamUnavailable means
+        nothing was sent."""
         stub = await self._ready_stub()
-        request = zone_pb2.LeaveRequest(player_id=player, relay_id=self.relay_id)
+        request = zone_pb2.LeaveRequest(player_id=player, relay_id=relay_id or self.relay_id)
         await stub.Leave(request, timeout=self.rpc_timeout_s)
 
     def status(self) -> relay_pb2.UpstreamLink:
