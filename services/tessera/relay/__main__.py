@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 
@@ -12,7 +13,7 @@ from tessera.authclient.connect import ConnectTokenOpener
 from tessera.common import store as common_store
 from tessera.common.config import ServerConfig
 from tessera.common.server import GrpcService, main
-from tessera.relay import metrics
+from tessera.relay import metrics, resume
 from tessera.relay.admission import rejecting
 from tessera.relay.config import RelayConfig
 from tessera.relay.gateway import Gateway, GatewayConfig
@@ -45,6 +46,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
             default_timeout_s=config.default_timeout_s,
             zone_silence_s=config.zone_silence_s,
             orphan_grace_s=config.orphan_grace_s,
+            resume_key=resume.derive_key(config.connect_key),
         ),
         store=relay_store,
         opener=rejecting(tokens.open),
@@ -74,6 +76,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
     udp_port = int(udp.get_extra_info("sockname")[1])
     if not config.public_address:
         tokens.relay_address = f"127.0.0.1:{udp_port}"
+    gateway.config = dataclasses.replace(gateway.config, public_address=tokens.relay_address)
     try:
         await tokens.refresh()
     except Exception as err:
@@ -113,6 +116,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
     await asyncio.wait_for(revocations_ready.wait(), 10.0)
 
     async def shutdown() -> None:
+        await gateway.drain(config.drain_s)
         await gateway.close_all()
         for task in tasks:
             task.cancel()

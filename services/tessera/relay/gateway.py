@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
+from tessera.relay import resume
 from tessera.relay.errors import Rejected
 from tessera.relay.metrics import DOWN_LATENCY, RTT, SAMPLE_EVERY, Counters
 from tessera.relay.placement import Placement, Returned, Rollback, Stranded, TransferUndone
@@ -32,6 +34,9 @@ from tessera.v1 import relay_pb2, zone_pb2
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 1.0
+# A draining relay counts a client silent this long as moved (clients send a
+# keep-alive at least every second).
+DRAIN_QUIET_S = 1.5
 
 
 class Grant(Protocol):
@@ -74,6 +79,11 @@ class GatewayConfig:
     zone_silence_s: float = 1.0
     # How long the players of a relay that stopped heartbeating keep their entities.
     orphan_grace_s: float = 30.0
+    # Seals resume credentials; every relay of the world must have the same one
+    # (derived from the connect key: resume.derive_key).
+    resume_key: bytes = field(default_factory=lambda: os.urandom(32))
+    # This relay's public UDP address, offered to the clients of a stopping relay.
+    public_address: str = ""
 
 
 class Gateway:
@@ -128,10 +138,36 @@ class Gateway:
             raise Rejected("replayed", "connect token already used")
         return grant
 
-    async def release(self, grant: Grant) -> None:
-        """Make a token usable again after its session could not be opened."""
+    async def admit_resume(self, credential: bytes, now: float) -> resume.ResumeGrant:
+        """Open a resume credential and use it; Rejected (``malformed``, ``forged``,
+        ``expired``, ``wrong_world``, ``revoked``, ``replayed``: used already or
+        superseded by a newer one, ``store_unavailable``)."""
         try:
-            await self.store.unspend_token(grant.token_id)
+            grant = resume.open_credential(credential, self.config.resume_key, now)
+        except resume.ResumeError as err:
+            raise Rejected(err.reason, str(err)) from None
+        if grant.world != self.config.world:
+            raise Rejected("wrong_world", f"resume credential is for world {grant.world}")
+        if grant.session_id in self.revoked:
+            raise Rejected("revoked", "the resume credential's session has been revoked")
+        try:
+            fresh = await self.store.spend_resume(grant.player_id, grant.token_id)
+        except (RedisError, OSError) as err:
+            raise Rejected("store_unavailable", f"cannot use the credential: {err}") from err
+        if not fresh:
+            raise Rejected("replayed", "resume credential used already or superseded")
+        return grant
+
+    async def release(self, grant: Grant) -> None:
+        """Make a token (or resume credential) usable again after its session could
+        not be opened."""
+        try:
+            if isinstance(grant, resume.ResumeGrant):
+                await self.store.restore_resume(
+                    grant.player_id, grant.token_id, grant.expires_at - time.time()
+                )
+            else:
+                await self.store.unspend_token(grant.token_id)
         except (RedisError, OSError) as err:
             log.warning("token not released", extra={"player": grant.player_id, "error": str(err)})
 
@@ -242,6 +278,47 @@ class Gateway:
             # twice, if the re-route just did, is harmless).
             link.attach(player)
             session.entity_id = response.entity_id
+
+    # -- resume credentials -------------------------------------------------
+
+    def issue_resume(self, session: Session) -> None:
+        """Issue ``session`` a new resume credential in the background: recorded as
+        the player's only usable one, then sent (and kept for resending)."""
+        if session.rotating or session.closed:
+            return
+        session.rotating = True
+        grant = resume.new_grant(
+            player_id=session.player_id,
+            session_id=session.session_id,
+            world=self.config.world,
+            relay_id=self.config.relay_id,
+            timeout_s=session.timeout_s,
+            now=time.time(),
+        )
+        self._spawn(self._issue_resume(session, grant))
+
+    async def _issue_resume(self, session: Session, grant: resume.ResumeGrant) -> None:
+        try:
+            await self.store.set_resume(grant.player_id, grant.token_id, resume.LIFETIME_S)
+        except (RedisError, OSError) as err:
+            log.warning("resume credential not issued", extra={"error": str(err)})
+            return
+        finally:
+            session.rotating = False
+        if session.closed:
+            return
+        message = relay_pb2.ServerMessage(
+            resume=relay_pb2.ResumeCredential(
+                credential=resume.seal(grant, self.config.resume_key),
+                client_to_server_key=grant.client_to_server_key,
+                server_to_client_key=grant.server_to_client_key,
+                expires_in_s=round(resume.LIFETIME_S),
+            )
+        )
+        session.resume = message.SerializeToString()
+        now = time.monotonic()
+        session.resume_issued = session.resume_sent = now
+        session.send(session.resume)
 
     def link(self, zone: str) -> ZoneLink:
         """The link to ``zone``, started on first use."""
@@ -507,7 +584,14 @@ class Gateway:
         for session in self.sessions.idle(now):
             self._end(session, "IDLE_TIMEOUT", f"no packet for {session.timeout_s:.0f} s")
         for session in self.sessions:
-            if session.transport == "udp" and now - session.last_sent > KEEPALIVE_S:
+            if session.transport != "udp":
+                continue
+            if session.resume and now - session.resume_issued > resume.ROTATE_S:
+                self.issue_resume(session)
+            elif session.resume and now - session.resume_sent > resume.RESEND_S:
+                session.resume_sent = now
+                session.send(session.resume)
+            elif now - session.last_sent > KEEPALIVE_S:
                 session.send(b"")
         self.placement.prune(now)
         for link in list(self.links.values()):
@@ -563,7 +647,7 @@ class Gateway:
             self.leftovers = {player: now + grace for player in previous}
         changes, self.presence_changes = self.presence_changes, {}
         try:
-            await self.store.relay_alive(own, now, changes)
+            await self.store.relay_alive(own, now, changes, self.config.public_address)
         except BaseException:
             self.presence_changes = {**changes, **self.presence_changes}
             raise
@@ -596,6 +680,44 @@ class Gateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    async def drain(self, timeout_s: float) -> None:
+        """Before stopping: tell every UDP client holding a resume credential to
+        move (``Notice(MOVE)``, with a live other relay's address if one is known;
+        repeated every 0.5 s), and wait until each has gone quiet here (resumed
+        elsewhere) or ``timeout_s`` has passed."""
+        movers = [s for s in self.sessions if s.transport == "udp" and s.resume]
+        if not movers:
+            return
+        address = ""
+        with contextlib.suppress(RedisError, OSError):
+            address = await self._other_relay(time.time())
+        notice = relay_pb2.ServerMessage(
+            notice=relay_pb2.Notice(code="MOVE", message="this relay is stopping", address=address)
+        ).SerializeToString()
+        started = time.monotonic()
+        log.info("draining", extra={"sessions": len(movers), "move_to": address})
+        told = 0.0
+        while True:
+            now = time.monotonic()
+            talking = [s for s in movers if not s.closed and now - s.last_seen < DRAIN_QUIET_S]
+            if not talking or now - started > timeout_s:
+                break
+            if now - told >= 0.5:
+                told = now
+                for session in talking:
+                    session.send(notice)
+            await asyncio.sleep(0.05)
+        log.info("drained", extra={"still_talking": len(talking)})
+
+    async def _other_relay(self, now: float) -> str:
+        """The public address of another live relay of the world ("" if none)."""
+        seen = await self.store.relays_seen()
+        own = self.config.relay_id
+        for relay_id, address in sorted((await self.store.relay_addresses()).items()):
+            if relay_id != own and now - seen.get(relay_id, 0.0) < 3.0:
+                return address
+        return ""
 
     async def close_all(self) -> None:
         stopped = [session.player_id for session in self.sessions]

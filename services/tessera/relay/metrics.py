@@ -71,6 +71,7 @@ class Counters:
     orphans_released: int = 0
     drops: Counter[str] = field(default_factory=Counter)
     handshakes: Counter[str] = field(default_factory=Counter)
+    resumes: Counter[str] = field(default_factory=Counter)
 
     def drop(self, reason: str) -> None:
         self.drops[reason] += 1
@@ -122,6 +123,14 @@ class RelayCollector(Collector):
         for result, n in sorted(c.handshakes.items()):
             handshakes.add_metric([result], n)
         yield handshakes
+        resumes = CounterMetricFamily(
+            "tessera_relay_resumes",
+            "Session resumes (RESUME with a resume credential) by result.",
+            labels=["result"],
+        )
+        for result, n in sorted(c.resumes.items()):
+            resumes.add_metric([result], n)
+        yield resumes
         yield CounterMetricFamily(
             "tessera_relay_reroutes", "Players switched to another zone.", value=c.reroutes
         )

@@ -47,6 +47,12 @@ class Session:
     on_close: Callable[[str], None] = field(default=lambda _reason: None)
     # The auth session the connect token was issued in (revocation ends it).
     session_id: str = ""
+    # The serialized ServerMessage{resume} with the current credential (UDP), when
+    # it was issued and last sent (monotonic); a new one is being issued if rotating.
+    resume: bytes = b""
+    resume_issued: float = 0.0
+    resume_sent: float = 0.0
+    rotating: bool = False
 
     def release(self) -> None:
         """Forget the callbacks (and what they hold) once the session has ended."""

@@ -20,12 +20,23 @@ from tessera.v1 import zone_pb2
 log = logging.getLogger(__name__)
 
 
+# KEYS: the player's resume key; ARGV: credential id. 1 if it was the current one (now used).
+_SPEND_RESUME = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+
 class RelayStore:
     """Reads of one world's routing state."""
 
     def __init__(self, redis: Redis, world: str) -> None:
         self.redis = redis
         self.keys = WorldKeys(world)
+        self._spend_resume = redis.register_script(_SPEND_RESUME)
 
     async def route(self, player: str) -> Route | None:
         raw = await self.redis.hget(self.keys.routes, player)
@@ -69,6 +80,30 @@ class RelayStore:
             self.redis, revoke=revoke, prune=prune, ready=ready, clock=time.time
         )
 
+    # -- resume credentials -------------------------------------------------
+
+    def resume_key(self, player: str) -> str:
+        """STRING with a TTL: the id of the player's newest resume credential."""
+        return self.keys.key("relay", "resume", player)
+
+    async def set_resume(self, player: str, credential_id: bytes, ttl_s: float) -> None:
+        """Make ``credential_id`` the player's only usable credential (the previous
+        one stops working)."""
+        await self.redis.set(self.resume_key(player), credential_id, px=max(1, int(ttl_s * 1000)))
+
+    async def spend_resume(self, player: str, credential_id: bytes) -> bool:
+        """Use ``credential_id`` if it is still the player's newest one (atomic
+        compare-and-delete: once, on one relay)."""
+        done = await self._spend_resume(keys=[self.resume_key(player)], args=[credential_id])
+        return bool(done)
+
+    async def restore_resume(self, player: str, credential_id: bytes, ttl_s: float) -> None:
+        """Give back a spent credential whose resume could not open a session,
+        unless a newer one exists already."""
+        await self.redis.set(
+            self.resume_key(player), credential_id, nx=True, px=max(1, int(ttl_s * 1000))
+        )
+
     # -- relay presence (orphaned players of relays that are gone) ------------
 
     @property
@@ -80,11 +115,20 @@ class RelayStore:
         """HASH player -> zone: the players the relay has a session for."""
         return self.keys.key("relay", relay_id, "players")
 
-    async def relay_alive(self, relay_id: str, now: float, changes: dict[str, str]) -> None:
-        """Heartbeat ``relay_id`` and apply its session changes (player -> zone, or
-        "" for a session that ended), in one round trip."""
+    @property
+    def relay_addresses_key(self) -> str:
+        """HASH relay id -> its public UDP address (where clients can move)."""
+        return self.keys.key("relay", "addresses")
+
+    async def relay_alive(
+        self, relay_id: str, now: float, changes: dict[str, str], address: str = ""
+    ) -> None:
+        """Heartbeat ``relay_id`` (and its public address) and apply its session
+        changes (player -> zone, or "" for a session that ended), in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(self.relays_key, relay_id, repr(now))
+        if address:
+            pipe.hset(self.relay_addresses_key, relay_id, address)
         opened: dict[Any, Any] = {player: zone for player, zone in changes.items() if zone}
         ended = [player for player, zone in changes.items() if not zone]
         if opened:
@@ -92,6 +136,10 @@ class RelayStore:
         if ended:
             pipe.hdel(self.relay_players_key(relay_id), *ended)
         await pipe.execute()
+
+    async def relay_addresses(self) -> dict[str, str]:
+        raw: dict[Any, Any] = await self.redis.hgetall(self.relay_addresses_key)
+        return {_text(k): _text(v) for k, v in raw.items()}
 
     async def relays_seen(self) -> dict[str, float]:
         raw: dict[Any, Any] = await self.redis.hgetall(self.relays_key)
@@ -108,7 +156,8 @@ class RelayStore:
         pipe.hgetall(self.relay_players_key(relay_id))
         pipe.delete(self.relay_players_key(relay_id))
         pipe.hdel(self.relays_key, relay_id)
-        raw, _, _ = await pipe.execute()
+        pipe.hdel(self.relay_addresses_key, relay_id)
+        raw, *_ = await pipe.execute()
         return {_text(k): _text(v) for k, v in raw.items()}
 
     async def zone_map(self) -> zone_pb2.ZoneMap | None:

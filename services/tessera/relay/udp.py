@@ -1,5 +1,8 @@
 """The client-facing UDP endpoint (docs/protocol/udp.md).
 
+A RESUME (a resume credential instead of a connect token) is handled exactly
+like a HANDSHAKE, and both open a session that is then issued resume credentials.
+
 Per datagram: size check, session lookup by source address, rate limits, AEAD
 open with the replay window, ack bookkeeping, then one ClientMessage to the
 gateway. Datagrams from unknown addresses get a reply only if they are a PING
@@ -29,6 +32,7 @@ from tessera.wire.packet import (
     HANDSHAKE,
     MAX_PACKET,
     PING,
+    RESUME,
     Channel,
     PacketError,
     decode_handshake,
@@ -100,8 +104,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self._data(session, data, size)
         elif kind == PING:
             self._ping(data, addr)
-        elif kind == HANDSHAKE:
-            self._handshake(data, addr, session)
+        elif kind in (HANDSHAKE, RESUME):
+            self._handshake(data, addr, session, kind)
         elif session is None:
             counters.drops["unknown_address"] += 1
         else:
@@ -178,10 +182,12 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self.counters.packets_out += 1
             self.counters.bytes_out += len(pong)
 
-    def _handshake(self, data: bytes, addr: Address, session: Session | None) -> None:
+    def _handshake(self, data: bytes, addr: Address, session: Session | None, kind: int) -> None:
+        """A HANDSHAKE (connect token) or RESUME (resume credential): same framing,
+        same limits, same answers."""
         counters = self.counters
         try:
-            token = decode_handshake(data)
+            token = decode_handshake(data, "resume" if kind == RESUME else "handshake")
         except PacketError as err:
             counters.drops[err.reason] += 1
             return
@@ -189,9 +195,11 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             # A retransmission after our Accepted got lost: answer it again.
             if session.accepted and self.pending.get(addr) == token:
                 session.send(session.accepted)
-            else:
+                return
+            if kind == HANDSHAKE:
                 counters.drops["handshake_on_session"] += 1
-            return
+                return
+            # A resume from a session's own address replaces that session.
         if addr in self.pending:
             counters.drops["handshake_pending"] += 1
             return
@@ -204,20 +212,24 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             counters.drops["handshake_rate"] += 1
             return
         self.pending[addr] = token
-        task = asyncio.create_task(self._admit(token, addr))
+        task = asyncio.create_task(self._admit(token, addr, kind == RESUME))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _admit(self, token: bytes, addr: Address) -> None:
+    async def _admit(self, token: bytes, addr: Address, resuming: bool) -> None:
+        results = self.counters.resumes if resuming else self.counters.handshakes
         try:
-            grant = await self.gateway.admit(token, time.time())
+            if resuming:
+                grant: Grant = await self.gateway.admit_resume(token, time.time())
+            else:
+                grant = await self.gateway.admit(token, time.time())
         except Rejected as err:
             self._forget(addr, token)
-            self.counters.handshakes[err.reason] += 1
-            self.counters.drops["handshake_rejected"] += 1
+            results[err.reason] += 1
+            self.counters.drops["resume_rejected" if resuming else "handshake_rejected"] += 1
             self._note_rejection(err.reason, addr)
             return
-        await self._open(grant, addr, token)
+        await self._open(grant, addr, token, results)
 
     def _note_rejection(self, reason: str, addr: Address) -> None:
         """Count a rejected handshake for the summary log line: one line per
@@ -241,7 +253,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.rejected_sources.clear()
         self.rejections_logged_at = now
 
-    async def _open(self, grant: Grant, addr: Address, token: bytes) -> None:
+    async def _open(self, grant: Grant, addr: Address, token: bytes, results: Counter[str]) -> None:
         def prepare(session: Session) -> None:
             session.channel = Channel(grant.server_to_client_key, grant.client_to_server_key)
             session.limits = ConnectionLimits(
@@ -261,7 +273,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self.pending.pop(addr, None)
             await self.gateway.release(grant)
             reason = err.reason if isinstance(err, Rejected) else "error"
-            self.counters.handshakes[reason] += 1
+            results[reason] += 1
             self._refuse(grant, addr, reason, str(err))
             log.warning(
                 "session refused",
@@ -269,8 +281,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             )
             return
         session.accepted = relay_pb2.ServerMessage(accepted=accepted).SerializeToString()
-        self.counters.handshakes["accepted"] += 1
+        results["accepted"] += 1
         session.send(session.accepted)
+        self.gateway.issue_resume(session)
 
     def _refuse(self, grant: Grant, addr: Address, reason: str, detail: str) -> None:
         """Tell a client with a genuine token why no session opened (sealed, so only
