@@ -7,6 +7,7 @@ Leave."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 
@@ -14,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.common.store import WorldKeys
+from tessera.relay import resume
 from tessera.relay.errors import Rejected
 from tessera.relay.gateway import Gateway, GatewayConfig, Grant
 from tessera.relay.metrics import Counters
@@ -364,3 +366,56 @@ async def test_presence_records_sessions_and_takes_over_gone_relays(
     gateway.close(session, "KICKED", "bye", leave=False)
     await gateway.presence(now + 1)
     assert await redis.exists(store.relay_players_key("r1")) == 0
+
+
+async def test_a_resume_credential_works_once_only_if_newest_and_never_when_revoked(
+    redis: Redis,
+) -> None:
+    """Bad input: forged, expired, replayed, superseded, wrong-world and revoked
+    credentials are refused with their reason (the UDP endpoint drops them
+    without reply); a credential whose resume failed can be used again."""
+    key = resume.derive_key(os.urandom(32))
+    here = Gateway(
+        GatewayConfig(relay_id="a", world="w", resume_key=key),
+        store=RelayStore(redis, "w"),
+        opener=refuse,
+        counters=Counters(),
+    )
+    there = Gateway(
+        GatewayConfig(relay_id="b", world="w", resume_key=key),
+        store=RelayStore(redis, "w"),
+        opener=refuse,
+        counters=Counters(),
+    )
+    now = time.time()
+
+    def issue(world: str = "w", session: str = "s") -> tuple[resume.ResumeGrant, bytes]:
+        made = resume.new_grant(
+            player_id="alice", session_id=session, world=world, relay_id="a", timeout_s=10, now=now
+        )
+        return made, resume.seal(made, key)
+
+    async def reason(blob: bytes, gateway: Gateway, at: float = now) -> str:
+        with pytest.raises(Rejected) as info:
+            await gateway.admit_resume(blob, at)
+        return info.value.reason
+
+    old, old_blob = issue()
+    await here.store.set_resume("alice", old.token_id, 60)
+    newest, newest_blob = issue()
+    await here.store.set_resume("alice", newest.token_id, 60)
+    assert await reason(old_blob, there) == "replayed"  # superseded
+    assert (await there.admit_resume(newest_blob, now)).token_id == newest.token_id
+    assert await reason(newest_blob, here) == "replayed"  # once, on any relay
+    await there.release(newest)  # its session could not be opened
+    assert (await here.admit_resume(newest_blob, now)).player_id == "alice"
+    assert await reason(newest_blob, here, now + 120) == "expired"
+    assert await reason(b"\x01" + os.urandom(100), here) == "forged"
+    _, elsewhere = issue(world="other")
+    assert await reason(elsewhere, here) == "wrong_world"
+    revoked, revoked_blob = issue(session="gone")
+    await here.store.set_resume("alice", revoked.token_id, 60)
+    here.revoke("gone", now + 60)
+    assert await reason(revoked_blob, here) == "revoked"
+    await here.close_all()
+    await there.close_all()

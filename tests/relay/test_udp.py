@@ -351,3 +351,17 @@ async def test_a_closed_session_is_freed_at_once_and_churn_leaves_memory_flat(
         assert len(relay.gateway.sessions) == 0
     finally:
         gc.enable()
+
+
+async def test_a_forged_or_short_resume_is_dropped_without_reply_and_counted(
+    relay: Relay,
+) -> None:
+    client = await client_for(relay)
+    forged = packet.encode_handshake(b"\x01" + os.urandom(200), packet.RESUME)
+    client.transport.sendto(forged)
+    client.transport.sendto(forged[:600])
+    assert await client.nothing()
+    assert relay.counters.resumes == {"forged": 1}
+    assert relay.counters.drops["resume_rejected"] == 1
+    assert relay.counters.drops["resume_size"] == 1
+    assert relay.counters.packets_out == 0
