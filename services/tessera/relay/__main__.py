@@ -127,6 +127,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
         await tokens.close()
         await redis.aclose()
 
+    service.on_stopping(gateway.end_play_sessions)
     service.on_shutdown(shutdown)
     return service
 

@@ -681,6 +681,13 @@ class Gateway:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def end_play_sessions(self) -> None:
+        """At the start of a stop: end the gRPC Play sessions (they cannot resume),
+        so the server's grace is not spent waiting for their streams."""
+        for session in self.sessions:
+            if session.transport == "grpc":
+                self._end(session, "RELAY_SHUTDOWN", "the relay is stopping", leave=False)
+
     async def drain(self, timeout_s: float) -> None:
         """Before stopping: tell every UDP client holding a resume credential to
         move (``Notice(MOVE)``, with a live other relay's address if one is known;
