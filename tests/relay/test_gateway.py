@@ -7,6 +7,7 @@ Leave."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
@@ -419,3 +420,38 @@ async def test_a_resume_credential_works_once_only_if_newest_and_never_when_revo
     assert await reason(revoked_blob, here) == "revoked"
     await here.close_all()
     await there.close_all()
+
+
+async def test_a_rotation_finds_out_that_the_player_resumed_elsewhere(
+    gateway: Gateway, redis: Redis
+) -> None:
+    """The first credential replaces any; a rotation only the session's own. A
+    session whose player resumed on another relay (newer credential in Redis)
+    ends REPLACED at its next rotation instead of stealing the credential back."""
+    store = gateway.store
+    session, sent = add_session(gateway, "alice", "zone-a", 1)
+    await redis.set(store.resume_key("alice"), b"older-login-cred")
+    gateway.issue_resume(session)
+    for _ in range(50):
+        if session.resume_id:
+            break
+        await asyncio.sleep(0.01)
+    first = session.resume_id
+    assert await redis.get(store.resume_key("alice")) == first
+    credential = relay_pb2.ServerMessage.FromString(sent[-1]).resume
+    assert len(credential.client_to_server_key) == 32 and credential.credential
+    gateway.issue_resume(session)  # rotation while still the newest: fine
+    for _ in range(50):
+        if session.resume_id != first:
+            break
+        await asyncio.sleep(0.01)
+    assert await redis.get(store.resume_key("alice")) == session.resume_id != first
+    await redis.set(store.resume_key("alice"), b"resumed-elsewhere")
+    gateway.issue_resume(session)
+    for _ in range(50):
+        if session.closed:
+            break
+        await asyncio.sleep(0.01)
+    goodbye = relay_pb2.ServerMessage.FromString(sent[-1])
+    assert goodbye.disconnected.reason == "REPLACED"
+    assert await redis.get(store.resume_key("alice")) == b"resumed-elsewhere"

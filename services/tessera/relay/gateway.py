@@ -298,8 +298,19 @@ class Gateway:
         self._spawn(self._issue_resume(session, grant))
 
     async def _issue_resume(self, session: Session, grant: resume.ResumeGrant) -> None:
+        """The first credential of a session replaces whatever the player had; a
+        rotation replaces only the session's own, so a session whose player has
+        resumed elsewhere (or logged in again) finds out here and ends (REPLACED,
+        no Leave: the player is live elsewhere)."""
+        player, ttl = grant.player_id, resume.LIFETIME_S
         try:
-            await self.store.set_resume(grant.player_id, grant.token_id, resume.LIFETIME_S)
+            if session.resume_id:
+                held = await self.store.rotate_resume(
+                    player, session.resume_id, grant.token_id, ttl
+                )
+            else:
+                await self.store.set_resume(player, grant.token_id, ttl)
+                held = True
         except (RedisError, OSError) as err:
             log.warning("resume credential not issued", extra={"error": str(err)})
             return
@@ -307,6 +318,10 @@ class Gateway:
             session.rotating = False
         if session.closed:
             return
+        if not held:
+            self._end(session, "REPLACED", "the session resumed elsewhere", leave=False)
+            return
+        session.resume_id = grant.token_id
         message = relay_pb2.ServerMessage(
             resume=relay_pb2.ResumeCredential(
                 credential=resume.seal(grant, self.config.resume_key),

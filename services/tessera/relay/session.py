@@ -50,6 +50,7 @@ class Session:
     # The serialized ServerMessage{resume} with the current credential (UDP), when
     # it was issued and last sent (monotonic); a new one is being issued if rotating.
     resume: bytes = b""
+    resume_id: bytes = b""
     resume_issued: float = 0.0
     resume_sent: float = 0.0
     rotating: bool = False

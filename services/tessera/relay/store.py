@@ -30,6 +30,18 @@ return 0
 """
 
 
+# KEYS: the player's resume key; ARGV: the session's current credential id, the new
+# id, TTL ms. 1 if the session still holds the newest credential (or none is left).
+_ROTATE_RESUME = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] or not current then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
 class RelayStore:
     """Reads of one world's routing state."""
 
@@ -37,6 +49,7 @@ class RelayStore:
         self.redis = redis
         self.keys = WorldKeys(world)
         self._spend_resume = redis.register_script(_SPEND_RESUME)
+        self._rotate_resume = redis.register_script(_ROTATE_RESUME)
 
     async def route(self, player: str) -> Route | None:
         raw = await self.redis.hget(self.keys.routes, player)
@@ -90,6 +103,14 @@ class RelayStore:
         """Make ``credential_id`` the player's only usable credential (the previous
         one stops working)."""
         await self.redis.set(self.resume_key(player), credential_id, px=max(1, int(ttl_s * 1000)))
+
+    async def rotate_resume(self, player: str, old: bytes, new: bytes, ttl_s: float) -> bool:
+        """Replace the player's credential ``old`` with ``new``; False if another
+        session of the player (a resume elsewhere, a new login) holds a newer one."""
+        done = await self._rotate_resume(
+            keys=[self.resume_key(player)], args=[old, new, max(1, int(ttl_s * 1000))]
+        )
+        return bool(done)
 
     async def spend_resume(self, player: str, credential_id: bytes) -> bool:
         """Use ``credential_id`` if it is still the player's newest one (atomic
