@@ -56,7 +56,7 @@ class RelayConfig:
             connect_timeout_s=env.number("RELAY_CONNECT_TIMEOUT_S", 5.0, lo=0.1, hi=60.0),
             zone_silence_s=env.number("RELAY_ZONE_SILENCE_S", 1.0, lo=0.1, hi=60.0),
             orphan_grace_s=env.number("RELAY_ORPHAN_GRACE_S", 30.0, lo=0.5, hi=3600.0),
-            drain_s=env.number("RELAY_DRAIN_S", 10.0, lo=0.0, hi=3600.0),
+            drain_s=env.number("RELAY_DRAIN_S", 5.0, lo=0.0, hi=3600.0),
             udp_buffer_bytes=env.integer("UDP_BUFFER_BYTES", 0, lo=0, hi=1 << 30),
         )
 
