@@ -270,8 +270,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                 grant, transport="udp", send=_discard, address=addr, prepare=prepare
             )
         except Exception as err:
-            self.pending.pop(addr, None)
+            # Released before the address stops being pending: a retransmission
+            # meanwhile is dropped as pending, not refused as a replay.
             await self.gateway.release(grant)
+            self.pending.pop(addr, None)
             reason = err.reason if isinstance(err, Rejected) else "error"
             results[reason] += 1
             self._refuse(grant, addr, reason, str(err))
