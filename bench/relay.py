@@ -106,6 +106,9 @@ def start_stack(
             "TESSERA_AUTH_ADDRESS": auth.grpc_address,
             "TESSERA_CONNECT_KEY": connect_key,
             "TESSERA_LOG_LEVEL": "info",
+            # Every client shares 127.0.0.1: one source, so no per-source limits.
+            "TESSERA_RELAY_HANDSHAKES_PER_SOURCE_S": "1000000",
+            "TESSERA_RELAY_PINGS_PER_SOURCE_S": "1000000",
             **(extra_relay_env or {}),
         },
         name="relay",

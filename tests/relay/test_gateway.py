@@ -7,6 +7,8 @@ Leave."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 
@@ -14,6 +16,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.common.store import WorldKeys
+from tessera.relay import resume
 from tessera.relay.errors import Rejected
 from tessera.relay.gateway import Gateway, GatewayConfig, Grant
 from tessera.relay.metrics import Counters
@@ -210,12 +213,12 @@ async def test_stalled_link_reroutes_from_redis_then_times_out(
     assert not link.connected and link.down_since is not None
     await redis.hset(keys.routes, "alice", "zone-b|2")
     now = link.down_since + 1.0
-    await gateway.sweep(now, time.time())
+    await gateway.sweep(now)
     assert moved.zone == "zone-b" and stuck.zone == "zone-a"
     later = link.down_since + gateway.config.upstream_timeout_s + 1
     moved.last_seen = stuck.last_seen = later  # the clients keep sending
     gateway.links["zone-b"].down_since = later  # zone-b's link is only just starting
-    await gateway.sweep(later, time.time())
+    await gateway.sweep(later)
     assert stuck.closed and "bob" not in gateway.sessions.by_player
     goodbye = relay_pb2.ServerMessage.FromString(stuck_sent[-1])
     assert goodbye.disconnected.reason == "ZONE_UNAVAILABLE"
@@ -226,7 +229,7 @@ async def test_idle_sessions_closed_and_kick(gateway: Gateway) -> None:
     idle, idle_sent = add_session(gateway, "idle", "zone-a", 1)
     _, kicked_sent = add_session(gateway, "kicked", "zone-a", 1)
     idle.last_seen -= 60
-    await gateway.sweep(time.monotonic(), time.time())
+    await gateway.sweep(time.monotonic())
     assert idle.closed
     assert relay_pb2.ServerMessage.FromString(idle_sent[-1]).disconnected.reason == "IDLE_TIMEOUT"
     assert gateway.kick("kicked", "cheating")
@@ -240,8 +243,8 @@ async def test_session_ends_counted_once_by_reason(gateway: Gateway) -> None:
     idle, _ = add_session(gateway, "idle", "zone-a", 1)
     add_session(gateway, "kicked", "zone-a", 1)
     idle.last_seen -= 60
-    await gateway.sweep(time.monotonic(), time.time())
-    await gateway.sweep(time.monotonic(), time.time())
+    await gateway.sweep(time.monotonic())
+    await gateway.sweep(time.monotonic())
     assert gateway.kick("kicked", "cheating")
     assert not gateway.kick("kicked", "again")
     gateway.close(idle, "KICKED", "already closed")
@@ -288,13 +291,15 @@ async def test_a_token_for_another_world_is_refused_and_not_spent(redis: Redis) 
         opener=lambda token, now: grants[token],
         counters=Counters(),
     )
-    assert gw.admit(b"here", time.time()) is grants[b"here"]
-    assert gw.admit(b"any", time.time()) is grants[b"any"]
+    assert await gw.admit(b"here", time.time()) is grants[b"here"]
+    assert await gw.admit(b"any", time.time()) is grants[b"any"]
     with pytest.raises(Rejected) as info:
-        gw.admit(b"there", time.time())
+        await gw.admit(b"there", time.time())
     assert info.value.reason == "wrong_world" and "elsewhere" in str(info.value)
-    assert grants[b"there"].token_id not in gw.used_tokens
-    assert len(gw.used_tokens) == 2
+    store = gw.store
+    assert await redis.exists(store.spent_token_key(grants[b"there"].token_id)) == 0
+    for name in (b"here", b"any"):
+        assert await redis.exists(store.spent_token_key(grants[name].token_id)) == 1
 
 
 async def test_a_destination_zone_that_is_not_up_is_refused_before_anything_moves(
@@ -314,3 +319,151 @@ async def test_a_destination_zone_that_is_not_up_is_refused_before_anything_move
     assert gateway.links == {} and len(gateway.sessions) == 0
     assert await redis.hget(keys.routes, "alice") == b"zone-a|3"
     assert gateway.counters.transfers == 0
+
+
+async def test_revocation_ends_the_sessions_of_that_login_and_refuses_its_tokens(
+    redis: Redis,
+) -> None:
+    revoked = grant_for("w")  # issued in auth session "s"
+    gw = Gateway(
+        GatewayConfig(relay_id="r1", world="w"),
+        store=RelayStore(redis, "w"),
+        opener=lambda token, now: revoked,
+        counters=Counters(),
+    )
+    try:
+        session, sent = add_session(gw, "alice", "zone-a", 1)
+        session.session_id = "s"
+        other, other_sent = add_session(gw, "bob", "zone-a", 1)
+        other.session_id = "other"
+        gw.revoke("s", time.time() + 60)
+        assert session.closed and "alice" not in gw.sessions.by_player
+        goodbye = relay_pb2.ServerMessage.FromString(sent[-1])
+        assert goodbye.disconnected.reason == "REVOKED"
+        assert "alice" not in gw.links["zone-a"].attached
+        assert not other.closed and other_sent == []
+        with pytest.raises(Rejected) as info:
+            await gw.admit(b"revoked", time.time())
+        assert info.value.reason == "revoked"
+        # Refused before it was spent.
+        assert await redis.exists(gw.store.spent_token_key(revoked.token_id)) == 0
+        # Once no token of the session can verify any more, the revocation is forgotten.
+        gw.revoke("old", time.time() - 1)
+        gw.prune_revocations()
+        assert set(gw.revoked) == {"s"}
+    finally:
+        await gw.close_all()
+
+
+async def test_presence_records_sessions_and_takes_over_gone_relays(
+    gateway: Gateway, redis: Redis
+) -> None:
+    store = gateway.store
+    now = time.time()
+    # Left by this relay id's previous run, and by a relay silent for 100 s.
+    await redis.hset(store.relay_players_key("r1"), "zed", "zone-a")
+    await redis.hset(store.relays_key, mapping={"old": repr(now - 100), "live": repr(now - 1)})
+    await redis.hset(store.relay_players_key("old"), "bob", "zone-a")
+    await redis.hset(store.relay_players_key("live"), "carol", "zone-a")
+    session, _ = add_session(gateway, "alice", "zone-a", 1)
+    gateway.presence_changes["alice"] = "zone-a"
+    await gateway.presence(now)
+    assert gateway.leftovers == {"zed": now + gateway.config.orphan_grace_s}
+    assert await redis.hgetall(store.relay_players_key("r1")) == {b"alice": b"zone-a"}
+    # The silent relay's record is taken (bob has no route: nothing to release);
+    # the live one's is untouched.
+    assert await redis.exists(store.relay_players_key("old")) == 0
+    assert set(await store.relays_seen()) == {"r1", "live"}
+    assert await redis.hgetall(store.relay_players_key("live")) == {b"carol": b"zone-a"}
+    assert gateway.counters.orphans_released == 0
+    gateway.close(session, "KICKED", "bye", leave=False)
+    await gateway.presence(now + 1)
+    assert await redis.exists(store.relay_players_key("r1")) == 0
+
+
+async def test_a_resume_credential_works_once_only_if_newest_and_never_when_revoked(
+    redis: Redis,
+) -> None:
+    """Bad input: forged, expired, replayed, superseded, wrong-world and revoked
+    credentials are refused with their reason (the UDP endpoint drops them
+    without reply); a credential whose resume failed can be used again."""
+    key = resume.derive_key(os.urandom(32))
+    here = Gateway(
+        GatewayConfig(relay_id="a", world="w", resume_key=key),
+        store=RelayStore(redis, "w"),
+        opener=refuse,
+        counters=Counters(),
+    )
+    there = Gateway(
+        GatewayConfig(relay_id="b", world="w", resume_key=key),
+        store=RelayStore(redis, "w"),
+        opener=refuse,
+        counters=Counters(),
+    )
+    now = time.time()
+
+    def issue(world: str = "w", session: str = "s") -> tuple[resume.ResumeGrant, bytes]:
+        made = resume.new_grant(
+            player_id="alice", session_id=session, world=world, relay_id="a", timeout_s=10, now=now
+        )
+        return made, resume.seal(made, key)
+
+    async def reason(blob: bytes, gateway: Gateway, at: float = now) -> str:
+        with pytest.raises(Rejected) as info:
+            await gateway.admit_resume(blob, at)
+        return info.value.reason
+
+    old, old_blob = issue()
+    await here.store.set_resume("alice", old.token_id, 60)
+    newest, newest_blob = issue()
+    await here.store.set_resume("alice", newest.token_id, 60)
+    assert await reason(old_blob, there) == "replayed"  # superseded
+    assert (await there.admit_resume(newest_blob, now)).token_id == newest.token_id
+    assert await reason(newest_blob, here) == "replayed"  # once, on any relay
+    await there.release(newest)  # its session could not be opened
+    assert (await here.admit_resume(newest_blob, now)).player_id == "alice"
+    assert await reason(newest_blob, here, now + 120) == "expired"
+    assert await reason(b"\x01" + os.urandom(100), here) == "forged"
+    _, elsewhere = issue(world="other")
+    assert await reason(elsewhere, here) == "wrong_world"
+    revoked, revoked_blob = issue(session="gone")
+    await here.store.set_resume("alice", revoked.token_id, 60)
+    here.revoke("gone", now + 60)
+    assert await reason(revoked_blob, here) == "revoked"
+    await here.close_all()
+    await there.close_all()
+
+
+async def test_a_rotation_finds_out_that_the_player_resumed_elsewhere(
+    gateway: Gateway, redis: Redis
+) -> None:
+    """The first credential replaces any; a rotation only the session's own. A
+    session whose player resumed on another relay (newer credential in Redis)
+    ends REPLACED at its next rotation instead of stealing the credential back."""
+    store = gateway.store
+    session, sent = add_session(gateway, "alice", "zone-a", 1)
+    await redis.set(store.resume_key("alice"), b"older-login-cred")
+    gateway.issue_resume(session)
+    for _ in range(50):
+        if session.resume_id:
+            break
+        await asyncio.sleep(0.01)
+    first = session.resume_id
+    assert await redis.get(store.resume_key("alice")) == first
+    credential = relay_pb2.ServerMessage.FromString(sent[-1]).resume
+    assert len(credential.client_to_server_key) == 32 and credential.credential
+    gateway.issue_resume(session)  # rotation while still the newest: fine
+    for _ in range(50):
+        if session.resume_id != first:
+            break
+        await asyncio.sleep(0.01)
+    assert await redis.get(store.resume_key("alice")) == session.resume_id != first
+    await redis.set(store.resume_key("alice"), b"resumed-elsewhere")
+    gateway.issue_resume(session)
+    for _ in range(50):
+        if session.closed:
+            break
+        await asyncio.sleep(0.01)
+    goodbye = relay_pb2.ServerMessage.FromString(sent[-1])
+    assert goodbye.disconnected.reason == "REPLACED"
+    assert await redis.get(store.resume_key("alice")) == b"resumed-elsewhere"

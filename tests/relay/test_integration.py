@@ -32,14 +32,22 @@ from tessera.auth.keys import KeyRing, SigningKey, write_key
 from tessera.authclient.issuer import AuthIssuer
 from tessera.client.bot import Bot, hotspot, random_walk
 from tessera.client.client import GameClient, Intent
-from tessera.client.login import guest_connect_token
+from tessera.client.login import connect_token, guest_connect_token, guest_login
 from tessera.client.transport import ConnectError, PlayTransport, UdpTransport, ping
 from tessera.client.world import WorldView
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
 from tessera.common.store import connect as redis_connect
 from tessera.harness.redis import LocalRedis
-from tessera.v1 import auth_pb2, common_pb2, relay_pb2, relay_pb2_grpc, zone_pb2, zone_pb2_grpc
+from tessera.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    common_pb2,
+    relay_pb2,
+    relay_pb2_grpc,
+    zone_pb2,
+    zone_pb2_grpc,
+)
 from tessera.wire import packet
 from tessera.wire.connect_token import ConnectGrant, issue_connect_token, new_token_id
 from tessera.zone.audit import settle
@@ -152,6 +160,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "TESSERA_UDP_PORT": str(udp_port),
         "TESSERA_AUTH_ADDRESS": auth.grpc_address,
         "TESSERA_CONNECT_KEY": connect_b64,
+        "TESSERA_RELAY_CONNECT_TIMEOUT_S": "0.5",
+        "TESSERA_RELAY_ZONE_SILENCE_S": "1.0",
+        "TESSERA_RELAY_ORPHAN_GRACE_S": "2",
     }
     relay = ServiceProcess("tessera.relay", relay_env, name="relay").start()
     relay.wait_serving()
@@ -294,9 +305,9 @@ def mint(stack: Stack, *, expires_in: int, key: SigningKey | None = None) -> byt
     )
 
 
-async def raw_handshake(stack: Stack, token: bytes) -> bool:
+async def raw_handshake(stack: Stack, token: bytes, address: str = "") -> bool:
     """Send a handshake from a fresh socket; True if anything came back."""
-    host, port = stack.udp_address.split(":")
+    host, port = (address or stack.udp_address).split(":")
     loop = asyncio.get_running_loop()
     got: asyncio.Queue[bytes] = asyncio.Queue()
 
@@ -1066,3 +1077,313 @@ async def test_a_failed_rollback_moves_the_live_session_or_ends_it(stack: Stack)
             await client.close()
         await stop_zones(stack, source, dest)
         await redis.aclose()
+
+
+def spare_relay(stack: Stack) -> ServiceProcess:
+    """A second relay of the world (relay B) on the spare UDP port auth also names."""
+    port_b = stack.spare_udp_address.rsplit(":", 1)[1]
+    return ServiceProcess(
+        "tessera.relay",
+        {**stack.relay_env, "TESSERA_UDP_PORT": port_b, "TESSERA_RELAY_ID": "relay-b"},
+        name="relay-b",
+    ).start()
+
+
+async def test_a_connect_token_is_spent_once_per_world_across_relays_and_restarts(
+    stack: Stack,
+) -> None:
+    """A token redeemed on relay A is refused by relay B; one redeemed on B is
+    still refused after B is killed (-9) and started again."""
+    relay_b = spare_relay(stack)
+    on_a, on_b = GameClient(UdpTransport()), GameClient(UdpTransport())
+    try:
+        await asyncio.to_thread(relay_b.wait_serving)
+        first = await guest_connect_token(stack.auth.grpc_address, "device-once-a-0123456789")
+        await on_a.connect(via(first, stack.udp_address))
+        assert not await raw_handshake(stack, first.token, stack.spare_udp_address)
+        assert relay_metric(relay_b, "tessera_relay_handshakes_total", result="replayed") == 1
+
+        second = await guest_connect_token(stack.auth.grpc_address, "device-once-b-0123456789")
+        await on_b.connect(via(second, stack.spare_udp_address))
+        relay_b.kill()
+        relay_b = spare_relay(stack)
+        await asyncio.to_thread(relay_b.wait_serving)
+        assert not await raw_handshake(stack, second.token, stack.spare_udp_address)
+        assert relay_metric(relay_b, "tessera_relay_handshakes_total", result="replayed") == 1
+        assert not await raw_handshake(stack, second.token)
+        assert on_a.connected
+    finally:
+        await on_a.close()
+        await on_b.close()
+        relay_b.terminate()
+
+
+async def test_a_revoked_login_is_dropped_by_every_relay_within_a_second(stack: Stack) -> None:
+    """Logout revokes the auth session: its players on relays A and B get
+    Disconnected(REVOKED) within 1 s, and its unused tokens are refused."""
+    relay_b = spare_relay(stack)
+    on_a, on_b = GameClient(UdpTransport()), GameClient(UdpTransport())
+    try:
+        await asyncio.to_thread(relay_b.wait_serving)
+        login_a = await guest_login(stack.auth.grpc_address, "device-revoke-a-0123456789")
+        login_b = await guest_login(stack.auth.grpc_address, "device-revoke-b-0123456789")
+        token_a = await connect_token(stack.auth.grpc_address, login_a.access_token)
+        unused = await connect_token(stack.auth.grpc_address, login_a.access_token)
+        token_b = await connect_token(stack.auth.grpc_address, login_b.access_token)
+        await on_a.connect(via(token_a, stack.udp_address))
+        await on_b.connect(via(token_b, stack.spare_udp_address))
+        bystander = await connect_bot(stack, "revoke-bystander", random_walk, seed=5)
+        await wait_for(lambda: on_a.snapshots > 2 and on_b.snapshots > 2, 10.0, "snapshots")
+
+        async with grpc.aio.insecure_channel(stack.auth.grpc_address) as channel:
+            auth: Any = auth_pb2_grpc.AuthStub(channel)
+            started = time.monotonic()
+            for login in (login_a, login_b):
+                await auth.Logout(
+                    auth_pb2.LogoutRequest(),
+                    metadata=(("authorization", f"Bearer {login.access_token}"),),
+                )
+        await wait_for(
+            lambda: on_a.disconnected is not None and on_b.disconnected is not None,
+            1.0,
+            "both revoked sessions to end",
+        )
+        assert time.monotonic() - started < 1.0
+        assert on_a.disconnected is not None and on_a.disconnected.reason == "REVOKED"
+        assert on_b.disconnected is not None and on_b.disconnected.reason == "REVOKED"
+        assert token_a.player_id not in await sessions_by_player(stack)
+        assert token_b.player_id not in await sessions_by_player(stack, relay_b)
+        # A token of the revoked session is refused (no reply), though never used.
+        assert not await raw_handshake(stack, unused.token)
+        assert stack.metric("tessera_relay_handshakes_total", result="revoked") >= 1
+        assert bystander.client.connected
+        await bystander.client.close()
+    finally:
+        await on_a.close()
+        await on_b.close()
+        relay_b.terminate()
+
+
+async def test_a_play_stream_that_never_connects_is_ended(stack: Stack) -> None:
+    """A Play stream that sends nothing is ended after the connect timeout (0.5 s
+    here), with DEADLINE_EXCEEDED / CONNECT_TIMEOUT, and counted."""
+    before = stack.metric("tessera_relay_drops_total", reason="connect_timeout")
+    outbox: asyncio.Queue[relay_pb2.ClientMessage] = asyncio.Queue()
+
+    async def silent() -> AsyncIterator[relay_pb2.ClientMessage]:
+        yield await outbox.get()  # never: the client holds the stream open
+
+    async with grpc.aio.insecure_channel(stack.relay.grpc_address) as channel:
+        stub: Any = relay_pb2_grpc.RelayStub(channel)
+        started = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for _ in stub.Play(silent(), timeout=10.0):
+                pass
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "connect" in (info.value.details() or "")
+        assert 0.4 < time.monotonic() - started < 3.0
+    after = stack.metric("tessera_relay_drops_total", reason="connect_timeout")
+    assert after == before + 1
+
+
+async def test_a_frozen_zone_is_noticed_within_two_seconds_and_players_are_held(
+    stack: Stack,
+) -> None:
+    """SIGSTOP the zone: its link stays open, the ticks stop. The relay notices
+    the silence (no snapshot for 1 s with players attached), breaks the link and
+    tells the player ZONE_STALLED, holding the session; after SIGCONT the link
+    comes back, the player is told ZONE_RESUMED and plays on."""
+    client, _moving = await connect_walker(stack, "device-frozen-0123456789")
+    silences = stack.metric("tessera_relay_upstream_silences_total")
+    try:
+        await wait_for(lambda: client.snapshots > 5, 10.0, "snapshots")
+        os.kill(stack.zone.pid, signal.SIGSTOP)
+        try:
+            frozen_at = time.monotonic()
+            await wait_for(lambda: client.notices, 3.0, "a notice")
+            noticed = time.monotonic() - frozen_at
+            assert [n.code for n in client.notices] == ["ZONE_STALLED"]
+            assert noticed < 2.0, noticed
+            link = next(u for u in (await stack.status()).upstreams if u.zone.zone == "zone-a")
+            assert not link.connected
+            assert stack.metric("tessera_relay_upstream_silences_total") == silences + 1
+            assert client.connected
+        finally:
+            os.kill(stack.zone.pid, signal.SIGCONT)
+        await wait_for(lambda: len(client.notices) == 2, 10.0, "the resumed notice")
+        assert client.notices[1].code == "ZONE_RESUMED"
+        count = client.snapshots
+        await wait_for(lambda: client.snapshots > count + 5, 5.0, "snapshots again")
+        assert client.connected
+    finally:
+        await client.close()
+
+
+async def test_the_players_of_a_killed_relay_are_released_unless_they_come_back(
+    stack: Stack,
+) -> None:
+    """Relay B is killed (-9) with two players. One reconnects through relay A at
+    once and keeps their entity; the other never comes back, and after the grace
+    period (2 s here) relay A releases their entity (Leave naming B: the zone saves
+    the checkpoint and drops it), so it no longer counts in the zone."""
+    relay_b = spare_relay(stack)
+    gone, back, again = (GameClient(UdpTransport()) for _ in range(3))
+    released = stack.metric("tessera_relay_orphans_released_total")
+    try:
+        await asyncio.to_thread(relay_b.wait_serving)
+        for client, device in (
+            (gone, "device-orphan-0123456789"),
+            (back, "device-back-0123456789"),
+        ):
+            token = await guest_connect_token(stack.auth.grpc_address, device)
+            await client.connect(via(token, stack.spare_udp_address))
+        await wait_for(lambda: gone.snapshots > 3 and back.snapshots > 3, 10.0, "snapshots")
+        assert gone.accepted is not None and back.accepted is not None
+        orphan, returning = gone.accepted.player_id, back.accepted.player_id
+        await asyncio.sleep(1.2)  # B's presence heartbeat has named both players
+        assert {orphan, returning} <= await zone_players(stack.zone.grpc_address)
+        relay_b.kill()
+        killed_at = time.monotonic()
+        token = await guest_connect_token(stack.auth.grpc_address, "device-back-0123456789")
+        await again.connect(via(token, stack.udp_address))
+        assert again.accepted is not None and again.accepted.player_id == returning
+
+        async def orphan_released() -> bool:
+            return orphan not in await zone_players(stack.zone.grpc_address)
+
+        await eventually(orphan_released, 10.0, "the orphan's entity to be released")
+        # Not before the grace period (2 s of silence after B's last heartbeat).
+        assert time.monotonic() - killed_at > 1.0
+        assert returning in await zone_players(stack.zone.grpc_address)
+        count = again.snapshots
+        await wait_for(lambda: again.snapshots > count + 5, 5.0, "the returning player plays on")
+        assert again.connected
+        assert stack.metric("tessera_relay_orphans_released_total") == released + 1
+        redis = redis_connect(stack.redis_url, decode_responses=True)
+        try:
+            assert await redis.hget(WorldKeys(WORLD).routes, orphan) is None
+        finally:
+            await redis.aclose()
+    finally:
+        for client in (gone, back, again):
+            await client.close()
+        relay_b.terminate()
+
+
+async def wait_credentials(clients: list[GameClient]) -> None:
+    def ready() -> bool:
+        return all(
+            isinstance(c.transport, UdpTransport) and c.transport.credential is not None
+            for c in clients
+        )
+
+    await wait_for(ready, 10.0, "resume credentials")
+
+
+def first(token: auth_pb2.ConnectToken, address: str) -> auth_pb2.ConnectToken:
+    """The same token with ``address`` first (connected to first), the others after."""
+    moved = auth_pb2.ConnectToken()
+    moved.CopyFrom(token)
+    others = [a for a in token.relay_addresses if a != address]
+    del moved.relay_addresses[:]
+    moved.relay_addresses.extend([address, *others])
+    return moved
+
+
+def udp(client: GameClient) -> UdpTransport:
+    assert isinstance(client.transport, UdpTransport)
+    return client.transport
+
+
+async def test_sessions_resume_on_another_relay_after_sigterm_and_kill(stack: Stack) -> None:
+    """Eight walkers on relay B, whose tokens name only B. SIGTERM B: it tells them
+    to MOVE (naming relay A, from the presence record) and waits; all carry on through A as the same
+    players (same entity, no Leave/Join seen by them, nobody disconnected, one
+    entity each in the zone). Then four walkers on a new relay B, killed -9: they
+    notice the silence and resume on A within 2 s."""
+    relay_b = spare_relay(stack)
+    walkers: list[GameClient] = []
+    killed: list[GameClient] = []
+    try:
+        await asyncio.to_thread(relay_b.wait_serving)
+        for i in range(8):
+            token = await guest_connect_token(stack.auth.grpc_address, f"device-move{i}-0123456789")
+            client = GameClient(UdpTransport())
+            await client.connect(via(token, stack.spare_udp_address))
+            client.start(lambda _c: Intent(move_x=0.3))
+            walkers.append(client)
+        await wait_credentials(walkers)
+        await wait_for(lambda: all(c.snapshots > 3 for c in walkers), 10.0, "snapshots")
+        entities = {c.accepted.entity_id for c in walkers if c.accepted is not None}
+        await asyncio.sleep(1.1)  # relay A's presence names its address for B's MOVE
+        resumed_before = stack.metric("tessera_relay_resumes_total", result="accepted")
+
+        await asyncio.to_thread(relay_b.terminate)
+        assert all(c.connected for c in walkers), [c.disconnected for c in walkers]
+        assert all(udp(c).resumes == 1 for c in walkers)
+        assert all(udp(c).address == stack.udp_address for c in walkers)
+        gaps = sorted(g for c in walkers for g in udp(c).resume_gaps)
+        assert gaps[-1] < 1.0, gaps
+        assert {c.accepted.entity_id for c in walkers if c.accepted is not None} == entities
+        counts = [c.snapshots for c in walkers]
+        await wait_for(
+            lambda: all(c.snapshots > n + 5 for c, n in zip(walkers, counts, strict=True)),
+            5.0,
+            "snapshots through relay A",
+        )
+        players = await zone_players(stack.zone.grpc_address)
+        assert {c.accepted.player_id for c in walkers if c.accepted is not None} <= players
+        assert stack.metric("tessera_relay_resumes_total", result="accepted") == (
+            resumed_before + 8
+        )
+        assert set(await sessions_by_player(stack)) >= {
+            c.accepted.player_id for c in walkers if c.accepted is not None
+        }
+
+        relay_b = spare_relay(stack)
+        await asyncio.to_thread(relay_b.wait_serving)
+        for i in range(4):
+            token = await guest_connect_token(stack.auth.grpc_address, f"device-kill{i}-0123456789")
+            client = GameClient(UdpTransport())
+            # The token names both relays (B first): after B's silence, A is next.
+            await client.connect(first(token, stack.spare_udp_address))
+            client.start(lambda _c: Intent(move_x=-0.3))
+            killed.append(client)
+        await wait_credentials(killed)
+        await wait_for(lambda: all(c.snapshots > 3 for c in killed), 10.0, "snapshots")
+        relay_b.kill()
+        await wait_for(lambda: all(udp(c).resumes == 1 for c in killed), 6.0, "resumes")
+        gaps = sorted(g for c in killed for g in udp(c).resume_gaps)
+        assert gaps[-1] < 2.0, gaps
+        assert all(c.connected and udp(c).address == stack.udp_address for c in killed)
+        counts = [c.snapshots for c in killed]
+        await wait_for(
+            lambda: all(c.snapshots > n + 5 for c, n in zip(killed, counts, strict=True)),
+            5.0,
+            "snapshots after the kill",
+        )
+    finally:
+        for client in walkers + killed:
+            await client.close()
+        relay_b.terminate()
+
+
+async def test_a_session_follows_its_client_to_a_new_port(stack: Stack) -> None:
+    """NAT rebinding: the client's source port changes under it. The relay stops
+    hearing the session's address and the client stops hearing the relay; the
+    client resumes from the new port, to the same relay, as the same session."""
+    client, _moving = await connect_walker(stack, "device-rebind-0123456789")
+    try:
+        await wait_credentials([client])
+        await wait_for(lambda: client.snapshots > 3, 10.0, "snapshots")
+        assert client.accepted is not None
+        entity = client.accepted.entity_id
+        udp(client).rebind()
+        await wait_for(lambda: udp(client).resumes == 1, 6.0, "the resume")
+        count = client.snapshots
+        await wait_for(lambda: client.snapshots > count + 5, 5.0, "snapshots again")
+        assert client.connected and client.accepted.entity_id == entity
+        ((info,),) = [(await sessions_by_player(stack))[client.accepted.player_id]]
+        assert info.zone.zone == "zone-a"
+    finally:
+        await client.close()

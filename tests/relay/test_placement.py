@@ -85,8 +85,8 @@ class ScriptedLink(ZoneLink):
             raise self.join_error
         return zone_pb2.JoinResponse(entity_id=42, epoch=9)
 
-    async def leave(self, player: str) -> None:
-        self.calls.append(f"leave {player}")
+    async def leave(self, player: str, relay_id: str = "") -> None:
+        self.calls.append(f"leave {player}" + (f" as {relay_id}" if relay_id else ""))
         if self.leave_errors:
             raise self.leave_errors.pop(0)
         if self.on_leave is not None:
@@ -335,3 +335,22 @@ def test_why_a_zone_call_failed() -> None:
         Code.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "", ""
     )
     assert why_failed(no_details) == "UNAVAILABLE"
+
+
+async def test_an_orphan_is_released_in_its_routes_zone_naming_the_gone_relay(
+    world: World,
+) -> None:
+    zone = await world.zone("zone-b")
+    await world.redis.hset(KEYS.routes, "alice", "zone-b|4")
+    assert await world.placement.release_orphan("alice", "dead-relay")
+    assert zone.calls == ["leave alice as dead-relay"]
+    assert await world.redis.hget(KEYS.routes, "alice") is None
+    # The removal it announces is this relay's own (no session elsewhere ends).
+    assert world.placement.own_removal("alice", time.monotonic())
+    # No route: nothing to release. Back through another relay: the zone refuses.
+    assert not await world.placement.release_orphan("alice", "dead-relay")
+    await world.redis.hset(KEYS.routes, "bob", "zone-b|4")
+    zone.leave_errors.append(rpc_error(Code.FAILED_PRECONDITION, "SERVED_BY_OTHER_RELAY"))
+    assert not await world.placement.release_orphan("bob", "dead-relay")
+    assert await world.redis.hget(KEYS.routes, "bob") == b"zone-b|4"
+    assert not world.placement.own_removal("bob", time.monotonic())

@@ -4,8 +4,12 @@ sessionless traffic, abuse handling and handshake rejections (no zone needed).""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 import time
+import tracemalloc
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +19,11 @@ from redis.asyncio import Redis
 
 from tessera.auth.keys import SigningKey
 from tessera.relay.admission import rejecting
+from tessera.relay.errors import Rejected
 from tessera.relay.gateway import Gateway, GatewayConfig
+from tessera.relay.limiter import ConnectionLimits
 from tessera.relay.metrics import Counters
+from tessera.relay.session import Session
 from tessera.relay.store import RelayStore
 from tessera.relay.udp import UdpEndpoint, UdpLimits
 from tessera.v1 import relay_pb2
@@ -58,6 +65,15 @@ class Client(asyncio.DatagramProtocol):
 
 @pytest.fixture
 async def relay(redis: Redis) -> AsyncIterator[Relay]:
+    limits = UdpLimits(
+        handshakes_per_s=50.0, pings_per_source_s=1000.0, handshakes_per_source_s=1000.0
+    )
+    async with running_relay(redis, limits) as started:
+        yield started
+
+
+@contextlib.asynccontextmanager
+async def running_relay(redis: Redis, limits: UdpLimits) -> AsyncIterator[Relay]:
     key = SigningKey.generate()
     counters = Counters()
     holder: list[str] = []
@@ -77,7 +93,7 @@ async def relay(redis: Redis) -> AsyncIterator[Relay]:
         opener=rejecting(opener),
         counters=counters,
     )
-    endpoint = UdpEndpoint(gateway, counters, UdpLimits(handshakes_per_s=50.0))
+    endpoint = UdpEndpoint(gateway, counters, limits)
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(
         lambda: endpoint, local_addr=("127.0.0.1", 0)
@@ -88,10 +104,10 @@ async def relay(redis: Redis) -> AsyncIterator[Relay]:
     transport.close()
 
 
-async def client_for(relay: Relay) -> Client:
+async def client_for(relay: Relay, source: str = "127.0.0.1") -> Client:
     host, port = relay.address.split(":")
     _, proto = await asyncio.get_running_loop().create_datagram_endpoint(
-        Client, remote_addr=(host, int(port))
+        Client, local_addr=(source, 0), remote_addr=(host, int(port))
     )
     return proto
 
@@ -177,7 +193,6 @@ async def test_valid_token_without_zone_is_refused_and_released(relay: Relay) ->
             break
         await asyncio.sleep(0.02)
     assert relay.counters.handshakes == {"no_zone": 1}
-    assert relay.gateway.used_tokens == {}
     assert relay.endpoint.pending == {}
     # The holder of the token learns why, sealed with its server-to-client key.
     answer = await asyncio.wait_for(client.received.get(), 2.0)
@@ -192,6 +207,8 @@ async def test_valid_token_without_zone_is_refused_and_released(relay: Relay) ->
     channel = packet.Channel(grant.client_to_server_key, grant.server_to_client_key)
     message = relay_pb2.ServerMessage.FromString(channel.open(answer).message)
     assert message.disconnected.reason == "NO_ZONE"
+    store = relay.gateway.store
+    assert await store.redis.exists(store.spent_token_key(grant.token_id)) == 0
 
 
 async def test_handshake_rate_limited(relay: Relay) -> None:
@@ -202,3 +219,149 @@ async def test_handshake_rate_limited(relay: Relay) -> None:
     await asyncio.sleep(0.3)
     assert relay.counters.drops["handshake_rate"] >= 20
     assert relay.counters.handshakes["malformed"] <= 60
+
+
+async def test_a_ping_flood_from_one_source_is_cut_to_its_own_budget(redis: Redis) -> None:
+    limits = UdpLimits(pings_per_source_s=10.0)
+    async with running_relay(redis, limits) as relay:
+        flooder = await client_for(relay, "127.0.0.1")
+        ping = packet.encode_ping(1, 0.0)
+        for _ in range(100):
+            flooder.transport.sendto(ping)
+        await asyncio.sleep(0.3)
+        answered = flooder.received.qsize()
+        # Burst of 2 s worth (20) plus what refilled meanwhile.
+        assert 20 <= answered <= 25
+        assert relay.counters.drops["ping_rate"] == 100 - answered
+        assert relay.counters.bytes_out <= relay.counters.bytes_in
+        other = await client_for(relay, "127.0.0.2")
+        other.transport.sendto(ping)
+        assert len(await asyncio.wait_for(other.received.get(), 2.0)) <= len(ping)
+
+
+async def test_a_handshake_flood_from_one_source_leaves_others_the_relay_budget(
+    redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    limits = UdpLimits(handshakes_per_s=50.0, handshakes_per_source_s=10.0)
+    async with running_relay(redis, limits) as relay:
+        # One host, many ports (each port's first handshake is not yet pending).
+        flooders = [await client_for(relay, "127.0.0.1") for _ in range(300)]
+        forged = packet.encode_handshake(token(relay, key=SigningKey.generate()))
+        for wave in range(10):  # paced, so the socket buffer does not drop them
+            for flooder in flooders[wave * 30 : (wave + 1) * 30]:
+                flooder.transport.sendto(forged)
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        drops = relay.counters.drops
+        assert relay.counters.packets_in == 300
+        # Its burst (20) plus what refilled in ~0.2 s; the relay-wide budget (50) untouched.
+        assert drops["handshake_source_rate"] >= 270
+        assert drops["handshake_rate"] == 0
+        # Another source's genuine handshake is still answered (no zone here: NO_ZONE).
+        other = await client_for(relay, "127.0.0.2")
+        started = time.monotonic()
+        other.transport.sendto(packet.encode_handshake(token(relay)))
+        answer = await asyncio.wait_for(other.received.get(), 2.0)
+        assert time.monotonic() - started < 0.5
+        assert len(answer) < packet.HANDSHAKE_SIZE
+        assert relay.counters.handshakes["no_zone"] == 1
+        assert all(flooder.received.empty() for flooder in flooders)
+    # Rejections were logged as one summary line, not one line each.
+    summaries = [r for r in caplog.records if r.getMessage() == "handshakes rejected"]
+    assert len(summaries) == 1
+    assert relay.counters.handshakes["bad_signature"] >= 20
+
+
+async def test_a_token_spent_on_one_relay_is_refused_by_another(redis: Redis) -> None:
+    limits = UdpLimits()
+    async with running_relay(redis, limits) as first:
+        raw = token(first)
+        grant = await first.gateway.admit(raw, time.time())
+        assert grant.player_id == "alice"
+        second = Gateway(
+            GatewayConfig(relay_id="r2", world="w"),
+            store=RelayStore(redis, "w"),
+            opener=first.gateway.opener,
+            counters=Counters(),
+        )
+        with pytest.raises(Rejected) as info:
+            await second.admit(raw, time.time())
+        assert info.value.reason == "replayed"
+        # The mark lives exactly as long as the token.
+        ttl = await redis.pttl(first.gateway.store.spent_token_key(grant.token_id))
+        assert 55_000 < ttl <= 60_000
+        # A released token (no session opened) is usable again, once.
+        await first.gateway.release(grant)
+        assert (await second.admit(raw, time.time())).token_id == grant.token_id
+        with pytest.raises(Rejected):
+            await first.gateway.admit(raw, time.time())
+
+
+def udp_session(relay: Relay, player: str, port: int) -> Session:
+    """A UDP session wired as the endpoint wires one it opens (sealed sender,
+    limits, close hook), registered in the gateway (no zone needed)."""
+    now = time.monotonic()
+    session = Session(
+        player_id=player,
+        transport="udp",
+        token_id=os.urandom(16),
+        timeout_s=10.0,
+        created=now,
+        last_seen=now,
+        send=lambda _payload: None,
+        address=("127.0.0.1", port),
+    )
+    session.channel = packet.Channel(os.urandom(32), os.urandom(32))
+    session.limits = ConnectionLimits(packets_per_s=10, bytes_per_s=1000, burst_s=2, now=now)
+    session.send = relay.endpoint.sender(session)
+    session.on_close = lambda _reason: relay.endpoint._forget(("127.0.0.1", port), b"t")
+    relay.gateway.sessions.add(session)
+    return session
+
+
+async def test_a_closed_session_is_freed_at_once_and_churn_leaves_memory_flat(
+    relay: Relay,
+) -> None:
+    gc.collect()
+    gc.disable()
+    try:
+        session = udp_session(relay, "alice", 40000)
+        session.send(b"hello")  # the sender really is wired
+        ref = weakref.ref(session)
+        relay.gateway.close(session, "KICKED", "bye", leave=False)
+        del session
+        assert ref() is None  # freed by reference counting, no cycle left
+
+        async def churn(rounds: int) -> None:
+            for i in range(rounds):
+                s = udp_session(relay, f"p{i}", 41000 + i % 1000)
+                s.send(b"x")
+                relay.gateway.close(s, "IDLE_TIMEOUT", "gone", leave=False)
+                if i % 500 == 499:  # the presence heartbeat, every second in a relay
+                    await relay.gateway.presence(time.time())
+
+        tracemalloc.start()
+        await churn(2000)
+        first = tracemalloc.get_traced_memory()[0]
+        await churn(6000)
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        # 6000 more sessions opened and closed: a leak of even 100 B each is 600 kB.
+        assert after - first < 100_000, (first, after)
+        assert len(relay.gateway.sessions) == 0
+    finally:
+        gc.enable()
+
+
+async def test_a_forged_or_short_resume_is_dropped_without_reply_and_counted(
+    relay: Relay,
+) -> None:
+    client = await client_for(relay)
+    forged = packet.encode_handshake(b"\x01" + os.urandom(200), packet.RESUME)
+    client.transport.sendto(forged)
+    client.transport.sendto(forged[:600])
+    assert await client.nothing()
+    assert relay.counters.resumes == {"forged": 1}
+    assert relay.counters.drops["resume_rejected"] == 1
+    assert relay.counters.drops["resume_size"] == 1
+    assert relay.counters.packets_out == 0

@@ -60,6 +60,7 @@ class GameClient:
         self.disconnected: relay_pb2.Disconnected | None = None
         self.snapshots = 0
         self.events: list[relay_pb2.ServerMessage] = []
+        self.notices: list[relay_pb2.Notice] = []
         self.pongs: deque[float] = deque(maxlen=64)
         self.clock_offset_ms: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -136,6 +137,8 @@ class GameClient:
                 self.pongs.append(time.time() * 1000.0 - message.pong.client_time_ms)
             elif kind == "event":
                 self.events.append(message)
+            elif kind == "notice":
+                self.notices.append(message.notice)
 
     def _snapshot(self, snap: relay_pb2.Snapshot) -> None:
         world = self.world

@@ -2,7 +2,8 @@
 
 Both speak ClientMessage / ServerMessage; :class:`UdpTransport` wraps them in the
 packets of docs/protocol/udp.md (handshake with the connect token, retransmitted
-until Accepted; AEAD DATA packets with acks; keep-alives), :class:`PlayTransport`
+until Accepted; AEAD DATA packets with acks; keep-alives; session resume through
+any relay of the world), :class:`PlayTransport`
 sends them as stream elements. Received messages are queued for :meth:`recv`.
 """
 
@@ -21,6 +22,7 @@ from tessera.wire.link import LinkStats, SentTimes
 from tessera.wire.packet import (
     DATA,
     PONG,
+    RESUME,
     Channel,
     PacketError,
     decode_pong,
@@ -30,6 +32,10 @@ from tessera.wire.packet import (
 
 HANDSHAKE_RETRY_S = 0.25
 KEEPALIVE_S = 1.0
+# Silence from the relay after which a session with a resume credential resumes
+# (the relay sends something at least every second), and how long a resume tries.
+RESUME_AFTER_S = 1.5
+RESUME_TIMEOUT_S = 5.0
 
 
 class ConnectError(Exception):
@@ -86,28 +92,73 @@ async def ping(address: str, *, timeout_s: float = 1.0, size: int = 64) -> PingR
         transport.close()
 
 
-class UdpTransport(asyncio.DatagramProtocol):
-    """An encrypted UDP connection to one relay."""
+class _Socket(asyncio.DatagramProtocol):
+    """One UDP socket of a :class:`UdpTransport`, connected to one relay address
+    (a resume opens one per relay it tries)."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: UdpTransport, address: str) -> None:
+        self.owner = owner
+        self.address = address
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.owner._datagram(data, self)
+
+    def sendto(self, packet: bytes) -> None:
+        if self.transport is not None:
+            self.transport.sendto(packet)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class UdpTransport:
+    """An encrypted UDP connection to a relay of the world, which follows the
+    session to another relay (or to this one from a new address) with the resume
+    credential the relay issues: when the relay says MOVE or stops, or falls
+    silent for ``resume_after_s`` (docs/protocol/udp.md, "Resume")."""
+
+    def __init__(self, *, resume_after_s: float = RESUME_AFTER_S) -> None:
         self.stats = LinkStats()
         self.sent_times = SentTimes()
         self.channel: Channel | None = None
-        self.transport: asyncio.DatagramTransport | None = None
+        self.socket: _Socket | None = None
+        self.addresses: list[str] = []
         self.inbox: asyncio.Queue[relay_pb2.ServerMessage | None] = asyncio.Queue()
         self.drops = 0
         self.last_sent = 0.0
         self.last_received = time.monotonic()
         self.closed = False
         self.timeout_s = 10.0
+        self.resume_after_s = resume_after_s
+        self.credential: relay_pb2.ResumeCredential | None = None
+        self.resuming = False
+        # Resumes so far, and each one's gap: last packet of the old connection ->
+        # Accepted on the new one (seconds).
+        self.resumes = 0
+        self.resume_gaps: list[float] = []
+        self._resumed: asyncio.Future[_Socket] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._keepalive: asyncio.Task[None] | None = None
 
-    # asyncio protocol
+    @property
+    def address(self) -> str:
+        """The relay this transport talks to now."""
+        return "" if self.socket is None else self.socket.address
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    async def _open_socket(self, address: str) -> _Socket:
+        loop = asyncio.get_running_loop()
+        sock = _Socket(self, address)
+        await loop.create_datagram_endpoint(lambda: sock, remote_addr=_address(address))
+        return sock
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
+    def _datagram(self, data: bytes, sock: _Socket) -> None:
+        if sock is not self.socket and not self.resuming:
+            return  # a late answer on a socket given up
         if self.channel is None or not data or data[0] != DATA:
             if data and data[0] == PONG:
                 return
@@ -116,7 +167,7 @@ class UdpTransport(asyncio.DatagramProtocol):
         try:
             opened = self.channel.open(data)
         except PacketError:
-            self.drops += 1
+            self.drops += 1  # e.g. the old relay's late packets after a resume
             return
         now = time.monotonic()
         self.last_received = now
@@ -125,23 +176,41 @@ class UdpTransport(asyncio.DatagramProtocol):
         rtt = self.sent_times.ack(opened.ack, now)
         if rtt is not None:
             self.stats.add_rtt(rtt)
-        if opened.message:
-            try:
-                message = relay_pb2.ServerMessage.FromString(opened.message)
-            except Exception:
-                self.drops += 1
-                return
-            self.inbox.put_nowait(message)
-            if message.WhichOneof("msg") == "disconnected":
-                self._mark_closed()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._mark_closed()
+        if not opened.message:
+            return
+        try:
+            message = relay_pb2.ServerMessage.FromString(opened.message)
+        except Exception:
+            self.drops += 1
+            return
+        kind = message.WhichOneof("msg")
+        if kind == "resume":
+            self.credential = message.resume
+            return
+        if self.resuming and self._resumed is not None:
+            if kind == "accepted" and not self._resumed.done():
+                self._resumed.set_result(sock)
+            if kind in ("accepted", "disconnected"):
+                return  # a refusal here: the resume tries the next relay
+        if kind == "notice" and message.notice.code == "MOVE":
+            self._spawn(self._resume(message.notice.address))
+        stopping = kind == "disconnected" and message.disconnected.reason == "RELAY_SHUTDOWN"
+        if stopping and self.credential is not None:
+            self._spawn(self._resume())
+            return
+        self.inbox.put_nowait(message)
+        if kind == "disconnected":
+            self._mark_closed()
 
     def _mark_closed(self) -> None:
         if not self.closed:
             self.closed = True
             self.inbox.put_nowait(None)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # Transport
 
@@ -149,15 +218,13 @@ class UdpTransport(asyncio.DatagramProtocol):
         loop = asyncio.get_running_loop()
         if not token.relay_addresses:
             raise ConnectError("the connect token names no relay")
-        await loop.create_datagram_endpoint(
-            lambda: self, remote_addr=_address(token.relay_addresses[0])
-        )
+        self.addresses = list(token.relay_addresses)
+        self.socket = await self._open_socket(self.addresses[0])
         self.channel = Channel(token.client_to_server_key, token.server_to_client_key)
         handshake = encode_handshake(token.token)
         deadline = loop.time() + timeout_s
         while loop.time() < deadline:
-            assert self.transport is not None
-            self.transport.sendto(handshake)
+            self.socket.sendto(handshake)
             try:
                 message = await asyncio.wait_for(self.inbox.get(), HANDSHAKE_RETRY_S)
             except TimeoutError:
@@ -166,19 +233,87 @@ class UdpTransport(asyncio.DatagramProtocol):
                 raise ConnectError(str(message.disconnected) if message else "closed")
             if message.WhichOneof("msg") == "accepted":
                 self.timeout_s = float(message.accepted.timeout_s or self.timeout_s)
+                self.last_received = time.monotonic()
                 self._keepalive = asyncio.create_task(self._keep_alive())
                 return message.accepted
         await self.close("handshake timeout")
         raise ConnectError("the relay did not answer the handshake")
 
+    async def _resume(self, prefer: str = "") -> None:
+        """Carry the session on through another relay of the world (or this one
+        from a new socket): RESUME with the current credential, two tries per
+        relay every HANDSHAKE_RETRY_S (``prefer`` first, then the token's other
+        relays, then the current one), until one answers Accepted or
+        RESUME_TIMEOUT_S passes (then the session is over: ``RESUME_FAILED``)."""
+        credential = self.credential
+        if credential is None or self.resuming or self.closed:
+            return
+        self.resuming = True
+        loop = asyncio.get_running_loop()
+        silent_since = self.last_received
+        self.credential = None
+        self.channel = Channel(credential.client_to_server_key, credential.server_to_client_key)
+        self.sent_times = SentTimes()
+        self._resumed = loop.create_future()
+        packet = encode_handshake(credential.credential, RESUME)
+        current = self.address
+        order = list(dict.fromkeys(a for a in (prefer, *self.addresses, current) if a))
+        if len(order) > 1:
+            order.remove(current)
+            order.append(current)
+        sockets: dict[str, _Socket] = {}
+        try:
+            deadline = loop.time() + RESUME_TIMEOUT_S
+            attempt = 0
+            while loop.time() < deadline and not self._resumed.done() and not self.closed:
+                address = order[(attempt // 2) % len(order)]
+                attempt += 1
+                sock = sockets.get(address)
+                if sock is None:
+                    sock = sockets[address] = await self._open_socket(address)
+                sock.sendto(packet)
+                await asyncio.wait([self._resumed], timeout=HANDSHAKE_RETRY_S)
+            if not self._resumed.done():
+                self.inbox.put_nowait(
+                    relay_pb2.ServerMessage(
+                        disconnected=relay_pb2.Disconnected(
+                            reason="RESUME_FAILED", message="no relay took the session back"
+                        )
+                    )
+                )
+                self._mark_closed()
+                return
+            old, self.socket = self.socket, self._resumed.result()
+            if old is not None and old is not self.socket:
+                old.close()
+            self.resumes += 1
+            self.resume_gaps.append(time.monotonic() - silent_since)
+        finally:
+            self.resuming = False
+            for sock in sockets.values():
+                if sock is not self.socket:
+                    sock.close()
+
+    def rebind(self) -> None:
+        """Move to a new local socket (port) without telling the relay, as a NAT
+        rebinding does; the relay stops hearing from this session's address, and the
+        transport resumes when the relay falls silent (for tests and tools)."""
+        old = self.socket
+        assert old is not None
+        self._spawn(self._rebind(old))
+
+    async def _rebind(self, old: _Socket) -> None:
+        self.socket = await self._open_socket(old.address)
+        old.close()
+
     def send(self, message: relay_pb2.ClientMessage) -> None:
         self._send(message.SerializeToString())
 
     def _send(self, payload: bytes) -> None:
-        if self.closed or self.channel is None or self.transport is None:
+        if self.closed or self.resuming or self.channel is None or self.socket is None:
             return
         sequence, packet = self.channel.seal(payload)
-        self.transport.sendto(packet)
+        self.socket.sendto(packet)
         now = time.monotonic()
         self.sent_times.sent(sequence, now)
         self.last_sent = now
@@ -186,12 +321,20 @@ class UdpTransport(asyncio.DatagramProtocol):
         self.stats.bytes_out += len(packet)
 
     async def _keep_alive(self) -> None:
-        """Keep-alives while idle; a relay silent for ``timeout_s`` is gone (it sends
-        keep-alives itself, even while the player's zone is restarting)."""
+        """Keep-alives while idle. The relay sends keep-alives itself (even while
+        the player's zone is restarting), so a relay silent for ``resume_after_s``
+        is gone or no longer hears this address: resume. Without a credential, or
+        silent for ``timeout_s``, the session is over."""
         while not self.closed:
-            await asyncio.sleep(KEEPALIVE_S / 2)
+            await asyncio.sleep(KEEPALIVE_S / 4)
+            if self.resuming:
+                continue
             now = time.monotonic()
-            if now - self.last_received > self.timeout_s:
+            silent = now - self.last_received
+            if silent > self.resume_after_s and self.credential is not None:
+                self._spawn(self._resume())
+                continue
+            if silent > self.timeout_s:
                 self.inbox.put_nowait(
                     relay_pb2.ServerMessage(
                         disconnected=relay_pb2.Disconnected(
@@ -215,12 +358,13 @@ class UdpTransport(asyncio.DatagramProtocol):
             for _ in range(3):  # unacknowledged: repeat to survive loss
                 self.send(goodbye)
         self._mark_closed()
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keepalive
-        if self.transport is not None:
-            self.transport.close()
+        for task in [self._keepalive, *self._tasks]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self.socket is not None:
+            self.socket.close()
 
     @property
     def loss(self) -> float:

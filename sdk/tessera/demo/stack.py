@@ -107,6 +107,9 @@ class Stack:
                 "TESSERA_AUTH_ADDRESS": self.auth_address,
                 "TESSERA_CONNECT_KEY": connect_key,
                 "TESSERA_RELAY_ID": "relay-0",
+                # Every bot shares 127.0.0.1: one source, so no per-source limits.
+                "TESSERA_RELAY_HANDSHAKES_PER_SOURCE_S": "1000000",
+                "TESSERA_RELAY_PINGS_PER_SOURCE_S": "1000000",
             },
         )
         self._start(

@@ -158,9 +158,10 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         )
 
     def _horizon(self, now: float) -> float:
-        return sessions.revocation_horizon(
-            now, access_ttl_s=self.config.access_ttl_s, leeway_s=self.config.leeway_s
-        )
+        # Connect tokens of the session must stay refused too (the relay keeps a
+        # revocation until its horizon), so the horizon covers the longer lifetime.
+        ttl = max(self.config.access_ttl_s, self.config.connect_ttl_s)
+        return sessions.revocation_horizon(now, access_ttl_s=ttl, leeway_s=self.config.leeway_s)
 
     # rate limits
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 
@@ -12,7 +13,7 @@ from tessera.authclient.connect import ConnectTokenOpener
 from tessera.common import store as common_store
 from tessera.common.config import ServerConfig
 from tessera.common.server import GrpcService, main
-from tessera.relay import metrics
+from tessera.relay import metrics, resume
 from tessera.relay.admission import rejecting
 from tessera.relay.config import RelayConfig
 from tessera.relay.gateway import Gateway, GatewayConfig
@@ -43,6 +44,9 @@ async def build(server_config: ServerConfig) -> GrpcService:
             batch_s=config.batch_ms / 1000.0,
             upstream_timeout_s=config.upstream_timeout_s,
             default_timeout_s=config.default_timeout_s,
+            zone_silence_s=config.zone_silence_s,
+            orphan_grace_s=config.orphan_grace_s,
+            resume_key=resume.derive_key(config.connect_key),
         ),
         store=relay_store,
         opener=rejecting(tokens.open),
@@ -55,6 +59,8 @@ async def build(server_config: ServerConfig) -> GrpcService:
             packets_per_s=config.packets_per_s,
             bytes_per_s=config.bytes_per_s,
             handshakes_per_s=config.handshakes_per_s,
+            pings_per_source_s=config.pings_per_source_s,
+            handshakes_per_source_s=config.handshakes_per_source_s,
         ),
     )
     udp, _ = await loop.create_datagram_endpoint(
@@ -70,6 +76,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
     udp_port = int(udp.get_extra_info("sockname")[1])
     if not config.public_address:
         tokens.relay_address = f"127.0.0.1:{udp_port}"
+    gateway.config = dataclasses.replace(gateway.config, public_address=tokens.relay_address)
     try:
         await tokens.refresh()
     except Exception as err:
@@ -85,21 +92,31 @@ async def build(server_config: ServerConfig) -> GrpcService:
     service = GrpcService(server_config)
     service.add(
         relay_pb2_grpc.add_RelayServicer_to_server,
-        RelayServicer(gateway, counters),
+        RelayServicer(gateway, counters, connect_timeout_s=config.connect_timeout_s),
         "tessera.v1.Relay",
     )
     service.serving_fields = {"udp_port": udp_port, "relay_address": tokens.relay_address}
     ready = asyncio.Event()
+    revocations_ready = asyncio.Event()
     tasks = [
         asyncio.create_task(gateway.maintain(), name="relay-maintain"),
+        asyncio.create_task(gateway.keep_presence(), name="relay-presence"),
         asyncio.create_task(
             relay_store.watch_routes(gateway.on_route_change, ready), name="relay-routes"
         ),
         asyncio.create_task(tokens.keep_fresh(), name="relay-keys"),
+        asyncio.create_task(
+            relay_store.follow_revocations(
+                revoke=gateway.revoke, prune=gateway.prune_revocations, ready=revocations_ready
+            ),
+            name="relay-revocations",
+        ),
     ]
     await asyncio.wait_for(ready.wait(), 10.0)
+    await asyncio.wait_for(revocations_ready.wait(), 10.0)
 
     async def shutdown() -> None:
+        await gateway.drain(config.drain_s)
         await gateway.close_all()
         for task in tasks:
             task.cancel()
@@ -110,6 +127,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
         await tokens.close()
         await redis.aclose()
 
+    service.on_stopping(gateway.end_play_sessions)
     service.on_shutdown(shutdown)
     return service
 

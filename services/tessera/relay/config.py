@@ -25,6 +25,12 @@ class RelayConfig:
     packets_per_s: float
     bytes_per_s: float
     handshakes_per_s: float
+    pings_per_source_s: float
+    handshakes_per_source_s: float
+    connect_timeout_s: float
+    zone_silence_s: float
+    orphan_grace_s: float
+    drain_s: float
     udp_buffer_bytes: int
 
     @classmethod
@@ -45,6 +51,12 @@ class RelayConfig:
             packets_per_s=env.number("RELAY_PACKETS_PER_S", 200.0, lo=1.0),
             bytes_per_s=env.number("RELAY_BYTES_PER_S", 64_000.0, lo=100.0),
             handshakes_per_s=env.number("RELAY_HANDSHAKES_PER_S", 2_000.0, lo=1.0),
+            pings_per_source_s=env.number("RELAY_PINGS_PER_SOURCE_S", 20.0, lo=0.1),
+            handshakes_per_source_s=env.number("RELAY_HANDSHAKES_PER_SOURCE_S", 20.0, lo=0.1),
+            connect_timeout_s=env.number("RELAY_CONNECT_TIMEOUT_S", 5.0, lo=0.1, hi=60.0),
+            zone_silence_s=env.number("RELAY_ZONE_SILENCE_S", 1.0, lo=0.1, hi=60.0),
+            orphan_grace_s=env.number("RELAY_ORPHAN_GRACE_S", 30.0, lo=0.5, hi=3600.0),
+            drain_s=env.number("RELAY_DRAIN_S", 5.0, lo=0.0, hi=3600.0),
             udp_buffer_bytes=env.integer("UDP_BUFFER_BYTES", 0, lo=0, hi=1 << 30),
         )
 

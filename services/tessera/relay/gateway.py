@@ -11,12 +11,17 @@ behave the same.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from redis.exceptions import RedisError
+
+from tessera.relay import resume
 from tessera.relay.errors import Rejected
 from tessera.relay.metrics import DOWN_LATENCY, RTT, SAMPLE_EVERY, Counters
 from tessera.relay.placement import Placement, Returned, Rollback, Stranded, TransferUndone
@@ -29,6 +34,9 @@ from tessera.v1 import relay_pb2, zone_pb2
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 1.0
+# A draining relay counts a client silent this long as moved (clients send a
+# keep-alive at least every second).
+DRAIN_QUIET_S = 1.5
 
 
 class Grant(Protocol):
@@ -38,6 +46,8 @@ class Grant(Protocol):
     def token_id(self) -> bytes: ...
     @property
     def player_id(self) -> str: ...
+    @property
+    def session_id(self) -> str: ...
     @property
     def client_to_server_key(self) -> bytes: ...
     @property
@@ -65,6 +75,15 @@ class GatewayConfig:
     default_timeout_s: float = 10.0
     # Each zone call's bound: the wait for its link, then the RPC.
     rpc_timeout_s: float = 3.0
+    # A link whose zone sends its players nothing for this long is broken (frozen zone).
+    zone_silence_s: float = 1.0
+    # How long the players of a relay that stopped heartbeating keep their entities.
+    orphan_grace_s: float = 30.0
+    # Seals resume credentials; every relay of the world must have the same one
+    # (derived from the connect key: resume.derive_key).
+    resume_key: bytes = field(default_factory=lambda: os.urandom(32))
+    # This relay's public UDP address, offered to the clients of a stopping relay.
+    public_address: str = ""
 
 
 class Gateway:
@@ -87,28 +106,85 @@ class Gateway:
             link=self.link,
             counters=counters,
         )
-        self.used_tokens: dict[bytes, float] = {}
+        # Revoked auth sessions -> Unix time until which their tokens matter.
+        self.revoked: dict[str, float] = {}
+        # Session changes not yet in the relay's presence record: player -> zone
+        # ("" = the session ended).
+        self.presence_changes: dict[str, str] = {}
+        # Players of this relay id's previous run -> when to release them (Unix time);
+        # None until that run's record has been taken over.
+        self.leftovers: dict[str, float] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- admission --------------------------------------------------------
 
-    def admit(self, token: bytes, now: float) -> Grant:
-        """Open and verify a connect token and spend it; Rejected if it is bad, names
-        another world, or was used."""
+    async def admit(self, token: bytes, now: float) -> Grant:
+        """Open and verify a connect token and spend it world-wide; Rejected if it is
+        bad, names another world, belongs to a revoked session, or was used on any
+        relay of the world."""
         grant = self.opener(token, now)
         if grant.world and grant.world != self.config.world:
             raise Rejected(
                 "wrong_world",
                 f"connect token is for world {grant.world}, this relay serves {self.config.world}",
             )
-        if grant.token_id in self.used_tokens:
+        if grant.session_id in self.revoked:
+            raise Rejected("revoked", "the connect token's session has been revoked")
+        try:
+            fresh = await self.store.spend_token(grant.token_id, grant.expires_at - now)
+        except (RedisError, OSError) as err:
+            raise Rejected("store_unavailable", f"cannot record the token as used: {err}") from err
+        if not fresh:
             raise Rejected("replayed", "connect token already used")
-        self.used_tokens[grant.token_id] = grant.expires_at
         return grant
 
-    def release(self, grant: Grant) -> None:
-        """Make a token usable again after its session could not be opened."""
-        self.used_tokens.pop(grant.token_id, None)
+    async def admit_resume(self, credential: bytes, now: float) -> resume.ResumeGrant:
+        """Open a resume credential and use it; Rejected (``malformed``, ``forged``,
+        ``expired``, ``wrong_world``, ``revoked``, ``replayed``: used already or
+        superseded by a newer one, ``store_unavailable``)."""
+        try:
+            grant = resume.open_credential(credential, self.config.resume_key, now)
+        except resume.ResumeError as err:
+            raise Rejected(err.reason, str(err)) from None
+        if grant.world != self.config.world:
+            raise Rejected("wrong_world", f"resume credential is for world {grant.world}")
+        if grant.session_id in self.revoked:
+            raise Rejected("revoked", "the resume credential's session has been revoked")
+        try:
+            fresh = await self.store.spend_resume(grant.player_id, grant.token_id)
+        except (RedisError, OSError) as err:
+            raise Rejected("store_unavailable", f"cannot use the credential: {err}") from err
+        if not fresh:
+            raise Rejected("replayed", "resume credential used already or superseded")
+        return grant
+
+    async def release(self, grant: Grant) -> None:
+        """Make a token (or resume credential) usable again after its session could
+        not be opened."""
+        try:
+            if isinstance(grant, resume.ResumeGrant):
+                await self.store.restore_resume(
+                    grant.player_id, grant.token_id, grant.expires_at - time.time()
+                )
+            else:
+                await self.store.unspend_token(grant.token_id)
+        except (RedisError, OSError) as err:
+            log.warning("token not released", extra={"player": grant.player_id, "error": str(err)})
+
+    # -- revocation -------------------------------------------------------
+
+    def revoke(self, session_id: str, until: float) -> None:
+        """Auth revoked ``session_id``: refuse its tokens until ``until`` and end the
+        sessions opened with them (``REVOKED``; the player leaves their zone)."""
+        self.revoked[session_id] = max(until, self.revoked.get(session_id, 0.0))
+        for session in self.sessions:
+            if session.session_id == session_id:
+                self._end(session, "REVOKED", "the player's login session was revoked")
+
+    def prune_revocations(self) -> None:
+        """Forget revocations after which no token of the session can verify."""
+        now = time.time()
+        self.revoked = {sid: until for sid, until in self.revoked.items() if until > now}
 
     # -- opening sessions -------------------------------------------------
 
@@ -145,16 +221,22 @@ class Gateway:
             entity_id=response.entity_id,
             zone=link.zone,
             epoch=response.epoch,
+            session_id=grant.session_id,
         )
         if prepare is not None:
             prepare(session)
         old = self.sessions.add(session)
+        self.presence_changes[player] = link.zone
         if old is not None:
             self._end(old, "REPLACED", "a newer session of this player connected", leave=False)
             if old.zone != link.zone and old.zone in self.links:
                 self.links[old.zone].detach(player)
         self.routes.update(player, Route(link.zone, response.epoch))
         link.attach(player)
+        if grant.session_id in self.revoked:
+            # Revoked while the Join was under way.
+            self._end(session, "REVOKED", "the player's login session was revoked")
+            raise Rejected("revoked", "the connect token's session has been revoked")
         accepted = relay_pb2.Accepted(
             player_id=player,
             entity_id=response.entity_id,
@@ -197,6 +279,62 @@ class Gateway:
             link.attach(player)
             session.entity_id = response.entity_id
 
+    # -- resume credentials -------------------------------------------------
+
+    def issue_resume(self, session: Session) -> None:
+        """Issue ``session`` a new resume credential in the background: recorded as
+        the player's only usable one, then sent (and kept for resending)."""
+        if session.rotating or session.closed:
+            return
+        session.rotating = True
+        grant = resume.new_grant(
+            player_id=session.player_id,
+            session_id=session.session_id,
+            world=self.config.world,
+            relay_id=self.config.relay_id,
+            timeout_s=session.timeout_s,
+            now=time.time(),
+        )
+        self._spawn(self._issue_resume(session, grant))
+
+    async def _issue_resume(self, session: Session, grant: resume.ResumeGrant) -> None:
+        """The first credential of a session replaces whatever the player had; a
+        rotation replaces only the session's own, so a session whose player has
+        resumed elsewhere (or logged in again) finds out here and ends (REPLACED,
+        no Leave: the player is live elsewhere)."""
+        player, ttl = grant.player_id, resume.LIFETIME_S
+        try:
+            if session.resume_id:
+                held = await self.store.rotate_resume(
+                    player, session.resume_id, grant.token_id, ttl
+                )
+            else:
+                await self.store.set_resume(player, grant.token_id, ttl)
+                held = True
+        except (RedisError, OSError) as err:
+            log.warning("resume credential not issued", extra={"error": str(err)})
+            return
+        finally:
+            session.rotating = False
+        if session.closed:
+            return
+        if not held:
+            self._end(session, "REPLACED", "the session resumed elsewhere", leave=False)
+            return
+        session.resume_id = grant.token_id
+        message = relay_pb2.ServerMessage(
+            resume=relay_pb2.ResumeCredential(
+                credential=resume.seal(grant, self.config.resume_key),
+                client_to_server_key=grant.client_to_server_key,
+                server_to_client_key=grant.server_to_client_key,
+                expires_in_s=round(resume.LIFETIME_S),
+            )
+        )
+        session.resume = message.SerializeToString()
+        now = time.monotonic()
+        session.resume_issued = session.resume_sent = now
+        session.send(session.resume)
+
     def link(self, zone: str) -> ZoneLink:
         """The link to ``zone``, started on first use."""
         link = self.links.get(zone)
@@ -208,6 +346,7 @@ class Gateway:
                 handler=self,
                 batch_s=self.config.batch_s,
                 rpc_timeout_s=self.config.rpc_timeout_s,
+                silence_s=self.config.zone_silence_s,
             )
             self.links[zone] = link
             link.start()
@@ -328,12 +467,29 @@ class Gateway:
                 session = self.sessions.by_player.get(player)
                 if session is not None:
                     session.entity_id = response.entity_id
+        self._notify(link, "ZONE_RESUMED", f"zone {link.zone} answers again")
 
     def on_shed(self, link: ZoneLink, inputs: int) -> None:
         self.counters.drops["upstream_backlog"] += inputs
 
     def on_link_down(self, link: ZoneLink) -> None:
-        log.warning("zone link down", extra={"zone": link.zone, "players": len(link.attached)})
+        """The sessions stay open (see :meth:`_stalled_link`); their clients are told."""
+        why = link.down_reason
+        log.warning(
+            "zone link down", extra={"zone": link.zone, "players": len(link.attached), "why": why}
+        )
+        if why == "silent":
+            self.counters.zone_silences += 1
+        self._notify(link, "ZONE_STALLED", f"zone {link.zone} is not answering ({why})")
+
+    def _notify(self, link: ZoneLink, code: str, message: str) -> None:
+        notice = relay_pb2.ServerMessage(
+            notice=relay_pb2.Notice(code=code, message=message)
+        ).SerializeToString()
+        for player in sorted(link.attached):
+            session = self.sessions.by_player.get(player)
+            if session is not None and session.zone == link.zone:
+                session.send(notice)
 
     # -- following routes ------------------------------------------------
 
@@ -409,8 +565,10 @@ class Gateway:
         session.closed = True
         session.on_close(reason)
         self.counters.session_ends[reason] += 1
+        session.release()
         current = self.sessions.remove(session)
         if current:
+            self.presence_changes[session.player_id] = ""
             self.routes.forget(session.player_id)
             link = self.links.get(session.zone)
             if link is not None:
@@ -429,24 +587,28 @@ class Gateway:
     # -- housekeeping -----------------------------------------------------
 
     async def maintain(self, interval_s: float = 0.25) -> None:
-        """Forever: keep-alives, idle timeouts, upstream stall handling, token expiry."""
+        """Forever: keep-alives, idle timeouts, upstream stall handling."""
         while True:
             await asyncio.sleep(interval_s)
             try:
-                await self.sweep(time.monotonic(), time.time())
+                await self.sweep(time.monotonic())
             except Exception:
                 log.exception("housekeeping failed")
 
-    async def sweep(self, now: float, wall: float) -> None:
-        """One housekeeping pass at ``now`` (monotonic) and ``wall`` (epoch) time."""
+    async def sweep(self, now: float) -> None:
+        """One housekeeping pass at ``now`` (monotonic time)."""
         for session in self.sessions.idle(now):
             self._end(session, "IDLE_TIMEOUT", f"no packet for {session.timeout_s:.0f} s")
         for session in self.sessions:
-            if session.transport == "udp" and now - session.last_sent > KEEPALIVE_S:
+            if session.transport != "udp":
+                continue
+            if session.resume and now - session.resume_issued > resume.ROTATE_S:
+                self.issue_resume(session)
+            elif session.resume and now - session.resume_sent > resume.RESEND_S:
+                session.resume_sent = now
+                session.send(session.resume)
+            elif now - session.last_sent > KEEPALIVE_S:
                 session.send(b"")
-        for token_id, expires_at in list(self.used_tokens.items()):
-            if expires_at < wall:
-                del self.used_tokens[token_id]
         self.placement.prune(now)
         for link in list(self.links.values()):
             if not link.connected and link.down_since is not None:
@@ -475,15 +637,125 @@ class Gateway:
             del self.links[link.zone]
             await link.close()
 
+    # -- presence and orphans ----------------------------------------------
+
+    async def keep_presence(self, interval_s: float = 1.0) -> None:
+        """Forever: heartbeat this relay and its players to Redis, and release the
+        zone entities of players whose relay is gone (see :meth:`presence`)."""
+        while True:
+            try:
+                await self.presence(time.time())
+            except Exception:
+                log.exception("presence update failed")
+            await asyncio.sleep(interval_s)
+
+    async def presence(self, now: float) -> None:
+        """One presence pass at ``now`` (Unix time): take over the record of this
+        relay id's previous run (its players are released after the grace period
+        unless they are back), heartbeat with the session changes, then release
+        the players of every relay silent for longer than the grace period (one
+        relay claims each). A released player's zone saves and drops the entity
+        (``Leave`` naming the gone relay, refused if they joined again elsewhere)."""
+        grace = self.config.orphan_grace_s
+        own = self.config.relay_id
+        if self.leftovers is None:
+            previous = await self.store.take_relay_players(own)
+            self.leftovers = {player: now + grace for player in previous}
+        changes, self.presence_changes = self.presence_changes, {}
+        try:
+            await self.store.relay_alive(own, now, changes, self.config.public_address)
+        except BaseException:
+            self.presence_changes = {**changes, **self.presence_changes}
+            raise
+        for relay_id, seen in (await self.store.relays_seen()).items():
+            if relay_id == own or now - seen <= grace:
+                continue
+            if not await self.store.claim_relay(relay_id, grace):
+                continue
+            players = await self.store.take_relay_players(relay_id)
+            log.warning(
+                "relay gone: releasing its players",
+                extra={"relay": relay_id, "players": len(players), "silent_s": round(now - seen)},
+            )
+            await self._release_orphans(list(players), relay_id)
+        due = [player for player, at in self.leftovers.items() if at <= now]
+        for player in due:
+            del self.leftovers[player]
+        if due:
+            await self._release_orphans(due, own)
+
+    async def _release_orphans(self, players: list[str], relay_id: str) -> None:
+        orphans = [p for p in players if p not in self.sessions.by_player]
+        released = await asyncio.gather(
+            *(self.placement.release_orphan(player, relay_id) for player in orphans)
+        )
+        self.counters.orphans_released += sum(released)
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def end_play_sessions(self) -> None:
+        """At the start of a stop: end the gRPC Play sessions (they cannot resume),
+        so the server's grace is not spent waiting for their streams."""
+        for session in self.sessions:
+            if session.transport == "grpc":
+                self._end(session, "RELAY_SHUTDOWN", "the relay is stopping", leave=False)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Before stopping: tell every UDP client holding a resume credential to
+        move (``Notice(MOVE)``, with a live other relay's address if one is known;
+        repeated every 0.5 s), and wait until each has gone quiet here (resumed
+        elsewhere) or ``timeout_s`` has passed."""
+        movers = [s for s in self.sessions if s.transport == "udp" and s.resume]
+        if not movers:
+            return
+        address = ""
+        with contextlib.suppress(RedisError, OSError):
+            address = await self._other_relay(time.time())
+        notice = relay_pb2.ServerMessage(
+            notice=relay_pb2.Notice(code="MOVE", message="this relay is stopping", address=address)
+        ).SerializeToString()
+        started = time.monotonic()
+        log.info("draining", extra={"sessions": len(movers), "move_to": address})
+        told = 0.0
+        while True:
+            now = time.monotonic()
+            talking = [s for s in movers if not s.closed and now - s.last_seen < DRAIN_QUIET_S]
+            if not talking or now - started > timeout_s:
+                break
+            if now - told >= 0.5:
+                told = now
+                for session in talking:
+                    session.send(notice)
+            await asyncio.sleep(0.05)
+        log.info("drained", extra={"still_talking": len(talking)})
+
+    async def _other_relay(self, now: float) -> str:
+        """The public address of another live relay of the world ("" if none)."""
+        seen = await self.store.relays_seen()
+        own = self.config.relay_id
+        for relay_id, address in sorted((await self.store.relay_addresses()).items()):
+            if relay_id != own and now - seen.get(relay_id, 0.0) < 3.0:
+                return address
+        return ""
+
     async def close_all(self) -> None:
+        stopped = [session.player_id for session in self.sessions]
         for session in self.sessions:
             self._end(session, "RELAY_SHUTDOWN", "the relay is stopping", leave=False)
+        # The presence record keeps the players stopped here: if they do not connect
+        # again elsewhere within the grace period, another relay releases them.
+        for player in stopped:
+            self.presence_changes.pop(player, None)
+        if self.presence_changes:
+            with contextlib.suppress(RedisError, OSError):
+                await self.store.relay_alive(
+                    self.config.relay_id, time.time(), self.presence_changes
+                )
+            self.presence_changes = {}
         for link in list(self.links.values()):
             await link.close()
         self.links.clear()

@@ -1,4 +1,5 @@
-"""Per-connection token buckets for packet and byte rate limits."""
+"""Token buckets: per-connection packet and byte rate limits, per-source limits
+for sessionless traffic (PING, HANDSHAKE)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,38 @@ class ConnectionLimits:
         if not self.bytes.take(size, now):
             return "rate_bytes"
         return None
+
+
+class SourceLimits:
+    """One token bucket per source host (not port: ports are free to vary), for the
+    traffic a relay answers without a session. At most ``max_sources`` buckets are
+    kept: when full, buckets that have refilled (an idle source) are forgotten,
+    and if none has, all are (a flood of spoofed sources then costs one reset)."""
+
+    __slots__ = ("buckets", "burst", "max_sources", "rate")
+
+    def __init__(self, rate: float, burst: float, max_sources: int = 65_536) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_sources = max_sources
+        self.buckets: dict[str, TokenBucket] = {}
+
+    def take(self, source: str, now: float) -> bool:
+        """Spend one token of ``source``'s bucket; False if it is empty."""
+        bucket = self.buckets.get(source)
+        if bucket is None:
+            if len(self.buckets) >= self.max_sources:
+                self.prune(now)
+            bucket = self.buckets[source] = TokenBucket(self.rate, self.burst, now)
+        return bucket.take(1.0, now)
+
+    def prune(self, now: float) -> None:
+        """Forget the buckets that are full again at ``now``; all, if none is."""
+        full_after = self.burst / self.rate if self.rate > 0 else float("inf")
+        self.buckets = {
+            source: bucket
+            for source, bucket in self.buckets.items()
+            if now - bucket.last < full_after
+        }
+        if len(self.buckets) >= self.max_sources:
+            self.buckets = {}

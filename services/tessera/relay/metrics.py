@@ -67,9 +67,12 @@ class Counters:
     bytes_out: int = 0
     reroutes: int = 0
     transfers: int = 0
+    zone_silences: int = 0
+    orphans_released: int = 0
     drops: Counter[str] = field(default_factory=Counter)
     handshakes: Counter[str] = field(default_factory=Counter)
     session_ends: Counter[str] = field(default_factory=Counter)
+    resumes: Counter[str] = field(default_factory=Counter)
 
     def drop(self, reason: str) -> None:
         self.drops[reason] += 1
@@ -130,6 +133,14 @@ class RelayCollector(Collector):
         for reason, n in sorted(c.session_ends.items()):
             ends.add_metric([reason], n)
         yield ends
+        resumes = CounterMetricFamily(
+            "tessera_relay_resumes",
+            "Session resumes (RESUME with a resume credential) by result.",
+            labels=["result"],
+        )
+        for result, n in sorted(c.resumes.items()):
+            resumes.add_metric([result], n)
+        yield resumes
         yield CounterMetricFamily(
             "tessera_relay_reroutes", "Players switched to another zone.", value=c.reroutes
         )
@@ -137,6 +148,18 @@ class RelayCollector(Collector):
             "tessera_relay_transfers",
             "Players moved into the zone their connect token names (Leave, then Join).",
             value=c.transfers,
+        )
+        yield CounterMetricFamily(
+            "tessera_relay_upstream_silences",
+            "ZoneLinks broken because their zone sent nothing for the silence limit "
+            "while players were attached (a frozen zone).",
+            value=c.zone_silences,
+        )
+        yield CounterMetricFamily(
+            "tessera_relay_orphans_released",
+            "Zone entities released because their relay was gone for the grace period "
+            "and the player did not come back.",
+            value=c.orphans_released,
         )
         reconnects = CounterMetricFamily(
             "tessera_relay_upstream_reconnects", "ZoneLink reconnects by zone.", labels=["zone"]

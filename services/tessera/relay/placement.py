@@ -311,6 +311,27 @@ class Placement:
             else:
                 log.warning("leave failed", extra={"player": player, "error": why_failed(err)})
 
+    async def release_orphan(self, player: str, relay_id: str) -> bool:
+        """Leave the zone of ``player``, whose session on ``relay_id`` (a relay gone
+        for longer than the grace period) never came back. The Leave names that
+        relay, so a zone refuses it if the player has joined since through any
+        other relay (a reconnect or a resume). True if the zone let them go."""
+        route = await self.store.route(player)
+        if route is None:
+            return False
+        self.own_leaves.expect(player, time.monotonic())
+        try:
+            await self.link(route.zone).leave(player, relay_id)
+        except (grpc.aio.AioRpcError, UpstreamUnavailable) as err:
+            if leave_removed_nothing(err):
+                self.own_leaves.cancel(player)
+            if not served_by_other_relay(err):
+                log.warning(
+                    "orphan not released", extra={"player": player, "error": why_failed(err)}
+                )
+            return False
+        return True
+
     def own_removal(self, player: str, now: float) -> bool:
         """Whether a route removal of ``player`` is one of this relay's own Leaves
         (consumed if so); any other means the player left through another

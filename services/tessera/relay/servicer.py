@@ -24,14 +24,27 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class RelayServicer(relay_pb2_grpc.RelayServicer):
     """tessera.v1.Relay over the shared :class:`Gateway`."""
 
-    def __init__(self, gateway: Gateway, counters: Counters) -> None:
+    def __init__(self, gateway: Gateway, counters: Counters, *, connect_timeout_s: float) -> None:
         self.gateway = gateway
         self.counters = counters
+        self.connect_timeout_s = connect_timeout_s
 
     async def Play(
         self, request_iterator: AsyncIterator[relay_pb2.ClientMessage], context: Context
     ) -> AsyncIterator[relay_pb2.ServerMessage]:
-        first = await anext(aiter(request_iterator), None)
+        try:
+            first = await asyncio.wait_for(
+                anext(aiter(request_iterator), None), self.connect_timeout_s
+            )
+        except TimeoutError:
+            self.counters.drop("connect_timeout")
+            await abort(
+                context,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no connect message within {self.connect_timeout_s:g} s",
+                reason="CONNECT_TIMEOUT",
+                field="connect",
+            )
         if first is None or first.WhichOneof("msg") != "connect":
             await abort(
                 context,
@@ -42,7 +55,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             )
         counters = self.counters
         try:
-            grant = self.gateway.admit(first.connect.connect_token, time.time())
+            grant = await self.gateway.admit(first.connect.connect_token, time.time())
         except Rejected as err:
             counters.handshakes[err.reason] += 1
             await abort(
@@ -66,7 +79,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                 grant, transport="grpc", send=send, prepare=prepare
             )
         except Rejected as err:
-            self.gateway.release(grant)
+            await self.gateway.release(grant)
             counters.handshakes[err.reason] += 1
             await abort(
                 context,

@@ -11,12 +11,15 @@ from tessera.wire.link import LinkStats, SentTimes
 from tessera.wire.packet import Channel
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, weakref_slot=True)
 class Session:
     """One connected client, whichever transport it uses.
 
     ``send`` delivers a serialized ServerMessage to the client (sealed into a
-    DATA packet for UDP, a stream write for gRPC).
+    DATA packet for UDP, a stream write for gRPC). The UDP sender closes over
+    its session, so :meth:`release` drops both callbacks when the session ends:
+    without that cycle a closed session is freed at once, not at the next full
+    garbage collection.
     """
 
     player_id: str
@@ -42,6 +45,20 @@ class Session:
     # The serialized Accepted message, resent when a handshake is retransmitted.
     accepted: bytes = b""
     on_close: Callable[[str], None] = field(default=lambda _reason: None)
+    # The auth session the connect token was issued in (revocation ends it).
+    session_id: str = ""
+    # The serialized ServerMessage{resume} with the current credential (UDP), when
+    # it was issued and last sent (monotonic); a new one is being issued if rotating.
+    resume: bytes = b""
+    resume_id: bytes = b""
+    resume_issued: float = 0.0
+    resume_sent: float = 0.0
+    rotating: bool = False
+
+    def release(self) -> None:
+        """Forget the callbacks (and what they hold) once the session has ended."""
+        self.send = _ended
+        self.on_close = _ended
 
     @property
     def loss(self) -> float:
@@ -49,6 +66,10 @@ class Session:
 
     def idle_s(self, now: float) -> float:
         return max(0.0, now - self.last_seen)
+
+
+def _ended(_value: object) -> None:
+    """A closed session's send / on_close: does nothing."""
 
 
 class SessionTable:

@@ -1,19 +1,45 @@
 """The relay's only Redis access: routes, the zone map, zone heartbeats (through
-the shared reader in tessera.common.store), and the routes_changed subscription."""
+the shared reader in tessera.common.store), the routes_changed subscription, the
+world's spent connect tokens and auth's revocation feed."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
+from typing import Any
 
 from redis.asyncio import Redis
 
+from tessera.authclient import store as auth_store
 from tessera.common.store import WorldKeys, read_heartbeat, read_heartbeats
 from tessera.relay.routing import Route, parse_route, parse_route_change
 from tessera.v1 import zone_pb2
 
 log = logging.getLogger(__name__)
+
+
+# KEYS: the player's resume key; ARGV: credential id. 1 if it was the current one (now used).
+_SPEND_RESUME = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+
+# KEYS: the player's resume key; ARGV: the session's current credential id, the new
+# id, TTL ms. 1 if the session still holds the newest credential (or none is left).
+_ROTATE_RESUME = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] or not current then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
 
 
 class RelayStore:
@@ -22,6 +48,8 @@ class RelayStore:
     def __init__(self, redis: Redis, world: str) -> None:
         self.redis = redis
         self.keys = WorldKeys(world)
+        self._spend_resume = redis.register_script(_SPEND_RESUME)
+        self._rotate_resume = redis.register_script(_ROTATE_RESUME)
 
     async def route(self, player: str) -> Route | None:
         raw = await self.redis.hget(self.keys.routes, player)
@@ -37,6 +65,121 @@ class RelayStore:
             if route is not None:
                 found[player] = route
         return found
+
+    def spent_token_key(self, token_id: bytes) -> str:
+        """STRING with a TTL: a connect token id spent by some relay of the world."""
+        return self.keys.key("relay", "spent", token_id.hex())
+
+    async def spend_token(self, token_id: bytes, ttl_s: float) -> bool:
+        """Mark ``token_id`` spent for ``ttl_s`` (its remaining lifetime); False if
+        some relay of the world spent it already (SET NX: atomic across replicas)."""
+        ttl_ms = max(1, int(ttl_s * 1000.0))
+        done = await self.redis.set(self.spent_token_key(token_id), b"1", nx=True, px=ttl_ms)
+        return bool(done)
+
+    async def unspend_token(self, token_id: bytes) -> None:
+        """Make a token usable again (its session could not be opened)."""
+        await self.redis.delete(self.spent_token_key(token_id))
+
+    async def follow_revocations(
+        self,
+        *,
+        revoke: Callable[[str, float], None],
+        prune: Callable[[], None],
+        ready: asyncio.Event,
+    ) -> None:
+        """Auth's revocation feed (:func:`tessera.authclient.store.follow_revocations`), forever."""
+        await auth_store.follow_revocations(
+            self.redis, revoke=revoke, prune=prune, ready=ready, clock=time.time
+        )
+
+    # -- resume credentials -------------------------------------------------
+
+    def resume_key(self, player: str) -> str:
+        """STRING with a TTL: the id of the player's newest resume credential."""
+        return self.keys.key("relay", "resume", player)
+
+    async def set_resume(self, player: str, credential_id: bytes, ttl_s: float) -> None:
+        """Make ``credential_id`` the player's only usable credential (the previous
+        one stops working)."""
+        await self.redis.set(self.resume_key(player), credential_id, px=max(1, int(ttl_s * 1000)))
+
+    async def rotate_resume(self, player: str, old: bytes, new: bytes, ttl_s: float) -> bool:
+        """Replace the player's credential ``old`` with ``new``; False if another
+        session of the player (a resume elsewhere, a new login) holds a newer one."""
+        done = await self._rotate_resume(
+            keys=[self.resume_key(player)], args=[old, new, max(1, int(ttl_s * 1000))]
+        )
+        return bool(done)
+
+    async def spend_resume(self, player: str, credential_id: bytes) -> bool:
+        """Use ``credential_id`` if it is still the player's newest one (atomic
+        compare-and-delete: once, on one relay)."""
+        done = await self._spend_resume(keys=[self.resume_key(player)], args=[credential_id])
+        return bool(done)
+
+    async def restore_resume(self, player: str, credential_id: bytes, ttl_s: float) -> None:
+        """Give back a spent credential whose resume could not open a session,
+        unless a newer one exists already."""
+        await self.redis.set(
+            self.resume_key(player), credential_id, nx=True, px=max(1, int(ttl_s * 1000))
+        )
+
+    # -- relay presence (orphaned players of relays that are gone) ------------
+
+    @property
+    def relays_key(self) -> str:
+        """HASH relay id -> Unix time of its last presence heartbeat."""
+        return self.keys.key("relays")
+
+    def relay_players_key(self, relay_id: str) -> str:
+        """HASH player -> zone: the players the relay has a session for."""
+        return self.keys.key("relay", relay_id, "players")
+
+    @property
+    def relay_addresses_key(self) -> str:
+        """HASH relay id -> its public UDP address (where clients can move)."""
+        return self.keys.key("relay", "addresses")
+
+    async def relay_alive(
+        self, relay_id: str, now: float, changes: dict[str, str], address: str = ""
+    ) -> None:
+        """Heartbeat ``relay_id`` (and its public address) and apply its session
+        changes (player -> zone, or "" for a session that ended), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(self.relays_key, relay_id, repr(now))
+        if address:
+            pipe.hset(self.relay_addresses_key, relay_id, address)
+        opened: dict[Any, Any] = {player: zone for player, zone in changes.items() if zone}
+        ended = [player for player, zone in changes.items() if not zone]
+        if opened:
+            pipe.hset(self.relay_players_key(relay_id), mapping=opened)
+        if ended:
+            pipe.hdel(self.relay_players_key(relay_id), *ended)
+        await pipe.execute()
+
+    async def relay_addresses(self) -> dict[str, str]:
+        raw: dict[Any, Any] = await self.redis.hgetall(self.relay_addresses_key)
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def relays_seen(self) -> dict[str, float]:
+        raw: dict[Any, Any] = await self.redis.hgetall(self.relays_key)
+        return {_text(k): float(v) for k, v in raw.items()}
+
+    async def claim_relay(self, relay_id: str, ttl_s: float) -> bool:
+        """Become the one relay that releases ``relay_id``'s orphans (SET NX)."""
+        key = self.keys.key("relay", relay_id, "reaper")
+        return bool(await self.redis.set(key, b"1", nx=True, px=max(1, int(ttl_s * 1000))))
+
+    async def take_relay_players(self, relay_id: str) -> dict[str, str]:
+        """``relay_id``'s players, removing them and the relay (atomically)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(self.relay_players_key(relay_id))
+        pipe.delete(self.relay_players_key(relay_id))
+        pipe.hdel(self.relays_key, relay_id)
+        pipe.hdel(self.relay_addresses_key, relay_id)
+        raw, *_ = await pipe.execute()
+        return {_text(k): _text(v) for k, v in raw.items()}
 
     async def zone_map(self) -> zone_pb2.ZoneMap | None:
         raw = await self.redis.get(self.keys.zone_map)
@@ -99,6 +242,10 @@ def _route_or_none(raw: bytes | str | None) -> Route | None:
         return parse_route(raw)
     except ValueError:
         return None
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 def _bytes(raw: bytes | str) -> bytes:

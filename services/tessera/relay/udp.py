@@ -1,5 +1,8 @@
 """The client-facing UDP endpoint (docs/protocol/udp.md).
 
+A RESUME (a resume credential instead of a connect token) is handled exactly
+like a HANDSHAKE, and both open a session that is then issued resume credentials.
+
 Per datagram: size check, session lookup by source address, rate limits, AEAD
 open with the replay window, ack bookkeeping, then one ClientMessage to the
 gateway. Datagrams from unknown addresses get a reply only if they are a PING
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +23,7 @@ from google.protobuf.message import DecodeError
 
 from tessera.relay.errors import Rejected
 from tessera.relay.gateway import Gateway, Grant
-from tessera.relay.limiter import ConnectionLimits, TokenBucket
+from tessera.relay.limiter import ConnectionLimits, SourceLimits, TokenBucket
 from tessera.relay.metrics import Counters
 from tessera.relay.session import Session
 from tessera.v1 import relay_pb2
@@ -28,6 +32,7 @@ from tessera.wire.packet import (
     HANDSHAKE,
     MAX_PACKET,
     PING,
+    RESUME,
     Channel,
     PacketError,
     decode_handshake,
@@ -46,6 +51,13 @@ class UdpLimits:
     bytes_per_s: float = 64_000.0
     burst_s: float = 2.0
     handshakes_per_s: float = 2_000.0
+    # Per source host (burst: 2 s worth), checked before the relay-wide budget.
+    pings_per_source_s: float = 20.0
+    handshakes_per_source_s: float = 20.0
+
+
+# Rejected handshakes are logged as one summary line at most this often.
+REJECTION_LOG_S = 10.0
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
@@ -60,6 +72,13 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.handshakes = TokenBucket(
             limits.handshakes_per_s, limits.handshakes_per_s, time.monotonic()
         )
+        self.source_pings = SourceLimits(limits.pings_per_source_s, 2 * limits.pings_per_source_s)
+        self.source_handshakes = SourceLimits(
+            limits.handshakes_per_source_s, 2 * limits.handshakes_per_source_s
+        )
+        self.rejected: Counter[str] = Counter()
+        self.rejected_sources: set[str] = set()
+        self.rejections_logged_at = -REJECTION_LOG_S
         self._tasks: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -85,8 +104,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self._data(session, data, size)
         elif kind == PING:
             self._ping(data, addr)
-        elif kind == HANDSHAKE:
-            self._handshake(data, addr, session)
+        elif kind in (HANDSHAKE, RESUME):
+            self._handshake(data, addr, session, kind)
         elif session is None:
             counters.drops["unknown_address"] += 1
         else:
@@ -154,16 +173,21 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         except PacketError as err:
             self.counters.drops[err.reason] += 1
             return
+        if not self.source_pings.take(addr[0], time.monotonic()):
+            self.counters.drops["ping_rate"] += 1
+            return
         if self.transport is not None:
             pong = encode_pong(ping_id, client_ms, time.time() * 1000.0)
             self.transport.sendto(pong, addr)
             self.counters.packets_out += 1
             self.counters.bytes_out += len(pong)
 
-    def _handshake(self, data: bytes, addr: Address, session: Session | None) -> None:
+    def _handshake(self, data: bytes, addr: Address, session: Session | None, kind: int) -> None:
+        """A HANDSHAKE (connect token) or RESUME (resume credential): same framing,
+        same limits, same answers."""
         counters = self.counters
         try:
-            token = decode_handshake(data)
+            token = decode_handshake(data, "resume" if kind == RESUME else "handshake")
         except PacketError as err:
             counters.drops[err.reason] += 1
             return
@@ -171,32 +195,65 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             # A retransmission after our Accepted got lost: answer it again.
             if session.accepted and self.pending.get(addr) == token:
                 session.send(session.accepted)
-            else:
+                return
+            if kind == HANDSHAKE:
                 counters.drops["handshake_on_session"] += 1
-            return
+                return
+            # A resume from a session's own address replaces that session.
         if addr in self.pending:
             counters.drops["handshake_pending"] += 1
             return
         now = time.monotonic()
+        # The source's own budget first, so one source cannot spend everyone's.
+        if not self.source_handshakes.take(addr[0], now):
+            counters.drops["handshake_source_rate"] += 1
+            return
         if not self.handshakes.take(1.0, now):
             counters.drops["handshake_rate"] += 1
             return
-        try:
-            grant = self.gateway.admit(token, time.time())
-        except Rejected as err:
-            counters.handshakes[err.reason] += 1
-            counters.drops["handshake_rejected"] += 1
-            log.info(
-                "handshake rejected",
-                extra={"address": f"{addr[0]}:{addr[1]}", "reason": err.reason},
-            )
-            return
         self.pending[addr] = token
-        task = asyncio.create_task(self._open(grant, addr, token))
+        task = asyncio.create_task(self._admit(token, addr, kind == RESUME))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _open(self, grant: Grant, addr: Address, token: bytes) -> None:
+    async def _admit(self, token: bytes, addr: Address, resuming: bool) -> None:
+        results = self.counters.resumes if resuming else self.counters.handshakes
+        try:
+            if resuming:
+                grant: Grant = await self.gateway.admit_resume(token, time.time())
+            else:
+                grant = await self.gateway.admit(token, time.time())
+        except Rejected as err:
+            self._forget(addr, token)
+            results[err.reason] += 1
+            self.counters.drops["resume_rejected" if resuming else "handshake_rejected"] += 1
+            self._note_rejection(err.reason, addr)
+            return
+        await self._open(grant, addr, token, results)
+
+    def _note_rejection(self, reason: str, addr: Address) -> None:
+        """Count a rejected handshake for the summary log line: one line per
+        REJECTION_LOG_S with the counts by reason since the last one (a flood of bad
+        handshakes must not become a flood of log lines)."""
+        self.rejected[reason] += 1
+        if len(self.rejected_sources) < 1000:
+            self.rejected_sources.add(addr[0])
+        now = time.monotonic()
+        if now - self.rejections_logged_at < REJECTION_LOG_S:
+            return
+        log.warning(
+            "handshakes rejected",
+            extra={
+                "by_reason": dict(self.rejected),
+                "sources": len(self.rejected_sources),
+                "example_source": addr[0],
+            },
+        )
+        self.rejected.clear()
+        self.rejected_sources.clear()
+        self.rejections_logged_at = now
+
+    async def _open(self, grant: Grant, addr: Address, token: bytes, results: Counter[str]) -> None:
         def prepare(session: Session) -> None:
             session.channel = Channel(grant.server_to_client_key, grant.client_to_server_key)
             session.limits = ConnectionLimits(
@@ -213,10 +270,12 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                 grant, transport="udp", send=_discard, address=addr, prepare=prepare
             )
         except Exception as err:
+            # Released before the address stops being pending: a retransmission
+            # meanwhile is dropped as pending, not refused as a replay.
+            await self.gateway.release(grant)
             self.pending.pop(addr, None)
-            self.gateway.release(grant)
             reason = err.reason if isinstance(err, Rejected) else "error"
-            self.counters.handshakes[reason] += 1
+            results[reason] += 1
             self._refuse(grant, addr, reason, str(err))
             log.warning(
                 "session refused",
@@ -224,8 +283,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             )
             return
         session.accepted = relay_pb2.ServerMessage(accepted=accepted).SerializeToString()
-        self.counters.handshakes["accepted"] += 1
+        results["accepted"] += 1
         session.send(session.accepted)
+        self.gateway.issue_resume(session)
 
     def _refuse(self, grant: Grant, addr: Address, reason: str, detail: str) -> None:
         """Tell a client with a genuine token why no session opened (sealed, so only

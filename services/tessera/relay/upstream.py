@@ -44,6 +44,11 @@ class UpstreamUnavailable(Exception):
     """The zone's link is not connected."""
 
 
+class ZoneSilent(ConnectionError):
+    """A connected zone sent nothing for its players for longer than the
+    silence limit (a frozen or overloaded zone: the stream is up, the ticks stop)."""
+
+
 class LinkHandler(Protocol):
     """What the gateway does with a link's traffic."""
 
@@ -100,6 +105,7 @@ class ZoneLink:
         batch_s: float = 0.0005,
         backoff_s: tuple[float, float] = (0.05, 1.0),
         rpc_timeout_s: float = 3.0,
+        silence_s: float = 1.0,
     ) -> None:
         self.zone = zone
         self.relay_id = relay_id
@@ -108,6 +114,12 @@ class ZoneLink:
         self.batch_s = batch_s
         self.backoff_s = backoff_s
         self.rpc_timeout_s = rpc_timeout_s
+        self.silence_s = silence_s
+        self.silences = 0
+        # Why the link last went down: "silent" (ZoneSilent) or "broken".
+        self.down_reason = ""
+        # When the zone last sent anything (or the first player was attached).
+        self.last_heard = time.monotonic()
         self.address = ""
         self.connected = False
         self.ever_connected = False
@@ -146,6 +158,8 @@ class ZoneLink:
 
     def attach(self, player: str) -> None:
         """Route ``player``'s snapshots over this link (queued in order with inputs)."""
+        if not self.attached:
+            self.last_heard = time.monotonic()
         self.attached.add(player)
         self._control(zone_pb2.ZoneLinkUp(attach=zone_pb2.Attach(player_id=player)))
 
@@ -183,12 +197,13 @@ class ZoneLink:
         """Wait until the link is up; UpstreamUnavailable after ``rpc_timeout_s``."""
         await self._ready_stub()
 
-    async def leave(self, player: str) -> None:
-        """The zone's Leave RPC, naming this relay: a zone whose player another
-        relay now serves refuses it (FAILED_PRECONDITION, SERVED_BY_OTHER_RELAY).
-        UpstreamUnavailable means nothing was sent."""
+    async def leave(self, player: str, relay_id: str = "") -> None:
+        """The zone's Leave RPC, naming this relay (or ``relay_id``, a relay that is
+        gone): a zone whose player another relay now serves refuses it
+        (FAILED_PRECONDITION, SERVED_BY_OTHER_RELAY). UpstreamUnavailable means
+        nothing was sent."""
         stub = await self._ready_stub()
-        request = zone_pb2.LeaveRequest(player_id=player, relay_id=self.relay_id)
+        request = zone_pb2.LeaveRequest(player_id=player, relay_id=relay_id or self.relay_id)
         await stub.Leave(request, timeout=self.rpc_timeout_s)
 
     def status(self) -> relay_pb2.UpstreamLink:
@@ -273,6 +288,10 @@ class ZoneLink:
                 await self._session()
             except asyncio.CancelledError:
                 raise
+            except ZoneSilent as err:
+                self.silences += 1
+                self.down_reason = "silent"
+                log.warning("zone link silent", extra={"zone": self.zone, "error": str(err)})
             except grpc.aio.AioRpcError as err:
                 log.warning(
                     "zone link broken",
@@ -290,6 +309,8 @@ class ZoneLink:
             delay = min(high, delay * 2)
 
     def _mark_down(self) -> None:
+        if self.down_reason != "silent":
+            self.down_reason = "broken"
         was_connected = self.connected
         self.connected = False
         self.up.clear()
@@ -327,13 +348,23 @@ class ZoneLink:
             await call.write(zone_pb2.ZoneLinkUp(attach=zone_pb2.Attach(player_id=player)))
         self.connected = True
         self.down_since = None
+        self.down_reason = ""
         log.info("zone link up", extra={"zone": self.zone, "address": self.address})
+        self.last_heard = time.monotonic()
         writer = asyncio.create_task(self._write_loop(call))
+        reader = asyncio.create_task(self._read_loop(call))
+        watchdog = asyncio.create_task(self._watch())
         try:
-            await self._read_loop(call)
+            await asyncio.wait((reader, writer, watchdog), return_when=asyncio.FIRST_COMPLETED)
+            if watchdog.done():
+                raise ZoneSilent(f"zone {self.zone} sent nothing for {self.silence_s:g} s")
+            for task in (reader, writer):
+                if task.done():
+                    task.result()  # the error that ended the stream
         finally:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+            for task in (reader, writer, watchdog):
+                task.cancel()
+            await asyncio.gather(reader, writer, watchdog, return_exceptions=True)
             call.cancel()
 
     async def _write_loop(self, call: Any) -> None:
@@ -350,10 +381,20 @@ class ZoneLink:
         if self._outbox or self._batch.inputs or self._batch.acks:
             self._schedule()
 
+    async def _watch(self) -> None:
+        """Return once the zone has been silent for ``silence_s`` with players
+        attached: it sends them snapshots every snapshot interval, so that means the
+        zone is frozen (or too overloaded to tick)."""
+        while True:
+            await asyncio.sleep(self.silence_s / 4)
+            if self.attached and time.monotonic() - self.last_heard > self.silence_s:
+                return
+
     async def _read_loop(self, call: Any) -> None:
         handler = self.handler
         while True:
             down = await call.read()
+            self.last_heard = time.monotonic()
             if down is grpc.aio.EOF:  # type: ignore[attr-defined]
                 raise ConnectionError(f"zone {self.zone} closed the link")
             kind = down.WhichOneof("msg")

@@ -27,6 +27,7 @@ HANDSHAKE = 0x01
 DATA = 0x02
 PING = 0x03
 PONG = 0x04
+RESUME = 0x05
 
 TAG_SIZE = 16
 KEY_SIZE = 32
@@ -53,24 +54,26 @@ class PacketError(ValueError):
         self.reason = reason
 
 
-def encode_handshake(token: bytes) -> bytes:
-    """A HANDSHAKE datagram: header, token, zero padding up to HANDSHAKE_SIZE."""
+def encode_handshake(token: bytes, kind: int = HANDSHAKE) -> bytes:
+    """A HANDSHAKE (or, with ``kind=RESUME``, a RESUME) datagram: header, the
+    connect token (resume credential), zero padding up to HANDSHAKE_SIZE."""
     if len(token) > HANDSHAKE_SIZE - _HANDSHAKE_HEADER.size:
         raise ValueError("connect token too large for a handshake packet")
-    head = _HANDSHAKE_HEADER.pack(HANDSHAKE, VERSION, len(token)) + token
+    head = _HANDSHAKE_HEADER.pack(kind, VERSION, len(token)) + token
     return head + bytes(HANDSHAKE_SIZE - len(head))
 
 
-def decode_handshake(packet: bytes) -> bytes:
-    """The connect token of a HANDSHAKE datagram; PacketError if malformed."""
+def decode_handshake(packet: bytes, what: str = "handshake") -> bytes:
+    """The connect token of a HANDSHAKE datagram (the credential of a RESUME, with
+    ``what="resume"``); PacketError("<what>_size" / "_version" / "_malformed")."""
     if len(packet) != HANDSHAKE_SIZE:
-        raise PacketError("handshake_size")
+        raise PacketError(f"{what}_size")
     _type, version, length = _HANDSHAKE_HEADER.unpack_from(packet)
     if version != VERSION:
-        raise PacketError("handshake_version")
+        raise PacketError(f"{what}_version")
     end = _HANDSHAKE_HEADER.size + length
     if length == 0 or end > len(packet):
-        raise PacketError("handshake_malformed")
+        raise PacketError(f"{what}_malformed")
     return bytes(packet[_HANDSHAKE_HEADER.size : end])
 
 

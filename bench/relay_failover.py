@@ -1,0 +1,310 @@
+"""Relay failover benchmark: N SDK clients (GameClient over UdpTransport) play
+through relay A of two; relay A gets SIGTERM (they are told to move), then,
+after A is back, relay B (where they now are) is killed with -9 (they notice the
+silence). Real processes: redis-server, auth, one zone, two relays.
+
+    python bench/relay_failover.py --json PATH [--clients 100] [--hz 10] [--churn-s 0]
+
+Reports per phase: resumes, resume gap p50/p99/max (last packet from the old
+relay -> Accepted from the new one, measured by the clients), disconnects, lost
+entities (a client whose entity changed) and duplicated ones (players the zone
+holds more than once), and resumes counted by the relays. With ``--churn-s``, a
+churn soak follows on relay A: every second 5 % of the clients leave and log in
+again with a new connect token; the relay's resident memory is sampled after the
+first fifth of the soak (warm) and at its end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from tessera.client.client import GameClient, Intent
+from tessera.client.login import guest_connect_token
+from tessera.client.transport import UdpTransport
+from tessera.common.process import ServiceProcess
+from tessera.harness.redis import LocalRedis
+from tessera.v1 import auth_pb2, zone_pb2, zone_pb2_grpc
+
+WORLD = "bench"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 3)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError("no VmRSS")
+
+
+async def churn(
+    clients: list[GameClient], auth: str, relay: ServiceProcess, address: str, args: Any
+) -> dict[str, Any]:
+    """5 % of the clients re-log every second for ``args.churn_s`` seconds."""
+    per_s = max(1, len(clients) // 20)
+    warm_at = time.monotonic() + args.churn_s / 5
+    end = time.monotonic() + args.churn_s
+    warm: float | None = None
+    relogs = failures = 0
+    next_at = time.monotonic()
+    while time.monotonic() < end:
+        for _ in range(per_s):
+            i = relogs % len(clients)
+            await clients[i].close()
+            token = await guest_connect_token(auth, f"bench-churn-{relogs:08d}-device")
+            client = GameClient(UdpTransport(), input_hz=args.hz)
+            try:
+                await client.connect(ordered(token, address))
+            except Exception:
+                failures += 1
+            client.start(walker(1.0))
+            clients[i] = client
+            relogs += 1
+        if warm is None and time.monotonic() >= warm_at:
+            warm = rss_mb(relay.pid)
+        next_at += 1.0
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    await asyncio.sleep(2.0)
+    return {
+        "churn_s": args.churn_s,
+        "churn_relogs": relogs,
+        "churn_connect_failures": failures,
+        "churn_relay_rss_mb_warm": warm,
+        "churn_relay_rss_mb_end": rss_mb(relay.pid),
+        "churn_relay_sessions_end": int(metric(relay, "tessera_relay_sessions", transport="udp")),
+    }
+
+
+def metric(proc: ServiceProcess, name: str, **labels: str) -> float:
+    url = f"http://127.0.0.1:{proc.ports['metrics_port']}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(name) and (not want or "{" + want + "}" in line):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def zone_players(address: str) -> list[str]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub: Any = zone_pb2_grpc.ZoneStub(channel)
+        status = await stub.GetStatus(zone_pb2.GetStatusRequest(include_entities=True))
+        return [p for p in status.entity_players if p]
+
+
+def ordered(token: auth_pb2.ConnectToken, address: str) -> auth_pb2.ConnectToken:
+    """The token with ``address`` first (the relay the client connects to)."""
+    moved = auth_pb2.ConnectToken()
+    moved.CopyFrom(token)
+    del moved.relay_addresses[:]
+    moved.relay_addresses.extend([address, *(a for a in token.relay_addresses if a != address)])
+    return moved
+
+
+def walker(heading: float) -> Callable[[GameClient], Intent]:
+    return lambda _client: Intent(move_x=0.2 * heading)
+
+
+def udp(client: GameClient) -> UdpTransport:
+    assert isinstance(client.transport, UdpTransport)
+    return client.transport
+
+
+async def settle(clients: list[GameClient], want: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(udp(c).resumes >= want or not c.connected for c in clients):
+            return
+        await asyncio.sleep(0.05)
+
+
+def phase_report(
+    clients: list[GameClient], entities: dict[int, int], players: list[str], resumes: int
+) -> dict[str, Any]:
+    gaps = [udp(c).resume_gaps[-1] for c in clients if udp(c).resume_gaps]
+    return {
+        "resumes": len(gaps),
+        "resume_gap_s_p50": percentile(gaps, 50),
+        "resume_gap_s_p99": percentile(gaps, 99),
+        "resume_gap_s_max": round(max(gaps), 3) if gaps else None,
+        "disconnects": sum(not c.connected for c in clients),
+        "disconnect_reasons": dict(
+            Counter(c.disconnected.reason for c in clients if c.disconnected is not None)
+        ),
+        "lost_entities": sum(
+            c.accepted is None or c.accepted.entity_id != entities[id(c)] for c in clients
+        ),
+        "duplicated_entities": sum(n - 1 for n in Counter(players).values() if n > 1),
+        "relay_resumes_accepted": resumes,
+    }
+
+
+async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    (tmp / "redis").mkdir()
+    redis = LocalRedis(tmp / "redis")
+    redis.start()
+    connect_key = base64.b64encode(os.urandom(32)).decode()
+    ports = {"a": free_udp_port(), "b": free_udp_port()}
+    address = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+    common = {
+        "TESSERA_REDIS_URL": redis.url,
+        "TESSERA_GRPC_PORT": "0",
+        "TESSERA_METRICS_PORT": "0",
+        "TESSERA_HOST": "127.0.0.1",
+        "TESSERA_LOG_LEVEL": "info",
+        "TESSERA_WORLD": WORLD,
+        "TESSERA_SHUTDOWN_GRACE_S": "1",
+    }
+    procs: dict[str, ServiceProcess] = {}
+    clients: list[GameClient] = []
+    try:
+        procs["auth"] = ServiceProcess(
+            "tessera.auth",
+            {
+                **common,
+                "TESSERA_AUTH_GENERATE_KEYS": "true",
+                "TESSERA_CONNECT_KEY": connect_key,
+                "TESSERA_AUTH_RELAYS": f"default={address['a']},{address['b']}",
+                "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "100000",
+            },
+            name="auth",
+        ).start()
+        procs["zone"] = ServiceProcess(
+            "tessera.zone",
+            {
+                **common,
+                "TESSERA_ZONE": "zone-0",
+                "TESSERA_ZONE_BOUNDS": "-500,-500,500,500",
+                "TESSERA_WORLD_BOUNDS": "-500,-500,500,500",
+                "TESSERA_TICK_HZ": "20",
+            },
+            name="zone",
+        ).start()
+        procs["auth"].wait_serving()
+        procs["zone"].wait_serving()
+
+        def relay(name: str) -> ServiceProcess:
+            return ServiceProcess(
+                "tessera.relay",
+                {
+                    **common,
+                    "TESSERA_UDP_HOST": "127.0.0.1",
+                    "TESSERA_UDP_PORT": str(ports[name]),
+                    "TESSERA_RELAY_ID": f"relay-{name}",
+                    "TESSERA_AUTH_ADDRESS": procs["auth"].grpc_address,
+                    "TESSERA_CONNECT_KEY": connect_key,
+                    "TESSERA_RELAY_HANDSHAKES_PER_SOURCE_S": "1000000",
+                    "TESSERA_RELAY_PINGS_PER_SOURCE_S": "1000000",
+                },
+                name=f"relay-{name}",
+            ).start()
+
+        procs["relay-a"], procs["relay-b"] = relay("a"), relay("b")
+        procs["relay-a"].wait_serving()
+        procs["relay-b"].wait_serving()
+        for i in range(args.clients):
+            token = await guest_connect_token(
+                procs["auth"].grpc_address, f"bench-failover-{i:06d}-device"
+            )
+            client = GameClient(UdpTransport(), input_hz=args.hz)
+            await client.connect(ordered(token, address["a"]))
+            client.start(walker(1.0 if i % 2 else -1.0))
+            clients.append(client)
+        deadline = time.monotonic() + 15.0
+        while any(udp(c).credential is None for c in clients):
+            if time.monotonic() > deadline:
+                raise RuntimeError("clients got no resume credential")
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.5)  # both relays' presence heartbeats name their addresses
+        entities = {id(c): c.accepted.entity_id for c in clients if c.accepted is not None}
+        zone_address = procs["zone"].grpc_address
+
+        await asyncio.to_thread(procs["relay-a"].terminate)
+        await settle(clients, 1, 10.0)
+        await asyncio.sleep(1.0)
+        sigterm = phase_report(
+            clients,
+            entities,
+            await zone_players(zone_address),
+            int(metric(procs["relay-b"], "tessera_relay_resumes_total", result="accepted")),
+        )
+
+        procs["relay-a"] = relay("a")
+        procs["relay-a"].wait_serving()
+        await asyncio.sleep(1.5)
+        procs["relay-b"].kill()
+        await settle(clients, 2, 10.0)
+        await asyncio.sleep(1.0)
+        kill = phase_report(
+            clients,
+            entities,
+            await zone_players(zone_address),
+            int(metric(procs["relay-a"], "tessera_relay_resumes_total", result="accepted")),
+        )
+        soak: dict[str, Any] = {}
+        if args.churn_s > 0:
+            soak = await churn(
+                clients, procs["auth"].grpc_address, procs["relay-a"], address["a"], args
+            )
+        return {
+            "clients": args.clients,
+            "input_hz": args.hz,
+            **{f"sigterm_{k}": v for k, v in sigterm.items()},
+            **{f"kill9_{k}": v for k, v in kill.items()},
+            **soak,
+        }
+    finally:
+        for client in clients:
+            await client.close()
+        for proc in procs.values():
+            proc.terminate()
+        redis.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, required=True, help="write results here")
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--hz", type=float, default=10.0, help="client input rate")
+    parser.add_argument("--churn-s", type=float, default=0.0, help="churn soak seconds")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = asyncio.run(run(args, Path(tmp)))
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if result["sigterm_disconnects"] or result["kill9_disconnects"]:
+        print("some clients were disconnected", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
