@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.spatial import cKDTree
 
+from tessera.zone import kernels
 from tessera.zone.snapshot import row_view
 
 F64 = npt.NDArray[np.float64]
@@ -69,16 +70,43 @@ def visible(
     return idx, dist
 
 
-def due(dist2: F64, rows: I64, entity_ids: U64, tick: int, *, tiers: Tiers) -> Bools:
-    """Whether each visible entity (entity row ``rows``, at squared distance
-    ``dist2``) refreshes in this tick's snapshot. The id-staggered phases are
-    computed once per entity, then gathered per pair."""
-    phase = (entity_ids + np.uint64(tick)).astype(np.int64)
-    code = ((phase % tiers.mid_every == 0) | ((phase % tiers.far_every == 0) << 1)).astype(np.uint8)
-    pair = code[rows]
-    out: Bools = (dist2 <= tiers.near**2) | (pair >= 2)
-    out |= (dist2 <= tiers.mid**2) & ((pair & 1) != 0)
-    return out
+def take_due(
+    views: Views,
+    clients: I64,
+    *,
+    viewers: F64,
+    pos: F64,
+    entity_ids: U64,
+    table: npt.NDArray[np.int32],
+    beat: int,
+    tiers: Tiers,
+) -> tuple[npt.NDArray[np.int32], Bools]:
+    """The values each client (view row ``clients``, standing at ``viewers`` (C, 2)
+    as x, z) is sent in its ``beat``-th snapshot, (C, cap, COLUMNS), and which view
+    slots hold an entity. Due slots (near; mid every ``mid_every``-th and far every
+    ``far_every``-th beat, staggered by entity id; new to the client) take fresh
+    values from the quantized ``table``, the rest repeat what was last sent."""
+    c = clients.size
+    vals = np.empty((c, views.cap, views.columns), np.int32)
+    valid = np.empty((c, views.cap), np.bool_)
+    kernels.take_due(
+        np.ascontiguousarray(clients, np.int64),
+        np.ascontiguousarray(viewers, np.float64).reshape(c, 2),
+        views.rows,
+        views.known,
+        views.sent,
+        np.ascontiguousarray(pos, np.float64).reshape(-1, 3),
+        np.ascontiguousarray(entity_ids, np.uint64),
+        np.ascontiguousarray(table, np.int32).reshape(-1, views.columns),
+        beat,
+        tiers.near**2,
+        tiers.mid**2,
+        tiers.mid_every,
+        tiers.far_every,
+        vals,
+        valid,
+    )
+    return vals, valid
 
 
 class Views:

@@ -258,3 +258,51 @@ def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
         e_vals[r, slot] = vals[i]
         seq_at[r, slot] = seq
         next_seq[r] = seq + 1
+
+
+@njit(cache=True, nogil=True)
+def take_due(  # noqa: PLR0917 (numba kernels take positional arguments)
+    clients: np.ndarray,
+    viewers: np.ndarray,
+    view_rows: np.ndarray,
+    known: np.ndarray,
+    sent: np.ndarray,
+    pos: np.ndarray,
+    entity_ids: np.ndarray,
+    table: np.ndarray,
+    beat: int,
+    near2: float,
+    mid2: float,
+    mid_every: int,
+    far_every: int,
+    vals: np.ndarray,
+    valid: np.ndarray,
+) -> None:
+    """Refresh the due view slots of each client from the quantized ``table``, then
+    copy the client's slots (fresh or as last sent) into ``vals`` (C, cap, COLUMNS).
+
+    A slot is due when its entity is within the near radius, within the mid
+    radius on a mid tick, on a far tick (ticks staggered by entity id) or not yet
+    known to the client. ``valid`` marks the slots holding an entity (row >= 0).
+    """
+    k = view_rows.shape[1]
+    n = pos.shape[0]
+    for i in range(clients.size):
+        cl = clients[i]
+        vx = viewers[i, 0]
+        vz = viewers[i, 1]
+        for j in range(k):
+            row = view_rows[cl, j]
+            ok = 0 <= row < n
+            valid[i, j] = ok
+            if ok:
+                dx = pos[row, 0] - vx
+                dz = pos[row, 2] - vz
+                d2 = dx * dx + dz * dz
+                phase = np.int64(entity_ids[row] + np.uint64(beat))
+                due = d2 <= near2 or phase % far_every == 0 or not known[cl, j]
+                due = due or (d2 <= mid2 and phase % mid_every == 0)
+                if due:
+                    sent[cl, j] = table[row]
+            vals[i, j] = sent[cl, j]
+            known[cl, j] = ok

@@ -41,7 +41,7 @@ from tessera.zone.events import (
 )
 from tessera.zone.movement import desired_velocity, integrate
 from tessera.zone.npc import think
-from tessera.zone.snapshot import PAD, EncodedBatch, SnapshotEncoder, quantize, row_view
+from tessera.zone.snapshot import PAD, EncodedBatch, SnapshotEncoder, quantize
 
 I64 = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
@@ -49,14 +49,13 @@ Bools = npt.NDArray[np.bool_]
 
 @dataclass(frozen=True)
 class Sight:
-    """This tick's snapshot recipients and what they see (per client, per view slot)."""
+    """This tick's snapshot recipients and where they stand (their views are current)."""
 
     players: list[str]
     clients: I64  # their snapshot rows
     viewer_rows: I64  # their entity rows
-    valid: Bools  # the view slot holds an entity
-    safe: I64  # its entity row (0 where not valid)
-    due: Bools  # its value is refreshed in this snapshot
+    viewers: npt.NDArray[np.float64]  # their x, z
+    beat: int  # snapshots sent to each client so far
     aoi_s: float
 
 
@@ -324,8 +323,7 @@ class Simulation:
         )
 
     def _interest(self) -> Sight:
-        """Who gets a snapshot this tick, and what each of them sees: views refreshed
-        when due (or new), and which of the entities in view are due a fresh value."""
+        """Who gets a snapshot this tick, with their views refreshed when due (or new)."""
         e, n, tiers, views = self.ents, self.ents.n, self.cfg.tiers, self.views
         every = self.cfg.snapshot_every
         beat = self.tick // every  # snapshots sent to each client so far
@@ -345,19 +343,11 @@ class Simulation:
             idx, _ = interest.visible(tree, viewers[refresh], n, boost, tiers=tiers)
             ids_all = np.append(e.id[:n], PAD)
             views.refresh(clients[refresh], ids_all[idx], np.where(idx < n, idx, -1))
-        rows = views.rows[clients]
-        valid = rows >= 0
-        safe = np.where(valid, rows, 0)
-        dx = e.pos[:n, 0][safe] - viewers[:, 0, None] if n else np.zeros(safe.shape)
-        dz = e.pos[:n, 2][safe] - viewers[:, 1, None] if n else np.zeros(safe.shape)
-        due = interest.due(dx * dx + dz * dz, safe, e.id[:n], beat, tiers=tiers)
-        due |= ~views.known[clients]
-        return Sight(players, clients, viewer_rows, valid, safe, due, time.perf_counter() - started)
+        return Sight(players, clients, viewer_rows, viewers, beat, time.perf_counter() - started)
 
     def _encode(self, sight: Sight, events: list[Event]) -> Frame:
-        """Quantize, take fresh values for the due pairs, delta-encode every snapshot."""
-        e, n, views = self.ents, self.ents.n, self.views
-        clients, valid, safe = sight.clients, sight.valid, sight.safe
+        """Quantize, take fresh values for the due view slots (tiers), delta-encode."""
+        e, n, views, clients = self.ents, self.ents.n, self.views, sight.clients
         started = time.perf_counter()
         table = quantize(
             self.quant,
@@ -369,14 +359,16 @@ class Simulation:
             kind=e.kind[:n],
             team=e.team[:n],
         )
-        # Only due pairs take fresh values; the rest keep what the client was sent.
-        sent = views.sent.reshape(-1, COLUMNS)
-        pairs = (clients[:, None] * views.cap + np.arange(views.cap)).ravel()
-        fresh = np.flatnonzero(sight.due & valid)
-        if n:
-            row_view(sent)[pairs[fresh]] = np.take(row_view(table), safe.ravel()[fresh])
-        vals = np.take(sent, pairs, axis=0).reshape(len(clients), views.cap, COLUMNS)
-        views.known[clients] = valid
+        vals, valid = interest.take_due(
+            views,
+            sight.clients,
+            viewers=sight.viewers,
+            pos=e.pos[:n],
+            entity_ids=e.id[:n],
+            table=table,
+            beat=sight.beat,
+            tiers=self.cfg.tiers,
+        )
         batch = self.encoder.encode(
             clients,
             views.ids[clients],
