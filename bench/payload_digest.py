@@ -77,8 +77,9 @@ def digest(players: int, *, ticks: int, npcs: int, seed: int, every: int, cap: i
             h.update(p)
         pending.append((frame.players, frame.batch.stream.tolist(), frame.batch.sequence.tolist()))
         if len(pending) > ACK_LAG_TICKS:
-            for p, s, q in zip(*pending.pop(0), strict=True):
-                sim.ack(p, s, q)
+            players_then, streams, seqs = pending.pop(0)
+            for player, stream, seq in zip(players_then, streams, seqs, strict=True):
+                sim.ack(player, stream, seq)
     return h.hexdigest()
 
 

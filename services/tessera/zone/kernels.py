@@ -202,7 +202,10 @@ def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
         at += nbytes
         for j in range(k):
             if valid[i, j] and not bm[j]:
-                at = _put(buf, at, np.int64(ids[i, j]), 8)
+                eid = ids[i, j]
+                for b in range(8):
+                    buf[at + b] = (eid >> np.uint64(8 * b)) & np.uint64(0xFF)
+                at += 8
         # changed bitmap, over the present entities
         nbytes = (n + 7) // 8
         buf[at : at + nbytes] = 0

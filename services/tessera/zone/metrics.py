@@ -15,6 +15,10 @@ TICK = Histogram(
     buckets=(0.001, 0.002, 0.004, 0.008, 0.012, 0.016, 0.025, 0.033, 0.05, 0.1, 0.25),
 )
 OVERLOADED = Gauge("tessera_zone_overloaded", "1 when the p99 tick exceeds the tick budget")
+KERNELS_READY = Gauge(
+    "tessera_zone_kernels_ready_seconds",
+    "Start-up time spent loading (or compiling) the compiled tick kernels",
+)
 TICKS_SKIPPED = Counter("tessera_zone_ticks_skipped_total", "Tick slots skipped when late")
 TICK_ERRORS = Counter("tessera_zone_tick_errors_total", "Ticks that raised")
 AOI_PAIRS = Gauge("tessera_zone_aoi_pairs", "Viewer-entity pairs in this tick's snapshots")
