@@ -21,7 +21,7 @@ from scipy.spatial import cKDTree
 
 from tessera.wire.geometry import Rect
 from tessera.wire.snapshot import COLUMNS, Quantization
-from tessera.zone import combat, inputs, interest
+from tessera.zone import combat, inputs, interest, overload
 from tessera.zone.config import ZoneConfig
 from tessera.zone.entities import (
     DEAD,
@@ -71,6 +71,7 @@ class Frame:
     encode_s: float = 0.0
     step_s: float = 0.0
     aoi_pairs: int = 0
+    overload_level: int = 0  # the overload ladder's rung this tick ran at
 
 
 class Simulation:
@@ -92,6 +93,8 @@ class Simulation:
         self._told: dict[tuple[str, str], float] = {}
         self.rng = np.random.default_rng(seed)
         self.forwarded: list[combat.Forwarded] = []  # hits on ghosts, for their owners
+        self.governor = overload.Governor(cfg.ladder)
+        self.tiers = cfg.tiers  # the AOI tiers in effect (degraded under overload)
 
     @property
     def now_s(self) -> float:
@@ -247,13 +250,16 @@ class Simulation:
     def step(self) -> Frame:
         """Advance one tick: the systems act on the intents inputs set since the last
         one, then each attached player's view is refreshed and its snapshot encoded."""
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         self.tick += 1
         events, self.events = self.events, []  # told by inputs and hits since the last tick
         self._systems(events)
         sight = self._interest()
         frame = self._encode(sight, events)
         frame.step_s = time.perf_counter() - started
+        frame.overload_level = self.governor.level
+        level = self.governor.add(time.thread_time() - cpu)
+        self.tiers = overload.degrade(self.cfg.tiers, level)
         return frame
 
     def _systems(self, events: list[Event]) -> None:
@@ -324,7 +330,7 @@ class Simulation:
 
     def _interest(self) -> Sight:
         """Who gets a snapshot this tick, with their views refreshed when due (or new)."""
-        e, n, tiers, views = self.ents, self.ents.n, self.cfg.tiers, self.views
+        e, n, tiers, views = self.ents, self.ents.n, self.tiers, self.views
         every = self.cfg.snapshot_every
         beat = self.tick // every  # snapshots sent to each client so far
         players = [p for p, row in self.attached.items() if (row + self.tick) % every == 0]
@@ -341,6 +347,8 @@ class Simulation:
             tree = cKDTree(e.pos[:n][:, [0, 2]])
             boost = np.where(self.now_s - e.combat_at[:n] < 2.0, tiers.combat_bonus_m, 0.0)
             idx, _ = interest.visible(tree, viewers[refresh], n, boost, tiers=tiers)
+            if idx.shape[1] < views.cap:  # the cap is lowered under overload
+                idx = np.pad(idx, ((0, 0), (0, views.cap - idx.shape[1])), constant_values=n)
             ids_all = np.append(e.id[:n], PAD)
             views.refresh(clients[refresh], ids_all[idx], np.where(idx < n, idx, -1))
         return Sight(players, clients, viewer_rows, viewers, beat, time.perf_counter() - started)
@@ -367,7 +375,7 @@ class Simulation:
             entity_ids=e.id[:n],
             table=table,
             beat=sight.beat,
-            tiers=self.cfg.tiers,
+            tiers=self.tiers,
         )
         batch = self.encoder.encode(
             clients,

@@ -94,6 +94,8 @@ class ZoneView:
     instance: str | None = None
     # When the zone was created (seconds since the epoch), if known.
     created: float | None = None
+    # The zone's overload ladder rung (ZoneStatus.overload_level).
+    overload_level: int = 0
 
 
 @dataclass(frozen=True)
