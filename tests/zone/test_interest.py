@@ -46,7 +46,7 @@ def test_tiers_refresh_every_tick_third_and_sixth() -> None:
     counts = np.zeros(3)
     for beat in range(6):
         table = np.full((6, COLUMNS), beat + 1, np.int32)
-        vals, valid = take_due(
+        valid = take_due(
             views,
             clients,
             viewers=viewers,
@@ -57,5 +57,5 @@ def test_tiers_refresh_every_tick_third_and_sixth() -> None:
             tiers=tiers,
         )
         assert valid.all()
-        counts += (vals[:, :, 0] == beat + 1).sum(axis=1)
+        counts += (views.sent[:3, :, 0] == beat + 1).sum(axis=1)
     assert counts.tolist() == [36, 12, 6]

@@ -80,14 +80,14 @@ def take_due(
     table: npt.NDArray[np.int32],
     beat: int,
     tiers: Tiers,
-) -> tuple[npt.NDArray[np.int32], Bools]:
-    """The values each client (view row ``clients``, standing at ``viewers`` (C, 2)
-    as x, z) is sent in its ``beat``-th snapshot, (C, cap, COLUMNS), and which view
-    slots hold an entity. Due slots (near; mid every ``mid_every``-th and far every
-    ``far_every``-th beat, staggered by entity id; new to the client) take fresh
-    values from the quantized ``table``, the rest repeat what was last sent."""
+) -> Bools:
+    """Refresh the values each client (view row ``clients``, standing at ``viewers``
+    (C, 2) as x, z) is sent in its ``beat``-th snapshot, in ``views.sent``; which
+    view slots hold an entity (C, cap). Due slots (near; mid every ``mid_every``-th
+    and far every ``far_every``-th beat, staggered by entity id; new to the
+    client) take fresh values from the quantized ``table``, the rest keep what was
+    last sent."""
     c = clients.size
-    vals = np.empty((c, views.cap, views.columns), np.int32)
     valid = np.empty((c, views.cap), np.bool_)
     kernels.take_due(
         np.ascontiguousarray(clients, np.int64),
@@ -103,10 +103,9 @@ def take_due(
         tiers.mid**2,
         tiers.mid_every,
         tiers.far_every,
-        vals,
         valid,
     )
-    return vals, valid
+    return valid
 
 
 class Views:

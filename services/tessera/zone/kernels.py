@@ -88,6 +88,7 @@ def _change_mask(d: np.ndarray) -> int:
 @njit(cache=True, nogil=True)
 def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
     rows: np.ndarray,
+    src: np.ndarray,
     ids: np.ndarray,
     valid: np.ndarray,
     vals: np.ndarray,
@@ -108,13 +109,14 @@ def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
 ) -> None:
     """Delta-encode one snapshot per client row into ``buf`` and store it in the ring.
 
-    Client i's payload is ``buf[ends[i-1]:ends[i]]``; ``has_base[i]`` says it is a
+    Client i sees ``ids[src[i]]`` with values ``vals[src[i]]`` where ``valid[i]``.
+    Its payload is ``buf[ends[i-1]:ends[i]]``; ``has_base[i]`` says it is a
     delta; ``counts[i]`` holds (entities, added, removed). Rows must be distinct.
     Baseline entries are matched slot by slot while the membership version is
     unchanged, else by id (a merge of two ascending id lists; in a run of equal
     ids only the last current and first baseline entry pair up).
     """
-    c, k = ids.shape
+    c, k = valid.shape
     h = seq_at.shape[1]
     bptr = np.empty(k, np.int64)
     bm = np.empty(k, np.bool_)
@@ -124,6 +126,8 @@ def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
     at = 0
     for i in range(c):
         r = rows[i]
+        cur = ids[src[i]]
+        v = vals[src[i]]
         seq = next_seq[r]
         ack = acked[r]
         bslot = ack % h
@@ -142,13 +146,13 @@ def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
             a = 0
             b = 0
             while a < k and b < k:
-                if ids[i, a] < bids[b]:
+                if cur[a] < bids[b]:
                     a += 1
-                elif ids[i, a] > bids[b]:
+                elif cur[a] > bids[b]:
                     b += 1
                 else:
-                    key = ids[i, a]
-                    while a + 1 < k and ids[i, a + 1] == key:
+                    key = cur[a]
+                    while a + 1 < k and cur[a + 1] == key:
                         a += 1
                     bptr[a] = b
                     bm[a] = valid[i, a] and bvalid[b]
@@ -172,7 +176,7 @@ def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
             n += 1
             if bm[j]:
                 for col in range(COLUMNS):
-                    d[j, col] = vals[i, j, col] - e_vals[r, bslot, bptr[j], col]
+                    d[j, col] = v[j, col] - e_vals[r, bslot, bptr[j], col]
                 mask[j] = _change_mask(d[j])
             else:
                 mask[j] = FULL_MASK
@@ -202,7 +206,7 @@ def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
         at += nbytes
         for j in range(k):
             if valid[i, j] and not bm[j]:
-                eid = ids[i, j]
+                eid = cur[j]
                 for b in range(8):
                     buf[at + b] = (eid >> np.uint64(8 * b)) & np.uint64(0xFF)
                 at += 8
@@ -220,7 +224,6 @@ def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
             if mask[j] != 0:
                 buf[at] = mask[j]
                 at += 1
-        v = vals[i]
         for j in range(k):
             if mask[j] & POS8:
                 at = _put(buf, at, d[j, X], 1)
@@ -255,10 +258,10 @@ def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
         ends[i] = at
 
         slot = seq % h
-        e_ids[r, slot] = ids[i]
+        e_ids[r, slot] = cur
         e_valid[r, slot] = valid[i]
         e_version[r, slot] = version[i] if has_version else -1
-        e_vals[r, slot] = vals[i]
+        e_vals[r, slot] = v
         seq_at[r, slot] = seq
         next_seq[r] = seq + 1
 
@@ -278,11 +281,9 @@ def take_due(  # noqa: PLR0917 (numba kernels take positional arguments)
     mid2: float,
     mid_every: int,
     far_every: int,
-    vals: np.ndarray,
     valid: np.ndarray,
 ) -> None:
-    """Refresh the due view slots of each client from the quantized ``table``, then
-    copy the client's slots (fresh or as last sent) into ``vals`` (C, cap, COLUMNS).
+    """Refresh the due view slots (``sent``) of each client from the quantized ``table``.
 
     A slot is due when its entity is within the near radius, within the mid
     radius on a mid tick, on a far tick (ticks staggered by entity id) or not yet
@@ -307,5 +308,4 @@ def take_due(  # noqa: PLR0917 (numba kernels take positional arguments)
                 due = due or (d2 <= mid2 and phase % mid_every == 0)
                 if due:
                     sent[cl, j] = table[row]
-            vals[i, j] = sent[cl, j]
             known[cl, j] = ok

@@ -367,7 +367,7 @@ class Simulation:
             kind=e.kind[:n],
             team=e.team[:n],
         )
-        vals, valid = interest.take_due(
+        valid = interest.take_due(
             views,
             sight.clients,
             viewers=sight.viewers,
@@ -379,11 +379,12 @@ class Simulation:
         )
         batch = self.encoder.encode(
             clients,
-            views.ids[clients],
+            views.ids,
             valid,
-            vals,
+            views.sent,
             last_input_seq=e.last_seq[sight.viewer_rows],
             version=views.version[clients],
+            at=clients,
         )
         return Frame(
             tick=self.tick,

@@ -113,6 +113,7 @@ class SnapshotEncoder:
             raise ValueError("need cap >= 1 and history >= 2")
         self.cap = cap
         self.history = history
+        self._buf = np.empty(0, np.uint8)  # payload scratch, reused across ticks
         self._alloc(rows)
         self._free = list(range(rows - 1, -1, -1))
 
@@ -182,6 +183,7 @@ class SnapshotEncoder:
         *,
         last_input_seq: I64,
         version: I64 | None = None,
+        at: I64 | None = None,
     ) -> EncodedBatch:
         """Encode one snapshot for each client row.
 
@@ -200,15 +202,23 @@ class SnapshotEncoder:
         rows = np.ascontiguousarray(rows, np.int64)
         seq = self.next_seq[rows]
         acked = self.acked[rows]
-        buf = np.empty(kernels.payload_bound(c, k), np.uint8)
+        need = kernels.payload_bound(c, k)
+        if self._buf.size < need:
+            self._buf = np.empty(need, np.uint8)
+        buf = self._buf
         ends = np.empty(c, np.int64)
         has_base = np.empty(c, np.bool_)
         counts = np.empty((c, 3), np.int64)
+        if at is None:
+            at = np.arange(c, dtype=np.int64)
+            ids = np.ascontiguousarray(ids, np.uint64).reshape(c, k)
+            vals = np.ascontiguousarray(vals, np.int32).reshape(c, k, COLUMNS)
         kernels.encode_batch(
             rows,
-            np.ascontiguousarray(ids, np.uint64).reshape(c, k),
+            np.ascontiguousarray(at, np.int64),
+            ids,
             np.ascontiguousarray(valid, np.bool_).reshape(c, k),
-            np.ascontiguousarray(vals, np.int32).reshape(c, k, COLUMNS),
+            vals,
             np.ascontiguousarray(last_input_seq, np.int64),
             _NO_VERSION if version is None else np.ascontiguousarray(version, np.int64),
             version is not None,
