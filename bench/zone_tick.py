@@ -4,7 +4,8 @@ Runs the zone's real simulation (tessera.zone.simulation) in-process: inputs
 are validated and applied (one relay batch per tick, as ZoneLink does), NPCs
 think, movement, combat, AOI and the batched delta encoder run every tick, and
 every player acknowledges its snapshots three ticks later (about 100 ms of
-round trip at 30 Hz), as a relay would.
+round trip at 30 Hz), as a relay would. Inputs are stamped with simulated time,
+so the run (and every payload) is the same however fast the code is.
 
 Players gather around a few points of interest (town squares, a fight, a
 queue), wander between waypoints near their crowd's centre and now and then
@@ -105,6 +106,9 @@ def run(
     rows = np.array([sim.ents.index[npcs + 1 + i] for i in range(players)])
 
     pending: list[tuple[list[str], np.ndarray, np.ndarray]] = []
+    # Inputs arrive on simulated time, one per player per tick: on the wall clock a
+    # run faster than real time would trip the input rate limit and change the run.
+    clock = time.monotonic() + 1.0
     tick_ms, cpu_ms, aoi_ms, encode_ms, input_ms = [], [], [], [], []
     delta_bytes = full_bytes = 0
     total_bytes = snapshots = visible = 0
@@ -124,8 +128,7 @@ def run(
         ]
         began = time.perf_counter()
         cpu = time.thread_time()
-        now = time.monotonic()
-        sim.submit_many(messages.inputs(msgs), now)
+        sim.submit_many(messages.inputs(msgs), clock + t * cfg.dt)
         submitted = time.perf_counter()
         frame = sim.step()
         ended = time.perf_counter()

@@ -4,6 +4,7 @@ and the whole encode path over entity counts 0..cap and degenerate positions."""
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,10 +13,10 @@ from hypothesis import strategies as st
 
 from tessera.common.config import Env
 from tessera.wire.snapshot import COLUMNS, SnapshotReceiver, X, Z
-from tessera.zone import inputs
+from tessera.zone import inputs, kernels
 from tessera.zone.config import ZoneConfig
 from tessera.zone.interest import Tiers, Views, take_due
-from tessera.zone.simulation import Simulation
+from tessera.zone.simulation import Simulation, warm_up
 from tessera.zone.snapshot import PAD
 
 
@@ -188,3 +189,14 @@ def test_every_payload_decodes_to_the_zone_state(
             if one_point and len(table):
                 assert (table.rows[:, X] == table.rows[0, X]).all()
                 assert (table.rows[:, Z] == table.rows[0, Z]).all()
+
+
+def test_warm_up_compiles_every_signature_a_tick_uses() -> None:
+    """After warm_up, a busy zone's ticks (NPCs, combat, deltas, view changes,
+    a lowered AOI cap) compile nothing new: no tick ever waits for the JIT."""
+    dispatchers: list[Any] = [kernels.encode_batch, kernels.take_due]
+    warm_up(ZoneConfig.from_env(Env({})))
+    before = [list(d.signatures) for d in dispatchers]
+    assert all(before)
+    scenario(players=30, npcs=20, ticks=20, cap=16, every=1, seed=9)
+    assert [list(d.signatures) for d in dispatchers] == before
