@@ -1,14 +1,16 @@
 """Compiled tick kernels (numba, nopython): the per-pair loops of interest and encode.
 
 Each kernel is the one implementation of its rule; the callers in
-:mod:`tessera.zone.interest`, :mod:`tessera.zone.snapshot` and
-:mod:`tessera.zone.simulation` pass plain numpy arrays in and out. Compiled
-code is cached on disk (``NUMBA_CACHE_DIR``, docs/ZONE.md); :func:`warm`
-compiles or loads every kernel with the exact argument types a tick uses, so
-the zone calls it before it reports ready and no tick ever waits for the JIT.
+:mod:`tessera.zone.interest` and :mod:`tessera.zone.snapshot` pass plain numpy
+arrays in and out. Compiled code is cached on disk (``NUMBA_CACHE_DIR``,
+docs/ZONE.md "Compiled kernels"); ``simulation.warm_up`` compiles or loads every
+kernel with the argument types a tick uses before the zone reports ready, so no
+tick waits for the JIT.
 
 Inputs are finite by construction (inputs.py drops NaN/inf before they reach
-entity state) and every index is bounds-checked against the arrays' shapes.
+entity state). Entity rows read from views are checked against the entity table
+(a row outside it is an empty slot); every other index comes from the encoder's
+own ring and the view width.
 """
 
 from __future__ import annotations

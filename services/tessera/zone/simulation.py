@@ -1,10 +1,12 @@
 """One zone's simulation: the data flow of a tick.
 
 inputs (validated on arrival) -> NPC behaviour -> movement -> position history
--> combat -> respawn / regeneration -> interest -> quantize -> delta encode.
+-> combat -> respawn / regeneration -> interest -> quantize -> tiers -> delta
+encode, then the overload governor (tessera.zone.overload) weighs the tick's CPU.
 
-Everything here is plain Python and numpy; the servicer feeds inputs in and
-ships the :class:`Frame` a tick produces. Counters are accumulated in
+Everything here is plain Python, numpy and the compiled kernels behind interest
+and snapshot; the servicer feeds inputs in and ships the :class:`Frame` a tick
+produces. Counters are accumulated in
 ``counts`` and flushed to Prometheus by the caller.
 """
 
