@@ -194,9 +194,74 @@ def test_every_payload_decodes_to_the_zone_state(
 def test_warm_up_compiles_every_signature_a_tick_uses() -> None:
     """After warm_up, a busy zone's ticks (NPCs, combat, deltas, view changes,
     a lowered AOI cap) compile nothing new: no tick ever waits for the JIT."""
-    dispatchers: list[Any] = [kernels.encode_batch, kernels.take_due]
+    dispatchers: list[Any] = [kernels.encode_batch, kernels.take_due, kernels.refresh_views]
     warm_up(ZoneConfig.from_env(Env({})))
     before = [list(d.signatures) for d in dispatchers]
     assert all(before)
     scenario(players=30, npcs=20, ticks=20, cap=16, every=1, seed=9)
     assert [list(d.signatures) for d in dispatchers] == before
+
+
+def refresh_oracle(views: Views, clients: np.ndarray, ids: np.ndarray, rows: np.ndarray) -> None:
+    """The numpy Views.refresh that refresh_views replaced (git a6e8a68)."""
+    order = np.argsort(ids, axis=1)
+    ids = np.take_along_axis(ids, order, axis=1)
+    rows = np.take_along_axis(rows, order, axis=1)
+    old_ids = views.ids[clients]
+    changed = np.any(ids != old_ids, axis=1) | np.any(rows != views.rows[clients], axis=1)
+    if not changed.any():
+        return
+    clients, ids, rows, old_ids = clients[changed], ids[changed], rows[changed], old_ids[changed]
+    c, k = ids.shape
+    rowkey = (np.arange(c, dtype=np.uint64) << np.uint64(40))[:, None]
+    hay = (rowkey | old_ids).ravel()
+    needles = (rowkey | ids).ravel()
+    pos = np.minimum(np.searchsorted(hay, needles), hay.size - 1)
+    found = (hay[pos] == needles) & views.known[clients].ravel()[pos]
+    views.sent[clients] = views.sent[clients].reshape(c * k, -1)[pos].reshape(c, k, -1)
+    views.known[clients] = found.reshape(c, k) & (ids != views.pad)
+    views.ids[clients] = ids
+    views.rows[clients] = rows
+    views.version[clients] += 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(0, 3 * CAP),
+    clients=st.integers(1, 4),
+    rounds=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_refresh_views_matches_the_numpy_oracle(
+    n: int, clients: int, rounds: int, seed: int
+) -> None:
+    """Members carried over keep their sent values and stay known; everything
+    else the oracle decides too (slots the oracle leaves unknown may differ in
+    their stale sent values, which nothing reads)."""
+    rng = np.random.default_rng(seed)
+    ids_all = np.append(rng.choice(2**40 - 2, n, replace=False).astype(np.uint64), PAD)
+    got, want = Views(CAP, COLUMNS, PAD), Views(CAP, COLUMNS, PAD)
+    for c in range(clients):
+        got.reset(c)
+        want.reset(c)
+    for _ in range(rounds):
+        sub = rng.choice(clients, int(rng.integers(1, clients + 1)), replace=False)
+        idx = np.full((sub.size, CAP), n, np.int64)
+        for i in range(sub.size):
+            k = int(rng.integers(0, min(n, CAP) + 1))
+            idx[i, :k] = rng.choice(n, k, replace=False) if k else []
+        if rng.random() < 0.3:
+            idx = np.repeat(idx[:1], sub.size, axis=0)  # all see the same (one point)
+        rows = np.where(idx < n, idx, -1)
+        got.refresh(sub, ids_all[idx], rows)
+        refresh_oracle(want, sub, ids_all[idx], rows)
+        fresh = rng.integers(-9, 9, (clients, CAP, COLUMNS)).astype(np.int32)
+        for v in (got, want):
+            shown = v.rows[:clients] >= 0  # sent once: now known, with fresh values
+            v.known[:clients] |= shown
+            v.sent[:clients][shown] = fresh[shown]
+        assert np.array_equal(got.ids, want.ids)
+        assert np.array_equal(got.rows, want.rows)
+        assert np.array_equal(got.known, want.known)
+        assert np.array_equal(got.version, want.version)
+        assert np.array_equal(got.sent[got.known], want.sent[want.known])

@@ -23,7 +23,6 @@ import numpy.typing as npt
 from scipy.spatial import cKDTree
 
 from tessera.zone import kernels
-from tessera.zone.snapshot import row_view
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -140,30 +139,21 @@ class Views:
         self.version[row] += 1
 
     def refresh(self, clients: I64, ids: U64, rows: I64) -> None:
-        """New members for some clients; values already sent carry over."""
-        order = np.argsort(ids, axis=1)
-        ids = np.take_along_axis(ids, order, axis=1)
-        rows = np.take_along_axis(rows, order, axis=1)
-        old_ids = self.ids[clients]
-        # Rows matter too: an entity that left (row -1) and came back under the same
-        # id (handed away, then mirrored here as a ghost) must get its new row.
-        changed = np.any(ids != old_ids, axis=1) | np.any(rows != self.rows[clients], axis=1)
-        if not changed.any():
-            return
-        clients, ids, rows = clients[changed], ids[changed], rows[changed]
-        old_ids = old_ids[changed]
-        c, k = ids.shape
-        rowkey = (np.arange(c, dtype=np.uint64) << np.uint64(40))[:, None]
-        hay = (rowkey | old_ids).ravel()
-        needles = (rowkey | ids).ravel()
-        pos = np.minimum(np.searchsorted(hay, needles), hay.size - 1)
-        found = (hay[pos] == needles) & self.known[clients].ravel()[pos]
-        carried = np.take(row_view(self.sent[clients].reshape(c * k, -1)), pos)
-        self.sent[clients] = carried.view(self.sent.dtype).reshape(c, k, -1)
-        self.known[clients] = found.reshape(c, k) & (ids != self.pad)
-        self.ids[clients] = ids
-        self.rows[clients] = rows
-        self.version[clients] += 1
+        """New members for some clients; values already sent carry over
+        (:func:`tessera.zone.kernels.refresh_views`). Rows matter too: an entity
+        that left (row -1) and came back under the same id (handed away, then
+        mirrored here as a ghost) must get its new row."""
+        kernels.refresh_views(
+            np.ascontiguousarray(clients, np.int64),
+            np.ascontiguousarray(ids, np.uint64),
+            np.ascontiguousarray(rows, np.int64),
+            self.pad,
+            self.ids,
+            self.rows,
+            self.sent,
+            self.known,
+            self.version,
+        )
 
     def removed(self, row: int, last: int) -> None:
         """Entity ``row`` was swap-removed: it vanishes, the last row moves into its place."""

@@ -311,3 +311,47 @@ def take_due(  # noqa: PLR0917 (numba kernels take positional arguments)
                 if due:
                     sent[cl, j] = table[row]
             known[cl, j] = ok
+
+
+@njit(cache=True, nogil=True)
+def refresh_views(  # noqa: PLR0917 (numba kernels take positional arguments)
+    clients: np.ndarray,
+    new_ids: np.ndarray,
+    new_rows: np.ndarray,
+    pad: np.uint64,
+    ids: np.ndarray,
+    rows: np.ndarray,
+    sent: np.ndarray,
+    known: np.ndarray,
+    version: np.ndarray,
+) -> None:
+    """Give each client (view row ``clients[i]``) the members ``new_ids[i]`` (entity
+    rows ``new_rows[i]``), sorted by id. A client whose ids and rows are unchanged
+    keeps its view as is; otherwise members it had already been sent keep their
+    sent values (and stay known), new ones are unknown, and its version moves on."""
+    c, k = new_ids.shape
+    old_sent = np.empty((k, sent.shape[2]), sent.dtype)
+    old_known = np.empty(k, np.bool_)
+    for i in range(c):
+        cl = clients[i]
+        order = np.argsort(new_ids[i])
+        changed = False
+        for j in range(k):
+            if new_ids[i, order[j]] != ids[cl, j] or new_rows[i, order[j]] != rows[cl, j]:
+                changed = True
+                break
+        if not changed:
+            continue
+        old_sent[:] = sent[cl]
+        old_known[:] = known[cl]
+        old_ids = ids[cl].copy()
+        for j in range(k):
+            key = new_ids[i, order[j]]
+            pos = np.searchsorted(old_ids, key)
+            found = pos < k and old_ids[min(pos, k - 1)] == key and old_known[min(pos, k - 1)]
+            if found:
+                sent[cl, j] = old_sent[pos]
+            known[cl, j] = found and key != pad
+            ids[cl, j] = key
+            rows[cl, j] = new_rows[i, order[j]]
+        version[cl] += 1

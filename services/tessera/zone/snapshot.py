@@ -79,14 +79,6 @@ def quantize(
     return out
 
 
-def row_view(a: npt.NDArray[Any]) -> npt.NDArray[np.void]:
-    """A C-contiguous array's rows (first axis) as single opaque elements: moving
-    whole rows by fancy index is then one copy per row instead of per value."""
-    width = a.itemsize * math.prod(a.shape[1:])
-    out: npt.NDArray[np.void] = a.reshape(a.shape[0], -1).view(np.dtype((np.void, width)))
-    return out.reshape(a.shape[0])
-
-
 @dataclass(frozen=True)
 class EncodedBatch:
     """Payloads of one tick, aligned with the client rows passed in."""
