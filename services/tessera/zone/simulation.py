@@ -28,6 +28,7 @@ from tessera.zone.config import ZoneConfig
 from tessera.zone.entities import (
     DEAD,
     GHOST,
+    MAX_HEALTH,
     NPC,
     PLAYER,
     Entities,
@@ -148,10 +149,22 @@ class Simulation:
 
     def adopt(self, state: Record, *, epoch: int, now: float) -> int:
         """Instantiate an entity from its durable state (checkpoint restore, and a
-        committed handoff); its position is clamped into the area."""
+        committed handoff); its position is clamped into the area. Non-finite values
+        of a corrupt record are replaced (position by a spawn point, velocity and yaw
+        by 0, health by full), so NaN or inf never reaches entity state."""
         x, y, z = state.position
+        if not all(map(math.isfinite, state.position)):
+            x, y, z = self.spawn_point()
         x, z = self.clamp_xz(x, z)
-        row = spawn_state(self.ents, replace(state, position=(x, y, z)), now_s=self.now_s)
+        finite = all(map(math.isfinite, state.velocity))
+        state = replace(
+            state,
+            position=(x, y, z),
+            velocity=state.velocity if finite else (0.0, 0.0, 0.0),
+            yaw=state.yaw if math.isfinite(state.yaw) else 0.0,
+            health=state.health if math.isfinite(state.health) else MAX_HEALTH,
+        )
+        row = spawn_state(self.ents, state, now_s=self.now_s)
         extra = self.ents.extra[state.entity_id]
         extra.restored, extra.epoch = True, epoch
         self.ents.home[row] = (x, z)
