@@ -185,7 +185,9 @@ class SnapshotEncoder:
         quantized rows the client should hold after this snapshot. ``version``
         (C,) numbers each client's membership: while it is unchanged since the
         baseline, entries line up slot by slot and no matching is needed
-        (None: always match by id).
+        (None: always match by id). With ``at`` (C,), client i's ids and values
+        are read in place from ``ids[at[i]]`` and ``vals[at[i]]`` (all view rows:
+        uint64 and int32, C-contiguous).
         """
         c, k = rows.size, self.cap
         if c == 0:
