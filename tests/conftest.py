@@ -9,7 +9,10 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.common import store
+from tessera.common.config import Env
 from tessera.harness.redis import LocalRedis
+from tessera.zone.config import ZoneConfig
+from tessera.zone.simulation import warm_up
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,6 +24,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedi
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def zone_kernels() -> None:
+    """Compile the zone's kernels into numba's disk cache once per session (a no-op
+    load when cached), so zone processes started by tests load them in a fraction
+    of a second instead of each compiling them."""
+    warm_up(ZoneConfig.from_env(Env({})))
 
 
 @pytest.fixture

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from tessera.zone.interest import Tiers, due, visible
+from tessera.wire.snapshot import COLUMNS
+from tessera.zone.interest import Tiers, Views, take_due, visible
+from tessera.zone.snapshot import PAD
 
 
 def test_nearest_within_far_radius_up_to_the_cap() -> None:
@@ -28,11 +30,32 @@ def test_recent_combat_outranks_a_closer_idle_entity() -> None:
 
 
 def test_tiers_refresh_every_tick_third_and_sixth() -> None:
+    """Three viewers see the same six entities at 10, 70 and 150 m; over six beats
+    the near view is refreshed every beat, mid every third and far every sixth."""
     tiers = Tiers()
+    views = Views(6, COLUMNS, PAD)
     ids = np.arange(6, dtype=np.uint64) + np.uint64(1000)
-    rows = np.arange(6)[None, :].repeat(3, axis=0)
-    dist = np.array([[10.0] * 6, [70.0] * 6, [150.0] * 6])
+    pos = np.zeros((6, 3))
+    pos[:, 0] = np.arange(6) * 1e-3
+    viewers = np.array([[-10.0, 0.0], [-70.0, 0.0], [-150.0, 0.0]])
+    clients = np.arange(3)
+    for c in clients.tolist():
+        views.reset(c)
+    views.refresh(clients, ids[None, :].repeat(3, axis=0), np.arange(6)[None, :].repeat(3, 0))
+    views.known[:3] = True  # already sent once: only the tiers decide
     counts = np.zeros(3)
-    for tick in range(6):
-        counts += due(dist**2, rows, ids, tick, tiers=tiers).sum(axis=1)
+    for beat in range(6):
+        table = np.full((6, COLUMNS), beat + 1, np.int32)
+        valid = take_due(
+            views,
+            clients,
+            viewers=viewers,
+            pos=pos,
+            entity_ids=ids,
+            table=table,
+            beat=beat,
+            tiers=tiers,
+        )
+        assert valid.all()
+        counts += (views.sent[:3, :, 0] == beat + 1).sum(axis=1)
     assert counts.tolist() == [36, 12, 6]

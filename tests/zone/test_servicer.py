@@ -357,3 +357,43 @@ async def test_sigterm_ends_links_checkpoints_and_exits_zero(
             assert await redis.hexists(WorldKeys(WORLD).checkpoints, "gina")
     finally:
         proc.kill()
+
+
+async def test_a_zone_over_its_tick_budget_climbs_the_overload_ladder(
+    redis_server: LocalRedis, redis: Redis
+) -> None:
+    """A budget no tick can meet: the ladder climbs one rung per two-tick window to
+    the top, in the heartbeat status and the metric; kernels were ready first."""
+    env = zone_env(
+        redis_server.url, TESSERA_TICK_BUDGET_MS="0.001", TESSERA_OVERLOAD_WINDOW_TICKS="2"
+    )
+    proc = ServiceProcess("tessera.zone", env, name="zone").start()
+    try:
+        proc.wait_serving()
+        async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
+            stub = zone_pb2_grpc.ZoneStub(channel)
+            levels: list[int] = []
+
+            async def top() -> bool:
+                status = await stub.GetStatus(zone_pb2.GetStatusRequest())
+                levels.append(status.overload_level)
+                return status.overload_level == 3
+
+            deadline = asyncio.get_running_loop().time() + 10
+            while not await top():
+                assert asyncio.get_running_loop().time() < deadline, levels
+                await asyncio.sleep(0.02)
+        assert levels == sorted(levels)
+        url = f"http://127.0.0.1:{proc.ports['metrics_port']}/metrics"
+
+        def scrape() -> list[str]:
+            body: bytes = urllib.request.urlopen(url, timeout=5).read()
+            return body.decode().splitlines()
+
+        # The gauge shows the rung the last tick ran at: the top from the next tick on.
+        await until(lambda: "tessera_zone_overload_level 3.0" in scrape(), what="metric")
+        lines = scrape()
+        ready = [ln for ln in lines if ln.startswith("tessera_zone_kernels_ready_seconds ")]
+        assert ready and float(ready[0].split()[1]) > 0
+    finally:
+        proc.kill()

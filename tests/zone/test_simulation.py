@@ -155,6 +155,32 @@ def test_adopt_restores_state_clamped_into_the_area() -> None:
     assert sim.export_player("h", "z").health == 40.0
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_corrupt_record_is_adopted_with_finite_state(bad: float) -> None:
+    """NaN or inf in a checkpoint or handoff record never reaches entity state (nor
+    the kernels): the entity spawns inside the area, still, facing 0, at full health."""
+    sim = make()
+    state = Record(
+        entity_id=78,
+        kind=PLAYER,
+        player_id="c",
+        position=(bad, 0.0, 3.0),
+        velocity=(1.0, bad, 0.0),
+        yaw=bad,
+        health=bad,
+    )
+    row = sim.adopt(state, epoch=1, now=0.0)
+    e = sim.ents
+    a = sim.area
+    assert np.isfinite(e.pos[row]).all()
+    assert a.min_x <= e.pos[row, 0] < a.max_x and a.min_z <= e.pos[row, 2] < a.max_z
+    assert e.vel[row].tolist() == [0.0, 0.0, 0.0] and e.yaw[row] == 0.0
+    assert e.health[row] == 100.0
+    sim.attach("c")
+    frame = sim.step()
+    assert frame.batch.entities.tolist() == [1]
+
+
 _INTENTS = ("last_seq", "move", "yaw", "pitch", "actions", "rtt_ms", "interp_ms", "tokens")
 
 

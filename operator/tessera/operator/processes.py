@@ -98,6 +98,7 @@ class ZoneProcesses:
                 zone.view,
                 phase=phase,
                 players=int(status.players) if status else 0,
+                overload_level=int(status.overload_level) if status else 0,
                 sample_x=tuple(status.sample_x) if status else (),
                 sample_z=tuple(status.sample_z) if status else (),
                 evicting=name in self.cordoned,

@@ -201,6 +201,7 @@ def zone_view(
         split_depth=int(spec.get("splitDepth", spec.get("depth", 0))),
         phase=phase_of(status, (obj.get("status") or {}).get("phase")),
         players=int(status.players) if status else 0,
+        overload_level=int(status.overload_level) if status else 0,
         sample_x=tuple(status.sample_x) if status else (),
         sample_z=tuple(status.sample_z) if status else (),
         managed=is_managed(obj),

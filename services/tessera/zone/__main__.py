@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 from tessera.common import store as common_store
 from tessera.common.config import ServerConfig
 from tessera.common.server import GrpcService, main
 from tessera.v1 import zone_pb2_grpc
-from tessera.zone.config import ZoneConfig
-from tessera.zone.servicer import ZoneServicer
-from tessera.zone.store import ZoneStore
+from tessera.zone import jitcache
+
+log = logging.getLogger("tessera.zone")
 
 
 async def build(config: ServerConfig) -> GrpcService:
-    """Wire config, Redis, the servicer and its loops into a GrpcService."""
+    """Wire config, Redis, the servicer and its loops into a GrpcService; the
+    compiled kernels are loaded (or compiled) before the zone registers itself."""
+    # Imported here: numba reads NUMBA_CACHE_DIR once, after jitcache.prepare().
+    from tessera.zone import metrics  # noqa: PLC0415
+    from tessera.zone.config import ZoneConfig  # noqa: PLC0415
+    from tessera.zone.servicer import ZoneServicer  # noqa: PLC0415
+    from tessera.zone.simulation import warm_up  # noqa: PLC0415
+    from tessera.zone.store import ZoneStore  # noqa: PLC0415
+
     cfg = ZoneConfig.from_env()
+    began = time.perf_counter()
+    warm_up(cfg)
+    metrics.KERNELS_READY.set(time.perf_counter() - began)
+    log.info("kernels ready in %.3f s", time.perf_counter() - began)
     redis = common_store.connect(config.redis_url)
     store = ZoneStore(redis, world=cfg.world, zone=cfg.zone, id_block=cfg.id_block)
     servicer = ZoneServicer(cfg, store)
@@ -31,4 +46,5 @@ async def build(config: ServerConfig) -> GrpcService:
 
 
 if __name__ == "__main__":
+    jitcache.prepare()
     main("zone", build)

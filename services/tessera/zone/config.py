@@ -11,6 +11,7 @@ from tessera.zone.combat import Weapons
 from tessera.zone.interest import Tiers
 from tessera.zone.movement import Limits
 from tessera.zone.npc import Behaviour
+from tessera.zone.overload import Ladder
 
 DNS_LABEL = NAME_RE.pattern
 
@@ -64,6 +65,16 @@ class ZoneConfig:
     ghost_ttl_s: float = 0.5
     # Match id when this is an instance zone (never in the zone map), else "".
     instance: str = ""
+    # Overload ladder (tessera.zone.overload): tick CPU budget, 0 = one tick period;
+    # the window of ticks each level change is decided over, 0 = one second.
+    tick_budget_ms: float = 0.0
+    overload_window: int = 0
+
+    @property
+    def ladder(self) -> Ladder:
+        """When the overload level moves."""
+        budget_s = self.tick_budget_ms / 1000.0 if self.tick_budget_ms else self.dt
+        return Ladder(budget_s=budget_s, window=self.overload_window or self.tick_hz)
 
     @property
     def dt(self) -> float:
@@ -127,4 +138,6 @@ class ZoneConfig:
             ghost_hz=env.number("GHOST_HZ", 15.0, lo=10.0, hi=60.0),
             ghost_ttl_s=env.number("GHOST_TTL_S", 0.5, lo=0.1, hi=10.0),
             instance=env.string("ZONE_INSTANCE", "", pattern=DNS_LABEL),
+            tick_budget_ms=env.number("TICK_BUDGET_MS", 0.0, lo=0.0, hi=1000.0),
+            overload_window=env.integer("OVERLOAD_WINDOW_TICKS", 0, lo=0, hi=3600),
         )

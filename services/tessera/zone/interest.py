@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.spatial import cKDTree
 
-from tessera.zone.snapshot import row_view
+from tessera.zone import kernels
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -69,16 +69,42 @@ def visible(
     return idx, dist
 
 
-def due(dist2: F64, rows: I64, entity_ids: U64, tick: int, *, tiers: Tiers) -> Bools:
-    """Whether each visible entity (entity row ``rows``, at squared distance
-    ``dist2``) refreshes in this tick's snapshot. The id-staggered phases are
-    computed once per entity, then gathered per pair."""
-    phase = (entity_ids + np.uint64(tick)).astype(np.int64)
-    code = ((phase % tiers.mid_every == 0) | ((phase % tiers.far_every == 0) << 1)).astype(np.uint8)
-    pair = code[rows]
-    out: Bools = (dist2 <= tiers.near**2) | (pair >= 2)
-    out |= (dist2 <= tiers.mid**2) & ((pair & 1) != 0)
-    return out
+def take_due(
+    views: Views,
+    clients: I64,
+    *,
+    viewers: F64,
+    pos: F64,
+    entity_ids: U64,
+    table: npt.NDArray[np.int32],
+    beat: int,
+    tiers: Tiers,
+) -> Bools:
+    """Refresh the values each client (view row ``clients``, standing at ``viewers``
+    (C, 2) as x, z) is sent in its ``beat``-th snapshot, in ``views.sent``; which
+    view slots hold an entity (C, cap). Due slots (near; mid every ``mid_every``-th
+    and far every ``far_every``-th beat, staggered by entity id; new to the
+    client) take fresh values from the quantized ``table``, the rest keep what was
+    last sent."""
+    c = clients.size
+    valid = np.empty((c, views.cap), np.bool_)
+    kernels.take_due(
+        np.ascontiguousarray(clients, np.int64),
+        np.ascontiguousarray(viewers, np.float64).reshape(c, 2),
+        views.rows,
+        views.known,
+        views.sent,
+        np.ascontiguousarray(pos, np.float64).reshape(-1, 3),
+        np.ascontiguousarray(entity_ids, np.uint64),
+        np.ascontiguousarray(table, np.int32).reshape(-1, views.columns),
+        beat,
+        tiers.near**2,
+        tiers.mid**2,
+        tiers.mid_every,
+        tiers.far_every,
+        valid,
+    )
+    return valid
 
 
 class Views:
@@ -113,30 +139,21 @@ class Views:
         self.version[row] += 1
 
     def refresh(self, clients: I64, ids: U64, rows: I64) -> None:
-        """New members for some clients; values already sent carry over."""
-        order = np.argsort(ids, axis=1)
-        ids = np.take_along_axis(ids, order, axis=1)
-        rows = np.take_along_axis(rows, order, axis=1)
-        old_ids = self.ids[clients]
-        # Rows matter too: an entity that left (row -1) and came back under the same
-        # id (handed away, then mirrored here as a ghost) must get its new row.
-        changed = np.any(ids != old_ids, axis=1) | np.any(rows != self.rows[clients], axis=1)
-        if not changed.any():
-            return
-        clients, ids, rows = clients[changed], ids[changed], rows[changed]
-        old_ids = old_ids[changed]
-        c, k = ids.shape
-        rowkey = (np.arange(c, dtype=np.uint64) << np.uint64(40))[:, None]
-        hay = (rowkey | old_ids).ravel()
-        needles = (rowkey | ids).ravel()
-        pos = np.minimum(np.searchsorted(hay, needles), hay.size - 1)
-        found = (hay[pos] == needles) & self.known[clients].ravel()[pos]
-        carried = np.take(row_view(self.sent[clients].reshape(c * k, -1)), pos)
-        self.sent[clients] = carried.view(self.sent.dtype).reshape(c, k, -1)
-        self.known[clients] = found.reshape(c, k) & (ids != self.pad)
-        self.ids[clients] = ids
-        self.rows[clients] = rows
-        self.version[clients] += 1
+        """New members for some clients; values already sent carry over
+        (:func:`tessera.zone.kernels.refresh_views`). Rows matter too: an entity
+        that left (row -1) and came back under the same id (handed away, then
+        mirrored here as a ghost) must get its new row."""
+        kernels.refresh_views(
+            np.ascontiguousarray(clients, np.int64),
+            np.ascontiguousarray(ids, np.uint64),
+            np.ascontiguousarray(rows, np.int64),
+            self.pad,
+            self.ids,
+            self.rows,
+            self.sent,
+            self.known,
+            self.version,
+        )
 
     def removed(self, row: int, last: int) -> None:
         """Entity ``row`` was swap-removed: it vanishes, the last row moves into its place."""

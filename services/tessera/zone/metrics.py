@@ -15,6 +15,14 @@ TICK = Histogram(
     buckets=(0.001, 0.002, 0.004, 0.008, 0.012, 0.016, 0.025, 0.033, 0.05, 0.1, 0.25),
 )
 OVERLOADED = Gauge("tessera_zone_overloaded", "1 when the p99 tick exceeds the tick budget")
+OVERLOAD_LEVEL = Gauge(
+    "tessera_zone_overload_level",
+    "Rung of the overload ladder (0 normal, 1 far tier halved, 2 mid too, 3 AOI cap 3/4)",
+)
+KERNELS_READY = Gauge(
+    "tessera_zone_kernels_ready_seconds",
+    "Start-up time spent loading (or compiling) the compiled tick kernels",
+)
 TICKS_SKIPPED = Counter("tessera_zone_ticks_skipped_total", "Tick slots skipped when late")
 TICK_ERRORS = Counter("tessera_zone_tick_errors_total", "Ticks that raised")
 AOI_PAIRS = Gauge("tessera_zone_aoi_pairs", "Viewer-entity pairs in this tick's snapshots")
@@ -102,6 +110,7 @@ def observe(frame: Frame, counts: dict[str, int], *, players: int, entities: int
     PLAYERS.set(players)
     ENTITIES.set(entities)
     AOI_PAIRS.set(frame.aoi_pairs)
+    OVERLOAD_LEVEL.set(frame.overload_level)
     batch = frame.batch
     SNAPSHOT_BYTES.inc(batch.bytes_total)
     full = int(batch.full.sum())

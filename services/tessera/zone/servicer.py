@@ -223,6 +223,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             sample_z=e.pos[players, 2].tolist(),
             handoffs_pending=len(self.border.flight.outgoing),
             instance=self.cfg.instance,
+            overload_level=self.sim.governor.level,
         )
         if entities:
             ids = e.id[: e.n][owned(e)].tolist()

@@ -1,10 +1,12 @@
 """One zone's simulation: the data flow of a tick.
 
 inputs (validated on arrival) -> NPC behaviour -> movement -> position history
--> combat -> respawn / regeneration -> interest -> quantize -> delta encode.
+-> combat -> respawn / regeneration -> interest -> quantize -> tiers -> delta
+encode, then the overload governor (tessera.zone.overload) weighs the tick's CPU.
 
-Everything here is plain Python and numpy; the servicer feeds inputs in and
-ships the :class:`Frame` a tick produces. Counters are accumulated in
+Everything here is plain Python, numpy and the compiled kernels behind interest
+and snapshot; the servicer feeds inputs in and ships the :class:`Frame` a tick
+produces. Counters are accumulated in
 ``counts`` and flushed to Prometheus by the caller.
 """
 
@@ -21,11 +23,12 @@ from scipy.spatial import cKDTree
 
 from tessera.wire.geometry import Rect
 from tessera.wire.snapshot import COLUMNS, Quantization
-from tessera.zone import combat, inputs, interest
+from tessera.zone import combat, inputs, interest, overload
 from tessera.zone.config import ZoneConfig
 from tessera.zone.entities import (
     DEAD,
     GHOST,
+    MAX_HEALTH,
     NPC,
     PLAYER,
     Entities,
@@ -41,7 +44,7 @@ from tessera.zone.events import (
 )
 from tessera.zone.movement import desired_velocity, integrate
 from tessera.zone.npc import think
-from tessera.zone.snapshot import PAD, EncodedBatch, SnapshotEncoder, quantize, row_view
+from tessera.zone.snapshot import PAD, EncodedBatch, SnapshotEncoder, quantize
 
 I64 = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
@@ -49,14 +52,13 @@ Bools = npt.NDArray[np.bool_]
 
 @dataclass(frozen=True)
 class Sight:
-    """This tick's snapshot recipients and what they see (per client, per view slot)."""
+    """This tick's snapshot recipients and where they stand (their views are current)."""
 
     players: list[str]
     clients: I64  # their snapshot rows
     viewer_rows: I64  # their entity rows
-    valid: Bools  # the view slot holds an entity
-    safe: I64  # its entity row (0 where not valid)
-    due: Bools  # its value is refreshed in this snapshot
+    viewers: npt.NDArray[np.float64]  # their x, z
+    beat: int  # snapshots sent to each client so far
     aoi_s: float
 
 
@@ -72,6 +74,7 @@ class Frame:
     encode_s: float = 0.0
     step_s: float = 0.0
     aoi_pairs: int = 0
+    overload_level: int = 0  # the overload ladder's rung this tick ran at
 
 
 class Simulation:
@@ -93,6 +96,8 @@ class Simulation:
         self._told: dict[tuple[str, str], float] = {}
         self.rng = np.random.default_rng(seed)
         self.forwarded: list[combat.Forwarded] = []  # hits on ghosts, for their owners
+        self.governor = overload.Governor(cfg.ladder)
+        self.tiers = cfg.tiers  # the AOI tiers in effect (degraded under overload)
 
     @property
     def now_s(self) -> float:
@@ -144,10 +149,22 @@ class Simulation:
 
     def adopt(self, state: Record, *, epoch: int, now: float) -> int:
         """Instantiate an entity from its durable state (checkpoint restore, and a
-        committed handoff); its position is clamped into the area."""
+        committed handoff); its position is clamped into the area. Non-finite values
+        of a corrupt record are replaced (position by a spawn point, velocity and yaw
+        by 0, health by full), so NaN or inf never reaches entity state."""
         x, y, z = state.position
+        if not all(map(math.isfinite, state.position)):
+            x, y, z = self.spawn_point()
         x, z = self.clamp_xz(x, z)
-        row = spawn_state(self.ents, replace(state, position=(x, y, z)), now_s=self.now_s)
+        finite = all(map(math.isfinite, state.velocity))
+        state = replace(
+            state,
+            position=(x, y, z),
+            velocity=state.velocity if finite else (0.0, 0.0, 0.0),
+            yaw=state.yaw if math.isfinite(state.yaw) else 0.0,
+            health=state.health if math.isfinite(state.health) else MAX_HEALTH,
+        )
+        row = spawn_state(self.ents, state, now_s=self.now_s)
         extra = self.ents.extra[state.entity_id]
         extra.restored, extra.epoch = True, epoch
         self.ents.home[row] = (x, z)
@@ -248,13 +265,16 @@ class Simulation:
     def step(self) -> Frame:
         """Advance one tick: the systems act on the intents inputs set since the last
         one, then each attached player's view is refreshed and its snapshot encoded."""
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         self.tick += 1
         events, self.events = self.events, []  # told by inputs and hits since the last tick
         self._systems(events)
         sight = self._interest()
         frame = self._encode(sight, events)
         frame.step_s = time.perf_counter() - started
+        frame.overload_level = self.governor.level
+        level = self.governor.add(time.thread_time() - cpu)
+        self.tiers = overload.degrade(self.cfg.tiers, level)
         return frame
 
     def _systems(self, events: list[Event]) -> None:
@@ -324,9 +344,8 @@ class Simulation:
         )
 
     def _interest(self) -> Sight:
-        """Who gets a snapshot this tick, and what each of them sees: views refreshed
-        when due (or new), and which of the entities in view are due a fresh value."""
-        e, n, tiers, views = self.ents, self.ents.n, self.cfg.tiers, self.views
+        """Who gets a snapshot this tick, with their views refreshed when due (or new)."""
+        e, n, tiers, views = self.ents, self.ents.n, self.tiers, self.views
         every = self.cfg.snapshot_every
         beat = self.tick // every  # snapshots sent to each client so far
         players = [p for p, row in self.attached.items() if (row + self.tick) % every == 0]
@@ -343,21 +362,15 @@ class Simulation:
             tree = cKDTree(e.pos[:n][:, [0, 2]])
             boost = np.where(self.now_s - e.combat_at[:n] < 2.0, tiers.combat_bonus_m, 0.0)
             idx, _ = interest.visible(tree, viewers[refresh], n, boost, tiers=tiers)
+            if idx.shape[1] < views.cap:  # the cap is lowered under overload
+                idx = np.pad(idx, ((0, 0), (0, views.cap - idx.shape[1])), constant_values=n)
             ids_all = np.append(e.id[:n], PAD)
             views.refresh(clients[refresh], ids_all[idx], np.where(idx < n, idx, -1))
-        rows = views.rows[clients]
-        valid = rows >= 0
-        safe = np.where(valid, rows, 0)
-        dx = e.pos[:n, 0][safe] - viewers[:, 0, None] if n else np.zeros(safe.shape)
-        dz = e.pos[:n, 2][safe] - viewers[:, 1, None] if n else np.zeros(safe.shape)
-        due = interest.due(dx * dx + dz * dz, safe, e.id[:n], beat, tiers=tiers)
-        due |= ~views.known[clients]
-        return Sight(players, clients, viewer_rows, valid, safe, due, time.perf_counter() - started)
+        return Sight(players, clients, viewer_rows, viewers, beat, time.perf_counter() - started)
 
     def _encode(self, sight: Sight, events: list[Event]) -> Frame:
-        """Quantize, take fresh values for the due pairs, delta-encode every snapshot."""
-        e, n, views = self.ents, self.ents.n, self.views
-        clients, valid, safe = sight.clients, sight.valid, sight.safe
+        """Quantize, take fresh values for the due view slots (tiers), delta-encode."""
+        e, n, views, clients = self.ents, self.ents.n, self.views, sight.clients
         started = time.perf_counter()
         table = quantize(
             self.quant,
@@ -369,21 +382,24 @@ class Simulation:
             kind=e.kind[:n],
             team=e.team[:n],
         )
-        # Only due pairs take fresh values; the rest keep what the client was sent.
-        sent = views.sent.reshape(-1, COLUMNS)
-        pairs = (clients[:, None] * views.cap + np.arange(views.cap)).ravel()
-        fresh = np.flatnonzero(sight.due & valid)
-        if n:
-            row_view(sent)[pairs[fresh]] = np.take(row_view(table), safe.ravel()[fresh])
-        vals = np.take(sent, pairs, axis=0).reshape(len(clients), views.cap, COLUMNS)
-        views.known[clients] = valid
+        valid = interest.take_due(
+            views,
+            sight.clients,
+            viewers=sight.viewers,
+            pos=e.pos[:n],
+            entity_ids=e.id[:n],
+            table=table,
+            beat=sight.beat,
+            tiers=self.tiers,
+        )
         batch = self.encoder.encode(
             clients,
-            views.ids[clients],
+            views.ids,
             valid,
-            vals,
+            views.sent,
             last_input_seq=e.last_seq[sight.viewer_rows],
             version=views.version[clients],
+            at=clients,
         )
         return Frame(
             tick=self.tick,
@@ -394,3 +410,22 @@ class Simulation:
             encode_s=time.perf_counter() - started,
             aoi_pairs=int(valid.sum()),
         )
+
+
+def warm_up(cfg: ZoneConfig) -> None:
+    """Compile (or load from numba's disk cache) every kernel a tick calls, with the
+    argument types a tick passes: two players step through a throwaway simulation,
+    the second tick against an acknowledged baseline. The zone calls this before it
+    reports ready, so no tick waits for the JIT."""
+    area = cfg.bounds or cfg.world_bounds
+    sim = Simulation(cfg, area=area)
+    cx, cz = (area.min_x + area.max_x) / 2, (area.min_z + area.max_z) / 2
+    for eid in (1, 2):
+        sim.add_player(entity_id=eid, player_id=f"warm-{eid}", pos=(cx, 0.0, cz), team=0)
+        sim.attach(f"warm-{eid}")
+    frame = sim.step()
+    for player, stream, seq in zip(
+        frame.players, frame.batch.stream.tolist(), frame.batch.sequence.tolist(), strict=True
+    ):
+        sim.ack(player, stream, seq)
+    sim.step()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from tessera.operator.planner.actions import CreateZone, Drain, Rebound, advance
 from tessera.operator.planner.autoscale import (
+    OVERLOAD_SPLIT_LEVEL,
     Decision,
     Merge,
     Split,
@@ -21,6 +22,7 @@ from tessera.operator.planner.autoscale import (
     external_splits,
     external_target,
     over_mark_since,
+    over_split_mark,
     under_mark_since,
 )
 from tessera.operator.planner.geometry import Pair, cut_text
@@ -447,3 +449,36 @@ def test_external_merges(
 def test_external_target(mode: str, replicas: int | None, target: int | None) -> None:
     world = spec(mode=mode, replicas=replicas, min_zones=2, max_zones=10)
     assert external_target(world) == target
+
+
+@pytest.mark.parametrize(
+    ("players", "level", "over"),
+    [
+        (0, 0, False),
+        (300, 0, False),
+        (301, 0, True),
+        (10, 1, False),  # far tier halved: the zone copes, no split
+        (10, OVERLOAD_SPLIT_LEVEL, True),
+        (10, 3, True),
+        (400, 3, True),
+    ],
+)
+def test_over_split_mark_is_players_or_sustained_overload(
+    players: int, level: int, over: bool
+) -> None:
+    assert over_split_mark(hot("a", players, overload_level=level), POLICY) is over
+
+
+def test_an_overloaded_zone_splits_after_the_window_whatever_its_players() -> None:
+    world = spec()
+    zone = ready(
+        "earth-0", WORLD, 120, overload_level=2, sample_x=(100.0, 300.0), sample_z=(0.0, 0.0)
+    )
+    first = plan(world, [zone], now=100, memory=Memory(next_id=1))
+    assert first.actions == () and first.memory.over_since == {"earth-0": 100}
+    calm = plan(world, [replace(zone, overload_level=1)], now=105, memory=first.memory)
+    assert calm.memory.over_since == {}  # the ladder came down: the window restarts
+    again = plan(world, [zone], now=106, memory=calm.memory)
+    due = plan(world, [zone], now=116, memory=again.memory)
+    assert kinds(due.actions) == ["Rebound", "CreateZone"]
+    assert "overload level 2 for 10s" in due.actions[1].reason

@@ -50,14 +50,26 @@ class Decision:
     notes: tuple[str, ...] = ()
 
 
+# A zone whose overload ladder is at this rung (its ticks ran over budget for
+# windows in a row) counts as over the high-water mark, whatever its players.
+OVERLOAD_SPLIT_LEVEL = 2
+
+
+def over_split_mark(z: ZoneView, policy: Policy) -> bool:
+    """Whether ``z`` is over the split high-water mark: more players than
+    ``split_threshold``, or overloaded at ``OVERLOAD_SPLIT_LEVEL`` or above."""
+    return z.players > policy.split_threshold or z.overload_level >= OVERLOAD_SPLIT_LEVEL
+
+
 def over_mark_since(
     zones: Sequence[ZoneView], *, policy: Policy, since: Mapping[str, float], now: float
 ) -> dict[str, float]:
     """When each zone's stay over the high-water mark began: a Ready zone over
-    ``split_threshold`` keeps (or starts) its time, any other of ``zones`` loses it."""
+    the mark (:func:`over_split_mark`) keeps (or starts) its time, any other of
+    ``zones`` loses it."""
     out = dict(since)
     for z in zones:
-        if z.players > policy.split_threshold and z.phase == Phase.READY:
+        if over_split_mark(z, policy) and z.phase == Phase.READY:
             out.setdefault(z.name, now)
         else:
             out.pop(z.name, None)
@@ -108,7 +120,12 @@ def density_splits(
         if isinstance(halves, str):
             notes.append(halves)
             continue
-        why = f"{z.players} players > {policy.split_threshold} for {now - over_since[z.name]:g}s"
+        load = (
+            f"{z.players} players > {policy.split_threshold}"
+            if z.players > policy.split_threshold
+            else f"overload level {z.overload_level}"
+        )
+        why = f"{load} for {now - over_since[z.name]:g}s"
         splits.append(Split(z, *halves, why))
     return Decision(splits=tuple(splits), notes=tuple(notes))
 

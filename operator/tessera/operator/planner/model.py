@@ -115,6 +115,8 @@ class ZoneView:
     revision: str = ""
     # Its node is being drained (cordoned) or its pod is about to be evicted.
     evicting: bool = False
+    # The zone's overload ladder rung (ZoneStatus.overload_level).
+    overload_level: int = 0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,40 @@
+"""Where numba keeps the zone's compiled kernels (``NUMBA_CACHE_DIR``).
+
+numba only uses a cache directory it can write to. The container image warms
+its cache at build time into ``NUMBA_CACHE_DIR``; under a read-only root file
+system that directory is copied once to a writable temporary directory
+(``TMPDIR``, an emptyDir in the chart) before numba is imported, so the warm
+kernels are still found.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+
+def prepare() -> str | None:
+    """Make ``NUMBA_CACHE_DIR`` writable (copying it if needed); the directory in use."""
+    src = os.environ.get("NUMBA_CACHE_DIR", "")
+    if not src:
+        return None
+    try:
+        os.makedirs(src, exist_ok=True)
+        tempfile.TemporaryFile(dir=src).close()
+        return src
+    except OSError:
+        dst = os.path.join(tempfile.gettempdir(), "tessera-numba-cache")
+        if os.path.isdir(src):
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        os.environ["NUMBA_CACHE_DIR"] = dst
+        return dst
+
+
+if __name__ == "__main__":
+    # `python -m tessera.zone.jitcache`: fill the cache (the image build runs this).
+    prepare()
+    from tessera.zone.config import ZoneConfig
+    from tessera.zone.simulation import warm_up
+
+    warm_up(ZoneConfig.from_env())

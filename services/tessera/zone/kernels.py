@@ -1,0 +1,357 @@
+"""Compiled tick kernels (numba, nopython): the per-pair loops of interest and encode.
+
+Each kernel is the one implementation of its rule; the callers in
+:mod:`tessera.zone.interest` and :mod:`tessera.zone.snapshot` pass plain numpy
+arrays in and out. Compiled code is cached on disk (``NUMBA_CACHE_DIR``,
+docs/ZONE.md "Compiled kernels"); ``simulation.warm_up`` compiles or loads every
+kernel with the argument types a tick uses before the zone reports ready, so no
+tick waits for the JIT.
+
+Inputs are finite by construction (inputs.py drops NaN/inf before they reach
+entity state). Entity rows read from views are checked against the entity table
+(a row outside it is an empty slot); every other index comes from the encoder's
+own ring and the view width.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from tessera.wire.snapshot import (
+    COLUMNS,
+    FACING,
+    FLAG_FULL,
+    FLAGS,
+    FULL_MASK,
+    HEADER,
+    HEALTH,
+    HEIGHT,
+    IDENT,
+    KIND,
+    MOTION,
+    POS8,
+    POS16,
+    POS32,
+    TEAM,
+    VERSION,
+    VITALS,
+    VX,
+    VY,
+    VZ,
+    YAW,
+    X,
+    Y,
+    Z,
+)
+
+HEADER_BYTES = HEADER.itemsize
+# Most bytes one entity can take: id, mask, and every field group at its widest.
+ENTITY_BYTES_MAX = 8 + 1 + 8 + 2 + 2 + 6 + 3 + 3
+
+
+def payload_bound(clients: int, cap: int) -> int:
+    """Bytes that always hold ``clients`` payloads of at most ``cap`` entities."""
+    return clients * (HEADER_BYTES + 2 * ((cap + 7) // 8) + ENTITY_BYTES_MAX * cap)
+
+
+@njit(cache=True, nogil=True)
+def _put(buf: np.ndarray, at: int, value: int, nbytes: int) -> int:
+    """Write ``value``'s low ``nbytes`` bytes little-endian at ``at``; the next offset."""
+    for b in range(nbytes):
+        buf[at + b] = (value >> (8 * b)) & 0xFF
+    return at + nbytes
+
+
+@njit(cache=True, nogil=True)
+def _change_mask(d: np.ndarray) -> int:
+    """Field bits of one delta row (a present entity that was in the baseline)."""
+    big = max(abs(np.int64(d[X])), abs(np.int64(d[Z])))
+    mask = 0
+    if d[X] != 0 or d[Z] != 0:
+        mask = POS8
+    if big > 32767:
+        mask = POS32
+    elif big > 127:
+        mask = POS16
+    if d[Y] != 0:
+        mask |= HEIGHT
+    if d[YAW] != 0:
+        mask |= FACING
+    if d[VX] != 0 or d[VY] != 0 or d[VZ] != 0:
+        mask |= MOTION
+    if d[HEALTH] != 0 or d[FLAGS] != 0:
+        mask |= VITALS
+    if d[KIND] != 0 or d[TEAM] != 0:
+        mask |= IDENT
+    return mask
+
+
+@njit(cache=True, nogil=True)
+def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
+    rows: np.ndarray,
+    src: np.ndarray,
+    ids: np.ndarray,
+    valid: np.ndarray,
+    vals: np.ndarray,
+    last_input_seq: np.ndarray,
+    version: np.ndarray,
+    has_version: bool,
+    e_ids: np.ndarray,
+    e_valid: np.ndarray,
+    e_version: np.ndarray,
+    e_vals: np.ndarray,
+    seq_at: np.ndarray,
+    next_seq: np.ndarray,
+    acked: np.ndarray,
+    buf: np.ndarray,
+    ends: np.ndarray,
+    has_base: np.ndarray,
+    counts: np.ndarray,
+) -> None:
+    """Delta-encode one snapshot per client row into ``buf`` and store it in the ring.
+
+    Client i sees ``ids[src[i]]`` with values ``vals[src[i]]`` where ``valid[i]``.
+    Its payload is ``buf[ends[i-1]:ends[i]]``; ``has_base[i]`` says it is a
+    delta; ``counts[i]`` holds (entities, added, removed). Rows must be distinct.
+    Baseline entries are matched slot by slot while the membership version is
+    unchanged, else by id (a merge of two ascending id lists; in a run of equal
+    ids only the last current and first baseline entry pair up).
+    """
+    c, k = valid.shape
+    h = seq_at.shape[1]
+    bptr = np.empty(k, np.int64)
+    bm = np.empty(k, np.bool_)
+    still = np.empty(k, np.bool_)
+    mask = np.empty(k, np.int64)
+    d = np.empty((k, COLUMNS), np.int32)
+    at = 0
+    for i in range(c):
+        r = rows[i]
+        cur = ids[src[i]]
+        v = vals[src[i]]
+        seq = next_seq[r]
+        ack = acked[r]
+        bslot = ack % h
+        base = ack > 0 and seq_at[r, bslot] == ack and seq - ack < h
+        has_base[i] = base
+        bids = e_ids[r, bslot]
+        bvalid = e_valid[r, bslot]
+        for j in range(k):
+            bptr[j] = j
+            bm[j] = valid[i, j] and base and bvalid[j]
+            still[j] = bm[j]
+        if base and (not has_version or e_version[r, bslot] != version[i]):
+            for j in range(k):
+                bm[j] = False
+                still[j] = False
+            a = 0
+            b = 0
+            while a < k and b < k:
+                if cur[a] < bids[b]:
+                    a += 1
+                elif cur[a] > bids[b]:
+                    b += 1
+                else:
+                    key = cur[a]
+                    while a + 1 < k and cur[a + 1] == key:
+                        a += 1
+                    bptr[a] = b
+                    bm[a] = valid[i, a] and bvalid[b]
+                    still[b] = valid[i, a]
+                    a += 1
+                    while b < k and bids[b] == key:
+                        b += 1
+        n = 0
+        n_base = 0
+        n_added = 0
+        n_removed = 0
+        n_changed = 0
+        for j in range(k):
+            if base and bvalid[j]:
+                n_base += 1
+                if not still[j]:
+                    n_removed += 1
+            if not valid[i, j]:
+                mask[j] = 0
+                continue
+            n += 1
+            if bm[j]:
+                for col in range(COLUMNS):
+                    d[j, col] = v[j, col] - e_vals[r, bslot, bptr[j], col]
+                mask[j] = _change_mask(d[j])
+            else:
+                mask[j] = FULL_MASK
+                n_added += 1
+            if mask[j] != 0:
+                n_changed += 1
+        counts[i, 0] = n
+        counts[i, 1] = n_added
+        counts[i, 2] = n_removed
+
+        at = _put(buf, at, VERSION, 1)
+        at = _put(buf, at, 0 if base else FLAG_FULL, 1)
+        at = _put(buf, at, n_base, 2)
+        at = _put(buf, at, n, 2)
+        at = _put(buf, at, n_added, 2)
+        at = _put(buf, at, n_changed, 2)
+        at = _put(buf, at, last_input_seq[i], 4)
+        # removed bitmap, over the baseline's present entries
+        nbytes = (n_base + 7) // 8
+        buf[at : at + nbytes] = 0
+        bit = 0
+        for j in range(k):
+            if base and bvalid[j]:
+                if not still[j]:
+                    buf[at + (bit >> 3)] |= 1 << (bit & 7)
+                bit += 1
+        at += nbytes
+        for j in range(k):
+            if valid[i, j] and not bm[j]:
+                eid = cur[j]
+                for b in range(8):
+                    buf[at + b] = (eid >> np.uint64(8 * b)) & np.uint64(0xFF)
+                at += 8
+        # changed bitmap, over the present entities
+        nbytes = (n + 7) // 8
+        buf[at : at + nbytes] = 0
+        bit = 0
+        for j in range(k):
+            if valid[i, j]:
+                if mask[j] != 0:
+                    buf[at + (bit >> 3)] |= 1 << (bit & 7)
+                bit += 1
+        at += nbytes
+        for j in range(k):
+            if mask[j] != 0:
+                buf[at] = mask[j]
+                at += 1
+        for j in range(k):
+            if mask[j] & POS8:
+                at = _put(buf, at, d[j, X], 1)
+                at = _put(buf, at, d[j, Z], 1)
+        for j in range(k):
+            if mask[j] & POS16:
+                at = _put(buf, at, d[j, X], 2)
+                at = _put(buf, at, d[j, Z], 2)
+        for j in range(k):
+            if mask[j] & POS32:
+                at = _put(buf, at, v[j, X], 4)
+                at = _put(buf, at, v[j, Z], 4)
+        for j in range(k):
+            if mask[j] & HEIGHT:
+                at = _put(buf, at, v[j, Y], 2)
+        for j in range(k):
+            if mask[j] & FACING:
+                at = _put(buf, at, v[j, YAW], 2)
+        for j in range(k):
+            if mask[j] & MOTION:
+                at = _put(buf, at, v[j, VX], 2)
+                at = _put(buf, at, v[j, VY], 2)
+                at = _put(buf, at, v[j, VZ], 2)
+        for j in range(k):
+            if mask[j] & VITALS:
+                at = _put(buf, at, v[j, HEALTH], 2)
+                at = _put(buf, at, v[j, FLAGS], 1)
+        for j in range(k):
+            if mask[j] & IDENT:
+                at = _put(buf, at, v[j, KIND], 1)
+                at = _put(buf, at, v[j, TEAM], 2)
+        ends[i] = at
+
+        slot = seq % h
+        e_ids[r, slot] = cur
+        e_valid[r, slot] = valid[i]
+        e_version[r, slot] = version[i] if has_version else -1
+        e_vals[r, slot] = v
+        seq_at[r, slot] = seq
+        next_seq[r] = seq + 1
+
+
+@njit(cache=True, nogil=True)
+def take_due(  # noqa: PLR0917 (numba kernels take positional arguments)
+    clients: np.ndarray,
+    viewers: np.ndarray,
+    view_rows: np.ndarray,
+    known: np.ndarray,
+    sent: np.ndarray,
+    pos: np.ndarray,
+    entity_ids: np.ndarray,
+    table: np.ndarray,
+    beat: int,
+    near2: float,
+    mid2: float,
+    mid_every: int,
+    far_every: int,
+    valid: np.ndarray,
+) -> None:
+    """Refresh the due view slots (``sent``) of each client from the quantized ``table``.
+
+    A slot is due when its entity is within the near radius, within the mid
+    radius on a mid tick, on a far tick (ticks staggered by entity id) or not yet
+    known to the client. ``valid`` marks the slots holding an entity (row >= 0).
+    """
+    k = view_rows.shape[1]
+    n = pos.shape[0]
+    for i in range(clients.size):
+        cl = clients[i]
+        vx = viewers[i, 0]
+        vz = viewers[i, 1]
+        for j in range(k):
+            row = view_rows[cl, j]
+            ok = 0 <= row < n
+            valid[i, j] = ok
+            if ok:
+                dx = pos[row, 0] - vx
+                dz = pos[row, 2] - vz
+                d2 = dx * dx + dz * dz
+                phase = np.int64(entity_ids[row] + np.uint64(beat))
+                due = d2 <= near2 or phase % far_every == 0 or not known[cl, j]
+                due = due or (d2 <= mid2 and phase % mid_every == 0)
+                if due:
+                    sent[cl, j] = table[row]
+            known[cl, j] = ok
+
+
+@njit(cache=True, nogil=True)
+def refresh_views(  # noqa: PLR0917 (numba kernels take positional arguments)
+    clients: np.ndarray,
+    new_ids: np.ndarray,
+    new_rows: np.ndarray,
+    pad: np.uint64,
+    ids: np.ndarray,
+    rows: np.ndarray,
+    sent: np.ndarray,
+    known: np.ndarray,
+    version: np.ndarray,
+) -> None:
+    """Give each client (view row ``clients[i]``) the members ``new_ids[i]`` (entity
+    rows ``new_rows[i]``), sorted by id. A client whose ids and rows are unchanged
+    keeps its view as is; otherwise members it had already been sent keep their
+    sent values (and stay known), new ones are unknown, and its version moves on."""
+    c, k = new_ids.shape
+    old_sent = np.empty((k, sent.shape[2]), sent.dtype)
+    old_known = np.empty(k, np.bool_)
+    for i in range(c):
+        cl = clients[i]
+        order = np.argsort(new_ids[i])
+        changed = False
+        for j in range(k):
+            if new_ids[i, order[j]] != ids[cl, j] or new_rows[i, order[j]] != rows[cl, j]:
+                changed = True
+                break
+        if not changed:
+            continue
+        old_sent[:] = sent[cl]
+        old_known[:] = known[cl]
+        old_ids = ids[cl].copy()
+        for j in range(k):
+            key = new_ids[i, order[j]]
+            pos = np.searchsorted(old_ids, key)
+            found = pos < k and old_ids[min(pos, k - 1)] == key and old_known[min(pos, k - 1)]
+            if found:
+                sent[cl, j] = old_sent[pos]
+            known[cl, j] = found and key != pad
+            ids[cl, j] = key
+            rows[cl, j] = new_rows[i, order[j]]
+        version[cl] += 1
