@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from zone_tick import ACK_LAG_TICKS, Crowd
 
 from tessera.common.config import Env
-from tessera.v1 import zone_pb2
 from tessera.zone import messages
 from tessera.zone.config import ZoneConfig
 from tessera.zone.simulation import Simulation
@@ -57,19 +56,7 @@ def digest(players: int, *, ticks: int, npcs: int, seed: int, every: int, cap: i
     pending: list[tuple[list[str], list[int], list[int]]] = []
     for t in range(ticks):
         rows = np.array([sim.ents.index[npcs + 1 + i] for i in range(players)], np.int64)
-        yaw, forward, actions = crowd.inputs(sim.ents.pos[rows][:, [0, 2]], cfg.dt)
-        msgs = [
-            zone_pb2.PlayerInput(
-                player_id=names[i],
-                sequence=int(crowd.seq[i]),
-                move_z=float(forward[i]),
-                yaw=float(yaw[i]),
-                actions=int(actions[i]),
-                rtt_ms=100.0,
-                interp_delay_ms=100.0,
-            )
-            for i in range(players)
-        ]
+        msgs = crowd.messages(names, sim.ents.pos[rows][:, [0, 2]], cfg.dt)
         sim.submit_many(messages.inputs(msgs), clock + t * cfg.dt)
         frame = sim.step()
         for p in frame.batch.payloads:

@@ -78,6 +78,22 @@ class Crowd:
         self.seq += 1
         return yaw, forward, actions
 
+    def messages(self, names: list[str], pos: np.ndarray, dt: float) -> list[zone_pb2.PlayerInput]:
+        """This tick's input of every bot, as the relay would send it."""
+        yaw, forward, actions = self.inputs(pos, dt)
+        return [
+            zone_pb2.PlayerInput(
+                player_id=name,
+                sequence=int(self.seq[i]),
+                move_z=float(forward[i]),
+                yaw=float(yaw[i]),
+                actions=int(actions[i]),
+                rtt_ms=100.0,
+                interp_delay_ms=100.0,
+            )
+            for i, name in enumerate(names)
+        ]
+
 
 def run(
     players: int, *, ticks: int, warmup: int, hz: int, npcs: int, seed: int, every: int
@@ -113,19 +129,7 @@ def run(
     delta_bytes = full_bytes = 0
     total_bytes = snapshots = visible = 0
     for t in range(warmup + ticks):
-        yaw, forward, actions = crowd.inputs(sim.ents.pos[rows][:, [0, 2]], cfg.dt)
-        msgs = [
-            zone_pb2.PlayerInput(
-                player_id=names[i],
-                sequence=int(crowd.seq[i]),
-                move_z=float(forward[i]),
-                yaw=float(yaw[i]),
-                actions=int(actions[i]),
-                rtt_ms=100.0,
-                interp_delay_ms=100.0,
-            )
-            for i in range(players)
-        ]
+        msgs = crowd.messages(names, sim.ents.pos[rows][:, [0, 2]], cfg.dt)
         began = time.perf_counter()
         cpu = time.thread_time()
         sim.submit_many(messages.inputs(msgs), clock + t * cfg.dt)
