@@ -17,8 +17,9 @@ from redis.asyncio import Redis
 
 from tessera.common.store import WorldKeys
 from tessera.relay import resume
+from tessera.relay.admission import Grant
 from tessera.relay.errors import Rejected
-from tessera.relay.gateway import Gateway, GatewayConfig, Grant
+from tessera.relay.gateway import Gateway, GatewayConfig
 from tessera.relay.metrics import Counters
 from tessera.relay.routing import Route
 from tessera.relay.session import Session
@@ -291,10 +292,10 @@ async def test_a_token_for_another_world_is_refused_and_not_spent(redis: Redis) 
         opener=lambda token, now: grants[token],
         counters=Counters(),
     )
-    assert await gw.admit(b"here", time.time()) is grants[b"here"]
-    assert await gw.admit(b"any", time.time()) is grants[b"any"]
+    assert await gw.admission.admit(b"here", time.time()) is grants[b"here"]
+    assert await gw.admission.admit(b"any", time.time()) is grants[b"any"]
     with pytest.raises(Rejected) as info:
-        await gw.admit(b"there", time.time())
+        await gw.admission.admit(b"there", time.time())
     assert info.value.reason == "wrong_world" and "elsewhere" in str(info.value)
     store = gw.store
     assert await redis.exists(store.spent_token_key(grants[b"there"].token_id)) == 0
@@ -343,14 +344,14 @@ async def test_revocation_ends_the_sessions_of_that_login_and_refuses_its_tokens
         assert "alice" not in gw.links["zone-a"].attached
         assert not other.closed and other_sent == []
         with pytest.raises(Rejected) as info:
-            await gw.admit(b"revoked", time.time())
+            await gw.admission.admit(b"revoked", time.time())
         assert info.value.reason == "revoked"
         # Refused before it was spent.
         assert await redis.exists(gw.store.spent_token_key(revoked.token_id)) == 0
         # Once no token of the session can verify any more, the revocation is forgotten.
         gw.revoke("old", time.time() - 1)
-        gw.prune_revocations()
-        assert set(gw.revoked) == {"s"}
+        gw.admission.prune()
+        assert set(gw.admission.revoked) == {"s"}
     finally:
         await gw.close_all()
 
@@ -366,9 +367,9 @@ async def test_presence_records_sessions_and_takes_over_gone_relays(
     await redis.hset(store.relay_players_key("old"), "bob", "zone-a")
     await redis.hset(store.relay_players_key("live"), "carol", "zone-a")
     session, _ = add_session(gateway, "alice", "zone-a", 1)
-    gateway.presence_changes["alice"] = "zone-a"
-    await gateway.presence(now)
-    assert gateway.leftovers == {"zed": now + gateway.config.orphan_grace_s}
+    gateway.presence.changes["alice"] = "zone-a"
+    await gateway.presence.update(now)
+    assert gateway.presence.leftovers == {"zed": now + gateway.config.orphan_grace_s}
     assert await redis.hgetall(store.relay_players_key("r1")) == {b"alice": b"zone-a"}
     # The silent relay's record is taken (bob has no route: nothing to release);
     # the live one's is untouched.
@@ -377,7 +378,7 @@ async def test_presence_records_sessions_and_takes_over_gone_relays(
     assert await redis.hgetall(store.relay_players_key("live")) == {b"carol": b"zone-a"}
     assert gateway.counters.orphans_released == 0
     gateway.close(session, "KICKED", "bye", leave=False)
-    await gateway.presence(now + 1)
+    await gateway.presence.update(now + 1)
     assert await redis.exists(store.relay_players_key("r1")) == 0
 
 
@@ -410,7 +411,7 @@ async def test_a_resume_credential_works_once_only_if_newest_and_never_when_revo
 
     async def reason(blob: bytes, gateway: Gateway, at: float = now) -> str:
         with pytest.raises(Rejected) as info:
-            await gateway.admit_resume(blob, at)
+            await gateway.admission.admit_resume(blob, at)
         return info.value.reason
 
     old, old_blob = issue()
@@ -418,10 +419,10 @@ async def test_a_resume_credential_works_once_only_if_newest_and_never_when_revo
     newest, newest_blob = issue()
     await here.store.set_resume("alice", newest.token_id, 60)
     assert await reason(old_blob, there) == "replayed"  # superseded
-    assert (await there.admit_resume(newest_blob, now)).token_id == newest.token_id
+    assert (await there.admission.admit_resume(newest_blob, now)).token_id == newest.token_id
     assert await reason(newest_blob, here) == "replayed"  # once, on any relay
-    await there.release(newest)  # its session could not be opened
-    assert (await here.admit_resume(newest_blob, now)).player_id == "alice"
+    await there.admission.release(newest)  # its session could not be opened
+    assert (await here.admission.admit_resume(newest_blob, now)).player_id == "alice"
     assert await reason(newest_blob, here, now + 120) == "expired"
     assert await reason(b"\x01" + os.urandom(100), here) == "forged"
     _, elsewhere = issue(world="other")

@@ -276,25 +276,25 @@ async def test_a_token_spent_on_one_relay_is_refused_by_another(redis: Redis) ->
     limits = UdpLimits()
     async with running_relay(redis, limits) as first:
         raw = token(first)
-        grant = await first.gateway.admit(raw, time.time())
+        grant = await first.gateway.admission.admit(raw, time.time())
         assert grant.player_id == "alice"
         second = Gateway(
             GatewayConfig(relay_id="r2", world="w"),
             store=RelayStore(redis, "w"),
-            opener=first.gateway.opener,
+            opener=first.gateway.admission.opener,
             counters=Counters(),
         )
         with pytest.raises(Rejected) as info:
-            await second.admit(raw, time.time())
+            await second.admission.admit(raw, time.time())
         assert info.value.reason == "replayed"
         # The mark lives exactly as long as the token.
         ttl = await redis.pttl(first.gateway.store.spent_token_key(grant.token_id))
         assert 55_000 < ttl <= 60_000
         # A released token (no session opened) is usable again, once.
-        await first.gateway.release(grant)
-        assert (await second.admit(raw, time.time())).token_id == grant.token_id
+        await first.gateway.admission.release(grant)
+        assert (await second.admission.admit(raw, time.time())).token_id == grant.token_id
         with pytest.raises(Rejected):
-            await first.gateway.admit(raw, time.time())
+            await first.gateway.admission.admit(raw, time.time())
 
 
 def udp_session(relay: Relay, player: str, port: int) -> Session:
@@ -338,7 +338,7 @@ async def test_a_closed_session_is_freed_at_once_and_churn_leaves_memory_flat(
                 s.send(b"x")
                 relay.gateway.close(s, "IDLE_TIMEOUT", "gone", leave=False)
                 if i % 500 == 499:  # the presence heartbeat, every second in a relay
-                    await relay.gateway.presence(time.time())
+                    await relay.gateway.presence.update(time.time())
 
         tracemalloc.start()
         await churn(2000)

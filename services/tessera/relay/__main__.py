@@ -77,6 +77,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
     if not config.public_address:
         tokens.relay_address = f"127.0.0.1:{udp_port}"
     gateway.config = dataclasses.replace(gateway.config, public_address=tokens.relay_address)
+    gateway.presence.public_address = tokens.relay_address  # known once the port is bound
     try:
         await tokens.refresh()
     except Exception as err:
@@ -100,14 +101,14 @@ async def build(server_config: ServerConfig) -> GrpcService:
     revocations_ready = asyncio.Event()
     tasks = [
         asyncio.create_task(gateway.maintain(), name="relay-maintain"),
-        asyncio.create_task(gateway.keep_presence(), name="relay-presence"),
+        asyncio.create_task(gateway.presence.keep(), name="relay-presence"),
         asyncio.create_task(
             relay_store.watch_routes(gateway.on_route_change, ready), name="relay-routes"
         ),
         asyncio.create_task(tokens.keep_fresh(), name="relay-keys"),
         asyncio.create_task(
             relay_store.follow_revocations(
-                revoke=gateway.revoke, prune=gateway.prune_revocations, ready=revocations_ready
+                revoke=gateway.revoke, prune=gateway.admission.prune, ready=revocations_ready
             ),
             name="relay-revocations",
         ),

@@ -17,14 +17,16 @@ import os
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from redis.exceptions import RedisError
 
 from tessera.relay import resume
+from tessera.relay.admission import Admission, Grant, TokenOpener
 from tessera.relay.errors import Rejected
 from tessera.relay.metrics import DOWN_LATENCY, RTT, SAMPLE_EVERY, Counters
 from tessera.relay.placement import Placement, Returned, Rollback, Stranded, TransferUndone
+from tessera.relay.presence import Presence
 from tessera.relay.routing import Route, RouteCache
 from tessera.relay.session import Session, SessionTable
 from tessera.relay.store import RelayStore
@@ -37,33 +39,6 @@ KEEPALIVE_S = 1.0
 # A draining relay counts a client silent this long as moved (clients send a
 # keep-alive at least every second).
 DRAIN_QUIET_S = 1.5
-
-
-class Grant(Protocol):
-    """What the relay uses from an opened connect token (auth's ConnectGrant)."""
-
-    @property
-    def token_id(self) -> bytes: ...
-    @property
-    def player_id(self) -> str: ...
-    @property
-    def session_id(self) -> str: ...
-    @property
-    def client_to_server_key(self) -> bytes: ...
-    @property
-    def server_to_client_key(self) -> bytes: ...
-    @property
-    def expires_at(self) -> float: ...
-    @property
-    def timeout_s(self) -> float: ...
-    @property
-    def world(self) -> str: ...
-    @property
-    def zone(self) -> str: ...
-
-
-# Opens a connect token at time ``now``; raises Rejected with the reason.
-TokenOpener = Callable[[bytes, float], Grant]
 
 
 @dataclass(frozen=True)
@@ -94,7 +69,9 @@ class Gateway:
     ) -> None:
         self.config = config
         self.store = store
-        self.opener = opener
+        self.admission = Admission(
+            world=config.world, resume_key=config.resume_key, opener=opener, store=store
+        )
         self.counters = counters
         self.sessions = SessionTable()
         self.links: dict[str, ZoneLink] = {}
@@ -106,85 +83,26 @@ class Gateway:
             link=self.link,
             counters=counters,
         )
-        # Revoked auth sessions -> Unix time until which their tokens matter.
-        self.revoked: dict[str, float] = {}
-        # Session changes not yet in the relay's presence record: player -> zone
-        # ("" = the session ended).
-        self.presence_changes: dict[str, str] = {}
-        # Players of this relay id's previous run -> when to release them (Unix time);
-        # None until that run's record has been taken over.
-        self.leftovers: dict[str, float] | None = None
+        self.presence = Presence(
+            relay_id=config.relay_id,
+            public_address=config.public_address,
+            grace_s=config.orphan_grace_s,
+            store=store,
+            placement=self.placement,
+            sessions=self.sessions,
+            counters=counters,
+        )
         self._tasks: set[asyncio.Task[None]] = set()
-
-    # -- admission --------------------------------------------------------
-
-    async def admit(self, token: bytes, now: float) -> Grant:
-        """Open and verify a connect token and spend it world-wide; Rejected if it is
-        bad, names another world, belongs to a revoked session, or was used on any
-        relay of the world."""
-        grant = self.opener(token, now)
-        if grant.world and grant.world != self.config.world:
-            raise Rejected(
-                "wrong_world",
-                f"connect token is for world {grant.world}, this relay serves {self.config.world}",
-            )
-        if grant.session_id in self.revoked:
-            raise Rejected("revoked", "the connect token's session has been revoked")
-        try:
-            fresh = await self.store.spend_token(grant.token_id, grant.expires_at - now)
-        except (RedisError, OSError) as err:
-            raise Rejected("store_unavailable", f"cannot record the token as used: {err}") from err
-        if not fresh:
-            raise Rejected("replayed", "connect token already used")
-        return grant
-
-    async def admit_resume(self, credential: bytes, now: float) -> resume.ResumeGrant:
-        """Open a resume credential and use it; Rejected (``malformed``, ``forged``,
-        ``expired``, ``wrong_world``, ``revoked``, ``replayed``: used already or
-        superseded by a newer one, ``store_unavailable``)."""
-        try:
-            grant = resume.open_credential(credential, self.config.resume_key, now)
-        except resume.ResumeError as err:
-            raise Rejected(err.reason, str(err)) from None
-        if grant.world != self.config.world:
-            raise Rejected("wrong_world", f"resume credential is for world {grant.world}")
-        if grant.session_id in self.revoked:
-            raise Rejected("revoked", "the resume credential's session has been revoked")
-        try:
-            fresh = await self.store.spend_resume(grant.player_id, grant.token_id)
-        except (RedisError, OSError) as err:
-            raise Rejected("store_unavailable", f"cannot use the credential: {err}") from err
-        if not fresh:
-            raise Rejected("replayed", "resume credential used already or superseded")
-        return grant
-
-    async def release(self, grant: Grant) -> None:
-        """Make a token (or resume credential) usable again after its session could
-        not be opened."""
-        try:
-            if isinstance(grant, resume.ResumeGrant):
-                await self.store.restore_resume(
-                    grant.player_id, grant.token_id, grant.expires_at - time.time()
-                )
-            else:
-                await self.store.unspend_token(grant.token_id)
-        except (RedisError, OSError) as err:
-            log.warning("token not released", extra={"player": grant.player_id, "error": str(err)})
 
     # -- revocation -------------------------------------------------------
 
     def revoke(self, session_id: str, until: float) -> None:
         """Auth revoked ``session_id``: refuse its tokens until ``until`` and end the
         sessions opened with them (``REVOKED``; the player leaves their zone)."""
-        self.revoked[session_id] = max(until, self.revoked.get(session_id, 0.0))
+        self.admission.revoke(session_id, until)
         for session in self.sessions:
             if session.session_id == session_id:
                 self._end(session, "REVOKED", "the player's login session was revoked")
-
-    def prune_revocations(self) -> None:
-        """Forget revocations after which no token of the session can verify."""
-        now = time.time()
-        self.revoked = {sid: until for sid, until in self.revoked.items() if until > now}
 
     # -- opening sessions -------------------------------------------------
 
@@ -226,14 +144,14 @@ class Gateway:
         if prepare is not None:
             prepare(session)
         old = self.sessions.add(session)
-        self.presence_changes[player] = link.zone
+        self.presence.changes[player] = link.zone
         if old is not None:
             self._end(old, "REPLACED", "a newer session of this player connected", leave=False)
             if old.zone != link.zone and old.zone in self.links:
                 self.links[old.zone].detach(player)
         self.routes.update(player, Route(link.zone, response.epoch))
         link.attach(player)
-        if grant.session_id in self.revoked:
+        if grant.session_id in self.admission.revoked:
             # Revoked while the Join was under way.
             self._end(session, "REVOKED", "the player's login session was revoked")
             raise Rejected("revoked", "the connect token's session has been revoked")
@@ -568,7 +486,7 @@ class Gateway:
         session.release()
         current = self.sessions.remove(session)
         if current:
-            self.presence_changes[session.player_id] = ""
+            self.presence.changes[session.player_id] = ""
             self.routes.forget(session.player_id)
             link = self.links.get(session.zone)
             if link is not None:
@@ -637,60 +555,6 @@ class Gateway:
             del self.links[link.zone]
             await link.close()
 
-    # -- presence and orphans ----------------------------------------------
-
-    async def keep_presence(self, interval_s: float = 1.0) -> None:
-        """Forever: heartbeat this relay and its players to Redis, and release the
-        zone entities of players whose relay is gone (see :meth:`presence`)."""
-        while True:
-            try:
-                await self.presence(time.time())
-            except Exception:
-                log.exception("presence update failed")
-            await asyncio.sleep(interval_s)
-
-    async def presence(self, now: float) -> None:
-        """One presence pass at ``now`` (Unix time): take over the record of this
-        relay id's previous run (its players are released after the grace period
-        unless they are back), heartbeat with the session changes, then release
-        the players of every relay silent for longer than the grace period (one
-        relay claims each). A released player's zone saves and drops the entity
-        (``Leave`` naming the gone relay, refused if they joined again elsewhere)."""
-        grace = self.config.orphan_grace_s
-        own = self.config.relay_id
-        if self.leftovers is None:
-            previous = await self.store.take_relay_players(own)
-            self.leftovers = {player: now + grace for player in previous}
-        changes, self.presence_changes = self.presence_changes, {}
-        try:
-            await self.store.relay_alive(own, now, changes, self.config.public_address)
-        except BaseException:
-            self.presence_changes = {**changes, **self.presence_changes}
-            raise
-        for relay_id, seen in (await self.store.relays_seen()).items():
-            if relay_id == own or now - seen <= grace:
-                continue
-            if not await self.store.claim_relay(relay_id, grace):
-                continue
-            players = await self.store.take_relay_players(relay_id)
-            log.warning(
-                "relay gone: releasing its players",
-                extra={"relay": relay_id, "players": len(players), "silent_s": round(now - seen)},
-            )
-            await self._release_orphans(list(players), relay_id)
-        due = [player for player, at in self.leftovers.items() if at <= now]
-        for player in due:
-            del self.leftovers[player]
-        if due:
-            await self._release_orphans(due, own)
-
-    async def _release_orphans(self, players: list[str], relay_id: str) -> None:
-        orphans = [p for p in players if p not in self.sessions.by_player]
-        released = await asyncio.gather(
-            *(self.placement.release_orphan(player, relay_id) for player in orphans)
-        )
-        self.counters.orphans_released += sum(released)
-
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
@@ -746,16 +610,7 @@ class Gateway:
         stopped = [session.player_id for session in self.sessions]
         for session in self.sessions:
             self._end(session, "RELAY_SHUTDOWN", "the relay is stopping", leave=False)
-        # The presence record keeps the players stopped here: if they do not connect
-        # again elsewhere within the grace period, another relay releases them.
-        for player in stopped:
-            self.presence_changes.pop(player, None)
-        if self.presence_changes:
-            with contextlib.suppress(RedisError, OSError):
-                await self.store.relay_alive(
-                    self.config.relay_id, time.time(), self.presence_changes
-                )
-            self.presence_changes = {}
+        await self.presence.keep_for_others(stopped, time.time())
         for link in list(self.links.values()):
             await link.close()
         self.links.clear()

@@ -55,7 +55,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
             )
         counters = self.counters
         try:
-            grant = await self.gateway.admit(first.connect.connect_token, time.time())
+            grant = await self.gateway.admission.admit(first.connect.connect_token, time.time())
         except Rejected as err:
             counters.handshakes[err.reason] += 1
             await abort(
@@ -79,7 +79,7 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                 grant, transport="grpc", send=send, prepare=prepare
             )
         except Rejected as err:
-            await self.gateway.release(grant)
+            await self.gateway.admission.release(grant)
             counters.handshakes[err.reason] += 1
             await abort(
                 context,

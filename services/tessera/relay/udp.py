@@ -21,8 +21,9 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from tessera.relay.admission import Grant
 from tessera.relay.errors import Rejected
-from tessera.relay.gateway import Gateway, Grant
+from tessera.relay.gateway import Gateway
 from tessera.relay.limiter import ConnectionLimits, SourceLimits, TokenBucket
 from tessera.relay.metrics import Counters
 from tessera.relay.session import Session
@@ -220,9 +221,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         results = self.counters.resumes if resuming else self.counters.handshakes
         try:
             if resuming:
-                grant: Grant = await self.gateway.admit_resume(token, time.time())
+                grant: Grant = await self.gateway.admission.admit_resume(token, time.time())
             else:
-                grant = await self.gateway.admit(token, time.time())
+                grant = await self.gateway.admission.admit(token, time.time())
         except Rejected as err:
             self._forget(addr, token)
             results[err.reason] += 1
@@ -272,7 +273,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         except Exception as err:
             # Released before the address stops being pending: a retransmission
             # meanwhile is dropped as pending, not refused as a replay.
-            await self.gateway.release(grant)
+            await self.gateway.admission.release(grant)
             self.pending.pop(addr, None)
             reason = err.reason if isinstance(err, Rejected) else "error"
             results[reason] += 1
