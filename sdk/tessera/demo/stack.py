@@ -73,6 +73,9 @@ class Stack:
             "TESSERA_LOG_LEVEL": "warning",
             "TESSERA_WORLD": WORLD,
             "TESSERA_SHUTDOWN_GRACE_S": "2",
+            # A killed demo's children stop with Redis already gone: bound their stop
+            # (grace + hooks) well inside what a user waits for.
+            "TESSERA_SHUTDOWN_HOOKS_S": "5",
         }
         self._start(
             "auth",
@@ -107,6 +110,8 @@ class Stack:
                 "TESSERA_AUTH_ADDRESS": self.auth_address,
                 "TESSERA_CONNECT_KEY": connect_key,
                 "TESSERA_RELAY_ID": "relay-0",
+                # One relay: no other to move clients to, so a short drain.
+                "TESSERA_RELAY_DRAIN_S": "2",
                 # Every bot shares 127.0.0.1: one source, so no per-source limits.
                 "TESSERA_RELAY_HANDSHAKES_PER_SOURCE_S": "1000000",
                 "TESSERA_RELAY_PINGS_PER_SOURCE_S": "1000000",
