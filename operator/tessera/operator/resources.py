@@ -225,6 +225,17 @@ def owner_reference(obj: Mapping[str, Any], *, controller: bool = True) -> dict[
     }
 
 
+def owned_metadata(zs: Mapping[str, Any]) -> dict[str, Any]:
+    """Metadata of an object a ZoneServer owns, named after it."""
+    meta = zs["metadata"]
+    return {
+        "name": meta["name"],
+        "namespace": meta["namespace"],
+        "labels": labels(zs["spec"]["world"], meta["name"]),
+        "ownerReferences": [owner_reference(zs)],
+    }
+
+
 def labels(world: str, zone: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "tessera-zone",
@@ -456,12 +467,7 @@ def disruption_budget(zs: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": {
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "labels": labels(world, meta["name"]),
-            "ownerReferences": [owner_reference(zs)],
-        },
+        "metadata": owned_metadata(zs),
         "spec": {
             "maxUnavailable": 0,
             "selector": {"matchLabels": {WORLD_LABEL: world, ZONE_LABEL: meta["name"]}},
@@ -519,12 +525,7 @@ def service(zs: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "labels": labels(world, meta["name"]),
-            "ownerReferences": [owner_reference(zs)],
-        },
+        "metadata": owned_metadata(zs),
         "spec": {
             "type": "ClusterIP",
             "selector": {WORLD_LABEL: world, ZONE_LABEL: meta["name"]},
