@@ -41,26 +41,19 @@ fi
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 printf '%s\n' "$root/wire" "$root/services" "$root/operator" "$root/sdk" "$root/protos/gen" > "$site/tessera-src.pth"
 
-if ! command -v redis-server >/dev/null 2>&1; then
+# need COMMAND PACKAGE WHAT: install a Debian package with apt-get when its command is missing.
+need() {
+  if command -v "$1" >/dev/null 2>&1; then return; fi
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing redis-server with apt-get"
+    echo "installing $2 ($3) with apt-get"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
   else
-    echo "error: redis-server not found. Install it (Debian/Ubuntu: sudo apt-get install redis-server;" \
-         "macOS: brew install redis) or put it on PATH, then run make again." >&2
+    echo "error: $1 not found ($3). Install it (Debian/Ubuntu: sudo apt-get install $2)" \
+         "or put it on PATH, then run make again." >&2
     exit 1
   fi
-fi
-
-if ! command -v promtool >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing prometheus (for promtool) with apt-get"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  else
-    echo "error: promtool not found. Install it (Debian/Ubuntu: sudo apt-get install prometheus;" \
-         "macOS: brew install prometheus) or put it on PATH, then run make again." >&2
-    exit 1
-  fi
-fi
+}
+need redis-server redis-server "the tests' and the demo's Redis"
+need promtool prometheus "checks alert rules and metrics"
+need chromium chromium "the console's browser tests"
