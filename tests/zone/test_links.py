@@ -93,3 +93,20 @@ async def test_handover_tells_the_serving_relay_and_arrivals_attach_when_asked()
     links.arrived("d")
     assert link.players == {"d"} and "d" in sim.attached and not links.pending_attach
     links.end(link)
+
+
+async def test_an_arrival_nobody_asked_for_attaches_to_the_newest_link_of_its_relay() -> None:
+    sim, links = make()
+    old, new, other = Upstream(), Upstream(), Upstream()
+    links.open("r1", aiter(old))
+    newest = links.open("r1", aiter(new))  # the relay reconnected
+    elsewhere = links.open("r2", aiter(other))
+    sim.add_player(entity_id=4, player_id="d", pos=(0.0, 0.0, 0.0), team=0)
+    sim.ents.extra[sim.ents.players["d"]].relay_id = "r1"
+    links.arrived("d")  # its Attach came too early and was forgotten, or was lost
+    assert newest.players == {"d"} and links.player_link == {"d": newest.id}
+    assert "d" in sim.attached and elsewhere.players == set()
+    sim.add_player(entity_id=5, player_id="e", pos=(0.0, 0.0, 0.0), team=0)
+    links.arrived("e")  # no relay known: stays unattached until one asks
+    assert "e" not in links.player_link and "e" not in sim.attached
+    links.close()

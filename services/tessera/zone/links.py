@@ -152,10 +152,20 @@ class Links:
     # --- players arriving and leaving -----------------------------------------
 
     def arrived(self, player: str) -> None:
-        """A player handed to this zone: attach it if its relay already asked."""
+        """A player handed to this zone: attach it to the link its relay already asked
+        on, else to the newest link of the relay that served it (the entity carries its
+        relay id), so an Attach that came too early or was lost cannot strand the
+        player; that relay drops snapshots until it follows the route, then attaches
+        (a no-op here)."""
         waiting = self.pending_attach.pop(player, None)
         if waiting is not None and waiting[0] in self.links:
             self._attach(self.links[waiting[0]], player)
+            return
+        eid = self.sim.ents.players.get(player)
+        relay_id = self.sim.ents.extra[eid].relay_id if eid is not None else ""
+        served = [link for link in self.links.values() if relay_id and link.relay_id == relay_id]
+        if served:
+            self._attach(max(served, key=lambda link: link.id), player)
 
     def forget(self, player: str) -> Link | None:
         """A player leaving this zone: no link serves it any more; the one that did."""
