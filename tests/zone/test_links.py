@@ -110,3 +110,20 @@ async def test_an_arrival_nobody_asked_for_attaches_to_the_newest_link_of_its_re
     links.arrived("e")  # no relay known: stays unattached until one asks
     assert "e" not in links.player_link and "e" not in sim.attached
     links.close()
+
+
+async def test_a_full_link_makes_room_for_handovers_and_events_by_dropping_old_snapshots() -> None:
+    sim, links = make()
+    up = Upstream()
+    link = links.open("r1", aiter(up))
+    for name in ("a", "b"):
+        up.send(attach=zone_pb2.Attach(player_id=name))
+    await settle()
+    for _ in range(8):  # queue_size 8: full of snapshot batches
+        links.publish(sim.step())
+    links.publish(sim.step())  # a ninth batch is dropped, not queued
+    links.handover("a", "east", 3)  # room is made: the oldest batch (tick 1) goes
+    queued = [link.queue.get_nowait() for _ in range(link.queue.qsize())]
+    assert [m.WhichOneof("msg") if m else None for m in queued] == ["snapshots"] * 7 + ["handover"]
+    assert [m.snapshots.tick for m in queued[:7] if m] == list(range(2, 9))
+    links.close()

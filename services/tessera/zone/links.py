@@ -225,7 +225,25 @@ class Links:
                 self._send(self.links[link_id], zone_pb2.ZoneLinkDown(event=event), "event")
 
     def _send(self, link: Link, msg: zone_pb2.ZoneLinkDown, what: str) -> None:
+        """Queue ``msg`` for a link; a full queue drops snapshots (the newest batch,
+        or the oldest one to make room for an event or a handover)."""
         try:
             link.queue.put_nowait(msg)
         except asyncio.QueueFull:
-            metrics.LINK_DROPS.labels(what).inc()
+            if what != "snapshots" and _evict_oldest_snapshots(link.queue):
+                metrics.LINK_DROPS.labels("snapshots").inc()
+                link.queue.put_nowait(msg)
+            else:
+                metrics.LINK_DROPS.labels(what).inc()
+
+
+def _evict_oldest_snapshots(queue: asyncio.Queue[zone_pb2.ZoneLinkDown | None]) -> bool:
+    """Remove the oldest snapshot batch from a queue, keeping the rest in order."""
+    kept = [queue.get_nowait() for _ in range(queue.qsize())]
+    for i, msg in enumerate(kept):
+        if msg is not None and msg.WhichOneof("msg") == "snapshots":
+            del kept[i]
+            break
+    for msg in kept:
+        queue.put_nowait(msg)
+    return len(kept) < queue.maxsize
