@@ -186,8 +186,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     redis.stop()
 
 
-async def connect_bot(stack: Stack, name: str, pattern: Any, seed: int) -> Bot:
+async def connect_bot(stack: Stack, name: str, pattern: Any, seed: int, *, via: str = "") -> Bot:
+    """A bot playing through the relay, or through the UDP proxy at ``via`` (its
+    token still names the relay, which is what the relay checks)."""
     token = await guest_connect_token(stack.auth.grpc_address, f"device-{name}-0123456789")
+    if via:
+        del token.relay_addresses[:]
+        token.relay_addresses.append(via)
     client = GameClient(UdpTransport())
     await client.connect(token)
     bot = Bot(client, pattern, seed=seed)
@@ -1404,15 +1409,9 @@ async def test_bots_keep_playing_through_loss_and_jitter(stack: Stack) -> None:
         bots: list[Bot] = []
         try:
             for i in range(5):
-                token = await guest_connect_token(
-                    stack.auth.grpc_address, f"device-netem-{i}-0123456789"
+                bots.append(
+                    await connect_bot(stack, f"netem-{i}", random_walk, i, via=proxy.address)
                 )
-                del token.relay_addresses[:]
-                token.relay_addresses.append(proxy.address)  # the token still names the relay
-                client = GameClient(UdpTransport())
-                await client.connect(token, timeout_s=10.0)
-                bots.append(Bot(client, random_walk, seed=i))
-                bots[-1].start()
             await wait_for(lambda: all(b.client.snapshots > 10 for b in bots), 10.0, "snapshots")
             start = [(own_position(b).copy(), world_of(b).last_input_seq) for b in bots]
             snapshots = [b.client.snapshots for b in bots]
