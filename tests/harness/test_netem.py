@@ -181,7 +181,7 @@ async def test_reordering_delivers_later_datagrams_first() -> None:
 
 async def test_a_full_queue_drops_and_counts_overflow() -> None:
     server, target = await echo_server()
-    up = Conditions(delay_ms=200, queue_limit=10)
+    up = Conditions(delay_ms=10_000, queue_limit=10)
     async with NetemProxy(target, up=up) as proxy:
         client, _ = await client_of(proxy)
         for i in range(30):

@@ -103,6 +103,10 @@ class _Direction:
     def forward(self, data: bytes, send: Callable[[bytes], None]) -> None:
         loop = asyncio.get_running_loop()
         for delay in self.impairment.plan():
+            if delay == 0.0:  # at once: timers due at the same instant may swap
+                self.impairment.counters.delivered += 1
+                send(data)
+                continue
             if len(self.pending) >= self.impairment.conditions.queue_limit:
                 self.impairment.counters.overflow += 1
                 continue
