@@ -11,7 +11,7 @@ PROTO_OUT := protos/gen
 PROTO_STAMP := $(PROTO_OUT)/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: install lock protos lint typecheck test bench demo image clean
+.PHONY: install lock protos vectors lint typecheck test bench demo image clean
 
 install: $(STAMP) $(PROTO_STAMP)
 
@@ -36,6 +36,11 @@ protos: $(PROTO_STAMP)
 $(PROTO_STAMP): $(PROTO_SRC) scripts/gen_protos.sh $(STAMP)
 	@bash scripts/gen_protos.sh $(PY) protos $(PROTO_OUT)
 	@touch $@
+
+# The protocol conformance vectors, regenerated from the reference implementation
+# (docs/protocol/vectors/README.md); tests/wire/test_vectors.py fails when they drift.
+vectors: install
+	$(PY) scripts/gen_vectors.py
 
 lint: install
 	$(VENV)/bin/ruff check .

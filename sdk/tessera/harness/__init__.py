@@ -1,3 +1,4 @@
-"""Test and benchmark harnesses: a local ``redis-server`` and a world of real zone
-processes driven by a minimal relay. Tests, benchmarks, the demo and the
+"""Test and benchmark harnesses: a local ``redis-server``, a world of real zone
+processes driven by a minimal relay, and a UDP proxy that impairs the network
+between clients and a relay. Tests, benchmarks, the demo and the
 operator's local runtime use them; no service does."""

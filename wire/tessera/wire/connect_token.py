@@ -138,14 +138,21 @@ class Signer(Protocol):
     def private_key(self) -> Ed25519PrivateKey: ...
 
 
-def issue_connect_token(grant: ConnectGrant, *, signing_key: Signer, sealing_key: bytes) -> bytes:
-    """Encode, seal and sign ``grant``; raises ValueError for out-of-range fields."""
+def issue_connect_token(
+    grant: ConnectGrant, *, signing_key: Signer, sealing_key: bytes, nonce: bytes | None = None
+) -> bytes:
+    """Encode, seal and sign ``grant``; raises ValueError for out-of-range fields.
+    ``nonce`` is random unless given (fixed only for the conformance vectors,
+    docs/protocol/vectors/: a nonce must never be reused with a sealing key)."""
+    if nonce is None:
+        nonce = os.urandom(NONCE_BYTES)
+    elif len(nonce) != NONCE_BYTES:
+        raise ValueError(f"nonce must be {NONCE_BYTES} bytes")
     if len(sealing_key) != KEY_BYTES or len(grant.client_to_server_key) != KEY_BYTES:
         raise ValueError("sealing and channel keys must be 32 bytes")
     if len(grant.server_to_client_key) != KEY_BYTES:
         raise ValueError("sealing and channel keys must be 32 bytes")
     public = _public_part(grant, signing_key.kid)
-    nonce = os.urandom(NONCE_BYTES)
     sealed = _sealer(sealing_key).encrypt(
         nonce, grant.client_to_server_key + grant.server_to_client_key, public
     )

@@ -1,0 +1,271 @@
+"""The conformance vectors (docs/protocol/vectors/) against the reference
+implementation: every case of every file decodes, verifies or is rejected as it
+says, every kind has a runner here, and the files are what the generator writes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from tessera.auth.keys import kid_for
+from tessera.relay import resume
+from tessera.v1 import relay_pb2
+from tessera.wire import connect_token, packet
+from tessera.wire.connect_token import ConnectTokenError
+from tessera.wire.snapshot import (
+    COLUMNS,
+    EntityTable,
+    Quantization,
+    SnapshotError,
+    SnapshotReceiver,
+    decode,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+VECTORS = ROOT / "docs" / "protocol" / "vectors"
+GENERATOR = ROOT / "scripts" / "gen_vectors.py"
+Case = dict[str, Any]
+
+
+def load() -> list[tuple[str, Case]]:
+    return [
+        (path.stem, case)
+        for path in sorted(VECTORS.glob("*.json"))
+        for case in json.loads(path.read_text())["cases"]
+    ]
+
+
+CASES = load()
+QUANT = json.loads((VECTORS / "snapshot.json").read_text())["quantization"]
+
+
+def h(text: str) -> bytes:
+    return bytes.fromhex(text)
+
+
+def run_connect_token_open(case: Case) -> None:
+    keys = {
+        kid: Ed25519PublicKey.from_public_bytes(h(pub)) for kid, pub in case["public_keys"].items()
+    }
+
+    def opened() -> connect_token.ConnectGrant:
+        return connect_token.open_connect_token(
+            h(case["token"]),
+            public_keys=keys,
+            sealing_key=h(case["sealing_key"]),
+            relay_address=case["relay_address"],
+            now=case["now"],
+        )
+
+    if "error" in case["expect"]:
+        with pytest.raises(ConnectTokenError) as info:
+            opened()
+        assert info.value.reason == case["expect"]["error"]
+        return
+    grant, want = opened(), case["expect"]["grant"]
+    assert grant.token_id.hex() == want["token_id"]
+    assert grant.client_to_server_key.hex() == want["client_to_server_key"]
+    assert grant.server_to_client_key.hex() == want["server_to_client_key"]
+    assert list(grant.relay_addresses) == want["relay_addresses"]
+    plain = ("player_id", "session_id", "issued_at", "expires_at", "timeout_s", "world", "zone")
+    assert {k: getattr(grant, k) for k in plain} == {k: want[k] for k in plain}
+
+
+def run_data_nonce(case: Case) -> None:
+    key = bytes(32)
+    channel = packet.Channel(key, key)
+    channel.next_sequence = case["sequence"]
+    _, datagram = channel.seal(b"nonce")
+    plain = ChaCha20Poly1305(key).decrypt(h(case["expect"]["nonce"]), datagram[9:], datagram[:9])
+    assert plain.endswith(b"nonce")
+
+
+def run_resume_key(case: Case) -> None:
+    assert resume.derive_key(h(case["connect_key"])).hex() == case["expect"]["resume_key"]
+
+
+def run_kid(case: Case) -> None:
+    public = Ed25519PublicKey.from_public_bytes(h(case["public_key"]))
+    assert kid_for(public) == case["expect"]["kid"]
+
+
+def run_data_seal(case: Case) -> None:
+    message = case["message"]
+    types: dict[str, type[Message]] = {
+        "tessera.v1.ClientMessage": relay_pb2.ClientMessage,
+        "tessera.v1.ServerMessage": relay_pb2.ServerMessage,
+    }
+    kind = types[message["type"]]
+    parsed = kind.FromString(h(message["hex"]))
+    assert json_format.MessageToDict(parsed) == message["json"]
+    assert json_format.ParseDict(message["json"], kind()).SerializeToString() == h(message["hex"])
+    sender = packet.Channel(h(case["key"]), bytes(32))
+    sender.next_sequence = case["sequence"]
+    sender.window.highest = case["ack"]
+    sender.window.bits = (case["ack_bits"] << 1) | 1 if case["ack"] else 0
+    sequence, datagram = sender.seal(h(message["hex"]))
+    assert sequence == case["sequence"]
+    assert datagram.hex() == case["expect"]["datagram"]
+    opened = packet.Channel(bytes(32), h(case["key"])).open(datagram)
+    assert (opened.ack, opened.ack_bits, opened.message) == (
+        case["ack"],
+        case["ack_bits"],
+        h(message["hex"]),
+    )
+
+
+def run_data_open_sequence(case: Case) -> None:
+    receiver = packet.Channel(bytes(32), h(case["key"]))
+    for step in case["steps"]:
+        want = step["expect"]
+        if "error" in want:
+            with pytest.raises(packet.PacketError) as info:
+                receiver.open(h(step["datagram"]))
+            assert info.value.reason == want["error"]
+            continue
+        opened = receiver.open(h(step["datagram"]))
+        assert opened.sequence == want["sequence"]
+        assert (opened.ack, opened.ack_bits) == (want["ack"], want["ack_bits"])
+        assert opened.message.hex() == want["message"]
+    window = receiver.window
+    assert (window.highest, window.ack_bits) == (case["expect"]["ack"], case["expect"]["ack_bits"])
+
+
+def run_handshake_encode(case: Case) -> None:
+    datagram = packet.encode_handshake(h(case["token"]), case["type"])
+    assert datagram.hex() == case["expect"]["datagram"]
+
+
+def run_handshake_decode(case: Case) -> None:
+    if "error" in case["expect"]:
+        with pytest.raises(packet.PacketError) as info:
+            packet.decode_handshake(h(case["datagram"]))
+        assert info.value.reason == case["expect"]["error"]
+    else:
+        assert packet.decode_handshake(h(case["datagram"])).hex() == case["expect"]["token"]
+
+
+def run_ping_encode(case: Case) -> None:
+    datagram = packet.encode_ping(case["id"], case["client_time_ms"], case["size"])
+    assert datagram.hex() == case["expect"]["datagram"]
+    assert packet.decode_ping(datagram) == (case["id"], case["client_time_ms"])
+
+
+def run_pong_encode(case: Case) -> None:
+    datagram = packet.encode_pong(case["id"], case["client_time_ms"], case["server_time_ms"])
+    assert datagram.hex() == case["expect"]["datagram"]
+    want = (case["id"], case["client_time_ms"], case["server_time_ms"])
+    assert packet.decode_pong(datagram) == want
+
+
+def run_ping_decode(case: Case) -> None:
+    with pytest.raises(packet.PacketError) as info:
+        packet.decode_ping(h(case["datagram"]))
+    assert info.value.reason == case["expect"]["error"]
+
+
+def run_snapshot_stream(case: Case) -> None:
+    receiver = SnapshotReceiver()
+    for step in case["steps"]:
+        decoded = receiver.apply(1, step["sequence"], step["baseline"], h(step["payload"]))
+        want = step["expect"]
+        table = decoded.table
+        assert decoded.full == want["full"] == (step["baseline"] == 0)
+        assert decoded.last_input_seq == want["last_input_seq"]
+        assert table.ids.tolist() == want["ids"]
+        assert table.rows.tolist() == want["rows"]
+        assert decoded.entered.tolist() == want["entered"]
+        assert decoded.left.tolist() == want["left"]
+        quant = Quantization(**{**QUANT, "origin": tuple(QUANT["origin"])})
+        in_units = {
+            "positions_m": table.positions(quant),
+            "yaws_rad": table.yaws(quant),
+            "velocities_mps": table.velocities(quant),
+        }
+        for key, got in in_units.items():
+            assert np.allclose(got, np.array(want[key]).reshape(got.shape), rtol=0, atol=1e-9)
+
+
+def run_snapshot_reject(case: Case) -> None:
+    base = case["baseline"]
+    baseline = None
+    if base is not None:
+        rows = np.array(base["rows"], np.int32).reshape(-1, COLUMNS)
+        baseline = EntityTable(np.array(base["ids"], np.uint64), rows)
+    with pytest.raises(SnapshotError) as info:
+        decode(h(case["payload"]), baseline)
+    assert str(info.value) == case["expect"]["error"]
+
+
+RUNNERS: dict[str, Callable[[Case], None]] = {
+    "connect_token_open": run_connect_token_open,
+    "data_nonce": run_data_nonce,
+    "resume_key": run_resume_key,
+    "kid": run_kid,
+    "data_seal": run_data_seal,
+    "data_open_sequence": run_data_open_sequence,
+    "handshake_encode": run_handshake_encode,
+    "handshake_decode": run_handshake_decode,
+    "ping_encode": run_ping_encode,
+    "pong_encode": run_pong_encode,
+    "ping_decode": run_ping_decode,
+    "snapshot_stream": run_snapshot_stream,
+    "snapshot_reject": run_snapshot_reject,
+}
+
+
+@pytest.mark.parametrize(("suite", "case"), CASES, ids=[f"{s}:{c['name']}" for s, c in CASES])
+def test_vector(suite: str, case: Case) -> None:
+    RUNNERS[case["kind"]](case)
+
+
+def test_every_kind_has_a_runner_and_every_runner_a_case() -> None:
+    assert {case["kind"] for _, case in CASES} == set(RUNNERS)
+
+
+def test_each_file_states_its_versions_and_the_readme_names_every_kind() -> None:
+    readme = (VECTORS / "README.md").read_text()
+    for path in VECTORS.glob("*.json"):
+        document = json.loads(path.read_text())
+        assert document["format"] == 1 and document["suite"] == path.stem
+        assert document["versions"]["udp"] == packet.VERSION
+        assert f"`{path.name}`" in readme
+    for kind in RUNNERS:
+        assert f"`{kind}`" in readme, kind
+
+
+def test_the_files_are_what_the_generator_writes() -> None:
+    """The drift test: regenerating would change nothing (`make vectors` otherwise)."""
+    result = subprocess.run(
+        [sys.executable, str(GENERATOR), "--check"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_check_fails_on_a_changed_or_missing_file(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("gen_vectors", GENERATOR)
+    assert spec is not None and spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    shutil.copytree(VECTORS, tmp_path, dirs_exist_ok=True)
+    assert generator.main(["--check", "--out", str(tmp_path)]) == 0
+    keys = tmp_path / "keys.json"
+    keys.write_text(keys.read_text().replace('"nonce_1"', '"nonce_one"'))
+    (tmp_path / "snapshot.json").unlink()
+    assert generator.main(["--check", "--out", str(tmp_path)]) == 1
+    assert not (tmp_path / "snapshot.json").exists()  # --check writes nothing
+    assert generator.main(["--out", str(tmp_path)]) == 0
+    assert generator.main(["--check", "--out", str(tmp_path)]) == 0
