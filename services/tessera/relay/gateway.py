@@ -19,8 +19,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.trace import SpanKind, get_current_span
 from redis.exceptions import RedisError
 
+from tessera.common import tracing
 from tessera.relay import resume
 from tessera.relay.admission import Admission, Grant, TokenOpener
 from tessera.relay.errors import Rejected
@@ -165,6 +167,13 @@ class Gateway:
         )
         log.info(
             "session opened", extra={"player": player, "transport": transport, "zone": link.zone}
+        )
+        get_current_span().set_attributes(
+            {
+                "tessera.player_id": player,
+                "tessera.zone": link.zone,
+                "tessera.epoch": response.epoch,
+            }
         )
         return session, accepted
 
@@ -368,7 +377,22 @@ class Gateway:
             session.send(relay_pb2.ServerMessage(event=event).SerializeToString())
 
     def on_handover(self, link: ZoneLink, handover: zone_pb2.Handover) -> None:
-        self.reroute(handover.player_id, Route(handover.to.zone, handover.epoch))
+        """Follow a player's handoff; a span ``relay.reroute`` in the handoff's trace
+        (``tessera.moved`` false when ``routes:changed`` had moved the session first)."""
+        with tracing.tracer.start_as_current_span(
+            "relay.reroute",
+            context=tracing.extract(handover.trace_context),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "tessera.player_id": handover.player_id,
+                "tessera.zone": handover.to.zone,
+                "tessera.epoch": handover.epoch,
+            },
+        ) as span:
+            span.set_attribute(
+                "tessera.moved",
+                self.reroute(handover.player_id, Route(handover.to.zone, handover.epoch)),
+            )
 
     async def on_link_up(self, link: ZoneLink, reconnect: bool) -> None:
         """After a reconnect, placement joins the link's players again; one the zone
@@ -426,15 +450,16 @@ class Gateway:
         if session is not None:
             self._end(session, "REPLACED", "the player moved to another connection", leave=False)
 
-    def reroute(self, player: str, route: Route) -> None:
+    def reroute(self, player: str, route: Route) -> bool:
         """Move ``player`` to the zone its route names, seamlessly: detach from the
-        old link, attach to the new one and replay the last inputs there."""
+        old link, attach to the new one and replay the last inputs there; False if
+        there was nothing to move."""
         session = self.sessions.by_player.get(player)
         if session is None or not self.routes.update(player, route):
-            return
+            return False
         if route.epoch < session.epoch or route.zone == session.zone:
             session.epoch = max(session.epoch, route.epoch)
-            return
+            return False
         old = self.links.get(session.zone)
         if old is not None:
             old.detach(player)
@@ -452,6 +477,7 @@ class Gateway:
             )
         self.counters.reroutes += 1
         log.info("rerouted", extra={"player": player, "zone": route.zone, "epoch": route.epoch})
+        return True
 
     async def _recheck_route(self, player: str) -> None:
         route = await self.store.route(player)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from tessera.common import tracing
 from tessera.relay.metrics import UP_LATENCY, observe_sampled
 from tessera.v1 import relay_pb2, zone_pb2, zone_pb2_grpc
 
@@ -190,7 +191,9 @@ class ZoneLink:
         so a crowd connecting at once queues here instead of timing out at the zone)."""
         stub = await self._ready_stub()
         async with self._joins:
-            response: zone_pb2.JoinResponse = await stub.Join(request, timeout=self.rpc_timeout_s)
+            response: zone_pb2.JoinResponse = await stub.Join(
+                request, timeout=self.rpc_timeout_s, metadata=tracing.metadata()
+            )
         return response
 
     async def ready(self) -> None:
