@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -377,22 +377,31 @@ class Gateway:
             session.send(relay_pb2.ServerMessage(event=event).SerializeToString())
 
     def on_handover(self, link: ZoneLink, handover: zone_pb2.Handover) -> None:
-        """Follow a player's handoff; a span ``relay.reroute`` in the handoff's trace
-        (``tessera.moved`` false when ``routes:changed`` had moved the session first)."""
+        route = Route(handover.to.zone, handover.epoch)
+        self._follow(handover.player_id, route, handover.trace_context, "handover")
+
+    def _follow(
+        self, player: str, route: Route, trace_context: Mapping[str, str], via: str
+    ) -> None:
+        """Re-route after a handoff. A traced one gets a span ``relay.reroute`` in its
+        trace for each of its two notices (the Handover on the link and
+        ``routes:changed``): ``tessera.moved`` is true on the one that moved the
+        session."""
+        if not trace_context:
+            self.reroute(player, route)
+            return
         with tracing.tracer.start_as_current_span(
             "relay.reroute",
-            context=tracing.extract(handover.trace_context),
+            context=tracing.extract(trace_context),
             kind=SpanKind.CONSUMER,
             attributes={
-                "tessera.player_id": handover.player_id,
-                "tessera.zone": handover.to.zone,
-                "tessera.epoch": handover.epoch,
+                "tessera.player_id": player,
+                "tessera.zone": route.zone,
+                "tessera.epoch": route.epoch,
+                "tessera.via": via,
             },
         ) as span:
-            span.set_attribute(
-                "tessera.moved",
-                self.reroute(handover.player_id, Route(handover.to.zone, handover.epoch)),
-            )
+            span.set_attribute("tessera.moved", self.reroute(player, route))
 
     async def on_link_up(self, link: ZoneLink, reconnect: bool) -> None:
         """After a reconnect, placement joins the link's players again; one the zone
@@ -435,14 +444,15 @@ class Gateway:
 
     # -- following routes ------------------------------------------------
 
-    def on_route_change(self, player: str, route: Route | None) -> None:
+    def on_route_change(self, player: str, route: Route | None, traceparent: str = "") -> None:
         """A routes_changed notification (most players are not ours). A removal that
         this relay did not cause means another connection (e.g. a transfer made by
         another relay) took the player out of its zone: the session here is stale
         and ends with ``REPLACED``. No Leave: the player already left."""
         if route is not None:
             if player in self.sessions.by_player:
-                self.reroute(player, route)
+                carrier = {"traceparent": traceparent} if traceparent else {}
+                self._follow(player, route, carrier, "routes_changed")
             return
         if self.placement.own_removal(player, time.monotonic()):
             return
