@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+from opentelemetry.trace import SpanKind
 
 from tessera.auth import accounts, metrics, sessions
 from tessera.auth.accounts import InputError
@@ -26,7 +27,7 @@ from tessera.auth.keys import KeyRing, KeyRingError, SigningKey, raw_public_byte
 from tessera.auth.passwords import PasswordHasher
 from tessera.auth.store import Account, AuthStore
 from tessera.authclient.verifier import current_claims
-from tessera.common import errors
+from tessera.common import errors, tracing
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 from tessera.wire import access_token, connect_token
 from tessera.wire.access_token import Claims, b64url
@@ -403,6 +404,23 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         return reply
 
     async def IssueConnectTokens(
+        self, request: auth_pb2.IssueConnectTokensRequest, context: Context
+    ) -> auth_pb2.IssueConnectTokensResponse:
+        """Connect tokens for many players (a span ``auth.connect_tokens`` in the
+        caller's trace, when it sends one)."""
+        with tracing.tracer.start_as_current_span(
+            "auth.connect_tokens",
+            context=tracing.extract(dict(context.invocation_metadata() or ())),
+            kind=SpanKind.SERVER,
+            attributes={"tessera.requests": len(request.requests)},
+        ) as span:
+            response = await self._issue_connect_tokens(request, context)
+            span.set_attribute(
+                "tessera.issued", sum(1 for r in response.results if r.HasField("token"))
+            )
+            return response
+
+    async def _issue_connect_tokens(
         self, request: auth_pb2.IssueConnectTokensRequest, context: Context
     ) -> auth_pb2.IssueConnectTokensResponse:
         if len(request.requests) > MAX_CONNECT_BATCH:
