@@ -140,3 +140,13 @@ def test_sampled_out_spans_are_not_written(tmp_path: Path) -> None:
 
 def test_extract_of_an_empty_carrier_has_no_parent() -> None:
     assert not trace.get_current_span(tracing.extract({})).get_span_context().is_valid
+
+
+def test_untraced_messages_and_rpcs_make_no_spans() -> None:
+    with tracing.continuing("x", {}, {"tessera.zone": "a"}) as span:
+        assert span is trace.INVALID_SPAN
+    # Binary metadata (``-bin`` keys) is left out of the carrier, not an error.
+    with tracing.serving("y", [("tessera-error-bin", b"\x00"), ("k", "v")], {}) as span:
+        assert not span.is_recording()
+    with tracing.serving("z", None, {}) as span:
+        assert not span.is_recording()

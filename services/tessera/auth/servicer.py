@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn, TypeVar
 
 import grpc
-from opentelemetry.trace import SpanKind
 
 from tessera.auth import accounts, metrics, sessions
 from tessera.auth.accounts import InputError
@@ -408,11 +407,10 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
     ) -> auth_pb2.IssueConnectTokensResponse:
         """Connect tokens for many players (a span ``auth.connect_tokens`` in the
         caller's trace, when it sends one)."""
-        with tracing.tracer.start_as_current_span(
+        with tracing.serving(
             "auth.connect_tokens",
-            context=tracing.extract(dict(context.invocation_metadata() or ())),
-            kind=SpanKind.SERVER,
-            attributes={"tessera.requests": len(request.requests)},
+            context.invocation_metadata(),
+            {"tessera.requests": len(request.requests)},
         ) as span:
             response = await self._issue_connect_tokens(request, context)
             span.set_attribute(

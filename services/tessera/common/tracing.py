@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 from opentelemetry import context, propagate, trace
@@ -33,6 +34,7 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
+from opentelemetry.util.types import Attributes
 
 from tessera.common.config import ConfigError
 
@@ -199,6 +201,31 @@ def inject(carrier: MutableMapping[str, str], span: trace.Span | None = None) ->
 def extract(carrier: Mapping[str, str]) -> context.Context:
     """The trace context a carrier holds (an empty context when none)."""
     return propagate.extract(dict(carrier))
+
+
+def serving(
+    name: str, metadata: Iterable[tuple[str, Any]] | None, attributes: Attributes
+) -> AbstractContextManager[trace.Span]:
+    """The current span of an RPC being served, in the caller's trace when its
+    ``metadata`` (the call's invocation metadata) carries one."""
+    return tracer.start_as_current_span(
+        name,
+        context=extract({key: value for key, value in metadata or () if isinstance(value, str)}),
+        kind=trace.SpanKind.SERVER,
+        attributes=attributes,
+    )
+
+
+def continuing(
+    name: str, carrier: Mapping[str, str], attributes: Attributes
+) -> AbstractContextManager[trace.Span]:
+    """The current span while handling a message that carries a trace context (a
+    handoff's); no span (the invalid one) for a message that carries none."""
+    if not carrier:
+        return nullcontext(trace.INVALID_SPAN)
+    return tracer.start_as_current_span(
+        name, context=extract(carrier), kind=trace.SpanKind.CONSUMER, attributes=attributes
+    )
 
 
 def metadata(span: trace.Span | None = None) -> tuple[tuple[str, str], ...]:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 import grpc
-from opentelemetry.trace import SpanKind
 from redis.exceptions import RedisError
 
 from tessera.common import tracing
@@ -157,11 +156,10 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
         caller's, if its metadata carries one), which the matching loop continues."""
         caller = self.caller()
         now = self.clock()
-        with tracing.tracer.start_as_current_span(
+        with tracing.serving(
             "matchmaking.ticket",
-            context=tracing.extract(dict(context.invocation_metadata() or ())),
-            kind=SpanKind.SERVER,
-            attributes={"tessera.mode": request.mode, "tessera.player_id": caller.sub},
+            context.invocation_metadata(),
+            {"tessera.mode": request.mode, "tessera.player_id": caller.sub},
         ) as span:
             ticket = self._admit(request, caller.sub, now)
             if isinstance(ticket, Refusal):

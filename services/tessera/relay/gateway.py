@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.trace import SpanKind, get_current_span
+from opentelemetry.trace import get_current_span
 from redis.exceptions import RedisError
 
 from tessera.common import tracing
@@ -387,14 +387,10 @@ class Gateway:
         trace for each of its two notices (the Handover on the link and
         ``routes:changed``): ``tessera.moved`` is true on the one that moved the
         session."""
-        if not trace_context:
-            self.reroute(player, route)
-            return
-        with tracing.tracer.start_as_current_span(
+        with tracing.continuing(
             "relay.reroute",
-            context=tracing.extract(trace_context),
-            kind=SpanKind.CONSUMER,
-            attributes={
+            trace_context,
+            {
                 "tessera.player_id": player,
                 "tessera.zone": route.zone,
                 "tessera.epoch": route.epoch,

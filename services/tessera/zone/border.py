@@ -19,12 +19,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import MutableMapping
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import numpy as np
 from opentelemetry.context import Context
-from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, get_current_span
+from opentelemetry.trace import Span, SpanKind, get_current_span
 
 from tessera.common import tracing
 from tessera.v1 import common_pb2, zone_pb2
@@ -360,13 +360,8 @@ class Border:
     ) -> AbstractContextManager[Span]:
         """The current span while handling another zone's traced handoff message
         (none for an untraced one)."""
-        if not msg.trace_context:
-            return nullcontext(INVALID_SPAN)
-        return tracing.tracer.start_as_current_span(
-            name,
-            context=tracing.extract(msg.trace_context),
-            kind=SpanKind.CONSUMER,
-            attributes={"tessera.zone": self.cfg.zone, "tessera.entity_id": eid},
+        return tracing.continuing(
+            name, msg.trace_context, {"tessera.zone": self.cfg.zone, "tessera.entity_id": eid}
         )
 
     async def reply(self, inbox: Inbox) -> list[Release]:

@@ -21,7 +21,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-from opentelemetry.trace import SpanKind
 from redis.exceptions import RedisError
 
 from tessera.common import tracing
@@ -302,11 +301,10 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     async def Join(self, request: zone_pb2.JoinRequest, context: Context) -> zone_pb2.JoinResponse:
         """Place a player here (its checkpoint, or a new entity); a span ``zone.join``
         in the caller's trace."""
-        with tracing.tracer.start_as_current_span(
+        with tracing.serving(
             "zone.join",
-            context=tracing.extract(dict(context.invocation_metadata() or ())),
-            kind=SpanKind.SERVER,
-            attributes={"tessera.zone": self.cfg.zone, "tessera.player_id": request.player_id},
+            context.invocation_metadata(),
+            {"tessera.zone": self.cfg.zone, "tessera.player_id": request.player_id},
         ) as span:
             response = await self._join(request, context)
             span.set_attributes(
