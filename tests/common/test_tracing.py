@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 
 from tessera.common import tracing
@@ -150,3 +153,39 @@ def test_untraced_messages_and_rpcs_make_no_spans() -> None:
         assert not span.is_recording()
     with tracing.serving("z", None, {}) as span:
         assert not span.is_recording()
+
+
+class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP trace receiver on a loopback port: what a collector is sent."""
+
+    def __init__(self) -> None:
+        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+
+    def Export(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        self.requests.append(request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def test_otlp_exports_to_a_collector_over_grpc() -> None:
+    collector = Collector()
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        env = {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        }
+        provider = tracing.provider(TraceConfig.from_env("relay", env), "relay")
+        with provider.get_tracer("test").start_as_current_span("exported"):
+            pass
+        provider.shutdown()  # flushes the batch
+    finally:
+        server.stop(None)
+    (resource_spans,) = [rs for r in collector.requests for rs in r.resource_spans]
+    resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+    assert resource["service.name"] == "tessera-relay"
+    assert [s.name for ss in resource_spans.scope_spans for s in ss.spans] == ["exported"]
