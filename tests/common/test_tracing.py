@@ -3,6 +3,7 @@ trace context in carriers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -189,3 +190,23 @@ def test_otlp_exports_to_a_collector_over_grpc() -> None:
     resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
     assert resource["service.name"] == "tessera-relay"
     assert [s.name for ss in resource_spans.scope_spans for s in ss.spans] == ["exported"]
+
+
+async def test_a_detached_task_is_outside_the_current_trace() -> None:
+    parent = trace.NonRecordingSpan(
+        trace.SpanContext(trace_id=1, span_id=2, is_remote=False, trace_flags=trace.TraceFlags(1))
+    )
+    seen: list[tuple[tuple[str, str], ...]] = []
+
+    async def later() -> None:
+        seen.append(tracing.metadata())
+
+    with trace.use_span(parent):
+        await asyncio.create_task(later())
+        with tracing.detached():
+            task = asyncio.create_task(later())
+        assert trace.get_current_span() is parent
+    await task
+    inherited, detached = seen
+    assert dict(inherited)["traceparent"].split("-")[2] == f"{2:016x}"
+    assert detached == ()

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -226,6 +226,17 @@ def continuing(
     return tracer.start_as_current_span(
         name, context=extract(carrier), kind=trace.SpanKind.CONSUMER, attributes=attributes
     )
+
+
+@contextmanager
+def detached() -> Iterator[None]:
+    """No current span inside: start a task that outlives the span it is started in
+    here, so its later calls do not join that span's trace."""
+    token = context.attach(context.Context())
+    try:
+        yield
+    finally:
+        context.detach(token)
 
 
 def metadata(span: trace.Span | None = None) -> tuple[tuple[str, str], ...]:

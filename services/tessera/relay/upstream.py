@@ -146,8 +146,11 @@ class ZoneLink:
     # -- the relay's side -------------------------------------------------
 
     def start(self) -> None:
+        """Run the link (detached from the trace of the join that first needed it:
+        its later re-joins are traces of their own)."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"zonelink-{self.zone}")
+            with tracing.detached():
+                self._task = asyncio.create_task(self._run(), name=f"zonelink-{self.zone}")
 
     async def close(self) -> None:
         self._closed = True
