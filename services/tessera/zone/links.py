@@ -167,7 +167,7 @@ class Links:
         return link
 
     def handover(
-        self, player: str, target: str, epoch: int, trace_context: Mapping[str, str]
+        self, player: str, target: str, epoch: int, trace_context: Mapping[str, str] | None = None
     ) -> None:
         """A player now owned by ``target``: tell the relay that served it (with the
         handoff's trace context)."""
@@ -177,7 +177,7 @@ class Links:
                 player_id=player,
                 to=common_pb2.ZoneRef(world=self.world, zone=target),
                 epoch=epoch,
-                trace_context=trace_context,
+                trace_context=trace_context or {},
             )
             self._send(link, zone_pb2.ZoneLinkDown(handover=handover), "handover")
 
