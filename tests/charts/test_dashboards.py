@@ -161,7 +161,12 @@ def test_every_query_parses_as_promql(
 
 def test_the_new_metrics_have_panels(rendered: list[Obj]) -> None:
     exprs = " ".join(e for d in dashboards(rendered).values() for _w, e in queries(d))
-    for name in ("tessera_relay_session_ends_total", "tessera_operator_recommended_zones"):
+    for name in (
+        "tessera_relay_session_ends_total",
+        "tessera_operator_recommended_zones",
+        "tessera_relay_resumes_total",
+        "tessera_zone_violations_total",
+    ):
         assert name in exprs
 
 

@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -53,16 +54,18 @@ class Stack:
     redis: Redis
 
 
-@pytest.fixture
-def processes(
+@contextlib.contextmanager
+def running(
     redis_server: LocalRedis,
-    redis: Redis,
     start_service: Callable[[ServiceProcess], ServiceProcess],
+    env: dict[str, str],
 ) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    """auth and the matchmaker, each with ``env`` added."""
     auth = ServiceProcess(
         "tessera.auth",
         {
             **COMMON,
+            **env,
             "TESSERA_REDIS_URL": redis_server.url,
             "TESSERA_AUTH_GENERATE_KEYS": "true",
             "TESSERA_CONNECT_KEY": base64.b64encode(SEALING_KEY).decode(),
@@ -78,6 +81,7 @@ def processes(
         "tessera.matchmaking",
         {
             **COMMON,
+            **env,
             "TESSERA_REDIS_URL": redis_server.url,
             "TESSERA_AUTH_ADDRESS": auth.grpc_address,
             "TESSERA_MM_CLIENT_SECRET": "mm-secret-0123456789",
@@ -92,6 +96,16 @@ def processes(
     finally:
         assert mm.terminate() == 0
         auth.terminate()
+
+
+@pytest.fixture
+def processes(
+    redis_server: LocalRedis,
+    redis: Redis,
+    start_service: Callable[[ServiceProcess], ServiceProcess],
+) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    with running(redis_server, start_service, {}) as started:
+        yield started
 
 
 @pytest.fixture
@@ -259,6 +273,52 @@ async def expect_error(call: Any, code: grpc.StatusCode, reason: str) -> str:
     assert err.value.code() == code, err.value.details()
     assert errors.detail_of(err.value).reason == reason
     return err.value.details() or ""
+
+
+async def test_a_ticket_is_one_trace_through_claim_and_connect_token(
+    redis_server: LocalRedis,
+    redis: Redis,
+    start_service: Callable[[ServiceProcess], ServiceProcess],
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spans.jsonl"
+    env = {"OTEL_TRACES_EXPORTER": "file", "TESSERA_TRACE_FILE": str(path)}
+    with running(redis_server, start_service, env) as (auth, mm):
+        async with open_stack(auth, mm, redis) as stack:
+            alice, alice_md = await guest(stack)
+            bob, bob_md = await guest(stack)
+            a = await stack.mm_stub.CreateTicket(request("duel", alice), metadata=alice_md)
+            b = await stack.mm_stub.CreateTicket(request("duel", bob), metadata=bob_md)
+            (*_, final) = await watch_until_done(stack, a.id, alice_md)
+            assert final.state == pb.TICKET_STATE_ASSIGNED
+    spans = [json.loads(line) for line in path.read_text().splitlines()]
+    named: dict[str, list[dict[str, Any]]] = {}
+    for span in spans:
+        named.setdefault(span["name"], []).append(span)
+    assigns = {s["attributes"]["tessera.ticket_id"]: s for s in named["matchmaking.assign"]}
+    (prepare,) = named["matchmaking.prepare"]
+    (tokens,) = named["auth.connect_tokens"]
+    for ticket in (a, b):
+        (created,) = [
+            s
+            for s in named["matchmaking.ticket"]
+            if s["attributes"]["tessera.ticket_id"] == ticket.id
+        ]
+        assign = assigns[ticket.id]
+        # The ticket's trace: its creation, then its claim, linked to the token batch.
+        assert assign["context"]["trace_id"] == created["context"]["trace_id"]
+        assert assign["parent_id"] == created["context"]["span_id"]
+        assert assign["attributes"]["tessera.result"] == "assigned"
+        assert assign["attributes"]["tessera.match_id"] == final.assignment.match_id
+        assert assign["attributes"]["tessera.zone"] == "z1"
+        assert [link["context"]["span_id"] for link in assign["links"]] == [
+            prepare["context"]["span_id"]
+        ]
+    # auth issued both players' tokens in one call, inside the matchmaker's batch span.
+    assert tokens["parent_id"] == prepare["context"]["span_id"]
+    assert tokens["attributes"] == {"tessera.requests": 2, "tessera.issued": 2}
+    assert tokens["resource"]["attributes"]["service.name"] == "tessera-auth"
+    assert prepare["resource"]["attributes"]["service.name"] == "tessera-matchmaking"
 
 
 async def test_bad_input_gets_clear_errors(stack: Stack) -> None:

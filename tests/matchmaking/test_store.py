@@ -193,6 +193,16 @@ async def test_searching_reads_new_tickets_once(store: Store, now: float) -> Non
     assert await store.searching(snapshot, now + 11_000) == []
 
 
+async def test_a_ticket_keeps_the_trace_of_its_creation(store: Store, now: float) -> None:
+    traceparent = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    traced = await store.create(make_ticket("a"), now, "session-a", traceparent)
+    plain = await store.create(make_ticket("b"), now)
+    found = {c.id: c for c in await store.searching(Snapshot("duel"), now)}
+    assert found[traced.id].traceparent == traceparent
+    assert found[traced.id].owner_session == "session-a"
+    assert found[plain.id].traceparent == ""
+
+
 async def test_ratings_applied_once_per_match(store: Store, now: float) -> None:
     assert await store.apply_result("m1", "duel", [["a"], ["b"]], [0, 1], now_ms=now)
     assert not await store.apply_result("m1", "duel", [["a"], ["b"]], [1, 0], now_ms=now)

@@ -15,8 +15,10 @@ from tessera.relay.routing import (
 
 def test_parse() -> None:
     assert parse_route(b"zone-a|7") == Route("zone-a", 7)
-    assert parse_route_change(b"alice|zone-b|8") == ("alice", Route("zone-b", 8))
-    assert parse_route_change("alice||0") == ("alice", None)
+    assert parse_route_change(b"alice|zone-b|8") == ("alice", Route("zone-b", 8), "")
+    assert parse_route_change("alice||0") == ("alice", None, "")
+    traced = "alice|zone-b|9|00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    assert parse_route_change(traced) == ("alice", Route("zone-b", 9), traced.split("|")[3])
     for bad in ("zone", "|3", "zone|x"):
         with pytest.raises(ValueError):
             parse_route(bad)

@@ -41,11 +41,11 @@ async def test_routes_and_addresses(redis: Redis) -> None:
 
 async def test_watch_routes_delivers_changes(redis: Redis) -> None:
     store = RelayStore(redis, "w")
-    seen: list[tuple[str, Route | None]] = []
+    seen: list[tuple[str, Route | None, str]] = []
     ready = asyncio.Event()
-    task = asyncio.create_task(store.watch_routes(lambda p, r: seen.append((p, r)), ready))
+    task = asyncio.create_task(store.watch_routes(lambda p, r, t: seen.append((p, r, t)), ready))
     await asyncio.wait_for(ready.wait(), 5)
-    await redis.publish(KEYS.routes_changed, "alice|zone-b|4")
+    await redis.publish(KEYS.routes_changed, "alice|zone-b|4|00-traced-01")
     await redis.publish(KEYS.routes_changed, "alice||0")  # removal: delivered as None
     await redis.publish(KEYS.routes_changed, "nonsense")  # malformed: ignored
     await redis.publish(KEYS.routes_changed, "bob|zone-a|1")
@@ -56,4 +56,8 @@ async def test_watch_routes_delivers_changes(redis: Redis) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    assert seen == [("alice", Route("zone-b", 4)), ("alice", None), ("bob", Route("zone-a", 1))]
+    assert seen == [
+        ("alice", Route("zone-b", 4), "00-traced-01"),
+        ("alice", None, ""),
+        ("bob", Route("zone-a", 1), ""),
+    ]

@@ -85,9 +85,10 @@ async def test_handover_tells_the_serving_relay_and_arrivals_attach_when_asked()
     up.send(attach=zone_pb2.Attach(player_id="a"))
     up.send(attach=zone_pb2.Attach(player_id="d"))  # handed to us later
     await settle()
-    links.handover("a", "east", 7)
+    links.handover("a", "east", 7, {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"})
     msg = link.queue.get_nowait()
     assert msg is not None and msg.handover.to.zone == "east" and msg.handover.epoch == 7
+    assert msg.handover.trace_context["traceparent"].startswith("00-111")
     assert link.players == set() and links.forget("a") is None
     sim.add_player(entity_id=4, player_id="d", pos=(0.0, 0.0, 0.0), team=0)
     links.arrived("d")

@@ -332,7 +332,8 @@ async def test_bad_inputs_on_the_link_are_dropped_counted_and_reported(
     assert 'tessera_zone_inputs_rejected_total{reason="oversized"} 4097.0' in body
     assert 'tessera_zone_inputs_rejected_total{reason="unknown_player"} 1.0' in body
     assert 'tessera_zone_inputs_rejected_total{reason="nan"} 1.0' in body
-    assert "tessera_zone_speed_clamped_total 1.0" in body
+    assert 'tessera_zone_violations_total{reason="speed_clamp"} 1.0' in body
+    assert 'tessera_zone_violations_total{reason="teleport"} 0.0' in body
 
 
 async def test_sigterm_ends_links_checkpoints_and_exits_zero(

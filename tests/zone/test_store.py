@@ -89,6 +89,31 @@ async def test_handoff_commit_is_all_or_nothing(redis: Redis) -> None:
     assert await a.commit_handoffs([commit("b", "p", "a|3", 4)]) == [False]
 
 
+async def test_a_traced_commit_publishes_its_traceparent(redis: Redis) -> None:
+    a = ZoneStore(redis, world="w", zone="a")
+    keys = WorldKeys("w")
+    await redis.hset(keys.routes, "p", "a|3")
+    await redis.hset(keys.routes, "q", "a|1")
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.routes_changed)
+    await pubsub.get_message(timeout=1)  # subscribe confirmation
+    traced = commit("b", "p", "a|3", 4)
+    traceparent = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    traced.message.trace_context["traceparent"] = traceparent
+    assert await a.commit_handoffs([traced, commit("b", "q", "a|1", 2)]) == [True, True]
+    messages = []
+    for _ in range(2):
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+        if msg:
+            messages.append(msg["data"])
+    await pubsub.aclose()
+    assert messages == [f"p|b|4|{traceparent}".encode(), b"q|b|2"]
+    # The COMMIT keeps the context too.
+    first, second = [m for _id, m in await ZoneStore(redis, world="w", zone="b").receive()]
+    assert first is not None and first.trace_context["traceparent"] == traceparent
+    assert second is not None and not second.trace_context
+
+
 async def test_inbox_redelivers_unacknowledged_entries_after_a_restart(redis: Redis) -> None:
     sender = ZoneStore(redis, world="w", zone="a")
     ping = zone_pb2.InboxMessage(abort=zone_pb2.HandoffAbort(entity_id=1, epoch=2))

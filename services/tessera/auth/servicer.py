@@ -26,7 +26,7 @@ from tessera.auth.keys import KeyRing, KeyRingError, SigningKey, raw_public_byte
 from tessera.auth.passwords import PasswordHasher
 from tessera.auth.store import Account, AuthStore
 from tessera.authclient.verifier import current_claims
-from tessera.common import errors
+from tessera.common import errors, tracing
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 from tessera.wire import access_token, connect_token
 from tessera.wire.access_token import Claims, b64url
@@ -403,6 +403,22 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         return reply
 
     async def IssueConnectTokens(
+        self, request: auth_pb2.IssueConnectTokensRequest, context: Context
+    ) -> auth_pb2.IssueConnectTokensResponse:
+        """Connect tokens for many players (a span ``auth.connect_tokens`` in the
+        caller's trace, when it sends one)."""
+        with tracing.serving(
+            "auth.connect_tokens",
+            context.invocation_metadata(),
+            {"tessera.requests": len(request.requests)},
+        ) as span:
+            response = await self._issue_connect_tokens(request, context)
+            span.set_attribute(
+                "tessera.issued", sum(1 for r in response.results if r.HasField("token"))
+            )
+            return response
+
+    async def _issue_connect_tokens(
         self, request: auth_pb2.IssueConnectTokensRequest, context: Context
     ) -> auth_pb2.IssueConnectTokensResponse:
         if len(request.requests) > MAX_CONNECT_BATCH:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import grpc
 
 from tessera.authclient.bearer import bearer_metadata
+from tessera.common import tracing
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 
 # Renew the service session this long before its access token expires.
@@ -156,14 +157,16 @@ class AuthIssuer:
         token = await self._access_token()
         try:
             return await self.stub.IssueConnectTokens(
-                request, metadata=bearer_metadata(token), timeout=self.timeout_s
+                request,
+                metadata=bearer_metadata(token) + tracing.metadata(),
+                timeout=self.timeout_s,
             )
         except grpc.aio.AioRpcError as err:
             if err.code() != grpc.StatusCode.UNAUTHENTICATED:
                 raise
         token = await self._access_token(renew=True, rejected=token)
         return await self.stub.IssueConnectTokens(
-            request, metadata=bearer_metadata(token), timeout=self.timeout_s
+            request, metadata=bearer_metadata(token) + tracing.metadata(), timeout=self.timeout_s
         )
 
     async def close(self) -> None:

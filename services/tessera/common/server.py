@@ -23,7 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from tessera.common import logs, metrics, process
+from tessera.common import logs, metrics, process, tracing
 from tessera.common.config import ConfigError, ServerConfig, fail, load_or_exit
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,8 @@ def _stop_overdue(limit_s: float) -> None:
 
 
 def main(name: str, build: Callable[[ServerConfig], Awaitable[GrpcService]]) -> None:
-    """Entry point of a service process: config, logging, serve, exit 0 on SIGTERM.
+    """Entry point of a service process: config, logging, tracing, serve, exit 0 on
+    SIGTERM (the spans still buffered are flushed on the way out).
 
     ``build`` turns the validated config into a ready (not yet started) service;
     it may raise :class:`~tessera.common.config.ConfigError` for its own settings.
@@ -151,6 +152,7 @@ def main(name: str, build: Callable[[ServerConfig], Awaitable[GrpcService]]) -> 
     process.die_with_parent()
     config = load_or_exit(lambda: ServerConfig.from_env(name))
     logs.setup(name, config.log_level)
+    end_tracing = load_or_exit(lambda: tracing.setup(name))
 
     async def _run() -> None:
         service = await build(config)
@@ -160,3 +162,5 @@ def main(name: str, build: Callable[[ServerConfig], Awaitable[GrpcService]]) -> 
         asyncio.run(_run())
     except ConfigError as err:
         fail(f"configuration error: {err}")
+    finally:
+        end_tracing()

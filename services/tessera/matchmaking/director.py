@@ -16,9 +16,14 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from opentelemetry.context import Context
+from opentelemetry.trace import INVALID_SPAN, Link, Span, SpanContext
+
+from tessera.common import tracing
 from tessera.common.store import instance_zone
 from tessera.matchmaking import metrics
 from tessera.matchmaking.destination import ZoneLoad, pick_zone
@@ -168,16 +173,27 @@ class Director:
         result.proposals += len(proposals)
         if mode.destination != INSTANCE and mode.world not in loads:
             loads[mode.world] = await self.store.zone_loads(mode.world)
-        prepared = await self._prepare(
-            mode,
-            proposals=proposals,
-            sessions={t.players[0]: t.owner_session for t in tickets if t.owner_session},
-            backfills=backfills,
-            loads=loads,
-            now=now,
-            result=result,
-        )
+        parents = {t.id: t.traceparent for t in tickets if t.traceparent}
+        began = time.time_ns()
+        with _preparing(mode, proposals, parents) as batch:
+            prepared = await self._prepare(
+                mode,
+                proposals=proposals,
+                sessions={t.players[0]: t.owner_session for t in tickets if t.owner_session},
+                backfills=backfills,
+                loads=loads,
+                now=now,
+                result=result,
+            )
         outcomes = await self.store.claim(mode.name, [c for _, c in prepared], now)
+        _trace_claims(
+            mode,
+            prepared,
+            outcomes=outcomes,
+            parents=parents,
+            began_ns=began,
+            batch=batch.get_span_context(),
+        )
         booked: dict[str, int] = {}
         for (_, c), conflict in zip(prepared, outcomes, strict=True):
             if conflict is None and c.booking is not None:
@@ -371,6 +387,58 @@ class Director:
             instance=instance,
             booking=booking,
         )
+
+
+def _preparing(
+    mode: Mode, proposals: Sequence[Proposal], parents: Mapping[str, str]
+) -> AbstractContextManager[Span]:
+    """The span ``matchmaking.prepare`` of a tick's proposals that hold a traced
+    ticket (destinations and connect tokens; auth's span is its child), a new trace
+    that each ticket's ``matchmaking.assign`` links to."""
+    if not any(t in parents for p in proposals for t in p.ticket_ids):
+        return nullcontext(INVALID_SPAN)
+    return tracing.tracer.start_as_current_span(
+        "matchmaking.prepare",
+        context=Context(),
+        attributes={"tessera.mode": mode.name, "tessera.proposals": len(proposals)},
+    )
+
+
+def _trace_claims(
+    mode: Mode,
+    prepared: Sequence[tuple[Proposal, Claim]],
+    *,
+    outcomes: Sequence[str | None],
+    parents: Mapping[str, str],
+    began_ns: int,
+    batch: SpanContext,
+) -> None:
+    """One span ``matchmaking.assign`` per traced ticket of a claimed proposal, in
+    the ticket's trace: from the tick's start to its claim, with the result."""
+    links = [Link(batch)] if batch.is_valid else []
+    for (proposal, claim), conflict in zip(prepared, outcomes, strict=True):
+        outcome = "assigned" if conflict is None else "conflict"
+        if conflict is not None and conflict.startswith("zone:"):
+            outcome = "zone_full"
+        booked = claim.booking or claim.instance
+        zone = booked.zone if booked else ""
+        for ticket_id in proposal.ticket_ids:
+            if ticket_id not in parents:
+                continue
+            span = tracing.tracer.start_span(
+                "matchmaking.assign",
+                context=tracing.extract({"traceparent": parents[ticket_id]}),
+                links=links,
+                start_time=began_ns,
+                attributes={
+                    "tessera.mode": mode.name,
+                    "tessera.ticket_id": ticket_id,
+                    "tessera.match_id": claim.match_id,
+                    "tessera.result": outcome,
+                    "tessera.zone": zone,
+                },
+            )
+            span.end()
 
 
 def _booking(

@@ -35,6 +35,7 @@ class Candidate:
     strings: Mapping[str, str]
     created_at_ms: float
     owner_session: str = ""  # the creator's session id, for its connect token
+    traceparent: str = ""  # W3C trace context of the ticket's creation ('' = not traced)
     numbers: Mapping[str, float] = field(default_factory=dict)  # number attributes
 
     @property

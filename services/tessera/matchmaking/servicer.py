@@ -21,6 +21,7 @@ from typing import Any, NoReturn, Protocol
 import grpc
 from redis.exceptions import RedisError
 
+from tessera.common import tracing
 from tessera.common.errors import abort
 from tessera.matchmaking import metrics
 from tessera.matchmaking.director import wall_ms
@@ -151,15 +152,27 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
         self.clock = clock
 
     async def CreateTicket(self, request: pb.CreateTicketRequest, context: Context) -> pb.Ticket:
+        """Queue a ticket; the span ``matchmaking.ticket`` starts its trace (in the
+        caller's, if its metadata carries one), which the matching loop continues."""
         caller = self.caller()
         now = self.clock()
-        ticket = self._admit(request, caller.sub, now)
-        if isinstance(ticket, Refusal):
-            await ticket.abort(context)
-        try:
-            created = await self.store.create(ticket, now, caller.sid)
-        except PlayerBusy as err:
-            await Refusal.busy(err).abort(context)
+        with tracing.serving(
+            "matchmaking.ticket",
+            context.invocation_metadata(),
+            {"tessera.mode": request.mode, "tessera.player_id": caller.sub},
+        ) as span:
+            ticket = self._admit(request, caller.sub, now)
+            if isinstance(ticket, Refusal):
+                await ticket.abort(context)
+            carrier: dict[str, str] = {}
+            tracing.inject(carrier)
+            try:
+                created = await self.store.create(
+                    ticket, now, caller.sid, carrier.get("traceparent", "")
+                )
+            except PlayerBusy as err:
+                await Refusal.busy(err).abort(context)
+            span.set_attribute("tessera.ticket_id", created.id)
         metrics.TICKETS.labels(created.mode, "created").inc()
         return created
 

@@ -65,7 +65,7 @@ EXPIRED = pb.TICKET_STATE_EXPIRED
 _DEFAULT_MU = repr(rating.DEFAULT[0])
 
 # KEYS: ticket, pool, ratings, player keys...; ARGV: id, blob, players, expires, now,
-# retention, prefix, default mu, owner's session id.
+# retention, prefix, default mu, owner's session id, traceparent of its creation.
 # Returns {0} or {index of the busy player, its ticket id}.
 CREATE = """
 local now = tonumber(ARGV[5])
@@ -85,7 +85,7 @@ end
 local expires = tonumber(ARGV[4])
 local retention = tonumber(ARGV[6])
 redis.call('HSET', KEYS[1], 't', ARGV[2], 'p', ARGV[3], 'r', table.concat(mus, ','),
-           's', 1, 'e', ARGV[4], 'o', ARGV[9])
+           's', 1, 'e', ARGV[4], 'o', ARGV[9], 'tp', ARGV[10])
 redis.call('PEXPIREAT', KEYS[1], expires + retention)
 redis.call('ZADD', KEYS[2], expires, ARGV[1])
 for i = 4, #KEYS do
@@ -263,7 +263,7 @@ return results
 READ = """
 local out = {}
 for i = 2, #ARGV do
-  out[i - 1] = redis.call('HMGET', ARGV[1] .. 'ticket:' .. ARGV[i], 't', 'r', 's', 'o')
+  out[i - 1] = redis.call('HMGET', ARGV[1] .. 'ticket:' .. ARGV[i], 't', 'r', 's', 'o', 'tp')
 end
 return out
 """
@@ -385,15 +385,17 @@ class Store:
         """Stop counting this replica (its share passes to the others at once)."""
         await self.redis.zrem(self.replicas_key, replica_id)
 
-    async def create(self, ticket: pb.Ticket, now_ms: float, session_id: str = "") -> pb.Ticket:
-        """Store a new searching ticket created in the owner's session ``session_id``;
-        raise PlayerBusy if a player has one already.
+    async def create(
+        self, ticket: pb.Ticket, now_ms: float, session_id: str = "", traceparent: str = ""
+    ) -> pb.Ticket:
+        """Store a new searching ticket created in the owner's session ``session_id``
+        (and the trace of its creation); raise PlayerBusy if a player has one already.
 
         One EVALSHA round trip (a pipeline would add a SCRIPT EXISTS round trip per
         call); ``ticket`` itself becomes the stored ticket and is returned.
         """
         expires = int(now_ms) + self.ttl_ms
-        keys, args = self._create_call(ticket, expires, now_ms, session_id)
+        keys, args = self._create_call(ticket, expires, now_ms, session_id, traceparent)
         result = await self._create(keys=keys, args=args)
         return _created(ticket, result, expires)
 
@@ -406,7 +408,7 @@ class Store:
         async with self.redis.pipeline(transaction=False) as pipe:
             for i, ticket in enumerate(tickets):
                 session = sessions[i] if i < len(sessions) else ""
-                keys, args = self._create_call(ticket, expires, now_ms, session)
+                keys, args = self._create_call(ticket, expires, now_ms, session, "")
                 await self._create(keys=keys, args=args, client=pipe)
             results = await pipe.execute()
         out: list[pb.Ticket | PlayerBusy] = []
@@ -420,7 +422,7 @@ class Store:
         return out
 
     def _create_call(
-        self, ticket: pb.Ticket, expires: int, now_ms: float, session_id: str
+        self, ticket: pb.Ticket, expires: int, now_ms: float, session_id: str, traceparent: str
     ) -> tuple[list[str], list[Any]]:
         """Keys and arguments of the :data:`CREATE` script for one ticket."""
         players = [p.player_id for p in ticket.players]
@@ -440,6 +442,7 @@ class Store:
             PREFIX,
             _DEFAULT_MU,
             session_id,
+            traceparent,
         ]
         return keys, args
 
@@ -501,12 +504,14 @@ class Store:
         for start in range(0, len(fresh), 5000):
             chunk = fresh[start : start + 5000]
             rows = await self._read(args=[PREFIX, *chunk])
-            for ticket_id, (blob, mus, state, session) in zip(chunk, rows, strict=True):
+            for ticket_id, (blob, mus, state, session, tp) in zip(chunk, rows, strict=True):
                 if blob is None or state is None or int(state) != SEARCHING:
                     continue
                 ticket = pb.Ticket.FromString(blob)
                 ratings = tuple(float(m) for m in mus.split(b","))
-                known[ticket_id] = candidate(ticket, ratings, _text(session or b""))
+                known[ticket_id] = candidate(
+                    ticket, ratings, _text(session or b""), _text(tp or b"")
+                )
         alive = set(ids)
         for ticket_id in [i for i in known if i not in alive]:
             del known[ticket_id]

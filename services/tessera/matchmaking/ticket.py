@@ -157,7 +157,9 @@ def _check_attributes(request: pb.CreateTicketRequest) -> None:
             )
 
 
-def candidate(ticket: pb.Ticket, ratings: tuple[float, ...], owner_session: str = "") -> Candidate:
+def candidate(
+    ticket: pb.Ticket, ratings: tuple[float, ...], owner_session: str = "", traceparent: str = ""
+) -> Candidate:
     """The matcher's view of a stored ticket with its players' ratings."""
     return Candidate(
         id=ticket.id,
@@ -171,5 +173,6 @@ def candidate(ticket: pb.Ticket, ratings: tuple[float, ...], owner_session: str 
         strings=dict(ticket.string_attributes),
         created_at_ms=ticket.created_at_ms,
         owner_session=owner_session,
+        traceparent=traceparent,
         numbers=dict(ticket.number_attributes),
     )

@@ -6,7 +6,7 @@ A token is opened by its opener (e.g.
 reason in lower case: ``expired``, ``bad_signature``, ``wrong_relay``,
 ``malformed``), must be for this relay's world and not of a revoked login session,
 and is spent world-wide in Redis, so it opens one session on one relay; a resume
-credential likewise.
+credential likewise. Each handshake is the root of a trace (:func:`admitting`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Protocol
 
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind
 from redis.exceptions import RedisError
 
+from tessera.common import tracing
 from tessera.relay import resume
 from tessera.relay.errors import Rejected
 from tessera.relay.store import RelayStore
@@ -63,6 +67,17 @@ def rejecting(open_token: Callable[[bytes, float], ConnectGrant]) -> TokenOpener
             raise Rejected(err.reason.lower(), err.message) from None
 
     return opener
+
+
+def admitting(transport: str, *, resuming: bool = False) -> AbstractContextManager[Span]:
+    """The span ``relay.admit`` of one handshake, a new trace: the token's checks,
+    the placement and the zone's Join (whose span is its child)."""
+    return tracing.tracer.start_as_current_span(
+        "relay.admit",
+        context=Context(),
+        kind=SpanKind.SERVER,
+        attributes={"tessera.transport": transport, "tessera.resume": resuming},
+    )
 
 
 class Admission:

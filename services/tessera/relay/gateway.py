@@ -15,12 +15,14 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.trace import get_current_span
 from redis.exceptions import RedisError
 
+from tessera.common import tracing
 from tessera.relay import resume
 from tessera.relay.admission import Admission, Grant, TokenOpener
 from tessera.relay.errors import Rejected
@@ -165,6 +167,13 @@ class Gateway:
         )
         log.info(
             "session opened", extra={"player": player, "transport": transport, "zone": link.zone}
+        )
+        get_current_span().set_attributes(
+            {
+                "tessera.player_id": player,
+                "tessera.zone": link.zone,
+                "tessera.epoch": response.epoch,
+            }
         )
         return session, accepted
 
@@ -368,7 +377,27 @@ class Gateway:
             session.send(relay_pb2.ServerMessage(event=event).SerializeToString())
 
     def on_handover(self, link: ZoneLink, handover: zone_pb2.Handover) -> None:
-        self.reroute(handover.player_id, Route(handover.to.zone, handover.epoch))
+        route = Route(handover.to.zone, handover.epoch)
+        self._follow(handover.player_id, route, handover.trace_context, "handover")
+
+    def _follow(
+        self, player: str, route: Route, trace_context: Mapping[str, str], via: str
+    ) -> None:
+        """Re-route after a handoff. A traced one gets a span ``relay.reroute`` in its
+        trace for each of its two notices (the Handover on the link and
+        ``routes:changed``): ``tessera.moved`` is true on the one that moved the
+        session."""
+        with tracing.continuing(
+            "relay.reroute",
+            trace_context,
+            {
+                "tessera.player_id": player,
+                "tessera.zone": route.zone,
+                "tessera.epoch": route.epoch,
+                "tessera.via": via,
+            },
+        ) as span:
+            span.set_attribute("tessera.moved", self.reroute(player, route))
 
     async def on_link_up(self, link: ZoneLink, reconnect: bool) -> None:
         """After a reconnect, placement joins the link's players again; one the zone
@@ -411,14 +440,15 @@ class Gateway:
 
     # -- following routes ------------------------------------------------
 
-    def on_route_change(self, player: str, route: Route | None) -> None:
+    def on_route_change(self, player: str, route: Route | None, traceparent: str = "") -> None:
         """A routes_changed notification (most players are not ours). A removal that
         this relay did not cause means another connection (e.g. a transfer made by
         another relay) took the player out of its zone: the session here is stale
         and ends with ``REPLACED``. No Leave: the player already left."""
         if route is not None:
             if player in self.sessions.by_player:
-                self.reroute(player, route)
+                carrier = {"traceparent": traceparent} if traceparent else {}
+                self._follow(player, route, carrier, "routes_changed")
             return
         if self.placement.own_removal(player, time.monotonic()):
             return
@@ -426,15 +456,16 @@ class Gateway:
         if session is not None:
             self._end(session, "REPLACED", "the player moved to another connection", leave=False)
 
-    def reroute(self, player: str, route: Route) -> None:
+    def reroute(self, player: str, route: Route) -> bool:
         """Move ``player`` to the zone its route names, seamlessly: detach from the
-        old link, attach to the new one and replay the last inputs there."""
+        old link, attach to the new one and replay the last inputs there; False if
+        there was nothing to move."""
         session = self.sessions.by_player.get(player)
         if session is None or not self.routes.update(player, route):
-            return
+            return False
         if route.epoch < session.epoch or route.zone == session.zone:
             session.epoch = max(session.epoch, route.epoch)
-            return
+            return False
         old = self.links.get(session.zone)
         if old is not None:
             old.detach(player)
@@ -452,6 +483,7 @@ class Gateway:
             )
         self.counters.reroutes += 1
         log.info("rerouted", extra={"player": player, "zone": route.zone, "epoch": route.epoch})
+        return True
 
     async def _recheck_route(self, player: str) -> None:
         route = await self.store.route(player)

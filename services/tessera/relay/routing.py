@@ -29,16 +29,20 @@ def parse_route(value: bytes | str) -> Route:
     return Route(zone, int(epoch))
 
 
-def parse_route_change(message: bytes | str) -> tuple[str, Route | None]:
-    """Parse a routes_changed notification "<player>|<zone>|<epoch>"; the route is
-    None for a removal ("<player>||0", published when a player leaves)."""
+def parse_route_change(message: bytes | str) -> tuple[str, Route | None, str]:
+    """Parse a routes_changed notification "<player>|<zone>|<epoch>", with
+    "|<traceparent>" after a traced handoff: (player, route, traceparent or ''). The
+    route is None for a removal ("<player>||0", published when a player leaves)."""
     text = message.decode() if isinstance(message, bytes) else message
     player, sep, rest = text.partition("|")
     if not sep or not player:
         raise ValueError(f"malformed route change {text!r}")
     if rest.startswith("|"):
-        return player, None
-    return player, parse_route(rest)
+        return player, None, ""
+    zone_epoch, traceparent = rest, ""
+    if rest.count("|") == 2:
+        zone_epoch, _, traceparent = rest.rpartition("|")
+    return player, parse_route(zone_epoch), traceparent
 
 
 class OwnLeaves:

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 
 from tessera.common.errors import abort
+from tessera.relay.admission import admitting
 from tessera.relay.errors import Rejected
 from tessera.relay.gateway import Gateway
 from tessera.relay.metrics import Counters
@@ -54,17 +55,6 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
                 field="connect",
             )
         counters = self.counters
-        try:
-            grant = await self.gateway.admission.admit(first.connect.connect_token, time.time())
-        except Rejected as err:
-            counters.handshakes[err.reason] += 1
-            await abort(
-                context,
-                grpc.StatusCode.UNAUTHENTICATED,
-                str(err),
-                reason=err.reason.upper(),
-                field="connect.connect_token",
-            )
         outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
 
         def send(payload: bytes) -> None:
@@ -74,20 +64,35 @@ class RelayServicer(relay_pb2_grpc.RelayServicer):
         def prepare(session: Session) -> None:
             session.on_close = lambda _reason: outbox.put_nowait(None)
 
-        try:
-            session, accepted = await self.gateway.open_session(
-                grant, transport="grpc", send=send, prepare=prepare
-            )
-        except Rejected as err:
-            await self.gateway.admission.release(grant)
-            counters.handshakes[err.reason] += 1
-            await abort(
-                context,
-                grpc.StatusCode.UNAVAILABLE,
-                str(err),
-                reason=err.reason.upper(),
-                retry_after_s=1.0,
-            )
+        with admitting("grpc") as span:
+            try:
+                grant = await self.gateway.admission.admit(first.connect.connect_token, time.time())
+            except Rejected as err:
+                counters.handshakes[err.reason] += 1
+                span.set_attribute("tessera.result", err.reason)
+                await abort(
+                    context,
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    str(err),
+                    reason=err.reason.upper(),
+                    field="connect.connect_token",
+                )
+            try:
+                session, accepted = await self.gateway.open_session(
+                    grant, transport="grpc", send=send, prepare=prepare
+                )
+            except Rejected as err:
+                await self.gateway.admission.release(grant)
+                counters.handshakes[err.reason] += 1
+                span.set_attribute("tessera.result", err.reason)
+                await abort(
+                    context,
+                    grpc.StatusCode.UNAVAILABLE,
+                    str(err),
+                    reason=err.reason.upper(),
+                    retry_after_s=1.0,
+                )
+            span.set_attribute("tessera.result", "accepted")
         counters.handshakes["accepted"] += 1
         reader = asyncio.create_task(self._read(session, request_iterator))
         try:

@@ -206,10 +206,13 @@ class RelayStore:
         return None
 
     async def watch_routes(
-        self, on_change: Callable[[str, Route | None], None], ready: asyncio.Event | None = None
+        self,
+        on_change: Callable[[str, Route | None, str], None],
+        ready: asyncio.Event | None = None,
     ) -> None:
-        """Call ``on_change`` for every routes_changed notification (route None for a
-        removal), forever, resubscribing after Redis errors."""
+        """Call ``on_change(player, route, traceparent)`` for every routes_changed
+        notification (route None for a removal, traceparent '' when the change is
+        not traced), forever, resubscribing after Redis errors."""
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
@@ -221,11 +224,11 @@ class RelayStore:
                     if message is None or message.get("type") != "message":
                         continue
                     try:
-                        player, route = parse_route_change(message["data"])
+                        player, route, traceparent = parse_route_change(message["data"])
                     except ValueError:
                         log.warning("bad route change", extra={"data": repr(message["data"])})
                         continue
-                    on_change(player, route)
+                    on_change(player, route, traceparent)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -21,7 +21,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from tessera.relay.admission import Grant
+from tessera.relay.admission import Grant, admitting
 from tessera.relay.errors import Rejected
 from tessera.relay.gateway import Gateway
 from tessera.relay.limiter import ConnectionLimits, SourceLimits, TokenBucket
@@ -219,18 +219,20 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     async def _admit(self, token: bytes, addr: Address, resuming: bool) -> None:
         results = self.counters.resumes if resuming else self.counters.handshakes
-        try:
-            if resuming:
-                grant: Grant = await self.gateway.admission.admit_resume(token, time.time())
-            else:
-                grant = await self.gateway.admission.admit(token, time.time())
-        except Rejected as err:
-            self._forget(addr, token)
-            results[err.reason] += 1
-            self.counters.drops["resume_rejected" if resuming else "handshake_rejected"] += 1
-            self._note_rejection(err.reason, addr)
-            return
-        await self._open(grant, addr, token, results)
+        with admitting("udp", resuming=resuming) as span:
+            try:
+                if resuming:
+                    grant: Grant = await self.gateway.admission.admit_resume(token, time.time())
+                else:
+                    grant = await self.gateway.admission.admit(token, time.time())
+            except Rejected as err:
+                self._forget(addr, token)
+                results[err.reason] += 1
+                self.counters.drops["resume_rejected" if resuming else "handshake_rejected"] += 1
+                self._note_rejection(err.reason, addr)
+                span.set_attribute("tessera.result", err.reason)
+                return
+            span.set_attribute("tessera.result", await self._open(grant, addr, token, results))
 
     def _note_rejection(self, reason: str, addr: Address) -> None:
         """Count a rejected handshake for the summary log line: one line per
@@ -254,7 +256,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.rejected_sources.clear()
         self.rejections_logged_at = now
 
-    async def _open(self, grant: Grant, addr: Address, token: bytes, results: Counter[str]) -> None:
+    async def _open(self, grant: Grant, addr: Address, token: bytes, results: Counter[str]) -> str:
+        """Open the session of an admitted grant; the result counted (``accepted``
+        or why not)."""
+
         def prepare(session: Session) -> None:
             session.channel = Channel(grant.server_to_client_key, grant.client_to_server_key)
             session.limits = ConnectionLimits(
@@ -282,11 +287,12 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                 "session refused",
                 extra={"player": grant.player_id, "reason": reason, "detail": str(err)},
             )
-            return
+            return reason
         session.accepted = relay_pb2.ServerMessage(accepted=accepted).SerializeToString()
         results["accepted"] += 1
         session.send(session.accepted)
         self.gateway.issue_resume(session)
+        return "accepted"
 
     def _refuse(self, grant: Grant, addr: Address, reason: str, detail: str) -> None:
         """Tell a client with a genuine token why no session opened (sealed, so only

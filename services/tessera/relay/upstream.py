@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from tessera.common import tracing
 from tessera.relay.metrics import UP_LATENCY, observe_sampled
 from tessera.v1 import relay_pb2, zone_pb2, zone_pb2_grpc
 
@@ -145,8 +146,11 @@ class ZoneLink:
     # -- the relay's side -------------------------------------------------
 
     def start(self) -> None:
+        """Run the link (detached from the trace of the join that first needed it:
+        its later re-joins are traces of their own)."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"zonelink-{self.zone}")
+            with tracing.detached():
+                self._task = asyncio.create_task(self._run(), name=f"zonelink-{self.zone}")
 
     async def close(self) -> None:
         self._closed = True
@@ -190,7 +194,9 @@ class ZoneLink:
         so a crowd connecting at once queues here instead of timing out at the zone)."""
         stub = await self._ready_stub()
         async with self._joins:
-            response: zone_pb2.JoinResponse = await stub.Join(request, timeout=self.rpc_timeout_s)
+            response: zone_pb2.JoinResponse = await stub.Join(
+                request, timeout=self.rpc_timeout_s, metadata=tracing.metadata()
+            )
         return response
 
     async def ready(self) -> None:

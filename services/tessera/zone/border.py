@@ -8,17 +8,25 @@ timeouts, the drain deadline) and :meth:`Border.take` then :meth:`Border.reply`
 of and into the simulation itself, when their handoff commits, and returns what
 only the servicer can act on: a :class:`Release` for each player now owned
 elsewhere (its relay must follow), a :class:`Receipt` for each player that
-arrived. Protocol and failure cases: docs/HANDOFF.md.
+arrived. Each outgoing handoff is one trace (docs/OPERATIONS.md, "Tracing"):
+the span ``handoff`` here from PREPARE to COMMIT, its context carried in the
+PREPARE, the COMMIT and the relay's Handover. Protocol and failure cases:
+docs/HANDOFF.md.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import MutableMapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import numpy as np
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, get_current_span
 
+from tessera.common import tracing
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.geometry import Rect
 from tessera.zone import messages, metrics, topology
@@ -43,6 +51,7 @@ class Release:
     player_id: str
     target: str
     epoch: int
+    trace_context: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,7 @@ class Border:
         self.neighbours = neighbours
         self.ref = common_pb2.ZoneRef(world=cfg.world, zone=cfg.zone)
         self.flight = Handoffs(timeout_s=cfg.handoff_timeout_s)
+        self.spans: dict[int, Span] = {}  # entity id -> span of its outgoing handoff
         self.strict = False  # after SetBounds: hand off everything outside, no hysteresis
         self.drain_target = ""
         self.drain_deadline = 0.0
@@ -161,6 +171,7 @@ class Border:
         outbox: Outbox = []
         for out in self.flight.timed_out(now):
             metrics.HANDOFFS.labels("timeout").inc()
+            self._end_span(out.entity_id, "timeout")
             outbox.append((out.target, self._abort_msg(out, "timeout")))
         forced = bool(
             self.territory.state == State.ZONE_STATE_DRAINING
@@ -185,6 +196,7 @@ class Border:
             for _target, msg in outbox:
                 if msg.HasField("prepare"):
                     self.flight.finish(msg.prepare.entity.entity_id, now, aborted=True)
+                    self._end_span(msg.prepare.entity.entity_id, "error")
                     metrics.HANDOFFS.labels("error").inc()
         released = await self.commit(late, result="forced")
         metrics.HANDOFFS_PENDING.set(len(self.flight.outgoing))
@@ -198,7 +210,28 @@ class Border:
             return None
         if ignore_rest:
             self.flight.resting.pop(eid, None)
-        return self.flight.begin(eid, extra.player_id, target, extra.epoch + 1, now)
+        out = self.flight.begin(eid, extra.player_id, target, extra.epoch + 1, now)
+        if out is not None:
+            self.spans[eid] = tracing.tracer.start_span(
+                "handoff",
+                context=Context(),
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    "tessera.world": self.cfg.world,
+                    "tessera.zone": self.cfg.zone,
+                    "tessera.handoff.target": target,
+                    "tessera.entity_id": eid,
+                    "tessera.player_id": extra.player_id,
+                    "tessera.handoff.epoch": out.epoch,
+                },
+            )
+        return out
+
+    def _end_span(self, eid: int, result: str) -> None:
+        span = self.spans.pop(eid, None)
+        if span is not None:
+            span.set_attribute("tessera.handoff.result", result)
+            span.end()
 
     def _prepare_msg(self, out: Outgoing) -> zone_pb2.InboxMessage:
         prep = zone_pb2.HandoffPrepare(
@@ -208,7 +241,14 @@ class Border:
             sent_at_ms=time.time() * 1000,
         )
         getattr(prep, "from").CopyFrom(self.ref)
-        return zone_pb2.InboxMessage(prepare=prep)
+        msg = zone_pb2.InboxMessage(prepare=prep)
+        self._inject(msg.trace_context, out.entity_id)
+        return msg
+
+    def _inject(self, carrier: MutableMapping[str, str], eid: int) -> None:
+        span = self.spans.get(eid)
+        if span is not None:
+            tracing.inject(carrier, span)
 
     def _abort_msg(self, out: Outgoing, reason: str) -> zone_pb2.InboxMessage:
         msg = zone_pb2.HandoffAbort(entity_id=out.entity_id, epoch=out.epoch, reason=reason)
@@ -229,20 +269,16 @@ class Border:
             extra = e.extra.get(eid)
             if extra is None or eid not in e.index or self.neighbours.is_ghost(eid):
                 self.flight.finish(eid, now)
+                self._end_span(eid, "vanished")
                 metrics.HANDOFFS.labels("vanished").inc()
                 continue
             state = self._export(eid, zone=out.target, epoch=out.epoch)
             msg = zone_pb2.HandoffCommit(entity_id=eid, epoch=out.epoch, entity=state)
             getattr(msg, "from").CopyFrom(self.ref)
             expected = f"{self.cfg.zone}|{extra.epoch}" if extra.player_id else ""
-            commit = Commit(
-                out.target,
-                extra.player_id,
-                expected,
-                out.epoch,
-                state,
-                zone_pb2.InboxMessage(commit=msg),
-            )
+            inbox_msg = zone_pb2.InboxMessage(commit=msg)
+            self._inject(inbox_msg.trace_context, eid)
+            commit = Commit(out.target, extra.player_id, expected, out.epoch, state, inbox_msg)
             todo.append((out, commit))
         try:
             results = await self.store.commit_handoffs([c for _o, c in todo])
@@ -258,10 +294,12 @@ class Border:
                 metrics.HANDOFFS.labels("cas_failed").inc()
                 aborts.append((out.target, self._abort_msg(out, "route-changed")))
                 self.flight.finish(eid, now, aborted=True)
+                self._end_span(eid, "cas_failed")
                 continue
             self.flight.finish(eid, now)
             if eid in e.index:
                 released += self._let_go(eid, out)
+            self._end_span(eid, result)
             metrics.HANDOFF_DURATION.observe(now - out.sent_at)
             metrics.HANDOFFS.labels(result).inc()
         await self.store.send_many(aborts)
@@ -275,7 +313,9 @@ class Border:
             self.sim.remove_entity(eid)
             return []
         self.sim.remove_player(player)
-        return [Release(player, out.target, out.epoch)]
+        release = Release(player, out.target, out.epoch)
+        self._inject(release.trace_context, eid)
+        return [release]
 
     # --- inbox ------------------------------------------------------------
 
@@ -287,19 +327,24 @@ class Border:
         for msg in msgs:
             which = msg.WhichOneof("msg")
             if which == "prepare":
-                answer = self._on_prepare(msg.prepare, now)
+                with self._received("handoff.prepare", msg, msg.prepare.entity.entity_id):
+                    answer = self._on_prepare(msg.prepare, now)
                 inbox.answers.append((messages.source(msg.prepare), answer))
             elif which == "ack":
                 out = self.flight.on_ack(messages.ack(msg.ack))
                 if out is None:
                     metrics.INBOX.labels("stale_ack").inc()
                 elif msg.ack.accepted:
+                    if out.entity_id in self.spans:
+                        self.spans[out.entity_id].add_event("ack")
                     inbox.acked.append(out)
                 else:
                     metrics.HANDOFFS.labels("refused").inc()
                     self.flight.finish(out.entity_id, now, aborted=True)
+                    self._end_span(out.entity_id, "refused")
             elif which == "commit":
-                inbox.receipts += self._on_commit(msg.commit)
+                with self._received("handoff.adopt", msg, msg.commit.entity_id):
+                    inbox.receipts += self._on_commit(msg.commit)
             elif which == "abort":
                 self.flight.drop(msg.abort.entity_id, msg.abort.epoch)
             elif which == "hit":
@@ -309,6 +354,15 @@ class Border:
                 continue
             metrics.INBOX.labels(str(which)).inc()
         return inbox
+
+    def _received(
+        self, name: str, msg: zone_pb2.InboxMessage, eid: int
+    ) -> AbstractContextManager[Span]:
+        """The current span while handling another zone's traced handoff message
+        (none for an untraced one)."""
+        return tracing.continuing(
+            name, msg.trace_context, {"tessera.zone": self.cfg.zone, "tessera.entity_id": eid}
+        )
 
     async def reply(self, inbox: Inbox) -> list[Release]:
         """Send a taken batch's answers and commit its accepted handoffs (one round
@@ -330,6 +384,9 @@ class Border:
             reason = "invalid"
         if not reason:
             self.flight.offer(messages.prepare(prep), now)
+        get_current_span().set_attributes(
+            {"tessera.handoff.accepted": not reason, "tessera.handoff.reason": reason}
+        )
         ack = zone_pb2.HandoffAck(
             entity_id=ent.entity_id, epoch=prep.epoch, accepted=not reason, reason=reason
         )
@@ -344,13 +401,19 @@ class Border:
         e = self.sim.ents
         if self.neighbours.is_ghost(commit.entity_id):  # shown here as a ghost: now it is ours
             self.neighbours.drop(commit.entity_id)
-        if state is None or commit.entity_id in e.index:
+        span = get_current_span()
+        if (
+            state is None
+            or commit.entity_id in e.index
+            or (state.player_id and state.player_id in e.players)
+        ):
             metrics.INBOX.labels("stale_commit").inc()
-            return []
-        if state.player_id and state.player_id in e.players:
-            metrics.INBOX.labels("stale_commit").inc()
+            span.set_attribute("tessera.handoff.result", "stale")
             return []
         self.sim.adopt(state, epoch=commit.epoch, now=time.monotonic())
+        span.set_attributes(
+            {"tessera.handoff.result": "adopted", "tessera.player_id": state.player_id}
+        )
         metrics.HANDOFFS_RECEIVED.inc()
         return [Receipt(state.player_id)] if state.player_id else []
 

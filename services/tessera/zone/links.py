@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -176,14 +176,18 @@ class Links:
         link.players.discard(player)
         return link
 
-    def handover(self, player: str, target: str, epoch: int) -> None:
-        """A player now owned by ``target``: tell the relay that served it."""
+    def handover(
+        self, player: str, target: str, epoch: int, trace_context: Mapping[str, str] | None = None
+    ) -> None:
+        """A player now owned by ``target``: tell the relay that served it (with the
+        handoff's trace context)."""
         link = self.forget(player)
         if link is not None:
             handover = zone_pb2.Handover(
                 player_id=player,
                 to=common_pb2.ZoneRef(world=self.world, zone=target),
                 epoch=epoch,
+                trace_context=trace_context or {},
             )
             self._send(link, zone_pb2.ZoneLinkDown(handover=handover), "handover")
 

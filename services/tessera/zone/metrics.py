@@ -35,8 +35,16 @@ INPUTS = Counter("tessera_zone_inputs_total", "Inputs accepted")
 INPUTS_REJECTED = Counter("tessera_zone_inputs_rejected_total", "Inputs dropped", ["reason"])
 for _reason in REASONS:  # every reason is exported from the start, at 0
     INPUTS_REJECTED.labels(_reason)
-SPEED_CLAMPED = Counter("tessera_zone_speed_clamped_total", "Move intents clamped to max speed")
-TELEPORTS = Counter("tessera_zone_teleports_rejected_total", "Position jumps clamped")
+VIOLATIONS = Counter(
+    "tessera_zone_violations_total",
+    "Cheat-report tallies by reason, summed over players: speed_clamp (move intent "
+    "scaled down to max speed), teleport (position step cut to max speed)",
+    ["reason"],
+)
+# Simulation count -> reason; the per-player tallies are Extra.speed_clamps, .teleports.
+VIOLATION_REASONS = {"speed_clamped": "speed_clamp", "teleport_rejected": "teleport"}
+for _reason in VIOLATION_REASONS.values():
+    VIOLATIONS.labels(_reason)
 HITS = Counter("tessera_zone_hits_total", "Validated combat hits")
 DEATHS = Counter("tessera_zone_deaths_total", "Entities killed")
 CHECKPOINT = Histogram(
@@ -98,8 +106,6 @@ LINK_DROPS = Counter(
 LINK_ERRORS = Counter("tessera_zone_link_errors_total", "Bad link messages", ["reason"])
 
 _COUNTS = {
-    "speed_clamped": SPEED_CLAMPED,
-    "teleport_rejected": TELEPORTS,
     "hits": HITS,
     "deaths": DEATHS,
 }
@@ -123,5 +129,7 @@ def observe(frame: Frame, counts: dict[str, int], *, players: int, entities: int
             INPUTS_REJECTED.labels(key[5:]).inc(value)
         elif key == "accepted":
             INPUTS.inc(value)
+        elif key in VIOLATION_REASONS:
+            VIOLATIONS.labels(VIOLATION_REASONS[key]).inc(value)
         elif key in _COUNTS:
             _COUNTS[key].inc(value)

@@ -23,6 +23,7 @@ import grpc
 import numpy as np
 from redis.exceptions import RedisError
 
+from tessera.common import tracing
 from tessera.common.errors import abort
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.bounds import from_bounds, to_bounds
@@ -183,7 +184,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     def _release(self, releases: list[Release]) -> None:
         """Players now owned by another zone: their relays follow them there."""
         for r in releases:
-            self.links.handover(r.player_id, r.target, r.epoch)
+            self.links.handover(r.player_id, r.target, r.epoch, r.trace_context)
 
     async def _refresh_map(self) -> None:
         if await self.border.refresh_map():
@@ -298,6 +299,20 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     # --- unary RPCs ----------------------------------------------------------------
 
     async def Join(self, request: zone_pb2.JoinRequest, context: Context) -> zone_pb2.JoinResponse:
+        """Place a player here (its checkpoint, or a new entity); a span ``zone.join``
+        in the caller's trace."""
+        with tracing.serving(
+            "zone.join",
+            context.invocation_metadata(),
+            {"tessera.zone": self.cfg.zone, "tessera.player_id": request.player_id},
+        ) as span:
+            response = await self._join(request, context)
+            span.set_attributes(
+                {"tessera.entity_id": response.entity_id, "tessera.restored": response.restored}
+            )
+            return response
+
+    async def _join(self, request: zone_pb2.JoinRequest, context: Context) -> zone_pb2.JoinResponse:
         player = request.player_id
         if not 0 < len(player) <= MAX_PLAYER_ID or "|" in player or not player.isprintable():
             await abort(

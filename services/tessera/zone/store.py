@@ -3,7 +3,8 @@
 Keys (tessera.common.store.WorldKeys, docs/ARCHITECTURE.md "Redis keys"):
 registration and heartbeat (``zones`` set, ``zone:<z>:status`` with a TTL),
 routes (``routes`` hash ``player -> <zone>|<epoch>``, changes published on
-``routes:changed`` as ``<player>|<zone>|<epoch>``; a removal publishes
+``routes:changed`` as ``<player>|<zone>|<epoch>``, a traced handoff's with
+``|<traceparent>`` added; a removal publishes
 ``<player>||0``), checkpoints (``checkpoints`` hash ``player -> EntityState``)
 entity ids (``entity-ids`` counter, handed out in blocks), the zone map
 (``map``) and the handoff inbox (``zone:<z>:inbox`` stream, consumer group
@@ -52,7 +53,7 @@ if ARGV[1] ~= '' then
   if (cur or '') ~= ARGV[2] then return 0 end
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
   redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
-  redis.call('PUBLISH', KEYS[2], ARGV[1] .. '|' .. ARGV[3])
+  redis.call('PUBLISH', KEYS[2], ARGV[1] .. '|' .. ARGV[3] .. ARGV[7])
 end
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'm', ARGV[5])
 return 1
@@ -72,6 +73,11 @@ class Commit:
     epoch: int
     state: zone_pb2.EntityState
     message: zone_pb2.InboxMessage
+
+    @property
+    def traceparent(self) -> str:
+        """The handoff's W3C traceparent ('' when not traced)."""
+        return self.message.trace_context.get("traceparent", "")
 
 
 @dataclass(frozen=True)
@@ -258,6 +264,7 @@ class ZoneStore:
                         c.state.SerializeToString(),
                         c.message.SerializeToString(),
                         INBOX_MAXLEN,
+                        f"|{c.traceparent}" if c.traceparent else "",
                     ],
                     client=pipe,
                 )
