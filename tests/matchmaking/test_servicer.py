@@ -24,10 +24,12 @@ from redis.asyncio import Redis
 from tessera.authclient.bearer import bearer_metadata
 from tessera.authclient.verifier import Verifier
 from tessera.common import errors
+from tessera.common.database import Pool
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys, instances_stream
 from tessera.harness.redis import LocalRedis
 from tessera.matchmaking.modes import parse_modes
+from tessera.matchmaking.records import RatingRecords
 from tessera.matchmaking.servicer import MatchmakerServicer, Watchers
 from tessera.matchmaking.store import Claim, Instance, Store
 from tessera.v1 import auth_pb2, auth_pb2_grpc, common_pb2, zone_pb2
@@ -57,6 +59,8 @@ class Stack:
 def processes(
     redis_server: LocalRedis,
     redis: Redis,
+    database: Pool,
+    database_url: str,
     start_service: Callable[[ServiceProcess], ServiceProcess],
 ) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
     auth = ServiceProcess(
@@ -64,6 +68,7 @@ def processes(
         {
             **COMMON,
             "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_DATABASE_URL": database_url,
             "TESSERA_AUTH_GENERATE_KEYS": "true",
             "TESSERA_CONNECT_KEY": base64.b64encode(SEALING_KEY).decode(),
             "TESSERA_AUTH_SERVICE_CLIENTS": (
@@ -79,6 +84,7 @@ def processes(
         {
             **COMMON,
             "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_DATABASE_URL": database_url,
             "TESSERA_AUTH_ADDRESS": auth.grpc_address,
             "TESSERA_MM_CLIENT_SECRET": "mm-secret-0123456789",
             "TESSERA_MM_TICKET_TTL_S": "1.5",
@@ -166,7 +172,7 @@ async def watch_until_done(stack: Stack, ticket_id: str, metadata: Any) -> list[
     return seen
 
 
-async def test_duel_assignment_with_connect_tokens_and_result(stack: Stack) -> None:
+async def test_duel_assignment_with_connect_tokens_and_result(stack: Stack, database: Pool) -> None:
     alice_session = await guest_session(stack)
     alice, alice_md = alice_session.account_id, bearer_metadata(alice_session.access_token)
     bob, bob_md = await guest(stack)
@@ -226,17 +232,15 @@ async def test_duel_assignment_with_connect_tokens_and_result(stack: Stack) -> N
     first = await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)
     second = await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)
     assert (first.applied, second.applied) == (True, False)
-    ratings = Store(stack.redis)
-    (ra, rb) = await ratings.ratings("duel", [alice, bob])
-    assert ra[0] > 25.0 > rb[0]
+    ratings = await RatingRecords(database).ratings("duel", [alice, bob])
+    assert ratings[alice].rating[0] > 25.0 > ratings[bob].rating[0]
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stack.mm_stub.ReportMatchResult(result, metadata=alice_md)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     # A match played in an instance zone: its first applied result ends the instance.
     instance = Instance("arenas", "inst-arena-match", b"")
-    assert await ratings.claim("arena", [Claim("arena-match", [], instance=instance)], 0.0) == [
-        None
-    ]
+    store = Store(stack.redis, RatingRecords(database))
+    assert await store.claim("arena", [Claim("arena-match", [], instance=instance)], 0.0) == [None]
     result.match_id = "arena-match"
     assert (await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)).applied
     assert not (await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)).applied
@@ -416,6 +420,7 @@ async def bulk(
     redis_server: LocalRedis,
     redis: Redis,
     auth: ServiceProcess,
+    database_url: str,
     start_service: Callable[[ServiceProcess], ServiceProcess],
 ) -> AsyncIterator[Stack]:
     """Auth and a matchmaker (API + loop, no connect tokens, 30 s tickets), for streams."""
@@ -424,6 +429,7 @@ async def bulk(
         {
             **COMMON,
             "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_DATABASE_URL": database_url,
             "TESSERA_AUTH_ADDRESS": auth.grpc_address,
             "TESSERA_MM_CONNECT_TOKENS": "false",
             "TESSERA_MM_TICK_INTERVAL_S": "0.01",
@@ -577,12 +583,12 @@ async def test_a_cancelled_stream_leaves_only_whole_tickets(bulk: Stack) -> None
     assert bulk.mm.alive()
 
 
-async def test_a_player_twice_in_one_batch_gets_one_ticket(redis: Redis) -> None:
+async def test_a_player_twice_in_one_batch_gets_one_ticket(redis: Redis, database: Pool) -> None:
     """In the servicer itself (real Redis, no network): requests that are all available
     at once are read before the first write, so they form one batch."""
     service = Claims("backend", "sid", ("service",), 0, 0, "", "", "")
     servicer = MatchmakerServicer(
-        Store(redis),
+        Store(redis, RatingRecords(database)),
         {m.name: m for m in parse_modes(json.dumps(BULK_MODES))},
         lambda: service,
         Watchers(),

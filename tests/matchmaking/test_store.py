@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from tessera.common.database import Pool
 from tessera.common.store import WorldKeys, instances_stream
 from tessera.matchmaking.destination import ARRIVAL_GRACE_MS, ZoneLoad
+from tessera.matchmaking.records import RatingRecords
 from tessera.matchmaking.store import (
     SENT_WINDOW_MS,
     Booking,
@@ -50,8 +52,8 @@ def now() -> float:
 
 
 @pytest.fixture
-def store(redis: Redis) -> Store:
-    return Store(redis, ticket_ttl_s=10.0, retention_s=60.0)
+def store(redis: Redis, database: Pool) -> Store:
+    return Store(redis, RatingRecords(database), ticket_ttl_s=10.0, retention_s=60.0)
 
 
 async def test_create_get_and_one_active_ticket_per_player(store: Store, now: float) -> None:
@@ -157,7 +159,8 @@ async def test_concurrent_claims_never_double_assign(
         ]
 
     other = Store(
-        Redis.from_url(f"redis://127.0.0.1:{redis.connection_pool.connection_kwargs['port']}/0")
+        Redis.from_url(f"redis://127.0.0.1:{redis.connection_pool.connection_kwargs['port']}/0"),
+        store.records,
     )
     results = await asyncio.gather(
         *(s.claim("duel", claims(k), now) for s, k in ((store, 0), (other, 1), (store, 3)))
@@ -301,7 +304,7 @@ async def test_zone_room_is_checked_in_the_claim_across_replicas(
     """Two stores (as two replicas) book one zone concurrently: the claim script admits
     players only while the zone has room, counting every booking since the heartbeat."""
     port = redis.connection_pool.connection_kwargs["port"]
-    other = Store(Redis.from_url(f"redis://127.0.0.1:{port}/0"))
+    other = Store(Redis.from_url(f"redis://127.0.0.1:{port}/0"), store.records)
     tickets = [await store.create(make_ticket(f"p{i}"), now) for i in range(40)]
 
     def booked(i: int, players: int) -> Claim:
