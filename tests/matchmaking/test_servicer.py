@@ -1,6 +1,7 @@
 """End to end with real processes: auth (``python -m tessera.auth``), the matchmaker
-(``python -m tessera.matchmaking``, API + matching loop + connect tokens) and Redis;
-and CreateTickets batching in the servicer itself against Redis."""
+(``python -m tessera.matchmaking``, API + matching loop + connect tokens), Redis and
+PostgreSQL (losing Redis loses no account or rating); and CreateTickets batching in
+the servicer itself against Redis."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from tessera.harness.redis import LocalRedis
 from tessera.matchmaking.modes import parse_modes
 from tessera.matchmaking.records import RatingRecords
 from tessera.matchmaking.servicer import MatchmakerServicer, Watchers
-from tessera.matchmaking.store import Claim, Instance, Store
+from tessera.matchmaking.store import Claim, Instance, Snapshot, Store
 from tessera.v1 import auth_pb2, auth_pb2_grpc, common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
 from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
@@ -55,20 +56,16 @@ class Stack:
     redis: Redis
 
 
-@pytest.fixture
-def processes(
-    redis_server: LocalRedis,
-    redis: Redis,
-    database: Pool,
-    database_url: str,
-    start_service: Callable[[ServiceProcess], ServiceProcess],
-) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+def start_processes(
+    redis_url: str, database_url: str, start_service: Callable[[ServiceProcess], ServiceProcess]
+) -> tuple[ServiceProcess, ServiceProcess]:
+    """Auth and a matchmaker (API + loop, connect tokens) on Redis and PostgreSQL."""
+    stores = {"TESSERA_REDIS_URL": redis_url, "TESSERA_DATABASE_URL": database_url}
     auth = ServiceProcess(
         "tessera.auth",
         {
             **COMMON,
-            "TESSERA_REDIS_URL": redis_server.url,
-            "TESSERA_DATABASE_URL": database_url,
+            **stores,
             "TESSERA_AUTH_GENERATE_KEYS": "true",
             "TESSERA_CONNECT_KEY": base64.b64encode(SEALING_KEY).decode(),
             "TESSERA_AUTH_SERVICE_CLIENTS": (
@@ -83,8 +80,7 @@ def processes(
         "tessera.matchmaking",
         {
             **COMMON,
-            "TESSERA_REDIS_URL": redis_server.url,
-            "TESSERA_DATABASE_URL": database_url,
+            **stores,
             "TESSERA_AUTH_ADDRESS": auth.grpc_address,
             "TESSERA_MM_CLIENT_SECRET": "mm-secret-0123456789",
             "TESSERA_MM_TICKET_TTL_S": "1.5",
@@ -94,6 +90,22 @@ def processes(
     )
     try:
         start_service(mm)
+    except BaseException:
+        auth.terminate()
+        raise
+    return auth, mm
+
+
+@pytest.fixture
+def processes(
+    redis_server: LocalRedis,
+    redis: Redis,
+    database: Pool,
+    database_url: str,
+    start_service: Callable[[ServiceProcess], ServiceProcess],
+) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    auth, mm = start_processes(redis_server.url, database_url, start_service)
+    try:
         yield auth, mm
     finally:
         assert mm.terminate() == 0
@@ -406,6 +418,60 @@ async def test_backfill_takes_new_tickets(stack: Stack) -> None:
         metadata=gs_md,
     )
     assert (defaulted.destination.world, defaulted.destination.zone) == ("main", "z1")
+
+
+async def test_losing_redis_loses_no_account_or_rating(
+    redis_server: LocalRedis,
+    redis: Redis,
+    database: Pool,
+    database_url: str,
+    start_service: Callable[[ServiceProcess], ServiceProcess],
+) -> None:
+    """Register, get rated, FLUSHALL Redis, restart auth and the matchmaker: the
+    players log in again with their passwords, a new ticket carries the rating the
+    result gave, and the result is still known (a repeated report changes nothing)."""
+    password = "a long enough password"
+    result = pb.MatchResult(match_id="before-the-flush", mode="duel")
+    accounts = {}
+    auth, mm = start_processes(redis_server.url, database_url, start_service)
+    try:
+        async with open_stack(auth, mm, redis) as stack:
+            for name in ("winner", "loser"):
+                register = auth_pb2.RegisterRequest(username=name, password=password)
+                accounts[name] = (await stack.auth_stub.Register(register)).account_id
+            for rank, name in enumerate(accounts):
+                result.teams.append(pb.TeamResult(player_ids=[accounts[name]], rank=rank))
+            gs_md = await gameserver(stack)
+            assert (await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)).applied
+    finally:
+        mm.terminate()
+        auth.terminate()
+    await redis.flushall()
+    auth, mm = start_processes(redis_server.url, database_url, start_service)
+    try:
+        async with open_stack(auth, mm, redis) as stack:
+            sessions = {
+                name: await stack.auth_stub.Login(
+                    auth_pb2.LoginRequest(username=name, password=password)
+                )
+                for name in accounts
+            }
+            assert {n: s.account_id for n, s in sessions.items()} == accounts
+            gs_md = await gameserver(stack)
+            again = await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)
+            assert not again.applied
+            winner = accounts["winner"]
+            md = bearer_metadata(sessions["winner"].access_token)
+            ticket = await stack.mm_stub.CreateTicket(request("duel", winner), metadata=md)
+            store = Store(redis, RatingRecords(database))
+            (candidate,) = await store.searching(Snapshot("duel"), time.time() * 1000)
+            recorded = (await store.records.ratings("duel", [winner]))[winner]
+            assert candidate.id == ticket.id
+            assert candidate.ratings == (recorded.rating[0],)
+            assert recorded.version == 1 and recorded.rating[0] > 25.0
+    finally:
+        mm.terminate()
+        auth.terminate()
 
 
 # Zones with room for every player of a large stream.

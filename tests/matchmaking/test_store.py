@@ -406,3 +406,36 @@ async def test_match_players_are_recorded_for_results(store: Store, now: float) 
     assert await store.outsiders("m7", ["a", "b", "c"]) == []
     assert await store.outsiders("m7", ["a", "mallory"]) == ["mallory"]
     assert await store.outsiders("made-elsewhere", ["anyone"]) == []
+
+
+async def test_a_flushed_cache_is_filled_from_the_records(
+    store: Store, redis: Redis, now: float
+) -> None:
+    """Ratings live in PostgreSQL: after Redis loses everything, new tickets (one by
+    one and in bulk) carry the recorded ratings again, and unknown players the default."""
+    assert await store.apply_result("m1", "duel", [["a"], ["b"]], [0, 1], now_ms=now)
+    (a, b) = await store.ratings("duel", ["a", "b"])
+    await redis.flushall()
+    await store.create(make_ticket("a"), now)
+    results = await store.create_many([make_ticket("b"), make_ticket("new")], now)
+    assert all(isinstance(r, pb.Ticket) for r in results)
+    mus = {c.players[0]: c.ratings for c in await store.searching(Snapshot("duel"), now)}
+    assert mus == {"a": (a[0],), "b": (b[0],), "new": (25.0,)}
+    cached = await redis.hget(store.ratings_key("duel"), "a")
+    assert cached == f"{a[0]!r}:{a[1]!r}:1".encode()
+
+
+async def test_the_cache_never_goes_back_to_an_older_version(
+    store: Store, redis: Redis, now: float
+) -> None:
+    """A fill that read the records before a result was applied arrives after the
+    result's write-through: the newer cached rating stays."""
+    stale = await store.records.ratings("duel", ["a"])
+    assert await store.apply_result("m1", "duel", [["a"], ["b"]], [0, 1], now_ms=now)
+    fresh = await redis.hget(store.ratings_key("duel"), "a")
+    await store._cache_ratings("duel", stale)
+    assert await redis.hget(store.ratings_key("duel"), "a") == fresh
+    # A legacy value without a version counts as older than any recorded one.
+    await redis.hset(store.ratings_key("duel"), "c", "40.0:1.0")
+    await store._fill_cache("duel", ["c"])
+    assert await redis.hget(store.ratings_key("duel"), "c") == b"25.0:8.333333333333334:0"
