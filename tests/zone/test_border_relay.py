@@ -51,7 +51,9 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(redis_server: LocalRedis, redis: Redis, tmp_path: Any) -> AsyncIterator[Stack]:
+async def stack(
+    redis_server: LocalRedis, redis: Redis, tmp_path: Any, database_url: str
+) -> AsyncIterator[Stack]:
     world = World(
         redis,
         redis_server.url,
@@ -65,6 +67,7 @@ async def stack(redis_server: LocalRedis, redis: Redis, tmp_path: Any) -> AsyncI
     udp_port = free_udp_port()
     common = {
         "TESSERA_REDIS_URL": redis_server.url,
+        "TESSERA_DATABASE_URL": database_url,
         "TESSERA_GRPC_PORT": "0",
         "TESSERA_METRICS_PORT": "0",
         "TESSERA_HOST": "127.0.0.1",
