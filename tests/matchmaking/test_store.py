@@ -1,4 +1,5 @@
-"""The store against a real redis-server: tickets, claims, expiry, ratings, backfills, events."""
+"""The store against a real redis-server (ratings recorded in a real PostgreSQL): tickets,
+claims, expiry, ratings and their cache, backfills, events."""
 
 from __future__ import annotations
 
