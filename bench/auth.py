@@ -40,6 +40,7 @@ from tessera.authclient.bearer import bearer_metadata
 from tessera.authclient.verifier import Verifier
 from tessera.common.config import Env
 from tessera.common.process import ServiceProcess
+from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 from tessera.wire import access_token, connect_token
@@ -132,8 +133,9 @@ def hash_cost(params: Argon2Params) -> float:
 async def service_figures(
     params: Argon2Params, logins: int, seconds: float, batch_sizes: list[int]
 ) -> dict[str, Any]:
-    with LocalRedis() as redis:
+    with LocalRedis() as redis, LocalPostgres() as postgres:
         env = {
+            "TESSERA_DATABASE_URL": postgres.create_database("bench"),
             "TESSERA_HOST": "127.0.0.1",
             "TESSERA_GRPC_PORT": "0",
             "TESSERA_METRICS_PORT": "0",

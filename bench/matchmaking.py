@@ -49,9 +49,12 @@ from redis.asyncio import Redis
 
 from tessera.authclient.bearer import bearer_metadata
 from tessera.common import store as common_store
+from tessera.common.database import open_database
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
+from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis
+from tessera.matchmaking.records import RatingRecords
 from tessera.matchmaking.store import Store
 from tessera.v1 import auth_pb2, auth_pb2_grpc, common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
@@ -145,9 +148,11 @@ def matcher(redis_url: str, index: int, auth: ServiceProcess | None) -> ServiceP
 class Run:
     """One scenario: generator, listener and the bookkeeping of what was assigned."""
 
-    def __init__(self, redis: Redis, rate: float, duration_s: float, seed: int) -> None:
+    def __init__(
+        self, redis: Redis, records: RatingRecords, rate: float, duration_s: float, seed: int
+    ) -> None:
         self.redis = redis
-        self.store = Store(redis, ticket_ttl_s=60.0)
+        self.store = Store(redis, records, ticket_ttl_s=60.0)
         self.rate = rate
         self.duration_s = duration_s
         self.rng = random.Random(seed)
@@ -234,7 +239,13 @@ class Run:
 
 
 async def scenario(
-    redis_server: LocalRedis, replicas: int, rate: float, duration_s: float, *, tokens: bool
+    redis_server: LocalRedis,
+    records: RatingRecords,
+    replicas: int,
+    rate: float,
+    duration_s: float,
+    *,
+    tokens: bool,
 ) -> dict[str, Any]:
     redis = common_store.connect(redis_server.url, max_connections=32)
     await redis.flushall()
@@ -248,7 +259,7 @@ async def scenario(
     processes = [matcher(redis_server.url, i, auth) for i in range(replicas)]
     for p in processes:
         await asyncio.to_thread(start, p)
-    run = Run(redis, rate, duration_s, seed=replicas)
+    run = Run(redis, records, rate, duration_s, seed=replicas)
     ready = asyncio.Event()
     listener = asyncio.create_task(run.listen(ready))
     await ready.wait()
@@ -459,11 +470,12 @@ def stream_process(plan: StreamPlan, out: Any) -> None:
 
 async def frontend(
     redis_server: LocalRedis,
+    records: RatingRecords,
     duration_s: float,
     callers: int,
     front_workers: int,
-    client_processes: int,
     *,
+    client_processes: int,
     window: int = 0,
 ) -> dict[str, Any]:
     """Closed-loop CreateTicket calls over gRPC (real access tokens) from
@@ -510,7 +522,7 @@ async def frontend(
                 )
             )
             players += [(s.account_id, s.access_token) for s in sessions]
-    run = Run(redis, 0.0, duration_s, seed=0)
+    run = Run(redis, records, 0.0, duration_s, seed=0)
     ready = asyncio.Event()
     listener = asyncio.create_task(run.listen(ready))
     await ready.wait()
@@ -662,30 +674,45 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    with LocalRedis() as redis_server:
+    with LocalRedis() as redis_server, LocalPostgres() as postgres:
+        # Every service process started below inherits this environment.
+        os.environ["TESSERA_DATABASE_URL"] = postgres.create_database("bench")
+        pool = await open_database(os.environ["TESSERA_DATABASE_URL"])
+        records = RatingRecords(pool)
         results = [
-            await scenario(redis_server, int(n), args.rate, args.duration, tokens=False)
+            await scenario(redis_server, records, int(n), args.rate, args.duration, tokens=False)
             for n in args.replicas.split(",")
         ]
         if args.token_rate > 0:
             results.append(
-                await scenario(redis_server, 1, args.token_rate, args.duration, tokens=True)
+                await scenario(
+                    redis_server, records, 1, args.token_rate, args.duration, tokens=True
+                )
             )
         fronts = [
-            await frontend(redis_server, args.duration, args.workers, int(n), args.client_processes)
+            await frontend(
+                redis_server,
+                records,
+                args.duration,
+                args.workers,
+                int(n),
+                client_processes=args.client_processes,
+            )
             for n in (args.frontend_workers.split(",") if args.workers > 0 else [])
         ]
         streams = [
             await frontend(
                 redis_server,
+                records,
                 args.duration,
                 args.streams,
                 int(n),
-                args.client_processes,
+                client_processes=args.client_processes,
                 window=args.stream_window,
             )
             for n in (args.stream_frontend_workers.split(",") if args.streams > 0 else [])
         ]
+        await pool.close()
     return {
         "benchmark": "matchmaking",
         "rate": args.rate,

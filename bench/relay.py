@@ -30,6 +30,7 @@ from typing import Any
 import grpc
 
 from tessera.common.process import ServiceProcess
+from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2, auth_pb2_grpc, relay_pb2, relay_pb2_grpc
 from tessera.wire.packet import DATA, Channel, PacketError, encode_handshake
@@ -49,12 +50,14 @@ def free_udp_port() -> int:
 
 def start_stack(
     tmp: Path,
+    database_url: str,
     *,
     tick_hz: int,
     snapshot_every: int = 1,
     extra_relay_env: dict[str, str] | None = None,
 ) -> tuple[LocalRedis, dict[str, ServiceProcess], int]:
-    """redis-server, auth, one zone and one relay, all real processes."""
+    """redis-server, auth (on the database at ``database_url``), one zone and one relay,
+    all real processes."""
     (tmp / "redis").mkdir()
     redis = LocalRedis(tmp / "redis")
     redis.start()
@@ -62,6 +65,7 @@ def start_stack(
     udp_port = free_udp_port()
     common = {
         "TESSERA_REDIS_URL": redis.url,
+        "TESSERA_DATABASE_URL": database_url,
         "TESSERA_GRPC_PORT": "0",
         "TESSERA_METRICS_PORT": "0",
         "TESSERA_HOST": "127.0.0.1",
@@ -357,9 +361,10 @@ async def relay_status(address: str) -> relay_pb2.RelayStatus:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, LocalPostgres() as postgres:
         redis, procs, udp_port = start_stack(
             Path(tmp),
+            postgres.create_database("bench"),
             tick_hz=args.tick_hz,
             snapshot_every=args.snapshot_every,
             extra_relay_env={"TESSERA_RELAY_BATCH_MS": str(args.batch_ms)},

@@ -37,6 +37,7 @@ from tessera.client.client import GameClient, Intent
 from tessera.client.login import guest_connect_token
 from tessera.client.transport import UdpTransport
 from tessera.common.process import ServiceProcess
+from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2, zone_pb2, zone_pb2_grpc
 
@@ -169,11 +170,14 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     (tmp / "redis").mkdir()
     redis = LocalRedis(tmp / "redis")
     redis.start()
+    postgres = LocalPostgres()
+    postgres.start()
     connect_key = base64.b64encode(os.urandom(32)).decode()
     ports = {"a": free_udp_port(), "b": free_udp_port()}
     address = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     common = {
         "TESSERA_REDIS_URL": redis.url,
+        "TESSERA_DATABASE_URL": postgres.create_database("bench"),
         "TESSERA_GRPC_PORT": "0",
         "TESSERA_METRICS_PORT": "0",
         "TESSERA_HOST": "127.0.0.1",
@@ -285,6 +289,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         for proc in procs.values():
             proc.terminate()
         redis.stop()
+        postgres.stop()
 
 
 def main() -> None:

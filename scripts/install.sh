@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the virtualenv from the lock (locks/dev.txt: exact versions, sha256 hashes,
 # nothing resolved here), put the source roots on its path, and make sure
-# redis-server and promtool (Debian's prometheus package: the alert-rule checks)
-# are available.
+# redis-server, PostgreSQL's server (initdb, pg_ctl) and promtool (Debian's
+# prometheus package: the alert-rule checks) are available.
 #
 # The venv is rebuilt from nothing whenever it is not a finished install of the
 # current lock: a missing or different stamp means an interrupted install, an
@@ -44,6 +44,10 @@ printf '%s\n' "$root/wire" "$root/services" "$root/operator" "$root/sdk" "$root/
 # need COMMAND PACKAGE WHAT: install a Debian package with apt-get when its command is missing.
 need() {
   if command -v "$1" >/dev/null 2>&1; then return; fi
+  apt_install "$@"
+}
+# apt_install COMMAND PACKAGE WHAT: install the package as root, or say how to.
+apt_install() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing $2 ($3) with apt-get"
     apt-get update -qq
@@ -55,5 +59,9 @@ need() {
   fi
 }
 need redis-server redis-server "the tests' and the demo's Redis"
+# Debian keeps PostgreSQL's server programs off PATH, under /usr/lib/postgresql/<version>/bin.
+if ! command -v initdb >/dev/null 2>&1 && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  apt_install initdb postgresql "the tests' and the demo's PostgreSQL"
+fi
 need promtool prometheus "checks alert rules and metrics"
 need chromium chromium "the console's browser tests"

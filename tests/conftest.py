@@ -1,7 +1,9 @@
-"""Shared fixtures: a real redis-server per test session, flushed per test."""
+"""Shared fixtures: a real redis-server per test session, flushed per test, and a real
+PostgreSQL cluster per session with a fresh database per test module."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -10,6 +12,8 @@ from redis.asyncio import Redis
 
 from tessera.common import store
 from tessera.common.config import Env
+from tessera.common.database import Pool, open_database
+from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis
 from tessera.zone.config import ZoneConfig
 from tessera.zone.simulation import warm_up
@@ -43,3 +47,35 @@ async def redis(redis_server: LocalRedis) -> AsyncIterator[Redis]:
     await client.flushall()
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[LocalPostgres]:
+    """One real PostgreSQL cluster on a free loopback port for the whole session."""
+    server = LocalPostgres()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def database_url(postgres_server: LocalPostgres, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database per test module (its schema is migrated by whoever opens it)."""
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.module.__name__.lower())[-55:]
+    url = postgres_server.create_database(name)
+    yield url
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Pool]:
+    """A pool on the module's database, migrated, its tables emptied before each test."""
+    pool = await open_database(database_url, max_size=4)
+    tables = await pool.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        " AND tablename <> 'schema_migrations'"
+    )
+    if tables:
+        await pool.execute("TRUNCATE " + ", ".join(r["tablename"] for r in tables) + " CASCADE")
+    yield pool
+    await pool.close()

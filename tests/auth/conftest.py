@@ -1,4 +1,5 @@
-"""Auth test helpers: an auth service in-process on a real gRPC server and real Redis."""
+"""Auth test helpers: an auth service in-process on a real gRPC server, real Redis and
+real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from redis.asyncio import Redis
 from tessera.auth.__main__ import assemble
 from tessera.auth.config import AuthConfig
 from tessera.common.config import Env, ServerConfig
+from tessera.common.database import Pool
 from tessera.common.server import GrpcService
 from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2_grpc
@@ -51,12 +53,15 @@ StartAuth = Callable[..., Awaitable[RunningAuth]]
 
 
 @pytest.fixture
-async def start_auth(redis: Redis, redis_server: LocalRedis) -> AsyncIterator[StartAuth]:
+async def start_auth(
+    redis: Redis, redis_server: LocalRedis, database: Pool, database_url: str
+) -> AsyncIterator[StartAuth]:
     """Start an auth service with BASE settings plus overrides (TESSERA_ prefix left out)."""
     running: list[RunningAuth] = []
 
     async def start(**overrides: str) -> RunningAuth:
-        env = Env({f"TESSERA_{k}": v for k, v in {**BASE, **overrides}.items()})
+        settings = {**BASE, "DATABASE_URL": database_url, **overrides}
+        env = Env({f"TESSERA_{k}": v for k, v in settings.items()})
         server = ServerConfig(
             name="auth",
             host="127.0.0.1",

@@ -18,13 +18,16 @@ def env(**values: str) -> Env:
 
 
 def test_defaults_with_generated_keys() -> None:
-    config = AuthConfig.from_env(env(AUTH_GENERATE_KEYS="true", CONNECT_KEY=KEY_B64))
+    config = AuthConfig.from_env(
+        env(AUTH_GENERATE_KEYS="true", CONNECT_KEY=KEY_B64, DATABASE_URL="postgresql://db/t")
+    )
     assert config.access_ttl_s == 900
     assert config.connect_ttl_s == 30
     assert config.key_dir is None
     assert config.relays == {"default": ("127.0.0.1:7777",)}
     assert config.sealing_key == b"k" * 32
     assert config.argon2.memory_kib == 19_456
+    assert config.database_url == "postgresql://db/t"
 
 
 def test_keys_must_be_configured() -> None:

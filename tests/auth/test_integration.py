@@ -19,7 +19,8 @@ from tessera.auth import keys
 from tessera.authclient.bearer import bearer_metadata
 from tessera.authclient.verifier import AuthInterceptor, Verifier, current_claims
 from tessera.common import errors
-from tessera.common.process import ServiceProcess
+from tessera.common.database import Pool
+from tessera.common.process import ServiceProcess, free_port
 from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 from tessera.wire import access_token
@@ -39,17 +40,18 @@ ENV = {
 PASSWORD = "integration test password"
 
 
-def start_auth(redis_server: LocalRedis, **env: str) -> ServiceProcess:
-    proc = ServiceProcess(
-        "tessera.auth", {**ENV, "TESSERA_REDIS_URL": redis_server.url, **env}, name="auth"
-    ).start()
+def start_auth(redis_server: LocalRedis, database_url: str, **env: str) -> ServiceProcess:
+    urls = {"TESSERA_REDIS_URL": redis_server.url, "TESSERA_DATABASE_URL": database_url}
+    proc = ServiceProcess("tessera.auth", {**ENV, **urls, **env}, name="auth").start()
     proc.wait_serving()
     return proc
 
 
 @pytest.fixture
-def auth_process(redis_server: LocalRedis, redis: Any) -> Iterator[ServiceProcess]:
-    proc = start_auth(redis_server, TESSERA_AUTH_GENERATE_KEYS="true")
+def auth_process(
+    redis_server: LocalRedis, redis: Any, database: Pool, database_url: str
+) -> Iterator[ServiceProcess]:
+    proc = start_auth(redis_server, database_url, TESSERA_AUTH_GENERATE_KEYS="true")
     yield proc
     proc.terminate()
 
@@ -129,11 +131,14 @@ async def test_register_login_call_refresh_reuse_revokes_within_one_second(
 
 
 async def test_key_rotation_from_a_key_directory(
-    redis_server: LocalRedis, redis: Any, tmp_path: Path
+    redis_server: LocalRedis, redis: Any, database: Pool, database_url: str, tmp_path: Path
 ) -> None:
     keys.write_key(tmp_path, 0)
     proc = start_auth(
-        redis_server, TESSERA_AUTH_KEY_DIR=str(tmp_path), TESSERA_AUTH_KEY_RELOAD_S="0.1"
+        redis_server,
+        database_url,
+        TESSERA_AUTH_KEY_DIR=str(tmp_path),
+        TESSERA_AUTH_KEY_RELOAD_S="0.1",
     )
     verifier = await Verifier.connect(proc.grpc_address, redis_server.url)
     try:
@@ -208,16 +213,30 @@ async def _until(produce: Any, accept: Any, timeout_s: float = 5.0) -> Any:
             "TESSERA_CONNECT_KEY",
         ),
         ({"TESSERA_AUTH_GENERATE_KEYS": "yes", "TESSERA_AUTH_ACCESS_TTL_S": "0"}, "ACCESS_TTL"),
+        ({"TESSERA_AUTH_GENERATE_KEYS": "yes", "TESSERA_DATABASE_URL": ""}, "DATABASE_URL"),
     ],
 )
 def test_bad_configuration_exits_2_naming_the_variable(
     redis_server: LocalRedis, env: dict[str, str], variable: str
 ) -> None:
-    proc = ServiceProcess(
-        "tessera.auth", {**ENV, "TESSERA_REDIS_URL": redis_server.url, **env}, name="auth"
-    ).start()
+    # A database that is never reached: configuration is checked first.
+    urls = {"TESSERA_REDIS_URL": redis_server.url, "TESSERA_DATABASE_URL": "postgresql://db/t"}
+    proc = ServiceProcess("tessera.auth", {**ENV, **urls, **env}, name="auth").start()
     assert proc.proc is not None
     code = proc.proc.wait(timeout=20)
     proc.terminate()
     assert code == 2
     assert variable in "\n".join(proc.lines)
+
+
+def test_an_unreachable_database_exits_1_saying_so(redis_server: LocalRedis) -> None:
+    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/tessera"
+    env = {"TESSERA_AUTH_GENERATE_KEYS": "true", "TESSERA_DATABASE_URL": dead}
+    proc = ServiceProcess(
+        "tessera.auth", {**ENV, "TESSERA_REDIS_URL": redis_server.url, **env}, name="auth"
+    ).start()
+    assert proc.proc is not None
+    code = proc.proc.wait(timeout=60)
+    proc.terminate()
+    assert code == 1
+    assert "PostgreSQL unreachable" in "\n".join(proc.lines)

@@ -18,6 +18,7 @@ from tessera.authclient.bearer import bearer_metadata
 from tessera.authclient.keys import keys_from_proto
 from tessera.authclient.verifier import Verifier
 from tessera.common import errors
+from tessera.common.database import Pool
 from tessera.v1 import auth_pb2
 from tessera.wire import connect_token
 from tessera.wire.access_token import b64url
@@ -477,15 +478,15 @@ def _unb64(text: str) -> bytes:
 
 
 async def test_login_rehashes_after_argon2_parameters_change(
-    start_auth: StartAuth, redis: Any
+    start_auth: StartAuth, database: Pool
 ) -> None:
     weak = await start_auth()
     session = await register(weak, "judy")
-    key = f"tessera:{{auth}}:account:{session.account_id}"
-    assert b"m=64,t=1" in await redis.hget(key, "password")
+    query = "SELECT password_hash FROM accounts WHERE id = $1"
+    assert "m=64,t=1" in await database.fetchval(query, session.account_id)
     stronger = await start_auth(AUTH_ARGON2_MEMORY_KIB="128", AUTH_ARGON2_TIME_COST="2")
     await login(stronger, "judy")
-    assert b"m=128,t=2" in await redis.hget(key, "password")
+    assert "m=128,t=2" in await database.fetchval(query, session.account_id)
     assert (await login(stronger, "judy")).account_id == session.account_id
 
 

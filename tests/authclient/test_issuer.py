@@ -18,11 +18,13 @@ from redis.asyncio import Redis
 
 from tessera.authclient.issuer import AuthIssuer, TokenRefused
 from tessera.authclient.keys import keys_from_proto
+from tessera.common.database import Pool
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
 from tessera.harness.redis import LocalRedis
 from tessera.matchmaking.director import Director
 from tessera.matchmaking.modes import Mode
+from tessera.matchmaking.records import RatingRecords
 from tessera.matchmaking.store import Store
 from tessera.v1 import auth_pb2, auth_pb2_grpc, common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
@@ -36,7 +38,7 @@ DEFAULT_RELAY, EU_RELAY = "127.0.0.1:7000", "127.0.0.1:7001"
 
 
 @pytest.fixture
-def auth(redis_server: LocalRedis, redis: Redis) -> Iterator[ServiceProcess]:
+def auth(redis_server: LocalRedis, redis: Redis, database_url: str) -> Iterator[ServiceProcess]:
     process = ServiceProcess(
         "tessera.auth",
         {
@@ -44,6 +46,7 @@ def auth(redis_server: LocalRedis, redis: Redis) -> Iterator[ServiceProcess]:
             "TESSERA_GRPC_PORT": "0",
             "TESSERA_METRICS_PORT": "0",
             "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_DATABASE_URL": database_url,
             "TESSERA_AUTH_GENERATE_KEYS": "true",
             "TESSERA_CONNECT_KEY": base64.b64encode(SEALING_KEY).decode(),
             "TESSERA_AUTH_SERVICE_CLIENTS": f"matchmaking={SECRET}",
@@ -230,7 +233,7 @@ def failures() -> float:
 
 
 async def test_a_tick_issues_its_tokens_in_one_batch_and_they_open_at_the_relay(
-    auth: ServiceProcess, redis: Redis
+    auth: ServiceProcess, redis: Redis, database: Pool
 ) -> None:
     keys = WorldKeys("main")
     status = zone_pb2.ZoneStatus(
@@ -238,7 +241,7 @@ async def test_a_tick_issues_its_tokens_in_one_batch_and_they_open_at_the_relay(
     )
     await redis.sadd(keys.zones, "z1")
     await redis.set(keys.zone_status("z1"), status.SerializeToString())
-    store = Store(redis, ticket_ttl_s=10.0, retention_s=60.0)
+    store = Store(redis, RatingRecords(database), ticket_ttl_s=10.0, retention_s=60.0)
     issuer, recorder = recording_issuer(auth.grpc_address)
     director = Director(store, {"duel": Mode(name="duel", world="main")}, issuer=issuer)
     now = time.time() * 1000

@@ -467,6 +467,21 @@ def test_notes(chart: helm_python.Chart) -> None:
     assert f"kubectl get worlds,zoneservers -n {NAMESPACE} --watch" in notes
     assert f"kubectl apply -n {NAMESPACE} -f manifests/examples/small-world.yaml" in notes
     assert (ROOT / "manifests" / "examples" / "small-world.yaml").exists()
+    assert f"kubectl -n {NAMESPACE} create secret generic tessera-database" in notes
+
+
+def test_auth_and_matchmaking_read_the_database_url_from_a_secret(render: Render) -> None:
+    values = {"database": {"existingSecret": "pg", "existingSecretKey": "dsn"}}
+    for given, objects in (({}, render({})), (values, render(values))):
+        deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+        for name in ("tessera-auth", "tessera-matchmaking"):
+            (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+            (entry,) = [e for e in container["env"] if e["name"] == "TESSERA_DATABASE_URL"]
+            ref = entry["valueFrom"]["secretKeyRef"]
+            expected = ("pg", "dsn") if given else ("tessera-database", "url")
+            assert (ref["name"], ref["key"]) == expected
+        (relay,) = deployments["tessera-relay"]["spec"]["template"]["spec"]["containers"]
+        assert all(e["name"] != "TESSERA_DATABASE_URL" for e in relay["env"])
 
 
 def test_values_are_documented(chart: helm_python.Chart) -> None:

@@ -55,3 +55,17 @@ def test_server_config_from_env() -> None:
     assert config.grpc_port == 0
     assert config.redis_url == "redis://r:6379/1"
     assert config.log_level == "debug"
+
+
+@pytest.mark.parametrize("raw", ["postgresql://u:p@db:5432/tessera", "postgres://db/tessera"])
+def test_database_url_accepts_postgres_urls(raw: str) -> None:
+    assert env(DATABASE_URL=raw).database_url("DATABASE_URL") == raw
+
+
+@pytest.mark.parametrize("raw", ["", "  ", "mysql://u:secret@db/x", "db:5432"])
+def test_database_url_is_required_and_never_echoed(raw: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        env(DATABASE_URL=raw).database_url("DATABASE_URL")
+    assert info.value.variable == "TESSERA_DATABASE_URL"
+    assert "a postgresql://" in str(info.value)
+    assert "secret" not in str(info.value)

@@ -39,13 +39,13 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def pages(
-    redis_server: LocalRedis, tmp_path_factory: pytest.TempPathFactory
+    redis_server: LocalRedis, tmp_path_factory: pytest.TempPathFactory, database_url: str
 ) -> Iterator[dict[str, str]]:
     """Each component's /metrics page, scraped once all of them serve."""
     if redis_server.proc is None:
         redis_server.start()
     connect_key = base64.b64encode(os.urandom(32)).decode()
-    base = {**COMMON, "TESSERA_REDIS_URL": redis_server.url}
+    base = {**COMMON, "TESSERA_REDIS_URL": redis_server.url, "TESSERA_DATABASE_URL": database_url}
     started: list[ServiceProcess] = []
 
     def start(module: str, env: dict[str, str]) -> ServiceProcess:

@@ -2,7 +2,8 @@
 chart gives them: each Deployment's env (Secrets resolved from the rendered
 chart, secret volumes written to a directory, `$(VAR)` expanded as the kubelet
 does) is handed to a real `python -m tessera.<service>` process, against a real
-redis-server that requires the chart's generated password. The process must log
+redis-server that requires the chart's generated password and a real PostgreSQL
+(the DSN Secret the user provides). The process must log
 `serving`, answer gRPC health SERVING and exit 0 on SIGTERM.
 
 The operator is started the same way, against KMock's Kubernetes emulator
@@ -153,9 +154,12 @@ def test_services_start_with_the_charts_configuration(
     objects: list[Obj],
     secrets: dict[str, dict[str, bytes]],
     chart_redis: LocalRedis,
+    database_url: str,
     tmp_path: Path,
 ) -> None:
     deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    # The database Secret the user creates before installing (docs/OPERATIONS.md).
+    secrets = {**secrets, "tessera-database": {"url": database_url.encode()}}
     replace = {REDIS_HOST: f"127.0.0.1:{chart_redis.port}"}
     started: list[ServiceProcess] = []
     try:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tessera.common.database import Pool
 from tessera.common.process import ServiceProcess
 from tessera.harness.redis import LocalRedis
 
@@ -32,7 +33,7 @@ def start_service() -> Callable[[ServiceProcess], ServiceProcess]:
 
 
 @pytest.fixture
-def auth(redis_server: LocalRedis) -> Iterator[ServiceProcess]:
+def auth(redis_server: LocalRedis, database: Pool, database_url: str) -> Iterator[ServiceProcess]:
     """A real auth process: generated keys, guest logins, the ``gameserver``
     service client (secret ``gs-secret-0123456789``)."""
     proc = start_serving(
@@ -41,6 +42,7 @@ def auth(redis_server: LocalRedis) -> Iterator[ServiceProcess]:
             {
                 **COMMON,
                 "TESSERA_REDIS_URL": redis_server.url,
+                "TESSERA_DATABASE_URL": database_url,
                 "TESSERA_AUTH_GENERATE_KEYS": "true",
                 "TESSERA_CONNECT_KEY_GENERATE": "true",
                 "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "1000",

@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from tessera.common.database import Pool
 from tessera.common.store import WorldKeys, instances_stream
 from tessera.matchmaking import matching
 from tessera.matchmaking.director import Director
 from tessera.matchmaking.matching import Proposal, Seat
 from tessera.matchmaking.modes import DEFAULT_MODES, INSTANCE, Curve, Mode
+from tessera.matchmaking.records import RatingRecords
 from tessera.matchmaking.store import Store
 from tessera.v1 import auth_pb2, common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
@@ -95,8 +97,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(redis: Redis) -> Store:
-    return Store(redis, ticket_ttl_s=10.0, retention_s=60.0)
+def store(redis: Redis, database: Pool) -> Store:
+    return Store(redis, RatingRecords(database), ticket_ttl_s=10.0, retention_s=60.0)
 
 
 async def test_duel_goes_to_least_loaded_zone_with_tokens(
@@ -183,7 +185,7 @@ async def test_racing_directors_never_overfill_a_zone(
     has room, whoever placed it (each replica alone would fill it)."""
     await add_zone(redis, "main", "z", 4, updated_at_ms=clock.now - 1.0)
     port = redis.connection_pool.connection_kwargs["port"]
-    other = Store(Redis.from_url(f"redis://127.0.0.1:{port}/0"), ticket_ttl_s=10.0)
+    other = Store(Redis.from_url(f"redis://127.0.0.1:{port}/0"), store.records, ticket_ttl_s=10.0)
     # A fixed dealing (tickets never rotate): each replica matches its own half.
     directors = [Director(s, {"duel": DUEL}, clock=clock, rotate_ms=1e9) for s in (store, other)]
     try:

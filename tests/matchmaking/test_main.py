@@ -17,10 +17,12 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.common.config import ConfigError, Env
+from tessera.common.database import Pool
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
 from tessera.harness.redis import LocalRedis
 from tessera.matchmaking.config import Settings
+from tessera.matchmaking.records import RatingRecords
 from tessera.matchmaking.store import Store
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
@@ -40,8 +42,15 @@ MODES = json.dumps(
 
 
 def test_settings_defaults_and_errors() -> None:
-    env = Env({"TESSERA_AUTH_ADDRESS": "127.0.0.1:5000", "TESSERA_MM_CLIENT_SECRET": "s"})
+    env = Env(
+        {
+            "TESSERA_AUTH_ADDRESS": "127.0.0.1:5000",
+            "TESSERA_MM_CLIENT_SECRET": "s",
+            "TESSERA_DATABASE_URL": "postgresql://db/t",
+        }
+    )
     settings = Settings.from_env(env)
+    assert settings.database_url == "postgresql://db/t"
     assert settings.frontend and settings.matching and settings.connect_tokens
     assert set(settings.modes) == {"duel", "5v5", "5v5-roles", "open-world"}
     with pytest.raises(ConfigError, match="TESSERA_AUTH_ADDRESS"):
@@ -69,8 +78,16 @@ def test_settings_defaults_and_errors() -> None:
             )
         )
     matcher = Settings.from_env(
-        Env({"TESSERA_MM_FRONTEND": "false", "TESSERA_MM_CONNECT_TOKENS": "no"})
+        Env(
+            {
+                "TESSERA_MM_FRONTEND": "false",
+                "TESSERA_MM_CONNECT_TOKENS": "no",
+                "TESSERA_DATABASE_URL": "postgresql://db/t",
+            }
+        )
     )
+    with pytest.raises(ConfigError, match="TESSERA_DATABASE_URL"):
+        Settings.from_env(Env({"TESSERA_MM_FRONTEND": "false", "TESSERA_MM_CONNECT_TOKENS": "no"}))
     assert matcher.matching and not matcher.frontend and not matcher.auth_address
 
 
@@ -94,11 +111,14 @@ def test_bad_config_exits_2_naming_the_variable(redis_server: LocalRedis) -> Non
     assert "TESSERA_MM_TICK_INTERVAL_S" in proc.stderr
 
 
-def matcher(redis_server: LocalRedis, name: str, rotate_ms: float = 200.0) -> ServiceProcess:
+def matcher(
+    redis_server: LocalRedis, database_url: str, name: str, rotate_ms: float = 200.0
+) -> ServiceProcess:
     return ServiceProcess(
         "tessera.matchmaking",
         {
             "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_DATABASE_URL": database_url,
             "TESSERA_GRPC_PORT": "0",
             "TESSERA_METRICS_PORT": "0",
             "TESSERA_HOST": "127.0.0.1",
@@ -126,8 +146,11 @@ def metric(process: ServiceProcess, name: str) -> float:
 @pytest.mark.integration
 @pytest.mark.parametrize("rotate_ms", [0.0, 200.0], ids=["full-race", "dealt"])
 async def test_two_processes_race_without_double_assignment(
+    *,
     redis_server: LocalRedis,
     redis: Redis,
+    database: Pool,
+    database_url: str,
     rotate_ms: float,
     start_service: Callable[[ServiceProcess], ServiceProcess],
 ) -> None:
@@ -137,7 +160,7 @@ async def test_two_processes_race_without_double_assignment(
     )
     await redis.sadd(keys.zones, "z1")
     await redis.set(keys.zone_status("z1"), status.SerializeToString())
-    store = Store(redis, ticket_ttl_s=60.0)
+    store = Store(redis, RatingRecords(database), ticket_ttl_s=60.0)
     assigned: Counter[str] = Counter()
     pubsub = redis.pubsub()
     await pubsub.subscribe(Store.events_channel)
@@ -150,7 +173,7 @@ async def test_two_processes_race_without_double_assignment(
                     assigned.update(ids)
 
     listener = asyncio.create_task(listen())
-    processes = [matcher(redis_server, f"mm-{i}", rotate_ms) for i in range(2)]
+    processes = [matcher(redis_server, database_url, f"mm-{i}", rotate_ms) for i in range(2)]
     try:
         for p in processes:
             await asyncio.to_thread(start_service, p)
@@ -220,19 +243,21 @@ async def test_two_processes_race_without_double_assignment(
 async def test_matching_loop_survives_a_redis_restart(
     redis_server: LocalRedis,
     redis: Redis,
+    database: Pool,
+    database_url: str,
     start_service: Callable[[ServiceProcess], ServiceProcess],
 ) -> None:
     keys = WorldKeys("main")
     status = zone_pb2.ZoneStatus(
         zone=common_pb2.ZoneRef(world="main", zone="z1"), state=zone_pb2.ZONE_STATE_ACTIVE
     ).SerializeToString()
-    process = matcher(redis_server, "mm-restart")
+    process = matcher(redis_server, database_url, "mm-restart")
     try:
         await asyncio.to_thread(start_service, process)
         await asyncio.to_thread(redis_server.restart)
         await redis.sadd(keys.zones, "z1")
         await redis.set(keys.zone_status("z1"), status)
-        store = Store(redis, ticket_ttl_s=60.0)
+        store = Store(redis, RatingRecords(database), ticket_ttl_s=60.0)
         now = time.time() * 1000
         tickets = [
             pb.Ticket(

@@ -1,6 +1,7 @@
 """End to end with real processes: auth (``python -m tessera.auth``), the matchmaker
-(``python -m tessera.matchmaking``, API + matching loop + connect tokens) and Redis;
-and CreateTickets batching in the servicer itself against Redis."""
+(``python -m tessera.matchmaking``, API + matching loop + connect tokens), Redis and
+PostgreSQL (losing Redis loses no account or rating); and CreateTickets batching in
+the servicer itself against Redis."""
 
 from __future__ import annotations
 
@@ -25,12 +26,14 @@ from redis.asyncio import Redis
 from tessera.authclient.bearer import bearer_metadata
 from tessera.authclient.verifier import Verifier
 from tessera.common import errors
+from tessera.common.database import Pool
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys, instances_stream
 from tessera.harness.redis import LocalRedis
 from tessera.matchmaking.modes import parse_modes
+from tessera.matchmaking.records import RatingRecords
 from tessera.matchmaking.servicer import MatchmakerServicer, Watchers
-from tessera.matchmaking.store import Claim, Instance, Store
+from tessera.matchmaking.store import Claim, Instance, Snapshot, Store
 from tessera.v1 import auth_pb2, auth_pb2_grpc, common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
 from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
@@ -54,19 +57,20 @@ class Stack:
     redis: Redis
 
 
-@contextlib.contextmanager
-def running(
-    redis_server: LocalRedis,
+def start_processes(
+    redis_url: str,
+    database_url: str,
     start_service: Callable[[ServiceProcess], ServiceProcess],
-    env: dict[str, str],
-) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
-    """auth and the matchmaker, each with ``env`` added."""
+    env: dict[str, str] | None = None,
+) -> tuple[ServiceProcess, ServiceProcess]:
+    """Auth and a matchmaker (API + loop, connect tokens) on Redis and PostgreSQL,
+    each with ``env`` added."""
+    stores = {"TESSERA_REDIS_URL": redis_url, "TESSERA_DATABASE_URL": database_url, **(env or {})}
     auth = ServiceProcess(
         "tessera.auth",
         {
             **COMMON,
-            **env,
-            "TESSERA_REDIS_URL": redis_server.url,
+            **stores,
             "TESSERA_AUTH_GENERATE_KEYS": "true",
             "TESSERA_CONNECT_KEY": base64.b64encode(SEALING_KEY).decode(),
             "TESSERA_AUTH_SERVICE_CLIENTS": (
@@ -81,8 +85,7 @@ def running(
         "tessera.matchmaking",
         {
             **COMMON,
-            **env,
-            "TESSERA_REDIS_URL": redis_server.url,
+            **stores,
             "TESSERA_AUTH_ADDRESS": auth.grpc_address,
             "TESSERA_MM_CLIENT_SECRET": "mm-secret-0123456789",
             "TESSERA_MM_TICKET_TTL_S": "1.5",
@@ -92,20 +95,38 @@ def running(
     )
     try:
         start_service(mm)
-        yield auth, mm
-    finally:
-        assert mm.terminate() == 0
+    except BaseException:
         auth.terminate()
+        raise
+    return auth, mm
 
 
 @pytest.fixture
 def processes(
     redis_server: LocalRedis,
     redis: Redis,
+    database: Pool,
+    database_url: str,
     start_service: Callable[[ServiceProcess], ServiceProcess],
 ) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
-    with running(redis_server, start_service, {}) as started:
+    with running(redis_server.url, database_url, start_service) as started:
         yield started
+
+
+@contextlib.contextmanager
+def running(
+    redis_url: str,
+    database_url: str,
+    start_service: Callable[[ServiceProcess], ServiceProcess],
+    env: dict[str, str] | None = None,
+) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    """Auth and a matchmaker running for the block."""
+    auth, mm = start_processes(redis_url, database_url, start_service, env)
+    try:
+        yield auth, mm
+    finally:
+        assert mm.terminate() == 0
+        auth.terminate()
 
 
 @pytest.fixture
@@ -180,7 +201,7 @@ async def watch_until_done(stack: Stack, ticket_id: str, metadata: Any) -> list[
     return seen
 
 
-async def test_duel_assignment_with_connect_tokens_and_result(stack: Stack) -> None:
+async def test_duel_assignment_with_connect_tokens_and_result(stack: Stack, database: Pool) -> None:
     alice_session = await guest_session(stack)
     alice, alice_md = alice_session.account_id, bearer_metadata(alice_session.access_token)
     bob, bob_md = await guest(stack)
@@ -240,17 +261,15 @@ async def test_duel_assignment_with_connect_tokens_and_result(stack: Stack) -> N
     first = await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)
     second = await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)
     assert (first.applied, second.applied) == (True, False)
-    ratings = Store(stack.redis)
-    (ra, rb) = await ratings.ratings("duel", [alice, bob])
-    assert ra[0] > 25.0 > rb[0]
+    ratings = await RatingRecords(database).ratings("duel", [alice, bob])
+    assert ratings[alice].rating[0] > 25.0 > ratings[bob].rating[0]
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stack.mm_stub.ReportMatchResult(result, metadata=alice_md)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     # A match played in an instance zone: its first applied result ends the instance.
     instance = Instance("arenas", "inst-arena-match", b"")
-    assert await ratings.claim("arena", [Claim("arena-match", [], instance=instance)], 0.0) == [
-        None
-    ]
+    store = Store(stack.redis, RatingRecords(database))
+    assert await store.claim("arena", [Claim("arena-match", [], instance=instance)], 0.0) == [None]
     result.match_id = "arena-match"
     assert (await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)).applied
     assert not (await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)).applied
@@ -280,10 +299,11 @@ async def test_a_ticket_is_one_trace_through_claim_and_connect_token(
     redis: Redis,
     start_service: Callable[[ServiceProcess], ServiceProcess],
     tmp_path: Path,
+    database_url: str,
 ) -> None:
     path = tmp_path / "spans.jsonl"
     env = {"OTEL_TRACES_EXPORTER": "file", "TESSERA_TRACE_FILE": str(path)}
-    with running(redis_server, start_service, env) as (auth, mm):
+    with running(redis_server.url, database_url, start_service, env) as (auth, mm):
         async with open_stack(auth, mm, redis) as stack:
             alice, alice_md = await guest(stack)
             bob, bob_md = await guest(stack)
@@ -464,6 +484,60 @@ async def test_backfill_takes_new_tickets(stack: Stack) -> None:
     assert (defaulted.destination.world, defaulted.destination.zone) == ("main", "z1")
 
 
+async def test_losing_redis_loses_no_account_or_rating(
+    redis_server: LocalRedis,
+    redis: Redis,
+    database: Pool,
+    database_url: str,
+    start_service: Callable[[ServiceProcess], ServiceProcess],
+) -> None:
+    """Register, get rated, FLUSHALL Redis, restart auth and the matchmaker: the
+    players log in again with their passwords, a new ticket carries the rating the
+    result gave, and the result is still known (a repeated report changes nothing)."""
+    password = "a long enough password"
+    result = pb.MatchResult(match_id="before-the-flush", mode="duel")
+    accounts = {}
+    auth, mm = start_processes(redis_server.url, database_url, start_service)
+    try:
+        async with open_stack(auth, mm, redis) as stack:
+            for name in ("winner", "loser"):
+                register = auth_pb2.RegisterRequest(username=name, password=password)
+                accounts[name] = (await stack.auth_stub.Register(register)).account_id
+            for rank, name in enumerate(accounts):
+                result.teams.append(pb.TeamResult(player_ids=[accounts[name]], rank=rank))
+            gs_md = await gameserver(stack)
+            assert (await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)).applied
+    finally:
+        mm.terminate()
+        auth.terminate()
+    await redis.flushall()
+    auth, mm = start_processes(redis_server.url, database_url, start_service)
+    try:
+        async with open_stack(auth, mm, redis) as stack:
+            sessions = {
+                name: await stack.auth_stub.Login(
+                    auth_pb2.LoginRequest(username=name, password=password)
+                )
+                for name in accounts
+            }
+            assert {n: s.account_id for n, s in sessions.items()} == accounts
+            gs_md = await gameserver(stack)
+            again = await stack.mm_stub.ReportMatchResult(result, metadata=gs_md)
+            assert not again.applied
+            winner = accounts["winner"]
+            md = bearer_metadata(sessions["winner"].access_token)
+            ticket = await stack.mm_stub.CreateTicket(request("duel", winner), metadata=md)
+            store = Store(redis, RatingRecords(database))
+            (candidate,) = await store.searching(Snapshot("duel"), time.time() * 1000)
+            recorded = (await store.records.ratings("duel", [winner]))[winner]
+            assert candidate.id == ticket.id
+            assert candidate.ratings == (recorded.rating[0],)
+            assert recorded.version == 1 and recorded.rating[0] > 25.0
+    finally:
+        mm.terminate()
+        auth.terminate()
+
+
 # Zones with room for every player of a large stream.
 BULK_MODES = [
     {"name": "duel", "zone_capacity": 10**9},
@@ -476,6 +550,7 @@ async def bulk(
     redis_server: LocalRedis,
     redis: Redis,
     auth: ServiceProcess,
+    database_url: str,
     start_service: Callable[[ServiceProcess], ServiceProcess],
 ) -> AsyncIterator[Stack]:
     """Auth and a matchmaker (API + loop, no connect tokens, 30 s tickets), for streams."""
@@ -484,6 +559,7 @@ async def bulk(
         {
             **COMMON,
             "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_DATABASE_URL": database_url,
             "TESSERA_AUTH_ADDRESS": auth.grpc_address,
             "TESSERA_MM_CONNECT_TOKENS": "false",
             "TESSERA_MM_TICK_INTERVAL_S": "0.01",
@@ -637,12 +713,12 @@ async def test_a_cancelled_stream_leaves_only_whole_tickets(bulk: Stack) -> None
     assert bulk.mm.alive()
 
 
-async def test_a_player_twice_in_one_batch_gets_one_ticket(redis: Redis) -> None:
+async def test_a_player_twice_in_one_batch_gets_one_ticket(redis: Redis, database: Pool) -> None:
     """In the servicer itself (real Redis, no network): requests that are all available
     at once are read before the first write, so they form one batch."""
     service = Claims("backend", "sid", ("service",), 0, 0, "", "", "")
     servicer = MatchmakerServicer(
-        Store(redis),
+        Store(redis, RatingRecords(database)),
         {m.name: m for m in parse_modes(json.dumps(BULK_MODES))},
         lambda: service,
         Watchers(),

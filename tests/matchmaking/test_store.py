@@ -1,4 +1,5 @@
-"""The store against a real redis-server: tickets, claims, expiry, ratings, backfills, events."""
+"""The store against a real redis-server (ratings recorded in a real PostgreSQL): tickets,
+claims, expiry, ratings and their cache, backfills, events."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from tessera.common.database import Pool
 from tessera.common.store import WorldKeys, instances_stream
 from tessera.matchmaking.destination import ARRIVAL_GRACE_MS, ZoneLoad
+from tessera.matchmaking.records import RatingRecords
 from tessera.matchmaking.store import (
     SENT_WINDOW_MS,
     Booking,
@@ -50,8 +53,8 @@ def now() -> float:
 
 
 @pytest.fixture
-def store(redis: Redis) -> Store:
-    return Store(redis, ticket_ttl_s=10.0, retention_s=60.0)
+def store(redis: Redis, database: Pool) -> Store:
+    return Store(redis, RatingRecords(database), ticket_ttl_s=10.0, retention_s=60.0)
 
 
 async def test_create_get_and_one_active_ticket_per_player(store: Store, now: float) -> None:
@@ -157,7 +160,8 @@ async def test_concurrent_claims_never_double_assign(
         ]
 
     other = Store(
-        Redis.from_url(f"redis://127.0.0.1:{redis.connection_pool.connection_kwargs['port']}/0")
+        Redis.from_url(f"redis://127.0.0.1:{redis.connection_pool.connection_kwargs['port']}/0"),
+        store.records,
     )
     results = await asyncio.gather(
         *(s.claim("duel", claims(k), now) for s, k in ((store, 0), (other, 1), (store, 3)))
@@ -311,7 +315,7 @@ async def test_zone_room_is_checked_in_the_claim_across_replicas(
     """Two stores (as two replicas) book one zone concurrently: the claim script admits
     players only while the zone has room, counting every booking since the heartbeat."""
     port = redis.connection_pool.connection_kwargs["port"]
-    other = Store(Redis.from_url(f"redis://127.0.0.1:{port}/0"))
+    other = Store(Redis.from_url(f"redis://127.0.0.1:{port}/0"), store.records)
     tickets = [await store.create(make_ticket(f"p{i}"), now) for i in range(40)]
 
     def booked(i: int, players: int) -> Claim:
@@ -413,3 +417,36 @@ async def test_match_players_are_recorded_for_results(store: Store, now: float) 
     assert await store.outsiders("m7", ["a", "b", "c"]) == []
     assert await store.outsiders("m7", ["a", "mallory"]) == ["mallory"]
     assert await store.outsiders("made-elsewhere", ["anyone"]) == []
+
+
+async def test_a_flushed_cache_is_filled_from_the_records(
+    store: Store, redis: Redis, now: float
+) -> None:
+    """Ratings live in PostgreSQL: after Redis loses everything, new tickets (one by
+    one and in bulk) carry the recorded ratings again, and unknown players the default."""
+    assert await store.apply_result("m1", "duel", [["a"], ["b"]], [0, 1], now_ms=now)
+    (a, b) = await store.ratings("duel", ["a", "b"])
+    await redis.flushall()
+    await store.create(make_ticket("a"), now)
+    results = await store.create_many([make_ticket("b"), make_ticket("new")], now)
+    assert all(isinstance(r, pb.Ticket) for r in results)
+    mus = {c.players[0]: c.ratings for c in await store.searching(Snapshot("duel"), now)}
+    assert mus == {"a": (a[0],), "b": (b[0],), "new": (25.0,)}
+    cached = await redis.hget(store.ratings_key("duel"), "a")
+    assert cached == f"{a[0]!r}:{a[1]!r}:1".encode()
+
+
+async def test_the_cache_never_goes_back_to_an_older_version(
+    store: Store, redis: Redis, now: float
+) -> None:
+    """A fill that read the records before a result was applied arrives after the
+    result's write-through: the newer cached rating stays."""
+    stale = await store.records.ratings("duel", ["a"])
+    assert await store.apply_result("m1", "duel", [["a"], ["b"]], [0, 1], now_ms=now)
+    fresh = await redis.hget(store.ratings_key("duel"), "a")
+    await store._cache_ratings("duel", stale)
+    assert await redis.hget(store.ratings_key("duel"), "a") == fresh
+    # A legacy value without a version counts as older than any recorded one.
+    await redis.hset(store.ratings_key("duel"), "c", "40.0:1.0")
+    await store._fill_cache("duel", ["c"])
+    assert await redis.hget(store.ratings_key("duel"), "c") == b"25.0:8.333333333333334:0"

@@ -53,7 +53,11 @@ def test_worker_env_serves_the_api_only_on_the_parents_port() -> None:
 
 
 def test_workers_setting() -> None:
-    base = {"TESSERA_AUTH_ADDRESS": "127.0.0.1:5000", "TESSERA_MM_CONNECT_TOKENS": "false"}
+    base = {
+        "TESSERA_AUTH_ADDRESS": "127.0.0.1:5000",
+        "TESSERA_MM_CONNECT_TOKENS": "false",
+        "TESSERA_DATABASE_URL": "postgresql://db/t",
+    }
     assert Settings.from_env(Env(base)).frontend_workers == 1
     env = {**base, "TESSERA_MM_FRONTEND_WORKERS": "4"}
     assert Settings.from_env(Env(env)).frontend_workers == 4
@@ -81,13 +85,16 @@ def wait_until(check: Callable[[], bool], timeout_s: float = 15.0) -> None:
         time.sleep(0.1)
 
 
-def matchmaker(redis_server: LocalRedis, auth: ServiceProcess, **env: str) -> ServiceProcess:
+def matchmaker(
+    redis_server: LocalRedis, auth: ServiceProcess, database_url: str, **env: str
+) -> ServiceProcess:
     """A matchmaker (not started) with front-end workers, without connect tokens."""
     return ServiceProcess(
         "tessera.matchmaking",
         {
             **COMMON,
             "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_DATABASE_URL": database_url,
             "TESSERA_AUTH_ADDRESS": auth.grpc_address,
             "TESSERA_MM_CONNECT_TOKENS": "false",
             **env,
@@ -100,9 +107,10 @@ def matchmaker(redis_server: LocalRedis, auth: ServiceProcess, **env: str) -> Se
 async def test_workers_share_the_port_restart_and_stop_with_the_parent(
     redis_server: LocalRedis,
     auth: ServiceProcess,
+    database_url: str,
     start_service: Callable[[ServiceProcess], ServiceProcess],
 ) -> None:
-    mm = matchmaker(redis_server, auth, TESSERA_MM_FRONTEND_WORKERS="3")
+    mm = matchmaker(redis_server, auth, database_url, TESSERA_MM_FRONTEND_WORKERS="3")
     try:
         start_service(mm)
         serving = next(r for r in mm.records() if r.get("msg") == "serving")
@@ -175,10 +183,15 @@ async def test_workers_share_the_port_restart_and_stop_with_the_parent(
 def test_workers_die_with_a_killed_parent(
     redis_server: LocalRedis,
     auth: ServiceProcess,
+    database_url: str,
     start_service: Callable[[ServiceProcess], ServiceProcess],
 ) -> None:
     mm = matchmaker(
-        redis_server, auth, TESSERA_MM_MATCHING="false", TESSERA_MM_FRONTEND_WORKERS="2"
+        redis_server,
+        auth,
+        database_url,
+        TESSERA_MM_MATCHING="false",
+        TESSERA_MM_FRONTEND_WORKERS="2",
     )
     try:
         start_service(mm)

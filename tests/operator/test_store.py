@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from tessera.common.database import Pool
 from tessera.common.store import WorldKeys, instances_stream
 from tessera.matchmaking.director import Director
 from tessera.matchmaking.modes import INSTANCE, Mode
+from tessera.matchmaking.records import RatingRecords
 from tessera.matchmaking.store import Store
 from tessera.operator import store as operator_store
 from tessera.operator.planner.actions import CreateZone
@@ -139,13 +141,15 @@ async def test_instance_entries_page_through_pending_and_survive_a_lost_group(
     assert [i for i, _ in await store.instance_entries("earth")] == [e]
 
 
-async def test_instance_requests_written_by_the_matchmaker_are_planned(redis: Redis) -> None:
+async def test_instance_requests_written_by_the_matchmaker_are_planned(
+    redis: Redis, database: Pool
+) -> None:
     """The contract end to end: the real matchmaking director assigns a match to an
     instance and its result is reported; the operator reads both entries through
     its group, decodes them and plans the instance's creation and end."""
     now_ms = float(int(time.time() * 1000))
     arena = Mode(name="arena", team_size=2, max_party=2, destination=INSTANCE, world="earth")
-    mm = Store(redis, ticket_ttl_s=10.0, retention_s=60.0)
+    mm = Store(redis, RatingRecords(database), ticket_ttl_s=10.0, retention_s=60.0)
     director = Director(mm, {"arena": arena}, clock=lambda: now_ms)
     for players in (("a", "b"), ("c",), ("d",)):
         ticket = pb.Ticket(

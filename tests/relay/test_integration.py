@@ -112,7 +112,7 @@ async def relay_status(relay: ServiceProcess) -> relay_pb2.RelayStatus:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("relay-stack")
     (tmp / "redis").mkdir()
     redis = LocalRedis(tmp / "redis")
@@ -126,6 +126,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     spare_udp_port = free_udp_port()
     common = {
         "TESSERA_REDIS_URL": redis.url,
+        "TESSERA_DATABASE_URL": database_url,
         "TESSERA_GRPC_PORT": "0",
         "TESSERA_METRICS_PORT": "0",
         "TESSERA_HOST": "127.0.0.1",

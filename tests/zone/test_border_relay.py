@@ -56,7 +56,7 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def running(
-    redis_server: LocalRedis, redis: Redis, tmp_path: Path, env: dict[str, str]
+    redis_server: LocalRedis, redis: Redis, tmp_path: Path, database_url: str, env: dict[str, str]
 ) -> AsyncIterator[Stack]:
     """auth, a relay and zones west and east, every process with ``env`` added."""
     world = World(
@@ -77,6 +77,7 @@ async def running(
     udp_port = free_udp_port()
     common = {
         "TESSERA_REDIS_URL": redis_server.url,
+        "TESSERA_DATABASE_URL": database_url,
         "TESSERA_GRPC_PORT": "0",
         "TESSERA_METRICS_PORT": "0",
         "TESSERA_HOST": "127.0.0.1",
@@ -120,8 +121,10 @@ async def running(
 
 
 @pytest.fixture
-async def stack(redis_server: LocalRedis, redis: Redis, tmp_path: Path) -> AsyncIterator[Stack]:
-    async with running(redis_server, redis, tmp_path, {}) as started:
+async def stack(
+    redis_server: LocalRedis, redis: Redis, tmp_path: Path, database_url: str
+) -> AsyncIterator[Stack]:
+    async with running(redis_server, redis, tmp_path, database_url, {}) as started:
         yield started
 
 
@@ -203,11 +206,11 @@ def instance(span: dict[str, Any]) -> str:
 
 
 async def test_a_join_and_a_handoff_are_each_one_trace_across_processes(
-    redis_server: LocalRedis, redis: Redis, tmp_path: Path
+    redis_server: LocalRedis, redis: Redis, tmp_path: Path, database_url: str
 ) -> None:
     path = tmp_path / "spans.jsonl"
     env = {"OTEL_TRACES_EXPORTER": "file", "TESSERA_TRACE_FILE": str(path)}
-    async with running(redis_server, redis, tmp_path, env) as stack:
+    async with running(redis_server, redis, tmp_path, database_url, env) as stack:
         token = await guest_connect_token(stack.auth.grpc_address, "device-trace-000000001")
         client = GameClient(UdpTransport())
         await client.connect(token)

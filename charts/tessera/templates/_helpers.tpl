@@ -61,6 +61,15 @@ seccompProfile:
 {{- end -}}
 
 {{/* Secret names. */}}
+{{/* TESSERA_DATABASE_URL from the database Secret (auth and matchmaking). */}}
+{{- define "tessera.databaseEnv" -}}
+- name: TESSERA_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ default (printf "%s-database" (include "tessera.fullname" .)) .Values.database.existingSecret }}
+      key: {{ .Values.database.existingSecretKey }}
+{{- end -}}
+
 {{- define "tessera.redisSecretName" -}}
 {{- if .Values.redis.external.enabled -}}
 {{- default (printf "%s-redis" (include "tessera.fullname" .)) .Values.redis.external.existingSecret -}}

@@ -1,8 +1,9 @@
 """Run a program that dies with its parent: ``python -m tessera.demo.guard PROGRAM ARGS``.
 
 Sets PR_SET_PDEATHSIG (kept across ``execv``) and becomes ``PROGRAM`` in the same
-process, so a third-party child like ``redis-server`` gets SIGTERM when the demo
-dies, even by SIGKILL. Used through :func:`guarded_redis`.
+process, so a third-party child like ``redis-server`` or ``postgres`` gets SIGTERM
+when the demo dies, even by SIGKILL. Used through :func:`guarded_redis` and
+:func:`guarded_postgres`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from tessera.common.process import PARENT_PID, die_with_parent
+from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis
 
 
@@ -28,6 +30,15 @@ def guarded_redis(directory: Path) -> LocalRedis:
     )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     server.binary = str(script)
+    return server
+
+
+def guarded_postgres() -> LocalPostgres:
+    """A :class:`LocalPostgres` whose server dies with this process."""
+    server = LocalPostgres()
+    server.launcher = [
+        "/usr/bin/env", f"{PARENT_PID}={os.getpid()}", sys.executable, "-m", "tessera.demo.guard"
+    ]  # fmt: skip
     return server
 
 

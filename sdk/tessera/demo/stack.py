@@ -1,9 +1,10 @@
-"""Every Tessera process of a demo run: redis-server, auth, relay, matchmaking
-and the operator's local runtime (which runs the zones).
+"""Every Tessera process of a demo run: redis-server, PostgreSQL, auth, relay,
+matchmaking and the operator's local runtime (which runs the zones).
 
 Each service is a :class:`ServiceProcess` started from the main thread (children
 get SIGTERM when the thread that started them ends), stopped in reverse order;
-redis-server is wrapped by :mod:`tessera.demo.guard` so it dies with the demo too.
+redis-server and PostgreSQL are wrapped by :mod:`tessera.demo.guard` so they die
+with the demo too.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from pathlib import Path
 import yaml
 
 from tessera.common.process import ServiceProcess
-from tessera.demo.guard import guarded_redis
+from tessera.demo.guard import guarded_postgres, guarded_redis
 from tessera.demo.world import DemoSettings, demo_modes, world_resource
+from tessera.harness.postgres import LocalPostgres
 
 WORLD = "demo"
 MM_CLIENT = "matchmaking"
@@ -40,6 +42,7 @@ class Stack:
         self.dir = workdir or Path(tempfile.mkdtemp(prefix="tessera-demo-"))
         (self.dir / "redis").mkdir(parents=True, exist_ok=True)
         self.redis = guarded_redis(self.dir / "redis")
+        self.postgres: LocalPostgres | None = None
         self.procs: dict[str, ServiceProcess] = {}
         self.udp_port = 0
         # The matchmaker's client credentials at auth (also for reporting results).
@@ -63,10 +66,14 @@ class Stack:
     def start(self) -> None:
         """Start everything and wait until each process serves."""
         self.redis.start()
+        self.postgres = guarded_postgres()
+        self.postgres.start()
+        database_url = self.postgres.create_database("tessera")
         connect_key = base64.b64encode(os.urandom(32)).decode()
         self.udp_port = free_udp_port()
         common = {
             "TESSERA_REDIS_URL": self.redis.url,
+            "TESSERA_DATABASE_URL": database_url,
             "TESSERA_HOST": "127.0.0.1",
             "TESSERA_GRPC_PORT": "0",
             "TESSERA_METRICS_PORT": "0",
@@ -132,10 +139,11 @@ class Stack:
         )
 
     def pids(self) -> list[int]:
-        """Every child process id (redis-server included)."""
+        """Every child process id (redis-server and PostgreSQL included)."""
         out = [p.pid for p in self.procs.values() if p.proc is not None]
-        if self.redis.proc is not None:
-            out.append(self.redis.proc.pid)
+        for server in (self.redis, self.postgres):
+            if server is not None and server.proc is not None:
+                out.append(server.proc.pid)
         return out
 
     def dead(self) -> list[str]:
@@ -144,7 +152,9 @@ class Stack:
 
     def stop(self) -> None:
         """SIGTERM in reverse start order (the runtime drains nothing: it stops its
-        zones), then redis-server."""
+        zones), then redis-server and PostgreSQL."""
         for proc in reversed(list(self.procs.values())):
             proc.terminate(20.0)
         self.redis.stop()
+        if self.postgres is not None:
+            self.postgres.stop()

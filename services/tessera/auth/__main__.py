@@ -10,11 +10,13 @@ import time
 
 from tessera.auth.config import AuthConfig
 from tessera.auth.keys import KeyRingError
+from tessera.auth.records import AccountRecords
 from tessera.auth.servicer import METHOD_ROLES, PUBLIC_METHODS, SERVICE, AuthServicer, KeySource
 from tessera.auth.store import AuthStore
 from tessera.authclient.verifier import AuthInterceptor, Verifier
 from tessera.common import store as common_store
 from tessera.common.config import PREFIX, ConfigError, ServerConfig, load_or_exit
+from tessera.common.database import DatabaseUnavailable, open_database
 from tessera.common.server import GrpcService, main
 from tessera.v1 import auth_pb2_grpc
 
@@ -55,9 +57,20 @@ async def assemble(server_config: ServerConfig, config: AuthConfig) -> GrpcServi
         await redis.aclose()
         log.error("cannot start: Redis unreachable", extra={"error": str(err)})
         raise SystemExit(1) from None
+    try:
+        database = await open_database(config.database_url)
+    except DatabaseUnavailable as err:
+        await verifier.close()
+        await redis.aclose()
+        log.error("cannot start: PostgreSQL unreachable", extra={"error": str(err)})
+        raise SystemExit(1) from None
     interceptor = AuthInterceptor(verifier, allow=PUBLIC_METHODS, roles=METHOD_ROLES)
     servicer = AuthServicer(
-        config, AuthStore(redis), keys, hash_workers=max(1, os.cpu_count() or 1)
+        config,
+        AuthStore(redis),
+        AccountRecords(database),
+        keys,
+        hash_workers=max(1, os.cpu_count() or 1),
     )
     service = GrpcService(server_config, interceptors=[interceptor])
     service.add(auth_pb2_grpc.add_AuthServicer_to_server, servicer, SERVICE)
@@ -79,6 +92,7 @@ async def assemble(server_config: ServerConfig, config: AuthConfig) -> GrpcServi
             await refresher
         await verifier.close()
         await redis.aclose()
+        await database.close()
         servicer.pool.shutdown(wait=False, cancel_futures=True)
 
     service.on_shutdown(shutdown)

@@ -152,6 +152,7 @@ class AuthConfig:
     service_clients: dict[str, str]
     admin_accounts: frozenset[str]
     sealing_key: bytes
+    database_url: str
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> AuthConfig:
@@ -198,4 +199,5 @@ class AuthConfig:
             service_clients=parse_service_clients(env.string("AUTH_SERVICE_CLIENTS", "")),
             admin_accounts=frozenset(a.strip() for a in admins.split(",") if a.strip()),
             sealing_key=connect_sealing_key(env),
+            database_url=env.database_url("DATABASE_URL"),
         )

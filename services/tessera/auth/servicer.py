@@ -24,7 +24,8 @@ from tessera.auth.accounts import InputError
 from tessera.auth.config import AuthConfig
 from tessera.auth.keys import KeyRing, KeyRingError, SigningKey, raw_public_bytes
 from tessera.auth.passwords import PasswordHasher
-from tessera.auth.store import Account, AuthStore
+from tessera.auth.records import Account, AccountRecords
+from tessera.auth.store import AuthStore
 from tessera.authclient.verifier import current_claims
 from tessera.common import errors, tracing
 from tessera.v1 import auth_pb2, auth_pb2_grpc
@@ -87,6 +88,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         self,
         config: AuthConfig,
         auth_store: AuthStore,
+        records: AccountRecords,
         keys: KeySource,
         *,
         hash_workers: int,
@@ -94,6 +96,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
     ) -> None:
         self.config = config
         self.store = auth_store
+        self.accounts = records
         self.keys = keys
         self.clock = clock
         self.hasher = PasswordHasher(config.argon2)
@@ -228,7 +231,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
             await _invalid(context, err)
         address = sessions.client_address(context.peer())
         await self._count_registration(context, "register", address)
-        if await self.store.username_taken(username):
+        if await self.accounts.username_taken(username):
             await _taken(context)
         account = Account(
             account_id=sessions.new_account_id(),
@@ -237,7 +240,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
             roles=("player",),
             kind="password",
         )
-        if not await self.store.create_account(account, now=self.clock()):
+        if not await self.accounts.create_account(account, now=self.clock()):
             await _taken(context)
         metrics.LOGINS.labels("register", "ok").inc()
         log.info("account registered", extra={"account": account.account_id})
@@ -252,7 +255,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
             await _invalid(context, err)
         address = sessions.client_address(context.peer())
         await self._check_lock(context, "password", username, address)
-        account = await self.store.account_by_username(username)
+        account = await self.accounts.account_by_username(username)
         if account is None:
             ok = await self._in_pool(self.hasher.dummy_verify, request.password)
         else:
@@ -262,7 +265,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         await self.store.clear_failures(username)
         if self.hasher.needs_rehash(account.password_hash):
             new_hash = await self._in_pool(self.hasher.hash, request.password)
-            await self.store.set_password(account.account_id, new_hash)
+            await self.accounts.set_password(account.account_id, new_hash, now=self.clock())
         metrics.LOGINS.labels("password", "ok").inc()
         roles = sessions.roles_for(account.account_id, self.config.admin_accounts)
         return await self._new_session(account.account_id, roles, "password")
@@ -275,11 +278,11 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         except InputError as err:
             await _invalid(context, err)
         device_hash = sessions.digest(device_id)
-        account_id = await self.store.device_account(device_hash)
+        account_id = await self.accounts.device_account(device_hash)
         if account_id is None:
             address = sessions.client_address(context.peer())
             await self._count_registration(context, "guest", address)
-            account_id, _created = await self.store.guest_account(
+            account_id, _created = await self.accounts.guest_account(
                 device_hash, sessions.new_account_id(), ("player",), now=self.clock()
             )
         metrics.LOGINS.labels("guest", "ok").inc()

@@ -1,12 +1,10 @@
-"""The only code of the auth service that touches Redis.
+"""The only code of the auth service that touches Redis: what is hot and may be lost
+(sessions, refresh tokens, revocations, rate-limit counters). Accounts and devices
+live in PostgreSQL (``records.py``).
 
 Keys, all under the service-wide hash tag ``{auth}`` so multi-key scripts run in
 one Redis Cluster slot (prefix ``tessera:{auth}:`` left out below):
 
-- ``usernames`` HASH: normalized username -> account id (HSETNX makes it unique).
-- ``devices`` HASH: SHA-256(device id) hex -> guest account id.
-- ``account:<id>`` HASH: ``username``, ``password`` (argon2id PHC string),
-  ``roles`` (comma-separated), ``kind`` (password, guest), ``created_at``.
 - ``account:<id>:sessions`` SET: the account's session ids (for RevokeSessions).
 - ``session:<sid>`` HASH: ``account``, ``roles``, ``kind``, ``refresh`` (SHA-256
   of the live refresh token); TTL = refresh-token lifetime, renewed on rotation.
@@ -24,8 +22,7 @@ one Redis Cluster slot (prefix ``tessera:{auth}:`` left out below):
   while locked out.
 - ``registrations:<ip>`` STRING counter of accounts created from an address.
 
-Secrets are never stored: passwords as argon2id hashes, refresh tokens and
-device ids as SHA-256 digests (both are 256-bit random or client-chosen ids
+Secrets are never stored: refresh tokens as SHA-256 digests (256-bit random ids
 whose digest is only a lookup key).
 """
 
@@ -37,13 +34,6 @@ from typing import Any
 from redis.asyncio import Redis
 
 from tessera.authclient.store import PREFIX, REVOCATIONS, REVOKED
-
-USERNAMES = PREFIX + "usernames"
-DEVICES = PREFIX + "devices"
-
-
-def account_key(account_id: str) -> str:
-    return f"{PREFIX}account:{account_id}"
 
 
 def account_sessions_key(account_id: str) -> str:
@@ -122,23 +112,6 @@ return {'OK', sid, fields[2], fields[3], fields[4]}
 """
 )
 
-# KEYS: usernames hash, account key. ARGV: username, account id, then field/value pairs.
-_CREATE_ACCOUNT = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 3))
-return 1
-"""
-
-# KEYS: devices hash. ARGV: prefix, device hash, new account id, field/value pairs.
-# Returns {account id, created (0/1)}.
-_GUEST_ACCOUNT = """
-local existing = redis.call('HGET', KEYS[1], ARGV[2])
-if existing then return {existing, 0} end
-redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-redis.call('HSET', ARGV[1] .. 'account:' .. ARGV[3], unpack(ARGV, 4))
-return {ARGV[3], 1}
-"""
-
 # KEYS: lock:account, lock:address. Returns the longer remaining lockout (ms), 0 if none.
 _LOCKED_FOR = """
 local a = redis.call('PTTL', KEYS[1])
@@ -173,17 +146,6 @@ return 0
 
 
 @dataclass(frozen=True)
-class Account:
-    """An account record."""
-
-    account_id: str
-    username: str
-    password_hash: str
-    roles: tuple[str, ...]
-    kind: str
-
-
-@dataclass(frozen=True)
 class Rotation:
     """The outcome of presenting a refresh token."""
 
@@ -205,73 +167,16 @@ def _roles(value: bytes | str | None) -> tuple[str, ...]:
 
 
 class AuthStore:
-    """Accounts, sessions, refresh tokens, revocations and rate-limit counters."""
+    """Sessions, refresh tokens, revocations and rate-limit counters."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._revoke = redis.register_script(_REVOKE)
         self._revoke_account = redis.register_script(_REVOKE_ACCOUNT)
         self._rotate = redis.register_script(_ROTATE)
-        self._create_account = redis.register_script(_CREATE_ACCOUNT)
-        self._guest_account = redis.register_script(_GUEST_ACCOUNT)
         self._locked_for = redis.register_script(_LOCKED_FOR)
         self._record_failure = redis.register_script(_RECORD_FAILURE)
         self._count_registration = redis.register_script(_COUNT_REGISTRATION)
-
-    # accounts
-
-    async def username_taken(self, username: str) -> bool:
-        return bool(await self.redis.hexists(USERNAMES, username))
-
-    async def create_account(self, account: Account, *, now: float) -> bool:
-        """Create a password account; False if the username is taken (atomic)."""
-        fields = {
-            "username": account.username,
-            "password": account.password_hash,
-            "roles": ",".join(account.roles),
-            "kind": account.kind,
-            "created_at": str(int(now)),
-        }
-        args = [account.username, account.account_id, *_flatten(fields)]
-        created = await self._create_account(
-            keys=[USERNAMES, account_key(account.account_id)], args=args
-        )
-        return bool(created)
-
-    async def account_by_username(self, username: str) -> Account | None:
-        account_id = await self.redis.hget(USERNAMES, username)
-        return None if account_id is None else await self.account(_text(account_id))
-
-    async def account(self, account_id: str) -> Account | None:
-        raw = await self.redis.hgetall(account_key(account_id))
-        if not raw:
-            return None
-        fields = {_text(k): _text(v) for k, v in raw.items()}
-        return Account(
-            account_id=account_id,
-            username=fields.get("username", ""),
-            password_hash=fields.get("password", ""),
-            roles=_roles(fields.get("roles")),
-            kind=fields.get("kind", ""),
-        )
-
-    async def set_password(self, account_id: str, password_hash: str) -> None:
-        """Replace a password hash (a rehash after the argon2 parameters changed)."""
-        await self.redis.hset(account_key(account_id), "password", password_hash)
-
-    async def device_account(self, device_hash: str) -> str | None:
-        value = await self.redis.hget(DEVICES, device_hash)
-        return None if value is None else _text(value)
-
-    async def guest_account(
-        self, device_hash: str, new_account_id: str, roles: tuple[str, ...], *, now: float
-    ) -> tuple[str, bool]:
-        """The device's account, creating it atomically; returns (account id, created)."""
-        fields = {"roles": ",".join(roles), "kind": "guest", "created_at": str(int(now))}
-        account_id, created = await self._guest_account(
-            keys=[DEVICES], args=[PREFIX, device_hash, new_account_id, *_flatten(fields)]
-        )
-        return _text(account_id), bool(created)
 
     # sessions
 
@@ -388,7 +293,3 @@ class AuthStore:
             keys=[f"{PREFIX}registrations:{address}"], args=[limit, window_s]
         )
         return int(ms) / 1000.0
-
-
-def _flatten(fields: dict[str, str]) -> list[str]:
-    return [item for pair in fields.items() for item in pair]

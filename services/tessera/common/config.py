@@ -120,6 +120,15 @@ class Env:
         """A redis:// or rediss:// URL (or unix:// socket path)."""
         return self.string(name, default, pattern=r"(rediss?|unix)://\S+")
 
+    def database_url(self, name: str) -> str:
+        """A required postgresql:// (or postgres://) URL."""
+        variable, raw = self._raw(name)
+        if raw is None or re.fullmatch(r"postgres(ql)?://\S+", raw) is None:
+            expected = "a postgresql://user:password@host:port/database URL (required)"
+            # The value may hold a password: never echo it.
+            raise ConfigError(variable, "" if raw is None else "(not shown)", expected)
+        return raw
+
 
 def _range_text(lo: object, hi: object) -> str:
     if lo is not None and hi is not None:

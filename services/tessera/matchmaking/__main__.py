@@ -20,10 +20,12 @@ from tessera.authclient.issuer import AuthIssuer
 from tessera.authclient.verifier import AuthInterceptor, Verifier, current_claims
 from tessera.common import store as common_store
 from tessera.common.config import Env, ServerConfig
+from tessera.common.database import DatabaseUnavailable, open_database
 from tessera.common.process import free_port
 from tessera.common.server import GrpcService, main
 from tessera.matchmaking.config import Settings
 from tessera.matchmaking.director import Director
+from tessera.matchmaking.records import RatingRecords
 from tessera.matchmaking.servicer import TRUSTED, MatchmakerServicer, Watchers
 from tessera.matchmaking.store import Store
 from tessera.matchmaking.workers import FrontendWorkers
@@ -37,8 +39,18 @@ SERVICE_NAME = "tessera.v1.Matchmaker"
 async def build(config: ServerConfig) -> GrpcService:
     """The matchmaking service for ``python -m tessera.matchmaking``."""
     settings = Settings.from_env(Env())
+    try:
+        database = await open_database(settings.database_url)
+    except DatabaseUnavailable as err:
+        log.error("cannot start: PostgreSQL unreachable", extra={"error": str(err)})
+        raise SystemExit(1) from None
     redis = common_store.connect(config.redis_url, max_connections=256)
-    store = Store(redis, ticket_ttl_s=settings.ticket_ttl_s, retention_s=settings.retention_s)
+    store = Store(
+        redis,
+        RatingRecords(database),
+        ticket_ttl_s=settings.ticket_ttl_s,
+        retention_s=settings.retention_s,
+    )
     interceptors = []
     verifier: Verifier | None = None
     if settings.frontend:
@@ -109,6 +121,7 @@ async def build(config: ServerConfig) -> GrpcService:
         if verifier is not None:
             await verifier.close()
         await redis.aclose()
+        await database.close()
 
     service.on_shutdown(shutdown)
     return service

@@ -1,4 +1,5 @@
-"""Matchmaker settings from the environment (``TESSERA_MM_*``, ``TESSERA_AUTH_ADDRESS``)."""
+"""Matchmaker settings from the environment (``TESSERA_MM_*``, ``TESSERA_AUTH_ADDRESS``,
+``TESSERA_DATABASE_URL``)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class Settings:
     tick_interval_s: float
     pool_limit: int
     rotate_ms: float
+    database_url: str
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
@@ -74,4 +76,5 @@ class Settings:
             tick_interval_s=env.number("MM_TICK_INTERVAL_S", 0.02, lo=0.001, hi=10.0),
             pool_limit=env.integer("MM_POOL_LIMIT", 20_000, lo=10, hi=10_000_000),
             rotate_ms=env.number("MM_SHARE_ROTATE_MS", 200.0, lo=0.0, hi=600_000.0),
+            database_url=env.database_url("DATABASE_URL"),
         )

@@ -9,10 +9,12 @@ Keys (all under the ``{mm}`` hash tag, so every script is single-slot in Redis C
   id. Kept ``retention`` after it ends.
 - ``tessera:{mm}:pool:<mode>`` ZSET searching ticket id -> expiry (ms).
 - ``tessera:{mm}:player:<player>`` STRING the player's active ticket id.
-- ``tessera:{mm}:ratings:<mode>`` HASH player -> ``mu:sigma``.
+- ``tessera:{mm}:ratings:<mode>`` HASH player -> ``mu:sigma:version``: a cache of the
+  ratings in PostgreSQL (``records.py``, the system of record), filled on a miss when
+  a ticket is created and written after every applied result; a value is never
+  replaced by one of a lower version.
 - ``tessera:{mm}:match:<match>`` SET the players assigned to the match (a day), to check
   reported results.
-- ``tessera:{mm}:result:<match>`` STRING marker: the match's result was applied.
 - ``tessera:{mm}:backfill:<id>`` HASH ``b`` Backfill (protobuf, without slots and tickets),
   ``slot:<team>`` open slots, ``tickets`` ids joined by ','; ``tessera:{mm}:backfills:<mode>``
   SET of open backfill ids.
@@ -39,12 +41,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from tessera.common.store import instances_stream, read_heartbeats
 from tessera.matchmaking import rating
 from tessera.matchmaking.destination import ZoneLoad, zone_loads
 from tessera.matchmaking.matching import Candidate
+from tessera.matchmaking.records import RatingRecords, Versioned
 from tessera.matchmaking.ticket import candidate
 from tessera.v1 import matchmaking_pb2 as pb
 
@@ -62,11 +64,11 @@ SEARCHING = pb.TICKET_STATE_SEARCHING
 ASSIGNED = pb.TICKET_STATE_ASSIGNED
 CANCELLED = pb.TICKET_STATE_CANCELLED
 EXPIRED = pb.TICKET_STATE_EXPIRED
-_DEFAULT_MU = repr(rating.DEFAULT[0])
 
 # KEYS: ticket, pool, ratings, player keys...; ARGV: id, blob, players, expires, now,
-# retention, prefix, default mu, owner's session id, traceparent of its creation.
-# Returns {0} or {index of the busy player, its ticket id}.
+# retention, prefix, owner's session id, traceparent of its creation.
+# Returns {0}, {index of the busy player, its ticket id}, or {-1, players...} whose
+# ratings are not cached (nothing written: fill the cache and call again).
 CREATE = """
 local now = tonumber(ARGV[5])
 for i = 4, #KEYS do
@@ -79,19 +81,33 @@ end
 local players = {}
 for player in string.gmatch(ARGV[3], '[^\\31]+') do players[#players + 1] = player end
 local mus = {}
+local missing = {-1}
 for i, r in ipairs(redis.call('HMGET', KEYS[3], unpack(players))) do
-  if r then mus[i] = string.match(r, '^[^:]+') else mus[i] = ARGV[8] end
+  if r then mus[i] = string.match(r, '^[^:]+') else missing[#missing + 1] = players[i] end
 end
+if #missing > 1 then return missing end
 local expires = tonumber(ARGV[4])
 local retention = tonumber(ARGV[6])
 redis.call('HSET', KEYS[1], 't', ARGV[2], 'p', ARGV[3], 'r', table.concat(mus, ','),
-           's', 1, 'e', ARGV[4], 'o', ARGV[9], 'tp', ARGV[10])
+           's', 1, 'e', ARGV[4], 'o', ARGV[8], 'tp', ARGV[9])
 redis.call('PEXPIREAT', KEYS[1], expires + retention)
 redis.call('ZADD', KEYS[2], expires, ARGV[1])
 for i = 4, #KEYS do
   redis.call('SET', KEYS[i], ARGV[1], 'PXAT', expires + retention)
 end
 return {0}
+"""
+
+# Caches ratings, each only over an older version (or none). KEYS: ratings;
+# ARGV: player, value (``mu:sigma:version``), ... A value without a version is older.
+CACHE = """
+for i = 1, #ARGV, 2 do
+  local current = redis.call('HGET', KEYS[1], ARGV[i])
+  local version = current and tonumber(string.match(current, '^[^:]+:[^:]+:(%d+)$')) or -1
+  if not current or version < tonumber(string.match(ARGV[i + 1], '(%d+)$')) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
 """
 
 # KEYS: ticket, pool; ARGV: id, now, ttl, retention, prefix
@@ -325,10 +341,19 @@ class Snapshot:
 
 
 class Store:
-    """Ticket, rating, backfill and zone-registry access for the matchmaker."""
+    """Ticket, rating, backfill and zone-registry access for the matchmaker (ratings
+    are read from and written to ``records``, cached in Redis)."""
 
-    def __init__(self, redis: Redis, *, ticket_ttl_s: float = 30.0, retention_s: float = 600.0):
+    def __init__(
+        self,
+        redis: Redis,
+        records: RatingRecords,
+        *,
+        ticket_ttl_s: float = 30.0,
+        retention_s: float = 600.0,
+    ):
         self.redis = redis
+        self.records = records
         self.ttl_ms = int(ticket_ttl_s * 1000)
         self.retention_ms = int(retention_s * 1000)
         self._create = redis.register_script(CREATE)
@@ -336,6 +361,7 @@ class Store:
         self._end = redis.register_script(END)
         self._claim = redis.register_script(CLAIM)
         self._read = redis.register_script(READ)
+        self._cache = redis.register_script(CACHE)
 
     @staticmethod
     def ticket_key(ticket_id: str) -> str:
@@ -397,7 +423,13 @@ class Store:
         expires = int(now_ms) + self.ttl_ms
         keys, args = self._create_call(ticket, expires, now_ms, session_id, traceparent)
         result = await self._create(keys=keys, args=args)
-        return _created(ticket, result, expires)
+        # Uncached ratings: fill the cache and try again (a flush may race the fill).
+        for _ in range(3):
+            if not _uncached(result):
+                return _created(ticket, result, expires)
+            await self._fill_cache(ticket.mode, _uncached(result))
+            result = await self._create(keys=keys, args=args)
+        raise RuntimeError(f"ratings of mode {ticket.mode!r} could not be cached in Redis")
 
     async def create_many(
         self, tickets: Sequence[pb.Ticket], now_ms: float, sessions: Sequence[str] = ()
@@ -405,21 +437,51 @@ class Store:
         """Store new searching tickets in one round trip (each one atomically), with
         their players' current ratings; a ticket with a busy player is not stored."""
         expires = int(now_ms) + self.ttl_ms
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for i, ticket in enumerate(tickets):
-                session = sessions[i] if i < len(sessions) else ""
-                keys, args = self._create_call(ticket, expires, now_ms, session, "")
-                await self._create(keys=keys, args=args, client=pipe)
-            results = await pipe.execute()
+        calls = [
+            self._create_call(t, expires, now_ms, sessions[i] if i < len(sessions) else "", "")
+            for i, t in enumerate(tickets)
+        ]
+        results = await self._create_all(calls)
+        # Tickets whose players' ratings were not cached: fill the cache, run again.
+        again = [i for i, result in enumerate(results) if _uncached(result)]
+        if again:
+            missing: dict[str, set[str]] = {}
+            for i in again:
+                missing.setdefault(tickets[i].mode, set()).update(_uncached(results[i]))
+            for mode, players in missing.items():
+                await self._fill_cache(mode, sorted(players))
+            retried = await self._create_all([calls[i] for i in again])
+            for i, result in zip(again, retried, strict=True):
+                results[i] = result
         out: list[pb.Ticket | PlayerBusy] = []
-        for ticket, result in zip(tickets, results, strict=True):
+        for i, (ticket, result) in enumerate(zip(tickets, results, strict=True)):
             created = pb.Ticket()
             created.CopyFrom(ticket)
             try:
-                out.append(_created(created, result, expires))
+                if _uncached(result):  # the cache was flushed again meanwhile
+                    session = sessions[i] if i < len(sessions) else ""
+                    out.append(await self.create(created, now_ms, session))
+                else:
+                    out.append(_created(created, result, expires))
             except PlayerBusy as busy:
                 out.append(busy)
         return out
+
+    async def _create_all(self, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run :data:`CREATE` once per (keys, args) in one pipelined round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await self._create(keys=keys, args=args, client=pipe)
+            return list(await pipe.execute())
+
+    async def _fill_cache(self, mode: str, players: Sequence[str]) -> None:
+        """Cache the players' ratings from the records (the default for new players)."""
+        await self._cache_ratings(mode, await self.records.ratings(mode, players))
+
+    async def _cache_ratings(self, mode: str, ratings: Mapping[str, Versioned]) -> None:
+        if ratings:
+            args = [item for p, v in ratings.items() for item in (p, _cached(v))]
+            await self._cache(keys=[self.ratings_key(mode)], args=args)
 
     def _create_call(
         self, ticket: pb.Ticket, expires: int, now_ms: float, session_id: str, traceparent: str
@@ -440,7 +502,6 @@ class Store:
             int(now_ms),
             self.retention_ms,
             PREFIX,
-            _DEFAULT_MU,
             session_id,
             traceparent,
         ]
@@ -555,8 +616,9 @@ class Store:
         return [None if r == 1 else _text(r) for r in results]
 
     async def ratings(self, mode: str, players: Sequence[str]) -> list[rating.Rating]:
-        raw = await self.redis.hmget(self.ratings_key(mode), list(players))
-        return [rating.decode(r) for r in raw]
+        """The players' ratings from the system of record."""
+        found = await self.records.ratings(mode, players)
+        return [found[p].rating for p in players]
 
     async def outsiders(self, match_id: str, players: Sequence[str]) -> list[str]:
         """Reported players this service did not assign to the match; empty when it has
@@ -578,42 +640,26 @@ class Store:
         ranks: Sequence[int],
         *,
         now_ms: float,
-        keep_s: int = 30 * 86400,
     ) -> bool:
-        """Rate a match once per match id; False if it had been applied already. The
-        first time, a match played in an instance zone also gets its ``end`` entry on
-        the world's instance stream, in the same transaction. A one-team result (a
-        cooperative mode) changes no rating."""
-        marker = f"{PREFIX}result:{match_id}"
-        key = self.ratings_key(mode)
-        players = [p for team in teams for p in team]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(marker, key)
-                    if await pipe.exists(marker):
-                        return False
-                    raw = await pipe.hmget(key, players)
-                    instance = await pipe.get(self.instance_key(match_id))
-                    current = {p: rating.decode(r) for p, r in zip(players, raw, strict=True)}
-                    new = rating.rate(teams, ranks, current) if len(teams) > 1 else {}
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.set(marker, b"1", ex=keep_s)
-                    if new:
-                        pipe.hset(key, mapping={p: rating.encode(r) for p, r in new.items()})
-                    if instance:
-                        world, _, zone = _text(instance).partition(" ")
-                        end = {"kind": "end", "match": match_id, "zone": zone, "at_ms": int(now_ms)}
-                        pipe.xadd(
-                            instances_stream(world),
-                            end,  # type: ignore[arg-type]
-                            maxlen=INSTANCES_MAXLEN,
-                            approximate=True,
-                        )
-                    await pipe.execute()
-                    return True
-                except WatchError:
-                    continue
+        """Rate a match once per match id (in the records); False if it had been applied
+        already. The first time, the new ratings are cached and a match played in an
+        instance zone gets its ``end`` entry on the world's instance stream. A one-team
+        result (a cooperative mode) changes no rating."""
+        new = await self.records.apply_result(match_id, mode, teams, ranks, now_ms=now_ms)
+        if new is None:
+            return False
+        await self._cache_ratings(mode, new)
+        instance = await self.redis.get(self.instance_key(match_id))
+        if instance:
+            world, _, zone = _text(instance).partition(" ")
+            end = {"kind": "end", "match": match_id, "zone": zone, "at_ms": int(now_ms)}
+            await self.redis.xadd(
+                instances_stream(world),
+                end,  # type: ignore[arg-type]
+                maxlen=INSTANCES_MAXLEN,
+                approximate=True,
+            )
+        return True
 
     async def create_backfill(self, backfill: pb.Backfill, *, ttl_s: int = 3600) -> None:
         base = pb.Backfill()
@@ -679,6 +725,17 @@ class Store:
                 yield int(state), ids
         finally:
             await pubsub.aclose()
+
+
+def _uncached(result: Sequence[Any]) -> list[str]:
+    """The players whose ratings a :data:`CREATE` call found uncached (none if it ran)."""
+    return [_text(p) for p in result[1:]] if int(result[0]) == -1 else []
+
+
+def _cached(versioned: Versioned) -> str:
+    """A rating as the cache holds it: ``mu:sigma:version``."""
+    mu, sigma = versioned.rating
+    return f"{mu!r}:{sigma!r}:{versioned.version}"
 
 
 def _created(ticket: pb.Ticket, result: Sequence[Any], expires: int) -> pb.Ticket:

@@ -1,0 +1,139 @@
+"""The only code of the auth service that touches PostgreSQL: accounts and devices,
+the system of record (tables ``accounts``, ``devices``, ``bans``; migration
+``0001_accounts.sql``). Redis (``store.py``) keeps only what is hot: sessions,
+refresh tokens, revocations and rate-limit counters, all of which may be lost
+(players log in again).
+
+Usernames are unique in the table (``UNIQUE``), so two registrations of one name
+race safely: one row is inserted, the other call gets False. A guest account and
+its device row are created in one transaction, so a device never names an
+account that does not exist, and two first logins of one device share one account.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tessera.common.database import Pool
+
+
+@dataclass(frozen=True)
+class Account:
+    """An account record (``username`` and ``password_hash`` are empty for guests)."""
+
+    account_id: str
+    username: str
+    password_hash: str
+    roles: tuple[str, ...]
+    kind: str
+
+
+class _DeviceTaken(Exception):
+    """Another login created the device's account first (rolls the transaction back)."""
+
+
+_COLUMNS = "id, username, password_hash, roles, kind"
+
+
+def _account(row: Any) -> Account | None:
+    if row is None:
+        return None
+    return Account(
+        account_id=row["id"],
+        username=row["username"] or "",
+        password_hash=row["password_hash"] or "",
+        roles=tuple(row["roles"]),
+        kind=row["kind"],
+    )
+
+
+def _time(now: float) -> datetime:
+    return datetime.fromtimestamp(now, UTC)
+
+
+class AccountRecords:
+    """Accounts and guest devices in PostgreSQL."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    async def username_taken(self, username: str) -> bool:
+        found = await self.pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM accounts WHERE username = $1)", username
+        )
+        return bool(found)
+
+    async def create_account(self, account: Account, *, now: float) -> bool:
+        """Create a password account; False if the username is taken."""
+        created = await self.pool.fetchval(
+            "INSERT INTO accounts (id, kind, username, password_hash, roles, created_at,"
+            " updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)"
+            " ON CONFLICT (username) DO NOTHING RETURNING id",
+            account.account_id,
+            account.kind,
+            account.username,
+            account.password_hash,
+            list(account.roles),
+            _time(now),
+        )
+        return created is not None
+
+    async def account_by_username(self, username: str) -> Account | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM accounts WHERE username = $1", username
+        )
+        return _account(row)
+
+    async def account(self, account_id: str) -> Account | None:
+        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM accounts WHERE id = $1", account_id)
+        return _account(row)
+
+    async def set_password(self, account_id: str, password_hash: str, *, now: float) -> None:
+        """Replace a password hash (a rehash after the argon2 parameters changed)."""
+        await self.pool.execute(
+            "UPDATE accounts SET password_hash = $2, updated_at = $3 WHERE id = $1",
+            account_id,
+            password_hash,
+            _time(now),
+        )
+
+    async def device_account(self, device_hash: str) -> str | None:
+        value = await self.pool.fetchval(
+            "SELECT account_id FROM devices WHERE device_hash = $1", device_hash
+        )
+        return None if value is None else str(value)
+
+    async def guest_account(
+        self, device_hash: str, new_account_id: str, roles: tuple[str, ...], *, now: float
+    ) -> tuple[str, bool]:
+        """The device's account, creating it if the device is new; returns
+        (account id, created)."""
+        at = _time(now)
+        async with self.pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        "INSERT INTO accounts (id, kind, roles, created_at, updated_at)"
+                        " VALUES ($1, 'guest', $2, $3, $3)",
+                        new_account_id,
+                        list(roles),
+                        at,
+                    )
+                    inserted = await conn.fetchval(
+                        "INSERT INTO devices (device_hash, account_id, created_at)"
+                        " VALUES ($1, $2, $3) ON CONFLICT (device_hash) DO NOTHING"
+                        " RETURNING account_id",
+                        device_hash,
+                        new_account_id,
+                        at,
+                    )
+                    if inserted is None:
+                        raise _DeviceTaken
+                return new_account_id, True
+            except _DeviceTaken:
+                existing = await conn.fetchval(
+                    "SELECT account_id FROM devices WHERE device_hash = $1", device_hash
+                )
+                return str(existing), False
