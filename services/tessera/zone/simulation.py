@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
-from scipy.spatial import cKDTree
 
 from tessera.wire.geometry import Rect
 from tessera.wire.snapshot import COLUMNS, Quantization
@@ -359,13 +358,16 @@ class Simulation:
             refresh |= np.isin(clients, np.fromiter(self.fresh, np.int64, len(self.fresh)))
             self.fresh.difference_update(clients.tolist())
         if refresh.any() and n:
-            tree = cKDTree(e.pos[:n][:, [0, 2]])
             boost = np.where(self.now_s - e.combat_at[:n] < 2.0, tiers.combat_bonus_m, 0.0)
-            idx, _ = interest.visible(tree, viewers[refresh], n, boost, tiers=tiers)
-            if idx.shape[1] < views.cap:  # the cap is lowered under overload
-                idx = np.pad(idx, ((0, 0), (0, views.cap - idx.shape[1])), constant_values=n)
-            ids_all = np.append(e.id[:n], PAD)
-            views.refresh(clients[refresh], ids_all[idx], np.where(idx < n, idx, -1))
+            seen = interest.visible(
+                e.pos[:n][:, [0, 2]],
+                viewers[refresh],
+                boost,
+                e.id[:n],
+                tiers=tiers,
+                width=views.cap,
+            )
+            views.refresh(clients[refresh], seen, e.id[:n])
         return Sight(players, clients, viewer_rows, viewers, beat, time.perf_counter() - started)
 
     def _encode(self, sight: Sight, events: list[Event]) -> Frame:
