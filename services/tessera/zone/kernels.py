@@ -19,7 +19,6 @@ import numpy as np
 from numba import njit
 
 from tessera.wire.snapshot import (
-    COLUMNS,
     FACING,
     FLAG_FULL,
     FLAGS,
@@ -67,30 +66,6 @@ def _put(buf: np.ndarray, at: int, value: int, nbytes: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _change_mask(d: np.ndarray) -> int:
-    """Field bits of one delta row (a present entity that was in the baseline)."""
-    big = max(abs(np.int64(d[X])), abs(np.int64(d[Z])))
-    mask = 0
-    if d[X] != 0 or d[Z] != 0:
-        mask = POS8
-    if big > 32767:
-        mask = POS32
-    elif big > 127:
-        mask = POS16
-    if d[Y] != 0:
-        mask |= HEIGHT
-    if d[YAW] != 0:
-        mask |= FACING
-    if d[VX] != 0 or d[VY] != 0 or d[VZ] != 0:
-        mask |= MOTION
-    if d[HEALTH] != 0 or d[FLAGS] != 0:
-        mask |= VITALS
-    if d[KIND] != 0 or d[TEAM] != 0:
-        mask |= IDENT
-    return mask
-
-
-@njit(cache=True, nogil=True)
 def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
     rows: np.ndarray,
     src: np.ndarray,
@@ -123,16 +98,16 @@ def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
     """
     c, k = valid.shape
     h = seq_at.shape[1]
-    bptr = np.empty(k, np.int64)
-    bm = np.empty(k, np.bool_)
-    still = np.empty(k, np.bool_)
+    bptr = np.empty(k, np.int64)  # each slot's baseline entry, -1 for none
+    still = np.empty(k, np.bool_)  # baseline entries still present
     mask = np.empty(k, np.int64)
-    d = np.empty((k, COLUMNS), np.int32)
+    dx = np.empty(k, np.int64)
+    dz = np.empty(k, np.int64)
     at = 0
     for i in range(c):
         r = rows[i]
-        cur = ids[src[i]]
-        v = vals[src[i]]
+        s = src[i]
+        cur = ids[s]
         seq = next_seq[r]
         ack = acked[r]
         bslot = ack % h
@@ -140,14 +115,14 @@ def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
         has_base[i] = base
         bids = e_ids[r, bslot]
         bvalid = e_valid[r, bslot]
-        for j in range(k):
-            bptr[j] = j
-            bm[j] = valid[i, j] and base and bvalid[j]
-            still[j] = bm[j]
-        if base and (not has_version or e_version[r, bslot] != version[i]):
+        if base and has_version and e_version[r, bslot] == version[i]:
             for j in range(k):
-                bm[j] = False
-                still[j] = False
+                bptr[j] = j if valid[i, j] and bvalid[j] else -1
+                still[j] = bptr[j] >= 0
+        else:
+            bptr[:] = -1
+            still[:] = False
+        if base and (not has_version or e_version[r, bslot] != version[i]):
             a = 0
             b = 0
             while a < k and b < k:
@@ -159,38 +134,73 @@ def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
                     key = cur[a]
                     while a + 1 < k and cur[a + 1] == key:
                         a += 1
-                    bptr[a] = b
-                    bm[a] = valid[i, a] and bvalid[b]
+                    bptr[a] = b if valid[i, a] and bvalid[b] else -1
                     still[b] = valid[i, a]
                     a += 1
                     while b < k and bids[b] == key:
                         b += 1
         n = 0
         n_base = 0
-        n_added = 0
         n_removed = 0
+        if base:
+            for j in range(k):
+                if bvalid[j]:
+                    n_base += 1
+                    if not still[j]:
+                        n_removed += 1
+        n_added = 0
         n_changed = 0
         for j in range(k):
-            if base and bvalid[j]:
-                n_base += 1
-                if not still[j]:
-                    n_removed += 1
             if not valid[i, j]:
                 mask[j] = 0
                 continue
             n += 1
-            if bm[j]:
-                for col in range(COLUMNS):
-                    d[j, col] = v[j, col] - e_vals[r, bslot, bptr[j], col]
-                mask[j] = _change_mask(d[j])
-            else:
+            b = bptr[j]
+            if b < 0:
                 mask[j] = FULL_MASK
                 n_added += 1
-            if mask[j] != 0:
+                n_changed += 1
+                continue
+            # deltas wrap to int32, as the wire's delta fields do
+            ddx = np.int64(np.int32(vals[s, j, X] - e_vals[r, bslot, b, X]))
+            ddz = np.int64(np.int32(vals[s, j, Z] - e_vals[r, bslot, b, Z]))
+            dx[j] = ddx
+            dz[j] = ddz
+            big = max(abs(ddx), abs(ddz))
+            m = 0
+            if big > 32767:
+                m = POS32
+            elif big > 127:
+                m = POS16
+            elif big != 0:
+                m = POS8
+            if vals[s, j, Y] != e_vals[r, bslot, b, Y]:
+                m |= HEIGHT
+            if vals[s, j, YAW] != e_vals[r, bslot, b, YAW]:
+                m |= FACING
+            if (
+                vals[s, j, VX] != e_vals[r, bslot, b, VX]
+                or vals[s, j, VY] != e_vals[r, bslot, b, VY]
+                or vals[s, j, VZ] != e_vals[r, bslot, b, VZ]
+            ):
+                m |= MOTION
+            if (
+                vals[s, j, HEALTH] != e_vals[r, bslot, b, HEALTH]
+                or vals[s, j, FLAGS] != e_vals[r, bslot, b, FLAGS]
+            ):
+                m |= VITALS
+            if (
+                vals[s, j, KIND] != e_vals[r, bslot, b, KIND]
+                or vals[s, j, TEAM] != e_vals[r, bslot, b, TEAM]
+            ):
+                m |= IDENT
+            mask[j] = m
+            if m != 0:
                 n_changed += 1
         counts[i, 0] = n
         counts[i, 1] = n_added
         counts[i, 2] = n_removed
+        v = vals[s]
 
         at = _put(buf, at, VERSION, 1)
         at = _put(buf, at, 0 if base else FLAG_FULL, 1)
@@ -210,7 +220,7 @@ def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
                 bit += 1
         at += nbytes
         for j in range(k):
-            if valid[i, j] and not bm[j]:
+            if valid[i, j] and bptr[j] < 0:
                 eid = cur[j]
                 for b in range(8):
                     buf[at + b] = (eid >> np.uint64(8 * b)) & np.uint64(0xFF)
@@ -231,12 +241,12 @@ def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
                 at += 1
         for j in range(k):
             if mask[j] & POS8:
-                at = _put(buf, at, d[j, X], 1)
-                at = _put(buf, at, d[j, Z], 1)
+                at = _put(buf, at, dx[j], 1)
+                at = _put(buf, at, dz[j], 1)
         for j in range(k):
             if mask[j] & POS16:
-                at = _put(buf, at, d[j, X], 2)
-                at = _put(buf, at, d[j, Z], 2)
+                at = _put(buf, at, dx[j], 2)
+                at = _put(buf, at, dz[j], 2)
         for j in range(k):
             if mask[j] & POS32:
                 at = _put(buf, at, v[j, X], 4)
@@ -483,6 +493,7 @@ def visible(  # noqa: PLR0917 (numba kernels take positional arguments)
     rank = np.empty(n, np.int64)
     for t in range(n):
         rank[by_id[t]] = t
+    marked = np.zeros(n, np.bool_)
     for i in range(viewers.shape[0]):
         vx = viewers[i, 0]
         vz = viewers[i, 1]
@@ -532,8 +543,15 @@ def visible(  # noqa: PLR0917 (numba kernels take positional arguments)
         for t in range(m):
             score[t] = dist[t] - boost[cand[t]]
         m = _keep_smallest(score, cand, m, width)
+        lo, hi = n, -1  # id order: mark the ranks, then scan the marked span
         for t in range(m):
-            cand[t] = rank[cand[t]]
-        chosen = np.sort(cand[:m])
-        for t in range(m):
-            out[i, t] = by_id[chosen[t]]
+            at = rank[cand[t]]
+            marked[at] = True
+            lo = min(lo, at)
+            hi = max(hi, at)
+        w = 0
+        for at in range(lo, hi + 1):
+            if marked[at]:
+                out[i, w] = by_id[at]
+                marked[at] = False
+                w += 1
