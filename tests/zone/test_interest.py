@@ -3,30 +3,52 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from tessera.wire.snapshot import COLUMNS
 from tessera.zone.interest import Tiers, Views, take_due, visible
 from tessera.zone.snapshot import PAD
 
 
+def seen(xz: np.ndarray, viewer: np.ndarray, boost: np.ndarray, tiers: Tiers) -> list[int]:
+    ids = np.arange(len(xz), dtype=np.uint64) + np.uint64(100)
+    rows = visible(xz, viewer[None], boost, ids, tiers=tiers, width=tiers.cap)
+    return [r for r in rows[0].tolist() if r >= 0]
+
+
 def test_nearest_within_far_radius_up_to_the_cap() -> None:
     pts = np.array([[0.0, 0.0], [10.0, 0.0], [30.0, 0.0], [250.0, 0.0], [5.0, 0.0]])
-    tiers = Tiers(cap=3)
-    idx, dist = visible(cKDTree(pts), pts[:1], 5, np.zeros(5), tiers=tiers)
-    assert sorted(idx[0].tolist()) == [0, 1, 4]
-    tiers = Tiers(cap=8)
-    idx, dist = visible(cKDTree(pts), pts[:1], 5, np.zeros(5), tiers=tiers)
-    assert sorted(i for i in idx[0].tolist() if i < 5) == [0, 1, 2, 4]  # 250 m is too far
-    assert (idx[0] == 5).sum() == 4 and np.isinf(dist[0][idx[0] == 5]).all()
+    assert seen(pts, pts[0], np.zeros(5), Tiers(cap=3)) == [0, 1, 4]
+    assert seen(pts, pts[0], np.zeros(5), Tiers(cap=8)) == [0, 1, 2, 4]  # 250 m is too far
 
 
 def test_recent_combat_outranks_a_closer_idle_entity() -> None:
     pts = np.array([[float(d), 0.0] for d in range(10)])
     boost = np.zeros(10)
     boost[9] = 30.0
-    idx, _ = visible(cKDTree(pts), pts[:1], 10, boost, tiers=Tiers(cap=8))
-    assert sorted(idx[0].tolist()) == [0, 1, 2, 3, 4, 5, 6, 9]
+    assert seen(pts, pts[0], boost, Tiers(cap=8)) == [0, 1, 2, 3, 4, 5, 6, 9]
+
+
+def test_rows_come_in_ascending_id_order_padded() -> None:
+    pts = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
+    ids = np.array([30, 10, 20], np.uint64)
+    rows = visible(pts, pts[:2], np.zeros(3), ids, tiers=Tiers(cap=3), width=5)
+    assert rows.tolist() == [[1, 2, 0, -1, -1], [1, 2, 0, -1, -1]]
+
+
+def test_an_empty_zone_or_no_viewers() -> None:
+    none = visible(
+        np.zeros((0, 2)),
+        np.zeros((2, 2)),
+        np.zeros(0),
+        np.zeros(0, np.uint64),
+        tiers=Tiers(),
+        width=4,
+    )
+    assert (none == -1).all() and none.shape == (2, 4)
+    pts = np.zeros((3, 2))
+    assert visible(
+        pts, np.zeros((0, 2)), np.zeros(3), np.arange(3, dtype=np.uint64), tiers=Tiers(), width=4
+    ).shape == (0, 4)
 
 
 def test_tiers_refresh_every_tick_third_and_sixth() -> None:
@@ -41,7 +63,7 @@ def test_tiers_refresh_every_tick_third_and_sixth() -> None:
     clients = np.arange(3)
     for c in clients.tolist():
         views.reset(c)
-    views.refresh(clients, ids[None, :].repeat(3, axis=0), np.arange(6)[None, :].repeat(3, 0))
+    views.refresh(clients, np.arange(6)[None, :].repeat(3, 0), ids)
     views.known[:3] = True  # already sent once: only the tiers decide
     counts = np.zeros(3)
     for beat in range(6):

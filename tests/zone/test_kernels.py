@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.spatial import cKDTree
 
 from tessera.common.config import Env
 from tessera.wire.snapshot import COLUMNS, SnapshotReceiver, X, Z
 from tessera.zone import inputs, kernels
 from tessera.zone.config import ZoneConfig
-from tessera.zone.interest import Tiers, Views, take_due
+from tessera.zone.interest import Tiers, Views, take_due, visible
 from tessera.zone.simulation import Simulation, warm_up
 from tessera.zone.snapshot import PAD
 
@@ -194,7 +195,12 @@ def test_every_payload_decodes_to_the_zone_state(
 def test_warm_up_compiles_every_signature_a_tick_uses() -> None:
     """After warm_up, a busy zone's ticks (NPCs, combat, deltas, view changes,
     a lowered AOI cap) compile nothing new: no tick ever waits for the JIT."""
-    dispatchers: list[Any] = [kernels.encode_batch, kernels.take_due, kernels.refresh_views]
+    dispatchers: list[Any] = [
+        kernels.encode_batch,
+        kernels.take_due,
+        kernels.refresh_views,
+        kernels.visible,
+    ]
     warm_up(ZoneConfig.from_env(Env({})))
     before = [list(d.signatures) for d in dispatchers]
     assert all(before)
@@ -252,8 +258,9 @@ def test_refresh_views_matches_the_numpy_oracle(
             idx[i, :k] = rng.choice(n, k, replace=False) if k else []
         if rng.random() < 0.3:
             idx = np.repeat(idx[:1], sub.size, axis=0)  # all see the same (one point)
+        idx = np.take_along_axis(idx, np.argsort(ids_all[idx], axis=1), axis=1)
         rows = np.where(idx < n, idx, -1)
-        got.refresh(sub, ids_all[idx], rows)
+        got.refresh(sub, rows, ids_all[:-1])
         refresh_oracle(want, sub, ids_all[idx], rows)
         fresh = rng.integers(-9, 9, (clients, CAP, COLUMNS)).astype(np.int32)
         for v in (got, want):
@@ -265,3 +272,91 @@ def test_refresh_views_matches_the_numpy_oracle(
         assert np.array_equal(got.known, want.known)
         assert np.array_equal(got.version, want.version)
         assert np.array_equal(got.sent[got.known], want.sent[want.known])
+
+
+def kdtree_oracle(
+    xz: np.ndarray, viewers: np.ndarray, boost: np.ndarray, cap: int
+) -> list[set[int]]:
+    """The cKDTree interest.visible that kernels.visible replaced (git 15eb3dc):
+    its sets, which are arbitrary only among equal distances or scores."""
+    n, c = len(xz), len(viewers)
+    k = min(n, cap + cap // 4)
+    if c == 0 or n == 0:
+        return [set() for _ in range(c)]
+    dist, idx = cKDTree(xz).query(viewers, k=k, distance_upper_bound=Tiers().far)
+    dist, idx = np.asarray(dist).reshape(c, k), np.asarray(idx).reshape(c, k)
+    if k > cap:
+        found = idx < n
+        score = np.where(found, dist - boost[np.minimum(idx, n - 1)], np.inf)
+        keep = np.argpartition(score, cap - 1, axis=1)[:, :cap]
+        idx = np.take_along_axis(idx, keep, axis=1)
+    return [{r for r in row.tolist() if r < n} for row in idx]
+
+
+def exact_oracle(
+    xz: np.ndarray, viewers: np.ndarray, boost: np.ndarray, cap: int
+) -> list[set[int]]:
+    """The rule in numpy, brute force: within the far radius, the nearest
+    ``cap + cap // 4`` by (distance, row), then ``cap`` by (distance - boost, row)."""
+    out = []
+    for vx, vz in viewers:
+        dx, dz = xz[:, 0] - vx, xz[:, 1] - vz
+        d2 = dx * dx + dz * dz
+        rows = np.flatnonzero(d2 < Tiers().far ** 2)
+        dist = np.sqrt(d2[rows])
+        order = np.lexsort((rows, dist))[: cap + cap // 4]
+        rows, dist = rows[order], dist[order]
+        out.append(set(rows[np.lexsort((rows, dist - boost[rows]))[:cap]].tolist()))
+    return out
+
+
+LAYOUTS = ["spread", "one point", "cell borders", "far outside", "two far clusters"]
+
+
+def layout(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    if kind == "spread":
+        return rng.uniform(-300, 300, (n, 2))
+    if kind == "one point":
+        return np.full((n, 2), rng.uniform(-300, 300))
+    if kind == "cell borders":  # on multiples of the grid cell: ties and rounding edges
+        return rng.integers(-8, 8, (n, 2)) * 25.0
+    if kind == "far outside":  # beyond any zone's bounds: the grid widens its cells
+        return rng.uniform(-1e7, 1e7, (n, 2))
+    return np.where(rng.random((n, 1)) < 0.5, -5e5, 5e5) + rng.uniform(-150, 150, (n, 2))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(0, 4 * CAP),
+    viewers=st.integers(0, 5),
+    kind=st.sampled_from(LAYOUTS),
+    cap=st.sampled_from([1, 4, CAP]),
+    combat=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_visible_matches_the_numpy_and_kdtree_oracles(
+    *, n: int, viewers: int, kind: str, cap: int, combat: bool, seed: int
+) -> None:
+    """Entity counts 0..4x the cap on spread, coincident, grid-border and far-flung
+    positions: the grid kernel picks exactly the brute-force rule's set (ties by
+    row), which is the old cKDTree code's set wherever that one is not a tie."""
+    rng = np.random.default_rng(seed)
+    xz = layout(kind, n, rng)
+    ids = rng.choice(2**40 - 2, n, replace=False).astype(np.uint64) if n else np.zeros(0, np.uint64)
+    boost = np.where(rng.random(n) < 0.3, 30.0, 0.0) if combat else np.zeros(n)
+    at = (
+        xz[rng.integers(0, n, viewers)]
+        if n and kind != "far outside"
+        else rng.uniform(-300, 300, (viewers, 2))
+    )
+    width = cap + 3
+    rows = visible(xz, at, boost, ids, tiers=Tiers(cap=cap), width=width)
+    assert rows.shape == (viewers, width)
+    got = [{r for r in row.tolist() if r >= 0} for row in rows]
+    assert got == exact_oracle(xz, at, boost, cap)
+    for row in rows:
+        members = row[row >= 0]
+        assert (row[members.size :] == -1).all()
+        assert (np.diff(ids[members].astype(np.int64)) > 0).all()
+    if kind == "spread":
+        assert got == kdtree_oracle(xz, at, boost, cap)

@@ -226,3 +226,25 @@ def test_submit_many_matches_one_at_a_time(seed: int, duplicates: bool) -> None:
         assert many.counts == one.counts
         assert many.events == one.events
     assert one.counts["accepted"] > 0
+
+
+def test_snapshot_clients_follow_attach_detach_and_row_moves() -> None:
+    """The per-client arrays a tick reads stay true when entities swap rows
+    (a removal moves the last row into the hole) and players come and go."""
+    sim = make()
+    for i, name in enumerate("abcd"):
+        sim.add_player(entity_id=i + 1, player_id=name, pos=(float(i), 0.0, 0.0), team=0)
+    for name in "bcd":
+        sim.attach(name)
+    sim.remove_player("a")  # d's entity moves into a's row
+    sim.detach("b")
+    frame = sim.step()
+    assert sorted(frame.players) == ["c", "d"]
+    for name in ("c", "d"):
+        row = sim.attached[name]
+        assert sim.viewer[row] == sim.ents.index[sim.ents.players[name]]
+    assert sim.viewer[sim.viewer >= 0].size == 2 and not sim.fresh.any()
+    sim.attach("b")  # re-attached: a fresh stream, in the next snapshot
+    frame = sim.step()
+    assert sorted(frame.players) == ["b", "c", "d"]
+    assert frame.batch.full[frame.players.index("b")]

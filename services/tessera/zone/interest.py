@@ -1,13 +1,11 @@
 """Area of interest: which entities each client sees, and how often each refreshes.
 
-Uses scipy's cKDTree: one tree over all entities per tick, then a batched
-k-nearest query (k = cap plus slack, bounded by the far radius) for the clients
-whose membership is due. The query is C code returning a dense (clients, k)
-matrix, which is exactly the per-client cap; a numpy grid needs a ragged
-gather plus a per-client top-k over every entity within 200 m, which measured
-slower at crowd densities (docs/ZONE.md). Priority is distance, minus a bonus
+Each client sees at most ``cap`` entities within the far radius: of the
+``cap + cap // 4`` nearest, those of lowest priority (distance, minus a bonus
 for entities in combat recently, so fights near the edge of a crowded view are
-not the ones dropped.
+not the ones dropped). The search is :func:`tessera.zone.kernels.visible`, a
+compiled uniform-grid kernel searched ring by ring from each viewer
+(docs/ZONE.md "Compiled kernels").
 
 Tiers: near entities refresh in every snapshot, mid every ``mid_every``-th tick
 and far every ``far_every``-th tick (staggered by entity id so far updates are
@@ -20,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.spatial import cKDTree
 
 from tessera.zone import kernels
 
@@ -28,6 +25,9 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
 Bools = npt.NDArray[np.bool_]
+
+
+GRID_CELL_M = 25.0  # interest grid cell: a few rings hold a crowded view
 
 
 @dataclass(frozen=True)
@@ -44,29 +44,23 @@ class Tiers:
     refresh_every: int = 3
 
 
-def visible(
-    tree: cKDTree, viewers: F64, n_entities: int, boost: F64, *, tiers: Tiers
-) -> tuple[I64, F64]:
-    """Rows (C, cap) of the entities each viewer sees (``n_entities`` where empty)
-    and their distances, chosen by priority among the nearest candidates."""
-    c = viewers.shape[0]
-    if c == 0 or n_entities == 0:
-        return np.full((c, tiers.cap), n_entities, np.int64), np.full((c, tiers.cap), np.inf)
-    k = min(n_entities, tiers.cap + tiers.cap // 4)
-    dist, idx = tree.query(viewers, k=k, distance_upper_bound=tiers.far)
-    dist = np.asarray(dist, np.float64).reshape(c, k)
-    idx = np.asarray(idx, np.int64).reshape(c, k)
-    if k > tiers.cap:
-        found = idx < n_entities
-        score = np.where(found, dist - boost[np.minimum(idx, n_entities - 1)], np.inf)
-        keep = np.argpartition(score, tiers.cap - 1, axis=1)[:, : tiers.cap]
-        idx = np.take_along_axis(idx, keep, axis=1)
-        dist = np.take_along_axis(dist, keep, axis=1)
-    if idx.shape[1] < tiers.cap:
-        pad = tiers.cap - idx.shape[1]
-        idx = np.pad(idx, ((0, 0), (0, pad)), constant_values=n_entities)
-        dist = np.pad(dist, ((0, 0), (0, pad)), constant_values=np.inf)
-    return idx, dist
+def visible(xz: F64, viewers: F64, boost: F64, entity_ids: U64, *, tiers: Tiers, width: int) -> I64:
+    """Rows (C, ``width``) of the entities each viewer (x, z) sees among the
+    entities at ``xz``, ascending by entity id, padded with -1 (``width`` >= cap)."""
+    c, n = viewers.shape[0], xz.shape[0]
+    out = np.empty((c, width), np.int64)
+    kernels.visible(
+        np.ascontiguousarray(xz, np.float64).reshape(n, 2),
+        np.ascontiguousarray(viewers, np.float64).reshape(c, 2),
+        np.ascontiguousarray(boost, np.float64),
+        np.ascontiguousarray(entity_ids, np.uint64),
+        tiers.far,
+        min(n, tiers.cap + tiers.cap // 4),
+        tiers.cap,
+        GRID_CELL_M,
+        out,
+    )
+    return out
 
 
 def take_due(
@@ -138,15 +132,16 @@ class Views:
         self.known[row] = False
         self.version[row] += 1
 
-    def refresh(self, clients: I64, ids: U64, rows: I64) -> None:
-        """New members for some clients; values already sent carry over
-        (:func:`tessera.zone.kernels.refresh_views`). Rows matter too: an entity
-        that left (row -1) and came back under the same id (handed away, then
-        mirrored here as a ghost) must get its new row."""
+    def refresh(self, clients: I64, rows: I64, entity_ids: U64) -> None:
+        """New members for some clients: entity ``rows`` (C, cap) in ascending id
+        order, -1 padded, as :func:`visible` returns them; values already sent
+        carry over (:func:`tessera.zone.kernels.refresh_views`). Rows matter too:
+        an entity that left (row -1) and came back under the same id (handed
+        away, then mirrored here as a ghost) must get its new row."""
         kernels.refresh_views(
             np.ascontiguousarray(clients, np.int64),
-            np.ascontiguousarray(ids, np.uint64),
             np.ascontiguousarray(rows, np.int64),
+            np.ascontiguousarray(entity_ids, np.uint64),
             self.pad,
             self.ids,
             self.rows,

@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
-from scipy.spatial import cKDTree
 
 from tessera.wire.geometry import Rect
 from tessera.wire.snapshot import COLUMNS, Quantization
@@ -88,8 +87,11 @@ class Simulation:
         self.history = combat.History(math.ceil(cfg.history_s * cfg.tick_hz) + 1)
         self.encoder = SnapshotEncoder(cfg.tiers.cap, history=cfg.snapshot_history)
         self.views = interest.Views(cfg.tiers.cap, COLUMNS, PAD)
-        self.attached: dict[str, int] = {}
-        self.fresh: set[int] = set()
+        self.attached: dict[str, int] = {}  # player -> snapshot (client) row
+        # per client row, kept on attach/detach/removal so a tick needs no Python loop:
+        self.client_player: list[str] = []  # its player ("" when free)
+        self.viewer = np.zeros(0, np.int64)  # its player's entity row, -1 when free
+        self.fresh = np.zeros(0, np.bool_)  # attached since its last snapshot
         self.tick = 0
         self.events: list[Event] = []
         self.counts: Counter[str] = Counter()
@@ -179,7 +181,11 @@ class Simulation:
 
     def remove_entity(self, entity_id: int) -> None:
         """Remove any entity; views referencing it drop it."""
-        self.views.removed(self.ents.index[entity_id], self.ents.n - 1)
+        row, last = self.ents.index[entity_id], self.ents.n - 1
+        self.views.removed(row, last)
+        self.viewer[self.viewer == row] = -1
+        if last != row:
+            self.viewer[self.viewer == last] = row
         self.ents.remove(entity_id)
 
     def export_player(self, player_id: str, zone: str) -> Record:
@@ -198,15 +204,24 @@ class Simulation:
         self.detach(player_id)
         row = self.encoder.open()
         self.views.reset(row)
+        if row >= self.viewer.size:
+            grow = max(row + 1, 2 * self.viewer.size, 16) - self.viewer.size
+            self.client_player += [""] * grow
+            self.viewer = np.append(self.viewer, np.full(grow, -1, np.int64))
+            self.fresh = np.append(self.fresh, np.zeros(grow, np.bool_))
         self.attached[player_id] = row
-        self.fresh.add(row)
+        self.client_player[row] = player_id
+        self.viewer[row] = self.ents.index[self.ents.players[player_id]]
+        self.fresh[row] = True
         return True
 
     def detach(self, player_id: str) -> None:
         row = self.attached.pop(player_id, None)
         if row is not None:
             self.encoder.close(row)
-            self.fresh.discard(row)
+            self.client_player[row] = ""
+            self.viewer[row] = -1
+            self.fresh[row] = False
 
     def ack(self, player_id: str, stream: int, sequence: int) -> bool:
         row = self.attached.get(player_id)
@@ -348,24 +363,25 @@ class Simulation:
         e, n, tiers, views = self.ents, self.ents.n, self.tiers, self.views
         every = self.cfg.snapshot_every
         beat = self.tick // every  # snapshots sent to each client so far
-        players = [p for p, row in self.attached.items() if (row + self.tick) % every == 0]
-        c = len(players)
-        clients = np.fromiter((self.attached[p] for p in players), np.int64, c)
-        viewer_rows = np.fromiter((e.index[e.players[p]] for p in players), np.int64, c)
+        slots = np.arange(self.viewer.size)
+        clients = np.flatnonzero((self.viewer >= 0) & ((slots + self.tick) % every == 0))
+        players = [self.client_player[c] for c in clients.tolist()]
+        viewer_rows = self.viewer[clients]
         started = time.perf_counter()
         viewers = e.pos[viewer_rows][:, [0, 2]]
-        refresh = (clients + beat) % tiers.refresh_every == 0
-        if self.fresh:
-            refresh |= np.isin(clients, np.fromiter(self.fresh, np.int64, len(self.fresh)))
-            self.fresh.difference_update(clients.tolist())
+        refresh = ((clients + beat) % tiers.refresh_every == 0) | self.fresh[clients]
+        self.fresh[clients] = False
         if refresh.any() and n:
-            tree = cKDTree(e.pos[:n][:, [0, 2]])
             boost = np.where(self.now_s - e.combat_at[:n] < 2.0, tiers.combat_bonus_m, 0.0)
-            idx, _ = interest.visible(tree, viewers[refresh], n, boost, tiers=tiers)
-            if idx.shape[1] < views.cap:  # the cap is lowered under overload
-                idx = np.pad(idx, ((0, 0), (0, views.cap - idx.shape[1])), constant_values=n)
-            ids_all = np.append(e.id[:n], PAD)
-            views.refresh(clients[refresh], ids_all[idx], np.where(idx < n, idx, -1))
+            seen = interest.visible(
+                e.pos[:n][:, [0, 2]],
+                viewers[refresh],
+                boost,
+                e.id[:n],
+                tiers=tiers,
+                width=views.cap,
+            )
+            views.refresh(clients[refresh], seen, e.id[:n])
         return Sight(players, clients, viewer_rows, viewers, beat, time.perf_counter() - started)
 
     def _encode(self, sight: Sight, events: list[Event]) -> Frame:
