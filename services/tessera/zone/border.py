@@ -85,6 +85,7 @@ class Border:
         self.drain_target = ""
         self.drain_deadline = 0.0
         self.drain_started = 0.0
+        self.received = 0  # committed handoffs in, for the heartbeat
 
     # --- zone map ------------------------------------------------------------
 
@@ -352,6 +353,7 @@ class Border:
             return []
         self.sim.adopt(state, epoch=commit.epoch, now=time.monotonic())
         metrics.HANDOFFS_RECEIVED.inc()
+        self.received += 1
         return [Receipt(state.player_id)] if state.player_id else []
 
     def expire(self) -> None:
