@@ -29,7 +29,7 @@ from tessera.console.admin import Refused
 from tessera.console.clients import Clients
 from tessera.console.feed import Feed
 from tessera.console.store import ConsoleStore
-from tessera.wire.access_token import TokenError
+from tessera.wire.access_token import Claims, TokenError
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,10 @@ class Handlers:
         """Verify the admin token, run ``act``, audit the outcome, answer."""
         actor = ""
         try:
-            actor = self._admin_of(request)
+            claims = self._claims(request)
+            actor = claims.sub
+            if "admin" not in claims.roles:
+                raise Refused(403, f"account {actor} is not an admin")
             detail, answer = await act()
         except Refused as err:
             await self._audit(
@@ -209,18 +212,15 @@ class Handlers:
         )
         return web.json_response(answer)
 
-    def _admin_of(self, request: web.Request) -> str:
-        """The account id of the request's admin token; :class:`Refused` 401/403."""
+    def _claims(self, request: web.Request) -> Claims:
+        """The verified claims of the request's bearer token; :class:`Refused` 401."""
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Refused(401, "admin login required")
         try:
-            claims = self.c.verifier.verify(token.strip())
+            return self.c.verifier.verify(token.strip())
         except TokenError as err:
             raise Refused(401, f"access token refused: {err}") from None
-        if "admin" not in claims.roles:
-            raise Refused(403, f"account {claims.sub} is not an admin")
-        return claims.sub
 
     async def _audit(
         self,
