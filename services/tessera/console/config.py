@@ -33,7 +33,7 @@ class ConsoleConfig:
             relays=_addresses(env),
             interval_s=env.number("CONSOLE_INTERVAL_S", 1.0, lo=0.1, hi=60.0),
             grid_cells=env.integer("CONSOLE_GRID_CELLS", 48, lo=4, hi=256),
-            aura_m=env.number("CONSOLE_AURA_M", 50.0, lo=0.0, hi=10_000.0),
+            aura_m=env.number("CONSOLE_AURA_M", 60.0, lo=0.0, hi=10_000.0),
             events=env.integer("CONSOLE_EVENTS", 100, lo=1, hi=10_000),
             audit_maxlen=env.integer("CONSOLE_AUDIT_MAXLEN", 100_000, lo=100, hi=10_000_000),
             drain_deadline_s=env.number("CONSOLE_DRAIN_DEADLINE_S", 0.0, lo=0.0, hi=3600.0),
