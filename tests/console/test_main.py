@@ -57,7 +57,7 @@ WAIT_MS = 40_000
 
 @pytest.fixture
 async def runtime(redis_server: LocalRedis, redis: Redis) -> AsyncIterator[LocalRuntime]:
-    """On an emptied Redis, the local runtime, its passes running every 0.3 s, with earth-0 READY."""
+    """On an emptied Redis, the local runtime (a pass every 0.3 s) with earth-0 READY."""
     rt = LocalRuntime(WORLD, redis_server.url, zone_env={"TESSERA_HEARTBEAT_S": "0.2"})
     stop = asyncio.Event()
     passes = asyncio.create_task(rt.run(stop, interval_s=0.3))
