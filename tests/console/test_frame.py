@@ -110,6 +110,7 @@ def test_build_collects_every_section() -> None:
     zones = [
         zone("a", bounds=Rect(0, 0, 500, 500), players=3, tick_p99_ms=12.345),
         zone("b", bounds=Rect(500, 0, 1000, 500), updated_at_ms=0.0),
+        zone("standby", bounds=None, state="STANDBY"),
         zone("inst-m1", bounds=Rect(0, 0, 100, 100), instance="m1", players=2),
     ]
     w = world(

@@ -42,7 +42,11 @@ async def test_snapshot_reads_and_converts_the_world(redis: Redis) -> None:
     for i in range(3):
         await redis.xadd(KEYS.events, {"decision": f"d{i}", "zone": "earth-0"})
     stream = instances_stream("earth")
-    await redis.xadd(stream, {"kind": "create", "match": "m1", "zone": "inst-m1", "at_ms": "10"})
+    request = b"\x0a\x02m1\xff\xfe"  # the matchmaker's create request: protobuf, not text
+    await redis.xadd(
+        stream,
+        {"kind": "create", "match": "m1", "zone": "inst-m1", "request": request, "at_ms": "10"},
+    )
     await redis.xadd(stream, {"kind": "end", "match": "m1", "zone": "inst-m1", "at_ms": "20"})
 
     snap = await ConsoleStore(redis, "earth", events=2).snapshot()

@@ -185,7 +185,7 @@ def build(world: World, rates: Mapping[str, Rate], *, cells: int, aura_m: float)
             "grid": [cols, rows, size],
             "aura_m": aura_m,
             "players": sum(z.players for z in world.zones),
-            "zones": sum(1 for z in world.zones if not z.instance),
+            "zones": sum(1 for z in world.zones if not z.instance and z.bounds is not None),
         },
         "zones": {z.name: _zone_entry(z, rates.get(z.name), world.now_ms) for z in world.zones},
         "borders": borders(world.map_zones),

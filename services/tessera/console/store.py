@@ -126,4 +126,6 @@ class ConsoleStore:
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    """A stream field as text; binary fields (a create request's protobuf) never
+    stop a frame."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
