@@ -18,13 +18,6 @@ from tessera.v1 import zone_pb2
 from tessera.wire.bounds import from_bounds
 from tessera.wire.geometry import Rect
 
-STATES = {
-    zone_pb2.ZONE_STATE_STARTING: "STARTING",
-    zone_pb2.ZONE_STATE_STANDBY: "STANDBY",
-    zone_pb2.ZONE_STATE_ACTIVE: "ACTIVE",
-    zone_pb2.ZONE_STATE_DRAINING: "DRAINING",
-    zone_pb2.ZONE_STATE_DRAINED: "DRAINED",
-}
 MATCHES = 200  # newest instance requests read per frame
 
 
@@ -51,7 +44,7 @@ def zone_row(name: str, s: zone_pb2.ZoneStatus) -> ZoneRow:
     """A heartbeat as a :class:`ZoneRow` (converted at the edge)."""
     return ZoneRow(
         name=name,
-        state=STATES.get(s.state, "UNKNOWN"),
+        state=_state(s.state),
         bounds=from_bounds(s.bounds) if s.HasField("bounds") else None,
         players=int(s.players),
         tick_p50_ms=float(s.tick_p50_ms),
@@ -65,6 +58,14 @@ def zone_row(name: str, s: zone_pb2.ZoneStatus) -> ZoneRow:
         xs=np.asarray(s.sample_x, np.float32),
         zs=np.asarray(s.sample_z, np.float32),
     )
+
+
+def _state(value: zone_pb2.ZoneState.ValueType) -> str:
+    """``ZONE_STATE_ACTIVE`` -> ``ACTIVE``; UNKNOWN for a value this build lacks."""
+    try:
+        return zone_pb2.ZoneState.Name(value).removeprefix("ZONE_STATE_")
+    except ValueError:
+        return "UNKNOWN"
 
 
 def map_view(raw: bytes | None) -> MapView:

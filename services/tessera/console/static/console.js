@@ -180,16 +180,24 @@ $("kick").onsubmit = (ev) => {
   else act(`/api/players/${encodeURIComponent(player)}/kick`, {});
 };
 
+let lastUpdate = Date.now();
+setInterval(() => {
+  const silent = (Date.now() - lastUpdate) / 1000;
+  if (silent > 5) $("live").textContent = `no update for ${Math.round(silent)} s`;
+}, 1000);
+
 const source = new EventSource("/api/stream");
 source.addEventListener("full", (ev) => {
   frame = Object.fromEntries(SECTIONS.map((s) => [s, {}]));
   apply(Object.fromEntries(Object.entries(JSON.parse(ev.data)).map(([k, v]) => [k, { set: v }])));
   draw();
+  lastUpdate = Date.now();
   $("live").textContent = "live";
 });
 source.addEventListener("delta", (ev) => {
   apply(JSON.parse(ev.data));
   draw();
+  lastUpdate = Date.now();
   $("live").textContent = `live · ${new Date().toLocaleTimeString()}`;
 });
 source.onerror = () => { $("live").textContent = "reconnecting…"; };
