@@ -34,6 +34,12 @@ from tessera.wire.access_token import Claims, TokenError
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
+# Auth's answer to a login -> the HTTP status; anything else (auth down) is 502.
+LOGIN_STATUS = {
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+}
 
 
 @dataclass
@@ -120,7 +126,7 @@ class Handlers:
                 outcome="refused",
                 detail=err.details() or "",
             )
-            status = 401 if err.code() == grpc.StatusCode.UNAUTHENTICATED else 502
+            status = LOGIN_STATUS.get(err.code(), 502)
             return _error(status, f"login refused by auth: {err.details()}")
         except TokenError as err:
             return _error(503, f"auth's token could not be verified yet: {err}")
