@@ -1,9 +1,10 @@
 """The image's service entry points start with exactly the configuration the
-chart gives them (the console enabled): each Deployment's env (Secrets resolved from the rendered
-chart, secret volumes written to a directory, `$(VAR)` expanded as the kubelet
-does) is handed to a real `python -m tessera.<service>` process, against a real
-redis-server that requires the chart's generated password. The process must log
-`serving`, answer gRPC health SERVING and exit 0 on SIGTERM.
+chart gives them (the console enabled): each Deployment's env (Secrets resolved
+from the rendered chart, secret volumes written to a directory, `$(VAR)`
+expanded as the kubelet does) is handed to a real `python -m tessera.<service>`
+process, against a real redis-server that requires the chart's generated
+password. The process must log `serving`, answer gRPC health SERVING and exit 0
+on SIGTERM.
 
 The operator is started the same way, against KMock's Kubernetes emulator
 (through a kubeconfig): it must serve kopf's /healthz and /metrics and exit 0 on
