@@ -2,7 +2,8 @@
 runtime with real zone processes, the console as its own process. Players joined
 over the zone's gRPC API push the zone over its split threshold; the page shows
 the split on the map, in the zone table and in the timeline, and refuses an
-admin action without a login. Screenshots are written under the test's tmp_path."""
+admin action without a login. Screenshots go to build/artifacts/console/ (not
+committed), which the test prints."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 WAIT_MS = 40_000
+ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "artifacts" / "console"
 
 
 @pytest.fixture
@@ -110,9 +112,10 @@ async def text_is(page: Page, selector: str, text: str) -> None:
 
 
 async def test_the_console_shows_a_split_and_refuses_an_admin_without_login(
-    runtime: LocalRuntime, console: str, redis: Redis, tmp_path: Path
+    runtime: LocalRuntime, console: str, redis: Redis
 ) -> None:
-    print(f"console screenshots: {tmp_path}")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    print(f"console screenshots: {ARTIFACTS}")
     async with async_playwright() as p:
         browser = await p.chromium.launch(
             executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
@@ -122,7 +125,7 @@ async def test_the_console_shows_a_split_and_refuses_an_admin_without_login(
             await page.goto(console)
             await text_is(page, "#zone-count", "1")
             await page.wait_for_selector("#map[data-rects='1']", timeout=WAIT_MS)
-            await page.screenshot(path=str(tmp_path / "before-split.png"))
+            await page.screenshot(path=str(ARTIFACTS / "before-split.png"))
 
             address = runtime.zones["earth-0"].process.grpc_address
             async with grpc.aio.insecure_channel(address) as channel:
@@ -145,7 +148,7 @@ async def test_the_console_shows_a_split_and_refuses_an_admin_without_login(
             await page.wait_for_selector("#notice.refused", timeout=WAIT_MS)
             notice = await page.locator("#notice").text_content()
             assert notice == "refused (401): admin login required"
-            await page.screenshot(path=str(tmp_path / "after-split.png"))
+            await page.screenshot(path=str(ARTIFACTS / "after-split.png"))
         finally:
             await browser.close()
     beat = await read_heartbeat(redis, "earth", "earth-0")
