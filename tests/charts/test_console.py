@@ -5,11 +5,7 @@ sets in test_chart.py.)"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from .conftest import NAMESPACE, Render
-
-Obj = dict[str, Any]
+from .conftest import NAMESPACE, Obj, Render
 
 
 def find(objs: list[Obj], kind: str, name: str) -> Obj:
