@@ -3,6 +3,7 @@
 # given to `python -m` (the chart sets it per Deployment):
 #   docker run tessera:dev tessera.zone        (the default)
 #   docker run tessera:dev tessera.auth | tessera.matchmaking | tessera.relay | tessera.operator
+#                          | tessera.console
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # --- builder: dependencies into a venv, generated protobuf code -------------------
@@ -29,9 +30,9 @@ RUN /opt/venv/bin/python -m compileall -q wire services operator sdk protos/gen
 # --- final: the venv and the source roots, no compilers, no pip caches, non-root --
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="tessera" \
-      org.opencontainers.image.description="Tessera: kopf operator, zone, auth, matchmaking and relay services" \
+      org.opencontainers.image.description="Tessera: kopf operator, zone, auth, matchmaking and relay services, web console" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      io.tessera.entrypoints="tessera.operator tessera.zone tessera.auth tessera.matchmaking tessera.relay"
+      io.tessera.entrypoints="tessera.operator tessera.zone tessera.auth tessera.matchmaking tessera.relay tessera.console"
 RUN groupadd --system --gid 10001 tessera \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tessera
 COPY --from=builder /opt/venv /opt/venv
@@ -50,7 +51,7 @@ WORKDIR /app
 # a zone on a CPU like the builder's loads them in ~0.2 s instead of compiling.
 RUN python -m tessera.zone.jitcache && chown -R 10001:10001 /app/numba-cache
 USER 10001:10001
-# gRPC, Prometheus /metrics, relay UDP.
-EXPOSE 50051 9090 7777/udp
+# gRPC, Prometheus /metrics, relay UDP, console HTTP.
+EXPOSE 50051 9090 7777/udp 8080
 ENTRYPOINT ["python", "-m"]
 CMD ["tessera.zone"]

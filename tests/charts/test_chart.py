@@ -49,6 +49,19 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
         "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prom"}},
     },
+    "console": {
+        "console": {
+            "enabled": True,
+            "ingress": {
+                "enabled": True,
+                "className": "nginx",
+                "host": "console.games.example",
+                "tlsSecret": "console-tls",
+                "annotations": {"nginx.ingress.kubernetes.io/proxy-buffering": "off"},
+            },
+        },
+        "networkPolicy": {"enabled": True},
+    },
     "custom-resources": {
         "image": {
             "repository": "registry.example.com/tessera",

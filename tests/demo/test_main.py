@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -122,18 +123,26 @@ def test_short_demo_splits_merges_and_loses_nobody(tmp_path: Path) -> None:
     assert no_survivors(seen) == []
 
 
-def run_until_connected(tmp_path: Path) -> tuple[subprocess.Popen[str], Watcher]:
+def run_until_connected(tmp_path: Path) -> tuple[subprocess.Popen[str], Watcher, str]:
+    """The demo with its 10 bots connected, and the console URL it printed."""
     proc = start_demo(tmp_path, "--bots", "10", "--duration", "60", "--world-size", "1000")
     watcher = Watcher(proc.pid)
     assert proc.stdout is not None
+    console = ""
     for line in proc.stdout:
+        console = (
+            line.removeprefix("console: ").strip() if line.startswith("console: ") else console
+        )
         if line.startswith("t=") and "bots=10/10" in line:
             break
-    return proc, watcher
+    return proc, watcher, console
 
 
 def test_interrupt_stops_everything(tmp_path: Path) -> None:
-    proc, watcher = run_until_connected(tmp_path)
+    proc, watcher, console = run_until_connected(tmp_path)
+    with urllib.request.urlopen(console + "/api/frame", timeout=10) as response:
+        frame = json.load(response)  # the console serves the demo's world
+    assert frame["meta"]["world"] == "demo" and frame["meta"]["zones"] >= 1
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=45)
     seen = watcher.stop()
@@ -144,7 +153,7 @@ def test_interrupt_stops_everything(tmp_path: Path) -> None:
 
 
 def test_killed_demo_leaves_nothing_behind(tmp_path: Path) -> None:
-    proc, watcher = run_until_connected(tmp_path)
+    proc, watcher, _ = run_until_connected(tmp_path)
     proc.kill()
     proc.communicate(timeout=10)
     seen = watcher.stop()

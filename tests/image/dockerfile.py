@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 
 # The components the issue names; each is `python -m tessera.<component>`.
-COMPONENTS = ("operator", "zone", "auth", "matchmaking", "relay")
+COMPONENTS = ("operator", "zone", "auth", "matchmaking", "relay", "console")
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """The image's service entry points start with exactly the configuration the
-chart gives them: each Deployment's env (Secrets resolved from the rendered
-chart, secret volumes written to a directory, `$(VAR)` expanded as the kubelet
-does) is handed to a real `python -m tessera.<service>` process, against a real
-redis-server that requires the chart's generated password and a real PostgreSQL
-(the DSN Secret the user provides). The process must log
-`serving`, answer gRPC health SERVING and exit 0 on SIGTERM.
+chart gives them (the console enabled): each Deployment's env (Secrets resolved
+from the rendered chart, secret volumes written to a directory, `$(VAR)`
+expanded as the kubelet does) is handed to a real `python -m tessera.<service>`
+process, against a real redis-server that requires the chart's generated
+password and a real PostgreSQL (the DSN Secret the user provides). The process
+must log `serving`, answer gRPC health SERVING and exit 0 on SIGTERM.
 
 The operator is started the same way, against KMock's Kubernetes emulator
 (through a kubeconfig): it must serve kopf's /healthz and /metrics and exit 0 on
@@ -42,7 +42,7 @@ from .dockerfile import ROOT
 NAMESPACE = "games"
 REDIS_HOST = f"tessera-redis.{NAMESPACE}.svc:6379"
 # Started in this order: later services may call earlier ones (matchmaking -> auth).
-SERVICES = ("auth", "matchmaking", "relay")
+SERVICES = ("auth", "matchmaking", "relay", "console")
 
 Obj = dict[str, Any]
 
@@ -50,7 +50,9 @@ Obj = dict[str, Any]
 @pytest.fixture(scope="module")
 def objects() -> list[Obj]:
     with helm_python.Chart.load(ROOT / "charts" / "tessera") as chart:
-        rendered = chart.render({}, name="tessera", namespace=NAMESPACE, is_install=True)
+        rendered = chart.render(
+            {"console": {"enabled": True}}, name="tessera", namespace=NAMESPACE, is_install=True
+        )
     return [
         obj
         for path, text in rendered.items()

@@ -84,13 +84,16 @@ async def test_a_handoff_is_decided_on_both_sides(redis: Redis) -> None:
     assert accepted.acked and accepted.receipts == []
     assert await west.border.reply(accepted) == [Release("p", "east", 2)]
     assert "p" not in west.sim.ents.players and not west.border.flight.outgoing
+    assert east.border.received == 0
     committed = await inbox(east)
     assert committed.receipts == [Receipt("p")]
+    assert (east.border.received, west.border.received) == (1, 0)  # heartbeat's handoffs_received
     assert east.sim.ents.extra[1].epoch == 2 and east.sim.ents.pos[0, 0] == 20.0
     route = await east.store.route("p")
     assert route is not None and (route.zone, route.epoch) == ("east", 2)
     replay = zone_pb2.InboxMessage(commit=zone_pb2.HandoffCommit(entity_id=1, epoch=2))
     assert east.border.take([replay]).receipts == []  # delivered twice, applied once
+    assert east.border.received == 1
 
 
 async def test_offers_are_refused_while_not_active_and_for_present_entities(redis: Redis) -> None:

@@ -2,7 +2,7 @@
 The objects one stateless gRPC service needs: Deployment, Service, HPA, PDB.
 (dict "root" $ "component" "auth" "module" "tessera.auth" "cfg" .Values.auth
       "env" <yaml list> "volumes" <yaml list> "volumeMounts" <yaml list>
-      "udpPort" <int or 0>)
+      "udpPort" <int or 0> "httpPort" <int or 0>)
 */}}
 {{- define "tessera.service" -}}
 {{- $root := .root -}}
@@ -74,6 +74,11 @@ spec:
             - name: udp
               containerPort: {{ .udpPort }}
               protocol: UDP
+            {{- end }}
+            {{- if .httpPort }}
+            - name: http
+              containerPort: {{ .httpPort }}
+              protocol: TCP
             {{- end }}
           env:
             - name: TESSERA_HOST
@@ -158,6 +163,13 @@ spec:
       targetPort: metrics
       protocol: TCP
       appProtocol: http
+    {{- if .httpPort }}
+    - name: http
+      port: {{ .httpPort }}
+      targetPort: http
+      protocol: TCP
+      appProtocol: http
+    {{- end }}
 {{- if $cfg.autoscaling.enabled }}
 ---
 apiVersion: autoscaling/v2

@@ -175,10 +175,12 @@ def main() -> None:
     code = 0
     try:
         print(
-            "starting redis-server, auth, operator (local runtime), relay, matchmaking ...",
+            "starting redis-server, auth, operator (local runtime), relay, matchmaking, "
+            "console ...",
             flush=True,
         )
         stack.start()
+        print(f"console: {stack.console_url}", flush=True)
         print(
             f"world {settings.world_m:g} m x {settings.world_m:g} m: split above "
             f"{settings.split_threshold} players, merge below {settings.merge_threshold}; "

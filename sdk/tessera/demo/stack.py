@@ -1,5 +1,5 @@
 """Every Tessera process of a demo run: redis-server, PostgreSQL, auth, relay,
-matchmaking and the operator's local runtime (which runs the zones).
+matchmaking, the operator's local runtime (which runs the zones) and the web console.
 
 Each service is a :class:`ServiceProcess` started from the main thread (children
 get SIGTERM when the thread that started them ends), stopped in reverse order;
@@ -26,12 +26,22 @@ from tessera.harness.postgres import LocalPostgres
 
 WORLD = "demo"
 MM_CLIENT = "matchmaking"
+CONSOLE_PORT = 8080  # the console's HTTP port when free, else any free port
 
 
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 class Stack:
@@ -55,6 +65,10 @@ class Stack:
     @property
     def relay_address(self) -> str:
         return self.procs["relay"].grpc_address
+
+    @property
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.procs['console'].ports['http_port']}"
 
     def _start(
         self, name: str, module: str, env: dict[str, str], args: list[str] | None = None
@@ -135,6 +149,17 @@ class Stack:
                 "TESSERA_MM_CLIENT_SECRET": self.mm_secret,
                 "TESSERA_MM_MODES": json.dumps(demo_modes(WORLD)),
                 "TESSERA_MM_TICK_INTERVAL_S": "0.5",
+            },
+        )
+        self._start(
+            "console",
+            "tessera.console",
+            {
+                **common,
+                "TESSERA_LOG_LEVEL": "info",
+                "TESSERA_AUTH_ADDRESS": self.auth_address,
+                "TESSERA_CONSOLE_RELAYS": self.relay_address,
+                "TESSERA_CONSOLE_HTTP_PORT": str(CONSOLE_PORT if port_free(CONSOLE_PORT) else 0),
             },
         )
 

@@ -95,6 +95,7 @@ class Border:
         self.drain_target = ""
         self.drain_deadline = 0.0
         self.drain_started = 0.0
+        self.received = 0  # committed handoffs in, for the heartbeat
 
     # --- zone map ------------------------------------------------------------
 
@@ -415,6 +416,7 @@ class Border:
             {"tessera.handoff.result": "adopted", "tessera.player_id": state.player_id}
         )
         metrics.HANDOFFS_RECEIVED.inc()
+        self.received += 1
         return [Receipt(state.player_id)] if state.player_id else []
 
     def expire(self) -> None:

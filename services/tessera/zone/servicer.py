@@ -225,6 +225,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             handoffs_pending=len(self.border.flight.outgoing),
             instance=self.cfg.instance,
             overload_level=self.sim.governor.level,
+            handoffs_received=self.border.received,
         )
         if entities:
             ids = e.id[: e.n][owned(e)].tolist()

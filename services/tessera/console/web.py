@@ -1,0 +1,260 @@
+"""The console's HTTP adapter (aiohttp): the page, the live stream and the admin
+actions.
+
+Routes: ``GET /`` the page, ``GET /console.js`` its script, ``GET /api/frame``
+the current frame as JSON, ``GET /api/stream`` Server-Sent Events (a ``full``
+frame, then a ``delta`` per interval), ``POST /api/login`` (auth's password
+login, admins only), ``POST /api/zones/{zone}/drain`` and
+``POST /api/players/{player}/kick`` (an admin's access token as
+``Authorization: Bearer``). Every admin action, refused ones included, is
+written to the audit log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from tessera.authclient.verifier import Verifier
+from tessera.common.audit import AuditLog, AuditRecord
+from tessera.console import admin, metrics
+from tessera.console.admin import Refused
+from tessera.console.clients import Clients
+from tessera.console.feed import Feed
+from tessera.console.store import ConsoleStore
+from tessera.wire.access_token import Claims, TokenError
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+# Auth's answer to a login -> the HTTP status; anything else (auth down) is 502.
+LOGIN_STATUS = {
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+}
+
+
+@dataclass
+class Console:
+    """What the handlers need."""
+
+    feed: Feed
+    store: ConsoleStore
+    clients: Clients
+    verifier: Verifier
+    audit: AuditLog
+    drain_deadline_s: float
+
+
+def app(console: Console) -> web.Application:
+    """The aiohttp application serving ``console``."""
+    handlers = Handlers(console)
+    application = web.Application(client_max_size=16 * 1024)
+    application.add_routes(
+        [
+            web.get("/", handlers.page),
+            web.get("/console.js", handlers.script),
+            web.get("/api/frame", handlers.current),
+            web.get("/api/stream", handlers.stream),
+            web.post("/api/login", handlers.login),
+            web.post("/api/zones/{zone}/drain", handlers.drain),
+            web.post("/api/players/{player}/kick", handlers.kick),
+        ]
+    )
+    return application
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+class Handlers:
+    """The request handlers of :func:`app`."""
+
+    def __init__(self, console: Console) -> None:
+        self.c = console
+
+    async def page(self, _: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+    async def script(self, _: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "console.js")
+
+    async def current(self, _: web.Request) -> web.Response:
+        return web.Response(body=json.dumps(self.c.feed.frame), content_type="application/json")
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        queue = self.c.feed.subscribe()
+        try:
+            while chunk := await queue.get():
+                await response.write(chunk)
+        except (ConnectionResetError, ConnectionError):
+            pass
+        finally:
+            self.c.feed.unsubscribe(queue)
+        return response
+
+    async def login(self, request: web.Request) -> web.Response:
+        try:
+            body = await _json(request)
+        except Refused as err:
+            return _error(err.status, str(err))
+        username, password = str(body.get("username", "")), str(body.get("password", ""))
+        if not username or not password:
+            return _error(400, "username and password are required")
+        try:
+            session = await self.c.clients.login(username, password)
+            claims = self.c.verifier.verify(session.access_token)
+        except grpc.aio.AioRpcError as err:
+            await self._audit(
+                request,
+                actor="",
+                action="login",
+                target=username,
+                outcome="refused",
+                detail=err.details() or "",
+            )
+            status = LOGIN_STATUS.get(err.code(), 502)
+            return _error(status, f"login refused by auth: {err.details()}")
+        except TokenError as err:
+            return _error(503, f"auth's token could not be verified yet: {err}")
+        if "admin" not in claims.roles:
+            await self._audit(
+                request,
+                actor=claims.sub,
+                action="login",
+                target=username,
+                outcome="refused",
+                detail="not an admin",
+            )
+            return _error(403, f"account {username!r} is not an admin")
+        await self._audit(request, actor=claims.sub, action="login", target=username, outcome="ok")
+        return web.json_response(
+            {
+                "account_id": session.account_id,
+                "username": username,
+                "access_token": session.access_token,
+                "expires_at": session.expires_at,
+            }
+        )
+
+    async def drain(self, request: web.Request) -> web.Response:
+        zone = request.match_info["zone"]
+
+        async def act() -> tuple[str, dict[str, Any]]:
+            snap = await self.c.store.snapshot()
+            target = admin.drain_target(zone, snap.zones, snap.zone_map.zones)
+            address = next(z.address for z in snap.zones if z.name == zone)
+            remaining = await self.c.clients.drain(address, target, self.c.drain_deadline_s)
+            detail = f"draining into {target}, {remaining} entities to hand away"
+            return detail, {"zone": zone, "target": target, "remaining": remaining}
+
+        return await self._admin(request, "drain", zone, act)
+
+    async def kick(self, request: web.Request) -> web.Response:
+        player = request.match_info["player"]
+
+        async def act() -> tuple[str, dict[str, Any]]:
+            admin.check_player(player)
+            body = await _json(request)
+            reason = str(body.get("reason", "")) or "kicked by an admin"
+            kicked = await self.c.clients.kick(player, reason[:200])
+            if not kicked:
+                raise Refused(404, f"no relay holds a session of player {player!r}")
+            return f"kicked from {', '.join(kicked)}", {"player": player, "relays": kicked}
+
+        return await self._admin(request, "kick", player, act)
+
+    async def _admin(
+        self,
+        request: web.Request,
+        action: str,
+        target: str,
+        act: Callable[[], Awaitable[tuple[str, dict[str, Any]]]],
+    ) -> web.Response:
+        """Verify the admin token, run ``act``, audit the outcome, answer."""
+        actor = ""
+        try:
+            claims = self._claims(request)
+            actor = claims.sub
+            if "admin" not in claims.roles:
+                raise Refused(403, f"account {actor} is not an admin")
+            detail, answer = await act()
+        except Refused as err:
+            await self._audit(
+                request,
+                actor=actor,
+                action=action,
+                target=target,
+                outcome="refused",
+                detail=str(err),
+            )
+            return _error(err.status, str(err))
+        except (grpc.aio.AioRpcError, ConnectionError) as err:
+            message = err.details() if isinstance(err, grpc.aio.AioRpcError) else str(err)
+            await self._audit(
+                request,
+                actor=actor,
+                action=action,
+                target=target,
+                outcome="failed",
+                detail=message or "",
+            )
+            return _error(502, f"{action} failed: {message}")
+        await self._audit(
+            request, actor=actor, action=action, target=target, outcome="ok", detail=detail
+        )
+        return web.json_response(answer)
+
+    def _claims(self, request: web.Request) -> Claims:
+        """The verified claims of the request's bearer token; :class:`Refused` 401."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Refused(401, "admin login required")
+        try:
+            return self.c.verifier.verify(token.strip())
+        except TokenError as err:
+            raise Refused(401, f"access token refused: {err}") from None
+
+    async def _audit(
+        self,
+        request: web.Request,
+        *,
+        actor: str,
+        action: str,
+        target: str,
+        outcome: str,
+        detail: str = "",
+    ) -> None:
+        metrics.ADMIN_ACTIONS.labels(action, outcome).inc()
+        record = AuditRecord(actor, action, target, request.remote or "", outcome, detail)
+        try:
+            await self.c.audit.write(record)
+        except Exception:
+            log.exception("audit write failed", extra={"action": action, "target": target})
+        log.info("admin action", extra={"actor": actor, "action": action, "outcome": outcome})
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object body ({} when empty); :class:`Refused` 400 otherwise."""
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise Refused(400, "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise Refused(400, "the body must be a JSON object")
+    return body

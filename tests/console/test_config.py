@@ -1,0 +1,41 @@
+"""Console settings: defaults, and a bad value names its variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from tessera.common.config import ConfigError, Env
+from tessera.console.config import ConsoleConfig
+
+
+def test_defaults() -> None:
+    c = ConsoleConfig.from_env(Env({}))
+    assert (c.world, c.http_port, c.relays, c.interval_s, c.grid_cells) == (
+        "default",
+        8080,
+        (),
+        1.0,
+        48,
+    )
+
+
+def test_relays_are_a_comma_separated_list() -> None:
+    env = Env({"TESSERA_CONSOLE_RELAYS": "relay-0:50051, relay-1:50051,"})
+    assert ConsoleConfig.from_env(env).relays == ("relay-0:50051", "relay-1:50051")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TESSERA_CONSOLE_RELAYS", "relay-0"),
+        ("TESSERA_CONSOLE_HTTP_PORT", "70000"),
+        ("TESSERA_CONSOLE_INTERVAL_S", "0"),
+        ("TESSERA_CONSOLE_GRID_CELLS", "2"),
+        ("TESSERA_AUTH_ADDRESS", "auth"),
+        ("TESSERA_WORLD", "Earth"),
+    ],
+)
+def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        ConsoleConfig.from_env(Env({name: value}))
+    assert err.value.variable == name
