@@ -62,9 +62,9 @@ async def register(address: str, *names: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def setup(redis_server: LocalRedis, redis: Redis) -> AsyncIterator[Setup]:
+async def setup(redis_server: LocalRedis, redis: Redis, database_url: str) -> AsyncIterator[Setup]:
     """Auth with admin ``boss`` (and player ``pat``), zones a | b, the console."""
-    env = {**AUTH_ENV, "TESSERA_REDIS_URL": redis_server.url}
+    env = {**AUTH_ENV, "TESSERA_REDIS_URL": redis_server.url, "TESSERA_DATABASE_URL": database_url}
     first = ServiceProcess("tessera.auth", env, name="auth").start()
     first.wait_serving(30.0)
     ids = await register(first.grpc_address, "boss", "pat")
