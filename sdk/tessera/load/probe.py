@@ -3,7 +3,9 @@ figure beside a bot swarm: ``python -m tessera.load.probe CONFIG_JSON``.
 
 It plays as a real client does (the SDK's prediction on, every snapshot decoded
 and acknowledged, one input per tick), follows the scenario's phases like a bot
-but does not attack, pings the relay twice a second, and prints one JSON line
+but does not attack and walks at an ordinary player's speed (``walk_mps``, the
+zone's default top speed, whatever cap the world sets), pings the relay twice a
+second, and prints one JSON line
 to stderr every second (``{"msg": "probe", ...}``): RTT p50/p95 (ping to pong),
 prediction error p50/p95 in metres (every reconciliation: the predicted position
 for an input against the server's), the last line when the scenario ends.
@@ -19,13 +21,14 @@ import signal
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from tessera.client.bot import Bot, Pattern
-from tessera.client.client import GameClient
+from tessera.client.bot import Bot, BotState, Pattern, Vec
+from tessera.client.client import GameClient, Intent
 from tessera.client.prediction import Motion
 from tessera.client.transport import UdpTransport
 from tessera.common.process import die_with_parent
@@ -46,6 +49,7 @@ class ProbeConfig:
     duration_s: float
     start_at: float
     max_speed: float = 6.0
+    walk_mps: float = 6.0
     input_hz: float = 30.0
     seed: int = 1
     device: str = "probe-device-0001"
@@ -80,6 +84,16 @@ def percentiles(values: list[float] | deque[float]) -> tuple[float, float]:
     return round(float(p50), 3), round(float(p95), 3)
 
 
+def walking(pattern: Pattern, share: float) -> Pattern:
+    """``pattern`` at ``share`` of the top speed."""
+
+    def walk(state: BotState, position: Vec, others: Sequence[Vec]) -> Intent:
+        move = pattern(state, position, others)
+        return replace(move, move_x=move.move_x * share, move_z=move.move_z * share)
+
+    return walk
+
+
 class Probe:
     """The probe's one client; see the module docstring."""
 
@@ -101,7 +115,10 @@ class Probe:
 
     def pattern(self) -> Pattern:
         phase = self.scenario.phases[self.scenario.phase_index(self.fraction())]
-        return sc.pattern_for(phase, self.world, self.cfg.seed, PROBE_BOT)
+        return walking(
+            sc.pattern_for(phase, self.world, self.cfg.seed, PROBE_BOT),
+            min(1.0, self.cfg.walk_mps / self.cfg.max_speed),
+        )
 
     def measure(self) -> ProbeFigures:
         f, client = self.figures, self.client
