@@ -166,7 +166,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m tessera.demo", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--bots", type=int, default=int(_env_number("BOTS", 300)))
+    parser.add_argument("--bots", type=int, default=int(_env_number("BOTS", 100)))
     parser.add_argument(
         "--duration", type=float, default=_env_number("DURATION", 150.0), help="seconds of scenario"
     )

@@ -15,7 +15,7 @@ from typing import Any
 class DemoSettings:
     """Every knob of a demo run."""
 
-    bots: int = 300
+    bots: int = 100  # what this 2-core machine carries at real settings: docs/DEMO.md
     duration_s: float = 150.0
     world_m: float = 2000.0
     max_speed: float = 50.0
