@@ -171,11 +171,19 @@ class Probe:
 
 async def _main(cfg: ProbeConfig) -> None:
     probe = Probe(cfg)
+    run = asyncio.create_task(probe.run())
+
+    def stop() -> None:
+        probe.stop.set()
+        if not probe.client.connected:
+            run.cancel()  # still waiting or connecting: nothing to report, go at once
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, probe.stop.set)
+        loop.add_signal_handler(sig, stop)
     print(json.dumps({"msg": "serving"}), file=sys.stderr, flush=True)
-    await probe.run()
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
 
 
 def main() -> None:
