@@ -102,13 +102,15 @@ def test_summary_and_failure() -> None:
         sample(1, [zone("a", 2), zone("b", 2)], 4, 10, 400, 2),
     ]
     tl.add_events(0.5, [{"decision": "Split", "zone": "a", "reason": "s"}])
-    tl.scans = [Scan(1.0, [], [], []), Scan(2.0, ["p1"], [7], [])]
+    tl.scans = [Scan(1.0, [], [], []), Scan(2.0, ["p1"], [7], [], ["b"])]
     load = {"disconnects": 0, "connect_failures": 0, "bytes_per_s_per_bot": 120.0}
     f = summary(tl, load, duration_s=10, bots=4, probe=PROBE)
     assert (f["peak_players"], f["peak_zones"], f["splits"], f["handoffs"]) == (4, 2, 1, 2)
     assert (f["lost_entities"], f["duplicated_entities"], f["invariant_scans"]) == (1, 1, 2)
     assert failed(f) == ["lost_entities=1", "duplicated_entities=1"]
     assert "splits / merges      1 / 0" in summary_text(f)
+    assert f["zones_unreachable_in_scans"] == ["b"]
+    assert "(2 invariant scans; unreachable in a scan: b)" in summary_text(f)
     tl.scans = []
     assert failed(summary(tl, {**load, "disconnects": 2}, duration_s=10, bots=4, probe=PROBE)) == [
         "disconnects=2"

@@ -85,7 +85,9 @@ async def watch(
 
     async def scan(t: float) -> None:
         report = await monitor.invariants()
-        tl.scans.append(Scan(t, report.lost, report.duplicates, report.misrouted))
+        tl.scans.append(
+            Scan(t, report.lost, report.duplicates, report.misrouted, report.unreachable)
+        )
 
     view = Live(console=console, refresh_per_second=4, transient=False) if live else None
     try:

@@ -46,6 +46,8 @@ class Scan:
     lost: list[str]
     duplicates: list[int]
     misrouted: list[str]
+    # Zones that did not answer GetStatus in time: their players count as lost.
+    unreachable: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -204,6 +206,7 @@ def summary(
         "duplicated_entities": len(tl.duplicated()),
         "misrouted_players": len({p for s in tl.scans for p in s.misrouted}),
         "invariant_scans": len(tl.scans),
+        "zones_unreachable_in_scans": sorted({z for sc in tl.scans for z in sc.unreachable}),
         "tick_p99_ms_per_zone": p99,
         "tick_budget_ms_per_zone": budget,
         "zones_over_budget": over_budget(p99, budget),
@@ -261,7 +264,13 @@ def summary_text(figures: dict[str, Any]) -> str:
         f"{arena.get('disconnects', 0)} disconnects)",
         f"disconnects          {f['disconnects']} (connect failures {f['connect_failures']})",
         f"lost / duplicated    {f['lost_entities']} / {f['duplicated_entities']} entities "
-        f"({f['invariant_scans']} invariant scans)",
+        f"({f['invariant_scans']} invariant scans"
+        + (
+            f"; unreachable in a scan: {', '.join(f['zones_unreachable_in_scans'])}"
+            if f.get("zones_unreachable_in_scans")
+            else ""
+        )
+        + ")",
         f"tick p99 per zone    {zones or '-'} (p99/budget; "
         f"over budget: {', '.join(f.get('zones_over_budget', [])) or 'none'})",
         f"NPCs                 {f.get('peak_npcs', 0)} at the peak in open-world zones",
