@@ -90,7 +90,8 @@ class Stats(Counters):
     pred_p95_m: list[float] = field(default_factory=list)
     bytes_per_s: list[float] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
-    # Combat events the bots received, by kind (HIT_DEALT, HIT_TAKEN, DIED, ...).
+    # Events the bots received, by kind (HIT_DEALT, HIT_TAKEN, DIED, ...;
+    # INPUT_DROPPED:<reason>).
     events: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
     done: bool = False
@@ -238,7 +239,10 @@ class Worker:
     def _count_events(self, client: GameClient) -> None:
         counts = self.stats.events
         for message in client.events:
-            kind = zone_pb2.PlayerEvent.Kind.Name(message.event.kind)
+            event = message.event
+            kind = zone_pb2.PlayerEvent.Kind.Name(event.kind)
+            if event.kind == zone_pb2.PlayerEvent.INPUT_DROPPED:
+                kind = f"{kind}:{event.detail}"  # the reason
             counts[kind] = counts.get(kind, 0) + 1
         client.events.clear()
 
