@@ -13,19 +13,31 @@ prediction error (p50/p95), and CPU cores per role over the run. A run
 every zone within its tick budget, probe figures present). The machine's load
 average before and after each run is recorded: on a shared machine it decides
 more than the bot count does.
+
+``--probe-alone SECONDS`` first runs the demo's services with no bots and only
+the probe client, walking at 6 m/s (an ordinary player) and at the demo's
+50 m/s: its RTT and prediction error with nothing else in the world but the
+zone's NPCs.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from tessera.demo.stack import Stack
+from tessera.demo.world import DemoSettings
+from tessera.load import scenario as sc
+from tessera.load.probe import Probe, ProbeConfig, ProbeFigures
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = (
@@ -137,6 +149,34 @@ def run_demo(bots: int, duration_s: float, out: Path) -> dict[str, Any]:
     }
 
 
+def probe_alone(duration_s: float, walk_mps: float) -> dict[str, Any]:
+    """The probe's figures beside the demo's services, with no bots."""
+    settings = DemoSettings(bots=2, duration_s=duration_s)
+    stack = Stack(settings)
+    stack.start()
+    try:
+        cfg = ProbeConfig(
+            auth=stack.auth_address,
+            scenario=str(sc.resolve("demo")),
+            world=settings.bounds_text,
+            duration_s=duration_s,
+            start_at=time.time() + 1.0,
+            max_speed=settings.max_speed,
+            walk_mps=walk_mps,
+            input_hz=settings.input_hz,
+        )
+
+        async def play() -> ProbeFigures:
+            probe = Probe(cfg)
+            await probe.run()
+            return probe.figures
+
+        figures = asyncio.run(play())
+    finally:
+        stack.stop()
+    return {"walk_mps": walk_mps, "load_average": round(load_average(), 2), **asdict(figures)}
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
         f"{'bots':>5} {'pass':>5} {'disc':>5} {'lost':>5} {'dup':>4} {'p99 max':>8} "
@@ -163,10 +203,25 @@ def main() -> None:
     parser.add_argument("--json", type=Path, required=True, help="write results here")
     parser.add_argument("--bots", default="60,100,150", help="comma-separated bot counts")
     parser.add_argument("--duration", type=float, default=90.0, help="seconds of scenario")
+    parser.add_argument(
+        "--probe-alone", type=float, default=0.0, help="seconds of the probe with no bots (0: no)"
+    )
     args = parser.parse_args()
-    counts = [int(b) for b in args.bots.split(",")]
-    if not counts or min(counts) < 2 or args.duration < 10:
+    counts = [int(b) for b in args.bots.split(",") if b]
+    if min(counts, default=2) < 2 or args.duration < 10:
         parser.error("--bots must be counts >= 2 and --duration >= 10")
+    alone = []
+    if args.probe_alone > 0:
+        for walk in (6.0, 50.0):
+            alone.append(probe_alone(args.probe_alone, walk))
+            a = alone[-1]
+            print(
+                f"probe alone at {walk:g} m/s: rtt p50/p95 {a['rtt_ms_p50']}/{a['rtt_ms_p95']} ms,"
+                f" prediction error p50/p95 {a['prediction_error_m_p50']}/"
+                f"{a['prediction_error_m_p95']} m ({a['prediction_samples']} samples,"
+                f" load average {a['load_average']})",
+                flush=True,
+            )
     rows = []
     with tempfile.TemporaryDirectory(prefix="demo-capacity-") as tmp:
         for n in counts:
@@ -174,7 +229,7 @@ def main() -> None:
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     print("\n" + table(rows))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"runs": rows}, indent=2) + "\n")
+    args.json.write_text(json.dumps({"probe_alone": alone, "runs": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ second, and prints one JSON line
 to stderr every second (``{"msg": "probe", ...}``): RTT p50/p95 (ping to pong),
 prediction error p50/p95 in metres (every reconciliation: the predicted position
 for an input against the server's), the last line when the scenario ends.
-Started by the demo as a :class:`ServiceProcess`; it dies with its parent.
+It tries to connect 5 times, 1-5 s apart (the world may have no active zone
+yet). Started by the demo as a :class:`ServiceProcess`; it dies with its parent.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from tessera.load import scenario as sc
 from tessera.load.worker import Tokens
 
 PING_EVERY_S = 0.5
+CONNECT_ATTEMPTS = 5
 PROBE_BOT = 1_000_003  # the probe's home point and pattern seed, apart from any bot's
 
 
@@ -101,14 +103,20 @@ class Probe:
         self.cfg = cfg
         self.scenario = sc.load(Path(cfg.scenario))
         self.world = sc.parse_rect(cfg.world)
-        self.client = GameClient(
-            UdpTransport(), input_hz=cfg.input_hz, motion=Motion(max_speed=cfg.max_speed)
-        )
-        # Every reconciliation of the run, not the SDK's recent window.
-        self.client.predictor.errors_m = deque()
+        self.client = self._new_client()
         self.rtt_ms: list[float] = []
         self.figures = ProbeFigures(input_hz=cfg.input_hz)
         self.stop = asyncio.Event()
+
+    def _new_client(self) -> GameClient:
+        client = GameClient(
+            UdpTransport(),
+            input_hz=self.cfg.input_hz,
+            motion=Motion(max_speed=self.cfg.max_speed),
+        )
+        # Every reconciliation of the run, not the SDK's recent window.
+        client.predictor.errors_m = deque()
+        return client
 
     def fraction(self) -> float:
         return min(1.0, max(0.0, (time.time() - self.cfg.start_at) / self.cfg.duration_s))
@@ -142,14 +150,22 @@ class Probe:
         cfg = self.cfg
         await asyncio.sleep(max(0.0, cfg.start_at - time.time()))
         tokens = Tokens(cfg.auth, cfg.service_client)
-        try:
-            await self.client.connect(await tokens.issue(cfg.device), cfg.connect_timeout_s)
-        except Exception as err:  # auth or relay refused or timed out: reported, not raised
-            self.figures.error = f"{type(err).__name__}: {err}"[:200]
+        for attempt in range(CONNECT_ATTEMPTS):
+            try:
+                await self.client.connect(await tokens.issue(cfg.device), cfg.connect_timeout_s)
+                break
+            except Exception as err:  # e.g. no zone active yet: retried, then reported
+                self.figures.error = f"{type(err).__name__}: {err}"[:200]
+                with contextlib.suppress(Exception):
+                    await self.client.close("connect failed")
+                self.client = self._new_client()
+                await asyncio.sleep(1.0 + attempt)
+        else:
             self.figures.done = True
             self.emit()
             await tokens.close()
             return
+        self.figures.error = ""
         bot = Bot(self.client, self.pattern(), seed=PROBE_BOT, sees_others=False)
         self.client.start(bot)
         end = cfg.start_at + cfg.duration_s
