@@ -220,8 +220,8 @@ class Worker:
         )
 
     async def play(self) -> None:
-        """Every bot's input at ``input_hz`` from one timer (one task per bot
-        costs more than the bots' own work), and the events they received."""
+        """Every bot's input at ``input_hz`` from one timer (not a task and a sleep
+        per bot), and the events they received."""
         period = 1.0 / self.cfg.input_hz
         loop = asyncio.get_running_loop()
         next_at = loop.time()
