@@ -100,8 +100,15 @@ def test_short_demo_splits_merges_and_loses_nobody(tmp_path: Path) -> None:
     watcher = Watcher(proc.pid)
     out, _ = proc.communicate(timeout=110)
     seen = watcher.stop()
-    assert proc.returncode == 0, out[-4000:]
     figures = json.loads((tmp_path / "out" / "summary.json").read_text())
+    # Every zone's tick p99 is judged against its budget (30 Hz: 33.3 ms) and a
+    # zone over it fails the run; on a machine shared with other work that can
+    # happen, so the test checks the verdict matches, not the timing.
+    p99, budget = figures["tick_p99_ms_per_zone"], figures["tick_budget_ms_per_zone"]
+    assert set(p99) == set(budget) and all(v == 33.33 for v in budget.values())
+    over = [z for z in p99 if p99[z] > budget[z]]
+    assert figures["zones_over_budget"] == over
+    assert proc.returncode == (1 if over else 0), out[-4000:]
     assert figures["splits"] >= 1, out[-3000:]
     assert figures["merges"] >= 1, out[-3000:]
     assert figures["disconnects"] == 0
@@ -109,17 +116,30 @@ def test_short_demo_splits_merges_and_loses_nobody(tmp_path: Path) -> None:
     assert figures["lost_entities"] == 0
     assert figures["duplicated_entities"] == 0
     assert figures["invariant_scans"] >= 5
-    assert 60 <= figures["peak_players"] <= 62  # the bots and an arena match's two players
+    # The bots, the probe and an arena match's two players.
+    assert 61 <= figures["peak_players"] <= 63
     assert figures["arena"]["matches"] >= 1, figures["arena"]
     assert figures["arena"]["failed"] == figures["arena"]["disconnects"] == 0
     assert figures["handoffs"] > 0
-    assert (tmp_path / "out" / "summary.txt").read_text().startswith("bots")
+    # NPCs (100 per zone) and bots that fight them and each other.
+    assert figures["peak_npcs"] >= 100
+    assert figures["combat_events"].get("HIT_DEALT", 0) > 0, figures["combat_events"]
+    assert figures["combat_events"].get("HIT_TAKEN", 0) > 0, figures["combat_events"]
+    # The probe: one predicting player in its own process, its figures apart.
+    probe = figures["probe"]
+    assert probe["done"] and probe["disconnected"] == "" and probe["error"] == ""
+    assert probe["rtt_samples"] >= 20 and probe["prediction_samples"] >= 100, probe
+    assert 0 < probe["rtt_ms_p50"] <= probe["rtt_ms_p95"] < 10_000
+    assert 0 <= probe["prediction_error_m_p50"] <= probe["prediction_error_m_p95"] < 100
+    text = (tmp_path / "out" / "summary.txt").read_text()
+    assert "probe (one player in a process of its own" in text and "bot-side (60 bots" in text
+    assert text.startswith("bots")
     png = (tmp_path / "out" / "world.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     # The plain (non-terminal) dashboard lines were printed.
     assert "splits=" in out and "zones: " in out
-    # redis, 4 services, the zones, 2 bot processes at least.
-    assert len(seen) >= 9
+    # redis, 4 services, the zones, 2 bot processes and the probe at least.
+    assert len(seen) >= 10
     assert no_survivors(seen) == []
 
 

@@ -10,14 +10,31 @@ from tessera.demo.timeline import (
     bytes_per_player_s,
     failed,
     key_moments,
+    over_budget,
+    peak_npcs,
     summary,
     summary_text,
+    tick_budget_per_zone,
     tick_p99_per_zone,
 )
 
+PROBE = {
+    "rtt_ms_p50": 2.5,
+    "rtt_ms_p95": 4.0,
+    "rtt_samples": 20,
+    "prediction_error_m_p50": 0.01,
+    "prediction_error_m_p95": 0.2,
+    "prediction_samples": 300,
+    "disconnected": "",
+}
 
-def zone(name: str, players: int, p99: float = 2.0, state: str = "ACTIVE") -> ZoneSample:
-    return ZoneSample(name, state, (0, 0, 10, 10), players, p99, 0, "127.0.0.1:1")
+
+def zone(
+    name: str, players: int, p99: float = 2.0, state: str = "ACTIVE", *, hz: int = 30, npcs: int = 0
+) -> ZoneSample:
+    return ZoneSample(
+        name, state, (0, 0, 10, 10), players, p99, 0, "127.0.0.1:1", npcs=npcs, tick_hz=hz
+    )
 
 
 def sample(t: float, zones: list[ZoneSample], sessions: int, *counters: int) -> Sample:
@@ -85,16 +102,69 @@ def test_summary_and_failure() -> None:
         sample(1, [zone("a", 2), zone("b", 2)], 4, 10, 400, 2),
     ]
     tl.add_events(0.5, [{"decision": "Split", "zone": "a", "reason": "s"}])
-    tl.scans = [Scan(1.0, [], [], []), Scan(2.0, ["p1"], [7], [])]
+    tl.scans = [Scan(1.0, [], [], []), Scan(2.0, ["p1"], [7], [], ["b"])]
     load = {"disconnects": 0, "connect_failures": 0, "bytes_per_s_per_bot": 120.0}
-    f = summary(tl, load, duration_s=10, bots=4)
+    f = summary(tl, load, duration_s=10, bots=4, probe=PROBE)
     assert (f["peak_players"], f["peak_zones"], f["splits"], f["handoffs"]) == (4, 2, 1, 2)
     assert (f["lost_entities"], f["duplicated_entities"], f["invariant_scans"]) == (1, 1, 2)
     assert failed(f) == ["lost_entities=1", "duplicated_entities=1"]
     assert "splits / merges      1 / 0" in summary_text(f)
+    assert f["zones_unreachable_in_scans"] == ["b"]
+    assert "(2 invariant scans; unreachable in a scan: b)" in summary_text(f)
     tl.scans = []
-    assert failed(summary(tl, {**load, "disconnects": 2}, duration_s=10, bots=4)) == [
+    assert failed(summary(tl, {**load, "disconnects": 2}, duration_s=10, bots=4, probe=PROBE)) == [
         "disconnects=2"
+    ]
+
+
+def test_tick_budget_per_zone_follows_its_rate() -> None:
+    samples = [
+        sample(
+            0, [zone("a", 1, 30.0), zone("b", 1, 40.0, hz=20), zone("s", 0, 90.0, "STANDBY")], 2
+        ),
+        sample(1, [zone("a", 1, 34.0), zone("c", 1, 16.0, hz=60)], 2),
+    ]
+    p99, budget = tick_p99_per_zone(samples), tick_budget_per_zone(samples)
+    assert budget == {"a": 33.33, "b": 50.0, "c": 16.67}
+    assert over_budget(p99, budget) == ["a"]
+    tl = Timeline()
+    tl.samples = samples
+    f = summary(tl, {}, duration_s=10, bots=2, probe=PROBE)
+    assert f["zones_over_budget"] == ["a"]
+    assert failed(f) == ["a tick p99 34.0 ms > budget 33.3 ms"]
+    assert "a 34.0/33 ms, b 40.0/50 ms, c 16.0/17 ms (p99/budget; over budget: a)" in (
+        summary_text(f)
+    )
+
+
+def test_npcs_counted_in_open_world_zones_only() -> None:
+    inst = ZoneSample("inst-1", "ACTIVE", None, 2, 1.0, 0, "x", instance="m1", npcs=50)
+    samples = [
+        sample(0, [zone("a", 1, npcs=100), inst], 3),
+        sample(1, [zone("a", 1, npcs=60), zone("b", 1, npcs=100)], 2),
+        sample(2, [zone("a", 1, npcs=160), zone("b", 0, npcs=0, state="DRAINING")], 2),
+    ]
+    assert peak_npcs(samples) == 160
+    assert peak_npcs([]) == 0
+
+
+def test_probe_figures_apart_from_the_bots() -> None:
+    tl = Timeline()
+    tl.samples = [sample(0, [zone("a", 3)], 3)]
+    load = {"rtt_ms_p50": 900.0, "rtt_ms_p99": 2000.0, "workers": 2, "events": {"DIED": 3}}
+    f = summary(tl, load, duration_s=10, bots=3, probe=PROBE)
+    assert f["probe"] == PROBE and f["combat_events"] == {"DIED": 3}
+    text = summary_text(f)
+    probe_part, bot_part = text.split("bot-side")
+    assert "p50 2.5 ms, p95 4.0 ms (20 pings)" in probe_part
+    assert "p50 0.010 m, p95 0.200 m (300 reconciliations)" in probe_part
+    assert "900.0 ms" in bot_part and "DIED=3" in bot_part and "900.0" not in probe_part
+    assert failed(summary(tl, load, duration_s=10, bots=3)) == [
+        "probe: no figures (it never played)"
+    ]
+    broken = {**PROBE, "disconnected": "TIMEOUT"}
+    assert failed(summary(tl, load, duration_s=10, bots=3, probe=broken)) == [
+        "probe disconnected (TIMEOUT)"
     ]
 
 
@@ -104,7 +174,7 @@ def test_instance_zones_and_arena_matches_in_the_summary() -> None:
     tl.samples = [sample(0, [zone("a", 3), inst], 5, 0, 0, 0)]
     load = {"disconnects": 0, "connect_failures": 0}
     arena = {"matches": 3, "failed": 1, "disconnects": 0, "entities_changed": 0}
-    f = summary(tl, load, duration_s=10, bots=4, arena=arena)
+    f = summary(tl, load, duration_s=10, bots=4, arena=arena, probe=PROBE)
     assert (f["peak_zones"], f["peak_instances"]) == (1, 1)
     assert failed(f) == ["arena failed=1"]
     assert "arena matches        3 played in instance zones (peak 1 at once; 1 failed" in (

@@ -20,6 +20,7 @@ def test_combine_adds_up_workers() -> None:
         "bytes_in": 10,
         "bytes_out": 5,
         "phase": "spread",
+        "events": {"HIT_DEALT": 4, "DIED": 1},
         "done": True,
     }
     b = {
@@ -35,6 +36,7 @@ def test_combine_adds_up_workers() -> None:
         "bytes_in": 1,
         "bytes_out": 1,
         "phase": "spread",
+        "events": {"HIT_DEALT": 2},
     }
     r = combine([a, b, {}], 3)
     assert (r.bots, r.connected, r.connects, r.disconnects, r.logouts) == (5, 4, 5, 1, 1)
@@ -45,6 +47,15 @@ def test_combine_adds_up_workers() -> None:
     assert r.bytes_per_s_per_bot == 200.0
     assert (r.bytes_in, r.bytes_out, r.workers, r.workers_done) == (11, 6, 3, 1)
     assert "disconnects        1 (ZONE_UNAVAILABLE=3)" in r.text()
+    assert r.events == {"HIT_DEALT": 6, "DIED": 1} and r.predicting
+    assert "combat events      DIED=1, HIT_DEALT=6" in r.text()
+    assert "median 0.200 m" in r.text()
+
+
+def test_bots_without_prediction_report_none() -> None:
+    r = combine([{"bots": 2, "pred_p95_m": []}], 1)
+    assert not r.predicting
+    assert "prediction error   - (the bots do not predict)" in r.text()
 
 
 def test_empty_report_is_ok() -> None:

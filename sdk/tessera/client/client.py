@@ -48,10 +48,22 @@ class GameClient:
         input_hz: float | None = None,
         interp_delay_ms: float = 100.0,
         motion: Motion | None = None,
+        predict: bool = True,
+        decode_every: int = 1,
     ) -> None:
+        """``predict=False`` skips prediction (bots steer by the server's position);
+        ``decode_every=k`` decodes and acks only every k-th snapshot (and the first
+        of each stream): the zone's deltas then refer to a baseline up to k ticks
+        old, which the client still holds. Both make a client cheap enough to run
+        hundreds per process."""
+        if decode_every < 1:
+            raise ValueError(f"decode_every must be >= 1, got {decode_every}")
         self.transport = transport
         self.input_hz = input_hz
         self.interp_delay_ms = interp_delay_ms
+        self.predict = predict
+        self.decode_every = decode_every
+        self.received = 0
         self.predictor = Predictor(motion or Motion())
         self.accepted: relay_pb2.Accepted | None = None
         self.world: WorldView | None = None
@@ -106,7 +118,8 @@ class GameClient:
             client_time_ms=time.time() * 1000.0,
         )
         self.recent.append(item)
-        self.predictor.apply(self.sequence, intent.move_x, intent.move_z, intent.yaw, dt)
+        if self.predict:
+            self.predictor.apply(self.sequence, intent.move_x, intent.move_z, intent.yaw, dt)
         self.transport.send(
             relay_pb2.ClientMessage(
                 inputs=relay_pb2.ClientInputs(
@@ -143,6 +156,9 @@ class GameClient:
     def _snapshot(self, snap: relay_pb2.Snapshot) -> None:
         world = self.world
         assert world is not None
+        self.received += 1
+        if self.received % self.decode_every and world.applied and snap.stream == world.stream:
+            return  # skipped: a later delta refers to an acked baseline, still held
         decoded = world.apply(snap)
         if decoded is None:
             return
@@ -156,6 +172,8 @@ class GameClient:
             # reconnect, a transfer): continue above them, or ours count as old.
             self.sequence = world.last_input_seq
             self.recent.clear()
+        if not self.predict:
+            return
         own = world.own_state()
         if own is not None and snap.sequence == world.latest_sequence:
             self.predictor.reconcile(own[0], world.last_input_seq, own[1])

@@ -1,11 +1,14 @@
 """``python -m tessera.demo`` (``make demo``): see docs/DEMO.md.
 
 Starts redis-server, auth, relay, matchmaking and the operator's local runtime
-(which runs the zones), then a bot swarm following the demo scenario and, beside
-it, arena matches played in instance zones (:mod:`tessera.demo.arena`); shows a
+(which runs the zones), then a bot swarm following the demo scenario, a probe
+client (one ordinary player in a process of its own, :mod:`tessera.load.probe`)
+and, beside them, arena matches played in instance zones
+(:mod:`tessera.demo.arena`); shows a
 live dashboard; writes a summary, a JSON file and a PNG to the output folder.
-Exits 1 if a bot was disconnected (or could not connect) or an entity was lost
-or duplicated, 130 when interrupted.
+Exits 1 if a bot was disconnected (or could not connect), an entity was lost
+or duplicated, a zone's tick p99 exceeded its budget or the probe has no
+figures; 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
+from tessera.common.process import ServiceProcess
 from tessera.demo import dashboard, picture
 from tessera.demo.arena import Arena
 from tessera.demo.monitor import Monitor
@@ -32,7 +37,8 @@ from tessera.demo.stack import WORLD, Stack
 from tessera.demo.timeline import Sample, Scan, Timeline, failed, summary, summary_text
 from tessera.demo.world import DemoSettings
 from tessera.load import scenario as sc
-from tessera.load.swarm import Swarm, SwarmConfig
+from tessera.load.probe import ProbeConfig
+from tessera.load.swarm import Swarm, SwarmConfig, latest_stats
 
 SAMPLE_S = 0.5
 SCAN_EVERY_S = 5.0
@@ -79,7 +85,9 @@ async def watch(
 
     async def scan(t: float) -> None:
         report = await monitor.invariants()
-        tl.scans.append(Scan(t, report.lost, report.duplicates, report.misrouted))
+        tl.scans.append(
+            Scan(t, report.lost, report.duplicates, report.misrouted, report.unreachable)
+        )
 
     view = Live(console=console, refresh_per_second=4, transient=False) if live else None
     try:
@@ -138,11 +146,29 @@ async def watch(
         await monitor.close()
 
 
+def start_probe(
+    stack: Stack, swarm: Swarm, settings: DemoSettings, scenario: str
+) -> ServiceProcess:
+    """The probe client's process (from the calling thread: it dies with it)."""
+    cfg = ProbeConfig(
+        auth=stack.auth_address,
+        scenario=scenario,
+        world=settings.bounds_text,
+        duration_s=settings.duration_s,
+        start_at=swarm.start_at,
+        max_speed=settings.max_speed,
+        input_hz=settings.input_hz,
+    )
+    proc = ServiceProcess("tessera.load.probe", args=[json.dumps(asdict(cfg))], name="probe")
+    proc.start().wait_serving()
+    return proc
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m tessera.demo", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--bots", type=int, default=int(_env_number("BOTS", 300)))
+    parser.add_argument("--bots", type=int, default=int(_env_number("BOTS", 100)))
     parser.add_argument(
         "--duration", type=float, default=_env_number("DURATION", 150.0), help="seconds of scenario"
     )
@@ -172,6 +198,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, _interrupt)
     stack = Stack(settings)
     swarm: Swarm | None = None
+    probe: ServiceProcess | None = None
     code = 0
     try:
         print(
@@ -201,18 +228,22 @@ def main() -> None:
             )
         )
         swarm.start()
-        (output / "pids.json").write_text(json.dumps({"pids": stack.pids() + swarm.pids()}))
+        probe = start_probe(stack, swarm, settings, str(scenario_path))
+        pids = stack.pids() + swarm.pids() + [probe.pid]
+        (output / "pids.json").write_text(json.dumps({"pids": pids}))
         arena = Arena.for_stack(stack)
         timeline = asyncio.run(
             watch(stack, swarm, arena, settings, output=output, console=console, live=live)
         )
         swarm.wait(20.0)
+        probe.terminate(10.0)
         figures = summary(
             timeline,
             swarm.report().as_dict(),
             duration_s=settings.duration_s,
             bots=settings.bots,
             arena=arena.figures(),
+            probe=latest_stats(probe, "probe"),
         )
         (output / "summary.json").write_text(json.dumps(figures, indent=2))
         (output / "summary.txt").write_text(summary_text(figures) + "\n")
@@ -230,6 +261,8 @@ def main() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if swarm is not None:
             swarm.stop()
+        if probe is not None:
+            probe.terminate(10.0)
         stack.stop()
     print(f"outputs: {output}/summary.txt, summary.json, world.png", flush=True)
     sys.exit(code)

@@ -39,6 +39,8 @@ class ZoneSample:
     xs: list[float] = field(default_factory=list)
     zs: list[float] = field(default_factory=list)
     instance: str = ""  # the match of an instance zone
+    npcs: int = 0
+    tick_hz: int = 30
 
 
 @dataclass
@@ -60,6 +62,8 @@ def _zone(name: str, s: zone_pb2.ZoneStatus) -> ZoneSample:
         drain_remaining=int(s.drain_remaining),
         address=s.address,
         instance=s.instance,
+        npcs=int(s.npcs),
+        tick_hz=int(s.tick_hz) or 30,
         xs=[round(float(x), 1) for x in s.sample_x],
         zs=[round(float(z), 1) for z in s.sample_z],
     )

@@ -46,6 +46,8 @@ class Scan:
     lost: list[str]
     duplicates: list[int]
     misrouted: list[str]
+    # Zones that did not answer GetStatus in time: their players count as lost.
+    unreachable: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -116,6 +118,29 @@ def tick_p99_per_zone(samples: list[Sample]) -> dict[str, float]:
     return dict(sorted(out.items()))
 
 
+def tick_budget_per_zone(samples: list[Sample]) -> dict[str, float]:
+    """Each simulating zone's tick budget, 1000 / tick_hz ms."""
+    return {
+        z.name: round(1000.0 / z.tick_hz, 2)
+        for s in samples
+        for z in s.zones
+        if z.state in ("ACTIVE", "DRAINING")
+    }
+
+
+def over_budget(p99: dict[str, float], budget: dict[str, float]) -> list[str]:
+    """Zones whose worst tick p99 exceeded their budget."""
+    return [name for name, ms in p99.items() if ms > budget.get(name, float("inf"))]
+
+
+def peak_npcs(samples: list[Sample]) -> int:
+    """Most NPCs the open-world zones held at once."""
+    return max(
+        (sum(z.npcs for z in s.zones if z.state == "ACTIVE" and not z.instance) for s in samples),
+        default=0,
+    )
+
+
 def bytes_per_player_s(samples: list[Sample]) -> float:
     """Relay traffic (both directions) per connected player-second."""
     total, player_s = 0, 0.0
@@ -151,10 +176,14 @@ def summary(
     duration_s: float,
     bots: int,
     arena: dict[str, Any] | None = None,
+    probe: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The run's figures (also the JSON output)."""
+    """The run's figures (also the JSON output). ``load`` is the bots' own
+    report, ``probe`` the probe client's: kept apart, each labelled as such."""
     last = tl.samples[-1] if tl.samples else None
     handoffs = last.relay.reroutes if last else 0
+    p99 = tick_p99_per_zone(tl.samples)
+    budget = tick_budget_per_zone(tl.samples)
     return {
         "bots": bots,
         "duration_s": duration_s,
@@ -177,10 +206,16 @@ def summary(
         "duplicated_entities": len(tl.duplicated()),
         "misrouted_players": len({p for s in tl.scans for p in s.misrouted}),
         "invariant_scans": len(tl.scans),
-        "tick_p99_ms_per_zone": tick_p99_per_zone(tl.samples),
+        "zones_unreachable_in_scans": sorted({z for sc in tl.scans for z in sc.unreachable}),
+        "tick_p99_ms_per_zone": p99,
+        "tick_budget_ms_per_zone": budget,
+        "zones_over_budget": over_budget(p99, budget),
+        "peak_npcs": peak_npcs(tl.samples),
+        "combat_events": dict(load.get("events", {})),
         "bytes_per_player_s": round(bytes_per_player_s(tl.samples), 1),
         "arena": arena or {},
         "load": load,
+        "probe": probe or {},
         "events": [e.__dict__ for e in tl.events],
     }
 
@@ -195,14 +230,28 @@ def failed(figures: dict[str, Any]) -> list[str]:
     for key in ("disconnects", "failed", "entities_changed"):
         if arena.get(key, 0):
             out.append(f"arena {key}={arena[key]}")
+    for zone in figures.get("zones_over_budget", []):
+        out.append(
+            f"{zone} tick p99 {figures['tick_p99_ms_per_zone'][zone]:.1f} ms "
+            f"> budget {figures['tick_budget_ms_per_zone'][zone]:.1f} ms"
+        )
+    probe = figures.get("probe") or {}
+    if not probe.get("prediction_samples"):
+        out.append("probe: no figures (" + (probe.get("error") or "it never played") + ")")
+    if probe.get("disconnected"):
+        out.append(f"probe disconnected ({probe['disconnected']})")
     return out
 
 
 def summary_text(figures: dict[str, Any]) -> str:
     """The summary as readable text."""
-    zones = ", ".join(f"{k} {v:.1f} ms" for k, v in figures["tick_p99_ms_per_zone"].items())
+    budget = figures.get("tick_budget_ms_per_zone", {})
+    p99 = figures["tick_p99_ms_per_zone"]
+    zones = ", ".join(f"{k} {v:.1f}/{budget.get(k, 0.0):.0f} ms" for k, v in p99.items())
     load = figures["load"]
     arena = figures.get("arena") or {}
+    probe = figures.get("probe") or {}
+    combat = ", ".join(f"{k}={v}" for k, v in sorted(figures.get("combat_events", {}).items()))
     f = figures
     lines = [
         f"bots                 {f['bots']} for {f['duration_s']:.0f} s",
@@ -215,13 +264,27 @@ def summary_text(figures: dict[str, Any]) -> str:
         f"{arena.get('disconnects', 0)} disconnects)",
         f"disconnects          {f['disconnects']} (connect failures {f['connect_failures']})",
         f"lost / duplicated    {f['lost_entities']} / {f['duplicated_entities']} entities "
-        f"({f['invariant_scans']} invariant scans)",
-        f"tick p99 per zone    {zones or '-'}",
-        f"bytes per player     {f['bytes_per_player_s']:.0f} B/s at the relay, "
-        f"{load.get('bytes_per_s_per_bot', 0.0):.0f} B/s measured by the bots",
-        f"rtt                  p50 {load.get('rtt_ms_p50', 0.0):.1f} ms, "
-        f"p99 {load.get('rtt_ms_p99', 0.0):.1f} ms",
-        "prediction error     p95 per bot: median "
-        f"{load.get('prediction_error_p95_m_median', 0.0):.2f} m",
+        f"({f['invariant_scans']} invariant scans"
+        + (
+            f"; unreachable in a scan: {', '.join(f['zones_unreachable_in_scans'])}"
+            if f.get("zones_unreachable_in_scans")
+            else ""
+        )
+        + ")",
+        f"tick p99 per zone    {zones or '-'} (p99/budget; "
+        f"over budget: {', '.join(f.get('zones_over_budget', [])) or 'none'})",
+        f"NPCs                 {f.get('peak_npcs', 0)} at the peak in open-world zones",
+        f"bytes per player     {f['bytes_per_player_s']:.0f} B/s at the relay",
+        "probe (one player in a process of its own, predicting, every snapshot decoded):",
+        f"  rtt                p50 {probe.get('rtt_ms_p50', 0.0):.1f} ms, "
+        f"p95 {probe.get('rtt_ms_p95', 0.0):.1f} ms ({probe.get('rtt_samples', 0)} pings)",
+        f"  prediction error   p50 {probe.get('prediction_error_m_p50', 0.0):.3f} m, "
+        f"p95 {probe.get('prediction_error_m_p95', 0.0):.3f} m "
+        f"({probe.get('prediction_samples', 0)} reconciliations)",
+        f"bot-side ({f['bots']} bots sharing {load.get('workers', 0)} processes):",
+        f"  rtt                p50 {load.get('rtt_ms_p50', 0.0):.1f} ms, "
+        f"p99 {load.get('rtt_ms_p99', 0.0):.1f} ms (smoothed per bot)",
+        f"  bytes per bot      {load.get('bytes_per_s_per_bot', 0.0):.0f} B/s",
+        f"  combat events      {combat or '-'}",
     ]
     return "\n".join(lines)

@@ -34,8 +34,11 @@ class Report(Counters):
     prediction_error_p95_m_max: float = 0.0
     bytes_per_s_per_bot: float = 0.0
     disconnect_reasons: dict[str, int] = field(default_factory=dict)
+    # Combat events the bots received, by kind.
+    events: dict[str, int] = field(default_factory=dict)
     workers_done: int = 0
     workers: int = 0
+    predicting: bool = False
 
     @property
     def ok(self) -> bool:
@@ -48,6 +51,7 @@ class Report(Counters):
     def text(self) -> str:
         """A readable multi-line report."""
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.disconnect_reasons.items()))
+        events = ", ".join(f"{k}={v}" for k, v in sorted(self.events.items()))
         return "\n".join(
             [
                 f"bots               {self.bots} ({self.workers} processes)",
@@ -55,10 +59,15 @@ class Report(Counters):
                 f"disconnects        {self.disconnects}" + (f" ({reasons})" if reasons else ""),
                 f"logouts            {self.logouts}",
                 f"rtt                p50 {self.rtt_ms_p50:.1f} ms, p99 {self.rtt_ms_p99:.1f} ms",
-                "prediction error   p95 per bot: median "
-                f"{self.prediction_error_p95_m_median:.3f} m, "
-                f"max {self.prediction_error_p95_m_max:.3f} m",
+                "prediction error   "
+                + (
+                    f"p95 per bot: median {self.prediction_error_p95_m_median:.3f} m, "
+                    f"max {self.prediction_error_p95_m_max:.3f} m"
+                    if self.predicting
+                    else "- (the bots do not predict)"
+                ),
                 f"bytes/s per bot    {self.bytes_per_s_per_bot:.0f} (in+out)",
+                f"combat events      {events or '-'}",
             ]
         )
 
@@ -84,7 +93,10 @@ def combine(stats: Iterable[Mapping[str, Any]], workers: int) -> Report:
         rate += [float(v) for v in s.get("bytes_per_s", [])]
         for reason, n in dict(s.get("reasons", {})).items():
             out.disconnect_reasons[reason] = out.disconnect_reasons.get(reason, 0) + int(n)
+        for kind, n in dict(s.get("events", {})).items():
+            out.events[kind] = out.events.get(kind, 0) + int(n)
     out.rtt_ms_p50, out.rtt_ms_p99 = _pct(rtt, 50), _pct(rtt, 99)
+    out.predicting = bool(pred)
     out.prediction_error_p95_m_median = _pct(pred, 50)
     out.prediction_error_p95_m_max = max(pred, default=0.0)
     out.bytes_per_s_per_bot = float(np.mean(rate)) if rate else 0.0

@@ -38,16 +38,17 @@ def shares(bots: int, processes: int) -> list[tuple[int, int]]:
     return out
 
 
-def latest_stats(proc: ServiceProcess) -> dict[str, Any]:
-    """The newest ``stats`` line a worker printed ({} before the first)."""
+def latest_stats(proc: ServiceProcess, msg: str = "stats") -> dict[str, Any]:
+    """The newest JSON line with ``"msg": msg`` a worker (or the probe) printed
+    ({} before the first)."""
     for line in reversed(list(proc.lines)):
-        if '"stats"' not in line:
+        if f'"{msg}"' not in line:
             continue
         try:
             record = json.loads(line)
         except ValueError:
             continue
-        if isinstance(record, dict) and record.get("msg") == "stats":
+        if isinstance(record, dict) and record.get("msg") == msg:
             return record
     return {}
 

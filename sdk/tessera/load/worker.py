@@ -2,7 +2,9 @@
 
 Logs in (guest accounts, or tokens issued by auth on the players' behalf with a
 service client), connects its bots to the relay named in their connect tokens,
-steers them through the scenario's phases and prints one JSON line with its
+steers them through the scenario's phases (fighting on the way, see
+:class:`tessera.client.bot.Arms`; one timer sends every bot's input, the bots
+neither predict nor decode every snapshot) and prints one JSON line with its
 figures to stderr every second (``{"msg": "stats", ...}``), the last one when
 it ends (scenario over, or SIGTERM: every bot logs out first). Started by
 :class:`tessera.load.swarm.Swarm` as a :class:`ServiceProcess`; it dies with
@@ -24,14 +26,14 @@ from typing import Any
 
 import grpc
 
-from tessera.client.bot import Bot
+from tessera.client.bot import Arms, Bot
 from tessera.client.client import GameClient
 from tessera.client.prediction import Motion
 from tessera.client.transport import UdpTransport
 from tessera.common.process import die_with_parent
 from tessera.load import scenario as sc
 from tessera.load.report import Counters
-from tessera.v1 import auth_pb2, auth_pb2_grpc
+from tessera.v1 import auth_pb2, auth_pb2_grpc, zone_pb2
 
 CONNECT_ATTEMPTS = 3
 
@@ -47,6 +49,8 @@ class BotSettings:
     ramp_s: float = 5.0
     max_speed: float = 6.0
     input_hz: float = 10.0
+    fight: bool = True
+    decode_every: int = 6
     seed: int = 1
     prefix: str = "bot"
     service_client: str = ""
@@ -69,7 +73,7 @@ class BotFigures:
     """One session's figures when it ended."""
 
     rtt_ms: float = 0.0
-    pred_p95_m: float = 0.0
+    pred_p95_m: float | None = None  # None: the bot did not predict
     bytes_in: int = 0
     bytes_out: int = 0
     seconds: float = 0.0
@@ -86,6 +90,9 @@ class Stats(Counters):
     pred_p95_m: list[float] = field(default_factory=list)
     bytes_per_s: list[float] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
+    # Events the bots received, by kind (HIT_DEALT, HIT_TAKEN, DIED, ...;
+    # INPUT_DROPPED:<reason>).
+    events: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
     done: bool = False
 
@@ -164,6 +171,8 @@ class Worker:
                 UdpTransport(),
                 input_hz=self.cfg.input_hz,
                 motion=Motion(max_speed=self.cfg.max_speed),
+                predict=False,
+                decode_every=self.cfg.decode_every,
             )
             try:
                 token = await self.tokens.issue(device)
@@ -179,8 +188,8 @@ class Worker:
                 return
             phase = self.scenario.phases[max(self.phase, 0)]
             pattern = sc.pattern_for(phase, self.world, self.cfg.seed, bot)
-            handle = Bot(client, pattern, seed=bot, sees_others=False)
-            handle.start()
+            arms = Arms() if self.cfg.fight else None
+            handle = Bot(client, pattern, seed=bot, sees_others=False, arms=arms)
             self.clients[bot] = client
             self.bots[bot] = handle
             self.connected_at[bot] = time.monotonic()
@@ -203,12 +212,39 @@ class Worker:
         self.ended.append(
             BotFigures(
                 rtt_ms=stats.rtt_ms if stats else 0.0,
-                pred_p95_m=client.predictor.error_stats()["p95_m"],
+                pred_p95_m=client.predictor.error_stats()["p95_m"] if client.predict else None,
                 bytes_in=stats.bytes_in if stats else 0,
                 bytes_out=stats.bytes_out if stats else 0,
                 seconds=time.monotonic() - started,
             )
         )
+
+    async def play(self) -> None:
+        """Every bot's input at ``input_hz`` from one timer (not a task and a sleep
+        per bot), and the events they received."""
+        period = 1.0 / self.cfg.input_hz
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while not self.stop.is_set():
+            for bot, handle in list(self.bots.items()):
+                client = self.clients.get(bot)
+                if client is None or not client.connected:
+                    continue
+                client.send_intent(handle(client), period)
+                if client.events:
+                    self._count_events(client)
+            next_at = max(next_at + period, loop.time() - period)
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    def _count_events(self, client: GameClient) -> None:
+        counts = self.stats.events
+        for message in client.events:
+            event = message.event
+            kind = zone_pb2.PlayerEvent.Kind.Name(event.kind)
+            if event.kind == zone_pb2.PlayerEvent.INPUT_DROPPED:
+                kind = f"{kind}:{event.detail}"  # the reason
+            counts[kind] = counts.get(kind, 0) + 1
+        client.events.clear()
 
     def steer(self) -> None:
         """Follow the scenario: phase changes, logouts, churn, lost connections."""
@@ -250,12 +286,14 @@ class Worker:
                 s.bytes_out += t.stats.bytes_out
                 secs = max(1e-3, now - self.connected_at.get(bot, now))
                 s.bytes_per_s.append(round((t.stats.bytes_in + t.stats.bytes_out) / secs, 1))
-            s.pred_p95_m.append(round(client.predictor.error_stats()["p95_m"], 3))
+            if client.predict:
+                s.pred_p95_m.append(round(client.predictor.error_stats()["p95_m"], 3))
         for fig in self.ended:
             s.bytes_in += fig.bytes_in
             s.bytes_out += fig.bytes_out
             s.rtt_ms.append(round(fig.rtt_ms, 2))
-            s.pred_p95_m.append(round(fig.pred_p95_m, 3))
+            if fig.pred_p95_m is not None:
+                s.pred_p95_m.append(round(fig.pred_p95_m, 3))
             s.bytes_per_s.append(round((fig.bytes_in + fig.bytes_out) / max(1e-3, fig.seconds), 1))
         return s
 
@@ -268,6 +306,7 @@ class Worker:
             bot = cfg.first + i
             delay = cfg.start_at - time.time() + cfg.ramp_s * bot / max(1, cfg.total)
             self._spawn(self.connect(bot, delay))
+        self._spawn(self.play())
         last_emit = 0.0
         end = cfg.start_at + cfg.duration_s
         while not self.stop.is_set() and time.time() < end:
