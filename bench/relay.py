@@ -32,7 +32,8 @@ import grpc
 from tessera.common.process import ServiceProcess
 from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2, auth_pb2_grpc, relay_pb2, relay_pb2_grpc
-from tessera.wire.packet import DATA, Channel, PacketError, encode_handshake
+from tessera.wire.connection import Connection
+from tessera.wire.packet import DATA, PacketError, encode_handshake
 
 WORLD = "bench"
 # Lightly loaded clients that only ping through the loaded relay.
@@ -141,11 +142,12 @@ async def issue_tokens(auth_address: str, n: int) -> list[bytes]:
 
 
 class BenchClient(asyncio.DatagramProtocol):
-    """A minimal protocol client: handshake, inputs at a fixed rate, acks."""
+    """A minimal protocol client: handshake, inputs at a fixed rate, acks (reliable
+    acks ride on the inputs and keep-alives, so it needs no timer)."""
 
     def __init__(self, token: auth_pb2.ConnectToken) -> None:
         self.token = token
-        self.channel = Channel(token.client_to_server_key, token.server_to_client_key)
+        self.connection = Connection(token.client_to_server_key, token.server_to_client_key)
         self.transport: Any = None
         self.accepted = asyncio.Event()
         self.disconnected = ""
@@ -162,13 +164,14 @@ class BenchClient(asyncio.DatagramProtocol):
         if not data or data[0] != DATA:
             return
         try:
-            opened = self.channel.open(data)
+            received = self.connection.receive(data, time.monotonic())
         except PacketError:
             return
         self.received += 1
-        if not opened.message:
-            return
-        message = relay_pb2.ServerMessage.FromString(opened.message)
+        for payload, _reliable in received.messages:
+            self.handle(relay_pb2.ServerMessage.FromString(payload))
+
+    def handle(self, message: relay_pb2.ServerMessage) -> None:
         kind = message.WhichOneof("msg")
         if kind == "snapshot":
             self.snapshots += 1
@@ -177,12 +180,14 @@ class BenchClient(asyncio.DatagramProtocol):
             self.ping_rtts_ms.append(time.perf_counter() * 1e3 - message.pong.client_time_ms)
         elif kind == "accepted":
             self.accepted.set()
-        elif kind == "disconnected" and self.accepted.is_set():
-            # (Before Accepted it is a refused attempt; the handshake is retried.)
+        elif kind == "disconnected":
+            # (A refused attempt comes as a REFUSED datagram, ignored: the handshake is retried.)
             self.disconnected = message.disconnected.reason or "?"
 
-    def send(self, message: relay_pb2.ClientMessage) -> None:
-        self.transport.sendto(self.channel.seal(message.SerializeToString())[1])
+    def send(self, message: relay_pb2.ClientMessage | None) -> None:
+        payload = b"" if message is None else message.SerializeToString()
+        for packet in self.connection.send(payload, time.monotonic()):
+            self.transport.sendto(packet)
 
     def ping(self) -> None:
         self.sequence += 1
@@ -244,7 +249,7 @@ async def _client_main(
         while not ticking.is_set():
             for c in clients:
                 if c.accepted.is_set():
-                    c.transport.sendto(c.channel.seal(b"")[1])
+                    c.send(None)
             await asyncio.sleep(0.5)
 
     keeper = asyncio.create_task(keep_alive())
@@ -309,6 +314,15 @@ def latency_buckets(metrics_port: int, path: str | None = None) -> dict[float, f
         bound = float("inf") if le == "+Inf" else float(le)
         out[bound] = out.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
     return out
+
+
+def metric_value(metrics_port: int, name: str) -> float:
+    """The value of an unlabelled series on the relay's /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
+    for line in text.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise KeyError(name)
 
 
 def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
@@ -418,6 +432,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             c1, t1 = cpu_seconds(relay.pid), time.perf_counter()
             k1 = udp_rcvbuf_errors()
             h1 = {p: latency_buckets(port, p) for p in ("up", "down")}
+            largest = metric_value(port, "tessera_relay_datagram_bytes_max")
             results = [out.get(timeout=60) for _ in workers]
             for w in workers:
                 w.join(timeout=10)
@@ -448,6 +463,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "packets_in_per_s": round((s1.packets_in - s0.packets_in) / elapsed),
         "packets_out_per_s": round((s1.packets_out - s0.packets_out) / elapsed),
         "packets_per_s": round(packets / elapsed),
+        # Per player (load and probe clients), counted by the relay (UDP payloads).
+        "bytes_out_per_player_s": round(
+            (s1.bytes_out - s0.bytes_out) / elapsed / (args.clients + PROBES)
+        ),
+        "bytes_in_per_player_s": round(
+            (s1.bytes_in - s0.bytes_in) / elapsed / (args.clients + PROBES)
+        ),
+        "largest_datagram_bytes": int(largest),
         "relay_cpu_utilization": round(cpu / elapsed, 3),
         "packets_per_relay_cpu_s": round(packets / cpu) if cpu > 0 else None,
         "cpu_ms_per_1k_packets": round(cpu * 1e6 / packets, 3) if packets else None,
