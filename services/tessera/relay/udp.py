@@ -106,7 +106,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         # Connections of closed sessions still owed an ack or a retransmission,
         # with the monotonic time they are given up at.
         self.lingering: dict[Address, tuple[Connection, float]] = {}
-        self.timers: dict[Connection, asyncio.TimerHandle] = {}
+        # Each connection's pending poll: (its deadline, the timer).
+        self.timers: dict[Connection, tuple[float, asyncio.TimerHandle]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -197,19 +198,27 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             session.last_sent = time.monotonic()
 
     def _arm(self, connection: Connection, addr: Address) -> None:
-        """Make sure ``connection`` is polled at its deadline (at most one timer)."""
-        handle = self.timers.pop(connection, None)
-        if handle is not None:
-            handle.cancel()
+        """Make sure ``connection`` is polled at its deadline (one timer each, kept
+        when the deadline has not changed)."""
         deadline = connection.deadline()
+        armed = self.timers.get(connection)
+        if armed is not None:
+            if armed[0] == deadline:
+                return
+            armed[1].cancel()
+            del self.timers[connection]
         if deadline is None:
             if self.lingering.get(addr, (None, 0.0))[0] is connection:
                 del self.lingering[addr]
             return
         delay = max(0.0, deadline - time.monotonic())
-        self.timers[connection] = asyncio.get_running_loop().call_later(
-            delay, self._due, connection, addr
-        )
+        handle = asyncio.get_running_loop().call_later(delay, self._due, connection, addr)
+        self.timers[connection] = (deadline, handle)
+
+    def _cancel(self, connection: Connection) -> None:
+        armed = self.timers.pop(connection, None)
+        if armed is not None:
+            armed[1].cancel()
 
     def _due(self, connection: Connection, addr: Address) -> None:
         """A connection's timer: send its retransmissions and delayed ack."""
@@ -377,18 +386,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     async def _open(self, grant: Grant, addr: Address, token: bytes, results: Counter[str]) -> None:
         def prepare(session: Session) -> None:
-            session.connection = Connection(
+            connection = Connection(
                 grant.server_to_client_key, grant.client_to_server_key, self.counters.tally
             )
-            session.limits = ConnectionLimits(
-                packets_per_s=self.limits.packets_per_s,
-                bytes_per_s=self.limits.bytes_per_s,
-                burst_s=self.limits.burst_s,
-                now=time.monotonic(),
-            )
-            session.send, session.post = self.senders(session)
-            session.on_close = lambda _reason: self._closed(session, addr, token)
-            self.lingering.pop(addr, None)
+            self.wire(session, connection, token)
 
         try:
             session, accepted = await self.gateway.open_session(
@@ -422,6 +423,27 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         refusal = seal_refusal(grant.server_to_client_key, goodbye.SerializeToString())
         self._transmit([refusal], addr, None)
 
+    def wire(self, session: Session, connection: Connection, token: bytes) -> None:
+        """Give a new session at ``session.address`` its connection, limits, senders
+        and close hook (``token``: what opened it, pending until then)."""
+        assert session.address is not None
+        addr = session.address
+        session.connection = connection
+        session.limits = ConnectionLimits(
+            packets_per_s=self.limits.packets_per_s,
+            bytes_per_s=self.limits.bytes_per_s,
+            burst_s=self.limits.burst_s,
+            now=time.monotonic(),
+        )
+        session.send, session.post = self.senders(session)
+        session.on_close = lambda _reason: self._closed(session, addr, token)
+        self._unlinger(addr)
+
+    def _unlinger(self, addr: Address) -> None:
+        lingering = self.lingering.pop(addr, None)
+        if lingering is not None:
+            self._cancel(lingering[0])
+
     def _forget(self, addr: Address, token: bytes) -> None:
         if self.pending.get(addr) == token:
             del self.pending[addr]
@@ -430,7 +452,11 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         """A session ended: its connection lingers while it owes something."""
         self._forget(addr, token)
         connection = session.connection
-        if connection is not None and connection.deadline() is not None:
+        if connection is None:
+            return
+        self._cancel(connection)
+        if connection.deadline() is not None:
+            self._unlinger(addr)
             self.lingering[addr] = (connection, time.monotonic() + LINGER_S)
             self._arm(connection, addr)
 
