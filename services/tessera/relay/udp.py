@@ -246,7 +246,11 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             connection = session.connection
             if connection is None or session.address is None or not session.accepted:
                 return
-            packets = connection.send(payload, time.monotonic())
+            try:
+                packets = connection.send(payload, time.monotonic())
+            except ValueError:
+                counters.drops["message_too_large"] += 1  # over MAX_FRAGMENTS datagrams
+                return
             if len(packets) > 1:
                 counters.fragmented += 1
             self._transmit(packets, session.address, session)
