@@ -1,7 +1,7 @@
 """Relay benchmark: N simulated UDP clients (in separate processes) through one
 relay process into one zone, with auth issuing the connect tokens.
 
-    python bench/relay.py --json PATH [--clients 500] [--procs 4] [--duration 10]
+    python bench/relay.py --json PATH [--clients 500] [--procs 4] [--duration 10] [--warmup-s S]
 
 Reports packets forwarded per second (client packets in + out), the same per
 relay CPU-second ("per relay core"), the relay's added latency (client packet in
@@ -383,7 +383,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             probe_tokens, tokens = tokens[:PROBES], tokens[PROBES:]
             ctx = mp.get_context("spawn")
             out = ctx.Queue()
-            warmup_s = 3.0 + args.clients / 400
+            warmup_s = args.warmup_s or 3.0 + args.clients / 400
             start_at = time.time() + warmup_s
             stop_at = start_at + args.duration + 1.0
             workers = [
@@ -503,6 +503,12 @@ def main() -> None:
         "--snapshot-every", type=int, default=3, help="zone ticks per snapshot (staggered)"
     )
     parser.add_argument("--batch-ms", type=float, default=0.5, help="relay input batch window")
+    parser.add_argument(
+        "--warmup-s",
+        type=float,
+        default=0.0,
+        help="start-up and handshakes (0: 3 s + 1 s per 400 clients)",
+    )
     args = parser.parse_args()
     result = run(args)
     width = max(len(k) for k in result)
