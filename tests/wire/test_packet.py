@@ -141,7 +141,7 @@ def test_frames_decode_to_their_fields() -> None:
     )
     reliable, fragment, message = packet.decode_contents(plain).frames
     assert (reliable.kind, reliable.sequence, reliable.data) == (packet.RELIABLE, 9, b"r")
-    assert (fragment.group, fragment.index, fragment.count, fragment.data) == (2, 1, 3, b"f")
+    assert (fragment.group, fragment.piece, fragment.pieces, fragment.data) == (2, 1, 3, b"f")
     assert (message.kind, message.data) == (packet.MESSAGE, b"m")
 
 

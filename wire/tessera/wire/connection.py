@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from tessera.wire import fragment, packet
 from tessera.wire.reliable import ACK_DELAY_S, ReliableReceiver, ReliableSender, WindowFull
@@ -39,8 +40,7 @@ class Tally:
     drops: Counter[str] = field(default_factory=Counter)
 
 
-@dataclass(slots=True)
-class Received:
+class Received(NamedTuple):
     """What one datagram brought: ``messages`` in delivery order, each with whether
     it came on the reliable channel; an RTT sample (ms) if it echoed our clock."""
 
@@ -176,7 +176,9 @@ class Connection:
                     self.tally.drops["reliable_ahead"] += 1
                 messages.extend((message, True) for message in delivered)
             else:
-                whole = self.reassembler.add(frame.group, frame.index, frame.count, frame.data, now)
+                whole = self.reassembler.add(
+                    frame.group, frame.piece, frame.pieces, frame.data, now
+                )
                 if whole is not None:
                     messages.append((whole, False))
         return Received(messages, rtt_ms)

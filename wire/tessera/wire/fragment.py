@@ -75,6 +75,8 @@ class Reassembler:
 
     def expire(self, now: float) -> None:
         """Drop the groups older than REASSEMBLY_TIMEOUT_S (their message is lost)."""
+        if not self.groups:
+            return
         for group in [
             g for g, held in self.groups.items() if now - held.started > REASSEMBLY_TIMEOUT_S
         ]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -166,21 +166,20 @@ def decode_pong(packet: bytes) -> tuple[int, float, float]:
 # -- the plaintext of a DATA packet ----------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One frame: ``kind`` MESSAGE, RELIABLE (``sequence``) or FRAGMENT (``group``,
-    ``index`` of ``count``), and its bytes."""
+class Frame(NamedTuple):
+    """One frame: ``kind`` MESSAGE, RELIABLE (``sequence``) or FRAGMENT (chunk
+    ``piece`` of ``pieces`` of ``group``), and its bytes. (Named tuples: one is
+    built per frame received.)"""
 
     kind: int
     data: bytes
     sequence: int = 0
     group: int = 0
-    index: int = 0
-    count: int = 0
+    piece: int = 0
+    pieces: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Contents:
+class Contents(NamedTuple):
     """The decoded plaintext of a DATA packet."""
 
     time_ms: int
@@ -231,7 +230,8 @@ def decode_contents(plain: bytes) -> Contents:
             ack = _ACK.unpack_from(plain, at)
             at += _ACK.size
         frames: list[Frame] = []
-        while at < len(plain):
+        size = len(plain)
+        while at < size:
             kind = plain[at]
             if kind == MESSAGE:
                 _k, length = _MESSAGE.unpack_from(plain, at)
@@ -244,10 +244,10 @@ def decode_contents(plain: bytes) -> Contents:
             elif kind == FRAGMENT:
                 _k, group, index, count, length = _FRAGMENT.unpack_from(plain, at)
                 at += _FRAGMENT.size
-                frame = Frame(kind, plain[at : at + length], group=group, index=index, count=count)
+                frame = Frame(kind, plain[at : at + length], 0, group, index, count)
             else:
                 raise PacketError("frame_malformed")
-            if at + length > len(plain):
+            if at + length > size:
                 raise PacketError("frame_malformed")
             at += length
             frames.append(frame)
