@@ -6,8 +6,9 @@ relay process into one zone, with auth issuing the connect tokens.
 Reports packets forwarded per second (client packets in + out), the same per
 relay CPU-second ("per relay core"), the relay's added latency (client packet in
 -> written to the zone link, and zone snapshot batch in -> datagram sent; from
-the relay's own histogram, so the zone's tick time is excluded), and relay CPU
-milliseconds per 1000 packets.
+the relay's own histogram, so the zone's tick time is excluded), relay CPU
+milliseconds per 1000 packets, UDP bytes per player and second both ways, and the
+largest datagram the relay sent.
 """
 
 from __future__ import annotations
