@@ -21,7 +21,10 @@ ACK_BITS = 32
 ACK_DELAY_S = 0.05
 INITIAL_RTO_S = 0.5
 MIN_RTO_S = 0.1
-MAX_RTO_S = 2.0
+# Above any RTT worth waiting for (the default idle timeout): an RTO clamped below
+# the measured RTT would resend every unacknowledged message each RTO, and a peer
+# already behind would fall further behind.
+MAX_RTO_S = 10.0
 
 
 class WindowFull(Exception):
