@@ -162,6 +162,7 @@ class UdpTransport:
         self._tasks: set[asyncio.Task[None]] = set()
         self._keepalive: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         # Set when a packet leaves nothing of ours unacknowledged (close() waits).
         self._acked = asyncio.Event()
 
@@ -180,6 +181,7 @@ class UdpTransport:
         """A new connection (a connect or a resume): fresh keys, sequences and channel."""
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         self.connection = Connection(send_key, recv_key)
         self.refusal_key = recv_key
         self.accepted = False
@@ -250,15 +252,19 @@ class UdpTransport:
             self._mark_closed()
 
     def _arm(self) -> None:
-        """Poll the connection at its deadline (retransmissions, a delayed ack)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """Poll the connection at its deadline (retransmissions, a delayed ack); the
+        timer stays when the deadline has not moved."""
         connection = self.connection
         deadline = None if connection is None or self.closed else connection.deadline()
+        if self._timer is not None:
+            if deadline == self._timer_at:
+                return
+            self._timer.cancel()
+            self._timer = None
         if deadline is not None:
             delay = max(0.0, deadline - time.monotonic())
             self._timer = asyncio.get_running_loop().call_later(delay, self._due)
+            self._timer_at = deadline
 
     def _due(self) -> None:
         self._timer = None
