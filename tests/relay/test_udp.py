@@ -26,8 +26,8 @@ from tessera.relay.metrics import Counters
 from tessera.relay.session import Session
 from tessera.relay.store import RelayStore
 from tessera.relay.udp import UdpEndpoint, UdpLimits
-from tessera.v1 import relay_pb2
-from tessera.wire import packet
+from tessera.v1 import relay_pb2, zone_pb2
+from tessera.wire import packet, reliable
 from tessera.wire.connect_token import (
     ConnectGrant,
     issue_connect_token,
@@ -397,3 +397,20 @@ async def test_a_forged_or_short_resume_is_dropped_without_reply_and_counted(
     assert relay.counters.drops["resume_rejected"] == 1
     assert relay.counters.drops["resume_size"] == 1
     assert relay.counters.packets_out == 0
+
+
+async def test_a_full_reliable_window_ends_the_session_once_and_counted(relay: Relay) -> None:
+    client = await client_for(relay)
+    port = client.transport.get_extra_info("sockname")[1]
+    session = udp_session(relay, "alice", port)
+    event = relay_pb2.ServerMessage(event=zone_pb2.PlayerEvent(player_id="alice"))
+    for _ in range(reliable.WINDOW):
+        session.post(event.SerializeToString())  # never acknowledged
+    assert not session.closed
+    session.post(event.SerializeToString())
+    await asyncio.sleep(0.05)
+    assert session.closed and relay.counters.reliable_overflows == 1
+    assert relay.counters.session_ends == {"RELIABLE_OVERFLOW": 1}
+    assert len(relay.gateway.sessions) == 0
+    # Sent: the window, the overflowing message and the goodbye (both unreliably).
+    assert relay.counters.packets_out == reliable.WINDOW + 2
