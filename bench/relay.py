@@ -1,13 +1,14 @@
 """Relay benchmark: N simulated UDP clients (in separate processes) through one
 relay process into one zone, with auth issuing the connect tokens.
 
-    python bench/relay.py --json PATH [--clients 500] [--procs 4] [--duration 10]
+    python bench/relay.py --json PATH [--clients 500] [--procs 4] [--duration 10] [--warmup-s S]
 
 Reports packets forwarded per second (client packets in + out), the same per
 relay CPU-second ("per relay core"), the relay's added latency (client packet in
 -> written to the zone link, and zone snapshot batch in -> datagram sent; from
-the relay's own histogram, so the zone's tick time is excluded), and relay CPU
-milliseconds per 1000 packets.
+the relay's own histogram, so the zone's tick time is excluded), relay CPU
+milliseconds per 1000 packets, UDP bytes per player and second both ways, and the
+largest datagram the relay sent.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from tessera.common.process import ServiceProcess
 from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2, auth_pb2_grpc, relay_pb2, relay_pb2_grpc
-from tessera.wire.packet import DATA, Channel, PacketError, encode_handshake
+from tessera.wire.connection import Connection
+from tessera.wire.packet import DATA, PacketError, encode_handshake
 
 WORLD = "bench"
 # Lightly loaded clients that only ping through the loaded relay.
@@ -145,11 +147,12 @@ async def issue_tokens(auth_address: str, n: int) -> list[bytes]:
 
 
 class BenchClient(asyncio.DatagramProtocol):
-    """A minimal protocol client: handshake, inputs at a fixed rate, acks."""
+    """A minimal protocol client: handshake, inputs at a fixed rate, acks (reliable
+    acks ride on the inputs and keep-alives, so it needs no timer)."""
 
     def __init__(self, token: auth_pb2.ConnectToken) -> None:
         self.token = token
-        self.channel = Channel(token.client_to_server_key, token.server_to_client_key)
+        self.connection = Connection(token.client_to_server_key, token.server_to_client_key)
         self.transport: Any = None
         self.accepted = asyncio.Event()
         self.disconnected = ""
@@ -166,13 +169,14 @@ class BenchClient(asyncio.DatagramProtocol):
         if not data or data[0] != DATA:
             return
         try:
-            opened = self.channel.open(data)
+            received = self.connection.receive(data, time.monotonic())
         except PacketError:
             return
         self.received += 1
-        if not opened.message:
-            return
-        message = relay_pb2.ServerMessage.FromString(opened.message)
+        for payload, _reliable in received.messages:
+            self.handle(relay_pb2.ServerMessage.FromString(payload))
+
+    def handle(self, message: relay_pb2.ServerMessage) -> None:
         kind = message.WhichOneof("msg")
         if kind == "snapshot":
             self.snapshots += 1
@@ -181,12 +185,14 @@ class BenchClient(asyncio.DatagramProtocol):
             self.ping_rtts_ms.append(time.perf_counter() * 1e3 - message.pong.client_time_ms)
         elif kind == "accepted":
             self.accepted.set()
-        elif kind == "disconnected" and self.accepted.is_set():
-            # (Before Accepted it is a refused attempt; the handshake is retried.)
+        elif kind == "disconnected":
+            # (A refused attempt comes as a REFUSED datagram, ignored: the handshake is retried.)
             self.disconnected = message.disconnected.reason or "?"
 
-    def send(self, message: relay_pb2.ClientMessage) -> None:
-        self.transport.sendto(self.channel.seal(message.SerializeToString())[1])
+    def send(self, message: relay_pb2.ClientMessage | None) -> None:
+        payload = b"" if message is None else message.SerializeToString()
+        for packet in self.connection.send(payload, time.monotonic()):
+            self.transport.sendto(packet)
 
     def ping(self) -> None:
         self.sequence += 1
@@ -248,7 +254,7 @@ async def _client_main(
         while not ticking.is_set():
             for c in clients:
                 if c.accepted.is_set():
-                    c.transport.sendto(c.channel.seal(b"")[1])
+                    c.send(None)
             await asyncio.sleep(0.5)
 
     keeper = asyncio.create_task(keep_alive())
@@ -315,6 +321,15 @@ def latency_buckets(metrics_port: int, path: str | None = None) -> dict[float, f
     return out
 
 
+def metric_value(metrics_port: int, name: str) -> float:
+    """The value of an unlabelled series on the relay's /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
+    for line in text.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise KeyError(name)
+
+
 def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
     """Quantile (seconds) of the observations between two scrapes, interpolated
     linearly inside the bucket like Prometheus' histogram_quantile."""
@@ -374,7 +389,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             probe_tokens, tokens = tokens[:PROBES], tokens[PROBES:]
             ctx = mp.get_context("spawn")
             out = ctx.Queue()
-            warmup_s = 3.0 + args.clients / 400
+            warmup_s = args.warmup_s or 3.0 + args.clients / 400
             start_at = time.time() + warmup_s
             stop_at = start_at + args.duration + 1.0
             workers = [
@@ -423,6 +438,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             c1, t1 = cpu_seconds(relay.pid), time.perf_counter()
             k1 = udp_rcvbuf_errors()
             h1 = {p: latency_buckets(port, p) for p in ("up", "down")}
+            largest = metric_value(port, "tessera_relay_datagram_bytes_max")
             results = [out.get(timeout=60) for _ in workers]
             for w in workers:
                 w.join(timeout=10)
@@ -453,6 +469,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "packets_in_per_s": round((s1.packets_in - s0.packets_in) / elapsed),
         "packets_out_per_s": round((s1.packets_out - s0.packets_out) / elapsed),
         "packets_per_s": round(packets / elapsed),
+        # Per player (load and probe clients), counted by the relay (UDP payloads).
+        "bytes_out_per_player_s": round(
+            (s1.bytes_out - s0.bytes_out) / elapsed / (args.clients + PROBES)
+        ),
+        "bytes_in_per_player_s": round(
+            (s1.bytes_in - s0.bytes_in) / elapsed / (args.clients + PROBES)
+        ),
+        "largest_datagram_bytes": int(largest),
         "relay_cpu_utilization": round(cpu / elapsed, 3),
         "packets_per_relay_cpu_s": round(packets / cpu) if cpu > 0 else None,
         "cpu_ms_per_1k_packets": round(cpu * 1e6 / packets, 3) if packets else None,
@@ -485,6 +509,12 @@ def main() -> None:
         "--snapshot-every", type=int, default=3, help="zone ticks per snapshot (staggered)"
     )
     parser.add_argument("--batch-ms", type=float, default=0.5, help="relay input batch window")
+    parser.add_argument(
+        "--warmup-s",
+        type=float,
+        default=0.0,
+        help="start-up and handshakes (0: 3 s + 1 s per 400 clients)",
+    )
     args = parser.parse_args()
     result = run(args)
     width = max(len(k) for k in result)

@@ -56,6 +56,7 @@ def add_session(gw: Gateway, player: str, zone: str, epoch: int) -> tuple[Sessio
         created=now,
         last_seen=now,
         send=sent.append,
+        post=sent.append,
         zone=zone,
         epoch=epoch,
     )

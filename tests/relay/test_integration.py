@@ -52,6 +52,7 @@ from tessera.v1 import (
 )
 from tessera.wire import packet
 from tessera.wire.connect_token import ConnectGrant, issue_connect_token, new_token_id
+from tessera.wire.connection import Connection
 from tessera.zone.audit import settle
 
 pytestmark = pytest.mark.integration
@@ -489,9 +490,10 @@ async def stop_zones(stack: Stack, *zones: ServiceProcess) -> None:
 
 
 async def test_raw_protocol_retransmit_rate_limit_and_replay(stack: Stack) -> None:
-    """Speak the wire protocol by hand: a retransmitted handshake is answered
-    again, a flood is cut by the per-connection limit, a replayed DATA packet
-    and a tampered one are dropped, and each drop is counted."""
+    """Speak the wire protocol by hand: Accepted is the first DATA packet (sequence
+    1, reliable message 1) even after refusals, a retransmitted handshake gets it
+    again while unacknowledged, a flood is cut by the per-connection limit, a
+    replayed DATA packet and a tampered one are dropped, and each drop is counted."""
     token = await guest_connect_token(stack.auth.grpc_address, "device-raw-0123456789")
     host, port = stack.udp_address.split(":")
     loop = asyncio.get_running_loop()
@@ -502,56 +504,80 @@ async def test_raw_protocol_retransmit_rate_limit_and_replay(stack: Stack) -> No
             got.put_nowait(data)
 
     transport, _ = await loop.create_datagram_endpoint(Proto, remote_addr=(host, int(port)))
-    channel = packet.Channel(token.client_to_server_key, token.server_to_client_key)
+    connection = Connection(token.client_to_server_key, token.server_to_client_key)
 
-    async def next_message() -> relay_pb2.ServerMessage:
-        while True:
-            opened = channel.open(await asyncio.wait_for(got.get(), 5.0))
-            if opened.message:
-                return relay_pb2.ServerMessage.FromString(opened.message)
+    async def next_datagram() -> bytes:
+        return await asyncio.wait_for(got.get(), 5.0)
 
     try:
         handshake = packet.encode_handshake(token.token)
         transport.sendto(handshake)
-        first = await next_message()
-        while first.WhichOneof("msg") == "disconnected":
+        first = await next_datagram()
+        while first[0] == packet.REFUSED:
             # Refused but not spent (e.g. the zone it picked was just stopped): retry.
             await asyncio.sleep(0.2)
             transport.sendto(handshake)
-            first = await next_message()
-        assert first.WhichOneof("msg") == "accepted"
+            first = await next_datagram()
+        assert first[0] == packet.DATA and first[1:9] == (1).to_bytes(8, "little")
+        ((payload, reliable),) = connection.receive(first, time.monotonic()).messages
+        accepted = relay_pb2.ServerMessage.FromString(payload)
+        assert reliable and accepted.WhichOneof("msg") == "accepted"
         transport.sendto(handshake)  # as if the Accepted had been lost
         async with asyncio.timeout(5):  # snapshots and resume credentials come too
-            again = await next_message()
-            while again.WhichOneof("msg") != "accepted":
-                again = await next_message()
-        assert again.accepted.entity_id == first.accepted.entity_id
+            while connection.receiver.duplicates == 0:
+                connection.receive(await next_datagram(), time.monotonic())
 
         names = ("replay", "decrypt", "rate_packets")
         before = {n: stack.metric("tessera_relay_drops_total", reason=n) for n in names}
-        _, data = channel.seal(b"")
+        (data,) = connection.send(b"", time.monotonic())
         transport.sendto(data)
         transport.sendto(data)  # replayed
-        _, other = channel.seal(b"")
+        (other,) = connection.send(b"", time.monotonic())
         transport.sendto(other[:-1] + bytes([other[-1] ^ 0xFF]))  # tampered
         for _ in range(40):  # 800 packets in well under a second: beyond 200/s, 2 s burst
             for _ in range(20):
-                transport.sendto(channel.seal(b"")[1])
+                transport.sendto(connection.send(b"", time.monotonic())[0])
             await asyncio.sleep(0.005)
         await asyncio.sleep(0.5)
         after = {n: stack.metric("tessera_relay_drops_total", reason=n) for n in names}
         assert after["replay"] == before["replay"] + 1
         assert after["decrypt"] == before["decrypt"] + 1
         assert after["rate_packets"] > before["rate_packets"]
-        transport.sendto(
-            channel.seal(
-                relay_pb2.ClientMessage(
-                    disconnect=relay_pb2.Disconnect(reason="done")
-                ).SerializeToString()
-            )[1]
-        )
+        goodbye = relay_pb2.ClientMessage(disconnect=relay_pb2.Disconnect(reason="done"))
+        transport.sendto(connection.send_reliable(goodbye.SerializeToString(), time.monotonic())[0])
     finally:
         transport.close()
+
+
+async def test_events_arrive_exactly_once_and_in_order_while_datagrams_are_dropped(
+    stack: Stack,
+) -> None:
+    """Every third datagram from the relay is lost on arrival (deterministically),
+    handshake included: each SPEED_CLAMPED event (one per over-long move, its
+    amount the excess) still arrives once, in order, through retransmissions."""
+    arrivals = iter(range(1_000_000))
+    transport = UdpTransport(drop_inbound=lambda _datagram: next(arrivals) % 3 == 2)
+    token = await guest_connect_token(stack.auth.grpc_address, "device-lossy-0123456789")
+    client = GameClient(transport)
+    resent = stack.metric("tessera_relay_retransmissions_total")
+    await client.connect(token)
+    count = 30
+
+    def clamps() -> list[float]:
+        kind = zone_pb2.PlayerEvent.SPEED_CLAMPED
+        return [m.event.amount for m in client.events if m.event.kind == kind]
+
+    try:
+        for k in range(1, count + 1):
+            client.send_intent(Intent(move_x=1.0 + k / 100.0), 0.05)
+            await asyncio.sleep(0.05)
+        await wait_for(lambda: len(clamps()) >= count, 15.0, "every event")
+        await asyncio.sleep(1.0)  # room for a duplicate to show up
+        assert clamps() == pytest.approx([k / 100.0 for k in range(1, count + 1)], abs=1e-4)
+        assert stack.metric("tessera_relay_retransmissions_total") > resent
+        assert client.connected
+    finally:
+        await client.close()
 
 
 async def service_token(

@@ -14,6 +14,7 @@ def make(player: str, address: tuple[str, int] | None = None, last_seen: float =
         created=0.0,
         last_seen=last_seen,
         send=lambda _b: None,
+        post=lambda _b: None,
         address=address,
     )
 

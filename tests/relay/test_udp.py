@@ -15,25 +15,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from redis.asyncio import Redis
 
 from tessera.auth.keys import SigningKey
 from tessera.relay.admission import rejecting
 from tessera.relay.errors import Rejected
 from tessera.relay.gateway import Gateway, GatewayConfig
-from tessera.relay.limiter import ConnectionLimits
 from tessera.relay.metrics import Counters
 from tessera.relay.session import Session
 from tessera.relay.store import RelayStore
 from tessera.relay.udp import UdpEndpoint, UdpLimits
-from tessera.v1 import relay_pb2
-from tessera.wire import packet
+from tessera.v1 import relay_pb2, zone_pb2
+from tessera.wire import packet, reliable
 from tessera.wire.connect_token import (
     ConnectGrant,
     issue_connect_token,
     new_token_id,
     open_connect_token,
 )
+from tessera.wire.connection import Connection
 
 SEALING_KEY = os.urandom(32)
 
@@ -194,21 +195,53 @@ async def test_valid_token_without_zone_is_refused_and_released(relay: Relay) ->
         await asyncio.sleep(0.02)
     assert relay.counters.handshakes == {"no_zone": 1}
     assert relay.endpoint.pending == {}
-    # The holder of the token learns why, sealed with its server-to-client key.
+    # The holder of the token learns why, sealed with its server-to-client key
+    # under a random nonce (a REFUSED datagram, not DATA: the session's sequence 1
+    # stays free for Accepted).
     answer = await asyncio.wait_for(client.received.get(), 2.0)
-    assert len(answer) < packet.HANDSHAKE_SIZE
-    grant = open_connect_token(
+    assert len(answer) < packet.HANDSHAKE_SIZE and answer[0] == packet.REFUSED
+    grant = grant_of(relay, raw)
+    message = relay_pb2.ServerMessage.FromString(
+        packet.open_refusal(grant.server_to_client_key, answer)
+    )
+    assert message.disconnected.reason == "NO_ZONE"
+    store = relay.gateway.store
+    assert await store.redis.exists(store.spent_token_key(grant.token_id)) == 0
+
+
+def grant_of(relay: Relay, raw: bytes) -> ConnectGrant:
+    return open_connect_token(
         raw,
         public_keys={relay.signing_key.kid: relay.signing_key.public_key},
         sealing_key=SEALING_KEY,
         relay_address=relay.address,
         now=time.time(),
     )
-    channel = packet.Channel(grant.client_to_server_key, grant.server_to_client_key)
-    message = relay_pb2.ServerMessage.FromString(channel.open(answer).message)
-    assert message.disconnected.reason == "NO_ZONE"
+
+
+async def test_a_version_1_client_reads_why_it_is_refused_and_keeps_its_token(
+    relay: Relay,
+) -> None:
+    client = await client_for(relay)
+    raw = token(relay)
+    client.transport.sendto(packet.encode_handshake(raw, version=packet.VERSION_1))
+    answer = await asyncio.wait_for(client.received.get(), 2.0)
+    assert answer[0] == packet.DATA and len(answer) < packet.HANDSHAKE_SIZE
+    # Read as a version-1 client reads its first DATA packet: nonce = 4 zero bytes
+    # + the sequence, associated data = the 9 header bytes, plaintext = ack (u64)
+    # + ack_bits (u32) + ServerMessage.
+    key = grant_of(relay, raw).server_to_client_key
+    plain = ChaCha20Poly1305(key).decrypt(bytes(4) + answer[1:9], answer[9:], answer[:9])
+    message = relay_pb2.ServerMessage.FromString(plain[12:])
+    assert message.disconnected.reason == "VERSION_UNSUPPORTED"
+    assert relay.counters.handshakes == {"version_unsupported": 1}
     store = relay.gateway.store
-    assert await store.redis.exists(store.spent_token_key(grant.token_id)) == 0
+    assert await store.redis.exists(store.spent_token_key(grant_of(relay, raw).token_id)) == 0
+    # A version-1 handshake with a forged token gets no answer at all.
+    forged = token(relay, key=SigningKey.generate())
+    client.transport.sendto(packet.encode_handshake(forged, version=packet.VERSION_1))
+    assert await client.nothing()
+    assert relay.counters.handshakes["bad_signature"] == 1
 
 
 async def test_handshake_rate_limited(relay: Relay) -> None:
@@ -309,12 +342,11 @@ def udp_session(relay: Relay, player: str, port: int) -> Session:
         created=now,
         last_seen=now,
         send=lambda _payload: None,
+        post=lambda _payload: None,
         address=("127.0.0.1", port),
+        accepted=b"accepted",
     )
-    session.channel = packet.Channel(os.urandom(32), os.urandom(32))
-    session.limits = ConnectionLimits(packets_per_s=10, bytes_per_s=1000, burst_s=2, now=now)
-    session.send = relay.endpoint.sender(session)
-    session.on_close = lambda _reason: relay.endpoint._forget(("127.0.0.1", port), b"t")
+    relay.endpoint.wire(session, Connection(os.urandom(32), os.urandom(32)), b"t")
     relay.gateway.sessions.add(session)
     return session
 
@@ -365,3 +397,20 @@ async def test_a_forged_or_short_resume_is_dropped_without_reply_and_counted(
     assert relay.counters.drops["resume_rejected"] == 1
     assert relay.counters.drops["resume_size"] == 1
     assert relay.counters.packets_out == 0
+
+
+async def test_a_full_reliable_window_ends_the_session_once_and_counted(relay: Relay) -> None:
+    client = await client_for(relay)
+    port = client.transport.get_extra_info("sockname")[1]
+    session = udp_session(relay, "alice", port)
+    event = relay_pb2.ServerMessage(event=zone_pb2.PlayerEvent(player_id="alice"))
+    for _ in range(reliable.WINDOW):
+        session.post(event.SerializeToString())  # never acknowledged
+    assert relay.gateway.sessions.by_player["alice"] is session  # still open
+    session.post(event.SerializeToString())
+    await asyncio.sleep(0.05)
+    assert session.closed and relay.counters.reliable_overflows == 1
+    assert relay.counters.session_ends == {"RELIABLE_OVERFLOW": 1}
+    assert len(relay.gateway.sessions) == 0
+    # Sent: the window, the overflowing message and the goodbye (both unreliably).
+    assert relay.counters.packets_out == reliable.WINDOW + 2

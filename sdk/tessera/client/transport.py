@@ -1,9 +1,10 @@
 """Client transports to a relay: encrypted UDP (primary) and the gRPC Play stream.
 
 Both speak ClientMessage / ServerMessage; :class:`UdpTransport` wraps them in the
-packets of docs/protocol/udp.md (handshake with the connect token, retransmitted
-until Accepted; AEAD DATA packets with acks; keep-alives; session resume through
-any relay of the world), :class:`PlayTransport`
+packets of docs/protocol/udp.md, protocol version 2 (handshake with the connect
+token, retransmitted until Accepted; a :class:`~tessera.wire.connection.Connection`
+for AEAD, reliable ordered messages, fragments and RTT from the echoed clock;
+keep-alives; session resume through any relay of the world), :class:`PlayTransport`
 sends them as stream elements. Received messages are queued for :meth:`recv`.
 """
 
@@ -12,26 +13,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
 
 from tessera.v1 import auth_pb2, relay_pb2, relay_pb2_grpc
-from tessera.wire.link import LinkStats, SentTimes
+from tessera.wire.connection import Connection
+from tessera.wire.link import LinkStats
 from tessera.wire.packet import (
     DATA,
     PONG,
+    REFUSED,
     RESUME,
-    Channel,
     PacketError,
     decode_pong,
     encode_handshake,
     encode_ping,
+    open_refusal,
 )
 
 HANDSHAKE_RETRY_S = 0.25
 KEEPALIVE_S = 1.0
+# How long close() waits for the relay to acknowledge the reliable Disconnect.
+CLOSE_WAIT_S = 0.5
 # Silence from the relay after which a session with a resume credential resumes
 # (the relay sends something at least every second), and how long a resume tries.
 RESUME_AFTER_S = 1.5
@@ -120,16 +126,27 @@ class UdpTransport:
     """An encrypted UDP connection to a relay of the world, which follows the
     session to another relay (or to this one from a new address) with the resume
     credential the relay issues: when the relay says MOVE or stops, or falls
-    silent for ``resume_after_s`` (docs/protocol/udp.md, "Resume")."""
+    silent for ``resume_after_s`` (docs/protocol/udp.md, "Resume").
 
-    def __init__(self, *, resume_after_s: float = RESUME_AFTER_S) -> None:
+    ``drop_inbound``, if given, discards each received datagram for which it
+    returns True before anything reads it (network-condition tests and tools)."""
+
+    def __init__(
+        self,
+        *,
+        resume_after_s: float = RESUME_AFTER_S,
+        drop_inbound: Callable[[bytes], bool] | None = None,
+    ) -> None:
         self.stats = LinkStats()
-        self.sent_times = SentTimes()
-        self.channel: Channel | None = None
+        self.connection: Connection | None = None
+        # The key a REFUSED datagram is sealed with (the current connection's).
+        self.refusal_key = b""
         self.socket: _Socket | None = None
         self.addresses: list[str] = []
         self.inbox: asyncio.Queue[relay_pb2.ServerMessage | None] = asyncio.Queue()
         self.drops = 0
+        self.drop_inbound = drop_inbound
+        self.accepted = False
         self.last_sent = 0.0
         self.last_received = time.monotonic()
         self.closed = False
@@ -144,6 +161,10 @@ class UdpTransport:
         self._resumed: asyncio.Future[_Socket] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._keepalive: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        # Set when a packet leaves nothing of ours unacknowledged (close() waits).
+        self._acked = asyncio.Event()
 
     @property
     def address(self) -> str:
@@ -156,30 +177,52 @@ class UdpTransport:
         await loop.create_datagram_endpoint(lambda: sock, remote_addr=_address(address))
         return sock
 
+    def _start(self, send_key: bytes, recv_key: bytes) -> None:
+        """A new connection (a connect or a resume): fresh keys, sequences and channel."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.connection = Connection(send_key, recv_key)
+        self.refusal_key = recv_key
+        self.accepted = False
+
     def _datagram(self, data: bytes, sock: _Socket) -> None:
         if sock is not self.socket and not self.resuming:
             return  # a late answer on a socket given up
-        if self.channel is None or not data or data[0] != DATA:
-            if data and data[0] == PONG:
-                return
-            self.drops += 1
+        if self.drop_inbound is not None and self.drop_inbound(data):
             return
+        connection = self.connection
+        if connection is None or not data or data[0] not in (DATA, REFUSED):
+            if not data or data[0] != PONG:
+                self.drops += 1
+            return
+        now = time.monotonic()
         try:
-            opened = self.channel.open(data)
+            if data[0] == REFUSED:
+                payloads = [open_refusal(self.refusal_key, data)]
+            else:
+                received = connection.receive(data, now)
+                payloads = [payload for payload, _reliable in received.messages]
+                if received.rtt_ms is not None:
+                    self.stats.add_rtt(received.rtt_ms)
         except PacketError:
             self.drops += 1  # e.g. the old relay's late packets after a resume
             return
-        now = time.monotonic()
         self.last_received = now
         self.stats.packets_in += 1
         self.stats.bytes_in += len(data)
-        rtt = self.sent_times.ack(opened.ack, now)
-        if rtt is not None:
-            self.stats.add_rtt(rtt)
-        if not opened.message:
-            return
+        if not connection.unacked:
+            self._acked.set()
+        for payload in payloads:
+            if payload:
+                self._message(payload, sock)
+        if self.closed and connection.deadline() is not None:
+            self._send(b"", force=True)  # acknowledge the relay's Disconnected now
+        self._arm()
+
+    def _message(self, payload: bytes, sock: _Socket) -> None:
         try:
-            message = relay_pb2.ServerMessage.FromString(opened.message)
+            message = relay_pb2.ServerMessage.FromString(payload)
         except Exception:
             self.drops += 1
             return
@@ -189,9 +232,15 @@ class UdpTransport:
             return
         if self.resuming and self._resumed is not None:
             if kind == "accepted" and not self._resumed.done():
+                self.accepted = True
                 self._resumed.set_result(sock)
             if kind in ("accepted", "disconnected"):
                 return  # a refusal here: the resume tries the next relay
+        if kind == "accepted":
+            self.accepted = True
+        elif not self.accepted and kind != "disconnected":
+            self.drops += 1  # the relay sends nothing before Accepted
+            return
         if kind == "notice" and message.notice.code == "MOVE":
             self._spawn(self._resume(message.notice.address))
         stopping = kind == "disconnected" and message.disconnected.reason == "RELAY_SHUTDOWN"
@@ -201,6 +250,28 @@ class UdpTransport:
         self.inbox.put_nowait(message)
         if kind == "disconnected":
             self._mark_closed()
+
+    def _arm(self) -> None:
+        """Poll the connection at its deadline (retransmissions, a delayed ack); the
+        timer stays when the deadline has not moved."""
+        connection = self.connection
+        deadline = None if connection is None or self.closed else connection.deadline()
+        if self._timer is not None:
+            if deadline == self._timer_at:
+                return
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            delay = max(0.0, deadline - time.monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._due)
+            self._timer_at = deadline
+
+    def _due(self) -> None:
+        self._timer = None
+        if self.connection is None or self.resuming or self.closed:
+            return
+        self._transmit(self.connection.poll(time.monotonic()), force=True)
+        self._arm()
 
     def _mark_closed(self) -> None:
         if not self.closed:
@@ -220,7 +291,7 @@ class UdpTransport:
             raise ConnectError("the connect token names no relay")
         self.addresses = list(token.relay_addresses)
         self.socket = await self._open_socket(self.addresses[0])
-        self.channel = Channel(token.client_to_server_key, token.server_to_client_key)
+        self._start(token.client_to_server_key, token.server_to_client_key)
         handshake = encode_handshake(token.token)
         deadline = loop.time() + timeout_s
         while loop.time() < deadline:
@@ -252,8 +323,7 @@ class UdpTransport:
         loop = asyncio.get_running_loop()
         silent_since = self.last_received
         self.credential = None
-        self.channel = Channel(credential.client_to_server_key, credential.server_to_client_key)
-        self.sent_times = SentTimes()
+        self._start(credential.client_to_server_key, credential.server_to_client_key)
         self._resumed = loop.create_future()
         packet = encode_handshake(credential.credential, RESUME)
         current = self.address
@@ -307,18 +377,31 @@ class UdpTransport:
         old.close()
 
     def send(self, message: relay_pb2.ClientMessage) -> None:
-        self._send(message.SerializeToString())
-
-    def _send(self, payload: bytes) -> None:
-        if self.closed or self.resuming or self.channel is None or self.socket is None:
+        """Send a message: Disconnect on the reliable channel, the rest unreliably."""
+        connection = self.connection
+        if message.WhichOneof("msg") != "disconnect" or connection is None or not self._open:
+            self._send(message.SerializeToString())
             return
-        sequence, packet = self.channel.seal(payload)
-        self.socket.sendto(packet)
-        now = time.monotonic()
-        self.sent_times.sent(sequence, now)
-        self.last_sent = now
-        self.stats.packets_out += 1
-        self.stats.bytes_out += len(packet)
+        self._transmit(connection.send_reliable(message.SerializeToString(), time.monotonic()))
+        self._arm()
+
+    @property
+    def _open(self) -> bool:
+        return not (self.closed or self.resuming or self.socket is None)
+
+    def _send(self, payload: bytes, *, force: bool = False) -> None:
+        if self.connection is not None and (force or self._open):
+            self._transmit(self.connection.send(payload, time.monotonic()), force=force)
+
+    def _transmit(self, packets: list[bytes], *, force: bool = False) -> None:
+        if self.socket is None or not (force or self._open):
+            return
+        for packet in packets:
+            self.socket.sendto(packet)
+            self.stats.packets_out += 1
+            self.stats.bytes_out += len(packet)
+        if packets:
+            self.last_sent = time.monotonic()
 
     async def _keep_alive(self) -> None:
         """Keep-alives while idle. The relay sends keep-alives itself (even while
@@ -353,11 +436,16 @@ class UdpTransport:
         return await self.inbox.get()
 
     async def close(self, reason: str) -> None:
-        if not self.closed:
-            goodbye = relay_pb2.ClientMessage(disconnect=relay_pb2.Disconnect(reason=reason))
-            for _ in range(3):  # unacknowledged: repeat to survive loss
-                self.send(goodbye)
+        """Say goodbye on the reliable channel and wait (CLOSE_WAIT_S at most) for
+        its ack, so the relay ends the session now rather than by idle timeout."""
+        if not self.closed and self.accepted and self.connection is not None:
+            self._acked.clear()
+            self.send(relay_pb2.ClientMessage(disconnect=relay_pb2.Disconnect(reason=reason)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acked.wait(), CLOSE_WAIT_S)
         self._mark_closed()
+        if self._timer is not None:
+            self._timer.cancel()
         for task in [self._keepalive, *self._tasks]:
             if task is not None:
                 task.cancel()
@@ -368,7 +456,7 @@ class UdpTransport:
 
     @property
     def loss(self) -> float:
-        return 0.0 if self.channel is None else self.channel.window.loss
+        return 0.0 if self.connection is None else self.connection.channel.window.loss
 
 
 class PlayTransport:

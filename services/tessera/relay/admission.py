@@ -117,10 +117,7 @@ class Admission:
         """Open a resume credential and use it; Rejected (``malformed``, ``forged``,
         ``expired``, ``wrong_world``, ``revoked``, ``replayed``: used already or
         superseded by a newer one, ``store_unavailable``)."""
-        try:
-            grant = resume.open_credential(credential, self.resume_key, now)
-        except resume.ResumeError as err:
-            raise Rejected(err.reason, str(err)) from None
+        grant = self._open_resume(credential, now)
         if grant.world != self.world:
             raise Rejected("wrong_world", f"resume credential is for world {grant.world}")
         if grant.session_id in self.revoked:
@@ -132,6 +129,18 @@ class Admission:
         if not fresh:
             raise Rejected("replayed", "resume credential used already or superseded")
         return grant
+
+    def open_unspent(self, token: bytes, now: float, *, resuming: bool) -> Grant:
+        """Open a connect token (resume credential) without checking or spending
+        it, for its keys only (to seal a refusal its holder can read); Rejected
+        if it does not open."""
+        return self._open_resume(token, now) if resuming else self.opener(token, now)
+
+    def _open_resume(self, credential: bytes, now: float) -> resume.ResumeGrant:
+        try:
+            return resume.open_credential(credential, self.resume_key, now)
+        except resume.ResumeError as err:
+            raise Rejected(err.reason, str(err)) from None
 
     async def release(self, grant: Grant) -> None:
         """Make a token (or resume credential) usable again after its session could

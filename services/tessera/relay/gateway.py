@@ -137,6 +137,7 @@ class Gateway:
             created=now,
             last_seen=now,
             send=send,
+            post=send,
             address=address,
             entity_id=response.entity_id,
             zone=link.zone,
@@ -258,9 +259,8 @@ class Gateway:
             )
         )
         session.resume = message.SerializeToString()
-        now = time.monotonic()
-        session.resume_issued = session.resume_sent = now
-        session.send(session.resume)
+        session.resume_issued = time.monotonic()
+        session.post(session.resume)
 
     def link(self, zone: str) -> ZoneLink:
         """The link to ``zone``, started on first use."""
@@ -374,7 +374,7 @@ class Gateway:
     def on_event(self, link: ZoneLink, event: zone_pb2.PlayerEvent) -> None:
         session = self.sessions.by_player.get(event.player_id)
         if session is not None and session.zone == link.zone:
-            session.send(relay_pb2.ServerMessage(event=event).SerializeToString())
+            session.post(relay_pb2.ServerMessage(event=event).SerializeToString())
 
     def on_handover(self, link: ZoneLink, handover: zone_pb2.Handover) -> None:
         route = Route(handover.to.zone, handover.epoch)
@@ -436,7 +436,7 @@ class Gateway:
         for player in sorted(link.attached):
             session = self.sessions.by_player.get(player)
             if session is not None and session.zone == link.zone:
-                session.send(notice)
+                session.post(notice)
 
     # -- following routes ------------------------------------------------
 
@@ -511,7 +511,7 @@ class Gateway:
             goodbye = relay_pb2.ServerMessage(
                 disconnected=relay_pb2.Disconnected(reason=reason, message=message)
             ).SerializeToString()
-            session.send(goodbye)
+            session.post(goodbye)
         session.closed = True
         session.on_close(reason)
         self.counters.session_ends[reason] += 1
@@ -554,10 +554,7 @@ class Gateway:
                 continue
             if session.resume and now - session.resume_issued > resume.ROTATE_S:
                 self.issue_resume(session)
-            elif session.resume and now - session.resume_sent > resume.RESEND_S:
-                session.resume_sent = now
-                session.send(session.resume)
-            elif now - session.last_sent > KEEPALIVE_S:
+            if now - session.last_sent > KEEPALIVE_S:
                 session.send(b"")
         self.placement.prune(now)
         for link in list(self.links.values()):
@@ -602,8 +599,8 @@ class Gateway:
 
     async def drain(self, timeout_s: float) -> None:
         """Before stopping: tell every UDP client holding a resume credential to
-        move (``Notice(MOVE)``, with a live other relay's address if one is known;
-        repeated every 0.5 s), and wait until each has gone quiet here (resumed
+        move (``Notice(MOVE)`` on the reliable channel, with a live other relay's
+        address if one is known), and wait until each has gone quiet here (resumed
         elsewhere) or ``timeout_s`` has passed."""
         movers = [s for s in self.sessions if s.transport == "udp" and s.resume]
         if not movers:
@@ -616,16 +613,13 @@ class Gateway:
         ).SerializeToString()
         started = time.monotonic()
         log.info("draining", extra={"sessions": len(movers), "move_to": address})
-        told = 0.0
+        for session in movers:
+            session.post(notice)
         while True:
             now = time.monotonic()
             talking = [s for s in movers if not s.closed and now - s.last_seen < DRAIN_QUIET_S]
             if not talking or now - started > timeout_s:
                 break
-            if now - told >= 0.5:
-                told = now
-                for session in talking:
-                    session.send(notice)
             await asyncio.sleep(0.05)
         log.info("drained", extra={"still_talking": len(talking)})
 

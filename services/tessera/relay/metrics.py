@@ -8,13 +8,21 @@ RTT use ordinary histograms (observed once per batch or per RTT sample).
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import REGISTRY, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+
+from tessera.wire.connection import Tally
 
 RTT = Histogram(
     "tessera_relay_rtt_seconds",
@@ -57,9 +65,14 @@ def observe_sampled(histogram: Histogram, starts: list[float], end: float) -> No
         histogram.observe(end - start)
 
 
+# Upper bounds (bytes) of the datagram size histogram; the protocol's limit is 1200.
+DATAGRAM_BUCKETS = (64, 128, 256, 512, 768, 1024, 1200)
+
+
 @dataclass
 class Counters:
-    """Relay-wide totals (also served by GetStatus)."""
+    """Relay-wide totals (also served by GetStatus). ``tally`` is shared by every
+    UDP connection: retransmissions, and fragment / reliable drops into ``drops``."""
 
     packets_in: int = 0
     packets_out: int = 0
@@ -73,9 +86,27 @@ class Counters:
     handshakes: Counter[str] = field(default_factory=Counter)
     session_ends: Counter[str] = field(default_factory=Counter)
     resumes: Counter[str] = field(default_factory=Counter)
+    reliable_overflows: int = 0
+    fragmented: int = 0
+    # Datagrams sent per DATAGRAM_BUCKETS bucket (the last: larger than 1200).
+    datagram_sizes: list[int] = field(default_factory=lambda: [0] * (len(DATAGRAM_BUCKETS) + 1))
+    largest_datagram: int = 0
+    datagram_bytes: int = 0
+    tally: Tally = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tally = Tally(drops=self.drops)
 
     def drop(self, reason: str) -> None:
         self.drops[reason] += 1
+
+    def sent(self, size: int) -> None:
+        """Count one datagram sent to a client."""
+        self.packets_out += 1
+        self.bytes_out += size
+        self.datagram_bytes += size
+        self.datagram_sizes[bisect.bisect_left(DATAGRAM_BUCKETS, size)] += 1
+        self.largest_datagram = max(self.largest_datagram, size)
 
 
 class RelayCollector(Collector):
@@ -141,6 +172,27 @@ class RelayCollector(Collector):
         for result, n in sorted(c.resumes.items()):
             resumes.add_metric([result], n)
         yield resumes
+        yield self._datagrams()
+        yield GaugeMetricFamily(
+            "tessera_relay_datagram_bytes_max",
+            "The largest datagram sent to a client since the relay started.",
+            value=c.largest_datagram,
+        )
+        yield CounterMetricFamily(
+            "tessera_relay_retransmissions",
+            "Reliable messages sent again because no ack came within their RTO.",
+            value=c.tally.retransmissions,
+        )
+        yield CounterMetricFamily(
+            "tessera_relay_reliable_overflows",
+            "Sessions ended with RELIABLE_OVERFLOW: their reliable send window was full.",
+            value=c.reliable_overflows,
+        )
+        yield CounterMetricFamily(
+            "tessera_relay_fragmented_messages",
+            "Messages (snapshots) too large for one datagram, sent as fragments.",
+            value=c.fragmented,
+        )
         yield CounterMetricFamily(
             "tessera_relay_reroutes", "Players switched to another zone.", value=c.reroutes
         )
@@ -167,6 +219,19 @@ class RelayCollector(Collector):
         for zone, n in sorted(self.reconnects().items()):
             reconnects.add_metric([zone], n)
         yield reconnects
+
+    def _datagrams(self) -> Metric:
+        c = self.counters
+        histogram = HistogramMetricFamily(
+            "tessera_relay_datagram_bytes", "Sizes of the datagrams sent to clients."
+        )
+        running = 0
+        buckets: list[tuple[str, float]] = []
+        for bound, n in zip((*map(str, DATAGRAM_BUCKETS), "+Inf"), c.datagram_sizes, strict=True):
+            running += n
+            buckets.append((bound, running))
+        histogram.add_metric([], buckets, sum_value=c.datagram_bytes)
+        return histogram
 
 
 def register(collector: RelayCollector) -> None:

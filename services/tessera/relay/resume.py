@@ -20,11 +20,10 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 VERSION = 1
-# A credential is valid this long; a new one replaces it every ROTATE_S, and the
-# current one is sent again every RESEND_S (a lost one costs at most that).
+# A credential is valid this long; a new one replaces it every ROTATE_S (sent on
+# the reliable channel, so a lost datagram only delays it).
 LIFETIME_S = 60.0
 ROTATE_S = 20.0
-RESEND_S = 2.0
 _INFO = b"tessera relay resume key v1"
 _AAD = b"tessera-resume-v1"
 _FIXED = struct.Struct("<16s32s32sdH")

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tessera.relay.limiter import ConnectionLimits
-from tessera.wire.link import LinkStats, SentTimes
-from tessera.wire.packet import Channel
+from tessera.wire.connection import Connection
+from tessera.wire.link import LinkStats
 
 
 @dataclass(slots=True, eq=False, weakref_slot=True)
@@ -16,8 +16,10 @@ class Session:
     """One connected client, whichever transport it uses.
 
     ``send`` delivers a serialized ServerMessage to the client (sealed into a
-    DATA packet for UDP, a stream write for gRPC). The UDP sender closes over
-    its session, so :meth:`release` drops both callbacks when the session ends:
+    DATA packet for UDP, a stream write for gRPC); ``post`` delivers one that
+    must arrive (the reliable channel for UDP; the same stream write for gRPC).
+    The UDP senders close over their session, so :meth:`release` drops the
+    callbacks when the session ends:
     without that cycle a closed session is freed at once, not at the next full
     garbage collection.
     """
@@ -29,8 +31,9 @@ class Session:
     created: float
     last_seen: float
     send: Callable[[bytes], None]
+    post: Callable[[bytes], None]
     address: tuple[str, int] | None = None
-    channel: Channel | None = None
+    connection: Connection | None = None
     limits: ConnectionLimits | None = None
     entity_id: int = 0
     zone: str = ""
@@ -38,31 +41,30 @@ class Session:
     interp_delay_ms: float = 100.0
     last_sent: float = 0.0
     stats: LinkStats = field(default_factory=LinkStats)
-    sent_times: SentTimes = field(default_factory=SentTimes)
     closed: bool = False
     # The last ClientInput messages, replayed to the new zone on a re-route.
     recent_inputs: list[Any] = field(default_factory=list)
-    # The serialized Accepted message, resent when a handshake is retransmitted.
+    # The serialized Accepted message: nothing is sent to a UDP client before it
+    # (it is reliable message 1, sent again at once when the handshake repeats).
     accepted: bytes = b""
     on_close: Callable[[str], None] = field(default=lambda _reason: None)
     # The auth session the connect token was issued in (revocation ends it).
     session_id: str = ""
-    # The serialized ServerMessage{resume} with the current credential (UDP), when
-    # it was issued and last sent (monotonic); a new one is being issued if rotating.
+    # The serialized ServerMessage{resume} with the current credential (UDP) and
+    # when it was issued (monotonic); a new one is being issued if rotating.
     resume: bytes = b""
     resume_id: bytes = b""
     resume_issued: float = 0.0
-    resume_sent: float = 0.0
     rotating: bool = False
 
     def release(self) -> None:
         """Forget the callbacks (and what they hold) once the session has ended."""
-        self.send = _ended
+        self.send = self.post = _ended
         self.on_close = _ended
 
     @property
     def loss(self) -> float:
-        return 0.0 if self.channel is None else self.channel.window.loss
+        return 0.0 if self.connection is None else self.connection.channel.window.loss
 
     def idle_s(self, now: float) -> float:
         return max(0.0, now - self.last_seen)

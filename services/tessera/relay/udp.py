@@ -1,13 +1,19 @@
-"""The client-facing UDP endpoint (docs/protocol/udp.md).
+"""The client-facing UDP endpoint (docs/protocol/udp.md, protocol version 2).
 
 A RESUME (a resume credential instead of a connect token) is handled exactly
 like a HANDSHAKE, and both open a session that is then issued resume credentials.
+A version-1 HANDSHAKE or RESUME with a genuine token is refused with
+``VERSION_UNSUPPORTED``, sealed the way a version-1 client reads it.
 
-Per datagram: size check, session lookup by source address, rate limits, AEAD
-open with the replay window, ack bookkeeping, then one ClientMessage to the
-gateway. Datagrams from unknown addresses get a reply only if they are a PING
-(answered with a smaller PONG) or a valid HANDSHAKE; everything else is dropped
-silently and counted by reason.
+Per datagram: size check, session lookup by source address, rate limits, then
+the session's :class:`~tessera.wire.connection.Connection` (AEAD, replay window,
+acks, reliable order, reassembly) and each delivered ClientMessage to the
+gateway. A connection's retransmissions and delayed acks run on a timer armed at
+its deadline; a closed session's connection lingers up to LINGER_S so that its
+Disconnected (and the ack of the client's Disconnect) still get through.
+Datagrams from unknown addresses get a reply only if they are a PING (answered
+with a smaller PONG) or a HANDSHAKE with a genuine token; everything else is
+dropped silently and counted by reason.
 """
 
 from __future__ import annotations
@@ -28,17 +34,20 @@ from tessera.relay.limiter import ConnectionLimits, SourceLimits, TokenBucket
 from tessera.relay.metrics import Counters
 from tessera.relay.session import Session
 from tessera.v1 import relay_pb2
+from tessera.wire.connection import Connection, WindowFull
 from tessera.wire.packet import (
     DATA,
     HANDSHAKE,
     MAX_PACKET,
     PING,
     RESUME,
-    Channel,
+    VERSION_1,
     PacketError,
     decode_handshake,
     decode_ping,
     encode_pong,
+    seal_refusal,
+    seal_v1,
 )
 
 log = logging.getLogger(__name__)
@@ -59,6 +68,19 @@ class UdpLimits:
 
 # Rejected handshakes are logged as one summary line at most this often.
 REJECTION_LOG_S = 10.0
+# A closed session's connection keeps retransmitting (its Disconnected) and
+# acknowledging (the client's Disconnect) this long at most.
+LINGER_S = 2.0
+# Reliable message 1 of every session.
+ACCEPTED_SEQUENCE = 1
+
+VERSION_REFUSAL = relay_pb2.ServerMessage(
+    disconnected=relay_pb2.Disconnected(
+        reason="VERSION_UNSUPPORTED",
+        message="this relay speaks UDP protocol version 2 (docs/protocol/udp.md): update the "
+        "client",
+    )
+).SerializeToString()
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
@@ -81,6 +103,11 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.rejected_sources: set[str] = set()
         self.rejections_logged_at = -REJECTION_LOG_S
         self._tasks: set[asyncio.Task[None]] = set()
+        # Connections of closed sessions still owed an ack or a retransmission,
+        # with the monotonic time they are given up at.
+        self.lingering: dict[Address, tuple[Connection, float]] = {}
+        # Each connection's pending poll: (its deadline, the timer).
+        self.timers: dict[Connection, tuple[float, asyncio.TimerHandle]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -107,6 +134,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self._ping(data, addr)
         elif kind in (HANDSHAKE, RESUME):
             self._handshake(data, addr, session, kind)
+        elif kind == DATA and addr in self.lingering:
+            self._linger_data(data, addr)
         elif session is None:
             counters.drops["unknown_address"] += 1
         else:
@@ -116,13 +145,14 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     def _data(self, session: Session, data: bytes, size: int) -> None:
         now = time.monotonic()
-        assert session.limits is not None and session.channel is not None
+        connection = session.connection
+        assert session.limits is not None and connection is not None
         reason = session.limits.admit(size, now)
         if reason is not None:
             self.counters.drops[reason] += 1
             return
         try:
-            opened = session.channel.open(data)
+            received = connection.receive(data, now)
         except PacketError as err:
             self.counters.drops[err.reason] += 1
             return
@@ -130,41 +160,127 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         stats = session.stats
         stats.packets_in += 1
         stats.bytes_in += size
-        rtt = session.sent_times.ack(opened.ack, now)
-        if rtt is not None:
-            self.gateway.rtt_sample(session, rtt)
-        if not opened.message:
-            return  # keep-alive
-        try:
-            message = relay_pb2.ClientMessage.FromString(opened.message)
-        except DecodeError:
-            self.counters.drops["bad_message"] += 1
-            return
-        self.gateway.handle(session, message, time.perf_counter())
+        if received.rtt_ms is not None:
+            self.gateway.rtt_sample(session, received.rtt_ms)
+        for payload, _reliable in received.messages:
+            if session.closed:
+                break
+            try:
+                message = relay_pb2.ClientMessage.FromString(payload)
+            except DecodeError:
+                self.counters.drops["bad_message"] += 1
+                continue
+            self.gateway.handle(session, message, time.perf_counter())
+        self._arm(connection, session.address or ("", 0))
 
-    def sender(self, session: Session) -> Any:
-        """The function that seals and sends ServerMessage bytes to ``session``."""
+    def _linger_data(self, data: bytes, addr: Address) -> None:
+        """A packet for a closed session's connection: only its acks matter."""
+        connection = self.lingering[addr][0]
+        try:
+            connection.receive(data, time.monotonic())
+        except PacketError as err:
+            self.counters.drops[err.reason] += 1
+            return
+        self._arm(connection, addr)
+
+    def _transmit(self, packets: list[bytes], addr: Address, session: Session | None) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        for packet in packets:
+            transport.sendto(packet, addr)
+            size = len(packet)
+            self.counters.sent(size)
+            if session is not None:
+                session.stats.packets_out += 1
+                session.stats.bytes_out += size
+        if session is not None and packets:
+            session.last_sent = time.monotonic()
+
+    def _arm(self, connection: Connection, addr: Address) -> None:
+        """Make sure ``connection`` is polled at its deadline (one timer each, kept
+        when the deadline has not changed)."""
+        deadline = connection.deadline()
+        armed = self.timers.get(connection)
+        if armed is not None:
+            if armed[0] == deadline:
+                return
+            armed[1].cancel()
+            del self.timers[connection]
+        if deadline is None:
+            if self.lingering.get(addr, (None, 0.0))[0] is connection:
+                del self.lingering[addr]
+            return
+        delay = max(0.0, deadline - time.monotonic())
+        handle = asyncio.get_running_loop().call_later(delay, self._due, connection, addr)
+        self.timers[connection] = (deadline, handle)
+
+    def _cancel(self, connection: Connection) -> None:
+        armed = self.timers.pop(connection, None)
+        if armed is not None:
+            armed[1].cancel()
+
+    def _due(self, connection: Connection, addr: Address) -> None:
+        """A connection's timer: send its retransmissions and delayed ack."""
+        self.timers.pop(connection, None)
+        now = time.monotonic()
+        session = self.gateway.sessions.by_address.get(addr)
+        if session is None or session.connection is not connection:
+            session = None
+            lingering = self.lingering.get(addr)
+            if lingering is None or lingering[0] is not connection:
+                return
+            if now > lingering[1]:
+                del self.lingering[addr]
+                return
+        self._transmit(connection.poll(now), addr, session)
+        self._arm(connection, addr)
+
+    def senders(self, session: Session) -> tuple[Any, Any]:
+        """The functions that send ServerMessage bytes to ``session``: unreliably
+        (fragmented when larger than a datagram) and on the reliable channel.
+        Nothing goes out before the session's Accepted."""
         counters = self.counters
-        stats = session.stats
-        sent_times = session.sent_times
 
         def send(payload: bytes) -> None:
-            transport = self.transport
-            channel = session.channel
-            if transport is None or channel is None or session.address is None:
+            connection = session.connection
+            if connection is None or session.address is None or not session.accepted:
                 return
-            sequence, packet = channel.seal(payload)
-            transport.sendto(packet, session.address)
-            now = time.monotonic()
-            session.last_sent = now
-            sent_times.sent(sequence, now)
-            size = len(packet)
-            stats.packets_out += 1
-            stats.bytes_out += size
-            counters.packets_out += 1
-            counters.bytes_out += size
+            try:
+                packets = connection.send(payload, time.monotonic())
+            except ValueError:
+                counters.drops["message_too_large"] += 1  # over MAX_FRAGMENTS datagrams
+                return
+            if len(packets) > 1:
+                counters.fragmented += 1
+            self._transmit(packets, session.address, session)
 
-        return send
+        def post(payload: bytes) -> None:
+            connection = session.connection
+            if connection is None or session.address is None or not session.accepted:
+                return
+            now = time.monotonic()
+            try:
+                packets = connection.send_reliable(payload, now)
+            except WindowFull:
+                # Told once, unreliably; the session ends on the next turn.
+                packets = connection.send(payload, now)
+                asyncio.get_running_loop().call_soon(self._overflow, session)
+            self._transmit(packets, session.address, session)
+            self._arm(connection, session.address)
+
+        return send, post
+
+    def _overflow(self, session: Session) -> None:
+        if session.closed:
+            return
+        self.counters.reliable_overflows += 1
+        self.gateway.close(
+            session,
+            "RELIABLE_OVERFLOW",
+            "the client acknowledged none of the last reliable messages",
+            leave=True,
+        )
 
     # -- sessionless ------------------------------------------------------
 
@@ -177,25 +293,26 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if not self.source_pings.take(addr[0], time.monotonic()):
             self.counters.drops["ping_rate"] += 1
             return
-        if self.transport is not None:
-            pong = encode_pong(ping_id, client_ms, time.time() * 1000.0)
-            self.transport.sendto(pong, addr)
-            self.counters.packets_out += 1
-            self.counters.bytes_out += len(pong)
+        pong = encode_pong(ping_id, client_ms, time.time() * 1000.0)
+        self._transmit([pong], addr, None)
 
     def _handshake(self, data: bytes, addr: Address, session: Session | None, kind: int) -> None:
         """A HANDSHAKE (connect token) or RESUME (resume credential): same framing,
         same limits, same answers."""
         counters = self.counters
         try:
-            token = decode_handshake(data, "resume" if kind == RESUME else "handshake")
+            version, token = decode_handshake(data, "resume" if kind == RESUME else "handshake")
         except PacketError as err:
             counters.drops[err.reason] += 1
             return
         if session is not None:
-            # A retransmission after our Accepted got lost: answer it again.
-            if session.accepted and self.pending.get(addr) == token:
-                session.send(session.accepted)
+            # A retransmission while Accepted is unacknowledged: send it again now.
+            connection = session.connection
+            if session.accepted and connection is not None and self.pending.get(addr) == token:
+                self._transmit(
+                    connection.resend(ACCEPTED_SEQUENCE, time.monotonic()), addr, session
+                )
+                self._arm(connection, addr)
                 return
             if kind == HANDSHAKE:
                 counters.drops["handshake_on_session"] += 1
@@ -212,10 +329,27 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if not self.handshakes.take(1.0, now):
             counters.drops["handshake_rate"] += 1
             return
+        if version == VERSION_1:
+            self._refuse_version(token, addr, kind == RESUME)
+            return
         self.pending[addr] = token
         task = asyncio.create_task(self._admit(token, addr, kind == RESUME))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _refuse_version(self, token: bytes, addr: Address, resuming: bool) -> None:
+        """Answer a version-1 handshake whose token opens with VERSION_UNSUPPORTED,
+        as the first DATA packet of a version-1 connection (the token is not spent)."""
+        results = self.counters.resumes if resuming else self.counters.handshakes
+        try:
+            grant = self.gateway.admission.open_unspent(token, time.time(), resuming=resuming)
+        except Rejected as err:
+            results[err.reason] += 1
+            self.counters.drops["resume_rejected" if resuming else "handshake_rejected"] += 1
+            self._note_rejection(err.reason, addr)
+            return
+        results["version_unsupported"] += 1
+        self._transmit([seal_v1(grant.server_to_client_key, VERSION_REFUSAL)], addr, None)
 
     async def _admit(self, token: bytes, addr: Address, resuming: bool) -> None:
         results = self.counters.resumes if resuming else self.counters.handshakes
@@ -261,15 +395,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         or why not)."""
 
         def prepare(session: Session) -> None:
-            session.channel = Channel(grant.server_to_client_key, grant.client_to_server_key)
-            session.limits = ConnectionLimits(
-                packets_per_s=self.limits.packets_per_s,
-                bytes_per_s=self.limits.bytes_per_s,
-                burst_s=self.limits.burst_s,
-                now=time.monotonic(),
+            connection = Connection(
+                grant.server_to_client_key, grant.client_to_server_key, self.counters.tally
             )
-            session.send = self.sender(session)
-            session.on_close = lambda _reason: self._forget(addr, token)
+            self.wire(session, connection, token)
 
         try:
             session, accepted = await self.gateway.open_session(
@@ -290,27 +419,56 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             return reason
         session.accepted = relay_pb2.ServerMessage(accepted=accepted).SerializeToString()
         results["accepted"] += 1
-        session.send(session.accepted)
+        session.post(session.accepted)
         self.gateway.issue_resume(session)
         return "accepted"
 
     def _refuse(self, grant: Grant, addr: Address, reason: str, detail: str) -> None:
-        """Tell a client with a genuine token why no session opened (sealed, so only
-        the token's holder can read it; far smaller than its handshake)."""
-        if self.transport is None:
-            return
-        channel = Channel(grant.server_to_client_key, grant.client_to_server_key)
+        """Tell a client with a genuine token why no session opened: a REFUSED
+        datagram (sealed, so only the token's holder can read it; far smaller than
+        its handshake; under a random nonce, never one of the session's own)."""
         goodbye = relay_pb2.ServerMessage(
             disconnected=relay_pb2.Disconnected(reason=reason.upper(), message=detail[:200])
         )
-        packet = channel.seal(goodbye.SerializeToString())[1]
-        self.transport.sendto(packet, addr)
-        self.counters.packets_out += 1
-        self.counters.bytes_out += len(packet)
+        refusal = seal_refusal(grant.server_to_client_key, goodbye.SerializeToString())
+        self._transmit([refusal], addr, None)
+
+    def wire(self, session: Session, connection: Connection, token: bytes) -> None:
+        """Give a new session at ``session.address`` its connection, limits, senders
+        and close hook (``token``: what opened it, pending until then)."""
+        assert session.address is not None
+        addr = session.address
+        session.connection = connection
+        session.limits = ConnectionLimits(
+            packets_per_s=self.limits.packets_per_s,
+            bytes_per_s=self.limits.bytes_per_s,
+            burst_s=self.limits.burst_s,
+            now=time.monotonic(),
+        )
+        session.send, session.post = self.senders(session)
+        session.on_close = lambda _reason: self._closed(session, addr, token)
+        self._unlinger(addr)
+
+    def _unlinger(self, addr: Address) -> None:
+        lingering = self.lingering.pop(addr, None)
+        if lingering is not None:
+            self._cancel(lingering[0])
 
     def _forget(self, addr: Address, token: bytes) -> None:
         if self.pending.get(addr) == token:
             del self.pending[addr]
+
+    def _closed(self, session: Session, addr: Address, token: bytes) -> None:
+        """A session ended: its connection lingers while it owes something."""
+        self._forget(addr, token)
+        connection = session.connection
+        if connection is None:
+            return
+        self._cancel(connection)
+        if connection.deadline() is not None:
+            self._unlinger(addr)
+            self.lingering[addr] = (connection, time.monotonic() + LINGER_S)
+            self._arm(connection, addr)
 
 
 def _discard(_payload: bytes) -> None:

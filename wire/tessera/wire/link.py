@@ -1,15 +1,12 @@
-"""Per-connection link statistics both ends keep: RTT and jitter from acks, traffic.
+"""Per-connection link statistics both ends keep: RTT and jitter, traffic.
 
-The relay and the client SDK measure a connection the same way, so their figures
-compare (docs/protocol/udp.md, acknowledgements).
+The relay and the client SDK measure a connection the same way (RTT from the
+echoed clock of protocol v2, docs/protocol/udp.md), so their figures compare.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-# Send times of the last packets are kept in a ring this large, for RTT from acks.
-SENT_RING = 256
 
 
 @dataclass(slots=True)
@@ -34,29 +31,3 @@ class LinkStats:
             self.jitter_ms += (abs(sample_ms - self.last_rtt_ms) - self.jitter_ms) / 16.0
         self.last_rtt_ms = sample_ms
         self.rtt_samples += 1
-
-
-class SentTimes:
-    """When each recent outgoing sequence was sent, to turn acks into RTT samples."""
-
-    __slots__ = ("_seq", "_times", "acked")
-
-    def __init__(self) -> None:
-        self._seq = [0] * SENT_RING
-        self._times = [0.0] * SENT_RING
-        self.acked = 0
-
-    def sent(self, sequence: int, now: float) -> None:
-        slot = sequence % SENT_RING
-        self._seq[slot] = sequence
-        self._times[slot] = now
-
-    def ack(self, sequence: int, now: float) -> float | None:
-        """The RTT in ms if ``sequence`` is a newly acknowledged recent packet."""
-        if sequence <= self.acked:
-            return None
-        self.acked = sequence
-        slot = sequence % SENT_RING
-        if self._seq[slot] != sequence:
-            return None
-        return (now - self._times[slot]) * 1000.0
