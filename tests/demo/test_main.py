@@ -83,14 +83,22 @@ def start_demo(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def no_survivors(pids: set[int]) -> list[int]:
+def no_survivors(pids: set[int]) -> list[str]:
+    """The command lines of the processes still running after 10 s."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         left = [p for p in pids if alive(p)]
         if not left:
             return []
         time.sleep(0.1)
-    return left
+    return [f"{p}: {command(p)}" for p in left]
+
+
+def command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return "(gone)"
 
 
 def test_short_demo_splits_merges_and_loses_nobody(tmp_path: Path) -> None:

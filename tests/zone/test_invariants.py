@@ -26,3 +26,10 @@ def test_duplicates_lost_and_misrouted_are_reported() -> None:
     assert r.misrouted == ["p1"]
     r = check({"a": status([1], ["p1"])}, routes(p1="a"), expected_players={"p1", "p7"})
     assert r.lost == ["p7"]
+
+
+def test_players_of_a_zone_that_did_not_answer_are_not_known_lost() -> None:
+    r = check({"a": status([1], ["p1"])}, routes(p1="a", p2="b", p3="c"), unreachable=["b"])
+    assert r.lost == ["p3"] and r.unreachable == ["b"] and not r.ok
+    r = check({"a": status([1], ["p1"])}, routes(p1="a"), {"p1", "p9"}, unreachable=["b"])
+    assert r.lost == ["p9"]  # no route at all: lost whatever the zones say

@@ -46,7 +46,7 @@ class Scan:
     lost: list[str]
     duplicates: list[int]
     misrouted: list[str]
-    # Zones that did not answer GetStatus in time: their players count as lost.
+    # Zones that did not answer GetStatus in time (their players are not counted lost).
     unreachable: list[str] = field(default_factory=list)
 
 

@@ -38,9 +38,7 @@ async def scan(
                 continue
         owned[name] = list(zip(status.entity_ids, status.entity_players, strict=True))
     routes = {player: r.zone for player, r in (await read_routes(redis, world)).items()}
-    report = check(owned, routes, expected_players)
-    report.unreachable = unreachable
-    return report
+    return check(owned, routes, expected_players, unreachable)
 
 
 async def settle(

@@ -33,10 +33,13 @@ def check(
     zones: Mapping[str, Sequence[tuple[int, str]]],
     routes: Mapping[str, str],
     expected_players: set[str] | None = None,
+    unreachable: Sequence[str] = (),
 ) -> Report:
     """The invariants over what each zone owns (``(entity id, player id or '')`` per
-    entity) and the routing table (player -> zone)."""
-    report = Report(zones=len(zones))
+    entity) and the routing table (player -> zone). Zones that could not be asked
+    are ``unreachable``: a player routed to one is not known to be lost (the report
+    is not ok, so a caller scans again)."""
+    report = Report(zones=len(zones), unreachable=list(unreachable))
     owners: Counter[int] = Counter()
     where: dict[str, list[str]] = {}
     for name, owned in zones.items():
@@ -51,5 +54,6 @@ def check(
         if len(names) == 1 and routes.get(player) != names[0]:
             report.misrouted.append(player)
     expected = expected_players if expected_players is not None else set(routes)
-    report.lost = sorted(p for p in expected if p not in where)
+    unknown = set(unreachable)
+    report.lost = sorted(p for p in expected if p not in where and routes.get(p) not in unknown)
     return report
