@@ -209,12 +209,15 @@ def _bearer(token: str) -> tuple[tuple[str, str]]:
 
 
 async def _connect(token: auth_pb2.ConnectToken) -> GameClient:
-    """A client walking slowly east; retried while its destination zone starts."""
+    """A client walking slowly east; retried while its destination zone starts (a
+    refusal such as NO_ZONE gives the token back). One handshake waits as long as
+    the deadline allows: a relay that took the token may answer late, and the token
+    cannot be used again from a new socket."""
     deadline = time.monotonic() + 30.0
     while True:
         client = GameClient(UdpTransport(), input_hz=10.0)
         try:
-            await client.connect(token)
+            await client.connect(token, timeout_s=max(1.0, deadline - time.monotonic()))
         except ConnectError:
             await client.close("retry")
             if time.monotonic() > deadline:
