@@ -510,10 +510,14 @@ def test_notes(chart: helm_python.Chart) -> None:
 
 
 def test_auth_and_matchmaking_read_the_database_url_from_a_secret(render: Render) -> None:
-    external = {"postgresql": {"enabled": False}}
+    external: dict[str, Any] = {"postgresql": {"enabled": False}}
     given = {**external, "database": {"existingSecret": "pg", "existingSecretKey": "dsn"}}
-    cases = (({}, ("tessera-postgresql", "url")), (external, ("tessera-database", "url")))
-    for values, expected in (*cases, (given, ("pg", "dsn"))):
+    cases: list[tuple[dict[str, Any], tuple[str, str]]] = [
+        ({}, ("tessera-postgresql", "url")),
+        (external, ("tessera-database", "url")),
+        (given, ("pg", "dsn")),
+    ]
+    for values, expected in cases:
         objects = render(values)
         deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
         for name in ("tessera-auth", "tessera-matchmaking"):
