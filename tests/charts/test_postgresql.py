@@ -35,6 +35,7 @@ def test_bundled_statefulset_is_hardened_and_probed(render: Render) -> None:
     pod = sts["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsUser"] == 999
     assert pod["securityContext"]["fsGroup"] == 999
+    assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
     assert pod["automountServiceAccountToken"] is False
     (container,) = pod["containers"]
     assert container["image"] == "docker.io/library/postgres:16"
