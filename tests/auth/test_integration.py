@@ -8,9 +8,9 @@ import base64
 import os
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -21,6 +21,7 @@ from tessera.authclient.verifier import AuthInterceptor, Verifier, current_claim
 from tessera.common import errors
 from tessera.common.database import Pool
 from tessera.common.process import ServiceProcess, free_port
+from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 from tessera.wire import access_token
@@ -38,6 +39,7 @@ ENV = {
     "TESSERA_SHUTDOWN_GRACE_S": "1",
 }
 PASSWORD = "integration test password"
+T = TypeVar("T")
 
 
 def start_auth(redis_server: LocalRedis, database_url: str, **env: str) -> ServiceProcess:
@@ -240,3 +242,57 @@ def test_an_unreachable_database_exits_1_saying_so(redis_server: LocalRedis) -> 
     proc.terminate()
     assert code == 1
     assert "PostgreSQL unreachable" in "\n".join(proc.lines)
+
+
+async def test_database_outage_is_unavailable_and_auth_recovers(
+    redis_server: LocalRedis, redis: Any
+) -> None:
+    """PostgreSQL stops under a running auth: calls that need it end UNAVAILABLE with
+    a reason and are counted; once it is back the same process serves them again."""
+    with LocalPostgres() as postgres:
+        proc = start_auth(redis_server, postgres.url(), TESSERA_AUTH_GENERATE_KEYS="true")
+        try:
+            async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
+                auth = auth_pb2_grpc.AuthStub(channel)
+                before = auth_pb2.RegisterRequest(username="before", password=PASSWORD)
+                await auth.Register(before)
+
+                postgres.halt()
+                for call in (
+                    auth.Login(auth_pb2.LoginRequest(username="before", password=PASSWORD)),
+                    auth.Register(auth_pb2.RegisterRequest(username="during", password=PASSWORD)),
+                ):
+                    with pytest.raises(grpc.aio.AioRpcError) as info:
+                        await call
+                    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+                    assert "PostgreSQL unavailable" in (info.value.details() or "")
+                    detail = errors.detail_of(info.value)
+                    assert (detail.reason, detail.retry_after_s) == ("DATABASE_UNAVAILABLE", 1.0)
+
+                postgres.start()
+                login = auth_pb2.LoginRequest(username="before", password=PASSWORD)
+                session = await _eventually(lambda: auth.Login(login))
+                assert session.account_id
+                after = auth_pb2.RegisterRequest(username="after", password=PASSWORD)
+                assert (await auth.Register(after)).account_id
+            url = f"http://127.0.0.1:{proc.ports['metrics_port']}/metrics"
+            body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+            text = body.decode()
+            for method in ("Login", "Register"):
+                sample = f'tessera_database_unavailable_total{{method="/tessera.v1.Auth/{method}"}}'
+                assert f"{sample} 1.0" in text, text
+        finally:
+            proc.terminate()
+
+
+async def _eventually(call: Callable[[], Awaitable[T]], timeout_s: float = 30.0) -> T:
+    """The first success of ``call``, retried while it is UNAVAILABLE (the pool
+    reconnects in the background)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)

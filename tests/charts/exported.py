@@ -25,6 +25,7 @@ METRICS_MODULES = (
     "tessera.authclient.metrics",
     "tessera.matchmaking.metrics",
     "tessera.operator.metrics",
+    "tessera.common.database_outage",
 )
 
 # redis_exporter v1.88.0 (namespace "redis"): `up` and `db_keys` are its own

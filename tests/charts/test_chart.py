@@ -49,6 +49,12 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
         "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prom"}},
     },
+    "external-postgresql": {
+        "postgresql": {"enabled": False},
+        "database": {"existingSecret": "pg", "existingSecretKey": "dsn"},
+        "backup": {"schedule": "0 */6 * * *", "keep": 28},
+        "networkPolicy": {"enabled": True},
+    },
     "console": {
         "console": {
             "enabled": True,
@@ -99,6 +105,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "tolerations": [{"key": "edge", "operator": "Exists", "effect": "NoSchedule"}],
         },
         "connectKey": {"existingSecret": "my-connect-key"},
+        "postgresql": {"enabled": False},
         "redis": {
             "existingSecret": "my-redis",
             "appendfsync": "always",
@@ -191,11 +198,17 @@ def env_of(container: Obj) -> dict[str, Obj]:
 
 
 def pod_specs(objs: list[Obj]) -> list[tuple[str, Obj]]:
-    return [
+    workloads = [
         (o["metadata"]["name"], o["spec"]["template"]["spec"])
         for o in objs
         if o["kind"] in ("Deployment", "StatefulSet")
     ]
+    jobs = [
+        (o["metadata"]["name"], o["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+        for o in objs
+        if o["kind"] == "CronJob"
+    ]
+    return workloads + jobs
 
 
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
@@ -241,6 +254,13 @@ def test_default_objects(render: Render) -> None:
         ("Secret", "tessera-connect-key"),
         ("Secret", "tessera-auth-service-clients"),
         ("Service", "tessera-relay-udp"),
+        ("StatefulSet", "tessera-postgresql"),
+        ("Service", "tessera-postgresql"),
+        ("Service", "tessera-postgresql-headless"),
+        ("Secret", "tessera-postgresql"),
+        ("CronJob", "tessera-database-backup"),
+        ("ConfigMap", "tessera-database-backup"),
+        ("PersistentVolumeClaim", "tessera-database-backups"),
     }
     for name in SERVICES:
         expected |= {
@@ -382,7 +402,7 @@ def test_external_redis(render: Render) -> None:
     literal = render(VALUE_SETS["external-redis-literal-password"])
     secret = find(literal, "Secret", "tessera-redis")
     assert base64.b64decode(secret["data"]["password"]) == b"s3cret"
-    assert not any(o["kind"] == "StatefulSet" for o in literal)
+    assert not any(o["kind"] == "StatefulSet" and "redis" in o["metadata"]["name"] for o in literal)
 
 
 def test_generated_secrets_are_kept(render: Render, chart: helm_python.Chart) -> None:
@@ -444,7 +464,9 @@ def test_service_monitors(render: Render) -> None:
 def test_custom_values_applied(render: Render) -> None:
     objs = render(VALUE_SETS["custom-resources"])
     for name, pod in pod_specs(objs):
-        if name != "tessera-redis":
+        if name == "tessera-database-backup":
+            assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+        elif name != "tessera-redis":
             assert pod["imagePullSecrets"] == [{"name": "regcred"}]
             assert pod["containers"][0]["image"] == "registry.example.com/tessera:1.2.3"
     auth = find(objs, "Deployment", "tessera-auth")
@@ -480,18 +502,28 @@ def test_notes(chart: helm_python.Chart) -> None:
     assert f"kubectl get worlds,zoneservers -n {NAMESPACE} --watch" in notes
     assert f"kubectl apply -n {NAMESPACE} -f manifests/examples/small-world.yaml" in notes
     assert (ROOT / "manifests" / "examples" / "small-world.yaml").exists()
-    assert f"kubectl -n {NAMESPACE} create secret generic tessera-database" in notes
+    assert "bundled StatefulSet tessera-postgresql" in notes
+    external = chart.render(
+        {"postgresql": {"enabled": False}}, name="tessera", namespace=NAMESPACE, is_install=True
+    )["tessera/templates/NOTES.txt"]
+    assert f"kubectl -n {NAMESPACE} create secret generic tessera-database" in external
 
 
 def test_auth_and_matchmaking_read_the_database_url_from_a_secret(render: Render) -> None:
-    values = {"database": {"existingSecret": "pg", "existingSecretKey": "dsn"}}
-    for given, objects in (({}, render({})), (values, render(values))):
+    external: dict[str, Any] = {"postgresql": {"enabled": False}}
+    given = {**external, "database": {"existingSecret": "pg", "existingSecretKey": "dsn"}}
+    cases: list[tuple[dict[str, Any], tuple[str, str]]] = [
+        ({}, ("tessera-postgresql", "url")),
+        (external, ("tessera-database", "url")),
+        (given, ("pg", "dsn")),
+    ]
+    for values, expected in cases:
+        objects = render(values)
         deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
         for name in ("tessera-auth", "tessera-matchmaking"):
             (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
             (entry,) = [e for e in container["env"] if e["name"] == "TESSERA_DATABASE_URL"]
             ref = entry["valueFrom"]["secretKeyRef"]
-            expected = ("pg", "dsn") if given else ("tessera-database", "url")
             assert (ref["name"], ref["key"]) == expected
         (relay,) = deployments["tessera-relay"]["spec"]["template"]["spec"]["containers"]
         assert all(e["name"] != "TESSERA_DATABASE_URL" for e in relay["env"])

@@ -18,6 +18,7 @@ GENERATED = (
     "tessera-connect-key",
     "tessera-auth-service-clients",
     "tessera-redis",
+    "tessera-postgresql",
 )
 
 

@@ -55,6 +55,11 @@ BAD_VALUES: list[tuple[dict[str, Any], list[str]]] = [
     ),
     ({"serviceMonitor": {"interval": "30 seconds"}}, ["/serviceMonitor/interval"]),
     ({"auth": {"extraEnv": [{"value": "x"}]}}, ["/auth/extraEnv/0", "name"]),
+    ({"postgresql": {"enabeld": False}}, ["/postgresql", "additional properties 'enabeld'"]),
+    ({"postgresql": {"username": "Tessera-Admin"}}, ["/postgresql/username"]),
+    ({"postgresql": {"maxConnections": 5}}, ["/postgresql/maxConnections", "minimum"]),
+    ({"backup": {"keep": 0}}, ["/backup/keep", "minimum"]),
+    ({"backup": {"persistence": {"size": "big"}}}, ["/backup/persistence/size"]),
 ]
 
 

@@ -3,8 +3,9 @@ chart gives them (the console enabled): each Deployment's env (Secrets resolved
 from the rendered chart, secret volumes written to a directory, `$(VAR)`
 expanded as the kubelet does) is handed to a real `python -m tessera.<service>`
 process, against a real redis-server that requires the chart's generated
-password and a real PostgreSQL (the DSN Secret the user provides). The process
-must log `serving`, answer gRPC health SERVING and exit 0 on SIGTERM.
+password and a real PostgreSQL with the bundled one's user and database (the
+chart's generated DSN, its host mapped to the local server). The process must log
+`serving`, answer gRPC health SERVING and exit 0 on SIGTERM.
 
 The operator is started the same way, against KMock's Kubernetes emulator
 (through a kubeconfig): it must serve kopf's /healthz and /metrics and exit 0 on
@@ -20,10 +21,12 @@ import base64
 import importlib
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import grpc
@@ -35,12 +38,14 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tessera.common.process import ServiceProcess, free_port
+from tessera.harness.postgres import SUPERUSER, LocalPostgres, server_bin
 from tessera.harness.redis import LocalRedis
 
 from .dockerfile import ROOT
 
 NAMESPACE = "games"
 REDIS_HOST = f"tessera-redis.{NAMESPACE}.svc:6379"
+POSTGRES_HOST = f"tessera-postgresql.{NAMESPACE}.svc:5432"
 # Started in this order: later services may call earlier ones (matchmaking -> auth).
 SERVICES = ("auth", "matchmaking", "relay", "console")
 
@@ -83,6 +88,29 @@ def chart_redis(
     client.close()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def chart_postgres(
+    postgres_server: LocalPostgres, secrets: dict[str, dict[str, bytes]]
+) -> Iterator[str]:
+    """The bundled PostgreSQL's user and database (from the chart's generated DSN) on
+    the session's server; yields the server's local address."""
+    dsn = urlsplit(secrets["tessera-postgresql"]["url"].decode())
+    user, database = dsn.username, dsn.path.lstrip("/")
+    password = secrets["tessera-postgresql"]["password"].decode()
+    assert dsn.password == password and user and database
+
+    def psql(sql: str) -> None:
+        command = [str(server_bin() / "psql"), "-h", "127.0.0.1", "-p", str(postgres_server.port)]
+        command += ["-U", SUPERUSER, "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+    psql(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
+    psql(f"CREATE DATABASE {database} OWNER {user}")
+    yield f"127.0.0.1:{postgres_server.port}"
+    psql(f"DROP DATABASE {database} WITH (FORCE)")
+    psql(f"DROP ROLE {user}")
 
 
 def expand(value: str, env: dict[str, str]) -> str:
@@ -156,13 +184,11 @@ def test_services_start_with_the_charts_configuration(
     objects: list[Obj],
     secrets: dict[str, dict[str, bytes]],
     chart_redis: LocalRedis,
-    database_url: str,
+    chart_postgres: str,
     tmp_path: Path,
 ) -> None:
     deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
-    # The database Secret the user creates before installing (docs/OPERATIONS.md).
-    secrets = {**secrets, "tessera-database": {"url": database_url.encode()}}
-    replace = {REDIS_HOST: f"127.0.0.1:{chart_redis.port}"}
+    replace = {REDIS_HOST: f"127.0.0.1:{chart_redis.port}", POSTGRES_HOST: chart_postgres}
     started: list[ServiceProcess] = []
     try:
         for name in SERVICES:

@@ -61,13 +61,27 @@ seccompProfile:
 {{- end -}}
 
 {{/* Secret names. */}}
-{{/* TESSERA_DATABASE_URL from the database Secret (auth and matchmaking). */}}
+{{/* The Secret holding the bundled PostgreSQL's password and DSN. */}}
+{{- define "tessera.postgresqlSecretName" -}}
+{{- printf "%s-postgresql" (include "tessera.fullname" .) -}}
+{{- end -}}
+
+{{/* TESSERA_DATABASE_URL (auth, matchmaking, the backup job): the bundled
+PostgreSQL's generated DSN, or the external one from database.existingSecret. */}}
 {{- define "tessera.databaseEnv" -}}
+{{- if and .Values.postgresql.enabled .Values.database.existingSecret -}}
+{{- fail "database.existingSecret names an external PostgreSQL: set postgresql.enabled=false to use it, or leave it empty for the bundled one" -}}
+{{- end -}}
 - name: TESSERA_DATABASE_URL
   valueFrom:
     secretKeyRef:
+      {{- if .Values.postgresql.enabled }}
+      name: {{ include "tessera.postgresqlSecretName" . }}
+      key: url
+      {{- else }}
       name: {{ default (printf "%s-database" (include "tessera.fullname" .)) .Values.database.existingSecret }}
       key: {{ .Values.database.existingSecretKey }}
+      {{- end }}
 {{- end -}}
 
 {{- define "tessera.redisSecretName" -}}

@@ -81,6 +81,7 @@ class LocalPostgres:
         for attempt in range(3):
             try:
                 self._start(timeout_s)
+                self._port_chosen = False  # a restart after halt() keeps the port
                 return
             except RuntimeError:
                 if not self._port_chosen or attempt == 2:
@@ -134,7 +135,13 @@ class LocalPostgres:
         self._client("dropdb", "--force", name)
 
     def stop(self) -> None:
-        """Stop the server (fast shutdown: SIGINT) and remove its directory."""
+        """Stop the server and remove its directory."""
+        self.halt()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def halt(self) -> None:
+        """Stop the server (fast shutdown: SIGINT), keeping its data: :meth:`start`
+        brings it back on the same port (an outage, as clients see it)."""
         if self.proc is not None:
             self.proc.send_signal(signal.SIGINT)
             try:
@@ -143,7 +150,6 @@ class LocalPostgres:
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
 
     def _client(self, tool: str, *args: str) -> None:
         command = [str(self.bin / tool), "-h", "127.0.0.1", "-p", str(self.port)]

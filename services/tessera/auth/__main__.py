@@ -17,6 +17,7 @@ from tessera.authclient.verifier import AuthInterceptor, Verifier
 from tessera.common import store as common_store
 from tessera.common.config import PREFIX, ConfigError, ServerConfig, load_or_exit
 from tessera.common.database import DatabaseUnavailable, open_database
+from tessera.common.database_outage import DatabaseOutageInterceptor
 from tessera.common.server import GrpcService, main
 from tessera.v1 import auth_pb2_grpc
 
@@ -72,7 +73,7 @@ async def assemble(server_config: ServerConfig, config: AuthConfig) -> GrpcServi
         keys,
         hash_workers=max(1, os.cpu_count() or 1),
     )
-    service = GrpcService(server_config, interceptors=[interceptor])
+    service = GrpcService(server_config, interceptors=[DatabaseOutageInterceptor(), interceptor])
     service.add(auth_pb2_grpc.add_AuthServicer_to_server, servicer, SERVICE)
     refresher = asyncio.create_task(_keep_keys_fresh(keys, verifier, config.key_reload_s))
     log.info(

@@ -13,7 +13,9 @@ import contextlib
 import dataclasses
 import logging
 import os
+from typing import Any
 
+import grpc
 import uvloop
 
 from tessera.authclient.issuer import AuthIssuer
@@ -21,6 +23,7 @@ from tessera.authclient.verifier import AuthInterceptor, Verifier, current_claim
 from tessera.common import store as common_store
 from tessera.common.config import Env, ServerConfig
 from tessera.common.database import DatabaseUnavailable, open_database
+from tessera.common.database_outage import DatabaseOutageInterceptor
 from tessera.common.process import free_port
 from tessera.common.server import GrpcService, main
 from tessera.matchmaking.config import Settings
@@ -51,7 +54,7 @@ async def build(config: ServerConfig) -> GrpcService:
         ticket_ttl_s=settings.ticket_ttl_s,
         retention_s=settings.retention_s,
     )
-    interceptors = []
+    interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = [DatabaseOutageInterceptor()]
     verifier: Verifier | None = None
     if settings.frontend:
         verifier = await Verifier.connect(settings.auth_address, config.redis_url)
