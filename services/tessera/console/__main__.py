@@ -40,7 +40,9 @@ async def build(server_config: ServerConfig) -> GrpcService:
         audit=AuditLog(redis, maxlen=config.audit_maxlen),
         drain_deadline_s=config.drain_deadline_s,
     )
-    runner = web.AppRunner(app(console), access_log=None)
+    # Open Server-Sent Events streams end with the feed; waiting longer for idle
+    # connections would only hold up the stop.
+    runner = web.AppRunner(app(console), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, server_config.host, config.http_port)
     await site.start()
