@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import struct
 import sys
@@ -31,9 +30,11 @@ from google.protobuf.message import Message
 
 from tessera.auth.keys import SigningKey, kid_for, raw_public_bytes
 from tessera.relay import resume
-from tessera.v1 import common_pb2, relay_pb2
-from tessera.wire import connect_token, packet, snapshot
+from tessera.relay.udp import VERSION_REFUSAL
+from tessera.v1 import common_pb2, relay_pb2, zone_pb2
+from tessera.wire import connect_token, fragment, packet, reliable, snapshot
 from tessera.wire.connect_token import ConnectGrant, ConnectTokenError
+from tessera.wire.connection import clock_ms, rtt_sample_ms
 from tessera.wire.snapshot import COLUMNS, Decoded, EntityTable, Quantization, SnapshotError
 from tessera.zone.snapshot import PAD, SnapshotEncoder, quantize
 
@@ -228,27 +229,58 @@ def message_json(message: Message) -> dict[str, Any]:
     }
 
 
-def sealed(key: bytes, sequence: int, ack: int, ack_bits: int, message: bytes) -> bytes:
-    """The DATA datagram the reference Channel seals in this state."""
+def frame_json(frame: packet.Frame) -> dict[str, Any]:
+    """A frame as the vectors spell it (only the fields of its kind)."""
+    if frame.kind == packet.MESSAGE:
+        return {"kind": "message", "data": frame.data.hex()}
+    if frame.kind == packet.RELIABLE:
+        return {"kind": "reliable", "sequence": frame.sequence, "data": frame.data.hex()}
+    return {
+        "kind": "fragment",
+        "group": frame.group,
+        "index": frame.piece,
+        "count": frame.pieces,
+        "data": frame.data.hex(),
+    }
+
+
+def contents_json(contents: packet.Contents) -> dict[str, Any]:
+    return {
+        "time_ms": contents.time_ms,
+        "echo": None if contents.echo is None else list(contents.echo),
+        "ack": None if contents.ack is None else list(contents.ack),
+        "frames": [frame_json(frame) for frame in contents.frames],
+    }
+
+
+def sealed(key: bytes, sequence: int, plain: bytes) -> bytes:
+    """The DATA datagram the reference Channel seals with this sequence."""
     channel = packet.Channel(key, bytes(32))
     channel.next_sequence = sequence
-    channel.window.highest = ack
-    channel.window.bits = ((ack_bits << 1) | 1) if ack else 0
-    return channel.seal(message)[1]
+    return channel.seal(plain)
 
 
 def seal_case(
-    name: str, key: bytes, msg: Message, *, sequence: int, ack: int, ack_bits: int
+    name: str,
+    key: bytes,
+    sequence: int,
+    *,
+    time_ms: int,
+    echo: tuple[int, int] | None = None,
+    ack: tuple[int, int] | None = None,
+    frames: list[bytes],
+    messages: list[Message],
 ) -> Case:
+    """A ``data_seal`` case; ``messages`` are what the frames carry (their protobufs)."""
+    plain = packet.encode_contents(time_ms, echo, ack, frames)
     return {
         "name": name,
         "kind": "data_seal",
         "key": key.hex(),
         "sequence": sequence,
-        "ack": ack,
-        "ack_bits": ack_bits,
-        "message": message_json(msg),
-        "expect": {"datagram": sealed(key, sequence, ack, ack_bits, msg.SerializeToString()).hex()},
+        **contents_json(packet.decode_contents(plain)),
+        "messages": [message_json(message) for message in messages],
+        "expect": {"plaintext": plain.hex(), "datagram": sealed(key, sequence, plain).hex()},
     }
 
 
@@ -258,12 +290,10 @@ def open_sequence_case(name: str, key: bytes, datagrams: list[bytes]) -> Case:
     steps: list[Case] = []
     for datagram in datagrams:
         try:
-            opened = channel.open(datagram)
+            contents = packet.decode_contents(channel.open(datagram))
             expect: dict[str, Any] = {
-                "sequence": opened.sequence,
-                "ack": opened.ack,
-                "ack_bits": opened.ack_bits,
-                "message": opened.message.hex(),
+                "sequence": int.from_bytes(datagram[1:9], "little"),
+                **contents_json(contents),
             }
         except packet.PacketError as exc:
             expect = {"error": exc.reason}
@@ -273,7 +303,7 @@ def open_sequence_case(name: str, key: bytes, datagrams: list[bytes]) -> Case:
         "kind": "data_open_sequence",
         "key": key.hex(),
         "steps": steps,
-        "expect": {"ack": channel.window.highest, "ack_bits": channel.window.ack_bits},
+        "expect": {"highest": channel.window.highest},
     }
 
 
@@ -282,43 +312,88 @@ def handshake_cases() -> list[Case]:
     good = packet.encode_handshake(token)
     cases: list[Case] = [
         {
-            "name": "handshake",
+            "name": f"{name}_v{version}",
             "kind": "handshake_encode",
-            "type": packet.HANDSHAKE,
+            "type": kind,
+            "version": version,
             "token": token.hex(),
-            "expect": {"datagram": good.hex()},
-        },
-        {
-            "name": "resume",
-            "kind": "handshake_encode",
-            "type": packet.RESUME,
-            "token": token.hex(),
-            "expect": {"datagram": packet.encode_handshake(token, packet.RESUME).hex()},
-        },
+            "expect": {"datagram": packet.encode_handshake(token, kind, version).hex()},
+        }
+        for name, kind in (("handshake", packet.HANDSHAKE), ("resume", packet.RESUME))
+        for version in (packet.VERSION, packet.VERSION_1)
     ]
-    bad = {
+    inputs = {
+        "valid": good,
+        "version_1": packet.encode_handshake(token, version=packet.VERSION_1),
         "short": good[:-1],
         "long": good + b"\x00",
-        "wrong_version": good[:1] + b"\x02" + good[2:],
+        "version_3": good[:1] + b"\x03" + good[2:],
         "zero_length": good[:2] + b"\x00\x00" + good[4:],
         "length_past_the_end": good[:2] + struct.pack("<H", 1197) + good[4:],
     }
-    for name, datagram in bad.items():
-        reason = error_of(functools.partial(packet.decode_handshake, datagram), packet.PacketError)
+    for name, datagram in inputs.items():
+        try:
+            version, opened = packet.decode_handshake(datagram)
+            expect: dict[str, Any] = {"version": version, "token": opened.hex()}
+        except packet.PacketError as exc:
+            expect = {"error": exc.reason}
         cases.append(
             {
                 "name": f"handshake_{name}",
                 "kind": "handshake_decode",
                 "datagram": datagram.hex(),
-                "expect": {"error": reason},
+                "expect": expect,
             }
         )
+    return cases
+
+
+def refusal_cases() -> list[Case]:
+    """What a relay answers a genuine token it opens no session for: REFUSED (v2),
+    or the version-1 refusal a v1 client reads as its first DATA packet."""
+    nonce = bytes(range(0xE0, 0xEC))
+    no_zone = relay_pb2.ServerMessage(
+        disconnected=relay_pb2.Disconnected(reason="NO_ZONE", message="no active zone")
+    )
+    refused = packet.seal_refusal(S2C_KEY, no_zone.SerializeToString(), nonce)
+    cases: list[Case] = [
+        {
+            "name": "refused_no_zone",
+            "kind": "refused_seal",
+            "key": S2C_KEY.hex(),
+            "nonce": nonce.hex(),
+            "message": message_json(no_zone),
+            "expect": {"datagram": refused.hex()},
+        }
+    ]
+    bad = {
+        "valid": (S2C_KEY, refused),
+        "wrong_key": (C2S_KEY, refused),
+        "tampered": (S2C_KEY, refused[:-1] + bytes([refused[-1] ^ 0x01])),
+        "too_short": (S2C_KEY, refused[: 1 + packet.NONCE_SIZE + packet.TAG_SIZE - 1]),
+    }
+    for name, (key, datagram) in bad.items():
+        try:
+            expect: dict[str, Any] = {"message": packet.open_refusal(key, datagram).hex()}
+        except packet.PacketError as exc:
+            expect = {"error": exc.reason}
+        cases.append(
+            {
+                "name": f"refused_open_{name}",
+                "kind": "refused_open",
+                "key": key.hex(),
+                "datagram": datagram.hex(),
+                "expect": expect,
+            }
+        )
+    refusal = relay_pb2.ServerMessage.FromString(VERSION_REFUSAL)
     cases.append(
         {
-            "name": "handshake_valid",
-            "kind": "handshake_decode",
-            "datagram": good.hex(),
-            "expect": {"token": packet.decode_handshake(good).hex()},
+            "name": "version_1_refused",
+            "kind": "version_refusal",
+            "key": S2C_KEY.hex(),
+            "message": message_json(refusal),
+            "expect": {"datagram": packet.seal_v1(S2C_KEY, VERSION_REFUSAL).hex()},
         }
     )
     return cases
@@ -387,26 +462,82 @@ def packet_suite() -> Suite:
         )
     )
     ack = relay_pb2.ClientMessage(ack=relay_pb2.ClientAck(stream=7, sequence=3))
+    goodbye = relay_pb2.ServerMessage(
+        disconnected=relay_pb2.Disconnected(reason="KICKED", message="bye")
+    )
+    event = relay_pb2.ServerMessage(
+        event=zone_pb2.PlayerEvent(
+            player_id="player-1", kind=zone_pb2.PlayerEvent.HIT_TAKEN, other_entity_id=7, amount=10
+        )
+    )
+
+    def raw(message: Message) -> bytes:
+        return message.SerializeToString()
+
+    chunk = bytes(range(256)) * 4 + bytes(range(125))  # a full FRAGMENT_CHUNK
     cases = [
-        seal_case("client_inputs", C2S_KEY, inputs, sequence=1, ack=0, ack_bits=0),
-        seal_case("server_accepted", S2C_KEY, accepted, sequence=1, ack=1, ack_bits=0),
-        seal_case("client_ack_with_acks", C2S_KEY, ack, sequence=9, ack=40, ack_bits=0b1011),
         seal_case(
-            "keep_alive",
+            "client_inputs",
             C2S_KEY,
-            relay_pb2.ClientMessage(),
-            sequence=10,
-            ack=41,
-            ack_bits=0xFFFFFFFF,
+            1,
+            time_ms=5000,
+            frames=[packet.message_frame(raw(inputs))],
+            messages=[inputs],
         ),
+        seal_case(
+            "server_accepted_reliable_1_with_echo",
+            S2C_KEY,
+            1,
+            time_ms=900_000,
+            echo=(5000, 3),
+            frames=[packet.reliable_frame(1, raw(accepted))],
+            messages=[accepted],
+        ),
+        seal_case(
+            "client_ack_and_reliable_acks",
+            C2S_KEY,
+            9,
+            time_ms=5400,
+            echo=(900_350, 12),
+            ack=(4, 0b101),
+            frames=[packet.message_frame(raw(ack))],
+            messages=[ack],
+        ),
+        seal_case(
+            "server_event_and_disconnect_retransmitted_together",
+            S2C_KEY,
+            31,
+            time_ms=0xFFFFFFF0,
+            ack=(1, 0),
+            frames=[packet.reliable_frame(6, raw(event)), packet.reliable_frame(7, raw(goodbye))],
+            messages=[event, goodbye],
+        ),
+        seal_case(
+            "server_fragment_2_of_3",
+            S2C_KEY,
+            40,
+            time_ms=901_000,
+            frames=[packet.fragment_frame(513, 1, 3, chunk)],
+            messages=[],
+        ),
+        seal_case("keep_alive", C2S_KEY, 10, time_ms=5500, frames=[], messages=[]),
+        seal_case("ack_only", C2S_KEY, 11, time_ms=5550, ack=(7, 0), frames=[], messages=[]),
     ]
 
-    def data(sequence: int, body: bytes = b"") -> bytes:
-        return sealed(C2S_KEY, sequence, 0, 0, body)
+    def data(sequence: int, frames: list[bytes] | None = None) -> bytes:
+        return sealed(C2S_KEY, sequence, packet.encode_contents(sequence, None, None, frames or []))
 
-    first = data(1, b"\x1a\x04\x08\x07\x10\x03")
+    first = data(1, [packet.message_frame(raw(ack))])
     tampered_header = first[:1] + struct.pack("<Q", 2) + first[9:]
     tampered_body = first[:-1] + bytes([first[-1] ^ 0x01])
+    malformed = [
+        sealed(C2S_KEY, 5, b""),  # shorter than the flags and time
+        sealed(C2S_KEY, 6, packet.encode_contents(6, None, None, [b"\x09\x00\x00"])),
+        sealed(
+            C2S_KEY, 7, packet.encode_contents(7, None, None, [packet.message_frame(b"ab")])[:-1]
+        ),
+        sealed(C2S_KEY, 8, packet.encode_contents(8, None, None, [])[:4]),
+    ]
     cases += [
         open_sequence_case(
             "tampered_valid_and_replayed",
@@ -416,14 +547,275 @@ def packet_suite() -> Suite:
         open_sequence_case(
             "replay_window_edges", C2S_KEY, [data(300), data(44), data(45), data(45), data(299)]
         ),
-        open_sequence_case("wrong_key", C2S_KEY, [sealed(S2C_KEY, 1, 0, 0, b"")]),
+        open_sequence_case("wrong_key", C2S_KEY, [sealed(S2C_KEY, 1, b"\x00\x00\x00\x00\x00")]),
         open_sequence_case("too_short", C2S_KEY, [first[: packet.DATA_OVERHEAD - 1]]),
         open_sequence_case("sequence_zero", C2S_KEY, [data(0)]),
+        open_sequence_case(
+            "malformed_plaintexts_still_use_their_sequence", C2S_KEY, [*malformed, data(6)]
+        ),
     ]
     return {
         "description": "UDP datagrams (docs/protocol/udp.md): DATA sealing and opening with "
-        "the replay window, HANDSHAKE/RESUME framing, PING/PONG.",
-        "cases": cases + handshake_cases() + ping_cases(),
+        "the replay window and the frames inside, HANDSHAKE/RESUME framing and version "
+        "negotiation, REFUSED and the version-1 refusal, PING/PONG.",
+        "cases": cases + handshake_cases() + refusal_cases() + ping_cases(),
+    }
+
+
+# -- fragments ----------------------------------------------------------------------
+
+
+def reassembly_case(name: str, pieces: list[tuple[float, int, int, int, bytes]]) -> Case:
+    """A ``fragment_reassembly`` case: chunks (at, group, index, count, data) given in
+    order to one reassembler; each step expects the message it completes (or null),
+    the case the groups still held and the drops by reason."""
+    reassembler = fragment.Reassembler()
+    steps: list[Case] = []
+    for at, group, index, count, data in pieces:
+        whole = reassembler.add(group, index, count, data, at)
+        steps.append(
+            {
+                "at": at,
+                "group": group,
+                "index": index,
+                "count": count,
+                "data": data.hex(),
+                "expect": {"message": None if whole is None else whole.hex()},
+            }
+        )
+    return {
+        "name": name,
+        "kind": "fragment_reassembly",
+        "steps": steps,
+        "expect": {
+            "held": sorted(reassembler.groups),
+            "drops": dict(sorted(reassembler.drops.items())),
+        },
+    }
+
+
+def fragment_suite() -> Suite:
+    message = bytes((i * 7) % 251 for i in range(3000))
+    a, b, c = fragment.split(message, packet.FRAGMENT_CHUNK)
+    split_cases: list[Case] = []
+    for size in (packet.MAX_MESSAGE + 1, 3000, packet.FRAGMENT_CHUNK * fragment.MAX_FRAGMENTS):
+        split_cases.append(
+            {
+                "name": f"split_{size}",
+                "kind": "fragment_split",
+                "size": size,
+                "chunk_size": packet.FRAGMENT_CHUNK,
+                "expect": {
+                    "lengths": [len(p) for p in fragment.split(bytes(size), packet.FRAGMENT_CHUNK)]
+                },
+            }
+        )
+    too_big = packet.FRAGMENT_CHUNK * fragment.MAX_FRAGMENTS + 1
+    split_cases.append(
+        {
+            "name": f"split_{too_big}_too_large",
+            "kind": "fragment_split",
+            "size": too_big,
+            "chunk_size": packet.FRAGMENT_CHUNK,
+            "expect": {
+                "error": error_of(
+                    lambda: fragment.split(bytes(too_big), packet.FRAGMENT_CHUNK), ValueError
+                )
+            },
+        }
+    )
+    late = fragment.REASSEMBLY_TIMEOUT_S + 0.5
+    return {
+        "description": "Fragments of unreliable messages (docs/protocol/udp.md section 4): "
+        "how a message is cut, and reassembly with its timeout, bounds and drop reasons.",
+        "max_fragments": fragment.MAX_FRAGMENTS,
+        "reassembly_slots": fragment.REASSEMBLY_SLOTS,
+        "reassembly_timeout_s": fragment.REASSEMBLY_TIMEOUT_S,
+        "message": message.hex(),
+        "cases": [
+            *split_cases,
+            reassembly_case(
+                "in_order", [(0.0, 1, 0, 3, a), (0.01, 1, 1, 3, b), (0.02, 1, 2, 3, c)]
+            ),
+            reassembly_case(
+                "out_of_order", [(0.0, 2, 2, 3, c), (0.01, 2, 0, 3, a), (0.02, 2, 1, 3, b)]
+            ),
+            reassembly_case(
+                "duplicate_chunk",
+                [(0.0, 3, 0, 3, a), (0.01, 3, 0, 3, a), (0.02, 3, 2, 3, c), (0.03, 3, 1, 3, b)],
+            ),
+            reassembly_case(
+                "missing_chunk_dropped_after_the_timeout",
+                [(0.0, 4, 0, 3, a), (0.01, 4, 2, 3, c), (late, 5, 0, 3, a), (late, 4, 1, 3, b)],
+            ),
+            reassembly_case(
+                "bad_chunks",
+                [
+                    (0.0, 6, 0, 1, a),
+                    (0.0, 6, 0, fragment.MAX_FRAGMENTS + 1, a),
+                    (0.0, 6, 3, 3, a),
+                    (0.0, 6, 0, 3, a),
+                    (0.0, 6, 1, 4, b),
+                    (0.0, 6, 1, 3, b),
+                    (0.0, 6, 2, 3, c),
+                ],
+            ),
+            reassembly_case(
+                "a_fifth_group_evicts_the_oldest",
+                [(0.0, g, 0, 2, a) for g in (10, 11, 12, 13, 14)] + [(0.1, 10, 1, 2, b)],
+            ),
+        ],
+    }
+
+
+# -- the reliable channel -----------------------------------------------------------
+
+
+def receive_case(name: str, frames: list[tuple[float, int]]) -> Case:
+    """A ``reliable_receive`` case: RELIABLE frames (at, sequence) arriving in this
+    order (loss, duplicates and reordering included); message n is ``m<n>``."""
+    receiver = reliable.ReliableReceiver()
+    steps: list[Case] = []
+    for at, sequence in frames:
+        delivered = receiver.receive(sequence, f"m{sequence}".encode(), at)
+        ack, ack_bits = receiver.ack_fields()
+        steps.append(
+            {
+                "at": at,
+                "sequence": sequence,
+                "data": f"m{sequence}".encode().hex(),
+                "expect": {
+                    "delivered": [m.hex() for m in delivered],
+                    "ack": ack,
+                    "ack_bits": ack_bits,
+                },
+            }
+        )
+    return {
+        "name": name,
+        "kind": "reliable_receive",
+        "steps": steps,
+        "expect": {"duplicates": receiver.duplicates, "refused": receiver.refused},
+    }
+
+
+def send_case(name: str, ops: list[tuple[str, Any, float]]) -> Case:
+    """A ``reliable_send`` case: ``push`` a message, ``ack`` (ack, ack_bits),
+    ``rtt`` a sample (ms) or ``poll``, each at a time; every step expects the
+    sequences still unacknowledged and the RTO, a push its sequence, a poll the
+    sequences due for retransmission."""
+    sender = reliable.ReliableSender()
+    steps: list[Case] = []
+    for op, arg, at in ops:
+        step: Case = {"op": op, "at": at}
+        expect: Case = {}
+        if op == "push":
+            step["data"] = arg.hex()
+            expect["sequence"] = sender.push(arg, at)
+        elif op == "ack":
+            step["ack"], step["ack_bits"] = arg
+            sender.acknowledge(*arg)
+        elif op == "rtt":
+            step["rtt_ms"] = arg
+            sender.rtt_sample(arg / 1000.0)
+        else:
+            expect["due"] = [sequence for sequence, _ in sender.due(at)]
+        expect["unacked"] = sorted(sender.unacked)
+        expect["rto_s"] = sender.rto
+        steps.append({**step, "expect": expect})
+    return {"name": name, "kind": "reliable_send", "steps": steps}
+
+
+def rtt_cases() -> list[Case]:
+    cases: list[Case] = []
+    for name, now_ms, echo_ms, hold_ms in (
+        ("plain", 10_250, 10_000, 50),
+        ("no_hold", 10_040, 10_000, 0),
+        ("across_the_clock_wrap", 30, 0xFFFFFFF0, 10),
+        ("negative", 10_010, 10_000, 20),
+        ("sixty_seconds_is_stale", 70_000, 10_000, 0),
+        ("saturated_hold", 80_000, 10_000, 0xFFFF),
+    ):
+        cases.append(
+            {
+                "name": f"rtt_{name}",
+                "kind": "rtt_echo",
+                "now_ms": now_ms,
+                "echo_ms": echo_ms,
+                "hold_ms": hold_ms,
+                "expect": {"rtt_ms": rtt_sample_ms(now_ms, echo_ms, hold_ms)},
+            }
+        )
+    for seconds in (0.0, 1.2345, 4294967.296, 4294968.5):
+        cases.append(
+            {
+                "name": f"clock_{seconds}",
+                "kind": "wire_clock",
+                "now_s": seconds,
+                "expect": {"time_ms": clock_ms(seconds)},
+            }
+        )
+    return cases
+
+
+def reliable_suite() -> Suite:
+    m = b"event"
+    return {
+        "description": "The reliable ordered channel (docs/protocol/reliable.md) with loss "
+        "and reordering, and the RTT from the echoed clock (docs/protocol/udp.md section 5).",
+        "window": reliable.WINDOW,
+        "ack_bits": reliable.ACK_BITS,
+        "ack_delay_s": reliable.ACK_DELAY_S,
+        "cases": [
+            receive_case("in_order", [(0.0, 1), (0.01, 2), (0.02, 3)]),
+            receive_case(
+                "loss_then_retransmission",
+                [(0.0, 1), (0.01, 3), (0.02, 4), (0.03, 6), (0.5, 2), (0.6, 5)],
+            ),
+            receive_case("reordered", [(0.0, 3), (0.0, 1), (0.0, 2), (0.0, 5), (0.0, 4)]),
+            receive_case(
+                "duplicates", [(0.0, 1), (0.0, 1), (0.0, 3), (0.0, 3), (0.1, 2), (0.2, 2)]
+            ),
+            receive_case(
+                "ack_bits_cover_32_ahead", [(0.0, 2 + i) for i in (0, 1, 31, 32, 33)] + [(0.1, 1)]
+            ),
+            receive_case(
+                "beyond_the_window_refused",
+                [(0.0, reliable.WINDOW + 1), (0.0, reliable.WINDOW), (0.0, 0)],
+            ),
+            send_case(
+                "retransmission_after_the_rto_doubled_per_try",
+                [
+                    ("push", m, 0.0),
+                    ("push", m, 0.01),
+                    ("poll", None, 0.4),
+                    ("poll", None, 0.5),
+                    ("poll", None, 0.51),
+                    ("poll", None, 1.5),
+                    ("poll", None, 1.51),
+                    ("ack", (2, 0), 1.6),
+                ],
+            ),
+            send_case(
+                "selective_acks_and_the_rto_from_rtt",
+                [
+                    ("push", m, 0.0),
+                    ("push", m, 0.0),
+                    ("push", m, 0.0),
+                    ("push", m, 0.0),
+                    ("rtt", 100.0, 0.1),
+                    ("ack", (0, 3), 0.1),
+                    ("rtt", 140.0, 0.2),
+                    ("push", m, 0.2),
+                    ("poll", None, 0.45),
+                    ("poll", None, 0.6),
+                    ("ack", (1, 1), 0.6),
+                    ("rtt", 5000.0, 0.7),
+                    ("rtt", 40000.0, 0.8),
+                ],
+            ),
+            *rtt_cases(),
+        ],
     }
 
 
@@ -610,6 +1002,8 @@ SUITES: dict[str, Callable[[], Suite]] = {
     "connect_token": connect_token_suite,
     "keys": keys_suite,
     "packet": packet_suite,
+    "fragment": fragment_suite,
+    "reliable": reliable_suite,
     "snapshot": snapshot_suite,
 }
 

@@ -1455,3 +1455,72 @@ async def test_bots_keep_playing_through_loss_and_jitter(stack: Stack) -> None:
         finally:
             for b in bots:
                 await b.client.close()
+
+
+async def test_reliable_events_arrive_exactly_once_in_order_through_loss_and_jitter(
+    stack: Stack,
+) -> None:
+    """5 % loss and 100 ms +- 20 ms each way: every client gets one SPEED_CLAMPED
+    event per over-long move (its amount the excess), once and in order, and as
+    many reliable messages as the relay sent on its reliable channels; snapshots
+    decode throughout."""
+    await wait_for(
+        lambda: stack.metric("tessera_relay_sessions", transport="udp") == 0, 15.0, "no sessions"
+    )
+    sent = stack.metric("tessera_relay_reliable_messages_total")
+    resent = stack.metric("tessera_relay_retransmissions_total")
+    host, port = stack.udp_address.split(":")
+    bad = Conditions(loss=0.05, delay_ms=100, jitter_ms=20)
+    count = 40
+    async with NetemProxy((host, int(port)), up=bad, down=bad, seed=5) as proxy:
+        clients: list[GameClient] = []
+        try:
+            for i in range(3):
+                token = await guest_connect_token(
+                    stack.auth.grpc_address, f"device-netem-events-{i}-0123456789"
+                )
+                del token.relay_addresses[:]
+                token.relay_addresses.append(proxy.address)
+                client = GameClient(UdpTransport())
+                await client.connect(token)
+                clients.append(client)
+            # Over-long moves, then ordinary ones so that each of them travels in
+            # several packets (inputs are unreliable, repeated in the next ones).
+            moves = [1.0 + k / 100.0 for k in range(1, count + 1)] + [0.5] * 10
+            for move in moves:
+                for client in clients:
+                    client.send_intent(Intent(move_x=move), 0.05)
+                await asyncio.sleep(0.05)
+
+            def clamps(client: GameClient) -> list[float]:
+                kind = zone_pb2.PlayerEvent.SPEED_CLAMPED
+                return [m.event.amount for m in client.events if m.event.kind == kind]
+
+            def delivered() -> int:
+                total = 0
+                for client in clients:
+                    connection = udp(client).connection
+                    assert connection is not None
+                    total += connection.receiver.delivered
+                return total
+
+            await wait_for(lambda: all(len(clamps(c)) >= count for c in clients), 20.0, "events")
+            await wait_for(
+                lambda: stack.metric("tessera_relay_reliable_messages_total") - sent == delivered(),
+                10.0,
+                "every reliable message the relay sent",
+            )
+            await asyncio.sleep(1.0)  # room for a duplicate to show up
+            want = pytest.approx([k / 100.0 for k in range(1, count + 1)], abs=1e-4)
+            for client in clients:
+                assert client.connected, client.disconnected
+                assert clamps(client) == want
+                assert client.world is not None and client.world.decode_errors == 0
+                assert client.snapshots > 20
+            assert stack.metric("tessera_relay_reliable_messages_total") - sent == delivered()
+            assert stack.metric("tessera_relay_retransmissions_total") > resent
+            up, down = proxy.counters
+            assert up.lost > 0 and down.lost > 0
+        finally:
+            for client in clients:
+                await client.close()

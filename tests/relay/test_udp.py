@@ -414,3 +414,4 @@ async def test_a_full_reliable_window_ends_the_session_once_and_counted(relay: R
     assert len(relay.gateway.sessions) == 0
     # Sent: the window, the overflowing message and the goodbye (both unreliably).
     assert relay.counters.packets_out == reliable.WINDOW + 2
+    assert relay.counters.reliable_messages == reliable.WINDOW

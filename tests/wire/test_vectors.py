@@ -22,9 +22,12 @@ from google.protobuf.message import Message
 
 from tessera.auth.keys import kid_for
 from tessera.relay import resume
+from tessera.relay.udp import VERSION_REFUSAL
 from tessera.v1 import relay_pb2
-from tessera.wire import connect_token, packet
+from tessera.wire import connect_token, fragment, packet
 from tessera.wire.connect_token import ConnectTokenError
+from tessera.wire.connection import clock_ms, rtt_sample_ms
+from tessera.wire.reliable import ReliableReceiver, ReliableSender
 from tessera.wire.snapshot import (
     COLUMNS,
     EntityTable,
@@ -50,6 +53,7 @@ def load() -> list[tuple[str, Case]]:
 
 CASES = load()
 QUANT = json.loads((VECTORS / "snapshot.json").read_text())["quantization"]
+FRAGMENTS = json.loads((VECTORS / "fragment.json").read_text())
 
 
 def h(text: str) -> bytes:
@@ -88,7 +92,7 @@ def run_data_nonce(case: Case) -> None:
     key = bytes(32)
     channel = packet.Channel(key, key)
     channel.next_sequence = case["sequence"]
-    _, datagram = channel.seal(b"nonce")
+    datagram = channel.seal(b"nonce")
     plain = ChaCha20Poly1305(key).decrypt(h(case["expect"]["nonce"]), datagram[9:], datagram[:9])
     assert plain.endswith(b"nonce")
 
@@ -103,49 +107,80 @@ def run_kid(case: Case) -> None:
 
 
 def run_data_seal(case: Case) -> None:
-    message = case["message"]
     types: dict[str, type[Message]] = {
         "tessera.v1.ClientMessage": relay_pb2.ClientMessage,
         "tessera.v1.ServerMessage": relay_pb2.ServerMessage,
     }
-    kind = types[message["type"]]
-    parsed = kind.FromString(h(message["hex"]))
-    assert json_format.MessageToDict(parsed) == message["json"]
-    assert json_format.ParseDict(message["json"], kind()).SerializeToString() == h(message["hex"])
+    for message in case["messages"]:
+        kind = types[message["type"]]
+        parsed = kind.FromString(h(message["hex"]))
+        assert json_format.MessageToDict(parsed) == message["json"]
+        wire = json_format.ParseDict(message["json"], kind()).SerializeToString()
+        assert wire == h(message["hex"])
+    messages = [h(m["hex"]) for m in case["messages"]]
+    carried = [h(f["data"]) for f in case["frames"] if f["kind"] != "fragment"]
+    assert carried == messages
+    plain = packet.encode_contents(
+        case["time_ms"],
+        None if case["echo"] is None else tuple(case["echo"]),
+        None if case["ack"] is None else tuple(case["ack"]),
+        [frame_bytes(f) for f in case["frames"]],
+    )
+    assert plain.hex() == case["expect"]["plaintext"]
     sender = packet.Channel(h(case["key"]), bytes(32))
     sender.next_sequence = case["sequence"]
-    sender.window.highest = case["ack"]
-    sender.window.bits = (case["ack_bits"] << 1) | 1 if case["ack"] else 0
-    sequence, datagram = sender.seal(h(message["hex"]))
-    assert sequence == case["sequence"]
+    datagram = sender.seal(plain)
     assert datagram.hex() == case["expect"]["datagram"]
-    opened = packet.Channel(bytes(32), h(case["key"])).open(datagram)
-    assert (opened.ack, opened.ack_bits, opened.message) == (
-        case["ack"],
-        case["ack_bits"],
-        h(message["hex"]),
-    )
+    opened = packet.decode_contents(packet.Channel(bytes(32), h(case["key"])).open(datagram))
+    want = {k: case[k] for k in ("time_ms", "echo", "ack", "frames")}
+    assert contents_json(opened) == want
+
+
+def frame_bytes(frame: Case) -> bytes:
+    data = h(frame["data"])
+    if frame["kind"] == "message":
+        return packet.message_frame(data)
+    if frame["kind"] == "reliable":
+        return packet.reliable_frame(frame["sequence"], data)
+    return packet.fragment_frame(frame["group"], frame["index"], frame["count"], data)
+
+
+def contents_json(contents: packet.Contents) -> Case:
+    frames: list[Case] = []
+    for frame in contents.frames:
+        item: Case = {"kind": FRAME_KINDS[frame.kind]}
+        if frame.kind == packet.RELIABLE:
+            item["sequence"] = frame.sequence
+        if frame.kind == packet.FRAGMENT:
+            item |= {"group": frame.group, "index": frame.piece, "count": frame.pieces}
+        frames.append(item | {"data": frame.data.hex()})
+    return {
+        "time_ms": contents.time_ms,
+        "echo": None if contents.echo is None else list(contents.echo),
+        "ack": None if contents.ack is None else list(contents.ack),
+        "frames": frames,
+    }
+
+
+FRAME_KINDS = {packet.MESSAGE: "message", packet.RELIABLE: "reliable", packet.FRAGMENT: "fragment"}
 
 
 def run_data_open_sequence(case: Case) -> None:
     receiver = packet.Channel(bytes(32), h(case["key"]))
     for step in case["steps"]:
-        want = step["expect"]
+        want, datagram = step["expect"], h(step["datagram"])
         if "error" in want:
             with pytest.raises(packet.PacketError) as info:
-                receiver.open(h(step["datagram"]))
+                packet.decode_contents(receiver.open(datagram))
             assert info.value.reason == want["error"]
             continue
-        opened = receiver.open(h(step["datagram"]))
-        assert opened.sequence == want["sequence"]
-        assert (opened.ack, opened.ack_bits) == (want["ack"], want["ack_bits"])
-        assert opened.message.hex() == want["message"]
-    window = receiver.window
-    assert (window.highest, window.ack_bits) == (case["expect"]["ack"], case["expect"]["ack_bits"])
+        opened = contents_json(packet.decode_contents(receiver.open(datagram)))
+        assert {"sequence": int.from_bytes(datagram[1:9], "little"), **opened} == want
+    assert receiver.window.highest == case["expect"]["highest"]
 
 
 def run_handshake_encode(case: Case) -> None:
-    datagram = packet.encode_handshake(h(case["token"]), case["type"])
+    datagram = packet.encode_handshake(h(case["token"]), case["type"], case["version"])
     assert datagram.hex() == case["expect"]["datagram"]
 
 
@@ -155,7 +190,37 @@ def run_handshake_decode(case: Case) -> None:
             packet.decode_handshake(h(case["datagram"]))
         assert info.value.reason == case["expect"]["error"]
     else:
-        assert packet.decode_handshake(h(case["datagram"])).hex() == case["expect"]["token"]
+        version, token = packet.decode_handshake(h(case["datagram"]))
+        assert {"version": version, "token": token.hex()} == case["expect"]
+
+
+def run_refused_seal(case: Case) -> None:
+    message = h(case["message"]["hex"])
+    datagram = packet.seal_refusal(h(case["key"]), message, h(case["nonce"]))
+    assert datagram.hex() == case["expect"]["datagram"]
+    assert packet.open_refusal(h(case["key"]), datagram) == message
+
+
+def run_refused_open(case: Case) -> None:
+    if "error" in case["expect"]:
+        with pytest.raises(packet.PacketError) as info:
+            packet.open_refusal(h(case["key"]), h(case["datagram"]))
+        assert info.value.reason == case["expect"]["error"]
+    else:
+        message = packet.open_refusal(h(case["key"]), h(case["datagram"]))
+        assert message.hex() == case["expect"]["message"]
+
+
+def run_version_refusal(case: Case) -> None:
+    """What the relay sends a version-1 client, and how such a client reads it."""
+    assert VERSION_REFUSAL.hex() == case["message"]["hex"]
+    datagram = packet.seal_v1(h(case["key"]), h(case["message"]["hex"]))
+    assert datagram.hex() == case["expect"]["datagram"]
+    v1_client = packet.Channel(bytes(32), h(case["key"]))
+    plain = v1_client.open(datagram)
+    assert plain[:12] == bytes(12)
+    refusal = relay_pb2.ServerMessage.FromString(plain[12:])
+    assert refusal.disconnected.reason == "VERSION_UNSUPPORTED"
 
 
 def run_ping_encode(case: Case) -> None:
@@ -175,6 +240,73 @@ def run_ping_decode(case: Case) -> None:
     with pytest.raises(packet.PacketError) as info:
         packet.decode_ping(h(case["datagram"]))
     assert info.value.reason == case["expect"]["error"]
+
+
+def run_fragment_split(case: Case) -> None:
+    message = bytes(case["size"])
+    if "error" in case["expect"]:
+        with pytest.raises(ValueError, match=case["expect"]["error"]):
+            fragment.split(message, case["chunk_size"])
+        return
+    chunks = fragment.split(message, case["chunk_size"])
+    assert [len(c) for c in chunks] == case["expect"]["lengths"]
+    assert len(chunks) <= FRAGMENTS["max_fragments"] == fragment.MAX_FRAGMENTS
+
+
+def run_fragment_reassembly(case: Case) -> None:
+    reassembler = fragment.Reassembler()
+    for step in case["steps"]:
+        whole = reassembler.add(
+            step["group"], step["index"], step["count"], h(step["data"]), step["at"]
+        )
+        want = step["expect"]["message"]
+        assert (None if whole is None else whole.hex()) == want
+        if want is not None:
+            assert want == FRAGMENTS["message"]
+    assert sorted(reassembler.groups) == case["expect"]["held"]
+    assert dict(reassembler.drops) == case["expect"]["drops"]
+
+
+def run_reliable_receive(case: Case) -> None:
+    receiver = ReliableReceiver()
+    delivered: list[bytes] = []
+    for step in case["steps"]:
+        out = receiver.receive(step["sequence"], h(step["data"]), step["at"])
+        delivered += out
+        ack, ack_bits = receiver.ack_fields()
+        got = {"delivered": [m.hex() for m in out], "ack": ack, "ack_bits": ack_bits}
+        assert got == step["expect"]
+    # Exactly once and in order: message n is "m<n>", delivered as 1, 2, ... ack.
+    assert delivered == [f"m{n}".encode() for n in range(1, receiver.delivered + 1)]
+    assert {"duplicates": receiver.duplicates, "refused": receiver.refused} == case["expect"]
+
+
+def run_reliable_send(case: Case) -> None:
+    sender = ReliableSender()
+    for step in case["steps"]:
+        got: Case = {}
+        if step["op"] == "push":
+            got["sequence"] = sender.push(h(step["data"]), step["at"])
+        elif step["op"] == "ack":
+            sender.acknowledge(step["ack"], step["ack_bits"])
+        elif step["op"] == "rtt":
+            sender.rtt_sample(step["rtt_ms"] / 1000.0)
+        else:
+            got["due"] = [sequence for sequence, _ in sender.due(step["at"])]
+        want = step["expect"]
+        assert got | {"unacked": sorted(sender.unacked)} == {
+            k: v for k, v in want.items() if k != "rto_s"
+        }
+        assert sender.rto == pytest.approx(want["rto_s"], abs=1e-9)
+
+
+def run_rtt_echo(case: Case) -> None:
+    rtt = rtt_sample_ms(case["now_ms"], case["echo_ms"], case["hold_ms"])
+    assert rtt == case["expect"]["rtt_ms"]
+
+
+def run_wire_clock(case: Case) -> None:
+    assert clock_ms(case["now_s"]) == case["expect"]["time_ms"]
 
 
 def run_snapshot_stream(case: Case) -> None:
@@ -219,9 +351,18 @@ RUNNERS: dict[str, Callable[[Case], None]] = {
     "data_open_sequence": run_data_open_sequence,
     "handshake_encode": run_handshake_encode,
     "handshake_decode": run_handshake_decode,
+    "refused_seal": run_refused_seal,
+    "refused_open": run_refused_open,
+    "version_refusal": run_version_refusal,
     "ping_encode": run_ping_encode,
     "pong_encode": run_pong_encode,
     "ping_decode": run_ping_decode,
+    "fragment_split": run_fragment_split,
+    "fragment_reassembly": run_fragment_reassembly,
+    "reliable_receive": run_reliable_receive,
+    "reliable_send": run_reliable_send,
+    "rtt_echo": run_rtt_echo,
+    "wire_clock": run_wire_clock,
     "snapshot_stream": run_snapshot_stream,
     "snapshot_reject": run_snapshot_reject,
 }

@@ -87,6 +87,8 @@ class Counters:
     session_ends: Counter[str] = field(default_factory=Counter)
     resumes: Counter[str] = field(default_factory=Counter)
     reliable_overflows: int = 0
+    # Messages put on clients' reliable channels (first transmissions).
+    reliable_messages: int = 0
     fragmented: int = 0
     # Datagrams sent per DATAGRAM_BUCKETS bucket (the last: larger than 1200).
     datagram_sizes: list[int] = field(default_factory=lambda: [0] * (len(DATAGRAM_BUCKETS) + 1))
@@ -177,6 +179,11 @@ class RelayCollector(Collector):
             "tessera_relay_datagram_bytes_max",
             "The largest datagram sent to a client since the relay started.",
             value=c.largest_datagram,
+        )
+        yield CounterMetricFamily(
+            "tessera_relay_reliable_messages",
+            "Messages sent to clients on the reliable channel (first transmissions).",
+            value=c.reliable_messages,
         )
         yield CounterMetricFamily(
             "tessera_relay_retransmissions",

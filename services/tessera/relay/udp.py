@@ -262,6 +262,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             now = time.monotonic()
             try:
                 packets = connection.send_reliable(payload, now)
+                counters.reliable_messages += 1
             except WindowFull:
                 # Told once, unreliably; the session ends on the next turn.
                 packets = connection.send(payload, now)

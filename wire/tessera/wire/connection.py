@@ -19,7 +19,7 @@ from typing import NamedTuple
 from tessera.wire import fragment, packet
 from tessera.wire.reliable import ACK_DELAY_S, ReliableReceiver, ReliableSender, WindowFull
 
-__all__ = ["Connection", "Received", "Tally", "WindowFull"]
+__all__ = ["Connection", "Received", "Tally", "WindowFull", "clock_ms", "rtt_sample_ms"]
 
 _CLOCK_MASK = 0xFFFFFFFF
 _HOLD_MAX_MS = 0xFFFF
@@ -30,6 +30,16 @@ _RTT_MAX_MS = 60_000
 def clock_ms(now: float) -> int:
     """The wire clock: the sender's monotonic clock in whole ms, modulo 2**32."""
     return int(now * 1000.0) & _CLOCK_MASK
+
+
+def rtt_sample_ms(now_ms: int, echo_ms: int, hold_ms: int) -> float | None:
+    """The RTT (ms) an echo gives when it arrives at wire clock ``now_ms``: the
+    clock's advance since ``echo_ms`` (modulo 2**32) less the peer's ``hold_ms``;
+    None when that is negative, at least _RTT_MAX_MS, or the hold saturated."""
+    sample = ((now_ms - echo_ms) & _CLOCK_MASK) - hold_ms
+    if 0 <= sample < _RTT_MAX_MS and hold_ms < _HOLD_MAX_MS:
+        return float(sample)
+    return None
 
 
 @dataclass
@@ -158,11 +168,9 @@ class Connection:
         self.peer_time = (contents.time_ms, now)
         rtt_ms = None
         if contents.echo is not None:
-            echo_ms, hold_ms = contents.echo
-            sample = ((clock_ms(now) - echo_ms) & _CLOCK_MASK) - hold_ms
-            if 0 <= sample < _RTT_MAX_MS and hold_ms < _HOLD_MAX_MS:
-                rtt_ms = float(sample)
-                self.sender.rtt_sample(sample / 1000.0)
+            rtt_ms = rtt_sample_ms(clock_ms(now), *contents.echo)
+            if rtt_ms is not None:
+                self.sender.rtt_sample(rtt_ms / 1000.0)
         if contents.ack is not None:
             self.sender.acknowledge(*contents.ack)
         messages: list[tuple[bytes, bool]] = []

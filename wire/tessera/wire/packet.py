@@ -109,9 +109,10 @@ def decode_handshake(packet: bytes, what: str = "handshake") -> tuple[int, bytes
     return version, bytes(packet[_HANDSHAKE_HEADER.size : end])
 
 
-def seal_refusal(send_key: bytes, message: bytes) -> bytes:
-    """A REFUSED datagram: ``message`` sealed with ``send_key`` under a random nonce."""
-    nonce = os.urandom(NONCE_SIZE)
+def seal_refusal(send_key: bytes, message: bytes, nonce: bytes | None = None) -> bytes:
+    """A REFUSED datagram: ``message`` sealed with ``send_key`` under a random nonce
+    (``nonce`` fixes it, for the conformance vectors)."""
+    nonce = os.urandom(NONCE_SIZE) if nonce is None else nonce
     head = bytes([REFUSED])
     return head + nonce + ChaCha20Poly1305(send_key).encrypt(nonce, message, head)
 
