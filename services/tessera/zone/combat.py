@@ -335,7 +335,7 @@ def take_hit(
 ) -> None:
     """Apply validated damage to an owned entity (local or forwarded hit); at 0 health
     it dies and waits ``respawn_s``. ``weapon`` names the attack (empty when a
-    neighbour forwarded the hit: its zone logged the hit dealt)."""
+    neighbour forwarded the hit; the attacker's zone told it in the hit dealt)."""
     ents.health[target] = max(0.0, float(ents.health[target]) - damage)
     ents.combat_at[target] = now
     target_id = int(ents.id[target])
@@ -344,7 +344,7 @@ def take_hit(
     if attacker_player and attacker_player.player_id:
         events.append(Event(attacker_player.player_id, HIT_DEALT, target_id, damage, weapon))
     if target_player and target_player.player_id:
-        events.append(Event(target_player.player_id, HIT_TAKEN, attacker_id, damage))
+        events.append(Event(target_player.player_id, HIT_TAKEN, attacker_id, damage, weapon))
     if ents.health[target] <= 0.0:
         ents.flags[target] |= DEAD
         ents.vel[target] = 0.0
