@@ -61,6 +61,27 @@ async def test_a_failed_batch_is_requeued_in_order() -> None:
     assert written == [[0, 1, 2], [3, 4]]
 
 
+async def test_a_write_cut_short_by_a_stop_is_kept_for_the_final_flush() -> None:
+    started, written = asyncio.Event(), []
+
+    async def write(batch: list[int]) -> None:
+        if not written:
+            written.append([])
+            started.set()
+            await asyncio.sleep(60)
+        written.append(batch)
+
+    spool = Spool("t-stop", write, capacity=10, batch=10, interval_s=60.0)
+    spool.offer(range(3))
+    flushing = asyncio.create_task(spool.flush())
+    await started.wait()
+    flushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    await spool.flush()
+    assert written == [[], [0, 1, 2]]
+
+
 async def test_run_writes_a_full_batch_without_waiting_for_the_interval() -> None:
     done = asyncio.Event()
 

@@ -4,7 +4,9 @@
 Both go through a :class:`Spool`, a bounded in-memory buffer drained in batches by
 one asyncio task; the tick only appends to it (never waits on PostgreSQL), and
 what does not fit is dropped and counted. A failed batch goes back to the front
-of its spool (as much as fits) and is retried at the next interval.
+of its spool (as much as fits) and is retried at the next interval; so does a
+batch cut short by a stop, for the final flush (its rows may then arrive twice:
+player data is fenced by version, an event may repeat).
 """
 
 from __future__ import annotations
@@ -72,16 +74,22 @@ class Spool(Generic[T]):
             began = time.perf_counter()
             try:
                 await self.write(batch)
+            except asyncio.CancelledError:
+                self._requeue(batch)  # a stop during a write: the final flush retries it
+                raise
             except Exception:
                 metrics.SPOOL_ERRORS.labels(self.name).inc()
                 log.exception("write failed", extra={"spool": self.name, "items": n})
-                room = self.capacity - len(self.items)
-                self.items.extendleft(reversed(batch[:room]))
-                if n > room:
-                    metrics.SPOOL_DROPPED.labels(self.name).inc(n - room)
+                self._requeue(batch)
                 return
             metrics.SPOOL_BATCH.labels(self.name).observe(time.perf_counter() - began)
             metrics.SPOOL_WRITTEN.labels(self.name).inc(n)
+
+    def _requeue(self, batch: list[T]) -> None:
+        room = self.capacity - len(self.items)
+        self.items.extendleft(reversed(batch[:room]))
+        if len(batch) > room:
+            metrics.SPOOL_DROPPED.labels(self.name).inc(len(batch) - room)
 
     async def run(self) -> None:
         """Flush every ``interval_s``, or as soon as a full batch waits."""
@@ -118,7 +126,7 @@ class Persistence:
             "player_data", self._save, capacity=capacity, batch=500, interval_s=interval_s
         )
         self.events = Spool(
-            "events", self._append, capacity=event_capacity, batch=5000, interval_s=event_interval_s
+            "events", self._append, capacity=event_capacity, batch=1000, interval_s=event_interval_s
         )
 
     async def load(self, player: str) -> PlayerData | None:
