@@ -62,7 +62,8 @@ async def test_a_failed_batch_is_requeued_in_order() -> None:
 
 
 async def test_a_write_cut_short_by_a_stop_is_kept_for_the_final_flush() -> None:
-    started, written = asyncio.Event(), []
+    started = asyncio.Event()
+    written: list[list[int]] = []
 
     async def write(batch: list[int]) -> None:
         if not written:
