@@ -13,8 +13,9 @@ one process:
 - zone tick: the real simulation (``--players`` bots shooting, as bench/zone_tick.py)
   ticked at 30 Hz on the event loop for ``--seconds``, alternately without and
   with the event log (its real combat events plus synthetic ones up to ``--rate``
-  per second, written by the spool on the same loop); tick duration p50/p99 and
-  tick start lateness p99 per run.
+  per second, written by the spool on the same loop); tick duration and CPU time
+  p50/p99 (the tick's own work, including queuing the events) and tick start
+  lateness p99 (what the spool's writes on the same loop delay) per run.
 
     python bench/storage.py --json PATH [--rate 25000] [--seconds 8] [--players 500]
         [--rounds 2] [--quick]
@@ -163,14 +164,14 @@ async def zone_tick(
     )
     writer = asyncio.create_task(persistence.events.run()) if log_on else None
     synthetic = [Event(names[i % players], HIT_DEALT, i, 20.0, "ranged") for i in range(rate // HZ)]
-    tick_ms, late_ms, real_events = [], [], 0
+    tick_ms, cpu_ms, late_ms, real_events = [], [], [], 0
     clock = time.monotonic() + 1.0
     ticks = int(seconds * HZ)
     began = time.perf_counter()
     for t in range(ticks):
         due = began + t / HZ
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         late_ms.append((start - due) * 1000)
         rows = np.array([sim.ents.index[1 + i] for i in range(players)])
         msgs = crowd.messages(names, sim.ents.pos[rows][:, [0, 2]], cfg.dt)
@@ -186,6 +187,7 @@ async def zone_tick(
             sim.ack(p, s, q)
         sim.counts.clear()
         tick_ms.append((time.perf_counter() - start) * 1000)
+        cpu_ms.append((time.thread_time() - cpu) * 1000)
     if writer is not None:
         await persistence.events.flush()
         writer.cancel()
@@ -197,6 +199,8 @@ async def zone_tick(
         "events_per_s": round((real_events + len(synthetic) * ticks) / seconds) if log_on else 0,
         "tick_ms_p50": pct(tick_ms[skip:], 50),
         "tick_ms_p99": pct(tick_ms[skip:], 99),
+        "tick_cpu_ms_p50": pct(cpu_ms[skip:], 50),
+        "tick_cpu_ms_p99": pct(cpu_ms[skip:], 99),
         "late_ms_p99": pct(late_ms[skip:], 99),
     }
 
