@@ -14,7 +14,7 @@ from tessera.authclient.bearer import bearer_metadata
 from tessera.common import errors
 from tessera.v1 import auth_pb2, common_pb2
 
-from .conftest import RunningAuth, StartAuth
+from .conftest import RunningAuth, StartAuth, fails, service_metadata
 
 
 def message(**fields: Any) -> auth_pb2.PlayerData:
@@ -52,19 +52,6 @@ def test_a_record_round_trips_to_the_message() -> None:
     record = playerdata.to_record(message(speed_clamps=3, teleports=1))
     assert record.written_by == "api" and record.blob == b"inv"
     assert playerdata.to_message(record) == message(speed_clamps=3, teleports=1, written_by="api")
-
-
-async def fails(call: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    return info.value
-
-
-async def service_metadata(auth: RunningAuth) -> tuple[tuple[str, str], ...]:
-    session = await auth.stub.ServiceLogin(
-        auth_pb2.ServiceLoginRequest(client_id="matchmaking", client_secret="mm-secret-0123456789")
-    )
-    return bearer_metadata(session.access_token)
 
 
 @pytest.mark.integration
