@@ -29,6 +29,8 @@ from tessera.zone.events import DIED, HIT_DEALT, Event
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# The event log's kind of each logged tick event (game_events.kind).
+_KINDS = {HIT_DEALT: "hit", DIED: "death"}
 
 
 class Spool(Generic[T]):
@@ -134,9 +136,9 @@ class Persistence:
 
     def save(self, records: Iterable[Record]) -> None:
         """Queue the player data of ``records`` (each already carries its new version)."""
-        self.saves.offer(self.data(r) for r in records)
+        self.saves.offer(self._data(r) for r in records)
 
-    def data(self, r: Record) -> PlayerData:
+    def _data(self, r: Record) -> PlayerData:
         return PlayerData(
             world=self.world,
             player=r.player_id,
@@ -198,5 +200,3 @@ class Persistence:
     async def _append(self, rows: list[eventlog.EventRow]) -> None:
         await eventlog.append(self.pool, rows)
 
-
-_KINDS = {HIT_DEALT: "hit", DIED: "death"}
