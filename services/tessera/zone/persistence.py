@@ -199,4 +199,3 @@ class Persistence:
 
     async def _append(self, rows: list[eventlog.EventRow]) -> None:
         await eventlog.append(self.pool, rows)
-
