@@ -149,17 +149,20 @@ async def test_saves_keep_the_newest_and_report_refusals(database: Pool) -> None
 AREA = Rect(-200, -200, 200, 200)
 
 
+def world_env(database_url: str, persist_s: str) -> dict[str, str]:
+    return {
+        "TESSERA_DATABASE_URL": database_url,
+        "TESSERA_PERSIST_S": persist_s,
+        "TESSERA_MAX_SPEED_MPS": "20",
+        "TESSERA_ACCEL_MPS2": "200",
+    }
+
+
 @pytest.fixture
 async def world(
     redis_server: LocalRedis, redis: Redis, database: Pool, database_url: str
 ) -> AsyncIterator[World]:
-    env = {
-        "TESSERA_DATABASE_URL": database_url,
-        "TESSERA_PERSIST_S": "0.2",
-        "TESSERA_MAX_SPEED_MPS": "20",
-        "TESSERA_ACCEL_MPS2": "200",
-    }
-    w = World(redis, redis_server.url, env=env)
+    w = World(redis, redis_server.url, env=world_env(database_url, "0.2"))
     await w.start_all([ZoneSpec("solo", AREA)])
     yield w
     w.stop()
@@ -239,3 +242,21 @@ async def test_join_move_leave_then_resume_after_redis_is_flushed(
     await leave(world, "alice")
     resumed = await row_after(database, "alice", saved.version)
     assert resumed.blob == b"sword"
+
+
+@pytest.mark.integration
+async def test_a_stopping_zone_writes_its_players_before_it_exits(
+    redis_server: LocalRedis, redis: Redis, database: Pool, database_url: str
+) -> None:
+    # A write-behind interval longer than the test: only the stop writes.
+    w = World(redis, redis_server.url, env=world_env(database_url, "600"))
+    try:
+        await w.start_all([ZoneSpec("solo", AREA)])
+        await join(w, "bob")
+        assert await playerdata.load(database, "w", "bob") is None
+        assert await asyncio.to_thread(w.procs["solo"].terminate) == 0
+    finally:
+        w.stop()
+    row = await playerdata.load(database, "w", "bob")
+    assert row is not None and (row.version, row.written_by) == (1, "solo")
+    assert (row.position[0], row.position[2]) == (0.0, 0.0)
