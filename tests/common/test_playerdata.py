@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from tessera.common import playerdata
-from tessera.common.database import Pool
+from tessera.common.database import DatabaseUnavailable, Pool, open_database
 from tessera.common.playerdata import PlayerData
 
 
@@ -59,3 +61,10 @@ async def test_put_creates_then_needs_the_current_version(database: Pool) -> Non
     assert updated is not None and updated.version == 2 and updated.blob == b"b"
     # A zone still holding version 1 is refused afterwards.
     assert await playerdata.save_newer(database, [data(version=2)], now=7.0) == {("w", "p1"): 2}
+
+
+async def test_a_read_that_cannot_reach_the_database_is_unavailable(database_url: str) -> None:
+    pool = await open_database(database_url, max_size=1)
+    await pool.close()
+    with pytest.raises(DatabaseUnavailable):
+        await playerdata.load(pool, "w", "p1")
