@@ -4,6 +4,7 @@ the event log, and zone processes that load, write back and resume player data."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import AsyncIterator
@@ -260,3 +261,36 @@ async def test_a_stopping_zone_writes_its_players_before_it_exits(
     row = await playerdata.load(database, "w", "bob")
     assert row is not None and (row.version, row.written_by) == (1, "solo")
     assert (row.position[0], row.position[2]) == (0.0, 0.0)
+
+
+@pytest.mark.integration
+async def test_the_version_travels_with_a_handoff_and_fences_the_old_zone(
+    redis_server: LocalRedis, redis: Redis, database: Pool, database_url: str
+) -> None:
+    w = World(redis, redis_server.url, env=world_env(database_url, "0.2"))
+    driver = Driver(w)
+    try:
+        await w.start_all(
+            [ZoneSpec("west", Rect(-200, -200, 0, 200)), ZoneSpec("east", Rect(0, -200, 200, 200))]
+        )
+        await driver.join("cara", "west", -10.0, 0.0)
+        in_west = await row_after(database, "cara", 0)
+        assert in_west.written_by == "west"
+        deadline = time.monotonic() + 20.0
+        while driver.zone_of["cara"] != "east":
+            assert time.monotonic() < deadline, driver.position("cara")
+            await driver.pace(["cara"], (10.0, 20.0), 0.2)
+        driver.move("cara", 0.0, forward=0.0)
+        # The east zone continues from the version the entity carried.
+        in_east = await row_after(database, "cara", in_west.version)
+        while in_east.written_by != "east":
+            in_east = await row_after(database, "cara", in_east.version)
+        # The west zone's last version is older: a late write of it is refused.
+        late = dataclasses.replace(in_west, written_by="west", position=(-50.0, 0.0, 0.0))
+        stale = await playerdata.save_newer(database, [late], now=time.time())
+        assert stale[("w", "cara")] >= in_east.version
+        stored = await playerdata.load(database, "w", "cara")
+        assert stored is not None and stored.written_by == "east"
+    finally:
+        await driver.close()
+        w.stop()
