@@ -7,6 +7,7 @@ import base64
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import pytest
@@ -14,11 +15,12 @@ from redis.asyncio import Redis
 
 from tessera.auth.__main__ import assemble
 from tessera.auth.config import AuthConfig
+from tessera.authclient.bearer import bearer_metadata
 from tessera.common.config import Env, ServerConfig
 from tessera.common.database import Pool
 from tessera.common.server import GrpcService
 from tessera.harness.redis import LocalRedis
-from tessera.v1 import auth_pb2_grpc
+from tessera.v1 import auth_pb2, auth_pb2_grpc
 
 SEALING_KEY = os.urandom(32)
 # Cheap argon2 for tests; the benchmark measures the real default cost.
@@ -87,3 +89,18 @@ async def start_auth(
 @pytest.fixture
 async def auth(start_auth: StartAuth) -> RunningAuth:
     return await start_auth()
+
+
+async def fails(call: Any) -> grpc.aio.AioRpcError:
+    """The error ``call`` fails with."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    return info.value
+
+
+async def service_metadata(auth: RunningAuth) -> tuple[tuple[str, str], ...]:
+    """Call metadata with a service access token (client credentials of BASE)."""
+    service = await auth.stub.ServiceLogin(
+        auth_pb2.ServiceLoginRequest(client_id="matchmaking", client_secret="mm-secret-0123456789")
+    )
+    return bearer_metadata(service.access_token)

@@ -9,7 +9,6 @@ import hmac
 import json
 import statistics
 import time
-from typing import Any
 
 import grpc
 import pytest
@@ -23,16 +22,10 @@ from tessera.v1 import auth_pb2
 from tessera.wire import connect_token
 from tessera.wire.access_token import b64url
 
-from .conftest import SEALING_KEY, RunningAuth, StartAuth
+from .conftest import SEALING_KEY, RunningAuth, StartAuth, fails, service_metadata
 
 pytestmark = pytest.mark.integration
 PASSWORD = "correct horse battery"
-
-
-async def fails(call: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    return info.value
 
 
 async def register(auth: RunningAuth, username: str, password: str = PASSWORD) -> auth_pb2.Session:
@@ -488,13 +481,6 @@ async def test_login_rehashes_after_argon2_parameters_change(
     await login(stronger, "judy")
     assert "m=128,t=2" in await database.fetchval(query, session.account_id)
     assert (await login(stronger, "judy")).account_id == session.account_id
-
-
-async def service_metadata(auth: RunningAuth) -> tuple[tuple[str, str], ...]:
-    service = await auth.stub.ServiceLogin(
-        auth_pb2.ServiceLoginRequest(client_id="matchmaking", client_secret="mm-secret-0123456789")
-    )
-    return bearer_metadata(service.access_token)
 
 
 async def test_a_batch_gives_each_request_its_own_result_in_order(auth: RunningAuth) -> None:

@@ -527,6 +527,11 @@ def test_auth_and_matchmaking_read_the_database_url_from_a_secret(render: Render
             assert (ref["name"], ref["key"]) == expected
         (relay,) = deployments["tessera-relay"]["spec"]["template"]["spec"]["containers"]
         assert all(e["name"] != "TESSERA_DATABASE_URL" for e in relay["env"])
+        # The operator names the same Secret to the zone pods it creates.
+        (operator,) = deployments["tessera-operator"]["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in operator["env"]}
+        secret = (env["TESSERA_ZONE_DATABASE_SECRET"], env["TESSERA_ZONE_DATABASE_SECRET_KEY"])
+        assert secret == expected
 
 
 def test_values_are_documented(chart: helm_python.Chart) -> None:

@@ -119,7 +119,7 @@ def test_backup_cronjob_runs_the_shipped_script(render: Render) -> None:
     assert not any(o["kind"] == "CronJob" for o in render({"backup": {"enabled": False}}))
 
 
-def test_only_auth_matchmaking_and_backups_reach_postgresql(render: Render) -> None:
+def test_only_auth_matchmaking_zones_and_backups_reach_postgresql(render: Render) -> None:
     objs = render({"networkPolicy": {"enabled": True}})
     policy = find(objs, "NetworkPolicy", "tessera-postgresql")
     sts = find(objs, "StatefulSet", "tessera-postgresql")
@@ -136,6 +136,7 @@ def test_only_auth_matchmaking_and_backups_reach_postgresql(render: Render) -> N
         for name, labels in workloads.items()
         if any(selects(peer["podSelector"], labels) for peer in rule["from"])
     }
+    # Zone pods are the operator's (tests/charts/test_zone_selectors.py checks them).
     assert allowed == {"tessera-auth", "tessera-matchmaking", "tessera-database-backup"}
     external = render({**EXTERNAL, "networkPolicy": {"enabled": True}})
     assert not any(o["metadata"]["name"] == "tessera-postgresql" for o in external)

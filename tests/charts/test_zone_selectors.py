@@ -148,3 +148,11 @@ def test_zone_pods_get_the_redis_password_from_the_charts_secret(
     ref = env[names.index("REDIS_PASSWORD")]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": secret["metadata"]["name"], "key": config.zone_redis_secret_key}
     assert "$(REDIS_PASSWORD)" in env[names.index("TESSERA_REDIS_URL")]["value"]
+
+
+def test_zone_pods_reach_the_bundled_postgresql(
+    render: Render, zone_objects: tuple[Obj, Obj]
+) -> None:
+    deployment, _ = zone_objects
+    (rule,) = policy(render(VALUES), "tessera-postgresql")["spec"]["ingress"]
+    assert allowed(rule, deployment["spec"]["template"]["metadata"]["labels"])

@@ -527,7 +527,11 @@ KUBE_VERSIONS = ("1.27.0", "1.30.0", "1.33.0")
 def test_zone_workload_is_hardened_and_valid() -> None:
     world = world_obj(zoneTemplate={"image": "tessera:1", "resources": {"limits": {"cpu": "1"}}})
     settings = WorkloadSettings(
-        "redis://:$(REDIS_PASSWORD)@redis.games:6379/0", None, "tessera-redis", "pw"
+        "redis://:$(REDIS_PASSWORD)@redis.games:6379/0",
+        None,
+        "tessera-redis",
+        "pw",
+        database_secret="tessera-database",
     )
     zs = zs_obj(template={"image": "tessera:1", "resources": {"limits": {"cpu": "1"}}})
     objects = [
@@ -553,6 +557,8 @@ def test_zone_workload_is_hardened_and_valid() -> None:
     assert env.index("REDIS_PASSWORD") < env.index("TESSERA_REDIS_URL")
     password = next(e for e in container["env"] if e["name"] == "REDIS_PASSWORD")
     assert password["valueFrom"] == {"secretKeyRef": {"name": "tessera-redis", "key": "pw"}}
+    database = next(e for e in container["env"] if e["name"] == "TESSERA_DATABASE_URL")
+    assert database["valueFrom"] == {"secretKeyRef": {"name": "tessera-database", "key": "url"}}
     spread = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
     assert spread == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
     pdb = objects[2]
@@ -564,7 +570,7 @@ def test_zone_workload_is_hardened_and_valid() -> None:
     # Without a Secret the URL is passed as it is.
     plain = resources.deployment(zs, world, WorkloadSettings("redis://r:6379/0"))
     names = [e["name"] for e in plain["spec"]["template"]["spec"]["containers"][0]["env"]]
-    assert "REDIS_PASSWORD" not in names
+    assert "REDIS_PASSWORD" not in names and "TESSERA_DATABASE_URL" not in names
 
 
 def test_only_managed_open_world_zones_get_a_disruption_budget() -> None:

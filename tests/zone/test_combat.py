@@ -126,9 +126,9 @@ def test_fight_applies_melee_once_per_cooldown() -> None:
     counts: Counter[str] = Counter()
     assert fight(ents, history, 10.0, events, counts) == []
     assert ents.health[1] == 100.0 - W.melee_damage and ents.melee_ready[0] == 10.5
-    assert [(e.player_id, e.kind, e.other) for e in events] == [
-        ("a", HIT_DEALT, 2),
-        ("b", HIT_TAKEN, 1),
+    assert [(e.player_id, e.kind, e.other, e.detail) for e in events] == [
+        ("a", HIT_DEALT, 2, "melee"),
+        ("b", HIT_TAKEN, 1, "melee"),
     ]
     fight(ents, history, 10.1, events, counts)  # still cooling down
     assert counts["hits"] == 1 and ents.health[1] == 100.0 - W.melee_damage
@@ -141,7 +141,8 @@ def test_hits_on_ghosts_are_forwarded_not_applied() -> None:
     events: list[Event] = []
     out = fight(ents, history, 0.0, events, Counter())
     assert out == [combat.Forwarded(2, 1, combat.MELEE, W.melee_damage, 0.0, 0.0)]
-    assert ents.health[1] == 100.0 and [(e.player_id, e.kind) for e in events] == [("a", HIT_DEALT)]
+    assert [(e.player_id, e.kind, e.detail) for e in events] == [("a", HIT_DEALT, "melee")]
+    assert ents.health[1] == 100.0
 
 
 def test_take_hit_kills_then_recover_respawns_at_home() -> None:

@@ -25,6 +25,15 @@ def test_instance_zone() -> None:
     assert cfg.instance == "9f86d081884c7d65"
 
 
+def test_persistence_is_off_without_a_database_url() -> None:
+    off = ZoneConfig.from_env(Env({}))
+    assert off.database_url == "" and off.persist_s == 5.0 and off.event_queue == 200_000
+    url = "postgresql://tessera:secret@db:5432/tessera"
+    on = ZoneConfig.from_env(Env({"TESSERA_DATABASE_URL": url, "TESSERA_PERSIST_S": "2"}))
+    assert on.database_url == url and on.persist_s == 2.0
+    assert "secret" not in repr(on)  # a logged config never shows the password
+
+
 @pytest.mark.parametrize(
     ("env", "variable"),
     [
@@ -37,6 +46,9 @@ def test_instance_zone() -> None:
         ({"TESSERA_ZONE_INSTANCE": "Match/1"}, "TESSERA_ZONE_INSTANCE"),
         ({"TESSERA_ZONE_INSTANCE": "x" * 64}, "TESSERA_ZONE_INSTANCE"),
         ({"TESSERA_AOI_MID_M": "10"}, "TESSERA_AOI_MID_M"),
+        ({"TESSERA_DATABASE_URL": "mysql://x@h/db"}, "TESSERA_DATABASE_URL"),
+        ({"TESSERA_PERSIST_S": "0"}, "TESSERA_PERSIST_S"),
+        ({"TESSERA_EVENT_QUEUE": "0"}, "TESSERA_EVENT_QUEUE"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:

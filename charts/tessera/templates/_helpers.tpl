@@ -66,22 +66,31 @@ seccompProfile:
 {{- printf "%s-postgresql" (include "tessera.fullname" .) -}}
 {{- end -}}
 
-{{/* TESSERA_DATABASE_URL (auth, matchmaking, the backup job): the bundled
-PostgreSQL's generated DSN, or the external one from database.existingSecret. */}}
-{{- define "tessera.databaseEnv" -}}
+{{/* The Secret and key holding the DSN: the bundled PostgreSQL's generated one,
+or the external one from database.existingSecret. */}}
+{{- define "tessera.databaseSecretName" -}}
 {{- if and .Values.postgresql.enabled .Values.database.existingSecret -}}
 {{- fail "database.existingSecret names an external PostgreSQL: set postgresql.enabled=false to use it, or leave it empty for the bundled one" -}}
 {{- end -}}
+{{- if .Values.postgresql.enabled -}}
+{{- include "tessera.postgresqlSecretName" . -}}
+{{- else -}}
+{{- default (printf "%s-database" (include "tessera.fullname" .)) .Values.database.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tessera.databaseSecretKey" -}}
+{{- ternary "url" .Values.database.existingSecretKey .Values.postgresql.enabled -}}
+{{- end -}}
+
+{{/* TESSERA_DATABASE_URL (auth, matchmaking, the backup job; zones get it from
+the operator, which is told the same Secret). */}}
+{{- define "tessera.databaseEnv" -}}
 - name: TESSERA_DATABASE_URL
   valueFrom:
     secretKeyRef:
-      {{- if .Values.postgresql.enabled }}
-      name: {{ include "tessera.postgresqlSecretName" . }}
-      key: url
-      {{- else }}
-      name: {{ default (printf "%s-database" (include "tessera.fullname" .)) .Values.database.existingSecret }}
-      key: {{ .Values.database.existingSecretKey }}
-      {{- end }}
+      name: {{ include "tessera.databaseSecretName" . }}
+      key: {{ include "tessera.databaseSecretKey" . }}
 {{- end -}}
 
 {{- define "tessera.redisSecretName" -}}

@@ -60,6 +60,9 @@ class OperatorConfig:
     # A Secret (in the World's namespace) with the Redis password for zone pods.
     zone_redis_secret: str | None = None
     zone_redis_secret_key: str = "password"
+    # A Secret (in the World's namespace) with the PostgreSQL DSN for zone pods.
+    zone_database_secret: str | None = None
+    zone_database_secret_key: str = "url"
     metrics_port: int = 9090
     health_port: int = 8080
     log_level: str = "info"
@@ -82,6 +85,8 @@ class OperatorConfig:
             zone_service_account=account or None,
             zone_redis_secret=secret or None,
             zone_redis_secret_key=env.string("ZONE_REDIS_SECRET_KEY", "password"),
+            zone_database_secret=env.string("ZONE_DATABASE_SECRET", "") or None,
+            zone_database_secret_key=env.string("ZONE_DATABASE_SECRET_KEY", "url"),
             metrics_port=env.integer("METRICS_PORT", 9090, lo=0, hi=65535),
             health_port=env.integer("HEALTH_PORT", 8080, lo=1, hi=65535),
             log_level=env.choice(
@@ -121,6 +126,8 @@ class Runtime:
             config.zone_service_account,
             config.zone_redis_secret,
             config.zone_redis_secret_key,
+            config.zone_database_secret,
+            config.zone_database_secret_key,
         )
         self._kube: Kube | None = None
         self._kube_info: kopf.ConnectionInfo | None = None

@@ -303,6 +303,10 @@ class WorkloadSettings:
     # it as REDIS_PASSWORD, and ``redis_url`` may name it as $(REDIS_PASSWORD).
     redis_secret: str | None = None
     redis_secret_key: str = "password"
+    # A Secret in the World's namespace holding the PostgreSQL DSN: the pod gets it
+    # as TESSERA_DATABASE_URL (zone persistence, docs/ZONE.md); None = persistence off.
+    database_secret: str | None = None
+    database_secret_key: str = "url"
 
 
 # The same as the chart's pods (tessera.podSecurityContext, tessera.containerSecurityContext).
@@ -358,6 +362,21 @@ def deployment(
             else []
         ),
         {"name": "TESSERA_REDIS_URL", "value": settings.redis_url},
+        *(
+            [
+                {
+                    "name": "TESSERA_DATABASE_URL",
+                    "valueFrom": {
+                        "secretKeyRef": {
+                            "name": settings.database_secret,
+                            "key": settings.database_secret_key,
+                        }
+                    },
+                }
+            ]
+            if settings.database_secret
+            else []
+        ),
         {"name": "TESSERA_TICK_HZ", "value": str(template.get("tickRate", 30))},
         {"name": "TESSERA_GRPC_PORT", "value": str(GRPC_PORT)},
         {"name": "TESSERA_METRICS_PORT", "value": str(METRICS_PORT)},

@@ -71,6 +71,7 @@ async def assemble(server_config: ServerConfig, config: AuthConfig) -> GrpcServi
         AuthStore(redis),
         AccountRecords(database),
         keys,
+        database=database,
         hash_workers=max(1, os.cpu_count() or 1),
     )
     service = GrpcService(server_config, interceptors=[DatabaseOutageInterceptor(), interceptor])

@@ -1,8 +1,8 @@
-"""The only code of the auth service that touches PostgreSQL: accounts and devices,
-the system of record (tables ``accounts``, ``devices``, ``bans``; migration
-``0001_accounts.sql``). Redis (``store.py``) keeps only what is hot: sessions,
-refresh tokens, revocations and rate-limit counters, all of which may be lost
-(players log in again).
+"""The auth service's PostgreSQL code for accounts and devices, the system of record
+(tables ``accounts``, ``devices``, ``bans``; migration ``0001_accounts.sql``); the
+player-data API uses the shared :mod:`tessera.common.playerdata`. Redis
+(``store.py``) keeps only what is hot: sessions, refresh tokens, revocations and
+rate-limit counters, all of which may be lost (players log in again).
 
 Usernames are unique in the table (``UNIQUE``), so two registrations of one name
 race safely: one row is inserted, the other call gets False. A guest account and

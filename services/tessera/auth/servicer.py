@@ -19,7 +19,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from tessera.auth import accounts, metrics, sessions
+from tessera.auth import accounts, metrics, playerdata, sessions
 from tessera.auth.accounts import InputError
 from tessera.auth.config import AuthConfig
 from tessera.auth.keys import KeyRing, KeyRingError, SigningKey, raw_public_bytes
@@ -28,6 +28,8 @@ from tessera.auth.records import Account, AccountRecords
 from tessera.auth.store import AuthStore
 from tessera.authclient.verifier import current_claims
 from tessera.common import errors, tracing
+from tessera.common import playerdata as player_records
+from tessera.common.database import Pool
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 from tessera.wire import access_token, connect_token
 from tessera.wire.access_token import Claims, b64url
@@ -43,6 +45,8 @@ METHOD_ROLES = {
     f"/{SERVICE}/RevokeSessions": ("admin",),
     f"/{SERVICE}/IssueConnectToken": ("player", "service"),
     f"/{SERVICE}/IssueConnectTokens": ("service", "admin"),
+    f"/{SERVICE}/GetPlayerData": ("service", "admin"),
+    f"/{SERVICE}/PutPlayerData": ("service", "admin"),
     f"/{SERVICE}/Logout": (),
 }
 INVALID_CREDENTIALS = "invalid username or password"
@@ -91,12 +95,14 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         records: AccountRecords,
         keys: KeySource,
         *,
+        database: Pool,
         hash_workers: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.store = auth_store
         self.accounts = records
+        self.database = database
         self.keys = keys
         self.clock = clock
         self.hasher = PasswordHasher(config.argon2)
@@ -452,6 +458,54 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         metrics.TOKENS_ISSUED.labels("connect").inc(issued)
         return response
 
+    async def GetPlayerData(
+        self, request: auth_pb2.GetPlayerDataRequest, context: Context
+    ) -> auth_pb2.PlayerData:
+        try:
+            playerdata.check_key(request.world, request.player_id)
+        except InputError as err:
+            await _refuse(context, err)
+        found = await player_records.load(self.database, request.world, request.player_id)
+        if found is None:
+            await errors.abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"player {request.player_id!r} has no data in world {request.world!r}",
+                reason="NO_PLAYER_DATA",
+                field="player_id",
+            )
+        return playerdata.to_message(found)
+
+    async def PutPlayerData(
+        self, request: auth_pb2.PutPlayerDataRequest, context: Context
+    ) -> auth_pb2.PlayerData:
+        try:
+            record = playerdata.to_record(request.data)
+        except InputError as err:
+            await _refuse(context, err)
+        written = await player_records.put(
+            self.database, record, request.expected_version, now=self.clock()
+        )
+        if written is None:
+            await errors.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"player data of {record.player!r} is not at version {request.expected_version}"
+                " (read it again)",
+                reason="STALE_VERSION",
+                field="expected_version",
+            )
+        log.info(
+            "player data written",
+            extra={
+                "world": record.world,
+                "player": record.player,
+                "version": written.version,
+                "by": current_claims().sub,
+            },
+        )
+        return playerdata.to_message(written)
+
     def _connect_token(
         self,
         request: auth_pb2.ConnectTokenRequest,
@@ -604,4 +658,11 @@ async def _taken(context: Context) -> NoReturn:
         "username is taken",
         reason="USERNAME_TAKEN",
         field="username",
+    )
+
+
+async def _refuse(context: Context, err: InputError) -> NoReturn:
+    """INVALID_ARGUMENT for a player-data request (logins count theirs in _invalid)."""
+    await errors.abort(
+        context, grpc.StatusCode.INVALID_ARGUMENT, err.message, reason=err.reason, field=err.field
     )

@@ -120,9 +120,11 @@ class Env:
         """A redis:// or rediss:// URL (or unix:// socket path)."""
         return self.string(name, default, pattern=r"(rediss?|unix)://\S+")
 
-    def database_url(self, name: str) -> str:
-        """A required postgresql:// (or postgres://) URL."""
+    def database_url(self, name: str, *, required: bool = True) -> str:
+        """A postgresql:// (or postgres://) URL; "" when unset and not ``required``."""
         variable, raw = self._raw(name)
+        if raw is None and not required:
+            return ""
         if raw is None or re.fullmatch(r"postgres(ql)?://\S+", raw) is None:
             expected = "a postgresql://user:password@host:port/database URL (required)"
             # The value may hold a password: never echo it.

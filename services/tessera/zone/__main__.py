@@ -7,6 +7,7 @@ import time
 
 from tessera.common import store as common_store
 from tessera.common.config import ServerConfig
+from tessera.common.database import DatabaseUnavailable, Pool, open_database
 from tessera.common.server import GrpcService, main
 from tessera.v1 import zone_pb2_grpc
 from tessera.zone import jitcache
@@ -20,6 +21,7 @@ async def build(config: ServerConfig) -> GrpcService:
     # Imported here: numba reads NUMBA_CACHE_DIR once, after jitcache.prepare().
     from tessera.zone import metrics  # noqa: PLC0415
     from tessera.zone.config import ZoneConfig  # noqa: PLC0415
+    from tessera.zone.persistence import Persistence  # noqa: PLC0415
     from tessera.zone.servicer import ZoneServicer  # noqa: PLC0415
     from tessera.zone.simulation import warm_up  # noqa: PLC0415
     from tessera.zone.store import ZoneStore  # noqa: PLC0415
@@ -31,7 +33,20 @@ async def build(config: ServerConfig) -> GrpcService:
     log.info("kernels ready in %.3f s", time.perf_counter() - began)
     redis = common_store.connect(config.redis_url)
     store = ZoneStore(redis, world=cfg.world, zone=cfg.zone, id_block=cfg.id_block)
-    servicer = ZoneServicer(cfg, store)
+    database = await _database(cfg.database_url)
+    persistence = None
+    if database is not None:
+        persistence = Persistence(
+            database,
+            world=cfg.world,
+            zone=cfg.zone,
+            match=cfg.instance,
+            capacity=cfg.persist_queue,
+            event_capacity=cfg.event_queue,
+            interval_s=cfg.persist_s,
+            event_interval_s=cfg.event_flush_s,
+        )
+    servicer = ZoneServicer(cfg, store, persistence)
     service = GrpcService(
         config,
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
@@ -39,10 +54,24 @@ async def build(config: ServerConfig) -> GrpcService:
     service.add(zone_pb2_grpc.add_ZoneServicer_to_server, servicer, "tessera.v1.Zone")
     await servicer.start(lambda: service.grpc_port)
     service.on_shutdown(redis.aclose)
+    if database is not None:
+        service.on_shutdown(database.close)
     service.on_shutdown(servicer.stop)
     # ZoneLink streams never end on their own: close them when the stop begins.
     service.on_stopping(servicer.links.close)
     return service
+
+
+async def _database(url: str) -> Pool | None:
+    """The zone's pool, migrated; None without TESSERA_DATABASE_URL (persistence off)."""
+    if not url:
+        log.info("no TESSERA_DATABASE_URL: player data and the event log are off")
+        return None
+    try:
+        return await open_database(url, max_size=4)
+    except DatabaseUnavailable as err:
+        log.error("cannot start: PostgreSQL unreachable", extra={"error": str(err)})
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

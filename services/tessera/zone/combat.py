@@ -29,6 +29,8 @@ Bools = npt.NDArray[np.bool_]
 
 MELEE = 1
 RANGED = 2
+# An attack's name in events (PlayerEvent.detail, the event log's weapon).
+WEAPON_NAMES = {MELEE: "melee", RANGED: "ranged"}
 EYE_HEIGHT = 1.5
 BODY_CENTER = 1.0
 
@@ -240,13 +242,22 @@ def fight(
                     respawn_s=weapons.respawn_s,
                     events=events,
                     counts=counts,
+                    weapon=WEAPON_NAMES[attack],
                 )
                 continue
             x, _, z = (float(v) for v in ents.pos[row])
             forwarded.append(Forwarded(hit.target, hit.attacker, attack, hit.damage, x, z))
             attacker = ents.extra.get(hit.attacker)
             if attacker and attacker.player_id:
-                events.append(Event(attacker.player_id, HIT_DEALT, hit.target, hit.damage))
+                events.append(
+                    Event(
+                        attacker.player_id,
+                        HIT_DEALT,
+                        hit.target,
+                        hit.damage,
+                        WEAPON_NAMES[attack],
+                    )
+                )
     return forwarded
 
 
@@ -320,18 +331,20 @@ def take_hit(
     respawn_s: float,
     events: list[Event],
     counts: Counter[str],
+    weapon: str = "",
 ) -> None:
     """Apply validated damage to an owned entity (local or forwarded hit); at 0 health
-    it dies and waits ``respawn_s``."""
+    it dies and waits ``respawn_s``. ``weapon`` names the attack (empty when a
+    neighbour forwarded the hit; the attacker's zone told it in the hit dealt)."""
     ents.health[target] = max(0.0, float(ents.health[target]) - damage)
     ents.combat_at[target] = now
     target_id = int(ents.id[target])
     attacker_player = ents.extra.get(attacker_id)
     target_player = ents.extra.get(target_id)
     if attacker_player and attacker_player.player_id:
-        events.append(Event(attacker_player.player_id, HIT_DEALT, target_id, damage))
+        events.append(Event(attacker_player.player_id, HIT_DEALT, target_id, damage, weapon))
     if target_player and target_player.player_id:
-        events.append(Event(target_player.player_id, HIT_TAKEN, attacker_id, damage))
+        events.append(Event(target_player.player_id, HIT_TAKEN, attacker_id, damage, weapon))
     if ents.health[target] <= 0.0:
         ents.flags[target] |= DEAD
         ents.vel[target] = 0.0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tessera.common.config import ConfigError, Env
 from tessera.wire.geometry import Rect
@@ -69,6 +69,13 @@ class ZoneConfig:
     # the window of ticks each level change is decided over, 0 = one second.
     tick_budget_ms: float = 0.0
     overload_window: int = 0
+    # PostgreSQL (docs/ZONE.md, "Persistence"): "" = persistence off. Player-data
+    # write-behind interval and spool size, event-log flush interval and spool size.
+    database_url: str = field(default="", repr=False)  # may hold a password
+    persist_s: float = 5.0
+    persist_queue: int = 20_000
+    event_flush_s: float = 0.25
+    event_queue: int = 200_000
 
     @property
     def ladder(self) -> Ladder:
@@ -140,4 +147,9 @@ class ZoneConfig:
             instance=env.string("ZONE_INSTANCE", "", pattern=DNS_LABEL),
             tick_budget_ms=env.number("TICK_BUDGET_MS", 0.0, lo=0.0, hi=1000.0),
             overload_window=env.integer("OVERLOAD_WINDOW_TICKS", 0, lo=0, hi=3600),
+            database_url=env.database_url("DATABASE_URL", required=False),
+            persist_s=env.number("PERSIST_S", 5.0, lo=0.05, hi=600.0),
+            persist_queue=env.integer("PERSIST_QUEUE", 20_000, lo=1, hi=10_000_000),
+            event_flush_s=env.number("EVENT_FLUSH_S", 0.25, lo=0.01, hi=60.0),
+            event_queue=env.integer("EVENT_QUEUE", 200_000, lo=1, hi=10_000_000),
         )

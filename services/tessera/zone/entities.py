@@ -64,6 +64,7 @@ class Extra:
     epoch: int = 0
     speed_clamps: int = 0  # per-player tallies of clamped cheats, for anti-cheat review
     teleports: int = 0
+    data_version: int = 0  # of the player's persistent data row (docs/ZONE.md, "Persistence")
 
 
 class Entities:
@@ -185,6 +186,9 @@ class Record:
     relay_id: str = ""
     zone: str = ""  # the zone that wrote it
     epoch: int = 0  # the routing epoch when written
+    data_version: int = 0
+    speed_clamps: int = 0
+    teleports: int = 0
 
 
 def export_state(ents: Entities, row: int, *, zone: str, epoch: int) -> Record:
@@ -208,6 +212,9 @@ def export_state(ents: Entities, row: int, *, zone: str, epoch: int) -> Record:
         relay_id=extra.relay_id,
         zone=zone,
         epoch=epoch,
+        data_version=extra.data_version,
+        speed_clamps=extra.speed_clamps,
+        teleports=extra.teleports,
     )
 
 
@@ -232,6 +239,8 @@ def spawn_state(ents: Entities, state: Record, *, now_s: float) -> int:
     else:
         row = ents.add(state.entity_id, NPC, p, **values)
         ents.extra[state.entity_id] = Extra()
-    ents.extra[state.entity_id].blob = state.blob
-    ents.extra[state.entity_id].relay_id = state.relay_id
+    extra = ents.extra[state.entity_id]
+    extra.blob, extra.relay_id = state.blob, state.relay_id
+    extra.data_version = state.data_version
+    extra.speed_clamps, extra.teleports = state.speed_clamps, state.teleports
     return row

@@ -58,6 +58,9 @@ def record(state: zone_pb2.EntityState) -> Record:
         relay_id=state.relay_id,
         zone=state.zone,
         epoch=state.epoch,
+        data_version=state.data_version,
+        speed_clamps=state.speed_clamps,
+        teleports=state.teleports,
     )
 
 
@@ -79,6 +82,9 @@ def entity_state(r: Record) -> zone_pb2.EntityState:
         relay_id=r.relay_id,
         zone=r.zone,
         epoch=r.epoch,
+        data_version=r.data_version,
+        speed_clamps=r.speed_clamps,
+        teleports=r.teleports,
     )
 
 

@@ -53,6 +53,26 @@ CHECKPOINT = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 CHECKPOINT_ERRORS = Counter("tessera_zone_checkpoint_errors_total", "Failed checkpoint rounds")
+# The spools of tessera.zone.persistence (spool = player_data | events).
+SPOOL_WRITTEN = Counter(
+    "tessera_zone_spool_written_total", "Items written to PostgreSQL", ["spool"]
+)
+SPOOL_DROPPED = Counter(
+    "tessera_zone_spool_dropped_total",
+    "Items dropped because the spool was full (or a failed batch no longer fit)",
+    ["spool"],
+)
+SPOOL_ERRORS = Counter("tessera_zone_spool_errors_total", "Failed batch writes", ["spool"])
+SPOOL_BATCH = Histogram(
+    "tessera_zone_spool_batch_seconds",
+    "Duration of one batch write",
+    ["spool"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+)
+DATA_STALE = Counter(
+    "tessera_zone_player_data_stale_total",
+    "Player-data writes refused because the stored row has a newer version",
+)
 HANDOFFS = Counter(
     "tessera_zone_handoffs_total",
     "Handoffs this zone started, by result (committed, forced, refused, timeout, cas_failed, ...)",

@@ -7,7 +7,9 @@ exchange with the :class:`~tessera.zone.neighbours.Neighbours` and the
 :class:`~tessera.zone.store.ZoneStore`. The tick loop runs the simulation and
 fans the frame out to the links; the border loops apply the border's releases
 and receipts to the links; a heartbeat loop registers the zone, a checkpoint
-loop saves every player's durable state.
+loop saves every player's durable state. With a database, the
+:class:`~tessera.zone.persistence.Persistence` loads a player's persistent data
+on the first join, writes it behind and logs combat and match events.
 """
 
 from __future__ import annotations
@@ -24,15 +26,18 @@ import numpy as np
 from redis.exceptions import RedisError
 
 from tessera.common import tracing
+from tessera.common.database import DatabaseUnavailable
 from tessera.common.errors import abort
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.bounds import from_bounds, to_bounds
 from tessera.zone import messages, metrics
 from tessera.zone.border import Border, Release
 from tessera.zone.config import ZoneConfig
-from tessera.zone.entities import owned
+from tessera.zone.entities import PLAYER, Record, owned
+from tessera.zone.events import Event
 from tessera.zone.links import Links
 from tessera.zone.neighbours import Neighbours
+from tessera.zone.persistence import Persistence
 from tessera.zone.simulation import Simulation
 from tessera.zone.store import ZoneStore
 from tessera.zone.territory import Territory
@@ -48,9 +53,12 @@ MAX_PLAYER_ID = 128
 class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     """tessera.v1.Zone over one Simulation."""
 
-    def __init__(self, cfg: ZoneConfig, store: ZoneStore) -> None:
+    def __init__(
+        self, cfg: ZoneConfig, store: ZoneStore, persistence: Persistence | None = None
+    ) -> None:
         self.cfg = cfg
         self.store = store
+        self.persistence = persistence
         self.territory = Territory(cfg.zone, cfg.world_bounds, cfg.bounds)
         self.sim = Simulation(cfg, area=cfg.bounds or cfg.world_bounds, seed=cfg.seed)
         self.address = cfg.advertise_address
@@ -91,6 +99,12 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             asyncio.create_task(self.neighbours.run_out()),
             asyncio.create_task(self.neighbours.run_in()),
         ]
+        if self.persistence is not None:
+            self.persistence.refused = self._adopt_versions
+            self._tasks += [
+                asyncio.create_task(self.persistence.run()),
+                asyncio.create_task(self._write_behind()),
+            ]
 
     async def stop(self) -> None:
         """Stop the loops, write a final checkpoint, end every link."""
@@ -98,8 +112,12 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         for task in self._tasks[1:]:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.persistence is not None:
+            self._persist(list(self.sim.ents.players))
         with contextlib.suppress(Exception):
             await self.checkpoint()
+        if self.persistence is not None:
+            await self.persistence.flush()
         self.links.close()
 
     async def _activate(self) -> None:
@@ -130,6 +148,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         metrics.TICK.observe(frame.step_s)
         metrics.OVERLOADED.set(1 if self.ticker.stats.overloaded else 0)
         self.links.publish(frame)
+        if self.persistence is not None and frame.events:
+            self.persistence.log(frame.events, self._positions(frame.events))
         if self.territory.state == State.ZONE_STATE_DRAINING:
             metrics.DRAIN_REMAINING.set(len(self.sim.ents.players))
             self._maybe_drained()
@@ -139,6 +159,65 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             self.territory.state = State.ZONE_STATE_DRAINED
             seconds = round(time.monotonic() - self.border.drain_started, 3)
             log.info("drained", extra={"seconds": seconds})
+
+    # --- persistence (docs/ZONE.md, "Persistence") ------------------------------
+
+    def _positions(self, events: list[Event]) -> dict[str, tuple[float, float]]:
+        e, where = self.sim.ents, {}
+        for ev in events:
+            row = e.row_of_player(ev.player_id)
+            if row is not None:
+                where[ev.player_id] = (float(e.pos[row, 0]), float(e.pos[row, 2]))
+        return where
+
+    def _persist(self, players: list[str]) -> None:
+        """Queue the persistent data of present ``players``, each with a new version."""
+        assert self.persistence is not None
+        records = []
+        for player in players:
+            eid = self.sim.ents.players.get(player)
+            if eid is not None:
+                self.sim.ents.extra[eid].data_version += 1
+                records.append(self.sim.export_player(player, self.cfg.zone))
+        self.persistence.save(records)
+
+    def _adopt_versions(self, stale: dict[str, int]) -> None:
+        """Saves refused for a newer stored version: players still here (restored from
+        a checkpoint older than their last write) continue from the stored version and
+        are written again; players gone are someone else's now."""
+        here = []
+        for player, version in stale.items():
+            eid = self.sim.ents.players.get(player)
+            if eid is not None:
+                extra = self.sim.ents.extra[eid]
+                extra.data_version = max(extra.data_version, version)
+                here.append(player)
+        if here:
+            self._persist(here)
+
+    async def _write_behind(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.persist_s)
+            self._persist(list(self.sim.ents.players))
+
+    async def _saved(self, player: str, entity_id: int) -> Record | None:
+        """The player's persistent data in this world as a record to adopt, or None."""
+        assert self.persistence is not None
+        data = await self.persistence.load(player)
+        if data is None:
+            return None
+        return Record(
+            entity_id=entity_id,
+            kind=PLAYER,
+            player_id=player,
+            position=data.position,
+            yaw=data.yaw,
+            health=data.health,
+            blob=data.blob,
+            data_version=data.version,
+            speed_clamps=data.speed_clamps,
+            teleports=data.teleports,
+        )
 
     # --- the border ---------------------------------------------------------
 
@@ -344,7 +423,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         if player not in self.sim.ents.players:
             try:
                 await self._join_new(request, context)
-            except RedisError as err:
+            except (RedisError, DatabaseUnavailable) as err:
                 await _unavailable(context, err)
         eid = self.sim.ents.players[player]
         extra = self.sim.ents.extra[eid]
@@ -374,6 +453,11 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             )
         checkpoint = (await self.store.load_checkpoints([player])).get(player)
         new_id = None if checkpoint is not None else (await self.store.next_ids(1))[0]
+        # Joining the world (no checkpoint): the persistent data, if any, is where
+        # the player resumes. Without it the player must not start afresh.
+        saved = None
+        if new_id is not None and self.persistence is not None:
+            saved = await self._saved(player, new_id)
         # Epochs only grow: after a leave the route is gone but the checkpoint remembers.
         epoch = max(route.epoch if route else 0, checkpoint.epoch if checkpoint else 0) + 1
         if not await self.store.claim_route(player, route.raw if route else "", epoch):
@@ -388,6 +472,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             return  # a concurrent join of the same player finished first
         if checkpoint is not None and checkpoint.entity_id not in self.sim.ents.index:
             self.sim.adopt(messages.record(checkpoint), epoch=epoch, now=time.monotonic())
+        elif saved is not None:
+            self.sim.adopt(saved, epoch=epoch, now=time.monotonic())
         else:
             spawn = request.spawn
             pos = (spawn.x, spawn.y, spawn.z) if request.HasField("spawn") else None
@@ -400,6 +486,13 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             self.sim.ents.extra[self.sim.ents.players[player]].epoch = epoch
         self.sim.ents.extra[self.sim.ents.players[player]].relay_id = request.relay_id
         await self.store.save_checkpoints([self._checkpoint_of(player)])
+        self._presence("join", player)
+
+    def _presence(self, kind: str, player: str) -> None:
+        if self.persistence is not None:
+            row = self.sim.ents.index[self.sim.ents.players[player]]
+            x, _, z = (float(v) for v in self.sim.ents.pos[row])
+            self.persistence.presence(kind, player, x, z)
 
     async def Leave(
         self, request: zone_pb2.LeaveRequest, context: Context
@@ -423,6 +516,9 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 field="relay_id",
             )
         # Durable first: if Redis fails, the player stays and the caller may retry.
+        if self.persistence is not None:
+            self._persist([player])
+            self._presence("leave", player)
         try:
             await self.store.save_checkpoints([self._checkpoint_of(player)])
             await self.store.release_route(player)
@@ -512,7 +608,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         return zone_pb2.DrainResponse(remaining=len(self.sim.ents.players))
 
 
-async def _unavailable(context: Context, err: RedisError) -> None:
+async def _unavailable(context: Context, err: RedisError | DatabaseUnavailable) -> None:
     await abort(
         context,
         grpc.StatusCode.UNAVAILABLE,
