@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from tessera.authclient import store
+from tessera.common import store as common_store
+from tessera.harness.redis import LocalRedis
 
 NOW = time.time()
 
@@ -73,3 +75,29 @@ async def test_follow_revocations_loads_then_applies_messages(redis: Redis) -> N
         feed.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await feed
+
+
+async def test_follow_revocations_stops_when_cancelled_while_it_connects(
+    redis_server: LocalRedis,
+) -> None:
+    """A cancellation that lands while redis-py connects can be swallowed by it; the
+    feed must still end (a verifier closed right after it started hung its service's
+    stop)."""
+    for delay in (0.0, 0.0005, 0.001, 0.002, 0.005, 0.02):
+        for _ in range(3):
+            client = common_store.connect(redis_server.url)
+            feed = asyncio.create_task(
+                store.follow_revocations(
+                    client,
+                    revoke=lambda _sid, _until: None,
+                    prune=lambda: None,
+                    ready=asyncio.Event(),
+                    clock=time.time,
+                )
+            )
+            await asyncio.sleep(delay)
+            feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(feed, 5.0)
+            assert feed.done()
+            await client.aclose()

@@ -61,6 +61,7 @@ async def follow_revocations(
     are not missed.
     """
     backoff = 0.1
+    task = asyncio.current_task()
     while True:
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
         try:
@@ -71,6 +72,10 @@ async def follow_revocations(
             backoff = 0.1
             reload_at = time.monotonic() + REVOCATION_RELOAD_S
             while True:
+                if task is not None and task.cancelling():
+                    # redis-py can swallow a cancellation that lands while it
+                    # connects; honour it here rather than run on forever.
+                    raise asyncio.CancelledError
                 message = await pubsub.get_message(timeout=1.0)
                 if message is not None and message.get("type") == "message":
                     parsed = parse_revocation(message["data"])
