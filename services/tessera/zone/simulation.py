@@ -398,9 +398,9 @@ class Simulation:
             kind=e.kind[:n],
             team=e.team[:n],
         )
-        valid = interest.take_due(
+        due = interest.due(
             views,
-            sight.clients,
+            clients,
             viewers=sight.viewers,
             pos=e.pos[:n],
             entity_ids=e.id[:n],
@@ -408,15 +408,7 @@ class Simulation:
             beat=sight.beat,
             tiers=self.tiers,
         )
-        batch = self.encoder.encode(
-            clients,
-            views.ids,
-            valid,
-            views.sent,
-            last_input_seq=e.last_seq[sight.viewer_rows],
-            version=views.version[clients],
-            at=clients,
-        )
+        batch = self.encoder.encode_due(views, due, last_input_seq=e.last_seq[sight.viewer_rows])
         return Frame(
             tick=self.tick,
             players=sight.players,
@@ -424,7 +416,7 @@ class Simulation:
             events=events,
             aoi_s=sight.aoi_s,
             encode_s=time.perf_counter() - started,
-            aoi_pairs=int(valid.sum()),
+            aoi_pairs=int(due.valid.sum()),
         )
 
 
