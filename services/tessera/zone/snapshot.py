@@ -5,10 +5,12 @@ the quantized rows the client holds after decoding them). A new snapshot is
 encoded against the newest snapshot the client acknowledged, or in full when
 that baseline is unknown or has fallen out of the ring. The wire layout is
 defined in :mod:`tessera.wire.snapshot` and docs/protocol/snapshot.md; the
-per-entity loop (baseline matching, change masks, bit packing) is
-:func:`tessera.zone.kernels.encode_batch`, writing all payloads into one
-buffer. Entity ids must stay below 2**40 - 1 (the padding id), which
-:mod:`tessera.zone.store` guarantees.
+per-entity loop (baseline matching, change masks, bit packing) is compiled:
+a tick runs :func:`tessera.zone.kernels.encode_due` (each client's tier
+schedule, then its snapshot, in one pass), :meth:`SnapshotEncoder.encode`
+encodes explicit values; both write all payloads into one buffer. Entity ids
+must stay below 2**40 - 1 (the padding id), which :mod:`tessera.zone.store`
+guarantees.
 """
 
 from __future__ import annotations
