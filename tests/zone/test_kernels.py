@@ -210,6 +210,7 @@ def test_warm_up_compiles_every_signature_a_tick_uses() -> None:
     a lowered AOI cap) compile nothing new: no tick ever waits for the JIT."""
     dispatchers: list[Any] = [
         kernels.encode_due,
+        kernels.aim,
         kernels.refresh_views,
         kernels.visible,
     ]

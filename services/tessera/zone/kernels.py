@@ -1,11 +1,11 @@
-"""Compiled tick kernels (numba, nopython): the per-pair loops of interest and encode.
+"""Compiled tick kernels (numba, nopython): the per-pair loops of interest, encode and aim.
 
 Each kernel is the one implementation of its rule; the callers in
-:mod:`tessera.zone.interest` and :mod:`tessera.zone.snapshot` pass plain numpy
-arrays in and out. Compiled code is cached on disk (``NUMBA_CACHE_DIR``,
-docs/ZONE.md "Compiled kernels"); ``simulation.warm_up`` compiles or loads every
-kernel with the argument types a tick uses before the zone reports ready, so no
-tick waits for the JIT.
+:mod:`tessera.zone.interest`, :mod:`tessera.zone.snapshot` and
+:mod:`tessera.zone.combat` pass plain numpy arrays in and out. Compiled code
+is cached on disk (``NUMBA_CACHE_DIR``, docs/ZONE.md "Compiled kernels");
+``simulation.warm_up`` compiles or loads every kernel with the argument types
+a tick uses before the zone reports ready, so no tick waits for the JIT.
 
 Inputs are finite by construction (inputs.py drops NaN/inf before they reach
 entity state). Entity rows read from views are checked against the entity table
@@ -654,3 +654,52 @@ def visible(  # noqa: PLR0917 (numba kernels take positional arguments)
                 out[i, w] = by_id[at]
                 marked[at] = False
                 w += 1
+
+
+@njit(cache=True, nogil=True)
+def aim(  # noqa: PLR0917 (numba kernels take positional arguments)
+    melee: bool,
+    origin: np.ndarray,
+    yaw: float,
+    pitch: float,
+    targets: np.ndarray,
+    eligible: np.ndarray,
+    reach: float,
+    melee_cos: float,
+    radius: float,
+    eye: float,
+    body: float,
+) -> int:
+    """The index of the target (rows of ``targets``, positions) one attack from
+    ``origin`` hits, or -1: the nearest ``eligible`` one, the first on equal distance.
+
+    Melee (``melee``): within ``reach`` in x, z and inside the cone (cosine of the
+    angle off the facing at least ``melee_cos``, or closer than 0.3 m). Ranged:
+    the first sphere of ``radius`` around a body centre (``body`` above the
+    feet) the aim ray from the eye (``eye`` above ``origin``) enters, at most
+    ``reach`` along the ray (0 for a sphere the eye is in)."""
+    best, best_d = -1, np.inf
+    sy, cy = np.sin(yaw), np.cos(yaw)
+    dx_ray, dy_ray, dz_ray = sy * np.cos(pitch), np.sin(pitch), cy * np.cos(pitch)
+    for i in range(targets.shape[0]):
+        if not eligible[i]:
+            continue
+        if melee:
+            dx = targets[i, 0] - origin[0]
+            dz = targets[i, 2] - origin[2]
+            d = np.sqrt(dx * dx + dz * dz)
+            cone = (dx * sy + dz * cy) / max(d, 1e-9) >= melee_cos or d < 0.3
+            if d <= reach and cone and d < best_d:
+                best, best_d = i, d
+            continue
+        ox = targets[i, 0] - origin[0]
+        oy = (targets[i, 1] + body) - (origin[1] + eye)
+        oz = targets[i, 2] - origin[2]
+        along = ox * dx_ray + oy * dy_ray + oz * dz_ray
+        inside = radius * radius - (ox * ox + oy * oy + oz * oz - along * along)
+        if inside < 0 or along < 0:
+            continue
+        t = max(along - np.sqrt(inside), 0.0)
+        if t <= reach and t < best_d:
+            best, best_d = i, t
+    return best

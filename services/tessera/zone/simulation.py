@@ -422,15 +422,16 @@ class Simulation:
 
 def warm_up(cfg: ZoneConfig) -> None:
     """Compile (or load from numba's disk cache) every kernel a tick calls, with the
-    argument types a tick passes: two players step through a throwaway simulation,
-    the second tick against an acknowledged baseline. The zone calls this before it
-    reports ready, so no tick waits for the JIT."""
+    argument types a tick passes: two players step through a throwaway simulation
+    (one attacking the other), the second tick against an acknowledged baseline.
+    The zone calls this before it reports ready, so no tick waits for the JIT."""
     area = cfg.bounds or cfg.world_bounds
     sim = Simulation(cfg, area=area)
     cx, cz = (area.min_x + area.max_x) / 2, (area.min_z + area.max_z) / 2
     for eid in (1, 2):
         sim.add_player(entity_id=eid, player_id=f"warm-{eid}", pos=(cx, 0.0, cz), team=0)
         sim.attach(f"warm-{eid}")
+    sim.ents.actions[0] = inputs.ACTION_MELEE | inputs.ACTION_RANGED  # compiles the aim
     frame = sim.step()
     for player, stream, seq in zip(
         frame.players, frame.batch.stream.tolist(), frame.batch.sequence.tolist(), strict=True
