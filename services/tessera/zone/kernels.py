@@ -89,21 +89,24 @@ def _encode_one(  # noqa: PLR0917 (numba kernels take positional arguments)
     next_seq: np.ndarray,
     acked: np.ndarray,
     buf: np.ndarray,
-    at: int,
-    bptr: np.ndarray,
-    still: np.ndarray,
-    mask: np.ndarray,
-    group: np.ndarray,
-) -> tuple[int, bool, int, int, int]:
+    out: int,
+    ends: np.ndarray,
+    has_base: np.ndarray,
+    counts: np.ndarray,
+    scratch: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> None:
     """Delta-encode one snapshot of client row ``r`` (ids ``cur``, values ``v``
-    where ``valid``) into ``buf`` at ``at`` and store it in the ring: the end
-    offset, whether it is a delta, and its entity, added and removed counts.
+    where ``valid``) into ``buf`` after the payload ``out - 1`` and store it in
+    the ring; ``ends[out]``, ``has_base[out]`` and ``counts[out]`` (entities,
+    added, removed) describe it. ``scratch`` is :func:`_scratch` of the view width.
 
     Baseline entries are matched slot by slot while the membership version is
     unchanged, else by id (a merge of two ascending id lists; in a run of equal
     ids only the last current and first baseline entry pair up). Every field
     group's section is sized first, so one pass over the entities writes them all.
     """
+    bptr, still, mask, group = scratch
+    at = ends[out - 1] if out > 0 else 0
     k = valid.shape[0]
     h = seq_at.shape[1]
     seq = next_seq[r]
@@ -260,7 +263,24 @@ def _encode_one(  # noqa: PLR0917 (numba kernels take positional arguments)
     e_version[r, slot] = version if has_version else -1
     seq_at[r, slot] = seq
     next_seq[r] = seq + 1
-    return end, base, n, n_added, n_removed
+    ends[out] = end
+    has_base[out] = base
+    counts[out, 0] = n
+    counts[out, 1] = n_added
+    counts[out, 2] = n_removed
+
+
+@njit(cache=True, nogil=True)
+def _scratch(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The encoder's per-client work arrays for views of width ``k``, reused
+    across clients: each slot's baseline entry (-1 for none), which baseline
+    entries are still present, change masks, field-group counts and offsets."""
+    return (
+        np.empty(k, np.int64),
+        np.empty(k, np.bool_),
+        np.empty(k, np.int64),
+        np.empty(16, np.int64),
+    )
 
 
 @njit(cache=True, nogil=True)
@@ -291,23 +311,15 @@ def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
     Its payload is ``buf[ends[i-1]:ends[i]]``; ``has_base[i]`` says it is a
     delta; ``counts[i]`` holds (entities, added, removed). Rows must be distinct.
     """
-    k = valid.shape[1]
-    bptr = np.empty(k, np.int64)  # each slot's baseline entry, -1 for none
-    still = np.empty(k, np.bool_)  # baseline entries still present
-    mask = np.empty(k, np.int64)
-    group = np.empty(16, np.int64)
-    at = 0
+    scratch = _scratch(valid.shape[1])
     for i in range(rows.size):
         s = src[i]
-        at, base, n, added, removed = _encode_one(
+        _encode_one(
             rows[i], ids[s], valid[i], vals[s], last_input_seq[i],
             version[i] if has_version else -1, has_version,
             e_ids, e_valid, e_version, e_vals, seq_at, next_seq, acked,
-            buf, at, bptr, still, mask, group,
+            buf, i, ends, has_base, counts, scratch,
         )  # fmt: skip
-        has_base[i] = base
-        counts[i, 0], counts[i, 1], counts[i, 2] = n, added, removed
-        ends[i] = at
 
 
 @njit(cache=True, nogil=True)
@@ -345,27 +357,19 @@ def encode_due(  # noqa: PLR0917 (numba kernels take positional arguments)
     (view and encoder row) ``clients[i]`` takes its due slots from ``table``
     (:func:`_due_one`) and its snapshot is encoded against its view while those
     values are in cache."""
-    k = valid.shape[1]
-    bptr = np.empty(k, np.int64)
-    still = np.empty(k, np.bool_)
-    mask = np.empty(k, np.int64)
-    group = np.empty(16, np.int64)
+    scratch = _scratch(valid.shape[1])
     codes = _beats(entity_ids, beat, mid_every, far_every)
-    at = 0
     for i in range(clients.size):
         cl = clients[i]
         _due_one(
             view_rows[cl], known[cl], sent[cl], viewers[i, 0], viewers[i, 1],
             pos, codes, table, near2, mid2, valid[i],
         )  # fmt: skip
-        at, base, n, added, removed = _encode_one(
+        _encode_one(
             cl, view_ids[cl], valid[i], sent[cl], last_input_seq[i], view_version[cl], True,
             e_ids, e_valid, e_version, e_vals, seq_at, next_seq, acked,
-            buf, at, bptr, still, mask, group,
+            buf, i, ends, has_base, counts, scratch,
         )  # fmt: skip
-        has_base[i] = base
-        counts[i, 0], counts[i, 1], counts[i, 2] = n, added, removed
-        ends[i] = at
 
 
 MID_BEAT = 1
