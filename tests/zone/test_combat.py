@@ -6,6 +6,8 @@ import math
 from collections import Counter
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tessera.zone import combat
 from tessera.zone.entities import DEAD, GHOST, MAX_HEALTH, NPC, Entities, Extra
@@ -32,17 +34,100 @@ def test_rewind_is_latency_plus_interpolation_capped() -> None:
     assert combat.rewind_ticks(0.0, 0.0, tick_ms=1000 / 30, max_rewind_ms=250.0) == 0
 
 
+def hit_of(attack: int, origin: np.ndarray, targets: np.ndarray) -> int | None:
+    """The index of the target an attack at yaw 0, pitch 0 hits, all eligible."""
+    hit = combat.resolve(
+        attacker=0,
+        attack=attack,
+        origin=origin,
+        yaw=0.0,
+        pitch=0.0,
+        candidate_ids=np.arange(targets.shape[0], dtype=np.uint64),
+        candidate_pos=targets,
+        eligible=np.ones(targets.shape[0], np.bool_),
+        weapons=W,
+    )
+    return None if hit is None else hit.target
+
+
 def test_melee_cone_and_range() -> None:
+    """Within 2.5 m and 60 degrees of the facing (+z): the nearest such target."""
     targets = np.array([[0.0, 0, 2.0], [0.0, 0, -2.0], [2.0, 0, 0.5], [0.0, 0, 3.0], [1.0, 0, 1.0]])
-    hits = combat.melee_targets(np.zeros(3), 0.0, targets, W)
-    assert hits.tolist() == [True, False, False, False, True]
+    assert hit_of(combat.MELEE, np.zeros(3), targets) == 4  # at 1.41 m, before 0 at 2 m
+    assert hit_of(combat.MELEE, np.zeros(3), targets[[0, 1, 2, 3]]) == 0
+    assert hit_of(combat.MELEE, np.zeros(3), targets[[1, 2, 3]]) is None  # behind, aside, far
 
 
 def test_ray_hits_nearest_sphere_only_in_front() -> None:
-    centers = np.array([[0.0, 1.5, 10.0], [0.0, 1.5, 5.0], [0.0, 1.5, -5.0], [3.0, 1.5, 5.0]])
-    t = combat.ray_distances(np.array([0.0, 1.5, 0.0]), 0.0, 0.0, centers, 0.6)
-    assert t[1] < t[0] < math.inf and math.isinf(t[2]) and math.isinf(t[3])
-    assert t[1] == np.float64(4.4)
+    feet = np.array([[0.0, 0.5, 10.0], [0.0, 0.5, 5.0], [0.0, 0.5, -5.0], [3.0, 0.5, 5.0]])
+    assert hit_of(combat.RANGED, np.zeros(3), feet) == 1
+    assert hit_of(combat.RANGED, np.zeros(3), feet[[0, 2, 3]]) == 0
+    assert hit_of(combat.RANGED, np.zeros(3), feet[[2, 3]]) is None  # behind, beside the ray
+    far = np.array([[0.0, 0.5, W.ranged_range + W.ranged_radius + 0.01]])
+    assert hit_of(combat.RANGED, np.zeros(3), far) is None
+
+
+def resolve_oracle(
+    attack: int, origin: np.ndarray, *, yaw: float, pitch: float, pos: np.ndarray, ok: np.ndarray
+) -> int:
+    """The numpy rule kernels.aim replaced (combat.resolve at git a62f0e4): the index hit, or -1."""
+    if pos.shape[0] == 0 or not ok.any():
+        return -1
+    if attack == combat.MELEE:
+        d = pos[:, [0, 2]] - origin[[0, 2]]
+        dist = np.linalg.norm(d, axis=1)
+        facing = np.array([math.sin(yaw), math.cos(yaw)])
+        cos_angle = (d @ facing) / np.maximum(dist, 1e-9)
+        in_cone = (cos_angle >= math.cos(W.melee_half_angle)) | (dist < 0.3)
+        hits = (dist <= W.melee_range) & in_cone & ok
+        return int(np.argmin(np.where(hits, dist, np.inf))) if hits.any() else -1
+    eye = origin + np.array([0.0, combat.EYE_HEIGHT, 0.0])
+    oc = pos + np.array([0.0, combat.BODY_CENTER, 0.0]) - eye
+    ray = np.array(
+        [math.sin(yaw) * math.cos(pitch), math.sin(pitch), math.cos(yaw) * math.cos(pitch)]
+    )
+    along = oc @ ray
+    inside = W.ranged_radius**2 - (np.einsum("ij,ij->i", oc, oc) - along**2)
+    t = along - np.sqrt(np.maximum(inside, 0.0))
+    t = np.where((inside >= 0) & (along >= 0), np.maximum(t, 0.0), np.inf)
+    t = np.where(ok & (t <= W.ranged_range), t, np.inf)
+    best = int(np.argmin(t))
+    return best if math.isfinite(float(t[best])) else -1
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    attack=st.sampled_from([combat.MELEE, combat.RANGED]),
+    n=st.integers(0, 40),
+    spread=st.sampled_from([0.0, 1.0, 3.0, 70.0]),
+    yaw=st.floats(-4.0, 4.0),
+    pitch=st.floats(-1.5, 1.5),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_aim_matches_the_numpy_oracle(
+    *, attack: int, n: int, spread: float, yaw: float, pitch: float, seed: int
+) -> None:
+    """Empty and ineligible sets, every target at one point (spread 0), crowds
+    and far-flung targets: the kernel hits what the numpy rule hit."""
+    rng = np.random.default_rng(seed)
+    origin = rng.uniform(-5, 5, 3)
+    pos = origin + rng.uniform(-spread, spread, (n, 3)) * np.array([1.0, 0.2, 1.0])
+    ok = rng.random(n) < 0.8
+    want = resolve_oracle(attack, origin, yaw=yaw, pitch=pitch, pos=pos, ok=ok)
+    hit = combat.resolve(
+        attacker=7,
+        attack=attack,
+        origin=origin,
+        yaw=yaw,
+        pitch=pitch,
+        candidate_ids=np.arange(100, 100 + n, dtype=np.uint64),
+        candidate_pos=pos,
+        eligible=ok,
+        weapons=W,
+    )
+    assert (-1 if hit is None else int(hit.target) - 100) == want
+    if hit is not None:
+        assert hit.attack == attack and hit.attacker == 7
 
 
 def test_resolve_uses_the_given_rewound_positions() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from tessera.wire.snapshot import COLUMNS
-from tessera.zone.interest import Tiers, Views, take_due, visible
-from tessera.zone.snapshot import PAD
+from tessera.zone.interest import Tiers, Views, due, visible
+from tessera.zone.snapshot import PAD, SnapshotEncoder
 
 
 def seen(xz: np.ndarray, viewer: np.ndarray, boost: np.ndarray, tiers: Tiers) -> list[int]:
@@ -61,14 +61,16 @@ def test_tiers_refresh_every_tick_third_and_sixth() -> None:
     pos[:, 0] = np.arange(6) * 1e-3
     viewers = np.array([[-10.0, 0.0], [-70.0, 0.0], [-150.0, 0.0]])
     clients = np.arange(3)
+    encoder = SnapshotEncoder(6)  # the schedule runs inside the encoder, as in a tick
     for c in clients.tolist():
         views.reset(c)
+        assert encoder.open() == c
     views.refresh(clients, np.arange(6)[None, :].repeat(3, 0), ids)
     views.known[:3] = True  # already sent once: only the tiers decide
     counts = np.zeros(3)
     for beat in range(6):
         table = np.full((6, COLUMNS), beat + 1, np.int32)
-        valid = take_due(
+        plan = due(
             views,
             clients,
             viewers=viewers,
@@ -78,6 +80,8 @@ def test_tiers_refresh_every_tick_third_and_sixth() -> None:
             beat=beat,
             tiers=tiers,
         )
+        encoder.encode_due(views, plan, last_input_seq=np.zeros(3, np.int64))
+        valid = plan.valid
         assert valid.all()
         counts += (views.sent[:3, :, 0] == beat + 1).sum(axis=1)
     assert counts.tolist() == [36, 12, 6]

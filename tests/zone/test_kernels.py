@@ -16,9 +16,9 @@ from tessera.common.config import Env
 from tessera.wire.snapshot import COLUMNS, SnapshotReceiver, X, Z
 from tessera.zone import inputs, kernels
 from tessera.zone.config import ZoneConfig
-from tessera.zone.interest import Tiers, Views, take_due, visible
+from tessera.zone.interest import Due, Tiers, Views, due, visible
 from tessera.zone.simulation import Simulation, warm_up
-from tessera.zone.snapshot import PAD
+from tessera.zone.snapshot import PAD, SnapshotEncoder
 
 
 def scenario(*, players: int, npcs: int, ticks: int, cap: int, every: int, seed: int) -> str:
@@ -86,7 +86,7 @@ def test_payloads_match_the_golden_digests(
 def due_oracle(
     dist2: np.ndarray, rows: np.ndarray, ids: np.ndarray, beat: int, tiers: Tiers
 ) -> np.ndarray:
-    """The numpy tier rule take_due replaced (interest.due at git a6e8a68)."""
+    """The numpy tier rule the compiled schedule replaced (interest.due at git a6e8a68)."""
     phase = (ids + np.uint64(beat)).astype(np.int64)
     code = ((phase % tiers.mid_every == 0) | ((phase % tiers.far_every == 0) << 1)).astype(np.uint8)
     pair = code[rows]
@@ -96,6 +96,18 @@ def due_oracle(
 
 
 CAP = 12
+
+
+def take_due(views: Views, plan: Due) -> np.ndarray:
+    """Apply the tier schedule as a tick does (through the encoder, whose rows
+    0..C-1 are the clients' view rows); the slots holding an entity."""
+    encoder = SnapshotEncoder(views.cap)
+    for _ in range(plan.clients.size):
+        encoder.open()
+    encoder.encode_due(views, plan, last_input_seq=np.zeros(plan.clients.size, np.int64))
+    return plan.valid
+
+
 coord = st.floats(-300.0, 300.0, allow_nan=False, allow_infinity=False)
 
 
@@ -109,7 +121,7 @@ coord = st.floats(-300.0, 300.0, allow_nan=False, allow_infinity=False)
     x=coord,
     z=coord,
 )
-def test_take_due_matches_the_numpy_oracle(
+def test_the_tier_schedule_matches_the_numpy_oracle(
     *, n: int, clients: int, one_point: bool, beat: int, seed: int, x: float, z: float
 ) -> None:
     rng = np.random.default_rng(seed)
@@ -132,16 +144,17 @@ def test_take_due_matches_the_numpy_oracle(
     known_before = views.known[:clients].copy()
     viewers = rng.uniform(-300, 300, (clients, 2))
     c_rows = np.arange(clients)
-    valid = take_due(
+    plan = due(
         views, c_rows, viewers=viewers, pos=pos, entity_ids=ids, table=table, beat=beat, tiers=tiers
     )
+    valid = take_due(views, plan)
     assert np.array_equal(valid, rows >= 0)
     safe = np.where(valid, rows, 0)
     if n:
         dx = pos[safe, 0] - viewers[:, 0, None]
         dz = pos[safe, 2] - viewers[:, 1, None]
-        due = due_oracle(dx * dx + dz * dz, safe, ids, beat, tiers) | ~known_before
-        expected = np.where((due & valid)[:, :, None], table[safe], sent_before)
+        fresh = due_oracle(dx * dx + dz * dz, safe, ids, beat, tiers) | ~known_before
+        expected = np.where((fresh & valid)[:, :, None], table[safe], sent_before)
     else:
         expected = sent_before
     assert np.array_equal(views.sent[:clients], expected)
@@ -196,8 +209,8 @@ def test_warm_up_compiles_every_signature_a_tick_uses() -> None:
     """After warm_up, a busy zone's ticks (NPCs, combat, deltas, view changes,
     a lowered AOI cap) compile nothing new: no tick ever waits for the JIT."""
     dispatchers: list[Any] = [
-        kernels.encode_batch,
-        kernels.take_due,
+        kernels.encode_due,
+        kernels.aim,
         kernels.refresh_views,
         kernels.visible,
     ]

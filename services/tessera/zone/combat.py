@@ -19,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from tessera.zone import kernels
 from tessera.zone.entities import DEAD, GHOST, MAX_HEALTH, NPC, PLAYER, Entities
 from tessera.zone.events import DIED, HIT_DEALT, HIT_TAKEN, RESPAWNED, Event
 
@@ -117,30 +118,6 @@ def rewind_ticks(rtt_ms: float, interp_ms: float, *, tick_ms: float, max_rewind_
     return max(0, min(round((rtt_ms / 2 + interp_ms) / tick_ms), cap))
 
 
-def melee_targets(origin: F64, yaw: float, targets: F64, weapons: Weapons) -> Bools:
-    """Which targets (m, 3) stand within the melee cone in front of ``origin``."""
-    d = targets[:, [0, 2]] - origin[[0, 2]]
-    dist = np.linalg.norm(d, axis=1)
-    facing = np.array([math.sin(yaw), math.cos(yaw)])
-    cos_angle = (d @ facing) / np.maximum(dist, 1e-9)
-    in_cone = (cos_angle >= math.cos(weapons.melee_half_angle)) | (dist < 0.3)
-    out: Bools = np.logical_and(dist <= weapons.melee_range, in_cone)
-    return out
-
-
-def ray_distances(origin: F64, yaw: float, pitch: float, centers: F64, radius: float) -> F64:
-    """Distance along the aim ray to each sphere (m, 3) it enters; inf for misses."""
-    direction = np.array(
-        [math.sin(yaw) * math.cos(pitch), math.sin(pitch), math.cos(yaw) * math.cos(pitch)]
-    )
-    oc = centers - origin
-    along = oc @ direction
-    closest2 = np.einsum("ij,ij->i", oc, oc) - along**2
-    inside = radius**2 - closest2
-    t = along - np.sqrt(np.maximum(inside, 0.0))
-    return np.where((inside >= 0) & (along >= 0), np.maximum(t, 0.0), np.inf)
-
-
 def resolve(
     *,
     attacker: int,
@@ -153,24 +130,27 @@ def resolve(
     eligible: Bools,
     weapons: Weapons,
 ) -> Hit | None:
-    """The one target an attack hits (nearest), from rewound candidate positions."""
-    if candidate_ids.size == 0 or not eligible.any():
+    """The one target an attack hits (nearest), from rewound candidate positions:
+    melee within range and a cone in front, ranged the first body sphere along the
+    aim ray within range (:func:`tessera.zone.kernels.aim`)."""
+    melee = attack == MELEE
+    best = kernels.aim(
+        melee,
+        np.ascontiguousarray(origin, np.float64),
+        float(yaw),
+        float(pitch),
+        np.ascontiguousarray(candidate_pos, np.float64).reshape(-1, 3),
+        np.ascontiguousarray(eligible, np.bool_),
+        weapons.melee_range if melee else weapons.ranged_range,
+        math.cos(weapons.melee_half_angle),
+        weapons.ranged_radius,
+        EYE_HEIGHT,
+        BODY_CENTER,
+    )
+    if best < 0:
         return None
-    if attack == MELEE:
-        hits = melee_targets(origin, yaw, candidate_pos, weapons) & eligible
-        if not hits.any():
-            return None
-        dist = np.linalg.norm(candidate_pos[:, [0, 2]] - origin[[0, 2]], axis=1)
-        best = int(np.argmin(np.where(hits, dist, np.inf)))
-        return Hit(attacker, int(candidate_ids[best]), MELEE, weapons.melee_damage)
-    eye = origin + np.array([0.0, EYE_HEIGHT, 0.0])
-    centers = candidate_pos + np.array([0.0, BODY_CENTER, 0.0])
-    t = ray_distances(eye, yaw, pitch, centers, weapons.ranged_radius)
-    t = np.where(eligible & (t <= weapons.ranged_range), t, np.inf)
-    best = int(np.argmin(t))
-    if not math.isfinite(float(t[best])):
-        return None
-    return Hit(attacker, int(candidate_ids[best]), RANGED, weapons.ranged_damage)
+    damage = weapons.melee_damage if melee else weapons.ranged_damage
+    return Hit(attacker, int(candidate_ids[best]), attack, damage)
 
 
 def regenerate(

@@ -63,7 +63,28 @@ def visible(xz: F64, viewers: F64, boost: F64, entity_ids: U64, *, tiers: Tiers,
     return out
 
 
-def take_due(
+@dataclass(frozen=True)
+class Due:
+    """The tier schedule of one tick's snapshots: the clients (view rows) standing
+    at ``viewers`` (C, 2) as x, z, the entities' ``pos`` and ids, the quantized
+    ``table`` due slots take their values from, and ``valid`` (C, cap), filled
+    with which view slots hold an entity. Built by :func:`due`, applied by
+    :meth:`tessera.zone.snapshot.SnapshotEncoder.encode_due` as it encodes."""
+
+    clients: I64
+    viewers: F64
+    pos: F64
+    entity_ids: U64
+    table: npt.NDArray[np.int32]
+    beat: int
+    near2: float
+    mid2: float
+    mid_every: int
+    far_every: int
+    valid: Bools
+
+
+def due(
     views: Views,
     clients: I64,
     *,
@@ -73,32 +94,26 @@ def take_due(
     table: npt.NDArray[np.int32],
     beat: int,
     tiers: Tiers,
-) -> Bools:
-    """Refresh the values each client (view row ``clients``, standing at ``viewers``
-    (C, 2) as x, z) is sent in its ``beat``-th snapshot, in ``views.sent``; which
-    view slots hold an entity (C, cap). Due slots (near; mid every ``mid_every``-th
-    and far every ``far_every``-th beat, staggered by entity id; new to the
-    client) take fresh values from the quantized ``table``, the rest keep what was
-    last sent."""
+) -> Due:
+    """The schedule of the ``beat``-th snapshot of each client (view row
+    ``clients``, standing at ``viewers``): due slots (near; mid every
+    ``mid_every``-th and far every ``far_every``-th beat, staggered by entity id;
+    new to the client) take fresh values from the quantized ``table``, the rest
+    keep what was last sent."""
     c = clients.size
-    valid = np.empty((c, views.cap), np.bool_)
-    kernels.take_due(
-        np.ascontiguousarray(clients, np.int64),
-        np.ascontiguousarray(viewers, np.float64).reshape(c, 2),
-        views.rows,
-        views.known,
-        views.sent,
-        np.ascontiguousarray(pos, np.float64).reshape(-1, 3),
-        np.ascontiguousarray(entity_ids, np.uint64),
-        np.ascontiguousarray(table, np.int32).reshape(-1, views.columns),
-        beat,
-        tiers.near**2,
-        tiers.mid**2,
-        tiers.mid_every,
-        tiers.far_every,
-        valid,
+    return Due(
+        clients=np.ascontiguousarray(clients, np.int64),
+        viewers=np.ascontiguousarray(viewers, np.float64).reshape(c, 2),
+        pos=np.ascontiguousarray(pos, np.float64).reshape(-1, 3),
+        entity_ids=np.ascontiguousarray(entity_ids, np.uint64),
+        table=np.ascontiguousarray(table, np.int32).reshape(-1, views.columns),
+        beat=beat,
+        near2=tiers.near**2,
+        mid2=tiers.mid**2,
+        mid_every=tiers.mid_every,
+        far_every=tiers.far_every,
+        valid=np.empty((c, views.cap), np.bool_),
     )
-    return valid
 
 
 class Views:

@@ -1,11 +1,11 @@
-"""Compiled tick kernels (numba, nopython): the per-pair loops of interest and encode.
+"""Compiled tick kernels (numba, nopython): the per-pair loops of interest, encode and aim.
 
 Each kernel is the one implementation of its rule; the callers in
-:mod:`tessera.zone.interest` and :mod:`tessera.zone.snapshot` pass plain numpy
-arrays in and out. Compiled code is cached on disk (``NUMBA_CACHE_DIR``,
-docs/ZONE.md "Compiled kernels"); ``simulation.warm_up`` compiles or loads every
-kernel with the argument types a tick uses before the zone reports ready, so no
-tick waits for the JIT.
+:mod:`tessera.zone.interest`, :mod:`tessera.zone.snapshot` and
+:mod:`tessera.zone.combat` pass plain numpy arrays in and out. Compiled code
+is cached on disk (``NUMBA_CACHE_DIR``, docs/ZONE.md "Compiled kernels");
+``simulation.warm_up`` compiles or loads every kernel with the argument types
+a tick uses before the zone reports ready, so no tick waits for the JIT.
 
 Inputs are finite by construction (inputs.py drops NaN/inf before they reach
 entity state). Entity rows read from views are checked against the entity table
@@ -14,6 +14,8 @@ own ring and the view width.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -58,11 +60,227 @@ def payload_bound(clients: int, cap: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _put(buf: np.ndarray, at: int, value: int, nbytes: int) -> int:
+def _put(buf: np.ndarray, at: int, value: int | np.integer[Any], nbytes: int) -> int:
     """Write ``value``'s low ``nbytes`` bytes little-endian at ``at``; the next offset."""
     for b in range(nbytes):
         buf[at + b] = (value >> (8 * b)) & 0xFF
     return at + nbytes
+
+
+# Bytes of each field group (mask bits 0..7, in wire order): POS8, POS16, POS32,
+# HEIGHT, FACING, MOTION, VITALS, IDENT.
+GROUP_BYTES = (2, 4, 8, 2, 2, 6, 3, 3)
+
+
+@njit(cache=True, nogil=True)
+def _encode_one(  # noqa: PLR0917 (numba kernels take positional arguments)
+    r: int,
+    cur: np.ndarray,
+    valid: np.ndarray,
+    v: np.ndarray,
+    last_input_seq: int,
+    version: int,
+    has_version: bool,
+    e_ids: np.ndarray,
+    e_valid: np.ndarray,
+    e_version: np.ndarray,
+    e_vals: np.ndarray,
+    seq_at: np.ndarray,
+    next_seq: np.ndarray,
+    acked: np.ndarray,
+    buf: np.ndarray,
+    out: int,
+    ends: np.ndarray,
+    has_base: np.ndarray,
+    counts: np.ndarray,
+    scratch: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """Delta-encode one snapshot of client row ``r`` (ids ``cur``, values ``v``
+    where ``valid``) into ``buf`` after the payload ``out - 1`` and store it in
+    the ring; ``ends[out]``, ``has_base[out]`` and ``counts[out]`` (entities,
+    added, removed) describe it. ``scratch`` is :func:`_scratch` of the view width.
+
+    Baseline entries are matched slot by slot while the membership version is
+    unchanged, else by id (a merge of two ascending id lists; in a run of equal
+    ids only the last current and first baseline entry pair up). Every field
+    group's section is sized first, so one pass over the entities writes them all.
+    """
+    bptr, still, mask, group = scratch
+    at = ends[out - 1] if out > 0 else 0
+    k = valid.shape[0]
+    h = seq_at.shape[1]
+    seq = next_seq[r]
+    ack = acked[r]
+    bslot = ack % h
+    base = ack > 0 and seq_at[r, bslot] == ack and seq - ack < h
+    bids = e_ids[r, bslot]
+    bvalid = e_valid[r, bslot]
+    bvals = e_vals[r, bslot]
+    same = base and has_version and e_version[r, bslot] == version
+    for j in range(k):
+        bptr[j] = j if same and valid[j] and bvalid[j] else -1
+        still[j] = bptr[j] >= 0
+    if base and not same:
+        a = 0
+        b = 0
+        while a < k and b < k:
+            if cur[a] < bids[b]:
+                a += 1
+            elif cur[a] > bids[b]:
+                b += 1
+            else:
+                key = cur[a]
+                while a + 1 < k and cur[a + 1] == key:
+                    a += 1
+                bptr[a] = b if valid[a] and bvalid[b] else -1
+                still[b] = valid[a]
+                a += 1
+                while b < k and bids[b] == key:
+                    b += 1
+    n_base = 0
+    n_removed = 0
+    if base:
+        for j in range(k):
+            if bvalid[j]:
+                n_base += 1
+                if not still[j]:
+                    n_removed += 1
+    n = 0
+    n_added = 0
+    n_changed = 0
+    for g in range(8):
+        group[g] = 0  # entities in each field group, then (8:) each section's write offset
+    for j in range(k):
+        if not valid[j]:
+            mask[j] = 0
+            continue
+        n += 1
+        b = bptr[j]
+        if b < 0:
+            m = FULL_MASK
+            n_added += 1
+        else:
+            # deltas wrap to int32, as the wire's delta fields do
+            ddx = np.int64(np.int32(v[j, X] - bvals[b, X]))
+            ddz = np.int64(np.int32(v[j, Z] - bvals[b, Z]))
+            big = max(abs(ddx), abs(ddz))
+            m = 0
+            if big > 32767:
+                m = POS32
+            elif big > 127:
+                m = POS16
+            elif big != 0:
+                m = POS8
+            if v[j, Y] != bvals[b, Y]:
+                m |= HEIGHT
+            if v[j, YAW] != bvals[b, YAW]:
+                m |= FACING
+            if v[j, VX] != bvals[b, VX] or v[j, VY] != bvals[b, VY] or v[j, VZ] != bvals[b, VZ]:
+                m |= MOTION
+            if v[j, HEALTH] != bvals[b, HEALTH] or v[j, FLAGS] != bvals[b, FLAGS]:
+                m |= VITALS
+            if v[j, KIND] != bvals[b, KIND] or v[j, TEAM] != bvals[b, TEAM]:
+                m |= IDENT
+        mask[j] = m
+        if m != 0:
+            n_changed += 1
+            for g in range(8):
+                if m & (1 << g):
+                    group[g] += 1
+
+    at = _put(buf, at, VERSION, 1)
+    at = _put(buf, at, 0 if base else FLAG_FULL, 1)
+    at = _put(buf, at, n_base, 2)
+    at = _put(buf, at, n, 2)
+    at = _put(buf, at, n_added, 2)
+    at = _put(buf, at, n_changed, 2)
+    at = _put(buf, at, last_input_seq, 4)
+    # removed bitmap, over the baseline's present entries
+    nbytes = (n_base + 7) // 8
+    for b in range(at, at + nbytes):
+        buf[b] = 0
+    if base:
+        bit = 0
+        for j in range(k):
+            if bvalid[j]:
+                if not still[j]:
+                    buf[at + (bit >> 3)] |= 1 << (bit & 7)
+                bit += 1
+    at += nbytes
+    # sections: added ids, changed bitmap (over present entities), masks, field groups
+    id_at = at
+    bits_at = id_at + 8 * n_added
+    mask_at = bits_at + (n + 7) // 8
+    for b in range(bits_at, mask_at):
+        buf[b] = 0
+    off = group[8:]
+    end = mask_at + n_changed
+    for g in range(8):
+        off[g] = end
+        end += group[g] * GROUP_BYTES[g]
+    bit = 0
+    for j in range(k):
+        if not valid[j]:
+            continue
+        if bptr[j] < 0:
+            id_at = _put(buf, id_at, np.int64(cur[j]), 8)
+        m = mask[j]
+        if m != 0:
+            buf[bits_at + (bit >> 3)] |= 1 << (bit & 7)
+            buf[mask_at] = m
+            mask_at += 1
+            if m & POS8:
+                off[0] = _put(buf, off[0], v[j, X] - bvals[bptr[j], X], 1)
+                off[0] = _put(buf, off[0], v[j, Z] - bvals[bptr[j], Z], 1)
+            if m & POS16:
+                off[1] = _put(buf, off[1], v[j, X] - bvals[bptr[j], X], 2)
+                off[1] = _put(buf, off[1], v[j, Z] - bvals[bptr[j], Z], 2)
+            if m & POS32:
+                off[2] = _put(buf, off[2], v[j, X], 4)
+                off[2] = _put(buf, off[2], v[j, Z], 4)
+            if m & HEIGHT:
+                off[3] = _put(buf, off[3], v[j, Y], 2)
+            if m & FACING:
+                off[4] = _put(buf, off[4], v[j, YAW], 2)
+            if m & MOTION:
+                off[5] = _put(buf, off[5], v[j, VX], 2)
+                off[5] = _put(buf, off[5], v[j, VY], 2)
+                off[5] = _put(buf, off[5], v[j, VZ], 2)
+            if m & VITALS:
+                off[6] = _put(buf, off[6], v[j, HEALTH], 2)
+                off[6] = _put(buf, off[6], v[j, FLAGS], 1)
+            if m & IDENT:
+                off[7] = _put(buf, off[7], v[j, KIND], 1)
+                off[7] = _put(buf, off[7], v[j, TEAM], 2)
+        bit += 1
+
+    slot = seq % h
+    for j in range(k):  # explicit loops: numba's slice assignment costs more here
+        e_ids[r, slot, j] = cur[j]
+        e_valid[r, slot, j] = valid[j]
+        for col in range(v.shape[1]):
+            e_vals[r, slot, j, col] = v[j, col]
+    e_version[r, slot] = version if has_version else -1
+    seq_at[r, slot] = seq
+    next_seq[r] = seq + 1
+    ends[out] = end
+    has_base[out] = base
+    counts[out, 0] = n
+    counts[out, 1] = n_added
+    counts[out, 2] = n_removed
+
+
+@njit(cache=True, nogil=True)
+def _scratch(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The encoder's per-client work arrays for views of width ``k``, reused
+    across clients: each slot's baseline entry (-1 for none), which baseline
+    entries are still present, change masks, field-group counts and offsets."""
+    return (
+        np.empty(k, np.int64),
+        np.empty(k, np.bool_),
+        np.empty(k, np.int64),
+        np.empty(16, np.int64),
+    )
 
 
 @njit(cache=True, nogil=True)
@@ -92,202 +310,27 @@ def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
     Client i sees ``ids[src[i]]`` with values ``vals[src[i]]`` where ``valid[i]``.
     Its payload is ``buf[ends[i-1]:ends[i]]``; ``has_base[i]`` says it is a
     delta; ``counts[i]`` holds (entities, added, removed). Rows must be distinct.
-    Baseline entries are matched slot by slot while the membership version is
-    unchanged, else by id (a merge of two ascending id lists; in a run of equal
-    ids only the last current and first baseline entry pair up).
     """
-    c, k = valid.shape
-    h = seq_at.shape[1]
-    bptr = np.empty(k, np.int64)  # each slot's baseline entry, -1 for none
-    still = np.empty(k, np.bool_)  # baseline entries still present
-    mask = np.empty(k, np.int64)
-    dx = np.empty(k, np.int64)
-    dz = np.empty(k, np.int64)
-    at = 0
-    for i in range(c):
-        r = rows[i]
+    scratch = _scratch(valid.shape[1])
+    for i in range(rows.size):
         s = src[i]
-        cur = ids[s]
-        seq = next_seq[r]
-        ack = acked[r]
-        bslot = ack % h
-        base = ack > 0 and seq_at[r, bslot] == ack and seq - ack < h
-        has_base[i] = base
-        bids = e_ids[r, bslot]
-        bvalid = e_valid[r, bslot]
-        if base and has_version and e_version[r, bslot] == version[i]:
-            for j in range(k):
-                bptr[j] = j if valid[i, j] and bvalid[j] else -1
-                still[j] = bptr[j] >= 0
-        else:
-            bptr[:] = -1
-            still[:] = False
-        if base and (not has_version or e_version[r, bslot] != version[i]):
-            a = 0
-            b = 0
-            while a < k and b < k:
-                if cur[a] < bids[b]:
-                    a += 1
-                elif cur[a] > bids[b]:
-                    b += 1
-                else:
-                    key = cur[a]
-                    while a + 1 < k and cur[a + 1] == key:
-                        a += 1
-                    bptr[a] = b if valid[i, a] and bvalid[b] else -1
-                    still[b] = valid[i, a]
-                    a += 1
-                    while b < k and bids[b] == key:
-                        b += 1
-        n = 0
-        n_base = 0
-        n_removed = 0
-        if base:
-            for j in range(k):
-                if bvalid[j]:
-                    n_base += 1
-                    if not still[j]:
-                        n_removed += 1
-        n_added = 0
-        n_changed = 0
-        for j in range(k):
-            if not valid[i, j]:
-                mask[j] = 0
-                continue
-            n += 1
-            b = bptr[j]
-            if b < 0:
-                mask[j] = FULL_MASK
-                n_added += 1
-                n_changed += 1
-                continue
-            # deltas wrap to int32, as the wire's delta fields do
-            ddx = np.int64(np.int32(vals[s, j, X] - e_vals[r, bslot, b, X]))
-            ddz = np.int64(np.int32(vals[s, j, Z] - e_vals[r, bslot, b, Z]))
-            dx[j] = ddx
-            dz[j] = ddz
-            big = max(abs(ddx), abs(ddz))
-            m = 0
-            if big > 32767:
-                m = POS32
-            elif big > 127:
-                m = POS16
-            elif big != 0:
-                m = POS8
-            if vals[s, j, Y] != e_vals[r, bslot, b, Y]:
-                m |= HEIGHT
-            if vals[s, j, YAW] != e_vals[r, bslot, b, YAW]:
-                m |= FACING
-            if (
-                vals[s, j, VX] != e_vals[r, bslot, b, VX]
-                or vals[s, j, VY] != e_vals[r, bslot, b, VY]
-                or vals[s, j, VZ] != e_vals[r, bslot, b, VZ]
-            ):
-                m |= MOTION
-            if (
-                vals[s, j, HEALTH] != e_vals[r, bslot, b, HEALTH]
-                or vals[s, j, FLAGS] != e_vals[r, bslot, b, FLAGS]
-            ):
-                m |= VITALS
-            if (
-                vals[s, j, KIND] != e_vals[r, bslot, b, KIND]
-                or vals[s, j, TEAM] != e_vals[r, bslot, b, TEAM]
-            ):
-                m |= IDENT
-            mask[j] = m
-            if m != 0:
-                n_changed += 1
-        counts[i, 0] = n
-        counts[i, 1] = n_added
-        counts[i, 2] = n_removed
-        v = vals[s]
-
-        at = _put(buf, at, VERSION, 1)
-        at = _put(buf, at, 0 if base else FLAG_FULL, 1)
-        at = _put(buf, at, n_base, 2)
-        at = _put(buf, at, n, 2)
-        at = _put(buf, at, n_added, 2)
-        at = _put(buf, at, n_changed, 2)
-        at = _put(buf, at, last_input_seq[i], 4)
-        # removed bitmap, over the baseline's present entries
-        nbytes = (n_base + 7) // 8
-        buf[at : at + nbytes] = 0
-        bit = 0
-        for j in range(k):
-            if base and bvalid[j]:
-                if not still[j]:
-                    buf[at + (bit >> 3)] |= 1 << (bit & 7)
-                bit += 1
-        at += nbytes
-        for j in range(k):
-            if valid[i, j] and bptr[j] < 0:
-                eid = cur[j]
-                for b in range(8):
-                    buf[at + b] = (eid >> np.uint64(8 * b)) & np.uint64(0xFF)
-                at += 8
-        # changed bitmap, over the present entities
-        nbytes = (n + 7) // 8
-        buf[at : at + nbytes] = 0
-        bit = 0
-        for j in range(k):
-            if valid[i, j]:
-                if mask[j] != 0:
-                    buf[at + (bit >> 3)] |= 1 << (bit & 7)
-                bit += 1
-        at += nbytes
-        for j in range(k):
-            if mask[j] != 0:
-                buf[at] = mask[j]
-                at += 1
-        for j in range(k):
-            if mask[j] & POS8:
-                at = _put(buf, at, dx[j], 1)
-                at = _put(buf, at, dz[j], 1)
-        for j in range(k):
-            if mask[j] & POS16:
-                at = _put(buf, at, dx[j], 2)
-                at = _put(buf, at, dz[j], 2)
-        for j in range(k):
-            if mask[j] & POS32:
-                at = _put(buf, at, v[j, X], 4)
-                at = _put(buf, at, v[j, Z], 4)
-        for j in range(k):
-            if mask[j] & HEIGHT:
-                at = _put(buf, at, v[j, Y], 2)
-        for j in range(k):
-            if mask[j] & FACING:
-                at = _put(buf, at, v[j, YAW], 2)
-        for j in range(k):
-            if mask[j] & MOTION:
-                at = _put(buf, at, v[j, VX], 2)
-                at = _put(buf, at, v[j, VY], 2)
-                at = _put(buf, at, v[j, VZ], 2)
-        for j in range(k):
-            if mask[j] & VITALS:
-                at = _put(buf, at, v[j, HEALTH], 2)
-                at = _put(buf, at, v[j, FLAGS], 1)
-        for j in range(k):
-            if mask[j] & IDENT:
-                at = _put(buf, at, v[j, KIND], 1)
-                at = _put(buf, at, v[j, TEAM], 2)
-        ends[i] = at
-
-        slot = seq % h
-        e_ids[r, slot] = cur
-        e_valid[r, slot] = valid[i]
-        e_version[r, slot] = version[i] if has_version else -1
-        e_vals[r, slot] = v
-        seq_at[r, slot] = seq
-        next_seq[r] = seq + 1
+        _encode_one(
+            rows[i], ids[s], valid[i], vals[s], last_input_seq[i],
+            version[i] if has_version else -1, has_version,
+            e_ids, e_valid, e_version, e_vals, seq_at, next_seq, acked,
+            buf, i, ends, has_base, counts, scratch,
+        )  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
-def take_due(  # noqa: PLR0917 (numba kernels take positional arguments)
+def encode_due(  # noqa: PLR0917 (numba kernels take positional arguments)
     clients: np.ndarray,
     viewers: np.ndarray,
     view_rows: np.ndarray,
     known: np.ndarray,
     sent: np.ndarray,
+    view_ids: np.ndarray,
+    view_version: np.ndarray,
     pos: np.ndarray,
     entity_ids: np.ndarray,
     table: np.ndarray,
@@ -296,34 +339,91 @@ def take_due(  # noqa: PLR0917 (numba kernels take positional arguments)
     mid2: float,
     mid_every: int,
     far_every: int,
+    last_input_seq: np.ndarray,
+    e_ids: np.ndarray,
+    e_valid: np.ndarray,
+    e_version: np.ndarray,
+    e_vals: np.ndarray,
+    seq_at: np.ndarray,
+    next_seq: np.ndarray,
+    acked: np.ndarray,
+    buf: np.ndarray,
+    ends: np.ndarray,
+    has_base: np.ndarray,
+    counts: np.ndarray,
     valid: np.ndarray,
 ) -> None:
-    """Refresh the due view slots (``sent``) of each client from the quantized ``table``.
-
-    A slot is due when its entity is within the near radius, within the mid
-    radius on a mid tick, on a far tick (ticks staggered by entity id) or not yet
-    known to the client. ``valid`` marks the slots holding an entity (row >= 0).
-    """
-    k = view_rows.shape[1]
-    n = pos.shape[0]
+    """The tier schedule and :func:`encode_batch` in one pass per client: client
+    (view and encoder row) ``clients[i]`` takes its due slots from ``table``
+    (:func:`_due_one`) and its snapshot is encoded against its view while those
+    values are in cache."""
+    scratch = _scratch(valid.shape[1])
+    codes = _beats(entity_ids, beat, mid_every, far_every)
     for i in range(clients.size):
         cl = clients[i]
-        vx = viewers[i, 0]
-        vz = viewers[i, 1]
-        for j in range(k):
-            row = view_rows[cl, j]
-            ok = 0 <= row < n
-            valid[i, j] = ok
-            if ok:
-                dx = pos[row, 0] - vx
-                dz = pos[row, 2] - vz
-                d2 = dx * dx + dz * dz
-                phase = np.int64(entity_ids[row] + np.uint64(beat))
-                due = d2 <= near2 or phase % far_every == 0 or not known[cl, j]
-                due = due or (d2 <= mid2 and phase % mid_every == 0)
-                if due:
-                    sent[cl, j] = table[row]
-            known[cl, j] = ok
+        _due_one(
+            view_rows[cl], known[cl], sent[cl], viewers[i, 0], viewers[i, 1],
+            pos, codes, table, near2, mid2, valid[i],
+        )  # fmt: skip
+        _encode_one(
+            cl, view_ids[cl], valid[i], sent[cl], last_input_seq[i], view_version[cl], True,
+            e_ids, e_valid, e_version, e_vals, seq_at, next_seq, acked,
+            buf, i, ends, has_base, counts, scratch,
+        )  # fmt: skip
+
+
+MID_BEAT = 1
+FAR_BEAT = 2
+
+
+@njit(cache=True, nogil=True)
+def _beats(entity_ids: np.ndarray, beat: int, mid_every: int, far_every: int) -> np.ndarray:
+    """Per entity row, whether ``beat`` is a mid (MID_BEAT) and a far (FAR_BEAT)
+    tick for it: tier ticks are staggered by entity id."""
+    codes = np.empty(entity_ids.size, np.uint8)
+    for row in range(entity_ids.size):
+        phase = np.int64(entity_ids[row] + np.uint64(beat))
+        codes[row] = (MID_BEAT if phase % mid_every == 0 else 0) | (
+            FAR_BEAT if phase % far_every == 0 else 0
+        )
+    return codes
+
+
+@njit(cache=True, nogil=True)
+def _due_one(  # noqa: PLR0917 (numba kernels take positional arguments)
+    view_rows: np.ndarray,
+    known: np.ndarray,
+    sent: np.ndarray,
+    vx: float,
+    vz: float,
+    pos: np.ndarray,
+    codes: np.ndarray,
+    table: np.ndarray,
+    near2: float,
+    mid2: float,
+    valid: np.ndarray,
+) -> None:
+    """Refresh the due slots of one client's view (its ``view_rows``, ``known``
+    and ``sent`` slots, standing at ``vx``, ``vz``) from the quantized ``table``.
+
+    A slot is due when its entity is within the near radius, within the mid
+    radius on a mid tick, on a far tick (``codes``) or not yet known to the
+    client. ``valid`` marks the slots holding an entity (row >= 0)."""
+    n = pos.shape[0]
+    for j in range(view_rows.size):
+        row = view_rows[j]
+        ok = 0 <= row < n
+        valid[j] = ok
+        if ok:
+            dx = pos[row, 0] - vx
+            dz = pos[row, 2] - vz
+            d2 = dx * dx + dz * dz
+            due = d2 <= near2 or codes[row] & FAR_BEAT or not known[j]
+            due = due or (d2 <= mid2 and codes[row] & MID_BEAT)
+            if due:
+                for col in range(table.shape[1]):  # an explicit loop: no slice views
+                    sent[j, col] = table[row, col]
+        known[j] = ok
 
 
 @njit(cache=True, nogil=True)
@@ -364,9 +464,11 @@ def refresh_views(  # noqa: PLR0917 (numba kernels take positional arguments)
             changed = changed or new_ids[j] != ids[cl, j] or new[j] != rows[cl, j]
         if not changed:
             continue
-        old_sent[:] = sent[cl]
-        old_known[:] = known[cl]
-        old_ids[:] = ids[cl]
+        for j in range(k):  # explicit loops: numba's slice assignment costs more here
+            old_known[j] = known[cl, j]
+            old_ids[j] = ids[cl, j]
+            for col in range(sent.shape[2]):
+                old_sent[j, col] = sent[cl, j, col]
         b = 0  # both id lists ascend: one merge pass finds each carried-over member
         for j in range(k):
             key = new_ids[j]
@@ -374,7 +476,8 @@ def refresh_views(  # noqa: PLR0917 (numba kernels take positional arguments)
                 b += 1
             found = b < k and old_ids[b] == key and old_known[b]
             if found:
-                sent[cl, j] = old_sent[b]
+                for col in range(sent.shape[2]):
+                    sent[cl, j, col] = old_sent[b, col]
             known[cl, j] = found and key != pad
             ids[cl, j] = key
             rows[cl, j] = new[j]
@@ -555,3 +658,52 @@ def visible(  # noqa: PLR0917 (numba kernels take positional arguments)
                 out[i, w] = by_id[at]
                 marked[at] = False
                 w += 1
+
+
+@njit(cache=True, nogil=True)
+def aim(  # noqa: PLR0917 (numba kernels take positional arguments)
+    melee: bool,
+    origin: np.ndarray,
+    yaw: float,
+    pitch: float,
+    targets: np.ndarray,
+    eligible: np.ndarray,
+    reach: float,
+    melee_cos: float,
+    radius: float,
+    eye: float,
+    body: float,
+) -> int:
+    """The index of the target (rows of ``targets``, positions) one attack from
+    ``origin`` hits, or -1: the nearest ``eligible`` one, the first on equal distance.
+
+    Melee (``melee``): within ``reach`` in x, z and inside the cone (cosine of the
+    angle off the facing at least ``melee_cos``, or closer than 0.3 m). Ranged:
+    the first sphere of ``radius`` around a body centre (``body`` above the
+    feet) the aim ray from the eye (``eye`` above ``origin``) enters, at most
+    ``reach`` along the ray (0 for a sphere the eye is in)."""
+    best, best_d = -1, np.inf
+    sy, cy = np.sin(yaw), np.cos(yaw)
+    dx_ray, dy_ray, dz_ray = sy * np.cos(pitch), np.sin(pitch), cy * np.cos(pitch)
+    for i in range(targets.shape[0]):
+        if not eligible[i]:
+            continue
+        if melee:
+            dx = targets[i, 0] - origin[0]
+            dz = targets[i, 2] - origin[2]
+            d = np.sqrt(dx * dx + dz * dz)
+            cone = (dx * sy + dz * cy) / max(d, 1e-9) >= melee_cos or d < 0.3
+            if d <= reach and cone and d < best_d:
+                best, best_d = i, d
+            continue
+        ox = targets[i, 0] - origin[0]
+        oy = (targets[i, 1] + body) - (origin[1] + eye)
+        oz = targets[i, 2] - origin[2]
+        along = ox * dx_ray + oy * dy_ray + oz * dz_ray
+        inside = radius * radius - (ox * ox + oy * oy + oz * oz - along * along)
+        if inside < 0 or along < 0:
+            continue
+        t = max(along - np.sqrt(inside), 0.0)
+        if t <= reach and t < best_d:
+            best, best_d = i, t
+    return best

@@ -398,9 +398,9 @@ class Simulation:
             kind=e.kind[:n],
             team=e.team[:n],
         )
-        valid = interest.take_due(
+        due = interest.due(
             views,
-            sight.clients,
+            clients,
             viewers=sight.viewers,
             pos=e.pos[:n],
             entity_ids=e.id[:n],
@@ -408,15 +408,7 @@ class Simulation:
             beat=sight.beat,
             tiers=self.tiers,
         )
-        batch = self.encoder.encode(
-            clients,
-            views.ids,
-            valid,
-            views.sent,
-            last_input_seq=e.last_seq[sight.viewer_rows],
-            version=views.version[clients],
-            at=clients,
-        )
+        batch = self.encoder.encode_due(views, due, last_input_seq=e.last_seq[sight.viewer_rows])
         return Frame(
             tick=self.tick,
             players=sight.players,
@@ -424,21 +416,22 @@ class Simulation:
             events=events,
             aoi_s=sight.aoi_s,
             encode_s=time.perf_counter() - started,
-            aoi_pairs=int(valid.sum()),
+            aoi_pairs=int(due.valid.sum()),
         )
 
 
 def warm_up(cfg: ZoneConfig) -> None:
     """Compile (or load from numba's disk cache) every kernel a tick calls, with the
-    argument types a tick passes: two players step through a throwaway simulation,
-    the second tick against an acknowledged baseline. The zone calls this before it
-    reports ready, so no tick waits for the JIT."""
+    argument types a tick passes: two players step through a throwaway simulation
+    (one attacking the other), the second tick against an acknowledged baseline.
+    The zone calls this before it reports ready, so no tick waits for the JIT."""
     area = cfg.bounds or cfg.world_bounds
     sim = Simulation(cfg, area=area)
     cx, cz = (area.min_x + area.max_x) / 2, (area.min_z + area.max_z) / 2
     for eid in (1, 2):
         sim.add_player(entity_id=eid, player_id=f"warm-{eid}", pos=(cx, 0.0, cz), team=0)
         sim.attach(f"warm-{eid}")
+    sim.ents.actions[0] = inputs.ACTION_MELEE | inputs.ACTION_RANGED  # compiles the aim
     frame = sim.step()
     for player, stream, seq in zip(
         frame.players, frame.batch.stream.tolist(), frame.batch.sequence.tolist(), strict=True

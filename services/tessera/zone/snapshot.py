@@ -5,10 +5,12 @@ the quantized rows the client holds after decoding them). A new snapshot is
 encoded against the newest snapshot the client acknowledged, or in full when
 that baseline is unknown or has fallen out of the ring. The wire layout is
 defined in :mod:`tessera.wire.snapshot` and docs/protocol/snapshot.md; the
-per-entity loop (baseline matching, change masks, bit packing) is
-:func:`tessera.zone.kernels.encode_batch`, writing all payloads into one
-buffer. Entity ids must stay below 2**40 - 1 (the padding id), which
-:mod:`tessera.zone.store` guarantees.
+per-entity loop (baseline matching, change masks, bit packing) is compiled:
+a tick runs :func:`tessera.zone.kernels.encode_due` (each client's tier
+schedule, then its snapshot, in one pass), :meth:`SnapshotEncoder.encode`
+encodes explicit values; both write all payloads into one buffer. Entity ids
+must stay below 2**40 - 1 (the padding id), which :mod:`tessera.zone.store`
+guarantees.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from tessera.wire.snapshot import (
     Z,
 )
 from tessera.zone import kernels
+from tessera.zone.interest import Due, Views
 
 ID_LIMIT = (1 << 40) - 1
 PAD = np.uint64(ID_LIMIT)
@@ -95,6 +98,12 @@ class EncodedBatch:
     @property
     def bytes_total(self) -> int:
         return sum(len(p) for p in self.payloads)
+
+
+def _empty() -> EncodedBatch:
+    """The batch of a tick with no snapshot to send."""
+    none = np.zeros(0, np.int64)
+    return EncodedBatch([], np.zeros(0, np.uint32), none, none, none != 0, none, 0, 0)
 
 
 class SnapshotEncoder:
@@ -191,18 +200,9 @@ class SnapshotEncoder:
         """
         c, k = rows.size, self.cap
         if c == 0:
-            empty = np.zeros(0, np.int64)
-            return EncodedBatch([], np.zeros(0, np.uint32), empty, empty, empty != 0, empty, 0, 0)
+            return _empty()
         rows = np.ascontiguousarray(rows, np.int64)
-        seq = self.next_seq[rows]
-        acked = self.acked[rows]
-        need = kernels.payload_bound(c, k)
-        if self._buf.size < need:
-            self._buf = np.empty(need, np.uint8)
-        buf = self._buf
-        ends = np.empty(c, np.int64)
-        has_base = np.empty(c, np.bool_)
-        counts = np.empty((c, 3), np.int64)
+        seq, acked, buf, ends, has_base, counts = self._scratch(rows)
         if at is None:
             at = np.arange(c, dtype=np.int64)
             ids = np.ascontiguousarray(ids, np.uint64).reshape(c, k)
@@ -216,6 +216,52 @@ class SnapshotEncoder:
             np.ascontiguousarray(last_input_seq, np.int64),
             _NO_VERSION if version is None else np.ascontiguousarray(version, np.int64),
             version is not None,
+            *self._ring(),
+            buf,
+            ends,
+            has_base,
+            counts,
+        )
+        return self._batch(rows, seq=seq, acked=acked, ends=ends, has_base=has_base, counts=counts)
+
+    def encode_due(self, views: Views, due: Due, *, last_input_seq: I64) -> EncodedBatch:
+        """Refresh each client's due view slots (the tier schedule ``due``, from
+        :func:`tessera.zone.interest.due`) and encode its snapshot in the same
+        pass. ``due.clients`` are both view and encoder rows; ``due.valid`` is
+        filled with the slots that hold an entity."""
+        rows = due.clients
+        if rows.size == 0:
+            return _empty()
+        seq, acked, buf, ends, has_base, counts = self._scratch(rows)
+        kernels.encode_due(
+            rows,
+            due.viewers,
+            views.rows,
+            views.known,
+            views.sent,
+            views.ids,
+            views.version,
+            due.pos,
+            due.entity_ids,
+            due.table,
+            due.beat,
+            due.near2,
+            due.mid2,
+            due.mid_every,
+            due.far_every,
+            np.ascontiguousarray(last_input_seq, np.int64),
+            *self._ring(),
+            buf,
+            ends,
+            has_base,
+            counts,
+            due.valid,
+        )
+        return self._batch(rows, seq=seq, acked=acked, ends=ends, has_base=has_base, counts=counts)
+
+    def _ring(self) -> tuple[U64, Bools, I64, I32, I64, I64, I64]:
+        """The ring arrays in the kernels' argument order."""
+        return (
             self.ids,
             self.valid,
             self.version,
@@ -223,11 +269,29 @@ class SnapshotEncoder:
             self.seq_at,
             self.next_seq,
             self.acked,
-            buf,
-            ends,
-            has_base,
-            counts,
         )
+
+    def _scratch(self, rows: I64) -> tuple[I64, I64, npt.NDArray[np.uint8], I64, Bools, I64]:
+        """Sequence numbers and acks before encoding, the reused payload buffer, and
+        fresh end offsets, delta flags and counts for ``rows``."""
+        c = rows.size
+        need = kernels.payload_bound(c, self.cap)
+        if self._buf.size < need:
+            self._buf = np.empty(need, np.uint8)
+        return (
+            self.next_seq[rows],
+            self.acked[rows],
+            self._buf,
+            np.empty(c, np.int64),
+            np.empty(c, np.bool_),
+            np.empty((c, 3), np.int64),
+        )
+
+    def _batch(
+        self, rows: I64, *, seq: I64, acked: I64, ends: I64, has_base: Bools, counts: I64
+    ) -> EncodedBatch:
+        """The batch the kernel wrote into the payload buffer."""
+        buf = self._buf
         total = int(ends[-1])
         raw = buf[:total].tobytes()
         starts = [0, *ends[:-1].tolist()]
