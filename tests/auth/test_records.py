@@ -61,6 +61,7 @@ async def test_bans_are_history_in_force_until_expired_replaced_or_lifted(databa
     t = int(NOW)
     assert await bans.ban("nobody", "x", "admin", until=0, now=NOW) is None
     first = await bans.ban("acc", "spam", "admin", until=t + 100, now=NOW)
+    assert first is not None
     assert first == BanRecord(first.ban_id, "acc", "spam", "admin", t, t + 100, 0)
     assert await bans.in_force("acc", now=NOW + 99) == first
     assert await bans.in_force("acc", now=NOW + 100) is None  # expired
