@@ -155,6 +155,7 @@ class BanRecord:
 _BAN_COLUMNS = "id, account_id, reason, banned_by, created_at, expires_at, lifted_at"
 # A ban is in force while not lifted and not expired (the migration's rule).
 _IN_FORCE = "lifted_at IS NULL AND (expires_at IS NULL OR expires_at > $1)"
+_LIFT = f"UPDATE bans SET lifted_at = $1 WHERE account_id = $2 AND {_IN_FORCE}"
 
 
 def _seconds(at: datetime | None) -> int:
@@ -192,11 +193,7 @@ class BanRecords:
             )
             if found is None:
                 return None
-            await conn.execute(
-                f"UPDATE bans SET lifted_at = $1 WHERE account_id = $2 AND {_IN_FORCE}",
-                at,
-                account_id,
-            )
+            await conn.execute(_LIFT, at, account_id)
             row = await conn.fetchrow(
                 "INSERT INTO bans (account_id, reason, banned_by, created_at, expires_at)"
                 f" VALUES ($1, $2, $3, $4, $5) RETURNING {_BAN_COLUMNS}",
@@ -210,11 +207,7 @@ class BanRecords:
 
     async def lift(self, account_id: str, *, now: float) -> int:
         """End the account's bans in force now; how many there were."""
-        status = await self.pool.execute(
-            f"UPDATE bans SET lifted_at = $1 WHERE account_id = $2 AND {_IN_FORCE}",
-            _time(now),
-            account_id,
-        )
+        status = await self.pool.execute(_LIFT, _time(now), account_id)
         return int(status.split()[-1])
 
     async def in_force(self, account_id: str, *, now: float) -> BanRecord | None:
