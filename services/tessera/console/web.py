@@ -6,9 +6,9 @@ the current frame as JSON, ``GET /api/stream`` Server-Sent Events (a ``full``
 frame, then a ``delta`` per interval), ``POST /api/login`` (auth's password
 login, admins only), ``POST /api/zones/{zone}/drain``,
 ``POST /api/players/{player}/kick`` and ``POST /api/accounts/{account}/ban``
-(auth's BanAccount, with the admin's token) (an admin's access token as
-``Authorization: Bearer``). Every admin action, refused ones included, is
-written to the audit log.
+(an admin's access token as ``Authorization: Bearer``; a ban passes it on to
+auth's BanAccount). Every admin action, refused ones included, is written to
+the audit log.
 """
 
 from __future__ import annotations
