@@ -70,3 +70,53 @@ def test_secret_size() -> None:
         with pytest.raises(InputError) as info:
             accounts.check_secret_size(bad, "refresh_token")
         assert info.value.field == "refresh_token"
+
+
+@pytest.mark.parametrize("account_id", ["a", "0123abcdef" * 12, "service:matchmaking", "x@y.z-_"])
+def test_account_ids_an_admin_may_name(account_id: str) -> None:
+    assert accounts.check_account_id(account_id) == account_id
+
+
+@pytest.mark.parametrize("account_id", ["", "a" * 129, "a b", "ä", "a/b", "a\n"])
+def test_bad_account_ids_are_refused(account_id: str) -> None:
+    with pytest.raises(InputError) as info:
+        accounts.check_account_id(account_id)
+    assert info.value.field == "account_id"
+
+
+def test_ban_reasons_are_stripped_and_bounded() -> None:
+    assert accounts.check_ban_reason("  cheating \n") == "cheating"
+    assert accounts.check_ban_reason("x" * 500) == "x" * 500
+    for bad in ("", "   ", "x" * 501):
+        with pytest.raises(InputError):
+            accounts.check_ban_reason(bad)
+
+
+@pytest.mark.parametrize(
+    ("until", "ok"),
+    [
+        (0, True),
+        (1001, True),
+        (1000 + accounts.MAX_BAN_SECONDS, True),
+        (1000, False),
+        (1, False),
+        (-5, False),
+        (1001 + accounts.MAX_BAN_SECONDS, False),
+        (2**63 - 1, False),
+    ],
+)
+def test_ban_until_is_permanent_or_in_the_future(until: int, ok: bool) -> None:
+    if ok:
+        assert accounts.check_ban_until(until, now=1000.0) == until
+    else:
+        with pytest.raises(InputError) as info:
+            accounts.check_ban_until(until, now=1000.0)
+        assert info.value.field == "until"
+
+
+def test_ban_pages() -> None:
+    assert accounts.check_ban_page(0, "") == (100, 2**63 - 1)
+    assert accounts.check_ban_page(500, "42") == (500, 42)
+    for size, token in ((501, ""), (1, "-1"), (1, "abc"), (1, "9" * 20)):
+        with pytest.raises(InputError):
+            accounts.check_ban_page(size, token)

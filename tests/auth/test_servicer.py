@@ -9,6 +9,7 @@ import hmac
 import json
 import statistics
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -17,6 +18,7 @@ from tessera.authclient.bearer import bearer_metadata
 from tessera.authclient.keys import keys_from_proto
 from tessera.authclient.verifier import Verifier
 from tessera.common import errors
+from tessera.common.audit import AuditLog
 from tessera.common.database import Pool
 from tessera.v1 import auth_pb2
 from tessera.wire import connect_token
@@ -579,3 +581,160 @@ async def test_a_batch_holds_at_most_512_requests(auth: RunningAuth) -> None:
     detail = errors.detail_of(err)
     assert (detail.reason, detail.field) == ("BATCH_TOO_LARGE", "requests")
     assert "512" in (err.details() or "")
+
+
+async def admin_and_player(
+    auth: RunningAuth, start_auth: StartAuth
+) -> tuple[RunningAuth, Any, Any]:
+    """An auth whose admin is "root-admin", the admin's session and a player "mallory"."""
+    registered = await register(auth, "root-admin")
+    auth = await start_auth(AUTH_ADMIN_ACCOUNTS=registered.account_id)
+    return auth, await login(auth, "root-admin"), await register(auth, "mallory")
+
+
+async def ban(auth: RunningAuth, token: str, account_id: str, until: int = 0) -> auth_pb2.Ban:
+    request = auth_pb2.BanAccountRequest(account_id=account_id, reason="aimbot", until=until)
+    return await auth.stub.BanAccount(request, metadata=bearer_metadata(token))
+
+
+async def test_a_ban_revokes_sessions_and_refuses_login_and_refresh(
+    auth: RunningAuth, start_auth: StartAuth, redis: Any
+) -> None:
+    auth, admin, player = await admin_and_player(auth, start_auth)
+    second = await login(auth, "mallory")
+    reply = await ban(auth, admin.access_token, player.account_id)
+    assert (reply.account_id, reply.reason, reply.banned_by) == (
+        player.account_id,
+        "aimbot",
+        admin.account_id,
+    )
+    assert (reply.until, reply.lifted_at, reply.revoked_sessions) == (0, 0, 2)
+    revoked = {m.decode() for m in await redis.zrange("tessera:{auth}:revoked", 0, -1)}
+    assert {player.session_id, second.session_id} <= revoked
+    for refused in (
+        login(auth, "mallory"),
+        auth.stub.Refresh(auth_pb2.RefreshRequest(refresh_token=second.refresh_token)),
+    ):
+        err = await fails(refused)
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert err.details() == "banned permanently"
+        detail = errors.detail_of(err)
+        assert (detail.reason, dict(detail.metadata)) == ("BANNED", {"until": "0"})
+    # A wrong password learns nothing about the ban.
+    err = await fails(login(auth, "mallory", "wrong password 123"))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    audit = await AuditLog(redis).recent(10)
+    done = next(r for r in audit if r.action == "ban")
+    assert (done.actor, done.target, done.outcome, done.source) == (
+        admin.account_id,
+        player.account_id,
+        "ok",
+        "127.0.0.1",
+    )
+    assert "2 sessions revoked" in done.detail and "aimbot" in done.detail
+
+
+async def test_a_banned_guest_device_cannot_log_in(
+    auth: RunningAuth, start_auth: StartAuth
+) -> None:
+    auth, admin, _ = await admin_and_player(auth, start_auth)
+    device = auth_pb2.GuestLoginRequest(device_id="device-0123456789abcdef")
+    guest = await auth.stub.GuestLogin(device)
+    until = int(time.time()) + 3600
+    await ban(auth, admin.access_token, guest.account_id, until)
+    err = await fails(auth.stub.GuestLogin(device))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert err.details() == f"banned until {until} (Unix time)"
+    assert errors.detail_of(err).metadata["until"] == str(until)
+
+
+async def test_a_ban_expires_and_a_lift_works_at_once(
+    auth: RunningAuth, start_auth: StartAuth, redis: Any
+) -> None:
+    auth, admin, player = await admin_and_player(auth, start_auth)
+    bearer = bearer_metadata(admin.access_token)
+    await ban(auth, admin.access_token, player.account_id, int(time.time()) + 2)
+    assert (await fails(login(auth, "mallory"))).code() == grpc.StatusCode.PERMISSION_DENIED
+    await asyncio.sleep(2.2)
+    assert (await login(auth, "mallory")).account_id == player.account_id
+    await ban(auth, admin.access_token, player.account_id)
+    lift = auth_pb2.LiftBanRequest(account_id=player.account_id)
+    assert (await auth.stub.LiftBan(lift, metadata=bearer)).lifted == 1
+    assert (await login(auth, "mallory")).account_id == player.account_id
+    assert (await auth.stub.LiftBan(lift, metadata=bearer)).lifted == 0
+    lifted = next(r for r in await AuditLog(redis).recent(5) if r.action == "lift_ban")
+    assert (lifted.actor, lifted.target, lifted.detail) == (
+        admin.account_id,
+        player.account_id,
+        "0 bans lifted",
+    )
+
+
+async def test_list_bans_pages_active_and_history(auth: RunningAuth, start_auth: StartAuth) -> None:
+    auth, admin, player = await admin_and_player(auth, start_auth)
+    other = await register(auth, "trudy")
+    bearer = bearer_metadata(admin.access_token)
+    await ban(auth, admin.access_token, player.account_id)
+    await ban(auth, admin.access_token, player.account_id)  # replaces the first
+    await ban(auth, admin.access_token, other.account_id)
+    active = await auth.stub.ListBans(auth_pb2.ListBansRequest(active_only=True), metadata=bearer)
+    assert [b.account_id for b in active.bans] == [other.account_id, player.account_id]
+    assert active.next_page_token == ""
+    pages, token = [], ""
+    while True:
+        page = await auth.stub.ListBans(
+            auth_pb2.ListBansRequest(page_size=2, page_token=token), metadata=bearer
+        )
+        pages.append([b.account_id for b in page.bans])
+        token = page.next_page_token
+        if not token:
+            break
+    assert pages == [[other.account_id, player.account_id], [player.account_id]]
+    history = await auth.stub.ListBans(auth_pb2.ListBansRequest(), metadata=bearer)
+    assert history.bans[-1].lifted_at > 0 and history.bans[0].lifted_at == 0
+
+
+async def test_ban_rpcs_are_for_admins_with_precise_errors(
+    auth: RunningAuth, start_auth: StartAuth
+) -> None:
+    auth, admin, player = await admin_and_player(auth, start_auth)
+    calls = {
+        "BanAccount": auth_pb2.BanAccountRequest(account_id=player.account_id, reason="x"),
+        "LiftBan": auth_pb2.LiftBanRequest(account_id=player.account_id),
+        "ListBans": auth_pb2.ListBansRequest(),
+    }
+    for name, request in calls.items():
+        method = getattr(auth.stub, name)
+        assert (await fails(method(request))).code() == grpc.StatusCode.UNAUTHENTICATED
+        err = await fails(method(request, metadata=bearer_metadata(player.access_token)))
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED, name
+    bearer = bearer_metadata(admin.access_token)
+    bad = [
+        auth_pb2.BanAccountRequest(account_id="", reason="x"),
+        auth_pb2.BanAccountRequest(account_id="a" * 100_000, reason="x"),
+        auth_pb2.BanAccountRequest(account_id=player.account_id, reason=" "),
+        auth_pb2.BanAccountRequest(account_id=player.account_id, reason="x" * 501),
+        auth_pb2.BanAccountRequest(account_id=player.account_id, reason="x", until=1),
+        auth_pb2.BanAccountRequest(account_id=player.account_id, reason="x", until=2**62),
+    ]
+    for request in bad:
+        err = await fails(auth.stub.BanAccount(request, metadata=bearer))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert len(err.details() or "") < 200
+    for bad_page in (
+        auth_pb2.ListBansRequest(page_size=501),
+        auth_pb2.ListBansRequest(page_token="x" * 10_000),
+    ):
+        err = await fails(auth.stub.ListBans(bad_page, metadata=bearer))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for unknown in (
+        auth.stub.BanAccount(
+            auth_pb2.BanAccountRequest(account_id="nobody", reason="x"), metadata=bearer
+        ),
+        auth.stub.LiftBan(auth_pb2.LiftBanRequest(account_id="nobody"), metadata=bearer),
+    ):
+        err = await fails(unknown)
+        assert err.code() == grpc.StatusCode.NOT_FOUND
+    listed = await auth.stub.ListBans(auth_pb2.ListBansRequest(), metadata=bearer)
+    assert list(listed.bans) == []  # nothing bad was stored
+    assert (await login(auth, "mallory")).account_id == player.account_id

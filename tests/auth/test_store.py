@@ -38,7 +38,11 @@ async def test_rotation_reuse_and_unknown(redis: Redis) -> None:
     reused = await s.rotate_refresh("h0", "h9", ttl_s=100, revoke_until=NOW + 60, now=NOW)
     assert (reused.status, reused.session_id) == ("REUSED", "s1")
     gone = await s.rotate_refresh("h2", "h3", ttl_s=100, revoke_until=NOW + 60, now=NOW)
-    assert gone.status == "GONE"
+    # An ended session's token still names its account (whose ban a refresh reports).
+    assert (gone.status, gone.session_id, gone.account_id) == ("GONE", "s1", "acc")
+    await redis.set(store.refresh_key("old"), "s1")  # written before tokens named accounts
+    old = await s.rotate_refresh("old", "h5", ttl_s=100, revoke_until=NOW + 60, now=NOW)
+    assert (old.status, old.session_id, old.account_id) == ("GONE", "s1", "")
     unknown = await s.rotate_refresh("nope", "h4", ttl_s=100, revoke_until=NOW + 60, now=NOW)
     assert unknown.status == "UNKNOWN"
     assert await client_store.revoked_sessions(redis, NOW) == {"s1": NOW + 60}

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tessera.console.admin import Refused, check_player, drain_target
+from tessera.console.admin import (
+    MAX_BAN_DURATION_S,
+    BanOrder,
+    Refused,
+    check_ban,
+    check_player,
+    drain_target,
+)
 from tessera.console.frame import ZoneRow
 from tessera.wire.geometry import Rect
 
@@ -72,3 +79,35 @@ def test_check_player() -> None:
         with pytest.raises(Refused) as err:
             check_player(bad)
         assert err.value.status == 400
+
+
+def test_check_ban() -> None:
+    assert check_ban("acc-1", {"reason": " spam "}, 1000.5) == BanOrder("acc-1", "spam", 0)
+    assert check_ban("acc-1", {"reason": "x", "duration_s": 3600}, 1000.5) == BanOrder(
+        "acc-1", "x", 4600
+    )
+    assert check_ban("a", {"reason": "x", "duration_s": MAX_BAN_DURATION_S}, 0).until == (
+        MAX_BAN_DURATION_S
+    )
+
+
+@pytest.mark.parametrize(
+    ("account", "body", "message"),
+    [
+        ("a b", {"reason": "x"}, "account id must be"),
+        ("a" * 129, {"reason": "x"}, "account id must be"),
+        ("a", {}, "reason must be"),
+        ("a", {"reason": "  "}, "reason must be"),
+        ("a", {"reason": "x" * 501}, "reason must be"),
+        ("a", {"reason": 5}, "reason must be"),
+        ("a", {"reason": "x", "duration_s": -1}, "duration_s must be"),
+        ("a", {"reason": "x", "duration_s": 1.5}, "duration_s must be"),
+        ("a", {"reason": "x", "duration_s": True}, "duration_s must be"),
+        ("a", {"reason": "x", "duration_s": "60"}, "duration_s must be"),
+        ("a", {"reason": "x", "duration_s": MAX_BAN_DURATION_S + 1}, "duration_s must be"),
+    ],
+)
+def test_bad_ban_forms_are_refused(account: str, body: dict[str, object], message: str) -> None:
+    with pytest.raises(Refused) as info:
+        check_ban(account, body, 0.0)
+    assert info.value.status == 400 and str(info.value).startswith(message)

@@ -186,6 +186,11 @@ async def test_admin_actions_need_an_admin_and_are_audited(setup: Setup) -> None
         assert status == 401 and answer["error"].startswith("access token refused")
         status, answer = await post(http, drain)
         assert (status, answer["error"]) == (401, "admin login required")
+        ban = f"{setup.url}/api/accounts/{player.account_id}/ban"
+        status, answer = await post(http, ban, {"reason": "x"})
+        assert (status, answer["error"]) == (401, "admin login required")
+        status, answer = await post(http, ban, {"reason": "x"}, token=player.access_token)
+        assert (status, answer["error"]) == (403, f"account {player.account_id} is not an admin")
 
     beat = await store.read_heartbeat(setup.redis, "w", "a")
     assert beat is not None and beat.state == zone_pb2.ZONE_STATE_ACTIVE  # nothing drained
@@ -217,15 +222,32 @@ async def test_admin_actions_need_an_admin_and_are_audited(setup: Setup) -> None
         status, answer = await post(http, setup.url + "/api/players/a%20b/kick", token=token)
         assert status == 400
 
+        week = {"reason": "griefing", "duration_s": 7 * 86400}
+        status, answer = await post(http, ban, week, token=token)
+        assert status == 200, answer
+        assert answer["account"] == player.account_id and answer["revoked_sessions"] >= 1
+        status, answer = await post(http, setup.url + "/api/accounts/nobody/ban", week, token=token)
+        assert status == 404 and answer["error"].startswith("auth refused the ban")
+        status, answer = await post(http, ban, {"reason": ""}, token=token)
+        assert status == 400
+
+    async with grpc.aio.insecure_channel(setup.auth) as channel:
+        stub = auth_pb2_grpc.AuthStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as banned:
+            await stub.Login(auth_pb2.LoginRequest(username="pat", password=PASSWORD))
+        assert banned.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
     records = list(reversed(await AuditLog(setup.redis).recent()))
-    assert [(r.actor, r.action, r.target, r.outcome) for r in records[:5]] == [
+    assert [(r.actor, r.action, r.target, r.outcome) for r in records[:7]] == [
         (player.account_id, "login", "pat", "refused"),
         ("", "login", "boss", "refused"),
         (player.account_id, "drain", "a", "refused"),
         ("", "drain", "a", "refused"),
         ("", "drain", "a", "refused"),
+        ("", "ban", player.account_id, "refused"),
+        (player.account_id, "ban", player.account_id, "refused"),
     ]
-    records = records[5:]
+    records = records[7:]
     assert [(r.action, r.target, r.outcome) for r in records] == [
         ("login", "boss", "ok"),
         ("drain", "a", "ok"),
@@ -233,7 +255,13 @@ async def test_admin_actions_need_an_admin_and_are_audited(setup: Setup) -> None
         ("drain", "nowhere", "refused"),
         ("kick", "p1", "refused"),
         ("kick", "a b", "refused"),
+        ("ban", player.account_id, "ok"),  # by auth
+        ("ban", player.account_id, "ok"),  # by the console
+        ("ban", "nobody", "refused"),
+        ("ban", "nobody", "refused"),
+        ("ban", player.account_id, "refused"),
     ]
     assert {r.actor for r in records} == {setup.admin_id}
     assert {r.source for r in records} == {"127.0.0.1"}
     assert records[1].detail.startswith("draining into b")
+    assert records[7].detail.startswith("banned until ") and "(griefing)" in records[7].detail

@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from tessera.auth import sessions
 from tessera.auth.keys import KeyRing, SigningKey, write_key
 from tessera.authclient.issuer import AuthIssuer
 from tessera.client.bot import Bot, hotspot, random_walk
@@ -45,12 +46,14 @@ from tessera.v1 import (
     auth_pb2,
     auth_pb2_grpc,
     common_pb2,
+    matchmaking_pb2,
+    matchmaking_pb2_grpc,
     relay_pb2,
     relay_pb2_grpc,
     zone_pb2,
     zone_pb2_grpc,
 )
-from tessera.wire import packet
+from tessera.wire import access_token, packet
 from tessera.wire.connect_token import ConnectGrant, issue_connect_token, new_token_id
 from tessera.wire.connection import Connection
 from tessera.zone.audit import settle
@@ -1199,6 +1202,87 @@ async def test_a_revoked_login_is_dropped_by_every_relay_within_a_second(stack: 
         await on_a.close()
         await on_b.close()
         relay_b.terminate()
+
+
+def admin_token(stack: Stack) -> str:
+    """An access token with role admin, signed with the stack's auth key (as auth
+    signs an admin's login)."""
+    claims = sessions.access_claims(
+        account_id="itest-admin",
+        session_id=sessions.new_session_id(),
+        roles=("admin",),
+        kid=stack.signing_key.kid,
+        issuer="tessera",
+        audience="tessera",
+        now=time.time(),
+        ttl_s=600,
+    )
+    return access_token.encode(claims, stack.signing_key.private_key)
+
+
+async def test_a_banned_player_is_dropped_within_a_second_and_matchmaking_refuses_him(
+    stack: Stack,
+) -> None:
+    """BanAccount revokes the player's sessions: the relay sends Disconnected(REVOKED)
+    within 1 s, and matchmaking refuses a ticket with his old access token."""
+    mm = ServiceProcess(
+        "tessera.matchmaking",
+        {
+            "TESSERA_REDIS_URL": stack.redis_url,
+            "TESSERA_DATABASE_URL": stack.relay_env["TESSERA_DATABASE_URL"],
+            "TESSERA_HOST": "127.0.0.1",
+            "TESSERA_GRPC_PORT": "0",
+            "TESSERA_METRICS_PORT": "0",
+            "TESSERA_SHUTDOWN_GRACE_S": "1",
+            "TESSERA_AUTH_ADDRESS": stack.auth.grpc_address,
+            "TESSERA_MM_CLIENT_SECRET": SERVICE_SECRET,
+        },
+        name="matchmaking",
+    ).start()
+    player = GameClient(UdpTransport())
+    try:
+        login = await guest_login(stack.auth.grpc_address, "device-banned-0123456789")
+        await player.connect(
+            via(await connect_token(stack.auth.grpc_address, login.access_token), stack.udp_address)
+        )
+        await wait_for(lambda: player.snapshots > 2, 10.0, "snapshots")
+        await asyncio.to_thread(mm.wait_serving)
+        ticket = matchmaking_pb2.CreateTicketRequest(
+            mode="duel",
+            players=[matchmaking_pb2.TicketPlayer(player_id=login.account_id)],
+            regions=[matchmaking_pb2.RegionLatency(region="eu", latency_ms=12.0)],
+        )
+        player_md = (("authorization", f"Bearer {login.access_token}"),)
+        async with (
+            grpc.aio.insecure_channel(stack.auth.grpc_address) as auth_channel,
+            grpc.aio.insecure_channel(mm.grpc_address) as mm_channel,
+        ):
+            auth: Any = auth_pb2_grpc.AuthStub(auth_channel)
+            matchmaker: Any = matchmaking_pb2_grpc.MatchmakerStub(mm_channel)
+            first = await matchmaker.CreateTicket(ticket, metadata=player_md)
+            await matchmaker.CancelTicket(
+                matchmaking_pb2.CancelTicketRequest(ticket_id=first.id), metadata=player_md
+            )
+            started = time.monotonic()
+            banned = await auth.BanAccount(
+                auth_pb2.BanAccountRequest(account_id=login.account_id, reason="wallhack"),
+                metadata=(("authorization", f"Bearer {admin_token(stack)}"),),
+            )
+            assert banned.revoked_sessions == 1
+            await wait_for(lambda: player.disconnected is not None, 1.0, "the banned player to go")
+            assert time.monotonic() - started < 1.0
+            assert player.disconnected is not None and player.disconnected.reason == "REVOKED"
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await matchmaker.CreateTicket(ticket, metadata=player_md)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.aio.AioRpcError) as again:
+                await auth.GuestLogin(
+                    auth_pb2.GuestLoginRequest(device_id="device-banned-0123456789")
+                )
+            assert again.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        await player.close()
+        mm.terminate()
 
 
 async def test_a_play_stream_that_never_connects_is_ended(stack: Stack) -> None:

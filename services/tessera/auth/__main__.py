@@ -10,11 +10,12 @@ import time
 
 from tessera.auth.config import AuthConfig
 from tessera.auth.keys import KeyRingError
-from tessera.auth.records import AccountRecords
+from tessera.auth.records import AccountRecords, BanRecords
 from tessera.auth.servicer import METHOD_ROLES, PUBLIC_METHODS, SERVICE, AuthServicer, KeySource
 from tessera.auth.store import AuthStore
 from tessera.authclient.verifier import AuthInterceptor, Verifier
 from tessera.common import store as common_store
+from tessera.common.audit import AuditLog
 from tessera.common.config import PREFIX, ConfigError, ServerConfig, load_or_exit
 from tessera.common.database import DatabaseUnavailable, open_database
 from tessera.common.database_outage import DatabaseOutageInterceptor
@@ -72,6 +73,8 @@ async def assemble(server_config: ServerConfig, config: AuthConfig) -> GrpcServi
         AccountRecords(database),
         keys,
         database=database,
+        bans=BanRecords(database),
+        audit=AuditLog(redis),
         hash_workers=max(1, os.cpu_count() or 1),
     )
     service = GrpcService(server_config, interceptors=[DatabaseOutageInterceptor(), interceptor])

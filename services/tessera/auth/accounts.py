@@ -111,3 +111,56 @@ def common_passwords() -> frozenset[str]:
     return frozenset(
         line.strip().lower() for line in text.splitlines() if line.strip() and line[0] != "#"
     )
+
+
+ACCOUNT_ID_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
+MAX_BAN_REASON = 500
+MAX_BAN_PAGE = 500
+DEFAULT_BAN_PAGE = 100
+# Beyond this a ban is meant as permanent (until = 0); also keeps timestamps in range.
+MAX_BAN_SECONDS = 100 * 365 * 86_400
+
+
+def check_account_id(account_id: str) -> str:
+    """An account id named by an admin: 1-128 letters, digits and ``._:@-``."""
+    if ACCOUNT_ID_RE.fullmatch(account_id) is None:
+        raise InputError(
+            "account_id",
+            "INVALID_ARGUMENT",
+            "account_id must be 1-128 characters of letters, digits and ._:@-",
+        )
+    return account_id
+
+
+def check_ban_reason(reason: str) -> str:
+    """A ban's reason: 1-500 characters once stripped."""
+    text = reason.strip()
+    if not text or len(text) > MAX_BAN_REASON:
+        raise InputError(
+            "reason", "INVALID_ARGUMENT", f"reason must be 1-{MAX_BAN_REASON} characters"
+        )
+    return text
+
+
+def check_ban_until(until: int, *, now: float) -> int:
+    """When a ban ends: 0 (permanent) or a Unix time after ``now`` within 100 years."""
+    if until != 0 and not now < until <= now + MAX_BAN_SECONDS:
+        raise InputError(
+            "until",
+            "INVALID_ARGUMENT",
+            "until must be 0 (permanent) or a Unix time in the future, within 100 years",
+        )
+    return until
+
+
+def check_ban_page(page_size: int, page_token: str) -> tuple[int, int]:
+    """A ListBans page: (size, ids below which to list); size 0 means the default."""
+    if page_size > MAX_BAN_PAGE:
+        raise InputError(
+            "page_size", "INVALID_ARGUMENT", f"page_size must be at most {MAX_BAN_PAGE}"
+        )
+    if not page_token:
+        return page_size or DEFAULT_BAN_PAGE, 2**63 - 1
+    if not page_token.isdigit() or len(page_token) > 19:
+        raise InputError("page_token", "INVALID_ARGUMENT", "page_token is not from ListBans")
+    return page_size or DEFAULT_BAN_PAGE, int(page_token)

@@ -26,7 +26,7 @@ REFRESHES = Counter(
 )
 REVOCATIONS = Counter(
     "tessera_auth_revoked_sessions_total",
-    "Sessions revoked, by cause (logout, admin, reuse).",
+    "Sessions revoked, by cause (logout, admin, reuse, ban).",
     ["cause"],
 )
 PASSWORD_HASH_SECONDS = Histogram(

@@ -1,8 +1,9 @@
-"""The auth service's PostgreSQL code for accounts and devices, the system of record
-(tables ``accounts``, ``devices``, ``bans``; migration ``0001_accounts.sql``); the
-player-data API uses the shared :mod:`tessera.common.playerdata`. Redis
-(``store.py``) keeps only what is hot: sessions, refresh tokens, revocations and
-rate-limit counters, all of which may be lost (players log in again).
+"""The auth service's PostgreSQL code for accounts, devices and bans, the system
+of record (tables ``accounts``, ``devices``, ``bans``; migration
+``0001_accounts.sql``); the player-data API uses the shared
+:mod:`tessera.common.playerdata`. Redis (``store.py``) keeps only what is hot:
+sessions, refresh tokens, revocations and rate-limit counters, all of which may
+be lost (players log in again).
 
 Usernames are unique in the table (``UNIQUE``), so two registrations of one name
 race safely: one row is inserted, the other call gets False. A guest account and
@@ -137,3 +138,105 @@ class AccountRecords:
                     "SELECT account_id FROM devices WHERE device_hash = $1", device_hash
                 )
                 return str(existing), False
+
+
+@dataclass(frozen=True)
+class BanRecord:
+    """A row of ``bans``; times are Unix seconds, ``until`` and ``lifted_at`` 0 when unset."""
+
+    ban_id: int
+    account_id: str
+    reason: str
+    banned_by: str
+    created_at: int
+    until: int
+    lifted_at: int
+
+
+_BAN_COLUMNS = "id, account_id, reason, banned_by, created_at, expires_at, lifted_at"
+# A ban is in force while not lifted and not expired (the migration's rule).
+_IN_FORCE = "lifted_at IS NULL AND (expires_at IS NULL OR expires_at > $1)"
+_LIFT = f"UPDATE bans SET lifted_at = $1 WHERE account_id = $2 AND {_IN_FORCE}"
+
+
+def _seconds(at: datetime | None) -> int:
+    return 0 if at is None else int(at.timestamp())
+
+
+def _ban(row: Any) -> BanRecord:
+    return BanRecord(
+        ban_id=row["id"],
+        account_id=row["account_id"],
+        reason=row["reason"],
+        banned_by=row["banned_by"],
+        created_at=_seconds(row["created_at"]),
+        until=_seconds(row["expires_at"]),
+        lifted_at=_seconds(row["lifted_at"]),
+    )
+
+
+class BanRecords:
+    """Bans in PostgreSQL, kept as history: lifting stamps ``lifted_at``, nothing is deleted."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    async def ban(
+        self, account_id: str, reason: str, banned_by: str, *, until: int, now: float
+    ) -> BanRecord | None:
+        """Ban an account until ``until`` (0 = permanent), lifting the ban in force it
+        replaces; None when the account does not exist."""
+        at = _time(now)
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Locks the account row: two bans of one account queue behind each other.
+            found = await conn.fetchval(
+                "SELECT id FROM accounts WHERE id = $1 FOR UPDATE", account_id
+            )
+            if found is None:
+                return None
+            await conn.execute(_LIFT, at, account_id)
+            row = await conn.fetchrow(
+                "INSERT INTO bans (account_id, reason, banned_by, created_at, expires_at)"
+                f" VALUES ($1, $2, $3, $4, $5) RETURNING {_BAN_COLUMNS}",
+                account_id,
+                reason,
+                banned_by,
+                at,
+                _time(until) if until else None,
+            )
+        return _ban(row)
+
+    async def lift(self, account_id: str, *, now: float) -> int:
+        """End the account's bans in force now; how many there were."""
+        status = await self.pool.execute(_LIFT, _time(now), account_id)
+        return int(status.split()[-1])
+
+    async def in_force(self, account_id: str, *, now: float) -> BanRecord | None:
+        """The account's ban in force at ``now`` (the latest ending, if several)."""
+        row = await self.pool.fetchrow(
+            f"SELECT {_BAN_COLUMNS} FROM bans WHERE account_id = $2 AND {_IN_FORCE}"
+            " ORDER BY expires_at DESC NULLS FIRST LIMIT 1",
+            _time(now),
+            account_id,
+        )
+        return None if row is None else _ban(row)
+
+    async def page(
+        self, *, active_only: bool, before_id: int, limit: int, now: float
+    ) -> list[BanRecord]:
+        """Up to ``limit`` bans with ids below ``before_id``, newest first."""
+        if active_only:
+            rows = await self.pool.fetch(
+                f"SELECT {_BAN_COLUMNS} FROM bans WHERE {_IN_FORCE} AND id < $2"
+                " ORDER BY id DESC LIMIT $3",
+                _time(now),
+                before_id,
+                limit,
+            )
+        else:
+            rows = await self.pool.fetch(
+                f"SELECT {_BAN_COLUMNS} FROM bans WHERE id < $1 ORDER BY id DESC LIMIT $2",
+                before_id,
+                limit,
+            )
+        return [_ban(row) for row in rows]

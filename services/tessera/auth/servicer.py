@@ -24,11 +24,12 @@ from tessera.auth.accounts import InputError
 from tessera.auth.config import AuthConfig
 from tessera.auth.keys import KeyRing, KeyRingError, SigningKey, raw_public_bytes
 from tessera.auth.passwords import PasswordHasher
-from tessera.auth.records import Account, AccountRecords
+from tessera.auth.records import Account, AccountRecords, BanRecord, BanRecords
 from tessera.auth.store import AuthStore
 from tessera.authclient.verifier import current_claims
 from tessera.common import errors, tracing
 from tessera.common import playerdata as player_records
+from tessera.common.audit import AuditLog, AuditRecord
 from tessera.common.database import Pool
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 from tessera.wire import access_token, connect_token
@@ -43,6 +44,9 @@ PUBLIC_METHODS = tuple(
 )
 METHOD_ROLES = {
     f"/{SERVICE}/RevokeSessions": ("admin",),
+    f"/{SERVICE}/BanAccount": ("admin",),
+    f"/{SERVICE}/LiftBan": ("admin",),
+    f"/{SERVICE}/ListBans": ("admin",),
     f"/{SERVICE}/IssueConnectToken": ("player", "service"),
     f"/{SERVICE}/IssueConnectTokens": ("service", "admin"),
     f"/{SERVICE}/GetPlayerData": ("service", "admin"),
@@ -96,6 +100,8 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         keys: KeySource,
         *,
         database: Pool,
+        bans: BanRecords,
+        audit: AuditLog,
         hash_workers: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -103,6 +109,8 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         self.store = auth_store
         self.accounts = records
         self.database = database
+        self.bans = bans
+        self.audit = audit
         self.keys = keys
         self.clock = clock
         self.hasher = PasswordHasher(config.argon2)
@@ -269,6 +277,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         if not ok or account is None:
             await self._failed(context, "password", username, address)
         await self.store.clear_failures(username)
+        await self._refuse_banned(context, "password", account.account_id)
         if self.hasher.needs_rehash(account.password_hash):
             new_hash = await self._in_pool(self.hasher.hash, request.password)
             await self.accounts.set_password(account.account_id, new_hash, now=self.clock())
@@ -291,6 +300,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
             account_id, _created = await self.accounts.guest_account(
                 device_hash, sessions.new_account_id(), ("player",), now=self.clock()
             )
+        await self._refuse_banned(context, "guest", account_id)
         metrics.LOGINS.labels("guest", "ok").inc()
         roles = sessions.roles_for(account_id, self.config.admin_accounts)
         return await self._new_session(account_id, roles, "guest")
@@ -343,6 +353,14 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
                 "refresh token was already used; the session has been revoked",
                 reason="REFRESH_TOKEN_REUSED",
             )
+        if rotation.status in ("OK", "GONE") and rotation.account_id:
+            ban = await self.bans.in_force(rotation.account_id, now=now)
+            if ban is not None:
+                # A session that outlived its ban's revocation (a race) ends here.
+                await self.store.revoke_session(
+                    rotation.session_id, until=self._horizon(now), now=now
+                )
+                await _banned(context, "refresh", ban)
         if rotation.status == "GONE":
             await errors.abort(
                 context,
@@ -391,6 +409,84 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
             extra={"account": request.account_id, "count": count, "by": current_claims().sub},
         )
         return auth_pb2.RevokeSessionsResponse(revoked=count)
+
+    async def BanAccount(
+        self, request: auth_pb2.BanAccountRequest, context: Context
+    ) -> auth_pb2.Ban:
+        now = self.clock()
+        admin = current_claims().sub
+        try:
+            account_id = accounts.check_account_id(request.account_id)
+            reason = accounts.check_ban_reason(request.reason)
+            until = accounts.check_ban_until(request.until, now=now)
+        except InputError as err:
+            await self._audit(context, "ban", request.account_id[:128], "refused", err.message)
+            await _invalid(context, err)
+        ban = await self.bans.ban(account_id, reason, admin, until=until, now=now)
+        if ban is None:
+            await self._audit(context, "ban", account_id, "refused", "no such account")
+            await _no_account(context)
+        revoked = await self.store.revoke_account(account_id, until=self._horizon(now), now=now)
+        metrics.REVOCATIONS.labels("ban").inc(revoked)
+        term = f"until {ban.until}" if ban.until else "permanently"
+        await self._audit(
+            context,
+            "ban",
+            account_id,
+            "ok",
+            f"banned {term} ({reason}); {revoked} sessions revoked",
+        )
+        reply = _ban_message(ban)
+        reply.revoked_sessions = revoked
+        return reply
+
+    async def LiftBan(
+        self, request: auth_pb2.LiftBanRequest, context: Context
+    ) -> auth_pb2.LiftBanResponse:
+        try:
+            account_id = accounts.check_account_id(request.account_id)
+        except InputError as err:
+            await self._audit(context, "lift_ban", request.account_id[:128], "refused", err.message)
+            await _invalid(context, err)
+        if await self.accounts.account(account_id) is None:
+            await self._audit(context, "lift_ban", account_id, "refused", "no such account")
+            await _no_account(context)
+        lifted = await self.bans.lift(account_id, now=self.clock())
+        await self._audit(context, "lift_ban", account_id, "ok", f"{lifted} bans lifted")
+        return auth_pb2.LiftBanResponse(lifted=lifted)
+
+    async def ListBans(
+        self, request: auth_pb2.ListBansRequest, context: Context
+    ) -> auth_pb2.ListBansResponse:
+        try:
+            size, before = accounts.check_ban_page(request.page_size, request.page_token)
+        except InputError as err:
+            await _invalid(context, err)
+        found = await self.bans.page(
+            active_only=request.active_only, before_id=before, limit=size, now=self.clock()
+        )
+        reply = auth_pb2.ListBansResponse(bans=[_ban_message(b) for b in found])
+        if len(found) == size:
+            reply.next_page_token = str(found[-1].ban_id)
+        return reply
+
+    async def _refuse_banned(self, context: Context, kind: str, account_id: str) -> None:
+        """Abort a login of ``account_id`` with PERMISSION_DENIED when a ban is in force."""
+        ban = await self.bans.in_force(account_id, now=self.clock())
+        if ban is not None:
+            await _banned(context, kind, ban)
+
+    async def _audit(
+        self, context: Context, action: str, target: str, outcome: str, detail: str
+    ) -> None:
+        """Write an audit record of the calling admin's ``action``."""
+        address = sessions.client_address(context.peer())
+        record = AuditRecord(current_claims().sub, action, target, address, outcome, detail)
+        try:
+            await self.audit.write(record)
+        except Exception:
+            # The action stands; a lost audit record is logged, not turned into an error.
+            log.exception("audit write failed", extra={"action": action, "target": target})
 
     async def GetPublicKeys(
         self, request: auth_pb2.GetPublicKeysRequest, context: Context
@@ -647,6 +743,41 @@ async def _invalid(context: Context, err: InputError) -> NoReturn:
         err.message,
         reason=err.reason,
         field=err.field,
+    )
+
+
+def _ban_message(ban: BanRecord) -> auth_pb2.Ban:
+    return auth_pb2.Ban(
+        id=ban.ban_id,
+        account_id=ban.account_id,
+        reason=ban.reason,
+        banned_by=ban.banned_by,
+        created_at=ban.created_at,
+        until=ban.until,
+        lifted_at=ban.lifted_at,
+    )
+
+
+async def _banned(context: Context, kind: str, ban: BanRecord) -> NoReturn:
+    """Refuse a banned account: only that it is banned and until when (0 = permanent)."""
+    metrics.LOGINS.labels(kind, "banned").inc()
+    term = f"until {ban.until} (Unix time)" if ban.until else "permanently"
+    await errors.abort(
+        context,
+        grpc.StatusCode.PERMISSION_DENIED,
+        f"banned {term}",
+        reason="BANNED",
+        metadata={"until": str(ban.until)},
+    )
+
+
+async def _no_account(context: Context) -> NoReturn:
+    await errors.abort(
+        context,
+        grpc.StatusCode.NOT_FOUND,
+        "no such account",
+        reason="ACCOUNT_NOT_FOUND",
+        field="account_id",
     )
 
 

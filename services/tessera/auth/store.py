@@ -8,7 +8,8 @@ one Redis Cluster slot (prefix ``tessera:{auth}:`` left out below):
 - ``account:<id>:sessions`` SET: the account's session ids (for RevokeSessions).
 - ``session:<sid>`` HASH: ``account``, ``roles``, ``kind``, ``refresh`` (SHA-256
   of the live refresh token); TTL = refresh-token lifetime, renewed on rotation.
-- ``refresh:<sha256>`` STRING: the session id of a refresh token, live or spent.
+- ``refresh:<sha256>`` STRING: ``<sid> <account>`` of a refresh token, live or
+  spent (the account names whose ban refuses a refresh of an ended session).
   A live one expires with the session; a spent one is kept for the reuse
   window (so its reuse is recognised), then forgotten.
 - ``revoked`` ZSET: revoked session id -> Unix time until which its access
@@ -88,17 +89,20 @@ return count
 
 # Rotates a refresh token. KEYS[1] = refresh:<old hash>.
 # ARGV: prefix, old hash, new hash, ttl, until, now, channel, reuse window.
-# Returns {status, sid, account, roles, kind}; status OK, UNKNOWN, GONE or REUSED
+# Returns {status, sid, account, roles, kind}; status OK, UNKNOWN, GONE (sid, account)
+# or REUSED
 # (a spent token came back: the whole session is revoked).
 _ROTATE = (
     _REVOKE_BODY
     + """
 local prefix = ARGV[1]
-local sid = redis.call('GET', KEYS[1])
-if not sid then return {'UNKNOWN'} end
+local value = redis.call('GET', KEYS[1])
+if not value then return {'UNKNOWN'} end
+local sid, owner = string.match(value, '^(%S+) (%S+)$')
+if not sid then sid, owner = value, '' end
 local skey = prefix .. 'session:' .. sid
 local fields = redis.call('HMGET', skey, 'refresh', 'account', 'roles', 'kind')
-if not fields[1] then return {'GONE', sid} end
+if not fields[1] then return {'GONE', sid, owner} end
 if fields[1] ~= ARGV[2] then
   revoke(prefix, sid, ARGV[5], ARGV[6], ARGV[7])
   return {'REUSED', sid, fields[2]}
@@ -106,7 +110,7 @@ end
 redis.call('HSET', skey, 'refresh', ARGV[3])
 redis.call('EXPIRE', skey, ARGV[4])
 redis.call('EXPIRE', prefix .. 'account:' .. fields[2] .. ':sessions', ARGV[4])
-redis.call('SET', prefix .. 'refresh:' .. ARGV[3], sid, 'EX', ARGV[4])
+redis.call('SET', prefix .. 'refresh:' .. ARGV[3], sid .. ' ' .. fields[2], 'EX', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[8], 'LT')
 return {'OK', sid, fields[2], fields[3], fields[4]}
 """
@@ -202,7 +206,7 @@ class AuthStore:
             pipe.hset(session_key(session_id), mapping=fields)
             pipe.expire(session_key(session_id), ttl_s)
             if refresh_hash:
-                pipe.set(refresh_key(refresh_hash), session_id, ex=ttl_s)
+                pipe.set(refresh_key(refresh_hash), f"{session_id} {account_id}", ex=ttl_s)
             pipe.sadd(account_sessions_key(account_id), session_id)
             pipe.expire(account_sessions_key(account_id), ttl_s, gt=True)
             pipe.expire(account_sessions_key(account_id), ttl_s, nx=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 import grpc
@@ -19,10 +20,11 @@ async def abort(
     reason: str,
     field: str = "",
     retry_after_s: float = 0.0,
+    metadata: Mapping[str, str] | None = None,
 ) -> NoReturn:
     """Abort the RPC with ``code`` and ``message``; attach an ErrorDetail trailer."""
     detail = common_pb2.ErrorDetail(
-        reason=reason, field=field, retry_after_s=retry_after_s
+        reason=reason, field=field, retry_after_s=retry_after_s, metadata=metadata
     ).SerializeToString()
     context.set_trailing_metadata(((DETAIL_KEY, detail),))
     await context.abort(code, message)

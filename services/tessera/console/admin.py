@@ -1,5 +1,5 @@
 """Rules of the console's admin actions (pure): which zone takes a drained zone's
-players, and what a player id or kick reason may be.
+players, what a player id or kick reason may be, and what a ban form may hold.
 
 The operator drains a zone into the sibling it was split from (its planner's
 ``sibling_pairs``); that needs the split history only the operator holds. The
@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from tessera.console.frame import ZoneRow
 from tessera.wire.geometry import Rect
 
 PLAYER_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
+MAX_BAN_REASON = 500
+# Auth's limit: a longer ban is a permanent one (duration 0).
+MAX_BAN_DURATION_S = 100 * 365 * 86_400
 
 
 class Refused(Exception):
@@ -62,3 +67,30 @@ def check_player(player: str) -> str:
     if PLAYER_ID.fullmatch(player) is None:
         raise Refused(400, "player id must be 1-128 characters of letters, digits and ._:@-")
     return player
+
+
+@dataclass(frozen=True)
+class BanOrder:
+    """A checked ban form: whom, why, and until when (Unix seconds, 0 = permanent)."""
+
+    account_id: str
+    reason: str
+    until: int
+
+
+def check_ban(account_id: str, body: Mapping[str, Any], now: float) -> BanOrder:
+    """The ban a form asks for (``reason``, ``duration_s``: 0 or absent = permanent),
+    or :class:`Refused` (400) naming what is wrong."""
+    if PLAYER_ID.fullmatch(account_id) is None:
+        raise Refused(400, "account id must be 1-128 characters of letters, digits and ._:@-")
+    reason = body.get("reason")
+    if not isinstance(reason, str) or not 1 <= len(reason.strip()) <= MAX_BAN_REASON:
+        raise Refused(400, f"reason must be text of 1-{MAX_BAN_REASON} characters")
+    duration = body.get("duration_s", 0)
+    if (
+        isinstance(duration, bool)
+        or not isinstance(duration, int)
+        or not 0 <= duration <= MAX_BAN_DURATION_S
+    ):
+        raise Refused(400, "duration_s must be whole seconds, 0 (permanent) to 100 years")
+    return BanOrder(account_id, reason.strip(), int(now) + duration if duration else 0)

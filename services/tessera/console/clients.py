@@ -1,4 +1,5 @@
-"""The console's gRPC calls: relay status and Kick, zone Drain, auth Login.
+"""The console's gRPC calls: relay status and Kick, zone Drain, auth Login and
+BanAccount.
 
 Protos stay here: callers get plain rows and values back.
 """
@@ -90,6 +91,16 @@ class Clients:
             auth_pb2.LoginRequest(username=username, password=password), timeout=TIMEOUT_S
         )
         return Login(s.account_id, s.access_token, int(s.access_expires_at), tuple(s.roles))
+
+    async def ban(self, token: str, account_id: str, reason: str, until: int) -> int:
+        """Auth's BanAccount with the admin's access ``token``; the sessions it revoked.
+        Raises :class:`grpc.aio.AioRpcError` when refused."""
+        stub: Any = auth_pb2_grpc.AuthStub(self._auth)
+        request = auth_pb2.BanAccountRequest(account_id=account_id, reason=reason, until=until)
+        reply = await stub.BanAccount(
+            request, metadata=(("authorization", f"Bearer {token}"),), timeout=TIMEOUT_S
+        )
+        return int(reply.revoked_sessions)
 
     async def close(self) -> None:
         for channel in [*self._relays.values(), self._auth]:

@@ -4,16 +4,18 @@ actions.
 Routes: ``GET /`` the page, ``GET /console.js`` its script, ``GET /api/frame``
 the current frame as JSON, ``GET /api/stream`` Server-Sent Events (a ``full``
 frame, then a ``delta`` per interval), ``POST /api/login`` (auth's password
-login, admins only), ``POST /api/zones/{zone}/drain`` and
-``POST /api/players/{player}/kick`` (an admin's access token as
-``Authorization: Bearer``). Every admin action, refused ones included, is
-written to the audit log.
+login, admins only), ``POST /api/zones/{zone}/drain``,
+``POST /api/players/{player}/kick`` and ``POST /api/accounts/{account}/ban``
+(an admin's access token as ``Authorization: Bearer``; a ban passes it on to
+auth's BanAccount). Every admin action, refused ones included, is written to
+the audit log.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,13 @@ LOGIN_STATUS = {
     grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+}
+# Auth's refusal of a ban -> the HTTP status; anything else (auth down) is 502.
+BAN_STATUS = {
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
 }
 
 
@@ -67,6 +76,7 @@ def app(console: Console) -> web.Application:
             web.post("/api/login", handlers.login),
             web.post("/api/zones/{zone}/drain", handlers.drain),
             web.post("/api/players/{player}/kick", handlers.kick),
+            web.post("/api/accounts/{account}/ban", handlers.ban),
         ]
     )
     return application
@@ -177,6 +187,27 @@ class Handlers:
 
         return await self._admin(request, "kick", player, act)
 
+    async def ban(self, request: web.Request) -> web.Response:
+        account = request.match_info["account"]
+
+        async def act() -> tuple[str, dict[str, Any]]:
+            order = admin.check_ban(account, await _json(request), time.time())
+            try:
+                revoked = await self.c.clients.ban(
+                    _bearer(request), order.account_id, order.reason, order.until
+                )
+            except grpc.aio.AioRpcError as err:
+                status = BAN_STATUS.get(err.code())
+                if status is None:
+                    raise
+                raise Refused(status, f"auth refused the ban: {err.details()}") from None
+            term = f"until {order.until}" if order.until else "permanently"
+            detail = f"banned {term} ({order.reason}); {revoked} sessions revoked"
+            answer = {"account": account, "until": order.until, "revoked_sessions": revoked}
+            return detail, answer
+
+        return await self._admin(request, "ban", account[:128], act)
+
     async def _admin(
         self,
         request: web.Request,
@@ -220,11 +251,8 @@ class Handlers:
 
     def _claims(self, request: web.Request) -> Claims:
         """The verified claims of the request's bearer token; :class:`Refused` 401."""
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Refused(401, "admin login required")
         try:
-            return self.c.verifier.verify(token.strip())
+            return self.c.verifier.verify(_bearer(request))
         except TokenError as err:
             raise Refused(401, f"access token refused: {err}") from None
 
@@ -245,6 +273,14 @@ class Handlers:
         except Exception:
             log.exception("audit write failed", extra={"action": action, "target": target})
         log.info("admin action", extra={"actor": actor, "action": action, "outcome": outcome})
+
+
+def _bearer(request: web.Request) -> str:
+    """The request's bearer token; :class:`Refused` 401 when there is none."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Refused(401, "admin login required")
+    return token.strip()
 
 
 async def _json(request: web.Request) -> dict[str, Any]:

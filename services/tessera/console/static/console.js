@@ -180,6 +180,16 @@ $("kick").onsubmit = (ev) => {
   else act(`/api/players/${encodeURIComponent(player)}/kick`, {});
 };
 
+$("ban").onsubmit = (ev) => {
+  ev.preventDefault();
+  const account = $("ban-account").value.trim();
+  const reason = $("ban-reason").value.trim();
+  const hours = Number($("ban-hours").value || "0");
+  if (!account || !reason) notice("enter an account id and a reason", false);
+  else if (!Number.isInteger(hours) || hours < 0) notice("hours must be a whole number, 0 = permanent", false);
+  else act(`/api/accounts/${encodeURIComponent(account)}/ban`, { reason, duration_s: hours * 3600 });
+};
+
 let lastUpdate = Date.now();
 setInterval(() => {
   const silent = (Date.now() - lastUpdate) / 1000;
