@@ -36,6 +36,7 @@ from tessera.authclient.bearer import bearer_token
 from tessera.authclient.keys import keys_from_proto
 from tessera.common import errors
 from tessera.common import store as common_store
+from tessera.common.handlers import Behavior, responses, rewrap
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 from tessera.wire import access_token
 from tessera.wire.access_token import Claims, TokenError
@@ -272,8 +273,6 @@ DEFAULT_ALLOW = (
     "/grpc.reflection.v1.ServerReflection/",
 )
 
-Behavior = Callable[..., Any]
-
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Requires a valid access token on every method except an allow-list.
@@ -370,26 +369,11 @@ def _wrap(
         async def call(request: Any, context: Any) -> AsyncIterator[Any]:
             reset = await enter(context)
             try:
-                result = behavior(request, context)
-                if hasattr(result, "__aiter__"):
-                    async for item in result:
-                        yield item
-                else:
-                    await result
+                async for item in responses(behavior, request, context):
+                    yield item
             finally:
                 leave(reset)
 
         return call
 
-    kwargs: dict[str, Any] = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **kwargs)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), **kwargs)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **kwargs)
-    assert handler.stream_stream is not None
-    return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **kwargs)
+    return rewrap(handler, unary, streaming)

@@ -21,6 +21,7 @@ import grpc
 from prometheus_client import Counter
 
 from tessera.common import errors
+from tessera.common.handlers import Behavior, responses, rewrap
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,6 @@ def is_outage(err: BaseException) -> bool:
             for frame, _ in traceback.walk_tb(err.__traceback__)
         )
     return False
-
-
-Behavior = Callable[..., Any]
 
 
 class DatabaseOutageInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -115,12 +113,8 @@ def _guarded(
     def stream(behavior: Behavior) -> Behavior:
         async def guard(request: Any, context: Any) -> AsyncIterator[Any]:
             try:
-                result = behavior(request, context)
-                if hasattr(result, "__aiter__"):
-                    async for item in result:
-                        yield item
-                else:  # a coroutine writing with context.write()
-                    await result
+                async for item in responses(behavior, request, context):
+                    yield item
             except Exception as err:
                 if not is_outage(err):
                     raise
@@ -128,15 +122,4 @@ def _guarded(
 
         return guard
 
-    serializers = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(single(handler.unary_unary), **serializers)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(single(handler.stream_unary), **serializers)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), **serializers)
-    assert handler.stream_stream is not None
-    return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream), **serializers)
+    return rewrap(handler, single, stream)
