@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tessera.zone.invariants import check
+from tessera.zone.invariants import check, persisting
 
 
 def status(ids: list[int], players: list[str]) -> list[tuple[int, str]]:
@@ -33,3 +33,20 @@ def test_players_of_a_zone_that_did_not_answer_are_not_known_lost() -> None:
     assert r.lost == ["p3"] and r.unreachable == ["b"] and not r.ok
     r = check({"a": status([1], ["p1"])}, routes(p1="a"), {"p1", "p9"}, unreachable=["b"])
     assert r.lost == ["p9"]  # no route at all: lost whatever the zones say
+
+
+def test_only_violations_seen_in_every_scan_persist() -> None:
+    # p2 is in flight in the first scan and arrived by the second; p3 is lost in
+    # both; entity 9 is duplicated only in the second; p4 is misrouted in both.
+    first = check(
+        {"a": status([1, 5], ["p1", "p4"]), "b": status([], [])},
+        routes(p1="a", p2="b", p3="b", p4="b"),
+    )
+    second = check(
+        {"a": status([1, 9, 5], ["p1", "", "p4"]), "b": status([2, 9], ["p2", ""])},
+        routes(p1="a", p2="b", p3="b", p4="b"),
+    )
+    assert first.lost == ["p2", "p3"] and second.duplicates == [9]
+    r = persisting(first, second)
+    assert (r.lost, r.duplicates, r.misrouted) == (["p3"], [], ["p4"]) and not r.ok
+    assert persisting(second, check({"a": status([1], ["p1"])}, routes(p1="a"))).ok

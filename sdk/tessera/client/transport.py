@@ -36,8 +36,10 @@ from tessera.wire.packet import (
 
 HANDSHAKE_RETRY_S = 0.25
 KEEPALIVE_S = 1.0
-# How long close() waits for the relay to acknowledge the reliable Disconnect.
-CLOSE_WAIT_S = 0.5
+# How long close() waits for the relay to acknowledge the reliable Disconnect
+# (retransmitted meanwhile, as ENet's disconnect is): an ack comes in one round
+# trip, but a starved relay dropping datagrams can need several retransmissions.
+CLOSE_WAIT_S = 3.0
 # Silence from the relay after which a session with a resume credential resumes
 # (the relay sends something at least every second), and how long a resume tries.
 RESUME_AFTER_S = 1.5

@@ -1,15 +1,18 @@
-"""Run a program that dies with its parent: ``python -m tessera.demo.guard PROGRAM ARGS``.
+"""Run a program that dies with its parent:
+``python -m tessera.demo.guard SIGNAL PROGRAM ARGS``.
 
-Sets PR_SET_PDEATHSIG (kept across ``execv``) and becomes ``PROGRAM`` in the same
-process, so a third-party child like ``redis-server`` or ``postgres`` gets SIGTERM
-when the demo dies, even by SIGKILL. Used through :func:`guarded_redis` and
-:func:`guarded_postgres`.
+Sets PR_SET_PDEATHSIG to ``SIGNAL`` (kept across ``execv``) and becomes
+``PROGRAM`` in the same process, so a third-party child like ``redis-server`` or
+``postgres`` stops when the demo dies, even by SIGKILL. Used through
+:func:`guarded_redis` (SIGTERM) and :func:`guarded_postgres` (SIGQUIT: PostgreSQL's
+immediate shutdown; its SIGTERM waits for every client to disconnect).
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import signal
 import stat
 import sys
 from pathlib import Path
@@ -25,7 +28,7 @@ def guarded_redis(directory: Path) -> LocalRedis:
     script = directory / "redis-server-guarded"
     script.write_text(
         f"#!/bin/sh\n{PARENT_PID}={os.getpid()} "
-        f"exec {shlex.quote(sys.executable)} -m tessera.demo.guard "
+        f"exec {shlex.quote(sys.executable)} -m tessera.demo.guard SIGTERM "
         f'{shlex.quote(server.binary)} "$@"\n'
     )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
@@ -37,14 +40,15 @@ def guarded_postgres() -> LocalPostgres:
     """A :class:`LocalPostgres` whose server dies with this process."""
     server = LocalPostgres()
     server.launcher = [
-        "/usr/bin/env", f"{PARENT_PID}={os.getpid()}", sys.executable, "-m", "tessera.demo.guard"
+        "/usr/bin/env", f"{PARENT_PID}={os.getpid()}",
+        sys.executable, "-m", "tessera.demo.guard", "SIGQUIT",
     ]  # fmt: skip
     return server
 
 
 def main() -> None:
-    die_with_parent()
-    os.execv(sys.argv[1], sys.argv[1:])
+    die_with_parent(signal.Signals[sys.argv[1]])
+    os.execv(sys.argv[2], sys.argv[2:])
 
 
 if __name__ == "__main__":

@@ -106,14 +106,17 @@ class Monitor:
     async def invariants(self, timeout_s: float = 3.0) -> invariants.Report:
         """Scan every zone against the routing table (``tessera.zone.audit``),
         again with fresh heartbeats for up to ``timeout_s`` while it finds
-        entities in flight: only a violation that persists is reported."""
+        entities in flight: only a violation that persists (the same entity or
+        player in every scan) is reported."""
         deadline = time.monotonic() + timeout_s
+        persisting: invariants.Report | None = None
         while True:
             zones = await self.zones()
             addresses = {z.name: z.address for z in zones if z.address and z.state != "STANDBY"}
             report = await audit.scan(self.redis, self.world, addresses)
-            if report.ok or time.monotonic() >= deadline:
-                return report
+            persisting = report if persisting is None else invariants.persisting(persisting, report)
+            if persisting.ok or time.monotonic() >= deadline:
+                return persisting
             await asyncio.sleep(0.1)
 
     async def close(self) -> None:

@@ -1,7 +1,7 @@
 """The operator's local runtime as a demo child: ``python -m tessera.demo.runtime ARGS``.
 
 The same as ``python -m tessera.operator.local`` (same arguments), but it first
-arranges to get SIGTERM when the demo dies, so its zone processes (which die
+arranges to be killed when the demo dies, so its zone processes (which die
 with it) never outlive the demo even if the demo is killed with SIGKILL.
 """
 

@@ -94,8 +94,8 @@ class Stack:
             "TESSERA_LOG_LEVEL": "warning",
             "TESSERA_WORLD": WORLD,
             "TESSERA_SHUTDOWN_GRACE_S": "2",
-            # A killed demo's children stop with Redis already gone: bound their stop
-            # (grace + hooks) well inside what a user waits for.
+            # Bound each child's stop (grace + hooks) well inside what a user waits
+            # for after Ctrl-C, which reaches redis-server too.
             "TESSERA_SHUTDOWN_HOOKS_S": "5",
         }
         self._start(

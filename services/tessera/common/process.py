@@ -5,7 +5,7 @@ front-end workers supervise their children with it (and :func:`free_port` picks
 the port those workers share); the harnesses, the demo, the benchmarks and the
 integration tests use it too. Children are told their parent's pid
 (``TESSERA_PARENT_PID``) and call :func:`die_with_parent` first thing, so on Linux
-they get SIGTERM when the parent dies and never outlive a demo or a test run.
+they are killed when the parent dies and never outlive a demo or a test run.
 
 The child sets PR_SET_PDEATHSIG itself, after exec, rather than in a
 ``preexec_fn``: a ``preexec_fn`` forces a plain fork that runs grpcio's fork
@@ -39,16 +39,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def die_with_parent() -> None:
-    """If started by :class:`ServiceProcess`, get SIGTERM when the parent dies.
+def die_with_parent(signum: int = signal.SIGKILL) -> None:
+    """If started by :class:`ServiceProcess`, get ``signum`` when the parent dies.
 
-    Exits at once if the parent is already gone (it died before this ran).
+    SIGKILL by default, not SIGTERM: a graceful stop is its supervisor's to ask
+    for, and one without the supervisor (and often without the Redis it would
+    checkpoint to) only keeps an orphan alive for its shutdown grace. Exits at
+    once if the parent is already gone (it died before this ran).
     """
     parent = os.environ.get(PARENT_PID)
     if parent is None or not sys.platform.startswith("linux"):
         return
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    libc.prctl(_PR_SET_PDEATHSIG, signum)
     if os.getppid() != int(parent):
         raise SystemExit(1)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass
@@ -57,3 +57,14 @@ def check(
     unknown = set(unreachable)
     report.lost = sorted(p for p in expected if p not in where and routes.get(p) not in unknown)
     return report
+
+
+def persisting(before: Report, now: Report) -> Report:
+    """``now`` with only the violations ``before`` had too: a player in flight
+    between two zones shows up in one scan, a lost one in every scan."""
+    return replace(
+        now,
+        duplicates=[e for e in now.duplicates if e in set(before.duplicates)],
+        lost=[p for p in now.lost if p in set(before.lost)],
+        misrouted=[p for p in now.misrouted if p in set(before.misrouted)],
+    )
