@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -164,3 +165,15 @@ def main(name: str, build: Callable[[ServerConfig], Awaitable[GrpcService]]) -> 
         fail(f"configuration error: {err}")
     finally:
         end_tracing()
+    _exit_now()
+
+
+def _exit_now() -> None:
+    """Exit 0 without the interpreter's teardown: the stop closed everything this
+    process owns, and tearing down gRPC's core and the loaded modules takes 0.5 s
+    on a quiet machine and seconds on a busy one, which a zone being replaced
+    would add to the operator's pass."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
