@@ -3,8 +3,10 @@ renderer that returns the manifests as parsed Kubernetes objects."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import helm_python
@@ -15,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "charts" / "tessera"
 RELEASE = "tessera"
 NAMESPACE = "games"
+EXAMPLE = ROOT / "manifests" / "examples" / "static-zone.yaml"
 
 Obj = dict[str, Any]
 Render = Callable[[dict[str, Any]], list[Obj]]
@@ -44,3 +47,21 @@ def render(chart: helm_python.Chart) -> Render:
         return parse_manifests(rendered)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def resources() -> ModuleType:
+    """The operator's object builders."""
+    return importlib.import_module("tessera.operator.resources")
+
+
+@pytest.fixture(scope="module")
+def zone_objects(resources: ModuleType) -> tuple[Obj, Obj]:
+    """The Deployment and Service the operator makes for the example's first zone."""
+    docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
+    world = next(d for d in docs if d["kind"] == "World")
+    zone = next(d for d in docs if d["kind"] == "ZoneServer")
+    for doc in (world, zone):
+        doc["metadata"] |= {"namespace": NAMESPACE, "uid": f"uid-{doc['metadata']['name']}"}
+    settings = resources.WorkloadSettings(f"redis://tessera-redis.{NAMESPACE}.svc:6379/0")
+    return resources.deployment(zone, world, settings), resources.service(zone)

@@ -46,14 +46,26 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "metricsNamespaceSelector": {
                 "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
             },
+            "metricsFrom": [{"ipBlock": {"cidr": "10.8.0.0/16"}}],
+            "publicFrom": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}],
+            "consoleFrom": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}
+            ],
+            "kubernetesApi": {"to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}], "ports": [443]},
+            "extraEgress": [
+                {"to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}], "ports": [{"port": 4317}]}
+            ],
         },
+        "console": {"enabled": True},
         "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prom"}},
     },
     "external-postgresql": {
         "postgresql": {"enabled": False},
         "database": {"existingSecret": "pg", "existingSecretKey": "dsn"},
         "backup": {"schedule": "0 */6 * * *", "keep": 28},
-        "networkPolicy": {"enabled": True},
+        "networkPolicy": {
+            "externalDatabase": {"to": [{"ipBlock": {"cidr": "10.2.0.0/16"}}], "port": 5433}
+        },
     },
     "console": {
         "console": {
@@ -262,13 +274,22 @@ def test_default_objects(render: Render) -> None:
         ("ConfigMap", "tessera-database-backup"),
         ("PersistentVolumeClaim", "tessera-database-backups"),
     }
+    expected |= {
+        ("NetworkPolicy", f"tessera-{name}")
+        for name in ("default-deny", "operator", "zones", "redis", "postgresql", "database-backup")
+    }
     for name in SERVICES:
         expected |= {
             (kind, f"tessera-{name}")
-            for kind in ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget")
+            for kind in (
+                "Deployment",
+                "Service",
+                "HorizontalPodAutoscaler",
+                "PodDisruptionBudget",
+                "NetworkPolicy",
+            )
         }
     assert kinds(objs) == expected
-    assert not any(o["kind"] in ("NetworkPolicy", "ServiceMonitor") for o in objs)
 
 
 def test_operator_runs_two_peered_replicas(render: Render) -> None:
@@ -428,22 +449,6 @@ def test_generated_secrets_are_kept(render: Render, chart: helm_python.Chart) ->
     auth = find(supplied, "Deployment", "tessera-auth")["spec"]["template"]["spec"]
     (volume,) = [v for v in auth["volumes"] if v["name"] == "signing-keys"]
     assert volume["secret"]["secretName"] == "my-signing-keys"
-
-
-def test_network_policies(render: Render) -> None:
-    objs = render(VALUE_SETS["policies-and-monitors"])
-    redis_policy = find(objs, "NetworkPolicy", "tessera-redis")
-    redis = find(objs, "StatefulSet", "tessera-redis")
-    assert (
-        redis_policy["spec"]["podSelector"]["matchLabels"]
-        == redis["spec"]["selector"]["matchLabels"]
-    )
-    assert redis_policy["spec"]["ingress"][0]["ports"] == [{"port": 6379, "protocol": "TCP"}]
-    zones = find(objs, "NetworkPolicy", "tessera-zones")
-    assert zones["spec"]["ingress"][1]["from"][0]["namespaceSelector"] == {
-        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
-    }
-    assert all(p["spec"]["policyTypes"] == ["Ingress"] for p in (redis_policy, zones))
 
 
 def test_service_monitors(render: Render) -> None:

@@ -1,32 +1,21 @@
-"""The bundled PostgreSQL, its generated DSN, the backup CronJob and the policy that
-lets only auth, matchmaking and the backup job reach the database."""
+"""The bundled PostgreSQL, its generated DSN and the backup CronJob (who may reach
+the database: test_networkpolicy.py)."""
 
 from __future__ import annotations
 
 import base64
-from typing import Any
 from urllib.parse import urlsplit
 
 import helm_python
 import pytest
 
-from .conftest import CHART_DIR, NAMESPACE, Obj, Render
+from .conftest import CHART_DIR, NAMESPACE, Render
 from .test_chart import env_of, find, kinds
 
 EXTERNAL = {
     "postgresql": {"enabled": False},
     "database": {"existingSecret": "pg", "existingSecretKey": "dsn"},
 }
-
-
-def pod_labels(obj: Obj) -> dict[str, str]:
-    template = obj["spec"]["jobTemplate"]["spec"] if obj["kind"] == "CronJob" else obj["spec"]
-    labels: dict[str, str] = template["template"]["metadata"]["labels"]
-    return labels
-
-
-def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in selector["matchLabels"].items())
 
 
 def test_bundled_statefulset_is_hardened_and_probed(render: Render) -> None:
@@ -77,7 +66,7 @@ def test_generated_dsn_points_at_the_bundled_service(render: Render) -> None:
 
 
 def test_external_database_bundles_nothing(render: Render) -> None:
-    objs = render({**EXTERNAL, "networkPolicy": {"enabled": True}})
+    objs = render(EXTERNAL)
     names = {name for _, name in kinds(objs)}
     assert not {"tessera-postgresql", "tessera-postgresql-headless"} & names
     cron = find(objs, "CronJob", "tessera-database-backup")
@@ -117,26 +106,3 @@ def test_backup_cronjob_runs_the_shipped_script(render: Render) -> None:
     assert {m["mountPath"]: m["name"] for m in container["volumeMounts"]}["/backups"] == "backups"
     assert "pg_dump --format=custom" in script
     assert not any(o["kind"] == "CronJob" for o in render({"backup": {"enabled": False}}))
-
-
-def test_only_auth_matchmaking_zones_and_backups_reach_postgresql(render: Render) -> None:
-    objs = render({"networkPolicy": {"enabled": True}})
-    policy = find(objs, "NetworkPolicy", "tessera-postgresql")
-    sts = find(objs, "StatefulSet", "tessera-postgresql")
-    assert policy["spec"]["podSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
-    (rule,) = policy["spec"]["ingress"]
-    assert rule["ports"] == [{"port": 5432, "protocol": "TCP"}]
-    workloads = {
-        o["metadata"]["name"]: pod_labels(o)
-        for o in objs
-        if o["kind"] in ("Deployment", "StatefulSet", "CronJob")
-    }
-    allowed = {
-        name
-        for name, labels in workloads.items()
-        if any(selects(peer["podSelector"], labels) for peer in rule["from"])
-    }
-    # Zone pods are the operator's (tests/charts/test_zone_selectors.py checks them).
-    assert allowed == {"tessera-auth", "tessera-matchmaking", "tessera-database-backup"}
-    external = render({**EXTERNAL, "networkPolicy": {"enabled": True}})
-    assert not any(o["metadata"]["name"] == "tessera-postgresql" for o in external)

@@ -1,7 +1,7 @@
 """The optional redis_exporter (templates/redis-exporter.yaml): it scrapes the
-Redis the services use with the services' own credentials, is reachable through
-a Service (and a ServiceMonitor), and may reach the bundled Redis when
-NetworkPolicies are on."""
+Redis the services use with the services' own credentials and is reachable
+through a Service (and a ServiceMonitor); its NetworkPolicy paths are in
+test_networkpolicy.py."""
 
 from __future__ import annotations
 
@@ -65,19 +65,6 @@ def test_scrapes_the_bundled_redis_with_the_services_password(render: Render) ->
     assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
 
 
-def test_the_bundled_redis_admits_the_exporter_under_network_policies(render: Render) -> None:
-    objs = render({**ON, "networkPolicy": {"enabled": True}})
-    policy = named(objs, "NetworkPolicy", NAME)
-    kubernetes_validate.validate(policy, "1.30.0", strict=True)
-    redis_pod = named(objs, "StatefulSet", "tessera-redis")["spec"]["template"]["metadata"]
-    exporter_pod = named(objs, "Deployment", NAME)["spec"]["template"]["metadata"]
-    assert selects(policy["spec"]["podSelector"]["matchLabels"], redis_pod["labels"])
-    (rule,) = policy["spec"]["ingress"]
-    (peer,) = rule["from"]
-    assert selects(peer["podSelector"]["matchLabels"], exporter_pod["labels"])
-    assert rule["ports"] == [{"port": 6379, "protocol": "TCP"}]
-
-
 def test_an_external_redis(render: Render) -> None:
     external = {
         "enabled": True,
@@ -85,11 +72,12 @@ def test_an_external_redis(render: Render) -> None:
         "existingSecret": "cache-credentials",
         "existingSecretKey": "pw",
     }
-    objs = render({**ON, "networkPolicy": {"enabled": True}, "redis": {"external": external}})
+    objs = render({**ON, "redis": {"external": external}})
     env = container_env(named(objs, "Deployment", NAME))
     assert env["REDIS_ADDR"]["value"] == "rediss://cache.example.net:6380"
     assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
         "name": "cache-credentials",
         "key": "pw",
     }
-    assert not [o for o in objs if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == NAME]
+    egress = named(objs, "NetworkPolicy", NAME)["spec"]["egress"]
+    assert {"ports": [{"port": 6380, "protocol": "TCP"}]} in egress

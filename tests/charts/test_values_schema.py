@@ -56,6 +56,24 @@ BAD_VALUES: list[tuple[dict[str, Any], list[str]]] = [
     ({"serviceMonitor": {"interval": "30 seconds"}}, ["/serviceMonitor/interval"]),
     ({"auth": {"extraEnv": [{"value": "x"}]}}, ["/auth/extraEnv/0", "name"]),
     ({"postgresql": {"enabeld": False}}, ["/postgresql", "additional properties 'enabeld'"]),
+    ({"networkPolicy": {"publicFrom": "anyone"}}, ["/networkPolicy/publicFrom", "want array"]),
+    (
+        {"networkPolicy": {"consoleFrom": [{"podselector": {}}]}},
+        ["/networkPolicy/consoleFrom/0", "additional properties 'podselector'"],
+    ),
+    (
+        {"networkPolicy": {"metricsFrom": [{"ipBlock": {"cidr": "10.0.0.0/8", "exept": []}}]}},
+        ["/networkPolicy/metricsFrom/0/ipBlock", "'exept'"],
+    ),
+    ({"networkPolicy": {"dns": {"ports": [0]}}}, ["/networkPolicy/dns/ports/0", "minimum"]),
+    (
+        {"networkPolicy": {"externalDatabase": {"port": "5432"}}},
+        ["/networkPolicy/externalDatabase/port", "want integer"],
+    ),
+    (
+        {"networkPolicy": {"extraEgress": [{"ports": [{"port": 4317, "protocol": "tcp"}]}]}},
+        ["/networkPolicy/extraEgress/0/ports/0/protocol"],
+    ),
     ({"postgresql": {"username": "Tessera-Admin"}}, ["/postgresql/username"]),
     ({"postgresql": {"maxConnections": 5}}, ["/postgresql/maxConnections", "minimum"]),
     ({"backup": {"keep": 0}}, ["/backup/keep", "minimum"]),
