@@ -90,24 +90,43 @@ async def test_revoke_account_counts_live_sessions(redis: Redis) -> None:
     assert (await s.rotate_refresh("hc", "hd", ttl_s=9, revoke_until=NOW, now=NOW)).status == "OK"
 
 
-async def test_failures_lock_account_and_address(redis: Redis) -> None:
+async def test_failures_are_counted_per_name_and_per_address(redis: Redis) -> None:
     s = AuthStore(redis)
-    limits = {"account_limit": 2, "address_limit": 3, "window_s": 60, "lockout_s": 30}
-    assert await s.locked_for("u", "1.2.3.4") == 0
-    assert await s.record_failure("u", "1.2.3.4", **limits) == (False, False)
-    assert await s.record_failure("u", "1.2.3.4", **limits) == (True, False)
-    assert 29 < await s.locked_for("u", "9.9.9.9") <= 30
-    assert await s.record_failure("v", "1.2.3.4", **limits) == (False, True)
-    assert await s.locked_for("w", "1.2.3.4") > 0
-    assert await s.locked_for("w", "5.6.7.8") == 0
+    before = await s.standing("account", "u", "1.2.3.4")
+    assert (before.failures, before.address_failures) == (0, 0)
+    assert abs(before.now_ms - time.time() * 1000) < 5000  # Redis's clock
+    await s.record_failure("account", "u", "1.2.3.4", window_s=60)
+    after = await s.record_failure("account", "u", "1.2.3.4", window_s=60)
+    assert (after.failures, after.address_failures) == (2, 2)
+    assert after.last_failure_ms == after.now_ms >= before.now_ms
+    other = await s.record_failure("account", "v", "1.2.3.4", window_s=60)
+    assert (other.failures, other.address_failures) == (1, 3)
+    assert (await s.standing("account", "u", "5.6.7.8")).address_failures == 0
+    assert (await s.standing("account", "u")).failures == 2
+    # A service client's failures are its own and count on no address.
+    service = await s.record_failure("service", "u", window_s=60)
+    assert (service.failures, service.address_failures) == (1, 0)
+    assert (await s.standing("account", "w", "1.2.3.4")).address_failures == 3
 
 
-async def test_success_clears_account_failures(redis: Redis) -> None:
+async def test_success_clears_the_name_but_not_the_address(redis: Redis) -> None:
     s = AuthStore(redis)
-    limits = {"account_limit": 2, "address_limit": 100, "window_s": 60, "lockout_s": 30}
-    await s.record_failure("u", "a", **limits)
-    await s.clear_failures("u")
-    assert await s.record_failure("u", "a", **limits) == (False, False)
+    await s.record_failure("account", "u", "a", window_s=60)
+    await s.clear_failures("account", "u")
+    standing = await s.standing("account", "u", "a")
+    assert (standing.failures, standing.address_failures) == (0, 1)
+
+
+async def test_counts_expire_a_window_after_the_last_failure(redis: Redis) -> None:
+    s = AuthStore(redis)
+    await s.record_failure("account", "u", "a", window_s=0.3)
+    await asyncio.sleep(0.2)
+    await s.record_failure("account", "u", "a", window_s=0.3)
+    await asyncio.sleep(0.2)  # 0.4 s after the first failure, 0.2 s after the last
+    assert (await s.standing("account", "u", "a")).failures == 2
+    await asyncio.sleep(0.3)
+    standing = await s.standing("account", "u", "a")
+    assert (standing.failures, standing.address_failures) == (0, 0)
 
 
 async def test_registration_window(redis: Redis) -> None:

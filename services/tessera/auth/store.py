@@ -17,10 +17,12 @@ one Redis Cluster slot (prefix ``tessera:{auth}:`` left out below):
 - ``revocations`` pub/sub: ``<sid> <until>`` published on every revocation.
   These two are read by every verifier; their names and format are defined in
   ``tessera.authclient.store``.
-- ``fails:account:<username>``, ``fails:address:<ip>`` STRING counters of failed
-  logins, TTL = the counting window.
-- ``lock:account:<username>``, ``lock:address:<ip>`` STRING, present (with TTL)
-  while locked out.
+- ``failed:account:<username>``, ``failed:service:<client id>`` HASH: ``n``
+  failed logins and ``at`` (Redis time, ms) of the last; TTL = the counting
+  window from the last failure. The lock they earn is computed from them
+  (``limits.py``), so no lock key can outlive or disagree with its count.
+- ``failed:address:<ip>`` STRING counter of failed player logins from an
+  address, TTL = the counting window from the last failure.
 - ``registrations:<ip>`` STRING counter of accounts created from an address.
 
 Secrets are never stored: refresh tokens as SHA-256 digests (256-bit random ids
@@ -116,28 +118,30 @@ return {'OK', sid, fields[2], fields[3], fields[4]}
 """
 )
 
-# KEYS: lock:account, lock:address. Returns the longer remaining lockout (ms), 0 if none.
-_LOCKED_FOR = """
-local a = redis.call('PTTL', KEYS[1])
-local b = redis.call('PTTL', KEYS[2])
-return math.max(a, b, 0)
+# Times come from Redis (TIME), so every replica judges a lock by one clock.
+# KEYS: failed:<scope>:<name>[, failed:address:<ip>]. Returns {n, last ms, now ms, address n}.
+_STANDING = """
+local now = redis.call('TIME')
+local fields = redis.call('HMGET', KEYS[1], 'n', 'at')
+local address = 0
+if KEYS[2] then address = tonumber(redis.call('GET', KEYS[2]) or '0') end
+return {tonumber(fields[1] or '0'), tonumber(fields[2] or '0'),
+        now[1] * 1000 + math.floor(now[2] / 1000), address}
 """
 
-# KEYS: fails:account, fails:address, lock:account, lock:address.
-# ARGV: account limit, address limit, window s, lockout s. Returns {account locked, address locked}.
+# Counts one failure. KEYS as _STANDING; ARGV: window ms. Returns the counts after it.
 _RECORD_FAILURE = """
-local locked = {0, 0}
-local limits = {tonumber(ARGV[1]), tonumber(ARGV[2])}
-for i = 1, 2 do
-  local n = redis.call('INCR', KEYS[i])
-  if n == 1 then redis.call('EXPIRE', KEYS[i], ARGV[3]) end
-  if n >= limits[i] then
-    redis.call('SET', KEYS[i + 2], '1', 'EX', ARGV[4])
-    redis.call('DEL', KEYS[i])
-    locked[i] = 1
-  end
+local now = redis.call('TIME')
+local at = now[1] * 1000 + math.floor(now[2] / 1000)
+local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('HSET', KEYS[1], 'at', at)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local address = 0
+if KEYS[2] then
+  address = redis.call('INCR', KEYS[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])
 end
-return locked
+return {n, at, at, address}
 """
 
 # KEYS: registrations:<ip>. ARGV: limit, window s. Returns 0 if allowed, else ms to wait.
@@ -147,6 +151,28 @@ if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 if n > tonumber(ARGV[1]) then return math.max(redis.call('PTTL', KEYS[1]), 1) end
 return 0
 """
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Failed logins of a username or service client (and of the caller's address)."""
+
+    failures: int
+    last_failure_ms: int
+    now_ms: int
+    address_failures: int = 0
+
+
+def failures_key(scope: str, name: str) -> str:
+    """``scope`` is ``account`` (a username), ``service`` (a client id) or ``address``."""
+    return f"{PREFIX}failed:{scope}:{name}"
+
+
+def _failure_keys(scope: str, name: str, address: str | None) -> list[str]:
+    keys = [failures_key(scope, name)]
+    if address is not None:
+        keys.append(failures_key("address", address))
+    return keys
 
 
 @dataclass(frozen=True)
@@ -178,7 +204,7 @@ class AuthStore:
         self._revoke = redis.register_script(_REVOKE)
         self._revoke_account = redis.register_script(_REVOKE_ACCOUNT)
         self._rotate = redis.register_script(_ROTATE)
-        self._locked_for = redis.register_script(_LOCKED_FOR)
+        self._standing = redis.register_script(_STANDING)
         self._record_failure = redis.register_script(_RECORD_FAILURE)
         self._count_registration = redis.register_script(_COUNT_REGISTRATION)
 
@@ -256,40 +282,24 @@ class AuthStore:
 
     # rate limits
 
-    async def locked_for(self, username: str, address: str) -> float:
-        """Seconds left on a lockout of the username or the address (0 if none)."""
-        ms = await self._locked_for(
-            keys=[
-                f"{PREFIX}lock:account:{username}",
-                f"{PREFIX}lock:address:{address}",
-            ]
-        )
-        return int(ms) / 1000.0
+    async def standing(self, scope: str, name: str, address: str | None = None) -> Standing:
+        """The failed logins of ``name`` in ``scope`` (and of ``address``, when given)."""
+        reply = await self._standing(keys=_failure_keys(scope, name, address))
+        return Standing(*(int(v) for v in reply))
 
     async def record_failure(
-        self,
-        username: str,
-        address: str,
-        *,
-        account_limit: int,
-        address_limit: int,
-        window_s: int,
-        lockout_s: int,
-    ) -> tuple[bool, bool]:
-        """Count a failed login; returns (username locked now, address locked now)."""
-        locked = await self._record_failure(
-            keys=[
-                f"{PREFIX}fails:account:{username}",
-                f"{PREFIX}fails:address:{address}",
-                f"{PREFIX}lock:account:{username}",
-                f"{PREFIX}lock:address:{address}",
-            ],
-            args=[account_limit, address_limit, window_s, lockout_s],
+        self, scope: str, name: str, address: str | None = None, *, window_s: float
+    ) -> Standing:
+        """Count a failed login of ``name`` (and from ``address``); the counts after it.
+        Each count is forgotten ``window_s`` after its last failure."""
+        reply = await self._record_failure(
+            keys=_failure_keys(scope, name, address), args=[int(window_s * 1000)]
         )
-        return bool(locked[0]), bool(locked[1])
+        return Standing(*(int(v) for v in reply))
 
-    async def clear_failures(self, username: str) -> None:
-        await self.redis.delete(f"{PREFIX}fails:account:{username}")
+    async def clear_failures(self, scope: str, name: str) -> None:
+        """Forget the failed logins of ``name`` (a successful login); the address's stay."""
+        await self.redis.delete(failures_key(scope, name))
 
     async def count_registration(self, address: str, *, limit: int, window_s: int) -> float:
         """Count an account creation from ``address``; seconds to wait if over the limit."""
