@@ -26,15 +26,8 @@ def test_only_the_threshold_failure_starts_a_backoff() -> None:
     assert [POLICY.starts(n) for n in (2, 3, 4)] == [False, True, False]
 
 
-@pytest.mark.parametrize(
-    ("failures", "elapsed_ms", "left"),
-    [(2, 0, 0.0), (3, 0, 30.0), (3, 10_000, 20.0), (3, 30_000, 0.0), (4, 59_500, 0.5)],
-)
-def test_remaining_counts_from_the_last_failure(
-    failures: int, elapsed_ms: int, left: float
-) -> None:
-    assert POLICY.remaining_s(failures, 1_000_000, 1_000_000 + elapsed_ms) == pytest.approx(left)
-
-
-def test_a_clock_behind_the_last_failure_leaves_the_whole_wait() -> None:
-    assert POLICY.remaining_s(3, 1_000_000, 999_000) == 30.0
+def test_the_schedule_lists_waits_up_to_the_first_at_the_cap() -> None:
+    assert POLICY.schedule_ms() == [30_000, 60_000, 120_000, 240_000, 480_000, 900_000]
+    assert Backoff(1, 0.25, 0.25).schedule_ms() == [250]
+    never = Backoff(1, 0.0, 5.0).schedule_ms()  # a zero base never reaches its cap
+    assert len(never) == 65 and set(never) == {0}

@@ -178,6 +178,17 @@ async def test_account_backoff_doubles_and_success_resets(
     assert (await login(auth, "carol")).roles == ["player"]
 
 
+async def test_concurrent_guesses_cannot_pass_the_lock(start_auth: StartAuth) -> None:
+    auth = await start_auth(AUTH_LOGIN_FAILS_PER_ACCOUNT="3", AUTH_LOCKOUT_BASE_S="60")
+    await register(auth, "hana")
+    guesses = [login(auth, "hana", f"guess number {i}") for i in range(20)]
+    results = await asyncio.gather(*guesses, return_exceptions=True)
+    codes = [r.code() for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(codes) == 20
+    assert codes.count(grpc.StatusCode.UNAUTHENTICATED) == 3
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 17
+
+
 async def test_unknown_usernames_lock_like_known_ones(start_auth: StartAuth) -> None:
     auth = await start_auth(AUTH_LOGIN_FAILS_PER_ACCOUNT="2", AUTH_LOCKOUT_BASE_S="5")
     await register(auth, "erin")

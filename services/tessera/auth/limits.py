@@ -38,7 +38,14 @@ class Backoff:
         """Whether the failure that brought the count to ``failures`` started the backoff."""
         return failures == self.threshold
 
-    def remaining_s(self, failures: int, last_failure_ms: int, now_ms: int) -> float:
-        """Seconds left at ``now_ms`` of the wait the last failure started (0 when over)."""
-        elapsed = max(0, now_ms - last_failure_ms) / 1000.0
-        return max(0.0, self.wait_s(failures) - elapsed)
+    def schedule_ms(self) -> list[int]:
+        """The waits (ms) of failures ``threshold``, ``threshold + 1``, ... up to the
+        first at the cap, which holds for every later one: the table the Redis
+        script (``store.py``) looks a lock up in, so the rule lives here only."""
+        out = []
+        for extra in range(_MAX_EXPONENT + 1):
+            wait = self.wait_s(self.threshold + extra)
+            out.append(round(wait * 1000))
+            if wait >= self.cap_s:
+                break
+        return out

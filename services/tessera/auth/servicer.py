@@ -26,7 +26,7 @@ from tessera.auth.config import AuthConfig
 from tessera.auth.keys import KeyRing, KeyRingError, SigningKey, raw_public_bytes
 from tessera.auth.passwords import PasswordHasher
 from tessera.auth.records import Account, AccountRecords, BanRecord, BanRecords
-from tessera.auth.store import AuthStore, Standing
+from tessera.auth.store import AuthStore
 from tessera.authclient.verifier import current_claims
 from tessera.common import errors, tracing
 from tessera.common import playerdata as player_records
@@ -183,39 +183,46 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
 
     # rate limits
 
-    async def _check_account(self, context: Context, username: str, address: str) -> None:
-        """Refuse a locked username; make a login from a failing address wait."""
-        standing = await self.store.standing("account", username, address)
-        policy = self.config.account_backoff
-        await _refuse_locked(
-            context, "password", policy.remaining_s(*_last(standing)), "too many failed logins"
+    async def _check_account(self, context: Context, username: str, address: str) -> int:
+        """Refuse a locked username, else count the attempt (its number is returned)
+        and make a login from a failing address wait."""
+        attempt = await self.store.attempt(
+            "account",
+            username,
+            self.config.account_backoff,
+            window_s=self.config.login_fail_window_s,
+            address=address,
         )
-        delay = self.config.address_backoff.wait_s(standing.address_failures)
+        await _refuse_locked(context, "password", attempt.locked_s, "too many failed logins")
+        delay = self.config.address_backoff.wait_s(attempt.address_failures)
         if delay > 0:
             metrics.THROTTLED_LOGINS.inc()
             await asyncio.sleep(delay)
+        return attempt.failures
 
-    async def _failed_login(self, context: Context, username: str, address: str) -> NoReturn:
-        after = await self.store.record_failure(
-            "account", username, address, window_s=self.config.login_fail_window_s
-        )
-        lock = self.config.account_backoff.wait_s(after.failures)
+    async def _failed_login(
+        self, context: Context, username: str, address: str, failures: int
+    ) -> NoReturn:
+        lock = self.config.account_backoff.wait_s(failures)
         if lock > 0:
             metrics.LOCKOUTS.labels("account").inc()
             await self._audit_limit(
                 "login_lockout",
                 username,
                 address,
-                f"{after.failures} failed logins: username locked for {lock:g} s",
+                f"{failures} failed logins: username locked for {lock:g} s",
             )
         slowing = self.config.address_backoff
-        if slowing.starts(after.address_failures) and slowing.wait_s(after.address_failures) > 0:
+        from_address = await self.store.address_failed(
+            address, window_s=self.config.login_fail_window_s
+        )
+        if slowing.starts(from_address) and slowing.wait_s(from_address) > 0:
             metrics.LOCKOUTS.labels("address").inc()
             await self._audit_limit(
                 "login_throttle",
                 address,
                 address,
-                f"{after.address_failures} failed logins: logins from this address wait"
+                f"{from_address} failed logins: logins from this address wait"
                 f" {slowing.base_s:g}-{slowing.cap_s:g} s",
             )
         metrics.LOGINS.labels("password", "invalid").inc()
@@ -232,24 +239,20 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         """Count a wrong client secret; while the client id is locked, answer
         RESOURCE_EXHAUSTED instead (a right secret is never refused)."""
         policy = self.config.service_backoff
-        standing = await self.store.standing("service", client_id)
+        attempt = await self.store.attempt(
+            "service", client_id, policy, window_s=self.config.login_fail_window_s
+        )
         await _refuse_locked(
-            context,
-            "service",
-            policy.remaining_s(*_last(standing)),
-            "too many failed logins of this client",
+            context, "service", attempt.locked_s, "too many failed logins of this client"
         )
-        after = await self.store.record_failure(
-            "service", client_id, window_s=self.config.login_fail_window_s
-        )
-        lock = policy.wait_s(after.failures)
+        lock = policy.wait_s(attempt.failures)
         if lock > 0:
             metrics.LOCKOUTS.labels("service").inc()
             await self._audit_limit(
                 "login_lockout",
                 f"service:{client_id}",
                 address,
-                f"{after.failures} failed logins: wrong secrets refused for {lock:g} s",
+                f"{attempt.failures} failed logins: wrong secrets refused for {lock:g} s",
             )
         metrics.LOGINS.labels("service", "invalid").inc()
         await errors.abort(
@@ -314,14 +317,14 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         except InputError as err:
             await _invalid(context, err)
         address = sessions.client_address(context.peer())
-        await self._check_account(context, username, address)
+        attempts = await self._check_account(context, username, address)
         account = await self.accounts.account_by_username(username)
         if account is None:
             ok = await self._in_pool(self.hasher.dummy_verify, request.password)
         else:
             ok = await self._in_pool(self.hasher.verify, account.password_hash, request.password)
         if not ok or account is None:
-            await self._failed_login(context, username, address)
+            await self._failed_login(context, username, address, attempts)
         await self.store.clear_failures("account", username)
         await self._refuse_banned(context, "password", account.account_id)
         if self.hasher.needs_rehash(account.password_hash):
@@ -801,10 +804,6 @@ async def _invalid(context: Context, err: InputError) -> NoReturn:
         reason=err.reason,
         field=err.field,
     )
-
-
-def _last(standing: Standing) -> tuple[int, int, int]:
-    return standing.failures, standing.last_failure_ms, standing.now_ms
 
 
 async def _refuse_locked(context: Context, kind: str, wait_s: float, why: str) -> None:

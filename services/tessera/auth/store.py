@@ -18,9 +18,10 @@ one Redis Cluster slot (prefix ``tessera:{auth}:`` left out below):
   These two are read by every verifier; their names and format are defined in
   ``tessera.authclient.store``.
 - ``failed:account:<username>``, ``failed:service:<client id>`` HASH: ``n``
-  failed logins and ``at`` (Redis time, ms) of the last; TTL = the counting
-  window from the last failure. The lock they earn is computed from them
-  (``limits.py``), so no lock key can outlive or disagree with its count.
+  attempts since the last success (each counted before its check) and ``at``
+  (Redis time, ms) of the last; TTL = the counting window from the last. The
+  lock they earn is computed from them (``limits.py``), so no lock key can
+  outlive or disagree with its count.
 - ``failed:address:<ip>`` STRING counter of failed player logins from an
   address, TTL = the counting window from the last failure.
 - ``registrations:<ip>`` STRING counter of accounts created from an address.
@@ -36,6 +37,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from tessera.auth.limits import Backoff
 from tessera.authclient.store import PREFIX, REVOCATIONS, REVOKED
 
 
@@ -119,29 +121,29 @@ return {'OK', sid, fields[2], fields[3], fields[4]}
 )
 
 # Times come from Redis (TIME), so every replica judges a lock by one clock.
-# KEYS: failed:<scope>:<name>[, failed:address:<ip>]. Returns {n, last ms, now ms, address n}.
-_STANDING = """
-local now = redis.call('TIME')
+# Refuses or counts one login attempt of a name, atomically, before its
+# credentials are checked: concurrent guesses cannot all slip in before the
+# first failure is written. A lock lasts schedule[n - threshold] ms (the last
+# entry for any later n) from the last counted attempt.
+# KEYS: failed:<scope>:<name>[, failed:address:<ip>].
+# ARGV: window ms, threshold, schedule ms... Returns {ms locked (0: counted), n, address n}.
+_ATTEMPT = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local fields = redis.call('HMGET', KEYS[1], 'n', 'at')
-local address = 0
-if KEYS[2] then address = tonumber(redis.call('GET', KEYS[2]) or '0') end
-return {tonumber(fields[1] or '0'), tonumber(fields[2] or '0'),
-        now[1] * 1000 + math.floor(now[2] / 1000), address}
-"""
-
-# Counts one failure. KEYS as _STANDING; ARGV: window ms. Returns the counts after it.
-_RECORD_FAILURE = """
-local now = redis.call('TIME')
-local at = now[1] * 1000 + math.floor(now[2] / 1000)
-local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
-redis.call('HSET', KEYS[1], 'at', at)
+local n = tonumber(fields[1] or '0')
+local threshold = tonumber(ARGV[2])
+if n >= threshold then
+  local wait = tonumber(ARGV[math.min(n - threshold + 3, #ARGV)])
+  local left = wait - (now - tonumber(fields[2] or '0'))
+  if left > 0 then return {left, n, 0} end
+end
+n = redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('HSET', KEYS[1], 'at', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 local address = 0
-if KEYS[2] then
-  address = redis.call('INCR', KEYS[2])
-  redis.call('PEXPIRE', KEYS[2], ARGV[1])
-end
-return {n, at, at, address}
+if KEYS[2] then address = tonumber(redis.call('GET', KEYS[2]) or '0') end
+return {0, n, address}
 """
 
 # KEYS: registrations:<ip>. ARGV: limit, window s. Returns 0 if allowed, else ms to wait.
@@ -154,13 +156,14 @@ return 0
 
 
 @dataclass(frozen=True)
-class Standing:
-    """Failed logins of a username or service client (and of the caller's address)."""
+class Attempt:
+    """A login attempt as the failure counts saw it: refused while ``locked_s`` > 0,
+    else counted as the name's ``failures``-th (until a success clears it);
+    ``address_failures`` are the failed logins from the caller's address."""
 
+    locked_s: float
     failures: int
-    last_failure_ms: int
-    now_ms: int
-    address_failures: int = 0
+    address_failures: int
 
 
 def failures_key(scope: str, name: str) -> str:
@@ -204,8 +207,7 @@ class AuthStore:
         self._revoke = redis.register_script(_REVOKE)
         self._revoke_account = redis.register_script(_REVOKE_ACCOUNT)
         self._rotate = redis.register_script(_ROTATE)
-        self._standing = redis.register_script(_STANDING)
-        self._record_failure = redis.register_script(_RECORD_FAILURE)
+        self._attempt = redis.register_script(_ATTEMPT)
         self._count_registration = redis.register_script(_COUNT_REGISTRATION)
 
     # sessions
@@ -282,20 +284,33 @@ class AuthStore:
 
     # rate limits
 
-    async def standing(self, scope: str, name: str, address: str | None = None) -> Standing:
-        """The failed logins of ``name`` in ``scope`` (and of ``address``, when given)."""
-        reply = await self._standing(keys=_failure_keys(scope, name, address))
-        return Standing(*(int(v) for v in reply))
-
-    async def record_failure(
-        self, scope: str, name: str, address: str | None = None, *, window_s: float
-    ) -> Standing:
-        """Count a failed login of ``name`` (and from ``address``); the counts after it.
-        Each count is forgotten ``window_s`` after its last failure."""
-        reply = await self._record_failure(
-            keys=_failure_keys(scope, name, address), args=[int(window_s * 1000)]
+    async def attempt(
+        self,
+        scope: str,
+        name: str,
+        policy: Backoff,
+        *,
+        window_s: float,
+        address: str | None = None,
+    ) -> Attempt:
+        """Refuse (locked by ``policy``) or count a login attempt of ``name`` in ``scope``.
+        A count is forgotten ``window_s`` after its last attempt."""
+        reply = await self._attempt(
+            keys=_failure_keys(scope, name, address),
+            args=[round(window_s * 1000), policy.threshold, *policy.schedule_ms()],
         )
-        return Standing(*(int(v) for v in reply))
+        locked_ms, failures, address_failures = (int(v) for v in reply)
+        return Attempt(locked_ms / 1000.0, failures, address_failures)
+
+    async def address_failed(self, address: str, *, window_s: float) -> int:
+        """Count a failed login from ``address``; its count after. Forgotten
+        ``window_s`` after the last failure; a success does not clear it."""
+        key = failures_key("address", address)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.pexpire(key, round(window_s * 1000))
+            count, _ = await pipe.execute()
+        return int(count)
 
     async def clear_failures(self, scope: str, name: str) -> None:
         """Forget the failed logins of ``name`` (a successful login); the address's stay."""
