@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# 2**64 times any base is past every cap; a bounded exponent keeps floats finite.
+# 2**64 times any positive base is past every cap; a bounded exponent keeps floats finite.
 _MAX_EXPONENT = 64
 
 
