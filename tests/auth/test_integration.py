@@ -216,6 +216,12 @@ async def _until(produce: Any, accept: Any, timeout_s: float = 5.0) -> Any:
         ),
         ({"TESSERA_AUTH_GENERATE_KEYS": "yes", "TESSERA_AUTH_ACCESS_TTL_S": "0"}, "ACCESS_TTL"),
         ({"TESSERA_AUTH_GENERATE_KEYS": "yes", "TESSERA_DATABASE_URL": ""}, "DATABASE_URL"),
+        # The retired fixed lockout names its replacements.
+        ({"TESSERA_AUTH_GENERATE_KEYS": "yes", "TESSERA_AUTH_LOCKOUT_S": "900"}, "LOCKOUT_BASE_S"),
+        (
+            {"TESSERA_AUTH_GENERATE_KEYS": "yes", "TESSERA_AUTH_ADDRESS_DELAY_MAX_S": "60"},
+            "TESSERA_AUTH_ADDRESS_DELAY_MAX_S",
+        ),
     ],
 )
 def test_bad_configuration_exits_2_naming_the_variable(
