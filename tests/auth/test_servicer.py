@@ -258,13 +258,23 @@ async def test_service_logins_have_their_own_limit(start_auth: StartAuth, redis:
 
 
 async def test_limits_are_shared_across_replicas(start_auth: StartAuth) -> None:
-    settings = {"AUTH_LOGIN_FAILS_PER_ACCOUNT": "2", "AUTH_LOCKOUT_BASE_S": "5"}
+    settings = {
+        "AUTH_LOGIN_FAILS_PER_ACCOUNT": "2",
+        "AUTH_LOCKOUT_BASE_S": "5",
+        "AUTH_LOGIN_FAILS_PER_ADDRESS": "2",
+        "AUTH_ADDRESS_DELAY_BASE_S": "0.05",
+    }
     one, two = await start_auth(**settings), await start_auth(**settings)
     await register(one, "dave")
+    await register(one, "ella")
     await fails(login(one, "dave", "not the password"))
     await fails(login(two, "dave", "not the password"))
     for replica in (one, two):
         assert (await fails(login(replica, "dave"))).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # The address's two failures, one on each replica, slow a login on either.
+    throttled = sample("tessera_auth_throttled_logins_total")
+    assert (await login(two, "ella")).roles == ["player"]
+    assert sample("tessera_auth_throttled_logins_total") == throttled + 1
 
 
 async def test_limits_expire_with_the_window(start_auth: StartAuth) -> None:
