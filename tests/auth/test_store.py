@@ -125,6 +125,17 @@ async def test_concurrent_attempts_cannot_pass_the_threshold(redis: Redis) -> No
     assert sorted(a.failures for a in results if a.locked_s == 0) == [1, 2, 3]
 
 
+async def test_a_released_attempt_is_not_counted(redis: Redis) -> None:
+    s = AuthStore(redis)
+    await s.attempt("account", "u", LOCK, window_s=60)
+    await s.attempt("account", "u", LOCK, window_s=60)
+    await s.release_attempt("account", "u")
+    assert (await s.attempt("account", "u", LOCK, window_s=60)).failures == 2
+    await s.clear_failures("account", "u")
+    await s.release_attempt("account", "u")  # nothing to take back: no key is made
+    assert await redis.exists(store.failures_key("account", "u")) == 0
+
+
 async def test_address_failures_are_counted_apart_and_not_cleared(redis: Redis) -> None:
     s = AuthStore(redis)
     assert await s.address_failed("1.2.3.4", window_s=60) == 1

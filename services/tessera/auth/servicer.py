@@ -318,11 +318,17 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
             await _invalid(context, err)
         address = sessions.client_address(context.peer())
         attempts = await self._check_account(context, username, address)
-        account = await self.accounts.account_by_username(username)
-        if account is None:
-            ok = await self._in_pool(self.hasher.dummy_verify, request.password)
-        else:
-            ok = await self._in_pool(self.hasher.verify, account.password_hash, request.password)
+        try:
+            account = await self.accounts.account_by_username(username)
+            if account is None:
+                ok = await self._in_pool(self.hasher.dummy_verify, request.password)
+            else:
+                ok = await self._in_pool(
+                    self.hasher.verify, account.password_hash, request.password
+                )
+        except Exception:
+            await self.store.release_attempt("account", username)
+            raise
         if not ok or account is None:
             await self._failed_login(context, username, address, attempts)
         await self.store.clear_failures("account", username)

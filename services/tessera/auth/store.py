@@ -146,6 +146,11 @@ if KEYS[2] then address = tonumber(redis.call('GET', KEYS[2]) or '0') end
 return {0, n, address}
 """
 
+# Takes back one counted attempt whose check never happened. KEYS: failed:<scope>:<name>.
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'n') then redis.call('HINCRBY', KEYS[1], 'n', -1) end
+"""
+
 # KEYS: registrations:<ip>. ARGV: limit, window s. Returns 0 if allowed, else ms to wait.
 _COUNT_REGISTRATION = """
 local n = redis.call('INCR', KEYS[1])
@@ -208,6 +213,7 @@ class AuthStore:
         self._revoke_account = redis.register_script(_REVOKE_ACCOUNT)
         self._rotate = redis.register_script(_ROTATE)
         self._attempt = redis.register_script(_ATTEMPT)
+        self._release = redis.register_script(_RELEASE)
         self._count_registration = redis.register_script(_COUNT_REGISTRATION)
 
     # sessions
@@ -301,6 +307,11 @@ class AuthStore:
         )
         locked_ms, failures, address_failures = (int(v) for v in reply)
         return Attempt(locked_ms / 1000.0, failures, address_failures)
+
+    async def release_attempt(self, scope: str, name: str) -> None:
+        """Take back an attempt counted by :meth:`attempt` whose credentials could not
+        be checked (a database outage): only checked failures lock."""
+        await self._release(keys=[failures_key(scope, name)])
 
     async def address_failed(self, address: str, *, window_s: float) -> int:
         """Count a failed login from ``address``; its count after. Forgotten
