@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tessera.auth.config import AuthConfig, connect_sealing_key, parse_relays, parse_service_clients
+from tessera.auth.limits import Backoff
 from tessera.common.config import ConfigError, Env
 
 KEY_B64 = base64.b64encode(b"k" * 32).decode()
@@ -28,6 +29,55 @@ def test_defaults_with_generated_keys() -> None:
     assert config.sealing_key == b"k" * 32
     assert config.argon2.memory_kib == 19_456
     assert config.database_url == "postgresql://db/t"
+
+
+LOCAL = {"AUTH_GENERATE_KEYS": "true", "CONNECT_KEY": KEY_B64, "DATABASE_URL": "postgresql://d/t"}
+
+
+def test_failed_login_policy_defaults() -> None:
+    config = AuthConfig.from_env(env(**LOCAL))
+    assert config.account_backoff == Backoff(5, 30.0, 900.0)
+    assert config.address_backoff == Backoff(20, 0.25, 2.0)
+    assert config.service_backoff == Backoff(10, 30.0, 900.0)
+    assert config.login_fail_window_s == 900
+
+
+def test_failed_login_policy_from_env() -> None:
+    config = AuthConfig.from_env(
+        env(
+            **LOCAL,
+            AUTH_LOGIN_FAILS_PER_ACCOUNT="3",
+            AUTH_LOCKOUT_BASE_S="0.5",
+            AUTH_LOCKOUT_MAX_S="60",
+            AUTH_LOGIN_FAILS_PER_ADDRESS="50",
+            AUTH_ADDRESS_DELAY_BASE_S="0",
+            AUTH_ADDRESS_DELAY_MAX_S="0",
+            AUTH_SERVICE_FAILS_PER_CLIENT="4",
+            AUTH_LOGIN_FAIL_WINDOW_S="60",
+        )
+    )
+    assert config.account_backoff == Backoff(3, 0.5, 60.0)
+    assert config.address_backoff == Backoff(50, 0.0, 0.0)
+    assert config.service_backoff == Backoff(4, 0.5, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("values", "variable"),
+    [
+        ({"AUTH_LOCKOUT_S": "900"}, "TESSERA_AUTH_LOCKOUT_S"),  # retired: names its successors
+        ({"AUTH_LOCKOUT_BASE_S": "60", "AUTH_LOCKOUT_MAX_S": "30"}, "TESSERA_AUTH_LOCKOUT_MAX_S"),
+        ({"AUTH_LOCKOUT_MAX_S": "-1"}, "TESSERA_AUTH_LOCKOUT_MAX_S"),
+        ({"AUTH_ADDRESS_DELAY_MAX_S": "60"}, "TESSERA_AUTH_ADDRESS_DELAY_MAX_S"),
+        ({"AUTH_ADDRESS_DELAY_BASE_S": "nan"}, "TESSERA_AUTH_ADDRESS_DELAY_BASE_S"),
+        ({"AUTH_LOGIN_FAILS_PER_ADDRESS": "0"}, "TESSERA_AUTH_LOGIN_FAILS_PER_ADDRESS"),
+        ({"AUTH_SERVICE_FAILS_PER_CLIENT": "x"}, "TESSERA_AUTH_SERVICE_FAILS_PER_CLIENT"),
+        ({"AUTH_LOGIN_FAIL_WINDOW_S": "600"}, "TESSERA_AUTH_LOGIN_FAIL_WINDOW_S"),
+    ],
+)
+def test_bad_failed_login_policy_is_refused(values: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        AuthConfig.from_env(env(**LOCAL, **values))
+    assert info.value.variable == variable
 
 
 def test_keys_must_be_configured() -> None:

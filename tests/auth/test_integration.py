@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from tessera.auth import keys
+from tessera.auth.store import failures_key
 from tessera.authclient.bearer import bearer_metadata
 from tessera.authclient.verifier import AuthInterceptor, Verifier, current_claims
 from tessera.common import errors
@@ -216,6 +217,12 @@ async def _until(produce: Any, accept: Any, timeout_s: float = 5.0) -> Any:
         ),
         ({"TESSERA_AUTH_GENERATE_KEYS": "yes", "TESSERA_AUTH_ACCESS_TTL_S": "0"}, "ACCESS_TTL"),
         ({"TESSERA_AUTH_GENERATE_KEYS": "yes", "TESSERA_DATABASE_URL": ""}, "DATABASE_URL"),
+        # The retired fixed lockout names its replacements.
+        ({"TESSERA_AUTH_GENERATE_KEYS": "yes", "TESSERA_AUTH_LOCKOUT_S": "900"}, "LOCKOUT_BASE_S"),
+        (
+            {"TESSERA_AUTH_GENERATE_KEYS": "yes", "TESSERA_AUTH_ADDRESS_DELAY_MAX_S": "60"},
+            "TESSERA_AUTH_ADDRESS_DELAY_MAX_S",
+        ),
     ],
 )
 def test_bad_configuration_exits_2_naming_the_variable(
@@ -268,6 +275,8 @@ async def test_database_outage_is_unavailable_and_auth_recovers(
                     assert "PostgreSQL unavailable" in (info.value.details() or "")
                     detail = errors.detail_of(info.value)
                     assert (detail.reason, detail.retry_after_s) == ("DATABASE_UNAVAILABLE", 1.0)
+                # A login that could not be checked is not a failed login.
+                assert await redis.hget(failures_key("account", "before"), "n") == b"0"
 
                 postgres.start()
                 login = auth_pb2.LoginRequest(username="before", password=PASSWORD)

@@ -13,12 +13,15 @@ from typing import Any
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
 
+from tessera.auth import store
 from tessera.authclient.bearer import bearer_metadata
 from tessera.authclient.keys import keys_from_proto
 from tessera.authclient.verifier import Verifier
 from tessera.common import errors
-from tessera.common.audit import AuditLog
+from tessera.common.audit import AuditLog, AuditRecord
 from tessera.common.database import Pool
 from tessera.v1 import auth_pb2
 from tessera.wire import connect_token
@@ -135,41 +138,159 @@ async def test_no_user_enumeration(start_auth: StartAuth) -> None:
     assert 0.5 < unknown_ / known < 2.0, (known, unknown_)
 
 
-async def test_account_lockout_with_retry_after(start_auth: StartAuth) -> None:
-    auth = await start_auth(AUTH_LOGIN_FAILS_PER_ACCOUNT="3", AUTH_LOCKOUT_S="1")
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def audited(redis: Redis, action: str) -> list[AuditRecord]:
+    return [r for r in await AuditLog(redis).recent() if r.action == action]
+
+
+async def test_account_backoff_doubles_and_success_resets(
+    start_auth: StartAuth, redis: Redis
+) -> None:
+    auth = await start_auth(
+        AUTH_LOGIN_FAILS_PER_ACCOUNT="3", AUTH_LOCKOUT_BASE_S="0.3", AUTH_LOCKOUT_MAX_S="5"
+    )
     await register(auth, "carol")
     for _ in range(3):
         err = await fails(login(auth, "carol", "not the password"))
         assert err.code() == grpc.StatusCode.UNAUTHENTICATED
     err = await fails(login(auth, "carol"))  # even the right password
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    detail = errors.detail_of(err)
-    assert detail.reason == "LOGIN_LOCKED"
-    assert 0 < detail.retry_after_s <= 1.0
-    # An unknown username locks the same way: lockouts reveal nothing either.
-    for _ in range(3):
-        await fails(login(auth, "ghost", "not the password"))
-    assert (await fails(login(auth, "ghost", "x"))).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    await asyncio.sleep(detail.retry_after_s + 0.05)
+    first = errors.detail_of(err)
+    assert first.reason == "LOGIN_LOCKED"
+    assert 0 < first.retry_after_s <= 0.3
+    await asyncio.sleep(first.retry_after_s + 0.05)
+    # One more failure after the lock ends doubles it.
+    await fails(login(auth, "carol", "not the password"))
+    second = errors.detail_of(await fails(login(auth, "carol")))
+    assert 0.3 < second.retry_after_s <= 0.6
+    records = await audited(redis, "login_lockout")
+    assert [(r.target, r.source, r.actor) for r in records] == [("carol", "127.0.0.1", "")] * 2
+    assert "locked for 0.6 s" in records[0].detail
+    await asyncio.sleep(second.retry_after_s + 0.05)
+    assert (await login(auth, "carol")).roles == ["player"]
+    # The success cleared the count: the next failure is the first again.
+    assert (
+        await fails(login(auth, "carol", "nope nope"))
+    ).code() == grpc.StatusCode.UNAUTHENTICATED
     assert (await login(auth, "carol")).roles == ["player"]
 
 
-async def test_address_lockout_spans_usernames(start_auth: StartAuth) -> None:
-    auth = await start_auth(AUTH_LOGIN_FAILS_PER_ADDRESS="4", AUTH_LOCKOUT_S="5")
-    for i in range(4):
-        await fails(login(auth, f"user{i}", "not the password"))
-    err = await fails(login(auth, "someone-else", "whatever pw"))
+async def test_concurrent_guesses_cannot_pass_the_lock(start_auth: StartAuth) -> None:
+    auth = await start_auth(AUTH_LOGIN_FAILS_PER_ACCOUNT="3", AUTH_LOCKOUT_BASE_S="60")
+    await register(auth, "hana")
+    guesses = [login(auth, "hana", f"guess number {i}") for i in range(20)]
+    results = await asyncio.gather(*guesses, return_exceptions=True)
+    codes = [r.code() for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(codes) == 20
+    assert codes.count(grpc.StatusCode.UNAUTHENTICATED) == 3
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 17
+
+
+async def test_unknown_usernames_lock_like_known_ones(start_auth: StartAuth) -> None:
+    auth = await start_auth(AUTH_LOGIN_FAILS_PER_ACCOUNT="2", AUTH_LOCKOUT_BASE_S="5")
+    await register(auth, "erin")
+    answers = []
+    for username in ("erin", "ghost"):
+        for _ in range(2):
+            await fails(login(auth, username, "not the password"))
+        err = await fails(login(auth, username, "not the password"))
+        answers.append((err.code(), err.details(), errors.detail_of(err).reason))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_a_failing_address_slows_but_never_refuses(
+    start_auth: StartAuth, redis: Redis
+) -> None:
+    auth = await start_auth(
+        AUTH_LOGIN_FAILS_PER_ADDRESS="5",
+        AUTH_ADDRESS_DELAY_BASE_S="0.05",
+        AUTH_ADDRESS_DELAY_MAX_S="0.2",
+    )
+    await register(auth, "victim")
+    throttled = sample("tessera_auth_throttled_logins_total")
+    # 100 wrong passwords from this address, over 50 usernames (2 each: below the
+    # account threshold), 25 at a time.
+    for batch in range(4):
+        calls = [login(auth, f"user{(batch * 25 + i) % 50}", "not the password") for i in range(25)]
+        for result in await asyncio.gather(*calls, return_exceptions=True):
+            assert isinstance(result, grpc.aio.AioRpcError)
+            assert result.code() == grpc.StatusCode.UNAUTHENTICATED
+    # Another player's right password from the same address: slowed, served.
+    assert (await login(auth, "victim")).roles == ["player"]
+    # Every call after the first batch (25 failures) waited.
+    assert sample("tessera_auth_throttled_logins_total") - throttled >= 76
+    # And the matchmaker's service login is not slowed or refused.
+    await service_metadata(auth)
+    records = await audited(redis, "login_throttle")
+    assert [(r.target, r.source) for r in records] == [("127.0.0.1", "127.0.0.1")]
+
+
+async def test_service_logins_have_their_own_limit(start_auth: StartAuth, redis: Redis) -> None:
+    auth = await start_auth(
+        AUTH_SERVICE_FAILS_PER_CLIENT="3",
+        AUTH_LOGIN_FAILS_PER_ADDRESS="1",
+        AUTH_ADDRESS_DELAY_BASE_S="10",
+        AUTH_ADDRESS_DELAY_MAX_S="10",
+        AUTH_LOCKOUT_BASE_S="60",
+    )
+    wrong = auth_pb2.ServiceLoginRequest(client_id="matchmaking", client_secret="x" * 20)
+    for _ in range(3):
+        err = await fails(auth.stub.ServiceLogin(wrong))
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    err = await fails(auth.stub.ServiceLogin(wrong))
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert errors.detail_of(err).retry_after_s > 1
+    assert errors.detail_of(err).reason == "LOGIN_LOCKED"
+    assert 55 < errors.detail_of(err).retry_after_s <= 60
+    [record] = await audited(redis, "login_lockout")
+    assert (record.target, record.source) == ("service:matchmaking", "127.0.0.1")
+    # The right secret is never refused, and clears the count.
+    await service_metadata(auth)
+    assert (await fails(auth.stub.ServiceLogin(wrong))).code() == grpc.StatusCode.UNAUTHENTICATED
+    # Service failures neither lock nor slow players: a player login from this
+    # address (one failure would make it wait 10 s) is served at once.
+    await register(auth, "frank")
+    assert (await login(auth, "frank")).roles == ["player"]
+    assert await redis.exists(store.failures_key("address", "127.0.0.1")) == 0
 
 
-async def test_lockout_is_shared_across_replicas(start_auth: StartAuth) -> None:
-    one = await start_auth(AUTH_LOGIN_FAILS_PER_ACCOUNT="2", AUTH_LOCKOUT_S="5")
-    two = await start_auth(AUTH_LOGIN_FAILS_PER_ACCOUNT="2", AUTH_LOCKOUT_S="5")
+async def test_limits_are_shared_across_replicas(start_auth: StartAuth) -> None:
+    settings = {
+        "AUTH_LOGIN_FAILS_PER_ACCOUNT": "2",
+        "AUTH_LOCKOUT_BASE_S": "5",
+        "AUTH_LOGIN_FAILS_PER_ADDRESS": "2",
+        "AUTH_ADDRESS_DELAY_BASE_S": "0.05",
+    }
+    one, two = await start_auth(**settings), await start_auth(**settings)
     await register(one, "dave")
+    await register(one, "ella")
     await fails(login(one, "dave", "not the password"))
     await fails(login(two, "dave", "not the password"))
-    assert (await fails(login(one, "dave"))).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    for replica in (one, two):
+        assert (await fails(login(replica, "dave"))).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # The address's two failures, one on each replica, slow a login on either.
+    throttled = sample("tessera_auth_throttled_logins_total")
+    assert (await login(two, "ella")).roles == ["player"]
+    assert sample("tessera_auth_throttled_logins_total") == throttled + 1
+
+
+async def test_limits_expire_with_the_window(start_auth: StartAuth) -> None:
+    auth = await start_auth(
+        AUTH_LOGIN_FAILS_PER_ACCOUNT="2",
+        AUTH_LOCKOUT_BASE_S="0.2",
+        AUTH_LOCKOUT_MAX_S="1",
+        AUTH_LOGIN_FAIL_WINDOW_S="1",
+    )
+    await register(auth, "gina")
+    for _ in range(2):
+        await fails(login(auth, "gina", "not the password"))
+    await asyncio.sleep(1.1)  # the window from the last failure
+    # The count is gone: this failure is the first again, so no lock follows it.
+    await fails(login(auth, "gina", "not the password"))
+    assert (await login(auth, "gina")).roles == ["player"]
 
 
 async def test_registrations_per_address(start_auth: StartAuth) -> None:

@@ -9,6 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.auth import store
+from tessera.auth.limits import Backoff
 from tessera.auth.store import AuthStore
 from tessera.authclient import store as client_store
 
@@ -90,24 +91,80 @@ async def test_revoke_account_counts_live_sessions(redis: Redis) -> None:
     assert (await s.rotate_refresh("hc", "hd", ttl_s=9, revoke_until=NOW, now=NOW)).status == "OK"
 
 
-async def test_failures_lock_account_and_address(redis: Redis) -> None:
-    s = AuthStore(redis)
-    limits = {"account_limit": 2, "address_limit": 3, "window_s": 60, "lockout_s": 30}
-    assert await s.locked_for("u", "1.2.3.4") == 0
-    assert await s.record_failure("u", "1.2.3.4", **limits) == (False, False)
-    assert await s.record_failure("u", "1.2.3.4", **limits) == (True, False)
-    assert 29 < await s.locked_for("u", "9.9.9.9") <= 30
-    assert await s.record_failure("v", "1.2.3.4", **limits) == (False, True)
-    assert await s.locked_for("w", "1.2.3.4") > 0
-    assert await s.locked_for("w", "5.6.7.8") == 0
+LOCK = Backoff(threshold=3, base_s=30.0, cap_s=900.0)
 
 
-async def test_success_clears_account_failures(redis: Redis) -> None:
+async def test_attempts_are_counted_until_the_threshold_then_refused(redis: Redis) -> None:
     s = AuthStore(redis)
-    limits = {"account_limit": 2, "address_limit": 100, "window_s": 60, "lockout_s": 30}
-    await s.record_failure("u", "a", **limits)
-    await s.clear_failures("u")
-    assert await s.record_failure("u", "a", **limits) == (False, False)
+    counted = [await s.attempt("account", "u", LOCK, window_s=900) for _ in range(3)]
+    assert [(a.locked_s, a.failures) for a in counted] == [(0, 1), (0, 2), (0, 3)]
+    refused = await s.attempt("account", "u", LOCK, window_s=900)
+    assert 29 < refused.locked_s <= 30 and refused.failures == 3  # not counted
+    assert (await s.attempt("account", "v", LOCK, window_s=900)).failures == 1
+    assert (await s.attempt("service", "u", LOCK, window_s=900)).failures == 1
+
+
+async def test_a_lock_doubles_per_attempt_after_it_ends(redis: Redis) -> None:
+    s = AuthStore(redis)
+    quick = Backoff(threshold=1, base_s=0.2, cap_s=0.4)
+    assert (await s.attempt("account", "u", quick, window_s=60)).failures == 1
+    assert 0 < (await s.attempt("account", "u", quick, window_s=60)).locked_s <= 0.2
+    await asyncio.sleep(0.25)
+    assert (await s.attempt("account", "u", quick, window_s=60)).failures == 2
+    assert 0.2 < (await s.attempt("account", "u", quick, window_s=60)).locked_s <= 0.4
+    await asyncio.sleep(0.45)
+    assert (await s.attempt("account", "u", quick, window_s=60)).failures == 3
+    assert 0.2 < (await s.attempt("account", "u", quick, window_s=60)).locked_s <= 0.4  # cap
+
+
+async def test_concurrent_attempts_cannot_pass_the_threshold(redis: Redis) -> None:
+    s = AuthStore(redis)
+    results = await asyncio.gather(
+        *(s.attempt("account", "u", LOCK, window_s=60) for _ in range(30))
+    )
+    assert sorted(a.failures for a in results if a.locked_s == 0) == [1, 2, 3]
+
+
+async def test_a_released_attempt_is_not_counted(redis: Redis) -> None:
+    s = AuthStore(redis)
+    await s.attempt("account", "u", LOCK, window_s=60)
+    await s.attempt("account", "u", LOCK, window_s=60)
+    await s.release_attempt("account", "u")
+    assert (await s.attempt("account", "u", LOCK, window_s=60)).failures == 2
+    await s.clear_failures("account", "u")
+    await s.release_attempt("account", "u")  # nothing to take back: no key is made
+    assert await redis.exists(store.failures_key("account", "u")) == 0
+
+
+async def test_address_failures_are_counted_apart_and_not_cleared(redis: Redis) -> None:
+    s = AuthStore(redis)
+    assert await s.address_failed("1.2.3.4", window_s=60) == 1
+    assert await s.address_failed("1.2.3.4", window_s=60) == 2
+    attempt = await s.attempt("account", "u", LOCK, window_s=60, address="1.2.3.4")
+    assert attempt.address_failures == 2
+    await s.clear_failures("account", "u")
+    after = await s.attempt("account", "u", LOCK, window_s=60, address="1.2.3.4")
+    assert (after.failures, after.address_failures) == (1, 2)
+    assert (
+        await s.attempt("account", "u", LOCK, window_s=60, address="5.6.7.8")
+    ).address_failures == 0
+
+
+async def test_counts_expire_a_window_after_the_last(redis: Redis) -> None:
+    s = AuthStore(redis)
+    await s.attempt("account", "u", LOCK, window_s=0.3)
+    await s.address_failed("a", window_s=0.3)
+    await asyncio.sleep(0.2)
+    await s.attempt("account", "u", LOCK, window_s=0.3)
+    await s.address_failed("a", window_s=0.3)
+    await asyncio.sleep(0.2)  # 0.4 s after the first, 0.2 s after the last
+    assert (
+        await redis.exists(store.failures_key("account", "u"), store.failures_key("address", "a"))
+        == 2
+    )
+    await asyncio.sleep(0.3)
+    attempt = await s.attempt("account", "u", LOCK, window_s=0.3, address="a")
+    assert (attempt.failures, attempt.address_failures) == (1, 0)
 
 
 async def test_registration_window(redis: Redis) -> None:

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tessera.auth.limits import Backoff
 from tessera.common.config import PREFIX, ConfigError, Env
 
 RELAYS_FORM = 'region=host:port[,host:port...][;region=...], e.g. "default=127.0.0.1:7777"'
@@ -124,6 +125,13 @@ class Argon2Params:
     parallelism: int
 
 
+def _ordered(policy: Backoff, base: str, cap: str) -> Backoff:
+    """``policy``, once its cap (variable ``cap``) is known not to be below its base."""
+    if policy.cap_s < policy.base_s:
+        raise ConfigError(PREFIX + cap, f"{policy.cap_s:g}", f"at least {PREFIX}{base}")
+    return policy
+
+
 @dataclass(frozen=True)
 class AuthConfig:
     """Everything auth needs besides the common server settings."""
@@ -142,10 +150,10 @@ class AuthConfig:
     keys_max_age_s: int
     argon2: Argon2Params
     password_min_length: int
-    login_fails_per_account: int
-    login_fails_per_address: int
+    account_backoff: Backoff
+    address_backoff: Backoff
+    service_backoff: Backoff
     login_fail_window_s: int
-    lockout_s: int
     registrations_per_address: int
     registration_window_s: int
     relays: dict[str, tuple[str, ...]]
@@ -168,6 +176,29 @@ class AuthConfig:
                 "(or TESSERA_AUTH_GENERATE_KEYS=true for local runs)",
             )
         admins = env.string("AUTH_ADMIN_ACCOUNTS", "")
+        if env.string("AUTH_LOCKOUT_S", ""):
+            raise ConfigError(
+                PREFIX + "AUTH_LOCKOUT_S",
+                env.string("AUTH_LOCKOUT_S", ""),
+                "nothing: replaced by TESSERA_AUTH_LOCKOUT_BASE_S and TESSERA_AUTH_LOCKOUT_MAX_S",
+            )
+        lockout = _ordered(
+            Backoff(
+                env.integer("AUTH_LOGIN_FAILS_PER_ACCOUNT", 5, lo=1),
+                env.number("AUTH_LOCKOUT_BASE_S", 30.0, lo=0.0, hi=86_400),
+                env.number("AUTH_LOCKOUT_MAX_S", 900.0, lo=0.0, hi=86_400),
+            ),
+            "AUTH_LOCKOUT_BASE_S",
+            "AUTH_LOCKOUT_MAX_S",
+        )
+        window = env.integer("AUTH_LOGIN_FAIL_WINDOW_S", 900, lo=1)
+        if window < lockout.cap_s:
+            # The lock is computed from the failure count, which must outlive it.
+            raise ConfigError(
+                PREFIX + "AUTH_LOGIN_FAIL_WINDOW_S",
+                str(window),
+                f"at least TESSERA_AUTH_LOCKOUT_MAX_S ({lockout.cap_s:g})",
+            )
         return cls(
             issuer=env.string("AUTH_ISSUER", "tessera"),
             audience=env.string("AUTH_AUDIENCE", "tessera"),
@@ -189,10 +220,22 @@ class AuthConfig:
                 parallelism=env.integer("AUTH_ARGON2_PARALLELISM", 1, lo=1, hi=64),
             ),
             password_min_length=env.integer("AUTH_PASSWORD_MIN_LENGTH", 10, lo=8, hi=128),
-            login_fails_per_account=env.integer("AUTH_LOGIN_FAILS_PER_ACCOUNT", 5, lo=1),
-            login_fails_per_address=env.integer("AUTH_LOGIN_FAILS_PER_ADDRESS", 20, lo=1),
-            login_fail_window_s=env.integer("AUTH_LOGIN_FAIL_WINDOW_S", 900, lo=1),
-            lockout_s=env.integer("AUTH_LOCKOUT_S", 900, lo=1),
+            account_backoff=lockout,
+            address_backoff=_ordered(
+                Backoff(
+                    env.integer("AUTH_LOGIN_FAILS_PER_ADDRESS", 20, lo=1),
+                    env.number("AUTH_ADDRESS_DELAY_BASE_S", 0.25, lo=0.0, hi=10.0),
+                    env.number("AUTH_ADDRESS_DELAY_MAX_S", 2.0, lo=0.0, hi=10.0),
+                ),
+                "AUTH_ADDRESS_DELAY_BASE_S",
+                "AUTH_ADDRESS_DELAY_MAX_S",
+            ),
+            service_backoff=Backoff(
+                env.integer("AUTH_SERVICE_FAILS_PER_CLIENT", 10, lo=1),
+                lockout.base_s,
+                lockout.cap_s,
+            ),
+            login_fail_window_s=window,
             registrations_per_address=env.integer("AUTH_REGISTRATIONS_PER_ADDRESS", 10, lo=1),
             registration_window_s=env.integer("AUTH_REGISTRATION_WINDOW_S", 3600, lo=1),
             relays=parse_relays(env.string("AUTH_RELAYS", "default=127.0.0.1:7777")),

@@ -16,8 +16,13 @@ TOKENS_ISSUED = Counter(
 )
 LOCKOUTS = Counter(
     "tessera_auth_lockouts_total",
-    "Lockouts started after repeated failed logins, by scope (account, address).",
+    "Backoffs started by failed logins, by scope: account (username locked), service"
+    " (client id's wrong secrets refused), address (logins from it slowed).",
     ["scope"],
+)
+THROTTLED_LOGINS = Counter(
+    "tessera_auth_throttled_logins_total",
+    "Password logins made to wait because their client address failed too often.",
 )
 REFRESHES = Counter(
     "tessera_auth_refreshes_total",

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -182,35 +183,83 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
 
     # rate limits
 
-    async def _check_lock(self, context: Context, kind: str, username: str, address: str) -> None:
-        wait = await self.store.locked_for(username, address)
-        if wait > 0:
-            metrics.LOGINS.labels(kind, "locked").inc()
-            await errors.abort(
-                context,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"too many failed logins; retry in {int(wait) + 1} s",
-                reason="LOGIN_LOCKED",
-                retry_after_s=wait,
-            )
-
-    async def _failed(self, context: Context, kind: str, username: str, address: str) -> NoReturn:
-        account_locked, address_locked = await self.store.record_failure(
+    async def _check_account(self, context: Context, username: str, address: str) -> int:
+        """Refuse a locked username, else count the attempt (its number is returned)
+        and make a login from a failing address wait."""
+        attempt = await self.store.attempt(
+            "account",
             username,
-            address,
-            account_limit=self.config.login_fails_per_account,
-            address_limit=self.config.login_fails_per_address,
+            self.config.account_backoff,
             window_s=self.config.login_fail_window_s,
-            lockout_s=self.config.lockout_s,
+            address=address,
         )
-        if account_locked:
+        await _refuse_locked(context, "password", attempt.locked_s, "too many failed logins")
+        delay = self.config.address_backoff.wait_s(attempt.address_failures)
+        if delay > 0:
+            metrics.THROTTLED_LOGINS.inc()
+            await asyncio.sleep(delay)
+        return attempt.failures
+
+    async def _failed_login(
+        self, context: Context, username: str, address: str, failures: int
+    ) -> NoReturn:
+        lock = self.config.account_backoff.wait_s(failures)
+        if lock > 0:
             metrics.LOCKOUTS.labels("account").inc()
-        if address_locked:
+            await self._audit_limit(
+                "login_lockout",
+                username,
+                address,
+                f"{failures} failed logins: username locked for {lock:g} s",
+            )
+        slowing = self.config.address_backoff
+        from_address = await self.store.address_failed(
+            address, window_s=self.config.login_fail_window_s
+        )
+        if slowing.starts(from_address) and slowing.wait_s(from_address) > 0:
             metrics.LOCKOUTS.labels("address").inc()
-        metrics.LOGINS.labels(kind, "invalid").inc()
-        message = INVALID_CREDENTIALS if kind == "password" else "invalid client credentials"
+            await self._audit_limit(
+                "login_throttle",
+                address,
+                address,
+                f"{from_address} failed logins: logins from this address wait"
+                f" {slowing.base_s:g}-{slowing.cap_s:g} s",
+            )
+        metrics.LOGINS.labels("password", "invalid").inc()
         await errors.abort(
-            context, grpc.StatusCode.UNAUTHENTICATED, message, reason="INVALID_CREDENTIALS"
+            context,
+            grpc.StatusCode.UNAUTHENTICATED,
+            INVALID_CREDENTIALS,
+            reason="INVALID_CREDENTIALS",
+        )
+
+    async def _failed_service_login(
+        self, context: Context, client_id: str, address: str
+    ) -> NoReturn:
+        """Count a wrong client secret; while the client id is locked, answer
+        RESOURCE_EXHAUSTED instead (a right secret is never refused)."""
+        policy = self.config.service_backoff
+        attempt = await self.store.attempt(
+            "service", client_id, policy, window_s=self.config.login_fail_window_s
+        )
+        await _refuse_locked(
+            context, "service", attempt.locked_s, "too many failed logins of this client"
+        )
+        lock = policy.wait_s(attempt.failures)
+        if lock > 0:
+            metrics.LOCKOUTS.labels("service").inc()
+            await self._audit_limit(
+                "login_lockout",
+                f"service:{client_id}",
+                address,
+                f"{attempt.failures} failed logins: wrong secrets refused for {lock:g} s",
+            )
+        metrics.LOGINS.labels("service", "invalid").inc()
+        await errors.abort(
+            context,
+            grpc.StatusCode.UNAUTHENTICATED,
+            "invalid client credentials",
+            reason="INVALID_CREDENTIALS",
         )
 
     async def _count_registration(self, context: Context, kind: str, address: str) -> None:
@@ -268,15 +317,21 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         except InputError as err:
             await _invalid(context, err)
         address = sessions.client_address(context.peer())
-        await self._check_lock(context, "password", username, address)
-        account = await self.accounts.account_by_username(username)
-        if account is None:
-            ok = await self._in_pool(self.hasher.dummy_verify, request.password)
-        else:
-            ok = await self._in_pool(self.hasher.verify, account.password_hash, request.password)
+        attempts = await self._check_account(context, username, address)
+        try:
+            account = await self.accounts.account_by_username(username)
+            if account is None:
+                ok = await self._in_pool(self.hasher.dummy_verify, request.password)
+            else:
+                ok = await self._in_pool(
+                    self.hasher.verify, account.password_hash, request.password
+                )
+        except Exception:
+            await self.store.release_attempt("account", username)
+            raise
         if not ok or account is None:
-            await self._failed(context, "password", username, address)
-        await self.store.clear_failures(username)
+            await self._failed_login(context, username, address, attempts)
+        await self.store.clear_failures("account", username)
         await self._refuse_banned(context, "password", account.account_id)
         if self.hasher.needs_rehash(account.password_hash):
             new_hash = await self._in_pool(self.hasher.hash, request.password)
@@ -313,17 +368,18 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
             secret = accounts.check_secret_size(request.client_secret, "client_secret")
         except InputError as err:
             await _invalid(context, err)
-        address = sessions.client_address(context.peer())
-        subject = f"service:{client_id}"
-        await self._check_lock(context, "service", subject, address)
         expected = self.config.service_clients.get(client_id)
         # Compare fixed-size digests in constant time, also for an unknown client id.
         given_digest = hashlib.sha256(secret.encode()).digest()
         expected_digest = hashlib.sha256((expected or os.urandom(16).hex()).encode()).digest()
         if not hmac.compare_digest(given_digest, expected_digest) or expected is None:
-            await self._failed(context, "service", subject, address)
+            address = sessions.client_address(context.peer())
+            await self._failed_service_login(context, client_id, address)
+        await self.store.clear_failures("service", client_id)
         metrics.LOGINS.labels("service", "ok").inc()
-        return await self._new_session(subject, ("service",), "service", refresh=False)
+        return await self._new_session(
+            f"service:{client_id}", ("service",), "service", refresh=False
+        )
 
     async def Refresh(self, request: auth_pb2.RefreshRequest, context: Context) -> auth_pb2.Session:
         try:
@@ -481,12 +537,22 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
     ) -> None:
         """Write an audit record of the calling admin's ``action``."""
         address = sessions.client_address(context.peer())
-        record = AuditRecord(current_claims().sub, action, target, address, outcome, detail)
+        await self._write_audit(
+            AuditRecord(current_claims().sub, action, target, address, outcome, detail)
+        )
+
+    async def _audit_limit(self, action: str, target: str, address: str, detail: str) -> None:
+        """Audit a lockout or throttle that failed logins started (no actor: auth did it)."""
+        await self._write_audit(AuditRecord("", action, target, address, "ok", detail))
+
+    async def _write_audit(self, record: AuditRecord) -> None:
         try:
             await self.audit.write(record)
         except Exception:
             # The action stands; a lost audit record is logged, not turned into an error.
-            log.exception("audit write failed", extra={"action": action, "target": target})
+            log.exception(
+                "audit write failed", extra={"action": record.action, "target": record.target}
+            )
 
     async def GetPublicKeys(
         self, request: auth_pb2.GetPublicKeysRequest, context: Context
@@ -743,6 +809,20 @@ async def _invalid(context: Context, err: InputError) -> NoReturn:
         err.message,
         reason=err.reason,
         field=err.field,
+    )
+
+
+async def _refuse_locked(context: Context, kind: str, wait_s: float, why: str) -> None:
+    """RESOURCE_EXHAUSTED with ``retry_after_s`` while ``wait_s`` is left on a lock."""
+    if wait_s <= 0:
+        return
+    metrics.LOGINS.labels(kind, "locked").inc()
+    await errors.abort(
+        context,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"{why}; retry in {math.ceil(wait_s)} s",
+        reason="LOGIN_LOCKED",
+        retry_after_s=wait_s,
     )
 
 

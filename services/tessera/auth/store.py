@@ -17,10 +17,13 @@ one Redis Cluster slot (prefix ``tessera:{auth}:`` left out below):
 - ``revocations`` pub/sub: ``<sid> <until>`` published on every revocation.
   These two are read by every verifier; their names and format are defined in
   ``tessera.authclient.store``.
-- ``fails:account:<username>``, ``fails:address:<ip>`` STRING counters of failed
-  logins, TTL = the counting window.
-- ``lock:account:<username>``, ``lock:address:<ip>`` STRING, present (with TTL)
-  while locked out.
+- ``failed:account:<username>``, ``failed:service:<client id>`` HASH: ``n``
+  attempts since the last success (each counted before its check) and ``at``
+  (Redis time, ms) of the last; TTL = the counting window from the last. The
+  lock they earn is computed from them (``limits.py``), so no lock key can
+  outlive or disagree with its count.
+- ``failed:address:<ip>`` STRING counter of failed player logins from an
+  address, TTL = the counting window from the last failure.
 - ``registrations:<ip>`` STRING counter of accounts created from an address.
 
 Secrets are never stored: refresh tokens as SHA-256 digests (256-bit random ids
@@ -34,6 +37,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from tessera.auth.limits import Backoff
 from tessera.authclient.store import PREFIX, REVOCATIONS, REVOKED
 
 
@@ -116,28 +120,35 @@ return {'OK', sid, fields[2], fields[3], fields[4]}
 """
 )
 
-# KEYS: lock:account, lock:address. Returns the longer remaining lockout (ms), 0 if none.
-_LOCKED_FOR = """
-local a = redis.call('PTTL', KEYS[1])
-local b = redis.call('PTTL', KEYS[2])
-return math.max(a, b, 0)
+# Times come from Redis (TIME), so every replica judges a lock by one clock.
+# Refuses or counts one login attempt of a name, atomically, before its
+# credentials are checked: concurrent guesses cannot all slip in before the
+# first failure is written. A lock lasts schedule[n - threshold] ms (the last
+# entry for any later n) from the last counted attempt.
+# KEYS: failed:<scope>:<name>[, failed:address:<ip>].
+# ARGV: window ms, threshold, schedule ms... Returns {ms locked (0: counted), n, address n}.
+_ATTEMPT = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local fields = redis.call('HMGET', KEYS[1], 'n', 'at')
+local n = tonumber(fields[1] or '0')
+local threshold = tonumber(ARGV[2])
+if n >= threshold then
+  local wait = tonumber(ARGV[math.min(n - threshold + 3, #ARGV)])
+  local left = wait - (now - tonumber(fields[2] or '0'))
+  if left > 0 then return {left, n, 0} end
+end
+n = redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('HSET', KEYS[1], 'at', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local address = 0
+if KEYS[2] then address = tonumber(redis.call('GET', KEYS[2]) or '0') end
+return {0, n, address}
 """
 
-# KEYS: fails:account, fails:address, lock:account, lock:address.
-# ARGV: account limit, address limit, window s, lockout s. Returns {account locked, address locked}.
-_RECORD_FAILURE = """
-local locked = {0, 0}
-local limits = {tonumber(ARGV[1]), tonumber(ARGV[2])}
-for i = 1, 2 do
-  local n = redis.call('INCR', KEYS[i])
-  if n == 1 then redis.call('EXPIRE', KEYS[i], ARGV[3]) end
-  if n >= limits[i] then
-    redis.call('SET', KEYS[i + 2], '1', 'EX', ARGV[4])
-    redis.call('DEL', KEYS[i])
-    locked[i] = 1
-  end
-end
-return locked
+# Takes back one counted attempt whose check never happened. KEYS: failed:<scope>:<name>.
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'n') then redis.call('HINCRBY', KEYS[1], 'n', -1) end
 """
 
 # KEYS: registrations:<ip>. ARGV: limit, window s. Returns 0 if allowed, else ms to wait.
@@ -147,6 +158,29 @@ if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 if n > tonumber(ARGV[1]) then return math.max(redis.call('PTTL', KEYS[1]), 1) end
 return 0
 """
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A login attempt as the failure counts saw it: refused while ``locked_s`` > 0,
+    else counted as the name's ``failures``-th (until a success clears it);
+    ``address_failures`` are the failed logins from the caller's address."""
+
+    locked_s: float
+    failures: int
+    address_failures: int
+
+
+def failures_key(scope: str, name: str) -> str:
+    """``scope`` is ``account`` (a username), ``service`` (a client id) or ``address``."""
+    return f"{PREFIX}failed:{scope}:{name}"
+
+
+def _failure_keys(scope: str, name: str, address: str | None) -> list[str]:
+    keys = [failures_key(scope, name)]
+    if address is not None:
+        keys.append(failures_key("address", address))
+    return keys
 
 
 @dataclass(frozen=True)
@@ -178,8 +212,8 @@ class AuthStore:
         self._revoke = redis.register_script(_REVOKE)
         self._revoke_account = redis.register_script(_REVOKE_ACCOUNT)
         self._rotate = redis.register_script(_ROTATE)
-        self._locked_for = redis.register_script(_LOCKED_FOR)
-        self._record_failure = redis.register_script(_RECORD_FAILURE)
+        self._attempt = redis.register_script(_ATTEMPT)
+        self._release = redis.register_script(_RELEASE)
         self._count_registration = redis.register_script(_COUNT_REGISTRATION)
 
     # sessions
@@ -256,40 +290,42 @@ class AuthStore:
 
     # rate limits
 
-    async def locked_for(self, username: str, address: str) -> float:
-        """Seconds left on a lockout of the username or the address (0 if none)."""
-        ms = await self._locked_for(
-            keys=[
-                f"{PREFIX}lock:account:{username}",
-                f"{PREFIX}lock:address:{address}",
-            ]
-        )
-        return int(ms) / 1000.0
-
-    async def record_failure(
+    async def attempt(
         self,
-        username: str,
-        address: str,
+        scope: str,
+        name: str,
+        policy: Backoff,
         *,
-        account_limit: int,
-        address_limit: int,
-        window_s: int,
-        lockout_s: int,
-    ) -> tuple[bool, bool]:
-        """Count a failed login; returns (username locked now, address locked now)."""
-        locked = await self._record_failure(
-            keys=[
-                f"{PREFIX}fails:account:{username}",
-                f"{PREFIX}fails:address:{address}",
-                f"{PREFIX}lock:account:{username}",
-                f"{PREFIX}lock:address:{address}",
-            ],
-            args=[account_limit, address_limit, window_s, lockout_s],
+        window_s: float,
+        address: str | None = None,
+    ) -> Attempt:
+        """Refuse (locked by ``policy``) or count a login attempt of ``name`` in ``scope``.
+        A count is forgotten ``window_s`` after its last attempt."""
+        reply = await self._attempt(
+            keys=_failure_keys(scope, name, address),
+            args=[round(window_s * 1000), policy.threshold, *policy.schedule_ms()],
         )
-        return bool(locked[0]), bool(locked[1])
+        locked_ms, failures, address_failures = (int(v) for v in reply)
+        return Attempt(locked_ms / 1000.0, failures, address_failures)
 
-    async def clear_failures(self, username: str) -> None:
-        await self.redis.delete(f"{PREFIX}fails:account:{username}")
+    async def release_attempt(self, scope: str, name: str) -> None:
+        """Take back an attempt counted by :meth:`attempt` whose credentials could not
+        be checked (a database outage): only checked failures lock."""
+        await self._release(keys=[failures_key(scope, name)])
+
+    async def address_failed(self, address: str, *, window_s: float) -> int:
+        """Count a failed login from ``address``; its count after. Forgotten
+        ``window_s`` after the last failure; a success does not clear it."""
+        key = failures_key("address", address)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.pexpire(key, round(window_s * 1000))
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def clear_failures(self, scope: str, name: str) -> None:
+        """Forget the failed logins of ``name`` (a successful login); the address's stay."""
+        await self.redis.delete(failures_key(scope, name))
 
     async def count_registration(self, address: str, *, limit: int, window_s: int) -> float:
         """Count an account creation from ``address``; seconds to wait if over the limit."""

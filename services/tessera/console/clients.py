@@ -25,6 +25,9 @@ from tessera.v1 import (
 )
 
 TIMEOUT_S = 2.0
+# Auth makes a login from a failing address wait up to 10 s
+# (TESSERA_AUTH_ADDRESS_DELAY_MAX_S), and every console login shares its address.
+LOGIN_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ class Clients:
         """Auth's password login; raises :class:`grpc.aio.AioRpcError` when refused."""
         stub: Any = auth_pb2_grpc.AuthStub(self._auth)
         s = await stub.Login(
-            auth_pb2.LoginRequest(username=username, password=password), timeout=TIMEOUT_S
+            auth_pb2.LoginRequest(username=username, password=password), timeout=LOGIN_TIMEOUT_S
         )
         return Login(s.account_id, s.access_token, int(s.access_expires_at), tuple(s.roles))
 
