@@ -18,8 +18,8 @@ from tessera.authclient.bearer import bearer_metadata
 from tessera.authclient.keys import keys_from_proto
 from tessera.authclient.verifier import Verifier
 from tessera.common import errors
-from tessera.common.audit import AuditLog
 from tessera.common.database import Pool
+from tessera.harness.audit import audit_trail
 from tessera.v1 import auth_pb2
 from tessera.wire import connect_token
 from tessera.wire.access_token import b64url
@@ -598,7 +598,7 @@ async def ban(auth: RunningAuth, token: str, account_id: str, until: int = 0) ->
 
 
 async def test_a_ban_revokes_sessions_and_refuses_login_and_refresh(
-    auth: RunningAuth, start_auth: StartAuth, redis: Any
+    auth: RunningAuth, start_auth: StartAuth, redis: Any, database: Pool
 ) -> None:
     auth, admin, player = await admin_and_player(auth, start_auth)
     second = await login(auth, "mallory")
@@ -623,8 +623,8 @@ async def test_a_ban_revokes_sessions_and_refuses_login_and_refresh(
     # A wrong password learns nothing about the ban.
     err = await fails(login(auth, "mallory", "wrong password 123"))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
-    audit = await AuditLog(redis).recent(10)
-    done = next(r for r in audit if r.action == "ban")
+    (done,) = await audit_trail(database, 1)
+    assert done.action == "ban"
     assert (done.actor, done.target, done.outcome, done.source) == (
         admin.account_id,
         player.account_id,
@@ -649,7 +649,7 @@ async def test_a_banned_guest_device_cannot_log_in(
 
 
 async def test_a_ban_expires_and_a_lift_works_at_once(
-    auth: RunningAuth, start_auth: StartAuth, redis: Any
+    auth: RunningAuth, start_auth: StartAuth, database: Pool
 ) -> None:
     auth, admin, player = await admin_and_player(auth, start_auth)
     bearer = bearer_metadata(admin.access_token)
@@ -662,7 +662,8 @@ async def test_a_ban_expires_and_a_lift_works_at_once(
     assert (await auth.stub.LiftBan(lift, metadata=bearer)).lifted == 1
     assert (await login(auth, "mallory")).account_id == player.account_id
     assert (await auth.stub.LiftBan(lift, metadata=bearer)).lifted == 0
-    lifted = next(r for r in await AuditLog(redis).recent(5) if r.action == "lift_ban")
+    *_, lifted = await audit_trail(database, 4)
+    assert lifted.action == "lift_ban"
     assert (lifted.actor, lifted.target, lifted.detail) == (
         admin.account_id,
         player.account_id,

@@ -58,6 +58,14 @@ def test_enabled_with_an_ingress(render: Render) -> None:
             "podSelector"
         ]["matchExpressions"]
         assert "console" in allowed["values"]
+    # The audit log is in PostgreSQL: the console gets the DSN and may connect.
+    (database,) = [e for e in container["env"] if e["name"] == "TESSERA_DATABASE_URL"]
+    assert database["valueFrom"]["secretKeyRef"] == {"name": "tessera-postgresql", "key": "url"}
+    admitted = find(objs, "NetworkPolicy", "tessera-postgresql")["spec"]["ingress"][0]["from"]
+    components = [
+        p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for p in admitted
+    ]
+    assert "console" in components
 
 
 def test_relays_can_be_listed(render: Render) -> None:
