@@ -132,6 +132,10 @@ async def play(pool: Pool, ids: dict[str, str]) -> None:
         health=80.0,
         blob=b"inv",
         data_version=3,
+        kills=2,
+        deaths=1,
+        hits_dealt=9,
+        hits_taken=4,
     )
     zone.save([alice])
     zone.log(
@@ -179,7 +183,10 @@ async def test_backup_drop_restore_brings_every_record_back(
         await pool.close()
     ratings = before["ratings"]
     assert isinstance(ratings, dict) and all(r.version == 1 for r in ratings.values())
-    assert before["results"] and before["bans"] and before["player_data"] is not None
+    assert before["results"] and before["bans"]
+    alice = before["player_data"]
+    assert isinstance(alice, playerdata.PlayerData) and alice.blob == b"inv"
+    assert (alice.kills, alice.deaths, alice.hits_dealt, alice.hits_taken) == (2, 1, 9, 4)
     assert len(before["events"]) == 2  # type: ignore[arg-type]
     audit = before["audit"]
     assert isinstance(audit, list)

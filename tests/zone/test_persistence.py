@@ -127,8 +127,11 @@ async def row_after(pool: Pool, player: str, version: int) -> PlayerData:
 async def test_join_move_leave_then_resume_after_redis_is_flushed(
     world: World, database: Pool
 ) -> None:
-    # A game back end gave the player an inventory before the first join.
-    offline = PlayerData("w", "alice", (10.0, 0.0, 10.0), 0.0, 100.0, b"sword", 0, 0, 0, "api")
+    # A game back end gave the player an inventory (and stats) before the first join.
+    stats = {"kills": 3, "deaths": 1, "hits_dealt": 20, "hits_taken": 10}
+    offline = PlayerData(
+        "w", "alice", (10.0, 0.0, 10.0), 0.0, 100.0, b"sword", 0, 0, 0, "api", **stats
+    )
     assert await playerdata.put(database, offline, 0, now=time.time()) is not None
     joined = await join(world, "alice")
     assert joined.restored and (joined.position.x, joined.position.z) == (10.0, 10.0)
@@ -148,6 +151,8 @@ async def test_join_move_leave_then_resume_after_redis_is_flushed(
     finally:
         await driver.close()
     assert saved.blob == b"sword" and saved.written_by == "solo"
+    # The stats were loaded with the player and written back with it.
+    assert (saved.kills, saved.deaths, saved.hits_dealt, saved.hits_taken) == (3, 1, 20, 10)
     assert math.dist((saved.position[0], saved.position[2]), (10.0, 10.0)) > 3.0
 
     # A late write of an old zone (an older version) is refused; the row stays.
@@ -169,7 +174,7 @@ async def test_join_move_leave_then_resume_after_redis_is_flushed(
     )
     await leave(world, "alice")
     resumed = await row_after(database, "alice", saved.version)
-    assert resumed.blob == b"sword"
+    assert resumed.blob == b"sword" and resumed.kills == 3 and resumed.hits_taken == 10
 
 
 @pytest.mark.integration

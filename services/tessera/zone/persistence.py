@@ -83,6 +83,10 @@ class Persistence:
             teleports=r.teleports,
             version=r.data_version,
             written_by=self.zone,
+            kills=r.kills,
+            deaths=r.deaths,
+            hits_dealt=r.hits_dealt,
+            hits_taken=r.hits_taken,
         )
 
     def log(self, events: Iterable[Event], positions: dict[str, tuple[float, float]]) -> None:
