@@ -6,7 +6,7 @@ one process:
 
 - event log: events offered at ``--rate`` (then 4 x ``--rate``, to find the
   ceiling) per second in 30 Hz bursts into the zone's spool
-  (tessera.zone.persistence.Spool) and written by COPY (tessera.common.eventlog);
+  (tessera.common.spool.Spool) and written by COPY (tessera.common.eventlog);
   writes/s sustained, batch latency p50/p99, drops;
 - player data: read (``load``), API conditional write (``put``) and a zone's
   write-behind batch of 500 rows (``save_newer``), p50/p99;
@@ -40,11 +40,13 @@ from tessera.common import eventlog, playerdata
 from tessera.common.config import Env
 from tessera.common.database import Pool, open_database
 from tessera.common.playerdata import PlayerData
+from tessera.common.spool import Spool
 from tessera.harness.postgres import LocalPostgres
 from tessera.zone import messages
+from tessera.zone import metrics as zone_metrics
 from tessera.zone.config import ZoneConfig
 from tessera.zone.events import HIT_DEALT, Event
-from tessera.zone.persistence import Persistence, Spool
+from tessera.zone.persistence import Persistence
 from tessera.zone.simulation import Simulation
 
 HZ = 30
@@ -71,7 +73,14 @@ async def event_log(pool: Pool, *, rate: int, seconds: float) -> dict[str, Any]:
         batches_ms.append((time.perf_counter() - began) * 1000)
         written += len(batch)
 
-    spool = Spool("bench", write, capacity=200_000, batch=1000, interval_s=0.25)
+    spool = Spool(
+        "bench",
+        write,
+        capacity=200_000,
+        batch=1000,
+        interval_s=0.25,
+        metrics=zone_metrics.spool("bench"),
+    )
     task = asyncio.create_task(spool.run())
     per_tick = rate // HZ
     offered = dropped = 0

@@ -49,9 +49,13 @@ def test_malformed_data_is_refused_with_its_field(fields: dict[str, Any], field:
 
 
 def test_a_record_round_trips_to_the_message() -> None:
-    record = playerdata.to_record(message(speed_clamps=3, teleports=1))
+    stats = {"kills": 4, "deaths": 5, "hits_dealt": 60, "hits_taken": 70}
+    record = playerdata.to_record(message(speed_clamps=3, teleports=1, **stats))
     assert record.written_by == "api" and record.blob == b"inv"
-    assert playerdata.to_message(record) == message(speed_clamps=3, teleports=1, written_by="api")
+    assert (record.kills, record.deaths, record.hits_dealt, record.hits_taken) == (4, 5, 60, 70)
+    assert playerdata.to_message(record) == message(
+        speed_clamps=3, teleports=1, written_by="api", **stats
+    )
 
 
 @pytest.mark.integration
@@ -65,9 +69,11 @@ async def test_read_and_conditional_write(auth: RunningAuth) -> None:
     assert created.version == 1 and created.written_by == "api" and created.updated_at_ms > 0
     assert await auth.stub.GetPlayerData(get, metadata=service) == created
 
-    update = auth_pb2.PutPlayerDataRequest(data=message(blob=b"shield"), expected_version=1)
+    shield = message(blob=b"shield", kills=7, deaths=2, hits_dealt=90, hits_taken=40)
+    update = auth_pb2.PutPlayerDataRequest(data=shield, expected_version=1)
     updated = await auth.stub.PutPlayerData(update, metadata=service)
     assert updated.version == 2 and updated.blob == b"shield"
+    assert (updated.kills, updated.deaths, updated.hits_dealt, updated.hits_taken) == (7, 2, 90, 40)
 
     # The same write again carries a stale version: refused, nothing changes.
     err = await fails(auth.stub.PutPlayerData(update, metadata=service))

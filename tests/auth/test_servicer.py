@@ -23,6 +23,7 @@ from tessera.authclient.verifier import Verifier
 from tessera.common import errors
 from tessera.common.audit import AuditLog, AuditRecord
 from tessera.common.database import Pool
+from tessera.harness.audit import audit_trail
 from tessera.v1 import auth_pb2
 from tessera.wire import connect_token
 from tessera.wire.access_token import b64url
@@ -142,12 +143,18 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-async def audited(redis: Redis, action: str) -> list[AuditRecord]:
-    return [r for r in await AuditLog(redis).recent() if r.action == action]
+async def audited(database: Pool, action: str, count: int) -> list[AuditRecord]:
+    """The ``count`` audit records of ``action`` (newest first), once written."""
+    deadline = time.monotonic() + 15
+    while True:
+        records = [r for r in await AuditLog(database).recent(1000) if r.action == action]
+        if len(records) >= count or time.monotonic() > deadline:
+            return records
+        await asyncio.sleep(0.05)
 
 
 async def test_account_backoff_doubles_and_success_resets(
-    start_auth: StartAuth, redis: Redis
+    start_auth: StartAuth, database: Pool
 ) -> None:
     auth = await start_auth(
         AUTH_LOGIN_FAILS_PER_ACCOUNT="3", AUTH_LOCKOUT_BASE_S="0.3", AUTH_LOCKOUT_MAX_S="5"
@@ -166,7 +173,7 @@ async def test_account_backoff_doubles_and_success_resets(
     await fails(login(auth, "carol", "not the password"))
     second = errors.detail_of(await fails(login(auth, "carol")))
     assert 0.3 < second.retry_after_s <= 0.6
-    records = await audited(redis, "login_lockout")
+    records = await audited(database, "login_lockout", 2)
     assert [(r.target, r.source, r.actor) for r in records] == [("carol", "127.0.0.1", "")] * 2
     assert "locked for 0.6 s" in records[0].detail
     await asyncio.sleep(second.retry_after_s + 0.05)
@@ -203,7 +210,7 @@ async def test_unknown_usernames_lock_like_known_ones(start_auth: StartAuth) -> 
 
 
 async def test_a_failing_address_slows_but_never_refuses(
-    start_auth: StartAuth, redis: Redis
+    start_auth: StartAuth, database: Pool
 ) -> None:
     auth = await start_auth(
         AUTH_LOGIN_FAILS_PER_ADDRESS="5",
@@ -225,11 +232,13 @@ async def test_a_failing_address_slows_but_never_refuses(
     assert sample("tessera_auth_throttled_logins_total") - throttled >= 76
     # And the matchmaker's service login is not slowed or refused.
     await service_metadata(auth)
-    records = await audited(redis, "login_throttle")
+    records = await audited(database, "login_throttle", 1)
     assert [(r.target, r.source) for r in records] == [("127.0.0.1", "127.0.0.1")]
 
 
-async def test_service_logins_have_their_own_limit(start_auth: StartAuth, redis: Redis) -> None:
+async def test_service_logins_have_their_own_limit(
+    start_auth: StartAuth, redis: Redis, database: Pool
+) -> None:
     auth = await start_auth(
         AUTH_SERVICE_FAILS_PER_CLIENT="3",
         AUTH_LOGIN_FAILS_PER_ADDRESS="1",
@@ -245,7 +254,7 @@ async def test_service_logins_have_their_own_limit(start_auth: StartAuth, redis:
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert errors.detail_of(err).reason == "LOGIN_LOCKED"
     assert 55 < errors.detail_of(err).retry_after_s <= 60
-    [record] = await audited(redis, "login_lockout")
+    [record] = await audited(database, "login_lockout", 1)
     assert (record.target, record.source) == ("service:matchmaking", "127.0.0.1")
     # The right secret is never refused, and clears the count.
     await service_metadata(auth)
@@ -719,7 +728,7 @@ async def ban(auth: RunningAuth, token: str, account_id: str, until: int = 0) ->
 
 
 async def test_a_ban_revokes_sessions_and_refuses_login_and_refresh(
-    auth: RunningAuth, start_auth: StartAuth, redis: Any
+    auth: RunningAuth, start_auth: StartAuth, redis: Any, database: Pool
 ) -> None:
     auth, admin, player = await admin_and_player(auth, start_auth)
     second = await login(auth, "mallory")
@@ -744,8 +753,8 @@ async def test_a_ban_revokes_sessions_and_refuses_login_and_refresh(
     # A wrong password learns nothing about the ban.
     err = await fails(login(auth, "mallory", "wrong password 123"))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
-    audit = await AuditLog(redis).recent(10)
-    done = next(r for r in audit if r.action == "ban")
+    (done,) = await audit_trail(database, 1)
+    assert done.action == "ban"
     assert (done.actor, done.target, done.outcome, done.source) == (
         admin.account_id,
         player.account_id,
@@ -770,7 +779,7 @@ async def test_a_banned_guest_device_cannot_log_in(
 
 
 async def test_a_ban_expires_and_a_lift_works_at_once(
-    auth: RunningAuth, start_auth: StartAuth, redis: Any
+    auth: RunningAuth, start_auth: StartAuth, database: Pool
 ) -> None:
     auth, admin, player = await admin_and_player(auth, start_auth)
     bearer = bearer_metadata(admin.access_token)
@@ -783,7 +792,8 @@ async def test_a_ban_expires_and_a_lift_works_at_once(
     assert (await auth.stub.LiftBan(lift, metadata=bearer)).lifted == 1
     assert (await login(auth, "mallory")).account_id == player.account_id
     assert (await auth.stub.LiftBan(lift, metadata=bearer)).lifted == 0
-    lifted = next(r for r in await AuditLog(redis).recent(5) if r.action == "lift_ban")
+    *_, lifted = await audit_trail(database, 4)
+    assert lifted.action == "lift_ban"
     assert (lifted.actor, lifted.target, lifted.detail) == (
         admin.account_id,
         player.account_id,

@@ -1,6 +1,9 @@
 """The backup CronJob's script and the restore procedure of docs/OPERATIONS.md, run
-for real: accounts registered through a running auth and ratings written by
-matchmaking's records survive backup → drop database → restore, and log in again."""
+for real: accounts registered through a running auth, a ban and its audit record
+written by auth's BanAccount, a console audit record, ratings and a match result
+written by matchmaking's records, player data and combat events written by a
+zone's persistence all survive backup → drop database → restore; the accounts log
+in again and the banned one is still refused."""
 
 from __future__ import annotations
 
@@ -14,12 +17,19 @@ import grpc
 import pytest
 from redis.asyncio import Redis
 
-from tessera.common.database import open_database
+from tessera.authclient.bearer import bearer_metadata
+from tessera.common import eventlog, playerdata
+from tessera.common.audit import AuditLog, AuditRecord
+from tessera.common.database import Pool, open_database
 from tessera.common.process import ServiceProcess
+from tessera.harness.audit import audit_trail
 from tessera.harness.postgres import LocalPostgres, server_bin
 from tessera.harness.redis import LocalRedis
 from tessera.matchmaking.records import RatingRecords
 from tessera.v1 import auth_pb2, auth_pb2_grpc
+from tessera.zone.entities import Record
+from tessera.zone.events import DIED, HIT_DEALT, Event
+from tessera.zone.persistence import Persistence
 
 from .conftest import CHART_DIR
 
@@ -28,7 +38,7 @@ pytestmark = pytest.mark.integration
 ROOT = CHART_DIR.parents[1]
 BACKUP = CHART_DIR / "scripts" / "backup.sh"
 PASSWORD = "backup test password"
-NAMES = ("alice", "bob")
+NAMES = ("alice", "bob", "mallory")
 
 
 def restore_block() -> str:
@@ -52,8 +62,9 @@ def run(command: list[str], env: dict[str, str]) -> str:
     return result.stdout
 
 
-def start_auth(redis_url: str, database_url: str) -> ServiceProcess:
+def start_auth(redis_url: str, database_url: str, **extra: str) -> ServiceProcess:
     env = {
+        **extra,
         "TESSERA_HOST": "127.0.0.1",
         "TESSERA_GRPC_PORT": "0",
         "TESSERA_METRICS_PORT": "0",
@@ -70,8 +81,9 @@ def start_auth(redis_url: str, database_url: str) -> ServiceProcess:
     return proc
 
 
-async def register_and_rate(redis_url: str, database_url: str) -> dict[str, str]:
-    """Register NAMES through auth and rate them in one duel; their account ids."""
+async def register_and_ban(redis_url: str, database_url: str) -> dict[str, str]:
+    """Register NAMES through auth, then ban mallory as admin alice (BanAccount
+    writes the ban and its audit record); their account ids."""
     proc = start_auth(redis_url, database_url)
     try:
         async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
@@ -84,24 +96,104 @@ async def register_and_rate(redis_url: str, database_url: str) -> dict[str, str]
             }
     finally:
         proc.terminate()
-    pool = await open_database(database_url, max_size=2)
+    proc = start_auth(redis_url, database_url, TESSERA_AUTH_ADMIN_ACCOUNTS=ids["alice"])
     try:
-        teams = [[ids["alice"]], [ids["bob"]]]
-        assert await RatingRecords(pool).apply_result("m1", "duel", teams, [0, 1], now_ms=1e12)
+        async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
+            auth = auth_pb2_grpc.AuthStub(channel)
+            login = auth_pb2.LoginRequest(username="alice", password=PASSWORD)
+            token = (await auth.Login(login)).access_token
+            ban = auth_pb2.BanAccountRequest(account_id=ids["mallory"], reason="aimbot")
+            await auth.BanAccount(ban, metadata=bearer_metadata(token))
     finally:
-        await pool.close()
+        proc.terminate()
     return ids
 
 
-async def test_backup_drop_restore_brings_accounts_and_ratings_back(
+async def play(pool: Pool, ids: dict[str, str]) -> None:
+    """A duel's result and ratings (matchmaking's records), a zone's write-behind of
+    alice's player data and its combat events, an admin login in the console's
+    audit log."""
+    teams = [[ids["alice"]], [ids["bob"]]]
+    assert await RatingRecords(pool).apply_result("m1", "duel", teams, [0, 1], now_ms=1e12)
+    zone = Persistence(
+        pool,
+        world="w",
+        zone="z1",
+        match="",
+        capacity=10,
+        event_capacity=10,
+        interval_s=60.0,
+        event_interval_s=60.0,
+    )
+    alice = Record(
+        1,
+        player_id=ids["alice"],
+        position=(5.0, 1.0, -7.0),
+        health=80.0,
+        blob=b"inv",
+        data_version=3,
+        kills=2,
+        deaths=1,
+        hits_dealt=9,
+        hits_taken=4,
+    )
+    zone.save([alice])
+    zone.log(
+        [Event(ids["alice"], HIT_DEALT, 2, 20.0, "ranged"), Event(ids["bob"], DIED, 1, 0.0)],
+        {ids["alice"]: (5.0, -7.0), ids["bob"]: (9.0, -7.0)},
+    )
+    await zone.flush()
+    audit = AuditLog(pool)
+    audit.write(AuditRecord(ids["alice"], "login", "alice", "127.0.0.1", "ok"))
+    assert await audit.close()
+
+
+async def records(pool: Pool, ids: dict[str, str]) -> dict[str, object]:
+    """Every record the test wrote, as read through the code that reads it."""
+    events = await pool.fetch(
+        f"SELECT {', '.join(eventlog.COLUMNS)} FROM game_events ORDER BY kind"
+    )
+    return {
+        "ratings": await RatingRecords(pool).ratings("duel", [ids["alice"], ids["bob"]]),
+        "results": [
+            tuple(r)
+            for r in await pool.fetch("SELECT match_id, mode, teams, ranks FROM match_results")
+        ],
+        "bans": [
+            tuple(r)
+            for r in await pool.fetch("SELECT account_id, reason, banned_by, expires_at FROM bans")
+        ],
+        "player_data": await playerdata.load(pool, "w", ids["alice"]),
+        "events": [tuple(r) for r in events],
+        "audit": await AuditLog(pool).recent(),
+    }
+
+
+async def test_backup_drop_restore_brings_every_record_back(
     postgres_server: LocalPostgres, redis_server: LocalRedis, redis: Redis, tmp_path: Path
 ) -> None:
     database_url = postgres_server.create_database("t_backup_restore")
-    ids = await register_and_rate(redis_server.url, database_url)
+    ids = await register_and_ban(redis_server.url, database_url)
     pool = await open_database(database_url, max_size=2)
-    rated = await RatingRecords(pool).ratings("duel", list(ids.values()))
-    await pool.close()
-    assert all(r.version == 1 for r in rated.values())
+    try:
+        await play(pool, ids)
+        await audit_trail(pool, 2)
+        before = await records(pool, ids)
+    finally:
+        await pool.close()
+    ratings = before["ratings"]
+    assert isinstance(ratings, dict) and all(r.version == 1 for r in ratings.values())
+    assert before["results"] and before["bans"]
+    alice = before["player_data"]
+    assert isinstance(alice, playerdata.PlayerData) and alice.blob == b"inv"
+    assert (alice.kills, alice.deaths, alice.hits_dealt, alice.hits_taken) == (2, 1, 9, 4)
+    assert len(before["events"]) == 2  # type: ignore[arg-type]
+    audit = before["audit"]
+    assert isinstance(audit, list)
+    assert [(r.action, r.target) for r in audit] == [
+        ("login", "alice"),
+        ("ban", ids["mallory"]),
+    ]
 
     backups = tmp_path / "backups"
     backups.mkdir()
@@ -122,18 +214,22 @@ async def test_backup_drop_restore_brings_accounts_and_ratings_back(
 
     pool = await open_database(database_url, max_size=2)
     try:
-        assert await RatingRecords(pool).ratings("duel", list(ids.values())) == rated
+        assert await records(pool, ids) == before
         applied = await pool.fetchval("SELECT count(*) FROM schema_migrations")
-        assert applied >= 1
+        assert applied >= 5
     finally:
         await pool.close()
     proc = start_auth(redis_server.url, database_url)
     try:
         async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
             auth = auth_pb2_grpc.AuthStub(channel)
-            for name, account_id in ids.items():
+            for name in ("alice", "bob"):
                 login = auth_pb2.LoginRequest(username=name, password=PASSWORD)
-                assert (await auth.Login(login)).account_id == account_id
+                assert (await auth.Login(login)).account_id == ids[name]
+            login = auth_pb2.LoginRequest(username="mallory", password=PASSWORD)
+            with pytest.raises(grpc.aio.AioRpcError) as banned:
+                await auth.Login(login)
+            assert banned.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         proc.terminate()
     postgres_server.drop_database("t_backup_restore")

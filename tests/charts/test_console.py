@@ -53,6 +53,10 @@ def test_enabled_with_an_ingress(render: Render) -> None:
         if o["kind"] in ("HorizontalPodAutoscaler", "PodDisruptionBudget")
         and o["metadata"]["name"] == "tessera-console"
     ]
+    # The audit log is in PostgreSQL: the console gets the DSN (the NetworkPolicy
+    # side is in test_networkpolicy.py's matrix).
+    (database,) = [e for e in container["env"] if e["name"] == "TESSERA_DATABASE_URL"]
+    assert database["valueFrom"]["secretKeyRef"] == {"name": "tessera-postgresql", "key": "url"}
 
 
 def test_relays_can_be_listed(render: Render) -> None:

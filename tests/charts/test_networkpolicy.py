@@ -102,6 +102,7 @@ ARCHITECTURE: Matrix = [
 ]
 CONSOLE: Matrix = [
     ("console", "redis", "redis"),
+    ("console", "postgresql", "postgresql"),
     ("console", "auth", "grpc"),
     ("console", "relay", "grpc"),
     ("console", "zone", "grpc"),
@@ -148,7 +149,6 @@ FORBIDDEN: Matrix = [
     ("prometheus", "redis", "redis"),
 ]
 CONSOLE_FORBIDDEN: Matrix = [
-    ("console", "postgresql", "postgresql"),
     ("console", "matchmaking", "grpc"),
     ("relay", "console", "grpc"),
     ("client", "console", "http"),

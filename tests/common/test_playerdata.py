@@ -24,6 +24,10 @@ def data(player: str = "p1", version: int = 1, blob: bytes = b"inv", x: float = 
         teleports=1,
         version=version,
         written_by="zone-a",
+        kills=version,
+        deaths=2,
+        hits_dealt=10 * version,
+        hits_taken=7,
     )
 
 
@@ -59,6 +63,7 @@ async def test_put_creates_then_needs_the_current_version(database: Pool) -> Non
     assert await playerdata.put(database, data(blob=b"b"), 2, now=6.0) is None
     updated = await playerdata.put(database, data(blob=b"b"), 1, now=6.0)
     assert updated is not None and updated.version == 2 and updated.blob == b"b"
+    assert (updated.kills, updated.deaths, updated.hits_dealt, updated.hits_taken) == (1, 2, 10, 7)
     # A zone still holding version 1 is refused afterwards.
     assert await playerdata.save_newer(database, [data(version=2)], now=7.0) == {("w", "p1"): 2}
 

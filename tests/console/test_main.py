@@ -1,5 +1,5 @@
-"""The console end to end in headless Chromium: a real Redis, the operator's local
-runtime with real zone processes, the console as its own process. Players joined
+"""The console end to end in headless Chromium: a real Redis and PostgreSQL, the
+operator's local runtime with real zone processes, the console as its own process. Players joined
 over the zone's gRPC API push the zone over its split threshold; the page shows
 the split on the map, in the zone table and in the timeline, and refuses an
 admin action without a login. Screenshots go to build/artifacts/console/ (not
@@ -79,12 +79,13 @@ async def runtime(redis_server: LocalRedis, redis: Redis) -> AsyncIterator[Local
 
 
 @pytest.fixture
-def console(redis_server: LocalRedis) -> Iterator[str]:
+def console(redis_server: LocalRedis, database_url: str) -> Iterator[str]:
     """The console process; yields its base URL."""
     proc = ServiceProcess(
         "tessera.console",
         {
             "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_DATABASE_URL": database_url,
             "TESSERA_HOST": "127.0.0.1",
             "TESSERA_GRPC_PORT": "0",
             "TESSERA_METRICS_PORT": "0",

@@ -20,8 +20,9 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.common import store
-from tessera.common.audit import AuditLog
+from tessera.common.database import Pool
 from tessera.common.process import ServiceProcess, free_port
+from tessera.harness.audit import audit_trail
 from tessera.harness.redis import LocalRedis
 from tessera.harness.zones import World, ZoneSpec
 from tessera.v1 import auth_pb2, auth_pb2_grpc, zone_pb2
@@ -49,6 +50,7 @@ class Setup:
     redis: Redis
     auth: str
     relay: str
+    database: Pool
 
 
 async def register(address: str, *names: str) -> dict[str, str]:
@@ -62,7 +64,9 @@ async def register(address: str, *names: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def setup(redis_server: LocalRedis, redis: Redis, database_url: str) -> AsyncIterator[Setup]:
+async def setup(
+    redis_server: LocalRedis, redis: Redis, database_url: str, database: Pool
+) -> AsyncIterator[Setup]:
     """Auth with admin ``boss`` (and player ``pat``), zones a | b, the console."""
     env = {**AUTH_ENV, "TESSERA_REDIS_URL": redis_server.url, "TESSERA_DATABASE_URL": database_url}
     first = ServiceProcess("tessera.auth", env, name="auth").start()
@@ -100,6 +104,7 @@ async def setup(redis_server: LocalRedis, redis: Redis, database_url: str) -> As
             "tessera.console",
             {
                 "TESSERA_REDIS_URL": redis_server.url,
+                "TESSERA_DATABASE_URL": database_url,
                 "TESSERA_HOST": "127.0.0.1",
                 "TESSERA_GRPC_PORT": "0",
                 "TESSERA_METRICS_PORT": "0",
@@ -118,6 +123,7 @@ async def setup(redis_server: LocalRedis, redis: Redis, database_url: str) -> As
             redis,
             auth.grpc_address,
             relay.grpc_address,
+            database,
         )
     finally:
         if console is not None:
@@ -237,7 +243,7 @@ async def test_admin_actions_need_an_admin_and_are_audited(setup: Setup) -> None
             await stub.Login(auth_pb2.LoginRequest(username="pat", password=PASSWORD))
         assert banned.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
-    records = list(reversed(await AuditLog(setup.redis).recent()))
+    records = await audit_trail(setup.database, 18)
     assert [(r.actor, r.action, r.target, r.outcome) for r in records[:7]] == [
         (player.account_id, "login", "pat", "refused"),
         ("", "login", "boss", "refused"),
@@ -265,3 +271,41 @@ async def test_admin_actions_need_an_admin_and_are_audited(setup: Setup) -> None
     assert {r.source for r in records} == {"127.0.0.1"}
     assert records[1].detail.startswith("draining into b")
     assert records[7].detail.startswith("banned until ") and "(griefing)" in records[7].detail
+
+    # The audit trail read back through the console: admins only, newest first, filtered.
+    audit = setup.url + "/api/audit"
+    await register(setup.auth, "quinn")
+    async with grpc.aio.insecure_channel(setup.auth) as channel:
+        stub = auth_pb2_grpc.AuthStub(channel)
+        quinn = await stub.Login(auth_pb2.LoginRequest(username="quinn", password=PASSWORD))
+    async with aiohttp.ClientSession() as http:
+        for token, params, status in [
+            ("", {}, 401),
+            (quinn.access_token, {}, 403),
+            (session["access_token"], {"limit": "0"}, 400),
+            (session["access_token"], {"limit": "ten"}, 400),
+            (session["access_token"], {"actor": "x" * 201}, 400),
+            (session["access_token"], {"since": "1"}, 400),
+        ]:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            async with http.get(audit, params=params, headers=headers) as response:
+                assert response.status == status, await response.text()
+        headers = {"Authorization": f"Bearer {session['access_token']}"}
+        query = {"target": "nobody", "limit": "1"}
+        async with http.get(audit, params=query, headers=headers) as response:
+            (newest,) = (await response.json())["records"]
+        assert (newest["action"], newest["target"], newest["outcome"]) == (
+            "ban",
+            "nobody",
+            "refused",
+        )
+        assert newest["actor"] == setup.admin_id and newest["at"].startswith("20")
+        async with http.get(
+            audit, params={"actor": player.account_id}, headers=headers
+        ) as response:
+            mine = (await response.json())["records"]
+        assert [(r["action"], r["outcome"]) for r in mine] == [
+            ("ban", "refused"),
+            ("drain", "refused"),
+            ("login", "refused"),
+        ]

@@ -253,3 +253,23 @@ def test_recover_leaves_ghosts_alone() -> None:
     ghost = np.array([False, True, False])
     combat.recover(ents, ghost, now=100.0, dt=1.0, weapons=W, events=[])
     assert ents.health[:3].tolist() == [55.0, 50.0, 55.0]
+
+
+def test_stats_tally_hits_kills_and_deaths_on_the_players() -> None:
+    ents, history = arena()
+    a, b = ents.extra[1], ents.extra[2]
+    ents.actions[0] = combat.MELEE
+    fight(ents, history, 10.0, [], Counter())
+    assert (a.hits_dealt, a.hits_taken, b.hits_dealt, b.hits_taken) == (1, 0, 0, 1)
+    counts: Counter[str] = Counter()
+    combat.take_hit(ents, 1, 1, 150.0, now=11.0, respawn_s=3.0, events=[], counts=counts)
+    assert (a.kills, a.deaths, b.kills, b.deaths) == (1, 0, 0, 1)
+    assert (a.hits_dealt, b.hits_taken) == (2, 2)
+    ents.flags[1] &= ~DEAD
+    ents.health[1] = MAX_HEALTH
+    combat.take_hit(ents, 1, 3, 150.0, now=12.0, respawn_s=3.0, events=[], counts=counts)
+    assert (a.kills, b.deaths, b.hits_taken) == (1, 2, 3)  # an NPC's kill credits nobody
+    ents.flags[1] = GHOST  # alive again, now owned by a neighbour
+    ents.actions[0] = combat.MELEE
+    fight(ents, history, 20.0, [], Counter())  # forwarded: dealt here, taken over there
+    assert (a.hits_dealt, b.hits_taken, a.kills) == (3, 3, 1)

@@ -38,6 +38,8 @@ def test_export_then_spawn_round_trips_durable_state() -> None:
     row = ents.add_player(42, "bo", (3.0, 1.0, -4.0), health=55.0, flags=DEAD, last_seq=9)
     ents.extra[42].blob = b"inv"
     ents.extra[42].data_version, ents.extra[42].speed_clamps, ents.extra[42].teleports = 6, 2, 1
+    ents.extra[42].kills, ents.extra[42].deaths = 5, 4
+    ents.extra[42].hits_dealt, ents.extra[42].hits_taken = 30, 20
     state = export_state(ents, row, zone="z", epoch=3)
     assert state.kind == zone_pb2.ENTITY_KIND_PLAYER and state.epoch == 3
     other = Entities()
@@ -47,6 +49,7 @@ def test_export_then_spawn_round_trips_durable_state() -> None:
     assert other.health[new] == 55.0 and other.last_seq[new] == 9
     assert other.flags[new] & DEAD and other.respawn_at[new] == 10.0
     assert other.extra[42].blob == b"inv"
-    # The row version and the anti-cheat tallies travel with the entity.
+    # The row version, the anti-cheat tallies and the stats travel with the entity.
     extra = other.extra[42]
     assert (extra.data_version, extra.speed_clamps, extra.teleports) == (6, 2, 1)
+    assert (extra.kills, extra.deaths, extra.hits_dealt, extra.hits_taken) == (5, 4, 30, 20)

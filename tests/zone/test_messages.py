@@ -46,10 +46,15 @@ def test_entity_state_round_trips_through_the_record() -> None:
         data_version=7,
         speed_clamps=4,
         teleports=2,
+        kills=5,
+        deaths=6,
+        hits_dealt=70,
+        hits_taken=80,
     )
     rec = messages.record(state)
     assert rec.kind == PLAYER and rec.position == (3.25, 1.0, -4.1) and rec.blob == b"inv"
     assert (rec.data_version, rec.speed_clamps, rec.teleports) == (7, 4, 2)
+    assert (rec.kills, rec.deaths, rec.hits_dealt, rec.hits_taken) == (5, 6, 70, 80)
     assert messages.entity_state(rec) == state
     ents = Entities()
     row = spawn_state(ents, rec, now_s=0.0)

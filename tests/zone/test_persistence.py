@@ -1,5 +1,5 @@
-"""The zone's writes to PostgreSQL: the spool (bounded, counted overflow, retries),
-the event log, and zone processes that load, write back and resume player data."""
+"""The zone's writes to PostgreSQL: the event log, and zone processes that load,
+write back and resume player data."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from tessera.common import playerdata
@@ -22,79 +21,7 @@ from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.geometry import Rect
 from tessera.zone.entities import Record
 from tessera.zone.events import DIED, HIT_DEALT, HIT_TAKEN, Event
-from tessera.zone.persistence import Persistence, Spool
-
-
-def dropped(spool: str) -> float:
-    value = REGISTRY.get_sample_value("tessera_zone_spool_dropped_total", {"spool": spool})
-    return value or 0.0
-
-
-async def test_spool_drops_and_counts_what_does_not_fit() -> None:
-    written: list[list[int]] = []
-
-    async def write(batch: list[int]) -> None:
-        written.append(batch)
-
-    spool = Spool("t-full", write, capacity=5, batch=2, interval_s=60.0)
-    before = dropped("t-full")
-    assert spool.offer(range(7)) == 2
-    assert dropped("t-full") - before == 2
-    await spool.flush()
-    assert written == [[0, 1], [2, 3], [4]]
-
-
-async def test_a_failed_batch_is_requeued_in_order() -> None:
-    fail = True
-    written: list[list[int]] = []
-
-    async def write(batch: list[int]) -> None:
-        if fail:
-            raise ConnectionError("database down")
-        written.append(batch)
-
-    spool = Spool("t-retry", write, capacity=10, batch=3, interval_s=60.0)
-    spool.offer(range(5))
-    await spool.flush()
-    assert list(spool.items) == [0, 1, 2, 3, 4] and not written
-    fail = False
-    await spool.flush()
-    assert written == [[0, 1, 2], [3, 4]]
-
-
-async def test_a_write_cut_short_by_a_stop_is_kept_for_the_final_flush() -> None:
-    started = asyncio.Event()
-    written: list[list[int]] = []
-
-    async def write(batch: list[int]) -> None:
-        if not written:
-            written.append([])
-            started.set()
-            await asyncio.sleep(60)
-        written.append(batch)
-
-    spool = Spool("t-stop", write, capacity=10, batch=10, interval_s=60.0)
-    spool.offer(range(3))
-    flushing = asyncio.create_task(spool.flush())
-    await started.wait()
-    flushing.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await flushing
-    await spool.flush()
-    assert written == [[], [0, 1, 2]]
-
-
-async def test_run_writes_a_full_batch_without_waiting_for_the_interval() -> None:
-    done = asyncio.Event()
-
-    async def write(batch: list[int]) -> None:
-        done.set()
-
-    spool = Spool("t-wake", write, capacity=100, batch=10, interval_s=60.0)
-    task = asyncio.create_task(spool.run())
-    spool.offer(range(10))
-    await asyncio.wait_for(done.wait(), 10.0)
-    task.cancel()
+from tessera.zone.persistence import Persistence
 
 
 def persistence(pool: Pool) -> Persistence:
@@ -200,8 +127,11 @@ async def row_after(pool: Pool, player: str, version: int) -> PlayerData:
 async def test_join_move_leave_then_resume_after_redis_is_flushed(
     world: World, database: Pool
 ) -> None:
-    # A game back end gave the player an inventory before the first join.
-    offline = PlayerData("w", "alice", (10.0, 0.0, 10.0), 0.0, 100.0, b"sword", 0, 0, 0, "api")
+    # A game back end gave the player an inventory (and stats) before the first join.
+    stats = {"kills": 3, "deaths": 1, "hits_dealt": 20, "hits_taken": 10}
+    offline = PlayerData(
+        "w", "alice", (10.0, 0.0, 10.0), 0.0, 100.0, b"sword", 0, 0, 0, "api", **stats
+    )
     assert await playerdata.put(database, offline, 0, now=time.time()) is not None
     joined = await join(world, "alice")
     assert joined.restored and (joined.position.x, joined.position.z) == (10.0, 10.0)
@@ -221,6 +151,8 @@ async def test_join_move_leave_then_resume_after_redis_is_flushed(
     finally:
         await driver.close()
     assert saved.blob == b"sword" and saved.written_by == "solo"
+    # The stats were loaded with the player and written back with it.
+    assert (saved.kills, saved.deaths, saved.hits_dealt, saved.hits_taken) == (3, 1, 20, 10)
     assert math.dist((saved.position[0], saved.position[2]), (10.0, 10.0)) > 3.0
 
     # A late write of an old zone (an older version) is refused; the row stays.
@@ -242,7 +174,7 @@ async def test_join_move_leave_then_resume_after_redis_is_flushed(
     )
     await leave(world, "alice")
     resumed = await row_after(database, "alice", saved.version)
-    assert resumed.blob == b"sword"
+    assert resumed.blob == b"sword" and resumed.kills == 3 and resumed.hits_taken == 10
 
 
 @pytest.mark.integration

@@ -83,7 +83,7 @@ or the external one from database.existingSecret. */}}
 {{- ternary "url" .Values.database.existingSecretKey .Values.postgresql.enabled -}}
 {{- end -}}
 
-{{/* TESSERA_DATABASE_URL (auth, matchmaking, the backup job; zones get it from
+{{/* TESSERA_DATABASE_URL (auth, matchmaking, the console, the backup job; zones get it from
 the operator, which is told the same Secret). */}}
 {{- define "tessera.databaseEnv" -}}
 - name: TESSERA_DATABASE_URL

@@ -66,6 +66,8 @@ async def assemble(server_config: ServerConfig, config: AuthConfig) -> GrpcServi
         await redis.aclose()
         log.error("cannot start: PostgreSQL unreachable", extra={"error": str(err)})
         raise SystemExit(1) from None
+    audit = AuditLog(database)
+    audit.start()
     interceptor = AuthInterceptor(verifier, allow=PUBLIC_METHODS, roles=METHOD_ROLES)
     servicer = AuthServicer(
         config,
@@ -74,7 +76,7 @@ async def assemble(server_config: ServerConfig, config: AuthConfig) -> GrpcServi
         keys,
         database=database,
         bans=BanRecords(database),
-        audit=AuditLog(redis),
+        audit=audit,
         hash_workers=max(1, os.cpu_count() or 1),
     )
     service = GrpcService(server_config, interceptors=[DatabaseOutageInterceptor(), interceptor])
@@ -97,6 +99,7 @@ async def assemble(server_config: ServerConfig, config: AuthConfig) -> GrpcServi
             await refresher
         await verifier.close()
         await redis.aclose()
+        await audit.close()
         await database.close()
         servicer.pool.shutdown(wait=False, cancel_futures=True)
 

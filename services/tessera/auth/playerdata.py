@@ -50,6 +50,10 @@ def to_record(data: auth_pb2.PlayerData) -> PlayerData:
         teleports=data.teleports,
         version=0,
         written_by=WRITER,
+        kills=data.kills,
+        deaths=data.deaths,
+        hits_dealt=data.hits_dealt,
+        hits_taken=data.hits_taken,
     )
 
 
@@ -67,4 +71,8 @@ def to_message(d: PlayerData) -> auth_pb2.PlayerData:
         version=d.version,
         written_by=d.written_by,
         updated_at_ms=d.updated_at * 1000,
+        kills=d.kills,
+        deaths=d.deaths,
+        hits_dealt=d.hits_dealt,
+        hits_taken=d.hits_taken,
     )

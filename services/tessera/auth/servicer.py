@@ -206,7 +206,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         lock = self.config.account_backoff.wait_s(failures)
         if lock > 0:
             metrics.LOCKOUTS.labels("account").inc()
-            await self._audit_limit(
+            self._audit_limit(
                 "login_lockout",
                 username,
                 address,
@@ -218,7 +218,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         )
         if slowing.starts(from_address) and slowing.wait_s(from_address) > 0:
             metrics.LOCKOUTS.labels("address").inc()
-            await self._audit_limit(
+            self._audit_limit(
                 "login_throttle",
                 address,
                 address,
@@ -248,7 +248,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         lock = policy.wait_s(attempt.failures)
         if lock > 0:
             metrics.LOCKOUTS.labels("service").inc()
-            await self._audit_limit(
+            self._audit_limit(
                 "login_lockout",
                 f"service:{client_id}",
                 address,
@@ -476,16 +476,16 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
             reason = accounts.check_ban_reason(request.reason)
             until = accounts.check_ban_until(request.until, now=now)
         except InputError as err:
-            await self._audit(context, "ban", request.account_id[:128], "refused", err.message)
+            self._audit(context, "ban", request.account_id[:128], "refused", err.message)
             await _invalid(context, err)
         ban = await self.bans.ban(account_id, reason, admin, until=until, now=now)
         if ban is None:
-            await self._audit(context, "ban", account_id, "refused", "no such account")
+            self._audit(context, "ban", account_id, "refused", "no such account")
             await _no_account(context)
         revoked = await self.store.revoke_account(account_id, until=self._horizon(now), now=now)
         metrics.REVOCATIONS.labels("ban").inc(revoked)
         term = f"until {ban.until}" if ban.until else "permanently"
-        await self._audit(
+        self._audit(
             context,
             "ban",
             account_id,
@@ -502,13 +502,13 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         try:
             account_id = accounts.check_account_id(request.account_id)
         except InputError as err:
-            await self._audit(context, "lift_ban", request.account_id[:128], "refused", err.message)
+            self._audit(context, "lift_ban", request.account_id[:128], "refused", err.message)
             await _invalid(context, err)
         if await self.accounts.account(account_id) is None:
-            await self._audit(context, "lift_ban", account_id, "refused", "no such account")
+            self._audit(context, "lift_ban", account_id, "refused", "no such account")
             await _no_account(context)
         lifted = await self.bans.lift(account_id, now=self.clock())
-        await self._audit(context, "lift_ban", account_id, "ok", f"{lifted} bans lifted")
+        self._audit(context, "lift_ban", account_id, "ok", f"{lifted} bans lifted")
         return auth_pb2.LiftBanResponse(lifted=lifted)
 
     async def ListBans(
@@ -532,27 +532,16 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         if ban is not None:
             await _banned(context, kind, ban)
 
-    async def _audit(
-        self, context: Context, action: str, target: str, outcome: str, detail: str
-    ) -> None:
-        """Write an audit record of the calling admin's ``action``."""
+    def _audit(self, context: Context, action: str, target: str, outcome: str, detail: str) -> None:
+        """Queue an audit record of the calling admin's ``action`` (never fails it)."""
         address = sessions.client_address(context.peer())
-        await self._write_audit(
+        self.audit.write(
             AuditRecord(current_claims().sub, action, target, address, outcome, detail)
         )
 
-    async def _audit_limit(self, action: str, target: str, address: str, detail: str) -> None:
+    def _audit_limit(self, action: str, target: str, address: str, detail: str) -> None:
         """Audit a lockout or throttle that failed logins started (no actor: auth did it)."""
-        await self._write_audit(AuditRecord("", action, target, address, "ok", detail))
-
-    async def _write_audit(self, record: AuditRecord) -> None:
-        try:
-            await self.audit.write(record)
-        except Exception:
-            # The action stands; a lost audit record is logged, not turned into an error.
-            log.exception(
-                "audit write failed", extra={"action": record.action, "target": record.target}
-            )
+        self.audit.write(AuditRecord("", action, target, address, "ok", detail))
 
     async def GetPublicKeys(
         self, request: auth_pb2.GetPublicKeysRequest, context: Context

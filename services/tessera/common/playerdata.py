@@ -36,11 +36,16 @@ class PlayerData:
     version: int
     written_by: str = ""
     updated_at: float = 0.0
+    # Combat stats (migration 0006_player_stats.sql).
+    kills: int = 0
+    deaths: int = 0
+    hits_dealt: int = 0
+    hits_taken: int = 0
 
 
 _COLUMNS = (
     "world, player, x, y, z, yaw, health, blob, speed_clamps, teleports, version,"
-    " written_by, updated_at"
+    " written_by, updated_at, kills, deaths, hits_dealt, hits_taken"
 )
 
 
@@ -57,6 +62,10 @@ def _data(row: Any) -> PlayerData:
         version=row["version"],
         written_by=row["written_by"],
         updated_at=row["updated_at"].timestamp(),
+        kills=row["kills"],
+        deaths=row["deaths"],
+        hits_dealt=row["hits_dealt"],
+        hits_taken=row["hits_taken"],
     )
 
 
@@ -76,6 +85,10 @@ def _values(data: PlayerData, version: int, now: float) -> tuple[Any, ...]:
         version,
         data.written_by,
         datetime.fromtimestamp(now, UTC),
+        data.kills,
+        data.deaths,
+        data.hits_dealt,
+        data.hits_taken,
     )
 
 
@@ -94,12 +107,15 @@ _SAVE = f"""
 INSERT INTO player_data ({_COLUMNS})
 SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::float8[],
                      $6::float8[], $7::float8[], $8::bytea[], $9::int8[], $10::int8[],
-                     $11::int8[], $12::text[], $13::timestamptz[])
+                     $11::int8[], $12::text[], $13::timestamptz[], $14::int8[], $15::int8[],
+                     $16::int8[], $17::int8[])
 ON CONFLICT (world, player) DO UPDATE SET
     x = EXCLUDED.x, y = EXCLUDED.y, z = EXCLUDED.z, yaw = EXCLUDED.yaw,
     health = EXCLUDED.health, blob = EXCLUDED.blob, speed_clamps = EXCLUDED.speed_clamps,
     teleports = EXCLUDED.teleports, version = EXCLUDED.version,
-    written_by = EXCLUDED.written_by, updated_at = EXCLUDED.updated_at
+    written_by = EXCLUDED.written_by, updated_at = EXCLUDED.updated_at,
+    kills = EXCLUDED.kills, deaths = EXCLUDED.deaths, hits_dealt = EXCLUDED.hits_dealt,
+    hits_taken = EXCLUDED.hits_taken
 WHERE player_data.version < EXCLUDED.version
 RETURNING world, player
 """
@@ -137,14 +153,16 @@ async def put(
     if expected_version == 0:
         row = await pool.fetchrow(
             f"INSERT INTO player_data ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
-            f" $10, $11, $12, $13) ON CONFLICT (world, player) DO NOTHING RETURNING {_COLUMNS}",
+            f" $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT (world, player) DO NOTHING"
+            f" RETURNING {_COLUMNS}",
             *values,
         )
     else:
         row = await pool.fetchrow(
             "UPDATE player_data SET x = $3, y = $4, z = $5, yaw = $6, health = $7, blob = $8,"
             " speed_clamps = $9, teleports = $10, version = $11, written_by = $12,"
-            " updated_at = $13 WHERE world = $1 AND player = $2 AND version = $11 - 1"
+            " updated_at = $13, kills = $14, deaths = $15, hits_dealt = $16, hits_taken = $17"
+            " WHERE world = $1 AND player = $2 AND version = $11 - 1"
             f" RETURNING {_COLUMNS}",
             *values,
         )

@@ -1,10 +1,12 @@
-"""Entry point and wiring: ``python -m tessera.console`` (Redis, the auth verifier,
-the relays, the live feed and the HTTP server beside gRPC health and metrics)."""
+"""Entry point and wiring: ``python -m tessera.console`` (Redis, PostgreSQL for the
+audit log, the auth verifier, the relays, the live feed and the HTTP server beside
+gRPC health and metrics)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from aiohttp import web
 
@@ -12,6 +14,7 @@ from tessera.authclient.verifier import Verifier
 from tessera.common import store as common_store
 from tessera.common.audit import AuditLog
 from tessera.common.config import ServerConfig
+from tessera.common.database import DatabaseUnavailable, open_database
 from tessera.common.server import GrpcService, main
 from tessera.console.clients import Clients
 from tessera.console.config import ConsoleConfig
@@ -19,10 +22,19 @@ from tessera.console.feed import Aggregator, Feed
 from tessera.console.store import ConsoleStore
 from tessera.console.web import Console, app
 
+log = logging.getLogger(__name__)
+
 
 async def build(server_config: ServerConfig) -> GrpcService:
     """The console: its HTTP port bound and its feed running."""
     config = ConsoleConfig.from_env()
+    try:
+        database = await open_database(config.database_url, max_size=2)
+    except DatabaseUnavailable as err:
+        log.error("cannot start: PostgreSQL unreachable", extra={"error": str(err)})
+        raise SystemExit(1) from None
+    audit = AuditLog(database)
+    audit.start()
     redis = common_store.connect(server_config.redis_url)
     store = ConsoleStore(redis, config.world, events=config.events)
     clients = Clients(relays=config.relays, auth_address=config.auth_address, world=config.world)
@@ -37,7 +49,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
         store=store,
         clients=clients,
         verifier=verifier,
-        audit=AuditLog(redis, maxlen=config.audit_maxlen),
+        audit=audit,
         drain_deadline_s=config.drain_deadline_s,
     )
     # Open Server-Sent Events streams end with the feed; waiting longer for idle
@@ -71,6 +83,8 @@ async def build(server_config: ServerConfig) -> GrpcService:
         await verifier.close()
         await clients.close()
         await redis.aclose()
+        await audit.close()
+        await database.close()
 
     service.on_stopping(feed.close)
     service.on_shutdown(shutdown)

@@ -1,5 +1,6 @@
 """Rules of the console's admin actions (pure): which zone takes a drained zone's
-players, what a player id or kick reason may be, and what a ban form may hold.
+players, what a player id or kick reason may be, what a ban form may hold and
+what an audit read may ask for.
 
 The operator drains a zone into the sibling it was split from (its planner's
 ``sibling_pairs``); that needs the split history only the operator holds. The
@@ -23,6 +24,8 @@ PLAYER_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 MAX_BAN_REASON = 500
 # Auth's limit: a longer ban is a permanent one (duration 0).
 MAX_BAN_DURATION_S = 100 * 365 * 86_400
+MAX_AUDIT_LIMIT = 1000
+MAX_AUDIT_FILTER = 200
 
 
 class Refused(Exception):
@@ -94,3 +97,26 @@ def check_ban(account_id: str, body: Mapping[str, Any], now: float) -> BanOrder:
     ):
         raise Refused(400, "duration_s must be whole seconds, 0 (permanent) to 100 years")
     return BanOrder(account_id, reason.strip(), int(now) + duration if duration else 0)
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    limit: int
+    actor: str | None
+    target: str | None
+
+
+def check_audit_query(query: Mapping[str, str]) -> AuditQuery:
+    """The audit read a query string asks for (``limit`` 1-1000, default 100;
+    ``actor`` and ``target`` up to 200 characters), or :class:`Refused` (400)."""
+    unknown = sorted(set(query) - {"limit", "actor", "target"})
+    if unknown:
+        raise Refused(400, f"unknown query parameters: {', '.join(unknown)}")
+    raw = query.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_AUDIT_LIMIT:
+        raise Refused(400, f"limit must be a whole number from 1 to {MAX_AUDIT_LIMIT}")
+    filters = {key: query.get(key) or None for key in ("actor", "target")}
+    for key, value in filters.items():
+        if value is not None and len(value) > MAX_AUDIT_FILTER:
+            raise Refused(400, f"{key} must be at most {MAX_AUDIT_FILTER} characters")
+    return AuditQuery(int(raw), filters["actor"], filters["target"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tessera.common.config import ConfigError, Env
 
@@ -13,6 +13,7 @@ ADDRESS = r"\S+:\d{1,5}"
 @dataclass(frozen=True)
 class ConsoleConfig:
     world: str
+    database_url: str = field(repr=False)  # may hold a password
     http_port: int
     auth_address: str
     relays: tuple[str, ...]
@@ -20,13 +21,13 @@ class ConsoleConfig:
     grid_cells: int
     aura_m: float
     events: int
-    audit_maxlen: int
     drain_deadline_s: float
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ConsoleConfig:
         env = env or Env()
         return cls(
+            database_url=env.database_url("DATABASE_URL"),
             world=env.string("WORLD", "default", pattern=r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"),
             http_port=env.integer("CONSOLE_HTTP_PORT", 8080, lo=0, hi=65535),
             auth_address=env.string("AUTH_ADDRESS", "127.0.0.1:50051", pattern=ADDRESS),
@@ -35,7 +36,6 @@ class ConsoleConfig:
             grid_cells=env.integer("CONSOLE_GRID_CELLS", 48, lo=4, hi=256),
             aura_m=env.number("CONSOLE_AURA_M", 60.0, lo=0.0, hi=10_000.0),
             events=env.integer("CONSOLE_EVENTS", 100, lo=1, hi=10_000),
-            audit_maxlen=env.integer("CONSOLE_AUDIT_MAXLEN", 100_000, lo=100, hi=10_000_000),
             drain_deadline_s=env.number("CONSOLE_DRAIN_DEADLINE_S", 0.0, lo=0.0, hi=3600.0),
         )
 

@@ -8,7 +8,7 @@ login, admins only), ``POST /api/zones/{zone}/drain``,
 ``POST /api/players/{player}/kick`` and ``POST /api/accounts/{account}/ban``
 (an admin's access token as ``Authorization: Bearer``; a ban passes it on to
 auth's BanAccount). Every admin action, refused ones included, is written to
-the audit log.
+the audit log, which ``GET /api/audit`` reads back (admins only).
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 from aiohttp import web
 
@@ -77,6 +78,7 @@ def app(console: Console) -> web.Application:
             web.post("/api/zones/{zone}/drain", handlers.drain),
             web.post("/api/players/{player}/kick", handlers.kick),
             web.post("/api/accounts/{account}/ban", handlers.ban),
+            web.get("/api/audit", handlers.audit),
         ]
     )
     return application
@@ -128,7 +130,7 @@ class Handlers:
             session = await self.c.clients.login(username, password)
             claims = self.c.verifier.verify(session.access_token)
         except grpc.aio.AioRpcError as err:
-            await self._audit(
+            self._audit(
                 request,
                 actor="",
                 action="login",
@@ -141,7 +143,7 @@ class Handlers:
         except TokenError as err:
             return _error(503, f"auth's token could not be verified yet: {err}")
         if "admin" not in claims.roles:
-            await self._audit(
+            self._audit(
                 request,
                 actor=claims.sub,
                 action="login",
@@ -150,7 +152,7 @@ class Handlers:
                 detail="not an admin",
             )
             return _error(403, f"account {username!r} is not an admin")
-        await self._audit(request, actor=claims.sub, action="login", target=username, outcome="ok")
+        self._audit(request, actor=claims.sub, action="login", target=username, outcome="ok")
         return web.json_response(
             {
                 "account_id": session.account_id,
@@ -224,7 +226,7 @@ class Handlers:
                 raise Refused(403, f"account {actor} is not an admin")
             detail, answer = await act()
         except Refused as err:
-            await self._audit(
+            self._audit(
                 request,
                 actor=actor,
                 action=action,
@@ -235,7 +237,7 @@ class Handlers:
             return _error(err.status, str(err))
         except (grpc.aio.AioRpcError, ConnectionError) as err:
             message = err.details() if isinstance(err, grpc.aio.AioRpcError) else str(err)
-            await self._audit(
+            self._audit(
                 request,
                 actor=actor,
                 action=action,
@@ -244,10 +246,26 @@ class Handlers:
                 detail=message or "",
             )
             return _error(502, f"{action} failed: {message}")
-        await self._audit(
-            request, actor=actor, action=action, target=target, outcome="ok", detail=detail
-        )
+        self._audit(request, actor=actor, action=action, target=target, outcome="ok", detail=detail)
         return web.json_response(answer)
+
+    async def audit(self, request: web.Request) -> web.Response:
+        """The newest audit records (``limit``, 1-1000, default 100), only one
+        ``actor``'s or one ``target``'s when given; admins only."""
+        try:
+            claims = self._claims(request)
+            if "admin" not in claims.roles:
+                raise Refused(403, f"account {claims.sub} is not an admin")
+            query = admin.check_audit_query(request.query)
+        except Refused as err:
+            return _error(err.status, str(err))
+        try:
+            records = await self.c.audit.recent(query.limit, actor=query.actor, target=query.target)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            return _error(503, f"the audit log could not be read: {err}")
+        return web.json_response(
+            {"records": [{**asdict(r), "at": r.at.isoformat() if r.at else None} for r in records]}
+        )
 
     def _claims(self, request: web.Request) -> Claims:
         """The verified claims of the request's bearer token; :class:`Refused` 401."""
@@ -256,7 +274,7 @@ class Handlers:
         except TokenError as err:
             raise Refused(401, f"access token refused: {err}") from None
 
-    async def _audit(
+    def _audit(
         self,
         request: web.Request,
         *,
@@ -267,11 +285,9 @@ class Handlers:
         detail: str = "",
     ) -> None:
         metrics.ADMIN_ACTIONS.labels(action, outcome).inc()
-        record = AuditRecord(actor, action, target, request.remote or "", outcome, detail)
-        try:
-            await self.c.audit.write(record)
-        except Exception:
-            log.exception("audit write failed", extra={"action": action, "target": target})
+        self.c.audit.write(
+            AuditRecord(actor, action, target, request.remote or "", outcome, detail)
+        )
         log.info("admin action", extra={"actor": actor, "action": action, "outcome": outcome})
 
 

@@ -229,6 +229,7 @@ def fight(
             forwarded.append(Forwarded(hit.target, hit.attacker, attack, hit.damage, x, z))
             attacker = ents.extra.get(hit.attacker)
             if attacker and attacker.player_id:
+                attacker.hits_dealt += 1
                 events.append(
                     Event(
                         attacker.player_id,
@@ -321,17 +322,26 @@ def take_hit(
     target_id = int(ents.id[target])
     attacker_player = ents.extra.get(attacker_id)
     target_player = ents.extra.get(target_id)
-    if attacker_player and attacker_player.player_id:
-        events.append(Event(attacker_player.player_id, HIT_DEALT, target_id, damage, weapon))
-    if target_player and target_player.player_id:
-        events.append(Event(target_player.player_id, HIT_TAKEN, attacker_id, damage, weapon))
+    # Stats count on the players' Extra (no database work here: the write-behind
+    # carries them); a hit forwarded from a neighbour credits no kill there.
+    attacker = attacker_player if attacker_player and attacker_player.player_id else None
+    victim = target_player if target_player and target_player.player_id else None
+    if attacker:
+        attacker.hits_dealt += 1
+        events.append(Event(attacker.player_id, HIT_DEALT, target_id, damage, weapon))
+    if victim:
+        victim.hits_taken += 1
+        events.append(Event(victim.player_id, HIT_TAKEN, attacker_id, damage, weapon))
     if ents.health[target] <= 0.0:
         ents.flags[target] |= DEAD
         ents.vel[target] = 0.0
         ents.respawn_at[target] = now + respawn_s
         counts["deaths"] += 1
-        if target_player and target_player.player_id:
-            events.append(Event(target_player.player_id, DIED, attacker_id))
+        if attacker:
+            attacker.kills += 1
+        if victim:
+            victim.deaths += 1
+            events.append(Event(victim.player_id, DIED, attacker_id))
 
 
 def recover(

@@ -65,6 +65,11 @@ class Extra:
     speed_clamps: int = 0  # per-player tallies of clamped cheats, for anti-cheat review
     teleports: int = 0
     data_version: int = 0  # of the player's persistent data row (docs/ZONE.md, "Persistence")
+    # Combat stats, persisted with the player data.
+    kills: int = 0
+    deaths: int = 0
+    hits_dealt: int = 0
+    hits_taken: int = 0
 
 
 class Entities:
@@ -189,6 +194,10 @@ class Record:
     data_version: int = 0
     speed_clamps: int = 0
     teleports: int = 0
+    kills: int = 0
+    deaths: int = 0
+    hits_dealt: int = 0
+    hits_taken: int = 0
 
 
 def export_state(ents: Entities, row: int, *, zone: str, epoch: int) -> Record:
@@ -215,6 +224,10 @@ def export_state(ents: Entities, row: int, *, zone: str, epoch: int) -> Record:
         data_version=extra.data_version,
         speed_clamps=extra.speed_clamps,
         teleports=extra.teleports,
+        kills=extra.kills,
+        deaths=extra.deaths,
+        hits_dealt=extra.hits_dealt,
+        hits_taken=extra.hits_taken,
     )
 
 
@@ -243,4 +256,6 @@ def spawn_state(ents: Entities, state: Record, *, now_s: float) -> int:
     extra.blob, extra.relay_id = state.blob, state.relay_id
     extra.data_version = state.data_version
     extra.speed_clamps, extra.teleports = state.speed_clamps, state.teleports
+    extra.kills, extra.deaths = state.kills, state.deaths
+    extra.hits_dealt, extra.hits_taken = state.hits_dealt, state.hits_taken
     return row

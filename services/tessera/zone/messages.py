@@ -61,6 +61,10 @@ def record(state: zone_pb2.EntityState) -> Record:
         data_version=state.data_version,
         speed_clamps=state.speed_clamps,
         teleports=state.teleports,
+        kills=state.kills,
+        deaths=state.deaths,
+        hits_dealt=state.hits_dealt,
+        hits_taken=state.hits_taken,
     )
 
 
@@ -85,6 +89,10 @@ def entity_state(r: Record) -> zone_pb2.EntityState:
         data_version=r.data_version,
         speed_clamps=r.speed_clamps,
         teleports=r.teleports,
+        kills=r.kills,
+        deaths=r.deaths,
+        hits_dealt=r.hits_dealt,
+        hits_taken=r.hits_taken,
     )
 
 

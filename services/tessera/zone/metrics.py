@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from tessera.common.spool import SpoolMetrics
 from tessera.zone.inputs import REASONS
 from tessera.zone.simulation import Frame
 
@@ -69,6 +70,18 @@ SPOOL_BATCH = Histogram(
     ["spool"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
 )
+
+
+def spool(name: str) -> SpoolMetrics:
+    """The metric children of the zone's spool ``name``."""
+    return SpoolMetrics(
+        SPOOL_WRITTEN.labels(name),
+        SPOOL_DROPPED.labels(name),
+        SPOOL_ERRORS.labels(name),
+        SPOOL_BATCH.labels(name),
+    )
+
+
 DATA_STALE = Counter(
     "tessera_zone_player_data_stale_total",
     "Player-data writes refused because the stored row has a newer version",

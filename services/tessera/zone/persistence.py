@@ -1,105 +1,28 @@
 """The zone's writes to the system of record, off the tick: player data
 (write-behind) and the game event log.
 
-Both go through a :class:`Spool`, a bounded in-memory buffer drained in batches by
-one asyncio task; the tick only appends to it (never waits on PostgreSQL), and
-what does not fit is dropped and counted. A failed batch goes back to the front
-of its spool (as much as fits) and is retried at the next interval; so does a
-batch cut short by a stop, for the final flush (its rows may then arrive twice:
-player data is fenced by version, an event may repeat).
+Both go through a :class:`tessera.common.spool.Spool`: the tick only appends, and a
+batch written twice after a stop is harmless (player data is fenced by version, an
+event may repeat).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
 
 from tessera.common import eventlog, playerdata
 from tessera.common.database import Pool
 from tessera.common.playerdata import PlayerData
+from tessera.common.spool import Spool
 from tessera.zone import metrics
 from tessera.zone.entities import Record
 from tessera.zone.events import DIED, HIT_DEALT, Event
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
 # The event log's kind of each logged tick event (game_events.kind).
 _KINDS = {HIT_DEALT: "hit", DIED: "death"}
-
-
-class Spool(Generic[T]):
-    """A bounded buffer of items written in batches by :meth:`run`."""
-
-    def __init__(
-        self,
-        name: str,
-        write: Callable[[list[T]], Awaitable[None]],
-        *,
-        capacity: int,
-        batch: int,
-        interval_s: float,
-    ) -> None:
-        self.name = name
-        self.write = write
-        self.capacity = capacity
-        self.batch = batch
-        self.interval_s = interval_s
-        self.items: deque[T] = deque()
-        self._wake = asyncio.Event()
-
-    def offer(self, items: Iterable[T]) -> int:
-        """Queue what fits; returns how many items were dropped (and counts them)."""
-        dropped = 0
-        for item in items:
-            if len(self.items) < self.capacity:
-                self.items.append(item)
-            else:
-                dropped += 1
-        if dropped:
-            metrics.SPOOL_DROPPED.labels(self.name).inc(dropped)
-        if len(self.items) >= self.batch:
-            self._wake.set()
-        return dropped
-
-    async def flush(self) -> None:
-        """Write everything queued now, batch by batch; a failed batch is requeued and
-        the flush stops."""
-        while self.items:
-            n = min(self.batch, len(self.items))
-            batch = [self.items.popleft() for _ in range(n)]
-            began = time.perf_counter()
-            try:
-                await self.write(batch)
-            except asyncio.CancelledError:
-                self._requeue(batch)  # a stop during a write: the final flush retries it
-                raise
-            except Exception:
-                metrics.SPOOL_ERRORS.labels(self.name).inc()
-                log.exception("write failed", extra={"spool": self.name, "items": n})
-                self._requeue(batch)
-                return
-            metrics.SPOOL_BATCH.labels(self.name).observe(time.perf_counter() - began)
-            metrics.SPOOL_WRITTEN.labels(self.name).inc(n)
-
-    def _requeue(self, batch: list[T]) -> None:
-        room = self.capacity - len(self.items)
-        self.items.extendleft(reversed(batch[:room]))
-        if len(batch) > room:
-            metrics.SPOOL_DROPPED.labels(self.name).inc(len(batch) - room)
-
-    async def run(self) -> None:
-        """Flush every ``interval_s``, or as soon as a full batch waits."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
-            self._wake.clear()
-            await self.flush()
 
 
 class Persistence:
@@ -125,10 +48,20 @@ class Persistence:
         self.world, self.zone, self.match = world, zone, match
         self.refused: Callable[[dict[str, int]], None] = lambda _stale: None
         self.saves = Spool(
-            "player_data", self._save, capacity=capacity, batch=500, interval_s=interval_s
+            "player_data",
+            self._save,
+            capacity=capacity,
+            batch=500,
+            interval_s=interval_s,
+            metrics=metrics.spool("player_data"),
         )
         self.events = Spool(
-            "events", self._append, capacity=event_capacity, batch=1000, interval_s=event_interval_s
+            "events",
+            self._append,
+            capacity=event_capacity,
+            batch=1000,
+            interval_s=event_interval_s,
+            metrics=metrics.spool("events"),
         )
 
     async def load(self, player: str) -> PlayerData | None:
@@ -150,6 +83,10 @@ class Persistence:
             teleports=r.teleports,
             version=r.data_version,
             written_by=self.zone,
+            kills=r.kills,
+            deaths=r.deaths,
+            hits_dealt=r.hits_dealt,
+            hits_taken=r.hits_taken,
         )
 
     def log(self, events: Iterable[Event], positions: dict[str, tuple[float, float]]) -> None:

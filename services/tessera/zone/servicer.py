@@ -217,6 +217,10 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             data_version=data.version,
             speed_clamps=data.speed_clamps,
             teleports=data.teleports,
+            kills=data.kills,
+            deaths=data.deaths,
+            hits_dealt=data.hits_dealt,
+            hits_taken=data.hits_taken,
         )
 
     # --- the border ---------------------------------------------------------
