@@ -46,8 +46,11 @@ def test_entity_state_round_trips_through_the_record() -> None:
         data_version=7,
         speed_clamps=4,
         teleports=2,
+        match_id="0123456789abcdef",
+        role="healer",
     )
     rec = messages.record(state)
+    assert (rec.team, rec.match_id, rec.role) == (2, "0123456789abcdef", "healer")
     assert rec.kind == PLAYER and rec.position == (3.25, 1.0, -4.1) and rec.blob == b"inv"
     assert (rec.data_version, rec.speed_clamps, rec.teleports) == (7, 4, 2)
     assert messages.entity_state(rec) == state

@@ -65,6 +65,10 @@ class Extra:
     speed_clamps: int = 0  # per-player tallies of clamped cheats, for anti-cheat review
     teleports: int = 0
     data_version: int = 0  # of the player's persistent data row (docs/ZONE.md, "Persistence")
+    # The match the player last joined for (the matchmaker's), and their role in
+    # it; their team is the ``team`` column (docs/ZONE.md, "Teams and matches").
+    match_id: str = ""
+    role: str = ""
 
 
 class Entities:
@@ -189,6 +193,8 @@ class Record:
     data_version: int = 0
     speed_clamps: int = 0
     teleports: int = 0
+    match_id: str = ""
+    role: str = ""
 
 
 def export_state(ents: Entities, row: int, *, zone: str, epoch: int) -> Record:
@@ -215,6 +221,8 @@ def export_state(ents: Entities, row: int, *, zone: str, epoch: int) -> Record:
         data_version=extra.data_version,
         speed_clamps=extra.speed_clamps,
         teleports=extra.teleports,
+        match_id=extra.match_id,
+        role=extra.role,
     )
 
 
@@ -243,4 +251,13 @@ def spawn_state(ents: Entities, state: Record, *, now_s: float) -> int:
     extra.blob, extra.relay_id = state.blob, state.relay_id
     extra.data_version = state.data_version
     extra.speed_clamps, extra.teleports = state.speed_clamps, state.teleports
+    extra.match_id, extra.role = state.match_id, state.role
     return row
+
+
+def enter_match(ents: Entities, entity_id: int, *, match_id: str, team: int, role: str) -> None:
+    """Put an entity in a match: its team (the combat column), match id and role
+    replace what it had."""
+    ents.team[ents.index[entity_id]] = team
+    extra = ents.extra[entity_id]
+    extra.match_id, extra.role = match_id, role

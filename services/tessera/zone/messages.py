@@ -61,6 +61,8 @@ def record(state: zone_pb2.EntityState) -> Record:
         data_version=state.data_version,
         speed_clamps=state.speed_clamps,
         teleports=state.teleports,
+        match_id=state.match_id,
+        role=state.role,
     )
 
 
@@ -85,6 +87,8 @@ def entity_state(r: Record) -> zone_pb2.EntityState:
         data_version=r.data_version,
         speed_clamps=r.speed_clamps,
         teleports=r.teleports,
+        match_id=r.match_id,
+        role=r.role,
     )
 
 
