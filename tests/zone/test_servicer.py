@@ -258,7 +258,7 @@ async def test_a_leave_from_a_relay_not_serving_the_player_changes_nothing(
         assert await redis.hget(keys.routes, "erin") is None
 
 
-async def match_of(stub: zone_pb2_grpc.ZoneStub, player: str) -> tuple[int, str, str]:
+async def match_of(stub: Any, player: str) -> tuple[int, str, str]:
     """The team, match id and role the zone's status lists for ``player``."""
     status = await stub.GetStatus(zone_pb2.GetStatusRequest(include_entities=True))
     i = list(status.entity_players).index(player)
