@@ -475,7 +475,7 @@ async def test_only_the_matchmaking_service_seals_a_match_context(auth: RunningA
         ({"team": 1}, "match_id"),
         ({"role": "tank"}, "match_id"),
     ):
-        request = auth_pb2.ConnectTokenRequest(player_id="p-7", **fields)  # type: ignore[arg-type]
+        request = auth_pb2.ConnectTokenRequest(player_id="p-7", **fields)
         err = await fails(auth.stub.IssueConnectToken(request, metadata=md))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, fields
         assert errors.detail_of(err).field == field, fields
