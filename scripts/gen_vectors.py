@@ -33,7 +33,7 @@ from tessera.relay import resume
 from tessera.relay.udp import VERSION_REFUSAL
 from tessera.v1 import common_pb2, relay_pb2, zone_pb2
 from tessera.wire import connect_token, fragment, packet, reliable, snapshot
-from tessera.wire.connect_token import ConnectGrant, ConnectTokenError
+from tessera.wire.connect_token import ConnectGrant, ConnectTokenError, MatchContext
 from tessera.wire.connection import clock_ms, rtt_sample_ms
 from tessera.wire.snapshot import COLUMNS, Decoded, EntityTable, Quantization, SnapshotError
 from tessera.zone.snapshot import PAD, SnapshotEncoder, quantize
@@ -83,6 +83,7 @@ def grant_json(grant: ConnectGrant) -> dict[str, Any]:
         "timeout_s": grant.timeout_s,
         "world": grant.world,
         "zone": grant.zone,
+        "match": None if grant.match is None else dataclasses.asdict(grant.match),
     }
 
 
@@ -146,6 +147,8 @@ def connect_token_suite() -> Suite:
 
     token = issue()
     no_destination = issue(dataclasses.replace(grant, world="", zone=""))
+    matched = issue(dataclasses.replace(grant, match=MatchContext("5f2a9c1e", 1, "healer")))
+    flipped = bytes([matched[-70] ^ 1])  # a byte of the sealed part
     tampered = bytearray(token)
     tampered[token.index(b"player-1")] ^= 0x01
     bad_signature = token[:-1] + bytes([token[-1] ^ 0x80])
@@ -153,6 +156,10 @@ def connect_token_suite() -> Suite:
     cases = [
         open_case("valid", token),
         open_case("valid_without_destination", no_destination),
+        open_case("valid_with_match_context", matched),
+        open_case("match_context_tampered_seal", matched[:-70] + flipped + matched[-69:]),
+        open_case("match_context_relabelled_version_2", matched[:4] + b"\x02" + matched[5:]),
+        open_case("version_2_relabelled_version_3", token[:4] + b"\x03" + token[5:]),
         open_case("valid_on_the_second_relay_address", token, relay_address="127.0.0.1:7778"),
         open_case("wrong_sealing_key", token, sealing_key=bytes(32).hex()),
         open_case("signed_by_another_key_under_the_same_kid", issue(signer=forged_kid)),
@@ -1016,7 +1023,7 @@ def render(name: str) -> str:
         "generator": "scripts/gen_vectors.py",
         "versions": {
             "udp": packet.VERSION,
-            "connect_token": connect_token.VERSION,
+            "connect_token": connect_token.MATCH_VERSION,
             "snapshot": snapshot.VERSION,
         },
         **SUITES[name](),

@@ -574,6 +574,55 @@ async def test_only_services_and_admins_name_a_destination(
     assert (grant.player_id, grant.world, grant.zone) == (player.account_id, "main", "zone-b")
 
 
+async def test_only_the_matchmaking_service_seals_a_match_context(auth: RunningAuth) -> None:
+    service = await auth.stub.ServiceLogin(
+        auth_pb2.ServiceLoginRequest(client_id="matchmaking", client_secret="mm-secret-0123456789")
+    )
+    md = bearer_metadata(service.access_token)
+    match = "0123456789abcdef0123456789abcdef"
+    zone = "inst-0123456789abcdef01234567"
+    matched = auth_pb2.ConnectTokenRequest(
+        player_id="p-7", world="main", zone=zone, match_id=match, team=1, role="healer"
+    )
+    grant = await open_reply(auth, await auth.stub.IssueConnectToken(matched, metadata=md))
+    assert grant.match == connect_token.MatchContext(match, 1, "healer")
+    # In a batch (as the matchmaker asks), next to a token without one.
+    plain = auth_pb2.ConnectTokenRequest(player_id="p-8")
+    bad = auth_pb2.ConnectTokenRequest(player_id="p-9", match_id=match, team=256)
+    reply = await auth.stub.IssueConnectTokens(
+        auth_pb2.IssueConnectTokensRequest(requests=[matched, plain, bad]), metadata=md
+    )
+    first, second, third = reply.results
+    assert (await open_reply(auth, first.token)).match == grant.match
+    assert (await open_reply(auth, second.token)).match is None
+    assert third.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert (third.error.detail.reason, third.error.detail.field) == ("INVALID_ARGUMENT", "team")
+    # Out of bounds: a precise INVALID_ARGUMENT naming the field, no token.
+    for fields, field in (
+        ({"match_id": "m" * 65}, "match_id"),
+        ({"match_id": "has space"}, "match_id"),
+        ({"match_id": match, "role": "r" * 33}, "role"),
+        ({"team": 1}, "match_id"),
+        ({"role": "tank"}, "match_id"),
+    ):
+        request = auth_pb2.ConnectTokenRequest(player_id="p-7", **fields)
+        err = await fails(auth.stub.IssueConnectToken(request, metadata=md))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, fields
+        assert errors.detail_of(err).field == field, fields
+        assert field in (err.details() or "")
+    # A player cannot put themselves in a match (nor name its team).
+    player = await register(auth, "mallory")
+    for request in (
+        auth_pb2.ConnectTokenRequest(match_id=match),
+        auth_pb2.ConnectTokenRequest(team=1),
+    ):
+        err = await fails(
+            auth.stub.IssueConnectToken(request, metadata=bearer_metadata(player.access_token))
+        )
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert errors.detail_of(err).reason == "MATCH_NOT_ALLOWED"
+
+
 async def test_forged_tokens_are_unauthenticated(auth: RunningAuth) -> None:
     session = await register(auth, "ivan")
     header_b64, payload_b64, _ = session.access_token.split(".")

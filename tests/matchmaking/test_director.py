@@ -43,6 +43,7 @@ class Issuer:
         self.players: list[str] = []
         self.sessions: list[str] = []
         self.destinations: list[tuple[str, str]] = []
+        self.matches: dict[str, tuple[str, int, str]] = {}
         self.batches: list[int] = []
 
     async def issue_many(
@@ -54,6 +55,7 @@ class Issuer:
             self.players.append(r.player_id)
             self.sessions.append(r.session_id)
             self.destinations.append((r.world, r.zone))
+            self.matches[r.player_id] = (r.match_id, r.team, r.role)
             token = f"{r.player_id}@{r.region}".encode()
             out.append(auth_pb2.ConnectToken(token=token, player_id=r.player_id))
         return out
@@ -136,6 +138,12 @@ async def test_duel_goes_to_least_loaded_zone_with_tokens(
     assert sorted(issuer.players) == ["alice", "bob"]
     assert issuer.destinations == [("main", "quiet")] * 2
     assert issuer.batches == [2]
+    # Each token asks for the player's match context: the match and their seat.
+    match = got_a.assignment.match_id
+    assert issuer.matches == {
+        "alice": (match, got_a.assignment.players[0].team, ""),
+        "bob": (match, got_b.assignment.players[0].team, ""),
+    }
 
 
 async def test_zone_capacity_counts_players_sent_since_heartbeat(

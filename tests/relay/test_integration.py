@@ -6,7 +6,9 @@ player there with their state (also through a second relay, whose transfer ends
 the first relay's stale session), one naming an open-world zone only places
 newcomers, tokens for another world or for a zone that is not running change
 nothing, a stale session's Leave through another relay spares the live
-session, a reconnection to the same relay waits for the old session's Leave,
+session, an arena match made by a real matchmaker puts its players in the
+instance zone with their match id and teams (kept through a zone restart and a
+handoff), a reconnection to the same relay waits for the old session's Leave,
 and a transfer that cannot be undone in the zone it left still leaves the
 player in exactly one zone (or their session ended); and bots behind a lossy,
 jittery network shim keep playing."""
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import signal
 import socket
@@ -38,7 +41,7 @@ from tessera.client.login import connect_token, guest_connect_token, guest_login
 from tessera.client.transport import ConnectError, PlayTransport, UdpTransport, ping
 from tessera.client.world import WorldView
 from tessera.common.process import ServiceProcess
-from tessera.common.store import WorldKeys
+from tessera.common.store import WorldKeys, instance_zone
 from tessera.common.store import connect as redis_connect
 from tessera.harness.netem import Conditions, NetemProxy
 from tessera.harness.redis import LocalRedis
@@ -1608,3 +1611,125 @@ async def test_reliable_events_arrive_exactly_once_in_order_through_loss_and_jit
         finally:
             for client in clients:
                 await client.close()
+
+
+async def teams_in(address: str) -> dict[str, tuple[int, str]]:
+    """Each player's team and match id as the zone's status lists them."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub: Any = zone_pb2_grpc.ZoneStub(channel)
+        status = await stub.GetStatus(zone_pb2.GetStatusRequest(include_entities=True))
+    return {
+        p: (team, match)
+        for p, team, match in zip(
+            status.entity_players, status.entity_teams, status.entity_matches, strict=True
+        )
+        if p
+    }
+
+
+async def arena_assignments(
+    mm: ServiceProcess, sessions: list[auth_pb2.Session]
+) -> list[matchmaking_pb2.Assignment]:
+    """Queue each player for the arena; their assignments once the match is made."""
+    async with grpc.aio.insecure_channel(mm.grpc_address) as channel:
+        stub: Any = matchmaking_pb2_grpc.MatchmakerStub(channel)
+        tickets = [
+            await stub.CreateTicket(
+                matchmaking_pb2.CreateTicketRequest(
+                    mode="arena",
+                    players=[matchmaking_pb2.TicketPlayer(player_id=s.account_id)],
+                    regions=[matchmaking_pb2.RegionLatency(region="default", latency_ms=10)],
+                ),
+                metadata=(("authorization", f"Bearer {s.access_token}"),),
+                timeout=10,
+            )
+            for s in sessions
+        ]
+        out = []
+        for session, ticket in zip(sessions, tickets, strict=True):
+            async for seen in stub.WatchAssignment(
+                matchmaking_pb2.WatchAssignmentRequest(ticket_id=ticket.id),
+                metadata=(("authorization", f"Bearer {session.access_token}"),),
+                timeout=20,
+            ):
+                if seen.state == matchmaking_pb2.TICKET_STATE_ASSIGNED:
+                    out.append(seen.assignment)
+                    break
+        assert len(out) == len(sessions), out
+        return out
+
+
+ARENA = {"name": "arena", "teams": 2, "team_size": 1, "world": WORLD, "destination": "instance"}
+
+
+async def test_an_arena_match_reaches_the_instance_zone_with_its_teams(stack: Stack) -> None:
+    """The matchmaker makes an arena match (two guests, one live in zone-a); the
+    connect tokens it gets from auth carry the match context, and the relay joins
+    both players into the match's instance zone with their match id and distinct
+    teams. The instance killed and restarted restores them from checkpoints with
+    their teams; drained into zone-a, the handoff carries them there too."""
+    mm = ServiceProcess(
+        "tessera.matchmaking",
+        {
+            **{k: v for k, v in stack.relay_env.items() if not k.startswith("TESSERA_UDP")},
+            "TESSERA_MM_CLIENT_SECRET": SERVICE_SECRET,
+            "TESSERA_MM_MODES": json.dumps([ARENA]),
+        },
+        name="matchmaking",
+    ).start()
+    sessions = [
+        await guest_login(stack.auth.grpc_address, f"device-arena-{side}-0123456789")
+        for side in "ab"
+    ]
+    players = [s.account_id for s in sessions]
+    clients: list[GameClient] = []
+    instance: ServiceProcess | None = None
+    try:
+        # One player is live in the open world first (the transfer path).
+        live = GameClient(UdpTransport())
+        clients.append(live)
+        await live.connect(await connect_token(stack.auth.grpc_address, sessions[0].access_token))
+        await asyncio.to_thread(mm.wait_serving)
+        assignments = await arena_assignments(mm, sessions)
+        match = assignments[0].match_id
+        zone = assignments[0].destination.zone
+        assert zone == instance_zone(match)
+        teams = {a.players[0].player_id: a.players[0].team for a in assignments}
+        assert sorted(teams.values()) == [0, 1]
+        env = {**stack.zone_env, "TESSERA_ZONE": zone, "TESSERA_ZONE_INSTANCE": match}
+        instance = ServiceProcess("tessera.zone", env, name=zone).start()
+        await zones_up(stack, instance)
+        for assignment in assignments:
+            client = GameClient(UdpTransport())
+            clients.append(client)
+            await client.connect(assignment.players[0].connect_token)
+        # The zone knows the match and the teams (the match's index + 1; 0 is none).
+        want = {p: (teams[p] + 1, match) for p in players}
+        assert await teams_in(instance.grpc_address) == want
+        assert not set(players) & set(await teams_in(stack.zone.grpc_address))
+        await asyncio.sleep(0.5)  # a checkpoint round (TESSERA_CHECKPOINT_S=0.2)
+
+        # kill -9: the restarted instance restores both from their checkpoints.
+        instance.kill()
+        instance = ServiceProcess("tessera.zone", env, name=zone).start()
+        await zones_up(stack, instance)
+        assert await teams_in(instance.grpc_address) == want
+
+        # A handoff (the instance drained into zone-a) carries them along.
+        async with grpc.aio.insecure_channel(instance.grpc_address) as channel:
+            stub: Any = zone_pb2_grpc.ZoneStub(channel)
+            target = common_pb2.ZoneRef(world=WORLD, zone="zone-a")
+            await stub.Drain(zone_pb2.DrainRequest(target=target))
+
+        async def handed_over() -> bool:
+            return set(players) <= set(await teams_in(stack.zone.grpc_address))
+
+        await eventually(handed_over, 15.0, "the handoff into zone-a")
+        here = await teams_in(stack.zone.grpc_address)
+        assert {p: here[p] for p in players} == want
+    finally:
+        for client in clients:
+            await client.close()
+        if instance is not None:
+            await stop_zones(stack, instance)
+        mm.terminate()

@@ -26,6 +26,7 @@ from tessera.relay.placement import (
     TransferUndone,
     destination_join_failure,
     join_failure,
+    join_request,
     leave_removed_nothing,
     served_by_other_relay,
     why_failed,
@@ -33,6 +34,7 @@ from tessera.relay.placement import (
 from tessera.relay.store import RelayStore
 from tessera.relay.upstream import UpstreamUnavailable, ZoneLink
 from tessera.v1 import common_pb2, zone_pb2
+from tessera.wire.connect_token import MatchContext
 
 KEYS = WorldKeys("w")
 Code = grpc.StatusCode
@@ -75,12 +77,14 @@ class ScriptedLink(ZoneLink):
         self.leave_errors: list[Exception] = []
         self.on_leave = on_leave
         self.calls: list[str] = []
+        self.requests: list[zone_pb2.JoinRequest] = []
 
     async def ready(self) -> None:
         return None
 
     async def join(self, request: zone_pb2.JoinRequest) -> zone_pb2.JoinResponse:
         self.calls.append(f"join {request.player_id}")
+        self.requests.append(request)
         if self.join_error is not None:
             raise self.join_error
         return zone_pb2.JoinResponse(entity_id=42, epoch=9)
@@ -177,6 +181,40 @@ async def test_a_refused_transfer_returns_the_player_to_the_zone_they_left(world
     assert info.value.rollback == Returned(source)
     assert source.calls == ["leave alice", "join alice"]
     assert world.counters.transfers == 0
+
+
+def test_a_join_request_carries_the_match_context_with_team_from_one() -> None:
+    plain = join_request("alice", "r1", None)
+    assert (plain.player_id, plain.relay_id, plain.team, plain.match_id, plain.role) == (
+        "alice",
+        "r1",
+        0,
+        "",
+        "",
+    )
+    matched = join_request("alice", "r1", MatchContext("match-1", 0, "tank"))
+    assert (matched.team, matched.match_id, matched.role) == (1, "match-1", "tank")
+    assert join_request("bob", "r1", MatchContext("match-1", 255)).team == 256
+
+
+async def test_the_match_context_goes_to_the_destination_never_back(world: World) -> None:
+    """A transfer's Join carries the token's match context; the Join that undoes a
+    refused transfer does not (the match was the destination's)."""
+    source = await world.zone("zone-a")
+    refused = rpc_error(Code.PERMISSION_DENIED)
+    destination = await world.zone("inst-x", instance="match-1", join_error=refused)
+    await world.redis.hset(KEYS.routes, "alice", "zone-a|3")
+    match = MatchContext("match-1", 1, "healer")
+    with pytest.raises(TransferUndone):
+        await world.placement.place("alice", "inst-x", match)
+    (tried,) = destination.requests
+    assert (tried.match_id, tried.team, tried.role) == ("match-1", 2, "healer")
+    (back,) = source.requests
+    assert (back.match_id, back.team, back.role) == ("", 0, "")
+    # Without a destination the ordinary Join carries it (an open-world match).
+    await world.redis.hset(KEYS.routes, "bob", "zone-a|1")
+    await world.placement.place("bob", "", MatchContext("match-2", 0))
+    assert (source.requests[-1].match_id, source.requests[-1].team) == ("match-2", 1)
 
 
 async def test_a_transfer_the_left_zone_refuses_to_undo_is_adopted_elsewhere(

@@ -1,4 +1,5 @@
-"""Connect tokens: round trip, confidentiality, destinations and every rejection reason."""
+"""Connect tokens: round trip, confidentiality, destinations, match context and every
+rejection reason."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from tessera.auth.keys import SigningKey
 from tessera.wire import connect_token
-from tessera.wire.connect_token import ConnectGrant, ConnectTokenError
+from tessera.wire.connect_token import ConnectGrant, ConnectTokenError, MatchContext
 
 KEY = SigningKey.generate()
 KEYS = {KEY.kid: KEY.public_key}
@@ -74,6 +75,93 @@ def test_round_trip_with_destination(world: str, zone: str) -> None:
     g = grant(world=world, zone=zone)
     opened = open_(issue(g))
     assert opened == g and (opened.world, opened.zone) == (world, zone)
+
+
+@pytest.mark.parametrize(
+    "match",
+    [
+        MatchContext("0123456789abcdef0123456789abcdef", 0),
+        MatchContext("m", 255, "healer"),
+        MatchContext("a" * 64, 1, "r" * 32),
+        MatchContext("backfill:7.x_y-z", 3, "täNk"),
+    ],
+)
+def test_round_trip_with_match_context(match: MatchContext) -> None:
+    g = grant(world="main", zone="inst-0123456789abcdef01234567", match=match)
+    token = issue(g)
+    assert token[4] == connect_token.MATCH_VERSION
+    assert open_(token) == g
+    # Sealed: the claims are not readable in the token (long enough ones tested).
+    assert len(match.match_id) < 8 or match.match_id.encode() not in token
+    assert len(match.role) < 4 or match.role.encode() not in token
+
+
+def test_a_token_without_match_context_stays_version_2() -> None:
+    plain, matched = grant(), grant(match=MatchContext("m1", 0))
+    assert issue(plain)[4] == connect_token.VERSION
+    assert open_(issue(plain)).match is None
+    assert len(issue(matched)) == len(issue(plain)) + 5  # "m1", team, empty role
+
+
+@pytest.mark.parametrize(
+    ("match", "field"),
+    [
+        (MatchContext("", 0), "match_id"),
+        (MatchContext("a" * 65, 0), "match_id"),
+        (MatchContext("has space", 0), "match_id"),
+        (MatchContext("m\xe4", 0), "match_id"),
+        (MatchContext("m", -1), "team"),
+        (MatchContext("m", 256), "team"),
+        (MatchContext("m", 0, "r" * 33), "role"),
+        (MatchContext("m", 0, "ä" * 17), "role"),
+        (MatchContext("m", 0, "tank\n"), "role"),
+    ],
+)
+def test_issue_refuses_a_match_context_out_of_bounds(match: MatchContext, field: str) -> None:
+    problem = connect_token.match_problem(match)
+    assert problem is not None and problem[0] == field
+    with pytest.raises(ValueError, match=field):
+        issue(grant(match=match))
+
+
+def sign_claims(public: bytes, claims: bytes) -> bytes:
+    """Seal ``claims`` after the keys and sign, as a (compromised) issuer could."""
+    nonce = os.urandom(12)
+    plain = b"\x01" * 32 + b"\x02" * 32 + claims
+    body = public + nonce + ChaCha20Poly1305(SEAL).encrypt(nonce, plain, public)
+    return body + KEY.private_key.sign(body)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        b"\x00\x00\x00\x00",  # empty match id
+        b"\x02m\x00\x00",  # match id running past the end
+        b"\x01m\x00\x00\x00",  # trailing byte
+        b"\x01m\x00\x03ab",  # role running past the end
+        b"\x01 \x00\x00",  # match id not in the alphabet
+        b"\x01m\x00\x01\n",  # role not printable
+        b"\x01m\x00\x02\xff\xfe",  # role not UTF-8
+    ],
+)
+def test_signed_match_claims_that_do_not_parse_are_malformed(claims: bytes) -> None:
+    public = bytearray(public_part(issue()))
+    public[4] = connect_token.MATCH_VERSION
+    good = sign_claims(bytes(public), b"\x01m\x02\x00")
+    assert open_(good).match == MatchContext("m", 2)  # the forging itself is sound
+    assert reason(sign_claims(bytes(public), claims)) == "MALFORMED"
+
+
+def test_a_tampered_or_truncated_match_token_is_rejected() -> None:
+    token = issue(grant(match=MatchContext("m1", 1, "tank")))
+    for i in range(len(token)):
+        forged = bytearray(token)
+        forged[i] ^= 0x01
+        assert reason(bytes(forged)) in {"MALFORMED", "BAD_SIGNATURE"}, i
+    assert reason(token[:-1]) in {"MALFORMED", "BAD_SIGNATURE"}
+    # Relabelled version 2: its seal is now too short for any claims.
+    assert reason(token[:4] + b"\x02" + token[5:]) in {"MALFORMED", "BAD_SIGNATURE"}
+    assert reason(issue()[:4] + b"\x03" + issue()[5:]) == "MALFORMED"
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ says, every kind has a runner here, and the files are what the generator writes.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -86,6 +87,8 @@ def run_connect_token_open(case: Case) -> None:
     assert list(grant.relay_addresses) == want["relay_addresses"]
     plain = ("player_id", "session_id", "issued_at", "expires_at", "timeout_s", "world", "zone")
     assert {k: getattr(grant, k) for k in plain} == {k: want[k] for k in plain}
+    match = None if grant.match is None else dataclasses.asdict(grant.match)
+    assert match == want["match"]
 
 
 def run_data_nonce(case: Case) -> None:

@@ -1,11 +1,11 @@
-"""Entity storage: ids, swap-remove, growth, durable state round trip."""
+"""Entity storage: ids, swap-remove, growth, durable state round trip, match context."""
 
 from __future__ import annotations
 
 import pytest
 
 from tessera.v1 import zone_pb2
-from tessera.zone.entities import DEAD, NPC, Entities, export_state, spawn_state
+from tessera.zone.entities import DEAD, NPC, Entities, enter_match, export_state, spawn_state
 
 
 def test_swap_remove_keeps_index_consistent_and_grows() -> None:
@@ -53,3 +53,21 @@ def test_export_then_spawn_round_trips_durable_state() -> None:
     extra = other.extra[42]
     assert (extra.data_version, extra.speed_clamps, extra.teleports) == (6, 2, 1)
     assert (extra.kills, extra.deaths, extra.hits_dealt, extra.hits_taken) == (5, 4, 30, 20)
+
+
+def test_a_match_context_replaces_the_team_and_travels_with_the_entity() -> None:
+    ents = Entities()
+    ents.add(5, NPC, (0.0, 0.0, 0.0))
+    row = ents.add_player(42, "bo", (0.0, 0.0, 0.0), team=7)
+    enter_match(ents, 42, match_id="m-1", team=2, role="tank")
+    assert ents.team[row] == 2 and ents.team[ents.index[5]] == 0
+    assert (ents.extra[42].match_id, ents.extra[42].role) == ("m-1", "tank")
+    state = export_state(ents, row, zone="inst-m-1", epoch=1)
+    assert (state.team, state.match_id, state.role) == (2, "m-1", "tank")
+    other = Entities()
+    new = spawn_state(other, state, now_s=0.0)
+    assert other.team[new] == 2
+    assert (other.extra[42].match_id, other.extra[42].role) == ("m-1", "tank")
+    # The next match replaces all three.
+    enter_match(other, 42, match_id="m-2", team=1, role="")
+    assert (other.team[new], other.extra[42].match_id, other.extra[42].role) == (1, "m-2", "")

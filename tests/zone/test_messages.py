@@ -50,8 +50,11 @@ def test_entity_state_round_trips_through_the_record() -> None:
         deaths=6,
         hits_dealt=70,
         hits_taken=80,
+        match_id="0123456789abcdef",
+        role="healer",
     )
     rec = messages.record(state)
+    assert (rec.team, rec.match_id, rec.role) == (2, "0123456789abcdef", "healer")
     assert rec.kind == PLAYER and rec.position == (3.25, 1.0, -4.1) and rec.blob == b"inv"
     assert (rec.data_version, rec.speed_clamps, rec.teleports) == (7, 4, 2)
     assert (rec.kills, rec.deaths, rec.hits_dealt, rec.hits_taken) == (5, 6, 70, 80)

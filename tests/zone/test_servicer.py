@@ -258,6 +258,40 @@ async def test_a_leave_from_a_relay_not_serving_the_player_changes_nothing(
         assert await redis.hget(keys.routes, "erin") is None
 
 
+async def match_of(stub: Any, player: str) -> tuple[int, str, str]:
+    """The team, match id and role the zone's status lists for ``player``."""
+    status = await stub.GetStatus(zone_pb2.GetStatusRequest(include_entities=True))
+    i = list(status.entity_players).index(player)
+    return status.entity_teams[i], status.entity_matches[i], status.entity_roles[i]
+
+
+async def test_a_join_with_a_match_context_sets_team_match_and_role(zone: ServiceProcess) -> None:
+    async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+        stub = zone_pb2_grpc.ZoneStub(channel)
+        for request, field in (
+            (zone_pb2.JoinRequest(player_id="fay", match_id="m" * 65), "match_id"),
+            (zone_pb2.JoinRequest(player_id="fay", match_id="m", role="r" * 33), "role"),
+            (zone_pb2.JoinRequest(player_id="fay", role="tank"), "role"),
+            (zone_pb2.JoinRequest(player_id="fay", match_id="m", team=70_000), "team"),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Join(request)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert (detail_of(err.value).reason, detail_of(err.value).field) == ("BAD_MATCH", field)
+        status = await stub.GetStatus(zone_pb2.GetStatusRequest(include_entities=True))
+        assert "fay" not in status.entity_players  # nothing was joined
+        await stub.Join(zone_pb2.JoinRequest(player_id="fay", match_id="m-1", team=1))
+        await stub.Join(zone_pb2.JoinRequest(player_id="gus", team=3))
+        assert await match_of(stub, "fay") == (1, "m-1", "")
+        assert await match_of(stub, "gus") == (3, "", "")
+        # A present player: a Join with a context replaces it, one without keeps it.
+        await stub.Join(zone_pb2.JoinRequest(player_id="fay", match_id="m-2", team=2, role="dps"))
+        await stub.Join(zone_pb2.JoinRequest(player_id="fay"))
+        assert await match_of(stub, "fay") == (2, "m-2", "dps")
+        await stub.Leave(zone_pb2.LeaveRequest(player_id="fay"))
+        await stub.Leave(zone_pb2.LeaveRequest(player_id="gus"))
+
+
 async def test_kill_and_restart_restores_players_from_checkpoint(
     redis_server: LocalRedis, redis: Redis
 ) -> None:
@@ -267,7 +301,11 @@ async def test_kill_and_restart_restores_players_from_checkpoint(
     try:
         async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
             stub = zone_pb2_grpc.ZoneStub(channel)
-            joined = await stub.Join(zone_pb2.JoinRequest(player_id="erin", spawn=vec(40, 40)))
+            joined = await stub.Join(
+                zone_pb2.JoinRequest(
+                    player_id="erin", spawn=vec(40, 40), match_id="m-1", team=2, role="tank"
+                )
+            )
             relay = Relay(stub)
             await asyncio.wait_for(relay.welcome.wait(), 5)
             relay.attach("erin")
@@ -295,6 +333,8 @@ async def test_kill_and_restart_restores_players_from_checkpoint(
             again = await stub.Join(zone_pb2.JoinRequest(player_id="erin"))
             assert again.restored and again.entity_id == joined.entity_id
             assert again.epoch == joined.epoch
+            # The match context came back with the checkpoint (a Join without one keeps it).
+            assert await match_of(stub, "erin") == (2, "m-1", "tank")
             after = np.array([again.position.x, again.position.y, again.position.z])
             assert np.abs(after - before).max() < 0.1
     finally:

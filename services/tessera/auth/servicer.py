@@ -685,6 +685,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
                 field="player_id",
             )
         _check_destination(request, claims.roles)
+        match = _match_context(request, claims.roles)
         region = request.region or "default"
         relays = self.config.relays.get(region)
         if relays is None:
@@ -706,6 +707,7 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
             timeout_s=self.config.connect_timeout_s,
             world=request.world,
             zone=request.zone,
+            match=match,
         )
         try:
             token = connect_token.issue_connect_token(
@@ -771,6 +773,37 @@ def _check_destination(request: auth_pb2.ConnectTokenRequest, roles: Sequence[st
                 reason="INVALID_ARGUMENT",
                 field=field,
             )
+
+
+def _match_context(
+    request: auth_pb2.ConnectTokenRequest, roles: Sequence[str]
+) -> connect_token.MatchContext | None:
+    """The match context to seal into the token: for role ``service`` (the
+    matchmaker) only, within the token's bounds; raises TokenRefused otherwise."""
+    if not (request.match_id or request.team or request.role):
+        return None
+    if "service" not in roles:
+        raise TokenRefused(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "only role service (the matchmaker) may put a match context in a connect token",
+            reason="MATCH_NOT_ALLOWED",
+            field="match_id",
+        )
+    if not request.match_id:
+        raise TokenRefused(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "team and role need a match_id",
+            reason="INVALID_ARGUMENT",
+            field="match_id",
+        )
+    match = connect_token.MatchContext(request.match_id, request.team, request.role)
+    problem = connect_token.match_problem(match)
+    if problem is not None:
+        field, message = problem
+        raise TokenRefused(
+            grpc.StatusCode.INVALID_ARGUMENT, message, reason="INVALID_ARGUMENT", field=field
+        )
+    return match
 
 
 def public_key_set(ring: KeyRing, now: float, max_age_s: int) -> auth_pb2.PublicKeySet:

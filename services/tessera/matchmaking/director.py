@@ -49,7 +49,8 @@ _RETRY_S = 0.5
 
 class TokenIssuer(Protocol):
     """Gets relay connect tokens for players (the auth service, on their behalf), each
-    bound to the player's session when it is known and to the match's destination:
+    bound to the player's session when it is known, to the match's destination and
+    to the player's match context (match id, team, role):
     one result per request, in order, a token or why there is none."""
 
     async def issue_many(
@@ -314,8 +315,11 @@ class Director:
                 session_id=sessions.get(s.player_id, ""),
                 world=d.world,
                 zone=d.zone,
+                match_id=match_id,
+                team=s.team,
+                role=s.role,
             )
-            for p, _, d in placed
+            for p, match_id, d in placed
             for s in p.seats
         ]
         issued = await self.issuer.issue_many(requests)

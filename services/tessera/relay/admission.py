@@ -25,7 +25,7 @@ from tessera.common import tracing
 from tessera.relay import resume
 from tessera.relay.errors import Rejected
 from tessera.relay.store import RelayStore
-from tessera.wire.connect_token import ConnectGrant, ConnectTokenError
+from tessera.wire.connect_token import ConnectGrant, ConnectTokenError, MatchContext
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ class Grant(Protocol):
     def world(self) -> str: ...
     @property
     def zone(self) -> str: ...
+    @property
+    def match(self) -> MatchContext | None: ...
 
 
 # Opens a connect token at time ``now``; raises Rejected with the reason.

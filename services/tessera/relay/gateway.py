@@ -118,11 +118,12 @@ class Gateway:
         prepare: Callable[[Session], None] | None = None,
     ) -> tuple[Session, relay_pb2.Accepted]:
         """Join the player into the zone placement chooses (the token's zone, if it
-        names one) and register the session; Rejected on failure."""
+        names one), with the token's match context, and register the session;
+        Rejected on failure."""
         player = grant.player_id
         await self.placement.await_leave(player)
         try:
-            placed = await self.placement.place(player, grant.zone)
+            placed = await self.placement.place(player, grant.zone, grant.match)
         except TransferUndone as undone:
             self._follow_rollback(player, undone.rollback)
             raise

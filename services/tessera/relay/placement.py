@@ -34,6 +34,7 @@ from tessera.relay.store import RelayStore
 from tessera.relay.upstream import UpstreamUnavailable, ZoneLink, call_bound_s
 from tessera.relay.zones import pick_zone
 from tessera.v1 import zone_pb2
+from tessera.wire.connect_token import MatchContext
 
 log = logging.getLogger(__name__)
 
@@ -114,14 +115,15 @@ class Placement:
 
     # -- joining ----------------------------------------------------------
 
-    async def place(self, player: str, zone: str = "") -> Placed:
+    async def place(self, player: str, zone: str = "", match: MatchContext | None = None) -> Placed:
         """Join ``player`` where their new session opens: ``zone`` if the connect
-        token names one, else their route's zone or the least-loaded active zone.
+        token names one, else their route's zone or the least-loaded active zone;
+        that Join carries the token's ``match`` context (:func:`join_request`).
         Rejected if no zone takes them (:class:`TransferUndone` if a transfer's Join
         failed after its Leave)."""
         if zone:
-            return await self._join_destination(player, zone)
-        return await self._join(player)
+            return await self._join_destination(player, zone, match)
+        return await self._join(player, match)
 
     async def rejoin(
         self, link: ZoneLink, players: list[str]
@@ -138,11 +140,11 @@ class Placement:
             for player, result in zip(players, results, strict=True)
         }
 
-    async def _join(self, player: str) -> Placed:
+    async def _join(self, player: str, match: MatchContext | None = None) -> Placed:
         """Join the zone the route names or, without a route, the least-loaded
         active zone; a chosen zone that turns out unreachable (its heartbeat not yet
         expired) is skipped for the next choice."""
-        request = self._request(player)
+        request = self._request(player, match)
         unreachable: set[str] = set()
         for _attempt in range(JOIN_ATTEMPTS):
             route = await self.store.route(player)
@@ -166,7 +168,7 @@ class Placement:
         statuses = await self.store.zone_statuses()
         return pick_zone(await self.store.zone_map(), statuses, skip=skip)
 
-    async def _join_destination(self, player: str, zone: str) -> Placed:
+    async def _join_destination(self, player: str, zone: str, match: MatchContext | None) -> Placed:
         """Join the zone a connect token names. Into an instance zone, a player owned
         by another live zone leaves it first (its checkpoint saved, its route
         released) and ``zone`` adopts the checkpoint: the player keeps their state
@@ -179,19 +181,19 @@ class Placement:
             raise Rejected("zone_unavailable", f"zone {zone} is not up")
         instance = bool(status.instance)
         if not instance and await self._live_elsewhere(player, zone) is not None:
-            return await self._join(player)
+            return await self._join(player, match)
         link = self.link(zone)
         try:
             await link.ready()
         except UpstreamUnavailable as err:
             raise Rejected("zone_unavailable", str(err)) from None
-        request = self._request(player)
+        request = self._request(player, match)
         for _attempt in range(JOIN_ATTEMPTS):
             source = None
             elsewhere = await self._live_elsewhere(player, zone)
             if elsewhere is not None:
                 if not instance:
-                    return await self._join(player)
+                    return await self._join(player, match)
                 source = self.link(elsewhere)
                 await self._leave_for_transfer(source, player)
             try:
@@ -204,7 +206,7 @@ class Placement:
                     continue
                 reason = "join_failed" if verdict == "join_failed" else "zone_unavailable"
                 if source is not None:
-                    rollback = await self._roll_back(source, request)
+                    rollback = await self._roll_back(source, player)
                     raise TransferUndone(reason, why_failed(err), rollback) from None
                 raise Rejected(reason, why_failed(err)) from None
             if source is not None:
@@ -242,15 +244,15 @@ class Placement:
                 "zone_unavailable", f"cannot leave zone {source.zone}: {why_failed(err)}"
             ) from None
 
-    async def _roll_back(self, source: ZoneLink, request: zone_pb2.JoinRequest) -> Rollback:
+    async def _roll_back(self, source: ZoneLink, player: str) -> Rollback:
         """Undo a transfer's leave after the destination refused the player:
         ``source`` adopts the checkpoint it just saved; if it refuses too (e.g. it
         is draining), the ordinary join path (the player's route, else the
         least-loaded active zone) adopts it. If no zone takes the player, the
-        checkpoint stays for their client's next connection."""
-        player = request.player_id
+        checkpoint stays for their client's next connection. The match context
+        was for the destination: the player goes back without it."""
         try:
-            await source.join(request)
+            await source.join(self._request(player))
         except (UpstreamUnavailable, grpc.aio.AioRpcError) as err:
             log.warning(
                 "transfer rollback refused",
@@ -268,8 +270,8 @@ class Placement:
         )
         return Adopted(placed)
 
-    def _request(self, player: str) -> zone_pb2.JoinRequest:
-        return zone_pb2.JoinRequest(player_id=player, relay_id=self.relay_id)
+    def _request(self, player: str, match: MatchContext | None = None) -> zone_pb2.JoinRequest:
+        return join_request(player, self.relay_id, match)
 
     # -- this relay's own Leaves ------------------------------------------
 
@@ -349,6 +351,15 @@ class Placement:
 
 
 JoinVerdict = Literal["skip", "retry", "zone_unavailable", "join_failed"]
+
+
+def join_request(player: str, relay_id: str, match: MatchContext | None) -> zone_pb2.JoinRequest:
+    """The zone's Join for ``player``: with a match context, its match id, role and
+    team (the match's team index + 1, since team 0 means none in the zone)."""
+    request = zone_pb2.JoinRequest(player_id=player, relay_id=relay_id)
+    if match is not None:
+        request.match_id, request.role, request.team = match.match_id, match.role, match.team + 1
+    return request
 
 
 def join_failure(err: Exception, *, routed: bool) -> JoinVerdict:

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from tessera.wire.connect_token import MatchContext
+
 VERSION = 1
 # A credential is valid this long; a new one replaces it every ROTATE_S (sent on
 # the reliable channel, so a lost datagram only delays it).
@@ -52,6 +54,8 @@ class ResumeGrant:
     expires_at: float
     timeout_s: float
     zone: str = ""
+    # A resumed session keeps the player where they are: no match context to pass.
+    match: MatchContext | None = None
 
 
 def derive_key(connect_key: bytes) -> bytes:

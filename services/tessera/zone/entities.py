@@ -70,6 +70,10 @@ class Extra:
     deaths: int = 0
     hits_dealt: int = 0
     hits_taken: int = 0
+    # The match the player last joined for (the matchmaker's), and their role in
+    # it; their team is the ``team`` column (docs/ZONE.md, "Teams and matches").
+    match_id: str = ""
+    role: str = ""
 
 
 class Entities:
@@ -198,6 +202,8 @@ class Record:
     deaths: int = 0
     hits_dealt: int = 0
     hits_taken: int = 0
+    match_id: str = ""
+    role: str = ""
 
 
 def export_state(ents: Entities, row: int, *, zone: str, epoch: int) -> Record:
@@ -228,6 +234,8 @@ def export_state(ents: Entities, row: int, *, zone: str, epoch: int) -> Record:
         deaths=extra.deaths,
         hits_dealt=extra.hits_dealt,
         hits_taken=extra.hits_taken,
+        match_id=extra.match_id,
+        role=extra.role,
     )
 
 
@@ -258,4 +266,13 @@ def spawn_state(ents: Entities, state: Record, *, now_s: float) -> int:
     extra.speed_clamps, extra.teleports = state.speed_clamps, state.teleports
     extra.kills, extra.deaths = state.kills, state.deaths
     extra.hits_dealt, extra.hits_taken = state.hits_dealt, state.hits_taken
+    extra.match_id, extra.role = state.match_id, state.role
     return row
+
+
+def enter_match(ents: Entities, entity_id: int, *, match_id: str, team: int, role: str) -> None:
+    """Put an entity in a match: its team (the combat column), match id and role
+    replace what it had."""
+    ents.team[ents.index[entity_id]] = team
+    extra = ents.extra[entity_id]
+    extra.match_id, extra.role = match_id, role

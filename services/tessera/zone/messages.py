@@ -65,6 +65,8 @@ def record(state: zone_pb2.EntityState) -> Record:
         deaths=state.deaths,
         hits_dealt=state.hits_dealt,
         hits_taken=state.hits_taken,
+        match_id=state.match_id,
+        role=state.role,
     )
 
 
@@ -93,6 +95,8 @@ def entity_state(r: Record) -> zone_pb2.EntityState:
         deaths=r.deaths,
         hits_dealt=r.hits_dealt,
         hits_taken=r.hits_taken,
+        match_id=r.match_id,
+        role=r.role,
     )
 
 

@@ -30,10 +30,11 @@ from tessera.common.database import DatabaseUnavailable
 from tessera.common.errors import abort
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.bounds import from_bounds, to_bounds
+from tessera.wire.connect_token import MAX_MATCH_ID_BYTES, MAX_ROLE_BYTES
 from tessera.zone import messages, metrics
 from tessera.zone.border import Border, Release
 from tessera.zone.config import ZoneConfig
-from tessera.zone.entities import PLAYER, Record, owned
+from tessera.zone.entities import PLAYER, Extra, Record, enter_match, owned
 from tessera.zone.events import Event
 from tessera.zone.links import Links
 from tessera.zone.neighbours import Neighbours
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 State = zone_pb2.ZoneState
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_PLAYER_ID = 128
+# Team numbers travel as u16 in snapshots and ghosts.
+MAX_TEAM = 0xFFFF
 
 
 class ZoneServicer(zone_pb2_grpc.ZoneServicer):
@@ -313,7 +316,11 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         if entities:
             ids = e.id[: e.n][owned(e)].tolist()
             status.entity_ids.extend(ids)
-            status.entity_players.extend(e.extra[i].player_id if i in e.extra else "" for i in ids)
+            extras = [e.extra.get(i, Extra()) for i in ids]
+            status.entity_players.extend(x.player_id for x in extras)
+            status.entity_teams.extend(int(e.team[e.index[i]]) for i in ids)
+            status.entity_matches.extend(x.match_id for x in extras)
+            status.entity_roles.extend(x.role for x in extras)
         if self.territory.bounds is not None:
             status.bounds.CopyFrom(to_bounds(self.territory.bounds))
         return status
@@ -424,11 +431,22 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 reason="BAD_SPAWN",
                 field="spawn",
             )
+        bad_match = _bad_match(request)
+        if bad_match is not None:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                bad_match[1],
+                reason="BAD_MATCH",
+                field=bad_match[0],
+            )
         if player not in self.sim.ents.players:
             try:
                 await self._join_new(request, context)
             except (RedisError, DatabaseUnavailable) as err:
                 await _unavailable(context, err)
+        else:
+            self._enter_match(request)
         eid = self.sim.ents.players[player]
         extra = self.sim.ents.extra[eid]
         extra.relay_id = request.relay_id or extra.relay_id
@@ -489,8 +507,21 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             )
             self.sim.ents.extra[self.sim.ents.players[player]].epoch = epoch
         self.sim.ents.extra[self.sim.ents.players[player]].relay_id = request.relay_id
+        self._enter_match(request)
         await self.store.save_checkpoints([self._checkpoint_of(player)])
         self._presence("join", player)
+
+    def _enter_match(self, request: zone_pb2.JoinRequest) -> None:
+        """A Join with a match context puts the player in that match (team, match id,
+        role); one without leaves what the player has (checkpoint or handoff)."""
+        if request.match_id:
+            enter_match(
+                self.sim.ents,
+                self.sim.ents.players[request.player_id],
+                match_id=request.match_id,
+                team=request.team,
+                role=request.role,
+            )
 
     def _presence(self, kind: str, player: str) -> None:
         if self.persistence is not None:
@@ -620,3 +651,16 @@ async def _unavailable(context: Context, err: RedisError | DatabaseUnavailable) 
         reason="STORE_UNAVAILABLE",
         retry_after_s=1.0,
     )
+
+
+def _bad_match(request: zone_pb2.JoinRequest) -> tuple[str, str] | None:
+    """Why a Join's team or match context is out of bounds, as (field, message)."""
+    if request.team > MAX_TEAM:
+        return "team", f"team must be at most {MAX_TEAM}"
+    if len(request.match_id.encode()) > MAX_MATCH_ID_BYTES:
+        return "match_id", f"match_id must be at most {MAX_MATCH_ID_BYTES} bytes"
+    if request.role and not request.match_id:
+        return "role", "a role needs a match_id"
+    if len(request.role.encode()) > MAX_ROLE_BYTES:
+        return "role", f"role must be at most {MAX_ROLE_BYTES} bytes"
+    return None

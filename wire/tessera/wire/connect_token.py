@@ -7,8 +7,10 @@ relay's replay key) and optionally the destination world and zone the relay must
 join the player into. The per-connection ChaCha20-Poly1305 keys travel inside
 the token *sealed* with ChaCha20-Poly1305 under a 32-byte key shared by auth
 and the relays, so an eavesdropper who sees the token learns nothing about the
-channel keys. The client receives the same keys in clear from
-``Auth.IssueConnectToken`` over its own authenticated connection.
+channel keys; so does the matchmaker's match context (match id, team, role),
+when there is one (version 3; a token without one is still version 2). The
+client receives the same keys in clear from ``Auth.IssueConnectToken`` over its
+own authenticated connection.
 
 The byte layout is specified in docs/protocol/tokens.md; keep them in step.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,7 +32,8 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from tessera.wire.names import NAME_RE
 
 MAGIC = b"TSCT"
-VERSION = 2
+VERSION = 2  # without a match context
+MATCH_VERSION = 3  # with a match context among the sealed claims
 TOKEN_ID_BYTES = 16
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -40,6 +44,10 @@ MAX_TOKEN_BYTES = 1024
 MAX_RELAYS = 8
 MAX_ID_BYTES = 128
 MAX_NAME_BYTES = 63
+MAX_MATCH_ID_BYTES = 64
+MAX_TEAM = 255
+MAX_ROLE_BYTES = 32
+MATCH_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 CLOCK_SKEW_S = 5.0
 _TIMES = struct.Struct(">QQI")
 # magic, version, kid length, 1-byte kid, token id, times, two 1-byte ids, one
@@ -48,12 +56,63 @@ MIN_TOKEN_BYTES = (
     4 + 1 + 1 + 1 + TOKEN_ID_BYTES + _TIMES.size + 3 + 3 + 3 + 1 + 1 + NONCE_BYTES
     + SEALED_BYTES + SIGNATURE_BYTES
 )  # fmt: skip
+# The smallest match claims: a 1-byte match id, the team, an empty role.
+MIN_CLAIMS_BYTES = 1 + 1 + 1 + 1
+
+
+@dataclass(frozen=True)
+class MatchContext:
+    """The match a token admits the player to, as the matchmaker formed it:
+    ``team`` is the team index within the match (from 0), ``role`` the role
+    assigned in role-composed modes ("" = none)."""
+
+    match_id: str
+    team: int
+    role: str = ""
+
+
+def match_problem(match: MatchContext) -> tuple[str, str] | None:
+    """Why ``match`` cannot go into a token, as (field, message); None if it can."""
+    if MATCH_ID_RE.fullmatch(match.match_id) is None:
+        return "match_id", (
+            f"match_id must be 1-{MAX_MATCH_ID_BYTES} characters of"
+            " A-Z, a-z, 0-9, '.', '_', ':', '-'"
+        )
+    if not 0 <= match.team <= MAX_TEAM:
+        return "team", f"team must be 0-{MAX_TEAM}, got {match.team}"
+    role = match.role.encode("utf-8")
+    if len(role) > MAX_ROLE_BYTES or not match.role.isprintable():
+        return "role", f"role must be at most {MAX_ROLE_BYTES} bytes of printable UTF-8"
+    return None
+
+
+def _claims(match: MatchContext) -> bytes:
+    """The sealed match claims (after the channel keys) of a version-3 token."""
+    problem = match_problem(match)
+    if problem is not None:
+        raise ValueError(problem[1])
+    match_id, role = match.match_id.encode("ascii"), match.role.encode("utf-8")
+    return bytes((len(match_id),)) + match_id + bytes((match.team, len(role))) + role
+
+
+def _open_claims(claims: bytes) -> MatchContext:
+    """The match context of sealed claims; MALFORMED if they do not parse."""
+    reader = _Reader(claims)
+    match_id = reader.text(reader.byte(), "match id", "ascii")
+    team = reader.byte()
+    length = reader.byte()
+    role = reader.text(length, "role", "utf-8") if length else ""
+    match = MatchContext(match_id, team, role)
+    if reader.pos != len(claims) or match_problem(match) is not None:
+        raise ConnectTokenError("MALFORMED", "connect token match claims are malformed")
+    return match
 
 
 @dataclass(frozen=True)
 class ConnectGrant:
     """What a connect token grants; ``issued_at``/``expires_at`` are Unix seconds.
-    ``world``/``zone`` name the destination ("" = the relay's world / choice)."""
+    ``world``/``zone`` name the destination ("" = the relay's world / choice);
+    ``match`` is the matchmaker's match context (None = not a match's token)."""
 
     token_id: bytes
     player_id: str
@@ -66,6 +125,7 @@ class ConnectGrant:
     timeout_s: int
     world: str = ""
     zone: str = ""
+    match: MatchContext | None = None
 
 
 def is_destination_name(name: str) -> bool:
@@ -107,7 +167,8 @@ def _public_part(grant: ConnectGrant, kid: str) -> bytes:
         raise ValueError("connect token times out of range")
     out = bytearray(MAGIC)
     kid_bytes = _short(kid.encode("ascii"), "kid", 255)
-    out += bytes((VERSION, len(kid_bytes))) + kid_bytes + grant.token_id
+    version = VERSION if grant.match is None else MATCH_VERSION
+    out += bytes((version, len(kid_bytes))) + kid_bytes + grant.token_id
     out += _TIMES.pack(grant.issued_at, grant.expires_at, grant.timeout_s)
     for text, what in ((grant.player_id, "player id"), (grant.session_id, "session id")):
         raw = _short(text.encode("utf-8"), what, MAX_ID_BYTES)
@@ -153,8 +214,9 @@ def issue_connect_token(
     if len(grant.server_to_client_key) != KEY_BYTES:
         raise ValueError("sealing and channel keys must be 32 bytes")
     public = _public_part(grant, signing_key.kid)
+    claims = b"" if grant.match is None else _claims(grant.match)
     sealed = _sealer(sealing_key).encrypt(
-        nonce, grant.client_to_server_key + grant.server_to_client_key, public
+        nonce, grant.client_to_server_key + grant.server_to_client_key + claims, public
     )
     body = public + nonce + sealed
     token = body + signing_key.private_key.sign(body)
@@ -210,7 +272,8 @@ def open_connect_token(
     relay_address: str,
     now: float,
 ) -> ConnectGrant:
-    """Verify ``token`` for the relay at ``relay_address`` and unseal its channel keys.
+    """Verify ``token`` for the relay at ``relay_address`` and unseal its channel keys
+    (and match context, in a version-3 token).
 
     Checks, in order: size and layout, including a destination world or zone
     that is not a DNS label (MALFORMED), key id and Ed25519 signature
@@ -224,7 +287,7 @@ def open_connect_token(
     if reader.take(4) != MAGIC:
         raise ConnectTokenError("MALFORMED", "not a Tessera connect token")
     version = reader.byte()
-    if version != VERSION:
+    if version not in (VERSION, MATCH_VERSION):
         raise ConnectTokenError("MALFORMED", f"unsupported connect token version {version}")
     kid = reader.text(reader.byte(), "kid", "ascii")
     token_id = reader.take(TOKEN_ID_BYTES)
@@ -238,7 +301,14 @@ def open_connect_token(
     world, zone = reader.name("world"), reader.name("zone")
     public_end = reader.pos
     nonce = reader.take(NONCE_BYTES)
-    sealed = reader.take(SEALED_BYTES)
+    # Version 3 seals the match claims after the keys: its sealed part runs up to
+    # the signature and holds at least the smallest claims.
+    sealed_bytes = SEALED_BYTES
+    if version == MATCH_VERSION:
+        sealed_bytes = len(token) - reader.pos - SIGNATURE_BYTES
+        if sealed_bytes < SEALED_BYTES + MIN_CLAIMS_BYTES:
+            raise ConnectTokenError("MALFORMED", "connect token match claims are truncated")
+    sealed = reader.take(sealed_bytes)
     body_end = reader.pos
     signature = reader.take(SIGNATURE_BYTES)
     if reader.pos != len(token):
@@ -263,16 +333,18 @@ def open_connect_token(
         raise ConnectTokenError(
             "BAD_SIGNATURE", "connect token seal does not open (sealing key mismatch?)"
         ) from None
+    match = None if version == VERSION else _open_claims(keys[2 * KEY_BYTES :])
     return ConnectGrant(
         token_id=token_id,
         player_id=player_id,
         session_id=session_id,
         relay_addresses=relays,
         client_to_server_key=keys[:KEY_BYTES],
-        server_to_client_key=keys[KEY_BYTES:],
+        server_to_client_key=keys[KEY_BYTES : 2 * KEY_BYTES],
         issued_at=issued_at,
         expires_at=expires_at,
         timeout_s=timeout_s,
         world=world,
         zone=zone,
+        match=match,
     )
