@@ -1667,7 +1667,7 @@ async def test_an_arena_match_reaches_the_instance_zone_with_its_teams(stack: St
     connect tokens it gets from auth carry the match context, and the relay joins
     both players into the match's instance zone with their match id and distinct
     teams. The instance killed and restarted restores them from checkpoints with
-    their teams; drained into zone-a, the handoff carries them there too."""
+    their teams; drained into zone-a, they are on no team there."""
     mm = ServiceProcess(
         "tessera.matchmaking",
         {
@@ -1715,7 +1715,7 @@ async def test_an_arena_match_reaches_the_instance_zone_with_its_teams(stack: St
         await zones_up(stack, instance)
         assert await teams_in(instance.grpc_address) == want
 
-        # A handoff (the instance drained into zone-a) carries them along.
+        # Drained into zone-a, the players leave the match's teams behind.
         async with grpc.aio.insecure_channel(instance.grpc_address) as channel:
             stub: Any = zone_pb2_grpc.ZoneStub(channel)
             target = common_pb2.ZoneRef(world=WORLD, zone="zone-a")
@@ -1726,7 +1726,7 @@ async def test_an_arena_match_reaches_the_instance_zone_with_its_teams(stack: St
 
         await eventually(handed_over, 15.0, "the handoff into zone-a")
         here = await teams_in(stack.zone.grpc_address)
-        assert {p: here[p] for p in players} == want
+        assert {p: here[p] for p in players} == {p: (0, "") for p in players}
     finally:
         for client in clients:
             await client.close()
