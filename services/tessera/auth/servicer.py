@@ -19,7 +19,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from tessera.auth import accounts, metrics, playerdata, sessions
+from tessera.auth import accounts, cheating, metrics, playerdata, sessions
 from tessera.auth.accounts import InputError
 from tessera.auth.config import AuthConfig
 from tessera.auth.keys import KeyRing, KeyRingError, SigningKey, raw_public_bytes
@@ -47,6 +47,7 @@ METHOD_ROLES = {
     f"/{SERVICE}/BanAccount": ("admin",),
     f"/{SERVICE}/LiftBan": ("admin",),
     f"/{SERVICE}/ListBans": ("admin",),
+    f"/{SERVICE}/ListSuspects": ("admin",),
     f"/{SERVICE}/IssueConnectToken": ("player", "service"),
     f"/{SERVICE}/IssueConnectTokens": ("service", "admin"),
     f"/{SERVICE}/GetPlayerData": ("service", "admin"),
@@ -54,6 +55,8 @@ METHOD_ROLES = {
     f"/{SERVICE}/Logout": (),
 }
 INVALID_CREDENTIALS = "invalid username or password"
+# The actor of the cheat policy's audit records and bans.
+CHEAT_POLICY = "policy:cheat"
 # Callers that may name a connect token's destination world and zone.
 DESTINATION_ROLES = frozenset({"service", "admin"})
 # Connect-token requests per IssueConnectTokens call: ~20 ms of signing on a quiet core.
@@ -422,23 +425,26 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         except InputError as err:
             await self._audit(context, "ban", request.account_id[:128], "refused", err.message)
             await _invalid(context, err)
-        ban = await self.bans.ban(account_id, reason, admin, until=until, now=now)
+        ban, revoked = await self._ban(account_id, reason, admin, until=until, now=now)
         if ban is None:
             await self._audit(context, "ban", account_id, "refused", "no such account")
             await _no_account(context)
-        revoked = await self.store.revoke_account(account_id, until=self._horizon(now), now=now)
-        metrics.REVOCATIONS.labels("ban").inc(revoked)
-        term = f"until {ban.until}" if ban.until else "permanently"
-        await self._audit(
-            context,
-            "ban",
-            account_id,
-            "ok",
-            f"banned {term} ({reason}); {revoked} sessions revoked",
-        )
+        await self._audit(context, "ban", account_id, "ok", _ban_detail(ban, revoked))
         reply = _ban_message(ban)
         reply.revoked_sessions = revoked
         return reply
+
+    async def _ban(
+        self, account_id: str, reason: str, actor: str, *, until: int, now: float
+    ) -> tuple[BanRecord | None, int]:
+        """Ban ``account_id`` and revoke its sessions: the ban (None for no such
+        account) and how many sessions were revoked."""
+        ban = await self.bans.ban(account_id, reason, actor, until=until, now=now)
+        if ban is None:
+            return None, 0
+        revoked = await self.store.revoke_account(account_id, until=self._horizon(now), now=now)
+        metrics.REVOCATIONS.labels("ban").inc(revoked)
+        return ban, revoked
 
     async def LiftBan(
         self, request: auth_pb2.LiftBanRequest, context: Context
@@ -470,6 +476,62 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
             reply.next_page_token = str(found[-1].ban_id)
         return reply
 
+    async def ListSuspects(
+        self, request: auth_pb2.ListSuspectsRequest, context: Context
+    ) -> auth_pb2.ListSuspectsResponse:
+        try:
+            world, limit = cheating.check_suspects_request(request.world, request.limit)
+        except InputError as err:
+            await _refuse(context, err)
+        weights = self.config.cheat.weights
+        found = cheating.ranked(await self.store.suspects(world), weights, limit)
+        return auth_pb2.ListSuspectsResponse(
+            suspects=[
+                auth_pb2.Suspect(
+                    player_id=s.player,
+                    score=cheating.score(s.tallies, weights),
+                    tallies=s.tallies,
+                    zone=s.zone,
+                    since_ms=s.since_ms,
+                    action=s.action,
+                )
+                for s in found
+            ]
+        )
+
+    async def enforce_cheat_policy(self, world: str) -> list[str]:
+        """Act on ``world``'s players over the cheat policy's threshold, once per
+        player across every auth replica: kick (through the relays' kick channel)
+        or ban (as BanAccount does). Each action is audited as the actor
+        ``policy:cheat`` and counted; the players acted on."""
+        policy = self.config.cheat
+        acted = []
+        for suspect in cheating.due(await self.store.suspects(world), policy):
+            if not await self.store.claim_cheat_action(world, suspect.player, policy.action):
+                continue  # another replica acted first
+            acted.append(suspect.player)
+            why = cheating.verdict(suspect, policy, world)
+            if policy.action == "ban":
+                now = self.clock()
+                until = int(now) + policy.ban_s if policy.ban_s else 0
+                ban, revoked = await self._ban(
+                    suspect.player, why, CHEAT_POLICY, until=until, now=now
+                )
+                action, outcome = "ban", "ok" if ban else "failed"
+                detail = _ban_detail(ban, revoked) if ban else f"no such account; {why}"
+            else:
+                relays = await self.store.publish_kick(world, suspect.player, why)
+                action, outcome, detail = "kick", "ok", f"{why}; {relays} relays told"
+            metrics.CHEAT_ACTIONS.labels(action, outcome).inc()
+            log.warning(
+                "cheat policy acted",
+                extra={"world": world, "player": suspect.player, "action": action},
+            )
+            await self._write_audit(
+                AuditRecord(CHEAT_POLICY, action, suspect.player, "auth", outcome, detail)
+            )
+        return acted
+
     async def _refuse_banned(self, context: Context, kind: str, account_id: str) -> None:
         """Abort a login of ``account_id`` with PERMISSION_DENIED when a ban is in force."""
         ban = await self.bans.in_force(account_id, now=self.clock())
@@ -481,12 +543,18 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
     ) -> None:
         """Write an audit record of the calling admin's ``action``."""
         address = sessions.client_address(context.peer())
-        record = AuditRecord(current_claims().sub, action, target, address, outcome, detail)
+        await self._write_audit(
+            AuditRecord(current_claims().sub, action, target, address, outcome, detail)
+        )
+
+    async def _write_audit(self, record: AuditRecord) -> None:
         try:
             await self.audit.write(record)
         except Exception:
             # The action stands; a lost audit record is logged, not turned into an error.
-            log.exception("audit write failed", extra={"action": action, "target": target})
+            log.exception(
+                "audit write failed", extra={"action": record.action, "target": record.target}
+            )
 
     async def GetPublicKeys(
         self, request: auth_pb2.GetPublicKeysRequest, context: Context
@@ -744,6 +812,11 @@ async def _invalid(context: Context, err: InputError) -> NoReturn:
         reason=err.reason,
         field=err.field,
     )
+
+
+def _ban_detail(ban: BanRecord, revoked: int) -> str:
+    term = f"until {ban.until}" if ban.until else "permanently"
+    return f"banned {term} ({ban.reason}); {revoked} sessions revoked"
 
 
 def _ban_message(ban: BanRecord) -> auth_pb2.Ban:

@@ -66,6 +66,10 @@ def instances_stream(world: str) -> str:
     return f"tessera:{{mm}}:instances:{check_name('world', world)}"
 
 
+# The per-player anti-cheat tallies zones keep (EntityState fields of these names).
+CHEAT_REASONS = ("speed_clamps", "teleports")
+
+
 @dataclass(frozen=True)
 class WorldKeys:
     """Keys of one world; all share the ``{world}`` hash tag."""
@@ -129,6 +133,25 @@ class WorldKeys:
     def events(self) -> str:
         """STREAM: scaling and lifecycle events (split, merge, drain), capped."""
         return self.key("events")
+
+    def cheat_tallies(self, reason: str) -> str:
+        """ZSET player id -> the player's anti-cheat tally of ``reason``, with a TTL."""
+        return self.key("cheat", reason)
+
+    @property
+    def cheat_zones(self) -> str:
+        """HASH player id -> the zone that published the player's tallies last."""
+        return self.key("cheat", "zones")
+
+    @property
+    def cheat_since(self) -> str:
+        """HASH player id -> Unix ms of the first non-zero tally published."""
+        return self.key("cheat", "since")
+
+    @property
+    def kicks(self) -> str:
+        """Pub/sub channel: "<player>|<reason>", a kick for whichever relay holds the player."""
+        return self.key("kicks")
 
 
 def parse_heartbeat(raw: bytes | str | None) -> zone_pb2.ZoneStatus | None:

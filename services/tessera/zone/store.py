@@ -8,7 +8,10 @@ routes (``routes`` hash ``player -> <zone>|<epoch>``, changes published on
 ``<player>||0``), checkpoints (``checkpoints`` hash ``player -> EntityState``)
 entity ids (``entity-ids`` counter, handed out in blocks), the zone map
 (``map``) and the handoff inbox (``zone:<z>:inbox`` stream, consumer group
-``zone``; a handoff commits with one script: route CAS + checkpoint + COMMIT).
+``zone``; a handoff commits with one script: route CAS + checkpoint + COMMIT)
+and the players' non-zero anti-cheat tallies (``cheat:<reason>`` sorted sets,
+``cheat:zones`` and ``cheat:since`` hashes, all with a TTL) for auth's
+``ListSuspects`` and cheat policy.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from google.protobuf.message import DecodeError
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from tessera.common.store import WorldKeys
+from tessera.common.store import CHEAT_REASONS, WorldKeys
 from tessera.v1 import zone_pb2
 from tessera.zone.snapshot import ID_LIMIT
 
@@ -172,6 +175,27 @@ class ZoneStore:
                 self.keys.checkpoints,
                 mapping={s.player_id: s.SerializeToString() for s in states},
             )
+
+    async def publish_tallies(
+        self, states: list[zone_pb2.EntityState], *, ttl_s: int, now_ms: int
+    ) -> int:
+        """Publish the anti-cheat tallies of the players in ``states`` that have any
+        (one round trip); the keys live ``ttl_s`` past the last publication. How
+        many players were published."""
+        flagged = [s for s in states if any(getattr(s, r) for r in CHEAT_REASONS)]
+        if not flagged:
+            return 0
+        keys = [self.keys.cheat_tallies(r) for r in CHEAT_REASONS]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for reason, key in zip(CHEAT_REASONS, keys, strict=True):
+                pipe.zadd(key, {s.player_id: getattr(s, reason) for s in flagged})
+            pipe.hset(self.keys.cheat_zones, mapping={s.player_id: self.zone for s in flagged})
+            for s in flagged:
+                pipe.hsetnx(self.keys.cheat_since, s.player_id, now_ms)
+            for key in (*keys, self.keys.cheat_zones, self.keys.cheat_since):
+                pipe.expire(key, ttl_s)
+            await pipe.execute()
+        return len(flagged)
 
     async def next_ids(self, count: int) -> list[int]:
         """``count`` world-unique entity ids, drawn from blocks of the shared counter."""
