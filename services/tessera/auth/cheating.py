@@ -8,16 +8,15 @@ one threshold decides when the policy acts.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tessera.auth.accounts import InputError
+from tessera.wire.names import CHEAT_REASONS, NAME_RE
 
 ACTIONS = ("none", "kick", "ban")
 DEFAULT_SUSPECTS = 50
 MAX_SUSPECTS = 500
-WORLD_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ def verdict(suspect: Suspect, policy: CheatPolicy, world: str) -> str:
 
 def check_suspects_request(world: str, limit: int) -> tuple[str, int]:
     """The world and page size of a ListSuspects request, or :class:`InputError`."""
-    if WORLD_RE.fullmatch(world) is None:
+    if NAME_RE.fullmatch(world) is None:
         raise InputError(
             "world", "INVALID_ARGUMENT", "world must be a DNS label (a-z, 0-9, '-', at most 63)"
         )
@@ -86,7 +85,7 @@ def check_suspects_request(world: str, limit: int) -> tuple[str, int]:
     return world, limit or DEFAULT_SUSPECTS
 
 
-def parse_weights(raw: str, reasons: Sequence[str]) -> dict[str, float]:
+def parse_weights(raw: str, reasons: Sequence[str] = CHEAT_REASONS) -> dict[str, float]:
     """``reason=weight,...`` over the known ``reasons`` (weights >= 0, finite);
     ValueError naming what is wrong. A reason left out weighs 0."""
     weights: dict[str, float] = {}

@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tessera.auth.cheating import ACTIONS, WORLD_RE, CheatPolicy, parse_weights
+from tessera.auth.cheating import ACTIONS, CheatPolicy, parse_weights
 from tessera.common.config import PREFIX, ConfigError, Env
-from tessera.common.store import CHEAT_REASONS
+from tessera.wire.names import NAME_RE
 
 RELAYS_FORM = 'region=host:port[,host:port...][;region=...], e.g. "default=127.0.0.1:7777"'
 CLIENTS_FORM = 'client_id=secret[,client_id=secret...], e.g. "matchmaking=s3cret"'
@@ -213,13 +213,13 @@ def cheat_policy(env: Env) -> CheatPolicy:
     """The cheat policy of ``TESSERA_AUTH_CHEAT_*`` (docs/ZONE.md#anti-cheat)."""
     raw = env.string("AUTH_CHEAT_WEIGHTS", "speed_clamps=1,teleports=5")
     try:
-        weights = parse_weights(raw, CHEAT_REASONS)
+        weights = parse_weights(raw)
     except ValueError as err:
         raise ConfigError(PREFIX + "AUTH_CHEAT_WEIGHTS", raw, str(err)) from None
     action = env.choice("AUTH_CHEAT_ACTION", "none", ACTIONS)
     worlds_raw = env.string("AUTH_CHEAT_WORLDS", "")
     worlds = tuple(w.strip() for w in worlds_raw.split(",") if w.strip())
-    if any(WORLD_RE.fullmatch(w) is None for w in worlds) or (action != "none" and not worlds):
+    if any(NAME_RE.fullmatch(w) is None for w in worlds) or (action != "none" and not worlds):
         raise ConfigError(
             PREFIX + "AUTH_CHEAT_WORLDS",
             worlds_raw,

@@ -42,7 +42,8 @@ from redis.asyncio import Redis
 
 from tessera.auth.cheating import Suspect
 from tessera.authclient.store import PREFIX, REVOCATIONS, REVOKED
-from tessera.common.store import CHEAT_REASONS, WorldKeys
+from tessera.common.store import WorldKeys
+from tessera.wire.names import CHEAT_REASONS
 
 
 def account_sessions_key(account_id: str) -> str:

@@ -66,10 +66,6 @@ def instances_stream(world: str) -> str:
     return f"tessera:{{mm}}:instances:{check_name('world', world)}"
 
 
-# The per-player anti-cheat tallies zones keep (EntityState fields of these names).
-CHEAT_REASONS = ("speed_clamps", "teleports")
-
-
 @dataclass(frozen=True)
 class WorldKeys:
     """Keys of one world; all share the ``{world}`` hash tag."""

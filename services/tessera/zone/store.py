@@ -24,8 +24,9 @@ from google.protobuf.message import DecodeError
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from tessera.common.store import CHEAT_REASONS, WorldKeys
+from tessera.common.store import WorldKeys
 from tessera.v1 import zone_pb2
+from tessera.wire.names import CHEAT_REASONS
 from tessera.zone.snapshot import ID_LIMIT
 
 # Compare-and-set a route: only if it still holds the value the caller read.
