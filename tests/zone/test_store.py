@@ -68,6 +68,7 @@ async def test_tallies_are_published_for_flagged_players_with_a_ttl(redis: Redis
         zone_pb2.EntityState(player_id="jumpy", speed_clamps=1, teleports=2),
     ]
     assert await a.publish_tallies(states, ttl_s=60, now_ms=1000) == 2
+    assert await a.publish_tallies(states, ttl_s=60, now_ms=1200) == 0  # unchanged
     assert await a.publish_tallies(states[:1], ttl_s=60, now_ms=1500) == 0
     # The player moved on to z2 and clamped again: the newest tallies, zone, first time.
     moved = [zone_pb2.EntityState(player_id="fast", speed_clamps=5)]

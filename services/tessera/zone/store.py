@@ -114,6 +114,8 @@ class ZoneStore:
         self._release = redis.register_script(_RELEASE)
         self._commit = redis.register_script(_COMMIT)
         self._inbox_ready = False
+        # Tallies this zone published last, of the players it held then.
+        self._published: dict[str, tuple[int, ...]] = {}
 
     async def heartbeat(self, status: zone_pb2.ZoneStatus, ttl_s: float) -> None:
         """Register the zone and store its status with a TTL (one round trip)."""
@@ -181,22 +183,27 @@ class ZoneStore:
         self, states: list[zone_pb2.EntityState], *, ttl_s: int, now_ms: int
     ) -> int:
         """Publish the anti-cheat tallies of the players in ``states`` that have any
-        (one round trip); the keys live ``ttl_s`` past the last publication. How
-        many players were published."""
-        flagged = [s for s in states if any(getattr(s, r) for r in CHEAT_REASONS)]
+        and changed since this zone last published them (one round trip); the keys
+        live ``ttl_s`` past the last publication. How many players were written."""
+        tallies = {s.player_id: tuple(getattr(s, r) for r in CHEAT_REASONS) for s in states}
+        flagged = {p: t for p, t in tallies.items() if any(t)}
         if not flagged:
+            self._published = {}
             return 0
+        changed = {p: t for p, t in flagged.items() if self._published.get(p) != t}
         keys = [self.keys.cheat_tallies(r) for r in CHEAT_REASONS]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for reason, key in zip(CHEAT_REASONS, keys, strict=True):
-                pipe.zadd(key, {s.player_id: getattr(s, reason) for s in flagged})
-            pipe.hset(self.keys.cheat_zones, mapping={s.player_id: self.zone for s in flagged})
-            for s in flagged:
-                pipe.hsetnx(self.keys.cheat_since, s.player_id, now_ms)
+            if changed:
+                for i, key in enumerate(keys):
+                    pipe.zadd(key, {p: t[i] for p, t in changed.items()})
+                pipe.hset(self.keys.cheat_zones, mapping=dict.fromkeys(changed, self.zone))
+                for player in changed:
+                    pipe.hsetnx(self.keys.cheat_since, player, now_ms)
             for key in (*keys, self.keys.cheat_zones, self.keys.cheat_since):
                 pipe.expire(key, ttl_s)
             await pipe.execute()
-        return len(flagged)
+        self._published = flagged
+        return len(changed)
 
     async def next_ids(self, count: int) -> list[int]:
         """``count`` world-unique entity ids, drawn from blocks of the shared counter."""
