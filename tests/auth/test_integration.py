@@ -19,13 +19,15 @@ from tessera.auth import keys
 from tessera.authclient.bearer import bearer_metadata
 from tessera.authclient.verifier import AuthInterceptor, Verifier, current_claims
 from tessera.common import errors
+from tessera.common.audit import AuditLog, AuditRecord
 from tessera.common.database import Pool
 from tessera.common.process import ServiceProcess, free_port
 from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis
-from tessera.v1 import auth_pb2, auth_pb2_grpc
+from tessera.v1 import auth_pb2, auth_pb2_grpc, zone_pb2
 from tessera.wire import access_token
 from tessera.wire.access_token import TokenError
+from tessera.zone.store import ZoneStore
 
 pytestmark = pytest.mark.integration
 
@@ -248,16 +250,31 @@ async def test_database_outage_is_unavailable_and_auth_recovers(
     redis_server: LocalRedis, redis: Any
 ) -> None:
     """PostgreSQL stops under a running auth: calls that need it end UNAVAILABLE with
-    a reason and are counted; once it is back the same process serves them again."""
+    a reason and are counted; once it is back the same process serves them again,
+    and the cheat policy's ban that failed meanwhile is retried, once."""
     with LocalPostgres() as postgres:
-        proc = start_auth(redis_server, postgres.url(), TESSERA_AUTH_GENERATE_KEYS="true")
+        proc = start_auth(
+            redis_server,
+            postgres.url(),
+            TESSERA_AUTH_GENERATE_KEYS="true",
+            TESSERA_AUTH_CHEAT_ACTION="ban",
+            TESSERA_AUTH_CHEAT_WORLDS="w1",
+            TESSERA_AUTH_CHEAT_THRESHOLD="1",
+            TESSERA_AUTH_CHEAT_POLL_S="0.1",
+        )
         try:
             async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
                 auth = auth_pb2_grpc.AuthStub(channel)
                 before = auth_pb2.RegisterRequest(username="before", password=PASSWORD)
                 await auth.Register(before)
+                cheater = auth_pb2.RegisterRequest(username="cheater", password=PASSWORD)
+                cheater_id = (await auth.Register(cheater)).account_id
 
                 postgres.halt()
+                flagged = zone_pb2.EntityState(player_id=cheater_id, teleports=1)
+                await ZoneStore(redis, world="w1", zone="z1").publish_tallies(
+                    [flagged], ttl_s=60, now_ms=1
+                )
                 for call in (
                     auth.Login(auth_pb2.LoginRequest(username="before", password=PASSWORD)),
                     auth.Register(auth_pb2.RegisterRequest(username="during", password=PASSWORD)),
@@ -281,6 +298,16 @@ async def test_database_outage_is_unavailable_and_auth_recovers(
             for method in ("Login", "Register"):
                 sample = f'tessera_database_unavailable_total{{method="/tessera.v1.Auth/{method}"}}'
                 assert f"{sample} 1.0" in text, text
+            assert 'tessera_auth_cheat_actions_total{action="ban",outcome="error"}' in text
+            records: list[AuditRecord] = []
+            for _ in range(100):
+                records = [r for r in await AuditLog(redis).recent(50) if r.actor == "policy:cheat"]
+                if records:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.3)  # more passes: no second ban
+            records = [r for r in await AuditLog(redis).recent(50) if r.actor == "policy:cheat"]
+            assert [(r.action, r.target, r.outcome) for r in records] == [("ban", cheater_id, "ok")]
         finally:
             proc.terminate()
 

@@ -36,6 +36,7 @@ PASSWORD_HASH_SECONDS = Histogram(
 )
 CHEAT_ACTIONS = Counter(
     "tessera_auth_cheat_actions_total",
-    "Actions of the cheat policy by action (kick, ban) and outcome (ok, failed).",
+    "Actions of the cheat policy by action (kick, ban) and outcome (ok; failed: no such"
+    " account; error: raised, retried by a later pass).",
     ["action", "outcome"],
 )

@@ -503,34 +503,45 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         """Act on ``world``'s players over the cheat policy's threshold, once per
         player across every auth replica: kick (through the relays' kick channel)
         or ban (as BanAccount does). Each action is audited as the actor
-        ``policy:cheat`` and counted; the players acted on."""
+        ``policy:cheat`` and counted; the players acted on. An action that raises
+        (PostgreSQL or Redis down) gives its claim back, so a later pass retries it."""
         policy = self.config.cheat
         acted = []
         for suspect in cheating.due(await self.store.suspects(world), policy):
             if not await self.store.claim_cheat_action(world, suspect.player, policy.action):
                 continue  # another replica acted first
+            try:
+                outcome, detail = await self._act(world, suspect, policy)
+            except Exception:
+                metrics.CHEAT_ACTIONS.labels(policy.action, "error").inc()
+                await self.store.release_cheat_action(world, suspect.player)
+                raise
             acted.append(suspect.player)
-            why = cheating.verdict(suspect, policy, world)
-            if policy.action == "ban":
-                now = self.clock()
-                until = int(now) + policy.ban_s if policy.ban_s else 0
-                ban, revoked = await self._ban(
-                    suspect.player, why, CHEAT_POLICY, until=until, now=now
-                )
-                action, outcome = "ban", "ok" if ban else "failed"
-                detail = _ban_detail(ban, revoked) if ban else f"no such account; {why}"
-            else:
-                relays = await self.store.publish_kick(world, suspect.player, why)
-                action, outcome, detail = "kick", "ok", f"{why}; {relays} relays told"
-            metrics.CHEAT_ACTIONS.labels(action, outcome).inc()
+            metrics.CHEAT_ACTIONS.labels(policy.action, outcome).inc()
             log.warning(
                 "cheat policy acted",
-                extra={"world": world, "player": suspect.player, "action": action},
+                extra={"world": world, "player": suspect.player, "action": policy.action},
             )
             await self._write_audit(
-                AuditRecord(CHEAT_POLICY, action, suspect.player, "auth", outcome, detail)
+                AuditRecord(CHEAT_POLICY, policy.action, suspect.player, "auth", outcome, detail)
             )
         return acted
+
+    async def _act(
+        self, world: str, suspect: cheating.Suspect, policy: cheating.CheatPolicy
+    ) -> tuple[str, str]:
+        """Kick or ban ``suspect``: the outcome (``ok``, or ``failed`` for a player
+        with no account) and the audit detail."""
+        why = cheating.verdict(suspect, policy, world)
+        if policy.action == "kick":
+            relays = await self.store.publish_kick(world, suspect.player, why)
+            return "ok", f"{why}; {relays} relays told"
+        now = self.clock()
+        until = int(now) + policy.ban_s if policy.ban_s else 0
+        ban, revoked = await self._ban(suspect.player, why, CHEAT_POLICY, until=until, now=now)
+        if ban is None:
+            return "failed", f"no such account; {why}"
+        return "ok", _ban_detail(ban, revoked)
 
     async def _refuse_banned(self, context: Context, kind: str, account_id: str) -> None:
         """Abort a login of ``account_id`` with PERMISSION_DENIED when a ban is in force."""

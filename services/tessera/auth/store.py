@@ -339,6 +339,10 @@ class AuthStore:
         """Record that the cheat policy acts on ``player``; False if it did before."""
         return bool(await self.redis.hsetnx(_acted_key(world), player, action))
 
+    async def release_cheat_action(self, world: str, player: str) -> None:
+        """Forget the claim on ``player`` (its action failed): a later pass retries it."""
+        await self.redis.hdel(_acted_key(world), player)
+
     async def publish_kick(self, world: str, player: str, reason: str) -> int:
         """Ask whichever relay of ``world`` holds ``player`` to end its session; how
         many relays listened."""
