@@ -1322,11 +1322,12 @@ async def test_the_cheat_policy_kicks_a_speed_hacker_through_the_relay(stack: St
         await asyncio.sleep(0.5)  # more policy passes: the kick is not repeated
         redis = redis_connect(stack.redis_url)
         try:
-            audit = await AuditLog(redis).recent(100)
+            audit = await AuditLog(redis).recent(100_000)
         finally:
             await redis.aclose()
-        kicks = [r.target for r in audit if r.actor == "policy:cheat" and r.action == "kick"]
-        assert kicks == [token.player_id]
+        # Players of earlier tests with tallies may be kicked too; this one once.
+        kicks = [r for r in audit if r.actor == "policy:cheat" and r.target == token.player_id]
+        assert [(r.action, r.outcome) for r in kicks] == [("kick", "ok")]
     finally:
         await cheater.close()
         await honest.client.close()
