@@ -126,8 +126,7 @@ async def test_register_login_call_refresh_reuse_revokes_within_one_second(
                 await asyncio.sleep(0.01)
         assert time.monotonic() - revoked_at < 1.0
 
-    url = f"http://127.0.0.1:{auth_process.ports['metrics_port']}/metrics"
-    body = (await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())).decode()
+    body = await metrics(auth_process)
     assert 'tessera_auth_logins_total{kind="password",result="ok"} 1.0' in body
     assert 'tessera_auth_refreshes_total{result="reused"} 1.0' in body
     assert 'tessera_auth_tokens_issued_total{kind="access"}' in body
@@ -286,15 +285,18 @@ async def test_database_outage_is_unavailable_and_auth_recovers(
                     detail = errors.detail_of(info.value)
                     assert (detail.reason, detail.retry_after_s) == ("DATABASE_UNAVAILABLE", 1.0)
 
+                # The policy's ban of the cheater failed meanwhile (and gave its claim back).
+                for _ in range(150):
+                    if 'cheat_actions_total{action="ban",outcome="error"}' in await metrics(proc):
+                        break
+                    await asyncio.sleep(0.1)
                 postgres.start()
                 login = auth_pb2.LoginRequest(username="before", password=PASSWORD)
                 session = await _eventually(lambda: auth.Login(login))
                 assert session.account_id
                 after = auth_pb2.RegisterRequest(username="after", password=PASSWORD)
                 assert (await auth.Register(after)).account_id
-            url = f"http://127.0.0.1:{proc.ports['metrics_port']}/metrics"
-            body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
-            text = body.decode()
+            text = await metrics(proc)
             for method in ("Login", "Register"):
                 sample = f'tessera_database_unavailable_total{{method="/tessera.v1.Auth/{method}"}}'
                 assert f"{sample} 1.0" in text, text
@@ -310,6 +312,13 @@ async def test_database_outage_is_unavailable_and_auth_recovers(
             assert [(r.action, r.target, r.outcome) for r in records] == [("ban", cheater_id, "ok")]
         finally:
             proc.terminate()
+
+
+async def metrics(proc: ServiceProcess) -> str:
+    """The process's /metrics page."""
+    url = f"http://127.0.0.1:{proc.ports['metrics_port']}/metrics"
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+    return str(body.decode())
 
 
 async def _eventually(call: Callable[[], Awaitable[T]], timeout_s: float = 30.0) -> T:
