@@ -824,7 +824,7 @@ async def test_the_cheat_policy_bans_a_player_over_the_threshold_once(
     before = cheat_actions("ban")
     await publish_tallies(redis, "z1", {player.account_id: (5, 1), "innocent": (9, 0)})
     active = auth_pb2.ListBansRequest(active_only=True)
-    for _ in range(100):
+    for _ in range(200):  # up to 10 s on a loaded machine
         if (await auth.stub.ListBans(active, metadata=bearer)).bans:
             break
         await asyncio.sleep(0.05)
@@ -865,7 +865,7 @@ async def test_the_cheat_policy_kicks_through_the_relays_once(
         await asyncio.wait_for(ready.wait(), 5)
         before = cheat_actions("kick")
         await publish_tallies(redis, "z1", {player.account_id: (0, 3)})
-        for _ in range(100):
+        for _ in range(200):  # up to 10 s on a loaded machine
             if kicks:
                 break
             await asyncio.sleep(0.05)
