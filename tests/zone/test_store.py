@@ -86,6 +86,14 @@ async def test_tallies_are_published_for_flagged_players_with_a_ttl(redis: Redis
     assert await redis.hgetall(keys.cheat_since) == {b"fast": b"1000", b"jumpy": b"1000"}
     for key in (keys.cheat_tallies("teleports"), keys.cheat_zones, keys.cheat_since):
         assert 0 < await redis.ttl(key) <= 60
+    # A minute later jumpy's tallies have not changed for the TTL: forgotten
+    # everywhere; fast changed at 2000 and stays.
+    assert await b.publish_tallies(moved, ttl_s=60, now_ms=61_500) == 0
+    for reason in ("speed_clamps", "teleports"):
+        assert await redis.zrange(keys.cheat_tallies(reason), 0, -1) == [b"fast"]
+    assert await redis.hgetall(keys.cheat_zones) == {b"fast": b"z2"}
+    assert await redis.hgetall(keys.cheat_since) == {b"fast": b"1000"}
+    assert await redis.zrange(keys.cheat_changed, 0, -1, withscores=True) == [(b"fast", 2000.0)]
 
 
 def commit(target: str, player: str, expected: str, epoch: int) -> Commit:

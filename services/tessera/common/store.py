@@ -145,6 +145,12 @@ class WorldKeys:
         return self.key("cheat", "since")
 
     @property
+    def cheat_changed(self) -> str:
+        """ZSET player id -> Unix ms when a zone last published a change of the
+        player's tallies (players unchanged for the TTL are forgotten)."""
+        return self.key("cheat", "changed")
+
+    @property
     def kicks(self) -> str:
         """Pub/sub channel: "<player>|<reason>", a kick for whichever relay holds the player."""
         return self.key("kicks")
