@@ -134,3 +134,49 @@ def test_sealing_key_generated_only_when_allowed(tmp_path: Path) -> None:
     again = connect_sealing_key(env(CONNECT_KEY_FILE=str(path), CONNECT_KEY_GENERATE="true"))
     assert first == again and len(first) == 32
     assert connect_sealing_key(env(CONNECT_KEY_GENERATE="true")) != first
+
+
+def test_cheat_policy_defaults_and_settings() -> None:
+    base = {"AUTH_GENERATE_KEYS": "true", "CONNECT_KEY": KEY_B64, "DATABASE_URL": "postgresql://d"}
+    default = AuthConfig.from_env(env(**base)).cheat
+    assert (default.action, default.threshold, default.ban_s, default.worlds) == (
+        "none",
+        100.0,
+        7 * 86_400,
+        (),
+    )
+    assert default.weights == {"speed_clamps": 1.0, "teleports": 5.0}
+    config = AuthConfig.from_env(
+        env(
+            **base,
+            AUTH_CHEAT_ACTION="Ban",
+            AUTH_CHEAT_WORLDS="w1, w2",
+            AUTH_CHEAT_WEIGHTS="teleports=2",
+            AUTH_CHEAT_THRESHOLD="4",
+            AUTH_CHEAT_BAN_S="0",
+        )
+    )
+    assert (config.cheat.action, config.cheat.worlds, config.cheat.ban_s) == (
+        "ban",
+        ("w1", "w2"),
+        0,
+    )
+    assert (config.cheat.weights, config.cheat.threshold) == ({"teleports": 2.0}, 4.0)
+
+
+@pytest.mark.parametrize(
+    ("settings", "variable"),
+    [
+        ({"AUTH_CHEAT_ACTION": "kick"}, "TESSERA_AUTH_CHEAT_WORLDS"),
+        ({"AUTH_CHEAT_WORLDS": "Not_A_Label"}, "TESSERA_AUTH_CHEAT_WORLDS"),
+        ({"AUTH_CHEAT_ACTION": "shout"}, "TESSERA_AUTH_CHEAT_ACTION"),
+        ({"AUTH_CHEAT_WEIGHTS": "aimbot=3"}, "TESSERA_AUTH_CHEAT_WEIGHTS"),
+        ({"AUTH_CHEAT_THRESHOLD": "0"}, "TESSERA_AUTH_CHEAT_THRESHOLD"),
+        ({"AUTH_CHEAT_BAN_S": "-1"}, "TESSERA_AUTH_CHEAT_BAN_S"),
+    ],
+)
+def test_a_bad_cheat_policy_names_its_variable(settings: dict[str, str], variable: str) -> None:
+    base = {"AUTH_GENERATE_KEYS": "true", "CONNECT_KEY": KEY_B64, "DATABASE_URL": "postgresql://d"}
+    with pytest.raises(ConfigError) as info:
+        AuthConfig.from_env(env(**base, **settings))
+    assert info.value.variable == variable

@@ -20,13 +20,15 @@ from tessera.auth.store import failures_key
 from tessera.authclient.bearer import bearer_metadata
 from tessera.authclient.verifier import AuthInterceptor, Verifier, current_claims
 from tessera.common import errors
-from tessera.common.database import Pool
+from tessera.common.audit import AuditLog, AuditRecord
+from tessera.common.database import Pool, open_database
 from tessera.common.process import ServiceProcess, free_port
 from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis
-from tessera.v1 import auth_pb2, auth_pb2_grpc
+from tessera.v1 import auth_pb2, auth_pb2_grpc, zone_pb2
 from tessera.wire import access_token
 from tessera.wire.access_token import TokenError
+from tessera.zone.store import ZoneStore
 
 pytestmark = pytest.mark.integration
 
@@ -125,8 +127,7 @@ async def test_register_login_call_refresh_reuse_revokes_within_one_second(
                 await asyncio.sleep(0.01)
         assert time.monotonic() - revoked_at < 1.0
 
-    url = f"http://127.0.0.1:{auth_process.ports['metrics_port']}/metrics"
-    body = (await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())).decode()
+    body = await metrics(auth_process)
     assert 'tessera_auth_logins_total{kind="password",result="ok"} 1.0' in body
     assert 'tessera_auth_refreshes_total{result="reused"} 1.0' in body
     assert 'tessera_auth_tokens_issued_total{kind="access"}' in body
@@ -255,16 +256,31 @@ async def test_database_outage_is_unavailable_and_auth_recovers(
     redis_server: LocalRedis, redis: Any
 ) -> None:
     """PostgreSQL stops under a running auth: calls that need it end UNAVAILABLE with
-    a reason and are counted; once it is back the same process serves them again."""
+    a reason and are counted; once it is back the same process serves them again,
+    and the cheat policy's ban that failed meanwhile is retried, once."""
     with LocalPostgres() as postgres:
-        proc = start_auth(redis_server, postgres.url(), TESSERA_AUTH_GENERATE_KEYS="true")
+        proc = start_auth(
+            redis_server,
+            postgres.url(),
+            TESSERA_AUTH_GENERATE_KEYS="true",
+            TESSERA_AUTH_CHEAT_ACTION="ban",
+            TESSERA_AUTH_CHEAT_WORLDS="w1",
+            TESSERA_AUTH_CHEAT_THRESHOLD="1",
+            TESSERA_AUTH_CHEAT_POLL_S="0.1",
+        )
         try:
             async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
                 auth = auth_pb2_grpc.AuthStub(channel)
                 before = auth_pb2.RegisterRequest(username="before", password=PASSWORD)
                 await auth.Register(before)
+                cheater = auth_pb2.RegisterRequest(username="cheater", password=PASSWORD)
+                cheater_id = (await auth.Register(cheater)).account_id
 
                 postgres.halt()
+                flagged = zone_pb2.EntityState(player_id=cheater_id, teleports=1)
+                await ZoneStore(redis, world="w1", zone="z1").publish_tallies(
+                    [flagged], ttl_s=60, now_ms=1
+                )
                 for call in (
                     auth.Login(auth_pb2.LoginRequest(username="before", password=PASSWORD)),
                     auth.Register(auth_pb2.RegisterRequest(username="during", password=PASSWORD)),
@@ -278,20 +294,44 @@ async def test_database_outage_is_unavailable_and_auth_recovers(
                 # A login that could not be checked is not a failed login.
                 assert await redis.hget(failures_key("account", "before"), "n") == b"0"
 
+                # The policy's ban of the cheater failed meanwhile (and gave its claim back).
+                for _ in range(150):
+                    if 'cheat_actions_total{action="ban",outcome="error"}' in await metrics(proc):
+                        break
+                    await asyncio.sleep(0.1)
                 postgres.start()
                 login = auth_pb2.LoginRequest(username="before", password=PASSWORD)
                 session = await _eventually(lambda: auth.Login(login))
                 assert session.account_id
                 after = auth_pb2.RegisterRequest(username="after", password=PASSWORD)
                 assert (await auth.Register(after)).account_id
-            url = f"http://127.0.0.1:{proc.ports['metrics_port']}/metrics"
-            body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
-            text = body.decode()
+            text = await metrics(proc)
             for method in ("Login", "Register"):
                 sample = f'tessera_database_unavailable_total{{method="/tessera.v1.Auth/{method}"}}'
                 assert f"{sample} 1.0" in text, text
+            assert 'tessera_auth_cheat_actions_total{action="ban",outcome="error"}' in text
+            pool = await open_database(postgres.url(), max_size=2)
+            try:
+                records: list[AuditRecord] = []
+                for _ in range(150):
+                    records = await AuditLog(pool).recent(50, actor="policy:cheat")
+                    if records:
+                        break
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(0.5)  # more passes (and audit batches): no second ban
+                records = await AuditLog(pool).recent(50, actor="policy:cheat")
+            finally:
+                await pool.close()
+            assert [(r.action, r.target, r.outcome) for r in records] == [("ban", cheater_id, "ok")]
         finally:
             proc.terminate()
+
+
+async def metrics(proc: ServiceProcess) -> str:
+    """The process's /metrics page."""
+    url = f"http://127.0.0.1:{proc.ports['metrics_port']}/metrics"
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+    return str(body.decode())
 
 
 async def _eventually(call: Callable[[], Awaitable[T]], timeout_s: float = 30.0) -> T:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -24,9 +25,11 @@ from tessera.common import errors
 from tessera.common.audit import AuditLog, AuditRecord
 from tessera.common.database import Pool
 from tessera.harness.audit import audit_trail
-from tessera.v1 import auth_pb2
+from tessera.relay.store import RelayStore
+from tessera.v1 import auth_pb2, zone_pb2
 from tessera.wire import connect_token
 from tessera.wire.access_token import b64url
+from tessera.zone.store import ZoneStore
 
 from .conftest import SEALING_KEY, RunningAuth, StartAuth, fails, service_metadata
 
@@ -143,11 +146,16 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-async def audited(database: Pool, action: str, count: int) -> list[AuditRecord]:
-    """The ``count`` audit records of ``action`` (newest first), once written."""
+async def audited(database: Pool, count: int, **match: str) -> list[AuditRecord]:
+    """The audit records whose fields equal ``match`` (newest first), once there
+    are ``count`` of them (or after 15 s): services write them off the request path."""
     deadline = time.monotonic() + 15
     while True:
-        records = [r for r in await AuditLog(database).recent(1000) if r.action == action]
+        records = [
+            r
+            for r in await AuditLog(database).recent(1000)
+            if all(getattr(r, k) == v for k, v in match.items())
+        ]
         if len(records) >= count or time.monotonic() > deadline:
             return records
         await asyncio.sleep(0.05)
@@ -173,7 +181,7 @@ async def test_account_backoff_doubles_and_success_resets(
     await fails(login(auth, "carol", "not the password"))
     second = errors.detail_of(await fails(login(auth, "carol")))
     assert 0.3 < second.retry_after_s <= 0.6
-    records = await audited(database, "login_lockout", 2)
+    records = await audited(database, 2, action="login_lockout")
     assert [(r.target, r.source, r.actor) for r in records] == [("carol", "127.0.0.1", "")] * 2
     assert "locked for 0.6 s" in records[0].detail
     await asyncio.sleep(second.retry_after_s + 0.05)
@@ -232,7 +240,7 @@ async def test_a_failing_address_slows_but_never_refuses(
     assert sample("tessera_auth_throttled_logins_total") - throttled >= 76
     # And the matchmaker's service login is not slowed or refused.
     await service_metadata(auth)
-    records = await audited(database, "login_throttle", 1)
+    records = await audited(database, 1, action="login_throttle")
     assert [(r.target, r.source) for r in records] == [("127.0.0.1", "127.0.0.1")]
 
 
@@ -254,7 +262,7 @@ async def test_service_logins_have_their_own_limit(
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert errors.detail_of(err).reason == "LOGIN_LOCKED"
     assert 55 < errors.detail_of(err).retry_after_s <= 60
-    [record] = await audited(database, "login_lockout", 1)
+    [record] = await audited(database, 1, action="login_lockout")
     assert (record.target, record.source) == ("service:matchmaking", "127.0.0.1")
     # The right secret is never refused, and clears the count.
     await service_metadata(auth)
@@ -917,4 +925,146 @@ async def test_ban_rpcs_are_for_admins_with_precise_errors(
         assert err.code() == grpc.StatusCode.NOT_FOUND
     listed = await auth.stub.ListBans(auth_pb2.ListBansRequest(), metadata=bearer)
     assert list(listed.bans) == []  # nothing bad was stored
+    assert (await login(auth, "mallory")).account_id == player.account_id
+
+
+async def publish_tallies(redis: Any, zone: str, tallies: dict[str, tuple[int, int]]) -> None:
+    """Publish players' (speed_clamps, teleports) as zone ``zone`` of world w1 does."""
+    states = [
+        zone_pb2.EntityState(player_id=p, speed_clamps=c, teleports=t)
+        for p, (c, t) in tallies.items()
+    ]
+    await ZoneStore(redis, world="w1", zone=zone).publish_tallies(states, ttl_s=60, now_ms=5000)
+
+
+async def test_list_suspects_ranks_a_worlds_players_for_admins_only(
+    auth: RunningAuth, start_auth: StartAuth, redis: Any
+) -> None:
+    auth, admin, player = await admin_and_player(auth, start_auth)
+    await publish_tallies(redis, "z1", {"mallory": (2, 3), "carol": (20, 0), "dave": (1, 0)})
+    await publish_tallies(redis, "z2", {"erin": (0, 1)})
+    request = auth_pb2.ListSuspectsRequest(world="w1")
+    assert (await fails(auth.stub.ListSuspects(request))).code() == grpc.StatusCode.UNAUTHENTICATED
+    err = await fails(
+        auth.stub.ListSuspects(request, metadata=bearer_metadata(player.access_token))
+    )
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    bearer = bearer_metadata(admin.access_token)
+    reply = await auth.stub.ListSuspects(request, metadata=bearer)
+    # Default weights: speed_clamps 1, teleports 5.
+    assert [(s.player_id, s.score, s.zone) for s in reply.suspects] == [
+        ("carol", 20.0, "z1"),
+        ("mallory", 17.0, "z1"),
+        ("erin", 5.0, "z2"),
+        ("dave", 1.0, "z1"),
+    ]
+    assert dict(reply.suspects[1].tallies) == {"speed_clamps": 2, "teleports": 3}
+    assert {(s.since_ms, s.action) for s in reply.suspects} == {(5000, "")}
+    top = await auth.stub.ListSuspects(
+        auth_pb2.ListSuspectsRequest(world="w1", limit=2), metadata=bearer
+    )
+    assert [s.player_id for s in top.suspects] == ["carol", "mallory"]
+    empty = auth_pb2.ListSuspectsRequest(world="w2")
+    assert list((await auth.stub.ListSuspects(empty, metadata=bearer)).suspects) == []
+    for bad in (
+        auth_pb2.ListSuspectsRequest(world=""),
+        auth_pb2.ListSuspectsRequest(world="x" * 100_000),
+        auth_pb2.ListSuspectsRequest(world="w1", limit=501),
+    ):
+        err = await fails(auth.stub.ListSuspects(bad, metadata=bearer))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert len(err.details() or "") < 200
+
+
+async def policed(
+    start_auth: StartAuth, action: str, replicas: int = 1
+) -> tuple[list[RunningAuth], Any, Any]:
+    """Auth replicas with the cheat policy ``action`` on world w1 (threshold 10, 0.1 s
+    passes), the admin's session and the player "mallory"."""
+    first = await start_auth()
+    registered = await register(first, "root-admin")
+    settings = {
+        "AUTH_ADMIN_ACCOUNTS": registered.account_id,
+        "AUTH_CHEAT_ACTION": action,
+        "AUTH_CHEAT_WORLDS": "w1",
+        "AUTH_CHEAT_THRESHOLD": "10",
+        "AUTH_CHEAT_BAN_S": "3600",
+        "AUTH_CHEAT_POLL_S": "0.1",
+    }
+    running = [await start_auth(**settings) for _ in range(replicas)]
+    return running, await login(running[0], "root-admin"), await register(running[0], "mallory")
+
+
+def cheat_actions(action: str) -> float:
+    labels = {"action": action, "outcome": "ok"}
+    return REGISTRY.get_sample_value("tessera_auth_cheat_actions_total", labels) or 0.0
+
+
+async def test_the_cheat_policy_bans_a_player_over_the_threshold_once(
+    start_auth: StartAuth, redis: Any, database: Pool
+) -> None:
+    (auth, _), admin, player = await policed(start_auth, "ban", replicas=2)
+    bearer = bearer_metadata(admin.access_token)
+    before = cheat_actions("ban")
+    await publish_tallies(redis, "z1", {player.account_id: (5, 1), "innocent": (9, 0)})
+    active = auth_pb2.ListBansRequest(active_only=True)
+    for _ in range(200):  # up to 10 s on a loaded machine
+        if (await auth.stub.ListBans(active, metadata=bearer)).bans:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # several more passes of both replicas
+    (banned,) = (await auth.stub.ListBans(active, metadata=bearer)).bans
+    assert (banned.account_id, banned.banned_by) == (player.account_id, "policy:cheat")
+    assert banned.reason == ("anti-cheat: score 10 >= 10 in world w1 (speed_clamps=5, teleports=1)")
+    assert 3590 <= banned.until - banned.created_at <= 3600
+    err = await fails(login(auth, "mallory"))
+    assert (err.code(), errors.detail_of(err).reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "BANNED",
+    )
+    assert cheat_actions("ban") - before == 1
+    records = await audited(database, 1, actor="policy:cheat")
+    assert [(r.action, r.target, r.outcome, r.source) for r in records] == [
+        ("ban", player.account_id, "ok", "auth")
+    ]
+    assert "1 sessions revoked" in records[0].detail
+    reply = await auth.stub.ListSuspects(auth_pb2.ListSuspectsRequest(world="w1"), metadata=bearer)
+    assert [(s.player_id, s.action) for s in reply.suspects] == [
+        (player.account_id, "ban"),
+        ("innocent", ""),
+    ]
+
+
+async def test_the_cheat_policy_kicks_through_the_relays_once(
+    start_auth: StartAuth, redis: Any, database: Pool
+) -> None:
+    (auth,), _, player = await policed(start_auth, "kick")
+    kicks: list[tuple[str, str]] = []
+    ready = asyncio.Event()
+    relay = RelayStore(redis, "w1")
+    follow = asyncio.create_task(
+        relay.watch_routes(lambda *_: None, ready, on_kick=lambda p, r: kicks.append((p, r)))
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), 5)
+        before = cheat_actions("kick")
+        await publish_tallies(redis, "z1", {player.account_id: (0, 3)})
+        for _ in range(200):  # up to 10 s on a loaded machine
+            if kicks:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+    finally:
+        follow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follow
+    assert kicks == [
+        (player.account_id, "anti-cheat: score 15 >= 10 in world w1 (speed_clamps=0, teleports=3)")
+    ]
+    assert cheat_actions("kick") - before == 1
+    (record,) = await audited(database, 1, actor="policy:cheat")
+    assert (record.action, record.target, record.outcome) == ("kick", player.account_id, "ok")
+    assert record.detail.endswith("; 1 relays told")
+    assert await redis.hget("tessera:{auth}:cheat:acted:w1", player.account_id) == b"kick"
+    # A kick is no ban: the player may log in again.
     assert (await login(auth, "mallory")).account_id == player.account_id

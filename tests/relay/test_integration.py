@@ -40,6 +40,8 @@ from tessera.client.client import GameClient, Intent
 from tessera.client.login import connect_token, guest_connect_token, guest_login
 from tessera.client.transport import ConnectError, PlayTransport, UdpTransport, ping
 from tessera.client.world import WorldView
+from tessera.common.audit import AuditLog, AuditRecord
+from tessera.common.database import Pool, open_database
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys, instance_zone
 from tessera.common.store import connect as redis_connect
@@ -1286,6 +1288,67 @@ async def test_a_banned_player_is_dropped_within_a_second_and_matchmaking_refuse
     finally:
         await player.close()
         mm.terminate()
+
+
+async def test_the_cheat_policy_kicks_a_speed_hacker_through_the_relay(
+    stack: Stack, database_url: str
+) -> None:
+    """The zone clamps a client's too-fast moves and publishes its tally; an auth
+    replica running the cheat policy (kick, threshold 3) tells the world's relays,
+    and the relay ends that session with Disconnected(KICKED) naming the score,
+    once; an honest player plays on."""
+    policy = ServiceProcess(
+        "tessera.auth",
+        {
+            **stack.auth.env,
+            "TESSERA_AUTH_CHEAT_ACTION": "kick",
+            "TESSERA_AUTH_CHEAT_WORLDS": WORLD,
+            "TESSERA_AUTH_CHEAT_THRESHOLD": "3",
+            "TESSERA_AUTH_CHEAT_POLL_S": "0.1",
+        },
+        name="auth-policy",
+    ).start()
+    cheater = GameClient(UdpTransport())
+    honest = await connect_bot(stack, "cheat-bystander", random_walk, seed=7)
+    try:
+        token = await guest_connect_token(stack.auth.grpc_address, "device-speedhack-0123456789")
+        await cheater.connect(via(token, stack.udp_address))
+        await wait_for(lambda: cheater.snapshots > 2, 10.0, "snapshots")
+        await asyncio.to_thread(policy.wait_serving)
+        for _ in range(5):
+            cheater.send_intent(Intent(move_z=9.0), 0.05)
+            await asyncio.sleep(0.1)
+        await wait_for(lambda: cheater.disconnected is not None, 10.0, "the cheater's kick")
+        assert cheater.disconnected is not None
+        assert cheater.disconnected.reason == "KICKED"
+        assert cheater.disconnected.message.startswith("anti-cheat: score ")
+        assert f"in world {WORLD}" in cheater.disconnected.message
+        assert token.player_id not in await sessions_by_player(stack)
+        assert honest.client.connected
+        await asyncio.sleep(0.5)  # more policy passes: the kick is not repeated
+        pool = await open_database(database_url, max_size=2)
+        try:
+            # Players of earlier tests with tallies may be kicked too; this one once.
+            kicks = await audit_of(pool, "policy:cheat", token.player_id)
+        finally:
+            await pool.close()
+        assert [(r.action, r.outcome) for r in kicks] == [("kick", "ok")]
+    finally:
+        await cheater.close()
+        await honest.client.close()
+        policy.terminate()
+
+
+async def audit_of(pool: Pool, actor: str, target: str) -> list[AuditRecord]:
+    """``actor``'s audit records on ``target`` once there is one (written off the
+    request path), newest first."""
+    records: list[AuditRecord] = []
+    for _ in range(150):
+        records = await AuditLog(pool).recent(100, actor=actor, target=target)
+        if records:
+            break
+        await asyncio.sleep(0.1)
+    return records
 
 
 async def test_a_play_stream_that_never_connects_is_ended(stack: Stack) -> None:

@@ -61,3 +61,27 @@ async def test_watch_routes_delivers_changes(redis: Redis) -> None:
         ("alice", None, ""),
         ("bob", Route("zone-a", 1), ""),
     ]
+
+
+async def test_watch_routes_delivers_the_worlds_kicks(redis: Redis) -> None:
+    store = RelayStore(redis, "w")
+    routes: list[str] = []
+    kicks: list[tuple[str, str]] = []
+    ready = asyncio.Event()
+    task = asyncio.create_task(
+        store.watch_routes(
+            lambda p, r, t: routes.append(p), ready, on_kick=lambda p, r: kicks.append((p, r))
+        )
+    )
+    await asyncio.wait_for(ready.wait(), 5)
+    await redis.publish(WorldKeys("other").kicks, "alice|not this world")
+    await redis.publish(KEYS.kicks, "alice|anti-cheat: score 12 >= 10")
+    await redis.publish(KEYS.routes_changed, "bob|zone-a|1")
+    for _ in range(100):
+        if routes:
+            break
+        await asyncio.sleep(0.02)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert (kicks, routes) == ([("alice", "anti-cheat: score 12 >= 10")], ["bob"])

@@ -374,6 +374,15 @@ async def test_bad_inputs_on_the_link_are_dropped_counted_and_reported(
     assert 'tessera_zone_inputs_rejected_total{reason="nan"} 1.0' in body
     assert 'tessera_zone_violations_total{reason="speed_clamp"} 1.0' in body
     assert 'tessera_zone_violations_total{reason="teleport"} 0.0' in body
+    # Frank's tally is published for auth's cheat reports with the next checkpoint.
+    keys = WorldKeys(WORLD)
+    for _ in range(100):  # checkpoints every 0.2 s
+        if await redis.zscore(keys.cheat_tallies("speed_clamps"), "frank") is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert await redis.zscore(keys.cheat_tallies("speed_clamps"), "frank") == 1.0
+    assert await redis.zscore(keys.cheat_tallies("teleports"), "frank") == 0.0
+    assert await redis.hget(keys.cheat_zones, "frank") == ZONE.encode()
 
 
 async def test_sigterm_ends_links_checkpoints_and_exits_zero(

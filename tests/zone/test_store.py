@@ -59,6 +59,43 @@ async def test_checkpoints_ids_and_heartbeat(redis: Redis) -> None:
     assert not await b.zone_alive("z1")
 
 
+async def test_tallies_are_published_for_flagged_players_with_a_ttl(redis: Redis) -> None:
+    a = ZoneStore(redis, world="w", zone="z1")
+    b = ZoneStore(redis, world="w", zone="z2")
+    states = [
+        zone_pb2.EntityState(player_id="clean"),
+        zone_pb2.EntityState(player_id="fast", speed_clamps=3),
+        zone_pb2.EntityState(player_id="jumpy", speed_clamps=1, teleports=2),
+    ]
+    assert await a.publish_tallies(states, ttl_s=60, now_ms=1000) == 2
+    assert await a.publish_tallies(states, ttl_s=60, now_ms=1200) == 0  # unchanged
+    assert await a.publish_tallies(states[:1], ttl_s=60, now_ms=1500) == 0
+    # The player moved on to z2 and clamped again: the newest tallies, zone, first time.
+    moved = [zone_pb2.EntityState(player_id="fast", speed_clamps=5)]
+    assert await b.publish_tallies(moved, ttl_s=60, now_ms=2000) == 1
+    keys = WorldKeys("w")
+    assert await redis.zrange(keys.cheat_tallies("speed_clamps"), 0, -1, withscores=True) == [
+        (b"jumpy", 1.0),
+        (b"fast", 5.0),
+    ]
+    assert await redis.zrange(keys.cheat_tallies("teleports"), 0, -1, withscores=True) == [
+        (b"fast", 0.0),
+        (b"jumpy", 2.0),
+    ]
+    assert await redis.hgetall(keys.cheat_zones) == {b"fast": b"z2", b"jumpy": b"z1"}
+    assert await redis.hgetall(keys.cheat_since) == {b"fast": b"1000", b"jumpy": b"1000"}
+    for key in (keys.cheat_tallies("teleports"), keys.cheat_zones, keys.cheat_since):
+        assert 0 < await redis.ttl(key) <= 60
+    # A minute later jumpy's tallies have not changed for the TTL: forgotten
+    # everywhere; fast changed at 2000 and stays.
+    assert await b.publish_tallies(moved, ttl_s=60, now_ms=61_500) == 0
+    for reason in ("speed_clamps", "teleports"):
+        assert await redis.zrange(keys.cheat_tallies(reason), 0, -1) == [b"fast"]
+    assert await redis.hgetall(keys.cheat_zones) == {b"fast": b"z2"}
+    assert await redis.hgetall(keys.cheat_since) == {b"fast": b"1000"}
+    assert await redis.zrange(keys.cheat_changed, 0, -1, withscores=True) == [(b"fast", 2000.0)]
+
+
 def commit(target: str, player: str, expected: str, epoch: int) -> Commit:
     state = zone_pb2.EntityState(entity_id=9, player_id=player, zone=target, epoch=epoch)
     msg = zone_pb2.InboxMessage(commit=zone_pb2.HandoffCommit(entity_id=9, epoch=epoch))

@@ -35,6 +35,17 @@ async def _keep_keys_fresh(keys: KeySource, verifier: Verifier, period_s: float)
             verifier.set_keys(published)
 
 
+async def _police_cheats(servicer: AuthServicer, worlds: tuple[str, ...], period_s: float) -> None:
+    """Apply the cheat policy to each watched world every ``period_s``."""
+    while True:
+        await asyncio.sleep(period_s)
+        for world in worlds:
+            try:
+                await servicer.enforce_cheat_policy(world)
+            except Exception:
+                log.exception("cheat policy pass failed", extra={"world": world})
+
+
 async def build(server_config: ServerConfig) -> GrpcService:
     """Assemble the auth service from the environment."""
     return await assemble(server_config, load_or_exit(AuthConfig.from_env))
@@ -81,7 +92,11 @@ async def assemble(server_config: ServerConfig, config: AuthConfig) -> GrpcServi
     )
     service = GrpcService(server_config, interceptors=[DatabaseOutageInterceptor(), interceptor])
     service.add(auth_pb2_grpc.add_AuthServicer_to_server, servicer, SERVICE)
-    refresher = asyncio.create_task(_keep_keys_fresh(keys, verifier, config.key_reload_s))
+    tasks = [asyncio.create_task(_keep_keys_fresh(keys, verifier, config.key_reload_s))]
+    if config.cheat.action != "none":
+        tasks.append(
+            asyncio.create_task(_police_cheats(servicer, config.cheat.worlds, config.cheat_poll_s))
+        )
     log.info(
         "auth configured",
         extra={
@@ -90,13 +105,16 @@ async def assemble(server_config: ServerConfig, config: AuthConfig) -> GrpcServi
             "argon2": vars(config.argon2),
             "regions": sorted(config.relays),
             "service_clients": sorted(config.service_clients),
+            "cheat_action": config.cheat.action,
+            "cheat_worlds": list(config.cheat.worlds),
         },
     )
 
     async def shutdown() -> None:
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await verifier.close()
         await redis.aclose()
         await audit.close()

@@ -12,8 +12,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tessera.auth.cheating import ACTIONS, CheatPolicy, parse_weights
 from tessera.auth.limits import Backoff
 from tessera.common.config import PREFIX, ConfigError, Env
+from tessera.wire.names import NAME_RE
 
 RELAYS_FORM = 'region=host:port[,host:port...][;region=...], e.g. "default=127.0.0.1:7777"'
 CLIENTS_FORM = 'client_id=secret[,client_id=secret...], e.g. "matchmaking=s3cret"'
@@ -161,6 +163,8 @@ class AuthConfig:
     admin_accounts: frozenset[str]
     sealing_key: bytes
     database_url: str
+    cheat: CheatPolicy
+    cheat_poll_s: float
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> AuthConfig:
@@ -243,4 +247,31 @@ class AuthConfig:
             admin_accounts=frozenset(a.strip() for a in admins.split(",") if a.strip()),
             sealing_key=connect_sealing_key(env),
             database_url=env.database_url("DATABASE_URL"),
+            cheat=cheat_policy(env),
+            cheat_poll_s=env.number("AUTH_CHEAT_POLL_S", 5.0, lo=0.1, hi=3600.0),
         )
+
+
+def cheat_policy(env: Env) -> CheatPolicy:
+    """The cheat policy of ``TESSERA_AUTH_CHEAT_*`` (docs/ZONE.md#anti-cheat)."""
+    raw = env.string("AUTH_CHEAT_WEIGHTS", "speed_clamps=1,teleports=5")
+    try:
+        weights = parse_weights(raw)
+    except ValueError as err:
+        raise ConfigError(PREFIX + "AUTH_CHEAT_WEIGHTS", raw, str(err)) from None
+    action = env.choice("AUTH_CHEAT_ACTION", "none", ACTIONS)
+    worlds_raw = env.string("AUTH_CHEAT_WORLDS", "")
+    worlds = tuple(w.strip() for w in worlds_raw.split(",") if w.strip())
+    if any(NAME_RE.fullmatch(w) is None for w in worlds) or (action != "none" and not worlds):
+        raise ConfigError(
+            PREFIX + "AUTH_CHEAT_WORLDS",
+            worlds_raw,
+            "comma-separated world names (DNS labels); required when the action is not none",
+        )
+    return CheatPolicy(
+        weights=weights,
+        threshold=env.number("AUTH_CHEAT_THRESHOLD", 100.0, lo=0.001, hi=1e12),
+        action=action,
+        ban_s=env.integer("AUTH_CHEAT_BAN_S", 7 * 86_400, lo=0, hi=100 * 365 * 86_400),
+        worlds=worlds,
+    )

@@ -39,3 +39,9 @@ PASSWORD_HASH_SECONDS = Histogram(
     "Time spent in argon2id hashing or verification.",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+CHEAT_ACTIONS = Counter(
+    "tessera_auth_cheat_actions_total",
+    "Actions of the cheat policy by action (kick, ban) and outcome (ok; failed: no such"
+    " account; error: raised, retried by a later pass).",
+    ["action", "outcome"],
+)

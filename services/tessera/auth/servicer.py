@@ -20,7 +20,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from tessera.auth import accounts, metrics, playerdata, sessions
+from tessera.auth import accounts, cheating, metrics, playerdata, sessions
 from tessera.auth.accounts import InputError
 from tessera.auth.config import AuthConfig
 from tessera.auth.keys import KeyRing, KeyRingError, SigningKey, raw_public_bytes
@@ -48,6 +48,7 @@ METHOD_ROLES = {
     f"/{SERVICE}/BanAccount": ("admin",),
     f"/{SERVICE}/LiftBan": ("admin",),
     f"/{SERVICE}/ListBans": ("admin",),
+    f"/{SERVICE}/ListSuspects": ("admin",),
     f"/{SERVICE}/IssueConnectToken": ("player", "service"),
     f"/{SERVICE}/IssueConnectTokens": ("service", "admin"),
     f"/{SERVICE}/GetPlayerData": ("service", "admin"),
@@ -55,6 +56,8 @@ METHOD_ROLES = {
     f"/{SERVICE}/Logout": (),
 }
 INVALID_CREDENTIALS = "invalid username or password"
+# The actor of the cheat policy's audit records and bans.
+CHEAT_POLICY = "policy:cheat"
 # Callers that may name a connect token's destination world and zone.
 DESTINATION_ROLES = frozenset({"service", "admin"})
 # Connect-token requests per IssueConnectTokens call: ~20 ms of signing on a quiet core.
@@ -478,23 +481,26 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         except InputError as err:
             self._audit(context, "ban", request.account_id[:128], "refused", err.message)
             await _invalid(context, err)
-        ban = await self.bans.ban(account_id, reason, admin, until=until, now=now)
+        ban, revoked = await self._ban(account_id, reason, admin, until=until, now=now)
         if ban is None:
             self._audit(context, "ban", account_id, "refused", "no such account")
             await _no_account(context)
-        revoked = await self.store.revoke_account(account_id, until=self._horizon(now), now=now)
-        metrics.REVOCATIONS.labels("ban").inc(revoked)
-        term = f"until {ban.until}" if ban.until else "permanently"
-        self._audit(
-            context,
-            "ban",
-            account_id,
-            "ok",
-            f"banned {term} ({reason}); {revoked} sessions revoked",
-        )
+        self._audit(context, "ban", account_id, "ok", _ban_detail(ban, revoked))
         reply = _ban_message(ban)
         reply.revoked_sessions = revoked
         return reply
+
+    async def _ban(
+        self, account_id: str, reason: str, actor: str, *, until: int, now: float
+    ) -> tuple[BanRecord | None, int]:
+        """Ban ``account_id`` and revoke its sessions: the ban (None for no such
+        account) and how many sessions were revoked."""
+        ban = await self.bans.ban(account_id, reason, actor, until=until, now=now)
+        if ban is None:
+            return None, 0
+        revoked = await self.store.revoke_account(account_id, until=self._horizon(now), now=now)
+        metrics.REVOCATIONS.labels("ban").inc(revoked)
+        return ban, revoked
 
     async def LiftBan(
         self, request: auth_pb2.LiftBanRequest, context: Context
@@ -525,6 +531,73 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         if len(found) == size:
             reply.next_page_token = str(found[-1].ban_id)
         return reply
+
+    async def ListSuspects(
+        self, request: auth_pb2.ListSuspectsRequest, context: Context
+    ) -> auth_pb2.ListSuspectsResponse:
+        try:
+            world, limit = cheating.check_suspects_request(request.world, request.limit)
+        except InputError as err:
+            await _refuse(context, err)
+        weights = self.config.cheat.weights
+        found = cheating.ranked(await self.store.suspects(world), weights, limit)
+        return auth_pb2.ListSuspectsResponse(
+            suspects=[
+                auth_pb2.Suspect(
+                    player_id=s.player,
+                    score=cheating.score(s.tallies, weights),
+                    tallies=s.tallies,
+                    zone=s.zone,
+                    since_ms=s.since_ms,
+                    action=s.action,
+                )
+                for s in found
+            ]
+        )
+
+    async def enforce_cheat_policy(self, world: str) -> list[str]:
+        """Act on ``world``'s players over the cheat policy's threshold, once per
+        player across every auth replica: kick (through the relays' kick channel)
+        or ban (as BanAccount does). Each action is audited as the actor
+        ``policy:cheat`` and counted; the players acted on. An action that raises
+        (PostgreSQL or Redis down) gives its claim back, so a later pass retries it."""
+        policy = self.config.cheat
+        acted = []
+        for suspect in cheating.due(await self.store.suspects(world), policy):
+            if not await self.store.claim_cheat_action(world, suspect.player, policy.action):
+                continue  # another replica acted first
+            try:
+                outcome, detail = await self._act(world, suspect, policy)
+            except Exception:
+                metrics.CHEAT_ACTIONS.labels(policy.action, "error").inc()
+                await self.store.release_cheat_action(world, suspect.player)
+                raise
+            acted.append(suspect.player)
+            metrics.CHEAT_ACTIONS.labels(policy.action, outcome).inc()
+            log.warning(
+                "cheat policy acted",
+                extra={"world": world, "player": suspect.player, "action": policy.action},
+            )
+            self.audit.write(
+                AuditRecord(CHEAT_POLICY, policy.action, suspect.player, "auth", outcome, detail)
+            )
+        return acted
+
+    async def _act(
+        self, world: str, suspect: cheating.Suspect, policy: cheating.CheatPolicy
+    ) -> tuple[str, str]:
+        """Kick or ban ``suspect``: the outcome (``ok``, or ``failed`` for a player
+        with no account) and the audit detail."""
+        why = cheating.verdict(suspect, policy, world)
+        if policy.action == "kick":
+            relays = await self.store.publish_kick(world, suspect.player, why)
+            return "ok", f"{why}; {relays} relays told"
+        now = self.clock()
+        until = int(now) + policy.ban_s if policy.ban_s else 0
+        ban, revoked = await self._ban(suspect.player, why, CHEAT_POLICY, until=until, now=now)
+        if ban is None:
+            return "failed", f"no such account; {why}"
+        return "ok", _ban_detail(ban, revoked)
 
     async def _refuse_banned(self, context: Context, kind: str, account_id: str) -> None:
         """Abort a login of ``account_id`` with PERMISSION_DENIED when a ban is in force."""
@@ -846,6 +919,11 @@ async def _refuse_locked(context: Context, kind: str, wait_s: float, why: str) -
         reason="LOGIN_LOCKED",
         retry_after_s=wait_s,
     )
+
+
+def _ban_detail(ban: BanRecord, revoked: int) -> str:
+    term = f"until {ban.until}" if ban.until else "permanently"
+    return f"banned {term} ({ban.reason}); {revoked} sessions revoked"
 
 
 def _ban_message(ban: BanRecord) -> auth_pb2.Ban:

@@ -25,6 +25,12 @@ one Redis Cluster slot (prefix ``tessera:{auth}:`` left out below):
 - ``failed:address:<ip>`` STRING counter of failed player logins from an
   address, TTL = the counting window from the last failure.
 - ``registrations:<ip>`` STRING counter of accounts created from an address.
+- ``cheat:acted:<world>`` HASH player -> the cheat policy's action on the player
+  (``kick``, ``ban``); HSETNX makes the policy act once per player and world.
+
+It also reads the anti-cheat tallies zones publish under a world's hash tag
+(``tessera:{<world>}:cheat:…``) and publishes the policy's kicks on the
+world's ``kicks`` channel (``tessera.common.store.WorldKeys``).
 
 Secrets are never stored: refresh tokens as SHA-256 digests (256-bit random ids
 whose digest is only a lookup key).
@@ -37,8 +43,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from tessera.auth.cheating import Suspect
 from tessera.auth.limits import Backoff
 from tessera.authclient.store import PREFIX, REVOCATIONS, REVOKED
+from tessera.common.store import WorldKeys
+from tessera.wire.names import CHEAT_REASONS
 
 
 def account_sessions_key(account_id: str) -> str:
@@ -333,3 +342,52 @@ class AuthStore:
             keys=[f"{PREFIX}registrations:{address}"], args=[limit, window_s]
         )
         return int(ms) / 1000.0
+
+    # cheat reports
+
+    async def suspects(self, world: str) -> list[Suspect]:
+        """Every player of ``world`` whose zone published a non-zero tally (one round trip)."""
+        keys = WorldKeys(world)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for reason in CHEAT_REASONS:
+                pipe.zrange(keys.cheat_tallies(reason), 0, -1, withscores=True)
+            pipe.hgetall(keys.cheat_zones)
+            pipe.hgetall(keys.cheat_since)
+            pipe.hgetall(_acted_key(world))
+            *tallies, zones, since, acted = await pipe.execute()
+        by_player: dict[str, dict[str, int]] = {}
+        for reason, entries in zip(CHEAT_REASONS, tallies, strict=True):
+            for player, count in entries:
+                by_player.setdefault(_text(player), {})[reason] = int(count)
+        zone_of, since_of, acted_on = _texts(zones), _texts(since), _texts(acted)
+        return [
+            Suspect(
+                player=player,
+                tallies={r: counts.get(r, 0) for r in CHEAT_REASONS},
+                zone=zone_of.get(player, ""),
+                since_ms=int(since_of.get(player, "0") or 0),
+                action=acted_on.get(player, ""),
+            )
+            for player, counts in by_player.items()
+        ]
+
+    async def claim_cheat_action(self, world: str, player: str, action: str) -> bool:
+        """Record that the cheat policy acts on ``player``; False if it did before."""
+        return bool(await self.redis.hsetnx(_acted_key(world), player, action))
+
+    async def release_cheat_action(self, world: str, player: str) -> None:
+        """Forget the claim on ``player`` (its action failed): a later pass retries it."""
+        await self.redis.hdel(_acted_key(world), player)
+
+    async def publish_kick(self, world: str, player: str, reason: str) -> int:
+        """Ask whichever relay of ``world`` holds ``player`` to end its session; how
+        many relays listened."""
+        return int(await self.redis.publish(WorldKeys(world).kicks, f"{player}|{reason}"))
+
+
+def _acted_key(world: str) -> str:
+    return f"{PREFIX}cheat:acted:{world}"
+
+
+def _texts(raw: dict[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in raw.items()}

@@ -130,6 +130,31 @@ class WorldKeys:
         """STREAM: scaling and lifecycle events (split, merge, drain), capped."""
         return self.key("events")
 
+    def cheat_tallies(self, reason: str) -> str:
+        """ZSET player id -> the player's anti-cheat tally of ``reason``, with a TTL."""
+        return self.key("cheat", reason)
+
+    @property
+    def cheat_zones(self) -> str:
+        """HASH player id -> the zone that published the player's tallies last."""
+        return self.key("cheat", "zones")
+
+    @property
+    def cheat_since(self) -> str:
+        """HASH player id -> Unix ms of the first non-zero tally published."""
+        return self.key("cheat", "since")
+
+    @property
+    def cheat_changed(self) -> str:
+        """ZSET player id -> Unix ms when a zone last published a change of the
+        player's tallies (players unchanged for the TTL are forgotten)."""
+        return self.key("cheat", "changed")
+
+    @property
+    def kicks(self) -> str:
+        """Pub/sub channel: "<player>|<reason>", a kick for whichever relay holds the player."""
+        return self.key("kicks")
+
 
 def parse_heartbeat(raw: bytes | str | None) -> zone_pb2.ZoneStatus | None:
     """A zone's heartbeat from its stored value (a serialized ZoneStatus); None when

@@ -103,7 +103,8 @@ async def build(server_config: ServerConfig) -> GrpcService:
         asyncio.create_task(gateway.maintain(), name="relay-maintain"),
         asyncio.create_task(gateway.presence.keep(), name="relay-presence"),
         asyncio.create_task(
-            relay_store.watch_routes(gateway.on_route_change, ready), name="relay-routes"
+            relay_store.watch_routes(gateway.on_route_change, ready, on_kick=gateway.kick),
+            name="relay-routes",
         ),
         asyncio.create_task(tokens.keep_fresh(), name="relay-keys"),
         asyncio.create_task(

@@ -1,5 +1,6 @@
 """The relay's only Redis access: routes, the zone map, zone heartbeats (through
-the shared reader in tessera.common.store), the routes_changed subscription, the
+the shared reader in tessera.common.store), the routes_changed and kicks
+subscription, the
 world's spent connect tokens and auth's revocation feed."""
 
 from __future__ import annotations
@@ -209,19 +210,29 @@ class RelayStore:
         self,
         on_change: Callable[[str, Route | None, str], None],
         ready: asyncio.Event | None = None,
+        *,
+        on_kick: Callable[[str, str], object] | None = None,
     ) -> None:
         """Call ``on_change(player, route, traceparent)`` for every routes_changed
         notification (route None for a removal, traceparent '' when the change is
-        not traced), forever, resubscribing after Redis errors."""
+        not traced), and ``on_kick(player, reason)`` for every ``<player>|<reason>``
+        on the world's ``kicks`` channel (the cheat policy's), forever,
+        resubscribing after Redis errors."""
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.keys.routes_changed)
+                if on_kick is not None:
+                    await pubsub.subscribe(self.keys.kicks)
                 if ready is not None:
                     ready.set()
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is None or message.get("type") != "message":
+                        continue
+                    if on_kick is not None and _text(message["channel"]) == self.keys.kicks:
+                        player, _, reason = _text(message["data"]).partition("|")
+                        on_kick(player, reason)
                         continue
                     try:
                         player, route, traceparent = parse_route_change(message["data"])

@@ -44,6 +44,7 @@ class ZoneConfig:
     npcs: int
     heartbeat_s: float
     checkpoint_s: float
+    cheat_ttl_s: int
     max_rewind_ms: float
     history_s: float
     snapshot_history: int
@@ -114,6 +115,7 @@ class ZoneConfig:
             npcs=env.integer("NPCS", 0, lo=0, hi=100_000),
             heartbeat_s=env.number("HEARTBEAT_S", 1.0, lo=0.05, hi=60.0),
             checkpoint_s=env.number("CHECKPOINT_S", 1.0, lo=0.05, hi=60.0),
+            cheat_ttl_s=env.integer("CHEAT_TTL_S", 86_400, lo=60, hi=30 * 86_400),
             max_rewind_ms=env.number("MAX_REWIND_MS", 250.0, lo=0.0, hi=1000.0),
             history_s=env.number("HISTORY_S", 1.0, lo=1.0, hi=10.0),
             snapshot_history=env.integer("SNAPSHOT_HISTORY", 32, lo=32, hi=256),

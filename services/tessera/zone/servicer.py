@@ -339,11 +339,15 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             await asyncio.sleep(self.cfg.heartbeat_s)
 
     async def checkpoint(self) -> int:
-        """Save every player's durable state in one Redis command."""
+        """Save every player's durable state in one Redis command, then publish the
+        non-zero anti-cheat tallies among them (docs/ZONE.md#anti-cheat)."""
         states = [self._checkpoint_of(p) for p in list(self.sim.ents.players)]
         began = time.perf_counter()
         await self.store.save_checkpoints(states)
         metrics.CHECKPOINT.observe(time.perf_counter() - began)
+        await self.store.publish_tallies(
+            states, ttl_s=self.cfg.cheat_ttl_s, now_ms=int(time.time() * 1000)
+        )
         return len(states)
 
     def _checkpoint_of(self, player: str) -> zone_pb2.EntityState:

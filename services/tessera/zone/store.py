@@ -8,7 +8,10 @@ routes (``routes`` hash ``player -> <zone>|<epoch>``, changes published on
 ``<player>||0``), checkpoints (``checkpoints`` hash ``player -> EntityState``)
 entity ids (``entity-ids`` counter, handed out in blocks), the zone map
 (``map``) and the handoff inbox (``zone:<z>:inbox`` stream, consumer group
-``zone``; a handoff commits with one script: route CAS + checkpoint + COMMIT).
+``zone``; a handoff commits with one script: route CAS + checkpoint + COMMIT)
+and the players' non-zero anti-cheat tallies (``cheat:<reason>`` sorted sets,
+``cheat:zones`` and ``cheat:since`` hashes, ``cheat:changed``, all with a TTL)
+for auth's ``ListSuspects`` and cheat policy.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from redis.exceptions import ResponseError
 
 from tessera.common.store import WorldKeys
 from tessera.v1 import zone_pb2
+from tessera.wire.names import CHEAT_REASONS
 from tessera.zone.snapshot import ID_LIMIT
 
 # Compare-and-set a route: only if it still holds the value the caller read.
@@ -47,6 +51,33 @@ return 1
 # Commit a handoff atomically: compare-and-set the route on the owner's epoch,
 # store the entity's new checkpoint, publish the change and queue the COMMIT in
 # the target's inbox. NPCs (no player id) have no route: only the COMMIT.
+# Publish anti-cheat tallies and forget stale ones. KEYS: the reasons' ZSETs, then
+# zones, since (HASH) and changed (ZSET player -> ms of the last change). ARGV:
+# zone, now_ms, ttl_s, reasons, then per player: id and one tally per reason.
+_TALLIES = """
+local n = tonumber(ARGV[4])
+local zones, since, changed = KEYS[n + 1], KEYS[n + 2], KEYS[n + 3]
+local i = 5
+while i <= #ARGV do
+  local player = ARGV[i]
+  for r = 1, n do redis.call('ZADD', KEYS[r], ARGV[i + r], player) end
+  redis.call('HSET', zones, player, ARGV[1])
+  redis.call('HSETNX', since, player, ARGV[2])
+  redis.call('ZADD', changed, ARGV[2], player)
+  i = i + 1 + n
+end
+local cutoff = tonumber(ARGV[2]) - tonumber(ARGV[3]) * 1000
+local stale = redis.call('ZRANGEBYSCORE', changed, '-inf', '(' .. cutoff, 'LIMIT', 0, 1000)
+for _, player in ipairs(stale) do
+  for r = 1, n do redis.call('ZREM', KEYS[r], player) end
+  redis.call('HDEL', zones, player)
+  redis.call('HDEL', since, player)
+  redis.call('ZREM', changed, player)
+end
+for k = 1, n + 3 do redis.call('EXPIRE', KEYS[k], ARGV[3]) end
+return #stale
+"""
+
 _COMMIT = """
 if ARGV[1] ~= '' then
   local cur = redis.call('HGET', KEYS[1], ARGV[1])
@@ -109,7 +140,10 @@ class ZoneStore:
         self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
         self._commit = redis.register_script(_COMMIT)
+        self._tallies = redis.register_script(_TALLIES)
         self._inbox_ready = False
+        # Tallies this zone published last, of the players it held then.
+        self._published: dict[str, tuple[int, ...]] = {}
 
     async def heartbeat(self, status: zone_pb2.ZoneStatus, ttl_s: float) -> None:
         """Register the zone and store its status with a TTL (one round trip)."""
@@ -172,6 +206,28 @@ class ZoneStore:
                 self.keys.checkpoints,
                 mapping={s.player_id: s.SerializeToString() for s in states},
             )
+
+    async def publish_tallies(
+        self, states: list[zone_pb2.EntityState], *, ttl_s: int, now_ms: int
+    ) -> int:
+        """Publish the anti-cheat tallies of the players in ``states`` that have any
+        and changed since this zone last published them, and forget (up to 1000
+        per call) players whose tallies have not changed for ``ttl_s``; one script,
+        which also sets the keys' TTL. How many players were written."""
+        tallies = {s.player_id: tuple(getattr(s, r) for r in CHEAT_REASONS) for s in states}
+        flagged = {p: t for p, t in tallies.items() if any(t)}
+        self._published, previous = flagged, self._published
+        if not flagged:
+            return 0
+        changed = [(p, t) for p, t in flagged.items() if previous.get(p) != t]
+        k = self.keys
+        reasons = [k.cheat_tallies(r) for r in CHEAT_REASONS]
+        rows = [v for p, t in changed for v in (p, *t)]
+        await self._tallies(
+            keys=[*reasons, k.cheat_zones, k.cheat_since, k.cheat_changed],
+            args=[self.zone, now_ms, ttl_s, len(CHEAT_REASONS), *rows],
+        )
+        return len(changed)
 
     async def next_ids(self, count: int) -> list[int]:
         """``count`` world-unique entity ids, drawn from blocks of the shared counter."""

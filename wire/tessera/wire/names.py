@@ -1,10 +1,14 @@
-"""World, zone and match names: DNS labels, as Kubernetes and the wire require."""
+"""World, zone and match names: DNS labels, as Kubernetes and the wire require; and
+the names of the anti-cheat tallies (``EntityState`` fields, Redis keys, the cheat
+policy's weights)."""
 
 from __future__ import annotations
 
 import re
 
 NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+# The per-player anti-cheat tallies zones keep, by reason.
+CHEAT_REASONS = ("speed_clamps", "teleports")
 
 
 def check_name(kind: str, name: str) -> str:
