@@ -155,15 +155,6 @@ def test_adopt_restores_state_clamped_into_the_area() -> None:
     assert sim.export_player("h", "z").health == 40.0
 
 
-def test_a_match_context_is_kept_only_in_its_instance() -> None:
-    state = Record(entity_id=78, kind=PLAYER, player_id="m", team=2, match_id="m-1", role="tank")
-    for sim, kept in ((make(TESSERA_ZONE_INSTANCE="m-1"), True), (make(), False)):
-        row = sim.adopt(state, epoch=1, now=0.0)
-        extra = sim.ents.extra[78]
-        context = (int(sim.ents.team[row]), extra.match_id, extra.role)
-        assert context == ((2, "m-1", "tank") if kept else (0, "", ""))
-
-
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_a_corrupt_record_is_adopted_with_finite_state(bad: float) -> None:
     """NaN or inf in a checkpoint or handoff record never reaches entity state (nor

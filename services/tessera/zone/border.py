@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import MutableMapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from opentelemetry.context import Context
@@ -257,7 +257,12 @@ class Border:
 
     def _export(self, eid: int, *, zone: str, epoch: int) -> zone_pb2.EntityState:
         e = self.sim.ents
-        return messages.entity_state(export_state(e, e.index[eid], zone=zone, epoch=epoch))
+        state = export_state(e, e.index[eid], zone=zone, epoch=epoch)
+        if self.cfg.instance and state.match_id == self.cfg.instance:
+            # Leaving its match's instance (the drain at the match's end), a
+            # player leaves the match's team behind.
+            state = replace(state, team=0, match_id="", role="")
+        return messages.entity_state(state)
 
     async def commit(self, outs: list[Outgoing], *, result: str = "committed") -> list[Release]:
         """Switch the routes and queue the COMMITs (one script each, one round trip),

@@ -166,10 +166,6 @@ class Simulation:
             yaw=state.yaw if math.isfinite(state.yaw) else 0.0,
             health=state.health if math.isfinite(state.health) else MAX_HEALTH,
         )
-        if state.match_id and state.match_id != self.cfg.instance:
-            # A match's teams stay in its instance: a player handed back to the
-            # open world (or anywhere else) is on no team there.
-            state = replace(state, team=0, match_id="", role="")
         row = spawn_state(self.ents, state, now_s=self.now_s)
         extra = self.ents.extra[state.entity_id]
         extra.restored, extra.epoch = True, epoch
