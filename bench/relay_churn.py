@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import sys
@@ -31,14 +30,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from relay_failover import WORLD, free_udp_port, ordered, walker
+from relay_failover import Stack, free_udp_port, ordered, walker
 
 from tessera.client.client import GameClient
 from tessera.client.login import guest_connect_token
 from tessera.client.transport import ConnectError, UdpTransport
 from tessera.common.process import ServiceProcess
-from tessera.harness.postgres import LocalPostgres
-from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2
 
 # A handshake the loaded machine did not answer in time is tried again with a new
@@ -179,79 +176,26 @@ async def soak(bots: list[Bot], relay: ServiceProcess, args: argparse.Namespace)
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    (tmp / "redis").mkdir()
-    redis = LocalRedis(tmp / "redis")
-    redis.start()
-    postgres = LocalPostgres()
-    postgres.start()
-    connect_key = base64.b64encode(os.urandom(32)).decode()
-    port = free_udp_port()
-    address = f"127.0.0.1:{port}"
-    common = {
-        "TESSERA_REDIS_URL": redis.url,
-        "TESSERA_DATABASE_URL": postgres.create_database("bench"),
-        "TESSERA_GRPC_PORT": "0",
-        "TESSERA_METRICS_PORT": "0",
-        "TESSERA_HOST": "127.0.0.1",
-        "TESSERA_LOG_LEVEL": "info",
-        "TESSERA_WORLD": WORLD,
-        "TESSERA_SHUTDOWN_GRACE_S": "1",
-    }
-    procs: dict[str, ServiceProcess] = {}
+    # A token is fetched about 1 / rate seconds before it is used.
+    stack = Stack(
+        tmp,
+        {"churn": free_udp_port()},
+        {"TESSERA_AUTH_CONNECT_TTL_S": str(int(3 / args.rate) + 60)},
+    )
     bots: list[Bot] = []
     try:
-        procs["auth"] = ServiceProcess(
-            "tessera.auth",
-            {
-                **common,
-                "TESSERA_AUTH_GENERATE_KEYS": "true",
-                "TESSERA_CONNECT_KEY": connect_key,
-                "TESSERA_AUTH_RELAYS": f"default={address}",
-                "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "100000",
-                # A token is fetched about 1 / rate seconds before it is used.
-                "TESSERA_AUTH_CONNECT_TTL_S": str(int(3 / args.rate) + 60),
-            },
-            name="auth",
-        ).start()
-        procs["zone"] = ServiceProcess(
-            "tessera.zone",
-            {
-                **common,
-                "TESSERA_ZONE": "zone-0",
-                "TESSERA_ZONE_BOUNDS": "-500,-500,500,500",
-                "TESSERA_WORLD_BOUNDS": "-500,-500,500,500",
-                "TESSERA_TICK_HZ": "20",
-            },
-            name="zone",
-        ).start()
-        procs["auth"].wait_serving()
-        procs["zone"].wait_serving()
-        procs["relay"] = ServiceProcess(
-            "tessera.relay",
-            {
-                **common,
-                "TESSERA_UDP_HOST": "127.0.0.1",
-                "TESSERA_UDP_PORT": str(port),
-                "TESSERA_RELAY_ID": "relay-churn",
-                "TESSERA_AUTH_ADDRESS": procs["auth"].grpc_address,
-                "TESSERA_CONNECT_KEY": connect_key,
-                "TESSERA_RELAY_HANDSHAKES_PER_SOURCE_S": "1000000",
-                "TESSERA_RELAY_PINGS_PER_SOURCE_S": "1000000",
-            },
-            name="relay",
-        ).start()
-        procs["relay"].wait_serving()
-        bots = [Bot(i, procs["auth"].grpc_address, address, args.hz) for i in range(args.clients)]
+        stack.start()
+        relay = stack.procs["relay"] = stack.relay("churn")
+        relay.wait_serving()
+        auth, address = stack.procs["auth"].grpc_address, stack.address["churn"]
+        bots = [Bot(i, auth, address, args.hz) for i in range(args.clients)]
         for first in range(0, len(bots), 10):
             await asyncio.gather(*(bot.relog() for bot in bots[first : first + 10]))
         await asyncio.sleep(args.warm_s)
-        return await soak(bots, procs["relay"], args)
+        return await soak(bots, relay, args)
     finally:
         await asyncio.gather(*(bot.close() for bot in bots))
-        for proc in procs.values():
-            proc.terminate()
-        redis.stop()
-        postgres.stop()
+        stack.stop()
 
 
 def main() -> None:

@@ -119,43 +119,50 @@ def phase_report(
     }
 
 
-async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    (tmp / "redis").mkdir()
-    redis = LocalRedis(tmp / "redis")
-    redis.start()
-    postgres = LocalPostgres()
-    postgres.start()
-    connect_key = base64.b64encode(os.urandom(32)).decode()
-    ports = {"a": free_udp_port(), "b": free_udp_port()}
-    address = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
-    common = {
-        "TESSERA_REDIS_URL": redis.url,
-        "TESSERA_DATABASE_URL": postgres.create_database("bench"),
-        "TESSERA_GRPC_PORT": "0",
-        "TESSERA_METRICS_PORT": "0",
-        "TESSERA_HOST": "127.0.0.1",
-        "TESSERA_LOG_LEVEL": "info",
-        "TESSERA_WORLD": WORLD,
-        "TESSERA_SHUTDOWN_GRACE_S": "1",
-    }
-    procs: dict[str, ServiceProcess] = {}
-    clients: list[GameClient] = []
-    try:
-        procs["auth"] = ServiceProcess(
+class Stack:
+    """Redis and PostgreSQL (started at once), then auth and one zone as processes
+    (:meth:`start`), and relays of the world on the UDP ports named in ``ports``."""
+
+    def __init__(self, tmp: Path, ports: dict[str, int], auth_env: dict[str, str]) -> None:
+        self.ports = ports
+        self.address = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+        self.connect_key = base64.b64encode(os.urandom(32)).decode()
+        self.auth_env = auth_env
+        self.procs: dict[str, ServiceProcess] = {}
+        (tmp / "redis").mkdir()
+        self.redis = LocalRedis(tmp / "redis")
+        self.redis.start()
+        self.postgres = LocalPostgres()
+        self.postgres.start()
+        self.common = {
+            "TESSERA_REDIS_URL": self.redis.url,
+            "TESSERA_DATABASE_URL": self.postgres.create_database("bench"),
+            "TESSERA_GRPC_PORT": "0",
+            "TESSERA_METRICS_PORT": "0",
+            "TESSERA_HOST": "127.0.0.1",
+            "TESSERA_LOG_LEVEL": "info",
+            "TESSERA_WORLD": WORLD,
+            "TESSERA_SHUTDOWN_GRACE_S": "1",
+        }
+
+    def start(self) -> None:
+        """Start auth (which names every relay in its tokens) and the zone."""
+        self.procs["auth"] = ServiceProcess(
             "tessera.auth",
             {
-                **common,
+                **self.common,
                 "TESSERA_AUTH_GENERATE_KEYS": "true",
-                "TESSERA_CONNECT_KEY": connect_key,
-                "TESSERA_AUTH_RELAYS": f"default={address['a']},{address['b']}",
+                "TESSERA_CONNECT_KEY": self.connect_key,
+                "TESSERA_AUTH_RELAYS": "default=" + ",".join(self.address.values()),
                 "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "100000",
+                **self.auth_env,
             },
             name="auth",
         ).start()
-        procs["zone"] = ServiceProcess(
+        self.procs["zone"] = ServiceProcess(
             "tessera.zone",
             {
-                **common,
+                **self.common,
                 "TESSERA_ZONE": "zone-0",
                 "TESSERA_ZONE_BOUNDS": "-500,-500,500,500",
                 "TESSERA_WORLD_BOUNDS": "-500,-500,500,500",
@@ -163,25 +170,39 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             },
             name="zone",
         ).start()
-        procs["auth"].wait_serving()
-        procs["zone"].wait_serving()
+        self.procs["auth"].wait_serving()
+        self.procs["zone"].wait_serving()
 
-        def relay(name: str) -> ServiceProcess:
-            return ServiceProcess(
-                "tessera.relay",
-                {
-                    **common,
-                    "TESSERA_UDP_HOST": "127.0.0.1",
-                    "TESSERA_UDP_PORT": str(ports[name]),
-                    "TESSERA_RELAY_ID": f"relay-{name}",
-                    "TESSERA_AUTH_ADDRESS": procs["auth"].grpc_address,
-                    "TESSERA_CONNECT_KEY": connect_key,
-                    "TESSERA_RELAY_HANDSHAKES_PER_SOURCE_S": "1000000",
-                    "TESSERA_RELAY_PINGS_PER_SOURCE_S": "1000000",
-                },
-                name=f"relay-{name}",
-            ).start()
+    def relay(self, name: str) -> ServiceProcess:
+        """Start relay ``name`` on its port (not waiting for it to serve)."""
+        return ServiceProcess(
+            "tessera.relay",
+            {
+                **self.common,
+                "TESSERA_UDP_HOST": "127.0.0.1",
+                "TESSERA_UDP_PORT": str(self.ports[name]),
+                "TESSERA_RELAY_ID": f"relay-{name}",
+                "TESSERA_AUTH_ADDRESS": self.procs["auth"].grpc_address,
+                "TESSERA_CONNECT_KEY": self.connect_key,
+                "TESSERA_RELAY_HANDSHAKES_PER_SOURCE_S": "1000000",
+                "TESSERA_RELAY_PINGS_PER_SOURCE_S": "1000000",
+            },
+            name=f"relay-{name}",
+        ).start()
 
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        self.redis.stop()
+        self.postgres.stop()
+
+
+async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    stack = Stack(tmp, {"a": free_udp_port(), "b": free_udp_port()}, {})
+    procs, address, relay = stack.procs, stack.address, stack.relay
+    clients: list[GameClient] = []
+    try:
+        stack.start()
         procs["relay-a"], procs["relay-b"] = relay("a"), relay("b")
         procs["relay-a"].wait_serving()
         procs["relay-b"].wait_serving()
@@ -233,10 +254,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     finally:
         for client in clients:
             await client.close()
-        for proc in procs.values():
-            proc.terminate()
-        redis.stop()
-        postgres.stop()
+        stack.stop()
 
 
 def main() -> None:
