@@ -3,15 +3,13 @@ through relay A of two; relay A gets SIGTERM (they are told to move), then,
 after A is back, relay B (where they now are) is killed with -9 (they notice the
 silence). Real processes: redis-server, auth, one zone, two relays.
 
-    python bench/relay_failover.py --json PATH [--clients 100] [--hz 10] [--churn-s 0]
+    python bench/relay_failover.py --json PATH [--clients 100] [--hz 10]
 
 Reports per phase: resumes, resume gap p50/p99/max (last packet from the old
 relay -> Accepted from the new one, measured by the clients), disconnects, lost
 entities (a client whose entity changed) and duplicated ones (players the zone
-holds more than once), and resumes counted by the relays. With ``--churn-s``, a
-churn soak follows on relay A: every second 5 % of the clients leave and log in
-again with a new connect token; the relay's resident memory is sampled after the
-first fifth of the soak (warm) and at its end.
+holds more than once), and resumes counted by the relays. The churn soak (players
+logging out and in) is bench/relay_churn.py.
 """
 
 from __future__ import annotations
@@ -55,51 +53,6 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 3)
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    raise RuntimeError("no VmRSS")
-
-
-async def churn(
-    clients: list[GameClient], auth: str, relay: ServiceProcess, address: str, args: Any
-) -> dict[str, Any]:
-    """5 % of the clients re-log every second for ``args.churn_s`` seconds."""
-    per_s = max(1, len(clients) // 20)
-    warm_at = time.monotonic() + args.churn_s / 5
-    end = time.monotonic() + args.churn_s
-    warm: float | None = None
-    relogs = failures = 0
-    next_at = time.monotonic()
-    while time.monotonic() < end:
-        for _ in range(per_s):
-            i = relogs % len(clients)
-            await clients[i].close()
-            token = await guest_connect_token(auth, f"bench-churn-{relogs:08d}-device")
-            client = GameClient(UdpTransport(), input_hz=args.hz)
-            try:
-                await client.connect(ordered(token, address))
-            except Exception:
-                failures += 1
-            client.start(walker(1.0))
-            clients[i] = client
-            relogs += 1
-        if warm is None and time.monotonic() >= warm_at:
-            warm = rss_mb(relay.pid)
-        next_at += 1.0
-        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-    await asyncio.sleep(2.0)
-    return {
-        "churn_s": args.churn_s,
-        "churn_relogs": relogs,
-        "churn_connect_failures": failures,
-        "churn_relay_rss_mb_warm": warm,
-        "churn_relay_rss_mb_end": rss_mb(relay.pid),
-        "churn_relay_sessions_end": int(metric(relay, "tessera_relay_sessions", transport="udp")),
-    }
 
 
 def metric(proc: ServiceProcess, name: str, **labels: str) -> float:
@@ -166,43 +119,50 @@ def phase_report(
     }
 
 
-async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    (tmp / "redis").mkdir()
-    redis = LocalRedis(tmp / "redis")
-    redis.start()
-    postgres = LocalPostgres()
-    postgres.start()
-    connect_key = base64.b64encode(os.urandom(32)).decode()
-    ports = {"a": free_udp_port(), "b": free_udp_port()}
-    address = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
-    common = {
-        "TESSERA_REDIS_URL": redis.url,
-        "TESSERA_DATABASE_URL": postgres.create_database("bench"),
-        "TESSERA_GRPC_PORT": "0",
-        "TESSERA_METRICS_PORT": "0",
-        "TESSERA_HOST": "127.0.0.1",
-        "TESSERA_LOG_LEVEL": "info",
-        "TESSERA_WORLD": WORLD,
-        "TESSERA_SHUTDOWN_GRACE_S": "1",
-    }
-    procs: dict[str, ServiceProcess] = {}
-    clients: list[GameClient] = []
-    try:
-        procs["auth"] = ServiceProcess(
+class Stack:
+    """Redis and PostgreSQL (started at once), then auth and one zone as processes
+    (:meth:`start`), and relays of the world on the UDP ports named in ``ports``."""
+
+    def __init__(self, tmp: Path, ports: dict[str, int], auth_env: dict[str, str]) -> None:
+        self.ports = ports
+        self.address = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+        self.connect_key = base64.b64encode(os.urandom(32)).decode()
+        self.auth_env = auth_env
+        self.procs: dict[str, ServiceProcess] = {}
+        (tmp / "redis").mkdir()
+        self.redis = LocalRedis(tmp / "redis")
+        self.redis.start()
+        self.postgres = LocalPostgres()
+        self.postgres.start()
+        self.common = {
+            "TESSERA_REDIS_URL": self.redis.url,
+            "TESSERA_DATABASE_URL": self.postgres.create_database("bench"),
+            "TESSERA_GRPC_PORT": "0",
+            "TESSERA_METRICS_PORT": "0",
+            "TESSERA_HOST": "127.0.0.1",
+            "TESSERA_LOG_LEVEL": "info",
+            "TESSERA_WORLD": WORLD,
+            "TESSERA_SHUTDOWN_GRACE_S": "1",
+        }
+
+    def start(self) -> None:
+        """Start auth (which names every relay in its tokens) and the zone."""
+        self.procs["auth"] = ServiceProcess(
             "tessera.auth",
             {
-                **common,
+                **self.common,
                 "TESSERA_AUTH_GENERATE_KEYS": "true",
-                "TESSERA_CONNECT_KEY": connect_key,
-                "TESSERA_AUTH_RELAYS": f"default={address['a']},{address['b']}",
+                "TESSERA_CONNECT_KEY": self.connect_key,
+                "TESSERA_AUTH_RELAYS": "default=" + ",".join(self.address.values()),
                 "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "100000",
+                **self.auth_env,
             },
             name="auth",
         ).start()
-        procs["zone"] = ServiceProcess(
+        self.procs["zone"] = ServiceProcess(
             "tessera.zone",
             {
-                **common,
+                **self.common,
                 "TESSERA_ZONE": "zone-0",
                 "TESSERA_ZONE_BOUNDS": "-500,-500,500,500",
                 "TESSERA_WORLD_BOUNDS": "-500,-500,500,500",
@@ -210,25 +170,39 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             },
             name="zone",
         ).start()
-        procs["auth"].wait_serving()
-        procs["zone"].wait_serving()
+        self.procs["auth"].wait_serving()
+        self.procs["zone"].wait_serving()
 
-        def relay(name: str) -> ServiceProcess:
-            return ServiceProcess(
-                "tessera.relay",
-                {
-                    **common,
-                    "TESSERA_UDP_HOST": "127.0.0.1",
-                    "TESSERA_UDP_PORT": str(ports[name]),
-                    "TESSERA_RELAY_ID": f"relay-{name}",
-                    "TESSERA_AUTH_ADDRESS": procs["auth"].grpc_address,
-                    "TESSERA_CONNECT_KEY": connect_key,
-                    "TESSERA_RELAY_HANDSHAKES_PER_SOURCE_S": "1000000",
-                    "TESSERA_RELAY_PINGS_PER_SOURCE_S": "1000000",
-                },
-                name=f"relay-{name}",
-            ).start()
+    def relay(self, name: str) -> ServiceProcess:
+        """Start relay ``name`` on its port (not waiting for it to serve)."""
+        return ServiceProcess(
+            "tessera.relay",
+            {
+                **self.common,
+                "TESSERA_UDP_HOST": "127.0.0.1",
+                "TESSERA_UDP_PORT": str(self.ports[name]),
+                "TESSERA_RELAY_ID": f"relay-{name}",
+                "TESSERA_AUTH_ADDRESS": self.procs["auth"].grpc_address,
+                "TESSERA_CONNECT_KEY": self.connect_key,
+                "TESSERA_RELAY_HANDSHAKES_PER_SOURCE_S": "1000000",
+                "TESSERA_RELAY_PINGS_PER_SOURCE_S": "1000000",
+            },
+            name=f"relay-{name}",
+        ).start()
 
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        self.redis.stop()
+        self.postgres.stop()
+
+
+async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    stack = Stack(tmp, {"a": free_udp_port(), "b": free_udp_port()}, {})
+    procs, address, relay = stack.procs, stack.address, stack.relay
+    clients: list[GameClient] = []
+    try:
+        stack.start()
         procs["relay-a"], procs["relay-b"] = relay("a"), relay("b")
         procs["relay-a"].wait_serving()
         procs["relay-b"].wait_serving()
@@ -271,25 +245,16 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             await zone_players(zone_address),
             int(metric(procs["relay-a"], "tessera_relay_resumes_total", result="accepted")),
         )
-        soak: dict[str, Any] = {}
-        if args.churn_s > 0:
-            soak = await churn(
-                clients, procs["auth"].grpc_address, procs["relay-a"], address["a"], args
-            )
         return {
             "clients": args.clients,
             "input_hz": args.hz,
             **{f"sigterm_{k}": v for k, v in sigterm.items()},
             **{f"kill9_{k}": v for k, v in kill.items()},
-            **soak,
         }
     finally:
         for client in clients:
             await client.close()
-        for proc in procs.values():
-            proc.terminate()
-        redis.stop()
-        postgres.stop()
+        stack.stop()
 
 
 def main() -> None:
@@ -297,7 +262,6 @@ def main() -> None:
     parser.add_argument("--json", type=Path, required=True, help="write results here")
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--hz", type=float, default=10.0, help="client input rate")
-    parser.add_argument("--churn-s", type=float, default=0.0, help="churn soak seconds")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         result = asyncio.run(run(args, Path(tmp)))
