@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError, WatchError
 from redis.typing import EncodableT, FieldT
 
-from tessera.common.store import WorldKeys, instances_stream, read_heartbeats
+from tessera.common.store import Client, WorldKeys, instances_stream, read_heartbeats
 from tessera.v1 import common_pb2, zone_pb2
 
 EVENTS_MAXLEN = 1000
@@ -36,7 +35,7 @@ def _bytes(data: bytes | str) -> bytes:
 class OperatorStore:
     """Reads zone statuses, publishes zone maps, appends scaling events."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Client) -> None:
         self.redis = redis
 
     async def zone_statuses(

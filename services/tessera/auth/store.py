@@ -32,9 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from tessera.authclient.store import PREFIX, REVOCATIONS, REVOKED
+from tessera.common.store import Client
 
 
 def account_sessions_key(account_id: str) -> str:
@@ -173,7 +172,7 @@ def _roles(value: bytes | str | None) -> tuple[str, ...]:
 class AuthStore:
     """Sessions, refresh tokens, revocations and rate-limit counters."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Client) -> None:
         self.redis = redis
         self._revoke = redis.register_script(_REVOKE)
         self._revoke_account = redis.register_script(_REVOKE_ACCOUNT)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from redis.asyncio import Redis
+from tessera.common.store import Client
 
 STREAM = "tessera:{audit}:log"
 
@@ -33,7 +33,7 @@ class AuditRecord:
 class AuditLog:
     """Appends :class:`AuditRecord` entries to the capped audit stream."""
 
-    def __init__(self, redis: Redis, *, maxlen: int = 100_000, stream: str = STREAM) -> None:
+    def __init__(self, redis: Client, *, maxlen: int = 100_000, stream: str = STREAM) -> None:
         self.redis = redis
         self.maxlen = maxlen
         self.stream = stream

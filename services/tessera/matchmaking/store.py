@@ -40,9 +40,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from redis.asyncio import Redis
-
-from tessera.common.store import instances_stream, read_heartbeats
+from tessera.common.store import Client, instances_stream, queue_script, read_heartbeats
 from tessera.matchmaking import rating
 from tessera.matchmaking.destination import ZoneLoad, zone_loads
 from tessera.matchmaking.matching import Candidate
@@ -346,7 +344,7 @@ class Store:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Client,
         records: RatingRecords,
         *,
         ticket_ttl_s: float = 30.0,
@@ -471,7 +469,7 @@ class Store:
         """Run :data:`CREATE` once per (keys, args) in one pipelined round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
-                await self._create(keys=keys, args=args, client=pipe)
+                await queue_script(pipe, self._create, keys, args)
             return list(await pipe.execute())
 
     async def _fill_cache(self, mode: str, players: Sequence[str]) -> None:
