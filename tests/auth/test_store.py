@@ -6,13 +6,13 @@ import asyncio
 import time
 
 import pytest
-from redis.asyncio import Redis
 
 from tessera.auth import store
 from tessera.auth.store import AuthStore
 from tessera.authclient import store as client_store
+from tessera.common.store import Client
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster]
 NOW = time.time()
 
 
@@ -27,7 +27,7 @@ async def session(s: AuthStore, sid: str, refresh: str, account_id: str = "acc")
     )
 
 
-async def test_rotation_reuse_and_unknown(redis: Redis) -> None:
+async def test_rotation_reuse_and_unknown(redis: Client) -> None:
     s = AuthStore(redis)
     await session(s, "s1", "h0")
     ok = await s.rotate_refresh("h0", "h1", ttl_s=100, revoke_until=NOW + 60, now=NOW)
@@ -49,7 +49,7 @@ async def test_rotation_reuse_and_unknown(redis: Redis) -> None:
     assert not await redis.exists(store.refresh_key("h9"))  # no token minted on reuse
 
 
-async def test_concurrent_rotation_of_one_token_revokes(redis: Redis) -> None:
+async def test_concurrent_rotation_of_one_token_revokes(redis: Client) -> None:
     s = AuthStore(redis)
     await session(s, "s1", "h0")
     results = await asyncio.gather(
@@ -61,7 +61,7 @@ async def test_concurrent_rotation_of_one_token_revokes(redis: Redis) -> None:
     assert "REUSED" in statuses  # a second presentation of the same token is theft
 
 
-async def test_revocation_is_published_and_stored(redis: Redis) -> None:
+async def test_revocation_is_published_and_stored(redis: Client) -> None:
     s = AuthStore(redis)
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(client_store.REVOCATIONS)
@@ -79,7 +79,7 @@ async def test_revocation_is_published_and_stored(redis: Redis) -> None:
     assert await client_store.revoked_sessions(redis, NOW + 31) == {}  # past the horizon
 
 
-async def test_revoke_account_counts_live_sessions(redis: Redis) -> None:
+async def test_revoke_account_counts_live_sessions(redis: Client) -> None:
     s = AuthStore(redis)
     await session(s, "a", "ha", "acc1")
     await session(s, "b", "hb", "acc1")
@@ -90,7 +90,7 @@ async def test_revoke_account_counts_live_sessions(redis: Redis) -> None:
     assert (await s.rotate_refresh("hc", "hd", ttl_s=9, revoke_until=NOW, now=NOW)).status == "OK"
 
 
-async def test_failures_lock_account_and_address(redis: Redis) -> None:
+async def test_failures_lock_account_and_address(redis: Client) -> None:
     s = AuthStore(redis)
     limits = {"account_limit": 2, "address_limit": 3, "window_s": 60, "lockout_s": 30}
     assert await s.locked_for("u", "1.2.3.4") == 0
@@ -102,7 +102,7 @@ async def test_failures_lock_account_and_address(redis: Redis) -> None:
     assert await s.locked_for("w", "5.6.7.8") == 0
 
 
-async def test_success_clears_account_failures(redis: Redis) -> None:
+async def test_success_clears_account_failures(redis: Client) -> None:
     s = AuthStore(redis)
     limits = {"account_limit": 2, "address_limit": 100, "window_s": 60, "lockout_s": 30}
     await s.record_failure("u", "a", **limits)
@@ -110,7 +110,7 @@ async def test_success_clears_account_failures(redis: Redis) -> None:
     assert await s.record_failure("u", "a", **limits) == (False, False)
 
 
-async def test_registration_window(redis: Redis) -> None:
+async def test_registration_window(redis: Client) -> None:
     s = AuthStore(redis)
     assert await s.count_registration("1.2.3.4", limit=2, window_s=60) == 0
     assert await s.count_registration("1.2.3.4", limit=2, window_s=60) == 0
@@ -118,7 +118,7 @@ async def test_registration_window(redis: Redis) -> None:
     assert await s.count_registration("5.6.7.8", limit=2, window_s=60) == 0
 
 
-async def test_spent_tokens_are_kept_for_the_reuse_window_only(redis: Redis) -> None:
+async def test_spent_tokens_are_kept_for_the_reuse_window_only(redis: Client) -> None:
     s = AuthStore(redis)
     await session(s, "s1", "h0")
     rotation = await s.rotate_refresh(

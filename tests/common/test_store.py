@@ -11,11 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
 
 from tessera.common import store
+from tessera.common.store import Client
 from tessera.harness.redis import LocalRedis
 from tessera.v1 import common_pb2, zone_pb2
+
+pytestmark = pytest.mark.redis_cluster
 
 
 def test_world_keys_share_one_hash_tag() -> None:
@@ -101,7 +103,7 @@ def test_parse_heartbeat_never_raises(raw: bytes) -> None:
 
 
 @pytest.mark.integration
-async def test_read_heartbeats_of_registered_or_named_zones(redis: Redis) -> None:
+async def test_read_heartbeats_of_registered_or_named_zones(redis: Client) -> None:
     keys = store.WorldKeys("alpha")
     b, a = heartbeat("b", 2), heartbeat("a", 1)
     await redis.sadd(keys.zones, "b", "a", "expired", "garbage")
@@ -123,7 +125,7 @@ async def test_read_heartbeats_of_registered_or_named_zones(redis: Redis) -> Non
 
 
 @pytest.mark.integration
-async def test_read_route_zone(redis: Redis) -> None:
+async def test_read_route_zone(redis: Client) -> None:
     keys = store.WorldKeys("alpha")
     await redis.hset(keys.routes, mapping={"p1": "alpha-1|7", "p2": "inst-abc|1"})
     assert await store.read_route_zone(redis, "alpha", "p1") == "alpha-1"
@@ -132,7 +134,7 @@ async def test_read_route_zone(redis: Redis) -> None:
 
 
 @pytest.mark.integration
-async def test_read_events_pages_after_an_entry(redis: Redis) -> None:
+async def test_read_events_pages_after_an_entry(redis: Client) -> None:
     keys = store.WorldKeys("alpha")
     for i in range(5):
         await redis.xadd(keys.events, {"kind": f"e{i}", "zone": "z"}, id=f"{i + 1}-0")

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from redis.asyncio import Redis
+import pytest
 
-from tessera.common.store import WorldKeys
+from tessera.common.store import Client, WorldKeys
 from tessera.relay.routing import Route
 from tessera.relay.store import RelayStore
 from tessera.v1 import common_pb2, zone_pb2
 
+pytestmark = pytest.mark.redis_cluster
+
 KEYS = WorldKeys("w")
 
 
-async def test_routes_and_addresses(redis: Redis) -> None:
+async def test_routes_and_addresses(redis: Client) -> None:
     store = RelayStore(redis, "w")
     await redis.hset(KEYS.routes, mapping={"alice": "zone-a|3", "bob": "garbage"})
     assert await store.route("alice") == Route("zone-a", 3)
@@ -39,7 +41,7 @@ async def test_routes_and_addresses(redis: Redis) -> None:
     assert (await store.zone_map()) == zone_map
 
 
-async def test_watch_routes_delivers_changes(redis: Redis) -> None:
+async def test_watch_routes_delivers_changes(redis: Client) -> None:
     store = RelayStore(redis, "w")
     seen: list[tuple[str, Route | None, str]] = []
     ready = asyncio.Event()

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from redis.asyncio import Redis
+import pytest
 
-from tessera.common.store import WorldKeys
+from tessera.common.store import Client, WorldKeys
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.zone.store import Commit, ZoneStore, parse_route
 
+pytestmark = pytest.mark.redis_cluster
 
-async def test_routes_are_compare_and_set_and_published(redis: Redis) -> None:
+
+async def test_routes_are_compare_and_set_and_published(redis: Client) -> None:
     store = ZoneStore(redis, world="w", zone="z1")
     keys = WorldKeys("w")
     pubsub = redis.pubsub()
@@ -36,7 +38,7 @@ async def test_routes_are_compare_and_set_and_published(redis: Redis) -> None:
     assert parse_route("bad") is None
 
 
-async def test_checkpoints_ids_and_heartbeat(redis: Redis) -> None:
+async def test_checkpoints_ids_and_heartbeat(redis: Client) -> None:
     a = ZoneStore(redis, world="w", zone="z1", id_block=3)
     b = ZoneStore(redis, world="w", zone="z2", id_block=3)
     ids = await a.next_ids(2) + await b.next_ids(2) + await a.next_ids(4)
@@ -65,7 +67,7 @@ def commit(target: str, player: str, expected: str, epoch: int) -> Commit:
     return Commit(target, player, expected, epoch, state, msg)
 
 
-async def test_handoff_commit_is_all_or_nothing(redis: Redis) -> None:
+async def test_handoff_commit_is_all_or_nothing(redis: Client) -> None:
     a = ZoneStore(redis, world="w", zone="a")
     b = ZoneStore(redis, world="w", zone="b")
     keys = WorldKeys("w")
@@ -89,7 +91,7 @@ async def test_handoff_commit_is_all_or_nothing(redis: Redis) -> None:
     assert await a.commit_handoffs([commit("b", "p", "a|3", 4)]) == [False]
 
 
-async def test_a_traced_commit_publishes_its_traceparent(redis: Redis) -> None:
+async def test_a_traced_commit_publishes_its_traceparent(redis: Client) -> None:
     a = ZoneStore(redis, world="w", zone="a")
     keys = WorldKeys("w")
     await redis.hset(keys.routes, "p", "a|3")
@@ -114,7 +116,7 @@ async def test_a_traced_commit_publishes_its_traceparent(redis: Redis) -> None:
     assert second is not None and not second.trace_context
 
 
-async def test_inbox_redelivers_unacknowledged_entries_after_a_restart(redis: Redis) -> None:
+async def test_inbox_redelivers_unacknowledged_entries_after_a_restart(redis: Client) -> None:
     sender = ZoneStore(redis, world="w", zone="a")
     ping = zone_pb2.InboxMessage(abort=zone_pb2.HandoffAbort(entity_id=1, epoch=2))
     await sender.send_many([("b", ping), ("b", ping)])

@@ -57,7 +57,8 @@ class OperatorStore:
     ) -> int:
         """Store the zone map if it differs from the stored one, with the next
         version, and announce it on ``zone_map_changed``. Returns the version now
-        in Redis. Optimistic (WATCH): a concurrent writer makes it retry."""
+        in Redis. Optimistic (WATCH): a concurrent writer makes it retry. The
+        announcement follows the write (a cluster refuses PUBLISH inside MULTI)."""
         keys = WorldKeys(world)
         wanted = sorted(entries, key=lambda e: e.zone)
         while True:
@@ -78,11 +79,11 @@ class OperatorStore:
                     )
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(keys.zone_map, new.SerializeToString())
-                    pipe.publish(keys.zone_map_changed, str(version))
                     await pipe.execute()
-                    return version
                 except WatchError:
                     continue
+            await self.redis.publish(keys.zone_map_changed, str(version))
+            return version
 
     async def append_event(self, world: str, fields: Mapping[str, str]) -> None:
         """Add a scaling event to the world's capped event stream."""

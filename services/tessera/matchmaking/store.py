@@ -276,8 +276,8 @@ return results
 # Returns, per id, {request blob, ratings, state, owner's session} (nils if vanished).
 READ = """
 local out = {}
-for i = 2, #ARGV do
-  out[i - 1] = redis.call('HMGET', ARGV[1] .. 'ticket:' .. ARGV[i], 't', 'r', 's', 'o', 'tp')
+for i = 1, #KEYS do
+  out[i] = redis.call('HMGET', KEYS[i], 't', 'r', 's', 'o', 'tp')
 end
 return out
 """
@@ -562,7 +562,7 @@ class Store:
         fresh = [i for i in ids if i not in known]
         for start in range(0, len(fresh), 5000):
             chunk = fresh[start : start + 5000]
-            rows = await self._read(args=[PREFIX, *chunk])
+            rows = await self._read(keys=[self.ticket_key(i) for i in chunk])
             for ticket_id, (blob, mus, state, session, tp) in zip(chunk, rows, strict=True):
                 if blob is None or state is None or int(state) != SEARCHING:
                     continue
