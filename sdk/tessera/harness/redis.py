@@ -160,6 +160,7 @@ class LocalRedisCluster:
             raise RuntimeError("redis-cli not found on PATH; run `make install`")
         self.cli = cli
         self.dir = directory or Path(tempfile.mkdtemp(prefix="tessera-redis-cluster-"))
+        self.masters = masters
         self.replicas = replicas
         self.nodes = [
             LocalRedis(self.dir / f"node-{i}", cluster=True)
@@ -193,22 +194,27 @@ class LocalRedisCluster:
             raise
 
     def _wait_ok(self, deadline: float) -> None:
-        """Until every node reports the cluster healthy and knows all its nodes."""
+        """Until every node reports the cluster healthy, knows all its nodes and
+        sees the replicas as replicas (roles reach each node by gossip)."""
         clients = [redis.Redis(port=n.port, socket_timeout=1.0) for n in self.nodes]
         try:
-            while True:
-                infos: list[dict[str, Any]] = [c.cluster("INFO") for c in clients]
-                if all(
-                    i["cluster_state"] == "ok" and int(i["cluster_known_nodes"]) == len(clients)
-                    for i in infos
-                ):
-                    return
+            while not all(self._ready(c) for c in clients):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"Redis Cluster not ready: {infos}")
+                    raise RuntimeError(f"Redis Cluster in {self.dir} not ready")
                 time.sleep(0.1)
         finally:
             for client in clients:
                 client.close()
+
+    def _ready(self, client: redis.Redis) -> bool:
+        info: dict[str, Any] = client.cluster("INFO")
+        nodes: dict[str, dict[str, Any]] = client.cluster("NODES")
+        masters = sum("master" in n["flags"] for n in nodes.values())
+        return (
+            info["cluster_state"] == "ok"
+            and len(nodes) == len(self.nodes)
+            and masters == self.masters
+        )
 
     def stop(self) -> None:
         """Terminate every node."""
