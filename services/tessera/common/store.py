@@ -4,7 +4,9 @@ readers of world state that one component writes and many read.
 Every key starts with ``tessera:`` and carries a hash tag (``{world}`` for world
 state, ``{auth}`` / ``{mm}`` for service-wide state) so each world's keys live in
 one Redis Cluster slot and multi-key scripts keep working when Redis is sharded.
-The layout is documented in docs/ARCHITECTURE.md ("Redis keys").
+The layout is documented in docs/ARCHITECTURE.md ("Redis keys"). :func:`connect`
+gives a single-server client, or a cluster client for a ``redis+cluster://``
+address; every store takes either (:data:`Client`).
 
 Zone heartbeats are written by the zone (``tessera.zone.store``) and read here
 only: :func:`read_heartbeats` / :func:`read_heartbeat` serve the relay,
