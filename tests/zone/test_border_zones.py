@@ -1,6 +1,6 @@
 """Handoffs between real zone processes over a real Redis: crossing, corners,
 split, merge, drain and kill -9 mid-handoff, with an invariant scan after every step
-(the crossing and the split/merge also on a real Redis Cluster)."""
+(the split/merge also on a real Redis Cluster)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ async def settled(world: World, players: set[str]) -> invariants.Report:
     return report
 
 
-@pytest.mark.redis_cluster
 async def test_walkers_cross_back_and_forth_and_see_across(world: World) -> None:
     await world.start_all([ZoneSpec("west", WEST), ZoneSpec("east", EAST)])
     driver = Driver(world)

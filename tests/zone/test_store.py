@@ -1,4 +1,4 @@
-"""The zone's Redis adapter against a real redis-server."""
+"""The zone's Redis adapter against a real redis-server and a real Redis Cluster."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from tessera.common.store import Client, WorldKeys
 from tessera.v1 import common_pb2, zone_pb2
-from tessera.zone.store import Commit, ZoneStore, parse_route
+from tessera.zone.store import Commit, GhostFeed, ZoneStore, parse_route
 
 pytestmark = pytest.mark.redis_cluster
 
@@ -130,3 +130,45 @@ async def test_inbox_redelivers_unacknowledged_entries_after_a_restart(redis: Cl
     assert [i for i, _m in again] == [got[1][0], got[2][0]]
     await restarted.done([i for i, _m in again])
     assert await ZoneStore(redis, world="w", zone="b").receive(block_ms=10) == []
+
+
+async def test_ghost_batches_reach_the_neighbours_that_follow(redis: Client) -> None:
+    west = ZoneStore(redis, world="w", zone="west")
+    north = ZoneStore(redis, world="w", zone="north")
+    feed = GhostFeed(redis, WorldKeys("w"))
+
+    async def batches(n: int) -> list[tuple[str, bytes]]:
+        """The next ``n`` batches (waiting up to 10 s), plus any that follow within
+        half a second."""
+        loop = asyncio.get_running_loop()
+        out: list[tuple[str, bytes]] = []
+        deadline = loop.time() + 10.0
+        while len(out) < n and loop.time() < deadline:
+            if (got := await feed.next(0.1)) is not None:
+                out.append(got)
+        quiet = loop.time() + 0.5
+        while loop.time() < quiet:
+            if (got := await feed.next(0.1)) is not None:
+                out.append(got)
+        return out
+
+    try:
+        await feed.follow({"west", "north"})
+        # A subscription takes effect once the server has read SUBSCRIBE:
+        # publish until the first batch arrives, then drop the extra copies.
+        for _ in range(50):
+            await west.publish_ghosts(b"w1")
+            if await feed.next(0.2) == ("west", b"w1"):
+                break
+        else:
+            pytest.fail("no ghost batch arrived")
+        assert set(await batches(0)) <= {("west", b"w1")}
+        await north.publish_ghosts(b"n1")
+        await west.publish_ghosts(b"w2")
+        assert await batches(2) == [("north", b"n1"), ("west", b"w2")]
+        await feed.follow({"north"})
+        await west.publish_ghosts(b"w3")
+        await north.publish_ghosts(b"n3")
+        assert await batches(1) == [("north", b"n3")]
+    finally:
+        await feed.close()
