@@ -187,7 +187,8 @@ class LocalRedisCluster:
                 create, check=False, capture_output=True, text=True, timeout=timeout_s
             )
             if done.returncode != 0:
-                raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout[-2000:]}")
+                output = (done.stdout + done.stderr)[-2000:]
+                raise RuntimeError(f"redis-cli --cluster create failed: {output}")
             self._wait_ok(time.monotonic() + timeout_s)
         except BaseException:
             self.stop()
