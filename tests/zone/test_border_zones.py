@@ -1,6 +1,6 @@
 """Handoffs between real zone processes over a real Redis: crossing, corners,
 split, merge, drain and kill -9 mid-handoff, with an invariant scan after every step
-(the split/merge also on a real Redis Cluster)."""
+(the crowd crossing also on a real Redis Cluster)."""
 
 from __future__ import annotations
 
@@ -83,6 +83,7 @@ async def test_walkers_cross_back_and_forth_and_see_across(world: World) -> None
         await driver.close()
 
 
+@pytest.mark.redis_cluster
 async def test_a_crowd_crosses_at_once(world: World) -> None:
     await world.start_all([ZoneSpec("west", WEST), ZoneSpec("east", EAST)])
     driver = Driver(world)
@@ -131,7 +132,6 @@ async def test_four_zone_corner(world: World) -> None:
         await driver.close()
 
 
-@pytest.mark.redis_cluster
 async def test_split_then_merge_under_load(world: World) -> None:
     whole = Rect(-200, -200, 200, 200)
     await world.start_all([ZoneSpec("a", whole)])
