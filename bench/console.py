@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from redis.asyncio import Redis
 
 from tessera.common import store
+from tessera.common.store import Client
 from tessera.console import frame
 from tessera.console.feed import Aggregator, Feed, event
 from tessera.console.frame import RelayRow, World
@@ -111,7 +111,7 @@ class Synthetic:
             sample_z=sample[:, 1].tolist(),
         )
 
-    async def write(self, redis: Redis) -> None:
+    async def write(self, redis: Client) -> None:
         keys = store.WorldKeys(WORLD)
         now_ms = time.time() * 1000
         async with redis.pipeline(transaction=False) as pipe:
@@ -121,7 +121,7 @@ class Synthetic:
             await pipe.execute()
 
 
-async def prepare(redis: Redis, rects: dict[str, Rect]) -> None:
+async def prepare(redis: Client, rects: dict[str, Rect]) -> None:
     keys = store.WorldKeys(WORLD)
     zone_map = zone_pb2.ZoneMap(world=WORLD, version=1)
     world = Rect(

@@ -45,13 +45,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from redis.asyncio import Redis
 
 from tessera.authclient.bearer import bearer_metadata
 from tessera.common import store as common_store
 from tessera.common.database import open_database
 from tessera.common.process import ServiceProcess
-from tessera.common.store import WorldKeys
+from tessera.common.store import Client, WorldKeys
 from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis
 from tessera.matchmaking.records import RatingRecords
@@ -149,7 +148,7 @@ class Run:
     """One scenario: generator, listener and the bookkeeping of what was assigned."""
 
     def __init__(
-        self, redis: Redis, records: RatingRecords, rate: float, duration_s: float, seed: int
+        self, redis: Client, records: RatingRecords, rate: float, duration_s: float, seed: int
     ) -> None:
         self.redis = redis
         self.store = Store(redis, records, ticket_ttl_s=60.0)

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real redis-server per test session, flushed per test, and a real
+"""Shared fixtures: a real redis-server per test session, flushed per test (and, for
+modules marked ``redis_cluster``, a real Redis Cluster as well), and a real
 PostgreSQL cluster per session with a fresh database per test module."""
 
 from __future__ import annotations
@@ -8,13 +9,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 
 from tessera.common import store
 from tessera.common.config import Env
 from tessera.common.database import Pool, open_database
 from tessera.harness.postgres import LocalPostgres
-from tessera.harness.redis import LocalRedis
+from tessera.harness.redis import LocalRedis, LocalRedisCluster
 from tessera.zone.config import ZoneConfig
 from tessera.zone.simulation import warm_up
 
@@ -30,6 +30,23 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedi
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    """One real Redis Cluster (3 masters, 3 replicas) on loopback for the session,
+    started only when a test asks for it."""
+    with LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run the tests of modules marked ``redis_cluster`` that use the ``redis`` (or
+    ``redis_url``) fixture twice: on the single server and on the cluster."""
+    if "redis_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "redis_cluster"
+    ):
+        metafunc.parametrize("redis_url", ["single", "cluster"], indirect=True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def zone_kernels() -> None:
     """Compile the zone's kernels into numba's disk cache once per session (a no-op
@@ -39,11 +56,23 @@ def zone_kernels() -> None:
 
 
 @pytest.fixture
-async def redis(redis_server: LocalRedis) -> AsyncIterator[Redis]:
-    """A client on the session's redis-server, which is emptied before each test."""
-    if redis_server.proc is None:
-        redis_server.start()
-    client = store.connect(redis_server.url)
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """The address of the Redis the test's ``redis`` client uses (the cluster's
+    ``redis+cluster://`` URL on the cluster run of a ``redis_cluster`` module)."""
+    if getattr(request, "param", "single") == "cluster":
+        cluster: LocalRedisCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
+    server: LocalRedis = request.getfixturevalue("redis_server")
+    if server.proc is None:
+        server.start()
+    return server.url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[store.Client]:
+    """A client on the session's redis-server (or, on the cluster run of a
+    ``redis_cluster`` module, on the Redis Cluster), emptied before each test."""
+    client = store.connect(redis_url)
     await client.flushall()
     yield client
     await client.aclose()

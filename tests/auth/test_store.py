@@ -6,14 +6,14 @@ import asyncio
 import time
 
 import pytest
-from redis.asyncio import Redis
 
 from tessera.auth import store
 from tessera.auth.limits import Backoff
 from tessera.auth.store import AuthStore
 from tessera.authclient import store as client_store
+from tessera.common.store import Client
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster]
 NOW = time.time()
 
 
@@ -28,7 +28,7 @@ async def session(s: AuthStore, sid: str, refresh: str, account_id: str = "acc")
     )
 
 
-async def test_rotation_reuse_and_unknown(redis: Redis) -> None:
+async def test_rotation_reuse_and_unknown(redis: Client) -> None:
     s = AuthStore(redis)
     await session(s, "s1", "h0")
     ok = await s.rotate_refresh("h0", "h1", ttl_s=100, revoke_until=NOW + 60, now=NOW)
@@ -50,7 +50,7 @@ async def test_rotation_reuse_and_unknown(redis: Redis) -> None:
     assert not await redis.exists(store.refresh_key("h9"))  # no token minted on reuse
 
 
-async def test_concurrent_rotation_of_one_token_revokes(redis: Redis) -> None:
+async def test_concurrent_rotation_of_one_token_revokes(redis: Client) -> None:
     s = AuthStore(redis)
     await session(s, "s1", "h0")
     results = await asyncio.gather(
@@ -62,7 +62,7 @@ async def test_concurrent_rotation_of_one_token_revokes(redis: Redis) -> None:
     assert "REUSED" in statuses  # a second presentation of the same token is theft
 
 
-async def test_revocation_is_published_and_stored(redis: Redis) -> None:
+async def test_revocation_is_published_and_stored(redis: Client) -> None:
     s = AuthStore(redis)
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(client_store.REVOCATIONS)
@@ -80,7 +80,7 @@ async def test_revocation_is_published_and_stored(redis: Redis) -> None:
     assert await client_store.revoked_sessions(redis, NOW + 31) == {}  # past the horizon
 
 
-async def test_revoke_account_counts_live_sessions(redis: Redis) -> None:
+async def test_revoke_account_counts_live_sessions(redis: Client) -> None:
     s = AuthStore(redis)
     await session(s, "a", "ha", "acc1")
     await session(s, "b", "hb", "acc1")
@@ -94,7 +94,7 @@ async def test_revoke_account_counts_live_sessions(redis: Redis) -> None:
 LOCK = Backoff(threshold=3, base_s=30.0, cap_s=900.0)
 
 
-async def test_attempts_are_counted_until_the_threshold_then_refused(redis: Redis) -> None:
+async def test_attempts_are_counted_until_the_threshold_then_refused(redis: Client) -> None:
     s = AuthStore(redis)
     counted = [await s.attempt("account", "u", LOCK, window_s=900) for _ in range(3)]
     assert [(a.locked_s, a.failures) for a in counted] == [(0, 1), (0, 2), (0, 3)]
@@ -104,7 +104,7 @@ async def test_attempts_are_counted_until_the_threshold_then_refused(redis: Redi
     assert (await s.attempt("service", "u", LOCK, window_s=900)).failures == 1
 
 
-async def test_a_lock_doubles_per_attempt_after_it_ends(redis: Redis) -> None:
+async def test_a_lock_doubles_per_attempt_after_it_ends(redis: Client) -> None:
     s = AuthStore(redis)
     quick = Backoff(threshold=1, base_s=0.2, cap_s=0.4)
     assert (await s.attempt("account", "u", quick, window_s=60)).failures == 1
@@ -117,7 +117,7 @@ async def test_a_lock_doubles_per_attempt_after_it_ends(redis: Redis) -> None:
     assert 0.2 < (await s.attempt("account", "u", quick, window_s=60)).locked_s <= 0.4  # cap
 
 
-async def test_concurrent_attempts_cannot_pass_the_threshold(redis: Redis) -> None:
+async def test_concurrent_attempts_cannot_pass_the_threshold(redis: Client) -> None:
     s = AuthStore(redis)
     results = await asyncio.gather(
         *(s.attempt("account", "u", LOCK, window_s=60) for _ in range(30))
@@ -125,7 +125,7 @@ async def test_concurrent_attempts_cannot_pass_the_threshold(redis: Redis) -> No
     assert sorted(a.failures for a in results if a.locked_s == 0) == [1, 2, 3]
 
 
-async def test_a_released_attempt_is_not_counted(redis: Redis) -> None:
+async def test_a_released_attempt_is_not_counted(redis: Client) -> None:
     s = AuthStore(redis)
     await s.attempt("account", "u", LOCK, window_s=60)
     await s.attempt("account", "u", LOCK, window_s=60)
@@ -136,7 +136,7 @@ async def test_a_released_attempt_is_not_counted(redis: Redis) -> None:
     assert await redis.exists(store.failures_key("account", "u")) == 0
 
 
-async def test_address_failures_are_counted_apart_and_not_cleared(redis: Redis) -> None:
+async def test_address_failures_are_counted_apart_and_not_cleared(redis: Client) -> None:
     s = AuthStore(redis)
     assert await s.address_failed("1.2.3.4", window_s=60) == 1
     assert await s.address_failed("1.2.3.4", window_s=60) == 2
@@ -150,7 +150,7 @@ async def test_address_failures_are_counted_apart_and_not_cleared(redis: Redis) 
     ).address_failures == 0
 
 
-async def test_counts_expire_a_window_after_the_last(redis: Redis) -> None:
+async def test_counts_expire_a_window_after_the_last(redis: Client) -> None:
     s = AuthStore(redis)
     await s.attempt("account", "u", LOCK, window_s=0.3)
     await s.address_failed("a", window_s=0.3)
@@ -167,7 +167,7 @@ async def test_counts_expire_a_window_after_the_last(redis: Redis) -> None:
     assert (attempt.failures, attempt.address_failures) == (1, 0)
 
 
-async def test_registration_window(redis: Redis) -> None:
+async def test_registration_window(redis: Client) -> None:
     s = AuthStore(redis)
     assert await s.count_registration("1.2.3.4", limit=2, window_s=60) == 0
     assert await s.count_registration("1.2.3.4", limit=2, window_s=60) == 0
@@ -175,7 +175,7 @@ async def test_registration_window(redis: Redis) -> None:
     assert await s.count_registration("5.6.7.8", limit=2, window_s=60) == 0
 
 
-async def test_spent_tokens_are_kept_for_the_reuse_window_only(redis: Redis) -> None:
+async def test_spent_tokens_are_kept_for_the_reuse_window_only(redis: Client) -> None:
     s = AuthStore(redis)
     await session(s, "s1", "h0")
     rotation = await s.rotate_refresh(

@@ -10,11 +10,13 @@ import time
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from redis.asyncio import Redis
 
 from tessera.authclient import store
 from tessera.common import store as common_store
+from tessera.common.store import Client
 from tessera.harness.redis import LocalRedis
+
+pytestmark = pytest.mark.redis_cluster
 
 NOW = time.time()
 
@@ -40,14 +42,14 @@ def test_keys_share_auths_hash_tag() -> None:
 
 
 @pytest.mark.integration
-async def test_revoked_sessions_keeps_only_live_horizons(redis: Redis) -> None:
+async def test_revoked_sessions_keeps_only_live_horizons(redis: Client) -> None:
     await redis.zadd(store.REVOKED, {"old": NOW - 1, "live": NOW + 60, "soon": NOW + 5})
     assert await store.revoked_sessions(redis, NOW) == {"live": NOW + 60, "soon": NOW + 5}
     assert await store.revoked_sessions(redis, NOW + 61) == {}
 
 
 @pytest.mark.integration
-async def test_follow_revocations_loads_then_applies_messages(redis: Redis) -> None:
+async def test_follow_revocations_loads_then_applies_messages(redis: Client) -> None:
     await redis.zadd(store.REVOKED, {"before": NOW + 60})
     revoked: dict[str, float] = {}
     prunes: list[None] = []

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from tessera.common.config import ConfigError, Env, ServerConfig
+from tessera.common.config import ConfigError, Env, ServerConfig, cluster_address
 
 
 def env(**values: str) -> Env:
@@ -69,3 +71,42 @@ def test_database_url_is_required_and_never_echoed(raw: str) -> None:
     assert info.value.variable == "TESSERA_DATABASE_URL"
     assert "a postgresql://" in str(info.value)
     assert "secret" not in str(info.value)
+
+
+def test_cluster_address_lists_nodes_and_credentials() -> None:
+    address = cluster_address("redis+cluster://zone:s%3Acret@r-0:6379,r-1:6380,[::1]:7000/0")
+    assert address.nodes == (("r-0", 6379), ("r-1", 6380), ("::1", 7000))
+    assert (address.username, address.password) == ("zone", "s:cret")
+    bare = cluster_address("redis+cluster://r-0:6379")
+    assert (bare.nodes, bare.username, bare.password) == ((("r-0", 6379),), None, None)
+    assert cluster_address("redis+cluster://:pw@r:1").password == "pw"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("redis://r:1", "starting with redis+cluster://"),
+        ("redis+cluster://r:1/2", "database 0"),
+        ("redis+cluster://r:1?ssl=true", "without ?options"),
+        ("redis+cluster://r", "host:port for every node"),
+        ("redis+cluster://r:1,,r:2", "host:port for every node"),
+        ("redis+cluster://r:0", "host:port for every node"),
+        ("redis+cluster://r:70000", "host:port for every node"),
+        ("redis+cluster://:1", "host:port for every node"),
+    ],
+)
+def test_cluster_address_rejects_bad_forms(raw: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cluster_address(raw)
+
+
+def test_redis_url_accepts_cluster_addresses_and_never_echoes_a_bad_one() -> None:
+    good = "redis+cluster://u:pw@r-0:6379,r-1:6379"
+    assert env(REDIS_URL=good).redis_url("REDIS_URL", "redis://x:1/0") == good
+    with pytest.raises(ConfigError) as info:
+        env(REDIS_URL="redis+cluster://u:pw@r-0:6379/1").redis_url("REDIS_URL", "")
+    assert info.value.variable == "TESSERA_REDIS_URL"
+    assert "database 0" in str(info.value)
+    assert "pw" not in str(info.value)
+    with pytest.raises(ConfigError, match="TESSERA_REDIS_URL"):
+        env(REDIS_URL="redis-cluster://r:1").redis_url("REDIS_URL", "")

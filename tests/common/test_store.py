@@ -11,11 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from tessera.common import store
-from tessera.harness.redis import LocalRedis
+from tessera.common.store import Client
+from tessera.harness.redis import LocalRedis, LocalRedisCluster
 from tessera.v1 import common_pb2, zone_pb2
+
+pytestmark = pytest.mark.redis_cluster
 
 
 def test_world_keys_share_one_hash_tag() -> None:
@@ -101,7 +104,7 @@ def test_parse_heartbeat_never_raises(raw: bytes) -> None:
 
 
 @pytest.mark.integration
-async def test_read_heartbeats_of_registered_or_named_zones(redis: Redis) -> None:
+async def test_read_heartbeats_of_registered_or_named_zones(redis: Client) -> None:
     keys = store.WorldKeys("alpha")
     b, a = heartbeat("b", 2), heartbeat("a", 1)
     await redis.sadd(keys.zones, "b", "a", "expired", "garbage")
@@ -123,7 +126,7 @@ async def test_read_heartbeats_of_registered_or_named_zones(redis: Redis) -> Non
 
 
 @pytest.mark.integration
-async def test_read_route_zone(redis: Redis) -> None:
+async def test_read_route_zone(redis: Client) -> None:
     keys = store.WorldKeys("alpha")
     await redis.hset(keys.routes, mapping={"p1": "alpha-1|7", "p2": "inst-abc|1"})
     assert await store.read_route_zone(redis, "alpha", "p1") == "alpha-1"
@@ -132,7 +135,7 @@ async def test_read_route_zone(redis: Redis) -> None:
 
 
 @pytest.mark.integration
-async def test_read_events_pages_after_an_entry(redis: Redis) -> None:
+async def test_read_events_pages_after_an_entry(redis: Client) -> None:
     keys = store.WorldKeys("alpha")
     for i in range(5):
         await redis.xadd(keys.events, {"kind": f"e{i}", "zone": "z"}, id=f"{i + 1}-0")
@@ -145,3 +148,35 @@ async def test_read_events_pages_after_an_entry(redis: Redis) -> None:
     assert [fields["kind"] for _, fields in rest] == ["e2", "e3", "e4"]
     assert await store.read_events(redis, "alpha", after=rest[-1][0]) == []
     assert await store.read_events(redis, "empty") == []
+
+
+def world_key_names(keys: store.WorldKeys) -> dict[str, str]:
+    """Every key and channel name :class:`store.WorldKeys` builds (found by reflection,
+    so a new builder is covered too), zone-scoped ones for zone ``z1``."""
+    out: dict[str, str] = {}
+    for name, member in vars(store.WorldKeys).items():
+        if name.startswith("_") or name == "key":
+            continue
+        if isinstance(member, property):
+            out[name] = member.fget(keys)  # type: ignore[misc]
+        elif callable(member):
+            out[name] = member(keys, "z1")
+    return out
+
+
+@pytest.mark.integration
+async def test_every_world_key_maps_to_one_cluster_slot(redis_cluster: LocalRedisCluster) -> None:
+    """Lua scripts and pipelines over one world's keys need them in one slot: ask
+    the real cluster (CLUSTER KEYSLOT) for each name WorldKeys builds."""
+    client = store.connect(redis_cluster.url)
+    try:
+        assert isinstance(client, RedisCluster)
+        names = world_key_names(store.WorldKeys("alpha"))
+        assert {"routes", "routes_changed", "zone_inbox", "zone_ghosts", "events"} <= set(names)
+        slots = {n: await client.cluster_keyslot(k) for n, k in names.items()}
+        assert len(set(slots.values())) == 1, slots
+        assert set(slots.values()) == {await client.cluster_keyslot("{alpha}")}
+        # The client found all three masters from the startup nodes.
+        assert len(client.get_primaries()) == 3
+    finally:
+        await client.aclose()

@@ -3,13 +3,15 @@ instance requests, converted to plain rows; torn values count as absent."""
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+import pytest
 
-from tessera.common.store import WorldKeys, instances_stream
+from tessera.common.store import Client, WorldKeys, instances_stream
 from tessera.console.frame import MatchRow
 from tessera.console.store import ConsoleStore, map_view, match_rows
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.geometry import Rect
+
+pytestmark = pytest.mark.redis_cluster
 
 KEYS = WorldKeys("earth")
 
@@ -18,7 +20,7 @@ def bounds(*v: float) -> common_pb2.Bounds:
     return common_pb2.Bounds(min_x=v[0], min_z=v[1], max_x=v[2], max_z=v[3])
 
 
-async def test_snapshot_reads_and_converts_the_world(redis: Redis) -> None:
+async def test_snapshot_reads_and_converts_the_world(redis: Client) -> None:
     status = zone_pb2.ZoneStatus(
         address="127.0.0.1:5",
         bounds=bounds(0, 0, 500, 500),
@@ -66,7 +68,7 @@ async def test_snapshot_reads_and_converts_the_world(redis: Redis) -> None:
     assert snap.matches == [MatchRow("m1", "inst-m1", "end", 20.0)]
 
 
-async def test_an_empty_world(redis: Redis) -> None:
+async def test_an_empty_world(redis: Client) -> None:
     snap = await ConsoleStore(redis, "earth").snapshot()
     assert (snap.zones, snap.events, snap.matches) == ([], [], [])
     assert snap.zone_map.version == 0 and snap.zone_map.bounds is None

@@ -9,10 +9,9 @@ import uuid
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from tessera.common.database import Pool
-from tessera.common.store import WorldKeys, instances_stream
+from tessera.common.store import Client, WorldKeys, connect, instances_stream
 from tessera.matchmaking.destination import ARRIVAL_GRACE_MS, ZoneLoad
 from tessera.matchmaking.records import RatingRecords
 from tessera.matchmaking.store import (
@@ -26,6 +25,8 @@ from tessera.matchmaking.store import (
 )
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
+
+pytestmark = pytest.mark.redis_cluster
 
 
 def make_ticket(*players: str, mode: str = "duel") -> pb.Ticket:
@@ -53,7 +54,7 @@ def now() -> float:
 
 
 @pytest.fixture
-def store(redis: Redis, database: Pool) -> Store:
+def store(redis: Client, database: Pool) -> Store:
     return Store(redis, RatingRecords(database), ticket_ttl_s=10.0, retention_s=60.0)
 
 
@@ -80,7 +81,7 @@ async def test_player_is_free_again_once_ticket_ends(store: Store, now: float) -
     assert reaped is not None and reaped.state == pb.TICKET_STATE_EXPIRED
 
 
-async def test_heartbeat_extends_and_expiry_reaps(store: Store, redis: Redis, now: float) -> None:
+async def test_heartbeat_extends_and_expiry_reaps(store: Store, redis: Client, now: float) -> None:
     t = await store.create(make_ticket("alice"), now)
     beat = await store.heartbeat(t, now + 8_000)
     assert beat is not None and beat.expires_at_ms == now + 18_000
@@ -114,7 +115,7 @@ async def test_cancel_only_searching(store: Store, now: float) -> None:
     assert result == t.id
 
 
-async def test_claim_is_all_or_nothing(store: Store, redis: Redis, now: float) -> None:
+async def test_claim_is_all_or_nothing(store: Store, redis: Client, now: float) -> None:
     a = await store.create(make_ticket("a"), now)
     b = await store.create(make_ticket("b"), now)
     c = await store.create(make_ticket("c"), now)
@@ -147,7 +148,7 @@ async def test_claim_refuses_expired_tickets(store: Store, now: float) -> None:
 
 
 async def test_concurrent_claims_never_double_assign(
-    store: Store, redis: Redis, now: float
+    store: Store, redis_url: str, now: float
 ) -> None:
     tickets = [await store.create(make_ticket(f"p{i}"), now) for i in range(40)]
     ids = [t.id for t in tickets]
@@ -159,10 +160,7 @@ async def test_concurrent_claims_never_double_assign(
             for i in range(0, 40, 2)
         ]
 
-    other = Store(
-        Redis.from_url(f"redis://127.0.0.1:{redis.connection_pool.connection_kwargs['port']}/0"),
-        store.records,
-    )
+    other = Store(connect(redis_url), store.records)
     results = await asyncio.gather(
         *(s.claim("duel", claims(k), now) for s, k in ((store, 0), (other, 1), (store, 3)))
     )
@@ -227,7 +225,7 @@ async def test_ratings_applied_once_per_match(store: Store, now: float) -> None:
 
 
 async def test_backfill_slots_are_claimed_atomically(
-    store: Store, redis: Redis, now: float
+    store: Store, redis: Client, now: float
 ) -> None:
     backfill = pb.Backfill(
         id="bf1",
@@ -261,7 +259,7 @@ async def test_backfill_slots_are_claimed_atomically(
 
 
 async def test_instance_lifecycle_is_streamed_per_world(
-    store: Store, redis: Redis, now: float
+    store: Store, redis: Client, now: float
 ) -> None:
     a = await store.create(make_ticket("a"), now)
     b = await store.create(make_ticket("b"), now)
@@ -310,12 +308,11 @@ async def test_instance_lifecycle_is_streamed_per_world(
 
 
 async def test_zone_room_is_checked_in_the_claim_across_replicas(
-    store: Store, redis: Redis, now: float
+    store: Store, redis: Client, redis_url: str, now: float
 ) -> None:
     """Two stores (as two replicas) book one zone concurrently: the claim script admits
     players only while the zone has room, counting every booking since the heartbeat."""
-    port = redis.connection_pool.connection_kwargs["port"]
-    other = Store(Redis.from_url(f"redis://127.0.0.1:{port}/0"), store.records)
+    other = Store(connect(redis_url), store.records)
     tickets = [await store.create(make_ticket(f"p{i}"), now) for i in range(40)]
 
     def booked(i: int, players: int) -> Claim:
@@ -362,7 +359,7 @@ async def test_zone_room_is_checked_in_the_claim_across_replicas(
 
 
 async def store_loads(
-    store: Store, redis: Redis, *, players: int, updated_at_ms: float
+    store: Store, redis: Client, *, players: int, updated_at_ms: float
 ) -> list[ZoneLoad]:
     """Register zone z of world main with a heartbeat, then read the loads."""
     keys = WorldKeys("main")
@@ -377,7 +374,7 @@ async def store_loads(
     return await store.zone_loads("main")
 
 
-async def test_zone_loads_from_registry(store: Store, redis: Redis) -> None:
+async def test_zone_loads_from_registry(store: Store, redis: Client) -> None:
     keys = WorldKeys("main")
     status = zone_pb2.ZoneStatus(
         zone=common_pb2.ZoneRef(world="main", zone="z1"),
@@ -394,7 +391,7 @@ async def test_zone_loads_from_registry(store: Store, redis: Redis) -> None:
 
 
 async def test_create_many_stores_each_ticket_atomically(
-    store: Store, redis: Redis, now: float
+    store: Store, redis: Client, now: float
 ) -> None:
     await redis.hset(store.ratings_key("duel"), "b", "31.5:4.0")
     first = make_ticket("a")
@@ -420,7 +417,7 @@ async def test_match_players_are_recorded_for_results(store: Store, now: float) 
 
 
 async def test_a_flushed_cache_is_filled_from_the_records(
-    store: Store, redis: Redis, now: float
+    store: Store, redis: Client, now: float
 ) -> None:
     """Ratings live in PostgreSQL: after Redis loses everything, new tickets (one by
     one and in bulk) carry the recorded ratings again, and unknown players the default."""
@@ -437,7 +434,7 @@ async def test_a_flushed_cache_is_filled_from_the_records(
 
 
 async def test_the_cache_never_goes_back_to_an_older_version(
-    store: Store, redis: Redis, now: float
+    store: Store, redis: Client, now: float
 ) -> None:
     """A fill that read the records before a result was applied arrives after the
     result's write-through: the newer cached rating stays."""

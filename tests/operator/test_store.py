@@ -8,10 +8,9 @@ import uuid
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from tessera.common.database import Pool
-from tessera.common.store import WorldKeys, instances_stream
+from tessera.common.store import Client, WorldKeys, instances_stream
 from tessera.matchmaking.director import Director
 from tessera.matchmaking.modes import INSTANCE, Mode
 from tessera.matchmaking.records import RatingRecords
@@ -26,6 +25,8 @@ from tessera.v1 import common_pb2, zone_pb2
 from tessera.v1 import matchmaking_pb2 as pb
 from tessera.wire.geometry import Rect
 
+pytestmark = pytest.mark.redis_cluster
+
 WORLD = common_pb2.Bounds(min_x=0, min_z=0, max_x=100, max_z=100)
 
 
@@ -35,7 +36,7 @@ def entry(zone: str, max_x: float) -> zone_pb2.ZoneMapEntry:
     )
 
 
-async def test_zone_map_versions_only_change_with_content(redis: Redis) -> None:
+async def test_zone_map_versions_only_change_with_content(redis: Client) -> None:
     store = OperatorStore(redis)
     pubsub = redis.pubsub()
     await pubsub.subscribe(WorldKeys("earth").zone_map_changed)
@@ -55,7 +56,7 @@ async def test_zone_map_versions_only_change_with_content(redis: Redis) -> None:
     await pubsub.aclose()
 
 
-async def test_concurrent_publishers_never_reuse_a_version(redis: Redis) -> None:
+async def test_concurrent_publishers_never_reuse_a_version(redis: Client) -> None:
     store = OperatorStore(redis)
     versions = await asyncio.gather(
         *(store.publish_zone_map("earth", WORLD, [entry("a", float(i + 1))]) for i in range(10))
@@ -63,7 +64,7 @@ async def test_concurrent_publishers_never_reuse_a_version(redis: Redis) -> None
     assert sorted(versions) == list(range(1, 11))
 
 
-async def test_zone_statuses_skip_missing_and_garbage(redis: Redis) -> None:
+async def test_zone_statuses_skip_missing_and_garbage(redis: Client) -> None:
     keys = WorldKeys("earth")
     status = zone_pb2.ZoneStatus(players=3, state=zone_pb2.ZONE_STATE_ACTIVE)
     await redis.set(keys.zone_status("a"), status.SerializeToString())
@@ -73,7 +74,7 @@ async def test_zone_statuses_skip_missing_and_garbage(redis: Redis) -> None:
     assert await store.zone_statuses("earth", []) == {}
 
 
-async def test_events_are_appended_to_a_capped_stream(redis: Redis) -> None:
+async def test_events_are_appended_to_a_capped_stream(redis: Client) -> None:
     store = OperatorStore(redis)
     await store.append_event("earth", {"decision": "Split", "zone": "earth-0", "reason": "r"})
     entries: Any = await redis.xrange(WorldKeys("earth").events)
@@ -82,7 +83,7 @@ async def test_events_are_appended_to_a_capped_stream(redis: Redis) -> None:
     ]
 
 
-async def xadd(redis: Redis, kind: str, match: str) -> str:
+async def xadd(redis: Client, kind: str, match: str) -> str:
     """An entry as the matchmaker writes it (the contract's fields)."""
     entry_id: Any = await redis.xadd(
         instances_stream("earth"),
@@ -93,7 +94,7 @@ async def xadd(redis: Redis, kind: str, match: str) -> str:
     return str(entry_id.decode())
 
 
-async def test_instance_entries_pending_first_then_new_until_acknowledged(redis: Redis) -> None:
+async def test_instance_entries_pending_first_then_new_until_acknowledged(redis: Client) -> None:
     store = OperatorStore(redis)
     assert instances_stream("earth") == "tessera:{mm}:instances:earth"
     assert await store.instance_entries("earth") == []  # creates the group (MKSTREAM)
@@ -123,7 +124,7 @@ async def test_instance_entries_pending_first_then_new_until_acknowledged(redis:
 
 
 async def test_instance_entries_page_through_pending_and_survive_a_lost_group(
-    redis: Redis, monkeypatch: pytest.MonkeyPatch
+    redis: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(operator_store, "INSTANCES_PAGE", 2)
     store = OperatorStore(redis)
@@ -142,7 +143,7 @@ async def test_instance_entries_page_through_pending_and_survive_a_lost_group(
 
 
 async def test_instance_requests_written_by_the_matchmaker_are_planned(
-    redis: Redis, database: Pool
+    redis: Client, database: Pool
 ) -> None:
     """The contract end to end: the real matchmaking director assigns a match to an
     instance and its result is reported; the operator reads both entries through

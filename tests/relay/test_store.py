@@ -1,21 +1,25 @@
-"""The relay's Redis reads and the routes_changed subscription, on a real Redis."""
+"""The relay's Redis reads and writes (routes, spent tokens, resume credentials,
+relay presence) and the routes_changed subscription, on a real Redis and a real
+Redis Cluster."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 
-from redis.asyncio import Redis
+import pytest
 
-from tessera.common.store import WorldKeys
+from tessera.common.store import Client, WorldKeys
 from tessera.relay.routing import Route
 from tessera.relay.store import RelayStore
 from tessera.v1 import common_pb2, zone_pb2
 
+pytestmark = pytest.mark.redis_cluster
+
 KEYS = WorldKeys("w")
 
 
-async def test_routes_and_addresses(redis: Redis) -> None:
+async def test_routes_and_addresses(redis: Client) -> None:
     store = RelayStore(redis, "w")
     await redis.hset(KEYS.routes, mapping={"alice": "zone-a|3", "bob": "garbage"})
     assert await store.route("alice") == Route("zone-a", 3)
@@ -39,7 +43,7 @@ async def test_routes_and_addresses(redis: Redis) -> None:
     assert (await store.zone_map()) == zone_map
 
 
-async def test_watch_routes_delivers_changes(redis: Redis) -> None:
+async def test_watch_routes_delivers_changes(redis: Client) -> None:
     store = RelayStore(redis, "w")
     seen: list[tuple[str, Route | None, str]] = []
     ready = asyncio.Event()
@@ -63,7 +67,7 @@ async def test_watch_routes_delivers_changes(redis: Redis) -> None:
     ]
 
 
-async def test_watch_routes_delivers_the_worlds_kicks(redis: Redis) -> None:
+async def test_watch_routes_delivers_the_worlds_kicks(redis: Client) -> None:
     store = RelayStore(redis, "w")
     routes: list[str] = []
     kicks: list[tuple[str, str]] = []
@@ -85,3 +89,42 @@ async def test_watch_routes_delivers_the_worlds_kicks(redis: Redis) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert (kicks, routes) == ([("alice", "anti-cheat: score 12 >= 10")], ["bob"])
+
+
+async def test_spent_tokens_are_spent_once_until_unspent(redis: Client) -> None:
+    a, b = RelayStore(redis, "w"), RelayStore(redis, "w")  # two relays of one world
+    token = bytes.fromhex("00ff")
+    assert await a.spend_token(token, 30.0)
+    assert not await b.spend_token(token, 30.0)
+    assert 0 < await redis.pttl(a.spent_token_key(token)) <= 30_000
+    await a.unspend_token(token)
+    assert await b.spend_token(token, 30.0)
+
+
+async def test_resume_credentials_rotate_spend_once_and_restore(redis: Client) -> None:
+    store = RelayStore(redis, "w")
+    await store.set_resume("alice", b"c1", 60.0)
+    assert await store.rotate_resume("alice", b"c1", b"c2", 60.0)
+    assert not await store.rotate_resume("alice", b"c1", b"c3", 60.0)  # c2 is newer
+    assert not await store.spend_resume("alice", b"c1")
+    assert await store.spend_resume("alice", b"c2")
+    assert not await store.spend_resume("alice", b"c2")  # once
+    await store.restore_resume("alice", b"c2", 60.0)
+    await store.set_resume("alice", b"c4", 60.0)
+    await store.restore_resume("alice", b"c2", 60.0)  # c4 exists: not given back
+    assert not await store.spend_resume("alice", b"c2")
+    assert await store.rotate_resume("bob", b"none", b"b1", 60.0)  # none left: taken
+
+
+async def test_a_gone_relays_players_are_taken_once(redis: Client) -> None:
+    store = RelayStore(redis, "w")
+    await store.relay_alive("r1", 100.0, {"alice": "z1", "bob": "z2"}, address="h:1")
+    await store.relay_alive("r1", 101.0, {"bob": ""})
+    assert await store.relays_seen() == {"r1": 101.0}
+    assert await store.relay_addresses() == {"r1": "h:1"}
+    assert await store.claim_relay("r1", 30.0)
+    assert not await store.claim_relay("r1", 30.0)
+    assert await store.take_relay_players("r1") == {"alice": "z1"}
+    assert await store.take_relay_players("r1") == {}
+    assert await store.relays_seen() == {}
+    assert await store.relay_addresses() == {}

@@ -1,5 +1,6 @@
 """Handoffs between real zone processes over a real Redis: crossing, corners,
-split, merge, drain and kill -9 mid-handoff, with an invariant scan after every step."""
+split, merge, drain and kill -9 mid-handoff, with an invariant scan after every step
+(the crowd crossing also on a real Redis Cluster)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ import math
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
-from tessera.harness.redis import LocalRedis
+from tessera.common.store import Client
 from tessera.harness.zones import Driver, World, ZoneSpec
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.geometry import Rect
@@ -23,8 +23,8 @@ WEST, EAST = Rect(-200, -200, 0, 200), Rect(0, -200, 200, 200)
 
 
 @pytest.fixture
-async def world(redis_server: LocalRedis, redis: Redis) -> AsyncIterator[World]:
-    w = World(redis, redis_server.url, env=FAST)
+async def world(redis_url: str, redis: Client) -> AsyncIterator[World]:
+    w = World(redis, redis_url, env=FAST)
     yield w
     w.stop()
 
@@ -83,6 +83,7 @@ async def test_walkers_cross_back_and_forth_and_see_across(world: World) -> None
         await driver.close()
 
 
+@pytest.mark.redis_cluster
 async def test_a_crowd_crosses_at_once(world: World) -> None:
     await world.start_all([ZoneSpec("west", WEST), ZoneSpec("east", EAST)])
     driver = Driver(world)

@@ -10,10 +10,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from redis.asyncio import Redis
 
 from tessera.common.errors import detail_of
-from tessera.common.store import WorldKeys
+from tessera.common.store import Client, WorldKeys
 from tessera.harness.redis import LocalRedis
 from tessera.harness.zones import Driver, World, ZoneSpec
 from tessera.v1 import common_pb2, zone_pb2
@@ -31,7 +30,7 @@ INSTANCE = "inst-0123456789abcdef01234567"
 
 
 @pytest.fixture
-async def world(redis_server: LocalRedis, redis: Redis) -> AsyncIterator[World]:
+async def world(redis_server: LocalRedis, redis: Client) -> AsyncIterator[World]:
     w = World(redis, redis_server.url, env=FAST)
     w.world_bounds = Rect(-300, -300, 300, 300)
     await w.start_all([ZoneSpec("west", WEST), ZoneSpec("east", EAST)])
@@ -40,7 +39,7 @@ async def world(redis_server: LocalRedis, redis: Redis) -> AsyncIterator[World]:
     w.stop()
 
 
-async def heartbeat(redis: Redis, world: str, zone: str) -> zone_pb2.ZoneStatus:
+async def heartbeat(redis: Client, world: str, zone: str) -> zone_pb2.ZoneStatus:
     raw = await redis.get(WorldKeys(world).zone_status(zone))
     assert isinstance(raw, bytes), zone
     return zone_pb2.ZoneStatus.FromString(raw)

@@ -1,17 +1,19 @@
-"""The zone's Redis adapter against a real redis-server."""
+"""The zone's Redis adapter against a real redis-server and a real Redis Cluster."""
 
 from __future__ import annotations
 
 import asyncio
 
-from redis.asyncio import Redis
+import pytest
 
-from tessera.common.store import WorldKeys
+from tessera.common.store import Client, WorldKeys
 from tessera.v1 import common_pb2, zone_pb2
-from tessera.zone.store import Commit, ZoneStore, parse_route
+from tessera.zone.store import Commit, GhostFeed, ZoneStore, parse_route
+
+pytestmark = pytest.mark.redis_cluster
 
 
-async def test_routes_are_compare_and_set_and_published(redis: Redis) -> None:
+async def test_routes_are_compare_and_set_and_published(redis: Client) -> None:
     store = ZoneStore(redis, world="w", zone="z1")
     keys = WorldKeys("w")
     pubsub = redis.pubsub()
@@ -36,7 +38,7 @@ async def test_routes_are_compare_and_set_and_published(redis: Redis) -> None:
     assert parse_route("bad") is None
 
 
-async def test_checkpoints_ids_and_heartbeat(redis: Redis) -> None:
+async def test_checkpoints_ids_and_heartbeat(redis: Client) -> None:
     a = ZoneStore(redis, world="w", zone="z1", id_block=3)
     b = ZoneStore(redis, world="w", zone="z2", id_block=3)
     ids = await a.next_ids(2) + await b.next_ids(2) + await a.next_ids(4)
@@ -59,7 +61,7 @@ async def test_checkpoints_ids_and_heartbeat(redis: Redis) -> None:
     assert not await b.zone_alive("z1")
 
 
-async def test_tallies_are_published_for_flagged_players_with_a_ttl(redis: Redis) -> None:
+async def test_tallies_are_published_for_flagged_players_with_a_ttl(redis: Client) -> None:
     a = ZoneStore(redis, world="w", zone="z1")
     b = ZoneStore(redis, world="w", zone="z2")
     states = [
@@ -102,7 +104,7 @@ def commit(target: str, player: str, expected: str, epoch: int) -> Commit:
     return Commit(target, player, expected, epoch, state, msg)
 
 
-async def test_handoff_commit_is_all_or_nothing(redis: Redis) -> None:
+async def test_handoff_commit_is_all_or_nothing(redis: Client) -> None:
     a = ZoneStore(redis, world="w", zone="a")
     b = ZoneStore(redis, world="w", zone="b")
     keys = WorldKeys("w")
@@ -126,7 +128,7 @@ async def test_handoff_commit_is_all_or_nothing(redis: Redis) -> None:
     assert await a.commit_handoffs([commit("b", "p", "a|3", 4)]) == [False]
 
 
-async def test_a_traced_commit_publishes_its_traceparent(redis: Redis) -> None:
+async def test_a_traced_commit_publishes_its_traceparent(redis: Client) -> None:
     a = ZoneStore(redis, world="w", zone="a")
     keys = WorldKeys("w")
     await redis.hset(keys.routes, "p", "a|3")
@@ -151,7 +153,7 @@ async def test_a_traced_commit_publishes_its_traceparent(redis: Redis) -> None:
     assert second is not None and not second.trace_context
 
 
-async def test_inbox_redelivers_unacknowledged_entries_after_a_restart(redis: Redis) -> None:
+async def test_inbox_redelivers_unacknowledged_entries_after_a_restart(redis: Client) -> None:
     sender = ZoneStore(redis, world="w", zone="a")
     ping = zone_pb2.InboxMessage(abort=zone_pb2.HandoffAbort(entity_id=1, epoch=2))
     await sender.send_many([("b", ping), ("b", ping)])
@@ -165,3 +167,45 @@ async def test_inbox_redelivers_unacknowledged_entries_after_a_restart(redis: Re
     assert [i for i, _m in again] == [got[1][0], got[2][0]]
     await restarted.done([i for i, _m in again])
     assert await ZoneStore(redis, world="w", zone="b").receive(block_ms=10) == []
+
+
+async def test_ghost_batches_reach_the_neighbours_that_follow(redis: Client) -> None:
+    west = ZoneStore(redis, world="w", zone="west")
+    north = ZoneStore(redis, world="w", zone="north")
+    feed = GhostFeed(redis, WorldKeys("w"))
+
+    async def batches(n: int) -> list[tuple[str, bytes]]:
+        """The next ``n`` batches (waiting up to 10 s), plus any that follow within
+        half a second."""
+        loop = asyncio.get_running_loop()
+        out: list[tuple[str, bytes]] = []
+        deadline = loop.time() + 10.0
+        while len(out) < n and loop.time() < deadline:
+            if (got := await feed.next(0.1)) is not None:
+                out.append(got)
+        quiet = loop.time() + 0.5
+        while loop.time() < quiet:
+            if (got := await feed.next(0.1)) is not None:
+                out.append(got)
+        return out
+
+    try:
+        await feed.follow({"west", "north"})
+        # A subscription takes effect once the server has read SUBSCRIBE:
+        # publish until the first batch arrives, then drop the extra copies.
+        for _ in range(50):
+            await west.publish_ghosts(b"w1")
+            if await feed.next(0.2) == ("west", b"w1"):
+                break
+        else:
+            pytest.fail("no ghost batch arrived")
+        assert set(await batches(0)) <= {("west", b"w1")}
+        await north.publish_ghosts(b"n1")
+        await west.publish_ghosts(b"w2")
+        assert await batches(2) == [("north", b"n1"), ("west", b"w2")]
+        await feed.follow({"north"})
+        await west.publish_ghosts(b"w3")
+        await north.publish_ghosts(b"n3")
+        assert await batches(1) == [("north", b"n3")]
+    finally:
+        await feed.close()

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
-from redis.asyncio import Redis
 
 from tessera.common.config import Env
+from tessera.common.store import Client
 from tessera.operator import metrics, resources
 from tessera.operator.kube import GROUP, VERSION, Kube
 from tessera.operator.planner.model import Desired
@@ -117,7 +117,7 @@ class Runtime:
     """The adapters shared by all handlers; the Kubernetes client follows the
     credentials of the latest login."""
 
-    def __init__(self, config: OperatorConfig, redis: Redis) -> None:
+    def __init__(self, config: OperatorConfig, redis: Client) -> None:
         self.config = config
         self.store = OperatorStore(redis)
         self.zones = ZoneControl()

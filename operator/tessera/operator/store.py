@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError, WatchError
 from redis.typing import EncodableT, FieldT
 
-from tessera.common.store import WorldKeys, instances_stream, read_heartbeats
+from tessera.common.store import Client, WorldKeys, instances_stream, read_heartbeats
 from tessera.v1 import common_pb2, zone_pb2
 
 EVENTS_MAXLEN = 1000
@@ -36,7 +35,7 @@ def _bytes(data: bytes | str) -> bytes:
 class OperatorStore:
     """Reads zone statuses, publishes zone maps, appends scaling events."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Client) -> None:
         self.redis = redis
 
     async def zone_statuses(
@@ -58,7 +57,8 @@ class OperatorStore:
     ) -> int:
         """Store the zone map if it differs from the stored one, with the next
         version, and announce it on ``zone_map_changed``. Returns the version now
-        in Redis. Optimistic (WATCH): a concurrent writer makes it retry."""
+        in Redis. Optimistic (WATCH): a concurrent writer makes it retry. The
+        announcement follows the write (a cluster refuses PUBLISH inside MULTI)."""
         keys = WorldKeys(world)
         wanted = sorted(entries, key=lambda e: e.zone)
         while True:
@@ -79,11 +79,11 @@ class OperatorStore:
                     )
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(keys.zone_map, new.SerializeToString())
-                    pipe.publish(keys.zone_map_changed, str(version))
                     await pipe.execute()
-                    return version
                 except WatchError:
                     continue
+            await self.redis.publish(keys.zone_map_changed, str(version))
+            return version
 
     async def append_event(self, world: str, fields: Mapping[str, str]) -> None:
         """Add a scaling event to the world's capped event stream."""

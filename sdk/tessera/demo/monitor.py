@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from redis.asyncio import Redis
 
 from tessera.common import store
+from tessera.common.store import Client
 from tessera.v1 import relay_pb2, relay_pb2_grpc, zone_pb2
 from tessera.zone import audit, invariants
 
@@ -73,7 +73,7 @@ class Monitor:
     """Reads the world's state from Redis and the relay."""
 
     def __init__(self, redis_url: str, world: str, relay_address: str) -> None:
-        self.redis: Redis = store.connect(redis_url)
+        self.redis: Client = store.connect(redis_url)
         self.world = world
         self.channel = grpc.aio.insecure_channel(relay_address)
         self.relay: Any = relay_pb2_grpc.RelayStub(self.channel)

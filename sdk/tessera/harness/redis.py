@@ -1,8 +1,13 @@
-"""A local ``redis-server`` process on a free loopback port.
+"""A local ``redis-server`` process on a free loopback port, and a local Redis
+Cluster of several such processes.
 
-Used by the tests (one per session), the demo, the benchmarks and the
-operator's local runtime. It can be killed and restarted on the same port to
-exercise reconnects and recovery.
+:class:`LocalRedis` is used by the tests (one per session), the demo, the
+benchmarks and the operator's local runtime. It can be killed and restarted on
+the same port to exercise reconnects and recovery. :class:`LocalRedisCluster`
+starts cluster-enabled servers (masters with replicas), joins them with
+``redis-cli --cluster create`` and waits until every node reports
+``cluster_state:ok``; its :attr:`~LocalRedisCluster.url` is the
+``redis+cluster://`` address services accept.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -26,7 +32,12 @@ class LocalRedis:
     """Start, kill and restart one redis-server bound to 127.0.0.1."""
 
     def __init__(
-        self, directory: Path | None = None, *, port: int | None = None, appendonly: bool = False
+        self,
+        directory: Path | None = None,
+        *,
+        port: int | None = None,
+        appendonly: bool = False,
+        cluster: bool = False,
     ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
@@ -37,6 +48,10 @@ class LocalRedis:
         self._port_chosen = port is None
         self._started_once = False
         self.appendonly = appendonly
+        self.cluster = cluster
+        # A cluster node's bus port is chosen too (the default, port + 10000, may
+        # be above 65535 or taken); it moves with the port on a retry.
+        self.bus_port = free_port() if cluster else 0
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,6 +74,8 @@ class LocalRedis:
                 if self._started_once or not self._port_chosen or attempt == 2:
                     raise
                 self.port = free_port()
+                if self.cluster:
+                    self.bus_port = free_port()
 
     def _start(self, timeout_s: float) -> None:
         args = [
@@ -71,6 +88,13 @@ class LocalRedis:
             "--daemonize", "no",
             "--loglevel", "warning",
         ]  # fmt: skip
+        if self.cluster:
+            args += [
+                "--cluster-enabled", "yes",
+                "--cluster-port", str(self.bus_port),
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "2000",
+            ]  # fmt: skip
         self.proc = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
         )
@@ -115,6 +139,90 @@ class LocalRedis:
         self.start()
 
     def __enter__(self) -> LocalRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LocalRedisCluster:
+    """A real Redis Cluster on loopback: ``masters`` cluster-enabled redis-servers
+    holding the 16384 slots, each with ``replicas`` replicas, one directory each."""
+
+    def __init__(
+        self, directory: Path | None = None, *, masters: int = 3, replicas: int = 1
+    ) -> None:
+        if masters < 3:
+            raise ValueError("redis-cli --cluster create needs at least 3 masters")
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli not found on PATH; run `make install`")
+        self.cli = cli
+        self.dir = directory or Path(tempfile.mkdtemp(prefix="tessera-redis-cluster-"))
+        self.masters = masters
+        self.replicas = replicas
+        self.nodes = [
+            LocalRedis(self.dir / f"node-{i}", cluster=True)
+            for i in range(masters * (1 + replicas))
+        ]
+
+    @property
+    def url(self) -> str:
+        """The ``redis+cluster://`` address of every node (any one would do: the
+        client discovers the rest)."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Start every node, create the cluster and wait for ``cluster_state:ok``
+        on all of them; stops what it started when any step fails."""
+        try:
+            for node in self.nodes:
+                node.dir.mkdir(parents=True, exist_ok=True)
+                node.start()
+            create = [self.cli, "--cluster", "create"]
+            create += [f"127.0.0.1:{n.port}" for n in self.nodes]
+            create += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
+            done = subprocess.run(
+                create, check=False, capture_output=True, text=True, timeout=timeout_s
+            )
+            if done.returncode != 0:
+                output = (done.stdout + done.stderr)[-2000:]
+                raise RuntimeError(f"redis-cli --cluster create failed: {output}")
+            self._wait_ok(time.monotonic() + timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ok(self, deadline: float) -> None:
+        """Until every node reports the cluster healthy, knows all its nodes and
+        sees the replicas as replicas (roles reach each node by gossip)."""
+        clients = [redis.Redis(port=n.port, socket_timeout=1.0) for n in self.nodes]
+        try:
+            while not all(self._ready(c) for c in clients):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Redis Cluster in {self.dir} not ready")
+                time.sleep(0.1)
+        finally:
+            for client in clients:
+                client.close()
+
+    def _ready(self, client: redis.Redis) -> bool:
+        info: dict[str, Any] = client.cluster("INFO")
+        nodes: dict[str, dict[str, Any]] = client.cluster("NODES")
+        masters = sum("master" in n["flags"] for n in nodes.values())
+        return (
+            info["cluster_state"] == "ok"
+            and len(nodes) == len(self.nodes)
+            and masters == self.masters
+        )
+
+    def stop(self) -> None:
+        """Terminate every node."""
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> LocalRedisCluster:
         self.start()
         return self
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import grpc
 import numpy as np
-from redis.asyncio import Redis
 
 from tessera.common.process import ServiceProcess
+from tessera.common.store import Client
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.geometry import Rect
 from tessera.wire.snapshot import Quantization, SnapshotReceiver
@@ -39,7 +39,7 @@ class World:
     """Zone processes of one world plus its zone map."""
 
     def __init__(
-        self, redis: Redis, redis_url: str, *, world: str = "w", env: dict[str, str] | None = None
+        self, redis: Client, redis_url: str, *, world: str = "w", env: dict[str, str] | None = None
     ) -> None:
         self.redis = redis
         self.redis_url = redis_url

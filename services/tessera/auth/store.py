@@ -41,12 +41,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from tessera.auth.cheating import Suspect
 from tessera.auth.limits import Backoff
 from tessera.authclient.store import PREFIX, REVOCATIONS, REVOKED
-from tessera.common.store import WorldKeys
+from tessera.common.store import Client, WorldKeys
 from tessera.wire.names import CHEAT_REASONS
 
 
@@ -216,7 +214,7 @@ def _roles(value: bytes | str | None) -> tuple[str, ...]:
 class AuthStore:
     """Sessions, refresh tokens, revocations and rate-limit counters."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Client) -> None:
         self.redis = redis
         self._revoke = redis.register_script(_REVOKE)
         self._revoke_account = redis.register_script(_REVOKE_ACCOUNT)

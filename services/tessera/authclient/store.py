@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from tessera.common.store import Client
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,14 @@ def parse_revocation(message: bytes | str) -> tuple[str, float] | None:
         return None
 
 
-async def revoked_sessions(redis: Redis, now: float) -> dict[str, float]:
+async def revoked_sessions(redis: Client, now: float) -> dict[str, float]:
     """Session id -> until, for every revocation that still matters at ``now``."""
     rows: Any = await redis.zrangebyscore(REVOKED, now, "+inf", withscores=True)
     return {_text(sid): float(until) for sid, until in rows}
 
 
 async def follow_revocations(
-    redis: Redis,
+    redis: Client,
     *,
     revoke: Callable[[str, float], None],
     prune: Callable[[], None],

@@ -29,7 +29,6 @@ from typing import Any
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from redis.asyncio import Redis
 
 from tessera.authclient import metrics, store
 from tessera.authclient.bearer import bearer_token
@@ -37,6 +36,7 @@ from tessera.authclient.keys import keys_from_proto
 from tessera.common import errors
 from tessera.common import store as common_store
 from tessera.common.handlers import Behavior, responses, rewrap
+from tessera.common.store import Client
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 from tessera.wire import access_token
 from tessera.wire.access_token import Claims, TokenError
@@ -78,7 +78,7 @@ class Verifier:
         self._wake_keys: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._channel: grpc.aio.Channel | None = None
-        self._redis: Redis | None = None
+        self._redis: Client | None = None
 
     # state
 

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn, TypeVar
+from urllib.parse import unquote
 
 T = TypeVar("T")
 
@@ -117,8 +118,16 @@ class Env:
         return self._parse(name, default, "true or false", parse)
 
     def redis_url(self, name: str, default: str) -> str:
-        """A redis:// or rediss:// URL (or unix:// socket path)."""
-        return self.string(name, default, pattern=r"(rediss?|unix)://\S+")
+        """A redis:// or rediss:// URL, a unix:// socket path, or a Redis Cluster's
+        ``redis+cluster://`` address (checked whole: see :func:`cluster_address`)."""
+        url = self.string(name, default, pattern=r"(rediss?|unix|redis\+cluster)://\S+")
+        if url.startswith(CLUSTER_SCHEME):
+            try:
+                cluster_address(url)
+            except ValueError as e:
+                # The value may hold a password: never echo it.
+                raise ConfigError(self._prefix + name, "(not shown)", str(e)) from None
+        return url
 
     def database_url(self, name: str, *, required: bool = True) -> str:
         """A postgresql:// (or postgres://) URL; "" when unset and not ``required``."""
@@ -130,6 +139,48 @@ class Env:
             # The value may hold a password: never echo it.
             raise ConfigError(variable, "" if raw is None else "(not shown)", expected)
         return raw
+
+
+CLUSTER_SCHEME = "redis+cluster://"
+
+
+@dataclass(frozen=True)
+class ClusterAddress:
+    """A Redis Cluster's startup nodes and the credentials for all of them."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None
+    password: str | None
+
+
+def cluster_address(url: str) -> ClusterAddress:
+    """Parse ``redis+cluster://[user:password@]host:port[,host:port...][/0]``.
+
+    Several startup nodes let a client start while one of them is down; the
+    client discovers the other nodes itself. A cluster has only database 0, and
+    options (``?...``) are not accepted. Raises ValueError saying what is wrong.
+    """
+    if not url.startswith(CLUSTER_SCHEME):
+        raise ValueError(f"a URL starting with {CLUSTER_SCHEME}")
+    rest = url[len(CLUSTER_SCHEME) :]
+    if "?" in rest or "#" in rest:
+        raise ValueError(f"{CLUSTER_SCHEME}host:port,... without ?options or #fragment")
+    hosts, slash, db = rest.partition("/")
+    if slash and db not in ("", "0"):
+        raise ValueError("database 0 (a Redis Cluster has no other), i.e. no path or /0")
+    userinfo, at, hosts = hosts.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    nodes = []
+    for node in hosts.split(","):
+        host, colon, port = node.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"host:port for every node, comma-separated; got {node!r}")
+        nodes.append((host.strip("[]"), int(port)))
+    return ClusterAddress(tuple(nodes), username, password)
 
 
 def _range_text(lo: object, hi: object) -> str:

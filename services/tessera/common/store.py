@@ -4,7 +4,9 @@ readers of world state that one component writes and many read.
 Every key starts with ``tessera:`` and carries a hash tag (``{world}`` for world
 state, ``{auth}`` / ``{mm}`` for service-wide state) so each world's keys live in
 one Redis Cluster slot and multi-key scripts keep working when Redis is sharded.
-The layout is documented in docs/ARCHITECTURE.md ("Redis keys").
+The layout is documented in docs/ARCHITECTURE.md ("Redis keys"). :func:`connect`
+gives a single-server client, or a cluster client for a ``redis+cluster://``
+address; every store takes either (:data:`Client`).
 
 Zone heartbeats are written by the zone (``tessera.zone.store``) and read here
 only: :func:`read_heartbeats` / :func:`read_heartbeat` serve the relay,
@@ -16,16 +18,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 from google.protobuf.message import DecodeError
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tessera.common.config import CLUSTER_SCHEME, cluster_address
 from tessera.v1 import zone_pb2
 from tessera.wire.names import check_name
+
+Client: TypeAlias = Redis | RedisCluster
+"""A single-server or a cluster client: every store accepts either."""
 
 
 def connect(
@@ -35,23 +45,50 @@ def connect(
     retries: int = 6,
     max_connections: int = 64,
     decode_responses: bool = False,
-) -> Redis:
+) -> Client:
     """A pooled async client that retries transient failures with jittered backoff.
 
     Six retries with a 50 ms base and 2 s cap ride out a Redis restart of a few
-    seconds without surfacing errors to callers.
+    seconds without surfacing errors to callers. A ``redis+cluster://`` URL
+    (:func:`tessera.common.config.cluster_address`) gives a :class:`RedisCluster`
+    that starts from the listed nodes and discovers the rest; ``max_connections``
+    is then per node.
     """
     retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries)
-    return Redis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=retry,
-        retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
-        health_check_interval=15,
-        max_connections=max_connections,
-        decode_responses=decode_responses,
-    )
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": retry,
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError, ConnectionResetError],
+        "health_check_interval": 15,
+        "max_connections": max_connections,
+        "decode_responses": decode_responses,
+    }
+    if url.startswith(CLUSTER_SCHEME):
+        address = cluster_address(url)
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
+            username=address.username,
+            password=address.password,
+            **options,
+        )
+    return Redis.from_url(url, **options)
+
+
+async def queue_script(
+    pipe: Pipeline | ClusterPipeline, script: AsyncScript, keys: list[Any], args: list[Any]
+) -> None:
+    """Queue ``script`` on a pipeline.
+
+    A single-server pipeline loads missing scripts before it runs; a cluster
+    pipeline only queues EVALSHA, which fails with NOSCRIPT on a node that never
+    saw the script (a new or promoted one), so there the body is sent (EVAL).
+    """
+    if isinstance(pipe, ClusterPipeline):
+        text = script.script
+        pipe.eval(text if isinstance(text, str) else bytes(text).decode(), len(keys), *keys, *args)
+    else:
+        await script(keys=keys, args=args, client=pipe)
 
 
 def instance_zone(match_id: str) -> str:
@@ -168,13 +205,13 @@ def parse_heartbeat(raw: bytes | str | None) -> zone_pb2.ZoneStatus | None:
         return None
 
 
-async def registered_zones(redis: Redis, world: str) -> list[str]:
+async def registered_zones(redis: Client, world: str) -> list[str]:
     """The names of the zones that ever registered in ``world`` (alive or not), sorted."""
     return sorted(_text(name) for name in await redis.smembers(WorldKeys(world).zones))
 
 
 async def read_heartbeats(
-    redis: Redis, world: str, zones: Sequence[str] | None = None
+    redis: Client, world: str, zones: Sequence[str] | None = None
 ) -> dict[str, zone_pb2.ZoneStatus]:
     """Zone -> heartbeat for each of ``zones`` (default: every registered zone, by
     name) whose heartbeat is alive (its key has not expired) and parses."""
@@ -191,20 +228,20 @@ async def read_heartbeats(
     return out
 
 
-async def read_heartbeat(redis: Redis, world: str, zone: str) -> zone_pb2.ZoneStatus | None:
+async def read_heartbeat(redis: Client, world: str, zone: str) -> zone_pb2.ZoneStatus | None:
     """The zone's heartbeat; None when it has expired (the zone is not alive) or does
     not parse."""
     return parse_heartbeat(await redis.get(WorldKeys(world).zone_status(zone)))
 
 
-async def read_route_zone(redis: Redis, world: str, player: str) -> str:
+async def read_route_zone(redis: Client, world: str, player: str) -> str:
     """The zone the player's route (``<zone>|<epoch>``) names; "" without a route."""
     raw = await redis.hget(WorldKeys(world).routes, player)
     return "" if raw is None else _text(raw).partition("|")[0]
 
 
 async def read_events(
-    redis: Redis, world: str, *, after: str | None = None, count: int = 500
+    redis: Client, world: str, *, after: str | None = None, count: int = 500
 ) -> list[tuple[str, dict[str, str]]]:
     """Up to ``count`` scaling events of ``world`` after the entry id ``after`` (from
     the first when None), oldest first, as (entry id, fields)."""

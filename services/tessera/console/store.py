@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from google.protobuf.message import DecodeError
-from redis.asyncio import Redis
 
 from tessera.common import store
+from tessera.common.store import Client
 from tessera.console.frame import MatchRow, ZoneRow
 from tessera.v1 import zone_pb2
 from tessera.wire.bounds import from_bounds
@@ -101,7 +101,7 @@ def match_rows(entries: list[tuple[bytes | str, dict[bytes | str, bytes | str]]]
 class ConsoleStore:
     """Reads one world for the console."""
 
-    def __init__(self, redis: Redis, world: str, *, events: int = 100) -> None:
+    def __init__(self, redis: Client, world: str, *, events: int = 100) -> None:
         self.redis = redis
         self.world = world
         self.keys = store.WorldKeys(world)

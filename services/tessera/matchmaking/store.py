@@ -40,9 +40,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from redis.asyncio import Redis
-
-from tessera.common.store import instances_stream, read_heartbeats
+from tessera.common.store import Client, instances_stream, queue_script, read_heartbeats
 from tessera.matchmaking import rating
 from tessera.matchmaking.destination import ZoneLoad, zone_loads
 from tessera.matchmaking.matching import Candidate
@@ -278,8 +276,8 @@ return results
 # Returns, per id, {request blob, ratings, state, owner's session} (nils if vanished).
 READ = """
 local out = {}
-for i = 2, #ARGV do
-  out[i - 1] = redis.call('HMGET', ARGV[1] .. 'ticket:' .. ARGV[i], 't', 'r', 's', 'o', 'tp')
+for i = 1, #KEYS do
+  out[i] = redis.call('HMGET', KEYS[i], 't', 'r', 's', 'o', 'tp')
 end
 return out
 """
@@ -346,7 +344,7 @@ class Store:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Client,
         records: RatingRecords,
         *,
         ticket_ttl_s: float = 30.0,
@@ -471,7 +469,7 @@ class Store:
         """Run :data:`CREATE` once per (keys, args) in one pipelined round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
-                await self._create(keys=keys, args=args, client=pipe)
+                await queue_script(pipe, self._create, keys, args)
             return list(await pipe.execute())
 
     async def _fill_cache(self, mode: str, players: Sequence[str]) -> None:
@@ -564,7 +562,7 @@ class Store:
         fresh = [i for i in ids if i not in known]
         for start in range(0, len(fresh), 5000):
             chunk = fresh[start : start + 5000]
-            rows = await self._read(args=[PREFIX, *chunk])
+            rows = await self._read(keys=[self.ticket_key(i) for i in chunk])
             for ticket_id, (blob, mus, state, session, tp) in zip(chunk, rows, strict=True):
                 if blob is None or state is None or int(state) != SEARCHING:
                     continue

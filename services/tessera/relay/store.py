@@ -11,10 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
-
 from tessera.authclient import store as auth_store
-from tessera.common.store import WorldKeys, read_heartbeat, read_heartbeats
+from tessera.common.store import Client, WorldKeys, read_heartbeat, read_heartbeats
 from tessera.relay.routing import Route, parse_route, parse_route_change
 from tessera.v1 import zone_pb2
 
@@ -46,7 +44,7 @@ return 0
 class RelayStore:
     """Reads of one world's routing state."""
 
-    def __init__(self, redis: Redis, world: str) -> None:
+    def __init__(self, redis: Client, world: str) -> None:
         self.redis = redis
         self.keys = WorldKeys(world)
         self._spend_resume = redis.register_script(_SPEND_RESUME)

@@ -13,15 +13,15 @@ import asyncio
 import time
 
 import grpc
-from redis.asyncio import Redis
 
+from tessera.common.store import Client
 from tessera.v1 import zone_pb2, zone_pb2_grpc
 from tessera.zone.invariants import Report, check
 from tessera.zone.store import read_routes
 
 
 async def scan(
-    redis: Redis, world: str, addresses: dict[str, str], expected_players: set[str] | None = None
+    redis: Client, world: str, addresses: dict[str, str], expected_players: set[str] | None = None
 ) -> Report:
     """Ask every zone (name -> gRPC address) for its entities, read the routes, check."""
     owned: dict[str, list[tuple[int, str]]] = {}
@@ -42,7 +42,7 @@ async def scan(
 
 
 async def settle(
-    redis: Redis,
+    redis: Client,
     world: str,
     addresses: dict[str, str],
     expected_players: set[str] | None = None,

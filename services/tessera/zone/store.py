@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import DecodeError
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from tessera.common.store import WorldKeys
+from tessera.common.store import Client, WorldKeys, queue_script
 from tessera.v1 import zone_pb2
 from tessera.wire.names import CHEAT_REASONS
 from tessera.zone.snapshot import ID_LIMIT
@@ -131,7 +130,7 @@ def parse_route(raw: str) -> Route | None:
 class ZoneStore:
     """Registration, routes, checkpoints and entity ids of one zone."""
 
-    def __init__(self, redis: Redis, *, world: str, zone: str, id_block: int = 1024) -> None:
+    def __init__(self, redis: Client, *, world: str, zone: str, id_block: int = 1024) -> None:
         self.redis = redis
         self.keys = WorldKeys(world)
         self.zone = zone
@@ -306,14 +305,16 @@ class ZoneStore:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for c in commits:
-                await self._commit(
-                    keys=[
+                await queue_script(
+                    pipe,
+                    self._commit,
+                    [
                         self.keys.routes,
                         self.keys.routes_changed,
                         self.keys.checkpoints,
                         self.keys.zone_inbox(c.target),
                     ],
-                    args=[
+                    [
                         c.player_id,
                         c.expected,
                         f"{c.target}|{c.epoch}",
@@ -322,7 +323,6 @@ class ZoneStore:
                         INBOX_MAXLEN,
                         f"|{c.traceparent}" if c.traceparent else "",
                     ],
-                    client=pipe,
                 )
             results = await pipe.execute(raise_on_error=False)
         return [r == 1 for r in results]
@@ -331,7 +331,7 @@ class ZoneStore:
 class GhostFeed:
     """Subscription to the ghost channels of a set of zones (the neighbours)."""
 
-    def __init__(self, redis: Redis, keys: WorldKeys) -> None:
+    def __init__(self, redis: Client, keys: WorldKeys) -> None:
         self.keys = keys
         self.pubsub = redis.pubsub(ignore_subscribe_messages=True)
         self.zones: set[str] = set()
@@ -362,14 +362,14 @@ class GhostFeed:
         await self.pubsub.aclose()
 
 
-async def read_routes(redis: Redis, world: str) -> dict[str, Route]:
+async def read_routes(redis: Client, world: str) -> dict[str, Route]:
     """The whole routing table of a world (for invariant scans)."""
     raw = await redis.hgetall(WorldKeys(world).routes)
     routes = {_text(k): parse_route(_text(v)) for k, v in raw.items()}
     return {k: r for k, r in routes.items() if r is not None}
 
 
-async def write_zone_map(redis: Redis, zone_map: zone_pb2.ZoneMap) -> None:
+async def write_zone_map(redis: Client, zone_map: zone_pb2.ZoneMap) -> None:
     """Store a world's zone map and announce its version (tests, tools)."""
     keys = WorldKeys(zone_map.world)
     await redis.set(keys.zone_map, zone_map.SerializeToString())

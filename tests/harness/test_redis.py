@@ -1,0 +1,41 @@
+"""The local Redis Cluster harness: a real cluster with replicas, stopped cleanly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from tessera.harness.redis import LocalRedisCluster
+
+pytestmark = pytest.mark.integration
+
+
+def test_cluster_has_three_masters_each_with_a_replica(redis_cluster: LocalRedisCluster) -> None:
+    client = redis.Redis(port=redis_cluster.nodes[0].port)
+    try:
+        assert client.cluster("INFO")["cluster_state"] == "ok"
+        nodes = client.cluster("NODES")
+    finally:
+        client.close()
+    masters = {n["node_id"] for n in nodes.values() if "master" in n["flags"]}
+    replicas = [n for n in nodes.values() if "slave" in n["flags"]]
+    assert len(masters) == 3 and len(replicas) == 3
+    assert sorted(r["master_id"] for r in replicas) == sorted(masters)
+    assert redis_cluster.url.startswith("redis+cluster://127.0.0.1:")
+    assert redis_cluster.url.count(",") == 5
+
+
+def test_stop_ends_every_node(tmp_path: Path) -> None:
+    cluster = LocalRedisCluster(tmp_path, masters=3, replicas=0)
+    with cluster:
+        procs = [node.proc for node in cluster.nodes]
+        assert all(p is not None and p.poll() is None for p in procs)
+    assert all(node.proc is None for node in cluster.nodes)
+    assert all(p is not None and p.poll() is not None for p in procs)
+
+
+def test_fewer_than_three_masters_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least 3 masters"):
+        LocalRedisCluster(tmp_path, masters=2)
