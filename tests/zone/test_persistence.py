@@ -123,6 +123,20 @@ async def row_after(pool: Pool, player: str, version: int) -> PlayerData:
     raise AssertionError(f"no write of {player} after version {version}")
 
 
+async def settled_row(pool: Pool, player: str, version: int) -> PlayerData:
+    """The player's row once written after ``version`` and then left unchanged for
+    1 s (a write-behind that was in flight when the player left lands after the
+    leave's own write has been read)."""
+    row = await row_after(pool, player, version)
+    while True:
+        await asyncio.sleep(1.0)
+        now = await playerdata.load(pool, "w", player)
+        if now == row:
+            return row
+        assert now is not None
+        row = now
+
+
 @pytest.mark.integration
 async def test_join_move_leave_then_resume_after_redis_is_flushed(
     world: World, database: Pool
@@ -147,7 +161,7 @@ async def test_join_move_leave_then_resume_after_redis_is_flushed(
             await asyncio.sleep(1 / 30)
         written = await row_after(database, "alice", 1)  # the write-behind while playing
         await leave(world, "alice")
-        saved = await row_after(database, "alice", written.version)
+        saved = await settled_row(database, "alice", written.version)
     finally:
         await driver.close()
     assert saved.blob == b"sword" and saved.written_by == "solo"
