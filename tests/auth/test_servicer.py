@@ -1068,3 +1068,138 @@ async def test_the_cheat_policy_kicks_through_the_relays_once(
     assert await redis.hget("tessera:{auth}:cheat:acted:w1", player.account_id) == b"kick"
     # A kick is no ban: the player may log in again.
     assert (await login(auth, "mallory")).account_id == player.account_id
+
+
+# --- profiles and devices -------------------------------------------------------
+
+
+async def test_a_player_reads_and_updates_their_own_profile(
+    auth: RunningAuth, database: Pool
+) -> None:
+    ada = await register(auth, "ada")
+    me = bearer_metadata(ada.access_token)
+    fresh = await auth.stub.GetAccount(auth_pb2.GetAccountRequest(), metadata=me)
+    assert (fresh.account_id, fresh.username, fresh.kind) == (ada.account_id, "ada", "password")
+    assert fresh.profile == auth_pb2.Profile(metadata="{}") and fresh.devices == 0
+    assert abs(fresh.created_at - time.time()) < 600
+    update = auth_pb2.UpdateAccountRequest(
+        display_name="Ada L.", lang_tag="en-GB", timezone="Europe/London", metadata='{"lvl": 7}'
+    )
+    updated = await auth.stub.UpdateAccount(update, metadata=me)
+    assert updated.profile.display_name == "Ada L." and updated.profile.timezone == "Europe/London"
+    assert json.loads(updated.profile.metadata) == {"lvl": 7}
+    # Unset fields keep their value; a field set to "" is cleared.
+    partial = auth_pb2.UpdateAccountRequest(location="Lyon", display_name="")
+    again = await auth.stub.UpdateAccount(partial, metadata=me)
+    assert (again.profile.display_name, again.profile.location) == ("", "Lyon")
+    assert again.profile.lang_tag == "en-GB" and json.loads(again.profile.metadata) == {"lvl": 7}
+    stored = await database.fetchrow(
+        "SELECT location, metadata FROM accounts WHERE id = $1", ada.account_id
+    )
+    assert stored["location"] == "Lyon" and json.loads(stored["metadata"]) == {"lvl": 7}
+    assert (
+        await auth.stub.GetAccount(
+            auth_pb2.GetAccountRequest(account_id=ada.account_id), metadata=me
+        )
+        == again
+    )
+
+
+async def test_a_bad_profile_field_writes_nothing(auth: RunningAuth, database: Pool) -> None:
+    bob = await register(auth, "bob-profile")
+    me = bearer_metadata(bob.access_token)
+    await auth.stub.UpdateAccount(auth_pb2.UpdateAccountRequest(display_name="Bob"), metadata=me)
+    for update, field, reason in [
+        (
+            auth_pb2.UpdateAccountRequest(display_name="B2", metadata="[]"),
+            "metadata",
+            "METADATA_INVALID",
+        ),
+        (
+            auth_pb2.UpdateAccountRequest(
+                display_name="B3", metadata='{"x": "' + "y" * 17_000 + '"}'
+            ),
+            "metadata",
+            "METADATA_TOO_LARGE",
+        ),
+        (
+            auth_pb2.UpdateAccountRequest(display_name="B4", timezone="Nowhere/City"),
+            "timezone",
+            "PROFILE_INVALID",
+        ),
+        (auth_pb2.UpdateAccountRequest(), "", "NO_CHANGES"),
+    ]:
+        err = await fails(auth.stub.UpdateAccount(update, metadata=me))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (errors.detail_of(err).field, errors.detail_of(err).reason) == (field, reason)
+    name = await database.fetchval(
+        "SELECT display_name FROM accounts WHERE id = $1", bob.account_id
+    )
+    assert name == "Bob"
+
+
+async def test_only_an_admin_reads_and_changes_another_account(
+    auth: RunningAuth, start_auth: StartAuth, database: Pool
+) -> None:
+    boss = await register(auth, "profile-admin")
+    auth = await start_auth(AUTH_ADMIN_ACCOUNTS=boss.account_id)
+    admin = bearer_metadata((await login(auth, "profile-admin")).access_token)
+    carol = await register(auth, "carol")
+    dave = await register(auth, "dave")
+    other = auth_pb2.GetAccountRequest(account_id=carol.account_id)
+    err = await fails(auth.stub.GetAccount(other, metadata=bearer_metadata(dave.access_token)))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    change = auth_pb2.UpdateAccountRequest(account_id=carol.account_id, display_name="pwned")
+    err = await fails(auth.stub.UpdateAccount(change, metadata=bearer_metadata(dave.access_token)))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    err = await fails(auth.stub.GetAccount(other, metadata=await service_metadata(auth)))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert (await auth.stub.GetAccount(other, metadata=admin)).username == "carol"
+    changed = await auth.stub.UpdateAccount(
+        auth_pb2.UpdateAccountRequest(account_id=carol.account_id, display_name="Carol"),
+        metadata=admin,
+    )
+    assert changed.profile.display_name == "Carol"
+    nobody = auth_pb2.GetAccountRequest(account_id="no-such-account")
+    err = await fails(auth.stub.GetAccount(nobody, metadata=admin))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    (record,) = await audit_trail(database, 1)
+    assert (record.actor, record.action, record.target, record.outcome, record.detail) == (
+        boss.account_id,
+        "update_account",
+        carol.account_id,
+        "ok",
+        "display_name",
+    )
+
+
+async def test_linked_devices_log_in_to_the_account(auth: RunningAuth) -> None:
+    erin = await register(auth, "erin")
+    me = bearer_metadata(erin.access_token)
+    phone = auth_pb2.DeviceRequest(device_id="erin-phone-0123456789")
+    assert (await auth.stub.LinkDevice(phone, metadata=me)).devices == 1
+    assert (await auth.stub.LinkDevice(phone, metadata=me)).devices == 1  # linking again is a no-op
+    guest = await auth.stub.GuestLogin(auth_pb2.GuestLoginRequest(device_id=phone.device_id))
+    assert guest.account_id == erin.account_id
+    # A device of another account stays there.
+    tablet = "frank-tablet-0123456789"
+    frank = await auth.stub.GuestLogin(auth_pb2.GuestLoginRequest(device_id=tablet))
+    err = await fails(auth.stub.LinkDevice(auth_pb2.DeviceRequest(device_id=tablet), metadata=me))
+    assert (err.code(), errors.detail_of(err).reason) == (
+        grpc.StatusCode.ALREADY_EXISTS,
+        "DEVICE_TAKEN",
+    )
+    # A guest's only device is its only way in; a password account may drop all.
+    err = await fails(
+        auth.stub.UnlinkDevice(
+            auth_pb2.DeviceRequest(device_id=tablet), metadata=bearer_metadata(frank.access_token)
+        )
+    )
+    assert errors.detail_of(err).reason == "LAST_DEVICE"
+    assert (await auth.stub.UnlinkDevice(phone, metadata=me)).devices == 0
+    err = await fails(auth.stub.UnlinkDevice(phone, metadata=me))
+    assert errors.detail_of(err).reason == "DEVICE_NOT_LINKED"
+    again = await auth.stub.GuestLogin(auth_pb2.GuestLoginRequest(device_id=phone.device_id))
+    assert again.account_id != erin.account_id  # a new guest account now
+    err = await fails(auth.stub.LinkDevice(auth_pb2.DeviceRequest(device_id="short"), metadata=me))
+    assert errors.detail_of(err).field == "device_id"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tessera.auth.profiles import FIELDS, Profile
 from tessera.common.database import Pool
 
 
@@ -29,6 +30,17 @@ class Account:
     password_hash: str
     roles: tuple[str, ...]
     kind: str
+
+
+@dataclass(frozen=True)
+class AccountView:
+    """What ``GetAccount`` shows of an account: who it is, its profile, when it was
+    created (Unix seconds) and how many devices can log in to it."""
+
+    account: Account
+    profile: Profile
+    created_at: int
+    devices: int
 
 
 class _DeviceTaken(Exception):
@@ -91,6 +103,36 @@ class AccountRecords:
         row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM accounts WHERE id = $1", account_id)
         return _account(row)
 
+    async def view(self, account_id: str) -> AccountView | None:
+        """The account with its profile; None if there is no such account."""
+        row = await self.pool.fetchrow(
+            f"SELECT {_COLUMNS}, {', '.join(FIELDS)}, created_at,"
+            " (SELECT count(*) FROM devices d WHERE d.account_id = a.id) AS devices"
+            " FROM accounts a WHERE id = $1",
+            account_id,
+        )
+        account = _account(row)
+        if account is None:
+            return None
+        profile = Profile(**{f: row[f] for f in FIELDS})
+        return AccountView(account, profile, int(row["created_at"].timestamp()), row["devices"])
+
+    async def update_profile(self, account_id: str, changes: dict[str, str], *, now: float) -> bool:
+        """Set the checked profile ``changes`` (field → value); False if there is no
+        such account."""
+        names = [f for f in FIELDS if f in changes]
+        sets = ", ".join(
+            f"{f} = ${i}" + ("::jsonb" if f == "metadata" else "")
+            for i, f in enumerate(names, start=3)
+        )
+        status = await self.pool.execute(
+            f"UPDATE accounts SET updated_at = $2, {sets} WHERE id = $1",
+            account_id,
+            _time(now),
+            *(changes[f] for f in names),
+        )
+        return bool(status != "UPDATE 0")
+
     async def set_password(self, account_id: str, password_hash: str, *, now: float) -> None:
         """Replace a password hash (a rehash after the argon2 parameters changed)."""
         await self.pool.execute(
@@ -105,6 +147,41 @@ class AccountRecords:
             "SELECT account_id FROM devices WHERE device_hash = $1", device_hash
         )
         return None if value is None else str(value)
+
+    async def link_device(self, account_id: str, device_hash: str, *, now: float) -> str:
+        """Link a device to the account (GuestLogin with it then logs in to this
+        account); the account the device belongs to afterwards, another one's if it
+        was linked there already."""
+        owner = await self.pool.fetchval(
+            "WITH new AS (INSERT INTO devices (device_hash, account_id, created_at)"
+            " VALUES ($1, $2, $3) ON CONFLICT (device_hash) DO NOTHING RETURNING account_id)"
+            " SELECT account_id FROM new UNION ALL"
+            " SELECT account_id FROM devices WHERE device_hash = $1 LIMIT 1",
+            device_hash,
+            account_id,
+            _time(now),
+        )
+        # A concurrent link of the same device committed after this statement's snapshot.
+        return str(owner) if owner is not None else str(await self.device_account(device_hash))
+
+    async def unlink_device(self, account_id: str, device_hash: str) -> str:
+        """Unlink a device from the account: ``unlinked``, ``not_linked``, or ``last``
+        when it is a guest account's only device (its only way to log in), which
+        stays linked."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            kind = await conn.fetchval(
+                "SELECT kind FROM accounts WHERE id = $1 FOR UPDATE", account_id
+            )
+            rows = await conn.fetch(
+                "SELECT device_hash FROM devices WHERE account_id = $1", account_id
+            )
+            hashes = {r["device_hash"] for r in rows}
+            if device_hash not in hashes:
+                return "not_linked"
+            if kind == "guest" and len(hashes) == 1:
+                return "last"
+            await conn.execute("DELETE FROM devices WHERE device_hash = $1", device_hash)
+            return "unlinked"
 
     async def guest_account(
         self, device_hash: str, new_account_id: str, roles: tuple[str, ...], *, now: float

@@ -20,12 +20,12 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from tessera.auth import accounts, cheating, metrics, playerdata, sessions
+from tessera.auth import accounts, cheating, metrics, playerdata, profiles, sessions
 from tessera.auth.accounts import InputError
 from tessera.auth.config import AuthConfig
 from tessera.auth.keys import KeyRing, KeyRingError, SigningKey, raw_public_bytes
 from tessera.auth.passwords import PasswordHasher
-from tessera.auth.records import Account, AccountRecords, BanRecord, BanRecords
+from tessera.auth.records import Account, AccountRecords, AccountView, BanRecord, BanRecords
 from tessera.auth.store import AuthStore
 from tessera.authclient.verifier import current_claims
 from tessera.common import errors, tracing
@@ -53,6 +53,10 @@ METHOD_ROLES = {
     f"/{SERVICE}/IssueConnectTokens": ("service", "admin"),
     f"/{SERVICE}/GetPlayerData": ("service", "admin"),
     f"/{SERVICE}/PutPlayerData": ("service", "admin"),
+    f"/{SERVICE}/GetAccount": ("player", "admin"),
+    f"/{SERVICE}/UpdateAccount": ("player", "admin"),
+    f"/{SERVICE}/LinkDevice": ("player",),
+    f"/{SERVICE}/UnlinkDevice": ("player",),
     f"/{SERVICE}/Logout": (),
 }
 INVALID_CREDENTIALS = "invalid username or password"
@@ -730,6 +734,104 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         )
         return playerdata.to_message(written)
 
+    # accounts and profiles
+
+    async def _target(self, context: Context, account_id: str) -> str:
+        """The account a profile request is about: the caller's own when empty; only
+        an admin may name another (PERMISSION_DENIED otherwise)."""
+        claims = current_claims()
+        if not account_id or account_id == claims.sub:
+            return claims.sub
+        if "admin" not in claims.roles:
+            await errors.abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                "only an admin may read or change another account",
+                reason="NOT_YOUR_ACCOUNT",
+                field="account_id",
+            )
+        try:
+            return accounts.check_account_id(account_id)
+        except InputError as err:
+            await _refuse(context, err)
+
+    async def _view(self, context: Context, account_id: str) -> auth_pb2.Account:
+        found = await self.accounts.view(account_id)
+        if found is None:
+            await _no_account(context)
+        return _account_message(found)
+
+    async def GetAccount(
+        self, request: auth_pb2.GetAccountRequest, context: Context
+    ) -> auth_pb2.Account:
+        return await self._view(context, await self._target(context, request.account_id))
+
+    async def UpdateAccount(
+        self, request: auth_pb2.UpdateAccountRequest, context: Context
+    ) -> auth_pb2.Account:
+        account_id = await self._target(context, request.account_id)
+        own = account_id == current_claims().sub
+        try:
+            # ListFields holds the optional fields that are set, even to "".
+            changes = profiles.check_changes(
+                {d.name: v for d, v in request.ListFields() if d.name in profiles.FIELDS}
+            )
+        except InputError as err:
+            if not own:
+                self._audit(context, "update_account", account_id, "refused", err.message)
+            await _refuse(context, err)
+        if not await self.accounts.update_profile(account_id, changes, now=self.clock()):
+            await _no_account(context)
+        if not own:
+            self._audit(context, "update_account", account_id, "ok", ", ".join(changes))
+        return await self._view(context, account_id)
+
+    async def _device(self, context: Context, device_id: str) -> str:
+        try:
+            return sessions.digest(accounts.check_device_id(device_id))
+        except InputError as err:
+            await _refuse(context, err)
+
+    async def LinkDevice(
+        self, request: auth_pb2.DeviceRequest, context: Context
+    ) -> auth_pb2.Account:
+        device_hash = await self._device(context, request.device_id)
+        account_id = current_claims().sub
+        owner = await self.accounts.link_device(account_id, device_hash, now=self.clock())
+        if owner != account_id:
+            await errors.abort(
+                context,
+                grpc.StatusCode.ALREADY_EXISTS,
+                "the device is linked to another account",
+                reason="DEVICE_TAKEN",
+                field="device_id",
+            )
+        return await self._view(context, account_id)
+
+    async def UnlinkDevice(
+        self, request: auth_pb2.DeviceRequest, context: Context
+    ) -> auth_pb2.Account:
+        device_hash = await self._device(context, request.device_id)
+        account_id = current_claims().sub
+        outcome = await self.accounts.unlink_device(account_id, device_hash)
+        if outcome == "not_linked":
+            await errors.abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                "the device is not linked to this account",
+                reason="DEVICE_NOT_LINKED",
+                field="device_id",
+            )
+        if outcome == "last":
+            await errors.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "a guest account's only device cannot be unlinked (it is the only way in)",
+                reason="LAST_DEVICE",
+                field="device_id",
+            )
+        return await self._view(context, account_id)
+
     def _connect_token(
         self,
         request: auth_pb2.ConnectTokenRequest,
@@ -951,6 +1053,25 @@ async def _banned(context: Context, kind: str, ban: BanRecord) -> NoReturn:
     )
 
 
+def _account_message(view: AccountView) -> auth_pb2.Account:
+    p = view.profile
+    return auth_pb2.Account(
+        account_id=view.account.account_id,
+        username=view.account.username,
+        kind=view.account.kind,
+        created_at=view.created_at,
+        profile=auth_pb2.Profile(
+            display_name=p.display_name,
+            avatar_url=p.avatar_url,
+            lang_tag=p.lang_tag,
+            location=p.location,
+            timezone=p.timezone,
+            metadata=p.metadata,
+        ),
+        devices=view.devices,
+    )
+
+
 async def _no_account(context: Context) -> NoReturn:
     await errors.abort(
         context,
@@ -973,7 +1094,8 @@ async def _taken(context: Context) -> NoReturn:
 
 
 async def _refuse(context: Context, err: InputError) -> NoReturn:
-    """INVALID_ARGUMENT for a player-data request (logins count theirs in _invalid)."""
+    """INVALID_ARGUMENT for a player-data or account request (logins count theirs in
+    _invalid)."""
     await errors.abort(
         context, grpc.StatusCode.INVALID_ARGUMENT, err.message, reason=err.reason, field=err.field
     )
