@@ -29,3 +29,19 @@ def test_encode_round_trip() -> None:
     value = (27.123456789, 7.5)
     assert rating.decode(rating.encode(value)) == value
     assert rating.decode(None) == rating.DEFAULT
+
+
+@pytest.mark.parametrize(
+    ("ranks", "expected"),
+    [
+        ([0, 1], ["win", "loss"]),
+        ([1, 0], ["loss", "win"]),
+        ([0, 0], ["draw", "draw"]),
+        ([0, 1, 1], ["win", "loss", "loss"]),
+        ([2, 0, 0, 1], ["loss", "draw", "draw", "loss"]),
+        ([3, 5], ["win", "loss"]),
+        ([0], ["done"]),
+    ],
+)
+def test_outcomes_from_ranks(ranks: list[int], expected: list[str]) -> None:
+    assert rating.outcomes(ranks) == expected

@@ -53,3 +53,53 @@ async def test_concurrent_results_sharing_players_lose_no_update(database: Pool)
     for i in range(10):
         sequential = rating.rate([["hero"], [f"o{i}"]], [0, 1], {"hero": sequential})["hero"]
     assert hero == Versioned(pytest.approx(sequential), 10)  # type: ignore[arg-type]
+
+
+async def test_each_result_adds_to_its_players_history_newest_first(database: Pool) -> None:
+    records = RatingRecords(database)
+    started = int(NOW_MS) - 600_000
+    await records.apply_result(
+        "h1",
+        "duel",
+        [["a"], ["b"]],
+        [0, 1],
+        now_ms=NOW_MS,
+        roles=[["tank"], []],
+        started_ms=started,
+    )
+    after_h1 = await records.ratings("duel", ["a"])
+    await records.apply_result("h2", "duel", [["a"], ["c"]], [0, 0], now_ms=NOW_MS + 1000)
+    await records.apply_result("h3", "dungeon", [["a", "c"]], [0], now_ms=NOW_MS + 2000)
+    page = await records.history("a", before_id=2**63 - 1, limit=2)
+    assert [(p.match_id, p.mode, p.outcome) for p in page] == [
+        ("h3", "dungeon", "done"),
+        ("h2", "duel", "draw"),
+    ]
+    assert page[0].before is None and page[0].after is None and page[0].started_ms == 0
+    assert page[1].before == after_h1["a"].rating != page[1].after
+    (oldest,) = await records.history("a", before_id=page[-1].entry_id, limit=2)
+    assert (oldest.match_id, oldest.team, oldest.role, oldest.rank, oldest.outcome) == (
+        "h1",
+        0,
+        "tank",
+        0,
+        "win",
+    )
+    assert oldest.before == rating.DEFAULT and oldest.after == after_h1["a"].rating
+    assert (oldest.started_ms, oldest.ended_ms) == (started, round(NOW_MS))
+    (lost,) = await records.history("b", before_id=2**63 - 1, limit=10)
+    assert (lost.outcome, lost.team, lost.role) == ("loss", 1, "")
+
+
+async def test_the_history_is_written_in_the_results_transaction(database: Pool) -> None:
+    """Roles that do not match the players fail the history insert: the result and
+    the ratings are rolled back with it, and a corrected report then applies."""
+    records = RatingRecords(database)
+    with pytest.raises(ValueError, match="zip"):
+        await records.apply_result(
+            "t1", "duel", [["a"], ["b"]], [0, 1], now_ms=NOW_MS, roles=[["x", "y"], []]
+        )
+    assert await database.fetchval("SELECT count(*) FROM match_results") == 0
+    assert await records.ratings("duel", ["a"]) == {"a": UNRATED}
+    assert await records.apply_result("t1", "duel", [["a"], ["b"]], [0, 1], now_ms=NOW_MS)
+    assert len(await records.history("a", before_id=2**63 - 1, limit=10)) == 1

@@ -244,11 +244,20 @@ async def test_duel_assignment_with_connect_tokens_and_result(stack: Stack, data
         match_id=final_a.assignment.match_id,
         mode="duel",
         teams=[
-            pb.TeamResult(player_ids=[alice], rank=0),
+            pb.TeamResult(player_ids=[alice], rank=0, roles=["duelist"]),
             pb.TeamResult(player_ids=[bob], rank=1),
         ],
+        started_at_ms=int(time.time() * 1000) - 60_000,
     )
     gs_md = await gameserver(stack)
+    bad_roles = pb.MatchResult()
+    bad_roles.CopyFrom(result)
+    bad_roles.teams[0].roles.append("spare")
+    await expect_error(
+        stack.mm_stub.ReportMatchResult(bad_roles, metadata=gs_md),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "BAD_ROLES",
+    )
     forged = pb.MatchResult()
     forged.CopyFrom(result)
     forged.teams[1].player_ids.append("mallory")
@@ -263,6 +272,25 @@ async def test_duel_assignment_with_connect_tokens_and_result(stack: Stack, data
     assert (first.applied, second.applied) == (True, False)
     ratings = await RatingRecords(database).ratings("duel", [alice, bob])
     assert ratings[alice].rating[0] > 25.0 > ratings[bob].rating[0]
+    # The match is in both players' history: each reads their own, a service any.
+    mine = await stack.mm_stub.ListMatchHistory(pb.ListMatchHistoryRequest(), metadata=alice_md)
+    (entry,) = mine.matches
+    assert (entry.match_id, entry.team, entry.role, entry.outcome) == (
+        result.match_id,
+        0,
+        "duelist",
+        "win",
+    )
+    assert entry.rated and entry.mu_after == ratings[alice].rating[0] > entry.mu_before
+    assert entry.started_at_ms == result.started_at_ms < entry.ended_at_ms
+    theirs = pb.ListMatchHistoryRequest(player_id=bob)
+    (entry,) = (await stack.mm_stub.ListMatchHistory(theirs, metadata=gs_md)).matches
+    assert (entry.outcome, entry.role, entry.team) == ("loss", "", 1)
+    await expect_error(
+        stack.mm_stub.ListMatchHistory(theirs, metadata=alice_md),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "FORBIDDEN",
+    )
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stack.mm_stub.ReportMatchResult(result, metadata=alice_md)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED

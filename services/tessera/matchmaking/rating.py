@@ -42,3 +42,13 @@ def decode(raw: bytes | str | None) -> Rating:
         return DEFAULT
     mu, sigma = (raw.decode() if isinstance(raw, bytes) else raw).split(":")
     return float(mu), float(sigma)
+
+
+def outcomes(ranks: Sequence[int]) -> list[str]:
+    """Each team's outcome from the teams' ranks: ``win`` (first alone), ``draw``
+    (first place shared), ``loss``; ``done`` for every team of a one-team result."""
+    if len(ranks) < 2:
+        return ["done"] * len(ranks)
+    best = min(ranks)
+    shared = ranks.count(best) > 1
+    return ["loss" if r != best else "draw" if shared else "win" for r in ranks]

@@ -1,21 +1,24 @@
-"""The only code of the matchmaker that touches PostgreSQL: ratings per mode and the
-match results that changed them, the system of record (tables ``ratings`` and
-``match_results``; migration ``0002_ratings.sql``). Redis holds a cache of the
+"""The only code of the matchmaker that touches PostgreSQL: ratings per mode, the
+match results that changed them and each player's match history, the system of
+record (tables ``ratings``, ``match_results`` and ``match_players``; migrations
+``0002_ratings.sql`` and ``0008_match_players.sql``). Redis holds a cache of the
 ratings for ticket creation (``store.py``), which may be lost at any time.
 
 A result is applied once per match id (the ``match_results`` primary key) in one
-transaction with the rating updates; the rows of the match's players are locked
-(in player order) while the new ratings are computed, so two results sharing a
-player never overwrite each other. Every change bumps the row's ``version``,
-which the cache uses to never replace a newer rating with an older one.
+transaction with the rating updates and the players' history rows; the rows of
+the match's players are locked (in player order) while the new ratings are
+computed, so two results sharing a player never overwrite each other. Every
+change bumps the row's ``version``, which the cache uses to never replace a newer
+rating with an older one.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from tessera.common.database import Pool
 from tessera.matchmaking import rating
@@ -30,6 +33,33 @@ class Versioned:
 
 
 UNRATED = Versioned(rating.DEFAULT, 0)
+
+
+@dataclass(frozen=True)
+class Participation:
+    """One player's part in one match (a ``match_players`` row); ``before`` and
+    ``after`` are None in a one-team mode, times are Unix ms (``started_ms`` 0 when
+    not reported)."""
+
+    entry_id: int
+    match_id: str
+    mode: str
+    team: int
+    role: str
+    rank: int
+    outcome: str
+    before: rating.Rating | None
+    after: rating.Rating | None
+    started_ms: int
+    ended_ms: int
+
+
+def _ms(at: datetime | None) -> int:
+    return 0 if at is None else round(at.timestamp() * 1000)
+
+
+def _rating(mu: float | None, sigma: float | None) -> rating.Rating | None:
+    return None if mu is None or sigma is None else (mu, sigma)
 
 
 class RatingRecords:
@@ -56,10 +86,14 @@ class RatingRecords:
         ranks: Sequence[int],
         *,
         now_ms: float,
+        roles: Sequence[Sequence[str]] = (),
+        started_ms: int = 0,
     ) -> dict[str, Versioned] | None:
-        """Record a match result and rate its players, once per match id: the new
-        ratings, or None if the match's result had been recorded already. A one-team
-        result (a cooperative mode) is recorded and changes no rating."""
+        """Record a match result, rate its players and add the match to each
+        player's history, once per match id: the new ratings, or None if the match's
+        result had been recorded already. A one-team result (a cooperative mode) is
+        recorded and changes no rating. ``roles`` are each team's players' roles (a
+        team without any may be empty); ``started_ms`` 0 means not reported."""
         at = datetime.fromtimestamp(now_ms / 1000, UTC)
         players = sorted({p for team in teams for p in team})
         async with self.pool.acquire() as conn, conn.transaction():
@@ -76,6 +110,18 @@ class RatingRecords:
             if recorded is None:
                 return None
             if len(teams) < 2:
+                await _add_history(
+                    conn,
+                    match_id,
+                    mode,
+                    teams=teams,
+                    ranks=ranks,
+                    roles=roles,
+                    started_ms=started_ms,
+                    at=at,
+                    before={},
+                    after={},
+                )
                 return {}
             # Rows for new players first, so every player's row can be locked.
             await conn.execute(
@@ -102,4 +148,88 @@ class RatingRecords:
                 " WHERE mode = $1 AND player = $2",
                 [(mode, p, mu, sigma, versions[p], at) for p, (mu, sigma) in new.items()],
             )
+            await _add_history(
+                conn,
+                match_id,
+                mode,
+                teams=teams,
+                ranks=ranks,
+                roles=roles,
+                started_ms=started_ms,
+                at=at,
+                before=current,
+                after=new,
+            )
             return {p: Versioned(r, versions[p]) for p, r in new.items()}
+
+    async def history(self, player: str, *, before_id: int, limit: int) -> list[Participation]:
+        """Up to ``limit`` of the player's matches with entry ids below ``before_id``,
+        newest first."""
+        rows = await self.pool.fetch(
+            "SELECT id, match_id, mode, team, role, rank, outcome, mu_before, sigma_before,"
+            " mu_after, sigma_after, started_at, ended_at FROM match_players"
+            " WHERE player = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+            player,
+            before_id,
+            limit,
+        )
+        return [
+            Participation(
+                entry_id=r["id"],
+                match_id=r["match_id"],
+                mode=r["mode"],
+                team=r["team"],
+                role=r["role"],
+                rank=r["rank"],
+                outcome=r["outcome"],
+                before=_rating(r["mu_before"], r["sigma_before"]),
+                after=_rating(r["mu_after"], r["sigma_after"]),
+                started_ms=_ms(r["started_at"]),
+                ended_ms=_ms(r["ended_at"]),
+            )
+            for r in rows
+        ]
+
+
+async def _add_history(
+    conn: Any,
+    match_id: str,
+    mode: str,
+    *,
+    teams: Sequence[Sequence[str]],
+    ranks: Sequence[int],
+    roles: Sequence[Sequence[str]],
+    started_ms: int,
+    at: datetime,
+    before: Mapping[str, rating.Rating],
+    after: Mapping[str, rating.Rating],
+) -> None:
+    """One ``match_players`` row per player of the result (in its transaction)."""
+    started = datetime.fromtimestamp(started_ms / 1000, UTC) if started_ms else None
+    outcomes = rating.outcomes(list(ranks))
+    rows = []
+    for team, players in enumerate(teams):
+        team_roles = roles[team] if team < len(roles) and roles[team] else [""] * len(players)
+        for player, role in zip(players, team_roles, strict=True):
+            old, new = before.get(player), after.get(player)
+            rows.append(
+                (
+                    match_id,
+                    player,
+                    mode,
+                    team,
+                    role,
+                    ranks[team],
+                    outcomes[team],
+                    *(old or (None, None)),
+                    *(new or (None, None)),
+                    started,
+                    at,
+                )
+            )
+    await conn.executemany(
+        "INSERT INTO match_players (match_id, player, mode, team, role, rank, outcome,"
+        " mu_before, sigma_before, mu_after, sigma_after, started_at, ended_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        rows,
+    )

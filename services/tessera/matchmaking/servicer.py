@@ -26,6 +26,7 @@ from tessera.common.errors import abort
 from tessera.matchmaking import metrics
 from tessera.matchmaking.director import wall_ms
 from tessera.matchmaking.modes import Mode
+from tessera.matchmaking.records import Participation
 from tessera.matchmaking.store import SEARCHING, PlayerBusy, Store
 from tessera.matchmaking.ticket import MAX_ID_LEN, InvalidTicket, validate
 from tessera.v1 import common_pb2
@@ -37,6 +38,12 @@ log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 TRUSTED = ("service", "admin")
+# A reported role's length; match-history page sizes.
+MAX_ROLE_LEN = 64
+MAX_HISTORY_PAGE = 100
+DEFAULT_HISTORY_PAGE = 20
+# How far a reporter's clock may run ahead of this one's (started_at_ms).
+MAX_CLOCK_SKEW_MS = 300_000
 # A watcher re-reads its ticket at least this often, in case an event was missed.
 WATCH_POLL_S = 2.0
 # CreateTickets: requests written to Redis per round trip at most, and requests read
@@ -333,6 +340,17 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
         for i, team in enumerate(request.teams):
             if not team.player_ids:
                 await _invalid(context, f"team {i} has no players", "EMPTY_TEAM", f"teams[{i}]")
+            if team.roles and (
+                len(team.roles) != len(team.player_ids)
+                or any(len(r) > MAX_ROLE_LEN for r in team.roles)
+            ):
+                await _invalid(
+                    context,
+                    f"team {i} needs no roles or one per player, each at most {MAX_ROLE_LEN}"
+                    " characters",
+                    "BAD_ROLES",
+                    f"teams[{i}].roles",
+                )
             for player in team.player_ids:
                 if not player or player in seen:
                     await _invalid(
@@ -342,6 +360,14 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
                         f"teams[{i}].player_ids",
                     )
                 seen.add(player)
+        now_ms = self.clock()
+        if not 0 <= request.started_at_ms <= now_ms + MAX_CLOCK_SKEW_MS:
+            await _invalid(
+                context,
+                "started_at_ms must be 0 (not reported) or a Unix time in ms, not in the future",
+                "BAD_START",
+                "started_at_ms",
+            )
         outsiders = await self.store.outsiders(request.match_id, sorted(seen))
         if outsiders:
             await _invalid(
@@ -355,9 +381,41 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
             request.mode,
             [list(t.player_ids) for t in request.teams],
             [t.rank for t in request.teams],
-            now_ms=self.clock(),
+            now_ms=now_ms,
+            roles=[list(t.roles) for t in request.teams],
+            started_ms=request.started_at_ms,
         )
         return pb.ReportMatchResultResponse(applied=applied)
+
+    async def ListMatchHistory(
+        self, request: pb.ListMatchHistoryRequest, context: Context
+    ) -> pb.ListMatchHistoryResponse:
+        caller = self.caller()
+        player = request.player_id or caller.sub
+        if player != caller.sub:
+            await self._trusted(context)
+        if len(player) > MAX_ID_LEN:
+            await _invalid(context, "player_id must be 1-128 characters", "BAD_PLAYER", "player_id")
+        if request.page_size > MAX_HISTORY_PAGE:
+            await _invalid(
+                context,
+                f"page_size must be at most {MAX_HISTORY_PAGE}",
+                "BAD_PAGE_SIZE",
+                "page_size",
+            )
+        token = request.page_token
+        if token and (not token.isdigit() or len(token) > 19):
+            await _invalid(
+                context, "page_token is not from ListMatchHistory", "BAD_PAGE", "page_token"
+            )
+        size = request.page_size or DEFAULT_HISTORY_PAGE
+        found = await self.store.history(
+            player, before_id=int(token) if token else 2**63 - 1, limit=size
+        )
+        reply = pb.ListMatchHistoryResponse(matches=[_participation(p) for p in found])
+        if len(found) == size:
+            reply.next_page_token = str(found[-1].entry_id)
+        return reply
 
     async def CreateBackfill(
         self, request: pb.CreateBackfillRequest, context: Context
@@ -457,6 +515,24 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
                 "only services and admins may do this (role 'service' or 'admin')",
                 reason="FORBIDDEN",
             )
+
+
+def _participation(p: Participation) -> pb.MatchParticipation:
+    message = pb.MatchParticipation(
+        match_id=p.match_id,
+        mode=p.mode,
+        team=p.team,
+        role=p.role,
+        rank=p.rank,
+        outcome=p.outcome,
+        started_at_ms=p.started_ms,
+        ended_at_ms=p.ended_ms,
+    )
+    if p.before is not None and p.after is not None:
+        message.rated = True
+        message.mu_before, message.sigma_before = p.before
+        message.mu_after, message.sigma_after = p.after
+    return message
 
 
 async def _invalid(context: Context, message: str, reason: str, field: str) -> NoReturn:

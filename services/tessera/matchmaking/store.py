@@ -44,7 +44,7 @@ from tessera.common.store import Client, instances_stream, queue_script, read_he
 from tessera.matchmaking import rating
 from tessera.matchmaking.destination import ZoneLoad, zone_loads
 from tessera.matchmaking.matching import Candidate
-from tessera.matchmaking.records import RatingRecords, Versioned
+from tessera.matchmaking.records import Participation, RatingRecords, Versioned
 from tessera.matchmaking.ticket import candidate
 from tessera.v1 import matchmaking_pb2 as pb
 
@@ -638,12 +638,17 @@ class Store:
         ranks: Sequence[int],
         *,
         now_ms: float,
+        roles: Sequence[Sequence[str]] = (),
+        started_ms: int = 0,
     ) -> bool:
-        """Rate a match once per match id (in the records); False if it had been applied
-        already. The first time, the new ratings are cached and a match played in an
-        instance zone gets its ``end`` entry on the world's instance stream. A one-team
-        result (a cooperative mode) changes no rating."""
-        new = await self.records.apply_result(match_id, mode, teams, ranks, now_ms=now_ms)
+        """Rate a match once per match id (in the records, with each player's match
+        history); False if it had been applied already. The first time, the new
+        ratings are cached and a match played in an instance zone gets its ``end``
+        entry on the world's instance stream. A one-team result (a cooperative mode)
+        changes no rating."""
+        new = await self.records.apply_result(
+            match_id, mode, teams, ranks, now_ms=now_ms, roles=roles, started_ms=started_ms
+        )
         if new is None:
             return False
         await self._cache_ratings(mode, new)
@@ -658,6 +663,10 @@ class Store:
                 approximate=True,
             )
         return True
+
+    async def history(self, player: str, *, before_id: int, limit: int) -> list[Participation]:
+        """A page of the player's match history, newest first (from the records)."""
+        return await self.records.history(player, before_id=before_id, limit=limit)
 
     async def create_backfill(self, backfill: pb.Backfill, *, ttl_s: int = 3600) -> None:
         base = pb.Backfill()
