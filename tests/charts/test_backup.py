@@ -1,9 +1,11 @@
 """The backup CronJob's script and the restore procedure of docs/OPERATIONS.md, run
 for real: accounts registered through a running auth, a ban and its audit record
 written by auth's BanAccount, a console audit record, ratings and a match result
-written by matchmaking's records, player data and combat events written by a
-zone's persistence all survive backup → drop database → restore; the accounts log
-in again and the banned one is still refused."""
+written by matchmaking's records with the players' match history, a profile and
+a linked device, player data and combat events written by a zone's persistence
+all survive backup → drop database → restore; the accounts log
+in again, the banned one is still refused, and a zone process resumes a player at
+the saved position with the saved data."""
 
 from __future__ import annotations
 
@@ -17,16 +19,20 @@ import grpc
 import pytest
 from redis.asyncio import Redis
 
+from tessera.auth.records import AccountRecords
 from tessera.authclient.bearer import bearer_metadata
 from tessera.common import eventlog, playerdata
 from tessera.common.audit import AuditLog, AuditRecord
 from tessera.common.database import Pool, open_database
 from tessera.common.process import ServiceProcess
 from tessera.harness.audit import audit_trail
+from tessera.harness.playerdata import row_after
 from tessera.harness.postgres import LocalPostgres, server_bin
 from tessera.harness.redis import LocalRedis
+from tessera.harness.zones import World, ZoneSpec
 from tessera.matchmaking.records import RatingRecords
 from tessera.v1 import auth_pb2, auth_pb2_grpc
+from tessera.wire.geometry import Rect
 from tessera.zone.entities import Record
 from tessera.zone.events import DIED, HIT_DEALT, Event
 from tessera.zone.persistence import Persistence
@@ -114,7 +120,13 @@ async def play(pool: Pool, ids: dict[str, str]) -> None:
     alice's player data and its combat events, an admin login in the console's
     audit log."""
     teams = [[ids["alice"]], [ids["bob"]]]
-    assert await RatingRecords(pool).apply_result("m1", "duel", teams, [0, 1], now_ms=1e12)
+    assert await RatingRecords(pool).apply_result(
+        "m1", "duel", teams, [0, 1], now_ms=1e12, roles=[["mage"], []], started_ms=10**12 - 60_000
+    )
+    accounts = AccountRecords(pool)
+    profile = {"display_name": "Alice", "timezone": "Europe/Paris", "metadata": '{"lvl":3}'}
+    assert await accounts.update_profile(ids["alice"], profile, now=1e9)
+    assert await accounts.link_device(ids["alice"], "ab" * 32, now=1e9) == ids["alice"]
     zone = Persistence(
         pool,
         world="w",
@@ -163,6 +175,8 @@ async def records(pool: Pool, ids: dict[str, str]) -> dict[str, object]:
             tuple(r)
             for r in await pool.fetch("SELECT account_id, reason, banned_by, expires_at FROM bans")
         ],
+        "history": await RatingRecords(pool).history(ids["alice"], limit=9),
+        "accounts": [await AccountRecords(pool).view(ids[name]) for name in NAMES],
         "player_data": await playerdata.load(pool, "w", ids["alice"]),
         "events": [tuple(r) for r in events],
         "audit": await AuditLog(pool).recent(),
@@ -184,6 +198,12 @@ async def test_backup_drop_restore_brings_every_record_back(
     ratings = before["ratings"]
     assert isinstance(ratings, dict) and all(r.version == 1 for r in ratings.values())
     assert before["results"] and before["bans"]
+    history = before["history"]
+    assert isinstance(history, list)
+    (played,) = history
+    assert (played.match_id, played.role, played.outcome) == ("m1", "mage", "win")
+    alice_account = before["accounts"][0]  # type: ignore[index]
+    assert alice_account.profile.display_name == "Alice" and alice_account.devices == 1
     alice = before["player_data"]
     assert isinstance(alice, playerdata.PlayerData) and alice.blob == b"inv"
     assert (alice.kills, alice.deaths, alice.hits_dealt, alice.hits_taken) == (2, 1, 9, 4)
@@ -232,4 +252,32 @@ async def test_backup_drop_restore_brings_every_record_back(
             assert banned.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         proc.terminate()
+    await resume_in_a_zone(redis, redis_server.url, database_url, ids["alice"], alice)
     postgres_server.drop_database("t_backup_restore")
+
+
+async def resume_in_a_zone(
+    redis: Redis, redis_url: str, database_url: str, player: str, saved: playerdata.PlayerData
+) -> None:
+    """A zone of the restored world loads the player's data on join: the entity
+    appears at the saved position, and the zone's write on leave carries the saved
+    blob and stats (it writes what the entity holds)."""
+    world = World(redis, redis_url, env={"TESSERA_DATABASE_URL": database_url})
+    try:
+        await world.start_all([ZoneSpec("solo", Rect(-50, -50, 50, 50))])
+        joined = await world.join("solo", player, x=20.0, z=20.0)
+        assert joined.restored
+        assert (joined.position.x, joined.position.z) == pytest.approx((5.0, -7.0))
+        status = await world.status("solo", entities=True)
+        assert list(status.entity_players) == [player]
+        await world.leave("solo", player)
+        pool = await open_database(database_url, max_size=1)
+        try:
+            written = await row_after(pool, "w", player, saved.version)
+        finally:
+            await pool.close()
+    finally:
+        world.stop()
+    assert written.written_by == "solo" and written.blob == saved.blob == b"inv"
+    assert (written.kills, written.deaths, written.hits_dealt, written.hits_taken) == (2, 1, 9, 4)
+    assert (written.position[0], written.position[2]) == pytest.approx((5.0, -7.0))

@@ -15,9 +15,10 @@ from redis.asyncio import Redis
 from tessera.common import playerdata
 from tessera.common.database import Pool
 from tessera.common.playerdata import PlayerData
+from tessera.harness.playerdata import row_after, settled_row
 from tessera.harness.redis import LocalRedis
 from tessera.harness.zones import Driver, World, ZoneSpec
-from tessera.v1 import common_pb2, zone_pb2
+from tessera.v1 import zone_pb2
 from tessera.wire.geometry import Rect
 from tessera.zone.entities import Record
 from tessera.zone.events import DIED, HIT_DEALT, HIT_TAKEN, Event
@@ -96,47 +97,6 @@ async def world(
     w.stop()
 
 
-async def join(world: World, player: str) -> zone_pb2.JoinResponse:
-    channel, stub = world.stub("solo")
-    async with channel:
-        request = zone_pb2.JoinRequest(
-            player_id=player, relay_id="testbed", spawn=common_pb2.Vec3(x=0.0, z=0.0)
-        )
-        response: zone_pb2.JoinResponse = await stub.Join(request)
-        return response
-
-
-async def leave(world: World, player: str) -> None:
-    channel, stub = world.stub("solo")
-    async with channel:
-        await stub.Leave(zone_pb2.LeaveRequest(player_id=player, relay_id="testbed"))
-
-
-async def row_after(pool: Pool, player: str, version: int) -> PlayerData:
-    """The player's row once its version passed ``version``."""
-    deadline = time.monotonic() + 20.0
-    while time.monotonic() < deadline:
-        row = await playerdata.load(pool, "w", player)
-        if row is not None and row.version > version:
-            return row
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no write of {player} after version {version}")
-
-
-async def settled_row(pool: Pool, player: str, version: int) -> PlayerData:
-    """The player's row once written after ``version`` and then left unchanged for
-    1 s (a write-behind that was in flight when the player left lands after the
-    leave's own write has been read)."""
-    row = await row_after(pool, player, version)
-    while True:
-        await asyncio.sleep(1.0)
-        now = await playerdata.load(pool, "w", player)
-        if now == row:
-            return row
-        assert now is not None
-        row = now
-
-
 @pytest.mark.integration
 async def test_join_move_leave_then_resume_after_redis_is_flushed(
     world: World, database: Pool
@@ -147,7 +107,7 @@ async def test_join_move_leave_then_resume_after_redis_is_flushed(
         "w", "alice", (10.0, 0.0, 10.0), 0.0, 100.0, b"sword", 0, 0, 0, "api", **stats
     )
     assert await playerdata.put(database, offline, 0, now=time.time()) is not None
-    joined = await join(world, "alice")
+    joined = await world.join("solo", "alice")
     assert joined.restored and (joined.position.x, joined.position.z) == (10.0, 10.0)
     driver = Driver(world)
     try:
@@ -159,9 +119,9 @@ async def test_join_move_leave_then_resume_after_redis_is_flushed(
         while time.monotonic() < end:
             driver.move("alice", math.pi / 2)
             await asyncio.sleep(1 / 30)
-        written = await row_after(database, "alice", 1)  # the write-behind while playing
-        await leave(world, "alice")
-        saved = await settled_row(database, "alice", written.version)
+        written = await row_after(database, "w", "alice", 1)  # the write-behind while playing
+        await world.leave("solo", "alice")
+        saved = await settled_row(database, "w", "alice", written.version)
     finally:
         await driver.close()
     assert saved.blob == b"sword" and saved.written_by == "solo"
@@ -180,14 +140,14 @@ async def test_join_move_leave_then_resume_after_redis_is_flushed(
     await world.redis.flushall()
     await world.publish_map()
     await world.start("solo", AREA)
-    again = await join(world, "alice")
+    again = await world.join("solo", "alice")
     assert again.restored
     assert (
         math.dist((again.position.x, again.position.z), (saved.position[0], saved.position[2]))
         < 0.01
     )
-    await leave(world, "alice")
-    resumed = await row_after(database, "alice", saved.version)
+    await world.leave("solo", "alice")
+    resumed = await row_after(database, "w", "alice", saved.version)
     assert resumed.blob == b"sword" and resumed.kills == 3 and resumed.hits_taken == 10
 
 
@@ -199,7 +159,7 @@ async def test_a_stopping_zone_writes_its_players_before_it_exits(
     w = World(redis, redis_server.url, env=world_env(database_url, "600"))
     try:
         await w.start_all([ZoneSpec("solo", AREA)])
-        await join(w, "bob")
+        await w.join("solo", "bob")
         assert await playerdata.load(database, "w", "bob") is None
         assert await asyncio.to_thread(w.procs["solo"].terminate) == 0
     finally:
@@ -220,7 +180,7 @@ async def test_the_version_travels_with_a_handoff_and_fences_the_old_zone(
             [ZoneSpec("west", Rect(-200, -200, 0, 200)), ZoneSpec("east", Rect(0, -200, 200, 200))]
         )
         await driver.join("cara", "west", -10.0, 0.0)
-        in_west = await row_after(database, "cara", 0)
+        in_west = await row_after(database, "w", "cara", 0)
         assert in_west.written_by == "west"
         deadline = time.monotonic() + 20.0
         while driver.zone_of["cara"] != "east":
@@ -228,9 +188,9 @@ async def test_the_version_travels_with_a_handoff_and_fences_the_old_zone(
             await driver.pace(["cara"], (10.0, 20.0), 0.2)
         driver.move("cara", 0.0, forward=0.0)
         # The east zone continues from the version the entity carried.
-        in_east = await row_after(database, "cara", in_west.version)
+        in_east = await row_after(database, "w", "cara", in_west.version)
         while in_east.written_by != "east":
-            in_east = await row_after(database, "cara", in_east.version)
+            in_east = await row_after(database, "w", "cara", in_east.version)
         # The west zone's last version is older: a late write of it is refused.
         late = dataclasses.replace(in_west, written_by="west", position=(-50.0, 0.0, 0.0))
         stale = await playerdata.save_newer(database, [late], now=time.time())

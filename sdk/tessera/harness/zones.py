@@ -137,6 +137,23 @@ class World:
         channel = grpc.aio.insecure_channel(self.procs[name].grpc_address)
         return channel, zone_pb2_grpc.ZoneStub(channel)
 
+    async def join(
+        self, name: str, player: str, *, x: float = 0.0, z: float = 0.0, relay_id: str = "testbed"
+    ) -> zone_pb2.JoinResponse:
+        """Join ``player`` to zone ``name`` (spawning at x, z unless it has data to resume)."""
+        channel, stub = self.stub(name)
+        async with channel:
+            request = zone_pb2.JoinRequest(
+                player_id=player, relay_id=relay_id, spawn=common_pb2.Vec3(x=x, z=z)
+            )
+            response: zone_pb2.JoinResponse = await stub.Join(request)
+            return response
+
+    async def leave(self, name: str, player: str, *, relay_id: str = "testbed") -> None:
+        channel, stub = self.stub(name)
+        async with channel:
+            await stub.Leave(zone_pb2.LeaveRequest(player_id=player, relay_id=relay_id))
+
     async def set_bounds(self, name: str, bounds: Rect) -> int:
         """Re-bound a zone (map first, then the zone); returns handoffs started."""
         self.bounds[name] = bounds

@@ -33,6 +33,8 @@ class Versioned:
 
 
 UNRATED = Versioned(rating.DEFAULT, 0)
+# The entry id to page from for a history's newest page (above every id).
+NEWEST = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,9 @@ class RatingRecords:
             )
             return {p: Versioned(r, versions[p]) for p, r in new.items()}
 
-    async def history(self, player: str, *, before_id: int, limit: int) -> list[Participation]:
+    async def history(
+        self, player: str, *, before_id: int = NEWEST, limit: int
+    ) -> list[Participation]:
         """Up to ``limit`` of the player's matches with entry ids below ``before_id``,
         newest first."""
         rows = await self.pool.fetch(

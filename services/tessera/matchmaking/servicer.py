@@ -26,7 +26,7 @@ from tessera.common.errors import abort
 from tessera.matchmaking import metrics
 from tessera.matchmaking.director import wall_ms
 from tessera.matchmaking.modes import Mode
-from tessera.matchmaking.records import Participation
+from tessera.matchmaking.records import NEWEST, Participation
 from tessera.matchmaking.store import SEARCHING, PlayerBusy, Store
 from tessera.matchmaking.ticket import MAX_ID_LEN, InvalidTicket, validate
 from tessera.v1 import common_pb2
@@ -410,7 +410,7 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
             )
         size = request.page_size or DEFAULT_HISTORY_PAGE
         found = await self.store.history(
-            player, before_id=int(token) if token else 2**63 - 1, limit=size
+            player, before_id=int(token) if token else NEWEST, limit=size
         )
         reply = pb.ListMatchHistoryResponse(matches=[_participation(p) for p in found])
         if len(found) == size:
