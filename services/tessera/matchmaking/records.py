@@ -97,7 +97,6 @@ class RatingRecords:
         recorded and changes no rating. ``roles`` are each team's players' roles (a
         team without any may be empty); ``started_ms`` 0 means not reported."""
         at = datetime.fromtimestamp(now_ms / 1000, UTC)
-        players = sorted({p for team in teams for p in team})
         async with self.pool.acquire() as conn, conn.transaction():
             recorded = await conn.fetchval(
                 "INSERT INTO match_results (match_id, mode, teams, ranks, reported_at)"
@@ -111,45 +110,7 @@ class RatingRecords:
             )
             if recorded is None:
                 return None
-            if len(teams) < 2:
-                await _add_history(
-                    conn,
-                    match_id,
-                    mode,
-                    teams=teams,
-                    ranks=ranks,
-                    roles=roles,
-                    started_ms=started_ms,
-                    at=at,
-                    before={},
-                    after={},
-                )
-                return {}
-            # Rows for new players first, so every player's row can be locked.
-            await conn.execute(
-                "INSERT INTO ratings (mode, player, mu, sigma, version, updated_at)"
-                " SELECT $1, p, $3, $4, 0, $5 FROM unnest($2::text[]) AS p"
-                " ON CONFLICT (mode, player) DO NOTHING",
-                mode,
-                players,
-                rating.DEFAULT[0],
-                rating.DEFAULT[1],
-                at,
-            )
-            rows = await conn.fetch(
-                "SELECT player, mu, sigma, version FROM ratings"
-                " WHERE mode = $1 AND player = ANY($2) ORDER BY player FOR UPDATE",
-                mode,
-                players,
-            )
-            current = {r["player"]: (r["mu"], r["sigma"]) for r in rows}
-            versions = {r["player"]: r["version"] + 1 for r in rows}
-            new = rating.rate(teams, ranks, current)
-            await conn.executemany(
-                "UPDATE ratings SET mu = $3, sigma = $4, version = $5, updated_at = $6"
-                " WHERE mode = $1 AND player = $2",
-                [(mode, p, mu, sigma, versions[p], at) for p, (mu, sigma) in new.items()],
-            )
+            rated = await _rate(conn, mode, teams, ranks, at) if len(teams) > 1 else {}
             await _add_history(
                 conn,
                 match_id,
@@ -159,10 +120,9 @@ class RatingRecords:
                 roles=roles,
                 started_ms=started_ms,
                 at=at,
-                before=current,
-                after=new,
+                rated=rated,
             )
-            return {p: Versioned(r, versions[p]) for p, r in new.items()}
+            return {p: after for p, (_, after) in rated.items()}
 
     async def history(
         self, player: str, *, before_id: int = NEWEST, limit: int
@@ -195,6 +155,40 @@ class RatingRecords:
         ]
 
 
+async def _rate(
+    conn: Any, mode: str, teams: Sequence[Sequence[str]], ranks: Sequence[int], at: datetime
+) -> dict[str, tuple[rating.Rating, Versioned]]:
+    """Rate a result's players (in its transaction): each one's rating before and
+    after, with the new version."""
+    players = sorted({p for team in teams for p in team})
+    # Rows for new players first, so every player's row can be locked.
+    await conn.execute(
+        "INSERT INTO ratings (mode, player, mu, sigma, version, updated_at)"
+        " SELECT $1, p, $3, $4, 0, $5 FROM unnest($2::text[]) AS p"
+        " ON CONFLICT (mode, player) DO NOTHING",
+        mode,
+        players,
+        rating.DEFAULT[0],
+        rating.DEFAULT[1],
+        at,
+    )
+    rows = await conn.fetch(
+        "SELECT player, mu, sigma, version FROM ratings"
+        " WHERE mode = $1 AND player = ANY($2) ORDER BY player FOR UPDATE",
+        mode,
+        players,
+    )
+    current = {r["player"]: (r["mu"], r["sigma"]) for r in rows}
+    versions = {r["player"]: r["version"] + 1 for r in rows}
+    new = rating.rate(teams, ranks, current)
+    await conn.executemany(
+        "UPDATE ratings SET mu = $3, sigma = $4, version = $5, updated_at = $6"
+        " WHERE mode = $1 AND player = $2",
+        [(mode, p, mu, sigma, versions[p], at) for p, (mu, sigma) in new.items()],
+    )
+    return {p: (current[p], Versioned(r, versions[p])) for p, r in new.items()}
+
+
 async def _add_history(
     conn: Any,
     match_id: str,
@@ -205,8 +199,7 @@ async def _add_history(
     roles: Sequence[Sequence[str]],
     started_ms: int,
     at: datetime,
-    before: Mapping[str, rating.Rating],
-    after: Mapping[str, rating.Rating],
+    rated: Mapping[str, tuple[rating.Rating, Versioned]],
 ) -> None:
     """One ``match_players`` row per player of the result (in its transaction)."""
     started = datetime.fromtimestamp(started_ms / 1000, UTC) if started_ms else None
@@ -215,7 +208,9 @@ async def _add_history(
     for team, players in enumerate(teams):
         team_roles = roles[team] if team < len(roles) and roles[team] else [""] * len(players)
         for player, role in zip(players, team_roles, strict=True):
-            old, new = before.get(player), after.get(player)
+            before, after = rated.get(player, (None, None))
+            # mu and sigma before, then after; NULL when the result rated nobody.
+            numbers = (*before, *after.rating) if before and after else (None,) * 4
             rows.append(
                 (
                     match_id,
@@ -225,8 +220,7 @@ async def _add_history(
                     role,
                     ranks[team],
                     outcomes[team],
-                    *(old or (None, None)),
-                    *(new or (None, None)),
+                    *numbers,
                     started,
                     at,
                 )
