@@ -56,7 +56,7 @@ def verifier(clock: Clock) -> Verifier:
 
 def test_a_table_names_every_rpc_of_its_service() -> None:
     relay = relay_pb2.DESCRIPTOR.services_by_name["Relay"]
-    rules = {
+    rules: dict[str, access.Rule] = {
         "Play": access.OPEN,
         "GetStatus": access.roles("service"),
         "ListSessions": access.roles("service"),

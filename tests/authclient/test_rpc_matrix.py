@@ -6,6 +6,7 @@ without a token; health is open; reflection can be switched off."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import time
@@ -274,6 +275,26 @@ async def test_service_credentials_from_a_real_login(
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.ListSessions(relay_pb2.ListSessionsRequest(), metadata=player, timeout=5.0)
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+        # Cutting a service off at once (OPERATIONS.md, rotating a secret): its
+        # sessions are revoked, its token is refused within the revocation feed's
+        # delay, and the client logs in again after the refusal.
+        first = await credentials.access_token()
+        await auth.RevokeSessions(
+            auth_pb2.RevokeSessionsRequest(account_id="service:matchmaking"),
+            metadata=stack.md("admin"),
+        )
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                await stub.ListSessions(relay_pb2.ListSessionsRequest(), timeout=5.0)
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+                break
+            assert time.monotonic() < deadline, "the revoked service token still served"
+            await asyncio.sleep(0.05)
+        await stub.ListSessions(relay_pb2.ListSessionsRequest(), timeout=5.0)
+        assert await credentials.access_token() != first
     finally:
         await relay.close(None)
         await credentials.close()
