@@ -62,7 +62,7 @@ async def test_calls_carry_the_service_token_unless_they_bring_their_own(server:
     credentials = logged_in(_token("service", sub="service:svc"))
     channel = credentials.channel_to(server)
     try:
-        whoami = channel.unary_unary("/tessera.test.Svc/WhoAmI")
+        whoami = channel.unary_unary("/tessera.test.Svc/WhoAmI", None, None)
         assert await whoami(b"") == b"service:svc:service"
         admin = access_metadata(KEY.kid, KEY.private_key, "admin", sub="boss")
         assert await whoami(b"", metadata=admin) == b"boss:admin"
@@ -75,7 +75,7 @@ async def test_a_refused_token_is_dropped_and_the_next_call_logs_in(server: str)
     credentials = logged_in("not.a.token")
     channel = credentials.channel_to(server)
     try:
-        whoami = channel.unary_unary("/tessera.test.Svc/WhoAmI")
+        whoami = channel.unary_unary("/tessera.test.Svc/WhoAmI", None, None)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await whoami(b"")
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
