@@ -30,6 +30,7 @@ from typing import Any
 
 import grpc
 
+from tessera.authclient.credentials import ServiceCredentials
 from tessera.common.process import ServiceProcess
 from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis
@@ -368,11 +369,16 @@ def both(histograms: dict[str, dict[float, float]]) -> dict[float, float]:
     return out
 
 
-async def relay_status(address: str) -> relay_pb2.RelayStatus:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub: Any = relay_pb2_grpc.RelayStub(channel)
-        status: relay_pb2.RelayStatus = await stub.GetStatus(relay_pb2.GetRelayStatusRequest())
-        return status
+async def relay_status(address: str, auth: str) -> relay_pb2.RelayStatus:
+    """The relay's counters, read as the bench's service client."""
+    credentials = ServiceCredentials(auth, "bench", SECRET)
+    try:
+        async with credentials.channel_to(address) as channel:
+            stub: Any = relay_pb2_grpc.RelayStub(channel)
+            status: relay_pb2.RelayStatus = await stub.GetStatus(relay_pb2.GetRelayStatusRequest())
+            return status
+    finally:
+        await credentials.close()
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -428,13 +434,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 w.start()
             relay = procs["relay"]
             time.sleep(max(0.0, start_at + 1.0 - time.time()))
-            s0 = asyncio.run(relay_status(relay.grpc_address))
+            s0 = asyncio.run(relay_status(relay.grpc_address, procs["auth"].grpc_address))
             c0, t0 = cpu_seconds(relay.pid), time.perf_counter()
             k0 = udp_rcvbuf_errors()
             port = relay.ports["metrics_port"]
             h0 = {p: latency_buckets(port, p) for p in ("up", "down")}
             time.sleep(args.duration)
-            s1 = asyncio.run(relay_status(relay.grpc_address))
+            s1 = asyncio.run(relay_status(relay.grpc_address, procs["auth"].grpc_address))
             c1, t1 = cpu_seconds(relay.pid), time.perf_counter()
             k1 = udp_rcvbuf_errors()
             h1 = {p: latency_buckets(port, p) for p in ("up", "down")}

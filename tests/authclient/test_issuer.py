@@ -86,7 +86,7 @@ def recording_issuer(address: str, secret: str = SECRET) -> tuple[AuthIssuer, Re
     issuer = AuthIssuer(address, "matchmaking", secret)
     recorder = Recorder()
     issuer.channel = grpc.aio.insecure_channel(address, interceptors=[recorder])  # type: ignore[list-item]
-    issuer.stub = auth_pb2_grpc.AuthStub(issuer.channel)
+    issuer.stub = issuer.credentials.stub = auth_pb2_grpc.AuthStub(issuer.channel)
     return issuer, recorder
 
 
@@ -165,7 +165,7 @@ async def test_a_rejected_access_token_is_renewed_once(auth: ServiceProcess) -> 
         await issuer.login()
         # A session whose access token auth does not accept (e.g. signed by a key
         # that was since removed) but that has not expired by the clock.
-        issuer._session = auth_pb2.Session(
+        issuer.credentials._session = auth_pb2.Session(
             access_token="not.a.token", access_expires_at=int(time.time()) + 600
         )
         (token,) = await issuer.issue_many([auth_pb2.ConnectTokenRequest(player_id="p-1")])

@@ -1,60 +1,22 @@
-"""Verifier and AuthInterceptor, on a real grpc.aio server on 127.0.0.1."""
+"""The access-token verifier: claims, cache, revocations, the revocation feed."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import grpc
 import pytest
 
 from tessera.auth.keys import SigningKey
 from tessera.auth.store import AuthStore
-from tessera.authclient.bearer import bearer_metadata
-from tessera.authclient.verifier import AuthInterceptor, Verifier, current_claims
-from tessera.common import errors
+from tessera.authclient.verifier import Verifier
 from tessera.common import store as common_store
 from tessera.harness.redis import LocalRedis
-from tessera.wire import access_token
-from tessera.wire.access_token import Claims, TokenError
+from tessera.wire.access_token import TokenError
 
-KEY = SigningKey.generate()
-NOW = 1_700_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def token_for(sid: str = "s1", roles: tuple[str, ...] = ("player",), exp: int = 900) -> str:
-    claims = Claims(
-        sub="acc1",
-        sid=sid,
-        roles=roles,
-        iat=int(NOW),
-        exp=int(NOW) + exp,
-        iss="tessera",
-        aud="tessera",
-        kid=KEY.kid,
-    )
-    return access_token.encode(claims, KEY.private_key)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def verifier(clock: Clock) -> Verifier:
-    return Verifier({KEY.kid: KEY.public_key}, clock=clock)
+from .conftest import KEY, NOW, Clock, token_for
 
 
 def reason(verifier: Verifier, token: str, roles: tuple[str, ...] = ()) -> str:
@@ -110,148 +72,6 @@ def test_cache_is_bounded(clock: Clock) -> None:
     for i in range(10):
         verifier.verify(token_for(sid=f"s{i}"))
     assert len(verifier._cache) <= 3
-
-
-# A protected test service with all four method kinds, plus one open method.
-
-
-async def _whoami(request: bytes, context: Any) -> bytes:
-    claims = current_claims()
-    return f"{claims.sub}/{claims.sid}/{','.join(claims.roles)}".encode()
-
-
-async def _count(request: bytes, context: Any) -> AsyncIterator[bytes]:
-    for i in range(int(request)):
-        yield f"{current_claims().sub}:{i}".encode()
-
-
-async def _count_by_write(request: bytes, context: Any) -> None:
-    await context.write(current_claims().sub.encode())
-
-
-async def _join(requests: AsyncIterator[bytes], context: Any) -> bytes:
-    parts = [r async for r in requests]
-    return current_claims().sub.encode() + b"|" + b",".join(parts)
-
-
-async def _echo(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
-    async for r in requests:
-        yield current_claims().sid.encode() + r
-
-
-async def _open(request: bytes, context: Any) -> bytes:
-    try:
-        current_claims()
-    except RuntimeError:
-        return b"anonymous"
-    return b"claims leaked"
-
-
-HANDLERS = {
-    "WhoAmI": grpc.unary_unary_rpc_method_handler(_whoami),
-    "Admin": grpc.unary_unary_rpc_method_handler(_whoami),
-    "Count": grpc.unary_stream_rpc_method_handler(_count),
-    "CountByWrite": grpc.unary_stream_rpc_method_handler(_count_by_write),
-    "Join": grpc.stream_unary_rpc_method_handler(_join),
-    "Echo": grpc.stream_stream_rpc_method_handler(_echo),
-    "Open": grpc.unary_unary_rpc_method_handler(_open),
-}
-
-
-@pytest.fixture
-async def server(verifier: Verifier) -> AsyncIterator[str]:
-    interceptor = AuthInterceptor(
-        verifier,
-        allow=("/tessera.test.Protected/Open",),
-        roles={"/tessera.test.Protected/Admin": ("admin",)},
-    )
-    srv = grpc.aio.server(interceptors=[interceptor])
-    srv.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("tessera.test.Protected", HANDLERS),)
-    )
-    port = srv.add_insecure_port("127.0.0.1:0")
-    await srv.start()
-    yield f"127.0.0.1:{port}"
-    await srv.stop(None)
-
-
-@pytest.fixture
-async def channel(server: str) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(server) as ch:
-        yield ch
-
-
-def method(channel: grpc.aio.Channel, name: str, kind: str = "unary_unary") -> Any:
-    return getattr(channel, kind)(f"/tessera.test.Protected/{name}")
-
-
-async def rejected(call: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    return info.value
-
-
-async def test_all_method_kinds_see_the_claims(channel: grpc.aio.Channel) -> None:
-    md = bearer_metadata(token_for(sid="s7"))
-    assert await method(channel, "WhoAmI")(b"", metadata=md) == b"acc1/s7/player"
-    got = [r async for r in method(channel, "Count", "unary_stream")(b"3", metadata=md)]
-    assert got == [b"acc1:0", b"acc1:1", b"acc1:2"]
-    got = [r async for r in method(channel, "CountByWrite", "unary_stream")(b"", metadata=md)]
-    assert got == [b"acc1"]
-    joined = await method(channel, "Join", "stream_unary")(iter([b"a", b"b"]), metadata=md)
-    assert joined == b"acc1|a,b"
-    echoed = [r async for r in method(channel, "Echo", "stream_stream")(iter([b"x"]), metadata=md)]
-    assert echoed == [b"s7x"]
-
-
-async def test_allow_list_needs_no_token(channel: grpc.aio.Channel) -> None:
-    assert await method(channel, "Open")(b"") == b"anonymous"
-
-
-@pytest.mark.parametrize("kind_name", [("unary_unary", "WhoAmI"), ("unary_stream", "Count")])
-async def test_missing_token_is_unauthenticated(
-    channel: grpc.aio.Channel, kind_name: tuple[str, str]
-) -> None:
-    kind, name = kind_name
-    call = method(channel, name, kind)(b"1")
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        if kind == "unary_unary":
-            await call
-        else:
-            [r async for r in call]
-    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert "authorization" in (info.value.details() or "")
-    assert errors.detail_of(info.value).reason == "TOKEN_MISSING"
-
-
-async def test_bad_expired_revoked_and_forbidden(
-    channel: grpc.aio.Channel, verifier: Verifier, clock: Clock
-) -> None:
-    whoami = method(channel, "WhoAmI")
-    err = await rejected(whoami(b"", metadata=bearer_metadata("not.a.token")))
-    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert errors.detail_of(err).reason == "TOKEN_MALFORMED"
-
-    err = await rejected(method(channel, "Admin")(b"", metadata=bearer_metadata(token_for())))
-    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert "admin" in (err.details() or "")
-    admin = bearer_metadata(token_for(roles=("player", "admin")))
-    assert await method(channel, "Admin")(b"", metadata=admin) == b"acc1/s1/player,admin"
-
-    verifier.revoke("s1", NOW + 900)
-    err = await rejected(whoami(b"", metadata=admin))
-    assert errors.detail_of(err).reason == "TOKEN_REVOKED"
-    assert "revoked" in (err.details() or "")
-
-    clock.now += 2000
-    err = await rejected(whoami(b"", metadata=bearer_metadata(token_for(sid="s2"))))
-    assert errors.detail_of(err).reason == "TOKEN_EXPIRED"
-    assert "expired" in (err.details() or "")
-
-
-def test_current_claims_outside_an_rpc() -> None:
-    with pytest.raises(RuntimeError, match="allow-list"):
-        current_claims()
 
 
 @pytest.mark.integration

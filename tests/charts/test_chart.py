@@ -438,8 +438,12 @@ def test_generated_secrets_are_kept(render: Render, chart: helm_python.Chart) ->
     client_id, client_secret = (
         base64.b64decode(clients[k]).decode() for k in ("client-id", "client-secret")
     )
-    assert base64.b64decode(clients["clients"]).decode() == f"{client_id}={client_secret}"
-    assert len(client_secret) >= 16
+    console_secret = base64.b64decode(clients["console-client-secret"]).decode()
+    assert base64.b64decode(clients["clients"]).decode() == (
+        f"{client_id}={client_secret},console={console_secret}"
+    )
+    assert len(client_secret) >= 16 and len(console_secret) >= 16
+    assert console_secret != client_secret
     for name in ("tessera-auth-signing-keys", "tessera-connect-key", "tessera-redis"):
         annotations = find(objs, "Secret", name)["metadata"]["annotations"]
         assert annotations["helm.sh/resource-policy"] == "keep"

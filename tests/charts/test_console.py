@@ -57,6 +57,14 @@ def test_enabled_with_an_ingress(render: Render) -> None:
     # side is in test_networkpolicy.py's matrix).
     (database,) = [e for e in container["env"] if e["name"] == "TESSERA_DATABASE_URL"]
     assert database["valueFrom"]["secretKeyRef"] == {"name": "tessera-postgresql", "key": "url"}
+    # Its own service credentials (reading the relays' status), from the Secret
+    # whose `clients` auth accepts.
+    assert env["TESSERA_SERVICE_CLIENT_ID"] == "console"
+    (secret,) = [e for e in container["env"] if e["name"] == "TESSERA_SERVICE_CLIENT_SECRET"]
+    assert secret["valueFrom"]["secretKeyRef"] == {
+        "name": "tessera-auth-service-clients",
+        "key": "console-client-secret",
+    }
 
 
 def test_relays_can_be_listed(render: Render) -> None:

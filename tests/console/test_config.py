@@ -7,7 +7,10 @@ import pytest
 from tessera.common.config import ConfigError, Env
 from tessera.console.config import ConsoleConfig
 
-DSN = {"TESSERA_DATABASE_URL": "postgresql://console:secret@db:5432/tessera"}
+DSN = {
+    "TESSERA_DATABASE_URL": "postgresql://console:secret@db:5432/tessera",
+    "TESSERA_SERVICE_CLIENT_SECRET": "console-secret-0123456789",
+}
 
 
 def test_defaults() -> None:
@@ -36,6 +39,8 @@ def test_relays_are_a_comma_separated_list() -> None:
         ("TESSERA_AUTH_ADDRESS", "auth"),
         ("TESSERA_WORLD", "Earth"),
         ("TESSERA_DATABASE_URL", "mysql://db/tessera"),
+        ("TESSERA_SERVICE_CLIENT_SECRET", ""),
+        ("TESSERA_SERVICE_CLIENT_ID", "a b"),
     ],
 )
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
@@ -48,4 +53,5 @@ def test_the_database_is_required_and_its_url_never_shown() -> None:
     with pytest.raises(ConfigError) as err:
         ConsoleConfig.from_env(Env({}))
     assert err.value.variable == "TESSERA_DATABASE_URL"
-    assert "secret" not in repr(ConsoleConfig.from_env(Env(DSN)))
+    shown = repr(ConsoleConfig.from_env(Env(DSN)))
+    assert "secret" not in shown and "console-secret" not in shown

@@ -94,6 +94,7 @@ def console(redis_server: LocalRedis, database_url: str) -> Iterator[str]:
             "TESSERA_CONSOLE_INTERVAL_S": "0.3",
             # No auth runs here: the verifier keeps retrying, admin actions are refused.
             "TESSERA_AUTH_ADDRESS": "127.0.0.1:9",
+            "TESSERA_SERVICE_CLIENT_SECRET": "console-secret-0123456789",
         },
         name="console",
     ).start()

@@ -31,6 +31,7 @@ from tessera.wire.geometry import Rect
 pytestmark = pytest.mark.integration
 
 PASSWORD = "correct horse battery staple"
+CONSOLE_SECRET = "console-secret-0123456789"
 AUTH_ENV = {
     "TESSERA_GRPC_PORT": "0",
     "TESSERA_METRICS_PORT": "0",
@@ -40,6 +41,7 @@ AUTH_ENV = {
     "TESSERA_AUTH_ARGON2_TIME_COST": "1",
     "TESSERA_AUTH_ARGON2_MEMORY_KIB": "64",
     "TESSERA_AUTH_ARGON2_PARALLELISM": "1",
+    "TESSERA_AUTH_SERVICE_CLIENTS": f"console={CONSOLE_SECRET}",
 }
 
 
@@ -113,6 +115,7 @@ async def setup(
                 "TESSERA_AUTH_ADDRESS": auth.grpc_address,
                 "TESSERA_CONSOLE_RELAYS": f"{relay.grpc_address},127.0.0.1:{free_port()}",
                 "TESSERA_CONSOLE_INTERVAL_S": "0.3",
+                "TESSERA_SERVICE_CLIENT_SECRET": CONSOLE_SECRET,
             },
             name="console",
         ).start()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
+from tessera.authclient.credentials import ServiceCredentials
 from tessera.common.store import WorldKeys
 from tessera.demo.monitor import Monitor, RelaySample, ZoneSample
 from tessera.harness.redis import LocalRedis
@@ -30,7 +31,9 @@ async def test_zones_events_and_a_silent_relay(redis: Redis, redis_server: Local
     await redis.set(keys.zone_status("earth-0"), status.SerializeToString())
     await redis.set(keys.zone_status("earth-2"), b"\xff\xff torn")
     await redis.xadd(keys.events, {"kind": "split", "zone": "earth-0"})
-    monitor = Monitor(redis_server.url, "earth", "127.0.0.1:1")
+    # No auth and no relay here: the relay's counters read as empty.
+    nowhere = ServiceCredentials("127.0.0.1:1", "demo-monitor", "secret", timeout_s=0.5)
+    monitor = Monitor(redis_server.url, "earth", "127.0.0.1:1", nowhere)
     try:
         assert await monitor.zones() == [
             ZoneSample(

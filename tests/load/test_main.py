@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tessera.demo.stack import Stack
+from tessera.demo.stack import MONITOR_CLIENT, Stack
 from tessera.demo.world import DemoSettings
 from tessera.load.__main__ import parse_args
 
@@ -48,6 +48,8 @@ def test_swarm_against_a_running_world(stack: Stack, tmp_path: Path) -> None:
             "50",
             "--relay",
             stack.relay_address,
+            "--relay-client",
+            f"{MONITOR_CLIENT}={stack.monitor_secret}",
             "--json",
             str(report),
         ],

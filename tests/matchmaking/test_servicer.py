@@ -413,7 +413,7 @@ async def test_bad_input_gets_clear_errors(stack: Stack) -> None:
     await expect_error(
         stub.GetTicket(pb.GetTicketRequest(ticket_id=ticket.id)),
         grpc.StatusCode.UNAUTHENTICATED,
-        "TOKEN_MISSING",
+        "UNAUTHENTICATED",
     )
     gs_md = await gameserver(stack)
     await expect_error(

@@ -47,6 +47,7 @@ from tessera.common.store import WorldKeys, instance_zone
 from tessera.common.store import connect as redis_connect
 from tessera.harness.netem import Conditions, NetemProxy
 from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import access_metadata
 from tessera.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -100,7 +101,11 @@ class Stack:
         return relay_metric(self.relay, name, **labels)
 
     async def status(self) -> relay_pb2.RelayStatus:
-        return await relay_status(self.relay)
+        return await relay_status(self.relay, self.service_md())
+
+    def service_md(self) -> tuple[tuple[str, str], ...]:
+        """Call metadata of a service caller (the relay's admin RPCs need one)."""
+        return access_metadata(self.signing_key.kid, self.signing_key.private_key, "service")
 
 
 def relay_metric(relay: ServiceProcess, name: str, **labels: str) -> float:
@@ -113,10 +118,14 @@ def relay_metric(relay: ServiceProcess, name: str, **labels: str) -> float:
     return 0.0
 
 
-async def relay_status(relay: ServiceProcess) -> relay_pb2.RelayStatus:
+async def relay_status(
+    relay: ServiceProcess, md: tuple[tuple[str, str], ...]
+) -> relay_pb2.RelayStatus:
     async with grpc.aio.insecure_channel(relay.grpc_address) as channel:
         stub: Any = relay_pb2_grpc.RelayStub(channel)
-        status: relay_pb2.RelayStatus = await stub.GetStatus(relay_pb2.GetRelayStatusRequest())
+        status: relay_pb2.RelayStatus = await stub.GetStatus(
+            relay_pb2.GetRelayStatusRequest(), metadata=md
+        )
         return status
 
 
@@ -277,7 +286,9 @@ async def test_bots_move_and_see_each_other(stack: Stack, bots: list[Bot]) -> No
     # Per-connection statistics are measured from acks.
     async with grpc.aio.insecure_channel(stack.relay.grpc_address) as channel:
         stub: Any = relay_pb2_grpc.RelayStub(channel)
-        listing = await stub.ListSessions(relay_pb2.ListSessionsRequest())
+        listing = await stub.ListSessions(
+            relay_pb2.ListSessionsRequest(), metadata=stack.service_md()
+        )
     infos = {s.player_id: s for s in listing.sessions}
     for b in bots:
         info = infos[accepted_of(b).player_id]
@@ -378,7 +389,9 @@ async def test_bad_tokens_and_garbage_rejected_and_counted(stack: Stack) -> None
     async def no_session() -> bool:
         async with grpc.aio.insecure_channel(stack.relay.grpc_address) as channel:
             stub: Any = relay_pb2_grpc.RelayStub(channel)
-            listing = await stub.ListSessions(relay_pb2.ListSessionsRequest())
+            listing = await stub.ListSessions(
+                relay_pb2.ListSessionsRequest(), metadata=stack.service_md()
+            )
         return all(s.player_id != player for s in listing.sessions)
 
     await eventually(no_session, 3.0, "the UDP session to end")
@@ -604,7 +617,9 @@ async def sessions_by_player(
 ) -> dict[str, list[relay_pb2.SessionInfo]]:
     async with grpc.aio.insecure_channel((relay or stack.relay).grpc_address) as channel:
         stub: Any = relay_pb2_grpc.RelayStub(channel)
-        listing = await stub.ListSessions(relay_pb2.ListSessionsRequest())
+        listing = await stub.ListSessions(
+            relay_pb2.ListSessionsRequest(), metadata=stack.service_md()
+        )
     found: dict[str, list[relay_pb2.SessionInfo]] = {}
     for info in listing.sessions:
         found.setdefault(info.player_id, []).append(info)
@@ -962,7 +977,10 @@ async def test_a_stale_sessions_leave_through_another_relay_spares_the_live_one(
 
         async with grpc.aio.insecure_channel(stack.relay.grpc_address) as channel:
             stub: Any = relay_pb2_grpc.RelayStub(channel)
-            await stub.Kick(relay_pb2.KickRequest(player_id=player, reason="idle"))
+            await stub.Kick(
+                relay_pb2.KickRequest(player_id=player, reason="idle"),
+                metadata=stack.service_md(),
+            )
         await wait_for(lambda: old.disconnected is not None, 5.0, "relay A's session to end")
         count = new.snapshots
         await asyncio.sleep(1.0)

@@ -29,11 +29,12 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
+from tessera.authclient.credentials import ServiceCredentials
 from tessera.common.process import ServiceProcess
 from tessera.demo import dashboard, picture
 from tessera.demo.arena import Arena
 from tessera.demo.monitor import Monitor
-from tessera.demo.stack import WORLD, Stack
+from tessera.demo.stack import MONITOR_CLIENT, WORLD, Stack
 from tessera.demo.timeline import Sample, Scan, Timeline, failed, summary, summary_text
 from tessera.demo.world import DemoSettings
 from tessera.load import scenario as sc
@@ -73,7 +74,8 @@ async def watch(
 ) -> Timeline:
     """Sample the world until the swarm is done; scan invariants on the way."""
     tl = Timeline()
-    monitor = Monitor(stack.redis.url, WORLD, stack.relay_address)
+    credentials = ServiceCredentials(stack.auth_address, MONITOR_CLIENT, stack.monitor_secret)
+    monitor = Monitor(stack.redis.url, WORLD, stack.relay_address, credentials)
     stop = asyncio.Event()
     arena_stop = asyncio.Event()
     arena_task = asyncio.create_task(arena.run(arena_stop))

@@ -1,6 +1,6 @@
 """What the demo watches: zone heartbeats and the scaling event stream (read
-with the shared readers of tessera.common.store), the relay's counters and the
-ownership invariants."""
+with the shared readers of tessera.common.store), the relay's counters (as
+service client ``demo-monitor``) and the ownership invariants."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from tessera.authclient.credentials import ServiceCredentials
 from tessera.common import store
 from tessera.common.store import Client
 from tessera.v1 import relay_pb2, relay_pb2_grpc, zone_pb2
@@ -72,10 +73,13 @@ def _zone(name: str, s: zone_pb2.ZoneStatus) -> ZoneSample:
 class Monitor:
     """Reads the world's state from Redis and the relay."""
 
-    def __init__(self, redis_url: str, world: str, relay_address: str) -> None:
+    def __init__(
+        self, redis_url: str, world: str, relay_address: str, credentials: ServiceCredentials
+    ) -> None:
         self.redis: Client = store.connect(redis_url)
         self.world = world
-        self.channel = grpc.aio.insecure_channel(relay_address)
+        self.credentials = credentials  # the relay's status needs a service caller
+        self.channel = credentials.channel_to(relay_address)
         self.relay: Any = relay_pb2_grpc.RelayStub(self.channel)
         self.event_id: str | None = None
 
@@ -121,4 +125,5 @@ class Monitor:
 
     async def close(self) -> None:
         await self.channel.close(None)
+        await self.credentials.close()
         await self.redis.aclose()

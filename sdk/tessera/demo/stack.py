@@ -26,6 +26,7 @@ from tessera.harness.postgres import LocalPostgres
 
 WORLD = "demo"
 MM_CLIENT = "matchmaking"
+MONITOR_CLIENT = "demo-monitor"
 CONSOLE_PORT = 8080  # the console's HTTP port when free, else any free port
 
 
@@ -57,6 +58,9 @@ class Stack:
         self.udp_port = 0
         # The matchmaker's client credentials at auth (also for reporting results).
         self.mm_secret = secrets.token_urlsafe(24)
+        # Service credentials of the console and of the demo's own monitor.
+        self.console_secret = secrets.token_urlsafe(24)
+        self.monitor_secret = secrets.token_urlsafe(24)
 
     @property
     def auth_address(self) -> str:
@@ -107,7 +111,10 @@ class Stack:
                 "TESSERA_AUTH_GENERATE_KEYS": "true",
                 "TESSERA_CONNECT_KEY": connect_key,
                 "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{self.udp_port}",
-                "TESSERA_AUTH_SERVICE_CLIENTS": f"{MM_CLIENT}={self.mm_secret}",
+                "TESSERA_AUTH_SERVICE_CLIENTS": (
+                    f"{MM_CLIENT}={self.mm_secret},console={self.console_secret},"
+                    f"{MONITOR_CLIENT}={self.monitor_secret}"
+                ),
                 "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "1000000",
                 "TESSERA_AUTH_CONNECT_TTL_S": "120",
             },
@@ -159,6 +166,7 @@ class Stack:
                 "TESSERA_LOG_LEVEL": "info",
                 "TESSERA_AUTH_ADDRESS": self.auth_address,
                 "TESSERA_CONSOLE_RELAYS": self.relay_address,
+                "TESSERA_SERVICE_CLIENT_SECRET": self.console_secret,
                 "TESSERA_CONSOLE_HTTP_PORT": str(CONSOLE_PORT if port_free(CONSOLE_PORT) else 0),
             },
         )

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tessera.load import scenario as sc
 from tessera.load.swarm import Swarm, SwarmConfig
-from tessera.v1 import relay_pb2, relay_pb2_grpc
+from tessera.v1 import auth_pb2, auth_pb2_grpc, relay_pb2, relay_pb2_grpc
 
 
 def _stop(signum: int, frame: Any) -> None:
@@ -37,6 +37,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tessera.load", description="Tessera bot swarm")
     p.add_argument("--auth", required=True, help="auth gRPC address host:port")
     p.add_argument("--relay", default="", help="relay gRPC host:port: its counters in the report")
+    p.add_argument(
+        "--relay-client",
+        default="",
+        help="id=secret: the service client that reads the relay's counters (GetStatus "
+        "needs role service or admin)",
+    )
     p.add_argument("--bots", type=int, default=100)
     p.add_argument(
         "--scenario", default="spread", help=f"file or built-in: {', '.join(sc.names())}"
@@ -69,12 +75,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def relay_counters(address: str) -> dict[str, Any]:
-    """The relay's own counters (``Relay.GetStatus``); {} if it cannot be asked."""
+def relay_counters(address: str, auth: str, client: str) -> dict[str, Any]:
+    """The relay's own counters (``Relay.GetStatus``, as service ``client`` =
+    ``id=secret`` logged in at ``auth``); {} if they cannot be read."""
+    client_id, _, secret = client.partition("=")
     try:
+        with grpc.insecure_channel(auth) as channel:
+            login: Any = auth_pb2_grpc.AuthStub(channel)
+            session = login.ServiceLogin(
+                auth_pb2.ServiceLoginRequest(client_id=client_id, client_secret=secret),
+                timeout=15.0,
+            )
         with grpc.insecure_channel(address) as channel:
             stub: Any = relay_pb2_grpc.RelayStub(channel)
-            s = stub.GetStatus(relay_pb2.GetRelayStatusRequest(), timeout=5.0)
+            s = stub.GetStatus(
+                relay_pb2.GetRelayStatusRequest(),
+                metadata=(("authorization", f"Bearer {session.access_token}"),),
+                timeout=5.0,
+            )
     except grpc.RpcError:
         return {}
     return {
@@ -143,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report.text())
     result: dict[str, Any] = {"scenario": args.scenario, **report.as_dict()}
     if args.relay:
-        result["relay"] = relay_counters(args.relay)
+        result["relay"] = relay_counters(args.relay, args.auth, args.relay_client)
         print(f"relay              {json.dumps(result['relay'])}")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2))

@@ -11,9 +11,10 @@ import time
 from tessera.auth.config import AuthConfig
 from tessera.auth.keys import KeyRingError
 from tessera.auth.records import AccountRecords, BanRecords
-from tessera.auth.servicer import METHOD_ROLES, PUBLIC_METHODS, SERVICE, AuthServicer, KeySource
+from tessera.auth.servicer import RULES, SERVICE, AuthServicer, KeySource
 from tessera.auth.store import AuthStore
-from tessera.authclient.verifier import AuthInterceptor, Verifier
+from tessera.authclient.access import AccessInterceptor
+from tessera.authclient.verifier import Verifier
 from tessera.common import store as common_store
 from tessera.common.audit import AuditLog
 from tessera.common.config import PREFIX, ConfigError, ServerConfig, load_or_exit
@@ -79,7 +80,7 @@ async def assemble(server_config: ServerConfig, config: AuthConfig) -> GrpcServi
         raise SystemExit(1) from None
     audit = AuditLog(database)
     audit.start()
-    interceptor = AuthInterceptor(verifier, allow=PUBLIC_METHODS, roles=METHOD_ROLES)
+    interceptor = AccessInterceptor(verifier, RULES)
     servicer = AuthServicer(
         config,
         AuthStore(redis),

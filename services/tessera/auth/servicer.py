@@ -27,7 +27,8 @@ from tessera.auth.keys import KeyRing, KeyRingError, SigningKey, raw_public_byte
 from tessera.auth.passwords import PasswordHasher
 from tessera.auth.records import Account, AccountRecords, AccountView, BanRecord, BanRecords
 from tessera.auth.store import AuthStore
-from tessera.authclient.verifier import current_claims
+from tessera.authclient import access
+from tessera.authclient.access import OPEN, current_claims
 from tessera.common import errors, tracing
 from tessera.common import playerdata as player_records
 from tessera.common.audit import AuditLog, AuditRecord
@@ -39,26 +40,32 @@ from tessera.wire.access_token import Claims, b64url
 log = logging.getLogger(__name__)
 
 SERVICE = "tessera.v1.Auth"
-PUBLIC_METHODS = tuple(
-    f"/{SERVICE}/{m}"
-    for m in ("Register", "Login", "GuestLogin", "ServiceLogin", "Refresh", "GetPublicKeys")
+# Who may call each RPC (tessera.authclient.access); docs/AUTH.md lists it.
+RULES = access.table(
+    auth_pb2.DESCRIPTOR.services_by_name["Auth"],
+    {
+        "Register": OPEN,
+        "Login": OPEN,
+        "GuestLogin": OPEN,
+        "ServiceLogin": OPEN,
+        "Refresh": OPEN,
+        "GetPublicKeys": OPEN,
+        "Logout": access.ROLES,
+        "RevokeSessions": access.roles("admin"),
+        "BanAccount": access.roles("admin"),
+        "LiftBan": access.roles("admin"),
+        "ListBans": access.roles("admin"),
+        "ListSuspects": access.roles("admin"),
+        "IssueConnectToken": access.roles("player", "service"),
+        "IssueConnectTokens": access.roles("service", "admin"),
+        "GetPlayerData": access.roles("service", "admin"),
+        "PutPlayerData": access.roles("service", "admin"),
+        "GetAccount": access.roles("player", "admin"),
+        "UpdateAccount": access.roles("player", "admin"),
+        "LinkDevice": access.roles("player"),
+        "UnlinkDevice": access.roles("player"),
+    },
 )
-METHOD_ROLES = {
-    f"/{SERVICE}/RevokeSessions": ("admin",),
-    f"/{SERVICE}/BanAccount": ("admin",),
-    f"/{SERVICE}/LiftBan": ("admin",),
-    f"/{SERVICE}/ListBans": ("admin",),
-    f"/{SERVICE}/ListSuspects": ("admin",),
-    f"/{SERVICE}/IssueConnectToken": ("player", "service"),
-    f"/{SERVICE}/IssueConnectTokens": ("service", "admin"),
-    f"/{SERVICE}/GetPlayerData": ("service", "admin"),
-    f"/{SERVICE}/PutPlayerData": ("service", "admin"),
-    f"/{SERVICE}/GetAccount": ("player", "admin"),
-    f"/{SERVICE}/UpdateAccount": ("player", "admin"),
-    f"/{SERVICE}/LinkDevice": ("player",),
-    f"/{SERVICE}/UnlinkDevice": ("player",),
-    f"/{SERVICE}/Logout": (),
-}
 INVALID_CREDENTIALS = "invalid username or password"
 # The actor of the cheat policy's audit records and bans.
 CHEAT_POLICY = "policy:cheat"

@@ -1,12 +1,13 @@
 """Relay connect tokens for other players, issued by the auth service to a service.
 
 A service (the matchmaker) logs in to auth with client credentials (role
-``service``) and asks ``Auth.IssueConnectTokens`` for many players at once (in
+``service``, :class:`.credentials.ServiceCredentials`) and asks
+``Auth.IssueConnectTokens`` for many players at once (in
 calls of at most :data:`BATCH` requests, sent concurrently), on behalf of each
 player and naming the destination world and zone so the relay joins the player
 there. Auth answers every request on its own: a token, or the refusal the single
-``IssueConnectToken`` call would give. The access token is renewed before it
-expires, and once more if auth rejects it. Requests for a region auth has
+``IssueConnectToken`` call would give. The access token is renewed once more
+if auth rejects it. Requests for a region auth has
 no relays for are asked again, in one more call, for auth's default relays; such
 a region is remembered for a minute, and its requests go to the default relays
 at once.
@@ -21,11 +22,10 @@ from collections.abc import Sequence
 import grpc
 
 from tessera.authclient.bearer import bearer_metadata
+from tessera.authclient.credentials import ServiceCredentials
 from tessera.common import tracing
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 
-# Renew the service session this long before its access token expires.
-RENEW_BEFORE_S = 60.0
 # Requests per IssueConnectTokens call: auth's limit.
 BATCH = 512
 # How long a region auth knows no relays for is asked for the default relays directly.
@@ -52,38 +52,17 @@ class AuthIssuer:
     def __init__(
         self, address: str, client_id: str, client_secret: str, *, timeout_s: float = 5.0
     ) -> None:
-        self.channel = grpc.aio.insecure_channel(address)
+        self.credentials = ServiceCredentials(
+            address, client_id, client_secret, timeout_s=timeout_s
+        )
+        self.channel = self.credentials.channel
         self.stub = auth_pb2_grpc.AuthStub(self.channel)
-        self.client_id = client_id
-        self.client_secret = client_secret
         self.timeout_s = timeout_s
-        self._session: auth_pb2.Session | None = None
-        self._lock = asyncio.Lock()
         self._unknown_regions: dict[str, float] = {}  # region -> until (monotonic)
-
-    async def _access_token(self, *, renew: bool = False, rejected: str = "") -> str:
-        """The service's access token, logging in again when it is due, when asked
-        to, or when it is still the ``rejected`` one (so concurrent calls that were
-        all refused log in once)."""
-        async with self._lock:
-            session = self._session
-            if (
-                session is None
-                or session.access_expires_at - RENEW_BEFORE_S < time.time()
-                or (renew and rejected in ("", session.access_token))
-            ):
-                session = await self.stub.ServiceLogin(
-                    auth_pb2.ServiceLoginRequest(
-                        client_id=self.client_id, client_secret=self.client_secret
-                    ),
-                    timeout=self.timeout_s,
-                )
-                self._session = session
-            return session.access_token
 
     async def login(self) -> None:
         """Log in now, so bad credentials fail at start-up rather than at the first match."""
-        await self._access_token(renew=True)
+        await self.credentials.login()
 
     async def issue_many(
         self, requests: Sequence[auth_pb2.ConnectTokenRequest]
@@ -154,7 +133,7 @@ class AuthIssuer:
         self, chunk: Sequence[auth_pb2.ConnectTokenRequest]
     ) -> auth_pb2.IssueConnectTokensResponse:
         request = auth_pb2.IssueConnectTokensRequest(requests=chunk)
-        token = await self._access_token()
+        token = await self.credentials.access_token()
         try:
             return await self.stub.IssueConnectTokens(
                 request,
@@ -164,13 +143,13 @@ class AuthIssuer:
         except grpc.aio.AioRpcError as err:
             if err.code() != grpc.StatusCode.UNAUTHENTICATED:
                 raise
-        token = await self._access_token(renew=True, rejected=token)
+        token = await self.credentials.access_token(renew=True, rejected=token)
         return await self.stub.IssueConnectTokens(
             request, metadata=bearer_metadata(token) + tracing.metadata(), timeout=self.timeout_s
         )
 
     async def close(self) -> None:
-        await self.channel.close(None)
+        await self.credentials.close()
 
 
 def _result(result: auth_pb2.ConnectTokenResult) -> TokenOrError:

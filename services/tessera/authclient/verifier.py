@@ -13,37 +13,29 @@ static claims already checked out are remembered (bounded cache keyed by the
 token string); a cached token still gets its expiry, revocation and role checks
 on every call. The cache is dropped whenever the key set changes.
 
-:class:`AuthInterceptor` applies the verifier to every gRPC method except an
-allow-list and exposes the verified :class:`Claims` via :func:`current_claims`.
+:class:`tessera.authclient.access.AccessInterceptor` applies it to gRPC calls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tessera.authclient import metrics, store
-from tessera.authclient.bearer import bearer_token
 from tessera.authclient.keys import keys_from_proto
-from tessera.common import errors
 from tessera.common import store as common_store
-from tessera.common.handlers import Behavior, responses, rewrap
 from tessera.common.store import Client
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 from tessera.wire import access_token
 from tessera.wire.access_token import Claims, TokenError
 
 log = logging.getLogger(__name__)
-
-_claims: contextvars.ContextVar[Claims] = contextvars.ContextVar("tessera_auth_claims")
 
 _REASONS = (
     *("MALFORMED", "BAD_SIGNATURE", "UNKNOWN_KEY", "EXPIRED", "NOT_YET_VALID"),
@@ -254,126 +246,3 @@ class Verifier:
                 async with asyncio.timeout(max_age):
                     await self._wake_keys.wait()
             await asyncio.sleep(MIN_KEY_REFRESH_S)  # at most one unknown-kid fetch a second
-
-
-def current_claims() -> Claims:
-    """The verified claims of the RPC being handled (set by :class:`AuthInterceptor`)."""
-    try:
-        return _claims.get()
-    except LookupError:
-        raise RuntimeError(
-            "no verified access token here: the method is on the interceptor's allow-list "
-            "or runs outside an RPC"
-        ) from None
-
-
-DEFAULT_ALLOW = (
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
-    "/grpc.reflection.v1.ServerReflection/",
-)
-
-
-class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Requires a valid access token on every method except an allow-list.
-
-    ``allow``: full method names (``/tessera.v1.Auth/Login``) or service prefixes
-    ending in ``/`` (health and reflection are always allowed). ``roles``: method
-    names or service prefixes -> roles of which the caller needs one. Failures
-    end the call with UNAUTHENTICATED (PERMISSION_DENIED for a missing role), a
-    message saying why and an ErrorDetail reason ``TOKEN_<REASON>`` (``FORBIDDEN``).
-    """
-
-    def __init__(
-        self,
-        verifier: Verifier,
-        *,
-        allow: Iterable[str] = (),
-        roles: Mapping[str, Iterable[str]] | None = None,
-    ) -> None:
-        self.verifier = verifier
-        self.allow = (*DEFAULT_ALLOW, *allow)
-        self.roles = {name: tuple(rs) for name, rs in (roles or {}).items()}
-
-    def _allowed(self, method: str) -> bool:
-        return any(method == a or (a.endswith("/") and method.startswith(a)) for a in self.allow)
-
-    def _roles_for(self, method: str) -> tuple[str, ...]:
-        if method in self.roles:
-            return self.roles[method]
-        service = method.rsplit("/", 1)[0] + "/"
-        return self.roles.get(service, ())
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or self._allowed(method):
-            return handler
-        try:
-            token = bearer_token(handler_call_details.invocation_metadata)
-            outcome: Claims | TokenError = self.verifier.verify(
-                token, roles=self._roles_for(method)
-            )
-        except TokenError as err:
-            outcome = err
-        return _wrap(handler, outcome)
-
-
-async def _deny(context: grpc.aio.ServicerContext[Any, Any], err: TokenError) -> None:
-    if err.reason == "FORBIDDEN":
-        await errors.abort(
-            context, grpc.StatusCode.PERMISSION_DENIED, err.message, reason="FORBIDDEN"
-        )
-    await errors.abort(
-        context, grpc.StatusCode.UNAUTHENTICATED, err.message, reason=f"TOKEN_{err.reason}"
-    )
-
-
-def _wrap(
-    handler: grpc.RpcMethodHandler[Any, Any], outcome: Claims | TokenError
-) -> grpc.RpcMethodHandler[Any, Any]:
-    """The same handler, but denied on ``TokenError`` or run with the claims set.
-
-    gRPC picks how to run a behavior by inspecting it (coroutine function, async
-    generator function, or plain function in a thread), so each wrapper below is
-    a real ``async def`` of the matching kind.
-    """
-
-    async def enter(context: Any) -> contextvars.Token[Claims]:
-        if isinstance(outcome, TokenError):
-            await _deny(context, outcome)
-        assert isinstance(outcome, Claims)
-        return _claims.set(outcome)
-
-    def leave(reset: contextvars.Token[Claims]) -> None:
-        with contextlib.suppress(ValueError):  # a stream closed from another context
-            _claims.reset(reset)
-
-    def unary(behavior: Behavior) -> Behavior:
-        async def call(request: Any, context: Any) -> Any:
-            reset = await enter(context)
-            try:
-                return await behavior(request, context)
-            finally:
-                leave(reset)
-
-        return call
-
-    def streaming(behavior: Behavior) -> Behavior:
-        async def call(request: Any, context: Any) -> AsyncIterator[Any]:
-            reset = await enter(context)
-            try:
-                async for item in responses(behavior, request, context):
-                    yield item
-            finally:
-                leave(reset)
-
-        return call
-
-    return rewrap(handler, unary, streaming)

@@ -12,7 +12,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
 from urllib.parse import unquote
 
@@ -183,6 +183,29 @@ def cluster_address(url: str) -> ClusterAddress:
     return ClusterAddress(tuple(nodes), username, password)
 
 
+@dataclass(frozen=True)
+class ServiceClient:
+    """A component's service credentials for auth's ``ServiceLogin``
+    (TESSERA_SERVICE_CLIENT_ID / TESSERA_SERVICE_CLIENT_SECRET; docs/AUTH.md)."""
+
+    client_id: str
+    secret: str = field(repr=False)
+
+    @classmethod
+    def from_env(cls, env: Env, default_id: str) -> ServiceClient:
+        """The credentials; a missing secret is a start-up error naming the variable."""
+        client_id = env.string("SERVICE_CLIENT_ID", default_id, pattern=r"[A-Za-z0-9._-]{1,64}")
+        secret = env.string("SERVICE_CLIENT_SECRET", "")
+        if not secret:
+            raise ConfigError(
+                PREFIX + "SERVICE_CLIENT_SECRET",
+                "",
+                f"the secret auth knows for service client {client_id!r} "
+                "(TESSERA_AUTH_SERVICE_CLIENTS on auth)",
+            )
+        return cls(client_id, secret)
+
+
 def _range_text(lo: object, hi: object) -> str:
     if lo is not None and hi is not None:
         return f" from {lo} to {hi}"
@@ -205,6 +228,8 @@ class ServerConfig:
     log_level: str
     shutdown_grace_s: float
     shutdown_hooks_s: float = 10.0
+    # gRPC server reflection (open to anyone, like health); off hides the API's shape.
+    reflection: bool = True
 
     @classmethod
     def from_env(cls, name: str, env: Env | None = None, *, grpc_port: int = 50051) -> ServerConfig:
@@ -220,6 +245,7 @@ class ServerConfig:
             ),
             shutdown_grace_s=env.number("SHUTDOWN_GRACE_S", 10.0, lo=0.0, hi=3600.0),
             shutdown_hooks_s=env.number("SHUTDOWN_HOOKS_S", 10.0, lo=0.1, hi=3600.0),
+            reflection=env.flag("GRPC_REFLECTION", True),
         )
 
 

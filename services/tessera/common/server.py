@@ -1,12 +1,13 @@
 """gRPC service bootstrap shared by every Tessera service.
 
 :class:`GrpcService` wires an asyncio gRPC server with the standard health
-service, server reflection and a Prometheus ``/metrics`` endpoint, and shuts down
-gracefully: on SIGTERM/SIGINT health turns NOT_SERVING, the server stops
-accepting calls, in-flight RPCs get ``shutdown_grace_s`` to finish, then the
-registered shutdown hooks run (stop loops, close Redis) and the process exits 0.
-A stop that has not finished ``shutdown_hooks_s`` after the grace (a hook stuck on
-a dead peer) ends the process with status 1 rather than leaving it running.
+service, server reflection (unless ``TESSERA_GRPC_REFLECTION=false``) and a
+Prometheus ``/metrics`` endpoint, and shuts down gracefully: on SIGTERM/SIGINT
+health turns NOT_SERVING, the server stops accepting calls, in-flight RPCs get
+``shutdown_grace_s`` to finish, then the registered shutdown hooks run (stop
+loops, close Redis) and the process exits 0. A stop that has not finished
+``shutdown_hooks_s`` after the grace (a hook stuck on a dead peer) ends the
+process with status 1 rather than leaving it running.
 """
 
 from __future__ import annotations
@@ -82,9 +83,10 @@ class GrpcService:
 
     async def start(self) -> None:
         """Bind the gRPC and metrics ports, mark every service SERVING."""
-        reflection.enable_server_reflection(
-            [*self._service_names, reflection.SERVICE_NAME], self.server
-        )
+        if self.config.reflection:
+            reflection.enable_server_reflection(
+                [*self._service_names, reflection.SERVICE_NAME], self.server
+            )
         address = f"{self.config.host}:{self.config.grpc_port}"
         self.grpc_port = self.server.add_insecure_port(address)
         self.metrics_port = metrics.serve(self.config.host, self.config.metrics_port)

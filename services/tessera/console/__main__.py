@@ -10,6 +10,7 @@ import logging
 
 from aiohttp import web
 
+from tessera.authclient.credentials import ServiceCredentials
 from tessera.authclient.verifier import Verifier
 from tessera.common import store as common_store
 from tessera.common.audit import AuditLog
@@ -37,7 +38,10 @@ async def build(server_config: ServerConfig) -> GrpcService:
     audit.start()
     redis = common_store.connect(server_config.redis_url)
     store = ConsoleStore(redis, config.world, events=config.events)
-    clients = Clients(relays=config.relays, auth_address=config.auth_address, world=config.world)
+    credentials = ServiceCredentials(
+        config.auth_address, config.service_client.client_id, config.service_client.secret
+    )
+    clients = Clients(relays=config.relays, credentials=credentials, world=config.world)
     aggregator = Aggregator(
         store, clients.relay_rows, cells=config.grid_cells, aura_m=config.aura_m
     )

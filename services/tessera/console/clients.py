@@ -1,5 +1,6 @@
 """The console's gRPC calls: relay status and Kick, zone Drain, auth Login and
-BanAccount.
+BanAccount. Relay status goes with the console's own service credentials; the
+admin actions (Kick, Drain, BanAccount) with the acting admin's access token.
 
 Protos stay here: callers get plain rows and values back.
 """
@@ -13,6 +14,8 @@ from typing import Any
 
 import grpc
 
+from tessera.authclient.bearer import bearer_metadata
+from tessera.authclient.credentials import ServiceCredentials
 from tessera.console.frame import RelayRow
 from tessera.v1 import (
     auth_pb2,
@@ -43,10 +46,13 @@ class Login:
 class Clients:
     """One channel per relay and to auth, opened once; zone channels per call."""
 
-    def __init__(self, *, relays: Sequence[str], auth_address: str, world: str) -> None:
+    def __init__(
+        self, *, relays: Sequence[str], credentials: ServiceCredentials, world: str
+    ) -> None:
         self.world = world
-        self._relays = {a: grpc.aio.insecure_channel(a) for a in relays}
-        self._auth = grpc.aio.insecure_channel(auth_address)
+        self.credentials = credentials
+        self._relays = {a: credentials.channel_to(a) for a in relays}
+        self._auth = credentials.channel
 
     async def relay_rows(self) -> list[RelayRow]:
         """Every configured relay's id and open sessions (``up`` False if it did not answer)."""
@@ -60,15 +66,17 @@ class Clients:
             return RelayRow(address, "", 0, up=False)
         return RelayRow(address, s.relay_id, sum(s.sessions.values()), up=True)
 
-    async def kick(self, player: str, reason: str) -> list[str]:
-        """Ask every relay to close ``player``'s session; the addresses that did.
-        Raises :class:`grpc.aio.AioRpcError` only when no relay answered."""
+    async def kick(self, token: str, player: str, reason: str) -> list[str]:
+        """Ask every relay, with the admin's access ``token``, to close ``player``'s
+        session; the addresses that did. Raises ConnectionError only when no relay
+        answered."""
 
         async def one(address: str, channel: grpc.aio.Channel) -> bool | None:
             stub: Any = relay_pb2_grpc.RelayStub(channel)
             request = relay_pb2.KickRequest(player_id=player, reason=reason)
             try:
-                return bool((await stub.Kick(request, timeout=TIMEOUT_S)).kicked)
+                reply = await stub.Kick(request, metadata=bearer_metadata(token), timeout=TIMEOUT_S)
+                return bool(reply.kicked)
             except grpc.aio.AioRpcError:
                 return None
 
@@ -78,14 +86,16 @@ class Clients:
             raise ConnectionError("no relay answered the Kick")
         return [a for a, kicked in zip(addresses, results, strict=True) if kicked]
 
-    async def drain(self, address: str, target: str, deadline_s: float) -> int:
-        """Drain the zone at ``address`` into ``target``; the entities still to hand away."""
+    async def drain(self, token: str, address: str, target: str, deadline_s: float) -> int:
+        """Drain the zone at ``address`` into ``target`` with the admin's access
+        ``token``; the entities still to hand away."""
         async with grpc.aio.insecure_channel(address) as channel:
             stub: Any = zone_pb2_grpc.ZoneStub(channel)
             request = zone_pb2.DrainRequest(
                 deadline_s=deadline_s, target=common_pb2.ZoneRef(world=self.world, zone=target)
             )
-            return int((await stub.Drain(request, timeout=TIMEOUT_S)).remaining)
+            reply = await stub.Drain(request, metadata=bearer_metadata(token), timeout=TIMEOUT_S)
+            return int(reply.remaining)
 
     async def login(self, username: str, password: str) -> Login:
         """Auth's password login; raises :class:`grpc.aio.AioRpcError` when refused."""
@@ -100,11 +110,10 @@ class Clients:
         Raises :class:`grpc.aio.AioRpcError` when refused."""
         stub: Any = auth_pb2_grpc.AuthStub(self._auth)
         request = auth_pb2.BanAccountRequest(account_id=account_id, reason=reason, until=until)
-        reply = await stub.BanAccount(
-            request, metadata=(("authorization", f"Bearer {token}"),), timeout=TIMEOUT_S
-        )
+        reply = await stub.BanAccount(request, metadata=bearer_metadata(token), timeout=TIMEOUT_S)
         return int(reply.revoked_sessions)
 
     async def close(self) -> None:
-        for channel in [*self._relays.values(), self._auth]:
+        for channel in self._relays.values():
             await channel.close(None)
+        await self.credentials.close()

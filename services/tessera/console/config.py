@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from tessera.common.config import ConfigError, Env
+from tessera.common.config import ConfigError, Env, ServiceClient
 
 ADDRESS = r"\S+:\d{1,5}"
 
@@ -22,6 +22,8 @@ class ConsoleConfig:
     aura_m: float
     events: int
     drain_deadline_s: float
+    # Reads the relays' GetStatus; admin actions use the admin's own token.
+    service_client: ServiceClient
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ConsoleConfig:
@@ -37,6 +39,7 @@ class ConsoleConfig:
             aura_m=env.number("CONSOLE_AURA_M", 60.0, lo=0.0, hi=10_000.0),
             events=env.integer("CONSOLE_EVENTS", 100, lo=1, hi=10_000),
             drain_deadline_s=env.number("CONSOLE_DRAIN_DEADLINE_S", 0.0, lo=0.0, hi=3600.0),
+            service_client=ServiceClient.from_env(env, "console"),
         )
 
 

@@ -169,7 +169,9 @@ class Handlers:
             snap = await self.c.store.snapshot()
             target = admin.drain_target(zone, snap.zones, snap.zone_map.zones)
             address = next(z.address for z in snap.zones if z.name == zone)
-            remaining = await self.c.clients.drain(address, target, self.c.drain_deadline_s)
+            remaining = await self.c.clients.drain(
+                _bearer(request), address, target, self.c.drain_deadline_s
+            )
             detail = f"draining into {target}, {remaining} entities to hand away"
             return detail, {"zone": zone, "target": target, "remaining": remaining}
 
@@ -182,7 +184,7 @@ class Handlers:
             admin.check_player(player)
             body = await _json(request)
             reason = str(body.get("reason", "")) or "kicked by an admin"
-            kicked = await self.c.clients.kick(player, reason[:200])
+            kicked = await self.c.clients.kick(_bearer(request), player, reason[:200])
             if not kicked:
                 raise Refused(404, f"no relay holds a session of player {player!r}")
             return f"kicked from {', '.join(kicked)}", {"player": player, "relays": kicked}

@@ -18,8 +18,9 @@ from typing import Any
 import grpc
 import uvloop
 
+from tessera.authclient.access import AccessInterceptor, current_claims
 from tessera.authclient.issuer import AuthIssuer
-from tessera.authclient.verifier import AuthInterceptor, Verifier, current_claims
+from tessera.authclient.verifier import Verifier
 from tessera.common import store as common_store
 from tessera.common.config import Env, ServerConfig
 from tessera.common.database import DatabaseUnavailable, open_database
@@ -29,7 +30,7 @@ from tessera.common.server import GrpcService, main
 from tessera.matchmaking.config import Settings
 from tessera.matchmaking.director import Director
 from tessera.matchmaking.records import RatingRecords
-from tessera.matchmaking.servicer import TRUSTED, MatchmakerServicer, Watchers
+from tessera.matchmaking.servicer import RULES, MatchmakerServicer, Watchers
 from tessera.matchmaking.store import Store
 from tessera.matchmaking.workers import FrontendWorkers
 from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
@@ -58,11 +59,7 @@ async def build(config: ServerConfig) -> GrpcService:
     verifier: Verifier | None = None
     if settings.frontend:
         verifier = await Verifier.connect(settings.auth_address, config.redis_url)
-        trusted = {
-            f"/{SERVICE_NAME}/{method}": TRUSTED
-            for method in ("CreateTickets", "ReportMatchResult", "CreateBackfill", "GetBackfill")
-        }
-        interceptors.append(AuthInterceptor(verifier, roles=trusted))
+        interceptors.append(AccessInterceptor(verifier, RULES))
     workers: FrontendWorkers | None = None
     # Front-end workers bind the same port (SO_REUSEPORT; grpc's default on Linux,
     # set here so a worker never depends on it); the kernel spreads connections.

@@ -21,6 +21,7 @@ from typing import Any, NoReturn, Protocol
 import grpc
 from redis.exceptions import RedisError
 
+from tessera.authclient import access
 from tessera.common import tracing
 from tessera.common.errors import abort
 from tessera.matchmaking import metrics
@@ -44,6 +45,24 @@ MAX_HISTORY_PAGE = 100
 DEFAULT_HISTORY_PAGE = 20
 # How far a reporter's clock may run ahead of this one's (started_at_ms).
 MAX_CLOCK_SKEW_MS = 300_000
+# Who may call each RPC (tessera.authclient.access); docs/AUTH.md lists it. A
+# ticket's own reads (get, heartbeat, cancel, watch) also check that it names the
+# caller unless the caller is trusted.
+RULES = access.table(
+    pb.DESCRIPTOR.services_by_name["Matchmaker"],
+    {
+        "CreateTicket": access.roles("player"),
+        "CreateTickets": access.roles(*TRUSTED),
+        "GetTicket": access.ROLES,
+        "HeartbeatTicket": access.ROLES,
+        "CancelTicket": access.ROLES,
+        "WatchAssignment": access.ROLES,
+        "ReportMatchResult": access.roles(*TRUSTED),
+        "CreateBackfill": access.roles(*TRUSTED),
+        "GetBackfill": access.roles(*TRUSTED),
+        "ListMatchHistory": access.ROLES,
+    },
+)
 # A watcher re-reads its ticket at least this often, in case an event was missed.
 WATCH_POLL_S = 2.0
 # CreateTickets: requests written to Redis per round trip at most, and requests read
@@ -189,7 +208,6 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
         """One result per request, in order. Requests are checked as they are read;
         those that arrive while a write is in flight go to Redis together in the next
         pipelined ``create_many`` (the unary script, so each ticket stays atomic)."""
-        await self._trusted(context)
         pending: asyncio.Queue[pb.Ticket | Refusal | None] = asyncio.Queue()
         room = asyncio.Semaphore(STREAM_PENDING)
         reader = asyncio.create_task(self._read(request_iterator, pending, room))
@@ -321,7 +339,6 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
     async def ReportMatchResult(
         self, request: pb.MatchResult, context: Context
     ) -> pb.ReportMatchResultResponse:
-        await self._trusted(context)
         if not request.match_id or len(request.match_id) > MAX_ID_LEN:
             await _invalid(context, "match_id must be 1-128 characters", "BAD_MATCH_ID", "match_id")
         if request.mode not in self.modes:
@@ -392,8 +409,14 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
     ) -> pb.ListMatchHistoryResponse:
         caller = self.caller()
         player = request.player_id or caller.sub
-        if player != caller.sub:
-            await self._trusted(context)
+        if player != caller.sub and not set(caller.roles) & set(TRUSTED):
+            await abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                "only services and admins may read another player's history",
+                reason="FORBIDDEN",
+                field="player_id",
+            )
         if len(player) > MAX_ID_LEN:
             await _invalid(context, "player_id must be 1-128 characters", "BAD_PLAYER", "player_id")
         if request.page_size > MAX_HISTORY_PAGE:
@@ -420,7 +443,6 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
     async def CreateBackfill(
         self, request: pb.CreateBackfillRequest, context: Context
     ) -> pb.Backfill:
-        await self._trusted(context)
         mode = self.modes.get(request.mode)
         if mode is None:
             await _invalid(context, f"unknown mode {request.mode!r}", "UNKNOWN_MODE", "mode")
@@ -466,7 +488,6 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
         return backfill
 
     async def GetBackfill(self, request: pb.GetBackfillRequest, context: Context) -> pb.Backfill:
-        await self._trusted(context)
         backfill = await self.store.get_backfill(request.backfill_id)
         if backfill is None:
             await abort(
@@ -506,15 +527,6 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
                 field="ticket_id",
             )
         return ticket
-
-    async def _trusted(self, context: Context) -> None:
-        if not set(self.caller().roles) & set(TRUSTED):
-            await abort(
-                context,
-                grpc.StatusCode.PERMISSION_DENIED,
-                "only services and admins may do this (role 'service' or 'admin')",
-                reason="FORBIDDEN",
-            )
 
 
 def _participation(p: Participation) -> pb.MatchParticipation:

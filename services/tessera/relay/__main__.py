@@ -9,7 +9,9 @@ import dataclasses
 import logging
 import socket
 
+from tessera.authclient.access import AccessInterceptor
 from tessera.authclient.connect import ConnectTokenOpener
+from tessera.authclient.verifier import Verifier
 from tessera.common import store as common_store
 from tessera.common.config import ServerConfig
 from tessera.common.server import GrpcService, main
@@ -17,7 +19,7 @@ from tessera.relay import metrics, resume
 from tessera.relay.admission import rejecting
 from tessera.relay.config import RelayConfig
 from tessera.relay.gateway import Gateway, GatewayConfig
-from tessera.relay.servicer import RelayServicer
+from tessera.relay.servicer import RULES, RelayServicer
 from tessera.relay.store import RelayStore
 from tessera.relay.udp import UdpEndpoint, UdpLimits
 from tessera.v1 import relay_pb2_grpc
@@ -90,7 +92,12 @@ async def build(server_config: ServerConfig) -> GrpcService:
             lambda: {zone: link.reconnects for zone, link in gateway.links.items()},
         )
     )
-    service = GrpcService(server_config)
+    try:
+        verifier = await Verifier.connect(config.auth_address, server_config.redis_url)
+    except ConnectionError as err:
+        log.error("cannot start: auth or Redis unreachable", extra={"error": str(err)})
+        raise SystemExit(1) from None
+    service = GrpcService(server_config, interceptors=[AccessInterceptor(verifier, RULES)])
     service.add(
         relay_pb2_grpc.add_RelayServicer_to_server,
         RelayServicer(gateway, counters, connect_timeout_s=config.connect_timeout_s),
@@ -127,6 +134,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
                 await task
         udp.close()
         await tokens.close()
+        await verifier.close()
         await redis.aclose()
 
     service.on_stopping(gateway.end_play_sessions)

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from tessera.authclient import access
 from tessera.common.errors import abort
 from tessera.relay.admission import admitting
 from tessera.relay.errors import Rejected
@@ -20,6 +21,18 @@ from tessera.relay.session import Session
 from tessera.v1 import common_pb2, relay_pb2, relay_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+# Who may call each RPC (tessera.authclient.access); docs/AUTH.md lists it. Play
+# is open: its first message carries the player's connect token.
+RULES = access.table(
+    relay_pb2.DESCRIPTOR.services_by_name["Relay"],
+    {
+        "Play": access.OPEN,
+        "GetStatus": access.roles("service", "admin"),
+        "ListSessions": access.roles("service", "admin"),
+        "Kick": access.roles("service", "admin"),
+    },
+)
 
 
 class RelayServicer(relay_pb2_grpc.RelayServicer):

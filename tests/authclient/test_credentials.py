@@ -1,0 +1,89 @@
+"""ServiceCredentials' channels: every call carries the service's token, a call
+made for someone else keeps its own, a refused token is dropped (real grpc.aio
+server on 127.0.0.1 with the access interceptor; the session is set directly, so
+no auth runs here: the login itself is in test_rpc_matrix.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from tessera.auth.keys import SigningKey
+from tessera.authclient import access
+from tessera.authclient.credentials import ServiceCredentials
+from tessera.authclient.verifier import Verifier
+from tessera.common.process import free_port
+from tessera.harness.tokens import access_metadata
+from tessera.v1 import auth_pb2
+
+KEY = SigningKey.generate()
+
+
+async def _whoami(request: bytes, context: Any) -> bytes:
+    claims = access.current_claims()
+    return f"{claims.sub}:{','.join(claims.roles)}".encode()
+
+
+def _token(*roles: str, sub: str) -> str:
+    (entry,) = access_metadata(KEY.kid, KEY.private_key, *roles, sub=sub)
+    return entry[1].removeprefix("Bearer ")
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[str]:
+    rules: dict[str, access.Rule] = {"/tessera.test.Svc/WhoAmI": access.ROLES}
+    srv = grpc.aio.server(
+        interceptors=[access.AccessInterceptor(Verifier({KEY.kid: KEY.public_key}), rules)]
+    )
+    handlers = {"WhoAmI": grpc.unary_unary_rpc_method_handler(_whoami)}
+    srv.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("tessera.test.Svc", handlers),)
+    )
+    port = srv.add_insecure_port("127.0.0.1:0")
+    await srv.start()
+    yield f"127.0.0.1:{port}"
+    await srv.stop(None)
+
+
+def logged_in(token: str) -> ServiceCredentials:
+    """Credentials whose session is ``token`` (auth's address leads nowhere)."""
+    credentials = ServiceCredentials(f"127.0.0.1:{free_port()}", "svc", "secret", timeout_s=0.5)
+    credentials._session = auth_pb2.Session(
+        access_token=token, access_expires_at=int(time.time()) + 900
+    )
+    return credentials
+
+
+async def test_calls_carry_the_service_token_unless_they_bring_their_own(server: str) -> None:
+    credentials = logged_in(_token("service", sub="service:svc"))
+    channel = credentials.channel_to(server)
+    try:
+        whoami = channel.unary_unary("/tessera.test.Svc/WhoAmI", None, None)
+        assert await whoami(b"") == b"service:svc:service"
+        admin = access_metadata(KEY.kid, KEY.private_key, "admin", sub="boss")
+        assert await whoami(b"", metadata=admin) == b"boss:admin"
+    finally:
+        await channel.close(None)
+        await credentials.close()
+
+
+async def test_a_refused_token_is_dropped_and_the_next_call_logs_in(server: str) -> None:
+    credentials = logged_in("not.a.token")
+    channel = credentials.channel_to(server)
+    try:
+        whoami = channel.unary_unary("/tessera.test.Svc/WhoAmI", None, None)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await whoami(b"")
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert credentials._session is None
+        # The next call logs in again: here auth is unreachable, and that is the error.
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await whoami(b"")
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await channel.close(None)
+        await credentials.close()
