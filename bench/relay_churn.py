@@ -30,12 +30,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from relay_failover import Stack, free_udp_port, ordered, walker
+from relay_failover import WORLD, walker
 
 from tessera.client.client import GameClient
 from tessera.client.login import guest_connect_token
 from tessera.client.transport import ConnectError, UdpTransport
 from tessera.common.process import ServiceProcess
+from tessera.harness.postgres import LocalPostgres
+from tessera.harness.relays import RelayWorld, free_udp_port, ordered
 from tessera.v1 import auth_pb2
 
 # A handshake the loaded machine did not answer in time is tried again with a new
@@ -175,12 +177,14 @@ async def soak(bots: list[Bot], relay: ServiceProcess, args: argparse.Namespace)
     }
 
 
-async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+async def run(args: argparse.Namespace, tmp: Path, database_url: str) -> dict[str, Any]:
     # A token is fetched about 1 / rate seconds before it is used.
-    stack = Stack(
+    stack = RelayWorld(
         tmp,
         {"churn": free_udp_port()},
-        {"TESSERA_AUTH_CONNECT_TTL_S": str(int(3 / args.rate) + 60)},
+        database_url=database_url,
+        world=WORLD,
+        auth_env={"TESSERA_AUTH_CONNECT_TTL_S": str(int(3 / args.rate) + 60)},
     )
     bots: list[Bot] = []
     try:
@@ -208,8 +212,8 @@ def main() -> None:
     parser.add_argument("--warm-s", type=float, default=5.0, help="play before the soak")
     parser.add_argument("--hz", type=float, default=10.0, help="client input rate")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        result = asyncio.run(run(args, Path(tmp)))
+    with tempfile.TemporaryDirectory() as tmp, LocalPostgres() as postgres:
+        result = asyncio.run(run(args, Path(tmp), postgres.create_database("bench")))
     width = max(len(k) for k in result)
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")

@@ -16,36 +16,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
-import os
-import socket
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from tessera.client.client import GameClient, Intent
 from tessera.client.login import guest_connect_token
 from tessera.client.transport import UdpTransport
-from tessera.common.process import ServiceProcess
 from tessera.harness.postgres import LocalPostgres
-from tessera.harness.redis import LocalRedis
-from tessera.v1 import auth_pb2, zone_pb2, zone_pb2_grpc
+from tessera.harness.relays import RelayWorld, free_udp_port, metric, ordered, zone_players
 
 WORLD = "bench"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -53,32 +39,6 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 3)
-
-
-def metric(proc: ServiceProcess, name: str, **labels: str) -> float:
-    url = f"http://127.0.0.1:{proc.ports['metrics_port']}/metrics"
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    for line in text.splitlines():
-        if line.startswith(name) and (not want or "{" + want + "}" in line):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-async def zone_players(address: str) -> list[str]:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub: Any = zone_pb2_grpc.ZoneStub(channel)
-        status = await stub.GetStatus(zone_pb2.GetStatusRequest(include_entities=True))
-        return [p for p in status.entity_players if p]
-
-
-def ordered(token: auth_pb2.ConnectToken, address: str) -> auth_pb2.ConnectToken:
-    """The token with ``address`` first (the relay the client connects to)."""
-    moved = auth_pb2.ConnectToken()
-    moved.CopyFrom(token)
-    del moved.relay_addresses[:]
-    moved.relay_addresses.extend([address, *(a for a in token.relay_addresses if a != address)])
-    return moved
 
 
 def walker(heading: float) -> Callable[[GameClient], Intent]:
@@ -119,86 +79,13 @@ def phase_report(
     }
 
 
-class Stack:
-    """Redis and PostgreSQL (started at once), then auth and one zone as processes
-    (:meth:`start`), and relays of the world on the UDP ports named in ``ports``."""
-
-    def __init__(self, tmp: Path, ports: dict[str, int], auth_env: dict[str, str]) -> None:
-        self.ports = ports
-        self.address = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
-        self.connect_key = base64.b64encode(os.urandom(32)).decode()
-        self.auth_env = auth_env
-        self.procs: dict[str, ServiceProcess] = {}
-        (tmp / "redis").mkdir()
-        self.redis = LocalRedis(tmp / "redis")
-        self.redis.start()
-        self.postgres = LocalPostgres()
-        self.postgres.start()
-        self.common = {
-            "TESSERA_REDIS_URL": self.redis.url,
-            "TESSERA_DATABASE_URL": self.postgres.create_database("bench"),
-            "TESSERA_GRPC_PORT": "0",
-            "TESSERA_METRICS_PORT": "0",
-            "TESSERA_HOST": "127.0.0.1",
-            "TESSERA_LOG_LEVEL": "info",
-            "TESSERA_WORLD": WORLD,
-            "TESSERA_SHUTDOWN_GRACE_S": "1",
-        }
-
-    def start(self) -> None:
-        """Start auth (which names every relay in its tokens) and the zone."""
-        self.procs["auth"] = ServiceProcess(
-            "tessera.auth",
-            {
-                **self.common,
-                "TESSERA_AUTH_GENERATE_KEYS": "true",
-                "TESSERA_CONNECT_KEY": self.connect_key,
-                "TESSERA_AUTH_RELAYS": "default=" + ",".join(self.address.values()),
-                "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "100000",
-                **self.auth_env,
-            },
-            name="auth",
-        ).start()
-        self.procs["zone"] = ServiceProcess(
-            "tessera.zone",
-            {
-                **self.common,
-                "TESSERA_ZONE": "zone-0",
-                "TESSERA_ZONE_BOUNDS": "-500,-500,500,500",
-                "TESSERA_WORLD_BOUNDS": "-500,-500,500,500",
-                "TESSERA_TICK_HZ": "20",
-            },
-            name="zone",
-        ).start()
-        self.procs["auth"].wait_serving()
-        self.procs["zone"].wait_serving()
-
-    def relay(self, name: str) -> ServiceProcess:
-        """Start relay ``name`` on its port (not waiting for it to serve)."""
-        return ServiceProcess(
-            "tessera.relay",
-            {
-                **self.common,
-                "TESSERA_UDP_HOST": "127.0.0.1",
-                "TESSERA_UDP_PORT": str(self.ports[name]),
-                "TESSERA_RELAY_ID": f"relay-{name}",
-                "TESSERA_AUTH_ADDRESS": self.procs["auth"].grpc_address,
-                "TESSERA_CONNECT_KEY": self.connect_key,
-                "TESSERA_RELAY_HANDSHAKES_PER_SOURCE_S": "1000000",
-                "TESSERA_RELAY_PINGS_PER_SOURCE_S": "1000000",
-            },
-            name=f"relay-{name}",
-        ).start()
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        self.redis.stop()
-        self.postgres.stop()
-
-
-async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    stack = Stack(tmp, {"a": free_udp_port(), "b": free_udp_port()}, {})
+async def run(args: argparse.Namespace, tmp: Path, database_url: str) -> dict[str, Any]:
+    stack = RelayWorld(
+        tmp,
+        {"a": free_udp_port(), "b": free_udp_port()},
+        database_url=database_url,
+        world=WORLD,
+    )
     procs, address, relay = stack.procs, stack.address, stack.relay
     clients: list[GameClient] = []
     try:
@@ -263,8 +150,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--hz", type=float, default=10.0, help="client input rate")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        result = asyncio.run(run(args, Path(tmp)))
+    with tempfile.TemporaryDirectory() as tmp, LocalPostgres() as postgres:
+        result = asyncio.run(run(args, Path(tmp), postgres.create_database("bench")))
     width = max(len(k) for k in result)
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")

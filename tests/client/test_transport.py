@@ -1,7 +1,7 @@
 """The SDK's UDP transport against a peer speaking protocol v2 on a real loopback
 socket (the peer is the wire package's Connection, as the relay uses it): the
 handshake, a refusal, nothing before Accepted, RTT from the echoed clock, the
-reliable goodbye both ways."""
+reliable goodbye both ways, and when a silent relay is probed or resumed from."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tessera.client.transport import ConnectError, UdpTransport
+from tessera.client.transport import RESUME_AFTER_S, ConnectError, UdpTransport
 from tessera.v1 import auth_pb2, relay_pb2
 from tessera.wire import packet
 from tessera.wire.connection import Connection
@@ -31,6 +31,8 @@ class Peer(asyncio.DatagramProtocol):
         self.refuse = ""
         self.before_accepted: list[bytes] = []
         self.received: list[relay_pb2.ClientMessage] = []
+        self.answer_pings = False
+        self.resumes = 0
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -55,8 +57,15 @@ class Peer(asyncio.DatagramProtocol):
                 accepted = relay_pb2.ServerMessage(accepted=relay_pb2.Accepted(entity_id=7))
                 self.send(*self.connection.send_reliable(accepted.SerializeToString(), now))
             return
+        if data[0] == packet.RESUME:
+            self.resumes += 1
+            return
         for payload, _reliable in self.connection.receive(data, now).messages:
-            self.received.append(relay_pb2.ClientMessage.FromString(payload))
+            message = relay_pb2.ClientMessage.FromString(payload)
+            self.received.append(message)
+            if self.answer_pings and message.HasField("ping"):
+                pong = relay_pb2.ServerMessage(pong=relay_pb2.Pong(id=message.ping.id))
+                self.send(*self.connection.send(pong.SerializeToString(), now))
         self.send(*self.connection.poll(now))
 
     def send(self, *datagrams: bytes) -> None:
@@ -133,3 +142,49 @@ async def test_goodbyes_are_reliable_both_ways(peer: Peer) -> None:
     await asyncio.sleep(0.1)
     assert peer.connection.unacked == 0  # acknowledged at once
     await other.close("done")
+
+
+async def with_credential(peer: Peer) -> UdpTransport:
+    """A transport connected to ``peer`` and holding a resume credential."""
+    client = UdpTransport()
+    await client.connect(peer.token, 2.0)
+    credential = relay_pb2.ResumeCredential(
+        credential=os.urandom(64),
+        client_to_server_key=os.urandom(32),
+        server_to_client_key=os.urandom(32),
+        expires_in_s=60,
+    )
+    peer.post(relay_pb2.ServerMessage(resume=credential))
+    for _ in range(100):
+        if client.credential is not None:
+            return client
+        await asyncio.sleep(0.02)
+    raise AssertionError("the credential did not arrive")
+
+
+def pings(peer: Peer) -> int:
+    return sum(m.HasField("ping") for m in peer.received)
+
+
+async def test_a_silent_relay_that_answers_probes_keeps_the_session(peer: Peer) -> None:
+    """A relay that sends nothing of its own (a stalled zone: keep-alives only
+    once a second) but answers the probes is not left."""
+    peer.answer_pings = True
+    client = await with_credential(peer)
+    await asyncio.sleep(3 * RESUME_AFTER_S)
+    assert pings(peer) >= 2
+    assert peer.resumes == 0 and client.resumes == 0 and not client.resuming
+    await client.close("done")
+
+
+async def test_a_relay_that_answers_no_probe_is_resumed_from(peer: Peer) -> None:
+    """A relay that answers nothing (killed, or the client's address changed) is
+    probed, then left: RESUME datagrams follow."""
+    client = await with_credential(peer)
+    for _ in range(250):
+        if peer.resumes:
+            break
+        await asyncio.sleep(0.02)
+    assert peer.resumes >= 1 and client.resuming
+    assert pings(peer) >= 1
+    await client.close("done")

@@ -399,6 +399,21 @@ async def test_a_forged_or_short_resume_is_dropped_without_reply_and_counted(
     assert relay.counters.packets_out == 0
 
 
+async def test_a_stopping_relay_opens_no_session_and_spends_nothing(relay: Relay) -> None:
+    """Once the drain has begun, a valid HANDSHAKE and a RESUME get no answer and
+    are counted as ``draining``; the token is not spent (another relay takes it)."""
+    await relay.gateway.drain(1.0)
+    client = await client_for(relay)
+    raw = token(relay)
+    client.transport.sendto(packet.encode_handshake(raw))
+    client.transport.sendto(packet.encode_handshake(b"\x01" + os.urandom(200), packet.RESUME))
+    assert await client.nothing()
+    assert relay.counters.drops["draining"] == 2
+    assert not relay.counters.handshakes and not relay.counters.resumes
+    assert relay.counters.packets_out == 0
+    assert (await relay.gateway.admission.admit(raw, time.time())).player_id == "alice"
+
+
 async def test_a_full_reliable_window_ends_the_session_once_and_counted(relay: Relay) -> None:
     client = await client_for(relay)
     port = client.transport.get_extra_info("sockname")[1]

@@ -40,9 +40,13 @@ KEEPALIVE_S = 1.0
 # (retransmitted meanwhile, as ENet's disconnect is): an ack comes in one round
 # trip, but a starved relay dropping datagrams can need several retransmissions.
 CLOSE_WAIT_S = 3.0
-# Silence from the relay after which a session with a resume credential resumes
-# (the relay sends something at least every second), and how long a resume tries.
-RESUME_AFTER_S = 1.5
+# A session with a resume credential that hears nothing from the relay for
+# PROBE_AFTER_S asks it for a Pong every PROBE_EVERY_S (a live relay answers at
+# once, even while the player's zone is stalled and only keep-alives flow), and
+# resumes after RESUME_AFTER_S of silence; how long a resume tries.
+PROBE_AFTER_S = 0.5
+PROBE_EVERY_S = 0.125
+RESUME_AFTER_S = 1.0
 RESUME_TIMEOUT_S = 5.0
 
 
@@ -150,6 +154,7 @@ class UdpTransport:
         self.drop_inbound = drop_inbound
         self.accepted = False
         self.last_sent = 0.0
+        self.last_probe = 0.0
         self.last_received = time.monotonic()
         self.closed = False
         self.timeout_s = 10.0
@@ -406,19 +411,25 @@ class UdpTransport:
             self.last_sent = time.monotonic()
 
     async def _keep_alive(self) -> None:
-        """Keep-alives while idle. The relay sends keep-alives itself (even while
-        the player's zone is restarting), so a relay silent for ``resume_after_s``
-        is gone or no longer hears this address: resume. Without a credential, or
-        silent for ``timeout_s``, the session is over."""
+        """Keep-alives while idle, and probes while the relay is silent: a relay
+        that answers none of them for ``resume_after_s`` is gone or no longer hears
+        this address, so resume. Without a credential, or silent for
+        ``timeout_s``, the session is over."""
         while not self.closed:
-            await asyncio.sleep(KEEPALIVE_S / 4)
+            await asyncio.sleep(PROBE_EVERY_S)
             if self.resuming:
                 continue
             now = time.monotonic()
             silent = now - self.last_received
-            if silent > self.resume_after_s and self.credential is not None:
-                self._spawn(self._resume())
-                continue
+            if self.credential is not None:
+                if silent > self.resume_after_s:
+                    self._spawn(self._resume())
+                    continue
+                if silent > PROBE_AFTER_S and now - self.last_probe >= PROBE_EVERY_S:
+                    self.last_probe = now
+                    ping = relay_pb2.Ping(id=0, client_time_ms=time.time() * 1000.0)
+                    self._send(relay_pb2.ClientMessage(ping=ping).SerializeToString())
+                    continue
             if silent > self.timeout_s:
                 self.inbox.put_nowait(
                     relay_pb2.ServerMessage(

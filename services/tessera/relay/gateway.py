@@ -95,6 +95,8 @@ class Gateway:
             counters=counters,
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        # Set when a stop begins: the UDP endpoint then opens no new session.
+        self.draining = False
 
     # -- revocation -------------------------------------------------------
 
@@ -602,7 +604,10 @@ class Gateway:
         """Before stopping: tell every UDP client holding a resume credential to
         move (``Notice(MOVE)`` on the reliable channel, with a live other relay's
         address if one is known), and wait until each has gone quiet here (resumed
-        elsewhere) or ``timeout_s`` has passed."""
+        elsewhere) or ``timeout_s`` has passed. From now on no handshake or resume
+        opens a session here: a client that tried this relay would be told to
+        move again, or cut off, when it exits."""
+        self.draining = True
         movers = [s for s in self.sessions if s.transport == "udp" and s.resume]
         if not movers:
             return

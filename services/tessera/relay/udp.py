@@ -319,6 +319,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                 counters.drops["handshake_on_session"] += 1
                 return
             # A resume from a session's own address replaces that session.
+        if self.gateway.draining:
+            counters.drops["draining"] += 1
+            return
         if addr in self.pending:
             counters.drops["handshake_pending"] += 1
             return
