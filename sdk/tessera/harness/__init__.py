@@ -1,4 +1,4 @@
 """Test and benchmark harnesses: a local ``redis-server``, a world of real zone
-processes driven by a minimal relay, and a UDP proxy that impairs the network
-between clients and a relay. Tests, benchmarks, the demo and the
-operator's local runtime use them; no service does."""
+processes driven by a minimal relay (or by auth and a real relay), and a UDP
+proxy that impairs the network between clients and a relay. Tests, benchmarks,
+the demo and the operator's local runtime use them; no service does."""
