@@ -1,5 +1,6 @@
 """The spool on its own: bounded with counted overflow, failed batches requeued in
-order, a write cut short kept for the final flush, a full batch written at once."""
+order, a write cut short kept for the final flush, a full batch (or an offer made ``now``)
+written at once."""
 
 from __future__ import annotations
 
@@ -88,3 +89,22 @@ async def test_run_writes_a_full_batch_without_waiting_for_the_interval() -> Non
     s.offer(range(10))
     await asyncio.wait_for(done.wait(), 10.0)
     task.cancel()
+
+
+async def test_run_writes_an_offer_made_now_without_waiting_for_the_interval() -> None:
+    written: list[list[int]] = []
+    done = asyncio.Event()
+
+    async def write(batch: list[int]) -> None:
+        written.append(batch)
+        done.set()
+
+    s = spool("t-now", write, capacity=100, batch=10, interval_s=60.0)
+    task = asyncio.create_task(s.run())
+    s.offer([1, 2])
+    await asyncio.sleep(0.2)  # a partial batch waits for the interval...
+    assert not written
+    s.offer([3], now=True)  # ...unless offered now: all that waits goes
+    await asyncio.wait_for(done.wait(), 10.0)
+    task.cancel()
+    assert written == [[1, 2, 3]]

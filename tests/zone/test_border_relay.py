@@ -7,13 +7,9 @@ a handoff are each one trace over the processes they cross."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
-import os
-import socket
 import time
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,37 +17,18 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tessera.auth.keys import write_key
 from tessera.client.bot import Bot, waypoints
 from tessera.client.client import GameClient
 from tessera.client.login import guest_connect_token
 from tessera.client.transport import UdpTransport
-from tessera.common.process import ServiceProcess
 from tessera.harness.redis import LocalRedis
+from tessera.harness.stack import Stack
 from tessera.harness.zones import World, ZoneSpec
 from tessera.wire.geometry import Rect
 from tessera.zone import audit
 from tessera.zone.store import read_routes
 
 pytestmark = pytest.mark.integration
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Stack:
-    def __init__(self, world: World, auth: ServiceProcess, relay: ServiceProcess) -> None:
-        self.world, self.auth, self.relay = world, auth, relay
-
-    def relay_metric(self, name: str) -> float:
-        url = f"http://127.0.0.1:{self.relay.ports['metrics_port']}/metrics"
-        text = urllib.request.urlopen(url, timeout=5).read().decode()
-        return sum(
-            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)
-        )
 
 
 @contextlib.asynccontextmanager
@@ -71,53 +48,14 @@ async def running(
         },
     )
     world.world_bounds = Rect(-100, -100, 100, 100)
-    key_dir = tmp_path / "keys"
-    write_key(key_dir, 0)
-    connect_b64 = base64.b64encode(os.urandom(32)).decode()
-    udp_port = free_udp_port()
-    common = {
-        "TESSERA_REDIS_URL": redis_server.url,
-        "TESSERA_DATABASE_URL": database_url,
-        "TESSERA_GRPC_PORT": "0",
-        "TESSERA_METRICS_PORT": "0",
-        "TESSERA_HOST": "127.0.0.1",
-        "TESSERA_WORLD": world.world,
-        "TESSERA_SHUTDOWN_GRACE_S": "1",
-        **env,
-    }
-    auth = ServiceProcess(
-        "tessera.auth",
-        {
-            **common,
-            "TESSERA_AUTH_KEY_DIR": str(key_dir),
-            "TESSERA_CONNECT_KEY": connect_b64,
-            "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{udp_port}",
-            "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "1000",
-        },
-        name="auth",
-    ).start()
-    await world.start_all(
-        [ZoneSpec("west", Rect(-100, -100, 0, 100)), ZoneSpec("east", Rect(0, -100, 100, 100))]
-    )
-    auth.wait_serving()
-    relay = ServiceProcess(
-        "tessera.relay",
-        {
-            **common,
-            "TESSERA_UDP_HOST": "127.0.0.1",
-            "TESSERA_UDP_PORT": str(udp_port),
-            "TESSERA_AUTH_ADDRESS": auth.grpc_address,
-            "TESSERA_CONNECT_KEY": connect_b64,
-        },
-        name="relay",
-    ).start()
-    relay.wait_serving()
+    stack = Stack(world, database_url, tmp_path, env=env)
     try:
-        yield Stack(world, auth, relay)
+        await stack.start(
+            [ZoneSpec("west", Rect(-100, -100, 0, 100)), ZoneSpec("east", Rect(0, -100, 100, 100))]
+        )
+        yield stack
     finally:
-        relay.kill()
-        auth.kill()
-        world.stop()
+        stack.kill()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The zone's writes to PostgreSQL: the event log, and zone processes that load,
-write back and resume player data."""
+write back and resume player data; and the whole round trip through auth and
+the relay (register, play, log out, Redis flushed, services restarted, resume)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,28 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 from redis.asyncio import Redis
 
+from tessera.authclient.bearer import bearer_metadata
+from tessera.client.bot import Arms, Bot, BotState, Vec, waypoints
+from tessera.client.client import GameClient, Intent
+from tessera.client.login import connect_token
+from tessera.client.transport import UdpTransport
 from tessera.common import playerdata
 from tessera.common.database import Pool
 from tessera.common.playerdata import PlayerData
+from tessera.common.store import WorldKeys
 from tessera.harness.playerdata import row_after, settled_row
 from tessera.harness.redis import LocalRedis
+from tessera.harness.stack import Stack
 from tessera.harness.zones import Driver, World, ZoneSpec
-from tessera.v1 import zone_pb2
+from tessera.v1 import auth_pb2, auth_pb2_grpc, common_pb2, zone_pb2
 from tessera.wire.geometry import Rect
 from tessera.zone.entities import Record
 from tessera.zone.events import DIED, HIT_DEALT, HIT_TAKEN, Event
@@ -200,3 +211,143 @@ async def test_the_version_travels_with_a_handoff_and_fences_the_old_zone(
     finally:
         await driver.close()
         w.stop()
+
+
+# --- through auth and the relay -------------------------------------------------
+
+PASSWORD = "persistence test password"
+BACKEND = "backend-0123456789-secret"
+SPOT = (15.0, -10.0)
+
+
+def stand(state: BotState, position: Vec, others: Sequence[Vec]) -> Intent:
+    return Intent()
+
+
+async def join_through_the_relay(stack: Stack, session: auth_pb2.Session) -> GameClient:
+    """Connect with a connect token for ``session``; returns once a snapshot shows
+    the player's own entity."""
+    client = GameClient(UdpTransport())
+    await client.connect(await connect_token(stack.auth.grpc_address, session.access_token))
+    deadline = time.monotonic() + 15.0
+    while client.world is None or client.world.own_position() is None:
+        assert time.monotonic() < deadline, "no snapshot of the player's own entity"
+        await asyncio.sleep(0.05)
+    return client
+
+
+def hits_dealt(client: GameClient) -> int:
+    kind = zone_pb2.PlayerEvent.HIT_DEALT
+    return sum(1 for m in client.events if m.event.kind == kind)
+
+
+@pytest.mark.integration
+async def test_register_play_log_out_flush_redis_restart_then_resume(
+    redis_server: LocalRedis, redis: Redis, database: Pool, database_url: str, tmp_path: Path
+) -> None:
+    """The issue's round trip through the real path: accounts registered at auth, a
+    game back end's inventory written through the player-data API, play over UDP
+    through the relay (walk to a spot, shoot another player), log out; then Redis
+    flushed and auth, the zone and the relay restarted on the same database: the
+    player logs in again and resumes where they left, with the same data."""
+    world = World(redis, redis_server.url, env=world_env(database_url, "600"))
+    stack = Stack(
+        world,
+        database_url,
+        tmp_path,
+        auth_env={
+            "TESSERA_AUTH_SERVICE_CLIENTS": f"backend={BACKEND}",
+            "TESSERA_AUTH_ARGON2_TIME_COST": "1",
+            "TESSERA_AUTH_ARGON2_MEMORY_KIB": "64",
+        },
+    )
+    clients: list[GameClient] = []
+    try:
+        await stack.start([ZoneSpec("solo", AREA)])
+        async with grpc.aio.insecure_channel(stack.auth.grpc_address) as channel:
+            auth: Any = auth_pb2_grpc.AuthStub(channel)
+            for name in ("alice", "bob"):
+                await auth.Register(auth_pb2.RegisterRequest(username=name, password=PASSWORD))
+            login = auth_pb2.LoginRequest(username="alice", password=PASSWORD)
+            alice = await auth.Login(login)
+            bob = await auth.Login(auth_pb2.LoginRequest(username="bob", password=PASSWORD))
+            backend = await auth.ServiceLogin(
+                auth_pb2.ServiceLoginRequest(client_id="backend", client_secret=BACKEND)
+            )
+            inventory = auth_pb2.PlayerData(
+                world="w",
+                player_id=alice.account_id,
+                position=common_pb2.Vec3(x=5.0, z=5.0),
+                health=100.0,
+                blob=b"sword",
+                kills=3,
+                hits_dealt=20,
+            )
+            put = auth_pb2.PutPlayerDataRequest(data=inventory, expected_version=0)
+            given = await auth.PutPlayerData(put, metadata=bearer_metadata(backend.access_token))
+            assert given.version == 1
+
+            # Play: alice starts where the back end put her, walks to SPOT and shoots bob.
+            clients.append(await join_through_the_relay(stack, bob))
+            player = await join_through_the_relay(stack, alice)
+            clients.append(player)
+            assert player.world is not None
+            start = player.world.own_position()
+            assert start is not None and math.dist((start[0], start[2]), (5.0, 5.0)) < 0.05
+            bot = Bot(player, waypoints([SPOT]), arms=Arms(duty=1.0))
+            bot.start()
+
+            def there() -> bool:
+                own = player.world.own_position() if player.world else None
+                return own is not None and math.dist((own[0], own[2]), SPOT) < 0.5
+
+            deadline = time.monotonic() + 20.0
+            while not (there() and hits_dealt(player) >= 3):
+                assert time.monotonic() < deadline, (player.world.own_position(), player.events)
+                await asyncio.sleep(0.05)
+            bot.arms, bot.pattern = None, stand
+            seen = -1  # the last hits' events are still on their way: wait for a quiet second
+            while seen != hits_dealt(player):
+                seen = hits_dealt(player)
+                await asyncio.sleep(1.0)
+            assert player.connected, player.disconnected
+            await player.close()  # the goodbye: the relay makes the zone Leave, which writes
+            logout = auth_pb2.LogoutRequest()
+            await auth.Logout(logout, metadata=bearer_metadata(alice.access_token))
+
+        saved = await row_after(database, "w", alice.account_id, given.version)
+        # One write: the leave's (no write-behind within 600 s).
+        assert (saved.version, saved.written_by, saved.blob) == (2, "solo", b"sword")
+        assert math.dist((saved.position[0], saved.position[2]), SPOT) < 1.0
+        await clients[0].close()
+        shot = await row_after(database, "w", bob.account_id, 0)
+        # Every hit alice was told of is counted on both sides (bob may have died of them).
+        assert (saved.hits_dealt, shot.hits_taken) == (20 + seen, seen)
+        assert saved.kills == 3 + shot.deaths
+
+        # Redis lost entirely; auth, the zone and the relay restart on the same database.
+        stack.stop()
+        await redis.flushall()
+        await stack.start([ZoneSpec("solo", AREA)])
+        async with grpc.aio.insecure_channel(stack.auth.grpc_address) as channel:
+            auth = auth_pb2_grpc.AuthStub(channel)
+            again = await auth.Login(login)
+        assert again.account_id == alice.account_id  # the account lives in PostgreSQL
+        player = await join_through_the_relay(stack, again)
+        clients.append(player)
+        assert player.world is not None
+        here = player.world.own_position()
+        assert here is not None
+        step = player.world.quant.position_step_m
+        assert abs(here[0] - saved.position[0]) <= step, (here, saved.position)
+        assert abs(here[2] - saved.position[2]) <= step, (here, saved.position)
+        # The zone holds the saved data: its checkpoint of the entity carries it.
+        raw = await redis.hget(WorldKeys("w").checkpoints, alice.account_id)
+        assert isinstance(raw, bytes)
+        held = zone_pb2.EntityState.FromString(raw)
+        assert (held.data_version, held.blob) == (saved.version, b"sword")
+        assert (held.kills, held.hits_dealt) == (saved.kills, saved.hits_dealt)
+    finally:
+        for client in clients:
+            await client.close()
+        stack.kill()

@@ -56,8 +56,9 @@ class Spool(Generic[T]):
         self.items: deque[T] = deque()
         self._wake = asyncio.Event()
 
-    def offer(self, items: Iterable[T]) -> int:
-        """Queue what fits; returns how many items were dropped (and counts them)."""
+    def offer(self, items: Iterable[T], *, now: bool = False) -> int:
+        """Queue what fits; returns how many items were dropped (and counts them).
+        ``now`` has :meth:`run` write them at once instead of at its next interval."""
         dropped = 0
         for item in items:
             if len(self.items) < self.capacity:
@@ -66,7 +67,7 @@ class Spool(Generic[T]):
                 dropped += 1
         if dropped:
             self.metrics.dropped.inc(dropped)
-        if len(self.items) >= self.batch:
+        if now or len(self.items) >= self.batch:
             self._wake.set()
         return dropped
 
@@ -98,7 +99,8 @@ class Spool(Generic[T]):
             self.metrics.dropped.inc(len(batch) - room)
 
     async def run(self) -> None:
-        """Flush every ``interval_s``, or as soon as a full batch waits."""
+        """Flush every ``interval_s``, or as soon as a full batch (or an offer made
+        ``now``) waits."""
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval_s)

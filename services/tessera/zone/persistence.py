@@ -67,9 +67,10 @@ class Persistence:
     async def load(self, player: str) -> PlayerData | None:
         return await playerdata.load(self.pool, self.world, player)
 
-    def save(self, records: Iterable[Record]) -> None:
-        """Queue the player data of ``records`` (each already carries its new version)."""
-        self.saves.offer(self._data(r) for r in records)
+    def save(self, records: Iterable[Record], *, now: bool = False) -> None:
+        """Queue the player data of ``records`` (each already carries its new version);
+        ``now`` writes them without waiting for the write-behind interval."""
+        self.saves.offer((self._data(r) for r in records), now=now)
 
     def _data(self, r: Record) -> PlayerData:
         return PlayerData(

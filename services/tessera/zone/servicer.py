@@ -173,8 +173,9 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 where[ev.player_id] = (float(e.pos[row, 0]), float(e.pos[row, 2]))
         return where
 
-    def _persist(self, players: list[str]) -> None:
-        """Queue the persistent data of present ``players``, each with a new version."""
+    def _persist(self, players: list[str], *, now: bool = False) -> None:
+        """Queue the persistent data of present ``players``, each with a new version
+        (written at once with ``now``, else by the next write-behind flush)."""
         assert self.persistence is not None
         records = []
         for player in players:
@@ -182,7 +183,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             if eid is not None:
                 self.sim.ents.extra[eid].data_version += 1
                 records.append(self.sim.export_player(player, self.cfg.zone))
-        self.persistence.save(records)
+        self.persistence.save(records, now=now)
 
     def _adopt_versions(self, stale: dict[str, int]) -> None:
         """Saves refused for a newer stored version: players still here (restored from
@@ -555,8 +556,9 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 field="relay_id",
             )
         # Durable first: if Redis fails, the player stays and the caller may retry.
+        # At once: until it lands, an API write based on the older row would win.
         if self.persistence is not None:
-            self._persist([player])
+            self._persist([player], now=True)
             self._presence("leave", player)
         try:
             await self.store.save_checkpoints([self._checkpoint_of(player)])
