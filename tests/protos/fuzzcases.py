@@ -3,10 +3,11 @@
 Every case of a method is its request message (a baseline the test gives, so a
 call gets past the obvious checks, or the empty message) with one field set to a
 hostile value: extreme numbers, NaN and infinities, 1 MB strings and bytes, huge
-repeated fields, unknown enum values; nested messages are walked two levels
-deep. Undecodable byte strings and the empty message come with every method.
-Cases are serialized bytes, sent through identity serializers, and a seeded
-sample keeps the count per method bounded and the run deterministic.
+repeated fields, unknown enum values; nested messages (and the first element
+of a repeated one) are walked two levels deep. Undecodable byte strings, a
+10 MB message and the empty message come with every method. Cases are
+serialized bytes, sent through identity serializers, and a seeded sample keeps
+the count per method bounded and the run deterministic.
 """
 
 from __future__ import annotations
@@ -73,25 +74,33 @@ def cases(
     method: MethodDescriptor, *, baseline: Message | None = None, seed: int = 0, limit: int = 40
 ) -> list[Case]:
     """Up to ``limit`` cases for ``method``: the empty message, the baseline, the
-    undecodable byte strings, a 10 MB message, then a seeded sample of one-field mutations."""
+    undecodable byte strings, a 10 MB message, then a seeded sample of one-field
+    mutations (serialized only once picked)."""
     cls = message_class(method.input_type)
     base = baseline if baseline is not None else cls()
     fixed = [Case("empty", b""), Case("baseline", base.SerializeToString())]
     fixed += [Case(f"undecodable {raw!r}", raw) for raw in UNDECODABLE]
     fixed.append(Case("10 MB message", OVERSIZED))
-    mutations = list(_mutations(base, method.input_type, depth=2))
+    mutations = list(_mutations(method.input_type, depth=2))
     random.Random(f"{seed}:{method.full_name}").shuffle(mutations)
-    return fixed + mutations[: max(0, limit - len(fixed))]
+    return fixed + [_apply(base, m) for m in mutations[: max(0, limit - len(fixed))]]
 
 
-def _mutations(base: Message, descriptor: Any, *, depth: int, path: str = "") -> Iterator[Case]:
+Mutation = tuple[str, str, Any]  # (label, dotted field path, apply(message, path))
+
+
+def _apply(base: Message, mutation: Mutation) -> Case:
+    label, path, apply = mutation
+    message = type(base)()
+    message.CopyFrom(base)
+    apply(message, path)
+    return Case(label, message.SerializeToString())
+
+
+def _mutations(descriptor: Any, *, depth: int) -> Iterator[Mutation]:
     for field in descriptor.fields:
-        name = f"{path}{field.name}"
         for label, apply in _setters(field, depth):
-            message = type(base)()
-            message.CopyFrom(base)
-            apply(message, name)
-            yield Case(f"{name} = {label}", message.SerializeToString())
+            yield f"{field.name} = {label}", field.name, apply
 
 
 def _setters(field: FieldDescriptor, depth: int) -> Iterator[tuple[str, Any]]:
@@ -102,18 +111,17 @@ def _setters(field: FieldDescriptor, depth: int) -> Iterator[tuple[str, Any]]:
             return
         if field.is_repeated:
             yield f"{HUGE_REPEAT} empty elements", _fill_messages
-            return
         if depth > 0:
-            sub = message_class(field.message_type)()
-            for case in _mutations(sub, field.message_type, depth=depth - 1):
-                yield f"{{{case.label}}}", _nested(case.payload)
+            for label, path, apply in _mutations(field.message_type, depth=depth - 1):
+                yield f"{{{label}}}", _nested(path, apply)
         return
-    for value in VALUES[field.type]:
-        label = _short(value)
-        if field.is_repeated:
-            yield f"[{label}] * {HUGE_REPEAT}", _repeat(value)
-        else:
-            yield label, _assign(value)
+    values = VALUES[field.type]
+    if field.is_repeated:  # many small elements (huge ones are the single fields' case)
+        small = values[-1][:1] if field.type in (F.TYPE_STRING, F.TYPE_BYTES) else values[-1]
+        yield f"[{_short(small)}] * {HUGE_REPEAT}", _repeat(small)
+        return
+    for value in values:
+        yield _short(value), _assign(value)
 
 
 def _target(message: Message, path: str) -> tuple[Message, str]:
@@ -157,10 +165,16 @@ def _fill_map(message: Message, path: str) -> None:
         entries[str(i) if string_key else i] = value
 
 
-def _nested(payload: bytes) -> Any:
+def _nested(sub_path: str, sub_apply: Any) -> Any:
+    """Apply a mutation of the sub-message to the field (a repeated field's first
+    element, added if there is none)."""
+
     def apply(message: Message, path: str) -> None:
         owner, leaf = _target(message, path)
-        getattr(owner, leaf).MergeFromString(payload)
+        field = getattr(owner, leaf)
+        if owner.DESCRIPTOR.fields_by_name[leaf].is_repeated:
+            field = field[0] if len(field) else field.add()
+        sub_apply(field, sub_path)
 
     return apply
 

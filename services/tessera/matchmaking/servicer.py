@@ -22,7 +22,7 @@ import grpc
 from redis.exceptions import RedisError
 
 from tessera.common import tracing
-from tessera.common.errors import abort
+from tessera.common.errors import abort, bounded
 from tessera.matchmaking import metrics
 from tessera.matchmaking.director import wall_ms
 from tessera.matchmaking.modes import Mode
@@ -79,7 +79,7 @@ class Refusal:
     def result(self) -> pb.CreateTicketResult:
         return pb.CreateTicketResult(
             code=self.code.value[0],
-            message=self.message,
+            message=bounded(self.message),
             error=common_pb2.ErrorDetail(reason=self.reason, field=self.field),
         )
 
