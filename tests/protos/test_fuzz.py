@@ -1,10 +1,12 @@
 """Every RPC of every service, fuzzed from the proto descriptors against real
 processes (auth, zone, relay, matchmaking on one Redis and one PostgreSQL):
 empty, extreme, non-finite, huge and undecodable requests each get a precise
-status within a deadline, an error message of bounded length, retry info on
-RESOURCE_EXHAUSTED; every server still answers health afterwards, and nothing
-hostile was stored (entity state finite and inside the world, checkpoints'
-strings bounded)."""
+status within a deadline (UNAVAILABLE or ABORTED only with retry info), an
+error message of bounded length, retry info on RESOURCE_EXHAUSTED (but for
+gRPC's own message size limit); every server still answers health afterwards,
+and nothing hostile was stored (entity state finite and inside the world,
+checkpoints' strings bounded, the operator not locked out). Play streams racing
+in their first message get precise statuses too."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import base64
 import math
 import os
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +27,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tessera.authclient.bearer import bearer_metadata
+from tessera.client.login import guest_connect_token
 from tessera.common.errors import detail_of
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
@@ -52,8 +56,7 @@ STREAM_READ_S = 2.0
 MAX_MESSAGE = 200
 # gRPC's own answer to a message over the servers' size limit (docs/ARCHITECTURE.md).
 TOO_LARGE = re.compile(r"^(SERVER: )?Received message larger than max \(\d+ vs\. \d+\)$")
-# What a client's mistake may get. UNAVAILABLE/ABORTED are not the client's
-# mistake but precise too (a dependency down, a race to retry).
+# What a client's mistake may get.
 PRECISE = {
     grpc.StatusCode.OK,
     grpc.StatusCode.INVALID_ARGUMENT,
@@ -65,6 +68,9 @@ PRECISE = {
     grpc.StatusCode.PERMISSION_DENIED,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
+# Not the client's mistake (a race lost, a dependency down): precise when they
+# say when to retry.
+RETRY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED}
 SERVICES = {"Auth": auth_pb2, "Zone": zone_pb2, "Relay": relay_pb2, "Matchmaker": matchmaking_pb2}
 # Requests that get past the first checks, so the mutated field is the one judged.
 BASELINES: dict[str, Message] = {
@@ -124,6 +130,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
     redis = LocalRedis(tmp_path_factory.mktemp("fuzz-redis"))
     redis.start()
     connect_key = base64.b64encode(os.urandom(32)).decode()
+    udp_port = _free_udp_port()
     common = {
         "TESSERA_REDIS_URL": redis.url,
         "TESSERA_DATABASE_URL": database_url,
@@ -137,6 +144,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
         **common,
         "TESSERA_AUTH_GENERATE_KEYS": "true",
         "TESSERA_CONNECT_KEY": connect_key,
+        "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{udp_port}",
         "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "100000",
         "TESSERA_AUTH_LOGIN_FAILS_PER_ADDRESS": "100000",
         "TESSERA_AUTH_SERVICE_CLIENTS": f"matchmaking={SECRET}",
@@ -148,7 +156,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
     try:
         first = _process("tessera.auth", auth_env, "auth")
         running["auth"] = first
-        first.wait_serving()
+        first.wait_serving(60.0)
         admin_id = asyncio.run(_register(first.grpc_address))
         first.terminate()
         admin_env = {**auth_env, "TESSERA_AUTH_ADMIN_ACCOUNTS": admin_id}
@@ -165,13 +173,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
             },
             "zone",
         )
-        auth.wait_serving()
+        auth.wait_serving(60.0)
         running["relay"] = _process(
             "tessera.relay",
             {
                 **common,
                 "TESSERA_UDP_HOST": "127.0.0.1",
-                "TESSERA_UDP_PORT": "0",
+                "TESSERA_UDP_PORT": str(udp_port),
                 "TESSERA_AUTH_ADDRESS": auth.grpc_address,
                 "TESSERA_CONNECT_KEY": connect_key,
             },
@@ -188,12 +196,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
             "matchmaking",
         )
         for proc in running.values():
-            proc.wait_serving()
+            proc.wait_serving(60.0)
         yield Stack(running, redis.url, ("fuzz-admin", ADMIN_PASSWORD), admin_id)
     finally:
         for proc in running.values():
             proc.terminate()
         redis.stop()
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 async def _register(address: str) -> str:
@@ -273,6 +287,36 @@ async def _drain(call: Any, output: type[Message]) -> Answer:
     return Answer(grpc.StatusCode.OK, longest, None)
 
 
+async def test_racing_first_play_messages_get_precise_statuses(stack: Stack) -> None:
+    """Play streams racing with one connect token, and with several tokens of one
+    player, each end with a precise status (one of them admitted at most per token);
+    the relay still serves afterwards."""
+    auth = stack.processes["auth"].grpc_address
+    tokens = [await guest_connect_token(auth, "fuzz-racer-0123456789") for _ in range(3)]
+    plays = [tokens[0]] * 6 + tokens[1:]
+    async with grpc.aio.insecure_channel(stack.processes["relay"].grpc_address) as channel:
+        play = channel.stream_stream("/tessera.v1.Relay/Play", None, None)
+
+        async def race(token: auth_pb2.ConnectToken) -> Answer:
+            messages = [
+                relay_pb2.ClientMessage(connect=relay_pb2.Connect(connect_token=token.token)),
+                relay_pb2.ClientMessage(ping=relay_pb2.Ping(id=1)),
+            ]
+            call: Any = play(iter([m.SerializeToString() for m in messages]), timeout=DEADLINE_S)
+            try:
+                return await _drain(call, relay_pb2.ServerMessage)
+            except grpc.aio.AioRpcError as err:
+                return Answer(err.code(), err.details() or "", err)
+
+        answers = await asyncio.gather(*(race(t) for t in plays))
+        health: Any = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=DEADLINE_S)
+    problems = [p for a in answers for p in _judge(a)]
+    assert not problems, "\n".join(problems)
+    assert sum(a.code == grpc.StatusCode.OK for a in answers[:6]) <= 1  # one use per token
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
 @pytest.mark.parametrize("method", list(methods()), ids=method_id)
 async def test_every_answer_is_precise_and_bounded(stack: Stack, method: MethodDescriptor) -> None:
     name = method_id(method)
@@ -292,21 +336,21 @@ async def test_every_answer_is_precise_and_bounded(stack: Stack, method: MethodD
 
 
 def _judge(answer: Answer) -> list[str]:
-    if answer.code not in PRECISE:
+    detail = detail_of(answer.error) if answer.error is not None else None
+    retry = detail is not None and detail.retry_after_s > 0
+    if answer.code not in PRECISE and not (answer.code in RETRY and retry):
         return [f"{answer.code.name}: {answer.message[:MAX_MESSAGE]}"]
     found = []
     if len(answer.message) > MAX_MESSAGE:
         found.append(f"message of {len(answer.message)} chars: {answer.message[:80]}…")
-    if answer.error is not None:
-        detail = detail_of(answer.error)
-        if len(detail.SerializeToString()) > 2 * MAX_MESSAGE:
-            found.append(f"error detail of {detail.ByteSize()} bytes")
-        if (
-            answer.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-            and not detail.retry_after_s > 0
-            and not TOO_LARGE.search(answer.message)
-        ):
-            found.append(f"RESOURCE_EXHAUSTED without retry info: {answer.message}")
+    if detail is not None and len(detail.SerializeToString()) > 2 * MAX_MESSAGE:
+        found.append(f"error detail of {detail.ByteSize()} bytes")
+    if (
+        answer.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        and not retry
+        and not TOO_LARGE.search(answer.message)
+    ):
+        found.append(f"RESOURCE_EXHAUSTED without retry info: {answer.message}")
     return found
 
 
