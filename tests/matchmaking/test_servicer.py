@@ -777,3 +777,14 @@ async def test_watches_past_the_limit_get_retry_info_and_other_calls_still_work(
             assert (await again.read()).id == ticket.id
             for call in [*calls, again]:
                 call.cancel()
+
+
+def test_watchers_count_each_stream_once_up_to_their_limit() -> None:
+    watchers = Watchers(limit=2)
+    first, second = watchers.add("t1"), watchers.add("t1")
+    assert watchers.full() and watchers.count == 2
+    watchers.remove("t1", first)
+    watchers.remove("t1", first)  # a second removal of the same stream changes nothing
+    assert watchers.count == 1 and not watchers.full()
+    watchers.notify(["t1"])
+    assert second.is_set() and not first.is_set()
