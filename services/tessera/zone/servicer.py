@@ -53,6 +53,7 @@ MAX_PLAYER_ID = 128
 MAX_TEAM = 0xFFFF
 # A relay id is its pod name (a DNS subdomain): stored with every checkpoint.
 MAX_RELAY_ID = 253
+RELAY_ID_RULE = f"relay_id must be at most {MAX_RELAY_ID} printable characters"
 # How far above or below the ground plane a spawn point may be.
 MAX_SPAWN_HEIGHT_M = 10_000.0
 # The World's drainTimeoutS is at most an hour (its CRD).
@@ -386,7 +387,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             await abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"relay_id must be at most {MAX_RELAY_ID} printable characters",
+                RELAY_ID_RULE,
                 reason="BAD_RELAY_ID",
                 field="hello.relay_id",
             )
@@ -673,8 +674,7 @@ def _bad_spawn(request: zone_pb2.JoinRequest, world: Rect) -> tuple[str, str, st
     a spawn must lie inside the world's bounds, at most MAX_SPAWN_HEIGHT_M from
     the ground plane."""
     if bad_relay_id(request.relay_id):
-        message = f"relay_id must be at most {MAX_RELAY_ID} printable characters"
-        return "relay_id", "BAD_RELAY_ID", message
+        return "relay_id", "BAD_RELAY_ID", RELAY_ID_RULE
     if not request.HasField("spawn"):
         return None
     p = request.spawn
