@@ -42,17 +42,21 @@ MODES = json.dumps(
 
 
 def test_settings_defaults_and_errors() -> None:
-    env = Env(
-        {
-            "TESSERA_AUTH_ADDRESS": "127.0.0.1:5000",
-            "TESSERA_MM_CLIENT_SECRET": "s",
-            "TESSERA_DATABASE_URL": "postgresql://db/t",
-        }
-    )
+    base = {
+        "TESSERA_AUTH_ADDRESS": "127.0.0.1:5000",
+        "TESSERA_MM_CLIENT_SECRET": "s",
+        "TESSERA_DATABASE_URL": "postgresql://db/t",
+    }
+    env = Env(base)
     settings = Settings.from_env(env)
     assert settings.database_url == "postgresql://db/t"
     assert settings.frontend and settings.matching and settings.connect_tokens
     assert set(settings.modes) == {"duel", "5v5", "5v5-roles", "open-world"}
+    assert settings.regions == frozenset() and settings.max_watches == 1000
+    served = Settings.from_env(Env({**base, "TESSERA_MM_REGIONS": "eu, us-east"}))
+    assert served.regions == {"eu", "us-east"}
+    with pytest.raises(ConfigError, match="TESSERA_MM_REGIONS"):
+        Settings.from_env(Env({**base, "TESSERA_MM_REGIONS": "EU West"}))
     with pytest.raises(ConfigError, match="TESSERA_AUTH_ADDRESS"):
         Settings.from_env(Env({}))
     with pytest.raises(ConfigError, match="TESSERA_MM_CLIENT_SECRET"):

@@ -773,3 +773,46 @@ def batch_sizes() -> tuple[float, float]:
     count = REGISTRY.get_sample_value("tessera_matchmaking_create_batch_tickets_count")
     total = REGISTRY.get_sample_value("tessera_matchmaking_create_batch_tickets_sum")
     return count or 0.0, total or 0.0
+
+
+async def test_watches_past_the_limit_get_retry_info_and_other_calls_still_work(
+    redis_server: LocalRedis,
+    redis: Redis,
+    database: Pool,
+    database_url: str,
+    start_service: Callable[[ServiceProcess], ServiceProcess],
+) -> None:
+    env = {"TESSERA_MM_MAX_WATCHES": "3"}
+    with running(redis_server.url, database_url, start_service, env) as (auth, mm):
+        async with open_stack(auth, mm, redis) as stack:
+            alice, md = await guest(stack)
+            ticket = await stack.mm_stub.CreateTicket(request("5v5", alice), metadata=md)
+            watch = pb.WatchAssignmentRequest(ticket_id=ticket.id)
+            calls: list[Any] = [stack.mm_stub.WatchAssignment(watch, metadata=md) for _ in range(3)]
+            for call in calls:
+                first = await call.read()
+                assert first.state == pb.TICKET_STATE_SEARCHING
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stack.mm_stub.WatchAssignment(watch, metadata=md).read()
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            detail = errors.detail_of(err.value)
+            assert detail.reason == "TOO_MANY_WATCHES" and detail.retry_after_s > 0
+            bob, bob_md = await guest(stack)
+            assert (await stack.mm_stub.CreateTicket(request("5v5", bob), metadata=bob_md)).id
+            calls[0].cancel()
+            await asyncio.sleep(0.2)
+            again: Any = stack.mm_stub.WatchAssignment(watch, metadata=md)
+            assert (await again.read()).id == ticket.id
+            for call in [*calls, again]:
+                call.cancel()
+
+
+def test_watchers_count_each_stream_once_up_to_their_limit() -> None:
+    watchers = Watchers(limit=2)
+    first, second = watchers.add("t1"), watchers.add("t1")
+    assert watchers.full() and watchers.count == 2
+    watchers.remove("t1", first)
+    watchers.remove("t1", first)  # a second removal of the same stream changes nothing
+    assert watchers.count == 1 and not watchers.full()
+    watchers.notify(["t1"])
+    assert second.is_set() and not first.is_set()

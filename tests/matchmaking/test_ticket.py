@@ -65,6 +65,11 @@ def test_valid_solo_and_party() -> None:
             "regions[0].latency_ms",
         ),
         (
+            {"regions": [pb.RegionLatency(region="eu", latency_ms=1e308)]},
+            "BAD_LATENCY",
+            "regions[0].latency_ms",
+        ),
+        (
             {"regions": [pb.RegionLatency(region="eu"), pb.RegionLatency(region="eu")]},
             "DUPLICATE_REGION",
             "regions[1].region",
@@ -127,3 +132,13 @@ def test_candidate_sorts_regions_and_aggregates_party_rating() -> None:
     assert c.regions == (("eu", 0.0), ("us", 80.0))
     assert c.rating == 25.0 and c.total == 50.0 and c.size == 2
     assert c.roles == ("", "dps")
+
+
+def test_only_served_regions_when_they_are_configured() -> None:
+    served = frozenset({"eu-west", "us-east"})
+    assert validate(request(), MODES, "alice", served).name == "5v5"
+    assert validate(request(regions=[pb.RegionLatency(region="mars")]), MODES, "alice")
+    with pytest.raises(InvalidTicket) as err:
+        validate(request(regions=[pb.RegionLatency(region="mars")]), MODES, "alice", served)
+    assert (err.value.reason, err.value.field) == ("UNKNOWN_REGION", "regions[0].region")
+    assert "eu-west, us-east" in str(err.value)

@@ -208,6 +208,39 @@ async def test_bad_requests_get_clear_statuses(zone: ServiceProcess, redis: Redi
                 )
             )
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # A map version never published would lock the operator's next ones out.
+        own = common_pb2.Bounds(min_x=-500, min_z=-500, max_x=500, max_z=500)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.SetBounds(zone_pb2.SetBoundsRequest(bounds=own, map_version=2**64 - 1))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert detail_of(err.value).reason == "UNPUBLISHED_MAP_VERSION"
+        await stub.SetBounds(zone_pb2.SetBoundsRequest(bounds=own, map_version=0))
+
+        # Hostile joins are refused with short messages; carol is not moved.
+        hostile = {
+            "BAD_SPAWN": zone_pb2.JoinRequest(
+                player_id="eve", spawn=common_pb2.Vec3(x=0, y=1e30, z=0)
+            ),
+            "BAD_RELAY_ID": zone_pb2.JoinRequest(player_id="eve", relay_id="r" * 2**20),
+        }
+        for reason, join in hostile.items():
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Join(join)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert detail_of(err.value).reason == reason
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Leave(zone_pb2.LeaveRequest(player_id="x" * 2**20))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert len(err.value.details() or "") <= 200
+
+        # A drain into a zone that does not exist sends nobody to nowhere.
+        nowhere = common_pb2.ZoneRef(world=WORLD, zone="nowhere")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Drain(zone_pb2.DrainRequest(target=nowhere))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert detail_of(err.value).reason == "UNKNOWN_TARGET"
+        status = await stub.GetStatus(zone_pb2.GetStatusRequest())
+        assert status.state == zone_pb2.ZONE_STATE_ACTIVE and status.players == 1
 
         # The first link message must be hello.
         call = stub.ZoneLink(iter([zone_pb2.ZoneLinkUp(attach=zone_pb2.Attach(player_id="x"))]))

@@ -25,12 +25,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from tessera.common import logs, metrics, process, tracing
+from tessera.common import decoding, logs, metrics, process, tracing
 from tessera.common.config import ConfigError, ServerConfig, fail, load_or_exit
 
 log = logging.getLogger(__name__)
 
 S = TypeVar("S")
+# gRPC's own default made explicit: a larger request is refused by gRPC with
+# RESOURCE_EXHAUSTED ("received message larger than max") before any servicer runs.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MESSAGE_LIMITS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
 ShutdownHook = Callable[[], Awaitable[None]]
 
 
@@ -45,7 +52,9 @@ class GrpcService:
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self.config = config
-        self.server = grpc.aio.server(interceptors=list(interceptors), options=list(options))
+        self.server = grpc.aio.server(
+            interceptors=list(interceptors), options=[*MESSAGE_LIMITS, *options]
+        )
         # grpc-stubs does not know the asyncio health servicer.
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -63,8 +72,9 @@ class GrpcService:
     def add(
         self, add_to_server: Callable[[S, grpc.aio.Server], None], servicer: S, name: str
     ) -> None:
-        """Register a servicer under its full service name (e.g. ``tessera.v1.Zone``)."""
-        add_to_server(servicer, self.server)
+        """Register a servicer under its full service name (e.g. ``tessera.v1.Zone``);
+        an undecodable request gets INVALID_ARGUMENT (:mod:`tessera.common.decoding`)."""
+        decoding.registering(add_to_server)(servicer, self.server)
         self._service_names.append(name)
 
     def add_generic(self, handler: grpc.GenericRpcHandler[Any, Any], name: str) -> None:

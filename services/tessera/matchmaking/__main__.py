@@ -71,8 +71,10 @@ async def build(config: ServerConfig) -> GrpcService:
     service = GrpcService(config, interceptors=interceptors, options=options)
     tasks: list[asyncio.Task[None]] = []
     if settings.frontend:
-        watchers = Watchers()
-        servicer = MatchmakerServicer(store, settings.modes, current_claims, watchers)
+        watchers = Watchers(limit=settings.max_watches)
+        servicer = MatchmakerServicer(
+            store, settings.modes, current_claims, watchers, regions=settings.regions
+        )
         service.add(pb_grpc.add_MatchmakerServicer_to_server, servicer, SERVICE_NAME)
         tasks.append(asyncio.create_task(watchers.follow(store), name="mm-watchers"))
     issuer: AuthIssuer | None = None

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from tessera.common.config import ConfigError, Env
 from tessera.matchmaking.matching import resolve
 from tessera.matchmaking.modes import DEFAULT_MODES, Mode, parse_modes
+from tessera.matchmaking.ticket import REGION_RE
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,7 @@ class Settings:
     """Matchmaker settings (``TESSERA_MM_*``, ``TESSERA_AUTH_ADDRESS``)."""
 
     modes: Mapping[str, Mode]
+    regions: frozenset[str]  # regions served (TESSERA_MM_REGIONS); empty = any
     frontend: bool
     frontend_workers: int
     matching: bool
@@ -27,6 +29,7 @@ class Settings:
     retention_s: float
     tick_interval_s: float
     pool_limit: int
+    max_watches: int
     rotate_ms: float
     database_url: str
 
@@ -40,6 +43,12 @@ class Settings:
                 resolve(mode.match_function)
         except ValueError as err:
             raise ConfigError("TESSERA_MM_MODES", text[:80], f"valid modes ({err})") from None
+        regions_text = env.string("MM_REGIONS", "")
+        regions = frozenset(r.strip() for r in regions_text.split(",") if r.strip())
+        if any(REGION_RE.fullmatch(r) is None for r in regions):
+            raise ConfigError(
+                "TESSERA_MM_REGIONS", regions_text[:80], "comma-separated DNS labels, e.g. eu,us"
+            )
         frontend = env.flag("MM_FRONTEND", True)
         workers = env.integer("MM_FRONTEND_WORKERS", 1, lo=1, hi=64)
         if workers > 1 and not frontend:
@@ -64,6 +73,7 @@ class Settings:
             )
         return cls(
             modes={m.name: m for m in modes},
+            regions=regions,
             frontend=frontend,
             frontend_workers=workers,
             matching=env.flag("MM_MATCHING", True),
@@ -75,6 +85,7 @@ class Settings:
             retention_s=env.number("MM_RETENTION_S", 600.0, lo=1.0, hi=7 * 86_400.0),
             tick_interval_s=env.number("MM_TICK_INTERVAL_S", 0.02, lo=0.001, hi=10.0),
             pool_limit=env.integer("MM_POOL_LIMIT", 20_000, lo=10, hi=10_000_000),
+            max_watches=env.integer("MM_MAX_WATCHES", 1000, lo=1, hi=1_000_000),
             rotate_ms=env.number("MM_SHARE_ROTATE_MS", 200.0, lo=0.0, hi=600_000.0),
             database_url=env.database_url("DATABASE_URL"),
         )

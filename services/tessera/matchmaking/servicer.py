@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from tessera.authclient import access
 from tessera.common import tracing
-from tessera.common.errors import abort
+from tessera.common.errors import abort, bounded
 from tessera.matchmaking import metrics
 from tessera.matchmaking.director import wall_ms
 from tessera.matchmaking.modes import Mode
@@ -105,7 +105,7 @@ class Refusal:
     def result(self) -> pb.CreateTicketResult:
         return pb.CreateTicketResult(
             code=self.code.value[0],
-            message=self.message,
+            message=bounded(self.message),
             error=common_pb2.ErrorDetail(reason=self.reason, field=self.field),
         )
 
@@ -125,19 +125,31 @@ class Caller(Protocol):
 
 class Watchers:
     """Wakes the WatchAssignment streams of this replica when any replica publishes
-    a change of their ticket (one Redis subscription per process)."""
+    a change of their ticket (one Redis subscription per process).
 
-    def __init__(self) -> None:
+    At most ``limit`` streams watch at once (more are refused with retry info), and
+    their Redis reads share ``reads`` connections, so any number of watchers leaves
+    the rest of the Redis pool to the other calls."""
+
+    def __init__(self, limit: int = 1000, reads: int = 8) -> None:
+        self.limit = limit
+        self.count = 0
+        self.reads = asyncio.Semaphore(reads)
         self._waiting: dict[str, set[asyncio.Event]] = {}
+
+    def full(self) -> bool:
+        return self.count >= self.limit
 
     def add(self, ticket_id: str) -> asyncio.Event:
         event = asyncio.Event()
         self._waiting.setdefault(ticket_id, set()).add(event)
+        self.count += 1
         return event
 
     def remove(self, ticket_id: str, event: asyncio.Event) -> None:
         events = self._waiting.get(ticket_id)
-        if events is not None:
+        if events is not None and event in events:
+            self.count -= 1
             events.discard(event)
             if not events:
                 del self._waiting[ticket_id]
@@ -169,10 +181,12 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
         caller: Callable[[], Caller],
         watchers: Watchers,
         *,
+        regions: frozenset[str] = frozenset(),
         clock: Callable[[], float] = wall_ms,
     ) -> None:
         self.store = store
         self.modes = modes
+        self.regions = regions
         self.caller = caller
         self.watchers = watchers
         self.clock = clock
@@ -276,7 +290,7 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
         """The new ticket for a valid request led by ``owner`` (None: any players, for
         a trusted back end), or why it is refused."""
         try:
-            mode = validate(request, self.modes, owner)
+            mode = validate(request, self.modes, owner, self.regions)
         except InvalidTicket as err:
             return Refusal.invalid(err)
         return pb.Ticket(
@@ -320,21 +334,33 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
     async def WatchAssignment(
         self, request: pb.WatchAssignmentRequest, context: Context
     ) -> AsyncIterator[pb.Ticket]:
-        ticket = await self._own_ticket(request.ticket_id, context)
-        event = self.watchers.add(ticket.id)
+        watchers = self.watchers
+        if watchers.full():
+            await abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this replica already serves {watchers.limit} assignment watches; retry",
+                reason="TOO_MANY_WATCHES",
+                retry_after_s=WATCH_POLL_S,
+            )
+        event = watchers.add(request.ticket_id)
         try:
+            async with watchers.reads:
+                ticket = await self._own_ticket(request.ticket_id, context)
             yield ticket
             last = ticket.state
             while last == SEARCHING:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), WATCH_POLL_S)
                 event.clear()
-                ticket = await self._still(await self.store.get(ticket.id, self.clock()), context)
+                async with watchers.reads:
+                    stored = await self.store.get(ticket.id, self.clock())
+                ticket = await self._still(stored, context)
                 if ticket.state != last:
                     last = ticket.state
                     yield ticket
         finally:
-            self.watchers.remove(ticket.id, event)
+            watchers.remove(request.ticket_id, event)
 
     async def ReportMatchResult(
         self, request: pb.MatchResult, context: Context

@@ -21,6 +21,8 @@ MAX_REGIONS = 16
 MAX_ATTRIBUTES = 32
 MAX_KEY_LEN = 64
 MAX_VALUE_LEN = 256
+# A measured round trip longer than this is no measurement (10 s).
+MAX_LATENCY_MS = 10_000.0
 
 
 class InvalidTicket(ValueError):
@@ -34,12 +36,16 @@ class InvalidTicket(ValueError):
 
 
 def validate(
-    request: pb.CreateTicketRequest, modes: Mapping[str, Mode], caller: str | None
+    request: pb.CreateTicketRequest,
+    modes: Mapping[str, Mode],
+    caller: str | None,
+    regions: frozenset[str] = frozenset(),
 ) -> Mode:
     """Check a CreateTicket request for ``caller``; return its mode or raise InvalidTicket.
 
     ``caller`` must lead the ticket (be its first player); None is a trusted back end
     creating tickets on its players' behalf, for which every other rule still holds.
+    ``regions`` are the regions served (``TESSERA_MM_REGIONS``); empty = any.
     """
     mode = modes.get(request.mode)
     if mode is None:
@@ -90,12 +96,12 @@ def validate(
             field="players[0].player_id",
             permission=True,
         )
-    _check_regions(request)
+    _check_regions(request, regions)
     _check_attributes(request)
     return mode
 
 
-def _check_regions(request: pb.CreateTicketRequest) -> None:
+def _check_regions(request: pb.CreateTicketRequest, served: frozenset[str]) -> None:
     if not request.regions:
         raise InvalidTicket("at least one region is required", reason="NO_REGION", field="regions")
     if len(request.regions) > MAX_REGIONS:
@@ -110,6 +116,12 @@ def _check_regions(request: pb.CreateTicketRequest) -> None:
                 reason="BAD_REGION",
                 field=f"regions[{i}].region",
             )
+        if served and region.region not in served:
+            raise InvalidTicket(
+                f"region {region.region!r} is not served; regions: {', '.join(sorted(served))}",
+                reason="UNKNOWN_REGION",
+                field=f"regions[{i}].region",
+            )
         if region.region in names:
             raise InvalidTicket(
                 f"region {region.region!r} appears twice",
@@ -117,9 +129,9 @@ def _check_regions(request: pb.CreateTicketRequest) -> None:
                 field=f"regions[{i}].region",
             )
         names.add(region.region)
-        if not (math.isfinite(region.latency_ms) and region.latency_ms >= 0):
+        if not 0 <= region.latency_ms <= MAX_LATENCY_MS:  # NaN fails too
             raise InvalidTicket(
-                f"latency_ms must be finite and >= 0, got {region.latency_ms}",
+                f"latency_ms must be in [0, {MAX_LATENCY_MS:g}], got {region.latency_ms:g}",
                 reason="BAD_LATENCY",
                 field=f"regions[{i}].latency_ms",
             )

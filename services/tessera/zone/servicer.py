@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-import numpy as np
 from redis.exceptions import RedisError
 
 from tessera.common import tracing
@@ -31,6 +30,7 @@ from tessera.common.errors import abort
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.bounds import from_bounds, to_bounds
 from tessera.wire.connect_token import MAX_MATCH_ID_BYTES, MAX_ROLE_BYTES
+from tessera.wire.geometry import Rect
 from tessera.zone import messages, metrics
 from tessera.zone.border import Border, Release
 from tessera.zone.config import ZoneConfig
@@ -51,6 +51,13 @@ Context = grpc.aio.ServicerContext[Any, Any]
 MAX_PLAYER_ID = 128
 # Team numbers travel as u16 in snapshots and ghosts.
 MAX_TEAM = 0xFFFF
+# A relay id is its pod name (a DNS subdomain): stored with every checkpoint.
+MAX_RELAY_ID = 253
+RELAY_ID_RULE = f"relay_id must be at most {MAX_RELAY_ID} printable characters"
+# How far above or below the ground plane a spawn point may be.
+MAX_SPAWN_HEIGHT_M = 10_000.0
+# The World's drainTimeoutS is at most an hour (its CRD).
+MAX_DRAIN_DEADLINE_S = 3600.0
 
 
 class ZoneServicer(zone_pb2_grpc.ZoneServicer):
@@ -377,6 +384,14 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 reason="LINK_HELLO_REQUIRED",
                 field="hello",
             )
+        if bad_relay_id(first.hello.relay_id):
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                RELAY_ID_RULE,
+                reason="BAD_RELAY_ID",
+                field="hello.relay_id",
+            )
         link = self.links.open(first.hello.relay_id, request_iterator)
         try:
             yield zone_pb2.ZoneLinkDown(
@@ -426,24 +441,11 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 f"zone {self.cfg.zone} does not accept joins while {name}",
                 reason="ZONE_NOT_ACTIVE",
             )
-        if request.HasField("spawn") and not all(
-            np.isfinite((request.spawn.x, request.spawn.y, request.spawn.z))
-        ):
-            await abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "spawn must be finite",
-                reason="BAD_SPAWN",
-                field="spawn",
-            )
-        bad_match = _bad_match(request)
+        bad_match = _bad_spawn(request, self.cfg.world_bounds) or _bad_match(request)
         if bad_match is not None:
+            field, reason, message = bad_match
             await abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                bad_match[1],
-                reason="BAD_MATCH",
-                field=bad_match[0],
+                context, grpc.StatusCode.INVALID_ARGUMENT, message, reason=reason, field=field
             )
         if player not in self.sim.ents.players:
             try:
@@ -578,35 +580,29 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     async def SetBounds(
         self, request: zone_pb2.SetBoundsRequest, context: Context
     ) -> zone_pb2.SetBoundsResponse:
-        b, w = request.bounds, self.cfg.world_bounds
-        values = (b.min_x, b.min_z, b.max_x, b.max_z)
-        if not (
-            request.HasField("bounds")
-            and all(np.isfinite(values))
-            and w.min_x <= b.min_x < b.max_x <= w.max_x
-            and w.min_z <= b.min_z < b.max_z <= w.max_z
-        ):
+        if not request.HasField("bounds"):
             await abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "bounds must be a non-empty rectangle inside the world bounds",
+                "bounds are required",
                 reason="BAD_BOUNDS",
                 field="bounds",
             )
-        here = self.territory
-        if request.map_version < here.map_version:
-            await abort(
-                context,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"map version {request.map_version} is older than {here.map_version}",
-                reason="STALE_MAP_VERSION",
-                field="map_version",
-            )
+        here, rect = self.territory, from_bounds(request.bounds)
+        try:
+            await self._refresh_map()  # the newest published version, to check against
+        except RedisError as err:
+            await _unavailable(context, err)
+        refusal = here.bounds_refusal(rect, request.map_version)
+        if refusal is not None:
+            field, reason, message = refusal
+            code = grpc.StatusCode.INVALID_ARGUMENT
+            if reason != "BAD_BOUNDS":
+                code = grpc.StatusCode.FAILED_PRECONDITION
+            await abort(context, code, message, reason=reason, field=field)
         here.bounds_version = request.map_version
-        here.bounds = from_bounds(b)
+        here.bounds = rect
         self.sim.area = here.bounds  # until the zone map says where movement may reach
-        with contextlib.suppress(RedisError):
-            await self._refresh_map()
         self.border.rebound()
         self._fit_area()
         if here.state in (State.ZONE_STATE_STANDBY, State.ZONE_STATE_STARTING):
@@ -614,30 +610,41 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         leaving = len(self.border.departures())
         log.info(
             "bounds set",
-            extra={"bounds": values, "map_version": here.map_version, "leaving": leaving},
+            extra={
+                "bounds": (rect.min_x, rect.min_z, rect.max_x, rect.max_z),
+                "map_version": here.map_version,
+                "leaving": leaving,
+            },
         )
         return zone_pb2.SetBoundsResponse(handoffs_started=leaving)
 
     async def Drain(
         self, request: zone_pb2.DrainRequest, context: Context
     ) -> zone_pb2.DrainResponse:
-        if not np.isfinite(request.deadline_s) or request.deadline_s < 0:
+        if not 0 <= request.deadline_s <= MAX_DRAIN_DEADLINE_S:  # NaN fails too
             await abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "deadline_s must be a finite number >= 0",
+                f"deadline_s must be in [0, {MAX_DRAIN_DEADLINE_S}]",
                 reason="BAD_DEADLINE",
                 field="deadline_s",
             )
         target = request.target.zone
-        if target == self.cfg.zone:
-            await abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "a zone cannot drain into itself",
-                reason="BAD_TARGET",
-                field="target",
+        if target:
+            try:
+                await self._refresh_map()
+                alive = await self.store.zone_alive(target)
+            except RedisError as err:
+                await _unavailable(context, err)
+            refusal = self.territory.drain_refusal(
+                request.target.world, target, world=self.cfg.world, alive=alive
             )
+            if refusal is not None:
+                reason, message = refusal
+                code = grpc.StatusCode.INVALID_ARGUMENT
+                if reason == "UNKNOWN_TARGET":
+                    code = grpc.StatusCode.FAILED_PRECONDITION
+                await abort(context, code, message, reason=reason, field="target")
         here = self.territory
         if here.state in (State.ZONE_STATE_ACTIVE, State.ZONE_STATE_STANDBY):
             here.state = State.ZONE_STATE_DRAINING
@@ -659,14 +666,41 @@ async def _unavailable(context: Context, err: RedisError | DatabaseUnavailable) 
     )
 
 
-def _bad_match(request: zone_pb2.JoinRequest) -> tuple[str, str] | None:
-    """Why a Join's team or match context is out of bounds, as (field, message)."""
+def bad_relay_id(relay_id: str) -> bool:
+    """A relay id longer than MAX_RELAY_ID or with unprintable characters."""
+    return len(relay_id) > MAX_RELAY_ID or not relay_id.isprintable()
+
+
+def _bad_spawn(request: zone_pb2.JoinRequest, world: Rect) -> tuple[str, str, str] | None:
+    """Why a Join's relay id or spawn point is refused, as (field, reason, message):
+    a spawn must lie inside the world's bounds, at most MAX_SPAWN_HEIGHT_M from
+    the ground plane."""
+    if bad_relay_id(request.relay_id):
+        return "relay_id", "BAD_RELAY_ID", RELAY_ID_RULE
+    if not request.HasField("spawn"):
+        return None
+    p = request.spawn
+    if not (
+        world.min_x <= p.x < world.max_x
+        and world.min_z <= p.z < world.max_z
+        and abs(p.y) <= MAX_SPAWN_HEIGHT_M
+    ):  # NaN fails every comparison
+        message = (
+            f"spawn must be finite, inside the world bounds and within"
+            f" {MAX_SPAWN_HEIGHT_M:g} m of the ground"
+        )
+        return "spawn", "BAD_SPAWN", message
+    return None
+
+
+def _bad_match(request: zone_pb2.JoinRequest) -> tuple[str, str, str] | None:
+    """Why a Join's team or match context is out of bounds, as (field, reason, message)."""
     if request.team > MAX_TEAM:
-        return "team", f"team must be at most {MAX_TEAM}"
+        return "team", "BAD_MATCH", f"team must be at most {MAX_TEAM}"
     if len(request.match_id.encode()) > MAX_MATCH_ID_BYTES:
-        return "match_id", f"match_id must be at most {MAX_MATCH_ID_BYTES} bytes"
+        return "match_id", "BAD_MATCH", f"match_id must be at most {MAX_MATCH_ID_BYTES} bytes"
     if request.role and not request.match_id:
-        return "role", "a role needs a match_id"
+        return "role", "BAD_MATCH", "a role needs a match_id"
     if len(request.role.encode()) > MAX_ROLE_BYTES:
-        return "role", f"role must be at most {MAX_ROLE_BYTES} bytes"
+        return "role", "BAD_MATCH", f"role must be at most {MAX_ROLE_BYTES} bytes"
     return None

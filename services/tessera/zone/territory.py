@@ -2,11 +2,14 @@
 
 The one piece of state the zone shell's parts share. The servicer changes the
 bounds and the state (start, SetBounds, Drain); the border adopts newer zone
-maps; the border and the ghost exchange read all of it.
+maps; the border and the ghost exchange read all of it. The rules for what the
+operator may command (which bounds, which map versions, which drain targets) are
+here too, as methods returning why a command is refused.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from tessera.v1 import zone_pb2
@@ -38,6 +41,55 @@ class Territory:
             return False
         self.topo = topo
         return True
+
+    def bounds_refusal(self, rect: Rect, map_version: int) -> tuple[str, str, str] | None:
+        """Why SetBounds(rect, map_version) is refused, as (field, reason, message), or
+        None. Bounds must be a non-empty rectangle inside the world. Versions only
+        move forward the operator's way: it publishes the zone map first, then sends
+        its version, so a version older than the newest this zone knows is stale, and
+        one newer than the zone map held (refreshed just before) was never published:
+        accepting it would refuse every real version after it."""
+        w = self.world
+        values = (rect.min_x, rect.min_z, rect.max_x, rect.max_z)
+        if not (
+            all(math.isfinite(v) for v in values)
+            and w.min_x <= rect.min_x < rect.max_x <= w.max_x
+            and w.min_z <= rect.min_z < rect.max_z <= w.max_z
+        ):
+            return (
+                "bounds",
+                "BAD_BOUNDS",
+                "bounds must be a non-empty rectangle inside the world bounds",
+            )
+        if map_version < self.map_version:
+            message = f"map version {map_version} is older than {self.map_version}"
+            return "map_version", "STALE_MAP_VERSION", message
+        published = self.topo.version if self.topo else 0
+        if map_version > published:
+            message = (
+                f"map version {map_version} is newer than the world's zone map"
+                f" ({published}): publish the map first"
+            )
+            return "map_version", "UNPUBLISHED_MAP_VERSION", message
+        return None
+
+    def drain_refusal(
+        self, target_world: str, target: str, *, world: str, alive: bool
+    ) -> tuple[str, str] | None:
+        """Why a drain into ``target`` of ``target_world`` ("" = this zone's ``world``)
+        is refused, as (reason, message), or None. No target drains by position under the zone map.
+        A target must be another zone of this world's zone map (an active zone, the
+        only kind the map lists) whose heartbeat is ``alive``: players are never
+        handed to a zone that does not exist."""
+        if not target:
+            return None
+        if target_world and target_world != world:
+            return "BAD_TARGET", "the drain target must be a zone of this world"
+        if target == self.zone:
+            return "BAD_TARGET", "a zone cannot drain into itself"
+        if self.topo is None or self.topo.area(target) is None or not alive:
+            return "UNKNOWN_TARGET", "the drain target is not an active zone of the world's map"
+        return None
 
     def nearby(self, margin: float) -> list[tuple[str, Rect]]:
         """The zones within ``margin`` of this one, with their rectangles."""
