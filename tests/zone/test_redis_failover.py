@@ -19,7 +19,8 @@ from tessera.harness.zones import Driver, World, ZoneSpec
 from tessera.wire.geometry import Rect
 from tessera.zone import audit
 
-pytestmark = pytest.mark.integration
+# 30-55 s on a loaded 2-core machine, over make test's budget: make test-cluster.
+pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster_only]
 
 FAST = {"TESSERA_MAX_SPEED_MPS": "20", "TESSERA_ACCEL_MPS2": "200"}
 WEST, EAST = Rect(-200, -200, 0, 200), Rect(0, -200, 200, 200)
