@@ -74,10 +74,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Run the tests of modules marked ``redis_cluster`` that use the ``redis`` (or
     ``redis_url``) fixture twice: on the single server and on the cluster; with
-    ``--redis-cluster``, every test that uses them (only the cluster runs are kept)."""
-    if "redis_url" in metafunc.fixturenames and (
+    ``--redis-cluster``, every test that uses them and not ``redis_server`` too
+    (only the cluster runs are kept)."""
+    names = metafunc.fixturenames
+    if "redis_url" in names and (
         metafunc.definition.get_closest_marker("redis_cluster")
-        or metafunc.config.getoption("--redis-cluster")
+        # A test that also starts services on redis_server itself stays single.
+        or (metafunc.config.getoption("--redis-cluster") and "redis_server" not in names)
     ):
         metafunc.parametrize("redis_url", ["single", "cluster"], indirect=True)
 
