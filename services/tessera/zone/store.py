@@ -24,7 +24,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from redis.exceptions import RedisError, ResponseError
 
-from tessera.common.store import Client, WorldKeys, queue_script
+from tessera.common.store import Client, WorldKeys, follow_slot, queue_script
 from tessera.v1 import zone_pb2
 from tessera.wire.names import CHEAT_REASONS
 from tessera.zone.snapshot import ID_LIMIT
@@ -355,7 +355,9 @@ class GhostFeed:
         if gone:
             await self.pubsub.unsubscribe(*(self.keys.zone_ghosts(z) for z in gone))
         if new:
-            await self.pubsub.subscribe(*(self.keys.zone_ghosts(z) for z in new))
+            channels = [self.keys.zone_ghosts(z) for z in new]
+            await follow_slot(self.redis, channels[0])  # all in the world's slot
+            await self.pubsub.subscribe(*channels)
         self.zones = set(zones)
         self._by_channel = {self.keys.zone_ghosts(z): z for z in zones}
 
