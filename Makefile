@@ -11,7 +11,7 @@ PROTO_OUT := protos/gen
 PROTO_STAMP := $(PROTO_OUT)/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: install lock protos vectors lint typecheck test bench demo image clean
+.PHONY: install lock protos vectors lint typecheck test test-cluster bench demo image clean
 
 install: $(STAMP) $(PROTO_STAMP)
 
@@ -53,6 +53,12 @@ typecheck: install
 
 test: lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Only what runs on a real local Redis Cluster: the cluster runs of the
+# redis_cluster modules plus the slower cluster tests (a master failover under
+# load) that `make test` leaves out (docs/CONTRIBUTING.md#checks).
+test-cluster: install
+	$(PY) -m pytest --redis-cluster $(PYTEST_ARGS)
 
 bench: install
 	@mkdir -p bench/results

@@ -1,6 +1,7 @@
 """Shared fixtures: a real redis-server per test session, flushed per test (and, for
 modules marked ``redis_cluster``, a real Redis Cluster as well), and a real
-PostgreSQL cluster per session with a fresh database per test module."""
+PostgreSQL cluster per session with a fresh database per test module; the
+``--redis-cluster`` option (``make test-cluster``) selects what runs on a cluster."""
 
 from __future__ import annotations
 
@@ -38,11 +39,48 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRed
         yield cluster
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--redis-cluster",
+        action="store_true",
+        help="run only what runs on a real Redis Cluster (make test-cluster): every test "
+        "using the redis or redis_url fixture, on the cluster; tests using the "
+        "redis_cluster fixture; tests marked redis_cluster_only",
+    )
+
+
+def runs_on_cluster(item: pytest.Item) -> bool:
+    """Whether the test runs on a Redis Cluster (see ``--redis-cluster``)."""
+    callspec = getattr(item, "callspec", None)
+    return (
+        item.get_closest_marker("redis_cluster_only") is not None
+        or "redis_cluster" in getattr(item, "fixturenames", ())
+        or (callspec is not None and callspec.params.get("redis_url") == "cluster")
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--redis-cluster`` keeps only the tests that run on a cluster; without it,
+    the tests marked ``redis_cluster_only`` (too slow for ``make test``) are left out."""
+    if config.getoption("--redis-cluster"):
+        keep = [item for item in items if runs_on_cluster(item)]
+    else:
+        keep = [item for item in items if item.get_closest_marker("redis_cluster_only") is None]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Run the tests of modules marked ``redis_cluster`` that use the ``redis`` (or
-    ``redis_url``) fixture twice: on the single server and on the cluster."""
-    if "redis_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
-        "redis_cluster"
+    ``redis_url``) fixture twice: on the single server and on the cluster; with
+    ``--redis-cluster``, every test that uses them and not ``redis_server`` too
+    (only the cluster runs are kept)."""
+    names = metafunc.fixturenames
+    if "redis_url" in names and (
+        metafunc.definition.get_closest_marker("redis_cluster")
+        # A test that also starts services on redis_server itself stays single.
+        or (metafunc.config.getoption("--redis-cluster") and "redis_server" not in names)
     ):
         metafunc.parametrize("redis_url", ["single", "cluster"], indirect=True)
 

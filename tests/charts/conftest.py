@@ -55,13 +55,19 @@ def resources() -> ModuleType:
     return importlib.import_module("tessera.operator.resources")
 
 
-@pytest.fixture(scope="module")
-def zone_objects(resources: ModuleType) -> tuple[Obj, Obj]:
-    """The Deployment and Service the operator makes for the example's first zone."""
+def example_zone(resources: ModuleType, settings: Any) -> tuple[Obj, Obj]:
+    """The Deployment and Service the operator makes for the example's first zone
+    with these ``WorkloadSettings``."""
     docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
     world = next(d for d in docs if d["kind"] == "World")
     zone = next(d for d in docs if d["kind"] == "ZoneServer")
     for doc in (world, zone):
         doc["metadata"] |= {"namespace": NAMESPACE, "uid": f"uid-{doc['metadata']['name']}"}
-    settings = resources.WorkloadSettings(f"redis://tessera-redis.{NAMESPACE}.svc:6379/0")
     return resources.deployment(zone, world, settings), resources.service(zone)
+
+
+@pytest.fixture(scope="module")
+def zone_objects(resources: ModuleType) -> tuple[Obj, Obj]:
+    """The example's first zone, as the operator makes it for the bundled Redis."""
+    settings = resources.WorkloadSettings(f"redis://tessera-redis.{NAMESPACE}.svc:6379/0")
+    return example_zone(resources, settings)

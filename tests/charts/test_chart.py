@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import copy
+import importlib
+import re
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import helm_python
@@ -16,7 +19,9 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from .conftest import CHART_DIR, NAMESPACE, Obj, Render
+from tessera.common.config import Env, cluster_address
+
+from .conftest import CHART_DIR, NAMESPACE, Obj, Render, example_zone
 
 ROOT = CHART_DIR.parents[1]
 # Oldest supported (Chart.yaml kubeVersion), a current and the newest schema set.
@@ -39,6 +44,17 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "redis": {
             "external": {"enabled": True, "url": "redis://10.0.0.5:6379", "password": "s3cret"}
         }
+    },
+    "external-redis-cluster": {
+        "redis": {
+            "external": {
+                "enabled": True,
+                "url": "redis+cluster://redis-cluster.data.svc:6379,10.0.0.7:7000",
+                "existingSecret": "redis-cluster",
+                "existingSecretKey": "redis-password",
+            }
+        },
+        "redisExporter": {"enabled": True},
     },
     "policies-and-monitors": {
         "networkPolicy": {
@@ -424,6 +440,71 @@ def test_external_redis(render: Render) -> None:
     secret = find(literal, "Secret", "tessera-redis")
     assert base64.b64decode(secret["data"]["password"]) == b"s3cret"
     assert not any(o["kind"] == "StatefulSet" and "redis" in o["metadata"]["name"] for o in literal)
+
+
+def kubelet_env(container: Obj, secrets: dict[str, str]) -> dict[str, str]:
+    """The container's environment as its process sees it: values from the
+    Secrets named in ``secrets`` (name -> value; other sources give "elsewhere"),
+    ``$(VAR)`` expanded, ``$$`` -> ``$``."""
+    out: dict[str, str] = {}
+    for item in container["env"]:
+        if "valueFrom" in item:
+            ref = item["valueFrom"].get("secretKeyRef", {}).get("name", "")
+            out[item["name"]] = secrets.get(ref, "elsewhere")
+            continue
+        out[item["name"]] = re.sub(
+            r"\$\$|\$\((\w+)\)",
+            lambda m: "$" if m[0] == "$$" else out.get(m[1], m[0]),
+            item["value"],
+        )
+    return out
+
+
+def test_external_redis_cluster(render: Render, resources: ModuleType) -> None:
+    """Every component, and the zone pods the operator makes, get the cluster's
+    seed nodes with the password from the Secret."""
+    objs = render(VALUE_SETS["external-redis-cluster"])
+    assert not any(o["kind"] == "StatefulSet" and "redis" in o["metadata"]["name"] for o in objs)
+    assert not any(o["kind"] == "Secret" and o["metadata"]["name"] == "tessera-redis" for o in objs)
+    seeds = (("redis-cluster.data.svc", 6379), ("10.0.0.7", 7000))
+    secrets = {"redis-cluster": "pa%24s"}
+    for name in (*SERVICES, "operator"):
+        (container,) = find(objs, "Deployment", f"tessera-{name}")["spec"]["template"]["spec"][
+            "containers"
+        ]
+        assert env_of(container)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "redis-cluster",
+            "key": "redis-password",
+        }
+        address = cluster_address(kubelet_env(container, secrets)["TESSERA_REDIS_URL"])
+        assert address.nodes == seeds and address.password == "pa$s"
+    # The operator hands zone pods the URL with $(REDIS_PASSWORD) and the Secret.
+    (operator,) = find(objs, "Deployment", "tessera-operator")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    handlers = importlib.import_module("tessera.operator.handlers")
+    config = handlers.OperatorConfig.from_env(Env(kubelet_env(operator, secrets)))
+    settings = resources.WorkloadSettings(
+        config.zone_redis_url,
+        redis_secret=config.zone_redis_secret,
+        redis_secret_key=config.zone_redis_secret_key,
+    )
+    zone, _service = example_zone(resources, settings)
+    kubernetes_validate.validate(zone, "1.30.0", strict=True)
+    (container,) = zone["spec"]["template"]["spec"]["containers"]
+    address = cluster_address(kubelet_env(container, secrets)["TESSERA_REDIS_URL"])
+    assert address.nodes == seeds and address.password == "pa$s"
+    # The NetworkPolicies open each seed's port; the exporter scrapes the first seed.
+    relay = find(objs, "NetworkPolicy", "tessera-relay")["spec"]["egress"]
+    assert {
+        "ports": [{"port": 6379, "protocol": "TCP"}, {"port": 7000, "protocol": "TCP"}]
+    } in relay
+    exporter = env_of(
+        find(objs, "Deployment", "tessera-redis-exporter")["spec"]["template"]["spec"][
+            "containers"
+        ][0]
+    )
+    assert exporter["REDIS_ADDR"]["value"] == "redis://redis-cluster.data.svc:6379"
 
 
 def test_generated_secrets_are_kept(render: Render, chart: helm_python.Chart) -> None:

@@ -47,6 +47,30 @@ BAD_VALUES: list[tuple[dict[str, Any], list[str]]] = [
         {"redis": {"external": {"enabled": True, "url": "redis://:pw@r:6379", "password": "x"}}},
         ["/redis/external/url"],
     ),
+    (
+        {
+            "redis": {
+                "external": {"enabled": True, "url": "redis+cluster://:pw@r:6379", "password": "x"}
+            }
+        },
+        ["/redis/external/url"],
+    ),
+    (
+        {
+            "redis": {
+                "external": {"enabled": True, "url": "redis+cluster://r:6379,s", "password": "x"}
+            }
+        },
+        ["/redis/external/url"],
+    ),
+    (
+        {
+            "redis": {
+                "external": {"enabled": True, "url": "redis+cluster://r:6379/2", "password": "x"}
+            }
+        },
+        ["/redis/external/url"],
+    ),
     ({"redis": {"persistence": {"size": "lots"}}}, ["/redis/persistence/size"]),
     ({"redis": {"appendfsync": "sometimes"}}, ["/redis/appendfsync"]),
     (

@@ -4,7 +4,9 @@ events) and the real-Redis fixture."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -180,3 +182,46 @@ async def test_every_world_key_maps_to_one_cluster_slot(redis_cluster: LocalRedi
         assert len(client.get_primaries()) == 3
     finally:
         await client.aclose()
+
+
+@pytest.mark.integration
+@pytest.mark.redis_cluster_only
+async def test_a_subscriber_finds_the_promoted_master_through_follow_slot(
+    tmp_path: Path,
+) -> None:
+    """A client that only subscribes learns of a failover through follow_slot; the
+    subscription of one that does not follow the slot stays on the dead master."""
+    with LocalRedisCluster(tmp_path, node_timeout_ms=1000) as cluster:
+        publisher, follower, stuck = (store.connect(cluster.url) for _ in range(3))
+        channel = store.WorldKeys("w").kicks
+        for client in (publisher, follower, stuck):  # each has its slot map
+            await client.exists(channel)
+        cluster.master_of(channel).kill()
+
+        async def hears(client: Client, follow: bool, until: float) -> bool:
+            while asyncio.get_running_loop().time() < until:
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                try:
+                    if follow:
+                        await store.follow_slot(client, channel)
+                    await pubsub.subscribe(channel)
+                    with contextlib.suppress(redis_errors.RedisError):
+                        await publisher.publish(channel, "x")
+                    for _ in range(10):  # the first read may be the subscription's reply
+                        if await pubsub.get_message(timeout=0.1) is not None:
+                            return True
+                except redis_errors.RedisError:
+                    await asyncio.sleep(0.2)
+                finally:
+                    with contextlib.suppress(redis_errors.RedisError, OSError):
+                        await pubsub.aclose()
+            return False
+
+        try:
+            deadline = asyncio.get_running_loop().time() + 30.0
+            assert await hears(follower, True, deadline)
+            # The cluster has failed over by now; a bare subscriber still has not.
+            assert not await hears(stuck, False, asyncio.get_running_loop().time() + 3.0)
+        finally:
+            for client in (publisher, follower, stuck):
+                await client.aclose()

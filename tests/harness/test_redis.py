@@ -27,6 +27,24 @@ def test_cluster_has_three_masters_each_with_a_replica(redis_cluster: LocalRedis
     assert redis_cluster.url.count(",") == 5
 
 
+def test_replicas_have_synced_and_master_of_names_the_serving_node(
+    redis_cluster: LocalRedisCluster,
+) -> None:
+    for node in redis_cluster.nodes:
+        with redis.Redis(port=node.port) as client:
+            info = client.info("replication")
+            assert info["role"] == "master" or info["master_link_status"] == "up"
+    for key in ("tessera:{w}:routes", "tessera:{auth}:x", "tessera:{mm}:y"):
+        master = redis_cluster.master_of(key)
+        for node in redis_cluster.nodes:
+            with redis.Redis(port=node.port) as client:
+                if node is master:
+                    assert client.set(key, "1")
+                else:  # another master redirects, a replica too (no READONLY)
+                    with pytest.raises(redis.exceptions.MovedError):
+                        client.set(key, "1")
+
+
 def test_stop_ends_every_node(tmp_path: Path) -> None:
     cluster = LocalRedisCluster(tmp_path, masters=3, replicas=0)
     with cluster:

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.common.database import Pool
-from tessera.common.store import WorldKeys, instances_stream
+from tessera.common.store import WorldKeys, connect, instances_stream
 from tessera.matchmaking import matching
 from tessera.matchmaking.director import Director
 from tessera.matchmaking.matching import Proposal, Seat
@@ -186,14 +186,13 @@ async def test_modes_of_one_tick_see_each_others_bookings(
 
 
 async def test_racing_directors_never_overfill_a_zone(
-    store: Store, redis: Redis, clock: Clock
+    store: Store, redis: Redis, redis_url: str, clock: Clock
 ) -> None:
     """Two replicas with their own connections and disjoint ticket shares both read the
     zone's load, then both claim: the claim script admits a match only while the zone
     has room, whoever placed it (each replica alone would fill it)."""
     await add_zone(redis, "main", "z", 4, updated_at_ms=clock.now - 1.0)
-    port = redis.connection_pool.connection_kwargs["port"]
-    other = Store(Redis.from_url(f"redis://127.0.0.1:{port}/0"), store.records, ticket_ttl_s=10.0)
+    other = Store(connect(redis_url), store.records, ticket_ttl_s=10.0)
     # A fixed dealing (tickets never rotate): each replica matches its own half.
     directors = [Director(s, {"duel": DUEL}, clock=clock, rotate_ms=1e9) for s in (store, other)]
     try:

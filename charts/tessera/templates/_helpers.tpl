@@ -118,21 +118,38 @@ password
 {{- end -}}
 {{- end -}}
 
+{{- define "tessera.redisCluster" -}}
+{{- if hasPrefix "redis+cluster://" (include "tessera.redisAddress" .) }}true{{ end -}}
+{{- end -}}
+
+{{/* The host:port of each node of the Redis address (one, or a cluster's seeds). */}}
+{{- define "tessera.redisNodes" -}}
+{{- $address := include "tessera.redisAddress" . -}}
+{{- regexReplaceAll "^[a-z+]+://|/[0-9]*$" $address "" -}}
+{{- end -}}
+
+{{/*
+The Redis address with the password `.password` (a $(VAR) reference) after the
+scheme: redis://, rediss:// or redis+cluster://.
+*/}}
+{{- define "tessera.redisUrl" -}}
+{{- $address := include "tessera.redisAddress" .root -}}
+{{- $scheme := regexFind "^[a-z+]+://" $address -}}
+{{- printf "%s:%s@%s" $scheme .password (trimPrefix $scheme $address) -}}
+{{- end -}}
+
 {{/*
 REDIS_PASSWORD from the Secret, then TESSERA_REDIS_URL with the password
 spliced in by Kubernetes' $(VAR) expansion, so the password never sits in a spec.
 */}}
 {{- define "tessera.redisEnv" -}}
-{{- $address := include "tessera.redisAddress" . -}}
-{{- $scheme := ternary "rediss" "redis" (hasPrefix "rediss://" $address) -}}
-{{- $rest := trimPrefix (printf "%s://" $scheme) $address -}}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ include "tessera.redisSecretName" . }}
       key: {{ include "tessera.redisSecretKey" . }}
 - name: TESSERA_REDIS_URL
-  value: {{ printf "%s://:$(REDIS_PASSWORD)@%s" $scheme $rest | quote }}
+  value: {{ include "tessera.redisUrl" (dict "root" . "password" "$(REDIS_PASSWORD)") | quote }}
 {{- end -}}
 
 {{- define "tessera.connectKeySecretName" -}}

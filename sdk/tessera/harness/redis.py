@@ -38,6 +38,7 @@ class LocalRedis:
         port: int | None = None,
         appendonly: bool = False,
         cluster: bool = False,
+        node_timeout_ms: int = 2000,
     ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
@@ -49,6 +50,7 @@ class LocalRedis:
         self._started_once = False
         self.appendonly = appendonly
         self.cluster = cluster
+        self.node_timeout_ms = node_timeout_ms
         # A cluster node's bus port is chosen too (the default, port + 10000, may
         # be above 65535 or taken); it moves with the port on a retry.
         self.bus_port = free_port() if cluster else 0
@@ -93,7 +95,7 @@ class LocalRedis:
                 "--cluster-enabled", "yes",
                 "--cluster-port", str(self.bus_port),
                 "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "2000",
+                "--cluster-node-timeout", str(self.node_timeout_ms),
             ]  # fmt: skip
         self.proc = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
@@ -148,10 +150,18 @@ class LocalRedis:
 
 class LocalRedisCluster:
     """A real Redis Cluster on loopback: ``masters`` cluster-enabled redis-servers
-    holding the 16384 slots, each with ``replicas`` replicas, one directory each."""
+    holding the 16384 slots, each with ``replicas`` replicas, one directory each.
+
+    ``node_timeout_ms`` is ``cluster-node-timeout``: how long a master may be
+    unreachable before its replica is promoted (Redis' default is 15000)."""
 
     def __init__(
-        self, directory: Path | None = None, *, masters: int = 3, replicas: int = 1
+        self,
+        directory: Path | None = None,
+        *,
+        masters: int = 3,
+        replicas: int = 1,
+        node_timeout_ms: int = 2000,
     ) -> None:
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
@@ -163,7 +173,7 @@ class LocalRedisCluster:
         self.masters = masters
         self.replicas = replicas
         self.nodes = [
-            LocalRedis(self.dir / f"node-{i}", cluster=True)
+            LocalRedis(self.dir / f"node-{i}", cluster=True, node_timeout_ms=node_timeout_ms)
             for i in range(masters * (1 + replicas))
         ]
 
@@ -196,7 +206,9 @@ class LocalRedisCluster:
 
     def _wait_ok(self, deadline: float) -> None:
         """Until every node reports the cluster healthy, knows all its nodes and
-        sees the replicas as replicas (roles reach each node by gossip)."""
+        sees the replicas as replicas (roles reach each node by gossip), and every
+        replica has synced with its master (a replica that never synced is not
+        promoted when its master fails)."""
         clients = [redis.Redis(port=n.port, socket_timeout=1.0) for n in self.nodes]
         try:
             while not all(self._ready(c) for c in clients):
@@ -211,11 +223,25 @@ class LocalRedisCluster:
         info: dict[str, Any] = client.cluster("INFO")
         nodes: dict[str, dict[str, Any]] = client.cluster("NODES")
         masters = sum("master" in n["flags"] for n in nodes.values())
+        replication: dict[str, Any] = client.info("replication")
         return (
             info["cluster_state"] == "ok"
             and len(nodes) == len(self.nodes)
             and masters == self.masters
+            and replication.get("master_link_status", "up") == "up"
         )
+
+    def master_of(self, key: str) -> LocalRedis:
+        """The running node that is the master of ``key``'s slot now."""
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            with redis.Redis(port=node.port, socket_timeout=1.0) as client:
+                slot = int(client.cluster("KEYSLOT", key))
+                for start, end, master, *_replicas in client.execute_command("CLUSTER SLOTS"):
+                    if start <= slot <= end:
+                        return next(n for n in self.nodes if n.port == int(master[1]))
+        raise RuntimeError(f"no running node of {self.dir} answers")
 
     def stop(self) -> None:
         """Terminate every node."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from tessera.common.store import Client
+from tessera.common.store import Client, follow_slot
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ async def follow_revocations(
     while True:
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
         try:
+            await follow_slot(redis, REVOCATIONS)
             await pubsub.subscribe(REVOCATIONS)
             for sid, until in (await revoked_sessions(redis, clock())).items():
                 revoke(sid, until)

@@ -91,6 +91,16 @@ async def queue_script(
         await script(keys=keys, args=args, client=pipe)
 
 
+async def follow_slot(redis: Client, channel: str) -> None:
+    """Before (re)subscribing to ``channel``: on a cluster, one keyed command on
+    the channel's slot. A cluster client subscribes on the master its slot map
+    names and a subscription never refreshes that map, so after a failover a
+    client that only subscribes would dial the dead master forever; a failing
+    command makes the client reload the map and find the promoted one."""
+    if isinstance(redis, RedisCluster):
+        await redis.exists(channel)
+
+
 def instance_zone(match_id: str) -> str:
     """The instance zone of a match (a DNS label): the matchmaker names it in the
     assignment and the connect tokens, the operator creates it."""

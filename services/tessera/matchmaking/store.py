@@ -40,7 +40,13 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tessera.common.store import Client, instances_stream, queue_script, read_heartbeats
+from tessera.common.store import (
+    Client,
+    follow_slot,
+    instances_stream,
+    queue_script,
+    read_heartbeats,
+)
 from tessera.matchmaking import rating
 from tessera.matchmaking.destination import ZoneLoad, zone_loads
 from tessera.matchmaking.matching import Candidate
@@ -721,6 +727,7 @@ class Store:
 
     async def events(self) -> AsyncIterator[tuple[int, list[str]]]:
         """Ticket state changes published by any replica: (state, ticket ids)."""
+        await follow_slot(self.redis, self.events_channel)
         pubsub = self.redis.pubsub()
         await pubsub.subscribe(self.events_channel)
         try:

@@ -12,7 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 from tessera.authclient import store as auth_store
-from tessera.common.store import Client, WorldKeys, read_heartbeat, read_heartbeats
+from tessera.common.store import (
+    Client,
+    WorldKeys,
+    follow_slot,
+    read_heartbeat,
+    read_heartbeats,
+)
 from tessera.relay.routing import Route, parse_route, parse_route_change
 from tessera.v1 import zone_pb2
 
@@ -219,6 +225,7 @@ class RelayStore:
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
+                await follow_slot(self.redis, self.keys.routes_changed)
                 await pubsub.subscribe(self.keys.routes_changed)
                 if on_kick is not None:
                     await pubsub.subscribe(self.keys.kicks)

@@ -145,8 +145,9 @@ class Neighbours:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("ghost feed failed")
+                    log.exception("ghost feed failed; resubscribing")
                     await asyncio.sleep(0.5)
+                    await feed.reset()
         finally:
             await feed.close()
 

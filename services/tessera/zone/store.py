@@ -17,13 +17,14 @@ for auth's ``ListSuspects`` and cheat policy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import DecodeError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
-from tessera.common.store import Client, WorldKeys, queue_script
+from tessera.common.store import Client, WorldKeys, follow_slot, queue_script
 from tessera.v1 import zone_pb2
 from tessera.wire.names import CHEAT_REASONS
 from tessera.zone.snapshot import ID_LIMIT
@@ -332,10 +333,21 @@ class GhostFeed:
     """Subscription to the ghost channels of a set of zones (the neighbours)."""
 
     def __init__(self, redis: Client, keys: WorldKeys) -> None:
+        self.redis = redis
         self.keys = keys
         self.pubsub = redis.pubsub(ignore_subscribe_messages=True)
         self.zones: set[str] = set()
         self._by_channel: dict[str, str] = {}
+
+    async def reset(self) -> None:
+        """Drop the subscription after an error; the next :meth:`follow` subscribes
+        anew. A cluster client's subscription stays on the node it started on, so
+        after a failover only a new one reaches the promoted master."""
+        with contextlib.suppress(RedisError, OSError):
+            await self.pubsub.aclose()
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.zones = set()
+        self._by_channel = {}
 
     async def follow(self, zones: set[str]) -> None:
         """Subscribe to exactly these zones' ghost channels."""
@@ -343,7 +355,9 @@ class GhostFeed:
         if gone:
             await self.pubsub.unsubscribe(*(self.keys.zone_ghosts(z) for z in gone))
         if new:
-            await self.pubsub.subscribe(*(self.keys.zone_ghosts(z) for z in new))
+            channels = [self.keys.zone_ghosts(z) for z in new]
+            await follow_slot(self.redis, channels[0])  # all in the world's slot
+            await self.pubsub.subscribe(*channels)
         self.zones = set(zones)
         self._by_channel = {self.keys.zone_ghosts(z): z for z in zones}
 
