@@ -29,7 +29,13 @@ from tessera.matchmaking.director import wall_ms
 from tessera.matchmaking.modes import Mode
 from tessera.matchmaking.records import NEWEST, Participation
 from tessera.matchmaking.store import SEARCHING, PlayerBusy, Store
-from tessera.matchmaking.ticket import MAX_ID_LEN, InvalidTicket, validate
+from tessera.matchmaking.ticket import (
+    MAX_ID_LEN,
+    PLAYER_ID_RULE,
+    InvalidTicket,
+    player_id_ok,
+    validate,
+)
 from tessera.v1 import common_pb2
 from tessera.v1 import matchmaking_pb2 as pb
 from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
@@ -443,8 +449,8 @@ class MatchmakerServicer(pb_grpc.MatchmakerServicer):
                 reason="FORBIDDEN",
                 field="player_id",
             )
-        if len(player) > MAX_ID_LEN:
-            await _invalid(context, "player_id must be 1-128 characters", "BAD_PLAYER", "player_id")
+        if not player_id_ok(player):
+            await _invalid(context, PLAYER_ID_RULE, "BAD_PLAYER_ID", "player_id")
         if request.page_size > MAX_HISTORY_PAGE:
             await _invalid(
                 context,

@@ -35,6 +35,14 @@ class InvalidTicket(ValueError):
         self.permission = permission
 
 
+PLAYER_ID_RULE = f"player_id must be 1-{MAX_ID_LEN} printable characters without spaces"
+
+
+def player_id_ok(pid: str) -> bool:
+    """Whether ``pid`` is a well-formed player id (:data:`PLAYER_ID_RULE`)."""
+    return bool(pid) and len(pid) <= MAX_ID_LEN and pid.isprintable() and " " not in pid
+
+
 def validate(
     request: pb.CreateTicketRequest,
     modes: Mapping[str, Mode],
@@ -69,9 +77,9 @@ def validate(
     seen: set[str] = set()
     for i, player in enumerate(players):
         pid = player.player_id
-        if not pid or len(pid) > MAX_ID_LEN or not pid.isprintable() or " " in pid:
+        if not player_id_ok(pid):
             raise InvalidTicket(
-                f"player_id must be 1-{MAX_ID_LEN} printable characters without spaces",
+                PLAYER_ID_RULE,
                 reason="BAD_PLAYER_ID",
                 field=f"players[{i}].player_id",
             )
