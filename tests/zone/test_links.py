@@ -180,16 +180,35 @@ async def test_a_big_batch_goes_out_in_chunks_spread_over_the_spread() -> None:
     links.close()
 
 
-async def test_pacing_stops_while_newer_messages_wait() -> None:
+async def test_a_link_that_fell_behind_gets_whole_batches_without_pacing() -> None:
     sim, _ = make()
     links = Links(sim=sim, world="w", queue_size=8, chunk=2, spread_s=30.0)
     link = links.open("r1", aiter(Upstream()))
-    for item in (snapshots(6, tick=1), snapshots(2, tick=2), None):
+    for item in (snapshots(6, tick=1), snapshots(4, tick=2), None):
         link.queue.put_nowait(item)
 
-    async def ticks() -> list[int]:
-        return [msg.snapshots.tick async for msg in links.outgoing(link)]
+    async def sizes() -> list[tuple[int, int]]:
+        return [
+            (msg.snapshots.tick, len(msg.snapshots.snapshots)) async for msg in links.outgoing(link)
+        ]
 
-    # Paced, this would take 2 x 10 s; the waiting batch cancels the gaps.
-    assert await asyncio.wait_for(ticks(), 5.0) == [1, 1, 1, 2]
+    # Split and paced, this would take 10 s per gap.
+    assert await asyncio.wait_for(sizes(), 5.0) == [(1, 6), (2, 4)]
+    links.close()
+
+
+async def test_a_batch_falling_behind_sends_its_rest_in_one_message() -> None:
+    sim, _ = make()
+    links = Links(sim=sim, world="w", queue_size=8, chunk=2, spread_s=0.03)
+    link = links.open("r1", aiter(Upstream()))
+    link.queue.put_nowait(snapshots(7, tick=1))
+    stream = aiter(links.outgoing(link))
+    first = await asyncio.wait_for(anext(stream), 5.0)
+    link.queue.put_nowait(snapshots(1, tick=2))  # the next tick is waiting now
+    link.queue.put_nowait(None)
+    rest = [msg async for msg in stream]
+    assert [len(m.snapshots.snapshots) for m in [first, *rest]] == [2, 5, 1]
+    ids = [s.player_id for m in [first, *rest[:1]] for s in m.snapshots.snapshots]
+    assert ids == [f"p{i}" for i in range(7)]
+    assert rest[0].snapshots.tick == 1 and rest[0].snapshots.server_time_ms == 1234.5
     links.close()

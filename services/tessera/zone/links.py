@@ -242,13 +242,17 @@ class Links:
 
     async def outgoing(self, link: Link) -> AsyncIterator[zone_pb2.ZoneLinkDown]:
         """A link's queued messages until it ends, a snapshot batch in chunks of at
-        most ``chunk`` spread evenly over ``spread_s``; pacing stops while newer
-        messages wait, so a slow link catches up instead of falling behind."""
+        most ``chunk`` spread evenly over ``spread_s``. While newer messages wait,
+        nothing is split or paced (the rest of a batch goes out in one message): a
+        link that fell behind catches up with the fewest writes, as before chunking."""
         while (msg := await link.queue.get()) is not None:
-            parts = split_batch(msg, self.chunk)
+            parts = split_batch(msg, self.chunk) if link.queue.empty() else [msg]
             gap = self.spread_s / len(parts)
             for i, part in enumerate(parts):
-                if i and gap > 0 and link.queue.empty():
+                if i and not link.queue.empty():
+                    yield merge_batches(parts[i:])
+                    break
+                if i and gap > 0:
                     await asyncio.sleep(gap)
                 yield part
 
@@ -282,6 +286,18 @@ def split_batch(msg: zone_pb2.ZoneLinkDown, chunk: int) -> list[zone_pb2.ZoneLin
         )
         for start in range(0, len(snaps), chunk)
     ]
+
+
+def merge_batches(parts: list[zone_pb2.ZoneLinkDown]) -> zone_pb2.ZoneLinkDown:
+    """Consecutive chunks of one snapshot batch as one batch again."""
+    first = parts[0].snapshots
+    return zone_pb2.ZoneLinkDown(
+        snapshots=zone_pb2.SnapshotBatch(
+            tick=first.tick,
+            server_time_ms=first.server_time_ms,
+            snapshots=[snap for part in parts for snap in part.snapshots.snapshots],
+        )
+    )
 
 
 def _evict_oldest_snapshots(queue: asyncio.Queue[zone_pb2.ZoneLinkDown | None]) -> bool:
