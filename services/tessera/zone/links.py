@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -274,28 +274,24 @@ def split_batch(msg: zone_pb2.ZoneLinkDown, chunk: int) -> list[zone_pb2.ZoneLin
     the original tick and server time; any other message (or a small batch) as is."""
     if msg.WhichOneof("msg") != "snapshots" or len(msg.snapshots.snapshots) <= chunk:
         return [msg]
-    batch = msg.snapshots
-    snaps = batch.snapshots
+    snaps = msg.snapshots.snapshots
     return [
-        zone_pb2.ZoneLinkDown(
-            snapshots=zone_pb2.SnapshotBatch(
-                tick=batch.tick,
-                server_time_ms=batch.server_time_ms,
-                snapshots=snaps[start : start + chunk],
-            )
-        )
-        for start in range(0, len(snaps), chunk)
+        _like(msg.snapshots, snaps[start : start + chunk]) for start in range(0, len(snaps), chunk)
     ]
 
 
 def merge_batches(parts: list[zone_pb2.ZoneLinkDown]) -> zone_pb2.ZoneLinkDown:
     """Consecutive chunks of one snapshot batch as one batch again."""
-    first = parts[0].snapshots
+    return _like(parts[0].snapshots, [s for part in parts for s in part.snapshots.snapshots])
+
+
+def _like(
+    batch: zone_pb2.SnapshotBatch, snaps: Iterable[zone_pb2.PlayerSnapshot]
+) -> zone_pb2.ZoneLinkDown:
+    """A batch of ``snaps`` with ``batch``'s tick and server time."""
     return zone_pb2.ZoneLinkDown(
         snapshots=zone_pb2.SnapshotBatch(
-            tick=first.tick,
-            server_time_ms=first.server_time_ms,
-            snapshots=[snap for part in parts for snap in part.snapshots.snapshots],
+            tick=batch.tick, server_time_ms=batch.server_time_ms, snapshots=snaps
         )
     )
 
