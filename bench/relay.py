@@ -58,6 +58,7 @@ def start_stack(
     tick_hz: int,
     snapshot_every: int = 1,
     extra_relay_env: dict[str, str] | None = None,
+    extra_zone_env: dict[str, str] | None = None,
 ) -> tuple[LocalRedis, dict[str, ServiceProcess], int]:
     """redis-server, auth (on the database at ``database_url``), one zone and one relay,
     all real processes."""
@@ -100,6 +101,7 @@ def start_stack(
             "TESSERA_TICK_HZ": str(tick_hz),
             "TESSERA_SNAPSHOT_EVERY": str(snapshot_every),
             "TESSERA_LOG_LEVEL": "info",
+            **(extra_zone_env or {}),
         },
         name="zone",
     ).start()
@@ -162,6 +164,8 @@ class BenchClient(asyncio.DatagramProtocol):
         self.ack: tuple[int, int] | None = None
         self.sequence = 0
         self.ping_rtts_ms: list[float] = []
+        # Every 4th snapshot's age once ticking: its tick's server time -> read here.
+        self.snapshot_ages_ms: list[float] | None = None
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -182,6 +186,8 @@ class BenchClient(asyncio.DatagramProtocol):
         if kind == "snapshot":
             self.snapshots += 1
             self.ack = (message.snapshot.stream, message.snapshot.sequence)
+            if self.snapshot_ages_ms is not None and self.snapshots % 4 == 0:
+                self.snapshot_ages_ms.append(time.time() * 1e3 - message.snapshot.server_time_ms)
         elif kind == "pong":
             self.ping_rtts_ms.append(time.perf_counter() * 1e3 - message.pong.client_time_ms)
         elif kind == "accepted":
@@ -259,16 +265,22 @@ async def _client_main(
             await asyncio.sleep(0.5)
 
     keeper = asyncio.create_task(keep_alive())
-    await asyncio.gather(*(handshake(c) for c in clients))
+    # Clients still handshaking at start_at (a loaded machine) join the ticking later
+    # instead of holding everyone back.
+    handshakes = asyncio.gather(*(handshake(c) for c in clients))
     await asyncio.sleep(max(0.0, start_at - time.time()))
     ticking.set()
     await keeper
+    for c in clients:
+        c.snapshot_ages_ms = []
     period = 1.0 / rate
     next_at = loop.time()
     offset = 0
     while time.time() < stop_at:
         # Spread the clients over the period instead of sending in one burst.
         for c in clients[offset::4]:
+            if not c.accepted.is_set():
+                continue
             if probe:
                 c.ping()
             else:
@@ -276,6 +288,8 @@ async def _client_main(
         offset = (offset + 1) % 4
         next_at += period / 4
         await asyncio.sleep(max(0.0, next_at - loop.time()))
+    handshakes.cancel()
+    await asyncio.gather(handshakes, return_exceptions=True)
     return {
         "connected": sum(c.accepted.is_set() for c in clients),
         "disconnected": sum(bool(c.disconnected) for c in clients),
@@ -283,6 +297,7 @@ async def _client_main(
         "snapshots": sum(c.snapshots for c in clients),
         "received": sum(c.received for c in clients),
         "ping_rtts_ms": [r for c in clients for r in c.ping_rtts_ms],
+        "snapshot_ages_ms": [a for c in clients for a in c.snapshot_ages_ms or ()],
         "probe": probe,
     }
 
@@ -300,6 +315,12 @@ def udp_rcvbuf_errors() -> int:
     lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()]
     names, values = (line for line in lines if line[0] == "Udp:")
     return int(values[names.index("RcvbufErrors")])
+
+
+def renice(pid: int, nice: int) -> None:
+    """Set the nice value of every thread of ``pid`` (Linux: nice is per thread)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -389,7 +410,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             tick_hz=args.tick_hz,
             snapshot_every=args.snapshot_every,
             extra_relay_env={"TESSERA_RELAY_BATCH_MS": str(args.batch_ms)},
+            extra_zone_env={
+                f"TESSERA_LINK_{name.upper()}": str(value)
+                for name, value in (("chunk", args.link_chunk), ("spread", args.link_spread))
+                if value is not None
+            },
         )
+        if args.relay_nice:
+            renice(procs["relay"].pid, args.relay_nice)
         try:
             tokens = asyncio.run(issue_tokens(procs["auth"].grpc_address, args.clients + PROBES))
             probe_tokens, tokens = tokens[:PROBES], tokens[PROBES:]
@@ -457,6 +485,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 p.terminate()
             redis.stop()
     pings = sorted(r for result in results for r in result["ping_rtts_ms"])
+    ages = sorted(a for result in results for a in result["snapshot_ages_ms"])
     results = [r for r in results if not r["probe"]]
     packets = (s1.packets_in - s0.packets_in) + (s1.packets_out - s0.packets_out)
     elapsed = t1 - t0
@@ -468,6 +497,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "zone_tick_hz": args.tick_hz,
         "zone_snapshot_every": args.snapshot_every,
         "relay_batch_ms": args.batch_ms,
+        "zone_link_chunk": args.link_chunk,
+        "zone_link_spread": args.link_spread,
+        "relay_nice": args.relay_nice,
         "duration_s": round(elapsed, 2),
         "connected": sum(r["connected"] for r in results),
         "disconnected": sum(r["disconnected"] for r in results),
@@ -497,6 +529,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # buffers and the relay's loop included, no zone involved.
         "ping_rtt_ms_p50": percentile(pings, 50),
         "ping_rtt_ms_p99": percentile(pings, 99),
+        # Zone tick end (the snapshot's server time) -> read by a load client: the
+        # zone's send, the link, the relay and both sockets, plus the client
+        # processes' own delays (one clock: everything runs on this machine).
+        "snapshot_age_ms_p50": percentile(ages, 50),
+        "snapshot_age_ms_p99": percentile(ages, 99),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "drops": dict(s1.drops),
         # Full socket buffers anywhere on the machine (relay or clients) during the window.
         "kernel_udp_rcvbuf_drops": k1 - k0,
@@ -515,6 +553,20 @@ def main() -> None:
         "--snapshot-every", type=int, default=3, help="zone ticks per snapshot (staggered)"
     )
     parser.add_argument("--batch-ms", type=float, default=0.5, help="relay input batch window")
+    parser.add_argument(
+        "--link-chunk", type=int, help="zone: snapshots per link message (default: the zone's)"
+    )
+    parser.add_argument(
+        "--link-spread",
+        type=float,
+        help="zone: fraction of the tick a link's snapshots are spread over (0: one burst)",
+    )
+    parser.add_argument(
+        "--relay-nice",
+        type=int,
+        default=0,
+        help="nice value of the relay's threads (negative: as if it had its own core; root)",
+    )
     parser.add_argument(
         "--warmup-s",
         type=float,

@@ -20,6 +20,15 @@ def test_defaults_and_standby() -> None:
     assert cfg.instance == ""
 
 
+def test_link_spread_is_a_fraction_of_the_tick() -> None:
+    assert ZoneConfig.from_env(Env({})).link_spread_s == pytest.approx(0.5 / 30)
+    cfg = ZoneConfig.from_env(
+        Env({"TESSERA_TICK_HZ": "20", "TESSERA_LINK_SPREAD": "0.2", "TESSERA_LINK_CHUNK": "8"})
+    )
+    assert cfg.link_spread_s == pytest.approx(0.01) and cfg.link_chunk == 8
+    assert ZoneConfig.from_env(Env({"TESSERA_LINK_SPREAD": "0"})).link_spread_s == 0.0
+
+
 def test_instance_zone() -> None:
     cfg = ZoneConfig.from_env(Env({"TESSERA_ZONE_INSTANCE": "9f86d081884c7d65"}))
     assert cfg.instance == "9f86d081884c7d65"
@@ -49,6 +58,9 @@ def test_persistence_is_off_without_a_database_url() -> None:
         ({"TESSERA_DATABASE_URL": "mysql://x@h/db"}, "TESSERA_DATABASE_URL"),
         ({"TESSERA_PERSIST_S": "0"}, "TESSERA_PERSIST_S"),
         ({"TESSERA_EVENT_QUEUE": "0"}, "TESSERA_EVENT_QUEUE"),
+        ({"TESSERA_LINK_CHUNK": "0"}, "TESSERA_LINK_CHUNK"),
+        ({"TESSERA_LINK_SPREAD": "1"}, "TESSERA_LINK_SPREAD"),
+        ({"TESSERA_LINK_SPREAD": "-0.1"}, "TESSERA_LINK_SPREAD"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:

@@ -1,14 +1,18 @@
-"""Relay links in-process: attach, inputs, fan-out per link, handovers, pending attaches."""
+"""Relay links in-process: attach, inputs, fan-out per link, handovers, pending attaches,
+big batches split and paced."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+
+import pytest
 
 from tessera.common.config import Env
 from tessera.v1 import zone_pb2
 from tessera.zone.config import ZoneConfig
-from tessera.zone.links import Links
+from tessera.zone.links import Links, split_batch
 from tessera.zone.simulation import Simulation
 
 
@@ -127,4 +131,84 @@ async def test_a_full_link_makes_room_for_handovers_and_events_by_dropping_old_s
     queued = [link.queue.get_nowait() for _ in range(link.queue.qsize())]
     assert [m.WhichOneof("msg") if m else None for m in queued] == ["snapshots"] * 7 + ["handover"]
     assert [m.snapshots.tick for m in queued[:7] if m] == list(range(2, 9))
+    links.close()
+
+
+def snapshots(n: int, tick: int = 7) -> zone_pb2.ZoneLinkDown:
+    return zone_pb2.ZoneLinkDown(
+        snapshots=zone_pb2.SnapshotBatch(
+            tick=tick,
+            server_time_ms=1234.5,
+            snapshots=[
+                zone_pb2.PlayerSnapshot(player_id=f"p{i}", sequence=i, payload=bytes([i]))
+                for i in range(n)
+            ],
+        )
+    )
+
+
+@pytest.mark.parametrize(("n", "chunk", "sizes"), [(0, 4, [0]), (4, 4, [4]), (10, 4, [4, 4, 2])])
+def test_split_batch_keeps_order_tick_and_server_time(n: int, chunk: int, sizes: list[int]) -> None:
+    parts = split_batch(snapshots(n), chunk)
+    assert [len(p.snapshots.snapshots) for p in parts] == sizes
+    assert all(p.snapshots.tick == 7 and p.snapshots.server_time_ms == 1234.5 for p in parts)
+    ids = [s.player_id for p in parts for s in p.snapshots.snapshots]
+    assert ids == [f"p{i}" for i in range(n)]
+
+
+def test_split_batch_passes_other_messages_through() -> None:
+    handover = zone_pb2.ZoneLinkDown(handover=zone_pb2.Handover(player_id="a", epoch=2))
+    assert split_batch(handover, 1) == [handover]
+
+
+async def test_a_big_batch_goes_out_in_chunks_spread_over_the_spread() -> None:
+    sim, _ = make()
+    links = Links(sim=sim, world="w", queue_size=8, chunk=4, spread_s=0.12)
+    link = links.open("r1", aiter(Upstream()))
+    link.queue.put_nowait(snapshots(10))
+    got: list[tuple[float, int]] = []
+    start = time.monotonic()
+    stream = aiter(links.outgoing(link))
+    for _ in range(3):
+        msg = await asyncio.wait_for(anext(stream), 5.0)
+        got.append((time.monotonic() - start, len(msg.snapshots.snapshots)))
+    link.queue.put_nowait(None)
+    assert [msg async for msg in stream] == []
+    assert [size for _, size in got] == [4, 4, 2]
+    # Three chunks, 0.04 s apart: the last leaves at least 0.08 s after the first.
+    assert got[2][0] - got[0][0] >= 0.075
+    links.close()
+
+
+async def test_a_link_that_fell_behind_gets_whole_batches_without_pacing() -> None:
+    sim, _ = make()
+    links = Links(sim=sim, world="w", queue_size=8, chunk=2, spread_s=30.0)
+    link = links.open("r1", aiter(Upstream()))
+    for item in (snapshots(6, tick=1), snapshots(4, tick=2), None):
+        link.queue.put_nowait(item)
+
+    async def sizes() -> list[tuple[int, int]]:
+        return [
+            (msg.snapshots.tick, len(msg.snapshots.snapshots)) async for msg in links.outgoing(link)
+        ]
+
+    # Split and paced, this would take 10 s per gap.
+    assert await asyncio.wait_for(sizes(), 5.0) == [(1, 6), (2, 4)]
+    links.close()
+
+
+async def test_a_batch_falling_behind_sends_its_rest_in_one_message() -> None:
+    sim, _ = make()
+    links = Links(sim=sim, world="w", queue_size=8, chunk=2, spread_s=0.03)
+    link = links.open("r1", aiter(Upstream()))
+    link.queue.put_nowait(snapshots(7, tick=1))
+    stream = aiter(links.outgoing(link))
+    first = await asyncio.wait_for(anext(stream), 5.0)
+    link.queue.put_nowait(snapshots(1, tick=2))  # the next tick is waiting now
+    link.queue.put_nowait(None)
+    rest = [msg async for msg in stream]
+    assert [len(m.snapshots.snapshots) for m in [first, *rest]] == [2, 5, 1]
+    ids = [s.player_id for m in [first, *rest[:1]] for s in m.snapshots.snapshots]
+    assert ids == [f"p{i}" for i in range(7)]
+    assert rest[0].snapshots.tick == 1 and rest[0].snapshots.server_time_ms == 1234.5
     links.close()

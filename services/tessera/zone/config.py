@@ -77,6 +77,11 @@ class ZoneConfig:
     persist_queue: int = 20_000
     event_flush_s: float = 0.25
     event_queue: int = 200_000
+    # A link's snapshots of one tick go out in messages of at most link_chunk
+    # snapshots, spread evenly over this fraction of the tick (0: all at once), so a
+    # relay never gets one tick's whole fan-out in one burst.
+    link_chunk: int = 32
+    link_spread: float = 0.5
 
     @property
     def ladder(self) -> Ladder:
@@ -87,6 +92,11 @@ class ZoneConfig:
     @property
     def dt(self) -> float:
         return 1.0 / self.tick_hz
+
+    @property
+    def link_spread_s(self) -> float:
+        """How long a link's snapshot fan-out of one tick may take."""
+        return self.link_spread * self.dt
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ZoneConfig:
@@ -121,6 +131,8 @@ class ZoneConfig:
             snapshot_history=env.integer("SNAPSHOT_HISTORY", 32, lo=32, hi=256),
             snapshot_every=env.integer("SNAPSHOT_EVERY", 1, lo=1, hi=6),
             link_queue=env.integer("LINK_QUEUE", 64, lo=2, hi=10_000),
+            link_chunk=env.integer("LINK_CHUNK", 32, lo=1, hi=100_000),
+            link_spread=env.number("LINK_SPREAD", 0.5, lo=0.0, hi=0.9),
             id_block=env.integer("ID_BLOCK", 1024, lo=1, hi=1_000_000),
             seed=env.integer("SEED", 0, lo=0),
             tiers=Tiers(

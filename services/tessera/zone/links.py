@@ -5,6 +5,8 @@ carries input batches, snapshot acks and attach / detach requests; downstream,
 each tick's snapshot batch and events of its attached players, and a Handover
 when one of them now belongs to another zone. A player is attached to at most
 one link; a slow relay's queue overflows into a counted drop, never a stall.
+A big batch is written in chunks spread over part of the tick, so a
+relay fans it out in small bursts between its other work.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -43,10 +45,20 @@ class Link:
 class Links:
     """Every relay link of one zone, and which link each player is attached to."""
 
-    def __init__(self, *, sim: Simulation, world: str, queue_size: int) -> None:
+    def __init__(
+        self,
+        *,
+        sim: Simulation,
+        world: str,
+        queue_size: int,
+        chunk: int = 32,
+        spread_s: float = 0.0,
+    ) -> None:
         self.sim = sim
         self.world = world
         self.queue_size = queue_size
+        self.chunk = chunk
+        self.spread_s = spread_s
         self.links: dict[int, Link] = {}
         self.player_link: dict[str, int] = {}
         self.pending_attach: dict[str, tuple[int, float]] = {}  # player -> (link id, since)
@@ -228,6 +240,22 @@ class Links:
                 event = messages.player_event(ev)
                 self._send(self.links[link_id], zone_pb2.ZoneLinkDown(event=event), "event")
 
+    async def outgoing(self, link: Link) -> AsyncIterator[zone_pb2.ZoneLinkDown]:
+        """A link's queued messages until it ends, a snapshot batch in chunks of at
+        most ``chunk`` spread evenly over ``spread_s``. While newer messages wait,
+        nothing is split or paced (the rest of a batch goes out in one message): a
+        link that fell behind catches up with the fewest writes, as before chunking."""
+        while (msg := await link.queue.get()) is not None:
+            parts = split_batch(msg, self.chunk) if link.queue.empty() else [msg]
+            gap = self.spread_s / len(parts)
+            for i, part in enumerate(parts):
+                if i and not link.queue.empty():
+                    yield merge_batches(parts[i:])
+                    break
+                if i and gap > 0:
+                    await asyncio.sleep(gap)
+                yield part
+
     def _send(self, link: Link, msg: zone_pb2.ZoneLinkDown, what: str) -> None:
         """Queue ``msg`` for a link; a full queue drops snapshots (the newest batch,
         or the oldest one to make room for an event or a handover)."""
@@ -239,6 +267,33 @@ class Links:
                 link.queue.put_nowait(msg)
             else:
                 metrics.LINK_DROPS.labels(what).inc()
+
+
+def split_batch(msg: zone_pb2.ZoneLinkDown, chunk: int) -> list[zone_pb2.ZoneLinkDown]:
+    """A snapshot batch as batches of at most ``chunk`` snapshots in order, each with
+    the original tick and server time; any other message (or a small batch) as is."""
+    if msg.WhichOneof("msg") != "snapshots" or len(msg.snapshots.snapshots) <= chunk:
+        return [msg]
+    snaps = msg.snapshots.snapshots
+    return [
+        _like(msg.snapshots, snaps[start : start + chunk]) for start in range(0, len(snaps), chunk)
+    ]
+
+
+def merge_batches(parts: list[zone_pb2.ZoneLinkDown]) -> zone_pb2.ZoneLinkDown:
+    """Consecutive chunks of one snapshot batch as one batch again."""
+    return _like(parts[0].snapshots, [s for part in parts for s in part.snapshots.snapshots])
+
+
+def _like(
+    batch: zone_pb2.SnapshotBatch, snaps: Iterable[zone_pb2.PlayerSnapshot]
+) -> zone_pb2.ZoneLinkDown:
+    """A batch of ``snaps`` with ``batch``'s tick and server time."""
+    return zone_pb2.ZoneLinkDown(
+        snapshots=zone_pb2.SnapshotBatch(
+            tick=batch.tick, server_time_ms=batch.server_time_ms, snapshots=snaps
+        )
+    )
 
 
 def _evict_oldest_snapshots(queue: asyncio.Queue[zone_pb2.ZoneLinkDown | None]) -> bool:

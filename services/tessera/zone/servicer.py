@@ -72,7 +72,13 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         self.territory = Territory(cfg.zone, cfg.world_bounds, cfg.bounds)
         self.sim = Simulation(cfg, area=cfg.bounds or cfg.world_bounds, seed=cfg.seed)
         self.address = cfg.advertise_address
-        self.links = Links(sim=self.sim, world=cfg.world, queue_size=cfg.link_queue)
+        self.links = Links(
+            sim=self.sim,
+            world=cfg.world,
+            queue_size=cfg.link_queue,
+            chunk=cfg.link_chunk,
+            spread_s=cfg.link_spread_s,
+        )
         self.neighbours = Neighbours(cfg=cfg, store=store, sim=self.sim, territory=self.territory)
         self.border = Border(
             cfg=cfg, store=store, sim=self.sim, territory=self.territory, neighbours=self.neighbours
@@ -402,7 +408,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                     bounds=to_bounds(self.territory.bounds or self.cfg.world_bounds),
                 )
             )
-            while (msg := await link.queue.get()) is not None:
+            async for msg in self.links.outgoing(link):
                 yield msg
         finally:
             self.links.end(link)
