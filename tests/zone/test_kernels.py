@@ -206,11 +206,12 @@ def test_every_payload_decodes_to_the_zone_state(
 
 
 def test_warm_up_compiles_every_signature_a_tick_uses() -> None:
-    """After warm_up, a busy zone's ticks (NPCs, combat, deltas, view changes,
+    """After warm_up, a busy zone's ticks (NPCs chasing, combat, deltas, view changes,
     a lowered AOI cap) compile nothing new: no tick ever waits for the JIT."""
     dispatchers: list[Any] = [
         kernels.encode_due,
         kernels.aim,
+        kernels.nearest,
         kernels.refresh_views,
         kernels.visible,
     ]
@@ -373,3 +374,36 @@ def test_visible_matches_the_numpy_and_kdtree_oracles(
         assert (np.diff(ids[members].astype(np.int64)) > 0).all()
     if kind == "spread":
         assert got == kdtree_oracle(xz, at, boost, cap)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(0, 4 * CAP),
+    queries=st.integers(0, 6),
+    kind=st.sampled_from(LAYOUTS),
+    radius=st.sampled_from([0.0, 2.0, 15.0, 25.0, 400.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_nearest_matches_the_numpy_and_kdtree_oracles(
+    *, n: int, queries: int, kind: str, radius: float, seed: int
+) -> None:
+    """Player counts 0..4x the cap on spread, coincident, grid-border and far-flung
+    positions: the grid kernel finds the brute-force nearest (the lowest row on a
+    tie) strictly within the radius, which is the cKDTree query NPC chase used
+    (git 89a1018) wherever that one is not a tie."""
+    rng = np.random.default_rng(seed)
+    xz = layout(kind, n, rng)
+    on = xz[rng.integers(0, n, queries)] if n else np.zeros((0, 2))
+    at = np.concatenate([on, rng.uniform(-300, 300, (queries, 2))])  # near and away
+    row = np.empty(len(at), np.int64)
+    dist = np.empty(len(at))
+    kernels.nearest(xz, at, radius, row, dist)
+    for i, (qx, qz) in enumerate(at):
+        d = np.sqrt((xz[:, 0] - qx) ** 2 + (xz[:, 1] - qz) ** 2)
+        want = int(np.argmin(d)) if n and d.min() < radius else -1
+        assert row[i] == want
+        assert dist[i] == (d[want] if want >= 0 else np.inf)
+    if n and kind == "spread" and radius > 0:
+        kd_dist, kd_row = cKDTree(xz).query(at, k=1, distance_upper_bound=radius)
+        assert np.array_equal(np.where(np.isfinite(kd_dist), kd_row, -1), row)
+        assert np.allclose(kd_dist, dist)

@@ -1,8 +1,10 @@
-"""Compiled tick kernels (numba, nopython): the per-pair loops of interest, encode and aim.
+"""Compiled tick kernels (numba, nopython): the per-pair loops of interest, encode,
+aim and NPC chase.
 
 Each kernel is the one implementation of its rule; the callers in
-:mod:`tessera.zone.interest`, :mod:`tessera.zone.snapshot` and
-:mod:`tessera.zone.combat` pass plain numpy arrays in and out. Compiled code
+:mod:`tessera.zone.interest`, :mod:`tessera.zone.snapshot`,
+:mod:`tessera.zone.combat` and :mod:`tessera.zone.npc` pass plain numpy arrays
+in and out. Compiled code
 is cached on disk (``NUMBA_CACHE_DIR``, docs/ZONE.md "Compiled kernels");
 ``simulation.warm_up`` compiles or loads every kernel with the argument types
 a tick uses before the zone reports ready, so no tick waits for the JIT.
@@ -658,6 +660,41 @@ def visible(  # noqa: PLR0917 (numba kernels take positional arguments)
                 out[i, w] = by_id[at]
                 marked[at] = False
                 w += 1
+
+
+@njit(cache=True, nogil=True)
+def nearest(
+    xz: np.ndarray, queries: np.ndarray, radius: float, row: np.ndarray, dist: np.ndarray
+) -> None:
+    """For each query point (x, z), the row of the closest entity at ``xz`` strictly
+    closer than ``radius`` into ``row`` (the lowest row on equal distance) and its
+    distance into ``dist``; -1 and inf when there is none. A grid of cells at least
+    ``radius`` wide holds every candidate in the 3 x 3 cells around the query."""
+    row[:] = -1
+    dist[:] = np.inf
+    if xz.shape[0] == 0 or not radius > 0.0:
+        return
+    x0, z0, size, nx, nz, start, order = _grid(xz, radius * (1.0 + 1e-6))
+    for i in range(queries.shape[0]):
+        qx = queries[i, 0]
+        qz = queries[i, 1]
+        cx = int(min(max(np.floor((qx - x0) / size), -2.0), float(nx + 1)))
+        cz = int(min(max(np.floor((qz - z0) / size), -2.0), float(nz + 1)))
+        best, best_d2 = -1, np.inf
+        for ci in range(max(cx - 1, 0), min(cx + 1, nx - 1) + 1):
+            for cj in range(max(cz - 1, 0), min(cz + 1, nz - 1) + 1):
+                cellno = ci * nz + cj
+                for t in range(start[cellno], start[cellno + 1]):
+                    r = order[t]
+                    dx = xz[r, 0] - qx
+                    dz = xz[r, 1] - qz
+                    d2 = dx * dx + dz * dz
+                    if d2 < best_d2 or (d2 == best_d2 and r < best):
+                        best, best_d2 = r, d2
+        d = np.sqrt(best_d2)
+        if best >= 0 and d < radius:
+            row[i] = best
+            dist[i] = d
 
 
 @njit(cache=True, nogil=True)
