@@ -1,10 +1,10 @@
 """Compiled tick kernels (numba, nopython): the per-pair loops of interest, encode,
-aim and NPC chase.
+aim and NPC chase, and the per-entity movement step.
 
 Each kernel is the one implementation of its rule; the callers in
 :mod:`tessera.zone.interest`, :mod:`tessera.zone.snapshot`,
-:mod:`tessera.zone.combat` and :mod:`tessera.zone.npc` pass plain numpy arrays
-in and out. Compiled code
+:mod:`tessera.zone.combat`, :mod:`tessera.zone.npc` and
+:mod:`tessera.zone.movement` pass plain numpy arrays in and out. Compiled code
 is cached on disk (``NUMBA_CACHE_DIR``, docs/ZONE.md "Compiled kernels");
 ``simulation.warm_up`` compiles or loads every kernel with the argument types
 a tick uses before the zone reports ready, so no tick waits for the JIT.
@@ -744,3 +744,81 @@ def aim(  # noqa: PLR0917 (numba kernels take positional arguments)
         if t <= reach and t < best_d:
             best, best_d = i, t
     return best
+
+
+@njit(cache=True, nogil=True)
+def _guard_one(
+    ox: float, oz: float, nx: float, nz: float, max_step: float
+) -> tuple[float, float, float]:
+    """A horizontal step from ``ox, oz`` to ``nx, nz`` longer than ``max_step``
+    clamped back onto the allowed circle: the end point and the metres cut (0 if none)."""
+    sx = nx - ox
+    sz = nz - oz
+    length = np.sqrt(sx * sx + sz * sz)
+    if length > max_step * (1 + 1e-9):
+        k = max_step / length
+        return ox + sx * k, oz + sz * k, length - max_step
+    return nx, nz, 0.0
+
+
+@njit(cache=True, nogil=True)
+def guard(old: np.ndarray, new: np.ndarray, max_step: float, excess: np.ndarray) -> None:
+    """:func:`_guard_one` over rows of positions (x, y, z): ``new`` clamped in place."""
+    for i in range(old.shape[0]):
+        new[i, 0], new[i, 2], excess[i] = _guard_one(
+            old[i, 0], old[i, 2], new[i, 0], new[i, 2], max_step
+        )
+
+
+@njit(cache=True, nogil=True)
+def integrate(  # noqa: PLR0917 (numba kernels take positional arguments)
+    pos: np.ndarray,
+    vel: np.ndarray,
+    desired: np.ndarray,
+    jump: np.ndarray,
+    max_speed: float,
+    accel: float,
+    jump_speed: float,
+    gravity: float,
+    dt: float,
+    box: np.ndarray,
+    new: np.ndarray,
+    excess: np.ndarray,
+) -> None:
+    """One movement step of each entity row into ``new`` (positions) and ``vel``
+    (in place), ``excess`` the metres the teleport guard cut (docs in
+    :func:`tessera.zone.movement.integrate`). ``box`` is min x, the last x
+    inside, min z, the last z inside."""
+    max_dv = accel * dt
+    fall = gravity * dt
+    step = max_speed * dt
+    for i in range(pos.shape[0]):
+        gx = vel[i, 0]
+        gz = vel[i, 2]
+        dvx = desired[i, 0] - gx
+        dvz = desired[i, 1] - gz
+        dv_len = np.sqrt(dvx * dvx + dvz * dvz)
+        scale = max_dv / max(dv_len, 1e-12) if dv_len > max_dv else 1.0
+        gx = gx + dvx * scale
+        gz = gz + dvz * scale
+        speed = np.sqrt(gx * gx + gz * gz)
+        if speed > max_speed:
+            cut = max_speed / speed
+            gx *= cut
+            gz *= cut
+        vy = jump_speed if jump[i] and pos[i, 1] <= 0.0 else vel[i, 1]
+        vy -= fall
+        x = pos[i, 0] + gx * dt
+        y = pos[i, 1] + vy * dt
+        z = pos[i, 2] + gz * dt
+        if y <= 0.0:
+            y = 0.0
+            vy = 0.0
+        # kept on the half-open area, grown to hold the old position
+        x = min(max(x, min(box[0], pos[i, 0])), max(box[1], pos[i, 0]))
+        z = min(max(z, min(box[2], pos[i, 2])), max(box[3], pos[i, 2]))
+        new[i, 0], new[i, 2], excess[i] = _guard_one(pos[i, 0], pos[i, 2], x, z, step)
+        new[i, 1] = y
+        vel[i, 0] = gx
+        vel[i, 1] = vy
+        vel[i, 2] = gz
