@@ -1,5 +1,6 @@
-"""Compiled kernels: golden payload hashes, the tier rule against a numpy oracle,
-and the whole encode path over entity counts 0..cap and degenerate positions."""
+"""Compiled kernels: golden payload hashes, the tier rule, interest, NPC chase and
+movement against numpy oracles, and the whole encode path over entity counts
+0..cap and degenerate positions."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from hypothesis import strategies as st
 from scipy.spatial import cKDTree
 
 from tessera.common.config import Env
+from tessera.wire.geometry import Rect
 from tessera.wire.snapshot import COLUMNS, SnapshotReceiver, X, Z
 from tessera.zone import inputs, kernels
 from tessera.zone.config import ZoneConfig
 from tessera.zone.interest import Due, Tiers, Views, due, visible
+from tessera.zone.movement import Limits, integrate
 from tessera.zone.simulation import Simulation, warm_up
 from tessera.zone.snapshot import PAD, SnapshotEncoder
 
@@ -206,11 +209,13 @@ def test_every_payload_decodes_to_the_zone_state(
 
 
 def test_warm_up_compiles_every_signature_a_tick_uses() -> None:
-    """After warm_up, a busy zone's ticks (NPCs, combat, deltas, view changes,
+    """After warm_up, a busy zone's ticks (NPCs chasing, combat, deltas, view changes,
     a lowered AOI cap) compile nothing new: no tick ever waits for the JIT."""
     dispatchers: list[Any] = [
         kernels.encode_due,
         kernels.aim,
+        kernels.integrate,
+        kernels.nearest,
         kernels.refresh_views,
         kernels.visible,
     ]
@@ -373,3 +378,98 @@ def test_visible_matches_the_numpy_and_kdtree_oracles(
         assert (np.diff(ids[members].astype(np.int64)) > 0).all()
     if kind == "spread":
         assert got == kdtree_oracle(xz, at, boost, cap)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(0, 4 * CAP),
+    queries=st.integers(0, 6),
+    kind=st.sampled_from(LAYOUTS),
+    radius=st.sampled_from([0.0, 2.0, 15.0, 25.0, 400.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_nearest_matches_the_numpy_and_kdtree_oracles(
+    *, n: int, queries: int, kind: str, radius: float, seed: int
+) -> None:
+    """Player counts 0..4x the cap on spread, coincident, grid-border and far-flung
+    positions: the grid kernel finds the brute-force nearest (the lowest row on a
+    tie) strictly within the radius, which is the cKDTree query NPC chase used
+    (git 89a1018) wherever that one is not a tie."""
+    rng = np.random.default_rng(seed)
+    xz = layout(kind, n, rng)
+    on = xz[rng.integers(0, n, queries)] if n else np.zeros((0, 2))
+    at = np.concatenate([on, rng.uniform(-300, 300, (queries, 2))])  # near and away
+    row = np.empty(len(at), np.int64)
+    dist = np.empty(len(at))
+    kernels.nearest(xz, at, radius, row, dist)
+    for i, (qx, qz) in enumerate(at):
+        d = np.sqrt((xz[:, 0] - qx) ** 2 + (xz[:, 1] - qz) ** 2)
+        want = int(np.argmin(d)) if n and d.min() < radius else -1
+        assert row[i] == want
+        assert dist[i] == (d[want] if want >= 0 else np.inf)
+    if n and kind == "spread" and radius > 0:
+        kd_dist, kd_row = cKDTree(xz).query(at, k=1, distance_upper_bound=radius)
+        assert np.array_equal(np.where(np.isfinite(kd_dist), kd_row, -1), row)
+        assert np.allclose(kd_dist, dist)
+
+
+def integrate_oracle(
+    pos: np.ndarray, vel: np.ndarray, desired: np.ndarray, jump: np.ndarray, area: Rect
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The numpy movement.integrate that kernels.integrate replaced (git 89a1018)."""
+    lim, dt = Limits(), 1 / 30
+    vel = vel.copy()
+    ground = vel[:, [0, 2]]
+    dv = desired - ground
+    dv_len = np.linalg.norm(dv, axis=1)
+    max_dv = lim.accel * dt
+    scale = np.where(dv_len > max_dv, max_dv / np.maximum(dv_len, 1e-12), 1.0)
+    ground = ground + dv * scale[:, None]
+    speed = np.linalg.norm(ground, axis=1)
+    over = speed > lim.max_speed
+    ground[over] *= (lim.max_speed / speed[over])[:, None]
+    vel[:, 0], vel[:, 2] = ground[:, 0], ground[:, 1]
+    vel[:, 1] = np.where(jump & (pos[:, 1] <= 0.0), lim.jump_speed, vel[:, 1])
+    vel[:, 1] -= lim.gravity * dt
+    new = pos + vel * dt
+    landed = new[:, 1] <= 0.0
+    new[landed, 1] = 0.0
+    vel[landed, 1] = 0.0
+    for axis, lo, hi in ((0, area.min_x, area.max_x), (2, area.min_z, area.max_z)):
+        top = np.nextafter(hi, lo)
+        new[:, axis] = np.clip(
+            new[:, axis], np.minimum(lo, pos[:, axis]), np.maximum(top, pos[:, axis])
+        )
+    max_step = lim.max_speed * dt
+    step = new[:, [0, 2]] - pos[:, [0, 2]]
+    length = np.linalg.norm(step, axis=1)
+    clamped = length > max_step * (1 + 1e-9)
+    k = max_step / np.where(clamped, length, 1.0)
+    new[clamped, 0] = pos[clamped, 0] + step[clamped, 0] * k[clamped]
+    new[clamped, 2] = pos[clamped, 2] + step[clamped, 1] * k[clamped]
+    return new, vel, np.where(clamped, length - max_step, 0.0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(0, 4 * CAP),
+    kind=st.sampled_from(["spread", "one point", "outside", "airborne"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_integrate_matches_the_numpy_oracle(*, n: int, kind: str, seed: int) -> None:
+    """Entity counts 0..4x the cap, spread, all at one point, outside a shrunk
+    area or in the air, at any speed: bit for bit the numpy step it replaced."""
+    rng = np.random.default_rng(seed)
+    area = Rect(-50.0, -50.0, 50.0, 50.0)
+    pos = np.zeros((n, 3))
+    pos[:, [0, 2]] = rng.uniform(-49, 49, (n, 2)) if kind != "one point" else rng.uniform(-49, 49)
+    if kind == "outside":
+        pos[:, [0, 2]] *= 3.0
+    if kind == "airborne":
+        pos[:, 1] = rng.uniform(0, 3, n)
+    vel = rng.normal(0, 10, (n, 3))
+    desired = rng.normal(0, 8, (n, 2))
+    jump = rng.random(n) < 0.3
+    got = integrate(pos, vel, desired, jump, limits=Limits(), dt=1 / 30, area=area)
+    for have, want in zip(got, integrate_oracle(pos, vel, desired, jump, area), strict=True):
+        assert np.array_equal(have, want)

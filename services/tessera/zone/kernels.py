@@ -1,8 +1,10 @@
-"""Compiled tick kernels (numba, nopython): the per-pair loops of interest, encode and aim.
+"""Compiled tick kernels (numba, nopython): the per-pair loops of interest, encode,
+aim and NPC chase, and the per-entity movement step.
 
 Each kernel is the one implementation of its rule; the callers in
-:mod:`tessera.zone.interest`, :mod:`tessera.zone.snapshot` and
-:mod:`tessera.zone.combat` pass plain numpy arrays in and out. Compiled code
+:mod:`tessera.zone.interest`, :mod:`tessera.zone.snapshot`,
+:mod:`tessera.zone.combat`, :mod:`tessera.zone.npc` and
+:mod:`tessera.zone.movement` pass plain numpy arrays in and out. Compiled code
 is cached on disk (``NUMBA_CACHE_DIR``, docs/ZONE.md "Compiled kernels");
 ``simulation.warm_up`` compiles or loads every kernel with the argument types
 a tick uses before the zone reports ready, so no tick waits for the JIT.
@@ -661,6 +663,41 @@ def visible(  # noqa: PLR0917 (numba kernels take positional arguments)
 
 
 @njit(cache=True, nogil=True)
+def nearest(
+    xz: np.ndarray, queries: np.ndarray, radius: float, row: np.ndarray, dist: np.ndarray
+) -> None:
+    """For each query point (x, z), the row of the closest entity at ``xz`` strictly
+    closer than ``radius`` into ``row`` (the lowest row on equal distance) and its
+    distance into ``dist``; -1 and inf when there is none. A grid of cells at least
+    ``radius`` wide holds every candidate in the 3 x 3 cells around the query."""
+    row[:] = -1
+    dist[:] = np.inf
+    if xz.shape[0] == 0 or not radius > 0.0:
+        return
+    x0, z0, size, nx, nz, start, order = _grid(xz, radius * (1.0 + 1e-6))
+    for i in range(queries.shape[0]):
+        qx = queries[i, 0]
+        qz = queries[i, 1]
+        cx = int(min(max(np.floor((qx - x0) / size), -2.0), float(nx + 1)))
+        cz = int(min(max(np.floor((qz - z0) / size), -2.0), float(nz + 1)))
+        best, best_d2 = -1, np.inf
+        for ci in range(max(cx - 1, 0), min(cx + 1, nx - 1) + 1):
+            for cj in range(max(cz - 1, 0), min(cz + 1, nz - 1) + 1):
+                cellno = ci * nz + cj
+                for t in range(start[cellno], start[cellno + 1]):
+                    r = order[t]
+                    dx = xz[r, 0] - qx
+                    dz = xz[r, 1] - qz
+                    d2 = dx * dx + dz * dz
+                    if d2 < best_d2 or (d2 == best_d2 and r < best):
+                        best, best_d2 = r, d2
+        d = np.sqrt(best_d2)
+        if best >= 0 and d < radius:
+            row[i] = best
+            dist[i] = d
+
+
+@njit(cache=True, nogil=True)
 def aim(  # noqa: PLR0917 (numba kernels take positional arguments)
     melee: bool,
     origin: np.ndarray,
@@ -707,3 +744,81 @@ def aim(  # noqa: PLR0917 (numba kernels take positional arguments)
         if t <= reach and t < best_d:
             best, best_d = i, t
     return best
+
+
+@njit(cache=True, nogil=True)
+def _guard_one(
+    ox: float, oz: float, nx: float, nz: float, max_step: float
+) -> tuple[float, float, float]:
+    """A horizontal step from ``ox, oz`` to ``nx, nz`` longer than ``max_step``
+    clamped back onto the allowed circle: the end point and the metres cut (0 if none)."""
+    sx = nx - ox
+    sz = nz - oz
+    length = np.sqrt(sx * sx + sz * sz)
+    if length > max_step * (1 + 1e-9):
+        k = max_step / length
+        return ox + sx * k, oz + sz * k, length - max_step
+    return nx, nz, 0.0
+
+
+@njit(cache=True, nogil=True)
+def guard(old: np.ndarray, new: np.ndarray, max_step: float, excess: np.ndarray) -> None:
+    """:func:`_guard_one` over rows of positions (x, y, z): ``new`` clamped in place."""
+    for i in range(old.shape[0]):
+        new[i, 0], new[i, 2], excess[i] = _guard_one(
+            old[i, 0], old[i, 2], new[i, 0], new[i, 2], max_step
+        )
+
+
+@njit(cache=True, nogil=True)
+def integrate(  # noqa: PLR0917 (numba kernels take positional arguments)
+    pos: np.ndarray,
+    vel: np.ndarray,
+    desired: np.ndarray,
+    jump: np.ndarray,
+    max_speed: float,
+    accel: float,
+    jump_speed: float,
+    gravity: float,
+    dt: float,
+    box: np.ndarray,
+    new: np.ndarray,
+    excess: np.ndarray,
+) -> None:
+    """One movement step of each entity row into ``new`` (positions) and ``vel``
+    (in place), ``excess`` the metres the teleport guard cut (docs in
+    :func:`tessera.zone.movement.integrate`). ``box`` is min x, the last x
+    inside, min z, the last z inside."""
+    max_dv = accel * dt
+    fall = gravity * dt
+    step = max_speed * dt
+    for i in range(pos.shape[0]):
+        gx = vel[i, 0]
+        gz = vel[i, 2]
+        dvx = desired[i, 0] - gx
+        dvz = desired[i, 1] - gz
+        dv_len = np.sqrt(dvx * dvx + dvz * dvz)
+        scale = max_dv / max(dv_len, 1e-12) if dv_len > max_dv else 1.0
+        gx = gx + dvx * scale
+        gz = gz + dvz * scale
+        speed = np.sqrt(gx * gx + gz * gz)
+        if speed > max_speed:
+            cut = max_speed / speed
+            gx *= cut
+            gz *= cut
+        vy = jump_speed if jump[i] and pos[i, 1] <= 0.0 else vel[i, 1]
+        vy -= fall
+        x = pos[i, 0] + gx * dt
+        y = pos[i, 1] + vy * dt
+        z = pos[i, 2] + gz * dt
+        if y <= 0.0:
+            y = 0.0
+            vy = 0.0
+        # kept on the half-open area, grown to hold the old position
+        x = min(max(x, min(box[0], pos[i, 0])), max(box[1], pos[i, 0]))
+        z = min(max(z, min(box[2], pos[i, 2])), max(box[3], pos[i, 2]))
+        new[i, 0], new[i, 2], excess[i] = _guard_one(pos[i, 0], pos[i, 2], x, z, step)
+        new[i, 1] = y
+        vel[i, 0] = gx
+        vel[i, 1] = vy
+        vel[i, 2] = gz

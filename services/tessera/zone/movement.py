@@ -1,4 +1,4 @@
-"""Server-authoritative kinematic movement, vectorized over all entities.
+"""Server-authoritative kinematic movement over all entities (a compiled step).
 
 Inputs are intents (a move vector in the entity's frame and a facing); the
 zone turns them into a desired velocity, accelerates towards it at most
@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tessera.wire.geometry import Rect
+from tessera.zone import kernels
 
 F64 = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
@@ -51,54 +52,43 @@ def integrate(
     Entities already outside ``area`` (the zone's bounds shrank in a split) stay
     where they are and may not move further out, only back in: pulling them onto
     the edge would put them inside this zone's bounds, and they would never be
-    handed to the zone that now owns their position.
+    handed to the zone that now owns their position. The step is the compiled
+    :func:`tessera.zone.kernels.integrate`.
     """
-    vel = vel.copy()
-    ground = vel[:, [0, 2]]
-    dv = desired - ground
-    dv_len = np.linalg.norm(dv, axis=1)
-    max_dv = limits.accel * dt
-    scale = np.where(dv_len > max_dv, max_dv / np.maximum(dv_len, 1e-12), 1.0)
-    ground = ground + dv * scale[:, None]
-    speed = np.linalg.norm(ground, axis=1)
-    over = speed > limits.max_speed
-    ground[over] *= (limits.max_speed / speed[over])[:, None]
-    vel[:, 0], vel[:, 2] = ground[:, 0], ground[:, 1]
-
-    on_ground = pos[:, 1] <= 0.0
-    vel[:, 1] = np.where(jump & on_ground, limits.jump_speed, vel[:, 1])
-    vel[:, 1] -= limits.gravity * dt
-
-    new = pos + vel * dt
-    landed = new[:, 1] <= 0.0
-    new[landed, 1] = 0.0
-    vel[landed, 1] = 0.0
-    new, excess = guard(pos, clamp(new, area, pos), limits.max_speed * dt)
+    n = pos.shape[0]
+    new = np.empty((n, 3))
+    vel = np.array(vel, np.float64, copy=True).reshape(n, 3)
+    excess = np.empty(n)
+    box = np.array(
+        [
+            area.min_x,
+            np.nextafter(area.max_x, area.min_x),
+            area.min_z,
+            np.nextafter(area.max_z, area.min_z),
+        ]
+    )
+    kernels.integrate(
+        np.ascontiguousarray(pos, np.float64).reshape(n, 3),
+        vel,
+        np.ascontiguousarray(desired, np.float64).reshape(n, 2),
+        np.ascontiguousarray(jump, np.bool_),
+        limits.max_speed,
+        limits.accel,
+        limits.jump_speed,
+        limits.gravity,
+        dt,
+        box,
+        new,
+        excess,
+    )
     return new, vel, excess
-
-
-def clamp(pos: F64, area: Rect, old: F64) -> F64:
-    """Positions kept on the half-open rectangle (x and z only), each grown to hold
-    the entity's old position: an entity outside may stay but not go further out."""
-    out = pos.copy()
-    for axis, lo, hi in ((0, area.min_x, area.max_x), (2, area.min_z, area.max_z)):
-        top = np.nextafter(hi, lo)
-        out[:, axis] = np.clip(
-            pos[:, axis], np.minimum(lo, old[:, axis]), np.maximum(top, old[:, axis])
-        )
-    return out
 
 
 def guard(old: F64, new: F64, max_step: float) -> tuple[F64, F64]:
     """Clamp horizontal steps longer than ``max_step`` back onto the allowed circle;
     also returns the metres cut from each step."""
-    step = new[:, [0, 2]] - old[:, [0, 2]]
-    length = np.linalg.norm(step, axis=1)
-    clamped = length > max_step * (1 + 1e-9)
-    excess = np.where(clamped, length - max_step, 0.0)
-    if clamped.any():
-        new = new.copy()
-        k = (max_step / length[clamped])[:, None]
-        new[clamped, 0] = old[clamped, 0] + step[clamped, 0] * k[:, 0]
-        new[clamped, 2] = old[clamped, 2] + step[clamped, 1] * k[:, 0]
-    return new, excess
+    n = old.shape[0]
+    out = np.array(new, np.float64, copy=True).reshape(n, 3)
+    excess = np.empty(n)
+    kernels.guard(np.ascontiguousarray(old, np.float64).reshape(n, 3), out, max_step, excess)
+    return out, excess

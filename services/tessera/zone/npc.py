@@ -1,6 +1,7 @@
 """NPC behaviour: wander around a home point, chase the nearest living player in
 range and swing at it when close. Produces move intents for the shared movement
-and combat systems, so NPCs add realistic load without clients.
+and combat systems, so NPCs add realistic load without clients. The nearest
+player is :func:`tessera.zone.kernels.nearest`, a compiled grid search.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.spatial import cKDTree
 
+from tessera.zone import kernels
 from tessera.zone.inputs import ACTION_MELEE
 
 F64 = npt.NDArray[np.float64]
@@ -57,10 +58,16 @@ def think(
     speed = np.full(n, behaviour.walk)
     actions = np.zeros(n, np.int32)
     if player_pos.shape[0]:
-        dist, idx = cKDTree(player_pos[:, [0, 2]]).query(
-            ground, k=1, distance_upper_bound=behaviour.chase_radius
+        idx = np.empty(n, np.int64)
+        dist = np.empty(n, np.float64)
+        kernels.nearest(
+            np.ascontiguousarray(player_pos[:, [0, 2]], np.float64),
+            np.ascontiguousarray(ground, np.float64),
+            behaviour.chase_radius,
+            idx,
+            dist,
         )
-        chasing = np.isfinite(dist)
+        chasing = idx >= 0
         target[chasing] = player_pos[idx[chasing]][:, [0, 2]]
         speed[chasing] = 1.0
         actions[chasing & (dist <= behaviour.attack_range)] = ACTION_MELEE
