@@ -61,13 +61,15 @@ def test_bounds_must_be_sane_and_versions_only_the_published_ones() -> None:
     assert Territory("west", WORLD, None).bounds_refusal(WEST, 0) is None
 
 
-def test_a_drain_target_must_be_a_live_zone_of_this_worlds_map() -> None:
+def test_a_drain_target_must_be_a_live_zone_of_this_world() -> None:
     here = Territory("west", WORLD, WEST)
     assert here.drain_refusal("", "", world="w", alive=False) is None  # by position
     assert here.drain_refusal("w", "east", world="w", alive=True) == (
         "UNKNOWN_TARGET",
-        "the drain target is not an active zone of the world's map",
-    )  # no map held
+        "the drain target is not an active zone of the world",
+    )  # no map held, and not active by its heartbeat
+    # A zone outside the map whose heartbeat says ACTIVE may take a drain.
+    assert here.drain_refusal("w", "east", world="w", alive=True, active=True) is None
     here.adopt(topo(1))
     assert here.drain_refusal("w", "east", world="w", alive=True) is None
     assert here.drain_refusal("", "east", world="w", alive=True) is None

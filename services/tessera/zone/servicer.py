@@ -639,11 +639,15 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         if target:
             try:
                 await self._refresh_map()
-                alive = await self.store.zone_alive(target)
+                heartbeat = await self.store.read_heartbeat(target)
             except RedisError as err:
                 await _unavailable(context, err)
             refusal = self.territory.drain_refusal(
-                request.target.world, target, world=self.cfg.world, alive=alive
+                request.target.world,
+                target,
+                world=self.cfg.world,
+                alive=heartbeat is not None,
+                active=heartbeat is not None and heartbeat.state == State.ZONE_STATE_ACTIVE,
             )
             if refusal is not None:
                 reason, message = refusal

@@ -24,7 +24,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from redis.exceptions import RedisError, ResponseError
 
-from tessera.common.store import Client, WorldKeys, follow_slot, queue_script
+from tessera.common.store import Client, WorldKeys, follow_slot, parse_heartbeat, queue_script
 from tessera.v1 import zone_pb2
 from tessera.wire.names import CHEAT_REASONS
 from tessera.zone.snapshot import ID_LIMIT
@@ -159,6 +159,10 @@ class ZoneStore:
     async def zone_alive(self, zone: str) -> bool:
         """True while the zone's heartbeat key exists."""
         return bool(await self.redis.exists(self.keys.zone_status(zone)))
+
+    async def read_heartbeat(self, zone: str) -> zone_pb2.ZoneStatus | None:
+        """The zone's heartbeat while it is alive and parses, else None."""
+        return parse_heartbeat(await self.redis.get(self.keys.zone_status(zone)))
 
     async def route(self, player_id: str) -> Route | None:
         raw = await self.redis.hget(self.keys.routes, player_id)

@@ -74,21 +74,23 @@ class Territory:
         return None
 
     def drain_refusal(
-        self, target_world: str, target: str, *, world: str, alive: bool
+        self, target_world: str, target: str, *, world: str, alive: bool, active: bool = False
     ) -> tuple[str, str] | None:
         """Why a drain into ``target`` of ``target_world`` ("" = this zone's ``world``)
-        is refused, as (reason, message), or None. No target drains by position under the zone map.
-        A target must be another zone of this world's zone map (an active zone, the
-        only kind the map lists) whose heartbeat is ``alive``: players are never
-        handed to a zone that does not exist."""
+        is refused, as (reason, message), or None. No target drains by position under
+        the zone map. A target must be another zone of this world whose heartbeat is
+        ``alive`` and that is either in this world's zone map (the operator's drains)
+        or ``active`` by its heartbeat (a zone started outside the map): players are
+        never handed to a zone that does not exist."""
         if not target:
             return None
         if target_world and target_world != world:
             return "BAD_TARGET", "the drain target must be a zone of this world"
         if target == self.zone:
             return "BAD_TARGET", "a zone cannot drain into itself"
-        if self.topo is None or self.topo.area(target) is None or not alive:
-            return "UNKNOWN_TARGET", "the drain target is not an active zone of the world's map"
+        mapped = self.topo is not None and self.topo.area(target) is not None
+        if not alive or not (mapped or active):
+            return "UNKNOWN_TARGET", "the drain target is not an active zone of the world"
         return None
 
     def nearby(self, margin: float) -> list[tuple[str, Rect]]:
