@@ -20,7 +20,6 @@ import functools
 import json
 import multiprocessing as mp
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from typing import Any
 import grpc
 
 from tessera.authclient.credentials import ServiceCredentials
-from tessera.common.process import ServiceProcess
+from tessera.common.process import ServiceProcess, free_udp_port
 from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2, auth_pb2_grpc, relay_pb2, relay_pb2_grpc
@@ -43,12 +42,6 @@ WORLD = "bench"
 PROBES = 4
 PROBE_HZ = 20.0
 SECRET = "bench-secret-0123456789"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_stack(

@@ -35,9 +35,9 @@ from relay_failover import WORLD, walker
 from tessera.client.client import GameClient
 from tessera.client.login import guest_connect_token
 from tessera.client.transport import ConnectError, UdpTransport
-from tessera.common.process import ServiceProcess
+from tessera.common.process import ServiceProcess, free_udp_port
 from tessera.harness.postgres import LocalPostgres
-from tessera.harness.relays import RelayWorld, free_udp_port, ordered
+from tessera.harness.relays import RelayWorld, ordered
 from tessera.v1 import auth_pb2
 
 # A handshake the loaded machine did not answer in time is tried again with a new

@@ -28,8 +28,9 @@ from typing import Any
 from tessera.client.client import GameClient, Intent
 from tessera.client.login import guest_connect_token
 from tessera.client.transport import UdpTransport
+from tessera.common.process import free_udp_port
 from tessera.harness.postgres import LocalPostgres
-from tessera.harness.relays import RelayWorld, free_udp_port, metric, ordered, zone_players
+from tessera.harness.relays import RelayWorld, metric, ordered, zone_players
 
 WORLD = "bench"
 

@@ -15,7 +15,6 @@ import base64
 import math
 import os
 import re
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tessera.authclient.bearer import bearer_metadata
 from tessera.client.login import guest_connect_token
 from tessera.common.errors import detail_of
-from tessera.common.process import ServiceProcess
+from tessera.common.process import ServiceProcess, free_udp_port
 from tessera.common.store import WorldKeys
 from tessera.common.store import connect as redis_connect
 from tessera.harness.redis import LocalRedis
@@ -130,7 +129,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
     redis = LocalRedis(tmp_path_factory.mktemp("fuzz-redis"))
     redis.start()
     connect_key = base64.b64encode(os.urandom(32)).decode()
-    udp_port = _free_udp_port()
+    udp_port = free_udp_port()
     common = {
         "TESSERA_REDIS_URL": redis.url,
         "TESSERA_DATABASE_URL": database_url,
@@ -202,12 +201,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
         for proc in running.values():
             proc.terminate()
         redis.stop()
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _register(address: str) -> str:

@@ -30,9 +30,9 @@ import pytest
 from tessera.client.client import GameClient, Intent
 from tessera.client.login import guest_connect_token
 from tessera.client.transport import UdpTransport
-from tessera.common.process import ServiceProcess
+from tessera.common.process import ServiceProcess, free_udp_port
 from tessera.common.store import connect as redis_connect
-from tessera.harness.relays import ZONE, RelayWorld, free_udp_port, metric, ordered
+from tessera.harness.relays import ZONE, RelayWorld, metric, ordered
 from tessera.v1 import zone_pb2, zone_pb2_grpc
 from tessera.zone.audit import settle
 

@@ -22,7 +22,6 @@ import os
 import signal
 import socket
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -42,11 +41,12 @@ from tessera.client.transport import ConnectError, PlayTransport, UdpTransport, 
 from tessera.client.world import WorldView
 from tessera.common.audit import AuditLog, AuditRecord
 from tessera.common.database import Pool, open_database
-from tessera.common.process import ServiceProcess
+from tessera.common.process import ServiceProcess, free_udp_port
 from tessera.common.store import WorldKeys, instance_zone
 from tessera.common.store import connect as redis_connect
 from tessera.harness.netem import Conditions, NetemProxy
 from tessera.harness.redis import LocalRedis
+from tessera.harness.relays import metric as relay_metric
 from tessera.harness.tokens import access_metadata
 from tessera.v1 import (
     auth_pb2,
@@ -68,12 +68,6 @@ pytestmark = pytest.mark.integration
 
 WORLD = "itest"
 SERVICE_SECRET = "relay-itest-secret-0123456789"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -106,16 +100,6 @@ class Stack:
     def service_md(self) -> tuple[tuple[str, str], ...]:
         """Call metadata of a service caller (the relay's admin RPCs need one)."""
         return access_metadata(self.signing_key.kid, self.signing_key.private_key, "service")
-
-
-def relay_metric(relay: ServiceProcess, name: str, **labels: str) -> float:
-    url = f"http://127.0.0.1:{relay.ports['metrics_port']}/metrics"
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    for line in text.splitlines():
-        if line.startswith(name) and (not want or "{" + want + "}" in line):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 async def relay_status(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from tessera.common.process import ServiceProcess
+from tessera.common.process import ServiceProcess, free_udp_port
 from tessera.demo.guard import guarded_postgres, guarded_redis
 from tessera.demo.world import DemoSettings, demo_modes, world_resource
 from tessera.harness.postgres import LocalPostgres
@@ -28,12 +28,6 @@ WORLD = "demo"
 MM_CLIENT = "matchmaking"
 MONITOR_CLIENT = "demo-monitor"
 CONSOLE_PORT = 8080  # the console's HTTP port when free, else any free port
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_free(port: int) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -22,21 +21,25 @@ from tessera.v1 import auth_pb2, zone_pb2, zone_pb2_grpc
 ZONE = "zone-0"
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def metrics_text(proc: ServiceProcess) -> str:
+    """A service process's /metrics page."""
+    url = f"http://127.0.0.1:{proc.ports['metrics_port']}/metrics"
+    return str(urllib.request.urlopen(url, timeout=5).read().decode())
 
 
 def metric(proc: ServiceProcess, name: str, **labels: str) -> float:
     """One sample of a service's /metrics (the one with exactly ``labels``), 0 if absent."""
-    url = f"http://127.0.0.1:{proc.ports['metrics_port']}/metrics"
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
     want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    for line in text.splitlines():
+    for line in metrics_text(proc).splitlines():
         if line.startswith(name) and (not want or "{" + want + "}" in line):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def metric_total(proc: ServiceProcess, name: str) -> float:
+    """The sum of a service's samples of ``name`` (every label set)."""
+    lines = metrics_text(proc).splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name))
 
 
 async def zone_players(address: str) -> list[str]:

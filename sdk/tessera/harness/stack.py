@@ -13,20 +13,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import socket
-import urllib.request
 from pathlib import Path
 
 from tessera.auth.keys import write_key
-from tessera.common.process import ServiceProcess
+from tessera.common.process import ServiceProcess, free_udp_port
+from tessera.harness.relays import metric_total
 from tessera.harness.zones import World, ZoneSpec
-
-
-def free_udp_port() -> int:
-    """A UDP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Stack:
@@ -100,8 +92,4 @@ class Stack:
 
     def relay_metric(self, name: str) -> float:
         """The sum of the relay's samples of metric ``name`` (every label set)."""
-        url = f"http://127.0.0.1:{self.relay.ports['metrics_port']}/metrics"
-        text = urllib.request.urlopen(url, timeout=5).read().decode()
-        return sum(
-            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)
-        )
+        return metric_total(self.relay, name)
