@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import copy
 import json
+import math
 import os
 import resource
 import time
@@ -102,10 +103,29 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))] if ordered else 0.0
 
 
-def gap_report(driver: Driver, began: float, players: set[str]) -> dict[str, Any]:
+def note_starts(runtime: LocalRuntime, timeline: list[tuple[float, str]]) -> None:
+    """Append "serving <zone>" for each zone process that began serving since the
+    last call (a zone's start-up costs over a second of CPU)."""
+    seen = {what.split()[1] for _, what in timeline if what.startswith("serving ")}
+    for name, zone in runtime.zones.items():
+        if zone.process.ports and name not in seen:
+            timeline.append((time.monotonic(), f"serving {name}"))
+
+
+def starting(timeline: list[tuple[float, str]]) -> list[tuple[float, float]]:
+    """(CreateZone, serving) times of every zone process started on the timeline."""
+    created = {w.split()[1]: t for t, w in timeline if w.startswith("CreateZone ")}
+    serving = {w.split()[1]: t for t, w in timeline if w.startswith("serving ")}
+    return [(t, serving.get(name, math.inf)) for name, t in created.items()]
+
+
+def gap_report(
+    driver: Driver, began: float, players: set[str], timeline: list[tuple[float, str]]
+) -> dict[str, Any]:
     """The gaps players saw since ``began`` and what each long one spanned."""
     longest = [driver.player_gap_s.get(p, 0.0) for p in players]
     over = [g for g in driver.gaps if g.gap_s >= TARGET_GAP_S]
+    starts = starting(timeline)
     stalls = driver.stalls.since(began)
     worst_of: dict[str, Gap] = {}
     for g in driver.gaps:
@@ -120,6 +140,10 @@ def gap_report(driver: Driver, began: float, players: set[str]) -> dict[str, Any
         "gaps_over_100ms": dict(Counter(g.cause for g in driver.gaps)),
         "gaps_over_250ms": dict(Counter(g.cause for g in over)),
         "gaps_over_250ms_by_zone": dict(Counter(g.zone for g in over)),
+        # Overlapping a zone process's start-up (CreateZone until it serves).
+        "gaps_over_250ms_during_zone_start": sum(
+            1 for g in over if any(c <= g.at and g.at - g.gap_s <= s for c, s in starts)
+        ),
         "moves_by": dict(driver.moves),
         "driver_stall_p99_ms": percentile(stalls, 99) * 1000.0,
         "driver_stall_max_ms": max(stalls, default=0.0) * 1000.0,
@@ -178,7 +202,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{args.zones} zones, {args.bots} bots walking; changing the template", flush=True)
 
         driver.reset_gaps()
-        timeline.clear()
+        note_starts(runtime, timeline)
         began = time.monotonic()
         cpu_began, machine_began, load_began = own_cpu_s(), machine_cpu_s(), os.getloadavg()[0]
         spec = copy.deepcopy(spec)
@@ -190,6 +214,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         reattached = 0
         while True:
             reattached += await step(runtime, world, driver, timeline)
+            note_starts(runtime, timeline)
             now = time.monotonic()
             for name, z in runtime.zones.items():
                 if z.view.desired == Desired.DRAINING:
@@ -210,11 +235,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         total_s = time.monotonic() - began
         cpu_s, machine_s = own_cpu_s() - cpu_began, machine_cpu_s() - machine_began
         everyone = {p for group in players.values() for p in group}
-        gaps = gap_report(driver, began, everyone)
+        gaps = gap_report(driver, began, everyone, timeline)
         gaps["timeline"] = [
             f"{t - began:7.3f} {what}"
             for t, what in timeline
-            if not what.startswith("pass") or float(what.split()[1]) > 0.05
+            if t >= began and (not what.startswith("pass") or float(what.split()[1]) > 0.05)
         ]
         load_end = os.getloadavg()[0]
 

@@ -236,6 +236,54 @@ class Gap:
     dropped: int = 0
 
 
+def explain_gap(
+    player: str,
+    *,
+    zone: str,
+    prev: float,
+    now: float,
+    heard: tuple[str, int, int],
+    stream: int,
+    sequence: int,
+    moved: tuple[float, str] | None,
+    stall_s: float,
+) -> Gap:
+    """The gap between a player's snapshot at ``prev`` (zone, stream and sequence
+    in ``heard``) and the one from ``zone`` at ``now``, given when and by what
+    notice the driver last moved the player and the longest stall of its loop."""
+    gap = now - prev
+    zone_before, stream_before, sequence_before = heard
+    moved_at, via = moved if moved is not None else (prev, "")
+    since_move = now - moved_at if moved is not None else -1.0
+    stalled = stall_s >= gap / 2
+    if zone_before != zone:
+        wait = min(gap, max(0.0, moved_at - prev))
+        cause = "waiting_for_route" if wait >= gap - wait else "first_snapshot"
+        return Gap(
+            player,
+            zone,
+            now,
+            gap,
+            "driver_stall" if stalled else cause,
+            since_move,
+            wait_s=wait,
+            via=via,
+            stall_s=stall_s,
+        )
+    dropped = max(0, sequence - sequence_before - 1) if stream == stream_before else 0
+    cause = "dropped_snapshots" if dropped else "zone_silent"
+    return Gap(
+        player,
+        zone,
+        now,
+        gap,
+        "driver_stall" if stalled else cause,
+        since_move,
+        stall_s=stall_s,
+        dropped=dropped,
+    )
+
+
 class Stalls:
     """How late the running event loop wakes from short sleeps: a blocked or
     CPU-starved loop delays everything the driver receives."""
@@ -404,43 +452,22 @@ class Driver:
                 self.player_gap_s[player] = max(self.player_gap_s.get(player, 0.0), gap)
                 if gap >= self.gap_log_s:
                     self.gaps.append(
-                        self._explain(
-                            player, prev=prev, now=now, heard=heard, zone=link.zone, snap=snap
+                        explain_gap(
+                            player,
+                            zone=link.zone,
+                            prev=prev,
+                            now=now,
+                            heard=heard,
+                            stream=snap.stream,
+                            sequence=snap.sequence,
+                            moved=self._moved.get(player),
+                            stall_s=self.stalls.longest(prev, now),
                         )
                     )
             self.last_snapshot[player] = now
             self._heard[player] = (link.zone, snap.stream, snap.sequence)
         if acks:
             link.up.put_nowait(zone_pb2.ZoneLinkUp(inputs=zone_pb2.InputBatch(acks=acks)))
-
-    def _explain(
-        self,
-        player: str,
-        *,
-        prev: float,
-        now: float,
-        heard: tuple[str, int, int],
-        zone: str,
-        snap: zone_pb2.PlayerSnapshot,
-    ) -> Gap:
-        gap = now - prev
-        stall = self.stalls.longest(prev, now)
-        zone_before, stream, sequence = heard
-        moved_at, via = self._moved.get(player, (prev, ""))
-        since_move = now - moved_at if player in self._moved else -1.0
-        if zone_before != zone:
-            wait = min(gap, max(0.0, moved_at - prev))
-            cause = "waiting_for_route" if wait >= gap - wait else "first_snapshot"
-            if stall >= gap / 2:
-                cause = "driver_stall"
-            return Gap(
-                player, zone, now, gap, cause, since_move, wait_s=wait, via=via, stall_s=stall
-            )
-        dropped = max(0, snap.sequence - sequence - 1) if snap.stream == stream else 0
-        cause = "dropped_snapshots" if dropped else "zone_silent"
-        if stall >= gap / 2:
-            cause = "driver_stall"
-        return Gap(player, zone, now, gap, cause, since_move, stall_s=stall, dropped=dropped)
 
     def _on_route_change(self, player: str, route: Route | None, _traceparent: str) -> None:
         if route is not None and player in self.zone_of:
