@@ -4,17 +4,22 @@ after a zone template change, while bots walk.
 
 A world of ``--zones`` zone processes (a grid from the initial layout), ``--bots``
 players spread over them and walking through a minimal relay (the harness
-Driver, which follows Handover messages and, after every pass, the routing
-table; it acknowledges snapshots without decoding them, client work that is not
-what this measures and that made the one relay process the bottleneck). The
-template's tick rate changes; passes run every ``--interval`` seconds until every
-zone runs the new template. Reported: the time to replace all zones, each zone's
-replacement (drain order -> old zone gone), the longest gap between two
-snapshots any player saw during the rollout, disconnects (players with no
-snapshot within 5 s after the rollout), players the relay had to re-attach from
-the routing table after each pass (their Handover message did not reach the
-relay), and lost / duplicated entities (invariant scan of all zones and the
-routing table).
+Driver: like the relay it follows a player on the first of its Handover and its
+``routes:changed``, newest epoch wins, and batches inputs per link; it
+acknowledges snapshots without decoding them, client work that is not what
+this measures). The template's tick rate changes; passes run every
+``--interval`` seconds until every zone runs the new template, each followed by
+a re-read of the routing table. Reported: the time to replace all zones, each
+zone's replacement (drain order -> old zone gone), the longest gap between two
+snapshots any player saw during the rollout and the p50 / p99 of each player's
+longest, every gap over 100 ms attributed to its cause (see
+``tessera.harness.zones.Gap``) and whether it overlapped a zone process's
+start-up, how players were moved (Handover, ``routes:changed``, or the re-read:
+``reattached_from_routes``), the driver's event-loop stalls, the zones' tick
+p99 from their heartbeats, CPU (this process; the whole machine) beside wall
+time and the load average, disconnects (players with no snapshot within 5 s
+after the rollout) and lost / duplicated entities (invariant scan of all zones
+and the routing table).
 
     python bench/rollout.py --json PATH [--zones 4] [--bots 200] [--standby 0]
 """
@@ -35,6 +40,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from tessera.common.store import read_heartbeats
 from tessera.harness.redis import LocalRedis
 from tessera.harness.zones import Driver, Gap, World
 from tessera.operator.local import LocalRuntime
@@ -79,7 +85,7 @@ async def step(
     plan = await runtime.step()
     for action in plan.actions:
         timeline.append((began, f"{type(action).__name__} {action.zone}"))
-        print(f"{time.strftime('%H:%M:%S')} {timeline[-1][1]}", flush=True)
+        print(f"{time.strftime('%H:%M:%S')} {timeline[-1][1]}: {action.reason}", flush=True)
     timeline.append((began, f"pass {time.monotonic() - began:.3f} s"))
     world.procs = {name: z.process for name, z in runtime.zones.items()}
     return await driver.resync()
@@ -212,9 +218,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         replace_s: dict[str, float] = {}
         old = set(runtime.zones)
         reattached = 0
+        tick_p99_ms, overloaded = 0.0, 0  # from the zones' heartbeats, each pass
         while True:
             reattached += await step(runtime, world, driver, timeline)
             note_starts(runtime, timeline)
+            for status in (await read_heartbeats(redis, "roll")).values():
+                tick_p99_ms = max(tick_p99_ms, status.tick_p99_ms)
+                overloaded += status.overloaded
             now = time.monotonic()
             for name, z in runtime.zones.items():
                 if z.view.desired == Desired.DRAINING:
@@ -260,6 +270,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "replace_s_mean": sum(per_zone) / len(per_zone),
             "replace_s": {name: round(v, 3) for name, v in sorted(replace_s.items())},
             **gaps,
+            "zone_tick_p99_ms_max": tick_p99_ms,
+            "zone_overloaded_heartbeats": overloaded,
             "disconnects": len(silent),
             "reattached_from_routes": reattached,
             "lost_entities": len(report.lost),

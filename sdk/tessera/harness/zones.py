@@ -3,9 +3,10 @@
 :class:`World` starts ``python -m tessera.zone`` processes against a Redis,
 writes the zone map and restarts or kills zones; :class:`Driver` is a minimal
 relay: one ZoneLink per zone, players attached where their route points,
-following ``Handover`` messages and re-joining players after a zone restart,
-decoding and acknowledging every snapshot. It counts what a client would see
-as trouble (a player with no snapshots for too long).
+following ``Handover`` messages and ``routes:changed`` as the relay does and
+re-attaching players after a zone restart, decoding and acknowledging every
+snapshot. It counts what a client would see as trouble (a player with no
+snapshots for too long) and explains each long gap (:class:`Gap`).
 """
 
 from __future__ import annotations
