@@ -503,13 +503,20 @@ class Driver:
 
     async def join(self, player: str, zone: str, x: float, z: float) -> int:
         await self.follow_routes()
+        request = zone_pb2.JoinRequest(
+            player_id=player, relay_id=self.relay_id, spawn=common_pb2.Vec3(x=x, z=z)
+        )
         channel, stub = self.world.stub(zone)
         async with channel:
-            resp = await stub.Join(
-                zone_pb2.JoinRequest(
-                    player_id=player, relay_id=self.relay_id, spawn=common_pb2.Vec3(x=x, z=z)
-                )
-            )
+            for attempt in range(5):
+                try:
+                    resp = await stub.Join(request)
+                    break
+                except grpc.aio.AioRpcError as err:
+                    # ABORTED: the route changed during the join; the relay retries too.
+                    if err.code() != grpc.StatusCode.ABORTED or attempt == 4:
+                        raise
+                    await asyncio.sleep(0.1)
         self.zone_of[player] = zone
         self.entity[player] = resp.entity_id
         self.routes.update(player, Route(zone, int(resp.epoch)))
