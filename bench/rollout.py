@@ -274,6 +274,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "zone_overloaded_heartbeats": overloaded,
             "disconnects": len(silent),
             "reattached_from_routes": reattached,
+            "link_breaks": driver.link_breaks,
             "lost_entities": len(report.lost),
             "duplicate_entities": len(report.duplicates),
             "misrouted_players": len(report.misrouted),

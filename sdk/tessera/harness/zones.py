@@ -408,6 +408,11 @@ class Driver:
         link = _Link(zone, up, call, asyncio.create_task(asyncio.sleep(0)), channel)
         link.task = asyncio.create_task(self._down(link))
         self.links[zone] = link
+        # The zone detached the players of a link that broke: attach them again
+        # (as the relay does when a link comes back).
+        for player, at in self.zone_of.items():
+            if at == zone:
+                up.put_nowait(zone_pb2.ZoneLinkUp(attach=zone_pb2.Attach(player_id=player)))
         return link
 
     async def _down(self, link: _Link) -> None:
