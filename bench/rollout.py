@@ -4,17 +4,22 @@ after a zone template change, while bots walk.
 
 A world of ``--zones`` zone processes (a grid from the initial layout), ``--bots``
 players spread over them and walking through a minimal relay (the harness
-Driver, which follows Handover messages and, after every pass, the routing
-table; it acknowledges snapshots without decoding them, client work that is not
-what this measures and that made the one relay process the bottleneck). The
-template's tick rate changes; passes run every ``--interval`` seconds until every
-zone runs the new template. Reported: the time to replace all zones, each zone's
-replacement (drain order -> old zone gone), the longest gap between two
-snapshots any player saw during the rollout, disconnects (players with no
-snapshot within 5 s after the rollout), players the relay had to re-attach from
-the routing table after each pass (their Handover message did not reach the
-relay), and lost / duplicated entities (invariant scan of all zones and the
-routing table).
+Driver: like the relay it follows a player on the first of its Handover and its
+``routes:changed``, newest epoch wins, and batches inputs per link; it
+acknowledges snapshots without decoding them, client work that is not what
+this measures). The template's tick rate changes; passes run every
+``--interval`` seconds until every zone runs the new template, each followed by
+a re-read of the routing table. Reported: the time to replace all zones, each
+zone's replacement (drain order -> old zone gone), the longest gap between two
+snapshots any player saw during the rollout and the p50 / p99 of each player's
+longest, every gap over 100 ms attributed to its cause (see
+``tessera.harness.zones.Gap``) and whether it overlapped a zone process's
+start-up, how players were moved (Handover, ``routes:changed``, or the re-read:
+``reattached_from_routes``), the driver's event-loop stalls, the zones' tick
+p99 from their heartbeats, CPU (this process; the whole machine) beside wall
+time and the load average, disconnects (players with no snapshot within 5 s
+after the rollout) and lost / duplicated entities (invariant scan of all zones
+and the routing table).
 
     python bench/rollout.py --json PATH [--zones 4] [--bots 200] [--standby 0]
 """
@@ -25,21 +30,25 @@ import argparse
 import asyncio
 import copy
 import json
+import math
 import os
+import resource
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
 
+from tessera.common.store import read_heartbeats
 from tessera.harness.redis import LocalRedis
-from tessera.harness.zones import Driver, World
+from tessera.harness.zones import Driver, Gap, World
 from tessera.operator.local import LocalRuntime
 from tessera.operator.planner.model import Desired, Phase
 from tessera.zone import audit
-from tessera.zone.store import read_routes
 
 SIDE = 1024.0
+TARGET_GAP_S = 0.25
 ENV = {"TESSERA_HEARTBEAT_S": "0.2", "TESSERA_MAP_POLL_S": "0.1", "TESSERA_NPCS": "0"}
 
 
@@ -65,21 +74,100 @@ def world_spec(zones: int, standby: int) -> dict[str, Any]:
     }
 
 
-async def step(runtime: LocalRuntime, world: World, driver: Driver) -> int:
-    """One operator pass; then the relay follows the routing table, as a relay
-    does on ``routes:changed`` when a Handover message did not reach it (a zone
-    drops messages for a relay whose link queue is full). Returns how many
-    players it re-attached that way."""
-    await runtime.step()
+async def step(
+    runtime: LocalRuntime, world: World, driver: Driver, timeline: list[tuple[float, str]]
+) -> int:
+    """One operator pass (its actions appended to ``timeline``); then the relay
+    re-reads the routing table, as a relay does after a link breaks. Returns how
+    many players that moved: neither their Handover nor their ``routes:changed``
+    had reached the relay."""
+    began = time.monotonic()
+    plan = await runtime.step()
+    for action in plan.actions:
+        timeline.append((began, f"{type(action).__name__} {action.zone}"))
+        print(f"{time.strftime('%H:%M:%S')} {timeline[-1][1]}: {action.reason}", flush=True)
+    timeline.append((began, f"pass {time.monotonic() - began:.3f} s"))
     world.procs = {name: z.process for name, z in runtime.zones.items()}
-    routes = await read_routes(world.redis, world.world)
-    behind = sum(
-        1
-        for player, zone in driver.zone_of.items()
-        if player in routes and routes[player].zone != zone and routes[player].zone in world.procs
-    )
-    await driver.resync()
-    return behind
+    return await driver.resync()
+
+
+def machine_cpu_s() -> float:
+    """User + system CPU seconds of every process on the machine so far (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system = (int(v) for v in fields[:3])
+    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    """User + system CPU seconds of this process (the harness relay and the operator)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))] if ordered else 0.0
+
+
+def note_starts(runtime: LocalRuntime, timeline: list[tuple[float, str]]) -> None:
+    """Append "serving <zone>" for each zone process that began serving since the
+    last call (a zone's start-up costs over a second of CPU)."""
+    seen = {what.split()[1] for _, what in timeline if what.startswith("serving ")}
+    for name, zone in runtime.zones.items():
+        if zone.process.ports and name not in seen:
+            timeline.append((time.monotonic(), f"serving {name}"))
+
+
+def starting(timeline: list[tuple[float, str]]) -> list[tuple[float, float]]:
+    """(CreateZone, serving) times of every zone process started on the timeline."""
+    created = {w.split()[1]: t for t, w in timeline if w.startswith("CreateZone ")}
+    serving = {w.split()[1]: t for t, w in timeline if w.startswith("serving ")}
+    return [(t, serving.get(name, math.inf)) for name, t in created.items()]
+
+
+def gap_report(
+    driver: Driver, began: float, players: set[str], timeline: list[tuple[float, str]]
+) -> dict[str, Any]:
+    """The gaps players saw since ``began`` and what each long one spanned."""
+    longest = [driver.player_gap_s.get(p, 0.0) for p in players]
+    over = [g for g in driver.gaps if g.gap_s >= TARGET_GAP_S]
+    starts = starting(timeline)
+    stalls = driver.stalls.since(began)
+    worst_of: dict[str, Gap] = {}
+    for g in driver.gaps:
+        if g.zone not in worst_of or g.gap_s > worst_of[g.zone].gap_s:
+            worst_of[g.zone] = g
+    worst = sorted(worst_of.values(), key=lambda g: g.gap_s, reverse=True)
+    return {
+        "max_snapshot_gap_ms": driver.max_gap_s * 1000.0,
+        "player_gap_p50_ms": percentile(longest, 50) * 1000.0,
+        "player_gap_p99_ms": percentile(longest, 99) * 1000.0,
+        "players_over_250ms": len({g.player for g in over}),
+        "gaps_over_100ms": dict(Counter(g.cause for g in driver.gaps)),
+        "gaps_over_250ms": dict(Counter(g.cause for g in over)),
+        "gaps_over_250ms_by_zone": dict(Counter(g.zone for g in over)),
+        # Overlapping a zone process's start-up (CreateZone until it serves).
+        "gaps_over_250ms_during_zone_start": sum(
+            1 for g in over if any(c <= g.at and g.at - g.gap_s <= s for c, s in starts)
+        ),
+        "moves_by": dict(driver.moves),
+        "driver_stall_p99_ms": percentile(stalls, 99) * 1000.0,
+        "driver_stall_max_ms": max(stalls, default=0.0) * 1000.0,
+        "worst_gaps": [
+            {
+                "at_s": round(g.at - began, 3),
+                "ms": round(g.gap_s * 1000.0, 1),
+                "cause": g.cause,
+                "zone": g.zone,
+                "since_move_ms": round(g.since_move_s * 1000.0, 1),
+                "wait_ms": round(g.wait_s * 1000.0, 1),
+                "via": g.via,
+                "stall_ms": round(g.stall_s * 1000.0, 1),
+                "dropped": g.dropped,
+            }
+            for g in worst
+        ],
+    }
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -91,13 +179,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     world = World(redis, server.url, world="roll")
     driver = Driver(world, relay_id="bench", decode=False)
     walkers: list[asyncio.Task[None]] = []
+    timeline: list[tuple[float, str]] = []
     try:
         while not (
             sum(1 for z in runtime.zones.values() if z.view.bounds is not None) == args.zones
             and all(z.view.phase == Phase.READY for z in runtime.zones.values())
             and len(runtime.zones) == args.zones + args.standby
         ):
-            await step(runtime, world, driver)
+            await step(runtime, world, driver, timeline)
             await asyncio.sleep(args.interval)
         zones = {n: z.view.bounds for n, z in runtime.zones.items() if z.view.bounds is not None}
         names = sorted(zones)
@@ -118,8 +207,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(1.0)
         print(f"{args.zones} zones, {args.bots} bots walking; changing the template", flush=True)
 
-        driver.max_gap_s = 0.0
+        driver.reset_gaps()
+        note_starts(runtime, timeline)
         began = time.monotonic()
+        cpu_began, machine_began, load_began = own_cpu_s(), machine_cpu_s(), os.getloadavg()[0]
         spec = copy.deepcopy(spec)
         spec["spec"]["zoneTemplate"]["tickRate"] = 40
         runtime.update(spec)
@@ -127,8 +218,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         replace_s: dict[str, float] = {}
         old = set(runtime.zones)
         reattached = 0
+        tick_p99_ms, overloaded = 0.0, 0  # from the zones' heartbeats, each pass
         while True:
-            reattached += await step(runtime, world, driver)
+            reattached += await step(runtime, world, driver, timeline)
+            note_starts(runtime, timeline)
+            for status in (await read_heartbeats(redis, "roll")).values():
+                tick_p99_ms = max(tick_p99_ms, status.tick_p99_ms)
+                overloaded += status.overloaded
             now = time.monotonic()
             for name, z in runtime.zones.items():
                 if z.view.desired == Desired.DRAINING:
@@ -140,13 +236,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if old.isdisjoint(runtime.zones) and all(v.desired != Desired.DRAINING for v in views):
                 break
             if now - began > args.timeout:
-                raise SystemExit(f"rollout not finished after {args.timeout} s")
+                phases = {
+                    n: (z.view.desired.value, z.view.phase.value, z.view.players)
+                    for n, z in runtime.zones.items()
+                }
+                raise SystemExit(f"rollout not finished after {args.timeout} s: {phases}")
             await asyncio.sleep(args.interval)
         total_s = time.monotonic() - began
-        gap_s = driver.max_gap_s
-
+        cpu_s, machine_s = own_cpu_s() - cpu_began, machine_cpu_s() - machine_began
         everyone = {p for group in players.values() for p in group}
-        reattached += await step(runtime, world, driver)
+        gaps = gap_report(driver, began, everyone, timeline)
+        gaps["timeline"] = [
+            f"{t - began:7.3f} {what}"
+            for t, what in timeline
+            if t >= began and (not what.startswith("pass") or float(what.split()[1]) > 0.05)
+        ]
+        load_end = os.getloadavg()[0]
+
+        reattached += await step(runtime, world, driver, timeline)
         since = time.monotonic()
         silent = sorted(everyone)
         while silent and time.monotonic() - since < 5.0:
@@ -162,13 +269,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "replace_s_max": per_zone[-1],
             "replace_s_mean": sum(per_zone) / len(per_zone),
             "replace_s": {name: round(v, 3) for name, v in sorted(replace_s.items())},
-            "max_snapshot_gap_ms": gap_s * 1000.0,
+            **gaps,
+            "zone_tick_p99_ms_max": tick_p99_ms,
+            "zone_overloaded_heartbeats": overloaded,
             "disconnects": len(silent),
             "reattached_from_routes": reattached,
+            "link_breaks": driver.link_breaks,
             "lost_entities": len(report.lost),
             "duplicate_entities": len(report.duplicates),
             "misrouted_players": len(report.misrouted),
-            "load_average_1m": os.getloadavg()[0],
+            "driver_cpu_s": cpu_s,
+            "machine_cpu_s": machine_s,
+            "cpus": os.cpu_count(),
+            "load_average_1m": [load_began, load_end],
         }
     finally:
         for task in walkers:
@@ -188,7 +301,11 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between passes")
     parser.add_argument("--timeout", type=float, default=180.0)
     args = parser.parse_args()
+    wall = time.monotonic()
     result = asyncio.run(run(args))
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result["run_wall_s"] = time.monotonic() - wall
+    result["run_cpu_s"] = own_cpu_s() + children.ru_utime + children.ru_stime
     targets = {
         "max_snapshot_gap_ms": "< 250",
         "replace_s_max": "< 2 (200-player zone)",
@@ -198,10 +315,21 @@ def main() -> None:
     }
     print(f"{'metric':<24} {'value':>12}  target")
     for key, value in result.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict | list) and key != "load_average_1m":
             continue
         shown = f"{value:.3f}" if isinstance(value, float) else str(value)
         print(f"{key:<24} {shown:>12}  {targets.get(key, '')}")
+    for key in (
+        "gaps_over_100ms",
+        "gaps_over_250ms",
+        "gaps_over_250ms_by_zone",
+        "moves_by",
+        "replace_s",
+    ):
+        print(f"{key}: {result[key]}")
+    for gap in result["worst_gaps"]:
+        print("gap", gap)
+    print("\n".join(result["timeline"]))
     args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 

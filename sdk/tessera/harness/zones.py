@@ -3,18 +3,20 @@
 :class:`World` starts ``python -m tessera.zone`` processes against a Redis,
 writes the zone map and restarts or kills zones; :class:`Driver` is a minimal
 relay: one ZoneLink per zone, players attached where their route points,
-following ``Handover`` messages and re-joining players after a zone restart,
-decoding and acknowledging every snapshot. It counts what a client would see
-as trouble (a player with no snapshots for too long).
+following ``Handover`` messages and ``routes:changed`` as the relay does and
+re-attaching players after a zone restart, decoding and acknowledging every
+snapshot. It counts what a client would see as trouble (a player with no
+snapshots for too long) and explains each long gap (:class:`Gap`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,10 +25,12 @@ import numpy as np
 
 from tessera.common.process import ServiceProcess
 from tessera.common.store import Client
+from tessera.relay.routing import Route, RouteCache
+from tessera.relay.store import RelayStore
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.geometry import Rect
 from tessera.wire.snapshot import Quantization, SnapshotReceiver
-from tessera.zone.store import read_routes, write_zone_map
+from tessera.zone.store import write_zone_map
 
 
 @dataclass
@@ -226,15 +230,126 @@ class _Link:
     quant: Quantization = field(default_factory=Quantization)
 
 
-class Driver:
-    """A minimal relay driving many players through a world's zones."""
+@dataclass(frozen=True)
+class Gap:
+    """A snapshot gap of one player longer than the driver's ``gap_log_s``, and
+    what it spanned. ``cause`` is the largest part of it: ``driver_stall`` (the
+    driver's own event loop was blocked for at least half the gap),
+    ``waiting_for_route`` (the last snapshot from the old zone until the driver
+    learnt the new route, ``via`` a Handover, ``routes_changed`` or a ``resync``),
+    ``first_snapshot`` (from the re-attach until the new zone's first snapshot),
+    ``dropped_snapshots`` (same zone, snapshot sequence numbers missing: a zone's
+    full link queue) or ``zone_silent`` (same zone, nothing missing: the zone sent
+    nothing)."""
 
-    def __init__(self, world: World, relay_id: str = "testbed", *, decode: bool = True) -> None:
+    player: str
+    zone: str  # that sent the snapshot ending the gap
+    at: float  # monotonic time of that snapshot
+    gap_s: float
+    cause: str
+    since_move_s: float  # from the player's last move to the gap's end; -1 if never moved
+    wait_s: float = 0.0
+    via: str = ""
+    stall_s: float = 0.0
+    dropped: int = 0
+
+
+def explain_gap(
+    player: str,
+    *,
+    zone: str,
+    prev: float,
+    now: float,
+    heard: tuple[str, int, int],
+    stream: int,
+    sequence: int,
+    moved: tuple[float, str] | None,
+    stall_s: float,
+) -> Gap:
+    """The gap between a player's snapshot at ``prev`` (zone, stream and sequence
+    in ``heard``) and the one from ``zone`` at ``now``, given when and by what
+    notice the driver last moved the player and the longest stall of its loop."""
+    gap = now - prev
+    zone_before, stream_before, sequence_before = heard
+    moved_at, via = moved if moved is not None else (prev, "")
+    since_move = now - moved_at if moved is not None else -1.0
+    stalled = stall_s >= gap / 2
+    if zone_before != zone:
+        wait = min(gap, max(0.0, moved_at - prev))
+        cause = "waiting_for_route" if wait >= gap - wait else "first_snapshot"
+        return Gap(
+            player,
+            zone,
+            now,
+            gap,
+            "driver_stall" if stalled else cause,
+            since_move,
+            wait_s=wait,
+            via=via,
+            stall_s=stall_s,
+        )
+    dropped = max(0, sequence - sequence_before - 1) if stream == stream_before else 0
+    cause = "dropped_snapshots" if dropped else "zone_silent"
+    return Gap(
+        player,
+        zone,
+        now,
+        gap,
+        "driver_stall" if stalled else cause,
+        since_move,
+        stall_s=stall_s,
+        dropped=dropped,
+    )
+
+
+class Stalls:
+    """How late the running event loop wakes from short sleeps: a blocked or
+    CPU-starved loop delays everything the driver receives."""
+
+    def __init__(self, period_s: float = 0.01, keep: int = 12_000) -> None:
+        self.period_s = period_s
+        self.lags: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
+
+    async def run(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(self.period_s)
+            woke = time.monotonic()
+            self.lags.append((woke, max(0.0, woke - before - self.period_s)))
+
+    def longest(self, since: float, until: float) -> float:
+        """The longest stall that overlapped [since, until]."""
+        return max(
+            (lag for woke, lag in self.lags if woke >= since and woke - lag <= until), default=0.0
+        )
+
+    def since(self, start: float) -> list[float]:
+        """Every lag measured after ``start``."""
+        return [lag for woke, lag in self.lags if woke >= start]
+
+
+class Driver:
+    """A minimal relay driving many players through a world's zones. Like the
+    relay, it follows a player to a new zone on whichever notice comes first, the
+    Handover on the old zone's link or ``routes:changed`` (the relay's own route
+    parsing, epoch cache and subscription), and finds a zone's address in its
+    heartbeat when the world did not start the zone itself."""
+
+    def __init__(
+        self,
+        world: World,
+        relay_id: str = "testbed",
+        *,
+        decode: bool = True,
+        gap_log_s: float = 0.1,
+    ) -> None:
         self.world = world
         self.relay_id = relay_id
         # Without decoding, snapshots are acknowledged unread (position() and sees()
         # know nothing): a benchmark's relay then costs less than the zones it drives.
         self.decode = decode
+        self.store = RelayStore(world.redis, world.world)
+        self.routes = RouteCache()
         self.links: dict[str, _Link] = {}
         self.zone_of: dict[str, str] = {}
         self.entity: dict[str, int] = {}
@@ -242,15 +357,61 @@ class Driver:
         self.last_snapshot: dict[str, float] = {}
         self.seq: dict[str, int] = {}
         self.handovers = 0
-        self.max_gap_s = 0.0
         self.link_breaks = 0
+        # Gaps: the longest, each player's longest, and the long ones explained.
+        self.gap_log_s = gap_log_s
+        self.max_gap_s = 0.0
+        self.player_gap_s: dict[str, float] = {}
+        self.gaps: list[Gap] = []
+        self.moves: collections.Counter[str] = collections.Counter()
+        self.unroutable = 0
+        self.stalls = Stalls()
+        self._heard: dict[str, tuple[str, int, int]] = {}  # player -> zone, stream, sequence
+        self._moved: dict[str, tuple[float, str]] = {}  # player -> when, via what
+        self._opening: dict[str, asyncio.Task[_Link]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._watch: asyncio.Task[None] | None = None
         self._closing = False
 
+    async def follow_routes(self) -> None:
+        """Subscribe to ``routes:changed`` (and start the stall monitor), once."""
+        if self._watch is not None:
+            return
+        ready = asyncio.Event()
+        self._watch = asyncio.create_task(self.store.watch_routes(self._on_route_change, ready))
+        self._spawn(self.stalls.run())
+        await ready.wait()
+
+    def reset_gaps(self) -> None:
+        """Start counting gaps and moves afresh (e.g. when a benchmark's operation begins)."""
+        self.max_gap_s = 0.0
+        self.player_gap_s.clear()
+        self.gaps.clear()
+        self.moves.clear()
+
     async def link(self, zone: str) -> _Link:
+        """The live link to ``zone``, opened on first use (LookupError if the zone
+        has no known address)."""
         existing = self.links.get(zone)
         if existing is not None and not existing.task.done():
             return existing
-        address = self.world.procs[zone].grpc_address
+        opening = self._opening.get(zone)
+        if opening is None:
+            opening = asyncio.create_task(self._open(zone))
+            self._opening[zone] = opening
+            opening.add_done_callback(lambda _: self._opening.pop(zone, None))
+        return await asyncio.shield(opening)
+
+    async def _address(self, zone: str) -> str | None:
+        proc = self.world.procs.get(zone)
+        if proc is not None and proc.ports and proc.alive():
+            return proc.grpc_address
+        return await self.store.zone_address(zone)
+
+    async def _open(self, zone: str) -> _Link:
+        address = await self._address(zone)
+        if address is None:
+            raise LookupError(f"no address for zone {zone}")
         channel = grpc.aio.insecure_channel(address)
         stub: Any = zone_pb2_grpc.ZoneStub(channel)
         up: asyncio.Queue[zone_pb2.ZoneLinkUp] = asyncio.Queue()
@@ -264,6 +425,11 @@ class Driver:
         link = _Link(zone, up, call, asyncio.create_task(asyncio.sleep(0)), channel)
         link.task = asyncio.create_task(self._down(link))
         self.links[zone] = link
+        # The zone detached the players of a link that broke: attach them again
+        # (as the relay does when a link comes back).
+        for player, at in self.zone_of.items():
+            if at == zone:
+                up.put_nowait(zone_pb2.ZoneLinkUp(attach=zone_pb2.Attach(player_id=player)))
         return link
 
     async def _down(self, link: _Link) -> None:
@@ -274,8 +440,10 @@ class Driver:
                     link.quant = Quantization.from_proto(down.welcome.quantization)
                 elif which == "snapshots":
                     self._snapshots(link, down.snapshots)
-                elif which == "handover":
-                    await self._handover(link, down.handover)
+                elif which == "handover" and down.handover.player_id in self.zone_of:
+                    self.handovers += 1
+                    route = Route(down.handover.to.zone, down.handover.epoch)
+                    self._spawn(self._reroute(down.handover.player_id, route, "handover"))
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
             pass
         finally:
@@ -287,74 +455,141 @@ class Driver:
         acks = []
         now = time.monotonic()
         for snap in batch.snapshots:
-            if self.zone_of.get(snap.player_id) != link.zone:
+            player = snap.player_id
+            if self.zone_of.get(player) != link.zone:
                 continue
-            rec = self.receivers.setdefault(snap.player_id, SnapshotReceiver())
+            rec = self.receivers.setdefault(player, SnapshotReceiver())
             with contextlib.suppress(Exception):
                 if self.decode:
                     rec.apply(snap.stream, snap.sequence, snap.baseline, snap.payload)
                 acks.append(
                     zone_pb2.SnapshotAck(
-                        player_id=snap.player_id, stream=snap.stream, sequence=snap.sequence
+                        player_id=player, stream=snap.stream, sequence=snap.sequence
                     )
                 )
-            prev = self.last_snapshot.get(snap.player_id)
-            if prev is not None:
-                self.max_gap_s = max(self.max_gap_s, now - prev)
-            self.last_snapshot[snap.player_id] = now
+            prev = self.last_snapshot.get(player)
+            heard = self._heard.get(player)
+            if prev is not None and heard is not None:
+                gap = now - prev
+                self.max_gap_s = max(self.max_gap_s, gap)
+                self.player_gap_s[player] = max(self.player_gap_s.get(player, 0.0), gap)
+                if gap >= self.gap_log_s:
+                    self.gaps.append(
+                        explain_gap(
+                            player,
+                            zone=link.zone,
+                            prev=prev,
+                            now=now,
+                            heard=heard,
+                            stream=snap.stream,
+                            sequence=snap.sequence,
+                            moved=self._moved.get(player),
+                            stall_s=self.stalls.longest(prev, now),
+                        )
+                    )
+            self.last_snapshot[player] = now
+            self._heard[player] = (link.zone, snap.stream, snap.sequence)
         if acks:
             link.up.put_nowait(zone_pb2.ZoneLinkUp(inputs=zone_pb2.InputBatch(acks=acks)))
 
-    async def _handover(self, link: _Link, handover: zone_pb2.Handover) -> None:
-        player = handover.player_id
-        if self.zone_of.get(player) != link.zone:
-            return
-        self.handovers += 1
-        self.zone_of[player] = handover.to.zone
-        new = await self.link(handover.to.zone)
-        new.up.put_nowait(zone_pb2.ZoneLinkUp(attach=zone_pb2.Attach(player_id=player)))
+    def _on_route_change(self, player: str, route: Route | None, _traceparent: str) -> None:
+        if route is not None and player in self.zone_of:
+            self._spawn(self._reroute(player, route, "routes_changed"))
+
+    async def _reroute(self, player: str, route: Route, via: str) -> bool:
+        """Attach ``player`` where ``route`` points unless an equal or newer route is
+        known (the relay's rule: newest epoch wins); False if nothing moved."""
+        known = self.routes.get(player)
+        if known is not None and (route.epoch < known.epoch or route == known):
+            return False
+        try:
+            link = await self.link(route.zone)
+        except LookupError:
+            self.unroutable += 1
+            return False
+        if not self.routes.update(player, route) or self.zone_of.get(player) == route.zone:
+            return False
+        self._attach(player, link, via)
+        return True
+
+    def _attach(self, player: str, link: _Link, via: str) -> None:
+        self.zone_of[player] = link.zone
+        self._moved[player] = (time.monotonic(), via)
+        self.moves[via] += 1
+        link.up.put_nowait(zone_pb2.ZoneLinkUp(attach=zone_pb2.Attach(player_id=player)))
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def join(self, player: str, zone: str, x: float, z: float) -> int:
+        await self.follow_routes()
+        request = zone_pb2.JoinRequest(
+            player_id=player, relay_id=self.relay_id, spawn=common_pb2.Vec3(x=x, z=z)
+        )
         channel, stub = self.world.stub(zone)
         async with channel:
-            resp = await stub.Join(
-                zone_pb2.JoinRequest(
-                    player_id=player, relay_id=self.relay_id, spawn=common_pb2.Vec3(x=x, z=z)
-                )
-            )
+            for attempt in range(5):
+                try:
+                    resp = await stub.Join(request)
+                    break
+                except grpc.aio.AioRpcError as err:
+                    # ABORTED: the route changed during the join; the relay retries too.
+                    if err.code() != grpc.StatusCode.ABORTED or attempt == 4:
+                        raise
+                    await asyncio.sleep(0.1)
         self.zone_of[player] = zone
         self.entity[player] = resp.entity_id
+        self.routes.update(player, Route(zone, int(resp.epoch)))
         link = await self.link(zone)
         link.up.put_nowait(zone_pb2.ZoneLinkUp(attach=zone_pb2.Attach(player_id=player)))
         return int(resp.entity_id)
 
-    async def resync(self) -> None:
+    async def resync(self) -> int:
         """Follow the routing table: re-link and re-attach players whose zone moved or
-        restarted (what a relay does after a link breaks)."""
-        routes = await read_routes(self.world.redis, self.world.world)
-        for player, route in routes.items():
-            if player not in self.zone_of or route.zone not in self.world.procs:
+        whose link broke (what a relay does after a link breaks). Returns how many
+        players it moved to another zone (their Handover and route change had not
+        come)."""
+        moved = 0
+        for player, route in (await self.store.routes(sorted(self.zone_of))).items():
+            proc = self.world.procs.get(route.zone)
+            if proc is not None and not proc.alive():
                 continue
-            proc = self.world.procs[route.zone]
-            if not proc.alive():
-                continue
-            moved = self.zone_of[player] != route.zone
+            self.routes.update(player, route)
             fresh = route.zone not in self.links
-            if moved or fresh:
-                self.zone_of[player] = route.zone
-            link = await self.link(route.zone)
-            if moved or fresh:
+            try:
+                link = await self.link(route.zone)
+            except LookupError:
+                self.unroutable += 1
+                continue
+            if self.zone_of[player] != route.zone:
+                moved += 1
+                self._attach(player, link, "resync")
+            elif fresh:
                 link.up.put_nowait(zone_pb2.ZoneLinkUp(attach=zone_pb2.Attach(player_id=player)))
+        return moved
 
     def move(self, player: str, yaw: float, forward: float = 1.0) -> None:
-        link = self.links.get(self.zone_of.get(player, ""))
-        if link is None:
-            return
-        self.seq[player] = self.seq.get(player, 0) + 1
-        inp = zone_pb2.PlayerInput(
-            player_id=player, sequence=self.seq[player], move_z=forward, yaw=yaw, rtt_ms=20
-        )
-        link.up.put_nowait(zone_pb2.ZoneLinkUp(inputs=zone_pb2.InputBatch(inputs=[inp])))
+        self.move_all({player: yaw}, forward)
+
+    def move_all(self, yaws: dict[str, float], forward: float = 1.0) -> None:
+        """One input for each player, one InputBatch per link (as a relay batches)."""
+        batches: dict[str, list[zone_pb2.PlayerInput]] = {}
+        for player, yaw in yaws.items():
+            zone = self.zone_of.get(player, "")
+            if zone not in self.links:
+                continue
+            self.seq[player] = self.seq.get(player, 0) + 1
+            batches.setdefault(zone, []).append(
+                zone_pb2.PlayerInput(
+                    player_id=player, sequence=self.seq[player], move_z=forward, yaw=yaw, rtt_ms=20
+                )
+            )
+        for zone, inputs in batches.items():
+            self.links[zone].up.put_nowait(
+                zone_pb2.ZoneLinkUp(inputs=zone_pb2.InputBatch(inputs=inputs))
+            )
 
     def position(self, player: str) -> tuple[float, float] | None:
         """The player's own position from its latest snapshot."""
@@ -385,14 +620,19 @@ class Driver:
                         heading[p] = -math.pi / 2
                     elif pos[0] < xs[0]:
                         heading[p] = math.pi / 2
-                self.move(p, heading[p])
+            self.move_all(heading)
             await asyncio.sleep(1 / 30)
 
     async def close(self) -> None:
         self._closing = True
+        for task in [*self._tasks, *([self._watch] if self._watch else [])]:
+            task.cancel()
         for link in list(self.links.values()):
             link.call.cancel()
             link.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await link.task
             await link.channel.close(None)
+        if self._watch is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch

@@ -19,7 +19,7 @@ from tessera.operator.planner.actions import (
 )
 from tessera.operator.planner.geometry import partition_errors, sibling_pairs
 from tessera.operator.planner.model import Desired, Phase, Rollout, WorldSpec, ZoneView
-from tessera.operator.planner.replace import due, surge
+from tessera.operator.planner.replace import due, outdated, surge
 from tessera.operator.planner.rules import plan
 from tessera.wire.geometry import Rect
 
@@ -64,6 +64,26 @@ def two_zones(revision: str = OLD) -> list[ZoneView]:
 )
 def test_due(zone: ZoneView, paused: bool, expected: bool) -> None:
     assert bool(due([zone], world(paused=paused))) is expected
+
+
+@pytest.mark.parametrize("phase", [Phase.STARTING, Phase.FAILED, Phase.PENDING])
+def test_a_zone_whose_heartbeat_lapsed_is_outdated_but_not_due(phase: Phase) -> None:
+    zone = replace(ready("a", WORLD, revision=OLD), phase=phase)
+    assert outdated([zone], world()) == [zone] and due([zone], world()) == []
+
+
+@pytest.mark.parametrize("phase", [Phase.STARTING, Phase.FAILED])
+def test_the_rollouts_standby_is_kept_while_the_zones_heartbeats_lapse(phase: Phase) -> None:
+    """On a loaded node every zone can miss its heartbeat in one pass: the
+    standby started for the rollout stays (deleting it meant starting it again,
+    over and over, and the rollout never finished)."""
+    starting = replace(standby("earth-2"), phase=Phase.STARTING)
+    lapsed = [replace(z, phase=phase) for z in two_zones()]
+    assert plan(world(), [*lapsed, starting], now=5).actions == ()
+    ready_again = plan(world(), [*two_zones(), standby("earth-2")], now=6)
+    assert ("earth-0", "earth-2") in [
+        (a.zone, a.target) for a in ready_again.actions if isinstance(a, Drain)
+    ]
 
 
 def test_due_puts_zones_on_draining_nodes_first() -> None:

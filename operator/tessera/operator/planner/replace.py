@@ -18,19 +18,23 @@ from tessera.operator.planner.draft import Draft, fresh
 from tessera.operator.planner.model import Desired, Phase, WorldSpec, ZoneView
 
 
-def due(zones: Sequence[ZoneView], world: WorldSpec) -> list[ZoneView]:
-    """The Ready zones to replace, those on draining nodes first: evicting
-    ones always, out-of-date ones unless the rollout is paused."""
+def outdated(zones: Sequence[ZoneView], world: WorldSpec) -> list[ZoneView]:
+    """The zones to replace whatever their phase, those on draining nodes first:
+    evicting ones always, out-of-date ones unless the rollout is paused."""
     out = [
         z
         for z in zones
-        if z.phase == Phase.READY
-        and z.bounds is not None
+        if z.bounds is not None
         and not z.deleting
         and not fresh(z, world)
         and (z.evicting or not world.rollout.paused)
     ]
     return sorted(out, key=lambda z: (not z.evicting, z.name))
+
+
+def due(zones: Sequence[ZoneView], world: WorldSpec) -> list[ZoneView]:
+    """The zones to replace now: the Ready ones of :func:`outdated`."""
+    return [z for z in outdated(zones, world) if z.phase == Phase.READY]
 
 
 def handing_over(zones: Sequence[ZoneView]) -> int:
@@ -52,7 +56,9 @@ def replacements(draft: Draft, active: Sequence[ZoneView], now: float) -> None:
     world = draft.world
     todo = [z for z in due(active, world) if z.name not in draft.busy]
     draining = handing_over(list(draft.zones.values()))
-    waiting = len(todo)
+    # Zones not Ready at this pass (a heartbeat that lapsed on a loaded node)
+    # still wait: their standby is kept, not deleted and started again.
+    waiting = sum(1 for z in outdated(active, world) if z.name not in draft.busy)
     for z in todo:
         assert z.bounds is not None
         if draining >= world.rollout.max_unavailable:

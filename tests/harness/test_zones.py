@@ -1,0 +1,136 @@
+"""The harness Driver: following routes like the relay (Handover or
+``routes:changed``, newest epoch wins, addresses from heartbeats) against real
+zone processes, and how it explains a long snapshot gap."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from tessera.common.store import Client, WorldKeys
+from tessera.harness.zones import Driver, Stalls, World, ZoneSpec, explain_gap
+from tessera.wire.geometry import Rect
+
+WEST, EAST = Rect(-200, -200, 0, 200), Rect(0, -200, 200, 200)
+
+
+def test_a_gap_across_zones_is_the_wait_for_the_route_or_the_first_snapshot() -> None:
+    waited = explain_gap(
+        "p",
+        zone="east",
+        prev=10.0,
+        now=10.4,
+        heard=("west", 1, 7),
+        stream=1,
+        sequence=1,
+        moved=(10.3, "handover"),
+        stall_s=0.0,
+    )
+    assert (waited.cause, waited.via, waited.zone) == ("waiting_for_route", "handover", "east")
+    assert waited.wait_s == pytest.approx(0.3) and waited.since_move_s == pytest.approx(0.1)
+    first = explain_gap(
+        "p",
+        zone="east",
+        prev=10.0,
+        now=10.4,
+        heard=("west", 1, 7),
+        stream=1,
+        sequence=1,
+        moved=(10.05, "routes_changed"),
+        stall_s=0.1,
+    )
+    assert (first.cause, first.via) == ("first_snapshot", "routes_changed")
+    assert first.wait_s == pytest.approx(0.05)
+
+
+def test_a_gap_in_one_zone_is_drops_silence_or_the_drivers_own_stall() -> None:
+    def gap(sequence: int, stream: int = 1, stall_s: float = 0.0) -> tuple[str, int]:
+        g = explain_gap(
+            "p",
+            zone="west",
+            prev=5.0,
+            now=5.3,
+            heard=("west", 1, 10),
+            stream=stream,
+            sequence=sequence,
+            moved=None,
+            stall_s=stall_s,
+        )
+        assert g.since_move_s == -1.0 and g.gap_s == pytest.approx(0.3)
+        return g.cause, g.dropped
+
+    assert gap(14) == ("dropped_snapshots", 3)
+    assert gap(11) == ("zone_silent", 0)
+    assert gap(1, stream=2) == ("zone_silent", 0)  # a new stream restarts its sequence
+    assert gap(14, stall_s=0.15) == ("driver_stall", 3)
+
+
+def busy(seconds: float) -> None:
+    """Keep the thread (and so the event loop) busy, as a CPU-bound driver does."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+async def test_stalls_measure_a_blocked_loop() -> None:
+    stalls = Stalls(period_s=0.005)
+    task = asyncio.create_task(stalls.run())
+    await asyncio.sleep(0.05)
+    blocked = time.monotonic()
+    busy(0.2)
+    await asyncio.sleep(0.05)
+    task.cancel()
+    assert stalls.longest(blocked, blocked + 0.2) >= 0.15
+    assert stalls.longest(time.monotonic() + 1, time.monotonic() + 2) == 0.0
+    assert max(stalls.since(blocked)) >= 0.15
+
+
+@pytest.fixture
+async def world(redis_url: str, redis: Client) -> AsyncIterator[World]:
+    w = World(redis, redis_url)
+    yield w
+    w.stop()
+
+
+async def until(done: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.integration
+async def test_driver_follows_a_drain_on_the_first_notice_newest_epoch_wins(
+    world: World, redis: Client
+) -> None:
+    """West drains into east, a zone the world did not start itself (its address
+    comes from its heartbeat): every player moves on its Handover or its
+    ``routes:changed``, none needs a resync; a stale or unroutable route moves no one."""
+    await world.start_all([ZoneSpec("west", WEST), ZoneSpec("east", EAST)])
+    world.procs["hidden"] = world.procs.pop("east")
+    driver = Driver(world)
+    try:
+        players = [f"p{i}" for i in range(6)]
+        for i, p in enumerate(players):
+            await driver.join(p, "west", -20.0 - i, 3.0 * i)
+        await until(lambda: all(p in driver.last_snapshot for p in players), "snapshots")
+        await world.drain("west", target="east")
+        await until(lambda: all(driver.zone_of[p] == "east" for p in players), "followed")
+        since = time.monotonic()
+        await until(lambda: all(driver.last_snapshot[p] > since for p in players), "east's")
+        assert sum(driver.moves.values()) == len(players)
+        assert set(driver.moves) <= {"handover", "routes_changed"}, driver.moves
+        assert await driver.resync() == 0
+
+        route = driver.routes.get("p0")
+        assert route is not None and route.zone == "east"
+        channel = WorldKeys(world.world).routes_changed
+        await redis.publish(channel, f"p0|west|{route.epoch - 1}")
+        await redis.publish(channel, f"p0|nowhere|{route.epoch + 1}")
+        await until(lambda: driver.unroutable == 1, "the unroutable route")
+        assert driver.zone_of["p0"] == "east" and driver.routes.get("p0") == route
+    finally:
+        await driver.close()
