@@ -118,11 +118,22 @@ async def keep_moving(clients: list[GameClient]) -> None:
     """Every bot's own entity advances ``MOVED_M`` along its heading, in snapshots
     that arrive after the resume."""
     counts = [c.snapshots for c in clients]
-    await wait_for(
-        lambda: all(c.snapshots > n + 2 for c, n in zip(clients, counts, strict=True)),
-        10.0,
-        "snapshots after the resume",
-    )
+
+    def flowing() -> bool:
+        return all(c.snapshots > n + 2 for c, n in zip(clients, counts, strict=True))
+
+    try:
+        await wait_for(flowing, 20.0, "snapshots after the resume")
+    except AssertionError:
+        stuck = [
+            f"{c.accepted.player_id if c.accepted else '?'}: {c.snapshots - n} new, "
+            f"connected {c.connected}, at {udp(c).address}, {udp(c).resumes} resumes"
+            for c, n in zip(clients, counts, strict=True)
+            if c.snapshots <= n + 2
+        ]
+        raise AssertionError(
+            f"{len(stuck)} bots got no snapshots after the resume: {stuck}"
+        ) from None
     start = [x_of(c) for c in clients]
     east = [i % 2 == 1 for i in range(len(clients))]
 
