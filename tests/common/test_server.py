@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tessera.common.process import ServiceProcess
+from tessera.common.server import end_tasks
 
 SLEEPY = str(Path(__file__).with_name("sleepy_service.py"))
 ENV = {"TESSERA_GRPC_PORT": "0", "TESSERA_METRICS_PORT": "0", "TESSERA_HOST": "127.0.0.1"}
@@ -108,3 +109,26 @@ def test_bad_env_value_exits_non_zero_naming_the_variable(
     output = "\n".join(proc.lines)
     assert variable in output
     assert expected in output
+
+
+async def test_end_tasks_ends_a_loop_that_absorbed_its_first_cancel() -> None:
+    absorbed = asyncio.Event()
+
+    async def loop() -> None:
+        # What a loop catching Exception does when a library turned the cancel
+        # into an ordinary error (or swallowed it): it goes on.
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if absorbed.is_set():
+                    raise
+                absorbed.set()
+
+    task = asyncio.create_task(loop())
+    quiet = asyncio.create_task(asyncio.sleep(30))
+    done = asyncio.create_task(asyncio.sleep(0))
+    await asyncio.sleep(0.02)
+    await asyncio.wait_for(end_tasks([task, quiet, done], every_s=0.05), 10)
+    assert absorbed.is_set()
+    assert task.cancelled() and quiet.cancelled() and done.done()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 import yaml
 from redis.asyncio import Redis
 
+from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys, instance_zone, instances_stream
 from tessera.harness.redis import LocalRedis
 from tessera.harness.zones import Driver
@@ -95,6 +97,10 @@ async def test_split_then_merge_with_real_zone_processes(
     try:
         await first_zone_ready(runtime)
         parent = runtime.zones["earth-0"].process
+        # The zone's own stop bound ends before the runtime's SIGKILL.
+        bound_s = sum(float(parent.env[f"TESSERA_SHUTDOWN_{k}_S"]) for k in ("GRACE", "HOOKS"))
+        kill_s = inspect.signature(ServiceProcess.terminate).parameters["timeout_s"].default
+        assert bound_s < kill_s
         async with grpc.aio.insecure_channel(parent.grpc_address) as channel:
             stub: zone_pb2_grpc.ZoneAsyncStub = zone_pb2_grpc.ZoneStub(channel)
             players = [f"p{i}" for i in range(12)]

@@ -442,6 +442,41 @@ async def test_sigterm_ends_links_checkpoints_and_exits_zero(
         proc.kill()
 
 
+async def test_links_opened_during_the_stop_are_refused_and_the_stop_ends_at_once(
+    redis_server: LocalRedis, redis: Redis
+) -> None:
+    """A relay reconnecting while the zone stops (links ended, the rollout's case):
+    its new links are refused, so the stop neither waits out the 30 s grace nor,
+    with a loop that absorbed its cancel, runs until the watchdog."""
+    env = zone_env(redis_server.url, TESSERA_SHUTDOWN_GRACE_S="30", TESSERA_SHUTDOWN_HOOKS_S="30")
+    for attempt in range(3):
+        proc = ServiceProcess("tessera.zone", env, name=f"zone-{attempt}").start()
+        proc.wait_serving()
+        try:
+            async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
+                stub = zone_pb2_grpc.ZoneStub(channel)
+                assert proc.proc is not None
+                proc.proc.terminate()
+                relays = []
+                for _ in range(20):
+                    relays.append(Relay(stub))
+                    await asyncio.sleep(0.005)
+                code = await asyncio.to_thread(proc.proc.wait, 20)
+                assert code == 0
+                for relay in relays:
+                    await asyncio.wait_for(relay.task, 5)
+                    assert relay.call.done()
+                refused = [
+                    r.call for r in relays if await r.call.code() == grpc.StatusCode.UNAVAILABLE
+                ]
+                assert refused
+            messages = [r.get("msg") for r in proc.records()]
+            assert "stopped" in messages
+            assert "stop did not finish in time; exiting" not in messages
+        finally:
+            proc.kill()
+
+
 async def test_a_zone_over_its_tick_budget_climbs_the_overload_ladder(
     redis_server: LocalRedis, redis: Redis
 ) -> None:

@@ -33,6 +33,11 @@ from tessera.operator.store import OperatorStore
 log = logging.getLogger(__name__)
 
 
+# A zone's graceful stop (grace + hooks, after which it exits 1) stays inside the
+# 15 s that ServiceProcess.terminate waits before SIGKILL; the zone env may override.
+STOP_BOUND = {"TESSERA_SHUTDOWN_GRACE_S": "5", "TESSERA_SHUTDOWN_HOOKS_S": "5"}
+
+
 @dataclass
 class LocalZone:
     """One zone process and what the runtime wants of it."""
@@ -63,6 +68,7 @@ class ZoneProcesses:
 
     def _start(self, name: str, view: ZoneView) -> ServiceProcess:
         env = {
+            **STOP_BOUND,
             **self.env,
             "TESSERA_WORLD": self.world.name,
             "TESSERA_ZONE": name,

@@ -148,6 +148,20 @@ class GrpcService:
         log.info("stopped")
 
 
+async def end_tasks(tasks: Sequence[asyncio.Task[Any]], *, every_s: float = 0.1) -> None:
+    """Cancel ``tasks`` and wait until each has ended, cancelling again every
+    ``every_s`` the ones still running. One cancel is not enough: a library can
+    absorb it (redis-py inside a blocking read does), and a loop that then catches
+    ``Exception`` and goes on would hold the stop until the watchdog ends the
+    process; a second cancel lands at the loop's next await."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _done, pending = await asyncio.wait(pending, timeout=every_s)
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def _stop_overdue(limit_s: float) -> None:
     """End a process whose graceful stop overran its limit (status 1)."""
     log.error("stop did not finish in time; exiting", extra={"limit_s": limit_s})

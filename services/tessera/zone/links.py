@@ -63,6 +63,9 @@ class Links:
         self.player_link: dict[str, int] = {}
         self.pending_attach: dict[str, tuple[int, float]] = {}  # player -> (link id, since)
         self._ids = itertools.count(1)
+        # Set by close(): a stream that arrives after it is refused, not held open
+        # until the server's grace runs out.
+        self.closed = False
 
     # --- streams -------------------------------------------------------------
 
@@ -84,7 +87,8 @@ class Links:
         log.info("link closed", extra={"link": link.id, "relay": link.relay_id})
 
     def close(self) -> None:
-        """End every stream (relays reconnect elsewhere or later)."""
+        """End every stream and refuse new ones (relays reconnect elsewhere or later)."""
+        self.closed = True
         for link in self.links.values():
             while not link.queue.empty():  # a slow relay loses its backlog, not the close
                 link.queue.get_nowait()

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from tessera.common import tracing
 from tessera.common.database import DatabaseUnavailable
 from tessera.common.errors import abort
+from tessera.common.server import end_tasks
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.bounds import from_bounds, to_bounds
 from tessera.wire.connect_token import MAX_MATCH_ID_BYTES, MAX_ROLE_BYTES
@@ -125,8 +126,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     async def stop(self) -> None:
         """Stop the loops, write a final checkpoint, end every link."""
         self.ticker.stop()
-        for task in self._tasks[1:]:
-            task.cancel()
+        await end_tasks(self._tasks[1:])
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.persistence is not None:
             self._persist(list(self.sim.ents.players))
@@ -397,6 +397,14 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 RELAY_ID_RULE,
                 reason="BAD_RELAY_ID",
                 field="hello.relay_id",
+            )
+        if self.links.closed:
+            await abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "the zone is stopping",
+                reason="ZONE_STOPPING",
+                retry_after_s=1.0,
             )
         link = self.links.open(first.hello.relay_id, request_iterator)
         try:
