@@ -85,3 +85,19 @@ def test_tiers_refresh_every_tick_third_and_sixth() -> None:
         assert valid.all()
         counts += (views.sent[:3, :, 0] == beat + 1).sum(axis=1)
     assert counts.tolist() == [36, 12, 6]
+
+
+def test_reserve_keeps_every_view_and_grows_at_least_twofold() -> None:
+    views = Views(4, COLUMNS, PAD)
+    views.reset(3)
+    views.refresh(np.array([3]), np.array([[0, 1, -1, -1]]), np.array([5, 9], np.uint64))
+    before = {n: getattr(views, n)[:16].copy() for n in ("ids", "rows", "sent", "known", "version")}
+    views.reserve(16)  # already room
+    assert views.ids.shape[0] == 16
+    views.reserve(20)
+    assert views.ids.shape[0] == 32
+    views.reserve(100)
+    assert views.ids.shape[0] == 100
+    for name, old in before.items():
+        np.testing.assert_array_equal(getattr(views, name)[:16], old)
+    assert views.ids[3, :2].tolist() == [5, 9] and views.rows[3, :2].tolist() == [0, 1]

@@ -248,3 +248,30 @@ def test_snapshot_clients_follow_attach_detach_and_row_moves() -> None:
     frame = sim.step()
     assert sorted(frame.players) == ["b", "c", "d"]
     assert frame.batch.full[frame.players.index("b")]
+
+
+def test_reserved_snapshot_state_serves_a_burst_of_attaches_unchanged() -> None:
+    """A zone adopting many players grows its per-client state once (reserve), not
+    on each attach; what the players receive is the same as without it."""
+    sims = [make(), make()]
+    sims[1].reserve(40)
+    arrays = sims[1].encoder.ids, sims[1].views.ids, sims[1].viewer
+    for sim in sims:
+        for i in range(40):
+            pos = (float(i % 8) * 20 - 80, 0.0, float(i // 8) * 20 - 80)
+            sim.add_player(entity_id=i + 1, player_id=f"p{i}", pos=pos, team=0)
+            sim.attach(f"p{i}")
+    assert (sims[1].encoder.ids, sims[1].views.ids, sims[1].viewer) == arrays
+    assert sims[0].encoder.ids.shape[0] == 64  # grown on attach: 16 -> 32 -> 64
+    frames = [sim.step() for sim in sims]
+    assert frames[0].players == frames[1].players and len(frames[0].players) == 40
+    for i in range(40):
+        tables = [
+            SnapshotReceiver().apply(
+                int(f.batch.stream[i]), int(f.batch.sequence[i]), 0, f.batch.payloads[i]
+            )
+            for f in frames
+        ]
+        assert bool(frames[1].batch.full[i])
+        np.testing.assert_array_equal(tables[0].table.ids, tables[1].table.ids)
+        np.testing.assert_array_equal(tables[0].table.rows, tables[1].table.rows)

@@ -151,6 +151,30 @@ def test_growing_the_client_rows_keeps_existing_baselines() -> None:
     np.testing.assert_array_equal(got.table.rows, vals[0, :2])
 
 
+def test_reserve_grows_once_keeps_baselines_and_hands_out_lowest_rows_first() -> None:
+    enc = SnapshotEncoder(cap=4, history=4, rows=2)
+    row = np.array([enc.open()], np.int64)
+    ids = np.array([[3, 7, PAD, PAD]], np.uint64)
+    vals = np.ones((1, 4, COLUMNS), np.int32)
+    driver = Driver(enc)
+    receiver = SnapshotReceiver()
+    first = driver.encode(row, ids, vals, np.zeros(1, np.int64))
+    receiver.apply(int(first.stream[0]), 1, 0, first.payloads[0])
+    assert enc.ack(int(row[0]), int(first.stream[0]), 1)
+    enc.reserve(2)  # already room: nothing changes
+    assert enc.ids.shape[0] == 2
+    enc.reserve(40)
+    grown = enc.ids
+    assert grown.shape[0] == 40
+    assert [enc.open() for _ in range(39)] == list(range(1, 40))  # the free row, then new ones
+    assert enc.ids is grown  # the reserved rows needed no further growth
+    vals[0, 0, X] += 2
+    second = driver.encode(row, ids, vals, np.zeros(1, np.int64))
+    assert second.baseline[0] == 1
+    got = receiver.apply(int(second.stream[0]), 2, 1, second.payloads[0])
+    np.testing.assert_array_equal(got.table.rows, vals[0, :2])
+
+
 def test_baseline_too_old_or_wrong_stream_falls_back_to_full() -> None:
     enc = SnapshotEncoder(cap=4, history=4)
     row = np.array([enc.open()], np.int64)

@@ -133,15 +133,20 @@ class Views:
         self.known = np.zeros((rows, cap), np.bool_)
         self.version = np.zeros(rows, np.int64)
 
+    def reserve(self, clients: int) -> None:
+        """Room for at least ``clients`` client rows, in one allocation (at least doubling)."""
+        if clients <= self.ids.shape[0]:
+            return
+        size = max(clients, self.ids.shape[0] * 2)
+        for name in ("ids", "rows", "sent", "known", "version"):
+            old = getattr(self, name)
+            grown = np.zeros((size, *old.shape[1:]), old.dtype)
+            grown[: old.shape[0]] = old
+            setattr(self, name, grown)
+
     def reset(self, row: int) -> None:
         """Empty a client's view (grows the arrays to hold ``row``)."""
-        if row >= self.ids.shape[0]:
-            size = max(row + 1, self.ids.shape[0] * 2)
-            for name in ("ids", "rows", "sent", "known", "version"):
-                old = getattr(self, name)
-                grown = np.zeros((size, *old.shape[1:]), old.dtype)
-                grown[: old.shape[0]] = old
-                setattr(self, name, grown)
+        self.reserve(row + 1)
         self.ids[row] = self.pad
         self.rows[row] = -1
         self.known[row] = False

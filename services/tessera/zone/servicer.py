@@ -146,6 +146,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         """Re-create every player whose route names this zone from its checkpoint."""
         routed = await self.store.routes_here()
         states = await self.store.load_checkpoints(sorted(routed))
+        self.sim.reserve(len(states))  # their relays attach them all at once
         for player, state in states.items():
             if player in self.sim.ents.players or state.entity_id in self.sim.ents.index:
                 continue
@@ -268,6 +269,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 metrics.INBOX.labels("malformed").inc(len(entries) - len(msgs))
                 try:
                     inbox = self.border.take(msgs)
+                    # Grown while offers are held, not by each arrival's attach.
+                    self.sim.reserve(len(self.sim.ents.players) + len(self.border.flight.incoming))
                     for receipt in inbox.receipts:
                         self.links.arrived(receipt.player_id)
                     self._release(await self.border.reply(inbox))

@@ -204,16 +204,27 @@ class Simulation:
         self.detach(player_id)
         row = self.encoder.open()
         self.views.reset(row)
-        if row >= self.viewer.size:
-            grow = max(row + 1, 2 * self.viewer.size, 16) - self.viewer.size
-            self.client_player += [""] * grow
-            self.viewer = np.append(self.viewer, np.full(grow, -1, np.int64))
-            self.fresh = np.append(self.fresh, np.zeros(grow, np.bool_))
+        self._reserve_rows(row + 1)
         self.attached[player_id] = row
         self.client_player[row] = player_id
         self.viewer[row] = self.ents.index[self.ents.players[player_id]]
         self.fresh[row] = True
         return True
+
+    def reserve(self, clients: int) -> None:
+        """Snapshot state for at least ``clients`` attached players, grown now in one
+        step: a zone that takes a whole zone's players by handoff calls this while
+        their offers are held, so their attaches then grow nothing."""
+        self.encoder.reserve(clients)
+        self.views.reserve(clients)
+        self._reserve_rows(clients)
+
+    def _reserve_rows(self, clients: int) -> None:
+        if clients > self.viewer.size:
+            grow = max(clients, 2 * self.viewer.size, 16) - self.viewer.size
+            self.client_player += [""] * grow
+            self.viewer = np.append(self.viewer, np.full(grow, -1, np.int64))
+            self.fresh = np.append(self.fresh, np.zeros(grow, np.bool_))
 
     def detach(self, player_id: str) -> None:
         row = self.attached.pop(player_id, None)

@@ -141,19 +141,25 @@ class SnapshotEncoder:
             self.stream,
         ]
 
-    def _grow(self) -> None:
+    def reserve(self, clients: int) -> None:
+        """Room for at least ``clients`` client rows, in one allocation. Each growth
+        copies every row's ring (tens of MB at a few hundred clients), so a zone
+        about to receive many clients at once grows once here, before they
+        attach, rather than by doubling while they do."""
         old = self.ids.shape[0]
+        if clients <= old:
+            return
+        size = max(clients, old * 2)
         saved = self._arrays()
-        self._alloc(old * 2)
-        fresh = self._arrays()
-        for new, prev in zip(fresh, saved, strict=True):
+        self._alloc(size)
+        for new, prev in zip(self._arrays(), saved, strict=True):
             new[:old] = prev
-        self._free.extend(range(old * 2 - 1, old - 1, -1))
+        self._free[:0] = range(size - 1, old - 1, -1)  # popped last: lowest row first
 
     def open(self) -> int:
         """A fresh client row with a new random stream id (no baselines)."""
         if not self._free:
-            self._grow()
+            self.reserve(self.ids.shape[0] * 2)
         row = self._free.pop()
         self.ids[row] = PAD
         self.valid[row] = False
