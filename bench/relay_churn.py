@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from relay_failover import WORLD, walker
+from relay_failover import WORLD, report, walker
 
 from tessera.client.client import GameClient
 from tessera.client.login import guest_connect_token
@@ -214,11 +213,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, LocalPostgres() as postgres:
         result = asyncio.run(run(args, Path(tmp), postgres.create_database("bench")))
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    report(result, args.json)
 
 
 if __name__ == "__main__":

@@ -145,6 +145,15 @@ async def run(args: argparse.Namespace, tmp: Path, database_url: str) -> dict[st
         stack.stop()
 
 
+def report(result: dict[str, Any], path: Path) -> None:
+    """Print ``result`` as a table and write it to ``path`` as JSON."""
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, required=True, help="write results here")
@@ -153,11 +162,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, LocalPostgres() as postgres:
         result = asyncio.run(run(args, Path(tmp), postgres.create_database("bench")))
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    report(result, args.json)
     if result["sigterm_disconnects"] or result["kill9_disconnects"]:
         print("some clients were disconnected", file=sys.stderr)
         sys.exit(1)
