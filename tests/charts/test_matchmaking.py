@@ -9,27 +9,46 @@ import yaml
 from .conftest import CHART_DIR, Render
 
 
-def frontend_workers(render: Render, values: dict[str, object]) -> str:
+def matchmaker_env(render: Render, values: dict[str, object]) -> dict[str, str]:
     deployment = next(
         o
         for o in render(values)
         if o["kind"] == "Deployment" and o["metadata"]["name"] == "tessera-matchmaking"
     )
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e for e in container["env"]}
-    return str(env["TESSERA_MM_FRONTEND_WORKERS"]["value"])
+    return {e["name"]: str(e.get("value")) for e in container["env"]}
 
 
 def test_frontend_workers_default_and_override(render: Render) -> None:
-    assert frontend_workers(render, {}) == "1"
-    assert frontend_workers(render, {"matchmaking": {"frontendWorkers": 3}}) == "3"
+    assert matchmaker_env(render, {})["TESSERA_MM_FRONTEND_WORKERS"] == "1"
+    env = matchmaker_env(render, {"matchmaking": {"frontendWorkers": 3}})
+    assert env["TESSERA_MM_FRONTEND_WORKERS"] == "3"
 
 
-@pytest.mark.parametrize("bad", [0, 65, "2"])
-def test_frontend_workers_schema(bad: object) -> None:
+def test_regions_and_watch_limit(render: Render) -> None:
+    env = matchmaker_env(render, {})
+    assert "TESSERA_MM_REGIONS" not in env
+    assert env["TESSERA_MM_MAX_WATCHES"] == "1000"
+    env = matchmaker_env(render, {"matchmaking": {"regions": ["eu", "us"], "maxWatches": 50}})
+    assert env["TESSERA_MM_REGIONS"] == "eu,us"
+    assert env["TESSERA_MM_MAX_WATCHES"] == "50"
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [
+        ("frontendWorkers", 0),
+        ("frontendWorkers", 65),
+        ("frontendWorkers", "2"),
+        ("regions", ["EU"]),
+        ("regions", "eu,us"),
+        ("maxWatches", 0),
+    ],
+)
+def test_matchmaking_schema(key: str, bad: object) -> None:
     schema = yaml.safe_load((CHART_DIR / "values.schema.json").read_text())
     values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
     jsonschema.validate(values, schema)
-    values["matchmaking"]["frontendWorkers"] = bad
+    values["matchmaking"][key] = bad
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(values, schema)
