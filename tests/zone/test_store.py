@@ -34,6 +34,10 @@ async def test_routes_are_compare_and_set_and_published(redis: Client) -> None:
         if msg:
             messages.append(msg["data"])
     assert messages == [b"p|z1|1", b"p|z1|2", b"p||0"]
+    # A claim run again (its answer lost, the client retried) is done, not refused.
+    assert await store.claim_route("r", "", 4)
+    assert await store.claim_route("r", "", 4)
+    assert not await store.claim_route("r", "", 5)
     await pubsub.aclose()
     assert parse_route("bad") is None
 
@@ -124,8 +128,14 @@ async def test_handoff_commit_is_all_or_nothing(redis: Client) -> None:
     assert (saved.zone, saved.epoch) == ("b", 4)
     got = await b.receive(block_ms=10)
     assert [m.commit.epoch for _id, m in got if m is not None] == [4, 1]
-    # Replaying the first commit cannot move the route again.
-    assert await a.commit_handoffs([commit("b", "p", "a|3", 4)]) == [False]
+    # The same commit run again (a retried command whose answer was lost) is done:
+    # the source must not roll back an entity the target now owns, and nothing
+    # is written or queued twice.
+    assert await a.commit_handoffs([commit("b", "p", "a|3", 4)]) == [True]
+    assert await b.receive(block_ms=10) == []
+    # Another commit from the old route cannot move it again.
+    assert await a.commit_handoffs([commit("c", "p", "a|3", 4)]) == [False]
+    assert await redis.hget(keys.routes, "p") == b"b|4"
 
 
 async def test_a_traced_commit_publishes_its_traceparent(redis: Client) -> None:

@@ -30,8 +30,11 @@ from tessera.wire.names import CHEAT_REASONS
 from tessera.zone.snapshot import ID_LIMIT
 
 # Compare-and-set a route: only if it still holds the value the caller read.
+# Finding the new value already there means this same call ran before and its
+# answer was lost (the client retries a timed-out command): done, not refused.
 _CLAIM = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur == ARGV[3] then return 1 end
 if (cur or '') ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('PUBLISH', KEYS[2], ARGV[1] .. '|' .. ARGV[3])
@@ -50,7 +53,9 @@ return 1
 
 # Commit a handoff atomically: compare-and-set the route on the owner's epoch,
 # store the entity's new checkpoint, publish the change and queue the COMMIT in
-# the target's inbox. NPCs (no player id) have no route: only the COMMIT.
+# the target's inbox. NPCs (no player id) have no route: only the COMMIT. A route
+# that already reads ``<target>|<epoch>`` is this commit run before (a retried
+# command whose answer was lost): done, nothing written or queued twice.
 # Publish anti-cheat tallies and forget stale ones. KEYS: the reasons' ZSETs, then
 # zones, since (HASH) and changed (ZSET player -> ms of the last change). ARGV:
 # zone, now_ms, ttl_s, reasons, then per player: id and one tally per reason.
@@ -81,6 +86,7 @@ return #stale
 _COMMIT = """
 if ARGV[1] ~= '' then
   local cur = redis.call('HGET', KEYS[1], ARGV[1])
+  if cur == ARGV[3] then return 1 end
   if (cur or '') ~= ARGV[2] then return 0 end
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
   redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
