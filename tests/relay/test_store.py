@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 
 import pytest
 
@@ -99,6 +100,19 @@ async def test_spent_tokens_are_spent_once_until_unspent(redis: Client) -> None:
     assert 0 < await redis.pttl(a.spent_token_key(token)) <= 30_000
     await a.unspend_token(token)
     assert await b.spend_token(token, 30.0)
+
+
+async def test_a_spend_retried_after_its_answer_was_lost_is_not_a_replay(
+    redis: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RelayStore(redis, "w")
+    token = bytes.fromhex("01ee")
+    monkeypatch.setattr(os, "urandom", lambda n: b"m" * n)
+    # The first SET ran but its answer never came back; the client sends it again.
+    await redis.set(store.spent_token_key(token), b"m" * 12, px=30_000)
+    assert await store.spend_token(token, 30.0)
+    monkeypatch.setattr(os, "urandom", lambda n: b"x" * n)
+    assert not await store.spend_token(token, 30.0)  # another spend: a replay
 
 
 async def test_resume_credentials_rotate_spend_once_and_restore(redis: Client) -> None:

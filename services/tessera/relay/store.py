@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -77,10 +78,15 @@ class RelayStore:
 
     async def spend_token(self, token_id: bytes, ttl_s: float) -> bool:
         """Mark ``token_id`` spent for ``ttl_s`` (its remaining lifetime); False if
-        some relay of the world spent it already (SET NX: atomic across replicas)."""
+        some relay of the world spent it already (SET NX: atomic across replicas).
+        The mark is this call's own nonce, so a retried SET whose first answer was
+        lost finds its own mark and is not taken for a replay."""
         ttl_ms = max(1, int(ttl_s * 1000.0))
-        done = await self.redis.set(self.spent_token_key(token_id), b"1", nx=True, px=ttl_ms)
-        return bool(done)
+        mark = os.urandom(12)
+        before = await self.redis.set(
+            self.spent_token_key(token_id), mark, nx=True, px=ttl_ms, get=True
+        )
+        return before is None or before == mark
 
     async def unspend_token(self, token_id: bytes) -> None:
         """Make a token usable again (its session could not be opened)."""
