@@ -16,7 +16,7 @@ commands and CPU beyond the steady rate, divided by the handoffs committed.
 An invariant scan follows each phase. A fit over all runs splits the steady
 cost into a fixed part, a part per zone and a part per player.
 
-``--capacity`` also runs ``redis-benchmark`` (SET, GET, HSET, XADD; 50
+``--capacity`` also runs ``redis-benchmark`` (SET, GET and HSET; 50
 clients) against the same server: commands per Redis CPU-second, the
 denominator of "how many players fit one Redis core".
 
@@ -273,7 +273,7 @@ def fit(records: list[dict[str, Any]], key: str) -> dict[str, float]:
 
 
 def redis_benchmark(server: LocalRedis, requests: int) -> dict[str, Any]:
-    """redis-benchmark's SET, GET, HSET and XADD: commands per Redis CPU-second."""
+    """redis-benchmark's SET, GET and HSET: commands per Redis CPU-second."""
     binary = shutil.which("redis-benchmark")
     if binary is None:
         raise SystemExit("redis-benchmark not found (Debian's redis-tools)")
@@ -291,7 +291,7 @@ def redis_benchmark(server: LocalRedis, requests: int) -> dict[str, Any]:
             "-n",
             str(requests),
             "-t",
-            "set,get,hset,xadd",
+            "set,get,hset",
         ],
         check=True,
         capture_output=True,
