@@ -7,7 +7,8 @@ along x over the 2 km world (Z - 1 borders of 2 km each), run with the
 production intervals (heartbeat and checkpoint 1 s, map poll 0.25 s, ghosts
 15 Hz, 30 Hz ticks, no NPCs), and N players join at seeded uniform positions.
 Phase "steady": every player walks a ~3 m circle for S seconds (ghosts of the
-players within the 50 m aura of a border cross it; no handoffs) -> Redis
+players within the 50 m aura of a border cross it; the few circling within
+metres of a border hand off now and then) -> Redis
 commands, Redis CPU and bytes per second of the world, each command's share,
 ghost batches and bytes (a subscriber of every ghost channel counts them) and
 checkpoint bytes. Phase "crossing": C of the players (those nearest a border)
