@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tessera.harness.redis import LocalRedisCluster
+from tessera.harness.redis import LocalRedis, LocalRedisCluster, server_load
 
 pytestmark = pytest.mark.integration
 
@@ -57,3 +57,17 @@ def test_stop_ends_every_node(tmp_path: Path) -> None:
 def test_fewer_than_three_masters_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 3 masters"):
         LocalRedisCluster(tmp_path, masters=2)
+
+
+def test_server_load_counts_the_commands_between_two_readings(redis_server: LocalRedis) -> None:
+    with redis.Redis(port=redis_server.port) as client:
+        before = server_load(client)
+        for _ in range(3):
+            client.set("tessera:{load}:x", "v" * 1000)
+        client.publish("tessera:{load}:ch", "m")
+        load = server_load(client).since(before)
+    assert load.calls == {"set": 3, "publish": 1}  # the readings' INFO is not counted
+    assert load.commands == 4
+    assert set(load.usec) == {"set", "publish"} and all(v >= 0 for v in load.usec.values())
+    assert load.net_in > 3000  # three 1000-byte values went in
+    assert load.cpu_s >= 0.0

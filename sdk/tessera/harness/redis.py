@@ -7,7 +7,8 @@ the same port to exercise reconnects and recovery. :class:`LocalRedisCluster`
 starts cluster-enabled servers (masters with replicas), joins them with
 ``redis-cli --cluster create`` and waits until every node reports
 ``cluster_state:ok``; its :attr:`~LocalRedisCluster.url` is the
-``redis+cluster://`` address services accept.
+``redis+cluster://`` address services accept. :func:`server_load` reads what a
+server has done so far (commands, CPU, bytes), for the benchmarks' deltas.
 """
 
 from __future__ import annotations
@@ -16,12 +17,65 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from tessera.common.process import free_port
+
+# A benchmark's own reads of the counters are not the load it measures.
+NOT_COUNTED = frozenset({"info"})
+
+
+@dataclass(frozen=True)
+class ServerLoad:
+    """What one redis-server has done since it started (or, from :meth:`since`,
+    between two readings): calls and CPU microseconds per command (``INFO
+    commandstats``), the process's CPU seconds, user + system (``INFO cpu``),
+    and the bytes it read and wrote on its connections (``INFO stats``)."""
+
+    calls: Mapping[str, int]
+    usec: Mapping[str, int]
+    cpu_s: float
+    net_in: int
+    net_out: int
+
+    def since(self, before: ServerLoad) -> ServerLoad:
+        """The load between ``before`` and this reading (commands not called: left out)."""
+        names = [k for k, v in self.calls.items() if v > before.calls.get(k, 0)]
+        return ServerLoad(
+            calls={k: self.calls[k] - before.calls.get(k, 0) for k in names},
+            usec={k: self.usec[k] - before.usec.get(k, 0) for k in names},
+            cpu_s=self.cpu_s - before.cpu_s,
+            net_in=self.net_in - before.net_in,
+            net_out=self.net_out - before.net_out,
+        )
+
+    @property
+    def commands(self) -> int:
+        return sum(self.calls.values())
+
+
+def server_load(client: redis.Redis) -> ServerLoad:
+    """The server's counters now: one ``INFO`` (not counted as a command; its
+    reply, a few kB, is in the next reading's ``net_out``)."""
+    info: dict[str, Any] = client.info("commandstats", "cpu", "stats")
+    calls: dict[str, int] = {}
+    usec: dict[str, int] = {}
+    for key, value in info.items():
+        name = key.removeprefix("cmdstat_")
+        if key.startswith("cmdstat_") and name not in NOT_COUNTED:
+            calls[name], usec[name] = int(value["calls"]), int(value["usec"])
+    return ServerLoad(
+        calls=calls,
+        usec=usec,
+        cpu_s=float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
+        net_in=int(info["total_net_input_bytes"]),
+        net_out=int(info["total_net_output_bytes"]),
+    )
 
 
 class PortTaken(RuntimeError):
