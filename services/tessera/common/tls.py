@@ -1,0 +1,189 @@
+"""TLS for gRPC: the one place that makes server credentials and client channels.
+
+Servers serve TLS when ``TESSERA_TLS_CERT_FILE`` and ``TESSERA_TLS_KEY_FILE``
+name a PEM certificate chain and its key (cert-manager's ``tls.crt`` and
+``tls.key``); ``TESSERA_TLS_CLIENT_CA_FILE`` also requires client certificates
+signed by that CA (mutual TLS). Clients verify TLS when ``TESSERA_TLS_CA_FILE``
+names a PEM CA bundle: their channels to auth, matchmaking and relays, and to
+zones too with ``TESSERA_TLS_ZONES=true``. ``TESSERA_TLS_SERVER_NAME`` is the
+name expected in the servers' certificates (default: the address's host);
+``TESSERA_TLS_CLIENT_CERT_FILE``/``..._KEY_FILE`` present a client certificate.
+
+Everything is checked at start-up, so a bad file stops the process with a
+message naming the variable: a missing or unreadable file, no PEM certificate
+or key in it, a key that does not match its certificate, a certificate that
+has expired or is not valid yet. Files are read once: after a rotation the
+process must be restarted (docs/OPERATIONS.md#tls).
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from tessera.common.config import PREFIX, ConfigError, Env
+
+NO_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """A server's certificate chain and key, and the CA its clients must be signed
+    by (``None``: no client certificate asked for)."""
+
+    cert_chain: bytes
+    key: bytes = field(repr=False)
+    client_ca: bytes | None = None
+
+    @classmethod
+    def from_env(cls, env: Env) -> ServerTls | None:
+        """The server's TLS settings, ``None`` when no certificate is configured."""
+        pair = _key_pair(env, "TLS_CERT_FILE", "TLS_KEY_FILE")
+        if pair is None:
+            return None
+        client_ca = _ca_bundle(env, "TLS_CLIENT_CA_FILE")
+        return cls(pair[0], pair[1], client_ca)
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.key, self.cert_chain)],
+            root_certificates=self.client_ca,
+            require_client_auth=self.client_ca is not None,
+        )
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """What a client trusts (a CA bundle), the name it expects the servers to
+    present, its own certificate for mutual TLS, and whether zones serve TLS."""
+
+    ca: bytes
+    server_name: str = ""
+    cert_chain: bytes | None = None
+    key: bytes | None = field(default=None, repr=False)
+    zones: bool = False
+
+    @classmethod
+    def from_env(cls, env: Env) -> ClientTls | None:
+        """The client's TLS settings, ``None`` (plaintext) without a CA bundle."""
+        ca = _ca_bundle(env, "TLS_CA_FILE")
+        pair = _key_pair(env, "TLS_CLIENT_CERT_FILE", "TLS_CLIENT_KEY_FILE")
+        server_name = env.string("TLS_SERVER_NAME", "", pattern=r"[A-Za-z0-9.*-]{1,253}")
+        zones = env.flag("TLS_ZONES", False)
+        if ca is None:
+            for name, set_ in (("TLS_CLIENT_CERT_FILE", pair), ("TLS_ZONES", zones)):
+                if set_:
+                    raise ConfigError(PREFIX + name, "(set)", "TESSERA_TLS_CA_FILE set as well")
+            return None
+        cert, key = pair if pair is not None else (None, None)
+        return cls(ca, server_name, cert, key, zones)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert_chain
+        )
+
+    def options(self) -> tuple[tuple[str, Any], ...]:
+        """Channel options: the expected server name, when one is set."""
+        if not self.server_name:
+            return NO_CHANNEL_OPTIONS
+        return (("grpc.ssl_target_name_override", self.server_name),)
+
+
+@functools.cache
+def process_server_tls() -> ServerTls | None:
+    """This process's server settings from its environment, read once."""
+    return ServerTls.from_env(Env())
+
+
+@functools.cache
+def process_client_tls() -> ClientTls | None:
+    """This process's client settings from its environment, read once."""
+    return ClientTls.from_env(Env())
+
+
+def channel(
+    address: str,
+    *,
+    zone: bool = False,
+    tls: ClientTls | None = None,
+    interceptors: Sequence[Any] | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.aio.Channel:
+    """A channel to ``address``: TLS verified with ``tls`` (default: this process's
+    ``TESSERA_TLS_*`` settings), plaintext when there are none; a ``zone``'s
+    channel is TLS only when the settings say zones serve it."""
+    tls = tls or process_client_tls()
+    if tls is None or (zone and not tls.zones):
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(
+        address,
+        tls.credentials(),
+        options=[*tls.options(), *options],
+        interceptors=interceptors,
+    )
+
+
+def _read(variable: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise ConfigError(variable, path, f"a readable PEM file ({err.strerror})") from None
+
+
+def _certificates(variable: str, path: str) -> tuple[bytes, list[x509.Certificate]]:
+    data = _read(variable, path)
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise ConfigError(variable, path, "a file holding PEM certificates") from None
+    return data, certificates
+
+
+def _ca_bundle(env: Env, name: str) -> bytes | None:
+    path = env.string(name, "")
+    return _certificates(PREFIX + name, path)[0] if path else None
+
+
+def _key_pair(env: Env, cert_name: str, key_name: str) -> tuple[bytes, bytes] | None:
+    """A certificate chain and its private key, both PEM, checked against each other
+    and against the clock; ``None`` when neither variable is set."""
+    cert_path, key_path = env.string(cert_name, ""), env.string(key_name, "")
+    if not cert_path and not key_path:
+        return None
+    for name, path, other in ((cert_name, cert_path, key_name), (key_name, key_path, cert_name)):
+        if not path:
+            raise ConfigError(PREFIX + name, "", f"a PEM file, since {PREFIX + other} is set")
+    cert_variable, key_variable = PREFIX + cert_name, PREFIX + key_name
+    chain, certificates = _certificates(cert_variable, cert_path)
+    leaf = certificates[0]
+    now = datetime.datetime.now(datetime.UTC)
+    if leaf.not_valid_after_utc < now:
+        expected = f"a certificate that has not expired (expired {leaf.not_valid_after_utc})"
+        raise ConfigError(cert_variable, cert_path, expected)
+    if leaf.not_valid_before_utc > now:
+        expected = f"a certificate valid now (valid from {leaf.not_valid_before_utc})"
+        raise ConfigError(cert_variable, cert_path, expected)
+    key = _read(key_variable, key_path)
+    try:
+        private = serialization.load_pem_private_key(key, password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(key_variable, key_path, "an unencrypted PEM private key") from None
+    if _public(private.public_key()) != _public(leaf.public_key()):
+        raise ConfigError(key_variable, key_path, f"the private key of {cert_variable}")
+    return chain, key
+
+
+def _public(key: Any) -> bytes:
+    der: bytes = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return der
