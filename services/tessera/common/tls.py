@@ -45,10 +45,13 @@ class ServerTls:
     @classmethod
     def from_env(cls, env: Env) -> ServerTls | None:
         """The server's TLS settings, ``None`` when no certificate is configured."""
-        pair = _key_pair(env, "TLS_CERT_FILE", "TLS_KEY_FILE")
+        pair = _key_pair(
+            ("TLS_CERT_FILE", env.string("TLS_CERT_FILE", "")),
+            ("TLS_KEY_FILE", env.string("TLS_KEY_FILE", "")),
+        )
         if pair is None:
             return None
-        client_ca = _ca_bundle(env, "TLS_CLIENT_CA_FILE")
+        client_ca = _ca_bundle("TLS_CLIENT_CA_FILE", env.string("TLS_CLIENT_CA_FILE", ""))
         return cls(pair[0], pair[1], client_ca)
 
     def credentials(self) -> grpc.ServerCredentials:
@@ -73,8 +76,11 @@ class ClientTls:
     @classmethod
     def from_env(cls, env: Env) -> ClientTls | None:
         """The client's TLS settings, ``None`` (plaintext) without a CA bundle."""
-        ca = _ca_bundle(env, "TLS_CA_FILE")
-        pair = _key_pair(env, "TLS_CLIENT_CERT_FILE", "TLS_CLIENT_KEY_FILE")
+        ca = _ca_bundle("TLS_CA_FILE", env.string("TLS_CA_FILE", ""))
+        pair = _key_pair(
+            ("TLS_CLIENT_CERT_FILE", env.string("TLS_CLIENT_CERT_FILE", "")),
+            ("TLS_CLIENT_KEY_FILE", env.string("TLS_CLIENT_KEY_FILE", "")),
+        )
         server_name = env.string("TLS_SERVER_NAME", "", pattern=r"[A-Za-z0-9.*-]{1,253}")
         zones = env.flag("TLS_ZONES", False)
         if ca is None:
@@ -148,15 +154,15 @@ def _certificates(variable: str, path: str) -> tuple[bytes, list[x509.Certificat
     return data, certificates
 
 
-def _ca_bundle(env: Env, name: str) -> bytes | None:
-    path = env.string(name, "")
+def _ca_bundle(name: str, path: str) -> bytes | None:
     return _certificates(PREFIX + name, path)[0] if path else None
 
 
-def _key_pair(env: Env, cert_name: str, key_name: str) -> tuple[bytes, bytes] | None:
-    """A certificate chain and its private key, both PEM, checked against each other
-    and against the clock; ``None`` when neither variable is set."""
-    cert_path, key_path = env.string(cert_name, ""), env.string(key_name, "")
+def _key_pair(cert: tuple[str, str], key: tuple[str, str]) -> tuple[bytes, bytes] | None:
+    """A certificate chain and its private key (each a variable's name and the path
+    it holds), both PEM, checked against each other and against the clock;
+    ``None`` when neither variable is set."""
+    (cert_name, cert_path), (key_name, key_path) = cert, key
     if not cert_path and not key_path:
         return None
     for name, path, other in ((cert_name, cert_path, key_name), (key_name, key_path, cert_name)):
@@ -172,14 +178,14 @@ def _key_pair(env: Env, cert_name: str, key_name: str) -> tuple[bytes, bytes] | 
     if leaf.not_valid_before_utc > now:
         expected = f"a certificate valid now (valid from {leaf.not_valid_before_utc})"
         raise ConfigError(cert_variable, cert_path, expected)
-    key = _read(key_variable, key_path)
+    key_pem = _read(key_variable, key_path)
     try:
-        private = serialization.load_pem_private_key(key, password=None)
+        private = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError):
         raise ConfigError(key_variable, key_path, "an unencrypted PEM private key") from None
     if _public(private.public_key()) != _public(leaf.public_key()):
         raise ConfigError(key_variable, key_path, f"the private key of {cert_variable}")
-    return chain, key
+    return chain, key_pem
 
 
 def _public(key: Any) -> bytes:
