@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,13 +11,19 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from tessera.common import tls
+from tessera.client.client import GameClient, Intent
+from tessera.client.login import guest_connect_token
+from tessera.client.transport import PlayTransport
+from tessera.common import store, tls
 from tessera.common.config import ConfigError, Env
 from tessera.common.process import ServiceProcess
 from tessera.common.tls import ClientTls, ServerTls
 from tessera.harness.certs import Authority, Issued
 from tessera.harness.redis import LocalRedis
+from tessera.harness.stack import Stack
+from tessera.harness.zones import World, ZoneSpec
 from tessera.v1 import zone_pb2, zone_pb2_grpc
+from tessera.wire.geometry import Rect
 
 SLEEPY = str(Path(__file__).with_name("sleepy_service.py"))
 ENV = {"TESSERA_GRPC_PORT": "0", "TESSERA_METRICS_PORT": "0", "TESSERA_HOST": "127.0.0.1"}
@@ -313,3 +320,35 @@ async def test_a_zone_serves_its_link_over_tls(pki: Pki, redis_server: LocalRedi
                 zone_pb2.GetStatusRequest(), timeout=10.0
             )
         assert status.zone.zone == "tls-0"
+
+
+@pytest.mark.integration
+async def test_a_game_client_plays_with_tls_on_every_grpc_hop(
+    pki: Pki, redis_server: LocalRedis, redis: store.Client, database_url: str, tmp_path: Path
+) -> None:
+    """Auth, the relay and the zone serve TLS; the relay verifies auth (keys) and the
+    zone (its link, with TESSERA_TLS_ZONES); a client of the SDK logs in and plays
+    over the relay's Play stream, both with the CA's credentials."""
+    served = {**server_env(pki.server), "TESSERA_TLS_CA_FILE": str(pki.ca)}
+    world = World(redis, redis_server.url, world="tls", env=server_env(pki.server))
+    stack = Stack(world, database_url, tmp_path, env={**served, "TESSERA_TLS_ZONES": "true"})
+    credentials = client(pki).credentials()
+    try:
+        await stack.start([ZoneSpec("tls-0", Rect(-500, -500, 500, 500))])
+        token = await guest_connect_token(
+            stack.auth.grpc_address, "device-tls-0123456789", credentials=credentials
+        )
+        game = GameClient(PlayTransport(stack.relay.grpc_address, credentials=credentials))
+        await game.connect(token)
+        game.start(lambda _client: Intent(move_x=1.0))
+        for _ in range(200):
+            if game.snapshots >= 5:
+                break
+            await asyncio.sleep(0.05)
+        assert game.snapshots >= 5
+        await game.close()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:  # plaintext to auth: refused
+            await guest_connect_token(stack.auth.grpc_address, "device-tls-9876543210")
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        stack.kill()
