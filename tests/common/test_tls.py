@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,7 +224,7 @@ async def test_an_expired_server_certificate_is_refused(pki: Pki, expired_server
 
 def serve(env: dict[str, str], module: str = SLEEPY) -> Iterator[ServiceProcess]:
     proc = ServiceProcess(module, {**ENV, **env}, name="tls-service").start()
-    proc.wait_serving()
+    proc.wait_serving(timeout_s=60.0)  # generous: the machine may be loaded
     yield proc
     proc.kill()
 
@@ -300,6 +302,34 @@ def test_bad_tls_settings_stop_the_process_naming_the_variable(
     proc.terminate()
     assert code == 2
     assert variable in "\n".join(proc.lines)
+
+
+def install(issued: Issued, cert: Path, key: Path) -> None:
+    """Replace the files as a Secret volume update does: new files swapped in."""
+    for source, target in ((issued.cert, cert), (issued.key, key)):
+        shutil.copy(source, target.with_suffix(".new"))
+        os.replace(target.with_suffix(".new"), target)
+
+
+@pytest.mark.integration
+async def test_a_renewed_certificate_is_served_without_a_restart(pki: Pki, tmp_path: Path) -> None:
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    install(pki.server, cert, key)
+    other = ClientTls.from_env(Env({"TESSERA_TLS_CA_FILE": str(pki.other_ca)}))
+    for proc in serve({"TESSERA_TLS_CERT_FILE": str(cert), "TESSERA_TLS_KEY_FILE": str(key)}):
+        await check(proc.grpc_address, client(pki))
+        # A renewal that fails the start-up checks is refused; the old pair stays.
+        shutil.copy(pki.client.key, key)
+        await check(proc.grpc_address, client(pki))
+        for _ in range(100):
+            if any("renewed TLS certificate refused" in line for line in proc.lines):
+                break
+            await asyncio.sleep(0.05)
+        assert any("TESSERA_TLS_KEY_FILE" in line for line in proc.lines)
+        # The next handshake after a good renewal presents the new certificate.
+        install(pki.other_server, cert, key)
+        await check(proc.grpc_address, other)
+        await refused(proc.grpc_address, client(pki))
 
 
 @pytest.mark.integration

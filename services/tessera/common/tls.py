@@ -12,14 +12,19 @@ name expected in the servers' certificates (default: the address's host);
 Everything is checked at start-up, so a bad file stops the process with a
 message naming the variable: a missing or unreadable file, no PEM certificate
 or key in it, a key that does not match its certificate, a certificate that
-has expired or is not valid yet. Files are read once: after a rotation the
-process must be restarted (docs/OPERATIONS.md#tls).
+has expired or is not valid yet. A server picks up a renewed certificate and
+key (cert-manager rewriting its Secret) at the first handshake after the files
+change, once they pass the same checks; CA bundles and client certificates are
+read once, at start-up (docs/OPERATIONS.md#tls).
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
+import logging
+import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +34,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tessera.common.config import PREFIX, ConfigError, Env
+
+log = logging.getLogger(__name__)
 
 NO_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = ()
 
@@ -41,25 +48,73 @@ class ServerTls:
     cert_chain: bytes
     key: bytes = field(repr=False)
     client_ca: bytes | None = None
+    # The certificate and key files, watched for a renewal (None: never reloaded).
+    files: tuple[str, str] | None = None
 
     @classmethod
     def from_env(cls, env: Env) -> ServerTls | None:
         """The server's TLS settings, ``None`` when no certificate is configured."""
-        pair = _key_pair(
-            ("TLS_CERT_FILE", env.string("TLS_CERT_FILE", "")),
-            ("TLS_KEY_FILE", env.string("TLS_KEY_FILE", "")),
-        )
+        files = (env.string("TLS_CERT_FILE", ""), env.string("TLS_KEY_FILE", ""))
+        pair = _key_pair(("TLS_CERT_FILE", files[0]), ("TLS_KEY_FILE", files[1]))
         if pair is None:
             return None
         client_ca = _ca_bundle("TLS_CLIENT_CA_FILE", env.string("TLS_CLIENT_CA_FILE", ""))
-        return cls(pair[0], pair[1], client_ca)
+        return cls(pair[0], pair[1], client_ca, files)
+
+    def configuration(self, chain: bytes, key: bytes) -> grpc.ServerCertificateConfiguration:
+        return grpc.ssl_server_certificate_configuration(
+            [(key, chain)], root_certificates=self.client_ca
+        )
 
     def credentials(self) -> grpc.ServerCredentials:
-        return grpc.ssl_server_credentials(
-            [(self.key, self.cert_chain)],
-            root_certificates=self.client_ca,
-            require_client_auth=self.client_ca is not None,
+        """Credentials serving this certificate, and its renewals when it came from files."""
+        if self.files is None:
+            return grpc.ssl_server_credentials(
+                [(self.key, self.cert_chain)],
+                root_certificates=self.client_ca,
+                require_client_auth=self.client_ca is not None,
+            )
+        return grpc.dynamic_ssl_server_credentials(
+            self.configuration(self.cert_chain, self.key),
+            # gRPC takes None as "no change"; its stubs do not say so.
+            _Renewals(self, self.files),  # type: ignore[arg-type]
+            require_client_authentication=self.client_ca is not None,
         )
+
+
+class _Renewals:
+    """Called by gRPC before each TLS handshake: a new certificate configuration when
+    the files changed (compared by a ``stat`` of each) and pass the start-up checks,
+    else None (keep serving the current one; a refused renewal is logged once)."""
+
+    def __init__(self, tls: ServerTls, files: tuple[str, str]) -> None:
+        self.tls = tls
+        self.files = files
+        self.seen = _stamp(files)
+        self.lock = threading.Lock()  # gRPC calls from its own threads
+
+    def __call__(self) -> grpc.ServerCertificateConfiguration | None:
+        stamp = _stamp(self.files)
+        with self.lock:
+            if stamp is None or stamp == self.seen:
+                return None
+            self.seen = stamp
+        try:
+            pair = _key_pair(("TLS_CERT_FILE", self.files[0]), ("TLS_KEY_FILE", self.files[1]))
+        except ConfigError as err:
+            log.warning("renewed TLS certificate refused; serving the previous one: %s", err)
+            return None
+        assert pair is not None  # both paths are set
+        log.info("TLS certificate reloaded", extra={"cert_file": self.files[0]})
+        return self.tls.configuration(*pair)
+
+
+def _stamp(files: tuple[str, str]) -> tuple[tuple[int, int, int], ...] | None:
+    """What changes when a file is rewritten or its symlink swapped (a Secret volume)."""
+    try:
+        return tuple((st.st_mtime_ns, st.st_ino, st.st_size) for st in (os.stat(f) for f in files))
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
