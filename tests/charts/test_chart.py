@@ -83,6 +83,20 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "externalDatabase": {"to": [{"ipBlock": {"cidr": "10.2.0.0/16"}}], "port": 5433}
         },
     },
+    "tls": {
+        "tls": {
+            "secretName": "tessera-tls",
+            "caSecret": "tessera-ca",
+            "serverName": "tessera.internal",
+            "ingress": {
+                "enabled": True,
+                "className": "nginx",
+                "hosts": {"auth": "auth.example.com", "matchmaking": "mm.example.com"},
+                "tlsSecret": "public-tls",
+            },
+        },
+        "console": {"enabled": True},
+    },
     "console": {
         "console": {
             "enabled": True,

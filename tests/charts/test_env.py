@@ -26,7 +26,12 @@ def variables_read() -> set[str]:
 
 def test_chart_sets_only_variables_the_code_reads(render: Render) -> None:
     known = variables_read()
-    values = {"networkPolicy": {"enabled": True}, "matchmaking": {"modes": "[]"}}
+    values = {
+        "networkPolicy": {"enabled": True},
+        "matchmaking": {"modes": "[]"},
+        "console": {"enabled": True},
+        "tls": {"secretName": "tessera-tls", "serverName": "tessera.internal"},
+    }
     unknown: list[str] = []
     for obj in render(values):
         if obj["kind"] not in ("Deployment", "StatefulSet"):

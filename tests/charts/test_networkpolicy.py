@@ -168,6 +168,13 @@ def test_with_the_console_and_exporter(render: Render, zone: Obj) -> None:
     check(objs, cluster(objs, zone), ARCHITECTURE + CONSOLE, FORBIDDEN + CONSOLE_FORBIDDEN)
 
 
+def test_tls_and_its_ingress_change_no_path(render: Render, zone: Obj) -> None:
+    ingress = {"enabled": True, "hosts": {"auth": "auth.example.com"}}
+    tls = {"secretName": "tessera-tls", "ingress": ingress}
+    objs = render({**FULL, "tls": tls})
+    check(objs, cluster(objs, zone), ARCHITECTURE + CONSOLE, FORBIDDEN + CONSOLE_FORBIDDEN)
+
+
 def test_every_pod_is_covered_both_ways(render: Render, zone: Obj) -> None:
     objs = render(FULL)
     pods = cluster(objs, zone)

@@ -17,6 +17,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from tessera.common import store
 from tessera.common.store import Client
+from tessera.harness.certs import Authority
 from tessera.harness.redis import LocalRedis, LocalRedisCluster
 from tessera.v1 import common_pb2, zone_pb2
 
@@ -225,3 +226,21 @@ async def test_a_subscriber_finds_the_promoted_master_through_follow_slot(
         finally:
             for client in (publisher, follower, stuck):
                 await client.aclose()
+
+
+async def test_rediss_urls_verify_the_server(tmp_path: Path) -> None:
+    """``rediss://`` to a real redis-server serving TLS: a client trusting its CA is
+    served, one trusting another CA is refused."""
+    ca, other = Authority(), Authority("another CA")
+    issued = ca.issue(tmp_path / "server")
+    with LocalRedis(tmp_path, tls=(issued.cert, issued.key)) as server:
+        client = store.connect(server.tls_url(ca.write_ca(tmp_path / "ca.crt")), retries=0)
+        try:
+            await client.set("tessera:tls", b"yes")
+            assert await client.get("tessera:tls") == b"yes"
+        finally:
+            await client.aclose()
+        stranger = store.connect(server.tls_url(other.write_ca(tmp_path / "other.crt")), retries=0)
+        with pytest.raises(redis_errors.ConnectionError, match="certificate verify failed"):
+            await stranger.ping()
+        await stranger.aclose()

@@ -3,10 +3,18 @@ The objects one stateless gRPC service needs: Deployment, Service, HPA, PDB.
 (dict "root" $ "component" "auth" "module" "tessera.auth" "cfg" .Values.auth
       "env" <yaml list> "volumes" <yaml list> "volumeMounts" <yaml list>
       "udpPort" <int or 0> "httpPort" <int or 0>)
+With tls.secretName set, auth, matchmaking and the relay serve TLS with the
+Secret's tls.crt and tls.key, and their clients inside the release (relay,
+matchmaking, console) verify them with its ca.crt (or tls.caSecret's).
 */}}
 {{- define "tessera.service" -}}
 {{- $root := .root -}}
 {{- $cfg := .cfg -}}
+{{- $tls := and $root.Values.tls.secretName (has .component (list "auth" "matchmaking" "relay")) -}}
+{{- $tlsClient := and $root.Values.tls.secretName (has .component (list "relay" "matchmaking" "console")) -}}
+{{- /* The kubelet's gRPC probe speaks plaintext only: a TLS port gets TCP probes. */ -}}
+{{- $probe := dict "grpc" (dict "port" $cfg.grpcPort) -}}
+{{- if $tls }}{{ $probe = dict "tcpSocket" (dict "port" "grpc") }}{{ end -}}
 {{- $sel := dict "root" $root "component" .component -}}
 {{- $name := printf "%s-%s" (include "tessera.fullname" $root) .component -}}
 {{- if and $cfg.autoscaling.enabled (lt (int $cfg.autoscaling.maxReplicas) (int $cfg.autoscaling.minReplicas)) -}}
@@ -92,6 +100,20 @@ spec:
             - name: TESSERA_SHUTDOWN_GRACE_S
               value: {{ $cfg.shutdownGraceSeconds | default 10 | quote }}
             {{- include "tessera.redisEnv" $root | nindent 12 }}
+            {{- if $tls }}
+            - name: TESSERA_TLS_CERT_FILE
+              value: /var/run/tessera/tls/tls.crt
+            - name: TESSERA_TLS_KEY_FILE
+              value: /var/run/tessera/tls/tls.key
+            {{- end }}
+            {{- if $tlsClient }}
+            - name: TESSERA_TLS_CA_FILE
+              value: /var/run/tessera/tls-ca/ca.crt
+            {{- with $root.Values.tls.serverName }}
+            - name: TESSERA_TLS_SERVER_NAME
+              value: {{ . | quote }}
+            {{- end }}
+            {{- end }}
             {{- with .env }}
             {{- . | nindent 12 }}
             {{- end }}
@@ -99,18 +121,15 @@ spec:
             {{- toYaml . | nindent 12 }}
             {{- end }}
           startupProbe:
-            grpc:
-              port: {{ $cfg.grpcPort }}
+            {{- toYaml $probe | nindent 12 }}
             periodSeconds: 2
             failureThreshold: 30
           readinessProbe:
-            grpc:
-              port: {{ $cfg.grpcPort }}
+            {{- toYaml $probe | nindent 12 }}
             periodSeconds: 5
             failureThreshold: 2
           livenessProbe:
-            grpc:
-              port: {{ $cfg.grpcPort }}
+            {{- toYaml $probe | nindent 12 }}
             periodSeconds: 10
             failureThreshold: 3
           resources:
@@ -118,6 +137,16 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- if $tls }}
+            - name: tls
+              mountPath: /var/run/tessera/tls
+              readOnly: true
+            {{- end }}
+            {{- if $tlsClient }}
+            - name: tls-ca
+              mountPath: /var/run/tessera/tls-ca
+              readOnly: true
+            {{- end }}
             {{- with .volumeMounts }}
             {{- . | nindent 12 }}
             {{- end }}
@@ -125,6 +154,24 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
+        {{- if $tls }}
+        - name: tls
+          secret:
+            secretName: {{ $root.Values.tls.secretName }}
+            defaultMode: 0440
+            items:
+              - {key: tls.crt, path: tls.crt}
+              - {key: tls.key, path: tls.key}
+        {{- end }}
+        {{- if $tlsClient }}
+        # Only the CA: a client holds no server key.
+        - name: tls-ca
+          secret:
+            secretName: {{ $root.Values.tls.caSecret | default $root.Values.tls.secretName }}
+            defaultMode: 0440
+            items:
+              - {key: ca.crt, path: ca.crt}
+        {{- end }}
         {{- with .volumes }}
         {{- . | nindent 8 }}
         {{- end }}

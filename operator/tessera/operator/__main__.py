@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from tessera.common import logs, metrics, store
+from tessera.common import logs, metrics, store, tls
 from tessera.common.config import load_or_exit
 from tessera.operator.handlers import OperatorConfig, Runtime, build_registry, configure
 
@@ -44,6 +44,7 @@ async def run(config: OperatorConfig) -> None:
 
 def main() -> None:
     config = load_or_exit(OperatorConfig.from_env)
+    load_or_exit(tls.process_client_tls)  # a bad CA file stops the operator here
     logs.setup("operator", config.log_level)
     metrics_port = metrics.serve("0.0.0.0", config.metrics_port)
     log.info(

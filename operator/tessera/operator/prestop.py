@@ -14,6 +14,7 @@ import time
 
 import grpc
 
+from tessera.common import tls
 from tessera.v1 import zone_pb2, zone_pb2_grpc
 
 WAIT_STATES = (zone_pb2.ZONE_STATE_DRAINING,)
@@ -27,7 +28,7 @@ def should_wait(state: int) -> bool:
 async def wait_for_drain(address: str, timeout_s: float, poll_s: float = 0.5) -> str:
     """Poll GetStatus until the zone no longer drains; returns why it stopped."""
     deadline = time.monotonic() + timeout_s
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with tls.channel(address, zone=True) as channel:
         stub: zone_pb2_grpc.ZoneAsyncStub = zone_pb2_grpc.ZoneStub(channel)
         while time.monotonic() < deadline:
             try:

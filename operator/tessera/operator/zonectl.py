@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 
+from tessera.common import tls
 from tessera.operator.planner.model import Desired, ZoneView
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.bounds import to_bounds
@@ -31,7 +32,7 @@ class ZoneControl:
     def _stub(self, address: str) -> zone_pb2_grpc.ZoneAsyncStub:
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address)
+            channel = tls.channel(address, zone=True)
             self._channels[address] = channel
         return zone_pb2_grpc.ZoneStub(channel)
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from tessera.client.login import open_channel
 from tessera.v1 import auth_pb2, relay_pb2, relay_pb2_grpc
 from tessera.wire.connection import Connection
 from tessera.wire.link import LinkStats
@@ -475,8 +476,11 @@ class UdpTransport:
 class PlayTransport:
     """The gRPC Play stream to a relay (for tools, tests, networks without UDP)."""
 
-    def __init__(self, relay_grpc_address: str) -> None:
+    def __init__(
+        self, relay_grpc_address: str, *, credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
         self.address = relay_grpc_address
+        self.credentials = credentials
         self.stats = LinkStats()
         self._channel: grpc.aio.Channel | None = None
         self._call: Any = None
@@ -492,7 +496,7 @@ class PlayTransport:
             yield message
 
     async def connect(self, token: auth_pb2.ConnectToken, timeout_s: float) -> relay_pb2.Accepted:
-        self._channel = grpc.aio.insecure_channel(self.address)
+        self._channel = open_channel(self.address, self.credentials)
         stub: Any = relay_pb2_grpc.RelayStub(self._channel)
         self._outbox.put_nowait(
             relay_pb2.ClientMessage(connect=relay_pb2.Connect(connect_token=token.token))

@@ -19,7 +19,7 @@ import grpc
 from tessera.client.client import GameClient, Intent
 from tessera.client.login import connect_token, guest_login
 from tessera.client.transport import ConnectError, UdpTransport
-from tessera.common import store
+from tessera.common import store, tls
 from tessera.demo.stack import MM_CLIENT, WORLD, Stack
 from tessera.v1 import auth_pb2, auth_pb2_grpc, matchmaking_pb2, matchmaking_pb2_grpc
 
@@ -150,7 +150,7 @@ class Arena:
 
     async def _match(self, sessions: list[auth_pb2.Session]) -> list[Any]:
         """Queue both players; their assignments, once made."""
-        async with grpc.aio.insecure_channel(self.matchmaking) as channel:
+        async with tls.channel(self.matchmaking) as channel:
             mm: Any = matchmaking_pb2_grpc.MatchmakerStub(channel)
             tickets = [
                 await mm.CreateTicket(
@@ -180,7 +180,7 @@ class Arena:
 
     async def _report(self, match: str, players: list[str]) -> None:
         """The game server's part: the result, as the matchmaking service client."""
-        async with grpc.aio.insecure_channel(self.auth) as channel:
+        async with tls.channel(self.auth) as channel:
             auth: Any = auth_pb2_grpc.AuthStub(channel)
             service = await auth.ServiceLogin(
                 auth_pb2.ServiceLoginRequest(
@@ -188,7 +188,7 @@ class Arena:
                 ),
                 timeout=10,
             )
-        async with grpc.aio.insecure_channel(self.matchmaking) as channel:
+        async with tls.channel(self.matchmaking) as channel:
             mm: Any = matchmaking_pb2_grpc.MatchmakerStub(channel)
             await mm.ReportMatchResult(
                 matchmaking_pb2.MatchResult(

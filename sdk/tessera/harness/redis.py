@@ -93,6 +93,7 @@ class LocalRedis:
         appendonly: bool = False,
         cluster: bool = False,
         node_timeout_ms: int = 2000,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
@@ -109,10 +110,17 @@ class LocalRedis:
         # be above 65535 or taken); it moves with the port on a retry.
         self.bus_port = free_port() if cluster else 0
         self.proc: subprocess.Popen[bytes] | None = None
+        # A certificate and key: the server also listens for TLS on ``tls_port``.
+        self.tls = tls
+        self.tls_port = free_port() if tls else 0
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def tls_url(self, ca: Path) -> str:
+        """The TLS port's ``rediss://`` URL for a client trusting the CA at ``ca``."""
+        return f"rediss://127.0.0.1:{self.tls_port}/0?ssl_ca_certs={ca}"
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Start the server and wait until it answers, checking it is this process
@@ -150,6 +158,13 @@ class LocalRedis:
                 "--cluster-port", str(self.bus_port),
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(self.node_timeout_ms),
+            ]  # fmt: skip
+        if self.tls:
+            args += [
+                "--tls-port", str(self.tls_port),
+                "--tls-cert-file", str(self.tls[0]),
+                "--tls-key-file", str(self.tls[1]),
+                "--tls-auth-clients", "no",
             ]  # fmt: skip
         self.proc = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
@@ -216,6 +231,7 @@ class LocalRedisCluster:
         masters: int = 3,
         replicas: int = 1,
         node_timeout_ms: int = 2000,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")

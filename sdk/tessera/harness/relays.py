@@ -12,8 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import grpc
-
+from tessera.common import tls
 from tessera.common.process import ServiceProcess
 from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2, zone_pb2, zone_pb2_grpc
@@ -44,7 +43,7 @@ def metric_total(proc: ServiceProcess, name: str) -> float:
 
 async def zone_players(address: str) -> list[str]:
     """The players of the zone's entities (one per entity, so a duplicate shows twice)."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with tls.channel(address, zone=True) as channel:
         stub: Any = zone_pb2_grpc.ZoneStub(channel)
         status = await stub.GetStatus(zone_pb2.GetStatusRequest(include_entities=True))
         return [p for p in status.entity_players if p]

@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from tessera.common import tls
 from tessera.common.process import ServiceProcess
 from tessera.common.store import Client
 from tessera.relay.routing import Route, RouteCache
@@ -138,7 +139,7 @@ class World:
 
     def stub(self, name: str) -> tuple[grpc.aio.Channel, Any]:
         """A channel and an aio stub (grpc-stubs types stubs as synchronous)."""
-        channel = grpc.aio.insecure_channel(self.procs[name].grpc_address)
+        channel = tls.channel(self.procs[name].grpc_address, zone=True)
         return channel, zone_pb2_grpc.ZoneStub(channel)
 
     async def join(
@@ -412,7 +413,7 @@ class Driver:
         address = await self._address(zone)
         if address is None:
             raise LookupError(f"no address for zone {zone}")
-        channel = grpc.aio.insecure_channel(address)
+        channel = tls.channel(address, zone=True)
         stub: Any = zone_pb2_grpc.ZoneStub(channel)
         up: asyncio.Queue[zone_pb2.ZoneLinkUp] = asyncio.Queue()
         up.put_nowait(zone_pb2.ZoneLinkUp(hello=zone_pb2.LinkHello(relay_id=self.relay_id)))

@@ -13,6 +13,7 @@ bot was disconnected or could not connect.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import signal
 import sys
@@ -24,6 +25,7 @@ import grpc
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from tessera.common import tls
 from tessera.load import scenario as sc
 from tessera.load.swarm import Swarm, SwarmConfig
 from tessera.v1 import auth_pb2, auth_pb2_grpc, relay_pb2, relay_pb2_grpc
@@ -78,22 +80,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def relay_counters(address: str, auth: str, client: str) -> dict[str, Any]:
     """The relay's own counters (``Relay.GetStatus``, as service ``client`` =
     ``id=secret`` logged in at ``auth``); {} if they cannot be read."""
+    return asyncio.run(_relay_counters(address, auth, client))
+
+
+async def _relay_counters(address: str, auth: str, client: str) -> dict[str, Any]:
     client_id, _, secret = client.partition("=")
     try:
-        with grpc.insecure_channel(auth) as channel:
+        async with tls.channel(auth) as channel:
             login: Any = auth_pb2_grpc.AuthStub(channel)
-            session = login.ServiceLogin(
+            session = await login.ServiceLogin(
                 auth_pb2.ServiceLoginRequest(client_id=client_id, client_secret=secret),
                 timeout=15.0,
             )
-        with grpc.insecure_channel(address) as channel:
+        async with tls.channel(address) as channel:
             stub: Any = relay_pb2_grpc.RelayStub(channel)
-            s = stub.GetStatus(
+            s = await stub.GetStatus(
                 relay_pb2.GetRelayStatusRequest(),
                 metadata=(("authorization", f"Bearer {session.access_token}"),),
                 timeout=5.0,
             )
-    except grpc.RpcError:
+    except grpc.aio.AioRpcError:
         return {}
     return {
         "sessions": sum(s.sessions.values()),

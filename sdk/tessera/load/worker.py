@@ -24,12 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from tessera.client.bot import Arms, Bot
 from tessera.client.client import GameClient
 from tessera.client.prediction import Motion
 from tessera.client.transport import UdpTransport
+from tessera.common import tls
 from tessera.common.process import die_with_parent
 from tessera.load import scenario as sc
 from tessera.load.report import Counters
@@ -101,7 +100,7 @@ class Tokens:
     """Connect tokens from auth over one shared channel."""
 
     def __init__(self, address: str, service_client: str) -> None:
-        self.channel = grpc.aio.insecure_channel(address)
+        self.channel = tls.channel(address)
         self.stub: Any = auth_pb2_grpc.AuthStub(self.channel)
         self.service_client = service_client
         self._service_token: str | None = None

@@ -13,10 +13,10 @@ import logging
 import time
 from typing import Any
 
-import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tessera.authclient.keys import usable_keys
+from tessera.common import tls
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 from tessera.wire.connect_token import ConnectGrant, ConnectTokenError, open_connect_token
 
@@ -38,7 +38,7 @@ class ConnectTokenOpener:
         self.public_keys: dict[str, Ed25519PublicKey] = {}
         self.max_age_s = 300.0
         self.fetched_at = 0.0
-        self._channel = grpc.aio.insecure_channel(auth_address)
+        self._channel = tls.channel(auth_address)
         self._stub: Any = auth_pb2_grpc.AuthStub(self._channel)
         self.refresh_wanted = False
 

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from tessera.authclient.bearer import bearer_metadata
+from tessera.common import tls
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 
 # Renew the service session this long before its access token expires.
@@ -30,7 +31,7 @@ class ServiceCredentials:
     def __init__(
         self, address: str, client_id: str, client_secret: str, *, timeout_s: float = 5.0
     ) -> None:
-        self.channel = grpc.aio.insecure_channel(address)
+        self.channel = tls.channel(address)
         self.stub = auth_pb2_grpc.AuthStub(self.channel)
         self.client_id = client_id
         self.client_secret = client_secret
@@ -77,8 +78,9 @@ class ServiceCredentials:
         ]
 
     def channel_to(self, address: str) -> grpc.aio.Channel:
-        """An insecure channel to ``address`` whose calls carry this service's token."""
-        return grpc.aio.insecure_channel(address, interceptors=self.interceptors())
+        """A channel to ``address`` (TLS per :mod:`tessera.common.tls`) whose calls
+        carry this service's token."""
+        return tls.channel(address, interceptors=self.interceptors())
 
     async def close(self) -> None:
         await self.channel.close(None)

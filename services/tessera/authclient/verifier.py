@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from tessera.authclient import metrics, store
 from tessera.authclient.keys import keys_from_proto
 from tessera.common import store as common_store
+from tessera.common import tls
 from tessera.common.store import Client
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 from tessera.wire import access_token
@@ -185,7 +186,7 @@ class Verifier:
         ]
         if auth_address is not None:
             self._wake_keys = asyncio.Event()
-            self._channel = grpc.aio.insecure_channel(auth_address)
+            self._channel = tls.channel(auth_address)
             keys_ready = asyncio.Event()
             waits.append(keys_ready)
             self._tasks.append(

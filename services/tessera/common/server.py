@@ -25,7 +25,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from tessera.common import decoding, logs, metrics, process, tracing
+from tessera.common import decoding, logs, metrics, process, tls, tracing
 from tessera.common.config import ConfigError, ServerConfig, fail, load_or_exit
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ class GrpcService:
         self._shutdown_hooks: list[ShutdownHook] = []
         self._stopping_hooks: list[Callable[[], None]] = []
         self._stopping = asyncio.Event()
+        # TESSERA_TLS_CERT_FILE / _KEY_FILE: serve TLS (None: plaintext).
+        self.tls = tls.process_server_tls()
         self.grpc_port = 0
         self.metrics_port = 0
         # Extra fields for the `serving` log line (e.g. a UDP port bound by the service).
@@ -98,7 +100,10 @@ class GrpcService:
                 [*self._service_names, reflection.SERVICE_NAME], self.server
             )
         address = f"{self.config.host}:{self.config.grpc_port}"
-        self.grpc_port = self.server.add_insecure_port(address)
+        if self.tls is None:
+            self.grpc_port = self.server.add_insecure_port(address)
+        else:
+            self.grpc_port = self.server.add_secure_port(address, self.tls.credentials())
         self.metrics_port = metrics.serve(self.config.host, self.config.metrics_port)
         await self.server.start()
         for name in ["", *self._service_names]:
@@ -107,6 +112,7 @@ class GrpcService:
             "serving",
             extra={
                 "grpc_port": self.grpc_port,
+                "tls": self.tls is not None,
                 "metrics_port": self.metrics_port,
                 "services": self._service_names,
                 **self.serving_fields,
@@ -178,6 +184,9 @@ def main(name: str, build: Callable[[ServerConfig], Awaitable[GrpcService]]) -> 
     """
     process.die_with_parent()
     config = load_or_exit(lambda: ServerConfig.from_env(name))
+    # Certificates and CA bundles are checked before anything starts.
+    load_or_exit(tls.process_server_tls)
+    load_or_exit(tls.process_client_tls)
     logs.setup(name, config.log_level)
     end_tracing = load_or_exit(lambda: tracing.setup(name))
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from tessera.common import tracing
+from tessera.common import tls, tracing
 from tessera.relay.metrics import UP_LATENCY, observe_sampled
 from tessera.v1 import relay_pb2, zone_pb2, zone_pb2_grpc
 
@@ -333,7 +333,7 @@ class ZoneLink:
         if address != self.address or self._channel is None:
             if self._channel is not None:
                 await self._channel.close(None)
-            self._channel = grpc.aio.insecure_channel(address)
+            self._channel = tls.channel(address, zone=True)
             self.address = address
         stub: Any = zone_pb2_grpc.ZoneStub(self._channel)
         call = stub.ZoneLink()

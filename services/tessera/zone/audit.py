@@ -14,6 +14,7 @@ import time
 
 import grpc
 
+from tessera.common import tls
 from tessera.common.store import Client
 from tessera.v1 import zone_pb2, zone_pb2_grpc
 from tessera.zone.invariants import Report, check
@@ -27,7 +28,7 @@ async def scan(
     owned: dict[str, list[tuple[int, str]]] = {}
     unreachable: list[str] = []
     for name, address in sorted(addresses.items()):
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with tls.channel(address, zone=True) as channel:
             stub = zone_pb2_grpc.ZoneStub(channel)
             try:
                 status = await stub.GetStatus(
