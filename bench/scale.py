@@ -382,7 +382,7 @@ async def run(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
         elapsed = time.monotonic() - began
         counters1 = await asyncio.to_thread(redis_counters, servers.nodes)
         await r.sample("end")
-        final = await r.scan()
+        await r.scan()
         handoffs = sum(r.handoffs.values()) - handoffs0
     finally:
         r.stop.set()
@@ -406,7 +406,6 @@ async def run(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
     )
     return {
         "players": args.players,
-        "players_seen_final": final.players,
         "bots": args.bots,
         "redis": "single" if args.single_redis else f"cluster ({len(servers.nodes)} nodes)",
         "tick_hz": args.tick_hz,
