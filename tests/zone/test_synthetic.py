@@ -145,7 +145,7 @@ async def test_handed_off_it_stays_synthetic_and_keeps_moving(world: World) -> N
     await world.start_all([ZoneSpec("west", WEST), ZoneSpec("east", EAST)])
     store = ZoneStore(world.redis, world=world.world, zone="probe")
     west = world.procs["west"].grpc_address
-    await spawn({"west": (west, Rect(-190, -10, -170, 10))}, ["syn-1"])
+    assert await spawn({"west": (west, Rect(-190, -10, -170, 10))}, ["syn-1"]) == ["syn-1"]
     xs = []
     async with asyncio.timeout(60):
         while True:

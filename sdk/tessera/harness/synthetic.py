@@ -14,7 +14,14 @@ import grpc
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.geometry import Rect
 
-RETRIED = (grpc.StatusCode.ABORTED, grpc.StatusCode.UNAVAILABLE)
+RETRIED = (
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+)
+# A zone that stopped taking joins (re-bounded, draining) between the caller's look
+# at the map and the Join: the player is not added.
+SKIPPED = (grpc.StatusCode.FAILED_PRECONDITION,)
 
 
 async def spawn(
@@ -24,16 +31,20 @@ async def spawn(
     seed: int = 0,
     concurrency: int = 16,
     attempts: int = 5,
-) -> int:
+) -> list[str]:
     """Join ``players`` as synthetic players at random points of the zones' area
-    (``zones``: name -> (gRPC address, rectangle)); returns how many joined. A
-    Join refused for good raises its ``grpc.aio.AioRpcError``."""
+    (``zones``: name -> (gRPC address, rectangle)); returns those who joined. A
+    Join that timed out and is then refused as ``ALREADY_EXISTS`` had joined; one
+    refused by a zone no longer taking joins is skipped; any other refusal raises
+    its ``grpc.aio.AioRpcError``."""
     rng = random.Random(seed)
     area = {name: rect for name, (_address, rect) in zones.items()}
     channels = {name: grpc.aio.insecure_channel(address) for name, (address, _r) in zones.items()}
     stubs: dict[str, Any] = {n: zone_pb2_grpc.ZoneStub(c) for n, c in channels.items()}
     names = sorted(area)
     gate = asyncio.Semaphore(concurrency)
+
+    joined: list[str] = []
 
     async def join(player: str, name: str) -> None:
         r = area[name]
@@ -44,9 +55,15 @@ async def spawn(
         async with gate:
             for attempt in range(attempts):
                 try:
-                    await stubs[name].Join(request, timeout=10.0)
+                    await stubs[name].Join(request, timeout=30.0)
+                    joined.append(player)
                     return
                 except grpc.aio.AioRpcError as err:
+                    if attempt and err.code() == grpc.StatusCode.ALREADY_EXISTS:
+                        joined.append(player)
+                        return
+                    if err.code() in SKIPPED:
+                        return
                     if err.code() not in RETRIED or attempt == attempts - 1:
                         raise
                     await asyncio.sleep(0.1 * (attempt + 1))
@@ -58,5 +75,5 @@ async def spawn(
     try:
         await asyncio.gather(*(join(p, n) for p, n in zip(players, chosen, strict=True)))
     finally:
-        await asyncio.gather(*(c.close() for c in channels.values()))
-    return len(players)
+        await asyncio.gather(*(c.close(None) for c in channels.values()))
+    return joined

@@ -87,7 +87,7 @@ class ZoneConfig:
     # Synthetic players (docs/ZONE.md, "Synthetic players"): whether Join may create
     # them (off: refused), and the hotspots every synthetic player here is steered to.
     synthetic: bool = False
-    hotspots: Hotspots = Hotspots()
+    hotspots: Hotspots = field(default_factory=Hotspots)
 
     @property
     def ladder(self) -> Ladder:

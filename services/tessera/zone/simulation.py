@@ -1,8 +1,9 @@
 """One zone's simulation: the data flow of a tick.
 
-inputs (validated on arrival) -> NPC behaviour and synthetic players' steering -> movement -> position history
--> combat -> respawn / regeneration -> interest -> quantize -> tiers -> delta
-encode, then the overload governor (tessera.zone.overload) weighs the tick's CPU.
+inputs (validated on arrival) -> NPC behaviour and synthetic players' steering
+-> movement -> position history -> combat -> respawn / regeneration -> interest
+-> quantize -> tiers -> delta encode, then the overload governor
+(tessera.zone.overload) weighs the tick's CPU.
 
 Everything here is plain Python, numpy and the compiled kernels behind interest
 and snapshot; the servicer feeds inputs in and ships the :class:`Frame` a tick
