@@ -362,7 +362,8 @@ async def run(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
                 auth=servers.auth_address,
                 scenario=str(scenario.resolve("hotspot")),
                 world=f"0,0,{args.world_m:g},{args.world_m:g}",
-                duration_s=args.ramp + args.seconds + 30.0,
+                # Longer than any run: the bots log out when the swarm is stopped.
+                duration_s=args.ramp + args.seconds + 3600.0,
                 max_speed=12.0,
                 bots=args.bots,
                 processes=2,
