@@ -52,7 +52,8 @@ class RelaySample:
     reroutes: int = 0
 
 
-def _zone(name: str, s: zone_pb2.ZoneStatus) -> ZoneSample:
+def zone_sample(name: str, s: zone_pb2.ZoneStatus) -> ZoneSample:
+    """A heartbeat as the sample the demo (and the scale run) shows."""
     b = s.bounds if s.HasField("bounds") else None
     return ZoneSample(
         name=name,
@@ -86,7 +87,7 @@ class Monitor:
     async def zones(self) -> list[ZoneSample]:
         """Every registered zone with a live heartbeat, by name."""
         statuses = await store.read_heartbeats(self.redis, self.world)
-        return [_zone(name, status) for name, status in statuses.items()]
+        return [zone_sample(name, status) for name, status in statuses.items()]
 
     async def events(self) -> list[dict[str, str]]:
         """Scaling events appended since the last call, oldest first."""

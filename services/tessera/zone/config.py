@@ -12,6 +12,7 @@ from tessera.zone.interest import Tiers
 from tessera.zone.movement import Limits
 from tessera.zone.npc import Behaviour
 from tessera.zone.overload import Ladder
+from tessera.zone.synthetic import Hotspots
 
 DNS_LABEL = NAME_RE.pattern
 
@@ -83,6 +84,10 @@ class ZoneConfig:
     # default (docs/ZONE.md says why).
     link_chunk: int = 32
     link_spread: float = 0.0
+    # Synthetic players (docs/ZONE.md, "Synthetic players"): whether Join may create
+    # them (off: refused), and the hotspots every synthetic player here is steered to.
+    synthetic: bool = False
+    hotspots: Hotspots = field(default_factory=Hotspots)
 
     @property
     def ladder(self) -> Ladder:
@@ -167,4 +172,11 @@ class ZoneConfig:
             persist_queue=env.integer("PERSIST_QUEUE", 20_000, lo=1, hi=10_000_000),
             event_flush_s=env.number("EVENT_FLUSH_S", 0.25, lo=0.01, hi=60.0),
             event_queue=env.integer("EVENT_QUEUE", 200_000, lo=1, hi=10_000_000),
+            synthetic=env.flag("SYNTHETIC", False),
+            hotspots=Hotspots(
+                count=env.integer("HOTSPOTS", 4, lo=1, hi=1000),
+                speed=env.number("HOTSPOT_SPEED_MPS", 2.0, lo=0.0, hi=100.0),
+                spread=env.number("HOTSPOT_SPREAD_M", 60.0, lo=0.0, hi=100_000.0),
+                seed=env.integer("HOTSPOT_SEED", 0, lo=0),
+            ),
         )

@@ -20,6 +20,10 @@ PLAYER = 1  # entity kinds: the values of tessera.v1.EntityKind
 NPC = 2
 DEAD = 1  # flag bit: dead, waiting to respawn
 GHOST = 2  # flag bit: a read-only copy of a neighbour's entity (tessera.zone.ghosts)
+# Flag bit: a synthetic player, steered inside the zone (tessera.zone.synthetic). Above
+# the low byte that snapshots and ghosts carry, so clients and neighbours never see it.
+SYNTHETIC = 0x100
+KEPT = DEAD | SYNTHETIC  # the flag bits a record carries into its next zone
 MAX_HEALTH = 100.0
 
 # name -> (dtype, trailing shape, initial value)
@@ -247,7 +251,7 @@ def spawn_state(ents: Entities, state: Record, *, now_s: float) -> int:
         "yaw": state.yaw,
         "health": min(max(state.health, 0.0), MAX_HEALTH),
         "team": state.team,
-        "flags": state.flags & DEAD,
+        "flags": state.flags & KEPT,
         "last_seq": state.last_input_seq,
         "tokens_at": now_s,
         "home": (p[0], p[2]),

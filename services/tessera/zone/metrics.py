@@ -138,9 +138,20 @@ LINK_DROPS = Counter(
 )
 LINK_ERRORS = Counter("tessera_zone_link_errors_total", "Bad link messages", ["reason"])
 
+SYNTHETIC_SNAPSHOTS = Counter(
+    "tessera_zone_synthetic_snapshots_total",
+    "Snapshots encoded for synthetic players (counted, never sent)",
+)
+SYNTHETIC_BYTES = Counter(
+    "tessera_zone_synthetic_snapshot_bytes_total",
+    "Bytes of the snapshots encoded for synthetic players (counted, never sent)",
+)
+
 _COUNTS = {
     "hits": HITS,
     "deaths": DEATHS,
+    "synthetic_snapshots": SYNTHETIC_SNAPSHOTS,
+    "synthetic_bytes": SYNTHETIC_BYTES,
 }
 
 

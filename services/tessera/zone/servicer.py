@@ -159,6 +159,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
 
     def tick(self) -> None:
         """One simulation step, fanned out to the links."""
+        self.sim.clock_s = time.time()
         frame = self.sim.step()
         counts, self.sim.counts = self.sim.counts, type(self.sim.counts)()
         metrics.observe(frame, counts, players=len(self.sim.ents.players), entities=self.sim.ents.n)
@@ -464,6 +465,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             await abort(
                 context, grpc.StatusCode.INVALID_ARGUMENT, message, reason=reason, field=field
             )
+        if request.synthetic:
+            await self._check_synthetic(request, context)
         if player not in self.sim.ents.players:
             try:
                 await self._join_new(request, context)
@@ -485,9 +488,45 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             tick_hz=self.cfg.tick_hz,
         )
 
+    async def _check_synthetic(self, request: zone_pb2.JoinRequest, context: Context) -> None:
+        """A synthetic Join needs a zone that allows them, no relay, and a player new
+        here (one already present is never turned synthetic)."""
+        if not self.cfg.synthetic:
+            await abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"zone {self.cfg.zone} does not create synthetic players (TESSERA_SYNTHETIC)",
+                reason="SYNTHETIC_OFF",
+                field="synthetic",
+            )
+        if request.relay_id:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "a synthetic player has no relay",
+                reason="SYNTHETIC_RELAY",
+                field="relay_id",
+            )
+        if request.player_id in self.sim.ents.players:
+            await abort(
+                context,
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"player {request.player_id} is already in the world",
+                reason="SYNTHETIC_EXISTS",
+                field="player_id",
+            )
+
     async def _join_new(self, request: zone_pb2.JoinRequest, context: Context) -> None:
         player = request.player_id
         route = await self.store.route(player)
+        if request.synthetic and route is not None:
+            await abort(
+                context,
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"player {player} is already in the world",
+                reason="SYNTHETIC_EXISTS",
+                field="player_id",
+            )
         elsewhere = route is not None and route.zone != self.cfg.zone
         if elsewhere and route is not None and await self.store.zone_alive(route.zone):
             await abort(
@@ -528,6 +567,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 player_id=player,
                 pos=pos or self.sim.spawn_point(),
                 team=request.team,
+                synthetic=request.synthetic,
             )
             self.sim.ents.extra[self.sim.ents.players[player]].epoch = epoch
         self.sim.ents.extra[self.sim.ents.players[player]].relay_id = request.relay_id

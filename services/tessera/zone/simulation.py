@@ -1,8 +1,9 @@
 """One zone's simulation: the data flow of a tick.
 
-inputs (validated on arrival) -> NPC behaviour -> movement -> position history
--> combat -> respawn / regeneration -> interest -> quantize -> tiers -> delta
-encode, then the overload governor (tessera.zone.overload) weighs the tick's CPU.
+inputs (validated on arrival) -> NPC behaviour and synthetic players' steering
+-> movement -> position history -> combat -> respawn / regeneration -> interest
+-> quantize -> tiers -> delta encode, then the overload governor
+(tessera.zone.overload) weighs the tick's CPU.
 
 Everything here is plain Python, numpy and the compiled kernels behind interest
 and snapshot; the servicer feeds inputs in and ships the :class:`Frame` a tick
@@ -22,7 +23,7 @@ import numpy.typing as npt
 
 from tessera.wire.geometry import Rect
 from tessera.wire.snapshot import COLUMNS, Quantization
-from tessera.zone import combat, inputs, interest, overload
+from tessera.zone import combat, inputs, interest, overload, synthetic
 from tessera.zone.config import ZoneConfig
 from tessera.zone.entities import (
     DEAD,
@@ -30,6 +31,7 @@ from tessera.zone.entities import (
     MAX_HEALTH,
     NPC,
     PLAYER,
+    SYNTHETIC,
     Entities,
     Record,
     export_state,
@@ -100,6 +102,9 @@ class Simulation:
         self.forwarded: list[combat.Forwarded] = []  # hits on ghosts, for their owners
         self.governor = overload.Governor(cfg.ladder)
         self.tiers = cfg.tiers  # the AOI tiers in effect (degraded under overload)
+        # Wall-clock seconds, set by the shell before each step: synthetic players'
+        # hotspots move with it, so every zone of the world agrees where they are.
+        self.clock_s = 0.0
 
     @property
     def now_s(self) -> float:
@@ -135,19 +140,30 @@ class Simulation:
             self.ents.add(eid, NPC, (x, 0.0, z), home=(x, z), waypoint=(x, z))
 
     def add_player(
-        self, *, entity_id: int, player_id: str, pos: tuple[float, float, float], team: int
+        self,
+        *,
+        entity_id: int,
+        player_id: str,
+        pos: tuple[float, float, float],
+        team: int,
+        synthetic: bool = False,
     ) -> int:
-        """Spawn a new player at ``pos`` (clamped into the area)."""
+        """Spawn a new player at ``pos`` (clamped into the area); a ``synthetic`` one
+        is steered here and gets its snapshots encoded from now on."""
         x, z = self.clamp_xz(pos[0], pos[2])
-        return self.ents.add_player(
+        row = self.ents.add_player(
             entity_id,
             player_id,
             (x, max(pos[1], 0.0), z),
             team=team,
             home=(x, z),
+            flags=SYNTHETIC if synthetic else 0,
             tokens=inputs.BURST_S * self.cfg.tick_hz,
             tokens_at=time.monotonic(),
         )
+        if synthetic:
+            self.attach(player_id)
+        return row
 
     def adopt(self, state: Record, *, epoch: int, now: float) -> int:
         """Instantiate an entity from its durable state (checkpoint restore, and a
@@ -171,6 +187,8 @@ class Simulation:
         extra.restored, extra.epoch = True, epoch
         self.ents.home[row] = (x, z)
         self.ents.tokens_at[row] = now
+        if self.ents.flags[row] & SYNTHETIC:
+            self.attach(state.player_id)  # no relay will: its snapshots start now
         return row
 
     def remove_player(self, player_id: str) -> None:
@@ -297,6 +315,7 @@ class Simulation:
         self._systems(events)
         sight = self._interest()
         frame = self._encode(sight, events)
+        self._ack_synthetic(frame)
         frame.step_s = time.perf_counter() - started
         frame.overload_level = self.governor.level
         level = self.governor.add(time.thread_time() - cpu)
@@ -310,6 +329,7 @@ class Simulation:
             ghost = (e.flags[:n] & GHOST) != 0  # neighbours' entities: shown, not simulated
             alive = ((e.flags[:n] & DEAD) == 0) & ~ghost
             self._think(alive)
+            self._steer(alive)
             self._move(alive, events)
         self.history.record(self.tick, e.id[:n], e.pos[:n])
         if n:
@@ -336,6 +356,31 @@ class Simulation:
         e.yaw[rows] = yaw
         e.waypoint[rows] = waypoint
         e.actions[rows] |= actions
+
+    def _steer(self, alive: npt.NDArray[np.bool_]) -> None:
+        """Synthetic players' intents: towards their hotspots (tessera.zone.synthetic)."""
+        e, n = self.ents, self.ents.n
+        rows = np.flatnonzero(alive & ((e.flags[:n] & SYNTHETIC) != 0))
+        if not rows.size:
+            return
+        target = synthetic.targets(
+            e.id[rows], self.cfg.world_bounds, self.cfg.hotspots, self.clock_s
+        )
+        e.move[rows], e.yaw[rows] = synthetic.steer(e.pos[rows][:, [0, 2]], target)
+
+    def _ack_synthetic(self, frame: Frame) -> None:
+        """Synthetic players' snapshots are encoded, counted and not sent: each is
+        acknowledged at once, as by a client on a perfect link, so the next one is
+        a delta like a real client's."""
+        e = self.ents
+        batch = frame.batch
+        for i, player in enumerate(frame.players):
+            if e.flags[e.index[e.players[player]]] & SYNTHETIC:
+                self.encoder.ack(
+                    self.attached[player], int(batch.stream[i]), int(batch.sequence[i])
+                )
+                self.counts["synthetic_snapshots"] += 1
+                self.counts["synthetic_bytes"] += len(batch.payloads[i])
 
     def _move(self, alive: npt.NDArray[np.bool_], events: list[Event]) -> None:
         e, n, cfg = self.ents, self.ents.n, self.cfg
