@@ -469,3 +469,28 @@ async def test_a_rotation_finds_out_that_the_player_resumed_elsewhere(
     goodbye = relay_pb2.ServerMessage.FromString(sent[-1])
     assert goodbye.disconnected.reason == "REPLACED"
     assert await redis.get(store.resume_key("alice")) == b"resumed-elsewhere"
+
+
+async def test_a_drain_releases_the_movers_from_their_links(gateway: Gateway) -> None:
+    """The players told to MOVE leave their link's attached set (no Detach): a link
+    that reconnects during the drain (its watchdog saw the zone go quiet once they
+    had resumed elsewhere) would otherwise join and attach them here again, taking
+    them back from the relay they resumed on. Their snapshots still flow until
+    they go; a player without a resume credential stays attached."""
+    mover, mover_sent = add_session(gateway, "alice", "zone-a", 1)
+    mover.resume = b"credential"
+    add_session(gateway, "bob", "zone-a", 1)
+    link = gateway.links["zone-a"]
+    await gateway.drain(0.05)
+    notice = relay_pb2.ServerMessage.FromString(mover_sent[-1]).notice
+    assert notice.code == "MOVE"
+    assert link.attached == {"bob"}
+    batch = zone_pb2.SnapshotBatch(
+        tick=1, snapshots=[zone_pb2.PlayerSnapshot(player_id="alice", stream=1, sequence=1)]
+    )
+    gateway.on_snapshots(link, batch, time.perf_counter())
+    assert relay_pb2.ServerMessage.FromString(mover_sent[-1]).snapshot.tick == 1
+    link.connected = True  # as if the stream were up: a Detach would be queued now
+    link._outbox.clear()
+    gateway._end(mover, "REPLACED", "resumed elsewhere", leave=False)
+    assert outbox_kinds(gateway, "zone-a") == []

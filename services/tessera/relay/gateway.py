@@ -606,7 +606,10 @@ class Gateway:
         address if one is known), and wait until each has gone quiet here (resumed
         elsewhere) or ``timeout_s`` has passed. From now on no handshake or resume
         opens a session here: a client that tried this relay would be told to
-        move again, or cut off, when it exits."""
+        move again, or cut off, when it exits. The movers are released from their
+        zone links (:meth:`ZoneLink.release`): a link that reconnects during the
+        drain must not join and attach them here again, taking them back from the
+        relay they resumed on."""
         self.draining = True
         movers = [s for s in self.sessions if s.transport == "udp" and s.resume]
         if not movers:
@@ -621,6 +624,9 @@ class Gateway:
         log.info("draining", extra={"sessions": len(movers), "move_to": address})
         for session in movers:
             session.post(notice)
+            link = self.links.get(session.zone)
+            if link is not None:
+                link.release(session.player_id)
         while True:
             now = time.monotonic()
             talking = [s for s in movers if not s.closed and now - s.last_seen < DRAIN_QUIET_S]
