@@ -494,3 +494,26 @@ async def test_a_drain_releases_the_movers_from_their_links(gateway: Gateway) ->
     link._outbox.clear()
     gateway._end(mover, "REPLACED", "resumed elsewhere", leave=False)
     assert outbox_kinds(gateway, "zone-a") == []
+
+
+async def test_a_reconnect_ends_the_sessions_that_resumed_elsewhere(
+    gateway: Gateway, redis: Redis
+) -> None:
+    """A link that reconnects (after the zone went quiet: it sends nothing for
+    players who resumed on another relay) first ends, REPLACED and without a
+    Leave, the sessions whose player holds a newer resume credential, so it does
+    not join and attach them here again; the others it joins again as before."""
+    store = gateway.store
+    stale, stale_sent = add_session(gateway, "alice", "zone-a", 1)
+    current, _ = add_session(gateway, "bob", "zone-a", 1)
+    stale.resume_id, current.resume_id = b"alice-old", b"bob-now"
+    await redis.set(store.resume_key("alice"), b"alice-newer")
+    await redis.set(store.resume_key("bob"), b"bob-now")
+    link = gateway.links["zone-a"]
+    link.rpc_timeout_s = 0.05  # no zone here: bob's Join fails fast
+    await gateway.on_link_up(link, reconnect=True)
+    goodbye = relay_pb2.ServerMessage.FromString(stale_sent[-1])
+    assert goodbye.disconnected.reason == "REPLACED" and stale.closed
+    assert "alice" not in gateway.sessions.by_player
+    assert not gateway.placement.own_removal("alice", time.monotonic())  # no Leave
+    assert not current.closed and gateway.sessions.by_player["bob"] is current

@@ -407,6 +407,7 @@ class Gateway:
         refused leaves the link and follows its route."""
         if not reconnect or not link.attached:
             return
+        await self._end_resumed_elsewhere(link)
         rejoined = await self.placement.rejoin(link, sorted(link.attached))
         for player, response in rejoined.items():
             if response is None:
@@ -418,6 +419,27 @@ class Gateway:
                 if session is not None:
                     session.entity_id = response.entity_id
         self._notify(link, "ZONE_RESUMED", f"zone {link.zone} answers again")
+
+    async def _end_resumed_elsewhere(self, link: ZoneLink) -> None:
+        """End (REPLACED, no Leave) the link's sessions whose player holds a newer
+        resume credential than theirs: it resumed on another relay, and joining and
+        attaching it here again would take it back from that relay. A link goes
+        quiet once all its players have gone, so such stale sessions are what a
+        reconnect after a silence finds here (they would otherwise last until their
+        next rotation)."""
+        sessions = [
+            s
+            for p in sorted(link.attached)
+            if (s := self.sessions.by_player.get(p)) is not None and s.resume_id
+        ]
+        try:
+            held = await self.store.resume_ids([s.player_id for s in sessions])
+        except (RedisError, OSError) as err:
+            log.warning("resume credentials not checked", extra={"error": str(err)})
+            return
+        for session, newest in zip(sessions, held, strict=True):
+            if newest is not None and newest != session.resume_id:
+                self._end(session, "REPLACED", "the session resumed elsewhere", leave=False)
 
     def on_shed(self, link: ZoneLink, inputs: int) -> None:
         self.counters.drops["upstream_backlog"] += inputs
