@@ -15,11 +15,12 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from tessera.common.store import WorldKeys
+from tessera.common.process import free_port
+from tessera.common.store import WorldKeys, connect
 from tessera.relay import resume
 from tessera.relay.admission import Grant
 from tessera.relay.errors import Rejected
-from tessera.relay.gateway import Gateway, GatewayConfig
+from tessera.relay.gateway import RESUME_RETRY_S, Gateway, GatewayConfig
 from tessera.relay.metrics import Counters
 from tessera.relay.routing import Route
 from tessera.relay.session import Session
@@ -517,3 +518,35 @@ async def test_a_reconnect_ends_the_sessions_that_resumed_elsewhere(
     assert "alice" not in gateway.sessions.by_player
     assert not gateway.placement.own_removal("alice", time.monotonic())  # no Leave
     assert not current.closed and gateway.sessions.by_player["bob"] is current
+
+
+async def test_a_credential_that_could_not_be_issued_is_issued_by_a_later_sweep(
+    gateway: Gateway, redis: Redis
+) -> None:
+    """Redis refusing the first credential (e.g. its connection pool used up by a
+    crowd resuming at once) no longer leaves the session without one until it
+    ends: the sweep tries again after RESUME_RETRY_S."""
+    session, sent = add_session(gateway, "alice", "zone-a", 1)
+    session.accepted = b"accepted"
+    store = gateway.store
+    store.redis = connect(f"redis://127.0.0.1:{free_port()}", retries=0)  # nothing listens
+    try:
+        gateway.issue_resume(session)
+        for _ in range(200):
+            if session.resume_failed:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await store.redis.aclose()
+        store.redis = redis
+    failed = session.resume_failed
+    assert failed and session.resume == b""
+    await gateway.sweep(failed + 0.5)  # too soon: no new try
+    assert not session.rotating
+    await gateway.sweep(failed + RESUME_RETRY_S + 0.1)
+    for _ in range(200):
+        if session.resume_id:
+            break
+        await asyncio.sleep(0.01)
+    assert await redis.get(store.resume_key("alice")) == session.resume_id
+    assert relay_pb2.ServerMessage.FromString(sent[-1]).resume.credential

@@ -41,6 +41,8 @@ KEEPALIVE_S = 1.0
 # A draining relay counts a client silent this long as moved (clients send a
 # keep-alive at least every second).
 DRAIN_QUIET_S = 1.5
+# How soon the sweep tries again to issue a resume credential after a failure.
+RESUME_RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,7 @@ class Gateway:
                 await self.store.set_resume(player, grant.token_id, ttl)
                 held = True
         except (RedisError, OSError) as err:
+            session.resume_failed = time.monotonic()
             log.warning("resume credential not issued", extra={"error": str(err)})
             return
         finally:
@@ -577,7 +580,10 @@ class Gateway:
         for session in self.sessions:
             if session.transport != "udp":
                 continue
-            if session.resume and now - session.resume_issued > resume.ROTATE_S:
+            # A credential to rotate, or a first one whose issue failed (e.g. Redis
+            # refused a connection while a crowd resumed here at once).
+            due = not session.resume or now - session.resume_issued > resume.ROTATE_S
+            if session.accepted and due and now - session.resume_failed > RESUME_RETRY_S:
                 self.issue_resume(session)
             if now - session.last_sent > KEEPALIVE_S:
                 session.send(b"")
