@@ -507,9 +507,12 @@ async def test_a_reconnect_ends_the_sessions_that_resumed_elsewhere(
     store = gateway.store
     stale, stale_sent = add_session(gateway, "alice", "zone-a", 1)
     current, _ = add_session(gateway, "bob", "zone-a", 1)
+    rotating, _ = add_session(gateway, "carol", "zone-a", 1)
     stale.resume_id, current.resume_id = b"alice-old", b"bob-now"
+    rotating.resume_id, rotating.rotating = b"carol-old", True
     await redis.set(store.resume_key("alice"), b"alice-newer")
     await redis.set(store.resume_key("bob"), b"bob-now")
+    await redis.set(store.resume_key("carol"), b"carol-next")  # its own rotation, under way
     link = gateway.links["zone-a"]
     link.rpc_timeout_s = 0.05  # no zone here: bob's Join fails fast
     await gateway.on_link_up(link, reconnect=True)
@@ -518,6 +521,7 @@ async def test_a_reconnect_ends_the_sessions_that_resumed_elsewhere(
     assert "alice" not in gateway.sessions.by_player
     assert not gateway.placement.own_removal("alice", time.monotonic())  # no Leave
     assert not current.closed and gateway.sessions.by_player["bob"] is current
+    assert not rotating.closed
 
 
 async def test_a_credential_that_could_not_be_issued_is_issued_by_a_later_sweep(

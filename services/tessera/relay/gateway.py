@@ -431,17 +431,19 @@ class Gateway:
         reconnect after a silence finds here (they would otherwise last until their
         next rotation)."""
         sessions = [
-            s
+            (s, s.resume_id)
             for p in sorted(link.attached)
             if (s := self.sessions.by_player.get(p)) is not None and s.resume_id
         ]
         try:
-            held = await self.store.resume_ids([s.player_id for s in sessions])
+            held = await self.store.resume_ids([s.player_id for s, _id in sessions])
         except (RedisError, OSError) as err:
             log.warning("resume credentials not checked", extra={"error": str(err)})
             return
-        for session, newest in zip(sessions, held, strict=True):
-            if newest is not None and newest != session.resume_id:
+        for (session, own), newest in zip(sessions, held, strict=True):
+            # A rotation under way (or done meanwhile) put a newer one of its own there.
+            rotated = session.rotating or session.resume_id != own
+            if newest is not None and newest != own and not rotated:
                 self._end(session, "REPLACED", "the session resumed elsewhere", leave=False)
 
     def on_shed(self, link: ZoneLink, inputs: int) -> None:
