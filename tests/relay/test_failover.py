@@ -213,6 +213,10 @@ async def test_a_hundred_players_survive_a_relay_sigterm_then_a_kill(world: Rela
         assert all(c.connected for c in clients), [c.disconnected for c in clients]
         (draining,) = [r for r in relay_a.records() if r.get("msg") == "draining"]
         assert draining["move_to"] == address["b"] and draining["sessions"] == BOTS
+        # A's drain released its movers from its zone link, so the zone's silence
+        # once they had resumed on B was no alarm: a reconnect would have joined and
+        # attached them to A again, stranding them on B without snapshots.
+        assert not [r for r in relay_a.records() if r.get("msg") == "zone link silent"]
         sigterm_gaps = gaps_after(clients, [0] * BOTS)
         assert resumed_on(relay_b) >= BOTS
         await nothing_lost_or_duplicated(world, before)

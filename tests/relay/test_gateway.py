@@ -15,11 +15,12 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from tessera.common.store import WorldKeys
+from tessera.common.process import free_port
+from tessera.common.store import WorldKeys, connect
 from tessera.relay import resume
 from tessera.relay.admission import Grant
 from tessera.relay.errors import Rejected
-from tessera.relay.gateway import Gateway, GatewayConfig
+from tessera.relay.gateway import RESUME_RETRY_S, Gateway, GatewayConfig
 from tessera.relay.metrics import Counters
 from tessera.relay.routing import Route
 from tessera.relay.session import Session
@@ -469,3 +470,87 @@ async def test_a_rotation_finds_out_that_the_player_resumed_elsewhere(
     goodbye = relay_pb2.ServerMessage.FromString(sent[-1])
     assert goodbye.disconnected.reason == "REPLACED"
     assert await redis.get(store.resume_key("alice")) == b"resumed-elsewhere"
+
+
+async def test_a_drain_releases_the_movers_from_their_links(gateway: Gateway) -> None:
+    """The players told to MOVE leave their link's attached set (no Detach): a link
+    that reconnects during the drain (its watchdog saw the zone go quiet once they
+    had resumed elsewhere) would otherwise join and attach them here again, taking
+    them back from the relay they resumed on. Their snapshots still flow until
+    they go; a player without a resume credential stays attached."""
+    mover, mover_sent = add_session(gateway, "alice", "zone-a", 1)
+    mover.resume = b"credential"
+    add_session(gateway, "bob", "zone-a", 1)
+    link = gateway.links["zone-a"]
+    await gateway.drain(0.05)
+    notice = relay_pb2.ServerMessage.FromString(mover_sent[-1]).notice
+    assert notice.code == "MOVE"
+    assert link.attached == {"bob"}
+    batch = zone_pb2.SnapshotBatch(
+        tick=1, snapshots=[zone_pb2.PlayerSnapshot(player_id="alice", stream=1, sequence=1)]
+    )
+    gateway.on_snapshots(link, batch, time.perf_counter())
+    assert relay_pb2.ServerMessage.FromString(mover_sent[-1]).snapshot.tick == 1
+    link.connected = True  # as if the stream were up: a Detach would be queued now
+    link._outbox.clear()
+    gateway._end(mover, "REPLACED", "resumed elsewhere", leave=False)
+    assert outbox_kinds(gateway, "zone-a") == []
+
+
+async def test_a_reconnect_ends_the_sessions_that_resumed_elsewhere(
+    gateway: Gateway, redis: Redis
+) -> None:
+    """A link that reconnects (after the zone went quiet: it sends nothing for
+    players who resumed on another relay) first ends, REPLACED and without a
+    Leave, the sessions whose player holds a newer resume credential, so it does
+    not join and attach them here again; the others it joins again as before."""
+    store = gateway.store
+    stale, stale_sent = add_session(gateway, "alice", "zone-a", 1)
+    current, _ = add_session(gateway, "bob", "zone-a", 1)
+    rotating, _ = add_session(gateway, "carol", "zone-a", 1)
+    stale.resume_id, current.resume_id = b"alice-old", b"bob-now"
+    rotating.resume_id, rotating.rotating = b"carol-old", True
+    await redis.set(store.resume_key("alice"), b"alice-newer")
+    await redis.set(store.resume_key("bob"), b"bob-now")
+    await redis.set(store.resume_key("carol"), b"carol-next")  # its own rotation, under way
+    link = gateway.links["zone-a"]
+    link.rpc_timeout_s = 0.05  # no zone here: bob's Join fails fast
+    await gateway.on_link_up(link, reconnect=True)
+    goodbye = relay_pb2.ServerMessage.FromString(stale_sent[-1])
+    assert goodbye.disconnected.reason == "REPLACED" and stale.closed
+    assert "alice" not in gateway.sessions.by_player
+    assert not gateway.placement.own_removal("alice", time.monotonic())  # no Leave
+    assert not current.closed and gateway.sessions.by_player["bob"] is current
+    assert not rotating.closed
+
+
+async def test_a_credential_that_could_not_be_issued_is_issued_by_a_later_sweep(
+    gateway: Gateway, redis: Redis
+) -> None:
+    """Redis refusing the first credential (e.g. its connection pool used up by a
+    crowd resuming at once) no longer leaves the session without one until it
+    ends: the sweep tries again after RESUME_RETRY_S."""
+    session, sent = add_session(gateway, "alice", "zone-a", 1)
+    session.accepted = b"accepted"
+    store = gateway.store
+    store.redis = connect(f"redis://127.0.0.1:{free_port()}", retries=0)  # nothing listens
+    try:
+        gateway.issue_resume(session)
+        for _ in range(200):
+            if session.resume_failed:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await store.redis.aclose()
+        store.redis = redis
+    failed = session.resume_failed
+    assert failed and session.resume == b""
+    await gateway.sweep(failed + 0.5)  # too soon: no new try
+    assert not session.rotating
+    await gateway.sweep(failed + RESUME_RETRY_S + 0.1)
+    for _ in range(200):
+        if session.resume_id:
+            break
+        await asyncio.sleep(0.01)
+    assert await redis.get(store.resume_key("alice")) == session.resume_id
+    assert relay_pb2.ServerMessage.FromString(sent[-1]).resume.credential

@@ -21,9 +21,9 @@ def test_defaults_and_standby() -> None:
 
 
 def test_link_spread_is_a_fraction_of_the_tick() -> None:
-    assert ZoneConfig.from_env(Env({})).link_spread_s == 0.0  # off by default
-    assert ZoneConfig.from_env(Env({"TESSERA_LINK_SPREAD": "0.5"})).link_spread_s == pytest.approx(
-        0.5 / 30
+    assert ZoneConfig.from_env(Env({})).link_spread_s == pytest.approx(0.5 / 30)  # the default
+    assert ZoneConfig.from_env(Env({"TESSERA_LINK_SPREAD": "0.3"})).link_spread_s == pytest.approx(
+        0.3 / 30
     )
     cfg = ZoneConfig.from_env(
         Env({"TESSERA_TICK_HZ": "20", "TESSERA_LINK_SPREAD": "0.2", "TESSERA_LINK_CHUNK": "8"})

@@ -41,6 +41,8 @@ KEEPALIVE_S = 1.0
 # A draining relay counts a client silent this long as moved (clients send a
 # keep-alive at least every second).
 DRAIN_QUIET_S = 1.5
+# How soon the sweep tries again to issue a resume credential after a failure.
+RESUME_RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,7 @@ class Gateway:
                 await self.store.set_resume(player, grant.token_id, ttl)
                 held = True
         except (RedisError, OSError) as err:
+            session.resume_failed = time.monotonic()
             log.warning("resume credential not issued", extra={"error": str(err)})
             return
         finally:
@@ -407,6 +410,7 @@ class Gateway:
         refused leaves the link and follows its route."""
         if not reconnect or not link.attached:
             return
+        await self._end_resumed_elsewhere(link)
         rejoined = await self.placement.rejoin(link, sorted(link.attached))
         for player, response in rejoined.items():
             if response is None:
@@ -418,6 +422,29 @@ class Gateway:
                 if session is not None:
                     session.entity_id = response.entity_id
         self._notify(link, "ZONE_RESUMED", f"zone {link.zone} answers again")
+
+    async def _end_resumed_elsewhere(self, link: ZoneLink) -> None:
+        """End (REPLACED, no Leave) the link's sessions whose player holds a newer
+        resume credential than theirs: it resumed on another relay, and joining and
+        attaching it here again would take it back from that relay. A link goes
+        quiet once all its players have gone, so such stale sessions are what a
+        reconnect after a silence finds here (they would otherwise last until their
+        next rotation)."""
+        sessions = [
+            (s, s.resume_id)
+            for p in sorted(link.attached)
+            if (s := self.sessions.by_player.get(p)) is not None and s.resume_id
+        ]
+        try:
+            held = await self.store.resume_ids([s.player_id for s, _id in sessions])
+        except (RedisError, OSError) as err:
+            log.warning("resume credentials not checked", extra={"error": str(err)})
+            return
+        for (session, own), newest in zip(sessions, held, strict=True):
+            # A rotation under way (or done meanwhile) put a newer one of its own there.
+            rotated = session.rotating or session.resume_id != own
+            if newest is not None and newest != own and not rotated:
+                self._end(session, "REPLACED", "the session resumed elsewhere", leave=False)
 
     def on_shed(self, link: ZoneLink, inputs: int) -> None:
         self.counters.drops["upstream_backlog"] += inputs
@@ -555,7 +582,10 @@ class Gateway:
         for session in self.sessions:
             if session.transport != "udp":
                 continue
-            if session.resume and now - session.resume_issued > resume.ROTATE_S:
+            # A credential to rotate, or a first one whose issue failed (e.g. Redis
+            # refused a connection while a crowd resumed here at once).
+            due = not session.resume or now - session.resume_issued > resume.ROTATE_S
+            if session.accepted and due and now - session.resume_failed > RESUME_RETRY_S:
                 self.issue_resume(session)
             if now - session.last_sent > KEEPALIVE_S:
                 session.send(b"")
@@ -606,7 +636,10 @@ class Gateway:
         address if one is known), and wait until each has gone quiet here (resumed
         elsewhere) or ``timeout_s`` has passed. From now on no handshake or resume
         opens a session here: a client that tried this relay would be told to
-        move again, or cut off, when it exits."""
+        move again, or cut off, when it exits. The movers are released from their
+        zone links (:meth:`ZoneLink.release`): a link that reconnects during the
+        drain must not join and attach them here again, taking them back from the
+        relay they resumed on."""
         self.draining = True
         movers = [s for s in self.sessions if s.transport == "udp" and s.resume]
         if not movers:
@@ -621,6 +654,9 @@ class Gateway:
         log.info("draining", extra={"sessions": len(movers), "move_to": address})
         for session in movers:
             session.post(notice)
+            link = self.links.get(session.zone)
+            if link is not None:
+                link.release(session.player_id)
         while True:
             now = time.monotonic()
             talking = [s for s in movers if not s.closed and now - s.last_seen < DRAIN_QUIET_S]

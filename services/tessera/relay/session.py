@@ -51,10 +51,12 @@ class Session:
     # The auth session the connect token was issued in (revocation ends it).
     session_id: str = ""
     # The serialized ServerMessage{resume} with the current credential (UDP) and
-    # when it was issued (monotonic); a new one is being issued if rotating.
+    # when it was issued (monotonic); a new one is being issued if rotating; when
+    # issuing one last failed (Redis), so the sweep retries it a little later.
     resume: bytes = b""
     resume_id: bytes = b""
     resume_issued: float = 0.0
+    resume_failed: float = 0.0
     rotating: bool = False
 
     def release(self) -> None:

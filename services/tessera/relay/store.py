@@ -123,6 +123,13 @@ class RelayStore:
         )
         return bool(done)
 
+    async def resume_ids(self, players: list[str]) -> list[bytes | None]:
+        """The id of each player's newest resume credential (None: none usable)."""
+        if not players:
+            return []
+        values = await self.redis.mget([self.resume_key(p) for p in players])
+        return [v if isinstance(v, bytes) else None for v in values]
+
     async def spend_resume(self, player: str, credential_id: bytes) -> bool:
         """Use ``credential_id`` if it is still the player's newest one (atomic
         compare-and-delete: once, on one relay)."""

@@ -174,6 +174,14 @@ class ZoneLink:
             if self.connected:
                 self._control(zone_pb2.ZoneLinkUp(detach=zone_pb2.Detach(player_id=player)))
 
+    def release(self, player: str) -> None:
+        """Stop counting ``player`` as this link's without a Detach: it is moving to
+        another relay (a drain), and the zone keeps sending its snapshots until that
+        relay attaches it. A reconnect then neither joins nor attaches it here again
+        (which would take it back from the relay it resumed on), and the silence
+        watchdog ignores it (the zone rightly sends nothing once it has moved)."""
+        self.attached.discard(player)
+
     def send_inputs(self, items: list[zone_pb2.PlayerInput], received: float) -> None:
         """Queue a client's inputs; ``received`` (perf_counter) times the relay's delay."""
         self._batch.inputs.extend(items)

@@ -80,10 +80,9 @@ class ZoneConfig:
     event_queue: int = 200_000
     # A link's snapshots of one tick go out in messages of at most link_chunk
     # snapshots, spread evenly over this fraction of the tick (0: all at once), so a
-    # relay never gets one tick's whole fan-out in one burst. Pacing is off by
-    # default (docs/ZONE.md says why).
+    # relay never gets one tick's whole fan-out in one burst.
     link_chunk: int = 32
-    link_spread: float = 0.0
+    link_spread: float = 0.5
     # Synthetic players (docs/ZONE.md, "Synthetic players"): whether Join may create
     # them (off: refused), and the hotspots every synthetic player here is steered to.
     synthetic: bool = False
@@ -138,7 +137,7 @@ class ZoneConfig:
             snapshot_every=env.integer("SNAPSHOT_EVERY", 1, lo=1, hi=6),
             link_queue=env.integer("LINK_QUEUE", 64, lo=2, hi=10_000),
             link_chunk=env.integer("LINK_CHUNK", 32, lo=1, hi=100_000),
-            link_spread=env.number("LINK_SPREAD", 0.0, lo=0.0, hi=0.9),
+            link_spread=env.number("LINK_SPREAD", 0.5, lo=0.0, hi=0.9),
             id_block=env.integer("ID_BLOCK", 1024, lo=1, hi=1_000_000),
             seed=env.integer("SEED", 0, lo=0),
             tiers=Tiers(
