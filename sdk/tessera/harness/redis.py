@@ -8,6 +8,13 @@ starts cluster-enabled servers (masters with replicas), joins them with
 ``redis-cli --cluster create`` and waits until every node reports
 ``cluster_state:ok``; its :attr:`~LocalRedisCluster.url` is the
 ``redis+cluster://`` address services accept.
+
+Both load the ACL users of :mod:`tessera.common.acl` (the ``default`` user, the
+administrator, without a password: the servers listen on loopback only) with
+the fixed passwords of :data:`LOCAL_PASSWORDS`, so every component started on
+them through :func:`component_url` runs under its own user and a key or command
+outside its rules fails with NOPERM. The passwords are not secrets: the users
+enforce the components' boundaries here, not access.
 """
 
 from __future__ import annotations
@@ -21,7 +28,16 @@ from typing import Any
 
 import redis
 
+from tessera.common import acl
 from tessera.common.process import free_port
+
+LOCAL_PASSWORDS = {name: f"local-{name}" for name in acl.NAMES}
+"""The component users' passwords on local servers (not secrets: see above)."""
+
+
+def component_url(url: str, component: str) -> str:
+    """``url`` of a local server with ``component``'s user and password."""
+    return acl.with_user(url, component, LOCAL_PASSWORDS[component])
 
 
 class PortTaken(RuntimeError):
@@ -54,11 +70,17 @@ class LocalRedis:
         # A cluster node's bus port is chosen too (the default, port + 10000, may
         # be above 65535 or taken); it moves with the port on a retry.
         self.bus_port = free_port() if cluster else 0
+        self.aclfile = self.dir / "users.acl"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        """The administrator's address (the ``default`` user)."""
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def url_for(self, component: str) -> str:
+        """The address with ``component``'s user (:func:`component_url`)."""
+        return component_url(self.url, component)
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Start the server and wait until it answers, checking it is this process
@@ -80,6 +102,8 @@ class LocalRedis:
                     self.bus_port = free_port()
 
     def _start(self, timeout_s: float) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.aclfile.write_text(acl.acl_file(LOCAL_PASSWORDS, admin_password=None))
         args = [
             self.binary,
             "--port", str(self.port),
@@ -89,6 +113,7 @@ class LocalRedis:
             "--dir", str(self.dir),
             "--daemonize", "no",
             "--loglevel", "warning",
+            "--aclfile", str(self.aclfile),
         ]  # fmt: skip
         if self.cluster:
             args += [
@@ -183,12 +208,15 @@ class LocalRedisCluster:
         client discovers the rest)."""
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
+    def url_for(self, component: str) -> str:
+        """The cluster's address with ``component``'s user (:func:`component_url`)."""
+        return component_url(self.url, component)
+
     def start(self, timeout_s: float = 30.0) -> None:
         """Start every node, create the cluster and wait for ``cluster_state:ok``
         on all of them; stops what it started when any step fails."""
         try:
             for node in self.nodes:
-                node.dir.mkdir(parents=True, exist_ok=True)
                 node.start()
             create = [self.cli, "--cluster", "create"]
             create += [f"127.0.0.1:{n.port}" for n in self.nodes]
