@@ -84,7 +84,7 @@ def console(redis_server: LocalRedis, database_url: str) -> Iterator[str]:
     proc = ServiceProcess(
         "tessera.console",
         {
-            "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_REDIS_URL": redis_server.url_for("console"),
             "TESSERA_DATABASE_URL": database_url,
             "TESSERA_HOST": "127.0.0.1",
             "TESSERA_GRPC_PORT": "0",
