@@ -80,12 +80,14 @@ class User:
     commands: tuple[str, ...] = DATA_COMMANDS
 
     def rules(self) -> str:
-        """The user's ACL rules (without ``on`` and the password). A cluster
-        client runs EXISTS on a channel's name before subscribing
-        (:func:`tessera.common.store.follow_slot`), so the names of the channels
-        it follows are readable keys too (no such key exists)."""
-        read = dict.fromkeys((*self.read, *self.subscribe))
-        parts = [*(f"%R~{p}" for p in read if p not in self.write), *(f"~{p}" for p in self.write)]
+        """The user's ACL rules (without ``on`` and the password). Channel names
+        are keys too (no such key exists): a cluster client runs EXISTS on a
+        channel's name before subscribing (:func:`tessera.common.store.follow_slot`),
+        and a Lua script that publishes declares the channel among its keys (so it
+        runs on the channel's slot), which EVAL checks as a write."""
+        write = dict.fromkeys((*self.write, *self.publish))
+        read = dict.fromkeys(p for p in (*self.read, *self.subscribe) if p not in write)
+        parts = [*(f"%R~{p}" for p in read), *(f"~{p}" for p in write)]
         parts += [f"&{c}" for c in self.subscribe]
         parts += self.commands
         if self.publish:
