@@ -91,7 +91,7 @@ spec:
               value: {{ $root.Values.logLevel | quote }}
             - name: TESSERA_SHUTDOWN_GRACE_S
               value: {{ $cfg.shutdownGraceSeconds | default 10 | quote }}
-            {{- include "tessera.redisEnv" $root | nindent 12 }}
+            {{- include "tessera.redisEnv" (dict "root" $root "component" .component) | nindent 12 }}
             {{- with .env }}
             {{- . | nindent 12 }}
             {{- end }}
