@@ -1656,6 +1656,7 @@ async def test_an_arena_match_reaches_the_instance_zone_with_its_teams(stack: St
         "tessera.matchmaking",
         {
             **{k: v for k, v in stack.relay_env.items() if not k.startswith("TESSERA_UDP")},
+            "TESSERA_REDIS_URL": component_url(stack.redis_url, "matchmaking"),
             "TESSERA_MM_CLIENT_SECRET": SERVICE_SECRET,
             "TESSERA_MM_MODES": json.dumps([ARENA]),
         },
