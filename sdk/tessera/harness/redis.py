@@ -142,6 +142,15 @@ class LocalRedis:
         finally:
             client.close()
 
+    def refusals(self) -> list[dict[str, Any]]:
+        """What the server refused a user since it started (its ``ACL LOG``:
+        commands, keys and channels outside a user's rules, failed logins)."""
+        if self.proc is None:
+            return []
+        with redis.Redis(port=self.port, socket_timeout=2.0) as admin:
+            entries: list[dict[str, Any]] = admin.acl_log(count=100)
+        return entries
+
     def kill(self) -> None:
         """SIGKILL the server (a crash), keeping its port for a restart."""
         if self.proc is not None:
@@ -270,6 +279,10 @@ class LocalRedisCluster:
                     if start <= slot <= end:
                         return next(n for n in self.nodes if n.port == int(master[1]))
         raise RuntimeError(f"no running node of {self.dir} answers")
+
+    def refusals(self) -> list[dict[str, Any]]:
+        """What the running nodes refused a user (:meth:`LocalRedis.refusals`)."""
+        return [entry for node in self.nodes for entry in node.refusals()]
 
     def stop(self) -> None:
         """Terminate every node."""
