@@ -103,7 +103,7 @@ USERS: tuple[User, ...] = (
         "zone",
         read=(_W + "map", *_REVOKED),
         write=(
-            *_HEARTBEATS,
+            _W + "zones",
             _W + "zone:*",
             _W + "routes",
             _W + "checkpoints",
