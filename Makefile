@@ -11,7 +11,7 @@ PROTO_OUT := protos/gen
 PROTO_STAMP := $(PROTO_OUT)/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: install lock protos vectors lint typecheck test test-cluster bench demo image clean
+.PHONY: install lock protos vectors redis-acl lint typecheck test test-cluster bench demo image clean
 
 install: $(STAMP) $(PROTO_STAMP)
 
@@ -41,6 +41,10 @@ $(PROTO_STAMP): $(PROTO_SRC) scripts/gen_protos.sh $(STAMP)
 # (docs/protocol/vectors/README.md); tests/wire/test_vectors.py fails when they drift.
 vectors: install
 	$(PY) scripts/gen_vectors.py
+
+# The chart's copy of the Redis ACL users (tessera.common.acl).
+redis-acl: install
+	$(PY) -c "from tessera.common import acl; print(acl.chart_users(), end='')" > charts/tessera/files/redis-users.json
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,5 +1,7 @@
 """Shared fixtures: a real redis-server per test session, flushed per test (and, for
-modules marked ``redis_cluster``, a real Redis Cluster as well), and a real
+modules marked ``redis_cluster``, a real Redis Cluster as well), both with the
+component users of ``tessera.common.acl`` and checked at the end for anything
+they refused a component (a test that provokes refusals clears them), and a real
 PostgreSQL cluster per session with a fresh database per test module; the
 ``--redis-cluster`` option (``make test-cluster``) selects what runs on a cluster."""
 
@@ -28,7 +30,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedi
     server = LocalRedis(tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
+    refused = server.refusals()
     server.stop()
+    assert not refused, f"Redis refused a component (ACL LOG): {refused}"
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +41,8 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRed
     started only when a test asks for it."""
     with LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
         yield cluster
+        refused = cluster.refusals()
+    assert not refused, f"the Redis Cluster refused a component (ACL LOG): {refused}"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -47,7 +47,7 @@ T = TypeVar("T")
 
 
 def start_auth(redis_server: LocalRedis, database_url: str, **env: str) -> ServiceProcess:
-    urls = {"TESSERA_REDIS_URL": redis_server.url, "TESSERA_DATABASE_URL": database_url}
+    urls = {"TESSERA_REDIS_URL": redis_server.url_for("auth"), "TESSERA_DATABASE_URL": database_url}
     proc = ServiceProcess("tessera.auth", {**ENV, **urls, **env}, name="auth").start()
     proc.wait_serving()
     return proc
@@ -233,7 +233,10 @@ def test_bad_configuration_exits_2_naming_the_variable(
     redis_server: LocalRedis, env: dict[str, str], variable: str
 ) -> None:
     # A database that is never reached: configuration is checked first.
-    urls = {"TESSERA_REDIS_URL": redis_server.url, "TESSERA_DATABASE_URL": "postgresql://db/t"}
+    urls = {
+        "TESSERA_REDIS_URL": redis_server.url_for("auth"),
+        "TESSERA_DATABASE_URL": "postgresql://db/t",
+    }
     proc = ServiceProcess("tessera.auth", {**ENV, **urls, **env}, name="auth").start()
     assert proc.proc is not None
     code = proc.proc.wait(timeout=20)
@@ -246,7 +249,9 @@ def test_an_unreachable_database_exits_1_saying_so(redis_server: LocalRedis) -> 
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/tessera"
     env = {"TESSERA_AUTH_GENERATE_KEYS": "true", "TESSERA_DATABASE_URL": dead}
     proc = ServiceProcess(
-        "tessera.auth", {**ENV, "TESSERA_REDIS_URL": redis_server.url, **env}, name="auth"
+        "tessera.auth",
+        {**ENV, "TESSERA_REDIS_URL": redis_server.url_for("auth"), **env},
+        name="auth",
     ).start()
     assert proc.proc is not None
     code = proc.proc.wait(timeout=60)

@@ -45,7 +45,7 @@ def auth(redis_server: LocalRedis, redis: Redis, database_url: str) -> Iterator[
             "TESSERA_HOST": "127.0.0.1",
             "TESSERA_GRPC_PORT": "0",
             "TESSERA_METRICS_PORT": "0",
-            "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_REDIS_URL": redis_server.url_for("auth"),
             "TESSERA_DATABASE_URL": database_url,
             "TESSERA_AUTH_GENERATE_KEYS": "true",
             "TESSERA_CONNECT_KEY": base64.b64encode(SEALING_KEY).decode(),

@@ -370,7 +370,7 @@ def test_service_workloads(render: Render, name: str) -> None:
     assert env["TESSERA_GRPC_PORT"]["value"] == str(ports["grpc"])
     assert env["TESSERA_METRICS_PORT"]["value"] == str(ports["metrics"])
     assert env["TESSERA_REDIS_URL"]["value"] == (
-        f"redis://:$(REDIS_PASSWORD)@tessera-redis.{NAMESPACE}.svc:6379/0"
+        f"redis://{name}:$(REDIS_PASSWORD)@tessera-redis.{NAMESPACE}.svc:6379/0"
     )
     names = [e["name"] for e in container["env"]]
     assert names.index("REDIS_PASSWORD") < names.index("TESSERA_REDIS_URL"), (
@@ -422,7 +422,9 @@ def test_bundled_redis_is_persistent_with_aof(render: Render) -> None:
     args = container["args"]
     assert args[args.index("--appendonly") + 1] == "yes"
     assert args[args.index("--dir") + 1] == "/data"
-    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    assert (
+        container["command"][2].rstrip().endswith('exec redis-server "$@" --aclfile /acl/users.acl')
+    ), "the users and the administrator's password come from the ACL file"
     assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
     (claim,) = sts["spec"]["volumeClaimTemplates"]
     assert claim["metadata"]["name"] == "data"

@@ -60,7 +60,12 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "artifacts" / "conso
 @pytest.fixture
 async def runtime(redis_server: LocalRedis, redis: Redis) -> AsyncIterator[LocalRuntime]:
     """On an emptied Redis, the local runtime (a pass every 0.3 s) with earth-0 READY."""
-    rt = LocalRuntime(WORLD, redis_server.url, zone_env={"TESSERA_HEARTBEAT_S": "0.2"})
+    rt = LocalRuntime(
+        WORLD,
+        redis_server.url_for("operator"),
+        zone_redis_url=redis_server.url_for("zone"),
+        zone_env={"TESSERA_HEARTBEAT_S": "0.2"},
+    )
     stop = asyncio.Event()
     passes = asyncio.create_task(rt.run(stop, interval_s=0.3))
     try:
@@ -84,7 +89,7 @@ def console(redis_server: LocalRedis, database_url: str) -> Iterator[str]:
     proc = ServiceProcess(
         "tessera.console",
         {
-            "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_REDIS_URL": redis_server.url_for("console"),
             "TESSERA_DATABASE_URL": database_url,
             "TESSERA_HOST": "127.0.0.1",
             "TESSERA_GRPC_PORT": "0",

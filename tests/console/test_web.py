@@ -70,7 +70,11 @@ async def setup(
     redis_server: LocalRedis, redis: Redis, database_url: str, database: Pool
 ) -> AsyncIterator[Setup]:
     """Auth with admin ``boss`` (and player ``pat``), zones a | b, the console."""
-    env = {**AUTH_ENV, "TESSERA_REDIS_URL": redis_server.url, "TESSERA_DATABASE_URL": database_url}
+    env = {
+        **AUTH_ENV,
+        "TESSERA_REDIS_URL": redis_server.url_for("auth"),
+        "TESSERA_DATABASE_URL": database_url,
+    }
     first = ServiceProcess("tessera.auth", env, name="auth").start()
     first.wait_serving(30.0)
     ids = await register(first.grpc_address, "boss", "pat")
@@ -87,6 +91,7 @@ async def setup(
             "tessera.relay",
             {
                 **env,
+                "TESSERA_REDIS_URL": redis_server.url_for("relay"),
                 "TESSERA_WORLD": "w",
                 "TESSERA_RELAY_ID": "relay-t",
                 "TESSERA_UDP_HOST": "127.0.0.1",
@@ -105,7 +110,7 @@ async def setup(
         console = ServiceProcess(
             "tessera.console",
             {
-                "TESSERA_REDIS_URL": redis_server.url,
+                "TESSERA_REDIS_URL": redis_server.url_for("console"),
                 "TESSERA_DATABASE_URL": database_url,
                 "TESSERA_HOST": "127.0.0.1",
                 "TESSERA_GRPC_PORT": "0",

@@ -1,4 +1,5 @@
-"""The local Redis Cluster harness: a real cluster with replicas, stopped cleanly."""
+"""The local Redis harness: a server with the component users, a real cluster
+with replicas, stopped cleanly."""
 
 from __future__ import annotations
 
@@ -10,6 +11,23 @@ import redis
 from tessera.harness.redis import LocalRedis, LocalRedisCluster, server_load
 
 pytestmark = pytest.mark.integration
+
+
+def test_a_local_server_has_every_component_user_and_reports_refusals(tmp_path: Path) -> None:
+    with LocalRedis(tmp_path) as server:
+        assert server.refusals() == []
+        assert server.url_for("relay") == f"redis://relay:local-relay@127.0.0.1:{server.port}/0"
+        with redis.Redis.from_url(server.url_for("relay")) as relay:
+            assert relay.hget("tessera:{w}:routes", "p1") is None
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                relay.hset("tessera:{w}:routes", "p1", "z1|1")
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(port=server.port, username="relay", password="local-zone").ping()
+        assert [(e["username"], e["reason"]) for e in server.refusals()] == [
+            ("relay", "auth"),
+            ("relay", "key"),
+        ]
+    assert server.refusals() == []
 
 
 def test_cluster_has_three_masters_each_with_a_replica(redis_cluster: LocalRedisCluster) -> None:

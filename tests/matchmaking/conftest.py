@@ -41,7 +41,7 @@ def auth(redis_server: LocalRedis, database: Pool, database_url: str) -> Iterato
             "tessera.auth",
             {
                 **COMMON,
-                "TESSERA_REDIS_URL": redis_server.url,
+                "TESSERA_REDIS_URL": redis_server.url_for("auth"),
                 "TESSERA_DATABASE_URL": database_url,
                 "TESSERA_AUTH_GENERATE_KEYS": "true",
                 "TESSERA_CONNECT_KEY_GENERATE": "true",

@@ -101,7 +101,7 @@ def test_bad_config_exits_2_naming_the_variable(redis_server: LocalRedis) -> Non
         env={
             "PATH": "/usr/bin:/bin",
             "PYTHONPATH": ":".join(sys.path),
-            "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_REDIS_URL": redis_server.url_for("matchmaking"),
             "TESSERA_MM_FRONTEND": "false",
             "TESSERA_MM_CONNECT_TOKENS": "false",
             "TESSERA_MM_TICK_INTERVAL_S": "fast",
@@ -121,7 +121,7 @@ def matcher(
     return ServiceProcess(
         "tessera.matchmaking",
         {
-            "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_REDIS_URL": redis_server.url_for("matchmaking"),
             "TESSERA_DATABASE_URL": database_url,
             "TESSERA_GRPC_PORT": "0",
             "TESSERA_METRICS_PORT": "0",

@@ -29,7 +29,7 @@ from tessera.common import errors
 from tessera.common.database import Pool
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys, instances_stream
-from tessera.harness.redis import LocalRedis
+from tessera.harness.redis import LocalRedis, component_url
 from tessera.matchmaking.modes import parse_modes
 from tessera.matchmaking.records import RatingRecords
 from tessera.matchmaking.servicer import MatchmakerServicer, Watchers
@@ -65,12 +65,13 @@ def start_processes(
 ) -> tuple[ServiceProcess, ServiceProcess]:
     """Auth and a matchmaker (API + loop, connect tokens) on Redis and PostgreSQL,
     each with ``env`` added."""
-    stores = {"TESSERA_REDIS_URL": redis_url, "TESSERA_DATABASE_URL": database_url, **(env or {})}
+    stores = {"TESSERA_DATABASE_URL": database_url, **(env or {})}
     auth = ServiceProcess(
         "tessera.auth",
         {
             **COMMON,
             **stores,
+            "TESSERA_REDIS_URL": component_url(redis_url, "auth"),
             "TESSERA_AUTH_GENERATE_KEYS": "true",
             "TESSERA_CONNECT_KEY": base64.b64encode(SEALING_KEY).decode(),
             "TESSERA_AUTH_SERVICE_CLIENTS": (
@@ -86,6 +87,7 @@ def start_processes(
         {
             **COMMON,
             **stores,
+            "TESSERA_REDIS_URL": component_url(redis_url, "matchmaking"),
             "TESSERA_AUTH_ADDRESS": auth.grpc_address,
             "TESSERA_MM_CLIENT_SECRET": "mm-secret-0123456789",
             "TESSERA_MM_TICKET_TTL_S": "1.5",
@@ -586,7 +588,7 @@ async def bulk(
         "tessera.matchmaking",
         {
             **COMMON,
-            "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_REDIS_URL": redis_server.url_for("matchmaking"),
             "TESSERA_DATABASE_URL": database_url,
             "TESSERA_AUTH_ADDRESS": auth.grpc_address,
             "TESSERA_MM_CONNECT_TOKENS": "false",

@@ -93,7 +93,7 @@ def matchmaker(
         "tessera.matchmaking",
         {
             **COMMON,
-            "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_REDIS_URL": redis_server.url_for("matchmaking"),
             "TESSERA_DATABASE_URL": database_url,
             "TESSERA_AUTH_ADDRESS": auth.grpc_address,
             "TESSERA_MM_CONNECT_TOKENS": "false",

@@ -93,7 +93,12 @@ def test_load_world(tmp_path: Path) -> None:
 async def test_split_then_merge_with_real_zone_processes(
     redis_server: LocalRedis, redis: Redis
 ) -> None:
-    runtime = LocalRuntime(WORLD, redis_server.url, zone_env={"TESSERA_HEARTBEAT_S": "0.2"})
+    runtime = LocalRuntime(
+        WORLD,
+        redis_server.url_for("operator"),
+        zone_redis_url=redis_server.url_for("zone"),
+        zone_env={"TESSERA_HEARTBEAT_S": "0.2"},
+    )
     try:
         await first_zone_ready(runtime)
         parent = runtime.zones["earth-0"].process
@@ -155,7 +160,12 @@ async def test_split_then_merge_with_real_zone_processes(
 async def test_a_killed_zone_process_is_started_again(
     redis_server: LocalRedis, redis: Redis
 ) -> None:
-    runtime = LocalRuntime(WORLD, redis_server.url, zone_env={"TESSERA_HEARTBEAT_S": "0.2"})
+    runtime = LocalRuntime(
+        WORLD,
+        redis_server.url_for("operator"),
+        zone_redis_url=redis_server.url_for("zone"),
+        zone_env={"TESSERA_HEARTBEAT_S": "0.2"},
+    )
     try:
         await first_zone_ready(runtime)
         first = runtime.zones["earth-0"].process
@@ -209,7 +219,12 @@ async def test_instance_zones_start_on_request_and_end_without_losing_players(
 ) -> None:
     world = copy.deepcopy(WORLD)
     world["spec"]["instances"] = {"endGraceSeconds": 0, "idleSeconds": 1}
-    runtime = LocalRuntime(world, redis_server.url, zone_env={"TESSERA_HEARTBEAT_S": "0.2"})
+    runtime = LocalRuntime(
+        world,
+        redis_server.url_for("operator"),
+        zone_redis_url=redis_server.url_for("zone"),
+        zone_env={"TESSERA_HEARTBEAT_S": "0.2"},
+    )
     arena, dungeon = "a1" * 16, "d2" * 16
     try:
         await first_zone_ready(runtime)
@@ -327,7 +342,12 @@ async def test_template_change_and_node_drain_move_players_without_a_disconnect(
         "mergeThreshold": 1,
     }
     fast = {"TESSERA_HEARTBEAT_S": "0.2", "TESSERA_MAP_POLL_S": "0.1", "TESSERA_NPCS": "0"}
-    runtime = LocalRuntime(spec, redis_server.url, zone_env=fast)
+    runtime = LocalRuntime(
+        spec,
+        redis_server.url_for("operator"),
+        zone_redis_url=redis_server.url_for("zone"),
+        zone_env=fast,
+    )
     world = HarnessWorld(redis, redis_server.url, world="earth")
     driver = Driver(world, relay_id="relay-1")
     walking: list[asyncio.Task[None]] = []

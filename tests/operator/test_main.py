@@ -71,7 +71,7 @@ async def test_entry_point_runs_the_operator(
         {
             "KUBECONFIG": str(kubeconfig),
             "KUBERNETES_SERVICE_HOST": "",
-            "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_REDIS_URL": redis_server.url_for("operator"),
             "TESSERA_STANDALONE": "true",
             "TESSERA_OPERATOR_INTERVAL_S": "0.3",
             "TESSERA_METRICS_PORT": "0",

@@ -25,7 +25,7 @@ def zone(redis_server: LocalRedis, redis: Redis) -> Iterator[ServiceProcess]:
             "TESSERA_ZONE": "earth-0",
             "TESSERA_WORLD_BOUNDS": "0,0,512,512",
             "TESSERA_ZONE_BOUNDS": "0,0,512,512",
-            "TESSERA_REDIS_URL": redis_server.url,
+            "TESSERA_REDIS_URL": redis_server.url_for("zone"),
             "TESSERA_GRPC_PORT": "0",
             "TESSERA_METRICS_PORT": "0",
         },

@@ -45,7 +45,7 @@ from tessera.common.process import ServiceProcess, free_udp_port
 from tessera.common.store import WorldKeys, instance_zone
 from tessera.common.store import connect as redis_connect
 from tessera.harness.netem import Conditions, NetemProxy
-from tessera.harness.redis import LocalRedis
+from tessera.harness.redis import LocalRedis, component_url
 from tessera.harness.relays import metric as relay_metric
 from tessera.harness.tokens import access_metadata
 from tessera.v1 import (
@@ -127,7 +127,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
     udp_port = free_udp_port()
     spare_udp_port = free_udp_port()
     common = {
-        "TESSERA_REDIS_URL": redis.url,
         "TESSERA_DATABASE_URL": database_url,
         "TESSERA_GRPC_PORT": "0",
         "TESSERA_METRICS_PORT": "0",
@@ -139,6 +138,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
         "tessera.auth",
         {
             **common,
+            "TESSERA_REDIS_URL": redis.url_for("auth"),
             "TESSERA_AUTH_KEY_DIR": str(key_dir),
             "TESSERA_CONNECT_KEY": connect_b64,
             "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{udp_port},127.0.0.1:{spare_udp_port}",
@@ -150,6 +150,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
     zone_env = {
         **os.environ,
         **common,
+        "TESSERA_REDIS_URL": redis.url_for("zone"),
         "TESSERA_ZONE": "zone-a",
         "TESSERA_ZONE_BOUNDS": "-100,-100,100,100",
         "TESSERA_WORLD_BOUNDS": "-100,-100,100,100",
@@ -161,6 +162,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
     zone.wait_serving()
     relay_env = {
         **common,
+        "TESSERA_REDIS_URL": redis.url_for("relay"),
         "TESSERA_UDP_HOST": "127.0.0.1",
         "TESSERA_UDP_PORT": str(udp_port),
         "TESSERA_AUTH_ADDRESS": auth.grpc_address,
@@ -1235,7 +1237,7 @@ async def test_a_banned_player_is_dropped_within_a_second_and_matchmaking_refuse
     mm = ServiceProcess(
         "tessera.matchmaking",
         {
-            "TESSERA_REDIS_URL": stack.redis_url,
+            "TESSERA_REDIS_URL": component_url(stack.redis_url, "matchmaking"),
             "TESSERA_DATABASE_URL": stack.relay_env["TESSERA_DATABASE_URL"],
             "TESSERA_HOST": "127.0.0.1",
             "TESSERA_GRPC_PORT": "0",
@@ -1654,6 +1656,7 @@ async def test_an_arena_match_reaches_the_instance_zone_with_its_teams(stack: St
         "tessera.matchmaking",
         {
             **{k: v for k, v in stack.relay_env.items() if not k.startswith("TESSERA_UDP")},
+            "TESSERA_REDIS_URL": component_url(stack.redis_url, "matchmaking"),
             "TESSERA_MM_CLIENT_SECRET": SERVICE_SECRET,
             "TESSERA_MM_MODES": json.dumps([ARENA]),
         },

@@ -64,7 +64,12 @@ def addresses(runtime: LocalRuntime) -> dict[str, str]:
 
 
 async def test_split_and_merge_hand_players_over(redis_server: LocalRedis, redis: Redis) -> None:
-    runtime = LocalRuntime(WORLD, redis_server.url, zone_env={"TESSERA_HEARTBEAT_S": "0.2"})
+    runtime = LocalRuntime(
+        WORLD,
+        redis_server.url_for("operator"),
+        zone_redis_url=redis_server.url_for("zone"),
+        zone_env={"TESSERA_HEARTBEAT_S": "0.2"},
+    )
     try:
         await passes_until(
             runtime,

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from tessera.common.errors import detail_of
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
-from tessera.harness.redis import LocalRedis
+from tessera.harness.redis import LocalRedis, component_url
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.snapshot import Quantization, SnapshotReceiver
 
@@ -31,7 +31,7 @@ def zone_env(redis_url: str, **extra: str) -> dict[str, str]:
         "TESSERA_GRPC_PORT": "0",
         "TESSERA_METRICS_PORT": "0",
         "TESSERA_HOST": "127.0.0.1",
-        "TESSERA_REDIS_URL": redis_url,
+        "TESSERA_REDIS_URL": component_url(redis_url, "zone"),
         "TESSERA_WORLD": WORLD,
         "TESSERA_ZONE": ZONE,
         "TESSERA_ZONE_BOUNDS": "-500,-500,500,500",

@@ -135,21 +135,45 @@ scheme: redis://, rediss:// or redis+cluster://.
 {{- define "tessera.redisUrl" -}}
 {{- $address := include "tessera.redisAddress" .root -}}
 {{- $scheme := regexFind "^[a-z+]+://" $address -}}
-{{- printf "%s:%s@%s" $scheme .password (trimPrefix $scheme $address) -}}
+{{- printf "%s%s:%s@%s" $scheme (include "tessera.redisUser" .) .password (trimPrefix $scheme $address) -}}
 {{- end -}}
 
 {{/*
-REDIS_PASSWORD from the Secret, then TESSERA_REDIS_URL with the password
+The bundled Redis has one ACL user per component (files/redis-users.json,
+rendered from tessera.common.acl): (dict "root" $ "component" "relay") names
+the user and its password's key in the Redis Secret; an external Redis has the
+one password of redis.external.
+*/}}
+{{- define "tessera.redisUser" -}}
+{{- if and .component (not .root.Values.redis.external.enabled) }}{{ .component }}{{ end -}}
+{{- end -}}
+
+{{- define "tessera.redisPasswordKey" -}}
+{{- if and .component (not .root.Values.redis.external.enabled) -}}
+{{- printf "%s-password" .component -}}
+{{- else -}}
+{{- include "tessera.redisSecretKey" .root -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The bundled Redis' users: name -> ACL rules. */}}
+{{- define "tessera.redisUsers" -}}
+{{- .Files.Get "files/redis-users.json" -}}
+{{- end -}}
+
+{{/*
+(dict "root" $ "component" <name>): REDIS_PASSWORD (the component's) from the
+Secret, then TESSERA_REDIS_URL with the user and password
 spliced in by Kubernetes' $(VAR) expansion, so the password never sits in a spec.
 */}}
 {{- define "tessera.redisEnv" -}}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ include "tessera.redisSecretName" . }}
-      key: {{ include "tessera.redisSecretKey" . }}
+      name: {{ include "tessera.redisSecretName" .root }}
+      key: {{ include "tessera.redisPasswordKey" . }}
 - name: TESSERA_REDIS_URL
-  value: {{ include "tessera.redisUrl" (dict "root" . "password" "$(REDIS_PASSWORD)") | quote }}
+  value: {{ include "tessera.redisUrl" (dict "root" .root "component" .component "password" "$(REDIS_PASSWORD)") | quote }}
 {{- end -}}
 
 {{- define "tessera.connectKeySecretName" -}}

@@ -99,7 +99,7 @@ spec:
               value: {{ $root.Values.logLevel | quote }}
             - name: TESSERA_SHUTDOWN_GRACE_S
               value: {{ $cfg.shutdownGraceSeconds | default 10 | quote }}
-            {{- include "tessera.redisEnv" $root | nindent 12 }}
+            {{- include "tessera.redisEnv" (dict "root" $root "component" .component) | nindent 12 }}
             {{- if $tls }}
             - name: TESSERA_TLS_CERT_FILE
               value: /var/run/tessera/tls/tls.crt

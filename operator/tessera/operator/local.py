@@ -61,6 +61,7 @@ class LocalRuntime:
         world_obj: Mapping[str, Any],
         redis_url: str,
         *,
+        zone_redis_url: str | None = None,
         zone_env: Mapping[str, str] | None = None,
     ) -> None:
         self.world: WorldSpec = resources.world_spec(world_obj)
@@ -68,7 +69,9 @@ class LocalRuntime:
         self.store = OperatorStore(self.redis)
         self.control = ZoneControl()
         self.zone_env = dict(zone_env or {})
-        self.processes = ZoneProcesses(self.world, redis_url=redis_url, env=self._env(world_obj))
+        self.processes = ZoneProcesses(
+            self.world, redis_url=zone_redis_url or redis_url, env=self._env(world_obj)
+        )
 
     def _env(self, world_obj: Mapping[str, Any]) -> dict[str, str]:
         """What every zone process gets from the World's zone template."""
@@ -121,17 +124,17 @@ class LocalRuntime:
 async def _main(args: argparse.Namespace) -> None:
     world_obj = load_world(args.world)
     local_redis = None
-    redis_url = args.redis_url
+    redis_url, zone_redis_url = args.redis_url, args.zone_redis_url
     if redis_url is None:
         local_redis = LocalRedis()
         local_redis.start()
-        redis_url = local_redis.url
-    runtime = LocalRuntime(world_obj, redis_url)
+        redis_url, zone_redis_url = local_redis.url_for("operator"), local_redis.url_for("zone")
+    runtime = LocalRuntime(world_obj, redis_url, zone_redis_url=zone_redis_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("serving", extra={"world": runtime.world.name, "redis_url": redis_url})
+    log.info("serving", extra={"world": runtime.world.name})
     try:
         await runtime.run(stop, args.interval)
     finally:
@@ -144,6 +147,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="run a World's zones as local processes")
     parser.add_argument("--world", type=Path, required=True, help="a World resource (YAML)")
     parser.add_argument("--redis-url", default=None, help="default: start a local redis-server")
+    parser.add_argument(
+        "--zone-redis-url", default=None, help="the zones' Redis address (default: --redis-url)"
+    )
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between passes")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args()

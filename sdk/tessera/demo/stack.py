@@ -71,6 +71,8 @@ class Stack:
     def _start(
         self, name: str, module: str, env: dict[str, str], args: list[str] | None = None
     ) -> None:
+        # Each service under its own Redis user (the runtime's is the operator's).
+        env = {**env, "TESSERA_REDIS_URL": self.redis.url_for(name)}
         proc = ServiceProcess(module, env, args=args or [], name=name).start()
         self.procs[name] = proc
         proc.wait_serving(30.0)
@@ -84,7 +86,6 @@ class Stack:
         connect_key = base64.b64encode(os.urandom(32)).decode()
         self.udp_port = free_udp_port()
         common = {
-            "TESSERA_REDIS_URL": self.redis.url,
             "TESSERA_DATABASE_URL": database_url,
             "TESSERA_HOST": "127.0.0.1",
             "TESSERA_GRPC_PORT": "0",
@@ -119,7 +120,16 @@ class Stack:
             "operator",
             "tessera.demo.runtime",
             {**common, "TESSERA_LOG_LEVEL": "info"},
-            ["--world", str(world_file), "--redis-url", self.redis.url, "--interval", "0.5"],
+            [
+                "--world",
+                str(world_file),
+                "--interval",
+                "0.5",
+                "--redis-url",
+                self.redis.url_for("operator"),
+                "--zone-redis-url",
+                self.redis.url_for("zone"),
+            ],
         )
         self._start(
             "relay",

@@ -9,6 +9,13 @@ starts cluster-enabled servers (masters with replicas), joins them with
 ``cluster_state:ok``; its :attr:`~LocalRedisCluster.url` is the
 ``redis+cluster://`` address services accept. :func:`server_load` reads what a
 server has done so far (commands, CPU, bytes), for the benchmarks' deltas.
+
+Both load the ACL users of :mod:`tessera.common.acl` (the ``default`` user, the
+administrator, without a password: the servers listen on loopback only) with
+the fixed passwords of :data:`LOCAL_PASSWORDS`, so every component started on
+them through :func:`component_url` runs under its own user and a key or command
+outside its rules fails with NOPERM. The passwords are not secrets: the users
+enforce the components' boundaries here, not access.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import Any
 
 import redis
 
+from tessera.common import acl
 from tessera.common.process import free_port
 
 # A benchmark's own reads of the counters are not the load it measures.
@@ -78,6 +86,15 @@ def server_load(client: redis.Redis) -> ServerLoad:
     )
 
 
+LOCAL_PASSWORDS = {name: f"local-{name}" for name in acl.NAMES}
+"""The component users' passwords on local servers (not secrets: see above)."""
+
+
+def component_url(url: str, component: str) -> str:
+    """``url`` of a local server with ``component``'s user and password."""
+    return acl.with_user(url, component, LOCAL_PASSWORDS[component])
+
+
 class PortTaken(RuntimeError):
     """redis-server could not serve on its port (exited at start-up)."""
 
@@ -109,6 +126,7 @@ class LocalRedis:
         # A cluster node's bus port is chosen too (the default, port + 10000, may
         # be above 65535 or taken); it moves with the port on a retry.
         self.bus_port = free_port() if cluster else 0
+        self.aclfile = self.dir / "users.acl"
         self.proc: subprocess.Popen[bytes] | None = None
         # A certificate and key: the server also listens for TLS on ``tls_port``.
         self.tls = tls
@@ -116,11 +134,16 @@ class LocalRedis:
 
     @property
     def url(self) -> str:
+        """The administrator's address (the ``default`` user)."""
         return f"redis://127.0.0.1:{self.port}/0"
 
     def tls_url(self, ca: Path) -> str:
         """The TLS port's ``rediss://`` URL for a client trusting the CA at ``ca``."""
         return f"rediss://127.0.0.1:{self.tls_port}/0?ssl_ca_certs={ca}"
+
+    def url_for(self, component: str) -> str:
+        """The address with ``component``'s user (:func:`component_url`)."""
+        return component_url(self.url, component)
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Start the server and wait until it answers, checking it is this process
@@ -142,6 +165,8 @@ class LocalRedis:
                     self.bus_port = free_port()
 
     def _start(self, timeout_s: float) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.aclfile.write_text(acl.acl_file(LOCAL_PASSWORDS, admin_password=None))
         args = [
             self.binary,
             "--port", str(self.port),
@@ -151,6 +176,7 @@ class LocalRedis:
             "--dir", str(self.dir),
             "--daemonize", "no",
             "--loglevel", "warning",
+            "--aclfile", str(self.aclfile),
         ]  # fmt: skip
         if self.cluster:
             args += [
@@ -185,6 +211,15 @@ class LocalRedis:
                 time.sleep(0.02)
         finally:
             client.close()
+
+    def refusals(self) -> list[dict[str, Any]]:
+        """What the server refused a user since it started (its ``ACL LOG``:
+        commands, keys and channels outside a user's rules, failed logins)."""
+        if self.proc is None:
+            return []
+        with redis.Redis(port=self.port, socket_timeout=2.0) as admin:
+            entries: list[dict[str, Any]] = admin.acl_log(count=100)
+        return entries
 
     def kill(self) -> None:
         """SIGKILL the server (a crash), keeping its port for a restart."""
@@ -253,12 +288,15 @@ class LocalRedisCluster:
         client discovers the rest)."""
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
+    def url_for(self, component: str) -> str:
+        """The cluster's address with ``component``'s user (:func:`component_url`)."""
+        return component_url(self.url, component)
+
     def start(self, timeout_s: float = 30.0) -> None:
         """Start every node, create the cluster and wait for ``cluster_state:ok``
         on all of them; stops what it started when any step fails."""
         try:
             for node in self.nodes:
-                node.dir.mkdir(parents=True, exist_ok=True)
                 node.start()
             create = [self.cli, "--cluster", "create"]
             create += [f"127.0.0.1:{n.port}" for n in self.nodes]
@@ -312,6 +350,10 @@ class LocalRedisCluster:
                     if start <= slot <= end:
                         return next(n for n in self.nodes if n.port == int(master[1]))
         raise RuntimeError(f"no running node of {self.dir} answers")
+
+    def refusals(self) -> list[dict[str, Any]]:
+        """What the running nodes refused a user (:meth:`LocalRedis.refusals`)."""
+        return [entry for node in self.nodes for entry in node.refusals()]
 
     def stop(self) -> None:
         """Terminate every node."""

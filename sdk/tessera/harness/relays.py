@@ -84,7 +84,6 @@ class RelayWorld:
         self.redis = LocalRedis(tmp / "redis")
         self.redis.start()
         self.common = {
-            "TESSERA_REDIS_URL": self.redis.url,
             "TESSERA_DATABASE_URL": database_url,
             "TESSERA_GRPC_PORT": "0",
             "TESSERA_METRICS_PORT": "0",
@@ -100,6 +99,7 @@ class RelayWorld:
             "tessera.auth",
             {
                 **self.common,
+                "TESSERA_REDIS_URL": self.redis.url_for("auth"),
                 "TESSERA_AUTH_GENERATE_KEYS": "true",
                 "TESSERA_CONNECT_KEY": self.connect_key,
                 "TESSERA_AUTH_RELAYS": "default=" + ",".join(self.address.values()),
@@ -112,6 +112,7 @@ class RelayWorld:
             "tessera.zone",
             {
                 **self.common,
+                "TESSERA_REDIS_URL": self.redis.url_for("zone"),
                 "TESSERA_ZONE": ZONE,
                 "TESSERA_ZONE_BOUNDS": "-500,-500,500,500",
                 "TESSERA_WORLD_BOUNDS": "-500,-500,500,500",
@@ -131,6 +132,7 @@ class RelayWorld:
             "tessera.relay",
             {
                 **self.common,
+                "TESSERA_REDIS_URL": self.redis.url_for("relay"),
                 "TESSERA_UDP_HOST": "127.0.0.1",
                 "TESSERA_UDP_PORT": str(self.ports[port_of or name]),
                 "TESSERA_RELAY_ID": f"relay-{name}",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tessera.auth.keys import write_key
 from tessera.common.process import ServiceProcess, free_udp_port
+from tessera.harness.redis import component_url
 from tessera.harness.relays import metric_total
 from tessera.harness.zones import World, ZoneSpec
 
@@ -40,7 +41,6 @@ class Stack:
         self.connect_key = base64.b64encode(os.urandom(32)).decode()
         self.udp_port = free_udp_port()
         self.common = {
-            "TESSERA_REDIS_URL": world.redis_url,
             "TESSERA_DATABASE_URL": database_url,
             "TESSERA_GRPC_PORT": "0",
             "TESSERA_METRICS_PORT": "0",
@@ -51,6 +51,7 @@ class Stack:
         }
         self.auth_env = {
             **self.common,
+            "TESSERA_REDIS_URL": component_url(world.redis_url, "auth"),
             "TESSERA_AUTH_KEY_DIR": str(key_dir),
             "TESSERA_CONNECT_KEY": self.connect_key,
             "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{self.udp_port}",
@@ -68,6 +69,7 @@ class Stack:
         await asyncio.to_thread(self.auth.wait_serving)
         relay_env = {
             **self.common,
+            "TESSERA_REDIS_URL": component_url(self.world.redis_url, "relay"),
             "TESSERA_UDP_HOST": "127.0.0.1",
             "TESSERA_UDP_PORT": str(self.udp_port),
             "TESSERA_AUTH_ADDRESS": self.auth.grpc_address,

@@ -26,6 +26,7 @@ import numpy as np
 from tessera.common import tls
 from tessera.common.process import ServiceProcess
 from tessera.common.store import Client
+from tessera.harness.redis import component_url
 from tessera.relay.routing import Route, RouteCache
 from tessera.relay.store import RelayStore
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
@@ -61,7 +62,7 @@ class World:
             "TESSERA_GRPC_PORT": "0",
             "TESSERA_METRICS_PORT": "0",
             "TESSERA_HOST": "127.0.0.1",
-            "TESSERA_REDIS_URL": self.redis_url,
+            "TESSERA_REDIS_URL": component_url(self.redis_url, "zone"),
             "TESSERA_WORLD": self.world,
             "TESSERA_ZONE": name,
             "TESSERA_WORLD_BOUNDS": f"{wb.min_x},{wb.min_z},{wb.max_x},{wb.max_z}",
