@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import time
 
+from tessera.authclient.access import AccessInterceptor
+from tessera.authclient.verifier import Trust, Verifier
 from tessera.common import store as common_store
-from tessera.common.config import ServerConfig
+from tessera.common.config import Env, ServerConfig
 from tessera.common.database import DatabaseUnavailable, Pool, open_database
 from tessera.common.server import GrpcService, main
 from tessera.v1 import zone_pb2_grpc
@@ -22,11 +24,12 @@ async def build(config: ServerConfig) -> GrpcService:
     from tessera.zone import metrics  # noqa: PLC0415
     from tessera.zone.config import ZoneConfig  # noqa: PLC0415
     from tessera.zone.persistence import Persistence  # noqa: PLC0415
-    from tessera.zone.servicer import ZoneServicer  # noqa: PLC0415
+    from tessera.zone.servicer import RULES, ZoneServicer  # noqa: PLC0415
     from tessera.zone.simulation import warm_up  # noqa: PLC0415
     from tessera.zone.store import ZoneStore  # noqa: PLC0415
 
     cfg = ZoneConfig.from_env()
+    trust = Trust.from_env(Env())
     began = time.perf_counter()
     warm_up(cfg)
     metrics.KERNELS_READY.set(time.perf_counter() - began)
@@ -47,13 +50,20 @@ async def build(config: ServerConfig) -> GrpcService:
             event_interval_s=cfg.event_flush_s,
         )
     servicer = ZoneServicer(cfg, store, persistence)
+    try:
+        verifier = await Verifier.trusting(trust, config.redis_url)
+    except ConnectionError as err:
+        log.error("cannot start: auth or Redis unreachable", extra={"error": str(err)})
+        raise SystemExit(1) from None
     service = GrpcService(
         config,
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+        interceptors=[AccessInterceptor(verifier, RULES)],
     )
     service.add(zone_pb2_grpc.add_ZoneServicer_to_server, servicer, "tessera.v1.Zone")
     await servicer.start(lambda: service.grpc_port)
     service.on_shutdown(redis.aclose)
+    service.on_shutdown(verifier.close)
     if database is not None:
         service.on_shutdown(database.close)
     service.on_shutdown(servicer.stop)

@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 from redis.exceptions import RedisError
 
+from tessera.authclient import access
 from tessera.common import tracing
 from tessera.common.database import DatabaseUnavailable
 from tessera.common.errors import abort
@@ -46,6 +47,21 @@ from tessera.zone.territory import Territory
 from tessera.zone.tick import Ticker
 
 log = logging.getLogger(__name__)
+
+# Who may call each RPC (tessera.authclient.access); docs/AUTH.md lists it. The
+# relay links, joins and removes players; the operator (both runtimes) re-bounds
+# and drains zones; an admin may read a zone and drain it (the console).
+RULES = access.table(
+    zone_pb2.DESCRIPTOR.services_by_name["Zone"],
+    {
+        "ZoneLink": access.roles("service"),
+        "Join": access.roles("service"),
+        "Leave": access.roles("service"),
+        "GetStatus": access.roles("service", "admin"),
+        "SetBounds": access.roles("service"),
+        "Drain": access.roles("service", "admin"),
+    },
+)
 
 State = zone_pb2.ZoneState
 Context = grpc.aio.ServicerContext[Any, Any]
