@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from tessera.common.process import ServiceProcess
 from tessera.common.store import read_heartbeat
 from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import LOCAL
 from tessera.operator.local import LocalRuntime
 from tessera.operator.planner.model import Phase
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
@@ -60,7 +61,12 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "artifacts" / "conso
 @pytest.fixture
 async def runtime(redis_server: LocalRedis, redis: Redis) -> AsyncIterator[LocalRuntime]:
     """On an emptied Redis, the local runtime (a pass every 0.3 s) with earth-0 READY."""
-    rt = LocalRuntime(WORLD, redis_server.url, zone_env={"TESSERA_HEARTBEAT_S": "0.2"})
+    rt = LocalRuntime(
+        WORLD,
+        redis_server.url,
+        zone_env={"TESSERA_HEARTBEAT_S": "0.2", **LOCAL.env()},
+        channel=LOCAL.channel,
+    )
     stop = asyncio.Event()
     passes = asyncio.create_task(rt.run(stop, interval_s=0.3))
     try:

@@ -18,6 +18,7 @@ from tessera.common.errors import detail_of
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
 from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import LOCAL
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.snapshot import Quantization, SnapshotReceiver
 
@@ -34,6 +35,7 @@ def zone_env(redis_url: str, **extra: str) -> dict[str, str]:
         "TESSERA_REDIS_URL": redis_url,
         "TESSERA_WORLD": WORLD,
         "TESSERA_ZONE": ZONE,
+        **LOCAL.env(),
         "TESSERA_ZONE_BOUNDS": "-500,-500,500,500",
         "TESSERA_WORLD_BOUNDS": "-1000,-1000,1000,1000",
         "TESSERA_AOI_NEAR_M": "10",
@@ -140,7 +142,7 @@ def vec(x: float, z: float) -> common_pb2.Vec3:
 async def test_players_appear_and_disappear_with_distance(
     zone: ServiceProcess, redis: Redis
 ) -> None:
-    async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+    async with LOCAL.channel(zone.grpc_address) as channel:
         stub = zone_pb2_grpc.ZoneStub(channel)
         alice = await stub.Join(zone_pb2.JoinRequest(player_id="alice", spawn=vec(0, 0)))
         bob = await stub.Join(zone_pb2.JoinRequest(player_id="bob", spawn=vec(5, 0)))
@@ -178,7 +180,7 @@ async def test_players_appear_and_disappear_with_distance(
 
 
 async def test_bad_requests_get_clear_statuses(zone: ServiceProcess, redis: Redis) -> None:
-    async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+    async with LOCAL.channel(zone.grpc_address) as channel:
         stub = zone_pb2_grpc.ZoneStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Join(zone_pb2.JoinRequest(player_id=""))
@@ -272,7 +274,7 @@ async def test_a_leave_from_a_relay_not_serving_the_player_changes_nothing(
     stale session there) is refused and the player stays; relay-b's Leave and a
     Leave naming no relay (admin tools) remove them."""
     keys = WorldKeys(WORLD)
-    async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+    async with LOCAL.channel(zone.grpc_address) as channel:
         stub = zone_pb2_grpc.ZoneStub(channel)
         await stub.Join(zone_pb2.JoinRequest(player_id="erin", relay_id="relay-a"))
         joined = await stub.Join(zone_pb2.JoinRequest(player_id="erin", relay_id="relay-b"))
@@ -299,7 +301,7 @@ async def match_of(stub: Any, player: str) -> tuple[int, str, str]:
 
 
 async def test_a_join_with_a_match_context_sets_team_match_and_role(zone: ServiceProcess) -> None:
-    async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+    async with LOCAL.channel(zone.grpc_address) as channel:
         stub = zone_pb2_grpc.ZoneStub(channel)
         for request, field in (
             (zone_pb2.JoinRequest(player_id="fay", match_id="m" * 65), "match_id"),
@@ -332,7 +334,7 @@ async def test_kill_and_restart_restores_players_from_checkpoint(
     proc = ServiceProcess("tessera.zone", env, name="zone").start()
     proc.wait_serving()
     try:
-        async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
+        async with LOCAL.channel(proc.grpc_address) as channel:
             stub = zone_pb2_grpc.ZoneStub(channel)
             joined = await stub.Join(
                 zone_pb2.JoinRequest(
@@ -359,7 +361,7 @@ async def test_kill_and_restart_restores_players_from_checkpoint(
     restarted = ServiceProcess("tessera.zone", env, name="zone").start()
     restarted.wait_serving()
     try:
-        async with grpc.aio.insecure_channel(restarted.grpc_address) as channel:
+        async with LOCAL.channel(restarted.grpc_address) as channel:
             stub = zone_pb2_grpc.ZoneStub(channel)
             status = await stub.GetStatus(zone_pb2.GetStatusRequest())
             assert status.players == 1  # restored before any relay came back
@@ -377,7 +379,7 @@ async def test_kill_and_restart_restores_players_from_checkpoint(
 async def test_bad_inputs_on_the_link_are_dropped_counted_and_reported(
     zone: ServiceProcess, redis: Redis
 ) -> None:
-    async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+    async with LOCAL.channel(zone.grpc_address) as channel:
         stub = zone_pb2_grpc.ZoneStub(channel)
         joined = await stub.Join(zone_pb2.JoinRequest(player_id="frank", spawn=vec(0, 0)))
         relay = Relay(stub)
@@ -424,7 +426,7 @@ async def test_sigterm_ends_links_checkpoints_and_exits_zero(
     proc = ServiceProcess("tessera.zone", zone_env(redis_server.url), name="zone").start()
     proc.wait_serving()
     try:
-        async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
+        async with LOCAL.channel(proc.grpc_address) as channel:
             stub = zone_pb2_grpc.ZoneStub(channel)
             await stub.Join(zone_pb2.JoinRequest(player_id="gina", spawn=vec(1, 1)))
             relay = Relay(stub)
@@ -453,7 +455,7 @@ async def test_links_opened_during_the_stop_are_refused_and_the_stop_ends_at_onc
         proc = ServiceProcess("tessera.zone", env, name=f"zone-{attempt}").start()
         proc.wait_serving()
         try:
-            async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
+            async with LOCAL.channel(proc.grpc_address) as channel:
                 stub = zone_pb2_grpc.ZoneStub(channel)
                 assert proc.proc is not None
                 proc.proc.terminate()
@@ -488,7 +490,7 @@ async def test_a_zone_over_its_tick_budget_climbs_the_overload_ladder(
     proc = ServiceProcess("tessera.zone", env, name="zone").start()
     try:
         proc.wait_serving()
-        async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
+        async with LOCAL.channel(proc.grpc_address) as channel:
             stub = zone_pb2_grpc.ZoneStub(channel)
             levels: list[int] = []
 

@@ -23,7 +23,8 @@ from typing import Any
 
 import kopf
 
-from tessera.common.config import Env
+from tessera.authclient.credentials import ServiceCredentials
+from tessera.common.config import Env, ServiceClient
 from tessera.common.store import Client
 from tessera.operator import metrics, resources
 from tessera.operator.kube import GROUP, VERSION, Kube
@@ -66,6 +67,10 @@ class OperatorConfig:
     metrics_port: int = 9090
     health_port: int = 8080
     log_level: str = "info"
+    # auth's address: the operator logs in there (service_client) for its zone
+    # calls, and zone pods fetch auth's keys from it (TESSERA_AUTH_ADDRESS).
+    auth_address: str = "127.0.0.1:50051"
+    service_client: ServiceClient | None = None
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> OperatorConfig:
@@ -92,6 +97,8 @@ class OperatorConfig:
             log_level=env.choice(
                 "LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
             ),
+            auth_address=env.string("AUTH_ADDRESS", "127.0.0.1:50051", pattern=r"\S+:\d{1,5}"),
+            service_client=ServiceClient.from_env(env, "operator"),
         )
 
 
@@ -118,9 +125,13 @@ class Runtime:
     credentials of the latest login."""
 
     def __init__(self, config: OperatorConfig, redis: Client) -> None:
+        client = config.service_client
+        if client is None:
+            raise ValueError("the operator needs its service credentials (service_client)")
         self.config = config
         self.store = OperatorStore(redis)
-        self.zones = ZoneControl()
+        self.credentials = ServiceCredentials(config.auth_address, client.client_id, client.secret)
+        self.zones = ZoneControl(self.credentials.channel_to)
         self.workload = WorkloadSettings(
             config.zone_redis_url,
             config.zone_service_account,
@@ -128,6 +139,7 @@ class Runtime:
             config.zone_redis_secret_key,
             config.zone_database_secret,
             config.zone_database_secret_key,
+            auth_address=config.auth_address,
         )
         self._kube: Kube | None = None
         self._kube_info: kopf.ConnectionInfo | None = None
@@ -149,6 +161,7 @@ class Runtime:
         if self._kube is not None:
             await self._kube.close()
         await self.zones.close()
+        await self.credentials.close()
 
 
 def _seconds_since(timestamp: str | None, now: datetime.datetime) -> float:

@@ -690,6 +690,10 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             with contextlib.suppress(RedisError):
                 await self._refresh_map()
             self._maybe_drained()
+            if self.address:
+                # Published at once: the pod's preStop hook reads the state there.
+                with contextlib.suppress(RedisError):
+                    await self.store.heartbeat(self.status(), ttl_s=3 * self.cfg.heartbeat_s)
         return zone_pb2.DrainResponse(remaining=len(self.sim.ents.players))
 
 
