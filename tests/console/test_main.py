@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from playwright.async_api import Page, async_playwright
 from redis.asyncio import Redis
@@ -136,7 +135,7 @@ async def test_the_console_shows_a_split_and_refuses_an_admin_without_login(
             await page.screenshot(path=str(ARTIFACTS / "before-split.png"))
 
             address = runtime.zones["earth-0"].process.grpc_address
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with LOCAL.channel(address) as channel:
                 stub: Any = zone_pb2_grpc.ZoneStub(channel)
                 for i in range(12):
                     spawn = common_pb2.Vec3(x=100 + 10 * i, z=100)

@@ -32,7 +32,7 @@ import numpy.typing as npt
 import pytest
 
 from tessera.auth import sessions
-from tessera.auth.keys import KeyRing, SigningKey, write_key
+from tessera.auth.keys import KeyRing, SigningKey
 from tessera.authclient.issuer import AuthIssuer
 from tessera.client.bot import Bot, hotspot, random_walk
 from tessera.client.client import GameClient, Intent
@@ -47,7 +47,7 @@ from tessera.common.store import connect as redis_connect
 from tessera.harness.netem import Conditions, NetemProxy
 from tessera.harness.redis import LocalRedis
 from tessera.harness.relays import metric as relay_metric
-from tessera.harness.tokens import access_metadata
+from tessera.harness.tokens import LOCAL, access_metadata, relay_login_env, service_clients
 from tessera.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -120,7 +120,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
     redis = LocalRedis(tmp / "redis")
     redis.start()
     key_dir = tmp / "keys"
-    write_key(key_dir, 0)
+    auth_keys = LOCAL.auth_env(key_dir)  # the key the zones trust signs auth's tokens
     signing_key = KeyRing.from_directory(key_dir, overlap_s=3600).current(time.time())
     connect_key = os.urandom(32)
     connect_b64 = base64.b64encode(connect_key).decode()
@@ -139,11 +139,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
         "tessera.auth",
         {
             **common,
-            "TESSERA_AUTH_KEY_DIR": str(key_dir),
+            **auth_keys,
             "TESSERA_CONNECT_KEY": connect_b64,
             "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{udp_port},127.0.0.1:{spare_udp_port}",
             "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "1000",
-            "TESSERA_AUTH_SERVICE_CLIENTS": f"matchmaking={SERVICE_SECRET}",
+            "TESSERA_AUTH_SERVICE_CLIENTS": service_clients(f"matchmaking={SERVICE_SECRET}"),
         },
         name="auth",
     ).start()
@@ -155,6 +155,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
         "TESSERA_WORLD_BOUNDS": "-100,-100,100,100",
         "TESSERA_TICK_HZ": "20",
         "TESSERA_CHECKPOINT_S": "0.2",
+        **LOCAL.env(),
     }
     zone = ServiceProcess("tessera.zone", zone_env, name="zone").start()
     auth.wait_serving()
@@ -168,6 +169,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
         "TESSERA_RELAY_CONNECT_TIMEOUT_S": "0.5",
         "TESSERA_RELAY_ZONE_SILENCE_S": "1.0",
         "TESSERA_RELAY_ORPHAN_GRACE_S": "2",
+        **relay_login_env(),
     }
     relay = ServiceProcess("tessera.relay", relay_env, name="relay").start()
     relay.wait_serving()
@@ -418,7 +420,7 @@ async def test_a_handoff_reroutes_without_disconnect(stack: Stack) -> None:
         stream_b = client.world.stream
         reroutes = stack.metric("tessera_relay_reroutes_total")
         transfers = stack.metric("tessera_relay_transfers_total")
-        async with grpc.aio.insecure_channel(zone_b.grpc_address) as channel:
+        async with LOCAL.channel(zone_b.grpc_address) as channel:
             stub: Any = zone_pb2_grpc.ZoneStub(channel)
             target = common_pb2.ZoneRef(world=WORLD, zone="zone-c")
             await stub.Drain(zone_pb2.DrainRequest(target=target))
@@ -611,7 +613,7 @@ async def sessions_by_player(
 
 
 async def zone_players(address: str) -> set[str]:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with LOCAL.channel(address) as channel:
         stub: Any = zone_pb2_grpc.ZoneStub(channel)
         status = await stub.GetStatus(zone_pb2.GetStatusRequest(include_entities=True))
     return {p for p in status.entity_players if p}
@@ -764,7 +766,7 @@ async def test_a_join_refused_after_the_leave_puts_the_player_back(stack: Stack)
             return bool(await redis.exists(keys.zone_status(closing_zone)))
 
         await eventually(heartbeat, 5.0, "the closing zone's heartbeat")
-        async with grpc.aio.insecure_channel(closing.grpc_address) as channel:
+        async with LOCAL.channel(closing.grpc_address) as channel:
             stub: Any = zone_pb2_grpc.ZoneStub(channel)
             await stub.Drain(zone_pb2.DrainRequest())
         # A heartbeat that has not caught up with the drain yet.
@@ -1059,7 +1061,7 @@ async def test_a_failed_rollback_moves_the_live_session_or_ends_it(stack: Stack)
         assert p_client.accepted is not None and q_client.accepted is not None
         # The destination is drained but its (slow) heartbeat still says ACTIVE.
         for zone in (dest, source):
-            async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+            async with LOCAL.channel(zone.grpc_address) as channel:
                 stub: Any = zone_pb2_grpc.ZoneStub(channel)
                 await stub.Drain(zone_pb2.DrainRequest(deadline_s=60))
         raw = await redis.get(keys.zone_status(dest_zone))
@@ -1094,7 +1096,7 @@ async def test_a_failed_rollback_moves_the_live_session_or_ends_it(stack: Stack)
         await p_client.close()
 
         # Q: zone-a is draining too, so no zone takes them: the session ends at once.
-        async with grpc.aio.insecure_channel(stack.zone.grpc_address) as channel:
+        async with LOCAL.channel(stack.zone.grpc_address) as channel:
             stub = zone_pb2_grpc.ZoneStub(channel)
             await stub.Drain(zone_pb2.DrainRequest(deadline_s=60))
         # Draining, or already drained if P was its last player.
@@ -1597,7 +1599,7 @@ async def test_reliable_events_arrive_exactly_once_in_order_through_loss_and_jit
 
 async def teams_in(address: str) -> dict[str, tuple[int, str]]:
     """Each player's team and match id as the zone's status lists them."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with LOCAL.channel(address) as channel:
         stub: Any = zone_pb2_grpc.ZoneStub(channel)
         status = await stub.GetStatus(zone_pb2.GetStatusRequest(include_entities=True))
     return {
@@ -1698,7 +1700,7 @@ async def test_an_arena_match_reaches_the_instance_zone_with_its_teams(stack: St
         assert await teams_in(instance.grpc_address) == want
 
         # Drained into zone-a, the players leave the match's teams behind.
-        async with grpc.aio.insecure_channel(instance.grpc_address) as channel:
+        async with LOCAL.channel(instance.grpc_address) as channel:
             stub: Any = zone_pb2_grpc.ZoneStub(channel)
             target = common_pb2.ZoneRef(world=WORLD, zone="zone-a")
             await stub.Drain(zone_pb2.DrainRequest(target=target))

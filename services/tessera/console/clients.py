@@ -89,7 +89,7 @@ class Clients:
     async def drain(self, token: str, address: str, target: str, deadline_s: float) -> int:
         """Drain the zone at ``address`` into ``target`` with the admin's access
         ``token``; the entities still to hand away."""
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with self.credentials.channel_to(address) as channel:
             stub: Any = zone_pb2_grpc.ZoneStub(channel)
             request = zone_pb2.DrainRequest(
                 deadline_s=deadline_s, target=common_pb2.ZoneRef(world=self.world, zone=target)
