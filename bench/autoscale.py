@@ -220,7 +220,12 @@ class Driver:
     async def audit(self) -> None:
         """``audit.settle`` over every running zone and the routing table."""
         report = await audit.settle(
-            self.runtime.redis, "bench", self.addresses(), set(self.players), timeout_s=2.0
+            self.runtime.redis,
+            "bench",
+            self.addresses(),
+            set(self.players),
+            timeout_s=2.0,
+            channel=LOCAL.channel,
         )
         self.cycle.scans += 1
         self.cycle.unsettled += not report.ok

@@ -26,6 +26,7 @@ from typing import Any
 
 from tessera.common import store
 from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import LOCAL
 from tessera.harness.zones import Driver, World, ZoneSpec
 from tessera.wire.geometry import Rect
 from tessera.zone import audit
@@ -91,13 +92,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             redis, driver, players, args.seconds, crossing=False
         )
         lost = duplicated = 0
-        report = await audit.settle(redis, world.world, world.addresses(), set(players))
+        report = await audit.settle(
+            redis, world.world, world.addresses(), set(players), channel=LOCAL.channel
+        )
         lost, duplicated = lost + len(report.lost), duplicated + len(report.duplicates)
         print(f"crossing for {args.seconds} s", flush=True)
         cross, cross_cpu, cross_s, handoffs = await measure(
             redis, driver, players, args.seconds, crossing=True
         )
-        report = await audit.settle(redis, world.world, world.addresses(), set(players))
+        report = await audit.settle(
+            redis, world.world, world.addresses(), set(players), channel=LOCAL.channel
+        )
         lost, duplicated = lost + len(report.lost), duplicated + len(report.duplicates)
         await driver.close()
     finally:

@@ -260,7 +260,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         while silent and time.monotonic() - since < 5.0:
             await asyncio.sleep(0.05)
             silent = [p for p in silent if driver.last_snapshot.get(p, 0) <= since]
-        report = await audit.settle(redis, "roll", world.addresses(), everyone, timeout_s=10)
+        report = await audit.settle(
+            redis, "roll", world.addresses(), everyone, timeout_s=10, channel=LOCAL.channel
+        )
         per_zone = sorted(replace_s.values())
         return {
             "zones": args.zones,

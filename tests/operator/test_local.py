@@ -310,7 +310,9 @@ async def replaced_by_handoff(
 
     await passes_until(runtime, settled, what, timeout_s=60)
     players = set(driver.zone_of)
-    report = await audit.settle(world.redis, "earth", world.addresses(), players, timeout_s=10)
+    report = await audit.settle(
+        world.redis, "earth", world.addresses(), players, timeout_s=10, channel=LOCAL.channel
+    )
     assert report.ok and report.duplicates == [] and report.lost == [], report
     # A Handover still queued when the old zone exits is lost with its link; a
     # relay then follows the routing table (routes:changed), as resync does.

@@ -163,7 +163,12 @@ async def nothing_lost_or_duplicated(world: RelayWorld, before: dict[str, int]) 
     redis = redis_connect(world.redis.url)
     try:
         report = await settle(
-            redis, WORLD, {ZONE: world.procs["zone"].grpc_address}, set(before), timeout_s=10.0
+            redis,
+            WORLD,
+            {ZONE: world.procs["zone"].grpc_address},
+            set(before),
+            timeout_s=10.0,
+            channel=LOCAL.channel,
         )
     finally:
         await redis.aclose()

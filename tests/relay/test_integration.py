@@ -438,7 +438,7 @@ async def test_a_handoff_reroutes_without_disconnect(stack: Stack) -> None:
         ((info,),) = [(await sessions_by_player(stack))["mover"]]
         assert info.zone.zone == "zone-c"
         addresses = {"zone-b": zone_b.grpc_address, "zone-c": zone_c.grpc_address}
-        report = await settle(redis, WORLD, addresses, {"mover"})
+        report = await settle(redis, WORLD, addresses, {"mover"}, channel=LOCAL.channel)
         assert report.ok, report
     finally:
         await client.close()
@@ -666,7 +666,7 @@ async def test_a_token_naming_a_zone_moves_the_player_there(stack: Stack) -> Non
 
         # Exactly one zone owns the player: the instance, which its route names.
         addresses = {"zone-a": stack.zone.grpc_address, INSTANCE: instance.grpc_address}
-        report = await settle(redis, WORLD, addresses, {player})
+        report = await settle(redis, WORLD, addresses, {player}, channel=LOCAL.channel)
         assert report.ok, report
         assert player not in await zone_players(stack.zone.grpc_address)
         assert player in await zone_players(instance.grpc_address)
@@ -788,7 +788,7 @@ async def test_a_join_refused_after_the_leave_puts_the_player_back(stack: Stack)
         assert isinstance(after, bytes) and after.startswith(b"zone-a|")
         assert int(after.split(b"|")[1]) > int(before.split(b"|")[1])
         addresses = {"zone-a": stack.zone.grpc_address, closing_zone: closing.grpc_address}
-        report = await settle(redis, WORLD, addresses, {player})
+        report = await settle(redis, WORLD, addresses, {player}, channel=LOCAL.channel)
         assert report.ok, report
         assert player not in await zone_players(closing.grpc_address)
         assert stack.metric("tessera_relay_transfers_total") == transfers
@@ -858,7 +858,7 @@ async def test_a_transfer_through_another_relay_ends_the_stale_session(stack: St
 
         # Exactly one zone owns the player: the instance.
         addresses = {"zone-a": stack.zone.grpc_address, zone: instance.grpc_address}
-        report = await settle(redis, WORLD, addresses, {player})
+        report = await settle(redis, WORLD, addresses, {player}, channel=LOCAL.channel)
         assert report.ok, report
         assert player in await zone_players(instance.grpc_address)
         assert player not in await zone_players(stack.zone.grpc_address)
@@ -919,7 +919,9 @@ async def test_an_open_world_destination_only_places_newcomers(stack: Stack) -> 
         assert "newcomer-a" not in await zone_players(open_zone.grpc_address)
         assert stack.metric("tessera_relay_transfers_total") == transfers
         addresses = {"zone-a": stack.zone.grpc_address, "zone-open": open_zone.grpc_address}
-        report = await settle(redis, WORLD, addresses, {"newcomer-a", "newcomer-open"})
+        report = await settle(
+            redis, WORLD, addresses, {"newcomer-a", "newcomer-open"}, channel=LOCAL.channel
+        )
         assert report.ok, report
     finally:
         for client in clients:
@@ -1083,7 +1085,7 @@ async def test_a_failed_rollback_moves_the_live_session_or_ends_it(stack: Stack)
             "zone-src": source.grpc_address,
             dest_zone: dest.grpc_address,
         }
-        report = await settle(redis, WORLD, addresses, {"fallback-p"})
+        report = await settle(redis, WORLD, addresses, {"fallback-p"}, channel=LOCAL.channel)
         assert report.ok, report
         assert "fallback-p" in await zone_players(stack.zone.grpc_address)
         ((info,),) = [(await sessions_by_player(stack))["fallback-p"]]

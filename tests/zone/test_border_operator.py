@@ -102,7 +102,9 @@ async def test_split_and_merge_hand_players_over(redis_server: LocalRedis, redis
         )
 
         async def owners() -> dict[str, str]:
-            report = await audit.settle(redis, "earth", addresses(runtime), players)
+            report = await audit.settle(
+                redis, "earth", addresses(runtime), players, channel=LOCAL.channel
+            )
             assert report.ok, report
             return {p: r.zone for p, r in (await read_routes(redis, "earth")).items()}
 

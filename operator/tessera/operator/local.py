@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -130,6 +131,8 @@ class LocalRuntime:
 async def _main(args: argparse.Namespace) -> None:
     world_obj = load_world(args.world)
     client = load_or_exit(lambda: ServiceClient.from_env(Env(), "operator"))
+    # Zone processes inherit this environment: they must not get the runtime's secret.
+    os.environ.pop("TESSERA_SERVICE_CLIENT_SECRET", None)
     credentials = ServiceCredentials(args.auth_address, client.client_id, client.secret)
     local_redis = None
     redis_url = args.redis_url
