@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
+from tessera.common.database import Pool
 from tessera.common.errors import detail_of
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
+from tessera.harness.audit import audit_trail
 from tessera.harness.redis import LocalRedis
 from tessera.harness.tokens import LOCAL
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
@@ -517,3 +519,37 @@ async def test_a_zone_over_its_tick_budget_climbs_the_overload_ladder(
         assert ready and float(ready[0].split()[1]) > 0
     finally:
         proc.kill()
+
+
+@pytest.mark.integration
+async def test_bounds_changes_and_drains_are_audited(
+    redis_server: LocalRedis, redis: Redis, database: Pool, database_url: str
+) -> None:
+    """With a database, every SetBounds and Drain is an audit record naming the
+    caller's token subject, the zone, the caller's address and the outcome."""
+    env = zone_env(redis_server.url, TESSERA_DATABASE_URL=database_url)
+    proc = ServiceProcess("tessera.zone", env, name="zone").start()
+    try:
+        proc.wait_serving()
+        async with LOCAL.channel(proc.grpc_address) as channel:
+            stub = zone_pb2_grpc.ZoneStub(channel)
+            bounds = common_pb2.Bounds(min_x=-400, min_z=-400, max_x=400, max_z=400)
+            await stub.SetBounds(zone_pb2.SetBoundsRequest(bounds=bounds, map_version=0))
+            nowhere = common_pb2.ZoneRef(world=WORLD, zone="nowhere")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Drain(zone_pb2.DrainRequest(target=nowhere))
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            await stub.Drain(zone_pb2.DrainRequest(deadline_s=5))
+        records = await audit_trail(database, 3)
+    finally:
+        proc.kill()
+    assert [(r.action, r.outcome) for r in records] == [
+        ("set_bounds", "ok"),
+        ("drain", "refused"),
+        ("drain", "ok"),
+    ]
+    assert {(r.actor, r.target) for r in records} == {(LOCAL.sub, f"{WORLD}/{ZONE}")}
+    assert all(r.source.startswith("ipv4:127.0.0.1:") for r in records)
+    assert records[0].detail == "bounds -400,-400,400,400 map 0: 0 handoffs"
+    assert records[1].detail == "drain into nowhere, deadline 0 s: FAILED_PRECONDITION"
+    assert records[2].detail == "drain by position, deadline 5 s: 0 remaining"

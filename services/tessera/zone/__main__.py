@@ -8,6 +8,7 @@ import time
 from tessera.authclient.access import AccessInterceptor
 from tessera.authclient.verifier import Trust, Verifier
 from tessera.common import store as common_store
+from tessera.common.audit import AuditLog
 from tessera.common.config import Env, ServerConfig
 from tessera.common.database import DatabaseUnavailable, Pool, open_database
 from tessera.common.server import GrpcService, main
@@ -37,8 +38,10 @@ async def build(config: ServerConfig) -> GrpcService:
     redis = common_store.connect(config.redis_url)
     store = ZoneStore(redis, world=cfg.world, zone=cfg.zone, id_block=cfg.id_block)
     database = await _database(cfg.database_url)
-    persistence = None
+    persistence = audit = None
     if database is not None:
+        audit = AuditLog(database)  # SetBounds and Drain, by whom, from where
+        audit.start()
         persistence = Persistence(
             database,
             world=cfg.world,
@@ -49,7 +52,7 @@ async def build(config: ServerConfig) -> GrpcService:
             interval_s=cfg.persist_s,
             event_interval_s=cfg.event_flush_s,
         )
-    servicer = ZoneServicer(cfg, store, persistence)
+    servicer = ZoneServicer(cfg, store, persistence, audit)
     try:
         verifier = await Verifier.trusting(trust, config.redis_url)
     except ConnectionError as err:
@@ -66,6 +69,12 @@ async def build(config: ServerConfig) -> GrpcService:
     service.on_shutdown(verifier.close)
     if database is not None:
         service.on_shutdown(database.close)
+    if audit is not None:  # hooks run last first: the audit flushes before the pool closes
+
+        async def close_audit() -> None:
+            await audit.close()
+
+        service.on_shutdown(close_audit)
     service.on_shutdown(servicer.stop)
     # ZoneLink streams never end on their own: close them when the stop begins.
     service.on_stopping(servicer.links.close)
