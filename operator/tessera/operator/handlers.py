@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import kopf
 
 from tessera.authclient.credentials import ServiceCredentials
@@ -125,13 +126,12 @@ class Runtime:
     credentials of the latest login."""
 
     def __init__(self, config: OperatorConfig, redis: Client) -> None:
-        client = config.service_client
-        if client is None:
+        if config.service_client is None:
             raise ValueError("the operator needs its service credentials (service_client)")
         self.config = config
         self.store = OperatorStore(redis)
-        self.credentials = ServiceCredentials(config.auth_address, client.client_id, client.secret)
-        self.zones = ZoneControl(self.credentials.channel_to)
+        self.credentials: ServiceCredentials | None = None
+        self.zones = ZoneControl(self._zone_channel)
         self.workload = WorkloadSettings(
             config.zone_redis_url,
             config.zone_service_account,
@@ -144,6 +144,17 @@ class Runtime:
         self._kube: Kube | None = None
         self._kube_info: kopf.ConnectionInfo | None = None
         self._info: kopf.ConnectionInfo | None = None
+
+    def _zone_channel(self, address: str) -> grpc.aio.Channel:
+        """A channel to a zone whose calls carry the operator's service token (the
+        session is opened on first use, inside the operator's event loop)."""
+        if self.credentials is None:
+            client = self.config.service_client
+            assert client is not None
+            self.credentials = ServiceCredentials(
+                self.config.auth_address, client.client_id, client.secret
+            )
+        return self.credentials.channel_to(address)
 
     def connect(self, info: kopf.ConnectionInfo) -> None:
         self._info = info
@@ -161,7 +172,8 @@ class Runtime:
         if self._kube is not None:
             await self._kube.close()
         await self.zones.close()
-        await self.credentials.close()
+        if self.credentials is not None:
+            await self.credentials.close()
 
 
 def _seconds_since(timestamp: str | None, now: datetime.datetime) -> float:
