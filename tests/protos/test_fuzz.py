@@ -162,6 +162,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
         admin_env = {**auth_env, "TESSERA_AUTH_ADMIN_ACCOUNTS": admin_id}
         auth = _process("tessera.auth", admin_env, "auth")
         running["auth"] = auth
+        auth.wait_serving(60.0)  # the zone takes auth's keys from its address
         running["zone"] = _process(
             "tessera.zone",
             {
@@ -174,7 +175,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
             },
             "zone",
         )
-        auth.wait_serving(60.0)
         running["relay"] = _process(
             "tessera.relay",
             {
