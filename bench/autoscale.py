@@ -52,6 +52,7 @@ import grpc
 
 from tessera.common.store import WorldKeys
 from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import LOCAL
 from tessera.operator.local import LocalRuntime
 from tessera.operator.planner.actions import Action, AssignStandby, CreateZone, Drain, advance
 from tessera.operator.planner.model import Desired, Memory, Phase, Policy, WorldSpec, ZoneView
@@ -219,7 +220,12 @@ class Driver:
     async def audit(self) -> None:
         """``audit.settle`` over every running zone and the routing table."""
         report = await audit.settle(
-            self.runtime.redis, "bench", self.addresses(), set(self.players), timeout_s=2.0
+            self.runtime.redis,
+            "bench",
+            self.addresses(),
+            set(self.players),
+            timeout_s=2.0,
+            channel=LOCAL.channel,
         )
         self.cycle.scans += 1
         self.cycle.unsettled += not report.ok
@@ -326,7 +332,12 @@ class Driver:
 
 async def split_and_merge(redis_url: str, standby: int, players: int, pass_s: float) -> Cycle:
     """One split and one merge of a zone holding ``players`` real, handed-off players."""
-    runtime = LocalRuntime(local_world(standby), redis_url, zone_env={"TESSERA_HEARTBEAT_S": "0.1"})
+    runtime = LocalRuntime(
+        local_world(standby),
+        redis_url,
+        zone_env={"TESSERA_HEARTBEAT_S": "0.1", **LOCAL.env()},
+        channel=LOCAL.channel,
+    )
     driver = Driver(runtime, pass_s)
     try:
         await driver.passes_until(

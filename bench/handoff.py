@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import LOCAL
 from tessera.harness.zones import Driver, World, ZoneSpec
 from tessera.wire.geometry import Rect
 from tessera.zone import audit, invariants
@@ -80,7 +81,9 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float:
 
 
 async def check(world: World, players: set[str], totals: dict[str, int]) -> invariants.Report:
-    report = await audit.settle(world.redis, world.world, world.addresses(), players)
+    report = await audit.settle(
+        world.redis, world.world, world.addresses(), players, channel=LOCAL.channel
+    )
     totals["lost"] += len(report.lost)
     totals["duplicate"] += len(report.duplicates)
     totals["misrouted"] += len(report.misrouted)

@@ -34,6 +34,7 @@ import redis
 from tessera.common import store
 from tessera.common.process import ServiceProcess
 from tessera.harness.redis import LocalRedis, server_load
+from tessera.harness.tokens import LOCAL
 from tessera.operator.planner.model import WorldSpec, ZoneView
 from tessera.operator.planner.rules import plan
 from tessera.operator.processes import ZoneProcesses
@@ -125,7 +126,7 @@ async def run(server: LocalRedis, zones: int, passes: int, seed: int) -> dict[st
     client = store.connect(server.url)
     counters = redis.Redis(port=server.port)
     runtime = HeartbeatZones(world, redis_url=server.url, env={})
-    op_store, control = OperatorStore(client), ZoneControl()
+    op_store, control = OperatorStore(client), ZoneControl(LOCAL.channel)
     rng = np.random.default_rng(seed)
     try:
         now = time.time()

@@ -46,6 +46,7 @@ import redis
 from tessera.common import store
 from tessera.common.store import WorldKeys
 from tessera.harness.redis import LocalRedis, ServerLoad, server_load
+from tessera.harness.tokens import LOCAL
 from tessera.harness.zones import Driver, World, ZoneSpec
 from tessera.wire.geometry import Rect
 from tessera.zone import audit, ghosts
@@ -195,7 +196,9 @@ async def run(
         stop.set()
         await asyncio.gather(*walkers)
         sizes = await checkpoint_bytes(client, name)
-        report = await audit.settle(client, name, world.addresses(), everyone)
+        report = await audit.settle(
+            client, name, world.addresses(), everyone, channel=LOCAL.channel
+        )
         lost, duplicated = len(report.lost), len(report.duplicates)
 
         stop = asyncio.Event()
@@ -219,7 +222,9 @@ async def run(
         stop.set()
         await asyncio.gather(*walkers)
         handoffs = cross_driver.handovers - handovers0
-        report = await audit.settle(client, name, world.addresses(), everyone)
+        report = await audit.settle(
+            client, name, world.addresses(), everyone, channel=LOCAL.channel
+        )
         lost, duplicated = lost + len(report.lost), duplicated + len(report.duplicates)
     finally:
         await feed.close()

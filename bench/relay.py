@@ -33,6 +33,7 @@ from tessera.authclient.credentials import ServiceCredentials
 from tessera.common.process import ServiceProcess, free_udp_port
 from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import relay_login_env, service_clients
 from tessera.v1 import auth_pb2, auth_pb2_grpc, relay_pb2, relay_pb2_grpc
 from tessera.wire.connection import Connection
 from tessera.wire.packet import DATA, PacketError, encode_handshake
@@ -77,7 +78,7 @@ def start_stack(
             "TESSERA_AUTH_GENERATE_KEYS": "true",
             "TESSERA_CONNECT_KEY": connect_key,
             "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{udp_port}",
-            "TESSERA_AUTH_SERVICE_CLIENTS": f"bench={SECRET}",
+            "TESSERA_AUTH_SERVICE_CLIENTS": service_clients(f"bench={SECRET}"),
             "TESSERA_AUTH_CONNECT_TTL_S": "300",
             "TESSERA_LOG_LEVEL": "info",
         },
@@ -94,6 +95,7 @@ def start_stack(
             "TESSERA_TICK_HZ": str(tick_hz),
             "TESSERA_SNAPSHOT_EVERY": str(snapshot_every),
             "TESSERA_LOG_LEVEL": "info",
+            "TESSERA_AUTH_ADDRESS": auth.grpc_address,
             **(extra_zone_env or {}),
         },
         name="zone",
@@ -111,6 +113,7 @@ def start_stack(
             # Every client shares 127.0.0.1: one source, so no per-source limits.
             "TESSERA_RELAY_HANDSHAKES_PER_SOURCE_S": "1000000",
             "TESSERA_RELAY_PINGS_PER_SOURCE_S": "1000000",
+            **relay_login_env(),
             **(extra_relay_env or {}),
         },
         name="relay",

@@ -42,6 +42,7 @@ from redis.asyncio import Redis
 
 from tessera.common.store import read_heartbeats
 from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import LOCAL
 from tessera.harness.zones import Driver, Gap, World
 from tessera.operator.local import LocalRuntime
 from tessera.operator.planner.model import Desired, Phase
@@ -175,7 +176,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     server.start()
     redis = Redis.from_url(server.url)
     spec = world_spec(args.zones, args.standby)
-    runtime = LocalRuntime(spec, server.url, zone_env=ENV)
+    runtime = LocalRuntime(spec, server.url, zone_env={**ENV, **LOCAL.env()}, channel=LOCAL.channel)
     world = World(redis, server.url, world="roll")
     driver = Driver(world, relay_id="bench", decode=False)
     walkers: list[asyncio.Task[None]] = []
@@ -259,7 +260,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         while silent and time.monotonic() - since < 5.0:
             await asyncio.sleep(0.05)
             silent = [p for p in silent if driver.last_snapshot.get(p, 0) <= since]
-        report = await audit.settle(redis, "roll", world.addresses(), everyone, timeout_s=10)
+        report = await audit.settle(
+            redis, "roll", world.addresses(), everyone, timeout_s=10, channel=LOCAL.channel
+        )
         per_zone = sorted(replace_s.values())
         return {
             "zones": args.zones,

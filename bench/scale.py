@@ -57,6 +57,7 @@ from tessera.demo.timeline import (
 from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis, LocalRedisCluster
 from tessera.harness.synthetic import spawn
+from tessera.harness.tokens import LOCAL, relay_login_env, service_clients
 from tessera.load import scenario
 from tessera.load.swarm import Swarm, SwarmConfig
 from tessera.operator.local import LocalRuntime
@@ -146,6 +147,7 @@ class Servers:
         self.redis: LocalRedis | LocalRedisCluster = (
             LocalRedis(directory / "redis") if single else LocalRedisCluster(directory / "redis")
         )
+        self.directory = directory
         self.bots = bots
         self.postgres: LocalPostgres | None = None
         self.procs: dict[str, ServiceProcess] = {}
@@ -163,7 +165,6 @@ class Servers:
         self.postgres = LocalPostgres()
         self.postgres.start()
         common = {
-            "TESSERA_REDIS_URL": self.redis.url,
             "TESSERA_DATABASE_URL": self.postgres.create_database("tessera"),
             "TESSERA_HOST": "127.0.0.1",
             "TESSERA_GRPC_PORT": "0",
@@ -178,7 +179,10 @@ class Servers:
             "tessera.auth",
             {
                 **common,
-                "TESSERA_AUTH_GENERATE_KEYS": "true",
+                "TESSERA_REDIS_URL": self.redis.url_for("auth"),
+                # Auth signs with the harness key the zones trust (LOCAL.env()).
+                **LOCAL.auth_env(self.directory / "keys"),
+                "TESSERA_AUTH_SERVICE_CLIENTS": service_clients(),
                 "TESSERA_CONNECT_KEY": connect_key,
                 "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{udp}",
                 "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "1000000",
@@ -192,6 +196,8 @@ class Servers:
             "tessera.relay",
             {
                 **common,
+                **relay_login_env(),
+                "TESSERA_REDIS_URL": self.redis.url_for("relay"),
                 "TESSERA_UDP_HOST": "127.0.0.1",
                 "TESSERA_UDP_PORT": str(udp),
                 "TESSERA_AUTH_ADDRESS": auth.grpc_address,
@@ -329,11 +335,15 @@ class Run:
 
     async def scan(self) -> invariants.Report:
         """Scan until clean, or a violation persists through 3 s of scans."""
-        report = await audit.scan(self.redis, WORLD, self.addresses(), self.players)
+        report = await audit.scan(
+            self.redis, WORLD, self.addresses(), self.players, channel=LOCAL.channel
+        )
         deadline = time.monotonic() + 3.0
         while not report.ok and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-            again = await audit.scan(self.redis, WORLD, self.addresses(), self.players)
+            again = await audit.scan(
+                self.redis, WORLD, self.addresses(), self.players, channel=LOCAL.channel
+            )
             report = invariants.persisting(report, again)
         self.scans += 1
         self.unreachable += bool(report.unreachable)
@@ -353,7 +363,13 @@ class Run:
 
 async def run(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
     redis_url = servers.redis.url
-    runtime = LocalRuntime(world_resource(args), redis_url)
+    runtime = LocalRuntime(
+        world_resource(args),
+        servers.redis.url_for("operator"),
+        zone_redis_url=servers.redis.url_for("zone"),
+        zone_env=LOCAL.env(),
+        channel=LOCAL.channel,
+    )
     redis = store.connect(redis_url)
     swarm = None
     if args.bots:

@@ -19,6 +19,7 @@ from typing import Any
 
 from tessera.common.process import ServiceProcess
 from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import LOCAL
 
 
 def start_to_ready(redis_url: str, cache: Path) -> float:
@@ -30,6 +31,7 @@ def start_to_ready(redis_url: str, cache: Path) -> float:
         "TESSERA_REDIS_URL": redis_url,
         "TESSERA_ZONE_BOUNDS": "-500,-500,500,500",
         "NUMBA_CACHE_DIR": str(cache),
+        **LOCAL.env(),
     }
     began = time.perf_counter()
     proc = ServiceProcess("tessera.zone", env, name="zone").start()

@@ -1,5 +1,5 @@
 """Every RPC of every service, from the proto descriptors, against real running
-servers (auth, matchmaking, relay): no token -> UNAUTHENTICATED, a valid token
+servers (auth, matchmaking, relay, zone): no token -> UNAUTHENTICATED, a valid token
 of a role the RPC's rule does not name -> PERMISSION_DENIED, a role it names ->
 served (the servicer's own answer to an empty request). OPEN RPCs are served
 without a token; health is open; reflection can be switched off."""
@@ -29,7 +29,7 @@ from tessera.authclient.credentials import ServiceCredentials
 from tessera.common import errors
 from tessera.common.process import ServiceProcess
 from tessera.harness.redis import LocalRedis
-from tessera.harness.tokens import access_metadata
+from tessera.harness.tokens import access_metadata, relay_login_env, service_clients
 from tessera.matchmaking.servicer import RULES as MATCHMAKING_RULES
 from tessera.relay.servicer import RULES as RELAY_RULES
 from tessera.v1 import (
@@ -41,6 +41,7 @@ from tessera.v1 import (
     relay_pb2_grpc,
     zone_pb2,
 )
+from tessera.zone.servicer import RULES as ZONE_RULES
 
 pytestmark = pytest.mark.integration
 
@@ -49,16 +50,12 @@ TABLES = {
     "tessera.v1.Auth": AUTH_RULES,
     "tessera.v1.Matchmaker": MATCHMAKING_RULES,
     "tessera.v1.Relay": RELAY_RULES,
+    "tessera.v1.Zone": ZONE_RULES,
 }
-# The zone's RPCs have no access table yet (issue #20, item 1 is open for the
-# zone: docs/AUTH.md, "Not yet protected"); this names that gap so that any other
-# service without a table fails here.
-WITHOUT_TABLE = {"tessera.v1.Zone"}
 METHODS = [
     method
     for module in (auth_pb2, common_pb2, matchmaking_pb2, relay_pb2, zone_pb2)
     for service in module.DESCRIPTOR.services_by_name.values()
-    if service.full_name not in WITHOUT_TABLE
     for method in service.methods
 ]
 
@@ -100,7 +97,7 @@ def stack(
             **env,
             "TESSERA_AUTH_KEY_DIR": str(key_dir),
             "TESSERA_CONNECT_KEY": connect_key,
-            "TESSERA_AUTH_SERVICE_CLIENTS": f"matchmaking={SECRET}",
+            "TESSERA_AUTH_SERVICE_CLIENTS": service_clients(f"matchmaking={SECRET}"),
             "TESSERA_AUTH_ARGON2_TIME_COST": "1",
             "TESSERA_AUTH_ARGON2_MEMORY_KIB": "64",
             "TESSERA_AUTH_ARGON2_PARALLELISM": "1",
@@ -126,17 +123,33 @@ def stack(
                 "TESSERA_UDP_PORT": "0",
                 # Reflection off here: it must then not be served at all.
                 "TESSERA_GRPC_REFLECTION": "false",
+                **relay_login_env(),
             },
             name="relay",
         ).start()
         procs.append(relay)
+        # The zone takes auth's keys from auth, as in a deployment.
+        zone = ServiceProcess(
+            "tessera.zone",
+            {
+                **with_auth,
+                "TESSERA_ZONE": "matrix-0",
+                "TESSERA_ZONE_BOUNDS": "-100,-100,100,100",
+                "TESSERA_WORLD_BOUNDS": "-100,-100,100,100",
+                "TESSERA_TICK_HZ": "10",
+            },
+            name="zone",
+        ).start()
+        procs.append(zone)
         mm.wait_serving(30.0)
         relay.wait_serving(30.0)
+        zone.wait_serving(60.0)
         yield Stack(
             {
                 "tessera.v1.Auth": auth.grpc_address,
                 "tessera.v1.Matchmaker": mm.grpc_address,
                 "tessera.v1.Relay": relay.grpc_address,
+                "tessera.v1.Zone": zone.grpc_address,
             },
             key,
             auth.grpc_address,
@@ -192,7 +205,7 @@ def test_every_service_has_a_table_and_every_rpc_a_rule() -> None:
         for module in (auth_pb2, common_pb2, matchmaking_pb2, relay_pb2, zone_pb2)
         for s in module.DESCRIPTOR.services_by_name.values()
     }
-    assert services - WITHOUT_TABLE == set(TABLES)
+    assert services == set(TABLES)
     assert {f"/{m.containing_service.full_name}/{m.name}" for m in METHODS} == {
         name for table in TABLES.values() for name in table
     }

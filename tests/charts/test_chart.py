@@ -535,12 +535,15 @@ def test_generated_secrets_are_kept(render: Render, chart: helm_python.Chart) ->
     client_id, client_secret = (
         base64.b64decode(clients[k]).decode() for k in ("client-id", "client-secret")
     )
-    console_secret = base64.b64decode(clients["console-client-secret"]).decode()
-    assert base64.b64decode(clients["clients"]).decode() == (
-        f"{client_id}={client_secret},console={console_secret}"
+    others = {
+        name: base64.b64decode(clients[f"{name}-client-secret"]).decode()
+        for name in ("console", "operator", "relay")
+    }
+    assert base64.b64decode(clients["clients"]).decode() == ",".join(
+        [f"{client_id}={client_secret}", *(f"{name}={s}" for name, s in others.items())]
     )
-    assert len(client_secret) >= 16 and len(console_secret) >= 16
-    assert console_secret != client_secret
+    secrets = [client_secret, *others.values()]
+    assert all(len(s) >= 16 for s in secrets) and len(set(secrets)) == len(secrets)
     for name in ("tessera-auth-signing-keys", "tessera-connect-key", "tessera-redis"):
         annotations = find(objs, "Secret", name)["metadata"]["annotations"]
         assert annotations["helm.sh/resource-policy"] == "keep"

@@ -36,7 +36,8 @@ def test_chart_runs_peered_replicas(render: Render) -> None:
 def test_replicas_get_distinct_peering_priorities(handlers: ModuleType) -> None:
     priorities = set()
     for pod in ("tessera-operator-7d9f8-abcde", "tessera-operator-7d9f8-fghij"):
-        config = handlers.OperatorConfig.from_env(Env({"TESSERA_POD_NAME": pod}))
+        secret = {"TESSERA_SERVICE_CLIENT_SECRET": "operator-secret-0123456789"}
+        config = handlers.OperatorConfig.from_env(Env({"TESSERA_POD_NAME": pod, **secret}))
         settings = kopf.OperatorSettings()
         handlers.configure(settings, config)
         assert settings.peering.mandatory and settings.peering.clusterwide

@@ -5,6 +5,7 @@ pods: test_networkpolicy.py)."""
 
 from __future__ import annotations
 
+import base64
 import importlib
 from types import ModuleType
 
@@ -44,6 +45,11 @@ def test_zone_pods_get_the_redis_password_from_the_charts_secret(
     )
     (container,) = operator["spec"]["template"]["spec"]["containers"]
     environ = {e["name"]: e["value"].replace("$$(", "$(") for e in container["env"] if "value" in e}
+    rendered = {o["metadata"]["name"]: o.get("data", {}) for o in objs if o["kind"] == "Secret"}
+    for e in container["env"]:
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref is not None and ref["name"] in rendered:
+            environ[e["name"]] = base64.b64decode(rendered[ref["name"]][ref["key"]]).decode()
     config = handlers.OperatorConfig.from_env(config_module.Env(environ))
     secret = next(
         o
@@ -66,3 +72,6 @@ def test_zone_pods_get_the_redis_password_from_the_charts_secret(
     ref = env[names.index("REDIS_PASSWORD")]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": secret["metadata"]["name"], "key": config.zone_redis_secret_key}
     assert "$(REDIS_PASSWORD)" in env[names.index("TESSERA_REDIS_URL")]["value"]
+    # Zones verify their callers with auth's keys, fetched from auth by its cluster name.
+    auth = env[names.index("TESSERA_AUTH_ADDRESS")]["value"]
+    assert auth == config.auth_address and auth.startswith("tessera-auth.") and ".svc:" in auth

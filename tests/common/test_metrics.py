@@ -17,6 +17,7 @@ import yaml
 
 from tessera.common.process import ServiceProcess, free_port
 from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import relay_login_env, service_clients
 
 PROMTOOL = shutil.which("promtool")
 SECRET = "metrics-test-secret-0123456789"
@@ -78,7 +79,9 @@ def pages(
                 **base,
                 "TESSERA_AUTH_GENERATE_KEYS": "true",
                 "TESSERA_CONNECT_KEY": connect_key,
-                "TESSERA_AUTH_SERVICE_CLIENTS": f"matchmaking={SECRET}",
+                "TESSERA_AUTH_SERVICE_CLIENTS": service_clients(
+                    f"matchmaking={SECRET},operator={SECRET}"
+                ),
             },
         )
         start(
@@ -93,6 +96,7 @@ def pages(
                 "TESSERA_UDP_PORT": "0",
                 "TESSERA_AUTH_ADDRESS": auth.grpc_address,
                 "TESSERA_CONNECT_KEY": connect_key,
+                **relay_login_env(),
             },
         )
         start(
@@ -102,6 +106,7 @@ def pages(
                 "TESSERA_ZONE": "meadow-0",
                 "TESSERA_ZONE_BOUNDS": "0,0,100,100",
                 "TESSERA_WORLD_BOUNDS": "0,0,100,100",
+                "TESSERA_AUTH_ADDRESS": auth.grpc_address,
             },
         )
         start(
@@ -112,6 +117,8 @@ def pages(
                 "KUBERNETES_SERVICE_HOST": "",
                 "TESSERA_STANDALONE": "true",
                 "TESSERA_HEALTH_PORT": str(free_port()),
+                "TESSERA_AUTH_ADDRESS": auth.grpc_address,
+                "TESSERA_SERVICE_CLIENT_SECRET": SECRET,
             },
         )
         out = {}

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from playwright.async_api import Page, async_playwright
 from redis.asyncio import Redis
@@ -21,6 +20,7 @@ from redis.asyncio import Redis
 from tessera.common.process import ServiceProcess
 from tessera.common.store import read_heartbeat
 from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import LOCAL
 from tessera.operator.local import LocalRuntime
 from tessera.operator.planner.model import Phase
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
@@ -64,7 +64,8 @@ async def runtime(redis_server: LocalRedis, redis: Redis) -> AsyncIterator[Local
         WORLD,
         redis_server.url_for("operator"),
         zone_redis_url=redis_server.url_for("zone"),
-        zone_env={"TESSERA_HEARTBEAT_S": "0.2"},
+        zone_env={"TESSERA_HEARTBEAT_S": "0.2", **LOCAL.env()},
+        channel=LOCAL.channel,
     )
     stop = asyncio.Event()
     passes = asyncio.create_task(rt.run(stop, interval_s=0.3))
@@ -135,7 +136,7 @@ async def test_the_console_shows_a_split_and_refuses_an_admin_without_login(
             await page.screenshot(path=str(ARTIFACTS / "before-split.png"))
 
             address = runtime.zones["earth-0"].process.grpc_address
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with LOCAL.channel(address) as channel:
                 stub: Any = zone_pb2_grpc.ZoneStub(channel)
                 for i in range(12):
                     spawn = common_pb2.Vec3(x=100 + 10 * i, z=100)

@@ -12,6 +12,7 @@ import base64
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,6 +25,7 @@ from tessera.common.database import Pool
 from tessera.common.process import ServiceProcess, free_port
 from tessera.harness.audit import audit_trail
 from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import LOCAL, relay_login_env, service_clients
 from tessera.harness.zones import World, ZoneSpec
 from tessera.v1 import auth_pb2, auth_pb2_grpc, zone_pb2
 from tessera.wire.geometry import Rect
@@ -36,12 +38,11 @@ AUTH_ENV = {
     "TESSERA_GRPC_PORT": "0",
     "TESSERA_METRICS_PORT": "0",
     "TESSERA_HOST": "127.0.0.1",
-    "TESSERA_AUTH_GENERATE_KEYS": "true",
     "TESSERA_CONNECT_KEY": base64.b64encode(os.urandom(32)).decode(),
     "TESSERA_AUTH_ARGON2_TIME_COST": "1",
     "TESSERA_AUTH_ARGON2_MEMORY_KIB": "64",
     "TESSERA_AUTH_ARGON2_PARALLELISM": "1",
-    "TESSERA_AUTH_SERVICE_CLIENTS": f"console={CONSOLE_SECRET}",
+    "TESSERA_AUTH_SERVICE_CLIENTS": service_clients(f"console={CONSOLE_SECRET}"),
 }
 
 
@@ -67,11 +68,13 @@ async def register(address: str, *names: str) -> dict[str, str]:
 
 @pytest.fixture
 async def setup(
-    redis_server: LocalRedis, redis: Redis, database_url: str, database: Pool
+    redis_server: LocalRedis, redis: Redis, database_url: str, database: Pool, tmp_path: Path
 ) -> AsyncIterator[Setup]:
-    """Auth with admin ``boss`` (and player ``pat``), zones a | b, the console."""
+    """Auth with admin ``boss`` (and player ``pat``), zones a | b, the console. Auth
+    signs with the harness's key, which the zones trust."""
     env = {
         **AUTH_ENV,
+        **LOCAL.auth_env(tmp_path / "keys"),
         "TESSERA_REDIS_URL": redis_server.url_for("auth"),
         "TESSERA_DATABASE_URL": database_url,
     }
@@ -97,6 +100,7 @@ async def setup(
                 "TESSERA_UDP_HOST": "127.0.0.1",
                 "TESSERA_UDP_PORT": "0",
                 "TESSERA_AUTH_ADDRESS": auth.grpc_address,
+                **relay_login_env(),
             },
             name="relay",
         ).start()

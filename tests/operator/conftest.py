@@ -20,6 +20,7 @@ import kopf
 import pytest
 
 from tessera.common import store
+from tessera.common.config import ServiceClient
 from tessera.harness.redis import LocalRedis
 from tessera.operator.handlers import OperatorConfig, Runtime, build_registry, configure
 
@@ -215,6 +216,7 @@ def operator_config(redis_url: str, **overrides: Any) -> OperatorConfig:
         "interval_s": 0.3,
         "instance": "test-operator",
         "standalone": True,
+        "service_client": ServiceClient("operator", "operator-secret-0123456789"),
     }
     return OperatorConfig(**{**base, **overrides})
 

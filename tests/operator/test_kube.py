@@ -11,6 +11,7 @@ import kopf
 import pytest
 
 from tessera.common import store
+from tessera.common.config import ServiceClient
 from tessera.operator import kube
 from tessera.operator.handlers import OperatorConfig, Runtime, build_registry
 from tessera.operator.kube import API_CALLS, GROUP, KOPF_API_CALLS, _path, rbac_rules
@@ -43,7 +44,11 @@ def test_api_calls_list_exactly_the_calls_in_the_code() -> None:
 
 def test_kopf_calls_cover_every_watched_resource() -> None:
     runtime = Runtime(
-        OperatorConfig("redis://127.0.0.1:1/0", "redis://x:1/0"),
+        OperatorConfig(
+            "redis://127.0.0.1:1/0",
+            "redis://x:1/0",
+            service_client=ServiceClient("operator", "operator-secret-0123456789"),
+        ),
         store.connect("redis://127.0.0.1:1/0"),
     )
     registry = build_registry(runtime, lambda **_: None)

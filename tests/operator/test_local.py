@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 import yaml
 from redis.asyncio import Redis
@@ -24,6 +23,7 @@ from redis.asyncio import Redis
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys, instance_zone, instances_stream
 from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import LOCAL
 from tessera.harness.zones import Driver
 from tessera.harness.zones import World as HarnessWorld
 from tessera.operator.local import LocalRuntime, load_world
@@ -97,7 +97,8 @@ async def test_split_then_merge_with_real_zone_processes(
         WORLD,
         redis_server.url_for("operator"),
         zone_redis_url=redis_server.url_for("zone"),
-        zone_env={"TESSERA_HEARTBEAT_S": "0.2"},
+        zone_env={"TESSERA_HEARTBEAT_S": "0.2", **LOCAL.env()},
+        channel=LOCAL.channel,
     )
     try:
         await first_zone_ready(runtime)
@@ -106,7 +107,7 @@ async def test_split_then_merge_with_real_zone_processes(
         bound_s = sum(float(parent.env[f"TESSERA_SHUTDOWN_{k}_S"]) for k in ("GRACE", "HOOKS"))
         kill_s = inspect.signature(ServiceProcess.terminate).parameters["timeout_s"].default
         assert bound_s < kill_s
-        async with grpc.aio.insecure_channel(parent.grpc_address) as channel:
+        async with LOCAL.channel(parent.grpc_address) as channel:
             stub: zone_pb2_grpc.ZoneAsyncStub = zone_pb2_grpc.ZoneStub(channel)
             players = [f"p{i}" for i in range(12)]
             for i, player in enumerate(players):  # x = 100 .. 210, median 155
@@ -164,7 +165,8 @@ async def test_a_killed_zone_process_is_started_again(
         WORLD,
         redis_server.url_for("operator"),
         zone_redis_url=redis_server.url_for("zone"),
-        zone_env={"TESSERA_HEARTBEAT_S": "0.2"},
+        zone_env={"TESSERA_HEARTBEAT_S": "0.2", **LOCAL.env()},
+        channel=LOCAL.channel,
     )
     try:
         await first_zone_ready(runtime)
@@ -223,7 +225,8 @@ async def test_instance_zones_start_on_request_and_end_without_losing_players(
         world,
         redis_server.url_for("operator"),
         zone_redis_url=redis_server.url_for("zone"),
-        zone_env={"TESSERA_HEARTBEAT_S": "0.2"},
+        zone_env={"TESSERA_HEARTBEAT_S": "0.2", **LOCAL.env()},
+        channel=LOCAL.channel,
     )
     arena, dungeon = "a1" * 16, "d2" * 16
     try:
@@ -249,7 +252,7 @@ async def test_instance_zones_start_on_request_and_end_without_losing_players(
 
         # A player in each instance; the dungeon's leaves again (it goes idle).
         for zone, player in ((a, "ann"), (d, "dan")):
-            async with grpc.aio.insecure_channel(runtime.zones[zone].process.grpc_address) as ch:
+            async with LOCAL.channel(runtime.zones[zone].process.grpc_address) as ch:
                 stub: zone_pb2_grpc.ZoneAsyncStub = zone_pb2_grpc.ZoneStub(ch)
                 await stub.Join(
                     zone_pb2.JoinRequest(
@@ -261,7 +264,7 @@ async def test_instance_zones_start_on_request_and_end_without_losing_players(
             lambda: all(runtime.zones[z].view.players == 1 for z in (a, d)),
             "players in the instances",
         )
-        async with grpc.aio.insecure_channel(runtime.zones[d].process.grpc_address) as ch:
+        async with LOCAL.channel(runtime.zones[d].process.grpc_address) as ch:
             stub = zone_pb2_grpc.ZoneStub(ch)
             await stub.Leave(zone_pb2.LeaveRequest(player_id="dan"))
         dungeon_process = runtime.zones[d].process
@@ -281,7 +284,7 @@ async def test_instance_zones_start_on_request_and_end_without_losing_players(
                 break
             await asyncio.sleep(0.1)
         assert (await heartbeat(redis, "earth-0")).players == 1
-        async with grpc.aio.insecure_channel(runtime.zones["earth-0"].process.grpc_address) as ch:
+        async with LOCAL.channel(runtime.zones["earth-0"].process.grpc_address) as ch:
             stub = zone_pb2_grpc.ZoneStub(ch)
             await stub.Leave(zone_pb2.LeaveRequest(player_id="ann"))  # earth-0 owns her
         assert await redis.hget(WorldKeys("earth").routes, "ann") is None
@@ -310,7 +313,9 @@ async def replaced_by_handoff(
 
     await passes_until(runtime, settled, what, timeout_s=60)
     players = set(driver.zone_of)
-    report = await audit.settle(world.redis, "earth", world.addresses(), players, timeout_s=10)
+    report = await audit.settle(
+        world.redis, "earth", world.addresses(), players, timeout_s=10, channel=LOCAL.channel
+    )
     assert report.ok and report.duplicates == [] and report.lost == [], report
     # A Handover still queued when the old zone exits is lost with its link; a
     # relay then follows the routing table (routes:changed), as resync does.
@@ -346,7 +351,8 @@ async def test_template_change_and_node_drain_move_players_without_a_disconnect(
         spec,
         redis_server.url_for("operator"),
         zone_redis_url=redis_server.url_for("zone"),
-        zone_env=fast,
+        zone_env={**fast, **LOCAL.env()},
+        channel=LOCAL.channel,
     )
     world = HarnessWorld(redis, redis_server.url, world="earth")
     driver = Driver(world, relay_id="relay-1")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tessera.common.config import ConfigError, Env
+from tessera.common.config import ConfigError, Env, ServiceClient
 from tessera.common.process import ServiceProcess, free_port
 from tessera.harness.redis import LocalRedis
 from tessera.operator.handlers import OperatorConfig
@@ -33,15 +33,25 @@ def test_bad_configuration_exits_2_naming_the_variable() -> None:
     assert "TESSERA_OPERATOR_INTERVAL_S" in result.stderr
 
 
+SECRET = {"TESSERA_SERVICE_CLIENT_SECRET": "operator-secret-0123456789"}
+
+
 def test_config_from_env() -> None:
     config = OperatorConfig.from_env(
-        Env({"TESSERA_REDIS_URL": "redis://r:1/0", "TESSERA_STANDALONE": "yes"})
+        Env({"TESSERA_REDIS_URL": "redis://r:1/0", "TESSERA_STANDALONE": "yes", **SECRET})
     )
     assert config.zone_redis_url == "redis://r:1/0" and config.standalone
     assert config.priority > 0  # drawn at random: equal priorities would pause both replicas
-    assert OperatorConfig.from_env(Env({"TESSERA_PEERING_PRIORITY": "7"})).priority == 7
+    assert config.service_client == ServiceClient(
+        "operator", SECRET["TESSERA_SERVICE_CLIENT_SECRET"]
+    )
+    priority = Env({"TESSERA_PEERING_PRIORITY": "7", **SECRET})
+    assert OperatorConfig.from_env(priority).priority == 7
     with pytest.raises(ConfigError, match="TESSERA_PEERING"):
-        OperatorConfig.from_env(Env({"TESSERA_PEERING": "Bad Name"}))
+        OperatorConfig.from_env(Env({"TESSERA_PEERING": "Bad Name", **SECRET}))
+    # The operator calls zones as a service: no secret, no start.
+    with pytest.raises(ConfigError, match="TESSERA_SERVICE_CLIENT_SECRET"):
+        OperatorConfig.from_env(Env({}))
 
 
 def get(url: str) -> tuple[int, str]:
@@ -76,6 +86,7 @@ async def test_entry_point_runs_the_operator(
             "TESSERA_OPERATOR_INTERVAL_S": "0.3",
             "TESSERA_METRICS_PORT": "0",
             "TESSERA_HEALTH_PORT": str(health_port),
+            **SECRET,
         },
     ).start()
     try:

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
-import grpc
 import pytest
 from redis.asyncio import Redis
 
-from tessera.common.process import ServiceProcess, free_port
+from tessera.common.process import ServiceProcess
 from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import LOCAL
 from tessera.operator.prestop import should_wait, wait_for_drain
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
+
+ENV = {
+    "TESSERA_WORLD": "earth",
+    "TESSERA_ZONE": "earth-0",
+    "TESSERA_WORLD_BOUNDS": "0,0,512,512",
+    "TESSERA_ZONE_BOUNDS": "0,0,512,512",
+    "TESSERA_HEARTBEAT_S": "0.1",
+}
 
 
 @pytest.fixture
@@ -21,10 +31,8 @@ def zone(redis_server: LocalRedis, redis: Redis) -> Iterator[ServiceProcess]:
     process = ServiceProcess(
         "tessera.zone",
         {
-            "TESSERA_WORLD": "earth",
-            "TESSERA_ZONE": "earth-0",
-            "TESSERA_WORLD_BOUNDS": "0,0,512,512",
-            "TESSERA_ZONE_BOUNDS": "0,0,512,512",
+            **ENV,
+            **LOCAL.env(),
             "TESSERA_REDIS_URL": redis_server.url_for("zone"),
             "TESSERA_GRPC_PORT": "0",
             "TESSERA_METRICS_PORT": "0",
@@ -46,20 +54,37 @@ def test_only_a_draining_zone_is_waited_for() -> None:
         assert not should_wait(state)
 
 
-async def test_prestop_waits_for_a_draining_zone(zone: ServiceProcess) -> None:
-    assert await wait_for_drain(zone.grpc_address, 5) == "ZONE_STATE_ACTIVE"
-    async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+async def test_prestop_waits_for_a_draining_zone(zone: ServiceProcess, redis: Redis) -> None:
+    async def hook(timeout_s: float, poll_s: float = 0.1) -> str:
+        return await wait_for_drain(redis, "earth", "earth-0", timeout_s, poll_s=poll_s)
+
+    assert await hook(5) == "ZONE_STATE_ACTIVE"
+    async with LOCAL.channel(zone.grpc_address) as channel:
         stub: zone_pb2_grpc.ZoneAsyncStub = zone_pb2_grpc.ZoneStub(channel)
         await stub.Join(
             zone_pb2.JoinRequest(player_id="p1", relay_id="r", spawn=common_pb2.Vec3(x=5, z=5))
         )
         assert (await stub.Drain(zone_pb2.DrainRequest(deadline_s=30))).remaining == 1
-        assert await wait_for_drain(zone.grpc_address, 0.6, poll_s=0.1) == "timeout"
+        assert await hook(0.6) == "timeout"
         await stub.Leave(zone_pb2.LeaveRequest(player_id="p1"))
         assert (await stub.Drain(zone_pb2.DrainRequest(deadline_s=30))).remaining == 0
-    assert await wait_for_drain(zone.grpc_address, 5) == "ZONE_STATE_DRAINED"
+    assert await hook(5) == "ZONE_STATE_DRAINED"
 
 
-async def test_prestop_returns_when_the_zone_is_gone() -> None:
-    result = await wait_for_drain(f"127.0.0.1:{free_port()}", 5)
-    assert result.startswith("zone unreachable")
+async def test_prestop_returns_when_the_zone_has_no_heartbeat(redis: Redis) -> None:
+    assert await wait_for_drain(redis, "earth", "never-started", 5) == "no heartbeat"
+
+
+def test_prestop_command_reads_the_container_settings(
+    zone: ServiceProcess, redis_server: LocalRedis
+) -> None:
+    """The hook as the pod runs it: settings from the zone container's environment."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tessera.operator.prestop", "--timeout", "10"],
+        env={**ENV, "TESSERA_REDIS_URL": redis_server.url, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == "ZONE_STATE_ACTIVE"

@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from tessera.common.store import WorldKeys, instance_zone, instances_stream
+from tessera.harness.tokens import LOCAL
 from tessera.operator.planner.actions import (
     Action,
     AssignStandby,
@@ -77,7 +78,7 @@ class Control(ZoneControl):
     """Records what the pass asks zones to converge to."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(LOCAL.channel)
         self.targets: Mapping[str, str | None] = {}
 
     async def converge(

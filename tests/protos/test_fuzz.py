@@ -32,6 +32,7 @@ from tessera.common.process import ServiceProcess, free_udp_port
 from tessera.common.store import WorldKeys
 from tessera.common.store import connect as redis_connect
 from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import relay_login_env, service_clients
 from tessera.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -146,7 +147,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
         "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{udp_port}",
         "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "100000",
         "TESSERA_AUTH_LOGIN_FAILS_PER_ADDRESS": "100000",
-        "TESSERA_AUTH_SERVICE_CLIENTS": f"matchmaking={SECRET}",
+        "TESSERA_AUTH_SERVICE_CLIENTS": service_clients(f"matchmaking={SECRET}"),
         "TESSERA_AUTH_ARGON2_TIME_COST": "1",
         "TESSERA_AUTH_ARGON2_MEMORY_KIB": "64",
         "TESSERA_AUTH_ARGON2_PARALLELISM": "1",
@@ -161,6 +162,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
         admin_env = {**auth_env, "TESSERA_AUTH_ADMIN_ACCOUNTS": admin_id}
         auth = _process("tessera.auth", admin_env, "auth")
         running["auth"] = auth
+        auth.wait_serving(60.0)  # the zone takes auth's keys from its address
         running["zone"] = _process(
             "tessera.zone",
             {
@@ -169,10 +171,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
                 "TESSERA_ZONE_BOUNDS": "-100,-100,100,100",
                 "TESSERA_WORLD_BOUNDS": "-100,-100,100,100",
                 "TESSERA_TICK_HZ": "10",
+                "TESSERA_AUTH_ADDRESS": auth.grpc_address,
             },
             "zone",
         )
-        auth.wait_serving(60.0)
         running["relay"] = _process(
             "tessera.relay",
             {
@@ -181,6 +183,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
                 "TESSERA_UDP_PORT": str(udp_port),
                 "TESSERA_AUTH_ADDRESS": auth.grpc_address,
                 "TESSERA_CONNECT_KEY": connect_key,
+                **relay_login_env(),
             },
             "relay",
         )
@@ -219,6 +222,16 @@ async def _admin_metadata(stack: Stack) -> tuple[tuple[str, str], ...]:
         user, password = stack.admin
         session = await stub.Login(auth_pb2.LoginRequest(username=user, password=password))
         assert "admin" in session.roles
+        return bearer_metadata(session.access_token)
+
+
+async def _service_metadata(stack: Stack) -> tuple[tuple[str, str], ...]:
+    """A service session (the matchmaker's client): the zone's RPCs take only
+    ``service`` (or ``admin`` for a few), so its cases reach the servicer."""
+    async with grpc.aio.insecure_channel(stack.processes["auth"].grpc_address) as channel:
+        stub: Any = auth_pb2_grpc.AuthStub(channel)
+        request = auth_pb2.ServiceLoginRequest(client_id="matchmaking", client_secret=SECRET)
+        session = await stub.ServiceLogin(request)
         return bearer_metadata(session.access_token)
 
 
@@ -313,7 +326,8 @@ async def test_racing_first_play_messages_get_precise_statuses(stack: Stack) -> 
 @pytest.mark.parametrize("method", list(methods()), ids=method_id)
 async def test_every_answer_is_precise_and_bounded(stack: Stack, method: MethodDescriptor) -> None:
     name = method_id(method)
-    metadata = await _admin_metadata(stack)
+    zone = method.containing_service.name == "Zone"
+    metadata = await (_service_metadata(stack) if zone else _admin_metadata(stack))
     process = stack.processes[SERVED_BY[method.containing_service.name]]
     problems = []
     async with grpc.aio.insecure_channel(process.grpc_address) as channel:
@@ -351,12 +365,13 @@ async def test_nothing_hostile_was_stored(stack: Stack) -> None:
     """After the fuzz: the zone's entities are finite and inside the world, every
     checkpoint's strings are bounded, and the operator's map version 0 is still
     accepted."""
+    metadata = await _service_metadata(stack)
     async with grpc.aio.insecure_channel(stack.processes["zone"].grpc_address) as channel:
         status = await channel.unary_unary(
             "/tessera.v1.Zone/GetStatus",
             request_serializer=zone_pb2.GetStatusRequest.SerializeToString,
             response_deserializer=zone_pb2.ZoneStatus.FromString,
-        )(zone_pb2.GetStatusRequest(include_entities=True), timeout=DEADLINE_S)
+        )(zone_pb2.GetStatusRequest(include_entities=True), timeout=DEADLINE_S, metadata=metadata)
     assert status.bounds.max_x - status.bounds.min_x > 0
     assert all(-100 <= x <= 100 for x in status.sample_x)
     assert all(-100 <= z <= 100 for z in status.sample_z)
@@ -367,7 +382,11 @@ async def test_nothing_hostile_was_stored(stack: Stack) -> None:
             "/tessera.v1.Zone/SetBounds",
             request_serializer=zone_pb2.SetBoundsRequest.SerializeToString,
             response_deserializer=zone_pb2.SetBoundsResponse.FromString,
-        )(zone_pb2.SetBoundsRequest(bounds=status.bounds, map_version=0), timeout=DEADLINE_S)
+        )(
+            zone_pb2.SetBoundsRequest(bounds=status.bounds, map_version=0),
+            timeout=DEADLINE_S,
+            metadata=metadata,
+        )
     redis = redis_connect(stack.redis_url)
     try:
         keys = WorldKeys(WORLD)

@@ -8,19 +8,20 @@ import sys
 
 import pytest
 
-from tessera.common.config import ConfigError, Env
+from tessera.common.config import ConfigError, Env, ServiceClient
 from tessera.relay.config import RelayConfig
 
 KEY = base64.b64encode(bytes(range(32))).decode()
+SECRET = "relay-secret-0123456789"
+BASE = {"TESSERA_CONNECT_KEY": KEY, "TESSERA_SERVICE_CLIENT_SECRET": SECRET}
 
 
 def test_defaults_and_overrides() -> None:
-    config = RelayConfig.from_env(Env({"TESSERA_CONNECT_KEY": KEY}))
+    config = RelayConfig.from_env(Env(BASE))
     assert config.connect_key == bytes(range(32))
     assert (config.udp_port, config.batch_ms, config.upstream_timeout_s) == (7777, 0.5, 10.0)
-    config = RelayConfig.from_env(
-        Env({"TESSERA_CONNECT_KEY": KEY, "TESSERA_UDP_PORT": "0", "TESSERA_WORLD": "w1"})
-    )
+    assert config.service_client == ServiceClient("relay", SECRET)
+    config = RelayConfig.from_env(Env({**BASE, "TESSERA_UDP_PORT": "0", "TESSERA_WORLD": "w1"}))
     assert (config.udp_port, config.world) == (0, "w1")
 
 
@@ -29,9 +30,11 @@ def test_defaults_and_overrides() -> None:
     [
         ({}, "TESSERA_CONNECT_KEY"),
         ({"TESSERA_CONNECT_KEY": "c2hvcnQ="}, "TESSERA_CONNECT_KEY"),
-        ({"TESSERA_CONNECT_KEY": KEY, "TESSERA_UDP_PORT": "70000"}, "TESSERA_UDP_PORT"),
-        ({"TESSERA_CONNECT_KEY": KEY, "TESSERA_WORLD": "Bad World"}, "TESSERA_WORLD"),
-        ({"TESSERA_CONNECT_KEY": KEY, "TESSERA_RELAY_BATCH_MS": "-1"}, "TESSERA_RELAY_BATCH_MS"),
+        ({**BASE, "TESSERA_UDP_PORT": "70000"}, "TESSERA_UDP_PORT"),
+        ({**BASE, "TESSERA_WORLD": "Bad World"}, "TESSERA_WORLD"),
+        ({**BASE, "TESSERA_RELAY_BATCH_MS": "-1"}, "TESSERA_RELAY_BATCH_MS"),
+        # The relay calls zones as a service: without its secret it does not start.
+        ({"TESSERA_CONNECT_KEY": KEY}, "TESSERA_SERVICE_CLIENT_SECRET"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:

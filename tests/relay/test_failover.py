@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 import pytest
 
@@ -33,6 +32,7 @@ from tessera.client.transport import UdpTransport
 from tessera.common.process import ServiceProcess, free_udp_port
 from tessera.common.store import connect as redis_connect
 from tessera.harness.relays import ZONE, RelayWorld, metric, ordered
+from tessera.harness.tokens import LOCAL
 from tessera.v1 import zone_pb2, zone_pb2_grpc
 from tessera.zone.audit import settle
 
@@ -148,7 +148,7 @@ async def keep_moving(clients: list[GameClient]) -> None:
 
 async def entities(zone: str) -> dict[str, int]:
     """Player -> entity id in the zone; fails if a player has two entities."""
-    async with grpc.aio.insecure_channel(zone) as channel:
+    async with LOCAL.channel(zone) as channel:
         stub: Any = zone_pb2_grpc.ZoneStub(channel)
         status = await stub.GetStatus(zone_pb2.GetStatusRequest(include_entities=True))
     pairs = [(p, e) for e, p in zip(status.entity_ids, status.entity_players, strict=True) if p]
@@ -163,7 +163,12 @@ async def nothing_lost_or_duplicated(world: RelayWorld, before: dict[str, int]) 
     redis = redis_connect(world.redis.url)
     try:
         report = await settle(
-            redis, WORLD, {ZONE: world.procs["zone"].grpc_address}, set(before), timeout_s=10.0
+            redis,
+            WORLD,
+            {ZONE: world.procs["zone"].grpc_address},
+            set(before),
+            timeout_s=10.0,
+            channel=LOCAL.channel,
         )
     finally:
         await redis.aclose()

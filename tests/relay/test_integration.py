@@ -32,7 +32,7 @@ import numpy.typing as npt
 import pytest
 
 from tessera.auth import sessions
-from tessera.auth.keys import KeyRing, SigningKey, write_key
+from tessera.auth.keys import KeyRing, SigningKey
 from tessera.authclient.issuer import AuthIssuer
 from tessera.client.bot import Bot, hotspot, random_walk
 from tessera.client.client import GameClient, Intent
@@ -47,7 +47,7 @@ from tessera.common.store import connect as redis_connect
 from tessera.harness.netem import Conditions, NetemProxy
 from tessera.harness.redis import LocalRedis, component_url
 from tessera.harness.relays import metric as relay_metric
-from tessera.harness.tokens import access_metadata
+from tessera.harness.tokens import LOCAL, access_metadata, relay_login_env, service_clients
 from tessera.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -120,7 +120,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
     redis = LocalRedis(tmp / "redis")
     redis.start()
     key_dir = tmp / "keys"
-    write_key(key_dir, 0)
+    auth_keys = LOCAL.auth_env(key_dir)  # the key the zones trust signs auth's tokens
     signing_key = KeyRing.from_directory(key_dir, overlap_s=3600).current(time.time())
     connect_key = os.urandom(32)
     connect_b64 = base64.b64encode(connect_key).decode()
@@ -139,11 +139,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
         {
             **common,
             "TESSERA_REDIS_URL": redis.url_for("auth"),
-            "TESSERA_AUTH_KEY_DIR": str(key_dir),
+            **auth_keys,
             "TESSERA_CONNECT_KEY": connect_b64,
             "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{udp_port},127.0.0.1:{spare_udp_port}",
             "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "1000",
-            "TESSERA_AUTH_SERVICE_CLIENTS": f"matchmaking={SERVICE_SECRET}",
+            "TESSERA_AUTH_SERVICE_CLIENTS": service_clients(f"matchmaking={SERVICE_SECRET}"),
         },
         name="auth",
     ).start()
@@ -156,6 +156,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
         "TESSERA_WORLD_BOUNDS": "-100,-100,100,100",
         "TESSERA_TICK_HZ": "20",
         "TESSERA_CHECKPOINT_S": "0.2",
+        **LOCAL.env(),
     }
     zone = ServiceProcess("tessera.zone", zone_env, name="zone").start()
     auth.wait_serving()
@@ -170,6 +171,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
         "TESSERA_RELAY_CONNECT_TIMEOUT_S": "0.5",
         "TESSERA_RELAY_ZONE_SILENCE_S": "1.0",
         "TESSERA_RELAY_ORPHAN_GRACE_S": "2",
+        **relay_login_env(),
     }
     relay = ServiceProcess("tessera.relay", relay_env, name="relay").start()
     relay.wait_serving()
@@ -420,7 +422,7 @@ async def test_a_handoff_reroutes_without_disconnect(stack: Stack) -> None:
         stream_b = client.world.stream
         reroutes = stack.metric("tessera_relay_reroutes_total")
         transfers = stack.metric("tessera_relay_transfers_total")
-        async with grpc.aio.insecure_channel(zone_b.grpc_address) as channel:
+        async with LOCAL.channel(zone_b.grpc_address) as channel:
             stub: Any = zone_pb2_grpc.ZoneStub(channel)
             target = common_pb2.ZoneRef(world=WORLD, zone="zone-c")
             await stub.Drain(zone_pb2.DrainRequest(target=target))
@@ -438,7 +440,7 @@ async def test_a_handoff_reroutes_without_disconnect(stack: Stack) -> None:
         ((info,),) = [(await sessions_by_player(stack))["mover"]]
         assert info.zone.zone == "zone-c"
         addresses = {"zone-b": zone_b.grpc_address, "zone-c": zone_c.grpc_address}
-        report = await settle(redis, WORLD, addresses, {"mover"})
+        report = await settle(redis, WORLD, addresses, {"mover"}, channel=LOCAL.channel)
         assert report.ok, report
     finally:
         await client.close()
@@ -613,7 +615,7 @@ async def sessions_by_player(
 
 
 async def zone_players(address: str) -> set[str]:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with LOCAL.channel(address) as channel:
         stub: Any = zone_pb2_grpc.ZoneStub(channel)
         status = await stub.GetStatus(zone_pb2.GetStatusRequest(include_entities=True))
     return {p for p in status.entity_players if p}
@@ -666,7 +668,7 @@ async def test_a_token_naming_a_zone_moves_the_player_there(stack: Stack) -> Non
 
         # Exactly one zone owns the player: the instance, which its route names.
         addresses = {"zone-a": stack.zone.grpc_address, INSTANCE: instance.grpc_address}
-        report = await settle(redis, WORLD, addresses, {player})
+        report = await settle(redis, WORLD, addresses, {player}, channel=LOCAL.channel)
         assert report.ok, report
         assert player not in await zone_players(stack.zone.grpc_address)
         assert player in await zone_players(instance.grpc_address)
@@ -766,7 +768,7 @@ async def test_a_join_refused_after_the_leave_puts_the_player_back(stack: Stack)
             return bool(await redis.exists(keys.zone_status(closing_zone)))
 
         await eventually(heartbeat, 5.0, "the closing zone's heartbeat")
-        async with grpc.aio.insecure_channel(closing.grpc_address) as channel:
+        async with LOCAL.channel(closing.grpc_address) as channel:
             stub: Any = zone_pb2_grpc.ZoneStub(channel)
             await stub.Drain(zone_pb2.DrainRequest())
         # A heartbeat that has not caught up with the drain yet.
@@ -788,7 +790,7 @@ async def test_a_join_refused_after_the_leave_puts_the_player_back(stack: Stack)
         assert isinstance(after, bytes) and after.startswith(b"zone-a|")
         assert int(after.split(b"|")[1]) > int(before.split(b"|")[1])
         addresses = {"zone-a": stack.zone.grpc_address, closing_zone: closing.grpc_address}
-        report = await settle(redis, WORLD, addresses, {player})
+        report = await settle(redis, WORLD, addresses, {player}, channel=LOCAL.channel)
         assert report.ok, report
         assert player not in await zone_players(closing.grpc_address)
         assert stack.metric("tessera_relay_transfers_total") == transfers
@@ -858,7 +860,7 @@ async def test_a_transfer_through_another_relay_ends_the_stale_session(stack: St
 
         # Exactly one zone owns the player: the instance.
         addresses = {"zone-a": stack.zone.grpc_address, zone: instance.grpc_address}
-        report = await settle(redis, WORLD, addresses, {player})
+        report = await settle(redis, WORLD, addresses, {player}, channel=LOCAL.channel)
         assert report.ok, report
         assert player in await zone_players(instance.grpc_address)
         assert player not in await zone_players(stack.zone.grpc_address)
@@ -919,7 +921,9 @@ async def test_an_open_world_destination_only_places_newcomers(stack: Stack) -> 
         assert "newcomer-a" not in await zone_players(open_zone.grpc_address)
         assert stack.metric("tessera_relay_transfers_total") == transfers
         addresses = {"zone-a": stack.zone.grpc_address, "zone-open": open_zone.grpc_address}
-        report = await settle(redis, WORLD, addresses, {"newcomer-a", "newcomer-open"})
+        report = await settle(
+            redis, WORLD, addresses, {"newcomer-a", "newcomer-open"}, channel=LOCAL.channel
+        )
         assert report.ok, report
     finally:
         for client in clients:
@@ -1061,7 +1065,7 @@ async def test_a_failed_rollback_moves_the_live_session_or_ends_it(stack: Stack)
         assert p_client.accepted is not None and q_client.accepted is not None
         # The destination is drained but its (slow) heartbeat still says ACTIVE.
         for zone in (dest, source):
-            async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+            async with LOCAL.channel(zone.grpc_address) as channel:
                 stub: Any = zone_pb2_grpc.ZoneStub(channel)
                 await stub.Drain(zone_pb2.DrainRequest(deadline_s=60))
         raw = await redis.get(keys.zone_status(dest_zone))
@@ -1083,7 +1087,7 @@ async def test_a_failed_rollback_moves_the_live_session_or_ends_it(stack: Stack)
             "zone-src": source.grpc_address,
             dest_zone: dest.grpc_address,
         }
-        report = await settle(redis, WORLD, addresses, {"fallback-p"})
+        report = await settle(redis, WORLD, addresses, {"fallback-p"}, channel=LOCAL.channel)
         assert report.ok, report
         assert "fallback-p" in await zone_players(stack.zone.grpc_address)
         ((info,),) = [(await sessions_by_player(stack))["fallback-p"]]
@@ -1096,7 +1100,7 @@ async def test_a_failed_rollback_moves_the_live_session_or_ends_it(stack: Stack)
         await p_client.close()
 
         # Q: zone-a is draining too, so no zone takes them: the session ends at once.
-        async with grpc.aio.insecure_channel(stack.zone.grpc_address) as channel:
+        async with LOCAL.channel(stack.zone.grpc_address) as channel:
             stub = zone_pb2_grpc.ZoneStub(channel)
             await stub.Drain(zone_pb2.DrainRequest(deadline_s=60))
         # Draining, or already drained if P was its last player.
@@ -1599,7 +1603,7 @@ async def test_reliable_events_arrive_exactly_once_in_order_through_loss_and_jit
 
 async def teams_in(address: str) -> dict[str, tuple[int, str]]:
     """Each player's team and match id as the zone's status lists them."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with LOCAL.channel(address) as channel:
         stub: Any = zone_pb2_grpc.ZoneStub(channel)
         status = await stub.GetStatus(zone_pb2.GetStatusRequest(include_entities=True))
     return {
@@ -1701,7 +1705,7 @@ async def test_an_arena_match_reaches_the_instance_zone_with_its_teams(stack: St
         assert await teams_in(instance.grpc_address) == want
 
         # Drained into zone-a, the players leave the match's teams behind.
-        async with grpc.aio.insecure_channel(instance.grpc_address) as channel:
+        async with LOCAL.channel(instance.grpc_address) as channel:
             stub: Any = zone_pb2_grpc.ZoneStub(channel)
             target = common_pb2.ZoneRef(world=WORLD, zone="zone-a")
             await stub.Drain(zone_pb2.DrainRequest(target=target))

@@ -9,12 +9,12 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import grpc
 import pytest
 from redis.asyncio import Redis
 
 from tessera.common.store import WorldKeys
 from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import LOCAL
 from tessera.operator.local import LocalRuntime
 from tessera.operator.planner.model import Phase
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
@@ -68,7 +68,8 @@ async def test_split_and_merge_hand_players_over(redis_server: LocalRedis, redis
         WORLD,
         redis_server.url_for("operator"),
         zone_redis_url=redis_server.url_for("zone"),
-        zone_env={"TESSERA_HEARTBEAT_S": "0.2"},
+        zone_env={"TESSERA_HEARTBEAT_S": "0.2", **LOCAL.env()},
+        channel=LOCAL.channel,
     )
     try:
         await passes_until(
@@ -79,7 +80,7 @@ async def test_split_and_merge_hand_players_over(redis_server: LocalRedis, redis
             "the first zone",
         )
         players = {f"p{i}" for i in range(12)}
-        async with grpc.aio.insecure_channel(runtime.zones["earth-0"].process.grpc_address) as ch:
+        async with LOCAL.channel(runtime.zones["earth-0"].process.grpc_address) as ch:
             stub: Any = zone_pb2_grpc.ZoneStub(ch)
             for i in range(12):  # x = 100 .. 210, median 155
                 await stub.Join(
@@ -102,7 +103,9 @@ async def test_split_and_merge_hand_players_over(redis_server: LocalRedis, redis
         )
 
         async def owners() -> dict[str, str]:
-            report = await audit.settle(redis, "earth", addresses(runtime), players)
+            report = await audit.settle(
+                redis, "earth", addresses(runtime), players, channel=LOCAL.channel
+            )
             assert report.ok, report
             return {p: r.zone for p, r in (await read_routes(redis, "earth")).items()}
 
@@ -115,7 +118,7 @@ async def test_split_and_merge_hand_players_over(redis_server: LocalRedis, redis
         # Load falls (11 players log out); the last one is handed back by the merge.
         for player in sorted(players - {"p11"}):
             address = runtime.zones[routes[player]].process.grpc_address
-            async with grpc.aio.insecure_channel(address) as ch:
+            async with LOCAL.channel(address) as ch:
                 stub = zone_pb2_grpc.ZoneStub(ch)
                 await stub.Leave(zone_pb2.LeaveRequest(player_id=player))
         players = {"p11"}

@@ -23,6 +23,7 @@ from tessera.client.login import guest_connect_token
 from tessera.client.transport import UdpTransport
 from tessera.harness.redis import LocalRedis
 from tessera.harness.stack import Stack
+from tessera.harness.tokens import LOCAL
 from tessera.harness.zones import World, ZoneSpec
 from tessera.wire.geometry import Rect
 from tessera.zone import audit
@@ -82,7 +83,9 @@ async def test_bots_cross_and_survive_a_zone_crash(stack: Stack) -> None:
         world = stack.world
 
         async def check() -> None:
-            report = await audit.settle(world.redis, world.world, world.addresses(), players)
+            report = await audit.settle(
+                world.redis, world.world, world.addresses(), players, channel=LOCAL.channel
+            )
             assert report.ok, report
             assert all(b.client.connected for b in bots), [b.client.disconnected for b in bots]
 

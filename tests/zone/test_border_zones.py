@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tessera.common.store import Client
+from tessera.harness.tokens import LOCAL
 from tessera.harness.zones import Driver, World, ZoneSpec
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.geometry import Rect
@@ -30,7 +31,9 @@ async def world(redis_url: str, redis: Client) -> AsyncIterator[World]:
 
 
 async def settled(world: World, players: set[str]) -> invariants.Report:
-    report = await audit.settle(world.redis, world.world, world.addresses(), players)
+    report = await audit.settle(
+        world.redis, world.world, world.addresses(), players, channel=LOCAL.channel
+    )
     assert report.ok, report
     assert report.players == len(players)
     return report

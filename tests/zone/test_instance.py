@@ -14,6 +14,7 @@ import pytest
 from tessera.common.errors import detail_of
 from tessera.common.store import Client, WorldKeys
 from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import LOCAL
 from tessera.harness.zones import Driver, World, ZoneSpec
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.geometry import Rect
@@ -91,7 +92,9 @@ async def test_instance_stays_apart_then_drains_into_the_open_world(world: World
         # its border, east only the west player.
         assert (await world.status("west")).ghosts == 0
         assert (await world.status("east")).ghosts == 1
-        report = await audit.settle(world.redis, world.world, world.addresses(), everyone)
+        report = await audit.settle(
+            world.redis, world.world, world.addresses(), everyone, channel=LOCAL.channel
+        )
         assert report.ok, report
         # A player owned by a live open-world zone joins the instance only after
         # leaving there; it keeps its entity.
@@ -126,7 +129,9 @@ async def test_instance_stays_apart_then_drains_into_the_open_world(world: World
             INSTANCE, lambda s: s.state == zone_pb2.ZONE_STATE_DRAINED, 15.0
         )
         assert done.players == 0 and done.drain_remaining == 0
-        report = await audit.settle(world.redis, world.world, world.addresses(), everyone)
+        report = await audit.settle(
+            world.redis, world.world, world.addresses(), everyone, channel=LOCAL.channel
+        )
         assert report.ok, report
         assert report.players == len(everyone) and not report.duplicates and not report.lost
         west_status = await world.status("west", entities=True)

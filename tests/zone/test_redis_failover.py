@@ -15,6 +15,7 @@ import pytest
 from tessera.common import store
 from tessera.common.store import WorldKeys
 from tessera.harness.redis import LocalRedisCluster
+from tessera.harness.tokens import LOCAL
 from tessera.harness.zones import Driver, World, ZoneSpec
 from tessera.wire.geometry import Rect
 from tessera.zone import audit
@@ -91,7 +92,12 @@ async def test_a_master_failover_under_load_loses_no_one(
         ghosts_s = time.monotonic() - killed
         walk.cancel()
         report = await audit.settle(
-            world.redis, world.world, world.addresses(), set(players), timeout_s=15.0
+            world.redis,
+            world.world,
+            world.addresses(),
+            set(players),
+            timeout_s=15.0,
+            channel=LOCAL.channel,
         )
         assert report.ok and report.lost == [] and report.duplicates == [], report
         assert report.entities == len(players)

@@ -14,10 +14,13 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
+from tessera.common.database import Pool
 from tessera.common.errors import detail_of
 from tessera.common.process import ServiceProcess
 from tessera.common.store import WorldKeys
+from tessera.harness.audit import audit_trail
 from tessera.harness.redis import LocalRedis, component_url
+from tessera.harness.tokens import LOCAL
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.snapshot import Quantization, SnapshotReceiver
 
@@ -34,6 +37,7 @@ def zone_env(redis_url: str, **extra: str) -> dict[str, str]:
         "TESSERA_REDIS_URL": component_url(redis_url, "zone"),
         "TESSERA_WORLD": WORLD,
         "TESSERA_ZONE": ZONE,
+        **LOCAL.env(),
         "TESSERA_ZONE_BOUNDS": "-500,-500,500,500",
         "TESSERA_WORLD_BOUNDS": "-1000,-1000,1000,1000",
         "TESSERA_AOI_NEAR_M": "10",
@@ -140,7 +144,7 @@ def vec(x: float, z: float) -> common_pb2.Vec3:
 async def test_players_appear_and_disappear_with_distance(
     zone: ServiceProcess, redis: Redis
 ) -> None:
-    async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+    async with LOCAL.channel(zone.grpc_address) as channel:
         stub = zone_pb2_grpc.ZoneStub(channel)
         alice = await stub.Join(zone_pb2.JoinRequest(player_id="alice", spawn=vec(0, 0)))
         bob = await stub.Join(zone_pb2.JoinRequest(player_id="bob", spawn=vec(5, 0)))
@@ -178,7 +182,7 @@ async def test_players_appear_and_disappear_with_distance(
 
 
 async def test_bad_requests_get_clear_statuses(zone: ServiceProcess, redis: Redis) -> None:
-    async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+    async with LOCAL.channel(zone.grpc_address) as channel:
         stub = zone_pb2_grpc.ZoneStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Join(zone_pb2.JoinRequest(player_id=""))
@@ -272,7 +276,7 @@ async def test_a_leave_from_a_relay_not_serving_the_player_changes_nothing(
     stale session there) is refused and the player stays; relay-b's Leave and a
     Leave naming no relay (admin tools) remove them."""
     keys = WorldKeys(WORLD)
-    async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+    async with LOCAL.channel(zone.grpc_address) as channel:
         stub = zone_pb2_grpc.ZoneStub(channel)
         await stub.Join(zone_pb2.JoinRequest(player_id="erin", relay_id="relay-a"))
         joined = await stub.Join(zone_pb2.JoinRequest(player_id="erin", relay_id="relay-b"))
@@ -299,7 +303,7 @@ async def match_of(stub: Any, player: str) -> tuple[int, str, str]:
 
 
 async def test_a_join_with_a_match_context_sets_team_match_and_role(zone: ServiceProcess) -> None:
-    async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+    async with LOCAL.channel(zone.grpc_address) as channel:
         stub = zone_pb2_grpc.ZoneStub(channel)
         for request, field in (
             (zone_pb2.JoinRequest(player_id="fay", match_id="m" * 65), "match_id"),
@@ -332,7 +336,7 @@ async def test_kill_and_restart_restores_players_from_checkpoint(
     proc = ServiceProcess("tessera.zone", env, name="zone").start()
     proc.wait_serving()
     try:
-        async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
+        async with LOCAL.channel(proc.grpc_address) as channel:
             stub = zone_pb2_grpc.ZoneStub(channel)
             joined = await stub.Join(
                 zone_pb2.JoinRequest(
@@ -359,7 +363,7 @@ async def test_kill_and_restart_restores_players_from_checkpoint(
     restarted = ServiceProcess("tessera.zone", env, name="zone").start()
     restarted.wait_serving()
     try:
-        async with grpc.aio.insecure_channel(restarted.grpc_address) as channel:
+        async with LOCAL.channel(restarted.grpc_address) as channel:
             stub = zone_pb2_grpc.ZoneStub(channel)
             status = await stub.GetStatus(zone_pb2.GetStatusRequest())
             assert status.players == 1  # restored before any relay came back
@@ -377,7 +381,7 @@ async def test_kill_and_restart_restores_players_from_checkpoint(
 async def test_bad_inputs_on_the_link_are_dropped_counted_and_reported(
     zone: ServiceProcess, redis: Redis
 ) -> None:
-    async with grpc.aio.insecure_channel(zone.grpc_address) as channel:
+    async with LOCAL.channel(zone.grpc_address) as channel:
         stub = zone_pb2_grpc.ZoneStub(channel)
         joined = await stub.Join(zone_pb2.JoinRequest(player_id="frank", spawn=vec(0, 0)))
         relay = Relay(stub)
@@ -424,7 +428,7 @@ async def test_sigterm_ends_links_checkpoints_and_exits_zero(
     proc = ServiceProcess("tessera.zone", zone_env(redis_server.url), name="zone").start()
     proc.wait_serving()
     try:
-        async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
+        async with LOCAL.channel(proc.grpc_address) as channel:
             stub = zone_pb2_grpc.ZoneStub(channel)
             await stub.Join(zone_pb2.JoinRequest(player_id="gina", spawn=vec(1, 1)))
             relay = Relay(stub)
@@ -453,7 +457,7 @@ async def test_links_opened_during_the_stop_are_refused_and_the_stop_ends_at_onc
         proc = ServiceProcess("tessera.zone", env, name=f"zone-{attempt}").start()
         proc.wait_serving()
         try:
-            async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
+            async with LOCAL.channel(proc.grpc_address) as channel:
                 stub = zone_pb2_grpc.ZoneStub(channel)
                 assert proc.proc is not None
                 proc.proc.terminate()
@@ -488,7 +492,7 @@ async def test_a_zone_over_its_tick_budget_climbs_the_overload_ladder(
     proc = ServiceProcess("tessera.zone", env, name="zone").start()
     try:
         proc.wait_serving()
-        async with grpc.aio.insecure_channel(proc.grpc_address) as channel:
+        async with LOCAL.channel(proc.grpc_address) as channel:
             stub = zone_pb2_grpc.ZoneStub(channel)
             levels: list[int] = []
 
@@ -515,3 +519,37 @@ async def test_a_zone_over_its_tick_budget_climbs_the_overload_ladder(
         assert ready and float(ready[0].split()[1]) > 0
     finally:
         proc.kill()
+
+
+@pytest.mark.integration
+async def test_bounds_changes_and_drains_are_audited(
+    redis_server: LocalRedis, redis: Redis, database: Pool, database_url: str
+) -> None:
+    """With a database, every SetBounds and Drain is an audit record naming the
+    caller's token subject, the zone, the caller's address and the outcome."""
+    env = zone_env(redis_server.url, TESSERA_DATABASE_URL=database_url)
+    proc = ServiceProcess("tessera.zone", env, name="zone").start()
+    try:
+        proc.wait_serving()
+        async with LOCAL.channel(proc.grpc_address) as channel:
+            stub = zone_pb2_grpc.ZoneStub(channel)
+            bounds = common_pb2.Bounds(min_x=-400, min_z=-400, max_x=400, max_z=400)
+            await stub.SetBounds(zone_pb2.SetBoundsRequest(bounds=bounds, map_version=0))
+            nowhere = common_pb2.ZoneRef(world=WORLD, zone="nowhere")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Drain(zone_pb2.DrainRequest(target=nowhere))
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            await stub.Drain(zone_pb2.DrainRequest(deadline_s=5))
+        records = await audit_trail(database, 3)
+    finally:
+        proc.kill()
+    assert [(r.action, r.outcome) for r in records] == [
+        ("set_bounds", "ok"),
+        ("drain", "refused"),
+        ("drain", "ok"),
+    ]
+    assert {(r.actor, r.target) for r in records} == {(LOCAL.sub, f"{WORLD}/{ZONE}")}
+    assert all(r.source.startswith("ipv4:127.0.0.1:") for r in records)
+    assert records[0].detail == "bounds -400,-400,400,400 map 0: 0 handoffs"
+    assert records[1].detail == "drain into nowhere, deadline 0 s: FAILED_PRECONDITION"
+    assert records[2].detail == "drain by position, deadline 5 s: 0 remaining"

@@ -15,6 +15,7 @@ import pytest
 from tessera.common.config import Env
 from tessera.common.store import Client
 from tessera.harness.synthetic import spawn
+from tessera.harness.tokens import LOCAL
 from tessera.harness.zones import World, ZoneSpec
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.geometry import Rect
@@ -156,7 +157,9 @@ async def test_handed_off_it_stays_synthetic_and_keeps_moving(world: World) -> N
                 if len(xs) >= 2 and xs[-1] > xs[0] + 5.0:
                     break
             await asyncio.sleep(0.2)
-    report = await audit.settle(world.redis, world.world, world.addresses(), {"syn-1"})
+    report = await audit.settle(
+        world.redis, world.world, world.addresses(), {"syn-1"}, channel=LOCAL.channel
+    )
     assert report.ok and report.players == 1, report
     east = await world.status("east", entities=True)
     assert list(east.entity_players) == ["syn-1"]

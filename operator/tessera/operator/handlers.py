@@ -21,9 +21,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import kopf
 
-from tessera.common.config import Env
+from tessera.authclient.credentials import ServiceCredentials
+from tessera.common.config import Env, ServiceClient
 from tessera.common.store import Client
 from tessera.operator import metrics, resources
 from tessera.operator.kube import GROUP, VERSION, Kube
@@ -66,6 +68,10 @@ class OperatorConfig:
     metrics_port: int = 9090
     health_port: int = 8080
     log_level: str = "info"
+    # auth's address: the operator logs in there (service_client) for its zone
+    # calls, and zone pods fetch auth's keys from it (TESSERA_AUTH_ADDRESS).
+    auth_address: str = "127.0.0.1:50051"
+    service_client: ServiceClient | None = None
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> OperatorConfig:
@@ -92,6 +98,8 @@ class OperatorConfig:
             log_level=env.choice(
                 "LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
             ),
+            auth_address=env.string("AUTH_ADDRESS", "127.0.0.1:50051", pattern=r"\S+:\d{1,5}"),
+            service_client=ServiceClient.from_env(env, "operator"),
         )
 
 
@@ -118,9 +126,12 @@ class Runtime:
     credentials of the latest login."""
 
     def __init__(self, config: OperatorConfig, redis: Client) -> None:
+        if config.service_client is None:
+            raise ValueError("the operator needs its service credentials (service_client)")
         self.config = config
         self.store = OperatorStore(redis)
-        self.zones = ZoneControl()
+        self.credentials: ServiceCredentials | None = None
+        self.zones = ZoneControl(self._zone_channel)
         self.workload = WorkloadSettings(
             config.zone_redis_url,
             config.zone_service_account,
@@ -128,10 +139,22 @@ class Runtime:
             config.zone_redis_secret_key,
             config.zone_database_secret,
             config.zone_database_secret_key,
+            auth_address=config.auth_address,
         )
         self._kube: Kube | None = None
         self._kube_info: kopf.ConnectionInfo | None = None
         self._info: kopf.ConnectionInfo | None = None
+
+    def _zone_channel(self, address: str) -> grpc.aio.Channel:
+        """A channel to a zone whose calls carry the operator's service token (the
+        session is opened on first use, inside the operator's event loop)."""
+        if self.credentials is None:
+            client = self.config.service_client
+            assert client is not None
+            self.credentials = ServiceCredentials(
+                self.config.auth_address, client.client_id, client.secret
+            )
+        return self.credentials.channel_to(address)
 
     def connect(self, info: kopf.ConnectionInfo) -> None:
         self._info = info
@@ -149,6 +172,8 @@ class Runtime:
         if self._kube is not None:
             await self._kube.close()
         await self.zones.close()
+        if self.credentials is not None:
+            await self.credentials.close()
 
 
 def _seconds_since(timestamp: str | None, now: datetime.datetime) -> float:

@@ -1,14 +1,16 @@
 """The local runtime: the same planner and the same reconcile pass driving zone
 *processes* on this machine.
 
-    python -m tessera.operator.local --world world.yaml [--redis-url URL]
+    python -m tessera.operator.local --world world.yaml --auth-address HOST:PORT [--redis-url URL]
 
 The world is a World resource in a YAML file (the same schema and defaults as
 on Kubernetes). Each zone is a ``python -m tessera.zone`` child process
 (:mod:`tessera.operator.processes`); state is in Redis (heartbeats in, the zone
 map and scaling events out, as on Kubernetes); zones are told their bounds and
-to drain over gRPC. Without ``--redis-url`` a redis-server is started on a free
-loopback port.
+to drain over gRPC with the runtime's service credentials (``ServiceLogin`` at
+``--auth-address`` as TESSERA_SERVICE_CLIENT_ID, default ``operator``, with
+TESSERA_SERVICE_CLIENT_SECRET), and zones verify tokens with auth's keys. Without
+``--redis-url`` a redis-server is started on a free loopback port.
 
 Each pass is :func:`tessera.operator.reconcile.reconcile`, as on Kubernetes:
 restart zone processes that died, read heartbeats and the matchmaker's instance
@@ -23,15 +25,19 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import grpc
 import yaml
 
+from tessera.authclient.credentials import ServiceCredentials
 from tessera.common import logs, store
+from tessera.common.config import Env, ServiceClient, load_or_exit
 from tessera.harness.redis import LocalRedis
 from tessera.operator import metrics, resources
 from tessera.operator.planner.actions import Plan
@@ -54,21 +60,25 @@ def load_world(path: Path) -> dict[str, Any]:
 
 
 class LocalRuntime:
-    """Zone processes on this machine, driven by the planner."""
+    """Zone processes on this machine, driven by the planner. ``zone_env`` must
+    tell zones whose tokens to trust (TESSERA_AUTH_ADDRESS or
+    TESSERA_AUTH_PUBLIC_KEYS) and ``channel`` open channels whose calls carry a
+    ``service`` token they accept."""
 
     def __init__(
         self,
         world_obj: Mapping[str, Any],
         redis_url: str,
         *,
+        zone_env: Mapping[str, str],
+        channel: Callable[[str], grpc.aio.Channel],
         zone_redis_url: str | None = None,
-        zone_env: Mapping[str, str] | None = None,
     ) -> None:
         self.world: WorldSpec = resources.world_spec(world_obj)
         self.redis = store.connect(redis_url)
         self.store = OperatorStore(self.redis)
-        self.control = ZoneControl()
-        self.zone_env = dict(zone_env or {})
+        self.control = ZoneControl(channel)
+        self.zone_env = dict(zone_env)
         self.processes = ZoneProcesses(
             self.world, redis_url=zone_redis_url or redis_url, env=self._env(world_obj)
         )
@@ -123,13 +133,23 @@ class LocalRuntime:
 
 async def _main(args: argparse.Namespace) -> None:
     world_obj = load_world(args.world)
+    client = load_or_exit(lambda: ServiceClient.from_env(Env(), "operator"))
+    # Zone processes inherit this environment: they must not get the runtime's secret.
+    os.environ.pop("TESSERA_SERVICE_CLIENT_SECRET", None)
+    credentials = ServiceCredentials(args.auth_address, client.client_id, client.secret)
     local_redis = None
     redis_url, zone_redis_url = args.redis_url, args.zone_redis_url
     if redis_url is None:
         local_redis = LocalRedis()
         local_redis.start()
         redis_url, zone_redis_url = local_redis.url_for("operator"), local_redis.url_for("zone")
-    runtime = LocalRuntime(world_obj, redis_url, zone_redis_url=zone_redis_url)
+    runtime = LocalRuntime(
+        world_obj,
+        redis_url,
+        zone_redis_url=zone_redis_url,
+        zone_env={"TESSERA_AUTH_ADDRESS": args.auth_address},
+        channel=credentials.zone_channel,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -139,6 +159,7 @@ async def _main(args: argparse.Namespace) -> None:
         await runtime.run(stop, args.interval)
     finally:
         await runtime.close()
+        await credentials.close()
         if local_redis is not None:
             local_redis.stop()
 
@@ -146,6 +167,11 @@ async def _main(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="run a World's zones as local processes")
     parser.add_argument("--world", type=Path, required=True, help="a World resource (YAML)")
+    parser.add_argument(
+        "--auth-address",
+        required=True,
+        help="auth's gRPC host:port: the runtime logs in there, zones fetch its keys",
+    )
     parser.add_argument("--redis-url", default=None, help="default: start a local redis-server")
     parser.add_argument(
         "--zone-redis-url", default=None, help="the zones' Redis address (default: --redis-url)"

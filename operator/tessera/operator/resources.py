@@ -307,6 +307,8 @@ class WorkloadSettings:
     # as TESSERA_DATABASE_URL (zone persistence, docs/ZONE.md); None = persistence off.
     database_secret: str | None = None
     database_secret_key: str = "url"
+    # auth's gRPC address: zones fetch its public keys there to verify callers.
+    auth_address: str = ""
 
 
 # The same as the chart's pods (tessera.podSecurityContext, tessera.containerSecurityContext).
@@ -377,6 +379,11 @@ def deployment(
             if settings.database_secret
             else []
         ),
+        *(
+            [{"name": "TESSERA_AUTH_ADDRESS", "value": settings.auth_address}]
+            if settings.auth_address
+            else []
+        ),
         {"name": "TESSERA_TICK_HZ", "value": str(template.get("tickRate", 30))},
         {"name": "TESSERA_GRPC_PORT", "value": str(GRPC_PORT)},
         {"name": "TESSERA_METRICS_PORT", "value": str(METRICS_PORT)},
@@ -412,8 +419,6 @@ def deployment(
                         "python",
                         "-m",
                         "tessera.operator.prestop",
-                        "--address",
-                        f"127.0.0.1:{GRPC_PORT}",
                         "--timeout",
                         str(drain_timeout),
                     ]

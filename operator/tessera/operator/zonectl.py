@@ -4,17 +4,18 @@ shared by the kopf operator and the local runtime.
 The zone map in Redis is the declarative source of truth; these calls tell a
 zone at once instead of waiting for it to notice a new map. A call that fails
 (zone not up yet, restarting) is reported, not raised: the runtimes repeat it on
-their next pass until the zone's heartbeat shows the change.
+their next pass until the zone's heartbeat shows the change. Channels come from
+the runtime's ``channel`` opener, so every call carries the operator's service
+token (``service`` may call ``SetBounds`` and ``Drain``, docs/AUTH.md).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import grpc
 
-from tessera.common import tls
 from tessera.operator.planner.model import Desired, ZoneView
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.bounds import to_bounds
@@ -23,16 +24,19 @@ log = logging.getLogger(__name__)
 
 
 class ZoneControl:
-    """One cached channel per zone address."""
+    """One cached channel per zone address, opened by ``channel``."""
 
-    def __init__(self, *, timeout_s: float = 2.0) -> None:
+    def __init__(
+        self, channel: Callable[[str], grpc.aio.Channel], *, timeout_s: float = 2.0
+    ) -> None:
+        self.open_channel = channel
         self.timeout_s = timeout_s
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def _stub(self, address: str) -> zone_pb2_grpc.ZoneAsyncStub:
         channel = self._channels.get(address)
         if channel is None:
-            channel = tls.channel(address, zone=True)
+            channel = self.open_channel(address)
             self._channels[address] = channel
         return zone_pb2_grpc.ZoneStub(channel)
 

@@ -79,7 +79,8 @@ class Monitor:
     ) -> None:
         self.redis: Client = store.connect(redis_url)
         self.world = world
-        self.credentials = credentials  # the relay's status needs a service caller
+        # The relay's status and the zones' entities need a service caller.
+        self.credentials = credentials
         self.channel = credentials.channel_to(relay_address)
         self.relay: Any = relay_pb2_grpc.RelayStub(self.channel)
         self.event_id: str | None = None
@@ -118,7 +119,9 @@ class Monitor:
         while True:
             zones = await self.zones()
             addresses = {z.name: z.address for z in zones if z.address and z.state != "STANDBY"}
-            report = await audit.scan(self.redis, self.world, addresses)
+            report = await audit.scan(
+                self.redis, self.world, addresses, channel=self.credentials.zone_channel
+            )
             persisting = report if persisting is None else invariants.persisting(persisting, report)
             if persisting.ok or time.monotonic() >= deadline:
                 return persisting

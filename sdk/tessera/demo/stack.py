@@ -55,6 +55,9 @@ class Stack:
         # Service credentials of the console and of the demo's own monitor.
         self.console_secret = secrets.token_urlsafe(24)
         self.monitor_secret = secrets.token_urlsafe(24)
+        # The local runtime's and the relay's service clients: zones accept their calls.
+        self.operator_secret = secrets.token_urlsafe(24)
+        self.relay_secret = secrets.token_urlsafe(24)
 
     @property
     def auth_address(self) -> str:
@@ -108,7 +111,8 @@ class Stack:
                 "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{self.udp_port}",
                 "TESSERA_AUTH_SERVICE_CLIENTS": (
                     f"{MM_CLIENT}={self.mm_secret},console={self.console_secret},"
-                    f"{MONITOR_CLIENT}={self.monitor_secret}"
+                    f"{MONITOR_CLIENT}={self.monitor_secret},"
+                    f"operator={self.operator_secret},relay={self.relay_secret}"
                 ),
                 "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "1000000",
                 "TESSERA_AUTH_CONNECT_TTL_S": "120",
@@ -119,16 +123,16 @@ class Stack:
         self._start(
             "operator",
             "tessera.demo.runtime",
-            {**common, "TESSERA_LOG_LEVEL": "info"},
+            {
+                **common,
+                "TESSERA_LOG_LEVEL": "info",
+                "TESSERA_SERVICE_CLIENT_SECRET": self.operator_secret,
+            },
             [
-                "--world",
-                str(world_file),
-                "--interval",
-                "0.5",
-                "--redis-url",
-                self.redis.url_for("operator"),
-                "--zone-redis-url",
-                self.redis.url_for("zone"),
+                *("--world", str(world_file), "--interval", "0.5"),
+                *("--redis-url", self.redis.url_for("operator")),
+                *("--zone-redis-url", self.redis.url_for("zone")),
+                *("--auth-address", self.auth_address),
             ],
         )
         self._start(
@@ -142,6 +146,7 @@ class Stack:
                 "TESSERA_AUTH_ADDRESS": self.auth_address,
                 "TESSERA_CONNECT_KEY": connect_key,
                 "TESSERA_RELAY_ID": "relay-0",
+                "TESSERA_SERVICE_CLIENT_SECRET": self.relay_secret,
                 # One relay: no other to move clients to, so a short drain.
                 "TESSERA_RELAY_DRAIN_S": "2",
                 # Every bot shares 127.0.0.1: one source, so no per-source limits.

@@ -12,9 +12,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tessera.common import tls
 from tessera.common.process import ServiceProcess
 from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import LOCAL, relay_login_env, service_clients
 from tessera.v1 import auth_pb2, zone_pb2, zone_pb2_grpc
 
 ZONE = "zone-0"
@@ -43,7 +43,7 @@ def metric_total(proc: ServiceProcess, name: str) -> float:
 
 async def zone_players(address: str) -> list[str]:
     """The players of the zone's entities (one per entity, so a duplicate shows twice)."""
-    async with tls.channel(address, zone=True) as channel:
+    async with LOCAL.channel(address) as channel:
         stub: Any = zone_pb2_grpc.ZoneStub(channel)
         status = await stub.GetStatus(zone_pb2.GetStatusRequest(include_entities=True))
         return [p for p in status.entity_players if p]
@@ -80,6 +80,7 @@ class RelayWorld:
         self.auth_env = auth_env or {}
         self.relay_env = relay_env or {}
         self.procs: dict[str, ServiceProcess] = {}
+        self.key_dir = tmp / "keys"
         (tmp / "redis").mkdir()
         self.redis = LocalRedis(tmp / "redis")
         self.redis.start()
@@ -100,10 +101,11 @@ class RelayWorld:
             {
                 **self.common,
                 "TESSERA_REDIS_URL": self.redis.url_for("auth"),
-                "TESSERA_AUTH_GENERATE_KEYS": "true",
+                **LOCAL.auth_env(self.key_dir),
                 "TESSERA_CONNECT_KEY": self.connect_key,
                 "TESSERA_AUTH_RELAYS": "default=" + ",".join(self.address.values()),
                 "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "100000",
+                "TESSERA_AUTH_SERVICE_CLIENTS": service_clients(),
                 **self.auth_env,
             },
             name="auth",
@@ -117,6 +119,7 @@ class RelayWorld:
                 "TESSERA_ZONE_BOUNDS": "-500,-500,500,500",
                 "TESSERA_WORLD_BOUNDS": "-500,-500,500,500",
                 "TESSERA_TICK_HZ": "20",
+                **LOCAL.env(),
             },
             name="zone",
         ).start()
@@ -140,6 +143,7 @@ class RelayWorld:
                 "TESSERA_CONNECT_KEY": self.connect_key,
                 "TESSERA_RELAY_HANDSHAKES_PER_SOURCE_S": "1000000",
                 "TESSERA_RELAY_PINGS_PER_SOURCE_S": "1000000",
+                **relay_login_env(),
                 **self.relay_env,
             },
             name=f"relay-{name}",

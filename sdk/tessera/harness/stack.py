@@ -2,7 +2,8 @@
 in front of a :class:`~tessera.harness.zones.World`'s zones, on one Redis and one
 PostgreSQL database.
 
-The signing key (a key directory), the connect key and the relay's UDP port are
+The signing key (the world's issuer's, as auth's key directory, so zones trust
+auth's tokens and the harness's alike), the connect key and the relay's UDP port are
 chosen once, so :meth:`Stack.stop` then :meth:`Stack.start` is a restart of the
 same deployment: tokens auth issues after it name the same relay, which opens
 them with the same keys.
@@ -15,10 +16,10 @@ import base64
 import os
 from pathlib import Path
 
-from tessera.auth.keys import write_key
 from tessera.common.process import ServiceProcess, free_udp_port
 from tessera.harness.redis import component_url
 from tessera.harness.relays import metric_total
+from tessera.harness.tokens import relay_login_env, service_clients
 from tessera.harness.zones import World, ZoneSpec
 
 
@@ -36,8 +37,7 @@ class Stack:
         auth_env: dict[str, str] | None = None,
     ) -> None:
         self.world = world
-        key_dir = directory / "keys"
-        write_key(key_dir, 0)
+        key_env = world.issuer.auth_env(directory / "keys")
         self.connect_key = base64.b64encode(os.urandom(32)).decode()
         self.udp_port = free_udp_port()
         self.common = {
@@ -49,14 +49,18 @@ class Stack:
             "TESSERA_SHUTDOWN_GRACE_S": "1",
             **(env or {}),
         }
+        auth_env = auth_env or {}
         self.auth_env = {
             **self.common,
             "TESSERA_REDIS_URL": component_url(world.redis_url, "auth"),
-            "TESSERA_AUTH_KEY_DIR": str(key_dir),
+            **key_env,
             "TESSERA_CONNECT_KEY": self.connect_key,
             "TESSERA_AUTH_RELAYS": f"default=127.0.0.1:{self.udp_port}",
             "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "1000",
-            **(auth_env or {}),
+            **auth_env,
+            "TESSERA_AUTH_SERVICE_CLIENTS": service_clients(
+                auth_env.get("TESSERA_AUTH_SERVICE_CLIENTS", "")
+            ),
         }
         self.auth = ServiceProcess("tessera.auth", self.auth_env, name="auth")
         self.relay = ServiceProcess("tessera.relay", {}, name="relay")
@@ -74,6 +78,7 @@ class Stack:
             "TESSERA_UDP_PORT": str(self.udp_port),
             "TESSERA_AUTH_ADDRESS": self.auth.grpc_address,
             "TESSERA_CONNECT_KEY": self.connect_key,
+            **relay_login_env(),
         }
         self.relay = ServiceProcess("tessera.relay", relay_env, name="relay").start()
         await asyncio.to_thread(self.relay.wait_serving)

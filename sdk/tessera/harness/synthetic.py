@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from tessera.common import tls
+from tessera.harness.tokens import LOCAL
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.geometry import Rect
 
@@ -40,7 +40,7 @@ async def spawn(
     its ``grpc.aio.AioRpcError``."""
     rng = random.Random(seed)
     area = {name: rect for name, (_address, rect) in zones.items()}
-    channels = {name: tls.channel(address, zone=True) for name, (address, _r) in zones.items()}
+    channels = {name: LOCAL.channel(address) for name, (address, _r) in zones.items()}
     stubs: dict[str, Any] = {n: zone_pb2_grpc.ZoneStub(c) for n, c in channels.items()}
     names = sorted(area)
     gate = asyncio.Semaphore(concurrency)

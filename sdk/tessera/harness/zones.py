@@ -6,7 +6,9 @@ relay: one ZoneLink per zone, players attached where their route points,
 following ``Handover`` messages and ``routes:changed`` as the relay does and
 re-attaching players after a zone restart, decoding and acknowledging every
 snapshot. It counts what a client would see as trouble (a player with no
-snapshots for too long) and explains each long gap (:class:`Gap`).
+snapshots for too long) and explains each long gap (:class:`Gap`). Zones trust
+the world's :class:`~tessera.harness.tokens.LocalIssuer`, whose ``service``
+token every call to them carries.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from typing import Any
 import grpc
 import numpy as np
 
-from tessera.common import tls
 from tessera.common.process import ServiceProcess
 from tessera.common.store import Client
 from tessera.harness.redis import component_url
+from tessera.harness.tokens import LOCAL, LocalIssuer
 from tessera.relay.routing import Route, RouteCache
 from tessera.relay.store import RelayStore
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
@@ -45,9 +47,16 @@ class World:
     """Zone processes of one world plus its zone map."""
 
     def __init__(
-        self, redis: Client, redis_url: str, *, world: str = "w", env: dict[str, str] | None = None
+        self,
+        redis: Client,
+        redis_url: str,
+        *,
+        world: str = "w",
+        env: dict[str, str] | None = None,
+        issuer: LocalIssuer = LOCAL,
     ) -> None:
         self.redis = redis
+        self.issuer = issuer
         self.redis_url = redis_url
         self.world = world
         self.env = env or {}
@@ -69,6 +78,7 @@ class World:
             "TESSERA_CHECKPOINT_S": "0.2",
             "TESSERA_HEARTBEAT_S": "0.2",
             "TESSERA_MAP_POLL_S": "0.1",
+            **self.issuer.env(),
             **self.env,
         }
         if bounds is not None:
@@ -140,7 +150,7 @@ class World:
 
     def stub(self, name: str) -> tuple[grpc.aio.Channel, Any]:
         """A channel and an aio stub (grpc-stubs types stubs as synchronous)."""
-        channel = tls.channel(self.procs[name].grpc_address, zone=True)
+        channel = self.issuer.channel(self.procs[name].grpc_address)
         return channel, zone_pb2_grpc.ZoneStub(channel)
 
     async def join(
@@ -414,7 +424,7 @@ class Driver:
         address = await self._address(zone)
         if address is None:
             raise LookupError(f"no address for zone {zone}")
-        channel = tls.channel(address, zone=True)
+        channel = self.world.issuer.channel(address)
         stub: Any = zone_pb2_grpc.ZoneStub(channel)
         up: asyncio.Queue[zone_pb2.ZoneLinkUp] = asyncio.Queue()
         up.put_nowait(zone_pb2.ZoneLinkUp(hello=zone_pb2.LinkHello(relay_id=self.relay_id)))

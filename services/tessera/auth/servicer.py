@@ -23,19 +23,20 @@ import grpc
 from tessera.auth import accounts, cheating, metrics, playerdata, profiles, sessions
 from tessera.auth.accounts import InputError
 from tessera.auth.config import AuthConfig
-from tessera.auth.keys import KeyRing, KeyRingError, SigningKey, raw_public_bytes
+from tessera.auth.keys import KeyRing, KeyRingError, SigningKey
 from tessera.auth.passwords import PasswordHasher
 from tessera.auth.records import Account, AccountRecords, AccountView, BanRecord, BanRecords
 from tessera.auth.store import AuthStore
 from tessera.authclient import access
 from tessera.authclient.access import OPEN, current_claims
+from tessera.authclient.keys import public_key_entry
 from tessera.common import errors, tracing
 from tessera.common import playerdata as player_records
 from tessera.common.audit import AuditLog, AuditRecord
 from tessera.common.database import Pool
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 from tessera.wire import access_token, connect_token
-from tessera.wire.access_token import Claims, b64url
+from tessera.wire.access_token import Claims
 
 log = logging.getLogger(__name__)
 
@@ -991,16 +992,7 @@ def _match_context(
 def public_key_set(ring: KeyRing, now: float, max_age_s: int) -> auth_pb2.PublicKeySet:
     """The PublicKeySet message for ``ring`` at ``now``."""
     return auth_pb2.PublicKeySet(
-        keys=[
-            auth_pb2.PublicKey(
-                kid=k.kid,
-                alg=access_token.ALGORITHM,
-                crv="Ed25519",
-                x=b64url(raw_public_bytes(k.public_key)),
-                retired_at=k.retired_at,
-            )
-            for k in ring.published(now)
-        ],
+        keys=[public_key_entry(k.kid, k.public_key, k.retired_at) for k in ring.published(now)],
         max_age_s=max_age_s,
     )
 

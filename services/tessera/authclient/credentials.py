@@ -5,7 +5,8 @@ secret from the component's settings; the token carries role ``service``) and
 logs in again :data:`RENEW_BEFORE_S` before the access token expires, or when a
 callee rejected it. :meth:`ServiceCredentials.interceptors` puts the current
 token on every call of a channel, so a caller opens its channel with them and
-calls as usual.
+calls as usual. :func:`bearer_interceptors` does the same for any other
+:class:`TokenSource` (the test harness's local minter).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -23,6 +24,24 @@ from tessera.v1 import auth_pb2, auth_pb2_grpc
 
 # Renew the service session this long before its access token expires.
 RENEW_BEFORE_S = 60.0
+
+
+class TokenSource(Protocol):
+    """Something that hands out a caller's current access token."""
+
+    async def access_token(self) -> str: ...
+
+    def rejected(self, token: str) -> None: ...
+
+
+def bearer_interceptors(source: TokenSource) -> list[Any]:
+    """Client interceptors adding ``authorization: Bearer <token>`` to every call."""
+    return [
+        _UnaryUnary(source),
+        _UnaryStream(source),
+        _StreamUnary(source),
+        _StreamStream(source),
+    ]
 
 
 class ServiceCredentials:
@@ -70,17 +89,16 @@ class ServiceCredentials:
 
     def interceptors(self) -> list[Any]:
         """Client interceptors adding ``authorization: Bearer <token>`` to every call."""
-        return [
-            _UnaryUnary(self),
-            _UnaryStream(self),
-            _StreamUnary(self),
-            _StreamStream(self),
-        ]
+        return bearer_interceptors(self)
 
-    def channel_to(self, address: str) -> grpc.aio.Channel:
-        """A channel to ``address`` (TLS per :mod:`tessera.common.tls`) whose calls
-        carry this service's token."""
-        return tls.channel(address, interceptors=self.interceptors())
+    def channel_to(self, address: str, *, zone: bool = False) -> grpc.aio.Channel:
+        """A channel to ``address`` (TLS per :mod:`tessera.common.tls`; a ``zone``'s
+        as zones serve it) whose calls carry this service's token."""
+        return tls.channel(address, zone=zone, interceptors=self.interceptors())
+
+    def zone_channel(self, address: str) -> grpc.aio.Channel:
+        """:meth:`channel_to` a zone."""
+        return self.channel_to(address, zone=True)
 
     async def close(self) -> None:
         await self.channel.close(None)
@@ -90,7 +108,7 @@ class _Bearer:
     """Adds the service's token to a call that carries no ``authorization`` of its own
     (a call made for an admin keeps the admin's token)."""
 
-    def __init__(self, credentials: ServiceCredentials) -> None:
+    def __init__(self, credentials: TokenSource) -> None:
         self.credentials = credentials
 
     async def details(self, details: grpc.aio.ClientCallDetails) -> tuple[Any, str]:

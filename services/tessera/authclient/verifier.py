@@ -3,10 +3,10 @@
 :class:`Verifier` checks signature, ``exp``/``nbf``/``iat`` (with a small clock
 skew leeway), ``iss``, ``aud``, roles and revocation with no I/O on the hot path:
 the public keys come from ``Auth.GetPublicKeys`` (refreshed every ``max_age_s``
-and at once when a token names an unknown ``kid``), revoked session ids arrive
-over Redis pub/sub into a local set (:func:`.store.follow_revocations`, so a
-revoked token is rejected within about a second everywhere). The token rules
-themselves are :mod:`tessera.wire.access_token`.
+and at once when a token names an unknown ``kid``) or are a fixed set
+(:class:`Trust`), revoked session ids arrive over Redis pub/sub into a local
+set (:func:`.store.follow_revocations`, so a revoked token is rejected within
+about a second everywhere). The token rules themselves are :mod:`tessera.wire.access_token`.
 
 Ed25519 verification costs tens of microseconds, so tokens whose signature and
 static claims already checked out are remembered (bounded cache keyed by the
@@ -23,14 +23,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tessera.authclient import metrics, store
-from tessera.authclient.keys import keys_from_proto
+from tessera.authclient.keys import keys_from_json, keys_from_proto
 from tessera.common import store as common_store
 from tessera.common import tls
+from tessera.common.config import PREFIX, ConfigError, Env
 from tessera.common.store import Client
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 from tessera.wire import access_token
@@ -44,6 +46,37 @@ _REASONS = (
 )
 _COUNTERS = {reason: metrics.VERIFICATIONS.labels(reason) for reason in [*_REASONS, "ok"]}
 MIN_KEY_REFRESH_S = 1.0
+
+
+@dataclass(frozen=True)
+class Trust:
+    """Where a verifier takes auth's public keys from: the auth service at
+    ``auth_address`` (``GetPublicKeys``, following key rotation) or the fixed
+    ``public_keys`` (a process that must verify tokens without an auth service to
+    ask, e.g. a zone in a test harness)."""
+
+    auth_address: str = ""
+    public_keys: Mapping[str, Ed25519PublicKey] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Env) -> Trust:
+        """Exactly one of TESSERA_AUTH_ADDRESS (``host:port``) or
+        TESSERA_AUTH_PUBLIC_KEYS (a ``PublicKeySet`` as JSON); ConfigError otherwise."""
+        address = env.string("AUTH_ADDRESS", "", pattern=r"\S+:\d{1,5}")
+        raw = env.string("AUTH_PUBLIC_KEYS", "")
+        if bool(address) == bool(raw):
+            raise ConfigError(
+                PREFIX + "AUTH_ADDRESS",
+                address,
+                "exactly one of TESSERA_AUTH_ADDRESS (the auth service, host:port) "
+                "or TESSERA_AUTH_PUBLIC_KEYS (auth's PublicKeySet as JSON)",
+            )
+        if address:
+            return cls(auth_address=address)
+        try:
+            return cls(public_keys=keys_from_json(raw))
+        except ValueError as err:
+            raise ConfigError(PREFIX + "AUTH_PUBLIC_KEYS", raw[:200], str(err)) from None
 
 
 class Verifier:
@@ -157,6 +190,15 @@ class Verifier:
         """
         verifier = cls(issuer=issuer, audience=audience, leeway_s=leeway_s)
         await verifier.start(redis_url, auth_address=auth_address, timeout_s=timeout_s)
+        return verifier
+
+    @classmethod
+    async def trusting(cls, trust: Trust, redis_url: str, *, timeout_s: float = 30.0) -> Verifier:
+        """A verifier with the keys ``trust`` names and revocations from Redis."""
+        verifier = cls(trust.public_keys)
+        await verifier.start(
+            redis_url, auth_address=trust.auth_address or None, timeout_s=timeout_s
+        )
         return verifier
 
     async def start(

@@ -170,6 +170,11 @@ def process_client_tls() -> ClientTls | None:
     return ClientTls.from_env(Env())
 
 
+def zone_channel(address: str) -> grpc.aio.Channel:
+    """:func:`channel` to a zone, with no call credentials."""
+    return channel(address, zone=True)
+
+
 def channel(
     address: str,
     *,

@@ -16,7 +16,6 @@ import grpc
 
 from tessera.authclient.bearer import bearer_metadata
 from tessera.authclient.credentials import ServiceCredentials
-from tessera.common import tls
 from tessera.console.frame import RelayRow
 from tessera.v1 import (
     auth_pb2,
@@ -90,7 +89,7 @@ class Clients:
     async def drain(self, token: str, address: str, target: str, deadline_s: float) -> int:
         """Drain the zone at ``address`` into ``target`` with the admin's access
         ``token``; the entities still to hand away."""
-        async with tls.channel(address, zone=True) as channel:
+        async with self.credentials.zone_channel(address) as channel:
             stub: Any = zone_pb2_grpc.ZoneStub(channel)
             request = zone_pb2.DrainRequest(
                 deadline_s=deadline_s, target=common_pb2.ZoneRef(world=self.world, zone=target)

@@ -9,8 +9,11 @@ import dataclasses
 import logging
 import socket
 
+import grpc
+
 from tessera.authclient.access import AccessInterceptor
 from tessera.authclient.connect import ConnectTokenOpener
+from tessera.authclient.credentials import ServiceCredentials
 from tessera.authclient.verifier import Verifier
 from tessera.common import store as common_store
 from tessera.common.config import ServerConfig
@@ -39,6 +42,10 @@ async def build(server_config: ServerConfig) -> GrpcService:
         sealing_key=config.connect_key,
         relay_address=config.public_address,
     )
+    # The relay's calls to zones (ZoneLink, Join, Leave) carry its service token.
+    credentials = ServiceCredentials(
+        config.auth_address, config.service_client.client_id, config.service_client.secret
+    )
     gateway = Gateway(
         GatewayConfig(
             relay_id=config.relay_id,
@@ -53,6 +60,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
         store=relay_store,
         opener=rejecting(tokens.open),
         counters=counters,
+        channel=credentials.zone_channel,
     )
     endpoint = UdpEndpoint(
         gateway,
@@ -94,6 +102,13 @@ async def build(server_config: ServerConfig) -> GrpcService:
     )
     try:
         verifier = await Verifier.connect(config.auth_address, server_config.redis_url)
+        await credentials.login()  # auth serves by now: bad credentials fail here
+    except grpc.aio.AioRpcError as err:
+        log.error(
+            "cannot start: the relay's service login failed",
+            extra={"client_id": config.service_client.client_id, "code": err.code().name},
+        )
+        raise SystemExit(1) from None
     except ConnectionError as err:
         log.error("cannot start: auth or Redis unreachable", extra={"error": str(err)})
         raise SystemExit(1) from None
@@ -134,6 +149,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
                 await task
         udp.close()
         await tokens.close()
+        await credentials.close()
         await verifier.close()
         await redis.aclose()
 

@@ -7,7 +7,7 @@ import binascii
 import socket
 from dataclasses import dataclass
 
-from tessera.common.config import ConfigError, Env
+from tessera.common.config import ConfigError, Env, ServiceClient
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class RelayConfig:
     orphan_grace_s: float
     drain_s: float
     udp_buffer_bytes: int
+    # Its own credentials for auth's ServiceLogin: the zones accept its calls with them.
+    service_client: ServiceClient
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> RelayConfig:
@@ -58,6 +60,7 @@ class RelayConfig:
             orphan_grace_s=env.number("RELAY_ORPHAN_GRACE_S", 30.0, lo=0.5, hi=3600.0),
             drain_s=env.number("RELAY_DRAIN_S", 5.0, lo=0.0, hi=3600.0),
             udp_buffer_bytes=env.integer("UDP_BUFFER_BYTES", 0, lo=0, hi=1 << 30),
+            service_client=ServiceClient.from_env(env, "relay"),
         )
 
 

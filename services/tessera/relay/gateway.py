@@ -19,10 +19,11 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 from opentelemetry.trace import get_current_span
 from redis.exceptions import RedisError
 
-from tessera.common import tracing
+from tessera.common import tls, tracing
 from tessera.relay import resume
 from tessera.relay.admission import Admission, Grant, TokenOpener
 from tessera.relay.errors import Rejected
@@ -69,9 +70,16 @@ class Gateway:
     """See the module docstring. One per relay process."""
 
     def __init__(
-        self, config: GatewayConfig, *, store: RelayStore, opener: TokenOpener, counters: Counters
+        self,
+        config: GatewayConfig,
+        *,
+        store: RelayStore,
+        opener: TokenOpener,
+        counters: Counters,
+        channel: Callable[[str], grpc.aio.Channel] = tls.zone_channel,
     ) -> None:
         self.config = config
+        self.channel = channel
         self.store = store
         self.admission = Admission(
             world=config.world, resume_key=config.resume_key, opener=opener, store=store
@@ -280,6 +288,7 @@ class Gateway:
                 batch_s=self.config.batch_s,
                 rpc_timeout_s=self.config.rpc_timeout_s,
                 silence_s=self.config.zone_silence_s,
+                channel=self.channel,
             )
             self.links[zone] = link
             link.start()

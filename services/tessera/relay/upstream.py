@@ -107,8 +107,11 @@ class ZoneLink:
         backoff_s: tuple[float, float] = (0.05, 1.0),
         rpc_timeout_s: float = 3.0,
         silence_s: float = 1.0,
+        channel: Callable[[str], grpc.aio.Channel] = tls.zone_channel,
     ) -> None:
         self.zone = zone
+        # Opens the channel to the zone's address (the relay's: with its service token).
+        self.open_channel = channel
         self.relay_id = relay_id
         self.resolve = resolve
         self.handler = handler
@@ -341,7 +344,7 @@ class ZoneLink:
         if address != self.address or self._channel is None:
             if self._channel is not None:
                 await self._channel.close(None)
-            self._channel = tls.channel(address, zone=True)
+            self._channel = self.open_channel(address)
             self.address = address
         stub: Any = zone_pb2_grpc.ZoneStub(self._channel)
         call = stub.ZoneLink()

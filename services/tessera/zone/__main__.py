@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import time
 
+from tessera.authclient.access import AccessInterceptor
+from tessera.authclient.verifier import Trust, Verifier
 from tessera.common import store as common_store
-from tessera.common.config import ServerConfig
+from tessera.common.audit import AuditLog
+from tessera.common.config import Env, ServerConfig
 from tessera.common.database import DatabaseUnavailable, Pool, open_database
 from tessera.common.server import GrpcService, main
 from tessera.v1 import zone_pb2_grpc
@@ -22,11 +25,12 @@ async def build(config: ServerConfig) -> GrpcService:
     from tessera.zone import metrics  # noqa: PLC0415
     from tessera.zone.config import ZoneConfig  # noqa: PLC0415
     from tessera.zone.persistence import Persistence  # noqa: PLC0415
-    from tessera.zone.servicer import ZoneServicer  # noqa: PLC0415
+    from tessera.zone.servicer import RULES, ZoneServicer  # noqa: PLC0415
     from tessera.zone.simulation import warm_up  # noqa: PLC0415
     from tessera.zone.store import ZoneStore  # noqa: PLC0415
 
     cfg = ZoneConfig.from_env()
+    trust = Trust.from_env(Env())
     began = time.perf_counter()
     warm_up(cfg)
     metrics.KERNELS_READY.set(time.perf_counter() - began)
@@ -34,8 +38,10 @@ async def build(config: ServerConfig) -> GrpcService:
     redis = common_store.connect(config.redis_url)
     store = ZoneStore(redis, world=cfg.world, zone=cfg.zone, id_block=cfg.id_block)
     database = await _database(cfg.database_url)
-    persistence = None
+    persistence = audit = None
     if database is not None:
+        audit = AuditLog(database)  # SetBounds and Drain, by whom, from where
+        audit.start()
         persistence = Persistence(
             database,
             world=cfg.world,
@@ -46,16 +52,29 @@ async def build(config: ServerConfig) -> GrpcService:
             interval_s=cfg.persist_s,
             event_interval_s=cfg.event_flush_s,
         )
-    servicer = ZoneServicer(cfg, store, persistence)
+    servicer = ZoneServicer(cfg, store, persistence, audit)
+    try:
+        verifier = await Verifier.trusting(trust, config.redis_url)
+    except ConnectionError as err:
+        log.error("cannot start: auth or Redis unreachable", extra={"error": str(err)})
+        raise SystemExit(1) from None
     service = GrpcService(
         config,
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+        interceptors=[AccessInterceptor(verifier, RULES)],
     )
     service.add(zone_pb2_grpc.add_ZoneServicer_to_server, servicer, "tessera.v1.Zone")
     await servicer.start(lambda: service.grpc_port)
     service.on_shutdown(redis.aclose)
+    service.on_shutdown(verifier.close)
     if database is not None:
         service.on_shutdown(database.close)
+    if audit is not None:  # hooks run last first: the audit flushes before the pool closes
+
+        async def close_audit() -> None:
+            await audit.close()
+
+        service.on_shutdown(close_audit)
     service.on_shutdown(servicer.stop)
     # ZoneLink streams never end on their own: close them when the stop begins.
     service.on_stopping(servicer.links.close)

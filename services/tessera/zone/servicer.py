@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,7 +25,9 @@ from typing import Any
 import grpc
 from redis.exceptions import RedisError
 
+from tessera.authclient import access
 from tessera.common import tracing
+from tessera.common.audit import AuditLog, AuditRecord
 from tessera.common.database import DatabaseUnavailable
 from tessera.common.errors import abort
 from tessera.common.server import end_tasks
@@ -47,6 +50,21 @@ from tessera.zone.tick import Ticker
 
 log = logging.getLogger(__name__)
 
+# Who may call each RPC (tessera.authclient.access); docs/AUTH.md lists it. The
+# relay links, joins and removes players; the operator (both runtimes) re-bounds
+# and drains zones; an admin may read a zone and drain it (the console).
+RULES = access.table(
+    zone_pb2.DESCRIPTOR.services_by_name["Zone"],
+    {
+        "ZoneLink": access.roles("service"),
+        "Join": access.roles("service"),
+        "Leave": access.roles("service"),
+        "GetStatus": access.roles("service", "admin"),
+        "SetBounds": access.roles("service"),
+        "Drain": access.roles("service", "admin"),
+    },
+)
+
 State = zone_pb2.ZoneState
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_PLAYER_ID = 128
@@ -65,11 +83,17 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     """tessera.v1.Zone over one Simulation."""
 
     def __init__(
-        self, cfg: ZoneConfig, store: ZoneStore, persistence: Persistence | None = None
+        self,
+        cfg: ZoneConfig,
+        store: ZoneStore,
+        persistence: Persistence | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
         self.persistence = persistence
+        # The audit trail of SetBounds and Drain (with a database only).
+        self.audit = audit
         self.territory = Territory(cfg.zone, cfg.world_bounds, cfg.bounds)
         self.sim = Simulation(cfg, area=cfg.bounds or cfg.world_bounds, seed=cfg.seed)
         self.address = cfg.advertise_address
@@ -637,6 +661,58 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     async def SetBounds(
         self, request: zone_pb2.SetBoundsRequest, context: Context
     ) -> zone_pb2.SetBoundsResponse:
+        b = request.bounds
+        asked = f"bounds {b.min_x:g},{b.min_z:g},{b.max_x:g},{b.max_z:g} map {request.map_version}"
+        async with self._audited(context, "set_bounds", asked) as done:
+            response = await self._set_bounds(request, context)
+            done(f"{asked}: {response.handoffs_started} handoffs")
+            return response
+
+    async def Drain(
+        self, request: zone_pb2.DrainRequest, context: Context
+    ) -> zone_pb2.DrainResponse:
+        into = f"into {request.target.zone[:64]}" if request.target.zone else "by position"
+        asked = f"drain {into}, deadline {request.deadline_s:g} s"
+        async with self._audited(context, "drain", asked) as done:
+            response = await self._drain(request, context)
+            done(f"{asked}: {response.remaining} remaining")
+            return response
+
+    @contextlib.asynccontextmanager
+    async def _audited(
+        self, context: Context, action: str, asked: str
+    ) -> AsyncIterator[Callable[[str], None]]:
+        """Write one audit record of the call: ``ok`` with the detail the body
+        reports through the yielded function, or ``refused`` / ``failed`` (the zone
+        could not act: UNAVAILABLE) when it aborts."""
+        if self.audit is None:
+            yield lambda _: None
+            return
+        log_ = self.audit
+        record = AuditRecord(
+            actor=access.current_claims().sub,
+            action=action,
+            target=f"{self.cfg.world}/{self.cfg.zone}",
+            source=context.peer(),
+            outcome="ok",
+        )
+
+        def done(detail: str) -> None:
+            log_.write(dataclasses.replace(record, detail=detail))
+
+        try:
+            yield done
+        except Exception:
+            code = context.code()
+            failed = code == grpc.StatusCode.UNAVAILABLE
+            outcome = "failed" if failed else "refused"
+            reason = code.name if isinstance(code, grpc.StatusCode) else "error"
+            log_.write(dataclasses.replace(record, outcome=outcome, detail=f"{asked}: {reason}"))
+            raise
+
+    async def _set_bounds(
+        self, request: zone_pb2.SetBoundsRequest, context: Context
+    ) -> zone_pb2.SetBoundsResponse:
         if not request.HasField("bounds"):
             await abort(
                 context,
@@ -675,7 +751,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         )
         return zone_pb2.SetBoundsResponse(handoffs_started=leaving)
 
-    async def Drain(
+    async def _drain(
         self, request: zone_pb2.DrainRequest, context: Context
     ) -> zone_pb2.DrainResponse:
         if not 0 <= request.deadline_s <= MAX_DRAIN_DEADLINE_S:  # NaN fails too
@@ -714,6 +790,10 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             with contextlib.suppress(RedisError):
                 await self._refresh_map()
             self._maybe_drained()
+            if self.address:
+                # Published at once: the pod's preStop hook reads the state there.
+                with contextlib.suppress(RedisError):
+                    await self.store.heartbeat(self.status(), ttl_s=3 * self.cfg.heartbeat_s)
         return zone_pb2.DrainResponse(remaining=len(self.sim.ents.players))
 
 
