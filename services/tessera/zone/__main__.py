@@ -9,6 +9,8 @@ from tessera.common import store as common_store
 from tessera.common.config import ServerConfig
 from tessera.common.database import DatabaseUnavailable, Pool, open_database
 from tessera.common.server import GrpcService, main
+from tessera.game.errors import ModuleError
+from tessera.game.module import DEFAULT, load
 from tessera.v1 import zone_pb2_grpc
 from tessera.zone import jitcache
 
@@ -28,6 +30,12 @@ async def build(config: ServerConfig) -> GrpcService:
 
     cfg = ZoneConfig.from_env()
     began = time.perf_counter()
+    try:  # imports the game module: a zone whose game cannot load never reports ready
+        game = load(cfg.game_module)
+    except ModuleError as err:
+        log.error("cannot start: %s", err, extra={"module": cfg.game_module or DEFAULT})
+        raise SystemExit(1) from None
+    log.info("game module loaded", extra={"module": game.name})
     warm_up(cfg)
     metrics.KERNELS_READY.set(time.perf_counter() - began)
     log.info("kernels ready in %.3f s", time.perf_counter() - began)

@@ -14,6 +14,7 @@ from tessera.zone.npc import Behaviour
 from tessera.zone.overload import Ladder
 
 DNS_LABEL = NAME_RE.pattern
+MODULE_PATH = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"  # a Python module path
 
 
 def parse_rect(variable: str, raw: str) -> Rect:
@@ -83,6 +84,10 @@ class ZoneConfig:
     # default (docs/ZONE.md says why).
     link_chunk: int = 32
     link_spread: float = 0.0
+    # The game module (docs/GAME.md): a Python module path, "" = tessera.game.default;
+    # a system or action failing this many times in a row is disabled.
+    game_module: str = ""
+    game_disable_after: int = 30
 
     @property
     def ladder(self) -> Ladder:
@@ -167,4 +172,6 @@ class ZoneConfig:
             persist_queue=env.integer("PERSIST_QUEUE", 20_000, lo=1, hi=10_000_000),
             event_flush_s=env.number("EVENT_FLUSH_S", 0.25, lo=0.01, hi=60.0),
             event_queue=env.integer("EVENT_QUEUE", 200_000, lo=1, hi=10_000_000),
+            game_module=env.string("GAME_MODULE", "", pattern=MODULE_PATH),
+            game_disable_after=env.integer("GAME_DISABLE_AFTER", 30, lo=1, hi=1_000_000),
         )
