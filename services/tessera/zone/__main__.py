@@ -33,9 +33,9 @@ async def build(config: ServerConfig) -> GrpcService:
     try:  # imports the game module: a zone whose game cannot load never reports ready
         game = load(cfg.game_module)
     except ModuleError as err:
-        log.error("cannot start: %s", err, extra={"module": cfg.game_module or DEFAULT})
+        log.error("cannot start: %s", err, extra={"game_module": cfg.game_module or DEFAULT})
         raise SystemExit(1) from None
-    log.info("game module loaded", extra={"module": game.name})
+    log.info("game module loaded", extra={"game_module": game.name})
     warm_up(cfg)
     metrics.KERNELS_READY.set(time.perf_counter() - began)
     log.info("kernels ready in %.3f s", time.perf_counter() - began)

@@ -182,7 +182,7 @@ class Game:
         now = time.monotonic()
         if now - self._logged.get(part, -math.inf) >= LOG_EVERY_S:
             self._logged[part] = now
-            log.exception("game %s failed", part, extra={"module": self.module.name, "part": part})
+            log.exception("game %s failed", part, extra={"game_module": self.module.name, "part": part})
         if self.failures[part] >= self.disable_after:
             self.disabled.add(part)
             counts["game_disabled:" + label] += 1
@@ -190,7 +190,7 @@ class Game:
                 "game %s disabled after %d consecutive failures",
                 part,
                 self.failures[part],
-                extra={"module": self.module.name, "part": part},
+                extra={"game_module": self.module.name, "part": part},
             )
 
 
