@@ -4,13 +4,20 @@ counter through a handoff between two real zone processes and a zone restart."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
+from tessera.common import playerdata
+from tessera.common.database import Pool
+from tessera.common.playerdata import PlayerData
 from tessera.common.store import Client
 from tessera.examples.resources import COOLDOWN_S, GAME, SPACING
 from tessera.game.testing import GameTest
+from tessera.harness.playerdata import settled_row
+from tessera.harness.redis import LocalRedis
 from tessera.harness.zones import World, ZoneSpec
 from tessera.wire.geometry import Rect
 from tessera.zone.store import ZoneStore
@@ -77,6 +84,7 @@ async def counter(world: World, player: str, zone: str, at_least: float) -> floa
 @pytest.mark.integration
 async def test_the_counter_survives_a_handoff_and_a_restart(world: World) -> None:
     await world.start_all([ZoneSpec("west", WEST), ZoneSpec("east", EAST)])
+    assert any(r.get("game_module") == "resources" for r in world.procs["west"].records())
     await world.join("west", "p", x=-NODE, z=NODE)  # on the node at (-20, 20)
     before = await counter(world, "p", "west", at_least=3)
     # Move the border west of the player: the west hands it to the east.
@@ -97,3 +105,32 @@ async def test_the_counter_survives_a_handoff_and_a_restart(world: World) -> Non
             seen.append((await store.load_checkpoints(["p"]))["p"].components["resources"])
             await asyncio.sleep(0.02)
     assert min(seen) >= at_crash, seen
+
+
+@pytest.mark.integration
+async def test_the_counter_is_loaded_from_and_written_to_player_data(
+    redis_server: LocalRedis, redis: Client, database: Pool, database_url: str
+) -> None:
+    # Between two nodes: the counter only travels, it does not grow.
+    offline = PlayerData("w", "p", (0.0, 0.0, 0.0), 0.0, 100.0, b"", 0, 0, 0, "api")
+    offline = dataclasses.replace(offline, components={"resources": 7.0, "retired": 1.0})
+    assert await playerdata.put(database, offline, 0, now=time.time()) is not None
+    world = World(
+        redis,
+        redis_server.url,
+        env={
+            "TESSERA_GAME_MODULE": "tessera.examples.resources",
+            "TESSERA_DATABASE_URL": database_url,
+            "TESSERA_PERSIST_S": "0.2",
+        },
+    )
+    try:
+        await world.start_all([ZoneSpec("solo", WEST)])
+        assert (await world.join("solo", "p")).restored
+        assert await counter(world, "p", "solo", at_least=7) == 7
+        await world.leave("solo", "p")
+        saved = await settled_row(database, "w", "p", 1)
+    finally:
+        world.stop()
+    # The persisted component came back; a name the module does not declare is gone.
+    assert saved.components == {"resources": 7.0}

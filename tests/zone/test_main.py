@@ -1,4 +1,5 @@
-"""A zone process whose game module cannot load never reports ready."""
+"""A zone process whose game module cannot load never reports ready (one that
+loads serves: tests/examples/test_resources.py)."""
 
 from __future__ import annotations
 
@@ -26,14 +27,3 @@ async def test_a_zone_without_its_game_never_serves(
         await world.start("z", Rect(-100, -100, 100, 100))
     assert message in str(err.value)
     assert await read_heartbeats(redis, world.world, ["z"]) == {}
-
-
-async def test_a_zone_with_its_game_serves(redis_url: str, redis: Client) -> None:
-    world = World(redis, redis_url, env={"TESSERA_GAME_MODULE": "tessera.examples.resources"})
-    try:
-        await world.start("z", Rect(-100, -100, 100, 100))
-        assert "z" in await read_heartbeats(redis, world.world, ["z"])
-        records = world.procs["z"].records()
-        assert any(r.get("game_module") == "resources" for r in records), records[-5:]
-    finally:
-        world.stop()

@@ -36,7 +36,7 @@ from tessera.zone.events import DIED, HIT_DEALT, HIT_TAKEN, Event
 from tessera.zone.persistence import Persistence
 
 
-def persistence(pool: Pool) -> Persistence:
+def persistence(pool: Pool, persisted: frozenset[str] = frozenset()) -> Persistence:
     return Persistence(
         pool,
         world="w",
@@ -46,6 +46,7 @@ def persistence(pool: Pool) -> Persistence:
         event_capacity=1000,
         interval_s=60.0,
         event_interval_s=60.0,
+        persisted=persisted,
     )
 
 
@@ -82,6 +83,14 @@ async def test_saves_keep_the_newest_and_report_refusals(database: Pool) -> None
     p.save([older])
     await p.flush()
     assert refused == [{"a": 4}]
+
+
+async def test_only_persisted_components_are_saved(database: Pool) -> None:
+    p = persistence(database, frozenset({"gold"}))
+    p.save([Record(1, player_id="a", data_version=1, components={"gold": 7.0, "timer": 0.5})])
+    await p.flush()
+    row = await playerdata.load(database, "w", "a")
+    assert row is not None and row.components == {"gold": 7.0}
 
 
 # --- zone processes ---------------------------------------------------------------

@@ -53,6 +53,7 @@ async def build(config: ServerConfig) -> GrpcService:
             event_capacity=cfg.event_queue,
             interval_s=cfg.persist_s,
             event_interval_s=cfg.event_flush_s,
+            persisted=frozenset(c.name for c in game.components if c.persist),
         )
     servicer = ZoneServicer(cfg, store, persistence)
     service = GrpcService(

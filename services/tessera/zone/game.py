@@ -182,7 +182,9 @@ class Game:
         now = time.monotonic()
         if now - self._logged.get(part, -math.inf) >= LOG_EVERY_S:
             self._logged[part] = now
-            log.exception("game %s failed", part, extra={"game_module": self.module.name, "part": part})
+            log.exception(
+                "game %s failed", part, extra={"game_module": self.module.name, "part": part}
+            )
         if self.failures[part] >= self.disable_after:
             self.disabled.add(part)
             counts["game_disabled:" + label] += 1
