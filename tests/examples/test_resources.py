@@ -99,7 +99,7 @@ async def test_the_counter_survives_a_handoff_and_a_restart(world: World) -> Non
     at_crash = (await store.load_checkpoints(["p"]))["p"].components["resources"]
     assert at_crash >= moved >= before >= 3
     await world.start("east", world.bounds["east"])
-    seen = []
+    seen: list[float] = []
     async with asyncio.timeout(30):
         while not seen or seen[-1] <= at_crash:
             seen.append((await store.load_checkpoints(["p"]))["p"].components["resources"])

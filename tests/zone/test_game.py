@@ -32,6 +32,10 @@ def add(view: View, row: int, args: Mapping[str, float], events: Events) -> None
     view["score"][row] += int(args["n"])
 
 
+def explode(view: View, row: int, args: Mapping[str, float], events: Events) -> None:
+    raise RuntimeError("explode")
+
+
 def fail_after_send(view: View, dt: float, events: Events) -> None:
     events.send(0, "scored")
     raise ValueError("half done")
@@ -44,7 +48,7 @@ def game(*systems: System, disable_after: int = 3) -> GameTest:
         systems=systems,
         actions=(
             Action(7, "add", add, arguments=(Argument("n", 1, 10, integer=True),), burst=2),
-            Action(8, "explode", lambda *_: boom(*_[:3])),  # type: ignore[arg-type, misc]
+            Action(8, "explode", explode),
         ),
         events=("scored",),
     )

@@ -122,7 +122,7 @@ async def test_join_move_leave_then_resume_after_redis_is_flushed(
     world: World, database: Pool
 ) -> None:
     # A game back end gave the player an inventory (and stats) before the first join.
-    stats = {"kills": 3, "deaths": 1, "hits_dealt": 20, "hits_taken": 10}
+    stats: dict[str, Any] = {"kills": 3, "deaths": 1, "hits_dealt": 20, "hits_taken": 10}
     offline = PlayerData(
         "w", "alice", (10.0, 0.0, 10.0), 0.0, 100.0, b"sword", 0, 0, 0, "api", **stats
     )
