@@ -1,4 +1,4 @@
-"""A zone's tick loop for a game module, without network (docs/GAME.md, "Testing").
+"""A zone's tick loop for a game module, without network (docs/GAME.md, tutorial step 2).
 
 It runs the zone's own :class:`~tessera.zone.simulation.Simulation` with the
 module: add players, push inputs and actions, step ticks, read components and the
