@@ -12,7 +12,14 @@ queue), wander between waypoints near their crowd's centre and now and then
 walk over to another crowd, so densities are uneven and views stay full.
 
     python bench/zone_tick.py --json PATH [--quick] [--players 250,500,1000,2000,4000]
-        [--hz 30,60] [--snapshot-every 1,2]
+        [--hz 30,60] [--snapshot-every 1,2] [--game MODULE]
+
+``--game`` runs a game module (docs/GAME.md), e.g. tessera.examples.resources;
+its systems are timed (thread CPU) so the record separates the game's own work
+(``game_cpu_ms_*``) from the tick around it (``tick_cpu_less_game_ms_*``: the
+engine plus the module framework, to compare with a run of the default module),
+and the framework's own share, ``framework_cpu_ms_*``: the CPU of running the
+module's actions and systems (``Game.run``) less the systems' own.
 
 The overload ladder is held at level 0 (a 1 s tick budget) so every row measures
 the full AOI settings, however far over budget it runs.
@@ -31,14 +38,51 @@ from typing import Any
 import numpy as np
 
 from tessera.common.config import Env
+from tessera.game import Events, Module, System, View, load
 from tessera.v1 import zone_pb2
 from tessera.wire.snapshot import full_size
 from tessera.zone import messages
 from tessera.zone.config import ZoneConfig
+from tessera.zone.game import Game
 from tessera.zone.simulation import Simulation
 
 ACK_LAG_TICKS = 3
 HOTSPOTS = 8
+
+
+def timed(module: Module, spent: list[float]) -> Module:
+    """``module`` with each system's thread CPU time added to ``spent[-1]``."""
+
+    def wrap(system: System) -> System:
+        def run(view: View, dt: float, events: Events) -> None:
+            began = time.thread_time()
+            try:
+                system.run(view, dt, events)
+            finally:
+                spent[-1] += time.thread_time() - began
+
+        return System(system.name, run)
+
+    return Module(
+        module.name,
+        components=module.components,
+        systems=tuple(wrap(s) for s in module.systems),
+        actions=module.actions,
+        events=module.events,
+    )
+
+
+class TimedGame(Game):
+    """A Game adding the thread CPU of each ``run`` to ``spent[-1]``."""
+
+    def __init__(self, module: Module, *, disable_after: int, spent: list[float]) -> None:
+        super().__init__(module, disable_after=disable_after)
+        self.spent = spent
+
+    def run(self, *args: Any, **kwargs: Any) -> None:
+        began = time.thread_time()
+        super().run(*args, **kwargs)
+        self.spent[-1] += time.thread_time() - began
 
 
 class Crowd:
@@ -96,7 +140,15 @@ class Crowd:
 
 
 def run(
-    players: int, *, ticks: int, warmup: int, hz: int, npcs: int, seed: int, every: int
+    players: int,
+    *,
+    ticks: int,
+    warmup: int,
+    hz: int,
+    npcs: int,
+    seed: int,
+    every: int,
+    game: str = "",
 ) -> dict[str, Any]:
     half = 500.0
     cfg = ZoneConfig.from_env(
@@ -110,7 +162,11 @@ def run(
         )
     )
     assert cfg.bounds is not None
-    sim = Simulation(cfg, area=cfg.bounds, seed=seed)
+    game_s: list[float] = []  # per tick: the game module's systems' own CPU
+    module = timed(load(game), game_s)
+    sim = Simulation(cfg, area=cfg.bounds, seed=seed, module=module)
+    run_s: list[float] = []  # per tick: Game.run, the game's systems included
+    sim.game = TimedGame(module, disable_after=cfg.game_disable_after, spent=run_s)
     rng = np.random.default_rng(seed)
     crowd = Crowd(players, half, rng)
     sim.spawn_npcs(list(range(1, npcs + 1)))
@@ -126,12 +182,16 @@ def run(
     # run faster than real time would trip the input rate limit and change the run.
     clock = time.monotonic() + 1.0
     tick_ms, cpu_ms, aoi_ms, encode_ms, input_ms = [], [], [], [], []
+    own_ms: list[float] = []
+    framework_ms: list[float] = []
     delta_bytes = full_bytes = 0
     total_bytes = snapshots = visible = 0
     for t in range(warmup + ticks):
         msgs = crowd.messages(names, sim.ents.pos[rows][:, [0, 2]], cfg.dt)
         began = time.perf_counter()
         cpu = time.thread_time()
+        game_s.append(0.0)
+        run_s.append(0.0)
         sim.submit_many(messages.inputs(msgs), clock + t * cfg.dt)
         submitted = time.perf_counter()
         frame = sim.step()
@@ -148,6 +208,8 @@ def run(
             continue
         tick_ms.append((ended - began) * 1000)
         cpu_ms.append(cpu_used * 1000)
+        own_ms.append(game_s[-1] * 1000)
+        framework_ms.append((run_s[-1] - game_s[-1]) * 1000)
         input_ms.append((submitted - began) * 1000)
         aoi_ms.append(frame.aoi_s * 1000)
         encode_ms.append(frame.encode_s * 1000)
@@ -159,7 +221,15 @@ def run(
         delta_bytes += int(sizes[delta].sum())
         full_bytes += sum(full_size(int(n)) for n in batch.entities[delta].tolist())
         sim.counts.clear()
+    less_game = np.array(cpu_ms) - np.array(own_ms)
     return {
+        "game": module.name,
+        "game_cpu_ms_p50": round(float(np.percentile(own_ms, 50)), 3),
+        "game_cpu_ms_p99": round(float(np.percentile(own_ms, 99)), 3),
+        "tick_cpu_less_game_ms_p50": round(float(np.percentile(less_game, 50)), 3),
+        "tick_cpu_less_game_ms_p99": round(float(np.percentile(less_game, 99)), 3),
+        "framework_cpu_ms_p50": round(float(np.percentile(framework_ms, 50)), 4),
+        "framework_cpu_ms_p99": round(float(np.percentile(framework_ms, 99)), 4),
         "players": players,
         "npcs": npcs,
         "tick_hz": hz,
@@ -187,6 +257,7 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=150)
     parser.add_argument("--quick", action="store_true", help="fewer ticks (smoke run)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--game", default="", help="game module (default: tessera.game.default)")
     parser.add_argument(
         "--snapshot-every",
         default="1,2",
@@ -199,7 +270,8 @@ def main() -> None:
     header = (
         f"{'players':>7} {'hz':>3} {'snap':>4} {'tick p50':>9} {'tick p99':>9} {'aoi p50':>8} "
         f"{'enc p50':>8} {'cpu p50':>8} {'cpu p99':>8} {'visible':>7} "
-        f"{'B/client/s':>10} {'delta/full':>10}"
+        f"{'B/client/s':>10} {'delta/full':>10} {'game p99':>8} {'cpu-game p99':>12} "
+        f"{'frame p99':>9}"
     )
     print(header)
     runs = [
@@ -209,7 +281,16 @@ def main() -> None:
         for p in args.players.split(",")
     ]
     for hz, every, n in runs:
-        r = run(n, ticks=ticks, warmup=warmup, hz=hz, npcs=args.npcs, seed=args.seed, every=every)
+        r = run(
+            n,
+            ticks=ticks,
+            warmup=warmup,
+            hz=hz,
+            npcs=args.npcs,
+            seed=args.seed,
+            every=every,
+            game=args.game,
+        )
         records.append(r)
         print(
             f"{r['players']:>7} {r['tick_hz']:>3} {r['snapshot_hz']:>4.0f} "
@@ -218,7 +299,9 @@ def main() -> None:
             f"{r['tick_cpu_ms_p50']:>8.2f} {r['tick_cpu_ms_p99']:>8.2f} "
             f"{r['visible_per_client']:>7.1f} "
             f"{r['bytes_per_client_per_s']:>10.0f} "
-            f"{r['delta_vs_full_ratio']:>10.3f}",
+            f"{r['delta_vs_full_ratio']:>10.3f} "
+            f"{r['game_cpu_ms_p99']:>8.2f} {r['tick_cpu_less_game_ms_p99']:>12.2f} "
+            f"{r['framework_cpu_ms_p99']:>9.3f}",
             flush=True,
         )
     args.json.parent.mkdir(parents=True, exist_ok=True)

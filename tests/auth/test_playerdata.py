@@ -40,6 +40,10 @@ def message(**fields: Any) -> auth_pb2.PlayerData:
         ({"health": float("nan")}, "data"),
         ({"position": common_pb2.Vec3(x=float("inf"))}, "data"),
         ({"blob": b"x" * (playerdata.MAX_BLOB + 1)}, "data.blob"),
+        ({"components": {"gold": float("nan")}}, "data.components"),
+        ({"components": {"": 1.0}}, "data.components"),
+        ({"components": {"x" * 33: 1.0}}, "data.components"),
+        ({"components": {f"c{i}": 1.0 for i in range(65)}}, "data.components"),
     ],
 )
 def test_malformed_data_is_refused_with_its_field(fields: dict[str, Any], field: str) -> None:
@@ -49,10 +53,12 @@ def test_malformed_data_is_refused_with_its_field(fields: dict[str, Any], field:
 
 
 def test_a_record_round_trips_to_the_message() -> None:
-    stats = {"kills": 4, "deaths": 5, "hits_dealt": 60, "hits_taken": 70}
+    stats: dict[str, Any] = {"kills": 4, "deaths": 5, "hits_dealt": 60, "hits_taken": 70}
+    stats["components"] = {"resources": 12.0}
     record = playerdata.to_record(message(speed_clamps=3, teleports=1, **stats))
     assert record.written_by == "api" and record.blob == b"inv"
     assert (record.kills, record.deaths, record.hits_dealt, record.hits_taken) == (4, 5, 60, 70)
+    assert record.components == {"resources": 12.0}
     assert playerdata.to_message(record) == message(
         speed_clamps=3, teleports=1, written_by="api", **stats
     )

@@ -231,6 +231,8 @@ def test_full_world_is_accepted() -> None:
         ({"zoneTemplate": {"image": ""}}, "should be non-empty"),
         ({"zoneTemplate": {"image": "x", "tickRate": 1000}}, "greater than the maximum"),
         ({"zoneTemplate": {"image": "x", "env": [{"name": "1BAD"}]}}, "does not match"),
+        ({"game": {"module": "studio game"}}, "does not match"),
+        ({"game": {"module": "studio..game"}}, "does not match"),
     ],
 )
 def test_bad_worlds_are_rejected(spec: dict[str, Any], message: str) -> None:
@@ -342,4 +344,14 @@ def test_a_zoneserver_keeps_the_template_it_was_created_with() -> None:
     assert validate(ZONES, zone(template={"tickRate": 20}))  # image is required
     world_template = schema_of(load_crd(WORLDS))["properties"]["spec"]["properties"]["zoneTemplate"]
     zone_template = schema_of(load_crd(ZONES))["properties"]["spec"]["properties"]["template"]
+    # ... plus the World's spec.game.module, which the operator copies in.
+    assert (
+        zone_template["properties"].pop("gameModule")["pattern"]
+        == (
+            schema_of(load_crd(WORLDS))["properties"]["spec"]["properties"]["game"]["properties"][
+                "module"
+            ]["pattern"]
+        )
+    )
     assert zone_template["properties"] == world_template["properties"]
+    assert validate(ZONES, zone(template={**template, "gameModule": "studio.game"})) == []

@@ -81,6 +81,17 @@ async def heartbeat(redis: Redis, zone: str) -> zone_pb2.ZoneStatus:
     return zone_pb2.ZoneStatus.FromString(data)
 
 
+async def test_every_zone_process_gets_the_worlds_game_module() -> None:
+    game = {**WORLD, "spec": {**WORLD["spec"], "game": {"module": "tessera.examples.resources"}}}
+    runtime = LocalRuntime(game, "redis://127.0.0.1:1", zone_env=LOCAL.env(), channel=LOCAL.channel)
+    try:
+        assert runtime.processes.env["TESSERA_GAME_MODULE"] == "tessera.examples.resources"
+        runtime.update(WORLD)
+        assert "TESSERA_GAME_MODULE" not in runtime.processes.env
+    finally:
+        await runtime.redis.aclose()
+
+
 def test_load_world(tmp_path: Path) -> None:
     path = tmp_path / "world.yaml"
     path.write_text(yaml.safe_dump(WORLD))

@@ -506,6 +506,25 @@ def test_a_zone_runs_and_reports_the_template_it_was_created_with() -> None:
     assert pod["spec"]["containers"][0]["image"] == "tessera:2"
 
 
+def test_the_game_module_is_part_of_the_zone_template() -> None:
+    plain = world_obj()
+    game = world_obj(game={"module": "studio.game"})
+    assert resources.zone_template(game["spec"]) == {
+        "image": "tessera:1",
+        "gameModule": "studio.game",
+    }
+    # Unset, the template (and so the revision of existing worlds) is unchanged.
+    assert resources.zone_template(plain["spec"]) == {"image": "tessera:1"}
+    assert resources.world_spec(game).revision != resources.world_spec(plain).revision
+    body = resources.zoneserver(game, CreateZone("earth-1", Rect(0, 0, 8, 8), None, 0, 0, "I", "r"))
+    assert body["spec"]["template"]["gameModule"] == "studio.game"
+    pod = resources.deployment(body, plain, WorkloadSettings("redis://r"))["spec"]["template"]
+    env = pod["spec"]["containers"][0]["env"]
+    assert {"name": "TESSERA_GAME_MODULE", "value": "studio.game"} in env
+    pod = resources.deployment(zs_obj(), plain, WorkloadSettings("redis://r"))["spec"]["template"]
+    assert all(e["name"] != "TESSERA_GAME_MODULE" for e in pod["spec"]["containers"][0]["env"])
+
+
 def test_world_status_counts_updated_zones() -> None:
     world = resources.world_spec(world_obj())
     zones = [

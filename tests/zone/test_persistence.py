@@ -36,7 +36,7 @@ from tessera.zone.events import DIED, HIT_DEALT, HIT_TAKEN, Event
 from tessera.zone.persistence import Persistence
 
 
-def persistence(pool: Pool) -> Persistence:
+def persistence(pool: Pool, persisted: frozenset[str] = frozenset()) -> Persistence:
     return Persistence(
         pool,
         world="w",
@@ -46,6 +46,7 @@ def persistence(pool: Pool) -> Persistence:
         event_capacity=1000,
         interval_s=60.0,
         event_interval_s=60.0,
+        persisted=persisted,
     )
 
 
@@ -84,6 +85,14 @@ async def test_saves_keep_the_newest_and_report_refusals(database: Pool) -> None
     assert refused == [{"a": 4}]
 
 
+async def test_only_persisted_components_are_saved(database: Pool) -> None:
+    p = persistence(database, frozenset({"gold"}))
+    p.save([Record(1, player_id="a", data_version=1, components={"gold": 7.0, "timer": 0.5})])
+    await p.flush()
+    row = await playerdata.load(database, "w", "a")
+    assert row is not None and row.components == {"gold": 7.0}
+
+
 # --- zone processes ---------------------------------------------------------------
 
 AREA = Rect(-200, -200, 200, 200)
@@ -113,7 +122,7 @@ async def test_join_move_leave_then_resume_after_redis_is_flushed(
     world: World, database: Pool
 ) -> None:
     # A game back end gave the player an inventory (and stats) before the first join.
-    stats = {"kills": 3, "deaths": 1, "hits_dealt": 20, "hits_taken": 10}
+    stats: dict[str, Any] = {"kills": 3, "deaths": 1, "hits_dealt": 20, "hits_taken": 10}
     offline = PlayerData(
         "w", "alice", (10.0, 0.0, 10.0), 0.0, 100.0, b"sword", 0, 0, 0, "api", **stats
     )

@@ -85,9 +85,11 @@ class LocalRuntime:
 
     def _env(self, world_obj: Mapping[str, Any]) -> dict[str, str]:
         """What every zone process gets from the World's zone template."""
-        template = (world_obj.get("spec") or {}).get("zoneTemplate") or {}
+        template = resources.zone_template(world_obj.get("spec") or {})
+        game = template.get("gameModule")
         return {
             "TESSERA_TICK_HZ": str(template.get("tickRate", 30)),
+            **({"TESSERA_GAME_MODULE": str(game)} if game else {}),
             **{e["name"]: str(e.get("value", "")) for e in template.get("env", [])},
             **self.zone_env,
         }

@@ -82,6 +82,16 @@ def bounds_dict(rect: Rect) -> dict[str, float]:
     return {"minX": rect.min_x, "minZ": rect.min_z, "maxX": rect.max_x, "maxZ": rect.max_z}
 
 
+def zone_template(wspec: Mapping[str, Any]) -> dict[str, Any]:
+    """What every zone of a World runs: its zoneTemplate plus, when spec.game.module
+    is set, that module as ``gameModule`` (so a new game rolls out like a new image)."""
+    template = dict(wspec.get("zoneTemplate") or {})
+    module = (wspec.get("game") or {}).get("module")
+    if module:
+        template["gameModule"] = str(module)
+    return template
+
+
 def template_revision(template: Mapping[str, Any]) -> str:
     """A short hash of a zone template: zones whose template hashes differ from
     the World's are replaced."""
@@ -133,7 +143,7 @@ def world_spec(obj: Mapping[str, Any]) -> WorldSpec:
     replicas = spec.get("replicas")
     if policy.mode == "External" and replicas is None:
         raise SpecError("spec.replicas is required when autoscaling.mode is External")
-    template = spec.get("zoneTemplate") or {}
+    template = zone_template(spec)
     if not template.get("image"):
         raise SpecError("spec.zoneTemplate.image is required")
     raw = spec.get("instances") or {}
@@ -260,7 +270,7 @@ def zoneserver(world_obj: Mapping[str, Any], action: CreateZone) -> dict[str, An
         spec["parent"] = action.parent
     if action.instance:
         spec["instance"] = {"match": action.instance}
-    spec["template"] = dict((world_obj.get("spec") or {}).get("zoneTemplate") or {})
+    spec["template"] = zone_template(world_obj.get("spec") or {})
     return {
         "apiVersion": API_VERSION,
         "kind": "ZoneServer",
@@ -338,7 +348,7 @@ def deployment(
     name, namespace = meta["name"], meta["namespace"]
     spec = zs.get("spec") or {}
     wspec = world_obj.get("spec") or {}
-    template = spec.get("template") or wspec.get("zoneTemplate") or {}
+    template = spec.get("template") or zone_template(wspec)
     world = spec["world"]
     world_rect = rect_of(wspec["bounds"])
     bounds = rect_of(spec["bounds"]).text() if spec.get("bounds") else ""
@@ -388,6 +398,11 @@ def deployment(
         {"name": "TESSERA_GRPC_PORT", "value": str(GRPC_PORT)},
         {"name": "TESSERA_METRICS_PORT", "value": str(METRICS_PORT)},
         {"name": "TESSERA_DRAIN_TIMEOUT_S", "value": str(drain_timeout)},
+        *(
+            [{"name": "TESSERA_GAME_MODULE", "value": str(template["gameModule"])}]
+            if template.get("gameModule")
+            else []
+        ),
         *(
             [{"name": "TESSERA_ZONE_INSTANCE", "value": str(spec["instance"]["match"])}]
             if spec.get("instance")

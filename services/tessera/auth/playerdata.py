@@ -15,6 +15,7 @@ from tessera.wire.names import NAME_RE
 WRITER = "api"
 MAX_BLOB = 256 * 1024
 MAX_PLAYER_ID = 128
+MAX_COMPONENTS = 64
 
 
 def check_key(world: str, player_id: str) -> None:
@@ -39,6 +40,14 @@ def to_record(data: auth_pb2.PlayerData) -> PlayerData:
         raise InputError("data", "INVALID_DATA", "position, yaw and health must be finite")
     if len(data.blob) > MAX_BLOB:
         raise InputError("data.blob", "BLOB_TOO_LARGE", f"blob must be at most {MAX_BLOB} bytes")
+    if len(data.components) > MAX_COMPONENTS or not all(
+        0 < len(name) <= 32 and math.isfinite(value) for name, value in data.components.items()
+    ):
+        raise InputError(
+            "data.components",
+            "INVALID_COMPONENTS",
+            f"components: at most {MAX_COMPONENTS} names of 1-32 characters, finite values",
+        )
     return PlayerData(
         world=data.world,
         player=data.player_id,
@@ -54,6 +63,7 @@ def to_record(data: auth_pb2.PlayerData) -> PlayerData:
         deaths=data.deaths,
         hits_dealt=data.hits_dealt,
         hits_taken=data.hits_taken,
+        components=dict(data.components),
     )
 
 
@@ -75,4 +85,5 @@ def to_message(d: PlayerData) -> auth_pb2.PlayerData:
         deaths=d.deaths,
         hits_dealt=d.hits_dealt,
         hits_taken=d.hits_taken,
+        components=d.components,
     )

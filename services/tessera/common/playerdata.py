@@ -12,7 +12,8 @@ writes only if the stored version is the one the caller read, and bumps it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,11 +42,13 @@ class PlayerData:
     deaths: int = 0
     hits_dealt: int = 0
     hits_taken: int = 0
+    # The game module's persisted components (migration 0009_player_components.sql).
+    components: dict[str, float] = field(default_factory=dict)
 
 
 _COLUMNS = (
     "world, player, x, y, z, yaw, health, blob, speed_clamps, teleports, version,"
-    " written_by, updated_at, kills, deaths, hits_dealt, hits_taken"
+    " written_by, updated_at, kills, deaths, hits_dealt, hits_taken, components"
 )
 
 
@@ -66,6 +69,7 @@ def _data(row: Any) -> PlayerData:
         deaths=row["deaths"],
         hits_dealt=row["hits_dealt"],
         hits_taken=row["hits_taken"],
+        components=json.loads(row["components"]),
     )
 
 
@@ -89,6 +93,7 @@ def _values(data: PlayerData, version: int, now: float) -> tuple[Any, ...]:
         data.deaths,
         data.hits_dealt,
         data.hits_taken,
+        json.dumps(data.components),
     )
 
 
@@ -108,14 +113,14 @@ INSERT INTO player_data ({_COLUMNS})
 SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::float8[],
                      $6::float8[], $7::float8[], $8::bytea[], $9::int8[], $10::int8[],
                      $11::int8[], $12::text[], $13::timestamptz[], $14::int8[], $15::int8[],
-                     $16::int8[], $17::int8[])
+                     $16::int8[], $17::int8[], $18::jsonb[])
 ON CONFLICT (world, player) DO UPDATE SET
     x = EXCLUDED.x, y = EXCLUDED.y, z = EXCLUDED.z, yaw = EXCLUDED.yaw,
     health = EXCLUDED.health, blob = EXCLUDED.blob, speed_clamps = EXCLUDED.speed_clamps,
     teleports = EXCLUDED.teleports, version = EXCLUDED.version,
     written_by = EXCLUDED.written_by, updated_at = EXCLUDED.updated_at,
     kills = EXCLUDED.kills, deaths = EXCLUDED.deaths, hits_dealt = EXCLUDED.hits_dealt,
-    hits_taken = EXCLUDED.hits_taken
+    hits_taken = EXCLUDED.hits_taken, components = EXCLUDED.components
 WHERE player_data.version < EXCLUDED.version
 RETURNING world, player
 """
@@ -153,7 +158,7 @@ async def put(
     if expected_version == 0:
         row = await pool.fetchrow(
             f"INSERT INTO player_data ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
-            f" $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT (world, player) DO NOTHING"
+            f" $10, $11, $12, $13, $14, $15, $16, $17, $18) ON CONFLICT (world, player) DO NOTHING"
             f" RETURNING {_COLUMNS}",
             *values,
         )
@@ -161,7 +166,8 @@ async def put(
         row = await pool.fetchrow(
             "UPDATE player_data SET x = $3, y = $4, z = $5, yaw = $6, health = $7, blob = $8,"
             " speed_clamps = $9, teleports = $10, version = $11, written_by = $12,"
-            " updated_at = $13, kills = $14, deaths = $15, hits_dealt = $16, hits_taken = $17"
+            " updated_at = $13, kills = $14, deaths = $15, hits_dealt = $16, hits_taken = $17,"
+            " components = $18"
             " WHERE world = $1 AND player = $2 AND version = $11 - 1"
             f" RETURNING {_COLUMNS}",
             *values,

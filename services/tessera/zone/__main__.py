@@ -12,6 +12,8 @@ from tessera.common.audit import AuditLog
 from tessera.common.config import Env, ServerConfig
 from tessera.common.database import DatabaseUnavailable, Pool, open_database
 from tessera.common.server import GrpcService, main
+from tessera.game.errors import ModuleError
+from tessera.game.module import DEFAULT, load
 from tessera.v1 import zone_pb2_grpc
 from tessera.zone import jitcache
 
@@ -32,6 +34,12 @@ async def build(config: ServerConfig) -> GrpcService:
     cfg = ZoneConfig.from_env()
     trust = Trust.from_env(Env())
     began = time.perf_counter()
+    try:  # imports the game module: a zone whose game cannot load never reports ready
+        game = load(cfg.game_module)
+    except ModuleError as err:
+        log.error("cannot start: %s", err, extra={"game_module": cfg.game_module or DEFAULT})
+        raise SystemExit(1) from None
+    log.info("game module loaded", extra={"game_module": game.name})
     warm_up(cfg)
     metrics.KERNELS_READY.set(time.perf_counter() - began)
     log.info("kernels ready in %.3f s", time.perf_counter() - began)
@@ -51,6 +59,7 @@ async def build(config: ServerConfig) -> GrpcService:
             event_capacity=cfg.event_queue,
             interval_s=cfg.persist_s,
             event_interval_s=cfg.event_flush_s,
+            persisted=frozenset(c.name for c in game.components if c.persist),
         )
     servicer = ZoneServicer(cfg, store, persistence, audit)
     try:

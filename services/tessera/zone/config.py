@@ -15,6 +15,7 @@ from tessera.zone.overload import Ladder
 from tessera.zone.synthetic import Hotspots
 
 DNS_LABEL = NAME_RE.pattern
+MODULE_PATH = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"  # a Python module path
 
 
 def parse_rect(variable: str, raw: str) -> Rect:
@@ -87,6 +88,10 @@ class ZoneConfig:
     # them (off: refused), and the hotspots every synthetic player here is steered to.
     synthetic: bool = False
     hotspots: Hotspots = field(default_factory=Hotspots)
+    # The game module (docs/GAME.md): a Python module path, "" = tessera.game.default;
+    # a system or action failing this many times in a row is disabled.
+    game_module: str = ""
+    game_disable_after: int = 30
 
     @property
     def ladder(self) -> Ladder:
@@ -178,4 +183,6 @@ class ZoneConfig:
                 spread=env.number("HOTSPOT_SPREAD_M", 60.0, lo=0.0, hi=100_000.0),
                 seed=env.integer("HOTSPOT_SEED", 0, lo=0),
             ),
+            game_module=env.string("GAME_MODULE", "", pattern=MODULE_PATH),
+            game_disable_after=env.integer("GAME_DISABLE_AFTER", 30, lo=1, hi=1_000_000),
         )

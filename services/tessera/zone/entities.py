@@ -5,26 +5,32 @@ operation; removal swaps the last entity into the hole. Entity ids are 64-bit,
 world-unique and never reused (allocated by :mod:`tessera.zone.store`); ``index``
 maps an id to its current row. Data that systems never vectorize over (account
 id, opaque blob, relay) lives in dicts keyed by entity id. What outlives a zone
-(checkpoints, handoffs) is an entity's :class:`Record`.
+(checkpoints, handoffs) is an entity's :class:`Record`. A game module's components
+(tessera.game) are more columns, in ``columns``, and ride records as one mapping.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-PLAYER = 1  # entity kinds: the values of tessera.v1.EntityKind
-NPC = 2
-DEAD = 1  # flag bit: dead, waiting to respawn
-GHOST = 2  # flag bit: a read-only copy of a neighbour's entity (tessera.zone.ghosts)
+from tessera.game.module import Component
+
+# PLAYER, NPC: entity kinds (tessera.v1.EntityKind); DEAD: flag bit, waiting to
+# respawn; GHOST: flag bit, a read-only copy of a neighbour's entity (tessera.zone.ghosts).
+from tessera.game.view import DEAD, GHOST, NPC, PLAYER
+
 # Flag bit: a synthetic player, steered inside the zone (tessera.zone.synthetic). Above
 # the low byte that snapshots and ghosts carry, so clients and neighbours never see it.
 SYNTHETIC = 0x100
 KEPT = DEAD | SYNTHETIC  # the flag bits a record carries into its next zone
+
 MAX_HEALTH = 100.0
+__all__ = ["DEAD", "GHOST", "MAX_HEALTH", "NPC", "PLAYER", "Entities", "Extra", "Record"]
 
 # name -> (dtype, trailing shape, initial value)
 _FIELDS: dict[str, tuple[type[np.generic], tuple[int, ...], float]] = {
@@ -106,12 +112,14 @@ class Entities:
     home: npt.NDArray[np.float64]
     waypoint: npt.NDArray[np.float64]
 
-    def __init__(self, capacity: int = 256) -> None:
+    def __init__(self, capacity: int = 256, components: Sequence[Component] = ()) -> None:
         self.n = 0
         self.capacity = 0
         self.index: dict[int, int] = {}
         self.players: dict[str, int] = {}
         self.extra: dict[int, Extra] = {}
+        self.components = {c.name: c for c in components}
+        self.columns: dict[str, npt.NDArray[Any]] = {}  # component name -> its column
         self._resize(max(capacity, 1))
 
     def _resize(self, capacity: int) -> None:
@@ -120,6 +128,11 @@ class Entities:
             if self.capacity:
                 arr[: self.n] = getattr(self, name)[: self.n]
             setattr(self, name, arr)
+        for name, c in self.components.items():
+            col = np.full(capacity, c.default, np.dtype(c.dtype))
+            if self.capacity:
+                col[: self.n] = self.columns[name][: self.n]
+            self.columns[name] = col
         self.capacity = capacity
 
     def __len__(self) -> int:
@@ -134,6 +147,8 @@ class Entities:
         i = self.n
         for name, (_dtype, _shape, init) in _FIELDS.items():
             getattr(self, name)[i] = init
+        for name, c in self.components.items():
+            self.columns[name][i] = c.default
         self.id[i] = entity_id
         self.kind[i] = kind
         self.pos[i] = pos
@@ -151,6 +166,8 @@ class Entities:
             for name in _FIELDS:
                 arr = getattr(self, name)
                 arr[i] = arr[last]
+            for col in self.columns.values():
+                col[i] = col[last]
             self.index[int(self.id[i])] = i
         self.n = last
         extra = self.extra.pop(entity_id, None)
@@ -208,6 +225,7 @@ class Record:
     hits_taken: int = 0
     match_id: str = ""
     role: str = ""
+    components: dict[str, float] = field(default_factory=dict)  # the game module's, by name
 
 
 def export_state(ents: Entities, row: int, *, zone: str, epoch: int) -> Record:
@@ -240,6 +258,7 @@ def export_state(ents: Entities, row: int, *, zone: str, epoch: int) -> Record:
         hits_taken=extra.hits_taken,
         match_id=extra.match_id,
         role=extra.role,
+        components={name: float(col[row]) for name, col in ents.columns.items()},
     )
 
 
@@ -271,6 +290,11 @@ def spawn_state(ents: Entities, state: Record, *, now_s: float) -> int:
     extra.kills, extra.deaths = state.kills, state.deaths
     extra.hits_dealt, extra.hits_taken = state.hits_dealt, state.hits_taken
     extra.match_id, extra.role = state.match_id, state.role
+    for name, value in state.components.items():
+        c = ents.components.get(name)
+        # Another module's component, or a value this one cannot hold: the default stays.
+        if c is not None and c.fits(value):
+            ents.columns[name][row] = value
     return row
 
 

@@ -15,6 +15,7 @@ HIT_DEALT = 4
 HIT_TAKEN = 5
 DIED = 6
 RESPAWNED = 7
+GAME = 8  # a game module's event (tessera.zone.game): detail is its name
 
 
 @dataclass(frozen=True)

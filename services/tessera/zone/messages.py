@@ -67,6 +67,7 @@ def record(state: zone_pb2.EntityState) -> Record:
         hits_taken=state.hits_taken,
         match_id=state.match_id,
         role=state.role,
+        components=dict(state.components),
     )
 
 
@@ -97,6 +98,7 @@ def entity_state(r: Record) -> zone_pb2.EntityState:
         hits_taken=r.hits_taken,
         match_id=r.match_id,
         role=r.role,
+        components=r.components,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 from tessera.common.spool import SpoolMetrics
+from tessera.zone.game import ACTION_REASONS
 from tessera.zone.inputs import REASONS
 from tessera.zone.simulation import Frame
 
@@ -146,6 +147,30 @@ SYNTHETIC_BYTES = Counter(
     "tessera_zone_synthetic_snapshot_bytes_total",
     "Bytes of the snapshots encoded for synthetic players (counted, never sent)",
 )
+# The game module (docs/GAME.md, "Errors").
+GAME_SYSTEM_ERRORS = Counter(
+    "tessera_zone_game_system_errors_total",
+    "Calls of a game module's system that raised",
+    ["module", "system"],
+)
+GAME_ACTION_ERRORS = Counter(
+    "tessera_zone_game_action_errors_total",
+    "Calls of a game module's action handler that raised",
+    ["module", "action"],
+)
+GAME_DISABLED = Gauge(
+    "tessera_zone_game_disabled",
+    "1 for a game system (kind=system) or action (kind=action) disabled after repeated failures",
+    ["module", "kind", "name"],
+)
+GAME_ACTIONS = Counter(
+    "tessera_zone_game_actions_total",
+    "Game actions received, by outcome: accepted, or the reason they were dropped",
+    ["outcome"],
+)
+for _outcome in ("accepted", *ACTION_REASONS):
+    GAME_ACTIONS.labels(_outcome)
+_GAME_ERRORS = {"system": GAME_SYSTEM_ERRORS, "action": GAME_ACTION_ERRORS}
 
 _COUNTS = {
     "hits": HITS,
@@ -177,3 +202,13 @@ def observe(frame: Frame, counts: dict[str, int], *, players: int, entities: int
             VIOLATIONS.labels(VIOLATION_REASONS[key]).inc(value)
         elif key in _COUNTS:
             _COUNTS[key].inc(value)
+        elif key.startswith("game_action:"):
+            GAME_ACTIONS.labels(key[12:]).inc(value)
+        elif key.startswith(("game_error:", "game_disabled:")):
+            what, label = key.split(":", 1)
+            module, part = label.rsplit("/", 1)
+            kind, name = part.split(":", 1)
+            if what == "game_error":
+                _GAME_ERRORS[kind].labels(module, name).inc(value)
+            else:
+                GAME_DISABLED.labels(module, kind, name).set(1)

@@ -43,8 +43,10 @@ class Persistence:
         event_capacity: int,
         interval_s: float,
         event_interval_s: float,
+        persisted: frozenset[str] = frozenset(),
     ) -> None:
         self.pool = pool
+        self.persisted = persisted  # the game module's components kept in player data
         self.world, self.zone, self.match = world, zone, match
         self.refused: Callable[[dict[str, int]], None] = lambda _stale: None
         self.saves = Spool(
@@ -88,6 +90,7 @@ class Persistence:
             deaths=r.deaths,
             hits_dealt=r.hits_dealt,
             hits_taken=r.hits_taken,
+            components={k: v for k, v in r.components.items() if k in self.persisted},
         )
 
     def log(self, events: Iterable[Event], positions: dict[str, tuple[float, float]]) -> None:

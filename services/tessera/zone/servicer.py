@@ -264,6 +264,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             deaths=data.deaths,
             hits_dealt=data.hits_dealt,
             hits_taken=data.hits_taken,
+            components=data.components,
         )
 
     # --- the border ---------------------------------------------------------

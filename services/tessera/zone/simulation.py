@@ -1,9 +1,10 @@
 """One zone's simulation: the data flow of a tick.
 
 inputs (validated on arrival) -> NPC behaviour and synthetic players' steering
--> movement -> position history -> combat -> respawn / regeneration -> interest
--> quantize -> tiers -> delta encode, then the overload governor
-(tessera.zone.overload) weighs the tick's CPU.
+-> the game module's actions and systems (tessera.zone.game) -> movement
+-> position history -> combat -> respawn / regeneration -> interest -> quantize
+-> tiers -> delta encode, then the overload governor (tessera.zone.overload)
+weighs the tick's CPU.
 
 Everything here is plain Python, numpy and the compiled kernels behind interest
 and snapshot; the servicer feeds inputs in and ships the :class:`Frame` a tick
@@ -21,6 +22,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
+from tessera.game.module import Module, load
+from tessera.game.view import View
 from tessera.wire.geometry import Rect
 from tessera.wire.snapshot import COLUMNS, Quantization
 from tessera.zone import combat, inputs, interest, overload, synthetic
@@ -43,6 +46,7 @@ from tessera.zone.events import (
     TELEPORT_REJECTED,
     Event,
 )
+from tessera.zone.game import Game
 from tessera.zone.movement import desired_velocity, integrate
 from tessera.zone.npc import think
 from tessera.zone.snapshot import PAD, EncodedBatch, SnapshotEncoder, quantize
@@ -79,13 +83,18 @@ class Frame:
 
 
 class Simulation:
-    """Entities, systems and per-client snapshot state of one zone."""
+    """Entities, systems and per-client snapshot state of one zone. ``module`` is
+    the game (default: the one ``cfg.game_module`` names, imported now)."""
 
-    def __init__(self, cfg: ZoneConfig, *, area: Rect, seed: int = 0) -> None:
+    def __init__(
+        self, cfg: ZoneConfig, *, area: Rect, seed: int = 0, module: Module | None = None
+    ) -> None:
         self.cfg = cfg
         self.area = area
         self.quant = Quantization(origin=(cfg.world_bounds.min_x, 0.0, cfg.world_bounds.min_z))
-        self.ents = Entities()
+        module = module or load(cfg.game_module)
+        self.game = Game(module, disable_after=cfg.game_disable_after)
+        self.ents = Entities(components=module.components)
         self.history = combat.History(math.ceil(cfg.history_s * cfg.tick_hz) + 1)
         self.encoder = SnapshotEncoder(cfg.tiers.cap, history=cfg.snapshot_history)
         self.views = interest.Views(cfg.tiers.cap, COLUMNS, PAD)
@@ -200,6 +209,7 @@ class Simulation:
     def remove_entity(self, entity_id: int) -> None:
         """Remove any entity; views referencing it drop it."""
         row, last = self.ents.index[entity_id], self.ents.n - 1
+        self.game.forget(entity_id)
         self.views.removed(row, last)
         self.viewer[self.viewer == row] = -1
         if last != row:
@@ -281,6 +291,18 @@ class Simulation:
             self.events.append(Event(player, SPEED_CLAMPED, amount=out.clamped[i], detail="move"))
         return out.drops
 
+    def act(self, player_id: str, action_id: int, args: list[float], now_s: float) -> str | None:
+        """Check one game action and queue it for the next tick; returns the drop
+        reason (counted) or None."""
+        return self.game.submit(
+            self.ents,
+            player_id=player_id,
+            action_id=action_id,
+            values=args,
+            now_s=now_s,
+            counts=self.counts,
+        )
+
     def _drop(self, player_id: str, reason: str, *, event: bool) -> None:
         """Count a dropped input; tell the player at most once per reason per second."""
         self.counts["drop:" + reason] += 1
@@ -323,19 +345,41 @@ class Simulation:
         return frame
 
     def _systems(self, events: list[Event]) -> None:
-        """NPC behaviour -> movement -> position history -> combat -> respawn / regeneration."""
+        """NPC behaviour -> game module -> movement -> position history -> combat ->
+        respawn / regeneration."""
         e, n, now, cfg = self.ents, self.ents.n, self.now_s, self.cfg
         if n:
             ghost = (e.flags[:n] & GHOST) != 0  # neighbours' entities: shown, not simulated
             alive = ((e.flags[:n] & DEAD) == 0) & ~ghost
             self._think(alive)
             self._steer(alive)
+            if self.game.active:
+                self.game.run(e, self._view(alive), dt=cfg.dt, out=events, counts=self.counts)
+                alive = ((e.flags[:n] & DEAD) == 0) & ~ghost  # the module may kill or revive
             self._move(alive, events)
         self.history.record(self.tick, e.id[:n], e.pos[:n])
         if n:
             self._fight(alive, now, events)
             combat.recover(e, ghost, now=now, dt=cfg.dt, weapons=cfg.weapons, events=events)
             e.actions[:n] = 0
+
+    def _view(self, simulated: Bools) -> View:
+        e, n = self.ents, self.ents.n
+        return View(
+            tick=self.tick,
+            now_s=self.now_s,
+            id=e.id[:n],
+            kind=e.kind[:n],
+            pos=e.pos[:n],
+            vel=e.vel[:n],
+            yaw=e.yaw[:n],
+            health=e.health[:n],
+            team=e.team[:n],
+            flags=e.flags[:n],
+            move=e.move[:n],
+            simulated=simulated,
+            components={name: col[:n] for name, col in e.columns.items()},
+        )
 
     def _think(self, alive: npt.NDArray[np.bool_]) -> None:
         e, n = self.ents, self.ents.n
@@ -477,10 +521,10 @@ class Simulation:
 
 
 def warm_up(cfg: ZoneConfig) -> None:
-    """Compile (or load from numba's disk cache) every kernel a tick calls, with the
-    argument types a tick passes: two players and an NPC step through a throwaway
-    simulation (one player attacking the other, the NPC chasing), the second tick
-    against an acknowledged baseline.
+    """Compile (or load from numba's disk cache) every kernel a tick calls, the game
+    module's included, with the argument types a tick passes: two players and an NPC
+    step through a throwaway simulation (one player attacking the other, the NPC
+    chasing), the second tick against an acknowledged baseline.
     The zone calls this before it reports ready, so no tick waits for the JIT."""
     area = cfg.bounds or cfg.world_bounds
     sim = Simulation(cfg, area=area)

@@ -1,0 +1,1 @@
+"""Example game modules (docs/GAME.md); ``TESSERA_GAME_MODULE=tessera.examples.<name>``."""

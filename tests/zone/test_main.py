@@ -1,0 +1,29 @@
+"""A zone process whose game module cannot load never reports ready (one that
+loads serves: tests/examples/test_resources.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tessera.common.store import Client, read_heartbeats
+from tessera.harness.zones import World
+from tessera.wire.geometry import Rect
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        ("studio_missing_game", "game module 'studio_missing_game' failed to import"),
+        ("tessera.game.view", "game module 'tessera.game.view' has no GAME"),
+    ],
+)
+async def test_a_zone_without_its_game_never_serves(
+    redis_url: str, redis: Client, module: str, message: str
+) -> None:
+    world = World(redis, redis_url, env={"TESSERA_GAME_MODULE": module})
+    with pytest.raises(RuntimeError, match="did not start") as err:
+        await world.start("z", Rect(-100, -100, 100, 100))
+    assert message in str(err.value)
+    assert await read_heartbeats(redis, world.world, ["z"]) == {}
