@@ -34,15 +34,17 @@ import math
 import os
 import resource
 import time
-from collections import Counter
+import urllib.request
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from tessera.common.store import read_heartbeats
 from tessera.harness.redis import LocalRedis
-from tessera.harness.zones import Driver, Gap, World
+from tessera.harness.zones import Arrival, Driver, Gap, World
 from tessera.operator.local import LocalRuntime
 from tessera.operator.planner.model import Desired, Phase
 from tessera.zone import audit
@@ -125,6 +127,48 @@ def starting(timeline: list[tuple[float, str]]) -> list[tuple[float, float]]:
     return [(t, serving.get(name, math.inf)) for name, t in created.items()]
 
 
+def arrival_report(arrivals: list[Arrival]) -> dict[str, Any]:
+    """Each phase of the players' moves (``Arrival.phases``): p50 / p99 / max in ms."""
+    phases: dict[str, list[float]] = defaultdict(list)
+    for a in arrivals:
+        for phase, seconds in a.phases().items():
+            phases[phase].append(seconds)
+    return {
+        phase: {
+            "p50_ms": round(percentile(v, 50) * 1000.0, 1),
+            "p99_ms": round(percentile(v, 99) * 1000.0, 1),
+            "max_ms": round(max(v) * 1000.0, 1),
+        }
+        for phase, v in phases.items()
+    } | {"moves_timed": len(arrivals)}
+
+
+def zone_arrivals(address: str) -> dict[str, dict[str, float]]:
+    """A zone's ``tessera_zone_arrival_seconds`` per phase: count, mean and the
+    share over 100 and 250 ms (from its /metrics)."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    counts: dict[str, dict[str, float]] = defaultdict(dict)
+    for family in text_string_to_metric_families(text):
+        if family.name != "tessera_zone_arrival_seconds":
+            continue
+        for sample in family.samples:
+            phase = sample.labels["phase"]
+            if sample.name.endswith("_bucket") and sample.labels["le"] in ("0.1", "0.25"):
+                counts[phase]["le_" + sample.labels["le"]] = sample.value
+            elif sample.name.endswith(("_count", "_sum")):
+                counts[phase][sample.name.rsplit("_", 1)[1]] = sample.value
+    return {
+        phase: {
+            "count": c.get("count", 0.0),
+            "mean_ms": round(1000.0 * c.get("sum", 0.0) / max(1.0, c.get("count", 0.0)), 1),
+            "over_100ms": c.get("count", 0.0) - c.get("le_0.1", 0.0),
+            "over_250ms": c.get("count", 0.0) - c.get("le_0.25", 0.0),
+        }
+        for phase, c in counts.items()
+    }
+
+
 def gap_report(
     driver: Driver, began: float, players: set[str], timeline: list[tuple[float, str]]
 ) -> dict[str, Any]:
@@ -138,6 +182,7 @@ def gap_report(
         if g.zone not in worst_of or g.gap_s > worst_of[g.zone].gap_s:
             worst_of[g.zone] = g
     worst = sorted(worst_of.values(), key=lambda g: g.gap_s, reverse=True)
+    arrival_of = {(a.player, a.received): a for a in driver.arrivals}
     return {
         "max_snapshot_gap_ms": driver.max_gap_s * 1000.0,
         "player_gap_p50_ms": percentile(longest, 50) * 1000.0,
@@ -164,9 +209,23 @@ def gap_report(
                 "via": g.via,
                 "stall_ms": round(g.stall_s * 1000.0, 1),
                 "dropped": g.dropped,
+                "phases_ms": {
+                    phase: round(seconds * 1000.0, 1)
+                    for phase, seconds in arrival_of[(g.player, g.at)].phases().items()
+                }
+                if (g.player, g.at) in arrival_of
+                else {},
             }
             for g in worst
         ],
+        "moves": arrival_report(driver.arrivals),
+        "first_snapshot_over_250ms_phases": arrival_report(
+            [
+                arrival_of[(g.player, g.at)]
+                for g in over
+                if g.cause == "first_snapshot" and (g.player, g.at) in arrival_of
+            ]
+        ),
     }
 
 
@@ -259,6 +318,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         while silent and time.monotonic() - since < 5.0:
             await asyncio.sleep(0.05)
             silent = [p for p in silent if driver.last_snapshot.get(p, 0) <= since]
+        arrivals = {
+            name: await asyncio.to_thread(
+                zone_arrivals, f"127.0.0.1:{z.process.ports['metrics_port']}"
+            )
+            for name, z in sorted(runtime.zones.items())
+            if name not in old and z.process.alive()
+        }
         report = await audit.settle(redis, "roll", world.addresses(), everyone, timeout_s=10)
         per_zone = sorted(replace_s.values())
         return {
@@ -270,6 +336,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "replace_s_mean": sum(per_zone) / len(per_zone),
             "replace_s": {name: round(v, 3) for name, v in sorted(replace_s.items())},
             **gaps,
+            "zone_arrivals": arrivals,
             "zone_tick_p99_ms_max": tick_p99_ms,
             "zone_overloaded_heartbeats": overloaded,
             "disconnects": len(silent),
@@ -324,6 +391,9 @@ def main() -> None:
         "gaps_over_250ms",
         "gaps_over_250ms_by_zone",
         "moves_by",
+        "moves",
+        "first_snapshot_over_250ms_phases",
+        "zone_arrivals",
         "replace_s",
     ):
         print(f"{key}: {result[key]}")

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tessera.common.config import Env
 from tessera.v1 import zone_pb2
@@ -115,6 +116,38 @@ async def test_an_arrival_nobody_asked_for_attaches_to_the_newest_link_of_its_re
     links.arrived("e")  # no relay known: stays unattached until one asks
     assert "e" not in links.player_link and "e" not in sim.attached
     links.close()
+
+
+def observed(phase: str) -> float:
+    count = REGISTRY.get_sample_value("tessera_zone_arrival_seconds_count", {"phase": phase})
+    return count or 0.0
+
+
+async def test_an_arrival_is_timed_through_attach_commit_and_first_snapshot() -> None:
+    sim, links = make()
+    up = Upstream()
+    link = links.open("r1", aiter(up))
+    before = {p: observed(p) for p in ("pending", "unattached", "first_snapshot")}
+    up.send(attach=zone_pb2.Attach(player_id="d"))  # before its COMMIT
+    await settle()
+    sim.add_player(entity_id=4, player_id="d", pos=(0.0, 0.0, 0.0), team=0)
+    links.arrived("d")
+    sim.add_player(entity_id=5, player_id="e", pos=(0.0, 0.0, 0.0), team=0)
+    links.arrived("e")  # COMMIT first: waits for its relay's Attach
+    assert links.unattached.keys() == {"e"} and links.first_due.keys() == {"d"}
+    up.send(attach=zone_pb2.Attach(player_id="e"))
+    await settle()
+    assert not links.unattached and links.first_due.keys() == {"d", "e"}
+    links.publish(sim.step())
+    assert not links.first_due
+    after = {p: observed(p) for p in before}
+    assert after == {
+        "pending": before["pending"] + 1,
+        "unattached": before["unattached"] + 1,
+        "first_snapshot": before["first_snapshot"] + 2,
+    }
+    assert link.players == {"d", "e"}
+    links.end(link)
 
 
 async def test_a_full_link_makes_room_for_handovers_and_events_by_dropping_old_snapshots() -> None:

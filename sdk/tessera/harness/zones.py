@@ -302,6 +302,34 @@ def explain_gap(
     )
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """One move of a player to another zone, timed through the path (monotonic
+    seconds): the route notice reached the driver, the link to the zone was ready,
+    the Attach was queued, the zone queued the player's first snapshot there (its
+    batch's server time) and the driver received it."""
+
+    player: str
+    zone: str
+    via: str
+    noticed: float
+    linked: float
+    attached: float
+    published: float
+    received: float
+
+    def phases(self) -> dict[str, float]:
+        """Seconds spent in each step: ``link`` (opening the link to the zone),
+        ``zone`` (Attach queued until the zone queued the first snapshot: the Attach's
+        way there, the wait for the COMMIT and for the next tick) and ``delivery``
+        (the zone's link queue, the stream and the driver's loop)."""
+        return {
+            "link": self.linked - self.noticed,
+            "zone": self.published - self.attached,
+            "delivery": self.received - self.published,
+        }
+
+
 class Stalls:
     """How late the running event loop wakes from short sleeps: a blocked or
     CPU-starved loop delays everything the driver receives."""
@@ -368,6 +396,10 @@ class Driver:
         self.stalls = Stalls()
         self._heard: dict[str, tuple[str, int, int]] = {}  # player -> zone, stream, sequence
         self._moved: dict[str, tuple[float, str]] = {}  # player -> when, via what
+        self.arrivals: list[Arrival] = []
+        # player -> zone, via, noticed, linked, attached: waiting for its first snapshot
+        self._arriving: dict[str, tuple[str, str, float, float, float]] = {}
+        self._wall = time.time() - time.monotonic()  # server_time_ms to monotonic
         self._opening: dict[str, asyncio.Task[_Link]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watch: asyncio.Task[None] | None = None
@@ -388,6 +420,7 @@ class Driver:
         self.player_gap_s.clear()
         self.gaps.clear()
         self.moves.clear()
+        self.arrivals.clear()
 
     async def link(self, zone: str) -> _Link:
         """The live link to ``zone``, opened on first use (LookupError if the zone
@@ -440,6 +473,7 @@ class Driver:
                     link.quant = Quantization.from_proto(down.welcome.quantization)
                 elif which == "snapshots":
                     self._snapshots(link, down.snapshots)
+                    self._arrived(link, down.snapshots)
                 elif which == "handover" and down.handover.player_id in self.zone_of:
                     self.handovers += 1
                     route = Route(down.handover.to.zone, down.handover.epoch)
@@ -492,6 +526,18 @@ class Driver:
         if acks:
             link.up.put_nowait(zone_pb2.ZoneLinkUp(inputs=zone_pb2.InputBatch(acks=acks)))
 
+    def _arrived(self, link: _Link, batch: zone_pb2.SnapshotBatch) -> None:
+        """Complete the timing of players whose first snapshot from a new zone came."""
+        if not self._arriving:
+            return
+        now = time.monotonic()
+        published = batch.server_time_ms / 1000.0 - self._wall
+        for snap in batch.snapshots:
+            move = self._arriving.get(snap.player_id)
+            if move is not None and move[0] == link.zone:
+                del self._arriving[snap.player_id]
+                self.arrivals.append(Arrival(snap.player_id, *move, published, now))
+
     def _on_route_change(self, player: str, route: Route | None, _traceparent: str) -> None:
         if route is not None and player in self.zone_of:
             self._spawn(self._reroute(player, route, "routes_changed"))
@@ -499,6 +545,7 @@ class Driver:
     async def _reroute(self, player: str, route: Route, via: str) -> bool:
         """Attach ``player`` where ``route`` points unless an equal or newer route is
         known (the relay's rule: newest epoch wins); False if nothing moved."""
+        noticed = time.monotonic()
         known = self.routes.get(player)
         if known is not None and (route.epoch < known.epoch or route == known):
             return False
@@ -509,12 +556,14 @@ class Driver:
             return False
         if not self.routes.update(player, route) or self.zone_of.get(player) == route.zone:
             return False
-        self._attach(player, link, via)
+        self._attach(player, link, via, noticed)
         return True
 
-    def _attach(self, player: str, link: _Link, via: str) -> None:
+    def _attach(self, player: str, link: _Link, via: str, noticed: float | None = None) -> None:
+        now = time.monotonic()
         self.zone_of[player] = link.zone
-        self._moved[player] = (time.monotonic(), via)
+        self._moved[player] = (now, via)
+        self._arriving[player] = (link.zone, via, now if noticed is None else noticed, now, now)
         self.moves[via] += 1
         link.up.put_nowait(zone_pb2.ZoneLinkUp(attach=zone_pb2.Attach(player_id=player)))
 

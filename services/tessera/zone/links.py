@@ -62,6 +62,9 @@ class Links:
         self.links: dict[int, Link] = {}
         self.player_link: dict[str, int] = {}
         self.pending_attach: dict[str, tuple[int, float]] = {}  # player -> (link id, since)
+        # Arrivals timed for metrics.ARRIVAL: adopted, no Attach yet; attached, no snapshot yet.
+        self.unattached: dict[str, float] = {}
+        self.first_due: dict[str, float] = {}
         self._ids = itertools.count(1)
         # Set by close(): a stream that arrives after it is refused, not held open
         # until the server's grace runs out.
@@ -103,6 +106,9 @@ class Links:
                 if which == "inputs":
                     self._inputs(link, up.inputs)
                 elif which == "attach":
+                    since = self.unattached.pop(up.attach.player_id, None)
+                    if since is not None:
+                        metrics.ARRIVAL.labels("unattached").observe(time.monotonic() - since)
                     self._attach(link, up.attach.player_id)
                 elif which == "detach":
                     if up.detach.player_id in link.players:
@@ -140,7 +146,9 @@ class Links:
             if ack.player_id in link.players:
                 self.sim.ack(ack.player_id, ack.stream, ack.sequence)
 
-    def _attach(self, link: Link, player: str) -> None:
+    def _attach(self, link: Link, player: str, *, asked: bool = True) -> None:
+        """Attach ``player`` to ``link`` (``asked``: by that relay, so it reads the
+        snapshots), or hold the request until the player's COMMIT is read."""
         if not self.sim.attach(player):
             # The relay may follow a route change before the COMMIT is read here.
             now = time.monotonic()
@@ -152,6 +160,8 @@ class Links:
             metrics.LINK_ERRORS.labels("attach_unknown_player").inc()
             return
         self.pending_attach.pop(player, None)
+        if asked and len(self.first_due) < PENDING_MAX:
+            self.first_due[player] = time.monotonic()
         old = self.player_link.get(player)
         if old is not None and old in self.links:
             self.links[old].players.discard(player)
@@ -161,6 +171,7 @@ class Links:
     def _detach(self, link: Link, player: str) -> None:
         link.players.discard(player)
         self.pending_attach.pop(player, None)
+        self.first_due.pop(player, None)
         if self.player_link.get(player) == link.id:
             del self.player_link[player]
             self.sim.detach(player)
@@ -175,16 +186,21 @@ class Links:
         (a no-op here)."""
         waiting = self.pending_attach.pop(player, None)
         if waiting is not None and waiting[0] in self.links:
+            metrics.ARRIVAL.labels("pending").observe(time.monotonic() - waiting[1])
             self._attach(self.links[waiting[0]], player)
             return
+        if len(self.unattached) < PENDING_MAX:
+            self.unattached[player] = time.monotonic()
         eid = self.sim.ents.players.get(player)
         relay_id = self.sim.ents.extra[eid].relay_id if eid is not None else ""
         served = [link for link in self.links.values() if relay_id and link.relay_id == relay_id]
         if served:
-            self._attach(max(served, key=lambda link: link.id), player)
+            self._attach(max(served, key=lambda link: link.id), player, asked=False)
 
     def forget(self, player: str) -> Link | None:
         """A player leaving this zone: no link serves it any more; the one that did."""
+        self.unattached.pop(player, None)
+        self.first_due.pop(player, None)
         link_id = self.player_link.pop(player, None)
         if link_id is None or link_id not in self.links:
             return None
@@ -213,6 +229,7 @@ class Links:
         """Group the frame's snapshots and events per link and queue them."""
         batch = frame.batch
         per_link: dict[int, list[zone_pb2.PlayerSnapshot]] = {}
+        queued = time.monotonic()
         streams = batch.stream.tolist()
         seqs = batch.sequence.tolist()
         bases = batch.baseline.tolist()
@@ -220,6 +237,8 @@ class Links:
             link_id = self.player_link.get(player)
             if link_id is None:
                 continue
+            if self.first_due and (since := self.first_due.pop(player, None)) is not None:
+                metrics.ARRIVAL.labels("first_snapshot").observe(queued - since)
             per_link.setdefault(link_id, []).append(
                 zone_pb2.PlayerSnapshot(
                     player_id=player,
