@@ -150,6 +150,31 @@ async def test_an_arrival_is_timed_through_attach_commit_and_first_snapshot() ->
     links.end(link)
 
 
+async def test_a_relay_linking_after_its_players_arrived_gets_their_snapshots_at_once() -> None:
+    sim, links = make()
+    for eid, player, relay in ((4, "d", "r1"), (5, "e", "r2"), (6, "f", "r1")):
+        sim.add_player(entity_id=eid, player_id=player, pos=(0.0, 0.0, 0.0), team=0)
+        sim.ents.extra[eid].relay_id = relay
+        links.arrived(player)  # handed here before any relay linked to this zone
+    assert not links.player_link
+    up, other = Upstream(), Upstream()
+    link = links.open("r1", aiter(up))
+    assert link.players == {"d", "f"} and set(sim.attached) == {"d", "f"}
+    assert links.unattached.keys() == {"d", "e", "f"} and not links.first_due
+    links.publish(sim.step())  # before the relay's Attaches have come down the stream
+    msg = link.queue.get_nowait()
+    assert msg is not None and {s.player_id for s in msg.snapshots.snapshots} == {"d", "f"}
+    stream = sim.encoder.stream[sim.attached["d"]]
+    up.send(attach=zone_pb2.Attach(player_id="d"))  # the relay followed the route
+    await settle()
+    assert "d" not in links.unattached and links.first_due.keys() == {"d"}
+    assert sim.encoder.stream[sim.attached["d"]] != stream  # a new stream, full first
+    two = links.open("r2", aiter(other))
+    assert two.players == {"e"} and link.players == {"d", "f"}
+    links.end(link)
+    links.end(two)
+
+
 async def test_a_full_link_makes_room_for_handovers_and_events_by_dropping_old_snapshots() -> None:
     sim, links = make()
     up = Upstream()

@@ -73,9 +73,16 @@ class Links:
     # --- streams -------------------------------------------------------------
 
     def open(self, relay_id: str, upstream: AsyncIterator[zone_pb2.ZoneLinkUp]) -> Link:
-        """A relay's stream after its hello: register it and start reading it."""
+        """A relay's stream after its hello: register it, attach the players here that
+        this relay serves and no link does (handed here before the relay linked to this
+        zone: their snapshots start on the next tick instead of after each one's Attach
+        has come down the new stream), and start reading it."""
         link = Link(next(self._ids), relay_id, asyncio.Queue(self.queue_size))
         self.links[link.id] = link
+        extra = self.sim.ents.extra
+        for player, eid in list(self.sim.ents.players.items()) if relay_id else []:
+            if player not in self.player_link and extra[eid].relay_id == relay_id:
+                self._attach(link, player, asked=False)
         log.info("link opened", extra={"link": link.id, "relay": link.relay_id})
         link.reader = asyncio.create_task(self._read(link, upstream))
         return link
@@ -182,8 +189,9 @@ class Links:
         """A player handed to this zone: attach it to the link its relay already asked
         on, else to the newest link of the relay that served it (the entity carries its
         relay id), so an Attach that came too early or was lost cannot strand the
-        player; that relay drops snapshots until it follows the route, then attaches
-        (a no-op here)."""
+        player, and its snapshots do not wait for the Attach; that relay drops them
+        until it follows the route, then attaches (a new stream, full snapshot first,
+        as the snapshots it dropped were never acknowledged)."""
         waiting = self.pending_attach.pop(player, None)
         if waiting is not None and waiting[0] in self.links:
             metrics.ARRIVAL.labels("pending").observe(time.monotonic() - waiting[1])
