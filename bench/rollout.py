@@ -143,13 +143,19 @@ def arrival_report(arrivals: list[Arrival]) -> dict[str, Any]:
     } | {"moves_timed": len(arrivals)}
 
 
-def zone_arrivals(address: str) -> dict[str, dict[str, float]]:
-    """A zone's ``tessera_zone_arrival_seconds`` per phase: count, mean and the
-    share over 100 and 250 ms (from its /metrics)."""
+def zone_arrivals(address: str) -> dict[str, Any]:
+    """A zone's ``tessera_zone_arrival_seconds`` per phase: count, mean and how many
+    over 100 and 250 ms; and its link drops (``dropped``: messages a full link queue
+    did not deliver), from its /metrics."""
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
         text = response.read().decode()
     counts: dict[str, dict[str, float]] = defaultdict(dict)
+    dropped: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
+        if family.name == "tessera_zone_link_dropped":
+            dropped = {
+                s.labels["what"]: s.value for s in family.samples if s.name.endswith("_total")
+            }
         if family.name != "tessera_zone_arrival_seconds":
             continue
         for sample in family.samples:
@@ -166,7 +172,7 @@ def zone_arrivals(address: str) -> dict[str, dict[str, float]]:
             "over_250ms": c.get("count", 0.0) - c.get("le_0.25", 0.0),
         }
         for phase, c in counts.items()
-    }
+    } | {"dropped": dropped}
 
 
 def gap_report(
