@@ -256,18 +256,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         zones = {n: z.view.bounds for n, z in runtime.zones.items() if z.view.bounds is not None}
         names = sorted(zones)
         players: dict[str, list[str]] = {n: [] for n in names}
-        joins = []
         for i in range(args.bots):
             zone = names[i % len(names)]
             b = zones[zone]
             assert b is not None
             k = len(players[zone])
             player = f"b{i}"
-            joins.append((player, zone, b.min_x + 20 + (k % 10) * 8, b.min_z + 20 + k // 10 * 8))
+            await driver.join(player, zone, b.min_x + 20 + (k % 10) * 8, b.min_z + 20 + k // 10 * 8)
             players[zone].append(player)
-        await driver.follow_routes()
-        for start in range(0, len(joins), 16):  # 16 joins at a time: set-up, not measured
-            await asyncio.gather(*(driver.join(*join) for join in joins[start : start + 16]))
         for zone, group in players.items():
             b = zones[zone]
             assert b is not None

@@ -321,8 +321,9 @@ class Arrival:
     def phases(self) -> dict[str, float]:
         """Seconds spent in each step: ``link`` (opening the link to the zone),
         ``zone`` (Attach queued until the zone queued the first snapshot: the Attach's
-        way there, the wait for the COMMIT and for the next tick) and ``delivery``
-        (the zone's link queue, the stream and the driver's loop)."""
+        way there, the wait for the COMMIT and for the next tick; negative when the
+        zone attached the player itself and sent first) and ``delivery`` (the zone's
+        link queue, the stream and the driver's loop)."""
         return {
             "link": self.linked - self.noticed,
             "zone": self.published - self.attached,
