@@ -34,17 +34,15 @@ import math
 import os
 import resource
 import time
-import urllib.request
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from tessera.common.store import read_heartbeats
 from tessera.harness.redis import LocalRedis
-from tessera.harness.zones import Arrival, Driver, Gap, World
+from tessera.harness.zones import Driver, Gap, World, arrival_report, zone_arrivals
 from tessera.operator.local import LocalRuntime
 from tessera.operator.planner.model import Desired, Phase
 from tessera.zone import audit
@@ -125,54 +123,6 @@ def starting(timeline: list[tuple[float, str]]) -> list[tuple[float, float]]:
     created = {w.split()[1]: t for t, w in timeline if w.startswith("CreateZone ")}
     serving = {w.split()[1]: t for t, w in timeline if w.startswith("serving ")}
     return [(t, serving.get(name, math.inf)) for name, t in created.items()]
-
-
-def arrival_report(arrivals: list[Arrival]) -> dict[str, Any]:
-    """Each phase of the players' moves (``Arrival.phases``): p50 / p99 / max in ms."""
-    phases: dict[str, list[float]] = defaultdict(list)
-    for a in arrivals:
-        for phase, seconds in a.phases().items():
-            phases[phase].append(seconds)
-    return {
-        phase: {
-            "p50_ms": round(percentile(v, 50) * 1000.0, 1),
-            "p99_ms": round(percentile(v, 99) * 1000.0, 1),
-            "max_ms": round(max(v) * 1000.0, 1),
-        }
-        for phase, v in phases.items()
-    } | {"moves_timed": len(arrivals)}
-
-
-def zone_arrivals(address: str) -> dict[str, Any]:
-    """A zone's ``tessera_zone_arrival_seconds`` per phase: count, mean and how many
-    over 100 and 250 ms; and its link drops (``dropped``: messages a full link queue
-    did not deliver), from its /metrics."""
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    counts: dict[str, dict[str, float]] = defaultdict(dict)
-    dropped: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name == "tessera_zone_link_dropped":
-            dropped = {
-                s.labels["what"]: s.value for s in family.samples if s.name.endswith("_total")
-            }
-        if family.name != "tessera_zone_arrival_seconds":
-            continue
-        for sample in family.samples:
-            phase = sample.labels["phase"]
-            if sample.name.endswith("_bucket") and sample.labels["le"] in ("0.1", "0.25"):
-                counts[phase]["le_" + sample.labels["le"]] = sample.value
-            elif sample.name.endswith(("_count", "_sum")):
-                counts[phase][sample.name.rsplit("_", 1)[1]] = sample.value
-    return {
-        phase: {
-            "count": c.get("count", 0.0),
-            "mean_ms": round(1000.0 * c.get("sum", 0.0) / max(1.0, c.get("count", 0.0)), 1),
-            "over_100ms": c.get("count", 0.0) - c.get("le_0.1", 0.0),
-            "over_250ms": c.get("count", 0.0) - c.get("le_0.25", 0.0),
-        }
-        for phase, c in counts.items()
-    } | {"dropped": dropped}
 
 
 def gap_report(

@@ -16,12 +16,14 @@ import collections
 import contextlib
 import math
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from tessera.common.process import ServiceProcess
 from tessera.common.store import Client
@@ -43,12 +45,19 @@ class World:
     """Zone processes of one world plus its zone map."""
 
     def __init__(
-        self, redis: Client, redis_url: str, *, world: str = "w", env: dict[str, str] | None = None
+        self,
+        redis: Client,
+        redis_url: str,
+        *,
+        world: str = "w",
+        env: dict[str, str] | None = None,
+        start_timeout_s: float = 20.0,
     ) -> None:
         self.redis = redis
         self.redis_url = redis_url
         self.world = world
         self.env = env or {}
+        self.start_timeout_s = start_timeout_s  # a zone's start-up, on a loaded machine longer
         self.procs: dict[str, ServiceProcess] = {}
         self.bounds: dict[str, Rect] = {}
         self.version = 0
@@ -79,7 +88,7 @@ class World:
         """Start (or restart) a zone process and wait until it serves. The child is
         forked from the event loop's thread: it dies with the thread that forked it."""
         proc = ServiceProcess("tessera.zone", self.zone_env(name, bounds), name=name).start()
-        await asyncio.to_thread(proc.wait_serving)
+        await asyncio.to_thread(proc.wait_serving, self.start_timeout_s)
         self.procs[name] = proc
         if bounds is not None:
             self.bounds[name] = bounds
@@ -96,7 +105,7 @@ class World:
             **(env or {}),
         }
         proc = ServiceProcess("tessera.zone", zone_env, name=name).start()
-        await asyncio.to_thread(proc.wait_serving)
+        await asyncio.to_thread(proc.wait_serving, self.start_timeout_s)
         self.procs[name] = proc
         return proc
 
@@ -329,6 +338,59 @@ class Arrival:
             "zone": self.published - self.attached,
             "delivery": self.received - self.published,
         }
+
+
+def arrival_report(arrivals: list[Arrival]) -> dict[str, Any]:
+    """Each phase of the players' moves (``Arrival.phases``): p50 / p99 / max in ms."""
+    phases: dict[str, list[float]] = collections.defaultdict(list)
+    for a in arrivals:
+        for phase, seconds in a.phases().items():
+            phases[phase].append(seconds)
+    return {
+        phase: {
+            "p50_ms": round(_percentile(v, 50) * 1000.0, 1),
+            "p99_ms": round(_percentile(v, 99) * 1000.0, 1),
+            "max_ms": round(max(v) * 1000.0, 1),
+        }
+        for phase, v in phases.items()
+    } | {"moves_timed": len(arrivals)}
+
+
+def zone_arrivals(address: str) -> dict[str, Any]:
+    """A zone's ``tessera_zone_arrival_seconds`` per phase: count, mean and how many
+    over 100 and 250 ms; and its link drops (``dropped``: messages a full link queue
+    did not deliver), from its /metrics."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    counts: dict[str, dict[str, float]] = collections.defaultdict(dict)
+    dropped: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "tessera_zone_link_dropped":
+            dropped = {
+                s.labels["what"]: s.value for s in family.samples if s.name.endswith("_total")
+            }
+        if family.name != "tessera_zone_arrival_seconds":
+            continue
+        for sample in family.samples:
+            phase = sample.labels["phase"]
+            if sample.name.endswith("_bucket") and sample.labels["le"] in ("0.1", "0.25"):
+                counts[phase]["le_" + sample.labels["le"]] = sample.value
+            elif sample.name.endswith(("_count", "_sum")):
+                counts[phase][sample.name.rsplit("_", 1)[1]] = sample.value
+    return {
+        phase: {
+            "count": c.get("count", 0.0),
+            "mean_ms": round(1000.0 * c.get("sum", 0.0) / max(1.0, c.get("count", 0.0)), 1),
+            "over_100ms": c.get("count", 0.0) - c.get("le_0.1", 0.0),
+            "over_250ms": c.get("count", 0.0) - c.get("le_0.25", 0.0),
+        }
+        for phase, c in counts.items()
+    } | {"dropped": dropped}
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))]
 
 
 class Stalls:
