@@ -160,15 +160,24 @@ async def test_a_relay_linking_after_its_players_arrived_gets_their_snapshots_at
     up, other = Upstream(), Upstream()
     link = links.open("r1", aiter(up))
     assert link.players == {"d", "f"} and set(sim.attached) == {"d", "f"}
-    assert links.unattached.keys() == {"d", "e", "f"} and not links.first_due
+    assert links.unattached.keys() == {"d", "e", "f"}
+    assert {p: phase for p, (_, phase) in links.first_due.items()} == {
+        "d": "self_attached",
+        "f": "self_attached",
+    }
+    self_attached = observed("self_attached")
     links.publish(sim.step())  # before the relay's Attaches have come down the stream
+    assert observed("self_attached") == self_attached + 2 and not links.first_due
     msg = link.queue.get_nowait()
     assert msg is not None and {s.player_id for s in msg.snapshots.snapshots} == {"d", "f"}
     stream = sim.encoder.stream[sim.attached["d"]]
     up.send(attach=zone_pb2.Attach(player_id="d"))  # the relay followed the route
     await settle()
-    assert "d" not in links.unattached and links.first_due.keys() == {"d"}
-    assert sim.encoder.stream[sim.attached["d"]] != stream  # a new stream, full first
+    assert "d" not in links.unattached and links.first_due["d"][1] == "first_snapshot"
+    assert sim.encoder.stream[sim.attached["d"]] == stream  # its first Attach keeps it
+    up.send(attach=zone_pb2.Attach(player_id="d"))  # any later Attach restarts it
+    await settle()
+    assert sim.encoder.stream[sim.attached["d"]] != stream and not links.unasked - {"f"}
     two = links.open("r2", aiter(other))
     assert two.players == {"e"} and link.players == {"d", "f"}
     links.end(link)

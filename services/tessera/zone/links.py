@@ -64,7 +64,9 @@ class Links:
         self.pending_attach: dict[str, tuple[int, float]] = {}  # player -> (link id, since)
         # Arrivals timed for metrics.ARRIVAL: adopted, no Attach yet; attached, no snapshot yet.
         self.unattached: dict[str, float] = {}
-        self.first_due: dict[str, float] = {}
+        self.first_due: dict[str, tuple[float, str]] = {}  # player -> since, phase
+        # Attached by the zone to their relay's link, that relay's Attach not read yet.
+        self.unasked: set[str] = set()
         self._ids = itertools.count(1)
         # Set by close(): a stream that arrives after it is refused, not held open
         # until the server's grace runs out.
@@ -155,7 +157,18 @@ class Links:
 
     def _attach(self, link: Link, player: str, *, asked: bool = True) -> None:
         """Attach ``player`` to ``link`` (``asked``: by that relay, so it reads the
-        snapshots), or hold the request until the player's COMMIT is read."""
+        snapshots), or hold the request until the player's COMMIT is read. The
+        relay's first Attach of a player the zone attached to that same link keeps
+        the stream: no snapshot of it can have been acknowledged before (the relay
+        acknowledges only what it forwards, after it sent the Attach), so its next
+        snapshot is full either way, and acknowledgements already on their way
+        stay valid."""
+        if asked and player in self.unasked and self.player_link.get(player) == link.id:
+            self.unasked.discard(player)
+            if len(self.first_due) < PENDING_MAX:
+                self.first_due[player] = (time.monotonic(), "first_snapshot")
+            return
+        self.unasked.discard(player)
         if not self.sim.attach(player):
             # The relay may follow a route change before the COMMIT is read here.
             now = time.monotonic()
@@ -167,16 +180,20 @@ class Links:
             metrics.LINK_ERRORS.labels("attach_unknown_player").inc()
             return
         self.pending_attach.pop(player, None)
-        if asked and len(self.first_due) < PENDING_MAX:
-            self.first_due[player] = time.monotonic()
+        if len(self.first_due) < PENDING_MAX:
+            phase = "first_snapshot" if asked else "self_attached"
+            self.first_due[player] = (time.monotonic(), phase)
         old = self.player_link.get(player)
         if old is not None and old in self.links:
             self.links[old].players.discard(player)
         self.player_link[player] = link.id
         link.players.add(player)
+        if not asked:
+            self.unasked.add(player)
 
     def _detach(self, link: Link, player: str) -> None:
         link.players.discard(player)
+        self.unasked.discard(player)
         self.pending_attach.pop(player, None)
         self.first_due.pop(player, None)
         if self.player_link.get(player) == link.id:
@@ -190,8 +207,7 @@ class Links:
         on, else to the newest link of the relay that served it (the entity carries its
         relay id), so an Attach that came too early or was lost cannot strand the
         player, and its snapshots do not wait for the Attach; that relay drops them
-        until it follows the route, then attaches (a new stream, full snapshot first,
-        as the snapshots it dropped were never acknowledged)."""
+        until it follows the route, then attaches (the stream goes on: see _attach)."""
         waiting = self.pending_attach.pop(player, None)
         if waiting is not None and waiting[0] in self.links:
             metrics.ARRIVAL.labels("pending").observe(time.monotonic() - waiting[1])
@@ -209,6 +225,7 @@ class Links:
         """A player leaving this zone: no link serves it any more; the one that did."""
         self.unattached.pop(player, None)
         self.first_due.pop(player, None)
+        self.unasked.discard(player)
         link_id = self.player_link.pop(player, None)
         if link_id is None or link_id not in self.links:
             return None
@@ -245,8 +262,8 @@ class Links:
             link_id = self.player_link.get(player)
             if link_id is None:
                 continue
-            if self.first_due and (since := self.first_due.pop(player, None)) is not None:
-                metrics.ARRIVAL.labels("first_snapshot").observe(queued - since)
+            if self.first_due and (due := self.first_due.pop(player, None)) is not None:
+                metrics.ARRIVAL.labels(due[1]).observe(queued - due[0])
             per_link.setdefault(link_id, []).append(
                 zone_pb2.PlayerSnapshot(
                     player_id=player,
