@@ -536,7 +536,6 @@ class Driver:
                     link.quant = Quantization.from_proto(down.welcome.quantization)
                 elif which == "snapshots":
                     self._snapshots(link, down.snapshots)
-                    self._arrived(link, down.snapshots)
                 elif which == "handover" and down.handover.player_id in self.zone_of:
                     self.handovers += 1
                     route = Route(down.handover.to.zone, down.handover.epoch)
@@ -588,12 +587,13 @@ class Driver:
             self._heard[player] = (link.zone, snap.stream, snap.sequence)
         if acks:
             link.up.put_nowait(zone_pb2.ZoneLinkUp(inputs=zone_pb2.InputBatch(acks=acks)))
+        self._arrived(link, batch, now)
 
-    def _arrived(self, link: _Link, batch: zone_pb2.SnapshotBatch) -> None:
-        """Complete the timing of players whose first snapshot from a new zone came."""
+    def _arrived(self, link: _Link, batch: zone_pb2.SnapshotBatch, now: float) -> None:
+        """Complete the timing of players whose first snapshot from a new zone came
+        (received ``now``, the time a gap it ends is recorded at)."""
         if not self._arriving:
             return
-        now = time.monotonic()
         published = batch.server_time_ms / 1000.0 - self._wall
         for snap in batch.snapshots:
             move = self._arriving.get(snap.player_id)
