@@ -43,7 +43,7 @@ from redis.asyncio import Redis
 from tessera.common.store import read_heartbeats
 from tessera.harness.redis import LocalRedis
 from tessera.harness.tokens import LOCAL
-from tessera.harness.zones import Driver, Gap, World
+from tessera.harness.zones import Driver, Gap, World, arrival_report, zone_arrivals
 from tessera.operator.local import LocalRuntime
 from tessera.operator.planner.model import Desired, Phase
 from tessera.zone import audit
@@ -139,6 +139,7 @@ def gap_report(
         if g.zone not in worst_of or g.gap_s > worst_of[g.zone].gap_s:
             worst_of[g.zone] = g
     worst = sorted(worst_of.values(), key=lambda g: g.gap_s, reverse=True)
+    arrival_of = {(a.player, a.received): a for a in driver.arrivals}
     return {
         "max_snapshot_gap_ms": driver.max_gap_s * 1000.0,
         "player_gap_p50_ms": percentile(longest, 50) * 1000.0,
@@ -165,9 +166,23 @@ def gap_report(
                 "via": g.via,
                 "stall_ms": round(g.stall_s * 1000.0, 1),
                 "dropped": g.dropped,
+                "phases_ms": {
+                    phase: round(seconds * 1000.0, 1)
+                    for phase, seconds in arrival_of[(g.player, g.at)].phases().items()
+                }
+                if (g.player, g.at) in arrival_of
+                else {},
             }
             for g in worst
         ],
+        "moves": arrival_report(driver.arrivals),
+        "first_snapshot_over_250ms_phases": arrival_report(
+            [
+                arrival_of[(g.player, g.at)]
+                for g in over
+                if g.cause == "first_snapshot" and (g.player, g.at) in arrival_of
+            ]
+        ),
     }
 
 
@@ -260,6 +275,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         while silent and time.monotonic() - since < 5.0:
             await asyncio.sleep(0.05)
             silent = [p for p in silent if driver.last_snapshot.get(p, 0) <= since]
+        arrivals = {
+            name: await asyncio.to_thread(
+                zone_arrivals, f"127.0.0.1:{z.process.ports['metrics_port']}"
+            )
+            for name, z in sorted(runtime.zones.items())
+            if name not in old and z.process.alive()
+        }
         report = await audit.settle(
             redis, "roll", world.addresses(), everyone, timeout_s=10, channel=LOCAL.channel
         )
@@ -273,6 +295,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "replace_s_mean": sum(per_zone) / len(per_zone),
             "replace_s": {name: round(v, 3) for name, v in sorted(replace_s.items())},
             **gaps,
+            "zone_arrivals": arrivals,
             "zone_tick_p99_ms_max": tick_p99_ms,
             "zone_overloaded_heartbeats": overloaded,
             "disconnects": len(silent),
@@ -327,6 +350,9 @@ def main() -> None:
         "gaps_over_250ms",
         "gaps_over_250ms_by_zone",
         "moves_by",
+        "moves",
+        "first_snapshot_over_250ms_phases",
+        "zone_arrivals",
         "replace_s",
     ):
         print(f"{key}: {result[key]}")

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from tessera.common.store import Client, WorldKeys
-from tessera.harness.zones import Driver, Stalls, World, ZoneSpec, explain_gap
+from tessera.harness.zones import Arrival, Driver, Stalls, World, ZoneSpec, explain_gap
 from tessera.wire.geometry import Rect
 
 WEST, EAST = Rect(-200, -200, 0, 200), Rect(0, -200, 200, 200)
@@ -75,6 +75,12 @@ def busy(seconds: float) -> None:
         pass
 
 
+def test_an_arrivals_phases_split_its_path() -> None:
+    move = Arrival("p", "east", "routes_changed", 1.0, 1.25, 1.25, 1.2, 1.3)
+    # the zone sent its first snapshot before the driver's Attach: a negative zone phase
+    assert move.phases() == pytest.approx({"link": 0.25, "zone": -0.05, "delivery": 0.1})
+
+
 async def test_stalls_measure_a_blocked_loop() -> None:
     stalls = Stalls(period_s=0.005)
     task = asyncio.create_task(stalls.run())
@@ -124,6 +130,8 @@ async def test_driver_follows_a_drain_on_the_first_notice_newest_epoch_wins(
         assert sum(driver.moves.values()) == len(players)
         assert set(driver.moves) <= {"handover", "routes_changed"}, driver.moves
         assert await driver.resync() == 0
+        assert sorted(a.player for a in driver.arrivals) == sorted(players)
+        assert all(a.zone == "east" and a.received >= a.attached for a in driver.arrivals)
 
         route = driver.routes.get("p0")
         assert route is not None and route.zone == "east"

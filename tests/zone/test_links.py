@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tessera.common.config import Env
 from tessera.v1 import zone_pb2
@@ -115,6 +116,72 @@ async def test_an_arrival_nobody_asked_for_attaches_to_the_newest_link_of_its_re
     links.arrived("e")  # no relay known: stays unattached until one asks
     assert "e" not in links.player_link and "e" not in sim.attached
     links.close()
+
+
+def observed(phase: str) -> float:
+    count = REGISTRY.get_sample_value("tessera_zone_arrival_seconds_count", {"phase": phase})
+    return count or 0.0
+
+
+async def test_an_arrival_is_timed_through_attach_commit_and_first_snapshot() -> None:
+    sim, links = make()
+    up = Upstream()
+    link = links.open("r1", aiter(up))
+    before = {p: observed(p) for p in ("pending", "unattached", "first_snapshot")}
+    up.send(attach=zone_pb2.Attach(player_id="d"))  # before its COMMIT
+    await settle()
+    sim.add_player(entity_id=4, player_id="d", pos=(0.0, 0.0, 0.0), team=0)
+    links.arrived("d")
+    sim.add_player(entity_id=5, player_id="e", pos=(0.0, 0.0, 0.0), team=0)
+    links.arrived("e")  # COMMIT first: waits for its relay's Attach
+    assert links.unattached.keys() == {"e"} and links.first_due.keys() == {"d"}
+    up.send(attach=zone_pb2.Attach(player_id="e"))
+    await settle()
+    assert not links.unattached and links.first_due.keys() == {"d", "e"}
+    links.publish(sim.step())
+    assert not links.first_due
+    after = {p: observed(p) for p in before}
+    assert after == {
+        "pending": before["pending"] + 1,
+        "unattached": before["unattached"] + 1,
+        "first_snapshot": before["first_snapshot"] + 2,
+    }
+    assert link.players == {"d", "e"}
+    links.end(link)
+
+
+async def test_a_relay_linking_after_its_players_arrived_gets_their_snapshots_at_once() -> None:
+    sim, links = make()
+    for eid, player, relay in ((4, "d", "r1"), (5, "e", "r2"), (6, "f", "r1")):
+        sim.add_player(entity_id=eid, player_id=player, pos=(0.0, 0.0, 0.0), team=0)
+        sim.ents.extra[eid].relay_id = relay
+        links.arrived(player)  # handed here before any relay linked to this zone
+    assert not links.player_link
+    up, other = Upstream(), Upstream()
+    link = links.open("r1", aiter(up))
+    assert link.players == {"d", "f"} and set(sim.attached) == {"d", "f"}
+    assert links.unattached.keys() == {"d", "e", "f"}
+    assert {p: phase for p, (_, phase) in links.first_due.items()} == {
+        "d": "self_attached",
+        "f": "self_attached",
+    }
+    self_attached = observed("self_attached")
+    links.publish(sim.step())  # before the relay's Attaches have come down the stream
+    assert observed("self_attached") == self_attached + 2 and not links.first_due
+    msg = link.queue.get_nowait()
+    assert msg is not None and {s.player_id for s in msg.snapshots.snapshots} == {"d", "f"}
+    stream = sim.encoder.stream[sim.attached["d"]]
+    up.send(attach=zone_pb2.Attach(player_id="d"))  # the relay followed the route
+    await settle()
+    assert "d" not in links.unattached and links.first_due["d"][1] == "first_snapshot"
+    assert sim.encoder.stream[sim.attached["d"]] == stream  # its first Attach keeps it
+    up.send(attach=zone_pb2.Attach(player_id="d"))  # any later Attach restarts it
+    await settle()
+    assert sim.encoder.stream[sim.attached["d"]] != stream and not links.unasked - {"f"}
+    two = links.open("r2", aiter(other))
+    assert two.players == {"e"} and link.players == {"d", "f"}
+    links.end(link)
+    links.end(two)
 
 
 async def test_a_full_link_makes_room_for_handovers_and_events_by_dropping_old_snapshots() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from tessera.common.store import Client, WorldKeys
 from tessera.v1 import common_pb2, zone_pb2
-from tessera.zone.store import Commit, GhostFeed, ZoneStore, parse_route
+from tessera.zone.store import Commit, GhostFeed, ZoneStore, entry_age_s, parse_route
 
 pytestmark = pytest.mark.redis_cluster
 
@@ -219,3 +219,8 @@ async def test_ghost_batches_reach_the_neighbours_that_follow(redis: Client) -> 
         assert await batches(1) == [("north", b"n3")]
     finally:
         await feed.close()
+
+
+def test_an_entry_age_comes_from_its_id_and_is_never_negative() -> None:
+    assert entry_age_s("1700000000250-3", 1700000000.5) == pytest.approx(0.25)
+    assert entry_age_s("1700000000900-0", 1700000000.5) == 0.0  # clocks apart

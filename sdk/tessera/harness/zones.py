@@ -18,12 +18,14 @@ import collections
 import contextlib
 import math
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from tessera.common.process import ServiceProcess
 from tessera.common.store import Client
@@ -54,12 +56,14 @@ class World:
         world: str = "w",
         env: dict[str, str] | None = None,
         issuer: LocalIssuer = LOCAL,
+        start_timeout_s: float = 20.0,
     ) -> None:
         self.redis = redis
         self.issuer = issuer
         self.redis_url = redis_url
         self.world = world
         self.env = env or {}
+        self.start_timeout_s = start_timeout_s  # a zone's start-up, on a loaded machine longer
         self.procs: dict[str, ServiceProcess] = {}
         self.bounds: dict[str, Rect] = {}
         self.version = 0
@@ -91,7 +95,7 @@ class World:
         """Start (or restart) a zone process and wait until it serves. The child is
         forked from the event loop's thread: it dies with the thread that forked it."""
         proc = ServiceProcess("tessera.zone", self.zone_env(name, bounds), name=name).start()
-        await asyncio.to_thread(proc.wait_serving)
+        await asyncio.to_thread(proc.wait_serving, self.start_timeout_s)
         self.procs[name] = proc
         if bounds is not None:
             self.bounds[name] = bounds
@@ -108,7 +112,7 @@ class World:
             **(env or {}),
         }
         proc = ServiceProcess("tessera.zone", zone_env, name=name).start()
-        await asyncio.to_thread(proc.wait_serving)
+        await asyncio.to_thread(proc.wait_serving, self.start_timeout_s)
         self.procs[name] = proc
         return proc
 
@@ -314,6 +318,88 @@ def explain_gap(
     )
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """One move of a player to another zone, timed through the path (monotonic
+    seconds): the route notice reached the driver, the link to the zone was ready,
+    the Attach was queued, the zone queued the player's first snapshot there (its
+    batch's server time) and the driver received it."""
+
+    player: str
+    zone: str
+    via: str
+    noticed: float
+    linked: float
+    attached: float
+    published: float
+    received: float
+
+    def phases(self) -> dict[str, float]:
+        """Seconds spent in each step: ``link`` (opening the link to the zone),
+        ``zone`` (Attach queued until the zone queued the first snapshot: the Attach's
+        way there, the wait for the COMMIT and for the next tick; negative when the
+        zone attached the player itself and sent first) and ``delivery`` (the zone's
+        link queue, the stream and the driver's loop)."""
+        return {
+            "link": self.linked - self.noticed,
+            "zone": self.published - self.attached,
+            "delivery": self.received - self.published,
+        }
+
+
+def arrival_report(arrivals: list[Arrival]) -> dict[str, Any]:
+    """Each phase of the players' moves (``Arrival.phases``): p50 / p99 / max in ms."""
+    phases: dict[str, list[float]] = collections.defaultdict(list)
+    for a in arrivals:
+        for phase, seconds in a.phases().items():
+            phases[phase].append(seconds)
+    return {
+        phase: {
+            "p50_ms": round(_percentile(v, 50) * 1000.0, 1),
+            "p99_ms": round(_percentile(v, 99) * 1000.0, 1),
+            "max_ms": round(max(v) * 1000.0, 1),
+        }
+        for phase, v in phases.items()
+    } | {"moves_timed": len(arrivals)}
+
+
+def zone_arrivals(address: str) -> dict[str, Any]:
+    """A zone's ``tessera_zone_arrival_seconds`` per phase: count, mean and how many
+    over 100 and 250 ms; and its link drops (``dropped``: messages a full link queue
+    did not deliver), from its /metrics."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    counts: dict[str, dict[str, float]] = collections.defaultdict(dict)
+    dropped: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "tessera_zone_link_dropped":
+            dropped = {
+                s.labels["what"]: s.value for s in family.samples if s.name.endswith("_total")
+            }
+        if family.name != "tessera_zone_arrival_seconds":
+            continue
+        for sample in family.samples:
+            phase = sample.labels["phase"]
+            if sample.name.endswith("_bucket") and sample.labels["le"] in ("0.1", "0.25"):
+                counts[phase]["le_" + sample.labels["le"]] = sample.value
+            elif sample.name.endswith(("_count", "_sum")):
+                counts[phase][sample.name.rsplit("_", 1)[1]] = sample.value
+    return {
+        phase: {
+            "count": c.get("count", 0.0),
+            "mean_ms": round(1000.0 * c.get("sum", 0.0) / max(1.0, c.get("count", 0.0)), 1),
+            "over_100ms": c.get("count", 0.0) - c.get("le_0.1", 0.0),
+            "over_250ms": c.get("count", 0.0) - c.get("le_0.25", 0.0),
+        }
+        for phase, c in counts.items()
+    } | {"dropped": dropped}
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))]
+
+
 class Stalls:
     """How late the running event loop wakes from short sleeps: a blocked or
     CPU-starved loop delays everything the driver receives."""
@@ -380,6 +466,10 @@ class Driver:
         self.stalls = Stalls()
         self._heard: dict[str, tuple[str, int, int]] = {}  # player -> zone, stream, sequence
         self._moved: dict[str, tuple[float, str]] = {}  # player -> when, via what
+        self.arrivals: list[Arrival] = []
+        # player -> zone, via, noticed, linked, attached: waiting for its first snapshot
+        self._arriving: dict[str, tuple[str, str, float, float, float]] = {}
+        self._wall = time.time() - time.monotonic()  # server_time_ms to monotonic
         self._opening: dict[str, asyncio.Task[_Link]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watch: asyncio.Task[None] | None = None
@@ -400,6 +490,7 @@ class Driver:
         self.player_gap_s.clear()
         self.gaps.clear()
         self.moves.clear()
+        self.arrivals.clear()
 
     async def link(self, zone: str) -> _Link:
         """The live link to ``zone``, opened on first use (LookupError if the zone
@@ -503,6 +594,19 @@ class Driver:
             self._heard[player] = (link.zone, snap.stream, snap.sequence)
         if acks:
             link.up.put_nowait(zone_pb2.ZoneLinkUp(inputs=zone_pb2.InputBatch(acks=acks)))
+        self._arrived(link, batch, now)
+
+    def _arrived(self, link: _Link, batch: zone_pb2.SnapshotBatch, now: float) -> None:
+        """Complete the timing of players whose first snapshot from a new zone came
+        (received ``now``, the time a gap it ends is recorded at)."""
+        if not self._arriving:
+            return
+        published = batch.server_time_ms / 1000.0 - self._wall
+        for snap in batch.snapshots:
+            move = self._arriving.get(snap.player_id)
+            if move is not None and move[0] == link.zone:
+                del self._arriving[snap.player_id]
+                self.arrivals.append(Arrival(snap.player_id, *move, published, now))
 
     def _on_route_change(self, player: str, route: Route | None, _traceparent: str) -> None:
         if route is not None and player in self.zone_of:
@@ -511,6 +615,7 @@ class Driver:
     async def _reroute(self, player: str, route: Route, via: str) -> bool:
         """Attach ``player`` where ``route`` points unless an equal or newer route is
         known (the relay's rule: newest epoch wins); False if nothing moved."""
+        noticed = time.monotonic()
         known = self.routes.get(player)
         if known is not None and (route.epoch < known.epoch or route == known):
             return False
@@ -521,12 +626,14 @@ class Driver:
             return False
         if not self.routes.update(player, route) or self.zone_of.get(player) == route.zone:
             return False
-        self._attach(player, link, via)
+        self._attach(player, link, via, noticed)
         return True
 
-    def _attach(self, player: str, link: _Link, via: str) -> None:
+    def _attach(self, player: str, link: _Link, via: str, noticed: float | None = None) -> None:
+        now = time.monotonic()
         self.zone_of[player] = link.zone
-        self._moved[player] = (time.monotonic(), via)
+        self._moved[player] = (now, via)
+        self._arriving[player] = (link.zone, via, now if noticed is None else noticed, now, now)
         self.moves[via] += 1
         link.up.put_nowait(zone_pb2.ZoneLinkUp(attach=zone_pb2.Attach(player_id=player)))
 

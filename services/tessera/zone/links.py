@@ -62,6 +62,11 @@ class Links:
         self.links: dict[int, Link] = {}
         self.player_link: dict[str, int] = {}
         self.pending_attach: dict[str, tuple[int, float]] = {}  # player -> (link id, since)
+        # Arrivals timed for metrics.ARRIVAL: adopted, no Attach yet; attached, no snapshot yet.
+        self.unattached: dict[str, float] = {}
+        self.first_due: dict[str, tuple[float, str]] = {}  # player -> since, phase
+        # Attached by the zone to their relay's link, that relay's Attach not read yet.
+        self.unasked: set[str] = set()
         self._ids = itertools.count(1)
         # Set by close(): a stream that arrives after it is refused, not held open
         # until the server's grace runs out.
@@ -70,9 +75,16 @@ class Links:
     # --- streams -------------------------------------------------------------
 
     def open(self, relay_id: str, upstream: AsyncIterator[zone_pb2.ZoneLinkUp]) -> Link:
-        """A relay's stream after its hello: register it and start reading it."""
+        """A relay's stream after its hello: register it, attach the players here that
+        this relay serves and no link does (handed here before the relay linked to this
+        zone: their snapshots start on the next tick instead of after each one's Attach
+        has come down the new stream), and start reading it."""
         link = Link(next(self._ids), relay_id, asyncio.Queue(self.queue_size))
         self.links[link.id] = link
+        extra = self.sim.ents.extra
+        for player, eid in list(self.sim.ents.players.items()) if relay_id else []:
+            if player not in self.player_link and extra[eid].relay_id == relay_id:
+                self._attach(link, player, asked=False)
         log.info("link opened", extra={"link": link.id, "relay": link.relay_id})
         link.reader = asyncio.create_task(self._read(link, upstream))
         return link
@@ -103,6 +115,9 @@ class Links:
                 if which == "inputs":
                     self._inputs(link, up.inputs)
                 elif which == "attach":
+                    since = self.unattached.pop(up.attach.player_id, None)
+                    if since is not None:
+                        metrics.ARRIVAL.labels("unattached").observe(time.monotonic() - since)
                     self._attach(link, up.attach.player_id)
                 elif which == "detach":
                     if up.detach.player_id in link.players:
@@ -140,7 +155,20 @@ class Links:
             if ack.player_id in link.players:
                 self.sim.ack(ack.player_id, ack.stream, ack.sequence)
 
-    def _attach(self, link: Link, player: str) -> None:
+    def _attach(self, link: Link, player: str, *, asked: bool = True) -> None:
+        """Attach ``player`` to ``link`` (``asked``: by that relay, so it reads the
+        snapshots), or hold the request until the player's COMMIT is read. The
+        relay's first Attach of a player the zone attached to that same link keeps
+        the stream: no snapshot of it can have been acknowledged before (the relay
+        acknowledges only what it forwards, after it sent the Attach), so its next
+        snapshot is full either way, and acknowledgements already on their way
+        stay valid."""
+        if asked and player in self.unasked and self.player_link.get(player) == link.id:
+            self.unasked.discard(player)
+            if len(self.first_due) < PENDING_MAX:
+                self.first_due[player] = (time.monotonic(), "first_snapshot")
+            return
+        self.unasked.discard(player)
         if not self.sim.attach(player):
             # The relay may follow a route change before the COMMIT is read here.
             now = time.monotonic()
@@ -152,15 +180,22 @@ class Links:
             metrics.LINK_ERRORS.labels("attach_unknown_player").inc()
             return
         self.pending_attach.pop(player, None)
+        if len(self.first_due) < PENDING_MAX:
+            phase = "first_snapshot" if asked else "self_attached"
+            self.first_due[player] = (time.monotonic(), phase)
         old = self.player_link.get(player)
         if old is not None and old in self.links:
             self.links[old].players.discard(player)
         self.player_link[player] = link.id
         link.players.add(player)
+        if not asked:
+            self.unasked.add(player)
 
     def _detach(self, link: Link, player: str) -> None:
         link.players.discard(player)
+        self.unasked.discard(player)
         self.pending_attach.pop(player, None)
+        self.first_due.pop(player, None)
         if self.player_link.get(player) == link.id:
             del self.player_link[player]
             self.sim.detach(player)
@@ -171,20 +206,26 @@ class Links:
         """A player handed to this zone: attach it to the link its relay already asked
         on, else to the newest link of the relay that served it (the entity carries its
         relay id), so an Attach that came too early or was lost cannot strand the
-        player; that relay drops snapshots until it follows the route, then attaches
-        (a no-op here)."""
+        player, and its snapshots do not wait for the Attach; that relay drops them
+        until it follows the route, then attaches (the stream goes on: see _attach)."""
         waiting = self.pending_attach.pop(player, None)
         if waiting is not None and waiting[0] in self.links:
+            metrics.ARRIVAL.labels("pending").observe(time.monotonic() - waiting[1])
             self._attach(self.links[waiting[0]], player)
             return
+        if len(self.unattached) < PENDING_MAX:
+            self.unattached[player] = time.monotonic()
         eid = self.sim.ents.players.get(player)
         relay_id = self.sim.ents.extra[eid].relay_id if eid is not None else ""
         served = [link for link in self.links.values() if relay_id and link.relay_id == relay_id]
         if served:
-            self._attach(max(served, key=lambda link: link.id), player)
+            self._attach(max(served, key=lambda link: link.id), player, asked=False)
 
     def forget(self, player: str) -> Link | None:
         """A player leaving this zone: no link serves it any more; the one that did."""
+        self.unattached.pop(player, None)
+        self.first_due.pop(player, None)
+        self.unasked.discard(player)
         link_id = self.player_link.pop(player, None)
         if link_id is None or link_id not in self.links:
             return None
@@ -213,6 +254,7 @@ class Links:
         """Group the frame's snapshots and events per link and queue them."""
         batch = frame.batch
         per_link: dict[int, list[zone_pb2.PlayerSnapshot]] = {}
+        queued = time.monotonic()
         streams = batch.stream.tolist()
         seqs = batch.sequence.tolist()
         bases = batch.baseline.tolist()
@@ -220,6 +262,8 @@ class Links:
             link_id = self.player_link.get(player)
             if link_id is None:
                 continue
+            if self.first_due and (due := self.first_due.pop(player, None)) is not None:
+                metrics.ARRIVAL.labels(due[1]).observe(queued - due[0])
             per_link.setdefault(link_id, []).append(
                 zone_pb2.PlayerSnapshot(
                     player_id=player,

@@ -115,6 +115,16 @@ HANDOFF_DURATION = Histogram(
         1.0,
     ),
 )
+ARRIVAL = Histogram(
+    "tessera_zone_arrival_seconds",
+    "A player handed to this zone, by phase: inbox (its COMMIT appended to this zone's"
+    " inbox until adopted, Redis's clock to the zone's), pending (its relay's Attach"
+    " waited for the COMMIT), unattached (the adopted player waited for its relay's Attach),"
+    " first_snapshot (its relay's Attach until its first snapshot is queued on the link),"
+    " self_attached (attached by the zone to its relay's link, no Attach yet, until then)",
+    ["phase"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 0.75, 1.0, 2.5),
+)
 HANDOFFS_PENDING = Gauge("tessera_zone_handoffs_pending", "Handoffs started, not yet finished")
 HANDOFFS_RECEIVED = Counter("tessera_zone_handoffs_received_total", "Entities handed to this zone")
 INBOX = Counter("tessera_zone_inbox_messages_total", "Inbox messages handled, by kind", ["kind"])

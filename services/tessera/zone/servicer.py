@@ -44,7 +44,7 @@ from tessera.zone.links import Links
 from tessera.zone.neighbours import Neighbours
 from tessera.zone.persistence import Persistence
 from tessera.zone.simulation import Simulation
-from tessera.zone.store import ZoneStore
+from tessera.zone.store import ZoneStore, entry_age_s
 from tessera.zone.territory import Territory
 from tessera.zone.tick import Ticker
 
@@ -299,6 +299,10 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                     self.sim.reserve(len(self.sim.ents.players) + len(self.border.flight.incoming))
                     for receipt in inbox.receipts:
                         self.links.arrived(receipt.player_id)
+                    now = time.time()
+                    for entry, msg in entries:
+                        if msg is not None and msg.WhichOneof("msg") == "commit":
+                            metrics.ARRIVAL.labels("inbox").observe(entry_age_s(entry, now))
                     self._release(await self.border.reply(inbox))
                 except Exception:
                     metrics.INBOX.labels("error").inc()

@@ -400,6 +400,12 @@ async def write_zone_map(redis: Client, zone_map: zone_pb2.ZoneMap) -> None:
     await redis.publish(keys.zone_map_changed, str(zone_map.version))
 
 
+def entry_age_s(entry_id: str, now_s: float) -> float:
+    """How long ago (wall clock, ``now_s`` in seconds) Redis appended a stream entry:
+    its id is ``<milliseconds>-<sequence>`` from the Redis server's clock."""
+    return max(0.0, now_s - int(entry_id.split("-", 1)[0]) / 1000.0)
+
+
 def _entries(reply: Any) -> list[tuple[str, zone_pb2.InboxMessage | None]]:
     out: list[tuple[str, zone_pb2.InboxMessage | None]] = []
     for _stream, entries in reply or []:
