@@ -24,6 +24,7 @@ from tessera.common.tls import ClientTls, ServerTls
 from tessera.harness.certs import Authority, Issued
 from tessera.harness.redis import LocalRedis
 from tessera.harness.stack import Stack
+from tessera.harness.tokens import LOCAL
 from tessera.harness.zones import World, ZoneSpec
 from tessera.v1 import zone_pb2, zone_pb2_grpc
 from tessera.wire.geometry import Rect
@@ -337,7 +338,8 @@ async def test_a_renewed_certificate_is_served_without_a_restart(pki: Pki, tmp_p
 async def test_a_zone_serves_its_link_over_tls(pki: Pki, redis_server: LocalRedis) -> None:
     env = {
         **server_env(pki.server),
-        "TESSERA_REDIS_URL": redis_server.url,
+        **LOCAL.env(),
+        "TESSERA_REDIS_URL": redis_server.url_for("zone"),
         "TESSERA_WORLD": "tls",
         "TESSERA_ZONE": "tls-0",
     }
@@ -348,7 +350,7 @@ async def test_a_zone_serves_its_link_over_tls(pki: Pki, redis_server: LocalRedi
         await check(proc.grpc_address, settings, zone=True)
         async with tls.channel(proc.grpc_address, tls=settings, zone=True) as channel:
             status = await zone_pb2_grpc.ZoneStub(channel).GetStatus(
-                zone_pb2.GetStatusRequest(), timeout=10.0
+                zone_pb2.GetStatusRequest(), timeout=10.0, metadata=LOCAL.metadata("service")
             )
         assert status.zone.zone == "tls-0"
 

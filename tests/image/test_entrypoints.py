@@ -37,9 +37,11 @@ import redis
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tessera.common import acl
 from tessera.common.process import ServiceProcess, free_port
 from tessera.harness.postgres import SUPERUSER, LocalPostgres, server_bin
 from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import LOCAL
 
 from .dockerfile import ROOT
 
@@ -80,11 +82,15 @@ def secrets(objects: list[Obj]) -> dict[str, dict[str, bytes]]:
 def chart_redis(
     tmp_path_factory: pytest.TempPathFactory, secrets: dict[str, dict[str, bytes]]
 ) -> Iterator[LocalRedis]:
-    """A redis-server that, like the chart's, requires the generated password."""
+    """A redis-server that, like the chart's, has one user per component with the
+    generated passwords (and the administrator's)."""
     server = LocalRedis(tmp_path_factory.mktemp("chart-redis"))
     server.start()
+    generated = {k: v.decode() for k, v in secrets["tessera-redis"].items()}
+    passwords = {name: generated[f"{name}-password"] for name in acl.NAMES}
+    server.aclfile.write_text(acl.acl_file(passwords, admin_password=generated["password"]))
     client = redis.Redis(host="127.0.0.1", port=server.port)
-    client.config_set("requirepass", secrets["tessera-redis"]["password"].decode())
+    client.acl_load()
     client.close()
     yield server
     server.stop()
@@ -197,7 +203,7 @@ def test_services_start_with_the_charts_configuration(
             directory = tmp_path / name
             directory.mkdir()
             env = pod_env(deployment, secrets, directory, dict(replace))
-            assert env["TESSERA_REDIS_URL"].startswith("redis://:")
+            assert env["TESSERA_REDIS_URL"].startswith(f"redis://{name}:")
             env |= {
                 "TESSERA_HOST": "127.0.0.1",
                 "TESSERA_GRPC_PORT": "0",
@@ -233,9 +239,10 @@ def test_zone_starts_with_the_operators_configuration(
     zone = next(d for d in docs if d["kind"] == "ZoneServer")
     for doc in (world, zone):
         doc["metadata"] |= {"namespace": NAMESPACE, "uid": f"uid-{doc['metadata']['name']}"}
-    password = secrets["tessera-redis"]["password"].decode()
-    redis_url = f"redis://:{password}@{REDIS_HOST}/0"
-    deployment = resources.deployment(zone, world, resources.WorkloadSettings(redis_url))
+    password = secrets["tessera-redis"]["zone-password"].decode()
+    redis_url = f"redis://zone:{password}@{REDIS_HOST}/0"
+    settings = resources.WorkloadSettings(redis_url, auth_address="tessera-auth:50051")
+    deployment = resources.deployment(zone, world, settings)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     grpc_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
     local_port = free_port()
@@ -247,6 +254,10 @@ def test_zone_starts_with_the_operators_configuration(
     )
     env |= {"TESSERA_HOST": "127.0.0.1", "TESSERA_GRPC_PORT": str(local_port)}
     env["TESSERA_METRICS_PORT"] = "0"
+    # No auth runs here: the harness's key set stands in for the keys the zone
+    # would fetch from TESSERA_AUTH_ADDRESS.
+    assert env.pop("TESSERA_AUTH_ADDRESS").startswith("tessera-auth:")
+    env |= LOCAL.env()
     assert container["command"] == ["python", "-m", "tessera.zone"]
     start_and_stop(container["command"][-1], env, "zone")
 

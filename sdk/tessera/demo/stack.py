@@ -9,20 +9,24 @@ with the demo too.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import secrets
 import socket
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
 
+from tessera.common import store
 from tessera.common.process import ServiceProcess, free_udp_port
 from tessera.demo.guard import guarded_postgres, guarded_redis
 from tessera.demo.world import DemoSettings, demo_modes, world_resource
 from tessera.harness.postgres import LocalPostgres
+from tessera.v1 import zone_pb2
 
 WORLD = "demo"
 MM_CLIENT = "matchmaking"
@@ -81,7 +85,7 @@ class Stack:
         proc.wait_serving(30.0)
 
     def start(self) -> None:
-        """Start everything and wait until each process serves."""
+        """Start everything and wait until each process serves and a zone is active."""
         self.redis.start()
         self.postgres = guarded_postgres()
         self.postgres.start()
@@ -179,6 +183,25 @@ class Stack:
                 "TESSERA_CONSOLE_HTTP_PORT": str(CONSOLE_PORT if port_free(CONSOLE_PORT) else 0),
             },
         )
+        asyncio.run(self._a_zone_is_active())
+
+    async def _a_zone_is_active(self, timeout_s: float = 120.0) -> None:
+        """Wait until an open-world zone is ACTIVE: a zone compiles its kernels and
+        fetches auth's keys before it serves, and bots started earlier only meet
+        NO_ZONE."""
+        redis = store.connect(self.redis.url)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                beats = await store.read_heartbeats(redis, WORLD)
+                if any(
+                    b.state == zone_pb2.ZONE_STATE_ACTIVE and not b.instance for b in beats.values()
+                ):
+                    return
+                await asyncio.sleep(0.2)
+        finally:
+            await redis.aclose()
+        raise RuntimeError(f"no zone of {WORLD} was active within {timeout_s:g} s")
 
     def pids(self) -> list[int]:
         """Every child process id (redis-server and PostgreSQL included)."""
