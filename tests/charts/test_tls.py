@@ -87,6 +87,26 @@ def test_a_separate_ca_and_server_name(render: Render) -> None:
     assert "TESSERA_TLS_CA_FILE" not in env(auth)
 
 
+def test_the_operator_and_its_zone_pods_trust_the_ca(render: Render) -> None:
+    spec, container = pod(render({}), "operator")
+    assert not [n for n in env(container) if "TLS" in n] and "tls-ca" not in volumes(spec)
+    spec, container = pod(render({"tls": TLS}), "operator")
+    variables = env(container)
+    assert variables["TESSERA_TLS_CA_FILE"] == "/var/run/tessera/tls-ca/ca.crt"
+    assert variables["TESSERA_ZONE_TLS_CA_SECRET"] == "tessera-tls"
+    assert "TESSERA_ZONE_TLS_SERVER_NAME" not in variables
+    ca = volumes(spec)["tls-ca"]["secret"]
+    assert ca == {"secretName": "tessera-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    assert "tls" not in volumes(spec)  # never the key
+    tls = {**TLS, "caSecret": "tessera-ca", "serverName": "tessera.internal"}
+    spec, container = pod(render({"tls": tls}), "operator")
+    variables = env(container)
+    assert variables["TESSERA_ZONE_TLS_CA_SECRET"] == "tessera-ca"
+    assert variables["TESSERA_TLS_SERVER_NAME"] == "tessera.internal"
+    assert variables["TESSERA_ZONE_TLS_SERVER_NAME"] == "tessera.internal"
+    assert volumes(spec)["tls-ca"]["secret"]["secretName"] == "tessera-ca"
+
+
 def ingress_of(objs: list[Obj]) -> Obj:
     (ingress,) = [o for o in objs if o["kind"] == "Ingress"]
     return ingress

@@ -586,6 +586,25 @@ def test_zone_workload_is_hardened_and_valid() -> None:
         "selector": {"matchLabels": {"tessera.io/world": "earth", "tessera.io/zone": "earth-1"}},
         "unhealthyPodEvictionPolicy": "AlwaysAllow",
     }
+    assert "TESSERA_TLS_CA_FILE" not in env and len(pod["volumes"]) == 1
+    # auth serving TLS: the pod trusts the CA Secret's ca.crt, by the name given.
+    tls = WorkloadSettings(
+        "redis://r:6379/0", tls_ca_secret="tessera-tls", tls_server_name="tessera.internal"
+    )
+    obj = resources.deployment(zs, world, tls)
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(obj, version, strict=True)
+    pod = obj["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    variables = {e["name"]: e.get("value") for e in container["env"]}
+    assert variables["TESSERA_TLS_CA_FILE"] == "/var/run/tessera/tls-ca/ca.crt"
+    assert variables["TESSERA_TLS_SERVER_NAME"] == "tessera.internal"
+    assert {
+        "name": "tls-ca",
+        "secret": {"secretName": "tessera-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+    } in pod["volumes"]
+    mount = {"name": "tls-ca", "mountPath": "/var/run/tessera/tls-ca", "readOnly": True}
+    assert mount in container["volumeMounts"]
     # Without a Secret the URL is passed as it is.
     plain = resources.deployment(zs, world, WorkloadSettings("redis://r:6379/0"))
     names = [e["name"] for e in plain["spec"]["template"]["spec"]["containers"][0]["env"]]

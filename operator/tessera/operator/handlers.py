@@ -72,6 +72,9 @@ class OperatorConfig:
     # calls, and zone pods fetch auth's keys from it (TESSERA_AUTH_ADDRESS).
     auth_address: str = "127.0.0.1:50051"
     service_client: ServiceClient | None = None
+    # TLS to auth for zone pods: a Secret (World's namespace) with ca.crt, the name.
+    zone_tls_ca_secret: str | None = None
+    zone_tls_server_name: str = ""
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> OperatorConfig:
@@ -100,6 +103,8 @@ class OperatorConfig:
             ),
             auth_address=env.string("AUTH_ADDRESS", "127.0.0.1:50051", pattern=r"\S+:\d{1,5}"),
             service_client=ServiceClient.from_env(env, "operator"),
+            zone_tls_ca_secret=env.string("ZONE_TLS_CA_SECRET", "") or None,
+            zone_tls_server_name=env.string("ZONE_TLS_SERVER_NAME", ""),
         )
 
 
@@ -140,6 +145,8 @@ class Runtime:
             config.zone_database_secret,
             config.zone_database_secret_key,
             auth_address=config.auth_address,
+            tls_ca_secret=config.zone_tls_ca_secret,
+            tls_server_name=config.zone_tls_server_name,
         )
         self._kube: Kube | None = None
         self._kube_info: kopf.ConnectionInfo | None = None

@@ -319,7 +319,15 @@ class WorkloadSettings:
     database_secret_key: str = "url"
     # auth's gRPC address: zones fetch its public keys there to verify callers.
     auth_address: str = ""
+    # A Secret in the World's namespace whose ``ca.crt`` the pod trusts for TLS to
+    # auth (TESSERA_TLS_CA_FILE), and the name auth's certificate must carry
+    # ("" = the host dialled); None = plaintext to auth.
+    tls_ca_secret: str | None = None
+    tls_server_name: str = ""
 
+
+# Where a zone pod mounts the CA it trusts for TLS to auth (as the chart's pods do).
+TLS_CA_DIR = "/var/run/tessera/tls-ca"
 
 # The same as the chart's pods (tessera.podSecurityContext, tessera.containerSecurityContext).
 RUN_AS = 10001
@@ -394,6 +402,16 @@ def deployment(
             if settings.auth_address
             else []
         ),
+        *(
+            [{"name": "TESSERA_TLS_CA_FILE", "value": f"{TLS_CA_DIR}/ca.crt"}]
+            if settings.tls_ca_secret
+            else []
+        ),
+        *(
+            [{"name": "TESSERA_TLS_SERVER_NAME", "value": settings.tls_server_name}]
+            if settings.tls_ca_secret and settings.tls_server_name
+            else []
+        ),
         {"name": "TESSERA_TICK_HZ", "value": str(template.get("tickRate", 30))},
         {"name": "TESSERA_GRPC_PORT", "value": str(GRPC_PORT)},
         {"name": "TESSERA_METRICS_PORT", "value": str(METRICS_PORT)},
@@ -426,7 +444,14 @@ def deployment(
         "readinessProbe": probe,
         "livenessProbe": {**probe, "initialDelaySeconds": 10, "failureThreshold": 6},
         "securityContext": CONTAINER_SECURITY,
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            *(
+                [{"name": "tls-ca", "mountPath": TLS_CA_DIR, "readOnly": True}]
+                if settings.tls_ca_secret
+                else []
+            ),
+        ],
         "lifecycle": {
             "preStop": {
                 "exec": {
@@ -449,7 +474,22 @@ def deployment(
         "automountServiceAccountToken": False,
         "securityContext": POD_SECURITY,
         "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+        "volumes": [
+            {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+            *(
+                [
+                    {
+                        "name": "tls-ca",
+                        "secret": {
+                            "secretName": settings.tls_ca_secret,
+                            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                        },
+                    }
+                ]
+                if settings.tls_ca_secret
+                else []
+            ),
+        ],
         # One node's loss takes a bounded share of the world.
         "topologySpreadConstraints": [
             {
