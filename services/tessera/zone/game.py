@@ -37,7 +37,9 @@ UNKNOWN_PLAYER, UNKNOWN_ACTION, ARGUMENTS, RATE, DISABLED = (
     "rate",
     "disabled",
 )
-ACTION_REASONS = (UNKNOWN_PLAYER, UNKNOWN_ACTION, ARGUMENTS, RATE, DISABLED)
+# Counted by the zone's links: an action for a player its relay does not serve here.
+NOT_ATTACHED = "not_attached"
+ACTION_REASONS = (UNKNOWN_PLAYER, UNKNOWN_ACTION, ARGUMENTS, RATE, DISABLED, NOT_ATTACHED)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tessera.game.module import Module
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.bounds import from_bounds
 from tessera.wire.snapshot import Quantization
@@ -118,6 +119,27 @@ def quantization(q: Quantization) -> common_pb2.Quantization:
         yaw_bits=q.yaw_bits,
         velocity_step_mps=q.velocity_step_mps,
         origin=common_pb2.Vec3(x=q.origin[0], y=q.origin[1], z=q.origin[2]),
+    )
+
+
+def game_schema(module: Module) -> common_pb2.GameSchema:
+    """What a client needs of ``module`` (JoinResponse.game, then Accepted.game)."""
+    return common_pb2.GameSchema(
+        module=module.name,
+        actions=[
+            common_pb2.ActionSchema(
+                id=a.id,
+                name=a.name,
+                arguments=[
+                    common_pb2.ArgumentSchema(
+                        name=arg.name, low=arg.low, high=arg.high, integer=arg.integer
+                    )
+                    for arg in a.arguments
+                ],
+            )
+            for a in module.actions
+        ],
+        events=module.events,
     )
 
 
