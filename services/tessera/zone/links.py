@@ -1,12 +1,12 @@
 """The zone's relay links: ZoneLink fan-in and fan-out, one stream per relay.
 
 A relay multiplexes its players over one ZoneLink per zone. Upstream, a link
-carries input batches, snapshot acks and attach / detach requests; downstream,
-each tick's snapshot batch and events of its attached players, and a Handover
-when one of them now belongs to another zone. A player is attached to at most
-one link; a slow relay's queue overflows into a counted drop, never a stall.
-A big batch is written in chunks spread over part of the tick, so a
-relay fans it out in small bursts between its other work.
+carries input batches, snapshot acks, game actions and attach / detach
+requests; downstream, each tick's snapshot batch and events of its attached
+players, and a Handover when one of them now belongs to another zone. A player
+is attached to at most one link; a slow relay's queue overflows into a counted
+drop, never a stall. A big batch is written in chunks spread over part of the
+tick, so a relay fans it out in small bursts between its other work.
 """
 
 from __future__ import annotations
