@@ -29,7 +29,7 @@ from tessera.zone.inputs import refill
 log = logging.getLogger("tessera.zone.game")
 
 LOG_EVERY_S = 10.0
-# Why an action was dropped (tessera_zone_game_actions_rejected_total{reason}).
+# Why an action was dropped (tessera_zone_game_actions_total{outcome}).
 UNKNOWN_PLAYER, UNKNOWN_ACTION, ARGUMENTS, RATE, DISABLED = (
     "unknown_player",
     "unknown_action",
