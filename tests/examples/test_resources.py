@@ -1,5 +1,6 @@
 """The resource-node example: collecting, the drop action, and its persisted
-counter through a handoff between two real zone processes and a zone restart."""
+counter through a handoff between two real zone processes and a zone restart;
+a client dropping resources over UDP through a real relay."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from tessera.client.actions import ActionError
+from tessera.client.client import GameClient
+from tessera.client.login import connect_token, guest_login
+from tessera.client.transport import UdpTransport
 from tessera.common import playerdata
 from tessera.common.database import Pool
 from tessera.common.playerdata import PlayerData
@@ -18,7 +24,10 @@ from tessera.examples.resources import COOLDOWN_S, GAME, SPACING
 from tessera.game.testing import GameTest
 from tessera.harness.playerdata import settled_row
 from tessera.harness.redis import LocalRedis
+from tessera.harness.relays import metric
+from tessera.harness.stack import Stack
 from tessera.harness.zones import World, ZoneSpec
+from tessera.v1 import relay_pb2, zone_pb2
 from tessera.wire.geometry import Rect
 from tessera.zone.store import ZoneStore
 
@@ -134,3 +143,55 @@ async def test_the_counter_is_loaded_from_and_written_to_player_data(
         world.stop()
     # The persisted component came back; a name the module does not declare is gone.
     assert saved.components == {"resources": 7.0}
+
+
+async def game_event(client: GameClient, name: str) -> float:
+    """The amount of the first game event ``name`` the client received (waits for it)."""
+    async with asyncio.timeout(15):
+        while True:
+            for m in client.events:
+                if m.event.kind == zone_pb2.PlayerEvent.GAME and m.event.detail == name:
+                    return m.event.amount
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.integration
+async def test_a_client_drops_resources_through_the_relay(
+    redis_server: LocalRedis, redis: Client, database: Pool, database_url: str, tmp_path: Path
+) -> None:
+    """The SDK's act() over UDP, through a real relay, into a real zone running the
+    example: the action runs as the session's player; a bad one is refused before
+    sending, or (sent raw) dropped and counted by the zone, the session unharmed."""
+    module = "tessera.examples.resources"
+    env = {"TESSERA_GAME_MODULE": module, "TESSERA_DATABASE_URL": database_url}
+    world = World(redis, redis_server.url, env=env)
+    stack = Stack(world, database_url, tmp_path)
+    client = GameClient(UdpTransport())
+    try:
+        await stack.start([ZoneSpec("solo", WEST)])
+        session = await guest_login(stack.auth.grpc_address, "resource-dropper-0001")
+        # Away from any node, holding 5 (loaded from the player data on join).
+        data = PlayerData("w", session.account_id, (-10.0, 0.0, -10.0), 0.0, 100.0, b"", 0, 0, 0)
+        data = dataclasses.replace(data, components={"resources": 5.0})
+        assert await playerdata.put(database, data, 0, now=time.time()) is not None
+        await client.connect(await connect_token(stack.auth.grpc_address, session.access_token))
+        assert client.accepted is not None
+        game = client.accepted.game
+        assert game.module == "resources" and [a.name for a in game.actions] == ["drop"]
+        with pytest.raises(ActionError, match="want a whole number in"):
+            client.act("drop", amount=0)
+        unknown = relay_pb2.ClientMessage(action=relay_pb2.GameAction(id=99, args=[1.0]))
+        client.transport.send(unknown)
+        client.act("drop", amount=2)
+        assert await game_event(client, "dropped") == 3
+        zone, name = world.procs["solo"], "tessera_zone_game_actions_total"
+        for _ in range(200):  # the tick's counts reach /metrics after it
+            if metric(zone, name, outcome="unknown_action") >= 1:
+                break
+            await asyncio.sleep(0.05)
+        assert metric(zone, name, outcome="unknown_action") == 1
+        assert metric(zone, name, outcome="accepted") == 1
+        assert client.connected
+    finally:
+        await client.close()
+        stack.kill()

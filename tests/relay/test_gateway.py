@@ -20,7 +20,7 @@ from tessera.common.store import WorldKeys, connect
 from tessera.relay import resume
 from tessera.relay.admission import Grant
 from tessera.relay.errors import Rejected
-from tessera.relay.gateway import RESUME_RETRY_S, Gateway, GatewayConfig
+from tessera.relay.gateway import MAX_ACTION_ARGS, RESUME_RETRY_S, Gateway, GatewayConfig
 from tessera.relay.metrics import Counters
 from tessera.relay.routing import Route
 from tessera.relay.session import Session
@@ -259,6 +259,22 @@ async def test_too_many_inputs_dropped(gateway: Gateway) -> None:
     gateway.handle(session, inputs_message(*range(1, 10)), time.perf_counter())
     assert gateway.counters.drops["too_many_inputs"] == 1
     assert outbox_kinds(gateway, "zone-a") == ["attach"]
+
+
+async def test_actions_go_to_the_zone_as_the_sessions_player_in_order_with_inputs(
+    gateway: Gateway,
+) -> None:
+    session, _ = add_session(gateway, "alice", "zone-a", 1)
+    action = relay_pb2.GameAction(id=5, args=[2.0, 3.0])
+    gateway.handle(session, inputs_message(1), time.perf_counter())
+    gateway.handle(session, relay_pb2.ClientMessage(action=action), time.perf_counter())
+    gateway.handle(session, inputs_message(2), time.perf_counter())
+    oversized = relay_pb2.GameAction(id=5, args=[0.0] * (MAX_ACTION_ARGS + 1))
+    gateway.handle(session, relay_pb2.ClientMessage(action=oversized), time.perf_counter())
+    assert gateway.counters.drops["action_too_large"] == 1
+    assert outbox_kinds(gateway, "zone-a") == ["attach", "inputs", "action", "inputs"]
+    sent = gateway.links["zone-a"]._outbox[2].action
+    assert (sent.player_id, sent.action_id, list(sent.args)) == ("alice", 5, [2.0, 3.0])
 
 
 async def test_ping_answered_in_session(gateway: Gateway) -> None:

@@ -5,22 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import pytest
 from prometheus_client import REGISTRY
 
 from tessera.common.config import Env
+from tessera.game import Action, Argument, Component, Module
+from tessera.game.view import Events, View
 from tessera.v1 import zone_pb2
 from tessera.zone.config import ZoneConfig
 from tessera.zone.links import Links, split_batch
 from tessera.zone.simulation import Simulation
 
 
-def make() -> tuple[Simulation, Links]:
+def make(module: Module | None = None) -> tuple[Simulation, Links]:
     cfg = ZoneConfig.from_env(Env({"TESSERA_ZONE_BOUNDS": "-100,-100,100,100"}))
     assert cfg.bounds is not None
-    sim = Simulation(cfg, area=cfg.bounds)
+    sim = Simulation(cfg, area=cfg.bounds, module=module)
     for i, name in enumerate(("a", "b", "c")):
         sim.add_player(entity_id=i + 1, player_id=name, pos=(0.0, 0.0, 0.0), team=0)
     return sim, Links(sim=sim, world="w", queue_size=8)
@@ -81,6 +83,38 @@ async def test_inputs_count_only_from_attached_players_and_frames_fan_out_per_li
     links.close()
     assert drain(two.queue) == ["end"]
     links.end(two)
+
+
+def add(view: View, row: int, args: Mapping[str, float], events: Events) -> None:
+    view["score"][row] += int(args["amount"])
+
+
+SCORE = Module(
+    name="score",
+    components=(Component("score", "int32"),),
+    actions=(Action(3, "add", add, arguments=(Argument("amount", 1, 9, integer=True),)),),
+)
+
+
+async def test_actions_of_attached_players_run_as_their_own_and_others_are_counted() -> None:
+    sim, links = make(SCORE)
+    up = Upstream()
+    link = links.open("r1", aiter(up))
+    up.send(attach=zone_pb2.Attach(player_id="a"))
+    for player, args in (("a", [4.0]), ("b", [4.0]), ("a", [40.0]), ("ghost", [1.0])):
+        up.send(action=zone_pb2.PlayerAction(player_id=player, action_id=3, args=args))
+    await settle()
+    sim.step()
+    score = sim.ents.columns["score"]
+    assert score[sim.ents.index[1]] == 4 and score[sim.ents.index[2]] == 0
+    counted = {k: v for k, v in sim.counts.items() if k.startswith("game_action:")}
+    # "b" is here but served by no link of this relay; "ghost" is nobody here.
+    assert counted == {
+        "game_action:accepted": 1,
+        "game_action:arguments": 1,
+        "game_action:not_attached": 2,
+    }
+    links.end(link)
 
 
 async def test_handover_tells_the_serving_relay_and_arrivals_attach_when_asked() -> None:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from tessera.v1 import common_pb2, zone_pb2
+from collections.abc import Mapping
+
+import pytest
+
+from tessera.game import Action, Argument, Events, Module, ModuleError, View
+from tessera.v1 import common_pb2, relay_pb2, zone_pb2
 from tessera.wire.bounds import to_bounds
 from tessera.wire.geometry import Rect
+from tessera.wire.packet import MAX_RELIABLE
+from tessera.wire.snapshot import Quantization
 from tessera.zone import messages
 from tessera.zone.entities import DEAD, PLAYER, Entities, Record, export_state, spawn_state
 from tessera.zone.handoff import Ack, Prepare
@@ -93,3 +100,35 @@ def test_empty_rectangles_and_draining_zones_own_nothing() -> None:
     assert [a.zone for a in t.zones] == ["b"] and t.version == 1
     assert t.world == WORLD and t.zones[0] == ZoneArea("b", "b:1", WORLD)
     assert t.owner(-50.0, -50.0) == "b"
+
+
+def _nothing(view: View, row: int, args: Mapping[str, float], events: Events) -> None:
+    """A handler never run here."""
+
+
+def test_a_game_schema_too_large_for_the_clients_accepted_is_refused() -> None:
+    def module(n: int) -> Module:
+        args = tuple(Argument(f"argument_{i}", 0, 1) for i in range(4))
+        actions = tuple(Action(i + 1, f"action_{i:03d}", _nothing, args) for i in range(n))
+        return Module(name="big", actions=actions)
+
+    fits = messages.game_schema(module(4))
+    assert [a.name for a in fits.actions] == [f"action_{i:03d}" for i in range(4)]
+    assert len(fits.actions[0].arguments) == 4
+    with pytest.raises(
+        ModuleError, match=r"game module 'big': its actions and events take \d+ bytes"
+    ):
+        messages.game_schema(module(40))
+    # What a relay adds around it still fits one reliable message.
+    accepted = relay_pb2.ServerMessage(
+        accepted=relay_pb2.Accepted(
+            player_id="p" * 64,
+            entity_id=2**40,
+            world="w" * 63,
+            quantization=messages.quantization(Quantization()),
+            tick_hz=60,
+            timeout_s=30,
+            game=common_pb2.GameSchema(module="m" * (messages.SCHEMA_MAX - 3)),
+        )
+    )
+    assert accepted.ByteSize() <= MAX_RELIABLE

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from tessera.client import actions
 from tessera.client.prediction import Motion, Predictor
 from tessera.client.transport import Transport
 from tessera.client.world import WorldView
@@ -127,6 +128,14 @@ class GameClient:
                 )
             )
         )
+
+    def act(self, name_or_id: str | int, **args: float) -> None:
+        """Send a game action of the World's module by name or id, e.g.
+        ``act("drop", amount=3)``, on the reliable channel; ``actions.ActionError``
+        (nothing sent) if the module announced at connect does not declare it so."""
+        assert self.accepted is not None, "act() before connect()"
+        action = actions.encode(self.accepted.game, name_or_id, args)
+        self.transport.send(relay_pb2.ClientMessage(action=action))
 
     def ping(self) -> None:
         self.transport.send(

@@ -37,6 +37,8 @@ from tessera.wire.packet import (
 
 HANDSHAKE_RETRY_S = 0.25
 KEEPALIVE_S = 1.0
+# What the client sends on the reliable channel (docs/protocol/udp.md, section 3).
+RELIABLE = frozenset({"action", "disconnect"})
 # How long close() waits for the relay to acknowledge the reliable Disconnect
 # (retransmitted meanwhile, as ENet's disconnect is): an ack comes in one round
 # trip, but a starved relay dropping datagrams can need several retransmissions.
@@ -385,9 +387,10 @@ class UdpTransport:
         old.close()
 
     def send(self, message: relay_pb2.ClientMessage) -> None:
-        """Send a message: Disconnect on the reliable channel, the rest unreliably."""
+        """Send a message: game actions and Disconnect on the reliable channel, the
+        rest unreliably."""
         connection = self.connection
-        if message.WhichOneof("msg") != "disconnect" or connection is None or not self._open:
+        if message.WhichOneof("msg") not in RELIABLE or connection is None or not self._open:
             self._send(message.SerializeToString())
             return
         self._transmit(connection.send_reliable(message.SerializeToString(), time.monotonic()))

@@ -42,6 +42,8 @@ KEEPALIVE_S = 1.0
 # A draining relay counts a client silent this long as moved (clients send a
 # keep-alive at least every second).
 DRAIN_QUIET_S = 1.5
+# Arguments per game action at most (a module's actions take a few numbers).
+MAX_ACTION_ARGS = 16
 # How soon the sweep tries again to issue a resume credential after a failure.
 RESUME_RETRY_S = 1.0
 
@@ -178,6 +180,7 @@ class Gateway:
             quantization=response.quantization,
             tick_hz=response.tick_hz,
             timeout_s=round(timeout),
+            game=response.game,
         )
         log.info(
             "session opened", extra={"player": player, "transport": transport, "zone": link.zone}
@@ -319,6 +322,8 @@ class Gateway:
                 )
             )
             session.send(pong.SerializeToString())
+        elif kind == "action":
+            self._action(session, message.action)
         elif kind == "disconnect":
             self._end(session, "CLIENT_DISCONNECT", message.disconnect.reason, notify=False)
         else:
@@ -355,6 +360,20 @@ class Gateway:
             received,
         )
         session.recent_inputs = list(inputs.inputs)
+
+    def _action(self, session: Session, action: relay_pb2.GameAction) -> None:
+        """Forward a game action to the player's zone, in order with its inputs, as
+        the session's player; the zone checks it against the module's declaration."""
+        if len(action.args) > MAX_ACTION_ARGS:
+            self.counters.drop("action_too_large")
+            return
+        link = self.links.get(session.zone)
+        if link is not None:
+            link.send_action(
+                zone_pb2.PlayerAction(
+                    player_id=session.player_id, action_id=action.id, args=action.args
+                )
+            )
 
     def rtt_sample(self, session: Session, rtt_ms: float) -> None:
         session.stats.add_rtt(rtt_ms)

@@ -192,6 +192,11 @@ class ZoneLink:
             self._close_batch()
         self._note(received)
 
+    def send_action(self, action: zone_pb2.PlayerAction) -> None:
+        """Queue a game action, after the inputs queued before it; unlike inputs it is
+        never merged away when the zone falls behind (it is lost if the stream breaks)."""
+        self._control(zone_pb2.ZoneLinkUp(action=action))
+
     def send_ack(self, ack: zone_pb2.SnapshotAck, received: float) -> None:
         self._batch.acks.append(ack)
         self._note(received)

@@ -24,7 +24,7 @@ async def build(config: ServerConfig) -> GrpcService:
     """Wire config, Redis, the servicer and its loops into a GrpcService; the
     compiled kernels are loaded (or compiled) before the zone registers itself."""
     # Imported here: numba reads NUMBA_CACHE_DIR once, after jitcache.prepare().
-    from tessera.zone import metrics  # noqa: PLC0415
+    from tessera.zone import messages, metrics  # noqa: PLC0415
     from tessera.zone.config import ZoneConfig  # noqa: PLC0415
     from tessera.zone.persistence import Persistence  # noqa: PLC0415
     from tessera.zone.servicer import RULES, ZoneServicer  # noqa: PLC0415
@@ -36,6 +36,7 @@ async def build(config: ServerConfig) -> GrpcService:
     began = time.perf_counter()
     try:  # imports the game module: a zone whose game cannot load never reports ready
         game = load(cfg.game_module)
+        messages.game_schema(game)  # what clients get of it must fit their Accepted
     except ModuleError as err:
         log.error("cannot start: %s", err, extra={"game_module": cfg.game_module or DEFAULT})
         raise SystemExit(1) from None

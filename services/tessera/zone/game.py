@@ -29,7 +29,7 @@ from tessera.zone.inputs import refill
 log = logging.getLogger("tessera.zone.game")
 
 LOG_EVERY_S = 10.0
-# Why an action was dropped (tessera_zone_game_actions_rejected_total{reason}).
+# Why an action was dropped (tessera_zone_game_actions_total{outcome}).
 UNKNOWN_PLAYER, UNKNOWN_ACTION, ARGUMENTS, RATE, DISABLED = (
     "unknown_player",
     "unknown_action",
@@ -37,7 +37,9 @@ UNKNOWN_PLAYER, UNKNOWN_ACTION, ARGUMENTS, RATE, DISABLED = (
     "rate",
     "disabled",
 )
-ACTION_REASONS = (UNKNOWN_PLAYER, UNKNOWN_ACTION, ARGUMENTS, RATE, DISABLED)
+# Counted by the zone's links: an action for a player its relay does not serve here.
+NOT_ATTACHED = "not_attached"
+ACTION_REASONS = (UNKNOWN_PLAYER, UNKNOWN_ACTION, ARGUMENTS, RATE, DISABLED, NOT_ATTACHED)
 
 
 @dataclass(frozen=True)

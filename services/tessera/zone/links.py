@@ -1,12 +1,12 @@
 """The zone's relay links: ZoneLink fan-in and fan-out, one stream per relay.
 
 A relay multiplexes its players over one ZoneLink per zone. Upstream, a link
-carries input batches, snapshot acks and attach / detach requests; downstream,
-each tick's snapshot batch and events of its attached players, and a Handover
-when one of them now belongs to another zone. A player is attached to at most
-one link; a slow relay's queue overflows into a counted drop, never a stall.
-A big batch is written in chunks spread over part of the tick, so a
-relay fans it out in small bursts between its other work.
+carries input batches, snapshot acks, game actions and attach / detach
+requests; downstream, each tick's snapshot batch and events of its attached
+players, and a Handover when one of them now belongs to another zone. A player
+is attached to at most one link; a slow relay's queue overflows into a counted
+drop, never a stall. A big batch is written in chunks spread over part of the
+tick, so a relay fans it out in small bursts between its other work.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import grpc
 
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.zone import inputs, messages, metrics
+from tessera.zone.game import NOT_ATTACHED
 from tessera.zone.simulation import Frame, Simulation
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,8 @@ class Links:
                 elif which == "detach":
                     if up.detach.player_id in link.players:
                         self._detach(link, up.detach.player_id)
+                elif which == "action":
+                    self._action(link, up.action)
                 else:
                     metrics.LINK_ERRORS.labels("unexpected_" + str(which)).inc()
         except (asyncio.CancelledError, grpc.aio.AioRpcError):
@@ -154,6 +157,14 @@ class Links:
         for ack in batch.acks:
             if ack.player_id in link.players:
                 self.sim.ack(ack.player_id, ack.stream, ack.sequence)
+
+    def _action(self, link: Link, action: zone_pb2.PlayerAction) -> None:
+        """A game action of a player attached to this link goes to the simulation
+        (which checks and counts it); one of any other player is dropped, counted."""
+        if action.player_id not in link.players:
+            self.sim.counts["game_action:" + NOT_ATTACHED] += 1
+            return
+        self.sim.act(action.player_id, action.action_id, list(action.args), time.monotonic())
 
     def _attach(self, link: Link, player: str, *, asked: bool = True) -> None:
         """Attach ``player`` to ``link`` (``asked``: by that relay, so it reads the

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tessera.game.errors import ModuleError
+from tessera.game.module import Module
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.bounds import from_bounds
 from tessera.wire.snapshot import Quantization
@@ -18,6 +20,10 @@ from tessera.zone.events import Event
 from tessera.zone.handoff import Ack, Prepare
 from tessera.zone.inputs import Inputs
 from tessera.zone.topology import Topology, ZoneArea
+
+# A module's schema travels in Accepted, one reliable message of at most 1149 bytes
+# (docs/protocol/udp.md): this leaves room for its other fields (ids, world, quantization).
+SCHEMA_MAX = 896
 
 # Zones on their way out own nothing: entities are never handed to them.
 _LEAVING = (zone_pb2.ZONE_STATE_DRAINING, zone_pb2.ZONE_STATE_DRAINED)
@@ -119,6 +125,35 @@ def quantization(q: Quantization) -> common_pb2.Quantization:
         velocity_step_mps=q.velocity_step_mps,
         origin=common_pb2.Vec3(x=q.origin[0], y=q.origin[1], z=q.origin[2]),
     )
+
+
+def game_schema(module: Module) -> common_pb2.GameSchema:
+    """What a client needs of ``module`` (JoinResponse.game, then Accepted.game);
+    ModuleError when it is larger than SCHEMA_MAX bytes."""
+    schema = common_pb2.GameSchema(
+        module=module.name,
+        actions=[
+            common_pb2.ActionSchema(
+                id=a.id,
+                name=a.name,
+                arguments=[
+                    common_pb2.ArgumentSchema(
+                        name=arg.name, low=arg.low, high=arg.high, integer=arg.integer
+                    )
+                    for arg in a.arguments
+                ],
+            )
+            for a in module.actions
+        ],
+        events=module.events,
+    )
+    size = schema.ByteSize()
+    if size > SCHEMA_MAX:
+        raise ModuleError(
+            f"game module {module.name!r}: its actions and events take {size} bytes in the "
+            f"client's Accepted, more than {SCHEMA_MAX}: declare fewer or shorter names"
+        )
+    return schema
 
 
 def source(msg: zone_pb2.HandoffPrepare | zone_pb2.HandoffAck | zone_pb2.HandoffCommit) -> str:

@@ -96,6 +96,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         self.audit = audit
         self.territory = Territory(cfg.zone, cfg.world_bounds, cfg.bounds)
         self.sim = Simulation(cfg, area=cfg.bounds or cfg.world_bounds, seed=cfg.seed)
+        self.game_schema = messages.game_schema(self.sim.game.module)
         self.address = cfg.advertise_address
         self.links = Links(
             sim=self.sim,
@@ -515,6 +516,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             epoch=extra.epoch,
             quantization=messages.quantization(self.sim.quant),
             tick_hz=self.cfg.tick_hz,
+            game=self.game_schema,
         )
 
     async def _check_synthetic(self, request: zone_pb2.JoinRequest, context: Context) -> None:
