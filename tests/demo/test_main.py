@@ -124,8 +124,12 @@ def test_short_demo_splits_merges_and_loses_nobody(tmp_path: Path) -> None:
     assert figures["lost_entities"] == 0
     assert figures["duplicated_entities"] == 0
     assert figures["invariant_scans"] >= 5
-    # The bots, the probe and an arena match's two players.
-    assert 61 <= figures["peak_players"] <= 63
+    # The bots, the probe and an arena match's two players. Peak players sums the
+    # zones' heartbeats, which are taken up to a second apart, so a player handed
+    # from one zone to another between two heartbeats counts twice at that instant
+    # (a loaded machine widens the window); the invariant scans above are the
+    # exact check that nobody is in two zones.
+    assert 61 <= figures["peak_players"] <= 65
     assert figures["arena"]["matches"] >= 1, figures["arena"]
     assert figures["arena"]["failed"] == figures["arena"]["disconnects"] == 0
     assert figures["handoffs"] > 0

@@ -9,7 +9,6 @@ with the demo too.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
@@ -19,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import redis
 import yaml
 
 from tessera.common import store
@@ -183,24 +183,25 @@ class Stack:
                 "TESSERA_CONSOLE_HTTP_PORT": str(CONSOLE_PORT if port_free(CONSOLE_PORT) else 0),
             },
         )
-        asyncio.run(self._a_zone_is_active())
+        self._a_zone_is_active()
 
-    async def _a_zone_is_active(self, timeout_s: float = 120.0) -> None:
+    def _a_zone_is_active(self, timeout_s: float = 120.0) -> None:
         """Wait until an open-world zone is ACTIVE: a zone compiles its kernels and
         fetches auth's keys before it serves, and bots started earlier only meet
-        NO_ZONE."""
-        redis = store.connect(self.redis.url)
-        try:
+        NO_ZONE. (Synchronous: callers may already run an event loop.)"""
+        keys = store.WorldKeys(WORLD)
+        with redis.Redis(port=self.redis.port) as client:
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
-                beats = await store.read_heartbeats(redis, WORLD)
+                names = sorted(client.smembers(keys.zones))
+                values = client.mget([keys.zone_status(n.decode()) for n in names]) if names else []
+                beats = [store.parse_heartbeat(v) for v in values]
                 if any(
-                    b.state == zone_pb2.ZONE_STATE_ACTIVE and not b.instance for b in beats.values()
+                    b is not None and b.state == zone_pb2.ZONE_STATE_ACTIVE and not b.instance
+                    for b in beats
                 ):
                     return
-                await asyncio.sleep(0.2)
-        finally:
-            await redis.aclose()
+                time.sleep(0.2)
         raise RuntimeError(f"no zone of {WORLD} was active within {timeout_s:g} s")
 
     def pids(self) -> list[int]:
