@@ -25,8 +25,8 @@ operator's local runtime on a real Redis Cluster (issue #22, items 3 and 4).
 
 Reported: players, zones over time (min/max/final), handoffs/s (entities handed
 over, from the zones' heartbeats), lost, duplicated (with the first ids of each),
-bot disconnects and their reasons, each zone's
-worst tick p99 against its budget (1000 / tick Hz ms), Redis commands/s and CPU
+the most players one scan saw handed over, bot disconnects and their reasons,
+each zone's worst tick p99 against its budget (1000 / tick Hz ms), Redis commands/s and CPU
 per node (``INFO stats`` / ``INFO cpu``), operator pass p50/p99; the picture
 (``--png``) is the demo's: zone layouts at key moments over players per zone.
 """
