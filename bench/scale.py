@@ -17,13 +17,16 @@ operator's local runtime on a real Redis Cluster (issue #22, items 3 and 4).
 - Real bots: PostgreSQL, auth and one relay as processes; ``--bots`` bots of
   ``tessera.load`` (the ``hotspot`` scenario) log in, connect over UDP and play
   for the whole run.
-- Every ``--scan-every`` s the invariant checker (``tessera.zone.audit.settle``)
-  asks every zone for its entities and reads the routing table: a player in no
-  zone (lost) or an entity in two (duplicated) that persists for 3 s is counted.
+- Every ``--scan-every`` s the invariant checker (``tessera.zone.audit.scan``)
+  asks every zone for its entities, between two reads of the routing table: a
+  player in no zone (lost) or an entity in two (duplicated) that persists for 3 s
+  is counted; a player whose route changed during a scan (handed over while the
+  zones were read) is judged by the next scan, not that one.
 
 Reported: players, zones over time (min/max/final), handoffs/s (entities handed
-over, from the zones' heartbeats), lost, duplicated, bot disconnects, each zone's
-worst tick p99 against its budget (1000 / tick Hz ms), Redis commands/s and CPU
+over, from the zones' heartbeats), lost, duplicated (with the first ids of each),
+the most players one scan saw handed over, bot disconnects and their reasons,
+each zone's worst tick p99 against its budget (1000 / tick Hz ms), Redis commands/s and CPU
 per node (``INFO stats`` / ``INFO cpu``), operator pass p50/p99; the picture
 (``--png``) is the demo's: zone layouts at key moments over players per zone.
 """
@@ -278,6 +281,7 @@ class Run:
         self.phase = "starting"
         self.ready = asyncio.Event()  # a zone takes joins
         self.unreachable = 0  # scans that could not ask every zone
+        self.moved_max = 0  # most players one scan saw handed over mid-scan
 
     async def sampling(self) -> None:
         """A sample every 2 s until the run stops."""
@@ -338,6 +342,7 @@ class Run:
         report = await audit.scan(
             self.redis, WORLD, self.addresses(), self.players, channel=LOCAL.channel
         )
+        self.moved_max = max(self.moved_max, len(report.moved))
         deadline = time.monotonic() + 3.0
         while not report.ok and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
@@ -461,8 +466,12 @@ async def run(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
         "scans": r.scans,
         "lost": len(r.lost),
         "duplicated": len(r.duplicated),
+        "lost_players": sorted(r.lost)[:20],
+        "duplicated_entities": sorted(r.duplicated)[:20],
+        "scan_moved_max": r.moved_max,
         "scans_with_unreachable_zones": r.unreachable,
         "bot_disconnects": bots.disconnects if bots else 0,
+        "bot_disconnect_reasons": bots.disconnect_reasons if bots else {},
         "bot_connect_failures": bots.connect_failures if bots else 0,
         "bots_connected_max": max((s.bots_connected for s in r.timeline.samples), default=0),
         "tick_budget_ms": round(1000.0 / args.tick_hz, 2),
@@ -481,7 +490,10 @@ async def run(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
 
 def table(report: dict[str, Any]) -> str:
     rows = [
-        (k, v) for k, v in report.items() if k not in ("tick_p99_ms_per_zone", "redis_per_node")
+        (k, v)
+        for k, v in report.items()
+        if k
+        not in ("tick_p99_ms_per_zone", "redis_per_node", "lost_players", "duplicated_entities")
     ]
     worst = max(report["tick_p99_ms_per_zone"].values(), default=0.0)
     rows.append(("tick_p99_ms_worst_zone", worst))

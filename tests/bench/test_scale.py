@@ -25,6 +25,8 @@ def test_a_short_run_loses_nobody_and_reports_everything(tmp_path: Path) -> None
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     report = json.loads(out.read_text())
     assert report["lost"] == 0 and report["duplicated"] == 0, report
+    assert report["lost_players"] == [] and report["duplicated_entities"] == []
+    assert report["bot_disconnect_reasons"] == {} and "scan_moved_max" in report
     assert report["players"] == 200
     assert report["scans"] >= 2
     assert 1 <= report["zones_min"] <= report["zones_max"] <= 4

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tessera.zone.invariants import check, persisting
+from tessera.zone.invariants import check, moved, persisting
 
 
 def status(ids: list[int], players: list[str]) -> list[tuple[int, str]]:
@@ -50,3 +50,40 @@ def test_only_violations_seen_in_every_scan_persist() -> None:
     r = persisting(first, second)
     assert (r.lost, r.duplicates, r.misrouted) == (["p3"], [], ["p4"]) and not r.ok
     assert persisting(second, check({"a": status([1], ["p1"])}, routes(p1="a"))).ok
+
+
+def test_a_handoff_between_two_zone_reads_is_not_judged_by_that_scan() -> None:
+    # Zones are read one after another: p1 went a -> b after a was read and
+    # before b was (in both); p2 went b -> a the other way round (in neither).
+    before = {"p1": "a|1", "p2": "b|1", "p3": "a|1", "p4": "a|1"}
+    after = {"p1": "b|2", "p2": "a|2", "p3": "a|1", "p4": "a|1"}
+    zones = {"a": status([1, 3], ["p1", "p3"]), "b": status([1], ["p1"])}
+    routes = {p: r.split("|")[0] for p, r in after.items()}
+    naive = check(zones, routes)
+    assert naive.duplicates == [1] and naive.lost == ["p2", "p4"]
+    r = check(zones, routes, moved=moved(before, after))
+    # p4's route did not change: it is lost whatever the timing; p1 and p2 wait
+    # for the next scan.
+    assert (r.duplicates, r.lost, r.misrouted, r.moved) == ([], ["p4"], [], ["p1", "p2"])
+    assert not r.ok
+
+
+def test_a_player_in_two_zones_with_a_steady_route_is_a_duplicate() -> None:
+    steady = {"p1": "a|1"}
+    r = check(
+        {"a": status([1], ["p1"]), "b": status([1], ["p1"])},
+        {"p1": "a"},
+        moved=moved(steady, steady),
+    )
+    assert r.duplicates == [1] and not r.ok
+
+
+def test_moved_are_the_players_whose_route_changed_appeared_or_went() -> None:
+    assert moved(
+        {"p1": "a|1", "p2": "a|1", "p3": "b|4"}, {"p1": "a|2", "p2": "a|1", "p4": "c|1"}
+    ) == {
+        "p1",
+        "p3",
+        "p4",
+    }
+    assert moved({}, {}) == set()

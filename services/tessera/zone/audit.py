@@ -1,10 +1,11 @@
 """Checking the ownership invariants of a running world (tests, benchmarks, the demo).
 
 :func:`scan` asks every zone for its entities (``GetStatus(include_entities)``),
-reads the routing table and runs :func:`tessera.zone.invariants.check`;
-:func:`settle` repeats the scan until it is clean or a timeout passes, because
-zones are read one after another while handoffs move entities (a scan can catch
-one mid-flight; a real violation persists). The zones' ``GetStatus`` needs a
+reads the routing table before and after (players whose route changed in between
+were handed over mid-scan and are not judged) and runs
+:func:`tessera.zone.invariants.check`; :func:`settle` repeats the scan until it
+is clean or a timeout passes, because a committed handoff waits in its target's
+inbox until the target's next tick (a real violation persists). The zones' ``GetStatus`` needs a
 ``service`` or ``admin`` token: ``channel`` opens channels whose calls carry one.
 """
 
@@ -18,7 +19,7 @@ import grpc
 
 from tessera.common.store import Client
 from tessera.v1 import zone_pb2, zone_pb2_grpc
-from tessera.zone.invariants import Report, check
+from tessera.zone.invariants import Report, check, moved
 from tessera.zone.store import read_routes
 
 Opener = Callable[[str], grpc.aio.Channel]
@@ -32,22 +33,30 @@ async def scan(
     *,
     channel: Opener,
 ) -> Report:
-    """Ask every zone (name -> gRPC address) for its entities, read the routes, check."""
-    owned: dict[str, list[tuple[int, str]]] = {}
-    unreachable: list[str] = []
-    for name, address in sorted(addresses.items()):
-        async with channel(address) as opened:
-            stub = zone_pb2_grpc.ZoneStub(opened)
-            try:
-                status = await stub.GetStatus(
-                    zone_pb2.GetStatusRequest(include_entities=True), timeout=2.0
-                )
-            except grpc.aio.AioRpcError:
-                unreachable.append(name)
-                continue
-        owned[name] = list(zip(status.entity_ids, status.entity_players, strict=True))
-    routes = {player: r.zone for player, r in (await read_routes(redis, world)).items()}
-    return check(owned, routes, expected_players, unreachable)
+    """Ask every zone (name -> gRPC address) for its entities, all at once, between
+    two reads of the routes; check."""
+    before = await read_routes(redis, world)
+    names = sorted(addresses)
+    answers = await asyncio.gather(*(_entities(addresses[n], channel) for n in names))
+    after = await read_routes(redis, world)
+    owned = {n: a for n, a in zip(names, answers, strict=True) if a is not None}
+    unreachable = [n for n, a in zip(names, answers, strict=True) if a is None]
+    routes = {player: r.zone for player, r in after.items()}
+    raw = {player: r.raw for player, r in before.items()}
+    shifted = moved(raw, {player: r.raw for player, r in after.items()})
+    return check(owned, routes, expected_players, unreachable, shifted)
+
+
+async def _entities(address: str, channel: Opener) -> list[tuple[int, str]] | None:
+    """One zone's ``(entity id, player id)`` pairs; None if it did not answer in 2 s."""
+    async with channel(address) as opened:
+        try:
+            status = await zone_pb2_grpc.ZoneStub(opened).GetStatus(
+                zone_pb2.GetStatusRequest(include_entities=True), timeout=2.0
+            )
+        except grpc.aio.AioRpcError:
+            return None
+    return list(zip(status.entity_ids, status.entity_players, strict=True))
 
 
 async def settle(

@@ -67,6 +67,21 @@ def test_drained_zone_is_deleted_and_timeout_forces_it() -> None:
     assert kinds(done.actions) == ["Delete"] and not done.actions[0].forced  # type: ignore[union-attr]
 
 
+def test_a_draining_zone_whose_heartbeat_stopped_waits_for_the_timeout() -> None:
+    # Its heartbeat may only be late (a loaded machine): deleting it at once would
+    # stop it with the players it is still handing away.
+    world = spec()
+    failed = ZoneView("earth-1", Desired.DRAINING, Rect(512, 0, 1024, 1024), phase=Phase.FAILED)
+    zones = [ready("earth-0", WORLD), failed]
+    m = plan(world, zones, now=0, memory=Memory(next_id=2)).memory
+    assert plan(world, zones, now=59, memory=m).actions == ()
+    (forced,) = plan(world, zones, now=60, memory=m).actions
+    assert forced == Delete("earth-1", True, "DrainTimeout", forced.reason)
+    never = [zones[0], replace(failed, phase=Phase.PENDING)]
+    (gone,) = plan(world, never, now=1, memory=m).actions
+    assert gone == Delete("earth-1", False, "Drained", "earth-1 pending, nothing to drain")
+
+
 def test_deleting_a_zone_merges_it_into_its_sibling() -> None:
     zones = siblings(200, 200)
     zones[1] = replace(zones[1], deleting=True)

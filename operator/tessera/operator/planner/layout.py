@@ -12,19 +12,18 @@ from tessera.wire.geometry import Rect
 
 
 def finish_drains(draft: Draft, now: float) -> None:
-    """Delete a draining zone once it reports Drained or has no heartbeat left
-    (nothing to hand away), or once the world's drain timeout has passed."""
+    """Delete a draining zone once it reports Drained or never heartbeated (nothing
+    to hand away), or once the world's drain timeout has passed. A zone whose
+    heartbeat stopped (Failed) waits for the timeout too: on a loaded machine a
+    zone still handing players away can miss heartbeats, and deleting it would
+    stop it with those players inside."""
     timeout = draft.world.drain_timeout_s
     for z in draft.zones.values():
         if z.desired != Desired.DRAINING:
             continue
         since = draft.drain_since.setdefault(z.name, now)
-        if z.phase in (Phase.DRAINED, Phase.PENDING, Phase.FAILED):
-            why = (
-                "drained"
-                if z.phase == Phase.DRAINED
-                else f"{z.phase.value.lower()}, nothing to drain"
-            )
+        if z.phase in (Phase.DRAINED, Phase.PENDING):
+            why = "drained" if z.phase == Phase.DRAINED else "pending, nothing to drain"
             draft.actions.append(Delete(z.name, False, "Drained", f"{z.name} {why}"))
         elif now - since >= timeout:
             reason = f"{z.name} still draining after {timeout:g}s; removed"
