@@ -85,5 +85,5 @@ def test_a_failing_score_is_contained() -> None:
 
     g = arena(Module(name="broken", rules=Rules("arena", score=broken)))
     g.step(3)
-    assert g.counts["game_error:broken/rules:match"] == 3
+    assert g.counts["game_error:broken/system:rules"] == 3
     assert g.outcome is None and g.sent("a", STARTED) == []  # the failed call's events dropped

@@ -35,7 +35,7 @@ def test_bad_rules_are_refused(kwargs: dict[str, object]) -> None:
 def test_waits_for_every_team_then_starts() -> None:
     m = Match(Rules("arena", start_timeout_s=10, time_limit_s=60, win_score=2))
     assert judge(m, now_s=1.0, present={"a": A}, kills={}) == []
-    assert m.started_s is None and m.opened_s == 1.0
+    assert (m.started_s, m.opened_s) == (None, 1.0)
     told = judge(m, now_s=2.0, present={"a": A, "b": B}, kills={})
     assert m.started_s == 2.0
     assert sorted((n.player, n.name, n.amount) for n in told) == [
@@ -64,7 +64,7 @@ def test_kills_score_and_the_first_to_the_limit_wins() -> None:
         ("a", SCORE, 1.0, 1),
         ("b", SCORE, 1.0, 1),
     ]
-    assert m.outcome is None
+    assert [m.outcome] == [None]
     told = judge(m, now_s=2.5, present=both, kills={1: 1})
     assert m.outcome is not None and m.outcome.reason == WON
     assert m.outcome.duration_s == 2.5
@@ -91,7 +91,7 @@ def test_time_up_with_equal_scores_is_a_draw() -> None:
     judge(m, now_s=0.0, present=both, kills={})
     judge(m, now_s=1.0, present=both, kills={1: 1, 2: 1})
     judge(m, now_s=9.9, present=both, kills={})
-    assert m.outcome is None
+    assert [m.outcome] == [None]
     judge(m, now_s=10.0, present=both, kills={})
     assert m.outcome is not None and m.outcome.reason == TIME_UP
     assert [(s.team, s.rank) for s in m.outcome.standings] == [(1, 0), (2, 0)]

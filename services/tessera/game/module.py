@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tessera.game.errors import ModuleError
-from tessera.game.rules import Rules
+from tessera.game.rules import RULES_SYSTEM, Rules
 
 if TYPE_CHECKING:
     from tessera.game.view import Events, View
@@ -182,6 +182,8 @@ class Module:
         _unique("events", list(self.events))
         if self.rules is not None and not isinstance(self.rules, Rules):
             raise ModuleError(f"module {self.name}: rules must be a Rules value")
+        if self.rules is not None and RULES_SYSTEM in {s.name for s in self.systems}:
+            raise ModuleError(f"module {self.name}: system name {RULES_SYSTEM!r} is the rules'")
 
 
 def load(path: str) -> Module:

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 # amount: its score) and the end (amount: the player's team's rank, 0 = first).
 STARTED, SCORE, ENDED = "match_started", "score", "match_ended"
 EVENTS = (STARTED, SCORE, ENDED)
+# The name the zone counts the rules' failures under (a system name modules may not use).
+RULES_SYSTEM = "rules"
 # Why a match ended (Outcome.reason).
 WON, TIME_UP = "score", "time"
 

@@ -22,7 +22,7 @@ from functools import partial
 import numpy as np
 
 from tessera.game.module import Action, Module, System
-from tessera.game.rules import EVENTS, Match, Member, Outcome, judge
+from tessera.game.rules import EVENTS, RULES_SYSTEM, Match, Member, Outcome, judge
 from tessera.game.view import Events, View
 from tessera.zone.entities import GHOST, PLAYER, Entities
 from tessera.zone.events import DIED, GAME, Event
@@ -40,6 +40,8 @@ UNKNOWN_PLAYER, UNKNOWN_ACTION, ARGUMENTS, RATE, DISABLED = (
     "disabled",
 )
 ACTION_REASONS = (UNKNOWN_PLAYER, UNKNOWN_ACTION, ARGUMENTS, RATE, DISABLED)
+# The match rules are contained, counted and disabled as a system of this name.
+RULES = "system:" + RULES_SYSTEM
 
 
 @dataclass(frozen=True)
@@ -166,14 +168,12 @@ class Game:
         """How the match ended, once it has (None before, and outside instances)."""
         return self.match.outcome if self.match is not None else None
 
-    def judge(
-        self, ents: Entities, view: View, out: list[Event], counts: Counter[str]
-    ) -> None:
+    def judge(self, ents: Entities, view: View, out: list[Event], counts: Counter[str]) -> None:
         """The match rules over this tick (its combat included): notices go to ``out``."""
         if self.match is not None and self.match.outcome is None:
-            self._call("rules:match", partial(self._judge, ents, view, list(out)), ents, out, counts)
-            if self.match.outcome is not None:
-                counts["game_match:" + self.match.outcome.reason] += 1
+            self._call(RULES, partial(self._judge, ents, view, list(out)), ents, out, counts)
+            if self.outcome is not None:
+                counts["game_match:" + self.outcome.reason] += 1
 
     def _judge(self, ents: Entities, view: View, told: list[Event], sink: Events) -> None:
         assert self.match is not None  # judge() checked
