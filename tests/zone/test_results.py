@@ -21,6 +21,7 @@ from tessera.common.process import ServiceProcess
 from tessera.common.store import Client, instances_stream
 from tessera.game.rules import TIME_UP, Outcome, Standing
 from tessera.harness.redis import LocalRedis, component_url
+from tessera.harness.relays import metric
 from tessera.harness.tokens import LOCAL
 from tessera.harness.zones import World
 from tessera.matchmaking.records import RatingRecords
@@ -215,18 +216,9 @@ async def test_an_instance_zone_ends_its_match_and_matchmaking_records_it(
             "duelist",
         )
         assert entry.rated and 0 < entry.started_at_ms < entry.ended_at_ms
-        metrics = zone.ports["metrics_port"]
-        assert _scrape(metrics, "tessera_zone_match_results_total", 'outcome="reported"') == 1
-        assert _scrape(metrics, "tessera_zone_matches_ended_total", 'reason="time"') == 1
+        assert metric(zone, "tessera_zone_match_results_total", outcome="reported") == 1
+        assert metric(zone, "tessera_zone_matches_ended_total", reason="time") == 1
     finally:
         world.stop()
         for proc in reversed(procs):
             proc.terminate()
-
-
-def _scrape(port: int, name: str, label: str) -> float:
-    import urllib.request  # noqa: PLC0415
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        lines = response.read().decode().splitlines()
-    return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines if ln.startswith(name) and label in ln)
