@@ -537,7 +537,7 @@ def test_generated_secrets_are_kept(render: Render, chart: helm_python.Chart) ->
     )
     others = {
         name: base64.b64decode(clients[f"{name}-client-secret"]).decode()
-        for name in ("console", "operator", "relay")
+        for name in ("console", "operator", "relay", "zone")
     }
     assert base64.b64decode(clients["clients"]).decode() == ",".join(
         [f"{client_id}={client_secret}", *(f"{name}={s}" for name, s in others.items())]

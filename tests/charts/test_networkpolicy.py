@@ -94,6 +94,7 @@ ARCHITECTURE: Matrix = [
     ("zone", "redis", "redis"),
     ("zone", "postgresql", "postgresql"),
     ("zone", "auth", "grpc"),
+    ("zone", "matchmaking", "grpc"),  # an instance zone's match result
     ("database-backup", "postgresql", "postgresql"),
     ("client", "relay", "udp"),
     ("client", "relay", "grpc"),

@@ -392,6 +392,24 @@ def test_instance_zoneserver_view_and_workload() -> None:
     plain = resources.deployment(zs_obj(), world, WorkloadSettings("redis://r:6379/0"))
     names = {e["name"] for e in plain["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "TESSERA_ZONE_INSTANCE" not in names
+    # Given where and how to report, instance zones (only) get it for their result.
+    reporting = WorkloadSettings(
+        "redis://r:6379/0", matchmaking_address="mm:50051", service_secret="clients"
+    )
+    (inst,) = resources.deployment(body, world, reporting)["spec"]["template"]["spec"]["containers"]
+    got = {e["name"]: e.get("value") or e.get("valueFrom") for e in inst["env"]}
+    assert got["TESSERA_MATCHMAKING_ADDRESS"] == "mm:50051"
+    assert got["TESSERA_SERVICE_CLIENT_ID"] == "zone"
+    assert got["TESSERA_SERVICE_CLIENT_SECRET"] == {
+        "secretKeyRef": {"name": "clients", "key": "zone-client-secret"}
+    }
+    (open_world,) = resources.deployment(zs_obj(), world, reporting)["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert not {e["name"] for e in open_world["env"]} & {
+        "TESSERA_MATCHMAKING_ADDRESS",
+        "TESSERA_SERVICE_CLIENT_SECRET",
+    }
     action = CreateZone(ZONE, Rect(0, 0, 1, 1), None, 0, 0, "Instance", "r", instance=MATCH)
     assert resources.action_of(resources.action_dict(action)) == action
     assert resources.timestamp("yesterday") is None and resources.timestamp(None) is None

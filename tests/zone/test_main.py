@@ -1,5 +1,6 @@
-"""A zone process whose game module cannot load never reports ready (one that
-loads serves: tests/examples/test_resources.py)."""
+"""A zone process whose game module cannot load, or an instance zone whose module's
+rules have nowhere to report, never reports ready (one that loads serves:
+tests/examples/test_resources.py, tests/zone/test_results.py)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,13 @@ async def test_a_zone_without_its_game_never_serves(
         await world.start("z", Rect(-100, -100, 100, 100))
     assert message in str(err.value)
     assert await read_heartbeats(redis, world.world, ["z"]) == {}
+
+
+async def test_an_instance_zone_with_rules_needs_where_to_report(
+    redis_url: str, redis: Client
+) -> None:
+    world = World(redis, redis_url, env={"TESSERA_GAME_MODULE": "tessera.examples.arena"})
+    with pytest.raises(RuntimeError, match="did not start") as err:
+        await world.start_instance("inst-m1", "m1")
+    assert "TESSERA_MATCHMAKING_ADDRESS" in str(err.value)
+    assert await read_heartbeats(redis, world.world, ["inst-m1"]) == {}

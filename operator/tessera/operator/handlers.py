@@ -65,6 +65,11 @@ class OperatorConfig:
     # A Secret (in the World's namespace) with the PostgreSQL DSN for zone pods.
     zone_database_secret: str | None = None
     zone_database_secret_key: str = "url"
+    # Where instance zones report their match result (docs/GAME.md, "Rules"), and a
+    # Secret (in the World's namespace) with the secret of auth's ``zone`` client.
+    zone_matchmaking_address: str = ""
+    zone_service_secret: str | None = None
+    zone_service_secret_key: str = "zone-client-secret"
     metrics_port: int = 9090
     health_port: int = 8080
     log_level: str = "info"
@@ -96,6 +101,11 @@ class OperatorConfig:
             zone_redis_secret_key=env.string("ZONE_REDIS_SECRET_KEY", "password"),
             zone_database_secret=env.string("ZONE_DATABASE_SECRET", "") or None,
             zone_database_secret_key=env.string("ZONE_DATABASE_SECRET_KEY", "url"),
+            zone_matchmaking_address=env.string(
+                "ZONE_MATCHMAKING_ADDRESS", "", pattern=r"\S+:\d{1,5}"
+            ),
+            zone_service_secret=env.string("ZONE_SERVICE_SECRET", "") or None,
+            zone_service_secret_key=env.string("ZONE_SERVICE_SECRET_KEY", "zone-client-secret"),
             metrics_port=env.integer("METRICS_PORT", 9090, lo=0, hi=65535),
             health_port=env.integer("HEALTH_PORT", 8080, lo=1, hi=65535),
             log_level=env.choice(
@@ -147,6 +157,9 @@ class Runtime:
             auth_address=config.auth_address,
             tls_ca_secret=config.zone_tls_ca_secret,
             tls_server_name=config.zone_tls_server_name,
+            matchmaking_address=config.zone_matchmaking_address,
+            service_secret=config.zone_service_secret,
+            service_secret_key=config.zone_service_secret_key,
         )
         self._kube: Kube | None = None
         self._kube_info: kopf.ConnectionInfo | None = None

@@ -324,6 +324,24 @@ class WorkloadSettings:
     # ("" = the host dialled); None = plaintext to auth.
     tls_ca_secret: str | None = None
     tls_server_name: str = ""
+    # Instance zones only: matchmaking's address, and the Secret holding the secret
+    # of auth's ``zone`` service client, to report their match result with.
+    matchmaking_address: str = ""
+    service_secret: str | None = None
+    service_secret_key: str = "zone-client-secret"
+
+
+def _reporting(settings: WorkloadSettings) -> list[dict[str, Any]]:
+    """An instance zone's settings for reporting its match result (docs/GAME.md,
+    "Rules"), when the operator was given them."""
+    if not (settings.matchmaking_address and settings.service_secret):
+        return []
+    secret = {"name": settings.service_secret, "key": settings.service_secret_key}
+    return [
+        {"name": "TESSERA_MATCHMAKING_ADDRESS", "value": settings.matchmaking_address},
+        {"name": "TESSERA_SERVICE_CLIENT_ID", "value": "zone"},
+        {"name": "TESSERA_SERVICE_CLIENT_SECRET", "valueFrom": {"secretKeyRef": secret}},
+    ]
 
 
 # Where a zone pod mounts the CA it trusts for TLS to auth (as the chart's pods do).
@@ -426,6 +444,7 @@ def deployment(
             if spec.get("instance")
             else []
         ),
+        *(_reporting(settings) if spec.get("instance") else []),
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "TESSERA_ADVERTISE_ADDRESS", "value": f"$(POD_IP):{GRPC_PORT}"},
         *({"name": e["name"], "value": e.get("value", "")} for e in template.get("env", [])),

@@ -14,6 +14,7 @@ from tessera.game.module import (
     System,
     load,
 )
+from tessera.game.rules import Rules
 from tessera.game.view import DEAD, GHOST, NPC, PLAYER, Events, View
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Module",
     "ModuleError",
     "Replication",
+    "Rules",
     "System",
     "View",
     "load",

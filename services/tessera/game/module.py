@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tessera.game.errors import ModuleError
+from tessera.game.rules import RULES_SYSTEM, Rules
 
 if TYPE_CHECKING:
     from tessera.game.view import Events, View
@@ -151,14 +152,15 @@ class Action:
 
 @dataclass(frozen=True)
 class Module:
-    """A game: its components, systems (in run order), actions and the names of
-    the events it sends to players."""
+    """A game: its components, systems (in run order), actions, the names of the
+    events it sends to players, and the ``rules`` of its matches in instance zones."""
 
     name: str
     components: tuple[Component, ...] = ()
     systems: tuple[System, ...] = ()
     actions: tuple[Action, ...] = ()
     events: tuple[str, ...] = ()
+    rules: Rules | None = None
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or len(self.name) > 100:
@@ -178,6 +180,10 @@ class Module:
         _unique("action names", [a.name for a in self.actions])
         _unique("action ids", [str(a.id) for a in self.actions])
         _unique("events", list(self.events))
+        if self.rules is not None and not isinstance(self.rules, Rules):
+            raise ModuleError(f"module {self.name}: rules must be a Rules value")
+        if self.rules is not None and RULES_SYSTEM in {s.name for s in self.systems}:
+            raise ModuleError(f"module {self.name}: system name {RULES_SYSTEM!r} is the rules'")
 
 
 def load(path: str) -> Module:

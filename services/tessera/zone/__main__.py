@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
+
+import grpc
 
 from tessera.authclient.access import AccessInterceptor
+from tessera.authclient.credentials import ServiceCredentials
 from tessera.authclient.verifier import Trust, Verifier
 from tessera.common import store as common_store
 from tessera.common.audit import AuditLog
-from tessera.common.config import Env, ServerConfig
+from tessera.common.config import ConfigError, Env, ServerConfig, ServiceClient
 from tessera.common.database import DatabaseUnavailable, Pool, open_database
 from tessera.common.server import GrpcService, main
 from tessera.game.errors import ModuleError
-from tessera.game.module import DEFAULT, load
+from tessera.game.module import DEFAULT, Module, load
 from tessera.v1 import zone_pb2_grpc
 from tessera.zone import jitcache
+
+if TYPE_CHECKING:
+    from tessera.zone.config import ZoneConfig
+    from tessera.zone.results import Reporter
 
 log = logging.getLogger("tessera.zone")
 
@@ -41,6 +49,7 @@ async def build(config: ServerConfig) -> GrpcService:
         log.error("cannot start: %s", err, extra={"game_module": cfg.game_module or DEFAULT})
         raise SystemExit(1) from None
     log.info("game module loaded", extra={"game_module": game.name})
+    service_client = _service_client(cfg, trust, game)
     warm_up(cfg)
     metrics.KERNELS_READY.set(time.perf_counter() - began)
     log.info("kernels ready in %.3f s", time.perf_counter() - began)
@@ -62,7 +71,8 @@ async def build(config: ServerConfig) -> GrpcService:
             event_interval_s=cfg.event_flush_s,
             persisted=frozenset(c.name for c in game.components if c.persist),
         )
-    servicer = ZoneServicer(cfg, store, persistence, audit)
+    reporter = await _reporter(cfg, trust, game, audit, service_client)
+    servicer = ZoneServicer(cfg, store, persistence, audit, reporter)
     try:
         verifier = await Verifier.trusting(trust, config.redis_url)
     except ConnectionError as err:
@@ -75,6 +85,8 @@ async def build(config: ServerConfig) -> GrpcService:
     )
     service.add(zone_pb2_grpc.add_ZoneServicer_to_server, servicer, "tessera.v1.Zone")
     await servicer.start(lambda: service.grpc_port)
+    if reporter is not None:
+        service.on_shutdown(reporter.close)
     service.on_shutdown(redis.aclose)
     service.on_shutdown(verifier.close)
     if database is not None:
@@ -89,6 +101,49 @@ async def build(config: ServerConfig) -> GrpcService:
     # ZoneLink streams never end on their own: close them when the stop begins.
     service.on_stopping(servicer.links.close)
     return service
+
+
+def _service_client(cfg: ZoneConfig, trust: Trust, game: Module) -> ServiceClient | None:
+    """The credentials an instance zone with match rules reports its result with;
+    None for every other zone. Missing settings stop the zone with their name."""
+    if not (cfg.instance and game.rules):
+        return None
+    if not cfg.matchmaking_address:
+        raise ConfigError(
+            "TESSERA_MATCHMAKING_ADDRESS", "", "host:port of matchmaking (the match result)"
+        )
+    if not trust.auth_address:
+        raise ConfigError("TESSERA_AUTH_ADDRESS", "", "host:port of auth (the service login)")
+    return ServiceClient.from_env(Env(), "zone")
+
+
+async def _reporter(
+    cfg: ZoneConfig,
+    trust: Trust,
+    game: Module,
+    audit: AuditLog | None,
+    client: ServiceClient | None,
+) -> Reporter | None:
+    """The reporter of an instance zone's match result, logged in (bad credentials
+    stop the zone before it reports ready)."""
+    from tessera.zone.results import Reporter  # noqa: PLC0415  (after jitcache.prepare)
+
+    if client is None or game.rules is None:
+        return None
+    credentials = ServiceCredentials(trust.auth_address, client.client_id, client.secret)
+    try:
+        await credentials.login()
+    except grpc.aio.AioRpcError as err:
+        await credentials.close()
+        log.error("cannot start: service login failed", extra={"error": err.code().name})
+        raise SystemExit(1) from None
+    return Reporter.connect(
+        credentials,
+        cfg.matchmaking_address,
+        match_id=cfg.instance,
+        mode=game.rules.mode,
+        audit=audit,
+    )
 
 
 async def _database(url: str) -> Pool | None:

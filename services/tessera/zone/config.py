@@ -92,6 +92,9 @@ class ZoneConfig:
     # a system or action failing this many times in a row is disabled.
     game_module: str = ""
     game_disable_after: int = 30
+    # Where an instance zone whose module has rules reports its match result
+    # (docs/GAME.md, "Rules"); "" elsewhere.
+    matchmaking_address: str = ""
 
     @property
     def ladder(self) -> Ladder:
@@ -185,4 +188,5 @@ class ZoneConfig:
             ),
             game_module=env.string("GAME_MODULE", "", pattern=MODULE_PATH),
             game_disable_after=env.integer("GAME_DISABLE_AFTER", 30, lo=1, hi=1_000_000),
+            matchmaking_address=env.string("MATCHMAKING_ADDRESS", "", pattern=r"\S+:\d{1,5}"),
         )

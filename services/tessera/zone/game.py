@@ -1,5 +1,6 @@
 """A game module inside the tick (docs/GAME.md): its action handlers, then its
-systems, each call with its errors contained.
+systems, and in an instance zone its match rules after combat, each call with its
+errors contained.
 
 An exception in a system or handler is logged (at most once per ``LOG_EVERY_S``
 per system), counted, and the events the call sent are dropped; the tick goes on.
@@ -21,9 +22,10 @@ from functools import partial
 import numpy as np
 
 from tessera.game.module import Action, Module, System
+from tessera.game.rules import EVENTS, RULES_SYSTEM, Match, Member, Outcome, judge
 from tessera.game.view import Events, View
 from tessera.zone.entities import GHOST, PLAYER, Entities
-from tessera.zone.events import GAME, Event
+from tessera.zone.events import DIED, GAME, Event
 from tessera.zone.inputs import refill
 
 log = logging.getLogger("tessera.zone.game")
@@ -40,6 +42,8 @@ UNKNOWN_PLAYER, UNKNOWN_ACTION, ARGUMENTS, RATE, DISABLED = (
 # Counted by the zone's links: an action for a player its relay does not serve here.
 NOT_ATTACHED = "not_attached"
 ACTION_REASONS = (UNKNOWN_PLAYER, UNKNOWN_ACTION, ARGUMENTS, RATE, DISABLED, NOT_ATTACHED)
+# The match rules are contained, counted and disabled as a system of this name.
+RULES = "system:" + RULES_SYSTEM
 
 
 @dataclass(frozen=True)
@@ -67,13 +71,16 @@ def arguments(action: Action, values: Sequence[float]) -> dict[str, float] | Non
 
 
 class Game:
-    """One zone's running module: pending actions, buckets, failure tallies."""
+    """One zone's running module: pending actions, buckets, failure tallies, and
+    the match of an instance zone (``match_id``) whose module has rules."""
 
-    def __init__(self, module: Module, *, disable_after: int) -> None:
+    def __init__(self, module: Module, *, disable_after: int, match_id: str = "") -> None:
         self.module = module
         self.disable_after = disable_after
         self.actions = {a.id: a for a in module.actions}
-        self.declared = frozenset(module.events)
+        self.match_id = match_id
+        self.match = Match(module.rules) if module.rules and match_id else None
+        self.declared = frozenset(module.events) | (frozenset(EVENTS) if self.match else set())
         self.pending: list[Request] = []
         self.buckets: dict[
             int, dict[int, tuple[float, float]]
@@ -158,6 +165,36 @@ class Game:
         for system in self.module.systems:
             self._call("system:" + system.name, partial(_tick, system, view, dt), ents, out, counts)
 
+    @property
+    def outcome(self) -> Outcome | None:
+        """How the match ended, once it has (None before, and outside instances)."""
+        return self.match.outcome if self.match is not None else None
+
+    def judge(self, ents: Entities, view: View, out: list[Event], counts: Counter[str]) -> None:
+        """The match rules over this tick (its combat included): notices go to ``out``."""
+        if self.match is not None and self.match.outcome is None:
+            self._call(RULES, partial(self._judge, ents, view, list(out)), ents, out, counts)
+            if self.outcome is not None:
+                counts["game_match:" + self.outcome.reason] += 1
+
+    def _judge(self, ents: Entities, view: View, told: list[Event], sink: Events) -> None:
+        assert self.match is not None  # judge() checked
+        present = {}
+        for player, eid in ents.players.items():
+            extra = ents.extra[eid]
+            if extra.match_id == self.match_id:
+                present[player] = Member(int(ents.team[ents.index[eid]]), extra.role)
+        rules = self.match.rules
+        notices = judge(
+            self.match,
+            now_s=view.now_s,
+            present=present,
+            kills=kills(ents, told, self.match_id),
+            scored=rules.score(view) if rules.score is not None else None,
+        )
+        for n in notices:
+            sink.send(ents.index[ents.players[n.player]], n.name, amount=n.amount, other=n.other)
+
     def _call(
         self,
         part: str,
@@ -210,6 +247,22 @@ def _handle(
 
 def _tick(system: System, view: View, dt: float, events: Events) -> None:
     system.run(view, dt, events)
+
+
+def kills(ents: Entities, told: list[Event], match_id: str) -> dict[int, int]:
+    """Kills per team in this tick's deaths: a match player killing another team's."""
+    out: Counter[int] = Counter()
+    for e in told:
+        if e.kind != DIED:
+            continue
+        killer, victim = ents.index.get(e.other), ents.players.get(e.player_id)
+        if killer is None or victim is None:
+            continue
+        extra = ents.extra.get(int(ents.id[killer]))
+        team, victim_team = int(ents.team[killer]), int(ents.team[ents.index[victim]])
+        if extra is not None and extra.match_id == match_id and team != victim_team:
+            out[team] += 1
+    return dict(out)
 
 
 def player_of(ents: Entities, row: int) -> str:

@@ -180,6 +180,20 @@ GAME_ACTIONS = Counter(
 )
 for _outcome in ("accepted", *ACTION_REASONS):
     GAME_ACTIONS.labels(_outcome)
+# An instance zone's match (docs/GAME.md, "Rules").
+MATCHES_ENDED = Counter(
+    "tessera_zone_matches_ended_total",
+    "Matches this instance zone's rules ended, by reason: score or time",
+    ["reason"],
+)
+MATCH_RESULTS = Counter(
+    "tessera_zone_match_results_total",
+    "Match result reports to matchmaking, by outcome: reported, duplicate (already"
+    " recorded), retried (an attempt failed, tried again) or rejected (refused for good)",
+    ["outcome"],
+)
+for _outcome in ("reported", "duplicate", "retried", "rejected"):
+    MATCH_RESULTS.labels(_outcome)
 _GAME_ERRORS = {"system": GAME_SYSTEM_ERRORS, "action": GAME_ACTION_ERRORS}
 
 _COUNTS = {
@@ -212,6 +226,8 @@ def observe(frame: Frame, counts: dict[str, int], *, players: int, entities: int
             VIOLATIONS.labels(VIOLATION_REASONS[key]).inc(value)
         elif key in _COUNTS:
             _COUNTS[key].inc(value)
+        elif key.startswith("game_match:"):
+            MATCHES_ENDED.labels(key[11:]).inc(value)
         elif key.startswith("game_action:"):
             GAME_ACTIONS.labels(key[12:]).inc(value)
         elif key.startswith(("game_error:", "game_disabled:")):

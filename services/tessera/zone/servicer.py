@@ -43,6 +43,7 @@ from tessera.zone.events import Event
 from tessera.zone.links import Links
 from tessera.zone.neighbours import Neighbours
 from tessera.zone.persistence import Persistence
+from tessera.zone.results import Reporter
 from tessera.zone.simulation import Simulation
 from tessera.zone.store import ZoneStore, entry_age_s
 from tessera.zone.territory import Territory
@@ -88,8 +89,11 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         store: ZoneStore,
         persistence: Persistence | None = None,
         audit: AuditLog | None = None,
+        reporter: Reporter | None = None,
     ) -> None:
         self.cfg = cfg
+        # An instance zone's match result goes to matchmaking through it (with rules).
+        self.reporter = reporter
         self.store = store
         self.persistence = persistence
         # The audit trail of SetBounds and Drain (with a database only).
@@ -141,6 +145,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             asyncio.create_task(self.neighbours.run_out()),
             asyncio.create_task(self.neighbours.run_in()),
         ]
+        if self.reporter is not None:
+            self._tasks.append(asyncio.create_task(self.reporter.run()))
         if self.persistence is not None:
             self.persistence.refused = self._adopt_versions
             self._tasks += [
@@ -191,6 +197,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         metrics.TICK.observe(frame.step_s)
         metrics.OVERLOADED.set(1 if self.ticker.stats.overloaded else 0)
         self.links.publish(frame)
+        if self.reporter is not None and self.sim.game.outcome is not None:
+            self.reporter.submit(self.sim.game.outcome)
         if self.persistence is not None and frame.events:
             self.persistence.log(frame.events, self._positions(frame.events))
         if self.territory.state == State.ZONE_STATE_DRAINING:

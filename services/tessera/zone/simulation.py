@@ -2,7 +2,8 @@
 
 inputs (validated on arrival) -> NPC behaviour and synthetic players' steering
 -> the game module's actions and systems (tessera.zone.game) -> movement
--> position history -> combat -> respawn / regeneration -> interest -> quantize
+-> position history -> combat -> respawn / regeneration -> match rules (an
+instance zone's module with rules) -> interest -> quantize
 -> tiers -> delta encode, then the overload governor (tessera.zone.overload)
 weighs the tick's CPU.
 
@@ -93,7 +94,7 @@ class Simulation:
         self.area = area
         self.quant = Quantization(origin=(cfg.world_bounds.min_x, 0.0, cfg.world_bounds.min_z))
         module = module or load(cfg.game_module)
-        self.game = Game(module, disable_after=cfg.game_disable_after)
+        self.game = Game(module, disable_after=cfg.game_disable_after, match_id=cfg.instance)
         self.ents = Entities(components=module.components)
         self.history = combat.History(math.ceil(cfg.history_s * cfg.tick_hz) + 1)
         self.encoder = SnapshotEncoder(cfg.tiers.cap, history=cfg.snapshot_history)
@@ -335,6 +336,10 @@ class Simulation:
         self.tick += 1
         events, self.events = self.events, []  # told by inputs and hits since the last tick
         self._systems(events)
+        if self.game.match is not None:
+            ghost = (self.ents.flags[: self.ents.n] & GHOST) != 0
+            alive = ((self.ents.flags[: self.ents.n] & DEAD) == 0) & ~ghost
+            self.game.judge(self.ents, self._view(alive), events, self.counts)
         sight = self._interest()
         frame = self._encode(sight, events)
         self._ack_synthetic(frame)
