@@ -125,14 +125,14 @@ class Stack:
 
     def start(self) -> None:
         """Start everything and wait until each process serves."""
-        if self.tls:
-            self.server_tls = self._make_certificates()
         self.redis.start()
         self.postgres = guarded_postgres()
         self.postgres.start()
         database_url = self.postgres.create_database("tessera")
         connect_key = base64.b64encode(os.urandom(32)).decode()
         self.udp_port = free_udp_port()
+        if self.tls:
+            self.server_tls = self._make_certificates()
         common = {
             "TESSERA_DATABASE_URL": database_url,
             "TESSERA_HOST": "127.0.0.1",
