@@ -152,7 +152,9 @@ def run_demo(bots: int, duration_s: float, out: Path) -> dict[str, Any]:
 def probe_alone(duration_s: float, walk_mps: float) -> dict[str, Any]:
     """The probe's figures beside the demo's services, with no bots."""
     settings = DemoSettings(bots=2, duration_s=duration_s)
-    stack = Stack(settings)
+    # Plaintext gRPC: the probe runs in this process, which reads its TLS settings
+    # once, and gRPC is only its login; what it measures goes over UDP.
+    stack = Stack(settings, tls=False)
     stack.start()
     try:
         cfg = ProbeConfig(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -133,6 +136,8 @@ def test_short_demo_splits_merges_and_loses_nobody(tmp_path: Path) -> None:
     assert figures["arena"]["matches"] >= 1, figures["arena"]
     assert figures["arena"]["failed"] == figures["arena"]["disconnects"] == 0
     assert figures["handoffs"] > 0
+    # Everything above went through auth, matchmaking and the relay serving TLS.
+    assert set(figures["grpc_tls"]) == {"auth", "relay", "matchmaking"}
     # NPCs (100 per zone) and bots that fight them and each other.
     assert figures["peak_npcs"] >= 100
     assert figures["combat_events"].get("HIT_DEALT", 0) > 0, figures["combat_events"]
@@ -145,6 +150,7 @@ def test_short_demo_splits_merges_and_loses_nobody(tmp_path: Path) -> None:
     assert 0 <= probe["prediction_error_m_p50"] <= probe["prediction_error_m_p95"] < 100
     text = (tmp_path / "out" / "summary.txt").read_text()
     assert "probe (one player in a process of its own" in text and "bot-side (60 bots" in text
+    assert "gRPC over TLS        auth, relay, matchmaking (zones in plaintext)" in text
     assert text.startswith("bots")
     png = (tmp_path / "out" / "world.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
@@ -155,26 +161,55 @@ def test_short_demo_splits_merges_and_loses_nobody(tmp_path: Path) -> None:
     assert no_survivors(seen) == []
 
 
-def run_until_connected(tmp_path: Path) -> tuple[subprocess.Popen[str], Watcher, str]:
-    """The demo with its 10 bots connected, and the console URL it printed."""
+def run_until_connected(tmp_path: Path) -> tuple[subprocess.Popen[str], Watcher, dict[str, str]]:
+    """The demo with its 10 bots connected, and the lines it printed before, by
+    their prefix (``console``, ``tls``)."""
     proc = start_demo(tmp_path, "--bots", "10", "--duration", "60", "--world-size", "1000")
     watcher = Watcher(proc.pid)
     assert proc.stdout is not None
-    console = ""
+    printed: dict[str, str] = {}
     for line in proc.stdout:
-        console = (
-            line.removeprefix("console: ").strip() if line.startswith("console: ") else console
-        )
         if line.startswith("t=") and "bots=10/10" in line:
             break
-    return proc, watcher, console
+        prefix, _, rest = line.partition(": ")
+        printed.setdefault(prefix, rest.strip())
+    return proc, watcher, printed
+
+
+def health(address: str, credentials: grpc.ChannelCredentials | None) -> int:
+    """A health check of ``address``: over TLS with ``credentials``, else plaintext."""
+    with (
+        grpc.secure_channel(address, credentials)
+        if credentials is not None
+        else grpc.insecure_channel(address)
+    ) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10.0
+        )
+        return int(reply.status)
+
+
+def assert_tls_only(tls_line: str) -> None:
+    """Each service the demo says serves TLS answers a client trusting the run's
+    CA and refuses a plaintext one."""
+    servers = dict(re.findall(r"(auth|relay|matchmaking) (127\.0\.0\.1:\d+)", tls_line))
+    assert set(servers) == {"auth", "relay", "matchmaking"}, tls_line
+    ca = re.search(r"\(CA (\S+)\)", tls_line)
+    assert ca is not None, tls_line
+    trusted = grpc.ssl_channel_credentials(Path(ca.group(1)).read_bytes())
+    for address in servers.values():
+        assert health(address, trusted) == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as refused:
+            health(address, None)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_interrupt_stops_everything(tmp_path: Path) -> None:
-    proc, watcher, console = run_until_connected(tmp_path)
-    with urllib.request.urlopen(console + "/api/frame", timeout=10) as response:
+    proc, watcher, printed = run_until_connected(tmp_path)
+    with urllib.request.urlopen(printed["console"] + "/api/frame", timeout=10) as response:
         frame = json.load(response)  # the console serves the demo's world
     assert frame["meta"]["world"] == "demo" and frame["meta"]["zones"] >= 1
+    assert_tls_only(printed["tls"])
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=45)
     seen = watcher.stop()

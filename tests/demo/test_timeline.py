@@ -180,3 +180,15 @@ def test_instance_zones_and_arena_matches_in_the_summary() -> None:
     assert "arena matches        3 played in instance zones (peak 1 at once; 1 failed" in (
         summary_text(f)
     )
+
+
+def test_summary_says_which_services_served_tls() -> None:
+    tl = Timeline()
+    tl.samples = [sample(0, [zone("a", 3)], 3)]
+    servers = {"auth": "127.0.0.1:1", "relay": "127.0.0.1:2"}
+    f = summary(tl, {}, duration_s=10, bots=3, probe=PROBE, grpc_tls=servers)
+    assert f["grpc_tls"] == servers
+    assert "gRPC over TLS        auth, relay (zones in plaintext)" in summary_text(f)
+    plain = summary(tl, {}, duration_s=10, bots=3, probe=PROBE)
+    assert plain["grpc_tls"] == {}
+    assert "gRPC over TLS        off (--plaintext)" in summary_text(plain)

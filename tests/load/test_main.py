@@ -4,6 +4,7 @@ processes): every bot connects, plays the scenario and leaves cleanly."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -57,6 +58,7 @@ def test_swarm_against_a_running_world(stack: Stack, tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, **stack.client_env()},  # auth and the relay serve TLS
     )
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     r = json.loads(report.read_text())

@@ -9,7 +9,9 @@ on Kubernetes). Each zone is a ``python -m tessera.zone`` child process
 map and scaling events out, as on Kubernetes); zones are told their bounds and
 to drain over gRPC with the runtime's service credentials (``ServiceLogin`` at
 ``--auth-address`` as TESSERA_SERVICE_CLIENT_ID, default ``operator``, with
-TESSERA_SERVICE_CLIENT_SECRET), and zones verify tokens with auth's keys. Without
+TESSERA_SERVICE_CLIENT_SECRET), and zones verify tokens with auth's keys. Zone
+processes inherit the runtime's environment (not its secret), so with
+TESSERA_TLS_CA_FILE set both the runtime and its zones call auth over TLS. Without
 ``--redis-url`` a redis-server is started on a free loopback port.
 
 Each pass is :func:`tessera.operator.reconcile.reconcile`, as on Kubernetes:

@@ -1,14 +1,15 @@
 """``python -m tessera.demo`` (``make demo``): see docs/DEMO.md.
 
 Starts redis-server, auth, relay, matchmaking and the operator's local runtime
-(which runs the zones), then a bot swarm following the demo scenario, a probe
-client (one ordinary player in a process of its own, :mod:`tessera.load.probe`)
-and, beside them, arena matches played in instance zones
-(:mod:`tessera.demo.arena`); shows a
-live dashboard; writes a summary, a JSON file and a PNG to the output folder.
-Exits 1 if a bot was disconnected (or could not connect), an entity was lost
-or duplicated, a zone's tick p99 exceeded its budget or the probe has no
-figures; 130 when interrupted.
+(which runs the zones), with auth, matchmaking and the relay serving gRPC over
+TLS from a CA made for the run (``--plaintext``: no TLS); then a bot swarm
+following the demo scenario, a probe client (one ordinary player in a process
+of its own, :mod:`tessera.load.probe`) and, beside them, arena matches played
+in instance zones (:mod:`tessera.demo.arena`); shows a live dashboard; writes
+a summary, a JSON file and a PNG to the output folder. Exits 1 if a bot was
+disconnected (or could not connect), an entity was lost or duplicated, a
+zone's tick p99 exceeded its budget or the probe has no figures; 130 when
+interrupted.
 """
 
 from __future__ import annotations
@@ -166,6 +167,15 @@ def start_probe(
     return proc
 
 
+def tls_line(stack: Stack) -> str:
+    """Which gRPC endpoints serve TLS, and the CA their callers trust."""
+    servers = stack.tls_servers()
+    if not servers:
+        return "tls: off (--plaintext): every gRPC call in plaintext"
+    listed = ", ".join(f"{name} {address}" for name, address in servers.items())
+    return f"tls: {listed} (CA {stack.ca_file}); zones in plaintext"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m tessera.demo", description=__doc__.splitlines()[0]
@@ -180,6 +190,9 @@ def main() -> None:
     parser.add_argument("--scenario", default="demo", help="scenario file or built-in name")
     parser.add_argument("--output", type=Path, default=None, help="default demo-output/<timestamp>")
     parser.add_argument("--plain", action="store_true", help="log lines instead of the dashboard")
+    parser.add_argument(
+        "--plaintext", action="store_true", help="gRPC without TLS (default: TLS, a CA per run)"
+    )
     args = parser.parse_args()
     if args.bots < 2 or args.duration < 10:
         raise SystemExit("need at least 2 bots and 10 s")
@@ -198,7 +211,7 @@ def main() -> None:
     print(f"output folder: {output}", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
-    stack = Stack(settings)
+    stack = Stack(settings, tls=not args.plaintext)
     swarm: Swarm | None = None
     probe: ServiceProcess | None = None
     code = 0
@@ -209,7 +222,11 @@ def main() -> None:
             flush=True,
         )
         stack.start()
+        # The demo's monitor (its channels follow this process's TESSERA_TLS_*) and
+        # the processes it starts from here (bots, probe) trust the run's CA.
+        os.environ.update(stack.client_env())
         print(f"console: {stack.console_url}", flush=True)
+        print(tls_line(stack), flush=True)
         print(
             f"world {settings.world_m:g} m x {settings.world_m:g} m: split above "
             f"{settings.split_threshold} players, merge below {settings.merge_threshold}; "
@@ -246,6 +263,7 @@ def main() -> None:
             bots=settings.bots,
             arena=arena.figures(),
             probe=latest_stats(probe, "probe"),
+            grpc_tls=stack.tls_servers(),
         )
         (output / "summary.json").write_text(json.dumps(figures, indent=2))
         (output / "summary.txt").write_text(summary_text(figures) + "\n")

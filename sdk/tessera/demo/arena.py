@@ -56,6 +56,8 @@ class Arena:
     client_id: str
     client_secret: str
     play_s: float = 3.0
+    # What the arena's calls to auth and matchmaking trust (None: plaintext).
+    client_tls: tls.ClientTls | None = None
     records: list[MatchRecord] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -70,6 +72,7 @@ class Arena:
             client_id=MM_CLIENT,
             client_secret=stack.mm_secret,
             play_s=play_s,
+            client_tls=stack.client_tls(),
         )
 
     def figures(self) -> dict[str, Any]:
@@ -111,12 +114,17 @@ class Arena:
 
         opened: list[GameClient] = []
         try:
+            credentials = self.client_tls.credentials() if self.client_tls else None
             sessions = [
-                await guest_login(self.auth, f"arena-{tag}-{side}-demo-player") for side in "ab"
+                await guest_login(
+                    self.auth, f"arena-{tag}-{side}-demo-player", credentials=credentials
+                )
+                for side in "ab"
             ]
             players = [s.account_id for s in sessions]
             for s in sessions:
-                opened.append(await _connect(await connect_token(self.auth, s.access_token)))
+                token = await connect_token(self.auth, s.access_token, credentials=credentials)
+                opened.append(await _connect(token))
             await _until(lambda: all_in(players, f"{self.world}-"), 10, "open-world routes")
             assignments = await self._match(sessions)
             match, instance = assignments[0].match_id, assignments[0].destination.zone
@@ -150,7 +158,7 @@ class Arena:
 
     async def _match(self, sessions: list[auth_pb2.Session]) -> list[Any]:
         """Queue both players; their assignments, once made."""
-        async with tls.channel(self.matchmaking) as channel:
+        async with tls.channel(self.matchmaking, tls=self.client_tls) as channel:
             mm: Any = matchmaking_pb2_grpc.MatchmakerStub(channel)
             tickets = [
                 await mm.CreateTicket(
@@ -180,7 +188,7 @@ class Arena:
 
     async def _report(self, match: str, players: list[str]) -> None:
         """The game server's part: the result, as the matchmaking service client."""
-        async with tls.channel(self.auth) as channel:
+        async with tls.channel(self.auth, tls=self.client_tls) as channel:
             auth: Any = auth_pb2_grpc.AuthStub(channel)
             service = await auth.ServiceLogin(
                 auth_pb2.ServiceLoginRequest(
@@ -188,7 +196,7 @@ class Arena:
                 ),
                 timeout=10,
             )
-        async with tls.channel(self.matchmaking) as channel:
+        async with tls.channel(self.matchmaking, tls=self.client_tls) as channel:
             mm: Any = matchmaking_pb2_grpc.MatchmakerStub(channel)
             await mm.ReportMatchResult(
                 matchmaking_pb2.MatchResult(

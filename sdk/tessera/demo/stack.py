@@ -1,6 +1,11 @@
 """Every Tessera process of a demo run: redis-server, PostgreSQL, auth, relay,
 matchmaking, the operator's local runtime (which runs the zones) and the web console.
 
+With ``tls`` (the default) a CA made for the run signs a certificate for
+127.0.0.1/localhost: auth, matchmaking and the relay serve gRPC over TLS with it,
+and every process calling them trusts the CA (``TESSERA_TLS_CA_FILE``). Zones
+serve plaintext, as in the chart without ``tls.zones``.
+
 Each service is a :class:`ServiceProcess` started from the main thread (children
 get SIGTERM when the thread that started them ends), stopped in reverse order;
 redis-server and PostgreSQL are wrapped by :mod:`tessera.demo.guard` so they die
@@ -23,8 +28,10 @@ import yaml
 
 from tessera.common import store
 from tessera.common.process import ServiceProcess, free_udp_port
+from tessera.common.tls import ClientTls
 from tessera.demo.guard import guarded_postgres, guarded_redis
 from tessera.demo.world import DemoSettings, demo_modes, world_resource
+from tessera.harness.certs import Authority
 from tessera.harness.postgres import LocalPostgres
 from tessera.v1 import zone_pb2
 
@@ -32,6 +39,7 @@ WORLD = "demo"
 MM_CLIENT = "matchmaking"
 MONITOR_CLIENT = "demo-monitor"
 CONSOLE_PORT = 8080  # the console's HTTP port when free, else any free port
+TLS_SERVERS = ("auth", "relay", "matchmaking")  # the services serving gRPC over TLS
 
 
 def port_free(port: int) -> bool:
@@ -46,9 +54,12 @@ def port_free(port: int) -> bool:
 class Stack:
     """The services of one demo run."""
 
-    def __init__(self, settings: DemoSettings, workdir: Path | None = None) -> None:
+    def __init__(
+        self, settings: DemoSettings, workdir: Path | None = None, *, tls: bool = True
+    ) -> None:
         self.settings = settings
         self.dir = workdir or Path(tempfile.mkdtemp(prefix="tessera-demo-"))
+        self.tls = tls
         (self.dir / "redis").mkdir(parents=True, exist_ok=True)
         self.redis = guarded_redis(self.dir / "redis")
         self.postgres: LocalPostgres | None = None
@@ -62,6 +73,7 @@ class Stack:
         # The local runtime's and the relay's service clients: zones accept their calls.
         self.operator_secret = secrets.token_urlsafe(24)
         self.relay_secret = secrets.token_urlsafe(24)
+        self.server_tls: dict[str, str] = {}
 
     @property
     def auth_address(self) -> str:
@@ -75,11 +87,42 @@ class Stack:
     def console_url(self) -> str:
         return f"http://127.0.0.1:{self.procs['console'].ports['http_port']}"
 
+    @property
+    def ca_file(self) -> Path:
+        """The run's CA certificate (written by :meth:`start` when TLS is on)."""
+        return self.dir / "tls" / "ca.crt"
+
+    def client_env(self) -> dict[str, str]:
+        """What a process calling auth, matchmaking or the relay needs to trust them."""
+        return {"TESSERA_TLS_CA_FILE": str(self.ca_file)} if self.tls else {}
+
+    def client_tls(self) -> ClientTls | None:
+        """The same trust for a client in this process (None with TLS off)."""
+        return ClientTls(self.ca_file.read_bytes()) if self.tls else None
+
+    def tls_servers(self) -> dict[str, str]:
+        """The gRPC address of each service serving TLS (none with TLS off)."""
+        names = TLS_SERVERS if self.tls else ()
+        return {name: self.procs[name].grpc_address for name in names}
+
+    def _make_certificates(self) -> dict[str, str]:
+        """The run's CA and the servers' certificate; the servers' TLS settings."""
+        ca = Authority("tessera demo CA")
+        self.ca_file.parent.mkdir(exist_ok=True)
+        ca.write_ca(self.ca_file)
+        issued = ca.issue(self.dir / "tls" / "server")
+        return {"TESSERA_TLS_CERT_FILE": str(issued.cert), "TESSERA_TLS_KEY_FILE": str(issued.key)}
+
     def _start(
         self, name: str, module: str, env: dict[str, str], args: list[str] | None = None
     ) -> None:
-        # Each service under its own Redis user (the runtime's is the operator's).
+        # Each service under its own Redis user (the runtime's is the operator's);
+        # TLS on the services that serve it, the CA for every caller of them.
         env = {**env, "TESSERA_REDIS_URL": self.redis.url_for(name)}
+        if name in TLS_SERVERS:
+            env.update(self.server_tls)
+        if name != "auth":
+            env.update(self.client_env())
         proc = ServiceProcess(module, env, args=args or [], name=name).start()
         self.procs[name] = proc
         proc.wait_serving(30.0)
@@ -92,6 +135,8 @@ class Stack:
         database_url = self.postgres.create_database("tessera")
         connect_key = base64.b64encode(os.urandom(32)).decode()
         self.udp_port = free_udp_port()
+        if self.tls:
+            self.server_tls = self._make_certificates()
         common = {
             "TESSERA_DATABASE_URL": database_url,
             "TESSERA_HOST": "127.0.0.1",

@@ -177,9 +177,11 @@ def summary(
     bots: int,
     arena: dict[str, Any] | None = None,
     probe: dict[str, Any] | None = None,
+    grpc_tls: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The run's figures (also the JSON output). ``load`` is the bots' own
-    report, ``probe`` the probe client's: kept apart, each labelled as such."""
+    report, ``probe`` the probe client's: kept apart, each labelled as such;
+    ``grpc_tls`` the address of each service that served gRPC over TLS."""
     last = tl.samples[-1] if tl.samples else None
     handoffs = last.relay.reroutes if last else 0
     p99 = tick_p99_per_zone(tl.samples)
@@ -216,6 +218,7 @@ def summary(
         "arena": arena or {},
         "load": load,
         "probe": probe or {},
+        "grpc_tls": grpc_tls or {},
         "events": [e.__dict__ for e in tl.events],
     }
 
@@ -252,6 +255,7 @@ def summary_text(figures: dict[str, Any]) -> str:
     arena = figures.get("arena") or {}
     probe = figures.get("probe") or {}
     combat = ", ".join(f"{k}={v}" for k, v in sorted(figures.get("combat_events", {}).items()))
+    tls = ", ".join(figures.get("grpc_tls", {}))  # the services that served TLS
     f = figures
     lines = [
         f"bots                 {f['bots']} for {f['duration_s']:.0f} s",
@@ -275,6 +279,7 @@ def summary_text(figures: dict[str, Any]) -> str:
         f"over budget: {', '.join(f.get('zones_over_budget', [])) or 'none'})",
         f"NPCs                 {f.get('peak_npcs', 0)} at the peak in open-world zones",
         f"bytes per player     {f['bytes_per_player_s']:.0f} B/s at the relay",
+        f"gRPC over TLS        {tls + ' (zones in plaintext)' if tls else 'off (--plaintext)'}",
         "probe (one player in a process of its own, predicting, every snapshot decoded):",
         f"  rtt                p50 {probe.get('rtt_ms_p50', 0.0):.1f} ms, "
         f"p95 {probe.get('rtt_ms_p95', 0.0):.1f} ms ({probe.get('rtt_samples', 0)} pings)",
