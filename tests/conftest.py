@@ -3,13 +3,15 @@ modules marked ``redis_cluster``, a real Redis Cluster as well), both with the
 component users of ``tessera.common.acl`` and checked at the end for anything
 they refused a component (a test that provokes refusals clears them), and a real
 PostgreSQL cluster per session with a fresh database per test module; the
+operator's local runtime on that Redis (``local_runtime``); the
 ``--redis-cluster`` option (``make test-cluster``) selects what runs on a cluster."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,8 @@ from tessera.common.config import Env
 from tessera.common.database import Pool, open_database
 from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis, LocalRedisCluster
+from tessera.harness.tokens import LOCAL
+from tessera.operator.local import LocalRuntime
 from tessera.zone.config import ZoneConfig
 from tessera.zone.simulation import warm_up
 
@@ -152,3 +156,26 @@ async def database(database_url: str) -> AsyncIterator[Pool]:
         await pool.execute("TRUNCATE " + ", ".join(r["tablename"] for r in tables) + " CASCADE")
     yield pool
     await pool.close()
+
+
+MakeRuntime = Callable[..., LocalRuntime]
+
+
+@pytest.fixture
+def local_runtime(redis_server: LocalRedis) -> MakeRuntime:
+    """Makes the operator's local runtime for a World on the session's Redis (the
+    operator's and the zones' users), its zones trusting the harness's tokens and
+    run with ``zone_env`` (default: heartbeats every 0.2 s)."""
+
+    def make(
+        world_obj: Mapping[str, Any], zone_env: Mapping[str, str] | None = None
+    ) -> LocalRuntime:
+        return LocalRuntime(
+            world_obj,
+            redis_server.url_for("operator"),
+            zone_redis_url=redis_server.url_for("zone"),
+            zone_env={**(zone_env or {"TESSERA_HEARTBEAT_S": "0.2"}), **LOCAL.env()},
+            channel=LOCAL.channel,
+        )
+
+    return make

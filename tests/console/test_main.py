@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +58,11 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "artifacts" / "conso
 
 
 @pytest.fixture
-async def runtime(redis_server: LocalRedis, redis: Redis) -> AsyncIterator[LocalRuntime]:
+async def runtime(
+    local_runtime: Callable[..., LocalRuntime], redis: Redis
+) -> AsyncIterator[LocalRuntime]:
     """On an emptied Redis, the local runtime (a pass every 0.3 s) with earth-0 READY."""
-    rt = LocalRuntime(
-        WORLD,
-        redis_server.url_for("operator"),
-        zone_redis_url=redis_server.url_for("zone"),
-        zone_env={"TESSERA_HEARTBEAT_S": "0.2", **LOCAL.env()},
-        channel=LOCAL.channel,
-    )
+    rt = local_runtime(WORLD)
     stop = asyncio.Event()
     passes = asyncio.create_task(rt.run(stop, interval_s=0.3))
     try:

@@ -102,15 +102,9 @@ def test_load_world(tmp_path: Path) -> None:
 
 
 async def test_split_then_merge_with_real_zone_processes(
-    redis_server: LocalRedis, redis: Redis
+    local_runtime: Callable[..., LocalRuntime], redis: Redis
 ) -> None:
-    runtime = LocalRuntime(
-        WORLD,
-        redis_server.url_for("operator"),
-        zone_redis_url=redis_server.url_for("zone"),
-        zone_env={"TESSERA_HEARTBEAT_S": "0.2", **LOCAL.env()},
-        channel=LOCAL.channel,
-    )
+    runtime = local_runtime(WORLD)
     try:
         await first_zone_ready(runtime)
         parent = runtime.zones["earth-0"].process
@@ -170,15 +164,9 @@ async def test_split_then_merge_with_real_zone_processes(
 
 
 async def test_a_killed_zone_process_is_started_again(
-    redis_server: LocalRedis, redis: Redis
+    local_runtime: Callable[..., LocalRuntime], redis: Redis
 ) -> None:
-    runtime = LocalRuntime(
-        WORLD,
-        redis_server.url_for("operator"),
-        zone_redis_url=redis_server.url_for("zone"),
-        zone_env={"TESSERA_HEARTBEAT_S": "0.2", **LOCAL.env()},
-        channel=LOCAL.channel,
-    )
+    runtime = local_runtime(WORLD)
     try:
         await first_zone_ready(runtime)
         first = runtime.zones["earth-0"].process
@@ -228,17 +216,11 @@ async def request_instance(redis: Redis, kind: str, match: str) -> None:
 
 
 async def test_instance_zones_start_on_request_and_end_without_losing_players(
-    redis_server: LocalRedis, redis: Redis
+    local_runtime: Callable[..., LocalRuntime], redis: Redis
 ) -> None:
     world = copy.deepcopy(WORLD)
     world["spec"]["instances"] = {"endGraceSeconds": 0, "idleSeconds": 1}
-    runtime = LocalRuntime(
-        world,
-        redis_server.url_for("operator"),
-        zone_redis_url=redis_server.url_for("zone"),
-        zone_env={"TESSERA_HEARTBEAT_S": "0.2", **LOCAL.env()},
-        channel=LOCAL.channel,
-    )
+    runtime = local_runtime(world)
     arena, dungeon = "a1" * 16, "d2" * 16
     try:
         await first_zone_ready(runtime)
@@ -346,7 +328,7 @@ async def replaced_by_handoff(
 
 
 async def test_template_change_and_node_drain_move_players_without_a_disconnect(
-    redis_server: LocalRedis, redis: Redis
+    redis_server: LocalRedis, local_runtime: Callable[..., LocalRuntime], redis: Redis
 ) -> None:
     """Two zones with 100 walking players: a new zone template replaces both zones
     by handoff, one at a time; then a zone whose node drains is replaced too."""
@@ -358,13 +340,7 @@ async def test_template_change_and_node_drain_move_players_without_a_disconnect(
         "mergeThreshold": 1,
     }
     fast = {"TESSERA_HEARTBEAT_S": "0.2", "TESSERA_MAP_POLL_S": "0.1", "TESSERA_NPCS": "0"}
-    runtime = LocalRuntime(
-        spec,
-        redis_server.url_for("operator"),
-        zone_redis_url=redis_server.url_for("zone"),
-        zone_env={**fast, **LOCAL.env()},
-        channel=LOCAL.channel,
-    )
+    runtime = local_runtime(spec, fast)
     world = HarnessWorld(redis, redis_server.url, world="earth")
     driver = Driver(world, relay_id="relay-1")
     walking: list[asyncio.Task[None]] = []

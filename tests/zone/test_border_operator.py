@@ -13,7 +13,6 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.common.store import WorldKeys
-from tessera.harness.redis import LocalRedis
 from tessera.harness.tokens import LOCAL
 from tessera.operator.local import LocalRuntime
 from tessera.operator.planner.model import Phase
@@ -63,14 +62,10 @@ def addresses(runtime: LocalRuntime) -> dict[str, str]:
     }
 
 
-async def test_split_and_merge_hand_players_over(redis_server: LocalRedis, redis: Redis) -> None:
-    runtime = LocalRuntime(
-        WORLD,
-        redis_server.url_for("operator"),
-        zone_redis_url=redis_server.url_for("zone"),
-        zone_env={"TESSERA_HEARTBEAT_S": "0.2", **LOCAL.env()},
-        channel=LOCAL.channel,
-    )
+async def test_split_and_merge_hand_players_over(
+    local_runtime: Callable[..., LocalRuntime], redis: Redis
+) -> None:
+    runtime = local_runtime(WORLD)
     try:
         await passes_until(
             runtime,
