@@ -50,6 +50,11 @@ ACK_LAG_TICKS = 3
 HOTSPOTS = 8
 
 
+def pct(values: Any, q: float, digits: int = 3) -> float:
+    """The ``q``-th percentile of ``values``, rounded for the report."""
+    return round(float(np.percentile(values, q)), digits)
+
+
 def timed(module: Module, spent: list[float]) -> Module:
     """``module`` with each system's thread CPU time added to ``spent[-1]``."""
 
@@ -224,24 +229,24 @@ def run(
     less_game = np.array(cpu_ms) - np.array(own_ms)
     return {
         "game": module.name,
-        "game_cpu_ms_p50": round(float(np.percentile(own_ms, 50)), 3),
-        "game_cpu_ms_p99": round(float(np.percentile(own_ms, 99)), 3),
-        "tick_cpu_less_game_ms_p50": round(float(np.percentile(less_game, 50)), 3),
-        "tick_cpu_less_game_ms_p99": round(float(np.percentile(less_game, 99)), 3),
-        "framework_cpu_ms_p50": round(float(np.percentile(framework_ms, 50)), 4),
-        "framework_cpu_ms_p99": round(float(np.percentile(framework_ms, 99)), 4),
+        "game_cpu_ms_p50": pct(own_ms, 50),
+        "game_cpu_ms_p99": pct(own_ms, 99),
+        "tick_cpu_less_game_ms_p50": pct(less_game, 50),
+        "tick_cpu_less_game_ms_p99": pct(less_game, 99),
+        "framework_cpu_ms_p50": pct(framework_ms, 50, 4),
+        "framework_cpu_ms_p99": pct(framework_ms, 99, 4),
         "players": players,
         "npcs": npcs,
         "tick_hz": hz,
         "snapshot_hz": round(hz / every, 2),
         "ticks": ticks,
-        "tick_ms_p50": round(float(np.percentile(tick_ms, 50)), 3),
-        "tick_ms_p99": round(float(np.percentile(tick_ms, 99)), 3),
-        "tick_cpu_ms_p50": round(float(np.percentile(cpu_ms, 50)), 3),
-        "tick_cpu_ms_p99": round(float(np.percentile(cpu_ms, 99)), 3),
-        "input_ms_p50": round(float(np.percentile(input_ms, 50)), 3),
-        "aoi_ms_p50": round(float(np.percentile(aoi_ms, 50)), 3),
-        "encode_ms_p50": round(float(np.percentile(encode_ms, 50)), 3),
+        "tick_ms_p50": pct(tick_ms, 50),
+        "tick_ms_p99": pct(tick_ms, 99),
+        "tick_cpu_ms_p50": pct(cpu_ms, 50),
+        "tick_cpu_ms_p99": pct(cpu_ms, 99),
+        "input_ms_p50": pct(input_ms, 50),
+        "aoi_ms_p50": pct(aoi_ms, 50),
+        "encode_ms_p50": pct(encode_ms, 50),
         "visible_per_client": round(visible / max(snapshots, 1), 1),
         "bytes_per_client_per_s": round(total_bytes / max(snapshots, 1) * hz / every, 1),
         "delta_vs_full_ratio": round(delta_bytes / max(full_bytes, 1), 4),
