@@ -3,9 +3,10 @@
 :func:`scan` asks every zone for its entities (``GetStatus(include_entities)``),
 reads the routing table before and after (players whose route changed in between
 were handed over mid-scan and are not judged) and runs
-:func:`tessera.zone.invariants.check`; :func:`settle` repeats the scan until it
-is clean or a timeout passes, because a committed handoff waits in its target's
-inbox until the target's next tick (a real violation persists). The zones' ``GetStatus`` needs a
+:func:`tessera.zone.invariants.check`; :func:`settle` repeats the scan until one
+is clean and judged every player (nobody moved mid-scan) or a timeout passes,
+because a committed handoff waits in its target's inbox until the target's next
+tick (a real violation persists). The zones' ``GetStatus`` needs a
 ``service`` or ``admin`` token: ``channel`` opens channels whose calls carry one.
 """
 
@@ -68,10 +69,11 @@ async def settle(
     channel: Opener,
     timeout_s: float = 5.0,
 ) -> Report:
-    """Scan until the invariants hold or ``timeout_s`` passes; the last report."""
+    """Scan until the invariants hold with no player moved mid-scan, or ``timeout_s``
+    passes; the last report."""
     deadline = time.monotonic() + timeout_s
     while True:
         report = await scan(redis, world, addresses, expected_players, channel=channel)
-        if report.ok or time.monotonic() >= deadline:
+        if (report.ok and not report.moved) or time.monotonic() >= deadline:
             return report
         await asyncio.sleep(0.05)
