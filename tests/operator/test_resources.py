@@ -182,6 +182,9 @@ def test_zone_view_reads_spec_and_heartbeat() -> None:
         managed=True,
         deleting=True,
     )
+    # The heartbeat's samples, handed over as they are (not part of equality).
+    assert view.sample_x is status.sample_x and list(view.sample_x) == [600.0]
+    assert view.sample_z is status.sample_z and list(view.sample_z) == [10.0]
     hand_made = zs_obj()
     hand_made["metadata"]["labels"] = {}
     assert not resources.zone_view(hand_made, None).managed

@@ -105,8 +105,8 @@ class ZoneProcesses:
                 phase=phase,
                 players=int(status.players) if status else 0,
                 overload_level=int(status.overload_level) if status else 0,
-                sample_x=tuple(status.sample_x) if status else (),
-                sample_z=tuple(status.sample_z) if status else (),
+                sample_x=status.sample_x if status else (),
+                sample_z=status.sample_z if status else (),
                 evicting=name in self.cordoned,
             )
         return Observation(

@@ -103,8 +103,12 @@ class ZoneView:
     split_depth: int = 0
     phase: Phase = Phase.PENDING
     players: int = 0
-    sample_x: Sequence[float] = ()
-    sample_z: Sequence[float] = ()
+    # Player positions the heartbeat samples. The runtimes hand over the
+    # heartbeat's own repeated fields (read only), not a copy: up to 512 floats
+    # each, read only when the zone splits. Left out of equality, which would
+    # otherwise depend on the sequence type holding them.
+    sample_x: Sequence[float] = field(default=(), compare=False)
+    sample_z: Sequence[float] = field(default=(), compare=False)
     managed: bool = True
     deleting: bool = False
     # The match id of an instance zone (None: an open-world zone).
