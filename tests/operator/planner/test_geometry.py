@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tessera.operator.planner.geometry import (
     Pair,
     cut_text,
+    pairs_by_zone,
     partition_errors,
     sibling_pairs,
     split_rect,
@@ -166,3 +169,47 @@ def test_sibling_pairs_of_a_deeper_tree() -> None:
     (pair,) = _pairs(*zones)
     assert (pair.child.name, pair.parent.name) == ("earth-2", "earth-1")
     assert pair.union == Rect(512, 0, 1024, 1024)
+
+
+NAMES = [f"earth-{i}" for i in range(6)]
+# A parent's half, its sibling halves on either side (so a parent can pair with
+# two children), and a rectangle that pairs with none of them.
+RECTS = [
+    Rect(0, 0, 512, 1024),
+    Rect(512, 0, 1024, 1024),
+    Rect(-512, 0, 0, 1024),
+    Rect(0, 0, 512, 512),
+]
+zone_sets = st.lists(
+    st.builds(
+        lambda name, parent, depth, born, rect: ready(
+            name, rect, parent=parent, depth=depth, split_depth=born
+        ),
+        st.sampled_from(NAMES),
+        st.sampled_from([None, *NAMES]),
+        st.integers(0, 2),
+        st.integers(0, 2),
+        st.sampled_from(RECTS),
+    ),
+    max_size=8,
+)
+
+
+@given(zone_sets)
+def test_pairs_by_zone_is_the_pairs_each_zone_is_in(zones: list[ZoneView]) -> None:
+    by_name = {z.name: z for z in zones}
+    pairs = sibling_pairs(by_name)
+    index = pairs_by_zone(pairs)
+    assert set(index) <= set(by_name)
+    for name in by_name:
+        # The brute-force search it replaces: every pair, in order, that holds the zone.
+        assert index.get(name, []) == [p for p in pairs if name in (p.child.name, p.parent.name)]
+
+
+def test_pairs_by_zone_of_a_parent_with_two_children() -> None:
+    parent = ready("earth-0", RECTS[0], depth=1)
+    right = ready("earth-1", RECTS[1], parent="earth-0", depth=1, split_depth=1)
+    left = ready("earth-2", RECTS[2], parent="earth-0", depth=1, split_depth=1)
+    pairs = _pairs(parent, right, left)
+    assert [p.child.name for p in pairs_by_zone(pairs)["earth-0"]] == ["earth-1", "earth-2"]
+    assert pairs_by_zone(pairs)["earth-2"] == [Pair(left, parent, Rect(-512, 0, 512, 1024))]

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tessera.operator.planner.actions import AssignStandby, CreateZone, Delete, Drain
-from tessera.operator.planner.model import Desired, Memory, Phase, ZoneView
+from tessera.operator.planner.draft import zone_name
+from tessera.operator.planner.geometry import split_rect
+from tessera.operator.planner.model import Desired, Memory, Phase, WorldSpec, ZoneView
 from tessera.operator.planner.rules import plan
 from tessera.wire.geometry import Rect
 
@@ -50,6 +55,54 @@ def test_initial_layout_is_capped_by_the_minimum_size() -> None:
     result = plan(world, [], now=0)
     assert len(result.actions) == 8  # 4 x 2 cells of 64 m
     assert any("initial zones fit" in n for n in result.notes)
+
+
+def _layout_by_sorting(world: WorldSpec, want: int) -> list[CreateZone]:
+    """The initial layout as first written, the reference: before each cut, every
+    zone sorted (largest first, then by name) and the first one that can be cut."""
+    policy = world.policy
+    names = iter(zone_name(world.name, i) for i in itertools.count())
+    root = next(names)
+    layout: dict[str, tuple[Rect, str | None, int, int]] = {root: (world.bounds, None, 0, 0)}
+    while len(layout) < want:
+        for name, (rect, parent, depth, born) in sorted(
+            layout.items(), key=lambda item: (-item[1][0].area, item[0])
+        ):
+            halves = split_rect(rect, policy.min_zone_size, (), ())
+            if halves is not None and depth < policy.max_depth:
+                child = next(names)
+                layout[name] = (halves[0], parent, depth + 1, born)
+                layout[child] = (halves[1], name, depth + 1, depth + 1)
+                break
+        else:
+            break
+    return [
+        CreateZone(
+            name, rect, parent, depth, born, "Initial", f"initial layout: {name} at {rect.text()}"
+        )
+        for name, (rect, parent, depth, born) in layout.items()
+    ]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    width=st.sampled_from([100, 250, 1024, 3000, 20_000]),
+    height=st.sampled_from([100, 333, 1024, 20_000]),
+    min_zones=st.integers(1, 300),
+    min_zone_size=st.sampled_from([16, 64, 100, 333]),
+    max_depth=st.integers(0, 16),
+)
+def test_initial_layout_matches_the_sorting_reference(
+    width: int, height: int, min_zones: int, min_zone_size: int, max_depth: int
+) -> None:
+    world = replace(
+        spec(min_zones=min_zones, max_zones=300, min_zone_size=min_zone_size, max_depth=max_depth),
+        bounds=Rect(-width / 2, 0, width / 2, height),
+    )
+    expected = _layout_by_sorting(world, min_zones)
+    result = plan(world, [], now=0)
+    assert list(result.actions) == expected
+    assert any("initial zones fit" in n for n in result.notes) == (len(expected) < min_zones)
 
 
 def test_drained_zone_is_deleted_and_timeout_forces_it() -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from tessera.operator.planner.actions import AssignStandby, CreateZone, Drain, Rebound
 from tessera.operator.planner.draft import Draft
-from tessera.operator.planner.geometry import Pair, cut_text, sibling_pairs, split_rect
+from tessera.operator.planner.geometry import Pair, cut_text, split_rect
 from tessera.operator.planner.model import Phase, Policy, WorldSpec, ZoneView
 from tessera.wire.geometry import Rect
 
@@ -213,7 +213,7 @@ def autoscale(draft: Draft, active: Sequence[ZoneView], now: float) -> None:
     """Split and merge the active open-world zones by the world's mode: first the
     splits, then the merges of pairs no split has used."""
     policy = draft.world.policy
-    pairs = sibling_pairs(draft.zones)
+    pairs = draft.pairs
     draft.over_since = over_mark_since(active, policy=policy, since=draft.over_since, now=now)
     draft.under_since = under_mark_since(pairs, policy=policy, since=draft.under_since, now=now)
     count = _zone_count(draft, active)

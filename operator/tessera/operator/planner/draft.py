@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from functools import cached_property
 
 from tessera.operator.planner.actions import Action, AssignStandby, CreateZone, Plan
+from tessera.operator.planner.geometry import Pair, pairs_by_zone, sibling_pairs
 from tessera.operator.planner.model import Desired, Memory, Phase, WorldSpec, ZoneView
 from tessera.wire.geometry import Rect
 
@@ -54,6 +56,17 @@ class Draft:
         )
         # Standbys a rollout wants beyond the pool's size (its surge).
         self.surge = 0
+
+    @cached_property
+    def pairs(self) -> list[Pair]:
+        """The sibling pairs of the observed zones, found once per plan (the rules
+        that use them skip the zones an earlier rule made ``busy``)."""
+        return sibling_pairs(self.zones)
+
+    @cached_property
+    def pairs_of(self) -> dict[str, list[Pair]]:
+        """:attr:`pairs` by the zones in them."""
+        return pairs_by_zone(self.pairs)
 
     def new_name(self) -> str:
         """The next zone name no zone has."""

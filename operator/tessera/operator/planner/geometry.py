@@ -111,3 +111,12 @@ def sibling_pairs(zones: Mapping[str, ZoneView]) -> list[Pair]:
         if union is not None:
             pairs.append(Pair(child, parent, union))
     return pairs
+
+
+def pairs_by_zone(pairs: Iterable[Pair]) -> dict[str, list[Pair]]:
+    """The pairs each zone belongs to, as child or parent, in the order of ``pairs``."""
+    out: dict[str, list[Pair]] = {}
+    for pair in pairs:
+        for name in dict.fromkeys((pair.child.name, pair.parent.name)):
+            out.setdefault(name, []).append(pair)
+    return out

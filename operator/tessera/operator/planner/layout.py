@@ -4,9 +4,11 @@ drains what is deleted, and the standby pool is kept at its size."""
 
 from __future__ import annotations
 
+import heapq
+
 from tessera.operator.planner.actions import AssignStandby, CreateZone, Delete, Drain, Rebound
 from tessera.operator.planner.draft import Draft, fresh
-from tessera.operator.planner.geometry import Pair, sibling_pairs, split_rect
+from tessera.operator.planner.geometry import split_rect
 from tessera.operator.planner.model import Desired, Phase, ZoneView
 from tessera.wire.geometry import Rect
 
@@ -53,19 +55,23 @@ def initial_layout(draft: Draft) -> None:
     root = draft.new_name()
     # name -> (bounds, parent, depth, split depth)
     layout: dict[str, tuple[Rect, str | None, int, int]] = {root: (draft.world.bounds, None, 0, 0)}
+    # The zones that may still be cut, largest first (then by name). A zone that
+    # cannot be cut never can (its rectangle and depth stay), so it leaves the heap.
+    heap = [(-draft.world.bounds.area, root)]
     while len(layout) < want:
-        for name, (rect, parent, depth, born) in sorted(
-            layout.items(), key=lambda item: (-item[1][0].area, item[0])
-        ):
-            halves = split_rect(rect, policy.min_zone_size, (), ())
-            if halves is not None and depth < policy.max_depth:
-                child = draft.new_name()
-                layout[name] = (halves[0], parent, depth + 1, born)
-                layout[child] = (halves[1], name, depth + 1, depth + 1)
-                break
-        else:
+        if not heap:
             draft.notes.append(f"only {len(layout)} of {want} initial zones fit the minimum size")
             break
+        _, name = heapq.heappop(heap)
+        rect, parent, depth, born = layout[name]
+        halves = split_rect(rect, policy.min_zone_size, (), ())
+        if halves is None or depth >= policy.max_depth:
+            continue
+        child = draft.new_name()
+        layout[name] = (halves[0], parent, depth + 1, born)
+        layout[child] = (halves[1], name, depth + 1, depth + 1)
+        heapq.heappush(heap, (-halves[0].area, name))
+        heapq.heappush(heap, (-halves[1].area, child))
     for name, (rect, parent, depth, born) in layout.items():
         reason = f"initial layout: {name} at {rect.text()}"
         draft.actions.append(CreateZone(name, rect, parent, depth, born, "Initial", reason))
@@ -77,11 +83,10 @@ def deletions(draft: Draft, active: list[ZoneView], now: float) -> None:
     is impossible or would go below ``min_zones``, to a replacement zone; then it
     drains into that zone."""
     count = len(active)
-    pairs = sibling_pairs(draft.zones)
     for z in active:
         if not z.deleting or z.name in draft.busy or z.bounds is None:
             continue
-        partner = _free_sibling(draft, z, pairs)
+        partner = _free_sibling(draft, z)
         if partner is not None and count - 1 >= draft.world.policy.min_zones:
             other, union = partner
             reason = f"{z.name} is being deleted; {other.name} absorbs {z.bounds.text()}"
@@ -104,11 +109,11 @@ def deletions(draft: Draft, active: list[ZoneView], now: float) -> None:
         draft.cool(now, target)
 
 
-def _free_sibling(draft: Draft, z: ZoneView, pairs: list[Pair]) -> tuple[ZoneView, Rect] | None:
+def _free_sibling(draft: Draft, z: ZoneView) -> tuple[ZoneView, Rect] | None:
     """The sibling ``z`` can merge with (not being deleted, not used yet), and their union."""
-    for child, parent, union in pairs:
-        other = parent if child.name == z.name else child if parent.name == z.name else None
-        if other is not None and not other.deleting and other.name not in draft.busy:
+    for child, parent, union in draft.pairs_of.get(z.name, ()):
+        other = parent if child.name == z.name else child
+        if not other.deleting and other.name not in draft.busy:
             return other, union
     return None
 
