@@ -83,3 +83,25 @@ async def test_draining_zone_waits_until_drained_or_timeout(runtime: Runtime, re
     await hold_until_drained(runtime, zoneserver("Draining", 1, drainStartedAt=ago(1)), NOW)
     await redis.delete(WorldKeys("earth").zone_status("earth-1"))  # no heartbeat: nothing to drain
     await hold_until_drained(runtime, zoneserver("Draining", 1, drainStartedAt=ago(1)), NOW)
+
+
+@pytest.mark.parametrize("phase", ["Ready", "Draining", "Failed", "Starting"])
+async def test_a_lapsed_heartbeat_waits_for_the_drain_timeout(runtime: Runtime, phase: str) -> None:
+    # The zone was seen heartbeating (its recorded phase), its heartbeat is gone
+    # now: it may be overloaded with players still inside, so it waits.
+    with pytest.raises(kopf.TemporaryError, match="earth-1 is draining: no heartbeat"):
+        await hold_until_drained(
+            runtime, zoneserver("Draining", 5, phase=phase, drainStartedAt=ago(5)), NOW
+        )
+    await hold_until_drained(
+        runtime, zoneserver("Draining", 40, phase=phase, drainStartedAt=ago(30)), NOW
+    )
+
+
+@pytest.mark.parametrize("phase", ["Pending", "Drained"])
+async def test_no_heartbeat_goes_at_once_when_never_seen_or_drained(
+    runtime: Runtime, phase: str
+) -> None:
+    await hold_until_drained(
+        runtime, zoneserver("Draining", 1, phase=phase, drainStartedAt=ago(1)), NOW
+    )

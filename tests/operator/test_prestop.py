@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.common.process import ServiceProcess
+from tessera.common.store import WorldKeys
 from tessera.harness.redis import LocalRedis
 from tessera.harness.tokens import LOCAL
 from tessera.operator.prestop import should_wait, wait_for_drain
@@ -73,6 +75,23 @@ async def test_prestop_waits_for_a_draining_zone(zone: ServiceProcess, redis: Re
 
 async def test_prestop_returns_when_the_zone_has_no_heartbeat(redis: Redis) -> None:
     assert await wait_for_drain(redis, "earth", "never-started", 5) == "no heartbeat"
+
+
+async def test_prestop_waits_when_the_heartbeat_lapsed(redis: Redis) -> None:
+    # earth-1 registered (it heartbeated before) but its heartbeat expired, e.g. an
+    # overloaded zone missing beats while draining: wait for a heartbeat or the timeout.
+    keys = WorldKeys("earth")
+    await redis.sadd(keys.zones, "earth-1")
+    assert await wait_for_drain(redis, "earth", "earth-1", 0.5, poll_s=0.05) == "timeout"
+
+    async def beat_later() -> None:
+        await asyncio.sleep(0.3)
+        status = zone_pb2.ZoneStatus(state=zone_pb2.ZONE_STATE_DRAINED)
+        await redis.set(keys.zone_status("earth-1"), status.SerializeToString())
+
+    beating = asyncio.create_task(beat_later())
+    assert await wait_for_drain(redis, "earth", "earth-1", 30, poll_s=0.05) == "ZONE_STATE_DRAINED"
+    await beating
 
 
 def test_prestop_command_reads_the_container_settings(

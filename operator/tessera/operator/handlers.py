@@ -4,8 +4,8 @@
   ``interval_s`` on the elected operator replica (kopf peering).
 - ZoneServer created or resumed: its Deployment and Service (owned by it).
 - ZoneServer deleted: a finalizer holds the deletion until the World has handed
-  the zone's area to another zone and the zone reports Drained (or no longer
-  heartbeats), or the World's drain timeout has passed.
+  the zone's area to another zone and the zone reports Drained (or never
+  heartbeated), or the World's drain timeout has passed.
 
 :func:`build_registry` registers them in a fresh registry, so tests and the
 entry point can run several operators with different logins.
@@ -29,7 +29,7 @@ from tessera.common.config import Env, ServiceClient
 from tessera.common.store import Client
 from tessera.operator import metrics, resources
 from tessera.operator.kube import GROUP, VERSION, Kube
-from tessera.operator.planner.model import Desired
+from tessera.operator.planner.model import Desired, Phase
 from tessera.operator.resources import SpecError, WorkloadSettings
 from tessera.operator.store import OperatorStore
 from tessera.operator.zonectl import ZoneControl
@@ -300,15 +300,20 @@ async def hold_until_drained(
             raise kopf.TemporaryError(
                 f"waiting for World {world} to hand {name}'s area to another zone", delay=1
             )
-    if status is None or status.state == zone_pb2.ZONE_STATE_DRAINED:
+    # Drained, or never seen heartbeating: nothing to hand away. A heartbeat that
+    # lapsed (Failed: e.g. an overloaded zone missing beats) waits for the
+    # timeout, as the planner's drain does: the zone may still hold players.
+    if resources.phase_of(status, (zs.get("status") or {}).get("phase")) in (
+        Phase.DRAINED,
+        Phase.PENDING,
+    ):
         return
     waited = _seconds_since(since, now)
     if waited >= timeout:
         log.warning("drain timeout; releasing the zone", extra={"zone": name, "waited_s": waited})
         return
-    raise kopf.TemporaryError(
-        f"{name} is draining: {status.drain_remaining} entities left", delay=1
-    )
+    left = "no heartbeat" if status is None else f"{status.drain_remaining} entities left"
+    raise kopf.TemporaryError(f"{name} is draining: {left}", delay=1)
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

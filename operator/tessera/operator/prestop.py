@@ -3,7 +3,10 @@
 If the zone is draining, wait until it reports Drained (or ``--timeout``
 passes), so Kubernetes does not SIGTERM it with entities still to hand away.
 A zone that is not draining (a pod evicted or rolled) returns at once: on
-SIGTERM it checkpoints its players and its replacement restores them.
+SIGTERM it checkpoints its players and its replacement restores them. So does
+a zone that never heartbeated (nothing to hand away); one whose heartbeat
+lapsed (an overloaded zone missing beats may be draining, players inside) is
+waited for until a heartbeat tells, or the timeout.
 
 The hook reads the zone's own heartbeat from Redis with the container's
 settings (TESSERA_REDIS_URL, TESSERA_WORLD, TESSERA_ZONE) rather than calling
@@ -40,11 +43,13 @@ async def wait_for_drain(
     while time.monotonic() < deadline:
         try:
             status = await store.read_heartbeat(redis, world, zone)
+            # No heartbeat: the zone never started, or its heartbeat lapsed.
+            lapsed = status is None and await store.zone_registered(redis, world, zone)
         except RedisError as err:
             return f"redis unreachable: {type(err).__name__}"
-        if status is None:
+        if status is None and not lapsed:
             return "no heartbeat"
-        if not should_wait(status.state):
+        if status is not None and not should_wait(status.state):
             return zone_pb2.ZoneState.Name(status.state)
         await asyncio.sleep(poll_s)
     return "timeout"

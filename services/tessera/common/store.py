@@ -220,6 +220,11 @@ async def registered_zones(redis: Client, world: str) -> list[str]:
     return sorted(_text(name) for name in await redis.smembers(WorldKeys(world).zones))
 
 
+async def zone_registered(redis: Client, world: str, zone: str) -> bool:
+    """Whether ``zone`` ever registered in ``world`` (heartbeated at least once)."""
+    return bool(await redis.sismember(WorldKeys(world).zones, zone))
+
+
 async def read_heartbeats(
     redis: Client, world: str, zones: Sequence[str] | None = None
 ) -> dict[str, zone_pb2.ZoneStatus]:
