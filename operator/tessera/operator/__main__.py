@@ -8,6 +8,7 @@ only one replica acts; a liveness endpoint on ``TESSERA_HEALTH_PORT``
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -51,6 +52,10 @@ def main() -> None:
         "serving",
         extra={"metrics_port": metrics_port, "health_port": config.health_port},
     )
+    # What start-up made (modules, kopf) lives as long as the process: frozen,
+    # the cyclic GC's full collections skip it (~50 ms of a pass at 500 zones otherwise).
+    gc.collect()
+    gc.freeze()
     asyncio.run(run(config))
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -159,6 +160,10 @@ async def _main(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     log.info("serving", extra={"world": runtime.world.name})
+    # What start-up made lives as long as the process: frozen, the cyclic GC's
+    # full collections skip it (~50 ms of a pass at 500 zones otherwise).
+    gc.collect()
+    gc.freeze()
     try:
         await runtime.run(stop, args.interval)
     finally:
