@@ -13,8 +13,10 @@ other step is the production code: restart check, heartbeat read, instance
 requests, plan, zone map publish (unchanged: one WATCH/GET), converge,
 records and acknowledgements. Timed per pass: wall and this process's CPU,
 plus the ``plan()`` call alone (wall) on each pass's observation, and the
-Redis commands per pass. Like the operator's entry points, the bench freezes
-what start-up made out of the cyclic GC (``gc.freeze``) before the passes.
+Redis commands per pass; then the CPU of two plans a steady pass does not
+make (best of 3): the initial layout, and every zone deleted at once. Like
+the operator's entry points, the bench freezes what start-up made out of the
+cyclic GC (``gc.freeze``) before the passes.
 
     python bench/operator_pass.py --json PATH [--zones 20,50,100,200,500] [--passes 200]
 """
@@ -25,8 +27,11 @@ import argparse
 import asyncio
 import gc
 import json
+import math
 import os
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +42,7 @@ from tessera.common import store
 from tessera.common.process import ServiceProcess
 from tessera.harness.redis import LocalRedis, server_load
 from tessera.harness.tokens import LOCAL
-from tessera.operator.planner.model import WorldSpec, ZoneView
+from tessera.operator.planner.model import Memory, WorldSpec, ZoneView
 from tessera.operator.planner.rules import plan
 from tessera.operator.processes import ZoneProcesses
 from tessera.operator.reconcile import reconcile
@@ -122,6 +127,27 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
+def rare_plans(
+    world: WorldSpec, views: Sequence[ZoneView], memory: Memory, now: float
+) -> dict[str, float]:
+    """CPU ms (best of 3) of ``plan()`` where a steady pass does not go: the
+    world's initial layout, and every zone being deleted at once."""
+    deleted = [replace(v, deleting=True) for v in views]
+    cases: dict[str, Callable[[], object]] = {
+        "initial_layout_plan_cpu_ms": lambda: plan(world, [], now),
+        "all_deleted_plan_cpu_ms": lambda: plan(world, deleted, now, memory),
+    }
+    out = {}
+    for key, call in cases.items():
+        best = math.inf
+        for _ in range(3):
+            began = time.process_time()
+            call()
+            best = min(best, time.process_time() - began)
+        out[key] = round(best * 1000, 3)
+    return out
+
+
 async def run(server: LocalRedis, zones: int, passes: int, seed: int) -> dict[str, Any]:
     name = f"pass{zones}"
     world = world_spec(world_object(name, zones))
@@ -157,6 +183,7 @@ async def run(server: LocalRedis, zones: int, passes: int, seed: int) -> dict[st
                 actions += len(result.actions)
         assert load_before is not None
         load = server_load(counters).since(load_before)
+        rare = rare_plans(world, seen.views, seen.memory, now)
     finally:
         await control.close()
         await client.aclose()
@@ -172,6 +199,7 @@ async def run(server: LocalRedis, zones: int, passes: int, seed: int) -> dict[st
         "plan_wall_ms": percentiles(planned),
         "redis_commands_per_pass": round(load.commands / passes, 2),
         "redis_cpu_ms_per_pass": round(load.cpu_s / passes * 1000, 3),
+        **rare,
     }
 
 
@@ -199,7 +227,8 @@ def main() -> None:
     records = asyncio.run(run_all(args))
     header = (
         f"{'zones':>5} {'players':>7} {'pass p50':>9} {'pass p99':>9} {'cpu p50':>8} "
-        f"{'cpu p99':>8} {'plan p50':>9} {'plan p99':>9} {'cmds/pass':>9} {'actions':>7}"
+        f"{'cpu p99':>8} {'plan p50':>9} {'plan p99':>9} {'cmds/pass':>9} {'actions':>7} "
+        f"{'layout':>7} {'del-all':>7}"
     )
     print(header)
     for r in records:
@@ -207,8 +236,10 @@ def main() -> None:
         print(
             f"{r['zones']:>5} {r['players']:>7} {w['p50']:>9.2f} {w['p99']:>9.2f} "
             f"{c['p50']:>8.2f} {c['p99']:>8.2f} {p['p50']:>9.2f} {p['p99']:>9.2f} "
-            f"{r['redis_commands_per_pass']:>9.1f} {r['actions_in_timed_passes']:>7}"
+            f"{r['redis_commands_per_pass']:>9.1f} {r['actions_in_timed_passes']:>7} "
+            f"{r['initial_layout_plan_cpu_ms']:>7.2f} {r['all_deleted_plan_cpu_ms']:>7.2f}"
         )
+    print("layout, del-all: plan() CPU ms for the initial layout and every zone deleted")
     loadavg = {"before": load_before, "after": os.getloadavg()}
     print(f"load average (1, 5, 15 min) before {load_before}, after {loadavg['after']}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
