@@ -116,7 +116,8 @@ def test_a_game_schema_too_large_for_the_clients_accepted_is_refused() -> None:
     assert [a.name for a in fits.actions] == [f"action_{i:03d}" for i in range(4)]
     assert len(fits.actions[0].arguments) == 4
     with pytest.raises(
-        ModuleError, match=r"game module 'big': its actions and events take \d+ bytes"
+        ModuleError,
+        match=r"game module 'big': its actions, events and replicated components take \d+ bytes",
     ):
         messages.game_schema(module(40))
     # What a relay adds around it still fits one reliable message.
