@@ -19,17 +19,14 @@ import numpy as np
 
 from tessera.game.errors import ModuleError
 from tessera.game.rules import RULES_SYSTEM, Rules
-from tessera.wire.snapshot import COMPONENTS_MAX, TIERS, Replicated
+from tessera.wire.snapshot import COMPONENTS_MAX, DTYPES, TIERS, Replicated
 
 if TYPE_CHECKING:
     from tessera.game.view import Events, View
 
 NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 # Component values travel as doubles (handoff, checkpoint, player data): every
-# value of these types is exact in a double.
-DTYPES = frozenset(
-    {"bool", "int8", "int16", "int32", "uint8", "uint16", "uint32", "float32", "float64"}
-)
+# value of the DTYPES is exact in a double.
 DEFAULT = "tessera.game.default"  # the module a world without spec.game.module runs
 
 

@@ -68,6 +68,7 @@ PRESENT = COLUMNS
 COMPONENTS_MAX = 32  # the presence bitmask is one int32 column
 TIERS = ("near", "mid", "far")  # the interest tiers a component may replicate at
 UNSIGNED = frozenset({"bool", "uint8", "uint16", "uint32"})  # quantized without a sign
+DTYPES = UNSIGNED | {"int8", "int16", "int32", "float32", "float64"}
 
 Ids = npt.NDArray[np.uint64]
 Rows = npt.NDArray[np.int32]
@@ -136,6 +137,25 @@ class Replicated:
             bits=int(msg.bits),  # type: ignore[attr-defined]
             tiers=tuple(msg.tiers),  # type: ignore[attr-defined]
         )
+
+
+def announced(components: Sequence[object]) -> tuple[Replicated, ...]:
+    """The replicated components of a ``GameSchema.components`` list, checked: in
+    column order, with valid bits, step, dtype and tiers (SnapshotError if not)."""
+    out = []
+    for e, msg in enumerate(components):
+        comp = Replicated.from_proto(msg)
+        column = int(msg.column)  # type: ignore[attr-defined]
+        if column != e:
+            raise SnapshotError(f"component {comp.name!r} announces column {column}, want {e}")
+        if not (1 <= comp.bits <= 32 and math.isfinite(comp.step) and comp.step > 0):
+            raise SnapshotError(f"component {comp.name!r}: bits {comp.bits}, step {comp.step}")
+        if comp.dtype not in DTYPES or not comp.tiers or set(comp.tiers) - set(TIERS):
+            raise SnapshotError(f"component {comp.name!r}: dtype {comp.dtype}, tiers {comp.tiers}")
+        out.append(comp)
+    if len(out) > COMPONENTS_MAX:
+        raise SnapshotError(f"{len(out)} replicated components, at most {COMPONENTS_MAX}")
+    return tuple(out)
 
 
 def width(components: Sequence[Replicated]) -> int:
