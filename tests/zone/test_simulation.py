@@ -16,7 +16,7 @@ from tessera.wire.geometry import Rect
 from tessera.wire.snapshot import SnapshotReceiver
 from tessera.zone import inputs
 from tessera.zone.config import ZoneConfig
-from tessera.zone.entities import DEAD, PLAYER, Record
+from tessera.zone.entities import DEAD, GHOST, PLAYER, Record
 from tessera.zone.simulation import Simulation
 
 Kind = zone_pb2.PlayerEvent.Kind
@@ -306,3 +306,12 @@ def test_a_tick_sends_replicated_components_clamped_and_counted() -> None:
     assert table.components(table.index(2), sim.replicated) == {"heat": 7.0}
     assert sim.counts["replication_clamped:charge"] == 1
     assert "replication_clamped:heat" not in sim.counts
+    sim.ents.flags[sim.ents.index[2]] |= GHOST  # now a neighbour's: its values are not ours
+    sim.ack("a", int(b.stream[0]), int(b.sequence[0]))
+    for _ in range(6):  # a mid entity refreshes every 3rd tick
+        b = sim.step().batch
+        rec.apply(int(b.stream[0]), int(b.sequence[0]), int(b.baseline[0]), b.payloads[0])
+        sim.ack("a", int(b.stream[0]), int(b.sequence[0]))
+    table = rec.table()
+    assert table.components(table.index(2), sim.replicated) == {}
+    assert table.components(table.index(1), sim.replicated) == {"charge": 127.0, "heat": 2.5}

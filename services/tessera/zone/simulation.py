@@ -39,6 +39,7 @@ from tessera.zone.entities import (
     Entities,
     Record,
     export_state,
+    owned,
     spawn_state,
 )
 from tessera.zone.events import (
@@ -515,7 +516,8 @@ class Simulation:
             team=e.team[:n],
         )
         if self.replicated:
-            extra, clamped = quantize_components(self.replicated, e.columns, n)
+            # a ghost holds its components' defaults, not the owner's values: none sent
+            extra, clamped = quantize_components(self.replicated, e.columns, owned(e))
             table = np.hstack([table, extra])
             for name, count in clamped.items():
                 if count:

@@ -87,13 +87,15 @@ def quantize(
 
 
 def quantize_components(
-    components: Sequence[Replicated], columns: Mapping[str, npt.NDArray[Any]], n: int
+    components: Sequence[Replicated], columns: Mapping[str, npt.NDArray[Any]], carried: Bools
 ) -> tuple[I32, dict[str, int]]:
-    """The table columns of the replicated ``components`` of ``n`` entities (the
-    presence bitmask, every component carried, then each quantized value) and,
-    per component, how many values were clamped to fit its bits."""
+    """The table columns of the replicated ``components`` of the first
+    ``carried.size`` entities (the presence bitmask: every component where
+    ``carried``, none elsewhere; then each quantized value) and, per component,
+    how many values were clamped to fit its bits."""
+    n = carried.size
     out = np.empty((n, 1 + len(components)), np.int32)
-    out[:, 0] = np.uint32((1 << len(components)) - 1).view(np.int32)
+    out[:, 0] = np.where(carried, np.uint32((1 << len(components)) - 1).view(np.int32), 0)
     clamped: dict[str, int] = {}
     for e, comp in enumerate(components):
         out[:, 1 + e], clamped[comp.name] = comp.quantize(columns[comp.name][:n])
