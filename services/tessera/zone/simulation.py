@@ -86,6 +86,7 @@ class Frame:
     events: list[Event]
     aoi_s: float = 0.0
     encode_s: float = 0.0
+    encode_cpu_s: float = 0.0  # the encoding's thread CPU (quantize, tiers, delta encode)
     step_s: float = 0.0
     aoi_pairs: int = 0
     overload_level: int = 0  # the overload ladder's rung this tick ran at
@@ -504,7 +505,7 @@ class Simulation:
     def _encode(self, sight: Sight, events: list[Event]) -> Frame:
         """Quantize, take fresh values for the due view slots (tiers), delta-encode."""
         e, n, views, clients = self.ents, self.ents.n, self.views, sight.clients
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         table = quantize(
             self.quant,
             pos=e.pos[:n],
@@ -541,6 +542,7 @@ class Simulation:
             events=events,
             aoi_s=sight.aoi_s,
             encode_s=time.perf_counter() - started,
+            encode_cpu_s=time.thread_time() - cpu,
             aoi_pairs=int(due.valid.sum()),
         )
 
