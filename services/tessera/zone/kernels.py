@@ -203,7 +203,7 @@ def _encode_one(  # noqa: PLR0917 (numba kernels take positional arguments)
                 if m & (1 << g):
                     group[g] += 1
         if n_comp:
-            n_listed += _component_mask(v[j], bvals[max(b, 0)], b >= 0, n_comp, j, cmask, cgroup)
+            n_listed += _component_mask(v, bvals, j, b, n_comp, cmask, cgroup)
 
     at = _put(buf, at, VERSION, 1)
     at = _put(buf, at, 0 if base else FLAG_FULL, 1)
@@ -309,22 +309,23 @@ def _encode_one(  # noqa: PLR0917 (numba kernels take positional arguments)
 @njit(cache=True, nogil=True)
 def _component_mask(  # noqa: PLR0917 (numba kernels take positional arguments)
     v: np.ndarray,
-    bv: np.ndarray,
-    has_base: bool,
-    n_comp: int,
+    bvals: np.ndarray,
     j: int,
+    b: int,
+    n_comp: int,
     cmask: np.ndarray,
     cgroup: np.ndarray,
 ) -> int:
     """Slot ``j``'s component masks into ``cmask[j]``: the components it carries,
-    those whose value is sent (newly carried, or changed from the baseline row
-    ``bv``), and whether it is listed at all (1 when either differs from the
-    baseline); counts each sent value in ``cgroup``. Returns the listed flag."""
-    present = np.int64(v[PRESENT]) & 0xFFFFFFFF
-    before = np.int64(bv[PRESENT]) & 0xFFFFFFFF if has_base else np.int64(0)
+    those whose value is sent (newly carried, or changed from its baseline row
+    ``b``, -1 for none), and whether it is listed at all (1 when either differs
+    from the baseline); counts each sent value in ``cgroup``. Returns the listed flag."""
+    present = np.int64(v[j, PRESENT]) & 0xFFFFFFFF
+    before = np.int64(bvals[b, PRESENT]) & 0xFFFFFFFF if b >= 0 else np.int64(0)
     sent = np.int64(0)
     for e in range(n_comp):
-        if present >> e & 1 and (not before >> e & 1 or v[PRESENT + 1 + e] != bv[PRESENT + 1 + e]):
+        col = PRESENT + 1 + e
+        if present >> e & 1 and (not before >> e & 1 or v[j, col] != bvals[b, col]):
             sent |= np.int64(1) << e
             cgroup[e] += 1
     listed = 1 if present != before or sent != 0 else 0
@@ -498,16 +499,18 @@ def _due_one(  # noqa: PLR0917 (numba kernels take positional arguments)
             d2 = dx * dx + dz * dz
             due = d2 <= near2 or codes[row] & FAR_BEAT or not known[j]
             due = due or (d2 <= mid2 and codes[row] & MID_BEAT)
-            if due:
-                for col in range(table.shape[1]):  # an explicit loop: no slice views
+            if due and table.shape[1] == PRESENT:
+                for col in range(PRESENT):  # an explicit loop: no slice views
                     sent[j, col] = table[row, col]
-                if table.shape[1] > PRESENT:
-                    tier = 0 if d2 <= near2 else 1 if d2 <= mid2 else 2
-                    carried = np.int64(table[row, PRESENT]) & tier_bits[tier]
-                    sent[j, PRESENT] = np.int32(np.uint32(carried))
-                    for e in range(table.shape[1] - PRESENT - 1):
-                        if not carried >> e & 1:
-                            sent[j, PRESENT + 1 + e] = 0
+            elif due:
+                for col in range(PRESENT):
+                    sent[j, col] = table[row, col]
+                tier = 0 if d2 <= near2 else 1 if d2 <= mid2 else 2
+                carried = np.int64(table[row, PRESENT]) & tier_bits[tier]
+                sent[j, PRESENT] = np.int32(np.uint32(carried))
+                for e in range(table.shape[1] - PRESENT - 1):
+                    col = PRESENT + 1 + e
+                    sent[j, col] = table[row, col] if carried >> e & 1 else 0
         known[j] = ok
 
 
