@@ -380,7 +380,8 @@ class SnapshotReceiver:
 
     def table(self) -> EntityTable:
         """The newest decoded table (empty before the first snapshot)."""
-        return self.tables.get(self.latest, EntityTable())
+        empty = EntityTable(rows=np.zeros((0, width(self.schema)), np.int32))
+        return self.tables.get(self.latest, empty)
 
     def ack(self) -> int:
         """The sequence to acknowledge (the newest decoded)."""
