@@ -20,6 +20,9 @@ its systems are timed (thread CPU) so the record separates the game's own work
 engine plus the module framework, to compare with a run of the default module),
 and the framework's own share, ``framework_cpu_ms_*``: the CPU of running the
 module's actions and systems (``Game.run``) less the systems' own.
+``encode_cpu_ms_*`` is the thread CPU of the tick's encoding (quantize, the
+module's replicated components included, tiers and delta encode:
+``Frame.encode_cpu_s``); ``encode_ms_p50`` is its wall time.
 
 The overload ladder is held at level 0 (a 1 s tick budget) so every row measures
 the full AOI settings, however far over budget it runs.
@@ -187,6 +190,7 @@ def run(
     # run faster than real time would trip the input rate limit and change the run.
     clock = time.monotonic() + 1.0
     tick_ms, cpu_ms, aoi_ms, encode_ms, input_ms = [], [], [], [], []
+    encode_cpu_ms: list[float] = []
     own_ms: list[float] = []
     framework_ms: list[float] = []
     delta_bytes = full_bytes = 0
@@ -218,6 +222,7 @@ def run(
         input_ms.append((submitted - began) * 1000)
         aoi_ms.append(frame.aoi_s * 1000)
         encode_ms.append(frame.encode_s * 1000)
+        encode_cpu_ms.append(frame.encode_cpu_s * 1000)
         sizes = np.array([len(p) for p in batch.payloads])
         total_bytes += int(sizes.sum())
         snapshots += sizes.size
@@ -247,6 +252,8 @@ def run(
         "input_ms_p50": pct(input_ms, 50),
         "aoi_ms_p50": pct(aoi_ms, 50),
         "encode_ms_p50": pct(encode_ms, 50),
+        "encode_cpu_ms_p50": pct(encode_cpu_ms, 50),
+        "encode_cpu_ms_p99": pct(encode_cpu_ms, 99),
         "visible_per_client": round(visible / max(snapshots, 1), 1),
         "bytes_per_client_per_s": round(total_bytes / max(snapshots, 1) * hz / every, 1),
         "delta_vs_full_ratio": round(delta_bytes / max(full_bytes, 1), 4),
@@ -274,7 +281,7 @@ def main() -> None:
     records = []
     header = (
         f"{'players':>7} {'hz':>3} {'snap':>4} {'tick p50':>9} {'tick p99':>9} {'aoi p50':>8} "
-        f"{'enc p50':>8} {'cpu p50':>8} {'cpu p99':>8} {'visible':>7} "
+        f"{'enc p50':>8} {'enc cpu p50':>11} {'cpu p50':>8} {'cpu p99':>8} {'visible':>7} "
         f"{'B/client/s':>10} {'delta/full':>10} {'game p99':>8} {'cpu-game p99':>12} "
         f"{'frame p99':>9}"
     )
@@ -301,6 +308,7 @@ def main() -> None:
             f"{r['players']:>7} {r['tick_hz']:>3} {r['snapshot_hz']:>4.0f} "
             f"{r['tick_ms_p50']:>9.2f} "
             f"{r['tick_ms_p99']:>9.2f} {r['aoi_ms_p50']:>8.2f} {r['encode_ms_p50']:>8.2f} "
+            f"{r['encode_cpu_ms_p50']:>11.2f} "
             f"{r['tick_cpu_ms_p50']:>8.2f} {r['tick_cpu_ms_p99']:>8.2f} "
             f"{r['visible_per_client']:>7.1f} "
             f"{r['bytes_per_client_per_s']:>10.0f} "

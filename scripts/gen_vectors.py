@@ -35,7 +35,16 @@ from tessera.v1 import common_pb2, relay_pb2, zone_pb2
 from tessera.wire import connect_token, fragment, packet, reliable, snapshot
 from tessera.wire.connect_token import ConnectGrant, ConnectTokenError, MatchContext
 from tessera.wire.connection import clock_ms, rtt_sample_ms
-from tessera.wire.snapshot import COLUMNS, Decoded, EntityTable, Quantization, SnapshotError
+from tessera.wire.snapshot import (
+    COLUMNS,
+    PRESENT,
+    Decoded,
+    EntityTable,
+    Quantization,
+    Replicated,
+    SnapshotError,
+    width,
+)
 from tessera.zone.snapshot import PAD, SnapshotEncoder, quantize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -845,6 +854,7 @@ def entity(
     flags: int = 0,
     kind: int = 1,
     team: int = 0,
+    carries: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     return {
         "pos": (x, y, z),
@@ -854,20 +864,40 @@ def entity(
         "flags": flags,
         "kind": kind,
         "team": team,
+        "carries": carries or {},
     }
 
 
-def quantized(view: dict[int, dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One client's (ids, valid, vals) encoder input for the entities in ``view``."""
+# The replicated components of the components case (GameSchema.components).
+SCHEMA = (
+    Replicated("carried", "uint16", 1.0, 10, ("near",)),
+    Replicated("heat", "float32", 0.25, 8),
+)
+
+
+def schema_json(schema: tuple[Replicated, ...]) -> list[dict[str, Any]]:
+    """As GameSchema.components, in JSON (proto3 field names)."""
+    return [
+        {"name": c.name, "dtype": c.dtype, "step": c.step, "bits": c.bits, "tiers": list(c.tiers),
+         "column": e}
+        for e, c in enumerate(schema)
+    ]  # fmt: skip
+
+
+def quantized(
+    view: dict[int, dict[str, Any]], schema: tuple[Replicated, ...] = ()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One client's (ids, valid, vals) encoder input for the entities in ``view``;
+    an entity carries the components of ``schema`` named in its ``carries``."""
     ids = np.full((1, CAP), PAD, np.uint64)
     valid = np.zeros((1, CAP), np.bool_)
-    vals = np.zeros((1, CAP, COLUMNS), np.int32)
+    vals = np.zeros((1, CAP, width(schema)), np.int32)
     order = sorted(view)
     if order:
         states = [view[i] for i in order]
         ids[0, : len(order)] = order
         valid[0, : len(order)] = True
-        vals[0, : len(order)] = quantize(
+        vals[0, : len(order), :COLUMNS] = quantize(
             QUANT,
             pos=np.array([s["pos"] for s in states], np.float64),
             vel=np.array([s["vel"] for s in states], np.float64),
@@ -877,11 +907,18 @@ def quantized(view: dict[int, dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, 
             kind=np.array([s["kind"] for s in states]),
             team=np.array([s["team"] for s in states]),
         )
+        for i, state in enumerate(states):
+            for e, comp in enumerate(schema):
+                if comp.name in state["carries"]:
+                    vals[0, i, PRESENT] |= 1 << e
+                    value = np.array([state["carries"][comp.name]])
+                    vals[0, i, PRESENT + 1 + e] = comp.quantize(value)[0][0]
     return ids, valid, vals
 
 
-def table_json(decoded: Decoded) -> dict[str, Any]:
+def table_json(decoded: Decoded, schema: tuple[Replicated, ...] = ()) -> dict[str, Any]:
     table = decoded.table
+    carried = {"components": [table.components(i, schema) for i in range(len(table))]}
     return {
         "full": decoded.full,
         "last_input_seq": decoded.last_input_seq,
@@ -892,24 +929,29 @@ def table_json(decoded: Decoded) -> dict[str, Any]:
         "positions_m": table.positions(QUANT).tolist(),
         "yaws_rad": table.yaws(QUANT).tolist(),
         "velocities_mps": table.velocities(QUANT).tolist(),
+        **(carried if schema else {}),
     }
 
 
-def stream_case(name: str, ticks: list[tuple[dict[int, dict[str, Any]], bool]]) -> Case:
+def stream_case(
+    name: str,
+    ticks: list[tuple[dict[int, dict[str, Any]], bool]],
+    schema: tuple[Replicated, ...] = (),
+) -> Case:
     """A ``snapshot_stream`` case: the zone's encoder sends one snapshot per tick
     (views given), the client decodes each and acks it when the tick says so."""
-    encoder = SnapshotEncoder(cap=CAP, history=32)
+    encoder = SnapshotEncoder(cap=CAP, history=32, components=schema)
     row = encoder.open()
     tables: dict[int, EntityTable] = {}
     steps: list[Case] = []
     for tick, (view, acked) in enumerate(ticks, start=1):
-        ids, valid, vals = quantized(view)
+        ids, valid, vals = quantized(view, schema)
         batch = encoder.encode(
             np.array([row], np.int64), ids, valid, vals, last_input_seq=np.array([tick * 2])
         )
         sequence, baseline = int(batch.sequence[0]), int(batch.baseline[0])
         payload = batch.payloads[0]
-        decoded = snapshot.decode(payload, tables[baseline] if baseline else None)
+        decoded = snapshot.decode(payload, tables[baseline] if baseline else None, schema)
         tables[sequence] = decoded.table
         if acked:
             encoder.ack(row, int(encoder.stream[row]), sequence)
@@ -919,22 +961,27 @@ def stream_case(name: str, ticks: list[tuple[dict[int, dict[str, Any]], bool]]) 
                 "baseline": baseline,
                 "payload": payload.hex(),
                 "acked": acked,
-                "expect": table_json(decoded),
+                "expect": table_json(decoded, schema),
             }
         )
-    return {"name": name, "kind": "snapshot_stream", "steps": steps}
+    declared = {"components": schema_json(schema)} if schema else {}
+    return {"name": name, "kind": "snapshot_stream", **declared, "steps": steps}
 
 
-def reject_case(name: str, baseline: EntityTable | None, payload: bytes) -> Case:
-    reason = error_of(lambda: snapshot.decode(payload, baseline), SnapshotError)
+def reject_case(
+    name: str, baseline: EntityTable | None, payload: bytes, schema: tuple[Replicated, ...] = ()
+) -> Case:
+    reason = error_of(lambda: snapshot.decode(payload, baseline, schema), SnapshotError)
     base = (
         None
         if baseline is None
         else {"ids": [int(i) for i in baseline.ids], "rows": baseline.rows.tolist()}
     )
+    declared = {"components": schema_json(schema)} if schema else {}
     return {
         "name": name,
         "kind": "snapshot_reject",
+        **declared,
         "baseline": base,
         "payload": payload.hex(),
         "expect": {"error": reason},
@@ -971,6 +1018,26 @@ def snapshot_suite() -> Suite:
     ).payloads[0]
     first_id = snapshot.HEADER.itemsize  # a full snapshot has no removed bitmap
     dup = full[: first_id + 8] + full[first_id : first_id + 8] + full[first_id + 16 :]
+    # Replicated components: 5 carries both, then a changed count, then (mid away)
+    # only heat; 9 carries heat, then both when it comes near; 12 enters with none.
+    carrying = {
+        5: entity(0, 0, carries={"carried": 3, "heat": -1.5}),
+        9: entity(10, 10, carries={"heat": 20.0}),
+    }
+    nearer = {
+        5: entity(0, 0, carries={"carried": 4, "heat": -1.5}),
+        9: entity(10, 10, carries={"carried": 1023, "heat": 20.0}),
+        12: entity(-20.5, 3.25, kind=2),
+    }
+    apart = {**nearer, 5: entity(0, 0, carries={"heat": -1.5})}
+    one = {7: entity(1, 1, carries={"carried": 1})}
+    lying = quantized(one, SCHEMA[:1])
+    liar = SnapshotEncoder(cap=CAP, history=32, components=SCHEMA[:1])
+    sent = liar.encode(
+        np.array([liar.open()], np.int64), *lying, last_input_seq=np.array([1])
+    ).payloads[0]
+    # its last 5 bytes: bitmap 01, carried 01, sent 01, value 01 00; "sent" without "carried"
+    absent = sent[:-4] + bytes([0, 1, 1, 0])
     return {
         "description": "Snapshot payloads (docs/protocol/snapshot.md) as the zone encodes "
         "them, with the tables a client holds after decoding each.",
@@ -1001,6 +1068,12 @@ def snapshot_suite() -> Suite:
             ),
             reject_case("delta_without_its_baseline", None, delta),
             reject_case("duplicate_added_id", None, dup),
+            stream_case(
+                "replicated_components",
+                [(carrying, True), (nearer, True), (apart, True), (apart, True)],
+                SCHEMA,
+            ),
+            reject_case("component_value_not_carried", None, absent, SCHEMA[:1]),
         ],
     }
 

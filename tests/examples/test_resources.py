@@ -155,13 +155,26 @@ async def game_event(client: GameClient, name: str) -> float:
             await asyncio.sleep(0.02)
 
 
+async def replicated(client: GameClient, name: str, want: float) -> None:
+    """Wait until the client's snapshots carry ``want`` as its own ``name``."""
+    assert client.world is not None and client.accepted is not None
+    async with asyncio.timeout(15):
+        while True:
+            own = client.world.entity(client.accepted.entity_id)
+            if own is not None and own.components.get(name) == want:
+                return
+            await asyncio.sleep(0.02)
+
+
 @pytest.mark.integration
 async def test_a_client_drops_resources_through_the_relay(
     redis_server: LocalRedis, redis: Client, database: Pool, database_url: str, tmp_path: Path
 ) -> None:
     """The SDK's act() over UDP, through a real relay, into a real zone running the
     example: the action runs as the session's player; a bad one is refused before
-    sending, or (sent raw) dropped and counted by the zone, the session unharmed."""
+    sending, or (sent raw) dropped and counted by the zone, the session unharmed.
+    The replicated ``resources`` reach the client in its snapshots, before and
+    after the drop, decoded by the schema announced in Accepted.game."""
     module = "tessera.examples.resources"
     env = {"TESSERA_GAME_MODULE": module, "TESSERA_DATABASE_URL": database_url}
     world = World(redis, redis_server.url, env=env)
@@ -178,12 +191,17 @@ async def test_a_client_drops_resources_through_the_relay(
         assert client.accepted is not None
         game = client.accepted.game
         assert game.module == "resources" and [a.name for a in game.actions] == ["drop"]
+        assert [
+            (c.name, c.dtype, c.step, c.bits, list(c.tiers), c.column) for c in game.components
+        ] == [("resources", "uint32", 1.0, 16, ["near"], 0)]
+        await replicated(client, "resources", 5.0)
         with pytest.raises(ActionError, match="want a whole number in"):
             client.act("drop", amount=0)
         unknown = relay_pb2.ClientMessage(action=relay_pb2.GameAction(id=99, args=[1.0]))
         client.transport.send(unknown)
         client.act("drop", amount=2)
         assert await game_event(client, "dropped") == 3
+        await replicated(client, "resources", 3.0)
         zone, name = world.procs["solo"], "tessera_zone_game_actions_total"
         for _ in range(200):  # the tick's counts reach /metrics after it
             if metric(zone, name, outcome="unknown_action") >= 1:

@@ -77,6 +77,15 @@ def test_a_component_holds_what_its_dtype_holds(dtype: str, value: float, fits: 
         ),
         (lambda: Module("m", events=("Boom",)), "event name"),
         (lambda: Module("m", systems=(nothing,)), "System values"),  # type: ignore[arg-type]
+        (
+            lambda: Module(
+                "m",
+                components=tuple(
+                    Component(f"c{i}", "uint8", replicate=Replication(1.0, 8)) for i in range(33)
+                ),
+            ),
+            "33 replicated components, at most 32",
+        ),
     ],
 )
 def test_nonsense_is_refused_when_declared(make: object, message: str) -> None:

@@ -24,7 +24,7 @@ from google.protobuf.message import Message
 from tessera.auth.keys import kid_for
 from tessera.relay import resume
 from tessera.relay.udp import VERSION_REFUSAL
-from tessera.v1 import relay_pb2
+from tessera.v1 import common_pb2, relay_pb2
 from tessera.wire import connect_token, fragment, packet
 from tessera.wire.connect_token import ConnectTokenError
 from tessera.wire.connection import clock_ms, rtt_sample_ms
@@ -33,8 +33,10 @@ from tessera.wire.snapshot import (
     COLUMNS,
     EntityTable,
     Quantization,
+    Replicated,
     SnapshotError,
     SnapshotReceiver,
+    announced,
     decode,
 )
 
@@ -312,8 +314,14 @@ def run_wire_clock(case: Case) -> None:
     assert clock_ms(case["now_s"]) == case["expect"]["time_ms"]
 
 
+def components(case: Case) -> tuple[Replicated, ...]:
+    """The case's replicated components, read as a client reads GameSchema.components."""
+    return announced([common_pb2.ComponentSchema(**c) for c in case.get("components", [])])
+
+
 def run_snapshot_stream(case: Case) -> None:
-    receiver = SnapshotReceiver()
+    schema = components(case)
+    receiver = SnapshotReceiver(schema=schema)
     for step in case["steps"]:
         decoded = receiver.apply(1, step["sequence"], step["baseline"], h(step["payload"]))
         want = step["expect"]
@@ -332,6 +340,8 @@ def run_snapshot_stream(case: Case) -> None:
         }
         for key, got in in_units.items():
             assert np.allclose(got, np.array(want[key]).reshape(got.shape), rtol=0, atol=1e-9)
+        carried = [table.components(i, schema) for i in range(len(table))]
+        assert carried == want.get("components", [{}] * len(table))
 
 
 def run_snapshot_reject(case: Case) -> None:
@@ -341,7 +351,7 @@ def run_snapshot_reject(case: Case) -> None:
         rows = np.array(base["rows"], np.int32).reshape(-1, COLUMNS)
         baseline = EntityTable(np.array(base["ids"], np.uint64), rows)
     with pytest.raises(SnapshotError) as info:
-        decode(h(case["payload"]), baseline)
+        decode(h(case["payload"]), baseline, components(case))
     assert str(info.value) == case["expect"]["error"]
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tessera.wire.snapshot import COLUMNS
+from tessera.wire.snapshot import COLUMNS, PRESENT, Replicated, decode, width
 from tessera.zone.interest import Tiers, Views, due, visible
-from tessera.zone.snapshot import PAD, SnapshotEncoder
+from tessera.zone.snapshot import PAD, SnapshotEncoder, tier_bits
 
 
 def seen(xz: np.ndarray, viewer: np.ndarray, boost: np.ndarray, tiers: Tiers) -> list[int]:
@@ -101,3 +101,38 @@ def test_reserve_keeps_every_view_and_grows_at_least_twofold() -> None:
     for name, old in before.items():
         np.testing.assert_array_equal(getattr(views, name)[:16], old)
     assert views.ids[3, :2].tolist() == [5, 9] and views.rows[3, :2].tolist() == [0, 1]
+
+
+def test_due_slots_carry_the_components_of_their_tier() -> None:
+    """Viewers at 10, 70 and 150 m of one entity: a near-only component reaches
+    the near viewer, a near-and-far one the near and far viewers, none the mid."""
+    comps = (
+        Replicated("near_only", "int16", 1.0, 16, ("near",)),
+        Replicated("near_far", "int16", 1.0, 16, ("near", "far")),
+    )
+    views = Views(1, width(comps), PAD)
+    encoder = SnapshotEncoder(1, components=comps)
+    clients = np.arange(3)
+    for c in clients.tolist():
+        views.reset(c)
+        assert encoder.open() == c
+    ids = np.array([7], np.uint64)
+    views.refresh(clients, np.zeros((3, 1), np.int64), ids)
+    table = np.zeros((1, width(comps)), np.int32)
+    table[0, PRESENT:] = [0b11, 5, 6]
+    plan = due(
+        views,
+        clients,
+        viewers=np.array([[-10.0, 0.0], [-70.0, 0.0], [-150.0, 0.0]]),
+        pos=np.zeros((1, 3)),
+        entity_ids=ids,
+        table=table,
+        beat=0,
+        tiers=Tiers(),
+        tier_bits=tier_bits(comps),
+    )
+    assert plan.tier_bits.tolist() == [0b11, 0, 0b10]
+    batch = encoder.encode_due(views, plan, last_input_seq=np.zeros(3, np.int64))
+    got = [decode(p, None, comps).table.components(0, comps) for p in batch.payloads]
+    assert got == [{"near_only": 5.0, "near_far": 6.0}, {}, {"near_far": 6.0}]
+    assert views.sent[:3, 0, PRESENT:].tolist() == [[0b11, 5, 6], [0, 0, 0], [0b10, 0, 6]]

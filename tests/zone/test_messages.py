@@ -6,12 +6,21 @@ from collections.abc import Mapping
 
 import pytest
 
-from tessera.game import Action, Argument, Events, Module, ModuleError, View
+from tessera.game import (
+    Action,
+    Argument,
+    Component,
+    Events,
+    Module,
+    ModuleError,
+    Replication,
+    View,
+)
 from tessera.v1 import common_pb2, relay_pb2, zone_pb2
 from tessera.wire.bounds import to_bounds
 from tessera.wire.geometry import Rect
 from tessera.wire.packet import MAX_RELIABLE
-from tessera.wire.snapshot import Quantization
+from tessera.wire.snapshot import Quantization, announced
 from tessera.zone import messages
 from tessera.zone.entities import DEAD, PLAYER, Entities, Record, export_state, spawn_state
 from tessera.zone.handoff import Ack, Prepare
@@ -116,7 +125,8 @@ def test_a_game_schema_too_large_for_the_clients_accepted_is_refused() -> None:
     assert [a.name for a in fits.actions] == [f"action_{i:03d}" for i in range(4)]
     assert len(fits.actions[0].arguments) == 4
     with pytest.raises(
-        ModuleError, match=r"game module 'big': its actions and events take \d+ bytes"
+        ModuleError,
+        match=r"game module 'big': its actions, events and replicated components take \d+ bytes",
     ):
         messages.game_schema(module(40))
     # What a relay adds around it still fits one reliable message.
@@ -132,3 +142,22 @@ def test_a_game_schema_too_large_for_the_clients_accepted_is_refused() -> None:
         )
     )
     assert accepted.ByteSize() <= MAX_RELIABLE
+
+
+def test_the_game_schema_announces_the_replicated_components_in_column_order() -> None:
+    module = Module(
+        name="kit",
+        components=(
+            Component("hidden", "float32"),
+            Component("carried", "uint16", replicate=Replication(1.0, 10, ("near", "mid"))),
+            Component("heat", "float32", replicate=Replication(0.5, 8)),
+        ),
+    )
+    schema = messages.game_schema(module)
+    assert [
+        (c.name, c.dtype, c.step, c.bits, list(c.tiers), c.column) for c in schema.components
+    ] == [
+        ("carried", "uint16", 1.0, 10, ["near", "mid"], 0),
+        ("heat", "float32", 0.5, 8, ["near", "mid", "far"], 1),
+    ]
+    assert announced(schema.components) == module.replicated

@@ -10,11 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tessera.common.config import Env
+from tessera.game import Component, Module, Replication
 from tessera.v1 import zone_pb2
+from tessera.wire.geometry import Rect
 from tessera.wire.snapshot import SnapshotReceiver
 from tessera.zone import inputs
 from tessera.zone.config import ZoneConfig
-from tessera.zone.entities import DEAD, PLAYER, Record
+from tessera.zone.entities import DEAD, GHOST, PLAYER, Record
 from tessera.zone.simulation import Simulation
 
 Kind = zone_pb2.PlayerEvent.Kind
@@ -275,3 +277,41 @@ def test_reserved_snapshot_state_serves_a_burst_of_attaches_unchanged() -> None:
         assert bool(frames[1].batch.full[i])
         np.testing.assert_array_equal(tables[0].table.ids, tables[1].table.ids)
         np.testing.assert_array_equal(tables[0].table.rows, tables[1].table.rows)
+
+
+def test_a_tick_sends_replicated_components_clamped_and_counted() -> None:
+    """A module's replicated component reaches a player's snapshots from the zone's
+    own tick: the near-only one for the near entity, the all-tier one for both; a
+    value beyond its bits arrives clamped and is counted."""
+    module = Module(
+        name="kit",
+        components=(
+            Component("charge", "int16", replicate=Replication(1.0, 8, ("near",))),
+            Component("heat", "float32", replicate=Replication(0.5, 16)),
+        ),
+    )
+    cfg = ZoneConfig.from_env(Env({"TESSERA_ZONE_BOUNDS": "-100,-100,100,100"}))
+    sim = Simulation(cfg, area=Rect(-100, -100, 100, 100), module=module)
+    sim.add_player(entity_id=1, player_id="a", pos=(0, 0, 0), team=0)
+    sim.add_player(entity_id=2, player_id="b", pos=(70, 0, 0), team=0)
+    sim.attach("a")
+    charge, heat = sim.ents.columns["charge"], sim.ents.columns["heat"]
+    charge[:2], heat[:2] = (300, -4), (2.5, 7.0)
+    rec = SnapshotReceiver(schema=sim.replicated)
+    frame = sim.step()
+    b = frame.batch
+    rec.apply(int(b.stream[0]), int(b.sequence[0]), int(b.baseline[0]), b.payloads[0])
+    table = rec.table()
+    assert table.components(table.index(1), sim.replicated) == {"charge": 127.0, "heat": 2.5}
+    assert table.components(table.index(2), sim.replicated) == {"heat": 7.0}
+    assert sim.counts["replication_clamped:charge"] == 1
+    assert "replication_clamped:heat" not in sim.counts
+    sim.ents.flags[sim.ents.index[2]] |= GHOST  # now a neighbour's: its values are not ours
+    sim.ack("a", int(b.stream[0]), int(b.sequence[0]))
+    for _ in range(6):  # a mid entity refreshes every 3rd tick
+        b = sim.step().batch
+        rec.apply(int(b.stream[0]), int(b.sequence[0]), int(b.baseline[0]), b.payloads[0])
+        sim.ack("a", int(b.stream[0]), int(b.sequence[0]))
+    table = rec.table()
+    assert table.components(table.index(2), sim.replicated) == {}
+    assert table.components(table.index(1), sim.replicated) == {"charge": 127.0, "heat": 2.5}

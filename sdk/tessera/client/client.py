@@ -19,7 +19,7 @@ from tessera.client.prediction import Motion, Predictor
 from tessera.client.transport import Transport
 from tessera.client.world import WorldView
 from tessera.v1 import auth_pb2, relay_pb2
-from tessera.wire.snapshot import Quantization
+from tessera.wire.snapshot import Quantization, announced
 
 # Inputs repeated in every packet, so a lost packet costs nothing.
 REDUNDANT_INPUTS = 4
@@ -79,10 +79,16 @@ class GameClient:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def connect(self, token: auth_pb2.ConnectToken, timeout_s: float = 5.0) -> None:
-        self.accepted = await self.transport.connect(token, timeout_s)
-        quant = Quantization.from_proto(self.accepted.quantization)
+        """Open the session; snapshots then decode by the announced game schema
+        (``SnapshotError`` here if that schema is malformed)."""
+        accepted = await self.transport.connect(token, timeout_s)
+        schema = announced(accepted.game.components)
+        self.accepted = accepted
         self.world = WorldView(
-            quant, entity_id=self.accepted.entity_id, interp_delay_ms=self.interp_delay_ms
+            Quantization.from_proto(accepted.quantization),
+            entity_id=accepted.entity_id,
+            interp_delay_ms=self.interp_delay_ms,
+            schema=schema,
         )
         if self.input_hz is None:
             self.input_hz = float(self.accepted.tick_hz or 20)

@@ -1,19 +1,33 @@
 """The client's view of the world: decoded snapshots, baselines for deltas,
-acks, and interpolation of other entities (100 ms behind by default).
+acks, interpolation of other entities (100 ms behind by default), and each
+entity's latest state with its replicated components.
 
 Pure bookkeeping over :mod:`tessera.wire.snapshot`; no I/O.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from tessera.v1 import relay_pb2
-from tessera.wire.snapshot import Decoded, EntityTable, Quantization, SnapshotError, decode
+from tessera.wire.snapshot import (
+    FLAGS,
+    HEALTH,
+    KIND,
+    TEAM,
+    Decoded,
+    EntityTable,
+    Quantization,
+    Replicated,
+    SnapshotError,
+    decode,
+)
 
 BASELINES = 64
 HISTORY = 32
@@ -28,11 +42,37 @@ class Frame:
     table: EntityTable
 
 
-class WorldView:
-    """Snapshots of one client, turned into entity positions."""
+@dataclass(frozen=True)
+class Entity:
+    """One entity as the latest snapshot has it, in world units. ``components``
+    holds the replicated components the snapshot carries for it (those whose
+    tiers include its distance from this client), dequantized."""
 
-    def __init__(self, quant: Quantization, *, entity_id: int, interp_delay_ms: float = 100.0):
+    id: int
+    position: npt.NDArray[np.float64]
+    velocity: npt.NDArray[np.float64]
+    yaw: float
+    health: int
+    flags: int
+    kind: int
+    team: int
+    components: dict[str, float]
+
+
+class WorldView:
+    """Snapshots of one client, turned into entity positions; ``schema`` are the
+    replicated components announced at connect (``Accepted.game.components``)."""
+
+    def __init__(
+        self,
+        quant: Quantization,
+        *,
+        entity_id: int,
+        interp_delay_ms: float = 100.0,
+        schema: Sequence[Replicated] = (),
+    ):
         self.quant = quant
+        self.schema = tuple(schema)
         self.entity_id = entity_id
         self.interp_delay_ms = interp_delay_ms
         self.stream = 0
@@ -58,7 +98,7 @@ class WorldView:
                 self.missing_baselines += 1
                 return None
         try:
-            decoded = decode(snap.payload, baseline)
+            decoded = decode(snap.payload, baseline, self.schema)
         except SnapshotError:
             self.decode_errors += 1
             return None
@@ -101,6 +141,31 @@ class WorldView:
         except KeyError:
             return None
         return table.positions(self.quant)[i], table.velocities(self.quant)[i]
+
+    def entity(self, entity_id: int) -> Entity | None:
+        """An entity of the latest snapshot (None if it is not in view)."""
+        table = self.latest
+        try:
+            i = table.index(entity_id)
+        except KeyError:
+            return None
+        row = table.rows[i]
+        return Entity(
+            id=entity_id,
+            position=table.positions(self.quant)[i],
+            velocity=table.velocities(self.quant)[i],
+            yaw=float(table.yaws(self.quant)[i]) % (2 * math.pi),
+            health=int(row[HEALTH]),
+            flags=int(row[FLAGS]),
+            kind=int(row[KIND]),
+            team=int(row[TEAM]),
+            components=table.components(i, self.schema),
+        )
+
+    def entities(self) -> dict[int, Entity]:
+        """Every entity of the latest snapshot, this client's own included."""
+        found = (self.entity(int(eid)) for eid in self.latest.ids)
+        return {e.id: e for e in found if e is not None}
 
     def others(self) -> dict[int, npt.NDArray[np.float64]]:
         """Latest positions of every other visible entity."""

@@ -35,7 +35,7 @@ from tessera.relay.routing import Route, RouteCache
 from tessera.relay.store import RelayStore
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.geometry import Rect
-from tessera.wire.snapshot import Quantization, SnapshotReceiver
+from tessera.wire.snapshot import Quantization, Replicated, SnapshotReceiver, announced
 from tessera.zone.store import write_zone_map
 
 
@@ -452,6 +452,7 @@ class Driver:
         self.zone_of: dict[str, str] = {}
         self.entity: dict[str, int] = {}
         self.receivers: dict[str, SnapshotReceiver] = {}
+        self.schema: tuple[Replicated, ...] = ()  # the world's replicated components
         self.last_snapshot: dict[str, float] = {}
         self.seq: dict[str, int] = {}
         self.handovers = 0
@@ -561,7 +562,7 @@ class Driver:
             player = snap.player_id
             if self.zone_of.get(player) != link.zone:
                 continue
-            rec = self.receivers.setdefault(player, SnapshotReceiver())
+            rec = self.receivers.setdefault(player, SnapshotReceiver(schema=self.schema))
             with contextlib.suppress(Exception):
                 if self.decode:
                     rec.apply(snap.stream, snap.sequence, snap.baseline, snap.payload)
@@ -660,6 +661,7 @@ class Driver:
                     await asyncio.sleep(0.1)
         self.zone_of[player] = zone
         self.entity[player] = resp.entity_id
+        self.schema = announced(resp.game.components)  # one module per world
         self.routes.update(player, Route(zone, int(resp.epoch)))
         link = await self.link(zone)
         link.up.put_nowait(zone_pb2.ZoneLinkUp(attach=zone_pb2.Attach(player_id=player)))

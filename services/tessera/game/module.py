@@ -19,17 +19,14 @@ import numpy as np
 
 from tessera.game.errors import ModuleError
 from tessera.game.rules import RULES_SYSTEM, Rules
+from tessera.wire.snapshot import COMPONENTS_MAX, DTYPES, TIERS, Replicated
 
 if TYPE_CHECKING:
     from tessera.game.view import Events, View
 
 NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 # Component values travel as doubles (handoff, checkpoint, player data): every
-# value of these types is exact in a double.
-DTYPES = frozenset(
-    {"bool", "int8", "int16", "int32", "uint8", "uint16", "uint32", "float32", "float64"}
-)
-TIERS = ("near", "mid", "far")  # the interest tiers of tessera.zone.interest.Tiers
+# value of the DTYPES is exact in a double.
 DEFAULT = "tessera.game.default"  # the module a world without spec.game.module runs
 
 
@@ -46,8 +43,9 @@ def _unique(what: str, names: list[str]) -> None:
 
 @dataclass(frozen=True)
 class Replication:
-    """How a component would reach clients (issue #24 item 3): kept as data and
-    validated, not sent on the wire yet."""
+    """How a component reaches clients: every snapshot carries its value for the
+    entities at one of ``tiers`` from the client, as ``round(value / step)`` in
+    ``bits`` bits (docs/protocol/snapshot.md, "Replicated components")."""
 
     step: float  # quantization step, in the component's unit
     bits: int  # 1..32 bits per quantized value
@@ -180,10 +178,24 @@ class Module:
         _unique("action names", [a.name for a in self.actions])
         _unique("action ids", [str(a.id) for a in self.actions])
         _unique("events", list(self.events))
+        if len(self.replicated) > COMPONENTS_MAX:
+            raise ModuleError(
+                f"module {self.name}: {len(self.replicated)} replicated components, "
+                f"at most {COMPONENTS_MAX}"
+            )
         if self.rules is not None and not isinstance(self.rules, Rules):
             raise ModuleError(f"module {self.name}: rules must be a Rules value")
         if self.rules is not None and RULES_SYSTEM in {s.name for s in self.systems}:
             raise ModuleError(f"module {self.name}: system name {RULES_SYSTEM!r} is the rules'")
+
+    @property
+    def replicated(self) -> tuple[Replicated, ...]:
+        """The components snapshots carry, in declared order (their wire columns)."""
+        return tuple(
+            Replicated(c.name, c.dtype, c.replicate.step, c.replicate.bits, c.replicate.tiers)
+            for c in self.components
+            if c.replicate is not None
+        )
 
 
 def load(path: str) -> Module:

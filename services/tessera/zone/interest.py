@@ -28,6 +28,7 @@ Bools = npt.NDArray[np.bool_]
 
 
 GRID_CELL_M = 25.0  # interest grid cell: a few rings hold a crowded view
+NO_COMPONENTS = np.zeros(3, np.int64)  # tier bitmasks of a world replicating no component
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,8 @@ def visible(xz: F64, viewers: F64, boost: F64, entity_ids: U64, *, tiers: Tiers,
 class Due:
     """The tier schedule of one tick's snapshots: the clients (view rows) standing
     at ``viewers`` (C, 2) as x, z, the entities' ``pos`` and ids, the quantized
-    ``table`` due slots take their values from, and ``valid`` (C, cap), filled
+    ``table`` due slots take their values from, the replicated components each
+    tier carries (``tier_bits``, near, mid, far) and ``valid`` (C, cap), filled
     with which view slots hold an entity. Built by :func:`due`, applied by
     :meth:`tessera.zone.snapshot.SnapshotEncoder.encode_due` as it encodes."""
 
@@ -81,6 +83,7 @@ class Due:
     mid2: float
     mid_every: int
     far_every: int
+    tier_bits: I64
     valid: Bools
 
 
@@ -94,12 +97,14 @@ def due(
     table: npt.NDArray[np.int32],
     beat: int,
     tiers: Tiers,
+    tier_bits: I64 = NO_COMPONENTS,
 ) -> Due:
     """The schedule of the ``beat``-th snapshot of each client (view row
     ``clients``, standing at ``viewers``): due slots (near; mid every
     ``mid_every``-th and far every ``far_every``-th beat, staggered by entity id;
-    new to the client) take fresh values from the quantized ``table``, the rest
-    keep what was last sent."""
+    new to the client) take fresh values from the quantized ``table``, with the
+    replicated components their tier carries (``tier_bits``), the rest keep
+    what was last sent."""
     c = clients.size
     return Due(
         clients=np.ascontiguousarray(clients, np.int64),
@@ -112,6 +117,7 @@ def due(
         mid2=tiers.mid**2,
         mid_every=tiers.mid_every,
         far_every=tiers.far_every,
+        tier_bits=np.ascontiguousarray(tier_bits, np.int64),
         valid=np.empty((c, views.cap), np.bool_),
     )
 

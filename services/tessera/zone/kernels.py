@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit
 
 from tessera.wire.snapshot import (
+    COMPONENTS_MAX,
     FACING,
     FLAG_FULL,
     FLAGS,
@@ -36,6 +37,7 @@ from tessera.wire.snapshot import (
     POS8,
     POS16,
     POS32,
+    PRESENT,
     TEAM,
     VERSION,
     VITALS,
@@ -56,9 +58,13 @@ ENTITY_BYTES_MAX = 8 + 1 + 8 + 2 + 2 + 6 + 3 + 3
 GRID_MAX = 256  # cells a side of the interest grid at most (far-flung entities widen cells)
 
 
-def payload_bound(clients: int, cap: int) -> int:
-    """Bytes that always hold ``clients`` payloads of at most ``cap`` entities."""
-    return clients * (HEADER_BYTES + 2 * ((cap + 7) // 8) + ENTITY_BYTES_MAX * cap)
+def payload_bound(clients: int, cap: int, widths: np.ndarray) -> int:
+    """Bytes that always hold ``clients`` payloads of at most ``cap`` entities,
+    with replicated components of ``widths`` bytes each."""
+    bitmaps, per_entity = 2, ENTITY_BYTES_MAX
+    if widths.size:
+        bitmaps, per_entity = 3, per_entity + 2 * ((widths.size + 7) // 8) + int(widths.sum())
+    return clients * (HEADER_BYTES + bitmaps * ((cap + 7) // 8) + per_entity * cap)
 
 
 @njit(cache=True, nogil=True)
@@ -95,19 +101,23 @@ def _encode_one(  # noqa: PLR0917 (numba kernels take positional arguments)
     ends: np.ndarray,
     has_base: np.ndarray,
     counts: np.ndarray,
-    scratch: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    widths: np.ndarray,
+    scratch: tuple[np.ndarray, ...],
 ) -> None:
     """Delta-encode one snapshot of client row ``r`` (ids ``cur``, values ``v``
     where ``valid``) into ``buf`` after the payload ``out - 1`` and store it in
     the ring; ``ends[out]``, ``has_base[out]`` and ``counts[out]`` (entities,
-    added, removed) describe it. ``scratch`` is :func:`_scratch` of the view width.
+    added, removed) describe it. ``widths`` are the wire bytes of each replicated
+    component (none: the payload ends after the built-in field groups).
+    ``scratch`` is :func:`_scratch` of the view width.
 
     Baseline entries are matched slot by slot while the membership version is
     unchanged, else by id (a merge of two ascending id lists; in a run of equal
     ids only the last current and first baseline entry pair up). Every field
     group's section is sized first, so one pass over the entities writes them all.
     """
-    bptr, still, mask, group = scratch
+    bptr, still, mask, group, cmask, cgroup = scratch
+    n_comp = widths.size
     at = ends[out - 1] if out > 0 else 0
     k = valid.shape[0]
     h = seq_at.shape[1]
@@ -150,8 +160,11 @@ def _encode_one(  # noqa: PLR0917 (numba kernels take positional arguments)
     n = 0
     n_added = 0
     n_changed = 0
+    n_listed = 0  # entities with component changes
     for g in range(8):
         group[g] = 0  # entities in each field group, then (8:) each section's write offset
+    for e in range(n_comp):
+        cgroup[e] = 0  # values of each component, then (32:) each column's write offset
     for j in range(k):
         if not valid[j]:
             mask[j] = 0
@@ -189,6 +202,8 @@ def _encode_one(  # noqa: PLR0917 (numba kernels take positional arguments)
             for g in range(8):
                 if m & (1 << g):
                     group[g] += 1
+        if n_comp:
+            n_listed += _component_mask(v, bvals, j, b, n_comp, cmask, cgroup)
 
     at = _put(buf, at, VERSION, 1)
     at = _put(buf, at, 0 if base else FLAG_FULL, 1)
@@ -220,6 +235,18 @@ def _encode_one(  # noqa: PLR0917 (numba kernels take positional arguments)
     for g in range(8):
         off[g] = end
         end += group[g] * GROUP_BYTES[g]
+    # the component section: its bitmap (over present entities), mask pairs, columns
+    nm = (n_comp + 7) // 8
+    cbits_at = end
+    cmask_at = cbits_at + (n + 7) // 8
+    coff = cgroup[COMPONENTS_MAX:]
+    if n_comp:
+        for b in range(cbits_at, cmask_at):
+            buf[b] = 0
+        end = cmask_at + 2 * nm * n_listed
+        for e in range(n_comp):
+            coff[e] = end
+            end += cgroup[e] * widths[e]
     bit = 0
     for j in range(k):
         if not valid[j]:
@@ -254,6 +281,13 @@ def _encode_one(  # noqa: PLR0917 (numba kernels take positional arguments)
             if m & IDENT:
                 off[7] = _put(buf, off[7], v[j, KIND], 1)
                 off[7] = _put(buf, off[7], v[j, TEAM], 2)
+        if n_comp and cmask[j, 2]:
+            buf[cbits_at + (bit >> 3)] |= 1 << (bit & 7)
+            cmask_at = _put(buf, cmask_at, cmask[j, 0], nm)
+            cmask_at = _put(buf, cmask_at, cmask[j, 1], nm)
+            for e in range(n_comp):
+                if cmask[j, 1] >> e & 1:
+                    coff[e] = _put(buf, coff[e], v[j, PRESENT + 1 + e], widths[e])
         bit += 1
 
     slot = seq % h
@@ -273,15 +307,50 @@ def _encode_one(  # noqa: PLR0917 (numba kernels take positional arguments)
 
 
 @njit(cache=True, nogil=True)
-def _scratch(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _component_mask(  # noqa: PLR0917 (numba kernels take positional arguments)
+    v: np.ndarray,
+    bvals: np.ndarray,
+    j: int,
+    b: int,
+    n_comp: int,
+    cmask: np.ndarray,
+    cgroup: np.ndarray,
+) -> int:
+    """Slot ``j``'s component masks into ``cmask[j]``: the components it carries,
+    those whose value is sent (newly carried, or changed from its baseline row
+    ``b``, -1 for none), and whether it is listed at all (1 when either differs
+    from the baseline); counts each sent value in ``cgroup``. Returns the listed flag."""
+    present = np.int64(v[j, PRESENT]) & 0xFFFFFFFF
+    before = np.int64(bvals[b, PRESENT]) & 0xFFFFFFFF if b >= 0 else np.int64(0)
+    sent = np.int64(0)
+    for e in range(n_comp):
+        col = PRESENT + 1 + e
+        if present >> e & 1 and (not before >> e & 1 or v[j, col] != bvals[b, col]):
+            sent |= np.int64(1) << e
+            cgroup[e] += 1
+    listed = 1 if present != before or sent != 0 else 0
+    cmask[j, 0] = present
+    cmask[j, 1] = sent
+    cmask[j, 2] = listed
+    return listed
+
+
+@njit(cache=True, nogil=True)
+def _scratch(
+    k: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The encoder's per-client work arrays for views of width ``k``, reused
     across clients: each slot's baseline entry (-1 for none), which baseline
-    entries are still present, change masks, field-group counts and offsets."""
+    entries are still present, change masks, field-group counts and offsets,
+    component masks (carried, sent, listed) and per-component counts and (from
+    COMPONENTS_MAX on) write offsets."""
     return (
         np.empty(k, np.int64),
         np.empty(k, np.bool_),
         np.empty(k, np.int64),
         np.empty(16, np.int64),
+        np.empty((k, 3), np.int64),
+        np.empty(2 * COMPONENTS_MAX, np.int64),
     )
 
 
@@ -306,12 +375,14 @@ def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
     ends: np.ndarray,
     has_base: np.ndarray,
     counts: np.ndarray,
+    widths: np.ndarray,
 ) -> None:
     """Delta-encode one snapshot per client row into ``buf`` and store it in the ring.
 
     Client i sees ``ids[src[i]]`` with values ``vals[src[i]]`` where ``valid[i]``.
     Its payload is ``buf[ends[i-1]:ends[i]]``; ``has_base[i]`` says it is a
     delta; ``counts[i]`` holds (entities, added, removed). Rows must be distinct.
+    ``widths``: the wire bytes of each replicated component (:func:`_encode_one`).
     """
     scratch = _scratch(valid.shape[1])
     for i in range(rows.size):
@@ -320,7 +391,7 @@ def encode_batch(  # noqa: PLR0917 (numba kernels take positional arguments)
             rows[i], ids[s], valid[i], vals[s], last_input_seq[i],
             version[i] if has_version else -1, has_version,
             e_ids, e_valid, e_version, e_vals, seq_at, next_seq, acked,
-            buf, i, ends, has_base, counts, scratch,
+            buf, i, ends, has_base, counts, widths, scratch,
         )  # fmt: skip
 
 
@@ -341,6 +412,7 @@ def encode_due(  # noqa: PLR0917 (numba kernels take positional arguments)
     mid2: float,
     mid_every: int,
     far_every: int,
+    tier_bits: np.ndarray,
     last_input_seq: np.ndarray,
     e_ids: np.ndarray,
     e_valid: np.ndarray,
@@ -353,6 +425,7 @@ def encode_due(  # noqa: PLR0917 (numba kernels take positional arguments)
     ends: np.ndarray,
     has_base: np.ndarray,
     counts: np.ndarray,
+    widths: np.ndarray,
     valid: np.ndarray,
 ) -> None:
     """The tier schedule and :func:`encode_batch` in one pass per client: client
@@ -365,12 +438,12 @@ def encode_due(  # noqa: PLR0917 (numba kernels take positional arguments)
         cl = clients[i]
         _due_one(
             view_rows[cl], known[cl], sent[cl], viewers[i, 0], viewers[i, 1],
-            pos, codes, table, near2, mid2, valid[i],
+            pos, codes, table, near2, mid2, tier_bits, valid[i],
         )  # fmt: skip
         _encode_one(
             cl, view_ids[cl], valid[i], sent[cl], last_input_seq[i], view_version[cl], True,
             e_ids, e_valid, e_version, e_vals, seq_at, next_seq, acked,
-            buf, i, ends, has_base, counts, scratch,
+            buf, i, ends, has_base, counts, widths, scratch,
         )  # fmt: skip
 
 
@@ -403,6 +476,7 @@ def _due_one(  # noqa: PLR0917 (numba kernels take positional arguments)
     table: np.ndarray,
     near2: float,
     mid2: float,
+    tier_bits: np.ndarray,
     valid: np.ndarray,
 ) -> None:
     """Refresh the due slots of one client's view (its ``view_rows``, ``known``
@@ -410,7 +484,10 @@ def _due_one(  # noqa: PLR0917 (numba kernels take positional arguments)
 
     A slot is due when its entity is within the near radius, within the mid
     radius on a mid tick, on a far tick (``codes``) or not yet known to the
-    client. ``valid`` marks the slots holding an entity (row >= 0)."""
+    client. ``valid`` marks the slots holding an entity (row >= 0). A due slot
+    carries the replicated components (table columns from PRESENT on) whose
+    tiers include its entity's tier: ``tier_bits`` holds the near, mid and far
+    component bitmasks; the others are cleared."""
     n = pos.shape[0]
     for j in range(view_rows.size):
         row = view_rows[j]
@@ -422,9 +499,18 @@ def _due_one(  # noqa: PLR0917 (numba kernels take positional arguments)
             d2 = dx * dx + dz * dz
             due = d2 <= near2 or codes[row] & FAR_BEAT or not known[j]
             due = due or (d2 <= mid2 and codes[row] & MID_BEAT)
-            if due:
-                for col in range(table.shape[1]):  # an explicit loop: no slice views
+            if due and table.shape[1] == PRESENT:
+                for col in range(PRESENT):  # an explicit loop: no slice views
                     sent[j, col] = table[row, col]
+            elif due:
+                for col in range(PRESENT):
+                    sent[j, col] = table[row, col]
+                tier = 0 if d2 <= near2 else 1 if d2 <= mid2 else 2
+                carried = np.int64(table[row, PRESENT]) & tier_bits[tier]
+                sent[j, PRESENT] = np.int32(np.uint32(carried))
+                for e in range(table.shape[1] - PRESENT - 1):
+                    col = PRESENT + 1 + e
+                    sent[j, col] = table[row, col] if carried >> e & 1 else 0
         known[j] = ok
 
 

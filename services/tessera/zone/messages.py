@@ -146,12 +146,19 @@ def game_schema(module: Module) -> common_pb2.GameSchema:
             for a in module.actions
         ],
         events=module.events,
+        components=[
+            common_pb2.ComponentSchema(
+                name=c.name, dtype=c.dtype, step=c.step, bits=c.bits, tiers=c.tiers, column=e
+            )
+            for e, c in enumerate(module.replicated)
+        ],
     )
     size = schema.ByteSize()
     if size > SCHEMA_MAX:
         raise ModuleError(
-            f"game module {module.name!r}: its actions and events take {size} bytes in the "
-            f"client's Accepted, more than {SCHEMA_MAX}: declare fewer or shorter names"
+            f"game module {module.name!r}: its actions, events and replicated components take"
+            f" {size} bytes in the client's Accepted, more than {SCHEMA_MAX}: declare fewer or"
+            " shorter names"
         )
     return schema
 

@@ -194,6 +194,12 @@ MATCH_RESULTS = Counter(
 )
 for _outcome in ("reported", "duplicate", "retried", "rejected"):
     MATCH_RESULTS.labels(_outcome)
+REPLICATION_CLAMPED = Counter(
+    "tessera_zone_replication_clamped_total",
+    "Replicated component values that did not fit their bits (clamped, NaN sent as 0),"
+    " counted once per entity and snapshot tick",
+    ["component"],
+)
 _GAME_ERRORS = {"system": GAME_SYSTEM_ERRORS, "action": GAME_ACTION_ERRORS}
 
 _COUNTS = {
@@ -230,6 +236,8 @@ def observe(frame: Frame, counts: dict[str, int], *, players: int, entities: int
             MATCHES_ENDED.labels(key[11:]).inc(value)
         elif key.startswith("game_action:"):
             GAME_ACTIONS.labels(key[12:]).inc(value)
+        elif key.startswith("replication_clamped:"):
+            REPLICATION_CLAMPED.labels(key[20:]).inc(value)
         elif key.startswith(("game_error:", "game_disabled:")):
             what, label = key.split(":", 1)
             module, part = label.rsplit("/", 1)

@@ -26,7 +26,7 @@ import numpy.typing as npt
 from tessera.game.module import Module, load
 from tessera.game.view import View
 from tessera.wire.geometry import Rect
-from tessera.wire.snapshot import COLUMNS, Quantization
+from tessera.wire.snapshot import Quantization
 from tessera.zone import combat, inputs, interest, overload, synthetic
 from tessera.zone.config import ZoneConfig
 from tessera.zone.entities import (
@@ -39,6 +39,7 @@ from tessera.zone.entities import (
     Entities,
     Record,
     export_state,
+    owned,
     spawn_state,
 )
 from tessera.zone.events import (
@@ -50,7 +51,14 @@ from tessera.zone.events import (
 from tessera.zone.game import Game
 from tessera.zone.movement import desired_velocity, integrate
 from tessera.zone.npc import think
-from tessera.zone.snapshot import PAD, EncodedBatch, SnapshotEncoder, quantize
+from tessera.zone.snapshot import (
+    PAD,
+    EncodedBatch,
+    SnapshotEncoder,
+    quantize,
+    quantize_components,
+    tier_bits,
+)
 
 I64 = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
@@ -78,6 +86,7 @@ class Frame:
     events: list[Event]
     aoi_s: float = 0.0
     encode_s: float = 0.0
+    encode_cpu_s: float = 0.0  # the encoding's thread CPU (quantize, tiers, delta encode)
     step_s: float = 0.0
     aoi_pairs: int = 0
     overload_level: int = 0  # the overload ladder's rung this tick ran at
@@ -97,8 +106,12 @@ class Simulation:
         self.game = Game(module, disable_after=cfg.game_disable_after, match_id=cfg.instance)
         self.ents = Entities(components=module.components)
         self.history = combat.History(math.ceil(cfg.history_s * cfg.tick_hz) + 1)
-        self.encoder = SnapshotEncoder(cfg.tiers.cap, history=cfg.snapshot_history)
-        self.views = interest.Views(cfg.tiers.cap, COLUMNS, PAD)
+        self.replicated = module.replicated
+        self.tier_bits = tier_bits(self.replicated)
+        self.encoder = SnapshotEncoder(
+            cfg.tiers.cap, history=cfg.snapshot_history, components=self.replicated
+        )
+        self.views = interest.Views(cfg.tiers.cap, self.encoder.columns, PAD)
         self.attached: dict[str, int] = {}  # player -> snapshot (client) row
         # per client row, kept on attach/detach/removal so a tick needs no Python loop:
         self.client_player: list[str] = []  # its player ("" when free)
@@ -492,7 +505,7 @@ class Simulation:
     def _encode(self, sight: Sight, events: list[Event]) -> Frame:
         """Quantize, take fresh values for the due view slots (tiers), delta-encode."""
         e, n, views, clients = self.ents, self.ents.n, self.views, sight.clients
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         table = quantize(
             self.quant,
             pos=e.pos[:n],
@@ -503,6 +516,13 @@ class Simulation:
             kind=e.kind[:n],
             team=e.team[:n],
         )
+        if self.replicated:
+            # a ghost holds its components' defaults, not the owner's values: none sent
+            extra, clamped = quantize_components(self.replicated, e.columns, owned(e))
+            table = np.hstack([table, extra])
+            for name, count in clamped.items():
+                if count:
+                    self.counts["replication_clamped:" + name] += count
         due = interest.due(
             views,
             clients,
@@ -512,6 +532,7 @@ class Simulation:
             table=table,
             beat=sight.beat,
             tiers=self.tiers,
+            tier_bits=self.tier_bits,
         )
         batch = self.encoder.encode_due(views, due, last_input_seq=e.last_seq[sight.viewer_rows])
         return Frame(
@@ -521,6 +542,7 @@ class Simulation:
             events=events,
             aoi_s=sight.aoi_s,
             encode_s=time.perf_counter() - started,
+            encode_cpu_s=time.thread_time() - cpu,
             aoi_pairs=int(due.valid.sum()),
         )
 

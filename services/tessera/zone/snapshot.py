@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +30,16 @@ from tessera.wire.snapshot import (
     HEALTH,
     KIND,
     TEAM,
+    TIERS,
     VX,
     VZ,
     YAW,
     Quantization,
+    Replicated,
     X,
     Y,
     Z,
+    width,
 )
 from tessera.zone import kernels
 from tessera.zone.interest import Due, Views
@@ -82,6 +86,30 @@ def quantize(
     return out
 
 
+def quantize_components(
+    components: Sequence[Replicated], columns: Mapping[str, npt.NDArray[Any]], carried: Bools
+) -> tuple[I32, dict[str, int]]:
+    """The table columns of the replicated ``components`` of the first
+    ``carried.size`` entities (the presence bitmask: every component where
+    ``carried``, none elsewhere; then each quantized value) and, per component,
+    how many values were clamped to fit its bits."""
+    n = carried.size
+    out = np.empty((n, 1 + len(components)), np.int32)
+    out[:, 0] = np.where(carried, np.uint32((1 << len(components)) - 1).view(np.int32), 0)
+    clamped: dict[str, int] = {}
+    for e, comp in enumerate(components):
+        out[:, 1 + e], clamped[comp.name] = comp.quantize(columns[comp.name][:n])
+    return out, clamped
+
+
+def tier_bits(components: Sequence[Replicated]) -> I64:
+    """Per interest tier (near, mid, far), the bitmask of the components it carries."""
+    return np.array(
+        [sum(1 << e for e, c in enumerate(components) if tier in c.tiers) for tier in TIERS],
+        np.int64,
+    )
+
+
 @dataclass(frozen=True)
 class EncodedBatch:
     """Payloads of one tick, aligned with the client rows passed in."""
@@ -107,13 +135,18 @@ def _empty() -> EncodedBatch:
 
 
 class SnapshotEncoder:
-    """Per-client snapshot rings and the batched delta encoder."""
+    """Per-client snapshot rings and the batched delta encoder; ``components``
+    are the replicated components that follow the built-in columns."""
 
-    def __init__(self, cap: int, history: int = 32, rows: int = 16) -> None:
+    def __init__(
+        self, cap: int, history: int = 32, rows: int = 16, components: Sequence[Replicated] = ()
+    ) -> None:
         if history < 2 or cap < 1:
             raise ValueError("need cap >= 1 and history >= 2")
         self.cap = cap
         self.history = history
+        self.columns = width(components)
+        self.widths = np.array([c.width for c in components], np.int64)
         self._buf = np.empty(0, np.uint8)  # payload scratch, reused across ticks
         self._alloc(rows)
         self._free = list(range(rows - 1, -1, -1))
@@ -122,7 +155,7 @@ class SnapshotEncoder:
         self.ids = np.full((rows, self.history, self.cap), PAD, np.uint64)
         self.valid = np.zeros((rows, self.history, self.cap), np.bool_)
         self.version = np.zeros((rows, self.history), np.int64)
-        self.vals = np.zeros((rows, self.history, self.cap, COLUMNS), np.int32)
+        self.vals = np.zeros((rows, self.history, self.cap, self.columns), np.int32)
         self.seq_at = np.zeros((rows, self.history), np.int64)
         self.next_seq = np.ones(rows, np.int64)
         self.acked = np.zeros(rows, np.int64)
@@ -196,7 +229,7 @@ class SnapshotEncoder:
 
         ``ids`` (C, cap) are each client's visible entity ids, ascending per row
         (PAD-padded), ``valid`` marks the entries to send (an entity that
-        vanished keeps its place but is invalid), ``vals`` (C, cap, COLUMNS) the
+        vanished keeps its place but is invalid), ``vals`` (C, cap, columns) the
         quantized rows the client should hold after this snapshot. ``version``
         (C,) numbers each client's membership: while it is unchanged since the
         baseline, entries line up slot by slot and no matching is needed
@@ -212,7 +245,7 @@ class SnapshotEncoder:
         if at is None:
             at = np.arange(c, dtype=np.int64)
             ids = np.ascontiguousarray(ids, np.uint64).reshape(c, k)
-            vals = np.ascontiguousarray(vals, np.int32).reshape(c, k, COLUMNS)
+            vals = np.ascontiguousarray(vals, np.int32).reshape(c, k, self.columns)
         kernels.encode_batch(
             rows,
             np.ascontiguousarray(at, np.int64),
@@ -227,6 +260,7 @@ class SnapshotEncoder:
             ends,
             has_base,
             counts,
+            self.widths,
         )
         return self._batch(rows, seq=seq, acked=acked, ends=ends, has_base=has_base, counts=counts)
 
@@ -255,12 +289,14 @@ class SnapshotEncoder:
             due.mid2,
             due.mid_every,
             due.far_every,
+            due.tier_bits,
             np.ascontiguousarray(last_input_seq, np.int64),
             *self._ring(),
             buf,
             ends,
             has_base,
             counts,
+            self.widths,
             due.valid,
         )
         return self._batch(rows, seq=seq, acked=acked, ends=ends, has_base=has_base, counts=counts)
@@ -281,7 +317,7 @@ class SnapshotEncoder:
         """Sequence numbers and acks before encoding, the reused payload buffer, and
         fresh end offsets, delta flags and counts for ``rows``."""
         c = rows.size
-        need = kernels.payload_bound(c, self.cap)
+        need = kernels.payload_bound(c, self.cap, self.widths)
         if self._buf.size < need:
             self._buf = np.empty(need, np.uint8)
         return (

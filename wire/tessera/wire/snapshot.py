@@ -10,6 +10,7 @@ below, and the client SDK and the tests decode with :func:`decode`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,12 +61,106 @@ FIELDS: tuple[tuple[int, np.dtype[np.void], tuple[int, ...]], ...] = (
 )
 DELTA_BITS = POS8 | POS16
 
+# Replicated components (the world's game module, GameSchema.components) follow
+# the built-in columns: a presence bitmask (bit e = component e is carried),
+# then one quantized value per component, in declared order.
+PRESENT = COLUMNS
+COMPONENTS_MAX = 32  # the presence bitmask is one int32 column
+TIERS = ("near", "mid", "far")  # the interest tiers a component may replicate at
+UNSIGNED = frozenset({"bool", "uint8", "uint16", "uint32"})  # quantized without a sign
+DTYPES = UNSIGNED | {"int8", "int16", "int32", "float32", "float64"}
+
 Ids = npt.NDArray[np.uint64]
 Rows = npt.NDArray[np.int32]
 
 
 class SnapshotError(ValueError):
     """A payload that does not decode (truncated, wrong version, bad baseline)."""
+
+
+@dataclass(frozen=True)
+class Replicated:
+    """A component the snapshot carries (mirrors tessera.v1.ComponentSchema): each
+    value travels as ``round(value / step)``, clamped to ``bits`` bits (unsigned for
+    the unsigned and bool dtypes, else two's complement), in :attr:`width` bytes."""
+
+    name: str
+    dtype: str
+    step: float
+    bits: int
+    tiers: tuple[str, ...] = TIERS
+
+    @property
+    def signed(self) -> bool:
+        return self.dtype not in UNSIGNED
+
+    @property
+    def low(self) -> int:
+        return -(1 << (self.bits - 1)) if self.signed else 0
+
+    @property
+    def high(self) -> int:
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+
+    @property
+    def width(self) -> int:
+        """Bytes of one value on the wire: 1, 2 or 4."""
+        return 1 if self.bits <= 8 else 2 if self.bits <= 16 else 4
+
+    @property
+    def wire(self) -> np.dtype[Any]:
+        """The little-endian integer type of one value on the wire."""
+        return np.dtype(("<i" if self.signed else "<u") + str(self.width))
+
+    def quantize(self, values: npt.NDArray[Any]) -> tuple[Rows, int]:
+        """Quantized values as int32 (an unsigned 32-bit value keeps its bit
+        pattern) and how many did not fit (clamped to the range; NaN sent as 0)."""
+        q = np.rint(np.asarray(values, np.float64) / self.step)
+        fits = (q >= self.low) & (q <= self.high)
+        q = np.where(np.isnan(q), 0.0, np.clip(q, self.low, self.high))
+        out = (q.astype(np.int64) & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
+        return out, int(q.size - np.count_nonzero(fits))
+
+    def dequantize(self, q: npt.NDArray[np.int32]) -> npt.NDArray[np.float64]:
+        """Values in the component's unit from quantized int32 values."""
+        raw = np.asarray(q, np.int32)
+        ints = raw.astype(np.int64) if self.signed else raw.view(np.uint32).astype(np.int64)
+        return ints.astype(np.float64) * self.step
+
+    @classmethod
+    def from_proto(cls, msg: object) -> Replicated:
+        """From a ``tessera.v1.ComponentSchema`` message."""
+        return cls(
+            name=str(msg.name),  # type: ignore[attr-defined]
+            dtype=str(msg.dtype),  # type: ignore[attr-defined]
+            step=float(msg.step),  # type: ignore[attr-defined]
+            bits=int(msg.bits),  # type: ignore[attr-defined]
+            tiers=tuple(msg.tiers),  # type: ignore[attr-defined]
+        )
+
+
+def announced(components: Sequence[object]) -> tuple[Replicated, ...]:
+    """The replicated components of a ``GameSchema.components`` list, checked: in
+    column order, with valid bits, step, dtype and tiers (SnapshotError if not)."""
+    out = []
+    for e, msg in enumerate(components):
+        comp = Replicated.from_proto(msg)
+        column = int(msg.column)  # type: ignore[attr-defined]
+        if column != e:
+            raise SnapshotError(f"component {comp.name!r} announces column {column}, want {e}")
+        if not (1 <= comp.bits <= 32 and math.isfinite(comp.step) and comp.step > 0):
+            raise SnapshotError(f"component {comp.name!r}: bits {comp.bits}, step {comp.step}")
+        if comp.dtype not in DTYPES or not comp.tiers or set(comp.tiers) - set(TIERS):
+            raise SnapshotError(f"component {comp.name!r}: dtype {comp.dtype}, tiers {comp.tiers}")
+        out.append(comp)
+    if len(out) > COMPONENTS_MAX:
+        raise SnapshotError(f"{len(out)} replicated components, at most {COMPONENTS_MAX}")
+    return tuple(out)
+
+
+def width(components: Sequence[Replicated]) -> int:
+    """Columns of a table row with ``components`` replicated."""
+    return COLUMNS + 1 + len(components) if components else COLUMNS
 
 
 @dataclass(frozen=True)
@@ -122,6 +217,16 @@ class EntityTable:
         """Velocities (n, 3) as vx, vy, vz in metres per second."""
         return self.rows[:, [VX, VY, VZ]].astype(np.float64) * quant.velocity_step_mps
 
+    def components(self, i: int, schema: Sequence[Replicated]) -> dict[str, float]:
+        """Entry ``i``'s replicated components the snapshot carries, in their unit."""
+        row = self.rows[i]
+        present = int(row[PRESENT]) & 0xFFFFFFFF if schema else 0
+        return {
+            c.name: float(c.dequantize(row[PRESENT + 1 + e : PRESENT + 2 + e])[0])
+            for e, c in enumerate(schema)
+            if present >> e & 1
+        }
+
 
 @dataclass(frozen=True)
 class Decoded:
@@ -148,15 +253,52 @@ def _bits(buf: memoryview, offset: int, count: int) -> tuple[npt.NDArray[np.bool
     return np.unpackbits(raw.view(np.uint8), count=count, bitorder="little").astype(bool), end
 
 
-def decode(payload: bytes, baseline: EntityTable | None) -> Decoded:
-    """Apply one payload to its baseline (None or empty for a full snapshot)."""
+def _masks(raw: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+    """Little-endian unsigned integers from rows of bytes."""
+    shifts = 8 * np.arange(raw.shape[1], dtype=np.int64)
+    out: npt.NDArray[np.int64] = (raw.astype(np.int64) << shifts).sum(axis=1)
+    return out
+
+
+def _components(buf: memoryview, off: int, rows: Rows, schema: Sequence[Replicated]) -> int:
+    """Apply the component section at ``off`` to ``rows``; the offset after it."""
+    n, e_count = rows.shape[0], len(schema)
+    listed_bits, off = _bits(buf, off, n)
+    listed = np.flatnonzero(listed_bits)
+    m = (e_count + 7) // 8
+    raw, off = _take(buf, off, np.dtype("u1"), 2 * m * listed.size)
+    pairs = raw.view(np.uint8).reshape(listed.size, 2, m)
+    present, changed = _masks(pairs[:, 0]), _masks(pairs[:, 1])
+    if bool(np.any(present >> e_count)):
+        raise SnapshotError(f"presence mask names a component beyond the {e_count} declared")
+    if bool(np.any(changed & ~present)):
+        raise SnapshotError("component value sent for a component the entity does not carry")
+    rows[listed, PRESENT] = present.astype(np.uint32).view(np.int32)
+    for e, comp in enumerate(schema):
+        col = PRESENT + 1 + e
+        rows[listed[(present >> e & 1) == 0], col] = 0
+        sel = listed[(changed >> e & 1) != 0]
+        values, off = _take(buf, off, comp.wire, sel.size)
+        rows[sel, col] = values.astype(np.int64).astype(np.uint32).view(np.int32)
+    return off
+
+
+def decode(
+    payload: bytes, baseline: EntityTable | None, schema: Sequence[Replicated] = ()
+) -> Decoded:
+    """Apply one payload to its baseline (None or empty for a full snapshot);
+    ``schema``: the replicated components (GameSchema.components), in order."""
     buf = memoryview(payload)
     head_arr, off = _take(buf, 0, HEADER, 1)
     head = head_arr[0]
     if int(head["version"]) != VERSION:
         raise SnapshotError(f"unknown payload version {int(head['version'])}")
     full = bool(int(head["flags"]) & FLAG_FULL)
-    base = EntityTable() if full or baseline is None else baseline
+    columns = width(schema)
+    empty = EntityTable(rows=np.zeros((0, columns), np.int32))
+    base = empty if full or baseline is None else baseline
+    if base.rows.shape[1] != columns:
+        raise SnapshotError(f"baseline rows have {base.rows.shape[1]} columns, want {columns}")
     n_base, n, n_added, n_changed = (int(head[k]) for k in ("n_base", "n", "n_added", "n_changed"))
     if n_base != len(base):
         raise SnapshotError(f"payload expects a baseline of {n_base} entities, got {len(base)}")
@@ -165,7 +307,7 @@ def decode(payload: bytes, baseline: EntityTable | None) -> Decoded:
     added_arr, off = _take(buf, off, np.dtype("<u8"), n_added)
     keep = ~removed
     ids = np.concatenate([base.ids[keep], added_arr.view(np.uint64).astype(np.uint64)])
-    rows = np.concatenate([base.rows[keep], np.zeros((n_added, COLUMNS), np.int32)])
+    rows = np.concatenate([base.rows[keep], np.zeros((n_added, columns), np.int32)])
     if ids.size != n:
         raise SnapshotError(f"entity count mismatch: header says {n}, lists give {ids.size}")
     order = np.argsort(ids, kind="stable")
@@ -188,6 +330,8 @@ def decode(payload: bytes, baseline: EntityTable | None) -> Decoded:
                 rows[sel, col] += v
             else:
                 rows[sel, col] = v
+    if schema:
+        off = _components(buf, off, rows, schema)
     if off != len(buf):
         raise SnapshotError(f"{len(buf) - off} trailing bytes")
 
@@ -214,8 +358,9 @@ class SnapshotReceiver:
     changes (zone restart, re-attach) all baselines are dropped.
     """
 
-    def __init__(self, keep: int = 64) -> None:
+    def __init__(self, keep: int = 64, schema: Sequence[Replicated] = ()) -> None:
         self.keep = keep
+        self.schema = tuple(schema)
         self.stream = -1
         self.tables: dict[int, EntityTable] = {}
         self.latest = 0
@@ -226,7 +371,7 @@ class SnapshotReceiver:
             self.stream, self.tables, self.latest = stream, {}, 0
         if baseline and baseline not in self.tables:
             raise SnapshotError(f"baseline {baseline} of stream {stream} is not held")
-        decoded = decode(payload, self.tables.get(baseline) if baseline else None)
+        decoded = decode(payload, self.tables.get(baseline) if baseline else None, self.schema)
         self.tables[sequence] = decoded.table
         self.latest = max(self.latest, sequence)
         for old in [s for s in self.tables if s <= self.latest - self.keep]:
@@ -235,7 +380,8 @@ class SnapshotReceiver:
 
     def table(self) -> EntityTable:
         """The newest decoded table (empty before the first snapshot)."""
-        return self.tables.get(self.latest, EntityTable())
+        empty = EntityTable(rows=np.zeros((0, width(self.schema)), np.int32))
+        return self.tables.get(self.latest, empty)
 
     def ack(self) -> int:
         """The sequence to acknowledge (the newest decoded)."""
