@@ -570,3 +570,49 @@ async def test_a_credential_that_could_not_be_issued_is_issued_by_a_later_sweep(
         await asyncio.sleep(0.01)
     assert await redis.get(store.resume_key("alice")) == session.resume_id
     assert relay_pb2.ServerMessage.FromString(sent[-1]).resume.credential
+
+
+async def test_a_resume_of_a_session_held_here_takes_it_over_without_a_zone(
+    gateway: Gateway,
+) -> None:
+    """A resume whose credential is the current one of a session this relay
+    holds takes that session over (same zone, entity, epoch, link attachment; the
+    old connection ends REPLACED) without any zone: none runs here, so a Join
+    would be refused. An older credential of the same session (or a session not
+    held here) is placed the ordinary way, which has no zone to offer."""
+    session, sent = add_session(gateway, "alice", "zone-a", 4)
+    session.entity_id = 17
+    session.resume_id = b"current"
+    session.recent_inputs = [relay_pb2.ClientInput(sequence=3)]
+    session.accepted = relay_pb2.ServerMessage(
+        accepted=relay_pb2.Accepted(player_id="alice", entity_id=9, tick_hz=20, timeout_s=10)
+    ).SerializeToString()
+
+    def credential(token_id: bytes) -> resume.ResumeGrant:
+        made = resume.new_grant(
+            player_id="alice", session_id="", world="w", relay_id="r1", timeout_s=10, now=0
+        )
+        return resume.ResumeGrant(**{**made.__dict__, "token_id": token_id})
+
+    got: list[bytes] = []
+    with pytest.raises(Rejected) as info:
+        await gateway.open_session(credential(b"older"), transport="udp", send=got.append)
+    assert info.value.reason == "no_zone"
+    assert gateway.sessions.by_player["alice"] is session
+    assert sum(gateway.counters.session_ends.values()) == gateway.counters.takeovers == 0
+
+    new, accepted = await gateway.open_session(
+        credential(b"current"), transport="udp", send=got.append, address=("127.0.0.1", 9)
+    )
+    assert gateway.sessions.by_player["alice"] is new
+    assert gateway.sessions.by_address[("127.0.0.1", 9)] is new
+    assert (new.zone, new.epoch, new.entity_id, new.timeout_s) == ("zone-a", 4, 17, 10.0)
+    assert new.recent_inputs == session.recent_inputs
+    assert "alice" in gateway.links["zone-a"].attached
+    assert (accepted.player_id, accepted.entity_id, accepted.tick_hz) == ("alice", 17, 20)
+    assert gateway.counters.session_ends["REPLACED"] == 1
+    assert session.closed
+    assert relay_pb2.ServerMessage.FromString(sent[-1]).disconnected.reason == "REPLACED"
+    assert gateway.counters.takeovers == 1
+    # No Leave of the old connection: the player stays in its zone.
+    assert "alice" not in gateway.placement.leaving

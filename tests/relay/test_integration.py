@@ -1501,6 +1501,40 @@ async def test_a_session_follows_its_client_to_a_new_port(stack: Stack) -> None:
         await client.close()
 
 
+async def test_a_resume_to_the_relay_holding_the_session_survives_a_frozen_zone(
+    stack: Stack,
+) -> None:
+    """The client stops hearing its relay (here its address changes) while the
+    player's zone is frozen (SIGSTOP): the resume reaches the relay that still
+    holds the session, which takes it over without calling the zone, so the
+    session survives the frozen zone; after SIGCONT its snapshots reach the new
+    connection, for the same entity."""
+    client, _moving = await connect_walker(stack, "device-frozen-rebind-0123456789")
+    takeovers = stack.metric("tessera_relay_resume_takeovers_total")
+    try:
+        await wait_credentials([client])
+        await wait_for(lambda: client.snapshots > 3, 10.0, "snapshots")
+        assert client.accepted is not None
+        entity = client.accepted.entity_id
+        os.kill(stack.zone.pid, signal.SIGSTOP)
+        try:
+            udp(client).rebind()
+            await wait_for(
+                lambda: udp(client).resumes == 1 or not client.connected, 10.0, "the resume"
+            )
+            assert client.connected, client.disconnected
+        finally:
+            os.kill(stack.zone.pid, signal.SIGCONT)
+        count = client.snapshots
+        await wait_for(lambda: client.snapshots > count + 5, 10.0, "snapshots again")
+        assert client.connected and client.accepted.entity_id == entity
+        assert stack.metric("tessera_relay_resume_takeovers_total") == takeovers + 1
+        ((info,),) = [(await sessions_by_player(stack))[client.accepted.player_id]]
+        assert info.zone.zone == "zone-a"
+    finally:
+        await client.close()
+
+
 async def test_bots_keep_playing_through_loss_and_jitter(stack: Stack) -> None:
     """5 % loss and 100 ms +- 20 ms each way (the jitter also reorders): inputs
     are applied, positions move, every snapshot that arrives with its baseline

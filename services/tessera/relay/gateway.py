@@ -133,8 +133,12 @@ class Gateway:
     ) -> tuple[Session, relay_pb2.Accepted]:
         """Join the player into the zone placement chooses (the token's zone, if it
         names one), with the token's match context, and register the session;
-        Rejected on failure."""
+        Rejected on failure. A resume of a session this relay still holds takes
+        it over instead (:meth:`_take_over`): no zone call."""
         player = grant.player_id
+        held = self._resumed_here(grant)
+        if held is not None:
+            return self._take_over(held, grant, send=send, address=address, prepare=prepare)
         await self.placement.await_leave(player)
         try:
             placed = await self.placement.place(player, grant.zone, grant.match)
@@ -192,6 +196,59 @@ class Gateway:
                 "tessera.epoch": response.epoch,
             }
         )
+        return session, accepted
+
+    def _resumed_here(self, grant: Grant) -> Session | None:
+        """The live session a resume credential was issued to, if this relay holds
+        it: the credential is the player's newest (admission just spent it), so
+        nothing has moved the player since this session's last rotation."""
+        if not isinstance(grant, resume.ResumeGrant):
+            return None
+        session = self.sessions.by_player.get(grant.player_id)
+        if session is None or session.closed or session.resume_id != grant.token_id:
+            return None
+        return session if session.accepted else None
+
+    def _take_over(
+        self,
+        old: Session,
+        grant: Grant,
+        *,
+        send: Callable[[bytes], None],
+        address: tuple[str, int] | None,
+        prepare: Callable[[Session], None] | None,
+    ) -> tuple[Session, relay_pb2.Accepted]:
+        """A resume that reached the relay still holding the session (the client
+        heard nothing for a second from a relay that was starved, not gone, or its
+        address changed): the new connection takes the session over where it is
+        (zone, entity, epoch, attachment), with no Join, so a slow or stalled
+        zone cannot refuse it. The old connection ends (``REPLACED``, no Leave)."""
+        now = time.monotonic()
+        session = Session(
+            player_id=old.player_id,
+            transport=old.transport,
+            token_id=grant.token_id,
+            timeout_s=old.timeout_s,
+            created=now,
+            last_seen=now,
+            send=send,
+            post=send,
+            address=address,
+            entity_id=old.entity_id,
+            zone=old.zone,
+            epoch=old.epoch,
+            interp_delay_ms=old.interp_delay_ms,
+            recent_inputs=old.recent_inputs,
+            session_id=old.session_id,
+        )
+        if prepare is not None:
+            prepare(session)
+        self.sessions.add(session)
+        self._end(old, "REPLACED", "the session resumed on a new connection", leave=False)
+        self.counters.takeovers += 1
+        accepted = relay_pb2.ServerMessage.FromString(old.accepted).accepted
+        accepted.entity_id = old.entity_id
+        log.info("session taken over", extra={"player": old.player_id, "zone": old.zone})
         return session, accepted
 
     def _follow_rollback(self, player: str, rollback: Rollback) -> None:

@@ -80,6 +80,8 @@ class Counters:
     bytes_out: int = 0
     reroutes: int = 0
     transfers: int = 0
+    # Resumes that took over a session this relay still held (no zone call).
+    takeovers: int = 0
     zone_silences: int = 0
     orphans_released: int = 0
     drops: Counter[str] = field(default_factory=Counter)
@@ -207,6 +209,11 @@ class RelayCollector(Collector):
             "tessera_relay_transfers",
             "Players moved into the zone their connect token names (Leave, then Join).",
             value=c.transfers,
+        )
+        yield CounterMetricFamily(
+            "tessera_relay_resume_takeovers",
+            "Resumes that took over a session this relay still held (no zone call).",
+            value=c.takeovers,
         )
         yield CounterMetricFamily(
             "tessera_relay_upstream_silences",
