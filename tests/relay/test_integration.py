@@ -10,8 +10,10 @@ session, an arena match made by a real matchmaker puts its players in the
 instance zone with their match id and teams (kept through a zone restart and a
 handoff), a reconnection to the same relay waits for the old session's Leave,
 and a transfer that cannot be undone in the zone it left still leaves the
-player in exactly one zone (or their session ended); and bots behind a lossy,
-jittery network shim keep playing."""
+player in exactly one zone (or their session ended); a resume to the relay
+still holding the session survives a frozen zone, and a relay that does not run
+for seconds keeps its sessions; and bots behind a lossy, jittery network shim
+keep playing."""
 
 from __future__ import annotations
 
@@ -1531,6 +1533,33 @@ async def test_a_resume_to_the_relay_holding_the_session_survives_a_frozen_zone(
         assert stack.metric("tessera_relay_resume_takeovers_total") == takeovers + 1
         ((info,),) = [(await sessions_by_player(stack))[client.accepted.player_id]]
         assert info.zone.zone == "zone-a"
+    finally:
+        await client.close()
+
+
+async def test_a_relay_that_stops_running_for_seconds_keeps_its_sessions(stack: Stack) -> None:
+    """The relay's process does not run for 6.5 s (SIGSTOP: a starved or paused
+    relay, alive all along). Its client hears nothing, resumes, and keeps
+    resuming until the relay runs again and takes the session over: no
+    disconnect, the same entity, snapshots again."""
+    client, _moving = await connect_walker(stack, "device-relay-stall-0123456789")
+    try:
+        await wait_credentials([client])
+        await wait_for(lambda: client.snapshots > 3, 10.0, "snapshots")
+        assert client.accepted is not None
+        entity = client.accepted.entity_id
+        takeovers = stack.metric("tessera_relay_resume_takeovers_total")
+        os.kill(stack.relay.pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(6.5)
+        finally:
+            os.kill(stack.relay.pid, signal.SIGCONT)
+        await wait_for(lambda: udp(client).resumes == 1 or not client.connected, 10.0, "the resume")
+        assert client.connected, client.disconnected
+        count = client.snapshots
+        await wait_for(lambda: client.snapshots > count + 5, 15.0, "snapshots again")
+        assert client.connected and client.accepted.entity_id == entity
+        assert stack.metric("tessera_relay_resume_takeovers_total") == takeovers + 1
     finally:
         await client.close()
 
