@@ -616,3 +616,55 @@ async def test_a_resume_of_a_session_held_here_takes_it_over_without_a_zone(
     assert gateway.counters.takeovers == 1
     # No Leave of the old connection: the player stays in its zone.
     assert "alice" not in gateway.placement.leaving
+
+
+async def test_a_resume_with_the_credential_a_rotation_replaced_takes_the_session_over(
+    redis: Redis,
+) -> None:
+    """The relay rotated the session's credential (C1 -> C2) but the client went
+    silent before C2 reached it, and resumes with C1: the relay holding the
+    session spends C2 for it and takes the session over. Nowhere else, and not
+    twice: another relay refuses C1 as replayed, and so does this one once used;
+    a credential older than C1 is refused too."""
+    key = resume.derive_key(os.urandom(32))
+    here, there = (
+        Gateway(
+            GatewayConfig(relay_id=relay, world="w", resume_key=key),
+            store=RelayStore(redis, "w"),
+            opener=refuse,
+            counters=Counters(),
+        )
+        for relay in ("a", "b")
+    )
+    now = time.time()
+    grants = [
+        resume.new_grant(
+            player_id="alice", session_id="s", world="w", relay_id="a", timeout_s=10, now=now
+        )
+        for _ in range(3)
+    ]
+    c0, c1, c2 = ((g, resume.seal(g, key)) for g in grants)
+    session, _sent = add_session(here, "alice", "zone-a", 1)
+    session.accepted = relay_pb2.ServerMessage(
+        accepted=relay_pb2.Accepted(player_id="alice", timeout_s=10)
+    ).SerializeToString()
+    session.resume_previous, session.resume_id = c1[0].token_id, c2[0].token_id
+    await here.store.set_resume("alice", c2[0].token_id, 60)
+
+    async def reason(blob: bytes, gateway: Gateway) -> str:
+        with pytest.raises(Rejected) as info:
+            await gateway.admission.admit_resume(blob, now)
+        return info.value.reason
+
+    assert await reason(c1[1], there) == "replayed"
+    assert await reason(c0[1], here) == "replayed"
+    grant = await here.admission.admit_resume(c1[1], now)
+    assert grant.token_id == c2[0].token_id
+    assert grant.server_to_client_key == c1[0].server_to_client_key  # the client's keys
+    assert await redis.get(here.store.resume_key("alice")) is None  # C2 spent
+    new, _accepted = await here.open_session(grant, transport="udp", send=_sent.append)
+    assert here.sessions.by_player["alice"] is new and session.closed
+    assert here.counters.takeovers == 1
+    assert await reason(c1[1], here) == "replayed"
+    await here.close_all()
+    await there.close_all()

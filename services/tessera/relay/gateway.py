@@ -84,7 +84,11 @@ class Gateway:
         self.channel = channel
         self.store = store
         self.admission = Admission(
-            world=config.world, resume_key=config.resume_key, opener=opener, store=store
+            world=config.world,
+            resume_key=config.resume_key,
+            opener=opener,
+            store=store,
+            rotated=self._rotated_here,
         )
         self.counters = counters
         self.sessions = SessionTable()
@@ -200,14 +204,23 @@ class Gateway:
 
     def _resumed_here(self, grant: Grant) -> Session | None:
         """The live session a resume credential was issued to, if this relay holds
-        it: the credential is the player's newest (admission just spent it), so
-        nothing has moved the player since this session's last rotation."""
+        it: admission just spent the credential (or the one that replaced it in
+        this session, :meth:`_rotated_here`), so nothing has moved the player since
+        (a rotation racing the resume may have replaced it meanwhile)."""
         if not isinstance(grant, resume.ResumeGrant):
             return None
         session = self.sessions.by_player.get(grant.player_id)
-        if session is None or session.closed or session.resume_id != grant.token_id:
+        if session is None or session.closed or not session.accepted:
             return None
-        return session if session.accepted else None
+        return session if grant.token_id in (session.resume_id, session.resume_previous) else None
+
+    def _rotated_here(self, grant: resume.ResumeGrant) -> bytes | None:
+        """The id of the credential that replaced ``grant`` in a session this relay
+        holds (the client went silent before the new one reached it), if any."""
+        session = self.sessions.by_player.get(grant.player_id)
+        if session is None or session.closed or not session.resume_previous:
+            return None
+        return session.resume_id if session.resume_previous == grant.token_id else None
 
     def _take_over(
         self,
@@ -323,7 +336,7 @@ class Gateway:
         if not held:
             self._end(session, "REPLACED", "the session resumed elsewhere", leave=False)
             return
-        session.resume_id = grant.token_id
+        session.resume_previous, session.resume_id = session.resume_id, grant.token_id
         message = relay_pb2.ServerMessage(
             resume=relay_pb2.ResumeCredential(
                 credential=resume.seal(grant, self.config.resume_key),
