@@ -1387,11 +1387,14 @@ async def test_a_frozen_zone_is_noticed_within_two_seconds_and_players_are_held(
     stack: Stack,
 ) -> None:
     """SIGSTOP the zone: its link stays open, the ticks stop. The relay notices
-    the silence (no snapshot for 1 s with players attached), breaks the link and
-    tells the player ZONE_STALLED, holding the session; after SIGCONT the link
-    comes back, the player is told ZONE_RESUMED and plays on."""
+    the silence (no snapshot for 1 s with players attached), marks the link down
+    and tells the player ZONE_STALLED, holding the session; after SIGCONT the
+    zone speaks again on the same stream (no reconnect, no Join of its players,
+    which an overloaded zone might not answer in time), the player is told
+    ZONE_RESUMED and plays on."""
     client, _moving = await connect_walker(stack, "device-frozen-0123456789")
     silences = stack.metric("tessera_relay_upstream_silences_total")
+    reconnects = stack.metric("tessera_relay_upstream_reconnects_total", zone="zone-a")
     try:
         await wait_for(lambda: client.snapshots > 5, 10.0, "snapshots")
         os.kill(stack.zone.pid, signal.SIGSTOP)
@@ -1412,6 +1415,7 @@ async def test_a_frozen_zone_is_noticed_within_two_seconds_and_players_are_held(
         count = client.snapshots
         await wait_for(lambda: client.snapshots > count + 5, 5.0, "snapshots again")
         assert client.connected
+        assert stack.metric("tessera_relay_upstream_reconnects_total", zone="zone-a") == reconnects
     finally:
         await client.close()
 

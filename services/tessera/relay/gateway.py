@@ -547,6 +547,16 @@ class Gateway:
     def on_shed(self, link: ZoneLink, inputs: int) -> None:
         self.counters.drops["upstream_backlog"] += inputs
 
+    def on_link_resumed(self, link: ZoneLink) -> None:
+        """A stalled zone spoke again on the same stream: nothing to re-join; the
+        link's sessions whose player resumed on another relay meanwhile end, and
+        the others are told."""
+        self._spawn(self._link_resumed(link))
+
+    async def _link_resumed(self, link: ZoneLink) -> None:
+        await self._end_resumed_elsewhere(link)
+        self._notify(link, "ZONE_RESUMED", f"zone {link.zone} answers again")
+
     def on_link_down(self, link: ZoneLink) -> None:
         """The sessions stay open (see :meth:`_stalled_link`); their clients are told."""
         why = link.down_reason
