@@ -178,7 +178,7 @@ class ZoneLink:
         """Stop ``player``'s snapshots on this link; no-op if not attached."""
         if player in self.attached:
             self.attached.discard(player)
-            if self._stub is not None:  # the stream is up (maybe stalled: sent later)
+            if self._stub is not None:  # the stream is up (stalled or not)
                 self._control(zone_pb2.ZoneLinkUp(detach=zone_pb2.Detach(player_id=player)))
 
     def release(self, player: str) -> None:
@@ -281,7 +281,9 @@ class ZoneLink:
         self._outbox = [*control, zone_pb2.ZoneLinkUp(inputs=merged)]
 
     def _schedule(self) -> None:
-        if not self._flush_scheduled and self.connected:
+        # Also while stalled: the stream is up, and what the zone has not read
+        # yet waits in it (a zone that stops reading has its inputs shed here).
+        if not self._flush_scheduled and self._stub is not None:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_later(self.batch_s, self._wake_writer)
 
@@ -443,7 +445,6 @@ class ZoneLink:
         self.down_since = None
         self.down_reason = ""
         log.info("zone link resumed", extra={"zone": self.zone})
-        self._schedule_if_pending()
         self.handler.on_link_resumed(self)
 
     async def _read_loop(self, call: Any) -> None:
