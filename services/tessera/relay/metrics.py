@@ -217,8 +217,8 @@ class RelayCollector(Collector):
         )
         yield CounterMetricFamily(
             "tessera_relay_upstream_silences",
-            "ZoneLinks broken because their zone sent nothing for the silence limit "
-            "while players were attached (a frozen zone).",
+            "ZoneLinks stalled because their zone sent nothing for the silence limit "
+            "while players were attached (a frozen or overloaded zone).",
             value=c.zone_silences,
         )
         yield CounterMetricFamily(
