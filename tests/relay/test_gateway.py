@@ -540,6 +540,34 @@ async def test_a_reconnect_ends_the_sessions_that_resumed_elsewhere(
     assert not rotating.closed
 
 
+async def test_a_stalled_link_ends_the_sessions_that_resumed_elsewhere(
+    gateway: Gateway, redis: Redis
+) -> None:
+    """A link that stalls (its zone sends nothing: also what it does once its
+    players resumed on another relay) keeps its stream, so no reconnect will
+    find the stale sessions: the stall itself ends, REPLACED and without a
+    Leave, those whose player holds a newer credential, and tells the others
+    ZONE_STALLED."""
+    store = gateway.store
+    stale, stale_sent = add_session(gateway, "alice", "zone-a", 1)
+    held, held_sent = add_session(gateway, "bob", "zone-a", 1)
+    stale.resume_id, held.resume_id = b"alice-old", b"bob-now"
+    await redis.set(store.resume_key("alice"), b"alice-newer")
+    await redis.set(store.resume_key("bob"), b"bob-now")
+    link = gateway.links["zone-a"]
+    link.down_reason = "silent"
+    gateway.on_link_down(link)
+    for _ in range(100):
+        if stale.closed:
+            break
+        await asyncio.sleep(0.01)
+    assert relay_pb2.ServerMessage.FromString(stale_sent[-1]).disconnected.reason == "REPLACED"
+    assert not gateway.placement.own_removal("alice", time.monotonic())  # no Leave
+    assert gateway.sessions.by_player["bob"] is held
+    assert relay_pb2.ServerMessage.FromString(held_sent[-1]).notice.code == "ZONE_STALLED"
+    assert gateway.counters.zone_silences == 1
+
+
 async def test_a_credential_that_could_not_be_issued_is_issued_by_a_later_sweep(
     gateway: Gateway, redis: Redis
 ) -> None:

@@ -558,13 +558,16 @@ class Gateway:
         self._notify(link, "ZONE_RESUMED", f"zone {link.zone} answers again")
 
     def on_link_down(self, link: ZoneLink) -> None:
-        """The sessions stay open (see :meth:`_stalled_link`); their clients are told."""
+        """The sessions stay open (see :meth:`_stalled_link`); their clients are
+        told. A link that fell silent may have lost players that resumed on another
+        relay (the zone sends their snapshots there now): those sessions end."""
         why = link.down_reason
         log.warning(
             "zone link down", extra={"zone": link.zone, "players": len(link.attached), "why": why}
         )
         if why == "silent":
             self.counters.zone_silences += 1
+            self._spawn(self._end_resumed_elsewhere(link))
         self._notify(link, "ZONE_STALLED", f"zone {link.zone} is not answering ({why})")
 
     def _notify(self, link: ZoneLink, code: str, message: str) -> None:
