@@ -41,10 +41,13 @@ import math
 import os
 import tempfile
 import time
+import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import redis as sync_redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from tessera.common import store
 from tessera.common.process import ServiceProcess, free_udp_port
@@ -211,12 +214,47 @@ class Servers:
                 "TESSERA_RELAY_PINGS_PER_SOURCE_S": "1000000",
             },
             name="relay",
+            keep_lines=200_000,  # for relay_counters: the whole run's log
         ).start()
         self.procs["relay"].wait_serving(60.0)
 
     @property
     def auth_address(self) -> str:
         return self.procs["auth"].grpc_address
+
+    def relay_counters(self) -> dict[str, dict[str, float]]:
+        """The relay's resumes by result, session ends by reason and drops by
+        reason (its ``/metrics``), its refused sessions by reason and its warnings
+        by message (its log): where a bot's disconnect came from."""
+        relay = self.procs.get("relay")
+        if relay is None or not relay.alive():
+            return {}
+        url = f"http://127.0.0.1:{relay.ports['metrics_port']}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        wanted = {
+            "tessera_relay_resumes": ("result", "resumes"),
+            "tessera_relay_session_ends": ("reason", "session_ends"),
+            "tessera_relay_drops": ("reason", "drops"),
+        }
+        out: dict[str, dict[str, float]] = {key: {} for _label, key in wanted.values()}
+        for family in text_string_to_metric_families(text):
+            if family.name in wanted:
+                label, key = wanted[family.name]
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        out[key][sample.labels[label]] = sample.value
+        refused = Counter(
+            f"{r.get('reason')}: {str(r.get('detail', ''))[:60]}"
+            for r in relay.records()
+            if r.get("msg") == "session refused"
+        )
+        out["refused"] = dict(refused.most_common(10))
+        warnings = Counter(
+            str(r.get("msg")) for r in relay.records() if r.get("level") in ("warning", "error")
+        )
+        out["warnings"] = dict(warnings.most_common(10))
+        return out
 
     def stop(self) -> None:
         for proc in reversed(list(self.procs.values())):
@@ -407,7 +445,13 @@ async def run(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
             # the ramp is over is left out (reported as players vs players_asked).
             if c and time.monotonic() - ramp_began >= args.ramp:
                 break
-            r.players.update(await spawn(r.active(), names[c * CHUNK : (c + 1) * CHUNK], seed=c))
+            # A sample taken while every zone's heartbeat had lapsed (a starved
+            # machine) lists no active zone: wait for the next, rather than fail.
+            zones = r.active()
+            while not zones and time.monotonic() - ramp_began < args.ramp + 60.0:
+                await asyncio.sleep(0.5)
+                zones = r.active()
+            r.players.update(await spawn(zones, names[c * CHUNK : (c + 1) * CHUNK], seed=c))
             print(f"t={r.t():.0f}s joined {len(r.players)} of {args.players}", flush=True)
             await asyncio.sleep(
                 max(0.0, ramp_began + (c + 1) * args.ramp / chunks - time.monotonic())
@@ -427,6 +471,7 @@ async def run(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
         await r.sample("end")
         await r.scan()
         handoffs = sum(r.handoffs.values()) - handoffs0
+        relay = await asyncio.to_thread(servers.relay_counters)
     finally:
         r.stop.set()
         await passes
@@ -473,6 +518,7 @@ async def run(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
         "bot_disconnects": bots.disconnects if bots else 0,
         "bot_disconnect_reasons": bots.disconnect_reasons if bots else {},
         "bot_connect_failures": bots.connect_failures if bots else 0,
+        "relay": relay,
         "bots_connected_max": max((s.bots_connected for s in r.timeline.samples), default=0),
         "tick_budget_ms": round(1000.0 / args.tick_hz, 2),
         "tick_p99_ms_per_zone": p99,

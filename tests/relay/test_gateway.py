@@ -540,6 +540,34 @@ async def test_a_reconnect_ends_the_sessions_that_resumed_elsewhere(
     assert not rotating.closed
 
 
+async def test_a_stalled_link_ends_the_sessions_that_resumed_elsewhere(
+    gateway: Gateway, redis: Redis
+) -> None:
+    """A link that stalls (its zone sends nothing: also what it does once its
+    players resumed on another relay) keeps its stream, so no reconnect will
+    find the stale sessions: the stall itself ends, REPLACED and without a
+    Leave, those whose player holds a newer credential, and tells the others
+    ZONE_STALLED."""
+    store = gateway.store
+    stale, stale_sent = add_session(gateway, "alice", "zone-a", 1)
+    held, held_sent = add_session(gateway, "bob", "zone-a", 1)
+    stale.resume_id, held.resume_id = b"alice-old", b"bob-now"
+    await redis.set(store.resume_key("alice"), b"alice-newer")
+    await redis.set(store.resume_key("bob"), b"bob-now")
+    link = gateway.links["zone-a"]
+    link.down_reason = "silent"
+    gateway.on_link_down(link)
+    for _ in range(100):
+        if stale.closed:
+            break
+        await asyncio.sleep(0.01)
+    assert relay_pb2.ServerMessage.FromString(stale_sent[-1]).disconnected.reason == "REPLACED"
+    assert not gateway.placement.own_removal("alice", time.monotonic())  # no Leave
+    assert gateway.sessions.by_player["bob"] is held
+    assert relay_pb2.ServerMessage.FromString(held_sent[-1]).notice.code == "ZONE_STALLED"
+    assert gateway.counters.zone_silences == 1
+
+
 async def test_a_credential_that_could_not_be_issued_is_issued_by_a_later_sweep(
     gateway: Gateway, redis: Redis
 ) -> None:
@@ -570,3 +598,101 @@ async def test_a_credential_that_could_not_be_issued_is_issued_by_a_later_sweep(
         await asyncio.sleep(0.01)
     assert await redis.get(store.resume_key("alice")) == session.resume_id
     assert relay_pb2.ServerMessage.FromString(sent[-1]).resume.credential
+
+
+async def test_a_resume_of_a_session_held_here_takes_it_over_without_a_zone(
+    gateway: Gateway,
+) -> None:
+    """A resume whose credential is the current one of a session this relay
+    holds takes that session over (same zone, entity, epoch, link attachment; the
+    old connection ends REPLACED) without any zone: none runs here, so a Join
+    would be refused. An older credential of the same session (or a session not
+    held here) is placed the ordinary way, which has no zone to offer."""
+    session, sent = add_session(gateway, "alice", "zone-a", 4)
+    session.entity_id = 17
+    session.resume_id = b"current"
+    session.recent_inputs = [relay_pb2.ClientInput(sequence=3)]
+    session.accepted = relay_pb2.ServerMessage(
+        accepted=relay_pb2.Accepted(player_id="alice", entity_id=9, tick_hz=20, timeout_s=10)
+    ).SerializeToString()
+
+    def credential(token_id: bytes) -> resume.ResumeGrant:
+        made = resume.new_grant(
+            player_id="alice", session_id="", world="w", relay_id="r1", timeout_s=10, now=0
+        )
+        return resume.ResumeGrant(**{**made.__dict__, "token_id": token_id})
+
+    got: list[bytes] = []
+    with pytest.raises(Rejected) as info:
+        await gateway.open_session(credential(b"older"), transport="udp", send=got.append)
+    assert info.value.reason == "no_zone"
+    assert gateway.sessions.by_player["alice"] is session
+    assert sum(gateway.counters.session_ends.values()) == gateway.counters.takeovers == 0
+
+    new, accepted = await gateway.open_session(
+        credential(b"current"), transport="udp", send=got.append, address=("127.0.0.1", 9)
+    )
+    assert gateway.sessions.by_player["alice"] is new
+    assert gateway.sessions.by_address[("127.0.0.1", 9)] is new
+    assert (new.zone, new.epoch, new.entity_id, new.timeout_s) == ("zone-a", 4, 17, 10.0)
+    assert new.recent_inputs == session.recent_inputs
+    assert "alice" in gateway.links["zone-a"].attached
+    assert (accepted.player_id, accepted.entity_id, accepted.tick_hz) == ("alice", 17, 20)
+    assert gateway.counters.session_ends["REPLACED"] == 1
+    assert session.closed
+    assert relay_pb2.ServerMessage.FromString(sent[-1]).disconnected.reason == "REPLACED"
+    assert gateway.counters.takeovers == 1
+    # No Leave of the old connection: the player stays in its zone.
+    assert "alice" not in gateway.placement.leaving
+
+
+async def test_a_resume_with_the_credential_a_rotation_replaced_takes_the_session_over(
+    redis: Redis,
+) -> None:
+    """The relay rotated the session's credential (C1 -> C2) but the client went
+    silent before C2 reached it, and resumes with C1: the relay holding the
+    session spends C2 for it and takes the session over. Nowhere else, and not
+    twice: another relay refuses C1 as replayed, and so does this one once used;
+    a credential older than C1 is refused too."""
+    key = resume.derive_key(os.urandom(32))
+    here, there = (
+        Gateway(
+            GatewayConfig(relay_id=relay, world="w", resume_key=key),
+            store=RelayStore(redis, "w"),
+            opener=refuse,
+            counters=Counters(),
+        )
+        for relay in ("a", "b")
+    )
+    now = time.time()
+    grants = [
+        resume.new_grant(
+            player_id="alice", session_id="s", world="w", relay_id="a", timeout_s=10, now=now
+        )
+        for _ in range(3)
+    ]
+    c0, c1, c2 = ((g, resume.seal(g, key)) for g in grants)
+    session, _sent = add_session(here, "alice", "zone-a", 1)
+    session.accepted = relay_pb2.ServerMessage(
+        accepted=relay_pb2.Accepted(player_id="alice", timeout_s=10)
+    ).SerializeToString()
+    session.resume_previous, session.resume_id = c1[0].token_id, c2[0].token_id
+    await here.store.set_resume("alice", c2[0].token_id, 60)
+
+    async def reason(blob: bytes, gateway: Gateway) -> str:
+        with pytest.raises(Rejected) as info:
+            await gateway.admission.admit_resume(blob, now)
+        return info.value.reason
+
+    assert await reason(c1[1], there) == "replayed"
+    assert await reason(c0[1], here) == "replayed"
+    grant = await here.admission.admit_resume(c1[1], now)
+    assert grant.token_id == c2[0].token_id
+    assert grant.server_to_client_key == c1[0].server_to_client_key  # the client's keys
+    assert await redis.get(here.store.resume_key("alice")) is None  # C2 spent
+    new, _accepted = await here.open_session(grant, transport="udp", send=_sent.append)
+    assert here.sessions.by_player["alice"] is new and session.closed
+    assert here.counters.takeovers == 1
+    assert await reason(c1[1], here) == "replayed"
+    await here.close_all()
+    await there.close_all()

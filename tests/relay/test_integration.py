@@ -10,8 +10,10 @@ session, an arena match made by a real matchmaker puts its players in the
 instance zone with their match id and teams (kept through a zone restart and a
 handoff), a reconnection to the same relay waits for the old session's Leave,
 and a transfer that cannot be undone in the zone it left still leaves the
-player in exactly one zone (or their session ended); and bots behind a lossy,
-jittery network shim keep playing."""
+player in exactly one zone (or their session ended); a resume to the relay
+still holding the session survives a frozen zone, and a relay that does not run
+for seconds keeps its sessions; and bots behind a lossy, jittery network shim
+keep playing."""
 
 from __future__ import annotations
 
@@ -1385,11 +1387,14 @@ async def test_a_frozen_zone_is_noticed_within_two_seconds_and_players_are_held(
     stack: Stack,
 ) -> None:
     """SIGSTOP the zone: its link stays open, the ticks stop. The relay notices
-    the silence (no snapshot for 1 s with players attached), breaks the link and
-    tells the player ZONE_STALLED, holding the session; after SIGCONT the link
-    comes back, the player is told ZONE_RESUMED and plays on."""
+    the silence (no snapshot for 1 s with players attached), marks the link down
+    and tells the player ZONE_STALLED, holding the session; after SIGCONT the
+    zone speaks again on the same stream (no reconnect, no Join of its players,
+    which an overloaded zone might not answer in time), the player is told
+    ZONE_RESUMED and plays on."""
     client, _moving = await connect_walker(stack, "device-frozen-0123456789")
     silences = stack.metric("tessera_relay_upstream_silences_total")
+    reconnects = stack.metric("tessera_relay_upstream_reconnects_total", zone="zone-a")
     try:
         await wait_for(lambda: client.snapshots > 5, 10.0, "snapshots")
         os.kill(stack.zone.pid, signal.SIGSTOP)
@@ -1410,6 +1415,7 @@ async def test_a_frozen_zone_is_noticed_within_two_seconds_and_players_are_held(
         count = client.snapshots
         await wait_for(lambda: client.snapshots > count + 5, 5.0, "snapshots again")
         assert client.connected
+        assert stack.metric("tessera_relay_upstream_reconnects_total", zone="zone-a") == reconnects
     finally:
         await client.close()
 
@@ -1497,6 +1503,67 @@ async def test_a_session_follows_its_client_to_a_new_port(stack: Stack) -> None:
         assert client.connected and client.accepted.entity_id == entity
         ((info,),) = [(await sessions_by_player(stack))[client.accepted.player_id]]
         assert info.zone.zone == "zone-a"
+    finally:
+        await client.close()
+
+
+async def test_a_resume_to_the_relay_holding_the_session_survives_a_frozen_zone(
+    stack: Stack,
+) -> None:
+    """The client stops hearing its relay (here its address changes) while the
+    player's zone is frozen (SIGSTOP): the resume reaches the relay that still
+    holds the session, which takes it over without calling the zone, so the
+    session survives the frozen zone; after SIGCONT its snapshots reach the new
+    connection, for the same entity."""
+    client, _moving = await connect_walker(stack, "device-frozen-rebind-0123456789")
+    takeovers = stack.metric("tessera_relay_resume_takeovers_total")
+    try:
+        await wait_credentials([client])
+        await wait_for(lambda: client.snapshots > 3, 10.0, "snapshots")
+        assert client.accepted is not None
+        entity = client.accepted.entity_id
+        os.kill(stack.zone.pid, signal.SIGSTOP)
+        try:
+            udp(client).rebind()
+            await wait_for(
+                lambda: udp(client).resumes == 1 or not client.connected, 10.0, "the resume"
+            )
+            assert client.connected, client.disconnected
+        finally:
+            os.kill(stack.zone.pid, signal.SIGCONT)
+        count = client.snapshots
+        await wait_for(lambda: client.snapshots > count + 5, 10.0, "snapshots again")
+        assert client.connected and client.accepted.entity_id == entity
+        assert stack.metric("tessera_relay_resume_takeovers_total") == takeovers + 1
+        ((info,),) = [(await sessions_by_player(stack))[client.accepted.player_id]]
+        assert info.zone.zone == "zone-a"
+    finally:
+        await client.close()
+
+
+async def test_a_relay_that_stops_running_for_seconds_keeps_its_sessions(stack: Stack) -> None:
+    """The relay's process does not run for 6.5 s (SIGSTOP: a starved or paused
+    relay, alive all along). Its client hears nothing, resumes, and keeps
+    resuming until the relay runs again and takes the session over: no
+    disconnect, the same entity, snapshots again."""
+    client, _moving = await connect_walker(stack, "device-relay-stall-0123456789")
+    try:
+        await wait_credentials([client])
+        await wait_for(lambda: client.snapshots > 3, 10.0, "snapshots")
+        assert client.accepted is not None
+        entity = client.accepted.entity_id
+        takeovers = stack.metric("tessera_relay_resume_takeovers_total")
+        os.kill(stack.relay.pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(6.5)
+        finally:
+            os.kill(stack.relay.pid, signal.SIGCONT)
+        await wait_for(lambda: udp(client).resumes == 1 or not client.connected, 10.0, "the resume")
+        assert client.connected, client.disconnected
+        count = client.snapshots
+        await wait_for(lambda: client.snapshots > count + 5, 15.0, "snapshots again")
+        assert client.connected and client.accepted.entity_id == entity
+        assert stack.metric("tessera_relay_resume_takeovers_total") == takeovers + 1
     finally:
         await client.close()
 

@@ -46,11 +46,13 @@ CLOSE_WAIT_S = 3.0
 # A session with a resume credential that hears nothing from the relay for
 # PROBE_AFTER_S asks it for a Pong every PROBE_EVERY_S (a live relay answers at
 # once, even while the player's zone is stalled and only keep-alives flow), and
-# resumes after RESUME_AFTER_S of silence; how long a resume tries.
+# resumes after RESUME_AFTER_S of silence. A resume tries for the session's idle
+# timeout (``timeout_s``): as long as the relay keeps a silent session, so a
+# relay that is starved, not gone, still finds the client resuming when it
+# catches up.
 PROBE_AFTER_S = 0.5
 PROBE_EVERY_S = 0.125
 RESUME_AFTER_S = 1.0
-RESUME_TIMEOUT_S = 5.0
 
 
 class ConnectError(Exception):
@@ -324,8 +326,9 @@ class UdpTransport:
         """Carry the session on through another relay of the world (or this one
         from a new socket): RESUME with the current credential, two tries per
         relay every HANDSHAKE_RETRY_S (``prefer`` first, then the token's other
-        relays, then the current one), until one answers Accepted or
-        RESUME_TIMEOUT_S passes (then the session is over: ``RESUME_FAILED``)."""
+        relays, then the current one), until one answers Accepted or the
+        session's idle timeout passes (then the session is over:
+        ``RESUME_FAILED``)."""
         credential = self.credential
         if credential is None or self.resuming or self.closed:
             return
@@ -343,7 +346,7 @@ class UdpTransport:
             order.append(current)
         sockets: dict[str, _Socket] = {}
         try:
-            deadline = loop.time() + RESUME_TIMEOUT_S
+            deadline = loop.time() + self.timeout_s
             attempt = 0
             while loop.time() < deadline and not self._resumed.done() and not self.closed:
                 address = order[(attempt // 2) % len(order)]

@@ -11,6 +11,7 @@ credential likewise. Each handshake is the root of a trace (:func:`admitting`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -86,12 +87,21 @@ class Admission:
     """Connect tokens and resume credentials, checked and spent for one world."""
 
     def __init__(
-        self, *, world: str, resume_key: bytes, opener: TokenOpener, store: RelayStore
+        self,
+        *,
+        world: str,
+        resume_key: bytes,
+        opener: TokenOpener,
+        store: RelayStore,
+        rotated: Callable[[resume.ResumeGrant], bytes | None] = lambda _grant: None,
     ) -> None:
         self.world = world
         self.resume_key = resume_key
         self.opener = opener
         self.store = store
+        # The id of the credential that replaced a given one in a session this
+        # relay holds (the gateway's), which a resume with the replaced one spends.
+        self.rotated = rotated
         # Revoked auth sessions -> Unix time until which their tokens matter.
         self.revoked: dict[str, float] = {}
 
@@ -118,19 +128,24 @@ class Admission:
     async def admit_resume(self, credential: bytes, now: float) -> resume.ResumeGrant:
         """Open a resume credential and use it; Rejected (``malformed``, ``forged``,
         ``expired``, ``wrong_world``, ``revoked``, ``replayed``: used already or
-        superseded by a newer one, ``store_unavailable``)."""
+        superseded by a newer one, ``store_unavailable``). A credential superseded
+        only by its own session's rotation, on this relay, spends the newer one
+        instead (the grant then carries that id)."""
         grant = self._open_resume(credential, now)
         if grant.world != self.world:
             raise Rejected("wrong_world", f"resume credential is for world {grant.world}")
         if grant.session_id in self.revoked:
             raise Rejected("revoked", "the resume credential's session has been revoked")
+        newer = None
         try:
             fresh = await self.store.spend_resume(grant.player_id, grant.token_id)
+            if not fresh and (newer := self.rotated(grant)) is not None:
+                fresh = await self.store.spend_resume(grant.player_id, newer)
         except (RedisError, OSError) as err:
             raise Rejected("store_unavailable", f"cannot use the credential: {err}") from err
         if not fresh:
             raise Rejected("replayed", "resume credential used already or superseded")
-        return grant
+        return grant if newer is None else dataclasses.replace(grant, token_id=newer)
 
     def open_unspent(self, token: bytes, now: float, *, resuming: bool) -> Grant:
         """Open a connect token (resume credential) without checking or spending

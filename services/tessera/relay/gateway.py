@@ -84,7 +84,11 @@ class Gateway:
         self.channel = channel
         self.store = store
         self.admission = Admission(
-            world=config.world, resume_key=config.resume_key, opener=opener, store=store
+            world=config.world,
+            resume_key=config.resume_key,
+            opener=opener,
+            store=store,
+            rotated=self._rotated_here,
         )
         self.counters = counters
         self.sessions = SessionTable()
@@ -133,8 +137,12 @@ class Gateway:
     ) -> tuple[Session, relay_pb2.Accepted]:
         """Join the player into the zone placement chooses (the token's zone, if it
         names one), with the token's match context, and register the session;
-        Rejected on failure."""
+        Rejected on failure. A resume of a session this relay still holds takes
+        it over instead (:meth:`_take_over`): no zone call."""
         player = grant.player_id
+        held = self._resumed_here(grant)
+        if held is not None:
+            return self._take_over(held, grant, send=send, address=address, prepare=prepare)
         await self.placement.await_leave(player)
         try:
             placed = await self.placement.place(player, grant.zone, grant.match)
@@ -192,6 +200,68 @@ class Gateway:
                 "tessera.epoch": response.epoch,
             }
         )
+        return session, accepted
+
+    def _resumed_here(self, grant: Grant) -> Session | None:
+        """The live session a resume credential was issued to, if this relay holds
+        it: admission just spent the credential (or the one that replaced it in
+        this session, :meth:`_rotated_here`), so nothing has moved the player since
+        (a rotation racing the resume may have replaced it meanwhile)."""
+        if not isinstance(grant, resume.ResumeGrant):
+            return None
+        session = self.sessions.by_player.get(grant.player_id)
+        if session is None or session.closed or not session.accepted:
+            return None
+        return session if grant.token_id in (session.resume_id, session.resume_previous) else None
+
+    def _rotated_here(self, grant: resume.ResumeGrant) -> bytes | None:
+        """The id of the credential that replaced ``grant`` in a session this relay
+        holds (the client went silent before the new one reached it), if any."""
+        session = self.sessions.by_player.get(grant.player_id)
+        if session is None or session.closed or not session.resume_previous:
+            return None
+        return session.resume_id if session.resume_previous == grant.token_id else None
+
+    def _take_over(
+        self,
+        old: Session,
+        grant: Grant,
+        *,
+        send: Callable[[bytes], None],
+        address: tuple[str, int] | None,
+        prepare: Callable[[Session], None] | None,
+    ) -> tuple[Session, relay_pb2.Accepted]:
+        """A resume that reached the relay still holding the session (the client
+        heard nothing for a second from a relay that was starved, not gone, or its
+        address changed): the new connection takes the session over where it is
+        (zone, entity, epoch, attachment), with no Join, so a slow or stalled
+        zone cannot refuse it. The old connection ends (``REPLACED``, no Leave)."""
+        now = time.monotonic()
+        session = Session(
+            player_id=old.player_id,
+            transport=old.transport,
+            token_id=grant.token_id,
+            timeout_s=old.timeout_s,
+            created=now,
+            last_seen=now,
+            send=send,
+            post=send,
+            address=address,
+            entity_id=old.entity_id,
+            zone=old.zone,
+            epoch=old.epoch,
+            interp_delay_ms=old.interp_delay_ms,
+            recent_inputs=old.recent_inputs,
+            session_id=old.session_id,
+        )
+        if prepare is not None:
+            prepare(session)
+        self.sessions.add(session)
+        self._end(old, "REPLACED", "the session resumed on a new connection", leave=False)
+        self.counters.takeovers += 1
+        accepted = relay_pb2.ServerMessage.FromString(old.accepted).accepted
+        accepted.entity_id = old.entity_id
+        log.info("session taken over", extra={"player": old.player_id, "zone": old.zone})
         return session, accepted
 
     def _follow_rollback(self, player: str, rollback: Rollback) -> None:
@@ -266,7 +336,7 @@ class Gateway:
         if not held:
             self._end(session, "REPLACED", "the session resumed elsewhere", leave=False)
             return
-        session.resume_id = grant.token_id
+        session.resume_previous, session.resume_id = session.resume_id, grant.token_id
         message = relay_pb2.ServerMessage(
             resume=relay_pb2.ResumeCredential(
                 credential=resume.seal(grant, self.config.resume_key),
@@ -477,14 +547,27 @@ class Gateway:
     def on_shed(self, link: ZoneLink, inputs: int) -> None:
         self.counters.drops["upstream_backlog"] += inputs
 
+    def on_link_resumed(self, link: ZoneLink) -> None:
+        """A stalled zone spoke again on the same stream: nothing to re-join; the
+        link's sessions whose player resumed on another relay meanwhile end, and
+        the others are told."""
+        self._spawn(self._link_resumed(link))
+
+    async def _link_resumed(self, link: ZoneLink) -> None:
+        await self._end_resumed_elsewhere(link)
+        self._notify(link, "ZONE_RESUMED", f"zone {link.zone} answers again")
+
     def on_link_down(self, link: ZoneLink) -> None:
-        """The sessions stay open (see :meth:`_stalled_link`); their clients are told."""
+        """The sessions stay open (see :meth:`_stalled_link`); their clients are
+        told. A link that fell silent may have lost players that resumed on another
+        relay (the zone sends their snapshots there now): those sessions end."""
         why = link.down_reason
         log.warning(
             "zone link down", extra={"zone": link.zone, "players": len(link.attached), "why": why}
         )
         if why == "silent":
             self.counters.zone_silences += 1
+            self._spawn(self._end_resumed_elsewhere(link))
         self._notify(link, "ZONE_STALLED", f"zone {link.zone} is not answering ({why})")
 
     def _notify(self, link: ZoneLink, code: str, message: str) -> None:

@@ -80,6 +80,8 @@ class Counters:
     bytes_out: int = 0
     reroutes: int = 0
     transfers: int = 0
+    # Resumes that took over a session this relay still held (no zone call).
+    takeovers: int = 0
     zone_silences: int = 0
     orphans_released: int = 0
     drops: Counter[str] = field(default_factory=Counter)
@@ -209,9 +211,14 @@ class RelayCollector(Collector):
             value=c.transfers,
         )
         yield CounterMetricFamily(
+            "tessera_relay_resume_takeovers",
+            "Resumes that took over a session this relay still held (no zone call).",
+            value=c.takeovers,
+        )
+        yield CounterMetricFamily(
             "tessera_relay_upstream_silences",
-            "ZoneLinks broken because their zone sent nothing for the silence limit "
-            "while players were attached (a frozen zone).",
+            "ZoneLinks stalled because their zone sent nothing for the silence limit "
+            "while players were attached (a frozen or overloaded zone).",
             value=c.zone_silences,
         )
         yield CounterMetricFamily(

@@ -53,8 +53,11 @@ class Session:
     # The serialized ServerMessage{resume} with the current credential (UDP) and
     # when it was issued (monotonic); a new one is being issued if rotating; when
     # issuing one last failed (Redis), so the sweep retries it a little later.
+    # The credential it replaced (``resume_previous``) still resumes this session
+    # here: a client that went silent before the new one reached it holds that one.
     resume: bytes = b""
     resume_id: bytes = b""
+    resume_previous: bytes = b""
     resume_issued: float = 0.0
     resume_failed: float = 0.0
     rotating: bool = False

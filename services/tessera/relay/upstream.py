@@ -45,9 +45,9 @@ class UpstreamUnavailable(Exception):
     """The zone's link is not connected."""
 
 
-class ZoneSilent(ConnectionError):
-    """A connected zone sent nothing for its players for longer than the
-    silence limit (a frozen or overloaded zone: the stream is up, the ticks stop)."""
+class ZoneMoved(ConnectionError):
+    """A stalled zone's address changed (it was replaced): the stream to the old
+    one is given up for a new one."""
 
 
 class LinkHandler(Protocol):
@@ -66,7 +66,10 @@ class LinkHandler(Protocol):
         """The stream is (again) up; re-join players if the zone restarted."""
 
     def on_link_down(self, link: ZoneLink) -> None:
-        """The stream broke."""
+        """The stream broke, or the zone fell silent on it (stalled)."""
+
+    def on_link_resumed(self, link: ZoneLink) -> None:
+        """A stalled zone spoke again on the same stream."""
 
     def on_shed(self, link: ZoneLink, inputs: int) -> None:
         """``inputs`` stale inputs were dropped because the zone was not reading."""
@@ -120,7 +123,8 @@ class ZoneLink:
         self.rpc_timeout_s = rpc_timeout_s
         self.silence_s = silence_s
         self.silences = 0
-        # Why the link last went down: "silent" (ZoneSilent) or "broken".
+        # Why the link last went down: "silent" (stalled: the zone sent nothing) or
+        # "broken" (the stream ended).
         self.down_reason = ""
         # When the zone last sent anything (or the first player was attached).
         self.last_heard = time.monotonic()
@@ -174,7 +178,7 @@ class ZoneLink:
         """Stop ``player``'s snapshots on this link; no-op if not attached."""
         if player in self.attached:
             self.attached.discard(player)
-            if self.connected:
+            if self._stub is not None:  # the stream is up (stalled or not)
                 self._control(zone_pb2.ZoneLinkUp(detach=zone_pb2.Detach(player_id=player)))
 
     def release(self, player: str) -> None:
@@ -277,7 +281,9 @@ class ZoneLink:
         self._outbox = [*control, zone_pb2.ZoneLinkUp(inputs=merged)]
 
     def _schedule(self) -> None:
-        if not self._flush_scheduled and self.connected:
+        # Also while stalled: the stream is up, and what the zone has not read
+        # yet waits in it (a zone that stops reading has its inputs shed here).
+        if not self._flush_scheduled and self._stub is not None:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_later(self.batch_s, self._wake_writer)
 
@@ -310,10 +316,8 @@ class ZoneLink:
                 await self._session()
             except asyncio.CancelledError:
                 raise
-            except ZoneSilent as err:
-                self.silences += 1
-                self.down_reason = "silent"
-                log.warning("zone link silent", extra={"zone": self.zone, "error": str(err)})
+            except ZoneMoved as err:
+                log.warning("zone link moved", extra={"zone": self.zone, "error": str(err)})
             except grpc.aio.AioRpcError as err:
                 log.warning(
                     "zone link broken",
@@ -379,7 +383,7 @@ class ZoneLink:
         try:
             await asyncio.wait((reader, writer, watchdog), return_when=asyncio.FIRST_COMPLETED)
             if watchdog.done():
-                raise ZoneSilent(f"zone {self.zone} sent nothing for {self.silence_s:g} s")
+                raise ZoneMoved(f"stalled zone {self.zone} now listens at another address")
             for task in (reader, writer):
                 if task.done():
                     task.result()  # the error that ended the stream
@@ -404,13 +408,44 @@ class ZoneLink:
             self._schedule()
 
     async def _watch(self) -> None:
-        """Return once the zone has been silent for ``silence_s`` with players
-        attached: it sends them snapshots every snapshot interval, so that means the
-        zone is frozen (or too overloaded to tick)."""
+        """Mark the link stalled once the zone has been silent for ``silence_s``
+        with players attached (it sends them snapshots every snapshot interval, so
+        it is frozen or too overloaded to tick), without breaking the stream: a
+        slow zone that ticks again carries on where it was, with no reconnect and
+        no Join of every player, which an overloaded zone could not answer in time.
+        Return (the stream is given up) only if a stalled zone's address changed."""
         while True:
             await asyncio.sleep(self.silence_s / 4)
-            if self.attached and time.monotonic() - self.last_heard > self.silence_s:
+            if self.connected:
+                if self.attached and time.monotonic() - self.last_heard > self.silence_s:
+                    self._stall()
+            elif await self._moved():
                 return
+
+    async def _moved(self) -> bool:
+        """Whether the zone's address is now another (a replaced zone)."""
+        try:
+            address = await self.resolve(self.zone)
+        except Exception as err:  # the store's: look again at the next check
+            log.warning("zone address not resolved", extra={"zone": self.zone, "error": str(err)})
+            return False
+        return address is not None and address != self.address
+
+    def _stall(self) -> None:
+        self.connected = False
+        self.silences += 1
+        self.down_reason = "silent"
+        self.down_since = time.monotonic()
+        log.warning("zone link silent", extra={"zone": self.zone, "silence_s": self.silence_s})
+        self.handler.on_link_down(self)
+
+    def _unstall(self) -> None:
+        """The stalled zone spoke again on the same stream."""
+        self.connected = True
+        self.down_since = None
+        self.down_reason = ""
+        log.info("zone link resumed", extra={"zone": self.zone})
+        self.handler.on_link_resumed(self)
 
     async def _read_loop(self, call: Any) -> None:
         handler = self.handler
@@ -419,6 +454,8 @@ class ZoneLink:
             self.last_heard = time.monotonic()
             if down is grpc.aio.EOF:  # type: ignore[attr-defined]
                 raise ConnectionError(f"zone {self.zone} closed the link")
+            if not self.connected:
+                self._unstall()
             kind = down.WhichOneof("msg")
             if kind == "snapshots":
                 handler.on_snapshots(self, down.snapshots, time.perf_counter())
