@@ -9,6 +9,8 @@ RTT use ordinary histograms (observed once per batch or per RTT sample).
 from __future__ import annotations
 
 import bisect
+import gc
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -57,6 +59,36 @@ DOWN_LATENCY = ADDED_LATENCY.labels("down")
 # Every SAMPLE_EVERY-th message of a batch is observed: a per-message distribution
 # (early and late messages of a batch alike) at a fraction of the cost.
 SAMPLE_EVERY = 8
+# Garbage-collection pauses: the loop stops for each collection, so a long one
+# delays every packet queued behind it.
+GC_PAUSE = Histogram(
+    "tessera_relay_gc_pause_seconds",
+    "Duration of each garbage collection of the relay process, by generation.",
+    ["generation"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
+)
+
+
+class GcPauses:
+    """A ``gc.callbacks`` entry observing each collection's duration in GC_PAUSE."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.generations = [GC_PAUSE.labels(str(g)) for g in range(3)]
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.generations[info["generation"]].observe(time.perf_counter() - self.started)
+
+    def install(self) -> None:
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+
+    def remove(self) -> None:
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)
 
 
 def observe_sampled(histogram: Histogram, starts: list[float], end: float) -> None:
