@@ -355,22 +355,25 @@ def histogram_sum(lines: list[str], name: str, label: str) -> float:
     return 0.0
 
 
-def gc_pauses(before: list[str], after: list[str]) -> dict[str, dict[str, float]]:
+def gc_pauses(before: list[str], after: list[str]) -> dict[str, dict[str, float | None]]:
     """The relay's garbage collections between two scrapes, per generation: how
     many, their total and the upper bound of the longest one's bucket (ms)."""
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, float | None]] = {}
     for generation in ("0", "1", "2"):
         label = f'generation="{generation}"'
         b0 = histogram_buckets(before, GC_PAUSE, label)
         b1 = histogram_buckets(after, GC_PAUSE, label)
         counts = {bound: b1[bound] - b0.get(bound, 0.0) for bound in sorted(b1)}
         total = counts.get(float("inf"), 0.0)
-        longest = min((bound for bound, n in counts.items() if n >= total), default=0.0)
+        longest: float | None = 0.0
+        if total:
+            bound = min(b for b, n in counts.items() if n >= total)
+            longest = None if bound == float("inf") else bound * 1e3  # None: over 100 ms
         spent = histogram_sum(after, GC_PAUSE, label) - histogram_sum(before, GC_PAUSE, label)
         out[generation] = {
             "collections": int(total),
             "total_ms": round(spent * 1e3, 3),
-            "longest_ms_at_most": longest * 1e3 if total else 0.0,
+            "longest_ms_at_most": longest,
         }
     return out
 
