@@ -2,8 +2,9 @@
 
 Incrementing a Prometheus child for every packet costs more than the rest of the
 path, so the packet path bumps attributes of :class:`Counters` and the collector
-turns them into ``tessera_relay_*`` series when /metrics is scraped. Latency and
-RTT use ordinary histograms (observed once per batch or per RTT sample).
+turns them into ``tessera_relay_*`` series when /metrics is scraped. Latency,
+RTT and garbage-collection pauses use ordinary histograms (observed once per
+batch, per RTT sample or per collection).
 """
 
 from __future__ import annotations
@@ -59,6 +60,14 @@ DOWN_LATENCY = ADDED_LATENCY.labels("down")
 # Every SAMPLE_EVERY-th message of a batch is observed: a per-message distribution
 # (early and late messages of a batch alike) at a fraction of the cost.
 SAMPLE_EVERY = 8
+
+
+def observe_sampled(histogram: Histogram, starts: list[float], end: float) -> None:
+    """Observe ``end - start`` for every SAMPLE_EVERY-th start."""
+    for start in starts[::SAMPLE_EVERY]:
+        histogram.observe(end - start)
+
+
 # Garbage-collection pauses: the loop stops for each collection, so a long one
 # delays every packet queued behind it.
 GC_PAUSE = Histogram(
@@ -89,12 +98,6 @@ class GcPauses:
     def remove(self) -> None:
         if self in gc.callbacks:
             gc.callbacks.remove(self)
-
-
-def observe_sampled(histogram: Histogram, starts: list[float], end: float) -> None:
-    """Observe ``end - start`` for every SAMPLE_EVERY-th start."""
-    for start in starts[::SAMPLE_EVERY]:
-        histogram.observe(end - start)
 
 
 # Upper bounds (bytes) of the datagram size histogram; the protocol's limit is 1200.
