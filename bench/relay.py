@@ -43,6 +43,8 @@ WORLD = "bench"
 PROBES = 4
 PROBE_HZ = 20.0
 SECRET = "bench-secret-0123456789"
+ADDED_LATENCY = "tessera_relay_added_latency_seconds"
+GC_PAUSE = "tessera_relay_gc_pause_seconds"
 
 
 def start_stack(
@@ -324,18 +326,55 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def latency_buckets(metrics_port: int, path: str | None = None) -> dict[float, float]:
-    """Cumulative bucket counts of the added-latency histogram (one path, or both summed)."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
+def scrape(metrics_port: int) -> list[str]:
+    """The relay's /metrics, as lines."""
+    text: bytes = urllib.request.urlopen(
+        f"http://127.0.0.1:{metrics_port}/metrics", timeout=5
+    ).read()
+    return text.decode().splitlines()
+
+
+def histogram_buckets(lines: list[str], name: str, label: str = "") -> dict[float, float]:
+    """Cumulative bucket counts of histogram ``name``: the series with ``label``
+    (e.g. 'path="up"'), or all of them summed."""
     out: dict[float, float] = {}
-    for line in text.decode().splitlines():
-        if not line.startswith("tessera_relay_added_latency_seconds_bucket"):
-            continue
-        if path is not None and f'path="{path}"' not in line:
+    for line in lines:
+        if not line.startswith(name + "_bucket") or label not in line:
             continue
         le = line.split('le="')[1].split('"')[0]
         bound = float("inf") if le == "+Inf" else float(le)
         out[bound] = out.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def histogram_sum(lines: list[str], name: str, label: str) -> float:
+    """The ``_sum`` of histogram ``name``'s series with ``label``."""
+    for line in lines:
+        if line.startswith(name + "_sum") and label in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def gc_pauses(before: list[str], after: list[str]) -> dict[str, dict[str, float | None]]:
+    """The relay's garbage collections between two scrapes, per generation: how
+    many, their total and the upper bound of the longest one's bucket (ms)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for generation in ("0", "1", "2"):
+        label = f'generation="{generation}"'
+        b0 = histogram_buckets(before, GC_PAUSE, label)
+        b1 = histogram_buckets(after, GC_PAUSE, label)
+        counts = {bound: b1[bound] - b0.get(bound, 0.0) for bound in sorted(b1)}
+        total = counts.get(float("inf"), 0.0)
+        longest: float | None = 0.0
+        if total:
+            bound = min(b for b, n in counts.items() if n >= total)
+            longest = None if bound == float("inf") else bound * 1e3  # None: over 100 ms
+        spent = histogram_sum(after, GC_PAUSE, label) - histogram_sum(before, GC_PAUSE, label)
+        out[generation] = {
+            "collections": int(total),
+            "total_ms": round(spent * 1e3, 3),
+            "longest_ms_at_most": longest,
+        }
     return out
 
 
@@ -405,7 +444,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             postgres.create_database("bench"),
             tick_hz=args.tick_hz,
             snapshot_every=args.snapshot_every,
-            extra_relay_env={"TESSERA_RELAY_BATCH_MS": str(args.batch_ms)},
+            extra_relay_env={
+                "TESSERA_RELAY_BATCH_MS": str(args.batch_ms),
+                **dict(args.relay_env),
+            },
             extra_zone_env={
                 f"TESSERA_LINK_{name.upper()}": str(value)
                 for name, value in (("chunk", args.link_chunk), ("spread", args.link_spread))
@@ -462,12 +504,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             c0, t0 = cpu_seconds(relay.pid), time.perf_counter()
             k0 = udp_rcvbuf_errors()
             port = relay.ports["metrics_port"]
-            h0 = {p: latency_buckets(port, p) for p in ("up", "down")}
+            m0 = scrape(port)
             time.sleep(args.duration)
             s1 = asyncio.run(relay_status(relay.grpc_address, procs["auth"].grpc_address))
             c1, t1 = cpu_seconds(relay.pid), time.perf_counter()
             k1 = udp_rcvbuf_errors()
-            h1 = {p: latency_buckets(port, p) for p in ("up", "down")}
+            m1 = scrape(port)
             largest = metric_value(port, "tessera_relay_datagram_bytes_max")
             results = [out.get(timeout=60) for _ in workers]
             for w in workers:
@@ -480,6 +522,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for p in reversed(list(procs.values())):
                 p.terminate()
             redis.stop()
+    h0, h1 = (
+        {p: histogram_buckets(m, ADDED_LATENCY, f'path="{p}"') for p in ("up", "down")}
+        for m in (m0, m1)
+    )
     pings = sorted(r for result in results for r in result["ping_rtts_ms"])
     ages = sorted(a for result in results for a in result["snapshot_ages_ms"])
     results = [r for r in results if not r["probe"]]
@@ -496,6 +542,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "zone_link_chunk": args.link_chunk,
         "zone_link_spread": args.link_spread,
         "relay_nice": args.relay_nice,
+        "relay_env": [f"{name}={value}" for name, value in args.relay_env],
         "duration_s": round(elapsed, 2),
         "connected": sum(r["connected"] for r in results),
         "disconnected": sum(r["disconnected"] for r in results),
@@ -530,11 +577,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # processes' own delays (one clock: everything runs on this machine).
         "snapshot_age_ms_p50": percentile(ages, 50),
         "snapshot_age_ms_p99": percentile(ages, 99),
+        # Collections of the relay process in the window (the loop stops for each).
+        "relay_gc_pauses": gc_pauses(m0, m1),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "drops": dict(s1.drops),
         # Full socket buffers anywhere on the machine (relay or clients) during the window.
         "kernel_udp_rcvbuf_drops": k1 - k0,
     }
+
+
+def env_item(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` of --relay-env."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
 
 
 def main() -> None:
@@ -562,6 +619,14 @@ def main() -> None:
         type=int,
         default=0,
         help="nice value of the relay's threads (negative: as if it had its own core; root)",
+    )
+    parser.add_argument(
+        "--relay-env",
+        action="append",
+        default=[],
+        type=env_item,
+        metavar="NAME=VALUE",
+        help="an environment variable for the relay (repeatable), e.g. TESSERA_RELAY_UVLOOP=0",
     )
     parser.add_argument(
         "--warmup-s",

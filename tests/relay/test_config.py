@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tessera.common.config import ConfigError, Env, ServiceClient
-from tessera.relay.config import RelayConfig
+from tessera.relay.config import GC_THRESHOLD, RelayConfig, uvloop_enabled
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 SECRET = "relay-secret-0123456789"
@@ -23,6 +23,18 @@ def test_defaults_and_overrides() -> None:
     assert config.service_client == ServiceClient("relay", SECRET)
     config = RelayConfig.from_env(Env({**BASE, "TESSERA_UDP_PORT": "0", "TESSERA_WORLD": "w1"}))
     assert (config.udp_port, config.world) == (0, "w1")
+    assert config.gc_threshold == GC_THRESHOLD
+    config = RelayConfig.from_env(Env({**BASE, "TESSERA_RELAY_GC_THRESHOLD": "0"}))
+    assert config.gc_threshold == 0
+
+
+def test_uvloop_switch() -> None:
+    assert uvloop_enabled(Env({})) is False
+    assert uvloop_enabled(Env({"TESSERA_RELAY_UVLOOP": "on"})) is True
+    assert uvloop_enabled(Env({"TESSERA_RELAY_UVLOOP": "false"})) is False
+    with pytest.raises(ConfigError) as err:
+        uvloop_enabled(Env({"TESSERA_RELAY_UVLOOP": "fast"}))
+    assert err.value.variable == "TESSERA_RELAY_UVLOOP"
 
 
 @pytest.mark.parametrize(
@@ -33,6 +45,8 @@ def test_defaults_and_overrides() -> None:
         ({**BASE, "TESSERA_UDP_PORT": "70000"}, "TESSERA_UDP_PORT"),
         ({**BASE, "TESSERA_WORLD": "Bad World"}, "TESSERA_WORLD"),
         ({**BASE, "TESSERA_RELAY_BATCH_MS": "-1"}, "TESSERA_RELAY_BATCH_MS"),
+        ({**BASE, "TESSERA_RELAY_GC_THRESHOLD": "-5"}, "TESSERA_RELAY_GC_THRESHOLD"),
+        ({**BASE, "TESSERA_RELAY_GC_THRESHOLD": "many"}, "TESSERA_RELAY_GC_THRESHOLD"),
         # The relay calls zones as a service: without its secret it does not start.
         ({"TESSERA_CONNECT_KEY": KEY}, "TESSERA_SERVICE_CLIENT_SECRET"),
     ],
@@ -54,3 +68,17 @@ def test_process_exits_2_on_bad_config() -> None:
     )
     assert proc.returncode == 2
     assert "TESSERA_CONNECT_KEY" in proc.stderr
+
+
+def test_process_exits_2_on_a_bad_uvloop_switch() -> None:
+    """Read before the event loop exists, and still refused with its name."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tessera.relay"],
+        env={"TESSERA_RELAY_UVLOOP": "maybe", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "TESSERA_RELAY_UVLOOP" in proc.stderr

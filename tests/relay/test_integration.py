@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -285,6 +286,19 @@ async def test_bots_move_and_see_each_other(stack: Stack, bots: list[Bot]) -> No
         assert info.transport == "udp" and info.zone.zone == "zone-a"
         assert info.packets_in > 10 and info.packets_out > 10 and info.rtt_ms > 0
         assert info.bytes_in > 0 and info.bytes_out > 0 and 0 <= info.loss < 0.5
+
+
+def test_the_relay_process_times_its_collections(stack: Stack) -> None:
+    """Start-up's collections, the full one before the freeze among them
+    (docs/RELAY.md, "Garbage collection"), are on the relay's pause histogram."""
+    port = stack.relay.ports["metrics_port"]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    full = [
+        line
+        for line in text.splitlines()
+        if line.startswith('tessera_relay_gc_pause_seconds_count{generation="2"}')
+    ]
+    assert full and float(full[0].rsplit(" ", 1)[1]) >= 1, full
 
 
 async def test_play_transport_and_ping(stack: Stack) -> None:

@@ -6,21 +6,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import socket
 
 import grpc
+import uvloop
 
 from tessera.authclient.access import AccessInterceptor
 from tessera.authclient.connect import ConnectTokenOpener
 from tessera.authclient.credentials import ServiceCredentials
 from tessera.authclient.verifier import Verifier
 from tessera.common import store as common_store
-from tessera.common.config import ServerConfig
+from tessera.common.config import ServerConfig, load_or_exit
 from tessera.common.server import GrpcService, main
 from tessera.relay import metrics, resume
 from tessera.relay.admission import rejecting
-from tessera.relay.config import RelayConfig
+from tessera.relay.config import RelayConfig, uvloop_enabled
 from tessera.relay.gateway import Gateway, GatewayConfig
 from tessera.relay.servicer import RULES, RelayServicer
 from tessera.relay.store import RelayStore
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 async def build(server_config: ServerConfig) -> GrpcService:
     """The relay service, its UDP socket bound and its background tasks started."""
     config = RelayConfig.from_env()
+    metrics.GcPauses().install()
     redis = common_store.connect(server_config.redis_url)
     relay_store = RelayStore(redis, config.world)
     counters = metrics.Counters()
@@ -155,8 +158,20 @@ async def build(server_config: ServerConfig) -> GrpcService:
 
     service.on_stopping(gateway.end_play_sessions)
     service.on_shutdown(shutdown)
+    settle_heap(config.gc_threshold)
     return service
 
 
+def settle_heap(threshold: int) -> None:
+    """After start-up: move everything alive (modules, protobuf descriptors, gRPC,
+    the wiring) to the permanent generation, which collections never walk, and set
+    generation 0's threshold (0: no automatic collections)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(threshold, *gc.get_threshold()[1:])
+
+
 if __name__ == "__main__":
+    if load_or_exit(uvloop_enabled):
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     main("relay", build)

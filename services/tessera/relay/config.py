@@ -9,6 +9,16 @@ from dataclasses import dataclass
 
 from tessera.common.config import ConfigError, Env, ServiceClient
 
+# The generation-0 threshold the relay runs with (CPython's default: 700): in steady
+# state nothing then triggers a collection (docs/RELAY.md, "Garbage collection").
+GC_THRESHOLD = 10_000
+
+
+def uvloop_enabled(env: Env | None = None) -> bool:
+    """TESSERA_RELAY_UVLOOP: run the relay on uvloop's event loop (read before the
+    loop exists, so apart from :class:`RelayConfig`)."""
+    return (env or Env()).flag("RELAY_UVLOOP", False)
+
 
 @dataclass(frozen=True)
 class RelayConfig:
@@ -32,6 +42,9 @@ class RelayConfig:
     orphan_grace_s: float
     drain_s: float
     udp_buffer_bytes: int
+    # The garbage collector's generation-0 threshold once start-up is frozen
+    # (docs/RELAY.md, "Garbage collection"); 0: no automatic collections.
+    gc_threshold: int
     # Its own credentials for auth's ServiceLogin: the zones accept its calls with them.
     service_client: ServiceClient
 
@@ -60,6 +73,7 @@ class RelayConfig:
             orphan_grace_s=env.number("RELAY_ORPHAN_GRACE_S", 30.0, lo=0.5, hi=3600.0),
             drain_s=env.number("RELAY_DRAIN_S", 5.0, lo=0.0, hi=3600.0),
             udp_buffer_bytes=env.integer("UDP_BUFFER_BYTES", 0, lo=0, hi=1 << 30),
+            gc_threshold=env.integer("RELAY_GC_THRESHOLD", GC_THRESHOLD, lo=0, hi=10_000_000),
             service_client=ServiceClient.from_env(env, "relay"),
         )
 

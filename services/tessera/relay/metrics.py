@@ -2,13 +2,16 @@
 
 Incrementing a Prometheus child for every packet costs more than the rest of the
 path, so the packet path bumps attributes of :class:`Counters` and the collector
-turns them into ``tessera_relay_*`` series when /metrics is scraped. Latency and
-RTT use ordinary histograms (observed once per batch or per RTT sample).
+turns them into ``tessera_relay_*`` series when /metrics is scraped. Latency,
+RTT and garbage-collection pauses use ordinary histograms (observed once per
+batch, per RTT sample or per collection).
 """
 
 from __future__ import annotations
 
 import bisect
+import gc
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -63,6 +66,38 @@ def observe_sampled(histogram: Histogram, starts: list[float], end: float) -> No
     """Observe ``end - start`` for every SAMPLE_EVERY-th start."""
     for start in starts[::SAMPLE_EVERY]:
         histogram.observe(end - start)
+
+
+# Garbage-collection pauses: the loop stops for each collection, so a long one
+# delays every packet queued behind it.
+GC_PAUSE = Histogram(
+    "tessera_relay_gc_pause_seconds",
+    "Duration of each garbage collection of the relay process, by generation.",
+    ["generation"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
+)
+
+
+class GcPauses:
+    """A ``gc.callbacks`` entry observing each collection's duration in GC_PAUSE."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.generations = [GC_PAUSE.labels(str(g)) for g in range(3)]
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.generations[info["generation"]].observe(time.perf_counter() - self.started)
+
+    def install(self) -> None:
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+
+    def remove(self) -> None:
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)
 
 
 # Upper bounds (bytes) of the datagram size histogram; the protocol's limit is 1200.
