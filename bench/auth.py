@@ -39,7 +39,7 @@ from tessera.auth.passwords import PasswordHasher
 from tessera.authclient.bearer import bearer_metadata
 from tessera.authclient.verifier import Verifier
 from tessera.common.config import Env
-from tessera.common.process import ServiceProcess
+from tessera.common.process import ServiceProcess, cpu_seconds
 from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis
 from tessera.v1 import auth_pb2, auth_pb2_grpc
@@ -199,12 +199,6 @@ async def _drive(stub: Any, logins: int, seconds: float) -> dict[str, float]:
         "login_ms_p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
         "refresh_per_s": rotations / refresh_elapsed,
     }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _connect_tokens(

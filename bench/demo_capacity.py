@@ -34,6 +34,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from tessera.common.process import cpu_seconds
 from tessera.demo.stack import Stack
 from tessera.demo.world import DemoSettings
 from tessera.load import scenario as sc
@@ -46,7 +47,6 @@ ROLES = (
     ("bots", "tessera.load.worker"),
     ("probe", "tessera.load.probe"),
 )
-TICK_S = os.sysconf("SC_CLK_TCK")
 
 
 def children() -> dict[int, list[int]]:
@@ -83,13 +83,11 @@ def role(pid: int) -> str:
 
 
 def cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process so far."""
+    """User + system CPU seconds of a process so far; None once it is gone."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+        return cpu_seconds(pid)
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / TICK_S
 
 
 def load_average() -> float:

@@ -1,29 +1,35 @@
-"""Zone start-to-ready: from process start to the ``serving`` log line, cold and warm.
+"""Zone start-to-ready: from process start to the ``serving`` log line, cold and
+warm, in wall time and in the zone process's CPU seconds.
 
 The zone loads (or compiles) its numba kernels before it serves and registers
 itself. A cold start has an empty ``NUMBA_CACHE_DIR`` and compiles every kernel;
 a warm start finds them in the cache (as a zone started from the image does).
+The CPU figure (user + system of the zone process up to its ``serving`` line,
+from /proc) is what a start takes from the zones already running on the same
+cores, and moves less with the machine's load than the wall time does.
 
-    python bench/zone_startup.py --json PATH [--warm 3]
+    python bench/zone_startup.py --json PATH [--warm 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from tessera.common.process import ServiceProcess
+from tessera.common.process import ServiceProcess, cpu_seconds
 from tessera.harness.redis import LocalRedis
 from tessera.harness.tokens import LOCAL
 
 
-def start_to_ready(redis_url: str, cache: Path) -> float:
-    """Seconds from starting one zone process to its ``serving`` line."""
+def start_to_ready(redis_url: str, cache: Path) -> tuple[float, float]:
+    """Wall and CPU seconds from starting one zone process to its ``serving`` line."""
     env = {
         "TESSERA_GRPC_PORT": "0",
         "TESSERA_METRICS_PORT": "0",
@@ -37,7 +43,8 @@ def start_to_ready(redis_url: str, cache: Path) -> float:
     proc = ServiceProcess("tessera.zone", env, name="zone").start()
     try:
         proc.wait_serving(timeout_s=120.0)
-        return time.perf_counter() - began
+        wall = time.perf_counter() - began
+        return wall, cpu_seconds(proc.pid)
     finally:
         proc.terminate()
 
@@ -45,7 +52,7 @@ def start_to_ready(redis_url: str, cache: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, required=True, help="where to write the records")
-    parser.add_argument("--warm", type=int, default=3, help="warm starts after the cold one")
+    parser.add_argument("--warm", type=int, default=5, help="warm starts after the cold one")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         redis = LocalRedis(Path(tmp) / "redis")
@@ -58,11 +65,21 @@ def main() -> None:
         finally:
             redis.stop()
     record: dict[str, Any] = {
-        "cold_s": round(cold, 3),
-        "warm_s_median": round(statistics.median(warm), 3),
-        "warm_s": [round(w, 3) for w in warm],
+        "cold_s": round(cold[0], 3),
+        "cold_cpu_s": round(cold[1], 3),
+        "warm_s_median": round(statistics.median(w for w, _ in warm), 3),
+        "warm_cpu_s_median": round(statistics.median(c for _, c in warm), 3),
+        "warm_s": [round(w, 3) for w, _ in warm],
+        "warm_cpu_s": [round(c, 3) for _, c in warm],
+        # Without written bytecode every start compiles the project's modules again.
+        "dont_write_bytecode": bool(os.environ.get("PYTHONDONTWRITEBYTECODE")),
+        "load_average": os.getloadavg()[0],
+        "python": sys.version.split()[0],
     }
-    print(f"start-to-ready: cold {cold:.2f} s, warm median {record['warm_s_median']:.2f} s")
+    print(
+        f"start-to-ready: cold {cold[0]:.2f} s ({cold[1]:.2f} CPU-s), warm median "
+        f"{record['warm_s_median']:.2f} s ({record['warm_cpu_s_median']:.2f} CPU-s)"
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"bench": "zone_startup", "records": [record]}, indent=2))
 

@@ -1,8 +1,11 @@
 """A zone process whose game module cannot load, or an instance zone whose module's
 rules have nowhere to report, never reports ready (one that loads serves:
-tests/examples/test_resources.py, tests/zone/test_results.py)."""
+tests/examples/test_resources.py, tests/zone/test_results.py); one that serves has
+loaded its kernels without scipy."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -38,3 +41,19 @@ async def test_an_instance_zone_with_rules_needs_where_to_report(
         await world.start_instance("inst-m1", "m1")
     assert "TESSERA_MATCHMAKING_ADDRESS" in str(err.value)
     assert await read_heartbeats(redis, world.world, ["inst-m1"]) == {}
+
+
+def mapped_files(pid: int) -> str:
+    """The memory map of a process: every shared object it has loaded."""
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+async def test_a_serving_zone_has_loaded_numba_but_not_scipy(redis_url: str, redis: Client) -> None:
+    world = World(redis, redis_url)
+    try:
+        proc = await world.start("z", Rect(-100, -100, 100, 100))
+        mapped = mapped_files(proc.pid)
+    finally:
+        world.stop()
+    assert "/llvmlite/" in mapped  # the kernels were loaded before it served
+    assert "/scipy/" not in mapped and "/scipy.libs/" not in mapped

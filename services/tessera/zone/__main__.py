@@ -160,4 +160,5 @@ async def _database(url: str) -> Pool | None:
 
 if __name__ == "__main__":
     jitcache.prepare()
+    jitcache.exclude_scipy()
     main("zone", build)
