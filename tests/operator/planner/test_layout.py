@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from tessera.operator.planner.actions import AssignStandby, CreateZone, Delete, Drain
 from tessera.operator.planner.draft import zone_name
 from tessera.operator.planner.geometry import split_rect
+from tessera.operator.planner.layout import FORCE_MARGIN_S
 from tessera.operator.planner.model import Desired, Memory, Phase, WorldSpec, ZoneView
 from tessera.operator.planner.rules import plan
 from tessera.wire.geometry import Rect
@@ -113,8 +114,9 @@ def test_drained_zone_is_deleted_and_timeout_forces_it() -> None:
     zones = [ready("earth-0", WORLD), draining]
     m = plan(world, zones, now=0, memory=Memory(next_id=2)).memory
     assert m.drain_since == {"earth-1": 0}
-    assert plan(world, zones, now=59, memory=m).actions == ()
-    forced = plan(world, zones, now=60, memory=m).actions
+    # The zone forces its own handoffs at the timeout; it is removed a margin later.
+    assert plan(world, zones, now=60 + FORCE_MARGIN_S - 1, memory=m).actions == ()
+    forced = plan(world, zones, now=60 + FORCE_MARGIN_S, memory=m).actions
     assert forced == (Delete("earth-1", True, "DrainTimeout", forced[0].reason),)
     done = plan(world, [zones[0], replace(draining, phase=Phase.DRAINED)], now=1, memory=m)
     assert kinds(done.actions) == ["Delete"] and not done.actions[0].forced  # type: ignore[union-attr]
@@ -127,8 +129,8 @@ def test_a_draining_zone_whose_heartbeat_stopped_waits_for_the_timeout() -> None
     failed = ZoneView("earth-1", Desired.DRAINING, Rect(512, 0, 1024, 1024), phase=Phase.FAILED)
     zones = [ready("earth-0", WORLD), failed]
     m = plan(world, zones, now=0, memory=Memory(next_id=2)).memory
-    assert plan(world, zones, now=59, memory=m).actions == ()
-    (forced,) = plan(world, zones, now=60, memory=m).actions
+    assert plan(world, zones, now=60 + FORCE_MARGIN_S - 1, memory=m).actions == ()
+    (forced,) = plan(world, zones, now=60 + FORCE_MARGIN_S, memory=m).actions
     assert forced == Delete("earth-1", True, "DrainTimeout", forced.reason)
     never = [zones[0], replace(failed, phase=Phase.PENDING)]
     (gone,) = plan(world, never, now=1, memory=m).actions

@@ -12,10 +12,15 @@ from tessera.operator.planner.geometry import split_rect
 from tessera.operator.planner.model import Desired, Phase, ZoneView
 from tessera.wire.geometry import Rect
 
+# After the drain timeout the zone forces its remaining handoffs itself (it got
+# the same timeout in its Drain, a little after the pass that started the clock
+# here); it is removed only this much later, so a stop never cuts those off.
+FORCE_MARGIN_S = 10.0
+
 
 def finish_drains(draft: Draft, now: float) -> None:
     """Delete a draining zone once it reports Drained or never heartbeated (nothing
-    to hand away), or once the world's drain timeout has passed. A zone whose
+    to hand away), or :data:`FORCE_MARGIN_S` after the world's drain timeout. A zone whose
     heartbeat stopped (Failed) waits for the timeout too: on a loaded machine a
     zone still handing players away can miss heartbeats, and deleting it would
     stop it with those players inside."""
@@ -27,8 +32,8 @@ def finish_drains(draft: Draft, now: float) -> None:
         if z.phase in (Phase.DRAINED, Phase.PENDING):
             why = "drained" if z.phase == Phase.DRAINED else "pending, nothing to drain"
             draft.actions.append(Delete(z.name, False, "Drained", f"{z.name} {why}"))
-        elif now - since >= timeout:
-            reason = f"{z.name} still draining after {timeout:g}s; removed"
+        elif now - since >= timeout + FORCE_MARGIN_S:
+            reason = f"{z.name} still draining {timeout:g}s after its drain timeout began; removed"
             draft.actions.append(Delete(z.name, True, "DrainTimeout", reason))
         draft.busy.add(z.name)
 
