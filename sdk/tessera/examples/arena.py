@@ -39,7 +39,13 @@ def rules(environ: Mapping[str, str]) -> Rules:
             raise ModuleError(f"{variable}={raw!r}: want a finite number >= 0")
         values[field] = value
     try:
-        return Rules(mode="arena", teams=2, **values)
+        return Rules(
+            mode="arena",
+            teams=2,
+            start_timeout_s=values["start_timeout_s"],
+            time_limit_s=values["time_limit_s"],
+            win_score=values["win_score"],
+        )
     except ModuleError as err:
         names = ", ".join(variable for variable, _ in PARAMETERS.values())
         raise ModuleError(f"{err} (from {names})") from None
