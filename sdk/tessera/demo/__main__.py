@@ -36,7 +36,15 @@ from tessera.demo import dashboard, picture
 from tessera.demo.arena import Arena
 from tessera.demo.monitor import Monitor
 from tessera.demo.stack import MONITOR_CLIENT, WORLD, Stack
-from tessera.demo.timeline import Sample, Scan, Timeline, failed, summary, summary_text
+from tessera.demo.timeline import (
+    Sample,
+    Scan,
+    Timeline,
+    arena_line,
+    failed,
+    summary,
+    summary_text,
+)
 from tessera.demo.world import DemoSettings
 from tessera.load import scenario as sc
 from tessera.load.probe import ProbeConfig
@@ -217,8 +225,8 @@ def main() -> None:
     code = 0
     try:
         print(
-            "starting redis-server, auth, operator (local runtime), relay, matchmaking, "
-            "console ...",
+            "starting redis-server, PostgreSQL, auth, matchmaking, operator (local runtime), "
+            "relay, console ...",
             flush=True,
         )
         stack.start()
@@ -267,7 +275,12 @@ def main() -> None:
         )
         (output / "summary.json").write_text(json.dumps(figures, indent=2))
         (output / "summary.txt").write_text(summary_text(figures) + "\n")
-        picture.draw(timeline, output / "world.png", world_m=settings.world_m)
+        picture.draw(
+            timeline,
+            output / "world.png",
+            world_m=settings.world_m,
+            arena_note=arena_line(figures["arena"]),
+        )
         print(summary_text(figures), flush=True)
         problems = failed(figures)
         if problems:
