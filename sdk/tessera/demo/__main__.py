@@ -145,10 +145,11 @@ async def watch(
                 await asyncio.wait_for(stop.wait(), SAMPLE_S)
         if scan_task is not None:
             await scan_task
+        if stop.is_set():
+            raise Interrupted("signal")  # the arena's match is cancelled, not awaited
+        # No new match; the one under way plays to its end (by the zone's rules).
         arena_stop.set()
         await arena_task
-        if stop.is_set():
-            raise Interrupted("signal")
         return tl
     finally:
         arena_task.cancel()
