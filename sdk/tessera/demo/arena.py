@@ -319,13 +319,14 @@ def _fighter(opponent: GameClient) -> Callable[[GameClient], Intent]:
 
 
 async def _connect(token: auth_pb2.ConnectToken) -> GameClient:
-    """A connected client (not yet sending inputs); retried while its destination
-    zone starts (a refusal such as NO_ZONE gives the token back). One handshake
-    waits as long as the deadline allows: a relay that took the token may answer
-    late, and the token cannot be used again from a new socket."""
+    """A connected client, not yet sending inputs (10 a second once started,
+    steering by the server's position: no prediction to pay for); retried while
+    its destination zone starts (a refusal such as NO_ZONE gives the token back).
+    One handshake waits as long as the deadline allows: a relay that took the
+    token may answer late, and the token cannot be used again from a new socket."""
     deadline = time.monotonic() + 30.0
     while True:
-        client = GameClient(UdpTransport(), input_hz=20.0)
+        client = GameClient(UdpTransport(), input_hz=10.0, predict=False)
         try:
             await client.connect(token, timeout_s=max(1.0, deadline - time.monotonic()))
         except ConnectError:
