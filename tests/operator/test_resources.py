@@ -413,6 +413,11 @@ def test_instance_zoneserver_view_and_workload() -> None:
     }
     action = CreateZone(ZONE, Rect(0, 0, 1, 1), None, 0, 0, "Instance", "r", instance=MATCH)
     assert resources.action_of(resources.action_dict(action)) == action
+    # The intent log keeps the mode; an entry written before modes reads as none.
+    moded = replace(action, mode="arena")
+    assert resources.action_of(resources.action_dict(moded)) == moded
+    older = {k: v for k, v in resources.action_dict(moded).items() if k != "mode"}
+    assert resources.action_of(older) == action
     assert resources.timestamp("yesterday") is None and resources.timestamp(None) is None
 
 
