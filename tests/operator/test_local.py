@@ -223,7 +223,8 @@ async def test_instance_zones_start_on_request_and_end_without_losing_players(
     world["spec"]["instances"] = {"endGraceSeconds": 0, "idleSeconds": 1}
     # The arena's mode has a module of its own; the dungeon's runs the world's.
     world["spec"]["game"] = {"modes": {"arena": {"module": "tessera.examples.resources"}}}
-    runtime = local_runtime(world)
+    # What instance zones alone get (the match-result settings, in the CLI).
+    runtime = local_runtime(world, instance_env={"TESSERA_SERVICE_CLIENT_ID": "zone"})
     arena, dungeon = "a1" * 16, "d2" * 16
     try:
         await first_zone_ready(runtime)
@@ -259,6 +260,11 @@ async def test_instance_zones_start_on_request_and_end_without_losing_players(
                 modules[zone] = joined.game.module
         assert modules == {a: "resources", d: "tessera.game.default"}
         assert "TESSERA_GAME_MODULE" not in runtime.processes.env  # the open world's
+        assert [runtime.zones[z].process.env.get("TESSERA_SERVICE_CLIENT_ID") for z in (a, d)] == [
+            "zone",
+            "zone",
+        ]
+        assert "TESSERA_SERVICE_CLIENT_ID" not in runtime.zones["earth-0"].process.env
         await passes_until(
             runtime,
             lambda: all(runtime.zones[z].view.players == 1 for z in (a, d)),
