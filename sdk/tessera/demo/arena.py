@@ -236,7 +236,7 @@ class Arena:
         pool = await database.connect(self.database_url, max_size=1)
         try:
             audit = AuditLog(pool)
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + 30
             while True:
                 for record in await audit.recent(10, target=match):
                     if record.action == "ReportMatchResult" and record.outcome == "ok":
