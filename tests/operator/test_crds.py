@@ -18,6 +18,8 @@ import jsonschema
 import pytest
 import yaml
 
+from tessera.wire.names import MODULE_PATH
+
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "manifests" / "crds"
 
@@ -295,6 +297,10 @@ def test_worlds_name_a_module_per_mode_and_instance_zones_their_mode() -> None:
     instance = {"match": "m-1", "mode": "5v5-roles"}
     assert validate(ZONES, zone(instance=instance)) == []
     assert validate(ZONES, zone(instance={**instance, "mode": "m" * 65}))
+    # Both module fields take what the operator and the zone accept.
+    game = schema_of(load_crd(WORLDS))["properties"]["spec"]["properties"]["game"]["properties"]
+    mode_module = game["modes"]["additionalProperties"]["properties"]["module"]
+    assert mode_module["pattern"] == game["module"]["pattern"] == f"^{MODULE_PATH}$"
 
 
 def test_instance_is_immutable() -> None:

@@ -37,7 +37,7 @@ from tessera.operator.planner.model import (
 from tessera.v1 import matchmaking_pb2, zone_pb2
 from tessera.wire.bounds import to_bounds
 from tessera.wire.geometry import Rect
-from tessera.wire.names import check_name
+from tessera.wire.names import MODULE_PATH, check_name
 
 API_VERSION = "tessera.io/v1alpha1"
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -51,7 +51,7 @@ METRICS_PORT = 9090
 # its match in TESSERA_ZONE_INSTANCE, which must be one.
 MATCH_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 # A game module's Python path (spec.game.module, spec.game.modes.<mode>.module).
-MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+MODULE_RE = re.compile(MODULE_PATH)
 # The longest matchmaking mode name (1-64 printable characters, as matchmaking's).
 MODE_MAX = 64
 # Extra time the pod gets after the drain deadline for the last handoffs and exit.
