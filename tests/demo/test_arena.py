@@ -70,3 +70,9 @@ async def test_an_arena_match_plays_in_its_instance_zone_and_returns_to_the_open
         assert {("Instance", record.instance), ("InstanceEnd", record.instance)} <= decisions
     finally:
         await redis.aclose()
+
+
+def test_a_match_starts_only_if_its_time_limit_ends_within_the_run() -> None:
+    arena = Arena("a", "m", "redis://r", "", WORLD, time_limit_s=10)
+    assert arena.fits(100.0, None)
+    assert arena.fits(100.0, 125.0) and not arena.fits(100.1, 125.0)  # 10 s + 15 s

@@ -87,7 +87,9 @@ async def watch(
     monitor = Monitor(stack.redis.url, WORLD, stack.relay_address, credentials)
     stop = asyncio.Event()
     arena_stop = asyncio.Event()
-    arena_task = asyncio.create_task(arena.run(arena_stop))
+    # Matches that would end after the swarm's run are not started.
+    until = time.monotonic() + max(0.0, swarm.start_at + settings.duration_s - time.time())
+    arena_task = asyncio.create_task(arena.run(arena_stop, until=until))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

@@ -43,6 +43,10 @@ CLOSE_M = 1.5
 # Time for the zone to start the match and for its result to be seen, beyond the
 # match's own time limit.
 MARGIN_S = 45.0
+# What a match takes besides its time limit, measured on the shared machine
+# (login, queue, instance start, the way back: 14-15 s): a run starts no match
+# that would not end before the run does.
+OVERHEAD_S = 15.0
 
 
 class ArenaError(Exception):
@@ -115,10 +119,21 @@ class Arena:
             "errors": self.errors[-5:],
         }
 
-    async def run(self, stop: asyncio.Event, pause_s: float = 5.0) -> None:
-        """Play matches one after another until ``stop`` is set."""
+    def fits(self, now: float, until: float | None) -> bool:
+        """Whether a match started at ``now`` ends by ``until`` (None: no end),
+        taking its whole time limit (monotonic seconds)."""
+        return until is None or now + self.time_limit_s + OVERHEAD_S <= until
+
+    async def run(
+        self, stop: asyncio.Event, pause_s: float = 5.0, until: float | None = None
+    ) -> None:
+        """Play matches one after another until ``stop`` is set, starting none
+        that would not end by ``until`` (monotonic seconds)."""
         number = 0
         while not stop.is_set():
+            if not self.fits(time.monotonic(), until):
+                await stop.wait()
+                return
             try:
                 self.records.append(await self.play(f"{number:04d}"))
             except (ArenaError, ConnectError, grpc.aio.AioRpcError) as err:
