@@ -165,10 +165,13 @@ MakeRuntime = Callable[..., LocalRuntime]
 def local_runtime(redis_server: LocalRedis) -> MakeRuntime:
     """Makes the operator's local runtime for a World on the session's Redis (the
     operator's and the zones' users), its zones trusting the harness's tokens and
-    run with ``zone_env`` (default: heartbeats every 0.2 s)."""
+    run with ``zone_env`` (default: heartbeats every 0.2 s), instance zones also
+    with ``instance_env``."""
 
     def make(
-        world_obj: Mapping[str, Any], zone_env: Mapping[str, str] | None = None
+        world_obj: Mapping[str, Any],
+        zone_env: Mapping[str, str] | None = None,
+        instance_env: Mapping[str, str] | None = None,
     ) -> LocalRuntime:
         return LocalRuntime(
             world_obj,
@@ -176,6 +179,7 @@ def local_runtime(redis_server: LocalRedis) -> MakeRuntime:
             zone_redis_url=redis_server.url_for("zone"),
             zone_env={**(zone_env or {"TESSERA_HEARTBEAT_S": "0.2"}), **LOCAL.env()},
             channel=LOCAL.channel,
+            instance_env=instance_env,
         )
 
     return make

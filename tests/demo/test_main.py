@@ -133,8 +133,17 @@ def test_short_demo_splits_merges_and_loses_nobody(tmp_path: Path) -> None:
     # (a loaded machine widens the window); the invariant scans above are the
     # exact check that nobody is in two zones.
     assert 61 <= figures["peak_players"] <= 65
-    assert figures["arena"]["matches"] >= 1, figures["arena"]
-    assert figures["arena"]["failed"] == figures["arena"]["disconnects"] == 0
+    arena = figures["arena"]
+    assert arena["matches"] >= 1, arena
+    assert arena["failed"] == arena["disconnects"] == 0
+    # Every match ended by the arena module's rules in its instance zone, which
+    # reported it (the zone's audit record; the demo holds no credentials that
+    # could), and matchmaking rated it.
+    assert arena["reported_by_zone"] == arena["rated"] == arena["matches"], arena
+    assert arena["ended_by_score"] + arena["ended_by_time"] == arena["matches"], arena
+    assert re.fullmatch(r"\d+-\d+", arena["last_score"]), arena
+    # The open world plays the resources module: bots collect at its nodes.
+    assert figures["resources_collected"] > 0, figures["combat_events"]
     assert figures["handoffs"] > 0
     # Everything above went through auth, matchmaking and the relay serving TLS.
     assert set(figures["grpc_tls"]) == {"auth", "relay", "matchmaking"}
@@ -151,6 +160,7 @@ def test_short_demo_splits_merges_and_loses_nobody(tmp_path: Path) -> None:
     text = (tmp_path / "out" / "summary.txt").read_text()
     assert "probe (one player in a process of its own" in text and "bot-side (60 bots" in text
     assert "gRPC over TLS        auth, relay, matchmaking (zones in plaintext)" in text
+    assert f"  ended by the zone  {arena['reported_by_zone']} reported by the arena zone" in text
     assert text.startswith("bots")
     png = (tmp_path / "out" / "world.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000

@@ -28,6 +28,8 @@ def test_draw_writes_a_png(tmp_path: Path) -> None:
         zones = [a, b, arena] if t >= 10 else [a]
         tl.samples.append(Sample(float(t), "spread", zones, 30, 0, RelaySample(30, 0, 0, 0)))
     tl.add_events(9.0, [{"decision": "Split", "zone": "a", "reason": "split"}])
-    out = picture.draw(tl, tmp_path / "w.png", world_m=1000)
+    tl.add_events(25.0, [{"decision": "InstanceEnd", "zone": "inst-1", "reason": "reported"}])
+    note = "1 reported by the arena zone itself (1 on kills; last score 3-1)"
+    out = picture.draw(tl, tmp_path / "w.png", world_m=1000, arena_note=note)
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

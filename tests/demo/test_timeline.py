@@ -151,10 +151,13 @@ def test_npcs_counted_in_open_world_zones_only() -> None:
 def test_probe_figures_apart_from_the_bots() -> None:
     tl = Timeline()
     tl.samples = [sample(0, [zone("a", 3)], 3)]
-    load = {"rtt_ms_p50": 900.0, "rtt_ms_p99": 2000.0, "workers": 2, "events": {"DIED": 3}}
+    events = {"DIED": 3, "GAME:collected": 7}
+    load = {"rtt_ms_p50": 900.0, "rtt_ms_p99": 2000.0, "workers": 2, "events": events}
     f = summary(tl, load, duration_s=10, bots=3, probe=PROBE)
-    assert f["probe"] == PROBE and f["combat_events"] == {"DIED": 3}
+    assert f["probe"] == PROBE and f["combat_events"] == events
+    assert f["resources_collected"] == 7
     text = summary_text(f)
+    assert "resources collected  7 by bots at the open world's resource nodes" in text
     probe_part, bot_part = text.split("bot-side")
     assert "p50 2.5 ms, p95 4.0 ms (20 pings)" in probe_part
     assert "p50 0.010 m, p95 0.200 m (300 reconciliations)" in probe_part
@@ -173,13 +176,36 @@ def test_instance_zones_and_arena_matches_in_the_summary() -> None:
     inst = ZoneSample("inst-1", "ACTIVE", (0, 0, 10, 10), 2, 1.0, 0, "x", instance="m1")
     tl.samples = [sample(0, [zone("a", 3), inst], 5, 0, 0, 0)]
     load = {"disconnects": 0, "connect_failures": 0}
-    arena = {"matches": 3, "failed": 1, "disconnects": 0, "entities_changed": 0}
+    arena = {
+        "matches": 3,
+        "failed": 1,
+        "disconnects": 0,
+        "entities_changed": 0,
+        "reported_by_zone": 3,
+        "rated": 3,
+        "ended_by_score": 2,
+        "ended_by_time": 1,
+        "last_score": "3-1",
+    }
     f = summary(tl, load, duration_s=10, bots=4, arena=arena, probe=PROBE)
     assert (f["peak_zones"], f["peak_instances"]) == (1, 1)
     assert failed(f) == ["arena failed=1"]
-    assert "arena matches        3 played in instance zones (peak 1 at once; 1 failed" in (
-        summary_text(f)
+    text = summary_text(f)
+    assert "arena matches        3 played in instance zones (peak 1 at once; 1 failed" in text
+    assert (
+        "  ended by the zone  3 reported by the arena zone itself (2 on kills, 1 at time-up; "
+        "last score 3-1), 3 rated by matchmaking"
+    ) in text
+    # A match whose result the zone did not report, or matchmaking did not rate, fails.
+    unreported = summary(
+        tl,
+        load,
+        duration_s=10,
+        bots=4,
+        arena={**arena, "failed": 0, "reported_by_zone": 2},
+        probe=PROBE,
     )
+    assert failed(unreported) == ["arena reported_by_zone=2 of 3 matches"]
 
 
 def test_summary_says_which_services_served_tls() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tessera.demo.world import DemoSettings, world_resource
+from tessera.examples.arena import rules
 from tessera.operator import resources
 
 
@@ -24,3 +25,16 @@ def test_thresholds_make_the_scenario_scale() -> None:
     assert (s.split_window_s, s.merge_window_s, s.cooldown_s) == (3.0, 6.0, 9.0)
     env = {e["name"]: e["value"] for e in world_resource(s)["spec"]["zoneTemplate"]["env"]}
     assert env["TESSERA_MAX_SPEED_MPS"] == "50"
+
+
+@pytest.mark.parametrize(("duration", "limit"), [(10, 10), (40, 10), (150, 38), (1000, 90)])
+def test_the_open_world_and_the_arena_play_their_modules(duration: float, limit: float) -> None:
+    world = world_resource(DemoSettings(duration_s=duration))
+    spec = world["spec"]
+    assert spec["game"]["module"] == "tessera.examples.resources"
+    arena = resources.zone_template(spec, "arena")
+    assert arena["gameModule"] == "tessera.examples.arena"
+    assert resources.zone_template(spec, "duel")["gameModule"] == "tessera.examples.resources"
+    env = {e["name"]: e["value"] for e in arena["env"]}
+    # The arena module's own parameters, read by the instance zones.
+    assert rules(env).time_limit_s == limit and rules(env).win_score == 3

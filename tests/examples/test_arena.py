@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from tessera.examples.arena import GAME
-from tessera.game import Module, Rules
+import pytest
+
+from tessera.examples.arena import GAME, rules
+from tessera.game import Module, ModuleError, Rules
 from tessera.game.rules import ENDED, SCORE, STARTED, TIME_UP, WON
 from tessera.game.testing import GameTest
 from tessera.zone.inputs import ACTION_MELEE, Input
@@ -87,3 +89,27 @@ def test_a_failing_score_is_contained() -> None:
     g.step(3)
     assert g.counts["game_error:broken/system:rules"] == 3
     assert g.outcome is None and g.sent("a", STARTED) == []  # the failed call's events dropped
+
+
+def test_parameters_come_from_the_environment() -> None:
+    assert rules({}) == GAME.rules == Rules("arena", 2, 20.0, 90.0, 3.0)
+    short = rules({"TESSERA_ARENA_TIME_LIMIT_S": "12.5", "TESSERA_ARENA_WIN_KILLS": "1"})
+    assert (short.time_limit_s, short.win_score, short.start_timeout_s) == (12.5, 1.0, 20.0)
+    assert rules({"TESSERA_ARENA_TIME_LIMIT_S": "0"}).time_limit_s == 0  # kills alone end it
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"TESSERA_ARENA_TIME_LIMIT_S": "soon"}, "TESSERA_ARENA_TIME_LIMIT_S='soon'"),
+        ({"TESSERA_ARENA_WIN_KILLS": "-1"}, "TESSERA_ARENA_WIN_KILLS='-1'"),
+        ({"TESSERA_ARENA_START_TIMEOUT_S": "inf"}, "TESSERA_ARENA_START_TIMEOUT_S='inf'"),
+        (
+            {"TESSERA_ARENA_TIME_LIMIT_S": "0", "TESSERA_ARENA_WIN_KILLS": "0"},
+            "never ends .from TESSERA_ARENA_WIN_KILLS",
+        ),
+    ],
+)
+def test_bad_parameters_stop_the_module(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ModuleError, match=message):
+        rules(environ)

@@ -242,6 +242,7 @@ async def test_instance_mode_names_a_zone_and_requests_it(
         zone.encode(),
         str(int(clock.now)).encode(),
     )
+    assert fields[b"mode"] == got_party.mode.encode()
     request = pb.Assignment.FromString(fields[b"request"])
     assert fields[b"match"].decode() == request.match_id == got_party.assignment.match_id
     assert request.destination.zone == zone and request.destination.world == "arenas"

@@ -278,6 +278,7 @@ async def test_instance_lifecycle_is_streamed_per_world(
         b"kind": b"create",
         b"match": b"m9",
         b"zone": b"inst-m9",
+        b"mode": b"duel",
         b"request": request,
         b"at_ms": str(int(now)).encode(),
     }

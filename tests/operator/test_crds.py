@@ -18,6 +18,8 @@ import jsonschema
 import pytest
 import yaml
 
+from tessera.wire.names import MODULE_PATH
+
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "manifests" / "crds"
 
@@ -233,6 +235,9 @@ def test_full_world_is_accepted() -> None:
         ({"zoneTemplate": {"image": "x", "env": [{"name": "1BAD"}]}}, "does not match"),
         ({"game": {"module": "studio game"}}, "does not match"),
         ({"game": {"module": "studio..game"}}, "does not match"),
+        ({"game": {"modes": {"arena": {"module": "studio arena"}}}}, "does not match"),
+        ({"game": {"modes": {"arena": {}}}}, "'module' is a required property"),
+        ({"game": {"modes": {"arena": "studio.arena"}}}, "is not of type 'object'"),
     ],
 )
 def test_bad_worlds_are_rejected(spec: dict[str, Any], message: str) -> None:
@@ -284,6 +289,18 @@ def test_active_zoneserver_needs_bounds() -> None:
     obj = zone()
     del obj["spec"]["bounds"]
     assert "bounds are required unless desiredState is Standby" in validate(ZONES, obj)
+
+
+def test_worlds_name_a_module_per_mode_and_instance_zones_their_mode() -> None:
+    modes = {"arena": {"module": "studio.arena"}, "5v5-roles": {"module": "studio.teams"}}
+    assert validate(WORLDS, world(game={"module": "studio.world", "modes": modes})) == []
+    instance = {"match": "m-1", "mode": "5v5-roles"}
+    assert validate(ZONES, zone(instance=instance)) == []
+    assert validate(ZONES, zone(instance={**instance, "mode": "m" * 65}))
+    # Both module fields take what the operator and the zone accept.
+    game = schema_of(load_crd(WORLDS))["properties"]["spec"]["properties"]["game"]["properties"]
+    mode_module = game["modes"]["additionalProperties"]["properties"]["module"]
+    assert mode_module["pattern"] == game["module"]["pattern"] == f"^{MODULE_PATH}$"
 
 
 def test_instance_is_immutable() -> None:

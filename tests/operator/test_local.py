@@ -195,7 +195,7 @@ async def test_a_killed_zone_process_is_started_again(
         await runtime.close()
 
 
-async def request_instance(redis: Redis, kind: str, match: str) -> None:
+async def request_instance(redis: Redis, kind: str, match: str, mode: str = "") -> None:
     """What the matchmaker writes to the world's instance stream (the contract)."""
     zone = instance_zone(match)
     fields: dict[str, str | bytes] = {
@@ -205,6 +205,7 @@ async def request_instance(redis: Redis, kind: str, match: str) -> None:
         "at_ms": str(int(time.time() * 1000)),
     }
     if kind == "create":
+        fields["mode"] = mode
         fields["request"] = matchmaking_pb2.Assignment(
             match_id=match,
             destination=matchmaking_pb2.Destination(
@@ -220,12 +221,15 @@ async def test_instance_zones_start_on_request_and_end_without_losing_players(
 ) -> None:
     world = copy.deepcopy(WORLD)
     world["spec"]["instances"] = {"endGraceSeconds": 0, "idleSeconds": 1}
-    runtime = local_runtime(world)
+    # The arena's mode has a module of its own; the dungeon's runs the world's.
+    world["spec"]["game"] = {"modes": {"arena": {"module": "tessera.examples.resources"}}}
+    # What instance zones alone get (the match-result settings, in the CLI).
+    runtime = local_runtime(world, instance_env={"TESSERA_SERVICE_CLIENT_ID": "zone"})
     arena, dungeon = "a1" * 16, "d2" * 16
     try:
         await first_zone_ready(runtime)
-        await request_instance(redis, "create", arena)
-        await request_instance(redis, "create", dungeon)
+        await request_instance(redis, "create", arena, "arena")
+        await request_instance(redis, "create", dungeon, "dungeon")
         a, d = instance_zone(arena), instance_zone(dungeon)
         await passes_until(
             runtime,
@@ -244,14 +248,23 @@ async def test_instance_zones_start_on_request_and_end_without_losing_players(
         assert zone_map is not None and [e.zone for e in zone_map.zones] == ["earth-0"]
 
         # A player in each instance; the dungeon's leaves again (it goes idle).
+        modules = {}
         for zone, player in ((a, "ann"), (d, "dan")):
             async with LOCAL.channel(runtime.zones[zone].process.grpc_address) as ch:
                 stub: zone_pb2_grpc.ZoneAsyncStub = zone_pb2_grpc.ZoneStub(ch)
-                await stub.Join(
+                joined = await stub.Join(
                     zone_pb2.JoinRequest(
                         player_id=player, relay_id="r", spawn=common_pb2.Vec3(x=300, z=100)
                     )
                 )
+                modules[zone] = joined.game.module
+        assert modules == {a: "resources", d: "tessera.game.default"}
+        assert "TESSERA_GAME_MODULE" not in runtime.processes.env  # the open world's
+        assert [runtime.zones[z].process.env.get("TESSERA_SERVICE_CLIENT_ID") for z in (a, d)] == [
+            "zone",
+            "zone",
+        ]
+        assert "TESSERA_SERVICE_CLIENT_ID" not in runtime.zones["earth-0"].process.env
         await passes_until(
             runtime,
             lambda: all(runtime.zones[z].view.players == 1 for z in (a, d)),

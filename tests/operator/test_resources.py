@@ -5,6 +5,7 @@ events and the intent log."""
 from __future__ import annotations
 
 import datetime
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -415,6 +416,11 @@ def test_instance_zoneserver_view_and_workload() -> None:
     }
     action = CreateZone(ZONE, Rect(0, 0, 1, 1), None, 0, 0, "Instance", "r", instance=MATCH)
     assert resources.action_of(resources.action_dict(action)) == action
+    # The intent log keeps the mode; an entry written before modes reads as none.
+    moded = replace(action, mode="arena")
+    assert resources.action_of(resources.action_dict(moded)) == moded
+    older = {k: v for k, v in resources.action_dict(moded).items() if k != "mode"}
+    assert resources.action_of(older) == action
     assert resources.timestamp("yesterday") is None and resources.timestamp(None) is None
 
 
@@ -684,3 +690,69 @@ def pod(zone: str, node_name: str, **extra: Any) -> dict[str, Any]:
 )
 def test_evicting(nodes: list[Any], pods: list[Any], expected: set[str]) -> None:
     assert resources.evicting(pods, nodes) == expected
+
+
+def test_an_instance_zone_runs_its_modes_module() -> None:
+    modes = {"arena": {"module": "studio.arena"}}
+    world = world_obj(game={"module": "studio.world", "modes": modes})
+    assert resources.game_modules(world["spec"]) == {"arena": "studio.arena"}
+    arena = CreateZone(ZONE, Rect(0, 0, 8, 8), None, 0, 0, "I", "r", instance=MATCH, mode="arena")
+    body = resources.zoneserver(world, arena)
+    assert body["spec"]["instance"] == {"match": MATCH, "mode": "arena"}
+    assert body["spec"]["template"]["gameModule"] == "studio.arena"
+    pod = resources.deployment(body, world, WorkloadSettings("redis://r"))["spec"]["template"]
+    env = pod["spec"]["containers"][0]["env"]
+    assert {"name": "TESSERA_GAME_MODULE", "value": "studio.arena"} in env
+    # A ZoneServer without its template (hand-made) still runs its mode's module.
+    del body["spec"]["template"]
+    pod = resources.deployment(body, world, WorkloadSettings("redis://r"))["spec"]["template"]
+    assert {"name": "TESSERA_GAME_MODULE", "value": "studio.arena"} in pod["spec"]["containers"][0][
+        "env"
+    ]
+    # A mode without a module of its own, no mode, and the open world: the world's.
+    for action in (
+        replace(arena, mode="duel"),
+        replace(arena, mode=""),
+        CreateZone("earth-1", Rect(0, 0, 8, 8), None, 0, 0, "I", "r"),
+    ):
+        body = resources.zoneserver(world, action)
+        assert body["spec"]["template"]["gameModule"] == "studio.world"
+    assert resources.zoneserver(world, replace(arena, mode=""))["spec"]["instance"] == {
+        "match": MATCH
+    }
+
+
+def test_changing_a_modes_module_does_not_roll_the_open_world() -> None:
+    base = world_obj(game={"module": "studio.world"})
+    revision = resources.world_spec(base).revision
+    for modes in ({"arena": {"module": "studio.arena"}}, {"arena": {"module": "studio.arena2"}}):
+        assert (
+            resources.world_spec(world_obj(game={**base["spec"]["game"], "modes": modes})).revision
+            == revision
+        )
+    assert resources.world_spec(world_obj(game={"module": "studio.world2"})).revision != revision
+
+
+@pytest.mark.parametrize(
+    ("modes", "message"),
+    [
+        ("arena", "must map mode names"),
+        ({"arena": "studio.arena"}, "not a module path"),
+        ({"arena": {}}, "not a module path"),
+        ({"arena": {"module": "studio arena"}}, "not a module path"),
+        ({"": {"module": "studio.arena"}}, "1-64 printable"),
+        ({"x" * 65: {"module": "studio.arena"}}, "1-64 printable"),
+    ],
+)
+def test_bad_modes_are_refused(modes: Any, message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        resources.world_spec(world_obj(game={"modes": modes}))
+
+
+def test_instance_request_carries_the_mode() -> None:
+    request = resources.instance_request("earth", "1-0", fields(mode="arena"))
+    assert request.mode == "arena"
+    with pytest.raises(SpecError, match="bad mode"):
+        resources.instance_request("earth", "1-0", fields(mode="a\nb"))
+    with pytest.raises(SpecError, match="bad mode"):
+        resources.instance_request("earth", "1-0", fields(mode="m" * 65))

@@ -14,6 +14,11 @@ processes inherit the runtime's environment (not its secret), so with
 TESSERA_TLS_CA_FILE set both the runtime and its zones call auth over TLS. Without
 ``--redis-url`` a redis-server is started on a free loopback port.
 
+Instance zones run the module the World names for their match's mode
+(``spec.game.modes``), else the world's. With ``--matchmaking-address`` and
+TESSERA_ZONE_SERVICE_CLIENT_SECRET (the secret of auth's ``zone`` client) they,
+and only they, get what reporting their match result takes (docs/GAME.md, "Rules").
+
 Each pass is :func:`tessera.operator.reconcile.reconcile`, as on Kubernetes:
 restart zone processes that died, read heartbeats and the matchmaker's instance
 requests, plan, carry out the actions (start, re-bound, drain, stop processes),
@@ -76,6 +81,7 @@ class LocalRuntime:
         zone_env: Mapping[str, str],
         channel: Callable[[str], grpc.aio.Channel],
         zone_redis_url: str | None = None,
+        instance_env: Mapping[str, str] | None = None,
     ) -> None:
         self.world: WorldSpec = resources.world_spec(world_obj)
         self.redis = store.connect(redis_url)
@@ -83,7 +89,11 @@ class LocalRuntime:
         self.control = ZoneControl(channel)
         self.zone_env = dict(zone_env)
         self.processes = ZoneProcesses(
-            self.world, redis_url=zone_redis_url or redis_url, env=self._env(world_obj)
+            self.world,
+            redis_url=zone_redis_url or redis_url,
+            env=self._env(world_obj),
+            modules=resources.game_modules(world_obj.get("spec") or {}),
+            instance_env=instance_env,
         )
 
     def _env(self, world_obj: Mapping[str, Any]) -> dict[str, str]:
@@ -101,7 +111,8 @@ class LocalRuntime:
         """A changed World (e.g. its zone template): later passes plan with it,
         replacing the zones that run an old template one by one."""
         self.world = resources.world_spec(world_obj)
-        self.processes.update(self.world, self._env(world_obj))
+        modules = resources.game_modules(world_obj.get("spec") or {})
+        self.processes.update(self.world, self._env(world_obj), modules)
 
     @property
     def zones(self) -> dict[str, LocalZone]:
@@ -139,8 +150,19 @@ class LocalRuntime:
 async def _main(args: argparse.Namespace) -> None:
     world_obj = load_world(args.world)
     client = load_or_exit(lambda: ServiceClient.from_env(Env(), "operator"))
-    # Zone processes inherit this environment: they must not get the runtime's secret.
+    # Zone processes inherit this environment: they must not get the runtime's secret,
+    # and only instance zones get the zone client's.
     os.environ.pop("TESSERA_SERVICE_CLIENT_SECRET", None)
+    zone_secret = os.environ.pop("TESSERA_ZONE_SERVICE_CLIENT_SECRET", "")
+    instance_env = (
+        {
+            "TESSERA_MATCHMAKING_ADDRESS": args.matchmaking_address,
+            "TESSERA_SERVICE_CLIENT_ID": "zone",
+            "TESSERA_SERVICE_CLIENT_SECRET": zone_secret,
+        }
+        if args.matchmaking_address and zone_secret
+        else {}
+    )
     credentials = ServiceCredentials(args.auth_address, client.client_id, client.secret)
     local_redis = None
     redis_url, zone_redis_url = args.redis_url, args.zone_redis_url
@@ -154,6 +176,7 @@ async def _main(args: argparse.Namespace) -> None:
         zone_redis_url=zone_redis_url,
         zone_env={"TESSERA_AUTH_ADDRESS": args.auth_address},
         channel=credentials.zone_channel,
+        instance_env=instance_env,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -184,6 +207,12 @@ def main() -> None:
     parser.add_argument("--redis-url", default=None, help="default: start a local redis-server")
     parser.add_argument(
         "--zone-redis-url", default=None, help="the zones' Redis address (default: --redis-url)"
+    )
+    parser.add_argument(
+        "--matchmaking-address",
+        default="",
+        help="matchmaking's gRPC host:port, where instance zones report match results "
+        "(with TESSERA_ZONE_SERVICE_CLIENT_SECRET)",
     )
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between passes")
     parser.add_argument("--log-level", default="info")

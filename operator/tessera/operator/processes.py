@@ -45,31 +45,50 @@ class LocalZone:
     view: ZoneView
     process: ServiceProcess
     drain_target: str | None = None
+    mode: str = ""  # an instance zone's match mode
 
 
 class ZoneProcesses:
     """The zone processes of one World."""
 
-    def __init__(self, world: WorldSpec, *, redis_url: str, env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        world: WorldSpec,
+        *,
+        redis_url: str,
+        env: Mapping[str, str],
+        modules: Mapping[str, str] | None = None,
+        instance_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.world = world
         self.redis_url = redis_url
         # What every zone process gets besides its own variables.
         self.env = dict(env)
+        # The game module of each instance mode that has its own, and what instance
+        # zones get besides (where to report their match result, with what client).
+        self.modules = dict(modules or {})
+        self.instance_env = dict(instance_env or {})
         self.zones: dict[str, LocalZone] = {}
         self.memory = Memory()
         # Zones whose "node" is being drained (local drills of a node drain).
         self.cordoned: set[str] = set()
 
-    def update(self, world: WorldSpec, env: Mapping[str, str]) -> None:
-        """A new World spec and zone environment: zones started from now on get
-        them; the running ones are replaced by the planner when the template changed."""
+    def update(self, world: WorldSpec, env: Mapping[str, str], modules: Mapping[str, str]) -> None:
+        """A new World spec, zone environment and modes' modules: zones started from
+        now on get them; the running open-world ones are replaced by the planner when
+        the template changed (instance zones play their match out as they started)."""
         self.world = world
         self.env = dict(env)
+        self.modules = dict(modules)
 
-    def _start(self, name: str, view: ZoneView) -> ServiceProcess:
+    def _start(self, name: str, view: ZoneView, mode: str = "") -> ServiceProcess:
+        instance = {**self.instance_env} if view.instance else {}
+        if mode in self.modules:
+            instance["TESSERA_GAME_MODULE"] = self.modules[mode]
         env = {
             **STOP_BOUND,
             **self.env,
+            **instance,
             "TESSERA_WORLD": self.world.name,
             "TESSERA_ZONE": name,
             "TESSERA_WORLD_BOUNDS": self.world.bounds.text(),
@@ -89,7 +108,7 @@ class ZoneProcesses:
                 continue
             log.warning("zone process died; restarting", extra={"zone": name})
             metrics.ZONE_RESTARTS.inc()
-            zone.process = self._start(name, zone.view)
+            zone.process = self._start(name, zone.view, zone.mode)
 
     async def observe(self, store: OperatorStore, now: float) -> Observation:
         """Each zone's load and phase from its heartbeat; a zone whose process is
@@ -134,7 +153,8 @@ class ZoneProcesses:
                 created=now,
                 revision=self.world.revision,
             )
-            self.zones[action.zone] = LocalZone(view, self._start(action.zone, view))
+            process = self._start(action.zone, view, action.mode)
+            self.zones[action.zone] = LocalZone(view, process, mode=action.mode)
             return
         zone = self.zones.get(action.zone)
         if zone is None:

@@ -37,7 +37,7 @@ from tessera.operator.planner.model import (
 from tessera.v1 import matchmaking_pb2, zone_pb2
 from tessera.wire.bounds import to_bounds
 from tessera.wire.geometry import Rect
-from tessera.wire.names import check_name
+from tessera.wire.names import MODULE_PATH, check_name
 
 API_VERSION = "tessera.io/v1alpha1"
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -50,6 +50,10 @@ METRICS_PORT = 9090
 # Match ids are DNS labels (the matchmaker makes uuid4 hex ids): the zone takes
 # its match in TESSERA_ZONE_INSTANCE, which must be one.
 MATCH_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+# A game module's Python path (spec.game.module, spec.game.modes.<mode>.module).
+MODULE_RE = re.compile(MODULE_PATH)
+# The longest matchmaking mode name (1-64 printable characters, as matchmaking's).
+MODE_MAX = 64
 # Extra time the pod gets after the drain deadline for the last handoffs and exit.
 TERMINATION_MARGIN_S = 30
 
@@ -82,11 +86,30 @@ def bounds_dict(rect: Rect) -> dict[str, float]:
     return {"minX": rect.min_x, "minZ": rect.min_z, "maxX": rect.max_x, "maxZ": rect.max_z}
 
 
-def zone_template(wspec: Mapping[str, Any]) -> dict[str, Any]:
-    """What every zone of a World runs: its zoneTemplate plus, when spec.game.module
-    is set, that module as ``gameModule`` (so a new game rolls out like a new image)."""
+def game_modules(wspec: Mapping[str, Any]) -> dict[str, str]:
+    """The game module of each instance mode the World names (spec.game.modes)."""
+    modes = (wspec.get("game") or {}).get("modes") or {}
+    if not isinstance(modes, Mapping):
+        raise SpecError("spec.game.modes must map mode names to {module: ...}")
+    out = {}
+    for mode, entry in modes.items():
+        module = entry.get("module") if isinstance(entry, Mapping) else None
+        if not (0 < len(str(mode)) <= MODE_MAX and str(mode).isprintable()):
+            raise SpecError(f"spec.game.modes: mode {mode!r} must be 1-64 printable characters")
+        if not isinstance(module, str) or MODULE_RE.fullmatch(module) is None:
+            raise SpecError(f"spec.game.modes.{mode}.module {module!r} is not a module path")
+        out[str(mode)] = module
+    return out
+
+
+def zone_template(wspec: Mapping[str, Any], mode: str = "") -> dict[str, Any]:
+    """What a zone of a World runs: its zoneTemplate plus its game module as
+    ``gameModule`` (so a new game rolls out like a new image): for an instance zone
+    of a ``mode`` spec.game.modes names, that mode's module; else spec.game.module.
+    The open world's template, and so its revision, never holds a mode's module."""
     template = dict(wspec.get("zoneTemplate") or {})
-    module = (wspec.get("game") or {}).get("module")
+    module = game_modules(wspec).get(mode) if mode else None
+    module = module or (wspec.get("game") or {}).get("module")
     if module:
         template["gameModule"] = str(module)
     return template
@@ -146,6 +169,7 @@ def world_spec(obj: Mapping[str, Any]) -> WorldSpec:
     template = zone_template(spec)
     if not template.get("image"):
         raise SpecError("spec.zoneTemplate.image is required")
+    game_modules(spec)  # checked now; read when an instance zone of a mode starts
     raw = spec.get("instances") or {}
     i = InstancePolicy()
     instances = InstancePolicy(
@@ -269,8 +293,11 @@ def zoneserver(world_obj: Mapping[str, Any], action: CreateZone) -> dict[str, An
     if action.parent:
         spec["parent"] = action.parent
     if action.instance:
-        spec["instance"] = {"match": action.instance}
-    spec["template"] = zone_template(world_obj.get("spec") or {})
+        spec["instance"] = {
+            "match": action.instance,
+            **({"mode": action.mode} if action.mode else {}),
+        }
+    spec["template"] = zone_template(world_obj.get("spec") or {}, action.mode)
     return {
         "apiVersion": API_VERSION,
         "kind": "ZoneServer",
@@ -374,7 +401,9 @@ def deployment(
     name, namespace = meta["name"], meta["namespace"]
     spec = zs.get("spec") or {}
     wspec = world_obj.get("spec") or {}
-    template = spec.get("template") or zone_template(wspec)
+    template = spec.get("template") or zone_template(
+        wspec, str((spec.get("instance") or {}).get("mode", ""))
+    )
     world = spec["world"]
     world_rect = rect_of(wspec["bounds"])
     bounds = rect_of(spec["bounds"]).text() if spec.get("bounds") else ""
@@ -850,18 +879,21 @@ def action_of(data: Mapping[str, Any]) -> Action:
 
 def instance_request(world: str, entry_id: str, fields: Mapping[bytes, bytes]) -> InstanceRequest:
     """One entry of the matchmaker's instance stream of ``world`` (fields ``kind``,
-    ``match``, ``zone``, ``at_ms``, and ``request``, a serialized Assignment, for
-    ``create``); SpecError says why an entry cannot be used."""
+    ``match``, ``zone``, ``at_ms``, and ``request``, a serialized Assignment, and
+    ``mode`` (optional) for ``create``); SpecError says why an entry cannot be used."""
     text = {k.decode(errors="replace"): v for k, v in fields.items()}
     kind = text.get("kind", b"").decode(errors="replace")
     match = text.get("match", b"").decode(errors="replace")
     zone = text.get("zone", b"").decode(errors="replace")
+    mode = text.get("mode", b"").decode(errors="replace")
     if kind not in ("create", "end"):
         raise SpecError(f"kind must be create or end, not {kind!r}")
     if MATCH_RE.fullmatch(match) is None:
         raise SpecError(f"bad match id {match!r}")
     if zone != instance_zone(match):
         raise SpecError(f"zone {zone!r} is not the instance zone of match {match}")
+    if len(mode) > MODE_MAX or not mode.isprintable():
+        raise SpecError(f"bad mode {mode!r}")
     try:
         at = float(text.get("at_ms", b"")) / 1000.0
     except ValueError:
@@ -884,4 +916,4 @@ def instance_request(world: str, entry_id: str, fields: Mapping[bytes, bytes]) -
                 f"{destination.world}/{destination.zone}, not {match} in {world}/{zone}"
             )
         players = tuple(p.player_id for p in assignment.players)
-    return InstanceRequest(entry_id, kind, match, zone, at, players)
+    return InstanceRequest(entry_id, kind, match, zone, at, players, mode)

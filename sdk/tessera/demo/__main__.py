@@ -36,7 +36,15 @@ from tessera.demo import dashboard, picture
 from tessera.demo.arena import Arena
 from tessera.demo.monitor import Monitor
 from tessera.demo.stack import MONITOR_CLIENT, WORLD, Stack
-from tessera.demo.timeline import Sample, Scan, Timeline, failed, summary, summary_text
+from tessera.demo.timeline import (
+    Sample,
+    Scan,
+    Timeline,
+    arena_line,
+    failed,
+    summary,
+    summary_text,
+)
 from tessera.demo.world import DemoSettings
 from tessera.load import scenario as sc
 from tessera.load.probe import ProbeConfig
@@ -79,7 +87,9 @@ async def watch(
     monitor = Monitor(stack.redis.url, WORLD, stack.relay_address, credentials)
     stop = asyncio.Event()
     arena_stop = asyncio.Event()
-    arena_task = asyncio.create_task(arena.run(arena_stop))
+    # Matches that would end after the swarm's run are not started.
+    until = time.monotonic() + max(0.0, swarm.start_at + settings.duration_s - time.time())
+    arena_task = asyncio.create_task(arena.run(arena_stop, until=until))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -137,10 +147,11 @@ async def watch(
                 await asyncio.wait_for(stop.wait(), SAMPLE_S)
         if scan_task is not None:
             await scan_task
+        if stop.is_set():
+            raise Interrupted("signal")  # the arena's match is cancelled, not awaited
+        # No new match; the one under way plays to its end (by the zone's rules).
         arena_stop.set()
         await arena_task
-        if stop.is_set():
-            raise Interrupted("signal")
         return tl
     finally:
         arena_task.cancel()
@@ -217,8 +228,8 @@ def main() -> None:
     code = 0
     try:
         print(
-            "starting redis-server, auth, operator (local runtime), relay, matchmaking, "
-            "console ...",
+            "starting redis-server, PostgreSQL, auth, matchmaking, operator (local runtime), "
+            "relay, console ...",
             flush=True,
         )
         stack.start()
@@ -267,7 +278,12 @@ def main() -> None:
         )
         (output / "summary.json").write_text(json.dumps(figures, indent=2))
         (output / "summary.txt").write_text(summary_text(figures) + "\n")
-        picture.draw(timeline, output / "world.png", world_m=settings.world_m)
+        picture.draw(
+            timeline,
+            output / "world.png",
+            world_m=settings.world_m,
+            arena_note=arena_line(figures["arena"]),
+        )
         print(summary_text(figures), flush=True)
         problems = failed(figures)
         if problems:

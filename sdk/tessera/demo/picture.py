@@ -1,5 +1,6 @@
 """The PNG picture of a run: the zone layout at key moments (small multiples,
-players as dots) over a time series of players per zone."""
+players as dots) over a time series of players per zone, with the ends of arena
+matches marked and how they ended (``arena_note``) under the title."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from tessera.demo.timeline import Timeline, key_moments
 COLOURS = plt.get_cmap("tab10")
 
 
-def draw(tl: Timeline, path: Path, *, world_m: float, title: str = "") -> Path:
+def draw(
+    tl: Timeline, path: Path, *, world_m: float, title: str = "", arena_note: str = ""
+) -> Path:
     """Write the picture to ``path``."""
     moments = key_moments(tl)
     # Instance zones (one per arena match) share one line: players in any of them.
@@ -83,10 +86,14 @@ def draw(tl: Timeline, path: Path, *, world_m: float, title: str = "") -> Path:
             ax.text(
                 e.t, ax.get_ylim()[1] * 0.98, e.decision.lower(), fontsize=6, rotation=90, va="top"
             )
+        elif e.decision == "InstanceEnd":  # an arena match's instance ends
+            ax.axvline(e.t, color="grey", lw=0.8, ls="--", alpha=0.6)
+            ax.text(e.t, ax.get_ylim()[1] * 0.6, "match end", fontsize=6, rotation=90, va="top")
     ax.set_xlabel("seconds")
     ax.set_ylabel("players per zone")
     ax.legend(fontsize=6, ncol=4, loc="upper right")
-    fig.suptitle(title or "Tessera demo: zones splitting and merging under load", fontsize=10)
+    heading = title or "Tessera demo: zones splitting and merging under load"
+    fig.suptitle(heading + (f"\narena: {arena_note}" if arena_note else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -65,8 +65,11 @@ class Stack:
         self.postgres: LocalPostgres | None = None
         self.procs: dict[str, ServiceProcess] = {}
         self.udp_port = 0
-        # The matchmaker's client credentials at auth (also for reporting results).
+        self.database_url = ""
+        # The matchmaker's client credentials at auth (its connect tokens).
         self.mm_secret = secrets.token_urlsafe(24)
+        # Auth's ``zone`` client: arena instance zones report their results with it.
+        self.zone_secret = secrets.token_urlsafe(24)
         # Service credentials of the console and of the demo's own monitor.
         self.console_secret = secrets.token_urlsafe(24)
         self.monitor_secret = secrets.token_urlsafe(24)
@@ -132,7 +135,7 @@ class Stack:
         self.redis.start()
         self.postgres = guarded_postgres()
         self.postgres.start()
-        database_url = self.postgres.create_database("tessera")
+        self.database_url = database_url = self.postgres.create_database("tessera")
         connect_key = base64.b64encode(os.urandom(32)).decode()
         self.udp_port = free_udp_port()
         if self.tls:
@@ -161,10 +164,24 @@ class Stack:
                 "TESSERA_AUTH_SERVICE_CLIENTS": (
                     f"{MM_CLIENT}={self.mm_secret},console={self.console_secret},"
                     f"{MONITOR_CLIENT}={self.monitor_secret},"
-                    f"operator={self.operator_secret},relay={self.relay_secret}"
+                    f"operator={self.operator_secret},relay={self.relay_secret},"
+                    f"zone={self.zone_secret}"
                 ),
                 "TESSERA_AUTH_REGISTRATIONS_PER_ADDRESS": "1000000",
                 "TESSERA_AUTH_CONNECT_TTL_S": "120",
+            },
+        )
+        self._start(
+            "matchmaking",
+            "tessera.matchmaking",
+            {
+                **common,
+                "TESSERA_LOG_LEVEL": "info",
+                "TESSERA_AUTH_ADDRESS": self.auth_address,
+                "TESSERA_MM_CLIENT_ID": MM_CLIENT,
+                "TESSERA_MM_CLIENT_SECRET": self.mm_secret,
+                "TESSERA_MM_MODES": json.dumps(demo_modes(WORLD)),
+                "TESSERA_MM_TICK_INTERVAL_S": "0.5",
             },
         )
         world_file = self.dir / "world.yaml"
@@ -176,12 +193,15 @@ class Stack:
                 **common,
                 "TESSERA_LOG_LEVEL": "info",
                 "TESSERA_SERVICE_CLIENT_SECRET": self.operator_secret,
+                # Instance zones alone get it, to report their match results.
+                "TESSERA_ZONE_SERVICE_CLIENT_SECRET": self.zone_secret,
             },
             [
                 *("--world", str(world_file), "--interval", "0.5"),
                 *("--redis-url", self.redis.url_for("operator")),
                 *("--zone-redis-url", self.redis.url_for("zone")),
                 *("--auth-address", self.auth_address),
+                *("--matchmaking-address", self.procs["matchmaking"].grpc_address),
             ],
         )
         self._start(
@@ -201,19 +221,6 @@ class Stack:
                 # Every bot shares 127.0.0.1: one source, so no per-source limits.
                 "TESSERA_RELAY_HANDSHAKES_PER_SOURCE_S": "1000000",
                 "TESSERA_RELAY_PINGS_PER_SOURCE_S": "1000000",
-            },
-        )
-        self._start(
-            "matchmaking",
-            "tessera.matchmaking",
-            {
-                **common,
-                "TESSERA_LOG_LEVEL": "info",
-                "TESSERA_AUTH_ADDRESS": self.auth_address,
-                "TESSERA_MM_CLIENT_ID": MM_CLIENT,
-                "TESSERA_MM_CLIENT_SECRET": self.mm_secret,
-                "TESSERA_MM_MODES": json.dumps(demo_modes(WORLD)),
-                "TESSERA_MM_TICK_INTERVAL_S": "0.5",
             },
         )
         self._start(

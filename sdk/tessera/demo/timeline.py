@@ -214,6 +214,8 @@ def summary(
         "zones_over_budget": over_budget(p99, budget),
         "peak_npcs": peak_npcs(tl.samples),
         "combat_events": dict(load.get("events", {})),
+        # The open world's resources module: its collected events to the bots.
+        "resources_collected": int(load.get("events", {}).get("GAME:collected", 0)),
         "bytes_per_player_s": round(bytes_per_player_s(tl.samples), 1),
         "arena": arena or {},
         "load": load,
@@ -233,6 +235,9 @@ def failed(figures: dict[str, Any]) -> list[str]:
     for key in ("disconnects", "failed", "entities_changed"):
         if arena.get(key, 0):
             out.append(f"arena {key}={arena[key]}")
+    for key in ("reported_by_zone", "rated"):
+        if arena.get(key, 0) != arena.get("matches", 0):
+            out.append(f"arena {key}={arena.get(key, 0)} of {arena.get('matches', 0)} matches")
     for zone in figures.get("zones_over_budget", []):
         out.append(
             f"{zone} tick p99 {figures['tick_p99_ms_per_zone'][zone]:.1f} ms "
@@ -244,6 +249,16 @@ def failed(figures: dict[str, Any]) -> list[str]:
     if probe.get("disconnected"):
         out.append(f"probe disconnected ({probe['disconnected']})")
     return out
+
+
+def arena_line(arena: dict[str, Any]) -> str:
+    """How the arena matches ended: by whom, by which rule, the last score."""
+    return (
+        f"{arena.get('reported_by_zone', 0)} reported by the arena zone itself "
+        f"({arena.get('ended_by_score', 0)} on kills, {arena.get('ended_by_time', 0)} at "
+        f"time-up; last score {arena.get('last_score') or '-'}), "
+        f"{arena.get('rated', 0)} rated by matchmaking"
+    )
 
 
 def summary_text(figures: dict[str, Any]) -> str:
@@ -266,6 +281,7 @@ def summary_text(figures: dict[str, Any]) -> str:
         f"arena matches        {arena.get('matches', 0)} played in instance zones "
         f"(peak {f['peak_instances']} at once; {arena.get('failed', 0)} failed, "
         f"{arena.get('disconnects', 0)} disconnects)",
+        f"  ended by the zone  {arena_line(arena)}",
         f"disconnects          {f['disconnects']} (connect failures {f['connect_failures']})",
         f"lost / duplicated    {f['lost_entities']} / {f['duplicated_entities']} entities "
         f"({f['invariant_scans']} invariant scans"
@@ -278,6 +294,8 @@ def summary_text(figures: dict[str, Any]) -> str:
         f"tick p99 per zone    {zones or '-'} (p99/budget; "
         f"over budget: {', '.join(f.get('zones_over_budget', [])) or 'none'})",
         f"NPCs                 {f.get('peak_npcs', 0)} at the peak in open-world zones",
+        f"resources collected  {f.get('resources_collected', 0)} by bots at the open world's "
+        "resource nodes (tessera.examples.resources)",
         f"bytes per player     {f['bytes_per_player_s']:.0f} B/s at the relay",
         f"gRPC over TLS        {tls + ' (zones in plaintext)' if tls else 'off (--plaintext)'}",
         "probe (one player in a process of its own, predicting, every snapshot decoded):",

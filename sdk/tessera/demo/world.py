@@ -2,13 +2,21 @@
 
 Zones run at the zone's defaults (30 Hz, a snapshot every tick, the default
 interest tiers and AOI cap); only what a 2 km world crossed within a few minutes
-needs (players' top speed, faster heartbeats) is set, plus NPCs."""
+needs (players' top speed, faster heartbeats) is set, plus NPCs. The open world
+plays the resources example module, arena instances the arena module (its time
+limit sized to the run, so a match ends by the rules within it)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Any
+
+# The game modules the demo plays: the open world's and the arena mode's.
+RESOURCES_MODULE = "tessera.examples.resources"
+ARENA_MODULE = "tessera.examples.arena"
+ARENA_MODE = "arena"
+ARENA_WIN_KILLS = 3.0
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,11 @@ class DemoSettings:
     processes: int = 2
     input_hz: float = 30.0  # a real client sends one input per tick
     npcs_per_zone: int = 100
+
+    @property
+    def arena_time_limit_s(self) -> float:
+        """An arena match's time limit: a quarter of the run, 10 to 90 s."""
+        return min(90.0, max(10.0, round(0.25 * self.duration_s)))
 
     @property
     def tick_budget_ms(self) -> float:
@@ -68,6 +81,10 @@ def world_resource(s: DemoSettings, name: str = "demo") -> dict[str, Any]:
         "spec": {
             "layout": "Managed",
             "bounds": {"minX": 0, "minZ": 0, "maxX": s.world_m, "maxZ": s.world_m},
+            "game": {
+                "module": RESOURCES_MODULE,
+                "modes": {ARENA_MODE: {"module": ARENA_MODULE}},
+            },
             "zoneTemplate": {
                 "image": "local",
                 "tickRate": s.tick_hz,
@@ -78,6 +95,9 @@ def world_resource(s: DemoSettings, name: str = "demo") -> dict[str, Any]:
                     {"name": "TESSERA_MAP_POLL_S", "value": "0.1"},
                     {"name": "TESSERA_NPCS", "value": str(s.npcs_per_zone)},
                     {"name": "TESSERA_LOG_LEVEL", "value": "warning"},
+                    # The arena module's parameters (read by arena instances only).
+                    {"name": "TESSERA_ARENA_TIME_LIMIT_S", "value": f"{s.arena_time_limit_s:g}"},
+                    {"name": "TESSERA_ARENA_WIN_KILLS", "value": f"{ARENA_WIN_KILLS:g}"},
                 ],
             },
             "standby": 1,
@@ -114,5 +134,11 @@ def demo_modes(world: str = "demo") -> list[dict[str, Any]]:
     room) and 1v1 arena matches, each in an instance zone of its own."""
     return [
         {"name": "duel", "teams": 2, "team_size": 1, "world": world},
-        {"name": "arena", "teams": 2, "team_size": 1, "world": world, "destination": "instance"},
+        {
+            "name": ARENA_MODE,
+            "teams": 2,
+            "team_size": 1,
+            "world": world,
+            "destination": "instance",
+        },
     ]

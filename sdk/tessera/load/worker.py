@@ -90,7 +90,7 @@ class Stats(Counters):
     bytes_per_s: list[float] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
     # Events the bots received, by kind (HIT_DEALT, HIT_TAKEN, DIED, ...;
-    # INPUT_DROPPED:<reason>).
+    # INPUT_DROPPED:<reason>; GAME:<the game module's event name>).
     events: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
     done: bool = False
@@ -240,8 +240,8 @@ class Worker:
         for message in client.events:
             event = message.event
             kind = zone_pb2.PlayerEvent.Kind.Name(event.kind)
-            if event.kind == zone_pb2.PlayerEvent.INPUT_DROPPED:
-                kind = f"{kind}:{event.detail}"  # the reason
+            if event.kind in (zone_pb2.PlayerEvent.INPUT_DROPPED, zone_pb2.PlayerEvent.GAME):
+                kind = f"{kind}:{event.detail}"  # the reason, the game event's name
             counts[kind] = counts.get(kind, 0) + 1
         client.events.clear()
 

@@ -20,6 +20,7 @@ Keys (all under the ``{mm}`` hash tag, so every script is single-slot in Redis C
   SET of open backfill ids.
 - ``tessera:{mm}:instances:<world>`` STREAM the world's instance-zone lifecycle for the
   operator: ``kind`` (``create`` | ``end``), ``match``, ``zone``, ``at_ms`` and, for ``create``,
+  ``mode`` (the match's game mode: its instance zone runs the World's module for it) and
   ``request`` (an Assignment with the destination and every player, no tokens).
 - ``tessera:{mm}:instance:<match>`` STRING ``<world> <zone>`` of an instance match (a day), so a
   reported result can end its instance.
@@ -267,8 +268,8 @@ for p = 1, tonumber(ARGV[7]) do
     if izone ~= '' then
       redis.call('SET', prefix .. 'instance:' .. match_id, iworld .. ' ' .. izone, 'EX', ARGV[6])
       redis.call('XADD', prefix .. 'instances:' .. iworld, 'MAXLEN', '~', ARGV[10], '*',
-                 'kind', 'create', 'match', match_id, 'zone', izone, 'request', request,
-                 'at_ms', ARGV[1])
+                 'kind', 'create', 'match', match_id, 'zone', izone, 'mode', ARGV[5],
+                 'request', request, 'at_ms', ARGV[1])
     end
     results[p] = 1
   end

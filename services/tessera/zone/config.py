@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from tessera.common.config import ConfigError, Env
 from tessera.wire.geometry import Rect
-from tessera.wire.names import NAME_RE
+from tessera.wire.names import MODULE_PATH, NAME_RE
 from tessera.zone.combat import Weapons
 from tessera.zone.interest import Tiers
 from tessera.zone.movement import Limits
@@ -15,7 +15,6 @@ from tessera.zone.overload import Ladder
 from tessera.zone.synthetic import Hotspots
 
 DNS_LABEL = NAME_RE.pattern
-MODULE_PATH = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"  # a Python module path
 
 
 def parse_rect(variable: str, raw: str) -> Rect:

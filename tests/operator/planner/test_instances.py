@@ -54,7 +54,8 @@ OPEN = [ready("earth-0", WORLD, 10)]
 
 
 def test_requested_instance_is_created_with_the_world_bounds() -> None:
-    result = plan(inst_policy(), OPEN, now=5, requests=[create(MATCH)])
+    request = replace(create(MATCH), mode="arena")
+    result = plan(inst_policy(), OPEN, now=5, requests=[request])
     assert result.actions == (
         CreateZone(
             "inst-0f3c9a1e5b7d4c2a8e6f1b3d",
@@ -65,6 +66,7 @@ def test_requested_instance_is_created_with_the_world_bounds() -> None:
             "Instance",
             f"match {MATCH}: instance zone for 2 players",
             instance=MATCH,
+            mode="arena",
         ),
     )
     assert result.done == (f"c-{MATCH}",)

@@ -14,7 +14,7 @@ from tessera.wire.geometry import Rect
 @dataclass(frozen=True)
 class CreateZone:
     """Start a new zone with these bounds (None: a warm standby); ``instance``:
-    the match id of an instance zone."""
+    the match id of an instance zone, ``mode`` its match's game mode."""
 
     zone: str
     bounds: Rect | None
@@ -24,6 +24,7 @@ class CreateZone:
     decision: str
     reason: str
     instance: str | None = None
+    mode: str = ""
 
 
 @dataclass(frozen=True)

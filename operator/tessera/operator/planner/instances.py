@@ -70,7 +70,17 @@ def _create_requested(
             continue
         reason = f"match {r.match}: instance zone for {len(r.players)} players"
         draft.actions.append(
-            CreateZone(r.zone, draft.world.bounds, None, 0, 0, "Instance", reason, instance=r.match)
+            CreateZone(
+                r.zone,
+                draft.world.bounds,
+                None,
+                0,
+                0,
+                "Instance",
+                reason,
+                instance=r.match,
+                mode=r.mode,
+            )
         )
         draft.busy.add(r.zone)
         draft.done.append(r.id)

@@ -134,6 +134,8 @@ class InstanceRequest:
     zone: str
     at: float
     players: tuple[str, ...] = ()
+    # The match's game mode ("": not given, the instance runs the world's module).
+    mode: str = ""
 
 
 @dataclass(frozen=True)
