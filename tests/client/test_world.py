@@ -107,3 +107,38 @@ def test_a_malformed_announced_schema_is_refused() -> None:
     for msg, what in wrong:
         with pytest.raises(SnapshotError, match=what):
             announced([msg])
+
+
+def test_a_new_schema_decodes_the_next_zones_snapshots_and_drops_the_old_state() -> None:
+    """The session moved into a zone whose module replicates a component: its
+    snapshots fail by the old schema (skipped, unacknowledged) and decode by the new."""
+    schema = (Replicated("ore", "uint8", 1.0, 8),)
+    encoder = SnapshotEncoder(cap=2, components=schema)
+    ids = np.full((1, 2), PAD, np.uint64)
+    ids[0, 0] = 3
+    vals = np.zeros((1, 2, width(schema)), np.int32)
+    vals[0, 0, PRESENT:] = [0b1, 7]
+    batch = encoder.encode(
+        np.array([encoder.open()]), ids, ids != PAD, vals, last_input_seq=np.zeros(1, np.int64)
+    )
+    world = WorldView(QUANT, entity_id=3)
+    first = relay_pb2.Snapshot(stream=1, sequence=1, payload=plain_payload())
+    assert world.apply(first) is not None and len(world.frames) == 1
+    moved = relay_pb2.Snapshot(stream=2, sequence=1, payload=batch.payloads[0])
+    assert world.apply(moved) is None and world.decode_errors == 1
+    world.rescheme(schema)
+    assert not world.frames and not world.baselines
+    assert world.apply(moved) is not None
+    own = world.entity(3)
+    assert own is not None and own.components == {"ore": 7.0}
+
+
+def plain_payload() -> bytes:
+    """A full snapshot of one entity with no component section."""
+    encoder = SnapshotEncoder(cap=1)
+    ids = np.full((1, 1), 3, np.uint64)
+    vals = np.zeros((1, 1, COLUMNS), np.int32)
+    batch = encoder.encode(
+        np.array([encoder.open()]), ids, ids != PAD, vals, last_input_seq=np.zeros(1, np.int64)
+    )
+    return bytes(batch.payloads[0])

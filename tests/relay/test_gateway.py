@@ -26,7 +26,7 @@ from tessera.relay.routing import Route
 from tessera.relay.session import Session
 from tessera.relay.store import RelayStore
 from tessera.relay.upstream import call_bound_s
-from tessera.v1 import relay_pb2, zone_pb2
+from tessera.v1 import common_pb2, relay_pb2, zone_pb2
 from tessera.wire.connect_token import ConnectGrant, new_token_id
 
 
@@ -696,3 +696,33 @@ async def test_a_resume_with_the_credential_a_rotation_replaced_takes_the_sessio
     assert await reason(c1[1], here) == "replayed"
     await here.close_all()
     await there.close_all()
+
+
+async def test_a_move_to_a_zone_with_another_game_tells_the_client_its_schema(
+    gateway: Gateway,
+) -> None:
+    arena = common_pb2.GameSchema(module="arena")
+    world = common_pb2.GameSchema(
+        module="world",
+        components=[common_pb2.ComponentSchema(name="ore", dtype="uint8", step=1, bits=8)],
+    )
+    session, sent = add_session(gateway, "alice", "inst", 1)
+    session.game = arena.SerializeToString()
+    for zone, game in (("open-a", world), ("open-b", world), ("inst", arena)):
+        gateway.link(zone).welcome = zone_pb2.LinkWelcome(game=game)
+
+    def told() -> list[str]:
+        games = [relay_pb2.ServerMessage.FromString(m) for m in sent]
+        return [m.game.module for m in games if m.WhichOneof("msg") == "game"]
+
+    gateway.reroute("alice", Route("open-a", 2))
+    assert told() == ["world"]
+    gateway.reroute("alice", Route("open-b", 3))  # the same module: nothing to tell
+    assert told() == ["world"] and session.game == world.SerializeToString()
+    # A link not welcomed yet tells its sessions once its welcome names the game.
+    gateway.reroute("alice", Route("new", 4))
+    assert told() == ["world"]
+    link = gateway.links["new"]
+    link.welcome = zone_pb2.LinkWelcome(game=arena)
+    await gateway.on_link_up(link, reconnect=False)
+    assert told() == ["world", "arena"] and gateway.counters.game_schemas == 2

@@ -18,8 +18,8 @@ from tessera.client import actions
 from tessera.client.prediction import Motion, Predictor
 from tessera.client.transport import Transport
 from tessera.client.world import WorldView
-from tessera.v1 import auth_pb2, relay_pb2
-from tessera.wire.snapshot import Quantization, announced
+from tessera.v1 import auth_pb2, common_pb2, relay_pb2
+from tessera.wire.snapshot import Quantization, SnapshotError, announced
 
 # Inputs repeated in every packet, so a lost packet costs nothing.
 REDUNDANT_INPUTS = 4
@@ -167,6 +167,21 @@ class GameClient:
                 self.events.append(message)
             elif kind == "notice":
                 self.notices.append(message.notice)
+            elif kind == "game":
+                self._game(message.game)
+
+    def _game(self, game: common_pb2.GameSchema) -> None:
+        """The session moved to a zone with another game module: its actions and
+        components from now on. A malformed schema is ignored (counted in
+        ``world.decode_errors``): the snapshots that need it then fail to decode."""
+        assert self.accepted is not None and self.world is not None
+        try:
+            schema = announced(game.components)
+        except SnapshotError:
+            self.world.decode_errors += 1
+            return
+        self.accepted.game.CopyFrom(game)
+        self.world.rescheme(schema)
 
     def _snapshot(self, snap: relay_pb2.Snapshot) -> None:
         world = self.world

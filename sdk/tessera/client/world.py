@@ -84,6 +84,15 @@ class WorldView:
         self.applied = 0
         self.last_input_seq = 0
 
+    def rescheme(self, schema: Sequence[Replicated]) -> None:
+        """Decode by another zone's component schema from now on (the session
+        moved to a zone whose game module differs): baselines and frames decoded
+        by the old one are dropped; that zone's stream starts with a full snapshot."""
+        self.schema = tuple(schema)
+        self.baselines.clear()
+        self.frames.clear()
+        self.latest_sequence = 0
+
     def apply(self, snap: relay_pb2.Snapshot) -> Decoded | None:
         """Decode a snapshot against its baseline; None if it cannot be used."""
         if snap.stream != self.stream:

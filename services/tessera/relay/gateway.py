@@ -190,6 +190,7 @@ class Gateway:
             timeout_s=round(timeout),
             game=response.game,
         )
+        session.game = response.game.SerializeToString()
         log.info(
             "session opened", extra={"player": player, "transport": transport, "zone": link.zone}
         )
@@ -253,6 +254,7 @@ class Gateway:
             interp_delay_ms=old.interp_delay_ms,
             recent_inputs=old.recent_inputs,
             session_id=old.session_id,
+            game=old.game,
         )
         if prepare is not None:
             prepare(session)
@@ -261,6 +263,7 @@ class Gateway:
         self.counters.takeovers += 1
         accepted = relay_pb2.ServerMessage.FromString(old.accepted).accepted
         accepted.entity_id = old.entity_id
+        accepted.game.ParseFromString(old.game)  # the zone it is in now
         log.info("session taken over", extra={"player": old.player_id, "zone": old.zone})
         return session, accepted
 
@@ -504,8 +507,14 @@ class Gateway:
             span.set_attribute("tessera.moved", self.reroute(player, route))
 
     async def on_link_up(self, link: ZoneLink, reconnect: bool) -> None:
-        """After a reconnect, placement joins the link's players again; one the zone
-        refused leaves the link and follows its route."""
+        """The link's sessions learn its zone's game schema if theirs differs (a
+        re-route onto a link not yet welcomed). After a reconnect, placement joins
+        the link's players again; one the zone refused leaves the link and follows
+        its route."""
+        for player in sorted(link.attached):
+            session = self.sessions.by_player.get(player)
+            if session is not None and session.zone == link.zone:
+                self._announce_game(session, link)
         if not reconnect or not link.attached:
             return
         await self._end_resumed_elsewhere(link)
@@ -614,6 +623,7 @@ class Gateway:
         session.epoch = route.epoch
         new = self.link(route.zone)
         new.attach(player)
+        self._announce_game(session, new)
         if session.recent_inputs:
             self._inputs(
                 session,
@@ -625,6 +635,18 @@ class Gateway:
         self.counters.reroutes += 1
         log.info("rerouted", extra={"player": player, "zone": route.zone, "epoch": route.epoch})
         return True
+
+    def _announce_game(self, session: Session, link: ZoneLink) -> None:
+        """Tell the client the game schema of the zone its session is now in, when
+        it differs from the one it decodes by (an instance zone's module against
+        the open world's); nothing until the link's welcome names it."""
+        if link.welcome is None or not link.welcome.HasField("game"):
+            return
+        game = link.welcome.game.SerializeToString()
+        if game != session.game:
+            session.game = game
+            session.post(relay_pb2.ServerMessage(game=link.welcome.game).SerializeToString())
+            self.counters.game_schemas += 1
 
     async def _recheck_route(self, player: str) -> None:
         route = await self.store.route(player)

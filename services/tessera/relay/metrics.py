@@ -117,6 +117,8 @@ class Counters:
     transfers: int = 0
     # Resumes that took over a session this relay still held (no zone call).
     takeovers: int = 0
+    # Sessions told another zone's game schema after a move (ServerMessage.game).
+    game_schemas: int = 0
     zone_silences: int = 0
     orphans_released: int = 0
     drops: Counter[str] = field(default_factory=Counter)
@@ -249,6 +251,12 @@ class RelayCollector(Collector):
             "tessera_relay_resume_takeovers",
             "Resumes that took over a session this relay still held (no zone call).",
             value=c.takeovers,
+        )
+        yield CounterMetricFamily(
+            "tessera_relay_game_schemas",
+            "Sessions told the game schema of the zone they moved to, which differed "
+            "from the one their client had (an instance zone's module).",
+            value=c.game_schemas,
         )
         yield CounterMetricFamily(
             "tessera_relay_upstream_silences",

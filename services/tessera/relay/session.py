@@ -47,6 +47,9 @@ class Session:
     # The serialized Accepted message: nothing is sent to a UDP client before it
     # (it is reliable message 1, sent again at once when the handshake repeats).
     accepted: bytes = b""
+    # The serialized GameSchema the client decodes by: Accepted.game, then the
+    # schema of each zone it moved to whose module differs (ServerMessage.game).
+    game: bytes = b""
     on_close: Callable[[str], None] = field(default=lambda _reason: None)
     # The auth session the connect token was issued in (revocation ends it).
     session_id: str = ""

@@ -456,6 +456,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                     tick_hz=self.cfg.tick_hz,
                     quantization=messages.quantization(self.sim.quant),
                     bounds=to_bounds(self.territory.bounds or self.cfg.world_bounds),
+                    game=self.game_schema,
                 )
             )
             async for msg in self.links.outgoing(link):
