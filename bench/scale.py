@@ -98,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.players < 1 or args.seconds <= 0 or args.bots < 0 or args.merge >= args.split:
         p.error("--players and --seconds must be positive, --bots >= 0, --merge < --split")
+    if not 5 <= args.tick_hz <= 60:
+        p.error("--tick-hz must be from 5 to 60 (the zone's TESSERA_TICK_HZ range)")
     return args
 
 

@@ -106,7 +106,10 @@ class ZoneProcesses:
         for name, zone in self.zones.items():
             if zone.process.alive() or zone.view.desired == Desired.DRAINING:
                 continue
-            log.warning("zone process died; restarting", extra={"zone": name})
+            log.warning(
+                "zone process died; restarting",
+                extra={"zone": name, "last_lines": list(zone.process.lines)[-3:]},
+            )
             metrics.ZONE_RESTARTS.inc()
             zone.process = self._start(name, zone.view, zone.mode)
 

@@ -132,7 +132,7 @@ class ZoneConfig:
             zone=env.string("ZONE", "zone-0", pattern=DNS_LABEL),
             bounds=bounds,
             world_bounds=world_bounds,
-            tick_hz=env.integer("TICK_HZ", 30, lo=10, hi=60),
+            tick_hz=env.integer("TICK_HZ", 30, lo=5, hi=60),
             advertise_address=env.string("ADVERTISE_ADDRESS", "", pattern=r"[^\s:]+:\d{1,5}"),
             npcs=env.integer("NPCS", 0, lo=0, hi=100_000),
             heartbeat_s=env.number("HEARTBEAT_S", 1.0, lo=0.05, hi=60.0),
