@@ -181,7 +181,7 @@ async def test_a_killed_zone_process_is_started_again(
         )
         # The warning carries the dead process's last log lines (why it died).
         died = [r for r in caplog.records if r.getMessage() == "zone process died; restarting"]
-        assert died and died[0].last_lines == list(first.lines)[-3:] != []
+        assert died and died[0].__dict__["last_lines"] == list(first.lines)[-3:] != []
         second = runtime.zones["earth-0"].process
         address = "127.0.0.1:{}".format(second.wait_serving(20)["grpc_port"])
         status = zone_pb2.ZoneStatus()
