@@ -513,6 +513,25 @@ async def test_a_drain_releases_the_movers_from_their_links(gateway: Gateway) ->
     assert outbox_kinds(gateway, "zone-a") == []
 
 
+async def test_a_drain_moves_clients_to_a_relay_at_another_address(redis: Redis) -> None:
+    """The MOVE names a live relay at another address, never this relay's own
+    workers (same address: they stop with it) nor a silent one; "" when only those
+    are left."""
+    gw = Gateway(
+        GatewayConfig(relay_id="a", world="w", public_address="10.0.0.1:7777"),
+        store=RelayStore(redis, "w"),
+        opener=refuse,
+        counters=Counters(),
+    )
+    store, now = gw.store, time.time()
+    await store.relay_alive("a-w1", now, {}, "10.0.0.1:7777")
+    await store.relay_alive("b", now - 10.0, {}, "10.0.0.2:7777")
+    assert await gw._other_relay(now) == ""
+    await store.relay_alive("c", now, {}, "10.0.0.3:7777")
+    assert await gw._other_relay(now) == "10.0.0.3:7777"
+    await gw.close_all()
+
+
 async def test_a_reconnect_ends_the_sessions_that_resumed_elsewhere(
     gateway: Gateway, redis: Redis
 ) -> None:

@@ -799,11 +799,14 @@ class Gateway:
         log.info("drained", extra={"still_talking": len(talking)})
 
     async def _other_relay(self, now: float) -> str:
-        """The public address of another live relay of the world ("" if none)."""
+        """The public address of another live relay of the world ("" if none). A relay
+        at this relay's own address is not one: its worker processes stop with it,
+        and behind one load-balanced address the client comes back there anyway."""
         seen = await self.store.relays_seen()
         own = self.config.relay_id
         for relay_id, address in sorted((await self.store.relay_addresses()).items()):
-            if relay_id != own and now - seen.get(relay_id, 0.0) < 3.0:
+            fresh = now - seen.get(relay_id, 0.0) < 3.0
+            if relay_id != own and address != self.config.public_address and fresh:
                 return address
         return ""
 

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import prometheus_client
 from prometheus_client import REGISTRY, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -67,6 +68,12 @@ def observe_sampled(histogram: Histogram, starts: list[float], end: float) -> No
     for start in starts[::SAMPLE_EVERY]:
         histogram.observe(end - start)
 
+
+# Restarts of worker processes by their parent (docs/RELAY.md, "Worker processes").
+WORKER_RESTARTS = prometheus_client.Counter(
+    "tessera_relay_worker_restarts_total",
+    "Relay worker processes started again by their parent after exiting on their own.",
+)
 
 # Garbage-collection pauses: the loop stops for each collection, so a long one
 # delays every packet queued behind it.
