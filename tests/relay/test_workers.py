@@ -158,6 +158,7 @@ async def test_two_workers_share_the_port_survive_a_kill_and_stop_without_discon
 
         # NAT rebinding: a new 4-tuple, maybe another worker; a resume, not a disconnect.
         rebound = [udp(c).resumes for c in clients]
+        restart_moved = moved()
         for client in clients:
             udp(client).rebind()
         await resumed(clients, rebound, "A after rebinding", address["a"])
@@ -189,7 +190,8 @@ async def test_two_workers_share_the_port_survive_a_kill_and_stop_without_discon
             for gaps in (kill_gaps, gaps_after(clients, rebound), gaps_after(clients, on_a))
         )
         print(
-            f"resume gap p50/max after kill -9 {killing} s, rebinding {rebinding} s, "
+            f"kill -9 of worker 1 ({killed:.0f} bots) and its restart: {restart_moved} bots "
+            f"resumed; resume gap p50/max after kill -9 {killing} s, rebinding {rebinding} s, "
             f"SIGTERM {sigterm} s"
         )
     finally:
