@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -92,6 +93,29 @@ def accepted_resumes(ports: dict[str, int]) -> float:
     )
 
 
+def unknown_drops(ports: dict[str, int]) -> float:
+    """Datagrams the workers dropped for coming from an address with no session there."""
+    return sum(
+        metric(port, "tessera_relay_drops_total", reason="unknown_address")
+        for port in ports.values()
+    )
+
+
+async def every_client_heard(ports: dict[str, int], timeout_s: float) -> None:
+    """Wait for a second in which no worker drops a datagram from an unknown address:
+    every client's packets reach the worker holding its session (each sends 5 inputs
+    a second)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        before = unknown_drops(ports)
+        await asyncio.sleep(1.0)
+        if unknown_drops(ports) == before:
+            return
+        assert time.monotonic() < deadline, (
+            "clients still sending to a worker without their session"
+        )
+
+
 def settled(clients: list[GameClient]) -> bool:
     return all(c.connected and udp(c).accepted and not udp(c).resuming for c in clients)
 
@@ -151,6 +175,11 @@ async def test_two_workers_share_the_port_survive_a_kill_and_stop_without_discon
             return sum(udp(c).resumes > n for c, n in zip(clients, since_kill, strict=True))
 
         await wait_for(lambda: settled(clients) and moved() >= killed, 20.0, "resumes")
+        # Worker 1 back in the group takes some 4-tuples from worker 0, which keeps
+        # sending to those clients: after UNHEARD_S without a packet from them it
+        # tells them to MOVE, and they resume from a new socket.
+        await every_client_heard(ports, 20.0)
+        await wait_for(lambda: settled(clients), 15.0, "bots settled")
         assert accepted_resumes(ports) - resumes >= moved()
         assert all(c.connected for c in clients), [c.disconnected for c in clients]
         await nothing_lost_or_duplicated(world, before)
@@ -158,7 +187,8 @@ async def test_two_workers_share_the_port_survive_a_kill_and_stop_without_discon
 
         # NAT rebinding: a new 4-tuple, maybe another worker; a resume, not a disconnect.
         rebound = [udp(c).resumes for c in clients]
-        restart_moved = moved()
+        restart_moved = sum(udp(c).resumes - n for c, n in zip(clients, since_kill, strict=True))
+        told = metric(ports["relay-a"], "tessera_relay_unheard_moves_total")
         for client in clients:
             udp(client).rebind()
         await resumed(clients, rebound, "A after rebinding", address["a"])
@@ -190,9 +220,9 @@ async def test_two_workers_share_the_port_survive_a_kill_and_stop_without_discon
             for gaps in (kill_gaps, gaps_after(clients, rebound), gaps_after(clients, on_a))
         )
         print(
-            f"kill -9 of worker 1 ({killed:.0f} bots) and its restart: {restart_moved} bots "
-            f"resumed; resume gap p50/max after kill -9 {killing} s, rebinding {rebinding} s, "
-            f"SIGTERM {sigterm} s"
+            f"kill -9 of worker 1 ({killed:.0f} bots) and its restart: {restart_moved} "
+            f"resumes ({told:.0f} after an unheard MOVE); resume gap p50/max after "
+            f"kill -9 {killing} s, rebinding {rebinding} s, SIGTERM {sigterm} s"
         )
     finally:
         await asyncio.gather(*(c.close() for c in clients))
