@@ -1,6 +1,7 @@
-"""Relay worker processes: each worker's settings. Their behaviour with real
-processes (sessions on every worker, a killed worker, SIGTERM) is in
-``test_failover.py``."""
+"""Relay worker processes: each worker's settings, and with real processes
+(redis-server, auth, a zone, relays and SDK bots over UDP, the helpers of
+``test_failover.py``) sessions on both workers, a killed worker and its restart,
+NAT rebinding and SIGTERM to the parent."""
 
 from __future__ import annotations
 
