@@ -2,13 +2,16 @@
 relay process into one zone, with auth issuing the connect tokens.
 
     python bench/relay.py --json PATH [--clients 500] [--procs 4] [--duration 10] [--warmup-s S]
+        [--workers N]
 
 Reports packets forwarded per second (client packets in + out), the same per
 relay CPU-second ("per relay core"), the relay's added latency (client packet in
 -> written to the zone link, and zone snapshot batch in -> datagram sent; from
 the relay's own histogram, so the zone's tick time is excluded), relay CPU
 milliseconds per 1000 packets, UDP bytes per player and second both ways, and the
-largest datagram the relay sent.
+largest datagram the relay sent. With ``--workers N`` the relay runs N worker
+processes on its port (``TESSERA_RELAY_WORKERS``): counters and histograms are
+summed over every worker's /metrics and CPU over every worker process.
 """
 
 from __future__ import annotations
@@ -29,12 +32,11 @@ from typing import Any
 
 import grpc
 
-from tessera.authclient.credentials import ServiceCredentials
 from tessera.common.process import ServiceProcess, free_udp_port
 from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis
 from tessera.harness.tokens import relay_login_env, service_clients
-from tessera.v1 import auth_pb2, auth_pb2_grpc, relay_pb2, relay_pb2_grpc
+from tessera.v1 import auth_pb2, auth_pb2_grpc, relay_pb2
 from tessera.wire.connection import Connection
 from tessera.wire.packet import DATA, PacketError, encode_handshake
 
@@ -425,16 +427,25 @@ def both(histograms: dict[str, dict[float, float]]) -> dict[float, float]:
     return out
 
 
-async def relay_status(address: str, auth: str) -> relay_pb2.RelayStatus:
-    """The relay's counters, read as the bench's service client."""
-    credentials = ServiceCredentials(auth, "bench", SECRET)
-    try:
-        async with credentials.channel_to(address) as channel:
-            stub: Any = relay_pb2_grpc.RelayStub(channel)
-            status: relay_pb2.RelayStatus = await stub.GetStatus(relay_pb2.GetRelayStatusRequest())
-            return status
-    finally:
-        await credentials.close()
+def counter_by_label(lines: list[str], name: str) -> dict[str, float]:
+    """Label value -> sample of counter family ``name`` with one label (e.g.
+    ``tessera_relay_packets_total{direction="in"}``), summed over every series
+    in ``lines`` (the scrapes of all workers, concatenated)."""
+    out: dict[str, float] = {}
+    for line in lines:
+        if line.startswith(name + "{"):
+            value = line.split('"')[1]
+            out[value] = out.get(value, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def relay_processes(relay: ServiceProcess) -> tuple[list[int], list[int]]:
+    """The relay's process ids and /metrics ports: the parent's, then its workers'
+    (from their serving lines, which the parent passes on)."""
+    records = relay.records()
+    serving = next(r for r in records if r.get("msg") == "serving")
+    ports = [r["metrics_port"] for r in records if r.get("msg") == "relay worker serving"]
+    return [relay.pid, *serving.get("worker_pids", [])], [relay.ports["metrics_port"], *ports]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -446,6 +457,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             snapshot_every=args.snapshot_every,
             extra_relay_env={
                 "TESSERA_RELAY_BATCH_MS": str(args.batch_ms),
+                "TESSERA_RELAY_WORKERS": str(args.workers),
                 **dict(args.relay_env),
             },
             extra_zone_env={
@@ -454,8 +466,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if value is not None
             },
         )
+        pids, ports = relay_processes(procs["relay"])
         if args.relay_nice:
-            renice(procs["relay"].pid, args.relay_nice)
+            for pid in pids:
+                renice(pid, args.relay_nice)
         try:
             tokens = asyncio.run(issue_tokens(procs["auth"].grpc_address, args.clients + PROBES))
             probe_tokens, tokens = tokens[:PROBES], tokens[PROBES:]
@@ -498,19 +512,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             for w in workers:
                 w.start()
-            relay = procs["relay"]
             time.sleep(max(0.0, start_at + 1.0 - time.time()))
-            s0 = asyncio.run(relay_status(relay.grpc_address, procs["auth"].grpc_address))
-            c0, t0 = cpu_seconds(relay.pid), time.perf_counter()
+            c0, t0 = [cpu_seconds(pid) for pid in pids], time.perf_counter()
             k0 = udp_rcvbuf_errors()
-            port = relay.ports["metrics_port"]
-            m0 = scrape(port)
+            per_worker0 = [scrape(port) for port in ports]
             time.sleep(args.duration)
-            s1 = asyncio.run(relay_status(relay.grpc_address, procs["auth"].grpc_address))
-            c1, t1 = cpu_seconds(relay.pid), time.perf_counter()
+            c1, t1 = [cpu_seconds(pid) for pid in pids], time.perf_counter()
             k1 = udp_rcvbuf_errors()
-            m1 = scrape(port)
-            largest = metric_value(port, "tessera_relay_datagram_bytes_max")
+            per_worker1 = [scrape(port) for port in ports]
+            largest = max(metric_value(p, "tessera_relay_datagram_bytes_max") for p in ports)
             results = [out.get(timeout=60) for _ in workers]
             for w in workers:
                 w.join(timeout=10)
@@ -522,16 +532,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for p in reversed(list(procs.values())):
                 p.terminate()
             redis.stop()
+    m0, m1 = (
+        [line for lines in scrapes for line in lines] for scrapes in (per_worker0, per_worker1)
+    )
     h0, h1 = (
         {p: histogram_buckets(m, ADDED_LATENCY, f'path="{p}"') for p in ("up", "down")}
         for m in (m0, m1)
     )
+    p0, p1 = (counter_by_label(m, "tessera_relay_packets_total") for m in (m0, m1))
+    b0, b1 = (counter_by_label(m, "tessera_relay_bytes_total") for m in (m0, m1))
+    sessions = [
+        counter_by_label(lines, "tessera_relay_sessions").get("udp", 0.0) for lines in per_worker1
+    ]
     pings = sorted(r for result in results for r in result["ping_rtts_ms"])
     ages = sorted(a for result in results for a in result["snapshot_ages_ms"])
     results = [r for r in results if not r["probe"]]
-    packets = (s1.packets_in - s0.packets_in) + (s1.packets_out - s0.packets_out)
+    packets_in, packets_out = (p1[d] - p0.get(d, 0.0) for d in ("in", "out"))
+    bytes_in, bytes_out = (b1[d] - b0.get(d, 0.0) for d in ("in", "out"))
+    packets = packets_in + packets_out
     elapsed = t1 - t0
-    cpu = c1 - c0
+    cpu = sum(c1) - sum(c0)
     return {
         "clients": args.clients,
         "client_processes": args.procs,
@@ -543,22 +563,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "zone_link_spread": args.link_spread,
         "relay_nice": args.relay_nice,
         "relay_env": [f"{name}={value}" for name, value in args.relay_env],
+        "relay_workers": args.workers,
+        "udp_sessions_per_worker": [int(n) for n in sessions],
         "duration_s": round(elapsed, 2),
         "connected": sum(r["connected"] for r in results),
         "disconnected": sum(r["disconnected"] for r in results),
         "disconnect_reasons": sorted({x for r in results for x in r["reasons"]}),
-        "packets_in_per_s": round((s1.packets_in - s0.packets_in) / elapsed),
-        "packets_out_per_s": round((s1.packets_out - s0.packets_out) / elapsed),
+        "packets_in_per_s": round(packets_in / elapsed),
+        "packets_out_per_s": round(packets_out / elapsed),
         "packets_per_s": round(packets / elapsed),
         # Per player (load and probe clients), counted by the relay (UDP payloads).
-        "bytes_out_per_player_s": round(
-            (s1.bytes_out - s0.bytes_out) / elapsed / (args.clients + PROBES)
-        ),
-        "bytes_in_per_player_s": round(
-            (s1.bytes_in - s0.bytes_in) / elapsed / (args.clients + PROBES)
-        ),
+        "bytes_out_per_player_s": round(bytes_out / elapsed / (args.clients + PROBES)),
+        "bytes_in_per_player_s": round(bytes_in / elapsed / (args.clients + PROBES)),
         "largest_datagram_bytes": int(largest),
+        # Summed over the workers (2.0: two cores busy), and each worker's.
         "relay_cpu_utilization": round(cpu / elapsed, 3),
+        "worker_cpu_utilization": [
+            round((b - a) / elapsed, 3) for a, b in zip(c0, c1, strict=True)
+        ],
         "packets_per_relay_cpu_s": round(packets / cpu) if cpu > 0 else None,
         "cpu_ms_per_1k_packets": round(cpu * 1e6 / packets, 3) if packets else None,
         # A message's added latency is its path's; both paths together:
@@ -580,7 +602,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # Collections of the relay process in the window (the loop stops for each).
         "relay_gc_pauses": gc_pauses(m0, m1),
         "load_average_1m": round(os.getloadavg()[0], 2),
-        "drops": dict(s1.drops),
+        "drops": {
+            reason: int(n)
+            for reason, n in counter_by_label(m1, "tessera_relay_drops_total").items()
+        },
         # Full socket buffers anywhere on the machine (relay or clients) during the window.
         "kernel_udp_rcvbuf_drops": k1 - k0,
     }
@@ -627,6 +652,9 @@ def main() -> None:
         type=env_item,
         metavar="NAME=VALUE",
         help="an environment variable for the relay (repeatable), e.g. TESSERA_RELAY_UVLOOP=0",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="relay worker processes (TESSERA_RELAY_WORKERS)"
     )
     parser.add_argument(
         "--warmup-s",

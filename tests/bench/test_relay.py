@@ -79,3 +79,16 @@ def test_relay_env_needs_a_name_and_a_value(text: str) -> None:
 def test_relay_env_keeps_everything_after_the_first_equals() -> None:
     assert bench.env_item("A=b=c") == ("A", "b=c")
     assert bench.env_item("A=") == ("A", "")
+
+
+def test_counters_by_label_are_summed_over_workers() -> None:
+    """Two workers' scrapes, concatenated: one total per label value."""
+    lines = [
+        'tessera_relay_packets_total{direction="in"} 10.0',
+        'tessera_relay_packets_total{direction="out"} 7.0',
+        "tessera_relay_packets_created 1.7e9",
+        'tessera_relay_packets_total{direction="in"} 5.0',
+        'tessera_relay_bytes_total{direction="in"} 900.0',
+    ]
+    assert bench.counter_by_label(lines, "tessera_relay_packets_total") == {"in": 15.0, "out": 7.0}
+    assert bench.counter_by_label(lines, "tessera_relay_drops_total") == {}

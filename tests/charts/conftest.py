@@ -71,3 +71,12 @@ def zone_objects(resources: ModuleType) -> tuple[Obj, Obj]:
     """The example's first zone, as the operator makes it for the bundled Redis."""
     settings = resources.WorkloadSettings(f"redis://tessera-redis.{NAMESPACE}.svc:6379/0")
     return example_zone(resources, settings)
+
+
+def deployment_env(render: Render, values: dict[str, Any], name: str) -> dict[str, str]:
+    """The environment (name -> value) of Deployment ``name``'s one container."""
+    deployment = next(
+        o for o in render(values) if o["kind"] == "Deployment" and o["metadata"]["name"] == name
+    )
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: str(e.get("value")) for e in container["env"]}

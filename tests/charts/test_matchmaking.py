@@ -6,17 +6,11 @@ import jsonschema
 import pytest
 import yaml
 
-from .conftest import CHART_DIR, Render
+from .conftest import CHART_DIR, Render, deployment_env
 
 
 def matchmaker_env(render: Render, values: dict[str, object]) -> dict[str, str]:
-    deployment = next(
-        o
-        for o in render(values)
-        if o["kind"] == "Deployment" and o["metadata"]["name"] == "tessera-matchmaking"
-    )
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return {e["name"]: str(e.get("value")) for e in container["env"]}
+    return deployment_env(render, values, "tessera-matchmaking")
 
 
 def test_frontend_workers_default_and_override(render: Render) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -18,29 +17,12 @@ from tessera.common.config import ConfigError, Env
 from tessera.common.process import ServiceProcess
 from tessera.harness.redis import LocalRedis
 from tessera.matchmaking.config import Settings
-from tessera.matchmaking.workers import relay, worker_env
+from tessera.matchmaking.workers import worker_env
 from tessera.v1 import auth_pb2, auth_pb2_grpc
 from tessera.v1 import matchmaking_pb2 as pb
 from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
 
 from .conftest import COMMON, scrape
-
-
-def test_relay_tags_child_lines_and_renames_its_serving_line() -> None:
-    out: list[str] = []
-    line = relay(2, out.append)
-    line('{"msg":"serving","grpc_port":5000,"metrics_port":9092}\n')
-    line('{"msg":"stopping"}\n')
-    line("Traceback (most recent call last):\n")
-    first, second = (json.loads(text) for text in out[:2])
-    assert first == {
-        "msg": "frontend worker serving",
-        "grpc_port": 5000,
-        "metrics_port": 9092,
-        "frontend_worker": 2,
-    }
-    assert second == {"msg": "stopping", "frontend_worker": 2}
-    assert out[2] == "Traceback (most recent call last):\n"
 
 
 def test_worker_env_serves_the_api_only_on_the_parents_port() -> None:

@@ -28,6 +28,15 @@ def test_defaults_and_overrides() -> None:
     assert config.gc_threshold == 0
 
 
+def test_workers_share_the_port_only_when_there_are_several() -> None:
+    config = RelayConfig.from_env(Env(BASE))
+    assert (config.workers, config.worker, config.reuse_port) == (1, 0, False)
+    config = RelayConfig.from_env(Env({**BASE, "TESSERA_RELAY_WORKERS": "4"}))
+    assert (config.workers, config.worker, config.reuse_port) == (4, 0, True)
+    config = RelayConfig.from_env(Env({**BASE, "TESSERA_RELAY_WORKER": "3"}))
+    assert (config.workers, config.worker, config.reuse_port) == (1, 3, True)
+
+
 def test_uvloop_switch() -> None:
     assert uvloop_enabled(Env({})) is False
     assert uvloop_enabled(Env({"TESSERA_RELAY_UVLOOP": "on"})) is True
@@ -47,6 +56,15 @@ def test_uvloop_switch() -> None:
         ({**BASE, "TESSERA_RELAY_BATCH_MS": "-1"}, "TESSERA_RELAY_BATCH_MS"),
         ({**BASE, "TESSERA_RELAY_GC_THRESHOLD": "-5"}, "TESSERA_RELAY_GC_THRESHOLD"),
         ({**BASE, "TESSERA_RELAY_GC_THRESHOLD": "many"}, "TESSERA_RELAY_GC_THRESHOLD"),
+        ({**BASE, "TESSERA_RELAY_WORKERS": "0"}, "TESSERA_RELAY_WORKERS"),
+        ({**BASE, "TESSERA_RELAY_WORKERS": "65"}, "TESSERA_RELAY_WORKERS"),
+        ({**BASE, "TESSERA_RELAY_WORKERS": "two"}, "TESSERA_RELAY_WORKERS"),
+        ({**BASE, "TESSERA_RELAY_WORKER": "-1"}, "TESSERA_RELAY_WORKER"),
+        # A worker never starts workers of its own.
+        (
+            {**BASE, "TESSERA_RELAY_WORKER": "1", "TESSERA_RELAY_WORKERS": "2"},
+            "TESSERA_RELAY_WORKERS",
+        ),
         # The relay calls zones as a service: without its secret it does not start.
         ({"TESSERA_CONNECT_KEY": KEY}, "TESSERA_SERVICE_CLIENT_SECRET"),
     ],

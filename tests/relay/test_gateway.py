@@ -513,6 +513,25 @@ async def test_a_drain_releases_the_movers_from_their_links(gateway: Gateway) ->
     assert outbox_kinds(gateway, "zone-a") == []
 
 
+async def test_a_drain_moves_clients_to_a_relay_at_another_address(redis: Redis) -> None:
+    """The MOVE names a live relay at another address, never this relay's own
+    workers (same address: they stop with it) nor a silent one; "" when only those
+    are left."""
+    gw = Gateway(
+        GatewayConfig(relay_id="a", world="w", public_address="10.0.0.1:7777"),
+        store=RelayStore(redis, "w"),
+        opener=refuse,
+        counters=Counters(),
+    )
+    store, now = gw.store, time.time()
+    await store.relay_alive("a-w1", now, {}, "10.0.0.1:7777")
+    await store.relay_alive("b", now - 10.0, {}, "10.0.0.2:7777")
+    assert await gw._other_relay(now) == ""
+    await store.relay_alive("c", now, {}, "10.0.0.3:7777")
+    assert await gw._other_relay(now) == "10.0.0.3:7777"
+    await gw.close_all()
+
+
 async def test_a_reconnect_ends_the_sessions_that_resumed_elsewhere(
     gateway: Gateway, redis: Redis
 ) -> None:
@@ -566,6 +585,43 @@ async def test_a_stalled_link_ends_the_sessions_that_resumed_elsewhere(
     assert gateway.sessions.by_player["bob"] is held
     assert relay_pb2.ServerMessage.FromString(held_sent[-1]).notice.code == "ZONE_STALLED"
     assert gateway.counters.zone_silences == 1
+
+
+async def test_a_client_the_relay_no_longer_hears_is_told_to_move_once(
+    gateway: Gateway,
+) -> None:
+    """A client holding a credential that has sent nothing for UNHEARD_S while the
+    relay kept sweeping (its packets reach another worker now) is told to MOVE,
+    once; one heard lately, or one without a credential, is not."""
+    lost, lost_sent = add_session(gateway, "alice", "zone-a", 1)
+    heard, heard_sent = add_session(gateway, "bob", "zone-a", 1)
+    bare, bare_sent = add_session(gateway, "carol", "zone-a", 1)
+    lost.resume = heard.resume = b"credential"
+    start = lost.last_seen = heard.last_seen = bare.last_seen = time.monotonic()
+    for step in range(1, 17):  # 4 s of sweeps every 0.25 s
+        now = start + step * 0.25
+        heard.last_seen = now
+        await gateway.sweep(now)
+    moves = [m for m in map(relay_pb2.ServerMessage.FromString, lost_sent) if m.notice.code]
+    assert [(m.notice.code, m.notice.address) for m in moves] == [("MOVE", "")]
+    assert gateway.counters.unheard_moves == 1
+    assert not any(relay_pb2.ServerMessage.FromString(m).notice.code for m in heard_sent)
+    assert not any(relay_pb2.ServerMessage.FromString(m).notice.code for m in bare_sent)
+
+
+async def test_a_relay_that_was_not_running_does_not_count_its_clients_unheard(
+    gateway: Gateway,
+) -> None:
+    """After a late sweep (the relay starved or stopped: what its clients sent is
+    still unread) the UNHEARD_S clock starts again."""
+    session, sent = add_session(gateway, "alice", "zone-a", 1)
+    session.resume = b"credential"
+    start = session.last_seen = time.monotonic()
+    await gateway.sweep(start + 0.25)
+    await gateway.sweep(start + 6.0)  # 5.75 s late
+    await gateway.sweep(start + 6.25)
+    assert gateway.counters.unheard_moves == 0
+    assert not any(relay_pb2.ServerMessage.FromString(m).notice.code for m in sent)
 
 
 async def test_a_credential_that_could_not_be_issued_is_issued_by_a_later_sweep(

@@ -20,13 +20,14 @@ from tessera.v1 import auth_pb2, zone_pb2, zone_pb2_grpc
 ZONE = "zone-0"
 
 
-def metrics_text(proc: ServiceProcess) -> str:
-    """A service process's /metrics page."""
-    url = f"http://127.0.0.1:{proc.ports['metrics_port']}/metrics"
+def metrics_text(proc: ServiceProcess | int) -> str:
+    """A service process's /metrics page (or the one served on a port)."""
+    port = proc if isinstance(proc, int) else proc.ports["metrics_port"]
+    url = f"http://127.0.0.1:{port}/metrics"
     return str(urllib.request.urlopen(url, timeout=5).read().decode())
 
 
-def metric(proc: ServiceProcess, name: str, **labels: str) -> float:
+def metric(proc: ServiceProcess | int, name: str, **labels: str) -> float:
     """One sample of a service's /metrics (the one with exactly ``labels``), 0 if absent."""
     want = ",".join(f'{k}="{v}"' for k, v in labels.items())
     for line in metrics_text(proc).splitlines():
@@ -126,11 +127,14 @@ class RelayWorld:
         self.procs["auth"].wait_serving()
         self.procs["zone"].wait_serving()
 
-    def relay(self, name: str, *, port_of: str = "") -> ServiceProcess:
+    def relay(
+        self, name: str, *, port_of: str = "", env: dict[str, str] | None = None
+    ) -> ServiceProcess:
         """Start relay ``name`` (id ``relay-<name>``) on its own port, or on the
-        port of ``port_of`` (a replacement behind that address), without waiting
-        for it to serve. All clients share one source address, so the per-source
-        handshake and ping budgets are lifted."""
+        port of ``port_of`` (a replacement behind that address), with ``env`` on top
+        of the world's relay settings, without waiting for it to serve. All clients
+        share one source address, so the per-source handshake and ping budgets are
+        lifted."""
         return ServiceProcess(
             "tessera.relay",
             {
@@ -145,6 +149,7 @@ class RelayWorld:
                 "TESSERA_RELAY_PINGS_PER_SOURCE_S": "1000000",
                 **relay_login_env(),
                 **self.relay_env,
+                **(env or {}),
             },
             name=f"relay-{name}",
         ).start()

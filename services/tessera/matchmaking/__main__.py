@@ -27,12 +27,13 @@ from tessera.common.database import DatabaseUnavailable, open_database
 from tessera.common.database_outage import DatabaseOutageInterceptor
 from tessera.common.process import free_port
 from tessera.common.server import GrpcService, main
+from tessera.common.workers import Workers
 from tessera.matchmaking.config import Settings
 from tessera.matchmaking.director import Director
 from tessera.matchmaking.records import RatingRecords
 from tessera.matchmaking.servicer import RULES, MatchmakerServicer, Watchers
 from tessera.matchmaking.store import Store
-from tessera.matchmaking.workers import FrontendWorkers
+from tessera.matchmaking.workers import frontend_workers
 from tessera.v1 import matchmaking_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
@@ -60,14 +61,14 @@ async def build(config: ServerConfig) -> GrpcService:
     if settings.frontend:
         verifier = await Verifier.connect(settings.auth_address, config.redis_url)
         interceptors.append(AccessInterceptor(verifier, RULES))
-    workers: FrontendWorkers | None = None
+    workers: Workers | None = None
     # Front-end workers bind the same port (SO_REUSEPORT; grpc's default on Linux,
     # set here so a worker never depends on it); the kernel spreads connections.
     options = [("grpc.so_reuseport", 1)]
     if settings.frontend_workers > 1:
         if config.grpc_port == 0:
             config = dataclasses.replace(config, grpc_port=free_port())
-        workers = FrontendWorkers(settings.frontend_workers, config.grpc_port, config.metrics_port)
+        workers = frontend_workers(settings.frontend_workers, config.grpc_port, config.metrics_port)
     service = GrpcService(config, interceptors=interceptors, options=options)
     tasks: list[asyncio.Task[None]] = []
     if settings.frontend:

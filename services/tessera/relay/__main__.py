@@ -19,7 +19,9 @@ from tessera.authclient.credentials import ServiceCredentials
 from tessera.authclient.verifier import Verifier
 from tessera.common import store as common_store
 from tessera.common.config import ServerConfig, load_or_exit
+from tessera.common.process import free_port
 from tessera.common.server import GrpcService, main
+from tessera.common.workers import Workers
 from tessera.relay import metrics, resume
 from tessera.relay.admission import rejecting
 from tessera.relay.config import RelayConfig, uvloop_enabled
@@ -27,6 +29,7 @@ from tessera.relay.gateway import Gateway, GatewayConfig
 from tessera.relay.servicer import RULES, RelayServicer
 from tessera.relay.store import RelayStore
 from tessera.relay.udp import UdpEndpoint, UdpLimits
+from tessera.relay.workers import relay_workers
 from tessera.v1 import relay_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -76,8 +79,12 @@ async def build(server_config: ServerConfig) -> GrpcService:
             handshakes_per_source_s=config.handshakes_per_source_s,
         ),
     )
+    # With workers every process binds the port with SO_REUSEPORT (the parent
+    # first, so a port of 0 becomes the one its workers share).
     udp, _ = await loop.create_datagram_endpoint(
-        lambda: endpoint, local_addr=(config.udp_host, config.udp_port)
+        lambda: endpoint,
+        local_addr=(config.udp_host, config.udp_port),
+        reuse_port=config.reuse_port or None,
     )
     if config.udp_buffer_bytes:
         # A bigger receive buffer absorbs bursts but, when the relay falls behind,
@@ -115,7 +122,25 @@ async def build(server_config: ServerConfig) -> GrpcService:
     except ConnectionError as err:
         log.error("cannot start: auth or Redis unreachable", extra={"error": str(err)})
         raise SystemExit(1) from None
-    service = GrpcService(server_config, interceptors=[AccessInterceptor(verifier, RULES)])
+    workers: Workers | None = None
+    if config.workers > 1:
+        if server_config.grpc_port == 0:
+            server_config = dataclasses.replace(server_config, grpc_port=free_port())
+        workers = relay_workers(
+            config.workers,
+            relay_id=config.relay_id,
+            udp_port=udp_port,
+            grpc_port=server_config.grpc_port,
+            metrics_port=server_config.metrics_port,
+            address=tokens.relay_address,
+        )
+    # gRPC binds with SO_REUSEPORT by default on Linux; asked for here when workers
+    # share the port, so they never depend on that default.
+    service = GrpcService(
+        server_config,
+        interceptors=[AccessInterceptor(verifier, RULES)],
+        options=[("grpc.so_reuseport", 1)] if config.reuse_port else (),
+    )
     service.add(
         relay_pb2_grpc.add_RelayServicer_to_server,
         RelayServicer(gateway, counters, connect_timeout_s=config.connect_timeout_s),
@@ -141,6 +166,12 @@ async def build(server_config: ServerConfig) -> GrpcService:
     ]
     await asyncio.wait_for(ready.wait(), 10.0)
     await asyncio.wait_for(revocations_ready.wait(), 10.0)
+    if workers is not None:
+        await workers.start()
+        tasks.append(asyncio.create_task(workers.watch(), name="relay-workers"))
+        # Every worker drains its own clients while this one drains its own.
+        service.on_stopping(workers.begin_stop)
+        service.serving_fields["worker_pids"] = workers.pids
 
     async def shutdown() -> None:
         await gateway.drain(config.drain_s)
@@ -151,6 +182,8 @@ async def build(server_config: ServerConfig) -> GrpcService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         udp.close()
+        if workers is not None:
+            await workers.stop()
         await tokens.close()
         await credentials.close()
         await verifier.close()

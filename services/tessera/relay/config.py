@@ -47,11 +47,27 @@ class RelayConfig:
     gc_threshold: int
     # Its own credentials for auth's ServiceLogin: the zones accept its calls with them.
     service_client: ServiceClient
+    # Relay processes sharing the UDP and gRPC ports (SO_REUSEPORT; docs/RELAY.md,
+    # "Worker processes"), and this process's number among them (0: the parent;
+    # set by the parent for its children).
+    workers: int = 1
+    worker: int = 0
+
+    @property
+    def reuse_port(self) -> bool:
+        """Bind the UDP port with SO_REUSEPORT (only when sharing it with workers)."""
+        return self.workers > 1 or self.worker > 0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> RelayConfig:
         env = env or Env()
         udp_port = env.integer("UDP_PORT", 7777, lo=0, hi=65535)
+        workers = env.integer("RELAY_WORKERS", 1, lo=1, hi=64)
+        worker = env.integer("RELAY_WORKER", 0, lo=0, hi=63)
+        if worker and workers > 1:
+            raise ConfigError(
+                "TESSERA_RELAY_WORKERS", str(workers), "1 in a worker (TESSERA_RELAY_WORKER set)"
+            )
         return cls(
             world=env.string("WORLD", "default", pattern=r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"),
             relay_id=env.string("RELAY_ID", socket.gethostname()),
@@ -75,6 +91,8 @@ class RelayConfig:
             udp_buffer_bytes=env.integer("UDP_BUFFER_BYTES", 0, lo=0, hi=1 << 30),
             gc_threshold=env.integer("RELAY_GC_THRESHOLD", GC_THRESHOLD, lo=0, hi=10_000_000),
             service_client=ServiceClient.from_env(env, "relay"),
+            workers=workers,
+            worker=worker,
         )
 
 

@@ -46,6 +46,16 @@ DRAIN_QUIET_S = 1.5
 MAX_ACTION_ARGS = 16
 # How soon the sweep tries again to issue a resume credential after a failure.
 RESUME_RETRY_S = 1.0
+# A client sends at least a keep-alive every second. One this relay has not heard
+# for UNHEARD_S while still sending to it most likely reaches another process now
+# (a relay worker joining the port's SO_REUSEPORT group takes over some 4-tuples),
+# or loses its packets one way only: told to MOVE, it resumes from a new socket.
+UNHEARD_S = 3.0
+# A sweep this late (the loop was starved or stopped) restarts the UNHEARD_S clock.
+SWEEP_LATE_S = 1.0
+UNHEARD_MOVE = relay_pb2.ServerMessage(
+    notice=relay_pb2.Notice(code="MOVE", message="this relay does not hear you")
+).SerializeToString()
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,10 @@ class Gateway:
         self._tasks: set[asyncio.Task[None]] = set()
         # Set when a stop begins: the UDP endpoint then opens no new session.
         self.draining = False
+        # Monotonic times of the last sweep, and since when sweeps have come on time
+        # (a relay starved or stopped for a while has not read what its clients sent).
+        self._swept = 0.0
+        self._awake_since = 0.0
 
     # -- revocation -------------------------------------------------------
 
@@ -710,6 +724,10 @@ class Gateway:
 
     async def sweep(self, now: float) -> None:
         """One housekeeping pass at ``now`` (monotonic time)."""
+        if now - self._swept > SWEEP_LATE_S:
+            self._awake_since = now
+        self._swept = now
+        hearing = now - self._awake_since > UNHEARD_S
         for session in self.sessions.idle(now):
             self._end(session, "IDLE_TIMEOUT", f"no packet for {session.timeout_s:.0f} s")
         for session in self.sessions:
@@ -722,6 +740,11 @@ class Gateway:
                 self.issue_resume(session)
             if now - session.last_sent > KEEPALIVE_S:
                 session.send(b"")
+            unheard = hearing and now - session.last_seen > UNHEARD_S
+            if unheard and session.resume and not session.told_unheard:
+                session.told_unheard = True
+                self.counters.unheard_moves += 1
+                session.post(UNHEARD_MOVE)
         self.placement.prune(now)
         for link in list(self.links.values()):
             if not link.connected and link.down_since is not None:
@@ -799,11 +822,14 @@ class Gateway:
         log.info("drained", extra={"still_talking": len(talking)})
 
     async def _other_relay(self, now: float) -> str:
-        """The public address of another live relay of the world ("" if none)."""
+        """The public address of another live relay of the world ("" if none). A relay
+        at this relay's own address is not one: its worker processes stop with it,
+        and behind one load-balanced address the client comes back there anyway."""
         seen = await self.store.relays_seen()
         own = self.config.relay_id
         for relay_id, address in sorted((await self.store.relay_addresses()).items()):
-            if relay_id != own and now - seen.get(relay_id, 0.0) < 3.0:
+            fresh = now - seen.get(relay_id, 0.0) < 3.0
+            if relay_id != own and address != self.config.public_address and fresh:
                 return address
         return ""
 

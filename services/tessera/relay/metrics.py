@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import prometheus_client
 from prometheus_client import REGISTRY, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -67,6 +68,12 @@ def observe_sampled(histogram: Histogram, starts: list[float], end: float) -> No
     for start in starts[::SAMPLE_EVERY]:
         histogram.observe(end - start)
 
+
+# Restarts of worker processes by their parent (docs/RELAY.md, "Worker processes").
+WORKER_RESTARTS = prometheus_client.Counter(
+    "tessera_relay_worker_restarts_total",
+    "Relay worker processes started again by their parent after exiting on their own.",
+)
 
 # Garbage-collection pauses: the loop stops for each collection, so a long one
 # delays every packet queued behind it.
@@ -120,6 +127,8 @@ class Counters:
     # Sessions told another zone's game schema after a move (ServerMessage.game).
     game_schemas: int = 0
     zone_silences: int = 0
+    # Sessions told to MOVE because their client went unheard (gateway.UNHEARD_S).
+    unheard_moves: int = 0
     orphans_released: int = 0
     drops: Counter[str] = field(default_factory=Counter)
     handshakes: Counter[str] = field(default_factory=Counter)
@@ -218,6 +227,12 @@ class RelayCollector(Collector):
             "tessera_relay_datagram_bytes_max",
             "The largest datagram sent to a client since the relay started.",
             value=c.largest_datagram,
+        )
+        yield CounterMetricFamily(
+            "tessera_relay_unheard_moves",
+            "UDP sessions told to MOVE because the relay had not heard their client "
+            "for 3 s while sending to it (another worker process now gets its packets).",
+            value=c.unheard_moves,
         )
         yield CounterMetricFamily(
             "tessera_relay_reliable_messages",

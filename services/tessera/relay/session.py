@@ -64,6 +64,8 @@ class Session:
     resume_issued: float = 0.0
     resume_failed: float = 0.0
     rotating: bool = False
+    # Told to MOVE once because the relay had not heard it (gateway.UNHEARD_S).
+    told_unheard: bool = False
 
     def release(self) -> None:
         """Forget the callbacks (and what they hold) once the session has ended."""
