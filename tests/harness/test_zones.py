@@ -142,3 +142,29 @@ async def test_driver_follows_a_drain_on_the_first_notice_newest_epoch_wins(
         assert driver.zone_of["p0"] == "east" and driver.routes.get("p0") == route
     finally:
         await driver.close()
+
+
+@pytest.mark.integration
+async def test_driver_with_warm_links_links_a_zone_before_its_first_player(world: World) -> None:
+    """As the relay: a zone of the registry gets its link before any player is routed
+    there, and players handed to it arrive on that same link."""
+    await world.start_all([ZoneSpec("west", WEST), ZoneSpec("east", EAST)])
+    driver = Driver(world, warm_s=0.05)
+    try:
+        await driver.follow_routes()
+        await until(lambda: {"west", "east"} <= set(driver.links), "warm links")
+        east = driver.links["east"]
+        players = [f"p{i}" for i in range(4)]
+        for i, p in enumerate(players):
+            await driver.join(p, "west", -20.0 - i, 3.0 * i)
+        await until(lambda: all(p in driver.last_snapshot for p in players), "snapshots")
+        await world.drain("west", target="east")
+        since = time.monotonic()
+        await until(
+            lambda: all(driver.zone_of[p] == "east" for p in players)
+            and all(driver.last_snapshot[p] > since for p in players),
+            "east's snapshots",
+        )
+        assert driver.links["east"] is east and driver.link_breaks == 0
+    finally:
+        await driver.close()

@@ -33,6 +33,7 @@ from tessera.harness.redis import component_url
 from tessera.harness.tokens import LOCAL, LocalIssuer
 from tessera.relay.routing import Route, RouteCache
 from tessera.relay.store import RelayStore
+from tessera.relay.zones import warm_zones
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.geometry import Rect
 from tessera.wire.snapshot import Quantization, Replicated, SnapshotReceiver, announced
@@ -440,8 +441,11 @@ class Driver:
         *,
         decode: bool = True,
         gap_log_s: float = 0.1,
+        warm_s: float = 0.0,
     ) -> None:
         self.world = world
+        # Every warm_s (0: never), open a link to each zone of the relay's warm_zones.
+        self.warm_s = warm_s
         self.relay_id = relay_id
         # Without decoding, snapshots are acknowledged unread (position() and sees()
         # know nothing): a benchmark's relay then costs less than the zones it drives.
@@ -483,7 +487,19 @@ class Driver:
         ready = asyncio.Event()
         self._watch = asyncio.create_task(self.store.watch_routes(self._on_route_change, ready))
         self._spawn(self.stalls.run())
+        if self.warm_s > 0:
+            self._spawn(self._warm_links())
         await ready.wait()
+
+    async def _warm_links(self) -> None:
+        """As the relay's ``Gateway.warm_links``: forever, a link to every zone of
+        :func:`~tessera.relay.zones.warm_zones` before any player is routed there."""
+        while True:
+            statuses = await self.store.zone_statuses()
+            for zone in warm_zones(await self.store.zone_map(), statuses):
+                with contextlib.suppress(LookupError):
+                    await self.link(zone)
+            await asyncio.sleep(self.warm_s)
 
     def reset_gaps(self) -> None:
         """Start counting gaps and moves afresh (e.g. when a benchmark's operation begins)."""
