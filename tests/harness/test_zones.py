@@ -161,8 +161,10 @@ async def test_driver_with_warm_links_links_a_zone_before_its_first_player(world
         await world.drain("west", target="east")
         since = time.monotonic()
         await until(
-            lambda: all(driver.zone_of[p] == "east" for p in players)
-            and all(driver.last_snapshot[p] > since for p in players),
+            lambda: (
+                all(driver.zone_of[p] == "east" for p in players)
+                and all(driver.last_snapshot[p] > since for p in players)
+            ),
             "east's snapshots",
         )
         assert driver.links["east"] is east and driver.link_breaks == 0

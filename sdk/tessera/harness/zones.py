@@ -2,7 +2,8 @@
 
 :class:`World` starts ``python -m tessera.zone`` processes against a Redis,
 writes the zone map and restarts or kills zones; :class:`Driver` is a minimal
-relay: one ZoneLink per zone, players attached where their route points,
+relay: one ZoneLink per zone (opened ahead of its players with ``warm_s``, as
+the relay's warm links), players attached where their route points,
 following ``Handover`` messages and ``routes:changed`` as the relay does and
 re-attaching players after a zone restart, decoding and acknowledging every
 snapshot. It counts what a client would see as trouble (a player with no
@@ -510,8 +511,8 @@ class Driver:
         self.arrivals.clear()
 
     async def link(self, zone: str) -> _Link:
-        """The live link to ``zone``, opened on first use (LookupError if the zone
-        has no known address)."""
+        """The live link to ``zone``, opened on first use or by the warm links
+        (LookupError if the zone has no known address)."""
         existing = self.links.get(zone)
         if existing is not None and not existing.task.done():
             return existing

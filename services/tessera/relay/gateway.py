@@ -354,7 +354,7 @@ class Gateway:
         session.post(session.resume)
 
     def link(self, zone: str) -> ZoneLink:
-        """The link to ``zone``, started on first use."""
+        """The link to ``zone``, started on first use (or by :meth:`warm`)."""
         link = self.links.get(zone)
         if link is None:
             link = ZoneLink(
