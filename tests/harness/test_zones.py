@@ -79,6 +79,9 @@ def test_an_arrivals_phases_split_its_path() -> None:
     move = Arrival("p", "east", "routes_changed", 1.0, 1.25, 1.25, 1.2, 1.3)
     # the zone sent its first snapshot before the driver's Attach: a negative zone phase
     assert move.phases() == pytest.approx({"link": 0.25, "zone": -0.05, "delivery": 0.1})
+    # Attached on a link still opening: the zone's part starts when the link is ready.
+    opening = Arrival("p", "east", "handover", 1.0, 1.3, 1.1, 1.35, 1.4)
+    assert opening.phases() == pytest.approx({"link": 0.3, "zone": 0.05, "delivery": 0.05})
 
 
 async def test_stalls_measure_a_blocked_loop() -> None:

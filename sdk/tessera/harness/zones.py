@@ -246,6 +246,7 @@ class _Link:
     task: asyncio.Task[None]
     channel: grpc.aio.Channel
     quant: Quantization = field(default_factory=Quantization)
+    welcomed: float | None = None  # monotonic time of the zone's welcome
 
 
 @dataclass(frozen=True)
@@ -323,9 +324,11 @@ def explain_gap(
 @dataclass(frozen=True)
 class Arrival:
     """One move of a player to another zone, timed through the path (monotonic
-    seconds): the route notice reached the driver, the link to the zone was ready,
-    the Attach was queued, the zone queued the player's first snapshot there (its
-    batch's server time) and the driver received it."""
+    seconds): the route notice reached the driver, the link to the zone was ready
+    (the zone's welcome came; a link already open counts as ready when the move
+    needed it), the Attach was queued (on a link still opening, before it was
+    ready), the zone queued the player's first snapshot there (its batch's server
+    time) and the driver received it."""
 
     player: str
     zone: str
@@ -337,14 +340,15 @@ class Arrival:
     received: float
 
     def phases(self) -> dict[str, float]:
-        """Seconds spent in each step: ``link`` (opening the link to the zone),
-        ``zone`` (Attach queued until the zone queued the first snapshot: the Attach's
-        way there, the wait for the COMMIT and for the next tick; negative when the
-        zone attached the player itself and sent first) and ``delivery`` (the zone's
-        link queue, the stream and the driver's loop)."""
+        """Seconds spent in each step: ``link`` (opening the link to the zone: the
+        channel, the stream and the zone's welcome), ``zone`` (the Attach queued on a
+        ready link until the zone queued the first snapshot: the Attach's way there,
+        the wait for the COMMIT and for the next tick; negative when the zone
+        attached the player itself and sent first) and ``delivery`` (the zone's link
+        queue, the stream and the driver's loop)."""
         return {
             "link": self.linked - self.noticed,
-            "zone": self.published - self.attached,
+            "zone": self.published - max(self.attached, self.linked),
             "delivery": self.received - self.published,
         }
 
@@ -558,6 +562,7 @@ class Driver:
             async for down in link.call:
                 which = down.WhichOneof("msg")
                 if which == "welcome":
+                    link.welcomed = time.monotonic()
                     link.quant = Quantization.from_proto(down.welcome.quantization)
                 elif which == "snapshots":
                     self._snapshots(link, down.snapshots)
@@ -624,7 +629,12 @@ class Driver:
             move = self._arriving.get(snap.player_id)
             if move is not None and move[0] == link.zone:
                 del self._arriving[snap.player_id]
-                self.arrivals.append(Arrival(snap.player_id, *move, published, now))
+                zone, via, noticed, linked, attached = move
+                if link.welcomed is not None:  # it came before any snapshot
+                    linked = max(linked, link.welcomed)
+                self.arrivals.append(
+                    Arrival(snap.player_id, zone, via, noticed, linked, attached, published, now)
+                )
 
     def _on_route_change(self, player: str, route: Route | None, _traceparent: str) -> None:
         if route is not None and player in self.zone_of:
