@@ -21,7 +21,7 @@ time and the load average, disconnects (players with no snapshot within 5 s
 after the rollout) and lost / duplicated entities (invariant scan of all zones
 and the routing table).
 
-    python bench/rollout.py --json PATH [--zones 4] [--bots 200] [--standby 0]
+    python bench/rollout.py --json PATH [--zones 4] [--bots 200] [--standby 0] [--warm-links-s 0.25]
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     spec = world_spec(args.zones, args.standby)
     runtime = LocalRuntime(spec, server.url, zone_env={**ENV, **LOCAL.env()}, channel=LOCAL.channel)
     world = World(redis, server.url, world="roll")
-    driver = Driver(world, relay_id="bench", decode=False)
+    driver = Driver(world, relay_id="bench", decode=False, warm_s=args.warm_links_s)
     walkers: list[asyncio.Task[None]] = []
     timeline: list[tuple[float, str]] = []
     try:
@@ -290,6 +290,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "zones": args.zones,
             "bots": args.bots,
             "standby": args.standby,
+            "warm_links_s": args.warm_links_s,
             "rollout_s": total_s,
             "replace_s_max": per_zone[-1],
             "replace_s_mean": sum(per_zone) / len(per_zone),
@@ -326,6 +327,12 @@ def main() -> None:
     parser.add_argument("--standby", type=int, default=0)
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between passes")
     parser.add_argument("--timeout", type=float, default=180.0)
+    parser.add_argument(
+        "--warm-links-s",
+        type=float,
+        default=0.25,
+        help="the harness relay's warm-link interval, as TESSERA_RELAY_WARM_LINKS_S (0: off)",
+    )
     args = parser.parse_args()
     wall = time.monotonic()
     result = asyncio.run(run(args))

@@ -79,6 +79,9 @@ def test_an_arrivals_phases_split_its_path() -> None:
     move = Arrival("p", "east", "routes_changed", 1.0, 1.25, 1.25, 1.2, 1.3)
     # the zone sent its first snapshot before the driver's Attach: a negative zone phase
     assert move.phases() == pytest.approx({"link": 0.25, "zone": -0.05, "delivery": 0.1})
+    # Attached on a link still opening: the zone's part starts when the link is ready.
+    opening = Arrival("p", "east", "handover", 1.0, 1.3, 1.1, 1.35, 1.4)
+    assert opening.phases() == pytest.approx({"link": 0.3, "zone": 0.05, "delivery": 0.05})
 
 
 async def test_stalls_measure_a_blocked_loop() -> None:
@@ -140,5 +143,33 @@ async def test_driver_follows_a_drain_on_the_first_notice_newest_epoch_wins(
         await redis.publish(channel, f"p0|nowhere|{route.epoch + 1}")
         await until(lambda: driver.unroutable == 1, "the unroutable route")
         assert driver.zone_of["p0"] == "east" and driver.routes.get("p0") == route
+    finally:
+        await driver.close()
+
+
+@pytest.mark.integration
+async def test_driver_with_warm_links_links_a_zone_before_its_first_player(world: World) -> None:
+    """As the relay: a zone of the registry gets its link before any player is routed
+    there, and players handed to it arrive on that same link."""
+    await world.start_all([ZoneSpec("west", WEST), ZoneSpec("east", EAST)])
+    driver = Driver(world, warm_s=0.05)
+    try:
+        await driver.follow_routes()
+        await until(lambda: {"west", "east"} <= set(driver.links), "warm links")
+        east = driver.links["east"]
+        players = [f"p{i}" for i in range(4)]
+        for i, p in enumerate(players):
+            await driver.join(p, "west", -20.0 - i, 3.0 * i)
+        await until(lambda: all(p in driver.last_snapshot for p in players), "snapshots")
+        await world.drain("west", target="east")
+        since = time.monotonic()
+        await until(
+            lambda: (
+                all(driver.zone_of[p] == "east" for p in players)
+                and all(driver.last_snapshot[p] > since for p in players)
+            ),
+            "east's snapshots",
+        )
+        assert driver.links["east"] is east and driver.link_breaks == 0
     finally:
         await driver.close()

@@ -3,7 +3,8 @@ move a player between links exactly once, replay its last inputs, and snapshots
 from a zone the player left are dropped; tokens for another world or for a zone
 that is not up are refused before anything moves; route removals of this
 relay's own Leaves end nothing, and a reconnection waits for the ended session's
-Leave."""
+Leave. One test starts a real zone process: the warm link a relay opens to a zone
+of the registry before any player is routed there."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ import pytest
 from redis.asyncio import Redis
 
 from tessera.common.process import free_port
-from tessera.common.store import WorldKeys, connect
+from tessera.common.store import Client, WorldKeys, connect
+from tessera.harness.redis import LocalRedis
+from tessera.harness.tokens import LOCAL
+from tessera.harness.zones import World, ZoneSpec
 from tessera.relay import resume
 from tessera.relay.admission import Grant
 from tessera.relay.errors import Rejected
@@ -28,6 +32,7 @@ from tessera.relay.store import RelayStore
 from tessera.relay.upstream import call_bound_s
 from tessera.v1 import common_pb2, relay_pb2, zone_pb2
 from tessera.wire.connect_token import ConnectGrant, new_token_id
+from tessera.wire.geometry import Rect
 
 
 def refuse(token: bytes, now: float) -> Grant:
@@ -782,3 +787,47 @@ async def test_a_move_to_a_zone_with_another_game_tells_the_client_its_schema(
     link.welcome = zone_pb2.LinkWelcome(game=arena)
     await gateway.on_link_up(link, reconnect=False)
     assert told() == ["world", "arena"] and gateway.counters.game_schemas == 2
+
+
+@pytest.mark.integration
+async def test_a_zone_in_the_registry_gets_a_warm_link_that_its_first_player_uses(
+    redis: Client, redis_server: LocalRedis
+) -> None:
+    """A zone that heartbeats gets a link before any player is routed there; the
+    first player routed to it is attached on that same stream (no second link, no
+    reconnect) and its snapshots come over it."""
+    world = World(redis, redis_server.url, world="w")
+    gw = Gateway(
+        GatewayConfig(relay_id="r1", world="w"),
+        store=RelayStore(redis, "w"),
+        opener=refuse,
+        counters=Counters(),
+        channel=LOCAL.channel,
+    )
+    try:
+        assert await gw.warm() == [] and not gw.links  # no zone registered yet
+        await world.start_all([ZoneSpec("a", Rect(-100, -100, 100, 100))])
+        deadline = time.monotonic() + 20.0
+        while "a" not in await gw.store.zone_statuses():
+            assert time.monotonic() < deadline, "no heartbeat"
+            await asyncio.sleep(0.05)
+        gw.draining = True  # a stopping relay opens no link
+        assert await gw.warm() == [] and not gw.links
+        gw.draining = False
+        assert await gw.warm() == ["a"]
+        link = gw.links["a"]
+        await link.ready()
+        assert link.connected and not link.attached and gw.counters.warm_links == 1
+        assert await gw.warm() == []  # one link per zone
+
+        response = await world.join("a", "p1", relay_id="r1")
+        _session, sent = add_session(gw, "p1", "a", int(response.epoch))
+        while not any(
+            relay_pb2.ServerMessage.FromString(m).WhichOneof("msg") == "snapshot" for m in sent
+        ):
+            assert time.monotonic() < deadline + 10.0, "no snapshot over the warm link"
+            await asyncio.sleep(0.05)
+        assert gw.links["a"] is link and link.reconnects == 0 and link.attached == {"p1"}
+    finally:
+        await gw.close_all()
+        world.stop()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tessera.relay.zones import pick_zone
+from tessera.relay.zones import pick_zone, warm_zones
 from tessera.v1 import common_pb2, zone_pb2
 
 ACTIVE = zone_pb2.ZONE_STATE_ACTIVE
@@ -71,3 +71,37 @@ def test_pick_skips_unreachable_zones_as_if_never_named() -> None:
     # a draining: skipping b leaves nothing; skipping a leaves b (in the map, no heartbeat).
     assert pick_zone(zone_map, {"a": status("a", 0, DRAINING)}, skip={"b"}) is None
     assert pick_zone(zone_map, {"a": status("a", 0, DRAINING)}, skip={"a"}) == "b"
+
+
+def test_warm_zones_are_the_live_zones_with_an_address() -> None:
+    standby = zone_pb2.ZONE_STATE_STANDBY
+    zone_map = zone_pb2.ZoneMap(
+        world="w",
+        zones=[
+            zone_pb2.ZoneMapEntry(zone="a", state=ACTIVE, address="h:1"),
+            # In the map, its address only in the heartbeat.
+            zone_pb2.ZoneMapEntry(zone="b", state=zone_pb2.ZONE_STATE_STARTING),
+            # No address anywhere yet: nothing to link to.
+            zone_pb2.ZoneMapEntry(zone="c", state=zone_pb2.ZONE_STATE_STARTING),
+            zone_pb2.ZoneMapEntry(zone="d", state=DRAINING, address="h:4"),
+        ],
+    )
+    statuses = {
+        "b": status("b", 0, ACTIVE, "h:2"),
+        "e": status("e", 0, standby, "h:5"),  # a standby, not in the map: a replacement's target
+        "f": status("f", 0, zone_pb2.ZONE_STATE_DRAINED, "h:6"),
+        "g": status("g", 0, DRAINING, "h:7"),
+    }
+    assert warm_zones(zone_map, statuses) == ["a", "b", "e"]
+    # A heartbeat saying draining wins over a map not yet updated, and the other way round.
+    statuses["a"] = status("a", 3, DRAINING, "h:1")
+    statuses["d"] = status("d", 3, ACTIVE, "h:4")
+    assert warm_zones(zone_map, statuses) == ["b", "e"]
+    assert warm_zones(None, statuses) == ["b", "d", "e"]
+    assert warm_zones(None, {}) == []
+
+
+def test_warm_zones_skip_instance_zones() -> None:
+    instance = status("m", 2, ACTIVE, "h:9")
+    instance.instance = "match-1"
+    assert warm_zones(None, {"m": instance, "o": status("o", 1, ACTIVE, "h:8")}) == ["o"]

@@ -2,7 +2,8 @@
 
 :class:`World` starts ``python -m tessera.zone`` processes against a Redis,
 writes the zone map and restarts or kills zones; :class:`Driver` is a minimal
-relay: one ZoneLink per zone, players attached where their route points,
+relay: one ZoneLink per zone (opened ahead of its players with ``warm_s``, as
+the relay's warm links), players attached where their route points,
 following ``Handover`` messages and ``routes:changed`` as the relay does and
 re-attaching players after a zone restart, decoding and acknowledging every
 snapshot. It counts what a client would see as trouble (a player with no
@@ -33,6 +34,7 @@ from tessera.harness.redis import component_url
 from tessera.harness.tokens import LOCAL, LocalIssuer
 from tessera.relay.routing import Route, RouteCache
 from tessera.relay.store import RelayStore
+from tessera.relay.zones import warm_zones
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.geometry import Rect
 from tessera.wire.snapshot import Quantization, Replicated, SnapshotReceiver, announced
@@ -244,6 +246,7 @@ class _Link:
     task: asyncio.Task[None]
     channel: grpc.aio.Channel
     quant: Quantization = field(default_factory=Quantization)
+    welcomed: float | None = None  # monotonic time of the zone's welcome
 
 
 @dataclass(frozen=True)
@@ -321,9 +324,11 @@ def explain_gap(
 @dataclass(frozen=True)
 class Arrival:
     """One move of a player to another zone, timed through the path (monotonic
-    seconds): the route notice reached the driver, the link to the zone was ready,
-    the Attach was queued, the zone queued the player's first snapshot there (its
-    batch's server time) and the driver received it."""
+    seconds): the route notice reached the driver, the link to the zone was ready
+    (the zone's welcome came; a link already open counts as ready when the move
+    needed it), the Attach was queued (on a link still opening, before it was
+    ready), the zone queued the player's first snapshot there (its batch's server
+    time) and the driver received it."""
 
     player: str
     zone: str
@@ -335,14 +340,15 @@ class Arrival:
     received: float
 
     def phases(self) -> dict[str, float]:
-        """Seconds spent in each step: ``link`` (opening the link to the zone),
-        ``zone`` (Attach queued until the zone queued the first snapshot: the Attach's
-        way there, the wait for the COMMIT and for the next tick; negative when the
-        zone attached the player itself and sent first) and ``delivery`` (the zone's
-        link queue, the stream and the driver's loop)."""
+        """Seconds spent in each step: ``link`` (opening the link to the zone: the
+        channel, the stream and the zone's welcome), ``zone`` (the Attach queued on a
+        ready link until the zone queued the first snapshot: the Attach's way there,
+        the wait for the COMMIT and for the next tick; negative when the zone
+        attached the player itself and sent first) and ``delivery`` (the zone's link
+        queue, the stream and the driver's loop)."""
         return {
             "link": self.linked - self.noticed,
-            "zone": self.published - self.attached,
+            "zone": self.published - max(self.attached, self.linked),
             "delivery": self.received - self.published,
         }
 
@@ -440,8 +446,11 @@ class Driver:
         *,
         decode: bool = True,
         gap_log_s: float = 0.1,
+        warm_s: float = 0.0,
     ) -> None:
         self.world = world
+        # Every warm_s (0: never), open a link to each zone of the relay's warm_zones.
+        self.warm_s = warm_s
         self.relay_id = relay_id
         # Without decoding, snapshots are acknowledged unread (position() and sees()
         # know nothing): a benchmark's relay then costs less than the zones it drives.
@@ -483,7 +492,19 @@ class Driver:
         ready = asyncio.Event()
         self._watch = asyncio.create_task(self.store.watch_routes(self._on_route_change, ready))
         self._spawn(self.stalls.run())
+        if self.warm_s > 0:
+            self._spawn(self._warm_links())
         await ready.wait()
+
+    async def _warm_links(self) -> None:
+        """As the relay's ``Gateway.warm_links``: forever, a link to every zone of
+        :func:`~tessera.relay.zones.warm_zones` before any player is routed there."""
+        while True:
+            statuses = await self.store.zone_statuses()
+            for zone in warm_zones(await self.store.zone_map(), statuses):
+                with contextlib.suppress(LookupError):
+                    await self.link(zone)
+            await asyncio.sleep(self.warm_s)
 
     def reset_gaps(self) -> None:
         """Start counting gaps and moves afresh (e.g. when a benchmark's operation begins)."""
@@ -494,8 +515,8 @@ class Driver:
         self.arrivals.clear()
 
     async def link(self, zone: str) -> _Link:
-        """The live link to ``zone``, opened on first use (LookupError if the zone
-        has no known address)."""
+        """The live link to ``zone``, opened on first use or by the warm links
+        (LookupError if the zone has no known address)."""
         existing = self.links.get(zone)
         if existing is not None and not existing.task.done():
             return existing
@@ -541,6 +562,7 @@ class Driver:
             async for down in link.call:
                 which = down.WhichOneof("msg")
                 if which == "welcome":
+                    link.welcomed = time.monotonic()
                     link.quant = Quantization.from_proto(down.welcome.quantization)
                 elif which == "snapshots":
                     self._snapshots(link, down.snapshots)
@@ -607,7 +629,12 @@ class Driver:
             move = self._arriving.get(snap.player_id)
             if move is not None and move[0] == link.zone:
                 del self._arriving[snap.player_id]
-                self.arrivals.append(Arrival(snap.player_id, *move, published, now))
+                zone, via, noticed, linked, attached = move
+                if link.welcomed is not None:  # it came before any snapshot
+                    linked = max(linked, link.welcomed)
+                self.arrivals.append(
+                    Arrival(snap.player_id, zone, via, noticed, linked, attached, published, now)
+                )
 
     def _on_route_change(self, player: str, route: Route | None, _traceparent: str) -> None:
         if route is not None and player in self.zone_of:

@@ -164,6 +164,9 @@ async def build(server_config: ServerConfig) -> GrpcService:
             name="relay-revocations",
         ),
     ]
+    if config.warm_links_s > 0:
+        warm = gateway.warm_links(config.warm_links_s)
+        tasks.append(asyncio.create_task(warm, name="relay-warm-links"))
     await asyncio.wait_for(ready.wait(), 10.0)
     await asyncio.wait_for(revocations_ready.wait(), 10.0)
     if workers is not None:

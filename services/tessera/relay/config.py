@@ -39,6 +39,8 @@ class RelayConfig:
     handshakes_per_source_s: float
     connect_timeout_s: float
     zone_silence_s: float
+    # How often the relay looks for zones to open a warm link to; 0: never.
+    warm_links_s: float
     orphan_grace_s: float
     drain_s: float
     udp_buffer_bytes: int
@@ -86,6 +88,7 @@ class RelayConfig:
             handshakes_per_source_s=env.number("RELAY_HANDSHAKES_PER_SOURCE_S", 20.0, lo=0.1),
             connect_timeout_s=env.number("RELAY_CONNECT_TIMEOUT_S", 5.0, lo=0.1, hi=60.0),
             zone_silence_s=env.number("RELAY_ZONE_SILENCE_S", 1.0, lo=0.1, hi=60.0),
+            warm_links_s=env.number("RELAY_WARM_LINKS_S", 0.25, lo=0.0, hi=60.0),
             orphan_grace_s=env.number("RELAY_ORPHAN_GRACE_S", 30.0, lo=0.5, hi=3600.0),
             drain_s=env.number("RELAY_DRAIN_S", 5.0, lo=0.0, hi=3600.0),
             udp_buffer_bytes=env.integer("UDP_BUFFER_BYTES", 0, lo=0, hi=1 << 30),

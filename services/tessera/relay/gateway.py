@@ -34,6 +34,7 @@ from tessera.relay.routing import Route, RouteCache
 from tessera.relay.session import Session, SessionTable
 from tessera.relay.store import RelayStore
 from tessera.relay.upstream import ZoneLink
+from tessera.relay.zones import warm_zones
 from tessera.v1 import relay_pb2, zone_pb2
 
 log = logging.getLogger(__name__)
@@ -367,7 +368,7 @@ class Gateway:
         session.post(session.resume)
 
     def link(self, zone: str) -> ZoneLink:
-        """The link to ``zone``, started on first use."""
+        """The link to ``zone``, started on first use (or by :meth:`warm`)."""
         link = self.links.get(zone)
         if link is None:
             link = ZoneLink(
@@ -383,6 +384,31 @@ class Gateway:
             self.links[zone] = link
             link.start()
         return link
+
+    async def warm_links(self, interval_s: float) -> None:
+        """Forever, every ``interval_s``: :meth:`warm`."""
+        while True:
+            try:
+                await self.warm()
+            except (RedisError, OSError) as err:
+                log.warning("zones for warm links not read", extra={"error": str(err)})
+            await asyncio.sleep(interval_s)
+
+    async def warm(self) -> list[str]:
+        """Start a link to each zone of :func:`warm_zones` this relay has none to,
+        before any player is routed there: players handed to a new zone (a
+        replacement, a split) then find the stream open and the zone attaches them
+        to it on adoption, instead of waiting for a channel, a stream and one Attach
+        each. Not while the relay stops. Returns the zones it linked to."""
+        if self.draining:
+            return []
+        zone_map = await self.store.zone_map()
+        statuses = await self.store.zone_statuses()
+        fresh = [zone for zone in warm_zones(zone_map, statuses) if zone not in self.links]
+        for zone in fresh:
+            self.link(zone)
+            self.counters.warm_links += 1
+        return fresh
 
     # -- client -> zone ---------------------------------------------------
 

@@ -126,6 +126,8 @@ class Counters:
     takeovers: int = 0
     # Sessions told another zone's game schema after a move (ServerMessage.game).
     game_schemas: int = 0
+    # Links opened to a zone before any player was routed there (Gateway.warm).
+    warm_links: int = 0
     zone_silences: int = 0
     # Sessions told to MOVE because their client went unheard (gateway.UNHEARD_S).
     unheard_moves: int = 0
@@ -272,6 +274,11 @@ class RelayCollector(Collector):
             "Sessions told the game schema of the zone they moved to, which differed "
             "from the one their client had (an instance zone's module).",
             value=c.game_schemas,
+        )
+        yield CounterMetricFamily(
+            "tessera_relay_warm_links",
+            "Zone links opened before any player was routed to the zone (warm links).",
+            value=c.warm_links,
         )
         yield CounterMetricFamily(
             "tessera_relay_upstream_silences",

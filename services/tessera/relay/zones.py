@@ -1,4 +1,5 @@
-"""The relay's choice of a zone for a player without a route, from the zone registry
+"""The relay's choice of a zone for a player without a route, and of the zones it
+keeps a link open to before any player is routed there, from the zone registry
 (the ``ZoneMap`` and the ``ZoneStatus`` heartbeats :mod:`tessera.relay.store` reads).
 """
 
@@ -36,3 +37,34 @@ def pick_zone(
     if not names:
         return None
     return min(names, key=lambda n: (alive[n].players if n in alive else 0, n))
+
+
+# Zone states a relay links to ahead of its players: a zone that is or may soon be
+# handed players (a standby is a replacement's target).
+_WARM_STATES = (
+    zone_pb2.ZONE_STATE_STARTING,
+    zone_pb2.ZONE_STATE_STANDBY,
+    zone_pb2.ZONE_STATE_ACTIVE,
+)
+
+
+def warm_zones(
+    zone_map: zone_pb2.ZoneMap | None, statuses: Mapping[str, zone_pb2.ZoneStatus]
+) -> list[str]:
+    """The zones a relay links to before any of its players is routed there (a warm
+    link), so that players handed to one find the link open: every zone of the map,
+    and every zone with a heartbeat (a standby, not yet in the map, is what a
+    replacement hands its players to), that has an address and is starting, standby
+    or active. Not an instance zone (only its match's players go there, through a
+    Join), nor one draining or drained by its heartbeat or by the map. Sorted."""
+    entries = {e.zone: e for e in zone_map.zones} if zone_map is not None else {}
+    out = []
+    for name in sorted(set(entries) | set(statuses)):
+        status, entry = statuses.get(name), entries.get(name)
+        if status is not None and (status.instance or status.state not in _WARM_STATES):
+            continue
+        if entry is not None and entry.state not in (0, *_WARM_STATES):
+            continue
+        if (status is not None and status.address) or (entry is not None and entry.address):
+            out.append(name)
+    return out
