@@ -326,6 +326,42 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def schedstat(pid: int) -> dict[str, tuple[float, float, int]]:
+    """Per thread of ``pid`` (by thread id): seconds on a CPU, seconds runnable but
+    waiting for one (the run queue), and how many times it ran (Linux schedstat)."""
+    out: dict[str, tuple[float, float, int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            run_ns, wait_ns, slices = (task / "schedstat").read_text().split()
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended
+            continue
+        out[task.name] = (int(run_ns) / 1e9, int(wait_ns) / 1e9, int(slices))
+    return out
+
+
+def run_queue(
+    pid: int,
+    before: dict[str, tuple[float, float, int]],
+    after: dict[str, tuple[float, float, int]],
+) -> dict[str, float | int]:
+    """How long ``pid``'s threads waited for a CPU while runnable between two
+    ``schedstat`` reads: its main thread (the event loop) and all of them."""
+    deltas = {
+        tid: tuple(a - b for a, b in zip(after[tid], before.get(tid, (0.0, 0.0, 0)), strict=True))
+        for tid in after
+    }
+    main = deltas.get(str(pid), (0.0, 0.0, 0))
+    return {
+        "threads": len(after),
+        "main_run_s": round(main[0], 3),
+        "main_wait_s": round(main[1], 3),
+        "main_slices": int(main[2]),
+        "main_wait_ms_per_slice": round(main[1] * 1e3 / main[2], 3) if main[2] else 0.0,
+        "all_run_s": round(sum(d[0] for d in deltas.values()), 3),
+        "all_wait_s": round(sum(d[1] for d in deltas.values()), 3),
+    }
+
+
 def scrape(metrics_port: int) -> list[str]:
     """The relay's /metrics, as lines."""
     text: bytes = urllib.request.urlopen(
@@ -502,12 +538,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(max(0.0, start_at + 1.0 - time.time()))
             s0 = asyncio.run(relay_status(relay.grpc_address, procs["auth"].grpc_address))
             c0, t0 = cpu_seconds(relay.pid), time.perf_counter()
+            q0 = {name: schedstat(p.pid) for name, p in procs.items()}
             k0 = udp_rcvbuf_errors()
             port = relay.ports["metrics_port"]
             m0 = scrape(port)
             time.sleep(args.duration)
             s1 = asyncio.run(relay_status(relay.grpc_address, procs["auth"].grpc_address))
             c1, t1 = cpu_seconds(relay.pid), time.perf_counter()
+            q1 = {name: schedstat(p.pid) for name, p in procs.items()}
             k1 = udp_rcvbuf_errors()
             m1 = scrape(port)
             largest = metric_value(port, "tessera_relay_datagram_bytes_max")
@@ -579,6 +617,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "snapshot_age_ms_p99": percentile(ages, 99),
         # Collections of the relay process in the window (the loop stops for each).
         "relay_gc_pauses": gc_pauses(m0, m1),
+        # Time on a CPU and waiting for one (runnable, not running) in the window,
+        # per service process: a packet that arrives while the relay waits, waits too.
+        "run_queue": {
+            name: run_queue(procs[name].pid, q0[name], q1[name]) for name in ("relay", "zone")
+        },
         "load_average_1m": round(os.getloadavg()[0], 2),
         "drops": dict(s1.drops),
         # Full socket buffers anywhere on the machine (relay or clients) during the window.
