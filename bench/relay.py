@@ -55,9 +55,10 @@ def start_stack(
     snapshot_every: int = 1,
     extra_relay_env: dict[str, str] | None = None,
     extra_zone_env: dict[str, str] | None = None,
+    relay_session: bool = False,
 ) -> tuple[LocalRedis, dict[str, ServiceProcess], int]:
     """redis-server, auth (on the database at ``database_url``), one zone and one relay,
-    all real processes."""
+    all real processes (``relay_session``: the relay in a session of its own)."""
     (tmp / "redis").mkdir()
     redis = LocalRedis(tmp / "redis")
     redis.start()
@@ -119,6 +120,7 @@ def start_stack(
             **(extra_relay_env or {}),
         },
         name="relay",
+        session=relay_session,
     ).start()
     relay.wait_serving()
     return redis, {"auth": auth, "zone": zone, "relay": relay}, udp_port
@@ -339,13 +341,25 @@ def schedstat(pid: int) -> dict[str, tuple[float, float, int]]:
     return out
 
 
+def threads_of(pids: list[int]) -> dict[str, tuple[float, float, int]]:
+    """``schedstat`` of every thread of ``pids`` (thread ids are unique machine-wide)."""
+    return {tid: stat for pid in pids for tid, stat in schedstat(pid).items()}
+
+
+def cpu_busy_s() -> float:
+    """CPU-seconds all CPUs of the machine spent not idle (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def run_queue(
     pid: int,
     before: dict[str, tuple[float, float, int]],
     after: dict[str, tuple[float, float, int]],
 ) -> dict[str, float | int]:
-    """How long ``pid``'s threads waited for a CPU while runnable between two
-    ``schedstat`` reads: its main thread (the event loop) and all of them."""
+    """How long the threads waited for a CPU while runnable between two
+    ``schedstat`` reads: the main thread of ``pid`` (the event loop) and all of them."""
     deltas = {
         tid: tuple(a - b for a, b in zip(after[tid], before.get(tid, (0.0, 0.0, 0)), strict=True))
         for tid in after
@@ -489,6 +503,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for name, value in (("chunk", args.link_chunk), ("spread", args.link_spread))
                 if value is not None
             },
+            relay_session=args.relay_session,
         )
         if args.relay_nice:
             renice(procs["relay"].pid, args.relay_nice)
@@ -538,14 +553,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(max(0.0, start_at + 1.0 - time.time()))
             s0 = asyncio.run(relay_status(relay.grpc_address, procs["auth"].grpc_address))
             c0, t0 = cpu_seconds(relay.pid), time.perf_counter()
-            q0 = {name: schedstat(p.pid) for name, p in procs.items()}
+            pids = {"relay": relay.pid, "zone": procs["zone"].pid}
+            clients = [w.pid for w in workers if w.pid is not None]
+            q0 = {name: schedstat(pid) for name, pid in pids.items()}
+            w0, b0 = threads_of(clients), cpu_busy_s()
             k0 = udp_rcvbuf_errors()
             port = relay.ports["metrics_port"]
             m0 = scrape(port)
             time.sleep(args.duration)
             s1 = asyncio.run(relay_status(relay.grpc_address, procs["auth"].grpc_address))
             c1, t1 = cpu_seconds(relay.pid), time.perf_counter()
-            q1 = {name: schedstat(p.pid) for name, p in procs.items()}
+            q1 = {name: schedstat(pid) for name, pid in pids.items()}
+            w1, b1 = threads_of(clients), cpu_busy_s()
             k1 = udp_rcvbuf_errors()
             m1 = scrape(port)
             largest = metric_value(port, "tessera_relay_datagram_bytes_max")
@@ -580,6 +599,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "zone_link_chunk": args.link_chunk,
         "zone_link_spread": args.link_spread,
         "relay_nice": args.relay_nice,
+        "relay_session": args.relay_session,
         "relay_env": [f"{name}={value}" for name, value in args.relay_env],
         "duration_s": round(elapsed, 2),
         "connected": sum(r["connected"] for r in results),
@@ -620,8 +640,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # Time on a CPU and waiting for one (runnable, not running) in the window,
         # per service process: a packet that arrives while the relay waits, waits too.
         "run_queue": {
-            name: run_queue(procs[name].pid, q0[name], q1[name]) for name in ("relay", "zone")
+            **{name: run_queue(pid, q0[name], q1[name]) for name, pid in pids.items()},
+            "clients": run_queue(0, w0, w1),
         },
+        # Of the machine's CPU-seconds in the window (cores x seconds), those not idle.
+        "machine_busy_cpu_s": round(b1 - b0, 2),
+        "machine_cpu_s": round(elapsed * (os.cpu_count() or 1), 2),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "drops": dict(s1.drops),
         # Full socket buffers anywhere on the machine (relay or clients) during the window.
@@ -661,7 +685,12 @@ def main() -> None:
         "--relay-nice",
         type=int,
         default=0,
-        help="nice value of the relay's threads (negative: as if it had its own core; root)",
+        help="nice value of the relay's threads, against the processes of its session (root)",
+    )
+    parser.add_argument(
+        "--relay-session",
+        action="store_true",
+        help="start the relay in a session of its own (Linux autogroup: its own CPU share)",
     )
     parser.add_argument(
         "--relay-env",
