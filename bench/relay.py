@@ -45,6 +45,7 @@ PROBE_HZ = 20.0
 SECRET = "bench-secret-0123456789"
 ADDED_LATENCY = "tessera_relay_added_latency_seconds"
 GC_PAUSE = "tessera_relay_gc_pause_seconds"
+LINK_BATCH = "tessera_relay_link_batch_snapshots"
 
 
 def start_stack(
@@ -428,6 +429,15 @@ def gc_pauses(before: list[str], after: list[str]) -> dict[str, dict[str, float 
     return out
 
 
+def batch_mean(before: list[str], after: list[str]) -> float | None:
+    """Mean snapshots per link batch the relay received between two scrapes."""
+    count = histogram_buckets(after, LINK_BATCH).get(float("inf"), 0.0) - histogram_buckets(
+        before, LINK_BATCH
+    ).get(float("inf"), 0.0)
+    total = histogram_sum(after, LINK_BATCH, "") - histogram_sum(before, LINK_BATCH, "")
+    return round(total / count, 1) if count else None
+
+
 def metric_value(metrics_port: int, name: str) -> float:
     """The value of an unlabelled series on the relay's /metrics."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
@@ -635,6 +645,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # processes' own delays (one clock: everything runs on this machine).
         "snapshot_age_ms_p50": percentile(ages, 50),
         "snapshot_age_ms_p99": percentile(ages, 99),
+        # Snapshots per SnapshotBatch the relay received: the zone's chunks while it
+        # paces the link, whole ticks while it is behind.
+        "link_batch_snapshots_mean": batch_mean(m0, m1),
         # Collections of the relay process in the window (the loop stops for each).
         "relay_gc_pauses": gc_pauses(m0, m1),
         # Time on a CPU and waiting for one (runnable, not running) in the window,

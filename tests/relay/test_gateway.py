@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from tessera.common.process import free_port
@@ -195,7 +196,11 @@ async def test_a_large_batch_is_fanned_out_a_slice_per_callback_in_order(
     log = fanout_sessions(gateway, n)
     players = [f"p{i:03d}" for i in range(n)]
     link = gateway.links["zone-a"]
+    batches = REGISTRY.get_sample_value("tessera_relay_link_batch_snapshots_count") or 0.0
+    snapshots = REGISTRY.get_sample_value("tessera_relay_link_batch_snapshots_sum") or 0.0
     gateway.on_snapshots(link, big_batch(1, players), time.perf_counter())
+    assert REGISTRY.get_sample_value("tessera_relay_link_batch_snapshots_count") == batches + 1
+    assert REGISTRY.get_sample_value("tessera_relay_link_batch_snapshots_sum") == snapshots + n
     assert log == [(p, 1) for p in players[:FANOUT_SLICE]]
     gateway.on_snapshots(link, big_batch(2, players[::-1]), time.perf_counter())
     assert len(log) == FANOUT_SLICE

@@ -28,7 +28,7 @@ from tessera.common import tls, tracing
 from tessera.relay import resume
 from tessera.relay.admission import Admission, Grant, TokenOpener
 from tessera.relay.errors import Rejected
-from tessera.relay.metrics import DOWN_LATENCY, RTT, SAMPLE_EVERY, Counters
+from tessera.relay.metrics import DOWN_LATENCY, LINK_BATCH, RTT, SAMPLE_EVERY, Counters
 from tessera.relay.placement import Placement, Returned, Rollback, Stranded, TransferUndone
 from tessera.relay.presence import Presence
 from tessera.relay.routing import Route, RouteCache
@@ -475,6 +475,7 @@ class Gateway:
     def on_snapshots(self, link: ZoneLink, batch: zone_pb2.SnapshotBatch, received: float) -> None:
         """Fan ``batch`` out now, up to FANOUT_SLICE snapshots; the rest (and any
         batch arriving meanwhile, after it) in later callbacks, in order."""
+        LINK_BATCH.observe(len(batch.snapshots))
         self._fanout.append(_Fanout(link, batch, received))
         if len(self._fanout) == 1:
             self._fan_out()

@@ -68,6 +68,14 @@ def observe_sampled(histogram: Histogram, starts: list[float], end: float) -> No
         histogram.observe(end - start)
 
 
+# How many snapshots each SnapshotBatch from a zone carried: chunks of the zone's
+# TESSERA_LINK_CHUNK while it paces a link, whole ticks (or several) while it is behind.
+LINK_BATCH = Histogram(
+    "tessera_relay_link_batch_snapshots",
+    "Snapshots per SnapshotBatch received on a zone link.",
+    buckets=(1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
+)
+
 # Garbage-collection pauses: the loop stops for each collection, so a long one
 # delays every packet queued behind it.
 GC_PAUSE = Histogram(
