@@ -40,6 +40,10 @@ from tessera.v1 import relay_pb2, zone_pb2
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 1.0
+# Snapshots fanned out per event-loop callback at most (about 0.7 ms of CPU): the
+# rest of a larger batch goes out in later callbacks, so client packets read
+# meanwhile do not wait behind a whole batch (a zone behind sends whole batches).
+FANOUT_SLICE = 32
 # A draining relay counts a client silent this long as moved (clients send a
 # keep-alive at least every second).
 DRAIN_QUIET_S = 1.5
@@ -47,21 +51,6 @@ DRAIN_QUIET_S = 1.5
 MAX_ACTION_ARGS = 16
 # How soon the sweep tries again to issue a resume credential after a failure.
 RESUME_RETRY_S = 1.0
-# Snapshots fanned out per event-loop callback at most (about 0.7 ms of CPU): the
-# rest of a larger batch goes out in later callbacks, so client packets read
-# meanwhile do not wait behind a whole batch (a zone behind sends whole batches).
-FANOUT_SLICE = 32
-
-
-@dataclass(slots=True)
-class _Fanout:
-    """A snapshot batch from ``link`` whose snapshots from ``next`` on are not yet
-    being sent."""
-
-    link: ZoneLink
-    batch: zone_pb2.SnapshotBatch
-    received: float
-    next: int = 0
 
 
 @dataclass(frozen=True)
@@ -82,6 +71,17 @@ class GatewayConfig:
     resume_key: bytes = field(default_factory=lambda: os.urandom(32))
     # This relay's public UDP address, offered to the clients of a stopping relay.
     public_address: str = ""
+
+
+@dataclass(slots=True)
+class _Fanout:
+    """A snapshot batch from ``link`` whose snapshots from ``next`` on are not yet
+    being sent."""
+
+    link: ZoneLink
+    batch: zone_pb2.SnapshotBatch
+    received: float
+    next: int = 0
 
 
 class Gateway:
@@ -126,9 +126,9 @@ class Gateway:
             sessions=self.sessions,
             counters=counters,
         )
-        self._tasks: set[asyncio.Task[None]] = set()
         # Snapshot batches not yet fully sent, oldest first (see FANOUT_SLICE).
         self._fanout: deque[_Fanout] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
         # Set when a stop begins: the UDP endpoint then opens no new session.
         self.draining = False
 

@@ -61,13 +61,6 @@ DOWN_LATENCY = ADDED_LATENCY.labels("down")
 # (early and late messages of a batch alike) at a fraction of the cost.
 SAMPLE_EVERY = 8
 
-
-def observe_sampled(histogram: Histogram, starts: list[float], end: float) -> None:
-    """Observe ``end - start`` for every SAMPLE_EVERY-th start."""
-    for start in starts[::SAMPLE_EVERY]:
-        histogram.observe(end - start)
-
-
 # How many snapshots each SnapshotBatch from a zone carried: chunks of the zone's
 # TESSERA_LINK_CHUNK while it paces a link, whole ticks (or several) while it is behind.
 LINK_BATCH = Histogram(
@@ -75,6 +68,13 @@ LINK_BATCH = Histogram(
     "Snapshots per SnapshotBatch received on a zone link.",
     buckets=(1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
 )
+
+
+def observe_sampled(histogram: Histogram, starts: list[float], end: float) -> None:
+    """Observe ``end - start`` for every SAMPLE_EVERY-th start."""
+    for start in starts[::SAMPLE_EVERY]:
+        histogram.observe(end - start)
+
 
 # Garbage-collection pauses: the loop stops for each collection, so a long one
 # delays every packet queued behind it.
