@@ -74,17 +74,6 @@ def test_histogram_buckets_by_label_or_summed() -> None:
     assert bench.histogram_buckets(lines, name) == {0.001: 13.0, float("inf"): 14.0}
 
 
-@pytest.mark.parametrize("text", ["NOEQUALS", "=value"])
-def test_relay_env_needs_a_name_and_a_value(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError):
-        bench.env_item(text)
-
-
-def test_relay_env_keeps_everything_after_the_first_equals() -> None:
-    assert bench.env_item("A=b=c") == ("A", "b=c")
-    assert bench.env_item("A=") == ("A", "")
-
-
 def batch_scrape(count: int, total: int) -> list[str]:
     name = "tessera_relay_link_batch_snapshots"
     return [
@@ -133,3 +122,14 @@ def test_schedstat_reads_every_thread_of_a_process() -> None:
     finally:
         stop.set()
         worker.join()
+
+
+@pytest.mark.parametrize("text", ["NOEQUALS", "=value"])
+def test_relay_env_needs_a_name_and_a_value(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        bench.env_item(text)
+
+
+def test_relay_env_keeps_everything_after_the_first_equals() -> None:
+    assert bench.env_item("A=b=c") == ("A", "b=c")
+    assert bench.env_item("A=") == ("A", "")
