@@ -47,6 +47,7 @@ PROBE_HZ = 20.0
 SECRET = "bench-secret-0123456789"
 ADDED_LATENCY = "tessera_relay_added_latency_seconds"
 GC_PAUSE = "tessera_relay_gc_pause_seconds"
+LINK_BATCH = "tessera_relay_link_batch_snapshots"
 
 
 def start_stack(
@@ -57,9 +58,10 @@ def start_stack(
     snapshot_every: int = 1,
     extra_relay_env: dict[str, str] | None = None,
     extra_zone_env: dict[str, str] | None = None,
+    relay_session: bool = False,
 ) -> tuple[LocalRedis, dict[str, ServiceProcess], int]:
     """redis-server, auth (on the database at ``database_url``), one zone and one relay,
-    all real processes."""
+    all real processes (``relay_session``: the relay in a session of its own)."""
     (tmp / "redis").mkdir()
     redis = LocalRedis(tmp / "redis")
     redis.start()
@@ -121,6 +123,7 @@ def start_stack(
             **(extra_relay_env or {}),
         },
         name="relay",
+        session=relay_session,
     ).start()
     relay.wait_serving()
     return redis, {"auth": auth, "zone": zone, "relay": relay}, udp_port
@@ -328,6 +331,54 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def schedstat(pid: int) -> dict[str, tuple[float, float, int]]:
+    """Per thread of ``pid`` (by thread id): seconds on a CPU, seconds runnable but
+    waiting for one (the run queue), and how many times it ran (Linux schedstat)."""
+    out: dict[str, tuple[float, float, int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            run_ns, wait_ns, slices = (task / "schedstat").read_text().split()
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended
+            continue
+        out[task.name] = (int(run_ns) / 1e9, int(wait_ns) / 1e9, int(slices))
+    return out
+
+
+def threads_of(pids: list[int]) -> dict[str, tuple[float, float, int]]:
+    """``schedstat`` of every thread of ``pids`` (thread ids are unique machine-wide)."""
+    return {tid: stat for pid in pids for tid, stat in schedstat(pid).items()}
+
+
+def cpu_busy_s() -> float:
+    """CPU-seconds all CPUs of the machine spent not idle (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def run_queue(
+    pid: int,
+    before: dict[str, tuple[float, float, int]],
+    after: dict[str, tuple[float, float, int]],
+) -> dict[str, float | int]:
+    """How long the threads waited for a CPU while runnable between two
+    ``schedstat`` reads: the main thread of ``pid`` (the event loop) and all of them."""
+    deltas = {
+        tid: tuple(a - b for a, b in zip(after[tid], before.get(tid, (0.0, 0.0, 0)), strict=True))
+        for tid in after
+    }
+    main = deltas.get(str(pid), (0.0, 0.0, 0))
+    return {
+        "threads": len(after),
+        "main_run_s": round(main[0], 3),
+        "main_wait_s": round(main[1], 3),
+        "main_slices": int(main[2]),
+        "main_wait_ms_per_slice": round(main[1] * 1e3 / main[2], 3) if main[2] else 0.0,
+        "all_run_s": round(sum(d[0] for d in deltas.values()), 3),
+        "all_wait_s": round(sum(d[1] for d in deltas.values()), 3),
+    }
+
+
 def scrape(metrics_port: int) -> list[str]:
     """The relay's /metrics, as lines."""
     text: bytes = urllib.request.urlopen(
@@ -378,6 +429,15 @@ def gc_pauses(before: list[str], after: list[str]) -> dict[str, dict[str, float 
             "longest_ms_at_most": longest,
         }
     return out
+
+
+def batch_mean(before: list[str], after: list[str]) -> float | None:
+    """Mean snapshots per link batch the relay received between two scrapes."""
+    count = histogram_buckets(after, LINK_BATCH).get(float("inf"), 0.0) - histogram_buckets(
+        before, LINK_BATCH
+    ).get(float("inf"), 0.0)
+    total = histogram_sum(after, LINK_BATCH, "") - histogram_sum(before, LINK_BATCH, "")
+    return round(total / count, 1) if count else None
 
 
 def metric_value(metrics_port: int, name: str) -> float:
@@ -465,6 +525,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for name, value in (("chunk", args.link_chunk), ("spread", args.link_spread))
                 if value is not None
             },
+            relay_session=args.relay_session,
         )
         pids, ports = relay_processes(procs["relay"])
         if args.relay_nice:
@@ -514,10 +575,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 w.start()
             time.sleep(max(0.0, start_at + 1.0 - time.time()))
             c0, t0 = [cpu_seconds(pid) for pid in pids], time.perf_counter()
+            sched = {"relay": procs["relay"].pid, "zone": procs["zone"].pid}
+            clients = [w.pid for w in workers if w.pid is not None]
+            q0 = {name: schedstat(pid) for name, pid in sched.items()}
+            w0, busy0 = threads_of(clients), cpu_busy_s()
             k0 = udp_rcvbuf_errors()
             per_worker0 = [scrape(port) for port in ports]
             time.sleep(args.duration)
             c1, t1 = [cpu_seconds(pid) for pid in pids], time.perf_counter()
+            q1 = {name: schedstat(pid) for name, pid in sched.items()}
+            w1, busy1 = threads_of(clients), cpu_busy_s()
             k1 = udp_rcvbuf_errors()
             per_worker1 = [scrape(port) for port in ports]
             largest = max(metric_value(p, "tessera_relay_datagram_bytes_max") for p in ports)
@@ -562,6 +629,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "zone_link_chunk": args.link_chunk,
         "zone_link_spread": args.link_spread,
         "relay_nice": args.relay_nice,
+        "relay_session": args.relay_session,
         "relay_env": [f"{name}={value}" for name, value in args.relay_env],
         "relay_workers": args.workers,
         "udp_sessions_per_worker": [int(n) for n in sessions],
@@ -599,8 +667,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # processes' own delays (one clock: everything runs on this machine).
         "snapshot_age_ms_p50": percentile(ages, 50),
         "snapshot_age_ms_p99": percentile(ages, 99),
+        # Snapshots per SnapshotBatch the relay received: the zone's chunks while it
+        # paces the link, whole ticks while it is behind.
+        "link_batch_snapshots_mean": batch_mean(m0, m1),
         # Collections of the relay process in the window (the loop stops for each).
         "relay_gc_pauses": gc_pauses(m0, m1),
+        # Time on a CPU and waiting for one (runnable, not running) in the window,
+        # per service process: a packet that arrives while the relay waits, waits too.
+        "run_queue": {
+            **{name: run_queue(pid, q0[name], q1[name]) for name, pid in sched.items()},
+            "clients": run_queue(0, w0, w1),
+        },
+        # Of the machine's CPU-seconds in the window (cores x seconds), those not idle.
+        "machine_busy_cpu_s": round(busy1 - busy0, 2),
+        "machine_cpu_s": round(elapsed * (os.cpu_count() or 1), 2),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "drops": {
             reason: int(n)
@@ -643,7 +723,12 @@ def main() -> None:
         "--relay-nice",
         type=int,
         default=0,
-        help="nice value of the relay's threads (negative: as if it had its own core; root)",
+        help="nice value of the relay's threads, against the processes of its session (root)",
+    )
+    parser.add_argument(
+        "--relay-session",
+        action="store_true",
+        help="start the relay in a session of its own (Linux autogroup: its own CPU share)",
     )
     parser.add_argument(
         "--relay-env",

@@ -1,11 +1,15 @@
-"""bench/relay.py's reading of the relay's /metrics: histograms by label and the
-garbage collections between two scrapes (pure parsing, no processes)."""
+"""bench/relay.py's reading of the relay's /metrics (histograms by label, the
+garbage collections and the mean link batch between two scrapes: pure parsing)
+and of Linux's schedstat (run-queue waits between two reads)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
+import threading
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -68,6 +72,56 @@ def test_histogram_buckets_by_label_or_summed() -> None:
     name = "tessera_relay_added_latency_seconds"
     assert bench.histogram_buckets(lines, name, 'path="up"') == {0.001: 3.0, float("inf"): 4.0}
     assert bench.histogram_buckets(lines, name) == {0.001: 13.0, float("inf"): 14.0}
+
+
+def batch_scrape(count: int, total: int) -> list[str]:
+    name = "tessera_relay_link_batch_snapshots"
+    return [
+        f'{name}_bucket{{le="32.0"}} {count}.0',
+        f'{name}_bucket{{le="+Inf"}} {count}.0',
+        f"{name}_count {count}.0",
+        f"{name}_sum {total}.0",
+    ]
+
+
+def test_mean_link_batch_between_two_scrapes() -> None:
+    assert bench.batch_mean(batch_scrape(10, 320), batch_scrape(14, 1320)) == 250.0
+    # No batch in the window, or a relay without the metric: no mean.
+    assert bench.batch_mean(batch_scrape(3, 9), batch_scrape(3, 9)) is None
+    assert bench.batch_mean(["x 1"], ["x 2"]) is None
+
+
+def test_run_queue_between_two_reads() -> None:
+    before = {"7": (1.0, 0.5, 10), "8": (0.2, 0.1, 3)}
+    # Thread 9 started in the window; thread 8 ended (its last figures are lost).
+    after = {"7": (3.0, 4.5, 30), "9": (0.5, 0.25, 5)}
+    assert bench.run_queue(7, before, after) == {
+        "threads": 2,
+        "main_run_s": 2.0,
+        "main_wait_s": 4.0,
+        "main_slices": 20,
+        "main_wait_ms_per_slice": 200.0,
+        "all_run_s": 2.5,
+        "all_wait_s": 4.25,
+    }
+
+
+def test_schedstat_reads_every_thread_of_a_process() -> None:
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()
+    try:
+        end = time.process_time() + 0.05
+        while time.process_time() < end:
+            pass
+        stats = bench.schedstat(os.getpid())
+        assert str(threading.get_native_id()) in stats
+        assert str(worker.native_id) in stats
+        run_s, wait_s, slices = stats[str(threading.get_native_id())]
+        assert run_s >= 0.04 and wait_s >= 0.0 and slices >= 1
+    finally:
+        stop.set()
+        worker.join()
 
 
 @pytest.mark.parametrize("text", ["NOEQUALS", "=value"])

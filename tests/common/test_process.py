@@ -1,4 +1,5 @@
-"""cpu_seconds: a process's user + system CPU read from /proc."""
+"""cpu_seconds: a process's user + system CPU read from /proc; ServiceProcess
+starts a child in the parent's session unless asked for one of its own."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from tessera.common.process import cpu_seconds
+import pytest
+
+from tessera.common.process import ServiceProcess, cpu_seconds
 
 BURN = """
 import sys, time
@@ -37,3 +41,15 @@ def test_it_counts_what_another_process_burnt() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+@pytest.mark.parametrize("session", [False, True])
+def test_a_child_gets_a_session_of_its_own_only_when_asked(tmp_path: Path, session: bool) -> None:
+    script = tmp_path / "idle.py"
+    script.write_text("import time\ntime.sleep(60)\n")
+    child = ServiceProcess(str(script), session=session).start()
+    try:
+        assert (os.getsid(child.pid) == child.pid) is session
+        assert (os.getsid(child.pid) == os.getsid(0)) is not session
+    finally:
+        child.terminate()

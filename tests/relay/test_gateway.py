@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from tessera.common.process import free_port
@@ -128,6 +129,38 @@ async def test_snapshots_only_from_the_current_zone(gateway: Gateway) -> None:
     assert gateway.counters.drops["snapshot_unrouted"] == 1
     gateway.on_snapshots(gateway.links["zone-b"], batch, time.perf_counter())
     assert len(sent) == 2
+
+
+async def test_each_snapshot_of_a_batch_is_its_own_message(gateway: Gateway) -> None:
+    """The message reused across a batch carries each snapshot's fields only: a
+    full snapshot (baseline 0) or an empty payload after a delta is sent as such."""
+    sent = {p: add_session(gateway, p, "zone-a", 1)[1] for p in ("alice", "bob", "carol")}
+    snapshots = [
+        zone_pb2.PlayerSnapshot(player_id="alice", stream=3, sequence=9, baseline=7, payload=b"ab"),
+        zone_pb2.PlayerSnapshot(player_id="bob", stream=4, sequence=1),
+        zone_pb2.PlayerSnapshot(player_id="nobody", stream=5, sequence=2, payload=b"x"),
+        zone_pb2.PlayerSnapshot(player_id="carol", sequence=3, baseline=2, payload=b"c"),
+    ]
+    batch = zone_pb2.SnapshotBatch(tick=11, server_time_ms=42.5, snapshots=snapshots)
+    batches = REGISTRY.get_sample_value("tessera_relay_link_batch_snapshots_count") or 0.0
+    total = REGISTRY.get_sample_value("tessera_relay_link_batch_snapshots_sum") or 0.0
+    gateway.on_snapshots(gateway.links["zone-a"], batch, time.perf_counter())
+    # The batch is counted with its size (the zone's chunks, or whole ticks when behind).
+    assert REGISTRY.get_sample_value("tessera_relay_link_batch_snapshots_count") == batches + 1
+    assert REGISTRY.get_sample_value("tessera_relay_link_batch_snapshots_sum") == total + 4
+    for snap in snapshots[:2] + snapshots[3:]:
+        expected = relay_pb2.ServerMessage(
+            snapshot=relay_pb2.Snapshot(
+                stream=snap.stream,
+                sequence=snap.sequence,
+                baseline=snap.baseline,
+                tick=11,
+                server_time_ms=42.5,
+                payload=snap.payload,
+            )
+        )
+        assert sent[snap.player_id] == [expected.SerializeToString()]
+    assert gateway.counters.drops["snapshot_unrouted"] == 1
 
 
 async def test_a_route_removal_by_another_connection_ends_the_session(

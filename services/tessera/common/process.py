@@ -89,8 +89,12 @@ class ServiceProcess:
         name: str | None = None,
         keep_lines: int = 2000,
         echo: Callable[[str], None] | None = None,
+        session: bool = False,
     ) -> None:
         self.module = module
+        # A session of its own: on Linux with sched_autogroup_enabled, its own
+        # scheduling group, which gets a CPU share like every other session's.
+        self.session = session
         self.name = name or module
         self.env = {**os.environ, **(env or {})}
         self.args = list(args)
@@ -112,6 +116,7 @@ class ServiceProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=self.session,
         )
         self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
         self._reader.start()

@@ -62,6 +62,14 @@ DOWN_LATENCY = ADDED_LATENCY.labels("down")
 # (early and late messages of a batch alike) at a fraction of the cost.
 SAMPLE_EVERY = 8
 
+# How many snapshots each SnapshotBatch from a zone carried: chunks of the zone's
+# TESSERA_LINK_CHUNK while it paces a link, whole ticks (or several) while it is behind.
+LINK_BATCH = Histogram(
+    "tessera_relay_link_batch_snapshots",
+    "Snapshots per SnapshotBatch received on a zone link.",
+    buckets=(1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
+)
+
 
 def observe_sampled(histogram: Histogram, starts: list[float], end: float) -> None:
     """Observe ``end - start`` for every SAMPLE_EVERY-th start."""
