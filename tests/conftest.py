@@ -101,7 +101,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def grpc_core() -> None:
     """Start gRPC core once for the session (:mod:`tessera.harness.grpc_runtime`):
     otherwise it stops whenever a collection frees the last channel and starts
-    again with the next one, and a restarted core was caught growing without bound."""
+    again with the next one, and a restarted core once grew without bound."""
     grpc_runtime.hold()
 
 

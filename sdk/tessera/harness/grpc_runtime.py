@@ -4,11 +4,10 @@
 the first channel, call or server and shuts it down again when the garbage
 collector frees the last of them. A test process that opens channels per test
 therefore stops and restarts core whenever a collection happens to free
-everything between two channels, at moments no test chooses. Pytest sometimes
-grew about 700 MB/s until the kernel killed it; the one such runaway caught with
-native stacks was an ``event_engine`` thread of a restarted core allocating
-without bound. A long-lived service never restarts core: it keeps its server and
-channels for its whole life.
+everything between two channels, at moments no test chooses. In a restarted core
+an ``event_engine`` thread once allocated without bound (about 700 MB/s) until
+the kernel killed pytest. A long-lived service never restarts core: it keeps its
+server and channels for its whole life.
 
 :func:`hold` keeps one idle channel (it never connects) for the rest of the
 process, so core starts once and stops only at exit. Call it before any event
