@@ -3,9 +3,8 @@ modules marked ``redis_cluster``, a real Redis Cluster as well), both with the
 component users of ``tessera.common.acl`` and checked at the end for anything
 they refused a component (a test that provokes refusals clears them), and a real
 PostgreSQL cluster per session with a fresh database per test module; the
-operator's local runtime on that Redis (``local_runtime``); gRPC core held for
-the whole session (``grpc_core``); the ``--redis-cluster`` option (``make
-test-cluster``) selects what runs on a cluster."""
+operator's local runtime on that Redis (``local_runtime``); the
+``--redis-cluster`` option (``make test-cluster``) selects what runs on a cluster."""
 
 from __future__ import annotations
 
@@ -19,7 +18,6 @@ import pytest
 from tessera.common import store
 from tessera.common.config import Env
 from tessera.common.database import Pool, open_database
-from tessera.harness import grpc_runtime
 from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis, LocalRedisCluster
 from tessera.harness.tokens import LOCAL
@@ -95,14 +93,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         or (metafunc.config.getoption("--redis-cluster") and "redis_server" not in names)
     ):
         metafunc.parametrize("redis_url", ["single", "cluster"], indirect=True)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def grpc_core() -> None:
-    """Start gRPC core once for the session (:mod:`tessera.harness.grpc_runtime`):
-    otherwise it stops whenever a collection frees the last channel and starts
-    again with the next one, and a restarted core once grew without bound."""
-    grpc_runtime.hold()
 
 
 @pytest.fixture(scope="session", autouse=True)
