@@ -3,7 +3,8 @@ modules marked ``redis_cluster``, a real Redis Cluster as well), both with the
 component users of ``tessera.common.acl`` and checked at the end for anything
 they refused a component (a test that provokes refusals clears them), and a real
 PostgreSQL cluster per session with a fresh database per test module; the
-operator's local runtime on that Redis (``local_runtime``); the
+operator's local runtime on that Redis (``local_runtime``); an abort with every
+thread's stack if the process outgrows ``RSS_LIMIT_BYTES``; the
 ``--redis-cluster`` option (``make test-cluster``) selects what runs on a cluster."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from tessera.common import store
 from tessera.common.config import Env
 from tessera.common.database import Pool, open_database
+from tessera.harness import tripwire
 from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis, LocalRedisCluster
 from tessera.harness.tokens import LOCAL
@@ -93,6 +95,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         or (metafunc.config.getoption("--redis-cluster") and "redis_server" not in names)
     ):
         metafunc.parametrize("redis_url", ["single", "cluster"], indirect=True)
+
+
+# Far above what the session holds (about 250 MB through the late-ZoneLink stop test
+# run 28 times over); a runaway (700 MB/s seen) reaches it within seconds.
+RSS_LIMIT_BYTES = 4 * 1024**3
+
+
+@pytest.fixture(scope="session", autouse=True)
+def rss_tripwire() -> None:
+    """Abort the session with every thread's stack above ``RSS_LIMIT_BYTES``
+    (:mod:`tessera.harness.tripwire`), before the kernel kills it and its neighbours."""
+    tripwire.abort_above(RSS_LIMIT_BYTES)
 
 
 @pytest.fixture(scope="session", autouse=True)
