@@ -143,7 +143,7 @@ REJECTED = [
         "at least autoscaling.minZoneSize",
     ),
     ("small-world.yaml", 0, "spec.zoneTemplate.image", _DELETE, "'image' is a required property"),
-    ("small-world.yaml", 0, "spec.zoneTemplate.tickRate", 0, "less than the minimum of 1"),
+    ("small-world.yaml", 0, "spec.zoneTemplate.tickRate", 0, "less than the minimum of 5"),
     ("large-world.yaml", 0, "spec.layout", "Dynamic", "is not one of"),
     ("large-world.yaml", 0, "spec.autoscaling.mode", "External", "spec.replicas is required"),
     ("large-world.yaml", 0, "spec.standby", -1, "less than the minimum of 0"),

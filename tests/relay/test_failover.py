@@ -107,6 +107,18 @@ async def connect(auth: str, address: str, i: int) -> GameClient:
     return client
 
 
+async def connect_playing(auth: str, address: str, bots: range) -> list[GameClient]:
+    """``connect`` each of ``bots``, ten at a time; back once every one holds a
+    resume credential and has had a few snapshots."""
+    clients: list[GameClient] = []
+    for first in range(bots.start, bots.stop, 10):
+        batch = range(first, min(first + 10, bots.stop))
+        clients += await asyncio.gather(*(connect(auth, address, i) for i in batch))
+    await wait_for(lambda: all(udp(c).credential is not None for c in clients), 15.0, "creds")
+    await wait_for(lambda: all(c.snapshots > 3 for c in clients), 15.0, "snapshots")
+    return clients
+
+
 def x_of(client: GameClient) -> float:
     assert client.world is not None
     position = client.world.own_position()
@@ -203,12 +215,7 @@ async def test_a_hundred_players_survive_a_relay_sigterm_then_a_kill(world: Rela
         await asyncio.to_thread(relay_a.wait_serving)
         await asyncio.to_thread(relay_b.wait_serving)
         auth = procs["auth"].grpc_address
-        for first in range(0, BOTS, 10):
-            clients += await asyncio.gather(
-                *(connect(auth, address["a"], i) for i in range(first, min(first + 10, BOTS)))
-            )
-        await wait_for(lambda: all(udp(c).credential is not None for c in clients), 15.0, "creds")
-        await wait_for(lambda: all(c.snapshots > 3 for c in clients), 15.0, "snapshots")
+        clients += await connect_playing(auth, address["a"], range(BOTS))
         before = await entities(procs["zone"].grpc_address)
         assert set(before) == {c.accepted.player_id for c in clients if c.accepted}
         assert len(before) == BOTS

@@ -23,7 +23,7 @@ from tessera.relay.workers import relay_workers, worker_env
 
 from .test_config import BASE
 from .test_failover import (
-    connect,
+    connect_playing,
     entities,
     gaps_after,
     keep_moving,
@@ -139,12 +139,7 @@ async def test_two_workers_share_the_port_survive_a_kill_and_stop_without_discon
         await asyncio.to_thread(relay_a.wait_serving)
         (child,) = next(r for r in relay_a.records() if r.get("msg") == "serving")["worker_pids"]
         auth = procs["auth"].grpc_address
-        for first in range(0, BOTS, 10):
-            clients += await asyncio.gather(
-                *(connect(auth, address["a"], OFFSET + i) for i in range(first, first + 10))
-            )
-        await wait_for(lambda: all(udp(c).credential is not None for c in clients), 15.0, "creds")
-        await wait_for(lambda: all(c.snapshots > 3 for c in clients), 15.0, "snapshots")
+        clients += await connect_playing(auth, address["a"], range(OFFSET, OFFSET + BOTS))
         before = await entities(procs["zone"].grpc_address)
         assert len(before) == BOTS
         ports = worker_ports(relay_a)
