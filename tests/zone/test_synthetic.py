@@ -6,6 +6,7 @@ Join that creates one is refused unless the zone allows it and no relay serves i
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 
 import grpc
@@ -163,6 +164,26 @@ async def test_handed_off_it_stays_synthetic_and_keeps_moving(world: World) -> N
     assert report.ok and report.players == 1, report
     east = await world.status("east", entities=True)
     assert list(east.entity_players) == ["syn-1"]
+
+
+@pytest.mark.integration
+async def test_players_sent_to_a_zone_that_went_away_are_skipped(world: World) -> None:
+    await world.start_all([ZoneSpec("west", WEST)])
+    west = world.procs["west"].grpc_address
+    store = ZoneStore(world.redis, world=world.world, zone="probe")
+    with socket.socket() as bound:  # bound, not listening: a zone merged away since the look
+        bound.bind(("127.0.0.1", 0))
+        gone = f"127.0.0.1:{bound.getsockname()[1]}"
+        zones = {
+            "west": (west, Rect(-190, -10, -170, 10)),
+            "gone": (gone, Rect(-190, 20, -170, 40)),
+        }
+        players = [f"syn-gone-{i}" for i in range(12)]
+        joined = await spawn(zones, players, attempts=2)
+    assert joined and set(joined) < set(players)  # some went west, the rest were skipped
+    routes = {p: await store.route(p) for p in players}
+    assert {p for p, r in routes.items() if r is not None and r.zone == "west"} == set(joined)
+    assert all(routes[p] is None for p in set(players) - set(joined))
 
 
 @pytest.mark.integration

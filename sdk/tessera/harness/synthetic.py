@@ -37,7 +37,9 @@ async def spawn(
     (``zones``: name -> (gRPC address, rectangle)); returns those who joined. A
     Join that timed out and is then refused as ``ALREADY_EXISTS`` had joined; one
     refused by a zone no longer taking joins is skipped; any other refusal raises
-    its ``grpc.aio.AioRpcError``."""
+    its ``grpc.aio.AioRpcError``. A zone still unreachable after ``attempts`` is
+    taken as gone (merged or replaced since the caller's look): its players are
+    skipped too."""
     rng = random.Random(seed)
     area = {name: rect for name, (_address, rect) in zones.items()}
     channels = {name: LOCAL.channel(address) for name, (address, _r) in zones.items()}
@@ -65,6 +67,8 @@ async def spawn(
                         return
                     if err.code() in SKIPPED:
                         return
+                    if err.code() == grpc.StatusCode.UNAVAILABLE and attempt == attempts - 1:
+                        return  # the zone went away (merged, replaced) since the look
                     if err.code() not in RETRIED or attempt == attempts - 1:
                         raise
                     await asyncio.sleep(0.1 * (attempt + 1))
