@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -315,3 +316,29 @@ def test_a_tick_sends_replicated_components_clamped_and_counted() -> None:
     table = rec.table()
     assert table.components(table.index(2), sim.replicated) == {}
     assert table.components(table.index(1), sim.replicated) == {"charge": 127.0, "heat": 2.5}
+
+
+def resident_bytes(array: np.ndarray) -> int:
+    """How much of the memory mappings that hold ``array`` is in RAM (/proc/self/smaps;
+    a huge-page advice splits one allocation into several mappings)."""
+    first, last = array.ctypes.data, array.ctypes.data + array.nbytes
+    inside, rss = False, 0
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            start, end = (int(part, 16) for part in head.split("-"))
+            inside = start < last and first < end
+        elif inside and head == "Rss:":
+            rss += int(line.split()[1]) * 1024
+    return rss
+
+
+def test_reserved_snapshot_state_is_in_ram_before_any_tick_writes_it() -> None:
+    """A zone reserves while the offers of players handed to it are held: the
+    pages' first-touch faults (huge pages: milliseconds each on a busy machine)
+    happen then, not in the first tick that sends those players full snapshots."""
+    sim = make()
+    sim.reserve(400)
+    for array in (sim.encoder.vals, sim.encoder.valid, sim.views.sent):
+        assert array.nbytes > 1 << 18  # large enough to be a mapping of its own
+        assert resident_bytes(array) >= array.nbytes

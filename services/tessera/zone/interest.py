@@ -146,7 +146,7 @@ class Views:
         size = max(clients, self.ids.shape[0] * 2)
         for name in ("ids", "rows", "sent", "known", "version"):
             old = getattr(self, name)
-            grown = np.zeros((size, *old.shape[1:]), old.dtype)
+            grown = np.full((size, *old.shape[1:]), 0, old.dtype)  # faulted in now (snapshot.py)
             grown[: old.shape[0]] = old
             setattr(self, name, grown)
 

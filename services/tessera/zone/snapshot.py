@@ -152,11 +152,14 @@ class SnapshotEncoder:
         self._free = list(range(rows - 1, -1, -1))
 
     def _alloc(self, rows: int) -> None:
+        # np.full, not np.zeros: every page is written (faulted in) here, when a zone
+        # reserves for players whose offers it holds, not by the first tick that sends
+        # them full snapshots (huge-page faults took 25-60 ms of that tick: docs/ZONE.md).
         self.ids = np.full((rows, self.history, self.cap), PAD, np.uint64)
-        self.valid = np.zeros((rows, self.history, self.cap), np.bool_)
-        self.version = np.zeros((rows, self.history), np.int64)
-        self.vals = np.zeros((rows, self.history, self.cap, self.columns), np.int32)
-        self.seq_at = np.zeros((rows, self.history), np.int64)
+        self.valid = np.full((rows, self.history, self.cap), False)
+        self.version = np.full((rows, self.history), 0, np.int64)
+        self.vals = np.full((rows, self.history, self.cap, self.columns), 0, np.int32)
+        self.seq_at = np.full((rows, self.history), 0, np.int64)
         self.next_seq = np.ones(rows, np.int64)
         self.acked = np.zeros(rows, np.int64)
         self.stream = np.zeros(rows, np.uint32)
