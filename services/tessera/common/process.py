@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import ctypes
 import json
+import multiprocessing
 import os
+import runpy
 import signal
 import socket
 import subprocess
@@ -26,8 +28,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from multiprocessing import reduction
+from multiprocessing.context import ForkServerContext
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 _PR_SET_PDEATHSIG = 1
 PARENT_PID = "TESSERA_PARENT_PID"
@@ -197,3 +201,131 @@ def _parse(line: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return record if isinstance(record, dict) else {}
+
+
+class ForkedProcess(ServiceProcess):
+    """A :class:`ServiceProcess` forked from a template process instead of started
+    as a new interpreter: the template (multiprocessing's fork server, one per
+    parent process) imported ``preload`` once, and each child runs ``python -m
+    module`` (or ``python module.py``) from there (:mod:`runpy`), with its own environment and
+    its stderr on a pipe of its own, so it starts without paying the imports and
+    set-up ``preload`` did (a zone: ~1 CPU-s of ~1.1; docs/ZONE.md).
+
+    The child is the template's, not this process's: its exit status comes from
+    the template, its parent-death signal follows the template, which exits when
+    this process does. Settings a module reads when it is imported are the
+    template's (it starts with this process's environment).
+    """
+
+    def __init__(
+        self,
+        module: str,
+        env: Mapping[str, str] | None = None,
+        *,
+        preload: str,
+        name: str | None = None,
+        keep_lines: int = 2000,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(module, env, name=name, keep_lines=keep_lines, echo=echo)
+        self.preload = preload
+
+    def start(self) -> ForkedProcess:
+        self._serving.clear()
+        self.ports = {}
+        read, write = os.pipe()
+        try:
+            child = fork_server(self.preload).Process(
+                target=_run_forked, args=(self.module, self.env, _Fd(write)), name=self.name
+            )
+            child.start()
+        except BaseException:
+            os.close(read)
+            raise
+        finally:
+            os.close(write)
+        stderr = open(read, encoding="utf-8", errors="replace")  # noqa: SIM115 (the reader's)
+        self.proc = _Forked(child, stderr)  # type: ignore[assignment]
+        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self._reader.start()
+        return self
+
+
+_servers: dict[str, ForkServerContext] = {}
+
+
+def fork_server(preload: str) -> ForkServerContext:
+    """This process's fork server, which imports ``preload`` when it starts (the
+    first fork); there is one per process, so every caller must name the same."""
+    if _servers and preload not in _servers:
+        raise ValueError(f"the fork server preloads {next(iter(_servers))}, not {preload}")
+    if preload not in _servers:
+        ctx = multiprocessing.get_context("forkserver")
+        assert isinstance(ctx, ForkServerContext)
+        ctx.set_forkserver_preload([preload])
+        _servers[preload] = ctx
+    return _servers[preload]
+
+
+class _Fd:
+    """A file descriptor passed to a forked child (as a copy, over the fork
+    server's socket)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> tuple[Callable[[Any], int], tuple[Any]]:
+        return _detach, (reduction.DupFd(self.fd),)
+
+
+def _detach(dup: Any) -> int:
+    return int(dup.detach())
+
+
+def _run_forked(module: str, env: Mapping[str, str], stderr: int) -> None:
+    """In the forked child: the caller's environment, stderr on the caller's pipe,
+    death with the template (see :func:`die_with_parent`), then ``python -m module``."""
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(stderr, 2)
+    # Nothing else of the template's: among those fds is the write end of the pipe
+    # whose end tells the template its parent is gone (then it exits, and its
+    # children get their parent-death signal).
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    os.environ.clear()
+    os.environ.update({**env, PARENT_PID: str(os.getppid())})
+    die_with_parent()
+    if module.endswith(".py"):
+        runpy.run_path(module, run_name="__main__")
+    else:
+        sys.modules.pop(module + ".__main__", None)  # the template's import of it: run it afresh
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+class _Forked:
+    """A forked child with the parts of :class:`subprocess.Popen` ServiceProcess uses."""
+
+    def __init__(self, child: multiprocessing.process.BaseProcess, stderr: IO[str]) -> None:
+        self.child = child
+        self.stderr = stderr
+
+    @property
+    def pid(self) -> int:
+        assert self.child.pid is not None
+        return self.child.pid
+
+    def poll(self) -> int | None:
+        return self.child.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.child.join(timeout)
+        if self.child.exitcode is None:
+            raise subprocess.TimeoutExpired(self.child.name, timeout or 0.0)
+        return self.child.exitcode
+
+    def terminate(self) -> None:
+        self.child.terminate()
+
+    def kill(self) -> None:
+        self.child.kill()
