@@ -103,7 +103,7 @@ class ZoneProcesses:
             **({"TESSERA_ZONE_INSTANCE": view.instance} if view.instance else {}),
         }
         # Forked from a template that loaded the zone's code once: a start costs
-        # ~0.05 CPU-s instead of ~1, taken from the zones running beside it.
+        # ~0.1 CPU-s instead of ~1, taken from the zones running beside it.
         return ForkedProcess("tessera.zone", env, name=name, preload=ZONE_TEMPLATE).start()
 
     async def resume(self, now: float) -> None:

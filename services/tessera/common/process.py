@@ -209,7 +209,7 @@ class ForkedProcess(ServiceProcess):
     parent process) imported ``preload`` once, and each child runs ``python -m
     module`` (or ``python module.py``) from there (:mod:`runpy`), with its own environment and
     its stderr on a pipe of its own, so it starts without paying the imports and
-    set-up ``preload`` did (a zone: ~1 CPU-s of ~1.1; docs/ZONE.md).
+    set-up ``preload`` did (a zone: ~0.1 CPU-s instead of ~1; docs/ZONE.md).
 
     The child is the template's, not this process's: its exit status comes from
     the template, its parent-death signal follows the template, which exits when
