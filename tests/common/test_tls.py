@@ -78,6 +78,22 @@ def client(pki: Pki, **extra: str) -> ClientTls:
 # --- settings, checked at start-up ----------------------------------------------------------
 
 
+def test_channels_have_grpc_retries_off(monkeypatch: pytest.MonkeyPatch, pki: Pki) -> None:
+    """Transparent retries of streams a stopping server refused sometimes made the
+    client's memory run away in gRPC core (docs/OPERATIONS.md, "gRPC retries")."""
+    opened: list[dict[str, object]] = []
+
+    def record(_address: str, *args: object, **kw: object) -> None:
+        opened.append(dict(kw["options"]))  # type: ignore[call-overload]
+
+    monkeypatch.setattr(grpc.aio, "insecure_channel", record)
+    monkeypatch.setattr(grpc.aio, "secure_channel", record)
+    tls.channel("127.0.0.1:1", options=[("grpc.max_receive_message_length", 1)])
+    tls.channel("127.0.0.1:1", tls=client(pki))
+    assert [o.get("grpc.enable_retries") for o in opened] == [0, 0]
+    assert opened[0]["grpc.max_receive_message_length"] == 1
+
+
 def test_no_settings_mean_plaintext() -> None:
     assert ServerTls.from_env(Env({})) is None
     assert ClientTls.from_env(Env({})) is None

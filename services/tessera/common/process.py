@@ -1,8 +1,9 @@
 """Child processes for Tessera services: start, find their ports, stop cleanly.
 
-Runtime code, not only a test aid: the operator's local runtime and matchmaking's
-front-end workers supervise their children with it (and :func:`free_port` picks
-the port those workers share); the harnesses, the demo, the benchmarks and the
+Runtime code, not only a test aid: the operator's local runtime (which forks its
+zones from a template: :class:`ForkedProcess`) and matchmaking's front-end workers
+supervise their children with it (and :func:`free_port` picks the port those
+workers share); the harnesses, the demo, the benchmarks and the
 integration tests use it too. Children are told their parent's pid
 (``TESSERA_PARENT_PID``) and call :func:`die_with_parent` first thing, so on Linux
 they are killed when the parent dies and never outlive a demo or a test run.
@@ -207,9 +208,11 @@ class ForkedProcess(ServiceProcess):
     """A :class:`ServiceProcess` forked from a template process instead of started
     as a new interpreter: the template (multiprocessing's fork server, one per
     parent process) imported ``preload`` once, and each child runs ``python -m
-    module`` (or ``python module.py``) from there (:mod:`runpy`), with its own environment and
-    its stderr on a pipe of its own, so it starts without paying the imports and
-    set-up ``preload`` did (a zone: ~0.1 CPU-s instead of ~1; docs/ZONE.md).
+    module`` (or ``python module.py``) from there with :mod:`runpy`, with its own
+    environment and its stderr on a pipe of its own, so it starts without paying
+    the imports and set-up ``preload`` did (a zone: ~0.1 CPU-s instead of ~1;
+    docs/ZONE.md). As with multiprocessing's spawn, each child imports the parent's
+    main module (a script keeps its start-up under ``if __name__ == "__main__"``).
 
     The child is the template's, not this process's: its exit status comes from
     the template, its parent-death signal follows the template, which exits when

@@ -175,6 +175,13 @@ def zone_channel(address: str) -> grpc.aio.Channel:
     return channel(address, zone=True)
 
 
+# No transparent retries: with them, streams opened on a channel to a server that
+# is stopping (its refused streams retried inside gRPC core) sometimes made the
+# client process allocate without bound (grpcio 1.85.3; docs/OPERATIONS.md,
+# "gRPC retries"). Every caller already treats UNAVAILABLE as retry-later.
+NO_RETRIES = ("grpc.enable_retries", 0)
+
+
 def channel(
     address: str,
     *,
@@ -185,8 +192,10 @@ def channel(
 ) -> grpc.aio.Channel:
     """A channel to ``address``: TLS verified with ``tls`` (default: this process's
     ``TESSERA_TLS_*`` settings), plaintext when there are none; a ``zone``'s
-    channel is TLS only when the settings say zones serve it."""
+    channel is TLS only when the settings say zones serve it. gRPC's retries are
+    off (:data:`NO_RETRIES`)."""
     tls = tls or process_client_tls()
+    options = [NO_RETRIES, *options]
     if tls is None or (zone and not tls.zones):
         return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
     return grpc.aio.secure_channel(
