@@ -90,7 +90,8 @@ def test_channels_have_grpc_retries_off(monkeypatch: pytest.MonkeyPatch, pki: Pk
     monkeypatch.setattr(grpc.aio, "secure_channel", record)
     tls.channel("127.0.0.1:1", options=[("grpc.max_receive_message_length", 1)])
     tls.channel("127.0.0.1:1", tls=client(pki))
-    assert [o.get("grpc.enable_retries") for o in opened] == [0, 0]
+    tls.channel("127.0.0.1:1", options=[("grpc.enable_retries", 1)])  # asked for
+    assert [o.get("grpc.enable_retries") for o in opened] == [0, 0, 1]
     assert opened[0]["grpc.max_receive_message_length"] == 1
 
 

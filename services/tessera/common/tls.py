@@ -193,9 +193,10 @@ def channel(
     """A channel to ``address``: TLS verified with ``tls`` (default: this process's
     ``TESSERA_TLS_*`` settings), plaintext when there are none; a ``zone``'s
     channel is TLS only when the settings say zones serve it. gRPC's retries are
-    off (:data:`NO_RETRIES`)."""
+    off (:data:`NO_RETRIES`) unless ``options`` sets ``grpc.enable_retries``."""
     tls = tls or process_client_tls()
-    options = [NO_RETRIES, *options]
+    if all(key != NO_RETRIES[0] for key, _ in options):
+        options = [NO_RETRIES, *options]
     if tls is None or (zone and not tls.zones):
         return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
     return grpc.aio.secure_channel(
