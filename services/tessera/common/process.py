@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from multiprocessing import reduction
 from multiprocessing.context import ForkServerContext
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 _PR_SET_PDEATHSIG = 1
 PARENT_PID = "TESSERA_PARENT_PID"
@@ -111,10 +111,17 @@ class ServiceProcess:
         self._serving = threading.Event()
         self._reader: threading.Thread | None = None
 
-    def start(self) -> ServiceProcess:
+    def start(self) -> Self:
         self._serving.clear()
         self.ports = {}
-        self.proc = subprocess.Popen(
+        self.proc = self._spawn()
+        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self._reader.start()
+        return self
+
+    def _spawn(self) -> subprocess.Popen[str]:
+        """The child, its stderr on a pipe."""
+        return subprocess.Popen(
             [sys.executable, *self._target(), *self.args],
             env={**self.env, PARENT_PID: str(os.getpid())},
             stdin=subprocess.DEVNULL,
@@ -123,9 +130,6 @@ class ServiceProcess:
             text=True,
             start_new_session=self.session,
         )
-        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
-        self._reader.start()
-        return self
 
     def _target(self) -> list[str]:
         return [self.module] if self.module.endswith(".py") else ["-m", self.module]
@@ -233,9 +237,7 @@ class ForkedProcess(ServiceProcess):
         super().__init__(module, env, name=name, keep_lines=keep_lines, echo=echo)
         self.preload = preload
 
-    def start(self) -> ForkedProcess:
-        self._serving.clear()
-        self.ports = {}
+    def _spawn(self) -> subprocess.Popen[str]:
         read, write = os.pipe()
         try:
             child = fork_server(self.preload).Process(
@@ -248,10 +250,7 @@ class ForkedProcess(ServiceProcess):
         finally:
             os.close(write)
         stderr = open(read, encoding="utf-8", errors="replace")  # noqa: SIM115 (the reader's)
-        self.proc = _Forked(child, stderr)  # type: ignore[assignment]
-        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
-        self._reader.start()
-        return self
+        return _Forked(child, stderr)  # type: ignore[return-value]  # what ServiceProcess uses of a Popen
 
 
 _servers: dict[str, ForkServerContext] = {}
