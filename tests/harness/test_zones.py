@@ -11,7 +11,16 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from tessera.common.store import Client, WorldKeys
-from tessera.harness.zones import Arrival, Driver, Stalls, World, ZoneSpec, explain_gap
+from tessera.harness.zones import (
+    Arrival,
+    Driver,
+    Stalls,
+    World,
+    ZoneSpec,
+    coalesce,
+    explain_gap,
+)
+from tessera.v1 import zone_pb2
 from tessera.wire.geometry import Rect
 
 WEST, EAST = Rect(-200, -200, 0, 200), Rect(0, -200, 200, 200)
@@ -95,6 +104,43 @@ async def test_stalls_measure_a_blocked_loop() -> None:
     assert stalls.longest(blocked, blocked + 0.2) >= 0.15
     assert stalls.longest(time.monotonic() + 1, time.monotonic() + 2) == 0.0
     assert max(stalls.since(blocked)) >= 0.15
+
+
+def test_stalls_longest_is_the_longest_stall_overlapping_the_window() -> None:
+    stalls = Stalls(keep=4)
+    for woke, lag in [(1.0, 0.0), (1.5, 0.4), (2.0, 0.1), (3.0, 0.9), (3.1, 0.0)]:
+        stalls.add(woke, lag)
+    assert stalls.longest(1.2, 1.9) == 0.4  # woke inside
+    assert stalls.longest(1.6, 1.95) == 0.1  # began inside, woke after
+    assert stalls.longest(2.2, 2.5) == 0.9  # spans the whole window
+    assert stalls.longest(3.2, 4.0) == 0.0
+    assert stalls.since(2.0) == [0.1, 0.9, 0.0]
+    for i in range(5):
+        stalls.add(4.0 + i, 0.01)
+    assert len(stalls.woke) <= 8 and stalls.since(0.0)[-1] == 0.01
+
+
+def test_coalesce_merges_runs_of_input_batches_in_order() -> None:
+    def inputs(*players: str) -> zone_pb2.ZoneLinkUp:
+        return zone_pb2.ZoneLinkUp(
+            inputs=zone_pb2.InputBatch(
+                inputs=[zone_pb2.PlayerInput(player_id=p, sequence=1) for p in players]
+            )
+        )
+
+    def acks(player: str) -> zone_pb2.ZoneLinkUp:
+        ack = zone_pb2.SnapshotAck(player_id=player, stream=1, sequence=2)
+        return zone_pb2.ZoneLinkUp(inputs=zone_pb2.InputBatch(acks=[ack]))
+
+    attach = zone_pb2.ZoneLinkUp(attach=zone_pb2.Attach(player_id="c"))
+    out = coalesce(
+        [inputs("a"), acks("a"), inputs("b"), attach, inputs("c"), inputs("d", "e", "f")], 3
+    )
+    assert [m.WhichOneof("msg") for m in out] == ["inputs", "attach", "inputs", "inputs"]
+    assert [i.player_id for i in out[0].inputs.inputs] == ["a", "b"]
+    assert [a.player_id for a in out[0].inputs.acks] == ["a"]
+    assert [i.player_id for i in out[2].inputs.inputs] == ["c"]  # with d, e, f: over the limit
+    assert [i.player_id for i in out[3].inputs.inputs] == ["d", "e", "f"]
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ token every call to them carries.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import math
@@ -406,30 +407,65 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))]
 
 
+def coalesce(messages: list[zone_pb2.ZoneLinkUp], limit: int = 1024) -> list[zone_pb2.ZoneLinkUp]:
+    """Messages queued for a link, each run of input batches merged into one of at
+    most ``limit`` inputs and acks (as the relay's batching writes them), in order."""
+    out: list[zone_pb2.ZoneLinkUp] = []
+    for message in messages:
+        last = out[-1] if out else None
+        if (
+            last is not None
+            and message.WhichOneof("msg") == "inputs"
+            and last.WhichOneof("msg") == "inputs"
+            and len(last.inputs.inputs)
+            + len(last.inputs.acks)
+            + len(message.inputs.inputs)
+            + len(message.inputs.acks)
+            <= limit
+        ):
+            last.inputs.MergeFrom(message.inputs)
+        else:
+            out.append(message)
+    return out
+
+
 class Stalls:
     """How late the running event loop wakes from short sleeps: a blocked or
     CPU-starved loop delays everything the driver receives."""
 
     def __init__(self, period_s: float = 0.01, keep: int = 12_000) -> None:
         self.period_s = period_s
-        self.lags: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)
+        self.keep = keep
+        # Wake times and lags, oldest first; a stall began at its wake time minus
+        # its lag, after the previous wake, so both orders agree.
+        self.woke: list[float] = []
+        self.lags: list[float] = []
 
     async def run(self) -> None:
         while True:
             before = time.monotonic()
             await asyncio.sleep(self.period_s)
             woke = time.monotonic()
-            self.lags.append((woke, max(0.0, woke - before - self.period_s)))
+            self.add(woke, max(0.0, woke - before - self.period_s))
+
+    def add(self, woke: float, lag: float) -> None:
+        self.woke.append(woke)
+        self.lags.append(lag)
+        if len(self.woke) > 2 * self.keep:
+            del self.woke[: self.keep], self.lags[: self.keep]
 
     def longest(self, since: float, until: float) -> float:
         """The longest stall that overlapped [since, until]."""
-        return max(
-            (lag for woke, lag in self.lags if woke >= since and woke - lag <= until), default=0.0
-        )
+        longest = 0.0
+        for i in range(bisect.bisect_left(self.woke, since), len(self.woke)):
+            if self.woke[i] - self.lags[i] > until:
+                break
+            longest = max(longest, self.lags[i])
+        return longest
 
     def since(self, start: float) -> list[float]:
         """Every lag measured after ``start``."""
-        return [lag for woke, lag in self.lags if woke >= start]
+        return self.lags[bisect.bisect_left(self.woke, start) :]
 
 
 class Driver:
@@ -544,7 +580,11 @@ class Driver:
 
         async def upstream() -> AsyncIterator[zone_pb2.ZoneLinkUp]:
             while True:
-                yield await up.get()
+                queued = [await up.get()]
+                while not up.empty():
+                    queued.append(up.get_nowait())
+                for message in coalesce(queued):
+                    yield message
 
         call: Any = stub.ZoneLink(upstream())
         link = _Link(zone, up, call, asyncio.create_task(asyncio.sleep(0)), channel)
@@ -578,21 +618,15 @@ class Driver:
                 self.links.pop(link.zone, None) if self.links.get(link.zone) is link else None
 
     def _snapshots(self, link: _Link, batch: zone_pb2.SnapshotBatch) -> None:
-        acks = []
+        up = zone_pb2.ZoneLinkUp()
+        ack = up.inputs.acks.add
         now = time.monotonic()
         for snap in batch.snapshots:
             player = snap.player_id
             if self.zone_of.get(player) != link.zone:
                 continue
-            rec = self.receivers.setdefault(player, SnapshotReceiver(schema=self.schema))
-            with contextlib.suppress(Exception):
-                if self.decode:
-                    rec.apply(snap.stream, snap.sequence, snap.baseline, snap.payload)
-                acks.append(
-                    zone_pb2.SnapshotAck(
-                        player_id=player, stream=snap.stream, sequence=snap.sequence
-                    )
-                )
+            if not self.decode or self._decoded(player, snap):
+                ack(player_id=player, stream=snap.stream, sequence=snap.sequence)
             prev = self.last_snapshot.get(player)
             heard = self._heard.get(player)
             if prev is not None and heard is not None:
@@ -615,9 +649,20 @@ class Driver:
                     )
             self.last_snapshot[player] = now
             self._heard[player] = (link.zone, snap.stream, snap.sequence)
-        if acks:
-            link.up.put_nowait(zone_pb2.ZoneLinkUp(inputs=zone_pb2.InputBatch(acks=acks)))
+        if up.inputs.acks:
+            link.up.put_nowait(up)
         self._arrived(link, batch, now)
+
+    def _decoded(self, player: str, snap: zone_pb2.PlayerSnapshot) -> bool:
+        """Apply a snapshot to the player's receiver; False if it does not decode."""
+        rec = self.receivers.get(player)
+        if rec is None:
+            rec = self.receivers[player] = SnapshotReceiver(schema=self.schema)
+        try:
+            rec.apply(snap.stream, snap.sequence, snap.baseline, snap.payload)
+        except Exception:
+            return False
+        return True
 
     def _arrived(self, link: _Link, batch: zone_pb2.SnapshotBatch, now: float) -> None:
         """Complete the timing of players whose first snapshot from a new zone came
@@ -761,7 +806,7 @@ class Driver:
         heading = dict.fromkeys(players, math.pi / 2)
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            for p in players:
+            for p in players if self.decode else ():  # undecoded: no positions known
                 pos = self.position(p)
                 if pos is not None:
                     if pos[0] > xs[1]:
