@@ -84,7 +84,7 @@ class ZoneProcesses:
         self.env = dict(env)
         self.modules = dict(modules)
 
-    def _start(self, name: str, view: ZoneView, mode: str = "") -> ServiceProcess:
+    async def _start(self, name: str, view: ZoneView, mode: str = "") -> ServiceProcess:
         instance = {**self.instance_env} if view.instance else {}
         if mode in self.modules:
             instance["TESSERA_GAME_MODULE"] = self.modules[mode]
@@ -103,8 +103,11 @@ class ZoneProcesses:
             **({"TESSERA_ZONE_INSTANCE": view.instance} if view.instance else {}),
         }
         # Forked from a template that loaded the zone's code once: a start costs
-        # ~0.1 CPU-s instead of ~1, taken from the zones running beside it.
-        return ForkedProcess("tessera.zone", env, name=name, preload=ZONE_TEMPLATE).start()
+        # ~0.1 CPU-s instead of ~1, taken from the zones running beside it. The fork
+        # server answers once it has forked (tens of ms; the first start, which
+        # starts the template, seconds): waited for in a thread, not on the loop.
+        process = ForkedProcess("tessera.zone", env, name=name, preload=ZONE_TEMPLATE)
+        return await asyncio.to_thread(process.start)
 
     async def resume(self, now: float) -> None:
         """Start again a zone whose process died while it should run."""
@@ -116,7 +119,7 @@ class ZoneProcesses:
                 extra={"zone": name, "last_lines": list(zone.process.lines)[-3:]},
             )
             metrics.ZONE_RESTARTS.inc()
-            zone.process = self._start(name, zone.view, zone.mode)
+            zone.process = await self._start(name, zone.view, zone.mode)
 
     async def observe(self, store: OperatorStore, now: float) -> Observation:
         """Each zone's load and phase from its heartbeat; a zone whose process is
@@ -161,7 +164,7 @@ class ZoneProcesses:
                 created=now,
                 revision=self.world.revision,
             )
-            process = self._start(action.zone, view, action.mode)
+            process = await self._start(action.zone, view, action.mode)
             self.zones[action.zone] = LocalZone(view, process, mode=action.mode)
             return
         zone = self.zones.get(action.zone)
