@@ -73,7 +73,7 @@ class Heartbeat(ServiceProcess):
 class HeartbeatZones(ZoneProcesses):
     """The local runtime's workloads with :class:`Heartbeat` zones in place of processes."""
 
-    def _start(self, name: str, view: ZoneView, mode: str = "") -> ServiceProcess:
+    async def _start(self, name: str, view: ZoneView, mode: str = "") -> ServiceProcess:
         return Heartbeat(name)
 
 
