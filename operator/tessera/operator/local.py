@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -46,6 +45,7 @@ import yaml
 from tessera.authclient.credentials import ServiceCredentials
 from tessera.common import logs, store
 from tessera.common.config import Env, ServiceClient, load_or_exit
+from tessera.common.heap import settle_heap
 from tessera.harness.redis import LocalRedis
 from tessera.operator import metrics, resources
 from tessera.operator.planner.actions import Plan
@@ -185,8 +185,7 @@ async def _main(args: argparse.Namespace) -> None:
     log.info("serving", extra={"world": runtime.world.name})
     # What start-up made lives as long as the process: frozen, the cyclic GC's
     # full collections skip it (~50 ms of a pass at 500 zones otherwise).
-    gc.collect()
-    gc.freeze()
+    settle_heap()
     try:
         await runtime.run(stop, args.interval)
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import logging
 import socket
 
@@ -19,6 +18,7 @@ from tessera.authclient.credentials import ServiceCredentials
 from tessera.authclient.verifier import Verifier
 from tessera.common import store as common_store
 from tessera.common.config import ServerConfig, load_or_exit
+from tessera.common.heap import settle_heap
 from tessera.common.process import free_port
 from tessera.common.server import GrpcService, main
 from tessera.common.workers import Workers
@@ -196,15 +196,6 @@ async def build(server_config: ServerConfig) -> GrpcService:
     service.on_shutdown(shutdown)
     settle_heap(config.gc_threshold)
     return service
-
-
-def settle_heap(threshold: int) -> None:
-    """After start-up: move everything alive (modules, protobuf descriptors, gRPC,
-    the wiring) to the permanent generation, which collections never walk, and set
-    generation 0's threshold (0: no automatic collections)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(threshold, *gc.get_threshold()[1:])
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from tessera.common import store as common_store
 from tessera.common.audit import AuditLog
 from tessera.common.config import ConfigError, Env, ServerConfig, ServiceClient
 from tessera.common.database import DatabaseUnavailable, Pool, open_database
+from tessera.common.heap import settle_heap
 from tessera.common.server import GrpcService, main
 from tessera.game.errors import ModuleError
 from tessera.game.module import DEFAULT, Module, load
@@ -100,6 +101,7 @@ async def build(config: ServerConfig) -> GrpcService:
     service.on_shutdown(servicer.stop)
     # ZoneLink streams never end on their own: close them when the stop begins.
     service.on_stopping(servicer.links.close)
+    settle_heap()
     return service
 
 

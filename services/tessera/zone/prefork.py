@@ -16,8 +16,10 @@ jitcache.exclude_scipy()
 
 import tessera.zone.__main__  # noqa: E402, F401  (the entry's imports)
 from tessera.common.config import Env  # noqa: E402
+from tessera.common.heap import settle_heap  # noqa: E402
 from tessera.zone import messages, metrics, persistence, results, servicer, store  # noqa: E402, F401
 from tessera.zone.config import ZoneConfig  # noqa: E402
 from tessera.zone.simulation import warm_up  # noqa: E402
 
 warm_up(ZoneConfig.from_env(Env({})))
+settle_heap()  # the zones' collections never walk (nor copy) the template's objects

@@ -1,4 +1,4 @@
-"""The relay's start-up wiring: the heap it settles once started."""
+"""The heap a service settles once started."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tessera.relay.__main__ import settle_heap
+from tessera.common.heap import settle_heap
 
 
 @pytest.fixture
@@ -37,3 +37,10 @@ def test_a_zero_threshold_turns_automatic_collection_off() -> None:
     counts = gc.get_count()[0]
     garbage = [[i] for i in range(5000)]
     assert gc.get_count()[0] >= counts + len(garbage)  # nothing collected them
+
+
+@pytest.mark.usefixtures("restored_gc")
+def test_without_a_threshold_the_collector_keeps_its_own() -> None:
+    before = gc.get_threshold()
+    settle_heap()
+    assert gc.get_threshold() == before and gc.get_freeze_count() > 0
