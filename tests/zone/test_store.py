@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -161,6 +162,31 @@ async def test_a_traced_commit_publishes_its_traceparent(redis: Client) -> None:
     first, second = [m for _id, m in await ZoneStore(redis, world="w", zone="b").receive()]
     assert first is not None and first.trace_context["traceparent"] == traceparent
     assert second is not None and not second.trace_context
+
+
+async def test_a_batch_reaches_a_waiting_zone_whole(redis: Client) -> None:
+    """Messages sent together (PREPAREs, their answers, COMMITs) land in the inbox
+    at once: a zone blocked on its inbox reads the whole batch, not the first
+    message alone with the rest waiting behind its processing."""
+    a = ZoneStore(redis, world="w", zone="a")
+    b = ZoneStore(redis, world="w", zone="b")
+    keys = WorldKeys("w")
+    assert await b.receive(block_ms=1) == []  # the consumer group exists
+
+    async def read_while_sending(send: Callable[[], Awaitable[object]]) -> int:
+        reading = asyncio.create_task(b.receive(block_ms=5000))
+        await asyncio.sleep(0.2)  # blocked in XREADGROUP
+        await send()
+        got = await asyncio.wait_for(reading, 5)
+        await b.done([i for i, _m in got])
+        return len(got)
+
+    ping = zone_pb2.InboxMessage(abort=zone_pb2.HandoffAbort(entity_id=1, epoch=2))
+    assert await read_while_sending(lambda: a.send_many([("b", ping)] * 40)) == 40
+    for i in range(40):
+        await redis.hset(keys.routes, f"p{i}", "a|1")
+    commits = [commit("b", f"p{i}", "a|1", 2) for i in range(40)]
+    assert await read_while_sending(lambda: a.commit_handoffs(commits)) == 40
 
 
 async def test_inbox_redelivers_unacknowledged_entries_after_a_restart(redis: Client) -> None:

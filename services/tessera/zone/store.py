@@ -295,10 +295,13 @@ class ZoneStore:
         return GhostFeed(self.redis, self.keys)
 
     async def send_many(self, messages: list[tuple[str, zone_pb2.InboxMessage]]) -> None:
-        """Append messages to zones' inbox streams in one round trip."""
+        """Append messages to zones' inbox streams in one round trip, all at once
+        (MULTI/EXEC; a world's keys share one cluster slot): a zone waiting on its
+        inbox reads the whole batch, rather than the first message alone while the
+        rest wait behind that message's processing."""
         if not messages:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=True) as pipe:
             for zone, msg in messages:
                 pipe.xadd(
                     self.keys.zone_inbox(zone),
@@ -311,10 +314,11 @@ class ZoneStore:
     async def commit_handoffs(self, commits: list[Commit]) -> list[bool]:
         """Run the commit script for each handoff (one round trip): switch the
         entity's route from ``expected`` to ``<target>|<epoch>``, store its
-        checkpoint and queue the COMMIT, each all or nothing."""
+        checkpoint and queue the COMMIT, each all or nothing; the COMMITs land
+        together, as :meth:`send_many`'s messages do."""
         if not commits:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=True) as pipe:
             for c in commits:
                 await queue_script(
                     pipe,
