@@ -139,6 +139,27 @@ async def test_handoff_commit_is_all_or_nothing(redis: Client) -> None:
     assert await redis.hget(keys.routes, "p") == b"b|4"
 
 
+async def test_a_batch_of_commits_is_judged_one_by_one(redis: Client) -> None:
+    """One script commits a batch: each handoff stands or falls alone, in order,
+    and each COMMIT goes to its own target's inbox."""
+    a = ZoneStore(redis, world="w", zone="a")
+    keys = WorldKeys("w")
+    for player in ("p", "q", "r"):
+        await redis.hset(keys.routes, player, "a|1")
+    batch = [
+        commit("b", "p", "a|1", 2),
+        commit("c", "q", "a|0", 2),  # stale expectation: refused
+        commit("c", "r", "a|1", 3),
+        commit("b", "", "", 5),  # an NPC: the COMMIT only
+    ]
+    assert await a.commit_handoffs(batch) == [True, False, True, True]
+    assert await redis.hmget(keys.routes, ["p", "q", "r"]) == [b"b|2", b"a|1", b"c|3"]
+    got_b = await ZoneStore(redis, world="w", zone="b").receive(block_ms=10)
+    got_c = await ZoneStore(redis, world="w", zone="c").receive(block_ms=10)
+    assert [m.commit.epoch for _i, m in got_b if m is not None] == [2, 5]
+    assert [m.commit.epoch for _i, m in got_c if m is not None] == [3]
+
+
 async def test_a_traced_commit_publishes_its_traceparent(redis: Client) -> None:
     a = ZoneStore(redis, world="w", zone="a")
     keys = WorldKeys("w")

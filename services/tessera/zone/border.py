@@ -265,7 +265,7 @@ class Border:
         return messages.entity_state(state)
 
     async def commit(self, outs: list[Outgoing], *, result: str = "committed") -> list[Release]:
-        """Switch the routes and queue the COMMITs (one script each, one round trip),
+        """Switch the routes and queue the COMMITs (one script for the batch),
         then let go of the entities whose commit succeeded; abort the others."""
         e = self.sim.ents
         now = time.monotonic()

@@ -24,7 +24,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from redis.exceptions import RedisError, ResponseError
 
-from tessera.common.store import Client, WorldKeys, follow_slot, parse_heartbeat, queue_script
+from tessera.common.store import Client, WorldKeys, follow_slot, parse_heartbeat
 from tessera.v1 import zone_pb2
 from tessera.wire.names import CHEAT_REASONS
 from tessera.zone.snapshot import ID_LIMIT
@@ -83,17 +83,34 @@ for k = 1, n + 3 do redis.call('EXPIRE', KEYS[k], ARGV[3]) end
 return #stale
 """
 
+# Commits of one batch, in order, each all or nothing: KEYS routes, routes_changed,
+# checkpoints, then the target inboxes; ARGV the inbox length cap, then 7 per
+# commit (player, expected route, new route, state, COMMIT, traceparent suffix,
+# index of the target inbox in KEYS). A commit whose route is already the new one
+# (a retried call whose answer was lost) is done: nothing is written twice.
 _COMMIT = """
-if ARGV[1] ~= '' then
-  local cur = redis.call('HGET', KEYS[1], ARGV[1])
-  if cur == ARGV[3] then return 1 end
-  if (cur or '') ~= ARGV[2] then return 0 end
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-  redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
-  redis.call('PUBLISH', KEYS[2], ARGV[1] .. '|' .. ARGV[3] .. ARGV[7])
+local out = {}
+for b = 2, #ARGV, 7 do
+  local player, route = ARGV[b], ARGV[b + 2]
+  local ok, queue = 1, true
+  if player ~= '' then
+    local cur = redis.call('HGET', KEYS[1], player)
+    if cur == route then
+      queue = false
+    elseif (cur or '') ~= ARGV[b + 1] then
+      ok, queue = 0, false
+    else
+      redis.call('HSET', KEYS[1], player, route)
+      redis.call('HSET', KEYS[3], player, ARGV[b + 3])
+      redis.call('PUBLISH', KEYS[2], player .. '|' .. route .. ARGV[b + 5])
+    end
+  end
+  if queue then
+    redis.call('XADD', KEYS[tonumber(ARGV[b + 6])], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[b + 4])
+  end
+  out[#out + 1] = ok
 end
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'm', ARGV[5])
-return 1
+return out
 """
 
 GROUP = "zone"
@@ -312,34 +329,33 @@ class ZoneStore:
             await pipe.execute()
 
     async def commit_handoffs(self, commits: list[Commit]) -> list[bool]:
-        """Run the commit script for each handoff (one round trip): switch the
-        entity's route from ``expected`` to ``<target>|<epoch>``, store its
-        checkpoint and queue the COMMIT, each all or nothing; the COMMITs land
-        together, as :meth:`send_many`'s messages do."""
+        """Commit a batch of handoffs in one script (one round trip, one command to
+        pack rather than one per handoff): for each, switch the entity's route from
+        ``expected`` to ``<target>|<epoch>``, store its checkpoint and queue the
+        COMMIT, all or nothing; the COMMITs land together, as :meth:`send_many`'s
+        messages do."""
         if not commits:
             return []
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for c in commits:
-                await queue_script(
-                    pipe,
-                    self._commit,
-                    [
-                        self.keys.routes,
-                        self.keys.routes_changed,
-                        self.keys.checkpoints,
-                        self.keys.zone_inbox(c.target),
-                    ],
-                    [
-                        c.player_id,
-                        c.expected,
-                        f"{c.target}|{c.epoch}",
-                        c.state.SerializeToString(),
-                        c.message.SerializeToString(),
-                        INBOX_MAXLEN,
-                        f"|{c.traceparent}" if c.traceparent else "",
-                    ],
-                )
-            results = await pipe.execute(raise_on_error=False)
+        targets = sorted({c.target for c in commits})
+        inbox = {t: 4 + i for i, t in enumerate(targets)}  # 1-based, after 3 keys
+        keys = [
+            self.keys.routes,
+            self.keys.routes_changed,
+            self.keys.checkpoints,
+            *(self.keys.zone_inbox(t) for t in targets),
+        ]
+        args: list[Any] = [INBOX_MAXLEN]
+        for c in commits:
+            args += [
+                c.player_id,
+                c.expected,
+                f"{c.target}|{c.epoch}",
+                c.state.SerializeToString(),
+                c.message.SerializeToString(),
+                f"|{c.traceparent}" if c.traceparent else "",
+                inbox[c.target],
+            ]
+        results = await self._commit(keys=keys, args=args)
         return [r == 1 for r in results]
 
 
