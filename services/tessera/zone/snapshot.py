@@ -154,7 +154,7 @@ class SnapshotEncoder:
     def _alloc(self, rows: int) -> None:
         # np.full, not np.zeros: every page is written (faulted in) here, when a zone
         # reserves for players whose offers it holds, not by the first tick that sends
-        # them full snapshots (huge-page faults took 25-60 ms of that tick: docs/ZONE.md).
+        # them full snapshots (huge-page faults took 25-60 ms of that tick: docs/BENCHMARKS.md).
         self.ids = np.full((rows, self.history, self.cap), PAD, np.uint64)
         self.valid = np.full((rows, self.history, self.cap), False)
         self.version = np.full((rows, self.history), 0, np.int64)
