@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import suppress
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
+from tessera.common.config import Env
 from tessera.common.database import Pool
 from tessera.common.errors import detail_of
 from tessera.common.process import ServiceProcess
@@ -23,6 +25,10 @@ from tessera.harness.redis import LocalRedis, component_url
 from tessera.harness.tokens import LOCAL
 from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.snapshot import Quantization, SnapshotReceiver
+from tessera.zone.config import ZoneConfig
+from tessera.zone.servicer import ZoneServicer
+from tessera.zone.simulation import Growth
+from tessera.zone.store import ZoneStore
 
 pytestmark = pytest.mark.integration
 
@@ -553,3 +559,35 @@ async def test_bounds_changes_and_drains_are_audited(
     assert records[0].detail == "bounds -400,-400,400,400 map 0: 0 handoffs"
     assert records[1].detail == "drain into nowhere, deadline 0 s: FAILED_PRECONDITION"
     assert records[2].detail == "drain by position, deadline 5 s: 0 remaining"
+
+
+async def test_client_rows_grow_on_a_worker_thread(redis: Redis) -> None:
+    """The zone allocates (and faults in) its client rows off the event loop: ahead
+    of the attaches once fewer than an eighth are free, and for a batch of offers
+    or restored players; the loop only installs them."""
+    cfg = ZoneConfig.from_env(
+        Env({"TESSERA_ZONE_BOUNDS": "-100,-100,100,100", "TESSERA_NPCS": "0"})
+    )
+    zone = ZoneServicer(cfg, ZoneStore(redis, world=WORLD, zone=ZONE))
+    threads: list[int] = []
+    allocate = zone.sim.allocate
+
+    def on_thread(clients: int) -> Growth:
+        threads.append(threading.get_ident())
+        return allocate(clients)
+
+    zone.sim.allocate = on_thread  # type: ignore[method-assign]
+    for i in range(15):
+        zone.sim.add_player(entity_id=i + 1, player_id=f"p{i}", pos=(i * 5.0, 0.0, 0.0), team=0)
+        assert zone.sim.attach(f"p{i}")
+        zone.tick()
+        if i < 14:  # 2 of 16 rows free: not yet
+            assert zone._growing is None and zone.sim.encoder.rows == 16
+    growing = zone._growing
+    assert growing is not None
+    await growing
+    assert zone.sim.encoder.rows == 32 and zone.sim.encoder.spare == 17
+    await zone._grow(100)
+    assert zone.sim.encoder.rows == 100 and zone.sim.views.ids.shape[0] == 100
+    assert len(threads) == 2 and threading.get_ident() not in threads
+    assert sorted(zone.sim.attached) == sorted(f"p{i}" for i in range(15))

@@ -18,7 +18,7 @@ from tessera.wire.snapshot import SnapshotReceiver
 from tessera.zone import inputs
 from tessera.zone.config import ZoneConfig
 from tessera.zone.entities import DEAD, GHOST, PLAYER, Record
-from tessera.zone.simulation import Simulation
+from tessera.zone.simulation import Frame, Growth, Simulation
 
 Kind = zone_pb2.PlayerEvent.Kind
 
@@ -278,6 +278,53 @@ def test_reserved_snapshot_state_serves_a_burst_of_attaches_unchanged() -> None:
         assert bool(frames[1].batch.full[i])
         np.testing.assert_array_equal(tables[0].table.ids, tables[1].table.ids)
         np.testing.assert_array_equal(tables[0].table.rows, tables[1].table.rows)
+
+
+def test_rows_allocated_ahead_keep_what_the_zone_did_before_they_were_installed() -> None:
+    """The zone allocates client rows on a worker thread and installs them later:
+    players attached and snapshots acknowledged in between are carried over, and
+    every client decodes the same as from a zone that grew by doubling on attach."""
+    sims = [make(), make()]
+    smaller, growth = sims[1].allocate(20), sims[1].allocate(64)
+    assert sims[1].encoder.rows == 16  # nothing of the zone's changed yet
+    receivers: list[dict[str, SnapshotReceiver]] = [{}, {}]
+
+    def play(first: int, last: int, ticks: int) -> list[Frame]:
+        for sim in sims:
+            for i in range(first, last):
+                pos = (float(i % 8) * 20 - 80, 0.0, float(i // 8) * 20 - 80)
+                sim.add_player(entity_id=i + 1, player_id=f"p{i}", pos=pos, team=0)
+                sim.attach(f"p{i}")
+        frames: list[Frame] = []
+        for _ in range(ticks):
+            frames = [sim.step() for sim in sims]
+            for sim, frame, got in zip(sims, frames, receivers, strict=True):
+                b = frame.batch
+                for i, player in enumerate(frame.players):
+                    rec = got.setdefault(player, SnapshotReceiver())
+                    rec.apply(
+                        int(b.stream[i]), int(b.sequence[i]), int(b.baseline[i]), b.payloads[i]
+                    )
+                    assert sim.ack(player, int(b.stream[i]), int(b.sequence[i]))
+        return frames
+
+    play(0, 12, 3)
+    sims[1].install(growth)
+    assert (sims[1].encoder.rows, sims[1].encoder.spare) == (64, 52)
+    assert sims[1].views.ids.shape[0] == 64 and sims[1].viewer.size >= 64
+    frames = play(12, 40, 3)
+    assert sims[1].encoder.rows == 64 and sims[0].encoder.rows == 64  # 16 -> 32 -> 64
+    assert frames[0].players == frames[1].players and len(frames[0].players) == 40
+    kept = [frames[1].players.index(f"p{i}") for i in range(12)]
+    assert not frames[1].batch.full[kept].any()  # deltas on baselines kept through the install
+    for player in frames[0].players:
+        a, b = (got[player].tables[got[player].latest] for got in receivers)
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.rows, b.rows)
+
+    sims[1].install(smaller)  # allocated too, installed last: smaller than what is held
+    assert sims[1].encoder.rows == 64 and sims[1].views.ids.shape[0] == 64
+    assert sims[1].allocate(10) == Growth(10, None, None)
 
 
 def test_a_tick_sends_replicated_components_clamped_and_counted() -> None:

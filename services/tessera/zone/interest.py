@@ -15,6 +15,7 @@ spread over ticks).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -122,6 +123,9 @@ def due(
     )
 
 
+_VIEW_ARRAYS = ("ids", "rows", "sent", "known", "version")
+
+
 class Views:
     """Each client's current view: member ids (ascending), their entity rows, the
     values last sent for them, and a membership version.
@@ -139,16 +143,32 @@ class Views:
         self.known = np.zeros((rows, cap), np.bool_)
         self.version = np.zeros(rows, np.int64)
 
+    def allocate(self, clients: int) -> dict[str, npt.NDArray[Any]] | None:
+        """Arrays for at least ``clients`` client rows (at least doubling), faulted in
+        now; None if there is room. Safe on a worker thread, as
+        :meth:`tessera.zone.snapshot.SnapshotEncoder.allocate`."""
+        held = self.ids.shape[0]
+        if clients <= held:
+            return None
+        size = max(clients, held * 2)
+        return {
+            name: np.full((size, *getattr(self, name).shape[1:]), 0, getattr(self, name).dtype)
+            for name in _VIEW_ARRAYS
+        }
+
+    def install(self, grown: dict[str, npt.NDArray[Any]] | None) -> None:
+        """Take arrays from :meth:`allocate`, the rows held copied in (nothing happens
+        if as many rows are held already)."""
+        if grown is None or grown["ids"].shape[0] <= self.ids.shape[0]:
+            return
+        for name, new in grown.items():
+            old = getattr(self, name)
+            new[: old.shape[0]] = old
+            setattr(self, name, new)
+
     def reserve(self, clients: int) -> None:
         """Room for at least ``clients`` client rows, in one allocation (at least doubling)."""
-        if clients <= self.ids.shape[0]:
-            return
-        size = max(clients, self.ids.shape[0] * 2)
-        for name in ("ids", "rows", "sent", "known", "version"):
-            old = getattr(self, name)
-            grown = np.full((size, *old.shape[1:]), 0, old.dtype)  # faulted in now (snapshot.py)
-            grown[: old.shape[0]] = old
-            setattr(self, name, grown)
+        self.install(self.allocate(clients))
 
     def reset(self, row: int) -> None:
         """Empty a client's view (grows the arrays to hold ``row``)."""

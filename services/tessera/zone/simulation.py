@@ -19,6 +19,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -74,6 +75,16 @@ class Sight:
     viewers: npt.NDArray[np.float64]  # their x, z
     beat: int  # snapshots sent to each client so far
     aoi_s: float
+
+
+@dataclass(frozen=True)
+class Growth:
+    """Client-row memory allocated ahead (:meth:`Simulation.allocate`), None where
+    the rows held suffice."""
+
+    clients: int
+    encoder: list[npt.NDArray[Any]] | None
+    views: dict[str, npt.NDArray[Any]] | None
 
 
 @dataclass
@@ -257,9 +268,18 @@ class Simulation:
         """Snapshot state for at least ``clients`` attached players, grown now in one
         step: a zone that takes a whole zone's players by handoff calls this while
         their offers are held, so their attaches then grow nothing."""
-        self.encoder.reserve(clients)
-        self.views.reserve(clients)
-        self._reserve_rows(clients)
+        self.install(self.allocate(clients))
+
+    def allocate(self, clients: int) -> Growth:
+        """The new memory of :meth:`reserve`, allocated and faulted in; it reads only
+        the sizes held, so it can run on a worker thread while the zone ticks."""
+        return Growth(clients, self.encoder.allocate(clients), self.views.allocate(clients))
+
+    def install(self, growth: Growth) -> None:
+        """Take :meth:`allocate`'s memory (on the loop: copies the rows in use)."""
+        self.encoder.install(growth.encoder)
+        self.views.install(growth.views)
+        self._reserve_rows(growth.clients)
 
     def _reserve_rows(self, clients: int) -> None:
         if clients > self.viewer.size:

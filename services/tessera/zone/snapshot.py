@@ -148,24 +148,28 @@ class SnapshotEncoder:
         self.columns = width(components)
         self.widths = np.array([c.width for c in components], np.int64)
         self._buf = np.empty(0, np.uint8)  # payload scratch, reused across ticks
-        self._alloc(rows)
+        self._set(self._fresh(rows))
         self._free = list(range(rows - 1, -1, -1))
 
-    def _alloc(self, rows: int) -> None:
-        # np.full, not np.zeros: every page is written (faulted in) here, when a zone
-        # reserves for players whose offers it holds, not by the first tick that sends
-        # them full snapshots (huge-page faults took 25-60 ms of that tick: docs/BENCHMARKS.md).
-        self.ids = np.full((rows, self.history, self.cap), PAD, np.uint64)
-        self.valid = np.full((rows, self.history, self.cap), False)
-        self.version = np.full((rows, self.history), 0, np.int64)
-        self.vals = np.full((rows, self.history, self.cap, self.columns), 0, np.int32)
-        self.seq_at = np.full((rows, self.history), 0, np.int64)
-        self.next_seq = np.ones(rows, np.int64)
-        self.acked = np.zeros(rows, np.int64)
-        self.stream = np.zeros(rows, np.uint32)
+    def _fresh(self, rows: int) -> list[npt.NDArray[Any]]:
+        """New per-client arrays, in :meth:`_arrays` order. np.full, not np.zeros:
+        every page is written (faulted in) here, not by the first tick that sends
+        full snapshots to the clients of these rows (huge-page faults took 25-60 ms
+        of that tick: docs/BENCHMARKS.md)."""
+        shape = (rows, self.history, self.cap)
+        return [
+            np.full(shape, PAD, np.uint64),
+            np.full(shape, False),
+            np.full((rows, self.history), 0, np.int64),
+            np.full((*shape, self.columns), 0, np.int32),
+            np.full((rows, self.history), 0, np.int64),
+            np.ones(rows, np.int64),
+            np.zeros(rows, np.int64),
+            np.zeros(rows, np.uint32),
+        ]
 
     def _arrays(self) -> list[npt.NDArray[Any]]:
-        """Every per-client array, in one order (what _grow copies)."""
+        """Every per-client array, in one order."""
         return [
             self.ids,
             self.valid,
@@ -177,25 +181,59 @@ class SnapshotEncoder:
             self.stream,
         ]
 
+    def _set(self, arrays: list[npt.NDArray[Any]]) -> None:
+        (
+            self.ids,
+            self.valid,
+            self.version,
+            self.vals,
+            self.seq_at,
+            self.next_seq,
+            self.acked,
+            self.stream,
+        ) = arrays
+
+    @property
+    def rows(self) -> int:
+        """Client rows held (in use or free)."""
+        return int(self.ids.shape[0])
+
+    @property
+    def spare(self) -> int:
+        """Client rows free."""
+        return len(self._free)
+
+    def allocate(self, clients: int) -> list[npt.NDArray[Any]] | None:
+        """Arrays for at least ``clients`` client rows (at least twice the rows
+        held), every page faulted in; None if there is room. It reads nothing but
+        :attr:`rows`, so it can run on a worker thread while the encoder is in use:
+        the first touch of tens of MB is what growing costs (docs/ZONE.md)."""
+        if clients <= self.rows:
+            return None
+        return self._fresh(max(clients, self.rows * 2))
+
+    def install(self, grown: list[npt.NDArray[Any]] | None) -> None:
+        """Take arrays from :meth:`allocate`: the rows held are copied in, the rest
+        become free. Nothing happens if the encoder holds as many rows already."""
+        old = self.rows
+        if grown is None or grown[0].shape[0] <= old:
+            return
+        for new, prev in zip(grown, self._arrays(), strict=True):
+            new[:old] = prev
+        self._set(grown)
+        self._free[:0] = range(self.rows - 1, old - 1, -1)  # popped last: lowest row first
+
     def reserve(self, clients: int) -> None:
         """Room for at least ``clients`` client rows, in one allocation. Each growth
         copies every row's ring (tens of MB at a few hundred clients), so a zone
-        about to receive many clients at once grows once here, before they
-        attach, rather than by doubling while they do."""
-        old = self.ids.shape[0]
-        if clients <= old:
-            return
-        size = max(clients, old * 2)
-        saved = self._arrays()
-        self._alloc(size)
-        for new, prev in zip(self._arrays(), saved, strict=True):
-            new[:old] = prev
-        self._free[:0] = range(size - 1, old - 1, -1)  # popped last: lowest row first
+        about to receive many clients at once grows once, before they attach,
+        rather than by doubling while they do."""
+        self.install(self.allocate(clients))
 
     def open(self) -> int:
         """A fresh client row with a new random stream id (no baselines)."""
         if not self._free:
-            self.reserve(self.ids.shape[0] * 2)
+            self.reserve(self.rows * 2)
         row = self._free.pop()
         self.ids[row] = PAD
         self.valid[row] = False
