@@ -180,7 +180,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         """Re-create every player whose route names this zone from its checkpoint."""
         routed = await self.store.routes_here()
         states = await self.store.load_checkpoints(sorted(routed))
-        await self._grow(len(states))  # their relays attach them all at once
+        await self._make_room(len(states))  # their relays attach them all at once
         for player, state in states.items():
             if player in self.sim.ents.players or state.entity_id in self.sim.ents.index:
                 continue
@@ -215,7 +215,14 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         loop, the first touch of 34 MB for 200 players stopped the ticks for up
         to 175 ms on a loaded machine); only copying the rows in use is left to
         the loop."""
-        self.sim.install(await asyncio.to_thread(self.sim.allocate, clients))
+        if not self.sim.holds(clients):
+            self.sim.install(await asyncio.to_thread(self.sim.allocate, clients))
+
+    async def _make_room(self, players: int) -> None:
+        """Room for ``players`` attached and a quarter more, so that taking them
+        leaves :meth:`_grow_ahead` nothing to do (for 200 adopted players it
+        would double the 200 rows at once, another 34 MB to fault in)."""
+        await self._grow(players + players // 4)
 
     def _grow_ahead(self) -> None:
         """Start growing when fewer than an eighth of the client rows are free, so a
@@ -331,7 +338,9 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 try:
                     inbox = self.border.take(msgs)
                     # Grown while offers are held, not by each arrival's attach.
-                    await self._grow(len(self.sim.ents.players) + len(self.border.flight.incoming))
+                    await self._make_room(
+                        len(self.sim.ents.players) + len(self.border.flight.incoming)
+                    )
                     for receipt in inbox.receipts:
                         self.links.arrived(receipt.player_id)
                     now = time.time()

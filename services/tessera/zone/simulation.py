@@ -270,6 +270,10 @@ class Simulation:
         their offers are held, so their attaches then grow nothing."""
         self.install(self.allocate(clients))
 
+    def holds(self, clients: int) -> bool:
+        """Whether the snapshot state has rows for ``clients`` attached players."""
+        return clients <= min(self.encoder.rows, self.views.ids.shape[0], self.viewer.size)
+
     def allocate(self, clients: int) -> Growth:
         """The new memory of :meth:`reserve`, allocated and faulted in; it reads only
         the sizes held, so it can run on a worker thread while the zone ticks."""
