@@ -134,9 +134,24 @@ def _empty() -> EncodedBatch:
     return EncodedBatch([], np.zeros(0, np.uint32), none, none, none != 0, none, 0, 0)
 
 
+# The per-client arrays (first axis: client row), in the order _fresh makes them.
+_CLIENT_ARRAYS = ("ids", "valid", "version", "vals", "seq_at", "next_seq", "acked", "stream")
+
+
 class SnapshotEncoder:
     """Per-client snapshot rings and the batched delta encoder; ``components``
     are the replicated components that follow the built-in columns."""
+
+    # Per client row: its ring of the last ``history`` snapshots (ids, valid,
+    # version, vals, seq_at) and its stream state (0: the row is free).
+    ids: U64  # (rows, history, cap)
+    valid: Bools  # (rows, history, cap)
+    version: I64  # (rows, history)
+    vals: npt.NDArray[np.int32]  # (rows, history, cap, columns)
+    seq_at: I64  # (rows, history)
+    next_seq: I64  # (rows,)
+    acked: I64  # (rows,)
+    stream: npt.NDArray[np.uint32]  # (rows,)
 
     def __init__(
         self, cap: int, history: int = 32, rows: int = 16, components: Sequence[Replicated] = ()
@@ -170,28 +185,11 @@ class SnapshotEncoder:
 
     def _arrays(self) -> list[npt.NDArray[Any]]:
         """Every per-client array, in one order."""
-        return [
-            self.ids,
-            self.valid,
-            self.version,
-            self.vals,
-            self.seq_at,
-            self.next_seq,
-            self.acked,
-            self.stream,
-        ]
+        return [getattr(self, name) for name in _CLIENT_ARRAYS]
 
     def _set(self, arrays: list[npt.NDArray[Any]]) -> None:
-        (
-            self.ids,
-            self.valid,
-            self.version,
-            self.vals,
-            self.seq_at,
-            self.next_seq,
-            self.acked,
-            self.stream,
-        ) = arrays
+        for name, array in zip(_CLIENT_ARRAYS, arrays, strict=True):
+            setattr(self, name, array)
 
     @property
     def rows(self) -> int:
