@@ -587,8 +587,8 @@ async def test_client_rows_grow_on_a_worker_thread(redis: Redis) -> None:
     assert growing is not None
     await growing
     assert zone.sim.encoder.rows == 32 and zone.sim.encoder.spare == 17
-    await zone._make_room(80)  # 80 offers held: 100 rows, a quarter spare
-    assert zone.sim.encoder.rows == 100 and zone.sim.views.ids.shape[0] == 100
+    await zone._make_room(80)  # 80 offers held: 15 + 80 rows and 20 spare
+    assert zone.sim.encoder.rows == 115 and zone.sim.views.ids.shape[0] == 115
     await zone._make_room(80)  # room already: no thread
     assert len(threads) == 2 and threading.get_ident() not in threads
     assert sorted(zone.sim.attached) == sorted(f"p{i}" for i in range(15))

@@ -746,7 +746,7 @@ class Driver:
         come)."""
         moved = 0
         routes = await self.store.routes(sorted(self.zone_of))
-        # Once per zone, not per player: 800 polls held the bench's loop ~30 ms a pass.
+        # Once per zone, not once per player (800 process polls a pass).
         dead = {zone for zone, proc in self.world.procs.items() if not proc.alive()}
         for player, route in routes.items():
             if route.zone in dead:
