@@ -213,7 +213,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         """Snapshot state for ``clients`` attached players. The new memory is
         allocated and faulted in on a worker thread while the zone ticks (on the
         loop, the first touch of 34 MB for 200 players stopped the ticks for
-        60-340 ms on a loaded machine); only copying the rows in use is left to
+        60-340 ms on a loaded machine); only copying the rows held is left to
         the loop."""
         if not self.sim.holds(clients):
             self.sim.install(await asyncio.to_thread(self.sim.allocate, clients))
@@ -235,9 +235,11 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             self._growing.add_done_callback(self._grown)
 
     def _grown(self, task: asyncio.Task[None]) -> None:
-        self._growing = None
         if not task.cancelled() and task.exception() is not None:
-            log.error("growing the client rows failed", exc_info=task.exception())
+            # Not retried each tick: attaches still grow the rows when they must.
+            log.error("growing the client rows ahead failed", exc_info=task.exception())
+            return
+        self._growing = None
 
     def _maybe_drained(self) -> None:
         if self.border.drained():
@@ -338,14 +340,16 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 metrics.INBOX.labels("malformed").inc(len(entries) - len(msgs))
                 try:
                     inbox = self.border.take(msgs)
-                    # Grown while offers are held, not by each arrival's attach.
-                    await self._make_room(len(self.border.flight.incoming))
                     for receipt in inbox.receipts:
                         self.links.arrived(receipt.player_id)
                     now = time.time()
                     for entry, msg in entries:
                         if msg is not None and msg.WhichOneof("msg") == "commit":
                             metrics.ARRIVAL.labels("inbox").observe(entry_age_s(entry, now))
+                    # Grown while offers are held, not by each arrival's attach; after
+                    # the adopted players' arrivals, which an Attach read meanwhile
+                    # would otherwise find attached already.
+                    await self._make_room(len(self.border.flight.incoming))
                     self._release(await self.border.reply(inbox))
                 except Exception:
                     metrics.INBOX.labels("error").inc()

@@ -280,7 +280,7 @@ class Simulation:
         return Growth(clients, self.encoder.allocate(clients), self.views.allocate(clients))
 
     def install(self, growth: Growth) -> None:
-        """Take :meth:`allocate`'s memory (on the loop: copies the rows in use)."""
+        """Take :meth:`allocate`'s memory (on the loop: copies the rows held)."""
         self.encoder.install(growth.encoder)
         self.views.install(growth.views)
         self._reserve_rows(growth.clients)
