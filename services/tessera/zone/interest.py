@@ -151,10 +151,8 @@ class Views:
         if clients <= held:
             return None
         size = max(clients, held * 2)
-        return {
-            name: np.full((size, *getattr(self, name).shape[1:]), 0, getattr(self, name).dtype)
-            for name in _VIEW_ARRAYS
-        }
+        held_arrays = {name: getattr(self, name) for name in _VIEW_ARRAYS}
+        return {name: np.full((size, *a.shape[1:]), 0, a.dtype) for name, a in held_arrays.items()}
 
     def install(self, grown: dict[str, npt.NDArray[Any]] | None) -> None:
         """Take arrays from :meth:`allocate`, the rows held copied in (nothing happens

@@ -134,7 +134,7 @@ def _empty() -> EncodedBatch:
     return EncodedBatch([], np.zeros(0, np.uint32), none, none, none != 0, none, 0, 0)
 
 
-# The per-client arrays (first axis: client row), in the order _fresh makes them.
+# The per-client arrays (first axis: client row), in one order.
 _CLIENT_ARRAYS = ("ids", "valid", "version", "vals", "seq_at", "next_seq", "acked", "stream")
 
 
@@ -167,7 +167,7 @@ class SnapshotEncoder:
         self._free = list(range(rows - 1, -1, -1))
 
     def _fresh(self, rows: int) -> list[npt.NDArray[Any]]:
-        """New per-client arrays, in :meth:`_arrays` order. np.full, not np.zeros:
+        """New per-client arrays, in ``_CLIENT_ARRAYS`` order. np.full, not np.zeros:
         every page is written (faulted in) here, not by the first tick that sends
         full snapshots to the clients of these rows (huge-page faults took 25-60 ms
         of that tick: docs/BENCHMARKS.md)."""
