@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tessera.zone import inputs
-from tessera.zone.entities import Entities
+from tessera.zone.entities import INPUT_QUEUE, Entities
 
 
 def cmd(**over: Any) -> inputs.Command | str:
@@ -170,6 +171,79 @@ def test_apply_takes_a_players_inputs_in_order() -> None:
         7: inputs.RATE,
     }
     assert out.clamped == {5: 1.0}
-    assert ents.last_seq[:2].tolist() == [5, 1]
-    assert ents.move[0].tolist() == [1.0, 0.0] and ents.actions[:2].tolist() == [4, 1]
+    assert ents.seen_seq[:2].tolist() == [5, 1] and ents.queued[:2].tolist() == [2, 1]
+    assert ents.last_seq[:2].tolist() == [0, 0] and ents.actions[:2].tolist() == [0, 0]
     assert ents.tokens[:2].tolist() == [13.0, 0.0]
+    inputs.consume(ents, hz=30)  # one input each: a's oldest first
+    assert ents.last_seq[:2].tolist() == [2, 1] and ents.queued[:2].tolist() == [1, 0]
+    assert ents.move[0].tolist() == [0.0, 1.0] and ents.actions[:2].tolist() == [0, 1]
+    inputs.consume(ents, hz=30)
+    assert ents.last_seq[:2].tolist() == [5, 1] and ents.queued[:2].tolist() == [0, 0]
+    assert ents.move[0].tolist() == [1.0, 0.0] and ents.actions[:2].tolist() == [4, 1]
+
+
+def buffered(*sequences: int, actions: int = 0) -> Entities:
+    """A player "a" (row 0) with these inputs accepted and not yet applied."""
+    ents = Entities()
+    ents.add_player(1, "a", (0.0, 0.0, 0.0), tokens=15.0, tokens_at=10.0)
+    batch = inputs.Inputs.of(
+        [inputs.Input("a", s, move_x=s / 100, actions=actions if s == 1 else 0) for s in sequences]
+    )
+    assert inputs.apply(ents, batch, 10.0, hz=30).accepted == len(sequences)
+    return ents
+
+
+def applied(ents: Entities, ticks: int) -> list[int]:
+    """The newest applied sequence after each of ``ticks`` ticks."""
+    out = []
+    for _ in range(ticks):
+        inputs.consume(ents, hz=30)
+        out.append(int(ents.last_seq[0]))
+        ents.actions[: ents.n] = 0  # as the tick clears them
+    return out
+
+
+def test_a_burst_waits_at_most_hold_inputs_past_a_tick() -> None:
+    ents = buffered(1, 2, 3, 4, 5, actions=inputs.ACTION_MELEE)
+    inputs.consume(ents, hz=30)  # all but the newest HOLD apply together
+    assert ents.last_seq[0] == 5 - inputs.HOLD and ents.move[0, 0] == (5 - inputs.HOLD) / 100
+    assert ents.actions[0] == inputs.ACTION_MELEE  # the oldest input's attack is not lost
+    assert ents.queued[0] == inputs.HOLD
+    ents.actions[0] = 0
+    assert applied(ents, 3) == [4, 5, 5]  # then one per tick; an empty buffer keeps the intent
+    assert ents.move[0, 0] == 0.05 and ents.queued[0] == 0
+
+
+def test_a_buffer_that_keeps_inputs_back_for_a_second_catches_up_one() -> None:
+    ents = buffered(1, 2)
+    sequence = 3
+    seen = []
+    for _ in range(int(inputs.DRAIN_S * 30) + 2):  # one arrives per tick: one stays back
+        seen += applied(ents, 1)
+        more = inputs.Inputs.of([inputs.Input("a", sequence)])
+        assert inputs.apply(ents, more, 10.0 + sequence / 30, hz=30).accepted == 1
+        sequence += 1
+    steps = [b - a for a, b in itertools.pairwise(seen)]
+    assert steps.count(2) == 1 and set(steps) == {1, 2}  # one tick applied two, once
+    assert ents.queued[0] == 1  # the input that just arrived
+
+
+def test_a_full_buffer_folds_its_oldest_input_into_the_next() -> None:
+    count = INPUT_QUEUE + 3
+    ents = buffered(*range(1, count + 1), actions=inputs.ACTION_RANGED)
+    assert ents.queued[0] == INPUT_QUEUE and ents.seen_seq[0] == count
+    assert ents.q_seq[0].tolist() == list(range(4, count + 1))
+    assert ents.q_actions[0, 0] == inputs.ACTION_RANGED  # input 1's attack rides input 4
+    inputs.consume(ents, hz=30)
+    assert ents.actions[0] == inputs.ACTION_RANGED and ents.last_seq[0] == count - inputs.HOLD
+
+
+def test_buffers_move_with_their_rows() -> None:
+    ents = buffered(1, 2)
+    ents.add_player(2, "b", (0.0, 0.0, 0.0), tokens=15.0, tokens_at=10.0)
+    batch = inputs.Inputs.of([inputs.Input("b", 7, move_z=1.0)])
+    assert inputs.apply(ents, batch, 10.0, hz=30).accepted == 1
+    ents.remove(1)  # b's row moves into a's
+    assert ents.queued[0] == 1 and ents.q_seq[0, 0] == 7
+    inputs.consume(ents, hz=30)
+    assert ents.last_seq[0] == 7 and ents.move[0].tolist() == [0.0, 1.0]

@@ -1,9 +1,10 @@
 """Compiled kernels: golden payload hashes, the tier rule, interest, NPC chase and
-movement against numpy oracles, and the whole encode path over entity counts
+movement and the input buffer against numpy oracles, and the whole encode path over entity counts
 0..cap and degenerate positions."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from typing import Any
 
@@ -18,6 +19,7 @@ from tessera.wire.geometry import Rect
 from tessera.wire.snapshot import COLUMNS, SnapshotReceiver, X, Z
 from tessera.zone import inputs, kernels
 from tessera.zone.config import ZoneConfig
+from tessera.zone.entities import INPUT_QUEUE, Entities
 from tessera.zone.interest import Due, Tiers, Views, due, visible
 from tessera.zone.movement import Limits, integrate
 from tessera.zone.simulation import Simulation, warm_up
@@ -214,6 +216,7 @@ def test_warm_up_compiles_every_signature_a_tick_uses() -> None:
     dispatchers: list[Any] = [
         kernels.encode_due,
         kernels.aim,
+        kernels.consume,
         kernels.integrate,
         kernels.nearest,
         kernels.refresh_views,
@@ -473,3 +476,55 @@ def test_integrate_matches_the_numpy_oracle(*, n: int, kind: str, seed: int) -> 
     got = integrate(pos, vel, desired, jump, limits=Limits(), dt=1 / 30, area=area)
     for have, want in zip(got, integrate_oracle(pos, vel, desired, jump, area), strict=True):
         assert np.array_equal(have, want)
+
+
+def consume_oracle(ents: Entities, hz: int) -> None:
+    """The input buffer's rule in numpy (inputs.consume before its kernel)."""
+    rows = np.flatnonzero(ents.queued[: ents.n] > 0)
+    if not rows.size:
+        return
+    queued, held = ents.queued[rows], ents.held_ticks[rows]
+    drain = (queued > 1) & (queued <= inputs.HOLD + 1) & (held >= inputs.DRAIN_S * hz)
+    take = np.maximum(1, queued - inputs.HOLD) + drain
+    newest = take - 1
+    ents.last_seq[rows] = ents.q_seq[rows, newest]
+    v = ents.q_values[rows, newest]
+    ents.move[rows] = v[:, :2]
+    ents.yaw[rows], ents.pitch[rows], ents.rtt_ms[rows], ents.interp_ms[rows] = v[:, 2:].T
+    taken = np.arange(INPUT_QUEUE) < take[:, None]
+    ents.actions[rows] |= np.bitwise_or.reduce(np.where(taken, ents.q_actions[rows], 0), axis=1)
+    left = queued - take
+    for r, t, k in zip(rows.tolist(), take.tolist(), left.tolist(), strict=True):
+        for arr in (ents.q_seq, ents.q_values, ents.q_actions):
+            arr[r, :k] = arr[r, t : t + k].copy()
+    ents.queued[rows] = left
+    ents.held_ticks[rows] = np.where((left > 0) & ~drain, held + 1, 0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(0, 40),
+    seed=st.integers(0, 2**32 - 1),
+    ticks=st.integers(1, 4),
+)
+def test_the_input_buffer_kernel_matches_its_oracle(n: int, seed: int, ticks: int) -> None:
+    rng = np.random.default_rng(seed)
+    ents = Entities(max(n, 1))
+    for i in range(n):
+        ents.add_player(i + 1, f"p{i}", (0.0, 0.0, 0.0))
+    ents.queued[:n] = rng.integers(0, INPUT_QUEUE + 1, n)
+    ents.held_ticks[:n] = rng.integers(0, 40, n)
+    ents.q_seq[:n] = rng.integers(1, 1000, (n, INPUT_QUEUE))
+    ents.q_values[:n] = rng.normal(size=(n, INPUT_QUEUE, 6))
+    ents.q_actions[:n] = rng.integers(0, 8, (n, INPUT_QUEUE))
+    ents.actions[:n] = rng.integers(0, 8, n)
+    want = copy.deepcopy(ents)
+    for _ in range(ticks):
+        inputs.consume(ents, hz=30)
+        consume_oracle(want, 30)
+    for name in ("queued", "held_ticks", "last_seq", "move", "yaw", "pitch", "actions"):
+        assert np.array_equal(getattr(ents, name)[:n], getattr(want, name)[:n]), name
+    for r in range(n):  # what stays buffered; slots past it are free
+        k = int(ents.queued[r])
+        assert np.array_equal(ents.q_seq[r, :k], want.q_seq[r, :k])
+        assert np.array_equal(ents.q_values[r, :k], want.q_values[r, :k])

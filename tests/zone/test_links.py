@@ -74,8 +74,9 @@ async def test_inputs_count_only_from_attached_players_and_frames_fan_out_per_li
     )
     up1.send(inputs=batch)
     await settle()
-    assert sim.ents.last_seq[:2].tolist() == [1, 0]
+    assert sim.ents.seen_seq[:2].tolist() == [1, 0]
     frame = sim.step()
+    assert sim.ents.last_seq[:2].tolist() == [1, 0]
     links.publish(frame)
     assert drain(one.queue) == ["snapshots"] and drain(two.queue) == ["snapshots"]
     links.end(one)

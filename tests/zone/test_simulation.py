@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tessera.client.prediction import Motion, Predictor
 from tessera.common.config import Env
 from tessera.game import Component, Module, Replication
 from tessera.v1 import zone_pb2
@@ -43,11 +44,40 @@ def test_inputs_are_dropped_by_reason_without_touching_state() -> None:
     assert sim.submit(inp("a", 2, move_z=1.0), 0.0) is None
     assert sim.submit(inp("a", 2, move_z=-1.0), 0.0) == inputs.DUPLICATE
     assert sim.submit(inp("a", 1, move_z=-1.0), 0.0) == inputs.OUT_OF_ORDER
-    assert sim.ents.move[0].tolist() == [0.0, 1.0] and sim.ents.last_seq[0] == 2
+    assert sim.ents.seen_seq[0] == 2 and sim.ents.queued[0] == 1
+    assert sim.ents.q_values[0, 0, :2].tolist() == [0.0, 1.0]
     assert sim.counts["drop:nan"] == 1 and sim.counts["drop:duplicate"] == 1
     assert [e.detail for e in sim.events] == ["nan"]
     sim.submit(inp("a", 3, move_x=math.inf), 0.0)  # told at most once per second
     assert [e.detail for e in sim.events] == ["nan"] and sim.counts["drop:nan"] == 2
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_client_predicts_the_zone_however_the_network_bunches_its_inputs(seed: int) -> None:
+    """One input sent per tick, each late by 0-2 ticks (in order): the zone applies
+    one per tick, so the SDK's prediction of every input is the zone's position for it."""
+    sim = make()
+    sim.add_player(entity_id=1, player_id="a", pos=(0, 0, 0), team=0)
+    limits = sim.cfg.limits
+    predictor = Predictor(Motion(max_speed=limits.max_speed, accel=limits.accel))
+    predictor.reconcile(sim.ents.pos[0].copy(), 0, sim.ents.vel[0].copy())
+    rng = np.random.default_rng(seed)
+    due: list[tuple[int, inputs.Input]] = []  # (arrival tick, input)
+    errors: list[float] = []
+    for tick in range(1, 61):
+        move_x, yaw = 0.3 * math.sin(tick / 5), 0.05 * tick  # turning, strafing
+        predictor.apply(tick, move_x, 1.0, yaw, sim.cfg.dt)
+        arrive = max([tick + int(rng.integers(0, 3))] + [t for t, _ in due[-1:]])
+        due.append((arrive, inp("a", tick, move_x=move_x, move_z=1.0, yaw=yaw)))
+        for _, one in [d for d in due if d[0] == tick]:
+            assert sim.submit(one, sim.now_s) is None
+        due = [d for d in due if d[0] > tick]
+        sim.step()
+        e = sim.ents
+        error = predictor.reconcile(e.pos[0].copy(), int(e.last_seq[0]), e.vel[0].copy())
+        if error is not None:
+            errors.append(error)
+    assert len(errors) >= 55 and max(errors) < 1e-9
 
 
 def test_more_than_twice_the_tick_rate_is_dropped() -> None:

@@ -30,6 +30,7 @@ SYNTHETIC = 0x100
 KEPT = DEAD | SYNTHETIC  # the flag bits a record carries into its next zone
 
 MAX_HEALTH = 100.0
+INPUT_QUEUE = 8  # a player's buffered inputs at most (tessera.zone.inputs)
 __all__ = ["DEAD", "GHOST", "MAX_HEALTH", "NPC", "PLAYER", "Entities", "Extra", "Record"]
 
 # name -> (dtype, trailing shape, initial value)
@@ -43,7 +44,15 @@ _FIELDS: dict[str, tuple[type[np.generic], tuple[int, ...], float]] = {
     "health": (np.float64, (), MAX_HEALTH),
     "team": (np.int32, (), 0),
     "flags": (np.int32, (), 0),
-    "last_seq": (np.int64, (), 0),
+    "last_seq": (np.int64, (), 0),  # the newest input applied (snapshots report it)
+    # Inputs accepted and not yet applied, oldest first (tessera.zone.inputs): the
+    # sequence, the values (move x/z, yaw, pitch, rtt, interpolation delay), actions.
+    "seen_seq": (np.int64, (), 0),  # the newest input accepted
+    "queued": (np.int32, (), 0),
+    "held_ticks": (np.int32, (), 0),  # ticks in a row the buffer kept inputs back
+    "q_seq": (np.int64, (INPUT_QUEUE,), 0),
+    "q_values": (np.float64, (INPUT_QUEUE, 6), 0.0),
+    "q_actions": (np.int32, (INPUT_QUEUE,), 0),
     # latest intent from inputs (players) or AI (NPCs)
     "move": (np.float64, (2,), 0.0),
     "actions": (np.int32, (), 0),
@@ -99,6 +108,12 @@ class Entities:
     team: npt.NDArray[np.int32]
     flags: npt.NDArray[np.int32]
     last_seq: npt.NDArray[np.int64]
+    seen_seq: npt.NDArray[np.int64]
+    queued: npt.NDArray[np.int32]
+    held_ticks: npt.NDArray[np.int32]
+    q_seq: npt.NDArray[np.int64]
+    q_values: npt.NDArray[np.float64]
+    q_actions: npt.NDArray[np.int32]
     move: npt.NDArray[np.float64]
     actions: npt.NDArray[np.int32]
     rtt_ms: npt.NDArray[np.float64]
@@ -272,6 +287,7 @@ def spawn_state(ents: Entities, state: Record, *, now_s: float) -> int:
         "team": state.team,
         "flags": state.flags & KEPT,
         "last_seq": state.last_input_seq,
+        "seen_seq": state.last_input_seq,
         "tokens_at": now_s,
         "home": (p[0], p[2]),
         "waypoint": (p[0], p[2]),

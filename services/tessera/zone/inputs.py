@@ -1,12 +1,17 @@
-"""The input system: validation of player inputs and their application to intents.
+"""The input system: validation of player inputs, their buffer, and their
+application to intents.
 
 An input is checked completely (finite values, ranges, sequence, rate) and only
-then applied, so a rejected input never leaves half-written state. Every
+then accepted, so a rejected input never leaves half-written state. Every
 rejection has a reason, counted in metrics and reported to the player.
 
 The rules are written once, over columns: :func:`screen` (values), :func:`clamp`
 (what an accepted input writes), :func:`order` and :func:`refill` (sequence and
 rate), all applied by :func:`apply`; :func:`check` is the value rules on one input.
+
+Accepted inputs wait in the player's buffer; each tick :func:`consume` applies the
+oldest one, so the zone steps a player once per input as the client predicts,
+however the network bunches them (docs/ZONE.md, "The input buffer").
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from typing import NamedTuple, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from tessera.zone.entities import Entities
+from tessera.zone import kernels
+from tessera.zone.entities import INPUT_QUEUE, Entities
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -51,6 +57,8 @@ DEFAULT_INTERP_MS = 100.0  # what an interpolation delay of 0 means
 RATE_PER_HZ = 2.0  # sustained inputs per second, per tick per second
 BURST_S = 0.5  # seconds of inputs at the tick rate a player may save up
 TURN = 2 * math.pi
+HOLD = 2  # inputs a buffer keeps back past a tick at most: older ones apply together
+DRAIN_S = 1.0  # a buffer that kept inputs back this long applies two in one tick
 
 Num = TypeVar("Num", float, F64)
 
@@ -224,10 +232,10 @@ def refill(tokens: Num, since_s: Num, now_s: float, *, rate: float, burst: float
 
 
 def apply(ents: Entities, batch: Inputs, now_s: float, *, hz: int) -> Outcome:
-    """Validate the batch and write what passes into the players' intents, with the
+    """Validate the batch and buffer what passes for :func:`consume`, with the
     outcome of taking its inputs one at a time in order. Vectorised in passes: the
     first takes every player's first valid input, the next their second, and so on,
-    so a player's inputs still apply in order (one pass in the normal batch)."""
+    so a player's inputs still queue in order (one pass in the normal batch)."""
     players, index = ents.players, ents.index
     rows = np.array([index.get(players.get(p, -1), -1) for p in batch.players], np.int64)
     nan, wrong = screen(batch)
@@ -241,18 +249,66 @@ def apply(ents: Entities, batch: Inputs, now_s: float, *, hz: int) -> Outcome:
     for wave in _passes(rows, valid):
         ok = _admit(ents, batch, wave, rows, now_s, hz=hz, drops=drops)
         r = rows[ok]
-        ents.last_seq[r] = batch.sequence[ok]
-        ents.move[r, 0] = values.move_x[ok]
-        ents.move[r, 1] = values.move_z[ok]
-        ents.yaw[r] = values.yaw[ok]
-        ents.pitch[r] = batch.pitch[ok]
-        ents.actions[r] |= batch.actions[ok].astype(ents.actions.dtype)
-        ents.rtt_ms[r] = batch.rtt_ms[ok]
-        ents.interp_ms[r] = values.interp_ms[ok]
+        ents.seen_seq[r] = batch.sequence[ok]
+        slot = _room(ents, r)
+        ents.q_seq[r, slot] = batch.sequence[ok]
+        ents.q_values[r, slot] = np.stack(
+            [
+                values.move_x[ok],
+                values.move_z[ok],
+                values.yaw[ok],
+                batch.pitch[ok],
+                batch.rtt_ms[ok],
+                values.interp_ms[ok],
+            ],
+            axis=1,
+        )
+        ents.q_actions[r, slot] = batch.actions[ok]
+        ents.queued[r] = slot + 1
         accepted += int(ok.size)
         over = values.excess[ok] > 0.0
         clamped |= dict(zip(ok[over].tolist(), values.excess[ok][over].tolist(), strict=True))
     return Outcome(accepted, drops, clamped)
+
+
+def _room(ents: Entities, rows: I64) -> I64:
+    """The free slot at the end of each (distinct) row's buffer; a full buffer first
+    folds its oldest input into the next one (its actions kept, its move superseded),
+    as a tick that applies both would."""
+    full = rows[ents.queued[rows] >= INPUT_QUEUE]
+    if full.size:
+        ents.q_actions[full, 1] |= ents.q_actions[full, 0]
+        for arr in (ents.q_seq, ents.q_values, ents.q_actions):
+            arr[full, :-1] = arr[full, 1:]
+        ents.queued[full] = INPUT_QUEUE - 1
+    slot: I64 = ents.queued[rows].astype(np.int64)
+    return slot
+
+
+def consume(ents: Entities, *, hz: int) -> None:
+    """Apply buffered inputs to the players' intents, once per tick: the oldest input
+    of each non-empty buffer, or more when over ``HOLD`` would wait (all but the
+    newest ``HOLD``), or two when inputs have waited for ``DRAIN_S`` in a row. Inputs
+    applied together act as one: the newest sets the intent, their actions OR-ed.
+    A player with nothing buffered keeps the intent it had. Compiled
+    (:func:`tessera.zone.kernels.consume`)."""
+    n = ents.n
+    kernels.consume(
+        ents.queued[:n],
+        ents.held_ticks[:n],
+        ents.q_seq[:n],
+        ents.q_values[:n],
+        ents.q_actions[:n],
+        ents.last_seq[:n],
+        ents.move[:n],
+        ents.yaw[:n],
+        ents.pitch[:n],
+        ents.rtt_ms[:n],
+        ents.interp_ms[:n],
+        ents.actions[:n],
+        HOLD,
+        DRAIN_S * hz,
+    )
 
 
 def _passes(rows: I64, valid: Bools) -> list[I64]:
@@ -283,7 +339,7 @@ def _admit(
 ) -> I64:
     """The inputs of one pass that are newer than their player's last and within its
     rate (the bucket is charged); the others are added to ``drops``."""
-    seq, last = batch.sequence[wave], ents.last_seq[rows[wave]]
+    seq, last = batch.sequence[wave], ents.seen_seq[rows[wave]]
     stale = seq <= last
     for j in np.flatnonzero(stale).tolist():
         if why := order(seq.item(j), last.item(j)):

@@ -1,9 +1,9 @@
 """Compiled tick kernels (numba, nopython): the per-pair loops of interest, encode,
-aim and NPC chase, and the per-entity movement step.
+aim and NPC chase, and the per-entity input buffer and movement step.
 
 Each kernel is the one implementation of its rule; the callers in
 :mod:`tessera.zone.interest`, :mod:`tessera.zone.snapshot`,
-:mod:`tessera.zone.combat`, :mod:`tessera.zone.npc` and
+:mod:`tessera.zone.combat`, :mod:`tessera.zone.npc`, :mod:`tessera.zone.inputs` and
 :mod:`tessera.zone.movement` pass plain numpy arrays in and out. Compiled code
 is cached on disk (``NUMBA_CACHE_DIR``, docs/ZONE.md "Compiled kernels");
 ``simulation.warm_up`` compiles or loads every kernel with the argument types
@@ -908,3 +908,53 @@ def integrate(  # noqa: PLR0917 (numba kernels take positional arguments)
         vel[i, 0] = gx
         vel[i, 1] = vy
         vel[i, 2] = gz
+
+
+@njit(cache=True, nogil=True)
+def consume(  # noqa: PLR0917 (numba kernels take positional arguments)
+    queued: np.ndarray,
+    held: np.ndarray,
+    q_seq: np.ndarray,
+    q_values: np.ndarray,
+    q_actions: np.ndarray,
+    last_seq: np.ndarray,
+    move: np.ndarray,
+    yaw: np.ndarray,
+    pitch: np.ndarray,
+    rtt_ms: np.ndarray,
+    interp_ms: np.ndarray,
+    actions: np.ndarray,
+    hold: int,
+    drain_ticks: float,
+) -> None:
+    """Apply each row's buffered inputs for one tick, into the intent columns (the
+    rule is documented in :func:`tessera.zone.inputs.consume`)."""
+    size = q_seq.shape[1]
+    for r in range(queued.shape[0]):
+        q = min(queued[r], size)
+        if q <= 0:
+            continue
+        take = max(1, q - hold)
+        drain = take == 1 and q > 1 and held[r] >= drain_ticks
+        if drain:
+            take = 2
+        k = take - 1
+        last_seq[r] = q_seq[r, k]
+        move[r, 0] = q_values[r, k, 0]
+        move[r, 1] = q_values[r, k, 1]
+        yaw[r] = q_values[r, k, 2]
+        pitch[r] = q_values[r, k, 3]
+        rtt_ms[r] = q_values[r, k, 4]
+        interp_ms[r] = q_values[r, k, 5]
+        acted = 0
+        for j in range(take):
+            acted |= q_actions[r, j]
+        actions[r] |= acted
+        left = q - take
+        for j in range(left):
+            q_seq[r, j] = q_seq[r, j + take]
+            q_actions[r, j] = q_actions[r, j + take]
+            for f in range(q_values.shape[2]):
+                q_values[r, j, f] = q_values[r, j + take, f]
+        queued[r] = left
+        held[r] = held[r] + 1 if left > 0 and not drain else 0

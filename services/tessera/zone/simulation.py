@@ -307,11 +307,11 @@ class Simulation:
     # --- inputs ---------------------------------------------------------
 
     def submit(self, one: inputs.Input, now_s: float) -> str | None:
-        """Validate and apply one input; returns the drop reason or None."""
+        """Validate and buffer one input for the next tick; the drop reason or None."""
         return self._apply(inputs.Inputs.of([one]), now_s).get(0)
 
     def submit_many(self, batch: inputs.Inputs, now_s: float) -> None:
-        """Validate and apply a relay's batch of inputs, in order."""
+        """Validate and buffer a relay's batch of inputs, in order."""
         self._apply(batch, now_s)
 
     def _apply(self, batch: inputs.Inputs, now_s: float) -> dict[int, str]:
@@ -367,8 +367,9 @@ class Simulation:
     # --- the tick -------------------------------------------------------
 
     def step(self) -> Frame:
-        """Advance one tick: the systems act on the intents inputs set since the last
-        one, then each attached player's view is refreshed and its snapshot encoded."""
+        """Advance one tick: each player's next buffered input sets its intent, the
+        systems act on the intents, then each attached player's view is refreshed
+        and its snapshot encoded."""
         started, cpu = time.perf_counter(), time.thread_time()
         self.tick += 1
         events, self.events = self.events, []  # told by inputs and hits since the last tick
@@ -387,10 +388,11 @@ class Simulation:
         return frame
 
     def _systems(self, events: list[Event]) -> None:
-        """NPC behaviour -> game module -> movement -> position history -> combat ->
-        respawn / regeneration."""
+        """Buffered inputs -> NPC behaviour -> game module -> movement -> position
+        history -> combat -> respawn / regeneration."""
         e, n, now, cfg = self.ents, self.ents.n, self.now_s, self.cfg
         if n:
+            inputs.consume(e, hz=cfg.tick_hz)
             ghost = (e.flags[:n] & GHOST) != 0  # neighbours' entities: shown, not simulated
             alive = ((e.flags[:n] & DEAD) == 0) & ~ghost
             self._think(alive)
