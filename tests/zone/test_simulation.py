@@ -185,6 +185,9 @@ def test_adopt_restores_state_clamped_into_the_area() -> None:
     assert sim.ents.pos[row, 0] < 100.0 and sim.ents.pos[row, 2] == -20.0
     assert sim.ents.extra[77].epoch == 4 and sim.ents.extra[77].restored
     assert sim.submit(inp("h", 12), 0.0) == inputs.DUPLICATE
+    # The client's first packet to its new zone resends its newest inputs: a handed-off
+    # player starts with a joining player's burst, so none is dropped for the rate.
+    assert [sim.submit(inp("h", s), 0.0) for s in (13, 14, 15, 16)] == [None] * 4
     assert sim.export_player("h", "z").health == 40.0
 
 

@@ -220,6 +220,9 @@ class Simulation:
         extra = self.ents.extra[state.entity_id]
         extra.restored, extra.epoch = True, epoch
         self.ents.home[row] = (x, z)
+        # A joining player's input burst: the client's first packet here resends its
+        # newest inputs, and an empty bucket would drop them for the rate.
+        self.ents.tokens[row] = inputs.BURST_S * self.cfg.tick_hz
         self.ents.tokens_at[row] = now
         if self.ents.flags[row] & SYNTHETIC:
             self.attach(state.player_id)  # no relay will: its snapshots start now
