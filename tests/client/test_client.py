@@ -3,6 +3,10 @@ fed by the zone's own snapshot encoder."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import time
+
 import numpy as np
 import pytest
 
@@ -121,3 +125,27 @@ def test_without_prediction_the_client_only_follows_the_server() -> None:
 def test_decode_every_must_be_positive() -> None:
     with pytest.raises(ValueError, match="decode_every"):
         client_for(decode_every=0)
+
+
+async def test_a_stalled_input_loop_skips_the_inputs_it_missed() -> None:
+    """After its process stalls, the client sends its next input on time instead of
+    one for every period missed: such a burst would reach the zone in one tick."""
+    client = client_for(predict=False)
+    client.accepted = relay_pb2.Accepted()
+    client.input_hz = 100.0
+    sent_at: list[float] = []
+    done = asyncio.Event()
+
+    def controller(_: GameClient) -> Intent:
+        sent_at.append(time.monotonic())
+        if len(sent_at) == 3:
+            time.sleep(0.2)  # the process stalls for 20 periods
+        if len(sent_at) == 8:
+            done.set()
+        return Intent()
+
+    client.start(controller)
+    await asyncio.wait_for(done.wait(), 5.0)
+    await client.close("done")
+    after = [b - a for a, b in itertools.pairwise(sent_at[3:])]
+    assert sum(gap < 0.002 for gap in after) <= 1  # paced at 10 ms again, not a burst

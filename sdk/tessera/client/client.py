@@ -110,6 +110,11 @@ class GameClient:
         while self.connected:
             self.send_intent(controller(self), period)
             next_at += period
+            if (late := loop.time() - next_at) > period:
+                # Stalled (a busy process): skip the inputs missed, as a frame loop
+                # skips the frames it never ran. A burst of them would reach the
+                # zone together and apply together, unlike their prediction.
+                next_at += late // period * period
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
     def send_intent(self, intent: Intent, dt: float) -> None:
