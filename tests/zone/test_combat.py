@@ -34,6 +34,19 @@ def test_rewind_is_latency_plus_interpolation_capped() -> None:
     assert combat.rewind_ticks(0.0, 0.0, tick_ms=1000 / 30, max_rewind_ms=250.0) == 0
 
 
+def test_an_attack_that_waited_in_the_input_buffer_rewinds_that_much_further() -> None:
+    ents = Entities()
+    ents.add_player(1, "a", (0.0, 0.0, 0.0), rtt_ms=100.0, interp_ms=100.0)
+    ents.add(2, NPC, (0.0, 0.0, 0.0), rtt_ms=100.0, interp_ms=100.0, waited=2)
+    tick = {"tick_ms": 1000 / 30, "max_rewind_ms": 250.0}
+    assert combat._rewind(ents, 0, **tick) == 4
+    ents.waited[0] = 2
+    assert combat._rewind(ents, 0, **tick) == 6
+    ents.waited[0] = 9
+    assert combat._rewind(ents, 0, **tick) == 7  # still capped
+    assert combat._rewind(ents, 1, **tick) == 0  # NPCs see the present
+
+
 def hit_of(attack: int, origin: np.ndarray, targets: np.ndarray) -> int | None:
     """The index of the target an attack at yaw 0, pitch 0 hits, all eligible."""
     hit = combat.resolve(

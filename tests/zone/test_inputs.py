@@ -208,9 +208,11 @@ def test_a_burst_waits_at_most_hold_inputs_past_a_tick() -> None:
     inputs.consume(ents, hz=30)  # all but the newest HOLD apply together
     assert ents.last_seq[0] == 5 - inputs.HOLD and ents.move[0, 0] == (5 - inputs.HOLD) / 100
     assert ents.actions[0] == inputs.ACTION_MELEE  # the oldest input's attack is not lost
-    assert ents.queued[0] == inputs.HOLD
+    assert ents.queued[0] == inputs.HOLD and ents.waited[0] == 0
     ents.actions[0] = 0
-    assert applied(ents, 3) == [4, 5, 5]  # then one per tick; an empty buffer keeps the intent
+    assert applied(ents, 2) == [4, 5]  # then one per tick, each having waited longer
+    assert ents.waited[0] == 2
+    assert applied(ents, 1) == [5]  # an empty buffer keeps the intent
     assert ents.move[0, 0] == 0.05 and ents.queued[0] == 0
 
 
@@ -247,3 +249,13 @@ def test_buffers_move_with_their_rows() -> None:
     assert ents.queued[0] == 1 and ents.q_seq[0, 0] == 7
     inputs.consume(ents, hz=30)
     assert ents.last_seq[0] == 7 and ents.move[0].tolist() == [0.0, 1.0]
+
+
+def test_a_committing_handoff_forgets_the_buffer_but_not_the_sequences() -> None:
+    ents = buffered(1, 2, 3, actions=inputs.ACTION_MELEE)
+    inputs.forget(ents, 0)
+    inputs.consume(ents, hz=30)
+    assert ents.last_seq[0] == 0 and ents.actions[0] == 0  # the new zone applies them
+    resend = inputs.Inputs.of([inputs.Input("a", 3), inputs.Input("a", 4)])
+    out = inputs.apply(ents, resend, 10.1, hz=30)
+    assert out.drops == {0: inputs.DUPLICATE} and ents.queued[0] == 1

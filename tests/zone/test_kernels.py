@@ -488,6 +488,7 @@ def consume_oracle(ents: Entities, hz: int) -> None:
     take = np.maximum(1, queued - inputs.HOLD) + drain
     newest = take - 1
     ents.last_seq[rows] = ents.q_seq[rows, newest]
+    ents.waited[rows] = ents.q_wait[rows, newest]
     v = ents.q_values[rows, newest]
     ents.move[rows] = v[:, :2]
     ents.yaw[rows], ents.pitch[rows], ents.rtt_ms[rows], ents.interp_ms[rows] = v[:, 2:].T
@@ -495,8 +496,9 @@ def consume_oracle(ents: Entities, hz: int) -> None:
     ents.actions[rows] |= np.bitwise_or.reduce(np.where(taken, ents.q_actions[rows], 0), axis=1)
     left = queued - take
     for r, t, k in zip(rows.tolist(), take.tolist(), left.tolist(), strict=True):
-        for arr in (ents.q_seq, ents.q_values, ents.q_actions):
+        for arr in (ents.q_seq, ents.q_values, ents.q_actions, ents.q_wait):
             arr[r, :k] = arr[r, t : t + k].copy()
+        ents.q_wait[r, :k] += 1
     ents.queued[rows] = left
     ents.held_ticks[rows] = np.where((left > 0) & ~drain, held + 1, 0)
 
@@ -517,14 +519,17 @@ def test_the_input_buffer_kernel_matches_its_oracle(n: int, seed: int, ticks: in
     ents.q_seq[:n] = rng.integers(1, 1000, (n, INPUT_QUEUE))
     ents.q_values[:n] = rng.normal(size=(n, INPUT_QUEUE, 6))
     ents.q_actions[:n] = rng.integers(0, 8, (n, INPUT_QUEUE))
+    ents.q_wait[:n] = rng.integers(0, 40, (n, INPUT_QUEUE))
     ents.actions[:n] = rng.integers(0, 8, n)
     want = copy.deepcopy(ents)
     for _ in range(ticks):
         inputs.consume(ents, hz=30)
         consume_oracle(want, 30)
-    for name in ("queued", "held_ticks", "last_seq", "move", "yaw", "pitch", "actions"):
+    names = ("queued", "held_ticks", "last_seq", "waited", "move", "yaw", "pitch", "actions")
+    for name in names:
         assert np.array_equal(getattr(ents, name)[:n], getattr(want, name)[:n]), name
     for r in range(n):  # what stays buffered; slots past it are free
         k = int(ents.queued[r])
         assert np.array_equal(ents.q_seq[r, :k], want.q_seq[r, :k])
         assert np.array_equal(ents.q_values[r, :k], want.q_values[r, :k])
+        assert np.array_equal(ents.q_wait[r, :k], want.q_wait[r, :k])

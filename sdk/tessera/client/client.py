@@ -114,7 +114,7 @@ class GameClient:
                 # Stalled (a busy process): skip the inputs missed, as a frame loop
                 # skips the frames it never ran. A burst of them would reach the
                 # zone together and apply together, unlike their prediction.
-                next_at += late // period * period
+                next_at += (late // period + 1) * period
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
     def send_intent(self, intent: Intent, dt: float) -> None:

@@ -29,7 +29,7 @@ from opentelemetry.trace import Span, SpanKind, get_current_span
 from tessera.common import tracing
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.geometry import Rect
-from tessera.zone import messages, metrics, topology
+from tessera.zone import inputs, messages, metrics, topology
 from tessera.zone.config import ZoneConfig
 from tessera.zone.entities import PLAYER, Record, export_state, owned
 from tessera.zone.handoff import Handoffs, Outgoing
@@ -279,6 +279,7 @@ class Border:
                 metrics.HANDOFFS.labels("vanished").inc()
                 continue
             state = self._export(eid, zone=out.target, epoch=out.epoch)
+            inputs.forget(e, e.index[eid])
             msg = zone_pb2.HandoffCommit(entity_id=eid, epoch=out.epoch, entity=state)
             getattr(msg, "from").CopyFrom(self.ref)
             expected = f"{self.cfg.zone}|{extra.epoch}" if extra.player_id else ""

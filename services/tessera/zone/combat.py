@@ -243,12 +243,13 @@ def fight(
 
 
 def _rewind(ents: Entities, row: int, *, tick_ms: float, max_rewind_ms: float) -> int:
-    """Ticks back to the attacker's view time: players see the past, NPCs the present."""
+    """Ticks back to the attacker's view time: players see the past, NPCs the present.
+    An input that waited in the buffer (tessera.zone.inputs) was sent that much earlier."""
     if ents.kind[row] != PLAYER:
         return 0
     return rewind_ticks(
         float(ents.rtt_ms[row]),
-        float(ents.interp_ms[row]),
+        float(ents.interp_ms[row]) + float(ents.waited[row]) * tick_ms,
         tick_ms=tick_ms,
         max_rewind_ms=max_rewind_ms,
     )

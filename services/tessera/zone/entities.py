@@ -53,6 +53,8 @@ _FIELDS: dict[str, tuple[type[np.generic], tuple[int, ...], float]] = {
     "q_seq": (np.int64, (INPUT_QUEUE,), 0),
     "q_values": (np.float64, (INPUT_QUEUE, 6), 0.0),
     "q_actions": (np.int32, (INPUT_QUEUE,), 0),
+    "q_wait": (np.int32, (INPUT_QUEUE,), 0),  # ticks each has waited
+    "waited": (np.int32, (), 0),  # ticks the newest applied input waited (lag compensation)
     # latest intent from inputs (players) or AI (NPCs)
     "move": (np.float64, (2,), 0.0),
     "actions": (np.int32, (), 0),
@@ -114,6 +116,8 @@ class Entities:
     q_seq: npt.NDArray[np.int64]
     q_values: npt.NDArray[np.float64]
     q_actions: npt.NDArray[np.int32]
+    q_wait: npt.NDArray[np.int32]
+    waited: npt.NDArray[np.int32]
     move: npt.NDArray[np.float64]
     actions: npt.NDArray[np.int32]
     rtt_ms: npt.NDArray[np.float64]

@@ -264,6 +264,7 @@ def apply(ents: Entities, batch: Inputs, now_s: float, *, hz: int) -> Outcome:
             axis=1,
         )
         ents.q_actions[r, slot] = batch.actions[ok]
+        ents.q_wait[r, slot] = 0
         ents.queued[r] = slot + 1
         accepted += int(ok.size)
         over = values.excess[ok] > 0.0
@@ -278,7 +279,7 @@ def _room(ents: Entities, rows: I64) -> I64:
     full = rows[ents.queued[rows] >= INPUT_QUEUE]
     if full.size:
         ents.q_actions[full, 1] |= ents.q_actions[full, 0]
-        for arr in (ents.q_seq, ents.q_values, ents.q_actions):
+        for arr in (ents.q_seq, ents.q_values, ents.q_actions, ents.q_wait):
             arr[full, :-1] = arr[full, 1:]
         ents.queued[full] = INPUT_QUEUE - 1
     slot: I64 = ents.queued[rows].astype(np.int64)
@@ -289,7 +290,8 @@ def consume(ents: Entities, *, hz: int) -> None:
     """Apply buffered inputs to the players' intents, once per tick: the oldest input
     of each non-empty buffer, or more when over ``HOLD`` would wait (all but the
     newest ``HOLD``), or two when inputs have waited for ``DRAIN_S`` in a row. Inputs
-    applied together act as one: the newest sets the intent, their actions OR-ed.
+    applied together act as one: the newest sets the intent, their actions OR-ed,
+    and ``waited`` says how many ticks it waited (an attack's rewind adds them).
     A player with nothing buffered keeps the intent it had. Compiled
     (:func:`tessera.zone.kernels.consume`)."""
     n = ents.n
@@ -299,7 +301,9 @@ def consume(ents: Entities, *, hz: int) -> None:
         ents.q_seq[:n],
         ents.q_values[:n],
         ents.q_actions[:n],
+        ents.q_wait[:n],
         ents.last_seq[:n],
+        ents.waited[:n],
         ents.move[:n],
         ents.yaw[:n],
         ents.pitch[:n],
@@ -309,6 +313,14 @@ def consume(ents: Entities, *, hz: int) -> None:
         HOLD,
         DRAIN_S * hz,
     )
+
+
+def forget(ents: Entities, row: int) -> None:
+    """Drop a player's buffered inputs, their sequences still seen: its handoff is
+    committing, and the new zone applies the client's resends of them (above the
+    record's ``last_input_seq``), so a tick here in the meantime must not too."""
+    ents.queued[row] = 0
+    ents.held_ticks[row] = 0
 
 
 def _passes(rows: I64, valid: Bools) -> list[I64]:

@@ -917,7 +917,9 @@ def consume(  # noqa: PLR0917 (numba kernels take positional arguments)
     q_seq: np.ndarray,
     q_values: np.ndarray,
     q_actions: np.ndarray,
+    q_wait: np.ndarray,
     last_seq: np.ndarray,
+    waited: np.ndarray,
     move: np.ndarray,
     yaw: np.ndarray,
     pitch: np.ndarray,
@@ -940,6 +942,7 @@ def consume(  # noqa: PLR0917 (numba kernels take positional arguments)
             take = 2
         k = take - 1
         last_seq[r] = q_seq[r, k]
+        waited[r] = q_wait[r, k]
         move[r, 0] = q_values[r, k, 0]
         move[r, 1] = q_values[r, k, 1]
         yaw[r] = q_values[r, k, 2]
@@ -954,6 +957,7 @@ def consume(  # noqa: PLR0917 (numba kernels take positional arguments)
         for j in range(left):
             q_seq[r, j] = q_seq[r, j + take]
             q_actions[r, j] = q_actions[r, j + take]
+            q_wait[r, j] = q_wait[r, j + take] + 1
             for f in range(q_values.shape[2]):
                 q_values[r, j, f] = q_values[r, j + take, f]
         queued[r] = left

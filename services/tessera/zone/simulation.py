@@ -1,6 +1,7 @@
 """One zone's simulation: the data flow of a tick.
 
-inputs (validated on arrival) -> NPC behaviour and synthetic players' steering
+inputs (validated and buffered on arrival; one per player applied a tick)
+-> NPC behaviour and synthetic players' steering
 -> the game module's actions and systems (tessera.zone.game) -> movement
 -> position history -> combat -> respawn / regeneration -> match rules (an
 instance zone's module with rules) -> interest -> quantize
