@@ -45,9 +45,9 @@ _FIELDS: dict[str, tuple[type[np.generic], tuple[int, ...], float]] = {
     "team": (np.int32, (), 0),
     "flags": (np.int32, (), 0),
     "last_seq": (np.int64, (), 0),  # the newest input applied (snapshots report it)
+    "seen_seq": (np.int64, (), 0),  # the newest input accepted
     # Inputs accepted and not yet applied, oldest first (tessera.zone.inputs): the
     # sequence, the values (move x/z, yaw, pitch, rtt, interpolation delay), actions.
-    "seen_seq": (np.int64, (), 0),  # the newest input accepted
     "queued": (np.int32, (), 0),
     "held_ticks": (np.int32, (), 0),  # ticks in a row the buffer kept inputs back
     "q_seq": (np.int64, (INPUT_QUEUE,), 0),

@@ -317,8 +317,8 @@ def consume(ents: Entities, *, hz: int) -> None:
 
 def forget(ents: Entities, row: int) -> None:
     """Drop a player's buffered inputs, their sequences still seen: its handoff is
-    committing, and the new zone applies the client's resends of them (above the
-    record's ``last_input_seq``), so a tick here in the meantime must not too."""
+    committing and the new zone applies the client's resends of them (above the
+    record's ``last_input_seq``), so no tick here before the route switches may."""
     ents.queued[row] = 0
     ents.held_ticks[row] = 0
 
