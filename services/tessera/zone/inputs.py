@@ -11,7 +11,7 @@ rate), all applied by :func:`apply`; :func:`check` is the value rules on one inp
 
 Accepted inputs wait in the player's buffer; each tick :func:`consume` applies the
 oldest one, so the zone steps a player once per input as the client predicts,
-however the network bunches them (docs/ZONE.md, "The input buffer").
+even when the network bunches them (docs/ZONE.md, "The input buffer").
 """
 
 from __future__ import annotations
