@@ -4,6 +4,7 @@ refused offers, drain bookkeeping and the movement area."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -12,6 +13,7 @@ from tessera.common.config import Env
 from tessera.v1 import zone_pb2
 from tessera.wire.bounds import to_bounds
 from tessera.wire.geometry import Rect
+from tessera.zone import inputs
 from tessera.zone.border import Border, Inbox, Receipt, Release
 from tessera.zone.config import ZoneConfig
 from tessera.zone.neighbours import Neighbours
@@ -94,6 +96,43 @@ async def test_a_handoff_is_decided_on_both_sides(redis: Redis) -> None:
     replay = zone_pb2.InboxMessage(commit=zone_pb2.HandoffCommit(entity_id=1, epoch=2))
     assert east.border.take([replay]).receipts == []  # delivered twice, applied once
     assert east.border.received == 1
+
+
+async def accepted_offer(redis: Redis) -> tuple[Zone, Zone, Inbox]:
+    """West and east with player p (entity 1) past the border and its offer acked."""
+    west, east = await two_zones(redis)
+    west.sim.add_player(entity_id=1, player_id="p", pos=(-10.0, 0.0, 0.0), team=0)
+    west.sim.ents.extra[1].epoch = 1
+    assert await west.store.claim_route("p", "", 1)
+    assert await west.border.scan() == []
+    west.sim.ents.pos[0, 0] = 20.0
+    assert await west.border.scan() == []
+    assert await east.border.reply(await inbox(east)) == []
+    accepted = await inbox(west)
+    assert [out.entity_id for out in accepted.acked] == [1]
+    return west, east, accepted
+
+
+async def test_a_committing_player_s_inputs_are_left_to_the_new_zone(redis: Redis) -> None:
+    west, east, accepted = await accepted_offer(redis)
+    attack = inputs.Input("p", 5, actions=inputs.ACTION_MELEE)
+    assert west.sim.submit(attack, 1.0) is None
+    assert accepted.answers == []
+    commit = asyncio.create_task(west.border.commit(accepted.acked))
+    await asyncio.sleep(0)  # exported, the commit script in flight: a tick could run now
+    assert west.sim.ents.leaving[0] and west.sim.ents.queued[0] == 0  # the new zone's attack
+    assert west.sim.submit(attack._replace(sequence=6), 1.01) == inputs.HANDOFF
+    assert await commit == [Release("p", "east", 2)]
+    assert (await inbox(east)).receipts == [Receipt("p")]
+    assert east.sim.submit(attack._replace(sequence=6), 1.02) is None  # the client's repeat
+
+
+async def test_an_aborted_commit_takes_the_player_s_inputs_again(redis: Redis) -> None:
+    west, east, accepted = await accepted_offer(redis)
+    assert await east.store.claim_route("p", "west|1", 7)  # the route moved meanwhile
+    assert await west.border.reply(accepted) == []
+    assert "p" in west.sim.ents.players
+    assert west.sim.submit(inputs.Input("p", 5), 1.0) is None
 
 
 async def test_offers_are_refused_while_not_active_and_for_present_entities(redis: Redis) -> None:

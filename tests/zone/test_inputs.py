@@ -251,11 +251,15 @@ def test_buffers_move_with_their_rows() -> None:
     assert ents.last_seq[0] == 7 and ents.move[0].tolist() == [0.0, 1.0]
 
 
-def test_a_committing_handoff_forgets_the_buffer_but_not_the_sequences() -> None:
+def test_a_committing_handoff_forgets_the_buffer_and_refuses_new_inputs() -> None:
     ents = buffered(1, 2, 3, actions=inputs.ACTION_MELEE)
     inputs.forget(ents, 0)
     inputs.consume(ents, hz=30)
     assert ents.last_seq[0] == 0 and ents.actions[0] == 0  # the new zone applies them
+    late = inputs.Inputs.of([inputs.Input("a", 4, actions=inputs.ACTION_MELEE)])
+    out = inputs.apply(ents, late, 10.1, hz=30)
+    assert out.drops == {0: inputs.HANDOFF} and ents.queued[0] == 0 and ents.seen_seq[0] == 3
+    inputs.stay(ents, 0)  # the handoff was aborted: the client's repeats are taken
     resend = inputs.Inputs.of([inputs.Input("a", 3), inputs.Input("a", 4)])
-    out = inputs.apply(ents, resend, 10.1, hz=30)
+    out = inputs.apply(ents, resend, 10.2, hz=30)
     assert out.drops == {0: inputs.DUPLICATE} and ents.queued[0] == 1

@@ -298,6 +298,8 @@ class Border:
         for (out, _c), ok in zip(todo, results, strict=True):
             eid = out.entity_id
             if not ok:
+                if eid in e.index:
+                    inputs.stay(e, e.index[eid])
                 metrics.HANDOFFS.labels("cas_failed").inc()
                 aborts.append((out.target, self._abort_msg(out, "route-changed")))
                 self.flight.finish(eid, now, aborted=True)

@@ -55,6 +55,7 @@ _FIELDS: dict[str, tuple[type[np.generic], tuple[int, ...], float]] = {
     "q_actions": (np.int32, (INPUT_QUEUE,), 0),
     "q_wait": (np.int32, (INPUT_QUEUE,), 0),  # ticks each has waited
     "waited": (np.int32, (), 0),  # ticks the newest applied input waited (lag compensation)
+    "leaving": (np.bool_, (), 0),  # its handoff is committing: new inputs are the next zone's
     # latest intent from inputs (players) or AI (NPCs)
     "move": (np.float64, (2,), 0.0),
     "actions": (np.int32, (), 0),
@@ -118,6 +119,7 @@ class Entities:
     q_actions: npt.NDArray[np.int32]
     q_wait: npt.NDArray[np.int32]
     waited: npt.NDArray[np.int32]
+    leaving: npt.NDArray[np.bool_]
     move: npt.NDArray[np.float64]
     actions: npt.NDArray[np.int32]
     rtt_ms: npt.NDArray[np.float64]

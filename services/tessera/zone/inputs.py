@@ -44,8 +44,12 @@ RATE = "rate"
 UNKNOWN_PLAYER = "unknown_player"
 NOT_ATTACHED = "not_attached"
 OVERSIZED = "oversized"
-REASONS = (NAN, RANGE, DUPLICATE, OUT_OF_ORDER, RATE, UNKNOWN_PLAYER, NOT_ATTACHED, OVERSIZED)
-QUIET = frozenset({DUPLICATE, OUT_OF_ORDER, UNKNOWN_PLAYER})  # counted, not told to the player
+HANDOFF = "handoff"
+REASONS = (
+    NAN, RANGE, DUPLICATE, OUT_OF_ORDER, RATE, UNKNOWN_PLAYER, NOT_ATTACHED, OVERSIZED, HANDOFF
+)  # fmt: skip
+# counted, not told to the player
+QUIET = frozenset({DUPLICATE, OUT_OF_ORDER, UNKNOWN_PLAYER, HANDOFF})
 
 MAX_BATCH = 4096
 MAX_RTT_MS = 5000.0
@@ -240,8 +244,10 @@ def apply(ents: Entities, batch: Inputs, now_s: float, *, hz: int) -> Outcome:
     rows = np.array([index.get(players.get(p, -1), -1) for p in batch.players], np.int64)
     nan, wrong = screen(batch)
     known = rows >= 0
-    valid = known & ~nan & ~wrong
+    leaving = known & ents.leaving[np.maximum(rows, 0)]
+    valid = known & ~leaving & ~nan & ~wrong
     drops = {int(i): UNKNOWN_PLAYER for i in np.flatnonzero(~known)}
+    drops |= {int(i): HANDOFF for i in np.flatnonzero(leaving)}
     drops |= {int(i): NAN for i in np.flatnonzero(known & nan)}
     drops |= {int(i): RANGE for i in np.flatnonzero(known & wrong)}
     values = clamp(batch, valid)
@@ -316,11 +322,19 @@ def consume(ents: Entities, *, hz: int) -> None:
 
 
 def forget(ents: Entities, row: int) -> None:
-    """Drop a player's buffered inputs, their sequences still seen: its handoff is
-    committing and the new zone applies the client's resends of them (above the
-    record's ``last_input_seq``), so no tick here before the route switches may."""
+    """Drop a player's buffered inputs, and refuse its new ones (``handoff``) until
+    :func:`stay`: its handoff is committing, and the new zone applies the client's
+    resends of them (above the record's ``last_input_seq``), so no tick here before
+    the route switches may."""
     ents.queued[row] = 0
     ents.held_ticks[row] = 0
+    ents.leaving[row] = True
+
+
+def stay(ents: Entities, row: int) -> None:
+    """The player's handoff was aborted: take its inputs again. Those refused
+    meanwhile come back in the client's next packets, which repeat the newest few."""
+    ents.leaving[row] = False
 
 
 def _passes(rows: I64, valid: Bools) -> list[I64]:
