@@ -21,11 +21,14 @@ operator's local runtime on a real Redis Cluster (issue #22, items 3 and 4).
   asks every zone for its entities, between two reads of the routing table: a
   player in no zone (lost) or an entity in two (duplicated) that persists for 3 s
   is counted; a player whose route changed during a scan (handed over while the
-  zones were read) is judged by the next scan, not that one.
+  zones were read) is judged by the next scan, not that one, and a player whose
+  COMMIT waits in its new zone's inbox is in transit, not lost.
 
 Reported: players, zones over time (min/max/final), handoffs/s (entities handed
-over, from the zones' heartbeats), lost, duplicated (with the first ids of each),
-the most players one scan saw handed over, bot disconnects and their reasons,
+over, from the zones' heartbeats), lost (with where their routes pointed),
+duplicated (with the first ids of each), the most players one scan saw handed
+over and in transit, the longest a player stayed in transit over scans, bot
+disconnects and their reasons,
 each zone's worst tick p99 against its budget (1000 / tick Hz ms), Redis commands/s and CPU
 per node (``INFO stats`` / ``INFO cpu``), operator pass p50/p99; the picture
 (``--png``) is the demo's: zone layouts at key moments over players per zone.
@@ -69,6 +72,7 @@ from tessera.load.swarm import Swarm, SwarmConfig
 from tessera.operator.local import LocalRuntime
 from tessera.wire.geometry import Rect
 from tessera.zone import audit, invariants
+from tessera.zone.store import read_routes
 
 WORLD = "scale"
 CHUNK = 250  # synthetic players joined per step of the ramp
@@ -322,6 +326,11 @@ class Run:
         self.ready = asyncio.Event()  # a zone takes joins
         self.unreachable = 0  # scans that could not ask every zone
         self.moved_max = 0  # most players one scan saw handed over mid-scan
+        self.lost_where: Counter[str] = Counter()  # where lost players' routes pointed
+        self.lost_first: list[list[Any]] = []  # [t, player, where, route] of the first few
+        self.transit_max = 0  # most players one scan found committed and not yet adopted
+        self.transit_since: dict[str, float] = {}  # in transit in the last scan: since when
+        self.transit_longest_s = 0.0
 
     async def sampling(self) -> None:
         """A sample every 2 s until the run stops."""
@@ -383,18 +392,56 @@ class Run:
             self.redis, WORLD, self.addresses(), self.players, channel=LOCAL.channel
         )
         self.moved_max = max(self.moved_max, len(report.moved))
+        self.transit(report)
         deadline = time.monotonic() + 3.0
         while not report.ok and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
             again = await audit.scan(
                 self.redis, WORLD, self.addresses(), self.players, channel=LOCAL.channel
             )
+            self.transit(again)
             report = invariants.persisting(report, again)
         self.scans += 1
         self.unreachable += bool(report.unreachable)
+        self.lost_where.update(await self.where(set(report.lost) - self.lost))
         self.lost |= set(report.lost)
         self.duplicated |= set(report.duplicates)
         return report
+
+    def transit(self, report: invariants.Report) -> None:
+        """Track players in transit (committed, their COMMIT not yet taken by the
+        target): the most in one scan, and the longest one stayed so over scans."""
+        now = time.monotonic()
+        self.transit_max = max(self.transit_max, len(report.in_transit))
+        self.transit_since = {p: self.transit_since.get(p, now) for p in report.in_transit}
+        for since in self.transit_since.values():
+            self.transit_longest_s = max(self.transit_longest_s, now - since)
+
+    async def where(self, lost: set[str]) -> list[str]:
+        """Where each newly lost player's route points now: nowhere, a zone process
+        that answers, one that is not running (starting, restarting or stopped) or a
+        zone the runtime does not have; the first few go to ``lost_first``."""
+        if not lost:
+            return []
+        routes = await read_routes(self.redis, WORLD)
+        running = self.addresses()
+        found = []
+        for player in sorted(lost):
+            route = routes.get(player)
+            if route is None:
+                where = "no route"
+            elif route.zone in running:
+                where = "running zone"
+            elif route.zone in self.runtime.zones:
+                where = "zone not running"
+            else:
+                where = "zone unknown to the runtime"
+            found.append(where)
+            if len(self.lost_first) < 20:
+                self.lost_first.append(
+                    [round(self.t(), 1), player, where, route.raw if route else ""]
+                )
+        return found
 
     def active(self) -> dict[str, tuple[str, Rect]]:
         """The zones that take players now: name -> (address, bounds)."""
@@ -514,8 +561,12 @@ async def run(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
         "lost": len(r.lost),
         "duplicated": len(r.duplicated),
         "lost_players": sorted(r.lost)[:20],
+        "lost_where": dict(r.lost_where),
+        "lost_first": r.lost_first,
         "duplicated_entities": sorted(r.duplicated)[:20],
         "scan_moved_max": r.moved_max,
+        "scan_in_transit_max": r.transit_max,
+        "in_transit_longest_s": round(r.transit_longest_s, 1),
         "scans_with_unreachable_zones": r.unreachable,
         "bot_disconnects": bots.disconnects if bots else 0,
         "bot_disconnect_reasons": bots.disconnect_reasons if bots else {},
@@ -541,7 +592,14 @@ def table(report: dict[str, Any]) -> str:
         (k, v)
         for k, v in report.items()
         if k
-        not in ("tick_p99_ms_per_zone", "redis_per_node", "lost_players", "duplicated_entities")
+        not in (
+            "tick_p99_ms_per_zone",
+            "redis_per_node",
+            "lost_players",
+            "lost_where",
+            "lost_first",
+            "duplicated_entities",
+        )
     ]
     worst = max(report["tick_p99_ms_per_zone"].values(), default=0.0)
     rows.append(("tick_p99_ms_worst_zone", worst))

@@ -78,6 +78,17 @@ def test_a_player_in_two_zones_with_a_steady_route_is_a_duplicate() -> None:
     assert r.duplicates == [1] and not r.ok
 
 
+def test_a_player_whose_commit_waits_in_its_zone_s_inbox_is_in_transit() -> None:
+    # p2's COMMIT waits in b's inbox (b busy); p3's waits in c's, but its route
+    # names b (a stale COMMIT): lost; p4 is in transit and also in a zone: fine.
+    zones = {"a": status([1, 4], ["p1", "p4"]), "b": status([], [])}
+    steady = routes(p1="a", p2="b", p3="b", p4="a")
+    r = check(zones, steady, committed={"p2": "b", "p3": "c", "p4": "a"})
+    assert (r.in_transit, r.lost) == (["p2"], ["p3"]) and not r.ok
+    r = check(zones, steady, committed={"p2": "b", "p3": "b"})
+    assert r.ok and r.in_transit == ["p2", "p3"]
+
+
 def test_moved_are_the_players_whose_route_changed_appeared_or_went() -> None:
     assert moved(
         {"p1": "a|1", "p2": "a|1", "p3": "b|4"}, {"p1": "a|2", "p2": "a|1", "p4": "c|1"}

@@ -9,7 +9,14 @@ import pytest
 
 from tessera.common.store import Client, WorldKeys
 from tessera.v1 import common_pb2, zone_pb2
-from tessera.zone.store import Commit, GhostFeed, ZoneStore, entry_age_s, parse_route
+from tessera.zone.store import (
+    Commit,
+    GhostFeed,
+    ZoneStore,
+    entry_age_s,
+    parse_route,
+    read_commits,
+)
 
 pytestmark = pytest.mark.redis_cluster
 
@@ -137,6 +144,22 @@ async def test_handoff_commit_is_all_or_nothing(redis: Client) -> None:
     # Another commit from the old route cannot move it again.
     assert await a.commit_handoffs([commit("c", "p", "a|3", 4)]) == [False]
     assert await redis.hget(keys.routes, "p") == b"b|4"
+
+
+async def test_commits_wait_in_the_inbox_until_the_target_has_taken_them(redis: Client) -> None:
+    a, b = ZoneStore(redis, world="w", zone="a"), ZoneStore(redis, world="w", zone="b")
+    await redis.hset(WorldKeys("w").routes, "p", "a|3")
+    moving = commit("b", "p", "a|3", 4)
+    moving.message.commit.entity.CopyFrom(moving.state)  # as the border sends it
+    assert await a.commit_handoffs([moving, commit("b", "", "", 1)]) == [True, True]
+    await b.send_many([("b", zone_pb2.InboxMessage(ack=zone_pb2.HandoffAck(entity_id=9)))])
+    assert await read_commits(redis, "w", "b") == {"p": 4}  # the NPC and the ACK are not
+    assert await read_commits(redis, "w", "b", page=1) == {"p": 4}  # three replies
+    assert await read_commits(redis, "w", "a") == {}
+    taken = await b.receive(block_ms=10)
+    assert await read_commits(redis, "w", "b") == {"p": 4}  # read, not yet done
+    await b.done([entry for entry, _m in taken])
+    assert await read_commits(redis, "w", "b") == {}
 
 
 async def test_a_batch_of_commits_is_judged_one_by_one(redis: Client) -> None:

@@ -2,11 +2,11 @@
 
 :func:`scan` asks every zone for its entities (``GetStatus(include_entities)``),
 reads the routing table before and after (players whose route changed in between
-were handed over mid-scan and are not judged) and runs
+were handed over mid-scan and are not judged) and the COMMITs waiting in the
+zones' inboxes (their players are in transit, not lost), and runs
 :func:`tessera.zone.invariants.check`; :func:`settle` repeats the scan until one
-is clean and judged every player (nobody moved mid-scan) or a timeout passes,
-because a committed handoff waits in its target's inbox until the target's next
-tick (a real violation persists). The zones' ``GetStatus`` needs a
+is clean and judged every player where it is (nobody moved mid-scan or in
+transit) or a timeout passes. The zones' ``GetStatus`` needs a
 ``service`` or ``admin`` token: ``channel`` opens channels whose calls carry one.
 """
 
@@ -21,7 +21,7 @@ import grpc
 from tessera.common.store import Client
 from tessera.v1 import zone_pb2, zone_pb2_grpc
 from tessera.zone.invariants import Report, check, moved
-from tessera.zone.store import read_routes
+from tessera.zone.store import Route, read_commits, read_routes
 
 Opener = Callable[[str], grpc.aio.Channel]
 
@@ -40,12 +40,40 @@ async def scan(
     names = sorted(addresses)
     answers = await asyncio.gather(*(_entities(addresses[n], channel) for n in names))
     after = await read_routes(redis, world)
+    committed = await _in_transit(redis, world, dict(zip(names, answers, strict=True)), after)
     owned = {n: a for n, a in zip(names, answers, strict=True) if a is not None}
     unreachable = [n for n, a in zip(names, answers, strict=True) if a is None]
     routes = {player: r.zone for player, r in after.items()}
     raw = {player: r.raw for player, r in before.items()}
     shifted = moved(raw, {player: r.raw for player, r in after.items()})
-    return check(owned, routes, expected_players, unreachable, shifted)
+    return check(
+        owned,
+        routes,
+        expected_players,
+        unreachable=unreachable,
+        moved=shifted,
+        committed=committed,
+    )
+
+
+async def _in_transit(
+    redis: Client,
+    world: str,
+    answers: dict[str, list[tuple[int, str]] | None],
+    after: dict[str, Route],
+) -> dict[str, str]:
+    """Players no zone listed whose COMMIT for their route's epoch waits in the
+    inbox of the zone their route names (player -> zone). Read after the zones
+    answered: a zone deletes a COMMIT only once it has adopted the player, so one
+    still there had not been adopted when the zone answered."""
+    listed = {player for owned in answers.values() if owned for _eid, player in owned}
+    unlisted = {
+        p: r for p, r in after.items() if p not in listed and answers.get(r.zone) is not None
+    }
+    zones = sorted({r.zone for r in unlisted.values()})
+    inboxes = await asyncio.gather(*(read_commits(redis, world, z) for z in zones))
+    waiting = {(z, p, epoch) for z, c in zip(zones, inboxes, strict=True) for p, epoch in c.items()}
+    return {p: r.zone for p, r in unlisted.items() if (r.zone, p, r.epoch) in waiting}
 
 
 async def _entities(address: str, channel: Opener) -> list[tuple[int, str]] | None:
@@ -69,11 +97,13 @@ async def settle(
     channel: Opener,
     timeout_s: float = 5.0,
 ) -> Report:
-    """Scan until the invariants hold with no player moved mid-scan, or ``timeout_s``
-    passes; the last report."""
+    """Scan until the invariants hold with no player moved mid-scan or in transit,
+    or ``timeout_s`` passes; the last report."""
     deadline = time.monotonic() + timeout_s
     while True:
         report = await scan(redis, world, addresses, expected_players, channel=channel)
-        if (report.ok and not report.moved) or time.monotonic() >= deadline:
+        if (report.ok and not report.moved and not report.in_transit) or (
+            time.monotonic() >= deadline
+        ):
             return report
         await asyncio.sleep(0.05)

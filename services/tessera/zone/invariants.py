@@ -8,6 +8,8 @@ Zones are read one after another, not atomically, so a handoff that commits
 between two reads shows its player in both zones or in neither. The routing
 table read before and after the zones tells which players were handed over
 during the read (:func:`moved`): a scan does not judge those; the next one does.
+A player committed to a zone that has not yet read the COMMIT from its inbox is
+in transit, not lost.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 
 @dataclass
@@ -29,6 +32,7 @@ class Report:
     misrouted: list[str] = field(default_factory=list)
     unreachable: list[str] = field(default_factory=list)
     moved: list[str] = field(default_factory=list)  # handed over mid-scan: not judged
+    in_transit: list[str] = field(default_factory=list)  # COMMIT waiting in its zone's inbox
 
     @property
     def ok(self) -> bool:
@@ -39,14 +43,19 @@ def check(
     zones: Mapping[str, Sequence[tuple[int, str]]],
     routes: Mapping[str, str],
     expected_players: set[str] | None = None,
+    *,
     unreachable: Sequence[str] = (),
     moved: Set[str] = frozenset(),
+    committed: Mapping[str, str] = MappingProxyType({}),
 ) -> Report:
     """The invariants over what each zone owns (``(entity id, player id or '')`` per
     entity) and the routing table (player -> zone). Zones that could not be asked
     are ``unreachable``: a player routed to one is not known to be lost (the report
     is not ok, so a caller scans again). Players in ``moved`` changed route while
-    the zones were read: none of their violations is counted in this report."""
+    the zones were read: none of their violations is counted in this report.
+    ``committed`` (player -> zone) are the players whose COMMIT still waited in
+    that zone's inbox after the zone answered: a player whose route names that
+    zone is in transit (``in_transit``), not lost."""
     report = Report(zones=len(zones), unreachable=list(unreachable), moved=sorted(moved))
     owners: Counter[int] = Counter()
     where: dict[str, list[str]] = {}
@@ -66,9 +75,10 @@ def check(
             report.misrouted.append(player)
     expected = expected_players if expected_players is not None else set(routes)
     unknown = set(unreachable)
-    report.lost = sorted(
-        p for p in expected if p not in where and p not in moved and routes.get(p) not in unknown
-    )
+    missing = {p for p in expected if p not in where and p not in moved}
+    transit = {p for p in missing if p in committed and committed[p] == routes.get(p)}
+    report.in_transit = sorted(transit)
+    report.lost = sorted(p for p in missing - transit if routes.get(p) not in unknown)
     return report
 
 

@@ -413,6 +413,21 @@ async def read_routes(redis: Client, world: str) -> dict[str, Route]:
     return {k: r for k, r in routes.items() if r is not None}
 
 
+async def read_commits(redis: Client, world: str, zone: str, page: int = 500) -> dict[str, int]:
+    """The players whose COMMIT waits in a zone's inbox, with its epoch (for
+    invariant scans): committed to the zone, not yet adopted by it. Read ``page``
+    entries at a time, so a long backlog is many short replies."""
+    stream, start, found = WorldKeys(world).zone_inbox(zone), "-", dict[str, int]()
+    while entries := _entries([(None, await redis.xrange(stream, start, "+", count=page))]):
+        for _id, msg in entries:
+            if msg is not None and msg.HasField("commit") and msg.commit.entity.player_id:
+                found[msg.commit.entity.player_id] = msg.commit.epoch
+        if len(entries) < page:
+            break
+        start = "(" + entries[-1][0]
+    return found
+
+
 async def write_zone_map(redis: Client, zone_map: zone_pb2.ZoneMap) -> None:
     """Store a world's zone map and announce its version (tests, tools)."""
     keys = WorldKeys(zone_map.world)
