@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -45,3 +46,30 @@ async def test_ticker_runs_at_rate_and_survives_failing_steps() -> None:
     await task
     # 25 due in 0.5 s; a loaded machine may skip some slots, never run extra ones
     assert 5 <= len(calls) <= 26 and ticker.errors == 1
+
+
+async def test_steps_over_their_period_still_leave_the_event_loop_its_share() -> None:
+    """Steps of 1.5 periods never finish on time; a task of short awaits (as an
+    inbox round of Redis calls is) still gets through between them."""
+    rounds = 0
+
+    async def inbox() -> None:
+        nonlocal rounds
+        while True:
+            await asyncio.sleep(0.0005)
+            rounds += 1
+
+    def step() -> None:
+        end = time.perf_counter() + 0.015
+        while time.perf_counter() < end:  # a slow step holds the loop, as a tick does
+            pass
+        if len(ticker.stats.durations) == 19:
+            ticker.stop()
+
+    ticker = Ticker(100, step)
+    other = asyncio.create_task(inbox())
+    await ticker.run()
+    during = rounds
+    other.cancel()
+    assert ticker.skipped > 0  # overloaded throughout
+    assert during >= 19  # at least one round between every two steps (none before)
