@@ -27,8 +27,8 @@ operator's local runtime on a real Redis Cluster (issue #22, items 3 and 4).
 Reported: players, zones over time (min/max/final), handoffs/s (entities handed
 over, from the zones' heartbeats), lost (with where their routes pointed),
 duplicated (with the first ids of each), the most players one scan saw handed
-over and in transit, the longest a player stayed in transit over scans, bot
-disconnects and their reasons,
+over and in transit, the longest a player stayed in transit over scans and how
+many were in transit at the last scan, bot disconnects and their reasons,
 each zone's worst tick p99 against its budget (1000 / tick Hz ms), Redis commands/s and CPU
 per node (``INFO stats`` / ``INFO cpu``), operator pass p50/p99; the picture
 (``--png``) is the demo's: zone layouts at key moments over players per zone.
@@ -567,6 +567,7 @@ async def run(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
         "scan_moved_max": r.moved_max,
         "scan_in_transit_max": r.transit_max,
         "in_transit_longest_s": round(r.transit_longest_s, 1),
+        "in_transit_at_last_scan": len(r.transit_since),
         "scans_with_unreachable_zones": r.unreachable,
         "bot_disconnects": bots.disconnects if bots else 0,
         "bot_disconnect_reasons": bots.disconnect_reasons if bots else {},

@@ -153,13 +153,13 @@ async def test_commits_wait_in_the_inbox_until_the_target_has_taken_them(redis: 
     moving.message.commit.entity.CopyFrom(moving.state)  # as the border sends it
     assert await a.commit_handoffs([moving, commit("b", "", "", 1)]) == [True, True]
     await b.send_many([("b", zone_pb2.InboxMessage(ack=zone_pb2.HandoffAck(entity_id=9)))])
-    assert await read_commits(redis, "w", "b") == {"p": 4}  # the NPC and the ACK are not
-    assert await read_commits(redis, "w", "b", page=1) == {"p": 4}  # three replies
-    assert await read_commits(redis, "w", "a") == {}
+    assert await read_commits(redis, "w", "b") == {("p", 4)}  # the NPC and the ACK are not
+    assert await read_commits(redis, "w", "b", page=1) == {("p", 4)}  # three replies
+    assert await read_commits(redis, "w", "a") == set()
     taken = await b.receive(block_ms=10)
-    assert await read_commits(redis, "w", "b") == {"p": 4}  # read, not yet done
+    assert await read_commits(redis, "w", "b") == {("p", 4)}  # read, not yet done
     await b.done([entry for entry, _m in taken])
-    assert await read_commits(redis, "w", "b") == {}
+    assert await read_commits(redis, "w", "b") == set()
 
 
 async def test_a_batch_of_commits_is_judged_one_by_one(redis: Client) -> None:
@@ -231,6 +231,18 @@ async def test_a_batch_reaches_a_waiting_zone_whole(redis: Client) -> None:
         await redis.hset(keys.routes, f"p{i}", "a|1")
     commits = [commit("b", f"p{i}", "a|1", 2) for i in range(40)]
     assert await read_while_sending(lambda: a.commit_handoffs(commits)) == 40
+
+
+async def test_a_rewound_inbox_redelivers_what_was_read_and_not_acknowledged(
+    redis: Client,
+) -> None:
+    ping = zone_pb2.InboxMessage(abort=zone_pb2.HandoffAbort(entity_id=1, epoch=2))
+    await ZoneStore(redis, world="w", zone="a").send_many([("b", ping), ("b", ping)])
+    b = ZoneStore(redis, world="w", zone="b")
+    got = await b.receive(block_ms=10)  # delivered; say the reply was lost
+    assert len(got) == 2 and await b.receive(block_ms=10) == []
+    b.rewind_inbox()
+    assert [i for i, _m in await b.receive(block_ms=10)] == [i for i, _m in got]
 
 
 async def test_inbox_redelivers_unacknowledged_entries_after_a_restart(redis: Client) -> None:

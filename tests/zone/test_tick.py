@@ -60,6 +60,9 @@ async def test_steps_over_their_period_still_leave_the_event_loop_its_share() ->
             rounds += 1
 
     def step() -> None:
+        nonlocal rounds
+        if not ticker.stats.durations:
+            rounds = 0  # count from the first step on
         end = time.perf_counter() + 0.015
         while time.perf_counter() < end:  # a slow step holds the loop, as a tick does
             pass
@@ -72,4 +75,4 @@ async def test_steps_over_their_period_still_leave_the_event_loop_its_share() ->
     during = rounds
     other.cancel()
     assert ticker.skipped > 0  # overloaded throughout
-    assert during >= 19  # at least one round between every two steps (none before)
+    assert during >= 19  # a round or more between every two steps (the old loop: none)

@@ -2,8 +2,9 @@
 
 :func:`scan` asks every zone for its entities (``GetStatus(include_entities)``),
 reads the routing table before and after (players whose route changed in between
-were handed over mid-scan and are not judged) and the COMMITs waiting in the
-zones' inboxes (their players are in transit, not lost), and runs
+were handed over mid-scan and are not judged) and, between the first read and
+the zones' answers, the COMMITs waiting in the zones' inboxes (their players may
+be in transit, not lost), and runs
 :func:`tessera.zone.invariants.check`; :func:`settle` repeats the scan until one
 is clean and judged every player where it is (nobody moved mid-scan or in
 transit) or a timeout passes. The zones' ``GetStatus`` needs a
@@ -15,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import grpc
 
 from tessera.common.store import Client
 from tessera.v1 import zone_pb2, zone_pb2_grpc
 from tessera.zone.invariants import Report, check, moved
-from tessera.zone.store import Route, read_commits, read_routes
+from tessera.zone.store import read_commits, read_routes
 
 Opener = Callable[[str], grpc.aio.Channel]
 
@@ -38,9 +40,21 @@ async def scan(
     two reads of the routes; check."""
     before = await read_routes(redis, world)
     names = sorted(addresses)
+    # The inboxes after the first read of the routes and before the zones answer: a
+    # COMMIT for a route that stays unchanged was queued before this read; if it is
+    # not here, its zone had handled it before answering; if it is, the zone may
+    # not have taken it yet when it answered (the player is in transit).
+    inboxes = await asyncio.gather(*(read_commits(redis, world, n) for n in names))
     answers = await asyncio.gather(*(_entities(addresses[n], channel) for n in names))
     after = await read_routes(redis, world)
-    committed = await _in_transit(redis, world, dict(zip(names, answers, strict=True)), after)
+    queued = {
+        (n, player, epoch) for n, c in zip(names, inboxes, strict=True) for player, epoch in c
+    }
+    committed = {
+        player: route.zone
+        for player, route in after.items()
+        if (route.zone, player, route.epoch) in queued
+    }
     owned = {n: a for n, a in zip(names, answers, strict=True) if a is not None}
     unreachable = [n for n, a in zip(names, answers, strict=True) if a is None]
     routes = {player: r.zone for player, r in after.items()}
@@ -54,26 +68,6 @@ async def scan(
         moved=shifted,
         committed=committed,
     )
-
-
-async def _in_transit(
-    redis: Client,
-    world: str,
-    answers: dict[str, list[tuple[int, str]] | None],
-    after: dict[str, Route],
-) -> dict[str, str]:
-    """Players no zone listed whose COMMIT for their route's epoch waits in the
-    inbox of the zone their route names (player -> zone). Read after the zones
-    answered: a zone deletes a COMMIT only once it has adopted the player, so one
-    still there had not been adopted when the zone answered."""
-    listed = {player for owned in answers.values() if owned for _eid, player in owned}
-    unlisted = {
-        p: r for p, r in after.items() if p not in listed and answers.get(r.zone) is not None
-    }
-    zones = sorted({r.zone for r in unlisted.values()})
-    inboxes = await asyncio.gather(*(read_commits(redis, world, z) for z in zones))
-    waiting = {(z, p, epoch) for z, c in zip(zones, inboxes, strict=True) for p, epoch in c.items()}
-    return {p: r.zone for p, r in unlisted.items() if (r.zone, p, r.epoch) in waiting}
 
 
 async def _entities(address: str, channel: Opener) -> list[tuple[int, str]] | None:
@@ -98,12 +92,13 @@ async def settle(
     timeout_s: float = 5.0,
 ) -> Report:
     """Scan until the invariants hold with no player moved mid-scan or in transit,
-    or ``timeout_s`` passes; the last report."""
+    or ``timeout_s`` passes; the last report, in which players still in transit
+    then count as lost (their COMMIT was not taken in time)."""
     deadline = time.monotonic() + timeout_s
     while True:
         report = await scan(redis, world, addresses, expected_players, channel=channel)
-        if (report.ok and not report.moved and not report.in_transit) or (
-            time.monotonic() >= deadline
-        ):
+        if report.ok and not report.moved and not report.in_transit:
             return report
+        if time.monotonic() >= deadline:
+            return replace(report, lost=sorted(report.lost + report.in_transit))
         await asyncio.sleep(0.05)

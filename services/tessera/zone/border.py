@@ -279,7 +279,6 @@ class Border:
                 metrics.HANDOFFS.labels("vanished").inc()
                 continue
             state = self._export(eid, zone=out.target, epoch=out.epoch)
-            inputs.forget(e, e.index[eid])
             msg = zone_pb2.HandoffCommit(entity_id=eid, epoch=out.epoch, entity=state)
             getattr(msg, "from").CopyFrom(self.ref)
             expected = f"{self.cfg.zone}|{extra.epoch}" if extra.player_id else ""
@@ -287,6 +286,8 @@ class Border:
             self._inject(inbox_msg.trace_context, eid)
             commit = Commit(out.target, extra.player_id, expected, out.epoch, state, inbox_msg)
             todo.append((out, commit))
+        for out, _c in todo:  # the batch is built: from here each commit has an outcome
+            inputs.forget(e, e.index[out.entity_id])
         try:
             results = await self.store.commit_handoffs([c for _o, c in todo])
         except Exception:

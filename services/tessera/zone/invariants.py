@@ -8,8 +8,8 @@ Zones are read one after another, not atomically, so a handoff that commits
 between two reads shows its player in both zones or in neither. The routing
 table read before and after the zones tells which players were handed over
 during the read (:func:`moved`): a scan does not judge those; the next one does.
-A player committed to a zone that has not yet read the COMMIT from its inbox is
-in transit, not lost.
+A player committed to a zone that had not yet read the COMMIT from its inbox
+when the zones were asked is in transit, not lost.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ def check(
     are ``unreachable``: a player routed to one is not known to be lost (the report
     is not ok, so a caller scans again). Players in ``moved`` changed route while
     the zones were read: none of their violations is counted in this report.
-    ``committed`` (player -> zone) are the players whose COMMIT still waited in
-    that zone's inbox after the zone answered: a player whose route names that
-    zone is in transit (``in_transit``), not lost."""
+    ``committed`` (player -> zone) are the players whose COMMIT waited in that
+    zone's inbox when the zones were asked: one whose route names that zone is in
+    transit (``in_transit``), not lost; a later scan judges it."""
     report = Report(zones=len(zones), unreachable=list(unreachable), moved=sorted(moved))
     owners: Counter[int] = Counter()
     where: dict[str, list[str]] = {}

@@ -359,6 +359,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 raise
             except Exception:
                 log.exception("inbox read failed")
+                self.store.rewind_inbox()
                 await asyncio.sleep(0.5)
 
     def _release(self, releases: list[Release]) -> None:

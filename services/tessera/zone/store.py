@@ -296,6 +296,12 @@ class ZoneStore:
         )
         return _entries(fresh)
 
+    def rewind_inbox(self) -> None:
+        """Have the next :meth:`receive` return the delivered, unacknowledged entries
+        first, as after a restart: a read whose reply was lost, or a ``done`` that
+        failed, leaves entries delivered and never handled (handling is idempotent)."""
+        self._inbox_ready = False
+
     async def done(self, ids: list[str]) -> None:
         """Acknowledge processed inbox entries and delete them."""
         if ids:
@@ -413,15 +419,17 @@ async def read_routes(redis: Client, world: str) -> dict[str, Route]:
     return {k: r for k, r in routes.items() if r is not None}
 
 
-async def read_commits(redis: Client, world: str, zone: str, page: int = 500) -> dict[str, int]:
-    """The players whose COMMIT waits in a zone's inbox, with its epoch (for
-    invariant scans): committed to the zone, not yet adopted by it. Read ``page``
+async def read_commits(
+    redis: Client, world: str, zone: str, page: int = 500
+) -> set[tuple[str, int]]:
+    """The (player, epoch) of every player COMMIT waiting in a zone's inbox (for
+    invariant scans): queued for the zone and not yet handled by it. Read ``page``
     entries at a time, so a long backlog is many short replies."""
-    stream, start, found = WorldKeys(world).zone_inbox(zone), "-", dict[str, int]()
+    stream, start, found = WorldKeys(world).zone_inbox(zone), "-", set[tuple[str, int]]()
     while entries := _entries([(None, await redis.xrange(stream, start, "+", count=page))]):
         for _id, msg in entries:
             if msg is not None and msg.HasField("commit") and msg.commit.entity.player_id:
-                found[msg.commit.entity.player_id] = msg.commit.epoch
+                found.add((msg.commit.entity.player_id, msg.commit.epoch))
         if len(entries) < page:
             break
         start = "(" + entries[-1][0]

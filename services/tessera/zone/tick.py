@@ -3,9 +3,9 @@
 Tick ``n`` is due at ``start + n * period`` on the monotonic clock, so a late
 tick never shifts later ones; when the loop falls more than a whole period
 behind, the missed slots are skipped (and counted) instead of run back to back.
-Between two steps the event loop always gets ``IO_SHARE`` of a period, so a zone
-whose steps run over their period still reads its inbox, answers calls, sends
-its heartbeat and serves its links.
+A late step waits ``IO_SHARE`` of a period all the same, so a zone whose steps
+run over their period still reads its inbox, answers calls, sends its heartbeat
+and serves its links.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-IO_SHARE = 0.1  # of a period: the least time the event loop gets between two steps
+IO_SHARE = 0.1  # of a period: what the event loop gets before a late step
 
 
 def schedule(start: float, period: float, n: int, now: float) -> tuple[int, float, int]:
@@ -82,8 +82,9 @@ class Ticker:
             if skipped:
                 self.skipped += skipped
                 self.on_skip(skipped)
-            # Even when late: a step that never awaits would starve every other task.
-            delay = max(due - time.monotonic(), IO_SHARE * self.period)
+            delay = due - time.monotonic()
+            if delay <= 0:  # late: steps that never await would starve every other task
+                delay = IO_SHARE * self.period
             try:
                 await asyncio.wait_for(self._stop.wait(), delay)
                 break
