@@ -403,7 +403,7 @@ class Run:
             report = invariants.persisting(report, again)
         self.scans += 1
         self.unreachable += bool(report.unreachable)
-        self.lost_where.update(await self.where(set(report.lost) - self.lost))
+        await self.note_lost(set(report.lost) - self.lost)
         self.lost |= set(report.lost)
         self.duplicated |= set(report.duplicates)
         return report
@@ -417,15 +417,15 @@ class Run:
         for since in self.transit_since.values():
             self.transit_longest_s = max(self.transit_longest_s, now - since)
 
-    async def where(self, lost: set[str]) -> list[str]:
-        """Where each newly lost player's route points now: nowhere, a zone process
-        that answers, one that is not running (starting, restarting or stopped) or a
-        zone the runtime does not have; the first few go to ``lost_first``."""
+    async def note_lost(self, lost: set[str]) -> None:
+        """Count where each newly lost player's route points now (``lost_where``):
+        nowhere, a zone process that answers, one that is not running (starting,
+        restarting or stopped) or a zone the runtime does not have; the first few
+        go to ``lost_first``."""
         if not lost:
-            return []
+            return
         routes = await read_routes(self.redis, WORLD)
         running = self.addresses()
-        found = []
         for player in sorted(lost):
             route = routes.get(player)
             if route is None:
@@ -436,12 +436,11 @@ class Run:
                 where = "zone not running"
             else:
                 where = "zone unknown to the runtime"
-            found.append(where)
+            self.lost_where[where] += 1
             if len(self.lost_first) < 20:
                 self.lost_first.append(
                     [round(self.t(), 1), player, where, route.raw if route else ""]
                 )
-        return found
 
     def active(self) -> dict[str, tuple[str, Rect]]:
         """The zones that take players now: name -> (address, bounds)."""
