@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -231,6 +232,37 @@ async def test_a_batch_reaches_a_waiting_zone_whole(redis: Client) -> None:
         await redis.hset(keys.routes, f"p{i}", "a|1")
     commits = [commit("b", f"p{i}", "a|1", 2) for i in range(40)]
     assert await read_while_sending(lambda: a.commit_handoffs(commits)) == 40
+
+
+async def test_a_batch_to_several_zones_is_one_script_in_order(
+    redis: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each message of a batch lands in its own zone's inbox, in order, and the call
+    starts no thread: redis-py's cluster client runs every command queued in a
+    MULTI/EXEC on a thread and event loop of its own, which blocked a zone's loop
+    for ~3 ms per message."""
+    a = ZoneStore(redis, world="w", zone="a")
+    await a.send_many([])  # nothing to send: no command
+    ping = zone_pb2.InboxMessage(abort=zone_pb2.HandoffAbort(entity_id=1, epoch=2))
+    await a.send_many([("x", ping)])  # connections made (a host lookup may use a thread)
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def counted(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", counted)
+    batch = [
+        (zone, zone_pb2.InboxMessage(abort=zone_pb2.HandoffAbort(entity_id=n, epoch=2)))
+        for n, zone in enumerate(["b", "c", "b", "d", "c"] * 20)
+    ]
+    await a.send_many(batch)
+    assert started == []
+    for zone in "bcd":
+        got = await ZoneStore(redis, world="w", zone=zone).receive(block_ms=10, count=200)
+        ids = [m.abort.entity_id for _i, m in got if m is not None]
+        assert ids == [n for n, (z, _m) in enumerate(batch) if z == zone]
 
 
 async def test_a_rewound_inbox_redelivers_what_was_read_and_not_acknowledged(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
 from tessera.common.store import Client, WorldKeys, instances_stream, read_heartbeats
@@ -27,6 +27,15 @@ PENDING_MAX = 20000
 
 Entry = tuple[str, dict[bytes, bytes]]
 
+# Replace the zone map only if it still holds what the caller read (ARGV[1], ''
+# for none) with ARGV[2]: 1 if replaced. A script rather than WATCH/MULTI: a
+# cluster client runs each command of a transaction on a thread of its own.
+_SWAP_MAP = """
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
 
 def _bytes(data: bytes | str) -> bytes:
     return data if isinstance(data, bytes) else data.encode()
@@ -37,6 +46,7 @@ class OperatorStore:
 
     def __init__(self, redis: Client) -> None:
         self.redis = redis
+        self._swap_map = redis.register_script(_SWAP_MAP)
 
     async def zone_statuses(
         self, world: str, zones: Sequence[str]
@@ -57,33 +67,29 @@ class OperatorStore:
     ) -> int:
         """Store the zone map if it differs from the stored one, with the next
         version, and announce it on ``zone_map_changed``. Returns the version now
-        in Redis. Optimistic (WATCH): a concurrent writer makes it retry. The
-        announcement follows the write (a cluster refuses PUBLISH inside MULTI)."""
+        in Redis. Optimistic: a concurrent writer makes it read again and retry.
+        The announcement follows the write."""
         keys = WorldKeys(world)
         wanted = sorted(entries, key=lambda e: e.zone)
         while True:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(keys.zone_map)
-                    data = await pipe.get(keys.zone_map)
-                    current = zone_pb2.ZoneMap.FromString(_bytes(data)) if data else None
-                    if (
-                        current is not None
-                        and current.world_bounds == world_bounds
-                        and list(current.zones) == wanted
-                    ):
-                        return int(current.version)
-                    version = (current.version if current else 0) + 1
-                    new = zone_pb2.ZoneMap(
-                        world=world, version=version, world_bounds=world_bounds, zones=wanted
-                    )
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.set(keys.zone_map, new.SerializeToString())
-                    await pipe.execute()
-                except WatchError:
-                    continue
-            await self.redis.publish(keys.zone_map_changed, str(version))
-            return version
+            data = await self.redis.get(keys.zone_map)
+            current = zone_pb2.ZoneMap.FromString(_bytes(data)) if data else None
+            if (
+                current is not None
+                and current.world_bounds == world_bounds
+                and list(current.zones) == wanted
+            ):
+                return int(current.version)
+            version = (current.version if current else 0) + 1
+            new = zone_pb2.ZoneMap(
+                world=world, version=version, world_bounds=world_bounds, zones=wanted
+            )
+            swapped = await self._swap_map(
+                keys=[keys.zone_map], args=[data or b"", new.SerializeToString()]
+            )
+            if swapped:
+                await self.redis.publish(keys.zone_map_changed, str(version))
+                return version
 
     async def append_event(self, world: str, fields: Mapping[str, str]) -> None:
         """Add a scaling event to the world's capped event stream."""

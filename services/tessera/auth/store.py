@@ -167,6 +167,28 @@ return 0
 """
 
 
+# Stores a new session. KEYS: session, account's sessions[, refresh:<hash>].
+# ARGV: ttl s, session id, the refresh key's value, then the session's fields and
+# values. The account's set lives as long as its longest session.
+_CREATE_SESSION = """
+local ttl = ARGV[1]
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[1], ttl)
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[3], 'EX', ttl) end
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ttl, 'GT')
+redis.call('EXPIRE', KEYS[2], ttl, 'NX')
+"""
+
+# Counts a failed login from an address. KEYS: failed:address:<ip>. ARGV: window
+# ms. Returns the count.
+_ADDRESS_FAILED = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return n
+"""
+
+
 @dataclass(frozen=True)
 class Attempt:
     """A login attempt as the failure counts saw it: refused while ``locked_s`` > 0,
@@ -222,6 +244,10 @@ class AuthStore:
         self._attempt = redis.register_script(_ATTEMPT)
         self._release = redis.register_script(_RELEASE)
         self._count_registration = redis.register_script(_COUNT_REGISTRATION)
+        # Scripts rather than MULTI/EXEC: a cluster client's transaction is slow
+        # (tessera.zone.store.ZoneStore.send_many).
+        self._create_session = redis.register_script(_CREATE_SESSION)
+        self._address_failed = redis.register_script(_ADDRESS_FAILED)
 
     # sessions
 
@@ -243,15 +269,13 @@ class AuthStore:
         }
         if refresh_hash:
             fields["refresh"] = refresh_hash
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(session_key(session_id), mapping=fields)
-            pipe.expire(session_key(session_id), ttl_s)
-            if refresh_hash:
-                pipe.set(refresh_key(refresh_hash), f"{session_id} {account_id}", ex=ttl_s)
-            pipe.sadd(account_sessions_key(account_id), session_id)
-            pipe.expire(account_sessions_key(account_id), ttl_s, gt=True)
-            pipe.expire(account_sessions_key(account_id), ttl_s, nx=True)
-            await pipe.execute()
+        keys = [session_key(session_id), account_sessions_key(account_id)]
+        if refresh_hash:
+            keys.append(refresh_key(refresh_hash))
+        args: list[Any] = [ttl_s, session_id, f"{session_id} {account_id}"]
+        for field, value in fields.items():
+            args += [field, value]
+        await self._create_session(keys=keys, args=args)
 
     async def rotate_refresh(
         self,
@@ -323,11 +347,9 @@ class AuthStore:
     async def address_failed(self, address: str, *, window_s: float) -> int:
         """Count a failed login from ``address``; its count after. Forgotten
         ``window_s`` after the last failure; a success does not clear it."""
-        key = failures_key("address", address)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.pexpire(key, round(window_s * 1000))
-            count, _ = await pipe.execute()
+        count = await self._address_failed(
+            keys=[failures_key("address", address)], args=[round(window_s * 1000)]
+        )
         return int(count)
 
     async def clear_failures(self, scope: str, name: str) -> None:

@@ -289,6 +289,36 @@ end
 return out
 """
 
+# Scripts, not MULTI/EXEC, for what must be atomic: a cluster client runs each
+# command queued in a transaction on a thread of its own (ZoneStore.send_many).
+
+# Marks a replica alive. KEYS: replicas zset; ARGV: id, now ms, oldest ms kept.
+# Returns the members seen since.
+REPLICAS = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+
+# Stores a backfill. KEYS: backfill hash, the mode's backfill set; ARGV: id, ttl s,
+# then fields and values.
+BACKFILL = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+"""
+
+# Per zone's sent ZSET (KEYS), with ARGV its heartbeat's time: the newest entry
+# and the oldest at or after that time (empty lists when none), in one snapshot.
+SENT = """
+local out = {}
+for i = 1, #KEYS do
+  out[i] = {redis.call('ZRANGE', KEYS[i], -1, -1),
+            redis.call('ZRANGEBYSCORE', KEYS[i], ARGV[i], '+inf', 'LIMIT', 0, 1)}
+end
+return out
+"""
+
 
 class PlayerBusy(Exception):
     """A player of a new ticket already has an active one."""
@@ -367,6 +397,9 @@ class Store:
         self._claim = redis.register_script(CLAIM)
         self._read = redis.register_script(READ)
         self._cache = redis.register_script(CACHE)
+        self._replicas = redis.register_script(REPLICAS)
+        self._backfill = redis.register_script(BACKFILL)
+        self._sent = redis.register_script(SENT)
 
     @staticmethod
     def ticket_key(ticket_id: str) -> str:
@@ -405,11 +438,9 @@ class Store:
 
     async def replicas(self, replica_id: str, now_ms: float, ttl_ms: float) -> list[str]:
         """Mark this replica alive; the ids of all replicas seen within ``ttl_ms``, sorted."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(self.replicas_key, {replica_id: now_ms})
-            pipe.zremrangebyscore(self.replicas_key, "-inf", now_ms - ttl_ms)
-            pipe.zrange(self.replicas_key, 0, -1)
-            *_, members = await pipe.execute()
+        members = await self._replicas(
+            keys=[self.replicas_key], args=[replica_id, now_ms, now_ms - ttl_ms]
+        )
         return sorted(_text(m) for m in members)
 
     async def leave(self, replica_id: str) -> None:
@@ -682,11 +713,11 @@ class Store:
         base.ClearField("ticket_ids")
         mapping: dict[Any, Any] = {"b": base.SerializeToString(), "tickets": ""}
         mapping.update({f"slot:{team}": n for team, n in backfill.open_slots.items()})
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.backfill_key(backfill.id), mapping=mapping)
-            pipe.expire(self.backfill_key(backfill.id), ttl_s)
-            pipe.sadd(self.backfills_key(backfill.mode), backfill.id)
-            await pipe.execute()
+        args: list[Any] = [backfill.id, ttl_s]
+        for name, value in mapping.items():
+            args += [name, value]
+        keys = [self.backfill_key(backfill.id), self.backfills_key(backfill.mode)]
+        await self._backfill(keys=keys, args=args)
 
     async def get_backfill(self, backfill_id: str) -> pb.Backfill | None:
         return _backfill(await self.redis.hgetall(self.backfill_key(backfill_id)))
@@ -715,15 +746,13 @@ class Store:
         loads = zone_loads(await read_heartbeats(self.redis, world))
         if not loads:
             return []
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for load in loads:
-                sent = self.sent_key(world, load.zone)
-                pipe.zrange(sent, -1, -1)
-                pipe.zrangebyscore(sent, repr(load.counted_from_ms), "+inf", start=0, num=1)
-            rows = await pipe.execute()
+        rows = await self._sent(
+            keys=[self.sent_key(world, load.zone) for load in loads],
+            args=[repr(load.counted_from_ms) for load in loads],
+        )
         return [
-            replace(load, sent=sent_since(rows[2 * n], rows[2 * n + 1]))
-            for n, load in enumerate(loads)
+            replace(load, sent=sent_since(last, first))
+            for load, (last, first) in zip(loads, rows, strict=True)
         ]
 
     async def events(self) -> AsyncIterator[tuple[int, list[str]]]:

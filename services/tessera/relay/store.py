@@ -48,6 +48,17 @@ return 0
 """
 
 
+# KEYS: the relay's players hash, the relays hash, the relay addresses hash; ARGV:
+# relay id. The players (flat field/value list), with them and the relay removed.
+_TAKE_RELAY = """
+local players = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return players
+"""
+
+
 class RelayStore:
     """Reads of one world's routing state."""
 
@@ -56,6 +67,7 @@ class RelayStore:
         self.keys = WorldKeys(world)
         self._spend_resume = redis.register_script(_SPEND_RESUME)
         self._rotate_resume = redis.register_script(_ROTATE_RESUME)
+        self._take_relay = redis.register_script(_TAKE_RELAY)
 
     async def route(self, player: str) -> Route | None:
         raw = await self.redis.hget(self.keys.routes, player)
@@ -190,14 +202,11 @@ class RelayStore:
         return bool(await self.redis.set(key, b"1", nx=True, px=max(1, int(ttl_s * 1000))))
 
     async def take_relay_players(self, relay_id: str) -> dict[str, str]:
-        """``relay_id``'s players, removing them and the relay (atomically)."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hgetall(self.relay_players_key(relay_id))
-        pipe.delete(self.relay_players_key(relay_id))
-        pipe.hdel(self.relays_key, relay_id)
-        pipe.hdel(self.relay_addresses_key, relay_id)
-        raw, *_ = await pipe.execute()
-        return {_text(k): _text(v) for k, v in raw.items()}
+        """``relay_id``'s players, removing them and the relay (atomically, in one
+        script: a cluster client's MULTI/EXEC is slow, see ``ZoneStore.send_many``)."""
+        keys = [self.relay_players_key(relay_id), self.relays_key, self.relay_addresses_key]
+        flat: list[Any] = await self._take_relay(keys=keys, args=[relay_id])
+        return {_text(k): _text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
 
     async def zone_map(self) -> zone_pb2.ZoneMap | None:
         raw = await self.redis.get(self.keys.zone_map)

@@ -113,6 +113,15 @@ end
 return out
 """
 
+# Append messages to zones' inboxes at once: KEYS the inboxes, ARGV the length
+# cap, then per message its body and the index of its inbox in KEYS.
+_SEND = """
+for m = 2, #ARGV, 2 do
+  redis.call('XADD', KEYS[tonumber(ARGV[m + 1])], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[m])
+end
+return (#ARGV - 1) / 2
+"""
+
 GROUP = "zone"
 INBOX_MAXLEN = 100_000
 
@@ -164,6 +173,7 @@ class ZoneStore:
         self._release = redis.register_script(_RELEASE)
         self._commit = redis.register_script(_COMMIT)
         self._tallies = redis.register_script(_TALLIES)
+        self._send = redis.register_script(_SEND)
         self._inbox_ready = False
         # Tallies this zone published last, of the players it held then.
         self._published: dict[str, tuple[int, ...]] = {}
@@ -318,21 +328,20 @@ class ZoneStore:
         return GhostFeed(self.redis, self.keys)
 
     async def send_many(self, messages: list[tuple[str, zone_pb2.InboxMessage]]) -> None:
-        """Append messages to zones' inbox streams in one round trip, all at once
-        (MULTI/EXEC; a world's keys share one cluster slot): a zone waiting on its
-        inbox reads the whole batch, rather than the first message alone while the
-        rest wait behind that message's processing."""
+        """Append messages to zones' inbox streams in one script (a world's keys
+        share one cluster slot), all at once: a zone waiting on its inbox reads the
+        whole batch, rather than the first message alone while the rest wait behind
+        that message's processing. A script, not MULTI/EXEC: redis-py's cluster
+        client runs each command queued in a transaction on a thread of its own
+        (docs/BENCHMARKS.md, "Transactions on a Redis Cluster")."""
         if not messages:
             return
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for zone, msg in messages:
-                pipe.xadd(
-                    self.keys.zone_inbox(zone),
-                    {"m": msg.SerializeToString()},
-                    maxlen=INBOX_MAXLEN,
-                    approximate=True,
-                )
-            await pipe.execute()
+        zones = sorted({zone for zone, _ in messages})
+        inbox = {z: 1 + i for i, z in enumerate(zones)}
+        args: list[Any] = [INBOX_MAXLEN]
+        for zone, msg in messages:
+            args += [msg.SerializeToString(), inbox[zone]]
+        await self._send(keys=[self.keys.zone_inbox(z) for z in zones], args=args)
 
     async def commit_handoffs(self, commits: list[Commit]) -> list[bool]:
         """Commit a batch of handoffs in one script (one round trip, one command to
