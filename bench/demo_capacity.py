@@ -5,7 +5,8 @@ N bots, for each N given, and the CPU each part of the system used.
 
 Each run is ``python -m tessera.demo --bots N`` (2 km world, the demo scenario);
 while it runs, every process below it is sampled from /proc once a second for
-its CPU time, summed by role (zones, relay, bot processes, probe, the rest).
+its CPU time, summed by role (``tessera.harness.cpu``: zones, relay, bot
+processes, probe, auth, Redis, PostgreSQL, the rest).
 Reports per run: disconnects and connect failures, lost / duplicated entities,
 the worst zone tick p99 and the zones over their budget, the probe's RTT and
 prediction error (p50/p95), and CPU cores per role over the run. A run
@@ -34,60 +35,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tessera.common.process import cpu_seconds
 from tessera.demo.stack import Stack
 from tessera.demo.world import DemoSettings
+from tessera.harness.cpu import TreeCpu
 from tessera.load import scenario as sc
 from tessera.load.probe import Probe, ProbeConfig, ProbeFigures
 
 ROOT = Path(__file__).resolve().parents[1]
-ROLES = (
-    ("zone", "tessera.zone"),
-    ("relay", "tessera.relay"),
-    ("bots", "tessera.load.worker"),
-    ("probe", "tessera.load.probe"),
-)
-
-
-def children() -> dict[int, list[int]]:
-    """Parent pid -> child pids, from /proc."""
-    out: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        out.setdefault(ppid, []).append(int(entry))
-    return out
-
-
-def descendants(root: int) -> list[int]:
-    tree, out, todo = children(), [], [root]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def role(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline") as f:
-            cmd = f.read()
-    except OSError:
-        return "other"
-    return next((name for name, module in ROLES if module in cmd), "other")
-
-
-def cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process so far; None once it is gone."""
-    try:
-        return cpu_seconds(pid)
-    except OSError:
-        return None
 
 
 def load_average() -> float:
@@ -105,17 +59,12 @@ def run_demo(bots: int, duration_s: float, out: Path) -> dict[str, Any]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    last: dict[int, tuple[str, float]] = {}
+    cpu = TreeCpu(proc.pid, root_role="other")
     while proc.poll() is None:
-        for pid in [proc.pid, *descendants(proc.pid)]:
-            used = cpu_s(pid)
-            if used is not None:
-                last[pid] = (last[pid][0] if pid in last else role(pid), used)
+        cpu.sample()
         time.sleep(1.0)
     elapsed = time.monotonic() - started
-    per_role: dict[str, float] = {}
-    for name, used in last.values():
-        per_role[name] = per_role.get(name, 0.0) + used
+    per_role = cpu.totals()
     figures = json.loads((out / "summary.json").read_text())
     probe = figures.get("probe", {})
     p99 = figures.get("tick_p99_ms_per_zone", {})

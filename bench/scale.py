@@ -30,8 +30,10 @@ duplicated (with the first ids of each), the most players one scan saw handed
 over and in transit, the longest a player stayed in transit over scans and how
 many were in transit at the last scan, bot disconnects and their reasons,
 each zone's worst tick p99 against its budget (1000 / tick Hz ms), Redis commands/s and CPU
-per node (``INFO stats`` / ``INFO cpu``), operator pass p50/p99; the picture
-(``--png``) is the demo's: zone layouts at key moments over players per zone.
+per node (``INFO stats`` / ``INFO cpu``), operator pass p50/p99, the cores each
+role used over the run phase (``cores``: zones, relay, bots, auth, Redis,
+PostgreSQL and this process, from /proc) and the zones' cores per 1,000 players;
+the picture (``--png``) is the demo's: zone layouts at key moments over players per zone.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from tessera.demo.timeline import (
     tick_budget_per_zone,
     tick_p99_per_zone,
 )
+from tessera.harness.cpu import TreeCpu, cores
 from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis, LocalRedisCluster
 from tessera.harness.synthetic import spawn
@@ -331,10 +334,12 @@ class Run:
         self.transit_max = 0  # most players one scan found committed and not yet adopted
         self.transit_since: dict[str, float] = {}  # in transit in the last scan: since when
         self.transit_longest_s = 0.0
+        self.cpu = TreeCpu(os.getpid())  # this process and every one it started
 
     async def sampling(self) -> None:
         """A sample every 2 s until the run stops."""
         while not self.stop.is_set():
+            await asyncio.to_thread(self.cpu.sample)
             await self.sample(self.phase)
             if self.active():
                 self.ready.set()
@@ -505,6 +510,8 @@ async def run(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
                 max(0.0, ramp_began + (c + 1) * args.ramp / chunks - time.monotonic())
             )
         counters0 = await asyncio.to_thread(redis_counters, servers.nodes)
+        await asyncio.to_thread(r.cpu.sample)
+        cpu0 = r.cpu.totals()
         handoffs0 = sum(r.handoffs.values())
         began = time.monotonic()
         r.phase = "run"
@@ -516,6 +523,8 @@ async def run(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
             )
         elapsed = time.monotonic() - began
         counters1 = await asyncio.to_thread(redis_counters, servers.nodes)
+        await asyncio.to_thread(r.cpu.sample)
+        run_cores = cores(cpu0, r.cpu.totals(), elapsed)
         await r.sample("end")
         await r.scan()
         handoffs = sum(r.handoffs.values()) - handoffs0
@@ -579,6 +588,10 @@ async def run(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
         "redis_ops_per_s": round(sum(n["ops_per_s"] for n in rates.values()), 1),
         "redis_cpu": round(sum(n["cpu"] for n in rates.values()), 4),
         "redis_per_node": rates,
+        "cores": run_cores,
+        "zone_cores_per_1000_players": round(
+            run_cores.get("zone", 0.0) / max(1, len(r.players)) * 1000, 3
+        ),
         "operator_pass_ms_p50": pct(r.pass_ms, 0.5),
         "operator_pass_ms_p99": pct(r.pass_ms, 0.99),
         "operator_passes": len(r.pass_ms),
