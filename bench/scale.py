@@ -32,7 +32,8 @@ many were in transit at the last scan, bot disconnects and their reasons,
 each zone's worst tick p99 against its budget (1000 / tick Hz ms), Redis commands/s and CPU
 per node (``INFO stats`` / ``INFO cpu``), operator pass p50/p99, the cores each
 role used over the run phase (``cores``: zones, relay, bots, auth, Redis,
-PostgreSQL and this process, from /proc) and the zones' cores per 1,000 players;
+PostgreSQL and this process, from /proc) and the zones' cores per 1,000 players
+(synthetic players and bots);
 the picture (``--png``) is the demo's: zone layouts at key moments over players per zone.
 """
 
@@ -511,7 +512,7 @@ async def run(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
             )
         counters0 = await asyncio.to_thread(redis_counters, servers.nodes)
         await asyncio.to_thread(r.cpu.sample)
-        cpu0 = r.cpu.totals()
+        cpu0, cpu_began = r.cpu.totals(), time.monotonic()
         handoffs0 = sum(r.handoffs.values())
         began = time.monotonic()
         r.phase = "run"
@@ -524,7 +525,7 @@ async def run(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
         elapsed = time.monotonic() - began
         counters1 = await asyncio.to_thread(redis_counters, servers.nodes)
         await asyncio.to_thread(r.cpu.sample)
-        run_cores = cores(cpu0, r.cpu.totals(), elapsed)
+        run_cores = cores(cpu0, r.cpu.totals(), time.monotonic() - cpu_began)
         await r.sample("end")
         await r.scan()
         handoffs = sum(r.handoffs.values()) - handoffs0
@@ -590,7 +591,7 @@ async def run(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
         "redis_per_node": rates,
         "cores": run_cores,
         "zone_cores_per_1000_players": round(
-            run_cores.get("zone", 0.0) / max(1, len(r.players)) * 1000, 3
+            run_cores.get("zone", 0.0) / max(1, len(r.players) + args.bots) * 1000, 3
         ),
         "operator_pass_ms_p50": pct(r.pass_ms, 0.5),
         "operator_pass_ms_p99": pct(r.pass_ms, 0.99),

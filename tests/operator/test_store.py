@@ -64,6 +64,28 @@ async def test_concurrent_publishers_never_reuse_a_version(redis: Client) -> Non
     assert sorted(versions) == list(range(1, 11))
 
 
+async def test_a_map_write_retried_after_its_answer_was_lost_is_announced(
+    redis: Client,
+) -> None:
+    """The client resends a command whose answer timed out: the second run of the
+    swap finds the new map stored and says so, and the version is announced."""
+    store = OperatorStore(redis)
+    swap = store._swap_map
+
+    async def answer_lost(**kwargs: Any) -> Any:
+        await swap(**kwargs)  # ran, but its answer never came back
+        return await swap(**kwargs)
+
+    store._swap_map = answer_lost  # type: ignore[assignment]
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(WorldKeys("earth").zone_map_changed)
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    assert await store.publish_zone_map("earth", WORLD, [entry("a", 100)]) == 1
+    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+    await pubsub.aclose()
+    assert message is not None and message["data"] == b"1"
+
+
 async def test_zone_statuses_skip_missing_and_garbage(redis: Client) -> None:
     keys = WorldKeys("earth")
     status = zone_pb2.ZoneStatus(players=3, state=zone_pb2.ZONE_STATE_ACTIVE)

@@ -28,10 +28,13 @@ PENDING_MAX = 20000
 Entry = tuple[str, dict[bytes, bytes]]
 
 # Replace the zone map only if it still holds what the caller read (ARGV[1], ''
-# for none) with ARGV[2]: 1 if replaced. A script rather than WATCH/MULTI: a
-# cluster client runs each command of a transaction on a thread of its own.
+# for none) with ARGV[2]: 1 if replaced, or found replaced already (this call run
+# before, its answer lost and the command retried). A script rather than
+# WATCH/MULTI: a cluster client runs each command of a transaction on a thread.
 _SWAP_MAP = """
-if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+local cur = redis.call('GET', KEYS[1]) or ''
+if cur == ARGV[2] then return 1 end
+if cur ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """

@@ -3,14 +3,15 @@
 Sampled from /proc: each call of :meth:`TreeCpu.sample` reads every descendant's
 user + system CPU seconds and keeps the last reading of a process that has since
 exited, so a zone merged away mid-run still counts what it used up to its last
-sample."""
+sample. A process is known by its pid and start time (a pid can be reused)."""
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 
-from tessera.common.process import cpu_seconds
+CLOCK_HZ = os.sysconf("SC_CLK_TCK")
 
 # (role, a string its command line contains), first match wins.
 ROLES: tuple[tuple[str, str], ...] = (
@@ -48,6 +49,13 @@ def descendants(root: int) -> list[int]:
     return out
 
 
+def stat(pid: int) -> tuple[int, float]:
+    """A process's start time (clock ticks after boot) and CPU seconds so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[19]), (int(fields[11]) + int(fields[12])) / CLOCK_HZ
+
+
 def role(pid: int, roles: Sequence[tuple[str, str]] = ROLES) -> str:
     try:
         with open(f"/proc/{pid}/cmdline") as f:
@@ -66,26 +74,32 @@ class TreeCpu:
         self.root = root
         self.root_role = root_role
         self.roles = roles
-        self._last: dict[int, tuple[str, float]] = {}
+        self._last: dict[tuple[int, int], tuple[str, float]] = {}
+        self._lock = threading.Lock()  # sampled from a worker thread, read from another
 
     def sample(self) -> None:
+        readings = []
         for pid in [self.root, *descendants(self.root)]:
             try:
-                used = cpu_seconds(pid)
+                started, used = stat(pid)
             except (OSError, ValueError, IndexError):
                 continue  # gone meanwhile: its last reading stays
-            known = self._last.get(pid)
-            if known:
-                name = known[0]
-            else:
-                name = self.root_role if pid == self.root else role(pid, self.roles)
-            self._last[pid] = (name, used)
+            readings.append((pid, started, used))
+        with self._lock:
+            for pid, started, used in readings:
+                known = self._last.get((pid, started))
+                if known:
+                    name = known[0]
+                else:
+                    name = self.root_role if pid == self.root else role(pid, self.roles)
+                self._last[(pid, started)] = (name, max(used, known[1] if known else 0.0))
 
     def totals(self) -> dict[str, float]:
         """CPU seconds by role up to the last sample."""
         out: dict[str, float] = {}
-        for name, used in self._last.values():
-            out[name] = out.get(name, 0.0) + used
+        with self._lock:
+            for name, used in self._last.values():
+                out[name] = out.get(name, 0.0) + used
         return out
 
 
