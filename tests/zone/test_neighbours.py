@@ -3,10 +3,14 @@ published, hits forwarded to a ghost's owner and checked when they come back."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import numpy as np
 from redis.asyncio import Redis
 
 from tessera.common.config import Env
+from tessera.common.store import WorldKeys
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.geometry import Rect
 from tessera.zone import combat, ghosts
@@ -70,6 +74,39 @@ async def test_the_aura_holds_owned_entities_near_a_neighbour(redis: Redis) -> N
     payload, count = nb.batch()
     version, _sent, rows = ghosts.decode(payload)
     assert (version, count, rows["id"].tolist()) == (2, 1, [1])
+
+
+async def test_the_aura_is_published_once_a_tick_and_kept_alive_between(
+    redis: Redis,
+) -> None:
+    """Between ticks nothing moves: a zone whose ticks are slower than ``ghost_hz``
+    (15 a second) publishes once per tick, and without ticks only every half ghost
+    lifetime (0.25 s), so the neighbours' copies never expire."""
+    sim, nb = west(redis)
+    sim.add_player(entity_id=1, player_id="a", pos=(-5.0, 0.0, 0.0), team=0)
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(WorldKeys("w").zone_ghosts("west"))
+
+    async def count(seconds: float) -> int:
+        n, end = 0, asyncio.get_running_loop().time() + seconds
+        while (left := end - asyncio.get_running_loop().time()) > 0:
+            n += await pubsub.get_message(timeout=left) is not None
+        return n
+
+    publishing = asyncio.create_task(nb.run_out())
+    try:
+        idle = await count(1.0)  # no tick: the first batch, then a keep-alive per 0.25 s
+        assert 1 <= idle <= 6  # 15 a second before
+        ticked = 0
+        for _ in range(5):
+            sim.step()
+            ticked += await count(0.15)
+        assert ticked >= 3  # a batch per tick (a busy machine may merge two ticks)
+    finally:
+        publishing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publishing
+        await pubsub.aclose()
 
 
 async def test_hits_on_ghosts_go_to_their_owner_and_are_checked_there(redis: Redis) -> None:

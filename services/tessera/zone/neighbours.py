@@ -76,14 +76,26 @@ class Neighbours:
         return payload, int(rows.size)
 
     async def run_out(self) -> None:
-        """Publish the aura ``ghost_hz`` times a second while there are neighbours."""
+        """Publish the aura up to ``ghost_hz`` times a second while there are
+        neighbours: once per tick at most (between ticks nothing moved), and again
+        without a tick only after half the ghosts' lifetime, so a late tick does not
+        let the neighbours' copies expire."""
         period = 1.0 / self.cfg.ghost_hz
+        published_tick, published_at = -1, 0.0
         while True:
             began = time.monotonic()
             try:
-                if self.territory.bounds is not None and self.territory.nearby(self.cfg.aura_m):
+                if (
+                    self.territory.bounds is not None
+                    and self.territory.nearby(self.cfg.aura_m)
+                    and (
+                        self.sim.tick != published_tick
+                        or began - published_at >= self.cfg.ghost_ttl_s / 2
+                    )
+                ):
                     payload, count = self.batch()
                     await self.store.publish_ghosts(payload)
+                    published_tick, published_at = self.sim.tick, began
                     metrics.GHOSTS_OUT.inc(count)
             except Exception:
                 log.exception("ghost publish failed")
