@@ -65,6 +65,13 @@ async def two_zones(redis: Redis) -> tuple[Zone, Zone]:
     return west, east
 
 
+def cross(z: Zone, x: float) -> None:
+    """What a tick does to entity row 0: it moves to ``x`` (the border judges where
+    entities are once per tick)."""
+    z.sim.ents.pos[0, 0] = x
+    z.sim.tick += 1
+
+
 async def inbox(z: Zone) -> Inbox:
     entries = await z.store.receive(block_ms=1)
     await z.store.done([e for e, _m in entries])
@@ -77,7 +84,7 @@ async def test_a_handoff_is_decided_on_both_sides(redis: Redis) -> None:
     west.sim.ents.extra[1].epoch = 1
     assert await west.store.claim_route("p", "", 1)
     assert await west.border.scan() == [] and await inbox(east) == Inbox()  # not past the border
-    west.sim.ents.pos[0, 0] = 20.0
+    cross(west, 20.0)
     assert await west.border.scan() == []  # PREPARE sent
     offered = await inbox(east)
     assert [t for t, _m in offered.answers] == ["west"] and 1 in east.border.flight.incoming
@@ -105,7 +112,7 @@ async def accepted_offer(redis: Redis) -> tuple[Zone, Zone, Inbox]:
     west.sim.ents.extra[1].epoch = 1
     assert await west.store.claim_route("p", "", 1)
     assert await west.border.scan() == []
-    west.sim.ents.pos[0, 0] = 20.0
+    cross(west, 20.0)
     assert await west.border.scan() == []
     assert await east.border.reply(await inbox(east)) == []
     accepted = await inbox(west)
@@ -133,6 +140,31 @@ async def test_an_aborted_commit_takes_the_player_s_inputs_again(redis: Redis) -
     assert await west.border.reply(accepted) == []
     assert "p" in west.sim.ents.players
     assert west.sim.submit(inputs.Input("p", 5), 1.0) is None
+
+
+async def test_departures_are_judged_once_a_tick_and_leave_out_ghosts(redis: Redis) -> None:
+    """Between ticks nothing moves, so the border works out who departs once per
+    tick and territory; an entity that became a ghost since (handed away and shown
+    back by its new owner) is not handed off again."""
+    west, east = await two_zones(redis)
+    west.sim.add_player(entity_id=1, player_id="p", pos=(-10.0, 0.0, 0.0), team=0)
+    west.sim.add_player(entity_id=2, player_id="q", pos=(-10.0, 0.0, 0.0), team=0)
+    assert west.border.departures() == []
+    west.sim.ents.pos[1, 0] = 20.0
+    west.sim.tick += 1  # q moved in this tick
+    assert west.border.departures() == [(2, "east")]
+    west.sim.ents.pos[0, 0] = 20.0  # not a tick: judged after the next one
+    assert west.border.departures() == [(2, "east")]
+    west.sim.tick += 1
+    assert west.border.departures() == [(1, "east"), (2, "east")]
+    west.sim.remove_entity(2)  # handed to the east, which shows it back as a ghost
+    east.sim.add_player(entity_id=2, player_id="q", pos=(20.0, 0.0, 0.0), team=0)
+    aura, _count = east.border.neighbours.batch()
+    assert west.border.neighbours.apply("east", aura, now=1.0) == 1
+    assert west.border.departures() == [(1, "east")]
+    west.territory.bounds = Rect(-200, -200, 30, 200)  # new bounds: judged at once
+    west.border.rebound()
+    assert west.border.departures() == []
 
 
 async def test_offers_are_refused_while_not_active_and_for_present_entities(redis: Redis) -> None:

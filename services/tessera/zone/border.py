@@ -31,7 +31,7 @@ from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.geometry import Rect
 from tessera.zone import inputs, messages, metrics, topology
 from tessera.zone.config import ZoneConfig
-from tessera.zone.entities import PLAYER, Record, export_state, owned
+from tessera.zone.entities import GHOST, PLAYER, Record, export_state, owned
 from tessera.zone.handoff import Handoffs, Outgoing
 from tessera.zone.neighbours import Neighbours
 from tessera.zone.simulation import Simulation
@@ -96,6 +96,8 @@ class Border:
         self.drain_deadline = 0.0
         self.drain_started = 0.0
         self.received = 0  # committed handoffs in, for the heartbeat
+        self._departing: list[tuple[int, str]] = []  # departures() as of _departing_for
+        self._departing_for: tuple[object, ...] | None = None
 
     # --- zone map ------------------------------------------------------------
 
@@ -140,7 +142,23 @@ class Border:
         return not left and not self.flight.outgoing
 
     def departures(self) -> list[tuple[int, str]]:
-        """(entity id, target) for every entity that must leave now."""
+        """(entity id, target) for every entity that must leave now. Worked out once
+        per tick and territory (entities move only in ticks; the scan runs several
+        times a tick); an entity handed away or become a ghost since is left out,
+        one that arrived since is judged after the next tick."""
+        t = self.territory
+        key = (self.sim.tick, t.bounds, t.topo, t.state, self.drain_target, self.strict)
+        if key != self._departing_for:
+            self._departing_for = key
+            self._departing = self._departures()
+        e = self.sim.ents
+        return [
+            (eid, target)
+            for eid, target in self._departing
+            if (row := e.index.get(eid)) is not None and not e.flags[row] & GHOST
+        ]
+
+    def _departures(self) -> list[tuple[int, str]]:
         topo, own = self.territory.topo, self.territory.bounds
         draining = self.territory.state == State.ZONE_STATE_DRAINING
         if own is None or (topo is None and not self.drain_target):
