@@ -28,7 +28,7 @@ from tessera.wire.snapshot import Quantization, SnapshotReceiver
 from tessera.zone.config import ZoneConfig
 from tessera.zone.servicer import ZoneServicer
 from tessera.zone.simulation import Growth
-from tessera.zone.store import ZoneStore
+from tessera.zone.store import Commit, ZoneStore
 
 pytestmark = pytest.mark.integration
 
@@ -273,6 +273,24 @@ async def test_bad_requests_get_clear_statuses(zone: ServiceProcess, redis: Redi
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Join(zone_pb2.JoinRequest(player_id="dave"))
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_a_drained_zone_takes_no_more_handoffs(zone: ServiceProcess, redis: Redis) -> None:
+    """A zone reports DRAINED only once its inbox is closed: a handoff committed
+    into it after that fails and the player stays with its owner, rather than
+    being routed to a zone about to stop."""
+    async with LOCAL.channel(zone.grpc_address) as channel:
+        stub = zone_pb2_grpc.ZoneStub(channel)
+        assert (await stub.Drain(zone_pb2.DrainRequest())).remaining == 0
+        status = await stub.GetStatus(zone_pb2.GetStatusRequest())
+        assert status.state == zone_pb2.ZONE_STATE_DRAINED
+    keys = WorldKeys(WORLD)
+    await redis.hset(keys.routes, "dave", "z0|3")
+    state = zone_pb2.EntityState(entity_id=77, player_id="dave", zone=ZONE, epoch=4)
+    msg = zone_pb2.InboxMessage(commit=zone_pb2.HandoffCommit(entity_id=77, epoch=4))
+    owner = ZoneStore(redis, world=WORLD, zone="z0")
+    assert await owner.commit_handoffs([Commit(ZONE, "dave", "z0|3", 4, state, msg)]) == [False]
+    assert await redis.hget(keys.routes, "dave") == b"z0|3"
 
 
 async def test_a_leave_from_a_relay_not_serving_the_player_changes_nothing(

@@ -209,6 +209,30 @@ async def test_a_traced_commit_publishes_its_traceparent(redis: Client) -> None:
     assert second is not None and not second.trace_context
 
 
+async def test_no_commit_lands_in_a_closed_zone(redis: Client) -> None:
+    """A zone that has drained closes its inbox: commits into it fail (the route
+    stays, nothing is queued), NPCs' too; one done before the close stays done when
+    retried; a zone of that name that starts again opens it."""
+    a = ZoneStore(redis, world="w", zone="a")
+    b = ZoneStore(redis, world="w", zone="b")
+    keys = WorldKeys("w")
+    await redis.hset(keys.routes, "p", "a|3")
+    await redis.hset(keys.routes, "q", "a|3")
+    assert await a.commit_handoffs([commit("b", "p", "a|3", 4)]) == [True]
+    await b.close_inbox()
+    npc = commit("b", "", "", 4)
+    done_before = commit("b", "p", "a|3", 4)  # retried: its answer was lost
+    assert await a.commit_handoffs([commit("b", "q", "a|3", 4), npc, done_before]) == [
+        False,
+        False,
+        True,
+    ]
+    assert await redis.hget(keys.routes, "q") == b"a|3"
+    assert await redis.xlen(keys.zone_inbox("b")) == 1  # p's COMMIT, queued before the close
+    await b.open_inbox()
+    assert await a.commit_handoffs([commit("b", "q", "a|3", 4)]) == [True]
+
+
 async def test_a_batch_reaches_a_waiting_zone_whole(redis: Client) -> None:
     """Messages sent together (PREPAREs, their answers, COMMITs) land in the inbox
     at once: a zone blocked on its inbox reads the whole batch, not the first

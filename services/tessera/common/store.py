@@ -138,6 +138,10 @@ class WorldKeys:
         """STREAM of InboxMessage: handoff PREPARE/ACK/COMMIT/ABORT, forwarded hits."""
         return self.key("zone", zone, "inbox")
 
+    def zone_closed(self, zone: str) -> str:
+        """Set once the zone has drained: no handoff commits into it any more."""
+        return self.key("zone", zone, "closed")
+
     def zone_ghosts(self, zone: str) -> str:
         """Pub/sub channel: ghost batches published by the zone for its neighbours."""
         return self.key("zone", zone, "ghosts")

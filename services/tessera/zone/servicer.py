@@ -77,6 +77,7 @@ RELAY_ID_RULE = f"relay_id must be at most {MAX_RELAY_ID} printable characters"
 # How far above or below the ground plane a spawn point may be.
 MAX_SPAWN_HEIGHT_M = 10_000.0
 # The World's drainTimeoutS is at most an hour (its CRD).
+CLOSE_WAIT_S = 2.0  # the longest a Drain waits for the inbox to close
 MAX_DRAIN_DEADLINE_S = 3600.0
 
 
@@ -119,6 +120,10 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         self._tasks: list[asyncio.Task[None]] = []
         self._growing: asyncio.Task[None] | None = None
         self._npcs_spawned = False
+        self._inbox_rounds = 0  # inbox batches handled (empty reads too)
+        self._round_done = asyncio.Condition()
+        self._closed_after: int | None = None  # _inbox_rounds when the inbox was closed
+        self._closing: asyncio.Task[None] | None = None
 
     @property
     def zone_ref(self) -> common_pb2.ZoneRef:
@@ -129,6 +134,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     async def start(self, port: Callable[[], int]) -> None:
         """Restore routed players, then run the tick, heartbeat, checkpoint, border
         and ghost loops."""
+        await self.store.open_inbox()  # a zone of this name that drained before closed it
         if self.territory.bounds is not None:
             began = time.perf_counter()
             await self._activate()
@@ -158,8 +164,9 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     async def stop(self) -> None:
         """Stop the loops, write a final checkpoint, end every link."""
         self.ticker.stop()
-        if self._growing is not None:
-            self._growing.cancel()
+        for task in (self._growing, self._closing):
+            if task is not None:
+                task.cancel()
         await end_tasks(self._tasks[1:])
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.persistence is not None:
@@ -242,10 +249,36 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         self._growing = None
 
     def _maybe_drained(self) -> None:
-        if self.border.drained():
+        """Drained once nothing is left and no handoff can still come in: the inbox
+        is closed first (the commit script refuses commits into a closed zone), then
+        two more inbox rounds take what was queued before (a round under way at the
+        close may have read before it). Published at once: the operator and the
+        pod's preStop hook wait for it."""
+        if not self.border.drained():
+            return
+        if self._closed_after is None:
+            if self._closing is None or self._closing.done():
+                self._closing = asyncio.create_task(self._close_inbox())
+            return
+        if self._inbox_rounds >= self._closed_after + 2:
             self.territory.state = State.ZONE_STATE_DRAINED
             seconds = round(time.monotonic() - self.border.drain_started, 3)
             log.info("drained", extra={"seconds": seconds})
+
+    async def _close_inbox(self) -> None:
+        try:
+            await self.store.close_inbox()
+        except RedisError:
+            log.warning("closing the inbox failed; tried again next tick")
+            return
+        after = self._closed_after = self._inbox_rounds
+        async with self._round_done:
+            await self._round_done.wait_for(lambda: self._inbox_rounds >= after + 2)
+        if self.territory.state == State.ZONE_STATE_DRAINING:
+            self._maybe_drained()
+            if self.territory.state == State.ZONE_STATE_DRAINED and self.address:
+                with contextlib.suppress(RedisError):
+                    await self._heartbeat()
 
     # --- persistence (docs/ZONE.md, "Persistence") ------------------------------
 
@@ -355,6 +388,9 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                     metrics.INBOX.labels("error").inc()
                     log.exception("inbox batch failed")
                 await self.store.done([entry for entry, _ in entries])
+                async with self._round_done:
+                    self._inbox_rounds += 1
+                    self._round_done.notify_all()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -428,10 +464,13 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             await asyncio.sleep(0.02)
         while True:
             try:
-                await self.store.heartbeat(self.status(), ttl_s=3 * self.cfg.heartbeat_s)
+                await self._heartbeat()
             except Exception:
                 log.exception("heartbeat failed")
             await asyncio.sleep(self.cfg.heartbeat_s)
+
+    async def _heartbeat(self) -> None:
+        await self.store.heartbeat(self.status(), ttl_s=3 * self.cfg.heartbeat_s)
 
     async def checkpoint(self) -> int:
         """Save every player's durable state in one Redis command, then publish the
@@ -845,6 +884,9 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             with contextlib.suppress(RedisError):
                 await self._refresh_map()
             self._maybe_drained()
+            if self._closing is not None:  # nothing left: answer once no commit can come
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._closing), CLOSE_WAIT_S)
             if self.address:
                 # Published at once: the pod's preStop hook reads the state there.
                 with contextlib.suppress(RedisError):

@@ -84,29 +84,36 @@ return #stale
 """
 
 # Commits of one batch, in order, each all or nothing: KEYS routes, routes_changed,
-# checkpoints, then the target inboxes; ARGV the inbox length cap, then 7 per
-# commit (player, expected route, new route, state, COMMIT, traceparent suffix,
-# index of the target inbox in KEYS). A commit whose route is already the new one
-# (a retried call whose answer was lost) is done: nothing is written twice.
+# checkpoints, the target inboxes, then the targets' closed flags in the same
+# order; ARGV the inbox length cap, then 7 per commit (player, expected route, new
+# route, state, COMMIT, traceparent suffix, index of the target inbox in KEYS). A
+# commit whose route is already the new one (a retried call whose answer was lost)
+# is done: nothing is written twice. A commit into a zone that has closed (drained)
+# fails: its inbox is read no more.
 _COMMIT = """
+local targets = (#KEYS - 3) / 2
 local out = {}
 for b = 2, #ARGV, 7 do
   local player, route = ARGV[b], ARGV[b + 2]
+  local inbox = tonumber(ARGV[b + 6])
+  local closed = redis.call('EXISTS', KEYS[inbox + targets]) == 1
   local ok, queue = 1, true
   if player ~= '' then
     local cur = redis.call('HGET', KEYS[1], player)
     if cur == route then
       queue = false
-    elseif (cur or '') ~= ARGV[b + 1] then
+    elseif (cur or '') ~= ARGV[b + 1] or closed then
       ok, queue = 0, false
     else
       redis.call('HSET', KEYS[1], player, route)
       redis.call('HSET', KEYS[3], player, ARGV[b + 3])
       redis.call('PUBLISH', KEYS[2], player .. '|' .. route .. ARGV[b + 5])
     end
+  elseif closed then
+    ok, queue = 0, false
   end
   if queue then
-    redis.call('XADD', KEYS[tonumber(ARGV[b + 6])], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[b + 4])
+    redis.call('XADD', KEYS[inbox], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[b + 4])
   end
   out[#out + 1] = ok
 end
@@ -124,6 +131,7 @@ return (#ARGV - 1) / 2
 
 GROUP = "zone"
 INBOX_MAXLEN = 100_000
+CLOSED_TTL_S = 86_400  # the flag outlives any handoff into the zone
 
 
 @dataclass(frozen=True)
@@ -312,6 +320,15 @@ class ZoneStore:
         failed, leaves entries delivered and never handled (handling is idempotent)."""
         self._inbox_ready = False
 
+    async def open_inbox(self) -> None:
+        """Take handoff commits (a zone of this name that ran before may have closed)."""
+        await self.redis.delete(self.keys.zone_closed(self.zone))
+
+    async def close_inbox(self) -> None:
+        """No handoff commits into this zone from now on (it has drained): the
+        commit script refuses them, so none can land after the zone's last read."""
+        await self.redis.set(self.keys.zone_closed(self.zone), b"1", ex=CLOSED_TTL_S)
+
     async def done(self, ids: list[str]) -> None:
         """Acknowledge processed inbox entries and delete them."""
         if ids:
@@ -358,6 +375,7 @@ class ZoneStore:
             self.keys.routes_changed,
             self.keys.checkpoints,
             *(self.keys.zone_inbox(t) for t in targets),
+            *(self.keys.zone_closed(t) for t in targets),
         ]
         args: list[Any] = [INBOX_MAXLEN]
         for c in commits:
