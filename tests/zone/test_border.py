@@ -20,6 +20,7 @@ from tessera.zone.neighbours import Neighbours
 from tessera.zone.simulation import Simulation
 from tessera.zone.store import ZoneStore, write_zone_map
 from tessera.zone.territory import Territory
+from tessera.zone.topology import Topology, ZoneArea
 
 WORLD = Rect(-200, -200, 200, 200)
 WEST, EAST = Rect(-200, -200, 0, 200), Rect(0, -200, 200, 200)
@@ -157,14 +158,34 @@ async def test_departures_are_judged_once_a_tick_and_leave_out_ghosts(redis: Red
     assert west.border.departures() == [(2, "east")]
     west.sim.tick += 1
     assert west.border.departures() == [(1, "east"), (2, "east")]
+    west.sim.ents.extra[1].epoch += 1  # handed away and back since: judged after a tick
+    assert west.border.departures() == [(2, "east")]
     west.sim.remove_entity(2)  # handed to the east, which shows it back as a ghost
     east.sim.add_player(entity_id=2, player_id="q", pos=(20.0, 0.0, 0.0), team=0)
     aura, _count = east.border.neighbours.batch()
     assert west.border.neighbours.apply("east", aura, now=1.0) == 1
+    assert west.border.departures() == []
+    west.sim.tick += 1
     assert west.border.departures() == [(1, "east")]
     west.territory.bounds = Rect(-200, -200, 30, 200)  # new bounds: judged at once
     west.border.rebound()
     assert west.border.departures() == []
+
+
+async def test_a_drained_target_is_no_target_until_a_newer_map(redis: Redis) -> None:
+    """A commit refused because its target has drained (closed its inbox) keeps the
+    entity here; that zone is no target any more (a drain into it drains by
+    position instead) until a newer zone map."""
+    west, east, accepted = await accepted_offer(redis)
+    await east.store.close_inbox()
+    assert await west.border.reply(accepted) == []
+    assert "p" in west.sim.ents.players and west.border.closed == {"east"}
+    assert west.border.departures() == []  # still past the border: nowhere to go
+    west.border.drain("east", 5.0)
+    assert west.border.departures() == [] and west.border.drain_target == ""
+    areas = (ZoneArea("west", "", WEST), ZoneArea("east", "", EAST))
+    assert west.territory.adopt(Topology(4, WORLD, areas))
+    assert west.border.departures() == [(1, "east")] and not west.border.closed
 
 
 async def test_offers_are_refused_while_not_active_and_for_present_entities(redis: Redis) -> None:

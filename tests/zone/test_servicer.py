@@ -28,7 +28,7 @@ from tessera.wire.snapshot import Quantization, SnapshotReceiver
 from tessera.zone.config import ZoneConfig
 from tessera.zone.servicer import ZoneServicer
 from tessera.zone.simulation import Growth
-from tessera.zone.store import Commit, ZoneStore
+from tessera.zone.store import CLOSED, Commit, ZoneStore
 
 pytestmark = pytest.mark.integration
 
@@ -289,7 +289,7 @@ async def test_a_drained_zone_takes_no_more_handoffs(zone: ServiceProcess, redis
     state = zone_pb2.EntityState(entity_id=77, player_id="dave", zone=ZONE, epoch=4)
     msg = zone_pb2.InboxMessage(commit=zone_pb2.HandoffCommit(entity_id=77, epoch=4))
     owner = ZoneStore(redis, world=WORLD, zone="z0")
-    assert await owner.commit_handoffs([Commit(ZONE, "dave", "z0|3", 4, state, msg)]) == [False]
+    assert await owner.commit_handoffs([Commit(ZONE, "dave", "z0|3", 4, state, msg)]) == [CLOSED]
     assert await redis.hget(keys.routes, "dave") == b"z0|3"
 
 

@@ -11,6 +11,8 @@ import pytest
 from tessera.common.store import Client, WorldKeys
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.zone.store import (
+    CLOSED,
+    COMMITTED,
     Commit,
     GhostFeed,
     ZoneStore,
@@ -210,27 +212,29 @@ async def test_a_traced_commit_publishes_its_traceparent(redis: Client) -> None:
 
 
 async def test_no_commit_lands_in_a_closed_zone(redis: Client) -> None:
-    """A zone that has drained closes its inbox: commits into it fail (the route
-    stays, nothing is queued), NPCs' too; one done before the close stays done when
-    retried; a zone of that name that starts again opens it."""
+    """A zone that has drained closes its inbox (and learns the newest entry then):
+    a player's commit into it is refused as CLOSED (the route stays, nothing is
+    queued); one done before the close stays done when retried; an NPC's is not
+    refused (its retry could not be told apart); a zone of that name that starts
+    again opens it."""
     a = ZoneStore(redis, world="w", zone="a")
     b = ZoneStore(redis, world="w", zone="b")
     keys = WorldKeys("w")
     await redis.hset(keys.routes, "p", "a|3")
     await redis.hset(keys.routes, "q", "a|3")
-    assert await a.commit_handoffs([commit("b", "p", "a|3", 4)]) == [True]
-    await b.close_inbox()
+    assert await b.close_inbox() == ""  # nothing queued yet
+    await b.open_inbox()
+    assert await a.commit_handoffs([commit("b", "p", "a|3", 4)]) == [COMMITTED]
+    newest = await b.close_inbox()
+    assert [i for i, _m in await b.receive(block_ms=10)] == [newest]  # p's COMMIT
     npc = commit("b", "", "", 4)
     done_before = commit("b", "p", "a|3", 4)  # retried: its answer was lost
-    assert await a.commit_handoffs([commit("b", "q", "a|3", 4), npc, done_before]) == [
-        False,
-        False,
-        True,
-    ]
+    outcomes = await a.commit_handoffs([commit("b", "q", "a|3", 4), npc, done_before])
+    assert outcomes == [CLOSED, COMMITTED, COMMITTED]
     assert await redis.hget(keys.routes, "q") == b"a|3"
-    assert await redis.xlen(keys.zone_inbox("b")) == 1  # p's COMMIT, queued before the close
+    assert await redis.xlen(keys.zone_inbox("b")) == 2  # p's before the close, the NPC's
     await b.open_inbox()
-    assert await a.commit_handoffs([commit("b", "q", "a|3", 4)]) == [True]
+    assert await a.commit_handoffs([commit("b", "q", "a|3", 4)]) == [COMMITTED]
 
 
 async def test_a_batch_reaches_a_waiting_zone_whole(redis: Client) -> None:

@@ -31,11 +31,11 @@ from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.geometry import Rect
 from tessera.zone import inputs, messages, metrics, topology
 from tessera.zone.config import ZoneConfig
-from tessera.zone.entities import GHOST, PLAYER, Record, export_state, owned
+from tessera.zone.entities import GHOST, PLAYER, Entities, Record, export_state, owned
 from tessera.zone.handoff import Handoffs, Outgoing
 from tessera.zone.neighbours import Neighbours
 from tessera.zone.simulation import Simulation
-from tessera.zone.store import Commit, ZoneStore
+from tessera.zone.store import CLOSED, COMMITTED, REFUSED, Commit, ZoneStore
 from tessera.zone.territory import Territory
 from tessera.zone.topology import Topology
 
@@ -71,6 +71,12 @@ class Inbox:
     receipts: list[Receipt] = field(default_factory=list)
 
 
+def epoch_of(ents: Entities, eid: int) -> int:
+    """An entity's handoff epoch (-1 without a record): it grows with every handoff."""
+    extra = ents.extra.get(eid)
+    return -1 if extra is None else extra.epoch
+
+
 class Border:
     """Zone map, handoffs, drain and re-bounding of one zone."""
 
@@ -96,8 +102,11 @@ class Border:
         self.drain_deadline = 0.0
         self.drain_started = 0.0
         self.received = 0  # committed handoffs in, for the heartbeat
-        self._departing: list[tuple[int, str]] = []  # departures() as of _departing_for
+        # departures() as of _departing_for: (entity id, its epoch, target)
+        self._departing: list[tuple[int, int, str]] = []
         self._departing_for: tuple[object, ...] | None = None
+        self.closed: set[str] = set()  # zones that refused a commit: drained
+        self._closed_for: Topology | None = None  # the map they were learnt under
 
     # --- zone map ------------------------------------------------------------
 
@@ -144,18 +153,31 @@ class Border:
     def departures(self) -> list[tuple[int, str]]:
         """(entity id, target) for every entity that must leave now. Worked out once
         per tick and territory (entities move only in ticks; the scan runs several
-        times a tick); an entity handed away or become a ghost since is left out,
-        one that arrived since is judged after the next tick."""
+        times a tick); an entity handed away, become a ghost or come back (a new
+        epoch) since is left out, one that arrived since is judged after the next
+        tick. A zone that has drained is no target: its entities stay until a newer
+        map shows where they go (a drain into it drains by position instead)."""
         t = self.territory
+        if t.topo is not self._closed_for:
+            self.closed.clear()
+            self._closed_for = t.topo
+        if self.drain_target in self.closed:
+            self.drain_target = ""
         key = (self.sim.tick, t.bounds, t.topo, t.state, self.drain_target, self.strict)
         if key != self._departing_for:
             self._departing_for = key
-            self._departing = self._departures()
+            e = self.sim.ents
+            self._departing = [
+                (eid, epoch_of(e, eid), target) for eid, target in self._departures()
+            ]
         e = self.sim.ents
         return [
             (eid, target)
-            for eid, target in self._departing
-            if (row := e.index.get(eid)) is not None and not e.flags[row] & GHOST
+            for eid, epoch, target in self._departing
+            if target not in self.closed
+            and (row := e.index.get(eid)) is not None
+            and not e.flags[row] & GHOST
+            and epoch_of(e, eid) == epoch
         ]
 
     def _departures(self) -> list[tuple[int, str]]:
@@ -310,19 +332,23 @@ class Border:
             results = await self.store.commit_handoffs([c for _o, c in todo])
         except Exception:
             log.exception("commit failed", extra={"handoffs": len(todo)})
-            results = [False] * len(todo)
+            results = [REFUSED] * len(todo)
         now = time.monotonic()
         aborts: Outbox = []
         released: list[Release] = []
-        for (out, _c), ok in zip(todo, results, strict=True):
+        for (out, _c), outcome in zip(todo, results, strict=True):
             eid = out.entity_id
-            if not ok:
+            if outcome != COMMITTED:
                 if eid in e.index:
                     inputs.stay(e, e.index[eid])
-                metrics.HANDOFFS.labels("cas_failed").inc()
-                aborts.append((out.target, self._abort_msg(out, "route-changed")))
+                label, reason = ("cas_failed", "route-changed")
+                if outcome == CLOSED:  # drained: never again, until a newer map
+                    self.closed.add(out.target)
+                    label, reason = ("target_closed", "target-closed")
+                metrics.HANDOFFS.labels(label).inc()
+                aborts.append((out.target, self._abort_msg(out, reason)))
                 self.flight.finish(eid, now, aborted=True)
-                self._end_span(eid, "cas_failed")
+                self._end_span(eid, label)
                 continue
             self.flight.finish(eid, now)
             if eid in e.index:

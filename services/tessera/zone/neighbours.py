@@ -77,11 +77,13 @@ class Neighbours:
 
     async def run_out(self) -> None:
         """Publish the aura up to ``ghost_hz`` times a second while there are
-        neighbours: once per tick at most (between ticks nothing moved), and again
-        without a tick only after half the ghosts' lifetime, so a late tick does not
-        let the neighbours' copies expire."""
+        neighbours, but only when it may have changed: after a tick or when an owned
+        entity came or went (between ticks nothing moves), and otherwise after half
+        the ghosts' lifetime, so a late tick does not let the neighbours' copies
+        expire."""
         period = 1.0 / self.cfg.ghost_hz
-        published_tick, published_at = -1, 0.0
+        published: tuple[int, int] = (-1, -1)  # (tick, roster) of the last batch
+        published_at = 0.0
         while True:
             began = time.monotonic()
             try:
@@ -89,13 +91,13 @@ class Neighbours:
                     self.territory.bounds is not None
                     and self.territory.nearby(self.cfg.aura_m)
                     and (
-                        self.sim.tick != published_tick
+                        (self.sim.tick, self.sim.roster) != published
                         or began - published_at >= self.cfg.ghost_ttl_s / 2
                     )
                 ):
                     payload, count = self.batch()
                     await self.store.publish_ghosts(payload)
-                    published_tick, published_at = self.sim.tick, began
+                    published, published_at = (self.sim.tick, self.sim.roster), began
                     metrics.GHOSTS_OUT.inc(count)
             except Exception:
                 log.exception("ghost publish failed")

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -45,7 +46,7 @@ from tessera.zone.neighbours import Neighbours
 from tessera.zone.persistence import Persistence
 from tessera.zone.results import Reporter
 from tessera.zone.simulation import Simulation
-from tessera.zone.store import ZoneStore, entry_age_s
+from tessera.zone.store import ZoneStore, entry_age_s, entry_key
 from tessera.zone.territory import Territory
 from tessera.zone.tick import Ticker
 
@@ -77,8 +78,12 @@ RELAY_ID_RULE = f"relay_id must be at most {MAX_RELAY_ID} printable characters"
 # How far above or below the ground plane a spawn point may be.
 MAX_SPAWN_HEIGHT_M = 10_000.0
 # The World's drainTimeoutS is at most an hour (its CRD).
-CLOSE_WAIT_S = 2.0  # the longest a Drain waits for the inbox to close
 MAX_DRAIN_DEADLINE_S = 3600.0
+# A Drain that finds nothing left waits this long (at most half its deadline) for
+# the inbox to close, so that it can answer DRAINED; a failed close is retried
+# after CLOSE_RETRY_S.
+CLOSE_WAIT_S = 1.0
+CLOSE_RETRY_S = 1.0
 
 
 class ZoneServicer(zone_pb2_grpc.ZoneServicer):
@@ -120,10 +125,11 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         self._tasks: list[asyncio.Task[None]] = []
         self._growing: asyncio.Task[None] | None = None
         self._npcs_spawned = False
-        self._inbox_rounds = 0  # inbox batches handled (empty reads too)
-        self._round_done = asyncio.Condition()
-        self._closed_after: int | None = None  # _inbox_rounds when the inbox was closed
+        self._inbox_done: tuple[int, int] = (0, 0)  # the newest inbox entry handled
+        self._inbox_moved = asyncio.Condition()  # notified when _inbox_done grows
+        self._closed_upto: tuple[int, int] | None = None  # newest entry at the close
         self._closing: asyncio.Task[None] | None = None
+        self._close_tried = -math.inf  # monotonic time of the last failed close
 
     @property
     def zone_ref(self) -> common_pb2.ZoneRef:
@@ -164,10 +170,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     async def stop(self) -> None:
         """Stop the loops, write a final checkpoint, end every link."""
         self.ticker.stop()
-        for task in (self._growing, self._closing):
-            if task is not None:
-                task.cancel()
-        await end_tasks(self._tasks[1:])
+        helpers = [t for t in (self._growing, self._closing) if t is not None]
+        await end_tasks([*self._tasks[1:], *helpers])
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.persistence is not None:
             self._persist(list(self.sim.ents.players))
@@ -250,35 +254,35 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
 
     def _maybe_drained(self) -> None:
         """Drained once nothing is left and no handoff can still come in: the inbox
-        is closed first (the commit script refuses commits into a closed zone), then
-        two more inbox rounds take what was queued before (a round under way at the
-        close may have read before it). Published at once: the operator and the
-        pod's preStop hook wait for it."""
+        is closed first (the commit script refuses commits into a closed zone), and
+        every entry queued before the close is handled. Published at once: the
+        operator and the pod's preStop hook wait for it."""
         if not self.border.drained():
             return
-        if self._closed_after is None:
-            if self._closing is None or self._closing.done():
+        if self._closed_upto is None:
+            idle = self._closing is None or self._closing.done()
+            if idle and time.monotonic() - self._close_tried >= CLOSE_RETRY_S:
                 self._closing = asyncio.create_task(self._close_inbox())
             return
-        if self._inbox_rounds >= self._closed_after + 2:
+        if self._inbox_done >= self._closed_upto:
             self.territory.state = State.ZONE_STATE_DRAINED
             seconds = round(time.monotonic() - self.border.drain_started, 3)
             log.info("drained", extra={"seconds": seconds})
 
     async def _close_inbox(self) -> None:
         try:
-            await self.store.close_inbox()
+            upto = self._closed_upto = entry_key(await self.store.close_inbox())
         except RedisError:
-            log.warning("closing the inbox failed; tried again next tick")
+            self._close_tried = time.monotonic()
+            log.warning("closing the inbox failed; tried again in a second")
             return
-        after = self._closed_after = self._inbox_rounds
-        async with self._round_done:
-            await self._round_done.wait_for(lambda: self._inbox_rounds >= after + 2)
+        async with self._inbox_moved:
+            await self._inbox_moved.wait_for(lambda: self._inbox_done >= upto)
         if self.territory.state == State.ZONE_STATE_DRAINING:
             self._maybe_drained()
-            if self.territory.state == State.ZONE_STATE_DRAINED and self.address:
-                with contextlib.suppress(RedisError):
-                    await self._heartbeat()
+        if self.territory.state == State.ZONE_STATE_DRAINED and self.address:
+            with contextlib.suppress(RedisError):
+                await self._heartbeat()
 
     # --- persistence (docs/ZONE.md, "Persistence") ------------------------------
 
@@ -388,9 +392,10 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                     metrics.INBOX.labels("error").inc()
                     log.exception("inbox batch failed")
                 await self.store.done([entry for entry, _ in entries])
-                async with self._round_done:
-                    self._inbox_rounds += 1
-                    self._round_done.notify_all()
+                if entries:
+                    async with self._inbox_moved:
+                        self._inbox_done = max(self._inbox_done, entry_key(entries[-1][0]))
+                        self._inbox_moved.notify_all()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -885,8 +890,9 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 await self._refresh_map()
             self._maybe_drained()
             if self._closing is not None:  # nothing left: answer once no commit can come
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(self._closing), CLOSE_WAIT_S)
+                left = context.time_remaining()
+                wait = CLOSE_WAIT_S if left is None else min(CLOSE_WAIT_S, left / 2)
+                await asyncio.wait({self._closing}, timeout=wait)
             if self.address:
                 # Published at once: the pod's preStop hook reads the state there.
                 with contextlib.suppress(RedisError):

@@ -88,29 +88,30 @@ return #stale
 # order; ARGV the inbox length cap, then 7 per commit (player, expected route, new
 # route, state, COMMIT, traceparent suffix, index of the target inbox in KEYS). A
 # commit whose route is already the new one (a retried call whose answer was lost)
-# is done: nothing is written twice. A commit into a zone that has closed (drained)
-# fails: its inbox is read no more.
+# is done: nothing is written twice. A player's commit into a zone that has closed
+# (drained) is refused with 2: that inbox is read no more. An NPC's is not (with no
+# route, a retry cannot be told from a first run; refusing a retry would keep the
+# NPC here and there).
 _COMMIT = """
 local targets = (#KEYS - 3) / 2
 local out = {}
 for b = 2, #ARGV, 7 do
   local player, route = ARGV[b], ARGV[b + 2]
   local inbox = tonumber(ARGV[b + 6])
-  local closed = redis.call('EXISTS', KEYS[inbox + targets]) == 1
   local ok, queue = 1, true
   if player ~= '' then
     local cur = redis.call('HGET', KEYS[1], player)
     if cur == route then
       queue = false
-    elseif (cur or '') ~= ARGV[b + 1] or closed then
+    elseif redis.call('EXISTS', KEYS[inbox + targets]) == 1 then
+      ok, queue = 2, false
+    elseif (cur or '') ~= ARGV[b + 1] then
       ok, queue = 0, false
     else
       redis.call('HSET', KEYS[1], player, route)
       redis.call('HSET', KEYS[3], player, ARGV[b + 3])
       redis.call('PUBLISH', KEYS[2], player .. '|' .. route .. ARGV[b + 5])
     end
-  elseif closed then
-    ok, queue = 0, false
   end
   if queue then
     redis.call('XADD', KEYS[inbox], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[b + 4])
@@ -118,6 +119,15 @@ for b = 2, #ARGV, 7 do
   out[#out + 1] = ok
 end
 return out
+"""
+
+# Close a zone's inbox to commits: KEYS its closed flag and inbox, ARGV the flag's
+# TTL. Returns the id of the inbox's newest entry ('' if empty).
+_CLOSE = """
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if last[1] then return last[1][1] end
+return ''
 """
 
 # Append messages to zones' inboxes at once: KEYS the inboxes, ARGV the length
@@ -131,6 +141,8 @@ return (#ARGV - 1) / 2
 
 GROUP = "zone"
 INBOX_MAXLEN = 100_000
+# commit_handoffs' outcomes: refused (the route moved), committed, target closed.
+REFUSED, COMMITTED, CLOSED = 0, 1, 2
 CLOSED_TTL_S = 86_400  # the flag outlives any handoff into the zone
 
 
@@ -182,6 +194,7 @@ class ZoneStore:
         self._commit = redis.register_script(_COMMIT)
         self._tallies = redis.register_script(_TALLIES)
         self._send = redis.register_script(_SEND)
+        self._close = redis.register_script(_CLOSE)
         self._inbox_ready = False
         # Tallies this zone published last, of the players it held then.
         self._published: dict[str, tuple[int, ...]] = {}
@@ -324,10 +337,12 @@ class ZoneStore:
         """Take handoff commits (a zone of this name that ran before may have closed)."""
         await self.redis.delete(self.keys.zone_closed(self.zone))
 
-    async def close_inbox(self) -> None:
+    async def close_inbox(self) -> str:
         """No handoff commits into this zone from now on (it has drained): the
-        commit script refuses them, so none can land after the zone's last read."""
-        await self.redis.set(self.keys.zone_closed(self.zone), b"1", ex=CLOSED_TTL_S)
+        commit script refuses them. Returns the id of the newest entry in the inbox
+        at the close ("" if none): once that is handled, nothing more can come."""
+        keys = [self.keys.zone_closed(self.zone), self.keys.zone_inbox(self.zone)]
+        return _text(await self._close(keys=keys, args=[CLOSED_TTL_S]))
 
     async def done(self, ids: list[str]) -> None:
         """Acknowledge processed inbox entries and delete them."""
@@ -360,7 +375,7 @@ class ZoneStore:
             args += [msg.SerializeToString(), inbox[zone]]
         await self._send(keys=[self.keys.zone_inbox(z) for z in zones], args=args)
 
-    async def commit_handoffs(self, commits: list[Commit]) -> list[bool]:
+    async def commit_handoffs(self, commits: list[Commit]) -> list[int]:
         """Commit a batch of handoffs in one script (one round trip, one command to
         pack rather than one per handoff): for each, switch the entity's route from
         ``expected`` to ``<target>|<epoch>``, store its checkpoint and queue the
@@ -389,7 +404,7 @@ class ZoneStore:
                 inbox[c.target],
             ]
         results = await self._commit(keys=keys, args=args)
-        return [r == 1 for r in results]
+        return [int(r) for r in results]
 
 
 class GhostFeed:
@@ -468,6 +483,14 @@ async def write_zone_map(redis: Client, zone_map: zone_pb2.ZoneMap) -> None:
     keys = WorldKeys(zone_map.world)
     await redis.set(keys.zone_map, zone_map.SerializeToString())
     await redis.publish(keys.zone_map_changed, str(zone_map.version))
+
+
+def entry_key(entry_id: str) -> tuple[int, int]:
+    """A stream entry id (``<milliseconds>-<sequence>``, "" for none) in stream order."""
+    if not entry_id:
+        return (0, 0)
+    ms, _, seq = entry_id.partition("-")
+    return (int(ms), int(seq or 0))
 
 
 def entry_age_s(entry_id: str, now_s: float) -> float:
