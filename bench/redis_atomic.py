@@ -105,23 +105,21 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     report: dict[str, Any] = {"load_average_before": os.getloadavg()[0]}
-    single = LocalRedis()
-    single.start()
-    try:
-        report["single"] = asyncio.run(measure(single.url, sizes, args.batches))
-    finally:
-        single.stop()
-    cluster = LocalRedisCluster()
-    cluster.start()
-    try:
-        report["cluster"] = asyncio.run(measure(cluster.url, sizes, args.batches))
-    finally:
-        cluster.stop()
+    servers: dict[str, LocalRedis | LocalRedisCluster] = {
+        "single": LocalRedis(),
+        "cluster": LocalRedisCluster(),
+    }
+    for name, server in servers.items():
+        server.start()
+        try:
+            report[name] = asyncio.run(measure(server.url, sizes, args.batches))
+        finally:
+            server.stop()
     report["load_average_after"] = os.getloadavg()[0]
     args.json.write_text(json.dumps(report, indent=2))
-    for server in ("single", "cluster"):
-        for row in report[server]:
-            print(server, *(f"{k}={v}" for k, v in row.items()))
+    for name in servers:
+        for row in report[name]:
+            print(name, *(f"{k}={v}" for k, v in row.items()))
 
 
 if __name__ == "__main__":
