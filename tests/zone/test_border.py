@@ -179,7 +179,7 @@ async def test_a_drained_target_is_no_target_until_a_newer_map(redis: Redis) -> 
     west, east, accepted = await accepted_offer(redis)
     await east.store.close_inbox()
     assert await west.border.reply(accepted) == []
-    assert "p" in west.sim.ents.players and west.border.closed == {"east"}
+    assert "p" in west.sim.ents.players and set(west.border.closed) == {"east"}
     assert west.border.departures() == []  # still past the border: nowhere to go
     west.border.drain("east", 5.0)
     assert west.border.departures() == [] and west.border.drain_target == ""

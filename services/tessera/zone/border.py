@@ -71,6 +71,11 @@ class Inbox:
     receipts: list[Receipt] = field(default_factory=list)
 
 
+# How long a zone that refused a commit as closed is no handoff target (unless a
+# newer zone map comes first).
+CLOSED_FOR_S = 30.0
+
+
 def epoch_of(ents: Entities, eid: int) -> int:
     """An entity's handoff epoch (-1 without a record): it grows with every handoff."""
     extra = ents.extra.get(eid)
@@ -105,7 +110,7 @@ class Border:
         # departures() as of _departing_for: (entity id, its epoch, target)
         self._departing: list[tuple[int, int, str]] = []
         self._departing_for: tuple[object, ...] | None = None
-        self.closed: set[str] = set()  # zones that refused a commit: drained
+        self.closed: dict[str, float] = {}  # zones that refused a commit (drained): when
         self._closed_for: Topology | None = None  # the map they were learnt under
 
     # --- zone map ------------------------------------------------------------
@@ -156,11 +161,14 @@ class Border:
         times a tick); an entity handed away, become a ghost or come back (a new
         epoch) since is left out, one that arrived since is judged after the next
         tick. A zone that has drained is no target: its entities stay until a newer
-        map shows where they go (a drain into it drains by position instead)."""
+        map shows where they go, or for CLOSED_FOR_S (a zone of that name may start
+        again); a drain into it drains by position instead."""
         t = self.territory
         if t.topo is not self._closed_for:
             self.closed.clear()
             self._closed_for = t.topo
+        now = time.monotonic()
+        self.closed = {z: at for z, at in self.closed.items() if now - at < CLOSED_FOR_S}
         if self.drain_target in self.closed:
             self.drain_target = ""
         key = (self.sim.tick, t.bounds, t.topo, t.state, self.drain_target, self.strict)
@@ -343,7 +351,7 @@ class Border:
                     inputs.stay(e, e.index[eid])
                 label, reason = ("cas_failed", "route-changed")
                 if outcome == CLOSED:  # drained: never again, until a newer map
-                    self.closed.add(out.target)
+                    self.closed[out.target] = now
                     label, reason = ("target_closed", "target-closed")
                 metrics.HANDOFFS.labels(label).inc()
                 aborts.append((out.target, self._abort_msg(out, reason)))

@@ -272,10 +272,12 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     async def _close_inbox(self) -> None:
         try:
             upto = self._closed_upto = entry_key(await self.store.close_inbox())
-        except RedisError:
+        except Exception:
             self._close_tried = time.monotonic()
-            log.warning("closing the inbox failed; tried again in a second")
+            log.exception("closing the inbox failed; tried again in a second")
             return
+        # Entries a lost read delivered stay pending, unseen: read those first.
+        self.store.rewind_inbox()
         async with self._inbox_moved:
             await self._inbox_moved.wait_for(lambda: self._inbox_done >= upto)
         if self.territory.state == State.ZONE_STATE_DRAINING:
@@ -391,11 +393,11 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 except Exception:
                     metrics.INBOX.labels("error").inc()
                     log.exception("inbox batch failed")
-                await self.store.done([entry for entry, _ in entries])
-                if entries:
+                if entries:  # handled (a failed done() leaves them for a re-read)
                     async with self._inbox_moved:
                         self._inbox_done = max(self._inbox_done, entry_key(entries[-1][0]))
                         self._inbox_moved.notify_all()
+                await self.store.done([entry for entry, _ in entries])
             except asyncio.CancelledError:
                 raise
             except Exception:
