@@ -10,6 +10,7 @@ import importlib
 from types import ModuleType
 
 import yaml
+from redis.asyncio import Redis
 
 from .conftest import EXAMPLE, NAMESPACE, Obj, Render
 from .netpol import selects
@@ -59,7 +60,7 @@ def test_zone_pods_get_the_redis_password_from_the_charts_secret(
     stored: dict[str, str] = secret.get("data") or secret.get("stringData") or {}
     assert config.zone_redis_secret_key in stored
     assert "$(REDIS_PASSWORD)@tessera-redis" in config.zone_redis_url
-    runtime = handlers.Runtime(config, redis=None)
+    runtime = handlers.Runtime(config, redis=Redis())  # never connects: no call is made
     docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
     world = next(d for d in docs if d["kind"] == "World")
     zone = next(d for d in docs if d["kind"] == "ZoneServer")
