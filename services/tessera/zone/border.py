@@ -163,22 +163,16 @@ class Border:
         tick. A zone that has drained is no target: its entities stay until a newer
         map shows where they go, or for CLOSED_FOR_S (a zone of that name may start
         again); a drain into it drains by position instead."""
-        t = self.territory
-        if t.topo is not self._closed_for:
-            self.closed.clear()
-            self._closed_for = t.topo
-        now = time.monotonic()
-        self.closed = {z: at for z, at in self.closed.items() if now - at < CLOSED_FOR_S}
+        t, e = self.territory, self.sim.ents
+        self._forget_closed()
         if self.drain_target in self.closed:
             self.drain_target = ""
         key = (self.sim.tick, t.bounds, t.topo, t.state, self.drain_target, self.strict)
         if key != self._departing_for:
             self._departing_for = key
-            e = self.sim.ents
             self._departing = [
                 (eid, epoch_of(e, eid), target) for eid, target in self._departures()
             ]
-        e = self.sim.ents
         return [
             (eid, target)
             for eid, epoch, target in self._departing
@@ -187,6 +181,15 @@ class Border:
             and not e.flags[row] & GHOST
             and epoch_of(e, eid) == epoch
         ]
+
+    def _forget_closed(self) -> None:
+        """Closed zones are forgotten with a newer map, or after CLOSED_FOR_S."""
+        if self.territory.topo is not self._closed_for:
+            self.closed.clear()
+            self._closed_for = self.territory.topo
+        if self.closed:
+            now = time.monotonic()
+            self.closed = {z: at for z, at in self.closed.items() if now - at < CLOSED_FOR_S}
 
     def _departures(self) -> list[tuple[int, str]]:
         topo, own = self.territory.topo, self.territory.bounds

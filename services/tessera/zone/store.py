@@ -496,7 +496,7 @@ def entry_key(entry_id: str) -> tuple[int, int]:
 def entry_age_s(entry_id: str, now_s: float) -> float:
     """How long ago (wall clock, ``now_s`` in seconds) Redis appended a stream entry:
     its id is ``<milliseconds>-<sequence>`` from the Redis server's clock."""
-    return max(0.0, now_s - int(entry_id.split("-", 1)[0]) / 1000.0)
+    return max(0.0, now_s - entry_key(entry_id)[0] / 1000.0)
 
 
 def _entries(reply: Any) -> list[tuple[str, zone_pb2.InboxMessage | None]]:
