@@ -211,9 +211,10 @@ def test_every_payload_decodes_to_the_zone_state(
 
 
 def test_warm_up_compiles_every_signature_a_tick_uses() -> None:
-    """After warm_up, a busy zone's ticks (NPCs chasing, combat, deltas, view changes,
-    a lowered AOI cap) compile nothing new: no tick ever waits for the JIT."""
+    """After warm_up, a busy zone's input batches and ticks (NPCs chasing, combat,
+    deltas, view changes, a lowered AOI cap) compile nothing new: no tick ever waits for the JIT."""
     dispatchers: list[Any] = [
+        kernels.admit,
         kernels.encode_due,
         kernels.aim,
         kernels.consume,

@@ -19,14 +19,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-import numpy as np
-
 from tessera.game.module import Action, Module, System
 from tessera.game.rules import EVENTS, RULES_SYSTEM, Match, Member, Outcome, judge
 from tessera.game.view import Events, View
+from tessera.zone import kernels
 from tessera.zone.entities import GHOST, PLAYER, Entities
 from tessera.zone.events import DIED, GAME, Event
-from tessera.zone.inputs import refill
 
 log = logging.getLogger("tessera.zone.game")
 
@@ -132,15 +130,7 @@ class Game:
             return ARGUMENTS
         mine = self.buckets.setdefault(eid, {})
         tokens, at = mine.get(action_id, (action.burst, now_s))
-        left = float(
-            refill(
-                np.float64(tokens),
-                np.float64(at),
-                now_s,
-                rate=action.rate_per_s,
-                burst=action.burst,
-            )
-        )
+        left = kernels.refill(tokens, at, now_s, action.rate_per_s, action.burst)
         if left < 1.0:
             mine[action_id] = (left, now_s)
             return RATE

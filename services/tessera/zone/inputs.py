@@ -5,9 +5,10 @@ An input is checked completely (finite values, ranges, sequence, rate) and only
 then accepted, so a rejected input never leaves half-written state. Every
 rejection has a reason, counted in metrics and reported to the player.
 
-The rules are written once, over columns: :func:`screen` (values), :func:`clamp`
-(what an accepted input writes), :func:`order` and :func:`refill` (sequence and
-rate), all applied by :func:`apply`; :func:`check` is the value rules on one input.
+The rules are written once, in compiled kernels that take a relay's batch one
+input at a time (:func:`apply`; :func:`check` is the value rules on one input):
+a batch costs a few microseconds plus well under one per input, so small
+batches (the relay flushes every half millisecond) stay cheap.
 
 Accepted inputs wait in the player's buffer; each tick :func:`consume` applies the
 oldest one, so the zone steps a player once per input as the client predicts,
@@ -19,13 +20,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from tessera.zone import kernels
-from tessera.zone.entities import INPUT_QUEUE, Entities
+from tessera.zone.entities import Entities
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -60,11 +61,23 @@ MAX_MOVE = 1.0 + 1e-6  # a longer move vector is a speed hack: scaled to length 
 DEFAULT_INTERP_MS = 100.0  # what an interpolation delay of 0 means
 RATE_PER_HZ = 2.0  # sustained inputs per second, per tick per second
 BURST_S = 0.5  # seconds of inputs at the tick rate a player may save up
-TURN = 2 * math.pi
 HOLD = 2  # inputs a buffer keeps back past a tick at most: older ones apply together
 DRAIN_S = 1.0  # a buffer that kept inputs back this long applies two in one tick
 
-Num = TypeVar("Num", float, F64)
+# The limits in the order of tessera.zone.kernels.LIM_*, and each outcome's reason.
+_LIMITS = np.array(
+    [MAX_YAW, MAX_PITCH, MAX_RTT_MS, MAX_INTERP_MS, MAX_MOVE, DEFAULT_INTERP_MS, ACTIONS],
+    np.float64,
+)
+_REASON = {
+    kernels.UNKNOWN: UNKNOWN_PLAYER,
+    kernels.NONFINITE: NAN,
+    kernels.OUT_OF_RANGE: RANGE,
+    kernels.LEAVING: HANDOFF,
+    kernels.REPEATED: DUPLICATE,
+    kernels.OLDER: OUT_OF_ORDER,
+    kernels.STARVED: RATE,
+}
 
 
 class Input(NamedTuple):
@@ -133,59 +146,12 @@ class Command(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Clamped:
-    """What valid inputs write, per input (0 where an input is not valid)."""
-
-    move_x: F64
-    move_z: F64
-    yaw: F64  # in [-pi, pi]
-    interp_ms: F64
-    excess: F64  # how far |move| exceeded 1 before clamping (0 if it did not)
-
-
-@dataclass(frozen=True)
 class Outcome:
     """What :func:`apply` did with a batch."""
 
     accepted: int
     drops: dict[int, str]  # input index -> reason
     clamped: dict[int, float]  # input index -> speed excess, for accepted inputs scaled down
-
-
-def screen(b: Inputs) -> tuple[Bools, Bools]:
-    """Per input: any value non-finite (``nan``); finite but out of range (``range``)."""
-    # NaN and inf survive a sum; float32 wire values cannot overflow a double sum.
-    with np.errstate(invalid="ignore"):  # inf - inf is NaN, which is what we look for
-        finite = np.isfinite(b.move_x + b.move_z + b.yaw + b.pitch + b.rtt_ms + b.interp_ms)
-    nan = ~(finite & np.isfinite(b.client_time_ms))
-    wrong = (
-        (np.abs(b.yaw) > MAX_YAW)
-        | (np.abs(b.pitch) > MAX_PITCH)
-        | ((b.actions & ~ACTIONS) != 0)
-        | ~((b.rtt_ms >= 0.0) & (b.rtt_ms <= MAX_RTT_MS))
-        | ~((b.interp_ms >= 0.0) & (b.interp_ms <= MAX_INTERP_MS))
-        | (b.sequence <= 0)
-    )
-    return nan, ~nan & wrong
-
-
-def clamp(b: Inputs, valid: Bools) -> Clamped:
-    """The values the ``valid`` inputs write: the move vector scaled to length 1 when
-    longer, yaw normalized into [-pi, pi], an interpolation delay of 0 as the default."""
-    mx, mz = np.where(valid, b.move_x, 0.0), np.where(valid, b.move_z, 0.0)
-    yaw, interp = np.where(valid, b.yaw, 0.0), np.where(valid, b.interp_ms, 0.0)
-    length = np.hypot(mx, mz)
-    over = length > MAX_MOVE
-    for j in np.flatnonzero(over).tolist():  # rare: math.hypot, exactly as for one input
-        length[j] = math.hypot(mx[j], mz[j])
-    scale = np.where(over, length, 1.0)
-    return Clamped(
-        move_x=mx / scale,
-        move_z=mz / scale,
-        yaw=yaw - TURN * np.rint(yaw / TURN),  # math.remainder(yaw, 2 pi): exact for |yaw| <= 2 pi
-        interp_ms=np.where(interp == 0.0, DEFAULT_INTERP_MS, interp),
-        excess=np.where(over, length - 1.0, 0.0),
-    )
 
 
 def check(
@@ -200,96 +166,69 @@ def check(
     interp_ms: float,
     client_time_ms: float,
 ) -> Command | str:
-    """One input's clamped Command, or the reason ``nan`` / ``range`` for rejecting it."""
-    values = (move_x, move_z, yaw, pitch, actions, rtt_ms, interp_ms, client_time_ms)
-    one = Inputs.of([Input("", sequence, *values)])
-    nan, wrong = screen(one)
-    if nan[0] or wrong[0]:
-        return NAN if nan[0] else RANGE
-    c = clamp(one, ~nan)
-    return Command(
-        sequence,
-        float(c.move_x[0]),
-        float(c.move_z[0]),
-        float(c.yaw[0]),
-        pitch,
-        actions,
-        rtt_ms,
-        float(c.interp_ms[0]),
-        float(c.excess[0]),
+    """One input's clamped Command, or the reason ``nan`` / ``range`` for rejecting it
+    (the value rules of :func:`apply`, on their own)."""
+    why = kernels.screen(
+        sequence, move_x, move_z, yaw, pitch, actions, rtt_ms, interp_ms, client_time_ms, _LIMITS
     )
-
-
-def order(sequence: int, last: int) -> str | None:
-    """``duplicate`` / ``out_of_order`` for a sequence at or below the last applied one."""
-    if sequence == last:
-        return DUPLICATE
-    if sequence < last:
-        return OUT_OF_ORDER
-    return None
-
-
-def refill(tokens: Num, since_s: Num, now_s: float, *, rate: float, burst: float) -> Num:
-    """Token bucket: ``rate`` inputs per second sustained, at most ``burst`` saved up."""
-    out: Num = np.minimum(burst, tokens + np.maximum(0.0, now_s - since_s) * rate)
-    return out
+    if why != kernels.ACCEPTED:
+        return _REASON[why]
+    mx, mz, yw, interp, excess = kernels.clamp(move_x, move_z, yaw, interp_ms, _LIMITS)
+    return Command(sequence, mx, mz, yw, pitch, actions, rtt_ms, interp, excess)
 
 
 def apply(ents: Entities, batch: Inputs, now_s: float, *, hz: int) -> Outcome:
-    """Validate the batch and buffer what passes for :func:`consume`, with the
-    outcome of taking its inputs one at a time in order. Vectorised in passes: the
-    first takes every player's first valid input, the next their second, and so on,
-    so a player's inputs still queue in order (one pass in the normal batch)."""
+    """Check the batch's inputs one at a time, in order, and buffer those that pass
+    for :func:`consume`. An input is dropped when its player is unknown here
+    (``unknown_player``); a value is NaN or infinite (``nan``) or out of its range
+    (``range``); its player's handoff is committing (``handoff``); its sequence is
+    not above the newest accepted (``duplicate``, ``out_of_order``); or its player's
+    rate bucket is empty (``rate``: refilled at ``RATE_PER_HZ`` inputs a second per
+    tick a second, at most ``BURST_S`` seconds of them saved up). An accepted input's
+    move vector is scaled to length 1 when longer, its yaw normalized into
+    [-pi, pi], an interpolation delay of 0 read as the default; a full buffer folds
+    its oldest input into the next (its actions kept, its move superseded), as a
+    tick that applies both would. Compiled (:func:`tessera.zone.kernels.admit`)."""
     players, index = ents.players, ents.index
     rows = np.array([index.get(players.get(p, -1), -1) for p in batch.players], np.int64)
-    nan, wrong = screen(batch)
-    known = rows >= 0
-    leaving = known & ents.leaving[np.maximum(rows, 0)]
-    valid = known & ~leaving & ~nan & ~wrong
-    drops = {int(i): UNKNOWN_PLAYER for i in np.flatnonzero(~known)}
-    drops |= {int(i): HANDOFF for i in np.flatnonzero(leaving)}
-    drops |= {int(i): NAN for i in np.flatnonzero(known & nan)}
-    drops |= {int(i): RANGE for i in np.flatnonzero(known & wrong)}
-    values = clamp(batch, valid)
-    accepted, clamped = 0, dict[int, float]()
-    for wave in _passes(rows, valid):
-        ok = _admit(ents, batch, wave, rows, now_s, hz=hz, drops=drops)
-        r = rows[ok]
-        ents.seen_seq[r] = batch.sequence[ok]
-        slot = _room(ents, r)
-        ents.q_seq[r, slot] = batch.sequence[ok]
-        ents.q_values[r, slot] = np.stack(
-            [
-                values.move_x[ok],
-                values.move_z[ok],
-                values.yaw[ok],
-                batch.pitch[ok],
-                batch.rtt_ms[ok],
-                values.interp_ms[ok],
-            ],
-            axis=1,
-        )
-        ents.q_actions[r, slot] = batch.actions[ok]
-        ents.q_wait[r, slot] = 0
-        ents.queued[r] = slot + 1
-        accepted += int(ok.size)
-        over = values.excess[ok] > 0.0
-        clamped |= dict(zip(ok[over].tolist(), values.excess[ok][over].tolist(), strict=True))
-    return Outcome(accepted, drops, clamped)
-
-
-def _room(ents: Entities, rows: I64) -> I64:
-    """The free slot at the end of each (distinct) row's buffer; a full buffer first
-    folds its oldest input into the next one (its actions kept, its move superseded),
-    as a tick that applies both would."""
-    full = rows[ents.queued[rows] >= INPUT_QUEUE]
-    if full.size:
-        ents.q_actions[full, 1] |= ents.q_actions[full, 0]
-        for arr in (ents.q_seq, ents.q_values, ents.q_actions, ents.q_wait):
-            arr[full, :-1] = arr[full, 1:]
-        ents.queued[full] = INPUT_QUEUE - 1
-    slot: I64 = ents.queued[rows].astype(np.int64)
-    return slot
+    outcome = np.empty(rows.size, np.int8)
+    excess = np.empty(rows.size, np.float64)
+    kernels.admit(
+        rows,
+        batch.sequence,
+        batch.move_x,
+        batch.move_z,
+        batch.yaw,
+        batch.pitch,
+        batch.actions,
+        batch.rtt_ms,
+        batch.interp_ms,
+        batch.client_time_ms,
+        ents.leaving,
+        ents.seen_seq,
+        ents.tokens,
+        ents.tokens_at,
+        ents.queued,
+        ents.q_seq,
+        ents.q_values,
+        ents.q_actions,
+        ents.q_wait,
+        now_s,
+        RATE_PER_HZ * hz,
+        BURST_S * hz,
+        _LIMITS,
+        outcome,
+        excess,
+    )
+    dropped = np.flatnonzero(outcome)
+    over = np.flatnonzero(excess > 0.0)
+    return Outcome(
+        accepted=rows.size - dropped.size,
+        drops={
+            i: _REASON[c] for i, c in zip(dropped.tolist(), outcome[dropped].tolist(), strict=True)
+        },
+        clamped=dict(zip(over.tolist(), excess[over].tolist(), strict=True)),
+    )
 
 
 def consume(ents: Entities, *, hz: int) -> None:
@@ -335,49 +274,3 @@ def stay(ents: Entities, row: int) -> None:
     """The player's handoff was aborted: take its inputs again. Those refused
     meanwhile come back in the client's next packets, which repeat the newest few."""
     ents.leaving[row] = False
-
-
-def _passes(rows: I64, valid: Bools) -> list[I64]:
-    """Indices of the valid inputs, split so each pass holds one input per player."""
-    idx = np.flatnonzero(valid)
-    if idx.size == 0:
-        return []
-    # Rank each input among its player's: sort by player (stable keeps input order),
-    # then count from the start of each player's run.
-    order = np.argsort(rows[idx], kind="stable")
-    grouped = rows[idx][order]
-    start = np.r_[True, grouped[1:] != grouped[:-1]]
-    first = np.maximum.accumulate(np.where(start, np.arange(idx.size), 0))
-    rank = np.empty(idx.size, np.int64)
-    rank[order] = np.arange(idx.size) - first
-    return [idx[rank == k] for k in range(int(rank.max()) + 1)]
-
-
-def _admit(
-    ents: Entities,
-    batch: Inputs,
-    wave: I64,
-    rows: I64,
-    now_s: float,
-    *,
-    hz: int,
-    drops: dict[int, str],
-) -> I64:
-    """The inputs of one pass that are newer than their player's last and within its
-    rate (the bucket is charged); the others are added to ``drops``."""
-    seq, last = batch.sequence[wave], ents.seen_seq[rows[wave]]
-    stale = seq <= last
-    for j in np.flatnonzero(stale).tolist():
-        if why := order(seq.item(j), last.item(j)):
-            drops[wave.item(j)] = why
-    reach = wave[~stale]
-    r = rows[reach]
-    tokens = refill(
-        ents.tokens[r], ents.tokens_at[r], now_s, rate=RATE_PER_HZ * hz, burst=BURST_S * hz
-    )
-    ents.tokens_at[r] = now_s
-    starved = tokens < 1.0
-    ents.tokens[r] = np.where(starved, tokens, tokens - 1.0)
-    drops |= {int(i): RATE for i in reach[starved]}
-    ok: I64 = reach[~starved]
-    return ok

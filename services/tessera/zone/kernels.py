@@ -17,6 +17,7 @@ own ring and the view width.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -962,3 +963,146 @@ def consume(  # noqa: PLR0917 (numba kernels take positional arguments)
                 q_values[r, j, f] = q_values[r, j + take, f]
         queued[r] = left
         held[r] = held[r] + 1 if left > 0 and not drain else 0
+
+
+# The outcome of each input in :func:`admit` (tessera.zone.inputs names them).
+ACCEPTED, UNKNOWN, NONFINITE, OUT_OF_RANGE, LEAVING, REPEATED, OLDER, STARVED = range(8)
+# The input rules' limits, in the order of :func:`admit`'s ``limits`` array.
+LIM_YAW, LIM_PITCH, LIM_RTT, LIM_INTERP, LIM_MOVE, LIM_DEFAULT_INTERP, LIM_ACTIONS = range(7)
+TURN = 2 * np.pi
+
+
+@njit(cache=True, nogil=True)
+def screen(  # noqa: PLR0917 (numba kernels take positional arguments)
+    sequence: int,
+    move_x: float,
+    move_z: float,
+    yaw: float,
+    pitch: float,
+    actions: int,
+    rtt_ms: float,
+    interp_ms: float,
+    client_time_ms: float,
+    limits: np.ndarray,
+) -> int:
+    """One input's values: NONFINITE if any is NaN or infinite, OUT_OF_RANGE if one
+    is outside its range, else ACCEPTED."""
+    for v in (move_x, move_z, yaw, pitch, rtt_ms, interp_ms, client_time_ms):
+        if not np.isfinite(v):
+            return NONFINITE
+    if (
+        abs(yaw) > limits[LIM_YAW]
+        or abs(pitch) > limits[LIM_PITCH]
+        or (actions & ~int(limits[LIM_ACTIONS])) != 0
+        or not 0.0 <= rtt_ms <= limits[LIM_RTT]
+        or not 0.0 <= interp_ms <= limits[LIM_INTERP]
+        or sequence <= 0
+    ):
+        return OUT_OF_RANGE
+    return ACCEPTED
+
+
+@njit(cache=True, nogil=True)
+def clamp(
+    move_x: float, move_z: float, yaw: float, interp_ms: float, limits: np.ndarray
+) -> tuple[float, float, float, float, float]:
+    """What an accepted input writes: the move vector scaled to length 1 when longer,
+    yaw normalized into [-pi, pi], an interpolation delay of 0 as the default; and
+    how far the move exceeded length 1 (0 if it did not)."""
+    length = math.hypot(move_x, move_z)
+    excess = 0.0
+    if length > limits[LIM_MOVE]:
+        move_x, move_z, excess = move_x / length, move_z / length, length - 1.0
+    if interp_ms == 0.0:
+        interp_ms = limits[LIM_DEFAULT_INTERP]
+    return move_x, move_z, yaw - TURN * np.rint(yaw / TURN), interp_ms, excess
+
+
+@njit(cache=True, nogil=True)
+def refill(tokens: float, since_s: float, now_s: float, rate: float, burst: float) -> float:
+    """Token bucket: ``rate`` a second sustained, at most ``burst`` saved up."""
+    return min(burst, tokens + max(0.0, now_s - since_s) * rate)
+
+
+@njit(cache=True, nogil=True)
+def admit(  # noqa: PLR0917 (numba kernels take positional arguments)
+    rows: np.ndarray,
+    sequence: np.ndarray,
+    move_x: np.ndarray,
+    move_z: np.ndarray,
+    yaw: np.ndarray,
+    pitch: np.ndarray,
+    actions: np.ndarray,
+    rtt_ms: np.ndarray,
+    interp_ms: np.ndarray,
+    client_time_ms: np.ndarray,
+    leaving: np.ndarray,
+    seen_seq: np.ndarray,
+    tokens: np.ndarray,
+    tokens_at: np.ndarray,
+    queued: np.ndarray,
+    q_seq: np.ndarray,
+    q_values: np.ndarray,
+    q_actions: np.ndarray,
+    q_wait: np.ndarray,
+    now_s: float,
+    rate: float,
+    burst: float,
+    limits: np.ndarray,
+    outcome: np.ndarray,
+    excess: np.ndarray,
+) -> None:
+    """Check a batch of inputs one at a time in order and buffer those that pass
+    (the rules are documented in :func:`tessera.zone.inputs.apply`); ``rows`` are
+    their players' entity rows (-1: unknown). Writes each input's ``outcome`` and,
+    for an accepted one, its move's ``excess`` over length 1."""
+    size = q_seq.shape[1]
+    for i in range(rows.size):
+        excess[i] = 0.0
+        r = rows[i]
+        if r < 0:
+            outcome[i] = UNKNOWN
+            continue
+        s = sequence[i]
+        why = screen(
+            s, move_x[i], move_z[i], yaw[i], pitch[i], actions[i], rtt_ms[i],
+            interp_ms[i], client_time_ms[i], limits,
+        )  # fmt: skip
+        if why == ACCEPTED and leaving[r]:
+            why = LEAVING
+        elif why == ACCEPTED and s <= seen_seq[r]:
+            why = REPEATED if s == seen_seq[r] else OLDER
+        if why != ACCEPTED:
+            outcome[i] = why
+            continue
+        t = refill(tokens[r], tokens_at[r], now_s, rate, burst)
+        tokens_at[r] = now_s
+        if t < 1.0:
+            tokens[r] = t
+            outcome[i] = STARVED
+            continue
+        tokens[r] = t - 1.0
+        seen_seq[r] = s
+        q = queued[r]
+        if q >= size:  # full: the oldest folds into the next (its actions kept)
+            q_actions[r, 1] |= q_actions[r, 0]
+            for j in range(size - 1):
+                q_seq[r, j] = q_seq[r, j + 1]
+                q_actions[r, j] = q_actions[r, j + 1]
+                q_wait[r, j] = q_wait[r, j + 1]
+                for f in range(q_values.shape[2]):
+                    q_values[r, j, f] = q_values[r, j + 1, f]
+            q = size - 1
+        mx, mz, yw, interp, over = clamp(move_x[i], move_z[i], yaw[i], interp_ms[i], limits)
+        q_seq[r, q] = s
+        q_values[r, q, 0] = mx
+        q_values[r, q, 1] = mz
+        q_values[r, q, 2] = yw
+        q_values[r, q, 3] = pitch[i]
+        q_values[r, q, 4] = rtt_ms[i]
+        q_values[r, q, 5] = interp
+        q_actions[r, q] = actions[i]
+        q_wait[r, q] = 0
+        queued[r] = q + 1
+        outcome[i] = ACCEPTED
+        excess[i] = over

@@ -584,10 +584,11 @@ class Simulation:
 
 
 def warm_up(cfg: ZoneConfig) -> None:
-    """Compile (or load from numba's disk cache) every kernel a tick calls, the game
-    module's included, with the argument types a tick passes: two players and an NPC
-    step through a throwaway simulation (one player attacking the other, the NPC
-    chasing), the second tick against an acknowledged baseline.
+    """Compile (or load from numba's disk cache) every kernel a tick and an input
+    batch call, the game module's included, with the argument types they pass: two
+    players and an NPC step through a throwaway simulation (one player's input
+    checked, one attacking the other, the NPC chasing), the second tick against an
+    acknowledged baseline.
     The zone calls this before it reports ready, so no tick waits for the JIT."""
     area = cfg.bounds or cfg.world_bounds
     sim = Simulation(cfg, area=area)
@@ -596,6 +597,7 @@ def warm_up(cfg: ZoneConfig) -> None:
         sim.add_player(entity_id=eid, player_id=f"warm-{eid}", pos=(cx, 0.0, cz), team=0)
         sim.attach(f"warm-{eid}")
     sim.ents.add(3, NPC, (cx, 0.0, cz), home=(cx, cz), waypoint=(cx, cz))  # compiles the chase
+    sim.submit(inputs.Input("warm-1", 1, move_x=2.0), 0.0)  # compiles the input check
     sim.ents.actions[0] = inputs.ACTION_MELEE | inputs.ACTION_RANGED  # compiles the aim
     frame = sim.step()
     for player, stream, seq in zip(
