@@ -153,7 +153,8 @@ class Links:
                 metrics.INPUTS_REJECTED.labels(reason).inc()
                 continue
             attached.append(inp)
-        self.sim.submit_many(messages.inputs(attached), now)
+        if attached:  # a batch of acknowledgements only is common
+            self.sim.submit_many(messages.inputs(attached), now)
         for ack in batch.acks:
             if ack.player_id in link.players:
                 self.sim.ack(ack.player_id, ack.stream, ack.sequence)

@@ -482,7 +482,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     async def checkpoint(self) -> int:
         """Save every player's durable state in one Redis command, then publish the
         non-zero anti-cheat tallies among them (docs/ZONE.md#anti-cheat)."""
-        states = [self._checkpoint_of(p) for p in list(self.sim.ents.players)]
+        records = self.sim.export_players(list(self.sim.ents.players), self.cfg.zone)
+        states = [messages.entity_state(r) for r in records]
         began = time.perf_counter()
         await self.store.save_checkpoints(states)
         metrics.CHECKPOINT.observe(time.perf_counter() - began)

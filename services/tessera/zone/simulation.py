@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -40,7 +41,7 @@ from tessera.zone.entities import (
     SYNTHETIC,
     Entities,
     Record,
-    export_state,
+    export_states,
     owned,
     spawn_state,
 )
@@ -253,10 +254,14 @@ class Simulation:
 
     def export_player(self, player_id: str, zone: str) -> Record:
         """The durable state of a present player."""
-        eid = self.ents.players[player_id]
-        return export_state(
-            self.ents, self.ents.index[eid], zone=zone, epoch=self.ents.extra[eid].epoch
-        )
+        return self.export_players([player_id], zone)[0]
+
+    def export_players(self, player_ids: Sequence[str], zone: str) -> list[Record]:
+        """The durable states of present players."""
+        e = self.ents
+        eids = [e.players[p] for p in player_ids]
+        epochs = [e.extra[eid].epoch for eid in eids]
+        return export_states(e, [e.index[eid] for eid in eids], zone=zone, epochs=epochs)
 
     # --- links ----------------------------------------------------------
 
