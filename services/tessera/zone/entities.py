@@ -218,10 +218,12 @@ def owned(ents: Entities) -> npt.NDArray[np.bool_]:
     return mask
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Record:
     """An entity's durable state: the checkpoint record and the handoff payload
-    (``EntityState`` on the wire)."""
+    (``EntityState`` on the wire). Read-only by convention, not frozen: a
+    checkpoint builds one per player every second, and a frozen dataclass's
+    constructor costs four times as much (2.5 µs more for these 24 fields)."""
 
     entity_id: int
     kind: int = 0
