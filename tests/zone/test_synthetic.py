@@ -110,13 +110,17 @@ def test_a_synthetic_player_walks_to_its_hotspot_with_its_snapshots_acknowledged
     s.add_player(entity_id=1, player_id="syn", pos=(-50.0, 0.0, 0.0), team=0, synthetic=True)
     s.add_player(entity_id=2, player_id="real", pos=(-50.0, 0.0, 5.0), team=0)
     assert "syn" in s.attached and "real" not in s.attached
+    s.attach("real")  # a real client that acknowledges nothing
     fulls = []
+    sent = 0
     for _ in range(30):
         frame = s.step()
-        assert frame.players == ["syn"]
-        fulls.append(bool(frame.batch.full[0]))
+        at = frame.players.index("syn")
+        fulls.append(bool(frame.batch.full[at]))
+        assert frame.batch.full[1 - at]  # the real client's: never acknowledged
+        sent += len(frame.batch.payloads[at])
     assert fulls[0] and not any(fulls[2:])  # acknowledged: deltas after the first
-    assert s.counts["synthetic_snapshots"] == 30 and s.counts["synthetic_bytes"] > 0
+    assert s.counts["synthetic_snapshots"] == 30 and s.counts["synthetic_bytes"] == sent
     row, real = s.ents.index[1], s.ents.index[2]
     assert s.ents.pos[row, 0] > -50.0 + 1.0  # walking east, to (101, 0.6)
     assert s.ents.pos[real, 0] == -50.0  # the real player has no inputs: stays

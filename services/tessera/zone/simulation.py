@@ -395,7 +395,7 @@ class Simulation:
             self.game.judge(self.ents, self._view(alive), events, self.counts)
         sight = self._interest()
         frame = self._encode(sight, events)
-        self._ack_synthetic(frame)
+        self._ack_synthetic(frame, sight)
         frame.step_s = time.perf_counter() - started
         frame.overload_level = self.governor.level
         level = self.governor.add(time.thread_time() - cpu)
@@ -471,19 +471,19 @@ class Simulation:
         )
         e.move[rows], e.yaw[rows] = synthetic.steer(e.pos[rows][:, [0, 2]], target)
 
-    def _ack_synthetic(self, frame: Frame) -> None:
+    def _ack_synthetic(self, frame: Frame, sight: Sight) -> None:
         """Synthetic players' snapshots are encoded, counted and not sent: each is
         acknowledged at once, as by a client on a perfect link, so the next one is
         a delta like a real client's."""
-        e = self.ents
-        batch = frame.batch
-        for i, player in enumerate(frame.players):
-            if e.flags[e.index[e.players[player]]] & SYNTHETIC:
-                self.encoder.ack(
-                    self.attached[player], int(batch.stream[i]), int(batch.sequence[i])
-                )
-                self.counts["synthetic_snapshots"] += 1
-                self.counts["synthetic_bytes"] += len(batch.payloads[i])
+        synthetic = (self.ents.flags[sight.viewer_rows] & SYNTHETIC) != 0
+        if not synthetic.any():
+            return
+        self.encoder.ack_many(sight.clients[synthetic], frame.batch.sequence[synthetic])
+        self.counts["synthetic_snapshots"] += int(synthetic.sum())
+        payloads = frame.batch.payloads
+        self.counts["synthetic_bytes"] += sum(
+            len(payloads[i]) for i in np.flatnonzero(synthetic).tolist()
+        )
 
     def _move(self, alive: npt.NDArray[np.bool_], events: list[Event]) -> None:
         e, n, cfg = self.ents, self.ents.n, self.cfg

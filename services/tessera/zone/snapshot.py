@@ -253,6 +253,10 @@ class SnapshotEncoder:
         self.acked[row] = max(int(self.acked[row]), sequence)
         return True
 
+    def ack_many(self, rows: I64, sequence: I64) -> None:
+        """Acknowledge the snapshots just encoded for ``rows`` (their own, so valid)."""
+        self.acked[rows] = np.maximum(self.acked[rows], sequence)
+
     def encode(
         self,
         rows: I64,
