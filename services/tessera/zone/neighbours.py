@@ -82,23 +82,18 @@ class Neighbours:
         the ghosts' lifetime, so a late tick does not let the neighbours' copies
         expire."""
         period = 1.0 / self.cfg.ghost_hz
-        published: tuple[int, int] = (-1, -1)  # (tick, roster) of the last batch
+        published: tuple[int, int] = (-1, -1)  # (tick, roster) when last looked at
         published_at = 0.0
         while True:
             began = time.monotonic()
             try:
-                if (
-                    self.territory.bounds is not None
-                    and self.territory.nearby(self.cfg.aura_m)
-                    and (
-                        (self.sim.tick, self.sim.roster) != published
-                        or began - published_at >= self.cfg.ghost_ttl_s / 2
-                    )
-                ):
-                    payload, count = self.batch()
-                    await self.store.publish_ghosts(payload)
-                    published, published_at = (self.sim.tick, self.sim.roster), began
-                    metrics.GHOSTS_OUT.inc(count)
+                seen = (self.sim.tick, self.sim.roster)
+                if seen != published or began - published_at >= self.cfg.ghost_ttl_s / 2:
+                    if self.territory.bounds is not None and self.territory.nearby(self.cfg.aura_m):
+                        payload, count = self.batch()
+                        await self.store.publish_ghosts(payload)
+                        metrics.GHOSTS_OUT.inc(count)
+                    published, published_at = seen, began
             except Exception:
                 log.exception("ghost publish failed")
             await asyncio.sleep(max(0.0, period - (time.monotonic() - began)))
@@ -151,7 +146,7 @@ class Neighbours:
             while True:
                 try:
                     await feed.follow({z for z, _r in self.territory.nearby(self.cfg.aura_m)})
-                    got = await feed.next(0.05)
+                    got = await feed.next(self.cfg.ghost_ttl_s / 4)  # then expiry is checked
                     now = time.monotonic()
                     if got is not None:
                         self.apply(got[0], got[1], now)

@@ -72,6 +72,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 MAX_PLAYER_ID = 128
 # Team numbers travel as u16 in snapshots and ghosts.
 MAX_TEAM = 0xFFFF
+INBOX_BLOCK_MS = 500  # an idle zone's inbox read: twice a second
+INBOX_BLOCK_DRAINING_MS = 50
 # A relay id is its pod name (a DNS subdomain): stored with every checkpoint.
 MAX_RELAY_ID = 253
 RELAY_ID_RULE = f"relay_id must be at most {MAX_RELAY_ID} printable characters"
@@ -123,6 +125,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         self.ticker.on_skip = metrics.TICKS_SKIPPED.inc
         self.ticker.on_error = metrics.TICK_ERRORS.inc
         self._tasks: list[asyncio.Task[None]] = []
+        self._ticked = asyncio.Event()  # set by each tick: the border scan follows it
         self._growing: asyncio.Task[None] | None = None
         self._npcs_spawned = False
         self._inbox_done: tuple[int, int] = (0, 0)  # the newest inbox entry handled
@@ -209,7 +212,6 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         counts, self.sim.counts = self.sim.counts, type(self.sim.counts)()
         metrics.observe(frame, counts, players=len(self.sim.ents.players), entities=self.sim.ents.n)
         metrics.TICK.observe(frame.step_s)
-        metrics.OVERLOADED.set(1 if self.ticker.stats.overloaded else 0)
         self.links.publish(frame)
         self._grow_ahead()
         if self.reporter is not None and self.sim.game.outcome is not None:
@@ -219,6 +221,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         if self.territory.state == State.ZONE_STATE_DRAINING:
             metrics.DRAIN_REMAINING.set(len(self.sim.ents.players))
             self._maybe_drained()
+        self._ticked.set()
 
     async def _grow(self, clients: int) -> None:
         """Snapshot state for ``clients`` attached players. The new memory is
@@ -354,8 +357,11 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     # --- the border ---------------------------------------------------------
 
     async def _scans(self) -> None:
-        """Between ticks: the zone map, handoffs to start, time out or force, hits on
-        ghosts to forward, offers to expire."""
+        """After each tick, and at least every ``handoff_scan_s`` between ticks: the
+        zone map, handoffs to start, time out or force, hits on ghosts to forward,
+        offers to expire. Entities move and hits land only in ticks, so a scan right
+        after one starts their handoffs at once; the scans between ticks are for
+        timeouts, deadlines and rests."""
         last_map = 0.0
         while True:
             try:
@@ -368,13 +374,23 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 self.border.expire()
             except Exception:
                 log.exception("handoff scan failed")
-            await asyncio.sleep(self.cfg.handoff_scan_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ticked.wait(), self.cfg.handoff_scan_s)
+            self._ticked.clear()
+
+    def _inbox_block_ms(self) -> int:
+        """How long an inbox read waits for a first entry: a read returns as soon as
+        one arrives, so this only sets how often an idle zone asks again; short
+        while draining, whose end waits for the reads to pass the inbox's close."""
+        if self.territory.state == State.ZONE_STATE_DRAINING or self._closed_upto is not None:
+            return INBOX_BLOCK_DRAINING_MS
+        return INBOX_BLOCK_MS
 
     async def _inbox(self) -> None:
         """Between ticks: handoff messages and forwarded hits from other zones."""
         while True:
             try:
-                entries = await self.store.receive()
+                entries = await self.store.receive(block_ms=self._inbox_block_ms())
                 msgs = [m for _e, m in entries if m is not None]
                 metrics.INBOX.labels("malformed").inc(len(entries) - len(msgs))
                 try:
@@ -426,6 +442,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         every owned entity too."""
         e = self.sim.ents
         stats = self.ticker.stats
+        overloaded = stats.overloaded
+        metrics.OVERLOADED.set(1 if overloaded else 0)  # with each heartbeat, not each tick
         draining = self.territory.state == State.ZONE_STATE_DRAINING
         players = [e.index[eid] for eid in e.players.values()]
         if len(players) > 512:
@@ -440,7 +458,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             tick_hz=self.cfg.tick_hz,
             tick_p50_ms=stats.percentile(50) * 1000,
             tick_p99_ms=stats.percentile(99) * 1000,
-            overloaded=stats.overloaded,
+            overloaded=overloaded,
             drain_remaining=len(e.players) if draining else 0,
             map_version=self.territory.map_version,
             updated_at_ms=time.time() * 1000,
