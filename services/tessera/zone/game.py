@@ -130,7 +130,10 @@ class Game:
             return ARGUMENTS
         mine = self.buckets.setdefault(eid, {})
         tokens, at = mine.get(action_id, (action.burst, now_s))
-        left = kernels.refill(tokens, at, now_s, action.rate_per_s, action.burst)
+        # floats: a module may give ints, and each argument type is another compile
+        left = kernels.refill(
+            float(tokens), float(at), float(now_s), float(action.rate_per_s), float(action.burst)
+        )
         if left < 1.0:
             mine[action_id] = (left, now_s)
             return RATE

@@ -168,12 +168,12 @@ def check(
 ) -> Command | str:
     """One input's clamped Command, or the reason ``nan`` / ``range`` for rejecting it
     (the value rules of :func:`apply`, on their own)."""
-    why = kernels.screen(
-        sequence, move_x, move_z, yaw, pitch, actions, rtt_ms, interp_ms, client_time_ms, _LIMITS
-    )
+    floats = [float(v) for v in (move_x, move_z, yaw, pitch, rtt_ms, interp_ms, client_time_ms)]
+    mx, mz, yw, pt, rtt, interp, client = floats  # one compiled signature, as apply's
+    why = kernels.screen(int(sequence), mx, mz, yw, pt, int(actions), rtt, interp, client, _LIMITS)
     if why != kernels.ACCEPTED:
         return _REASON[why]
-    mx, mz, yw, interp, excess = kernels.clamp(move_x, move_z, yaw, interp_ms, _LIMITS)
+    mx, mz, yw, interp, excess = kernels.clamp(mx, mz, yw, interp, _LIMITS)
     return Command(sequence, mx, mz, yw, pitch, actions, rtt_ms, interp, excess)
 
 

@@ -26,6 +26,8 @@ from tessera.zone.territory import Territory
 
 log = logging.getLogger(__name__)
 
+GHOST_POLL_S = 0.1  # the ghost reader's longest wait: expiry and new neighbours
+
 
 class Neighbours:
     """Ghosts shown here and shown of this zone, and hits across the border."""
@@ -77,17 +79,17 @@ class Neighbours:
 
     async def run_out(self) -> None:
         """Publish the aura up to ``ghost_hz`` times a second while there are
-        neighbours, but only when it may have changed: after a tick or when an owned
-        entity came or went (between ticks nothing moves), and otherwise after half
-        the ghosts' lifetime, so a late tick does not let the neighbours' copies
-        expire."""
+        neighbours, but only when it may have changed: after a tick, when an owned
+        entity came or went (between ticks nothing moves) or the zone map changed
+        (a new neighbour), and otherwise after half the ghosts' lifetime, so a late
+        tick does not let the neighbours' copies expire."""
         period = 1.0 / self.cfg.ghost_hz
-        published: tuple[int, int] = (-1, -1)  # (tick, roster) when last looked at
+        published = (-1, -1, -1)  # (tick, roster, zone map) when last looked at
         published_at = 0.0
         while True:
             began = time.monotonic()
             try:
-                seen = (self.sim.tick, self.sim.roster)
+                seen = (self.sim.tick, self.sim.roster, self.territory.map_version)
                 if seen != published or began - published_at >= self.cfg.ghost_ttl_s / 2:
                     if self.territory.bounds is not None and self.territory.nearby(self.cfg.aura_m):
                         payload, count = self.batch()
@@ -146,7 +148,7 @@ class Neighbours:
             while True:
                 try:
                     await feed.follow({z for z, _r in self.territory.nearby(self.cfg.aura_m)})
-                    got = await feed.next(self.cfg.ghost_ttl_s / 4)  # then expiry is checked
+                    got = await feed.next(min(GHOST_POLL_S, self.cfg.ghost_ttl_s / 4))
                     now = time.monotonic()
                     if got is not None:
                         self.apply(got[0], got[1], now)

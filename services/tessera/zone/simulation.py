@@ -30,7 +30,7 @@ from tessera.game.module import Module, load
 from tessera.game.view import View
 from tessera.wire.geometry import Rect
 from tessera.wire.snapshot import Quantization
-from tessera.zone import combat, inputs, interest, overload, synthetic
+from tessera.zone import combat, inputs, interest, kernels, overload, synthetic
 from tessera.zone.config import ZoneConfig
 from tessera.zone.entities import (
     DEAD,
@@ -603,6 +603,7 @@ def warm_up(cfg: ZoneConfig) -> None:
         sim.attach(f"warm-{eid}")
     sim.ents.add(3, NPC, (cx, 0.0, cz), home=(cx, cz), waypoint=(cx, cz))  # compiles the chase
     sim.submit(inputs.Input("warm-1", 1, move_x=2.0), 0.0)  # compiles the input check
+    kernels.refill(0.0, 0.0, 0.0, 1.0, 1.0)  # the game actions' rate bucket
     sim.ents.actions[0] = inputs.ACTION_MELEE | inputs.ACTION_RANGED  # compiles the aim
     frame = sim.step()
     for player, stream, seq in zip(
