@@ -220,6 +220,7 @@ def test_warm_up_compiles_every_signature_a_tick_uses() -> None:
         kernels.consume,
         kernels.integrate,
         kernels.nearest,
+        kernels.refill,
         kernels.refresh_views,
         kernels.visible,
     ]
