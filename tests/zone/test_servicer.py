@@ -293,6 +293,22 @@ async def test_a_drained_zone_takes_no_more_handoffs(zone: ServiceProcess, redis
     assert await redis.hget(keys.routes, "dave") == b"z0|3"
 
 
+async def test_an_idle_zone_reads_its_inbox_twice_a_second(
+    zone: ServiceProcess, redis: Redis
+) -> None:
+    """An inbox read returns at the first entry appended, so its block only sets
+    how often an idle zone asks again: every 500 ms (it was 50 ms, 20 reads a
+    second from every zone of a world)."""
+
+    async def reads() -> int:
+        stats = await redis.info("commandstats")
+        return int(stats.get("cmdstat_xreadgroup", {}).get("calls", 0))
+
+    before = await reads()
+    await asyncio.sleep(2.0)
+    assert 1 <= await reads() - before <= 6
+
+
 async def test_a_leave_from_a_relay_not_serving_the_player_changes_nothing(
     zone: ServiceProcess, redis: Redis
 ) -> None:

@@ -120,6 +120,9 @@ class Border:
         zone_map = await self.store.zone_map()
         if zone_map is None or zone_map.world != self.cfg.world:
             return False
+        held = self.territory.topo
+        if held is not None and zone_map.version <= held.version:
+            return False  # what adopt would say, without building the topology
         return self.territory.adopt(messages.topology(zone_map))
 
     def movement_area(self) -> Rect | None:
