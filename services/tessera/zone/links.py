@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -265,7 +266,9 @@ class Links:
     def publish(self, frame: Frame) -> None:
         """Group the frame's snapshots and events per link and queue them."""
         batch = frame.batch
-        per_link: dict[int, list[zone_pb2.PlayerSnapshot]] = {}
+        # Each link's message, and its snapshot list's add: snapshots are built in
+        # place (a PlayerSnapshot built apart and then copied in costs 2-3x more).
+        per_link: dict[int, tuple[zone_pb2.ZoneLinkDown, Any]] = {}
         queued = time.monotonic()
         streams = batch.stream.tolist()
         seqs = batch.sequence.tolist()
@@ -276,23 +279,20 @@ class Links:
                 continue
             if self.first_due and (due := self.first_due.pop(player, None)) is not None:
                 metrics.ARRIVAL.labels(due[1]).observe(queued - due[0])
-            per_link.setdefault(link_id, []).append(
-                zone_pb2.PlayerSnapshot(
-                    player_id=player,
-                    stream=streams[i],
-                    sequence=seqs[i],
-                    baseline=bases[i],
-                    tick=frame.tick,
-                    payload=batch.payloads[i],
-                )
+            if (held := per_link.get(link_id)) is None:
+                msg = zone_pb2.ZoneLinkDown(snapshots=zone_pb2.SnapshotBatch(tick=frame.tick))
+                held = per_link[link_id] = (msg, msg.snapshots.snapshots.add)
+            held[1](
+                player_id=player,
+                stream=streams[i],
+                sequence=seqs[i],
+                baseline=bases[i],
+                tick=frame.tick,
+                payload=batch.payloads[i],
             )
         now_ms = time.time() * 1000.0
-        for link_id, snaps in per_link.items():
-            msg = zone_pb2.ZoneLinkDown(
-                snapshots=zone_pb2.SnapshotBatch(
-                    tick=frame.tick, server_time_ms=now_ms, snapshots=snaps
-                )
-            )
+        for link_id, (msg, _add) in per_link.items():
+            msg.snapshots.server_time_ms = now_ms
             self._send(self.links[link_id], msg, "snapshots")
         for ev in frame.events:
             link_id = self.player_link.get(ev.player_id)
