@@ -120,9 +120,8 @@ class Border:
         zone_map = await self.store.zone_map()
         if zone_map is None or zone_map.world != self.cfg.world:
             return False
-        held = self.territory.topo
-        if held is not None and zone_map.version <= held.version:
-            return False  # what adopt would say, without building the topology
+        if not self.territory.newer(zone_map.version):
+            return False  # not rebuilt four times a second while unchanged
         return self.territory.adopt(messages.topology(zone_map))
 
     def movement_area(self) -> Rect | None:

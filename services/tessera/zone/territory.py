@@ -35,9 +35,13 @@ class Territory:
         """The newest map version this zone knows, from SetBounds or the zone map."""
         return max(self.bounds_version, self.topo.version if self.topo else 0)
 
+    def newer(self, version: int) -> bool:
+        """Whether a zone map of ``version`` is newer than the one held."""
+        return self.topo is None or version > self.topo.version
+
     def adopt(self, topo: Topology) -> bool:
         """Keep a zone map if it is newer than the one held; True if it was."""
-        if self.topo is not None and topo.version <= self.topo.version:
+        if not self.newer(topo.version):
             return False
         self.topo = topo
         return True
