@@ -26,7 +26,6 @@ from tessera.auth import cheating
 from tessera.auth.store import AuthStore
 from tessera.common.store import connect
 from tessera.harness.redis import LocalRedis
-from tessera.v1 import zone_pb2
 from tessera.zone.store import ZoneStore
 
 WEIGHTS = {"speed_clamps": 1.0, "teleports": 5.0}
@@ -51,10 +50,7 @@ async def measure(redis_url: str, size: int, repeat: int) -> dict[str, Any]:
         auth = AuthStore(redis)
         # One batch per run, every tally different from the run before (built untimed).
         batches = [
-            [
-                zone_pb2.EntityState(player_id=f"p{i}", speed_clamps=r + i % 7, teleports=i % 3)
-                for i in range(size)
-            ]
+            {f"p{i}": (r + i % 7, i % 3) for i in range(size)}  # (speed_clamps, teleports)
             for r in range(repeat + 1)
         ]
         changed = iter(batches[1:])

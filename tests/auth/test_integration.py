@@ -26,7 +26,7 @@ from tessera.common.database import Pool, open_database
 from tessera.common.process import ServiceProcess, free_port
 from tessera.harness.postgres import LocalPostgres
 from tessera.harness.redis import LocalRedis
-from tessera.v1 import auth_pb2, auth_pb2_grpc, zone_pb2
+from tessera.v1 import auth_pb2, auth_pb2_grpc
 from tessera.wire import access_token
 from tessera.wire.access_token import TokenError
 from tessera.zone.store import ZoneStore
@@ -285,9 +285,10 @@ async def test_database_outage_is_unavailable_and_auth_recovers(
                 cheater_id = (await auth.Register(cheater)).account_id
 
                 postgres.halt()
-                flagged = zone_pb2.EntityState(player_id=cheater_id, teleports=1)
                 await ZoneStore(redis, world="w1", zone="z1").publish_tallies(
-                    [flagged], ttl_s=60, now_ms=1
+                    {cheater_id: (0, 1)},
+                    ttl_s=60,
+                    now_ms=1,  # (speed_clamps, teleports)
                 )
                 for call in (
                     auth.Login(auth_pb2.LoginRequest(username="before", password=PASSWORD)),

@@ -27,7 +27,7 @@ from tessera.common.audit import AuditLog, AuditRecord
 from tessera.common.database import Pool
 from tessera.harness.audit import audit_trail
 from tessera.relay.store import RelayStore
-from tessera.v1 import auth_pb2, zone_pb2
+from tessera.v1 import auth_pb2
 from tessera.wire import connect_token
 from tessera.wire.access_token import b64url
 from tessera.zone.store import ZoneStore
@@ -934,11 +934,7 @@ async def test_ban_rpcs_are_for_admins_with_precise_errors(
 
 async def publish_tallies(redis: Any, zone: str, tallies: dict[str, tuple[int, int]]) -> None:
     """Publish players' (speed_clamps, teleports) as zone ``zone`` of world w1 does."""
-    states = [
-        zone_pb2.EntityState(player_id=p, speed_clamps=c, teleports=t)
-        for p, (c, t) in tallies.items()
-    ]
-    await ZoneStore(redis, world="w1", zone=zone).publish_tallies(states, ttl_s=60, now_ms=5000)
+    await ZoneStore(redis, world="w1", zone=zone).publish_tallies(tallies, ttl_s=60, now_ms=5000)
 
 
 async def test_list_suspects_ranks_a_worlds_players_for_admins_only(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tessera.game import (
     Action,
@@ -21,7 +23,7 @@ from tessera.wire.bounds import to_bounds
 from tessera.wire.geometry import Rect
 from tessera.wire.packet import MAX_RELIABLE
 from tessera.wire.snapshot import Quantization, announced
-from tessera.zone import messages
+from tessera.zone import kernels, messages
 from tessera.zone.entities import DEAD, PLAYER, Entities, Record, export_state, spawn_state
 from tessera.zone.handoff import Ack, Prepare
 from tessera.zone.topology import ZoneArea
@@ -79,6 +81,96 @@ def test_entity_state_round_trips_through_the_record() -> None:
     row = spawn_state(ents, rec, now_s=0.0)
     assert messages.entity_state(export_state(ents, row, zone="z", epoch=3)) == state
     assert messages.record(zone_pb2.EntityState(entity_id=5)) == Record(entity_id=5)
+
+
+KIT = (Component("hidden", "float32"), Component("carried", "uint16"), Component("heat", "float64"))
+U32, U64 = st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1)
+ANY_FLOAT = st.floats(allow_nan=False) | st.sampled_from([0.0, -0.0, 1e-45, 3.4e38, 1e300])
+VEC = st.tuples(ANY_FLOAT, ANY_FLOAT, ANY_FLOAT)
+TEXT = st.text(max_size=12)
+RECORDS = st.lists(
+    st.builds(
+        Record,
+        entity_id=U64.filter(bool),
+        kind=st.just(PLAYER),
+        player_id=st.text(min_size=1, max_size=12),
+        position=VEC,
+        velocity=VEC,
+        yaw=ANY_FLOAT,
+        health=st.floats(0.0, 100.0),
+        team=st.integers(0, 2**31 - 1),
+        flags=st.sampled_from([0, DEAD, 0x100, 0x101]),
+        last_input_seq=U32,
+        blob=st.binary(max_size=20),
+        relay_id=TEXT,
+        epoch=U64,
+        data_version=U64,
+        speed_clamps=U64,
+        teleports=U64,
+        kills=U64,
+        deaths=U64,
+        hits_dealt=U64,
+        hits_taken=U64,
+        match_id=TEXT,
+        role=TEXT,
+        components=st.fixed_dictionaries(
+            {"hidden": ANY_FLOAT, "carried": st.integers(0, 65535), "heat": ANY_FLOAT}
+        ),
+    ),
+    max_size=12,
+    unique_by=(lambda r: r.entity_id, lambda r: r.player_id),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(records=RECORDS, changed=st.integers(0, 11))
+def test_checkpoint_payloads_parse_as_the_players_entity_states(
+    records: list[Record], changed: int
+) -> None:
+    """Every field, at any value a column holds (-0.0, subnormal, huge, float32
+    overflow, 64-bit tallies, any text), reads back as entity_state builds it, and
+    a player's kept part is rebuilt when it changes."""
+    ents = Entities(components=KIT)
+    for r in records:
+        spawn_state(ents, r, now_s=0.0)
+        ents.extra[r.entity_id].epoch = r.epoch
+    checkpoints = messages.Checkpoints("z7")
+
+    def expected(player: str) -> zone_pb2.EntityState:
+        eid = ents.players[player]
+        return messages.entity_state(
+            export_state(ents, ents.index[eid], zone="z7", epoch=ents.extra[eid].epoch)
+        )
+
+    def check() -> None:
+        payloads = checkpoints.payloads(ents, list(ents.players))
+        assert list(payloads) == list(ents.players)
+        for player, payload in payloads.items():
+            assert zone_pb2.EntityState.FromString(payload) == expected(player)
+
+    check()
+    if records:
+        r = records[changed % len(records)]
+        extra = ents.extra[r.entity_id]
+        extra.relay_id, extra.teleports, extra.epoch = "moved", extra.teleports ^ 1, 99
+        ents.pos[ents.index[r.entity_id]] = (1.0, 2.0, 3.0)
+        check()
+        ents.remove(r.entity_id)
+        check()
+    assert checkpoints.payloads(ents, []) == {}
+
+
+def test_warm_up_compiles_the_checkpoint_kernel() -> None:
+    """After warm_up (which the zone runs before it reports ready), a checkpoint of
+    players with a game module's components compiles nothing new."""
+    messages.warm_up()
+    before = list(kernels.proto_rows.signatures)
+    assert before
+    ents = Entities(components=KIT)
+    for i in range(3):
+        ents.add_player(i + 1, f"p{i}", (1.0, 0.0, float(i)))
+    assert len(messages.Checkpoints("z").payloads(ents, list(ents.players))) == 3
+    assert list(kernels.proto_rows.signatures) == before
 
 
 def prepare(frm: str) -> zone_pb2.HandoffPrepare:

@@ -58,10 +58,12 @@ async def test_checkpoints_ids_and_heartbeat(redis: Client) -> None:
     b = ZoneStore(redis, world="w", zone="z2", id_block=3)
     ids = await a.next_ids(2) + await b.next_ids(2) + await a.next_ids(4)
     assert len(set(ids)) == len(ids) and min(ids) >= 1
-    states = [
-        zone_pb2.EntityState(entity_id=i, player_id=f"p{i}", position=common_pb2.Vec3(x=i))
+    states = {
+        f"p{i}": zone_pb2.EntityState(
+            entity_id=i, player_id=f"p{i}", position=common_pb2.Vec3(x=i)
+        ).SerializeToString()
         for i in range(3)
-    ]
+    }
     await a.save_checkpoints(states)
     loaded = await a.load_checkpoints(["p1", "p2", "nobody"])
     assert sorted(loaded) == ["p1", "p2"] and loaded["p2"].position.x == 2
@@ -79,16 +81,12 @@ async def test_checkpoints_ids_and_heartbeat(redis: Client) -> None:
 async def test_tallies_are_published_for_flagged_players_with_a_ttl(redis: Client) -> None:
     a = ZoneStore(redis, world="w", zone="z1")
     b = ZoneStore(redis, world="w", zone="z2")
-    states = [
-        zone_pb2.EntityState(player_id="clean"),
-        zone_pb2.EntityState(player_id="fast", speed_clamps=3),
-        zone_pb2.EntityState(player_id="jumpy", speed_clamps=1, teleports=2),
-    ]
-    assert await a.publish_tallies(states, ttl_s=60, now_ms=1000) == 2
-    assert await a.publish_tallies(states, ttl_s=60, now_ms=1200) == 0  # unchanged
-    assert await a.publish_tallies(states[:1], ttl_s=60, now_ms=1500) == 0
+    tallies = {"clean": (0, 0), "fast": (3, 0), "jumpy": (1, 2)}  # (speed_clamps, teleports)
+    assert await a.publish_tallies(tallies, ttl_s=60, now_ms=1000) == 2
+    assert await a.publish_tallies(tallies, ttl_s=60, now_ms=1200) == 0  # unchanged
+    assert await a.publish_tallies({"clean": (0, 0)}, ttl_s=60, now_ms=1500) == 0
     # The player moved on to z2 and clamped again: the newest tallies, zone, first time.
-    moved = [zone_pb2.EntityState(player_id="fast", speed_clamps=5)]
+    moved = {"fast": (5, 0)}
     assert await b.publish_tallies(moved, ttl_s=60, now_ms=2000) == 1
     keys = WorldKeys("w")
     assert await redis.zrange(keys.cheat_tallies("speed_clamps"), 0, -1, withscores=True) == [

@@ -52,6 +52,7 @@ async def build(config: ServerConfig) -> GrpcService:
     log.info("game module loaded", extra={"game_module": game.name})
     service_client = _service_client(cfg, trust, game)
     warm_up(cfg)
+    messages.warm_up()
     metrics.KERNELS_READY.set(time.perf_counter() - began)
     log.info("kernels ready in %.3f s", time.perf_counter() - began)
     redis = common_store.connect(config.redis_url)

@@ -46,7 +46,9 @@ if __name__ == "__main__":
     # `python -m tessera.zone.jitcache`: fill the cache (the image build runs this).
     prepare()
     exclude_scipy()
+    from tessera.zone import messages
     from tessera.zone.config import ZoneConfig
     from tessera.zone.simulation import warm_up
 
     warm_up(ZoneConfig.from_env())
+    messages.warm_up()

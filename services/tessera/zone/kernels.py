@@ -76,6 +76,77 @@ def _put(buf: np.ndarray, at: int, value: int | np.integer[Any], nbytes: int) ->
     return at + nbytes
 
 
+@njit(cache=True, nogil=True)
+def _varint(buf: np.ndarray, at: int, value: np.uint64) -> int:
+    """Write ``value`` as a protobuf base-128 varint at ``at``; the next offset."""
+    while value >= 0x80:
+        buf[at] = (value & 0x7F) | 0x80
+        value >>= 7
+        at += 1
+    buf[at] = value
+    return at + 1
+
+
+@njit(cache=True, nogil=True)
+def proto_rows(  # noqa: PLR0917 (numba kernels take positional arguments)
+    varints: np.ndarray,
+    varint_tags: np.ndarray,
+    floats: np.ndarray,
+    float_tags: np.ndarray,
+    vectors: np.ndarray,
+    vector_tags: np.ndarray,
+    coordinate_tags: np.ndarray,
+    entries: np.ndarray,
+    entry_heads: np.ndarray,
+    entry_at: np.ndarray,
+    out: np.ndarray,
+    ends: np.ndarray,
+) -> None:
+    """Serialise row ``i`` of numeric columns as protobuf fields into ``out``, one
+    row after another, ending at ``ends[i]``: ``varints`` (n, a, uint64) under
+    one-byte ``varint_tags``, ``floats`` (n, b, the bits of float32s) under
+    ``float_tags``, ``vectors`` (n, c, 3, the bits of doubles) as sub-messages of
+    three doubles (``coordinate_tags``), and ``entries`` (n, m, the bits of
+    doubles) as map entries, each after its head bytes
+    ``entry_heads[entry_at[k]:entry_at[k + 1]]`` (tag, length, key, value tag).
+    As protobuf does, a scalar whose bits are all zero is left out, and
+    sub-messages and map entries are always written. ``out`` holds
+    :func:`proto_rows_bound` bytes per row."""
+    at = 0
+    for i in range(varints.shape[0]):
+        for k in range(varints.shape[1]):
+            if varints[i, k] != 0:
+                out[at] = varint_tags[k]
+                at = _varint(out, at + 1, varints[i, k])
+        for k in range(vectors.shape[1]):
+            size = 0
+            for d in range(3):
+                if vectors[i, k, d] != 0:
+                    size += 9
+            out[at] = vector_tags[k]
+            out[at + 1] = size  # at most 27: one byte
+            at += 2
+            for d in range(3):
+                if vectors[i, k, d] != 0:
+                    out[at] = coordinate_tags[d]
+                    at = _put(out, at + 1, vectors[i, k, d], 8)
+        for k in range(floats.shape[1]):
+            if floats[i, k] != 0:
+                out[at] = float_tags[k]
+                at = _put(out, at + 1, floats[i, k], 4)
+        for k in range(entries.shape[1]):
+            for b in range(entry_at[k], entry_at[k + 1]):
+                out[at] = entry_heads[b]
+                at += 1
+            at = _put(out, at, entries[i, k], 8)
+        ends[i] = at
+
+
+def proto_rows_bound(columns: int, vectors: int, floats: int, heads: int, entries: int) -> int:
+    """Bytes :func:`proto_rows` writes for one row at most."""
+    return columns * 11 + vectors * (2 + 3 * 9) + floats * 5 + heads + entries * 8
+
+
 # Bytes of each field group (mask bits 0..7, in wire order): POS8, POS16, POS32,
 # HEIGHT, FACING, MOTION, VITALS, IDENT.
 GROUP_BYTES = (2, 4, 8, 2, 2, 6, 3, 3)

@@ -7,15 +7,20 @@ protobuf message; the shell (servicer, links, border) converts here.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
+from operator import attrgetter
+from typing import Any
 
 import numpy as np
+from google.protobuf.descriptor import Descriptor
 
 from tessera.game.errors import ModuleError
 from tessera.game.module import Module
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.wire.bounds import from_bounds
 from tessera.wire.snapshot import Quantization
-from tessera.zone.entities import Record
+from tessera.zone import kernels
+from tessera.zone.entities import Entities, Record
 from tessera.zone.events import Event
 from tessera.zone.handoff import Ack, Prepare
 from tessera.zone.inputs import Inputs
@@ -106,6 +111,107 @@ def entity_state(r: Record) -> zone_pb2.EntityState:
         role=r.role,
         components=r.components,
     )
+
+
+# EntityState's fields held in entity columns, which Checkpoints writes with
+# kernels.proto_rows, and those held in each player's Extra.
+_VARINTS = ("entity_id", "kind", "team", "flags", "last_input_seq")
+_FLOATS = ("yaw", "health")
+_VECTORS = ("position", "velocity")
+_EXTRA = (
+    "player_id", "blob", "relay_id", "epoch", "data_version", "speed_clamps", "teleports",
+    "kills", "deaths", "hits_dealt", "hits_taken", "match_id", "role",
+)  # fmt: skip
+_extra = attrgetter(*_EXTRA)
+
+
+def _tags(message: Descriptor, fields: Sequence[str], wire_type: int) -> np.ndarray:
+    """The one-byte protobuf tags of ``fields`` of ``message``."""
+    tags = [message.fields_by_name[f].number << 3 | wire_type for f in fields]
+    if max(tags) >= 0x80:
+        raise ValueError(f"a field of {fields} needs a tag of two bytes")
+    return np.array(tags, np.uint8)
+
+
+_STATE = zone_pb2.EntityState.DESCRIPTOR
+_VARINT_TAGS = _tags(_STATE, _VARINTS, 0)
+_FLOAT_TAGS = _tags(_STATE, _FLOATS, 5)
+_VECTOR_TAGS = _tags(_STATE, _VECTORS, 2)
+_COORDINATE_TAGS = _tags(common_pb2.Vec3.DESCRIPTOR, ("x", "y", "z"), 1)
+
+
+@cache
+def _entry_head(name: str) -> bytes:
+    """The bytes of a ``components`` map entry for ``name`` before its value."""
+    return zone_pb2.EntityState(components={name: 0.0}).SerializeToString()[:-8]
+
+
+class Checkpoints:
+    """The checkpoint payloads (serialised ``EntityState``) of many players at once,
+    for ``zone``: a checkpoint writes every player every second, and building each
+    player's record and message cost ~10 µs; this costs ~0.8 µs.
+
+    The numeric fields come from the entity columns through
+    :func:`kernels.proto_rows`; the rest (ids, strings, tallies, epoch) are a message
+    serialised once per player and kept while they do not change. Protobuf parses
+    concatenated messages as one, so a payload is the two parts joined, and
+    ``EntityState.FromString`` of it equals :func:`entity_state` of the player's
+    record (``tests/zone/test_messages.py``)."""
+
+    def __init__(self, zone: str) -> None:
+        self.zone = zone
+        self._held: dict[str, tuple[tuple[object, ...], bytes]] = {}
+
+    def payloads(self, ents: Entities, players: Sequence[str]) -> dict[str, bytes]:
+        """Player id -> checkpoint payload, for present ``players``."""
+        eids = [ents.players[p] for p in players]
+        index = np.array([ents.index[e] for e in eids], np.int64)
+        n, names = index.size, list(ents.columns)
+        varints = np.empty((n, len(_VARINTS)), np.uint64)
+        columns: tuple[np.ndarray, ...] = (ents.id, ents.kind, ents.team, ents.flags, ents.last_seq)
+        for k, col in enumerate(columns):
+            varints[:, k] = col[index]
+        with np.errstate(over="ignore"):  # to inf, as protobuf's float does
+            floats = np.stack([ents.yaw[index], ents.health[index]], 1).astype(np.float32)
+        vectors = np.stack([ents.pos[index], ents.vel[index]], 1)
+        entries = np.empty((n, len(names)), np.float64)
+        for k, name in enumerate(names):
+            entries[:, k] = ents.columns[name][index]
+        heads = [_entry_head(name) for name in names]
+        heads_at = np.cumsum([0, *map(len, heads)], dtype=np.int64)
+        bound = kernels.proto_rows_bound(
+            len(_VARINTS), len(_VECTORS), len(_FLOATS), int(heads_at[-1]), len(names)
+        )
+        out, ends = np.empty(n * bound, np.uint8), np.empty(n, np.int64)
+        kernels.proto_rows(
+            varints, _VARINT_TAGS, floats.view(np.uint32), _FLOAT_TAGS,
+            vectors.view(np.uint64), _VECTOR_TAGS, _COORDINATE_TAGS,
+            entries.view(np.uint64), np.array(bytearray(b"".join(heads)), np.uint8), heads_at,
+            out, ends,
+        )  # fmt: skip
+        numeric = out[: ends[-1] if n else 0].tobytes()
+        held, payloads, start = self._held, {}, 0
+        for eid, end in zip(eids, ends.tolist(), strict=True):
+            values: tuple[Any, ...] = _extra(ents.extra[eid])
+            player = values[0]
+            kept = held.get(player)
+            if kept is None or kept[0] != values:
+                rest = dict(zip(_EXTRA, values, strict=True))
+                kept = held[player] = (
+                    values,
+                    zone_pb2.EntityState(zone=self.zone, **rest).SerializeToString(),
+                )
+            payloads[player] = kept[1] + numeric[start:end]
+            start = end
+        if len(held) > len(ents.players):  # some have left
+            self._held = {p: kept for p, kept in held.items() if p in ents.players}
+        return payloads
+
+
+def warm_up() -> None:
+    """Compile (or load) the checkpoint kernel, as ``simulation.warm_up`` does the
+    tick's: the zone calls both before it reports ready."""
+    Checkpoints("warm").payloads(Entities(), [])
 
 
 def player_event(ev: Event) -> zone_pb2.PlayerEvent:

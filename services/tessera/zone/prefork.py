@@ -22,4 +22,5 @@ from tessera.zone.config import ZoneConfig  # noqa: E402
 from tessera.zone.simulation import warm_up  # noqa: E402
 
 warm_up(ZoneConfig.from_env(Env({})))
+messages.warm_up()
 settle_heap()  # the zones' collections never walk (nor copy) the template's objects

@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable
+from operator import attrgetter
 from typing import Any
 
 import grpc
@@ -36,6 +37,7 @@ from tessera.v1 import common_pb2, zone_pb2, zone_pb2_grpc
 from tessera.wire.bounds import from_bounds, to_bounds
 from tessera.wire.connect_token import MAX_MATCH_ID_BYTES, MAX_ROLE_BYTES
 from tessera.wire.geometry import Rect
+from tessera.wire.names import CHEAT_REASONS
 from tessera.zone import messages, metrics
 from tessera.zone.border import Border, Release
 from tessera.zone.config import ZoneConfig
@@ -50,6 +52,7 @@ from tessera.zone.store import ZoneStore, entry_age_s, entry_key
 from tessera.zone.territory import Territory
 from tessera.zone.tick import Ticker
 
+_tallies = attrgetter(*CHEAT_REASONS)  # a player's anti-cheat tallies, from its Extra
 log = logging.getLogger(__name__)
 
 # Who may call each RPC (tessera.authclient.access); docs/AUTH.md lists it. The
@@ -108,6 +111,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         self.audit = audit
         self.territory = Territory(cfg.zone, cfg.world_bounds, cfg.bounds)
         self.sim = Simulation(cfg, area=cfg.bounds or cfg.world_bounds, seed=cfg.seed)
+        self.checkpoints = messages.Checkpoints(cfg.zone)
         self.game_schema = messages.game_schema(self.sim.game.module)
         self.address = cfg.advertise_address
         self.links = Links(
@@ -500,18 +504,19 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     async def checkpoint(self) -> int:
         """Save every player's durable state in one Redis command, then publish the
         non-zero anti-cheat tallies among them (docs/ZONE.md#anti-cheat)."""
-        records = self.sim.export_players(list(self.sim.ents.players), self.cfg.zone)
-        states = [messages.entity_state(r) for r in records]
+        ents = self.sim.ents
+        payloads = self.checkpoints.payloads(ents, list(ents.players))
         began = time.perf_counter()
-        await self.store.save_checkpoints(states)
+        await self.store.save_checkpoints(payloads)
         metrics.CHECKPOINT.observe(time.perf_counter() - began)
+        tallies = {p: _tallies(ents.extra[eid]) for p, eid in ents.players.items()}
         await self.store.publish_tallies(
-            states, ttl_s=self.cfg.cheat_ttl_s, now_ms=int(time.time() * 1000)
+            tallies, ttl_s=self.cfg.cheat_ttl_s, now_ms=int(time.time() * 1000)
         )
-        return len(states)
+        return len(payloads)
 
-    def _checkpoint_of(self, player: str) -> zone_pb2.EntityState:
-        return messages.entity_state(self.sim.export_player(player, self.cfg.zone))
+    async def _save_checkpoint(self, player: str) -> None:
+        await self.store.save_checkpoints(self.checkpoints.payloads(self.sim.ents, [player]))
 
     async def _checkpoints(self) -> None:
         while True:
@@ -716,7 +721,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             self.sim.ents.extra[self.sim.ents.players[player]].epoch = epoch
         self.sim.ents.extra[self.sim.ents.players[player]].relay_id = request.relay_id
         self._enter_match(request)
-        await self.store.save_checkpoints([self._checkpoint_of(player)])
+        await self._save_checkpoint(player)
         self._presence("join", player)
 
     def _enter_match(self, request: zone_pb2.JoinRequest) -> None:
@@ -764,7 +769,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             self._persist([player], now=True)
             self._presence("leave", player)
         try:
-            await self.store.save_checkpoints([self._checkpoint_of(player)])
+            await self._save_checkpoint(player)
             await self.store.release_route(player)
         except RedisError as err:
             await _unavailable(context, err)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -41,7 +40,7 @@ from tessera.zone.entities import (
     SYNTHETIC,
     Entities,
     Record,
-    export_states,
+    export_state,
     owned,
     spawn_state,
 )
@@ -254,14 +253,9 @@ class Simulation:
 
     def export_player(self, player_id: str, zone: str) -> Record:
         """The durable state of a present player."""
-        return self.export_players([player_id], zone)[0]
-
-    def export_players(self, player_ids: Sequence[str], zone: str) -> list[Record]:
-        """The durable states of present players."""
         e = self.ents
-        eids = [e.players[p] for p in player_ids]
-        epochs = [e.extra[eid].epoch for eid in eids]
-        return export_states(e, [e.index[eid] for eid in eids], zone=zone, epochs=epochs)
+        eid = e.players[player_id]
+        return export_state(e, e.index[eid], zone=zone, epoch=e.extra[eid].epoch)
 
     # --- links ----------------------------------------------------------
 

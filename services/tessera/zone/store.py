@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -257,22 +258,19 @@ class ZoneStore:
             if raw is not None
         }
 
-    async def save_checkpoints(self, states: list[zone_pb2.EntityState]) -> None:
-        """Write many checkpoints in one command."""
-        if states:
-            await self.redis.hset(
-                self.keys.checkpoints,
-                mapping={s.player_id: s.SerializeToString() for s in states},
-            )
+    async def save_checkpoints(self, payloads: Mapping[str, bytes]) -> None:
+        """Write many checkpoints (serialised ``EntityState`` by player) in one command."""
+        mapping: dict[Any, Any] = dict(payloads)
+        if mapping:
+            await self.redis.hset(self.keys.checkpoints, mapping=mapping)
 
     async def publish_tallies(
-        self, states: list[zone_pb2.EntityState], *, ttl_s: int, now_ms: int
+        self, tallies: Mapping[str, tuple[int, ...]], *, ttl_s: int, now_ms: int
     ) -> int:
-        """Publish the anti-cheat tallies of the players in ``states`` that have any
-        and changed since this zone last published them, and forget (up to 1000
-        per call) players whose tallies have not changed for ``ttl_s``; one script,
-        which also sets the keys' TTL. How many players were written."""
-        tallies = {s.player_id: tuple(getattr(s, r) for r in CHEAT_REASONS) for s in states}
+        """Publish the anti-cheat tallies (by player, in ``CHEAT_REASONS`` order) that
+        are not all zero and changed since this zone last published them, and forget
+        (up to 1000 per call) players whose tallies have not changed for ``ttl_s``;
+        one script, which also sets the keys' TTL. How many players were written."""
         flagged = {p: t for p, t in tallies.items() if any(t)}
         self._published, previous = flagged, self._published
         if not flagged:
@@ -280,7 +278,7 @@ class ZoneStore:
         changed = [(p, t) for p, t in flagged.items() if previous.get(p) != t]
         k = self.keys
         reasons = [k.cheat_tallies(r) for r in CHEAT_REASONS]
-        rows = [v for p, t in changed for v in (p, *t)]
+        rows: list[Any] = [v for p, t in changed for v in (p, *t)]
         await self._tallies(
             keys=[*reasons, k.cheat_zones, k.cheat_since, k.cheat_changed],
             args=[self.zone, now_ms, ttl_s, len(CHEAT_REASONS), *rows],
