@@ -101,7 +101,7 @@ RECORDS = st.lists(
         team=st.integers(0, 2**31 - 1),
         flags=st.sampled_from([0, DEAD, 0x100, 0x101]),
         last_input_seq=U32,
-        blob=st.binary(max_size=20),
+        blob=st.binary(max_size=20) | st.just(bytes(range(256)) * 8),  # over KEEP_MAX
         relay_id=TEXT,
         epoch=U64,
         data_version=U64,
@@ -127,9 +127,10 @@ RECORDS = st.lists(
 def test_checkpoint_payloads_parse_as_the_players_entity_states(
     records: list[Record], changed: int
 ) -> None:
-    """Every field, at any value a column holds (-0.0, subnormal, huge, float32
-    overflow, 64-bit tallies, any text), reads back as entity_state builds it, and
-    a player's kept part is rebuilt when it changes."""
+    """Every field, over the values a zone's columns hold (-0.0, subnormals, huge
+    and float32-overflowing floats, 64-bit tallies, any text, a blob too large to
+    keep), reads back as entity_state builds it, and a player's kept part is
+    rebuilt when it changes."""
     ents = Entities(components=KIT)
     for r in records:
         spawn_state(ents, r, now_s=0.0)

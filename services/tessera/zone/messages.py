@@ -123,6 +123,7 @@ _EXTRA = (
     "kills", "deaths", "hits_dealt", "hits_taken", "match_id", "role",
 )  # fmt: skip
 _extra = attrgetter(*_EXTRA)
+KEEP_MAX = 1024  # bytes of a player's serialised Extra fields that Checkpoints keeps
 
 
 def _tags(message: Descriptor, fields: Sequence[str], wire_type: int) -> np.ndarray:
@@ -149,11 +150,13 @@ def _entry_head(name: str) -> bytes:
 class Checkpoints:
     """The checkpoint payloads (serialised ``EntityState``) of many players at once,
     for ``zone``: a checkpoint writes every player every second, and building each
-    player's record and message cost ~10 µs; this costs ~0.8 µs.
+    player's record and message costs ~10× as much (bench/zone_checkpoint.py).
 
     The numeric fields come from the entity columns through
     :func:`kernels.proto_rows`; the rest (ids, strings, tallies, epoch) are a message
-    serialised once per player and kept while they do not change. Protobuf parses
+    serialised once per player and kept while they do not change, unless it is
+    over :data:`KEEP_MAX` bytes (a large ``blob``: rebuilt each time rather than
+    held twice). Protobuf parses
     concatenated messages as one, so a payload is the two parts joined, and
     ``EntityState.FromString`` of it equals :func:`entity_state` of the player's
     record (``tests/zone/test_messages.py``)."""
@@ -197,10 +200,9 @@ class Checkpoints:
             kept = held.get(player)
             if kept is None or kept[0] != values:
                 rest = dict(zip(_EXTRA, values, strict=True))
-                kept = held[player] = (
-                    values,
-                    zone_pb2.EntityState(zone=self.zone, **rest).SerializeToString(),
-                )
+                kept = (values, zone_pb2.EntityState(zone=self.zone, **rest).SerializeToString())
+                if len(kept[1]) <= KEEP_MAX:
+                    held[player] = kept
             payloads[player] = kept[1] + numeric[start:end]
             start = end
         if len(held) > len(ents.players):  # some have left

@@ -21,7 +21,6 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable
-from operator import attrgetter
 from typing import Any
 
 import grpc
@@ -52,7 +51,6 @@ from tessera.zone.store import ZoneStore, entry_age_s, entry_key
 from tessera.zone.territory import Territory
 from tessera.zone.tick import Ticker
 
-_tallies = attrgetter(*CHEAT_REASONS)  # a player's anti-cheat tallies, from its Extra
 log = logging.getLogger(__name__)
 
 # Who may call each RPC (tessera.authclient.access); docs/AUTH.md lists it. The
@@ -506,10 +504,13 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         non-zero anti-cheat tallies among them (docs/ZONE.md#anti-cheat)."""
         ents = self.sim.ents
         payloads = self.checkpoints.payloads(ents, list(ents.players))
+        tallies = {
+            p: tuple(getattr(ents.extra[eid], r) for r in CHEAT_REASONS)
+            for p, eid in ents.players.items()
+        }
         began = time.perf_counter()
         await self.store.save_checkpoints(payloads)
         metrics.CHECKPOINT.observe(time.perf_counter() - began)
-        tallies = {p: _tallies(ents.extra[eid]) for p, eid in ents.players.items()}
         await self.store.publish_tallies(
             tallies, ttl_s=self.cfg.cheat_ttl_s, now_ms=int(time.time() * 1000)
         )
