@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from tessera.relay.session import Session, SessionTable
 
 
@@ -39,3 +41,32 @@ def test_idle_sessions() -> None:
     table.add(make("new", ("127.0.0.1", 2), last_seen=5.0))
     table.add(make("stream", last_seen=0.0))  # gRPC: ended by the stream, not a timer
     assert [s.player_id for s in table.idle(now=12.0)] == ["old"]
+
+
+def test_counts_can_be_read_from_the_metrics_thread_while_sessions_change() -> None:
+    """The /metrics server thread counts sessions while the event loop adds and
+    removes them: a count never fails with the table changing under it."""
+    table = SessionTable()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def scrape() -> None:
+        while not stop.is_set():
+            try:
+                table.counts()
+            except RuntimeError as err:  # dictionary changed size during iteration
+                errors.append(err)
+                return
+
+    reader = threading.Thread(target=scrape)
+    reader.start()
+    try:
+        for i in range(20_000):
+            session = make(f"p{i}", ("127.0.0.1", i))
+            table.add(session)
+            if i % 2:
+                table.remove(session)
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == [] and len(table) == 10_000

@@ -107,7 +107,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
         metrics.RelayCollector(
             counters,
             gateway.sessions.counts,
-            lambda: {zone: link.reconnects for zone, link in gateway.links.items()},
+            lambda: {zone: link.reconnects for zone, link in list(gateway.links.items())},
         )
     )
     try:

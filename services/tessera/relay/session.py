@@ -124,8 +124,11 @@ class SessionTable:
             del self.by_address[session.address]
 
     def counts(self) -> dict[str, int]:
+        """Sessions by transport. Read by the /metrics thread while the loop changes
+        the table: it counts over a copy (``list`` of a dict view is one step under
+        the GIL; iterating the view itself would fail if the table changed)."""
         counts: dict[str, int] = {}
-        for session in self.by_player.values():
+        for session in list(self.by_player.values()):
             counts[session.transport] = counts.get(session.transport, 0) + 1
         return counts
 
