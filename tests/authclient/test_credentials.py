@@ -28,6 +28,11 @@ async def _whoami(request: bytes, context: Any) -> bytes:
     return f"{claims.sub}:{','.join(claims.roles)}".encode()
 
 
+async def _whoami_stream(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+    async for _ in requests:
+        yield await _whoami(b"", context)
+
+
 def _token(*roles: str, sub: str) -> str:
     (entry,) = access_metadata(KEY.kid, KEY.private_key, *roles, sub=sub)
     return entry[1].removeprefix("Bearer ")
@@ -35,11 +40,17 @@ def _token(*roles: str, sub: str) -> str:
 
 @pytest.fixture
 async def server() -> AsyncIterator[str]:
-    rules: dict[str, access.Rule] = {"/tessera.test.Svc/WhoAmI": access.ROLES}
+    rules: dict[str, access.Rule] = {
+        "/tessera.test.Svc/WhoAmI": access.ROLES,
+        "/tessera.test.Svc/Link": access.ROLES,
+    }
     srv = grpc.aio.server(
         interceptors=[access.AccessInterceptor(Verifier({KEY.kid: KEY.public_key}), rules)]
     )
-    handlers = {"WhoAmI": grpc.unary_unary_rpc_method_handler(_whoami)}
+    handlers = {
+        "WhoAmI": grpc.unary_unary_rpc_method_handler(_whoami),
+        "Link": grpc.stream_stream_rpc_method_handler(_whoami_stream),
+    }
     srv.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("tessera.test.Svc", handlers),)
     )
@@ -84,6 +95,31 @@ async def test_a_refused_token_is_dropped_and_the_next_call_logs_in(server: str)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await whoami(b"")
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await channel.close(None)
+        await credentials.close()
+
+
+async def test_a_link_channel_leaves_bidirectional_streams_to_bring_their_token(
+    server: str,
+) -> None:
+    """The relay's ZoneLink channel: unary calls carry the token as on any channel;
+    a bidirectional stream is not intercepted and brings ``metadata()`` itself."""
+    credentials = logged_in(_token("service", sub="service:svc"))
+    channel = credentials.link_channel(server)
+    try:
+        whoami = channel.unary_unary("/tessera.test.Svc/WhoAmI", None, None)
+        assert await whoami(b"") == b"service:svc:service"
+        link = channel.stream_stream("/tessera.test.Svc/Link", None, None)
+        bare = link(None)
+        await bare.write(b"")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await bare.read()
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        own = link(None, metadata=await credentials.metadata())
+        await own.write(b"")
+        assert await own.read() == b"service:svc:service"
+        await own.done_writing()
     finally:
         await channel.close(None)
         await credentials.close()

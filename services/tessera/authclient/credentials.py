@@ -34,14 +34,11 @@ class TokenSource(Protocol):
     def rejected(self, token: str) -> None: ...
 
 
-def bearer_interceptors(source: TokenSource) -> list[Any]:
-    """Client interceptors adding ``authorization: Bearer <token>`` to every call."""
-    return [
-        _UnaryUnary(source),
-        _UnaryStream(source),
-        _StreamUnary(source),
-        _StreamStream(source),
-    ]
+def bearer_interceptors(source: TokenSource, *, stream_stream: bool = True) -> list[Any]:
+    """Client interceptors adding ``authorization: Bearer <token>`` to every call,
+    or, without ``stream_stream``, to every call but bidirectional streams."""
+    found: list[Any] = [_UnaryUnary(source), _UnaryStream(source), _StreamUnary(source)]
+    return [*found, _StreamStream(source)] if stream_stream else found
 
 
 class ServiceCredentials:
@@ -99,6 +96,19 @@ class ServiceCredentials:
     def zone_channel(self, address: str) -> grpc.aio.Channel:
         """:meth:`channel_to` a zone."""
         return self.channel_to(address, zone=True)
+
+    def link_channel(self, address: str) -> grpc.aio.Channel:
+        """A channel to a zone for a relay's ``ZoneLink``: its other calls carry this
+        service's token, while a bidirectional stream must bring it in its own
+        metadata (:meth:`metadata`). grpc.aio passes each message of an intercepted
+        stream through a queue and a second task, and a ZoneLink carries every
+        input and snapshot batch (docs/AUTH.md, "Service credentials")."""
+        interceptors = bearer_interceptors(self, stream_stream=False)
+        return tls.channel(address, zone=True, interceptors=interceptors)
+
+    async def metadata(self) -> tuple[tuple[str, str], ...]:
+        """This service's ``authorization`` metadata, for a call to bring itself."""
+        return bearer_metadata(await self.access_token())
 
     async def close(self) -> None:
         await self.channel.close(None)

@@ -66,7 +66,8 @@ async def build(server_config: ServerConfig) -> GrpcService:
         store=relay_store,
         opener=rejecting(tokens.open),
         counters=counters,
-        channel=credentials.zone_channel,
+        channel=credentials.link_channel,
+        link_metadata=credentials.metadata,
     )
     endpoint = UdpEndpoint(
         gateway,

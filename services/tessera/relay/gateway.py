@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from tessera.relay.presence import Presence
 from tessera.relay.routing import Route, RouteCache
 from tessera.relay.session import Session, SessionTable
 from tessera.relay.store import RelayStore
-from tessera.relay.upstream import ZoneLink
+from tessera.relay.upstream import ZoneLink, no_metadata
 from tessera.relay.zones import warm_zones
 from tessera.v1 import relay_pb2, zone_pb2
 
@@ -90,9 +90,11 @@ class Gateway:
         opener: TokenOpener,
         counters: Counters,
         channel: Callable[[str], grpc.aio.Channel] = tls.zone_channel,
+        link_metadata: Callable[[], Awaitable[Sequence[tuple[str, str]]]] = no_metadata,
     ) -> None:
         self.config = config
         self.channel = channel
+        self.link_metadata = link_metadata
         self.store = store
         self.admission = Admission(
             world=config.world,
@@ -380,6 +382,7 @@ class Gateway:
                 rpc_timeout_s=self.config.rpc_timeout_s,
                 silence_s=self.config.zone_silence_s,
                 channel=self.channel,
+                link_metadata=self.link_metadata,
             )
             self.links[zone] = link
             link.start()

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -33,6 +33,11 @@ MAX_JOINS = 32
 MAX_OUTBOX = 256
 # Inputs kept per player while a link is down (clients resend about as many).
 REPLAY_INPUTS = 8
+
+
+async def no_metadata() -> Sequence[tuple[str, str]]:
+    """A ZoneLink's own metadata where zones check no token (tests, local runs)."""
+    return ()
 
 
 def call_bound_s(rpc_timeout_s: float) -> float:
@@ -111,10 +116,13 @@ class ZoneLink:
         rpc_timeout_s: float = 3.0,
         silence_s: float = 1.0,
         channel: Callable[[str], grpc.aio.Channel] = tls.zone_channel,
+        link_metadata: Callable[[], Awaitable[Sequence[tuple[str, str]]]] = no_metadata,
     ) -> None:
         self.zone = zone
-        # Opens the channel to the zone's address (the relay's: with its service token).
+        # Opens the channel to the zone's address (the relay's: with its service
+        # token on Join and Leave); the stream brings its own, ``link_metadata``.
         self.open_channel = channel
+        self.link_metadata = link_metadata
         self.relay_id = relay_id
         self.resolve = resolve
         self.handler = handler
@@ -356,7 +364,7 @@ class ZoneLink:
             self._channel = self.open_channel(address)
             self.address = address
         stub: Any = zone_pb2_grpc.ZoneStub(self._channel)
-        call = stub.ZoneLink()
+        call = stub.ZoneLink(metadata=await self.link_metadata())
         await call.write(zone_pb2.ZoneLinkUp(hello=zone_pb2.LinkHello(relay_id=self.relay_id)))
         first = await asyncio.wait_for(call.read(), self.rpc_timeout_s)
         if not isinstance(first, zone_pb2.ZoneLinkDown) or first.WhichOneof("msg") != "welcome":
