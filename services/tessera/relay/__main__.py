@@ -108,7 +108,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
         metrics.RelayCollector(
             counters,
             gateway.sessions.counts,
-            lambda: {zone: link.reconnects for zone, link in list(gateway.links.items())},
+            lambda: {link.zone: link.reconnects for link in list(gateway.links.values())},
         )
     )
     try:

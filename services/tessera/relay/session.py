@@ -125,8 +125,9 @@ class SessionTable:
 
     def counts(self) -> dict[str, int]:
         """Sessions by transport. Read by the /metrics thread while the loop changes
-        the table: it counts over a copy (``list`` of a dict view is one step under
-        the GIL; iterating the view itself would fail if the table changed)."""
+        the table: it counts over a copy (``list`` of a dict's values allocates
+        nothing while it copies, so no collection hands the GIL over mid-copy;
+        iterating the view itself would fail if the table changed)."""
         counts: dict[str, int] = {}
         for session in list(self.by_player.values()):
             counts[session.transport] = counts.get(session.transport, 0) + 1
