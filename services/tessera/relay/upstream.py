@@ -36,7 +36,8 @@ REPLAY_INPUTS = 8
 
 
 async def no_metadata() -> Sequence[tuple[str, str]]:
-    """A ZoneLink's own metadata where zones check no token (tests, local runs)."""
+    """A ZoneLink that brings no metadata of its own (its channel's interceptors add
+    any token the zone asks for)."""
     return ()
 
 

@@ -156,10 +156,9 @@ class Checkpoints:
     :func:`kernels.proto_rows`; the rest (ids, strings, tallies, epoch) are a message
     serialised once per player and kept while they do not change, unless it is
     over :data:`KEEP_MAX` bytes (a large ``blob``: rebuilt each time rather than
-    held twice). Protobuf parses
-    concatenated messages as one, so a payload is the two parts joined, and
-    ``EntityState.FromString`` of it equals :func:`entity_state` of the player's
-    record (``tests/zone/test_messages.py``)."""
+    held twice). Protobuf parses concatenated messages as one, so a payload is the
+    two parts joined, and ``EntityState.FromString`` of it equals
+    :func:`entity_state` of the player's record (``tests/zone/test_messages.py``)."""
 
     def __init__(self, zone: str) -> None:
         self.zone = zone
