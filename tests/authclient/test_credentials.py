@@ -14,6 +14,7 @@ import pytest
 
 from tessera.auth.keys import SigningKey
 from tessera.authclient import access
+from tessera.authclient.bearer import bearer_metadata
 from tessera.authclient.credentials import ServiceCredentials
 from tessera.authclient.verifier import Verifier
 from tessera.common.process import free_port
@@ -104,7 +105,7 @@ async def test_a_link_channel_leaves_bidirectional_streams_to_bring_their_token(
     server: str,
 ) -> None:
     """The relay's ZoneLink channel: unary calls carry the token as on any channel;
-    a bidirectional stream is not intercepted and brings ``metadata()`` itself."""
+    a bidirectional stream is not intercepted and brings the token itself."""
     credentials = logged_in(_token("service", sub="service:svc"))
     channel = credentials.link_channel(server)
     try:
@@ -116,7 +117,7 @@ async def test_a_link_channel_leaves_bidirectional_streams_to_bring_their_token(
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await bare.read()
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        own = link(None, metadata=await credentials.metadata())
+        own = link(None, metadata=bearer_metadata(await credentials.access_token()))
         await own.write(b"")
         assert await own.read() == b"service:svc:service"
         await own.done_writing()

@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
+from tessera.common import tls
 from tessera.common.process import free_port
 from tessera.common.store import Client, WorldKeys, connect
 from tessera.harness.redis import LocalRedis
@@ -861,6 +862,52 @@ async def test_a_zone_in_the_registry_gets_a_warm_link_that_its_first_player_use
             assert time.monotonic() < deadline + 10.0, "no snapshot over the warm link"
             await asyncio.sleep(0.05)
         assert gw.links["a"] is link and link.reconnects == 0 and link.attached == {"p1"}
+    finally:
+        await gw.close_all()
+        world.stop()
+
+
+class _RefusedFirst:
+    """A token source whose first token no zone accepts; once it is given back as
+    refused, it hands out the harness's valid one."""
+
+    def __init__(self) -> None:
+        self.refused: list[str] = []
+
+    async def access_token(self) -> str:
+        return await LOCAL.access_token() if self.refused else "not.a.token"
+
+    def rejected(self, token: str) -> None:
+        self.refused.append(token)
+
+
+@pytest.mark.integration
+async def test_a_link_whose_token_a_zone_refuses_gives_it_back_and_comes_up_with_a_new_one(
+    redis: Client, redis_server: LocalRedis
+) -> None:
+    """The ZoneLink brings its own token (its channel does not intercept streams):
+    a zone's UNAUTHENTICATED goes back to the token source, whose next token the
+    reconnect uses, so a revoked or unknown service token does not keep the link
+    down until its renewal is due."""
+    world = World(redis, redis_server.url, world="w")
+    tokens = _RefusedFirst()
+    gw = Gateway(
+        GatewayConfig(relay_id="r1", world="w"),
+        store=RelayStore(redis, "w"),
+        opener=refuse,
+        counters=Counters(),
+        channel=tls.zone_channel,  # no interceptors: the stream's token is its own
+        tokens=tokens,
+    )
+    try:
+        await world.start_all([ZoneSpec("a", Rect(-100, -100, 100, 100))])
+        deadline = time.monotonic() + 20.0
+        while "a" not in await gw.store.zone_statuses():
+            assert time.monotonic() < deadline, "no heartbeat"
+            await asyncio.sleep(0.05)
+        assert await gw.warm() == ["a"]
+        await asyncio.wait_for(gw.links["a"].ready(), 10.0)
+        assert gw.links["a"].connected and tokens.refused == ["not.a.token"]
     finally:
         await gw.close_all()
         world.stop()

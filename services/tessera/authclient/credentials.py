@@ -100,15 +100,12 @@ class ServiceCredentials:
     def link_channel(self, address: str) -> grpc.aio.Channel:
         """A channel to a zone for a relay's ``ZoneLink``: its other calls carry this
         service's token, while a bidirectional stream must bring it in its own
-        metadata (:meth:`metadata`). grpc.aio passes each message of an intercepted
+        metadata (``bearer_metadata(await access_token())``) and give a refused one
+        back (:meth:`rejected`). grpc.aio passes each message of an intercepted
         stream through a queue and a second task, and a ZoneLink carries every
         input and snapshot batch (docs/AUTH.md, "Service credentials")."""
         interceptors = bearer_interceptors(self, stream_stream=False)
         return tls.channel(address, zone=True, interceptors=interceptors)
-
-    async def metadata(self) -> tuple[tuple[str, str], ...]:
-        """This service's ``authorization`` metadata, for a call to bring itself."""
-        return bearer_metadata(await self.access_token())
 
     async def close(self) -> None:
         await self.channel.close(None)

@@ -67,7 +67,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
         opener=rejecting(tokens.open),
         counters=counters,
         channel=credentials.link_channel,
-        link_metadata=credentials.metadata,
+        tokens=credentials,
     )
     endpoint = UdpEndpoint(
         gateway,

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ import grpc
 from opentelemetry.trace import get_current_span
 from redis.exceptions import RedisError
 
+from tessera.authclient.credentials import TokenSource
 from tessera.common import tls, tracing
 from tessera.relay import resume
 from tessera.relay.admission import Admission, Grant, TokenOpener
@@ -33,7 +34,7 @@ from tessera.relay.presence import Presence
 from tessera.relay.routing import Route, RouteCache
 from tessera.relay.session import Session, SessionTable
 from tessera.relay.store import RelayStore
-from tessera.relay.upstream import ZoneLink, no_metadata
+from tessera.relay.upstream import ZoneLink
 from tessera.relay.zones import warm_zones
 from tessera.v1 import relay_pb2, zone_pb2
 
@@ -90,11 +91,11 @@ class Gateway:
         opener: TokenOpener,
         counters: Counters,
         channel: Callable[[str], grpc.aio.Channel] = tls.zone_channel,
-        link_metadata: Callable[[], Awaitable[Sequence[tuple[str, str]]]] = no_metadata,
+        tokens: TokenSource | None = None,
     ) -> None:
         self.config = config
         self.channel = channel
-        self.link_metadata = link_metadata
+        self.tokens = tokens
         self.store = store
         self.admission = Admission(
             world=config.world,
@@ -382,7 +383,7 @@ class Gateway:
                 rpc_timeout_s=self.config.rpc_timeout_s,
                 silence_s=self.config.zone_silence_s,
                 channel=self.channel,
-                link_metadata=self.link_metadata,
+                tokens=self.tokens,
             )
             self.links[zone] = link
             link.start()

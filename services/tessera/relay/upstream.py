@@ -15,11 +15,13 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import grpc
 
+from tessera.authclient.bearer import bearer_metadata
+from tessera.authclient.credentials import TokenSource
 from tessera.common import tls, tracing
 from tessera.relay.metrics import UP_LATENCY, observe_sampled
 from tessera.v1 import relay_pb2, zone_pb2, zone_pb2_grpc
@@ -33,12 +35,6 @@ MAX_JOINS = 32
 MAX_OUTBOX = 256
 # Inputs kept per player while a link is down (clients resend about as many).
 REPLAY_INPUTS = 8
-
-
-async def no_metadata() -> Sequence[tuple[str, str]]:
-    """A ZoneLink that brings no metadata of its own (its channel's interceptors add
-    any token the zone asks for)."""
-    return ()
 
 
 def call_bound_s(rpc_timeout_s: float) -> float:
@@ -117,13 +113,16 @@ class ZoneLink:
         rpc_timeout_s: float = 3.0,
         silence_s: float = 1.0,
         channel: Callable[[str], grpc.aio.Channel] = tls.zone_channel,
-        link_metadata: Callable[[], Awaitable[Sequence[tuple[str, str]]]] = no_metadata,
+        tokens: TokenSource | None = None,
     ) -> None:
         self.zone = zone
         # Opens the channel to the zone's address (the relay's: with its service
-        # token on Join and Leave); the stream brings its own, ``link_metadata``.
+        # token on Join and Leave). The stream brings its own from ``tokens`` (None:
+        # the channel's interceptors add any the zone asks for), and gives back
+        # a token the zone refused, so the next attempt logs in again.
         self.open_channel = channel
-        self.link_metadata = link_metadata
+        self.tokens = tokens
+        self._token = ""
         self.relay_id = relay_id
         self.resolve = resolve
         self.handler = handler
@@ -332,6 +331,8 @@ class ZoneLink:
                     "zone link broken",
                     extra={"zone": self.zone, "address": self.address, "code": err.code().name},
                 )
+                if err.code() == grpc.StatusCode.UNAUTHENTICATED and self.tokens is not None:
+                    self.tokens.rejected(self._token)
             except (ConnectionError, TimeoutError, OSError) as err:
                 log.warning("zone link unavailable", extra={"zone": self.zone, "error": str(err)})
             except Exception:
@@ -365,7 +366,11 @@ class ZoneLink:
             self._channel = self.open_channel(address)
             self.address = address
         stub: Any = zone_pb2_grpc.ZoneStub(self._channel)
-        call = stub.ZoneLink(metadata=await self.link_metadata())
+        metadata: tuple[tuple[str, str], ...] = ()
+        if self.tokens is not None:
+            self._token = await self.tokens.access_token()
+            metadata = bearer_metadata(self._token)
+        call = stub.ZoneLink(metadata=metadata)
         await call.write(zone_pb2.ZoneLinkUp(hello=zone_pb2.LinkHello(relay_id=self.relay_id)))
         first = await asyncio.wait_for(call.read(), self.rpc_timeout_s)
         if not isinstance(first, zone_pb2.ZoneLinkDown) or first.WhichOneof("msg") != "welcome":
