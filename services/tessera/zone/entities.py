@@ -220,10 +220,10 @@ def owned(ents: Entities) -> npt.NDArray[np.bool_]:
 
 @dataclass(slots=True)
 class Record:
-    """An entity's durable state: the checkpoint record and the handoff payload
-    (``EntityState`` on the wire). Read-only by convention, not frozen: a
-    checkpoint builds one per player every second, and a frozen dataclass's
-    constructor costs four times as much (2.5 µs more for these 24 fields)."""
+    """An entity's durable state: the handoff payload and what a checkpoint saves
+    (``EntityState`` on the wire). Read-only by convention, not frozen: a frozen
+    dataclass's constructor costs four times as much (2.5 µs more for these 24
+    fields), and a drain or merge exports every player."""
 
     entity_id: int
     kind: int = 0
@@ -255,54 +255,36 @@ _NO_EXTRA = Extra()  # what an entity without extra data reads (never written)
 
 
 def export_state(ents: Entities, row: int, *, zone: str, epoch: int) -> Record:
-    """The durable state of one entity (checkpoint record and handoff payload)."""
-    return export_states(ents, [row], zone=zone, epochs=[epoch])[0]
-
-
-def export_states(
-    ents: Entities, rows: Sequence[int], *, zone: str, epochs: Sequence[int]
-) -> list[Record]:
-    """The durable states of many entities (a checkpoint of every player): each
-    column is read once for all ``rows``, as Python numbers."""
-    index = np.asarray(rows, np.int64)
-    ids = ents.id[index].tolist()
-    pos, vel = ents.pos[index].tolist(), ents.vel[index].tolist()
-    yaw, health = ents.yaw[index].tolist(), ents.health[index].tolist()
-    kind, team = ents.kind[index].tolist(), ents.team[index].tolist()
-    flags, last = ents.flags[index].tolist(), ents.last_seq[index].tolist()
-    columns = {name: col[index].astype(np.float64).tolist() for name, col in ents.columns.items()}
-    out = []
-    for i, (eid, epoch) in enumerate(zip(ids, epochs, strict=True)):
-        extra = ents.extra.get(eid, _NO_EXTRA)
-        out.append(
-            Record(
-                entity_id=eid,
-                kind=kind[i],
-                player_id=extra.player_id,
-                position=tuple(pos[i]),
-                velocity=tuple(vel[i]),
-                yaw=yaw[i],
-                health=health[i],
-                team=team[i],
-                flags=flags[i],
-                last_input_seq=last[i],
-                blob=extra.blob,
-                relay_id=extra.relay_id,
-                zone=zone,
-                epoch=epoch,
-                data_version=extra.data_version,
-                speed_clamps=extra.speed_clamps,
-                teleports=extra.teleports,
-                kills=extra.kills,
-                deaths=extra.deaths,
-                hits_dealt=extra.hits_dealt,
-                hits_taken=extra.hits_taken,
-                match_id=extra.match_id,
-                role=extra.role,
-                components={name: col[i] for name, col in columns.items()},
-            )
-        )
-    return out
+    """The durable state of one entity (the handoff payload; checkpoints write the
+    same fields through ``messages.Checkpoints``)."""
+    eid = int(ents.id[row])
+    extra = ents.extra.get(eid, _NO_EXTRA)
+    return Record(
+        entity_id=eid,
+        kind=int(ents.kind[row]),
+        player_id=extra.player_id,
+        position=tuple(ents.pos[row].tolist()),
+        velocity=tuple(ents.vel[row].tolist()),
+        yaw=float(ents.yaw[row]),
+        health=float(ents.health[row]),
+        team=int(ents.team[row]),
+        flags=int(ents.flags[row]),
+        last_input_seq=int(ents.last_seq[row]),
+        blob=extra.blob,
+        relay_id=extra.relay_id,
+        zone=zone,
+        epoch=epoch,
+        data_version=extra.data_version,
+        speed_clamps=extra.speed_clamps,
+        teleports=extra.teleports,
+        kills=extra.kills,
+        deaths=extra.deaths,
+        hits_dealt=extra.hits_dealt,
+        hits_taken=extra.hits_taken,
+        match_id=extra.match_id,
+        role=extra.role,
+        components={name: float(col[row]) for name, col in ents.columns.items()},
+    )
 
 
 def spawn_state(ents: Entities, state: Record, *, now_s: float) -> int:
