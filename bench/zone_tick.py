@@ -130,21 +130,23 @@ class Crowd:
         self.seq += 1
         return yaw, forward, actions
 
-    def messages(self, names: list[str], pos: np.ndarray, dt: float) -> list[zone_pb2.PlayerInput]:
-        """This tick's input of every bot, as the relay would send it."""
+    def messages(self, names: list[str], pos: np.ndarray, dt: float) -> zone_pb2.InputBatch:
+        """This tick's input of every bot, as the relay would send it (one batch)."""
         yaw, forward, actions = self.inputs(pos, dt)
-        return [
-            zone_pb2.PlayerInput(
-                player_id=name,
-                sequence=int(self.seq[i]),
-                move_z=float(forward[i]),
-                yaw=float(yaw[i]),
-                actions=int(actions[i]),
-                rtt_ms=100.0,
-                interp_delay_ms=100.0,
-            )
-            for i, name in enumerate(names)
-        ]
+        return zone_pb2.InputBatch(
+            inputs=[
+                zone_pb2.PlayerInput(
+                    player_id=name,
+                    sequence=int(self.seq[i]),
+                    move_z=float(forward[i]),
+                    yaw=float(yaw[i]),
+                    actions=int(actions[i]),
+                    rtt_ms=100.0,
+                    interp_delay_ms=100.0,
+                )
+                for i, name in enumerate(names)
+            ]
+        )
 
 
 def run(

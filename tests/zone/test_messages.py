@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,7 +24,7 @@ from tessera.wire.bounds import to_bounds
 from tessera.wire.geometry import Rect
 from tessera.wire.packet import MAX_RELIABLE
 from tessera.wire.snapshot import Quantization, announced
-from tessera.zone import kernels, messages
+from tessera.zone import inputs, kernels, messages
 from tessera.zone.entities import DEAD, PLAYER, Entities, Record, export_state, spawn_state
 from tessera.zone.handoff import Ack, Prepare
 from tessera.zone.topology import ZoneArea
@@ -32,17 +33,131 @@ WORLD = Rect(-100, -100, 100, 100)
 
 
 def test_player_inputs_become_columns() -> None:
-    batch = [
-        zone_pb2.PlayerInput(player_id="a", sequence=3, move_x=0.5, actions=4, interp_delay_ms=80),
-        zone_pb2.PlayerInput(player_id="b", sequence=9, yaw=-1.0, rtt_ms=40, client_time_ms=7.5),
-    ]
+    batch = zone_pb2.InputBatch(
+        inputs=[
+            zone_pb2.PlayerInput(
+                player_id="a", sequence=3, move_x=0.5, actions=4, interp_delay_ms=80
+            ),
+            zone_pb2.PlayerInput(
+                player_id="b", sequence=9, yaw=-1.0, rtt_ms=40, client_time_ms=7.5
+            ),
+        ],
+        acks=[zone_pb2.SnapshotAck(player_id="a", stream=1, sequence=2)],
+    )
     cols = messages.inputs(batch)
     assert cols.players == ["a", "b"] and len(cols) == 2
     assert cols.sequence.tolist() == [3, 9] and cols.actions.tolist() == [4, 0]
     assert cols.move_x.tolist() == [0.5, 0.0] and cols.yaw.tolist() == [0.0, -1.0]
     assert cols.interp_ms.tolist() == [80.0, 0.0] and cols.rtt_ms.tolist() == [0.0, 40.0]
     assert cols.client_time_ms.tolist() == [0.0, 7.5]
-    assert len(messages.inputs([])) == 0
+    assert len(messages.inputs(zone_pb2.InputBatch())) == 0
+    assert cols.take(np.array([1], np.int64)).players == ["b"]
+    assert cols.take(np.array([1], np.int64)).sequence.tolist() == [9]
+
+
+def _oracle(batch: zone_pb2.InputBatch) -> dict[str, list[object]]:
+    """The inputs' columns read field by field from protobuf's own objects."""
+    fields = {
+        "players": "player_id", "sequence": "sequence", "move_x": "move_x",
+        "move_z": "move_z", "yaw": "yaw", "pitch": "pitch", "actions": "actions",
+        "rtt_ms": "rtt_ms", "interp_ms": "interp_delay_ms", "client_time_ms": "client_time_ms",
+    }  # fmt: skip
+    return {col: [getattr(i, name) for i in batch.inputs] for col, name in fields.items()}
+
+
+def _assert_columns(cols: inputs.Inputs, want: dict[str, list[object]]) -> None:
+    assert cols.players == want["players"]
+    for name, values in want.items():
+        if name != "players":
+            got = getattr(cols, name)
+            assert got.dtype == (np.int64 if name in ("sequence", "actions") else np.float64)
+            np.testing.assert_array_equal(got, np.array(values, got.dtype), err_msg=name)
+
+
+_FLOAT32 = st.floats(width=32)  # any float32, NaN, infinities and -0.0 included
+_UINT32 = st.integers(0, 2**32 - 1)
+_INPUT = st.builds(
+    zone_pb2.PlayerInput,
+    player_id=st.text(max_size=12),
+    sequence=_UINT32,
+    move_x=_FLOAT32,
+    move_z=_FLOAT32,
+    yaw=_FLOAT32,
+    pitch=_FLOAT32,
+    actions=_UINT32,
+    client_time_ms=st.floats(),
+    rtt_ms=_FLOAT32,
+    interp_delay_ms=_FLOAT32,
+)
+_ACK = st.builds(zone_pb2.SnapshotAck, player_id=st.text(max_size=4), stream=_UINT32)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_INPUT, max_size=40), st.lists(_ACK, max_size=5))
+def test_inputs_read_from_the_serialised_batch_are_protobufs_own(
+    batch: list[zone_pb2.PlayerInput], acks: list[zone_pb2.SnapshotAck]
+) -> None:
+    message = zone_pb2.InputBatch(inputs=batch, acks=acks)
+    _assert_columns(messages.inputs(message), _oracle(message))
+
+
+def _field(number: int, wire: int, payload: bytes) -> bytes:
+    return bytes([number << 3 | wire]) + payload
+
+
+def test_unknown_repeated_and_mistyped_fields_are_read_as_protobuf_reads_them() -> None:
+    one = zone_pb2.PlayerInput(player_id="p", sequence=5, yaw=1.5).SerializeToString()
+    extra = b"".join([
+        _field(15, 0, b"\x96\x01"),  # unknown varint
+        _field(14, 2, b"\x03abc"),  # unknown bytes
+        _field(13, 5, b"\x00\x00\x80\x3f"),  # unknown I32
+        _field(12, 1, bytes(8)),  # unknown I64
+        _field(2, 5, b"\x07\x00\x00\x00"),  # sequence with a wrong wire type: unknown
+        _field(7, 0, b"\x80\x80\x80\x80\x10"),  # actions 2**32: read as its low 32 bits
+        _field(3, 5, b"\x00\x00\x00\xc0"),  # move_x -2.0
+        _field(3, 5, b"\x00\x00\x80\x3f"),  # move_x again: the last one wins
+    ])  # fmt: skip
+    body = one + extra
+    raw = b"".join([
+        _field(1, 2, bytes([len(body)]) + body),
+        _field(9, 0, b"\x01"),  # an unknown field of the batch
+        _field(1, 2, b"\x00"),  # an empty input
+    ])  # fmt: skip
+    batch = zone_pb2.InputBatch.FromString(raw)
+    cols = messages.inputs(batch)
+    _assert_columns(cols, _oracle(batch))
+    assert cols.players == ["p", ""] and cols.sequence.tolist() == [5, 0]
+    assert cols.move_x.tolist() == [1.0, 0.0] and cols.actions.tolist() == [0, 0]
+
+
+def _read(data: bytes, room: int) -> int:
+    """``proto_columns`` run as Python (numpy checks every index) on ``data``."""
+    spans, varints = np.zeros((2, room), np.int64), np.zeros((2, room), np.uint64)
+    bits32, bits64 = np.zeros((6, room), np.uint32), np.zeros((1, room), np.uint64)
+    arrays = (spans, varints, bits32, bits64)
+    wire, row = messages._INPUT_WIRE, messages._INPUT_ROW
+    read: int = kernels.proto_columns.py_func(np.frombuffer(data, np.uint8), 1, wire, row, *arrays)
+    assert read == kernels.proto_columns(np.frombuffer(data, np.uint8), 1, wire, row, *arrays)
+    return read
+
+
+def test_proto_columns_refuses_truncated_batches() -> None:
+    batch = zone_pb2.InputBatch(
+        inputs=[zone_pb2.PlayerInput(player_id=f"p{i}", sequence=i + 1, yaw=0.5, client_time_ms=3.0)
+                for i in range(3)]
+    )  # fmt: skip
+    raw = batch.SerializeToString()
+    ends = {len(zone_pb2.InputBatch(inputs=batch.inputs[:k]).SerializeToString()): k
+            for k in range(4)}  # fmt: skip
+    for cut in range(len(raw) + 1):
+        assert _read(raw[:cut], 3) == ends.get(cut, -1)
+    assert _read(raw, 2) == -1  # more inputs than room
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_proto_columns_never_reads_out_of_bounds(data: bytes) -> None:
+    assert -1 <= _read(data, 4) <= 4
 
 
 def test_entity_state_round_trips_through_the_record() -> None:
@@ -161,12 +276,20 @@ def test_checkpoint_payloads_parse_as_the_players_entity_states(
     assert checkpoints.payloads(ents, []) == {}
 
 
-def test_warm_up_compiles_the_checkpoint_kernel() -> None:
+def test_warm_up_compiles_the_checkpoint_and_input_kernels() -> None:
     """After warm_up (which the zone runs before it reports ready), a checkpoint of
-    players with a game module's components compiles nothing new."""
+    players with a game module's components and a relay's input batch compile
+    nothing new."""
     messages.warm_up()
     before = list(kernels.proto_rows.signatures)
-    assert before
+    read = list(kernels.proto_columns.signatures)
+    assert before and read
+    batch = zone_pb2.InputBatch(
+        inputs=[zone_pb2.PlayerInput(player_id="a", sequence=2, yaw=1.0, client_time_ms=4.0)],
+        acks=[zone_pb2.SnapshotAck(player_id="a", stream=3, sequence=1)],
+    )
+    assert messages.inputs(batch).sequence.tolist() == [2]
+    assert list(kernels.proto_columns.signatures) == read
     ents = Entities(components=KIT)
     for i in range(3):
         ents.add_player(i + 1, f"p{i}", (1.0, 0.0, float(i)))

@@ -113,6 +113,13 @@ class Inputs:
     def __len__(self) -> int:
         return len(self.players)
 
+    def take(self, index: I64) -> Inputs:
+        """The inputs at ``index``, in that order."""
+        return Inputs(
+            players=[self.players[i] for i in index.tolist()],
+            **{f: getattr(self, f)[index] for f in _COLUMNS},
+        )
+
     @classmethod
     def of(cls, items: Sequence[Input]) -> Inputs:
         """The columns of separate inputs."""
@@ -128,6 +135,9 @@ class Inputs:
             interp_ms=np.array([i.interp_ms for i in items], np.float64),
             client_time_ms=np.array([i.client_time_ms for i in items], np.float64),
         )
+
+
+_COLUMNS = tuple(f for f in Inputs.__dataclass_fields__ if f != "players")
 
 
 class Command(NamedTuple):

@@ -147,6 +147,121 @@ def proto_rows_bound(columns: int, vectors: int, floats: int, heads: int, entrie
     return columns * 11 + vectors * (2 + 3 * 9) + floats * 5 + heads + entries * 8
 
 
+@njit(cache=True, nogil=True)
+def _get_varint(data: np.ndarray, at: int, end: int) -> tuple[np.uint64, int]:
+    """The protobuf varint at ``at`` (its low 64 bits) and the next offset, -1 if
+    it does not end before ``end`` or within ten bytes."""
+    value = np.uint64(0)
+    for k in range(10):
+        if at >= end:
+            break
+        b = np.uint64(data[at])
+        at += 1
+        value |= (b & np.uint64(0x7F)) << np.uint64(7 * k)
+        if b < np.uint64(0x80):
+            return value, at
+    return value, -1
+
+
+@njit(cache=True, nogil=True)
+def _get_tag(data: np.ndarray, at: int, end: int) -> tuple[int, int, int]:
+    """The field number and wire type of the tag at ``at`` and the next offset, -1
+    if malformed (or a field number beyond protobuf's 2**29 - 1)."""
+    tag, at = _get_varint(data, at, end)
+    if at < 0 or tag > np.uint64(0xFFFFFFFF):
+        return 0, 0, -1
+    t = int(np.int64(tag))
+    return t >> 3, t & 7, at
+
+
+@njit(cache=True, nogil=True)
+def _get_span(data: np.ndarray, at: int, end: int) -> tuple[int, int]:
+    """Where the length-prefixed bytes at ``at`` start and stop; -1, -1 if they
+    run past ``end``."""
+    size, at = _get_varint(data, at, end)
+    if at < 0 or size > np.uint64(end - at):
+        return -1, -1
+    return at, at + int(np.int64(size))
+
+
+@njit(cache=True, nogil=True)
+def _skip_field(data: np.ndarray, at: int, end: int, wire: int) -> int:
+    """The offset after a field's value of ``wire`` type at ``at``; -1 if malformed."""
+    if wire == 0:
+        return _get_varint(data, at, end)[1]
+    if wire == 2:
+        return _get_span(data, at, end)[1]
+    width = 8 if wire == 1 else 4 if wire == 5 else -1  # groups (3, 4) are not proto3
+    return at + width if 0 <= width <= end - at else -1
+
+
+@njit(cache=True, nogil=True)
+def proto_columns(  # noqa: PLR0917 (numba kernels take positional arguments)
+    data: np.ndarray,
+    field: int,
+    wire: np.ndarray,
+    column: np.ndarray,
+    spans: np.ndarray,
+    varints: np.ndarray,
+    bits32: np.ndarray,
+    bits64: np.ndarray,
+) -> int:
+    """Read the repeated sub-message ``field`` of the serialised message ``data``
+    into columns, sub-message i into index i of each array (all have the same
+    number of columns, the most sub-messages read). Field f of a sub-message, if
+    its wire type is ``wire[f]``, goes to row ``column[f]`` of ``spans`` (LEN: the
+    start and end of its bytes in ``data``, rows 2c and 2c+1), ``varints`` (VARINT,
+    its low 64 bits), ``bits32`` (I32) or ``bits64`` (I64; both the raw bits).
+    Other fields, and fields of another wire type, are skipped, as protobuf skips
+    unknown fields; a field seen twice keeps its last value; an absent one leaves
+    the arrays as they were. The sub-messages read, or -1 if ``data`` is
+    malformed or holds more than the arrays have room for."""
+    end = data.size
+    at = 0
+    i = 0
+    while at < end:
+        f, w, at = _get_tag(data, at, end)
+        if at >= 0 and (f != field or w != 2):
+            at = _skip_field(data, at, end, w)
+            if at < 0:
+                return -1
+            continue
+        if at < 0 or i >= spans.shape[1]:
+            return -1
+        at, stop = _get_span(data, at, end)
+        if at < 0:
+            return -1
+        while at < stop:
+            f, w, at = _get_tag(data, at, stop)
+            if at < 0:
+                return -1
+            if f >= wire.size or wire[f] != w:
+                at = _skip_field(data, at, stop, w)
+            elif w == 0:
+                value, at = _get_varint(data, at, stop)
+                varints[column[f], i] = value
+            elif w == 2:
+                start, at = _get_span(data, at, stop)
+                spans[2 * column[f], i] = start
+                spans[2 * column[f] + 1, i] = at
+            else:
+                width = 4 if w == 5 else 8
+                if width > stop - at:
+                    return -1
+                bits = np.uint64(0)
+                for b in range(width):
+                    bits |= np.uint64(data[at + b]) << np.uint64(8 * b)
+                at += width
+                if w == 5:
+                    bits32[column[f], i] = np.uint32(bits)
+                else:
+                    bits64[column[f], i] = bits
+            if at < 0:
+                return -1
+        i += 1
+    return i
+
+
 # Bytes of each field group (mask bits 0..7, in wire order): POS8, POS16, POS32,
 # HEIGHT, FACING, MOTION, VITALS, IDENT.
 GROUP_BYTES = (2, 4, 8, 2, 2, 6, 3, 3)

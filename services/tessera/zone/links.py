@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import numpy as np
 
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.zone import inputs, messages, metrics
@@ -142,23 +143,26 @@ class Links:
             metrics.INPUTS_REJECTED.labels(inputs.OVERSIZED).inc(len(batch.inputs))
             log.warning("oversized input batch", extra={"link": link.id, "n": len(batch.inputs)})
             return
-        now = time.monotonic()
-        attached = []
-        for inp in batch.inputs:
-            if inp.player_id not in link.players:
-                reason = (
-                    inputs.NOT_ATTACHED
-                    if inp.player_id in self.sim.ents.players
-                    else inputs.UNKNOWN_PLAYER
-                )
-                metrics.INPUTS_REJECTED.labels(reason).inc()
-                continue
-            attached.append(inp)
-        if attached:  # a batch of acknowledgements only is common
-            self.sim.submit_many(messages.inputs(attached), now)
+        if batch.inputs:  # a batch of acknowledgements only is common
+            self._submit(link, messages.inputs(batch))
         for ack in batch.acks:
             if ack.player_id in link.players:
                 self.sim.ack(ack.player_id, ack.stream, ack.sequence)
+
+    def _submit(self, link: Link, cols: inputs.Inputs) -> None:
+        """Inputs of players attached to ``link`` go to the simulation; the others
+        are counted."""
+        now = time.monotonic()
+        keep = [player in link.players for player in cols.players]
+        if not all(keep):
+            for player, kept in zip(cols.players, keep, strict=True):
+                if not kept:
+                    known = player in self.sim.ents.players
+                    reason = inputs.NOT_ATTACHED if known else inputs.UNKNOWN_PLAYER
+                    metrics.INPUTS_REJECTED.labels(reason).inc()
+            cols = cols.take(np.flatnonzero(keep))
+        if len(cols):
+            self.sim.submit_many(cols, now)
 
     def _action(self, link: Link, action: zone_pb2.PlayerAction) -> None:
         """A game action of a player attached to this link goes to the simulation

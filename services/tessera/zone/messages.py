@@ -34,20 +34,67 @@ SCHEMA_MAX = 896
 _LEAVING = (zone_pb2.ZONE_STATE_DRAINING, zone_pb2.ZONE_STATE_DRAINED)
 
 
-def inputs(batch: Sequence[zone_pb2.PlayerInput]) -> Inputs:
-    """A relay's inputs as columns (one list per field, not a tuple per input:
-    thousands of live tuples would trigger a garbage collection pass inside a tick)."""
+# PlayerInput's fields as kernels.proto_columns reads them: name -> (wire type, row).
+_INPUT_FIELDS = {
+    "player_id": (2, 0),
+    "sequence": (0, 0),
+    "actions": (0, 1),
+    "move_x": (5, 0),
+    "move_z": (5, 1),
+    "yaw": (5, 2),
+    "pitch": (5, 3),
+    "rtt_ms": (5, 4),
+    "interp_delay_ms": (5, 5),
+    "client_time_ms": (1, 0),
+}
+
+
+def _columns(message: Descriptor, fields: dict[str, tuple[int, int]]) -> tuple[np.ndarray, ...]:
+    """``proto_columns``' wire type and row of each field number of ``message``."""
+    by_number = {message.fields_by_name[name].number: at for name, at in fields.items()}
+    wire = np.full(max(by_number) + 1, -1, np.int64)
+    row = np.zeros(wire.size, np.int64)
+    for number, (w, r) in by_number.items():
+        wire[number], row[number] = w, r
+    return wire, row
+
+
+_INPUT_WIRE, _INPUT_ROW = _columns(zone_pb2.PlayerInput.DESCRIPTOR, _INPUT_FIELDS)
+_INPUTS_FIELD = zone_pb2.InputBatch.DESCRIPTOR.fields_by_name["inputs"].number
+
+
+def inputs(batch: zone_pb2.InputBatch) -> Inputs:
+    """A relay's inputs as columns (one array per field, not a tuple per input:
+    thousands of live tuples would trigger a garbage collection pass inside a
+    tick). They are read from the batch's serialisation by
+    :func:`kernels.proto_columns`: reading ten fields of a thousand messages
+    through protobuf's Python objects took ~0.8 ms, about 8 % of a 1,000-player tick."""
+    n = len(batch.inputs)
+    raw = batch.SerializeToString()
+    data = np.frombuffer(raw, np.uint8)
+    spans = np.zeros((2, n), np.int64)
+    varints = np.zeros((2, n), np.uint64)
+    bits32 = np.zeros((6, n), np.uint32)
+    bits64 = np.zeros((1, n), np.uint64)
+    read = kernels.proto_columns(
+        data, _INPUTS_FIELD, _INPUT_WIRE, _INPUT_ROW, spans, varints, bits32, bits64
+    )
+    if read != n:  # protobuf's own serialisation of a parsed message
+        raise ValueError(f"read {read} of {n} inputs from an InputBatch")
+    ints = (varints & np.uint64(0xFFFFFFFF)).astype(np.int64)  # uint32: the low 32 bits
+    floats = bits32.view(np.float32).astype(np.float64)
+    starts, ends = spans.tolist()
     return Inputs(
-        players=[i.player_id for i in batch],
-        sequence=np.array([i.sequence for i in batch], np.int64),
-        move_x=np.array([i.move_x for i in batch], np.float64),
-        move_z=np.array([i.move_z for i in batch], np.float64),
-        yaw=np.array([i.yaw for i in batch], np.float64),
-        pitch=np.array([i.pitch for i in batch], np.float64),
-        actions=np.array([i.actions for i in batch], np.int64),
-        rtt_ms=np.array([i.rtt_ms for i in batch], np.float64),
-        interp_ms=np.array([i.interp_delay_ms for i in batch], np.float64),
-        client_time_ms=np.array([i.client_time_ms for i in batch], np.float64),
+        players=[raw[a:b].decode() for a, b in zip(starts, ends, strict=True)],
+        sequence=ints[0],
+        move_x=floats[0],
+        move_z=floats[1],
+        yaw=floats[2],
+        pitch=floats[3],
+        actions=ints[1],
+        rtt_ms=floats[4],
+        interp_ms=floats[5],
+        client_time_ms=bits64.view(np.float64)[0].copy(),
     )
 
 
@@ -210,9 +257,10 @@ class Checkpoints:
 
 
 def warm_up() -> None:
-    """Compile (or load) the checkpoint kernel, as ``simulation.warm_up`` does the
-    tick's: the zone calls both before it reports ready."""
+    """Compile (or load) the checkpoint and input kernels, as ``simulation.warm_up``
+    does the tick's: the zone calls both before it reports ready."""
     Checkpoints("warm").payloads(Entities(), [])
+    inputs(zone_pb2.InputBatch(inputs=[zone_pb2.PlayerInput(player_id="warm")]))
 
 
 def player_event(ev: Event) -> zone_pb2.PlayerEvent:
