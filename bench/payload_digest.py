@@ -57,7 +57,7 @@ def digest(players: int, *, ticks: int, npcs: int, seed: int, every: int, cap: i
     for t in range(ticks):
         rows = np.array([sim.ents.index[npcs + 1 + i] for i in range(players)], np.int64)
         msgs = crowd.messages(names, sim.ents.pos[rows][:, [0, 2]], cfg.dt)
-        sim.submit_many(messages.inputs(msgs), clock + t * cfg.dt)
+        sim.submit_many(messages.input_batch(msgs)[0], clock + t * cfg.dt)
         frame = sim.step()
         for p in frame.batch.payloads:
             h.update(len(p).to_bytes(4, "little"))

@@ -184,7 +184,7 @@ async def zone_tick(
         late_ms.append((start - due) * 1000)
         rows = np.array([sim.ents.index[1 + i] for i in range(players)])
         msgs = crowd.messages(names, sim.ents.pos[rows][:, [0, 2]], cfg.dt)
-        sim.submit_many(messages.inputs(msgs), clock + t * cfg.dt)
+        sim.submit_many(messages.input_batch(msgs)[0], clock + t * cfg.dt)
         frame = sim.step()
         if log_on:
             events = [e for e in frame.events if e.kind == HIT_DEALT]

@@ -203,7 +203,7 @@ def run(
         cpu = time.thread_time()
         game_s.append(0.0)
         run_s.append(0.0)
-        sim.submit_many(messages.inputs(msgs), clock + t * cfg.dt)
+        sim.submit_many(messages.input_batch(msgs)[0], clock + t * cfg.dt)
         submitted = time.perf_counter()
         frame = sim.step()
         ended = time.perf_counter()

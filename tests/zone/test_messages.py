@@ -32,6 +32,10 @@ from tessera.zone.topology import ZoneArea
 WORLD = Rect(-100, -100, 100, 100)
 
 
+def _inputs(batch: zone_pb2.InputBatch) -> inputs.Inputs:
+    return messages.input_batch(batch)[0]
+
+
 def test_player_inputs_become_columns() -> None:
     batch = zone_pb2.InputBatch(
         inputs=[
@@ -44,13 +48,14 @@ def test_player_inputs_become_columns() -> None:
         ],
         acks=[zone_pb2.SnapshotAck(player_id="a", stream=1, sequence=2)],
     )
-    cols = messages.inputs(batch)
+    cols, acks = messages.input_batch(batch)
+    assert acks.players == ["a"] and acks.stream.tolist() == [1] and acks.sequence.tolist() == [2]
     assert cols.players == ["a", "b"] and len(cols) == 2
     assert cols.sequence.tolist() == [3, 9] and cols.actions.tolist() == [4, 0]
     assert cols.move_x.tolist() == [0.5, 0.0] and cols.yaw.tolist() == [0.0, -1.0]
     assert cols.interp_ms.tolist() == [80.0, 0.0] and cols.rtt_ms.tolist() == [0.0, 40.0]
     assert cols.client_time_ms.tolist() == [0.0, 7.5]
-    assert len(messages.inputs(zone_pb2.InputBatch())) == 0
+    assert len(_inputs(zone_pb2.InputBatch())) == 0
     assert cols.take(np.array([1], np.int64)).players == ["b"]
     assert cols.take(np.array([1], np.int64)).sequence.tolist() == [9]
 
@@ -89,7 +94,9 @@ _INPUT = st.builds(
     rtt_ms=_FLOAT32,
     interp_delay_ms=_FLOAT32,
 )
-_ACK = st.builds(zone_pb2.SnapshotAck, player_id=st.text(max_size=4), stream=_UINT32)
+_ACK = st.builds(
+    zone_pb2.SnapshotAck, player_id=st.text(max_size=4), stream=_UINT32, sequence=_UINT32
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -98,7 +105,11 @@ def test_inputs_read_from_the_serialised_batch_are_protobufs_own(
     batch: list[zone_pb2.PlayerInput], acks: list[zone_pb2.SnapshotAck]
 ) -> None:
     message = zone_pb2.InputBatch(inputs=batch, acks=acks)
-    _assert_columns(messages.inputs(message), _oracle(message))
+    cols, read = messages.input_batch(message)
+    _assert_columns(cols, _oracle(message))
+    assert read.players == [a.player_id for a in acks]
+    assert read.stream.tolist() == [a.stream for a in acks]
+    assert read.sequence.tolist() == [a.sequence for a in acks]
 
 
 def _field(number: int, wire: int, payload: bytes) -> bytes:
@@ -124,7 +135,7 @@ def test_unknown_repeated_and_mistyped_fields_are_read_as_protobuf_reads_them() 
         _field(1, 2, b"\x00"),  # an empty input
     ])  # fmt: skip
     batch = zone_pb2.InputBatch.FromString(raw)
-    cols = messages.inputs(batch)
+    cols = _inputs(batch)
     _assert_columns(cols, _oracle(batch))
     assert cols.players == ["p", ""] and cols.sequence.tolist() == [5, 0]
     assert cols.move_x.tolist() == [1.0, 0.0] and cols.actions.tolist() == [0, 0]
@@ -135,7 +146,7 @@ def _read(data: bytes, room: int) -> int:
     spans, varints = np.zeros((2, room), np.int64), np.zeros((2, room), np.uint64)
     bits32, bits64 = np.zeros((6, room), np.uint32), np.zeros((1, room), np.uint64)
     arrays = (spans, varints, bits32, bits64)
-    wire, row = messages._INPUT_WIRE, messages._INPUT_ROW
+    wire, row = messages._INPUTS.wire, messages._INPUTS.row
     read: int = kernels.proto_columns.py_func(np.frombuffer(data, np.uint8), 1, wire, row, *arrays)
     assert read == kernels.proto_columns(np.frombuffer(data, np.uint8), 1, wire, row, *arrays)
     return read
@@ -288,7 +299,8 @@ def test_warm_up_compiles_the_checkpoint_and_input_kernels() -> None:
         inputs=[zone_pb2.PlayerInput(player_id="a", sequence=2, yaw=1.0, client_time_ms=4.0)],
         acks=[zone_pb2.SnapshotAck(player_id="a", stream=3, sequence=1)],
     )
-    assert messages.inputs(batch).sequence.tolist() == [2]
+    cols, acks = messages.input_batch(batch)
+    assert cols.sequence.tolist() == [2] and acks.sequence.tolist() == [1]
     assert list(kernels.proto_columns.signatures) == read
     ents = Entities(components=KIT)
     for i in range(3):

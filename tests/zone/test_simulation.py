@@ -20,6 +20,7 @@ from tessera.zone import inputs
 from tessera.zone.config import ZoneConfig
 from tessera.zone.entities import DEAD, GHOST, NPC, PLAYER, Record
 from tessera.zone.simulation import Frame, Growth, Simulation
+from tessera.zone.snapshot import Acks
 
 Kind = zone_pb2.PlayerEvent.Kind
 
@@ -177,6 +178,18 @@ def test_npcs_wander_chase_and_show_up_in_snapshots() -> None:
     assert (moved > 0.5).sum() >= 5
     assert 100 in rec.table().ids.tolist() and 1 in rec.table().ids.tolist()
     assert sim.ents.health[sim.ents.index[1]] < 100.0  # and hit it
+
+
+def test_a_batch_of_acks_sets_the_baselines_of_attached_players() -> None:
+    sim = make()
+    for i, name in enumerate(("a", "b")):
+        sim.add_player(entity_id=i + 1, player_id=name, pos=(0, 0, 0), team=0)
+        sim.attach(name)
+    b = sim.step().batch
+    stream = b.stream.astype(np.int64)
+    acks = Acks(["a", "nobody", "b", "b"], stream[[0, 0, 1, 1]], np.array([1, 1, 1, 9]))
+    assert sim.ack_many(acks) == 2  # not an unknown player, nor a snapshot not yet sent
+    assert not sim.step().batch.full.any()
 
 
 def test_adopt_restores_state_clamped_into_the_area() -> None:

@@ -192,6 +192,28 @@ def test_baseline_too_old_or_wrong_stream_falls_back_to_full() -> None:
     assert first_mask == FULL_MASK
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.booleans(), st.integers(-1, 6)), max_size=20))
+def test_acks_in_a_batch_are_recorded_as_one_by_one(acks: list[tuple[int, bool, int]]) -> None:
+    """ack_received (a relay's batch, rows repeating) leaves the same baselines as
+    ack per acknowledgement: another stream, 0 and the future are ignored."""
+    one, many = SnapshotEncoder(cap=2, history=8), SnapshotEncoder(cap=2, history=8)
+    rows = np.array([one.open() for _ in range(3)], np.int64)
+    assert [many.open() for _ in range(3)] == rows.tolist()
+    many.stream[:] = one.stream
+    ids = np.array([[1, PAD]] * 3, np.uint64)
+    vals = np.zeros((3, 2, COLUMNS), np.int32)
+    for enc in (one, many):
+        for _ in range(4):  # sequences 1..4 sent, 5 next
+            Driver(enc).encode(rows, ids, vals, np.zeros(3, np.int64))
+    streams = [int(one.stream[r]) ^ (0 if same else 1) for r, same, _ in acks]
+    recorded = sum(one.ack(r, s, q) for (r, _, q), s in zip(acks, streams, strict=True))
+    at = np.array([a[0] for a in acks], np.int64)
+    sequence = np.array([a[2] for a in acks], np.int64)
+    assert many.ack_received(at, np.array(streams, np.int64), sequence) == recorded
+    np.testing.assert_array_equal(many.acked, one.acked)
+
+
 def test_quantize_errors_within_limits() -> None:
     quant = Quantization(origin=(-500.0, 0.0, -500.0))
     rng = np.random.default_rng(3)

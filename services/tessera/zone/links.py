@@ -143,11 +143,12 @@ class Links:
             metrics.INPUTS_REJECTED.labels(inputs.OVERSIZED).inc(len(batch.inputs))
             log.warning("oversized input batch", extra={"link": link.id, "n": len(batch.inputs)})
             return
-        if batch.inputs:  # a batch of acknowledgements only is common
-            self._submit(link, messages.inputs(batch))
-        for ack in batch.acks:
-            if ack.player_id in link.players:
-                self.sim.ack(ack.player_id, ack.stream, ack.sequence)
+        cols, acks = messages.input_batch(batch)
+        if len(cols):  # a batch of acknowledgements only is common
+            self._submit(link, cols)
+        if acks.players:
+            mine = [player in link.players for player in acks.players]
+            self.sim.ack_many(acks if all(mine) else acks.take(np.flatnonzero(mine)))
 
     def _submit(self, link: Link, cols: inputs.Inputs) -> None:
         """Inputs of players attached to ``link`` go to the simulation; the others

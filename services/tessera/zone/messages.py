@@ -7,6 +7,7 @@ protobuf message; the shell (servicer, links, border) converts here.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from operator import attrgetter
 from typing import Any
@@ -24,6 +25,7 @@ from tessera.zone.entities import Entities, Record
 from tessera.zone.events import Event
 from tessera.zone.handoff import Ack, Prepare
 from tessera.zone.inputs import Inputs
+from tessera.zone.snapshot import Acks
 from tessera.zone.topology import Topology, ZoneArea
 
 # A module's schema travels in Accepted, one reliable message of at most 1149 bytes
@@ -34,58 +36,100 @@ SCHEMA_MAX = 896
 _LEAVING = (zone_pb2.ZONE_STATE_DRAINING, zone_pb2.ZONE_STATE_DRAINED)
 
 
-# PlayerInput's fields as kernels.proto_columns reads them: name -> (wire type, row).
-_INPUT_FIELDS = {
-    "player_id": (2, 0),
-    "sequence": (0, 0),
-    "actions": (0, 1),
-    "move_x": (5, 0),
-    "move_z": (5, 1),
-    "yaw": (5, 2),
-    "pitch": (5, 3),
-    "rtt_ms": (5, 4),
-    "interp_delay_ms": (5, 5),
-    "client_time_ms": (1, 0),
-}
+_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5  # protobuf wire types
 
 
-def _columns(message: Descriptor, fields: dict[str, tuple[int, int]]) -> tuple[np.ndarray, ...]:
-    """``proto_columns``' wire type and row of each field number of ``message``."""
-    by_number = {message.fields_by_name[name].number: at for name, at in fields.items()}
-    wire = np.full(max(by_number) + 1, -1, np.int64)
-    row = np.zeros(wire.size, np.int64)
-    for number, (w, r) in by_number.items():
-        wire[number], row[number] = w, r
-    return wire, row
+@dataclass(frozen=True)
+class _Repeated:
+    """How :func:`kernels.proto_columns` reads a repeated sub-message ``field``:
+    each of its fields by number: wire type (-1: not read) and row, and the rows
+    of each kind of column (LEN, VARINT, I32, I64)."""
+
+    field: int
+    wire: np.ndarray
+    row: np.ndarray
+    rows: tuple[int, int, int, int]
+
+    @classmethod
+    def of(cls, message: Descriptor, field: str, columns: dict[str, tuple[int, int]]) -> _Repeated:
+        """``field`` of ``message``; ``columns``: its sub-message's fields read, by
+        name: (wire type, row)."""
+        sub = message.fields_by_name[field]
+        if sub.message_type is None:
+            raise TypeError(f"{message.name}.{field} is not a message field")
+        by_number = {sub.message_type.fields_by_name[f].number: at for f, at in columns.items()}
+        wire = np.full(max(by_number) + 1, -1, np.int64)
+        row = np.zeros(wire.size, np.int64)
+        for number, (w, r) in by_number.items():
+            wire[number], row[number] = w, r
+        rows = [
+            1 + max((r for w, r in columns.values() if w == kind), default=-1)
+            for kind in (_LEN, _VARINT, _I32, _I64)
+        ]
+        return cls(sub.number, wire, row, (rows[0], rows[1], rows[2], rows[3]))
+
+    def read(self, data: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+        """The ``n`` sub-messages in ``data``: spans (start and end rows per LEN
+        field), varints, I32 bits and I64 bits."""
+        spans = np.zeros((2 * self.rows[0], n), np.int64)
+        varints = np.zeros((self.rows[1], n), np.uint64)
+        bits32 = np.zeros((self.rows[2], n), np.uint32)
+        bits64 = np.zeros((self.rows[3], n), np.uint64)
+        read = kernels.proto_columns(
+            data, self.field, self.wire, self.row, spans, varints, bits32, bits64
+        )
+        if read != n:  # protobuf's own serialisation of a parsed message
+            raise ValueError(f"read {read} of {n} entries of field {self.field}")
+        return spans, varints, bits32, bits64
 
 
-_INPUT_WIRE, _INPUT_ROW = _columns(zone_pb2.PlayerInput.DESCRIPTOR, _INPUT_FIELDS)
-_INPUTS_FIELD = zone_pb2.InputBatch.DESCRIPTOR.fields_by_name["inputs"].number
+_INPUTS = _Repeated.of(
+    zone_pb2.InputBatch.DESCRIPTOR,
+    "inputs",
+    {
+        "player_id": (_LEN, 0),
+        "sequence": (_VARINT, 0),
+        "actions": (_VARINT, 1),
+        "move_x": (_I32, 0),
+        "move_z": (_I32, 1),
+        "yaw": (_I32, 2),
+        "pitch": (_I32, 3),
+        "rtt_ms": (_I32, 4),
+        "interp_delay_ms": (_I32, 5),
+        "client_time_ms": (_I64, 0),
+    },
+)
+_ACKS = _Repeated.of(
+    zone_pb2.InputBatch.DESCRIPTOR,
+    "acks",
+    {"player_id": (_LEN, 0), "stream": (_VARINT, 0), "sequence": (_VARINT, 1)},
+)
 
 
-def inputs(batch: zone_pb2.InputBatch) -> Inputs:
-    """A relay's inputs as columns (one array per field, not a tuple per input:
-    thousands of live tuples would trigger a garbage collection pass inside a
-    tick). They are read from the batch's serialisation by
-    :func:`kernels.proto_columns`: reading ten fields of a thousand messages
-    through protobuf's Python objects took ~0.8 ms, about 8 % of a 1,000-player tick."""
-    n = len(batch.inputs)
+def _texts(raw: bytes, spans: np.ndarray) -> list[str]:
+    starts, ends = spans.tolist()
+    return [raw[a:b].decode() for a, b in zip(starts, ends, strict=True)]
+
+
+def _uint32(varints: np.ndarray) -> np.ndarray:
+    """uint32 fields as protobuf reads them: the varints' low 32 bits."""
+    return (varints & np.uint64(0xFFFFFFFF)).astype(np.int64)
+
+
+def input_batch(batch: zone_pb2.InputBatch) -> tuple[Inputs, Acks]:
+    """A relay's inputs and acknowledgements as columns (one array per field, not
+    a tuple per entry: thousands of live tuples would trigger a garbage
+    collection pass inside a tick). They are read from the batch's
+    serialisation by :func:`kernels.proto_columns`: through protobuf's Python
+    objects, a field at a time, a thousand inputs took ~0.9 ms (about 9 % of a
+    1,000-player tick, bench/zone_tick.py) and a thousand acks ~1.1 ms with
+    their recording; ~0.3 and ~0.4 ms this way (docs/BENCHMARKS.md)."""
     raw = batch.SerializeToString()
     data = np.frombuffer(raw, np.uint8)
-    spans = np.zeros((2, n), np.int64)
-    varints = np.zeros((2, n), np.uint64)
-    bits32 = np.zeros((6, n), np.uint32)
-    bits64 = np.zeros((1, n), np.uint64)
-    read = kernels.proto_columns(
-        data, _INPUTS_FIELD, _INPUT_WIRE, _INPUT_ROW, spans, varints, bits32, bits64
-    )
-    if read != n:  # protobuf's own serialisation of a parsed message
-        raise ValueError(f"read {read} of {n} inputs from an InputBatch")
-    ints = (varints & np.uint64(0xFFFFFFFF)).astype(np.int64)  # uint32: the low 32 bits
-    floats = bits32.view(np.float32).astype(np.float64)
-    starts, ends = spans.tolist()
-    return Inputs(
-        players=[raw[a:b].decode() for a, b in zip(starts, ends, strict=True)],
+    spans, varints, bits32, bits64 = _INPUTS.read(data, len(batch.inputs))
+    ints, floats = _uint32(varints), bits32.view(np.float32).astype(np.float64)
+    cols = Inputs(
+        players=_texts(raw, spans),
         sequence=ints[0],
         move_x=floats[0],
         move_z=floats[1],
@@ -96,6 +140,9 @@ def inputs(batch: zone_pb2.InputBatch) -> Inputs:
         interp_ms=floats[5],
         client_time_ms=bits64.view(np.float64)[0].copy(),
     )
+    spans, varints, _, _ = _ACKS.read(data, len(batch.acks))
+    ints = _uint32(varints)
+    return cols, Acks(_texts(raw, spans), ints[0], ints[1])
 
 
 def record(state: zone_pb2.EntityState) -> Record:
@@ -260,7 +307,11 @@ def warm_up() -> None:
     """Compile (or load) the checkpoint and input kernels, as ``simulation.warm_up``
     does the tick's: the zone calls both before it reports ready."""
     Checkpoints("warm").payloads(Entities(), [])
-    inputs(zone_pb2.InputBatch(inputs=[zone_pb2.PlayerInput(player_id="warm")]))
+    warm = zone_pb2.InputBatch(
+        inputs=[zone_pb2.PlayerInput(player_id="warm")],
+        acks=[zone_pb2.SnapshotAck(player_id="warm")],
+    )
+    input_batch(warm)
 
 
 def player_event(ev: Event) -> zone_pb2.PlayerEvent:

@@ -55,6 +55,7 @@ from tessera.zone.movement import desired_velocity, integrate
 from tessera.zone.npc import think
 from tessera.zone.snapshot import (
     PAD,
+    Acks,
     EncodedBatch,
     SnapshotEncoder,
     quantize,
@@ -312,6 +313,13 @@ class Simulation:
     def ack(self, player_id: str, stream: int, sequence: int) -> bool:
         row = self.attached.get(player_id)
         return row is not None and self.encoder.ack(row, stream, sequence)
+
+    def ack_many(self, acks: Acks) -> int:
+        """Record a batch of acknowledgements, as :meth:`ack` does one by one; the
+        count recorded."""
+        rows = np.array([self.attached.get(p, -1) for p in acks.players], np.int64)
+        known = rows >= 0
+        return self.encoder.ack_received(rows[known], acks.stream[known], acks.sequence[known])
 
     # --- inputs ---------------------------------------------------------
 

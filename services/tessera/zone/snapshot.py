@@ -19,7 +19,7 @@ import math
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +53,19 @@ I32 = npt.NDArray[np.int32]
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
+
+
+class Acks(NamedTuple):
+    """Snapshot acknowledgements (a relay's batch), one array per field."""
+
+    players: list[str]
+    stream: I64
+    sequence: I64
+
+    def take(self, index: I64) -> Acks:
+        """The acknowledgements at ``index``, in that order."""
+        players = [self.players[i] for i in index.tolist()]
+        return Acks(players, self.stream[index], self.sequence[index])
 
 
 def quantize(
@@ -256,6 +269,14 @@ class SnapshotEncoder:
     def ack_many(self, rows: I64, sequence: I64) -> None:
         """Acknowledge the snapshots just encoded for ``rows`` (their own, so valid)."""
         self.acked[rows] = np.maximum(self.acked[rows], sequence)
+
+    def ack_received(self, rows: I64, stream: I64, sequence: I64) -> int:
+        """Record clients' acknowledgements (a row may repeat), as :meth:`ack` does
+        one by one; those naming another stream or the future are ignored. The
+        count recorded."""
+        ok = (self.stream[rows] == stream) & (sequence > 0) & (sequence < self.next_seq[rows])
+        np.maximum.at(self.acked, rows[ok], sequence[ok])
+        return int(ok.sum())
 
     def encode(
         self,
