@@ -143,12 +143,10 @@ def test_unknown_repeated_and_mistyped_fields_are_read_as_protobuf_reads_them() 
 
 def _read(data: bytes, room: int) -> int:
     """``proto_columns`` run as Python (numpy checks every index) on ``data``."""
-    spans, varints = np.zeros((2, room), np.int64), np.zeros((2, room), np.uint64)
-    bits32, bits64 = np.zeros((6, room), np.uint32), np.zeros((1, room), np.uint64)
-    arrays = (spans, varints, bits32, bits64)
-    wire, row = messages._INPUTS.wire, messages._INPUTS.row
-    read: int = kernels.proto_columns.py_func(np.frombuffer(data, np.uint8), 1, wire, row, *arrays)
-    assert read == kernels.proto_columns(np.frombuffer(data, np.uint8), 1, wire, row, *arrays)
+    arrays = (np.zeros((2, room), np.int64), np.zeros((2, room), np.int64), np.zeros((7, room)))
+    field, spec = messages._INPUTS.field, messages._INPUTS.spec
+    read: int = kernels.proto_columns.py_func(np.frombuffer(data, np.uint8), field, spec, *arrays)
+    assert read == kernels.proto_columns(np.frombuffer(data, np.uint8), field, spec, *arrays)
     return read
 
 

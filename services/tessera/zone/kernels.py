@@ -199,23 +199,25 @@ def _skip_field(data: np.ndarray, at: int, end: int, wire: int) -> int:
 def proto_columns(  # noqa: PLR0917 (numba kernels take positional arguments)
     data: np.ndarray,
     field: int,
-    wire: np.ndarray,
-    column: np.ndarray,
+    spec: np.ndarray,
     spans: np.ndarray,
-    varints: np.ndarray,
-    bits32: np.ndarray,
-    bits64: np.ndarray,
+    ints: np.ndarray,
+    floats: np.ndarray,
 ) -> int:
     """Read the repeated sub-message ``field`` of the serialised message ``data``
     into columns, sub-message i into index i of each array (all have the same
     number of columns, the most sub-messages read). Field f of a sub-message, if
-    its wire type is ``wire[f]``, goes to row ``column[f]`` of ``spans`` (LEN: the
-    start and end of its bytes in ``data``, rows 2c and 2c+1), ``varints`` (VARINT,
-    its low 64 bits), ``bits32`` (I32) or ``bits64`` (I64; both the raw bits).
-    Other fields, and fields of another wire type, are skipped, as protobuf skips
-    unknown fields; a field seen twice keeps its last value; an absent one leaves
-    the arrays as they were. The sub-messages read, or -1 if ``data`` is
-    malformed or holds more than the arrays have room for."""
+    its wire type is ``spec[0, f]``, goes to row ``spec[1, f]`` of ``spans``
+    (LEN: where its bytes start and stop in ``data``, rows 2r and 2r+1), ``ints``
+    (VARINT, a uint32 field: its low 32 bits, as protobuf reads it) or
+    ``floats`` (I32, a float; I64, a double). Other fields, and fields of
+    another wire type, are skipped, as protobuf skips unknown fields; a field
+    seen twice keeps its last value; an absent one leaves the arrays as they
+    were. The sub-messages read, or -1 if ``data`` is malformed or holds more
+    than the arrays have room for."""
+    f32 = np.zeros(1, np.float32)
+    f64 = np.zeros(1, np.float64)
+    b32, b64 = f32.view(np.uint32), f64.view(np.uint64)
     end = data.size
     at = 0
     i = 0
@@ -235,15 +237,15 @@ def proto_columns(  # noqa: PLR0917 (numba kernels take positional arguments)
             f, w, at = _get_tag(data, at, stop)
             if at < 0:
                 return -1
-            if f >= wire.size or wire[f] != w:
+            if f >= spec.shape[1] or spec[0, f] != w:
                 at = _skip_field(data, at, stop, w)
             elif w == 0:
                 value, at = _get_varint(data, at, stop)
-                varints[column[f], i] = value
+                ints[spec[1, f], i] = np.int64(value & np.uint64(0xFFFFFFFF))
             elif w == 2:
                 start, at = _get_span(data, at, stop)
-                spans[2 * column[f], i] = start
-                spans[2 * column[f] + 1, i] = at
+                spans[2 * spec[1, f], i] = start
+                spans[2 * spec[1, f] + 1, i] = at
             else:
                 width = 4 if w == 5 else 8
                 if width > stop - at:
@@ -253,9 +255,11 @@ def proto_columns(  # noqa: PLR0917 (numba kernels take positional arguments)
                     bits |= np.uint64(data[at + b]) << np.uint64(8 * b)
                 at += width
                 if w == 5:
-                    bits32[column[f], i] = np.uint32(bits)
+                    b32[0] = np.uint32(bits)
+                    floats[spec[1, f], i] = f32[0]
                 else:
-                    bits64[column[f], i] = bits
+                    b64[0] = bits
+                    floats[spec[1, f], i] = f64[0]
             if at < 0:
                 return -1
         i += 1

@@ -42,13 +42,12 @@ _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5  # protobuf wire types
 @dataclass(frozen=True)
 class _Repeated:
     """How :func:`kernels.proto_columns` reads a repeated sub-message ``field``:
-    each of its fields by number: wire type (-1: not read) and row, and the rows
-    of each kind of column (LEN, VARINT, I32, I64)."""
+    ``spec``, each sub-message field's wire type (-1: not read) and row by field
+    number, and the rows of each kind of column (LEN, VARINT, I32 and I64)."""
 
     field: int
-    wire: np.ndarray
-    row: np.ndarray
-    rows: tuple[int, int, int, int]
+    spec: np.ndarray
+    rows: tuple[int, int, int]
 
     @classmethod
     def of(cls, message: Descriptor, field: str, columns: dict[str, tuple[int, int]]) -> _Repeated:
@@ -58,29 +57,25 @@ class _Repeated:
         if sub.message_type is None:
             raise TypeError(f"{message.name}.{field} is not a message field")
         by_number = {sub.message_type.fields_by_name[f].number: at for f, at in columns.items()}
-        wire = np.full(max(by_number) + 1, -1, np.int64)
-        row = np.zeros(wire.size, np.int64)
-        for number, (w, r) in by_number.items():
-            wire[number], row[number] = w, r
-        rows = [
-            1 + max((r for w, r in columns.values() if w == kind), default=-1)
-            for kind in (_LEN, _VARINT, _I32, _I64)
-        ]
-        return cls(sub.number, wire, row, (rows[0], rows[1], rows[2], rows[3]))
+        spec = np.zeros((2, max(by_number) + 1), np.int64)
+        spec[0] = -1
+        for number, (wire, row) in by_number.items():
+            spec[:, number] = wire, row
+        kinds = ((_LEN,), (_VARINT,), (_I32, _I64))
+        rows = [1 + max((r for w, r in columns.values() if w in k), default=-1) for k in kinds]
+        return cls(sub.number, spec, (rows[0], rows[1], rows[2]))
 
-    def read(self, data: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
-        """The ``n`` sub-messages in ``data``: spans (start and end rows per LEN
-        field), varints, I32 bits and I64 bits."""
+    def read(self, data: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``n`` sub-messages in ``data``: spans (start and stop rows per LEN
+        field), ints (VARINT) and floats (I32, I64)."""
         spans = np.zeros((2 * self.rows[0], n), np.int64)
-        varints = np.zeros((self.rows[1], n), np.uint64)
-        bits32 = np.zeros((self.rows[2], n), np.uint32)
-        bits64 = np.zeros((self.rows[3], n), np.uint64)
-        read = kernels.proto_columns(
-            data, self.field, self.wire, self.row, spans, varints, bits32, bits64
-        )
-        if read != n:  # protobuf's own serialisation of a parsed message
-            raise ValueError(f"read {read} of {n} entries of field {self.field}")
-        return spans, varints, bits32, bits64
+        ints = np.zeros((self.rows[1], n), np.int64)
+        floats = np.zeros((self.rows[2], n), np.float64)
+        if n:  # (an empty field: no kernel call, the common batch of acks only)
+            read = kernels.proto_columns(data, self.field, self.spec, spans, ints, floats)
+            if read != n:  # protobuf's own serialisation of a parsed message
+                raise ValueError(f"read {read} of {n} entries of field {self.field}")
+        return spans, ints, floats
 
 
 _INPUTS = _Repeated.of(
@@ -96,7 +91,7 @@ _INPUTS = _Repeated.of(
         "pitch": (_I32, 3),
         "rtt_ms": (_I32, 4),
         "interp_delay_ms": (_I32, 5),
-        "client_time_ms": (_I64, 0),
+        "client_time_ms": (_I64, 6),
     },
 )
 _ACKS = _Repeated.of(
@@ -111,11 +106,6 @@ def _texts(raw: bytes, spans: np.ndarray) -> list[str]:
     return [raw[a:b].decode() for a, b in zip(starts, ends, strict=True)]
 
 
-def _uint32(varints: np.ndarray) -> np.ndarray:
-    """uint32 fields as protobuf reads them: the varints' low 32 bits."""
-    return (varints & np.uint64(0xFFFFFFFF)).astype(np.int64)
-
-
 def input_batch(batch: zone_pb2.InputBatch) -> tuple[Inputs, Acks]:
     """A relay's inputs and acknowledgements as columns (one array per field, not
     a tuple per entry: thousands of live tuples would trigger a garbage
@@ -126,8 +116,7 @@ def input_batch(batch: zone_pb2.InputBatch) -> tuple[Inputs, Acks]:
     their recording; ~0.3 and ~0.4 ms this way (docs/BENCHMARKS.md)."""
     raw = batch.SerializeToString()
     data = np.frombuffer(raw, np.uint8)
-    spans, varints, bits32, bits64 = _INPUTS.read(data, len(batch.inputs))
-    ints, floats = _uint32(varints), bits32.view(np.float32).astype(np.float64)
+    spans, ints, floats = _INPUTS.read(data, len(batch.inputs))
     cols = Inputs(
         players=_texts(raw, spans),
         sequence=ints[0],
@@ -138,10 +127,9 @@ def input_batch(batch: zone_pb2.InputBatch) -> tuple[Inputs, Acks]:
         actions=ints[1],
         rtt_ms=floats[4],
         interp_ms=floats[5],
-        client_time_ms=bits64.view(np.float64)[0].copy(),
+        client_time_ms=floats[6],
     )
-    spans, varints, _, _ = _ACKS.read(data, len(batch.acks))
-    ints = _uint32(varints)
+    spans, ints, _ = _ACKS.read(data, len(batch.acks))
     return cols, Acks(_texts(raw, spans), ints[0], ints[1])
 
 
