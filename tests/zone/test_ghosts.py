@@ -47,11 +47,16 @@ def test_malformed_batches_are_rejected(payload: bytes) -> None:
         ghosts.decode(payload)
 
 
-def test_non_finite_values_are_rejected() -> None:
-    raw = bytearray(batch(1))
-    raw[24 + 8 : 24 + 12] = np.float32(np.nan).tobytes()
+@pytest.mark.parametrize("field", range(8))  # x, y, z, vx, vy, vz, yaw, health
+@pytest.mark.parametrize("row", [0, 2])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_are_rejected(field: int, row: int, value: float) -> None:
+    raw = bytearray(batch(3))
+    at = ghosts.HEADER.itemsize + row * ghosts.ROW.itemsize + ghosts.FLOATS_AT + 4 * field
+    raw[at : at + 4] = np.float32(value).tobytes()
     with pytest.raises(ghosts.GhostFormatError):
         ghosts.decode(bytes(raw))
+    assert len(ghosts.decode(batch(3))[2]) == 3
 
 
 def test_aura_and_relevance() -> None:

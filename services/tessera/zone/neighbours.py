@@ -113,23 +113,27 @@ class Neighbours:
         if own is None:
             return 0
         rows = ghosts.relevant(rows, own, self.cfg.aura_m)
-        e = self.sim.ents
-        seen: set[int] = set()
-        for r in rows.tolist():
-            eid, x, y, z, vx, vy, vz, yaw, health, team, kind, flags = r
+        e, held = self.sim.ents, self.ghosts
+        at, kept = [], []  # entity rows written, from these batch rows
+        for k, (eid, kind) in enumerate(
+            zip(rows["id"].tolist(), rows["kind"].tolist(), strict=True)
+        ):
             row = e.index.get(eid)
-            if row is not None and eid not in self.ghosts:
-                continue  # ours (a handoff to us finished before the sender's batch)
             if row is None:
-                row = e.add(eid, kind, (x, y, z))
+                row = e.add(eid, kind, (0.0, 0.0, 0.0))
                 e.extra[eid] = Extra()
-            e.pos[row] = (x, y, z)
-            e.vel[row] = (vx, vy, vz)
-            e.yaw[row], e.health[row], e.team[row] = yaw, health, team
-            e.flags[row] = (flags & DEAD) | GHOST
-            self.ghosts[eid] = (sender, now)
-            seen.add(eid)
-        for eid in [i for i, (src, _t) in self.ghosts.items() if src == sender and i not in seen]:
+            elif eid not in held:
+                continue  # ours (a handoff to us finished before the sender's batch)
+            held[eid] = (sender, now)
+            at.append(row)
+            kept.append(k)
+        got, to = rows[kept], np.array(at, np.int64)
+        e.pos[to] = np.stack([got["x"], got["y"], got["z"]], 1)
+        e.vel[to] = np.stack([got["vx"], got["vy"], got["vz"]], 1)
+        e.yaw[to], e.health[to], e.team[to] = got["yaw"], got["health"], got["team"]
+        e.flags[to] = (got["flags"] & DEAD) | GHOST
+        seen = set(got["id"].tolist())
+        for eid in [i for i, (src, _t) in held.items() if src == sender and i not in seen]:
             self.drop(eid)
         metrics.GHOSTS_IN.inc(len(seen))
         return len(seen)
