@@ -4,6 +4,7 @@ big batches split and paced."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Mapping
 
@@ -15,7 +16,7 @@ from tessera.game import Action, Argument, Component, Module
 from tessera.game.view import Events, View
 from tessera.v1 import zone_pb2
 from tessera.zone.config import ZoneConfig
-from tessera.zone.links import Links, split_batch
+from tessera.zone.links import Links, LinkSnapshots, Outgoing
 from tessera.zone.simulation import Simulation
 
 
@@ -42,12 +43,19 @@ class Upstream:
             yield await self.queue.get()
 
 
-def drain(queue: asyncio.Queue[zone_pb2.ZoneLinkDown | None]) -> list[str]:
+def drain(queue: asyncio.Queue[Outgoing | None]) -> list[str]:
     out = []
     while not queue.empty():
         msg = queue.get_nowait()
-        out.append("end" if msg is None else str(msg.WhichOneof("msg")))
+        out.append("end" if msg is None else str(parsed(msg).WhichOneof("msg")))
     return out
+
+
+def parsed(msg: Outgoing | bytes) -> zone_pb2.ZoneLinkDown:
+    """A queued or sent link message as the relay reads it."""
+    if isinstance(msg, LinkSnapshots):
+        msg = msg.message(0, len(msg.ends))
+    return zone_pb2.ZoneLinkDown.FromString(msg) if isinstance(msg, bytes) else msg
 
 
 async def settle() -> None:
@@ -127,7 +135,8 @@ async def test_handover_tells_the_serving_relay_and_arrivals_attach_when_asked()
     await settle()
     links.handover("a", "east", 7, {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"})
     msg = link.queue.get_nowait()
-    assert msg is not None and msg.handover.to.zone == "east" and msg.handover.epoch == 7
+    assert isinstance(msg, zone_pb2.ZoneLinkDown)
+    assert msg.handover.to.zone == "east" and msg.handover.epoch == 7
     assert msg.handover.trace_context["traceparent"].startswith("00-111")
     assert link.players == set() and links.forget("a") is None
     sim.add_player(entity_id=4, player_id="d", pos=(0.0, 0.0, 0.0), team=0)
@@ -204,7 +213,7 @@ async def test_a_relay_linking_after_its_players_arrived_gets_their_snapshots_at
     links.publish(sim.step())  # before the relay's Attaches have come down the stream
     assert observed("self_attached") == self_attached + 2 and not links.first_due
     msg = link.queue.get_nowait()
-    assert msg is not None and {s.player_id for s in msg.snapshots.snapshots} == {"d", "f"}
+    assert msg is not None and {s.player_id for s in parsed(msg).snapshots.snapshots} == {"d", "f"}
     stream = sim.encoder.stream[sim.attached["d"]]
     up.send(attach=zone_pb2.Attach(player_id="d"))  # the relay followed the route
     await settle()
@@ -230,37 +239,36 @@ async def test_a_full_link_makes_room_for_handovers_and_events_by_dropping_old_s
         links.publish(sim.step())
     links.publish(sim.step())  # a ninth batch is dropped, not queued
     links.handover("a", "east", 3)  # room is made: the oldest batch (tick 1) goes
-    queued = [link.queue.get_nowait() for _ in range(link.queue.qsize())]
-    assert [m.WhichOneof("msg") if m else None for m in queued] == ["snapshots"] * 7 + ["handover"]
-    assert [m.snapshots.tick for m in queued[:7] if m] == list(range(2, 9))
+    queued = [parsed(m) for m in (link.queue.get_nowait() for _ in range(link.queue.qsize())) if m]
+    assert [m.WhichOneof("msg") for m in queued] == ["snapshots"] * 7 + ["handover"]
+    assert [m.snapshots.tick for m in queued[:7]] == list(range(2, 9))
     links.close()
 
 
-def snapshots(n: int, tick: int = 7) -> zone_pb2.ZoneLinkDown:
-    return zone_pb2.ZoneLinkDown(
-        snapshots=zone_pb2.SnapshotBatch(
-            tick=tick,
-            server_time_ms=1234.5,
-            snapshots=[
-                zone_pb2.PlayerSnapshot(player_id=f"p{i}", sequence=i, payload=bytes([i]))
-                for i in range(n)
-            ],
-        )
+def entries(n: int) -> list[zone_pb2.PlayerSnapshot]:
+    return [
+        zone_pb2.PlayerSnapshot(player_id=f"p{i}", sequence=i, payload=bytes([i])) for i in range(n)
+    ]
+
+
+def snapshots(n: int, tick: int = 7) -> LinkSnapshots:
+    """A tick's ``n`` snapshots for a link, as publish queues them."""
+    parts = [zone_pb2.SnapshotBatch(snapshots=[e]).SerializeToString() for e in entries(n)]
+    ends = list(itertools.accumulate(len(p) for p in parts))
+    return LinkSnapshots(tick, 1234.5, b"".join(parts), ends)
+
+
+@pytest.mark.parametrize(("first", "last"), [(0, 1), (0, 10), (4, 8), (9, 10)])
+def test_link_snapshots_are_sent_as_the_zone_link_message_protobuf_writes(
+    first: int, last: int
+) -> None:
+    """A chunk of a tick's snapshots is byte for byte the ZoneLinkDown built of
+    those PlayerSnapshots, with the tick and server time."""
+    batch = zone_pb2.SnapshotBatch(tick=7, server_time_ms=1234.5, snapshots=entries(10)[first:last])
+    assert (
+        snapshots(10).message(first, last)
+        == zone_pb2.ZoneLinkDown(snapshots=batch).SerializeToString()
     )
-
-
-@pytest.mark.parametrize(("n", "chunk", "sizes"), [(0, 4, [0]), (4, 4, [4]), (10, 4, [4, 4, 2])])
-def test_split_batch_keeps_order_tick_and_server_time(n: int, chunk: int, sizes: list[int]) -> None:
-    parts = split_batch(snapshots(n), chunk)
-    assert [len(p.snapshots.snapshots) for p in parts] == sizes
-    assert all(p.snapshots.tick == 7 and p.snapshots.server_time_ms == 1234.5 for p in parts)
-    ids = [s.player_id for p in parts for s in p.snapshots.snapshots]
-    assert ids == [f"p{i}" for i in range(n)]
-
-
-def test_split_batch_passes_other_messages_through() -> None:
-    handover = zone_pb2.ZoneLinkDown(handover=zone_pb2.Handover(player_id="a", epoch=2))
-    assert split_batch(handover, 1) == [handover]
 
 
 async def test_a_big_batch_goes_out_in_chunks_spread_over_the_spread() -> None:
@@ -273,7 +281,7 @@ async def test_a_big_batch_goes_out_in_chunks_spread_over_the_spread() -> None:
     stream = aiter(links.outgoing(link))
     for _ in range(3):
         msg = await asyncio.wait_for(anext(stream), 5.0)
-        got.append((time.monotonic() - start, len(msg.snapshots.snapshots)))
+        got.append((time.monotonic() - start, len(parsed(msg).snapshots.snapshots)))
     link.queue.put_nowait(None)
     assert [msg async for msg in stream] == []
     assert [size for _, size in got] == [4, 4, 2]
@@ -290,9 +298,8 @@ async def test_a_link_that_fell_behind_gets_whole_batches_without_pacing() -> No
         link.queue.put_nowait(item)
 
     async def sizes() -> list[tuple[int, int]]:
-        return [
-            (msg.snapshots.tick, len(msg.snapshots.snapshots)) async for msg in links.outgoing(link)
-        ]
+        sent = [parsed(msg).snapshots async for msg in links.outgoing(link)]
+        return [(batch.tick, len(batch.snapshots)) for batch in sent]
 
     # Split and paced, this would take 10 s per gap.
     assert await asyncio.wait_for(sizes(), 5.0) == [(1, 6), (2, 4)]
@@ -305,10 +312,10 @@ async def test_a_batch_falling_behind_sends_its_rest_in_one_message() -> None:
     link = links.open("r1", aiter(Upstream()))
     link.queue.put_nowait(snapshots(7, tick=1))
     stream = aiter(links.outgoing(link))
-    first = await asyncio.wait_for(anext(stream), 5.0)
+    first = parsed(await asyncio.wait_for(anext(stream), 5.0))
     link.queue.put_nowait(snapshots(1, tick=2))  # the next tick is waiting now
     link.queue.put_nowait(None)
-    rest = [msg async for msg in stream]
+    rest = [parsed(msg) async for msg in stream]
     assert [len(m.snapshots.snapshots) for m in [first, *rest]] == [2, 5, 1]
     ids = [s.player_id for m in [first, *rest[:1]] for s in m.snapshots.snapshots]
     assert ids == [f"p{i}" for i in range(7)]

@@ -27,6 +27,7 @@ from tessera.wire.snapshot import Quantization, announced
 from tessera.zone import inputs, kernels, messages
 from tessera.zone.entities import DEAD, PLAYER, Entities, Record, export_state, spawn_state
 from tessera.zone.handoff import Ack, Prepare
+from tessera.zone.snapshot import EncodedBatch
 from tessera.zone.topology import ZoneArea
 
 WORLD = Rect(-100, -100, 100, 100)
@@ -139,6 +140,48 @@ def test_unknown_repeated_and_mistyped_fields_are_read_as_protobuf_reads_them() 
     _assert_columns(cols, _oracle(batch))
     assert cols.players == ["p", ""] and cols.sequence.tolist() == [5, 0]
     assert cols.move_x.tolist() == [1.0, 0.0] and cols.actions.tolist() == [0, 0]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.text(max_size=8), st.binary(max_size=300), _UINT32, _UINT32, _UINT32),
+        max_size=30,
+    ),
+    st.integers(0, 2**63 - 1),
+    st.floats(allow_nan=False),
+    st.data(),
+)
+def test_snapshot_entries_are_the_messages_protobuf_writes(
+    snaps: list[tuple[str, bytes, int, int, int]], tick: int, now_ms: float, data: st.DataObject
+) -> None:
+    """Any subset of a tick's snapshots, serialised by the kernel and sent as one
+    chunk, is byte for byte the ZoneLinkDown built of PlayerSnapshot messages."""
+    n = len(snaps)
+    players = [p for p, *_ in snaps]
+    batch = EncodedBatch(
+        payloads=[b for _, b, *_ in snaps],
+        stream=np.array([s[2] for s in snaps], np.uint32),
+        sequence=np.array([s[3] for s in snaps], np.int64),
+        baseline=np.array([s[4] for s in snaps], np.int64),
+        full=np.zeros(n, np.bool_),
+        entities=np.zeros(n, np.int64),
+        entered=0,
+        left=0,
+    )
+    rows = data.draw(st.lists(st.integers(0, n - 1), max_size=n) if n else st.just([]))
+    entries, ends = messages.snapshot_entries(players, batch, tick, rows)
+    want = zone_pb2.SnapshotBatch(tick=tick, server_time_ms=now_ms)
+    for i in rows:
+        p, payload, stream, seq, base = snaps[i]
+        want.snapshots.add(
+            player_id=p, stream=stream, sequence=seq, baseline=base, tick=tick, payload=payload
+        )
+    sent = messages.snapshot_chunk(tick, now_ms, entries)
+    assert sent == zone_pb2.ZoneLinkDown(snapshots=want).SerializeToString()
+    assert (
+        len(ends) == len(rows) and ends == sorted(ends) and (not ends or ends[-1] == len(entries))
+    )
 
 
 def _read(data: bytes, room: int) -> int:
@@ -285,10 +328,10 @@ def test_checkpoint_payloads_parse_as_the_players_entity_states(
     assert checkpoints.payloads(ents, []) == {}
 
 
-def test_warm_up_compiles_the_checkpoint_and_input_kernels() -> None:
+def test_warm_up_compiles_the_checkpoint_input_and_snapshot_kernels() -> None:
     """After warm_up (which the zone runs before it reports ready), a checkpoint of
-    players with a game module's components and a relay's input batch compile
-    nothing new."""
+    players with a game module's components, a relay's input batch and a tick's
+    snapshots for a link compile nothing new."""
     messages.warm_up()
     before = list(kernels.proto_rows.signatures)
     read = list(kernels.proto_columns.signatures)
@@ -300,6 +343,14 @@ def test_warm_up_compiles_the_checkpoint_and_input_kernels() -> None:
     cols, acks = messages.input_batch(batch)
     assert cols.sequence.tolist() == [2] and acks.sequence.tolist() == [1]
     assert list(kernels.proto_columns.signatures) == read
+    written = list(kernels.proto_entries.signatures)
+    assert written
+    ones = np.ones(2, np.int64)
+    snaps = EncodedBatch(
+        [b"ab", b""], np.array([5, 6], np.uint32), ones, ones, np.zeros(2, np.bool_), ones, 0, 0
+    )
+    assert len(messages.snapshot_entries(["a", "b"], snaps, 9, [1, 0])[1]) == 2
+    assert list(kernels.proto_entries.signatures) == written
     ents = Entities(components=KIT)
     for i in range(3):
         ents.add_player(i + 1, f"p{i}", (1.0, 0.0, float(i)))

@@ -6,7 +6,8 @@ gRPC's Python server turns a request its deserializer cannot parse into
 method decodes with a deserializer that never raises: an undecodable unary
 request is refused with ``INVALID_ARGUMENT`` (reason ``UNDECODABLE``) before the
 servicer runs, and an undecodable message in a request stream ends that stream
-(the servicer sees the client stop sending) with the same status.
+(the servicer sees the client stop sending) with the same status. A servicer
+may also yield a response it serialised itself (``bytes``), sent as is.
 """
 
 from __future__ import annotations
@@ -65,10 +66,9 @@ class _Registrar:
 
 
 def _safe(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-    parse = handler.request_deserializer
-    assert parse is not None
-    decode = _decoder(parse)
-    args = {"request_deserializer": decode, "response_serializer": handler.response_serializer}
+    parse, serialize = handler.request_deserializer, handler.response_serializer
+    assert parse is not None and serialize is not None
+    args = {"request_deserializer": _decoder(parse), "response_serializer": _encoder(serialize)}
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary), **args)
     if handler.unary_stream is not None:
@@ -90,6 +90,15 @@ def _decoder(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
             return Undecodable(name)
 
     return decode
+
+
+def _encoder(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """``serialize``, passing a response the servicer serialised itself (bytes) as is."""
+
+    def encode(response: Any) -> bytes:
+        return response if isinstance(response, bytes) else serialize(response)
+
+    return encode
 
 
 async def _refuse(context: Context, bad: Undecodable) -> None:

@@ -266,6 +266,78 @@ def proto_columns(  # noqa: PLR0917 (numba kernels take positional arguments)
     return i
 
 
+@njit(cache=True, nogil=True)
+def _varint_size(value: int) -> int:
+    """Bytes of ``value`` (>= 0) as a protobuf varint."""
+    size = 1
+    while value >= 0x80:
+        value >>= 7
+        size += 1
+    return size
+
+
+@njit(cache=True, nogil=True)
+def _len_field(out: np.ndarray, at: int, tag: int, data: np.ndarray) -> int:
+    """Write ``data`` as a length-delimited field at ``at``; the next offset."""
+    out[at] = tag
+    at = _varint(out, at + 1, np.uint64(data.size))
+    for b in range(data.size):
+        out[at + b] = data[b]
+    return at + data.size
+
+
+@njit(cache=True, nogil=True)
+def proto_entries(  # noqa: PLR0917 (numba kernels take positional arguments)
+    tags: np.ndarray,
+    texts: np.ndarray,
+    text_ends: np.ndarray,
+    numbers: np.ndarray,
+    blobs: np.ndarray,
+    blob_ends: np.ndarray,
+    out: np.ndarray,
+    ends: np.ndarray,
+) -> None:
+    """Serialise the entries of a repeated message field into ``out``, one after
+    another, entry i ending at ``ends[i]``: the field's tag ``tags[0]``,
+    the entry's length, then a string field (``tags[1]``; entry i's bytes are
+    ``texts[text_ends[i-1]:text_ends[i]]``), the varint fields ``numbers[i]``
+    (``tags[2:-1]``, each >= 0) and a bytes field (``tags[-1]``, from ``blobs``
+    and ``blob_ends`` likewise). As protobuf does, an empty string or bytes and
+    a zero number are left out. ``out`` holds
+    :func:`proto_entries_bound` bytes."""
+    at = 0
+    for i in range(ends.size):
+        t0 = text_ends[i - 1] if i > 0 else 0
+        b0 = blob_ends[i - 1] if i > 0 else 0
+        texts_n = text_ends[i] - t0
+        blobs_n = blob_ends[i] - b0
+        size = 0
+        if texts_n:
+            size += 1 + _varint_size(texts_n) + texts_n
+        for f in range(numbers.shape[1]):
+            if numbers[i, f]:
+                size += 1 + _varint_size(numbers[i, f])
+        if blobs_n:
+            size += 1 + _varint_size(blobs_n) + blobs_n
+        out[at] = tags[0]
+        at = _varint(out, at + 1, np.uint64(size))
+        if texts_n:
+            at = _len_field(out, at, tags[1], texts[t0 : text_ends[i]])
+        for f in range(numbers.shape[1]):
+            if numbers[i, f]:
+                out[at] = tags[2 + f]
+                at = _varint(out, at + 1, np.uint64(numbers[i, f]))
+        if blobs_n:
+            at = _len_field(out, at, tags[tags.size - 1], blobs[b0 : blob_ends[i]])
+        ends[i] = at
+
+
+def proto_entries_bound(entries: int, numbers: int, texts: int, blobs: int) -> int:
+    """Bytes :func:`proto_entries` writes at most for ``entries`` entries of
+    ``numbers`` varints each and ``texts`` and ``blobs`` bytes in all."""
+    return entries * (1 + 10 + 2 * (1 + 10) + numbers * 11) + texts + blobs
+
+
 # Bytes of each field group (mask bits 0..7, in wire order): POS8, POS16, POS32,
 # HEIGHT, FACING, MOTION, VITALS, IDENT.
 GROUP_BYTES = (2, 4, 8, 2, 2, 6, 3, 3)

@@ -16,9 +16,8 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 import numpy as np
@@ -34,13 +33,34 @@ PENDING_S = 5.0  # how long an attach for a player not (yet) here waits for its 
 PENDING_MAX = 100_000
 
 
+@dataclass(frozen=True)
+class LinkSnapshots:
+    """One tick's snapshots for one link, serialised as ``SnapshotBatch``
+    entries (:func:`messages.snapshot_entries`): ``ends[i]`` is where entry i
+    ends in ``entries``. Sent whole or in chunks, each a serialised ZoneLinkDown."""
+
+    tick: int
+    server_time_ms: float
+    entries: bytes
+    ends: list[int]
+
+    def message(self, first: int, last: int) -> bytes:
+        """The ZoneLinkDown of entries ``first`` to ``last - 1``."""
+        start = self.ends[first - 1] if first else 0
+        part = self.entries[start : self.ends[last - 1]]
+        return messages.snapshot_chunk(self.tick, self.server_time_ms, part)
+
+
+Outgoing = zone_pb2.ZoneLinkDown | LinkSnapshots
+
+
 @dataclass
 class Link:
     """One relay's ZoneLink stream."""
 
     id: int
     relay_id: str
-    queue: asyncio.Queue[zone_pb2.ZoneLinkDown | None]  # None ends the stream
+    queue: asyncio.Queue[Outgoing | None]  # None ends the stream
     players: set[str] = field(default_factory=set)
     reader: asyncio.Task[None] | None = None
 
@@ -270,58 +290,58 @@ class Links:
 
     def publish(self, frame: Frame) -> None:
         """Group the frame's snapshots and events per link and queue them."""
-        batch = frame.batch
-        # Each link's message, and its snapshot list's add: snapshots are built in
-        # place (a PlayerSnapshot built apart and then copied in costs 2-3x more).
-        per_link: dict[int, tuple[zone_pb2.ZoneLinkDown, Any]] = {}
+        by_link: dict[int, list[int]] = {}
         queued = time.monotonic()
-        streams = batch.stream.tolist()
-        seqs = batch.sequence.tolist()
-        bases = batch.baseline.tolist()
         for i, player in enumerate(frame.players):
             link_id = self.player_link.get(player)
             if link_id is None:
                 continue
             if self.first_due and (due := self.first_due.pop(player, None)) is not None:
                 metrics.ARRIVAL.labels(due[1]).observe(queued - due[0])
-            if (held := per_link.get(link_id)) is None:
-                msg = zone_pb2.ZoneLinkDown(snapshots=zone_pb2.SnapshotBatch(tick=frame.tick))
-                held = per_link[link_id] = (msg, msg.snapshots.snapshots.add)
-            held[1](
-                player_id=player,
-                stream=streams[i],
-                sequence=seqs[i],
-                baseline=bases[i],
-                tick=frame.tick,
-                payload=batch.payloads[i],
-            )
-        now_ms = time.time() * 1000.0
-        for link_id, (msg, _add) in per_link.items():
-            msg.snapshots.server_time_ms = now_ms
-            self._send(self.links[link_id], msg, "snapshots")
+            by_link.setdefault(link_id, []).append(i)
+        if by_link:
+            rows = [i for order in by_link.values() for i in order]
+            entries, ends = messages.snapshot_entries(frame.players, frame.batch, frame.tick, rows)
+            now_ms, first = time.time() * 1000.0, 0
+            for link_id, order in by_link.items():
+                last = first + len(order)
+                start = ends[first - 1] if first else 0
+                part = LinkSnapshots(
+                    frame.tick,
+                    now_ms,
+                    entries[start : ends[last - 1]],
+                    [end - start for end in ends[first:last]],
+                )
+                self._send(self.links[link_id], part, "snapshots")
+                first = last
         for ev in frame.events:
             link_id = self.player_link.get(ev.player_id)
             if link_id is not None:
                 event = messages.player_event(ev)
                 self._send(self.links[link_id], zone_pb2.ZoneLinkDown(event=event), "event")
 
-    async def outgoing(self, link: Link) -> AsyncIterator[zone_pb2.ZoneLinkDown]:
-        """A link's queued messages until it ends, a snapshot batch in chunks of at
-        most ``chunk`` spread evenly over ``spread_s``. While newer messages wait,
-        nothing is split or paced (the rest of a batch goes out in one message): a
-        link that fell behind catches up with the fewest writes, as before chunking."""
+    async def outgoing(self, link: Link) -> AsyncIterator[zone_pb2.ZoneLinkDown | bytes]:
+        """A link's queued messages until it ends, a tick's snapshots in chunks of
+        at most ``chunk`` spread evenly over ``spread_s`` (serialised: bytes).
+        While newer messages wait, nothing is split or paced (the rest of a tick's
+        snapshots goes out in one message): a link that fell behind catches up
+        with the fewest writes, as before chunking."""
         while (msg := await link.queue.get()) is not None:
-            parts = split_batch(msg, self.chunk) if link.queue.empty() else [msg]
-            gap = self.spread_s / len(parts)
-            for i, part in enumerate(parts):
+            if not isinstance(msg, LinkSnapshots):
+                yield msg
+                continue
+            n = len(msg.ends)
+            cuts = [*range(0, n, self.chunk), n] if link.queue.empty() else [0, n]
+            gap = self.spread_s / (len(cuts) - 1)
+            for i, (first, last) in enumerate(itertools.pairwise(cuts)):
                 if i and not link.queue.empty():
-                    yield merge_batches(parts[i:])
+                    yield msg.message(first, n)
                     break
                 if i and gap > 0:
                     await asyncio.sleep(gap)
-                yield part
+                yield msg.message(first, last)
 
-    def _send(self, link: Link, msg: zone_pb2.ZoneLinkDown, what: str) -> None:
+    def _send(self, link: Link, msg: Outgoing, what: str) -> None:
         """Queue ``msg`` for a link; a full queue drops snapshots (the newest batch,
         or the oldest one to make room for an event or a handover)."""
         try:
@@ -334,38 +354,11 @@ class Links:
                 metrics.LINK_DROPS.labels(what).inc()
 
 
-def split_batch(msg: zone_pb2.ZoneLinkDown, chunk: int) -> list[zone_pb2.ZoneLinkDown]:
-    """A snapshot batch as batches of at most ``chunk`` snapshots in order, each with
-    the original tick and server time; any other message (or a small batch) as is."""
-    if msg.WhichOneof("msg") != "snapshots" or len(msg.snapshots.snapshots) <= chunk:
-        return [msg]
-    snaps = msg.snapshots.snapshots
-    return [
-        _like(msg.snapshots, snaps[start : start + chunk]) for start in range(0, len(snaps), chunk)
-    ]
-
-
-def merge_batches(parts: list[zone_pb2.ZoneLinkDown]) -> zone_pb2.ZoneLinkDown:
-    """Consecutive chunks of one snapshot batch as one batch again."""
-    return _like(parts[0].snapshots, [s for part in parts for s in part.snapshots.snapshots])
-
-
-def _like(
-    batch: zone_pb2.SnapshotBatch, snaps: Iterable[zone_pb2.PlayerSnapshot]
-) -> zone_pb2.ZoneLinkDown:
-    """A batch of ``snaps`` with ``batch``'s tick and server time."""
-    return zone_pb2.ZoneLinkDown(
-        snapshots=zone_pb2.SnapshotBatch(
-            tick=batch.tick, server_time_ms=batch.server_time_ms, snapshots=snaps
-        )
-    )
-
-
-def _evict_oldest_snapshots(queue: asyncio.Queue[zone_pb2.ZoneLinkDown | None]) -> bool:
-    """Remove the oldest snapshot batch from a queue, keeping the rest in order."""
+def _evict_oldest_snapshots(queue: asyncio.Queue[Outgoing | None]) -> bool:
+    """Remove the oldest tick's snapshots from a queue, keeping the rest in order."""
     kept = [queue.get_nowait() for _ in range(queue.qsize())]
     for i, msg in enumerate(kept):
-        if msg is not None and msg.WhichOneof("msg") == "snapshots":
+        if isinstance(msg, LinkSnapshots):
             del kept[i]
             break
     for msg in kept:

@@ -532,7 +532,9 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
 
     async def ZoneLink(
         self, request_iterator: AsyncIterator[zone_pb2.ZoneLinkUp], context: Context
-    ) -> AsyncIterator[zone_pb2.ZoneLinkDown]:
+    ) -> AsyncIterator[Any]:
+        """A relay's link (links.py): ZoneLinkDown messages, snapshots among them
+        serialised already (bytes, sent as is: tessera.common.decoding)."""
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("msg") != "hello":
             await abort(
