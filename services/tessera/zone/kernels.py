@@ -281,8 +281,7 @@ def _len_field(out: np.ndarray, at: int, tag: int, data: np.ndarray) -> int:
     """Write ``data`` as a length-delimited field at ``at``; the next offset."""
     out[at] = tag
     at = _varint(out, at + 1, np.uint64(data.size))
-    for b in range(data.size):
-        out[at + b] = data[b]
+    out[at : at + data.size] = data
     return at + data.size
 
 

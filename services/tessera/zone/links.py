@@ -41,7 +41,7 @@ class LinkSnapshots:
 
     tick: int
     server_time_ms: float
-    entries: bytes
+    entries: bytes | memoryview
     ends: list[int]
 
     def message(self, first: int, last: int) -> bytes:

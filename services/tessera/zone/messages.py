@@ -154,7 +154,7 @@ _SNAPSHOTS_TAG = bytes([_tag(zone_pb2.ZoneLinkDown.DESCRIPTOR, "snapshots", _LEN
 
 def snapshot_entries(
     players: Sequence[str], batch: EncodedBatch, tick: int, rows: Sequence[int]
-) -> tuple[bytes, list[int]]:
+) -> tuple[memoryview, list[int]]:
     """Snapshots ``rows`` of a tick's batch serialised one after another as
     ``SnapshotBatch.snapshots`` entries (``PlayerSnapshot``s), and where each
     ends: what :func:`snapshot_chunk` sends. Building each ``PlayerSnapshot`` in
@@ -179,7 +179,7 @@ def snapshot_entries(
         out,
         ends,
     )
-    return out[: ends[-1] if at.size else 0].tobytes(), ends.tolist()
+    return out[: ends[-1] if at.size else 0].data, ends.tolist()
 
 
 def _varint_bytes(value: int) -> bytes:
@@ -191,12 +191,12 @@ def _varint_bytes(value: int) -> bytes:
     return bytes(out)
 
 
-def snapshot_chunk(tick: int, server_time_ms: float, entries: bytes) -> bytes:
+def snapshot_chunk(tick: int, server_time_ms: float, entries: bytes | memoryview) -> bytes:
     """A serialised ``ZoneLinkDown`` of a ``SnapshotBatch`` of ``tick`` and
     ``server_time_ms`` holding ``entries`` (whole :func:`snapshot_entries`
     entries): protobuf parses it as the message built field by field."""
     head = zone_pb2.SnapshotBatch(tick=tick, server_time_ms=server_time_ms).SerializeToString()
-    return _SNAPSHOTS_TAG + _varint_bytes(len(head) + len(entries)) + head + entries
+    return b"".join((_SNAPSHOTS_TAG, _varint_bytes(len(head) + len(entries)), head, entries))
 
 
 def record(state: zone_pb2.EntityState) -> Record:
