@@ -159,8 +159,8 @@ def test_snapshot_entries_are_the_messages_protobuf_writes(
     chunk, is byte for byte the ZoneLinkDown built of PlayerSnapshot messages."""
     n = len(snaps)
     players = [p for p, *_ in snaps]
-    batch = EncodedBatch(
-        payloads=[b for _, b, *_ in snaps],
+    batch = EncodedBatch.of(
+        [b for _, b, *_ in snaps],
         stream=np.array([s[2] for s in snaps], np.uint32),
         sequence=np.array([s[3] for s in snaps], np.int64),
         baseline=np.array([s[4] for s in snaps], np.int64),
@@ -346,8 +346,15 @@ def test_warm_up_compiles_the_checkpoint_input_and_snapshot_kernels() -> None:
     written = list(kernels.proto_entries.signatures)
     assert written
     ones = np.ones(2, np.int64)
-    snaps = EncodedBatch(
-        [b"ab", b""], np.array([5, 6], np.uint32), ones, ones, np.zeros(2, np.bool_), ones, 0, 0
+    snaps = EncodedBatch.of(
+        [b"ab", b""],
+        stream=np.array([5, 6], np.uint32),
+        sequence=ones,
+        baseline=ones,
+        full=ones == 0,
+        entities=ones,
+        entered=0,
+        left=0,
     )
     assert len(messages.snapshot_entries(["a", "b"], snaps, 9, [1, 0])[1]) == 2
     assert list(kernels.proto_entries.signatures) == written

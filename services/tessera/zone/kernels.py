@@ -289,27 +289,27 @@ def _len_field(out: np.ndarray, at: int, tag: int, data: np.ndarray) -> int:
 def proto_entries(  # noqa: PLR0917 (numba kernels take positional arguments)
     tags: np.ndarray,
     texts: np.ndarray,
-    text_ends: np.ndarray,
+    text_spans: np.ndarray,
     numbers: np.ndarray,
     blobs: np.ndarray,
-    blob_ends: np.ndarray,
+    blob_spans: np.ndarray,
     out: np.ndarray,
     ends: np.ndarray,
 ) -> None:
     """Serialise the entries of a repeated message field into ``out``, one after
     another, entry i ending at ``ends[i]``: the field's tag ``tags[0]``,
     the entry's length, then a string field (``tags[1]``; entry i's bytes are
-    ``texts[text_ends[i-1]:text_ends[i]]``), the varint fields ``numbers[i]``
-    (``tags[2:-1]``, each >= 0) and a bytes field (``tags[-1]``, from ``blobs``
-    and ``blob_ends`` likewise). As protobuf does, an empty string or bytes and
-    a zero number are left out. ``out`` holds
+    ``texts[text_spans[0, i]:text_spans[1, i]]``), the varint fields
+    ``numbers[i]`` (``tags[2:-1]``, each >= 0) and a bytes field (``tags[-1]``,
+    from ``blobs`` and ``blob_spans`` likewise). As protobuf does, an empty
+    string or bytes and a zero number are left out. ``out`` holds
     :func:`proto_entries_bound` bytes."""
     at = 0
     for i in range(ends.size):
-        t0 = text_ends[i - 1] if i > 0 else 0
-        b0 = blob_ends[i - 1] if i > 0 else 0
-        texts_n = text_ends[i] - t0
-        blobs_n = blob_ends[i] - b0
+        t0, t1 = text_spans[0, i], text_spans[1, i]
+        b0, b1 = blob_spans[0, i], blob_spans[1, i]
+        texts_n = t1 - t0
+        blobs_n = b1 - b0
         size = 0
         if texts_n:
             size += 1 + _varint_size(texts_n) + texts_n
@@ -321,19 +321,20 @@ def proto_entries(  # noqa: PLR0917 (numba kernels take positional arguments)
         out[at] = tags[0]
         at = _varint(out, at + 1, np.uint64(size))
         if texts_n:
-            at = _len_field(out, at, tags[1], texts[t0 : text_ends[i]])
+            at = _len_field(out, at, tags[1], texts[t0:t1])
         for f in range(numbers.shape[1]):
             if numbers[i, f]:
                 out[at] = tags[2 + f]
                 at = _varint(out, at + 1, np.uint64(numbers[i, f]))
         if blobs_n:
-            at = _len_field(out, at, tags[tags.size - 1], blobs[b0 : blob_ends[i]])
+            at = _len_field(out, at, tags[tags.size - 1], blobs[b0:b1])
         ends[i] = at
 
 
 def proto_entries_bound(entries: int, numbers: int, texts: int, blobs: int) -> int:
     """Bytes :func:`proto_entries` writes at most for ``entries`` entries of
-    ``numbers`` varints each and ``texts`` and ``blobs`` bytes in all."""
+    ``numbers`` varints each and at most ``texts`` and ``blobs`` bytes of strings
+    and bytes in all."""
     return entries * (1 + 10 + 2 * (1 + 10) + numbers * 11) + texts + blobs
 
 

@@ -161,21 +161,24 @@ def snapshot_entries(
     place and splitting the batch into chunks cost ~1.5 µs a snapshot
     (docs/BENCHMARKS.md)."""
     names = [players[i].encode() for i in rows]
-    blobs = [batch.payloads[i] for i in rows]
     at = np.array(rows, np.int64)
     numbers = np.stack(
         [batch.stream[at], batch.sequence[at], batch.baseline[at], np.full(at.size, tick)], 1
     ).astype(np.int64)
-    texts, blob_data = b"".join(names), b"".join(blobs)
-    bound = kernels.proto_entries_bound(at.size, numbers.shape[1], len(texts), len(blob_data))
+    texts, lengths = b"".join(names), np.array([len(n) for n in names], np.int64)
+    text_ends = np.cumsum(lengths)
+    text_spans = np.stack([text_ends - lengths, text_ends])
+    blob_spans = np.stack([batch.ends[at] - batch.sizes[at], batch.ends[at]])
+    blob_bytes = int((blob_spans[1] - blob_spans[0]).sum())
+    bound = kernels.proto_entries_bound(at.size, numbers.shape[1], len(texts), blob_bytes)
     out, ends = np.empty(bound, np.uint8), np.empty(at.size, np.int64)
     kernels.proto_entries(
         _ENTRY_TAGS,
         np.frombuffer(texts, np.uint8),
-        np.cumsum([len(n) for n in names], dtype=np.int64),
+        text_spans,
         numbers,
-        np.frombuffer(blob_data, np.uint8),
-        np.cumsum([len(b) for b in blobs], dtype=np.int64),
+        np.frombuffer(batch.raw, np.uint8),
+        blob_spans,
         out,
         ends,
     )
@@ -367,10 +370,9 @@ def warm_up() -> None:
         acks=[zone_pb2.SnapshotAck(player_id="warm")],
     )
     input_batch(warm)
-    one, none = np.ones(1, np.int64), np.zeros(1, np.bool_)
-    snapshot_entries(
-        ["warm"], EncodedBatch([b"."], one.astype(np.uint32), one, one, none, one, 0, 0), 1, [0]
-    )
+    one = np.ones(1, np.int64)
+    snaps = EncodedBatch(b".", one, one.astype(np.uint32), one, one, one == 0, one, 0, 0)
+    snapshot_entries(["warm"], snaps, 1, [0])
 
 
 def player_event(ev: Event) -> zone_pb2.PlayerEvent:

@@ -220,7 +220,7 @@ def observe(frame: Frame, counts: dict[str, int], *, players: int, entities: int
     SNAPSHOT_BYTES.inc(batch.bytes_total)
     full = int(batch.full.sum())
     SNAPSHOTS.labels("full").inc(full)
-    SNAPSHOTS.labels("delta").inc(len(batch.payloads) - full)
+    SNAPSHOTS.labels("delta").inc(batch.full.size - full)
     AOI_CHANGES.labels("enter").inc(batch.entered)
     AOI_CHANGES.labels("leave").inc(batch.left)
     for key, value in counts.items():

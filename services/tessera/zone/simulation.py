@@ -482,10 +482,7 @@ class Simulation:
             return
         self.encoder.ack_many(sight.clients[synthetic], frame.batch.sequence[synthetic])
         self.counts["synthetic_snapshots"] += int(synthetic.sum())
-        payloads = frame.batch.payloads
-        self.counts["synthetic_bytes"] += sum(
-            len(payloads[i]) for i in np.flatnonzero(synthetic).tolist()
-        )
+        self.counts["synthetic_bytes"] += int(frame.batch.sizes[synthetic].sum())
 
     def _move(self, alive: npt.NDArray[np.bool_], events: list[Event]) -> None:
         e, n, cfg = self.ents, self.ents.n, self.cfg

@@ -19,6 +19,7 @@ import math
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -125,9 +126,12 @@ def tier_bits(components: Sequence[Replicated]) -> I64:
 
 @dataclass(frozen=True)
 class EncodedBatch:
-    """Payloads of one tick, aligned with the client rows passed in."""
+    """Payloads of one tick, aligned with the client rows passed in: payload i
+    is ``raw[ends[i-1]:ends[i]]`` (``payloads`` slices them on first use; the
+    link fan-out reads ``raw`` itself)."""
 
-    payloads: list[bytes]
+    raw: bytes
+    ends: I64
     stream: npt.NDArray[np.uint32]
     sequence: I64
     baseline: I64
@@ -136,15 +140,31 @@ class EncodedBatch:
     entered: int
     left: int
 
+    @classmethod
+    def of(cls, payloads: Sequence[bytes], **fields: Any) -> EncodedBatch:
+        """A batch of separate ``payloads``."""
+        ends = np.cumsum([len(p) for p in payloads], dtype=np.int64)
+        return cls(b"".join(payloads), ends, **fields)
+
+    @cached_property
+    def payloads(self) -> list[bytes]:
+        raw, ends = self.raw, self.ends.tolist()
+        return [raw[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+
+    @property
+    def sizes(self) -> I64:
+        """Each payload's length."""
+        return np.diff(self.ends, prepend=0)
+
     @property
     def bytes_total(self) -> int:
-        return sum(len(p) for p in self.payloads)
+        return len(self.raw)
 
 
 def _empty() -> EncodedBatch:
     """The batch of a tick with no snapshot to send."""
     none = np.zeros(0, np.int64)
-    return EncodedBatch([], np.zeros(0, np.uint32), none, none, none != 0, none, 0, 0)
+    return EncodedBatch(b"", none, np.zeros(0, np.uint32), none, none, none != 0, none, 0, 0)
 
 
 # The per-client arrays (first axis: client row), in one order.
@@ -397,13 +417,10 @@ class SnapshotEncoder:
         self, rows: I64, *, seq: I64, acked: I64, ends: I64, has_base: Bools, counts: I64
     ) -> EncodedBatch:
         """The batch the kernel wrote into the payload buffer."""
-        buf = self._buf
-        total = int(ends[-1])
-        raw = buf[:total].tobytes()
-        starts = [0, *ends[:-1].tolist()]
         n = counts[:, 0].copy()
         return EncodedBatch(
-            payloads=[raw[a:b] for a, b in zip(starts, ends.tolist(), strict=True)],
+            raw=self._buf[: int(ends[-1])].tobytes(),
+            ends=ends,
             stream=self.stream[rows].copy(),
             sequence=seq,
             baseline=np.where(has_base, acked, 0),
