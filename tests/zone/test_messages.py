@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pytest
@@ -117,6 +118,22 @@ def _field(number: int, wire: int, payload: bytes) -> bytes:
     return bytes([number << 3 | wire]) + payload
 
 
+def test_unknown_groups_are_skipped_as_protobuf_keeps_them() -> None:
+    """A group (wire types 3 and 4, nested) is an unknown field protobuf keeps and
+    serialises again; the reader skips it, in the batch and in an input."""
+    group = _field(
+        11, 3, _field(12, 3, _field(1, 0, b"\x05") + _field(12, 4, b"")) + _field(11, 4, b"")
+    )
+    one = zone_pb2.PlayerInput(player_id="g", sequence=4).SerializeToString() + group
+    raw = _field(1, 2, bytes([len(one)]) + one) + group + _field(1, 2, b"\x02\x10\x07")
+    batch = zone_pb2.InputBatch.FromString(raw)
+    assert group in batch.SerializeToString()  # kept
+    cols = _inputs(batch)
+    _assert_columns(cols, _oracle(batch))
+    assert cols.players == ["g", ""] and cols.sequence.tolist() == [4, 7]
+    assert _read(raw + _field(11, 3, b""), 3) == -1  # a group that never ends is malformed
+
+
 def test_unknown_repeated_and_mistyped_fields_are_read_as_protobuf_reads_them() -> None:
     one = zone_pb2.PlayerInput(player_id="p", sequence=5, yaw=1.5).SerializeToString()
     extra = b"".join([
@@ -184,11 +201,28 @@ def test_snapshot_entries_are_the_messages_protobuf_writes(
     )
 
 
+class _Strict(np.ndarray):
+    """Bytes that refuse any index outside them, negative ones included."""
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, (int, np.integer)) and not 0 <= key < self.size:
+            raise IndexError(f"byte {key} of {self.size}")
+        return super().__getitem__(key)
+
+
+_READERS = ("_get_varint", "_get_tag", "_get_span", "_skip_value", "_skip_field")
+
+
 def _read(data: bytes, room: int) -> int:
-    """``proto_columns`` run as Python (numpy checks every index) on ``data``."""
+    """``proto_columns`` and its helpers run as Python on ``data`` (so every read
+    is checked), and compiled: the two must agree."""
     arrays = (np.zeros((2, room), np.int64), np.zeros((2, room), np.int64), np.zeros((7, room)))
     field, spec = messages._INPUTS.field, messages._INPUTS.spec
-    read: int = kernels.proto_columns.py_func(np.frombuffer(data, np.uint8), field, spec, *arrays)
+    with pytest.MonkeyPatch.context() as patch:
+        for name in _READERS:
+            patch.setattr(kernels, name, getattr(kernels, name).py_func)
+        strict = np.frombuffer(data, np.uint8).view(_Strict)
+        read: int = kernels.proto_columns.py_func(strict, field, spec, *arrays)
     assert read == kernels.proto_columns(np.frombuffer(data, np.uint8), field, spec, *arrays)
     return read
 

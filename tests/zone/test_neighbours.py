@@ -62,6 +62,9 @@ async def test_ghosts_are_shown_refreshed_dropped_and_expired(redis: Redis) -> N
     assert set(nb.ghosts) == {11} and 10 not in sim.ents.index
     assert nb.apply("east", batch([12], 500.0), now=1.3) == 0  # too far to matter
     assert nb.apply("east", b"junk", now=1.3) == 0
+    twice = batch([13, 13], 7.0)[:-44] + batch([13], 8.0)[24:]  # id 13 twice: the last row counts
+    assert nb.apply("east", twice, now=1.3) == 1
+    assert sim.ents.pos[sim.ents.index[13], 0] == 8.0 and set(nb.ghosts) == {13}
     nb.expire(now=1.3 + nb.cfg.ghost_ttl_s + 0.01)
     assert nb.ghosts == {} and sim.ents.n == 1
 

@@ -214,6 +214,16 @@ def test_acks_in_a_batch_are_recorded_as_one_by_one(acks: list[tuple[int, bool, 
     np.testing.assert_array_equal(many.acked, one.acked)
 
 
+def test_a_batch_holds_its_payloads_in_one_buffer() -> None:
+    none = np.zeros(0, np.int64)
+    fields = {"stream": none.astype(np.uint32), "sequence": none, "baseline": none}
+    fields |= {"full": none == 0, "entities": none, "entered": 0, "left": 0}
+    assert EncodedBatch.of([], **fields).payloads == []
+    three = EncodedBatch.of([b"a", b"", b"bc"], **fields)
+    assert three.payloads == [b"a", b"", b"bc"] and three.sizes.tolist() == [1, 0, 2]
+    assert three.raw == b"abc" and three.bytes_total == 3
+
+
 def test_quantize_errors_within_limits() -> None:
     quant = Quantization(origin=(-500.0, 0.0, -500.0))
     rng = np.random.default_rng(3)

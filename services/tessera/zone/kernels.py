@@ -185,14 +185,37 @@ def _get_span(data: np.ndarray, at: int, end: int) -> tuple[int, int]:
 
 
 @njit(cache=True, nogil=True)
-def _skip_field(data: np.ndarray, at: int, end: int, wire: int) -> int:
-    """The offset after a field's value of ``wire`` type at ``at``; -1 if malformed."""
+def _skip_value(data: np.ndarray, at: int, end: int, wire: int) -> int:
+    """The offset after a VARINT, I64, LEN or I32 value at ``at``; -1 if malformed."""
     if wire == 0:
         return _get_varint(data, at, end)[1]
     if wire == 2:
         return _get_span(data, at, end)[1]
-    width = 8 if wire == 1 else 4 if wire == 5 else -1  # groups (3, 4) are not proto3
+    width = 8 if wire == 1 else 4 if wire == 5 else -1
     return at + width if 0 <= width <= end - at else -1
+
+
+@njit(cache=True, nogil=True)
+def _skip_field(data: np.ndarray, at: int, end: int, wire: int) -> int:
+    """The offset after a field's value of ``wire`` type at ``at``; -1 if malformed.
+    A group (an unknown field of the old kind, which protobuf keeps and writes
+    back) is skipped to its end, nested groups included."""
+    if wire != 3:
+        return _skip_value(data, at, end, wire)
+    depth = 1
+    while depth:
+        _f, w, at = _get_tag(data, at, end)
+        if at < 0:
+            return -1
+        if w == 3:
+            depth += 1
+        elif w == 4:
+            depth -= 1
+        else:
+            at = _skip_value(data, at, end, w)
+            if at < 0:
+                return -1
+    return at
 
 
 @njit(cache=True, nogil=True)

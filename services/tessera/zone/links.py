@@ -302,14 +302,15 @@ class Links:
         if by_link:
             rows = [i for order in by_link.values() for i in order]
             entries, ends = messages.snapshot_entries(frame.players, frame.batch, frame.tick, rows)
-            now_ms, first = time.time() * 1000.0, 0
+            now_ms, first, shared = time.time() * 1000.0, 0, len(by_link) > 1
             for link_id, order in by_link.items():
                 last = first + len(order)
                 start = ends[first - 1] if first else 0
+                mine = entries[start : ends[last - 1]]
                 part = LinkSnapshots(
                     frame.tick,
                     now_ms,
-                    entries[start : ends[last - 1]],
+                    bytes(mine) if shared else mine,  # a slow link holds only its own
                     [end - start for end in ends[first:last]],
                 )
                 self._send(self.links[link_id], part, "snapshots")
@@ -331,6 +332,8 @@ class Links:
                 yield msg
                 continue
             n = len(msg.ends)
+            if not n:
+                continue
             cuts = [*range(0, n, self.chunk), n] if link.queue.empty() else [0, n]
             gap = self.spread_s / (len(cuts) - 1)
             for i, (first, last) in enumerate(itertools.pairwise(cuts)):

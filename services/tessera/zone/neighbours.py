@@ -115,12 +115,12 @@ class Neighbours:
         rows = ghosts.relevant(rows, own, self.cfg.aura_m)
         e, held = self.sim.ents, self.ghosts
         at, kept = [], []  # entity rows written, from these batch rows
-        for k, (eid, kind) in enumerate(
-            zip(rows["id"].tolist(), rows["kind"].tolist(), strict=True)
-        ):
+        last = {eid: k for k, eid in enumerate(rows["id"].tolist())}  # a repeated id: its last row
+        kinds = rows["kind"].tolist()
+        for eid, k in last.items():
             row = e.index.get(eid)
             if row is None:
-                row = e.add(eid, kind, (0.0, 0.0, 0.0))
+                row = e.add(eid, kinds[k], (0.0, 0.0, 0.0))
                 e.extra[eid] = Extra()
             elif eid not in held:
                 continue  # ours (a handoff to us finished before the sender's batch)

@@ -149,7 +149,7 @@ class EncodedBatch:
     @cached_property
     def payloads(self) -> list[bytes]:
         raw, ends = self.raw, self.ends.tolist()
-        return [raw[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+        return [raw[a:b] for a, b in zip([0, *ends], ends, strict=False)]
 
     @property
     def sizes(self) -> I64:
