@@ -39,6 +39,14 @@ _LEAVING = (zone_pb2.ZONE_STATE_DRAINING, zone_pb2.ZONE_STATE_DRAINED)
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5  # protobuf wire types
 
 
+def _tags(message: Descriptor, fields: Sequence[str], wire_type: int) -> np.ndarray:
+    """The one-byte protobuf tags of ``fields`` of ``message``."""
+    tags = [message.fields_by_name[f].number << 3 | wire_type for f in fields]
+    if max(tags) >= 0x80:
+        raise ValueError(f"a field of {fields} needs a tag of two bytes")
+    return np.array(tags, np.uint8)
+
+
 @dataclass(frozen=True)
 class _Repeated:
     """How :func:`kernels.proto_columns` reads a repeated sub-message ``field``:
@@ -133,23 +141,17 @@ def input_batch(batch: zone_pb2.InputBatch) -> tuple[Inputs, Acks]:
     return cols, Acks(_texts(raw, spans), ints[0], ints[1])
 
 
-def _tag(message: Descriptor, field: str, wire: int) -> int:
-    tag: int = message.fields_by_name[field].number << 3 | wire
-    return tag
-
-
 _SNAPSHOT = zone_pb2.PlayerSnapshot.DESCRIPTOR
 # SnapshotBatch.snapshots, then PlayerSnapshot's fields as kernels.proto_entries writes them
-_ENTRY_TAGS = np.array(
+_ENTRY_TAGS = np.concatenate(
     [
-        _tag(zone_pb2.SnapshotBatch.DESCRIPTOR, "snapshots", _LEN),
-        _tag(_SNAPSHOT, "player_id", _LEN),
-        *(_tag(_SNAPSHOT, f, _VARINT) for f in ("stream", "sequence", "baseline", "tick")),
-        _tag(_SNAPSHOT, "payload", _LEN),
-    ],
-    np.uint8,
+        _tags(zone_pb2.SnapshotBatch.DESCRIPTOR, ("snapshots",), _LEN),
+        _tags(_SNAPSHOT, ("player_id",), _LEN),
+        _tags(_SNAPSHOT, ("stream", "sequence", "baseline", "tick"), _VARINT),
+        _tags(_SNAPSHOT, ("payload",), _LEN),
+    ]
 )
-_SNAPSHOTS_TAG = bytes([_tag(zone_pb2.ZoneLinkDown.DESCRIPTOR, "snapshots", _LEN)])
+_SNAPSHOTS_TAG = _tags(zone_pb2.ZoneLinkDown.DESCRIPTOR, ("snapshots",), _LEN).tobytes()
 
 
 def snapshot_entries(
@@ -168,9 +170,9 @@ def snapshot_entries(
     texts, lengths = b"".join(names), np.array([len(n) for n in names], np.int64)
     text_ends = np.cumsum(lengths)
     text_spans = np.stack([text_ends - lengths, text_ends])
-    blob_spans = np.stack([batch.ends[at] - batch.sizes[at], batch.ends[at]])
-    blob_bytes = int((blob_spans[1] - blob_spans[0]).sum())
-    bound = kernels.proto_entries_bound(at.size, numbers.shape[1], len(texts), blob_bytes)
+    sizes, blob_ends = batch.sizes[at], batch.ends[at]
+    blob_spans = np.stack([blob_ends - sizes, blob_ends])
+    bound = kernels.proto_entries_bound(at.size, numbers.shape[1], len(texts), int(sizes.sum()))
     out, ends = np.empty(bound, np.uint8), np.empty(at.size, np.int64)
     kernels.proto_entries(
         _ENTRY_TAGS,
@@ -277,19 +279,11 @@ _extra = attrgetter(*_EXTRA)
 KEEP_MAX = 1024  # bytes of a player's serialised Extra fields that Checkpoints keeps
 
 
-def _tags(message: Descriptor, fields: Sequence[str], wire_type: int) -> np.ndarray:
-    """The one-byte protobuf tags of ``fields`` of ``message``."""
-    tags = [message.fields_by_name[f].number << 3 | wire_type for f in fields]
-    if max(tags) >= 0x80:
-        raise ValueError(f"a field of {fields} needs a tag of two bytes")
-    return np.array(tags, np.uint8)
-
-
 _STATE = zone_pb2.EntityState.DESCRIPTOR
-_VARINT_TAGS = _tags(_STATE, _VARINTS, 0)
-_FLOAT_TAGS = _tags(_STATE, _FLOATS, 5)
-_VECTOR_TAGS = _tags(_STATE, _VECTORS, 2)
-_COORDINATE_TAGS = _tags(common_pb2.Vec3.DESCRIPTOR, ("x", "y", "z"), 1)
+_VARINT_TAGS = _tags(_STATE, _VARINTS, _VARINT)
+_FLOAT_TAGS = _tags(_STATE, _FLOATS, _I32)
+_VECTOR_TAGS = _tags(_STATE, _VECTORS, _LEN)
+_COORDINATE_TAGS = _tags(common_pb2.Vec3.DESCRIPTOR, ("x", "y", "z"), _I64)
 
 
 @cache
