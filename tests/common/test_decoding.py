@@ -1,5 +1,6 @@
 """Undecodable requests get INVALID_ARGUMENT (reason UNDECODABLE), on a real gRPC
-server: unary calls before the servicer runs, streams at the bad message."""
+server: unary calls before the servicer runs, streams at the bad message; a
+response the servicer serialised itself goes out as is."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tessera.common.server import GrpcService
 from tessera.v1 import relay_pb2, relay_pb2_grpc
 
 GARBAGE = b"\xff\xff\xff"
+SERIALISED = relay_pb2.ServerMessage(pong=relay_pb2.Pong(client_time_ms=7)).SerializeToString()
 
 
 class Echo(relay_pb2_grpc.RelayServicer):
@@ -30,10 +32,11 @@ class Echo(relay_pb2_grpc.RelayServicer):
 
     async def Play(
         self, request_iterator: AsyncIterator[relay_pb2.ClientMessage], context: Any
-    ) -> AsyncIterator[relay_pb2.ServerMessage]:
+    ) -> AsyncIterator[Any]:
         async for message in request_iterator:
             self.read.append(message)
             yield relay_pb2.ServerMessage(accepted=relay_pb2.Accepted())
+            yield SERIALISED  # a response the servicer serialised itself
 
 
 @pytest.fixture
@@ -86,4 +89,8 @@ async def test_an_undecodable_stream_message_ends_the_stream_with_invalid_argume
             answers.append(answer)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert detail_of(err.value).reason == "UNDECODABLE"
-    assert len(answers) == 1 and len(echo.read) == 1  # nothing after the bad message
+    assert len(echo.read) == 1  # nothing after the bad message
+    assert answers == [
+        relay_pb2.ServerMessage(accepted=relay_pb2.Accepted()).SerializeToString(),
+        SERIALISED,
+    ]
