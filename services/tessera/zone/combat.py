@@ -193,6 +193,7 @@ def fight(
         return []
     order = np.argsort(ents.id[:n])
     index = (ents.id[:n][order], order)
+    rows_at: dict[int, I64] = {}  # by history tick: the rows of the entities it holds
     forwarded: list[Forwarded] = []
     for row in wants:
         if ents.flags[row] & DEAD:
@@ -207,7 +208,9 @@ def fight(
             ents.combat_at[row] = now
             back = _rewind(ents, row, tick_ms=tick_ms, max_rewind_ms=max_rewind_ms)
             seen = history.at(tick - back)
-            hit = _aim(ents, row, attack, seen=seen, index=index, weapons=weapons)
+            if (rows := rows_at.get(back)) is None:
+                rows = rows_at[back] = _rows_of(seen[0], index)
+            hit = _aim(ents, row, attack, seen=seen, rows=rows, weapons=weapons)
             if hit is None:
                 continue
             counts["hits"] += 1
@@ -261,14 +264,13 @@ def _aim(
     attack: int,
     *,
     seen: tuple[U64, F64],
-    index: tuple[U64, I64],
+    rows: I64,
     weapons: Weapons,
 ) -> Hit | None:
     """The hit of one attack among the entities its attacker saw (``seen``: ids and
-    positions of a history row) that still exist, are alive, are not the attacker nor
-    on its team (NPCs only hit players)."""
+    positions of a history row; ``rows``: their rows now, -1 for gone) that still
+    exist, are alive, are not the attacker nor on its team (NPCs only hit players)."""
     ids, pos = seen
-    rows = _rows_of(ids, index)
     safe = np.maximum(rows, 0)
     team = int(ents.team[row])
     eligible = (
