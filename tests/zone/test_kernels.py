@@ -535,3 +535,8 @@ def test_the_input_buffer_kernel_matches_its_oracle(n: int, seed: int, ticks: in
         assert np.array_equal(ents.q_seq[r, :k], want.q_seq[r, :k])
         assert np.array_equal(ents.q_values[r, :k], want.q_values[r, :k])
         assert np.array_equal(ents.q_wait[r, :k], want.q_wait[r, :k])
+
+
+def test_a_single_bit_is_indexed() -> None:
+    bits = [kernels._bit_index(np.uint64(1) << np.uint64(b)) for b in range(64)]
+    assert bits == list(range(64))

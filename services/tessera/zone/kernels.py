@@ -58,6 +58,12 @@ ENTITY_BYTES_MAX = 8 + 1 + 8 + 2 + 2 + 6 + 3 + 3
 
 GRID_MAX = 256  # cells a side of the interest grid at most (far-flung entities widen cells)
 
+# The index of a one-bit uint64 by a de Bruijn sequence: (bit * _DE_BRUIJN) >> 58 is
+# distinct for each of the 64 bits.
+_DE_BRUIJN = np.uint64(0x022FDD63CC95386D)
+_BIT_AT = np.zeros(64, np.int64)
+_BIT_AT[[((1 << b) * int(_DE_BRUIJN) & (2**64 - 1)) >> 58 for b in range(64)]] = range(64)
+
 
 def payload_bound(clients: int, cap: int, widths: np.ndarray) -> int:
     """Bytes that always hold ``clients`` payloads of at most ``cap`` entities,
@@ -859,6 +865,12 @@ def refresh_views(  # noqa: PLR0917 (numba kernels take positional arguments)
 
 
 @njit(cache=True, nogil=True)
+def _bit_index(bit: np.uint64) -> int:
+    """Which bit of a uint64 ``bit`` (exactly one bit set) is."""
+    return int(_BIT_AT[(bit * _DE_BRUIJN) >> np.uint64(58)])
+
+
+@njit(cache=True, nogil=True)
 def _before(key_a: float, row_a: int, key_b: float, row_b: int) -> bool:
     """(key, row) order: equal keys go to the lower row."""
     return key_a < key_b or (key_a == key_b and row_a < row_b)
@@ -970,7 +982,7 @@ def visible(  # noqa: PLR0917 (numba kernels take positional arguments)
     rank = np.empty(n, np.int64)
     for t in range(n):
         rank[by_id[t]] = t
-    marked = np.zeros(n, np.bool_)
+    marked = np.zeros((n + 63) >> 6, np.uint64)  # a bit per id rank
     for i in range(viewers.shape[0]):
         vx = viewers[i, 0]
         vz = viewers[i, 1]
@@ -1020,17 +1032,20 @@ def visible(  # noqa: PLR0917 (numba kernels take positional arguments)
         for t in range(m):
             score[t] = dist[t] - boost[cand[t]]
         m = _keep_smallest(score, cand, m, width)
-        lo, hi = n, -1  # id order: mark the ranks, then scan the marked span
+        lo, hi = marked.size, -1  # id order: mark the ranks, then take the marks in order
         for t in range(m):
             at = rank[cand[t]]
-            marked[at] = True
-            lo = min(lo, at)
-            hi = max(hi, at)
+            marked[at >> 6] |= np.uint64(1) << np.uint64(at & 63)
+            lo = min(lo, at >> 6)
+            hi = max(hi, at >> 6)
         w = 0
-        for at in range(lo, hi + 1):
-            if marked[at]:
-                out[i, w] = by_id[at]
-                marked[at] = False
+        for k in range(lo, hi + 1):
+            bits = marked[k]
+            marked[k] = 0
+            while bits:
+                low = bits & (~bits + np.uint64(1))
+                out[i, w] = by_id[(k << 6) + _bit_index(low)]
+                bits ^= low
                 w += 1
 
 
