@@ -48,6 +48,7 @@ SECRET = "bench-secret-0123456789"
 ADDED_LATENCY = "tessera_relay_added_latency_seconds"
 GC_PAUSE = "tessera_relay_gc_pause_seconds"
 LINK_BATCH = "tessera_relay_link_batch_snapshots"
+ZONE_LINK_MESSAGES = "tessera_zone_link_messages_total"
 
 
 def start_stack(
@@ -581,7 +582,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             w0, busy0 = threads_of(clients), cpu_busy_s()
             k0 = udp_rcvbuf_errors()
             per_worker0 = [scrape(port) for port in ports]
+            zone_cpu0, zone_ports = cpu_seconds(procs["zone"].pid), procs["zone"].ports
+            zone0 = counter_by_label(scrape(zone_ports["metrics_port"]), ZONE_LINK_MESSAGES)
             time.sleep(args.duration)
+            zone_cpu1 = cpu_seconds(procs["zone"].pid)
+            zone1 = counter_by_label(scrape(zone_ports["metrics_port"]), ZONE_LINK_MESSAGES)
             c1, t1 = [cpu_seconds(pid) for pid in pids], time.perf_counter()
             q1 = {name: schedstat(pid) for name, pid in sched.items()}
             w1, busy1 = threads_of(clients), cpu_busy_s()
@@ -650,6 +655,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             round((b - a) / elapsed, 3) for a, b in zip(c0, c1, strict=True)
         ],
         "packets_per_relay_cpu_s": round(packets / cpu) if cpu > 0 else None,
+        # The zone process (its tick, link reads and the rest) and what it read
+        # from the relay's link, per kind (docs/RELAY.md, "Input batches").
+        "zone_cpu_utilization": round((zone_cpu1 - zone_cpu0) / elapsed, 3),
+        "zone_link_messages_per_s": {
+            kind: round((n - zone0.get(kind, 0.0)) / elapsed) for kind, n in zone1.items()
+        },
         "cpu_ms_per_1k_packets": round(cpu * 1e6 / packets, 3) if packets else None,
         # A message's added latency is its path's; both paths together:
         "added_latency_ms_p50": round(quantile(both(h0), both(h1), 0.50) * 1e3, 3),

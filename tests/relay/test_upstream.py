@@ -3,6 +3,9 @@ control messages and inputs, shedding when a zone stops reading."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from tessera.relay import upstream
 from tessera.relay.upstream import ZoneLink, keep_recent
 from tessera.v1 import zone_pb2
@@ -91,3 +94,79 @@ def test_backlog_is_shed() -> None:
     assert link.shed_inputs > 0
     newest = link._outbox[-1].inputs.inputs[-1].sequence
     assert newest == upstream.MAX_OUTBOX + 9
+
+
+def tick_batch(next_in_ms: float, sent_ago_ms: float = 0.0) -> zone_pb2.SnapshotBatch:
+    """A snapshot batch sent ``sent_ago_ms`` ago on this machine's clock, whose
+    zone ticks next ``next_in_ms`` after sending it."""
+    sent = time.time() * 1000.0 - sent_ago_ms
+    return zone_pb2.SnapshotBatch(tick=1, server_time_ms=sent, next_tick_ms=sent + next_in_ms)
+
+
+def ticking_link(hz: int = 10, lead: float = 0.25) -> ZoneLink:
+    link = ZoneLink("zone-a", relay_id="r", resolve=no_address, handler=Handler(), lead=lead)
+    link._period = 1.0 / hz
+    return link
+
+
+def test_inputs_wait_for_the_lead_before_the_zones_next_tick() -> None:
+    link = ticking_link()
+    assert link._hold() == link.batch_s  # no tick times yet
+    link._note_tick(tick_batch(next_in_ms=80.0))
+    assert 0.050 <= link._hold() <= 0.055  # 80 ms - a quarter of 100 ms
+    # Inputs queued inside the lead go after the batch window.
+    link._note_tick(tick_batch(next_in_ms=20.0))
+    assert link._hold() == link.batch_s
+
+
+def test_a_tick_passed_is_followed_on_the_zones_grid() -> None:
+    link = ticking_link()
+    link._note_tick(tick_batch(next_in_ms=-130.0))  # two ticks ago was 30 ms late
+    assert 0.040 <= link._hold() <= 0.046  # next tick in 70 ms, minus 25
+
+
+def test_late_batches_do_not_move_the_estimate_later() -> None:
+    """The clocks are read against each other by the least delay seen: a batch
+    that waited 40 ms on its way names a tick 40 ms nearer than its arrival
+    would suggest."""
+    link = ticking_link()
+    link._note_tick(tick_batch(next_in_ms=80.0))
+    link._note_tick(tick_batch(next_in_ms=80.0, sent_ago_ms=40.0))
+    assert 0.013 <= link._hold() <= 0.017
+
+
+def test_nothing_is_held_without_fresh_tick_times_with_control_queued_or_lead_one() -> None:
+    link = ticking_link()
+    link._note_tick(tick_batch(next_in_ms=80.0))
+    link._tick_seen -= 0.5  # five periods ago
+    assert link._hold() == link.batch_s
+    link = ticking_link()
+    link._note_tick(tick_batch(next_in_ms=80.0))
+    link.attach("a")
+    assert link._hold() == link.batch_s
+    link = ticking_link(lead=1.0)
+    link._note_tick(tick_batch(next_in_ms=80.0))
+    assert link._hold() == link.batch_s
+
+
+def test_clock_skew_is_the_least_sample_of_the_last_windows() -> None:
+    skew = upstream.ClockSkew(window_s=5.0)
+    assert skew.add(10.0, now=0.0) == 10.0
+    assert skew.add(3.0, now=1.0) == 3.0
+    assert skew.add(8.0, now=5.5) == 3.0  # the previous window still counts
+    assert skew.add(9.0, now=11.0) == 8.0  # ... until it is two windows old
+
+
+async def test_a_control_message_brings_a_held_batch_forward() -> None:
+    loop = asyncio.get_running_loop()
+    link = ticking_link()
+    link._stub = object()  # the stream is up
+    link._note_tick(tick_batch(next_in_ms=80.0))
+    link.send_inputs([zone_pb2.PlayerInput(player_id="a", sequence=1)], time.perf_counter())
+    assert link._flush is not None and link._flush.when() - loop.time() > 0.040
+    assert link._due > 0  # held: its up latency counts from then
+    link.attach("b")
+    assert link._flush is not None and link._flush.when() - loop.time() <= link.batch_s
+    assert link._due == 0
+    await asyncio.sleep(0.01)
+    assert link._wake.is_set() and link._flush is None

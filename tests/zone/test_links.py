@@ -255,7 +255,7 @@ def snapshots(n: int, tick: int = 7) -> LinkSnapshots:
     """A tick's ``n`` snapshots for a link, as publish queues them."""
     parts = [zone_pb2.SnapshotBatch(snapshots=[e]).SerializeToString() for e in entries(n)]
     ends = list(itertools.accumulate(len(p) for p in parts))
-    return LinkSnapshots(tick, 1234.5, b"".join(parts), ends)
+    return LinkSnapshots(tick, 1234.5, 1250.0, b"".join(parts), ends)
 
 
 @pytest.mark.parametrize(("first", "last"), [(0, 1), (0, 10), (4, 8), (9, 10)])
@@ -263,8 +263,10 @@ def test_link_snapshots_are_sent_as_the_zone_link_message_protobuf_writes(
     first: int, last: int
 ) -> None:
     """A chunk of a tick's snapshots is byte for byte the ZoneLinkDown built of
-    those PlayerSnapshots, with the tick and server time."""
-    batch = zone_pb2.SnapshotBatch(tick=7, server_time_ms=1234.5, snapshots=entries(10)[first:last])
+    those PlayerSnapshots, with the tick, server time and next tick's time."""
+    batch = zone_pb2.SnapshotBatch(
+        tick=7, server_time_ms=1234.5, next_tick_ms=1250.0, snapshots=entries(10)[first:last]
+    )
     assert (
         snapshots(10).message(first, last)
         == zone_pb2.ZoneLinkDown(snapshots=batch).SerializeToString()

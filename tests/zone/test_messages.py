@@ -167,10 +167,15 @@ def test_unknown_repeated_and_mistyped_fields_are_read_as_protobuf_reads_them() 
     ),
     st.integers(0, 2**63 - 1),
     st.floats(allow_nan=False),
+    st.floats(allow_nan=False),
     st.data(),
 )
 def test_snapshot_entries_are_the_messages_protobuf_writes(
-    snaps: list[tuple[str, bytes, int, int, int]], tick: int, now_ms: float, data: st.DataObject
+    snaps: list[tuple[str, bytes, int, int, int]],
+    tick: int,
+    now_ms: float,
+    next_ms: float,
+    data: st.DataObject,
 ) -> None:
     """Any subset of a tick's snapshots, serialised by the kernel and sent as one
     chunk, is byte for byte the ZoneLinkDown built of PlayerSnapshot messages."""
@@ -188,13 +193,13 @@ def test_snapshot_entries_are_the_messages_protobuf_writes(
     )
     rows = data.draw(st.lists(st.integers(0, n - 1), max_size=n) if n else st.just([]))
     entries, ends = messages.snapshot_entries(players, batch, tick, rows)
-    want = zone_pb2.SnapshotBatch(tick=tick, server_time_ms=now_ms)
+    want = zone_pb2.SnapshotBatch(tick=tick, server_time_ms=now_ms, next_tick_ms=next_ms)
     for i in rows:
         p, payload, stream, seq, base = snaps[i]
         want.snapshots.add(
             player_id=p, stream=stream, sequence=seq, baseline=base, tick=tick, payload=payload
         )
-    sent = messages.snapshot_chunk(tick, now_ms, entries)
+    sent = messages.snapshot_chunk(tick, now_ms, next_ms, entries)
     assert sent == zone_pb2.ZoneLinkDown(snapshots=want).SerializeToString()
     assert (
         len(ends) == len(rows) and ends == sorted(ends) and (not ends or ends[-1] == len(entries))

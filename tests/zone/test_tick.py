@@ -76,3 +76,26 @@ async def test_steps_over_their_period_still_leave_the_event_loop_its_share() ->
     other.cancel()
     assert ticker.skipped > 0  # overloaded throughout
     assert during >= 19  # a round or more between every two steps (the old loop: none)
+
+
+async def test_a_step_knows_when_the_next_step_will_run() -> None:
+    """What a step predicts with ``next_due`` (a zone's ``next_tick_ms``) is when
+    the next step starts: on the grid, and after a step over its period, a share
+    of a period after it."""
+    predicted: list[float] = []
+    started: list[float] = []
+
+    def step() -> None:
+        now = time.monotonic()
+        started.append(now)
+        if len(started) == 4:
+            while time.monotonic() < now + 0.03:  # over its 20 ms period
+                pass
+        predicted.append(ticker.next_due(time.monotonic()))
+        if len(started) == 8:
+            ticker.stop()
+
+    ticker = Ticker(50, step)
+    await ticker.run()
+    gaps = [start - guess for guess, start in zip(predicted, started[1:], strict=False)]
+    assert all(-0.001 <= gap <= 0.015 for gap in gaps), gaps  # the wait's own lateness only

@@ -57,6 +57,7 @@ async def build(server_config: ServerConfig) -> GrpcService:
             relay_id=config.relay_id,
             world=config.world,
             batch_s=config.batch_ms / 1000.0,
+            input_lead=config.input_lead,
             upstream_timeout_s=config.upstream_timeout_s,
             default_timeout_s=config.default_timeout_s,
             zone_silence_s=config.zone_silence_s,

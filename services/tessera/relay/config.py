@@ -8,6 +8,7 @@ import socket
 from dataclasses import dataclass
 
 from tessera.common.config import ConfigError, Env, ServiceClient
+from tessera.relay.upstream import INPUT_LEAD
 
 # The generation-0 threshold the relay runs with (CPython's default: 700): in steady
 # state nothing then triggers a collection (docs/RELAY.md, "Garbage collection").
@@ -30,6 +31,9 @@ class RelayConfig:
     auth_address: str
     connect_key: bytes
     batch_ms: float
+    # Inputs are held until this fraction of a zone's tick period before its next
+    # tick (docs/RELAY.md, "Input batches"); 1: never held.
+    input_lead: float
     upstream_timeout_s: float
     default_timeout_s: float
     packets_per_s: float
@@ -79,6 +83,7 @@ class RelayConfig:
             auth_address=env.string("AUTH_ADDRESS", "127.0.0.1:50051", pattern=r"\S+:\d{1,5}"),
             connect_key=_connect_key(env),
             batch_ms=env.number("RELAY_BATCH_MS", 0.5, lo=0.0, hi=100.0),
+            input_lead=env.number("RELAY_INPUT_LEAD", INPUT_LEAD, lo=0.05, hi=1.0),
             upstream_timeout_s=env.number("RELAY_UPSTREAM_TIMEOUT_S", 10.0, lo=0.5, hi=600.0),
             default_timeout_s=env.number("RELAY_IDLE_TIMEOUT_S", 10.0, lo=1.0, hi=600.0),
             packets_per_s=env.number("RELAY_PACKETS_PER_S", 200.0, lo=1.0),

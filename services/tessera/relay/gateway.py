@@ -34,7 +34,7 @@ from tessera.relay.presence import Presence
 from tessera.relay.routing import Route, RouteCache
 from tessera.relay.session import Session, SessionTable
 from tessera.relay.store import RelayStore
-from tessera.relay.upstream import ZoneLink
+from tessera.relay.upstream import INPUT_LEAD, ZoneLink
 from tessera.relay.zones import warm_zones
 from tessera.v1 import relay_pb2, zone_pb2
 
@@ -65,6 +65,8 @@ class GatewayConfig:
     relay_id: str
     world: str
     batch_s: float = 0.0005
+    # Of a zone's tick period: how long before its next tick held inputs go (1: never held).
+    input_lead: float = INPUT_LEAD
     upstream_timeout_s: float = 10.0
     default_timeout_s: float = 10.0
     # Each zone call's bound: the wait for its link, then the RPC.
@@ -380,6 +382,7 @@ class Gateway:
                 resolve=self.store.zone_address,
                 handler=self,
                 batch_s=self.config.batch_s,
+                lead=self.config.input_lead,
                 rpc_timeout_s=self.config.rpc_timeout_s,
                 silence_s=self.config.zone_silence_s,
                 channel=self.channel,

@@ -71,10 +71,21 @@ LINK_BATCH = Histogram(
 )
 
 
-def observe_sampled(histogram: Histogram, starts: list[float], end: float) -> None:
-    """Observe ``end - start`` for every SAMPLE_EVERY-th start."""
+# Inputs held for the zone's next tick (docs/RELAY.md, "Input batches"): how long.
+INPUT_HOLD = Histogram(
+    "tessera_relay_input_hold_seconds",
+    "Time a client's input or ack was held for the zone's next tick before its "
+    "batch was due to be written (the up path's added latency counts from then).",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2),
+)
+
+
+def observe_sampled(
+    histogram: Histogram, starts: list[float], end: float, due: float = 0.0
+) -> None:
+    """Observe ``end - max(start, due)`` (at least 0) for every SAMPLE_EVERY-th start."""
     for start in starts[::SAMPLE_EVERY]:
-        histogram.observe(end - start)
+        histogram.observe(max(0.0, end - max(start, due)))
 
 
 # Restarts of worker processes by their parent (docs/RELAY.md, "Worker processes").

@@ -1,8 +1,10 @@
 """Multiplexed ZoneLink streams, one per zone, shared by all of the relay's players.
 
 A :class:`ZoneLink` batches the inputs and acks of its players and writes them
-once per batch window, fans the zone's snapshot batches, events and handovers
-out to its :class:`LinkHandler`, and reconnects with jittered exponential backoff
+once per batch window, or, while the zone's tick times are known, once shortly
+before its next tick (the zone applies inputs at its ticks); it fans the zone's
+snapshot batches, events and handovers out to its :class:`LinkHandler`, and
+reconnects with jittered exponential backoff
 when the stream breaks (resolving the zone's address again, since a restarted
 zone may listen elsewhere). While it is down, inputs are kept (the last few per
 player) and replayed after the players are attached again; the client sessions
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +26,7 @@ import grpc
 from tessera.authclient.bearer import bearer_metadata
 from tessera.authclient.credentials import TokenSource
 from tessera.common import tls, tracing
-from tessera.relay.metrics import UP_LATENCY, observe_sampled
+from tessera.relay.metrics import INPUT_HOLD, UP_LATENCY, observe_sampled
 from tessera.v1 import relay_pb2, zone_pb2, zone_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,31 @@ MAX_JOINS = 32
 MAX_OUTBOX = 256
 # Inputs kept per player while a link is down (clients resend about as many).
 REPLAY_INPUTS = 8
+# Of a zone's tick period: how long before its next tick held inputs are written.
+INPUT_LEAD = 0.25
+# Tick times older than this many of the zone's periods are not relied on.
+TICK_STALE_PERIODS = 4
+# The zone's clock is read against the relay's over windows of this many seconds.
+SKEW_WINDOW_S = 5.0
+
+
+class ClockSkew:
+    """The least (arrival here - sent there) over the last one or two windows:
+    the other clock's offset plus the least delay (delays only ever add), which
+    follows a clock that drifts."""
+
+    def __init__(self, window_s: float = SKEW_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._since = -math.inf
+        self._current = math.inf
+        self._previous = math.inf
+
+    def add(self, sample_ms: float, now: float) -> float:
+        """Take one sample (``now``: monotonic seconds); the least of the windows."""
+        if now - self._since >= self.window_s:
+            self._since, self._previous, self._current = now, self._current, math.inf
+        self._current = min(self._current, sample_ms)
+        return min(self._current, self._previous)
 
 
 def call_bound_s(rpc_timeout_s: float) -> float:
@@ -109,6 +137,7 @@ class ZoneLink:
         resolve: Callable[[str], Awaitable[str | None]],
         handler: LinkHandler,
         batch_s: float = 0.0005,
+        lead: float = INPUT_LEAD,
         backoff_s: tuple[float, float] = (0.05, 1.0),
         rpc_timeout_s: float = 3.0,
         silence_s: float = 1.0,
@@ -127,6 +156,9 @@ class ZoneLink:
         self.resolve = resolve
         self.handler = handler
         self.batch_s = batch_s
+        # Held inputs go this fraction of the zone's tick period before its next
+        # tick (1 or more: inputs are never held).
+        self.lead = lead
         self.backoff_s = backoff_s
         self.rpc_timeout_s = rpc_timeout_s
         self.silence_s = silence_s
@@ -150,7 +182,15 @@ class ZoneLink:
         self._outbox: list[zone_pb2.ZoneLinkUp] = []
         self._batch = zone_pb2.InputBatch()
         self._wake = asyncio.Event()
-        self._flush_scheduled = False
+        self._flush: asyncio.TimerHandle | None = None
+        # perf_counter time the pending batch is due to go (held until then), or 0.
+        self._due = 0.0
+        # The zone's tick period, and its next tick on the monotonic clock (when
+        # that was last learnt, from a snapshot batch).
+        self._period = 0.0
+        self._tick_at = 0.0
+        self._tick_seen = -math.inf
+        self._skew = ClockSkew()
         # Receive times (perf_counter) of the client packets in the pending batch.
         self._received: list[float] = []
         self._task: asyncio.Task[None] | None = None
@@ -291,12 +331,46 @@ class ZoneLink:
     def _schedule(self) -> None:
         # Also while stalled: the stream is up, and what the zone has not read
         # yet waits in it (a zone that stops reading has its inputs shed here).
-        if not self._flush_scheduled and self._stub is not None:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_later(self.batch_s, self._wake_writer)
+        if self._stub is None:
+            return
+        hold = self._hold()
+        loop = asyncio.get_running_loop()
+        at = loop.time() + hold
+        if self._flush is not None:
+            if self._flush.when() <= at:
+                return
+            self._flush.cancel()  # a control message: it goes at once
+        self._due = time.perf_counter() + hold if hold > self.batch_s else 0.0
+        self._flush = loop.call_at(at, self._wake_writer)
+
+    def _hold(self) -> float:
+        """How long what is queued waits: the batch window, or while the zone's tick
+        times are known, until ``lead`` of a period before its next tick. Control
+        messages wait only the batch window."""
+        now = time.monotonic()
+        if self._outbox or self.lead >= 1.0 or now - self._tick_seen > self._stale_s:
+            return self.batch_s
+        tick_at = self._tick_at
+        if tick_at < now:  # the zone ticks on a fixed grid: the next one on it
+            tick_at += math.ceil((now - tick_at) / self._period) * self._period
+        return max(self.batch_s, tick_at - self.lead * self._period - now)
+
+    @property
+    def _stale_s(self) -> float:
+        return TICK_STALE_PERIODS * self._period
+
+    def _note_tick(self, batch: zone_pb2.SnapshotBatch) -> None:
+        """Learn when the zone's next tick falls on this relay's clocks from a
+        snapshot batch (its server time and next tick time on the zone's clock)."""
+        if batch.next_tick_ms <= 0 or self._period <= 0:
+            return
+        now, wall_ms = time.monotonic(), time.time() * 1000.0
+        skew_ms = self._skew.add(wall_ms - batch.server_time_ms, now)
+        self._tick_at = now + (batch.next_tick_ms + skew_ms - wall_ms) / 1000.0
+        self._tick_seen = now
 
     def _wake_writer(self) -> None:
-        self._flush_scheduled = False
+        self._flush = None
         self._wake.set()
 
     def _take_outbox(self) -> list[zone_pb2.ZoneLinkUp]:
@@ -351,6 +425,7 @@ class ZoneLink:
         self.connected = False
         self.up.clear()
         self._stub = None
+        self._tick_seen = -math.inf  # a zone back on a new stream may tick on another grid
         self._buffer_for_replay()
         if was_connected:
             self.down_since = time.monotonic()
@@ -376,6 +451,7 @@ class ZoneLink:
         if not isinstance(first, zone_pb2.ZoneLinkDown) or first.WhichOneof("msg") != "welcome":
             raise ConnectionError(f"zone {self.zone} did not welcome the link")
         self.welcome = first.welcome
+        self._period = 1.0 / first.welcome.tick_hz if first.welcome.tick_hz else 0.0
         reconnect = self.ever_connected
         if reconnect:
             self.reconnects += 1
@@ -413,9 +489,12 @@ class ZoneLink:
             await self._wake.wait()
             self._wake.clear()
             received, self._received = self._received, []
+            due, self._due = self._due, 0.0
+            if due:
+                observe_sampled(INPUT_HOLD, received, due)
             for message in self._take_outbox():
                 await call.write(message)
-            observe_sampled(UP_LATENCY, received, time.perf_counter())
+            observe_sampled(UP_LATENCY, received, time.perf_counter(), due)
 
     def _schedule_if_pending(self) -> None:
         if self._outbox or self._batch.inputs or self._batch.acks:
@@ -472,6 +551,7 @@ class ZoneLink:
                 self._unstall()
             kind = down.WhichOneof("msg")
             if kind == "snapshots":
+                self._note_tick(down.snapshots)
                 handler.on_snapshots(self, down.snapshots, time.perf_counter())
             elif kind == "event":
                 handler.on_event(self, down.event)

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 PENDING_S = 5.0  # how long an attach for a player not (yet) here waits for its handoff
 PENDING_MAX = 100_000
+# What a relay sends on a link after its hello (counted per kind).
+LINK_KINDS = ("inputs", "attach", "detach", "action")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class LinkSnapshots:
 
     tick: int
     server_time_ms: float
+    next_tick_ms: float
     entries: bytes | memoryview
     ends: list[int]
 
@@ -48,7 +51,7 @@ class LinkSnapshots:
         """The ZoneLinkDown of entries ``first`` to ``last - 1``."""
         start = self.ends[first - 1] if first else 0
         part = self.entries[start : self.ends[last - 1]]
-        return messages.snapshot_chunk(self.tick, self.server_time_ms, part)
+        return messages.snapshot_chunk(self.tick, self.server_time_ms, self.next_tick_ms, part)
 
 
 Outgoing = zone_pb2.ZoneLinkDown | LinkSnapshots
@@ -132,9 +135,12 @@ class Links:
     # --- fan-in ---------------------------------------------------------------
 
     async def _read(self, link: Link, upstream: AsyncIterator[zone_pb2.ZoneLinkUp]) -> None:
+        counted = {k: metrics.LINK_MESSAGES.labels(k) for k in LINK_KINDS}
         try:
             async for up in upstream:
                 which = up.WhichOneof("msg")
+                if which in counted:
+                    counted[which].inc()
                 if which == "inputs":
                     self._inputs(link, up.inputs)
                 elif which == "attach":
@@ -288,8 +294,9 @@ class Links:
 
     # --- fan-out ----------------------------------------------------------------
 
-    def publish(self, frame: Frame) -> None:
-        """Group the frame's snapshots and events per link and queue them."""
+    def publish(self, frame: Frame, next_tick_ms: float = 0.0) -> None:
+        """Group the frame's snapshots and events per link and queue them;
+        ``next_tick_ms`` (server clock, 0: unknown) is when the next tick is due."""
         by_link: dict[int, list[int]] = {}
         queued = time.monotonic()
         for i, player in enumerate(frame.players):
@@ -310,6 +317,7 @@ class Links:
                 part = LinkSnapshots(
                     frame.tick,
                     now_ms,
+                    next_tick_ms,
                     bytes(mine) if shared else mine,  # a slow link holds only its own
                     [end - start for end in ends[first:last]],
                 )

@@ -196,12 +196,17 @@ def _varint_bytes(value: int) -> bytes:
     return bytes(out)
 
 
-def snapshot_chunk(tick: int, server_time_ms: float, entries: bytes | memoryview) -> bytes:
-    """A serialised ``ZoneLinkDown`` of a ``SnapshotBatch`` of ``tick`` and
-    ``server_time_ms`` holding ``entries`` (whole :func:`snapshot_entries`
-    entries): protobuf parses it as the message built field by field."""
+def snapshot_chunk(
+    tick: int, server_time_ms: float, next_tick_ms: float, entries: bytes | memoryview
+) -> bytes:
+    """A serialised ``ZoneLinkDown`` of a ``SnapshotBatch`` of ``tick``,
+    ``server_time_ms`` and ``next_tick_ms`` holding ``entries`` (whole
+    :func:`snapshot_entries` entries): the bytes protobuf writes for that message
+    built field by field."""
     head = zone_pb2.SnapshotBatch(tick=tick, server_time_ms=server_time_ms).SerializeToString()
-    return b"".join((_SNAPSHOTS_TAG, _varint_bytes(len(head) + len(entries)), head, entries))
+    tail = zone_pb2.SnapshotBatch(next_tick_ms=next_tick_ms).SerializeToString()
+    size = _varint_bytes(len(head) + len(entries) + len(tail))
+    return b"".join((_SNAPSHOTS_TAG, size, head, entries, tail))
 
 
 def record(state: zone_pb2.EntityState) -> Record:

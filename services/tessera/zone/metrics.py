@@ -148,6 +148,9 @@ LINK_DROPS = Counter(
     "tessera_zone_link_dropped_total", "Messages not delivered to a slow relay link", ["what"]
 )
 LINK_ERRORS = Counter("tessera_zone_link_errors_total", "Bad link messages", ["reason"])
+LINK_MESSAGES = Counter(
+    "tessera_zone_link_messages_total", "Messages read from relay links", ["kind"]
+)
 
 SYNTHETIC_SNAPSHOTS = Counter(
     "tessera_zone_synthetic_snapshots_total",

@@ -214,7 +214,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         counts, self.sim.counts = self.sim.counts, type(self.sim.counts)()
         metrics.observe(frame, counts, players=len(self.sim.ents.players), entities=self.sim.ents.n)
         metrics.TICK.observe(frame.step_s)
-        self.links.publish(frame)
+        now = time.monotonic()
+        self.links.publish(frame, time.time() * 1000 + (self.ticker.next_due(now) - now) * 1000)
         self._grow_ahead()
         if self.reporter is not None and self.sim.game.outcome is not None:
             self.reporter.submit(self.sim.game.outcome)

@@ -70,15 +70,23 @@ class Ticker:
         self.on_skip: Callable[[int], None] = lambda _n: None
         self.on_error: Callable[[], None] = lambda: None
         self._stop = asyncio.Event()
+        self._start = 0.0
+        self._n = 0
 
     def stop(self) -> None:
         self._stop.set()
 
+    def next_due(self, now: float) -> float:
+        """When (monotonic) the next step will run, as :meth:`run` will wait for it:
+        its slot, or a late step's share of a period from ``now``."""
+        _n, due, _skipped = schedule(self._start, self.period, self._n, now)
+        return due if due > now else now + IO_SHARE * self.period
+
     async def run(self) -> None:
-        start = time.monotonic()
-        n = 0
+        self._start = time.monotonic()
+        self._n = 0
         while not self._stop.is_set():
-            n, due, skipped = schedule(start, self.period, n, time.monotonic())
+            self._n, due, skipped = schedule(self._start, self.period, self._n, time.monotonic())
             if skipped:
                 self.skipped += skipped
                 self.on_skip(skipped)
