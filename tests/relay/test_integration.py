@@ -324,7 +324,7 @@ async def test_held_inputs_are_applied_at_the_first_tick_after_they_came(stack: 
     assert stack.metric("tessera_relay_input_hold_seconds_count") > held
     # Acknowledged within a tick and the trip (5-55 ms in a quiet run, with or
     # without holding); written 1 ms before the tick, a quarter took 60-100 ms.
-    late = [r for r in rtts if r > period + 0.020]
+    late = [r for r in rtts if r > period + 0.025]
     assert len(late) <= len(rtts) // 10, rtts
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from tessera.relay import upstream
 from tessera.relay.upstream import ZoneLink, keep_recent
 from tessera.v1 import zone_pb2
@@ -96,10 +98,14 @@ def test_backlog_is_shed() -> None:
     assert newest == upstream.MAX_OUTBOX + 9
 
 
+NOW = 1000.0  # the relay's monotonic clock, s
+WALL = 1.7e12  # its wall clock at NOW, ms
+
+
 def tick_batch(next_in_ms: float, sent_ago_ms: float = 0.0) -> zone_pb2.SnapshotBatch:
-    """A snapshot batch sent ``sent_ago_ms`` ago on this machine's clock, whose
-    zone ticks next ``next_in_ms`` after sending it."""
-    sent = time.time() * 1000.0 - sent_ago_ms
+    """A snapshot batch sent ``sent_ago_ms`` before NOW (one clock with the
+    zone's), whose zone ticks next ``next_in_ms`` after sending it."""
+    sent = WALL - sent_ago_ms
     return zone_pb2.SnapshotBatch(tick=1, server_time_ms=sent, next_tick_ms=sent + next_in_ms)
 
 
@@ -111,18 +117,19 @@ def ticking_link(hz: int = 10, lead: float = 0.25) -> ZoneLink:
 
 def test_inputs_wait_for_the_lead_before_the_zones_next_tick() -> None:
     link = ticking_link()
-    assert link._hold() == link.batch_s  # no tick times yet
-    link._note_tick(tick_batch(next_in_ms=80.0))
-    assert 0.050 <= link._hold() <= 0.055  # 80 ms - a quarter of 100 ms
-    # Inputs queued inside the lead go after the batch window.
-    link._note_tick(tick_batch(next_in_ms=20.0))
-    assert link._hold() == link.batch_s
+    assert link._hold(NOW) == link.batch_s  # no tick times yet
+    link._note_tick(tick_batch(next_in_ms=80.0), NOW, WALL)
+    assert link._hold(NOW) == pytest.approx(0.055)  # 80 ms - a quarter of 100 ms
+    assert link._hold(NOW + 0.06) == link.batch_s  # inside the lead: the batch window
+    link._note_tick(tick_batch(next_in_ms=20.0), NOW, WALL)
+    assert link._hold(NOW) == link.batch_s
 
 
 def test_a_tick_passed_is_followed_on_the_zones_grid() -> None:
     link = ticking_link()
-    link._note_tick(tick_batch(next_in_ms=-130.0))  # two ticks ago was 30 ms late
-    assert 0.040 <= link._hold() <= 0.046  # next tick in 70 ms, minus 25
+    link._note_tick(tick_batch(next_in_ms=70.0), NOW, WALL)
+    # 200 ms on, that tick and the next have passed: the one at 270 ms, minus 25
+    assert link._hold(NOW + 0.2) == pytest.approx(0.045)
 
 
 def test_late_batches_do_not_move_the_estimate_later() -> None:
@@ -130,23 +137,32 @@ def test_late_batches_do_not_move_the_estimate_later() -> None:
     that waited 40 ms on its way names a tick 40 ms nearer than its arrival
     would suggest."""
     link = ticking_link()
-    link._note_tick(tick_batch(next_in_ms=80.0))
-    link._note_tick(tick_batch(next_in_ms=80.0, sent_ago_ms=40.0))
-    assert 0.013 <= link._hold() <= 0.017
+    link._note_tick(tick_batch(next_in_ms=80.0), NOW, WALL)
+    link._note_tick(tick_batch(next_in_ms=80.0, sent_ago_ms=40.0), NOW, WALL)
+    assert link._hold(NOW) == pytest.approx(0.015)
 
 
-def test_nothing_is_held_without_fresh_tick_times_with_control_queued_or_lead_one() -> None:
+def test_nothing_is_held_without_fresh_plausible_tick_times_with_control_or_lead_one() -> None:
     link = ticking_link()
-    link._note_tick(tick_batch(next_in_ms=80.0))
-    link._tick_seen -= 0.5  # five periods ago
-    assert link._hold() == link.batch_s
+    link._note_tick(tick_batch(next_in_ms=80.0), NOW, WALL)
+    assert link._hold(NOW + 0.5) == link.batch_s  # five periods on: stale
+    for bogus in (-10.0, 250.0):  # before the batch was sent, or past two periods
+        link = ticking_link()
+        link._note_tick(tick_batch(next_in_ms=bogus), NOW, WALL)
+        assert link._hold(NOW) == link.batch_s
     link = ticking_link()
-    link._note_tick(tick_batch(next_in_ms=80.0))
+    link._note_tick(tick_batch(next_in_ms=80.0), NOW, WALL)
     link.attach("a")
-    assert link._hold() == link.batch_s
+    assert link._hold(NOW) == link.batch_s
     link = ticking_link(lead=1.0)
-    link._note_tick(tick_batch(next_in_ms=80.0))
-    assert link._hold() == link.batch_s
+    link._note_tick(tick_batch(next_in_ms=80.0), NOW, WALL)
+    assert link._hold(NOW) == link.batch_s
+
+
+def test_a_hold_never_exceeds_a_period() -> None:
+    link = ticking_link(lead=0.05)
+    link._note_tick(tick_batch(next_in_ms=180.0), NOW, WALL)
+    assert link._hold(NOW) == pytest.approx(0.1)
 
 
 def test_clock_skew_is_the_least_sample_of_the_last_windows() -> None:
@@ -155,16 +171,22 @@ def test_clock_skew_is_the_least_sample_of_the_last_windows() -> None:
     assert skew.add(3.0, now=1.0) == 3.0
     assert skew.add(8.0, now=5.5) == 3.0  # the previous window still counts
     assert skew.add(9.0, now=11.0) == 8.0  # ... until it is two windows old
+    assert skew.add(20.0, now=30.0) == 20.0  # after a gap, nothing older counts
 
 
-async def test_a_control_message_brings_a_held_batch_forward() -> None:
+async def test_a_control_message_or_newer_tick_times_bring_a_held_batch_forward() -> None:
     loop = asyncio.get_running_loop()
     link = ticking_link()
     link._stub = object()  # the stream is up
-    link._note_tick(tick_batch(next_in_ms=80.0))
+    wall_ms = time.time() * 1000.0
+    sent = zone_pb2.SnapshotBatch(server_time_ms=wall_ms, next_tick_ms=wall_ms + 90.0)
+    link._note_tick(sent, time.monotonic(), wall_ms)
     link.send_inputs([zone_pb2.PlayerInput(player_id="a", sequence=1)], time.perf_counter())
-    assert link._flush is not None and link._flush.when() - loop.time() > 0.040
+    assert link._flush is not None and link._flush.when() - loop.time() > 0.050
     assert link._due > 0  # held: its up latency counts from then
+    sent.next_tick_ms = sent.server_time_ms + 50.0  # the zone is back on its grid, earlier
+    link._note_tick(sent, time.monotonic(), wall_ms)
+    assert link._flush is not None and link._flush.when() - loop.time() < 0.030
     link.attach("b")
     assert link._flush is not None and link._flush.when() - loop.time() <= link.batch_s
     assert link._due == 0

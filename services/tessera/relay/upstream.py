@@ -59,7 +59,9 @@ class ClockSkew:
 
     def add(self, sample_ms: float, now: float) -> float:
         """Take one sample (``now``: monotonic seconds); the least of the windows."""
-        if now - self._since >= self.window_s:
+        if now - self._since >= 2 * self.window_s:  # after a gap, nothing older counts
+            self._since, self._previous, self._current = now, math.inf, math.inf
+        elif now - self._since >= self.window_s:
             self._since, self._previous, self._current = now, self._current, math.inf
         self._current = min(self._current, sample_ms)
         return min(self._current, self._previous)
@@ -333,9 +335,10 @@ class ZoneLink:
         # yet waits in it (a zone that stops reading has its inputs shed here).
         if self._stub is None:
             return
-        hold = self._hold()
         loop = asyncio.get_running_loop()
-        at = loop.time() + hold
+        now = loop.time()
+        hold = self._hold(now)
+        at = now + hold
         if self._flush is not None:
             if self._flush.when() <= at:
                 return
@@ -343,31 +346,36 @@ class ZoneLink:
         self._due = time.perf_counter() + hold if hold > self.batch_s else 0.0
         self._flush = loop.call_at(at, self._wake_writer)
 
-    def _hold(self) -> float:
-        """How long what is queued waits: the batch window, or while the zone's tick
-        times are known, until ``lead`` of a period before its next tick. Control
-        messages wait only the batch window."""
-        now = time.monotonic()
+    def _hold(self, now: float) -> float:
+        """How long what is queued at ``now`` (monotonic) waits: the batch window, or
+        while the zone's tick times are known, until ``lead`` of a period before its
+        next tick (never more than a period). Control messages wait only the batch
+        window."""
         if self._outbox or self.lead >= 1.0 or now - self._tick_seen > self._stale_s:
             return self.batch_s
         tick_at = self._tick_at
         if tick_at < now:  # the zone ticks on a fixed grid: the next one on it
             tick_at += math.ceil((now - tick_at) / self._period) * self._period
-        return max(self.batch_s, tick_at - self.lead * self._period - now)
+        release = tick_at - self.lead * self._period - now
+        return max(self.batch_s, min(release, self._period))
 
     @property
     def _stale_s(self) -> float:
         return TICK_STALE_PERIODS * self._period
 
-    def _note_tick(self, batch: zone_pb2.SnapshotBatch) -> None:
-        """Learn when the zone's next tick falls on this relay's clocks from a
-        snapshot batch (its server time and next tick time on the zone's clock)."""
-        if batch.next_tick_ms <= 0 or self._period <= 0:
-            return
-        now, wall_ms = time.monotonic(), time.time() * 1000.0
+    def _note_tick(self, batch: zone_pb2.SnapshotBatch, now: float, wall_ms: float) -> None:
+        """Learn when the zone's next tick falls on this relay's clock (``now``,
+        monotonic; ``wall_ms``, the wall clock) from a snapshot batch: its server
+        time and next tick time on the zone's clock. A batch held for a tick
+        estimated later than this one now is brought forward."""
+        ahead_s = (batch.next_tick_ms - batch.server_time_ms) / 1000.0
+        if batch.next_tick_ms <= 0 or self._period <= 0 or not 0 <= ahead_s <= 2 * self._period:
+            return  # unknown, or not a time the zone's own grid can give
         skew_ms = self._skew.add(wall_ms - batch.server_time_ms, now)
         self._tick_at = now + (batch.next_tick_ms + skew_ms - wall_ms) / 1000.0
         self._tick_seen = now
+        if self._due:
+            self._schedule()
 
     def _wake_writer(self) -> None:
         self._flush = None
@@ -426,6 +434,10 @@ class ZoneLink:
         self.up.clear()
         self._stub = None
         self._tick_seen = -math.inf  # a zone back on a new stream may tick on another grid
+        if self._flush is not None:  # the next stream's writer schedules what is queued
+            self._flush.cancel()
+            self._flush = None
+        self._due = 0.0
         self._buffer_for_replay()
         if was_connected:
             self.down_since = time.monotonic()
@@ -452,6 +464,7 @@ class ZoneLink:
             raise ConnectionError(f"zone {self.zone} did not welcome the link")
         self.welcome = first.welcome
         self._period = 1.0 / first.welcome.tick_hz if first.welcome.tick_hz else 0.0
+        self._skew = ClockSkew()  # another zone process, perhaps on another host's clock
         reconnect = self.ever_connected
         if reconnect:
             self.reconnects += 1
@@ -551,7 +564,7 @@ class ZoneLink:
                 self._unstall()
             kind = down.WhichOneof("msg")
             if kind == "snapshots":
-                self._note_tick(down.snapshots)
+                self._note_tick(down.snapshots, time.monotonic(), time.time() * 1000.0)
                 handler.on_snapshots(self, down.snapshots, time.perf_counter())
             elif kind == "event":
                 handler.on_event(self, down.event)
