@@ -4,11 +4,11 @@ A :class:`ZoneLink` batches the inputs and acks of its players and writes them
 once per batch window, or, while the zone's tick times are known, once shortly
 before its next tick (the zone applies inputs at its ticks); it fans the zone's
 snapshot batches, events and handovers out to its :class:`LinkHandler`, and
-reconnects with jittered exponential backoff
-when the stream breaks (resolving the zone's address again, since a restarted
-zone may listen elsewhere). While it is down, inputs are kept (the last few per
-player) and replayed after the players are attached again; the client sessions
-stay open, and the gateway decides when a stall has lasted too long.
+reconnects with jittered exponential backoff when the stream breaks (resolving
+the zone's address again, since a restarted zone may listen elsewhere). While
+it is down, inputs are kept (the last few per player) and replayed after the
+players are attached again; the client sessions stay open, and the gateway
+decides when a stall has lasted too long.
 """
 
 from __future__ import annotations
@@ -342,7 +342,7 @@ class ZoneLink:
         if self._flush is not None:
             if self._flush.when() <= at:
                 return
-            self._flush.cancel()  # a control message: it goes at once
+            self._flush.cancel()  # sooner now: a control message, or newer tick times
         self._due = time.perf_counter() + hold if hold > self.batch_s else 0.0
         self._flush = loop.call_at(at, self._wake_writer)
 
@@ -351,17 +351,14 @@ class ZoneLink:
         while the zone's tick times are known, until ``lead`` of a period before its
         next tick (never more than a period). Control messages wait only the batch
         window."""
-        if self._outbox or self.lead >= 1.0 or now - self._tick_seen > self._stale_s:
+        stale = now - self._tick_seen > TICK_STALE_PERIODS * self._period
+        if self._outbox or self.lead >= 1.0 or stale:
             return self.batch_s
         tick_at = self._tick_at
         if tick_at < now:  # the zone ticks on a fixed grid: the next one on it
             tick_at += math.ceil((now - tick_at) / self._period) * self._period
         release = tick_at - self.lead * self._period - now
         return max(self.batch_s, min(release, self._period))
-
-    @property
-    def _stale_s(self) -> float:
-        return TICK_STALE_PERIODS * self._period
 
     def _note_tick(self, batch: zone_pb2.SnapshotBatch, now: float, wall_ms: float) -> None:
         """Learn when the zone's next tick falls on this relay's clock (``now``,
