@@ -257,7 +257,8 @@ class ZoneLink:
 
     def _note(self, received: float) -> None:
         self._received.append(received)
-        self._schedule()
+        if self._flush is None:  # a flush already due takes this input too, no sooner
+            self._schedule()
 
     async def join(self, request: zone_pb2.JoinRequest) -> zone_pb2.JoinResponse:
         """The zone's Join RPC over this link's channel (at most MAX_JOINS at a time,
