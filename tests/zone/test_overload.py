@@ -60,7 +60,8 @@ def gauge() -> float:
 
 
 def test_slow_ticks_raise_the_level_and_metric_and_recovery_lowers_them() -> None:
-    """Thousands of NPCs make every tick cost more than a 2.5 ms budget (about 5 ms): the level
+    """8,000 NPCs make every tick cost more than a 2.5 ms budget (5-6 ms here; 4,000 came
+    to 2.1-2.3 ms once the tick got cheaper, too close to the budget): the level
     climbs one rung per window to the top (the AOI cap drops to 3/4); with the NPCs
     gone the ticks are cheap again and it climbs back down. No tick is skipped."""
     cfg = ZoneConfig.from_env(
@@ -73,7 +74,7 @@ def test_slow_ticks_raise_the_level_and_metric_and_recovery_lowers_them() -> Non
         )
     )
     sim = Simulation(cfg, area=cfg.bounds or cfg.world_bounds, seed=3)
-    npcs = list(range(1000, 5000))
+    npcs = list(range(1000, 9000))
     sim.spawn_npcs(npcs)
     for i in range(3):
         sim.add_player(entity_id=i + 1, player_id=f"p{i}", pos=(float(i), 0.0, 0.0), team=0)
