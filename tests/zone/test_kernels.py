@@ -222,6 +222,7 @@ def test_warm_up_compiles_every_signature_a_tick_uses() -> None:
         kernels.nearest,
         kernels.refill,
         kernels.refresh_views,
+        kernels.swap_removed,
         kernels.visible,
     ]
     warm_up(ZoneConfig.from_env(Env({})))
@@ -540,3 +541,24 @@ def test_the_input_buffer_kernel_matches_its_oracle(n: int, seed: int, ticks: in
 def test_a_single_bit_is_indexed() -> None:
     bits = [kernels._bit_index(np.uint64(1) << np.uint64(b)) for b in range(64)]
     assert bits == list(range(64))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    shape=st.sampled_from([(0,), (7,), (3, 5), (16, 4)]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_swap_removed_matches_the_numpy_rule(n: int, shape: tuple[int, ...], seed: int) -> None:
+    """One pass does what the two numpy masks did (git 5821b5e), on 1-d and flattened
+    2-d tables, for the last row removed too; an empty table is left alone."""
+    rng = np.random.default_rng(seed)
+    table = rng.integers(-1, n, shape).astype(np.int64)
+    row = int(rng.integers(0, n))
+    for last in {row, n - 1}:
+        got, want = table.copy(), table.copy()
+        want[want == row] = -1
+        if last != row:
+            want[want == last] = row
+        kernels.swap_removed(got.reshape(-1), row, last)
+        assert np.array_equal(got, want)

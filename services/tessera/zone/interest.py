@@ -196,6 +196,4 @@ class Views:
 
     def removed(self, row: int, last: int) -> None:
         """Entity ``row`` was swap-removed: it vanishes, the last row moves into its place."""
-        self.rows[self.rows == row] = -1
-        if last != row:
-            self.rows[self.rows == last] = row
+        kernels.swap_removed(self.rows.reshape(-1), row, last)

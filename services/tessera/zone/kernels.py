@@ -865,6 +865,18 @@ def refresh_views(  # noqa: PLR0917 (numba kernels take positional arguments)
 
 
 @njit(cache=True, nogil=True)
+def swap_removed(rows: np.ndarray, row: int, last: int) -> None:
+    """Entity ``row`` was swap-removed (the last row moved into its place): in the
+    1-d int64 ``rows``, one pass turns ``row`` into -1 and ``last`` into ``row``."""
+    for i in range(rows.size):
+        r = rows[i]
+        if r == row:
+            rows[i] = -1
+        elif r == last:
+            rows[i] = row
+
+
+@njit(cache=True, nogil=True)
 def _bit_index(bit: np.uint64) -> int:
     """Which bit of a uint64 ``bit`` (exactly one bit set) is."""
     return int(_BIT_AT[(bit * _DE_BRUIJN) >> np.uint64(58)])

@@ -247,9 +247,7 @@ class Simulation:
             self.roster += 1
         self.game.forget(entity_id)
         self.views.removed(row, last)
-        self.viewer[self.viewer == row] = -1
-        if last != row:
-            self.viewer[self.viewer == last] = row
+        kernels.swap_removed(self.viewer, row, last)
         self.ents.remove(entity_id)
 
     def export_player(self, player_id: str, zone: str) -> Record:
@@ -592,7 +590,7 @@ def warm_up(cfg: ZoneConfig) -> None:
     batch call, the game module's included, with the argument types they pass: two
     players and an NPC step through a throwaway simulation (one player's input
     checked, one attacking the other, the NPC chasing), the second tick against an
-    acknowledged baseline.
+    acknowledged baseline, then the NPC removed.
     The zone calls this before it reports ready, so no tick waits for the JIT."""
     area = cfg.bounds or cfg.world_bounds
     sim = Simulation(cfg, area=area)
@@ -610,3 +608,4 @@ def warm_up(cfg: ZoneConfig) -> None:
     ):
         sim.ack(player, stream, seq)
     sim.step()
+    sim.remove_entity(3)  # compiles the views' swap-remove
