@@ -49,6 +49,7 @@ ADDED_LATENCY = "tessera_relay_added_latency_seconds"
 GC_PAUSE = "tessera_relay_gc_pause_seconds"
 LINK_BATCH = "tessera_relay_link_batch_snapshots"
 ZONE_LINK_MESSAGES = "tessera_zone_link_messages_total"
+ZONE_HELD_INPUTS = "tessera_zone_held_input_batches_total"
 
 
 def start_stack(
@@ -500,6 +501,17 @@ def counter_by_label(lines: list[str], name: str) -> dict[str, float]:
     return out
 
 
+def counter_rates(
+    before: list[str], after: list[str], name: str, elapsed: float
+) -> dict[str, float]:
+    """Per label value, counter family ``name``'s rate between two scrapes."""
+    start = counter_by_label(before, name)
+    return {
+        k: round((n - start.get(k, 0.0)) / elapsed, 1)
+        for k, n in counter_by_label(after, name).items()
+    }
+
+
 def relay_processes(relay: ServiceProcess) -> tuple[list[int], list[int]]:
     """The relay's process ids and /metrics ports: the parent's, then its workers'
     (from their serving lines, which the parent passes on)."""
@@ -583,10 +595,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             k0 = udp_rcvbuf_errors()
             per_worker0 = [scrape(port) for port in ports]
             zone_cpu0, zone_ports = cpu_seconds(procs["zone"].pid), procs["zone"].ports
-            zone0 = counter_by_label(scrape(zone_ports["metrics_port"]), ZONE_LINK_MESSAGES)
+            zone0 = scrape(zone_ports["metrics_port"])
             time.sleep(args.duration)
             zone_cpu1 = cpu_seconds(procs["zone"].pid)
-            zone1 = counter_by_label(scrape(zone_ports["metrics_port"]), ZONE_LINK_MESSAGES)
+            zone1 = scrape(zone_ports["metrics_port"])
             c1, t1 = [cpu_seconds(pid) for pid in pids], time.perf_counter()
             q1 = {name: schedstat(pid) for name, pid in sched.items()}
             w1, busy1 = threads_of(clients), cpu_busy_s()
@@ -658,9 +670,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # The zone process (its tick, link reads and the rest) and what it read
         # from the relay's link, per kind (docs/RELAY.md, "Input batches").
         "zone_cpu_utilization": round((zone_cpu1 - zone_cpu0) / elapsed, 3),
-        "zone_link_messages_per_s": {
-            kind: round((n - zone0.get(kind, 0.0)) / elapsed) for kind, n in zone1.items()
-        },
+        "zone_link_messages_per_s": counter_rates(zone0, zone1, ZONE_LINK_MESSAGES, elapsed),
+        # Held input batches the zone read before (on_time) or after (late) their tick.
+        "zone_held_input_batches_per_s": counter_rates(zone0, zone1, ZONE_HELD_INPUTS, elapsed),
         "cpu_ms_per_1k_packets": round(cpu * 1e6 / packets, 3) if packets else None,
         # A message's added latency is its path's; both paths together:
         "added_latency_ms_p50": round(quantile(both(h0), both(h1), 0.50) * 1e3, 3),

@@ -309,6 +309,7 @@ async def test_held_inputs_are_applied_at_the_first_tick_after_they_came(stack: 
 
     client._snapshot = timed  # type: ignore[method-assign]
     held = stack.metric("tessera_relay_input_hold_seconds_count")
+    zone_held = {k: zone_held_batches(stack, k) for k in ("on_time", "late")}
     period = 1 / 20  # the stack's zone
     try:
         await asyncio.sleep(0.5)  # the relay learns the zone's ticks from its snapshots
@@ -326,6 +327,14 @@ async def test_held_inputs_are_applied_at_the_first_tick_after_they_came(stack: 
     # without holding); written 1 ms before the tick, a quarter took 60-100 ms.
     late = [r for r in rtts if r > period + 0.025]
     assert len(late) <= len(rtts) // 10, rtts
+    # The zone read the held batches before the ticks they were held for.
+    on_time = zone_held_batches(stack, "on_time") - zone_held["on_time"]
+    missed = zone_held_batches(stack, "late") - zone_held["late"]
+    assert on_time >= 36 and missed <= on_time // 10, (on_time, missed)
+
+
+def zone_held_batches(stack: Stack, outcome: str) -> float:
+    return relay_metric(stack.zone, "tessera_zone_held_input_batches_total", outcome=outcome)
 
 
 def test_the_relay_process_times_its_collections(stack: Stack) -> None:

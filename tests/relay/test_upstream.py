@@ -4,6 +4,7 @@ control messages and inputs, shedding when a zone stops reading."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 import pytest
@@ -117,19 +118,20 @@ def ticking_link(hz: int = 10, lead: float = 0.25) -> ZoneLink:
 
 def test_inputs_wait_for_the_lead_before_the_zones_next_tick() -> None:
     link = ticking_link()
-    assert link._hold(NOW) == link.batch_s  # no tick times yet
+    assert link._hold(NOW) == (link.batch_s, 0)  # no tick times yet
     link._note_tick(tick_batch(next_in_ms=80.0), NOW, WALL)
-    assert link._hold(NOW) == pytest.approx(0.055)  # 80 ms - a quarter of 100 ms
-    assert link._hold(NOW + 0.06) == link.batch_s  # inside the lead: the batch window
+    # 80 ms - a quarter of 100 ms, for the tick after the batch's (tick 1)
+    assert link._hold(NOW) == pytest.approx((0.055, 2))
+    assert link._hold(NOW + 0.06) == (link.batch_s, 0)  # inside the lead: the batch window
     link._note_tick(tick_batch(next_in_ms=20.0), NOW, WALL)
-    assert link._hold(NOW) == link.batch_s
+    assert link._hold(NOW) == (link.batch_s, 0)
 
 
 def test_a_tick_passed_is_followed_on_the_zones_grid() -> None:
     link = ticking_link()
     link._note_tick(tick_batch(next_in_ms=70.0), NOW, WALL)
-    # 200 ms on, that tick and the next have passed: the one at 270 ms, minus 25
-    assert link._hold(NOW + 0.2) == pytest.approx(0.045)
+    # 200 ms on, that tick (2) and the next have passed: tick 4 at 270 ms, minus 25
+    assert link._hold(NOW + 0.2) == pytest.approx((0.045, 4))
 
 
 def test_late_batches_do_not_move_the_estimate_later() -> None:
@@ -139,30 +141,30 @@ def test_late_batches_do_not_move_the_estimate_later() -> None:
     link = ticking_link()
     link._note_tick(tick_batch(next_in_ms=80.0), NOW, WALL)
     link._note_tick(tick_batch(next_in_ms=80.0, sent_ago_ms=40.0), NOW, WALL)
-    assert link._hold(NOW) == pytest.approx(0.015)
+    assert link._hold(NOW) == pytest.approx((0.015, 2))
 
 
 def test_nothing_is_held_without_fresh_plausible_tick_times_with_control_or_lead_one() -> None:
     link = ticking_link()
     link._note_tick(tick_batch(next_in_ms=80.0), NOW, WALL)
-    assert link._hold(NOW + 0.5) == link.batch_s  # five periods on: stale
+    assert link._hold(NOW + 0.5) == (link.batch_s, 0)  # five periods on: stale
     for bogus in (-10.0, 250.0):  # before the batch was sent, or past two periods
         link = ticking_link()
         link._note_tick(tick_batch(next_in_ms=bogus), NOW, WALL)
-        assert link._hold(NOW) == link.batch_s
+        assert link._hold(NOW) == (link.batch_s, 0)
     link = ticking_link()
     link._note_tick(tick_batch(next_in_ms=80.0), NOW, WALL)
     link.attach("a")
-    assert link._hold(NOW) == link.batch_s
+    assert link._hold(NOW) == (link.batch_s, 0)
     link = ticking_link(lead=1.0)
     link._note_tick(tick_batch(next_in_ms=80.0), NOW, WALL)
-    assert link._hold(NOW) == link.batch_s
+    assert link._hold(NOW) == (link.batch_s, 0)
 
 
 def test_a_hold_never_exceeds_a_period() -> None:
     link = ticking_link(lead=0.05)
     link._note_tick(tick_batch(next_in_ms=180.0), NOW, WALL)
-    assert link._hold(NOW) == pytest.approx(0.1)
+    assert link._hold(NOW) == pytest.approx((0.1, 2))
 
 
 def test_clock_skew_is_the_least_sample_of_the_last_windows() -> None:
@@ -192,3 +194,41 @@ async def test_a_control_message_or_newer_tick_times_bring_a_held_batch_forward(
     assert link._due == 0
     await asyncio.sleep(0.01)
     assert link._wake.is_set() and link._flush is None
+
+
+class Call:
+    """The writing end of a ZoneLink stream: what was written."""
+
+    def __init__(self) -> None:
+        self.written: list[zone_pb2.ZoneLinkUp] = []
+        self.wrote = asyncio.Event()
+
+    async def write(self, message: zone_pb2.ZoneLinkUp) -> None:
+        self.written.append(message)
+        self.wrote.set()
+
+
+async def test_a_held_batch_names_the_tick_it_was_held_for() -> None:
+    """The zone counts a held batch that comes after that tick (tessera.zone.links);
+    a batch sent after the batch window names none."""
+    link = ticking_link(hz=50)
+    link._stub = object()  # the stream is up
+    call = Call()
+    writer = asyncio.create_task(link._write_loop(call))
+    try:
+        wall_ms = time.time() * 1000.0
+        sent = zone_pb2.SnapshotBatch(tick=41, server_time_ms=wall_ms, next_tick_ms=wall_ms + 15.0)
+        link._note_tick(sent, time.monotonic(), wall_ms)
+        link.send_inputs([zone_pb2.PlayerInput(player_id="a", sequence=1)], time.perf_counter())
+        assert link._for_tick == 42
+        await asyncio.wait_for(call.wrote.wait(), 1.0)
+        assert call.written[-1].inputs.for_tick == 42
+        assert link._for_tick == 0
+        call.wrote.clear()
+        link._tick_seen = -math.inf  # no fresh tick times: the batch window
+        link.send_inputs([zone_pb2.PlayerInput(player_id="a", sequence=2)], time.perf_counter())
+        await asyncio.wait_for(call.wrote.wait(), 1.0)
+        assert call.written[-1].inputs.for_tick == 0
+    finally:
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)

@@ -94,6 +94,29 @@ async def test_inputs_count_only_from_attached_players_and_frames_fan_out_per_li
     links.end(two)
 
 
+def held(outcome: str) -> float:
+    value = REGISTRY.get_sample_value("tessera_zone_held_input_batches_total", {"outcome": outcome})
+    return value or 0.0
+
+
+async def test_a_batch_held_for_a_tick_already_run_is_counted_late() -> None:
+    """The relay names the tick it held a batch for (InputBatch.for_tick): read
+    before that tick runs it is on time, after it late; one not held is neither."""
+    sim, links = make()
+    up = Upstream()
+    links.open("r1", aiter(up))
+    up.send(attach=zone_pb2.Attach(player_id="a"))
+    sim.step()  # tick 1
+    before = {k: held(k) for k in ("on_time", "late")}
+    for seq, for_tick in ((1, 2), (2, 1), (3, 0)):
+        one = zone_pb2.PlayerInput(player_id="a", sequence=seq, move_z=1.0)
+        up.send(inputs=zone_pb2.InputBatch(inputs=[one], for_tick=for_tick))
+    await settle()
+    assert held("on_time") - before["on_time"] == 1
+    assert held("late") - before["late"] == 1
+    assert sim.ents.seen_seq[0] == 3  # late inputs are applied all the same
+
+
 def add(view: View, row: int, args: Mapping[str, float], events: Events) -> None:
     view["score"][row] += int(args["amount"])
 

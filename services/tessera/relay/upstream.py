@@ -185,12 +185,15 @@ class ZoneLink:
         self._batch = zone_pb2.InputBatch()
         self._wake = asyncio.Event()
         self._flush: asyncio.TimerHandle | None = None
-        # perf_counter time the pending batch is due to go (held until then), or 0.
+        # perf_counter time the pending batch is due to go (held until then), or 0;
+        # the zone tick it is held for (InputBatch.for_tick), or 0.
         self._due = 0.0
-        # The zone's tick period, and its next tick on the monotonic clock (when
-        # that was last learnt, from a snapshot batch).
+        self._for_tick = 0
+        # The zone's tick period, and its next tick (its number, and when it is due
+        # on the monotonic clock) when that was last learnt, from a snapshot batch.
         self._period = 0.0
         self._tick_at = 0.0
+        self._tick_no = 0
         self._tick_seen = -math.inf
         self._skew = ClockSkew()
         # Receive times (perf_counter) of the client packets in the pending batch.
@@ -338,28 +341,33 @@ class ZoneLink:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
-        hold = self._hold(now)
+        hold, tick = self._hold(now)
         at = now + hold
         if self._flush is not None:
             if self._flush.when() <= at:
                 return
             self._flush.cancel()  # sooner now: a control message, or newer tick times
-        self._due = time.perf_counter() + hold if hold > self.batch_s else 0.0
+        self._due = time.perf_counter() + hold if tick else 0.0
+        self._for_tick = tick
         self._flush = loop.call_at(at, self._wake_writer)
 
-    def _hold(self, now: float) -> float:
-        """How long what is queued at ``now`` (monotonic) waits: the batch window, or
-        while the zone's tick times are known, until ``lead`` of a period before its
-        next tick (never more than a period). Control messages wait only the batch
-        window."""
+    def _hold(self, now: float) -> tuple[float, int]:
+        """How long what is queued at ``now`` (monotonic) waits, and the zone tick it
+        is held for: the batch window (tick 0), or while the zone's tick times are
+        known, until ``lead`` of a period before its next tick (never more than a
+        period). Control messages wait only the batch window."""
         stale = now - self._tick_seen > TICK_STALE_PERIODS * self._period
         if self._outbox or self.lead >= 1.0 or stale:
-            return self.batch_s
-        tick_at = self._tick_at
+            return self.batch_s, 0
+        tick_at, tick = self._tick_at, self._tick_no
         if tick_at < now:  # the zone ticks on a fixed grid: the next one on it
-            tick_at += math.ceil((now - tick_at) / self._period) * self._period
+            skipped = math.ceil((now - tick_at) / self._period)
+            tick_at += skipped * self._period
+            tick += skipped
         release = tick_at - self.lead * self._period - now
-        return max(self.batch_s, min(release, self._period))
+        if release <= self.batch_s:
+            return self.batch_s, 0
+        return min(release, self._period), tick
 
     def _note_tick(self, batch: zone_pb2.SnapshotBatch, now: float, wall_ms: float) -> None:
         """Learn when the zone's next tick falls on this relay's clock (``now``,
@@ -371,6 +379,7 @@ class ZoneLink:
             return  # unknown, or not a time the zone's own grid can give
         skew_ms = self._skew.add(wall_ms - batch.server_time_ms, now)
         self._tick_at = now + (batch.next_tick_ms + skew_ms - wall_ms) / 1000.0
+        self._tick_no = batch.tick + 1
         self._tick_seen = now
         if self._due:
             self._schedule()
@@ -435,7 +444,7 @@ class ZoneLink:
         if self._flush is not None:  # the next stream's writer schedules what is queued
             self._flush.cancel()
             self._flush = None
-        self._due = 0.0
+        self._due, self._for_tick = 0.0, 0
         self._buffer_for_replay()
         if was_connected:
             self.down_since = time.monotonic()
@@ -501,9 +510,12 @@ class ZoneLink:
             self._wake.clear()
             received, self._received = self._received, []
             due, self._due = self._due, 0.0
+            for_tick, self._for_tick = self._for_tick, 0
             if due:
                 observe_sampled(INPUT_HOLD, received, due)
             for message in self._take_outbox():
+                if for_tick and message.WhichOneof("msg") == "inputs":
+                    message.inputs.for_tick = for_tick
                 await call.write(message)
             observe_sampled(UP_LATENCY, received, time.perf_counter(), due)
 

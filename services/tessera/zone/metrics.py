@@ -151,6 +151,11 @@ LINK_ERRORS = Counter("tessera_zone_link_errors_total", "Bad link messages", ["r
 LINK_MESSAGES = Counter(
     "tessera_zone_link_messages_total", "Messages read from relay links", ["kind"]
 )
+HELD_INPUTS = Counter(
+    "tessera_zone_held_input_batches_total",
+    "Input batches a relay held for a tick: read before that tick ran (on_time) or after (late)",
+    ["outcome"],
+)
 
 SYNTHETIC_SNAPSHOTS = Counter(
     "tessera_zone_synthetic_snapshots_total",
