@@ -130,8 +130,9 @@ def test_inputs_wait_for_the_lead_before_the_zones_next_tick() -> None:
 def test_a_tick_passed_is_followed_on_the_zones_grid() -> None:
     link = ticking_link()
     link._note_tick(tick_batch(next_in_ms=70.0), NOW, WALL)
-    # 200 ms on, that tick (2) and the next have passed: tick 4 at 270 ms, minus 25
-    assert link._hold(NOW + 0.2) == pytest.approx((0.045, 4))
+    # 200 ms on, that tick and the next slot have passed: the slot at 270 ms, minus
+    # 25; which tick it is is not known (a step that overran skips slots)
+    assert link._hold(NOW + 0.2) == pytest.approx((0.045, 0))
 
 
 def test_late_batches_do_not_move_the_estimate_later() -> None:
@@ -225,10 +226,37 @@ async def test_a_held_batch_names_the_tick_it_was_held_for() -> None:
         assert call.written[-1].inputs.for_tick == 42
         assert link._for_tick == 0
         call.wrote.clear()
+        assert link._flush is None and link._released == (0.0, 0)
         link._tick_seen = -math.inf  # no fresh tick times: the batch window
         link.send_inputs([zone_pb2.PlayerInput(player_id="a", sequence=2)], time.perf_counter())
         await asyncio.wait_for(call.wrote.wait(), 1.0)
         assert call.written[-1].inputs.for_tick == 0
+    finally:
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+
+
+async def test_a_flush_keeps_its_tick_from_a_packet_that_comes_before_the_writer() -> None:
+    """Between the flush and the writer's turn, a new input schedules the next
+    batch (here in the batch window); the batch flushed still names its tick."""
+    link = ticking_link()
+    link._stub = object()
+    wall_ms = time.time() * 1000.0
+    sent = zone_pb2.SnapshotBatch(tick=7, server_time_ms=wall_ms, next_tick_ms=wall_ms + 80.0)
+    link._note_tick(sent, time.monotonic(), wall_ms)
+    link.send_inputs([zone_pb2.PlayerInput(player_id="a", sequence=1)], time.perf_counter())
+    assert link._flush is not None
+    link._flush.cancel()
+    link._wake_writer()  # the flush fires
+    link._tick_seen = -math.inf
+    link.send_inputs([zone_pb2.PlayerInput(player_id="a", sequence=2)], time.perf_counter())
+    assert link._for_tick == 0 and link._released[1] == 8
+    call = Call()
+    writer = asyncio.create_task(link._write_loop(call))
+    try:
+        await asyncio.wait_for(call.wrote.wait(), 1.0)
+        assert call.written[0].inputs.for_tick == 8
+        assert [i.sequence for i in call.written[0].inputs.inputs] == [1, 2]
     finally:
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)

@@ -108,7 +108,7 @@ async def test_a_batch_held_for_a_tick_already_run_is_counted_late() -> None:
     up.send(attach=zone_pb2.Attach(player_id="a"))
     sim.step()  # tick 1
     before = {k: held(k) for k in ("on_time", "late")}
-    for seq, for_tick in ((1, 2), (2, 1), (3, 0)):
+    for seq, for_tick in ((1, 2), (2, 0), (3, 1)):
         one = zone_pb2.PlayerInput(player_id="a", sequence=seq, move_z=1.0)
         up.send(inputs=zone_pb2.InputBatch(inputs=[one], for_tick=for_tick))
     await settle()

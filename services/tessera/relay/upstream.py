@@ -186,9 +186,12 @@ class ZoneLink:
         self._wake = asyncio.Event()
         self._flush: asyncio.TimerHandle | None = None
         # perf_counter time the pending batch is due to go (held until then), or 0;
-        # the zone tick it is held for (InputBatch.for_tick), or 0.
+        # the zone tick it is held for (InputBatch.for_tick), or 0. A flush hands
+        # both to the writer (_released): a packet that comes before the writer
+        # runs schedules the next batch, not this one.
         self._due = 0.0
         self._for_tick = 0
+        self._released = (0.0, 0)
         # The zone's tick period, and its next tick (its number, and when it is due
         # on the monotonic clock) when that was last learnt, from a snapshot batch.
         self._period = 0.0
@@ -347,7 +350,7 @@ class ZoneLink:
             if self._flush.when() <= at:
                 return
             self._flush.cancel()  # sooner now: a control message, or newer tick times
-        self._due = time.perf_counter() + hold if tick else 0.0
+        self._due = time.perf_counter() + hold if hold > self.batch_s else 0.0
         self._for_tick = tick
         self._flush = loop.call_at(at, self._wake_writer)
 
@@ -355,19 +358,17 @@ class ZoneLink:
         """How long what is queued at ``now`` (monotonic) waits, and the zone tick it
         is held for: the batch window (tick 0), or while the zone's tick times are
         known, until ``lead`` of a period before its next tick (never more than a
-        period). Control messages wait only the batch window."""
+        period; tick 0 for a slot past a tick whose snapshots have not come).
+        Control messages wait only the batch window."""
         stale = now - self._tick_seen > TICK_STALE_PERIODS * self._period
         if self._outbox or self.lead >= 1.0 or stale:
             return self.batch_s, 0
         tick_at, tick = self._tick_at, self._tick_no
-        if tick_at < now:  # the zone ticks on a fixed grid: the next one on it
-            skipped = math.ceil((now - tick_at) / self._period)
-            tick_at += skipped * self._period
-            tick += skipped
-        release = tick_at - self.lead * self._period - now
-        if release <= self.batch_s:
-            return self.batch_s, 0
-        return min(release, self._period), tick
+        if tick_at < now:  # the zone ticks on a fixed grid: the next slot on it
+            tick_at += math.ceil((now - tick_at) / self._period) * self._period
+            tick = 0  # a step that overran skips slots: which tick is not known
+        hold = max(self.batch_s, min(tick_at - self.lead * self._period - now, self._period))
+        return hold, tick if hold > self.batch_s else 0
 
     def _note_tick(self, batch: zone_pb2.SnapshotBatch, now: float, wall_ms: float) -> None:
         """Learn when the zone's next tick falls on this relay's clock (``now``,
@@ -386,6 +387,8 @@ class ZoneLink:
 
     def _wake_writer(self) -> None:
         self._flush = None
+        self._released = (self._due, self._for_tick)
+        self._due, self._for_tick = 0.0, 0
         self._wake.set()
 
     def _take_outbox(self) -> list[zone_pb2.ZoneLinkUp]:
@@ -444,7 +447,7 @@ class ZoneLink:
         if self._flush is not None:  # the next stream's writer schedules what is queued
             self._flush.cancel()
             self._flush = None
-        self._due, self._for_tick = 0.0, 0
+        self._due, self._for_tick, self._released = 0.0, 0, (0.0, 0)
         self._buffer_for_replay()
         if was_connected:
             self.down_since = time.monotonic()
@@ -509,8 +512,7 @@ class ZoneLink:
             await self._wake.wait()
             self._wake.clear()
             received, self._received = self._received, []
-            due, self._due = self._due, 0.0
-            for_tick, self._for_tick = self._for_tick, 0
+            (due, for_tick), self._released = self._released, (0.0, 0)
             if due:
                 observe_sampled(INPUT_HOLD, received, due)
             for message in self._take_outbox():

@@ -167,13 +167,13 @@ class Links:
         """Inputs of players attached to this link go to the simulation; acks too.
         A batch held for a tick that has run already is counted late: its inputs
         wait for the next one."""
-        if batch.for_tick:
-            late = self.sim.tick >= batch.for_tick
-            metrics.HELD_INPUTS.labels("late" if late else "on_time").inc()
         if len(batch.inputs) > inputs.MAX_BATCH:
             metrics.INPUTS_REJECTED.labels(inputs.OVERSIZED).inc(len(batch.inputs))
             log.warning("oversized input batch", extra={"link": link.id, "n": len(batch.inputs)})
             return
+        if batch.for_tick:
+            late = self.sim.tick >= batch.for_tick
+            metrics.HELD_INPUTS.labels("late" if late else "on_time").inc()
         cols, acks = messages.input_batch(batch)
         if len(cols):  # a batch of acknowledgements only is common
             self._submit(link, cols)
