@@ -195,5 +195,6 @@ class Views:
         )
 
     def removed(self, row: int, last: int) -> None:
-        """Entity ``row`` was swap-removed: it vanishes, the last row moves into its place."""
+        """Entity ``row`` was swap-removed: it vanishes, the last row moves into its place
+        (``rows`` is C-contiguous, as allocated here, so the flat view writes through)."""
         kernels.swap_removed(self.rows.reshape(-1), row, last)
