@@ -46,9 +46,9 @@ def publisher(code: str, args: argparse.Namespace) -> subprocess.Popen[bytes]:
 
 
 async def feed(url: str, args: argparse.Namespace) -> dict[str, float]:
-    feed = GhostFeed(store.connect(url), KEYS)
+    reader = GhostFeed(store.connect(url), KEYS)
     zones = {"z1", "z2"}
-    await feed.follow(zones)
+    await reader.follow(zones)
     channel = KEYS.zone_ghosts("z1")
     pub = publisher(
         f"import redis\nr = redis.Redis.from_url({url!r})\ndef send(p): r.publish({channel!r}, p)",
@@ -56,14 +56,14 @@ async def feed(url: str, args: argparse.Namespace) -> dict[str, float]:
     )
     got, calls, cpu0 = 0, 0, time.thread_time()
     while pub.poll() is None or calls == 0:
-        await feed.follow(zones)
+        await reader.follow(zones)
         calls += 1
-        if await feed.next(TIMEOUT_S) is not None:
+        if await reader.next(TIMEOUT_S) is not None:
             got += 1
-    while await feed.next(TIMEOUT_S) is not None:  # what was still on its way
+    while await reader.next(TIMEOUT_S) is not None:  # what was still on its way
         got += 1
     cpu = time.thread_time() - cpu0
-    await feed.close()
+    await reader.close()
     return {"messages": got, "us_per_message": round(cpu / max(got, 1) * 1e6, 1)}
 
 
