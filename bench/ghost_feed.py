@@ -1,12 +1,13 @@
 """What receiving one ghost batch costs a zone's loop: the zone's own reader
-(``tessera.zone.store.GhostFeed`` on the production client, redis-py's asyncio
-pub/sub) against the floor of any asyncio reader woken once per message (a bare
-``asyncio`` stream).
+(``tessera.zone.store.GhostFeed``, hiredis on the subscription's socket, with
+the address and credentials of the production client) against the floor of any
+asyncio reader woken once per message (a bare ``asyncio`` stream).
 
 A publisher process sends ``--bytes`` payloads at ``--rate`` a second for
 ``--seconds``, as a neighbour's ghost batches come (one per wake-up, not in
 bursts): first on a world's ghost channel of a local redis-server, which the
-feed reads as a zone's ``Neighbours.run_in`` does; then over a plain TCP
+feed reads as a zone's ``Neighbours.run_in`` does (following its
+neighbours every ``GHOST_POLL_S``, batches handed over as they are read); then over a plain TCP
 socket to an asyncio stream. The figure is the reading thread's CPU time per
 message (thread CPU includes its system calls). The two alternate ``--repeat``
 times.
@@ -29,10 +30,10 @@ from typing import Any
 from tessera.common import store
 from tessera.common.store import WorldKeys
 from tessera.harness.redis import LocalRedis
+from tessera.zone.neighbours import GHOST_POLL_S
 from tessera.zone.store import GhostFeed
 
 KEYS = WorldKeys("w")
-TIMEOUT_S = 0.1  # the zone's GHOST_POLL_S
 
 
 def publisher(code: str, args: argparse.Namespace) -> subprocess.Popen[bytes]:
@@ -46,7 +47,13 @@ def publisher(code: str, args: argparse.Namespace) -> subprocess.Popen[bytes]:
 
 
 async def feed(url: str, args: argparse.Namespace) -> dict[str, float]:
-    reader = GhostFeed(store.connect(url), KEYS)
+    got = 0
+
+    def deliver(_zone: str, _batch: bytes) -> None:
+        nonlocal got
+        got += 1
+
+    reader = GhostFeed(store.connect(url), KEYS, deliver)
     zones = {"z1", "z2"}
     await reader.follow(zones)
     channel = KEYS.zone_ghosts("z1")
@@ -54,14 +61,11 @@ async def feed(url: str, args: argparse.Namespace) -> dict[str, float]:
         f"import redis\nr = redis.Redis.from_url({url!r})\ndef send(p): r.publish({channel!r}, p)",
         args,
     )
-    got, calls, cpu0 = 0, 0, time.thread_time()
-    while pub.poll() is None or calls == 0:
+    cpu0 = time.thread_time()
+    while pub.poll() is None:
         await reader.follow(zones)
-        calls += 1
-        if await reader.next(TIMEOUT_S) is not None:
-            got += 1
-    while await reader.next(TIMEOUT_S) is not None:  # what was still on its way
-        got += 1
+        await asyncio.sleep(GHOST_POLL_S)
+    await asyncio.sleep(GHOST_POLL_S)  # what was still on its way
     cpu = time.thread_time() - cpu0
     await reader.close()
     return {"messages": got, "us_per_message": round(cpu / max(got, 1) * 1e6, 1)}

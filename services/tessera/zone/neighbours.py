@@ -26,7 +26,7 @@ from tessera.zone.territory import Territory
 
 log = logging.getLogger(__name__)
 
-GHOST_POLL_S = 0.1  # the ghost reader's longest wait: expiry and new neighbours
+GHOST_POLL_S = 0.1  # how often ghosts expire and the neighbours followed are updated
 
 
 class Neighbours:
@@ -146,17 +146,17 @@ class Neighbours:
         metrics.GHOSTS.set(len(self.ghosts))
 
     async def run_in(self) -> None:
-        """Follow the nearby zones' ghost channels and show what they send."""
-        feed = self.store.ghost_feed()
+        """Follow the nearby zones' ghost channels and show what they send: each
+        batch is applied as it is read, between the loop's other callbacks."""
+        feed = self.store.ghost_feed(
+            lambda sender, payload: self.apply(sender, payload, time.monotonic())
+        )
         try:
             while True:
                 try:
                     await feed.follow({z for z, _r in self.territory.nearby(self.cfg.aura_m)})
-                    got = await feed.next(min(GHOST_POLL_S, self.cfg.ghost_ttl_s / 4))
-                    now = time.monotonic()
-                    if got is not None:
-                        self.apply(got[0], got[1], now)
-                    self.expire(now)
+                    await asyncio.sleep(min(GHOST_POLL_S, self.cfg.ghost_ttl_s / 4))
+                    self.expire(time.monotonic())
                 except asyncio.CancelledError:
                     raise
                 except Exception:

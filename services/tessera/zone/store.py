@@ -16,16 +16,15 @@ for auth's ``ListSuspects`` and cheat policy.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import DecodeError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
-from tessera.common.store import Client, WorldKeys, follow_slot, parse_heartbeat
+from tessera.common.store import Client, WorldKeys, parse_heartbeat
+from tessera.common.subscriber import Subscriber
 from tessera.v1 import zone_pb2
 from tessera.wire.names import CHEAT_REASONS
 from tessera.zone.snapshot import ID_LIMIT
@@ -354,8 +353,8 @@ class ZoneStore:
     async def publish_ghosts(self, payload: bytes) -> None:
         await self.redis.publish(self.keys.zone_ghosts(self.zone), payload)
 
-    def ghost_feed(self) -> GhostFeed:
-        return GhostFeed(self.redis, self.keys)
+    def ghost_feed(self, deliver: Callable[[str, bytes], object]) -> GhostFeed:
+        return GhostFeed(self.redis, self.keys, deliver)
 
     async def send_many(self, messages: list[tuple[str, zone_pb2.InboxMessage]]) -> None:
         """Append messages to zones' inbox streams in one script (a world's keys
@@ -406,50 +405,54 @@ class ZoneStore:
 
 
 class GhostFeed:
-    """Subscription to the ghost channels of a set of zones (the neighbours)."""
+    """Subscription to the ghost channels of a set of zones (the neighbours): each
+    batch goes to ``deliver(sender zone, payload)`` as its bytes are read."""
 
-    def __init__(self, redis: Client, keys: WorldKeys) -> None:
+    def __init__(
+        self, redis: Client, keys: WorldKeys, deliver: Callable[[str, bytes], object]
+    ) -> None:
         self.redis = redis
         self.keys = keys
-        self.pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        self.deliver = deliver
+        self.sub: Subscriber | None = None
         self.zones: set[str] = set()
-        self._by_channel: dict[str, str] = {}
+        self._by_channel: dict[bytes, str] = {}
+
+    def _message(self, channel: bytes, data: bytes) -> None:
+        zone = self._by_channel.get(channel)
+        if zone is not None:
+            self.deliver(zone, data)
 
     async def reset(self) -> None:
         """Drop the subscription after an error; the next :meth:`follow` subscribes
-        anew. A cluster client's subscription stays on the node it started on, so
-        after a failover only a new one reaches the promoted master."""
-        with contextlib.suppress(RedisError, OSError):
-            await self.pubsub.aclose()
-        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        anew, on a cluster at the slot's master then (a promoted one after a
+        failover)."""
+        await self.close()
         self.zones = set()
         self._by_channel = {}
 
     async def follow(self, zones: set[str]) -> None:
-        """Subscribe to exactly these zones' ghost channels."""
+        """Subscribe to exactly these zones' ghost channels; raise if the
+        subscription has failed (then :meth:`reset`)."""
+        if self.sub is None:
+            if not zones:
+                return
+            sub = Subscriber(self.redis, self._message)
+            await sub.open(self.keys.zone_ghosts(next(iter(zones))))  # the world's slot
+            self.sub = sub
+        self.sub.check()
         gone, new = self.zones - zones, zones - self.zones
+        self._by_channel = {self.keys.zone_ghosts(z).encode(): z for z in zones}
         if gone:
-            await self.pubsub.unsubscribe(*(self.keys.zone_ghosts(z) for z in gone))
+            self.sub.unsubscribe(*(self.keys.zone_ghosts(z) for z in gone))
         if new:
-            channels = [self.keys.zone_ghosts(z) for z in new]
-            await follow_slot(self.redis, channels[0])  # all in the world's slot
-            await self.pubsub.subscribe(*channels)
+            self.sub.subscribe(*(self.keys.zone_ghosts(z) for z in new))
         self.zones = set(zones)
-        self._by_channel = {self.keys.zone_ghosts(z): z for z in zones}
-
-    async def next(self, timeout_s: float) -> tuple[str, bytes] | None:
-        """The next batch as ``(sender zone, payload)``, or None after ``timeout_s``."""
-        if not self.zones:
-            await asyncio.sleep(timeout_s)
-            return None
-        msg = await self.pubsub.get_message(timeout=timeout_s)
-        if msg is None or msg.get("type") != "message":
-            return None
-        zone = self._by_channel.get(_text(msg["channel"]))
-        return None if zone is None else (zone, _raw(msg["data"]))
 
     async def close(self) -> None:
-        await self.pubsub.aclose()
+        if self.sub is not None:
+            self.sub.close()
+            self.sub = None
 
 
 async def read_routes(redis: Client, world: str) -> dict[str, Route]:

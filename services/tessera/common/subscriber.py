@@ -1,0 +1,189 @@
+"""A pub/sub subscription read straight off its socket.
+
+redis-py's asyncio pub/sub wakes a task, runs its parser, timeout and health-check
+layers and builds a dict for every message: ~230 µs of CPU per message, against
+~30–50 µs for the socket read itself (docs/BENCHMARKS.md, "Ghost feed"). A zone
+receives a ghost batch from every neighbour every tick, so :class:`Subscriber`
+parses the connection's bytes with hiredis in the protocol's own callback and
+hands each message to a function there: no task wakes per message.
+
+It takes its address, TLS and ACL credentials from the redis-py client the
+service already has (a single server's pool, or on a cluster the master of the
+channels' slot), so it reaches whatever that client reaches. It speaks RESP2
+(AUTH, then SUBSCRIBE / UNSUBSCRIBE / PING), which every supported server speaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, cast
+
+import hiredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from tessera.common.store import Client, follow_slot
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[bytes, bytes], None]
+"""Called with ``(channel, data)`` for each message, inside the socket's callback."""
+
+PING_S = 1.0  # a silent subscription is pinged after this long (by default)
+DEAD_S = 5.0  # and given up after this long with nothing heard
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, deliver: Deliver) -> None:
+        self.deliver = deliver
+        self.reader = hiredis.Reader()
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.heard = self.loop.time()
+        self.failed: Exception | None = None  # why the connection ended
+        self.authed: asyncio.Future[None] = self.loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.heard = self.loop.time()
+        try:
+            self.reader.feed(data)
+            while (reply := self.reader.gets()) is not False:
+                self._reply(reply)
+        except hiredis.ProtocolError as exc:
+            self._fail(RedisConnectionError(f"pub/sub: bad reply from the server ({exc})"))
+
+    def _reply(self, reply: object) -> None:
+        if isinstance(reply, list):
+            if len(reply) == 3 and reply[0] == b"message":
+                try:
+                    self.deliver(reply[1], reply[2])
+                except Exception:  # one bad message must not end the subscription
+                    log.exception("pub/sub message handler failed")
+            return  # subscribe / unsubscribe acknowledgements, PONG
+        if isinstance(reply, hiredis.ReplyError):
+            self._fail(RedisError(f"pub/sub: {reply}"))
+        elif not self.authed.done():
+            self.authed.set_result(None)  # +OK to AUTH, or +PONG without it
+
+    def _fail(self, exc: Exception) -> None:
+        self.failed = self.failed or exc
+        if not self.authed.done():
+            self.authed.set_exception(exc)
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(RedisConnectionError(f"pub/sub connection lost ({exc or 'closed'})"))
+
+
+class Subscriber:
+    """One pub/sub connection; :meth:`open` it, then (un)subscribe and :meth:`check`
+    it now and then: it raises once the connection is lost or silent."""
+
+    def __init__(
+        self,
+        redis: Client,
+        deliver: Deliver,
+        *,
+        timeout_s: float = 2.0,
+        ping_s: float = PING_S,
+        dead_s: float = DEAD_S,
+    ) -> None:
+        self.redis = redis
+        self.deliver = deliver
+        self.timeout_s, self.ping_s, self.dead_s = timeout_s, ping_s, dead_s
+        self._proto: _Protocol | None = None
+        self._pinged = 0.0
+
+    async def open(self, channel: str) -> None:
+        """Connect where ``channel`` is served and authenticate."""
+        conn: AbstractConnection
+        if isinstance(self.redis, RedisCluster):
+            await follow_slot(self.redis, channel)  # a fresh slot map after a failover
+            node = self.redis.get_node_from_key(channel)
+            if node is None:
+                raise RedisConnectionError(f"pub/sub: no node serves {channel}")
+            conn = node.connection_class(**node.connection_kwargs)
+        else:
+            pool = self.redis.connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self._connect(conn)
+                assert self._proto is not None
+                await self._proto.authed
+        except TimeoutError:
+            self.close()
+            raise RedisTimeoutError(
+                f"pub/sub: no answer from {conn} in {self.timeout_s} s"
+            ) from None
+        except OSError as exc:
+            self.close()
+            raise RedisConnectionError(f"pub/sub: cannot connect to {conn}: {exc}") from exc
+        except Exception:
+            self.close()
+            raise
+
+    async def _connect(self, conn: AbstractConnection) -> None:
+        loop = asyncio.get_running_loop()
+
+        def proto() -> _Protocol:
+            return _Protocol(self.deliver)
+
+        if isinstance(conn, UnixDomainSocketConnection):
+            _t, self._proto = await loop.create_unix_connection(proto, conn.path)
+        elif isinstance(conn, Connection):
+            ssl = conn.ssl_context.get() if isinstance(conn, SSLConnection) else None
+            _t, self._proto = await loop.create_connection(proto, conn.host, conn.port, ssl=ssl)
+        else:
+            raise RedisConnectionError(f"pub/sub: cannot reach a {type(conn).__name__}")
+        if conn.password:
+            self._send("AUTH", conn.username or "default", conn.password)
+        else:
+            self._send("PING")
+
+    def subscribe(self, *channels: str) -> None:
+        self._send("SUBSCRIBE", *channels)
+
+    def unsubscribe(self, *channels: str) -> None:
+        self._send("UNSUBSCRIBE", *channels)
+
+    def check(self) -> None:
+        """Raise if the connection ended or has been silent for ``dead_s``; ping it
+        when it has been silent for ``ping_s``."""
+        p = self._proto
+        if p is None:
+            raise RedisConnectionError("pub/sub: not open")
+        if p.failed is not None:
+            raise p.failed
+        now = p.loop.time()
+        if now - p.heard > self.dead_s:
+            raise RedisTimeoutError(f"pub/sub: nothing from the server for {now - p.heard:.1f} s")
+        if now - p.heard > self.ping_s and now - self._pinged > self.ping_s:
+            self._pinged = now
+            self._send("PING")
+
+    def close(self) -> None:
+        if self._proto is not None and self._proto.transport is not None:
+            self._proto.transport.close()
+        self._proto = None
+
+    def _send(self, *args: str) -> None:
+        if self._proto is None or self._proto.transport is None:
+            raise RedisConnectionError("pub/sub: not open")
+        # hiredis' stub types the argument as a 1-tuple; it takes any tuple
+        self._proto.transport.write(hiredis.pack_command(cast(Any, args)))
