@@ -125,7 +125,7 @@ async def test_a_wrong_password_or_a_channel_outside_the_rules_is_refused(
 async def test_a_killed_server_then_a_frozen_one_are_reported(tmp_path: Path) -> None:
     with LocalRedis(tmp_path / "r") as server:
         client = store.connect(server.url, retries=0)
-        sub = Subscriber(client, lambda channel, data: None, ping_s=0.1, dead_s=0.6)
+        sub = Subscriber(client, lambda channel, data: None, ping_s=0.1, dead_s=0.5)
         await sub.open(CHANNEL)
         sub.subscribe(CHANNEL)
         for _ in range(20):  # 2 s of silence: pinged, answered, alive
@@ -134,7 +134,7 @@ async def test_a_killed_server_then_a_frozen_one_are_reported(tmp_path: Path) ->
         assert server.proc is not None
         os.kill(server.proc.pid, signal.SIGSTOP)
         try:
-            with pytest.raises(RedisTimeoutError, match="nothing from the server"):
+            with pytest.raises(RedisTimeoutError, match="no answer to PING"):
                 for _ in range(30):
                     sub.check()
                     await asyncio.sleep(0.1)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
+from redis.exceptions import RedisError
 
-from tessera.common.store import Client, WorldKeys
+from tessera.common.store import Client, WorldKeys, connect
+from tessera.harness.redis import LocalRedis
 from tessera.v1 import common_pb2, zone_pb2
 from tessera.zone.store import (
     CLOSED,
@@ -356,7 +359,7 @@ async def test_ghost_batches_reach_the_neighbours_that_follow(redis: Client) -> 
         await west.publish_ghosts(b"w3")
         await north.publish_ghosts(b"n3")
         assert await batches(1) == [("north", b"n3")]
-        await feed.reset()  # after an error: the next follow subscribes anew
+        await feed.close()  # after an error: the next follow subscribes anew
         assert feed.sub is None and feed.zones == set()
         await feed.follow({"west"})
         for _ in range(50):
@@ -367,6 +370,40 @@ async def test_ghost_batches_reach_the_neighbours_that_follow(redis: Client) -> 
         assert set(await batches(0)) == {("west", b"w4")}
     finally:
         await feed.close()
+
+
+async def test_a_feed_reports_its_lost_server_and_follows_again_once_closed(
+    tmp_path: Path,
+) -> None:
+    """As ``Neighbours.run_in`` recovers: follow raises, close, follow again."""
+    got: list[tuple[str, bytes]] = []
+    with LocalRedis(tmp_path / "r") as server:
+        redis = connect(server.url)
+        west = ZoneStore(redis, world="w", zone="west")
+        feed = GhostFeed(redis, WorldKeys("w"), lambda zone, batch: got.append((zone, batch)))
+
+        async def delivered(payload: bytes) -> None:
+            for _ in range(50):
+                await west.publish_ghosts(payload)
+                await asyncio.sleep(0.1)
+                if ("west", payload) in got:
+                    return
+            pytest.fail(f"{payload!r} never arrived")
+
+        try:
+            await feed.follow({"west"})
+            await delivered(b"before")
+            server.restart()
+            with pytest.raises(RedisError, match="connection lost"):
+                for _ in range(50):
+                    await feed.follow({"west"})
+                    await asyncio.sleep(0.02)
+            await feed.close()
+            await feed.follow({"west"})
+            await delivered(b"after")
+        finally:
+            await feed.close()
+            await redis.aclose()
 
 
 def test_an_entry_age_comes_from_its_id_and_is_never_negative() -> None:

@@ -7,10 +7,12 @@ receives a ghost batch from every neighbour every tick, so :class:`Subscriber`
 parses the connection's bytes with hiredis in the protocol's own callback and
 hands each message to a function there: no task wakes per message.
 
-It takes its address, TLS and ACL credentials from the redis-py client the
-service already has (a single server's pool, or on a cluster the master of the
-channels' slot), so it reaches whatever that client reaches. It speaks RESP2
-(AUTH, then SUBSCRIBE / UNSUBSCRIBE / PING), which every supported server speaks.
+It takes its address, TLS settings and ACL user and password from the redis-py
+client the service already has (a single server's pool, or on a cluster the
+master of the channels' slot), so it reaches whatever that client reaches (not
+through a redis-py credential provider, which Tessera does not use). It speaks
+RESP2 to Redis 6 or later: ``AUTH <user> <password>``, then SUBSCRIBE,
+UNSUBSCRIBE and PING.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ Deliver = Callable[[bytes, bytes], None]
 """Called with ``(channel, data)`` for each message, inside the socket's callback."""
 
 PING_S = 1.0  # a silent subscription is pinged after this long (by default)
-DEAD_S = 5.0  # and given up after this long with nothing heard
+DEAD_S = 4.0  # and given up when that PING has no answer after this long
+LOG_EVERY_S = 10.0  # a failing handler's traceback, at most this often
 
 
 class _Protocol(asyncio.Protocol):
@@ -52,6 +55,9 @@ class _Protocol(asyncio.Protocol):
         self.heard = self.loop.time()
         self.failed: Exception | None = None  # why the connection ended
         self.authed: asyncio.Future[None] = self.loop.create_future()
+        # Read here: a connection lost with nobody awaiting is no "never retrieved".
+        self.authed.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self.handler_failed_at = -LOG_EVERY_S
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -61,7 +67,7 @@ class _Protocol(asyncio.Protocol):
         self.heard = self.loop.time()
         try:
             self.reader.feed(data)
-            while (reply := self.reader.gets()) is not False:
+            while self.failed is None and (reply := self.reader.gets()) is not False:
                 self._reply(reply)
         except hiredis.ProtocolError as exc:
             self._fail(RedisConnectionError(f"pub/sub: bad reply from the server ({exc})"))
@@ -72,7 +78,9 @@ class _Protocol(asyncio.Protocol):
                 try:
                     self.deliver(reply[1], reply[2])
                 except Exception:  # one bad message must not end the subscription
-                    log.exception("pub/sub message handler failed")
+                    if self.loop.time() - self.handler_failed_at >= LOG_EVERY_S:
+                        self.handler_failed_at = self.loop.time()
+                        log.exception("pub/sub message handler failed (logged once per 10 s)")
             return  # subscribe / unsubscribe acknowledgements, PONG
         if isinstance(reply, hiredis.ReplyError):
             self._fail(RedisError(f"pub/sub: {reply}"))
@@ -114,13 +122,14 @@ class Subscriber:
         conn: AbstractConnection
         if isinstance(self.redis, RedisCluster):
             await follow_slot(self.redis, channel)  # a fresh slot map after a failover
-            node = self.redis.get_node_from_key(channel)
-            if node is None:
-                raise RedisConnectionError(f"pub/sub: no node serves {channel}")
+            node = self.redis.get_node_from_key(channel)  # the master; raises when none
+            assert node is not None
             conn = node.connection_class(**node.connection_kwargs)
         else:
             pool = self.redis.connection_pool
             conn = pool.connection_class(**pool.connection_kwargs)
+        self.close()
+        self._pinged = 0.0
         try:
             async with asyncio.timeout(self.timeout_s):
                 await self._connect(conn)
@@ -134,7 +143,7 @@ class Subscriber:
         except OSError as exc:
             self.close()
             raise RedisConnectionError(f"pub/sub: cannot connect to {conn}: {exc}") from exc
-        except Exception:
+        except BaseException:  # an error, or cancelled: no transport left open
             self.close()
             raise
 
@@ -163,17 +172,17 @@ class Subscriber:
         self._send("UNSUBSCRIBE", *channels)
 
     def check(self) -> None:
-        """Raise if the connection ended or has been silent for ``dead_s``; ping it
-        when it has been silent for ``ping_s``."""
+        """Raise if the connection ended, or a PING has had no answer for ``dead_s``;
+        ping it when it has been silent for ``ping_s``."""
         p = self._proto
         if p is None:
             raise RedisConnectionError("pub/sub: not open")
         if p.failed is not None:
             raise p.failed
         now = p.loop.time()
-        if now - p.heard > self.dead_s:
-            raise RedisTimeoutError(f"pub/sub: nothing from the server for {now - p.heard:.1f} s")
-        if now - p.heard > self.ping_s and now - self._pinged > self.ping_s:
+        if self._pinged > p.heard and now - self._pinged > self.dead_s:
+            raise RedisTimeoutError(f"pub/sub: no answer to PING for {now - self._pinged:.1f} s")
+        if now - p.heard > self.ping_s and self._pinged <= p.heard:
             self._pinged = now
             self._send("PING")
 

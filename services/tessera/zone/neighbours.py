@@ -162,7 +162,7 @@ class Neighbours:
                 except Exception:
                     log.exception("ghost feed failed; resubscribing")
                     await asyncio.sleep(0.5)
-                    await feed.reset()
+                    await feed.close()
         finally:
             await feed.close()
 

@@ -423,23 +423,14 @@ class GhostFeed:
         if zone is not None:
             self.deliver(zone, data)
 
-    async def reset(self) -> None:
-        """Drop the subscription after an error; the next :meth:`follow` subscribes
-        anew, on a cluster at the slot's master then (a promoted one after a
-        failover)."""
-        await self.close()
-        self.zones = set()
-        self._by_channel = {}
-
     async def follow(self, zones: set[str]) -> None:
         """Subscribe to exactly these zones' ghost channels; raise if the
-        subscription has failed (then :meth:`reset`)."""
+        subscription has failed (then :meth:`close` it)."""
         if self.sub is None:
             if not zones:
                 return
-            sub = Subscriber(self.redis, self._message)
-            await sub.open(self.keys.zone_ghosts(next(iter(zones))))  # the world's slot
-            self.sub = sub
+            self.sub = Subscriber(self.redis, self._message)
+            await self.sub.open(self.keys.zone_ghosts(next(iter(zones))))  # the world's slot
         self.sub.check()
         gone, new = self.zones - zones, zones - self.zones
         self._by_channel = {self.keys.zone_ghosts(z).encode(): z for z in zones}
@@ -450,9 +441,14 @@ class GhostFeed:
         self.zones = set(zones)
 
     async def close(self) -> None:
+        """Drop the subscription (after an error too): the next :meth:`follow`
+        subscribes anew, on a cluster at the slot's master then (a promoted one
+        after a failover)."""
         if self.sub is not None:
             self.sub.close()
             self.sub = None
+        self.zones = set()
+        self._by_channel = {}
 
 
 async def read_routes(redis: Client, world: str) -> dict[str, Route]:
