@@ -5,7 +5,7 @@ refused offers, drain bookkeeping and the movement area."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
@@ -33,6 +33,7 @@ class Zone:
     sim: Simulation
     territory: Territory
     border: Border
+    handled: list[str] = field(default_factory=list)  # acknowledged with the next read
 
 
 def zone(redis: Redis, name: str, bounds: Rect) -> Zone:
@@ -74,8 +75,8 @@ def cross(z: Zone, x: float) -> None:
 
 
 async def inbox(z: Zone) -> Inbox:
-    entries = await z.store.receive(block_ms=1)
-    await z.store.done([e for e, _m in entries])
+    entries = await z.store.receive(block_ms=1, done=z.handled)
+    z.handled = [e for e, _m in entries]
     return z.border.take([m for _e, m in entries if m is not None])
 
 

@@ -162,8 +162,8 @@ async def test_commits_wait_in_the_inbox_until_the_target_has_taken_them(redis: 
     assert await read_commits(redis, "w", "a") == set()
     taken = await b.receive(block_ms=10)
     assert await read_commits(redis, "w", "b") == {("p", 4)}  # read, not yet done
-    await b.done([entry for entry, _m in taken])
-    assert await read_commits(redis, "w", "b") == set()
+    assert await b.receive(block_ms=1, done=[entry for entry, _m in taken]) == []
+    assert await read_commits(redis, "w", "b") == set()  # done with the next read
 
 
 async def test_a_batch_of_commits_is_judged_one_by_one(redis: Client) -> None:
@@ -252,7 +252,7 @@ async def test_a_batch_reaches_a_waiting_zone_whole(redis: Client) -> None:
         await asyncio.sleep(0.2)  # blocked in XREADGROUP
         await send()
         got = await asyncio.wait_for(reading, 5)
-        await b.done([i for i, _m in got])
+        assert await b.receive(block_ms=1, done=[i for i, _m in got]) == []
         return len(got)
 
     ping = zone_pb2.InboxMessage(abort=zone_pb2.HandoffAbort(entity_id=1, epoch=2))
@@ -314,12 +314,19 @@ async def test_inbox_redelivers_unacknowledged_entries_after_a_restart(redis: Cl
     first = ZoneStore(redis, world="w", zone="b")
     got = await first.receive(block_ms=10)
     assert len(got) == 3 and got[2][1] is None  # malformed entries come back as None
-    await first.done([got[0][0]])
+    assert await first.receive(block_ms=1, done=[got[0][0]]) == []
     restarted = ZoneStore(redis, world="w", zone="b")  # the zone crashed before acking the rest
     again = await restarted.receive(block_ms=10)
     assert [i for i, _m in again] == [got[1][0], got[2][0]]
-    await restarted.done([i for i, _m in again])
+    assert await restarted.receive(block_ms=1, done=[i for i, _m in again]) == []
     assert await ZoneStore(redis, world="w", zone="b").receive(block_ms=10) == []
+    # Acknowledged with a pending read (after a restart or a failed read): the
+    # read returns none of them.
+    await sender.send_many([("b", ping)])
+    crashed = ZoneStore(redis, world="w", zone="b")
+    (entry,) = await crashed.receive(block_ms=10)
+    assert await ZoneStore(redis, world="w", zone="b").receive(block_ms=1, done=[entry[0]]) == []
+    assert await redis.xlen(WorldKeys("w").zone_inbox("b")) == 0
 
 
 async def test_ghost_batches_reach_the_neighbours_that_follow(redis: Client) -> None:

@@ -390,10 +390,14 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         return INBOX_BLOCK_MS
 
     async def _inbox(self) -> None:
-        """Between ticks: handoff messages and forwarded hits from other zones."""
+        """Between ticks: handoff messages and forwarded hits from other zones. A
+        batch handled is acknowledged with the next read (or again after a failed
+        one: acknowledging is idempotent)."""
+        handled: list[str] = []
         while True:
             try:
-                entries = await self.store.receive(block_ms=self._inbox_block_ms())
+                entries = await self.store.receive(block_ms=self._inbox_block_ms(), done=handled)
+                handled = [entry for entry, _ in entries]
                 msgs = [m for _e, m in entries if m is not None]
                 metrics.INBOX.labels("malformed").inc(len(entries) - len(msgs))
                 try:
@@ -412,11 +416,10 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 except Exception:
                     metrics.INBOX.labels("error").inc()
                     log.exception("inbox batch failed")
-                if entries:  # handled (a failed done() leaves them for a re-read)
+                if entries:
                     async with self._inbox_moved:
                         self._inbox_done = max(self._inbox_done, entry_key(entries[-1][0]))
                         self._inbox_moved.notify_all()
-                await self.store.done([entry for entry, _ in entries])
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -16,7 +16,7 @@ for auth's ``ListSuspects`` and cheat policy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -302,11 +302,14 @@ class ZoneStore:
         return None if raw is None else zone_pb2.ZoneMap.FromString(_raw(raw))
 
     async def receive(
-        self, *, count: int = 512, block_ms: int = 50
+        self, *, count: int = 512, block_ms: int = 50, done: Sequence[str] = ()
     ) -> list[tuple[str, zone_pb2.InboxMessage | None]]:
         """The next inbox entries for this zone (consumer group ``zone``): first any
         delivered before a crash and never acknowledged, then new ones. Entries that
-        do not parse come back as None (the caller counts and acknowledges them)."""
+        do not parse come back as None (the caller counts and acknowledges them).
+
+        ``done`` are the entries the caller has handled since its last read: they
+        are acknowledged and deleted in the same round trip, before the read."""
         stream = self.keys.zone_inbox(self.zone)
         if not self._inbox_ready:
             try:
@@ -314,15 +317,23 @@ class ZoneStore:
             except ResponseError as err:
                 if "BUSYGROUP" not in str(err):
                     raise
+            pending = await self._read(stream, done, "0", count, None)
             self._inbox_ready = True
-            pending: Any = await self.redis.xreadgroup(GROUP, self.zone, {stream: "0"}, count=count)
-            found = _entries(pending)
-            if found:
-                return found
-        fresh = await self.redis.xreadgroup(
-            GROUP, self.zone, {stream: ">"}, count=count, block=block_ms
-        )
-        return _entries(fresh)
+            if pending:
+                return pending
+            done = ()
+        return await self._read(stream, done, ">", count, block_ms)
+
+    async def _read(
+        self, stream: str, done: Sequence[str], start: str, count: int, block_ms: int | None
+    ) -> list[tuple[str, zone_pb2.InboxMessage | None]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if done:
+                pipe.xack(stream, GROUP, *done)
+                pipe.xdel(stream, *done)
+            pipe.xreadgroup(GROUP, self.zone, {stream: start}, count=count, block=block_ms)
+            replies = await pipe.execute()
+        return _entries(replies[-1])
 
     def rewind_inbox(self) -> None:
         """Have the next :meth:`receive` return the delivered, unacknowledged entries
@@ -340,15 +351,6 @@ class ZoneStore:
         at the close ("" if none): once that is handled, nothing more can come."""
         keys = [self.keys.zone_closed(self.zone), self.keys.zone_inbox(self.zone)]
         return _text(await self._close(keys=keys, args=[CLOSED_TTL_S]))
-
-    async def done(self, ids: list[str]) -> None:
-        """Acknowledge processed inbox entries and delete them."""
-        if ids:
-            stream = self.keys.zone_inbox(self.zone)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xack(stream, GROUP, *ids)
-                pipe.xdel(stream, *ids)
-                await pipe.execute()
 
     async def publish_ghosts(self, payload: bytes) -> None:
         await self.redis.publish(self.keys.zone_ghosts(self.zone), payload)
