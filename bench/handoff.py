@@ -7,7 +7,9 @@ interpolated within buckets); (2) a zone holding P players drains into its
 neighbour -> drain_s (Drain call -> DRAINED); (3) kill -9 of the zone now
 holding them, restart -> recovery_s (kill -> serving with every player
 restored). An invariant scan over all zones and the routing table follows
-every phase (lost / duplicated entities).
+every phase (lost / duplicated entities). Phase 1 also reports both zone
+processes' CPU (/proc): cores, and CPU per handoff, which includes the
+crossers' own ticks, inputs and snapshots (an upper bound of a handoff's cost).
 
     python bench/handoff.py --json PATH [--bots 100] [--seconds 8] [--players 500]
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from tessera.common.process import cpu_seconds
 from tessera.harness.redis import LocalRedis
 from tessera.harness.tokens import LOCAL
 from tessera.harness.zones import Driver, World, ZoneSpec
@@ -105,9 +108,12 @@ async def crossing(
         await asyncio.sleep(0.5)
         print(f"{bots} bots crossing for {seconds} s", flush=True)
         before = scrape(world)
+        pids = [proc.proc.pid for proc in world.procs.values() if proc.proc is not None]
+        cpu0 = sum(cpu_seconds(pid) for pid in pids)
         began = time.monotonic()
         await driver.pace(names, (-12.0, 12.0), seconds)
         elapsed = time.monotonic() - began
+        cpu = sum(cpu_seconds(pid) for pid in pids) - cpu0
         after = scrape(world)
         await check(world, set(names), totals)
         await driver.close()
@@ -121,6 +127,8 @@ async def crossing(
             "handoff_ms_p50": quantile(diff, 0.50),
             "handoff_ms_p99": quantile(diff, 0.99),
             "max_snapshot_gap_s": driver.max_gap_s,
+            "zone_cores": cpu / elapsed,
+            "zone_cpu_ms_per_handoff": 1000.0 * cpu / max(done, 1.0),
         }
     finally:
         world.stop()
