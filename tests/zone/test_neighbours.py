@@ -52,21 +52,42 @@ def batch(ids: list[int], x: float) -> bytes:
     )
 
 
-async def test_ghosts_are_shown_refreshed_dropped_and_expired(redis: Redis) -> None:
+async def test_ghosts_are_shown_refreshed_faded_and_expired(redis: Redis) -> None:
     sim, nb = west(redis)
+    half = nb.cfg.ghost_ttl_s / 2
     sim.add_player(entity_id=1, player_id="a", pos=(-5.0, 0.0, 0.0), team=0)
     assert nb.apply("east", batch([10, 11, 1], 5.0), now=1.0) == 2  # 1 is ours: left alone
     assert nb.is_ghost(10) and not nb.is_ghost(1)
     assert sim.ents.flags[sim.ents.index[10]] & GHOST and sim.ents.health[0] == 100.0
-    assert nb.apply("east", batch([11], 6.0), now=1.2) == 1  # 10 no longer sent
+    assert nb.apply("east", batch([11], 6.0), now=1.2) == 1  # 10 no longer sent: it fades
+    assert nb.apply("east", batch([11], 6.0), now=1.2 + half - 0.01) == 1  # not kept longer
+    nb.expire(now=1.2 + half - 0.005)
+    assert nb.is_ghost(10) and sim.ents.pos[sim.ents.index[10], 0] == 5.0  # kept, unmoved
+    nb.expire(now=1.2 + half + 0.01)
     assert set(nb.ghosts) == {11} and 10 not in sim.ents.index
     assert nb.apply("east", batch([12], 500.0), now=1.3) == 0  # too far to matter
     assert nb.apply("east", b"junk", now=1.3) == 0
     twice = batch([13, 13], 7.0)[:-44] + batch([13], 8.0)[24:]  # id 13 twice: the last row counts
     assert nb.apply("east", twice, now=1.3) == 1
-    assert sim.ents.pos[sim.ents.index[13], 0] == 8.0 and set(nb.ghosts) == {13}
+    assert sim.ents.pos[sim.ents.index[13], 0] == 8.0 and set(nb.ghosts) == {11, 13}
     nb.expire(now=1.3 + nb.cfg.ghost_ttl_s + 0.01)
     assert nb.ghosts == {} and sim.ents.n == 1
+
+
+async def test_an_entity_handed_between_two_neighbours_never_blinks_out(redis: Redis) -> None:
+    """East hands entity 10 to north; east's batch without it may come first or last."""
+    for east_first in (True, False):
+        sim, nb = west(redis)
+        half = nb.cfg.ghost_ttl_s / 2
+        nb.apply("east", batch([10], 5.0), now=1.0)
+        order = [("east", []), ("north", [10])]
+        for k, (sender, ids) in enumerate(order if east_first else order[::-1]):
+            nb.apply(sender, batch(ids, 6.0), now=1.1 + 0.05 * k)
+            assert nb.is_ghost(10)  # shown throughout
+        assert nb.ghosts[10][0] == "north" and sim.ents.pos[sim.ents.index[10], 0] == 6.0
+        nb.apply("east", batch([], 6.0), now=1.2)  # east's later batches leave it alone
+        nb.expire(now=1.2 + half + 0.01)
+        assert nb.ghosts[10][0] == "north"
 
 
 async def test_the_aura_holds_owned_entities_near_a_neighbour(redis: Redis) -> None:

@@ -18,7 +18,7 @@ from tessera.wire.geometry import Rect
 from tessera.wire.snapshot import SnapshotReceiver
 from tessera.zone import inputs
 from tessera.zone.config import ZoneConfig
-from tessera.zone.entities import DEAD, GHOST, NPC, PLAYER, Record
+from tessera.zone.entities import DEAD, GHOST, PLAYER, Record
 from tessera.zone.simulation import Frame, Growth, Simulation
 from tessera.zone.snapshot import Acks
 
@@ -443,19 +443,3 @@ def test_reserved_snapshot_state_is_in_ram_before_any_tick_writes_it() -> None:
     for array in (sim.encoder.vals, sim.encoder.valid, sim.views.sent):
         assert array.nbytes > 1 << 18  # large enough to be a mapping of its own
         assert resident_bytes(array) >= array.nbytes
-
-
-def test_the_roster_counts_owned_entities_coming_and_going_not_ghosts() -> None:
-    sim = make()
-    before = sim.roster
-    sim.add_player(entity_id=1, player_id="a", pos=(0.0, 0.0, 0.0), team=0)
-    sim.spawn_npcs([2])
-    state = sim.export_player("a", "z")
-    sim.remove_player("a")
-    sim.adopt(state, epoch=2, now=0.0)
-    assert sim.roster == before + 4  # each of the four changed what the zone owns
-    row = sim.ents.add(3, NPC, (5.0, 0.0, 5.0))
-    sim.ents.flags[row] |= GHOST
-    sim.remove_entity(3)  # a ghost gone: not ours
-    sim.step()
-    assert sim.roster == before + 4

@@ -1,8 +1,8 @@
 """The zone's ghost exchange with its neighbours.
 
 Publishes the zone's aura (owned entities near a neighbour) as ghost batches on
-its channel, shows the neighbours' batches here as read-only ghosts, drops the
-ghosts a neighbour stopped sending, sends hits on ghosts to their owners and
+its channel, shows the neighbours' batches here as read-only ghosts, lets the
+ghosts a neighbour stopped sending fade out, sends hits on ghosts to their owners and
 applies the hits neighbours send about entities owned here. Runs as asyncio
 tasks in the zone's single thread, between ticks. Formats and the pure rules:
 :mod:`tessera.zone.ghosts`; docs/HANDOFF.md.
@@ -79,17 +79,18 @@ class Neighbours:
 
     async def run_out(self) -> None:
         """Publish the aura up to ``ghost_hz`` times a second while there are
-        neighbours, but only when it may have changed: after a tick, when an owned
-        entity came or went (between ticks nothing moves) or the zone map changed
-        (a new neighbour), and otherwise after half the ghosts' lifetime, so a late
-        tick does not let the neighbours' copies expire."""
+        neighbours, but only when it may have changed: after a tick (between ticks
+        nothing moves; an entity that came or went in between is in the next
+        tick's batch, and the neighbours' copies of one handed away fade meanwhile)
+        or when the zone map changed (a new neighbour), and otherwise after half
+        the ghosts' lifetime, so a late tick does not let those copies expire."""
         period = 1.0 / self.cfg.ghost_hz
-        published = (-1, -1, -1)  # (tick, roster, zone map) when last looked at
+        published = (-1, -1)  # (tick, zone map) when last looked at
         published_at = 0.0
         while True:
             began = time.monotonic()
             try:
-                seen = (self.sim.tick, self.sim.roster, self.territory.map_version)
+                seen = (self.sim.tick, self.territory.map_version)
                 if seen != published or began - published_at >= self.cfg.ghost_ttl_s / 2:
                     if self.territory.bounds is not None and self.territory.nearby(self.cfg.aura_m):
                         payload, count = self.batch()
@@ -103,7 +104,10 @@ class Neighbours:
     # --- ghosts in ---------------------------------------------------------------
 
     def apply(self, sender: str, payload: bytes, now: float) -> int:
-        """Insert or refresh the sender's ghosts near us; drop its ghosts not in the batch."""
+        """Insert or refresh the sender's ghosts near us. Its ghosts not in the batch
+        fade: kept, unmoved, for at most half the ghost lifetime more, so an entity
+        the sender handed to another neighbour does not blink out here between the
+        two zones' batches (the other's batch takes it over)."""
         own = self.territory.bounds
         try:
             _version, _sent, rows = ghosts.decode(payload)
@@ -133,8 +137,10 @@ class Neighbours:
         e.yaw[to], e.health[to], e.team[to] = got["yaw"], got["health"], got["team"]
         e.flags[to] = (got["flags"] & DEAD) | GHOST
         seen = set(got["id"].tolist())
-        for eid in [i for i, (src, _t) in held.items() if src == sender and i not in seen]:
-            self.drop(eid)
+        fade = now - self.cfg.ghost_ttl_s / 2  # expire() drops it half a lifetime on
+        for eid, (src, t) in list(held.items()):
+            if src == sender and t > fade and eid not in seen:
+                held[eid] = (src, fade)
         metrics.GHOSTS_IN.inc(len(seen))
         return len(seen)
 

@@ -131,7 +131,6 @@ class Simulation:
         self.viewer = np.zeros(0, np.int64)  # its player's entity row, -1 when free
         self.fresh = np.zeros(0, np.bool_)  # attached since its last snapshot
         self.tick = 0
-        self.roster = 0  # grows whenever an owned entity is added or removed
         self.events: list[Event] = []
         self.counts: Counter[str] = Counter()
         self._told: dict[tuple[str, str], float] = {}
@@ -175,7 +174,6 @@ class Simulation:
             x = float(self.rng.uniform(a.min_x, a.max_x))
             z = float(self.rng.uniform(a.min_z, a.max_z))
             self.ents.add(eid, NPC, (x, 0.0, z), home=(x, z), waypoint=(x, z))
-        self.roster += 1
 
     def add_player(
         self,
@@ -201,7 +199,6 @@ class Simulation:
         )
         if synthetic:
             self.attach(player_id)
-        self.roster += 1
         return row
 
     def adopt(self, state: Record, *, epoch: int, now: float) -> int:
@@ -231,7 +228,6 @@ class Simulation:
         self.ents.tokens_at[row] = now
         if self.ents.flags[row] & SYNTHETIC:
             self.attach(state.player_id)  # no relay will: its snapshots start now
-        self.roster += 1
         return row
 
     def remove_player(self, player_id: str) -> None:
@@ -243,8 +239,6 @@ class Simulation:
     def remove_entity(self, entity_id: int) -> None:
         """Remove any entity; views referencing it drop it."""
         row, last = self.ents.index[entity_id], self.ents.n - 1
-        if not self.ents.flags[row] & GHOST:
-            self.roster += 1
         self.game.forget(entity_id)
         self.views.removed(row, last)
         kernels.swap_removed(self.viewer, row, last)
