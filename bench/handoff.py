@@ -128,7 +128,7 @@ async def crossing(
             "handoff_ms_p99": quantile(diff, 0.99),
             "max_snapshot_gap_s": driver.max_gap_s,
             "zone_cores": cpu / elapsed,
-            "zone_cpu_ms_per_handoff": 1000.0 * cpu / max(done, 1.0),
+            "zone_cpu_ms_per_handoff": 1000.0 * cpu / done if done else float("nan"),
         }
     finally:
         world.stop()

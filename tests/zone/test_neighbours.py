@@ -62,7 +62,9 @@ async def test_ghosts_are_shown_refreshed_faded_and_expired(redis: Redis) -> Non
     assert nb.apply("east", batch([11], 6.0), now=1.2) == 1  # 10 no longer sent: it fades
     assert nb.apply("east", batch([11], 6.0), now=1.2 + half - 0.01) == 1  # not kept longer
     nb.expire(now=1.2 + half - 0.005)
-    assert nb.is_ghost(10) and sim.ents.pos[sim.ents.index[10], 0] == 5.0  # kept, unmoved
+    row = sim.ents.index[10]
+    assert nb.is_ghost(10) and sim.ents.pos[row, 0] == 5.0  # kept, unmoved
+    assert not sim.ents.vel[row].any()
     nb.expire(now=1.2 + half + 0.01)
     assert set(nb.ghosts) == {11} and 10 not in sim.ents.index
     assert nb.apply("east", batch([12], 500.0), now=1.3) == 0  # too far to matter

@@ -298,7 +298,8 @@ async def test_an_idle_zone_reads_its_inbox_twice_a_second(
 ) -> None:
     """An inbox read returns at the first entry appended, so its block only sets
     how often an idle zone asks again: every 500 ms (it was 50 ms, 20 reads a
-    second from every zone of a world)."""
+    second from every zone of a world). A read is two XREADGROUPs in one round
+    trip: the entries a lost read delivered, then new ones."""
 
     async def reads() -> int:
         stats = await redis.info("commandstats")
@@ -306,7 +307,7 @@ async def test_an_idle_zone_reads_its_inbox_twice_a_second(
 
     before = await reads()
     await asyncio.sleep(2.0)
-    assert 1 <= await reads() - before <= 6
+    assert 2 <= await reads() - before <= 12
 
 
 async def test_a_leave_from_a_relay_not_serving_the_player_changes_nothing(

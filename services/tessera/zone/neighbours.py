@@ -105,7 +105,7 @@ class Neighbours:
 
     def apply(self, sender: str, payload: bytes, now: float) -> int:
         """Insert or refresh the sender's ghosts near us. Its ghosts not in the batch
-        fade: kept, unmoved, for at most half the ghost lifetime more, so an entity
+        fade: kept, unmoved, for about half the ghost lifetime more, so an entity
         the sender handed to another neighbour does not blink out here between the
         two zones' batches (the other's batch takes it over)."""
         own = self.territory.bounds
@@ -141,6 +141,7 @@ class Neighbours:
         for eid, (src, t) in list(held.items()):
             if src == sender and t > fade and eid not in seen:
                 held[eid] = (src, fade)
+                e.vel[e.index[eid]] = 0.0  # unmoved: nobody extrapolates it on
         metrics.GHOSTS_IN.inc(len(seen))
         return len(seen)
 
@@ -169,6 +170,7 @@ class Neighbours:
                     log.exception("ghost feed failed; resubscribing")
                     await asyncio.sleep(0.5)
                     await feed.close()
+                    self.expire(time.monotonic())  # none stays shown, frozen, meanwhile
         finally:
             await feed.close()
 

@@ -282,8 +282,6 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             self._close_tried = time.monotonic()
             log.exception("closing the inbox failed; tried again in a second")
             return
-        # Entries a lost read delivered stay pending, unseen: read those first.
-        self.store.rewind_inbox()
         async with self._inbox_moved:
             await self._inbox_moved.wait_for(lambda: self._inbox_done >= upto)
         if self.territory.state == State.ZONE_STATE_DRAINING:
@@ -392,7 +390,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     async def _inbox(self) -> None:
         """Between ticks: handoff messages and forwarded hits from other zones. A
         batch handled is acknowledged with the next read (or again after a failed
-        one: acknowledging is idempotent)."""
+        one: acknowledging is idempotent); each read also returns what a lost read
+        delivered."""
         handled: list[str] = []
         while True:
             try:
@@ -424,7 +423,6 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 raise
             except Exception:
                 log.exception("inbox read failed")
-                self.store.rewind_inbox()
                 await asyncio.sleep(0.5)
 
     def _release(self, releases: list[Release]) -> None:

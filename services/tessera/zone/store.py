@@ -304,42 +304,33 @@ class ZoneStore:
     async def receive(
         self, *, count: int = 512, block_ms: int = 50, done: Sequence[str] = ()
     ) -> list[tuple[str, zone_pb2.InboxMessage | None]]:
-        """The next inbox entries for this zone (consumer group ``zone``): first any
-        delivered before a crash and never acknowledged, then new ones. Entries that
-        do not parse come back as None (the caller counts and acknowledges them).
-
-        ``done`` are the entries the caller has handled since its last read: they
-        are acknowledged and deleted in the same round trip, before the read."""
+        """The next inbox entries for this zone (consumer group ``zone``), in one
+        round trip: ``done``, the entries the caller has handled since its last
+        read, are acknowledged and deleted; then come the entries delivered to this
+        zone and never acknowledged (after a crash, or a read whose reply was lost:
+        the client retries a timed-out command, and the first try's entries stay
+        delivered), then new ones, waiting up to ``block_ms`` for a first one (not
+        on the first read: a restarted zone takes its pending entries at once).
+        Entries that do not parse come back as None (the caller counts and
+        acknowledges them)."""
         stream = self.keys.zone_inbox(self.zone)
-        if not self._inbox_ready:
+        first = not self._inbox_ready
+        if first:
             try:
                 await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
             except ResponseError as err:
                 if "BUSYGROUP" not in str(err):
                     raise
-            pending = await self._read(stream, done, "0", count, None)
-            self._inbox_ready = True
-            if pending:
-                return pending
-            done = ()
-        return await self._read(stream, done, ">", count, block_ms)
-
-    async def _read(
-        self, stream: str, done: Sequence[str], start: str, count: int, block_ms: int | None
-    ) -> list[tuple[str, zone_pb2.InboxMessage | None]]:
         async with self.redis.pipeline(transaction=False) as pipe:
             if done:
                 pipe.xack(stream, GROUP, *done)
                 pipe.xdel(stream, *done)
-            pipe.xreadgroup(GROUP, self.zone, {stream: start}, count=count, block=block_ms)
+            pipe.xreadgroup(GROUP, self.zone, {stream: "0"}, count=count)
+            block = None if first else block_ms
+            pipe.xreadgroup(GROUP, self.zone, {stream: ">"}, count=count, block=block)
             replies = await pipe.execute()
-        return _entries(replies[-1])
-
-    def rewind_inbox(self) -> None:
-        """Have the next :meth:`receive` return the delivered, unacknowledged entries
-        first, as after a restart: a read whose reply was lost, or a ``done`` that
-        failed, leaves entries delivered and never handled (handling is idempotent)."""
-        self._inbox_ready = False
+        self._inbox_ready = True
+        return _entries(replies[-2]) + _entries(replies[-1])
 
     async def open_inbox(self) -> None:
         """Take handoff commits (a zone of this name that ran before may have closed)."""
