@@ -95,6 +95,7 @@ async def test_a_handoff_is_decided_on_both_sides(redis: Redis) -> None:
     assert accepted.acked and accepted.receipts == []
     assert await west.border.reply(accepted) == [Release("p", "east", 2)]
     assert "p" not in west.sim.ents.players and not west.border.flight.outgoing
+    assert west.border.neighbours.handed[1][0] == "east"  # hits on it are passed on
     assert east.border.received == 0
     committed = await inbox(east)
     assert committed.receipts == [Receipt("p")]

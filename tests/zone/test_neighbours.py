@@ -158,3 +158,28 @@ async def test_hits_on_ghosts_go_to_their_owner_and_are_checked_there(redis: Red
     hit.target_id = 10  # a ghost here: its owner applies hits
     nb.on_hit(hit)
     assert sim.ents.health[0] == 75.0 and not sim.ents.flags[0] & DEAD
+
+
+async def test_a_hit_on_an_entity_handed_away_is_passed_on_to_where_it_went(
+    redis: Redis,
+) -> None:
+    """A neighbour's ghost of an entity handed from here to east still names this
+    zone as its owner for a while (it fades): its hits are passed on to east, for
+    a ghost lifetime."""
+    sim, nb = west(redis)
+    sim.add_player(entity_id=1, player_id="a", pos=(-1.0, 0.0, 0.0), team=0)
+    nb.handed_away(10, "east", now=1.0)
+    at = common_pb2.Vec3(x=1.0, z=0.0)
+    hit = zone_pb2.ForwardedHit(
+        attacker_id=7, target_id=10, damage=25.0, attack=combat.MELEE, attacker_position=at
+    )
+    nb.on_hit(hit)
+    await nb.forward_hits()
+    east = ZoneStore(redis, world="w", zone="east")
+    [(_entry, msg)] = await east.receive(block_ms=1)
+    assert msg is not None and msg.hit == hit
+    nb.expire(now=1.0 + nb.cfg.ghost_ttl_s + 0.01)
+    nb.on_hit(hit)  # forgotten: gone, as for an entity never here
+    hit.target_id = 1  # one of ours: applied here, never passed on
+    nb.on_hit(hit)
+    assert nb.passing == [] and sim.ents.health[0] == 75.0

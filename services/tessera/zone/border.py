@@ -374,6 +374,7 @@ class Border:
 
     def _let_go(self, eid: int, out: Outgoing) -> list[Release]:
         """A committed handoff: the entity belongs to ``out.target`` now."""
+        self.neighbours.handed_away(eid, out.target, time.monotonic())
         extra = self.sim.ents.extra.get(eid)
         player = extra.player_id if extra else ""
         if not player:

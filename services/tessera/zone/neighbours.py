@@ -40,6 +40,16 @@ class Neighbours:
         self.sim = sim
         self.territory = territory
         self.ghosts: dict[int, tuple[str, float]] = {}  # ghost id -> (owner zone, last seen)
+        # Entities handed away lately -> (the zone they went to, when), and hits on
+        # them that neighbours still sent here, to pass on there.
+        self.handed: dict[int, tuple[str, float]] = {}
+        self.passing: list[tuple[str, zone_pb2.InboxMessage]] = []
+
+    def handed_away(self, entity_id: int, zone: str, now: float) -> None:
+        """An owned entity now belongs to ``zone``: for a ghost lifetime (while the
+        neighbours' ghosts of it may still name this zone as its owner) hits on it
+        are passed on there."""
+        self.handed[entity_id] = (zone, now)
 
     def is_ghost(self, entity_id: int) -> bool:
         """True for a neighbour's entity shown here."""
@@ -146,10 +156,13 @@ class Neighbours:
         return len(seen)
 
     def expire(self, now: float) -> None:
-        """Drop ghosts their owner has not sent for ``ghost_ttl_s``."""
+        """Drop ghosts their owner has not sent for ``ghost_ttl_s``, and forget
+        entities handed away that long ago."""
         ttl = self.cfg.ghost_ttl_s
         for eid in [i for i, (_s, t) in self.ghosts.items() if now - t > ttl]:
             self.drop(eid)
+        for eid in [i for i, (_z, t) in self.handed.items() if now - t > ttl]:
+            del self.handed[eid]
         metrics.GHOSTS.set(len(self.ghosts))
 
     async def run_in(self) -> None:
@@ -177,9 +190,10 @@ class Neighbours:
     # --- hits across the border -----------------------------------------------------
 
     async def forward_hits(self) -> None:
-        """Send hits on ghosts that the last ticks produced to the ghosts' owners."""
+        """Send hits on ghosts that the last ticks produced to the ghosts' owners,
+        and pass on hits on entities handed away lately."""
         hits, self.sim.forwarded = self.sim.forwarded, []
-        outbox: list[tuple[str, zone_pb2.InboxMessage]] = []
+        outbox, self.passing = self.passing, []
         for hit in hits:
             owner = self.ghosts.get(hit.target)
             if owner is None:
@@ -198,9 +212,15 @@ class Neighbours:
         await self.store.send_many(outbox)
 
     def on_hit(self, hit: zone_pb2.ForwardedHit) -> None:
-        """A neighbour's hit on one of our entities it shows as a ghost: check, apply."""
+        """A neighbour's hit on one of our entities it shows as a ghost: check, apply;
+        one handed away lately is passed on to where it went (following its
+        handoffs, so a hit is passed on at most once per handoff)."""
         e = self.sim.ents
         row = e.index.get(hit.target_id)
+        if row is None and (went := self.handed.get(hit.target_id)) is not None:
+            self.passing.append((went[0], zone_pb2.InboxMessage(hit=hit)))
+            metrics.HITS_FORWARDED.labels("passed_on").inc()
+            return
         if row is None or hit.target_id in self.ghosts or e.flags[row] & DEAD:
             metrics.HITS_FORWARDED.labels("gone").inc()
             return
