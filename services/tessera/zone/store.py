@@ -425,6 +425,8 @@ class GhostFeed:
             self.sub = Subscriber(self.redis, self._message)
             await self.sub.open(self.keys.zone_ghosts(next(iter(zones))))  # the world's slot
         self.sub.check()
+        if zones == self.zones:
+            return  # the usual call: ten a second, the neighbours unchanged
         gone, new = self.zones - zones, zones - self.zones
         self._by_channel = {self.keys.zone_ghosts(z).encode(): z for z in zones}
         if gone:
