@@ -121,7 +121,7 @@ def world_resource(args: argparse.Namespace) -> dict[str, Any]:
         "TESSERA_MAX_SPEED_MPS": "12",
         "TESSERA_HEARTBEAT_S": "1",
         "TESSERA_CHECKPOINT_S": "1",
-        "TESSERA_MAP_POLL_S": "0.25",
+        "TESSERA_MAP_POLL_S": "1",
     }
     return {
         "apiVersion": "tessera.io/v1alpha1",

@@ -140,6 +140,25 @@ async def test_four_zone_corner(world: World) -> None:
         await driver.close()
 
 
+async def test_zones_read_a_new_map_on_its_notice_not_at_their_poll(
+    redis_url: str, redis: Client
+) -> None:
+    """The operator announces each map version on ``map:changed``: a zone reads
+    the map then, long before its (here minute-long) poll would."""
+    world = World(redis, redis_url, env={**FAST, "TESSERA_MAP_POLL_S": "60"})
+    try:
+        await world.start_all([ZoneSpec("west", WEST), ZoneSpec("east", EAST)])
+        for version in (2, 3):
+            await asyncio.sleep(0.5)  # the feeds subscribed (their first notice is their own)
+            assert await world.publish_map() == version
+            deadline = asyncio.get_running_loop().time() + 3.0
+            while {(await world.status(z)).map_version for z in ("west", "east")} != {version}:
+                assert asyncio.get_running_loop().time() < deadline, version
+                await asyncio.sleep(0.05)
+    finally:
+        world.stop()
+
+
 async def test_split_then_merge_under_load(world: World) -> None:
     whole = Rect(-200, -200, 200, 200)
     await world.start_all([ZoneSpec("a", whole)])

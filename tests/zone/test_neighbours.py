@@ -126,8 +126,46 @@ async def test_the_aura_is_published_once_a_tick_and_kept_alive_between(
         ticked = 0
         for _ in range(5):
             sim.step()
+            nb.beat.bump()  # as the zone's tick does
             ticked += await count(0.15)
         assert ticked >= 3  # a batch per tick (a busy machine may merge two ticks)
+    finally:
+        publishing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publishing
+        await pubsub.aclose()
+
+
+async def test_an_empty_aura_is_published_once_until_an_entity_comes(redis: Redis) -> None:
+    """The neighbours' copies fade on the first empty batch; more empty batches
+    would tell them nothing."""
+    sim, nb = west(redis)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(WorldKeys("w").zone_ghosts("west"))
+    confirmed = await pubsub.get_message(timeout=5.0)  # the server has subscribed us
+    assert confirmed is not None and confirmed["type"] == "subscribe"
+    got: list[int] = []
+
+    async def tick_for(seconds: float) -> None:
+        end = asyncio.get_running_loop().time() + seconds
+        while (left := end - asyncio.get_running_loop().time()) > 0:
+            sim.step()
+            nb.beat.bump()
+            msg = await pubsub.get_message(timeout=min(left, 0.05))
+            if msg is not None:
+                got.append(ghosts.decode(msg["data"])[2].size)
+
+    publishing = asyncio.create_task(nb.run_out())
+    try:
+        await tick_for(1.0)
+        assert got == [0]  # twenty ticks, one batch
+        sim.add_player(entity_id=1, player_id="a", pos=(-5.0, 0.0, 0.0), team=0)
+        await tick_for(0.5)
+        assert len(got) >= 3 and got[1:] == [1] * (len(got) - 1)
+        sim.remove_player("a")
+        got.clear()
+        await tick_for(0.5)
+        assert got == [0]
     finally:
         publishing.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -376,6 +376,35 @@ async def test_ghost_batches_reach_the_neighbours_that_follow(redis: Client) -> 
         await feed.close()
 
 
+async def test_a_feed_hears_the_zone_map_notices_and_calls_once_on_opening(
+    redis: Client,
+) -> None:
+    """With ``on_map`` the feed opens with no neighbour too (a lone zone learns of
+    a split), and calls it once at the start (a notice missed while closed)."""
+    notices: list[int] = []
+    feed = GhostFeed(redis, WorldKeys("w"), lambda _z, _b: None, on_map=lambda: notices.append(1))
+    try:
+        await feed.follow(set())
+        assert feed.sub is not None and notices == [1]
+        for _ in range(50):  # a subscription takes effect once the server has read it
+            await redis.publish(WorldKeys("w").zone_map_changed, "2")
+            await redis.publish(WorldKeys("other").zone_map_changed, "2")
+            await asyncio.sleep(0.1)
+            if len(notices) > 1:
+                break
+        assert len(notices) > 1
+        base = len(notices)
+        for version in range(3, 6):
+            await redis.publish(WorldKeys("w").zone_map_changed, str(version))
+            await redis.publish(WorldKeys("other").zone_map_changed, str(version))
+        await asyncio.sleep(0.3)
+        assert len(notices) == base + 3  # this world's three, not the other's
+        await feed.follow(set())  # open already: no call
+        assert len(notices) == base + 3
+    finally:
+        await feed.close()
+
+
 async def test_a_feed_reports_its_lost_server_and_follows_again_once_closed(
     tmp_path: Path,
 ) -> None:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tessera.zone.tick import IO_SHARE, Ticker, TickStats, schedule
+from tessera.zone.tick import IO_SHARE, Beat, Ticker, TickStats, schedule
 
 
 def test_schedule_stays_on_the_grid_and_skips_whole_missed_periods() -> None:
@@ -107,3 +107,33 @@ def test_the_next_step_is_its_slot_or_a_late_steps_share_of_a_period() -> None:
     assert ticker.next_due(0.32) == pytest.approx(0.4)  # on time: its slot
     assert ticker.next_due(0.45) == pytest.approx(0.45 + IO_SHARE * 0.1)  # late
     assert ticker.next_due(0.75) == pytest.approx(0.75 + IO_SHARE * 0.1)  # slots skipped
+
+
+async def test_a_beat_wakes_its_waiters_and_a_wait_times_out() -> None:
+    beat = Beat()
+    assert await beat.past(-1, 10.0) == 0  # already past what the caller saw: no wait
+    waiting = [asyncio.create_task(beat.past(0, 10.0)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    assert not any(w.done() for w in waiting)
+    beat.bump()
+    assert await asyncio.gather(*waiting) == [1, 1]
+    began = time.monotonic()
+    assert await beat.past(1, 0.05) == 1  # nothing came: the timeout
+    assert 0.04 <= time.monotonic() - began < 1.0
+    assert not beat._waiters  # a wait that timed out leaves nothing behind
+    cancelled = asyncio.create_task(beat.past(1, 10.0))
+    await asyncio.sleep(0.01)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert not beat._waiters
+
+
+async def test_a_stopped_ticker_ends_without_waiting_out_its_period() -> None:
+    ticker = Ticker(1, lambda: None)  # a step due in a second
+    task = asyncio.create_task(ticker.run())
+    await asyncio.sleep(0.05)
+    began = time.monotonic()
+    ticker.stop()
+    await asyncio.wait_for(task, 0.5)
+    assert time.monotonic() - began < 0.2 and not ticker.stats.durations

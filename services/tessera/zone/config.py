@@ -59,9 +59,9 @@ class ZoneConfig:
     behaviour: Behaviour
     hysteresis_m: float = 5.0
     handoff_timeout_s: float = 1.0
-    handoff_scan_s: float = 0.1
+    handoff_scan_s: float = 0.25
     drain_timeout_s: float = 30.0
-    map_poll_s: float = 0.25
+    map_poll_s: float = 1.0
     aura_m: float = 50.0
     ghost_hz: float = 15.0
     ghost_ttl_s: float = 0.5
@@ -162,9 +162,9 @@ class ZoneConfig:
             behaviour=Behaviour(),
             hysteresis_m=env.number("HYSTERESIS_M", 5.0, lo=0.0, hi=1000.0),
             handoff_timeout_s=env.number("HANDOFF_TIMEOUT_S", 1.0, lo=0.05, hi=60.0),
-            handoff_scan_s=env.number("HANDOFF_SCAN_S", 0.1, lo=0.005, hi=5.0),
+            handoff_scan_s=env.number("HANDOFF_SCAN_S", 0.25, lo=0.005, hi=5.0),
             drain_timeout_s=env.number("DRAIN_TIMEOUT_S", 30.0, lo=0.1, hi=3600.0),
-            map_poll_s=env.number("MAP_POLL_S", 0.25, lo=0.01, hi=60.0),
+            map_poll_s=env.number("MAP_POLL_S", 1.0, lo=0.01, hi=60.0),
             aura_m=env.number(
                 "AURA_M", max(50.0, near, Weapons().ranged_range), lo=near, hi=10_000.0
             ),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -23,19 +24,27 @@ from tessera.zone.entities import DEAD, GHOST, Extra, owned
 from tessera.zone.simulation import Simulation
 from tessera.zone.store import ZoneStore
 from tessera.zone.territory import Territory
+from tessera.zone.tick import Beat
 
 log = logging.getLogger(__name__)
 
-GHOST_POLL_S = 0.1  # how often ghosts expire and the neighbours followed are updated
+GHOST_POLL_S = 0.5  # the longest between updates of the neighbours followed, ticks late
 
 
 class Neighbours:
     """Ghosts shown here and shown of this zone, and hits across the border."""
 
     def __init__(
-        self, *, cfg: ZoneConfig, store: ZoneStore, sim: Simulation, territory: Territory
+        self,
+        *,
+        cfg: ZoneConfig,
+        store: ZoneStore,
+        sim: Simulation,
+        territory: Territory,
+        beat: Beat | None = None,
     ) -> None:
         self.cfg = cfg
+        self.beat = beat or Beat()  # bumped by each tick and zone-map change
         self.store = store
         self.sim = sim
         self.territory = territory
@@ -93,23 +102,32 @@ class Neighbours:
         nothing moves; an entity that came or went in between is in the next
         tick's batch, and the neighbours' copies of one handed away fade meanwhile)
         or when the zone map changed (a new neighbour), and otherwise after half
-        the ghosts' lifetime, so a late tick does not let those copies expire."""
+        the ghosts' lifetime, so a late tick does not let those copies expire. An
+        empty aura is published once (the neighbours' copies fade), not again
+        until it has an entity."""
         period = 1.0 / self.cfg.ghost_hz
         published = (-1, -1)  # (tick, zone map) when last looked at
         published_at = 0.0
+        empty = False  # the last batch published held no entity
+        seen = self.beat.count
         while True:
             began = time.monotonic()
             try:
-                seen = (self.sim.tick, self.territory.map_version)
-                if seen != published or began - published_at >= self.cfg.ghost_ttl_s / 2:
+                state = (self.sim.tick, self.territory.map_version)
+                if state != published or began - published_at >= self.cfg.ghost_ttl_s / 2:
                     if self.territory.bounds is not None and self.territory.nearby(self.cfg.aura_m):
                         payload, count = self.batch()
-                        await self.store.publish_ghosts(payload)
-                        metrics.GHOSTS_OUT.inc(count)
-                    published, published_at = seen, began
+                        if count or not empty:
+                            await self.store.publish_ghosts(payload)
+                            metrics.GHOSTS_OUT.inc(count)
+                        empty = count == 0
+                    published, published_at = state, began
             except Exception:
                 log.exception("ghost publish failed")
-            await asyncio.sleep(max(0.0, period - (time.monotonic() - began)))
+            seen = await self.beat.past(seen, self.cfg.ghost_ttl_s / 2)
+            rest = period - (time.monotonic() - began)
+            if rest > 0:  # ticks faster than ghost_hz: a batch every few ticks
+                await asyncio.sleep(rest)
 
     # --- ghosts in ---------------------------------------------------------------
 
@@ -165,18 +183,21 @@ class Neighbours:
             del self.handed[eid]
         metrics.GHOSTS.set(len(self.ghosts))
 
-    async def run_in(self) -> None:
+    async def run_in(self, on_map: Callable[[], object] | None = None) -> None:
         """Follow the nearby zones' ghost channels and show what they send: each
-        batch is applied as it is read, between the loop's other callbacks."""
+        batch is applied as it is read, between the loop's other callbacks. After
+        each tick (or every ``GHOST_POLL_S`` while ticks are late): update the
+        zones followed, expire ghosts. ``on_map`` is called on each zone-map notice."""
         feed = self.store.ghost_feed(
-            lambda sender, payload: self.apply(sender, payload, time.monotonic())
+            lambda sender, payload: self.apply(sender, payload, time.monotonic()), on_map
         )
+        seen = self.beat.count
         try:
             while True:
                 try:
                     await feed.follow({z for z, _r in self.territory.nearby(self.cfg.aura_m)})
-                    await asyncio.sleep(min(GHOST_POLL_S, self.cfg.ghost_ttl_s / 4))
                     self.expire(time.monotonic())
+                    seen = await self.beat.past(seen, GHOST_POLL_S)
                 except asyncio.CancelledError:
                     raise
                 except Exception:

@@ -49,7 +49,7 @@ from tessera.zone.results import Reporter
 from tessera.zone.simulation import Simulation
 from tessera.zone.store import ZoneStore, entry_age_s, entry_key
 from tessera.zone.territory import Territory
-from tessera.zone.tick import Ticker
+from tessera.zone.tick import Beat, Ticker
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 MAX_PLAYER_ID = 128
 # Team numbers travel as u16 in snapshots and ghosts.
 MAX_TEAM = 0xFFFF
-INBOX_BLOCK_MS = 500  # an idle zone's inbox read: twice a second
+INBOX_BLOCK_MS = 1000  # an idle zone's inbox read: once a second (socket timeout: 2 s)
 INBOX_BLOCK_DRAINING_MS = 50
 # A relay id is its pod name (a DNS subdomain): stored with every checkpoint.
 MAX_RELAY_ID = 253
@@ -119,7 +119,11 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             chunk=cfg.link_chunk,
             spread_s=cfg.link_spread_s,
         )
-        self.neighbours = Neighbours(cfg=cfg, store=store, sim=self.sim, territory=self.territory)
+        self.beat = Beat()  # each tick and zone-map change: the border and ghost loops follow
+        self._map_notice = False  # a zone-map notice came: the next scan reads the map
+        self.neighbours = Neighbours(
+            cfg=cfg, store=store, sim=self.sim, territory=self.territory, beat=self.beat
+        )
         self.border = Border(
             cfg=cfg, store=store, sim=self.sim, territory=self.territory, neighbours=self.neighbours
         )
@@ -127,7 +131,6 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         self.ticker.on_skip = metrics.TICKS_SKIPPED.inc
         self.ticker.on_error = metrics.TICK_ERRORS.inc
         self._tasks: list[asyncio.Task[None]] = []
-        self._ticked = asyncio.Event()  # set by each tick: the border scan follows it
         self._growing: asyncio.Task[None] | None = None
         self._npcs_spawned = False
         self._inbox_done: tuple[int, int] = (0, 0)  # the newest inbox entry handled
@@ -161,7 +164,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             asyncio.create_task(self._scans()),
             asyncio.create_task(self._inbox()),
             asyncio.create_task(self.neighbours.run_out()),
-            asyncio.create_task(self.neighbours.run_in()),
+            asyncio.create_task(self.neighbours.run_in(on_map=self._map_changed)),
         ]
         if self.reporter is not None:
             self._tasks.append(asyncio.create_task(self.reporter.run()))
@@ -224,7 +227,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         if self.territory.state == State.ZONE_STATE_DRAINING:
             metrics.DRAIN_REMAINING.set(len(self.sim.ents.players))
             self._maybe_drained()
-        self._ticked.set()
+        self.beat.bump()
 
     async def _grow(self, clients: int) -> None:
         """Snapshot state for ``clients`` attached players. The new memory is
@@ -358,16 +361,19 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     # --- the border ---------------------------------------------------------
 
     async def _scans(self) -> None:
-        """After each tick, and at least every ``handoff_scan_s`` between ticks: the
-        zone map, handoffs to start, time out or force, hits on ghosts to forward,
-        offers to expire. Entities move and hits land only in ticks, so a scan right
-        after one starts their handoffs at once; the scans between ticks are for
-        timeouts, deadlines and rests."""
+        """After each tick and zone-map notice (at most ``handoff_scan_s`` apart
+        while ticks are late): the zone map (on a notice, else every
+        ``map_poll_s``), handoffs to start, time out or force, hits on ghosts to
+        forward, offers to expire. Entities move and hits land only in ticks, so a
+        scan right after one starts their handoffs at once, and deadlines (a
+        second's timeout, a half-second rest) need no finer step than a tick."""
         last_map = 0.0
+        seen = self.beat.count
         while True:
             try:
                 now = time.monotonic()
-                if now - last_map >= self.cfg.map_poll_s:
+                if self._map_notice or now - last_map >= self.cfg.map_poll_s:
+                    self._map_notice = False
                     last_map = now
                     await self._refresh_map()
                 self._release(await self.border.scan())
@@ -375,9 +381,12 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
                 self.border.expire()
             except Exception:
                 log.exception("handoff scan failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ticked.wait(), self.cfg.handoff_scan_s)
-            self._ticked.clear()
+            seen = await self.beat.past(seen, self.cfg.handoff_scan_s)
+
+    def _map_changed(self) -> None:
+        """A zone-map notice (the operator wrote a new version): read it at once."""
+        self._map_notice = True
+        self.beat.bump()
 
     def _inbox_block_ms(self) -> int:
         """How long an inbox read waits for a first entry: a read returns as soon as
@@ -433,6 +442,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     async def _refresh_map(self) -> None:
         if await self.border.refresh_map():
             self._fit_area()
+            self.beat.bump()  # a new neighbour gets the aura, and is followed, at once
 
     def _fit_area(self) -> None:
         area = self.border.movement_area()

@@ -346,8 +346,10 @@ class ZoneStore:
     async def publish_ghosts(self, payload: bytes) -> None:
         await self.redis.publish(self.keys.zone_ghosts(self.zone), payload)
 
-    def ghost_feed(self, deliver: Callable[[str, bytes], object]) -> GhostFeed:
-        return GhostFeed(self.redis, self.keys, deliver)
+    def ghost_feed(
+        self, deliver: Callable[[str, bytes], object], on_map: Callable[[], object] | None = None
+    ) -> GhostFeed:
+        return GhostFeed(self.redis, self.keys, deliver, on_map)
 
     async def send_many(self, messages: list[tuple[str, zone_pb2.InboxMessage]]) -> None:
         """Append messages to zones' inbox streams in one script (a world's keys
@@ -399,34 +401,47 @@ class ZoneStore:
 
 class GhostFeed:
     """Subscription to the ghost channels of a set of zones (the neighbours): each
-    batch goes to ``deliver(sender zone, payload)`` as its bytes are read."""
+    batch goes to ``deliver(sender zone, payload)`` as its bytes are read. With
+    ``on_map``, also to the world's zone-map notices: ``on_map()`` on each, and
+    once on each (re)subscription, for any notice missed meanwhile."""
 
     def __init__(
-        self, redis: Client, keys: WorldKeys, deliver: Callable[[str, bytes], object]
+        self,
+        redis: Client,
+        keys: WorldKeys,
+        deliver: Callable[[str, bytes], object],
+        on_map: Callable[[], object] | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.deliver = deliver
+        self.on_map = on_map
         self.sub: Subscriber | None = None
         self.zones: set[str] = set()
         self._by_channel: dict[bytes, str] = {}
+        self._map_channel = keys.zone_map_changed.encode()
 
     def _message(self, channel: bytes, data: bytes) -> None:
         zone = self._by_channel.get(channel)
         if zone is not None:
             self.deliver(zone, data)
+        elif channel == self._map_channel and self.on_map is not None:
+            self.on_map()
 
     async def follow(self, zones: set[str]) -> None:
-        """Subscribe to exactly these zones' ghost channels; raise if the
-        subscription has failed (then :meth:`close` it)."""
+        """Subscribe to exactly these zones' ghost channels (and the map notices);
+        raise if the subscription has failed (then :meth:`close` it)."""
         if self.sub is None:
-            if not zones:
+            if not zones and self.on_map is None:
                 return
             self.sub = Subscriber(self.redis, self._message)
-            await self.sub.open(self.keys.zone_ghosts(next(iter(zones))))  # the world's slot
+            await self.sub.open(self.keys.zone_map_changed)  # the world's slot
+            if self.on_map is not None:
+                self.sub.subscribe(self.keys.zone_map_changed)
+                self.on_map()  # a notice sent while no subscription was open
         self.sub.check()
         if zones == self.zones:
-            return  # the usual call: ten a second, the neighbours unchanged
+            return  # the usual call: each tick, the neighbours unchanged
         gone, new = self.zones - zones, zones - self.zones
         self._by_channel = {self.keys.zone_ghosts(z).encode(): z for z in zones}
         if gone:

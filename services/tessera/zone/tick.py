@@ -6,6 +6,9 @@ behind, the missed slots are skipped (and counted) instead of run back to back.
 A late step waits ``IO_SHARE`` of a period all the same, so a zone whose steps
 run over their period still reads its inbox, answers calls, sends its heartbeat
 and serves its links.
+
+:class:`Beat` counts what the zone's other loops follow (ticks, zone-map
+notices): they wait on it rather than poll.
 """
 
 from __future__ import annotations
@@ -58,6 +61,43 @@ class TickStats:
         return self.percentile(99) > self.budget_s
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Beat:
+    """A count of events that tasks wait to see move past what they saw. Cheaper
+    than ``wait_for(event.wait(), timeout)``, which starts a task each wait and
+    raises into it on a timeout: a wait here is one future and one timer."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def bump(self) -> None:
+        self.count += 1
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            _wake(waiter)
+
+    async def past(self, seen: int, timeout_s: float) -> int:
+        """The count once it is past ``seen``, or after ``timeout_s`` at the latest."""
+        if self.count != seen:
+            return self.count
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        timer = loop.call_later(timeout_s, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            if waiter in self._waiters:  # timed out or cancelled: not left behind
+                self._waiters.remove(waiter)
+        return self.count
+
+
 class Ticker:
     """Runs ``step`` at ``hz`` until stopped; a failing step is logged, never fatal."""
 
@@ -70,11 +110,14 @@ class Ticker:
         self.on_skip: Callable[[int], None] = lambda _n: None
         self.on_error: Callable[[], None] = lambda: None
         self._stop = asyncio.Event()
+        self._sleep: asyncio.Future[None] | None = None
         self._start = 0.0
         self._n = 0
 
     def stop(self) -> None:
         self._stop.set()
+        if self._sleep is not None:
+            _wake(self._sleep)
 
     def next_due(self, now: float) -> float:
         """When (monotonic) the next step will run, as :meth:`run` will wait for it:
@@ -85,6 +128,7 @@ class Ticker:
     async def run(self) -> None:
         self._start = time.monotonic()
         self._n = 0
+        loop = asyncio.get_running_loop()
         while not self._stop.is_set():
             self._n, due, skipped = schedule(self._start, self.period, self._n, time.monotonic())
             if skipped:
@@ -93,11 +137,15 @@ class Ticker:
             delay = due - time.monotonic()
             if delay <= 0:  # late: steps that never await would starve every other task
                 delay = IO_SHARE * self.period
+            self._sleep = loop.create_future()
+            timer = loop.call_later(delay, _wake, self._sleep)
             try:
-                await asyncio.wait_for(self._stop.wait(), delay)
+                await self._sleep
+            finally:
+                timer.cancel()
+                self._sleep = None
+            if self._stop.is_set():
                 break
-            except TimeoutError:
-                pass
             began = time.perf_counter()
             try:
                 self.step()
