@@ -46,7 +46,7 @@ from tessera.zone.links import Links
 from tessera.zone.neighbours import Neighbours
 from tessera.zone.persistence import Persistence
 from tessera.zone.results import Reporter
-from tessera.zone.simulation import Simulation
+from tessera.zone.simulation import Growth, Simulation
 from tessera.zone.store import ZoneStore, entry_age_s, entry_key
 from tessera.zone.territory import Territory
 from tessera.zone.tick import Beat, Ticker
@@ -132,6 +132,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         self.ticker.on_error = metrics.TICK_ERRORS.inc
         self._tasks: list[asyncio.Task[None]] = []
         self._growing: asyncio.Task[None] | None = None
+        self._allocating: asyncio.Future[Growth] | None = None  # client rows, off the loop
         self._npcs_spawned = False
         self._inbox_done: tuple[int, int] = (0, 0)  # the newest inbox entry handled
         self._inbox_moved = asyncio.Condition()  # notified when _inbox_done grows
@@ -234,16 +235,28 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         allocated and faulted in on a worker thread while the zone ticks (on the
         loop, the first touch of 34 MB for 200 players stopped the ticks for
         60-340 ms on a loaded machine); only copying the rows held is left to
-        the loop."""
-        if not self.sim.holds(clients):
-            self.sim.install(await asyncio.to_thread(self.sim.allocate, clients))
+        the loop. Concurrent callers share the allocation in flight (then grow
+        again if it was too small for them)."""
+        while not self.sim.holds(clients):
+            pending = self._allocating  # one allocation at a time, shared by the callers
+            if pending is None:
+                allocating = asyncio.to_thread(self.sim.allocate, clients)
+                pending = self._allocating = asyncio.ensure_future(allocating)
+            try:
+                growth = await asyncio.shield(pending)
+            finally:
+                if self._allocating is pending and pending.done():
+                    self._allocating = None
+            self.sim.install(growth)  # nothing, if another caller's was larger
 
     async def _make_room(self, coming: int) -> None:
         """Room for the players here, ``coming`` more and a quarter of those spare,
         so that taking them leaves :meth:`_grow_ahead` nothing to do (for 200
         adopted players it would double the 200 rows at once, another 34 MB to
-        fault in)."""
-        await self._grow(len(self.sim.ents.players) + coming + coming // 4)
+        fault in). Counted again after each wait: other joins may have come
+        meanwhile, and the caller takes its rows before anything else runs."""
+        while not self.sim.holds(need := len(self.sim.ents.players) + coming + coming // 4):
+            await self._grow(need)
 
     def _grow_ahead(self) -> None:
         """Start growing when fewer than an eighth of the client rows are free, so a
@@ -726,8 +739,13 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         else:
             spawn = request.spawn
             pos = (spawn.x, spawn.y, spawn.z) if request.HasField("spawn") else None
+            eid = new_id if new_id is not None else (await self.store.next_ids(1))[0]
+            if request.synthetic:  # attached at once: its client row grown off the loop
+                await self._make_room(1)
+                if player in self.sim.ents.players:
+                    return
             self.sim.add_player(
-                entity_id=new_id if new_id is not None else (await self.store.next_ids(1))[0],
+                entity_id=eid,
                 player_id=player,
                 pos=pos or self.sim.spawn_point(),
                 team=request.team,
