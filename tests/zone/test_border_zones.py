@@ -149,7 +149,7 @@ async def test_zones_read_a_new_map_on_its_notice_not_at_their_poll(
     try:
         await world.start_all([ZoneSpec("west", WEST), ZoneSpec("east", EAST)])
         for version in (2, 3):
-            await asyncio.sleep(0.5)  # the feeds subscribed (their first notice is their own)
+            await asyncio.sleep(0.5)  # the zones' subscriptions to the notices hold by now
             assert await world.publish_map() == version
             deadline = asyncio.get_running_loop().time() + 3.0
             while {(await world.status(z)).map_version for z in ("west", "east")} != {version}:

@@ -665,3 +665,21 @@ async def test_synthetic_joins_share_one_growth_of_the_client_rows_off_the_loop(
     # One allocation for all forty at each step: the viewer table (for one), the
     # 17th player's (32 rows) and the 33rd's (64 rows).
     assert sizes == [1, 17, 33] and zone.sim.encoder.rows == 64
+
+
+async def test_a_growth_whose_callers_all_left_is_not_kept(redis: Redis) -> None:
+    """An allocation whose every caller was cancelled (a Join given up) ends on its
+    thread and is dropped: the next growth starts anew, not from a stale result."""
+    cfg = ZoneConfig.from_env(Env({"TESSERA_ZONE_BOUNDS": "-100,-100,100,100"}))
+    zone = ZoneServicer(cfg, ZoneStore(redis, world=WORLD, zone=ZONE))
+    waiting = asyncio.create_task(zone._grow(100))
+    await asyncio.sleep(0)  # the allocation runs on its thread
+    allocation = zone._allocating
+    assert allocation is not None
+    waiting.cancel()
+    with suppress(asyncio.CancelledError):
+        await waiting
+    await asyncio.wait([allocation])
+    assert zone._allocating is None and zone.sim.encoder.rows == 16  # nobody installed it
+    await zone._grow(100)
+    assert zone.sim.encoder.rows >= 100

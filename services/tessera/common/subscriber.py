@@ -47,8 +47,9 @@ LOG_EVERY_S = 10.0  # a failing handler's traceback, at most this often
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self, deliver: Deliver) -> None:
+    def __init__(self, deliver: Deliver, subscribed: Callable[[bytes], None] | None) -> None:
         self.deliver = deliver
+        self.subscribed = subscribed
         self.reader = hiredis.Reader()
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
@@ -81,7 +82,9 @@ class _Protocol(asyncio.Protocol):
                     if self.loop.time() - self.handler_failed_at >= LOG_EVERY_S:
                         self.handler_failed_at = self.loop.time()
                         log.exception("pub/sub message handler failed (logged once per 10 s)")
-            return  # subscribe / unsubscribe acknowledgements, PONG
+            if len(reply) == 3 and reply[0] == b"subscribe" and self.subscribed is not None:
+                self.subscribed(reply[1])
+            return  # (un)subscribe acknowledgements, PONG
         if isinstance(reply, hiredis.ReplyError):
             self._fail(RedisError(f"pub/sub: {reply}"))
         elif not self.authed.done():
@@ -110,9 +113,13 @@ class Subscriber:
         timeout_s: float = 2.0,
         ping_s: float = PING_S,
         dead_s: float = DEAD_S,
+        subscribed: Callable[[bytes], None] | None = None,
     ) -> None:
+        """``subscribed(channel)`` is called when the server has subscribed us to
+        ``channel``: from then on every message published on it reaches ``deliver``."""
         self.redis = redis
         self.deliver = deliver
+        self.subscribed = subscribed
         self.timeout_s, self.ping_s, self.dead_s = timeout_s, ping_s, dead_s
         self._proto: _Protocol | None = None
         self._pinged = 0.0
@@ -151,7 +158,7 @@ class Subscriber:
         loop = asyncio.get_running_loop()
 
         def proto() -> _Protocol:
-            return _Protocol(self.deliver)
+            return _Protocol(self.deliver, self.subscribed)
 
         if isinstance(conn, UnixDomainSocketConnection):
             _t, self._proto = await loop.create_unix_connection(proto, conn.path)

@@ -121,7 +121,7 @@ class Border:
         if zone_map is None or zone_map.world != self.cfg.world:
             return False
         if not self.territory.newer(zone_map.version):
-            return False  # not rebuilt four times a second while unchanged
+            return False  # not rebuilt on every poll while unchanged
         return self.territory.adopt(messages.topology(zone_map))
 
     def movement_area(self) -> Rect | None:

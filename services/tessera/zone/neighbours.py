@@ -28,7 +28,7 @@ from tessera.zone.tick import Beat
 
 log = logging.getLogger(__name__)
 
-GHOST_POLL_S = 0.5  # the longest between updates of the neighbours followed, ticks late
+GHOST_POLL_S = 0.5  # the longest between updates of the neighbours followed, no tick coming
 
 
 class Neighbours:
@@ -186,7 +186,7 @@ class Neighbours:
     async def run_in(self, on_map: Callable[[], object] | None = None) -> None:
         """Follow the nearby zones' ghost channels and show what they send: each
         batch is applied as it is read, between the loop's other callbacks. After
-        each tick (or every ``GHOST_POLL_S`` while ticks are late): update the
+        each tick (or every ``GHOST_POLL_S`` if none comes): update the
         zones followed, expire ghosts. ``on_map`` is called on each zone-map notice."""
         feed = self.store.ghost_feed(
             lambda sender, payload: self.apply(sender, payload, time.monotonic()), on_map

@@ -133,6 +133,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         self._tasks: list[asyncio.Task[None]] = []
         self._growing: asyncio.Task[None] | None = None
         self._allocating: asyncio.Future[Growth] | None = None  # client rows, off the loop
+        self._joining = 0  # synthetic joins between their room and their attach
         self._npcs_spawned = False
         self._inbox_done: tuple[int, int] = (0, 0)  # the newest inbox entry handled
         self._inbox_moved = asyncio.Condition()  # notified when _inbox_done grows
@@ -212,7 +213,14 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
     # --- the tick ----------------------------------------------------------
 
     def tick(self) -> None:
-        """One simulation step, fanned out to the links."""
+        """One simulation step, fanned out to the links; the beat follows it (a
+        failed one too)."""
+        try:
+            self._step()
+        finally:
+            self.beat.bump()
+
+    def _step(self) -> None:
         self.sim.clock_s = time.time()
         frame = self.sim.step()
         counts, self.sim.counts = self.sim.counts, type(self.sim.counts)()
@@ -228,7 +236,6 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         if self.territory.state == State.ZONE_STATE_DRAINING:
             metrics.DRAIN_REMAINING.set(len(self.sim.ents.players))
             self._maybe_drained()
-        self.beat.bump()
 
     async def _grow(self, clients: int) -> None:
         """Snapshot state for ``clients`` attached players. The new memory is
@@ -238,25 +245,43 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
         the loop. Concurrent callers share the allocation in flight (then grow
         again if it was too small for them)."""
         while not self.sim.holds(clients):
-            pending = self._allocating  # one allocation at a time, shared by the callers
-            if pending is None:
-                allocating = asyncio.to_thread(self.sim.allocate, clients)
-                pending = self._allocating = asyncio.ensure_future(allocating)
-            try:
-                growth = await asyncio.shield(pending)
-            finally:
-                if self._allocating is pending and pending.done():
-                    self._allocating = None
+            if self._allocating is None:  # one allocation at a time, shared by the callers
+                allocating = asyncio.ensure_future(asyncio.to_thread(self.sim.allocate, clients))
+                allocating.add_done_callback(self._allocated)
+                self._allocating = allocating
+            growth = await asyncio.shield(self._allocating)
             self.sim.install(growth)  # nothing, if another caller's was larger
+
+    def _allocated(self, allocation: asyncio.Future[Growth]) -> None:
+        """An allocation ended (before its callers resume): the next growth starts anew."""
+        if self._allocating is allocation:
+            self._allocating = None
 
     async def _make_room(self, coming: int) -> None:
         """Room for the players here, ``coming`` more and a quarter of those spare,
         so that taking them leaves :meth:`_grow_ahead` nothing to do (for 200
         adopted players it would double the 200 rows at once, another 34 MB to
-        fault in). Counted again after each wait: other joins may have come
-        meanwhile, and the caller takes its rows before anything else runs."""
-        while not self.sim.holds(need := len(self.sim.ents.players) + coming + coming // 4):
+        fault in); synthetic joins in progress count as players. Counted again
+        after each wait: other joins may have come meanwhile."""
+        while not self.sim.holds(
+            need := len(self.sim.ents.players) + self._joining + coming + coming // 4
+        ):
             await self._grow(need)
+
+    @contextlib.asynccontextmanager
+    async def _row_kept(self, synthetic: bool) -> AsyncIterator[None]:
+        """A synthetic player attaches as it joins: a client row is made free for
+        it (grown off the loop) before its route is claimed, and kept for it,
+        while the join goes on, from the other joins' room."""
+        if not synthetic:
+            yield
+            return
+        await self._make_room(1)
+        self._joining += 1
+        try:
+            yield
+        finally:
+            self._joining -= 1
 
     def _grow_ahead(self) -> None:
         """Start growing when fewer than an eighth of the client rows are free, so a
@@ -375,7 +400,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
 
     async def _scans(self) -> None:
         """After each tick and zone-map notice (at most ``handoff_scan_s`` apart
-        while ticks are late): the zone map (on a notice, else every
+        if no tick comes): the zone map (on a notice, else every
         ``map_poll_s``), handoffs to start, time out or force, hits on ghosts to
         forward, offers to expire. Entities move and hits land only in ticks, so a
         scan right after one starts their handoffs at once, and deadlines (a
@@ -722,36 +747,32 @@ class ZoneServicer(zone_pb2_grpc.ZoneServicer):
             saved = await self._saved(player, new_id)
         # Epochs only grow: after a leave the route is gone but the checkpoint remembers.
         epoch = max(route.epoch if route else 0, checkpoint.epoch if checkpoint else 0) + 1
-        if not await self.store.claim_route(player, route.raw if route else "", epoch):
-            await abort(
-                context,
-                grpc.StatusCode.ABORTED,
-                f"route of {player} changed during the join; retry",
-                reason="ROUTE_CHANGED",
-                retry_after_s=0.1,
-            )
-        if player in self.sim.ents.players:
-            return  # a concurrent join of the same player finished first
-        if checkpoint is not None and checkpoint.entity_id not in self.sim.ents.index:
-            self.sim.adopt(messages.record(checkpoint), epoch=epoch, now=time.monotonic())
-        elif saved is not None:
-            self.sim.adopt(saved, epoch=epoch, now=time.monotonic())
-        else:
-            spawn = request.spawn
-            pos = (spawn.x, spawn.y, spawn.z) if request.HasField("spawn") else None
-            eid = new_id if new_id is not None else (await self.store.next_ids(1))[0]
-            if request.synthetic:  # attached at once: its client row grown off the loop
-                await self._make_room(1)
-                if player in self.sim.ents.players:
-                    return
-            self.sim.add_player(
-                entity_id=eid,
-                player_id=player,
-                pos=pos or self.sim.spawn_point(),
-                team=request.team,
-                synthetic=request.synthetic,
-            )
-            self.sim.ents.extra[self.sim.ents.players[player]].epoch = epoch
+        async with self._row_kept(request.synthetic):
+            if not await self.store.claim_route(player, route.raw if route else "", epoch):
+                await abort(
+                    context,
+                    grpc.StatusCode.ABORTED,
+                    f"route of {player} changed during the join; retry",
+                    reason="ROUTE_CHANGED",
+                    retry_after_s=0.1,
+                )
+            if player in self.sim.ents.players:
+                return  # a concurrent join of the same player finished first
+            if checkpoint is not None and checkpoint.entity_id not in self.sim.ents.index:
+                self.sim.adopt(messages.record(checkpoint), epoch=epoch, now=time.monotonic())
+            elif saved is not None:
+                self.sim.adopt(saved, epoch=epoch, now=time.monotonic())
+            else:
+                spawn = request.spawn
+                pos = (spawn.x, spawn.y, spawn.z) if request.HasField("spawn") else None
+                self.sim.add_player(
+                    entity_id=new_id if new_id is not None else (await self.store.next_ids(1))[0],
+                    player_id=player,
+                    pos=pos or self.sim.spawn_point(),
+                    team=request.team,
+                    synthetic=request.synthetic,
+                )
+                self.sim.ents.extra[self.sim.ents.players[player]].epoch = epoch
         self.sim.ents.extra[self.sim.ents.players[player]].relay_id = request.relay_id
         self._enter_match(request)
         await self._save_checkpoint(player)

@@ -403,7 +403,8 @@ class GhostFeed:
     """Subscription to the ghost channels of a set of zones (the neighbours): each
     batch goes to ``deliver(sender zone, payload)`` as its bytes are read. With
     ``on_map``, also to the world's zone-map notices: ``on_map()`` on each, and
-    once on each (re)subscription, for any notice missed meanwhile."""
+    once each time the server has (re)subscribed the feed to them, for any
+    notice sent before."""
 
     def __init__(
         self,
@@ -428,17 +429,20 @@ class GhostFeed:
         elif channel == self._map_channel and self.on_map is not None:
             self.on_map()
 
+    def _subscribed(self, channel: bytes) -> None:
+        if channel == self._map_channel and self.on_map is not None:
+            self.on_map()  # a version announced before the subscription held
+
     async def follow(self, zones: set[str]) -> None:
         """Subscribe to exactly these zones' ghost channels (and the map notices);
         raise if the subscription has failed (then :meth:`close` it)."""
         if self.sub is None:
             if not zones and self.on_map is None:
                 return
-            self.sub = Subscriber(self.redis, self._message)
+            self.sub = Subscriber(self.redis, self._message, subscribed=self._subscribed)
             await self.sub.open(self.keys.zone_map_changed)  # the world's slot
             if self.on_map is not None:
                 self.sub.subscribe(self.keys.zone_map_changed)
-                self.on_map()  # a notice sent while no subscription was open
         self.sub.check()
         if zones == self.zones:
             return  # the usual call: each tick, the neighbours unchanged
