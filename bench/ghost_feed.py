@@ -7,10 +7,10 @@ A publisher process sends ``--bytes`` payloads at ``--rate`` a second for
 ``--seconds``, as a neighbour's ghost batches come (one per wake-up, not in
 bursts): first on a world's ghost channel of a local redis-server, which the
 feed reads as a zone's ``Neighbours.run_in`` does (following its
-neighbours every ``GHOST_POLL_S``, batches handed over as they are read); then over a plain TCP
-socket to an asyncio stream. The figure is the reading thread's CPU time per
-message (thread CPU includes its system calls). The two alternate ``--repeat``
-times.
+neighbours after each tick, here every ``FOLLOW_S``, batches handed over as
+they are read); then over a plain TCP socket to an asyncio stream. The figure
+is the reading thread's CPU time per message (thread CPU includes its system
+calls). The two alternate ``--repeat`` times.
 
     python bench/ghost_feed.py --json PATH [--rate 200] [--seconds 5] [--bytes 1200] [--repeat 2]
 """
@@ -30,10 +30,10 @@ from typing import Any
 from tessera.common import store
 from tessera.common.store import WorldKeys
 from tessera.harness.redis import LocalRedis
-from tessera.zone.neighbours import GHOST_POLL_S
 from tessera.zone.store import GhostFeed
 
 KEYS = WorldKeys("w")
+FOLLOW_S = 0.1  # a 10 Hz zone's ticks, after each of which it follows its neighbours
 
 
 def publisher(code: str, args: argparse.Namespace) -> subprocess.Popen[bytes]:
@@ -64,8 +64,8 @@ async def feed(url: str, args: argparse.Namespace) -> dict[str, float]:
     cpu0 = time.thread_time()
     while pub.poll() is None:
         await reader.follow(zones)
-        await asyncio.sleep(GHOST_POLL_S)
-    await asyncio.sleep(GHOST_POLL_S)  # what was still on its way
+        await asyncio.sleep(FOLLOW_S)
+    await asyncio.sleep(FOLLOW_S)  # what was still on its way
     cpu = time.thread_time() - cpu0
     await reader.close()
     return {"messages": got, "us_per_message": round(cpu / max(got, 1) * 1e6, 1)}
